@@ -1,0 +1,366 @@
+#include "np/cluster.h"
+
+#include <algorithm>
+#include <map>
+#include <tuple>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "np/validation.h"
+
+namespace np {
+
+std::string Diagnostic::ToString() const {
+  std::string out;
+  if (!location.file.empty()) {
+    absl::StrAppend(&out, location.file, location.line > 0 ? absl::StrCat(":", location.line) : "",
+                    ": ");
+  }
+  if (severity == Severity::kWarning) absl::StrAppend(&out, "warning: ");
+  if (!kind.empty() || !object.empty()) {
+    absl::StrAppend(&out, kind, kind.empty() || object.empty() ? "" : " ", object, ": ");
+  }
+  if (!field.empty()) absl::StrAppend(&out, field, ": ");
+  absl::StrAppend(&out, message);
+  return out;
+}
+
+int ObjectSource::LineOf(absl::string_view field) const {
+  std::string path(field);
+  while (!path.empty()) {
+    auto it = field_lines.find(path);
+    if (it != field_lines.end()) return it->second;
+    // Strip the last component: "a.b[2]" -> "a.b", "a.b" -> "a".
+    size_t cut = path.find_last_of(".[");
+    if (cut == std::string::npos) break;
+    path.resize(cut);
+  }
+  return location.line;
+}
+
+namespace {
+
+// The API server fills an absent namespace from the request; kubectl sends "default".
+template <typename T>
+void DefaultNamespace(T& object) {
+  if (object.metadata().namespace_().empty()) {
+    object.mutable_metadata()->set_namespace_("default");
+  }
+}
+
+template <typename T>
+std::string ObjectKey(const T& object) {
+  return absl::StrCat(object.metadata().namespace_(), "/", object.metadata().name());
+}
+std::string ObjectKey(const k8s::Namespace& ns) { return ns.metadata().name(); }
+
+// Copies validation findings into `out`, with the source location of each field.
+bool Collect(std::vector<Diagnostic> found, const ObjectSource& source,
+             std::vector<Diagnostic>* out) {
+  bool ok = true;
+  for (Diagnostic& d : found) {
+    if (d.location.file.empty()) {
+      d.location.file = source.location.file;
+      d.location.line = source.LineOf(d.field);
+    }
+    if (d.is_error()) ok = false;
+    out->push_back(std::move(d));
+  }
+  return ok;
+}
+
+Diagnostic MakeDiagnostic(Diagnostic::Severity severity, std::string kind, std::string object,
+                          std::string message, const ObjectSource& source) {
+  Diagnostic d;
+  d.severity = severity;
+  d.kind = std::move(kind);
+  d.object = std::move(object);
+  d.message = std::move(message);
+  d.location = source.location;
+  return d;
+}
+
+std::string Where(const ObjectSource& source) {
+  if (source.location.file.empty()) return "earlier in the input";
+  return absl::StrCat(source.location.file,
+                      source.location.line > 0 ? absl::StrCat(":", source.location.line) : "");
+}
+
+Protocol ProtocolOrTcp(const std::string& text) {
+  absl::StatusOr<Protocol> p = ParseProtocol(text);
+  return p.ok() ? *p : Protocol::kTCP;
+}
+
+}  // namespace
+
+struct Cluster::Data {
+  std::vector<NamespaceInfo> namespaces;
+  std::vector<PodInfo> pods;
+  std::vector<Sourced<k8s::Pod>> pod_objects;  // parallel to pods
+  std::vector<Sourced<k8s::NetworkPolicy>> policies;
+  // Input objects that are not part of the indexed view but belong to the cluster's state:
+  // real Namespace objects (sorted), and pods left out of networking (finished, hostNetwork).
+  std::vector<Sourced<k8s::Namespace>> namespace_objects;
+  std::vector<Sourced<k8s::Pod>> left_out_pods;
+
+  absl::flat_hash_map<std::string, int> namespace_index;
+  absl::flat_hash_map<std::string, int> pod_index;     // "ns/name"
+  absl::flat_hash_map<std::string, int> policy_index;  // "ns/name"
+  absl::flat_hash_map<IpAddress, int> ip_index;
+};
+
+absl::StatusOr<Cluster> Cluster::Create(ClusterObjects objects,
+                                        std::vector<Diagnostic>* diagnostics) {
+  std::vector<Diagnostic> found;
+  bool ok = true;
+  auto data = std::make_shared<Data>();
+
+  // Validate everything first, so that one run reports every problem.
+  absl::flat_hash_map<std::string, const ObjectSource*> seen;
+  auto check_duplicate = [&](absl::string_view kind, const std::string& key,
+                             const ObjectSource& source) {
+    auto [it, inserted] = seen.emplace(absl::StrCat(kind, " ", key), &source);
+    if (inserted) return true;
+    found.push_back(MakeDiagnostic(Diagnostic::Severity::kError, std::string(kind), key,
+                                   absl::StrCat("duplicate object: already defined ",
+                                                Where(*it->second)),
+                                   source));
+    return false;
+  };
+  for (auto& ns : objects.namespaces) {
+    ok &= Collect(ValidateNamespace(ns.object), ns.source, &found);
+    ok &= check_duplicate("Namespace", ObjectKey(ns.object), ns.source);
+  }
+  for (auto& pod : objects.pods) {
+    DefaultNamespace(pod.object);
+    ok &= Collect(ValidatePod(pod.object), pod.source, &found);
+    ok &= check_duplicate("Pod", ObjectKey(pod.object), pod.source);
+  }
+  for (auto& policy : objects.policies) {
+    DefaultNamespace(policy.object);
+    ok &= Collect(ValidateNetworkPolicy(policy.object), policy.source, &found);
+    ok &= check_duplicate("NetworkPolicy", ObjectKey(policy.object), policy.source);
+  }
+  if (!ok) {
+    std::vector<std::string> lines;
+    for (const Diagnostic& d : found) {
+      if (d.is_error()) lines.push_back(d.ToString());
+    }
+    if (diagnostics != nullptr) *diagnostics = std::move(found);
+    return absl::InvalidArgumentError(absl::StrJoin(lines, "\n"));
+  }
+
+  // Namespaces: the real ones, then those implied by pods and policies.
+  auto by_name = [](const auto& a, const auto& b) {
+    return std::tie(a.object.metadata().namespace_(), a.object.metadata().name()) <
+           std::tie(b.object.metadata().namespace_(), b.object.metadata().name());
+  };
+  std::sort(objects.namespaces.begin(), objects.namespaces.end(), by_name);
+  std::sort(objects.pods.begin(), objects.pods.end(), by_name);
+  std::sort(objects.policies.begin(), objects.policies.end(), by_name);
+
+  std::map<std::string, NamespaceInfo> namespaces;
+  for (const auto& ns : objects.namespaces) {
+    NamespaceInfo info;
+    info.name = ns.object.metadata().name();
+    for (const auto& [k, v] : ns.object.metadata().labels()) info.labels[k] = v;
+    namespaces[info.name] = std::move(info);
+  }
+  auto imply = [&](const std::string& name) {
+    if (namespaces.count(name)) return;
+    NamespaceInfo info;
+    info.name = name;
+    info.implied = true;
+    namespaces[name] = std::move(info);
+  };
+  for (const auto& pod : objects.pods) imply(pod.object.metadata().namespace_());
+  for (const auto& policy : objects.policies) imply(policy.object.metadata().namespace_());
+  for (auto& [name, info] : namespaces) {
+    // The API server always sets this label to the namespace's own name.
+    info.labels[std::string(kNamespaceNameLabel)] = name;
+    data->namespace_index[name] = static_cast<int>(data->namespaces.size());
+    data->namespaces.push_back(std::move(info));
+  }
+  data->namespace_objects = std::move(objects.namespaces);
+
+  for (auto& pod : objects.pods) {
+    const k8s::Pod& p = pod.object;
+    std::string key = ObjectKey(p);
+    const std::string& phase = p.status().phase();
+    if (phase == "Succeeded" || phase == "Failed") {
+      found.push_back(MakeDiagnostic(
+          Diagnostic::Severity::kWarning, "Pod", key,
+          absl::StrCat("left out: phase ", phase, " (a finished pod holds no address)"),
+          pod.source));
+      data->left_out_pods.push_back(std::move(pod));
+      continue;
+    }
+    if (p.spec().hostnetwork()) {
+      found.push_back(MakeDiagnostic(
+          Diagnostic::Severity::kWarning, "Pod", key,
+          "left out: hostNetwork pods share the node's network; NetworkPolicy does not apply",
+          pod.source));
+      data->left_out_pods.push_back(std::move(pod));
+      continue;
+    }
+    PodInfo info;
+    info.namespace_name = p.metadata().namespace_();
+    info.name = p.metadata().name();
+    info.namespace_index = data->namespace_index.at(info.namespace_name);
+    for (const auto& [k, v] : p.metadata().labels()) info.labels[k] = v;
+    std::vector<std::string> ip_texts;
+    for (const auto& ip : p.status().podips()) ip_texts.push_back(ip.ip());
+    if (ip_texts.empty() && !p.status().podip().empty()) ip_texts.push_back(p.status().podip());
+    for (const std::string& text : ip_texts) {
+      absl::StatusOr<IpAddress> a = IpAddress::Parse(text, /*allow_leading_zeros=*/true);
+      if (!a.ok()) continue;  // validation already reported it
+      info.ips.push_back(*a);
+      if (a->is_v4() && !info.ipv4) info.ipv4 = *a;
+      if (a->is_v6() && !info.ipv6) info.ipv6 = *a;
+    }
+    for (const auto& container : p.spec().containers()) {
+      for (const auto& port : container.ports()) {
+        if (port.name().empty()) continue;
+        info.named_ports.push_back(NamedPort{port.name(), ProtocolOrTcp(port.protocol()),
+                                             static_cast<uint16_t>(port.containerport())});
+      }
+    }
+    info.node_name = p.spec().nodename();
+    int index = static_cast<int>(data->pods.size());
+    for (const IpAddress& a : info.ips) {
+      auto [it, inserted] = data->ip_index.emplace(a, index);
+      if (!inserted) {
+        found.push_back(MakeDiagnostic(
+            Diagnostic::Severity::kWarning, "Pod", key,
+            absl::StrCat("IP ", a.ToString(), " is also held by pod ",
+                         data->pods[it->second].Key(), "; that pod owns it for packet lookups"),
+            pod.source));
+      }
+    }
+    data->pod_index[key] = index;
+    data->pods.push_back(std::move(info));
+    data->pod_objects.push_back(std::move(pod));
+  }
+
+  for (auto& policy : objects.policies) {
+    data->policy_index[ObjectKey(policy.object)] = static_cast<int>(data->policies.size());
+    data->policies.push_back(std::move(policy));
+  }
+  if (diagnostics != nullptr) *diagnostics = std::move(found);
+  return Cluster(std::move(data));
+}
+
+absl::StatusOr<Cluster> Cluster::Apply(absl::Span<const Change> changes,
+                                       std::vector<Diagnostic>* diagnostics) const {
+  ClusterObjects objects = ToObjects();
+  auto apply = [](auto& list, const auto& object, Change::Op op) -> absl::Status {
+    auto same = [&](const auto& existing) {
+      auto ns = [](const auto& o) {
+        return o.metadata().namespace_().empty() ? std::string("default")
+                                                 : o.metadata().namespace_();
+      };
+      return existing.object.metadata().name() == object.metadata().name() &&
+             ns(existing.object) == ns(object);
+    };
+    auto it = std::find_if(list.begin(), list.end(), same);
+    if (op == Change::Op::kDelete) {
+      if (it == list.end()) {
+        return absl::NotFoundError(absl::StrCat("cannot delete ", object.GetTypeName(), " ",
+                                                ObjectKey(object), ": no such object"));
+      }
+      list.erase(it);
+      return absl::OkStatus();
+    }
+    if (it != list.end()) {
+      it->object = object;
+    } else {
+      list.push_back({object, {}});
+    }
+    return absl::OkStatus();
+  };
+  for (const Change& change : changes) {
+    absl::Status status;
+    if (const auto* ns = std::get_if<k8s::Namespace>(&change.object)) {
+      // Namespaces have no namespace; compare by name only.
+      auto it = std::find_if(objects.namespaces.begin(), objects.namespaces.end(),
+                             [&](const auto& e) {
+                               return e.object.metadata().name() == ns->metadata().name();
+                             });
+      if (change.op == Change::Op::kDelete) {
+        if (it == objects.namespaces.end()) {
+          status = absl::NotFoundError(absl::StrCat("cannot delete Namespace ",
+                                                    ns->metadata().name(), ": no such object"));
+        } else {
+          objects.namespaces.erase(it);
+        }
+      } else if (it != objects.namespaces.end()) {
+        it->object = *ns;
+      } else {
+        objects.namespaces.push_back({*ns, {}});
+      }
+    } else if (const auto* pod = std::get_if<k8s::Pod>(&change.object)) {
+      status = apply(objects.pods, *pod, change.op);
+    } else if (const auto* policy = std::get_if<k8s::NetworkPolicy>(&change.object)) {
+      status = apply(objects.policies, *policy, change.op);
+    }
+    if (!status.ok()) return status;
+  }
+  return Create(std::move(objects), diagnostics);
+}
+
+int Cluster::namespace_count() const { return static_cast<int>(data_->namespaces.size()); }
+int Cluster::pod_count() const { return static_cast<int>(data_->pods.size()); }
+int Cluster::policy_count() const { return static_cast<int>(data_->policies.size()); }
+const NamespaceInfo& Cluster::ns(int index) const { return data_->namespaces[index]; }
+const PodInfo& Cluster::pod(int index) const { return data_->pods[index]; }
+const k8s::Pod& Cluster::pod_object(int index) const {
+  return data_->pod_objects[index].object;
+}
+const k8s::NetworkPolicy& Cluster::policy(int index) const {
+  return data_->policies[index].object;
+}
+std::string Cluster::PolicyKey(int index) const { return ObjectKey(policy(index)); }
+
+std::optional<int> Cluster::FindNamespace(absl::string_view name) const {
+  auto it = data_->namespace_index.find(name);
+  if (it == data_->namespace_index.end()) return std::nullopt;
+  return it->second;
+}
+
+std::optional<int> Cluster::FindPod(absl::string_view namespace_name,
+                                    absl::string_view name) const {
+  return FindPod(absl::StrCat(namespace_name, "/", name));
+}
+
+std::optional<int> Cluster::FindPod(absl::string_view key) const {
+  auto it = data_->pod_index.find(key);
+  if (it == data_->pod_index.end()) return std::nullopt;
+  return it->second;
+}
+
+std::optional<int> Cluster::FindPolicy(absl::string_view namespace_name,
+                                       absl::string_view name) const {
+  auto it = data_->policy_index.find(absl::StrCat(namespace_name, "/", name));
+  if (it == data_->policy_index.end()) return std::nullopt;
+  return it->second;
+}
+
+std::optional<int> Cluster::PodByIp(const IpAddress& address) const {
+  auto it = data_->ip_index.find(address);
+  if (it == data_->ip_index.end()) return std::nullopt;
+  return it->second;
+}
+
+ClusterObjects Cluster::ToObjects() const {
+  ClusterObjects objects;
+  objects.namespaces = data_->namespace_objects;
+  objects.pods = data_->pod_objects;
+  objects.pods.insert(objects.pods.end(), data_->left_out_pods.begin(),
+                      data_->left_out_pods.end());
+  objects.policies = data_->policies;
+  return objects;
+}
+
+}  // namespace np

@@ -1,0 +1,165 @@
+// np/cluster.h — a validated, immutable snapshot of the Kubernetes objects that decide
+// NetworkPolicy verdicts: Namespaces, Pods and NetworkPolicies.
+//
+//   np::ClusterObjects objects;
+//   objects.pods.push_back({pod_proto, {}});
+//   objects.policies.push_back({policy_proto, {}});
+//   std::vector<np::Diagnostic> diagnostics;
+//   absl::StatusOr<np::Cluster> cluster = np::Cluster::Create(std::move(objects), &diagnostics);
+//   if (!cluster.ok()) { /* every error is in `diagnostics`, with object and field path */ }
+//   std::optional<int> a = cluster->FindPod("x", "a");
+//
+// Objects usually come from np::ClusterLoader (np/loader.h), which reads YAML and JSON.
+// A Cluster is cheap to copy (the data is shared and never changes).
+//
+// Thread safety: immutable after Create(); every const method may be called from any thread.
+#ifndef NP_CLUSTER_H_
+#define NP_CLUSTER_H_
+
+#include <memory>
+#include <optional>
+#include <string>
+#include "absl/strings/string_view.h"
+#include <variant>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "np/types.h"
+#include "proto/k8s.pb.h"
+
+namespace np {
+
+// The label every namespace carries, set by the API server to the namespace's name.
+inline constexpr absl::string_view kNamespaceNameLabel = "kubernetes.io/metadata.name";
+
+struct SourceLocation {
+  std::string file;  // empty when the object did not come from a file
+  int line = 0;      // 1-based; 0 when unknown
+};
+
+// One finding about the input: an error (the input is rejected) or a warning (accepted,
+// but worth a look). Its text names the object and the field path, e.g.
+// "policies.yaml:12: NetworkPolicy default/allow-db: spec.ingress[0].ports[1].endPort:
+// must be greater than or equal to port".
+struct Diagnostic {
+  enum class Severity : uint8_t { kError, kWarning };
+  Severity severity = Severity::kError;
+  std::string kind;     // "NetworkPolicy", "Pod", "Namespace"; empty before the kind is known
+  std::string object;   // "namespace/name" ("name" for a Namespace); empty when unknown
+  std::string field;    // field path, e.g. "spec.ingress[0].from[1].ipBlock.cidr"; may be empty
+  std::string message;  // what is wrong, in the API server's words where it has them
+  SourceLocation location;
+
+  bool is_error() const { return severity == Severity::kError; }
+  std::string ToString() const;
+};
+
+// Where an object came from, and the line of each of its fields where the input had lines.
+struct ObjectSource {
+  SourceLocation location;                            // where the object starts
+  absl::flat_hash_map<std::string, int> field_lines;  // field path -> line
+  // The line of `field`, else of its nearest enclosing field that has one, else the object's.
+  int LineOf(absl::string_view field) const;
+};
+
+template <typename T>
+struct Sourced {
+  T object;
+  ObjectSource source;
+};
+
+// The raw input of a Cluster: objects in any order, not yet validated.
+struct ClusterObjects {
+  std::vector<Sourced<k8s::Namespace>> namespaces;
+  std::vector<Sourced<k8s::Pod>> pods;
+  std::vector<Sourced<k8s::NetworkPolicy>> policies;
+};
+
+// A change to a cluster. For kDelete only the object's metadata (namespace, name) is read.
+struct Change {
+  enum class Op : uint8_t { kUpsert, kDelete };
+  Op op = Op::kUpsert;
+  std::variant<k8s::Namespace, k8s::Pod, k8s::NetworkPolicy> object;
+};
+
+// A container port, as named ports resolve against it.
+struct NamedPort {
+  std::string name;
+  Protocol protocol = Protocol::kTCP;
+  uint16_t port = 0;
+};
+
+// A namespace, real or implied (referenced by a pod or policy but absent from the input).
+struct NamespaceInfo {
+  std::string name;
+  // The object's labels plus kubernetes.io/metadata.name=<name>, as the API server sets it.
+  absl::flat_hash_map<std::string, std::string> labels;
+  bool implied = false;
+};
+
+// A pod that takes part in pod networking (see Cluster::Create for which are left out).
+struct PodInfo {
+  std::string namespace_name;
+  std::string name;
+  int namespace_index = 0;
+  absl::flat_hash_map<std::string, std::string> labels;
+  std::vector<IpAddress> ips;           // status.podIPs (or status.podIP), in order
+  std::optional<IpAddress> ipv4, ipv6;  // the first address of each family, if any
+  std::vector<NamedPort> named_ports;   // container ports that have a name
+  std::string node_name;                // spec.nodeName; may be empty
+  std::string Key() const { return namespace_name + "/" + name; }
+  const std::optional<IpAddress>& ip(AddressFamily f) const {
+    return f == AddressFamily::kIPv6 ? ipv6 : ipv4;
+  }
+};
+
+class Cluster {
+ public:
+  // Validates every object with the API server's rules (np/validation.h) and indexes them.
+  // Errors (including duplicates of the same kind/namespace/name) make it fail with
+  // InvalidArgument whose message lists them; `diagnostics`, when given, receives every
+  // error and warning with its source location.
+  //
+  // Left out, with a warning: pods in phase Succeeded or Failed (they hold no address any
+  // more), and hostNetwork pods (NetworkPolicy does not apply to them). Namespaces that pods
+  // or policies reference but the input lacks are implied, with only the name label.
+  // Two live pods with the same IP get a warning; PodByIp() then returns the first in order.
+  static absl::StatusOr<Cluster> Create(ClusterObjects objects,
+                                        std::vector<Diagnostic>* diagnostics = nullptr);
+
+  // A new cluster with `changes` applied in order (upsert replaces by kind/namespace/name;
+  // deleting an absent object is an error). This cluster is unchanged either way.
+  absl::StatusOr<Cluster> Apply(absl::Span<const Change> changes,
+                                std::vector<Diagnostic>* diagnostics = nullptr) const;
+
+  // Namespaces sorted by name; pods sorted by (namespace, name); policies by (namespace, name).
+  int namespace_count() const;
+  int pod_count() const;
+  int policy_count() const;
+  const NamespaceInfo& ns(int index) const;
+  const PodInfo& pod(int index) const;
+  const k8s::Pod& pod_object(int index) const;
+  const k8s::NetworkPolicy& policy(int index) const;
+  std::string PolicyKey(int index) const;  // "namespace/name"
+
+  std::optional<int> FindNamespace(absl::string_view name) const;
+  std::optional<int> FindPod(absl::string_view namespace_name, absl::string_view name) const;
+  // Accepts "namespace/name".
+  std::optional<int> FindPod(absl::string_view key) const;
+  std::optional<int> FindPolicy(absl::string_view namespace_name, absl::string_view name) const;
+  std::optional<int> PodByIp(const IpAddress& address) const;
+
+  // The objects this cluster was built from (sorted as above), e.g. to derive a changed copy.
+  ClusterObjects ToObjects() const;
+
+ private:
+  struct Data;
+  explicit Cluster(std::shared_ptr<const Data> data) : data_(std::move(data)) {}
+  std::shared_ptr<const Data> data_;
+};
+
+}  // namespace np
+
+#endif  // NP_CLUSTER_H_

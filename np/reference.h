@@ -1,0 +1,35 @@
+// np/reference.h — the NetworkPolicy specification written literally: for one flow, walk
+// every policy, every rule, every peer and every port, exactly as the API documents them.
+// Slow and obvious on purpose. It is the oracle every fast path of np is tested against
+// (the indexed engine, each datapath backend on real packets); never optimise it.
+//
+//   absl::StatusOr<np::Cluster> cluster = ...;
+//   np::Flow flow{np::Endpoint::Pod(*cluster->FindPod("x/a")),
+//                 np::Endpoint::Pod(*cluster->FindPod("y/b")), np::Protocol::kTCP, 80};
+//   np::Verdict v = np::reference::Evaluate(*cluster, flow);
+//   if (!v.allowed) { ... v.ingress.isolating_policies ... }
+//
+// Thread safety: pure functions of their arguments; call from any thread.
+#ifndef NP_REFERENCE_H_
+#define NP_REFERENCE_H_
+
+#include "np/cluster.h"
+#include "np/verdict.h"
+
+namespace np::reference {
+
+// The verdict on `flow`, with every isolating policy and every admitting rule.
+// A flow with no pod end at all (external to external) is not governed by
+// NetworkPolicy: allowed, with neither side applying.
+Verdict Evaluate(const Cluster& cluster, const Flow& flow,
+                 const EvaluationOptions& options = EvaluationOptions());
+
+// The same for a packet as a datapath sees it: each address is resolved to the pod that
+// owns it (Cluster::PodByIp), else treated as external.
+Verdict EvaluatePacket(const Cluster& cluster, const IpAddress& source,
+                       const IpAddress& destination, Protocol protocol, uint16_t port,
+                       const EvaluationOptions& options = EvaluationOptions());
+
+}  // namespace np::reference
+
+#endif  // NP_REFERENCE_H_

@@ -1,0 +1,68 @@
+#include "np/verdict.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace np {
+
+AddressFamily FlowFamily(const Cluster& cluster, const Flow& flow) {
+  if (!flow.source.is_pod) return flow.source.address.family();
+  if (!flow.destination.is_pod) return flow.destination.address.family();
+  const PodInfo& s = cluster.pod(flow.source.pod_index);
+  const PodInfo& d = cluster.pod(flow.destination.pod_index);
+  if (s.ipv4 && d.ipv4) return AddressFamily::kIPv4;
+  if (s.ipv6 && d.ipv6) return AddressFamily::kIPv6;
+  return AddressFamily::kNone;
+}
+
+std::string RuleRef::ToString() const {
+  return absl::StrCat(policy, " spec.", direction == Direction::kIngress ? "ingress" : "egress",
+                      "[", rule, "]");
+}
+
+std::string EndpointName(const Cluster& cluster, const Endpoint& endpoint) {
+  if (endpoint.is_pod) return cluster.pod(endpoint.pod_index).Key();
+  return endpoint.address.ToString();
+}
+
+namespace {
+
+void AppendSide(std::string* out, absl::string_view side, absl::string_view pod,
+                const DirectionVerdict& v) {
+  if (!v.applies) {
+    absl::StrAppend(out, "  ", side, ": not applicable (", pod, " is outside the cluster)\n");
+    return;
+  }
+  if (!v.isolated) {
+    absl::StrAppend(out, "  ", side, " at ", pod, ": allowed (no policy isolates ", pod,
+                    " for ", side, ")\n");
+    return;
+  }
+  absl::StrAppend(out, "  ", side, " at ", pod, ": ", v.allowed() ? "allowed" : "DENIED",
+                  " (isolated by ", absl::StrJoin(v.isolating_policies, ", "), ")\n");
+  if (v.allowing_rules.empty()) {
+    absl::StrAppend(out, "    no rule of those policies admits this flow\n");
+  }
+  for (const RuleRef& rule : v.allowing_rules) {
+    absl::StrAppend(out, "    admitted by ", rule.ToString(), "\n");
+  }
+}
+
+}  // namespace
+
+std::string FormatVerdict(const Cluster& cluster, const Flow& flow, const Verdict& verdict) {
+  std::string source = EndpointName(cluster, flow.source);
+  std::string destination = EndpointName(cluster, flow.destination);
+  std::string out = absl::StrCat(verdict.allowed ? "ALLOWED" : "DENIED", ": ", source, " -> ",
+                                 destination, " ", ProtocolName(flow.protocol), "/", flow.port,
+                                 " (", AddressFamilyName(verdict.family), ")\n");
+  if (verdict.allowed_as_self) {
+    absl::StrAppend(&out, "  a pod's traffic to itself is always allowed (option)\n");
+    return out;
+  }
+  AppendSide(&out, "egress", source, verdict.egress);
+  AppendSide(&out, "ingress", destination, verdict.ingress);
+  return out;
+}
+
+}  // namespace np

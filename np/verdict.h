@@ -1,0 +1,116 @@
+// np/verdict.h — flows, verdicts and their explanations: the vocabulary shared by the
+// reference evaluator (np/reference.h), the indexed engine (np/engine.h) and the CLI.
+//
+//   np::Flow flow{np::Endpoint::Pod(*cluster.FindPod("x/a")),
+//                 np::Endpoint::Pod(*cluster.FindPod("y/b")), np::Protocol::kTCP, 80};
+//   np::Verdict v = np::reference::Evaluate(cluster, flow);
+//   std::cout << np::FormatVerdict(cluster, flow, v);
+//
+// Thread safety: plain values.
+#ifndef NP_VERDICT_H_
+#define NP_VERDICT_H_
+
+#include <cstdint>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "np/cluster.h"
+#include "np/types.h"
+
+namespace np {
+
+// How the evaluation reads the parts of the API that CNIs read differently. The defaults
+// are what upstream's conformance suite checks.
+struct EvaluationOptions {
+  // Which addresses an ipBlock peer matches.
+  enum class IpBlockScope : uint8_t {
+    // Any address, pod IPs included: a pod whose IP is in the block matches it
+    // (upstream's e2e suite relies on this).
+    kAllAddresses,
+    // Only addresses outside the cluster: a pod never matches an ipBlock, whatever its IP.
+    kExternalOnly,
+  };
+  IpBlockScope ip_block_scope = IpBlockScope::kAllAddresses;
+  // Traffic from a pod to itself is evaluated like any other flow unless this is set, in
+  // which case it is always allowed (CNIs differ; upstream's e2e suite leaves it unchecked).
+  bool always_allow_self = false;
+};
+
+// One end of a flow: a pod of the cluster, or an address outside it.
+struct Endpoint {
+  static Endpoint Pod(int pod_index) { return Endpoint{true, pod_index, IpAddress()}; }
+  static Endpoint External(const IpAddress& address) { return Endpoint{false, -1, address}; }
+  bool is_pod = false;
+  int pod_index = -1;   // when is_pod: index into Cluster::pod()
+  IpAddress address;    // when !is_pod
+};
+
+// A connection attempt: source, destination, protocol and destination port.
+struct Flow {
+  Endpoint source;
+  Endpoint destination;
+  Protocol protocol = Protocol::kTCP;
+  uint16_t port = 0;
+};
+
+// The address family a flow has, as a packet has one. Pod to pod: IPv4 when both pods have
+// an IPv4 address, else IPv6 when both have one, else kNone (no address in common: only
+// selectors can match, ipBlocks never). With an external end, that address's family.
+AddressFamily FlowFamily(const Cluster& cluster, const Flow& flow);
+
+// A rule of a policy: spec.ingress[rule] or spec.egress[rule] of `policy` ("namespace/name").
+struct RuleRef {
+  std::string policy;
+  Direction direction = Direction::kIngress;
+  int rule = 0;
+
+  friend bool operator==(const RuleRef& a, const RuleRef& b) {
+    return a.policy == b.policy && a.direction == b.direction && a.rule == b.rule;
+  }
+  friend bool operator<(const RuleRef& a, const RuleRef& b) {
+    return std::tie(a.policy, a.direction, a.rule) < std::tie(b.policy, b.direction, b.rule);
+  }
+  std::string ToString() const;  // "default/allow-db spec.ingress[0]"
+};
+
+// What one side of a flow decided: egress at the source pod, or ingress at the destination.
+struct DirectionVerdict {
+  bool applies = false;   // false when that end is outside the cluster
+  bool isolated = false;  // some policy selecting the pod has this direction in policyTypes
+  std::vector<std::string> isolating_policies;  // those policies, sorted "namespace/name"
+  std::vector<RuleRef> allowing_rules;          // every rule of them that admits the flow, sorted
+  bool allowed() const { return !applies || !isolated || !allowing_rules.empty(); }
+
+  friend bool operator==(const DirectionVerdict& a, const DirectionVerdict& b) {
+    return a.applies == b.applies && a.isolated == b.isolated &&
+           a.isolating_policies == b.isolating_policies && a.allowing_rules == b.allowing_rules;
+  }
+};
+
+// The verdict on a flow, with the reason.
+struct Verdict {
+  bool allowed = false;
+  // Allowed only because EvaluationOptions::always_allow_self and source == destination.
+  bool allowed_as_self = false;
+  AddressFamily family = AddressFamily::kNone;
+  DirectionVerdict egress;   // at the source
+  DirectionVerdict ingress;  // at the destination
+
+  friend bool operator==(const Verdict& a, const Verdict& b) {
+    return a.allowed == b.allowed && a.allowed_as_self == b.allowed_as_self &&
+           a.family == b.family && a.egress == b.egress && a.ingress == b.ingress;
+  }
+  friend bool operator!=(const Verdict& a, const Verdict& b) { return !(a == b); }
+};
+
+// "x/a" for a pod, the address for an external end.
+std::string EndpointName(const Cluster& cluster, const Endpoint& endpoint);
+
+// A readable, multi-line explanation: ALLOWED or DENIED, then for each side whether the pod
+// is isolated, by which policies, and which rules admitted the flow — or that none did.
+std::string FormatVerdict(const Cluster& cluster, const Flow& flow, const Verdict& verdict);
+
+}  // namespace np
+
+#endif  // NP_VERDICT_H_
