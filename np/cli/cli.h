@@ -1,0 +1,64 @@
+// Shared pieces of the `netpol` command: flag parsing with our exit codes, loading the
+// cluster from -f files, evaluating flows with the chosen evaluator, printing diagnostics.
+// Private to np/cli.
+#ifndef NP_CLI_CLI_H_
+#define NP_CLI_CLI_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "np/cluster.h"
+#include "np/verdict.h"
+
+namespace np::cli {
+
+// Exit codes of every subcommand.
+inline constexpr int kExitOk = 0;       // allowed / valid / matched
+inline constexpr int kExitNo = 1;       // denied / mismatches found
+inline constexpr int kExitError = 2;    // bad input, bad usage, I/O failure
+
+// Arguments after the subcommand: `-f FILE` / `--file FILE` (repeatable) are collected
+// here; every other `--flag[=value]` is set on the absl flag of that name.
+struct Args {
+  std::vector<std::string> files;
+  std::vector<std::string> positional;
+};
+// Parses argv; on error prints to stderr and returns the status.
+absl::StatusOr<Args> ParseArgs(int argc, char** argv, int first);
+
+// Loads every -f input into a Cluster, printing diagnostics (warnings too, unless quiet) to
+// stderr. Errors when no file was given or the input is invalid.
+absl::StatusOr<Cluster> LoadCluster(const Args& args, bool print_warnings = true);
+
+// The options chosen by --allow-self and --ipblock-scope.
+absl::StatusOr<EvaluationOptions> OptionsFromFlags();
+
+// Evaluates flows of one cluster with the evaluator chosen by --engine.
+class Evaluator {
+ public:
+  virtual ~Evaluator() = default;
+  virtual Verdict Evaluate(const Flow& flow) const = 0;
+  virtual bool Allowed(const Flow& flow) const { return Evaluate(flow).allowed; }
+};
+absl::StatusOr<std::unique_ptr<Evaluator>> MakeEvaluator(const Cluster& cluster,
+                                                         const EvaluationOptions& options);
+
+// "namespace/name" -> that pod; an IPv4/IPv6 address -> the pod owning it, else external.
+absl::StatusOr<Endpoint> ParseEndpoint(const Cluster& cluster, absl::string_view text);
+
+// Comma-separated lists for --port and --protocol.
+absl::StatusOr<std::vector<uint16_t>> ParsePortList(absl::string_view text);
+absl::StatusOr<std::vector<Protocol>> ParseProtocolList(absl::string_view text);
+
+// Subcommands.
+int RunValidate(const Args& args);
+int RunCheck(const Args& args, bool explain);
+int RunMatrix(const Args& args);
+
+}  // namespace np::cli
+
+#endif  // NP_CLI_CLI_H_

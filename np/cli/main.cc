@@ -1,0 +1,55 @@
+// netpol — is this flow allowed by the cluster's NetworkPolicies, and why?
+#include <iostream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "np/cli/cli.h"
+
+namespace {
+
+constexpr char kUsage[] = R"(netpol — Kubernetes NetworkPolicy, evaluated exactly.
+
+usage: netpol COMMAND -f FILE [-f FILE ...] [flags]
+
+commands:
+  validate  check objects with the API server's rules; every error names the
+            file, line, object and field path                (exit 0 valid, 2 invalid)
+  check     --from A --to B [--port 80] [--protocol TCP]: ALLOWED or DENIED, with the
+            policies that isolate each side and the rules that admit the flow
+            (A, B: namespace/pod, or an IP address outside the cluster)
+                                                              (exit 0 allowed, 1 denied, 2 error)
+  explain   like check, but always exits 0 after the explanation
+  matrix    truth table of every pod pair [--port 80,81] [--protocol TCP,UDP] [-o json]
+
+common flags:
+  -f, --file FILE        YAML or JSON (kubectl get -o yaml, manifests, Lists); a directory
+                         is read recursively; - reads stdin. Repeatable.
+  --engine NAME          engine (indexed, default) or reference (the literal oracle)
+  --allow-self           always allow a pod's traffic to itself
+  --ipblock-scope SCOPE  all (ipBlocks match pod IPs too; default) or external
+  -o, --output FORMAT    text (default) or json
+)";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace np::cli;
+  if (argc < 2 || std::string(argv[1]) == "help" || std::string(argv[1]) == "--help" ||
+      std::string(argv[1]) == "-h") {
+    std::cout << kUsage;
+    return argc < 2 ? kExitError : kExitOk;
+  }
+  std::string command = argv[1];
+  absl::StatusOr<Args> args = ParseArgs(argc, argv, 2);
+  if (!args.ok()) {
+    std::cerr << "netpol " << command << ": " << args.status().message() << "\n"
+              << "run 'netpol help' for usage\n";
+    return kExitError;
+  }
+  if (command == "validate") return RunValidate(*args);
+  if (command == "check") return RunCheck(*args, /*explain=*/false);
+  if (command == "explain") return RunCheck(*args, /*explain=*/true);
+  if (command == "matrix") return RunMatrix(*args);
+  std::cerr << "netpol: unknown command \"" << command << "\"; run 'netpol help'\n";
+  return kExitError;
+}

@@ -1,0 +1,179 @@
+// `netpol validate`, `netpol check` / `explain`, `netpol matrix`.
+#include <iostream>
+
+#include "absl/flags/declare.h"
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "np/cli/cli.h"
+#include "np/loader.h"
+
+ABSL_DECLARE_FLAG(std::string, output);
+ABSL_FLAG(std::string, from, "", "check: source, namespace/pod or an IP address.");
+ABSL_FLAG(std::string, to, "", "check: destination, namespace/pod or an IP address.");
+ABSL_FLAG(std::string, port, "80", "Destination port(s); matrix takes a comma-separated list.");
+ABSL_FLAG(std::string, protocol, "TCP",
+          "Protocol(s): TCP, UDP, SCTP; matrix takes a comma-separated list.");
+
+namespace np::cli {
+
+int RunValidate(const Args& args) {
+  if (args.files.empty()) {
+    std::cerr << "netpol validate: give at least one -f FILE\n";
+    return kExitError;
+  }
+  ClusterLoader loader;
+  for (const std::string& file : args.files) (void)loader.AddPath(file);
+  std::vector<Diagnostic> diagnostics;
+  absl::StatusOr<Cluster> cluster = loader.Build(&diagnostics);
+  int errors = 0, warnings = 0;
+  for (const Diagnostic& d : diagnostics) {
+    (d.is_error() ? errors : warnings)++;
+    std::cout << d.ToString() << "\n";
+  }
+  const ClusterObjects& objects = loader.objects();
+  size_t count = objects.namespaces.size() + objects.pods.size() + objects.policies.size();
+  if (!cluster.ok()) {
+    if (errors == 0) std::cout << cluster.status().message() << "\n";
+    std::cout << absl::StrFormat("invalid: %d error%s in %d object%s\n", errors,
+                                 errors == 1 ? "" : "s", count, count == 1 ? "" : "s");
+    return kExitError;
+  }
+  std::string skipped;
+  for (const auto& [kind, n] : loader.skipped_kinds()) {
+    absl::StrAppend(&skipped, skipped.empty() ? "" : ", ", n, " ", kind);
+  }
+  std::cout << absl::StrFormat("valid: %d NetworkPolicies, %d Pods, %d Namespaces", 
+                               objects.policies.size(), objects.pods.size(),
+                               objects.namespaces.size());
+  if (warnings > 0) std::cout << absl::StrFormat(" (%d warning%s)", warnings, warnings == 1 ? "" : "s");
+  if (!skipped.empty()) std::cout << "; skipped " << skipped;
+  std::cout << "\n";
+  return kExitOk;
+}
+
+int RunCheck(const Args& args, bool explain) {
+  absl::StatusOr<Cluster> cluster = LoadCluster(args, /*print_warnings=*/false);
+  if (!cluster.ok()) {
+    std::cerr << "netpol: " << cluster.status().message() << "\n";
+    return kExitError;
+  }
+  auto fail = [](const absl::Status& s) {
+    std::cerr << "netpol: " << s.message() << "\n";
+    return kExitError;
+  };
+  if (absl::GetFlag(FLAGS_from).empty() || absl::GetFlag(FLAGS_to).empty()) {
+    return fail(absl::InvalidArgumentError("--from and --to are required"));
+  }
+  absl::StatusOr<Endpoint> from = ParseEndpoint(*cluster, absl::GetFlag(FLAGS_from));
+  if (!from.ok()) return fail(from.status());
+  absl::StatusOr<Endpoint> to = ParseEndpoint(*cluster, absl::GetFlag(FLAGS_to));
+  if (!to.ok()) return fail(to.status());
+  if (!from->is_pod && !to->is_pod) {
+    return fail(absl::InvalidArgumentError(
+        "neither end is a pod of the cluster: NetworkPolicy does not govern this flow"));
+  }
+  absl::StatusOr<std::vector<uint16_t>> ports = ParsePortList(absl::GetFlag(FLAGS_port));
+  if (!ports.ok()) return fail(ports.status());
+  absl::StatusOr<std::vector<Protocol>> protocols =
+      ParseProtocolList(absl::GetFlag(FLAGS_protocol));
+  if (!protocols.ok()) return fail(protocols.status());
+  if (ports->size() != 1 || protocols->size() != 1) {
+    return fail(absl::InvalidArgumentError("check takes one --port and one --protocol"));
+  }
+  absl::StatusOr<EvaluationOptions> options = OptionsFromFlags();
+  if (!options.ok()) return fail(options.status());
+  absl::StatusOr<std::unique_ptr<Evaluator>> evaluator = MakeEvaluator(*cluster, *options);
+  if (!evaluator.ok()) return fail(evaluator.status());
+  Flow flow{*from, *to, protocols->front(), ports->front()};
+  Verdict verdict = (*evaluator)->Evaluate(flow);
+  std::cout << FormatVerdict(*cluster, flow, verdict);
+  if (explain) return kExitOk;
+  return verdict.allowed ? kExitOk : kExitNo;
+}
+
+namespace {
+
+std::string JsonString(absl::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += absl::StrFormat("\\u%04x", c);
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+}  // namespace
+
+int RunMatrix(const Args& args) {
+  auto fail = [](const absl::Status& s) {
+    std::cerr << "netpol: " << s.message() << "\n";
+    return kExitError;
+  };
+  std::string output = absl::GetFlag(FLAGS_output);
+  if (output != "text" && output != "json") {
+    return fail(absl::InvalidArgumentError("-o must be text or json"));
+  }
+  absl::StatusOr<std::vector<uint16_t>> ports = ParsePortList(absl::GetFlag(FLAGS_port));
+  if (!ports.ok()) return fail(ports.status());
+  absl::StatusOr<std::vector<Protocol>> protocols =
+      ParseProtocolList(absl::GetFlag(FLAGS_protocol));
+  if (!protocols.ok()) return fail(protocols.status());
+  absl::StatusOr<EvaluationOptions> options = OptionsFromFlags();
+  if (!options.ok()) return fail(options.status());
+  absl::StatusOr<Cluster> cluster = LoadCluster(args, /*print_warnings=*/false);
+  if (!cluster.ok()) return fail(cluster.status());
+  absl::StatusOr<std::unique_ptr<Evaluator>> evaluator = MakeEvaluator(*cluster, *options);
+  if (!evaluator.ok()) return fail(evaluator.status());
+
+  // Pods are sorted by namespace, then name: the Cluster's own order.
+  const int n = cluster->pod_count();
+  std::vector<std::string> names;
+  for (int i = 0; i < n; ++i) names.push_back(cluster->pod(i).Key());
+  std::string json = "{\"pods\": [";
+  for (int i = 0; i < n; ++i) absl::StrAppend(&json, i ? ", " : "", JsonString(names[i]));
+  absl::StrAppend(&json, "], \"matrices\": [");
+  size_t width = 3;
+  for (const std::string& name : names) width = std::max(width, name.size());
+  bool first_matrix = true;
+  for (Protocol protocol : *protocols) {
+    for (uint16_t port : *ports) {
+      absl::StrAppend(&json, first_matrix ? "" : ", ", "{\"protocol\": \"",
+                      ProtocolName(protocol), "\", \"port\": ", port, ", \"allowed\": [");
+      first_matrix = false;
+      std::string text = absl::StrFormat("%-*s", width, absl::StrCat(ProtocolName(protocol), "/", port));
+      for (const std::string& name : names) absl::StrAppend(&text, " ", absl::StrFormat("%*s", width, name));
+      absl::StrAppend(&text, "\n");
+      for (int i = 0; i < n; ++i) {
+        absl::StrAppend(&json, i ? ", " : "", "[");
+        absl::StrAppend(&text, absl::StrFormat("%-*s", width, names[i]));
+        for (int j = 0; j < n; ++j) {
+          bool allowed =
+              (*evaluator)->Allowed(Flow{Endpoint::Pod(i), Endpoint::Pod(j), protocol, port});
+          absl::StrAppend(&json, j ? ", " : "", allowed ? "true" : "false");
+          absl::StrAppend(&text, " ", absl::StrFormat("%*s", width, allowed ? "." : "X"));
+        }
+        absl::StrAppend(&json, "]");
+        absl::StrAppend(&text, "\n");
+      }
+      absl::StrAppend(&json, "]}");
+      if (output == "text") std::cout << text << "\n";
+    }
+  }
+  absl::StrAppend(&json, "]}");
+  if (output == "json") {
+    std::cout << json << "\n";
+  } else {
+    std::cout << "rows: source pod; columns: destination pod; \".\" allowed, \"X\" denied\n";
+  }
+  return kExitOk;
+}
+
+}  // namespace np::cli
