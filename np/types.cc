@@ -71,20 +71,24 @@ IpAddress IpAddress::V6Bytes(const uint8_t bytes[16]) {
 
 namespace {
 
-// Parses a dotted quad. Each octet is 1-3 decimal digits with value <= 255.
+// Parses a dotted quad. Each octet is 1-3 decimal digits with value <= 255. With
+// allow_leading_zeros, an octet may have any number of leading zeros ("0010" is 10), as Go's
+// pre-1.17 net.ParseIP (Kubernetes' ParseIPSloppy) reads it.
 bool ParseV4(absl::string_view text, bool allow_leading_zeros, uint32_t* out) {
   std::vector<absl::string_view> parts = absl::StrSplit(text, '.');
   if (parts.size() != 4) return false;
   uint32_t value = 0;
   for (absl::string_view part : parts) {
-    if (part.empty() || part.size() > 3) return false;
+    if (part.empty() || (part.size() > 3 && !allow_leading_zeros)) return false;
     for (char c : part) {
       if (c < '0' || c > '9') return false;
     }
     if (part.size() > 1 && part[0] == '0' && !allow_leading_zeros) return false;
     int octet = 0;
-    for (char c : part) octet = octet * 10 + (c - '0');
-    if (octet > 255) return false;
+    for (char c : part) {
+      octet = octet * 10 + (c - '0');
+      if (octet > 255) return false;
+    }
     value = (value << 8) | static_cast<uint32_t>(octet);
   }
   *out = value;
@@ -130,12 +134,15 @@ bool ParseV6(absl::string_view text, bool allow_leading_zeros, uint8_t out[16]) 
       i = text.size();
       break;
     }
-    if (piece.empty() || piece.size() > 4) return false;
+    // A group is 1-4 hex digits; the sloppy reading also takes longer groups whose value
+    // fits in 16 bits ("00001"), as Go's pre-1.17 parser did.
+    if (piece.empty() || (piece.size() > 4 && !allow_leading_zeros)) return false;
     uint32_t g = 0;
     for (char c : piece) {
       int h = HexValue(c);
       if (h < 0) return false;
       g = (g << 4) | static_cast<uint32_t>(h);
+      if (g > 0xffff) return false;
     }
     groups[count++] = static_cast<uint16_t>(g);
     if (end == absl::string_view::npos) {
@@ -260,13 +267,15 @@ absl::StatusOr<IpPrefix> IpPrefix::Parse(absl::string_view text, bool allow_lead
   absl::StatusOr<IpAddress> address = IpAddress::Parse(text.substr(0, slash), allow_leading_zeros);
   if (!address.ok()) return bad();
   absl::string_view len_text = text.substr(slash + 1);
-  if (len_text.empty() || len_text.size() > 3) return bad();
+  // The sloppy reading (Go's pre-1.17 net.ParseCIDR) also takes leading zeros in the length.
+  if (len_text.empty() || (len_text.size() > 3 && !allow_leading_zeros)) return bad();
   int length = 0;
   for (char c : len_text) {
     if (c < '0' || c > '9') return bad();
     length = length * 10 + (c - '0');
+    if (length > 128) return bad();
   }
-  if (len_text.size() > 1 && len_text[0] == '0') return bad();
+  if (len_text.size() > 1 && len_text[0] == '0' && !allow_leading_zeros) return bad();
   if (length > address->bit_width()) return bad();
   return IpPrefix(*address, length);
 }
