@@ -7,7 +7,18 @@
 //   //   must be greater than or equal to `port`
 //
 // Each function returns every problem found (errors and warnings), with kind, object and
-// field filled in; the source location is left for the caller, who knows it.
+// field filled in; the source location is left for the caller, who knows it. Field paths are
+// spelled as the API server spells them, and messages carry its field.Error kinds: "Invalid
+// value: <value>: <why>", "Required value", "Unsupported value: ... supported values: ...",
+// "Forbidden: ...", "Duplicate value: ...", "Too long: ...".
+//
+// Errors are what the API server refuses in any object. Warnings are values it still keeps
+// in objects stored before it became strict, which np must read in snapshots of live
+// clusters: IP and CIDR values in legacy forms (leading zeros, IPv4-mapped IPv6, CIDR host
+// bits; KEP-4858), and selector values that are not label values. np also warns where the API
+// server is silent but a policy likely means something else (policyTypes listed twice, a
+// port name defined in two containers, a wrong kubernetes.io/metadata.name label). The
+// implementation file lists the upstream sources.
 //
 // Thread safety: pure functions; call from any thread.
 #ifndef NP_VALIDATION_H_
@@ -20,17 +31,20 @@
 
 namespace np {
 
-// networking.k8s.io/v1 NetworkPolicy: metadata (name, namespace, labels), spec.podSelector,
-// every peer (selectors, ipBlock CIDR and except), every port (protocol, port number or
-// name, endPort), policyTypes. A CIDR with host bits set is accepted with a warning, as the
-// API server accepts it in objects stored before it became strict.
+// networking.k8s.io/v1 NetworkPolicy: metadata (name, generateName, namespace, labels,
+// annotations, generation), spec.podSelector, every peer (exactly one of: podSelector and/or
+// namespaceSelector, or ipBlock alone; selectors; ipBlock cidr and each except strictly
+// inside it), every port (protocol, port number or IANA name, endPort), policyTypes. A CIDR
+// with host bits set ("10.0.0.1/8") is accepted with a warning and means its network.
 std::vector<Diagnostic> ValidateNetworkPolicy(const k8s::NetworkPolicy& policy);
 
-// The parts of a Pod np reads: name, namespace, labels, container ports (number, name,
-// protocol), status.podIP/podIPs.
+// The parts of a Pod np reads: metadata, container ports (number, host port, name unique in
+// its container, protocol), status.podIP/podIPs (valid addresses, at most one per family,
+// no repeats, podIP equal to podIPs[0] when both are set). Containers themselves (names,
+// images) are not checked: np does not read them.
 std::vector<Diagnostic> ValidatePod(const k8s::Pod& pod);
 
-// Name and labels of a Namespace.
+// Metadata of a Namespace: the name is a DNS-1123 label, metadata.namespace must be empty.
 std::vector<Diagnostic> ValidateNamespace(const k8s::Namespace& ns);
 
 }  // namespace np
