@@ -1,0 +1,213 @@
+// Checks np's reference evaluator against the upstream e2e NetworkPolicy scenarios
+// (testdata/upstream) and the documentation examples (testdata/docs): every cell of every
+// expected truth table and every expected flow. One test per file; a failure prints the scenario,
+// its source, expected and computed tables, and the reference's explanation of each wrong cell.
+//
+// The expectations were transcribed from upstream's Expect* calls and the documentation's prose,
+// never computed by np (see testdata/upstream/README.md).
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "gtest/gtest.h"
+#include "np/cluster.h"
+#include "np/loader.h"
+#include "np/reference.h"
+#include "np/testing/expectation.h"
+#include "np/types.h"
+#include "np/verdict.h"
+
+namespace np {
+namespace {
+
+namespace fs = std::filesystem;
+using ::np::testing::Cell;
+using ::np::testing::Expectation;
+using ::np::testing::FlowExpectation;
+using ::np::testing::ReachabilityTable;
+
+// How many wrong cells of one table get a full explanation (the table shows all of them).
+constexpr int kExplainedPerTable = 6;
+
+// The runfiles root of workspace `np` (where testdata/ lives), or "" for the working directory.
+std::string RunfilesRoot() {
+  if (const char* srcdir = std::getenv("TEST_SRCDIR"); srcdir != nullptr) {
+    const fs::path root = fs::path(srcdir) / "np";
+    std::error_code ec;
+    if (fs::is_directory(root / "testdata", ec)) return root.string();
+  }
+  return "";
+}
+
+fs::path Resolve(const std::string& relative) {
+  const std::string root = RunfilesRoot();
+  return root.empty() ? fs::path(relative) : fs::path(root) / relative;
+}
+
+// "testdata/<dir>/<file>.yaml" for every YAML file of the directory, sorted.
+std::vector<std::string> TestFiles(const std::string& dir) {
+  std::vector<std::string> files;
+  std::error_code ec;
+  for (fs::directory_iterator it(Resolve("testdata/" + dir), ec), end; !ec && it != end;
+       it.increment(ec)) {
+    if (it->path().extension() == ".yaml") {
+      files.push_back("testdata/" + dir + "/" + it->path().filename().string());
+    }
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+std::string TestName(const ::testing::TestParamInfo<std::string>& info) {
+  std::string name = fs::path(info.param).stem().string();
+  for (char& c : name) {
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))) c = '_';
+  }
+  return name;
+}
+
+Cell CellOf(const Verdict& verdict) { return verdict.allowed ? Cell::kAllowed : Cell::kDenied; }
+
+const char* Word(Cell cell) {
+  return cell == Cell::kAllowed ? "allowed" : cell == Cell::kDenied ? "denied" : "unchecked";
+}
+
+std::string Header(const Expectation& e) {
+  return absl::StrCat("scenario ", e.name, "\n  source: ", e.source, "\n");
+}
+
+// An end of a flow: a pod of the cluster by name, or an address.
+std::optional<Endpoint> ResolveEndpoint(const Cluster& cluster, const std::string& name,
+                                        std::string* error) {
+  if (::np::testing::IsPodName(name)) {
+    std::optional<int> pod = cluster.FindPod(name);
+    if (!pod.has_value()) {
+      *error = absl::StrCat("unknown pod ", name);
+      return std::nullopt;
+    }
+    return Endpoint::Pod(*pod);
+  }
+  absl::StatusOr<IpAddress> address = IpAddress::Parse(name);
+  if (!address.ok()) {
+    *error = absl::StrCat("bad address ", name, ": ", address.status().message());
+    return std::nullopt;
+  }
+  return Endpoint::External(*address);
+}
+
+class ConformanceTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  int checked_ = 0;
+
+  void CheckTable(const Cluster& cluster, const Expectation& e, const ReachabilityTable& t) {
+    const std::string where = absl::StrCat(e.file, ":", t.line, ": ", ProtocolName(t.protocol),
+                                           "/", t.port);
+    std::vector<int> rows, columns;
+    for (const std::vector<std::string>* names : {&t.rows, &t.columns}) {
+      std::vector<int>& out = names == &t.rows ? rows : columns;
+      for (const std::string& name : *names) {
+        std::optional<int> pod = cluster.FindPod(name);
+        if (!pod.has_value()) {
+          ADD_FAILURE() << Header(e) << where << ": the table names pod " << name
+                        << ", which the file's cluster does not have";
+          return;
+        }
+        out.push_back(*pod);
+      }
+    }
+    std::vector<Cell> got(t.cells.size(), Cell::kUnchecked);
+    std::vector<std::string> wrong;
+    int explained = 0;
+    for (size_t r = 0; r < rows.size(); ++r) {
+      for (size_t c = 0; c < columns.size(); ++c) {
+        const Flow flow{Endpoint::Pod(rows[r]), Endpoint::Pod(columns[c]), t.protocol, t.port};
+        const Verdict verdict = reference::Evaluate(cluster, flow, e.options);
+        got[r * columns.size() + c] = CellOf(verdict);
+        const Cell want = t.at(r, c);
+        if (want == Cell::kUnchecked) continue;
+        ++checked_;
+        if (want == CellOf(verdict)) continue;
+        std::string line = absl::StrCat("  ", e.file, ":", t.row_lines[r], ": ", t.rows[r], " -> ",
+                                        t.columns[c], " ", ProtocolName(t.protocol), "/", t.port,
+                                        ": expected ", Word(want), ", got ",
+                                        Word(CellOf(verdict)));
+        if (explained++ < kExplainedPerTable) {
+          absl::StrAppend(&line, "\n", FormatVerdict(cluster, flow, verdict));
+        }
+        wrong.push_back(std::move(line));
+      }
+    }
+    if (wrong.empty()) return;
+    // Unchecked cells show the reference's verdict in the "got" table, for context.
+    ADD_FAILURE() << Header(e) << where << ": " << wrong.size() << " cell(s) differ\n"
+                  << "  expected (rows: from, columns: to; . allowed, X denied, ? unchecked):\n"
+                  << ::np::testing::FormatTable(t, "    ")
+                  << "  got (np::reference::Evaluate):\n"
+                  << ::np::testing::FormatCells(t, got, "    ") << absl::StrJoin(wrong, "\n");
+  }
+
+  void CheckFlow(const Cluster& cluster, const Expectation& e, const FlowExpectation& f) {
+    const std::string where = absl::StrCat(e.file, ":", f.line, ": ", f.from, " -> ", f.to, " ",
+                                           ProtocolName(f.protocol), "/", f.port);
+    std::string error;
+    std::optional<Endpoint> from = ResolveEndpoint(cluster, f.from, &error);
+    std::optional<Endpoint> to = from ? ResolveEndpoint(cluster, f.to, &error) : std::nullopt;
+    if (!from || !to) {
+      ADD_FAILURE() << Header(e) << where << ": " << error;
+      return;
+    }
+    const Flow flow{*from, *to, f.protocol, f.port};
+    const Verdict verdict = reference::Evaluate(cluster, flow, e.options);
+    ++checked_;
+    if (verdict.allowed != f.allowed) {
+      ADD_FAILURE() << Header(e) << where << ": expected " << (f.allowed ? "allowed" : "denied")
+                    << ", got " << (verdict.allowed ? "allowed" : "denied") << "\n"
+                    << FormatVerdict(cluster, flow, verdict);
+    }
+  }
+};
+
+TEST_P(ConformanceTest, ReferenceMatchesExpectations) {
+  const std::string path = Resolve(GetParam()).string();
+
+  ClusterLoader loader;
+  absl::Status added = loader.AddPath(path);
+  ASSERT_TRUE(added.ok()) << added;
+  std::vector<Diagnostic> diagnostics;
+  absl::StatusOr<Cluster> cluster = loader.Build(&diagnostics);
+  std::string notes;
+  for (const Diagnostic& d : diagnostics) absl::StrAppend(&notes, "\n  ", d.ToString());
+  ASSERT_TRUE(cluster.ok()) << path << ": the cluster does not load: " << cluster.status()
+                            << notes;
+
+  absl::StatusOr<std::vector<Expectation>> expectations =
+      ::np::testing::ReadExpectations(path);
+  ASSERT_TRUE(expectations.ok()) << expectations.status();
+  ASSERT_FALSE(expectations->empty()) << path << ": no ReachabilityExpectation document";
+
+  for (const Expectation& e : *expectations) {
+    for (const ReachabilityTable& t : e.tables) CheckTable(*cluster, e, t);
+    for (const FlowExpectation& f : e.flows) CheckFlow(*cluster, e, f);
+  }
+  EXPECT_GT(checked_, 0) << path << ": every cell is unchecked";
+  RecordProperty("checked", checked_);
+}
+
+INSTANTIATE_TEST_SUITE_P(Upstream, ConformanceTest, ::testing::ValuesIn(TestFiles("upstream")),
+                         TestName);
+INSTANTIATE_TEST_SUITE_P(Docs, ConformanceTest, ::testing::ValuesIn(TestFiles("docs")), TestName);
+
+// Guards against a runfiles layout that finds no files (which would make the suite vacuous).
+TEST(ConformanceFiles, AreFound) {
+  EXPECT_GE(TestFiles("upstream").size(), 50u) << "looked in " << Resolve("testdata/upstream");
+  EXPECT_GE(TestFiles("docs").size(), 10u) << "looked in " << Resolve("testdata/docs");
+}
+
+}  // namespace
+}  // namespace np
