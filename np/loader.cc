@@ -1,11 +1,1023 @@
-// Placeholder until the YAML/JSON reader lands.
+// Reads Namespaces, Pods and NetworkPolicies from YAML/JSON the way Kubernetes does:
+// go-yaml v2 turns YAML into JSON (YAML 1.1 scalars), then strict JSON decoding into the Go
+// types (unknown and duplicate fields are errors; types must match: a number is not a
+// string). np/internal/yaml_tree.h does the YAML part; this file knows the objects.
 #include "np/loader.h"
 
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <filesystem>
+#include <system_error>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "np/internal/yaml_tree.h"
+
 namespace np {
-absl::Status ClusterLoader::AddPath(absl::string_view) { return absl::UnimplementedError("loader"); }
-absl::Status ClusterLoader::AddText(absl::string_view, absl::string_view) {
-  return absl::UnimplementedError("loader");
+namespace {
+
+using internal::ResolvedScalar;
+using internal::YamlDocument;
+using internal::YamlNode;
+
+constexpr absl::string_view kCoreV1 = "v1";
+constexpr absl::string_view kNetworkingV1 = "networking.k8s.io/v1";
+// How deeply List documents may nest (kubectl prints one level).
+constexpr int kMaxListDepth = 4;
+// Errors quoted in a returned Status; all of them are in diagnostics().
+constexpr size_t kMaxErrorsInStatus = 20;
+
+// ObjectMeta fields a NetworkPolicy may carry. np reads name, generateName, namespace, uid,
+// resourceVersion, generation and labels; the others are accepted and ignored.
+constexpr absl::string_view kMetadataFields[] = {
+    "name",          "generateName",      "namespace",
+    "selfLink",      "uid",               "resourceVersion",
+    "generation",    "creationTimestamp", "deletionTimestamp",
+    "deletionGracePeriodSeconds",         "labels",
+    "annotations",   "ownerReferences",   "finalizers",
+    "managedFields",
+};
+
+std::string Child(const std::string& path, absl::string_view name) {
+  return path.empty() ? std::string(name) : absl::StrCat(path, ".", name);
 }
+std::string Element(const std::string& path, size_t index) {
+  return absl::StrCat(path, "[", index, "]");
+}
+
+std::string Summary(const std::vector<Diagnostic>& diagnostics, size_t from = 0) {
+  std::vector<std::string> lines;
+  size_t errors = 0;
+  for (size_t i = from; i < diagnostics.size(); ++i) {
+    if (!diagnostics[i].is_error()) continue;
+    if (++errors <= kMaxErrorsInStatus) lines.push_back(diagnostics[i].ToString());
+  }
+  if (errors > kMaxErrorsInStatus) {
+    lines.push_back(absl::StrCat("... and ", errors - kMaxErrorsInStatus, " more errors"));
+  }
+  return absl::StrJoin(lines, "\n");
+}
+
+bool HasErrors(const std::vector<Diagnostic>& diagnostics, size_t from = 0) {
+  for (size_t i = from; i < diagnostics.size(); ++i) {
+    if (diagnostics[i].is_error()) return true;
+  }
+  return false;
+}
+
+// A mapping key as JSON sees it after go-yaml: strings stay, integers and booleans print as
+// text ("80", "true"); null and collections are not valid keys.
+bool KeyText(const YamlNode& key, std::string* out, std::string* error) {
+  if (!key.is_scalar()) {
+    *error = absl::StrCat("a key must be a string, got ", internal::DescribeYamlType(key));
+    return false;
+  }
+  ResolvedScalar r = internal::ResolveScalar(key);
+  switch (r.type) {
+    case ResolvedScalar::Type::kString:
+      *out = std::move(r.string_value);
+      return true;
+    case ResolvedScalar::Type::kBool:
+      *out = r.bool_value ? "true" : "false";
+      return true;
+    case ResolvedScalar::Type::kInt:
+      *out = r.int_fits ? absl::StrCat(r.int_value) : r.string_value;
+      return true;
+    case ResolvedScalar::Type::kFloat:
+      *out = absl::StrCat(r.float_value);
+      return true;
+    case ResolvedScalar::Type::kNull:
+      *error = "a key must be a string, got null";
+      return false;
+    case ResolvedScalar::Type::kError:
+      *error = r.string_value;
+      return false;
+  }
+  return false;
+}
+
+bool IsMergeKey(const YamlNode& key) {
+  return key.is_scalar() && key.value == "<<" &&
+         (key.style == YamlNode::Style::kPlain ||
+          (key.style == YamlNode::Style::kTagged && key.tag == "tag:yaml.org,2002:merge"));
+}
+
+// The top-level entry `name` of a mapping, without merge keys or error reporting: used to
+// find kind, apiVersion and the object's name before the object is decoded. `count` receives
+// how many entries have that key, `duplicate_line` the line of the second one.
+const YamlNode* Find(const YamlNode& mapping, absl::string_view name, int* count = nullptr,
+                     int* duplicate_line = nullptr) {
+  const YamlNode* found = nullptr;
+  int n = 0;
+  if (mapping.is_mapping()) {
+    for (size_t i = 0; i < mapping.mapping_size(); ++i) {
+      const YamlNode& key = mapping.map_key(i);
+      if (!key.is_scalar() || key.value != name) continue;
+      std::string text, error;
+      if (!KeyText(key, &text, &error) || text != name) continue;
+      if (found == nullptr) found = &mapping.map_value(i);
+      if (++n == 2 && duplicate_line != nullptr) *duplicate_line = key.line;
+    }
+  }
+  if (count != nullptr) *count = n;
+  return found;
+}
+
+// A string scalar, or empty when the node is anything else.
+std::string StringOrEmpty(const YamlNode* node) {
+  if (node == nullptr) return "";
+  ResolvedScalar r = internal::ResolveScalar(*node);
+  return r.type == ResolvedScalar::Type::kString ? r.string_value : "";
+}
+
+// "must be a string, got an integer (quote it: "2")".
+std::string TypeMessage(absl::string_view want, const YamlNode& node) {
+  std::string message = absl::StrCat("must be ", want, ", got ", internal::DescribeYamlType(node));
+  if (want == "a string" && node.is_scalar() && node.style == YamlNode::Style::kPlain) {
+    absl::StrAppend(&message, " (quote it: \"", node.value, "\")");
+  }
+  return message;
+}
+
+// Decodes one object, collecting its errors. Field paths are upstream's: "spec.ingress[0]
+// .from[1].ipBlock.cidr". Every field read gets its line recorded in `source.field_lines`.
+class ObjectDecoder {
+ public:
+  ObjectDecoder(std::string file, std::string kind, std::string object,
+                std::vector<Diagnostic>* out)
+      : file_(std::move(file)), kind_(std::move(kind)), object_(std::move(object)), out_(out) {
+    source.location.file = file_;
+  }
+
+  ObjectSource source;
+  bool ok() const { return ok_; }
+
+  void Error(int line, std::string field, std::string message) {
+    ok_ = false;
+    Diagnostic d;
+    d.kind = kind_;
+    d.object = object_;
+    d.field = std::move(field);
+    d.message = std::move(message);
+    d.location = {file_, line};
+    out_->push_back(std::move(d));
+  }
+
+  // Calls `visit(name, value, path, line)` for each entry of `mapping`, merge keys (<<)
+  // expanded; `visit` returns whether it knows the field. Duplicate keys are errors; unknown
+  // fields are errors when `strict`, else ignored.
+  template <typename F>
+  void Fields(const YamlNode& mapping, const std::string& path, bool strict, F&& visit) {
+    std::vector<Entry> entries;
+    Entries(mapping, path, /*report=*/true, 0, &entries);
+    for (const Entry& e : entries) {
+      const std::string field = Child(path, e.name);
+      if (visit(e.name, *e.value, field, e.line)) {
+        source.field_lines[field] = e.line;
+      } else if (strict) {
+        Error(e.line, field, absl::StrCat("unknown field \"", field, "\""));
+      }
+    }
+  }
+
+  // Calls `visit(item, path, line)` for each item of `sequence`.
+  template <typename F>
+  void Items(const YamlNode& sequence, const std::string& path, F&& visit) {
+    for (size_t i = 0; i < sequence.children.size(); ++i) {
+      const YamlNode& item = sequence.children[i];
+      const std::string field = Element(path, i);
+      source.field_lines[field] = item.line;
+      visit(item, field, item.line);
+    }
+  }
+
+  // Type checks. Null means absent: they return false without an error.
+  bool IsMapping(const YamlNode& node, const std::string& path, int line) {
+    if (node.is_mapping()) return true;
+    if (!node.is_null() && !IsNullScalar(node)) Error(line, path, TypeMessage("an object", node));
+    return false;
+  }
+  bool IsSequence(const YamlNode& node, const std::string& path, int line) {
+    if (node.is_sequence()) return true;
+    if (!node.is_null() && !IsNullScalar(node)) Error(line, path, TypeMessage("a list", node));
+    return false;
+  }
+
+  bool String(const YamlNode& node, const std::string& path, int line, std::string* out) {
+    ResolvedScalar r = internal::ResolveScalar(node);
+    switch (r.type) {
+      case ResolvedScalar::Type::kNull:
+        return false;
+      case ResolvedScalar::Type::kString:
+        *out = std::move(r.string_value);
+        return true;
+      case ResolvedScalar::Type::kError:
+        if (node.is_scalar()) {
+          Error(line, path, r.string_value);
+          return false;
+        }
+        break;
+      default:
+        break;
+    }
+    Error(line, path, TypeMessage("a string", node));
+    return false;
+  }
+
+  bool Int64(const YamlNode& node, const std::string& path, int line, int64_t min, int64_t max,
+             int64_t* out) {
+    ResolvedScalar r = internal::ResolveScalar(node);
+    if (r.type == ResolvedScalar::Type::kNull) return false;
+    if (r.type == ResolvedScalar::Type::kError && node.is_scalar()) {
+      Error(line, path, r.string_value);
+      return false;
+    }
+    const bool integer = r.type == ResolvedScalar::Type::kInt ||
+                         (r.type == ResolvedScalar::Type::kFloat && r.integral);
+    if (!integer && !r.int_overflow) {
+      Error(line, path, TypeMessage("an integer", node));
+      return false;
+    }
+    if (!r.int_fits || r.int_value < min || r.int_value > max) {
+      Error(line, path,
+            absl::StrCat("must be an integer from ", min, " to ", max, ", got ", node.value));
+      return false;
+    }
+    *out = r.int_value;
+    return true;
+  }
+
+  bool Int32(const YamlNode& node, const std::string& path, int line, int32_t* out) {
+    int64_t v = 0;
+    if (!Int64(node, path, line, INT32_MIN, INT32_MAX, &v)) return false;
+    *out = static_cast<int32_t>(v);
+    return true;
+  }
+
+  bool Bool(const YamlNode& node, const std::string& path, int line, bool* out) {
+    ResolvedScalar r = internal::ResolveScalar(node);
+    if (r.type == ResolvedScalar::Type::kNull) return false;
+    if (r.type == ResolvedScalar::Type::kBool) {
+      *out = r.bool_value;
+      return true;
+    }
+    Error(line, path, TypeMessage("a boolean (true or false)", node));
+    return false;
+  }
+
+  // IntOrString: a plain integer is an int; a string (quoted, or plain text) is a string.
+  bool IntOrString(const YamlNode& node, const std::string& path, int line,
+                   k8s::IntOrString* out) {
+    ResolvedScalar r = internal::ResolveScalar(node);
+    switch (r.type) {
+      case ResolvedScalar::Type::kNull:
+        return false;
+      case ResolvedScalar::Type::kString:
+        out->set_type(1);
+        out->set_strval(r.string_value);
+        return true;
+      case ResolvedScalar::Type::kInt:
+      case ResolvedScalar::Type::kFloat:
+        if (r.type == ResolvedScalar::Type::kInt || r.integral || r.int_overflow) {
+          if (r.int_fits && r.int_value >= INT32_MIN && r.int_value <= INT32_MAX) {
+            out->set_type(0);
+            out->set_intval(static_cast<int32_t>(r.int_value));
+            return true;
+          }
+          Error(line, path,
+                absl::StrCat("must be an integer or a string, got ", node.value,
+                             " (out of the 32-bit integer range)"));
+          return false;
+        }
+        break;
+      case ResolvedScalar::Type::kError:
+        if (node.is_scalar()) {
+          Error(line, path, r.string_value);
+          return false;
+        }
+        break;
+      case ResolvedScalar::Type::kBool:
+        break;
+    }
+    Error(line, path, TypeMessage("an integer or a string", node));
+    return false;
+  }
+
+  // map<string, string>: labels, matchLabels. A null value is the empty string (as in Go).
+  void StringMap(const YamlNode& node, const std::string& path, int line,
+                 google::protobuf::Map<std::string, std::string>* out) {
+    if (!IsMapping(node, path, line)) return;
+    std::vector<Entry> entries;
+    Entries(node, path, /*report=*/true, 0, &entries);
+    for (const Entry& e : entries) {
+      ResolvedScalar r = internal::ResolveScalar(*e.value);
+      if (r.type == ResolvedScalar::Type::kString) {
+        (*out)[e.name] = std::move(r.string_value);
+      } else if (r.type == ResolvedScalar::Type::kNull) {
+        (*out)[e.name] = "";
+      } else {
+        Error(e.line, path,
+              absl::StrCat("the value of \"", e.name, "\" ", TypeMessage("a string", *e.value)));
+      }
+    }
+  }
+
+  void StringList(const YamlNode& node, const std::string& path, int line,
+                  google::protobuf::RepeatedPtrField<std::string>* out) {
+    if (!IsSequence(node, path, line)) return;
+    Items(node, path, [&](const YamlNode& item, const std::string& item_path, int item_line) {
+      std::string value;
+      String(item, item_path, item_line, &value);  // null: "", as in Go
+      *out->Add() = std::move(value);
+    });
+  }
+
+ private:
+  struct Entry {
+    std::string name;
+    const YamlNode* value;
+    int line;  // of the key
+  };
+
+  static bool IsNullScalar(const YamlNode& node) {
+    return node.is_scalar() &&
+           internal::ResolveScalar(node).type == ResolvedScalar::Type::kNull;
+  }
+
+  // The entries of `mapping` in order, first occurrence of each name; merge keys expanded
+  // (explicit keys win over merged ones; earlier merged mappings win over later ones).
+  void Entries(const YamlNode& mapping, const std::string& path, bool report, int depth,
+               std::vector<Entry>* out) {
+    absl::flat_hash_set<std::string> seen;
+    for (const Entry& e : *out) seen.insert(e.name);
+    std::vector<const YamlNode*> merges;
+    for (size_t i = 0; i < mapping.mapping_size(); ++i) {
+      const YamlNode& key = mapping.map_key(i);
+      if (IsMergeKey(key)) {
+        merges.push_back(&mapping.map_value(i));
+        continue;
+      }
+      std::string name, error;
+      if (!KeyText(key, &name, &error)) {
+        if (report) Error(key.line, path, error);
+        continue;
+      }
+      if (!seen.insert(name).second) {
+        if (report) {
+          Error(key.line, Child(path, name),
+                absl::StrCat("duplicate field \"", Child(path, name), "\""));
+        }
+        continue;
+      }
+      out->push_back(Entry{std::move(name), &mapping.map_value(i), key.line});
+    }
+    // Merged entries come after the explicit ones; names already present are skipped.
+    for (const YamlNode* merge : merges) {
+      std::vector<const YamlNode*> sources;
+      if (merge->is_mapping()) {
+        sources.push_back(merge);
+      } else if (merge->is_sequence()) {
+        for (const YamlNode& item : merge->children) sources.push_back(&item);
+      }
+      for (const YamlNode* source : sources) {
+        if (!source->is_mapping() || depth >= internal::kMaxYamlDepth) {
+          Error(source->line, path, "a merge key (<<) needs an object or a list of objects");
+          continue;
+        }
+        Entries(*source, path, /*report=*/false, depth + 1, out);
+      }
+    }
+  }
+
+  std::string file_, kind_, object_;
+  std::vector<Diagnostic>* out_;
+  bool ok_ = true;
+};
+
+// --- The objects' schemas. Strict: NetworkPolicy (unknown fields are errors). Lenient: Pod
+// and Namespace (only the fields in k8s.proto are read; the rest is ignored).
+
+void DecodeMetadata(ObjectDecoder& d, const YamlNode& node, const std::string& path,
+                    bool strict, k8s::ObjectMeta* meta) {
+  d.Fields(node, path, strict, [&](const std::string& name, const YamlNode& v,
+                                   const std::string& field, int line) {
+    std::string s;
+    int64_t n = 0;
+    if (name == "name") {
+      if (d.String(v, field, line, &s)) meta->set_name(s);
+    } else if (name == "generateName") {
+      if (d.String(v, field, line, &s)) meta->set_generatename(s);
+    } else if (name == "namespace") {
+      if (d.String(v, field, line, &s)) meta->set_namespace_(s);
+    } else if (name == "uid") {
+      if (d.String(v, field, line, &s)) meta->set_uid(s);
+    } else if (name == "resourceVersion") {
+      if (d.String(v, field, line, &s)) meta->set_resourceversion(s);
+    } else if (name == "generation") {
+      if (d.Int64(v, field, line, INT64_MIN, INT64_MAX, &n)) meta->set_generation(n);
+    } else if (name == "labels") {
+      d.StringMap(v, field, line, meta->mutable_labels());
+    } else {
+      return std::find(std::begin(kMetadataFields), std::end(kMetadataFields), name) !=
+             std::end(kMetadataFields);
+    }
+    return true;
+  });
+}
+
+void DecodeLabelSelector(ObjectDecoder& d, const YamlNode& node, const std::string& path,
+                         k8s::LabelSelector* selector) {
+  d.Fields(node, path, /*strict=*/true, [&](const std::string& name, const YamlNode& v,
+                                            const std::string& field, int line) {
+    if (name == "matchLabels") {
+      d.StringMap(v, field, line, selector->mutable_matchlabels());
+    } else if (name == "matchExpressions") {
+      if (!d.IsSequence(v, field, line)) return true;
+      d.Items(v, field, [&](const YamlNode& item, const std::string& item_path, int item_line) {
+        k8s::LabelSelectorRequirement* r = selector->add_matchexpressions();
+        if (!d.IsMapping(item, item_path, item_line)) return;
+        d.Fields(item, item_path, /*strict=*/true,
+                 [&](const std::string& n, const YamlNode& iv, const std::string& f, int l) {
+                   std::string s;
+                   if (n == "key") {
+                     if (d.String(iv, f, l, &s)) r->set_key(s);
+                   } else if (n == "operator") {
+                     if (d.String(iv, f, l, &s)) r->set_operator_(s);
+                   } else if (n == "values") {
+                     d.StringList(iv, f, l, r->mutable_values());
+                   } else {
+                     return false;
+                   }
+                   return true;
+                 });
+      });
+    } else {
+      return false;
+    }
+    return true;
+  });
+}
+
+void DecodePeer(ObjectDecoder& d, const YamlNode& node, const std::string& path,
+                k8s::NetworkPolicyPeer* peer) {
+  d.Fields(node, path, /*strict=*/true, [&](const std::string& name, const YamlNode& v,
+                                            const std::string& field, int line) {
+    if (name == "podSelector") {
+      if (d.IsMapping(v, field, line)) {
+        DecodeLabelSelector(d, v, field, peer->mutable_podselector());
+      }
+    } else if (name == "namespaceSelector") {
+      if (d.IsMapping(v, field, line)) {
+        DecodeLabelSelector(d, v, field, peer->mutable_namespaceselector());
+      }
+    } else if (name == "ipBlock") {
+      if (!d.IsMapping(v, field, line)) return true;
+      k8s::IPBlock* block = peer->mutable_ipblock();
+      d.Fields(v, field, /*strict=*/true,
+               [&](const std::string& n, const YamlNode& bv, const std::string& f, int l) {
+                 std::string s;
+                 if (n == "cidr") {
+                   if (d.String(bv, f, l, &s)) block->set_cidr(s);
+                 } else if (n == "except") {
+                   d.StringList(bv, f, l, block->mutable_except());
+                 } else {
+                   return false;
+                 }
+                 return true;
+               });
+    } else {
+      return false;
+    }
+    return true;
+  });
+}
+
+void DecodePort(ObjectDecoder& d, const YamlNode& node, const std::string& path,
+                k8s::NetworkPolicyPort* port) {
+  d.Fields(node, path, /*strict=*/true, [&](const std::string& name, const YamlNode& v,
+                                            const std::string& field, int line) {
+    std::string s;
+    int32_t n = 0;
+    if (name == "protocol") {
+      if (d.String(v, field, line, &s)) port->set_protocol(s);
+    } else if (name == "port") {
+      k8s::IntOrString value;
+      if (d.IntOrString(v, field, line, &value)) *port->mutable_port() = value;
+    } else if (name == "endPort") {
+      if (d.Int32(v, field, line, &n)) port->set_endport(n);
+    } else {
+      return false;
+    }
+    return true;
+  });
+}
+
+// An ingress or egress rule: `peers_field` is "from" or "to".
+template <typename Rule>
+void DecodeRule(ObjectDecoder& d, const YamlNode& node, const std::string& path,
+                absl::string_view peers_field,
+                google::protobuf::RepeatedPtrField<k8s::NetworkPolicyPeer>* peers, Rule* rule) {
+  d.Fields(node, path, /*strict=*/true, [&](const std::string& name, const YamlNode& v,
+                                            const std::string& field, int line) {
+    if (name == "ports") {
+      if (!d.IsSequence(v, field, line)) return true;
+      d.Items(v, field, [&](const YamlNode& item, const std::string& item_path, int item_line) {
+        k8s::NetworkPolicyPort* port = rule->add_ports();
+        if (d.IsMapping(item, item_path, item_line)) DecodePort(d, item, item_path, port);
+      });
+    } else if (name == peers_field) {
+      if (!d.IsSequence(v, field, line)) return true;
+      d.Items(v, field, [&](const YamlNode& item, const std::string& item_path, int item_line) {
+        k8s::NetworkPolicyPeer* peer = peers->Add();
+        if (d.IsMapping(item, item_path, item_line)) DecodePeer(d, item, item_path, peer);
+      });
+    } else {
+      return false;
+    }
+    return true;
+  });
+}
+
+void DecodeNetworkPolicy(ObjectDecoder& d, const YamlNode& node, k8s::NetworkPolicy* policy) {
+  d.Fields(node, "", /*strict=*/true, [&](const std::string& name, const YamlNode& v,
+                                          const std::string& field, int line) {
+    if (name == "apiVersion" || name == "kind" || name == "status") return true;
+    if (name == "metadata") {
+      if (d.IsMapping(v, field, line)) {
+        DecodeMetadata(d, v, field, /*strict=*/true, policy->mutable_metadata());
+      }
+      return true;
+    }
+    if (name != "spec") return false;
+    if (!d.IsMapping(v, field, line)) return true;
+    k8s::NetworkPolicySpec* spec = policy->mutable_spec();
+    d.Fields(v, field, /*strict=*/true, [&](const std::string& n, const YamlNode& sv,
+                                            const std::string& f, int l) {
+      if (n == "podSelector") {
+        if (d.IsMapping(sv, f, l)) DecodeLabelSelector(d, sv, f, spec->mutable_podselector());
+      } else if (n == "policyTypes") {
+        d.StringList(sv, f, l, spec->mutable_policytypes());
+      } else if (n == "ingress") {
+        if (!d.IsSequence(sv, f, l)) return true;
+        d.Items(sv, f, [&](const YamlNode& item, const std::string& item_path, int item_line) {
+          k8s::NetworkPolicyIngressRule* rule = spec->add_ingress();
+          if (d.IsMapping(item, item_path, item_line)) {
+            DecodeRule(d, item, item_path, "from", rule->mutable_from(), rule);
+          }
+        });
+      } else if (n == "egress") {
+        if (!d.IsSequence(sv, f, l)) return true;
+        d.Items(sv, f, [&](const YamlNode& item, const std::string& item_path, int item_line) {
+          k8s::NetworkPolicyEgressRule* rule = spec->add_egress();
+          if (d.IsMapping(item, item_path, item_line)) {
+            DecodeRule(d, item, item_path, "to", rule->mutable_to(), rule);
+          }
+        });
+      } else {
+        return false;
+      }
+      return true;
+    });
+    return true;
+  });
+}
+
+void DecodeContainer(ObjectDecoder& d, const YamlNode& node, const std::string& path,
+                     k8s::Container* container) {
+  d.Fields(node, path, /*strict=*/false, [&](const std::string& name, const YamlNode& v,
+                                             const std::string& field, int line) {
+    std::string s;
+    if (name == "name") {
+      if (d.String(v, field, line, &s)) container->set_name(s);
+    } else if (name == "image") {
+      if (d.String(v, field, line, &s)) container->set_image(s);
+    } else if (name == "ports") {
+      if (!d.IsSequence(v, field, line)) return true;
+      d.Items(v, field, [&](const YamlNode& item, const std::string& item_path, int item_line) {
+        k8s::ContainerPort* port = container->add_ports();
+        if (!d.IsMapping(item, item_path, item_line)) return;
+        d.Fields(item, item_path, /*strict=*/false,
+                 [&](const std::string& n, const YamlNode& pv, const std::string& f, int l) {
+                   std::string text;
+                   int32_t number = 0;
+                   if (n == "name") {
+                     if (d.String(pv, f, l, &text)) port->set_name(text);
+                   } else if (n == "protocol") {
+                     if (d.String(pv, f, l, &text)) port->set_protocol(text);
+                   } else if (n == "hostIP") {
+                     if (d.String(pv, f, l, &text)) port->set_hostip(text);
+                   } else if (n == "containerPort") {
+                     if (d.Int32(pv, f, l, &number)) port->set_containerport(number);
+                   } else if (n == "hostPort") {
+                     if (d.Int32(pv, f, l, &number)) port->set_hostport(number);
+                   } else {
+                     return false;
+                   }
+                   return true;
+                 });
+      });
+    } else {
+      return false;
+    }
+    return true;
+  });
+}
+
+void DecodePod(ObjectDecoder& d, const YamlNode& node, k8s::Pod* pod) {
+  d.Fields(node, "", /*strict=*/false, [&](const std::string& name, const YamlNode& v,
+                                           const std::string& field, int line) {
+    if (name == "apiVersion" || name == "kind") return true;
+    if (name == "metadata") {
+      if (d.IsMapping(v, field, line)) {
+        DecodeMetadata(d, v, field, /*strict=*/false, pod->mutable_metadata());
+      }
+      return true;
+    }
+    if (name == "spec") {
+      if (!d.IsMapping(v, field, line)) return true;
+      k8s::PodSpec* spec = pod->mutable_spec();
+      d.Fields(v, field, /*strict=*/false, [&](const std::string& n, const YamlNode& sv,
+                                               const std::string& f, int l) {
+        std::string s;
+        bool b = false;
+        if (n == "nodeName") {
+          if (d.String(sv, f, l, &s)) spec->set_nodename(s);
+        } else if (n == "hostNetwork") {
+          if (d.Bool(sv, f, l, &b)) spec->set_hostnetwork(b);
+        } else if (n == "containers") {
+          if (!d.IsSequence(sv, f, l)) return true;
+          d.Items(sv, f, [&](const YamlNode& item, const std::string& item_path, int item_line) {
+            k8s::Container* container = spec->add_containers();
+            if (d.IsMapping(item, item_path, item_line)) {
+              DecodeContainer(d, item, item_path, container);
+            }
+          });
+        } else {
+          return false;
+        }
+        return true;
+      });
+      return true;
+    }
+    if (name == "status") {
+      if (!d.IsMapping(v, field, line)) return true;
+      k8s::PodStatus* status = pod->mutable_status();
+      d.Fields(v, field, /*strict=*/false, [&](const std::string& n, const YamlNode& sv,
+                                               const std::string& f, int l) {
+        std::string s;
+        if (n == "phase") {
+          if (d.String(sv, f, l, &s)) status->set_phase(s);
+        } else if (n == "podIP") {
+          if (d.String(sv, f, l, &s)) status->set_podip(s);
+        } else if (n == "hostIP") {
+          if (d.String(sv, f, l, &s)) status->set_hostip(s);
+        } else if (n == "podIPs") {
+          if (!d.IsSequence(sv, f, l)) return true;
+          d.Items(sv, f, [&](const YamlNode& item, const std::string& item_path, int item_line) {
+            k8s::PodIP* ip = status->add_podips();
+            if (!d.IsMapping(item, item_path, item_line)) return;
+            d.Fields(item, item_path, /*strict=*/false,
+                     [&](const std::string& in, const YamlNode& iv, const std::string& ifield,
+                         int il) {
+                       std::string text;
+                       if (in != "ip") return false;
+                       if (d.String(iv, ifield, il, &text)) ip->set_ip(text);
+                       return true;
+                     });
+          });
+        } else {
+          return false;
+        }
+        return true;
+      });
+      return true;
+    }
+    return false;
+  });
+}
+
+void DecodeNamespace(ObjectDecoder& d, const YamlNode& node, k8s::Namespace* ns) {
+  d.Fields(node, "", /*strict=*/false, [&](const std::string& name, const YamlNode& v,
+                                           const std::string& field, int line) {
+    if (name == "apiVersion" || name == "kind") return true;
+    if (name != "metadata") return false;
+    if (d.IsMapping(v, field, line)) {
+      DecodeMetadata(d, v, field, /*strict=*/false, ns->mutable_metadata());
+    }
+    return true;
+  });
+}
+
+struct KnownKind {
+  absl::string_view kind;
+  absl::string_view api_version;
+  bool namespaced;
+};
+constexpr KnownKind kKnownKinds[] = {
+    {"Namespace", kCoreV1, false},
+    {"Pod", kCoreV1, true},
+    {"NetworkPolicy", kNetworkingV1, true},
+};
+
+// Reads the documents of one input into objects, skipped kinds and diagnostics.
+class Reader {
+ public:
+  Reader(std::string file, ClusterObjects* objects, std::map<std::string, int>* skipped,
+         std::vector<Diagnostic>* diagnostics)
+      : file_(std::move(file)), objects_(objects), skipped_(skipped), out_(diagnostics) {}
+
+  void Text(absl::string_view text) {
+    internal::YamlError error;
+    bool ok = internal::ParseYamlDocuments(
+        text, [this](YamlDocument&& doc) { Document(doc); }, &error);
+    if (!ok) Error(error.line, "", "", "", error.message);
+  }
+
+ private:
+  void Error(int line, std::string kind, std::string object, std::string field,
+             std::string message, Diagnostic::Severity severity = Diagnostic::Severity::kError) {
+    Diagnostic d;
+    d.severity = severity;
+    d.kind = std::move(kind);
+    d.object = std::move(object);
+    d.field = std::move(field);
+    d.message = std::move(message);
+    d.location = {file_, line};
+    out_->push_back(std::move(d));
+  }
+
+  void Document(const YamlDocument& doc) {
+    if (!doc.error.empty()) {
+      Error(doc.error_line, "", "", "", doc.error);
+      return;
+    }
+    const YamlNode& root = doc.root;
+    if (root.is_null()) return;  // an empty document
+    if (!root.is_mapping()) {
+      if (root.is_scalar() &&
+          internal::ResolveScalar(root).type == ResolvedScalar::Type::kNull) {
+        return;  // "null" or "~"
+      }
+      Error(root.line, "", "", "",
+            absl::StrCat("a document must be an object with apiVersion and kind, got ",
+                         internal::DescribeYamlType(root)));
+      return;
+    }
+    Object(root, "", "", 0);
+  }
+
+  // One object, or a List of them. `default_kind`/`default_api` come from a typed list
+  // (NetworkPolicyList) whose items may omit kind and apiVersion, as the API returns them.
+  void Object(const YamlNode& node, const std::string& default_kind,
+              const std::string& default_api, int list_depth) {
+    // Identify the object for messages, before anything else can fail.
+    const YamlNode* metadata = Find(node, "metadata");
+    std::string name, namespace_name;
+    if (metadata != nullptr) {
+      name = StringOrEmpty(Find(*metadata, "name"));
+      namespace_name = StringOrEmpty(Find(*metadata, "namespace"));
+    }
+
+    int kind_count = 0, kind_duplicate_line = 0;
+    const YamlNode* kind_node = Find(node, "kind", &kind_count, &kind_duplicate_line);
+    std::string kind = default_kind;
+    if (kind_count > 1) {
+      Error(kind_duplicate_line, "", name, "kind", "duplicate field \"kind\"");
+      return;
+    }
+    if (kind_node != nullptr && !kind_node->is_null()) {
+      ResolvedScalar r = internal::ResolveScalar(*kind_node);
+      if (r.type == ResolvedScalar::Type::kString) {
+        kind = r.string_value;
+      } else if (r.type != ResolvedScalar::Type::kNull) {
+        Error(kind_node->line, "", name, "kind", TypeMessage("a string", *kind_node));
+        return;
+      }
+    }
+    if (kind.empty()) {
+      Error(node.line, "", name, "kind",
+            "Object 'Kind' is missing: every object needs apiVersion and kind");
+      return;
+    }
+    int api_count = 0, api_duplicate_line = 0;
+    const YamlNode* api_node = Find(node, "apiVersion", &api_count, &api_duplicate_line);
+    std::string api_version = default_api;
+    if (api_node != nullptr && !api_node->is_null()) {
+      ResolvedScalar r = internal::ResolveScalar(*api_node);
+      if (r.type == ResolvedScalar::Type::kString) {
+        api_version = r.string_value;
+      } else if (r.type != ResolvedScalar::Type::kNull) {
+        Error(api_node->line, kind, name, "apiVersion", TypeMessage("a string", *api_node));
+        return;
+      }
+    }
+
+    // Lists: kind List (kubectl's), or FooList with items (the API's typed lists).
+    const YamlNode* items = Find(node, "items");
+    if (kind == "List" || (absl::EndsWith(kind, "List") && items != nullptr)) {
+      List(node, kind, api_version, items, list_depth);
+      return;
+    }
+
+    const KnownKind* known = nullptr;
+    for (const KnownKind& k : kKnownKinds) {
+      if (k.kind == kind) known = &k;
+    }
+    if (known == nullptr) {
+      ++(*skipped_)[kind];
+      for (const KnownKind& k : kKnownKinds) {
+        if (absl::EqualsIgnoreCase(k.kind, kind)) {
+          Error(kind_node != nullptr ? kind_node->line : node.line, kind, name, "kind",
+                absl::StrCat("kind \"", kind, "\" is not read (kinds are case-sensitive); did you "
+                             "mean ", k.kind, "?"),
+                Diagnostic::Severity::kWarning);
+        }
+      }
+      return;
+    }
+    std::string object = name;
+    if (known->namespaced && !name.empty()) {
+      object = absl::StrCat(namespace_name.empty() ? "default" : namespace_name, "/", name);
+    }
+    if (api_count > 1) {
+      Error(api_duplicate_line, kind, object, "apiVersion", "duplicate field \"apiVersion\"");
+      return;
+    }
+    if (api_version != known->api_version) {
+      Error(api_node != nullptr ? api_node->line : node.line, kind, object, "apiVersion",
+            api_version.empty()
+                ? absl::StrCat("apiVersion is missing; ", kind, " is read as ",
+                               known->api_version)
+                : absl::StrCat("apiVersion \"", api_version, "\" is not supported for ", kind,
+                               "; use ", known->api_version));
+      return;
+    }
+
+    ObjectDecoder d(file_, kind, object, out_);
+    d.source.location.line = node.line;
+    if (kind_node != nullptr) d.source.field_lines["kind"] = kind_node->line;
+    if (api_node != nullptr) d.source.field_lines["apiVersion"] = api_node->line;
+    if (kind == "NetworkPolicy") {
+      k8s::NetworkPolicy policy;
+      DecodeNetworkPolicy(d, node, &policy);
+      if (d.ok()) objects_->policies.push_back({std::move(policy), std::move(d.source)});
+    } else if (kind == "Pod") {
+      k8s::Pod pod;
+      DecodePod(d, node, &pod);
+      if (d.ok()) objects_->pods.push_back({std::move(pod), std::move(d.source)});
+    } else {
+      k8s::Namespace ns;
+      DecodeNamespace(d, node, &ns);
+      if (d.ok()) objects_->namespaces.push_back({std::move(ns), std::move(d.source)});
+    }
+  }
+
+  void List(const YamlNode& node, const std::string& kind, const std::string& api_version,
+            const YamlNode* items, int list_depth) {
+    if (list_depth >= kMaxListDepth) {
+      Error(node.line, kind, "", "", "lists nested too deeply");
+      return;
+    }
+    if (items == nullptr || items->is_null()) return;
+    if (!items->is_sequence()) {
+      if (items->is_scalar() &&
+          internal::ResolveScalar(*items).type == ResolvedScalar::Type::kNull) {
+        return;
+      }
+      Error(items->line, kind, "", "items", TypeMessage("a list", *items));
+      return;
+    }
+    // Items of a typed list may leave out kind and apiVersion.
+    std::string item_kind, item_api;
+    if (kind != "List") {
+      item_kind = kind.substr(0, kind.size() - 4);
+      item_api = api_version;
+    }
+    for (size_t i = 0; i < items->children.size(); ++i) {
+      const YamlNode& item = items->children[i];
+      if (item.is_mapping()) {
+        Object(item, item_kind, item_api, list_depth + 1);
+      } else if (!(item.is_null() || (item.is_scalar() && internal::ResolveScalar(item).type ==
+                                                             ResolvedScalar::Type::kNull))) {
+        Error(item.line, kind, "", Element("items", i), TypeMessage("an object", item));
+      }
+    }
+  }
+
+  std::string file_;
+  ClusterObjects* objects_;
+  std::map<std::string, int>* skipped_;
+  std::vector<Diagnostic>* out_;
+};
+
+// Reads a whole file (or stdin for "-") into `text`.
+absl::Status ReadFile(const std::string& path, std::string* text) {
+  FILE* f = path == "-" ? stdin : std::fopen(path.c_str(), "rb");
+  if (f == nullptr) {
+    return absl::ErrnoToStatus(errno, absl::StrCat(path, ": cannot open"));
+  }
+  char buffer[1 << 16];
+  size_t n;
+  bool too_big = false;
+  while ((n = std::fread(buffer, 1, sizeof(buffer), f)) > 0) {
+    if (text->size() + n > internal::kMaxYamlTextSize) {
+      too_big = true;
+      break;
+    }
+    text->append(buffer, n);
+  }
+  const bool failed = std::ferror(f) != 0;
+  const int error = errno;
+  if (f != stdin) std::fclose(f);
+  if (too_big) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(path, ": larger than ", internal::kMaxYamlTextSize, " bytes"));
+  }
+  if (failed) return absl::ErrnoToStatus(error, absl::StrCat(path, ": cannot read"));
+  return absl::OkStatus();
+}
+
+bool IsInputFile(const std::filesystem::path& path) {
+  const std::string ext = path.extension().string();
+  return ext == ".yaml" || ext == ".yml" || ext == ".json";
+}
+
+}  // namespace
+
+absl::Status ClusterLoader::AddPath(absl::string_view path) {
+  namespace fs = std::filesystem;
+  const std::string name(path);
+  auto read_error = [&](const absl::Status& status) {
+    Diagnostic d;
+    d.message = std::string(status.message());
+    d.location.file = name;
+    diagnostics_.push_back(std::move(d));
+    return status;
+  };
+  if (name.empty()) return read_error(absl::InvalidArgumentError("an empty path"));
+
+  std::vector<fs::path> files;
+  if (name == "-") {
+    files.push_back(name);
+  } else {
+    std::error_code ec;
+    const fs::file_status status = fs::status(name, ec);
+    if (ec || !fs::exists(status)) {
+      return read_error(absl::NotFoundError(
+          absl::StrCat(name, ": ", ec ? ec.message() : "no such file or directory")));
+    }
+    if (fs::is_directory(status)) {
+      fs::recursive_directory_iterator it(name, ec);
+      for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+        std::error_code entry_ec;
+        if (it->is_regular_file(entry_ec) && IsInputFile(it->path())) {
+          files.push_back(it->path());
+        }
+      }
+      if (ec) {
+        return read_error(absl::ErrnoToStatus(ec.value(), absl::StrCat(name, ": cannot list: ",
+                                                                       ec.message())));
+      }
+      // Path order compares component by component: dir/a/x.yaml before dir/a-b/x.yaml.
+      std::sort(files.begin(), files.end());
+    } else {
+      files.push_back(name);
+    }
+  }
+
+  const size_t first_new = diagnostics_.size();
+  absl::Status result;
+  for (const fs::path& file : files) {
+    std::string text;
+    absl::Status status = ReadFile(file.string(), &text);
+    if (!status.ok()) {
+      read_error(status).IgnoreError();
+      if (result.ok()) result = status;
+      continue;
+    }
+    AddText(text, file.string()).IgnoreError();
+  }
+  if (!result.ok()) return result;
+  if (HasErrors(diagnostics_, first_new)) {
+    return absl::InvalidArgumentError(Summary(diagnostics_, first_new));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ClusterLoader::AddText(absl::string_view text, absl::string_view source_name) {
+  const size_t first_new = diagnostics_.size();
+  Reader reader(std::string(source_name), &objects_, &skipped_kinds_, &diagnostics_);
+  reader.Text(text);
+  if (HasErrors(diagnostics_, first_new)) {
+    return absl::InvalidArgumentError(Summary(diagnostics_, first_new));
+  }
+  return absl::OkStatus();
+}
+
 void ClusterLoader::Add(k8s::Namespace ns, ObjectSource source) {
   objects_.namespaces.push_back({std::move(ns), std::move(source)});
 }
@@ -15,10 +1027,56 @@ void ClusterLoader::Add(k8s::Pod pod, ObjectSource source) {
 void ClusterLoader::Add(k8s::NetworkPolicy policy, ObjectSource source) {
   objects_.policies.push_back({std::move(policy), std::move(source)});
 }
+
 absl::StatusOr<Cluster> ClusterLoader::Build(std::vector<Diagnostic>* diagnostics) const {
-  return Cluster::Create(objects_, diagnostics);
+  std::vector<Diagnostic> found;
+  absl::StatusOr<Cluster> cluster = Cluster::Create(objects_, &found);
+  std::vector<Diagnostic> all = diagnostics_;
+  all.insert(all.end(), std::make_move_iterator(found.begin()),
+             std::make_move_iterator(found.end()));
+  const bool read_errors = HasErrors(diagnostics_);
+  if (read_errors) {
+    std::string summary = Summary(all);
+    if (diagnostics != nullptr) *diagnostics = std::move(all);
+    return absl::InvalidArgumentError(summary);
+  }
+  if (diagnostics != nullptr) *diagnostics = std::move(all);
+  return cluster;
 }
-absl::StatusOr<Change> ParseChange(absl::string_view, absl::string_view) {
-  return absl::UnimplementedError("loader");
+
+absl::StatusOr<Change> ParseChange(absl::string_view text, absl::string_view source_name) {
+  ClusterObjects objects;
+  std::map<std::string, int> skipped;
+  std::vector<Diagnostic> diagnostics;
+  Reader reader(std::string(source_name), &objects, &skipped, &diagnostics);
+  reader.Text(text);
+  for (const Diagnostic& d : diagnostics) {
+    if (d.is_error()) return absl::InvalidArgumentError(d.ToString());
+  }
+  const size_t count = objects.namespaces.size() + objects.pods.size() + objects.policies.size();
+  if (count != 1) {
+    std::string what = absl::StrCat(count, " of them");
+    if (!skipped.empty()) {
+      absl::StrAppend(&what, " (and ",
+                      absl::StrJoin(skipped, ", ",
+                                    [](std::string* out, const auto& entry) {
+                                      absl::StrAppend(out, entry.second, " ", entry.first);
+                                    }),
+                      ", which np does not read)");
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        source_name, ": expected exactly one Namespace, Pod or NetworkPolicy, found ", what));
+  }
+  Change change;
+  change.op = Change::Op::kUpsert;
+  if (!objects.namespaces.empty()) {
+    change.object = std::move(objects.namespaces[0].object);
+  } else if (!objects.pods.empty()) {
+    change.object = std::move(objects.pods[0].object);
+  } else {
+    change.object = std::move(objects.policies[0].object);
+  }
+  return change;
 }
+
 }  // namespace np

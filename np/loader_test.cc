@@ -1,0 +1,1045 @@
+// Tests for np/loader.h. Expected values come from the inputs (testdata/loader/ and the texts
+// below) and from how Kubernetes reads YAML: go-yaml v2 scalars, strict JSON decoding.
+#include "np/loader.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace np {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::Contains;
+using ::testing::ElementsAre;
+using ::testing::Field;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::Pair;
+using ::testing::SizeIs;
+using ::testing::UnorderedElementsAre;
+
+std::string Data(absl::string_view name) {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  const char* workspace = std::getenv("TEST_WORKSPACE");
+  std::string path = absl::StrCat("testdata/loader/", name);
+  if (srcdir != nullptr && workspace != nullptr) {
+    return absl::StrCat(srcdir, "/", workspace, "/", path);
+  }
+  return path;
+}
+
+std::string Dump(const std::vector<Diagnostic>& diagnostics) {
+  std::vector<std::string> lines;
+  for (const Diagnostic& d : diagnostics) lines.push_back(d.ToString());
+  return absl::StrJoin(lines, "\n");
+}
+
+std::vector<Diagnostic> Errors(const std::vector<Diagnostic>& diagnostics) {
+  std::vector<Diagnostic> out;
+  for (const Diagnostic& d : diagnostics) {
+    if (d.is_error()) out.push_back(d);
+  }
+  return out;
+}
+
+// A diagnostic at `line` of `file` about `field`, whose message contains `text`.
+auto IsError(absl::string_view file, int line, absl::string_view field, absl::string_view text) {
+  return AllOf(Field(&Diagnostic::severity, Diagnostic::Severity::kError),
+               Field(&Diagnostic::location,
+                     AllOf(Field(&SourceLocation::file, std::string(file)),
+                           Field(&SourceLocation::line, line))),
+               Field(&Diagnostic::field, std::string(field)),
+               Field(&Diagnostic::message, HasSubstr(std::string(text))));
+}
+
+// Loads `text` and expects exactly one error.
+Diagnostic OnlyError(absl::string_view text) {
+  ClusterLoader loader;
+  absl::Status status = loader.AddText(text, "in.yaml");
+  EXPECT_FALSE(status.ok());
+  std::vector<Diagnostic> errors = Errors(loader.diagnostics());
+  EXPECT_THAT(errors, SizeIs(1)) << Dump(loader.diagnostics());
+  return errors.empty() ? Diagnostic() : errors[0];
+}
+
+// --- Well-formed inputs.
+
+TEST(LoaderTest, SingleNetworkPolicy) {
+  ClusterLoader loader;
+  ASSERT_TRUE(loader.AddPath(Data("policy.yaml")).ok()) << Dump(loader.diagnostics());
+  EXPECT_THAT(loader.diagnostics(), IsEmpty());
+  ASSERT_THAT(loader.objects().policies, SizeIs(1));
+  EXPECT_THAT(loader.objects().pods, IsEmpty());
+  const k8s::NetworkPolicy& p = loader.objects().policies[0].object;
+  EXPECT_EQ(p.metadata().name(), "allow-db");
+  EXPECT_EQ(p.metadata().namespace_(), "prod");
+  EXPECT_THAT(p.metadata().labels(), UnorderedElementsAre(Pair("team", "storage")));
+  ASSERT_TRUE(p.spec().has_podselector());
+  EXPECT_THAT(p.spec().podselector().matchlabels(), UnorderedElementsAre(Pair("app", "db")));
+  EXPECT_THAT(p.spec().policytypes(), ElementsAre("Ingress"));
+  EXPECT_EQ(p.spec().egress_size(), 0);
+  ASSERT_EQ(p.spec().ingress_size(), 1);
+  const k8s::NetworkPolicyIngressRule& rule = p.spec().ingress(0);
+  ASSERT_EQ(rule.from_size(), 3);
+  EXPECT_TRUE(rule.from(0).has_podselector());
+  EXPECT_FALSE(rule.from(0).has_namespaceselector());
+  EXPECT_THAT(rule.from(0).podselector().matchlabels(), UnorderedElementsAre(Pair("app", "api")));
+  // namespaceSelector AND podSelector {} in one peer.
+  ASSERT_TRUE(rule.from(1).has_namespaceselector());
+  ASSERT_TRUE(rule.from(1).has_podselector());
+  EXPECT_EQ(rule.from(1).podselector().matchlabels_size(), 0);
+  ASSERT_EQ(rule.from(1).namespaceselector().matchexpressions_size(), 1);
+  const k8s::LabelSelectorRequirement& r = rule.from(1).namespaceselector().matchexpressions(0);
+  EXPECT_EQ(r.key(), "env");
+  EXPECT_EQ(r.operator_(), "In");
+  EXPECT_THAT(r.values(), ElementsAre("prod", "staging"));
+  ASSERT_TRUE(rule.from(2).has_ipblock());
+  EXPECT_EQ(rule.from(2).ipblock().cidr(), "10.0.0.0/8");
+  EXPECT_THAT(rule.from(2).ipblock().except(), ElementsAre("10.1.0.0/16"));
+  ASSERT_EQ(rule.ports_size(), 3);
+  EXPECT_EQ(rule.ports(0).protocol(), "TCP");
+  EXPECT_EQ(rule.ports(0).port().type(), 0);
+  EXPECT_EQ(rule.ports(0).port().intval(), 5432);
+  EXPECT_FALSE(rule.ports(1).has_protocol());
+  EXPECT_EQ(rule.ports(1).port().type(), 1);
+  EXPECT_EQ(rule.ports(1).port().strval(), "metrics");
+  EXPECT_EQ(rule.ports(2).port().intval(), 8000);
+  EXPECT_TRUE(rule.ports(2).has_endport());
+  EXPECT_EQ(rule.ports(2).endport(), 8100);
+  EXPECT_FALSE(rule.ports(0).has_endport());
+}
+
+TEST(LoaderTest, RecordsObjectAndFieldLines) {
+  ClusterLoader loader;
+  ASSERT_TRUE(loader.AddPath(Data("policy.yaml")).ok());
+  ASSERT_THAT(loader.objects().policies, SizeIs(1));
+  const ObjectSource& source = loader.objects().policies[0].source;
+  EXPECT_EQ(source.location.file, Data("policy.yaml"));
+  EXPECT_EQ(source.location.line, 2);  // line 1 is a comment
+  // The lines of the input, counted by hand.
+  EXPECT_THAT(source.field_lines, AllOf(Contains(Pair("kind", 3)), Contains(Pair("metadata", 4)),
+                                        Contains(Pair("metadata.name", 5)),
+                                        Contains(Pair("metadata.labels", 7)),
+                                        Contains(Pair("spec", 9)),
+                                        Contains(Pair("spec.podSelector", 10)),
+                                        Contains(Pair("spec.podSelector.matchLabels", 11)),
+                                        Contains(Pair("spec.policyTypes", 13)),
+                                        Contains(Pair("spec.policyTypes[0]", 14)),
+                                        Contains(Pair("spec.ingress", 15)),
+                                        Contains(Pair("spec.ingress[0]", 16)),
+                                        Contains(Pair("spec.ingress[0].from", 16))));
+  EXPECT_THAT(
+      source.field_lines,
+      AllOf(Contains(Pair("spec.ingress[0].from[1]", 20)),
+            Contains(Pair("spec.ingress[0].from[1].namespaceSelector.matchExpressions[0]", 22)),
+            Contains(
+                Pair("spec.ingress[0].from[1].namespaceSelector.matchExpressions[0].values", 24)),
+            Contains(Pair("spec.ingress[0].from[1].podSelector", 25)),
+            Contains(Pair("spec.ingress[0].from[2].ipBlock.cidr", 27)),
+            Contains(Pair("spec.ingress[0].from[2].ipBlock.except[0]", 29)),
+            Contains(Pair("spec.ingress[0].ports[0].port", 32)),
+            Contains(Pair("spec.ingress[0].ports[2]", 34)),
+            Contains(Pair("spec.ingress[0].ports[2].endPort", 35))));
+  EXPECT_EQ(source.LineOf("spec.ingress[0].ports[2].endPort"), 35);
+}
+
+TEST(LoaderTest, MultiDocumentSkipsOtherKinds) {
+  ClusterLoader loader;
+  ASSERT_TRUE(loader.AddPath(Data("multi.yaml")).ok()) << Dump(loader.diagnostics());
+  EXPECT_THAT(loader.diagnostics(), IsEmpty());
+  ASSERT_THAT(loader.objects().namespaces, SizeIs(1));
+  ASSERT_THAT(loader.objects().pods, SizeIs(1));
+  ASSERT_THAT(loader.objects().policies, SizeIs(1));
+  EXPECT_THAT(loader.skipped_kinds(),
+              UnorderedElementsAre(Pair("Service", 1), Pair("ReachabilityExpectation", 1)));
+
+  const k8s::Namespace& ns = loader.objects().namespaces[0].object;
+  EXPECT_EQ(ns.metadata().name(), "x");
+  EXPECT_THAT(ns.metadata().labels(), UnorderedElementsAre(Pair("ns", "x")));
+  EXPECT_EQ(loader.objects().namespaces[0].source.location.line, 3);
+
+  const k8s::Pod& pod = loader.objects().pods[0].object;
+  EXPECT_EQ(pod.metadata().name(), "a");
+  EXPECT_EQ(pod.metadata().namespace_(), "x");
+  EXPECT_EQ(loader.objects().pods[0].source.location.line, 10);
+  ASSERT_EQ(pod.spec().containers_size(), 1);
+  EXPECT_EQ(pod.spec().containers(0).name(), "server");
+  ASSERT_EQ(pod.spec().containers(0).ports_size(), 1);
+  EXPECT_EQ(pod.spec().containers(0).ports(0).name(), "serve-80-tcp");
+  EXPECT_EQ(pod.spec().containers(0).ports(0).containerport(), 80);
+  EXPECT_EQ(pod.spec().containers(0).ports(0).protocol(), "TCP");
+  EXPECT_EQ(pod.status().phase(), "Running");
+  EXPECT_EQ(pod.status().podip(), "10.0.0.1");
+  ASSERT_EQ(pod.status().podips_size(), 2);
+  EXPECT_EQ(pod.status().podips(1).ip(), "fd00::1");
+
+  const k8s::NetworkPolicy& policy = loader.objects().policies[0].object;
+  EXPECT_EQ(policy.metadata().name(), "deny-all");
+  EXPECT_TRUE(policy.spec().has_podselector());
+  EXPECT_EQ(loader.objects().policies[0].source.location.line, 34);
+
+  absl::StatusOr<Cluster> cluster = loader.Build();
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  EXPECT_TRUE(cluster->FindPod("x", "a").has_value());
+  EXPECT_TRUE(cluster->FindPolicy("x", "deny-all").has_value());
+}
+
+TEST(LoaderTest, KindList) {
+  ClusterLoader loader;
+  ASSERT_TRUE(loader.AddPath(Data("list.yaml")).ok()) << Dump(loader.diagnostics());
+  ASSERT_THAT(loader.objects().namespaces, SizeIs(1));
+  ASSERT_THAT(loader.objects().pods, SizeIs(1));
+  ASSERT_THAT(loader.objects().policies, SizeIs(1));
+  EXPECT_THAT(loader.skipped_kinds(), UnorderedElementsAre(Pair("ConfigMap", 1)));
+  EXPECT_EQ(loader.objects().namespaces[0].object.metadata().name(), "y");
+  EXPECT_EQ(loader.objects().pods[0].object.status().podip(), "10.0.0.2");
+  EXPECT_EQ(loader.objects().pods[0].source.location.line, 10);
+  // `- {}`: one rule, present and empty (it allows everything).
+  const k8s::NetworkPolicy& policy = loader.objects().policies[0].object;
+  ASSERT_EQ(policy.spec().ingress_size(), 1);
+  EXPECT_EQ(policy.spec().ingress(0).from_size(), 0);
+  EXPECT_EQ(policy.spec().ingress(0).ports_size(), 0);
+}
+
+TEST(LoaderTest, TypedListItemsInheritKind) {
+  ClusterLoader loader;
+  ASSERT_TRUE(loader.AddPath(Data("networkpolicylist.yaml")).ok()) << Dump(loader.diagnostics());
+  ASSERT_THAT(loader.objects().policies, SizeIs(2));
+  EXPECT_EQ(loader.objects().policies[0].object.metadata().name(), "p1");
+  EXPECT_EQ(loader.objects().policies[0].source.location.line, 7);
+  EXPECT_THAT(loader.objects().policies[0].object.spec().podselector().matchlabels(),
+              UnorderedElementsAre(Pair("app", "web")));
+  EXPECT_EQ(loader.objects().policies[1].object.metadata().name(), "p2");
+  EXPECT_THAT(loader.objects().policies[1].object.spec().policytypes(), ElementsAre("Egress"));
+  EXPECT_THAT(loader.skipped_kinds(), IsEmpty());
+}
+
+TEST(LoaderTest, JsonObject) {
+  ClusterLoader loader;
+  ASSERT_TRUE(loader.AddPath(Data("policy.json")).ok()) << Dump(loader.diagnostics());
+  ASSERT_THAT(loader.objects().policies, SizeIs(1));
+  const k8s::NetworkPolicy& p = loader.objects().policies[0].object;
+  EXPECT_EQ(p.metadata().name(), "web");
+  ASSERT_EQ(p.spec().ingress_size(), 1);
+  const auto& ports = p.spec().ingress(0).ports();
+  ASSERT_EQ(ports.size(), 3);
+  EXPECT_EQ(ports[0].port().type(), 0);
+  EXPECT_EQ(ports[0].port().intval(), 80);
+  EXPECT_EQ(ports[1].port().type(), 1);
+  EXPECT_EQ(ports[1].port().strval(), "http");
+  EXPECT_EQ(ports[2].protocol(), "UDP");
+  EXPECT_EQ(ports[2].endport(), 60);
+  EXPECT_EQ(loader.objects().policies[0].source.location.line, 1);
+  EXPECT_EQ(loader.objects().policies[0].source.LineOf("spec.ingress[0].ports"), 12);
+}
+
+TEST(LoaderTest, JsonList) {
+  ClusterLoader loader;
+  ASSERT_TRUE(loader.AddPath(Data("list.json")).ok()) << Dump(loader.diagnostics());
+  ASSERT_THAT(loader.objects().namespaces, SizeIs(1));
+  ASSERT_THAT(loader.objects().pods, SizeIs(1));
+  ASSERT_THAT(loader.objects().policies, SizeIs(1));
+  EXPECT_THAT(loader.objects().namespaces[0].object.metadata().labels(),
+              UnorderedElementsAre(Pair("a", "b")));
+  const k8s::Pod& pod = loader.objects().pods[0].object;
+  EXPECT_TRUE(pod.spec().has_hostnetwork());
+  EXPECT_TRUE(pod.spec().hostnetwork());
+  EXPECT_EQ(pod.spec().nodename(), "node-1");
+  EXPECT_EQ(loader.objects().pods[0].source.location.line, 6);
+  const k8s::NetworkPolicy& p = loader.objects().policies[0].object;
+  ASSERT_EQ(p.spec().egress_size(), 1);
+  EXPECT_EQ(p.spec().egress(0).to(0).ipblock().cidr(), "0.0.0.0/0");
+}
+
+TEST(LoaderTest, KubectlDump) {
+  ClusterLoader loader;
+  const std::string file = Data("kubectl_dump.yaml");
+  ASSERT_TRUE(loader.AddPath(file).ok()) << Dump(loader.diagnostics());
+  EXPECT_THAT(loader.diagnostics(), IsEmpty()) << Dump(loader.diagnostics());
+  EXPECT_THAT(loader.skipped_kinds(), IsEmpty());
+  const ClusterObjects& objects = loader.objects();
+  ASSERT_THAT(objects.namespaces, SizeIs(1));
+  ASSERT_THAT(objects.pods, SizeIs(3));
+  ASSERT_THAT(objects.policies, SizeIs(1));
+
+  const k8s::Namespace& ns = objects.namespaces[0].object;
+  EXPECT_EQ(ns.metadata().name(), "shop");
+  EXPECT_EQ(ns.metadata().resourceversion(), "412");
+  EXPECT_THAT(ns.metadata().labels(),
+              UnorderedElementsAre(Pair("kubernetes.io/metadata.name", "shop"),
+                                   Pair("team", "checkout")));
+
+  const k8s::Pod& frontend = objects.pods[0].object;
+  EXPECT_EQ(frontend.metadata().name(), "frontend-7d9f8b6c5d-x2x9k");
+  EXPECT_EQ(frontend.metadata().generatename(), "frontend-7d9f8b6c5d-");
+  EXPECT_EQ(frontend.metadata().namespace_(), "shop");
+  EXPECT_THAT(frontend.metadata().labels(),
+              UnorderedElementsAre(Pair("app", "frontend"), Pair("pod-template-hash", "7d9f8b6c5d"),
+                                   Pair("tier", "web")));
+  EXPECT_EQ(frontend.metadata().annotations_size(), 0);  // not read
+  EXPECT_EQ(frontend.spec().nodename(), "worker-2");
+  EXPECT_FALSE(frontend.spec().has_hostnetwork());
+  ASSERT_EQ(frontend.spec().containers_size(), 2);
+  const k8s::Container& main = frontend.spec().containers(0);
+  EXPECT_EQ(main.name(), "frontend");
+  EXPECT_EQ(main.image(), "ghcr.io/example/frontend:1.4.2");
+  ASSERT_EQ(main.ports_size(), 2);
+  EXPECT_EQ(main.ports(0).name(), "http");
+  EXPECT_EQ(main.ports(0).containerport(), 8080);
+  EXPECT_EQ(main.ports(1).name(), "metrics");
+  EXPECT_EQ(main.ports(1).containerport(), 9090);
+  const k8s::Container& sidecar = frontend.spec().containers(1);
+  ASSERT_EQ(sidecar.ports_size(), 2);
+  EXPECT_EQ(sidecar.ports(0).name(), "admin");
+  EXPECT_FALSE(sidecar.ports(0).has_protocol());
+  EXPECT_EQ(sidecar.ports(1).protocol(), "UDP");
+  EXPECT_EQ(sidecar.ports(1).containerport(), 53);
+  EXPECT_EQ(frontend.status().phase(), "Running");
+  EXPECT_EQ(frontend.status().hostip(), "172.18.0.3");
+  EXPECT_EQ(frontend.status().podip(), "10.244.1.17");
+  ASSERT_EQ(frontend.status().podips_size(), 2);
+  EXPECT_EQ(frontend.status().podips(1).ip(), "fd00:10:244:1::11");
+  const ObjectSource& source = objects.pods[0].source;
+  EXPECT_EQ(source.location.line, 30);
+  EXPECT_EQ(source.LineOf("metadata.name"), 42);
+  EXPECT_EQ(source.LineOf("spec.containers[0].ports[0].name"), 77);
+  EXPECT_EQ(source.LineOf("spec.nodeName"), 114);
+  EXPECT_EQ(source.LineOf("status.podIPs"), 173);
+  EXPECT_EQ(source.LineOf("status.podIPs[1]"), 175);
+  // Ignored fields get no line; LineOf falls back to the enclosing field's.
+  EXPECT_FALSE(source.field_lines.contains("spec.tolerations"));
+
+  EXPECT_EQ(objects.pods[1].object.metadata().name(), "kube-proxy-q7w8e");
+  EXPECT_TRUE(objects.pods[1].object.spec().hostnetwork());
+  EXPECT_EQ(objects.pods[1].source.LineOf("spec.hostNetwork"), 201);
+  EXPECT_EQ(objects.pods[2].object.status().phase(), "Succeeded");
+
+  const k8s::NetworkPolicy& policy = objects.policies[0].object;
+  EXPECT_EQ(policy.metadata().name(), "frontend-ingress");
+  EXPECT_EQ(policy.metadata().generation(), 3);
+  EXPECT_EQ(policy.metadata().uid(), "3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f");
+  ASSERT_EQ(policy.spec().ingress_size(), 1);
+  EXPECT_THAT(policy.spec().ingress(0).from(0).namespaceselector().matchlabels(),
+              UnorderedElementsAre(Pair("kubernetes.io/metadata.name", "ingress-nginx")));
+  EXPECT_EQ(policy.spec().ingress(0).ports(0).port().strval(), "http");
+  EXPECT_EQ(objects.policies[0].source.location.line, 227);
+
+  // The hostNetwork and the finished pod are left out of the cluster (with warnings).
+  std::vector<Diagnostic> diagnostics;
+  absl::StatusOr<Cluster> cluster = loader.Build(&diagnostics);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  EXPECT_EQ(cluster->pod_count(), 1);
+  EXPECT_TRUE(cluster->FindPod("shop", "frontend-7d9f8b6c5d-x2x9k").has_value());
+  EXPECT_EQ(cluster->policy_count(), 1);
+}
+
+TEST(LoaderTest, DirectoryInSortedOrder) {
+  ClusterLoader loader;
+  ASSERT_TRUE(loader.AddPath(Data("dir")).ok()) << Dump(loader.diagnostics());
+  std::vector<std::string> names;
+  for (const auto& ns : loader.objects().namespaces) names.push_back(ns.object.metadata().name());
+  // Walk order: names sorted within each directory, subdirectories where they sort;
+  // notes.txt is not read.
+  EXPECT_THAT(names, ElementsAre("ns-0", "ns-a-x", "ns-a-z", "ns-ab-y", "ns-b"));
+  EXPECT_EQ(loader.objects().namespaces[1].source.location.file, Data("dir/a/x.yml"));
+}
+
+TEST(LoaderTest, MissingPath) {
+  ClusterLoader loader;
+  absl::Status status = loader.AddPath(Data("no-such-file.yaml"));
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("no-such-file.yaml"));
+  ASSERT_THAT(loader.diagnostics(), SizeIs(1));
+  EXPECT_EQ(loader.diagnostics()[0].location.file, Data("no-such-file.yaml"));
+  EXPECT_FALSE(loader.Build().ok());
+}
+
+TEST(LoaderTest, EmptyAndNullDocumentsAreIgnored) {
+  ClusterLoader loader;
+  EXPECT_TRUE(loader.AddText("", "empty.yaml").ok());
+  EXPECT_TRUE(loader.AddText("---\n---\n# only a comment\n...\n", "comments.yaml").ok());
+  EXPECT_TRUE(loader.AddText("null\n---\n~\n", "nulls.yaml").ok());
+  EXPECT_THAT(loader.diagnostics(), IsEmpty());
+  EXPECT_TRUE(loader.Build().ok());
+}
+
+// --- Strictness of NetworkPolicy decoding.
+
+TEST(LoaderTest, UnknownNetworkPolicyFields) {
+  ClusterLoader loader;
+  absl::Status status = loader.AddText(R"(apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: typo
+  namespace: default
+  annotation: {}
+spec:
+  podSelecter: {}
+  ingress:
+  - from:
+    - ipBlock:
+        cidr: 10.0.0.0/8
+        exept: []
+status: {}
+extra: 1
+)",
+                                       "typo.yaml");
+  EXPECT_FALSE(status.ok());
+  EXPECT_THAT(std::string(status.message()), HasSubstr("unknown field \"spec.podSelecter\""));
+  EXPECT_THAT(loader.diagnostics(),
+              ElementsAre(IsError("typo.yaml", 6, "metadata.annotation",
+                                  "unknown field \"metadata.annotation\""),
+                          IsError("typo.yaml", 8, "spec.podSelecter",
+                                  "unknown field \"spec.podSelecter\""),
+                          IsError("typo.yaml", 13, "spec.ingress[0].from[0].ipBlock.exept",
+                                  "unknown field \"spec.ingress[0].from[0].ipBlock.exept\""),
+                          IsError("typo.yaml", 15, "extra", "unknown field \"extra\"")));
+  EXPECT_EQ(loader.diagnostics()[0].kind, "NetworkPolicy");
+  EXPECT_EQ(loader.diagnostics()[0].object, "default/typo");
+  EXPECT_THAT(loader.objects().policies, IsEmpty());
+  EXPECT_FALSE(loader.Build().ok());
+}
+
+TEST(LoaderTest, IgnoredMetadataFieldsOfNetworkPolicy) {
+  ClusterLoader loader;
+  EXPECT_TRUE(loader.AddText(R"(apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: p
+  namespace: ns
+  annotations: {a: b}
+  uid: 123e4567-e89b-12d3-a456-426614174000
+  resourceVersion: "7"
+  generation: 2
+  creationTimestamp: "2024-01-01T00:00:00Z"
+  managedFields: [{manager: kubectl}]
+  ownerReferences: []
+  finalizers: [x]
+  selfLink: /apis/networking.k8s.io/v1/namespaces/n/networkpolicies/p
+spec:
+  podSelector: {}
+status: {whatever: true}
+)",
+                             "p.yaml")
+                  .ok())
+      << Dump(loader.diagnostics());
+  ASSERT_THAT(loader.objects().policies, SizeIs(1));
+  EXPECT_EQ(loader.objects().policies[0].object.metadata().resourceversion(), "7");
+}
+
+TEST(LoaderTest, DuplicateKeys) {
+  ClusterLoader loader;
+  EXPECT_FALSE(loader.AddText(R"(apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: dup
+  namespace: ns
+  labels: {a: "1", b: "2", a: "3"}
+spec:
+  podSelector: {}
+  podSelector:
+    matchLabels: {x: y}
+)",
+                              "dup.yaml")
+                   .ok());
+  EXPECT_THAT(loader.diagnostics(),
+              ElementsAre(IsError("dup.yaml", 6, "metadata.labels.a",
+                                  "duplicate field \"metadata.labels.a\""),
+                          IsError("dup.yaml", 9, "spec.podSelector",
+                                  "duplicate field \"spec.podSelector\"")));
+  EXPECT_THAT(loader.objects().policies, IsEmpty());
+
+  // JSON too; "80" and 80 are the same key once YAML becomes JSON.
+  ClusterLoader json;
+  EXPECT_FALSE(json.AddText(R"({"apiVersion": "v1", "kind": "Namespace",
+"metadata": {"name": "n", "labels": {"80": "a", 80: "b"}}})",
+                            "dup.json")
+                   .ok());
+  EXPECT_THAT(json.diagnostics(), ElementsAre(IsError("dup.json", 2, "metadata.labels.80",
+                                                      "duplicate field")));
+}
+
+TEST(LoaderTest, IntOrStringPort) {
+  ClusterLoader loader;
+  ASSERT_TRUE(loader.AddText(R"(apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: ports, namespace: ns}
+spec:
+  podSelector: {}
+  ingress:
+  - ports:
+    - port: 80
+    - port: "80"
+    - port: '443'
+    - port: http
+    - port: 0x50
+    - port: !!str 8080
+    - port: null
+    - port: +81
+    - port: 1_000
+)",
+                             "ports.yaml")
+                  .ok())
+      << Dump(loader.diagnostics());
+  ASSERT_THAT(loader.objects().policies, SizeIs(1));
+  const auto& ports = loader.objects().policies[0].object.spec().ingress(0).ports();
+  ASSERT_EQ(ports.size(), 9);
+  auto is_int = [](const k8s::NetworkPolicyPort& p, int value) {
+    return p.has_port() && p.port().type() == 0 && p.port().intval() == value;
+  };
+  auto is_string = [](const k8s::NetworkPolicyPort& p, const std::string& value) {
+    return p.has_port() && p.port().type() == 1 && p.port().strval() == value;
+  };
+  EXPECT_TRUE(is_int(ports[0], 80));
+  EXPECT_TRUE(is_string(ports[1], "80"));  // quoted: a string, as the API server reads it
+  EXPECT_TRUE(is_string(ports[2], "443"));
+  EXPECT_TRUE(is_string(ports[3], "http"));
+  EXPECT_TRUE(is_int(ports[4], 80));  // YAML 1.1 hexadecimal
+  EXPECT_TRUE(is_string(ports[5], "8080"));
+  EXPECT_FALSE(ports[6].has_port());  // null: absent
+  EXPECT_TRUE(is_int(ports[7], 81));
+  EXPECT_TRUE(is_int(ports[8], 1000));
+}
+
+TEST(LoaderTest, PortTypeErrors) {
+  struct Case {
+    std::string value;
+    std::string message;
+  };
+  const Case cases[] = {
+      {"true", "must be an integer or a string, got a boolean"},
+      {"[80]", "must be an integer or a string, got a list"},
+      {"{number: 80}", "must be an integer or a string, got an object"},
+      {"80.5", "must be an integer or a string, got a number"},
+      {"2147483648", "out of the 32-bit integer range"},
+      {"-2147483649", "out of the 32-bit integer range"},
+      {"99999999999999999999999999", "out of the 32-bit integer range"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.value);
+    Diagnostic d = OnlyError(absl::StrCat(R"(apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: p, namespace: ns}
+spec:
+  podSelector: {}
+  ingress:
+  - ports:
+    - protocol: TCP
+    - port: )",
+                                          c.value, "\n"));
+    EXPECT_THAT(d, IsError("in.yaml", 9, "spec.ingress[0].ports[1].port", c.message));
+    EXPECT_EQ(d.kind, "NetworkPolicy");
+    EXPECT_EQ(d.object, "ns/p");
+  }
+  // The largest int32 is fine; endPort must be an integer, not a string.
+  ClusterLoader loader;
+  EXPECT_TRUE(loader.AddText(R"(apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: p, namespace: ns}
+spec:
+  podSelector: {}
+  egress:
+  - ports: [{port: 2147483647}, {port: -2147483648}]
+)",
+                             "edge.yaml")
+                  .ok())
+      << Dump(loader.diagnostics());
+  EXPECT_THAT(OnlyError(R"(apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: p, namespace: ns}
+spec:
+  egress:
+  - ports:
+    - port: 80
+      endPort: "90"
+)"),
+              IsError("in.yaml", 8, "spec.egress[0].ports[0].endPort",
+                      "must be an integer, got a string"));
+}
+
+TEST(LoaderTest, NullMeansAbsentAndEmptyObjectMeansPresent) {
+  ClusterLoader loader;
+  ASSERT_TRUE(loader.AddText(R"(apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: absent, namespace: ns}
+spec:
+  podSelector: null
+  ingress: null
+  egress: ~
+  policyTypes:
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: present, namespace: ns}
+spec:
+  podSelector: {}
+  ingress:
+  - from:
+    - podSelector: {}
+      namespaceSelector: null
+    - namespaceSelector: {}
+      ipBlock: ~
+  egress: []
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: no-spec, namespace: ns}
+spec: null
+)",
+                             "null.yaml")
+                  .ok())
+      << Dump(loader.diagnostics());
+  ASSERT_THAT(loader.objects().policies, SizeIs(3));
+  const k8s::NetworkPolicy& absent = loader.objects().policies[0].object;
+  EXPECT_TRUE(absent.has_spec());
+  EXPECT_FALSE(absent.spec().has_podselector());
+  EXPECT_EQ(absent.spec().ingress_size(), 0);
+  EXPECT_EQ(absent.spec().egress_size(), 0);
+  EXPECT_EQ(absent.spec().policytypes_size(), 0);
+
+  const k8s::NetworkPolicy& present = loader.objects().policies[1].object;
+  EXPECT_TRUE(present.spec().has_podselector());
+  ASSERT_EQ(present.spec().ingress_size(), 1);
+  ASSERT_EQ(present.spec().ingress(0).from_size(), 2);
+  const k8s::NetworkPolicyPeer& first = present.spec().ingress(0).from(0);
+  EXPECT_TRUE(first.has_podselector());
+  EXPECT_FALSE(first.has_namespaceselector());
+  const k8s::NetworkPolicyPeer& second = present.spec().ingress(0).from(1);
+  EXPECT_TRUE(second.has_namespaceselector());
+  EXPECT_FALSE(second.has_podselector());
+  EXPECT_FALSE(second.has_ipblock());
+
+  EXPECT_FALSE(loader.objects().policies[2].object.has_spec());
+  EXPECT_TRUE(loader.objects().policies[2].object.has_metadata());
+}
+
+TEST(LoaderTest, LabelValuesMustBeStrings) {
+  // kubectl: "json: cannot unmarshal number into Go struct field ObjectMeta.metadata.labels
+  // of type string". YAML 1.1 booleans (yes, on) are booleans too.
+  EXPECT_THAT(OnlyError(R"(apiVersion: v1
+kind: Pod
+metadata:
+  name: p
+  labels:
+    app: web
+    version: 2
+)"),
+              AllOf(IsError("in.yaml", 7, "metadata.labels",
+                            "the value of \"version\" must be a string, got an integer"),
+                    Field(&Diagnostic::message, HasSubstr("quote it: \"2\"")),
+                    Field(&Diagnostic::kind, "Pod"), Field(&Diagnostic::object, "default/p")));
+  EXPECT_THAT(OnlyError(R"(apiVersion: v1
+kind: Namespace
+metadata:
+  name: ns
+  labels: {enabled: yes}
+)"),
+              AllOf(IsError("in.yaml", 5, "metadata.labels",
+                            "the value of \"enabled\" must be a string, got a boolean"),
+                    Field(&Diagnostic::object, "ns")));
+  EXPECT_THAT(OnlyError(R"(apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: p, namespace: ns}
+spec:
+  podSelector:
+    matchLabels:
+      tier: 1.5
+)"),
+              IsError("in.yaml", 7, "spec.podSelector.matchLabels",
+                      "the value of \"tier\" must be a string, got a number"));
+
+  // go-yaml v2 (YAML 1.1) also reads y and n as booleans: a namespace named n must be quoted.
+  EXPECT_THAT(OnlyError("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: n\n"),
+              IsError("in.yaml", 4, "metadata.name",
+                      "must be a string, got a boolean (quote it: \"n\")"));
+
+  ClusterLoader loader;
+  ASSERT_TRUE(loader.AddText(R"(apiVersion: v1
+kind: Namespace
+metadata:
+  name: ns
+  labels:
+    version: "2"
+    enabled: 'yes'
+    empty:
+    text: plain words
+)",
+                             "ok.yaml")
+                  .ok())
+      << Dump(loader.diagnostics());
+  EXPECT_THAT(loader.objects().namespaces[0].object.metadata().labels(),
+              UnorderedElementsAre(Pair("version", "2"), Pair("enabled", "yes"),
+                                   Pair("empty", ""), Pair("text", "plain words")));
+}
+
+TEST(LoaderTest, OtherTypeErrors) {
+  EXPECT_THAT(OnlyError(R"(apiVersion: v1
+kind: Pod
+metadata: {name: p, namespace: ns}
+spec:
+  hostNetwork: "true"
+)"),
+              IsError("in.yaml", 5, "spec.hostNetwork", "must be a boolean"));
+  EXPECT_THAT(OnlyError(R"(apiVersion: v1
+kind: Pod
+metadata: {name: p, namespace: ns}
+spec:
+  containers:
+  - name: c
+    ports:
+    - containerPort: "80"
+)"),
+              IsError("in.yaml", 8, "spec.containers[0].ports[0].containerPort",
+                      "must be an integer, got a string"));
+  EXPECT_THAT(OnlyError(R"(apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: p, namespace: ns}
+spec:
+  podSelector: {}
+  ingress:
+  - from:
+    - {}
+    - ipBlock:
+        cidr: [10.0.0.0/8]
+)"),
+              IsError("in.yaml", 10, "spec.ingress[0].from[1].ipBlock.cidr",
+                      "must be a string, got a list"));
+  EXPECT_THAT(OnlyError(R"(apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: p, namespace: ns}
+spec:
+  policyTypes: Ingress
+)"),
+              IsError("in.yaml", 5, "spec.policyTypes", "must be a list, got a string"));
+  EXPECT_THAT(OnlyError(R"(apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: 7, namespace: ns}
+)"),
+              IsError("in.yaml", 3, "metadata.name", "must be a string, got an integer"));
+  EXPECT_THAT(OnlyError(R"(apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: p, namespace: ns}
+spec:
+  podSelector:
+    matchExpressions:
+    - key: tier
+      operator: In
+      values: [web, 3]
+)"),
+              IsError("in.yaml", 9,
+                      "spec.podSelector.matchExpressions[0].values[1]",
+                      "must be a string, got an integer"));
+}
+
+TEST(LoaderTest, PodsIgnoreFieldsNpDoesNotRead) {
+  ClusterLoader loader;
+  ASSERT_TRUE(loader.AddText(R"(apiVersion: v1
+kind: Pod
+metadata:
+  name: p
+  annotations: {count: 3}
+  somethingNew: [1, 2]
+spec:
+  restartPolicy: 5
+  containers:
+  - name: c
+    resources: {limits: {cpu: 1}}
+    ports:
+    - containerPort: 80
+      appProtocol: http2
+  hostNetwork: yes
+status:
+  phase: Running
+  conditions: 12
+futureField: {a: b}
+)",
+                             "pod.yaml")
+                  .ok())
+      << Dump(loader.diagnostics());
+  ASSERT_THAT(loader.objects().pods, SizeIs(1));
+  const k8s::Pod& pod = loader.objects().pods[0].object;
+  EXPECT_TRUE(pod.spec().hostnetwork());  // YAML 1.1 "yes"
+  EXPECT_EQ(pod.spec().containers(0).ports(0).containerport(), 80);
+  EXPECT_FALSE(pod.metadata().has_namespace_());  // Cluster defaults it
+}
+
+TEST(LoaderTest, KindsAndApiVersions) {
+  EXPECT_THAT(OnlyError(R"(apiVersion: extensions/v1beta1
+kind: NetworkPolicy
+metadata: {name: old, namespace: ns}
+)"),
+              AllOf(IsError("in.yaml", 1, "apiVersion",
+                            "apiVersion \"extensions/v1beta1\" is not supported for "
+                            "NetworkPolicy; use networking.k8s.io/v1"),
+                    Field(&Diagnostic::object, "ns/old")));
+  EXPECT_THAT(OnlyError("kind: Pod\nmetadata: {name: p}\n"),
+              IsError("in.yaml", 1, "apiVersion", "apiVersion is missing"));
+  EXPECT_THAT(OnlyError("apiVersion: v2\nkind: Namespace\nmetadata: {name: n}\n"),
+              IsError("in.yaml", 1, "apiVersion", "use v1"));
+  EXPECT_THAT(OnlyError("apiVersion: v1\nmetadata:\n  name: kindless\n"),
+              AllOf(IsError("in.yaml", 1, "kind", "Object 'Kind' is missing"),
+                    Field(&Diagnostic::object, "kindless")));
+  EXPECT_THAT(OnlyError("apiVersion: v1\nkind: [Pod]\n"),
+              IsError("in.yaml", 2, "kind", "must be a string, got a list"));
+  EXPECT_THAT(OnlyError("apiVersion: v1\nkind: Pod\nkind: Namespace\n"),
+              IsError("in.yaml", 3, "kind", "duplicate field \"kind\""));
+
+  // Unknown kinds are counted; a known kind in the wrong case gets a warning.
+  ClusterLoader loader;
+  EXPECT_TRUE(loader.AddText(R"(apiVersion: apps/v1
+kind: Deployment
+metadata: {name: d}
+---
+apiVersion: networking.k8s.io/v1
+kind: networkpolicy
+metadata: {name: lower}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: e}
+)",
+                             "kinds.yaml")
+                  .ok());
+  EXPECT_THAT(loader.skipped_kinds(),
+              UnorderedElementsAre(Pair("Deployment", 2), Pair("networkpolicy", 1)));
+  ASSERT_THAT(loader.diagnostics(), SizeIs(1));
+  EXPECT_EQ(loader.diagnostics()[0].severity, Diagnostic::Severity::kWarning);
+  EXPECT_EQ(loader.diagnostics()[0].location.line, 6);
+  EXPECT_THAT(loader.diagnostics()[0].message, HasSubstr("did you mean NetworkPolicy?"));
+  EXPECT_TRUE(loader.Build().ok());
+}
+
+TEST(LoaderTest, ListErrors) {
+  ClusterLoader loader;
+  EXPECT_FALSE(loader.AddText(R"(apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Namespace
+  metadata: {name: good}
+- just text
+- apiVersion: v1
+  metadata: {name: no-kind}
+- apiVersion: v1
+  kind: Namespace
+  metadata: {name: also-good}
+)",
+                              "list.yaml")
+                   .ok());
+  EXPECT_THAT(Errors(loader.diagnostics()),
+              ElementsAre(IsError("list.yaml", 7, "items[1]", "must be an object, got a string"),
+                          IsError("list.yaml", 8, "kind", "Object 'Kind' is missing")));
+  // Objects read fine stay.
+  ASSERT_THAT(loader.objects().namespaces, SizeIs(2));
+  EXPECT_EQ(loader.objects().namespaces[1].object.metadata().name(), "also-good");
+  EXPECT_THAT(OnlyError("apiVersion: v1\nkind: List\nitems: {a: b}\n"),
+              IsError("in.yaml", 3, "items", "must be a list, got an object"));
+}
+
+TEST(LoaderTest, AnchorsAliasesAndMergeKeys) {
+  ClusterLoader loader;
+  ASSERT_TRUE(loader.AddText(R"(apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: anchors, namespace: ns}
+spec:
+  podSelector: &web
+    matchLabels: {app: web}
+  ingress:
+  - from:
+    - podSelector: *web
+    ports:
+    - &tcp80
+      protocol: TCP
+      port: 80
+    - <<: *tcp80
+      port: 81
+)",
+                             "anchors.yaml")
+                  .ok())
+      << Dump(loader.diagnostics());
+  const k8s::NetworkPolicy& p = loader.objects().policies[0].object;
+  EXPECT_THAT(p.spec().ingress(0).from(0).podselector().matchlabels(),
+              UnorderedElementsAre(Pair("app", "web")));
+  ASSERT_EQ(p.spec().ingress(0).ports_size(), 2);
+  EXPECT_EQ(p.spec().ingress(0).ports(1).protocol(), "TCP");
+  EXPECT_EQ(p.spec().ingress(0).ports(1).port().intval(), 81);
+}
+
+TEST(LoaderTest, ErrorsKeepEarlierDocuments) {
+  ClusterLoader loader;
+  absl::Status status = loader.AddText(R"(apiVersion: v1
+kind: Namespace
+metadata: {name: first}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: "second
+)",
+                                       "partial.yaml");
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("partial.yaml:7:"));
+  ASSERT_THAT(loader.objects().namespaces, SizeIs(1));
+  EXPECT_EQ(loader.objects().namespaces[0].object.metadata().name(), "first");
+  // Build fails on read errors, and reports them with the validation findings.
+  EXPECT_TRUE(loader.AddText("apiVersion: v1\nkind: Namespace\nmetadata: {name: third}\n",
+                             "more.yaml")
+                  .ok());
+  std::vector<Diagnostic> diagnostics;
+  absl::StatusOr<Cluster> cluster = loader.Build(&diagnostics);
+  EXPECT_EQ(cluster.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(cluster.status().message()), HasSubstr("partial.yaml:7:"));
+  EXPECT_THAT(diagnostics, Contains(IsError("partial.yaml", 7, "", "not closed")));
+}
+
+TEST(LoaderTest, ParseChange) {
+  absl::StatusOr<Change> change = ParseChange(R"(apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: p, namespace: ns}
+spec:
+  podSelector: {}
+)",
+                                              "change.yaml");
+  ASSERT_TRUE(change.ok()) << change.status();
+  EXPECT_EQ(change->op, Change::Op::kUpsert);
+  ASSERT_TRUE(std::holds_alternative<k8s::NetworkPolicy>(change->object));
+  EXPECT_EQ(std::get<k8s::NetworkPolicy>(change->object).metadata().name(), "p");
+
+  change = ParseChange("apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: x}\n", "pod");
+  ASSERT_TRUE(change.ok()) << change.status();
+  EXPECT_TRUE(std::holds_alternative<k8s::Pod>(change->object));
+
+  change = ParseChange("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {hostNetwork: 1}\n",
+                       "bad.yaml");
+  EXPECT_EQ(change.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(change.status().message()),
+              HasSubstr("bad.yaml:4: Pod default/a: spec.hostNetwork: must be a boolean"));
+
+  change = ParseChange(R"(apiVersion: v1
+kind: Namespace
+metadata: {name: a}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: b}
+)",
+                       "two.yaml");
+  EXPECT_THAT(std::string(change.status().message()), HasSubstr("found 2"));
+  change = ParseChange("apiVersion: v1\nkind: Service\nmetadata: {name: s}\n", "svc.yaml");
+  EXPECT_THAT(std::string(change.status().message()), HasSubstr("1 Service"));
+  change = ParseChange("", "empty.yaml");
+  EXPECT_FALSE(change.ok());
+}
+
+// --- Malformed inputs (testdata/loader/malformed/, also the fuzzer's seeds). Each must give
+// an error with its file and line, and never crash.
+
+struct MalformedCase {
+  const char* file;
+  int line;             // the line the input puts the problem on
+  const char* message;  // part of the message
+};
+
+class MalformedTest : public ::testing::TestWithParam<MalformedCase> {};
+
+TEST_P(MalformedTest, ErrorWithLine) {
+  const MalformedCase& c = GetParam();
+  const std::string path = Data(absl::StrCat("malformed/", c.file));
+  ClusterLoader loader;
+  absl::Status status = loader.AddPath(path);
+  EXPECT_FALSE(status.ok());
+  std::vector<Diagnostic> errors = Errors(loader.diagnostics());
+  ASSERT_THAT(errors, SizeIs(1)) << Dump(loader.diagnostics());
+  EXPECT_EQ(errors[0].location.file, path);
+  EXPECT_EQ(errors[0].location.line, c.line) << errors[0].ToString();
+  EXPECT_THAT(errors[0].message, HasSubstr(c.message)) << errors[0].ToString();
+  EXPECT_FALSE(loader.Build().ok());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Corpus, MalformedTest,
+    ::testing::Values(
+        MalformedCase{"unterminated_double_quote.yaml", 4, "quoted string is not closed"},
+        MalformedCase{"unterminated_single_quote.yaml", 8, "quoted string is not closed"},
+        MalformedCase{"tab_indentation.yaml", 4, "tabs are not allowed"},
+        MalformedCase{"nested_brackets.yaml", 1, "nested more than 256 levels"},
+        MalformedCase{"nested_braces.yaml", 4, "nested more than 256 levels"},
+        // Line n opens the n-th nested collection (the root mapping is the first).
+        MalformedCase{"nested_block.yaml", 256, "nested more than 256 levels"},
+        MalformedCase{"nul_byte.yaml", 3, "control character 0x00"},
+        MalformedCase{"non_utf8.yaml", 5, "invalid UTF-8 (byte 0xFC"},
+        MalformedCase{"truncated_utf8.yaml", 2, "invalid UTF-8 (byte 0xE2"},
+        MalformedCase{"utf16.yaml", 1, "UTF-16"},
+        MalformedCase{"scalar_document.yaml", 6, "must be an object with apiVersion and kind, "
+                                                 "got a string"},
+        MalformedCase{"list_document.yaml", 1, "got a list"},
+        MalformedCase{"list_for_map.yaml", 7, "must be an object, got a list"},
+        MalformedCase{"map_for_list.yaml", 8, "must be a list, got an object"},
+        MalformedCase{"huge_integer.yaml", 10, "out of the 32-bit integer range"},
+        MalformedCase{"huge_int32.yaml", 9, "must be an integer from -2147483648 to 2147483647"},
+        MalformedCase{"unclosed_flow.yaml", 3, "never closed"},
+        MalformedCase{"truncated.json", 1, "never closed"},
+        MalformedCase{"alias_cycle.yaml", 5, "refers to the node that contains it"},
+        MalformedCase{"alias_bomb.yaml", 11, "aliases expand to more than"},
+        MalformedCase{"undefined_alias.yaml", 5, "anchor is not defined"},
+        MalformedCase{"bad_indentation.yaml", 5, ""},
+        MalformedCase{"missing_kind.yaml", 1, "Object 'Kind' is missing"}),
+    [](const ::testing::TestParamInfo<MalformedCase>& info) {
+      std::string name = info.param.file;
+      std::replace_if(name.begin(), name.end(), [](char c) { return !std::isalnum(c); }, '_');
+      return name;
+    });
+
+TEST(MalformedTest, BinaryGarbage) {
+  ClusterLoader loader;
+  EXPECT_FALSE(loader.AddPath(Data("malformed/binary_garbage.yaml")).ok());
+  std::vector<Diagnostic> errors = Errors(loader.diagnostics());
+  ASSERT_THAT(errors, SizeIs(1));
+  EXPECT_GE(errors[0].location.line, 1);
+}
+
+// Every file of the corpus, and every prefix of the small ones, loads without crashing.
+TEST(MalformedTest, WholeDirectoryAndTruncations) {
+  ClusterLoader loader;
+  EXPECT_FALSE(loader.AddPath(Data("malformed")).ok());
+  for (const Diagnostic& d : loader.diagnostics()) {
+    if (d.is_error()) {
+      EXPECT_GT(d.location.line, 0) << d.ToString();
+    }
+  }
+  for (const char* file : {"../policy.yaml", "../list.json", "../multi.yaml"}) {
+    std::string text;
+    {
+      ClusterLoader whole;
+      ASSERT_TRUE(whole.AddPath(Data(absl::StrCat("malformed/", file))).ok());
+    }
+    FILE* f = std::fopen(Data(absl::StrCat("malformed/", file)).c_str(), "rb");
+    ASSERT_NE(f, nullptr);
+    char buffer[4096];
+    size_t n;
+    while ((n = std::fread(buffer, 1, sizeof(buffer), f)) > 0) text.append(buffer, n);
+    std::fclose(f);
+    for (size_t cut = 0; cut <= text.size(); ++cut) {
+      ClusterLoader prefix;
+      prefix.AddText(absl::string_view(text).substr(0, cut), "prefix").IgnoreError();
+      for (const Diagnostic& d : prefix.diagnostics()) {
+        if (d.is_error()) {
+          EXPECT_GT(d.location.line, 0) << cut << ": " << d.ToString();
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace np
