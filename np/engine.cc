@@ -1,0 +1,393 @@
+#include "np/engine.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "np/internal/engine_state.h"
+
+namespace np {
+
+using internal::EngineState;
+using internal::kNone;
+using internal::PodRecord;
+
+namespace internal {
+
+bool EngineState::SideAllows(uint32_t target, Direction direction, Protocol protocol,
+                             uint16_t port, uint32_t peer) const {
+  const TargetTable& table = *target_classes[target].table;
+  const DirectionTable& d = table.direction[static_cast<int>(direction)];
+  if (!d.isolated) return true;
+  int pi = ProtocolIndex(protocol);
+  const Interval* begin = table.intervals.data() + d.begin[pi];
+  const Interval* end = table.intervals.data() + d.end[pi];
+  // The interval holding `port`: the last whose first port is <= port. Tables usually
+  // have a handful of intervals per protocol; long ones are searched by halves.
+  const Interval* it;
+  if (end - begin <= 8) {
+    it = begin;
+    while (it + 1 < end && it[1].first <= port) ++it;
+  } else {
+    it = std::upper_bound(begin, end, port,
+                          [](uint16_t p, const Interval& iv) { return p < iv.first; }) -
+         1;
+  }
+  if (it->all_peers) return true;
+  if (peer == kNone) return false;
+  uint32_t word = peer >> 6;
+  if (word >= it->words) return false;
+  return (table.words[it->bits + word] >> (peer & 63)) & 1;
+}
+
+uint32_t EngineState::ExternalPeerClass(const IpAddress& address) const {
+  const AtomTable& atoms = *this->atoms[address.is_v4() ? 0 : 1];
+  return atoms.peer_class[atoms.Find(ToU128(address))];
+}
+
+std::optional<uint32_t> EngineState::FindPodByIp(const IpAddress& address) const {
+  auto it = pod_by_ip->find(address);
+  if (it == pod_by_ip->end()) return std::nullopt;
+  return it->second;
+}
+
+size_t EngineState::IndexBytes() const {
+  size_t bytes = records.chunk_count() * records.chunk_bytes();
+  bytes += pod_by_ip->capacity() * (sizeof(IpAddress) + sizeof(uint32_t) + 1);
+  for (uint32_t t = 0; t < target_classes.size(); ++t) {
+    if (target_classes[t].table != nullptr) bytes += target_classes[t].table->Bytes();
+  }
+  bytes += target_classes.chunk_count() * target_classes.chunk_bytes();
+  for (int f = 0; f < 2; ++f) {
+    bytes += atoms[f]->starts.capacity() * sizeof(U128) +
+             atoms[f]->peer_class.capacity() * sizeof(uint32_t) * 2;
+  }
+  for (uint32_t s = 0; s < selector_bits.size(); ++s) {
+    bytes += selector_bits[s]->capacity() * sizeof(uint64_t);
+  }
+  bytes += peer_classes.chunk_count() * peer_classes.chunk_bytes();
+  return bytes;
+}
+
+}  // namespace internal
+
+Engine::Engine(std::unique_ptr<EngineState> state) : state_(std::move(state)) {}
+Engine::~Engine() = default;
+
+absl::StatusOr<std::shared_ptr<const Engine>> Engine::Build(const Cluster& cluster,
+                                                            const EngineOptions& options) {
+  auto state = std::make_unique<EngineState>();
+  state->options = options;
+  ClusterObjects objects = cluster.ToObjects();
+  std::vector<Change> changes;
+  changes.reserve(objects.namespaces.size() + objects.pods.size() + objects.policies.size());
+  for (auto& ns : objects.namespaces) {
+    changes.push_back(Change{Change::Op::kUpsert, std::move(ns.object)});
+  }
+  for (auto& policy : objects.policies) {
+    changes.push_back(Change{Change::Op::kUpsert, std::move(policy.object)});
+  }
+  for (auto& pod : objects.pods) {
+    changes.push_back(Change{Change::Op::kUpsert, std::move(pod.object)});
+  }
+  absl::Status status = state->ApplyBatch(changes, nullptr);
+  if (!status.ok()) return status;
+  return std::shared_ptr<const Engine>(new Engine(std::move(state)));
+}
+
+absl::StatusOr<std::shared_ptr<const Engine>> Engine::Apply(
+    absl::Span<const Change> changes, std::vector<Diagnostic>* diagnostics) const {
+  // Copying the state copies chunk and shard pointers only; the batch clones what it edits.
+  auto state = std::make_unique<EngineState>(*state_);
+  absl::Status status = state->ApplyBatch(changes, diagnostics);
+  if (!status.ok()) return status;
+  return std::shared_ptr<const Engine>(new Engine(std::move(state)));
+}
+
+absl::StatusOr<std::shared_ptr<const Engine>> Engine::Compact() const {
+  absl::StatusOr<Cluster> cluster = ToCluster();
+  if (!cluster.ok()) return cluster.status();
+  return Build(*cluster, state_->options);
+}
+
+std::optional<PodId> Engine::FindPod(absl::string_view key) const {
+  const uint32_t* id = state_->pod_by_key.Find(key);
+  if (id == nullptr) return std::nullopt;
+  return *id;
+}
+
+std::optional<PodId> Engine::PodByIp(const IpAddress& address) const {
+  return state_->FindPodByIp(address);
+}
+
+bool Engine::IsLivePod(PodId pod) const {
+  return pod < state_->pods.size() && state_->pods[pod].state != nullptr;
+}
+
+std::string Engine::PodKey(PodId pod) const {
+  if (!IsLivePod(pod)) return "";
+  return state_->pods[pod].state->key;
+}
+
+std::vector<PodId> Engine::Pods() const {
+  std::vector<std::pair<std::string, PodId>> pods;
+  for (uint32_t p = 0; p < state_->pods.size(); ++p) {
+    const auto& s = state_->pods[p].state;
+    if (s == nullptr) continue;
+    pods.emplace_back(s->namespace_name + '\0' + s->name, p);
+  }
+  std::sort(pods.begin(), pods.end());
+  std::vector<PodId> out;
+  out.reserve(pods.size());
+  for (const auto& [key, id] : pods) out.push_back(id);
+  return out;
+}
+
+bool Engine::Allowed(PodId source, PodId destination, Protocol protocol, uint16_t port) const {
+  const EngineState& s = *state_;
+  if (s.options.evaluation.always_allow_self && source == destination) return true;
+  const PodRecord& src = s.records[source];
+  const PodRecord& dst = s.records[destination];
+  // The flow's family: IPv4 when both pods have an IPv4 address, else IPv6, else none.
+  int f = (src.peer[0] != kNone && dst.peer[0] != kNone)   ? 0
+          : (src.peer[1] != kNone && dst.peer[1] != kNone) ? 1
+                                                           : 2;
+  if (src.target != kNone &&
+      !s.SideAllows(src.target, Direction::kEgress, protocol, port, dst.peer[f])) {
+    return false;
+  }
+  if (dst.target != kNone &&
+      !s.SideAllows(dst.target, Direction::kIngress, protocol, port, src.peer[f])) {
+    return false;
+  }
+  return true;
+}
+
+bool Engine::Allowed(const Endpoint& source, const Endpoint& destination, Protocol protocol,
+                     uint16_t port) const {
+  const EngineState& s = *state_;
+  if (source.is_pod && destination.is_pod) {
+    return Allowed(source.pod_index, destination.pod_index, protocol, port);
+  }
+  if (source.is_pod) {
+    const PodRecord& src = s.records[source.pod_index];
+    return src.target == kNone ||
+           s.SideAllows(src.target, Direction::kEgress, protocol, port,
+                        s.ExternalPeerClass(destination.address));
+  }
+  if (destination.is_pod) {
+    const PodRecord& dst = s.records[destination.pod_index];
+    return dst.target == kNone ||
+           s.SideAllows(dst.target, Direction::kIngress, protocol, port,
+                        s.ExternalPeerClass(source.address));
+  }
+  return true;
+}
+
+bool Engine::AllowedPacket(const IpAddress& source, const IpAddress& destination,
+                           Protocol protocol, uint16_t port) const {
+  const EngineState& s = *state_;
+  std::optional<uint32_t> src_pod = s.FindPodByIp(source);
+  std::optional<uint32_t> dst_pod = s.FindPodByIp(destination);
+  if (src_pod && dst_pod && *src_pod == *dst_pod && s.options.evaluation.always_allow_self) {
+    return true;
+  }
+  // A packet's family is the one its addresses are written in.
+  int f = source.is_v4() ? 0 : 1;
+  uint32_t src_target = kNone, dst_target = kNone, src_peer, dst_peer;
+  if (src_pod) {
+    const PodRecord& r = s.records[*src_pod];
+    src_target = r.target;
+    src_peer = r.peer[f];
+  } else {
+    src_peer = s.ExternalPeerClass(source);
+  }
+  if (dst_pod) {
+    const PodRecord& r = s.records[*dst_pod];
+    dst_target = r.target;
+    dst_peer = r.peer[f];
+  } else {
+    dst_peer = s.ExternalPeerClass(destination);
+  }
+  if (src_target != kNone &&
+      !s.SideAllows(src_target, Direction::kEgress, protocol, port, dst_peer)) {
+    return false;
+  }
+  if (dst_target != kNone &&
+      !s.SideAllows(dst_target, Direction::kIngress, protocol, port, src_peer)) {
+    return false;
+  }
+  return true;
+}
+
+void Engine::AllowedBatch(absl::Span<const PodQuery> queries, absl::Span<uint8_t> out) const {
+  size_t n = std::min(queries.size(), out.size());
+  for (size_t i = 0; i < n; ++i) {
+    const PodQuery& q = queries[i];
+    out[i] = Allowed(q.source, q.destination, q.protocol, q.port) ? 1 : 0;
+  }
+}
+
+void Engine::AllowedBatch(absl::Span<const PacketQuery> queries, absl::Span<uint8_t> out) const {
+  size_t n = std::min(queries.size(), out.size());
+  for (size_t i = 0; i < n; ++i) {
+    const PacketQuery& q = queries[i];
+    out[i] = AllowedPacket(q.source, q.destination, q.protocol, q.port) ? 1 : 0;
+  }
+}
+
+Verdict Engine::Explain(const Endpoint& source, const Endpoint& destination, Protocol protocol,
+                        uint16_t port) const {
+  AddressFamily family;
+  if (!source.is_pod) {
+    family = source.address.family();
+  } else if (!destination.is_pod) {
+    family = destination.address.family();
+  } else {
+    const PodRecord& a = state_->records[source.pod_index];
+    const PodRecord& b = state_->records[destination.pod_index];
+    family = (a.peer[0] != kNone && b.peer[0] != kNone)   ? AddressFamily::kIPv4
+             : (a.peer[1] != kNone && b.peer[1] != kNone) ? AddressFamily::kIPv6
+                                                          : AddressFamily::kNone;
+  }
+  return state_->Explain(source, destination, protocol, port, family);
+}
+
+Verdict Engine::ExplainPacket(const IpAddress& source, const IpAddress& destination,
+                              Protocol protocol, uint16_t port) const {
+  auto resolve = [&](const IpAddress& a) {
+    std::optional<uint32_t> pod = state_->FindPodByIp(a);
+    return pod ? Endpoint::Pod(static_cast<int>(*pod)) : Endpoint::External(a);
+  };
+  return state_->Explain(resolve(source), resolve(destination), protocol, port,
+                         source.family());
+}
+
+Engine::Stats Engine::stats() const {
+  const EngineState& s = *state_;
+  Stats stats;
+  stats.pods = s.live_pods;
+  stats.policies = s.live_policies;
+  stats.namespaces = s.namespaces.size();
+  for (uint32_t t = 0; t < s.target_classes.size(); ++t) {
+    if (s.target_classes[t].pods > 0) stats.target_classes++;
+  }
+  stats.peer_classes = s.peer_classes.size();
+  stats.peer_selectors = s.selector_by_key.size();
+  stats.index_bytes = s.IndexBytes();
+  return stats;
+}
+
+const EngineOptions& Engine::options() const { return state_->options; }
+
+absl::StatusOr<Cluster> Engine::ToCluster() const {
+  const EngineState& s = *state_;
+  ClusterObjects objects;
+  s.namespaces.ForEach([&](const std::string&, const auto& ns) {
+    if (ns->object != nullptr) objects.namespaces.push_back(*ns->object);
+  });
+  for (uint32_t p = 0; p < s.pods.size(); ++p) {
+    if (s.pods[p].state != nullptr) objects.pods.push_back(*s.pods[p].state->object);
+  }
+  s.left_out_pods.ForEach([&](const std::string&, const auto& pod) {
+    objects.pods.push_back(*pod);
+  });
+  for (uint32_t p = 0; p < s.policies.size(); ++p) {
+    if (s.policies[p] != nullptr) objects.policies.push_back(*s.policies[p]->object);
+  }
+  return Cluster::Create(std::move(objects));
+}
+
+// ----------------------------------------------------------------------- LiveEngine
+
+LiveEngine::LiveEngine(std::shared_ptr<const Engine> initial)
+    : current_(initial.get()), current_owner_(std::move(initial)) {
+  for (int i = 0; i < kMaxReaders; ++i) {
+    hazards_[i].store(nullptr);
+    slot_used_[i].store(false);
+  }
+}
+
+LiveEngine::~LiveEngine() = default;
+
+void LiveEngine::Publish(std::shared_ptr<const Engine> next) {
+  std::lock_guard<std::mutex> lock(writer_mutex_);
+  current_.store(next.get(), std::memory_order_seq_cst);
+  retired_.push_back(std::move(current_owner_));
+  current_owner_ = std::move(next);
+  ReclaimLocked();
+}
+
+absl::Status LiveEngine::Apply(absl::Span<const Change> changes,
+                               std::vector<Diagnostic>* diagnostics) {
+  std::shared_ptr<const Engine> base = Current();
+  absl::StatusOr<std::shared_ptr<const Engine>> next = base->Apply(changes, diagnostics);
+  if (!next.ok()) return next.status();
+  // Writers serialize on the mutex; a writer that raced with another rebuilds on top of it.
+  std::lock_guard<std::mutex> lock(writer_mutex_);
+  if (current_owner_ != base) {
+    next = current_owner_->Apply(changes, diagnostics);
+    if (!next.ok()) return next.status();
+  }
+  current_.store(next->get(), std::memory_order_seq_cst);
+  retired_.push_back(std::move(current_owner_));
+  current_owner_ = *std::move(next);
+  ReclaimLocked();
+  return absl::OkStatus();
+}
+
+std::shared_ptr<const Engine> LiveEngine::Current() const {
+  std::lock_guard<std::mutex> lock(writer_mutex_);
+  return current_owner_;
+}
+
+void LiveEngine::ReclaimLocked() {
+  // A retired snapshot is freed once no Reader's hazard slot points at it. Readers that
+  // pinned it keep it alive until their next Pin(); it is reclaimed at a later publish.
+  std::vector<std::shared_ptr<const Engine>> keep;
+  for (auto& engine : retired_) {
+    bool in_use = false;
+    for (int i = 0; i < kMaxReaders && !in_use; ++i) {
+      in_use = hazards_[i].load(std::memory_order_seq_cst) == engine.get();
+    }
+    if (in_use) keep.push_back(std::move(engine));
+  }
+  retired_ = std::move(keep);
+}
+
+LiveEngine::Reader::Reader(LiveEngine& live) : live_(live), slot_(-1) {
+  for (int i = 0; i < kMaxReaders; ++i) {
+    bool expected = false;
+    if (live_.slot_used_[i].compare_exchange_strong(expected, true)) {
+      slot_ = i;
+      return;
+    }
+  }
+  // More than kMaxReaders readers at once is a programming error; fail loudly but safely:
+  // this reader then always takes the slow, locked path in Pin().
+}
+
+LiveEngine::Reader::~Reader() {
+  if (slot_ >= 0) {
+    live_.hazards_[slot_].store(nullptr, std::memory_order_seq_cst);
+    live_.slot_used_[slot_].store(false, std::memory_order_seq_cst);
+  }
+}
+
+const Engine& LiveEngine::Reader::Pin() {
+  if (slot_ < 0) {
+    // No hazard slot: hold the snapshot through a shared_ptr kept in a thread_local.
+    thread_local std::shared_ptr<const Engine> held;
+    held = live_.Current();
+    return *held;
+  }
+  const Engine* p = live_.current_.load(std::memory_order_seq_cst);
+  while (true) {
+    live_.hazards_[slot_].store(p, std::memory_order_seq_cst);
+    // Re-check: if the writer swapped in between, it may not have seen our hazard.
+    const Engine* q = live_.current_.load(std::memory_order_seq_cst);
+    if (q == p) return *p;
+    p = q;
+  }
+}
+
+}  // namespace np

@@ -1,0 +1,91 @@
+// Explanations from the engine's own compiled data: the policies that isolate a side are
+// the target class's policies that affect the direction; a rule admits the flow when one of
+// its peer selectors is in the other end's peer class signature (or it has no peers) and
+// one of its compiled ports matches. The result has the content of reference::Evaluate.
+#include <algorithm>
+
+#include "np/internal/engine_state.h"
+
+namespace np::internal {
+namespace {
+
+bool PortMatches(const CompiledRule& rule, Protocol protocol, uint16_t port,
+                 const std::vector<NamedPort>* destination_ports) {
+  if (rule.all_ports) return true;
+  for (const CompiledPort& p : rule.ports) {
+    if (p.protocol != protocol) continue;
+    switch (p.kind) {
+      case CompiledPort::Kind::kAllPorts:
+        return true;
+      case CompiledPort::Kind::kRange:
+        if (p.first <= port && port <= p.last) return true;
+        break;
+      case CompiledPort::Kind::kNamed:
+        if (destination_ports == nullptr) break;
+        for (const NamedPort& np : *destination_ports) {
+          if (np.name == p.name && np.protocol == protocol && np.port == port) return true;
+        }
+        break;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+Verdict EngineState::Explain(const Endpoint& source, const Endpoint& destination,
+                             Protocol protocol, uint16_t port, AddressFamily family) const {
+  Verdict verdict;
+  verdict.family = family;
+  if (options.evaluation.always_allow_self && source.is_pod && destination.is_pod &&
+      source.pod_index == destination.pod_index) {
+    verdict.allowed = true;
+    verdict.allowed_as_self = true;
+    return verdict;
+  }
+  int f = FamilyIndex(family);
+  auto peer_class = [&](const Endpoint& e) {
+    if (!e.is_pod) return ExternalPeerClass(e.address);
+    return records[e.pod_index].peer[f];
+  };
+  const std::vector<NamedPort>* destination_ports =
+      destination.is_pod ? named_maps[pods[destination.pod_index].state->named_map].get()
+                         : nullptr;
+  auto side = [&](const Endpoint& target, const Endpoint& other, Direction direction) {
+    DirectionVerdict out;
+    if (!target.is_pod) return out;
+    const PodState& pod = *pods[target.pod_index].state;
+    // Node-scoped engines enforce only their node's pods.
+    if (!options.node_name.empty() && pod.node_name != options.node_name) return out;
+    out.applies = true;
+    uint32_t target_class = records[target.pod_index].target;
+    if (target_class == kNone) return out;
+    uint32_t other_class = peer_class(other);
+    int d = static_cast<int>(direction);
+    for (uint32_t p : IdList(target_classes[target_class].key.policies)) {
+      const CompiledPolicy& policy = *policies[p];
+      if (!policy.affects[d]) continue;
+      out.isolated = true;
+      out.isolating_policies.push_back(policy.key);
+      for (size_t r = 0; r < policy.rules[d].size(); ++r) {
+        const CompiledRule& rule = policy.rules[d][r];
+        bool peer_ok = rule.all_peers;
+        for (uint32_t s : rule.selectors) {
+          if (other_class != kNone && PeerClassHasSelector(other_class, s)) peer_ok = true;
+        }
+        if (peer_ok && PortMatches(rule, protocol, port, destination_ports)) {
+          out.allowing_rules.push_back(RuleRef{policy.key, direction, static_cast<int>(r)});
+        }
+      }
+    }
+    std::sort(out.isolating_policies.begin(), out.isolating_policies.end());
+    std::sort(out.allowing_rules.begin(), out.allowing_rules.end());
+    return out;
+  };
+  verdict.egress = side(source, destination, Direction::kEgress);
+  verdict.ingress = side(destination, source, Direction::kIngress);
+  verdict.allowed = verdict.egress.allowed() && verdict.ingress.allowed();
+  return verdict;
+}
+
+}  // namespace np::internal

@@ -1,0 +1,267 @@
+// The inside of an np::Engine snapshot, and the update machinery that produces the next
+// one. Private to np: include only from np/engine*.cc.
+#ifndef NP_INTERNAL_ENGINE_STATE_H_
+#define NP_INTERNAL_ENGINE_STATE_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "np/cluster.h"
+#include "np/engine.h"
+#include "np/internal/cow.h"
+#include "np/types.h"
+
+namespace np::internal {
+
+inline constexpr uint32_t kNone = 0xffffffffu;
+using Labels = absl::flat_hash_map<std::string, std::string>;
+using U128 = unsigned __int128;
+
+// ---------------------------------------------------------------- compiled policy objects
+
+// A LabelSelector, ready to match. An empty selector matches everything.
+struct CompiledSelector {
+  enum class Op : uint8_t { kIn, kNotIn, kExists, kDoesNotExist, kInvalid };
+  struct Expression {
+    std::string key;
+    Op op = Op::kInvalid;
+    std::vector<std::string> values;  // sorted
+  };
+  std::vector<std::pair<std::string, std::string>> match_labels;  // sorted
+  std::vector<Expression> expressions;                            // sorted by key, op
+
+  static CompiledSelector From(const k8s::LabelSelector& selector);
+  bool Matches(const Labels& labels) const;
+  bool empty() const { return match_labels.empty() && expressions.empty(); }
+  std::string CanonicalKey() const;
+};
+
+// One element of a rule's from/to list. Interned engine-wide: equal peers in different
+// policies share one id, so classes and bitsets are per distinct peer, not per rule.
+struct PeerSelector {
+  enum class Kind : uint8_t { kPodsInNamespace, kNamespaces, kIpBlock };
+  Kind kind = Kind::kPodsInNamespace;
+  std::string policy_namespace;                  // kPodsInNamespace
+  CompiledSelector namespace_selector;           // kNamespaces
+  std::optional<CompiledSelector> pod_selector;  // kPods*/kNamespaces; absent = every pod
+  IpPrefix cidr;                                 // kIpBlock
+  std::vector<IpPrefix> excepts;                 // kIpBlock
+  std::string key;                               // canonical text: the interning key
+};
+
+struct CompiledPort {
+  enum class Kind : uint8_t { kAllPorts, kRange, kNamed };
+  Protocol protocol = Protocol::kTCP;
+  Kind kind = Kind::kAllPorts;
+  uint16_t first = 0, last = 65535;
+  std::string name;
+};
+
+struct CompiledRule {
+  bool all_peers = false;           // no from/to: every peer, inside or outside the cluster
+  std::vector<uint32_t> selectors;  // PeerSelector ids
+  bool all_ports = false;           // no ports: every port of every protocol
+  std::vector<CompiledPort> ports;
+  bool has_named_ports = false;
+};
+
+struct CompiledPolicy {
+  std::string namespace_name, name, key;
+  CompiledSelector pod_selector;
+  bool affects[2] = {false, false};  // indexed by Direction
+  std::vector<CompiledRule> rules[2];
+  bool has_egress_named_ports = false;
+  std::shared_ptr<const Sourced<k8s::NetworkPolicy>> object;
+};
+
+// ---------------------------------------------------------------------------- objects
+
+struct NamespaceState {
+  std::string name;
+  Labels labels;  // includes kubernetes.io/metadata.name
+  std::shared_ptr<const Sourced<k8s::Namespace>> object;  // null: implied
+};
+
+struct PodState {
+  std::string key, namespace_name, name;
+  Labels labels;
+  std::vector<IpAddress> ips;
+  std::optional<IpAddress> ipv4, ipv6;
+  uint32_t named_map = 0;  // interned NamedPortMap id
+  std::string node_name;
+  std::shared_ptr<const Sourced<k8s::Pod>> object;
+};
+
+// Per pod, for the hot path: the target class and one peer class per flow family.
+struct PodRecord {
+  uint32_t target = kNone;                  // kNone: no policy selects it (or off-node)
+  uint32_t peer[3] = {kNone, kNone, kNone}; // [0] IPv4, [1] IPv6, [2] no family; kNone = lacks it
+};
+
+struct PodSlot {
+  std::shared_ptr<const PodState> state;  // null: deleted
+  uint32_t identity = kNone;
+};
+
+// Pods that share namespace, labels and named ports are interchangeable as targets and
+// (but for their addresses) as peers.
+struct IdentityKey {
+  std::string namespace_name;
+  Labels labels;
+  uint32_t named_map = 0;
+};
+struct IdentitySlot {
+  std::shared_ptr<const IdentityKey> key;
+  uint32_t target_policies = kNone;  // IdList id: policies selecting it (sorted policy ids)
+  uint32_t label_part = kNone;       // IdList id: non-ipBlock selectors matching it
+  uint32_t pods = 0;                 // live pods with this identity
+};
+
+struct PeerClassKey {
+  uint32_t label_part = 0, ipblock_part = 0, named_map = 0;
+  friend bool operator==(const PeerClassKey& a, const PeerClassKey& b) {
+    return a.label_part == b.label_part && a.ipblock_part == b.ipblock_part &&
+           a.named_map == b.named_map;
+  }
+  template <typename H>
+  friend H AbslHashValue(H h, const PeerClassKey& k) {
+    return H::combine(std::move(h), k.label_part, k.ipblock_part, k.named_map);
+  }
+};
+
+// ------------------------------------------------------------------------ lookup tables
+
+struct Interval {
+  uint16_t first = 0;        // the interval runs to the next one's first - 1 (or 65535)
+  uint8_t all_peers = 0;     // every peer allowed
+  uint32_t bits = 0;         // offset into TargetTable::words
+  uint32_t words = 0;        // 0: no peer allowed (unless all_peers)
+};
+
+struct DirectionTable {
+  bool isolated = false;
+  uint32_t begin[3] = {0, 0, 0};  // intervals of each protocol: [begin, end)
+  uint32_t end[3] = {0, 0, 0};
+};
+
+struct TargetTable {
+  DirectionTable direction[2];
+  std::vector<Interval> intervals;
+  std::vector<uint64_t> words;
+  size_t Bytes() const {
+    return sizeof(*this) + intervals.capacity() * sizeof(Interval) + words.capacity() * 8;
+  }
+};
+
+struct TargetClassKey {
+  uint32_t policies = 0, named_map = 0;
+  friend bool operator==(const TargetClassKey& a, const TargetClassKey& b) {
+    return a.policies == b.policies && a.named_map == b.named_map;
+  }
+  template <typename H>
+  friend H AbslHashValue(H h, const TargetClassKey& k) {
+    return H::combine(std::move(h), k.policies, k.named_map);
+  }
+};
+struct TargetClassSlot {
+  TargetClassKey key;
+  std::shared_ptr<const TargetTable> table;  // null: stale, rebuilt when a pod uses it
+  uint32_t pods = 0;
+};
+
+// Addresses outside the cluster: each family's address space cut at every ipBlock
+// boundary into atoms; an atom's peer class follows from the ipBlocks that contain it.
+struct AtomTable {
+  std::vector<U128> starts;          // sorted; starts[0] == 0
+  std::vector<uint32_t> ipblock_part;  // IdList id per atom
+  std::vector<uint32_t> peer_class;    // per atom
+  size_t Find(U128 address) const;     // index of the atom holding address
+};
+
+using Bitset = std::vector<uint64_t>;
+
+// ------------------------------------------------------------------------- the state
+
+struct EngineState {
+  EngineOptions options;
+  uint64_t generation = 0;
+
+  // Objects.
+  CowMap<std::string, std::shared_ptr<const NamespaceState>, StringHash> namespaces;
+  CowVector<PodSlot> pods;
+  CowVector<PodRecord> records;  // parallel to pods
+  CowMap<std::string, uint32_t, StringHash> pod_by_key;
+  std::shared_ptr<const absl::flat_hash_map<IpAddress, uint32_t>> pod_by_ip;
+  // Pods the cluster holds that take no part in networking (finished, hostNetwork).
+  CowMap<std::string, std::shared_ptr<const Sourced<k8s::Pod>>, StringHash> left_out_pods;
+  CowVector<std::shared_ptr<const CompiledPolicy>> policies;  // by policy id; null = deleted
+  CowMap<std::string, uint32_t, StringHash> policy_by_key;
+  CowMap<std::string, std::vector<uint32_t>, StringHash> policies_by_namespace;
+
+  // Peer selectors.
+  CowVector<std::shared_ptr<const PeerSelector>> selectors;  // null = dead
+  CowVector<uint32_t> selector_refs;
+  CowVector<std::shared_ptr<const Bitset>> selector_bits;  // peer classes holding it
+  CowMap<std::string, uint32_t, StringHash> selector_by_key;
+  CowMap<std::string, std::vector<uint32_t>, StringHash> pod_selectors_by_namespace;
+  std::shared_ptr<const std::vector<uint32_t>> namespace_selectors;  // live kNamespaces ids
+  std::shared_ptr<const std::vector<uint32_t>> ipblock_selectors;    // live kIpBlock ids
+  // Namespace name -> the live kNamespaces selectors whose namespaceSelector matches it.
+  CowMap<std::string, std::vector<uint32_t>, StringHash> namespace_matches;
+
+  // Interned sorted id lists (signatures) and named-port maps.
+  CowVector<std::shared_ptr<const std::vector<uint32_t>>> id_lists;
+  CowMap<std::vector<uint32_t>, uint32_t> id_list_by_value;
+  CowVector<std::shared_ptr<const std::vector<NamedPort>>> named_maps;  // 0 = empty
+  CowMap<std::string, uint32_t, StringHash> named_map_by_key;
+  CowVector<std::shared_ptr<const Bitset>> named_map_classes;  // peer classes per named map
+
+  CowVector<IdentitySlot> identities;
+  CowMap<std::string, uint32_t, StringHash> identity_by_key;
+
+  CowVector<PeerClassKey> peer_classes;
+  CowMap<PeerClassKey, uint32_t> peer_class_by_key;
+  CowVector<TargetClassSlot> target_classes;
+  CowMap<TargetClassKey, uint32_t> target_class_by_key;
+
+  std::shared_ptr<const AtomTable> atoms[2];  // [0] IPv4, [1] IPv6
+
+  size_t live_pods = 0;
+  size_t live_policies = 0;
+
+  // --- lookups (hot path) ---
+  bool SideAllows(uint32_t target, Direction direction, Protocol protocol, uint16_t port,
+                  uint32_t peer) const;
+  uint32_t ExternalPeerClass(const IpAddress& address) const;
+  std::optional<uint32_t> FindPodByIp(const IpAddress& address) const;
+
+  // --- updates ---
+  // Applies one batch to this state (a copy of the previous snapshot's state). On error the
+  // state may be half-updated: the caller discards it.
+  absl::Status ApplyBatch(absl::Span<const Change> changes, std::vector<Diagnostic>* diagnostics);
+
+  // --- helpers shared by updates and explain ---
+  const std::vector<uint32_t>& IdList(uint32_t id) const { return *id_lists[id]; }
+  bool PeerClassHasSelector(uint32_t peer_class, uint32_t selector) const;
+  Verdict Explain(const Endpoint& source, const Endpoint& destination, Protocol protocol,
+                  uint16_t port, AddressFamily family) const;
+  size_t IndexBytes() const;
+};
+
+// U128 form of an address: IPv4 in the low 32 bits.
+inline U128 ToU128(const IpAddress& a) {
+  return a.is_v4() ? U128{a.v4()} : (U128{a.hi()} << 64) | a.lo();
+}
+inline int FamilyIndex(AddressFamily f) {
+  return f == AddressFamily::kIPv4 ? 0 : f == AddressFamily::kIPv6 ? 1 : 2;
+}
+
+}  // namespace np::internal
+
+#endif  // NP_INTERNAL_ENGINE_STATE_H_
