@@ -993,7 +993,10 @@ INSTANTIATE_TEST_SUITE_P(
         MalformedCase{"alias_bomb.yaml", 11, "aliases expand to more than"},
         MalformedCase{"undefined_alias.yaml", 5, "anchor is not defined"},
         MalformedCase{"bad_indentation.yaml", 5, ""},
-        MalformedCase{"missing_kind.yaml", 1, "Object 'Kind' is missing"}),
+        MalformedCase{"missing_kind.yaml", 1, "Object 'Kind' is missing"},
+        // yaml-cpp 0.7 loops forever on a stray comma after a top-level flow collection.
+        MalformedCase{"trailing_comma.json", 1, "parser cannot go on"},
+        MalformedCase{"fuzz_parser_loop.json", 3, "parser cannot go on"}),
     [](const ::testing::TestParamInfo<MalformedCase>& info) {
       std::string name = info.param.file;
       std::replace_if(name.begin(), name.end(), [](char c) { return !std::isalnum(c); }, '_');

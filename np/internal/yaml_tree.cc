@@ -133,6 +133,10 @@ class TreeBuilder : public YAML::EventHandler {
       : text_(text), on_document_(on_document) {}
 
   int last_line() const { return last_line_; }
+  // yaml-cpp 0.7 can loop forever on some malformed input, returning empty documents that
+  // all start at the same place. Two documents starting at one position means no progress.
+  bool stuck() const { return documents_ >= 2 && start_ == previous_start_; }
+  int64_t documents() const { return documents_; }
   // The line of the innermost collection still open, or 0.
   int open_line() const { return stack_.empty() ? 0 : stack_.back().node.line; }
   // The problem that stopped the current document, if any (empty otherwise).
@@ -140,6 +144,9 @@ class TreeBuilder : public YAML::EventHandler {
   int pending_error_line() const { return doc_.error_line; }
 
   void OnDocumentStart(const YAML::Mark& mark) override {
+    ++documents_;
+    previous_start_ = start_;
+    start_ = mark.pos;
     doc_ = YamlDocument();
     doc_.line = Line(mark);
     stack_.clear();
@@ -291,6 +298,8 @@ class TreeBuilder : public YAML::EventHandler {
   std::map<YAML::anchor_t, Anchored> anchors_;
   int64_t alias_nodes_ = 0;
   bool have_root_ = false;
+  int64_t documents_ = 0;
+  int start_ = -1, previous_start_ = -1;
   int last_line_ = 1;
 };
 
@@ -571,6 +580,14 @@ bool ParseYamlDocuments(absl::string_view text,
     std::istringstream stream{std::string(text)};
     YAML::Parser parser(stream);
     while (parser.HandleNextDocument(builder)) {
+      // Each document consumes input, so there cannot be more of them than bytes.
+      if (builder.stuck() || builder.documents() > static_cast<int64_t>(text.size()) + 1) {
+        error->line = builder.last_line();
+        error->message =
+            "malformed YAML: the parser cannot go on from here (stray characters after the end "
+            "of a document?)";
+        return false;
+      }
     }
     return true;
   } catch (const YAML::DeepRecursion& e) {
