@@ -8,6 +8,7 @@
 #include "absl/strings/str_split.h"
 #include "np/cli/cli.h"
 #include "np/loader.h"
+#include "np/engine.h"
 #include "np/reference.h"
 
 ABSL_DECLARE_FLAG(std::string, engine);
@@ -53,15 +54,47 @@ class ReferenceEvaluator : public Evaluator {
   EvaluationOptions options_;
 };
 
+// The indexed engine. Engine pod ids of a fresh build follow the cluster's order, so the
+// cluster's pod indexes translate by name once, here.
+class EngineEvaluator : public Evaluator {
+ public:
+  EngineEvaluator(const Cluster& cluster, std::shared_ptr<const Engine> engine)
+      : engine_(std::move(engine)) {
+    for (int i = 0; i < cluster.pod_count(); ++i) {
+      ids_.push_back(static_cast<int>(*engine_->FindPod(cluster.pod(i).Key())));
+    }
+  }
+  Verdict Evaluate(const Flow& flow) const override {
+    return engine_->Explain(Translate(flow.source), Translate(flow.destination), flow.protocol,
+                            flow.port);
+  }
+  bool Allowed(const Flow& flow) const override {
+    return engine_->Allowed(Translate(flow.source), Translate(flow.destination), flow.protocol,
+                            flow.port);
+  }
+
+ private:
+  Endpoint Translate(const Endpoint& e) const {
+    return e.is_pod ? Endpoint::Pod(ids_[e.pod_index]) : e;
+  }
+  std::shared_ptr<const Engine> engine_;
+  std::vector<int> ids_;
+};
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Evaluator>> MakeEvaluator(const Cluster& cluster,
                                                          const EvaluationOptions& options) {
   std::string engine = absl::GetFlag(FLAGS_engine);
-  // The indexed engine is wired in with np/engine.h; until then both names evaluate with
-  // the reference.
-  if (engine == "reference" || engine == "engine") {
+  if (engine == "reference") {
     return std::unique_ptr<Evaluator>(new ReferenceEvaluator(cluster, options));
+  }
+  if (engine == "engine") {
+    EngineOptions engine_options;
+    engine_options.evaluation = options;
+    absl::StatusOr<std::shared_ptr<const Engine>> built = Engine::Build(cluster, engine_options);
+    if (!built.ok()) return built.status();
+    return std::unique_ptr<Evaluator>(new EngineEvaluator(cluster, *std::move(built)));
   }
   return absl::InvalidArgumentError(
       absl::StrCat("--engine must be 'engine' or 'reference', not '", engine, "'"));
