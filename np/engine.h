@@ -53,6 +53,7 @@ namespace np {
 
 namespace internal {
 struct EngineState;
+struct EngineAccess;
 }  // namespace internal
 
 struct EngineOptions {
@@ -141,6 +142,7 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
  private:
+  friend struct internal::EngineAccess;  // np/lower.cc reads the compiled tables
   explicit Engine(std::unique_ptr<internal::EngineState> state);
   std::unique_ptr<internal::EngineState> state_;
 };

@@ -254,6 +254,11 @@ struct EngineState {
   size_t IndexBytes() const;
 };
 
+// For code of package np that reads a snapshot's compiled form (the IR lowering).
+struct EngineAccess {
+  static const EngineState& State(const Engine& engine) { return *engine.state_; }
+};
+
 // U128 form of an address: IPv4 in the low 32 bits.
 inline U128 ToU128(const IpAddress& a) {
   return a.is_v4() ? U128{a.v4()} : (U128{a.hi()} << 64) | a.lo();

@@ -1,0 +1,244 @@
+#include "np/lower.h"
+
+#include <algorithm>
+#include <map>
+
+#include "absl/container/flat_hash_map.h"
+#include "np/internal/engine_state.h"
+
+namespace np {
+namespace {
+
+using internal::EngineAccess;
+using internal::EngineState;
+using internal::kNone;
+using internal::U128;
+
+std::string AddressBytes(U128 value, int family) {
+  int n = family == 0 ? 4 : 16;
+  std::string out(n, '\0');
+  for (int i = 0; i < n; ++i) {
+    out[n - 1 - i] = static_cast<char>(static_cast<uint8_t>(value >> (8 * i)));
+  }
+  return out;
+}
+
+IpAddress ToAddress(U128 value, int family) {
+  if (family == 0) return IpAddress::V4(static_cast<uint32_t>(value));
+  return IpAddress::V6(static_cast<uint64_t>(value >> 64), static_cast<uint64_t>(value));
+}
+
+// [first, last] as the fewest prefixes.
+std::vector<std::string> ToCidrs(U128 first, U128 last, int family) {
+  int width = family == 0 ? 32 : 128;
+  std::vector<std::string> out;
+  while (true) {
+    // The largest block starting at `first` that stays within `last`.
+    int host_bits = 0;
+    while (host_bits < width) {
+      U128 size = U128{1} << host_bits;  // host_bits < 128 here
+      if ((first & size) != 0) break;     // `first` not aligned to the next size
+      U128 end = first | ((size << 1) - 1);
+      if (host_bits + 1 == 128) {
+        if (last != ~U128{0}) break;
+      } else if (end > last) {
+        break;
+      }
+      ++host_bits;
+    }
+    out.push_back(IpPrefix(ToAddress(first, family), width - host_bits).ToString());
+    U128 span_end = host_bits == 128 ? ~U128{0} : first | ((U128{1} << host_bits) - 1);
+    if (span_end >= last) break;
+    first = span_end + 1;
+  }
+  return out;
+}
+
+U128 FamilyMax(int family) { return family == 0 ? U128{0xffffffffu} : ~U128{0}; }
+
+}  // namespace
+
+absl::StatusOr<ir::CompiledPolicy> LowerToIr(const Engine& engine) {
+  const EngineState& s = EngineAccess::State(engine);
+  ir::CompiledPolicy out;
+  out.set_node(s.options.node_name);
+  out.set_always_allow_self(s.options.evaluation.always_allow_self);
+
+  // Identities: the peer classes some address carries, numbered densely in class order.
+  std::map<uint32_t, uint32_t> identity_of_class;
+  std::map<uint32_t, std::vector<std::string>> pods_of_class;
+  std::map<uint32_t, bool> external_class;
+  struct PodAddress {
+    U128 address;
+    uint32_t peer_class;
+    std::string pod;
+  };
+  std::vector<PodAddress> pod_addresses[2];
+  for (uint32_t p = 0; p < s.pods.size(); ++p) {
+    const auto& pod = s.pods[p].state;
+    if (pod == nullptr) continue;
+    for (const IpAddress& ip : pod->ips) {
+      std::optional<uint32_t> owner = s.FindPodByIp(ip);
+      if (!owner || *owner != p) continue;  // a duplicate address: its owner speaks for it
+      int f = ip.is_v4() ? 0 : 1;
+      uint32_t c = s.records[p].peer[f];
+      pod_addresses[f].push_back(PodAddress{internal::ToU128(ip), c, pod->key});
+      pods_of_class[c].push_back(pod->key);
+    }
+  }
+  // Ranges: the external atoms, with each pod address carved out of the atom holding it.
+  struct Range {
+    U128 first, last;
+    uint32_t peer_class;
+    std::string pod;
+  };
+  std::vector<Range> ranges[2];
+  for (int f = 0; f < 2; ++f) {
+    auto& pods = pod_addresses[f];
+    std::sort(pods.begin(), pods.end(),
+              [](const PodAddress& a, const PodAddress& b) { return a.address < b.address; });
+    const internal::AtomTable& atoms = *s.atoms[f];
+    size_t next_pod = 0;
+    for (size_t i = 0; i < atoms.starts.size(); ++i) {
+      U128 start = atoms.starts[i];
+      U128 end = i + 1 < atoms.starts.size() ? atoms.starts[i + 1] - 1 : FamilyMax(f);
+      uint32_t c = atoms.peer_class[i];
+      U128 cursor = start;
+      bool open = true;  // cursor..end still to emit
+      while (next_pod < pods.size() && pods[next_pod].address <= end) {
+        const PodAddress& pa = pods[next_pod++];
+        if (pa.address > cursor) ranges[f].push_back(Range{cursor, pa.address - 1, c, ""});
+        ranges[f].push_back(Range{pa.address, pa.address, pa.peer_class, pa.pod});
+        if (pa.address == end) {
+          open = false;
+          break;
+        }
+        cursor = pa.address + 1;
+      }
+      if (open) {
+        ranges[f].push_back(Range{cursor, end, c, ""});
+        external_class[c] = true;
+      }
+    }
+  }
+  for (int f = 0; f < 2; ++f) {
+    for (const Range& r : ranges[f]) identity_of_class.emplace(r.peer_class, 0);
+    for (const Range& r : ranges[f]) {
+      if (r.pod.empty()) external_class[r.peer_class] = true;
+    }
+  }
+  uint32_t next_identity = 0;
+  for (auto& [c, id] : identity_of_class) {
+    id = next_identity++;
+    ir::Identity* identity = out.add_identities();
+    identity->set_id(id);
+    std::vector<std::string>& pods = pods_of_class[c];
+    std::sort(pods.begin(), pods.end());
+    pods.erase(std::unique(pods.begin(), pods.end()), pods.end());
+    for (const std::string& pod : pods) identity->add_pods(pod);
+    identity->set_external(external_class.count(c) > 0);
+  }
+  for (int f = 0; f < 2; ++f) {
+    for (const Range& r : ranges[f]) {
+      ir::AddressRange* range = f == 0 ? out.add_ipv4() : out.add_ipv6();
+      range->set_first(AddressBytes(r.first, f));
+      range->set_last(AddressBytes(r.last, f));
+      range->set_identity(identity_of_class.at(r.peer_class));
+      range->set_pod(r.pod);
+      for (std::string& cidr : ToCidrs(r.first, r.last, f)) range->add_cidrs(std::move(cidr));
+    }
+  }
+
+  // Peer sets, interned by content.
+  std::map<std::pair<bool, std::vector<uint32_t>>, uint32_t> peer_set_ids;
+  auto peer_set = [&](bool all, std::vector<uint32_t> identities) {
+    auto key = std::make_pair(all, identities);
+    auto it = peer_set_ids.find(key);
+    if (it != peer_set_ids.end()) return it->second;
+    uint32_t id = static_cast<uint32_t>(out.peer_sets_size());
+    ir::PeerSet* set = out.add_peer_sets();
+    set->set_id(id);
+    set->set_all(all);
+    for (uint32_t i : identities) set->add_identities(i);
+    peer_set_ids.emplace(std::move(key), id);
+    return id;
+  };
+
+  // Tables of the node's endpoints' target classes.
+  std::map<uint32_t, uint32_t> table_of_class;
+  auto lower_table = [&](uint32_t target_class) {
+    auto it = table_of_class.find(target_class);
+    if (it != table_of_class.end()) return it->second;
+    uint32_t id = static_cast<uint32_t>(out.tables_size());
+    table_of_class.emplace(target_class, id);
+    const internal::TargetClassSlot& slot = s.target_classes[target_class];
+    const internal::TargetTable& table = *slot.table;
+    ir::Table* t = out.add_tables();
+    t->set_id(id);
+    std::vector<std::string> policies;
+    for (uint32_t p : s.IdList(slot.key.policies)) policies.push_back(s.policies[p]->key);
+    std::sort(policies.begin(), policies.end());
+    for (const std::string& p : policies) t->add_policies(p);
+    for (int d = 0; d < 2; ++d) {
+      const internal::DirectionTable& dt = table.direction[d];
+      ir::DirectionPolicy* dp = d == 0 ? t->mutable_ingress() : t->mutable_egress();
+      dp->set_isolated(dt.isolated);
+      if (!dt.isolated) continue;
+      for (Protocol protocol : kAllProtocols) {
+        int pi = ProtocolIndex(protocol);
+        for (uint32_t i = dt.begin[pi]; i < dt.end[pi]; ++i) {
+          const internal::Interval& iv = table.intervals[i];
+          uint32_t last = i + 1 < dt.end[pi] ? table.intervals[i + 1].first - 1u : 65535u;
+          uint32_t set;
+          if (iv.all_peers) {
+            set = peer_set(true, {});
+          } else {
+            std::vector<uint32_t> identities;
+            for (uint32_t w = 0; w < iv.words; ++w) {
+              uint64_t word = table.words[iv.bits + w];
+              while (word != 0) {
+                uint32_t c = w * 64 + static_cast<uint32_t>(__builtin_ctzll(word));
+                word &= word - 1;
+                auto found = identity_of_class.find(c);
+                if (found != identity_of_class.end()) identities.push_back(found->second);
+              }
+            }
+            if (identities.empty()) continue;  // no address carries those classes: deny
+            std::sort(identities.begin(), identities.end());
+            set = peer_set(false, std::move(identities));
+          }
+          ir::PortRule* rule = dp->add_rules();
+          rule->set_protocol(static_cast<ir::Protocol>(static_cast<int>(protocol)));
+          rule->set_first_port(iv.first);
+          rule->set_last_port(last);
+          rule->set_peer_set(set);
+        }
+      }
+    }
+    return id;
+  };
+
+  std::vector<std::pair<std::string, uint32_t>> node_pods;
+  for (uint32_t p = 0; p < s.pods.size(); ++p) {
+    const auto& pod = s.pods[p].state;
+    if (pod == nullptr) continue;
+    if (!s.options.node_name.empty() && pod->node_name != s.options.node_name) continue;
+    node_pods.emplace_back(pod->namespace_name + '\0' + pod->name, p);
+  }
+  std::sort(node_pods.begin(), node_pods.end());
+  for (const auto& [sort_key, p] : node_pods) {
+    const internal::PodState& pod = *s.pods[p].state;
+    ir::Endpoint* e = out.add_endpoints();
+    e->set_namespace_(pod.namespace_name);
+    e->set_name(pod.name);
+    for (const IpAddress& ip : pod.ips) e->add_ips(ip.ToString());
+    uint32_t target = s.records[p].target;
+    if (target != kNone) {
+      e->set_selected(true);
+      e->set_table(lower_table(target));
+    }
+  }
+  return out;
+}
+
+}  // namespace np
