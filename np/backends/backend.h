@@ -1,0 +1,68 @@
+// np/backends/backend.h — what every datapath backend offers: it turns the compiled IR
+// (proto/compiled.proto) into what the kernel runs, installs it atomically, and explains
+// which rule, set element or map key enforces a flow. Backends see only the IR.
+//
+//   std::unique_ptr<np::backends::Backend> nft = np::backends::MakeBackend("nft");
+//   absl::StatusOr<std::string> text = nft->Render(ir);          // e.g. for `nft -f`
+//   absl::Status s = nft->Apply(ir, attachment);                  // atomic replace
+//
+// Thread safety: a Backend instance is not thread-safe; Render is a pure function.
+#ifndef NP_BACKENDS_BACKEND_H_
+#define NP_BACKENDS_BACKEND_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "proto/compiled.pb.h"
+
+namespace np::backends {
+
+// Where the node's endpoints live, for backends that attach per interface (eBPF) or
+// dispatch on interface names. Filled by whoever built the node's networking (a CNI, or
+// the probe harness).
+struct EndpointInterface {
+  std::string pod;        // "namespace/name", as in ir::Endpoint
+  std::string interface;  // host-side interface of the pod (veth peer), in the node's netns
+};
+struct Attachment {
+  std::vector<EndpointInterface> interfaces;
+  // Name of the network namespace to work in (`ip netns` name); empty: the current one.
+  std::string netns;
+};
+
+// One flow as a datapath sees it, for Explain.
+struct FlowQuery {
+  std::string source;       // an IP address
+  std::string destination;  // an IP address
+  uint8_t protocol = 6;     // IANA number
+  uint16_t port = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  // What the kernel will run, as text a person can read and the tool consumes
+  // (nft -f input; ipset restore + iptables-restore input; the eBPF maps' contents).
+  virtual absl::StatusOr<std::string> Render(const ir::CompiledPolicy& ir) const = 0;
+  // Installs the program, replacing any previous one atomically: no instant where a
+  // selected endpoint is open. Established connections keep flowing (conntrack).
+  virtual absl::Status Apply(const ir::CompiledPolicy& ir, const Attachment& attachment) = 0;
+  // Removes everything this backend installed.
+  virtual absl::Status Remove(const Attachment& attachment) = 0;
+  // Which rule, set element or map key decides `flow`, and the verdict.
+  virtual absl::StatusOr<std::string> Explain(const ir::CompiledPolicy& ir,
+                                              const FlowQuery& flow) const = 0;
+};
+
+// "nft", "iptables", "ebpf"; null for an unknown name.
+std::unique_ptr<Backend> MakeBackend(absl::string_view name);
+
+}  // namespace np::backends
+
+#endif  // NP_BACKENDS_BACKEND_H_

@@ -1,0 +1,12 @@
+// MakeBackend: the backends by name. Each backend package adds its factory here when it
+// lands (one declaration, one line in MakeBackend, one dep in BUILD.bazel).
+#include "np/backends/backend.h"
+
+namespace np::backends {
+
+std::unique_ptr<Backend> MakeBackend(absl::string_view name) {
+  (void)name;
+  return nullptr;
+}
+
+}  // namespace np::backends
