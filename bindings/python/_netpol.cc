@@ -1,0 +1,487 @@
+// netpol._netpol — the pybind11 module under the Python package `netpol`.
+//
+// Thin over np's public API (np/loader.h, np/cluster.h, np/engine.h, np/reference.h,
+// np/verdict.h): load objects into a Cluster, compile an Engine (or keep the reference
+// evaluator), answer flows, explain them, fill truth tables. The GIL is released while
+// loading, validating, compiling and evaluating (house style: re2 python/_re2.cc).
+//
+// The library never throws; this module turns its Status values into Python exceptions of
+// the classes in netpol/_errors.py (ParseError, ValidationError, PodNotFoundError), so that
+// Python sees one set of error types whichever layer found the problem. Everything that is
+// convenience rather than API (snake_case dicts, Reachability tables) lives in Python.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <stdexcept>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "np/cluster.h"
+#include "np/engine.h"
+#include "np/loader.h"
+#include "np/reference.h"
+#include "np/types.h"
+#include "np/verdict.h"
+
+namespace py = pybind11;
+
+namespace {
+
+// Raises netpol._errors.<name>(*args): the error classes are plain Python, defined once.
+[[noreturn]] void Raise(const char* name, const py::tuple& args) {
+  py::object cls = py::module_::import("netpol._errors").attr(name);
+  py::object instance = cls(*args);
+  PyErr_SetObject(cls.ptr(), instance.ptr());
+  throw py::error_already_set();
+}
+
+std::string SeverityName(const np::Diagnostic& d) { return d.is_error() ? "error" : "warning"; }
+
+// What one load produced: the cluster (when valid) and every diagnostic, in the loader's order
+// (reading first, then validation). `read_errors` counts errors found while reading (syntax,
+// types, unknown fields); the Python layer raises ParseError for those, ValidationError else.
+struct LoadResult {
+  std::optional<np::Cluster> cluster;
+  std::vector<np::Diagnostic> diagnostics;
+  int read_errors = 0;
+  std::string status_message;  // the Status text when the load failed without diagnostics
+  std::map<std::string, int> skipped_kinds;
+};
+
+// Objects that come as one-line JSON text from Python dicts have no useful line numbers.
+struct TextInput {
+  std::string text;
+  std::string source_name;
+  bool keep_lines = true;
+};
+
+LoadResult Load(const std::vector<std::string>& paths, const std::vector<TextInput>& texts) {
+  LoadResult result;
+  np::ClusterLoader loader;
+  for (const std::string& path : paths) {
+    absl::Status status = loader.AddPath(path);
+    // A path that cannot be read is an OS error in Python (FileNotFoundError, ...), raised
+    // before anything else: nothing was read from it to report on.
+    if (absl::IsNotFound(status) || (!status.ok() && !absl::IsInvalidArgument(status))) {
+      result.status_message = std::string(status.message());
+      result.read_errors = -static_cast<int>(status.code());
+      return result;
+    }
+  }
+  for (const TextInput& input : texts) {
+    loader.AddText(input.text, input.source_name).IgnoreError();
+  }
+  for (const np::Diagnostic& d : loader.diagnostics()) {
+    if (d.is_error()) ++result.read_errors;
+  }
+  result.skipped_kinds = loader.skipped_kinds();
+  absl::StatusOr<np::Cluster> cluster = loader.Build(&result.diagnostics);
+  if (cluster.ok()) {
+    result.cluster = *std::move(cluster);
+  } else {
+    result.status_message = std::string(cluster.status().message());
+  }
+  for (np::Diagnostic& d : result.diagnostics) {
+    for (const TextInput& input : texts) {
+      if (!input.keep_lines && d.location.file == input.source_name) d.location.line = 0;
+    }
+  }
+  return result;
+}
+
+// A cluster with its evaluator: the indexed engine, or the reference (no compile step).
+class PyCluster {
+ public:
+  PyCluster(np::Cluster cluster, std::vector<np::Diagnostic> warnings,
+            std::map<std::string, int> skipped, np::EvaluationOptions options,
+            std::shared_ptr<const np::Engine> engine)
+      : cluster_(std::move(cluster)),
+        warnings_(std::move(warnings)),
+        skipped_(std::move(skipped)),
+        options_(options),
+        engine_(std::move(engine)) {
+    if (engine_ != nullptr) {
+      // A fresh engine's pod ids are looked up by name once; flows keep cluster indexes.
+      for (int i = 0; i < cluster_.pod_count(); ++i) {
+        ids_.push_back(*engine_->FindPod(cluster_.pod(i).Key()));
+      }
+    }
+  }
+
+  const np::Cluster& cluster() const { return cluster_; }
+  const std::vector<np::Diagnostic>& warnings() const { return warnings_; }
+  const std::map<std::string, int>& skipped_kinds() const { return skipped_; }
+  const np::EvaluationOptions& options() const { return options_; }
+  std::string engine_name() const { return engine_ != nullptr ? "engine" : "reference"; }
+
+  std::vector<std::string> Pods() const {
+    std::vector<std::string> out;
+    for (int i = 0; i < cluster_.pod_count(); ++i) out.push_back(cluster_.pod(i).Key());
+    return out;
+  }
+  std::vector<std::string> Namespaces() const {
+    std::vector<std::string> out;
+    for (int i = 0; i < cluster_.namespace_count(); ++i) out.push_back(cluster_.ns(i).name);
+    return out;
+  }
+  std::vector<std::string> Policies() const {
+    std::vector<std::string> out;
+    for (int i = 0; i < cluster_.policy_count(); ++i) out.push_back(cluster_.PolicyKey(i));
+    return out;
+  }
+  std::vector<std::string> PodIps(const std::string& key) const {
+    std::optional<int> pod = cluster_.FindPod(WithNamespace(key));
+    if (!pod) RaisePodNotFound(key);
+    std::vector<std::string> out;
+    for (const np::IpAddress& ip : cluster_.pod(*pod).ips) out.push_back(ip.ToString());
+    return out;
+  }
+  std::map<std::string, std::string> PodLabels(const std::string& key) const {
+    std::optional<int> pod = cluster_.FindPod(WithNamespace(key));
+    if (!pod) RaisePodNotFound(key);
+    std::map<std::string, std::string> out;
+    for (const auto& [k, v] : cluster_.pod(*pod).labels) out[k] = v;
+    return out;
+  }
+
+  // As the CLI reads an end (np/cli/common.cc): an address is the pod that owns it, else
+  // outside the cluster; "name" alone is "default/name". Raises with the GIL held.
+  np::Endpoint ParseEndpoint(const std::string& text) const {
+    if (absl::StatusOr<np::IpAddress> ip = np::IpAddress::Parse(text); ip.ok()) {
+      std::optional<int> pod = cluster_.PodByIp(*ip);
+      return pod ? np::Endpoint::Pod(*pod) : np::Endpoint::External(*ip);
+    }
+    std::optional<int> pod = cluster_.FindPod(WithNamespace(text));
+    if (!pod) RaisePodNotFound(text);
+    return np::Endpoint::Pod(*pod);
+  }
+
+  np::Flow ParseFlow(const std::string& source, const std::string& destination, int port,
+                     const std::string& protocol) const {
+    np::Flow flow;
+    flow.protocol = ParseProtocolOrRaise(protocol);
+    flow.port = ParsePortOrRaise(port);
+    flow.source = ParseEndpoint(source);
+    flow.destination = ParseEndpoint(destination);
+    if (!flow.source.is_pod && !flow.destination.is_pod) {
+      throw py::value_error(absl::StrCat(
+          "neither ", source, " nor ", destination,
+          " is a pod of the cluster: NetworkPolicy does not govern this flow"));
+    }
+    return flow;
+  }
+
+  // The evaluation itself: no Python objects touched, safe without the GIL.
+  bool Allowed(const np::Flow& flow) const {
+    if (engine_ != nullptr) {
+      return engine_->Allowed(Translate(flow.source), Translate(flow.destination),
+                              flow.protocol, flow.port);
+    }
+    return np::reference::Evaluate(cluster_, flow, options_).allowed;
+  }
+  np::Verdict Explain(const np::Flow& flow) const {
+    if (engine_ != nullptr) {
+      return engine_->Explain(Translate(flow.source), Translate(flow.destination),
+                              flow.protocol, flow.port);
+    }
+    return np::reference::Evaluate(cluster_, flow, options_);
+  }
+  // Row-major pods x pods, 1 allowed, 0 denied, in the order of Pods().
+  std::string Matrix(np::Protocol protocol, uint16_t port) const {
+    const size_t n = static_cast<size_t>(cluster_.pod_count());
+    std::string out(n * n, '\0');
+    if (engine_ != nullptr) {
+      std::vector<np::PodQuery> queries;
+      queries.reserve(n * n);
+      for (size_t i = 0; i < n; ++i) {
+        for (size_t j = 0; j < n; ++j) queries.push_back({ids_[i], ids_[j], protocol, port});
+      }
+      std::vector<uint8_t> allowed(n * n);
+      engine_->AllowedBatch(absl::MakeConstSpan(queries), absl::MakeSpan(allowed));
+      for (size_t k = 0; k < n * n; ++k) out[k] = allowed[k] ? 1 : 0;
+      return out;
+    }
+    for (size_t i = 0; i < n; ++i) {
+      for (size_t j = 0; j < n; ++j) {
+        np::Flow flow{np::Endpoint::Pod(static_cast<int>(i)),
+                      np::Endpoint::Pod(static_cast<int>(j)), protocol, port};
+        out[i * n + j] = np::reference::Evaluate(cluster_, flow, options_).allowed ? 1 : 0;
+      }
+    }
+    return out;
+  }
+
+  static np::Protocol ParseProtocolOrRaise(const std::string& text) {
+    absl::StatusOr<np::Protocol> p = np::ParseProtocol(text, /*case_insensitive=*/true);
+    if (!p.ok()) {
+      throw py::value_error(
+          absl::StrCat("protocol must be TCP, UDP or SCTP, not \"", text, "\""));
+    }
+    return *p;
+  }
+  static uint16_t ParsePortOrRaise(int port) {
+    if (port < 1 || port > 65535) {
+      throw py::value_error(absl::StrCat("port must be from 1 to 65535, not ", port));
+    }
+    return static_cast<uint16_t>(port);
+  }
+
+ private:
+  static std::string WithNamespace(absl::string_view key) {
+    return key.find('/') == absl::string_view::npos ? absl::StrCat("default/", key)
+                                                    : std::string(key);
+  }
+  [[noreturn]] static void RaisePodNotFound(const std::string& text) {
+    std::string key = WithNamespace(text);
+    Raise("PodNotFoundError",
+          py::make_tuple(absl::StrCat("no pod \"", key,
+                                      "\" in the cluster (write namespace/name, or an IP "
+                                      "address for a peer outside the cluster)"),
+                         key));
+  }
+  np::Endpoint Translate(const np::Endpoint& e) const {
+    return e.is_pod ? np::Endpoint::Pod(static_cast<int>(ids_[e.pod_index])) : e;
+  }
+
+  np::Cluster cluster_;
+  std::vector<np::Diagnostic> warnings_;
+  std::map<std::string, int> skipped_;
+  np::EvaluationOptions options_;
+  std::shared_ptr<const np::Engine> engine_;  // null: the reference evaluator
+  std::vector<np::PodId> ids_;                // cluster pod index -> engine pod id
+};
+
+// A verdict with the flow it answers, and its text (np::FormatVerdict) made while the
+// cluster is at hand.
+struct Explanation {
+  np::Verdict verdict;
+  std::string source, destination, protocol, text;
+  int port = 0;
+};
+
+std::shared_ptr<PyCluster> MakeCluster(const std::vector<std::string>& paths,
+                                       const std::vector<TextInput>& texts,
+                                       const std::string& engine, bool allow_self,
+                                       const std::string& ipblock_scope) {
+  if (engine != "engine" && engine != "reference") {
+    throw py::value_error(
+        absl::StrCat("engine must be \"engine\" or \"reference\", not \"", engine, "\""));
+  }
+  np::EvaluationOptions options;
+  options.always_allow_self = allow_self;
+  if (ipblock_scope == "all") {
+    options.ip_block_scope = np::EvaluationOptions::IpBlockScope::kAllAddresses;
+  } else if (ipblock_scope == "external") {
+    options.ip_block_scope = np::EvaluationOptions::IpBlockScope::kExternalOnly;
+  } else {
+    throw py::value_error(absl::StrCat("ipblock_scope must be \"all\" or \"external\", not \"",
+                                       ipblock_scope, "\""));
+  }
+
+  LoadResult loaded;
+  absl::StatusOr<std::shared_ptr<const np::Engine>> built = std::shared_ptr<const np::Engine>();
+  {
+    py::gil_scoped_release release;
+    loaded = Load(paths, texts);
+    if (loaded.cluster && engine == "engine") {
+      np::EngineOptions engine_options;
+      engine_options.evaluation = options;
+      built = np::Engine::Build(*loaded.cluster, engine_options);
+    }
+  }
+  if (loaded.read_errors < 0) {
+    // An unreadable path: FileNotFoundError for a missing one, OSError otherwise.
+    auto code = static_cast<absl::StatusCode>(-loaded.read_errors);
+    py::object os_error = py::module_::import("builtins")
+                              .attr(code == absl::StatusCode::kNotFound ? "FileNotFoundError"
+                                                                        : "OSError");
+    PyErr_SetObject(os_error.ptr(), py::str(loaded.status_message).ptr());
+    throw py::error_already_set();
+  }
+  if (!loaded.cluster) {
+    py::list errors, warnings;
+    for (const np::Diagnostic& d : loaded.diagnostics) (d.is_error() ? errors : warnings).append(d);
+    Raise(loaded.read_errors > 0 ? "ParseError" : "ValidationError",
+          py::make_tuple(loaded.status_message, errors, warnings));
+  }
+  if (!built.ok()) {
+    throw std::runtime_error(
+        absl::StrCat("np::Engine::Build failed: ", built.status().ToString()));
+  }
+  std::vector<np::Diagnostic> warnings;
+  for (const np::Diagnostic& d : loaded.diagnostics) {
+    if (!d.is_error()) warnings.push_back(d);
+  }
+  return std::make_shared<PyCluster>(*std::move(loaded.cluster), std::move(warnings),
+                                     std::move(loaded.skipped_kinds), options, *std::move(built));
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_netpol, m) {
+  m.doc() =
+      "The C++ core of netpol (np's public API). Use the `netpol` package; this module is "
+      "its implementation.";
+
+  py::class_<np::Diagnostic>(m, "Diagnostic",
+                             "One finding about the input, naming object and field path.")
+      .def_property_readonly("severity", &SeverityName)
+      .def_property_readonly("kind", [](const np::Diagnostic& d) { return d.kind; })
+      .def_property_readonly("object", [](const np::Diagnostic& d) { return d.object; })
+      .def_property_readonly("field", [](const np::Diagnostic& d) { return d.field; })
+      .def_property_readonly("message", [](const np::Diagnostic& d) { return d.message; })
+      .def_property_readonly("file",
+                             [](const np::Diagnostic& d) -> std::optional<std::string> {
+                               if (d.location.file.empty()) return std::nullopt;
+                               return d.location.file;
+                             })
+      .def_property_readonly("line",
+                             [](const np::Diagnostic& d) -> std::optional<int> {
+                               if (d.location.line <= 0) return std::nullopt;
+                               return d.location.line;
+                             })
+      .def("__str__", &np::Diagnostic::ToString)
+      .def("__repr__", [](const np::Diagnostic& d) {
+        return absl::StrCat("<netpol.Diagnostic ", SeverityName(d), ": ",
+                            py::repr(py::str(d.ToString())).cast<std::string>(), ">");
+      });
+
+  py::class_<np::RuleRef>(m, "Rule", "A rule of a policy: spec.ingress[i] or spec.egress[i].")
+      .def_property_readonly("policy", [](const np::RuleRef& r) { return r.policy; })
+      .def_property_readonly(
+          "direction",
+          [](const np::RuleRef& r) { return std::string(np::DirectionName(r.direction)); })
+      .def_property_readonly("index", [](const np::RuleRef& r) { return r.rule; })
+      .def("__str__", &np::RuleRef::ToString)
+      .def("__repr__",
+           [](const np::RuleRef& r) { return absl::StrCat("<netpol.Rule ", r.ToString(), ">"); })
+      .def("__eq__", [](const np::RuleRef& a, const np::RuleRef& b) { return a == b; })
+      .def("__hash__", [](const np::RuleRef& r) {
+        return py::hash(py::make_tuple(r.policy, static_cast<int>(r.direction), r.rule));
+      });
+
+  py::class_<np::DirectionVerdict>(m, "DirectionVerdict",
+                                   "What one side decided: egress at the source pod, or "
+                                   "ingress at the destination pod.")
+      .def_property_readonly("applies", [](const np::DirectionVerdict& v) { return v.applies; })
+      .def_property_readonly("isolated",
+                             [](const np::DirectionVerdict& v) { return v.isolated; })
+      .def_property_readonly("isolating_policies",
+                             [](const np::DirectionVerdict& v) { return v.isolating_policies; })
+      .def_property_readonly("allowing_rules",
+                             [](const np::DirectionVerdict& v) { return v.allowing_rules; })
+      .def_property_readonly("allowed", &np::DirectionVerdict::allowed)
+      .def("__repr__", [](const np::DirectionVerdict& v) {
+        return absl::StrCat("<netpol.DirectionVerdict applies=", v.applies ? "True" : "False",
+                            " isolated=", v.isolated ? "True" : "False",
+                            " allowed=", v.allowed() ? "True" : "False", ">");
+      });
+
+  py::class_<Explanation>(m, "Explanation", "A verdict on one flow with its reasons.")
+      .def_property_readonly("allowed", [](const Explanation& e) { return e.verdict.allowed; })
+      .def_property_readonly("allowed_as_self",
+                             [](const Explanation& e) { return e.verdict.allowed_as_self; })
+      .def_property_readonly("family",
+                             [](const Explanation& e) -> std::optional<std::string> {
+                               if (e.verdict.family == np::AddressFamily::kNone) {
+                                 return std::nullopt;
+                               }
+                               return std::string(np::AddressFamilyName(e.verdict.family));
+                             })
+      .def_property_readonly("egress", [](const Explanation& e) { return e.verdict.egress; })
+      .def_property_readonly("ingress", [](const Explanation& e) { return e.verdict.ingress; })
+      .def_property_readonly("source", [](const Explanation& e) { return e.source; })
+      .def_property_readonly("destination", [](const Explanation& e) { return e.destination; })
+      .def_property_readonly("port", [](const Explanation& e) { return e.port; })
+      .def_property_readonly("protocol", [](const Explanation& e) { return e.protocol; })
+      .def("__str__", [](const Explanation& e) { return e.text; })
+      .def("__repr__", [](const Explanation& e) {
+        return absl::StrCat("<netpol.Explanation ", e.verdict.allowed ? "ALLOWED" : "DENIED",
+                            ": ", e.source, " -> ", e.destination, " ", e.protocol, "/",
+                            e.port, ">");
+      });
+
+  py::class_<TextInput>(m, "TextInput")
+      .def(py::init([](std::string text, std::string source_name, bool keep_lines) {
+             return TextInput{std::move(text), std::move(source_name), keep_lines};
+           }),
+           py::arg("text"), py::arg("source_name"), py::arg("keep_lines") = true);
+
+  py::class_<PyCluster, std::shared_ptr<PyCluster>>(m, "Cluster",
+                                                    "A validated cluster and its evaluator.")
+      .def_static("load", &MakeCluster, py::arg("paths"), py::arg("texts"),
+                  py::arg("engine") = "engine", py::arg("allow_self") = false,
+                  py::arg("ipblock_scope") = "all",
+                  "Reads files/directories and texts, validates, compiles. Raises "
+                  "ParseError, ValidationError, FileNotFoundError/OSError.")
+      .def_property_readonly("pods", &PyCluster::Pods)
+      .def_property_readonly("namespaces", &PyCluster::Namespaces)
+      .def_property_readonly("policies", &PyCluster::Policies)
+      .def_property_readonly("warnings", &PyCluster::warnings)
+      .def_property_readonly("skipped_kinds", &PyCluster::skipped_kinds)
+      .def_property_readonly("engine", &PyCluster::engine_name)
+      .def_property_readonly("allow_self",
+                             [](const PyCluster& c) { return c.options().always_allow_self; })
+      .def_property_readonly(
+          "ipblock_scope",
+          [](const PyCluster& c) {
+            return c.options().ip_block_scope ==
+                           np::EvaluationOptions::IpBlockScope::kExternalOnly
+                       ? "external"
+                       : "all";
+          })
+      .def("pod_ips", &PyCluster::PodIps, py::arg("pod"))
+      .def("pod_labels", &PyCluster::PodLabels, py::arg("pod"))
+      .def(
+          "allowed",
+          [](const PyCluster& c, const std::string& source, const std::string& destination,
+             int port, const std::string& protocol) {
+            np::Flow flow = c.ParseFlow(source, destination, port, protocol);
+            py::gil_scoped_release release;
+            return c.Allowed(flow);
+          },
+          py::arg("source"), py::arg("destination"), py::arg("port") = 80,
+          py::arg("protocol") = "TCP")
+      .def(
+          "explain",
+          [](const PyCluster& c, const std::string& source, const std::string& destination,
+             int port, const std::string& protocol) {
+            np::Flow flow = c.ParseFlow(source, destination, port, protocol);
+            Explanation e;
+            {
+              py::gil_scoped_release release;
+              e.verdict = c.Explain(flow);
+              e.text = np::FormatVerdict(c.cluster(), flow, e.verdict);
+              e.source = np::EndpointName(c.cluster(), flow.source);
+              e.destination = np::EndpointName(c.cluster(), flow.destination);
+              e.protocol = std::string(np::ProtocolName(flow.protocol));
+              e.port = flow.port;
+            }
+            return e;
+          },
+          py::arg("source"), py::arg("destination"), py::arg("port") = 80,
+          py::arg("protocol") = "TCP")
+      .def(
+          "matrix",
+          [](const PyCluster& c, int port, const std::string& protocol) {
+            np::Protocol p = PyCluster::ParseProtocolOrRaise(protocol);
+            uint16_t port16 = PyCluster::ParsePortOrRaise(port);
+            std::string cells;
+            {
+              py::gil_scoped_release release;
+              cells = c.Matrix(p, port16);
+            }
+            return py::bytes(cells);
+          },
+          py::arg("port") = 80, py::arg("protocol") = "TCP",
+          "Row-major bytes over `pods`: 1 allowed, 0 denied.");
+}

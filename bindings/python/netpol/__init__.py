@@ -1,0 +1,218 @@
+"""netpol: Kubernetes NetworkPolicy, evaluated exactly -- for policy tests in Python.
+
+    import netpol
+    cluster = netpol.Cluster.from_files(["manifests/"])   # or from_yaml(text) / from_objects([...])
+    assert cluster.allowed("web/frontend-6d9f", "db/postgres-0", port=5432)
+    assert not cluster.allowed("web/frontend-6d9f", "db/postgres-0", port=22)
+    print(cluster.explain("x/a", "y/b", port=80, protocol="TCP"))
+    expected = netpol.Reachability(cluster, default=True)
+    expected.deny_ingress_to("x/a")
+    expected.allow("x/b", "x/a")
+    assert cluster.matrix(port=80) == expected   # pytest shows a table diff on failure
+
+The verdicts come from np's C++ engine (or, with ``engine="reference"``, from its literal
+reading of the API specification); the GIL is released while loading and evaluating, and a
+Cluster is immutable, so threads may share one.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+
+from . import _netpol
+from ._errors import InputError, ParseError, PodNotFoundError, ValidationError
+from ._netpol import Diagnostic, DirectionVerdict, Explanation, Rule
+from ._objects import to_json_documents
+from ._reachability import Difference, Reachability
+
+__all__ = [
+    "Cluster",
+    "Reachability",
+    "Difference",
+    "Explanation",
+    "DirectionVerdict",
+    "Rule",
+    "Diagnostic",
+    "InputError",
+    "ParseError",
+    "ValidationError",
+    "PodNotFoundError",
+]
+
+__version__ = "0.1.0"
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class Cluster:
+    """A validated, immutable set of Namespaces, Pods and NetworkPolicies, with an evaluator.
+
+    Options (keyword-only, for every constructor):
+      engine: "engine" (the compiled, indexed engine; default) or "reference" (the
+        specification read literally: slow, obvious; the oracle the engine is tested against).
+      allow_self: a pod's traffic to itself is always allowed (CNIs differ; default False:
+        evaluated like any other flow).
+      ipblock_scope: "all" (ipBlocks match pod IPs too, as upstream's conformance suite
+        expects; default) or "external" (ipBlocks match only addresses outside the cluster).
+
+    Endpoints are "namespace/name" ("name" alone means "default/name"), or an IP address: the
+    pod that has it, else a peer outside the cluster.
+    """
+
+    __slots__ = ("_impl",)
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        raise TypeError(
+            "use Cluster.from_files(paths), Cluster.from_yaml(text) or Cluster.from_objects(dicts)"
+        )
+
+    @classmethod
+    def _load(cls, paths: Sequence[str], texts: Sequence, engine: str, allow_self: bool,
+              ipblock_scope: str) -> "Cluster":
+        self = object.__new__(cls)
+        self._impl = _netpol.Cluster.load(
+            list(paths), list(texts), engine=engine, allow_self=bool(allow_self),
+            ipblock_scope=ipblock_scope,
+        )
+        return self
+
+    @classmethod
+    def from_files(
+        cls,
+        paths: Union[PathLike, Iterable[PathLike]],
+        *,
+        engine: str = "engine",
+        allow_self: bool = False,
+        ipblock_scope: str = "all",
+    ) -> "Cluster":
+        """Reads YAML/JSON files, or every *.yaml, *.yml and *.json below a directory, as
+        kubectl writes them (multi-document, `kind: List`, `kubectl get -o yaml` dumps).
+        Kinds other than Namespace, Pod and NetworkPolicy are skipped (see skipped_kinds).
+
+        Raises ParseError, ValidationError (ValueError), FileNotFoundError."""
+        if isinstance(paths, (str, bytes, os.PathLike)):
+            paths = [paths]
+        names = [os.fsdecode(p) for p in paths]
+        if not names:
+            raise ValueError("from_files: no path given")
+        return cls._load(names, [], engine, allow_self, ipblock_scope)
+
+    @classmethod
+    def from_yaml(
+        cls,
+        text: Union[str, bytes],
+        *,
+        source_name: str = "<yaml>",
+        engine: str = "engine",
+        allow_self: bool = False,
+        ipblock_scope: str = "all",
+    ) -> "Cluster":
+        """Reads YAML or JSON text (one or more documents). `source_name` names it in errors.
+
+        Raises ParseError, ValidationError (ValueError)."""
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        if not isinstance(text, str):
+            raise TypeError(f"from_yaml takes str or bytes, not {type(text).__name__}")
+        return cls._load([], [_netpol.TextInput(text, source_name, True)], engine, allow_self,
+                         ipblock_scope)
+
+    @classmethod
+    def from_objects(
+        cls,
+        objects: Union[Mapping[str, Any], Iterable[Any]],
+        *,
+        engine: str = "engine",
+        allow_self: bool = False,
+        ipblock_scope: str = "all",
+    ) -> "Cluster":
+        """Takes Kubernetes objects as Python dicts: plain manifests or
+        ``ApiClient().sanitize_for_serialization(obj)`` (camelCase), ``obj.to_dict()`` of the
+        Kubernetes Python client (snake_case, None for unset fields), or the client's model
+        objects themselves. Lists (``{"kind": "PodList", "items": [...]}``) are read item by
+        item; an item without ``kind`` (as the client returns list items) gets it from the
+        list, the model class, or its fields (spec.podSelector: NetworkPolicy;
+        spec.containers: Pod; no namespace and no spec: Namespace). Errors name the object as
+        ``objects[i]`` (``objects[i].items[j]``) with its field path.
+
+        Raises ParseError, ValidationError (ValueError), TypeError for non-dicts."""
+        documents = to_json_documents(objects)
+        texts = [_netpol.TextInput(text, name, False) for name, text in documents]
+        return cls._load([], texts, engine, allow_self, ipblock_scope)
+
+    # --- what the cluster holds ----------------------------------------------------------
+
+    @property
+    def pods(self) -> List[str]:
+        """Every pod that takes part in pod networking, "namespace/name", sorted."""
+        return self._impl.pods
+
+    @property
+    def namespaces(self) -> List[str]:
+        """Every namespace, including those only referenced by pods or policies, sorted."""
+        return self._impl.namespaces
+
+    @property
+    def policies(self) -> List[str]:
+        """Every NetworkPolicy, "namespace/name", sorted."""
+        return self._impl.policies
+
+    @property
+    def warnings(self) -> List[Diagnostic]:
+        """Accepted, but worth a look: left-out pods (Succeeded, Failed, hostNetwork),
+        duplicate pod IPs, kinds spelt in the wrong case, ..."""
+        return self._impl.warnings
+
+    @property
+    def skipped_kinds(self) -> Dict[str, int]:
+        """Kinds that were read but play no part (Service, Deployment, ...) -> how many."""
+        return self._impl.skipped_kinds
+
+    @property
+    def engine(self) -> str:
+        return self._impl.engine
+
+    @property
+    def allow_self(self) -> bool:
+        return self._impl.allow_self
+
+    @property
+    def ipblock_scope(self) -> str:
+        return self._impl.ipblock_scope
+
+    def pod_ips(self, pod: str) -> List[str]:
+        """The pod's addresses (status.podIPs), in order."""
+        return self._impl.pod_ips(pod)
+
+    def pod_labels(self, pod: str) -> Dict[str, str]:
+        return self._impl.pod_labels(pod)
+
+    # --- verdicts ------------------------------------------------------------------------
+
+    def allowed(self, source: str, destination: str, port: int = 80,
+                protocol: str = "TCP") -> bool:
+        """Whether a connection from `source` to `destination` on `protocol`/`port` is
+        allowed: egress at the source pod and ingress at the destination pod both admit it.
+
+        Raises PodNotFoundError (KeyError) for an unknown pod; ValueError for a bad port or
+        protocol, or when neither end is a pod."""
+        return self._impl.allowed(source, destination, port, protocol)
+
+    def explain(self, source: str, destination: str, port: int = 80,
+                protocol: str = "TCP") -> Explanation:
+        """The verdict with its reasons: for each side, whether the pod is isolated, by which
+        policies, and which rules admit the flow. ``print()`` it for the text the netpol
+        command prints."""
+        return self._impl.explain(source, destination, port, protocol)
+
+    def matrix(self, port: int = 80, protocol: str = "TCP") -> Reachability:
+        """The truth table of every pod to every pod (rows: source, columns: destination)."""
+        cells = self._impl.matrix(port, protocol)
+        return Reachability._from_cells(self._impl.pods, cells, port, protocol.upper())
+
+    def __repr__(self) -> str:
+        return (
+            f"<netpol.Cluster {len(self.pods)} pods, {len(self.policies)} policies, "
+            f"{len(self.namespaces)} namespaces; engine={self.engine!r}>"
+        )
