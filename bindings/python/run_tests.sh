@@ -25,5 +25,5 @@ chmod u+w "$site/netpol/_netpol.so"
 export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONDONTWRITEBYTECODE=1
 "$python" -c 'import netpol, sys; sys.stderr.write("netpol from %s\n" % netpol.__file__)'
-exec "$python" -m pytest -p no:cacheprovider -q \
+exec "$python" -m pytest -p no:cacheprovider \
   bindings/python/tests bindings/python/examples/shop "$@"

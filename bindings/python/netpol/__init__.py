@@ -209,7 +209,12 @@ class Cluster:
     def matrix(self, port: int = 80, protocol: str = "TCP") -> Reachability:
         """The truth table of every pod to every pod (rows: source, columns: destination)."""
         cells = self._impl.matrix(port, protocol)
-        return Reachability._from_cells(self._impl.pods, cells, port, protocol.upper())
+        impl = self._impl
+
+        def explain(source: str, destination: str) -> Explanation:
+            return impl.explain(source, destination, port, protocol)
+
+        return Reachability._from_cells(impl.pods, cells, port, protocol.upper(), explain)
 
     def __repr__(self) -> str:
         return (

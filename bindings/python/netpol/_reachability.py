@@ -60,7 +60,7 @@ class Difference(NamedTuple):
 class Reachability:
     """An expected or computed truth table of pod-to-pod connectivity."""
 
-    __slots__ = ("_pods", "_index", "_cells", "port", "protocol", "computed")
+    __slots__ = ("_pods", "_index", "_cells", "port", "protocol", "computed", "_explain")
     __hash__ = None  # mutable
 
     def __init__(
@@ -91,14 +91,18 @@ class Reachability:
         # True for a table computed by Cluster.matrix(): the pytest plugin then knows which
         # side of `==` is the actual one.
         self.computed = False
+        # For a computed table: (source, destination) -> Explanation, for diff()'s "why".
+        self._explain = None
 
     # --- construction helpers ------------------------------------------------------------
 
     @classmethod
-    def _from_cells(cls, pods: Sequence[str], cells: bytes, port: int, protocol: str):
+    def _from_cells(cls, pods: Sequence[str], cells: bytes, port: int, protocol: str,
+                    explain=None):
         r = cls(pods, None, port=port, protocol=protocol)
         r._cells = bytearray(_ALLOWED if c else _DENIED for c in cells)
         r.computed = True
+        r._explain = explain
         return r
 
     @classmethod
@@ -150,6 +154,7 @@ class Reachability:
         r = Reachability(self._pods, None, port=self.port, protocol=self.protocol)
         r._cells = bytearray(self._cells)
         r.computed = self.computed
+        r._explain = self._explain
         return r
 
     # --- access --------------------------------------------------------------------------
@@ -356,6 +361,13 @@ class Reachability:
             lines.append(f"  {d}")
         if len(differences) > _MAX_LISTED:
             lines.append(f"  ... and {len(differences) - _MAX_LISTED} more")
+        explain = actual._explain or self._explain
+        if explain is not None:
+            first = differences[0]
+            lines.append(f"why {first.source} -> {first.destination} is "
+                         f"{_WORD[_code(first.actual)]}:")
+            lines.extend("  " + line for line in str(explain(first.source,
+                                                             first.destination)).splitlines())
         lines.append("")
         lines.append(
             "actual (rows: from, columns: to; \".\" allowed, \"X\" denied, \"?\" unchecked; "
@@ -375,6 +387,7 @@ class Reachability:
             for j, d in enumerate(pods):
                 r._cells[i * len(pods) + j] = self._cells[self._at(s, d)]
         r.computed = self.computed
+        r._explain = self._explain
         return r
 
     # --- text ----------------------------------------------------------------------------

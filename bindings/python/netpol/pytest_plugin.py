@@ -28,7 +28,7 @@ def pytest_assertrepr_compare(config, op: str, left, right) -> Optional[List[str
         actual, expected = left, right
     else:
         actual, expected = right, left
-    header = "the policies' truth table differs from the expected one"
+    lines = expected.diff(actual).splitlines()
     if left.computed == right.computed:
-        header = "the truth tables differ (left taken as actual, right as expected)"
-    return [header] + expected.diff(actual).splitlines()
+        lines.append("(neither or both tables come from Cluster.matrix(): left taken as actual)")
+    return lines

@@ -171,9 +171,13 @@ def test_plugin_hook_names_actual_and_expected(small):
     actual = small.matrix(port=5432)
     for left, right in ((actual, expected), (expected, actual)):
         lines = pytest_plugin.pytest_assertrepr_compare(None, "==", left, right)
-        assert lines[0] == "the policies' truth table differs from the expected one"
-        assert lines[1].startswith("5 of 9 checked pod pairs differ on TCP/5432")
-        assert "expected allowed, actual denied" in lines[2]
+        assert lines[0] == "5 of 9 checked pod pairs differ on TCP/5432:"
+        assert "expected allowed, actual denied" in lines[1]
+        assert any(line.startswith("why ") for line in lines)
+        assert not any("left taken as actual" in line for line in lines)
+    both = pytest_plugin.pytest_assertrepr_compare(None, "==", expected, expected.copy().deny(
+        "db/postgres", "db/postgres"))
+    assert both[-1].endswith("left taken as actual)")
     assert pytest_plugin.pytest_assertrepr_compare(None, "==", actual, 1) is None
     assert pytest_plugin.pytest_assertrepr_compare(None, "<", actual, expected) is None
 
@@ -192,8 +196,10 @@ def test_failing_assert_shows_the_diff(pytester, testdata):
     result = pytester.runpytest_subprocess("-p", "netpol.pytest_plugin", "-vv")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
-        "*the policies' truth table differs from the expected one",
-        "*18 of 81 checked pod pairs differ on TCP/80:",
+        "*assert 18 of 81 checked pod pairs differ on TCP/80:",
         "*x/a -> x/b: expected allowed, actual denied",
+        "*why x/a -> x/b is denied:",
+        "*DENIED: x/a -> x/b TCP/80 (IPv4)",
+        "*ingress at x/b: DENIED (isolated by x/deny-ingress)",
         "*[[]X[]]*",
     ])
