@@ -4,8 +4,10 @@
 
 namespace np::backends {
 
+std::unique_ptr<Backend> MakeIptablesBackend();  // np/backends/iptables
+
 std::unique_ptr<Backend> MakeBackend(absl::string_view name) {
-  (void)name;
+  if (name == "iptables") return MakeIptablesBackend();
   return nullptr;
 }
 

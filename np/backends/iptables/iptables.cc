@@ -1,0 +1,711 @@
+#include "np/backends/iptables/iptables.h"
+
+#include <algorithm>
+#include <array>
+#include <map>
+#include <set>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "np/backends/util.h"
+#include "np/types.h"
+
+namespace np::backends {
+namespace iptables {
+namespace {
+
+constexpr int kFamilies = 2;  // 0 = IPv4 (iptables, family inet), 1 = IPv6 (ip6tables, inet6)
+constexpr int kIngress = 0;
+constexpr int kEgress = 1;
+
+const char* FamilyName(int f) { return f == 0 ? "IPv4" : "IPv6"; }
+const char* SaveTool(int f) { return f == 0 ? "iptables-save" : "ip6tables-save"; }
+const char* RestoreTool(int f) { return f == 0 ? "iptables-restore" : "ip6tables-restore"; }
+
+std::string TableChainName(uint32_t table, int direction) {
+  return absl::StrCat(kChainPrefix, "T", table, direction == kIngress ? "-IN" : "-EG");
+}
+
+// A rule of an NP chain: the text after "-A <chain> ".
+struct Chain {
+  std::string name;
+  std::vector<std::string> rules;
+};
+
+// Where a (table, direction) landed in one family's chains.
+struct TableChain {
+  int chain = -1;                // index in Family::chains; -1: no chain in this family
+  std::vector<int> rule_of;      // IR rule index -> rule index in the chain; -1: left out
+};
+
+struct Dispatch {
+  std::string address;  // canonical text
+  int endpoint;
+  int direction;
+  int rule;             // index in NP-FORWARD
+};
+
+struct Family {
+  std::vector<Chain> chains;  // [0] is NP-FORWARD
+  std::vector<Dispatch> dispatch;
+  // Per peer set: the set's entries; a peer set that is `all` or has no address of this
+  // family has no set (has_set false).
+  std::vector<std::vector<std::string>> entries;
+  std::vector<bool> has_set;
+};
+
+// The whole ruleset as data: the restore texts and Explain both read it.
+struct Model {
+  uint32_t generation = 0;
+  Family family[kFamilies];
+  // [table][direction][family]
+  std::vector<std::array<std::array<TableChain, kFamilies>, 2>> tables;
+};
+
+absl::Status Invalid(absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat("malformed IR: ", what));
+}
+
+absl::Status Validate(const ir::CompiledPolicy& ir) {
+  const uint32_t identities = static_cast<uint32_t>(ir.identities_size());
+  for (int f = 0; f < kFamilies; ++f) {
+    const auto& ranges = f == 0 ? ir.ipv4() : ir.ipv6();
+    const size_t width = f == 0 ? 4 : 16;
+    for (const ir::AddressRange& r : ranges) {
+      if (r.identity() >= identities) return Invalid("range names an unknown identity");
+      if (r.first().size() != width || r.last().size() != width) {
+        return Invalid(absl::StrCat("a ", FamilyName(f), " range has the wrong address size"));
+      }
+      if (r.cidrs().empty()) return Invalid("range without CIDRs");
+    }
+  }
+  for (const ir::PeerSet& s : ir.peer_sets()) {
+    for (uint32_t i : s.identities()) {
+      if (i >= identities) return Invalid("peer set names an unknown identity");
+    }
+  }
+  for (const ir::Table& t : ir.tables()) {
+    for (const ir::DirectionPolicy* d : {&t.ingress(), &t.egress()}) {
+      for (const ir::PortRule& rule : d->rules()) {
+        if (rule.protocol() != ir::TCP && rule.protocol() != ir::UDP &&
+            rule.protocol() != ir::SCTP) {
+          return Invalid(absl::StrCat("table ", t.id(), ": unknown protocol ",
+                                      static_cast<int>(rule.protocol())));
+        }
+        if (rule.first_port() > rule.last_port() || rule.last_port() > 65535) {
+          return Invalid(absl::StrCat("table ", t.id(), ": bad port range ", rule.first_port(),
+                                      "-", rule.last_port()));
+        }
+        if (rule.peer_set() >= static_cast<uint32_t>(ir.peer_sets_size())) {
+          return Invalid(absl::StrCat("table ", t.id(), ": unknown peer set ", rule.peer_set()));
+        }
+      }
+    }
+  }
+  for (const ir::Endpoint& e : ir.endpoints()) {
+    if (e.selected() && e.table() >= static_cast<uint32_t>(ir.tables_size())) {
+      return Invalid(absl::StrCat("endpoint ", e.namespace_(), "/", e.name(),
+                                  " names an unknown table"));
+    }
+    for (const std::string& ip : e.ips()) {
+      if (!AddressBytes(ip).ok()) {
+        return Invalid(absl::StrCat("endpoint ", e.namespace_(), "/", e.name(),
+                                    ": not an address: ", ip));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// hash:net takes prefixes of length 1..32 / 1..128: a /0 becomes its two /1 halves.
+void AppendEntries(const std::string& cidr, int f, std::vector<std::string>& out) {
+  if (absl::EndsWith(cidr, "/0")) {
+    if (f == 0) {
+      out.push_back("0.0.0.0/1");
+      out.push_back("128.0.0.0/1");
+    } else {
+      out.push_back("::/1");
+      out.push_back("8000::/1");
+    }
+    return;
+  }
+  out.push_back(cidr);
+}
+
+std::string PortMatch(const ir::PortRule& rule) {
+  std::string proto = ProtocolLower(rule.protocol());
+  std::string out = absl::StrCat("-p ", proto);
+  if (rule.first_port() == 0 && rule.last_port() == 65535) return out;
+  absl::StrAppend(&out, " -m ", proto, " --dport ", rule.first_port());
+  if (rule.last_port() != rule.first_port()) absl::StrAppend(&out, ":", rule.last_port());
+  return out;
+}
+
+absl::StatusOr<Model> BuildModel(const ir::CompiledPolicy& ir, uint32_t generation) {
+  if (absl::Status s = Validate(ir); !s.ok()) return s;
+  Model m;
+  m.generation = generation;
+  m.tables.resize(ir.tables_size());
+
+  // Identity -> its ranges, per family.
+  std::vector<std::vector<int>> ranges_of[kFamilies];
+  for (int f = 0; f < kFamilies; ++f) {
+    ranges_of[f].resize(ir.identities_size());
+    const auto& ranges = f == 0 ? ir.ipv4() : ir.ipv6();
+    for (int r = 0; r < ranges.size(); ++r) ranges_of[f][ranges[r].identity()].push_back(r);
+  }
+
+  // Sets: only for the peer sets some rule uses.
+  std::vector<bool> used(ir.peer_sets_size(), false);
+  for (const ir::Table& t : ir.tables()) {
+    for (const ir::PortRule& r : t.ingress().rules()) used[r.peer_set()] = true;
+    for (const ir::PortRule& r : t.egress().rules()) used[r.peer_set()] = true;
+  }
+  for (int f = 0; f < kFamilies; ++f) {
+    Family& fam = m.family[f];
+    fam.entries.resize(ir.peer_sets_size());
+    fam.has_set.assign(ir.peer_sets_size(), false);
+    const auto& ranges = f == 0 ? ir.ipv4() : ir.ipv6();
+    for (int s = 0; s < ir.peer_sets_size(); ++s) {
+      const ir::PeerSet& set = ir.peer_sets(s);
+      if (!used[s] || set.all()) continue;
+      std::vector<std::string>& entries = fam.entries[s];
+      for (uint32_t identity : set.identities()) {
+        for (int r : ranges_of[f][identity]) {
+          for (const std::string& cidr : ranges[r].cidrs()) AppendEntries(cidr, f, entries);
+        }
+      }
+      fam.has_set[s] = !entries.empty();
+    }
+  }
+
+  // Which tables each family needs: those of endpoints with an address of that family.
+  // The first endpoint holding an address dispatches it (as the IR interpreter reads it).
+  struct Address {
+    std::string text;
+    int endpoint;
+  };
+  std::vector<Address> addresses[kFamilies];
+  std::vector<bool> needed[kFamilies];
+  std::set<std::string> seen;
+  for (int f = 0; f < kFamilies; ++f) needed[f].assign(ir.tables_size(), false);
+  for (int e = 0; e < ir.endpoints_size(); ++e) {
+    const ir::Endpoint& ep = ir.endpoints(e);
+    if (!ep.selected()) continue;
+    for (const std::string& ip : ep.ips()) {
+      std::string bytes = *AddressBytes(ip);  // checked by Validate
+      if (!seen.insert(bytes).second) continue;
+      int f = bytes.size() == 4 ? 0 : 1;
+      addresses[f].push_back(Address{AddressText(bytes), e});
+      needed[f][ep.table()] = true;
+    }
+  }
+
+  for (int f = 0; f < kFamilies; ++f) {
+    Family& fam = m.family[f];
+    fam.chains.push_back(Chain{std::string(kTopChain), {}});
+    fam.chains[0].rules.push_back("-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT");
+    // Table chains.
+    for (int t = 0; t < ir.tables_size(); ++t) {
+      if (!needed[f][t]) continue;
+      const ir::Table& table = ir.tables(t);
+      for (int d = 0; d < 2; ++d) {
+        const ir::DirectionPolicy& dp = d == kIngress ? table.ingress() : table.egress();
+        if (!dp.isolated()) continue;
+        TableChain& tc = m.tables[t][d][f];
+        tc.chain = static_cast<int>(fam.chains.size());
+        Chain chain{TableChainName(t, d), {}};
+        tc.rule_of.assign(dp.rules_size(), -1);
+        for (int i = 0; i < dp.rules_size(); ++i) {
+          const ir::PortRule& rule = dp.rules(i);
+          const ir::PeerSet& peers = ir.peer_sets(rule.peer_set());
+          std::string spec = PortMatch(rule);
+          if (!peers.all()) {
+            if (!fam.has_set[rule.peer_set()]) continue;  // no peer of this family: never matches
+            absl::StrAppend(&spec, " -m set --match-set ", SetName(generation, f, rule.peer_set()),
+                            d == kIngress ? " src" : " dst");
+          }
+          absl::StrAppend(&spec, " -j RETURN");
+          tc.rule_of[i] = static_cast<int>(chain.rules.size());
+          chain.rules.push_back(std::move(spec));
+        }
+        chain.rules.push_back("-j DROP");
+        fam.chains.push_back(std::move(chain));
+      }
+    }
+    // Dispatch: egress first (at the source), then ingress (at the destination).
+    const char* host = f == 0 ? "/32" : "/128";
+    for (int d : {kEgress, kIngress}) {
+      for (const Address& a : addresses[f]) {
+        const ir::Endpoint& ep = ir.endpoints(a.endpoint);
+        const TableChain& tc = m.tables[ep.table()][d][f];
+        if (tc.chain < 0) continue;  // the direction is not isolated
+        fam.dispatch.push_back(
+            Dispatch{a.text, a.endpoint, d, static_cast<int>(fam.chains[0].rules.size())});
+        fam.chains[0].rules.push_back(absl::StrCat(d == kEgress ? "-s " : "-d ", a.text, host,
+                                                   " -j ", fam.chains[tc.chain].name));
+      }
+    }
+  }
+  return m;
+}
+
+std::string IpsetText(const Model& m, Ruleset& sizes) {
+  std::string out;
+  for (int f = 0; f < kFamilies; ++f) {
+    const Family& fam = m.family[f];
+    for (size_t s = 0; s < fam.entries.size(); ++s) {
+      if (!fam.has_set[s]) continue;
+      const std::vector<std::string>& entries = fam.entries[s];
+      size_t n = entries.size();
+      size_t hashsize = 64;
+      while (hashsize < n && hashsize < (size_t{1} << 20)) hashsize <<= 1;
+      size_t maxelem = std::max<size_t>(65536, n);
+      std::string name = SetName(m.generation, f, static_cast<uint32_t>(s));
+      absl::StrAppend(&out, "create ", name, " hash:net family ", f == 0 ? "inet" : "inet6",
+                      " hashsize ", hashsize, " maxelem ", maxelem, "\n");
+      for (const std::string& e : entries) absl::StrAppend(&out, "add ", name, " ", e, "\n");
+      ++sizes.sets[f];
+      sizes.set_entries[f] += static_cast<int64_t>(n);
+    }
+  }
+  return out;
+}
+
+std::string RestoreText(const Model& m, int f, const RenderOptions& options, Ruleset& sizes) {
+  const Family& fam = m.family[f];
+  std::string out = "*filter\n";
+  for (const Chain& c : fam.chains) absl::StrAppend(&out, ":", c.name, " - [0:0]\n");
+  // Stale chains: declared (so flushed) first, deleted once nothing jumps to them.
+  for (const std::string& c : options.stale_chains[f]) absl::StrAppend(&out, ":", c, " - [0:0]\n");
+  for (const Chain& c : fam.chains) {
+    for (const std::string& r : c.rules) absl::StrAppend(&out, "-A ", c.name, " ", r, "\n");
+    sizes.rules[f] += static_cast<int>(c.rules.size());
+  }
+  for (const std::string& c : options.stale_chains[f]) absl::StrAppend(&out, "-X ", c, "\n");
+  if (options.hook) absl::StrAppend(&out, "-I FORWARD 1 -j ", kTopChain, "\n");
+  absl::StrAppend(&out, "COMMIT\n");
+  sizes.chains[f] = static_cast<int>(fam.chains.size());
+  for (const auto& per_table : m.tables) {
+    for (const auto& per_direction : per_table) {
+      for (int i : per_direction[f].rule_of) sizes.port_rules[f] += i >= 0 ? 1 : 0;
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<Ruleset> RenderModel(const Model& m, const RenderOptions& options) {
+  Ruleset out;
+  out.ipset = IpsetText(m, out);
+  out.ip4 = RestoreText(m, 0, options, out);
+  out.ip6 = RestoreText(m, 1, options, out);
+  return out;
+}
+
+// ---- Kernel state -------------------------------------------------------------------
+
+struct SavedTable {
+  std::vector<std::string> chains;  // NP chains present
+  bool hooked = false;              // FORWARD jumps to NP-FORWARD
+};
+
+absl::StatusOr<SavedTable> ReadTable(int f, const std::string& netns) {
+  absl::StatusOr<std::string> text = RunCommand({SaveTool(f), "-t", "filter"}, "", netns);
+  if (!text.ok()) return text.status();
+  SavedTable out;
+  const std::string hook = absl::StrCat("-A FORWARD -j ", kTopChain);
+  for (absl::string_view line : absl::StrSplit(*text, '\n')) {
+    if (absl::ConsumePrefix(&line, ":") && absl::StartsWith(line, kChainPrefix)) {
+      out.chains.emplace_back(line.substr(0, line.find(' ')));
+    } else if (line == hook) {
+      out.hooked = true;
+    }
+  }
+  return out;
+}
+
+struct SetName_ {
+  std::string name;
+  uint32_t generation;
+  int family;
+};
+
+absl::StatusOr<std::vector<SetName_>> ReadSets(const std::string& netns) {
+  absl::StatusOr<std::string> text = RunCommand({"ipset", "list", "-n"}, "", netns);
+  if (!text.ok()) return text.status();
+  std::vector<SetName_> out;
+  for (absl::string_view line : absl::StrSplit(*text, '\n', absl::SkipEmpty())) {
+    absl::string_view rest = line;
+    if (!absl::ConsumePrefix(&rest, kSetPrefix)) continue;
+    std::vector<absl::string_view> parts = absl::StrSplit(rest, '-');
+    uint32_t generation;
+    if (parts.size() != 3 || !absl::SimpleAtoi(parts[0], &generation)) continue;
+    if (parts[1] != "v4" && parts[1] != "v6") continue;
+    out.push_back(SetName_{std::string(line), generation, parts[1] == "v4" ? 0 : 1});
+  }
+  return out;
+}
+
+// Destroys the named sets: one `ipset restore` batch, then one by one if the batch failed
+// (a set still referenced by a rule cannot be destroyed: the kernel refuses, which keeps
+// a live rule from ever losing its set).
+absl::Status DestroySets(const std::vector<std::string>& names, const std::string& netns) {
+  if (names.empty()) return absl::OkStatus();
+  std::string batch;
+  for (const std::string& n : names) absl::StrAppend(&batch, "destroy ", n, "\n");
+  if (RunCommand({"ipset", "-exist", "restore"}, batch, netns).ok()) return absl::OkStatus();
+  std::vector<std::string> errors;
+  for (const std::string& n : names) {
+    absl::StatusOr<std::string> r = RunCommand({"ipset", "destroy", n}, "", netns);
+    if (!r.ok() && !absl::StrContains(r.status().message(), "does not exist")) {
+      errors.push_back(std::string(r.status().message()));
+    }
+  }
+  if (errors.empty()) return absl::OkStatus();
+  return absl::InternalError(absl::StrJoin(errors, "; "));
+}
+
+// ---- Explain ------------------------------------------------------------------------
+
+int EndpointOf(const ir::CompiledPolicy& ir, absl::string_view bytes) {
+  for (int e = 0; e < ir.endpoints_size(); ++e) {
+    for (const std::string& ip : ir.endpoints(e).ips()) {
+      absl::StatusOr<std::string> b = AddressBytes(ip);
+      if (b.ok() && *b == bytes) return e;
+    }
+  }
+  return -1;
+}
+
+std::string EndpointName(const ir::CompiledPolicy& ir, int e) {
+  return absl::StrCat(ir.endpoints(e).namespace_(), "/", ir.endpoints(e).name());
+}
+
+std::string IdentityText(const ir::CompiledPolicy& ir, uint32_t id) {
+  const ir::Identity& i = ir.identities(id);
+  std::string out = absl::StrCat("identity ", id);
+  std::vector<std::string> what;
+  if (!i.pods().empty()) {
+    std::vector<std::string> pods(i.pods().begin(), i.pods().begin() + std::min(3, i.pods_size()));
+    std::string p = absl::StrJoin(pods, ", ");
+    if (i.pods_size() > 3) absl::StrAppend(&p, ", ... (", i.pods_size(), " pods)");
+    what.push_back(absl::StrCat("pods ", p));
+  }
+  if (i.external()) what.push_back("external addresses");
+  if (!what.empty()) absl::StrAppend(&out, " (", absl::StrJoin(what, "; "), ")");
+  return out;
+}
+
+// The set entry (a CIDR of the range holding `bytes`) that matches the address.
+std::string EntryFor(const ir::CompiledPolicy& ir, absl::string_view bytes) {
+  const int f = bytes.size() == 4 ? 0 : 1;
+  const auto& ranges = f == 0 ? ir.ipv4() : ir.ipv6();
+  auto it = std::upper_bound(ranges.begin(), ranges.end(), bytes,
+                             [](absl::string_view k, const ir::AddressRange& r) {
+                               return k < absl::string_view(r.first());
+                             });
+  if (it == ranges.begin()) return "?";
+  --it;
+  absl::StatusOr<IpAddress> address = IpAddress::Parse(AddressText(bytes));
+  if (!address.ok()) return "?";
+  for (const std::string& cidr : it->cidrs()) {
+    std::vector<std::string> entries;
+    AppendEntries(cidr, f, entries);
+    for (const std::string& e : entries) {
+      absl::StatusOr<IpPrefix> p = IpPrefix::Parse(e);
+      if (p.ok() && p->Contains(*address)) return e;
+    }
+  }
+  return "?";
+}
+
+class IptablesBackend : public Backend {
+ public:
+  std::string name() const override { return "iptables"; }
+
+  absl::StatusOr<std::string> Render(const ir::CompiledPolicy& ir) const override {
+    absl::StatusOr<Ruleset> r = RenderRuleset(ir);
+    if (!r.ok()) return r.status();
+    return absl::StrCat(
+        "# np iptables backend. Three inputs, applied in this order:\n",
+        "# ==== ipset restore ====\n", r->ipset,
+        "# ==== iptables-restore --noflush (IPv4, table filter) ====\n", r->ip4,
+        "# ==== ip6tables-restore --noflush (IPv6, table filter) ====\n", r->ip6);
+  }
+
+  // Atomic replace, failing closed. The order:
+  //  1. Read what is installed: the NP chains of each family's filter table, whether
+  //     FORWARD already jumps to NP-FORWARD, and the np-g<G>-* sets.
+  //  2. Create the new ruleset's sets under a generation G no existing set uses
+  //     (`ipset restore`). Nothing references them yet, so this changes no verdict. On
+  //     failure the half-made generation is destroyed and the old ruleset stays in force.
+  //     (Why not `ipset swap` into the old names: peer set numbers are not stable between
+  //     two IRs, so swapping contents under the old rules would, for an instant, run old
+  //     rules against new sets — a mix that can allow what both rulesets deny.)
+  //  3. iptables-restore --noflush: one transaction that flushes and refills every NP
+  //     chain, deletes the NP chains the new ruleset no longer has, and (first time only)
+  //     hooks NP-FORWARD into FORWARD. The kernel swaps the table in one step: packets see
+  //     either the old rules with the old sets or the new rules with the new sets. On
+  //     failure nothing changed in IPv4; the new sets are destroyed.
+  //  4. ip6tables-restore --noflush, the same for IPv6 (a separate table: IPv6 packets
+  //     never meet IPv4 rules, so each family switches atomically on its own). On failure
+  //     IPv4 runs the new ruleset and IPv6 the old one, each whole; the error says so.
+  //  5. Destroy every np set of another generation: no rule references them any more (the
+  //     kernel refuses to destroy a referenced set, so this step cannot open anything).
+  absl::Status Apply(const ir::CompiledPolicy& ir, const Attachment& attachment) override {
+    const std::string& netns = attachment.netns;
+    // 1.
+    SavedTable saved[kFamilies];
+    for (int f = 0; f < kFamilies; ++f) {
+      absl::StatusOr<SavedTable> t = ReadTable(f, netns);
+      if (!t.ok()) return t.status();
+      saved[f] = *std::move(t);
+    }
+    absl::StatusOr<std::vector<SetName_>> sets = ReadSets(netns);
+    if (!sets.ok()) return sets.status();
+    std::set<uint32_t> generations;
+    for (const SetName_& s : *sets) generations.insert(s.generation);
+    uint32_t generation = 0;
+    while (generations.count(generation) > 0) ++generation;
+
+    absl::StatusOr<Model> model = BuildModel(ir, generation);
+    if (!model.ok()) return model.status();
+    RenderOptions options;
+    options.generation = generation;
+    for (int f = 0; f < kFamilies; ++f) {
+      std::set<std::string> keep;
+      for (const Chain& c : model->family[f].chains) keep.insert(c.name);
+      for (const std::string& c : saved[f].chains) {
+        if (keep.count(c) == 0) options.stale_chains[f].push_back(c);
+      }
+    }
+    // The hook is written when either family lacks it (the texts are rendered once; a
+    // family that has it gets the line removed below).
+    absl::StatusOr<Ruleset> rs = RenderModel(*model, options);
+    if (!rs.ok()) return rs.status();
+    std::string text[kFamilies] = {rs->ip4, rs->ip6};
+    const std::string hook_line = absl::StrCat("-I FORWARD 1 -j ", kTopChain, "\n");
+    for (int f = 0; f < kFamilies; ++f) {
+      if (saved[f].hooked) {
+        size_t at = text[f].find(hook_line);
+        if (at != std::string::npos) text[f].erase(at, hook_line.size());
+      }
+    }
+    auto new_sets = [&](int family) {  // family -1: both
+      std::vector<std::string> names;
+      for (int f = 0; f < kFamilies; ++f) {
+        if (family >= 0 && f != family) continue;
+        for (size_t s = 0; s < model->family[f].has_set.size(); ++s) {
+          if (model->family[f].has_set[s]) {
+            names.push_back(SetName(generation, f, static_cast<uint32_t>(s)));
+          }
+        }
+      }
+      return names;
+    };
+    // 2.
+    if (absl::StatusOr<std::string> r = RunCommand({"ipset", "restore"}, rs->ipset, netns);
+        !r.ok()) {
+      (void)DestroySets(new_sets(-1), netns);
+      return absl::InternalError(
+          absl::StrCat("ipset restore failed; the old ruleset stays in force: ",
+                       r.status().message()));
+    }
+    // 3. and 4.
+    for (int f = 0; f < kFamilies; ++f) {
+      absl::StatusOr<std::string> r =
+          RunCommand({RestoreTool(f), "--noflush", "--wait=10"}, text[f], netns);
+      if (r.ok()) continue;
+      if (f == 0) {
+        (void)DestroySets(new_sets(-1), netns);
+        return absl::InternalError(absl::StrCat(
+            "iptables-restore failed; the old ruleset stays in force: ", r.status().message()));
+      }
+      std::vector<std::string> drop = new_sets(1);
+      for (const SetName_& s : *sets) {
+        if (s.family == 0) drop.push_back(s.name);
+      }
+      (void)DestroySets(drop, netns);
+      return absl::InternalError(
+          absl::StrCat("ip6tables-restore failed: IPv4 runs the new ruleset, IPv6 the old one: ",
+                       r.status().message()));
+    }
+    // 5.
+    std::vector<std::string> old;
+    for (const SetName_& s : *sets) old.push_back(s.name);
+    if (absl::Status s = DestroySets(old, netns); !s.ok()) {
+      return absl::InternalError(absl::StrCat(
+          "the new ruleset is in force, but old sets could not be destroyed: ", s.message()));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Remove(const Attachment& attachment) override {
+    const std::string& netns = attachment.netns;
+    for (int f = 0; f < kFamilies; ++f) {
+      absl::StatusOr<SavedTable> t = ReadTable(f, netns);
+      if (!t.ok()) return t.status();
+      if (t->chains.empty() && !t->hooked) continue;
+      std::string text = "*filter\n";
+      for (const std::string& c : t->chains) absl::StrAppend(&text, ":", c, " - [0:0]\n");
+      if (t->hooked) absl::StrAppend(&text, "-D FORWARD -j ", kTopChain, "\n");
+      for (const std::string& c : t->chains) absl::StrAppend(&text, "-X ", c, "\n");
+      absl::StrAppend(&text, "COMMIT\n");
+      absl::StatusOr<std::string> r =
+          RunCommand({RestoreTool(f), "--noflush", "--wait=10"}, text, netns);
+      if (!r.ok()) return r.status();
+    }
+    absl::StatusOr<std::vector<SetName_>> sets = ReadSets(netns);
+    if (!sets.ok()) return sets.status();
+    std::vector<std::string> names;
+    for (const SetName_& s : *sets) names.push_back(s.name);
+    return DestroySets(names, netns);
+  }
+
+  absl::StatusOr<std::string> Explain(const ir::CompiledPolicy& ir,
+                                      const FlowQuery& flow) const override {
+    absl::StatusOr<Model> model = BuildModel(ir, 0);
+    if (!model.ok()) return model.status();
+    absl::StatusOr<std::string> src = AddressBytes(flow.source);
+    if (!src.ok()) return src.status();
+    absl::StatusOr<std::string> dst = AddressBytes(flow.destination);
+    if (!dst.ok()) return dst.status();
+    if (src->size() != dst->size()) {
+      return absl::InvalidArgumentError("source and destination are of different families");
+    }
+    ir::Protocol protocol = static_cast<ir::Protocol>(flow.protocol);
+    if (protocol != ir::TCP && protocol != ir::UDP && protocol != ir::SCTP) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("protocol ", flow.protocol, " is not TCP, UDP or SCTP"));
+    }
+    const int f = src->size() == 4 ? 0 : 1;
+    const Family& fam = model->family[f];
+    absl::StatusOr<uint32_t> src_id = IdentityOf(ir, *src);
+    if (!src_id.ok()) return src_id.status();
+    absl::StatusOr<uint32_t> dst_id = IdentityOf(ir, *dst);
+    if (!dst_id.ok()) return dst_id.status();
+    const int src_ep = EndpointOf(ir, *src);
+    const int dst_ep = EndpointOf(ir, *dst);
+
+    std::string out = absl::StrCat(AddressText(*src), " -> ", AddressText(*dst), " ",
+                                   ProtocolLower(protocol), "/", flow.port, " (",
+                                   f == 0 ? "iptables" : "ip6tables", ", table filter)\n");
+    auto side = [&](int ep, uint32_t id) {
+      std::string s = IdentityText(ir, id);
+      if (ep >= 0) absl::StrAppend(&s, ", endpoint ", EndpointName(ir, ep), " of this node");
+      return s;
+    };
+    absl::StrAppend(&out, "  source:      ", side(src_ep, *src_id), "\n");
+    absl::StrAppend(&out, "  destination: ", side(dst_ep, *dst_id), "\n");
+    if (src_ep >= 0 && src_ep == dst_ep) {
+      absl::StrAppend(&out,
+                      "  a pod's traffic to itself stays in its own network namespace and never "
+                      "reaches FORWARD: no rule sees it.\nverdict: ACCEPT\n");
+      return out;
+    }
+    absl::StrAppend(&out, "  FORWARD -j ", kTopChain, "; ", kTopChain,
+                    " rule 1: -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT (replies and "
+                    "established flows stop here; a new flow continues)\n");
+
+    const Chain& top = fam.chains[0];
+    bool dropped = false;
+    bool dispatched = false;
+    for (int d : {kEgress, kIngress}) {
+      const std::string& me = d == kEgress ? *src : *dst;
+      const std::string& peer = d == kEgress ? *dst : *src;
+      const uint32_t peer_id = d == kEgress ? *dst_id : *src_id;
+      const std::string me_text = AddressText(me);
+      const Dispatch* hit = nullptr;
+      for (const Dispatch& x : fam.dispatch) {
+        if (x.direction == d && x.address == me_text) {
+          hit = &x;
+          break;
+        }
+      }
+      if (hit == nullptr) continue;
+      dispatched = true;
+      const ir::Endpoint& ep = ir.endpoints(hit->endpoint);
+      const TableChain& tc = model->tables[ep.table()][d][f];
+      const Chain& chain = fam.chains[tc.chain];
+      const ir::DirectionPolicy& dp =
+          d == kIngress ? ir.tables(ep.table()).ingress() : ir.tables(ep.table()).egress();
+      absl::StrAppend(&out, "  ", d == kEgress ? "egress of " : "ingress of ",
+                      EndpointName(ir, hit->endpoint), " (table ", ep.table(), "; policies ",
+                      absl::StrJoin(ir.tables(ep.table()).policies(), ", "), "):\n    ",
+                      kTopChain, " rule ", hit->rule + 1, ": ", top.rules[hit->rule], "\n");
+      int decided = -1;
+      std::string member;
+      for (int i = 0; i < dp.rules_size() && decided < 0; ++i) {
+        const ir::PortRule& rule = dp.rules(i);
+        if (tc.rule_of[i] < 0 || rule.protocol() != protocol || flow.port < rule.first_port() ||
+            flow.port > rule.last_port()) {
+          continue;
+        }
+        const ir::PeerSet& peers = ir.peer_sets(rule.peer_set());
+        if (peers.all()) {
+          decided = tc.rule_of[i];
+          member = "any peer";
+        } else if (std::binary_search(peers.identities().begin(), peers.identities().end(),
+                                      peer_id)) {
+          decided = tc.rule_of[i];
+          member = absl::StrCat("set ", SetName(0, f, rule.peer_set()), " holds ",
+                                EntryFor(ir, peer), " (", IdentityText(ir, peer_id), ")");
+        }
+      }
+      if (decided >= 0) {
+        absl::StrAppend(&out, "    ", chain.name, " rule ", decided + 1, ": ",
+                        chain.rules[decided], "\n      matches: ", member,
+                        " -> RETURN (allowed)\n");
+      } else {
+        const int last = static_cast<int>(chain.rules.size()) - 1;
+        absl::StrAppend(&out, "    ", chain.name, " rule ", last + 1, ": ", chain.rules[last],
+                        "\n      no earlier rule allows ", ProtocolLower(protocol), "/",
+                        flow.port, " with ", IdentityText(ir, peer_id), " -> DROP\n");
+        dropped = true;
+        break;
+      }
+    }
+    if (!dispatched) {
+      absl::StrAppend(&out, "  no endpoint of this node with an isolated direction is on "
+                            "either side: no NP rule applies\n");
+    }
+    if (!dropped) {
+      absl::StrAppend(&out, "  end of ", kTopChain,
+                      ": RETURN to FORWARD (np allows; FORWARD's own rules and policy "
+                      "follow)\nverdict: ACCEPT\n");
+    } else {
+      absl::StrAppend(&out, "verdict: DROP\n");
+    }
+    absl::StrAppend(&out, "  (set names as Render writes them, generation 0; Apply uses the "
+                          "next free generation np-g<N>-...)\n");
+    return out;
+  }
+};
+
+}  // namespace
+
+std::string SetName(uint32_t generation, int family, uint32_t peer_set) {
+  return absl::StrCat(kSetPrefix, generation, family == 0 ? "-v4-p" : "-v6-p", peer_set);
+}
+
+absl::StatusOr<Ruleset> RenderRuleset(const ir::CompiledPolicy& ir,
+                                      const RenderOptions& options) {
+  absl::StatusOr<Model> model = BuildModel(ir, options.generation);
+  if (!model.ok()) return model.status();
+  return RenderModel(*model, options);
+}
+
+}  // namespace iptables
+
+std::unique_ptr<Backend> MakeIptablesBackend() {
+  return std::make_unique<iptables::IptablesBackend>();
+}
+
+}  // namespace np::backends

@@ -1,0 +1,105 @@
+// np/backends/iptables/iptables.h — the iptables + ipset backend (`--backend iptables`):
+// the compiled IR (proto/compiled.proto) as `ipset restore` input plus `iptables-restore`
+// and `ip6tables-restore` input for the filter table, in the kube-router / Calico style.
+//
+//   std::unique_ptr<np::backends::Backend> b = np::backends::MakeIptablesBackend();
+//   absl::StatusOr<std::string> text = b->Render(ir);   // all three inputs, with separators
+//   np::backends::Attachment where;
+//   where.netns = "node-1";                               // `ip netns` name of the node
+//   absl::Status s = b->Apply(ir, where);                 // atomic replace, fails closed
+//
+// What the kernel runs, per family (IPv4 in iptables, IPv6 in ip6tables):
+//
+//   FORWARD ── rule 1: -j NP-FORWARD
+//   NP-FORWARD
+//     -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT     replies, established flows
+//     -s <endpoint ip> -j NP-T<t>-EG     per endpoint address whose table isolates egress
+//     -d <endpoint ip> -j NP-T<t>-IN     per endpoint address whose table isolates ingress
+//     (falls off the end: RETURN to FORWARD)
+//   NP-T<t>-IN / NP-T<t>-EG               one chain per (table, isolated direction)
+//     -p <proto> -m <proto> --dport a:b [-m set --match-set np-g<G>-v4-p<S> src|dst] -j RETURN
+//     ...                                 one rule per IR PortRule, in IR order
+//     -j DROP                             the default deny of an isolated direction
+//
+// A new flow from a node endpoint passes its egress chain first (RETURN = allowed), then the
+// destination's ingress chain; any DROP ends it. np only ever drops: what the policy allows
+// returns to FORWARD, whose other rules and policy (the CNI's, the node's) still apply.
+// Dispatch is by endpoint address, not interface: it works on routed veths and on a bridge
+// with bridge-nf-call-iptables alike (with a bridge, `-i`/`-o` name the bridge, not the
+// pod's port). Anti-spoofing (a pod sending with another pod's address) is the CNI's job
+// (rp_filter), as for every address-based policy.
+//
+// Sets: one `hash:net` set per (peer set, family), holding the CIDRs of every range of the
+// peer set's identities. The number of iptables rules is then exactly the IR's rule count
+// plus one dispatch rule per endpoint address and direction: it grows with policies, never
+// with pods x pods; pods only add set entries (hash lookups). A peer set with `all` needs no
+// set (the rule has no set match). A peer set with no address of a family gets no set in
+// that family, and its rules are left out of that family's chains (an empty set never
+// matches, so the rule could never allow anything). hash:net refuses a /0 entry, so
+// "0.0.0.0/0" and "::/0" are stored as their two /1 halves.
+//
+// Thread safety: Render and Explain are pure functions; Apply and Remove change the
+// kernel state of one network namespace and must not run concurrently on the same one.
+#ifndef NP_BACKENDS_IPTABLES_IPTABLES_H_
+#define NP_BACKENDS_IPTABLES_IPTABLES_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "np/backends/backend.h"
+#include "proto/compiled.pb.h"
+
+namespace np::backends {
+
+std::unique_ptr<Backend> MakeIptablesBackend();
+
+namespace iptables {
+
+// The names this backend owns in the kernel. Everything it creates starts with these.
+inline constexpr absl::string_view kTopChain = "NP-FORWARD";
+inline constexpr absl::string_view kChainPrefix = "NP-";
+inline constexpr absl::string_view kSetPrefix = "np-g";
+
+// The three restore inputs for one IR, plus their sizes (for tests and benchmarks).
+struct Ruleset {
+  // `ipset restore` input: creates and fills the sets of generation `generation`.
+  std::string ipset;
+  // `iptables-restore --noflush` / `ip6tables-restore --noflush` input for table filter:
+  // declares (creates or flushes) every NP chain, fills them, and hooks NP-FORWARD into
+  // FORWARD. Only np's own chains are touched; FORWARD's policy and other rules are not.
+  std::string ip4;
+  std::string ip6;
+
+  // Sizes, per family (0 = IPv4, 1 = IPv6).
+  int chains[2] = {0, 0};        // NP chains, NP-FORWARD included
+  int rules[2] = {0, 0};         // rules in NP chains (dispatch + port rules + DROPs)
+  int port_rules[2] = {0, 0};    // rules that come from IR PortRules
+  int sets[2] = {0, 0};          // ipset sets
+  int64_t set_entries[2] = {0, 0};
+};
+
+struct RenderOptions {
+  // Set names carry a generation (np-g<generation>-v4-p<peer set>) so that Apply can build
+  // a new generation's sets next to the old one's. Render uses 0.
+  uint32_t generation = 0;
+  // Emit "-I FORWARD 1 -j NP-FORWARD" (Apply leaves it out when the hook is there already).
+  bool hook = true;
+  // Chains that exist in the kernel but are not part of the new ruleset, per family: the
+  // restore flushes and deletes them in the same transaction.
+  std::vector<std::string> stale_chains[2];
+};
+
+absl::StatusOr<Ruleset> RenderRuleset(const ir::CompiledPolicy& ir,
+                                      const RenderOptions& options = {});
+
+// The set name of a peer set in a family (0 = IPv4, 1 = IPv6) and generation.
+std::string SetName(uint32_t generation, int family, uint32_t peer_set);
+
+}  // namespace iptables
+}  // namespace np::backends
+
+#endif  // NP_BACKENDS_IPTABLES_IPTABLES_H_

@@ -1,0 +1,580 @@
+// The iptables backend against the kernel, as root, in network namespaces this test creates
+// (and always deletes): the restores load; Apply replaces a ruleset and leaves only the live
+// generation's sets; a failed Apply leaves the old ruleset in force; Remove cleans up; real
+// TCP and UDP packets between pod namespaces, routed through a node namespace, get the IR's
+// verdicts (IPv4 and IPv6); and while rulesets are swapped, no flow that both deny gets
+// through. Nothing touches the root namespace. Skips when not root.
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include <chrono>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gtest/gtest.h"
+#include "np/backends/backend.h"
+#include "np/backends/iptables/iptables.h"
+#include "np/backends/iptables/test_util.h"
+#include "np/backends/util.h"
+
+namespace np::backends::iptables {
+namespace {
+
+using testutil::IrAllows;
+using testutil::IrFromPoints;
+using testutil::Point;
+
+bool Skip() {
+  if (geteuid() != 0) return true;
+  return !RunCommand({"ip", "netns", "list"}).ok() || !RunCommand({"ipset", "version"}).ok();
+}
+
+void Must(const std::vector<std::string>& argv, absl::string_view netns = "") {
+  absl::StatusOr<std::string> r = RunCommand(argv, "", netns);
+  ASSERT_TRUE(r.ok()) << r.status();
+}
+
+// Network namespaces named npipt<pid>-<suffix>, deleted when the object goes.
+class Namespaces {
+ public:
+  ~Namespaces() {
+    for (const std::string& n : names_) (void)RunCommand({"ip", "netns", "del", n});
+  }
+  std::string Add(absl::string_view suffix) {
+    std::string name = absl::StrCat("npipt", getpid(), "-", suffix);
+    absl::StatusOr<std::string> r = RunCommand({"ip", "netns", "add", name});
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (r.ok()) names_.push_back(name);
+    return name;
+  }
+
+ private:
+  std::vector<std::string> names_;
+};
+
+// Child processes started by the test, killed (by pid) and reaped when the object goes.
+class Children {
+ public:
+  ~Children() {
+    for (pid_t p : pids_) {
+      kill(p, SIGKILL);
+      waitpid(p, nullptr, 0);
+    }
+  }
+  void Add(pid_t p) { pids_.push_back(p); }
+
+ private:
+  std::vector<pid_t> pids_;
+};
+
+bool EnterNetns(const std::string& name) {
+  int fd = open(absl::StrCat("/run/netns/", name).c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  bool ok = setns(fd, CLONE_NEWNET) == 0;
+  close(fd);
+  return ok;
+}
+
+// A pod: its namespace and addresses (pod i: 10.0.i.2 and fd00:i::2, routed via the node).
+struct Pod {
+  std::string name;  // "x/a"
+  std::string netns;
+  std::string v4, v6;
+};
+
+// The node namespace with forwarding on and one routed veth per pod.
+struct Topology {
+  std::string node;
+  std::vector<Pod> pods;
+};
+
+void Build(Namespaces& ns, const std::vector<std::string>& pod_names, Topology& t) {
+  t.node = ns.Add("node");
+  Must({"sysctl", "-q", "-w", "net.ipv4.ip_forward=1"}, t.node);
+  Must({"sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1"}, t.node);
+  for (size_t i = 0; i < pod_names.size(); ++i) {
+    const int n = static_cast<int>(i) + 1;
+    Pod p{pod_names[i], ns.Add(absl::StrCat("p", n)), absl::StrCat("10.0.", n, ".2"),
+          absl::StrCat("fd00:", n, "::2")};
+    const std::string host = absl::StrCat("h", n);
+    Must({"ip", "-n", t.node, "link", "add", host, "type", "veth", "peer", "name", "eth0",
+          "netns", p.netns});
+    Must({"ip", "-n", t.node, "addr", "add", absl::StrCat("10.0.", n, ".1/24"), "dev", host});
+    Must({"ip", "-n", t.node, "addr", "add", absl::StrCat("fd00:", n, "::1/64"), "dev", host,
+          "nodad"});
+    Must({"ip", "-n", t.node, "link", "set", host, "up"});
+    Must({"ip", "-n", p.netns, "addr", "add", p.v4 + "/24", "dev", "eth0"});
+    Must({"ip", "-n", p.netns, "addr", "add", p.v6 + "/64", "dev", "eth0", "nodad"});
+    Must({"ip", "-n", p.netns, "link", "set", "eth0", "up"});
+    Must({"ip", "-n", p.netns, "link", "set", "lo", "up"});
+    Must({"ip", "-n", p.netns, "route", "add", "default", "via", absl::StrCat("10.0.", n, ".1")});
+    Must({"ip", "-n", p.netns, "-6", "route", "add", "default", "via",
+          absl::StrCat("fd00:", n, "::1")});
+    t.pods.push_back(p);
+  }
+}
+
+// In each pod: TCP listeners and UDP echo on ports 80 and 81 (dual-stack sockets), for at
+// most `seconds`.
+void StartServers(const Topology& t, Children& children, int seconds) {
+  for (const Pod& p : t.pods) {
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      if (!EnterNetns(p.netns)) _exit(2);
+      std::vector<pollfd> fds;
+      std::set<int> tcp;
+      for (int type : {SOCK_STREAM, SOCK_DGRAM}) {
+        for (int port : {80, 81}) {
+          int s = socket(AF_INET6, type, 0);
+          int zero = 0, one = 1;
+          setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+          setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+          sockaddr_in6 a{};
+          a.sin6_family = AF_INET6;
+          a.sin6_port = htons(port);
+          a.sin6_addr = in6addr_any;
+          if (bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) _exit(3);
+          if (type == SOCK_STREAM) {
+            listen(s, 128);
+            tcp.insert(s);
+          }
+          fds.push_back({s, POLLIN, 0});
+        }
+      }
+      auto end = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+      while (std::chrono::steady_clock::now() < end) {
+        if (poll(fds.data(), fds.size(), 200) <= 0) continue;
+        for (pollfd& f : fds) {
+          if (!(f.revents & POLLIN)) continue;
+          if (tcp.count(f.fd)) {
+            int c = accept(f.fd, nullptr, nullptr);
+            if (c >= 0) close(c);
+          } else {
+            char buf[64];
+            sockaddr_in6 from{};
+            socklen_t len = sizeof(from);
+            ssize_t n = recvfrom(f.fd, buf, sizeof(buf), 0, reinterpret_cast<sockaddr*>(&from),
+                                 &len);
+            if (n > 0) sendto(f.fd, buf, n, 0, reinterpret_cast<sockaddr*>(&from), len);
+          }
+        }
+      }
+      _exit(0);
+    }
+    children.Add(pid);
+  }
+  usleep(300 * 1000);  // listeners up
+}
+
+struct Probe {
+  int from, to;  // pod indexes
+  bool v6;
+  ir::Protocol protocol;
+  int port;
+};
+
+// One probe in a child process inside the source pod: TCP connects, UDP gets its echo,
+// within timeout_ms. Returns the child's pid; exit status 0 = connected.
+pid_t StartProbe(const Topology& t, const Probe& p, int timeout_ms) {
+  pid_t pid = fork();
+  if (pid != 0) return pid;
+  if (!EnterNetns(t.pods[p.from].netns)) _exit(2);
+  const Pod& dst = t.pods[p.to];
+  sockaddr_storage ss{};
+  socklen_t len;
+  if (p.v6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(p.port);
+    inet_pton(AF_INET6, dst.v6.c_str(), &a->sin6_addr);
+    len = sizeof(*a);
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(p.port);
+    inet_pton(AF_INET, dst.v4.c_str(), &a->sin_addr);
+    len = sizeof(*a);
+  }
+  const bool tcp = p.protocol == ir::TCP;
+  int s = socket(p.v6 ? AF_INET6 : AF_INET, (tcp ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK, 0);
+  if (s < 0) _exit(4);
+  if (tcp) {
+    int r = connect(s, reinterpret_cast<sockaddr*>(&ss), len);
+    if (r != 0 && errno != EINPROGRESS) _exit(1);
+    pollfd f{s, POLLOUT, 0};
+    if (poll(&f, 1, timeout_ms) != 1) _exit(1);
+    int err = 0;
+    socklen_t el = sizeof(err);
+    getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &el);
+    _exit(err == 0 ? 0 : 1);
+  }
+  if (connect(s, reinterpret_cast<sockaddr*>(&ss), len) != 0) _exit(1);
+  if (send(s, "x", 1, 0) != 1) _exit(1);
+  pollfd f{s, POLLIN, 0};
+  if (poll(&f, 1, timeout_ms) != 1) _exit(1);
+  char buf[8];
+  _exit(recv(s, buf, sizeof(buf), 0) == 1 ? 0 : 1);
+}
+
+// Runs the probes in parallel; true = got through.
+std::vector<bool> RunProbes(const Topology& t, const std::vector<Probe>& probes, int timeout_ms) {
+  std::vector<pid_t> pids;
+  for (const Probe& p : probes) pids.push_back(StartProbe(t, p, timeout_ms));
+  std::vector<bool> out;
+  for (pid_t pid : pids) {
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid) {
+      out.push_back(false);
+      continue;
+    }
+    out.push_back(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  }
+  return out;
+}
+
+std::vector<Probe> AllProbes(const Topology& t) {
+  std::vector<Probe> out;
+  for (int s = 0; s < static_cast<int>(t.pods.size()); ++s) {
+    for (int d = 0; d < static_cast<int>(t.pods.size()); ++d) {
+      if (s == d) continue;
+      for (bool v6 : {false, true}) {
+        for (ir::Protocol pr : {ir::TCP, ir::UDP}) {
+          for (int port : {80, 81}) out.push_back(Probe{s, d, v6, pr, port});
+        }
+      }
+    }
+  }
+  return out;
+}
+
+bool Expected(const ir::CompiledPolicy& ir, const Topology& t, const Probe& p) {
+  const Pod& s = t.pods[p.from];
+  const Pod& d = t.pods[p.to];
+  return IrAllows(ir, *AddressBytes(p.v6 ? s.v6 : s.v4), *AddressBytes(p.v6 ? d.v6 : d.v4),
+                  p.protocol, p.port);
+}
+
+std::string ProbeText(const Topology& t, const Probe& p) {
+  return absl::StrCat(t.pods[p.from].name, " -> ", t.pods[p.to].name, " ",
+                      p.v6 ? "IPv6 " : "IPv4 ", ProtocolLower(p.protocol), "/", p.port);
+}
+
+// Three pods x/a, x/b, x/c (identities 1, 2, 3), dual-stack.
+std::vector<Point> Points() {
+  return {{"10.0.1.2", 1, "x/a"}, {"fd00:1::2", 1, "x/a"}, {"10.0.2.2", 2, "x/b"},
+          {"fd00:2::2", 2, "x/b"}, {"10.0.3.2", 3, "x/c"}, {"fd00:3::2", 3, "x/c"}};
+}
+
+void AddEndpoint(ir::CompiledPolicy& ir, const std::string& name, int n, int table) {
+  ir::Endpoint* e = ir.add_endpoints();
+  e->set_namespace_("x");
+  e->set_name(name);
+  e->add_ips(absl::StrCat("10.0.", n, ".2"));
+  e->add_ips(absl::StrCat("fd00:", n, "::2"));
+  e->set_selected(table >= 0);
+  if (table >= 0) e->set_table(table);
+}
+
+void AddRule(ir::DirectionPolicy* d, ir::Protocol p, uint32_t first, uint32_t last,
+             uint32_t set) {
+  d->set_isolated(true);
+  ir::PortRule* r = d->add_rules();
+  r->set_protocol(p);
+  r->set_first_port(first);
+  r->set_last_port(last);
+  r->set_peer_set(set);
+}
+
+uint32_t AddPeerSet(ir::CompiledPolicy& ir, bool all, std::vector<uint32_t> ids) {
+  ir::PeerSet* s = ir.add_peer_sets();
+  s->set_id(ir.peer_sets_size() - 1);
+  s->set_all(all);
+  for (uint32_t i : ids) s->add_identities(i);
+  return s->id();
+}
+
+// a: ingress TCP 80 from b, UDP 80-81 from anyone; egress TCP 80-81 to b and c, UDP 81 to c.
+// b: ingress isolated, nothing allowed. c: not selected.
+ir::CompiledPolicy FirstIr() {
+  ir::CompiledPolicy ir = IrFromPoints(Points());
+  uint32_t only_b = AddPeerSet(ir, false, {2});
+  uint32_t all = AddPeerSet(ir, true, {});
+  uint32_t b_and_c = AddPeerSet(ir, false, {2, 3});
+  uint32_t only_c = AddPeerSet(ir, false, {3});
+  ir::Table* a = ir.add_tables();
+  a->set_id(0);
+  AddRule(a->mutable_ingress(), ir::TCP, 80, 80, only_b);
+  AddRule(a->mutable_ingress(), ir::UDP, 80, 81, all);
+  AddRule(a->mutable_egress(), ir::TCP, 80, 81, b_and_c);
+  AddRule(a->mutable_egress(), ir::UDP, 81, 81, only_c);
+  ir::Table* b = ir.add_tables();
+  b->set_id(1);
+  b->mutable_ingress()->set_isolated(true);
+  AddEndpoint(ir, "a", 1, 0);
+  AddEndpoint(ir, "b", 2, 1);
+  AddEndpoint(ir, "c", 3, -1);
+  return ir;
+}
+
+// c: ingress TCP 81 from a, egress UDP anywhere on 80; a and b not selected.
+ir::CompiledPolicy SecondIr() {
+  ir::CompiledPolicy ir = IrFromPoints(Points());
+  uint32_t only_a = AddPeerSet(ir, false, {1});
+  uint32_t all = AddPeerSet(ir, true, {});
+  ir::Table* c = ir.add_tables();
+  c->set_id(0);
+  AddRule(c->mutable_ingress(), ir::TCP, 81, 81, only_a);
+  AddRule(c->mutable_egress(), ir::UDP, 80, 80, all);
+  AddEndpoint(ir, "a", 1, -1);
+  AddEndpoint(ir, "b", 2, -1);
+  AddEndpoint(ir, "c", 3, 0);
+  return ir;
+}
+
+std::string NpState(const std::string& netns) {
+  std::string out;
+  for (const char* tool : {"iptables-save", "ip6tables-save"}) {
+    absl::StatusOr<std::string> s = RunCommand({tool, "-t", "filter"}, "", netns);
+    EXPECT_TRUE(s.ok()) << s.status();
+    if (!s.ok()) continue;
+    for (absl::string_view line : absl::StrSplit(*s, '\n')) {
+      if (absl::StrContains(line, "NP-")) absl::StrAppend(&out, tool, ": ", line, "\n");
+    }
+  }
+  absl::StatusOr<std::string> sets = RunCommand({"ipset", "list", "-n"}, "", netns);
+  EXPECT_TRUE(sets.ok()) << sets.status();
+  if (sets.ok()) out += *sets;
+  return out;
+}
+
+std::set<std::string> Sets(const std::string& netns) {
+  std::set<std::string> out;
+  absl::StatusOr<std::string> sets = RunCommand({"ipset", "list", "-n"}, "", netns);
+  EXPECT_TRUE(sets.ok());
+  if (sets.ok()) {
+    for (absl::string_view s : absl::StrSplit(*sets, '\n', absl::SkipEmpty())) {
+      out.insert(std::string(s));
+    }
+  }
+  return out;
+}
+
+TEST(IptablesKernel, RandomIrsLoadReplaceAndRemove) {
+  if (Skip()) GTEST_SKIP() << "needs root, ip netns and ipset";
+  Namespaces ns;
+  const std::string node = ns.Add("scratch");
+  std::unique_ptr<Backend> backend = MakeIptablesBackend();
+  Attachment where;
+  where.netns = node;
+  for (uint64_t seed = 0; seed < 25; ++seed) {
+    SCOPED_TRACE(absl::StrCat("seed ", seed));
+    ir::CompiledPolicy ir = testutil::RandomIr(seed);
+    absl::Status s = backend->Apply(ir, where);
+    ASSERT_TRUE(s.ok()) << s;
+    absl::StatusOr<Ruleset> r = RenderRuleset(ir);
+    ASSERT_TRUE(r.ok());
+    // What the kernel holds now: the ruleset's rules and sets, one generation only.
+    std::string state = NpState(node);
+    int rules[2] = {0, 0};
+    for (absl::string_view line : absl::StrSplit(state, '\n')) {
+      if (absl::StrContains(line, ": -A NP-")) {
+        ++rules[absl::StartsWith(line, "ip6tables") ? 1 : 0];
+      }
+    }
+    EXPECT_EQ(rules[0], r->rules[0]) << state;
+    EXPECT_EQ(rules[1], r->rules[1]) << state;
+    std::set<std::string> sets = Sets(node);
+    EXPECT_EQ(static_cast<int>(sets.size()), r->sets[0] + r->sets[1]);
+    std::set<std::string> generations;
+    for (const std::string& name : sets) generations.insert(name.substr(0, name.find("-v")));
+    EXPECT_LE(generations.size(), 1u);
+    EXPECT_TRUE(absl::StrContains(state, "-A FORWARD -j NP-FORWARD"));
+    // Hooked exactly once per family.
+    size_t hooks = 0;
+    for (size_t at = state.find("-A FORWARD -j NP-FORWARD"); at != std::string::npos;
+         at = state.find("-A FORWARD -j NP-FORWARD", at + 1)) {
+      ++hooks;
+    }
+    EXPECT_EQ(hooks, 2u);
+  }
+  ASSERT_TRUE(backend->Remove(where).ok());
+  EXPECT_EQ(NpState(node), "");
+  // Render's own text loads as printed: ipset restore, then iptables-restore --test.
+  absl::StatusOr<Ruleset> r = RenderRuleset(testutil::RandomIr(3));
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE(RunCommand({"ipset", "restore"}, r->ipset, node).ok());
+  absl::StatusOr<std::string> t4 = RunCommand({"iptables-restore", "--test", "--noflush"}, r->ip4, node);
+  EXPECT_TRUE(t4.ok()) << t4.status();
+  absl::StatusOr<std::string> t6 =
+      RunCommand({"ip6tables-restore", "--test", "--noflush"}, r->ip6, node);
+  EXPECT_TRUE(t6.ok()) << t6.status();
+  EXPECT_TRUE(backend->Remove(where).ok());
+  EXPECT_EQ(NpState(node), "");
+}
+
+TEST(IptablesKernel, FailedApplyKeepsTheOldRuleset) {
+  if (Skip()) GTEST_SKIP() << "needs root, ip netns and ipset";
+  Namespaces ns;
+  const std::string node = ns.Add("scratch");
+  std::unique_ptr<Backend> backend = MakeIptablesBackend();
+  Attachment where;
+  where.netns = node;
+  ASSERT_TRUE(backend->Apply(FirstIr(), where).ok());
+  // Someone else's chain jumps to NP-T1-IN, which the second ruleset no longer has: the
+  // restore that would delete it fails, and must change nothing.
+  Must({"iptables", "-N", "OTHER"}, node);
+  Must({"iptables", "-A", "OTHER", "-j", "NP-T1-IN"}, node);
+  std::string before = NpState(node);
+  absl::Status s = backend->Apply(SecondIr(), where);
+  EXPECT_FALSE(s.ok());
+  EXPECT_TRUE(absl::StrContains(s.message(), "old ruleset stays in force")) << s;
+  EXPECT_EQ(NpState(node), before);
+  Must({"iptables", "-F", "OTHER"}, node);
+  Must({"iptables", "-X", "OTHER"}, node);
+  ASSERT_TRUE(backend->Apply(SecondIr(), where).ok());
+  EXPECT_FALSE(absl::StrContains(NpState(node), "NP-T1-IN"));
+  ASSERT_TRUE(backend->Remove(where).ok());
+  EXPECT_EQ(NpState(node), "");
+}
+
+TEST(IptablesKernel, PacketsGetTheIrsVerdicts) {
+  if (Skip()) GTEST_SKIP() << "needs root, ip netns and ipset";
+  Namespaces ns;
+  Topology t;
+  Build(ns, {"x/a", "x/b", "x/c"}, t);
+  Children children;
+  StartServers(t, children, 60);
+  std::unique_ptr<Backend> backend = MakeIptablesBackend();
+  Attachment where;
+  where.netns = t.node;
+  std::vector<Probe> probes = AllProbes(t);
+  // Without a ruleset everything gets through (the topology works).
+  std::vector<bool> open = RunProbes(t, probes, 1000);
+  for (size_t i = 0; i < probes.size(); ++i) {
+    ASSERT_TRUE(open[i]) << "no policy, yet blocked: " << ProbeText(t, probes[i]);
+  }
+  for (const ir::CompiledPolicy& ir : {FirstIr(), SecondIr(), FirstIr()}) {
+    absl::Status s = backend->Apply(ir, where);
+    ASSERT_TRUE(s.ok()) << s;
+    std::vector<bool> got = RunProbes(t, probes, 700);
+    int allowed = 0;
+    for (size_t i = 0; i < probes.size(); ++i) {
+      bool want = Expected(ir, t, probes[i]);
+      allowed += want;
+      EXPECT_EQ(got[i], want) << ProbeText(t, probes[i]) << "\n"
+                              << *backend->Explain(ir, {probes[i].v6 ? t.pods[probes[i].from].v6
+                                                                     : t.pods[probes[i].from].v4,
+                                                        probes[i].v6 ? t.pods[probes[i].to].v6
+                                                                     : t.pods[probes[i].to].v4,
+                                                        static_cast<uint8_t>(probes[i].protocol),
+                                                        static_cast<uint16_t>(probes[i].port)});
+    }
+    // Both verdicts occur (the scenario is not trivially all-open or all-closed).
+    EXPECT_GT(allowed, 0);
+    EXPECT_LT(allowed, static_cast<int>(probes.size()));
+  }
+  ASSERT_TRUE(backend->Remove(where).ok());
+  std::vector<bool> after = RunProbes(t, probes, 1000);
+  for (size_t i = 0; i < probes.size(); ++i) {
+    EXPECT_TRUE(after[i]) << "still blocked after Remove: " << ProbeText(t, probes[i]);
+  }
+}
+
+// Issue 5 item 5 for this backend: while probes run, swap between two rulesets many times;
+// no probe that both deny ever gets through (and what both allow keeps getting through).
+TEST(IptablesKernel, UpdatesNeverOpenWhatBothRulesetsDeny) {
+  if (Skip()) GTEST_SKIP() << "needs root, ip netns and ipset";
+  Namespaces ns;
+  Topology t;
+  Build(ns, {"x/a", "x/b", "x/c"}, t);
+  Children children;
+  StartServers(t, children, 120);
+  std::unique_ptr<Backend> backend = MakeIptablesBackend();
+  Attachment where;
+  where.netns = t.node;
+  const ir::CompiledPolicy irs[2] = {FirstIr(), SecondIr()};
+  std::vector<Probe> denied, allowed;
+  for (const Probe& p : AllProbes(t)) {
+    bool a = Expected(irs[0], t, p), b = Expected(irs[1], t, p);
+    if (!a && !b) denied.push_back(p);
+    if (a && b) allowed.push_back(p);
+  }
+  ASSERT_FALSE(denied.empty());
+  ASSERT_FALSE(allowed.empty());
+  ASSERT_TRUE(backend->Apply(irs[0], where).ok());
+
+  // The prober: rounds of all those probes until told to stop (bounded to 90 s); it
+  // reports over a pipe each denied-by-both probe that got through, and each
+  // allowed-by-both probe that did not, then "rounds N".
+  int report[2], stop[2];
+  ASSERT_EQ(pipe(report), 0);
+  ASSERT_EQ(pipe(stop), 0);
+  pid_t prober = fork();
+  ASSERT_GE(prober, 0);
+  if (prober == 0) {
+    close(report[0]);
+    close(stop[1]);
+    std::vector<Probe> all = denied;
+    all.insert(all.end(), allowed.begin(), allowed.end());
+    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(90);
+    int rounds = 0;
+    while (std::chrono::steady_clock::now() < end) {
+      pollfd f{stop[0], POLLIN, 0};
+      if (poll(&f, 1, 0) > 0) break;
+      std::vector<bool> got = RunProbes(t, all, 400);
+      for (size_t i = 0; i < all.size(); ++i) {
+        bool want = i >= denied.size();
+        if (got[i] != want) {
+          std::string line = absl::StrCat(want ? "blocked " : "OPENED ", ProbeText(t, all[i]), "\n");
+          (void)!write(report[1], line.data(), line.size());
+        }
+      }
+      ++rounds;
+    }
+    std::string line = absl::StrCat("rounds ", rounds, "\n");
+    (void)!write(report[1], line.data(), line.size());
+    _exit(0);
+  }
+  children.Add(prober);
+  close(report[1]);
+  close(stop[0]);
+  const int kSwaps = 40;
+  for (int i = 1; i <= kSwaps; ++i) {
+    absl::Status s = backend->Apply(irs[i % 2], where);
+    ASSERT_TRUE(s.ok()) << s;
+    usleep(50 * 1000);
+  }
+  (void)!write(stop[1], "x", 1);
+  close(stop[1]);
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(report[0], buf, sizeof(buf))) > 0) out.append(buf, n);
+  close(report[0]);
+  EXPECT_FALSE(absl::StrContains(out, "OPENED")) << out;
+  EXPECT_FALSE(absl::StrContains(out, "blocked")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "rounds ")) << out;
+  std::cerr << kSwaps << " swaps; prober: " << out;
+  // Only the live generation's sets remain.
+  std::set<std::string> gens;
+  for (const std::string& s : Sets(t.node)) gens.insert(s.substr(0, s.find("-v")));
+  EXPECT_EQ(gens.size(), 1u);
+  ASSERT_TRUE(backend->Remove(where).ok());
+  EXPECT_EQ(NpState(t.node), "");
+}
+
+}  // namespace
+}  // namespace np::backends::iptables

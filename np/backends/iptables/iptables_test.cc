@@ -1,0 +1,420 @@
+// Render's structure, checked by properties rather than golden text: on random IRs, every
+// set holds exactly its peer set's CIDRs, each isolated (table, direction) chain has one
+// rule per IR rule plus a final DROP, NP-FORWARD dispatches each endpoint address once per
+// isolated direction, and a small interpreter of the rendered iptables/ipset text (chains,
+// jumps, RETURN, DROP, set and port matches) answers every probed flow as the IR does.
+#include "np/backends/iptables/iptables.h"
+#include "np/backends/iptables/test_util.h"
+
+#include <algorithm>
+#include <map>
+#include <random>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gtest/gtest.h"
+#include "np/backends/backend.h"
+#include "np/backends/util.h"
+#include "np/types.h"
+
+namespace np::backends::iptables {
+namespace {
+
+using testutil::IrAllows;
+using testutil::RandomIr;
+
+// The rendered texts, parsed back.
+struct Parsed {
+  std::map<std::string, std::vector<std::string>> sets;  // name -> entries
+  std::map<std::string, std::string> set_family;          // name -> inet / inet6
+  std::map<std::string, std::vector<std::vector<std::string>>> chains[2];  // chain -> rules
+  std::vector<std::string> declared[2];
+  bool hooked[2] = {false, false};
+};
+
+Parsed Parse(const Ruleset& r) {
+  Parsed p;
+  for (absl::string_view line : absl::StrSplit(r.ipset, '\n', absl::SkipEmpty())) {
+    std::vector<std::string> t = absl::StrSplit(line, ' ');
+    if (t[0] == "create") {
+      EXPECT_EQ(t[2], "hash:net");
+      EXPECT_EQ(t[3], "family");
+      p.set_family[t[1]] = t[4];
+      EXPECT_TRUE(p.sets.emplace(t[1], std::vector<std::string>{}).second) << "set created twice";
+    } else {
+      EXPECT_EQ(t[0], "add") << line;
+      EXPECT_EQ(t.size(), 3u);
+      EXPECT_TRUE(p.sets.count(t[1])) << "add before create: " << line;
+      p.sets[t[1]].push_back(t[2]);
+    }
+  }
+  for (int f = 0; f < 2; ++f) {
+    const std::string& text = f == 0 ? r.ip4 : r.ip6;
+    std::vector<std::string> lines = absl::StrSplit(text, '\n', absl::SkipEmpty());
+    EXPECT_EQ(lines.front(), "*filter");
+    EXPECT_EQ(lines.back(), "COMMIT");
+    for (const std::string& line : lines) {
+      std::vector<std::string> t = absl::StrSplit(line, ' ');
+      if (line[0] == ':') {
+        p.declared[f].push_back(t[0].substr(1));
+        p.chains[f][t[0].substr(1)];
+      } else if (t[0] == "-A") {
+        EXPECT_TRUE(p.chains[f].count(t[1])) << "rule in undeclared chain: " << line;
+        p.chains[f][t[1]].push_back(std::vector<std::string>(t.begin() + 2, t.end()));
+      } else if (line == "-I FORWARD 1 -j NP-FORWARD") {
+        p.hooked[f] = true;
+      } else {
+        EXPECT_TRUE(line == "*filter" || line == "COMMIT") << line;
+      }
+    }
+  }
+  return p;
+}
+
+bool InPrefix(const std::string& bytes, const std::string& cidr) {
+  absl::StatusOr<IpPrefix> prefix = IpPrefix::Parse(cidr);
+  EXPECT_TRUE(prefix.ok()) << cidr;
+  absl::StatusOr<IpAddress> a = IpAddress::Parse(AddressText(bytes));
+  return prefix.ok() && a.ok() && prefix->family() == a->family() && prefix->Contains(*a);
+}
+
+// Runs FORWARD -> NP-FORWARD for a new flow (conntrack state NEW) as the kernel would.
+// Returns "DROP" or "RETURN" (off the end of NP-FORWARD).
+std::string RunChain(const Parsed& p, int f, const std::string& chain, const std::string& src,
+                const std::string& dst, ir::Protocol protocol, uint32_t port, int depth = 0) {
+  EXPECT_LT(depth, 3) << "jumps too deep";
+  const auto& rules = p.chains[f].at(chain);
+  for (const std::vector<std::string>& t : rules) {
+    bool match = true;
+    std::string target;
+    for (size_t i = 0; i < t.size() && match; ++i) {
+      const std::string& k = t[i];
+      if (k == "-m" && t[i + 1] == "conntrack") {
+        EXPECT_EQ(t[i + 3], "RELATED,ESTABLISHED");
+        match = false;  // a new flow
+      } else if (k == "-s") {
+        match = InPrefix(src, t[++i]);
+      } else if (k == "-d") {
+        match = InPrefix(dst, t[++i]);
+      } else if (k == "-p") {
+        match = t[++i] == ProtocolLower(protocol);
+      } else if (k == "-m") {
+        const std::string& module = t[++i];
+        if (module == "set") {
+          EXPECT_EQ(t[i + 1], "--match-set");
+          const std::string& name = t[i + 2];
+          const std::string& which = t[i + 3];
+          i += 3;
+          EXPECT_TRUE(p.sets.count(name)) << "unknown set " << name;
+          EXPECT_EQ(p.set_family.at(name), f == 0 ? "inet" : "inet6");
+          const std::string& addr = which == "src" ? src : dst;
+          bool in = false;
+          for (const std::string& e : p.sets.at(name)) in = in || InPrefix(addr, e);
+          match = in;
+        } else {
+          EXPECT_EQ(module, ProtocolLower(protocol)) << "port match of another protocol";
+        }
+      } else if (k == "--dport") {
+        std::vector<std::string> ab = absl::StrSplit(t[++i], ':');
+        uint32_t a = 0, b = 0;
+        EXPECT_TRUE(absl::SimpleAtoi(ab[0], &a));
+        b = a;
+        if (ab.size() == 2) {
+          EXPECT_TRUE(absl::SimpleAtoi(ab[1], &b));
+        }
+        match = a <= port && port <= b;
+      } else if (k == "-j") {
+        target = t[++i];
+      } else {
+        ADD_FAILURE() << "unexpected token " << k;
+        match = false;
+      }
+    }
+    if (!match) continue;
+    if (target == "DROP") return "DROP";
+    if (target == "RETURN") return "RETURN";
+    if (target == "ACCEPT") return "ACCEPT";
+    std::string v = RunChain(p, f, target, src, dst, protocol, port, depth + 1);
+    if (v != "RETURN") return v;
+  }
+  return "RETURN";
+}
+
+TEST(RenderRuleset, PropertiesOnRandomIrs) {
+  for (uint64_t seed = 0; seed < 400; ++seed) {
+    SCOPED_TRACE(absl::StrCat("seed ", seed));
+    ir::CompiledPolicy ir = RandomIr(seed);
+    absl::StatusOr<Ruleset> r = RenderRuleset(ir);
+    ASSERT_TRUE(r.ok()) << r.status();
+    Parsed p = Parse(*r);
+
+    // Names fit the kernel's limits (ipset 31, xtables chain 28 characters).
+    for (const auto& [name, entries] : p.sets) EXPECT_LE(name.size(), 31u);
+    for (int f = 0; f < 2; ++f) {
+      for (const auto& [name, rules] : p.chains[f]) EXPECT_LE(name.size(), 28u);
+      EXPECT_TRUE(p.hooked[f]);
+      EXPECT_EQ(p.declared[f].front(), "NP-FORWARD");
+      EXPECT_EQ(r->chains[f], static_cast<int>(p.chains[f].size()));
+    }
+
+    // Every used peer set that is not `all` has, per family, a set holding exactly the
+    // CIDRs of its identities' ranges (a /0 as two /1) — or no set when it has none.
+    std::set<uint32_t> used;
+    for (const ir::Table& t : ir.tables()) {
+      for (const auto* d : {&t.ingress(), &t.egress()}) {
+        for (const ir::PortRule& rule : d->rules()) used.insert(rule.peer_set());
+      }
+    }
+    int64_t entries[2] = {0, 0};
+    for (uint32_t s : used) {
+      const ir::PeerSet& set = ir.peer_sets(s);
+      for (int f = 0; f < 2; ++f) {
+        std::string name = SetName(0, f, s);
+        if (set.all()) {
+          EXPECT_FALSE(p.sets.count(name));
+          continue;
+        }
+        std::multiset<std::string> expected;
+        for (const ir::AddressRange& range : f == 0 ? ir.ipv4() : ir.ipv6()) {
+          if (!std::binary_search(set.identities().begin(), set.identities().end(),
+                                  range.identity())) {
+            continue;
+          }
+          for (const std::string& c : range.cidrs()) {
+            if (c == "0.0.0.0/0") {
+              expected.insert({"0.0.0.0/1", "128.0.0.0/1"});
+            } else if (c == "::/0") {
+              expected.insert({"::/1", "8000::/1"});
+            } else {
+              expected.insert(c);
+            }
+          }
+        }
+        if (expected.empty()) {
+          EXPECT_FALSE(p.sets.count(name)) << name << " would be empty";
+          continue;
+        }
+        ASSERT_TRUE(p.sets.count(name)) << name;
+        EXPECT_EQ(std::multiset<std::string>(p.sets[name].begin(), p.sets[name].end()), expected)
+            << name;
+        entries[f] += static_cast<int64_t>(expected.size());
+      }
+    }
+    EXPECT_EQ(r->set_entries[0], entries[0]);
+    EXPECT_EQ(r->set_entries[1], entries[1]);
+    EXPECT_EQ(r->sets[0] + r->sets[1], static_cast<int>(p.sets.size()));
+
+    // Per family: which tables are in use, and the endpoint addresses.
+    std::set<uint32_t> tables_used[2];
+    std::vector<std::pair<std::string, const ir::Endpoint*>> addresses[2];
+    for (const ir::Endpoint& e : ir.endpoints()) {
+      if (!e.selected()) continue;
+      for (const std::string& ip : e.ips()) {
+        int f = absl::StrContains(ip, ':') ? 1 : 0;
+        tables_used[f].insert(e.table());
+        addresses[f].emplace_back(ip, &e);
+      }
+    }
+    for (int f = 0; f < 2; ++f) {
+      int port_rules = 0;
+      for (uint32_t t : tables_used[f]) {
+        for (int d = 0; d < 2; ++d) {
+          const ir::DirectionPolicy& dp = d == 0 ? ir.tables(t).ingress() : ir.tables(t).egress();
+          std::string chain = absl::StrCat("NP-T", t, d == 0 ? "-IN" : "-EG");
+          if (!dp.isolated()) {
+            EXPECT_FALSE(p.chains[f].count(chain)) << chain;
+            continue;
+          }
+          ASSERT_TRUE(p.chains[f].count(chain)) << chain;
+          // One rule per IR rule that can match in this family, in order, then DROP.
+          int expected = 0;
+          for (const ir::PortRule& rule : dp.rules()) {
+            const ir::PeerSet& set = ir.peer_sets(rule.peer_set());
+            if (set.all() || p.sets.count(SetName(0, f, rule.peer_set()))) ++expected;
+          }
+          const auto& rules = p.chains[f][chain];
+          ASSERT_EQ(static_cast<int>(rules.size()), expected + 1) << chain;
+          EXPECT_EQ(rules.back(), (std::vector<std::string>{"-j", "DROP"})) << chain;
+          port_rules += expected;
+        }
+      }
+      EXPECT_EQ(r->port_rules[f], port_rules);
+      // NP-FORWARD: the conntrack rule, then one jump per address and isolated direction.
+      int dispatch = 0;
+      for (const auto& [ip, e] : addresses[f]) {
+        dispatch += ir.tables(e->table()).ingress().isolated();
+        dispatch += ir.tables(e->table()).egress().isolated();
+      }
+      EXPECT_EQ(static_cast<int>(p.chains[f]["NP-FORWARD"].size()), 1 + dispatch);
+      int total = 0;
+      for (const auto& [name, rules] : p.chains[f]) total += static_cast<int>(rules.size());
+      EXPECT_EQ(r->rules[f], total);
+    }
+
+    // The chains answer every probed flow as the IR does.
+    for (int f = 0; f < 2; ++f) {
+      std::vector<std::string> probes;
+      for (const ir::AddressRange& range : f == 0 ? ir.ipv4() : ir.ipv6()) {
+        probes.push_back(range.first());
+        if (range.last() != range.first()) probes.push_back(range.last());
+      }
+      std::set<uint32_t> ports = {0, 1, 80, 81, 65535};
+      for (const ir::Table& t : ir.tables()) {
+        for (const auto* d : {&t.ingress(), &t.egress()}) {
+          for (const ir::PortRule& rule : d->rules()) {
+            ports.insert(rule.first_port());
+            ports.insert(rule.last_port());
+            if (rule.last_port() < 65535) ports.insert(rule.last_port() + 1);
+          }
+        }
+      }
+      for (const std::string& s : probes) {
+        for (const std::string& d : probes) {
+          if (s == d) continue;
+          for (ir::Protocol protocol : {ir::TCP, ir::UDP, ir::SCTP}) {
+            for (uint32_t port : ports) {
+              bool want = IrAllows(ir, s, d, protocol, port);
+              bool got = RunChain(p, f, "NP-FORWARD", s, d, protocol, port) != "DROP";
+              ASSERT_EQ(got, want) << AddressText(s) << " -> " << AddressText(d) << " "
+                                   << ProtocolLower(protocol) << "/" << port << "\n"
+                                   << ir.DebugString() << r->ipset << r->ip4 << r->ip6;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+ir::CompiledPolicy SmallIr() {
+  // 10.0.0.1 = x/a (identity 1, selected: ingress TCP 80 from identity 2 only),
+  // 10.0.0.2 = x/b (identity 2), everything else identity 0.
+  ir::CompiledPolicy ir;
+  for (int i = 0; i < 3; ++i) ir.add_identities()->set_id(i);
+  auto range = [&](const char* first, const char* last, uint32_t id, const char* pod,
+                   std::vector<std::string> cidrs) {
+    ir::AddressRange* r = absl::StrContains(first, ':') ? ir.add_ipv6() : ir.add_ipv4();
+    r->set_first(*AddressBytes(first));
+    r->set_last(*AddressBytes(last));
+    r->set_identity(id);
+    r->set_pod(pod);
+    for (auto& c : cidrs) r->add_cidrs(c);
+  };
+  range("0.0.0.0", "10.0.0.0", 0, "", {"0.0.0.0/5", "8.0.0.0/7", "10.0.0.0/32"});
+  range("10.0.0.1", "10.0.0.1", 1, "x/a", {"10.0.0.1/32"});
+  range("10.0.0.2", "10.0.0.2", 2, "x/b", {"10.0.0.2/32"});
+  // (not minimal, but a partition: the rest)
+  range("10.0.0.3", "255.255.255.255", 0, "", {"10.0.0.3/32", "10.0.0.4/30", "10.0.0.8/29",
+        "10.0.0.16/28", "10.0.0.32/27", "10.0.0.64/26", "10.0.0.128/25", "10.0.1.0/24",
+        "10.0.2.0/23", "10.0.4.0/22", "10.0.8.0/21", "10.0.16.0/20", "10.0.32.0/19",
+        "10.0.64.0/18", "10.0.128.0/17", "10.1.0.0/16", "10.2.0.0/15", "10.4.0.0/14",
+        "10.8.0.0/13", "10.16.0.0/12", "10.32.0.0/11", "10.64.0.0/10", "10.128.0.0/9",
+        "11.0.0.0/8", "12.0.0.0/6", "16.0.0.0/4", "32.0.0.0/3", "64.0.0.0/2", "128.0.0.0/1"});
+  range("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 0, "", {"::/0"});
+  ir::PeerSet* s = ir.add_peer_sets();
+  s->set_id(0);
+  s->add_identities(2);
+  ir::Table* t = ir.add_tables();
+  t->add_policies("x/allow-b");
+  t->mutable_ingress()->set_isolated(true);
+  ir::PortRule* rule = t->mutable_ingress()->add_rules();
+  rule->set_protocol(ir::TCP);
+  rule->set_first_port(80);
+  rule->set_last_port(80);
+  rule->set_peer_set(0);
+  ir::Endpoint* a = ir.add_endpoints();
+  a->set_namespace_("x");
+  a->set_name("a");
+  a->add_ips("10.0.0.1");
+  a->set_selected(true);
+  a->set_table(0);
+  ir::Endpoint* b = ir.add_endpoints();
+  b->set_namespace_("x");
+  b->set_name("b");
+  b->add_ips("10.0.0.2");
+  return ir;
+}
+
+TEST(IptablesBackend, RenderHasThreeSectionsInOrder) {
+  std::unique_ptr<Backend> b = MakeIptablesBackend();
+  EXPECT_EQ(b->name(), "iptables");
+  absl::StatusOr<std::string> text = b->Render(SmallIr());
+  ASSERT_TRUE(text.ok()) << text.status();
+  size_t ipset = text->find("# ==== ipset restore");
+  size_t ip4 = text->find("# ==== iptables-restore");
+  size_t ip6 = text->find("# ==== ip6tables-restore");
+  ASSERT_NE(ipset, std::string::npos);
+  ASSERT_NE(ip4, std::string::npos);
+  ASSERT_NE(ip6, std::string::npos);
+  EXPECT_LT(ipset, ip4);
+  EXPECT_LT(ip4, ip6);
+  EXPECT_TRUE(absl::StrContains(*text, "add np-g0-v4-p0 10.0.0.2/32\n"));
+  // SCTP port matches use the sctp module.
+  ir::CompiledPolicy ir = SmallIr();
+  ir.mutable_tables(0)->mutable_ingress()->mutable_rules(0)->set_protocol(ir::SCTP);
+  ir.mutable_tables(0)->mutable_ingress()->mutable_rules(0)->set_last_port(81);
+  text = b->Render(ir);
+  ASSERT_TRUE(text.ok());
+  EXPECT_TRUE(absl::StrContains(*text, "-p sctp -m sctp --dport 80:81 -m set --match-set"));
+}
+
+TEST(IptablesBackend, ExplainNamesChainRuleAndSetMember) {
+  std::unique_ptr<Backend> b = MakeIptablesBackend();
+  ir::CompiledPolicy ir = SmallIr();
+  absl::StatusOr<std::string> allowed = b->Explain(ir, {"10.0.0.2", "10.0.0.1", 6, 80});
+  ASSERT_TRUE(allowed.ok()) << allowed.status();
+  EXPECT_TRUE(absl::StrContains(*allowed, "NP-T0-IN rule 1")) << *allowed;
+  EXPECT_TRUE(absl::StrContains(*allowed, "set np-g0-v4-p0 holds 10.0.0.2/32")) << *allowed;
+  EXPECT_TRUE(absl::StrContains(*allowed, "verdict: ACCEPT")) << *allowed;
+  absl::StatusOr<std::string> denied = b->Explain(ir, {"192.168.1.1", "10.0.0.1", 6, 80});
+  ASSERT_TRUE(denied.ok());
+  EXPECT_TRUE(absl::StrContains(*denied, "NP-T0-IN rule 2: -j DROP")) << *denied;
+  EXPECT_TRUE(absl::StrContains(*denied, "verdict: DROP")) << *denied;
+  absl::StatusOr<std::string> other_port = b->Explain(ir, {"10.0.0.2", "10.0.0.1", 17, 80});
+  ASSERT_TRUE(other_port.ok());
+  EXPECT_TRUE(absl::StrContains(*other_port, "verdict: DROP")) << *other_port;
+  absl::StatusOr<std::string> unisolated = b->Explain(ir, {"10.0.0.1", "10.0.0.2", 6, 80});
+  ASSERT_TRUE(unisolated.ok());
+  EXPECT_TRUE(absl::StrContains(*unisolated, "verdict: ACCEPT")) << *unisolated;
+  EXPECT_FALSE(b->Explain(ir, {"10.0.0.1", "::1", 6, 80}).ok());
+}
+
+TEST(IptablesBackend, MalformedIrIsAnErrorNotACrash) {
+  std::unique_ptr<Backend> b = MakeIptablesBackend();
+  ir::CompiledPolicy ir = SmallIr();
+  ir.mutable_tables(0)->mutable_ingress()->mutable_rules(0)->set_peer_set(7);
+  EXPECT_EQ(b->Render(ir).status().code(), absl::StatusCode::kInvalidArgument);
+  ir = SmallIr();
+  ir.mutable_endpoints(0)->set_table(3);
+  EXPECT_FALSE(b->Render(ir).ok());
+  ir = SmallIr();
+  ir.mutable_peer_sets(0)->add_identities(99);
+  EXPECT_FALSE(b->Render(ir).ok());
+  ir = SmallIr();
+  ir.mutable_tables(0)->mutable_ingress()->mutable_rules(0)->set_last_port(70000);
+  EXPECT_FALSE(b->Render(ir).ok());
+  ir = SmallIr();
+  ir.mutable_endpoints(0)->set_ips(0, "not-an-ip");
+  EXPECT_FALSE(b->Render(ir).ok());
+}
+
+TEST(RenderRuleset, ApplyOptionsDeleteStaleChainsAndSkipTheHook) {
+  RenderOptions options;
+  options.generation = 7;
+  options.hook = false;
+  options.stale_chains[0] = {"NP-T9-IN"};
+  absl::StatusOr<Ruleset> r = RenderRuleset(SmallIr(), options);
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(absl::StrContains(r->ip4, "-I FORWARD"));
+  EXPECT_TRUE(absl::StrContains(r->ip4, ":NP-T9-IN - [0:0]\n"));
+  EXPECT_TRUE(absl::StrContains(r->ip4, "-X NP-T9-IN\n"));
+  EXPECT_LT(r->ip4.find(":NP-T9-IN"), r->ip4.find("-X NP-T9-IN"));
+  EXPECT_TRUE(absl::StrContains(r->ipset, "create np-g7-v4-p0 hash:net family inet"));
+  EXPECT_FALSE(absl::StrContains(r->ip6, "NP-T9-IN"));
+}
+
+}  // namespace
+}  // namespace np::backends::iptables
