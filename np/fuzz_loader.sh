@@ -100,7 +100,12 @@ cat > "$work/loader.dict" <<'EOF'
 EOF
 
 # -rss_limit_mb guards against runaway memory; -timeout against hangs (both are bugs).
-"$work/loader_fuzzer" "$work/corpus" testdata/loader \
+# With FUZZ_JOBS > 1 libFuzzer writes fuzz-<n>.log files into the current directory: $work.
+parallel=""
+if [ "$jobs" -gt 1 ]; then parallel="-jobs=$jobs -workers=$jobs"; fi
+cd "$work"
+# shellcheck disable=SC2086  # $parallel is a list of flags
+"$work/loader_fuzzer" "$work/corpus" "$root/testdata/loader" \
   -dict="$work/loader.dict" -max_len="$max_len" -max_total_time="$seconds" \
-  -timeout=10 -rss_limit_mb=2048 -jobs="$jobs" -workers="$jobs" \
+  -timeout=10 -rss_limit_mb=2048 $parallel \
   -artifact_prefix="$work/" -print_final_stats=1

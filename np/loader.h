@@ -6,12 +6,37 @@
 //   std::vector<np::Diagnostic> diagnostics;
 //   absl::StatusOr<np::Cluster> cluster = loader.Build(&diagnostics);
 //
-// Input: multi-document YAML or JSON; each document a single object or a `kind: List`
-// (what `kubectl get -o yaml` prints), or any `*List` kind with `items`. Kinds other than
-// Namespace, Pod and NetworkPolicy are skipped and counted. Every error names the file and
-// line, the object (kind, namespace/name) and the field path. Malformed input never crashes.
+// Input: multi-document YAML or JSON (UTF-8); each document a single object or a `kind: List`
+// (what `kubectl get -o yaml` prints), or any `*List` kind with `items` (items of a typed
+// list such as NetworkPolicyList may omit kind and apiVersion). Empty and null documents are
+// ignored. Kinds other than Namespace (v1), Pod (v1) and NetworkPolicy (networking.k8s.io/v1)
+// are skipped and counted, e.g. np's own ReachabilityExpectation documents; a known kind with
+// another apiVersion, or a document without kind, is an error.
 //
-// Thread safety: a ClusterLoader is not thread-safe; use one per thread.
+// Reading follows Kubernetes (go-yaml v2, then strict JSON decoding into the API types):
+// - Plain scalars resolve by YAML 1.1 rules: `80` and `0x50` are integers, `true`, `yes`,
+//   `on`, `y` and `n` are booleans, `~` and `null` are null. A string field given another
+//   type is an error, so `version: 2` or `namespace: n` must be quoted, as kubectl requires.
+// - `port` (IntOrString): an integer is a number, a string is a name; `port: "80"` stays
+//   the string "80" (which validation then rejects, as the API server does).
+// - null means absent (`podSelector: null` is no selector); `{}` is present and empty.
+// - NetworkPolicy: unknown fields are errors (`unknown field "spec.podSelecter"`), except
+//   `status` and ObjectMeta's fields that np does not read (annotations, managedFields, ...).
+//   Pod and Namespace: only name, namespace, labels, generateName, uid, resourceVersion,
+//   generation, spec.containers[].ports[], spec.nodeName, spec.hostNetwork and
+//   status.phase/podIP/podIPs/hostIP are read; everything else is ignored.
+// - Duplicate keys in a mapping that is read are errors. Anchors, aliases and `<<` merge
+//   keys work.
+//
+// Every error is a Diagnostic naming the file and line, the object (kind, namespace/name)
+// and the field path in upstream's spelling (`spec.ingress[0].ports[0].port`); an object
+// with an error is left out. Each object's ObjectSource holds its first line and the line
+// of every field read, so that validation errors found later point at the right line.
+// Malformed input (bad syntax or encoding, nesting deeper than 128 levels, alias bombs)
+// gives an error and never crashes; parsing needs about 100 KB of stack.
+//
+// Thread safety: a ClusterLoader is not thread-safe; use one per thread. ParseChange is
+// reentrant.
 #ifndef NP_LOADER_H_
 #define NP_LOADER_H_
 
@@ -28,10 +53,14 @@ namespace np {
 
 class ClusterLoader {
  public:
-  // A file, or every *.yaml, *.yml and *.json file below a directory (recursively, in
-  // sorted order). "-" reads standard input.
+  // A file, or every *.yaml, *.yml and *.json file below a directory (recursively, names
+  // sorted within each directory; symlinks to directories are not followed). "-" reads
+  // standard input. A missing or unreadable path is an error naming it (NotFound, ...);
+  // errors in the content give InvalidArgument. Either way they are also in diagnostics().
   absl::Status AddPath(absl::string_view path);
-  // YAML or JSON text; `source_name` is used as the file name in diagnostics.
+  // YAML or JSON text; `source_name` is used as the file name in diagnostics. Fails with
+  // InvalidArgument (listing the errors) when the text has any; objects read without error,
+  // in this text and before, are kept.
   absl::Status AddText(absl::string_view text, absl::string_view source_name);
   // Objects that are already decoded.
   void Add(k8s::Namespace ns, ObjectSource source = {});
@@ -44,8 +73,9 @@ class ClusterLoader {
   // Problems found while reading (malformed documents, wrong field types, unknown fields).
   const std::vector<Diagnostic>& diagnostics() const { return diagnostics_; }
 
-  // Validates and indexes what was read. Fails if reading or validation found any error;
-  // `diagnostics` receives all of them (reading and validation), errors and warnings.
+  // Validates and indexes what was read (Cluster::Create). Fails if reading or validation
+  // found any error; `diagnostics` receives all of them (reading, then validation), errors
+  // and warnings.
   absl::StatusOr<Cluster> Build(std::vector<Diagnostic>* diagnostics = nullptr) const;
 
  private:
@@ -55,8 +85,10 @@ class ClusterLoader {
 };
 
 // Decodes one Namespace, Pod or NetworkPolicy from YAML/JSON text as an upsert (for callers
-// that hold a single object, e.g. an incremental update). Reading only: validation happens
-// where the change is applied. Fails with file, line and field path of the first problem.
+// that hold a single object, e.g. an incremental update), with the same rules as
+// ClusterLoader. Reading only: validation happens where the change is applied. Fails with
+// file, line and field path of the first problem, or when the text holds no object or more
+// than one.
 absl::StatusOr<Change> ParseChange(absl::string_view text, absl::string_view source_name);
 
 }  // namespace np

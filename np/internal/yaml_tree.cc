@@ -125,8 +125,13 @@ bool QuoteIsClosed(absl::string_view text, size_t pos) {
   return false;
 }
 
-// Builds YamlNodes from yaml-cpp's events. Never throws: a problem marks the document as
-// failed and the rest of its events are ignored.
+// Thrown by the builder to stop yaml-cpp's recursive descent as soon as the nesting passes
+// kMaxYamlDepth (yaml-cpp itself would go on to 500 levels, which needs twice the stack).
+struct TooDeep {};
+
+// Builds YamlNodes from yaml-cpp's events. A problem marks the document as failed and the
+// rest of its events are ignored; only nesting past kMaxYamlDepth throws (TooDeep), to stop
+// yaml-cpp's recursion early.
 class TreeBuilder : public YAML::EventHandler {
  public:
   TreeBuilder(absl::string_view text, const std::function<void(YamlDocument&&)>& on_document)
@@ -186,7 +191,7 @@ class TreeBuilder : public YAML::EventHandler {
     }
     alias_nodes_ += target.size;
     if (alias_nodes_ > kMaxAliasNodes) {
-      Fail(line, absl::StrCat("aliases expand to more than ", kMaxAliasNodes,
+      Fail(line, absl::StrCat("anchors and aliases copy more than ", kMaxAliasNodes,
                               " nodes in one document"));
       return;
     }
@@ -262,7 +267,7 @@ class TreeBuilder : public YAML::EventHandler {
     const int line = Line(mark);
     if (static_cast<int>(stack_.size()) + 1 >= kMaxYamlDepth) {
       Fail(line, absl::StrCat("nested more than ", kMaxYamlDepth, " levels deep"));
-      return;
+      throw TooDeep();  // caught in ParseYamlDocuments; yaml-cpp unwinds cleanly (RAII)
     }
     Frame frame;
     frame.node.type = type;
@@ -279,7 +284,16 @@ class TreeBuilder : public YAML::EventHandler {
   }
 
   void Add(YamlNode&& node, YAML::anchor_t anchor, int height, int64_t size = 1) {
-    if (anchor != 0) anchors_[anchor] = Anchored{node, height, size};
+    if (anchor != 0) {
+      // Anchored nodes are kept as copies for their aliases; the copies count too.
+      alias_nodes_ += size;
+      if (alias_nodes_ > kMaxAliasNodes) {
+        Fail(node.line, absl::StrCat("anchors and aliases copy more than ", kMaxAliasNodes,
+                                     " nodes in one document"));
+        return;
+      }
+      anchors_[anchor] = Anchored{node, height, size};
+    }
     if (stack_.empty()) {
       doc_.root = std::move(node);
       have_root_ = true;
@@ -590,6 +604,8 @@ bool ParseYamlDocuments(absl::string_view text,
       }
     }
     return true;
+  } catch (const TooDeep&) {
+    // The builder's pending error says where; see below.
   } catch (const YAML::DeepRecursion& e) {
     error->line = builder.last_line();
     error->message = "nested too deeply (the YAML parser stops at 500 levels)";

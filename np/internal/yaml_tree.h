@@ -33,9 +33,11 @@
 namespace np::internal {
 
 // Limits. A Kubernetes object is about 10 levels deep; CRDs with big schemas perhaps 60.
-// Nesting: collections within collections, the document's root being level 1.
-inline constexpr int kMaxYamlDepth = 256;
-// Nodes that aliases may add to one document by expansion.
+// Nesting: collections within collections, the document's root being level 1. yaml-cpp
+// parses by recursive descent: at this depth it needs about 100 KB of stack.
+inline constexpr int kMaxYamlDepth = 128;
+// Nodes that anchors (kept as copies) and aliases (expanded into copies) may add to one
+// document.
 inline constexpr int64_t kMaxAliasNodes = 200000;
 // yaml-cpp counts positions in `int`.
 inline constexpr size_t kMaxYamlTextSize = size_t{1} << 30;
