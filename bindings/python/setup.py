@@ -74,6 +74,9 @@ class BuildWithProto(build_ext):
     """Generates proto/k8s.pb.{h,cc} with protoc and adds the np sources before compiling."""
 
     def run(self):
+        # setuptools compares source and object times only, not the headers a source
+        # includes: rebuild everything so that a changed np header is never missed.
+        self.force = True
         protoc = os.environ.get("PROTOC") or shutil.which("protoc") or "/usr/bin/protoc"
         gen = Path(self.build_temp).resolve() / "np_gen"
         out = gen / "proto"
