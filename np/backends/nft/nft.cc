@@ -1,0 +1,527 @@
+#include "np/backends/nft/nft.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "np/backends/util.h"
+
+namespace np::backends {
+namespace nft {
+namespace {
+
+constexpr uint32_t kOtherIdentity = 0xffff;  // the mark of identities no rule names
+
+enum Dir { kIngress = 0, kEgress = 1 };
+const char* DirName(int d) { return d == kIngress ? "ingress" : "egress"; }
+
+std::string ChainOf(uint32_t table, int d) { return absl::StrCat("t", table, "_", DirName(d)); }
+std::string IdentityChain(uint32_t identity, bool referenced) {
+  return referenced ? absl::StrCat("id_", identity) : "id_other";
+}
+
+// nft comments hold at most 128 bytes; quotes are not allowed inside.
+std::string Comment(const std::string& text) {
+  std::string out;
+  for (char c : text) out += (c == '"' || c == '\n' || c == '\\') ? '\'' : c;
+  if (out.size() > 120) out = out.substr(0, 117) + "...";
+  return out;
+}
+
+std::string Increment(std::string bytes) {
+  for (int i = static_cast<int>(bytes.size()) - 1; i >= 0; --i) {
+    uint8_t b = static_cast<uint8_t>(bytes[i]);
+    bytes[i] = static_cast<char>(b + 1);
+    if (b != 0xff) break;
+  }
+  return bytes;
+}
+
+// [first, last] as one address, one prefix, or a range.
+std::string RangeText(const std::string& first, const std::string& last) {
+  if (first == last) return AddressText(first);
+  const int bits = static_cast<int>(first.size()) * 8;
+  // The longest run of trailing bits where first has 0 and last has 1.
+  int host = 0;
+  while (host < bits) {
+    int byte = static_cast<int>(first.size()) - 1 - host / 8;
+    int bit = host % 8;
+    bool f = (static_cast<uint8_t>(first[byte]) >> bit) & 1;
+    bool l = (static_cast<uint8_t>(last[byte]) >> bit) & 1;
+    if (f || !l) break;
+    ++host;
+  }
+  // A prefix when every higher bit agrees.
+  bool prefix = true;
+  for (int b = host; b < bits && prefix; ++b) {
+    int byte = static_cast<int>(first.size()) - 1 - b / 8;
+    int bit = b % 8;
+    if (((static_cast<uint8_t>(first[byte]) >> bit) & 1) !=
+        ((static_cast<uint8_t>(last[byte]) >> bit) & 1)) {
+      prefix = false;
+    }
+  }
+  if (prefix) return absl::StrCat(AddressText(first), "/", bits - host);
+  return absl::StrCat(AddressText(first), "-", AddressText(last));
+}
+
+std::string PortMatch(const ir::PortRule& rule) {
+  std::string out = absl::StrCat("meta l4proto ", ProtocolLower(rule.protocol()));
+  if (rule.first_port() == 0 && rule.last_port() == 65535) return out;
+  if (rule.first_port() == rule.last_port()) return absl::StrCat(out, " th dport ", rule.first_port());
+  return absl::StrCat(out, " th dport ", rule.first_port(), "-", rule.last_port());
+}
+
+struct MergedRange {
+  std::string first, last;  // bytes
+  uint32_t identity;        // of the first range (all share the target)
+  std::string target;       // chain
+  std::string text;         // the map element
+};
+
+struct MarkInterval {
+  uint32_t first_identity, last_identity;
+  std::string text;
+};
+
+// What Build and Explain share: which tables, peer sets and identities the program uses.
+struct Layout {
+  std::set<std::pair<uint32_t, int>> chains;  // (table, direction) that get a chain
+  std::set<uint32_t> peer_sets;               // referenced by a rule of such a chain
+  std::set<uint32_t> identities;              // members of those peer sets
+  std::vector<MergedRange> ranges[2];         // identity4, identity6
+  std::map<uint32_t, std::vector<MarkInterval>> marks;  // per peer set
+};
+
+const ir::DirectionPolicy& DirectionOf(const ir::Table& t, int d) {
+  return d == kIngress ? t.ingress() : t.egress();
+}
+
+bool Usable(const ir::PeerSet& s) { return s.all() || s.identities_size() > 0; }
+
+std::string RuleText(const ir::PortRule& rule, const ir::PeerSet& set) {
+  if (set.all()) return absl::StrCat(PortMatch(rule), " return");
+  return absl::StrCat(PortMatch(rule), " meta mark @peers_", set.id(), " return");
+}
+
+absl::Status CheckRanges(const google::protobuf::RepeatedPtrField<ir::AddressRange>& ranges,
+                         size_t width, const ir::CompiledPolicy& ir, const char* family) {
+  if (ranges.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("the IR has no ", family, " ranges"));
+  }
+  std::string expect(width, '\0');
+  for (int i = 0; i < ranges.size(); ++i) {
+    const ir::AddressRange& r = ranges[i];
+    if (r.first().size() != width || r.last().size() != width || r.first() != expect ||
+        r.last() < r.first()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the IR's ", family, " ranges do not partition the address space (at range ", i, ")"));
+    }
+    if (r.identity() >= static_cast<uint32_t>(ir.identities_size())) {
+      return absl::InvalidArgumentError(absl::StrCat("range ", i, " has an unknown identity"));
+    }
+    expect = Increment(r.last());
+  }
+  if (ranges[ranges.size() - 1].last() != std::string(width, '\xff')) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the IR's ", family, " ranges stop short of the last address"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Layout> MakeLayout(const ir::CompiledPolicy& ir) {
+  if (ir.identities_size() >= static_cast<int>(kOtherIdentity)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the nft backend supports at most 65534 identities; this IR has ", ir.identities_size()));
+  }
+  if (absl::Status s = CheckRanges(ir.ipv4(), 4, ir, "IPv4"); !s.ok()) return s;
+  if (absl::Status s = CheckRanges(ir.ipv6(), 16, ir, "IPv6"); !s.ok()) return s;
+  for (int i = 0; i < ir.peer_sets_size(); ++i) {
+    if (ir.peer_sets(i).id() != static_cast<uint32_t>(i)) {
+      return absl::InvalidArgumentError(absl::StrCat("peer set ", i, " has id ", ir.peer_sets(i).id()));
+    }
+    for (uint32_t id : ir.peer_sets(i).identities()) {
+      if (id >= static_cast<uint32_t>(ir.identities_size())) {
+        return absl::InvalidArgumentError(absl::StrCat("peer set ", i, " names unknown identity ", id));
+      }
+    }
+  }
+  Layout layout;
+  for (const ir::Endpoint& e : ir.endpoints()) {
+    if (!e.selected()) continue;
+    if (e.table() >= static_cast<uint32_t>(ir.tables_size())) {
+      return absl::InvalidArgumentError(absl::StrCat("endpoint ", e.namespace_(), "/", e.name(),
+                                                     " has an unknown table"));
+    }
+    const ir::Table& t = ir.tables(e.table());
+    for (int d : {kIngress, kEgress}) {
+      if (DirectionOf(t, d).isolated()) layout.chains.insert({e.table(), d});
+    }
+  }
+  for (const auto& [table, d] : layout.chains) {
+    for (const ir::PortRule& rule : DirectionOf(ir.tables(table), d).rules()) {
+      if (rule.peer_set() >= static_cast<uint32_t>(ir.peer_sets_size())) {
+        return absl::InvalidArgumentError(absl::StrCat("table ", table, " names unknown peer set ",
+                                                       rule.peer_set()));
+      }
+      if (rule.protocol() != ir::TCP && rule.protocol() != ir::UDP && rule.protocol() != ir::SCTP) {
+        return absl::InvalidArgumentError(absl::StrCat("table ", table, " has a rule without protocol"));
+      }
+      if (rule.first_port() > rule.last_port() || rule.last_port() > 65535) {
+        return absl::InvalidArgumentError(absl::StrCat("table ", table, " has a bad port range"));
+      }
+      const ir::PeerSet& set = ir.peer_sets(rule.peer_set());
+      if (set.all() || set.identities_size() == 0) continue;
+      layout.peer_sets.insert(set.id());
+      for (uint32_t id : set.identities()) layout.identities.insert(id);
+    }
+  }
+  for (int f = 0; f < 2; ++f) {
+    const auto& ranges = f == 0 ? ir.ipv4() : ir.ipv6();
+    std::vector<MergedRange>& merged = layout.ranges[f];
+    for (const ir::AddressRange& r : ranges) {
+      bool referenced = layout.identities.count(r.identity()) > 0;
+      std::string target = IdentityChain(r.identity(), referenced);
+      if (!merged.empty() && merged.back().target == target) {
+        merged.back().last = r.last();
+      } else {
+        merged.push_back(MergedRange{r.first(), r.last(), r.identity(), target, ""});
+      }
+    }
+    for (MergedRange& m : merged) {
+      m.text = absl::StrCat(RangeText(m.first, m.last), " : jump ", m.target);
+    }
+  }
+  for (uint32_t id : layout.peer_sets) {
+    std::vector<MarkInterval>& out = layout.marks[id];
+    for (uint32_t identity : ir.peer_sets(id).identities()) {
+      if (!out.empty() && out.back().last_identity + 1 == identity) {
+        out.back().last_identity = identity;
+      } else {
+        out.push_back(MarkInterval{identity, identity, ""});
+      }
+    }
+    for (MarkInterval& m : out) {
+      m.text = absl::StrFormat("0x%08x-0x%08x", m.first_identity << 16,
+                               (m.last_identity << 16) | 0xffff);
+    }
+  }
+  return layout;
+}
+
+std::string IdentityComment(const ir::Identity& identity) {
+  std::string text;
+  if (identity.pods_size() > 0) {
+    text = absl::StrJoin(identity.pods().begin(),
+                         identity.pods().begin() + std::min(identity.pods_size(), 4), ",");
+    if (identity.pods_size() > 4) absl::StrAppend(&text, ",+", identity.pods_size() - 4);
+  }
+  if (identity.external()) absl::StrAppend(&text, text.empty() ? "" : " ", "(external)");
+  return text;
+}
+
+}  // namespace
+
+size_t Program::rule_count() const {
+  size_t n = 0;
+  for (const Chain& c : chains) n += c.rules.size();
+  return n;
+}
+
+size_t Program::element_count() const {
+  size_t n = 0;
+  for (const Set& s : sets) n += s.elements.size();
+  return n;
+}
+
+absl::StatusOr<Program> Build(const ir::CompiledPolicy& ir) {
+  absl::StatusOr<Layout> layout = MakeLayout(ir);
+  if (!layout.ok()) return layout.status();
+  Program program;
+  for (int f = 0; f < 2; ++f) {
+    Set s;
+    s.name = f == 0 ? "identity4" : "identity6";
+    s.type = f == 0 ? "ipv4_addr : verdict" : "ipv6_addr : verdict";
+    s.map = true;
+    s.interval = true;
+    s.comment = "address -> identity (every address of the family)";
+    for (const MergedRange& m : layout->ranges[f]) s.elements.push_back(m.text);
+    program.sets.push_back(std::move(s));
+  }
+  for (uint32_t id : layout->peer_sets) {
+    Set s;
+    s.name = absl::StrCat("peers_", id);
+    s.type = "mark";
+    s.interval = true;
+    s.comment = absl::StrCat("peer set ", id, ": identities << 16");
+    for (const MarkInterval& m : layout->marks.at(id)) s.elements.push_back(m.text);
+    program.sets.push_back(std::move(s));
+  }
+  for (int d : {kEgress, kIngress}) {
+    for (int f = 0; f < 2; ++f) {
+      Set s;
+      s.name = absl::StrCat(DirName(d), f == 0 ? "4" : "6");
+      s.type = f == 0 ? "ipv4_addr : verdict" : "ipv6_addr : verdict";
+      s.map = true;
+      s.comment = absl::StrCat("endpoints isolated for ", DirName(d), " -> their table");
+      for (const ir::Endpoint& e : ir.endpoints()) {
+        if (!e.selected() || layout->chains.count({e.table(), d}) == 0) continue;
+        for (const std::string& ip : e.ips()) {
+          absl::StatusOr<std::string> bytes = AddressBytes(ip);
+          if (!bytes.ok()) {
+            return absl::InvalidArgumentError(absl::StrCat("endpoint ", e.namespace_(), "/",
+                                                           e.name(), ": bad address ", ip));
+          }
+          if ((bytes->size() == 4) != (f == 0)) continue;
+          s.elements.push_back(
+              absl::StrCat(AddressText(*bytes), " : jump ", ChainOf(e.table(), d)));
+        }
+      }
+      program.sets.push_back(std::move(s));
+    }
+  }
+  {
+    Chain c;
+    c.name = "id_other";
+    c.comment = "identities no rule names";
+    c.rules.push_back(absl::StrFormat("meta mark set meta mark and 0x0000ffff or 0x%08x",
+                                      kOtherIdentity << 16));
+    program.chains.push_back(std::move(c));
+  }
+  for (uint32_t id : layout->identities) {
+    Chain c;
+    c.name = absl::StrCat("id_", id);
+    c.comment = IdentityComment(ir.identities(id));
+    c.rules.push_back(
+        absl::StrFormat("meta mark set meta mark and 0x0000ffff or 0x%08x", id << 16));
+    program.chains.push_back(std::move(c));
+  }
+  for (const auto& [table, d] : layout->chains) {
+    const ir::Table& t = ir.tables(table);
+    Chain c;
+    c.name = ChainOf(table, d);
+    c.comment = absl::StrCat("policies: ", absl::StrJoin(t.policies(), ","));
+    const ir::DirectionPolicy& policy = DirectionOf(t, d);
+    bool lookup = false;
+    for (const ir::PortRule& rule : policy.rules()) {
+      const ir::PeerSet& set = ir.peer_sets(rule.peer_set());
+      if (!set.all() && set.identities_size() > 0) lookup = true;
+    }
+    const char* peer = d == kEgress ? "daddr" : "saddr";
+    if (lookup) {
+      c.rules.push_back(absl::StrCat("ip ", peer, " vmap @identity4"));
+      c.rules.push_back(absl::StrCat("ip6 ", peer, " vmap @identity6"));
+    }
+    for (const ir::PortRule& rule : policy.rules()) {
+      const ir::PeerSet& set = ir.peer_sets(rule.peer_set());
+      if (!Usable(set)) continue;  // an empty peer set allows nothing
+      c.rules.push_back(RuleText(rule, set));
+    }
+    c.rules.push_back("drop");
+    program.chains.push_back(std::move(c));
+  }
+  {
+    Chain c;
+    c.name = "forward";
+    c.hook = "type filter hook forward priority filter; policy accept;";
+    c.comment = ir.node().empty() ? "NetworkPolicy" : absl::StrCat("NetworkPolicy, node ", ir.node());
+    c.rules = {"ct state established,related accept", "ip saddr vmap @egress4",
+               "ip6 saddr vmap @egress6", "ip daddr vmap @ingress4", "ip6 daddr vmap @ingress6"};
+    program.chains.push_back(std::move(c));
+  }
+  return program;
+}
+
+std::string Text(const Program& program) {
+  std::string out = absl::StrCat(
+      "# NetworkPolicy for nftables, generated by np from the compiled IR. One transaction:\n"
+      "# the old table goes and the new one comes in the same commit.\n"
+      "table inet ", kTableName, " {}\ndelete table inet ", kTableName, "\ntable inet ",
+      kTableName, " {\n");
+  for (const Set& s : program.sets) {
+    absl::StrAppend(&out, "  ", s.map ? "map " : "set ", s.name, " {\n    type ", s.type, "\n");
+    if (s.interval) absl::StrAppend(&out, "    flags interval\n");
+    if (!s.comment.empty()) absl::StrAppend(&out, "    comment \"", Comment(s.comment), "\"\n");
+    if (!s.elements.empty()) {
+      absl::StrAppend(&out, "    elements = {\n");
+      for (size_t i = 0; i < s.elements.size(); ++i) {
+        absl::StrAppend(&out, "      ", s.elements[i], i + 1 < s.elements.size() ? ",\n" : "\n");
+      }
+      absl::StrAppend(&out, "    }\n");
+    }
+    absl::StrAppend(&out, "  }\n");
+  }
+  for (const Chain& c : program.chains) {
+    absl::StrAppend(&out, "  chain ", c.name, " {\n");
+    if (!c.hook.empty()) absl::StrAppend(&out, "    ", c.hook, "\n");
+    if (!c.comment.empty()) absl::StrAppend(&out, "    comment \"", Comment(c.comment), "\"\n");
+    for (const std::string& r : c.rules) absl::StrAppend(&out, "    ", r, "\n");
+    absl::StrAppend(&out, "  }\n");
+  }
+  absl::StrAppend(&out, "}\n");
+  return out;
+}
+
+namespace {
+
+// Explains one side (egress at the source, or ingress at the destination).
+// Returns whether that side lets the flow through.
+bool ExplainSide(const ir::CompiledPolicy& ir, const Layout& layout, int d,
+                 const std::string& self_bytes, const std::string& peer_bytes,
+                 const FlowQuery& flow, std::string* out) {
+  const int f = self_bytes.size() == 4 ? 0 : 1;
+  const std::string map = absl::StrCat(DirName(d), f == 0 ? "4" : "6");
+  const ir::Endpoint* endpoint = nullptr;
+  for (const ir::Endpoint& e : ir.endpoints()) {
+    for (const std::string& ip : e.ips()) {
+      absl::StatusOr<std::string> b = AddressBytes(ip);
+      if (b.ok() && *b == self_bytes) endpoint = &e;
+    }
+  }
+  const std::string self = AddressText(self_bytes);
+  if (endpoint == nullptr) {
+    absl::StrAppend(out, DirName(d), ": ", self,
+                    " is not an endpoint of this node; no element in @", map, " (no ",
+                    DirName(d), " check here)\n");
+    return true;
+  }
+  const std::string who = absl::StrCat(endpoint->namespace_(), "/", endpoint->name());
+  if (!endpoint->selected() || layout.chains.count({endpoint->table(), d}) == 0) {
+    absl::StrAppend(out, DirName(d), " of ", who, " (", self, "): not isolated for ", DirName(d),
+                    "; no element in @", map, " -> no restriction\n");
+    return true;
+  }
+  const std::string chain = ChainOf(endpoint->table(), d);
+  absl::StrAppend(out, DirName(d), " of ", who, " (", self, "): @", map, " element \"", self,
+                  " : jump ", chain, "\"\n");
+  // The peer's identity, as the chain's vmap finds it.
+  absl::StatusOr<uint32_t> identity = IdentityOf(ir, peer_bytes);
+  const std::vector<MergedRange>& ranges = layout.ranges[f];
+  const MergedRange* element = nullptr;
+  for (const MergedRange& m : ranges) {
+    if (m.first <= peer_bytes && peer_bytes <= m.last) element = &m;
+  }
+  uint32_t mark_identity = kOtherIdentity;
+  if (identity.ok()) {
+    const ir::Identity& id = ir.identities(*identity);
+    bool referenced = layout.identities.count(*identity) > 0;
+    if (referenced) mark_identity = *identity;
+    absl::StrAppend(out, "  peer ", AddressText(peer_bytes), " is identity ", *identity,
+                    id.pods_size() > 0 ? absl::StrCat(" (", IdentityComment(id), ")") : "",
+                    id.pods_size() == 0 && id.external() ? " (external)" : "", ": @identity",
+                    f == 0 ? "4" : "6", " element \"", element ? element->text : "?",
+                    "\" -> mark ", absl::StrFormat("0x%08x", mark_identity << 16),
+                    referenced ? "" : " (no rule names this identity)", "\n");
+  }
+  const ir::DirectionPolicy& policy = DirectionOf(ir.tables(endpoint->table()), d);
+  // Rule numbers as `nft -a list` would count them within the chain (1-based, after the
+  // lookups).
+  int index = 0;
+  bool lookup = false;
+  for (const ir::PortRule& rule : policy.rules()) {
+    const ir::PeerSet& set = ir.peer_sets(rule.peer_set());
+    if (!set.all() && set.identities_size() > 0) lookup = true;
+  }
+  if (lookup) index = 2;
+  for (const ir::PortRule& rule : policy.rules()) {
+    const ir::PeerSet& set = ir.peer_sets(rule.peer_set());
+    if (!Usable(set)) continue;
+    ++index;
+    if (static_cast<int>(rule.protocol()) != flow.protocol) continue;
+    if (flow.port < rule.first_port() || flow.port > rule.last_port()) continue;
+    if (set.all()) {
+      absl::StrAppend(out, "  chain ", chain, " rule ", index, " \"", RuleText(rule, set),
+                      "\" (peer set ", set.id(), ": every address) -> allowed\n");
+      return true;
+    }
+    for (const MarkInterval& m : layout.marks.at(set.id())) {
+      if (mark_identity >= m.first_identity && mark_identity <= m.last_identity) {
+        absl::StrAppend(out, "  chain ", chain, " rule ", index, " \"", RuleText(rule, set),
+                        "\" with @peers_", set.id(), " element \"", m.text, "\" -> allowed\n");
+        return true;
+      }
+    }
+  }
+  absl::StrAppend(out, "  no rule of chain ", chain, " matches ", flow.protocol == 6 ? "tcp"
+                  : flow.protocol == 17 ? "udp" : flow.protocol == 132 ? "sctp" : "this protocol",
+                  " port ", flow.port, " from this peer -> the chain's last rule \"drop\"\n");
+  return false;
+}
+
+}  // namespace
+}  // namespace nft
+
+namespace {
+
+class NftBackend : public Backend {
+ public:
+  std::string name() const override { return "nft"; }
+
+  absl::StatusOr<std::string> Render(const ir::CompiledPolicy& ir) const override {
+    absl::StatusOr<nft::Program> program = nft::Build(ir);
+    if (!program.ok()) return program.status();
+    return nft::Text(*program);
+  }
+
+  absl::Status Apply(const ir::CompiledPolicy& ir, const Attachment& attachment) override {
+    absl::StatusOr<std::string> text = Render(ir);
+    if (!text.ok()) return text.status();
+    absl::StatusOr<std::string> out = RunCommand({"nft", "-f", "-"}, *text, attachment.netns);
+    return out.status();
+  }
+
+  absl::Status Remove(const Attachment& attachment) override {
+    // Declaring the table first makes the delete succeed whether or not it exists.
+    absl::StatusOr<std::string> out = RunCommand(
+        {"nft", "-f", "-"},
+        absl::StrCat("table inet ", nft::kTableName, " {}\ndelete table inet ", nft::kTableName,
+                     "\n"),
+        attachment.netns);
+    return out.status();
+  }
+
+  absl::StatusOr<std::string> Explain(const ir::CompiledPolicy& ir,
+                                      const FlowQuery& flow) const override {
+    absl::StatusOr<nft::Layout> layout = nft::MakeLayout(ir);
+    if (!layout.ok()) return layout.status();
+    absl::StatusOr<std::string> src = AddressBytes(flow.source);
+    if (!src.ok()) return src.status();
+    absl::StatusOr<std::string> dst = AddressBytes(flow.destination);
+    if (!dst.ok()) return dst.status();
+    if (src->size() != dst->size()) {
+      return absl::InvalidArgumentError("source and destination are of different families");
+    }
+    if (*src == *dst) {
+      return absl::StrCat(AddressText(*src),
+                          " -> itself: a pod's traffic to its own address never leaves its "
+                          "network namespace; no rule of table inet ", nft::kTableName,
+                          " sees it (allowed)\n");
+    }
+    std::string proto = flow.protocol == 6 ? "tcp" : flow.protocol == 17 ? "udp"
+                        : flow.protocol == 132 ? "sctp" : absl::StrCat("protocol ", flow.protocol);
+    std::string out = absl::StrCat(
+        "table inet ", nft::kTableName, ", chain forward: ", AddressText(*src), " -> ",
+        AddressText(*dst), " ", proto, " dport ", flow.port,
+        "\n(a new connection; its replies and the packets of established connections match "
+        "\"ct state established,related accept\" first)\n");
+    bool egress = nft::ExplainSide(ir, *layout, nft::kEgress, *src, *dst, flow, &out);
+    if (!egress) {
+      absl::StrAppend(&out, "verdict: DROP (egress)\n");
+      return out;
+    }
+    bool ingress = nft::ExplainSide(ir, *layout, nft::kIngress, *dst, *src, flow, &out);
+    absl::StrAppend(&out, "verdict: ", ingress ? "ACCEPT (chain forward's policy)" : "DROP (ingress)",
+                    "\n");
+    return out;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> MakeNftBackend() { return std::make_unique<NftBackend>(); }
+
+}  // namespace np::backends

@@ -1,0 +1,86 @@
+// np/backends/nft/nft.h — the nftables backend: the compiled IR as one `table inet np`
+// ruleset for `nft -f`, applied atomically in the node's network namespace.
+//
+//   std::unique_ptr<np::backends::Backend> nft = np::backends::MakeNftBackend();
+//   absl::StatusOr<std::string> text = nft->Render(ir);   // what `nft -f` reads
+//   absl::Status s = nft->Apply(ir, {{}, "node-netns"});  // one transaction
+//
+// The program (rule count grows with policies; address elements with pods, once):
+//   map identity4/identity6   address interval -> `jump id_<n>`: every address of the family,
+//                             adjacent ranges of one identity merged; identities no rule
+//                             names share `id_other`.
+//   chain id_<n>              writes identity n into the high half of the packet mark
+//                             (meta mark & 0x0000ffff | n << 16); id_other writes 0xffff.
+//   set peers_<n>             a peer set of the IR as mark intervals (n << 16 .. n << 16 |
+//                             0xffff; consecutive identities merged).
+//   map egress4/6, ingress4/6 endpoint address -> `jump t<n>_egress` / `jump t<n>_ingress`,
+//                             only for endpoints that are isolated in that direction.
+//   chain t<n>_<direction>    the IR table's rules, in order: look the peer up in
+//                             identity4/6, then one rule per (protocol, port range, peer
+//                             set) that `return`s (allowed; go on to the other side), then
+//                             `drop`.
+//   chain forward             hook forward: `ct state established,related accept` first,
+//                             then egress dispatch by source address, ingress dispatch by
+//                             destination address; policy accept (what no endpoint owns is
+//                             not ours to judge).
+// The mark's high 16 bits are scratch for this program (identities < 65535); the low 16
+// bits (kube-proxy's 0x4000/0x8000, ...) are kept. The forward hook sees pod-to-pod traffic
+// when pods are routed (or bridged with bridge-nf-call-iptables); traffic from the node's
+// own stack to its pods is not judged, as Kubernetes specifies.
+// Atomic replace: the file starts with `table inet np {}` + `delete table inet np` and then
+// declares the table, all in one `nft -f` transaction: packets see the old program or the
+// new one, never neither. Conntrack entries survive, so established connections keep flowing.
+//
+// Thread safety: Render and Explain are pure; Apply and Remove run `nft` and may be called
+// from one thread at a time per namespace.
+#ifndef NP_BACKENDS_NFT_NFT_H_
+#define NP_BACKENDS_NFT_NFT_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "np/backends/backend.h"
+#include "proto/compiled.pb.h"
+
+namespace np::backends {
+
+std::unique_ptr<Backend> MakeNftBackend();
+
+namespace nft {
+
+inline constexpr char kTableName[] = "np";
+
+// The program as data, for tests and benchmarks (Render prints it).
+struct Set {
+  std::string name;
+  std::string type;   // "ipv4_addr : verdict", "mark", ...
+  bool map = false;
+  bool interval = false;
+  std::string comment;
+  std::vector<std::string> elements;
+};
+struct Chain {
+  std::string name;
+  std::string hook;   // "type filter hook forward priority filter; policy accept;" or empty
+  std::string comment;
+  std::vector<std::string> rules;
+};
+struct Program {
+  std::vector<Set> sets;
+  std::vector<Chain> chains;
+  size_t rule_count() const;
+  size_t element_count() const;
+};
+
+// The program for `ir`; InvalidArgument when the IR is malformed (indexes out of range,
+// address ranges that do not partition the space, 65535 identities or more).
+absl::StatusOr<Program> Build(const ir::CompiledPolicy& ir);
+// `nft -f` input: the atomic-replace preamble and the table.
+std::string Text(const Program& program);
+
+}  // namespace nft
+}  // namespace np::backends
+
+#endif  // NP_BACKENDS_NFT_NFT_H_
