@@ -902,6 +902,33 @@ metadata: {name: "second
   EXPECT_THAT(diagnostics, Contains(IsError("partial.yaml", 7, "", "not closed")));
 }
 
+// Validation runs after reading; its findings point at the lines the loader recorded.
+TEST(LoaderTest, ValidationErrorsGetFieldLines) {
+  ClusterLoader loader;
+  ASSERT_TRUE(loader.AddText(R"(apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: backwards, namespace: ns}
+spec:
+  podSelector: {}
+  ingress:
+  - ports:
+    - {protocol: TCP, port: 90, endPort: 80}
+)",
+                             "v.yaml")
+                  .ok())
+      << Dump(loader.diagnostics());
+  std::vector<Diagnostic> diagnostics;
+  absl::StatusOr<Cluster> cluster = loader.Build(&diagnostics);
+  EXPECT_FALSE(cluster.ok());
+  // endPort below port: whatever field validation names, everything about that port is on
+  // line 8.
+  std::vector<Diagnostic> errors = Errors(diagnostics);
+  ASSERT_THAT(errors, SizeIs(1)) << Dump(diagnostics);
+  EXPECT_EQ(errors[0].location.file, "v.yaml");
+  EXPECT_EQ(errors[0].location.line, 8) << errors[0].ToString();
+  EXPECT_THAT(errors[0].field, HasSubstr("spec.ingress[0].ports[0]"));
+}
+
 TEST(LoaderTest, ParseChange) {
   absl::StatusOr<Change> change = ParseChange(R"(apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
