@@ -15,7 +15,7 @@ namespace internal {
 
 bool EngineState::SideAllows(uint32_t target, Direction direction, Protocol protocol,
                              uint16_t port, uint32_t peer) const {
-  const TargetTable& table = *target_classes[target].table;
+  const TargetTable& table = *(*hot_tables)[target];
   const DirectionTable& d = table.direction[static_cast<int>(direction)];
   if (!d.isolated) return true;
   int pi = ProtocolIndex(protocol);
@@ -45,14 +45,14 @@ uint32_t EngineState::ExternalPeerClass(const IpAddress& address) const {
 }
 
 std::optional<uint32_t> EngineState::FindPodByIp(const IpAddress& address) const {
-  auto it = pod_by_ip->find(address);
-  if (it == pod_by_ip->end()) return std::nullopt;
-  return it->second;
+  const PacketEntry* entry = pod_by_ip->Find(address);
+  if (entry == nullptr) return std::nullopt;
+  return entry->pod;
 }
 
 size_t EngineState::IndexBytes() const {
   size_t bytes = records.chunk_count() * records.chunk_bytes();
-  bytes += pod_by_ip->capacity() * (sizeof(IpAddress) + sizeof(uint32_t) + 1);
+  bytes += pod_by_ip->Bytes();
   for (uint32_t t = 0; t < target_classes.size(); ++t) {
     if (target_classes[t].table != nullptr) bytes += target_classes[t].table->Bytes();
   }
@@ -89,7 +89,7 @@ absl::StatusOr<std::shared_ptr<const Engine>> Engine::Build(const Cluster& clust
   for (auto& pod : objects.pods) {
     changes.push_back(Change{Change::Op::kUpsert, std::move(pod.object)});
   }
-  absl::Status status = state->ApplyBatch(changes, nullptr);
+  absl::Status status = state->ApplyBatch(changes, nullptr, /*validated=*/true);
   if (!status.ok()) return status;
   return std::shared_ptr<const Engine>(new Engine(std::move(state)));
 }
@@ -145,8 +145,8 @@ std::vector<PodId> Engine::Pods() const {
 bool Engine::Allowed(PodId source, PodId destination, Protocol protocol, uint16_t port) const {
   const EngineState& s = *state_;
   if (s.options.evaluation.always_allow_self && source == destination) return true;
-  const PodRecord& src = s.records[source];
-  const PodRecord& dst = s.records[destination];
+  const PodRecord& src = (*s.hot_records)[source];
+  const PodRecord& dst = (*s.hot_records)[destination];
   // The flow's family: IPv4 when both pods have an IPv4 address, else IPv6, else none.
   int f = (src.peer[0] != kNone && dst.peer[0] != kNone)   ? 0
           : (src.peer[1] != kNone && dst.peer[1] != kNone) ? 1
@@ -169,13 +169,13 @@ bool Engine::Allowed(const Endpoint& source, const Endpoint& destination, Protoc
     return Allowed(source.pod_index, destination.pod_index, protocol, port);
   }
   if (source.is_pod) {
-    const PodRecord& src = s.records[source.pod_index];
+    const PodRecord& src = (*s.hot_records)[source.pod_index];
     return src.target == kNone ||
            s.SideAllows(src.target, Direction::kEgress, protocol, port,
                         s.ExternalPeerClass(destination.address));
   }
   if (destination.is_pod) {
-    const PodRecord& dst = s.records[destination.pod_index];
+    const PodRecord& dst = (*s.hot_records)[destination.pod_index];
     return dst.target == kNone ||
            s.SideAllows(dst.target, Direction::kIngress, protocol, port,
                         s.ExternalPeerClass(source.address));
@@ -186,34 +186,22 @@ bool Engine::Allowed(const Endpoint& source, const Endpoint& destination, Protoc
 bool Engine::AllowedPacket(const IpAddress& source, const IpAddress& destination,
                            Protocol protocol, uint16_t port) const {
   const EngineState& s = *state_;
-  std::optional<uint32_t> src_pod = s.FindPodByIp(source);
-  std::optional<uint32_t> dst_pod = s.FindPodByIp(destination);
-  if (src_pod && dst_pod && *src_pod == *dst_pod && s.options.evaluation.always_allow_self) {
+  // The address index carries each pod address's target and peer class (for the address's
+  // family, which is the packet's): no record lookup on this path.
+  const internal::PacketEntry* src = s.pod_by_ip->Find(source);
+  const internal::PacketEntry* dst = s.pod_by_ip->Find(destination);
+  if (src != nullptr && dst != nullptr && src->pod == dst->pod &&
+      s.options.evaluation.always_allow_self) {
     return true;
   }
-  // A packet's family is the one its addresses are written in.
-  int f = source.is_v4() ? 0 : 1;
-  uint32_t src_target = kNone, dst_target = kNone, src_peer, dst_peer;
-  if (src_pod) {
-    const PodRecord& r = s.records[*src_pod];
-    src_target = r.target;
-    src_peer = r.peer[f];
-  } else {
-    src_peer = s.ExternalPeerClass(source);
-  }
-  if (dst_pod) {
-    const PodRecord& r = s.records[*dst_pod];
-    dst_target = r.target;
-    dst_peer = r.peer[f];
-  } else {
-    dst_peer = s.ExternalPeerClass(destination);
-  }
-  if (src_target != kNone &&
-      !s.SideAllows(src_target, Direction::kEgress, protocol, port, dst_peer)) {
+  uint32_t src_peer = src != nullptr ? src->peer : s.ExternalPeerClass(source);
+  uint32_t dst_peer = dst != nullptr ? dst->peer : s.ExternalPeerClass(destination);
+  if (src != nullptr && src->target != kNone &&
+      !s.SideAllows(src->target, Direction::kEgress, protocol, port, dst_peer)) {
     return false;
   }
-  if (dst_target != kNone &&
-      !s.SideAllows(dst_target, Direction::kIngress, protocol, port, src_peer)) {
+  if (dst != nullptr && dst->target != kNone &&
+      !s.SideAllows(dst->target, Direction::kIngress, protocol, port, src_peer)) {
     return false;
   }
   return true;

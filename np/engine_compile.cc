@@ -132,8 +132,8 @@ void SetBit(Bitset& bits, uint32_t i) {
 
 class Batch {
  public:
-  Batch(EngineState& s, std::vector<Diagnostic>* diagnostics)
-      : s_(s), gen_(s.generation), diagnostics_(diagnostics) {}
+  Batch(EngineState& s, std::vector<Diagnostic>* diagnostics, bool validated)
+      : s_(s), gen_(s.generation), diagnostics_(diagnostics), validated_(validated) {}
 
   absl::Status Run(absl::Span<const Change> changes) {
     for (const Change& change : changes) {
@@ -169,6 +169,16 @@ class Batch {
     Report({d});
   }
 
+  // Validates unless the batch comes from a Cluster (validated when it was created).
+  template <typename T, typename F>
+  bool Invalid(const T& object, F validate) {
+    if (validated_) return false;
+    std::vector<Diagnostic> found = validate(object);
+    bool bad = HasErrors(found);
+    Report(std::move(found));
+    return bad;
+  }
+
   bool HasErrors(const std::vector<Diagnostic>& found) {
     for (const Diagnostic& d : found) {
       if (d.is_error()) return true;
@@ -194,10 +204,7 @@ class Batch {
   }
 
   void UpsertNamespace(const k8s::Namespace& ns) {
-    std::vector<Diagnostic> found = ValidateNamespace(ns);
-    bool bad = HasErrors(found);
-    Report(std::move(found));
-    if (bad) return;
+    if (Invalid(ns, ValidateNamespace)) return;
     Labels labels;
     for (const auto& [k, v] : ns.metadata().labels()) labels[k] = v;
     SetNamespace(ns.metadata().name(), std::move(labels),
@@ -220,13 +227,20 @@ class Batch {
     return absl::StrCat(object.metadata().namespace_(), "/", object.metadata().name());
   }
 
-  absl::flat_hash_map<IpAddress, uint32_t>& MutableIpMap() {
-    if (!ip_map_copied_) {
-      s_.pod_by_ip = std::make_shared<absl::flat_hash_map<IpAddress, uint32_t>>(*s_.pod_by_ip);
-      ip_map_copied_ = true;
+  std::optional<uint32_t> IpOwner(const IpAddress& a) const { return s_.FindPodByIp(a); }
+  IpIndex& MutableIpIndex() {
+    if (!ip_index_copied_) {
+      s_.pod_by_ip = std::make_shared<IpIndex>(*s_.pod_by_ip);
+      ip_index_copied_ = true;
     }
-    return const_cast<absl::flat_hash_map<IpAddress, uint32_t>&>(*s_.pod_by_ip);
+    return const_cast<IpIndex&>(*s_.pod_by_ip);
   }
+  // The classes stored with the address are filled in when the pod is recomputed.
+  void SetIpOwner(const IpAddress& a, uint32_t pod) {
+    MutableIpIndex().Set(a, PacketEntry{pod, kNone, kNone});
+    dirty_pods_.insert(pod);
+  }
+  void EraseIpOwner(const IpAddress& a) { MutableIpIndex().Erase(a); }
 
   uint32_t InternNamedMap(std::vector<NamedPort> ports) {
     std::sort(ports.begin(), ports.end(), [](const NamedPort& a, const NamedPort& b) {
@@ -262,7 +276,9 @@ class Batch {
     return id;
   }
 
-  void RemovePod(uint32_t id) {
+  // `kept`: addresses the pod's replacement holds too (its owner entry is rewritten when the
+  // replacement is added, so no other holder needs to be searched for).
+  void RemovePod(uint32_t id, const std::vector<IpAddress>& kept = {}) {
     const PodSlot& slot = s_.pods[id];
     std::shared_ptr<const PodState> state = slot.state;
     s_.identities.Mutable(slot.identity, gen_).pods--;
@@ -271,11 +287,11 @@ class Batch {
     s_.records.Mutable(id, gen_) = PodRecord();
     s_.pods.Mutable(id, gen_) = PodSlot();
     s_.pod_by_key.Erase(state->key, gen_);
-    auto& ips = MutableIpMap();
     for (const IpAddress& a : state->ips) {
-      auto it = ips.find(a);
-      if (it == ips.end() || it->second != id) continue;
-      ips.erase(it);
+      std::optional<uint32_t> owner = IpOwner(a);
+      if (!owner || *owner != id) continue;
+      if (std::find(kept.begin(), kept.end(), a) != kept.end()) continue;
+      EraseIpOwner(a);
       // Another live pod may hold the same address (a warning at load time): the first of
       // them in namespace/name order owns it now, as Cluster::PodByIp would say.
       std::optional<uint32_t> heir;
@@ -285,7 +301,7 @@ class Batch {
         if (std::find(other->ips.begin(), other->ips.end(), a) == other->ips.end()) continue;
         if (!heir || other->key < s_.pods[*heir].state->key) heir = p;
       }
-      if (heir) ips[a] = *heir;
+      if (heir) SetIpOwner(a, *heir);
     }
     dirty_pods_.erase(id);
     s_.live_pods--;
@@ -293,19 +309,16 @@ class Batch {
 
   void UpsertPod(k8s::Pod pod) {
     if (pod.metadata().namespace_().empty()) pod.mutable_metadata()->set_namespace_("default");
-    std::vector<Diagnostic> found = ValidatePod(pod);
-    bool bad = HasErrors(found);
-    Report(std::move(found));
-    if (bad) return;
+    if (Invalid(pod, ValidatePod)) return;
     std::string key = KeyOf(pod);
-    if (const uint32_t* id = s_.pod_by_key.Find(key)) RemovePod(*id);
-    s_.left_out_pods.Erase(key, gen_);
     auto object = std::make_shared<Sourced<k8s::Pod>>(Sourced<k8s::Pod>{pod, {}});
     const std::string& phase = pod.status().phase();
     if (phase == "Succeeded" || phase == "Failed" || pod.spec().hostnetwork()) {
+      if (const uint32_t* id = s_.pod_by_key.Find(key)) RemovePod(*id);
       s_.left_out_pods.Set(key, std::move(object), gen_);
       return;
     }
+    s_.left_out_pods.Erase(key, gen_);
     auto state = std::make_shared<PodState>();
     state->key = key;
     state->namespace_name = pod.metadata().namespace_();
@@ -332,15 +345,17 @@ class Batch {
     state->named_map = InternNamedMap(std::move(named));
     state->node_name = pod.spec().nodename();
     state->object = std::move(object);
+    if (const uint32_t* old = s_.pod_by_key.Find(key)) RemovePod(*old, state->ips);
     EnsureNamespace(state->namespace_name);
 
     uint32_t identity = InternIdentity(*state);
     s_.identities.Mutable(identity, gen_).pods++;
     uint32_t id = static_cast<uint32_t>(s_.pods.size());
-    auto& ips = MutableIpMap();
     for (const IpAddress& a : state->ips) {
-      auto it = ips.find(a);
-      if (it == ips.end() || key < s_.pods[it->second].state->key) ips[a] = id;
+      std::optional<uint32_t> owner = IpOwner(a);
+      if (!owner || s_.pods[*owner].state == nullptr || key < s_.pods[*owner].state->key) {
+        SetIpOwner(a, id);
+      }
     }
     s_.pod_by_key.Set(key, id, gen_);
     s_.pods.PushBack(PodSlot{std::move(state), identity}, gen_);
@@ -544,10 +559,7 @@ class Batch {
     if (policy.metadata().namespace_().empty()) {
       policy.mutable_metadata()->set_namespace_("default");
     }
-    std::vector<Diagnostic> found = ValidateNetworkPolicy(policy);
-    bool bad = HasErrors(found);
-    Report(std::move(found));
-    if (bad) return;
+    if (Invalid(policy, ValidateNetworkPolicy)) return;
     // Intern the new selectors before releasing the old policy's, so that peers both
     // versions share keep their ids (and their classes).
     std::shared_ptr<CompiledPolicy> compiled = CompilePolicy(policy);
@@ -833,6 +845,18 @@ class Batch {
       }
     }
     for (uint32_t p : dirty_pods_) RecomputePod(p);
+    // The packet path reads the classes from the address index: refresh the owners' copies.
+    for (uint32_t p : dirty_pods_) {
+      const auto& pod = s_.pods[p].state;
+      if (pod == nullptr) continue;
+      const PodRecord& record = s_.records[p];
+      for (const IpAddress& a : pod->ips) {
+        const PacketEntry* entry = s_.pod_by_ip->Find(a);
+        if (entry == nullptr || entry->pod != p) continue;
+        if (entry->target == record.target && entry->peer == record.peer[a.is_v4() ? 0 : 1]) continue;
+        MutableIpIndex().Refresh(a, record.target, record.peer[a.is_v4() ? 0 : 1]);
+      }
+    }
 
     absl::flat_hash_set<uint32_t> dirty_selectors;
     bool named_dirty = false;
@@ -1005,8 +1029,9 @@ class Batch {
   EngineState& s_;
   uint64_t gen_;
   std::vector<Diagnostic>* diagnostics_;
+  bool validated_;
+  bool ip_index_copied_ = false;
   std::vector<std::string> errors_;
-  bool ip_map_copied_ = false;
   bool ipblocks_changed_ = false;
   absl::flat_hash_set<std::string> dirty_namespaces_;         // new, or labels changed
   absl::flat_hash_set<std::string> label_dirty_namespaces_;   // identities' peers to redo
@@ -1019,11 +1044,11 @@ class Batch {
 };
 
 absl::Status EngineState::ApplyBatch(absl::Span<const Change> changes,
-                                     std::vector<Diagnostic>* diagnostics) {
+                                     std::vector<Diagnostic>* diagnostics, bool validated) {
   static std::atomic<uint64_t> generations{1};
   generation = generations.fetch_add(1);
-  if (pod_by_ip == nullptr) {
-    pod_by_ip = std::make_shared<absl::flat_hash_map<IpAddress, uint32_t>>();
+  if (namespace_selectors == nullptr) {
+    pod_by_ip = std::make_shared<IpIndex>();
     namespace_selectors = std::make_shared<std::vector<uint32_t>>();
     ipblock_selectors = std::make_shared<std::vector<uint32_t>>();
     // Conventions the code relies on: id list 0 is the empty list, named map 0 is empty.
@@ -1033,8 +1058,18 @@ absl::Status EngineState::ApplyBatch(absl::Span<const Change> changes,
     named_map_classes.PushBack(std::make_shared<const Bitset>(), generation);
     named_map_by_key.Set("", 0, generation);
   }
-  Batch batch(*this, diagnostics);
-  return batch.Run(changes);
+  Batch batch(*this, diagnostics, validated);
+  absl::Status status = batch.Run(changes);
+  if (!status.ok()) return status;
+  auto hot = std::make_shared<std::vector<PodRecord>>(records.size());
+  for (uint32_t p = 0; p < records.size(); ++p) (*hot)[p] = records[p];
+  hot_records = std::move(hot);
+  auto tables = std::make_shared<std::vector<const TargetTable*>>(target_classes.size());
+  for (uint32_t t = 0; t < target_classes.size(); ++t) {
+    (*tables)[t] = target_classes[t].table.get();
+  }
+  hot_tables = std::move(tables);
+  return absl::OkStatus();
 }
 
 bool EngineState::PeerClassHasSelector(uint32_t peer_class, uint32_t selector) const {

@@ -15,6 +15,7 @@
 #include "np/cluster.h"
 #include "np/engine.h"
 #include "np/internal/cow.h"
+#include "np/internal/ip_index.h"
 #include "np/types.h"
 
 namespace np::internal {
@@ -197,7 +198,8 @@ struct EngineState {
   CowVector<PodSlot> pods;
   CowVector<PodRecord> records;  // parallel to pods
   CowMap<std::string, uint32_t, StringHash> pod_by_key;
-  std::shared_ptr<const absl::flat_hash_map<IpAddress, uint32_t>> pod_by_ip;
+  // Address -> owning pod. Copied (a memcpy) by a batch that changes addresses.
+  std::shared_ptr<const IpIndex> pod_by_ip;
   // Pods the cluster holds that take no part in networking (finished, hostNetwork).
   CowMap<std::string, std::shared_ptr<const Sourced<k8s::Pod>>, StringHash> left_out_pods;
   CowVector<std::shared_ptr<const CompiledPolicy>> policies;  // by policy id; null = deleted
@@ -235,6 +237,11 @@ struct EngineState {
   size_t live_pods = 0;
   size_t live_policies = 0;
 
+  // Flat copies of `records` and of the target classes' table pointers, rebuilt after each
+  // batch (a memcpy-sized cost) so that a verdict reads them without chunk indirections.
+  std::shared_ptr<const std::vector<PodRecord>> hot_records;
+  std::shared_ptr<const std::vector<const TargetTable*>> hot_tables;
+
   // --- lookups (hot path) ---
   bool SideAllows(uint32_t target, Direction direction, Protocol protocol, uint16_t port,
                   uint32_t peer) const;
@@ -244,7 +251,9 @@ struct EngineState {
   // --- updates ---
   // Applies one batch to this state (a copy of the previous snapshot's state). On error the
   // state may be half-updated: the caller discards it.
-  absl::Status ApplyBatch(absl::Span<const Change> changes, std::vector<Diagnostic>* diagnostics);
+  // `validated`: the objects come from a Cluster, which validated them already.
+  absl::Status ApplyBatch(absl::Span<const Change> changes, std::vector<Diagnostic>* diagnostics,
+                          bool validated = false);
 
   // --- helpers shared by updates and explain ---
   const std::vector<uint32_t>& IdList(uint32_t id) const { return *id_lists[id]; }

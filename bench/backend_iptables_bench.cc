@@ -1,0 +1,159 @@
+// The iptables + ipset backend on synthetic clusters (bench/cluster_generator.h), for
+// issue 5 item 4: ruleset size (iptables rules, ipset sets and entries) and apply time as
+// policies grow (100, 1k, 10k policies on 10k pods), and as pods grow at a fixed policy
+// count. The IR is compiled for one node (node-0), as a CNI agent would.
+//
+// Apply times need root: the program creates its own network namespace
+// ("npiptbench-<pid>"), applies there (first install, then a replace by a different
+// ruleset, then Remove) and deletes it. Without root only the sizes are printed.
+//
+//   bazel run -c opt //bench:backend_iptables_bench            # markdown table on stdout
+//   bazel run -c opt //bench:backend_iptables_bench -- 100 1000  # only these policy counts
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "bench/cluster_generator.h"
+#include "np/backends/backend.h"
+#include "np/backends/iptables/iptables.h"
+#include "np/backends/util.h"
+#include "np/cluster.h"
+#include "np/engine.h"
+#include "np/lower.h"
+
+namespace np::bench {
+namespace {
+
+double Seconds(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
+}
+
+absl::StatusOr<ir::CompiledPolicy> Compile(const SyntheticOptions& o, const std::string& node) {
+  absl::StatusOr<Cluster> cluster = Cluster::Create(GenerateCluster(o));
+  if (!cluster.ok()) return cluster.status();
+  EngineOptions eo;
+  eo.node_name = node;
+  absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(*cluster, eo);
+  if (!engine.ok()) return engine.status();
+  return LowerToIr(**engine);
+}
+
+struct Row {
+  std::string label;
+  int pods = 0, policies = 0, endpoints = 0, tables = 0, ir_rules = 0, peer_sets = 0;
+  backends::iptables::Ruleset rs;
+  double render_s = 0, apply_s = -1, replace_s = -1, remove_s = -1;
+  std::string error;
+};
+
+Row Measure(const SyntheticOptions& o, bool root) {
+  Row row;
+  row.pods = o.namespaces * o.pods_per_namespace;
+  row.policies = o.policies;
+  absl::StatusOr<ir::CompiledPolicy> ir = Compile(o, "node-0");
+  if (!ir.ok()) {
+    row.error = std::string(ir.status().message());
+    return row;
+  }
+  row.endpoints = ir->endpoints_size();
+  row.tables = ir->tables_size();
+  row.peer_sets = ir->peer_sets_size();
+  for (const ir::Table& t : ir->tables()) row.ir_rules += t.ingress().rules_size() + t.egress().rules_size();
+  auto t0 = std::chrono::steady_clock::now();
+  absl::StatusOr<backends::iptables::Ruleset> rs = backends::iptables::RenderRuleset(*ir);
+  row.render_s = Seconds(t0);
+  if (!rs.ok()) {
+    row.error = std::string(rs.status().message());
+    return row;
+  }
+  row.rs = *std::move(rs);
+  if (!root) return row;
+
+  // A second ruleset for the replace: the same cluster with another seed.
+  SyntheticOptions other = o;
+  other.seed = o.seed + 1;
+  absl::StatusOr<ir::CompiledPolicy> ir2 = Compile(other, "node-0");
+  const std::string netns = absl::StrCat("npiptbench-", getpid());
+  if (!backends::RunCommand({"ip", "netns", "add", netns}).ok()) {
+    row.error = "could not create a network namespace";
+    return row;
+  }
+  std::unique_ptr<backends::Backend> backend = backends::MakeIptablesBackend();
+  backends::Attachment where;
+  where.netns = netns;
+  t0 = std::chrono::steady_clock::now();
+  absl::Status s = backend->Apply(*ir, where);
+  row.apply_s = Seconds(t0);
+  if (s.ok() && ir2.ok()) {
+    t0 = std::chrono::steady_clock::now();
+    s = backend->Apply(*ir2, where);
+    row.replace_s = Seconds(t0);
+  }
+  if (s.ok()) {
+    t0 = std::chrono::steady_clock::now();
+    s = backend->Remove(where);
+    row.remove_s = Seconds(t0);
+  }
+  if (!s.ok()) row.error = std::string(s.message());
+  (void)backends::RunCommand({"ip", "netns", "del", netns});
+  return row;
+}
+
+std::string Ms(double s) { return s < 0 ? "-" : absl::StrCat(static_cast<int64_t>(s * 1000 + 0.5)); }
+
+void Print(const Row& r) {
+  const auto& x = r.rs;
+  printf("| %d | %d | %d | %d | %d | %d | %d + %d | %d + %d | %d + %d | %lld + %lld | %s | %s | %s | %s |%s\n",
+         r.policies, r.pods, r.endpoints, r.tables, r.ir_rules, r.peer_sets, x.rules[0],
+         x.rules[1], x.port_rules[0], x.port_rules[1], x.sets[0], x.sets[1],
+         static_cast<long long>(x.set_entries[0]), static_cast<long long>(x.set_entries[1]),
+         Ms(r.render_s).c_str(), Ms(r.apply_s).c_str(), Ms(r.replace_s).c_str(),
+         Ms(r.remove_s).c_str(), r.error.empty() ? "" : (" error: " + r.error).c_str());
+  fflush(stdout);
+}
+
+void Header() {
+  printf("| policies | pods | node endpoints | tables | IR rules | peer sets | iptables rules "
+         "(v4 + v6) | of which port rules | ipset sets | set entries | render ms | apply ms | "
+         "replace ms | remove ms |\n");
+  printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+}
+
+int Main(int argc, char** argv) {
+  const bool root = geteuid() == 0;
+  std::vector<int> policies;
+  for (int i = 1; i < argc; ++i) {
+    int n;
+    if (absl::SimpleAtoi(argv[i], &n) && n > 0) policies.push_back(n);
+  }
+  if (policies.empty()) policies = {100, 1000, 10000};
+  printf("iptables backend, IR compiled for node-0 (%s)\n\nPolicies grow, pods fixed "
+         "(10k pods, 500 namespaces, 50 nodes, dual-stack):\n\n",
+         root ? "apply times measured in a private network namespace" : "not root: no apply");
+  Header();
+  for (int n : policies) {
+    SyntheticOptions o = SizeForPods(10000);
+    o.policies = n;
+    Print(Measure(o, root));
+  }
+  printf("\nPods grow, policies fixed (2,000 policies, 500 namespaces, 50 nodes; 4, 20 and 60 "
+         "pods per namespace):\n\n");
+  Header();
+  for (int per_namespace : {4, 20, 60}) {
+    SyntheticOptions o = SizeForPods(10000);
+    o.policies = 2000;
+    o.pods_per_namespace = per_namespace;
+    Print(Measure(o, root));
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace np::bench
+
+int main(int argc, char** argv) { return np::bench::Main(argc, argv); }

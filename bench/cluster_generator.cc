@@ -1,0 +1,252 @@
+#include "bench/cluster_generator.h"
+
+#include <random>
+
+#include "absl/strings/str_cat.h"
+
+namespace np::bench {
+namespace {
+
+struct Deployment {
+  const char* app;
+  const char* tier;
+  std::vector<std::tuple<const char*, const char*, int>> ports;  // name, protocol, number
+};
+const std::vector<Deployment>& Deployments() {
+  static const auto* d = new std::vector<Deployment>{
+      {"frontend", "web", {{"http", "TCP", 8080}, {"metrics", "TCP", 9090}}},
+      {"api", "backend", {{"http", "TCP", 8080}, {"grpc", "TCP", 9000}, {"metrics", "TCP", 9090}}},
+      {"worker", "backend", {{"metrics", "TCP", 9090}}},
+      {"db", "data", {{"postgres", "TCP", 5432}}},
+      {"cache", "data", {{"redis", "TCP", 6379}}},
+  };
+  return *d;
+}
+
+k8s::Namespace MakeNamespace(const std::string& name,
+                             std::vector<std::pair<std::string, std::string>> labels) {
+  k8s::Namespace ns;
+  ns.mutable_metadata()->set_name(name);
+  for (auto& [k, v] : labels) (*ns.mutable_metadata()->mutable_labels())[k] = v;
+  return ns;
+}
+
+// Pod number `serial` gets 10.<serial / 65536 + 64>.<...>.<...> and fd00:64::<serial>.
+k8s::Pod MakePod(const SyntheticOptions& o, const std::string& ns, const std::string& name,
+                 const Deployment& d, const std::string& hash, int64_t serial) {
+  k8s::Pod pod;
+  pod.mutable_metadata()->set_namespace_(ns);
+  pod.mutable_metadata()->set_name(name);
+  auto& labels = *pod.mutable_metadata()->mutable_labels();
+  labels["app"] = d.app;
+  labels["tier"] = d.tier;
+  labels["pod-template-hash"] = hash;
+  labels["version"] = "v1";
+  pod.mutable_spec()->set_nodename(absl::StrCat("node-", serial % o.nodes));
+  k8s::Container* c = pod.mutable_spec()->add_containers();
+  c->set_name(d.app);
+  for (const auto& [port_name, protocol, number] : d.ports) {
+    k8s::ContainerPort* p = c->add_ports();
+    p->set_name(port_name);
+    p->set_protocol(protocol);
+    p->set_containerport(number);
+  }
+  pod.mutable_status()->set_phase("Running");
+  int64_t v4 = (int64_t{10} << 24) + (int64_t{64} << 16) + serial;  // 10.64.0.0/10 onwards
+  std::string ip = absl::StrCat(v4 >> 24, ".", (v4 >> 16) & 255, ".", (v4 >> 8) & 255, ".", v4 & 255);
+  pod.mutable_status()->set_podip(ip);
+  pod.mutable_status()->add_podips()->set_ip(ip);
+  if (o.dual_stack) {
+    pod.mutable_status()->add_podips()->set_ip(
+        absl::StrCat("fd00:64::", absl::Hex(serial >> 16), ":", absl::Hex(serial & 0xffff)));
+  }
+  return pod;
+}
+
+void Select(k8s::LabelSelector* s, std::vector<std::pair<std::string, std::string>> labels) {
+  for (auto& [k, v] : labels) (*s->mutable_matchlabels())[k] = v;
+}
+
+void NamedPort(k8s::NetworkPolicyPort* p, const std::string& name) {
+  p->set_protocol("TCP");
+  p->mutable_port()->set_type(1);
+  p->mutable_port()->set_strval(name);
+}
+
+void NumberPort(k8s::NetworkPolicyPort* p, const std::string& protocol, int number) {
+  p->set_protocol(protocol);
+  p->mutable_port()->set_type(0);
+  p->mutable_port()->set_intval(number);
+}
+
+// The policy templates, cycled through per namespace: template 0 is the namespace's
+// default deny; the rest open what the application needs.
+k8s::NetworkPolicy MakePolicy(const std::string& ns, int template_index, int n) {
+  k8s::NetworkPolicy p;
+  p.mutable_metadata()->set_namespace_(ns);
+  k8s::NetworkPolicySpec* spec = p.mutable_spec();
+  switch (template_index % 8) {
+    case 0:
+      p.mutable_metadata()->set_name("default-deny");
+      spec->mutable_podselector();
+      spec->add_policytypes("Ingress");
+      spec->add_policytypes("Egress");
+      break;
+    case 1: {
+      p.mutable_metadata()->set_name("allow-dns");
+      spec->mutable_podselector();
+      spec->add_policytypes("Egress");
+      auto* rule = spec->add_egress();
+      auto* to = rule->add_to();
+      Select(to->mutable_namespaceselector(), {{"kubernetes.io/metadata.name", "kube-system"}});
+      Select(to->mutable_podselector(), {{"k8s-app", "kube-dns"}});
+      NumberPort(rule->add_ports(), "UDP", 53);
+      NumberPort(rule->add_ports(), "TCP", 53);
+      break;
+    }
+    case 2: {
+      p.mutable_metadata()->set_name("frontend-from-ingress");
+      Select(spec->mutable_podselector(), {{"app", "frontend"}});
+      auto* rule = spec->add_ingress();
+      Select(rule->add_from()->mutable_namespaceselector(),
+             {{"kubernetes.io/metadata.name", "ingress-nginx"}});
+      NamedPort(rule->add_ports(), "http");
+      break;
+    }
+    case 3: {
+      p.mutable_metadata()->set_name("api-from-frontend");
+      Select(spec->mutable_podselector(), {{"app", "api"}});
+      auto* rule = spec->add_ingress();
+      Select(rule->add_from()->mutable_podselector(), {{"app", "frontend"}});
+      NamedPort(rule->add_ports(), "http");
+      NamedPort(rule->add_ports(), "grpc");
+      auto* egress = spec->add_egress();
+      Select(egress->add_to()->mutable_podselector(), {{"tier", "data"}});
+      spec->add_policytypes("Ingress");
+      spec->add_policytypes("Egress");
+      break;
+    }
+    case 4: {
+      p.mutable_metadata()->set_name("data-from-backend");
+      Select(spec->mutable_podselector(), {{"tier", "data"}});
+      auto* rule = spec->add_ingress();
+      Select(rule->add_from()->mutable_podselector(), {{"tier", "backend"}});
+      NumberPort(rule->add_ports(), "TCP", 5432);
+      NumberPort(rule->add_ports(), "TCP", 6379);
+      break;
+    }
+    case 5: {
+      p.mutable_metadata()->set_name("allow-prometheus");
+      spec->mutable_podselector();
+      auto* rule = spec->add_ingress();
+      auto* from = rule->add_from();
+      Select(from->mutable_namespaceselector(), {{"team", "monitoring"}});
+      Select(from->mutable_podselector(), {{"app", "prometheus"}});
+      NamedPort(rule->add_ports(), "metrics");
+      break;
+    }
+    case 6: {
+      p.mutable_metadata()->set_name("frontend-internet-egress");
+      Select(spec->mutable_podselector(), {{"app", "frontend"}});
+      spec->add_policytypes("Egress");
+      auto* rule = spec->add_egress();
+      auto* block = rule->add_to()->mutable_ipblock();
+      block->set_cidr("0.0.0.0/0");
+      block->add_except("10.0.0.0/8");
+      block->add_except("172.16.0.0/12");
+      block->add_except("192.168.0.0/16");
+      NumberPort(rule->add_ports(), "TCP", 443);
+      auto* range = rule->add_ports();
+      NumberPort(range, "TCP", 30000);
+      range->set_endport(32767);
+      break;
+    }
+    default: {
+      p.mutable_metadata()->set_name("office-to-frontend");
+      Select(spec->mutable_podselector(), {{"app", "frontend"}});
+      auto* rule = spec->add_ingress();
+      rule->add_from()->mutable_ipblock()->set_cidr(absl::StrCat("203.0.", n % 256, ".0/24"));
+      auto* api = rule->add_from();
+      Select(api->mutable_namespaceselector(), {{"env", "staging"}});
+      auto* expr = api->mutable_podselector()->add_matchexpressions();
+      expr->set_key("app");
+      expr->set_operator_("In");
+      expr->add_values("api");
+      expr->add_values("worker");
+      NumberPort(rule->add_ports(), "TCP", 443);
+      break;
+    }
+  }
+  // Several policies of the same template in one namespace need distinct names.
+  if (template_index >= 8) {
+    p.mutable_metadata()->set_name(
+        absl::StrCat(p.metadata().name(), "-", template_index / 8));
+  }
+  return p;
+}
+
+}  // namespace
+
+std::string AppNamespace(int index) { return absl::StrCat("app-", index); }
+
+SyntheticOptions SizeForPods(int pods) {
+  SyntheticOptions o;
+  o.namespaces = std::max(1, pods / 20);
+  o.pods_per_namespace = 20;
+  o.policies = std::max(1, pods / 5);
+  o.nodes = std::max(1, pods / 200);
+  return o;
+}
+
+ClusterObjects GenerateCluster(const SyntheticOptions& o) {
+  ClusterObjects objects;
+  std::mt19937_64 rng(o.seed);
+  static const char* kEnvs[] = {"prod", "staging", "dev"};
+  objects.namespaces.push_back({MakeNamespace("kube-system", {}), {}});
+  objects.namespaces.push_back({MakeNamespace("monitoring", {{"team", "monitoring"}}), {}});
+  objects.namespaces.push_back({MakeNamespace("ingress-nginx", {{"team", "platform"}}), {}});
+  int64_t serial = 0;
+  auto infra_pod = [&](const std::string& ns, const std::string& name,
+                       std::vector<std::pair<std::string, std::string>> labels) {
+    Deployment d{"infra", "infra", {{"dns", "UDP", 53}}};
+    k8s::Pod pod = MakePod(o, ns, name, d, "infra", serial++);
+    auto& l = *pod.mutable_metadata()->mutable_labels();
+    l.clear();
+    for (auto& [k, v] : labels) l[k] = v;
+    objects.pods.push_back({std::move(pod), {}});
+  };
+  for (int i = 0; i < 2; ++i) infra_pod("kube-system", absl::StrCat("coredns-", i), {{"k8s-app", "kube-dns"}});
+  infra_pod("monitoring", "prometheus-0", {{"app", "prometheus"}});
+  for (int i = 0; i < 2; ++i) infra_pod("ingress-nginx", absl::StrCat("controller-", i), {{"app", "ingress-nginx"}});
+
+  const int deployments_per_ns = std::max(1, o.pods_per_namespace / 5);
+  for (int n = 0; n < o.namespaces; ++n) {
+    std::string ns = AppNamespace(n);
+    objects.namespaces.push_back(
+        {MakeNamespace(ns, {{"team", absl::StrCat("team-", n % 20)}, {"env", kEnvs[n % 3]}}), {}});
+    for (int d = 0; d < deployments_per_ns; ++d) {
+      const Deployment& dep = Deployments()[(n + d) % Deployments().size()];
+      std::string hash = absl::StrCat(absl::Hex(rng() & 0xffffffffff));
+      int replicas = o.pods_per_namespace / deployments_per_ns;
+      for (int r = 0; r < replicas; ++r) {
+        objects.pods.push_back(
+            {MakePod(o, ns, absl::StrCat(dep.app, "-", d, "-", hash, "-", r), dep, hash, serial++), {}});
+      }
+    }
+  }
+  for (int i = 0; i < o.policies; ++i) {
+    int n = i % o.namespaces;
+    int template_index = i / o.namespaces;
+    objects.policies.push_back({MakePolicy(AppNamespace(n), template_index, i), {}});
+  }
+  return objects;
+}
+
+k8s::NetworkPolicy ExtraPolicy(const SyntheticOptions& o, int namespace_index, int n) {
+  k8s::NetworkPolicy p = MakePolicy(AppNamespace(namespace_index), 3 + (n % 5), n);
+  p.mutable_metadata()->set_name(absl::StrCat("extra-", n));
+  (void)o;
+  return p;
+}
+
+}  // namespace np::bench

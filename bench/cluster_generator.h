@@ -1,0 +1,40 @@
+// A synthetic cluster with the shape of a real one, for benchmarks: many namespaces, each
+// running a few deployments (frontend, api, worker, db, cache) whose replicas share labels
+// and named ports; every namespace isolated by default-deny and opened by allow policies
+// (same-namespace tiers, DNS egress to kube-system, Prometheus from monitoring, ingress
+// controller to frontends, internet egress by ipBlock with private ranges excepted, an
+// office CIDR). Deterministic for a given seed.
+#ifndef BENCH_CLUSTER_GENERATOR_H_
+#define BENCH_CLUSTER_GENERATOR_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "np/cluster.h"
+
+namespace np::bench {
+
+struct SyntheticOptions {
+  int namespaces = 500;          // application namespaces (plus kube-system, monitoring,
+                                 // ingress-nginx)
+  int pods_per_namespace = 20;   // 4 deployments of 5 replicas
+  int policies = 2000;           // spread evenly over the application namespaces
+  int nodes = 50;
+  bool dual_stack = true;
+  uint64_t seed = 1;
+};
+
+// 1k, 10k (the standard size: 10,000 pods, 500 namespaces, 2,000 policies) or 100k pods.
+SyntheticOptions SizeForPods(int pods);
+
+ClusterObjects GenerateCluster(const SyntheticOptions& options);
+
+// A new allow policy for namespace `namespace_index` (one of the templates, renamed), for
+// update benchmarks.
+k8s::NetworkPolicy ExtraPolicy(const SyntheticOptions& options, int namespace_index, int n);
+std::string AppNamespace(int index);
+
+}  // namespace np::bench
+
+#endif  // BENCH_CLUSTER_GENERATOR_H_

@@ -1,0 +1,169 @@
+// Address -> pod index for the packet path: open addressing with linear probing over flat
+// arrays, so a lookup is one multiply and (usually) one cache line, and copying the whole
+// index for the next snapshot is a memcpy, not a rehash.
+#ifndef NP_INTERNAL_IP_INDEX_H_
+#define NP_INTERNAL_IP_INDEX_H_
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "np/types.h"
+
+namespace np::internal {
+
+// What the packet path needs about the pod owning an address, stored in the index itself so
+// that a packet verdict does not chase the pod's record: the pod, its target class and its
+// peer class for this address's family.
+struct PacketEntry {
+  uint32_t pod = 0xffffffffu;
+  uint32_t target = 0xffffffffu;
+  uint32_t peer = 0xffffffffu;
+};
+
+class IpIndex {
+ public:
+  const PacketEntry* Find(const IpAddress& a) const {
+    if (a.is_v4()) {
+      if (v4_.empty()) return nullptr;
+      size_t mask = v4_.size() - 1;
+      for (size_t i = Hash4(a.v4()) & mask;; i = (i + 1) & mask) {
+        const Slot4& s = v4_[i];
+        if (s.value.pod == kEmpty) return nullptr;
+        if (s.key == a.v4()) return &s.value;
+      }
+    }
+    if (v6_.empty()) return nullptr;
+    size_t mask = v6_.size() - 1;
+    for (size_t i = Hash6(a.hi(), a.lo()) & mask;; i = (i + 1) & mask) {
+      const Slot6& s = v6_[i];
+      if (s.value.pod == kEmpty) return nullptr;
+      if (s.hi == a.hi() && s.lo == a.lo()) return &s.value;
+    }
+  }
+
+  // Updates the classes stored with an address (no-op if absent).
+  void Refresh(const IpAddress& a, uint32_t target, uint32_t peer) {
+    auto* entry = const_cast<PacketEntry*>(Find(a));
+    if (entry != nullptr) {
+      entry->target = target;
+      entry->peer = peer;
+    }
+  }
+
+  void Set(const IpAddress& a, PacketEntry value) {
+    if (a.is_v4()) {
+      if ((count4_ + 1) * 2 > v4_.size()) Grow4();
+      size_t mask = v4_.size() - 1;
+      for (size_t i = Hash4(a.v4()) & mask;; i = (i + 1) & mask) {
+        Slot4& s = v4_[i];
+        if (s.value.pod == kEmpty) {
+          s = Slot4{a.v4(), value};
+          ++count4_;
+          return;
+        }
+        if (s.key == a.v4()) {
+          s.value = value;
+          return;
+        }
+      }
+    }
+    if ((count6_ + 1) * 2 > v6_.size()) Grow6();
+    size_t mask = v6_.size() - 1;
+    for (size_t i = Hash6(a.hi(), a.lo()) & mask;; i = (i + 1) & mask) {
+      Slot6& s = v6_[i];
+      if (s.value.pod == kEmpty) {
+        s = Slot6{a.hi(), a.lo(), value, 0};
+        ++count6_;
+        return;
+      }
+      if (s.hi == a.hi() && s.lo == a.lo()) {
+        s.value = value;
+        return;
+      }
+    }
+  }
+
+  // Linear-probing deletion by backward shift: no tombstones, lookups stay short.
+  void Erase(const IpAddress& a) {
+    if (a.is_v4()) {
+      EraseIn(v4_, Hash4(a.v4()), [&](const Slot4& s) { return s.key == a.v4(); },
+              [](const Slot4& s) { return Hash4(s.key); });
+      return;
+    }
+    EraseIn(v6_, Hash6(a.hi(), a.lo()),
+            [&](const Slot6& s) { return s.hi == a.hi() && s.lo == a.lo(); },
+            [](const Slot6& s) { return Hash6(s.hi, s.lo); });
+  }
+
+  size_t Bytes() const { return v4_.capacity() * sizeof(Slot4) + v6_.capacity() * sizeof(Slot6); }
+
+ private:
+  static constexpr uint32_t kEmpty = 0xffffffffu;
+  struct Slot4 {
+    uint32_t key = 0;
+    PacketEntry value;
+  };
+  struct Slot6 {
+    uint64_t hi = 0, lo = 0;
+    PacketEntry value;
+    uint32_t padding = 0;
+  };
+  static size_t Hash4(uint32_t k) { return (uint64_t{k} * 0x9E3779B97F4A7C15ull) >> 20; }
+  static size_t Hash6(uint64_t hi, uint64_t lo) {
+    return ((hi ^ (lo * 0xC2B2AE3D27D4EB4Full)) * 0x9E3779B97F4A7C15ull) >> 20;
+  }
+
+  template <typename Slot, typename Match, typename HashOf>
+  void EraseIn(std::vector<Slot>& table, size_t hash, Match match, HashOf hash_of) {
+    if (table.empty()) return;
+    size_t mask = table.size() - 1;
+    size_t i = hash & mask;
+    while (true) {
+      if (table[i].value.pod == kEmpty) return;
+      if (match(table[i])) break;
+      i = (i + 1) & mask;
+    }
+    size_t hole = i;
+    for (size_t j = (hole + 1) & mask; table[j].value.pod != kEmpty; j = (j + 1) & mask) {
+      size_t home = hash_of(table[j]) & mask;
+      // Move j into the hole unless its home lies cyclically in (hole, j].
+      bool home_after_hole = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
+      if (!home_after_hole) {
+        table[hole] = table[j];
+        hole = j;
+      }
+    }
+    table[hole] = Slot();
+    if (&table == reinterpret_cast<void*>(&v4_)) {
+      --count4_;
+    } else {
+      --count6_;
+    }
+  }
+
+  void Grow4() {
+    std::vector<Slot4> old = std::move(v4_);
+    v4_.assign(old.empty() ? 16 : old.size() * 2, Slot4());
+    count4_ = 0;
+    for (const Slot4& s : old) {
+      if (s.value.pod != kEmpty) Set(IpAddress::V4(s.key), s.value);
+    }
+  }
+  void Grow6() {
+    std::vector<Slot6> old = std::move(v6_);
+    v6_.assign(old.empty() ? 16 : old.size() * 2, Slot6());
+    count6_ = 0;
+    for (const Slot6& s : old) {
+      if (s.value.pod != kEmpty) Set(IpAddress::V6(s.hi, s.lo), s.value);
+    }
+  }
+
+  std::vector<Slot4> v4_;
+  std::vector<Slot6> v6_;
+  size_t count4_ = 0, count6_ = 0;
+};
+
+}  // namespace np::internal
+
+#endif  // NP_INTERNAL_IP_INDEX_H_
