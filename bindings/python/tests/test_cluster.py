@@ -290,3 +290,12 @@ def test_a_cluster_is_shared_by_threads(small):
     for t in threads:
         t.join()
     assert failures == []
+
+
+def test_rules_compare_and_hash(small):
+    a = small.explain("web/frontend", "db/postgres", port=5432).ingress.allowing_rules[0]
+    b = small.explain("10.0.1.1", "db/postgres", port=5432).ingress.allowing_rules[0]
+    c = small.explain("203.0.113.1", "db/postgres", port=5432).ingress.allowing_rules[0]
+    assert a == b and hash(a) == hash(b) and a != c
+    assert {a, b, c} == {a, c}
+    assert repr(a) == "<netpol.Rule db/postgres-from-web spec.ingress[0]>"
