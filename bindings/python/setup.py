@@ -23,9 +23,11 @@ from setuptools.command.build_ext import build_ext
 HERE = Path(__file__).resolve().parent
 ROOT = Path(os.environ.get("NP_SOURCE_DIR", HERE.parent.parent)).resolve()
 
-# The np sources behind the public API the module uses (np/BUILD.bazel: types, cluster,
-# reference, engine).
-NP_SOURCES = [
+# The np libraries behind the public API the module uses; their .cc files are read from
+# np/BUILD.bazel, so that a source added to the Bazel target is compiled here too.
+NP_TARGETS = ("types", "cluster", "reference", "engine")
+# Used only if np/BUILD.bazel cannot be read.
+FALLBACK_SOURCES = [
     "np/types.cc",
     "np/cluster.cc",
     "np/internal/yaml_tree.cc",
@@ -37,6 +39,31 @@ NP_SOURCES = [
     "np/engine_compile.cc",
     "np/engine_explain.cc",
 ]
+
+
+def bazel_blocks(text, rule):
+    """{name: body} of each `rule(...)` call of a BUILD file (simple, flat BUILD files)."""
+    blocks = {}
+    for block in text.split(rule + "(")[1:]:
+        name = re.search(r'^\s*name\s*=\s*"([^"]+)"', block, re.M)
+        if name:
+            blocks[name.group(1)] = block
+    return blocks
+
+
+def np_sources():
+    try:
+        blocks = bazel_blocks((ROOT / "np" / "BUILD.bazel").read_text(), "cc_library")
+    except OSError:
+        return FALLBACK_SOURCES
+    sources = []
+    for target in NP_TARGETS:
+        srcs = re.search(r"srcs\s*=\s*\[(.*?)\]", blocks.get(target, ""), re.S)
+        if not srcs:
+            return FALLBACK_SOURCES
+        sources += ["np/" + f for f in re.findall(r'"([^"]+\.cc)"', srcs.group(1))]
+    return list(dict.fromkeys(sources))
+
 
 # Abseil libraries to link if third_party/system.BUILD cannot be read (Debian 12's names).
 FALLBACK_LIBRARIES = ["absl_base", "absl_status", "absl_statusor", "absl_strings",
@@ -54,9 +81,8 @@ def system_libraries():
     except OSError:
         return FALLBACK_LIBRARIES + ["pthread"]
     libraries = []
-    for block in text.split("cc_library(")[1:]:
-        name = re.search(r'name\s*=\s*"([^"]+)"', block)
-        if name and name.group(1) in ("absl", "re2", "protobuf", "yaml_cpp"):
+    for name, block in bazel_blocks(text, "cc_library").items():
+        if name in ("absl", "re2", "protobuf", "yaml_cpp"):
             libraries += re.findall(r'"-l([^"]+)"', block)
     return list(dict.fromkeys(libraries))
 
@@ -88,7 +114,7 @@ class BuildWithProto(build_ext):
         for ext in self.extensions:
             # Absolute paths outside this directory are added here, not in setup(), which
             # takes only relative ones (and objects then land under build_temp).
-            ext.sources += [str(ROOT / s) for s in NP_SOURCES] + [str(out / "k8s.pb.cc")]
+            ext.sources += [str(ROOT / s) for s in np_sources()] + [str(out / "k8s.pb.cc")]
             ext.include_dirs.append(str(gen))
         super().run()
 
