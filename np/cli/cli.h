@@ -58,6 +58,9 @@ absl::StatusOr<std::vector<Protocol>> ParseProtocolList(absl::string_view text);
 int RunValidate(const Args& args);
 int RunCheck(const Args& args, bool explain);
 int RunMatrix(const Args& args);
+int RunCompile(const Args& args);                           // compile_command.cc
+int RunProbe(const Args& args, int argc, char** argv);      // probe_command.cc
+int RunProbeAgent(int argc, char** argv);                   // probe_command.cc
 
 }  // namespace np::cli
 

@@ -20,6 +20,14 @@ commands:
                                                               (exit 0 allowed, 1 denied, 2 error)
   explain   like check, but always exits 0 after the explanation
   matrix    truth table of every pod pair [--port 80,81] [--protocol TCP,UDP] [-o json]
+  compile   --backend nft|iptables|ebpf [--node NODE] [-o FILE]: the node's datapath
+            program; --ir [--ir-format json]: the compiled IR; --explain --from A --to B
+            --port P --protocol X: the rule, set element or map key that decides the flow
+  probe     (root) --backend nft|iptables|ebpf: build the pods as network namespaces, apply
+            the backend, probe every pod pair with real packets and compare with the
+            engine [--port 80,81] [--protocol TCP,UDP] [--family 4,6] [-o json];
+            --each -f DIR: one scenario per file; --swap-with FILE: the update test;
+            --cleanup: remove leftovers                         (exit 0 match, 1 mismatch)
 
 common flags:
   -f, --file FILE        YAML or JSON (kubectl get -o yaml, manifests, Lists); a directory
@@ -40,6 +48,8 @@ int main(int argc, char** argv) {
     return argc < 2 ? kExitError : kExitOk;
   }
   std::string command = argv[1];
+  // The probe harness's agent has flags of its own (np/probe/agent.h).
+  if (command == "probe-agent") return RunProbeAgent(argc, argv);
   absl::StatusOr<Args> args = ParseArgs(argc, argv, 2);
   if (!args.ok()) {
     std::cerr << "netpol " << command << ": " << args.status().message() << "\n"
@@ -50,6 +60,8 @@ int main(int argc, char** argv) {
   if (command == "check") return RunCheck(*args, /*explain=*/false);
   if (command == "explain") return RunCheck(*args, /*explain=*/true);
   if (command == "matrix") return RunMatrix(*args);
+  if (command == "compile") return RunCompile(*args);
+  if (command == "probe") return RunProbe(*args, argc, argv);
   std::cerr << "netpol: unknown command \"" << command << "\"; run 'netpol help'\n";
   return kExitError;
 }

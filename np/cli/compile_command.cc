@@ -1,0 +1,173 @@
+// `netpol compile`: what one node's datapath runs — the backend's program (Render), the IR
+// it comes from (--ir), or which rule, set element or map key decides a flow (--explain).
+#include <fstream>
+#include <iostream>
+#include <set>
+
+#include "absl/flags/declare.h"
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "google/protobuf/text_format.h"
+#include "google/protobuf/util/json_util.h"
+#include "np/backends/backend.h"
+#include "np/cli/cli.h"
+#include "np/engine.h"
+#include "np/lower.h"
+
+ABSL_DECLARE_FLAG(std::string, output);
+ABSL_DECLARE_FLAG(std::string, from);
+ABSL_DECLARE_FLAG(std::string, to);
+ABSL_DECLARE_FLAG(std::string, port);
+ABSL_DECLARE_FLAG(std::string, protocol);
+ABSL_DECLARE_FLAG(std::string, family);
+ABSL_FLAG(std::string, backend, "nft", "compile, probe: the datapath: nft, iptables or ebpf.");
+ABSL_FLAG(std::string, node, "",
+          "compile: the node whose program to print (spec.nodeName); default: the only node "
+          "of the input's pods (all pods when none has a node).");
+ABSL_FLAG(bool, ir, false, "compile: print the compiled IR (proto/compiled.proto) instead.");
+ABSL_FLAG(std::string, ir_format, "text", "compile --ir: text (protobuf text format) or json.");
+ABSL_FLAG(bool, explain, false,
+          "compile: with --from, --to, --port, --protocol: which rule, set element or map key "
+          "of the backend's program decides the flow.");
+
+namespace np::cli {
+namespace {
+
+int Fail(const absl::Status& s) {
+  std::cerr << "netpol compile: " << s.message() << "\n";
+  return kExitError;
+}
+
+absl::StatusOr<std::string> ChooseNode(const Cluster& cluster) {
+  std::string node = absl::GetFlag(FLAGS_node);
+  std::set<std::string> nodes;
+  for (int i = 0; i < cluster.pod_count(); ++i) {
+    if (!cluster.pod(i).node_name.empty()) nodes.insert(cluster.pod(i).node_name);
+  }
+  if (!node.empty()) {
+    if (nodes.count(node) == 0) {
+      std::cerr << "netpol compile: note: no pod of the input runs on " << node
+                << "; the program has no endpoints\n";
+    }
+    return node;
+  }
+  if (nodes.size() <= 1) return nodes.empty() ? std::string() : *nodes.begin();
+  return absl::InvalidArgumentError(absl::StrCat("the pods run on several nodes (",
+                                                 absl::StrJoin(nodes, ", "),
+                                                 "): choose one with --node"));
+}
+
+// A flow end as an address: a pod's address of the chosen family, or the address given.
+absl::StatusOr<std::string> AddressOf(const Cluster& cluster, const Endpoint& e,
+                                      AddressFamily family, absl::string_view what) {
+  if (!e.is_pod) return e.address.ToString();
+  const PodInfo& pod = cluster.pod(e.pod_index);
+  if (pod.ip(family)) return pod.ip(family)->ToString();
+  for (const IpAddress& ip : pod.ips) return ip.ToString();
+  return absl::InvalidArgumentError(
+      absl::StrCat(what, " ", pod.Key(), " has no address: a datapath cannot see its packets"));
+}
+
+}  // namespace
+
+int RunCompile(const Args& args) {
+  absl::StatusOr<Cluster> cluster = LoadCluster(args, /*print_warnings=*/false);
+  if (!cluster.ok()) return Fail(cluster.status());
+  absl::StatusOr<EvaluationOptions> evaluation = OptionsFromFlags();
+  if (!evaluation.ok()) return Fail(evaluation.status());
+  absl::StatusOr<std::string> node = ChooseNode(*cluster);
+  if (!node.ok()) return Fail(node.status());
+  EngineOptions engine_options;
+  engine_options.evaluation = *evaluation;
+  engine_options.node_name = *node;
+  absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(*cluster, engine_options);
+  if (!engine.ok()) return Fail(engine.status());
+  absl::StatusOr<ir::CompiledPolicy> ir = LowerToIr(**engine);
+  if (!ir.ok()) return Fail(ir.status());
+
+  std::string text;
+  if (absl::GetFlag(FLAGS_ir)) {
+    std::string format = absl::GetFlag(FLAGS_ir_format);
+    if (format == "json") {
+      google::protobuf::util::JsonPrintOptions json;
+      json.add_whitespace = true;
+      json.preserve_proto_field_names = true;
+      if (!google::protobuf::util::MessageToJsonString(*ir, &text, json).ok()) {
+        return Fail(absl::InternalError("could not print the IR as JSON"));
+      }
+    } else if (format == "text") {
+      google::protobuf::TextFormat::PrintToString(*ir, &text);
+    } else {
+      return Fail(absl::InvalidArgumentError("--ir-format must be text or json"));
+    }
+  } else {
+    std::string name = absl::GetFlag(FLAGS_backend);
+    std::unique_ptr<backends::Backend> backend = backends::MakeBackend(name);
+    if (backend == nullptr) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "no backend \"", name, "\" in this build (nft, iptables, ebpf)")));
+    }
+    if (absl::GetFlag(FLAGS_explain)) {
+      if (absl::GetFlag(FLAGS_from).empty() || absl::GetFlag(FLAGS_to).empty()) {
+        return Fail(absl::InvalidArgumentError("--explain needs --from and --to"));
+      }
+      absl::StatusOr<Endpoint> from = ParseEndpoint(*cluster, absl::GetFlag(FLAGS_from));
+      if (!from.ok()) return Fail(from.status());
+      absl::StatusOr<Endpoint> to = ParseEndpoint(*cluster, absl::GetFlag(FLAGS_to));
+      if (!to.ok()) return Fail(to.status());
+      absl::StatusOr<std::vector<uint16_t>> ports = ParsePortList(absl::GetFlag(FLAGS_port));
+      if (!ports.ok()) return Fail(ports.status());
+      absl::StatusOr<std::vector<Protocol>> protocols =
+          ParseProtocolList(absl::GetFlag(FLAGS_protocol));
+      if (!protocols.ok()) return Fail(protocols.status());
+      if (ports->size() != 1 || protocols->size() != 1) {
+        return Fail(absl::InvalidArgumentError("--explain takes one --port and one --protocol"));
+      }
+      AddressFamily family = absl::GetFlag(FLAGS_family).substr(0, 1) == "6"
+                                 ? AddressFamily::kIPv6
+                                 : AddressFamily::kIPv4;
+      // An external end fixes the family.
+      if (!from->is_pod) family = from->address.family();
+      if (!to->is_pod) family = to->address.family();
+      absl::StatusOr<std::string> src = AddressOf(*cluster, *from, family, "source");
+      if (!src.ok()) return Fail(src.status());
+      absl::StatusOr<std::string> dst = AddressOf(*cluster, *to, family, "destination");
+      if (!dst.ok()) return Fail(dst.status());
+      backends::FlowQuery query{*src, *dst, static_cast<uint8_t>(protocols->front()),
+                                ports->front()};
+      absl::StatusOr<std::string> why = backend->Explain(*ir, query);
+      if (!why.ok()) return Fail(why.status());
+      text = *why;
+      // The engine's word on the same packet, cluster-wide, for comparison.
+      absl::StatusOr<IpAddress> s = IpAddress::Parse(*src);
+      absl::StatusOr<IpAddress> d = IpAddress::Parse(*dst);
+      EngineOptions whole;
+      whole.evaluation = *evaluation;
+      absl::StatusOr<std::shared_ptr<const Engine>> all = Engine::Build(*cluster, whole);
+      if (s.ok() && d.ok() && all.ok()) {
+        bool allowed = (*all)->AllowedPacket(*s, *d, protocols->front(), ports->front());
+        absl::StrAppend(&text, "engine (whole cluster): ", allowed ? "ALLOWED" : "DENIED",
+                        node->empty() ? "" : absl::StrCat(" (this program enforces node ", *node,
+                                                          "'s side only)"),
+                        "\n");
+      }
+    } else {
+      absl::StatusOr<std::string> rendered = backend->Render(*ir);
+      if (!rendered.ok()) return Fail(rendered.status());
+      text = *rendered;
+    }
+  }
+  std::string output = absl::GetFlag(FLAGS_output);
+  if (output == "text" || output == "-") {
+    std::cout << text;
+    return kExitOk;
+  }
+  std::ofstream file(output, std::ios::binary | std::ios::trunc);
+  file << text;
+  file.close();
+  if (!file) return Fail(absl::InternalError(absl::StrCat("cannot write ", output)));
+  return kExitOk;
+}
+
+}  // namespace np::cli

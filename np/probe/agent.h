@@ -1,0 +1,41 @@
+// np/probe/agent.h — the probe agent: the small program that runs inside each pod's network
+// namespace of the probe harness (np/probe/harness.h). It serves the pod's ports and, on
+// request, probes other addresses with real connections, many at once, each bounded in time.
+// No netcat, no socat: one process per pod, one epoll loop, no threads.
+//
+//   probe_agent serve [--listen tcp:80,udp:80,tcp:81] [--control]
+//       Serves: TCP (accept, then close), UDP (echo each datagram back), SCTP where the
+//       kernel has it (accept, then close). With --control it also reads commands on stdin
+//       (below) and exits when stdin closes; without, it serves until killed.
+//   probe_agent connect [--timeout-ms 1000] tcp:10.1.0.2:80 udp:[fd00:10:1::2]:81 ...
+//       Probes each target concurrently; prints one result line per target; exit status 0
+//       when every target answered.
+//
+// Control protocol (serve --control), one command per line on stdin; answers on stdout:
+//   probe ID PROTO ADDRESS PORT TIMEOUT_MS  -> result ID STATUS MILLIS DETAIL   (asynchronous)
+//   listen PROTO PORT                       -> listening PROTO PORT | error listen ...: why
+//   ping                                    -> pong   (answered after every earlier line)
+//   quit                                    -> the agent exits
+// On start the agent prints "ready" once its --listen sockets are bound (or "error ..." and
+// exits 1). PROTO is tcp, udp or sctp. STATUS is:
+//   ok           TCP/SCTP: the handshake completed; UDP: our datagram came back, byte for byte
+//   timeout      no answer within TIMEOUT_MS (what a dropping firewall looks like)
+//   refused      TCP RST or ICMP port unreachable (nothing listening, or a rejecting firewall)
+//   unreachable  ICMP host/net unreachable or administratively prohibited, no route
+//   error        a local failure (socket(), bad address, ...): the probe says nothing
+// A UDP request is sent three times within its timeout (at 0, 1/3 and 2/3) so that one lost
+// datagram does not read as "denied". Probes run concurrently (at most 1024 in flight; more
+// wait in a queue, and their time starts when they are sent).
+//
+// Thread safety: AgentMain owns the process; call it from main() only.
+#ifndef NP_PROBE_AGENT_H_
+#define NP_PROBE_AGENT_H_
+
+namespace np::probe {
+
+// The agent's main(): argv[0] is ignored, argv[1] is "serve" or "connect".
+int AgentMain(int argc, char** argv);
+
+}  // namespace np::probe
+
+#endif  // NP_PROBE_AGENT_H_

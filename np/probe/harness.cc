@@ -1,0 +1,515 @@
+#include "np/probe/harness.h"
+
+#include <algorithm>
+#include <atomic>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "np/backends/util.h"
+#include "np/engine.h"
+#include "np/lower.h"
+
+namespace np::probe {
+namespace {
+
+std::string FamilyName(AddressFamily f) { return f == AddressFamily::kIPv6 ? "IPv6" : "IPv4"; }
+
+const IpAddress* AddressOf(const std::vector<IpAddress>& ips, AddressFamily family) {
+  for (const IpAddress& ip : ips) {
+    if (ip.family() == family) return &ip;
+  }
+  return nullptr;
+}
+
+absl::StatusOr<std::shared_ptr<const Engine>> BuildEngine(const Cluster& cluster,
+                                                          const EvaluationOptions& evaluation,
+                                                          const std::string& node) {
+  EngineOptions options;
+  options.evaluation = evaluation;
+  options.node_name = node;
+  return Engine::Build(cluster, options);
+}
+
+absl::StatusOr<ir::CompiledPolicy> CompileNode(const Cluster& cluster,
+                                               const EvaluationOptions& evaluation,
+                                               const std::string& node) {
+  absl::StatusOr<std::shared_ptr<const Engine>> engine = BuildEngine(cluster, evaluation, node);
+  if (!engine.ok()) return engine.status();
+  return LowerToIr(**engine);
+}
+
+constexpr char kSelfNote[] =
+    "self pairs (the diagonal): a pod's traffic to its own address never leaves its network "
+    "namespace, so no datapath sees it; they are probed and compared as always-allow-self";
+
+std::string JsonString(absl::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += absl::StrFormat("\\u%04x", c);
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+}  // namespace
+
+Harness::Harness(HarnessOptions options) : options_(std::move(options)) {}
+
+Harness::~Harness() { (void)Close(); }
+
+absl::Status Harness::Close() {
+  absl::Status result;
+  if (network_ != nullptr) {
+    for (auto& [node, backend] : backends_) {
+      absl::Status s = backend->Remove(network_->AttachmentFor(node));
+      if (!s.ok() && result.ok()) result = s;
+    }
+    absl::Status s = network_->Destroy();
+    if (!s.ok() && result.ok()) result = s;
+  }
+  backends_.clear();
+  network_.reset();
+  return result;
+}
+
+std::vector<Protocol> Harness::ProbedProtocols(std::vector<std::string>* notes) const {
+  std::vector<Protocol> out;
+  bool sctp = KernelHasSctp();
+  for (Protocol p : options_.protocols) {
+    if (p == Protocol::kSCTP && !sctp) {
+      notes->push_back(
+          "SCTP not probed: this kernel has no SCTP sockets (EPROTONOSUPPORT); the backend "
+          "still gets the SCTP rules and the engine still decides SCTP flows");
+      continue;
+    }
+    out.push_back(p);
+  }
+  return out;
+}
+
+std::vector<uint16_t> Harness::ProbedPorts(const Cluster& cluster) const {
+  if (!options_.ports.empty()) return options_.ports;
+  std::set<uint16_t> ports;
+  for (int i = 0; i < cluster.pod_count(); ++i) {
+    for (const k8s::Container& c : cluster.pod_object(i).spec().containers()) {
+      for (const k8s::ContainerPort& p : c.ports()) {
+        if (p.containerport() >= 1 && p.containerport() <= 65535) {
+          ports.insert(static_cast<uint16_t>(p.containerport()));
+        }
+      }
+    }
+  }
+  if (ports.empty()) ports.insert(80);
+  return std::vector<uint16_t>(ports.begin(), ports.end());
+}
+
+absl::Status Harness::PrepareNetwork(const Cluster& cluster, std::vector<std::string>* notes) {
+  absl::StatusOr<NetworkSpec> spec = NetworkSpecOf(cluster, notes);
+  if (!spec.ok()) return spec.status();
+  if (network_ != nullptr && network_->spec() == *spec) return absl::OkStatus();
+  if (absl::Status s = Close(); !s.ok()) return s;
+  absl::StatusOr<std::unique_ptr<TestNetwork>> network =
+      TestNetwork::Create(*spec, options_.agent_command);
+  if (!network.ok()) return network.status();
+  network_ = *std::move(network);
+  return absl::OkStatus();
+}
+
+absl::Status Harness::Install(const Cluster& cluster) {
+  for (const std::string& node : network_->nodes()) {
+    absl::StatusOr<ir::CompiledPolicy> ir = CompileNode(cluster, options_.evaluation, node);
+    if (!ir.ok()) return ir.status();
+    std::unique_ptr<backends::Backend>& backend = backends_[node];
+    if (backend == nullptr) {
+      backend = backends::MakeBackend(options_.backend);
+      if (backend == nullptr) {
+        backends_.erase(node);
+        return absl::InvalidArgumentError(absl::StrCat(
+            "no backend \"", options_.backend, "\" in this build (nft, iptables, ebpf)"));
+      }
+    }
+    if (absl::Status s = backend->Apply(*ir, network_->AttachmentFor(node)); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("applying the ", options_.backend,
+                                                 " program on ", node.empty() ? "the node" : node,
+                                                 ": ", s.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ScenarioReport> Harness::Probe(const Cluster& cluster, absl::string_view name) {
+  absl::Time start = absl::Now();
+  ScenarioReport report;
+  report.name = std::string(name);
+  report.backend = options_.backend;
+  const int n = cluster.pod_count();
+  for (int i = 0; i < n; ++i) {
+    report.pods.push_back(cluster.pod(i).Key());
+    report.pod_ips.push_back(cluster.pod(i).ips);
+  }
+  if (absl::Status s = PrepareNetwork(cluster, &report.notes); !s.ok()) return s;
+  report.nodes = network_->nodes();
+  if (absl::Status s = Install(cluster); !s.ok()) return s;
+  if (absl::Status s = network_->FlushConntrack(); !s.ok()) return s;
+  std::vector<Protocol> protocols = ProbedProtocols(&report.notes);
+  std::vector<uint16_t> ports = ProbedPorts(cluster);
+  std::vector<std::pair<Protocol, uint16_t>> serve;
+  for (Protocol p : protocols) {
+    for (uint16_t port : ports) serve.push_back({p, port});
+  }
+  if (absl::Status s = network_->EnsureListening(serve); !s.ok()) return s;
+  report.notes.push_back(kSelfNote);
+
+  absl::StatusOr<std::shared_ptr<const Engine>> engine =
+      BuildEngine(cluster, options_.evaluation, "");
+  if (!engine.ok()) return engine.status();
+  // Cluster pod index -> network pod index (pods without an address are not in the network).
+  std::vector<int> net_index(n, -1);
+  absl::flat_hash_map<std::string, int> by_key;
+  for (size_t i = 0; i < network_->spec().pods.size(); ++i) {
+    by_key[network_->spec().pods[i].key] = static_cast<int>(i);
+  }
+  for (int i = 0; i < n; ++i) {
+    auto it = by_key.find(report.pods[i]);
+    if (it != by_key.end()) net_index[i] = it->second;
+  }
+
+  struct Where {
+    size_t matrix;
+    size_t cell;
+  };
+  std::vector<ProbeRequest> requests;
+  std::vector<Where> where;
+  for (Protocol protocol : protocols) {
+    for (uint16_t port : ports) {
+      for (AddressFamily family : options_.families) {
+        ProbeMatrix m;
+        m.family = family;
+        m.protocol = protocol;
+        m.port = port;
+        m.cells.resize(static_cast<size_t>(n) * n);
+        size_t mi = report.matrices.size();
+        for (int s = 0; s < n; ++s) {
+          const IpAddress* src = AddressOf(report.pod_ips[s], family);
+          if (src == nullptr || net_index[s] < 0) continue;
+          for (int d = 0; d < n; ++d) {
+            const IpAddress* dst = AddressOf(report.pod_ips[d], family);
+            if (dst == nullptr || net_index[d] < 0) continue;
+            ProbeCell& cell = m.cells[static_cast<size_t>(s) * n + d];
+            cell.probed = true;
+            cell.expected = s == d || (*engine)->AllowedPacket(*src, *dst, protocol, port);
+            requests.push_back(
+                ProbeRequest{net_index[s], *dst, protocol, port, options_.timeout_ms});
+            where.push_back({mi, static_cast<size_t>(s) * n + d});
+          }
+        }
+        report.matrices.push_back(std::move(m));
+      }
+    }
+  }
+  absl::StatusOr<std::vector<ProbeOutcome>> outcomes = network_->Run(requests);
+  if (!outcomes.ok()) return outcomes.status();
+  std::vector<ProbeRequest> retry;
+  std::vector<Where> retry_where;
+  for (size_t r = 0; r < requests.size(); ++r) {
+    ProbeCell& cell = report.matrices[where[r].matrix].cells[where[r].cell];
+    cell.observed = (*outcomes)[r].connected();
+    cell.status = (*outcomes)[r].status;
+    if (cell.expected && !cell.observed) {
+      ProbeRequest again = requests[r];
+      again.timeout_ms = options_.retry_timeout_ms;
+      retry.push_back(again);
+      retry_where.push_back(where[r]);
+    }
+  }
+  if (!retry.empty()) {
+    absl::StatusOr<std::vector<ProbeOutcome>> again = network_->Run(retry);
+    if (!again.ok()) return again.status();
+    for (size_t r = 0; r < retry.size(); ++r) {
+      ProbeCell& cell = report.matrices[retry_where[r].matrix].cells[retry_where[r].cell];
+      cell.observed = (*again)[r].connected();
+      cell.status = (*again)[r].status;
+    }
+  }
+  report.probes = static_cast<int>(requests.size());
+  report.retried = static_cast<int>(retry.size());
+  for (const ProbeMatrix& m : report.matrices) {
+    for (const ProbeCell& c : m.cells) report.mismatches += c.mismatch() ? 1 : 0;
+  }
+  report.elapsed = absl::Now() - start;
+  return report;
+}
+
+absl::StatusOr<UpdateReport> Harness::UpdateTest(const Cluster& a, const Cluster& b, int swaps,
+                                                 absl::Duration max_time) {
+  absl::Time start = absl::Now();
+  UpdateReport report;
+  report.backend = options_.backend;
+  absl::StatusOr<NetworkSpec> spec_a = NetworkSpecOf(a);
+  if (!spec_a.ok()) return spec_a.status();
+  absl::StatusOr<NetworkSpec> spec_b = NetworkSpecOf(b);
+  if (!spec_b.ok()) return spec_b.status();
+  if (*spec_a != *spec_b) {
+    return absl::InvalidArgumentError(
+        "the update test needs two policy sets over the same pods (names, addresses, nodes)");
+  }
+  if (spec_a->Nodes().size() != 1) {
+    return absl::InvalidArgumentError(
+        "the update test swaps one node's program: give a cluster whose pods are on one node");
+  }
+  if (absl::Status s = PrepareNetwork(a, &report.notes); !s.ok()) return s;
+  const std::string node = network_->nodes().front();
+  absl::StatusOr<ir::CompiledPolicy> ir_a = CompileNode(a, options_.evaluation, node);
+  if (!ir_a.ok()) return ir_a.status();
+  absl::StatusOr<ir::CompiledPolicy> ir_b = CompileNode(b, options_.evaluation, node);
+  if (!ir_b.ok()) return ir_b.status();
+  if (absl::Status s = Install(a); !s.ok()) return s;
+  if (absl::Status s = network_->FlushConntrack(); !s.ok()) return s;
+  std::vector<Protocol> protocols = ProbedProtocols(&report.notes);
+  std::vector<uint16_t> ports = ProbedPorts(a);
+  std::vector<std::pair<Protocol, uint16_t>> serve;
+  for (Protocol p : protocols) {
+    for (uint16_t port : ports) serve.push_back({p, port});
+  }
+  if (absl::Status s = network_->EnsureListening(serve); !s.ok()) return s;
+  absl::StatusOr<std::shared_ptr<const Engine>> engine_a = BuildEngine(a, options_.evaluation, "");
+  if (!engine_a.ok()) return engine_a.status();
+  absl::StatusOr<std::shared_ptr<const Engine>> engine_b = BuildEngine(b, options_.evaluation, "");
+  if (!engine_b.ok()) return engine_b.status();
+
+  const std::vector<PodSpec>& pods = network_->spec().pods;
+  std::vector<ProbeRequest> requests;
+  std::vector<bool> must_deny;
+  std::vector<std::string> label;
+  const int timeout_ms = std::min(options_.timeout_ms, 200);
+  for (AddressFamily family : options_.families) {
+    for (Protocol protocol : protocols) {
+      for (uint16_t port : ports) {
+        for (size_t s = 0; s < pods.size(); ++s) {
+          const IpAddress* src = AddressOf(pods[s].ips, family);
+          if (src == nullptr) continue;
+          for (size_t d = 0; d < pods.size(); ++d) {
+            const IpAddress* dst = AddressOf(pods[d].ips, family);
+            if (dst == nullptr || s == d) continue;
+            bool in_a = (*engine_a)->AllowedPacket(*src, *dst, protocol, port);
+            bool in_b = (*engine_b)->AllowedPacket(*src, *dst, protocol, port);
+            if (in_a != in_b) continue;
+            requests.push_back(
+                ProbeRequest{static_cast<int>(s), *dst, protocol, port, timeout_ms});
+            must_deny.push_back(!in_a);
+            label.push_back(absl::StrCat(FamilyName(family), " ", ProtocolName(protocol), "/",
+                                         port, " ", pods[s].key, " -> ", pods[d].key));
+            (in_a ? report.allowed_flows : report.denied_flows)++;
+          }
+        }
+      }
+    }
+  }
+  if (report.denied_flows == 0) {
+    report.notes.push_back("no flow is denied by both policy sets: nothing can be violated");
+  }
+
+  backends::Backend* backend = backends_[node].get();
+  const backends::Attachment attachment = network_->AttachmentFor(node);
+  const absl::Time stop_at = start + max_time;
+  std::atomic<int> applied{0};
+  std::atomic<bool> swapper_done{false};
+  std::mutex error_mutex;
+  absl::Status swap_error;
+  std::thread swapper([&] {
+    for (int i = 0; i < swaps; ++i) {
+      if (Interrupted() || absl::Now() >= stop_at) break;
+      const ir::CompiledPolicy& next = i % 2 == 0 ? *ir_b : *ir_a;
+      absl::Status s = backend->Apply(next, attachment);
+      if (!s.ok()) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        swap_error = s;
+        break;
+      }
+      applied.fetch_add(1);
+      absl::SleepFor(absl::Milliseconds(15));
+    }
+    swapper_done.store(true);
+  });
+  absl::Status probe_error;
+  do {
+    if (Interrupted()) {
+      probe_error = absl::CancelledError("interrupted");
+      break;
+    }
+    int before = applied.load();
+    absl::StatusOr<std::vector<ProbeOutcome>> outcomes = network_->Run(requests);
+    int after = applied.load();
+    if (!outcomes.ok()) {
+      probe_error = outcomes.status();
+      break;
+    }
+    ++report.rounds;
+    report.probes += static_cast<int64_t>(requests.size());
+    for (size_t r = 0; r < requests.size(); ++r) {
+      bool connected = (*outcomes)[r].connected();
+      if (must_deny[r] && connected) {
+        report.violations.push_back(absl::StrCat(label[r], " connected in round ",
+                                                 report.rounds, " (during swaps ", before, "..",
+                                                 after, ")"));
+      } else if (!must_deny[r] && !connected) {
+        ++report.allowed_failures;
+      }
+    }
+  } while (!swapper_done.load() && absl::Now() < stop_at && report.rounds < 100000);
+  swapper.join();
+  report.swaps = applied.load();
+  report.elapsed = absl::Now() - start;
+  if (!probe_error.ok()) return probe_error;
+  if (!swap_error.ok()) return swap_error;
+  return report;
+}
+
+std::string FormatJson(const ScenarioReport& report) {
+  const size_t n = report.pods.size();
+  std::string json = "{\"pods\": [";
+  for (size_t i = 0; i < n; ++i) absl::StrAppend(&json, i ? ", " : "", JsonString(report.pods[i]));
+  absl::StrAppend(&json, "], \"matrices\": [");
+  // One matrix per (protocol, port), in the order they were probed.
+  std::vector<std::pair<Protocol, uint16_t>> keys;
+  for (const ProbeMatrix& m : report.matrices) {
+    std::pair<Protocol, uint16_t> key{m.protocol, m.port};
+    if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(key);
+  }
+  bool first = true;
+  for (const auto& [protocol, port] : keys) {
+    const ProbeMatrix* by_family[2] = {nullptr, nullptr};
+    for (const ProbeMatrix& m : report.matrices) {
+      if (m.protocol == protocol && m.port == port) {
+        by_family[m.family == AddressFamily::kIPv6 ? 1 : 0] = &m;
+      }
+    }
+    absl::StrAppend(&json, first ? "" : ", ", "{\"protocol\": \"", ProtocolName(protocol),
+                    "\", \"port\": ", port, ", \"allowed\": [");
+    first = false;
+    for (size_t s = 0; s < n; ++s) {
+      absl::StrAppend(&json, s ? ", " : "", "[");
+      for (size_t d = 0; d < n; ++d) {
+        // The pair's flow family (np::FlowFamily): IPv4 when both have it, else IPv6.
+        bool allowed = false;
+        for (int f = 0; f < 2; ++f) {
+          AddressFamily family = f == 0 ? AddressFamily::kIPv4 : AddressFamily::kIPv6;
+          if (AddressOf(report.pod_ips[s], family) == nullptr ||
+              AddressOf(report.pod_ips[d], family) == nullptr) {
+            continue;
+          }
+          if (by_family[f] == nullptr) continue;
+          const ProbeCell& cell = by_family[f]->cells[s * n + d];
+          if (!cell.probed) continue;
+          allowed = cell.observed;
+          break;
+        }
+        absl::StrAppend(&json, d ? ", " : "", allowed ? "true" : "false");
+      }
+      absl::StrAppend(&json, "]");
+    }
+    absl::StrAppend(&json, "]}");
+  }
+  absl::StrAppend(&json, "]}");
+  return json;
+}
+
+std::string FormatText(const ScenarioReport& report, bool tables) {
+  const size_t n = report.pods.size();
+  std::string out;
+  std::set<std::string> families, protocols, ports;
+  for (const ProbeMatrix& m : report.matrices) {
+    families.insert(FamilyName(m.family));
+    protocols.insert(std::string(ProtocolName(m.protocol)));
+    ports.insert(absl::StrCat(m.port));
+  }
+  absl::StrAppend(&out, "backend ", report.backend, " on ",
+                  report.nodes.size() == 1 && report.nodes[0].empty()
+                      ? "one node"
+                      : absl::StrJoin(report.nodes, ", "),
+                  ": ", n, " pods; ", absl::StrJoin(families, "+"), "; ",
+                  absl::StrJoin(protocols, ","), " on port(s) ", absl::StrJoin(ports, ","),
+                  "\n");
+  for (const std::string& note : report.notes) absl::StrAppend(&out, "note: ", note, "\n");
+  if (tables) {
+    size_t width = 3;
+    for (const std::string& p : report.pods) width = std::max(width, p.size());
+    for (const ProbeMatrix& m : report.matrices) {
+      std::string title =
+          absl::StrCat(FamilyName(m.family), " ", ProtocolName(m.protocol), "/", m.port);
+      size_t first = std::max(width, title.size());
+      absl::StrAppend(&out, "\n", absl::StrFormat("%-*s", first, title));
+      for (const std::string& p : report.pods) absl::StrAppend(&out, " ", absl::StrFormat("%*s", width, p));
+      absl::StrAppend(&out, "\n");
+      for (size_t s = 0; s < n; ++s) {
+        absl::StrAppend(&out, absl::StrFormat("%-*s", first, report.pods[s]));
+        for (size_t d = 0; d < n; ++d) {
+          const ProbeCell& c = m.cells[s * n + d];
+          std::string symbol = !c.probed ? "-" : c.observed ? "." : "X";
+          if (c.mismatch()) symbol = "!" + symbol;
+          absl::StrAppend(&out, " ", absl::StrFormat("%*s", width, symbol));
+        }
+        absl::StrAppend(&out, "\n");
+      }
+    }
+    absl::StrAppend(&out,
+                    "\nrows: source pod; columns: destination pod; \".\" connected, \"X\" did "
+                    "not, \"-\" not probed, \"!\" differs from the engine\n");
+  }
+  if (report.mismatches > 0) {
+    absl::StrAppend(&out, "\nmismatches with the engine:\n");
+    for (const ProbeMatrix& m : report.matrices) {
+      for (size_t s = 0; s < n; ++s) {
+        for (size_t d = 0; d < n; ++d) {
+          const ProbeCell& c = m.cells[s * n + d];
+          if (!c.mismatch()) continue;
+          const IpAddress* dst = AddressOf(report.pod_ips[d], m.family);
+          absl::StrAppend(&out, "  ", FamilyName(m.family), " ", ProtocolName(m.protocol), "/",
+                          m.port, " ", report.pods[s], " -> ", report.pods[d], " (",
+                          dst ? dst->ToString() : "?", "): ",
+                          c.observed ? "connected" : absl::StrCat("not connected (", c.status, ")"),
+                          ", the engine ", c.expected ? "allows" : "denies",
+                          s == d ? " (self)" : "", "\n");
+        }
+      }
+    }
+  }
+  absl::StrAppend(&out, report.mismatches == 0 ? "PASS" : "FAIL",
+                  report.name.empty() ? "" : absl::StrCat(" ", report.name), ": ",
+                  report.mismatches == 0
+                      ? absl::StrCat(report.probes, " probes match the engine")
+                      : absl::StrCat(report.mismatches, " of ", report.probes,
+                                     " probes differ from the engine"),
+                  absl::StrFormat(" (%d retried, %.2fs)", report.retried,
+                                  absl::ToDoubleSeconds(report.elapsed)),
+                  "\n");
+  return out;
+}
+
+std::string FormatUpdateReport(const UpdateReport& report) {
+  std::string out;
+  for (const std::string& note : report.notes) absl::StrAppend(&out, "note: ", note, "\n");
+  absl::StrAppend(&out, "update test, backend ", report.backend, ": ", report.swaps,
+                  " ruleset swaps, ", report.rounds, " probe rounds, ", report.probes,
+                  " probes; ", report.denied_flows, " flows denied by both sets, ",
+                  report.allowed_flows, " allowed by both (", report.allowed_failures,
+                  " of their probes failed during swaps)\n");
+  for (const std::string& v : report.violations) absl::StrAppend(&out, "  VIOLATION: ", v, "\n");
+  absl::StrAppend(&out, report.violations.empty() ? "PASS" : "FAIL", ": ",
+                  report.violations.size(), " probe(s) of both-denied flows connected",
+                  absl::StrFormat(" (%.2fs)", absl::ToDoubleSeconds(report.elapsed)), "\n");
+  return out;
+}
+
+}  // namespace np::probe
