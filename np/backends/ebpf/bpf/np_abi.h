@@ -1,0 +1,180 @@
+/* np/backends/ebpf/bpf/np_abi.h — the layout of every map the eBPF backend shares between
+ * the tc programs (np_policy.c, np_dispatch.c) and the C++ loader (np/backends/ebpf/maps.h).
+ *
+ * Both sides include this file: it uses only fixed-width <linux/types.h> fields, every struct
+ * is padded explicitly (the kernel compares hash and LPM keys byte by byte, so padding must
+ * be zero and must be visible), and each size is asserted below.
+ *
+ * How a packet is decided (one generation of maps, read once per packet):
+ *   np_endpoints_if[ifindex]            the endpoint whose host-side veth the program runs on
+ *   np_endpoints_addr[family, address]  the other end, when it is also a pod of this node
+ *   np_ident4 / np_ident6 (LPM)         address -> identity (every address has exactly one)
+ *   np_tables[table]                    isolation flags per direction
+ *   np_ports (LPM)                      (table, direction, protocol, destination port) ->
+ *                                       peer set; port ranges are stored as port prefixes
+ *   np_members (hash)                   (peer set, identity) present = allowed
+ * Replies and established flows pass through np_ct (LRU, shared by all generations).
+ */
+#ifndef NP_BACKENDS_EBPF_BPF_NP_ABI_H_
+#define NP_BACKENDS_EBPF_BPF_NP_ABI_H_
+
+#include <linux/types.h>
+
+/* Where the program runs. The dispatcher stores the hook in skb->cb[0] before the tail
+ * call into the current generation. */
+#define NP_HOOK_FROM_ENDPOINT 1 /* tc ingress of the host veth: packets the pod sends */
+#define NP_HOOK_TO_ENDPOINT 2   /* tc egress of the host veth: packets delivered to the pod */
+
+/* Policy directions, as indices of np_table.isolated and values of np_port_key.direction. */
+#define NP_DIR_INGRESS 0
+#define NP_DIR_EGRESS 1
+
+#define NP_FAMILY_V4 4
+#define NP_FAMILY_V6 6
+
+/* An address that no np_ident* entry covers (a malformed IR): matches no peer set. */
+#define NP_IDENTITY_NONE 0xffffffffu
+
+/* The program-array slot of the dispatcher (np_gen_progs) that holds the live generation. */
+#define NP_GEN_SLOT 0
+
+/* np_config: one entry (key 0) per generation. */
+#define NP_CONFIG_ALLOW_SELF 0x1 /* traffic from an endpoint to itself always passes */
+struct np_config {
+	__u32 generation; /* increases by one with every Apply; for people and Explain */
+	__u32 flags;      /* NP_CONFIG_* */
+};
+
+/* np_ident4 / np_ident6: BPF_MAP_TYPE_LPM_TRIE. prefixlen counts bits of addr; the
+ * entries of one family are the IR's AddressRange.cidrs, disjoint, covering the space. */
+struct np_lpm4_key {
+	__u32 prefixlen;
+	__u8 addr[4]; /* network order */
+};
+struct np_lpm6_key {
+	__u32 prefixlen;
+	__u8 addr[16]; /* network order */
+};
+struct np_identity_value {
+	__u32 identity; /* index into CompiledPolicy.identities */
+};
+
+/* np_endpoints_if (key: __u32 ifindex) and np_endpoints_addr (key below) -> np_endpoint.
+ * An interface the program is attached to but that has no entry drops everything
+ * (fail closed); an address with no entry is not a pod of this node. */
+#define NP_ENDPOINT_SELECTED 0x1 /* some policy selects it: np_tables[table] applies */
+struct np_endpoint {
+	__u32 id;    /* index into CompiledPolicy.endpoints */
+	__u32 table; /* index into CompiledPolicy.tables; meaningful when SELECTED */
+	__u8 flags;  /* NP_ENDPOINT_* */
+	__u8 pad[3];
+};
+struct np_endpoint_addr_key {
+	__u8 family; /* NP_FAMILY_V4 or NP_FAMILY_V6 */
+	__u8 pad[3];
+	__u8 addr[16]; /* network order; IPv4 uses addr[0..3], the rest is zero */
+};
+
+/* np_tables: BPF_MAP_TYPE_ARRAY indexed by table id. */
+struct np_table {
+	__u8 isolated[2]; /* [NP_DIR_INGRESS], [NP_DIR_EGRESS]: 1 = default deny */
+	__u8 pad[2];
+};
+
+/* np_ports: BPF_MAP_TYPE_LPM_TRIE. The first 48 bits (table, direction, protocol) are
+ * always part of the prefix; the port contributes 0..16 more bits, so a port range is
+ * stored as its fewest port prefixes (at most 30) and prefixlen 48 is the wildcard
+ * "every port of this protocol". The rules of one (table, direction, protocol) are
+ * disjoint, so a packet's port matches at most one prefix. The program looks up with
+ * prefixlen NP_PORT_KEY_FULL_PREFIX. */
+#define NP_PORT_KEY_FIXED_PREFIX 48
+#define NP_PORT_KEY_FULL_PREFIX 64
+struct np_port_key {
+	__u32 prefixlen;
+	__u32 table;     /* host order: always fully inside the prefix, so order is irrelevant */
+	__u8 direction;  /* NP_DIR_* */
+	__u8 protocol;   /* IANA: 6 TCP, 17 UDP, 132 SCTP */
+	__be16 port;     /* network order, so that its high bits come first */
+};
+#define NP_PEERS_ALL 0x1 /* the peer set is every address: np_members is not consulted */
+struct np_port_value {
+	__u32 peer_set; /* index into CompiledPolicy.peer_sets */
+	__u32 flags;    /* NP_PEERS_* */
+};
+
+/* np_members: BPF_MAP_TYPE_HASH; an entry means "identity is in peer_set". */
+struct np_member_key {
+	__u32 peer_set;
+	__u32 identity;
+};
+
+/* np_ct: BPF_MAP_TYPE_LRU_HASH shared by every generation. An entry is written when a
+ * packet that starts or continues a flow is allowed at a hook, keyed by the interface, the
+ * hook and the packet's tuple as it travelled. A later packet passes when its own tuple is
+ * there (the flow continues) or its reversed tuple is there under the other hook of the
+ * same interface (a reply). TCP segments with SYN and without ACK are always decided by
+ * policy, so a new connection never rides on an old entry. */
+#define NP_CT_TIMEOUT_TCP_NS (2ull * 3600 * 1000000000ull)
+#define NP_CT_TIMEOUT_OTHER_NS (120ull * 1000000000ull)
+struct np_ct_key {
+	__u8 saddr[16]; /* IPv4 in [0..3], rest zero */
+	__u8 daddr[16];
+	__u32 ifindex;
+	__be16 sport;   /* TCP/UDP/SCTP ports; the echo identifier for ICMP echo; else 0 */
+	__be16 dport;
+	__u8 protocol;
+	__u8 family;    /* NP_FAMILY_* */
+	__u8 hook;      /* NP_HOOK_* where the entry was written */
+	__u8 pad;
+};
+struct np_ct_value {
+	__u64 last_seen_ns; /* bpf_ktime_get_ns(); refreshed at most once a second */
+	__u32 generation;   /* the generation that allowed the flow, for people */
+	__u32 pad;
+};
+
+/* np_frag: BPF_MAP_TYPE_LRU_HASH shared by every generation. A first fragment that passes
+ * records its datagram, so that the later fragments (which carry no ports) pass too. Later
+ * fragments whose first fragment was not seen are decided without ports: they pass only
+ * where no side is isolated. */
+#define NP_FRAG_TIMEOUT_NS (30ull * 1000000000ull)
+struct np_frag_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u32 id;       /* IPv4 identification (16 bits) or IPv6 fragment header id */
+	__u32 ifindex;
+	__u8 protocol;
+	__u8 family;
+	__u8 hook;
+	__u8 pad;
+};
+
+#ifdef __cplusplus
+static_assert(sizeof(struct np_config) == 8, "np_config");
+static_assert(sizeof(struct np_lpm4_key) == 8, "np_lpm4_key");
+static_assert(sizeof(struct np_lpm6_key) == 20, "np_lpm6_key");
+static_assert(sizeof(struct np_endpoint) == 12, "np_endpoint");
+static_assert(sizeof(struct np_endpoint_addr_key) == 20, "np_endpoint_addr_key");
+static_assert(sizeof(struct np_table) == 4, "np_table");
+static_assert(sizeof(struct np_port_key) == 12, "np_port_key");
+static_assert(sizeof(struct np_port_value) == 8, "np_port_value");
+static_assert(sizeof(struct np_member_key) == 8, "np_member_key");
+static_assert(sizeof(struct np_ct_key) == 44, "np_ct_key");
+static_assert(sizeof(struct np_ct_value) == 16, "np_ct_value");
+static_assert(sizeof(struct np_frag_key) == 44, "np_frag_key");
+#else
+_Static_assert(sizeof(struct np_config) == 8, "np_config");
+_Static_assert(sizeof(struct np_lpm4_key) == 8, "np_lpm4_key");
+_Static_assert(sizeof(struct np_lpm6_key) == 20, "np_lpm6_key");
+_Static_assert(sizeof(struct np_endpoint) == 12, "np_endpoint");
+_Static_assert(sizeof(struct np_endpoint_addr_key) == 20, "np_endpoint_addr_key");
+_Static_assert(sizeof(struct np_table) == 4, "np_table");
+_Static_assert(sizeof(struct np_port_key) == 12, "np_port_key");
+_Static_assert(sizeof(struct np_port_value) == 8, "np_port_value");
+_Static_assert(sizeof(struct np_member_key) == 8, "np_member_key");
+_Static_assert(sizeof(struct np_ct_key) == 44, "np_ct_key");
+_Static_assert(sizeof(struct np_ct_value) == 16, "np_ct_value");
+_Static_assert(sizeof(struct np_frag_key) == 44, "np_frag_key");
+#endif
+
+#endif /* NP_BACKENDS_EBPF_BPF_NP_ABI_H_ */

@@ -1,0 +1,560 @@
+/* np/backends/ebpf/bpf/np_policy.c — one generation of the NetworkPolicy datapath: a tc
+ * (clsact) program reached by tail call from np_dispatch.c, with the maps filled from one
+ * CompiledPolicy (proto/compiled.proto). The map layouts are in np_abi.h.
+ *
+ * Verdict at a hook (the dispatcher says which one in skb->cb[0]):
+ *   - "self" is the endpoint of the interface (np_endpoints_if[skb->ifindex]); an interface
+ *     without an entry drops everything.
+ *   - the packet passes when it belongs to a flow this interface already allowed (np_ct),
+ *     or when the policy allows it: self's side (egress when self sends, ingress when it
+ *     receives) AND, when the other address is also a pod of this node, that pod's side.
+ *     Deciding both local sides at each hook keeps every hook's verdict a function of a
+ *     single generation: a flow that two generations deny cannot slip through while the
+ *     loader switches between them.
+ *   - a side allows when its endpoint is not selected, its table is not isolated in that
+ *     direction, or np_ports/np_members allow (protocol, destination port, peer identity).
+ *
+ * Protocols: TCP, UDP and SCTP are decided by port. Every other IP protocol (ICMP, ICMPv6
+ * echo, ESP, ...) passes a side only when that side is not isolated — NetworkPolicy cannot
+ * name them, and an isolated pod is closed to what no rule allows. Exceptions that keep
+ * networking alive: ARP and IPv6 neighbour discovery (ICMPv6 133-137) always pass; ICMP and
+ * ICMPv6 errors pass when they refer to a flow in np_ct (so PMTU discovery and port
+ * unreachable work for allowed flows); echo replies pass as replies (np_ct keyed by echo
+ * id). Other ethertypes (e.g. VLAN tags) pass only when self is not isolated in the hook's
+ * direction.
+ *
+ * IPv6 extension headers: hop-by-hop, routing, destination options, fragment and AH are
+ * skipped (at most NP_MAX_EXT_HEADERS); ESP and unknown headers end the chain and the packet
+ * is decided as "other protocol". Fragments: the first fragment is decided with its ports
+ * and, when it passes, recorded in np_frag; later fragments pass if their datagram was
+ * recorded, else they are decided without ports (pass only where no side is isolated).
+ * Malformed or truncated headers are decided the same way: never allowed by a port rule.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/pkt_cls.h>
+
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "np_abi.h"
+
+/* Sizes are set by the loader from the IR before the object is loaded; 1 is a placeholder. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct np_config);
+} np_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1);
+	__type(key, struct np_lpm4_key);
+	__type(value, struct np_identity_value);
+} np_ident4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1);
+	__type(key, struct np_lpm6_key);
+	__type(value, struct np_identity_value);
+} np_ident6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct np_endpoint);
+} np_endpoints_if SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct np_endpoint_addr_key);
+	__type(value, struct np_endpoint);
+} np_endpoints_addr SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct np_table);
+} np_tables SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1);
+	__type(key, struct np_port_key);
+	__type(value, struct np_port_value);
+} np_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct np_member_key);
+	__type(value, __u8);
+} np_members SEC(".maps");
+
+/* Shared by all generations: the loader hands the live maps to each new generation. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct np_ct_key);
+	__type(value, struct np_ct_value);
+} np_ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct np_frag_key);
+	__type(value, __u64);
+} np_frag SEC(".maps");
+
+#define NP_PASS TC_ACT_UNSPEC /* no objection: the next filter or the stack decides */
+#define NP_DROP TC_ACT_SHOT
+
+#define NP_MAX_EXT_HEADERS 8
+#define NP_IPPROTO_ICMPV6 58
+
+#define NP_L4_PORTS 1   /* TCP, UDP or SCTP with both ports read */
+#define NP_L4_NOPORTS 2 /* anything else, or ports unknown (later fragment, truncated) */
+
+#define NP_FRAG_NONE 0
+#define NP_FRAG_FIRST 1
+#define NP_FRAG_LATER 2
+
+#define NP_ICMP_NONE 0
+#define NP_ICMP_ECHO 1  /* request or reply: ports are the echo identifier */
+#define NP_ICMP_ERROR 2 /* carries the header of the packet it is about */
+#define NP_ICMP_ND 3    /* IPv6 router/neighbour solicitation/advertisement, redirect */
+
+#define NP_TCP_SYN 0x02
+#define NP_TCP_ACK 0x10
+
+struct np_tuple {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__u8 protocol;
+	__u8 pad[3];
+};
+
+struct np_pkt {
+	struct np_tuple t;
+	struct np_tuple inner; /* ICMP errors: the packet the error is about */
+	__u32 frag_id;
+	__u8 family;
+	__u8 l4;
+	__u8 frag;
+	__u8 icmp;
+	__u8 tcp_flags;
+	__u8 inner_ok;
+	__u8 pad[2];
+};
+
+#define NP_PARSE_IP 0
+#define NP_PARSE_ARP 1
+#define NP_PARSE_NON_IP 2
+
+static __always_inline int is_port_protocol(__u8 protocol)
+{
+	return protocol == IPPROTO_TCP || protocol == IPPROTO_UDP || protocol == IPPROTO_SCTP;
+}
+
+/* Reads the ports of a TCP/UDP/SCTP header at off into t (and the TCP flags). */
+static __always_inline int load_ports(struct __sk_buff *skb, __u32 off, struct np_tuple *t,
+				      __u8 *tcp_flags)
+{
+	__be16 ports[2];
+	if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)) < 0)
+		return -1;
+	t->sport = ports[0];
+	t->dport = ports[1];
+	if (tcp_flags && t->protocol == IPPROTO_TCP) {
+		if (bpf_skb_load_bytes(skb, off + 13, tcp_flags, 1) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static __always_inline int icmp_is_echo(__u8 family, __u8 type)
+{
+	if (family == NP_FAMILY_V4)
+		return type == 8 || type == 0;
+	return type == 128 || type == 129;
+}
+
+static __always_inline int icmp_is_error(__u8 family, __u8 type)
+{
+	if (family == NP_FAMILY_V4)
+		return type == 3 || type == 11 || type == 12;
+	return type >= 1 && type <= 4;
+}
+
+/* The header embedded in an ICMP error at off: addresses, protocol and ports. Only
+ * TCP/UDP/SCTP and echo are recognised (an IPv6 inner header must be followed directly by
+ * the transport header). */
+static __always_inline void parse_inner(struct __sk_buff *skb, __u32 off, struct np_pkt *p)
+{
+	__u8 first;
+	if (bpf_skb_load_bytes(skb, off, &first, 1) < 0)
+		return;
+	__u32 l4off;
+	if (p->family == NP_FAMILY_V4) {
+		if ((first >> 4) != 4 || (first & 0xf) < 5)
+			return;
+		__u8 hdr[20];
+		if (bpf_skb_load_bytes(skb, off, hdr, sizeof(hdr)) < 0)
+			return;
+		p->inner.protocol = hdr[9];
+		__builtin_memcpy(p->inner.saddr, &hdr[12], 4);
+		__builtin_memcpy(p->inner.daddr, &hdr[16], 4);
+		l4off = off + (first & 0xf) * 4;
+	} else {
+		if ((first >> 4) != 6)
+			return;
+		__u8 hdr[40];
+		if (bpf_skb_load_bytes(skb, off, hdr, sizeof(hdr)) < 0)
+			return;
+		p->inner.protocol = hdr[6];
+		__builtin_memcpy(p->inner.saddr, &hdr[8], 16);
+		__builtin_memcpy(p->inner.daddr, &hdr[24], 16);
+		l4off = off + 40;
+	}
+	if (is_port_protocol(p->inner.protocol)) {
+		if (load_ports(skb, l4off, &p->inner, 0) < 0)
+			return;
+		p->inner_ok = 1;
+		return;
+	}
+	if (p->inner.protocol == (p->family == NP_FAMILY_V4 ? IPPROTO_ICMP : NP_IPPROTO_ICMPV6)) {
+		__u8 icmp[6];
+		if (bpf_skb_load_bytes(skb, l4off, icmp, sizeof(icmp)) < 0)
+			return;
+		if (!icmp_is_echo(p->family, icmp[0]))
+			return;
+		__builtin_memcpy(&p->inner.sport, &icmp[4], 2);
+		p->inner.dport = p->inner.sport;
+		p->inner_ok = 1;
+	}
+}
+
+/* The transport header at off; p->t.protocol is set. */
+static __always_inline void parse_l4(struct __sk_buff *skb, __u32 off, struct np_pkt *p)
+{
+	__u8 protocol = p->t.protocol;
+	if (is_port_protocol(protocol)) {
+		if (load_ports(skb, off, &p->t, &p->tcp_flags) == 0)
+			p->l4 = NP_L4_PORTS;
+		return;
+	}
+	if (protocol != (p->family == NP_FAMILY_V4 ? IPPROTO_ICMP : NP_IPPROTO_ICMPV6))
+		return;
+	__u8 icmp[6];
+	if (bpf_skb_load_bytes(skb, off, icmp, sizeof(icmp)) < 0)
+		return;
+	__u8 type = icmp[0];
+	if (p->family == NP_FAMILY_V6 && type >= 133 && type <= 137) {
+		p->icmp = NP_ICMP_ND;
+	} else if (icmp_is_echo(p->family, type)) {
+		p->icmp = NP_ICMP_ECHO;
+		__builtin_memcpy(&p->t.sport, &icmp[4], 2);
+		p->t.dport = p->t.sport;
+	} else if (icmp_is_error(p->family, type)) {
+		p->icmp = NP_ICMP_ERROR;
+		parse_inner(skb, off + 8, p);
+	}
+}
+
+static __always_inline int parse(struct __sk_buff *skb, struct np_pkt *p)
+{
+	__be16 ethertype;
+	if (bpf_skb_load_bytes(skb, 12, &ethertype, sizeof(ethertype)) < 0)
+		return NP_PARSE_NON_IP;
+	if (ethertype == bpf_htons(ETH_P_ARP))
+		return NP_PARSE_ARP;
+	p->l4 = NP_L4_NOPORTS;
+	if (ethertype == bpf_htons(ETH_P_IP)) {
+		p->family = NP_FAMILY_V4;
+		__u8 hdr[20];
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, hdr, sizeof(hdr)) < 0)
+			return NP_PARSE_IP; /* truncated: addresses unknown, decided as such */
+		__builtin_memcpy(p->t.saddr, &hdr[12], 4);
+		__builtin_memcpy(p->t.daddr, &hdr[16], 4);
+		p->t.protocol = hdr[9];
+		if ((hdr[0] >> 4) != 4 || (hdr[0] & 0xf) < 5)
+			return NP_PARSE_IP;
+		__u16 frag = ((__u16)hdr[6] << 8) | hdr[7];
+		if (frag & 0x1fff)
+			p->frag = NP_FRAG_LATER;
+		else if (frag & 0x2000)
+			p->frag = NP_FRAG_FIRST;
+		p->frag_id = ((__u32)hdr[4] << 8) | hdr[5];
+		if (p->frag != NP_FRAG_LATER)
+			parse_l4(skb, ETH_HLEN + (hdr[0] & 0xf) * 4, p);
+		return NP_PARSE_IP;
+	}
+	if (ethertype == bpf_htons(ETH_P_IPV6)) {
+		p->family = NP_FAMILY_V6;
+		__u8 hdr[40];
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, hdr, sizeof(hdr)) < 0)
+			return NP_PARSE_IP;
+		__builtin_memcpy(p->t.saddr, &hdr[8], 16);
+		__builtin_memcpy(p->t.daddr, &hdr[24], 16);
+		if ((hdr[0] >> 4) != 6)
+			return NP_PARSE_IP;
+		__u8 next = hdr[6];
+		__u32 off = ETH_HLEN + 40;
+		int i;
+		for (i = 0; i < NP_MAX_EXT_HEADERS; i++) {
+			__u8 ext[8];
+			if (next == 0 || next == 43 || next == 60) { /* hop-by-hop, routing, dstopts */
+				if (bpf_skb_load_bytes(skb, off, ext, 2) < 0)
+					break;
+				next = ext[0];
+				off += ((__u32)ext[1] + 1) * 8;
+			} else if (next == 51) { /* AH */
+				if (bpf_skb_load_bytes(skb, off, ext, 2) < 0)
+					break;
+				next = ext[0];
+				off += ((__u32)ext[1] + 2) * 4;
+			} else if (next == 44) { /* fragment */
+				if (bpf_skb_load_bytes(skb, off, ext, 8) < 0)
+					break;
+				next = ext[0];
+				off += 8;
+				__u16 frag = ((__u16)ext[2] << 8) | ext[3];
+				if (frag & 0xfff8)
+					p->frag = NP_FRAG_LATER;
+				else if (frag & 1)
+					p->frag = NP_FRAG_FIRST;
+				p->frag_id = ((__u32)ext[4] << 24) | ((__u32)ext[5] << 16) |
+					     ((__u32)ext[6] << 8) | ext[7];
+				if (p->frag == NP_FRAG_LATER)
+					break;
+			} else {
+				break;
+			}
+		}
+		p->t.protocol = next;
+		if (i < NP_MAX_EXT_HEADERS && p->frag != NP_FRAG_LATER &&
+		    next != 0 && next != 43 && next != 60 && next != 51 && next != 44)
+			parse_l4(skb, off, p);
+		return NP_PARSE_IP;
+	}
+	return NP_PARSE_NON_IP;
+}
+
+static __always_inline __u32 identity_of(__u8 family, const __u8 *addr)
+{
+	struct np_identity_value *v;
+	if (family == NP_FAMILY_V4) {
+		struct np_lpm4_key k = {.prefixlen = 32};
+		__builtin_memcpy(k.addr, addr, 4);
+		v = bpf_map_lookup_elem(&np_ident4, &k);
+	} else {
+		struct np_lpm6_key k = {.prefixlen = 128};
+		__builtin_memcpy(k.addr, addr, 16);
+		v = bpf_map_lookup_elem(&np_ident6, &k);
+	}
+	return v ? v->identity : NP_IDENTITY_NONE;
+}
+
+/* Whether `ep`'s policy in `dir` allows the packet with the other end at `peer`. */
+static __always_inline int side_allows(const struct np_endpoint *ep, __u8 dir,
+				       const struct np_pkt *p, const __u8 *peer)
+{
+	if (!(ep->flags & NP_ENDPOINT_SELECTED))
+		return 1;
+	__u32 table = ep->table;
+	struct np_table *t = bpf_map_lookup_elem(&np_tables, &table);
+	if (!t)
+		return 0;
+	if (!t->isolated[dir & 1])
+		return 1;
+	if (p->l4 != NP_L4_PORTS)
+		return 0;
+	struct np_port_key pk = {
+		.prefixlen = NP_PORT_KEY_FULL_PREFIX,
+		.table = table,
+		.direction = dir,
+		.protocol = p->t.protocol,
+		.port = p->t.dport,
+	};
+	struct np_port_value *pv = bpf_map_lookup_elem(&np_ports, &pk);
+	if (!pv)
+		return 0;
+	if (pv->flags & NP_PEERS_ALL)
+		return 1;
+	struct np_member_key mk = {.peer_set = pv->peer_set,
+				   .identity = identity_of(p->family, peer)};
+	return bpf_map_lookup_elem(&np_members, &mk) != 0;
+}
+
+static __always_inline int policy_allows(__u32 hook, const struct np_pkt *p,
+					 const struct np_endpoint *self,
+					 const struct np_config *cfg)
+{
+	const __u8 *self_peer, *other_peer;
+	__u8 self_dir, other_dir;
+	if (hook == NP_HOOK_FROM_ENDPOINT) {
+		self_dir = NP_DIR_EGRESS;
+		other_dir = NP_DIR_INGRESS;
+		self_peer = p->t.daddr;
+		other_peer = p->t.saddr;
+	} else {
+		self_dir = NP_DIR_INGRESS;
+		other_dir = NP_DIR_EGRESS;
+		self_peer = p->t.saddr;
+		other_peer = p->t.daddr;
+	}
+	struct np_endpoint_addr_key ak = {.family = p->family};
+	__builtin_memcpy(ak.addr, self_peer, 16);
+	struct np_endpoint *other = bpf_map_lookup_elem(&np_endpoints_addr, &ak);
+	if (other && other->id == self->id && (cfg->flags & NP_CONFIG_ALLOW_SELF))
+		return 1;
+	if (!side_allows(self, self_dir, p, self_peer))
+		return 0;
+	if (other && !side_allows(other, other_dir, p, other_peer))
+		return 0;
+	return 1;
+}
+
+static __always_inline void ct_key_of(struct np_ct_key *k, const struct np_tuple *t,
+				      const struct np_pkt *p, __u32 ifindex, __u8 hook,
+				      int reverse)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	if (reverse) {
+		__builtin_memcpy(k->saddr, t->daddr, 16);
+		__builtin_memcpy(k->daddr, t->saddr, 16);
+		k->sport = t->dport;
+		k->dport = t->sport;
+	} else {
+		__builtin_memcpy(k->saddr, t->saddr, 16);
+		__builtin_memcpy(k->daddr, t->daddr, 16);
+		k->sport = t->sport;
+		k->dport = t->dport;
+	}
+	k->ifindex = ifindex;
+	k->protocol = t->protocol;
+	k->family = p->family;
+	k->hook = hook;
+}
+
+static __always_inline int ct_fresh(const struct np_ct_key *k, __u64 now)
+{
+	struct np_ct_value *v = bpf_map_lookup_elem(&np_ct, k);
+	if (!v)
+		return 0;
+	__u64 timeout = k->protocol == IPPROTO_TCP ? NP_CT_TIMEOUT_TCP_NS : NP_CT_TIMEOUT_OTHER_NS;
+	__s64 age = (__s64)(now - v->last_seen_ns);
+	if (age > (__s64)timeout)
+		return 0;
+	if (age > 1000000000)
+		v->last_seen_ns = now;
+	return 1;
+}
+
+static __always_inline __u8 other_hook(__u32 hook)
+{
+	return hook == NP_HOOK_FROM_ENDPOINT ? NP_HOOK_TO_ENDPOINT : NP_HOOK_FROM_ENDPOINT;
+}
+
+static __always_inline void frag_key_of(struct np_frag_key *k, const struct np_pkt *p,
+					__u32 ifindex, __u8 hook)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	__builtin_memcpy(k->saddr, p->t.saddr, 16);
+	__builtin_memcpy(k->daddr, p->t.daddr, 16);
+	k->id = p->frag_id;
+	k->ifindex = ifindex;
+	k->protocol = p->t.protocol;
+	k->family = p->family;
+	k->hook = hook;
+}
+
+SEC("tc")
+int np_policy(struct __sk_buff *skb)
+{
+	__u32 hook = skb->cb[0];
+	if (hook != NP_HOOK_FROM_ENDPOINT && hook != NP_HOOK_TO_ENDPOINT)
+		return NP_DROP;
+	__u32 ifindex = skb->ifindex;
+	struct np_endpoint *self = bpf_map_lookup_elem(&np_endpoints_if, &ifindex);
+	if (!self)
+		return NP_DROP;
+	__u32 zero = 0;
+	struct np_config *cfg = bpf_map_lookup_elem(&np_config, &zero);
+	if (!cfg)
+		return NP_DROP;
+
+	struct np_pkt p = {};
+	int kind = parse(skb, &p);
+	if (kind == NP_PARSE_ARP)
+		return NP_PASS;
+	if (kind == NP_PARSE_NON_IP) {
+		if (!(self->flags & NP_ENDPOINT_SELECTED))
+			return NP_PASS;
+		__u32 table = self->table;
+		struct np_table *t = bpf_map_lookup_elem(&np_tables, &table);
+		__u8 dir = hook == NP_HOOK_FROM_ENDPOINT ? NP_DIR_EGRESS : NP_DIR_INGRESS;
+		return t && !t->isolated[dir] ? NP_PASS : NP_DROP;
+	}
+	if (p.icmp == NP_ICMP_ND)
+		return NP_PASS;
+
+	struct np_frag_key fk;
+	if (p.frag == NP_FRAG_LATER) {
+		frag_key_of(&fk, &p, ifindex, hook);
+		__u64 *seen = bpf_map_lookup_elem(&np_frag, &fk);
+		if (seen && (__s64)(bpf_ktime_get_ns() - *seen) <= (__s64)NP_FRAG_TIMEOUT_NS)
+			return NP_PASS;
+		return policy_allows(hook, &p, self, cfg) ? NP_PASS : NP_DROP;
+	}
+
+	__u64 now = bpf_ktime_get_ns();
+	struct np_ct_key ck;
+	int syn_only = p.t.protocol == IPPROTO_TCP && p.l4 == NP_L4_PORTS &&
+		       (p.tcp_flags & (NP_TCP_SYN | NP_TCP_ACK)) == NP_TCP_SYN;
+	int allowed = 0;
+	if (!syn_only && p.icmp != NP_ICMP_ERROR) {
+		ct_key_of(&ck, &p.t, &p, ifindex, hook, 0);
+		allowed = ct_fresh(&ck, now);
+		if (!allowed) {
+			ct_key_of(&ck, &p.t, &p, ifindex, other_hook(hook), 1);
+			allowed = ct_fresh(&ck, now);
+		}
+	}
+	if (!allowed && p.icmp == NP_ICMP_ERROR && p.inner_ok) {
+		ct_key_of(&ck, &p.inner, &p, ifindex, other_hook(hook), 0);
+		allowed = ct_fresh(&ck, now);
+		if (!allowed) {
+			ct_key_of(&ck, &p.inner, &p, ifindex, hook, 1);
+			allowed = ct_fresh(&ck, now);
+		}
+	}
+	if (!allowed) {
+		if (!policy_allows(hook, &p, self, cfg))
+			return NP_DROP;
+		allowed = 1;
+		if (p.icmp != NP_ICMP_ERROR) {
+			ct_key_of(&ck, &p.t, &p, ifindex, hook, 0);
+			struct np_ct_value v = {.last_seen_ns = now, .generation = cfg->generation};
+			bpf_map_update_elem(&np_ct, &ck, &v, BPF_ANY);
+		}
+	}
+	if (p.frag == NP_FRAG_FIRST) {
+		frag_key_of(&fk, &p, ifindex, hook);
+		bpf_map_update_elem(&np_frag, &fk, &now, BPF_ANY);
+	}
+	return NP_PASS;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

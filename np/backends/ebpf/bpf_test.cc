@@ -1,0 +1,384 @@
+// The tc program on crafted packets (BPF_PROG_TEST_RUN): its verdicts equal the IR read
+// literally on random IRs, and conntrack, ICMP, fragments, IPv6 extension headers and the
+// generation switch behave as np_policy.c documents. Runs as root (CAP_BPF); no namespaces.
+#include <linux/pkt_cls.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "np/backends/ebpf/loader.h"
+#include "np/backends/ebpf/maps.h"
+#include "np/backends/ebpf/testing/random_ir.h"
+
+namespace np::backends::ebpf {
+namespace {
+
+using testing::Frame;
+using testing::FrameSpec;
+using testing::IrInterpreter;
+
+constexpr int kPass = TC_ACT_UNSPEC;
+constexpr int kDrop = TC_ACT_SHOT;
+
+IpAddress Ip(const char* text) { return *IpAddress::Parse(text); }
+
+class BpfTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "BPF_PROG_TEST_RUN needs root";
+  }
+  int Run(const Generation& g, const FrameSpec& spec, uint32_t hook) {
+    return Run(g.program_fd(), Frame(spec), hook);
+  }
+  int Run(int fd, const std::string& frame, uint32_t hook) {
+    absl::StatusOr<TestRunResult> r = TestRun(fd, frame, hook);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? r->verdict : -100;
+  }
+};
+
+TEST_F(BpfTest, VerdictsEqualTheIrOnRandomIrs) {
+  int runs = 0, passes = 0;
+  for (uint64_t seed = 0; seed < 120; ++seed) {
+    ir::CompiledPolicy ir = testing::RandomIr(seed);
+    absl::StatusOr<MapContents> maps = BuildMaps(ir);
+    ASSERT_TRUE(maps.ok()) << maps.status();
+    absl::StatusOr<std::unique_ptr<Generation>> g = Generation::Load(*maps, {{1, 0}});
+    ASSERT_TRUE(g.ok()) << g.status();
+    IrInterpreter interpreter(ir);
+    std::vector<IpAddress> addresses = testing::ProbeAddresses(ir, seed);
+    std::vector<uint16_t> ports = testing::ProbePorts(ir);
+    // Source ports (and echo ids) never repeat within an IR and never equal a probed port,
+    // so no packet meets a conntrack entry of another.
+    uint16_t next_sport = 20000;
+    for (int e = 0; e < ir.endpoints_size(); ++e) {
+      ASSERT_TRUE((*g)->SetInterface(1, maps->endpoints[e]).ok());
+      for (const IpAddress& s : addresses) {
+        for (const IpAddress& d : addresses) {
+          if (s.family() != d.family()) continue;
+          bool from = interpreter.EndpointIndex(s) == e, to = interpreter.EndpointIndex(d) == e;
+          if (!from && !to) continue;
+          for (uint8_t protocol : {6, 17, 132, 1}) {
+            uint8_t proto = protocol == 1 && s.is_v6() ? 58 : protocol;
+            bool ports_protocol = proto == 6 || proto == 17 || proto == 132;
+            for (uint16_t port : ports) {
+              if (!ports_protocol && port != 0) continue;
+              FrameSpec f;
+              f.src = s;
+              f.dst = d;
+              f.protocol = proto;
+              f.sport = next_sport;
+              f.icmp_id = next_sport;  // echo requests: the id keeps them apart
+              f.icmp_type = s.is_v6() ? 128 : 8;
+              if (++next_sport >= 40000) next_sport = 20000;
+              f.dport = port;
+              f.tcp_flags = (port % 2) ? 0x02 : 0x10;  // new flows start with SYN or not
+              bool expected = interpreter.Allowed(s, d, proto, port);
+              for (uint32_t hook : {uint32_t{NP_HOOK_FROM_ENDPOINT}, uint32_t{NP_HOOK_TO_ENDPOINT}}) {
+                if ((hook == NP_HOOK_FROM_ENDPOINT) ? !from : !to) continue;
+                int verdict = Run(**g, f, hook);
+                ++runs;
+                if (verdict == kPass) ++passes;
+                ASSERT_EQ(verdict, expected ? kPass : kDrop)
+                    << "seed " << seed << " hook " << hook << " " << s.ToString() << " -> "
+                    << d.ToString() << " proto " << int{proto} << " port " << port << "\n"
+                    << RenderMaps(ir, *maps);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  std::cout << runs << " packets, " << passes << " passed\n";
+  EXPECT_GT(runs, 20000);
+  EXPECT_GT(passes, runs / 10);
+  EXPECT_LT(passes, runs - runs / 10);
+}
+
+// x/a (10.0.0.1, fd00::1) is selected: ingress allows TCP 80 and UDP 53 from x/b (10.0.0.2,
+// fd00::2) only; egress is isolated with no rule (unless `egress_open`). x/b is selected by
+// nothing.
+ir::CompiledPolicy TwoPods(bool egress_open = false, bool ingress_rules = true) {
+  ir::CompiledPolicy ir;
+  for (int i = 0; i < 3; ++i) ir.add_identities()->set_id(i);
+  ir.mutable_identities(0)->set_external(true);
+  ir.mutable_identities(1)->add_pods("x/a");
+  ir.mutable_identities(2)->add_pods("x/b");
+  auto add = [&](bool v6, const char* first, const char* last, uint32_t id) {
+    ir::AddressRange* r = v6 ? ir.add_ipv6() : ir.add_ipv4();
+    IpAddress f = Ip(first), l = Ip(last);
+    uint8_t b[16];
+    f.ToBytes(b);
+    r->set_first(std::string(reinterpret_cast<char*>(b), v6 ? 16 : 4));
+    l.ToBytes(b);
+    r->set_last(std::string(reinterpret_cast<char*>(b), v6 ? 16 : 4));
+    r->set_identity(id);
+    for (const std::string& c : testing::RangeCidrs(f, l)) r->add_cidrs(c);
+  };
+  add(false, "0.0.0.0", "10.0.0.0", 0);
+  add(false, "10.0.0.1", "10.0.0.1", 1);
+  add(false, "10.0.0.2", "10.0.0.2", 2);
+  add(false, "10.0.0.3", "255.255.255.255", 0);
+  add(true, "::", "fd00::", 0);
+  add(true, "fd00::1", "fd00::1", 1);
+  add(true, "fd00::2", "fd00::2", 2);
+  add(true, "fd00::3", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 0);
+  ir::PeerSet* b = ir.add_peer_sets();
+  b->set_id(0);
+  b->add_identities(2);
+  ir::Table* t = ir.add_tables();
+  t->mutable_ingress()->set_isolated(true);
+  if (ingress_rules) {
+    for (auto [proto, port] : {std::pair<ir::Protocol, uint32_t>{ir::TCP, 80}, {ir::UDP, 53}}) {
+      ir::PortRule* r = t->mutable_ingress()->add_rules();
+      r->set_protocol(proto);
+      r->set_first_port(port);
+      r->set_last_port(port);
+      r->set_peer_set(0);
+    }
+  }
+  t->mutable_egress()->set_isolated(!egress_open);
+  for (auto [name, v4, v6, selected] :
+       {std::tuple<const char*, const char*, const char*, bool>{"a", "10.0.0.1", "fd00::1", true},
+        {"b", "10.0.0.2", "fd00::2", false}}) {
+    ir::Endpoint* e = ir.add_endpoints();
+    e->set_namespace_("x");
+    e->set_name(name);
+    e->add_ips(v4);
+    e->add_ips(v6);
+    e->set_selected(selected);
+  }
+  return ir;
+}
+
+std::unique_ptr<Generation> LoadTwoPods(const ir::CompiledPolicy& ir, uint32_t endpoint = 0,
+                                        int ct_fd = -1, int frag_fd = -1) {
+  absl::StatusOr<MapContents> maps = BuildMaps(ir);
+  EXPECT_TRUE(maps.ok()) << maps.status();
+  absl::StatusOr<std::unique_ptr<Generation>> g =
+      Generation::Load(*maps, {{1, endpoint}}, ct_fd, frag_fd);
+  EXPECT_TRUE(g.ok()) << g.status();
+  return g.ok() ? std::move(*g) : nullptr;
+}
+
+FrameSpec Tcp(const char* s, const char* d, uint16_t sport, uint16_t dport, uint8_t flags) {
+  FrameSpec f;
+  f.src = Ip(s);
+  f.dst = Ip(d);
+  f.protocol = 6;
+  f.sport = sport;
+  f.dport = dport;
+  f.tcp_flags = flags;
+  return f;
+}
+
+constexpr uint32_t kFrom = NP_HOOK_FROM_ENDPOINT;
+constexpr uint32_t kTo = NP_HOOK_TO_ENDPOINT;
+
+TEST_F(BpfTest, ConntrackLetsRepliesPassAndNothingElse) {
+  auto g = LoadTwoPods(TwoPods());
+  ASSERT_NE(g, nullptr);
+  // b -> a:80 is allowed at a's tc egress; the SYN-ACK back passes as a reply.
+  EXPECT_EQ(Run(*g, Tcp("10.0.0.2", "10.0.0.1", 33000, 80, 0x02), kTo), kPass);
+  EXPECT_EQ(Run(*g, Tcp("10.0.0.1", "10.0.0.2", 80, 33000, 0x12), kFrom), kPass);
+  EXPECT_EQ(Run(*g, Tcp("10.0.0.2", "10.0.0.1", 33000, 80, 0x10), kTo), kPass);
+  // Not to another port, not from elsewhere; a's own new connections are denied (egress).
+  EXPECT_EQ(Run(*g, Tcp("10.0.0.2", "10.0.0.1", 33001, 81, 0x02), kTo), kDrop);
+  EXPECT_EQ(Run(*g, Tcp("10.9.9.9", "10.0.0.1", 33000, 80, 0x02), kTo), kDrop);
+  EXPECT_EQ(Run(*g, Tcp("10.0.0.1", "10.0.0.2", 80, 33001, 0x12), kFrom), kDrop);
+  EXPECT_EQ(Run(*g, Tcp("10.0.0.1", "10.0.0.2", 40000, 80, 0x02), kFrom), kDrop);
+  // A SYN never rides on an entry: even with the reply tuple of an allowed flow.
+  EXPECT_EQ(Run(*g, Tcp("10.0.0.1", "10.0.0.2", 80, 33000, 0x02), kFrom), kDrop);
+  // The entry belongs to the hook and interface that allowed it: the same tuple at the
+  // other hook is a new packet.
+  EXPECT_EQ(Run(*g, Tcp("10.0.0.2", "10.0.0.1", 33000, 80, 0x10), kFrom), kDrop);
+  // UDP: request and reply; IPv6 alike.
+  FrameSpec u = Tcp("10.0.0.2", "10.0.0.1", 5353, 53, 0);
+  u.protocol = 17;
+  EXPECT_EQ(Run(*g, u, kTo), kPass);
+  std::swap(u.src, u.dst);
+  std::swap(u.sport, u.dport);
+  EXPECT_EQ(Run(*g, u, kFrom), kPass);
+  u.sport = 5354;
+  EXPECT_EQ(Run(*g, u, kFrom), kDrop);
+  EXPECT_EQ(Run(*g, Tcp("fd00::2", "fd00::1", 33000, 80, 0x02), kTo), kPass);
+  EXPECT_EQ(Run(*g, Tcp("fd00::1", "fd00::2", 80, 33000, 0x12), kFrom), kPass);
+  EXPECT_EQ(Run(*g, Tcp("fd00::1", "fd00::2", 80, 33002, 0x12), kFrom), kDrop);
+  // SCTP is decided by port like the others (no rule allows it here).
+  FrameSpec sctp = Tcp("10.0.0.2", "10.0.0.1", 5000, 80, 0);
+  sctp.protocol = 132;
+  EXPECT_EQ(Run(*g, sctp, kTo), kDrop);
+}
+
+TEST_F(BpfTest, EachHookDecidesBothLocalSides) {
+  // On b's interface (b selected by nothing), a's ingress still decides b -> a.
+  auto g = LoadTwoPods(TwoPods(), /*endpoint=*/1);
+  ASSERT_NE(g, nullptr);
+  EXPECT_EQ(Run(*g, Tcp("10.0.0.2", "10.0.0.1", 33000, 80, 0x02), kFrom), kPass);
+  EXPECT_EQ(Run(*g, Tcp("10.0.0.2", "10.0.0.1", 33000, 81, 0x02), kFrom), kDrop);
+  EXPECT_EQ(Run(*g, Tcp("10.0.0.2", "10.9.9.9", 33000, 81, 0x02), kFrom), kPass);
+  EXPECT_EQ(Run(*g, Tcp("10.0.0.1", "10.0.0.2", 33000, 80, 0x02), kTo), kDrop);  // a's egress
+}
+
+TEST_F(BpfTest, IcmpArpAndNeighbourDiscovery) {
+  auto closed = LoadTwoPods(TwoPods());
+  ASSERT_NE(closed, nullptr);
+  FrameSpec ping = Tcp("10.0.0.2", "10.0.0.1", 0, 0, 0);
+  ping.protocol = 1;
+  ping.icmp_type = 8;
+  ping.icmp_id = 99;
+  EXPECT_EQ(Run(*closed, ping, kTo), kDrop);  // isolated ingress: ICMP is not allowed
+  EXPECT_EQ(Run(closed->program_fd(), testing::ArpFrame(), kTo), kPass);
+  FrameSpec ns = Tcp("fd00::1", "ff02::1:ff00:2", 0, 0, 0);
+  ns.protocol = 58;
+  ns.icmp_type = 135;
+  EXPECT_EQ(Run(*closed, ns, kFrom), kPass);
+  ns.icmp_type = 128;  // echo request: not neighbour discovery
+  EXPECT_EQ(Run(*closed, ns, kFrom), kDrop);
+
+  // Egress open: a's echo request goes out, the reply with the same id comes back.
+  auto open = LoadTwoPods(TwoPods(/*egress_open=*/true));
+  ASSERT_NE(open, nullptr);
+  FrameSpec out = Tcp("10.0.0.1", "10.0.0.2", 0, 0, 0);
+  out.protocol = 1;
+  out.icmp_type = 8;
+  out.icmp_id = 7;
+  EXPECT_EQ(Run(*open, out, kFrom), kPass);
+  FrameSpec back = out;
+  std::swap(back.src, back.dst);
+  back.icmp_type = 0;
+  EXPECT_EQ(Run(*open, back, kTo), kPass);
+  back.icmp_id = 8;
+  EXPECT_EQ(Run(*open, back, kTo), kDrop);
+
+  // ICMP errors about an allowed flow pass; about another flow they do not.
+  auto g = LoadTwoPods(TwoPods());
+  ASSERT_NE(g, nullptr);
+  FrameSpec udp = Tcp("10.0.0.2", "10.0.0.1", 5353, 53, 0);
+  udp.protocol = 17;
+  EXPECT_EQ(Run(*g, udp, kTo), kPass);
+  FrameSpec error = Tcp("10.0.0.1", "10.0.0.2", 0, 0, 0);
+  error.protocol = 1;
+  error.icmp_type = 3;  // port unreachable, about b's datagram
+  error.icmp_id = 0;
+  error.payload = "";
+  error.inner = Frame(udp).substr(14);
+  EXPECT_EQ(Run(*g, error, kFrom), kPass);
+  udp.sport = 5354;
+  error.inner = Frame(udp).substr(14);
+  EXPECT_EQ(Run(*g, error, kFrom), kDrop);
+  // IPv6 packet too big about an allowed TCP flow.
+  FrameSpec syn6 = Tcp("fd00::2", "fd00::1", 34000, 80, 0x02);
+  EXPECT_EQ(Run(*g, syn6, kTo), kPass);
+  FrameSpec ptb = Tcp("fd00::1", "fd00::2", 0, 0, 0);
+  ptb.protocol = 58;
+  ptb.icmp_type = 2;
+  ptb.payload = "";
+  ptb.inner = Frame(syn6).substr(14);
+  EXPECT_EQ(Run(*g, ptb, kFrom), kPass);
+}
+
+TEST_F(BpfTest, FragmentsAndIpv6ExtensionHeaders) {
+  auto g = LoadTwoPods(TwoPods());
+  ASSERT_NE(g, nullptr);
+  FrameSpec first = Tcp("10.0.0.2", "10.0.0.1", 5353, 53, 0);
+  first.protocol = 17;
+  first.fragment = true;
+  first.more_fragments = true;
+  first.frag_id = 77;
+  EXPECT_EQ(Run(*g, first, kTo), kPass);
+  FrameSpec later = first;
+  later.frag_offset = 10;
+  later.more_fragments = false;
+  EXPECT_EQ(Run(*g, later, kTo), kPass);
+  later.frag_id = 78;  // its first fragment was never seen: no ports, isolated side
+  EXPECT_EQ(Run(*g, later, kTo), kDrop);
+  first.frag_id = 79;
+  first.dport = 54;  // a first fragment that is denied records nothing
+  EXPECT_EQ(Run(*g, first, kTo), kDrop);
+  later.frag_id = 79;
+  EXPECT_EQ(Run(*g, later, kTo), kDrop);
+
+  // IPv6: extension headers are skipped before the ports are read.
+  FrameSpec v6 = Tcp("fd00::2", "fd00::1", 35000, 80, 0x02);
+  v6.ipv6_ext = {0, 60, 43, 51};
+  EXPECT_EQ(Run(*g, v6, kTo), kPass);
+  v6.dport = 81;
+  EXPECT_EQ(Run(*g, v6, kTo), kDrop);
+  v6.dport = 80;
+  v6.sport = 35001;
+  v6.ipv6_ext = {0, 60, 60, 60, 60, 60, 60, 60, 60};  // more than the program skips
+  EXPECT_EQ(Run(*g, v6, kTo), kDrop);
+  FrameSpec frag6 = Tcp("fd00::2", "fd00::1", 35002, 80, 0x02);
+  frag6.ipv6_ext = {0};
+  frag6.fragment = true;
+  frag6.more_fragments = true;
+  frag6.frag_id = 0x01020304;
+  EXPECT_EQ(Run(*g, frag6, kTo), kPass);
+  frag6.frag_offset = 100;
+  frag6.more_fragments = false;
+  EXPECT_EQ(Run(*g, frag6, kTo), kPass);
+  frag6.frag_id = 5;
+  EXPECT_EQ(Run(*g, frag6, kTo), kDrop);
+  FrameSpec esp = Tcp("fd00::2", "fd00::1", 0, 0, 0);
+  esp.protocol = 50;
+  EXPECT_EQ(Run(*g, esp, kTo), kDrop);  // not a port protocol; ingress isolated
+  // Towards b (selected by nothing) from outside the node: nothing is isolated.
+  auto gb = LoadTwoPods(TwoPods(), 1);
+  esp.dst = Ip("fd00::2");
+  esp.src = Ip("fd00::9");
+  EXPECT_EQ(Run(*gb, esp, kTo), kPass);
+  later.dst = Ip("10.0.0.2");
+  later.src = Ip("10.0.0.9");
+  EXPECT_EQ(Run(*gb, later, kTo), kPass);
+}
+
+TEST_F(BpfTest, UnknownInterfaceOrHookDrops) {
+  absl::StatusOr<MapContents> maps = BuildMaps(TwoPods());
+  ASSERT_TRUE(maps.ok());
+  absl::StatusOr<std::unique_ptr<Generation>> none = Generation::Load(*maps, {});
+  ASSERT_TRUE(none.ok()) << none.status();
+  FrameSpec f = Tcp("10.0.0.9", "10.0.0.2", 1, 80, 0x02);
+  EXPECT_EQ(Run(**none, f, kTo), kDrop);
+  auto g = LoadTwoPods(TwoPods(), 1);
+  EXPECT_EQ(Run(*g, f, kTo), kPass);
+  EXPECT_EQ(Run(*g, f, 0), kDrop);
+  EXPECT_EQ(Run(*g, f, 3), kDrop);
+}
+
+TEST_F(BpfTest, DispatcherSwitchesGenerationsAtomicallyAndKeepsConntrack) {
+  absl::StatusOr<std::unique_ptr<Dispatcher>> d = Dispatcher::Load();
+  ASSERT_TRUE(d.ok()) << d.status();
+  FrameSpec syn = Tcp("10.0.0.2", "10.0.0.1", 36000, 80, 0x02);
+  // No generation yet: closed.
+  EXPECT_EQ(Run((*d)->to_fd(), Frame(syn), 0), kDrop);
+  EXPECT_EQ(Run((*d)->from_fd(), Frame(syn), 0), kDrop);
+
+  auto open = LoadTwoPods(TwoPods());
+  ASSERT_NE(open, nullptr);
+  ASSERT_TRUE((*d)->Switch(*open).ok());
+  EXPECT_EQ(Run((*d)->to_fd(), Frame(syn), 0), kPass);
+  FrameSpec synack = Tcp("10.0.0.1", "10.0.0.2", 80, 36000, 0x12);
+  EXPECT_EQ(Run((*d)->from_fd(), Frame(synack), 0), kPass);
+
+  // The next generation denies everything to a but shares the conntrack map.
+  auto closed = LoadTwoPods(TwoPods(false, /*ingress_rules=*/false), 0,
+                            open->map_fd("np_ct"), open->map_fd("np_frag"));
+  ASSERT_NE(closed, nullptr);
+  ASSERT_TRUE((*d)->Switch(*closed).ok());
+  FrameSpec ack = Tcp("10.0.0.2", "10.0.0.1", 36000, 80, 0x10);
+  EXPECT_EQ(Run((*d)->to_fd(), Frame(ack), 0), kPass);  // established keeps flowing
+  EXPECT_EQ(Run((*d)->from_fd(), Frame(synack), 0), kPass);
+  syn.sport = 36001;
+  EXPECT_EQ(Run((*d)->to_fd(), Frame(syn), 0), kDrop);  // new connections see the new policy
+  syn.sport = 36000;
+  EXPECT_EQ(Run((*d)->to_fd(), Frame(syn), 0), kDrop);  // even on the old tuple
+  ASSERT_TRUE((*d)->Switch(*open).ok());
+  EXPECT_EQ(Run((*d)->to_fd(), Frame(syn), 0), kPass);
+}
+
+}  // namespace
+}  // namespace np::backends::ebpf

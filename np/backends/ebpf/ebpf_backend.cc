@@ -1,0 +1,134 @@
+#include "np/backends/ebpf/ebpf_backend.h"
+
+#include <cstring>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "np/backends/ebpf/loader.h"
+#include "np/backends/ebpf/maps.h"
+#include "np/backends/util.h"
+
+namespace np::backends {
+namespace {
+
+using ebpf::BuildMaps;
+using ebpf::MapContents;
+using ebpf::MapModel;
+
+class EbpfBackend : public Backend {
+ public:
+  std::string name() const override { return "ebpf"; }
+
+  absl::StatusOr<std::string> Render(const ir::CompiledPolicy& ir) const override {
+    absl::StatusOr<MapContents> maps = BuildMaps(ir);
+    if (!maps.ok()) return maps.status();
+    return ebpf::RenderMaps(ir, *maps);
+  }
+
+  absl::Status Apply(const ir::CompiledPolicy& ir, const Attachment& attachment) override {
+    absl::StatusOr<MapContents> maps = BuildMaps(ir);
+    if (!maps.ok()) return maps.status();
+    std::map<std::string, uint32_t> ids;
+    for (uint32_t i = 0; i < maps->endpoint_names.size(); ++i) ids[maps->endpoint_names[i]] = i;
+    std::vector<ebpf::InterfaceEndpoint> interfaces;
+    for (const EndpointInterface& e : attachment.interfaces) {
+      auto it = ids.find(e.pod);
+      if (it == ids.end()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("ebpf: pod ", e.pod, " of the attachment is not an endpoint of the IR"));
+      }
+      interfaces.push_back({e.interface, it->second});
+    }
+    absl::StatusOr<ebpf::ApplyReport> report =
+        ebpf::ApplyGeneration(*maps, interfaces, attachment.netns);
+    return report.status();
+  }
+
+  absl::Status Remove(const Attachment& attachment) override {
+    std::vector<std::string> names;
+    for (const EndpointInterface& e : attachment.interfaces) names.push_back(e.interface);
+    return ebpf::RemoveFromInterfaces(names, attachment.netns);
+  }
+
+  absl::StatusOr<std::string> Explain(const ir::CompiledPolicy& ir,
+                                      const FlowQuery& flow) const override {
+    absl::StatusOr<MapContents> maps = BuildMaps(ir);
+    if (!maps.ok()) return maps.status();
+    absl::StatusOr<std::string> src = AddressBytes(flow.source);
+    absl::StatusOr<std::string> dst = AddressBytes(flow.destination);
+    if (!src.ok()) return src.status();
+    if (!dst.ok()) return dst.status();
+    if (src->size() != dst->size()) {
+      return absl::InvalidArgumentError("source and destination are of different families");
+    }
+    ebpf::PacketView p;
+    p.family = src->size() == 4 ? NP_FAMILY_V4 : NP_FAMILY_V6;
+    std::memcpy(p.saddr, src->data(), src->size());
+    std::memcpy(p.daddr, dst->data(), dst->size());
+    p.protocol = flow.protocol;
+    p.dport = flow.port;
+    p.has_ports = flow.protocol == 6 || flow.protocol == 17 || flow.protocol == 132;
+    MapModel model(*maps);
+
+    std::string out = absl::StrCat("ebpf: ", flow.source, " -> ", flow.destination, " ",
+                                   ebpf::ProtocolName(flow.protocol));
+    if (p.has_ports) absl::StrAppend(&out, "/", flow.port);
+    absl::StrAppend(&out, "\n");
+    const char* map = p.family == NP_FAMILY_V4 ? "np_ident4" : "np_ident6";
+    for (auto [label, addr, text] : {std::tuple<const char*, const uint8_t*, std::string>{
+                                         "source", p.saddr, flow.source},
+                                     {"destination", p.daddr, flow.destination}}) {
+      std::string prefix;
+      uint32_t identity = model.Identity(p.family, addr, &prefix);
+      const np_endpoint* e = model.EndpointByAddress(p.family, addr);
+      absl::StrAppend(&out, "  ", label, " ", text, ": ", map, "[", prefix, "] = identity ",
+                      identity);
+      if (e != nullptr) {
+        absl::StrAppend(&out, "; np_endpoints_addr -> endpoint ", e->id, " ",
+                        maps->endpoint_names[e->id],
+                        (e->flags & NP_ENDPOINT_SELECTED) ? absl::StrCat(", table ", e->table)
+                                                          : std::string(", not selected"),
+                        label == std::string("source")
+                            ? " (decided at tc ingress of its host veth: np_from_ep)"
+                            : " (decided at tc egress of its host veth: np_to_ep)");
+      } else {
+        absl::StrAppend(&out, "; not a pod of this node");
+      }
+      absl::StrAppend(&out, "\n");
+    }
+    const np_endpoint* s = model.EndpointByAddress(p.family, p.saddr);
+    const np_endpoint* d = model.EndpointByAddress(p.family, p.daddr);
+    if (s == nullptr && d == nullptr) {
+      absl::StrAppend(&out, "  no endpoint of this node sends or receives it: no hook sees "
+                            "the flow\n  verdict: ALLOW\n");
+      return out;
+    }
+    ebpf::Decision decision = s != nullptr ? model.Decide(NP_HOOK_FROM_ENDPOINT, s->id, p)
+                                           : model.Decide(NP_HOOK_TO_ENDPOINT, d->id, p);
+    absl::StrAppend(&out, "  each hook decides every local side of the flow (np_policy.c "
+                          "policy_allows):\n");
+    if (decision.self_traffic) {
+      absl::StrAppend(&out, "    the other end is the endpoint itself and np_config has "
+                            "ALLOW_SELF -> allowed\n");
+    }
+    for (const ebpf::SideTrace& side : decision.sides) {
+      for (const std::string& step : side.steps) absl::StrAppend(&out, "    ", step, "\n");
+    }
+    if (!p.has_ports) {
+      absl::StrAppend(&out, "  (", ebpf::ProtocolName(flow.protocol),
+                      ": NetworkPolicy names only TCP, UDP and SCTP; other protocols pass "
+                      "only sides that are not isolated)\n");
+    }
+    absl::StrAppend(&out, "  verdict: ", decision.allowed ? "ALLOW" : "DROP",
+                    decision.allowed ? " (np_ct then records the flow so replies pass)\n"
+                                     : " (TC_ACT_SHOT; unless the flow is already in np_ct)\n");
+    return out;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> MakeEbpfBackend() { return std::make_unique<EbpfBackend>(); }
+
+}  // namespace np::backends

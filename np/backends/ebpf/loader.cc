@@ -1,0 +1,525 @@
+#include "np/backends/ebpf/loader.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fcntl.h>
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <net/if.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <optional>
+#include <tuple>
+
+#include "absl/strings/str_cat.h"
+#include "np/backends/ebpf/bpf_objects.h"
+
+namespace np::backends::ebpf {
+namespace {
+
+// libbpf reports through one global print callback. While a call of ours runs, the calling
+// thread collects warnings here, so that errors (e.g. the verifier's log) end up in the
+// returned status instead of on stderr.
+thread_local std::string* libbpf_log = nullptr;
+
+int LibbpfPrint(enum libbpf_print_level level, const char* format, va_list args) {
+  if (level == LIBBPF_DEBUG || libbpf_log == nullptr) return 0;
+  char buffer[4096];
+  int n = vsnprintf(buffer, sizeof(buffer), format, args);
+  if (n > 0) libbpf_log->append(buffer, std::min<size_t>(static_cast<size_t>(n), sizeof(buffer) - 1));
+  if (libbpf_log->size() > 65536) libbpf_log->erase(0, libbpf_log->size() - 65536);
+  return n;
+}
+
+class LibbpfLogScope {
+ public:
+  LibbpfLogScope() {
+    static std::once_flag once;
+    std::call_once(once, [] { libbpf_set_print(LibbpfPrint); });
+    previous_ = libbpf_log;
+    libbpf_log = &log_;
+  }
+  ~LibbpfLogScope() { libbpf_log = previous_; }
+  // The last lines of what libbpf said, for an error message.
+  std::string Tail() const {
+    if (log_.size() <= 3000) return log_;
+    return "..." + log_.substr(log_.size() - 3000);
+  }
+
+ private:
+  std::string log_;
+  std::string* previous_;
+};
+
+absl::Status Errno(absl::string_view what, int err) {
+  if (err < 0) err = -err;
+  return absl::InternalError(absl::StrCat(what, ": ", std::strerror(err)));
+}
+
+// Switches the calling thread into a named network namespace until destroyed.
+class NetnsScope {
+ public:
+  static absl::StatusOr<std::unique_ptr<NetnsScope>> Enter(absl::string_view name) {
+    auto scope = std::unique_ptr<NetnsScope>(new NetnsScope());
+    if (name.empty()) return scope;
+    if (name.find('/') != absl::string_view::npos || name == "." || name == "..") {
+      return absl::InvalidArgumentError(absl::StrCat("bad network namespace name \"", name, "\""));
+    }
+    scope->original_ = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (scope->original_ < 0) return Errno("open /proc/thread-self/ns/net", errno);
+    std::string path = absl::StrCat("/var/run/netns/", name);
+    int target = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (target < 0) return Errno(absl::StrCat("open ", path), errno);
+    int rc = setns(target, CLONE_NEWNET);
+    int err = errno;
+    close(target);
+    if (rc != 0) return Errno(absl::StrCat("setns ", path), err);
+    return scope;
+  }
+  ~NetnsScope() {
+    if (original_ >= 0) {
+      setns(original_, CLONE_NEWNET);
+      close(original_);
+    }
+  }
+
+ private:
+  NetnsScope() = default;
+  int original_ = -1;
+};
+
+class Fd {
+ public:
+  explicit Fd(int fd = -1) : fd_(fd) {}
+  ~Fd() { if (fd_ >= 0) close(fd_); }
+  Fd(Fd&& o) noexcept : fd_(o.release()) {}
+  Fd& operator=(Fd&& o) noexcept {
+    if (fd_ >= 0) close(fd_);
+    fd_ = o.release();
+    return *this;
+  }
+  int get() const { return fd_; }
+  int release() { int f = fd_; fd_ = -1; return f; }
+
+ private:
+  int fd_;
+};
+
+absl::Status SetMaxEntries(bpf_object* obj, const char* name, size_t n) {
+  bpf_map* map = bpf_object__find_map_by_name(obj, name);
+  if (map == nullptr) return absl::InternalError(absl::StrCat("np_policy.o has no map ", name));
+  int err = bpf_map__set_max_entries(map, static_cast<uint32_t>(std::max<size_t>(n, 1)));
+  if (err != 0) return Errno(absl::StrCat("set max_entries of ", name), err);
+  return absl::OkStatus();
+}
+
+absl::Status Update(int fd, const char* map, const void* key, const void* value) {
+  if (bpf_map_update_elem(fd, key, value, BPF_ANY) != 0) {
+    return Errno(absl::StrCat("update ", map), errno);
+  }
+  return absl::OkStatus();
+}
+
+struct ProgInfo {
+  std::string name;
+  std::vector<uint32_t> map_ids;
+};
+
+absl::StatusOr<ProgInfo> GetProgInfo(int fd) {
+  uint32_t ids[64];
+  bpf_prog_info info{};
+  info.nr_map_ids = 64;
+  info.map_ids = reinterpret_cast<uint64_t>(ids);
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) return Errno("prog info", errno);
+  ProgInfo out;
+  out.name = std::string(info.name, strnlen(info.name, sizeof(info.name)));
+  for (uint32_t i = 0; i < std::min<uint32_t>(info.nr_map_ids, 64); ++i) {
+    out.map_ids.push_back(ids[i]);
+  }
+  return out;
+}
+
+// The map of `prog_fd` called `name`, as a new fd (or -1).
+Fd MapOfProgram(int prog_fd, absl::string_view name) {
+  absl::StatusOr<ProgInfo> info = GetProgInfo(prog_fd);
+  if (!info.ok()) return Fd();
+  for (uint32_t id : info->map_ids) {
+    Fd fd(bpf_map_get_fd_by_id(id));
+    if (fd.get() < 0) continue;
+    bpf_map_info mi{};
+    uint32_t len = sizeof(mi);
+    if (bpf_obj_get_info_by_fd(fd.get(), &mi, &len) != 0) continue;
+    if (absl::string_view(mi.name, strnlen(mi.name, sizeof(mi.name))) == name) return fd;
+  }
+  return Fd();
+}
+
+bpf_tc_hook Hook(int ifindex, bpf_tc_attach_point point) {
+  bpf_tc_hook h{};
+  h.sz = sizeof(h);
+  h.ifindex = ifindex;
+  h.attach_point = point;
+  return h;
+}
+
+bpf_tc_opts TcOpts() {
+  bpf_tc_opts o{};
+  o.sz = sizeof(o);
+  o.handle = kTcHandle;
+  o.priority = kTcPriority;
+  return o;
+}
+
+// The id of our filter's program at `point` of `ifindex`, or 0.
+uint32_t QueryFilter(int ifindex, bpf_tc_attach_point point) {
+  bpf_tc_hook h = Hook(ifindex, point);
+  bpf_tc_opts o = TcOpts();
+  if (bpf_tc_query(&h, &o) != 0) return 0;
+  return o.prog_id;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// Generation
+
+absl::StatusOr<std::unique_ptr<Generation>> Generation::Load(
+    const MapContents& maps, const std::vector<std::pair<uint32_t, uint32_t>>& interfaces,
+    int ct_fd, int frag_fd) {
+  LibbpfLogScope log;
+  bpf_object_open_opts opts{};
+  opts.sz = sizeof(opts);
+  opts.object_name = "np_policy";
+  bpf_object* obj = bpf_object__open_mem(internal::kPolicyObject, internal::kPolicyObjectSize,
+                                         &opts);
+  if (obj == nullptr) {
+    return absl::InternalError(absl::StrCat("open np_policy.o: ", std::strerror(errno), "\n",
+                                            log.Tail()));
+  }
+  std::unique_ptr<Generation> g(new Generation(obj));
+  for (auto [name, n] : std::vector<std::pair<const char*, size_t>>{
+           {"np_ident4", maps.ident4.size()},
+           {"np_ident6", maps.ident6.size()},
+           {"np_endpoints_if", interfaces.size()},
+           {"np_endpoints_addr", maps.endpoints_addr.size()},
+           {"np_tables", maps.tables.size()},
+           {"np_ports", maps.ports.size()},
+           {"np_members", maps.members.size()}}) {
+    absl::Status s = SetMaxEntries(obj, name, n);
+    if (!s.ok()) return s;
+  }
+  for (auto [name, fd] : {std::pair<const char*, int>{"np_ct", ct_fd}, {"np_frag", frag_fd}}) {
+    if (fd < 0) continue;
+    int err = bpf_map__reuse_fd(bpf_object__find_map_by_name(obj, name), fd);
+    if (err != 0) return Errno(absl::StrCat("reuse ", name), err);
+  }
+  int err = bpf_object__load(obj);
+  if (err != 0) {
+    return absl::InternalError(absl::StrCat("load np_policy.o: ", std::strerror(-err), "\n",
+                                            log.Tail()));
+  }
+  uint32_t zero = 0;
+  absl::Status s = Update(g->map_fd("np_config"), "np_config", &zero, &maps.config);
+  for (const auto& [k, v] : maps.ident4) {
+    if (s.ok()) s = Update(g->map_fd("np_ident4"), "np_ident4", &k, &v);
+  }
+  for (const auto& [k, v] : maps.ident6) {
+    if (s.ok()) s = Update(g->map_fd("np_ident6"), "np_ident6", &k, &v);
+  }
+  for (const auto& [k, v] : maps.endpoints_addr) {
+    if (s.ok()) s = Update(g->map_fd("np_endpoints_addr"), "np_endpoints_addr", &k, &v);
+  }
+  for (uint32_t i = 0; i < maps.tables.size(); ++i) {
+    if (s.ok()) s = Update(g->map_fd("np_tables"), "np_tables", &i, &maps.tables[i]);
+  }
+  for (const auto& [k, v] : maps.ports) {
+    if (s.ok()) s = Update(g->map_fd("np_ports"), "np_ports", &k, &v);
+  }
+  const uint8_t present = 1;
+  for (const np_member_key& k : maps.members) {
+    if (s.ok()) s = Update(g->map_fd("np_members"), "np_members", &k, &present);
+  }
+  for (const auto& [ifindex, endpoint] : interfaces) {
+    if (endpoint >= maps.endpoints.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("no endpoint ", endpoint));
+    }
+    if (s.ok()) {
+      s = Update(g->map_fd("np_endpoints_if"), "np_endpoints_if", &ifindex,
+                 &maps.endpoints[endpoint]);
+    }
+  }
+  if (!s.ok()) return s;
+  return g;
+}
+
+Generation::~Generation() { bpf_object__close(object_); }
+
+int Generation::program_fd() const {
+  bpf_program* p = bpf_object__find_program_by_name(object_, "np_policy");
+  return p == nullptr ? -1 : bpf_program__fd(p);
+}
+
+int Generation::map_fd(absl::string_view name) const {
+  bpf_map* m = bpf_object__find_map_by_name(object_, std::string(name).c_str());
+  return m == nullptr ? -1 : bpf_map__fd(m);
+}
+
+absl::Status Generation::SetInterface(uint32_t ifindex, const np_endpoint& endpoint) {
+  return Update(map_fd("np_endpoints_if"), "np_endpoints_if", &ifindex, &endpoint);
+}
+
+absl::Status Generation::ClearConntrack() {
+  for (const char* name : {"np_ct", "np_frag"}) {
+    int fd = map_fd(name);
+    char key[64], next[64];
+    // Deleting the first key until none is left; bounded by the map size.
+    for (int i = 0; i < 1 << 20; ++i) {
+      if (bpf_map_get_next_key(fd, nullptr, next) != 0) break;
+      std::memcpy(key, next, sizeof(key));
+      if (bpf_map_delete_elem(fd, key) != 0) return Errno(absl::StrCat("delete ", name), errno);
+    }
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------
+// Dispatcher
+
+absl::StatusOr<std::unique_ptr<Dispatcher>> Dispatcher::Load() {
+  LibbpfLogScope log;
+  bpf_object_open_opts opts{};
+  opts.sz = sizeof(opts);
+  opts.object_name = "np_dispatch";
+  bpf_object* obj = bpf_object__open_mem(internal::kDispatchObject,
+                                         internal::kDispatchObjectSize, &opts);
+  if (obj == nullptr) {
+    return absl::InternalError(absl::StrCat("open np_dispatch.o: ", std::strerror(errno), "\n",
+                                            log.Tail()));
+  }
+  int err = bpf_object__load(obj);
+  if (err != 0) {
+    bpf_object__close(obj);
+    return absl::InternalError(absl::StrCat("load np_dispatch.o: ", std::strerror(-err), "\n",
+                                            log.Tail()));
+  }
+  // Keep our own descriptors; the kernel objects live as long as one of them does.
+  int from = fcntl(bpf_program__fd(bpf_object__find_program_by_name(obj, "np_from_ep")),
+                   F_DUPFD_CLOEXEC, 3);
+  int to = fcntl(bpf_program__fd(bpf_object__find_program_by_name(obj, "np_to_ep")),
+                 F_DUPFD_CLOEXEC, 3);
+  int progs = fcntl(bpf_map__fd(bpf_object__find_map_by_name(obj, "np_gen_progs")),
+                    F_DUPFD_CLOEXEC, 3);
+  bpf_object__close(obj);
+  if (from < 0 || to < 0 || progs < 0) {
+    for (int fd : {from, to, progs}) {
+      if (fd >= 0) close(fd);
+    }
+    return absl::InternalError("np_dispatch.o lacks np_from_ep, np_to_ep or np_gen_progs");
+  }
+  return std::unique_ptr<Dispatcher>(new Dispatcher(from, to, progs));
+}
+
+Dispatcher::~Dispatcher() {
+  close(from_fd_);
+  close(to_fd_);
+  close(progs_fd_);
+}
+
+absl::Status Dispatcher::Switch(const Generation& generation) {
+  uint32_t slot = NP_GEN_SLOT;
+  int fd = generation.program_fd();
+  return Update(progs_fd_, "np_gen_progs", &slot, &fd);
+}
+
+// Finds the dispatcher attached to one of the interfaces, with the live generation's
+// shared maps.
+class DispatcherFinder {
+ public:
+  struct Found {
+    std::unique_ptr<Dispatcher> dispatcher;
+    Fd ct, frag;
+    uint32_t generation = 0;
+  };
+  static std::optional<Found> Find(const std::vector<int>& ifindexes) {
+    for (int ifindex : ifindexes) {
+      uint32_t from_id = QueryFilter(ifindex, BPF_TC_INGRESS);
+      uint32_t to_id = QueryFilter(ifindex, BPF_TC_EGRESS);
+      if (from_id == 0 || to_id == 0) continue;
+      Fd from(bpf_prog_get_fd_by_id(from_id)), to(bpf_prog_get_fd_by_id(to_id));
+      if (from.get() < 0 || to.get() < 0) continue;
+      absl::StatusOr<ProgInfo> fi = GetProgInfo(from.get()), ti = GetProgInfo(to.get());
+      if (!fi.ok() || !ti.ok() || fi->name != "np_from_ep" || ti->name != "np_to_ep" ||
+          fi->map_ids != ti->map_ids) {
+        continue;
+      }
+      Fd progs = MapOfProgram(from.get(), "np_gen_progs");
+      if (progs.get() < 0) continue;
+      Found found;
+      uint32_t slot = NP_GEN_SLOT, live_id = 0;
+      if (bpf_map_lookup_elem(progs.get(), &slot, &live_id) == 0 && live_id != 0) {
+        Fd live(bpf_prog_get_fd_by_id(live_id));
+        if (live.get() >= 0) {
+          found.ct = MapOfProgram(live.get(), "np_ct");
+          found.frag = MapOfProgram(live.get(), "np_frag");
+          Fd config = MapOfProgram(live.get(), "np_config");
+          np_config c{};
+          uint32_t zero = 0;
+          if (config.get() >= 0 && bpf_map_lookup_elem(config.get(), &zero, &c) == 0) {
+            found.generation = c.generation;
+          }
+        }
+      }
+      found.dispatcher.reset(new Dispatcher(from.release(), to.release(), progs.release()));
+      return found;
+    }
+    return std::nullopt;
+  }
+};
+
+// ---------------------------------------------------------------------------------------
+// Test run
+
+absl::StatusOr<TestRunResult> TestRun(int program_fd, absl::string_view frame, uint32_t hook,
+                                      uint32_t ifindex, uint32_t repeat) {
+  __sk_buff ctx{};
+  ctx.cb[0] = hook;
+  ctx.ifindex = ifindex;
+  bpf_test_run_opts opts{};
+  opts.sz = sizeof(opts);
+  opts.data_in = frame.data();
+  opts.data_size_in = static_cast<uint32_t>(frame.size());
+  opts.ctx_in = &ctx;
+  opts.ctx_size_in = sizeof(ctx);
+  opts.repeat = static_cast<int>(repeat);
+  if (bpf_prog_test_run_opts(program_fd, &opts) != 0) {
+    return Errno("BPF_PROG_TEST_RUN", errno);
+  }
+  TestRunResult r;
+  r.verdict = static_cast<int>(opts.retval);
+  r.duration_ns = opts.duration;
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------
+// Apply / Remove
+
+absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
+                                            const std::vector<InterfaceEndpoint>& interfaces,
+                                            absl::string_view netns) {
+  absl::StatusOr<std::unique_ptr<NetnsScope>> scope = NetnsScope::Enter(netns);
+  if (!scope.ok()) return scope.status();
+  LibbpfLogScope log;
+
+  std::vector<int> ifindexes;
+  std::vector<std::pair<uint32_t, uint32_t>> entries;
+  for (const InterfaceEndpoint& i : interfaces) {
+    unsigned index = if_nametoindex(i.interface.c_str());
+    if (index == 0) {
+      return absl::NotFoundError(absl::StrCat("interface ", i.interface, " not found",
+                                              netns.empty() ? "" : " in netns ", netns));
+    }
+    ifindexes.push_back(static_cast<int>(index));
+    entries.emplace_back(index, i.endpoint);
+  }
+
+  ApplyReport report;
+  std::optional<DispatcherFinder::Found> found = DispatcherFinder::Find(ifindexes);
+  std::unique_ptr<Dispatcher> dispatcher;
+  Fd ct, frag;
+  if (found.has_value()) {
+    dispatcher = std::move(found->dispatcher);
+    ct = std::move(found->ct);
+    frag = std::move(found->frag);
+    report.dispatcher_reused = true;
+    report.generation = found->generation + 1;
+  } else {
+    absl::StatusOr<std::unique_ptr<Dispatcher>> d = Dispatcher::Load();
+    if (!d.ok()) return d.status();
+    dispatcher = std::move(*d);
+    report.generation = 1;
+  }
+
+  MapContents next = maps;
+  next.config.generation = report.generation;
+  absl::StatusOr<std::unique_ptr<Generation>> generation =
+      Generation::Load(next, entries, ct.get(), frag.get());
+  if (!generation.ok()) return generation.status();
+
+  // Attach where our dispatchers are not attached yet. Such an interface drops everything
+  // until the switch below (the live generation has no np_endpoints_if entry for it).
+  uint32_t from_id = 0, to_id = 0;
+  {
+    bpf_prog_info info{};
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(dispatcher->from_fd(), &info, &len) == 0) from_id = info.id;
+    info = {};
+    len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(dispatcher->to_fd(), &info, &len) == 0) to_id = info.id;
+  }
+  for (size_t i = 0; i < ifindexes.size(); ++i) {
+    int ifindex = ifindexes[i];
+    bool attached = false;
+    for (auto [point, fd, id] : {std::tuple<bpf_tc_attach_point, int, uint32_t>{
+                                     BPF_TC_INGRESS, dispatcher->from_fd(), from_id},
+                                 {BPF_TC_EGRESS, dispatcher->to_fd(), to_id}}) {
+      if (id != 0 && QueryFilter(ifindex, point) == id) continue;
+      bpf_tc_hook h = Hook(ifindex, point);
+      int err = bpf_tc_hook_create(&h);
+      if (err != 0 && err != -EEXIST) {
+        return Errno(absl::StrCat("create clsact on ", interfaces[i].interface), err);
+      }
+      bpf_tc_opts o = TcOpts();
+      o.prog_fd = fd;
+      o.flags = BPF_TC_F_REPLACE;
+      err = bpf_tc_attach(&h, &o);
+      if (err != 0) {
+        return Errno(absl::StrCat("attach to ", interfaces[i].interface, " (",
+                                  point == BPF_TC_INGRESS ? "ingress" : "egress", ")"),
+                     err);
+      }
+      attached = true;
+    }
+    if (attached) ++report.interfaces_attached;
+  }
+
+  absl::Status s = dispatcher->Switch(**generation);
+  if (!s.ok()) return s;
+  return report;
+}
+
+absl::Status RemoveFromInterfaces(const std::vector<std::string>& interfaces,
+                                  absl::string_view netns) {
+  absl::StatusOr<std::unique_ptr<NetnsScope>> scope = NetnsScope::Enter(netns);
+  if (!scope.ok()) return scope.status();
+  LibbpfLogScope log;
+  absl::Status result = absl::OkStatus();
+  for (const std::string& name : interfaces) {
+    unsigned index = if_nametoindex(name.c_str());
+    if (index == 0) continue;  // gone with its pod
+    for (bpf_tc_attach_point point : {BPF_TC_INGRESS, BPF_TC_EGRESS}) {
+      bpf_tc_hook h = Hook(static_cast<int>(index), point);
+      bpf_tc_opts o = TcOpts();
+      int err = bpf_tc_detach(&h, &o);
+      if (err != 0 && err != -ENOENT && err != -EINVAL && result.ok()) {
+        result = Errno(absl::StrCat("detach from ", name), err);
+      }
+    }
+    bpf_tc_hook h = Hook(static_cast<int>(index),
+                         static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS));
+    int err = bpf_tc_hook_destroy(&h);
+    if (err != 0 && err != -ENOENT && err != -EINVAL && result.ok()) {
+      result = Errno(absl::StrCat("remove clsact from ", name), err);
+    }
+  }
+  return result;
+}
+
+}  // namespace np::backends::ebpf

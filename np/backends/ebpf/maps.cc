@@ -1,0 +1,476 @@
+#include "np/backends/ebpf/maps.h"
+
+#include <algorithm>
+#include <cstring>
+#include <set>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "np/types.h"
+
+namespace np::backends::ebpf {
+namespace {
+
+std::string Bytes(const void* p, size_t n) {
+  return std::string(static_cast<const char*>(p), n);
+}
+
+std::string AddrText(uint8_t family, const uint8_t* addr) {
+  if (family == NP_FAMILY_V4) {
+    return IpAddress::V4((uint32_t{addr[0]} << 24) | (uint32_t{addr[1]} << 16) |
+                         (uint32_t{addr[2]} << 8) | addr[3])
+        .ToString();
+  }
+  return IpAddress::V6Bytes(addr).ToString();
+}
+
+// Keeps the first `bits` bits of `bytes`.
+std::string Masked(std::string bytes, int bits) {
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    int keep = bits - static_cast<int>(i) * 8;
+    if (keep >= 8) continue;
+    uint8_t mask = keep <= 0 ? 0 : static_cast<uint8_t>(0xff << (8 - keep));
+    bytes[i] = static_cast<char>(static_cast<uint8_t>(bytes[i]) & mask);
+  }
+  return bytes;
+}
+
+std::string IdentityLabel(const ir::CompiledPolicy& ir, uint32_t identity) {
+  if (identity >= static_cast<uint32_t>(ir.identities_size())) return absl::StrCat(identity);
+  const ir::Identity& id = ir.identities(identity);
+  std::string label;
+  if (id.pods_size() > 0) {
+    label = id.pods(0);
+    if (id.pods_size() > 1) absl::StrAppend(&label, " +", id.pods_size() - 1);
+  }
+  if (id.external()) absl::StrAppend(&label, label.empty() ? "" : ", ", "external");
+  return label.empty() ? absl::StrCat(identity) : absl::StrCat(identity, " (", label, ")");
+}
+
+std::string PortKeyText(const np_port_key& k) {
+  int len = static_cast<int>(k.prefixlen) - NP_PORT_KEY_FIXED_PREFIX;
+  uint16_t port = static_cast<uint16_t>((reinterpret_cast<const uint8_t*>(&k.port)[0] << 8) |
+                                        reinterpret_cast<const uint8_t*>(&k.port)[1]);
+  std::string ports;
+  if (len == 0) {
+    ports = "*";
+  } else if (len == 16) {
+    ports = absl::StrCat(port);
+  } else {
+    ports = absl::StrCat(port, "/", len, " (", port, "-",
+                         port + (uint32_t{1} << (16 - len)) - 1, ")");
+  }
+  return absl::StrCat("table ", k.table, " ", DirectionName(k.direction), " ",
+                      ProtocolName(k.protocol), " ", ports);
+}
+
+}  // namespace
+
+std::string DirectionName(uint8_t direction) {
+  return direction == NP_DIR_INGRESS ? "ingress" : "egress";
+}
+
+std::string ProtocolName(uint8_t protocol) {
+  switch (protocol) {
+    case 6:
+      return "TCP";
+    case 17:
+      return "UDP";
+    case 132:
+      return "SCTP";
+    default:
+      return absl::StrCat("proto ", protocol);
+  }
+}
+
+std::vector<std::pair<uint16_t, int>> PortPrefixes(uint32_t first, uint32_t last) {
+  std::vector<std::pair<uint16_t, int>> out;
+  while (first <= last) {
+    int k = 0;  // block of 2^k ports starting at `first`
+    while (k < 16 && (first & ((uint32_t{2} << k) - 1)) == 0 &&
+           first + (uint32_t{2} << k) - 1 <= last) {
+      ++k;
+    }
+    out.emplace_back(static_cast<uint16_t>(first), 16 - k);
+    first += uint32_t{1} << k;
+  }
+  return out;
+}
+
+absl::StatusOr<MapContents> BuildMaps(const ir::CompiledPolicy& ir, uint32_t generation) {
+  MapContents m;
+  m.config.generation = generation;
+  m.config.flags = ir.always_allow_self() ? NP_CONFIG_ALLOW_SELF : 0;
+  const uint32_t identities = static_cast<uint32_t>(ir.identities_size());
+
+  for (int family = 0; family < 2; ++family) {
+    const auto& ranges = family == 0 ? ir.ipv4() : ir.ipv6();
+    const size_t n = family == 0 ? 4 : 16;
+    for (int i = 0; i < ranges.size(); ++i) {
+      const ir::AddressRange& r = ranges[i];
+      std::string where = absl::StrCat(family == 0 ? "ipv4" : "ipv6", "[", i, "]");
+      if (r.identity() >= identities) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": identity ", r.identity(), " does not exist"));
+      }
+      if (r.first().size() != n || r.last().size() != n || r.first() > r.last()) {
+        return absl::InvalidArgumentError(absl::StrCat(where, ": malformed range"));
+      }
+      if (r.cidrs().empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(where, ": no CIDR decomposition"));
+      }
+      for (const std::string& text : r.cidrs()) {
+        absl::StatusOr<IpPrefix> prefix = IpPrefix::Parse(text);
+        if (!prefix.ok() || (prefix->family() == AddressFamily::kIPv4) != (family == 0)) {
+          return absl::InvalidArgumentError(absl::StrCat(where, ": bad CIDR \"", text, "\""));
+        }
+        uint8_t net[16];
+        prefix->network().ToBytes(net);
+        std::string low = Bytes(net, n);
+        std::string high = low;
+        for (size_t b = 0; b < n; ++b) {
+          int keep = prefix->length() - static_cast<int>(b) * 8;
+          if (keep >= 8) continue;
+          uint8_t host = keep <= 0 ? 0xff : static_cast<uint8_t>(0xff >> keep);
+          high[b] = static_cast<char>(static_cast<uint8_t>(high[b]) | host);
+        }
+        if (low < r.first() || high > r.last()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(where, ": CIDR ", text, " leaves the range"));
+        }
+        np_identity_value v{r.identity()};
+        if (family == 0) {
+          np_lpm4_key k{};
+          k.prefixlen = static_cast<uint32_t>(prefix->length());
+          std::memcpy(k.addr, net, 4);
+          m.ident4.emplace_back(k, v);
+        } else {
+          np_lpm6_key k{};
+          k.prefixlen = static_cast<uint32_t>(prefix->length());
+          std::memcpy(k.addr, net, 16);
+          m.ident6.emplace_back(k, v);
+        }
+      }
+    }
+  }
+
+  for (int i = 0; i < ir.tables_size(); ++i) {
+    const ir::Table& t = ir.tables(i);
+    np_table v{};
+    v.isolated[NP_DIR_INGRESS] = t.ingress().isolated() ? 1 : 0;
+    v.isolated[NP_DIR_EGRESS] = t.egress().isolated() ? 1 : 0;
+    m.tables.push_back(v);
+  }
+
+  std::set<uint32_t> member_sets;
+  for (int i = 0; i < ir.tables_size(); ++i) {
+    for (uint8_t dir : {uint8_t{NP_DIR_INGRESS}, uint8_t{NP_DIR_EGRESS}}) {
+      const ir::DirectionPolicy& d =
+          dir == NP_DIR_INGRESS ? ir.tables(i).ingress() : ir.tables(i).egress();
+      std::map<int, uint32_t> covered_up_to;  // protocol -> first uncovered port
+      for (int j = 0; j < d.rules_size(); ++j) {
+        const ir::PortRule& rule = d.rules(j);
+        std::string where =
+            absl::StrCat("tables[", i, "].", DirectionName(dir), ".rules[", j, "]");
+        int protocol = static_cast<int>(rule.protocol());
+        if (protocol != ir::TCP && protocol != ir::UDP && protocol != ir::SCTP) {
+          return absl::InvalidArgumentError(absl::StrCat(where, ": protocol ", protocol));
+        }
+        if (rule.first_port() > rule.last_port() || rule.last_port() > 65535) {
+          return absl::InvalidArgumentError(absl::StrCat(where, ": bad port range"));
+        }
+        if (rule.peer_set() >= static_cast<uint32_t>(ir.peer_sets_size())) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(where, ": peer set ", rule.peer_set(), " does not exist"));
+        }
+        auto [it, fresh] = covered_up_to.emplace(protocol, 0);
+        if (rule.first_port() < it->second) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(where, ": overlaps or is out of order with an earlier rule"));
+        }
+        it->second = rule.last_port() + 1;
+        const ir::PeerSet& set = ir.peer_sets(static_cast<int>(rule.peer_set()));
+        np_port_value v{rule.peer_set(), set.all() ? uint32_t{NP_PEERS_ALL} : 0u};
+        if (!set.all()) member_sets.insert(rule.peer_set());
+        for (auto [port, len] : PortPrefixes(rule.first_port(), rule.last_port())) {
+          np_port_key k{};
+          k.prefixlen = static_cast<uint32_t>(NP_PORT_KEY_FIXED_PREFIX + len);
+          k.table = static_cast<uint32_t>(i);
+          k.direction = dir;
+          k.protocol = static_cast<uint8_t>(protocol);
+          uint8_t be[2] = {static_cast<uint8_t>(port >> 8), static_cast<uint8_t>(port)};
+          std::memcpy(&k.port, be, 2);
+          m.ports.emplace_back(k, v);
+        }
+      }
+    }
+  }
+  for (uint32_t s : member_sets) {
+    const ir::PeerSet& set = ir.peer_sets(static_cast<int>(s));
+    for (uint32_t identity : set.identities()) {
+      if (identity >= identities) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "peer_sets[", s, "]: identity ", identity, " does not exist"));
+      }
+      m.members.push_back(np_member_key{s, identity});
+    }
+  }
+
+  std::set<std::string> seen_addresses;
+  for (int i = 0; i < ir.endpoints_size(); ++i) {
+    const ir::Endpoint& e = ir.endpoints(i);
+    std::string name = absl::StrCat(e.namespace_(), "/", e.name());
+    np_endpoint v{};
+    v.id = static_cast<uint32_t>(i);
+    if (e.selected()) {
+      if (e.table() >= static_cast<uint32_t>(ir.tables_size())) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("endpoint ", name, ": table ", e.table(), " does not exist"));
+      }
+      v.table = e.table();
+      v.flags = NP_ENDPOINT_SELECTED;
+    }
+    m.endpoints.push_back(v);
+    m.endpoint_names.push_back(name);
+    for (const std::string& ip : e.ips()) {
+      absl::StatusOr<IpAddress> a = IpAddress::Parse(ip);
+      if (!a.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("endpoint ", name, ": bad IP \"", ip, "\""));
+      }
+      np_endpoint_addr_key k{};
+      k.family = a->is_v4() ? NP_FAMILY_V4 : NP_FAMILY_V6;
+      a->ToBytes(k.addr);
+      if (!seen_addresses.insert(Bytes(&k, sizeof(k))).second) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("endpoint ", name, ": IP ", ip, " belongs to two endpoints"));
+      }
+      m.endpoints_addr.emplace_back(k, v);
+    }
+  }
+  return m;
+}
+
+std::string RenderMaps(const ir::CompiledPolicy& ir, const MapContents& m) {
+  std::string out;
+  absl::StrAppend(&out, "# np eBPF datapath: the maps of one generation of np_policy.o\n",
+                  "# (np/backends/ebpf/bpf/np_abi.h has the layouts). np_from_ep on tc ingress\n",
+                  "# of a pod's host-side veth decides what the pod sends, np_to_ep on tc egress\n",
+                  "# what it receives; both tail call np_gen_progs[0], the live generation.\n");
+  absl::StrAppend(&out, "np_config[0] = { generation ", m.config.generation, ", flags ",
+                  (m.config.flags & NP_CONFIG_ALLOW_SELF) ? "ALLOW_SELF" : "0", " }\n");
+  absl::StrAppend(&out, "np_ident4 (lpm_trie, ", m.ident4.size(), " entries)\n");
+  for (const auto& [k, v] : m.ident4) {
+    absl::StrAppend(&out, "  ", AddrText(NP_FAMILY_V4, k.addr), "/", k.prefixlen,
+                    " -> identity ", IdentityLabel(ir, v.identity), "\n");
+  }
+  absl::StrAppend(&out, "np_ident6 (lpm_trie, ", m.ident6.size(), " entries)\n");
+  for (const auto& [k, v] : m.ident6) {
+    absl::StrAppend(&out, "  ", AddrText(NP_FAMILY_V6, k.addr), "/", k.prefixlen,
+                    " -> identity ", IdentityLabel(ir, v.identity), "\n");
+  }
+  auto endpoint_text = [&](const np_endpoint& e) {
+    std::string s = absl::StrCat("endpoint ", e.id, " ", m.endpoint_names[e.id]);
+    if (e.flags & NP_ENDPOINT_SELECTED) {
+      absl::StrAppend(&s, ", table ", e.table);
+    } else {
+      absl::StrAppend(&s, ", not selected");
+    }
+    return s;
+  };
+  absl::StrAppend(&out, "np_endpoints_addr (hash, ", m.endpoints_addr.size(), " entries)\n");
+  for (const auto& [k, v] : m.endpoints_addr) {
+    absl::StrAppend(&out, "  ", AddrText(k.family, k.addr), " -> ", endpoint_text(v), "\n");
+  }
+  absl::StrAppend(&out, "np_endpoints_if (hash): host-side interface ifindex -> endpoint, "
+                        "filled by Apply for each attached interface:\n");
+  for (const np_endpoint& e : m.endpoints) {
+    absl::StrAppend(&out, "  <ifindex of ", m.endpoint_names[e.id], "> -> ", endpoint_text(e),
+                    "\n");
+  }
+  absl::StrAppend(&out, "np_tables (array, ", m.tables.size(), " entries)\n");
+  for (size_t i = 0; i < m.tables.size(); ++i) {
+    absl::StrAppend(&out, "  [", i, "] ingress ",
+                    m.tables[i].isolated[NP_DIR_INGRESS] ? "isolated" : "open", ", egress ",
+                    m.tables[i].isolated[NP_DIR_EGRESS] ? "isolated" : "open");
+    if (i < static_cast<size_t>(ir.tables_size()) && ir.tables(i).policies_size() > 0) {
+      absl::StrAppend(&out, "  # ", absl::StrJoin(ir.tables(i).policies(), " "));
+    }
+    absl::StrAppend(&out, "\n");
+  }
+  absl::StrAppend(&out, "np_ports (lpm_trie, ", m.ports.size(), " entries)\n");
+  for (const auto& [k, v] : m.ports) {
+    absl::StrAppend(&out, "  ", PortKeyText(k), " -> peer set ", v.peer_set,
+                    (v.flags & NP_PEERS_ALL) ? " (all addresses)" : "", "\n");
+  }
+  absl::StrAppend(&out, "np_members (hash, ", m.members.size(), " entries)\n");
+  for (size_t i = 0; i < m.members.size();) {
+    size_t j = i;
+    std::vector<std::string> ids;
+    while (j < m.members.size() && m.members[j].peer_set == m.members[i].peer_set) {
+      ids.push_back(IdentityLabel(ir, m.members[j].identity));
+      ++j;
+    }
+    absl::StrAppend(&out, "  peer set ", m.members[i].peer_set, ": ", absl::StrJoin(ids, ", "),
+                    "\n");
+    i = j;
+  }
+  absl::StrAppend(&out, "np_ct (lru_hash, 65536), np_frag (lru_hash, 8192): written by the "
+                        "datapath, shared by all generations\n");
+  return out;
+}
+
+MapModel::MapModel(const MapContents& maps) : maps_(maps) {
+  for (const auto& [k, v] : maps.ident4) {
+    ident_[{4000 + static_cast<int>(k.prefixlen), Masked(Bytes(k.addr, 4), k.prefixlen)}] =
+        v.identity;
+  }
+  for (const auto& [k, v] : maps.ident6) {
+    ident_[{6000 + static_cast<int>(k.prefixlen), Masked(Bytes(k.addr, 16), k.prefixlen)}] =
+        v.identity;
+  }
+  for (const auto& [k, v] : maps.endpoints_addr) {
+    endpoints_[std::string(1, static_cast<char>(k.family)) + Bytes(k.addr, 16)] = &v;
+  }
+  for (const auto& [k, v] : maps.ports) {
+    ports_[{static_cast<int>(k.prefixlen), Masked(Bytes(&k.table, 8), k.prefixlen)}] = &v;
+  }
+  for (const np_member_key& k : maps.members) members_[{k.peer_set, k.identity}] = true;
+}
+
+uint32_t MapModel::Identity(uint8_t family, const uint8_t* addr, std::string* prefix) const {
+  int bits = family == NP_FAMILY_V4 ? 32 : 128;
+  std::string a = Bytes(addr, static_cast<size_t>(bits / 8));
+  for (int len = bits; len >= 0; --len) {
+    auto it = ident_.find({family * 1000 + len, Masked(a, len)});
+    if (it != ident_.end()) {
+      if (prefix != nullptr) {
+        std::string masked = Masked(a, len);
+        *prefix = absl::StrCat(AddrText(family, reinterpret_cast<const uint8_t*>(masked.data())),
+                               "/", len);
+      }
+      return it->second;
+    }
+  }
+  return NP_IDENTITY_NONE;
+}
+
+const np_endpoint* MapModel::EndpointByAddress(uint8_t family, const uint8_t* addr) const {
+  uint8_t full[16] = {};
+  std::memcpy(full, addr, family == NP_FAMILY_V4 ? 4 : 16);
+  auto it = endpoints_.find(std::string(1, static_cast<char>(family)) + Bytes(full, 16));
+  return it == endpoints_.end() ? nullptr : it->second;
+}
+
+const np_port_value* MapModel::Port(uint32_t table, uint8_t direction, uint8_t protocol,
+                                    uint16_t port, std::string* prefix) const {
+  np_port_key k{};
+  k.table = table;
+  k.direction = direction;
+  k.protocol = protocol;
+  uint8_t be[2] = {static_cast<uint8_t>(port >> 8), static_cast<uint8_t>(port)};
+  std::memcpy(&k.port, be, 2);
+  std::string data = Bytes(&k.table, 8);
+  for (int len = NP_PORT_KEY_FULL_PREFIX; len >= 0; --len) {
+    auto it = ports_.find({len, Masked(data, len)});
+    if (it != ports_.end()) {
+      if (prefix != nullptr) {
+        np_port_key shown = k;
+        shown.prefixlen = static_cast<uint32_t>(len);
+        std::string masked = Masked(data, len);
+        std::memcpy(&shown.table, masked.data(), 8);
+        *prefix = PortKeyText(shown);
+      }
+      return it->second;
+    }
+  }
+  return nullptr;
+}
+
+bool MapModel::Member(uint32_t peer_set, uint32_t identity) const {
+  return members_.count({peer_set, identity}) > 0;
+}
+
+SideTrace MapModel::Side(uint32_t endpoint, uint8_t direction, const PacketView& p,
+                         const uint8_t* peer) const {
+  SideTrace s;
+  s.endpoint = endpoint;
+  s.direction = direction;
+  const np_endpoint& e = maps_.endpoints[endpoint];
+  std::string who = absl::StrCat(maps_.endpoint_names[endpoint], " ", DirectionName(direction));
+  if (!(e.flags & NP_ENDPOINT_SELECTED)) {
+    s.steps.push_back(absl::StrCat(who, ": endpoint ", endpoint,
+                                   " is not selected by any policy -> allowed"));
+    s.allowed = true;
+    return s;
+  }
+  if (e.table >= maps_.tables.size()) {
+    s.steps.push_back(absl::StrCat(who, ": np_tables[", e.table, "] missing -> denied"));
+    return s;
+  }
+  if (!maps_.tables[e.table].isolated[direction]) {
+    s.steps.push_back(absl::StrCat(who, ": np_tables[", e.table, "].isolated[",
+                                   DirectionName(direction), "] = 0 -> allowed"));
+    s.allowed = true;
+    return s;
+  }
+  s.steps.push_back(absl::StrCat(who, ": np_tables[", e.table, "].isolated[",
+                                 DirectionName(direction), "] = 1"));
+  if (!p.has_ports) {
+    s.steps.push_back(absl::StrCat(who, ": ", ProtocolName(p.protocol),
+                                   " has no ports a rule could allow -> denied"));
+    return s;
+  }
+  std::string prefix;
+  const np_port_value* v = Port(e.table, direction, p.protocol, p.dport, &prefix);
+  if (v == nullptr) {
+    s.steps.push_back(absl::StrCat(who, ": np_ports[table ", e.table, " ",
+                                   DirectionName(direction), " ", ProtocolName(p.protocol),
+                                   " ", p.dport, "] no entry -> denied"));
+    return s;
+  }
+  s.steps.push_back(absl::StrCat(who, ": np_ports[", prefix, "] = peer set ", v->peer_set,
+                                 (v->flags & NP_PEERS_ALL) ? " (all addresses)" : ""));
+  if (v->flags & NP_PEERS_ALL) {
+    s.allowed = true;
+    s.steps.back() += " -> allowed";
+    return s;
+  }
+  std::string id_prefix;
+  uint32_t identity = Identity(p.family, peer, &id_prefix);
+  if (identity == NP_IDENTITY_NONE) {
+    s.steps.push_back(absl::StrCat(who, ": peer ", AddrText(p.family, peer),
+                                   " has no identity -> denied"));
+    return s;
+  }
+  s.allowed = Member(v->peer_set, identity);
+  s.steps.push_back(absl::StrCat(who, ": peer ", AddrText(p.family, peer), " np_ident",
+                                 p.family == NP_FAMILY_V4 ? "4[" : "6[", id_prefix,
+                                 "] = identity ", identity, "; np_members[peer set ",
+                                 v->peer_set, ", identity ", identity, "] ",
+                                 s.allowed ? "present -> allowed" : "absent -> denied"));
+  return s;
+}
+
+Decision MapModel::Decide(uint32_t hook, uint32_t self, const PacketView& p) const {
+  Decision d;
+  const bool from = hook == NP_HOOK_FROM_ENDPOINT;
+  const uint8_t* self_peer = from ? p.daddr : p.saddr;
+  const uint8_t* other_peer = from ? p.saddr : p.daddr;
+  const np_endpoint* other = EndpointByAddress(p.family, self_peer);
+  if (other != nullptr && other->id == self && (maps_.config.flags & NP_CONFIG_ALLOW_SELF)) {
+    d.allowed = true;
+    d.self_traffic = true;
+    return d;
+  }
+  d.sides.push_back(Side(self, from ? NP_DIR_EGRESS : NP_DIR_INGRESS, p, self_peer));
+  d.allowed = d.sides.back().allowed;
+  if (d.allowed && other != nullptr) {
+    d.sides.push_back(Side(other->id, from ? NP_DIR_INGRESS : NP_DIR_EGRESS, p, other_peer));
+    d.allowed = d.sides.back().allowed;
+  }
+  return d;
+}
+
+}  // namespace np::backends::ebpf

@@ -1,0 +1,118 @@
+// np/backends/ebpf/maps.h — what the eBPF datapath's maps hold for one CompiledPolicy, as
+// plain C++ values with the kernel's layouts (bpf/np_abi.h), before anything touches the
+// kernel. The loader copies these entries into a new generation's maps; Render prints them;
+// Explain replays the program's lookups on them (MapModel), so what it narrates is what the
+// kernel would look up.
+//
+//   absl::StatusOr<MapContents> maps = BuildMaps(ir, /*generation=*/1);
+//   MapModel model(*maps);
+//   Decision d = model.Decide(NP_HOOK_TO_ENDPOINT, endpoint_id, packet);
+//
+// Thread safety: BuildMaps is a pure function; a MapModel is immutable after construction.
+#ifndef NP_BACKENDS_EBPF_MAPS_H_
+#define NP_BACKENDS_EBPF_MAPS_H_
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "np/backends/ebpf/bpf/np_abi.h"
+#include "proto/compiled.pb.h"
+
+namespace np::backends::ebpf {
+
+// Map entries of one generation. np_endpoints_if is not here: it depends on the node's
+// interfaces and is filled at Apply from the Attachment (ifindex -> endpoints[id]).
+struct MapContents {
+  np_config config{};
+  std::vector<std::pair<np_lpm4_key, np_identity_value>> ident4;
+  std::vector<std::pair<np_lpm6_key, np_identity_value>> ident6;
+  std::vector<std::pair<np_endpoint_addr_key, np_endpoint>> endpoints_addr;
+  std::vector<np_endpoint> endpoints;  // by endpoint id (== index in ir.endpoints)
+  std::vector<std::string> endpoint_names;  // "namespace/name", by endpoint id
+  std::vector<np_table> tables;        // by table id
+  std::vector<std::pair<np_port_key, np_port_value>> ports;
+  std::vector<np_member_key> members;
+
+  size_t TotalEntries() const {
+    return 1 + ident4.size() + ident6.size() + endpoints_addr.size() + tables.size() +
+           ports.size() + members.size();
+  }
+};
+
+// Checks the IR's references (identities, peer sets, tables, ports, CIDRs) and lowers it to
+// map entries. Errors name the offending IR element.
+absl::StatusOr<MapContents> BuildMaps(const ir::CompiledPolicy& ir, uint32_t generation = 0);
+
+// The fewest port prefixes covering [first, last] (0 <= first <= last <= 65535), as
+// (first port of the block, prefix length 0..16).
+std::vector<std::pair<uint16_t, int>> PortPrefixes(uint32_t first, uint32_t last);
+
+// The maps as text a person can read (what Render prints).
+std::string RenderMaps(const ir::CompiledPolicy& ir, const MapContents& maps);
+
+// A packet as the program parses it (only what the policy decision reads).
+struct PacketView {
+  uint8_t family = NP_FAMILY_V4;
+  uint8_t saddr[16] = {};
+  uint8_t daddr[16] = {};
+  uint8_t protocol = 6;
+  uint16_t dport = 0;         // host order; meaningful for TCP/UDP/SCTP
+  bool has_ports = true;      // false: ports unknown or not a port protocol
+};
+
+// One side's evaluation, with the map keys that decided it.
+struct SideTrace {
+  uint32_t endpoint = 0;
+  uint8_t direction = NP_DIR_INGRESS;
+  bool allowed = false;
+  std::vector<std::string> steps;  // e.g. "np_tables[2].isolated[ingress] = 1"
+};
+struct Decision {
+  bool allowed = false;
+  bool self_traffic = false;  // allowed because the other end is the endpoint itself
+  std::vector<SideTrace> sides;
+};
+
+// The program's lookups replayed on MapContents (np_policy.c: policy_allows).
+class MapModel {
+ public:
+  explicit MapModel(const MapContents& maps);
+
+  // Identity of an address by longest prefix; NP_IDENTITY_NONE when nothing covers it.
+  // `prefix` (optional) receives the matching entry as text.
+  uint32_t Identity(uint8_t family, const uint8_t* addr, std::string* prefix = nullptr) const;
+  // The endpoint of a pod address of this node, or null.
+  const np_endpoint* EndpointByAddress(uint8_t family, const uint8_t* addr) const;
+  // The np_ports entry matching a full key, or null; `prefix` receives the matching key.
+  const np_port_value* Port(uint32_t table, uint8_t direction, uint8_t protocol, uint16_t port,
+                            std::string* prefix = nullptr) const;
+  bool Member(uint32_t peer_set, uint32_t identity) const;
+
+  // The policy verdict at `hook` of the interface of endpoint `self` (no conntrack).
+  Decision Decide(uint32_t hook, uint32_t self, const PacketView& p) const;
+
+  const MapContents& maps() const { return maps_; }
+
+ private:
+  SideTrace Side(uint32_t endpoint, uint8_t direction, const PacketView& p,
+                 const uint8_t* peer) const;
+
+  const MapContents& maps_;
+  std::map<std::pair<int, std::string>, uint32_t> ident_;  // (family*1000+len, masked addr)
+  std::map<std::string, const np_endpoint*> endpoints_;   // family byte + 16 address bytes
+  std::map<std::pair<int, std::string>, const np_port_value*> ports_;  // (len, masked key)
+  std::map<std::pair<uint32_t, uint32_t>, bool> members_;
+};
+
+std::string DirectionName(uint8_t direction);  // "ingress" / "egress"
+std::string ProtocolName(uint8_t protocol);     // "TCP", "UDP", "SCTP", "proto 1"
+
+}  // namespace np::backends::ebpf
+
+#endif  // NP_BACKENDS_EBPF_MAPS_H_

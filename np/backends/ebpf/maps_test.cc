@@ -1,0 +1,259 @@
+// Map contents from IRs, checked by properties: the lookups the program does, replayed on
+// the entries (MapModel), answer as the IR read literally; port prefixes tile their ranges.
+#include "np/backends/ebpf/maps.h"
+
+#include <cstring>
+#include <array>
+#include <random>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "np/backends/ebpf/ebpf_backend.h"
+#include "np/backends/ebpf/testing/random_ir.h"
+
+namespace np::backends::ebpf {
+namespace {
+
+using testing::IrInterpreter;
+
+PacketView View(const IpAddress& s, const IpAddress& d, uint8_t protocol, uint16_t port) {
+  PacketView p;
+  p.family = s.is_v4() ? NP_FAMILY_V4 : NP_FAMILY_V6;
+  s.ToBytes(p.saddr);
+  d.ToBytes(p.daddr);
+  if (s.is_v4()) {
+    std::memset(p.saddr + 4, 0, 12);
+    std::memset(p.daddr + 4, 0, 12);
+  }
+  p.protocol = protocol;
+  p.dport = port;
+  p.has_ports = protocol == 6 || protocol == 17 || protocol == 132;
+  return p;
+}
+
+TEST(PortPrefixes, TileTheRangeExactly) {
+  std::mt19937_64 rng(1);
+  for (int i = 0; i < 3000; ++i) {
+    uint32_t a = rng() % 65536, b = rng() % 65536;
+    if (i % 3 == 0) b = a + rng() % 40;
+    if (b > 65535) b = 65535;
+    if (a > b) std::swap(a, b);
+    std::vector<std::pair<uint16_t, int>> prefixes = PortPrefixes(a, b);
+    EXPECT_LE(prefixes.size(), 30u);
+    uint32_t next = a;
+    for (auto [port, len] : prefixes) {
+      ASSERT_GE(len, 0);
+      ASSERT_LE(len, 16);
+      uint32_t size = uint32_t{1} << (16 - len);
+      EXPECT_EQ(port % size, 0u) << "unaligned block " << port << "/" << len;
+      EXPECT_EQ(port, next) << "gap or overlap in [" << a << ", " << b << "]";
+      next = port + size;
+    }
+    EXPECT_EQ(next, b + 1);
+  }
+  EXPECT_EQ(PortPrefixes(0, 65535), (std::vector<std::pair<uint16_t, int>>{{0, 0}}));
+  EXPECT_EQ(PortPrefixes(80, 80), (std::vector<std::pair<uint16_t, int>>{{80, 16}}));
+  EXPECT_EQ(PortPrefixes(1, 65534).size(), 30u);  // the worst case
+}
+
+TEST(BuildMaps, LookupsAnswerAsTheIrOnRandomIrs) {
+  for (uint64_t seed = 0; seed < 400; ++seed) {
+    ir::CompiledPolicy ir = testing::RandomIr(seed);
+    absl::StatusOr<MapContents> maps = BuildMaps(ir, 3);
+    ASSERT_TRUE(maps.ok()) << maps.status() << "\n" << ir.DebugString();
+    EXPECT_EQ(maps->config.generation, 3u);
+    MapModel model(*maps);
+    IrInterpreter interpreter(ir);
+    std::vector<IpAddress> addresses = testing::ProbeAddresses(ir, seed);
+    std::vector<uint16_t> ports = testing::ProbePorts(ir);
+
+    // Identities: the LPM entries give every address the identity of its range.
+    for (const IpAddress& a : addresses) {
+      uint8_t b[16] = {};
+      a.ToBytes(b);
+      ASSERT_EQ(model.Identity(a.is_v4() ? NP_FAMILY_V4 : NP_FAMILY_V6, b),
+                interpreter.IdentityOf(a))
+          << "seed " << seed << " " << a.ToString();
+    }
+    // Members: exactly the identities of the peer sets that rules use and are not `all`.
+    std::set<uint32_t> used;
+    for (const ir::Table& t : ir.tables()) {
+      for (const ir::DirectionPolicy* d : {&t.ingress(), &t.egress()}) {
+        for (const ir::PortRule& r : d->rules()) {
+          if (!ir.peer_sets(static_cast<int>(r.peer_set())).all()) used.insert(r.peer_set());
+        }
+      }
+    }
+    size_t expected_members = 0;
+    for (uint32_t s : used) expected_members += ir.peer_sets(static_cast<int>(s)).identities_size();
+    EXPECT_EQ(maps->members.size(), expected_members);
+    // Keys are unique in each hash/LPM map (a duplicate would silently overwrite).
+    std::set<std::string> keys;
+    for (const auto& [k, v] : maps->ports) {
+      EXPECT_TRUE(keys.insert(std::string(reinterpret_cast<const char*>(&k), sizeof(k))).second);
+    }
+
+    // Verdicts at both hooks equal the interpreter, for every protocol (ICMP included).
+    for (const IpAddress& s : addresses) {
+      for (const IpAddress& d : addresses) {
+        if (s.family() != d.family()) continue;
+        int si = interpreter.EndpointIndex(s), di = interpreter.EndpointIndex(d);
+        if (si < 0 && di < 0) continue;
+        for (uint8_t protocol : {6, 17, 132, 1}) {
+          uint8_t proto = protocol == 1 && s.is_v6() ? 58 : protocol;
+          for (uint16_t port : ports) {
+            if (!(proto == 6 || proto == 17 || proto == 132) && port != 0) continue;
+            bool expected = interpreter.Allowed(s, d, proto, port);
+            PacketView p = View(s, d, proto, port);
+            if (si >= 0) {
+              ASSERT_EQ(model.Decide(NP_HOOK_FROM_ENDPOINT, si, p).allowed, expected)
+                  << "seed " << seed << " from-hook " << s.ToString() << " -> " << d.ToString()
+                  << " proto " << int{proto} << " port " << port;
+            }
+            if (di >= 0) {
+              ASSERT_EQ(model.Decide(NP_HOOK_TO_ENDPOINT, di, p).allowed, expected)
+                  << "seed " << seed << " to-hook " << s.ToString() << " -> " << d.ToString()
+                  << " proto " << int{proto} << " port " << port;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(BuildMaps, EntryCountsFollowTheIr) {
+  for (uint64_t seed = 0; seed < 200; ++seed) {
+    ir::CompiledPolicy ir = testing::RandomIr(seed);
+    absl::StatusOr<MapContents> maps = BuildMaps(ir);
+    ASSERT_TRUE(maps.ok());
+    size_t cidrs4 = 0, cidrs6 = 0, rules = 0, ips = 0;
+    for (const auto& r : ir.ipv4()) cidrs4 += r.cidrs_size();
+    for (const auto& r : ir.ipv6()) cidrs6 += r.cidrs_size();
+    for (const auto& t : ir.tables()) rules += t.ingress().rules_size() + t.egress().rules_size();
+    for (const auto& e : ir.endpoints()) ips += e.ips_size();
+    EXPECT_EQ(maps->ident4.size(), cidrs4);
+    EXPECT_EQ(maps->ident6.size(), cidrs6);
+    EXPECT_EQ(maps->tables.size(), static_cast<size_t>(ir.tables_size()));
+    EXPECT_EQ(maps->endpoints_addr.size(), ips);
+    EXPECT_GE(maps->ports.size(), rules);
+    EXPECT_LE(maps->ports.size(), 30 * rules);
+  }
+}
+
+TEST(BuildMaps, RejectsMalformedIrs) {
+  ir::CompiledPolicy good = testing::RandomIr(7);
+  ASSERT_TRUE(BuildMaps(good).ok());
+  auto expect_error = [&](const char* what, auto mutate, absl::string_view message) {
+    ir::CompiledPolicy bad = good;
+    mutate(bad);
+    absl::StatusOr<MapContents> maps = BuildMaps(bad);
+    ASSERT_FALSE(maps.ok()) << what;
+    EXPECT_TRUE(absl::StrContains(maps.status().message(), message))
+        << what << ": " << maps.status();
+  };
+  expect_error("identity", [](ir::CompiledPolicy& ir) { ir.mutable_ipv4(0)->set_identity(999); },
+               "identity 999");
+  expect_error("cidr", [](ir::CompiledPolicy& ir) { ir.mutable_ipv4(0)->set_cidrs(0, "x"); },
+               "bad CIDR");
+  expect_error("cidr outside",
+               [](ir::CompiledPolicy& ir) { ir.mutable_ipv4(0)->set_cidrs(0, "255.0.0.0/8"); },
+               "leaves the range");
+  expect_error("endpoint table",
+               [](ir::CompiledPolicy& ir) {
+                 ir.mutable_endpoints(0)->set_selected(true);
+                 ir.mutable_endpoints(0)->set_table(99);
+               },
+               "table 99");
+  expect_error("endpoint ip", [](ir::CompiledPolicy& ir) { ir.mutable_endpoints(0)->add_ips("bad"); },
+               "bad IP");
+  expect_error("duplicate ip",
+               [](ir::CompiledPolicy& ir) {
+                 ir::Endpoint* e = ir.add_endpoints();
+                 *e = ir.endpoints(0);
+                 e->set_name("copy");
+               },
+               "two endpoints");
+  auto with_rules = [](ir::CompiledPolicy& ir, std::vector<std::array<uint32_t, 4>> rules) {
+    ir::DirectionPolicy* d = ir.mutable_tables(0)->mutable_ingress();
+    d->set_isolated(true);
+    d->clear_rules();
+    for (auto [proto, first, last, set] : rules) {
+      ir::PortRule* r = d->add_rules();
+      r->set_protocol(static_cast<ir::Protocol>(proto));
+      r->set_first_port(first);
+      r->set_last_port(last);
+      r->set_peer_set(set);
+    }
+  };
+  expect_error("overlap",
+               [&](ir::CompiledPolicy& ir) { with_rules(ir, {{6, 10, 20, 0}, {6, 20, 30, 0}}); },
+               "overlaps");
+  expect_error("protocol", [&](ir::CompiledPolicy& ir) { with_rules(ir, {{1, 0, 0, 0}}); },
+               "protocol 1");
+  expect_error("port", [&](ir::CompiledPolicy& ir) { with_rules(ir, {{6, 0, 70000, 0}}); },
+               "bad port range");
+  expect_error("peer set", [&](ir::CompiledPolicy& ir) { with_rules(ir, {{6, 0, 1, 77}}); },
+               "peer set 77");
+  // Same ports under different protocols are not an overlap.
+  ir::CompiledPolicy ok = good;
+  with_rules(ok, {{6, 10, 20, 0}, {17, 10, 20, 0}, {132, 0, 65535, 0}});
+  EXPECT_TRUE(BuildMaps(ok).ok());
+}
+
+TEST(Render, ShowsEveryMapReadably) {
+  ir::CompiledPolicy ir = testing::RandomIr(11);
+  ir::DirectionPolicy* d = ir.mutable_tables(0)->mutable_ingress();
+  d->set_isolated(true);
+  d->clear_rules();
+  ir::PortRule* r = d->add_rules();
+  r->set_protocol(ir::TCP);
+  r->set_first_port(1024);
+  r->set_last_port(2047);
+  r->set_peer_set(0);
+  std::unique_ptr<Backend> backend = MakeEbpfBackend();
+  absl::StatusOr<std::string> text = backend->Render(ir);
+  ASSERT_TRUE(text.ok()) << text.status();
+  for (const char* map : {"np_config", "np_ident4", "np_ident6", "np_endpoints_addr",
+                          "np_endpoints_if", "np_tables", "np_ports", "np_members", "np_ct"}) {
+    EXPECT_TRUE(absl::StrContains(*text, map)) << map;
+  }
+  EXPECT_TRUE(absl::StrContains(*text, "table 0 ingress TCP 1024/6 (1024-2047)")) << *text;
+  for (const auto& range : ir.ipv4()) {
+    for (const std::string& c : range.cidrs()) EXPECT_TRUE(absl::StrContains(*text, c)) << c;
+  }
+  EXPECT_TRUE(absl::StrContains(*text, "ns/p0"));
+}
+
+TEST(Explain, VerdictEqualsTheIrAndNamesTheKeys) {
+  std::unique_ptr<Backend> backend = MakeEbpfBackend();
+  int checked = 0;
+  for (uint64_t seed = 0; seed < 60; ++seed) {
+    ir::CompiledPolicy ir = testing::RandomIr(seed);
+    IrInterpreter interpreter(ir);
+    std::vector<IpAddress> addresses = testing::ProbeAddresses(ir, seed);
+    for (const IpAddress& s : addresses) {
+      for (const IpAddress& d : addresses) {
+        if (s.family() != d.family()) continue;
+        for (uint16_t port : {uint16_t{80}, uint16_t{443}, uint16_t{1000}}) {
+          FlowQuery q{s.ToString(), d.ToString(), 6, port};
+          absl::StatusOr<std::string> text = backend->Explain(ir, q);
+          ASSERT_TRUE(text.ok()) << text.status();
+          bool allowed = interpreter.Allowed(s, d, 6, port);
+          ASSERT_TRUE(absl::StrContains(*text, allowed ? "verdict: ALLOW" : "verdict: DROP"))
+              << *text;
+          if (!allowed) {
+            EXPECT_TRUE(absl::StrContains(*text, "np_tables[")) << *text;
+          }
+          ++checked;
+        }
+      }
+    }
+  }
+  EXPECT_GT(checked, 1000);
+}
+
+}  // namespace
+}  // namespace np::backends::ebpf

@@ -1,0 +1,72 @@
+// Test support for the eBPF backend: random compiled IRs (proto/compiled.proto), a literal
+// interpreter of the IR (the same reading as np/lower_test.cc's), and crafted packets.
+// The backend package may not depend on the engine, so its tests generate IRs directly.
+//
+// Thread safety: RandomIr and IrInterpreter are thread-compatible.
+#ifndef NP_BACKENDS_EBPF_TESTING_RANDOM_IR_H_
+#define NP_BACKENDS_EBPF_TESTING_RANDOM_IR_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "np/types.h"
+#include "proto/compiled.pb.h"
+
+namespace np::backends::ebpf::testing {
+
+// A well-formed IR: a few pods of one node (IPv4, most also IPv6), ipBlock-like ranges,
+// peer sets (some `all`), tables with disjoint port ranges of TCP/UDP/SCTP.
+ir::CompiledPolicy RandomIr(uint64_t seed);
+
+// Addresses worth probing: pod IPs, the first and last address of each range, some others.
+std::vector<IpAddress> ProbeAddresses(const ir::CompiledPolicy& ir, uint64_t seed);
+// Ports worth probing: each rule's edges and their neighbours, 0, 65535.
+std::vector<uint16_t> ProbePorts(const ir::CompiledPolicy& ir);
+
+// The fewest prefixes covering [first, last] of one family, as "a.b.c.d/n" text.
+std::vector<std::string> RangeCidrs(const IpAddress& first, const IpAddress& last);
+
+// The IR read literally. Protocols other than TCP/UDP/SCTP follow the eBPF backend's
+// documented rule: a side allows them only when it is not isolated.
+class IrInterpreter {
+ public:
+  explicit IrInterpreter(const ir::CompiledPolicy& ir) : ir_(ir) {}
+  uint32_t IdentityOf(const IpAddress& a) const;
+  const ir::Endpoint* EndpointOf(const IpAddress& a) const;
+  int EndpointIndex(const IpAddress& a) const;  // -1: not a pod of the node
+  bool DirectionAllows(const ir::DirectionPolicy& d, uint8_t protocol, uint16_t port,
+                       uint32_t peer) const;
+  bool Allowed(const IpAddress& src, const IpAddress& dst, uint8_t protocol,
+               uint16_t port) const;
+
+ private:
+  const ir::CompiledPolicy& ir_;
+};
+
+// Ethernet frames as the program sees them on a veth.
+struct FrameSpec {
+  IpAddress src, dst;
+  uint8_t protocol = 6;
+  uint16_t sport = 40000, dport = 80;  // host order
+  uint8_t tcp_flags = 0x02;            // SYN
+  uint8_t icmp_type = 8;               // when protocol is ICMP/ICMPv6
+  uint16_t icmp_id = 1;
+  // IPv4: fragment offset in 8-byte units and more-fragments; IPv6 adds a fragment header
+  // when `fragment` is set.
+  bool fragment = false;
+  uint16_t frag_offset = 0;
+  bool more_fragments = false;
+  uint32_t frag_id = 7;
+  // IPv6 extension headers before the transport header (or the fragment header), e.g.
+  // {0, 60} = hop-by-hop then destination options.
+  std::vector<uint8_t> ipv6_ext;
+  std::string payload = "np";
+  std::string inner;  // ICMP errors: the embedded IP packet (from Frame(...).substr(14))
+};
+std::string Frame(const FrameSpec& spec);
+std::string ArpFrame();
+
+}  // namespace np::backends::ebpf::testing
+
+#endif  // NP_BACKENDS_EBPF_TESTING_RANDOM_IR_H_
