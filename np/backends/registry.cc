@@ -4,10 +4,12 @@
 
 namespace np::backends {
 
+std::unique_ptr<Backend> MakeEbpfBackend();      // np/backends/ebpf
 std::unique_ptr<Backend> MakeIptablesBackend();  // np/backends/iptables
 std::unique_ptr<Backend> MakeNftBackend();       // np/backends/nft
 
 std::unique_ptr<Backend> MakeBackend(absl::string_view name) {
+  if (name == "ebpf") return MakeEbpfBackend();
   if (name == "iptables") return MakeIptablesBackend();
   if (name == "nft") return MakeNftBackend();
   return nullptr;
