@@ -1,4 +1,4 @@
-// Checks np's reference evaluator against the upstream e2e NetworkPolicy scenarios
+// Checks np's reference evaluator and the indexed engine against the upstream e2e NetworkPolicy scenarios
 // (testdata/upstream) and the documentation examples (testdata/docs): every cell of every
 // expected truth table and every expected flow. One test per file; a failure prints the scenario,
 // its source, expected and computed tables, and the reference's explanation of each wrong cell.
@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <functional>
+#include <map>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -17,6 +19,7 @@
 #include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
 #include "np/cluster.h"
+#include "np/engine.h"
 #include "np/loader.h"
 #include "np/reference.h"
 #include "np/testing/expectation.h"
@@ -104,6 +107,39 @@ std::optional<Endpoint> ResolveEndpoint(const Cluster& cluster, const std::strin
 class ConformanceTest : public ::testing::TestWithParam<std::string> {
  protected:
   int checked_ = 0;
+  // The evaluator under test: np::reference::Evaluate, or the engine (same content).
+  std::string evaluator_name_ = "np::reference::Evaluate";
+  std::function<Verdict(const Cluster&, const Flow&, const EvaluationOptions&)> evaluate_ =
+      [](const Cluster& c, const Flow& f, const EvaluationOptions& o) {
+        return reference::Evaluate(c, f, o);
+      };
+
+  // Switches to the engine built for `cluster` with each expectation's options.
+  void UseEngine() {
+    evaluator_name_ = "np::Engine::Explain";
+    evaluate_ = [this](const Cluster& c, const Flow& f, const EvaluationOptions& o) {
+      EngineOptions options;
+      options.evaluation = o;
+      auto key = std::make_pair(o.always_allow_self, static_cast<int>(o.ip_block_scope));
+      auto it = engines_.find(key);
+      if (it == engines_.end()) {
+        absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(c, options);
+        EXPECT_TRUE(engine.ok()) << engine.status();
+        it = engines_.emplace(key, *engine).first;
+      }
+      const Engine& engine = *it->second;
+      auto translate = [&](const Endpoint& e) {
+        return e.is_pod ? Endpoint::Pod(static_cast<int>(*engine.FindPod(c.pod(e.pod_index).Key())))
+                        : e;
+      };
+      Verdict v = engine.Explain(translate(f.source), translate(f.destination), f.protocol, f.port);
+      // The fast path must agree with the explanation.
+      EXPECT_EQ(v.allowed, engine.Allowed(translate(f.source), translate(f.destination),
+                                          f.protocol, f.port));
+      return v;
+    };
+  }
+  std::map<std::pair<bool, int>, std::shared_ptr<const Engine>> engines_;
 
   void CheckTable(const Cluster& cluster, const Expectation& e, const ReachabilityTable& t) {
     const std::string where = absl::StrCat(e.file, ":", t.line, ": ", ProtocolName(t.protocol),
@@ -127,7 +163,7 @@ class ConformanceTest : public ::testing::TestWithParam<std::string> {
     for (size_t r = 0; r < rows.size(); ++r) {
       for (size_t c = 0; c < columns.size(); ++c) {
         const Flow flow{Endpoint::Pod(rows[r]), Endpoint::Pod(columns[c]), t.protocol, t.port};
-        const Verdict verdict = reference::Evaluate(cluster, flow, e.options);
+        const Verdict verdict = evaluate_(cluster, flow, e.options);
         got[r * columns.size() + c] = CellOf(verdict);
         const Cell want = t.at(r, c);
         if (want == Cell::kUnchecked) continue;
@@ -145,10 +181,11 @@ class ConformanceTest : public ::testing::TestWithParam<std::string> {
     }
     if (wrong.empty()) return;
     // Unchecked cells show the reference's verdict in the "got" table, for context.
-    ADD_FAILURE() << Header(e) << where << ": " << wrong.size() << " cell(s) differ\n"
+    ADD_FAILURE() << evaluator_name_ << ": " << Header(e) << where << ": " << wrong.size()
+                  << " cell(s) differ\n"
                   << "  expected (rows: from, columns: to; . allowed, X denied, ? unchecked):\n"
                   << ::np::testing::FormatTable(t, "    ")
-                  << "  got (np::reference::Evaluate):\n"
+                  << "  got (" << evaluator_name_ << "):\n"
                   << ::np::testing::FormatCells(t, got, "    ") << absl::StrJoin(wrong, "\n");
   }
 
@@ -163,17 +200,18 @@ class ConformanceTest : public ::testing::TestWithParam<std::string> {
       return;
     }
     const Flow flow{*from, *to, f.protocol, f.port};
-    const Verdict verdict = reference::Evaluate(cluster, flow, e.options);
+    const Verdict verdict = evaluate_(cluster, flow, e.options);
     ++checked_;
     if (verdict.allowed != f.allowed) {
-      ADD_FAILURE() << Header(e) << where << ": expected " << (f.allowed ? "allowed" : "denied")
+      ADD_FAILURE() << evaluator_name_ << ": " << Header(e) << where << ": expected "
+                    << (f.allowed ? "allowed" : "denied")
                     << ", got " << (verdict.allowed ? "allowed" : "denied") << "\n"
                     << FormatVerdict(cluster, flow, verdict);
     }
   }
 };
 
-TEST_P(ConformanceTest, ReferenceMatchesExpectations) {
+TEST_P(ConformanceTest, ReferenceAndEngineMatchExpectations) {
   const std::string path = Resolve(GetParam()).string();
 
   ClusterLoader loader;
@@ -191,9 +229,12 @@ TEST_P(ConformanceTest, ReferenceMatchesExpectations) {
   ASSERT_TRUE(expectations.ok()) << expectations.status();
   ASSERT_FALSE(expectations->empty()) << path << ": no ReachabilityExpectation document";
 
-  for (const Expectation& e : *expectations) {
-    for (const ReachabilityTable& t : e.tables) CheckTable(*cluster, e, t);
-    for (const FlowExpectation& f : e.flows) CheckFlow(*cluster, e, f);
+  for (bool engine : {false, true}) {
+    if (engine) UseEngine();
+    for (const Expectation& e : *expectations) {
+      for (const ReachabilityTable& t : e.tables) CheckTable(*cluster, e, t);
+      for (const FlowExpectation& f : e.flows) CheckFlow(*cluster, e, f);
+    }
   }
   EXPECT_GT(checked_, 0) << path << ": every cell is unchecked";
   RecordProperty("checked", checked_);
