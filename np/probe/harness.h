@@ -33,6 +33,7 @@
 #define NP_PROBE_HARNESS_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -49,7 +50,9 @@
 namespace np::probe {
 
 struct HarnessOptions {
-  std::string backend = "nft";
+  std::string backend = "nft";  // by name (np::backends::MakeBackend) ...
+  // ... unless this is set: one instance per node (a backend of one's own, or a test double).
+  std::function<std::unique_ptr<backends::Backend>()> backend_factory;
   std::vector<Protocol> protocols = {Protocol::kTCP, Protocol::kUDP};
   // Empty: every containerPort of the cluster's pods (the agents serve each probed port on
   // every pod, declared or not, so that only policy decides).
@@ -99,6 +102,7 @@ struct UpdateReport {
   int denied_flows = 0;     // flows both policy sets deny: watched, must never connect
   int allowed_flows = 0;    // flows both allow: probed alongside (informational)
   int64_t allowed_failures = 0;  // ... that failed during the swaps
+  std::vector<std::string> allowed_failure_examples;  // the first few, with the agent's status
   std::vector<std::string> violations;  // a both-denied flow that connected, with when
   std::vector<std::string> notes;
   absl::Duration elapsed;

@@ -1,0 +1,239 @@
+// The probe harness on real namespaces (root only; skips otherwise): it passes a correct
+// backend and catches wrong ones — a backend that enforces nothing, and a backend whose
+// replace is not atomic (the update test must see the gap). It cleans up after itself, after
+// a signal, and after a dead harness; and it leaves the caller's own namespace untouched.
+#include "np/probe/harness.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <dirent.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "np/backends/backend.h"
+#include "np/backends/util.h"
+#include "np/loader.h"
+
+namespace np::probe {
+namespace {
+
+constexpr char kAgent[] = "np/probe/probe_agent";
+
+Cluster Load(const std::string& file) {
+  ClusterLoader loader;
+  EXPECT_TRUE(loader.AddPath(absl::StrCat("testdata/upstream/", file)).ok());
+  absl::StatusOr<Cluster> cluster = loader.Build();
+  EXPECT_TRUE(cluster.ok()) << cluster.status();
+  return *cluster;
+}
+
+std::vector<std::string> OurNamespaces(pid_t pid) {
+  std::vector<std::string> out;
+  DIR* dir = opendir("/run/netns");
+  if (dir == nullptr) return out;
+  std::string prefix = absl::StrCat("npprobe-", pid, "-");
+  while (dirent* e = readdir(dir)) {
+    if (absl::StartsWith(e->d_name, prefix)) out.push_back(e->d_name);
+  }
+  closedir(dir);
+  return out;
+}
+
+// Enforces nothing.
+class NoopBackend : public backends::Backend {
+ public:
+  std::string name() const override { return "noop"; }
+  absl::StatusOr<std::string> Render(const ir::CompiledPolicy&) const override { return ""; }
+  absl::Status Apply(const ir::CompiledPolicy&, const backends::Attachment&) override {
+    return absl::OkStatus();
+  }
+  absl::Status Remove(const backends::Attachment&) override { return absl::OkStatus(); }
+  absl::StatusOr<std::string> Explain(const ir::CompiledPolicy&,
+                                      const backends::FlowQuery&) const override {
+    return "";
+  }
+};
+
+// nft, but replacing in two steps: remove, a pause, then the new program. Not atomic.
+class TwoStepNft : public backends::Backend {
+ public:
+  TwoStepNft() : nft_(backends::MakeBackend("nft")) {}
+  std::string name() const override { return "two-step-nft"; }
+  absl::StatusOr<std::string> Render(const ir::CompiledPolicy& ir) const override {
+    return nft_->Render(ir);
+  }
+  absl::Status Apply(const ir::CompiledPolicy& ir, const backends::Attachment& a) override {
+    if (absl::Status s = nft_->Remove(a); !s.ok()) return s;
+    usleep(30000);
+    return nft_->Apply(ir, a);
+  }
+  absl::Status Remove(const backends::Attachment& a) override { return nft_->Remove(a); }
+  absl::StatusOr<std::string> Explain(const ir::CompiledPolicy& ir,
+                                      const backends::FlowQuery& f) const override {
+    return nft_->Explain(ir, f);
+  }
+
+ private:
+  std::unique_ptr<backends::Backend> nft_;
+};
+
+class HarnessTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root";
+    options_.agent_command = {kAgent};
+  }
+  HarnessOptions options_;
+};
+
+TEST_F(HarnessTest, NftMatchesTheEngineAndJsonHasTheMatrixShape) {
+  options_.backend = "nft";
+  Harness harness(options_);
+  for (const char* file : {"default-deny-ingress.yaml", "egress-cidr-except.yaml",
+                           "ingress-on-one-named-port.yaml", "udp-ports.yaml"}) {
+    absl::StatusOr<ScenarioReport> report = harness.Probe(Load(file), file);
+    ASSERT_TRUE(report.ok()) << report.status();
+    EXPECT_EQ(report->mismatches, 0) << FormatText(*report);
+    // 9 pods, 81 ordered pairs, 2 families, TCP+UDP, ports 80 and 81.
+    EXPECT_EQ(report->probes, 81 * 2 * 2 * 2);
+    std::string json = FormatJson(*report);
+    EXPECT_TRUE(absl::StartsWith(
+        json, "{\"pods\": [\"x/a\", \"x/b\", \"x/c\", \"y/a\", \"y/b\", \"y/c\", \"z/a\", "
+              "\"z/b\", \"z/c\"], \"matrices\": [{\"protocol\": \"TCP\", \"port\": 80, "
+              "\"allowed\": [[true, "))
+        << json;
+  }
+  // The namespaces were reused (same pods): only one set of them exists.
+  EXPECT_EQ(OurNamespaces(getpid()).size(), 10u);  // node + 9 pods
+  ASSERT_TRUE(harness.Close().ok());
+  EXPECT_TRUE(OurNamespaces(getpid()).empty());
+}
+
+TEST_F(HarnessTest, CatchesABackendThatEnforcesNothing) {
+  options_.backend_factory = [] { return std::make_unique<NoopBackend>(); };
+  options_.protocols = {Protocol::kTCP};
+  options_.ports = {80};
+  options_.retry_timeout_ms = 500;
+  Harness harness(options_);
+  absl::StatusOr<ScenarioReport> report =
+      harness.Probe(Load("default-deny-ingress.yaml"), "default-deny-ingress");
+  ASSERT_TRUE(report.ok()) << report.status();
+  // x's pods deny ingress from everyone but themselves: 3 rows x 8 other pods... every
+  // flow into x (from a different pod) connects, on both families.
+  EXPECT_EQ(report->mismatches, 2 * (9 * 3 - 3)) << FormatText(*report);
+  EXPECT_TRUE(absl::StrContains(FormatText(*report), "connected, the engine denies"));
+}
+
+TEST_F(HarnessTest, UpdateTestHoldsForNftAndCatchesANonAtomicReplace) {
+  Cluster before = Load("stacked-policies-overlapping-pod-selectors-before.yaml");
+  Cluster after = Load("stacked-policies-overlapping-pod-selectors-after.yaml");
+  options_.protocols = {Protocol::kTCP};
+  {
+    Harness harness(options_);
+    absl::StatusOr<UpdateReport> report = harness.UpdateTest(before, after, 30);
+    ASSERT_TRUE(report.ok()) << report.status();
+    EXPECT_GT(report->denied_flows, 0);
+    EXPECT_EQ(report->swaps, 30);
+    EXPECT_GE(report->rounds, 3);
+    EXPECT_TRUE(report->violations.empty()) << FormatUpdateReport(*report);
+    // Flows both sets allow keep connecting through the swaps (an atomic replace never
+    // closes them); a rare 100 ms timeout on a loaded machine is not a verdict.
+    EXPECT_LE(report->allowed_failures, report->probes / 100) << FormatUpdateReport(*report);
+  }
+  {
+    options_.backend_factory = [] { return std::make_unique<TwoStepNft>(); };
+    Harness harness(options_);
+    absl::StatusOr<UpdateReport> report = harness.UpdateTest(before, after, 30);
+    ASSERT_TRUE(report.ok()) << report.status();
+    EXPECT_FALSE(report->violations.empty()) << FormatUpdateReport(*report);
+  }
+}
+
+TEST_F(HarnessTest, NothingOutsideItsNamespaces) {
+  absl::StatusOr<std::string> addresses = backends::RunCommand({"ip", "-o", "addr"});
+  absl::StatusOr<std::string> routes4 = backends::RunCommand({"ip", "-4", "route"});
+  absl::StatusOr<std::string> routes6 = backends::RunCommand({"ip", "-6", "route"});
+  absl::StatusOr<std::string> links = backends::RunCommand({"ip", "-o", "link"});
+  ASSERT_TRUE(addresses.ok() && routes4.ok() && routes6.ok() && links.ok());
+  Cluster cluster = Load("allow-all.yaml");
+  absl::StatusOr<NetworkSpec> spec = NetworkSpecOf(cluster);
+  ASSERT_TRUE(spec.ok());
+  absl::StatusOr<std::unique_ptr<TestNetwork>> net = TestNetwork::Create(*spec, {kAgent});
+  ASSERT_TRUE(net.ok()) << net.status();
+  // While it exists, the caller's namespace has not changed.
+  EXPECT_EQ(*backends::RunCommand({"ip", "-o", "addr"}), *addresses);
+  EXPECT_EQ(*backends::RunCommand({"ip", "-4", "route"}), *routes4);
+  EXPECT_EQ(*backends::RunCommand({"ip", "-6", "route"}), *routes6);
+  EXPECT_EQ(*backends::RunCommand({"ip", "-o", "link"}), *links);
+  // Pods reach each other, and nothing else: an address outside the test network has no
+  // route in the node namespace.
+  ASSERT_TRUE((*net)->EnsureListening({{Protocol::kTCP, 80}, {Protocol::kUDP, 80}}).ok());
+  std::vector<ProbeRequest> requests = {
+      {0, *IpAddress::Parse("10.2.0.2"), Protocol::kTCP, 80, 1000},
+      {0, *IpAddress::Parse("fd00:10:2::2"), Protocol::kUDP, 80, 1000},
+      {0, *IpAddress::Parse("192.0.2.1"), Protocol::kTCP, 80, 300},
+      {0, *IpAddress::Parse("2001:db8::1"), Protocol::kUDP, 80, 300},
+  };
+  absl::StatusOr<std::vector<ProbeOutcome>> out = (*net)->Run(requests);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_TRUE((*out)[0].connected()) << (*out)[0].status;
+  EXPECT_TRUE((*out)[1].connected()) << (*out)[1].status;
+  EXPECT_FALSE((*out)[2].connected());
+  EXPECT_FALSE((*out)[3].connected());
+  ASSERT_TRUE((*net)->Destroy().ok());
+  EXPECT_TRUE(OurNamespaces(getpid()).empty());
+  EXPECT_EQ(*backends::RunCommand({"ip", "-o", "link"}), *links);
+}
+
+TEST_F(HarnessTest, SignalCleansUp) {
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    InstallSignalHandlers();
+    Harness harness(options_);
+    Cluster cluster = Load("default-deny-all.yaml");
+    for (int i = 0; i < 200 && !Interrupted(); ++i) (void)harness.Probe(cluster);
+    _exit(harness.Close().ok() && Interrupted() ? 0 : 1);
+  }
+  // Wait until its namespaces exist, then interrupt it.
+  for (int i = 0; i < 100 && OurNamespaces(child).size() < 10; ++i) usleep(50000);
+  EXPECT_EQ(OurNamespaces(child).size(), 10u);
+  usleep(300000);
+  kill(child, SIGTERM);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_TRUE(OurNamespaces(child).empty());
+}
+
+TEST_F(HarnessTest, CleanupRemovesWhatADeadHarnessLeft) {
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    Cluster cluster = Load("allow-all.yaml");
+    absl::StatusOr<NetworkSpec> spec = NetworkSpecOf(cluster);
+    absl::StatusOr<std::unique_ptr<TestNetwork>> net = TestNetwork::Create(*spec, {kAgent});
+    if (!net.ok()) _exit(2);
+    (void)net->release();  // leak it, and die as a killed harness would
+    _exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ASSERT_EQ(OurNamespaces(child).size(), 10u);
+  absl::StatusOr<std::vector<std::string>> removed = CleanupLeftovers();
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_GE(removed->size(), 10u);
+  EXPECT_TRUE(OurNamespaces(child).empty());
+  // Our own (living) namespaces are not touched.
+  Harness harness(options_);
+  ASSERT_TRUE(harness.Probe(Load("allow-all.yaml")).ok());
+  ASSERT_TRUE(CleanupLeftovers().ok());
+  EXPECT_EQ(OurNamespaces(getpid()).size(), 10u);
+}
+
+}  // namespace
+}  // namespace np::probe
