@@ -9,8 +9,6 @@ namespace np::backends::ebpf::internal {
 
 extern const unsigned char kPolicyObject[];  // np_policy.o: one generation
 extern const size_t kPolicyObjectSize;
-extern const unsigned char kDispatchObject[];  // np_dispatch.o: the attached dispatchers
-extern const size_t kDispatchObjectSize;
 
 }  // namespace np::backends::ebpf::internal
 

@@ -262,8 +262,9 @@ absl::StatusOr<std::unique_ptr<Generation>> Generation::Load(
 
 Generation::~Generation() { bpf_object__close(object_); }
 
-int Generation::program_fd() const {
-  bpf_program* p = bpf_object__find_program_by_name(object_, "np_policy");
+int Generation::program_fd(uint32_t hook) const {
+  bpf_program* p = bpf_object__find_program_by_name(
+      object_, hook == NP_HOOK_FROM_ENDPOINT ? "np_from_ep" : "np_to_ep");
   return p == nullptr ? -1 : bpf_program__fd(p);
 }
 
@@ -290,107 +291,41 @@ absl::Status Generation::ClearConntrack() {
   return absl::OkStatus();
 }
 
-// ---------------------------------------------------------------------------------------
-// Dispatcher
-
-absl::StatusOr<std::unique_ptr<Dispatcher>> Dispatcher::Load() {
-  LibbpfLogScope log;
-  bpf_object_open_opts opts{};
-  opts.sz = sizeof(opts);
-  opts.object_name = "np_dispatch";
-  bpf_object* obj = bpf_object__open_mem(internal::kDispatchObject,
-                                         internal::kDispatchObjectSize, &opts);
-  if (obj == nullptr) {
-    return absl::InternalError(absl::StrCat("open np_dispatch.o: ", std::strerror(errno), "\n",
-                                            log.Tail()));
-  }
-  int err = bpf_object__load(obj);
-  if (err != 0) {
-    bpf_object__close(obj);
-    return absl::InternalError(absl::StrCat("load np_dispatch.o: ", std::strerror(-err), "\n",
-                                            log.Tail()));
-  }
-  // Keep our own descriptors; the kernel objects live as long as one of them does.
-  int from = fcntl(bpf_program__fd(bpf_object__find_program_by_name(obj, "np_from_ep")),
-                   F_DUPFD_CLOEXEC, 3);
-  int to = fcntl(bpf_program__fd(bpf_object__find_program_by_name(obj, "np_to_ep")),
-                 F_DUPFD_CLOEXEC, 3);
-  int progs = fcntl(bpf_map__fd(bpf_object__find_map_by_name(obj, "np_gen_progs")),
-                    F_DUPFD_CLOEXEC, 3);
-  bpf_object__close(obj);
-  if (from < 0 || to < 0 || progs < 0) {
-    for (int fd : {from, to, progs}) {
-      if (fd >= 0) close(fd);
-    }
-    return absl::InternalError("np_dispatch.o lacks np_from_ep, np_to_ep or np_gen_progs");
-  }
-  return std::unique_ptr<Dispatcher>(new Dispatcher(from, to, progs));
-}
-
-Dispatcher::~Dispatcher() {
-  close(from_fd_);
-  close(to_fd_);
-  close(progs_fd_);
-}
-
-absl::Status Dispatcher::Switch(const Generation& generation) {
-  uint32_t slot = NP_GEN_SLOT;
-  int fd = generation.program_fd();
-  return Update(progs_fd_, "np_gen_progs", &slot, &fd);
-}
-
-// Finds the dispatcher attached to one of the interfaces, with the live generation's
-// shared maps.
-class DispatcherFinder {
- public:
-  struct Found {
-    std::unique_ptr<Dispatcher> dispatcher;
-    Fd ct, frag;
-    uint32_t generation = 0;
-  };
-  static std::optional<Found> Find(const std::vector<int>& ifindexes) {
-    for (int ifindex : ifindexes) {
-      uint32_t from_id = QueryFilter(ifindex, BPF_TC_INGRESS);
-      uint32_t to_id = QueryFilter(ifindex, BPF_TC_EGRESS);
-      if (from_id == 0 || to_id == 0) continue;
-      Fd from(bpf_prog_get_fd_by_id(from_id)), to(bpf_prog_get_fd_by_id(to_id));
-      if (from.get() < 0 || to.get() < 0) continue;
-      absl::StatusOr<ProgInfo> fi = GetProgInfo(from.get()), ti = GetProgInfo(to.get());
-      if (!fi.ok() || !ti.ok() || fi->name != "np_from_ep" || ti->name != "np_to_ep" ||
-          fi->map_ids != ti->map_ids) {
-        continue;
-      }
-      Fd progs = MapOfProgram(from.get(), "np_gen_progs");
-      if (progs.get() < 0) continue;
-      Found found;
-      uint32_t slot = NP_GEN_SLOT, live_id = 0;
-      if (bpf_map_lookup_elem(progs.get(), &slot, &live_id) == 0 && live_id != 0) {
-        Fd live(bpf_prog_get_fd_by_id(live_id));
-        if (live.get() >= 0) {
-          found.ct = MapOfProgram(live.get(), "np_ct");
-          found.frag = MapOfProgram(live.get(), "np_frag");
-          Fd config = MapOfProgram(live.get(), "np_config");
-          np_config c{};
-          uint32_t zero = 0;
-          if (config.get() >= 0 && bpf_map_lookup_elem(config.get(), &zero, &c) == 0) {
-            found.generation = c.generation;
-          }
-        }
-      }
-      found.dispatcher.reset(new Dispatcher(from.release(), to.release(), progs.release()));
-      return found;
-    }
-    return std::nullopt;
-  }
+// The live generation on one of the interfaces: its shared maps and generation number.
+struct LiveGeneration {
+  Fd ct, frag;
+  uint32_t generation = 0;
 };
+
+std::optional<LiveGeneration> FindLiveGeneration(const std::vector<int>& ifindexes) {
+  for (int ifindex : ifindexes) {
+    uint32_t id = QueryFilter(ifindex, BPF_TC_INGRESS);
+    if (id == 0) continue;
+    Fd prog(bpf_prog_get_fd_by_id(id));
+    if (prog.get() < 0) continue;
+    absl::StatusOr<ProgInfo> info = GetProgInfo(prog.get());
+    if (!info.ok() || info->name != "np_from_ep") continue;
+    LiveGeneration live;
+    live.ct = MapOfProgram(prog.get(), "np_ct");
+    live.frag = MapOfProgram(prog.get(), "np_frag");
+    if (live.ct.get() < 0 || live.frag.get() < 0) continue;
+    Fd config = MapOfProgram(prog.get(), "np_config");
+    np_config c{};
+    uint32_t zero = 0;
+    if (config.get() >= 0 && bpf_map_lookup_elem(config.get(), &zero, &c) == 0) {
+      live.generation = c.generation;
+    }
+    return live;
+  }
+  return std::nullopt;
+}
 
 // ---------------------------------------------------------------------------------------
 // Test run
 
-absl::StatusOr<TestRunResult> TestRun(int program_fd, absl::string_view frame, uint32_t hook,
+absl::StatusOr<TestRunResult> TestRun(int program_fd, absl::string_view frame,
                                       uint32_t ifindex, uint32_t repeat) {
   __sk_buff ctx{};
-  ctx.cb[0] = hook;
   ctx.ifindex = ifindex;
   bpf_test_run_opts opts{};
   opts.sz = sizeof(opts);
@@ -431,53 +366,28 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
   }
 
   ApplyReport report;
-  std::optional<DispatcherFinder::Found> found = DispatcherFinder::Find(ifindexes);
-  std::unique_ptr<Dispatcher> dispatcher;
-  Fd ct, frag;
-  if (found.has_value()) {
-    dispatcher = std::move(found->dispatcher);
-    ct = std::move(found->ct);
-    frag = std::move(found->frag);
-    report.dispatcher_reused = true;
-    report.generation = found->generation + 1;
-  } else {
-    absl::StatusOr<std::unique_ptr<Dispatcher>> d = Dispatcher::Load();
-    if (!d.ok()) return d.status();
-    dispatcher = std::move(*d);
-    report.generation = 1;
-  }
-
+  std::optional<LiveGeneration> live = FindLiveGeneration(ifindexes);
+  report.generation = live.has_value() ? live->generation + 1 : 1;
+  report.conntrack_reused = live.has_value();
   MapContents next = maps;
   next.config.generation = report.generation;
   absl::StatusOr<std::unique_ptr<Generation>> generation =
-      Generation::Load(next, entries, ct.get(), frag.get());
+      Generation::Load(next, entries, live.has_value() ? live->ct.get() : -1,
+                       live.has_value() ? live->frag.get() : -1);
   if (!generation.ok()) return generation.status();
 
-  // Attach where our dispatchers are not attached yet. Such an interface drops everything
-  // until the switch below (the live generation has no np_endpoints_if entry for it).
-  uint32_t from_id = 0, to_id = 0;
-  {
-    bpf_prog_info info{};
-    uint32_t len = sizeof(info);
-    if (bpf_obj_get_info_by_fd(dispatcher->from_fd(), &info, &len) == 0) from_id = info.id;
-    info = {};
-    len = sizeof(info);
-    if (bpf_obj_get_info_by_fd(dispatcher->to_fd(), &info, &len) == 0) to_id = info.id;
-  }
+  // Replace (or create) the filters, interface by interface. Each replacement is atomic.
   for (size_t i = 0; i < ifindexes.size(); ++i) {
-    int ifindex = ifindexes[i];
-    bool attached = false;
-    for (auto [point, fd, id] : {std::tuple<bpf_tc_attach_point, int, uint32_t>{
-                                     BPF_TC_INGRESS, dispatcher->from_fd(), from_id},
-                                 {BPF_TC_EGRESS, dispatcher->to_fd(), to_id}}) {
-      if (id != 0 && QueryFilter(ifindex, point) == id) continue;
-      bpf_tc_hook h = Hook(ifindex, point);
+    for (auto [point, hook] : {std::pair<bpf_tc_attach_point, uint32_t>{
+                                   BPF_TC_INGRESS, NP_HOOK_FROM_ENDPOINT},
+                               {BPF_TC_EGRESS, NP_HOOK_TO_ENDPOINT}}) {
+      bpf_tc_hook h = Hook(ifindexes[i], point);
       int err = bpf_tc_hook_create(&h);
       if (err != 0 && err != -EEXIST) {
         return Errno(absl::StrCat("create clsact on ", interfaces[i].interface), err);
       }
       bpf_tc_opts o = TcOpts();
-      o.prog_fd = fd;
+      o.prog_fd = (*generation)->program_fd(hook);
       o.flags = BPF_TC_F_REPLACE;
       err = bpf_tc_attach(&h, &o);
       if (err != 0) {
@@ -485,13 +395,9 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
                                   point == BPF_TC_INGRESS ? "ingress" : "egress", ")"),
                      err);
       }
-      attached = true;
     }
-    if (attached) ++report.interfaces_attached;
+    ++report.interfaces;
   }
-
-  absl::Status s = dispatcher->Switch(**generation);
-  if (!s.ok()) return s;
   return report;
 }
 

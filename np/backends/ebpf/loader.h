@@ -1,20 +1,22 @@
 // np/backends/ebpf/loader.h — puts the eBPF datapath into the kernel with libbpf: loads a
-// generation (np_policy.o with maps filled from MapContents), the per-interface dispatchers
-// (np_dispatch.o), attaches them with tc (clsact), switches generations atomically and
-// removes everything again. Also runs a loaded program on crafted packets
+// generation (np_policy.o with its maps filled from MapContents), attaches its two programs
+// to each endpoint's host-side veth with tc (clsact), replaces them with the next
+// generation, and removes everything again. Also runs a loaded program on crafted packets
 // (BPF_PROG_TEST_RUN) for tests and benchmarks.
 //
-// Generation scheme (fail closed). The programs attached to interfaces never change: each
-// tail calls slot 0 of one program array, np_gen_progs. Apply builds a complete new
-// generation next to the live one — a new np_policy program with new maps sized for the
-// IR, filled — attaches the dispatchers to any interface that lacks them (those drop until
-// the switch: the live generation has no entry for them), and then replaces np_gen_progs[0]
-// with one map update. Every packet is decided by exactly one generation; the old one is
-// freed by the kernel when the last packet using it finishes. Conntrack (np_ct) and
-// fragment (np_frag) maps are handed from each generation to the next. Nothing is pinned:
-// the next Apply (from any process) finds the dispatcher from the filter attached to an
-// interface (bpf_tc_query), its program array, and through it the live generation's
-// conntrack maps.
+// Generation scheme (fail closed). Apply builds a complete new generation next to the live
+// one: a new load of np_policy.o with new maps sized for the IR, filled. Then, interface by
+// interface, it replaces the tc filter (fixed handle and priority) on clsact ingress and
+// egress with the new programs: the kernel swaps a filter's program atomically, so each
+// hook runs either the old or the new generation, both complete, and never nothing. Each
+// hook decides every local side of a flow (np_policy.c), so while some interfaces run the
+// old generation and others the new one, a packet passes only if both generations allow
+// it: a flow that both deny never gets through. An old generation is freed by the kernel
+// when its last filter is replaced. Conntrack (np_ct) and fragment (np_frag) maps are handed
+// from each generation to the next, so established connections keep flowing.
+// Nothing is pinned and no process has to stay alive: filters hold their programs, which
+// hold their maps. The next Apply (from any process) finds the live generation's shared
+// maps through the filter on one of the interfaces (bpf_tc_query).
 //
 // Thread safety: the functions are thread-compatible; Apply and Remove on one network
 // namespace must not run concurrently. They switch the calling thread's network namespace
@@ -36,7 +38,7 @@ struct bpf_object;
 
 namespace np::backends::ebpf {
 
-// tc filter identity of the dispatchers on every interface (clsact ingress and egress).
+// tc filter identity of np's programs on every interface (clsact ingress and egress).
 inline constexpr uint32_t kTcHandle = 0x6e70;  // "np"
 inline constexpr uint32_t kTcPriority = 1;
 
@@ -52,7 +54,8 @@ class Generation {
   Generation(const Generation&) = delete;
   Generation& operator=(const Generation&) = delete;
 
-  int program_fd() const;
+  // np_from_ep (NP_HOOK_FROM_ENDPOINT) or np_to_ep (NP_HOOK_TO_ENDPOINT).
+  int program_fd(uint32_t hook) const;
   int map_fd(absl::string_view name) const;  // -1 when there is no such map
   // Points np_endpoints_if[ifindex] at `endpoint` (tests: BPF_PROG_TEST_RUN always runs on
   // the loopback device, ifindex 1).
@@ -65,33 +68,13 @@ class Generation {
   bpf_object* object_;
 };
 
-// The dispatcher programs and their program array (loaded fresh or found attached).
-class Dispatcher {
- public:
-  static absl::StatusOr<std::unique_ptr<Dispatcher>> Load();
-  ~Dispatcher();
-  Dispatcher(const Dispatcher&) = delete;
-  Dispatcher& operator=(const Dispatcher&) = delete;
-
-  int from_fd() const { return from_fd_; }
-  int to_fd() const { return to_fd_; }
-  int progs_fd() const { return progs_fd_; }
-  // Makes `generation` the live one: one update of np_gen_progs[0].
-  absl::Status Switch(const Generation& generation);
-
- private:
-  friend class DispatcherFinder;
-  Dispatcher(int from_fd, int to_fd, int progs_fd)
-      : from_fd_(from_fd), to_fd_(to_fd), progs_fd_(progs_fd) {}
-  int from_fd_, to_fd_, progs_fd_;
-};
-
-// BPF_PROG_TEST_RUN of `program_fd` on an Ethernet frame, with skb->cb[0] = hook.
+// BPF_PROG_TEST_RUN of `program_fd` on an Ethernet frame. The kernel runs it on the
+// loopback device (ifindex 1) unless `ifindex` names another device.
 struct TestRunResult {
   int verdict = 0;           // TC_ACT_UNSPEC (-1) = pass, TC_ACT_SHOT (2) = drop
   uint32_t duration_ns = 0;  // mean per run over `repeat`
 };
-absl::StatusOr<TestRunResult> TestRun(int program_fd, absl::string_view frame, uint32_t hook,
+absl::StatusOr<TestRunResult> TestRun(int program_fd, absl::string_view frame,
                                       uint32_t ifindex = 1, uint32_t repeat = 1);
 
 // An interface to enforce an endpoint on.
@@ -102,9 +85,9 @@ struct InterfaceEndpoint {
 
 // What one Apply did, for people and tests.
 struct ApplyReport {
-  uint32_t generation = 0;
-  bool dispatcher_reused = false;
-  int interfaces_attached = 0;  // interfaces that got the dispatchers in this Apply
+  uint32_t generation = 0;       // 1 + the live generation's, 1 on a fresh node
+  bool conntrack_reused = false; // np_ct/np_frag came from the live generation
+  int interfaces = 0;            // interfaces switched to the new generation
 };
 
 // Installs `maps` as the next generation on `interfaces` in network namespace `netns` ("" =
@@ -113,9 +96,9 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
                                             const std::vector<InterfaceEndpoint>& interfaces,
                                             absl::string_view netns);
 
-// Detaches the dispatchers from `interfaces` and removes their clsact qdiscs; interfaces that
-// no longer exist are skipped. When the last attachment goes, the kernel frees the program
-// array, every generation and the conntrack maps.
+// Detaches np's filters from `interfaces` and removes their clsact qdiscs; interfaces that
+// no longer exist are skipped. When the last filter goes, the kernel frees the programs and
+// every map, conntrack included.
 absl::Status RemoveFromInterfaces(const std::vector<std::string>& interfaces,
                                   absl::string_view netns);
 

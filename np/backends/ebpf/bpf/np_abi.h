@@ -1,5 +1,5 @@
 /* np/backends/ebpf/bpf/np_abi.h — the layout of every map the eBPF backend shares between
- * the tc programs (np_policy.c, np_dispatch.c) and the C++ loader (np/backends/ebpf/maps.h).
+ * the tc programs (np_policy.c) and the C++ loader (np/backends/ebpf/maps.h).
  *
  * Both sides include this file: it uses only fixed-width <linux/types.h> fields, every struct
  * is padded explicitly (the kernel compares hash and LPM keys byte by byte, so padding must
@@ -20,8 +20,7 @@
 
 #include <linux/types.h>
 
-/* Where the program runs. The dispatcher stores the hook in skb->cb[0] before the tail
- * call into the current generation. */
+/* Where a program runs: np_from_ep and np_to_ep of np_policy.c. */
 #define NP_HOOK_FROM_ENDPOINT 1 /* tc ingress of the host veth: packets the pod sends */
 #define NP_HOOK_TO_ENDPOINT 2   /* tc egress of the host veth: packets delivered to the pod */
 
@@ -34,9 +33,6 @@
 
 /* An address that no np_ident* entry covers (a malformed IR): matches no peer set. */
 #define NP_IDENTITY_NONE 0xffffffffu
-
-/* The program-array slot of the dispatcher (np_gen_progs) that holds the live generation. */
-#define NP_GEN_SLOT 0
 
 /* np_config: one entry (key 0) per generation. */
 #define NP_CONFIG_ALLOW_SELF 0x1 /* traffic from an endpoint to itself always passes */
@@ -113,7 +109,10 @@ struct np_member_key {
  * hook and the packet's tuple as it travelled. A later packet passes when its own tuple is
  * there (the flow continues) or its reversed tuple is there under the other hook of the
  * same interface (a reply). TCP segments with SYN and without ACK are always decided by
- * policy, so a new connection never rides on an old entry. */
+ * policy, so a new connection never rides on an old entry; an established TCP connection
+ * keeps flowing when the policy changes. Other flows (UDP, SCTP, ICMP echo, other
+ * protocols) are authorised again by their first packet under a new generation: an entry
+ * of another generation passes replies only. */
 #define NP_CT_TIMEOUT_TCP_NS (2ull * 3600 * 1000000000ull)
 #define NP_CT_TIMEOUT_OTHER_NS (120ull * 1000000000ull)
 struct np_ct_key {

@@ -1,8 +1,11 @@
-/* np/backends/ebpf/bpf/np_policy.c — one generation of the NetworkPolicy datapath: a tc
- * (clsact) program reached by tail call from np_dispatch.c, with the maps filled from one
- * CompiledPolicy (proto/compiled.proto). The map layouts are in np_abi.h.
+/* np/backends/ebpf/bpf/np_policy.c — one generation of the NetworkPolicy datapath: two tc
+ * (clsact) programs attached to the host-side veth of each endpoint, np_from_ep on tc ingress
+ * (what the pod sends) and np_to_ep on tc egress (what it receives), with maps filled from
+ * one CompiledPolicy (proto/compiled.proto). The map layouts are in np_abi.h. A new
+ * generation is a new load of this object; the loader replaces each interface's filters
+ * with it (np/backends/ebpf/loader.h).
  *
- * Verdict at a hook (the dispatcher says which one in skb->cb[0]):
+ * Verdict at a hook:
  *   - "self" is the endpoint of the interface (np_endpoints_if[skb->ifindex]); an interface
  *     without an entry drops everything.
  *   - the packet passes when it belongs to a flow this interface already allowed (np_ct),
@@ -448,10 +451,15 @@ static __always_inline void ct_key_of(struct np_ct_key *k, const struct np_tuple
 	k->hook = hook;
 }
 
-static __always_inline int ct_fresh(const struct np_ct_key *k, __u64 now)
+/* Whether k is in np_ct and not expired. With `generation` other than NP_ANY_GENERATION,
+ * an entry written by another generation does not count. */
+#define NP_ANY_GENERATION 0xffffffffu
+static __always_inline int ct_fresh(const struct np_ct_key *k, __u64 now, __u32 generation)
 {
 	struct np_ct_value *v = bpf_map_lookup_elem(&np_ct, k);
 	if (!v)
+		return 0;
+	if (generation != NP_ANY_GENERATION && v->generation != generation)
 		return 0;
 	__u64 timeout = k->protocol == IPPROTO_TCP ? NP_CT_TIMEOUT_TCP_NS : NP_CT_TIMEOUT_OTHER_NS;
 	__s64 age = (__s64)(now - v->last_seen_ns);
@@ -480,10 +488,8 @@ static __always_inline void frag_key_of(struct np_frag_key *k, const struct np_p
 	k->hook = hook;
 }
 
-SEC("tc")
-int np_policy(struct __sk_buff *skb)
+static __noinline int np_decide(struct __sk_buff *skb, __u32 hook)
 {
-	__u32 hook = skb->cb[0];
 	if (hook != NP_HOOK_FROM_ENDPOINT && hook != NP_HOOK_TO_ENDPOINT)
 		return NP_DROP;
 	__u32 ifindex = skb->ifindex;
@@ -525,19 +531,22 @@ int np_policy(struct __sk_buff *skb)
 		       (p.tcp_flags & (NP_TCP_SYN | NP_TCP_ACK)) == NP_TCP_SYN;
 	int allowed = 0;
 	if (!syn_only && p.icmp != NP_ICMP_ERROR) {
+		/* A connection (TCP) keeps flowing across generations; a connectionless flow is
+		 * authorised again by its first packet under a new generation. */
 		ct_key_of(&ck, &p.t, &p, ifindex, hook, 0);
-		allowed = ct_fresh(&ck, now);
+		allowed = ct_fresh(&ck, now, p.t.protocol == IPPROTO_TCP ? NP_ANY_GENERATION
+									 : cfg->generation);
 		if (!allowed) {
 			ct_key_of(&ck, &p.t, &p, ifindex, other_hook(hook), 1);
-			allowed = ct_fresh(&ck, now);
+			allowed = ct_fresh(&ck, now, NP_ANY_GENERATION);
 		}
 	}
 	if (!allowed && p.icmp == NP_ICMP_ERROR && p.inner_ok) {
 		ct_key_of(&ck, &p.inner, &p, ifindex, other_hook(hook), 0);
-		allowed = ct_fresh(&ck, now);
+		allowed = ct_fresh(&ck, now, NP_ANY_GENERATION);
 		if (!allowed) {
 			ct_key_of(&ck, &p.inner, &p, ifindex, hook, 1);
-			allowed = ct_fresh(&ck, now);
+			allowed = ct_fresh(&ck, now, NP_ANY_GENERATION);
 		}
 	}
 	if (!allowed) {
@@ -555,6 +564,20 @@ int np_policy(struct __sk_buff *skb)
 		bpf_map_update_elem(&np_frag, &fk, &now, BPF_ANY);
 	}
 	return NP_PASS;
+}
+
+/* tc ingress of the host veth: what the pod sends (its egress policy). */
+SEC("tc")
+int np_from_ep(struct __sk_buff *skb)
+{
+	return np_decide(skb, NP_HOOK_FROM_ENDPOINT);
+}
+
+/* tc egress of the host veth: what is delivered to the pod (its ingress policy). */
+SEC("tc")
+int np_to_ep(struct __sk_buff *skb)
+{
+	return np_decide(skb, NP_HOOK_TO_ENDPOINT);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
