@@ -4,6 +4,7 @@
 #include <map>
 #include <random>
 #include <set>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 
@@ -299,6 +300,62 @@ bool IrInterpreter::Allowed(const IpAddress& src, const IpAddress& dst, uint8_t 
     return false;
   }
   return true;
+}
+
+// x/a (10.0.0.1, fd00::1) is selected: ingress allows TCP 80 and UDP 53 from x/b (10.0.0.2,
+// fd00::2) only; egress is isolated with no rule (unless `egress_open`). x/b is selected by
+// nothing.
+ir::CompiledPolicy TwoPods(bool egress_open, bool ingress_rules) {
+  ir::CompiledPolicy ir;
+  for (int i = 0; i < 3; ++i) ir.add_identities()->set_id(i);
+  ir.mutable_identities(0)->set_external(true);
+  ir.mutable_identities(1)->add_pods("x/a");
+  ir.mutable_identities(2)->add_pods("x/b");
+  auto add = [&](bool v6, const char* first, const char* last, uint32_t id) {
+    ir::AddressRange* r = v6 ? ir.add_ipv6() : ir.add_ipv4();
+    IpAddress f = *IpAddress::Parse(first), l = *IpAddress::Parse(last);
+    uint8_t b[16];
+    f.ToBytes(b);
+    r->set_first(std::string(reinterpret_cast<char*>(b), v6 ? 16 : 4));
+    l.ToBytes(b);
+    r->set_last(std::string(reinterpret_cast<char*>(b), v6 ? 16 : 4));
+    r->set_identity(id);
+    for (const std::string& c : RangeCidrs(f, l)) r->add_cidrs(c);
+  };
+  add(false, "0.0.0.0", "10.0.0.0", 0);
+  add(false, "10.0.0.1", "10.0.0.1", 1);
+  add(false, "10.0.0.2", "10.0.0.2", 2);
+  add(false, "10.0.0.3", "255.255.255.255", 0);
+  add(true, "::", "fd00::", 0);
+  add(true, "fd00::1", "fd00::1", 1);
+  add(true, "fd00::2", "fd00::2", 2);
+  add(true, "fd00::3", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 0);
+  ir::PeerSet* b = ir.add_peer_sets();
+  b->set_id(0);
+  b->add_identities(2);
+  ir::Table* t = ir.add_tables();
+  t->mutable_ingress()->set_isolated(true);
+  if (ingress_rules) {
+    for (auto [proto, port] : {std::pair<ir::Protocol, uint32_t>{ir::TCP, 80}, {ir::UDP, 53}}) {
+      ir::PortRule* r = t->mutable_ingress()->add_rules();
+      r->set_protocol(proto);
+      r->set_first_port(port);
+      r->set_last_port(port);
+      r->set_peer_set(0);
+    }
+  }
+  t->mutable_egress()->set_isolated(!egress_open);
+  for (auto [name, v4, v6, selected] :
+       {std::tuple<const char*, const char*, const char*, bool>{"a", "10.0.0.1", "fd00::1", true},
+        {"b", "10.0.0.2", "fd00::2", false}}) {
+    ir::Endpoint* e = ir.add_endpoints();
+    e->set_namespace_("x");
+    e->set_name(name);
+    e->add_ips(v4);
+    e->add_ips(v6);
+    e->set_selected(selected);
+  }
+  return ir;
 }
 
 namespace {

@@ -19,6 +19,11 @@ namespace np::backends::ebpf::testing {
 // peer sets (some `all`), tables with disjoint port ranges of TCP/UDP/SCTP.
 ir::CompiledPolicy RandomIr(uint64_t seed);
 
+// x/a (10.0.0.1, fd00::1) is selected: its ingress allows TCP 80 and UDP 53 from x/b
+// (10.0.0.2, fd00::2) only (no rule at all without `ingress_rules`); its egress is isolated
+// with no rule unless `egress_open`. x/b is selected by nothing. Endpoint ids: a 0, b 1.
+ir::CompiledPolicy TwoPods(bool egress_open = false, bool ingress_rules = true);
+
 // Addresses worth probing: pod IPs, the first and last address of each range, some others.
 std::vector<IpAddress> ProbeAddresses(const ir::CompiledPolicy& ir, uint64_t seed);
 // Ports worth probing: each rule's edges and their neighbours, 0, 65535.
