@@ -1,0 +1,105 @@
+#!/bin/bash
+# CI: every registered datapath backend on real packets (issue 5, items 2, 3 and 5).
+#
+#   sudo np/probe/ci_probe.sh            # from anywhere inside the repository
+#
+# Needs root and the packages nftables iptables ipset iproute2 (and clang libbpf-dev for the
+# eBPF backend). Builds netpol, then for each backend that `netpol compile` knows:
+#   1. `netpol probe --each` on every testdata/upstream scenario (and testdata/docs): every
+#      ordered pod pair, TCP and UDP, ports 80/81 (or the scenario's container ports), IPv4
+#      and IPv6, against the engine's verdicts;
+#   2. the update test on scenario pairs that change policies or labels (six pairs with flows
+#      both sides deny): the program is swapped 40 times while probes run; no flow both
+#      sides deny may ever connect;
+# and once: `netpol probe -o json` must equal `netpol matrix --allow-self -o json` byte for
+# byte. Exits non-zero on the first failing step's end, after running all of them.
+set -u -o pipefail
+cd "$(dirname "$0")/../.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "ci_probe.sh: needs root (network namespaces)" >&2
+  exit 2
+fi
+
+start=$(date +%s)
+bazel build //np/cli:netpol || exit 2
+NETPOL=bazel-bin/np/cli/netpol
+failed=""
+
+step() {
+  name=$1
+  shift
+  echo "=== $name"
+  t0=$(date +%s)
+  if "$@"; then
+    echo "=== $name: ok ($(( $(date +%s) - t0 ))s)"
+  else
+    echo "=== $name: FAILED ($(( $(date +%s) - t0 ))s)"
+    failed="$failed
+  $name"
+  fi
+}
+
+# Namespaces a killed earlier run may have left behind.
+"$NETPOL" probe --cleanup >/dev/null || exit 2
+
+backends=""
+for b in nft iptables ebpf; do
+  if "$NETPOL" compile -f testdata/upstream/allow-all.yaml --backend "$b" >/dev/null 2>&1; then
+    backends="$backends $b"
+  else
+    echo "ci_probe.sh: backend $b is not in this build; skipped"
+  fi
+done
+[ -n "$backends" ] || { echo "ci_probe.sh: no backend registered" >&2; exit 2; }
+
+json_matches_matrix() {
+  for f in default-deny-ingress egress-cidr-except ingress-from-namespace-on-one-named-port; do
+    file=testdata/upstream/$f.yaml
+    "$NETPOL" matrix --allow-self --port 80,81 --protocol TCP,UDP -o json -f "$file" \
+      >/tmp/np-ci-matrix.$$.json || return 1
+    "$NETPOL" probe --backend "$1" --port 80,81 --protocol TCP,UDP -o json -f "$file" \
+      >/tmp/np-ci-probe.$$.json || return 1
+    if ! cmp -s /tmp/np-ci-matrix.$$.json /tmp/np-ci-probe.$$.json; then
+      echo "probe -o json differs from matrix --allow-self -o json on $file"
+      diff /tmp/np-ci-matrix.$$.json /tmp/np-ci-probe.$$.json | head -5
+      rm -f /tmp/np-ci-matrix.$$.json /tmp/np-ci-probe.$$.json
+      return 1
+    fi
+  done
+  rm -f /tmp/np-ci-matrix.$$.json /tmp/np-ci-probe.$$.json
+}
+
+update_tests() {
+  rc=0
+  # The before/after pairs of upstream that have flows both states deny.
+  for pair in stacked-policies-overlapping-pod-selectors ingress-from-updated-pod \
+              ingress-from-updated-namespace cidr-and-except-overlap; do
+    "$NETPOL" probe --backend "$1" --swaps 40 \
+      -f "testdata/upstream/$pair-before.yaml" \
+      --swap-with "testdata/upstream/$pair-after.yaml" | sed "s|^|$pair: |" || rc=1
+  done
+  # The sharpest contrast: everything denied vs. only egress open.
+  "$NETPOL" probe --backend "$1" --swaps 40 -f testdata/upstream/default-deny-all.yaml \
+    --swap-with testdata/upstream/deny-egress-from-all-pods-in-namespace.yaml \
+    | sed "s|^|default-deny-all/deny-egress: |" || rc=1
+  "$NETPOL" probe --backend "$1" --swaps 40 -f testdata/upstream/default-deny-all.yaml \
+    --swap-with testdata/upstream/egress-cidr-except.yaml \
+    | sed "s|^|default-deny-all/egress-cidr-except: |" || rc=1
+  return $rc
+}
+
+first=$(echo $backends | cut -d' ' -f1)
+step "probe -o json == matrix --allow-self -o json ($first)" json_matches_matrix "$first"
+for b in $backends; do
+  step "probe $b: testdata/upstream" "$NETPOL" probe --each -f testdata/upstream --backend "$b"
+  step "probe $b: testdata/docs" "$NETPOL" probe --each -f testdata/docs --backend "$b"
+  step "update test $b" update_tests "$b"
+done
+
+echo "ci_probe.sh: backends:$backends; $(( $(date +%s) - start ))s"
+if [ -n "$failed" ]; then
+  echo "ci_probe.sh: FAILED:$failed"
+  exit 1
+fi
+echo "ci_probe.sh: all passed"
