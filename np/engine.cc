@@ -34,9 +34,7 @@ bool EngineState::SideAllows(uint32_t target, Direction direction, Protocol prot
   }
   if (it->all_peers) return true;
   if (peer == kNone) return false;
-  uint32_t word = peer >> 6;
-  if (word >= it->words) return false;
-  return (table.words[it->bits + word] >> (peer & 63)) & 1;
+  return table.Allows(*it, peer);
 }
 
 uint32_t EngineState::ExternalPeerClass(const IpAddress& address) const {

@@ -14,6 +14,7 @@
 // class c in selector s's bitset is set exactly once: when c is created with s in its
 // signature. Classes no pod uses any more stay until Compact().
 #include <algorithm>
+#include <cstring>
 #include <map>
 
 #include "absl/strings/str_cat.h"
@@ -994,7 +995,7 @@ class Batch {
     }
     std::sort(points.begin(), points.end());
     points.erase(std::unique(points.begin(), points.end()), points.end());
-    Bitset merged;
+    Bitset merged, encoded;
     size_t first_interval = table.intervals.size();
     for (uint32_t start : points) {
       bool all = false;
@@ -1010,18 +1011,40 @@ class Batch {
       }
       while (!merged.empty() && merged.back() == 0) merged.pop_back();
       if (all) merged.clear();
+      // Encode: a sorted id list when it is smaller than the bitset.
+      encoded.clear();
+      bool sparse = false;
+      uint32_t count = static_cast<uint32_t>(merged.size());
+      size_t ones = 0;
+      for (uint64_t w : merged) ones += static_cast<size_t>(__builtin_popcountll(w));
+      if (ones < 2 * merged.size()) {
+        sparse = true;
+        count = static_cast<uint32_t>(ones);
+        std::vector<uint32_t> ids;
+        ids.reserve(ones);
+        for (size_t w = 0; w < merged.size(); ++w) {
+          for (uint64_t word = merged[w]; word != 0; word &= word - 1) {
+            ids.push_back(static_cast<uint32_t>(w * 64 + __builtin_ctzll(word)));
+          }
+        }
+        encoded.assign((ids.size() + 1) / 2, 0);
+        std::memcpy(encoded.data(), ids.data(), ids.size() * sizeof(uint32_t));
+      } else {
+        encoded = merged;
+      }
       if (table.intervals.size() > first_interval) {
         const Interval& prev = table.intervals.back();
-        bool same = prev.all_peers == all && prev.words == merged.size() &&
-                    std::equal(merged.begin(), merged.end(), table.words.begin() + prev.bits);
+        bool same = prev.all_peers == all && prev.sparse == sparse && prev.count == count &&
+                    std::equal(encoded.begin(), encoded.end(), table.words.begin() + prev.bits);
         if (same) continue;
       }
       Interval iv;
       iv.first = static_cast<uint16_t>(start);
       iv.all_peers = all ? 1 : 0;
+      iv.sparse = sparse ? 1 : 0;
       iv.bits = static_cast<uint32_t>(table.words.size());
-      iv.words = static_cast<uint32_t>(merged.size());
-      table.words.insert(table.words.end(), merged.begin(), merged.end());
+      iv.count = count;
+      table.words.insert(table.words.end(), encoded.begin(), encoded.end());
       table.intervals.push_back(iv);
     }
   }

@@ -17,6 +17,7 @@ namespace np {
 namespace {
 
 using testgen::RandomCluster;
+using testgen::RandomClusterOptions;
 
 std::string Describe(const Verdict& v) {
   auto side = [](const DirectionVerdict& d) {
@@ -158,7 +159,11 @@ EvaluationOptions OptionsForSeed(uint64_t seed) {
 
 // Builds random cluster `seed` and checks the engine against the reference.
 void CheckSeed(uint64_t seed, bool full_explain) {
-  RandomCluster generator(seed);
+  // One cluster in 200 is larger: more than 64 peer classes, so tables hold multi-word
+  // bitsets and sparse id lists, not just one word.
+  RandomClusterOptions size;
+  if (seed % 1000 == 5) size = RandomClusterOptions{6, 200, 14};
+  RandomCluster generator(seed, size);
   absl::StatusOr<Cluster> cluster = Cluster::Create(generator.Objects());
   ASSERT_TRUE(cluster.ok()) << "seed " << seed << ": generator made an invalid cluster: "
                             << cluster.status();
@@ -248,6 +253,67 @@ k8s::Pod SimplePod(const std::string& ns, const std::string& name, const std::st
   (*pod.mutable_metadata()->mutable_labels())["app"] = app;
   pod.mutable_status()->add_podips()->set_ip(ip);
   return pod;
+}
+
+// Hundreds of peer classes: intervals that allow a few classes are stored as sorted id
+// lists, those that allow many as multi-word bitsets. Both must answer as the reference.
+TEST(Engine, SparseAndDenseIntervalsOfLargeTables) {
+  ClusterObjects objects;
+  for (int i = 0; i < 180; ++i) {
+    k8s::Pod pod = SimplePod("x", absl::StrCat("p", i), absl::StrCat("10.0.", i / 200, ".", i % 200),
+                             absl::StrCat("app", i));
+    (*pod.mutable_metadata()->mutable_labels())["tier"] = i % 2 ? "odd" : "even";
+    objects.pods.push_back({pod, {}});
+  }
+  auto policy = [](const std::string& name, const std::string& target_app,
+                   const std::string& from_key, const std::string& from_value, int port) {
+    k8s::NetworkPolicy p;
+    p.mutable_metadata()->set_namespace_("x");
+    p.mutable_metadata()->set_name(name);
+    (*p.mutable_spec()->mutable_podselector()->mutable_matchlabels())["app"] = target_app;
+    auto* rule = p.mutable_spec()->add_ingress();
+    (*rule->add_from()->mutable_podselector()->mutable_matchlabels())[from_key] = from_value;
+    rule->add_ports()->mutable_port()->set_intval(port);
+    return p;
+  };
+  // A rule per pod makes every pod its own peer class.
+  for (int i = 0; i < 180; ++i) {
+    objects.policies.push_back(
+        {policy(absl::StrCat("from-", i), "app5", "app", absl::StrCat("app", i), 1000 + i), {}});
+  }
+  k8s::NetworkPolicy pair = policy("pair", "app6", "app", "app20", 90);  // sparse, 3 ids
+  (*pair.mutable_spec()->mutable_ingress(0)->add_from()->mutable_podselector()
+        ->mutable_matchlabels())["app"] = "app21";
+  (*pair.mutable_spec()->mutable_ingress(0)->add_from()->mutable_podselector()
+        ->mutable_matchlabels())["app"] = "app150";
+  objects.policies.push_back({pair, {}});
+  objects.policies.push_back({policy("one", "app3", "app", "app170", 80), {}});     // sparse
+  objects.policies.push_back({policy("few", "app3", "app", "app9", 81), {}});       // sparse
+  objects.policies.push_back({policy("half", "app3", "tier", "even", 82), {}});     // dense
+  objects.policies.push_back({policy("half2", "app4", "tier", "odd", 80), {}});     // dense
+  absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(*cluster);
+  ASSERT_TRUE(engine.ok());
+  EXPECT_GT((*engine)->stats().peer_classes, 128u);
+  int allowed = 0;
+  for (int s = 0; s < cluster->pod_count(); ++s) {
+    for (int d : {*cluster->FindPod("x/p3"), *cluster->FindPod("x/p4"), *cluster->FindPod("x/p5"),
+                  *cluster->FindPod("x/p6")}) {
+      for (uint16_t port : {79, 80, 81, 82, 90, 1000, 1009, 1170, 1179}) {
+        Flow flow{Endpoint::Pod(s), Endpoint::Pod(d), Protocol::kTCP, port};
+        bool expected = reference::Evaluate(*cluster, flow).allowed;
+        PodId src = *(*engine)->FindPod(cluster->pod(s).Key());
+        PodId dst = *(*engine)->FindPod(cluster->pod(d).Key());
+        ASSERT_EQ((*engine)->Allowed(src, dst, Protocol::kTCP, port), expected)
+            << cluster->pod(s).Key() << " -> " << cluster->pod(d).Key() << " :" << port;
+        allowed += expected;
+      }
+    }
+  }
+  // p170 and p9 reach p3 on 80/81; the 90 even pods reach p3 on 82; the 90 odd reach p4 on
+  // 80; p5 admits p<i> on 1000+i: four of the probed ports; p6 admits p20, p21, p150 on 90.
+  EXPECT_EQ(allowed, 1 + 1 + 90 + 90 + 4 + 3);
 }
 
 TEST(Engine, RejectedChangeLeavesSnapshotIntact) {

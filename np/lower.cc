@@ -194,15 +194,10 @@ absl::StatusOr<ir::CompiledPolicy> LowerToIr(const Engine& engine) {
             set = peer_set(true, {});
           } else {
             std::vector<uint32_t> identities;
-            for (uint32_t w = 0; w < iv.words; ++w) {
-              uint64_t word = table.words[iv.bits + w];
-              while (word != 0) {
-                uint32_t c = w * 64 + static_cast<uint32_t>(__builtin_ctzll(word));
-                word &= word - 1;
-                auto found = identity_of_class.find(c);
-                if (found != identity_of_class.end()) identities.push_back(found->second);
-              }
-            }
+            table.ForEachPeer(iv, [&](uint32_t c) {
+              auto found = identity_of_class.find(c);
+              if (found != identity_of_class.end()) identities.push_back(found->second);
+            });
             if (identities.empty()) continue;  // no address carries those classes: deny
             std::sort(identities.begin(), identities.end());
             set = peer_set(false, std::move(identities));

@@ -3,6 +3,7 @@
 #ifndef NP_INTERNAL_ENGINE_STATE_H_
 #define NP_INTERNAL_ENGINE_STATE_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -138,11 +139,15 @@ struct PeerClassKey {
 
 // ------------------------------------------------------------------------ lookup tables
 
+// The peers an interval allows: all of them, none, a bitset over peer classes, or — when
+// few classes are allowed out of many, the usual case in large clusters — a sorted list of
+// class ids packed two to a word (memory grows with what is allowed, not with the cluster).
 struct Interval {
   uint16_t first = 0;        // the interval runs to the next one's first - 1 (or 65535)
   uint8_t all_peers = 0;     // every peer allowed
+  uint8_t sparse = 0;        // `bits` holds a sorted uint32 list of `count` class ids
   uint32_t bits = 0;         // offset into TargetTable::words
-  uint32_t words = 0;        // 0: no peer allowed (unless all_peers)
+  uint32_t count = 0;        // bitset: words; sparse: ids. 0: no peer (unless all_peers)
 };
 
 struct DirectionTable {
@@ -155,6 +160,32 @@ struct TargetTable {
   DirectionTable direction[2];
   std::vector<Interval> intervals;
   std::vector<uint64_t> words;
+  bool Allows(const Interval& iv, uint32_t peer) const {
+    if (iv.all_peers) return true;
+    if (iv.sparse) {
+      const uint32_t* ids = reinterpret_cast<const uint32_t*>(words.data() + iv.bits);
+      return std::binary_search(ids, ids + iv.count, peer);
+    }
+    uint32_t word = peer >> 6;
+    if (word >= iv.count) return false;
+    return (words[iv.bits + word] >> (peer & 63)) & 1;
+  }
+  // Calls f(class id) for every class the interval allows (not for all_peers).
+  template <typename F>
+  void ForEachPeer(const Interval& iv, F&& f) const {
+    if (iv.sparse) {
+      const uint32_t* ids = reinterpret_cast<const uint32_t*>(words.data() + iv.bits);
+      for (uint32_t i = 0; i < iv.count; ++i) f(ids[i]);
+      return;
+    }
+    for (uint32_t w = 0; w < iv.count; ++w) {
+      uint64_t word = words[iv.bits + w];
+      while (word != 0) {
+        f(w * 64 + static_cast<uint32_t>(__builtin_ctzll(word)));
+        word &= word - 1;
+      }
+    }
+  }
   size_t Bytes() const {
     return sizeof(*this) + intervals.capacity() * sizeof(Interval) + words.capacity() * 8;
   }
