@@ -69,6 +69,23 @@ struct Model {
   std::vector<std::array<std::array<TableChain, kFamilies>, 2>> tables;
 };
 
+using U128 = unsigned __int128;
+
+U128 ToU128(absl::string_view bytes) {
+  U128 v = 0;
+  for (char c : bytes) v = (v << 8) | static_cast<uint8_t>(c);
+  return v;
+}
+
+std::string FromU128(U128 v, int f) {
+  const int n = f == 0 ? 4 : 16;
+  std::string out(n, '\0');
+  for (int i = 0; i < n; ++i) {
+    out[n - 1 - i] = static_cast<char>(static_cast<uint8_t>(v >> (8 * i)));
+  }
+  return out;
+}
+
 absl::Status Invalid(absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("malformed IR: ", what));
 }
@@ -78,12 +95,25 @@ absl::Status Validate(const ir::CompiledPolicy& ir) {
   for (int f = 0; f < kFamilies; ++f) {
     const auto& ranges = f == 0 ? ir.ipv4() : ir.ipv6();
     const size_t width = f == 0 ? 4 : 16;
-    for (const ir::AddressRange& r : ranges) {
+    // Sorted, contiguous and covering the family: sets merge neighbouring ranges, and
+    // Explain looks addresses up by binary search.
+    if (ranges.empty()) return Invalid(absl::StrCat("no ", FamilyName(f), " ranges"));
+    for (int i = 0; i < ranges.size(); ++i) {
+      const ir::AddressRange& r = ranges[i];
       if (r.identity() >= identities) return Invalid("range names an unknown identity");
       if (r.first().size() != width || r.last().size() != width) {
         return Invalid(absl::StrCat("a ", FamilyName(f), " range has the wrong address size"));
       }
-      if (r.cidrs().empty()) return Invalid("range without CIDRs");
+      if (r.first() > r.last()) return Invalid("range with first > last");
+      const bool starts_right = i == 0 ? r.first() == std::string(width, '\0')
+                                       : ToU128(ranges[i - 1].last()) + 1 == ToU128(r.first());
+      if (!starts_right) {
+        return Invalid(absl::StrCat("the ", FamilyName(f), " ranges leave a gap or overlap at ",
+                                    AddressText(r.first())));
+      }
+    }
+    if (ranges[ranges.size() - 1].last() != std::string(width, '\xff')) {
+      return Invalid(absl::StrCat("the ", FamilyName(f), " ranges stop short of the end"));
     }
   }
   for (const ir::PeerSet& s : ir.peer_sets()) {
@@ -124,19 +154,22 @@ absl::Status Validate(const ir::CompiledPolicy& ir) {
   return absl::OkStatus();
 }
 
-// hash:net takes prefixes of length 1..32 / 1..128: a /0 becomes its two /1 halves.
-void AppendEntries(const std::string& cidr, int f, std::vector<std::string>& out) {
-  if (absl::EndsWith(cidr, "/0")) {
-    if (f == 0) {
-      out.push_back("0.0.0.0/1");
-      out.push_back("128.0.0.0/1");
-    } else {
-      out.push_back("::/1");
-      out.push_back("8000::/1");
+// [first, last] as the fewest prefixes of length >= 1: hash:net refuses a /0, so the whole
+// space comes out as its two /1 halves.
+void AppendPrefixes(U128 first, U128 last, int f, std::vector<std::string>& out) {
+  const int width = f == 0 ? 32 : 128;
+  while (true) {
+    int host = 0;  // the largest aligned block at `first` that stays within `last`
+    while (host < width - 1) {
+      const U128 mask = (U128{1} << (host + 1)) - 1;
+      if ((first & mask) != 0 || (first | mask) > last) break;
+      ++host;
     }
-    return;
+    out.push_back(absl::StrCat(AddressText(FromU128(first, f)), "/", width - host));
+    const U128 end = first | ((U128{1} << host) - 1);
+    if (end >= last) return;
+    first = end + 1;
   }
-  out.push_back(cidr);
 }
 
 std::string PortMatch(const ir::PortRule& rule) {
@@ -176,11 +209,26 @@ absl::StatusOr<Model> BuildModel(const ir::CompiledPolicy& ir, uint32_t generati
     for (int s = 0; s < ir.peer_sets_size(); ++s) {
       const ir::PeerSet& set = ir.peer_sets(s);
       if (!used[s] || set.all()) continue;
-      std::vector<std::string>& entries = fam.entries[s];
+      // The member identities' ranges, in address order, with neighbours merged: the set
+      // holds the fewest prefixes that cover exactly the union (the ranges' own CIDRs would
+      // do too, but e.g. an ipBlock whose pods are all in the set collapses to one block).
+      std::vector<int> members;
       for (uint32_t identity : set.identities()) {
-        for (int r : ranges_of[f][identity]) {
-          for (const std::string& cidr : ranges[r].cidrs()) AppendEntries(cidr, f, entries);
+        members.insert(members.end(), ranges_of[f][identity].begin(),
+                       ranges_of[f][identity].end());
+      }
+      std::sort(members.begin(), members.end());
+      std::vector<std::string>& entries = fam.entries[s];
+      for (size_t i = 0; i < members.size();) {
+        const U128 first = ToU128(ranges[members[i]].first());
+        U128 last = ToU128(ranges[members[i]].last());
+        size_t j = i + 1;
+        while (j < members.size() && members[j] == members[j - 1] + 1) {
+          last = ToU128(ranges[members[j]].last());  // ranges are contiguous: r+1 starts at last+1
+          ++j;
         }
+        AppendPrefixes(first, last, f, entries);
+        i = j;
       }
       fam.has_set[s] = !entries.empty();
     }
@@ -403,25 +451,13 @@ std::string IdentityText(const ir::CompiledPolicy& ir, uint32_t id) {
   return out;
 }
 
-// The set entry (a CIDR of the range holding `bytes`) that matches the address.
-std::string EntryFor(const ir::CompiledPolicy& ir, absl::string_view bytes) {
-  const int f = bytes.size() == 4 ? 0 : 1;
-  const auto& ranges = f == 0 ? ir.ipv4() : ir.ipv6();
-  auto it = std::upper_bound(ranges.begin(), ranges.end(), bytes,
-                             [](absl::string_view k, const ir::AddressRange& r) {
-                               return k < absl::string_view(r.first());
-                             });
-  if (it == ranges.begin()) return "?";
-  --it;
+// The entry of a set that holds the address.
+std::string EntryFor(const std::vector<std::string>& entries, absl::string_view bytes) {
   absl::StatusOr<IpAddress> address = IpAddress::Parse(AddressText(bytes));
   if (!address.ok()) return "?";
-  for (const std::string& cidr : it->cidrs()) {
-    std::vector<std::string> entries;
-    AppendEntries(cidr, f, entries);
-    for (const std::string& e : entries) {
-      absl::StatusOr<IpPrefix> p = IpPrefix::Parse(e);
-      if (p.ok() && p->Contains(*address)) return e;
-    }
+  for (const std::string& e : entries) {
+    absl::StatusOr<IpPrefix> p = IpPrefix::Parse(e);
+    if (p.ok() && p->family() == address->family() && p->Contains(*address)) return e;
   }
   return "?";
 }
@@ -656,7 +692,7 @@ class IptablesBackend : public Backend {
                                       peer_id)) {
           decided = tc.rule_of[i];
           member = absl::StrCat("set ", SetName(0, f, rule.peer_set()), " holds ",
-                                EntryFor(ir, peer), " (", IdentityText(ir, peer_id), ")");
+                                EntryFor(fam.entries[rule.peer_set()], peer), " (", IdentityText(ir, peer_id), ")");
         }
       }
       if (decided >= 0) {

@@ -29,14 +29,14 @@
 // pod's port). Anti-spoofing (a pod sending with another pod's address) is the CNI's job
 // (rp_filter), as for every address-based policy.
 //
-// Sets: one `hash:net` set per (peer set, family), holding the CIDRs of every range of the
-// peer set's identities. The number of iptables rules is then exactly the IR's rule count
+// Sets: one `hash:net` set per (peer set, family), holding the addresses of the peer set's
+// identities (their ranges, neighbours merged) as the fewest prefixes. The number of iptables rules is then exactly the IR's rule count
 // plus one dispatch rule per endpoint address and direction: it grows with policies, never
 // with pods x pods; pods only add set entries (hash lookups). A peer set with `all` needs no
 // set (the rule has no set match). A peer set with no address of a family gets no set in
 // that family, and its rules are left out of that family's chains (an empty set never
 // matches, so the rule could never allow anything). hash:net refuses a /0 entry, so
-// "0.0.0.0/0" and "::/0" are stored as their two /1 halves.
+// the whole space is stored as its two /1 halves.
 //
 // Thread safety: Render and Explain are pure functions; Apply and Remove change the
 // kernel state of one network namespace and must not run concurrently on the same one.

@@ -161,7 +161,10 @@ TEST(RenderRuleset, PropertiesOnRandomIrs) {
     }
 
     // Every used peer set that is not `all` has, per family, a set holding exactly the
-    // CIDRs of its identities' ranges (a /0 as two /1) — or no set when it has none.
+    // addresses of its identities' ranges as the fewest prefixes (neighbouring ranges
+    // merged; a /0 as two /1) — or no set when it has no address of the family. The minimal
+    // decomposition of an interval is unique, so comparing with an independent one checks
+    // coverage and minimality at once.
     std::set<uint32_t> used;
     for (const ir::Table& t : ir.tables()) {
       for (const auto* d : {&t.ingress(), &t.egress()}) {
@@ -177,13 +180,21 @@ TEST(RenderRuleset, PropertiesOnRandomIrs) {
           EXPECT_FALSE(p.sets.count(name));
           continue;
         }
-        std::multiset<std::string> expected;
+        std::vector<std::pair<std::string, std::string>> merged;
         for (const ir::AddressRange& range : f == 0 ? ir.ipv4() : ir.ipv6()) {
           if (!std::binary_search(set.identities().begin(), set.identities().end(),
                                   range.identity())) {
             continue;
           }
-          for (const std::string& c : range.cidrs()) {
+          if (!merged.empty() && testutil::NextAddress(merged.back().second) == range.first()) {
+            merged.back().second = range.last();
+          } else {
+            merged.emplace_back(range.first(), range.last());
+          }
+        }
+        std::multiset<std::string> expected;
+        for (const auto& [first, last] : merged) {
+          for (const std::string& c : testutil::CidrsOf(first, last)) {
             if (c == "0.0.0.0/0") {
               expected.insert({"0.0.0.0/1", "128.0.0.0/1"});
             } else if (c == "::/0") {
@@ -399,6 +410,21 @@ TEST(IptablesBackend, MalformedIrIsAnErrorNotACrash) {
   ir = SmallIr();
   ir.mutable_endpoints(0)->set_ips(0, "not-an-ip");
   EXPECT_FALSE(b->Render(ir).ok());
+  // Ranges must partition the space (sets merge neighbouring ranges): a gap, an overlap,
+  // a missing family are errors.
+  ir = SmallIr();
+  ir.mutable_ipv4()->erase(ir.mutable_ipv4()->begin() + 1);
+  EXPECT_FALSE(b->Render(ir).ok());
+  ir = SmallIr();
+  ir.mutable_ipv4(1)->set_first(*AddressBytes("10.0.0.0"));
+  EXPECT_FALSE(b->Render(ir).ok());
+  ir = SmallIr();
+  ir.clear_ipv6();
+  EXPECT_FALSE(b->Render(ir).ok());
+  ir = SmallIr();
+  ir.mutable_ipv4(3)->set_last(*AddressBytes("255.255.255.254"));
+  EXPECT_FALSE(b->Render(ir).ok());
+  EXPECT_TRUE(b->Render(SmallIr()).ok());
 }
 
 TEST(RenderRuleset, ApplyOptionsDeleteStaleChainsAndSkipTheHook) {

@@ -177,6 +177,26 @@ bool IrAllows(const ir::CompiledPolicy& ir, const std::string& src, const std::s
   return true;
 }
 
+std::vector<std::string> CidrsOf(const std::string& first, const std::string& last) {
+  auto value = [](const std::string& b) {
+    U128 v = 0;
+    for (char c : b) v = (v << 8) | static_cast<uint8_t>(c);
+    return v;
+  };
+  return Cidrs(value(first), value(last), first.size() == 4 ? 0 : 1);
+}
+
+std::string NextAddress(std::string bytes) {
+  for (int i = static_cast<int>(bytes.size()) - 1; i >= 0; --i) {
+    if (static_cast<uint8_t>(bytes[i]) != 0xff) {
+      bytes[i] = static_cast<char>(static_cast<uint8_t>(bytes[i]) + 1);
+      return bytes;
+    }
+    bytes[i] = 0;
+  }
+  return bytes;
+}
+
 ir::CompiledPolicy IrFromPoints(const std::vector<Point>& points) {
   ir::CompiledPolicy ir;
   uint32_t max_identity = 0;

@@ -25,6 +25,12 @@ struct Point {
 };
 ir::CompiledPolicy IrFromPoints(const std::vector<Point>& points);
 
+// [first, last] (network-order bytes of one family) as the fewest prefixes, e.g.
+// {"10.0.0.0/9", ...}; the whole space is "0.0.0.0/0" / "::/0".
+std::vector<std::string> CidrsOf(const std::string& first, const std::string& last);
+// The address after `bytes` (wraps around at the end).
+std::string NextAddress(std::string bytes);
+
 // What the IR says of a new flow between two addresses (4 or 16 network-order bytes), for a
 // flow between two different pods (a pod's traffic to itself never reaches FORWARD).
 bool IrAllows(const ir::CompiledPolicy& ir, const std::string& src_bytes,
