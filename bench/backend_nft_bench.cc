@@ -1,0 +1,199 @@
+// The nft backend on synthetic clusters (bench/cluster_generator.h), for issue 5 item 4:
+// ruleset size (rules, chains, sets and maps, set elements) and render/apply time as
+// policies grow (100, 1k, 10k policies on 10k pods) and as pods grow at a fixed policy
+// count. The IR is compiled for one node (node-0), as a CNI agent would. Each row is also
+// recompiled for the whole cluster (every pod an endpoint) to show the worst case.
+//
+// Apply times need root: the program creates its own network namespace
+// ("npnftbench-<pid>"), applies there (first install, then a replace by another ruleset, then
+// Remove) and deletes it. Without root only sizes and render times are printed.
+//
+//   bazel run -c opt //bench:backend_nft_bench            # markdown tables on stdout
+//   bazel run -c opt //bench:backend_nft_bench -- 100 1000  # only these policy counts
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "bench/cluster_generator.h"
+#include "np/backends/backend.h"
+#include "np/backends/nft/nft.h"
+#include "np/backends/util.h"
+#include "np/cluster.h"
+#include "np/engine.h"
+#include "np/lower.h"
+
+namespace np::bench {
+namespace {
+
+double Seconds(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
+}
+
+absl::StatusOr<ir::CompiledPolicy> Compile(const SyntheticOptions& o, const std::string& node) {
+  absl::StatusOr<Cluster> cluster = Cluster::Create(GenerateCluster(o));
+  if (!cluster.ok()) return cluster.status();
+  EngineOptions eo;
+  eo.node_name = node;
+  absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(*cluster, eo);
+  if (!engine.ok()) return engine.status();
+  return LowerToIr(**engine);
+}
+
+struct Row {
+  std::string scope;
+  int pods = 0, policies = 0, endpoints = 0, identities = 0, tables = 0, ir_rules = 0,
+      peer_sets = 0;
+  size_t rules = 0, chains = 0, sets = 0, elements = 0, address_elements = 0,
+         dispatch_elements = 0, peer_elements = 0, text_bytes = 0;
+  double render_s = 0, apply_s = -1, replace_s = -1, remove_s = -1;
+  std::string error;
+};
+
+Row Measure(const SyntheticOptions& o, const std::string& node, bool root) {
+  Row row;
+  row.scope = node.empty() ? "cluster" : node;
+  row.pods = o.namespaces * o.pods_per_namespace;
+  row.policies = o.policies;
+  absl::StatusOr<ir::CompiledPolicy> ir = Compile(o, node);
+  if (!ir.ok()) {
+    row.error = std::string(ir.status().message());
+    return row;
+  }
+  row.endpoints = ir->endpoints_size();
+  row.identities = ir->identities_size();
+  row.tables = ir->tables_size();
+  row.peer_sets = ir->peer_sets_size();
+  for (const ir::Table& t : ir->tables()) {
+    row.ir_rules += t.ingress().rules_size() + t.egress().rules_size();
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  absl::StatusOr<backends::nft::Program> program = backends::nft::Build(*ir);
+  std::string text;
+  if (program.ok()) text = backends::nft::Text(*program);
+  row.render_s = Seconds(t0);
+  if (!program.ok()) {
+    row.error = std::string(program.status().message());
+    return row;
+  }
+  row.rules = program->rule_count();
+  row.chains = program->chains.size();
+  row.sets = program->sets.size();
+  row.elements = program->element_count();
+  for (const backends::nft::Set& s : program->sets) {
+    if (s.name == "identity4" || s.name == "identity6") {
+      row.address_elements += s.elements.size();
+    } else if (s.map) {
+      row.dispatch_elements += s.elements.size();
+    } else {
+      row.peer_elements += s.elements.size();
+    }
+  }
+  row.text_bytes = text.size();
+  if (!root) return row;
+
+  // A second ruleset for the replace: the same cluster with another seed.
+  SyntheticOptions other = o;
+  other.seed = o.seed + 1;
+  absl::StatusOr<ir::CompiledPolicy> ir2 = Compile(other, node);
+  const std::string netns = absl::StrCat("npnftbench-", getpid());
+  if (!backends::RunCommand({"ip", "netns", "add", netns}).ok()) {
+    row.error = "could not create a network namespace";
+    return row;
+  }
+  std::unique_ptr<backends::Backend> backend = backends::MakeNftBackend();
+  backends::Attachment where;
+  where.netns = netns;
+  // Medians of three rounds of install, replace, remove.
+  std::vector<double> apply, replace, remove;
+  absl::Status s;
+  for (int round = 0; round < 3 && s.ok(); ++round) {
+    t0 = std::chrono::steady_clock::now();
+    s = backend->Apply(*ir, where);
+    apply.push_back(Seconds(t0));
+    if (s.ok() && ir2.ok()) {
+      t0 = std::chrono::steady_clock::now();
+      s = backend->Apply(*ir2, where);
+      replace.push_back(Seconds(t0));
+    }
+    if (s.ok()) {
+      t0 = std::chrono::steady_clock::now();
+      s = backend->Remove(where);
+      remove.push_back(Seconds(t0));
+    }
+  }
+  auto median = [](std::vector<double> v) {
+    if (v.empty()) return -1.0;
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  row.apply_s = median(apply);
+  row.replace_s = median(replace);
+  row.remove_s = median(remove);
+  if (!s.ok()) row.error = std::string(s.message()).substr(0, 200);
+  (void)backends::RunCommand({"ip", "netns", "del", netns});
+  return row;
+}
+
+std::string Ms(double s) {
+  return s < 0 ? "-" : absl::StrCat(static_cast<int64_t>(s * 1000 + 0.5));
+}
+
+void Print(const Row& r) {
+  printf("| %d | %d | %s | %d | %d | %d | %d | %d | %zu | %zu | %zu | %zu (%zu + %zu + %zu) | "
+         "%zu | %s | %s | %s | %s |%s\n",
+         r.policies, r.pods, r.scope.c_str(), r.endpoints, r.identities, r.tables, r.ir_rules,
+         r.peer_sets, r.rules, r.chains, r.sets, r.elements, r.address_elements,
+         r.dispatch_elements, r.peer_elements, r.text_bytes / 1024, Ms(r.render_s).c_str(),
+         Ms(r.apply_s).c_str(), Ms(r.replace_s).c_str(), Ms(r.remove_s).c_str(),
+         r.error.empty() ? "" : (" error: " + r.error).c_str());
+  fflush(stdout);
+}
+
+void Header() {
+  printf("| policies | pods | compiled for | endpoints | identities | IR tables | IR rules | "
+         "peer sets | nft rules | chains | sets+maps | elements (address + dispatch + peer) | "
+         "text KiB | render ms | apply ms | replace ms | remove ms |\n");
+  printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+}
+
+int Main(int argc, char** argv) {
+  const bool root = geteuid() == 0;
+  std::vector<int> policies;
+  for (int i = 1; i < argc; ++i) {
+    int n;
+    if (absl::SimpleAtoi(argv[i], &n) && n > 0) policies.push_back(n);
+  }
+  if (policies.empty()) policies = {100, 1000, 10000};
+  printf("nft backend (%s)\n\nPolicies grow, pods fixed (10k pods, 500 namespaces, 50 nodes, "
+         "dual-stack):\n\n",
+         root ? "apply times measured in a private network namespace" : "not root: no apply");
+  Header();
+  for (int n : policies) {
+    SyntheticOptions o = SizeForPods(10000);
+    o.policies = n;
+    Print(Measure(o, "node-0", root));
+    Print(Measure(o, "", root));
+  }
+  printf("\nPods grow, policies fixed (2,000 policies, 500 namespaces, 50 nodes; 4, 20 and 60 "
+         "pods per namespace):\n\n");
+  Header();
+  for (int per_namespace : {4, 20, 60}) {
+    SyntheticOptions o = SizeForPods(10000);
+    o.policies = 2000;
+    o.pods_per_namespace = per_namespace;
+    Print(Measure(o, "node-0", root));
+    Print(Measure(o, "", root));
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace np::bench
+
+int main(int argc, char** argv) { return np::bench::Main(argc, argv); }
