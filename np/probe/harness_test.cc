@@ -112,6 +112,30 @@ TEST_F(HarnessTest, NftMatchesTheEngineAndJsonHasTheMatrixShape) {
   EXPECT_TRUE(OurNamespaces(getpid()).empty());
 }
 
+// Pods on three nodes: each node's namespace gets the program compiled for that node, and
+// a fabric namespace routes between the nodes.
+TEST_F(HarnessTest, SeveralNodes) {
+  for (const char* file : {"ingress-and-egress-together.yaml", "egress-cidr-except.yaml"}) {
+    ClusterObjects objects = Load(file).ToObjects();
+    for (auto& pod : objects.pods) {
+      const std::string& ns = pod.object.metadata().namespace_();
+      if (ns == "z") pod.object.mutable_spec()->set_nodename("node-2");
+      if (ns == "y" && pod.object.metadata().name() == "b") {
+        pod.object.mutable_spec()->set_nodename("node-3");
+      }
+    }
+    absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
+    ASSERT_TRUE(cluster.ok()) << cluster.status();
+    Harness harness(options_);
+    absl::StatusOr<ScenarioReport> report = harness.Probe(*cluster, file);
+    ASSERT_TRUE(report.ok()) << report.status();
+    EXPECT_EQ(report->nodes, (std::vector<std::string>{"node-1", "node-2", "node-3"}));
+    EXPECT_EQ(report->mismatches, 0) << FormatText(*report);
+    EXPECT_EQ(OurNamespaces(getpid()).size(), 3u + 1 + 9);  // nodes, fabric, pods
+  }
+  EXPECT_TRUE(OurNamespaces(getpid()).empty());
+}
+
 TEST_F(HarnessTest, CatchesABackendThatEnforcesNothing) {
   options_.backend_factory = [] { return std::make_unique<NoopBackend>(); };
   options_.protocols = {Protocol::kTCP};
