@@ -16,7 +16,6 @@
 #include <cstring>
 #include <mutex>
 #include <optional>
-#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "np/backends/ebpf/bpf_objects.h"
@@ -275,20 +274,6 @@ int Generation::map_fd(absl::string_view name) const {
 
 absl::Status Generation::SetInterface(uint32_t ifindex, const np_endpoint& endpoint) {
   return Update(map_fd("np_endpoints_if"), "np_endpoints_if", &ifindex, &endpoint);
-}
-
-absl::Status Generation::ClearConntrack() {
-  for (const char* name : {"np_ct", "np_frag"}) {
-    int fd = map_fd(name);
-    char key[64], next[64];
-    // Deleting the first key until none is left; bounded by the map size.
-    for (int i = 0; i < 1 << 20; ++i) {
-      if (bpf_map_get_next_key(fd, nullptr, next) != 0) break;
-      std::memcpy(key, next, sizeof(key));
-      if (bpf_map_delete_elem(fd, key) != 0) return Errno(absl::StrCat("delete ", name), errno);
-    }
-  }
-  return absl::OkStatus();
 }
 
 // The live generation on one of the interfaces: its shared maps and generation number.

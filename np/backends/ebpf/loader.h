@@ -60,8 +60,6 @@ class Generation {
   // Points np_endpoints_if[ifindex] at `endpoint` (tests: BPF_PROG_TEST_RUN always runs on
   // the loopback device, ifindex 1).
   absl::Status SetInterface(uint32_t ifindex, const np_endpoint& endpoint);
-  // Empties np_ct and np_frag.
-  absl::Status ClearConntrack();
 
  private:
   explicit Generation(bpf_object* object) : object_(object) {}

@@ -59,7 +59,7 @@ TEST(PortPrefixes, TileTheRangeExactly) {
 }
 
 TEST(BuildMaps, LookupsAnswerAsTheIrOnRandomIrs) {
-  for (uint64_t seed = 0; seed < 400; ++seed) {
+  for (uint64_t seed = 0; seed < 200; ++seed) {
     ir::CompiledPolicy ir = testing::RandomIr(seed);
     absl::StatusOr<MapContents> maps = BuildMaps(ir, 3);
     ASSERT_TRUE(maps.ok()) << maps.status() << "\n" << ir.DebugString();
