@@ -316,6 +316,51 @@ TEST(Engine, SparseAndDenseIntervalsOfLargeTables) {
   EXPECT_EQ(allowed, 1 + 1 + 90 + 90 + 4 + 3);
 }
 
+// The batch calls answer query by query as the single calls do.
+TEST(Engine, BatchCallsEqualSingleCalls) {
+  for (uint64_t seed = 0; seed < 40; ++seed) {
+    RandomCluster generator(seed);
+    absl::StatusOr<Cluster> cluster = Cluster::Create(generator.Objects());
+    ASSERT_TRUE(cluster.ok());
+    absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(*cluster);
+    ASSERT_TRUE(engine.ok());
+    std::vector<PodQuery> pod_queries;
+    std::vector<PacketQuery> packet_queries;
+    std::vector<PodId> pods = (*engine)->Pods();
+    for (PodId s : pods) {
+      for (PodId d : pods) {
+        for (uint16_t port : RandomCluster::ProbePorts()) {
+          pod_queries.push_back(PodQuery{s, d, Protocol::kUDP, port});
+        }
+      }
+    }
+    for (int i = 0; i < cluster->pod_count(); ++i) {
+      for (const IpAddress& a : cluster->pod(i).ips) {
+        for (const IpAddress& b : RandomCluster::ProbeAddresses()) {
+          if (a.family() != b.family()) continue;
+          packet_queries.push_back(PacketQuery{a, b, Protocol::kTCP, 80});
+          packet_queries.push_back(PacketQuery{b, a, Protocol::kSCTP, 53});
+        }
+      }
+    }
+    std::vector<uint8_t> out(pod_queries.size(), 2);
+    (*engine)->AllowedBatch(absl::MakeConstSpan(pod_queries), absl::MakeSpan(out));
+    for (size_t i = 0; i < pod_queries.size(); ++i) {
+      const PodQuery& q = pod_queries[i];
+      ASSERT_EQ(out[i], (*engine)->Allowed(q.source, q.destination, q.protocol, q.port) ? 1 : 0)
+          << "seed " << seed << " query " << i;
+    }
+    std::vector<uint8_t> packets(packet_queries.size(), 2);
+    (*engine)->AllowedBatch(absl::MakeConstSpan(packet_queries), absl::MakeSpan(packets));
+    for (size_t i = 0; i < packet_queries.size(); ++i) {
+      const PacketQuery& q = packet_queries[i];
+      ASSERT_EQ(packets[i],
+                (*engine)->AllowedPacket(q.source, q.destination, q.protocol, q.port) ? 1 : 0)
+          << "seed " << seed << " packet " << i;
+    }
+  }
+}
+
 TEST(Engine, RejectedChangeLeavesSnapshotIntact) {
   ClusterObjects objects;
   objects.pods.push_back({SimplePod("x", "a", "10.0.0.1", "web"), {}});
