@@ -76,15 +76,13 @@ class EbpfBackend : public Backend {
                                    ebpf::ProtocolName(flow.protocol));
     if (p.has_ports) absl::StrAppend(&out, "/", flow.port);
     absl::StrAppend(&out, "\n");
-    const char* map = p.family == NP_FAMILY_V4 ? "np_ident4" : "np_ident6";
     for (auto [label, addr, text] : {std::tuple<const char*, const uint8_t*, std::string>{
                                          "source", p.saddr, flow.source},
                                      {"destination", p.daddr, flow.destination}}) {
       std::string prefix;
       uint32_t identity = model.Identity(p.family, addr, &prefix);
       const np_endpoint* e = model.EndpointByAddress(p.family, addr);
-      absl::StrAppend(&out, "  ", label, " ", text, ": ", map, "[", prefix, "] = identity ",
-                      identity);
+      absl::StrAppend(&out, "  ", label, " ", text, ": ", prefix, " = identity ", identity);
       if (e != nullptr) {
         absl::StrAppend(&out, "; np_endpoints_addr -> endpoint ", e->id, " ",
                         maps->endpoint_names[e->id],

@@ -205,6 +205,7 @@ absl::StatusOr<std::unique_ptr<Generation>> Generation::Load(
   }
   std::unique_ptr<Generation> g(new Generation(obj));
   for (auto [name, n] : std::vector<std::pair<const char*, size_t>>{
+           {"np_ident_hosts", maps.ident_hosts.size()},
            {"np_ident4", maps.ident4.size()},
            {"np_ident6", maps.ident6.size()},
            {"np_endpoints_if", interfaces.size()},
@@ -227,6 +228,9 @@ absl::StatusOr<std::unique_ptr<Generation>> Generation::Load(
   }
   uint32_t zero = 0;
   absl::Status s = Update(g->map_fd("np_config"), "np_config", &zero, &maps.config);
+  for (const auto& [k, v] : maps.ident_hosts) {
+    if (s.ok()) s = Update(g->map_fd("np_ident_hosts"), "np_ident_hosts", &k, &v);
+  }
   for (const auto& [k, v] : maps.ident4) {
     if (s.ok()) s = Update(g->map_fd("np_ident4"), "np_ident4", &k, &v);
   }

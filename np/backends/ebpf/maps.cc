@@ -140,7 +140,12 @@ absl::StatusOr<MapContents> BuildMaps(const ir::CompiledPolicy& ir, uint32_t gen
               absl::StrCat(where, ": CIDR ", text, " leaves the range"));
         }
         np_identity_value v{r.identity()};
-        if (family == 0) {
+        if (prefix->length() == static_cast<int>(n) * 8) {
+          np_endpoint_addr_key k{};
+          k.family = family == 0 ? NP_FAMILY_V4 : NP_FAMILY_V6;
+          std::memcpy(k.addr, net, n);
+          m.ident_hosts.emplace_back(k, v);
+        } else if (family == 0) {
           np_lpm4_key k{};
           k.prefixlen = static_cast<uint32_t>(prefix->length());
           std::memcpy(k.addr, net, 4);
@@ -260,6 +265,12 @@ std::string RenderMaps(const ir::CompiledPolicy& ir, const MapContents& m) {
                   "# what it receives; both tail call np_gen_progs[0], the live generation.\n");
   absl::StrAppend(&out, "np_config[0] = { generation ", m.config.generation, ", flags ",
                   (m.config.flags & NP_CONFIG_ALLOW_SELF) ? "ALLOW_SELF" : "0", " }\n");
+  absl::StrAppend(&out, "np_ident_hosts (hash, ", m.ident_hosts.size(), " entries)\n");
+  for (const auto& [k, v] : m.ident_hosts) {
+    absl::StrAppend(&out, "  ", AddrText(k.family, k.addr),
+                    k.family == NP_FAMILY_V4 ? "/32" : "/128", " -> identity ",
+                    IdentityLabel(ir, v.identity), "\n");
+  }
   absl::StrAppend(&out, "np_ident4 (lpm_trie, ", m.ident4.size(), " entries)\n");
   for (const auto& [k, v] : m.ident4) {
     absl::StrAppend(&out, "  ", AddrText(NP_FAMILY_V4, k.addr), "/", k.prefixlen,
@@ -322,6 +333,9 @@ std::string RenderMaps(const ir::CompiledPolicy& ir, const MapContents& m) {
 }
 
 MapModel::MapModel(const MapContents& maps) : maps_(maps) {
+  for (const auto& [k, v] : maps.ident_hosts) {
+    hosts_[std::string(1, static_cast<char>(k.family)) + Bytes(k.addr, 16)] = v.identity;
+  }
   for (const auto& [k, v] : maps.ident4) {
     ident_[{4000 + static_cast<int>(k.prefixlen), Masked(Bytes(k.addr, 4), k.prefixlen)}] =
         v.identity;
@@ -342,13 +356,22 @@ MapModel::MapModel(const MapContents& maps) : maps_(maps) {
 uint32_t MapModel::Identity(uint8_t family, const uint8_t* addr, std::string* prefix) const {
   int bits = family == NP_FAMILY_V4 ? 32 : 128;
   std::string a = Bytes(addr, static_cast<size_t>(bits / 8));
+  auto host = hosts_.find(std::string(1, static_cast<char>(family)) + a +
+                          std::string(static_cast<size_t>(16 - bits / 8), '\0'));
+  if (host != hosts_.end()) {
+    if (prefix != nullptr) {
+      *prefix = absl::StrCat("np_ident_hosts[", AddrText(family, addr), "]");
+    }
+    return host->second;
+  }
   for (int len = bits; len >= 0; --len) {
     auto it = ident_.find({family * 1000 + len, Masked(a, len)});
     if (it != ident_.end()) {
       if (prefix != nullptr) {
         std::string masked = Masked(a, len);
-        *prefix = absl::StrCat(AddrText(family, reinterpret_cast<const uint8_t*>(masked.data())),
-                               "/", len);
+        *prefix = absl::StrCat(
+            family == NP_FAMILY_V4 ? "np_ident4[" : "np_ident6[",
+            AddrText(family, reinterpret_cast<const uint8_t*>(masked.data())), "/", len, "]");
       }
       return it->second;
     }
@@ -445,9 +468,8 @@ SideTrace MapModel::Side(uint32_t endpoint, uint8_t direction, const PacketView&
     return s;
   }
   s.allowed = Member(v->peer_set, identity);
-  s.steps.push_back(absl::StrCat(who, ": peer ", AddrText(p.family, peer), " np_ident",
-                                 p.family == NP_FAMILY_V4 ? "4[" : "6[", id_prefix,
-                                 "] = identity ", identity, "; np_members[peer set ",
+  s.steps.push_back(absl::StrCat(who, ": peer ", AddrText(p.family, peer), " ", id_prefix,
+                                 " = identity ", identity, "; np_members[peer set ",
                                  v->peer_set, ", identity ", identity, "] ",
                                  s.allowed ? "present -> allowed" : "absent -> denied"));
   return s;

@@ -30,7 +30,8 @@ namespace np::backends::ebpf {
 // interfaces and is filled at Apply from the Attachment (ifindex -> endpoints[id]).
 struct MapContents {
   np_config config{};
-  std::vector<std::pair<np_lpm4_key, np_identity_value>> ident4;
+  std::vector<std::pair<np_endpoint_addr_key, np_identity_value>> ident_hosts;  // /32, /128
+  std::vector<std::pair<np_lpm4_key, np_identity_value>> ident4;  // shorter prefixes
   std::vector<std::pair<np_lpm6_key, np_identity_value>> ident6;
   std::vector<std::pair<np_endpoint_addr_key, np_endpoint>> endpoints_addr;
   std::vector<np_endpoint> endpoints;  // by endpoint id (== index in ir.endpoints)
@@ -40,7 +41,8 @@ struct MapContents {
   std::vector<np_member_key> members;
 
   size_t TotalEntries() const {
-    return 1 + ident4.size() + ident6.size() + endpoints_addr.size() + tables.size() +
+    return 1 + ident_hosts.size() + ident4.size() + ident6.size() + endpoints_addr.size() +
+           tables.size() +
            ports.size() + members.size();
   }
 };
@@ -105,6 +107,7 @@ class MapModel {
 
   const MapContents& maps_;
   std::map<std::pair<int, std::string>, uint32_t> ident_;  // (family*1000+len, masked addr)
+  std::map<std::string, uint32_t> hosts_;  // family byte + 16 address bytes
   std::map<std::string, const np_endpoint*> endpoints_;   // family byte + 16 address bytes
   std::map<std::pair<int, std::string>, const np_port_value*> ports_;  // (len, masked key)
   std::map<std::pair<uint32_t, uint32_t>, bool> members_;

@@ -129,13 +129,22 @@ TEST(BuildMaps, EntryCountsFollowTheIr) {
     ir::CompiledPolicy ir = testing::RandomIr(seed);
     absl::StatusOr<MapContents> maps = BuildMaps(ir);
     ASSERT_TRUE(maps.ok());
-    size_t cidrs4 = 0, cidrs6 = 0, rules = 0, ips = 0;
-    for (const auto& r : ir.ipv4()) cidrs4 += r.cidrs_size();
-    for (const auto& r : ir.ipv6()) cidrs6 += r.cidrs_size();
+    size_t cidrs4 = 0, cidrs6 = 0, hosts = 0, rules = 0, ips = 0;
+    for (const auto& r : ir.ipv4()) {
+      cidrs4 += r.cidrs_size();
+      for (const auto& c : r.cidrs()) hosts += absl::EndsWith(c, "/32") ? 1 : 0;
+    }
+    for (const auto& r : ir.ipv6()) {
+      cidrs6 += r.cidrs_size();
+      for (const auto& c : r.cidrs()) hosts += absl::EndsWith(c, "/128") ? 1 : 0;
+    }
     for (const auto& t : ir.tables()) rules += t.ingress().rules_size() + t.egress().rules_size();
     for (const auto& e : ir.endpoints()) ips += e.ips_size();
-    EXPECT_EQ(maps->ident4.size(), cidrs4);
-    EXPECT_EQ(maps->ident6.size(), cidrs6);
+    // Single addresses go to the hash, the rest to the tries; nothing is lost.
+    EXPECT_EQ(maps->ident_hosts.size(), hosts);
+    EXPECT_EQ(maps->ident4.size() + maps->ident6.size() + hosts, cidrs4 + cidrs6);
+    for (const auto& [k, v] : maps->ident4) EXPECT_LT(k.prefixlen, 32u);
+    for (const auto& [k, v] : maps->ident6) EXPECT_LT(k.prefixlen, 128u);
     EXPECT_EQ(maps->tables.size(), static_cast<size_t>(ir.tables_size()));
     EXPECT_EQ(maps->endpoints_addr.size(), ips);
     EXPECT_GE(maps->ports.size(), rules);
@@ -216,7 +225,8 @@ TEST(Render, ShowsEveryMapReadably) {
   std::unique_ptr<Backend> backend = MakeEbpfBackend();
   absl::StatusOr<std::string> text = backend->Render(ir);
   ASSERT_TRUE(text.ok()) << text.status();
-  for (const char* map : {"np_config", "np_ident4", "np_ident6", "np_endpoints_addr",
+  for (const char* map : {"np_config", "np_ident_hosts", "np_ident4", "np_ident6",
+                          "np_endpoints_addr",
                           "np_endpoints_if", "np_tables", "np_ports", "np_members", "np_ct"}) {
     EXPECT_TRUE(absl::StrContains(*text, map)) << map;
   }

@@ -8,6 +8,7 @@
  * How a packet is decided (one generation of maps, read once per packet):
  *   np_endpoints_if[ifindex]            the endpoint whose host-side veth the program runs on
  *   np_endpoints_addr[family, address]  the other end, when it is also a pod of this node
+ *   np_ident_hosts (hash)               single address (/32, /128: pod IPs) -> identity, else
  *   np_ident4 / np_ident6 (LPM)         address -> identity (every address has exactly one)
  *   np_tables[table]                    isolation flags per direction
  *   np_ports (LPM)                      (table, direction, protocol, destination port) ->
@@ -41,8 +42,10 @@ struct np_config {
 	__u32 flags;      /* NP_CONFIG_* */
 };
 
-/* np_ident4 / np_ident6: BPF_MAP_TYPE_LPM_TRIE. prefixlen counts bits of addr; the
- * entries of one family are the IR's AddressRange.cidrs, disjoint, covering the space. */
+/* The IR's AddressRange.cidrs of one family are disjoint and cover the space. Those of full
+ * length (pod IPs, mostly) go to np_ident_hosts, a BPF_MAP_TYPE_HASH keyed by
+ * np_endpoint_addr_key, looked up first; the others to np_ident4 / np_ident6,
+ * BPF_MAP_TYPE_LPM_TRIE (prefixlen counts bits of addr), looked up when the hash misses. */
 struct np_lpm4_key {
 	__u32 prefixlen;
 	__u8 addr[4]; /* network order */
@@ -65,6 +68,7 @@ struct np_endpoint {
 	__u8 flags;  /* NP_ENDPOINT_* */
 	__u8 pad[3];
 };
+/* Also the key of np_ident_hosts. */
 struct np_endpoint_addr_key {
 	__u8 family; /* NP_FAMILY_V4 or NP_FAMILY_V6 */
 	__u8 pad[3];

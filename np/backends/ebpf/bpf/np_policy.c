@@ -52,6 +52,13 @@ struct {
 } np_config SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct np_endpoint_addr_key);
+	__type(value, struct np_identity_value);
+} np_ident_hosts SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 1);
@@ -356,7 +363,11 @@ static __always_inline int parse(struct __sk_buff *skb, struct np_pkt *p)
 
 static __always_inline __u32 identity_of(__u8 family, const __u8 *addr)
 {
-	struct np_identity_value *v;
+	struct np_endpoint_addr_key hk = {.family = family};
+	__builtin_memcpy(hk.addr, addr, 16); /* IPv4: addr[4..15] are zero in np_pkt */
+	struct np_identity_value *v = bpf_map_lookup_elem(&np_ident_hosts, &hk);
+	if (v)
+		return v->identity;
 	if (family == NP_FAMILY_V4) {
 		struct np_lpm4_key k = {.prefixlen = 32};
 		__builtin_memcpy(k.addr, addr, 4);
@@ -555,8 +566,15 @@ static __noinline int np_decide(struct __sk_buff *skb, __u32 hook)
 		allowed = 1;
 		if (p.icmp != NP_ICMP_ERROR) {
 			ct_key_of(&ck, &p.t, &p, ifindex, hook, 0);
-			struct np_ct_value v = {.last_seen_ns = now, .generation = cfg->generation};
-			bpf_map_update_elem(&np_ct, &ck, &v, BPF_ANY);
+			struct np_ct_value *old = bpf_map_lookup_elem(&np_ct, &ck);
+			if (old) { /* a retransmitted SYN, or a flow of an older generation */
+				old->last_seen_ns = now;
+				old->generation = cfg->generation;
+			} else {
+				struct np_ct_value v = {.last_seen_ns = now,
+							.generation = cfg->generation};
+				bpf_map_update_elem(&np_ct, &ck, &v, BPF_ANY);
+			}
 		}
 	}
 	if (p.frag == NP_FRAG_FIRST) {
