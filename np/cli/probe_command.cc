@@ -16,6 +16,7 @@
 #include "np/cli/cli.h"
 #include "np/probe/agent.h"
 #include "np/probe/harness.h"
+#include "np/testing/expectation.h"
 
 ABSL_DECLARE_FLAG(std::string, output);
 ABSL_DECLARE_FLAG(std::string, port);
@@ -29,7 +30,7 @@ ABSL_FLAG(bool, each, false,
           "scenario; namespaces are reused while the pods stay the same.");
 ABSL_FLAG(bool, cleanup, false,
           "probe: remove namespaces left by probe runs that are no longer running, then exit.");
-ABSL_FLAG(int, timeout_ms, 400, "probe: time each probe waits for an answer (ms).");
+ABSL_FLAG(int, timeout_ms, 250, "probe: time each probe waits for an answer (ms).");
 ABSL_FLAG(int, retry_timeout_ms, 3000,
           "probe: a probe the engine allows that got no answer is retried once with this "
           "timeout (ms) before it counts as a mismatch.");
@@ -37,6 +38,12 @@ ABSL_FLAG(std::string, swap_with, "",
           "probe: the update test. FILE with a second policy set over the same pods: the "
           "backend's program is swapped between -f and FILE --swaps times while probing.");
 ABSL_FLAG(int, swaps, 50, "probe --swap-with: how many times the program is replaced.");
+ABSL_FLAG(std::string, external, "",
+          "probe: addresses outside the cluster (comma-separated) to probe to and from every "
+          "pod; the IP ends of the files' expectation flows are added.");
+ABSL_FLAG(bool, sample_external, true,
+          "probe: also probe one address of every non-pod address range of the compiled "
+          "program (each CIDR class of the ipBlocks); --nosample-external turns it off.");
 ABSL_FLAG(std::string, agent, "",
           "probe: the probe agent's binary (default: this netpol, as `netpol probe-agent`).");
 
@@ -109,6 +116,24 @@ std::string JsonString(absl::string_view s) {
   return out + "\"";
 }
 
+// The IP address ends of the ReachabilityExpectation flows of these files (np/testing).
+std::vector<IpAddress> FlowAddresses(const std::vector<std::string>& files) {
+  std::vector<IpAddress> out;
+  for (const std::string& file : ScenarioFiles(files)) {
+    absl::StatusOr<std::vector<np::testing::Expectation>> expectations =
+        np::testing::ReadExpectations(file);
+    if (!expectations.ok()) continue;  // not an expectation file: nothing to add
+    for (const np::testing::Expectation& e : *expectations) {
+      for (const np::testing::FlowExpectation& f : e.flows) {
+        for (const std::string& end : {f.from, f.to}) {
+          if (absl::StatusOr<IpAddress> a = IpAddress::Parse(end); a.ok()) out.push_back(*a);
+        }
+      }
+    }
+  }
+  return out;
+}
+
 int OnInterrupt(probe::Harness& harness) {
   (void)harness.Close();
   std::cerr << "netpol probe: interrupted; namespaces removed\n";
@@ -161,6 +186,16 @@ int RunProbe(const Args& args, int argc, char** argv) {
       options.retry_timeout_ms > 60000) {
     return Fail(absl::InvalidArgumentError("--timeout-ms and --retry-timeout-ms: 10 to 60000"));
   }
+  for (absl::string_view part :
+       absl::StrSplit(absl::GetFlag(FLAGS_external), ',', absl::SkipWhitespace())) {
+    absl::StatusOr<IpAddress> a = IpAddress::Parse(part);
+    if (!a.ok()) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat("bad --external address \"", part, "\"")));
+    }
+    options.external_addresses.push_back(*a);
+  }
+  options.sample_external = absl::GetFlag(FLAGS_sample_external);
+  const std::vector<IpAddress> given_externals = options.external_addresses;
   std::string agent = absl::GetFlag(FLAGS_agent);
   options.agent_command = agent.empty() ? std::vector<std::string>{"/proc/self/exe", "probe-agent"}
                                         : std::vector<std::string>{agent};
@@ -190,6 +225,9 @@ int RunProbe(const Args& args, int argc, char** argv) {
   if (!absl::GetFlag(FLAGS_each)) {
     absl::StatusOr<Cluster> cluster = LoadCluster(args, /*print_warnings=*/false);
     if (!cluster.ok()) return Fail(cluster.status());
+    std::vector<IpAddress> externals = given_externals;
+    for (const IpAddress& a : FlowAddresses(args.files)) externals.push_back(a);
+    harness.set_external_addresses(externals);
     absl::StatusOr<probe::ScenarioReport> report =
         harness.Probe(*cluster, args.files.size() == 1 ? args.files[0] : "");
     if (probe::Interrupted()) return OnInterrupt(harness);
@@ -219,6 +257,9 @@ int RunProbe(const Args& args, int argc, char** argv) {
     Args one;
     one.files = {file};
     absl::StatusOr<Cluster> cluster = LoadCluster(one, /*print_warnings=*/false);
+    std::vector<IpAddress> externals = given_externals;
+    for (const IpAddress& a : FlowAddresses({file})) externals.push_back(a);
+    harness.set_external_addresses(externals);
     absl::StatusOr<probe::ScenarioReport> report =
         cluster.ok() ? harness.Probe(*cluster, file) : cluster.status();
     if (probe::Interrupted()) return OnInterrupt(harness);

@@ -122,6 +122,8 @@ struct Probe {
   Proto proto = Proto::kTcp;
   sockaddr_storage address{};
   socklen_t address_len = 0;
+  sockaddr_storage source{};  // bound before connect when source_len > 0
+  socklen_t source_len = 0;
   int timeout_ms = 1000;
   int fd = -1;
   int64_t start = 0;
@@ -310,7 +312,7 @@ class Agent {
   void Command(const std::string& line) {
     std::vector<std::string> w = SplitWords(line);
     if (w.empty()) return;
-    if (w[0] == "probe" && w.size() == 6) {
+    if (w[0] == "probe" && (w.size() == 6 || w.size() == 7)) {
       auto probe = std::make_unique<Probe>();
       probe->id = w[1];
       uint16_t port = 0;
@@ -319,6 +321,12 @@ class Agent {
           !ParseAddress(w[3], port, &probe->address, &probe->address_len) || timeout <= 0 ||
           timeout > 600000) {
         Emit("result " + w[1] + " error 0 bad-probe-command");
+        return;
+      }
+      if (w.size() == 7 &&
+          (!ParseAddress(w[6], 0, &probe->source, &probe->source_len) ||
+           probe->source.ss_family != probe->address.ss_family)) {
+        Emit("result " + w[1] + " error 0 bad-source-address");
         return;
       }
       probe->timeout_ms = timeout;
@@ -452,6 +460,13 @@ class Agent {
       return;
     }
     p->fd = fd;
+    if (p->source_len > 0 &&
+        bind(fd, reinterpret_cast<sockaddr*>(&p->source), p->source_len) != 0) {
+      int e = errno;
+      Result(*p, "error", std::string("bind:") + std::strerror(e));
+      CloseProbe(p);
+      return;
+    }
     int r = connect(fd, reinterpret_cast<sockaddr*>(&p->address), p->address_len);
     if (r != 0 && errno != EINPROGRESS) {
       int e = errno;

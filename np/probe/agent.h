@@ -12,7 +12,9 @@
 //       when every target answered.
 //
 // Control protocol (serve --control), one command per line on stdin; answers on stdout:
-//   probe ID PROTO ADDRESS PORT TIMEOUT_MS  -> result ID STATUS MILLIS DETAIL   (asynchronous)
+//   probe ID PROTO ADDRESS PORT TIMEOUT_MS [SOURCE]
+//                                           -> result ID STATUS MILLIS DETAIL   (asynchronous;
+//                                              SOURCE: the local address to send from)
 //   listen PROTO PORT                       -> listening PROTO PORT | error listen ...: why
 //   ping                                    -> pong   (answered after every earlier line)
 //   quit                                    -> the agent exits

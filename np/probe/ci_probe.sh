@@ -23,7 +23,12 @@ fi
 
 start=$(date +%s)
 bazel build //np/cli:netpol || exit 2
-NETPOL=bazel-bin/np/cli/netpol
+# A private copy: the bazel-bin symlink and the file behind it may change under a shared
+# Bazel server while the probes run.
+tmpdir=$(mktemp -d)
+trap 'rm -rf "$tmpdir"' EXIT
+cp "$(bazel info bazel-bin 2>/dev/null)/np/cli/netpol" "$tmpdir/netpol" || exit 2
+NETPOL=$tmpdir/netpol
 failed=""
 
 step() {
@@ -57,17 +62,15 @@ json_matches_matrix() {
   for f in default-deny-ingress egress-cidr-except ingress-from-namespace-on-one-named-port; do
     file=testdata/upstream/$f.yaml
     "$NETPOL" matrix --allow-self --port 80,81 --protocol TCP,UDP -o json -f "$file" \
-      >/tmp/np-ci-matrix.$$.json || return 1
+      >"$tmpdir/matrix.json" || return 1
     "$NETPOL" probe --backend "$1" --port 80,81 --protocol TCP,UDP -o json -f "$file" \
-      >/tmp/np-ci-probe.$$.json || return 1
-    if ! cmp -s /tmp/np-ci-matrix.$$.json /tmp/np-ci-probe.$$.json; then
+      >"$tmpdir/probe.json" || return 1
+    if ! cmp -s "$tmpdir/matrix.json" "$tmpdir/probe.json"; then
       echo "probe -o json differs from matrix --allow-self -o json on $file"
-      diff /tmp/np-ci-matrix.$$.json /tmp/np-ci-probe.$$.json | head -5
-      rm -f /tmp/np-ci-matrix.$$.json /tmp/np-ci-probe.$$.json
+      diff "$tmpdir/matrix.json" "$tmpdir/probe.json" | head -5
       return 1
     fi
   done
-  rm -f /tmp/np-ci-matrix.$$.json /tmp/np-ci-probe.$$.json
 }
 
 update_tests() {

@@ -126,10 +126,14 @@ absl::Status Harness::PrepareNetwork(const Cluster& cluster, std::vector<std::st
   return absl::OkStatus();
 }
 
-absl::Status Harness::Install(const Cluster& cluster) {
+absl::Status Harness::Install(const Cluster& cluster, std::vector<ir::AddressRange>* ranges) {
   for (const std::string& node : network_->nodes()) {
     absl::StatusOr<ir::CompiledPolicy> ir = CompileNode(cluster, options_.evaluation, node);
     if (!ir.ok()) return ir.status();
+    if (ranges != nullptr) {
+      ranges->insert(ranges->end(), ir->ipv4().begin(), ir->ipv4().end());
+      ranges->insert(ranges->end(), ir->ipv6().begin(), ir->ipv6().end());
+    }
     std::unique_ptr<backends::Backend>& backend = backends_[node];
     if (backend == nullptr) {
       backend = options_.backend_factory ? options_.backend_factory()
@@ -149,6 +153,83 @@ absl::Status Harness::Install(const Cluster& cluster) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// Addresses no test network may use: unspecified, loopback, link-local (the gateways),
+// multicast, broadcast, class E, IPv4-mapped.
+bool Special(const IpAddress& a) {
+  if (a.is_v4()) {
+    uint32_t v = a.v4();
+    return (v >> 24) == 0 || (v >> 24) == 127 || (v >> 16) == 0xa9fe || (v >> 28) >= 0xe;
+  }
+  uint64_t hi = a.hi(), lo = a.lo();
+  if (hi == 0 && (lo <= 1 || (lo >> 32) == 0xffff)) return true;  // ::, ::1, ::ffff:0:0/96
+  return (hi >> 54) == (0xfe80ull >> 6) || (hi >> 56) == 0xff;      // fe80::/10, ff00::/8
+}
+
+IpAddress FromBytes(const std::string& b) {
+  const auto* u = reinterpret_cast<const uint8_t*>(b.data());
+  if (b.size() == 4) {
+    return IpAddress::V4((uint32_t{u[0]} << 24) | (uint32_t{u[1]} << 16) | (uint32_t{u[2]} << 8) | u[3]);
+  }
+  return IpAddress::V6Bytes(u);
+}
+
+// The middle of [first, last] (byte strings of one length).
+std::string Middle(const std::string& first, const std::string& last) {
+  // (first + last) / 2, computed on bytes with a carry.
+  std::string sum(first.size() + 1, '\0');
+  int carry = 0;
+  for (int i = static_cast<int>(first.size()) - 1; i >= 0; --i) {
+    int v = static_cast<uint8_t>(first[i]) + static_cast<uint8_t>(last[i]) + carry;
+    sum[i + 1] = static_cast<char>(v & 0xff);
+    carry = v >> 8;
+  }
+  sum[0] = static_cast<char>(carry);
+  std::string half(first.size(), '\0');
+  int rest = 0;
+  for (size_t i = 0; i < sum.size(); ++i) {
+    int v = rest * 256 + static_cast<uint8_t>(sum[i]);
+    if (i > 0) half[i - 1] = static_cast<char>(v / 2);
+    rest = v % 2;
+  }
+  return half;
+}
+
+}  // namespace
+
+std::vector<IpAddress> Harness::Externals(const std::vector<ir::AddressRange>& ranges,
+                                          const Cluster& cluster) const {
+  auto probed = [&](const IpAddress& a) {
+    return std::find(options_.families.begin(), options_.families.end(), a.family()) !=
+           options_.families.end();
+  };
+  std::set<IpAddress> out;
+  for (const IpAddress& a : options_.external_addresses) {
+    if (probed(a) && !cluster.PodByIp(a)) out.insert(a);
+  }
+  if (options_.sample_external) {
+    std::vector<IpAddress> sampled[2];
+    for (const ir::AddressRange& r : ranges) {
+      if (!r.pod().empty() || r.first().size() != r.last().size()) continue;
+      for (const std::string& candidate : {Middle(r.first(), r.last()), r.first(), r.last()}) {
+        IpAddress a = FromBytes(candidate);
+        if (Special(a) || cluster.PodByIp(a) || !probed(a)) continue;
+        sampled[a.is_v6() ? 1 : 0].push_back(a);
+        break;
+      }
+    }
+    for (std::vector<IpAddress>& v : sampled) {
+      std::sort(v.begin(), v.end());
+      v.erase(std::unique(v.begin(), v.end()), v.end());
+      // At most 16 per family, spread over the space.
+      const size_t n = v.size();
+      for (size_t k = 0; k < std::min<size_t>(n, 16); ++k) out.insert(v[k * n / std::min<size_t>(n, 16)]);
+    }
+  }
+  return std::vector<IpAddress>(out.begin(), out.end());
+}
+
 absl::StatusOr<ScenarioReport> Harness::Probe(const Cluster& cluster, absl::string_view name) {
   absl::Time start = absl::Now();
   ScenarioReport report;
@@ -161,7 +242,10 @@ absl::StatusOr<ScenarioReport> Harness::Probe(const Cluster& cluster, absl::stri
   }
   if (absl::Status s = PrepareNetwork(cluster, &report.notes); !s.ok()) return s;
   report.nodes = network_->nodes();
-  if (absl::Status s = Install(cluster); !s.ok()) return s;
+  std::vector<ir::AddressRange> ranges;
+  if (absl::Status s = Install(cluster, &ranges); !s.ok()) return s;
+  report.externals = Externals(ranges, cluster);
+  if (absl::Status s = network_->SetExternalAddresses(report.externals); !s.ok()) return s;
   if (absl::Status s = network_->FlushConntrack(); !s.ok()) return s;
   std::vector<Protocol> protocols = ProbedProtocols(&report.notes);
   std::vector<uint16_t> ports = ProbedPorts(cluster);
@@ -210,8 +294,8 @@ absl::StatusOr<ScenarioReport> Harness::Probe(const Cluster& cluster, absl::stri
             ProbeCell& cell = m.cells[static_cast<size_t>(s) * n + d];
             cell.probed = true;
             cell.expected = s == d || (*engine)->AllowedPacket(*src, *dst, protocol, port);
-            requests.push_back(
-                ProbeRequest{net_index[s], *dst, protocol, port, options_.timeout_ms});
+            requests.push_back(ProbeRequest{net_index[s], std::nullopt, *dst, protocol, port,
+                                            options_.timeout_ms});
             where.push_back({mi, static_cast<size_t>(s) * n + d});
           }
         }
@@ -219,26 +303,73 @@ absl::StatusOr<ScenarioReport> Harness::Probe(const Cluster& cluster, absl::stri
       }
     }
   }
+  // Pods and the external addresses, both ways.
+  struct ExternalWhere {
+    size_t matrix;
+    size_t cell;
+    bool inbound;
+  };
+  std::vector<ExternalWhere> external_where;
+  const size_t first_external_request = requests.size();
+  const size_t ne = report.externals.size();
+  if (ne > 0) {
+    for (Protocol protocol : protocols) {
+      for (uint16_t port : ports) {
+        ExternalMatrix m;
+        m.protocol = protocol;
+        m.port = port;
+        m.inbound.resize(ne * n);
+        m.outbound.resize(ne * n);
+        size_t mi = report.external_matrices.size();
+        for (size_t e = 0; e < ne; ++e) {
+          const IpAddress& ext = report.externals[e];
+          for (int p = 0; p < n; ++p) {
+            const IpAddress* pod = AddressOf(report.pod_ips[p], ext.family());
+            if (pod == nullptr || net_index[p] < 0) continue;
+            ProbeCell& in = m.inbound[e * n + p];
+            in.probed = true;
+            in.expected = (*engine)->AllowedPacket(ext, *pod, protocol, port);
+            requests.push_back(ProbeRequest{network_->external_agent(), ext, *pod, protocol,
+                                            port, options_.timeout_ms});
+            external_where.push_back({mi, e * n + p, true});
+            ProbeCell& out = m.outbound[e * n + p];
+            out.probed = true;
+            out.expected = (*engine)->AllowedPacket(*pod, ext, protocol, port);
+            requests.push_back(ProbeRequest{net_index[p], std::nullopt, ext, protocol, port,
+                                            options_.timeout_ms});
+            external_where.push_back({mi, e * n + p, false});
+          }
+        }
+        report.external_matrices.push_back(std::move(m));
+      }
+    }
+  }
+  auto cell_of = [&](size_t r) -> ProbeCell& {
+    if (r < first_external_request) return report.matrices[where[r].matrix].cells[where[r].cell];
+    const ExternalWhere& w = external_where[r - first_external_request];
+    ExternalMatrix& m = report.external_matrices[w.matrix];
+    return w.inbound ? m.inbound[w.cell] : m.outbound[w.cell];
+  };
   absl::StatusOr<std::vector<ProbeOutcome>> outcomes = network_->Run(requests);
   if (!outcomes.ok()) return outcomes.status();
   std::vector<ProbeRequest> retry;
-  std::vector<Where> retry_where;
+  std::vector<size_t> retry_of;
   for (size_t r = 0; r < requests.size(); ++r) {
-    ProbeCell& cell = report.matrices[where[r].matrix].cells[where[r].cell];
+    ProbeCell& cell = cell_of(r);
     cell.observed = (*outcomes)[r].connected();
     cell.status = (*outcomes)[r].status;
     if (cell.expected && !cell.observed) {
       ProbeRequest again = requests[r];
       again.timeout_ms = options_.retry_timeout_ms;
       retry.push_back(again);
-      retry_where.push_back(where[r]);
+      retry_of.push_back(r);
     }
   }
   if (!retry.empty()) {
     absl::StatusOr<std::vector<ProbeOutcome>> again = network_->Run(retry);
     if (!again.ok()) return again.status();
     for (size_t r = 0; r < retry.size(); ++r) {
-      ProbeCell& cell = report.matrices[retry_where[r].matrix].cells[retry_where[r].cell];
+      ProbeCell& cell = cell_of(retry_of[r]);
       cell.observed = (*again)[r].connected();
       cell.status = (*again)[r].status;
     }
@@ -247,6 +378,10 @@ absl::StatusOr<ScenarioReport> Harness::Probe(const Cluster& cluster, absl::stri
   report.retried = static_cast<int>(retry.size());
   for (const ProbeMatrix& m : report.matrices) {
     for (const ProbeCell& c : m.cells) report.mismatches += c.mismatch() ? 1 : 0;
+  }
+  for (const ExternalMatrix& m : report.external_matrices) {
+    for (const ProbeCell& c : m.inbound) report.mismatches += c.mismatch() ? 1 : 0;
+    for (const ProbeCell& c : m.outbound) report.mismatches += c.mismatch() ? 1 : 0;
   }
   report.elapsed = absl::Now() - start;
   return report;
@@ -308,8 +443,8 @@ absl::StatusOr<UpdateReport> Harness::UpdateTest(const Cluster& a, const Cluster
             bool in_a = (*engine_a)->AllowedPacket(*src, *dst, protocol, port);
             bool in_b = (*engine_b)->AllowedPacket(*src, *dst, protocol, port);
             if (in_a != in_b) continue;
-            requests.push_back(
-                ProbeRequest{static_cast<int>(s), *dst, protocol, port, timeout_ms});
+            requests.push_back(ProbeRequest{static_cast<int>(s), std::nullopt, *dst, protocol,
+                                            port, timeout_ms});
             must_deny.push_back(!in_a);
             label.push_back(absl::StrCat(FamilyName(family), " ", ProtocolName(protocol), "/",
                                          port, " ", pods[s].key, " -> ", pods[d].key));
@@ -445,7 +580,11 @@ std::string FormatText(const ScenarioReport& report, bool tables) {
                   report.nodes.size() == 1 && report.nodes[0].empty()
                       ? "one node"
                       : absl::StrJoin(report.nodes, ", "),
-                  ": ", n, " pods; ", absl::StrJoin(families, "+"), "; ",
+                  ": ", n, " pods",
+                  report.externals.empty() ? ""
+                                           : absl::StrCat(" and ", report.externals.size(),
+                                                          " external addresses"),
+                  "; ", absl::StrJoin(families, "+"), "; ",
                   absl::StrJoin(protocols, ","), " on port(s) ", absl::StrJoin(ports, ","),
                   "\n");
   for (const std::string& note : report.notes) absl::StrAppend(&out, "note: ", note, "\n");
@@ -473,6 +612,33 @@ std::string FormatText(const ScenarioReport& report, bool tables) {
     absl::StrAppend(&out,
                     "\nrows: source pod; columns: destination pod; \".\" connected, \"X\" did "
                     "not, \"-\" not probed, \"!\" differs from the engine\n");
+    if (!report.external_matrices.empty()) {
+      size_t ext_width = 5;
+      for (const IpAddress& e : report.externals) ext_width = std::max(ext_width, e.ToString().size());
+      for (const ExternalMatrix& m : report.external_matrices) {
+        std::string title = absl::StrCat("external ", ProtocolName(m.protocol), "/", m.port);
+        size_t first = std::max(ext_width, title.size());
+        absl::StrAppend(&out, "\n", absl::StrFormat("%-*s", first, title));
+        for (const std::string& p : report.pods) absl::StrAppend(&out, " ", absl::StrFormat("%*s", width, p));
+        absl::StrAppend(&out, "\n");
+        for (size_t e = 0; e < report.externals.size(); ++e) {
+          absl::StrAppend(&out, absl::StrFormat("%-*s", first, report.externals[e].ToString()));
+          for (size_t p = 0; p < n; ++p) {
+            auto symbol = [](const ProbeCell& c) {
+              std::string s = !c.probed ? "-" : c.observed ? "." : "X";
+              return c.mismatch() ? "!" + s : s;
+            };
+            absl::StrAppend(&out, " ", absl::StrFormat("%*s", width,
+                                                       absl::StrCat(symbol(m.inbound[e * n + p]), "/",
+                                                                    symbol(m.outbound[e * n + p]))));
+          }
+          absl::StrAppend(&out, "\n");
+        }
+      }
+      absl::StrAppend(&out,
+                      "\nexternal: rows: an address outside the cluster; each cell \"in/out\": "
+                      "from that address to the pod, and from the pod to it\n");
+    }
   }
   if (report.mismatches > 0) {
     absl::StrAppend(&out, "\nmismatches with the engine:\n");
@@ -488,6 +654,24 @@ std::string FormatText(const ScenarioReport& report, bool tables) {
                           c.observed ? "connected" : absl::StrCat("not connected (", c.status, ")"),
                           ", the engine ", c.expected ? "allows" : "denies",
                           s == d ? " (self)" : "", "\n");
+        }
+      }
+    }
+  }
+  if (report.mismatches > 0) {
+    for (const ExternalMatrix& m : report.external_matrices) {
+      for (size_t e = 0; e < report.externals.size(); ++e) {
+        for (size_t p = 0; p < n; ++p) {
+          for (bool inbound : {true, false}) {
+            const ProbeCell& c = inbound ? m.inbound[e * n + p] : m.outbound[e * n + p];
+            if (!c.mismatch()) continue;
+            std::string ext = report.externals[e].ToString();
+            absl::StrAppend(&out, "  external ", ProtocolName(m.protocol), "/", m.port, " ",
+                            inbound ? ext : report.pods[p], " -> ",
+                            inbound ? report.pods[p] : ext, ": ",
+                            c.observed ? "connected" : absl::StrCat("not connected (", c.status, ")"),
+                            ", the engine ", c.expected ? "allows" : "denies", "\n");
+          }
         }
       }
     }

@@ -59,7 +59,13 @@ struct HarnessOptions {
   std::vector<uint16_t> ports;
   std::vector<AddressFamily> families = {AddressFamily::kIPv4, AddressFamily::kIPv6};
   EvaluationOptions evaluation;
-  int timeout_ms = 400;
+  // Peers outside the cluster, probed to and from every pod of their family (one more
+  // namespace). sample_external adds one address of every address range of the IR that is
+  // not a pod's (every CIDR class the policies' ipBlocks and excepts make; at most 16 per
+  // family), so that ipBlocks are checked on addresses outside the cluster too.
+  std::vector<IpAddress> external_addresses;
+  bool sample_external = true;
+  int timeout_ms = 250;
   int retry_timeout_ms = 3000;
   // argv prefix that runs np/probe/agent.h's AgentMain (e.g. the probe_agent binary).
   std::vector<std::string> agent_command;
@@ -80,6 +86,15 @@ struct ProbeMatrix {
   std::vector<ProbeCell> cells;  // pods.size() squared, row-major: row source, column dest
 };
 
+// Flows between the pods and addresses outside the cluster, for one protocol and port.
+struct ExternalMatrix {
+  Protocol protocol = Protocol::kTCP;
+  uint16_t port = 0;
+  // [e * pods + p]: inbound is external e -> pod p (ingress only), outbound pod p ->
+  // external e (egress only); not probed when p has no address of e's family.
+  std::vector<ProbeCell> inbound, outbound;
+};
+
 struct ScenarioReport {
   std::string name;                 // the input file, when known
   std::string backend;
@@ -87,6 +102,8 @@ struct ScenarioReport {
   std::vector<std::string> pods;    // every pod of the cluster, "namespace/name", its order
   std::vector<std::vector<IpAddress>> pod_ips;
   std::vector<ProbeMatrix> matrices;  // protocols outer, ports, then families inner
+  std::vector<IpAddress> externals;   // the external addresses probed
+  std::vector<ExternalMatrix> external_matrices;  // per protocol and port
   std::vector<std::string> notes;
   int probes = 0;
   int retried = 0;
@@ -126,12 +143,20 @@ class Harness {
   absl::StatusOr<UpdateReport> UpdateTest(const Cluster& a, const Cluster& b, int swaps,
                                           absl::Duration max_time = absl::Seconds(60));
 
+  // Replaces HarnessOptions::external_addresses for the next Probe().
+  void set_external_addresses(std::vector<IpAddress> addresses) {
+    options_.external_addresses = std::move(addresses);
+  }
+
   // Removes the backend's programs and the namespaces. Idempotent.
   absl::Status Close();
 
  private:
   absl::Status PrepareNetwork(const Cluster& cluster, std::vector<std::string>* notes);
-  absl::Status Install(const Cluster& cluster);
+  // Applies each node's program; `ranges` (if given) receives every IR's address ranges.
+  absl::Status Install(const Cluster& cluster, std::vector<ir::AddressRange>* ranges = nullptr);
+  std::vector<IpAddress> Externals(const std::vector<ir::AddressRange>& ranges,
+                                   const Cluster& cluster) const;
   std::vector<Protocol> ProbedProtocols(std::vector<std::string>* notes) const;
   std::vector<uint16_t> ProbedPorts(const Cluster& cluster) const;
 

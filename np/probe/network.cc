@@ -41,7 +41,14 @@ volatile std::sig_atomic_t g_signal = 0;
 void OnSignal(int signal) { g_signal = signal; }
 
 // Locally administered MACs: 02:6e:70:<kind>:<index>.
-enum MacKind { kPodEth0 = 1, kHostVeth = 2, kNodeUplink = 3, kFabricPort = 4 };
+enum MacKind {
+  kPodEth0 = 1,
+  kHostVeth = 2,
+  kNodeUplink = 3,
+  kFabricPort = 4,
+  kExternalEth0 = 5,
+  kExternalHost = 6
+};
 std::string Mac(MacKind kind, int index) {
   return absl::StrFormat("02:6e:70:%02x:%02x:%02x", static_cast<int>(kind), (index >> 8) & 0xff,
                          index & 0xff);
@@ -265,7 +272,12 @@ absl::StatusOr<std::unique_ptr<TestNetwork>> TestNetwork::Create(
   return network;
 }
 
+std::string TestNetwork::AgentName(size_t index) const {
+  return index < spec_.pods.size() ? spec_.pods[index].key : "the external addresses";
+}
+
 absl::Status TestNetwork::Build(const std::vector<std::string>& agent_command) {
+  agent_command_ = agent_command;
   if (spec_.pods.size() > 65535) {
     return absl::InvalidArgumentError("the harness supports at most 65535 pods");
   }
@@ -359,7 +371,10 @@ absl::Status TestNetwork::Build(const std::vector<std::string>& agent_command) {
   }
   agents_.resize(spec_.pods.size());
   for (size_t i = 0; i < spec_.pods.size(); ++i) {
-    if (absl::Status s = StartAgent(static_cast<int>(i), agent_command); !s.ok()) return s;
+    if (absl::Status s = StartAgent(static_cast<int>(i), PodNetns(static_cast<int>(i)));
+        !s.ok()) {
+      return s;
+    }
   }
   // Every agent says "ready" once it runs in its namespace.
   std::vector<std::string> nothing(agents_.size(), "ping\n");
@@ -368,7 +383,7 @@ absl::Status TestNetwork::Build(const std::vector<std::string>& agent_command) {
       nothing,
       [&](int i, const std::string& line) {
         if (line == "pong") return true;
-        if (line != "ready") failures.push_back(absl::StrCat(spec_.pods[i].key, ": ", line));
+        if (line != "ready") failures.push_back(absl::StrCat(AgentName(i), ": ", line));
         return false;
       },
       absl::Now() + absl::Seconds(10));
@@ -379,9 +394,9 @@ absl::Status TestNetwork::Build(const std::vector<std::string>& agent_command) {
   return s;
 }
 
-absl::Status TestNetwork::StartAgent(int pod, const std::vector<std::string>& agent_command) {
-  if (agent_command.empty()) return absl::InvalidArgumentError("no probe agent command");
-  std::string path = absl::StrCat(kNetnsDir, "/", PodNetns(pod));
+absl::Status TestNetwork::StartAgent(int index, const std::string& netns) {
+  if (agent_command_.empty()) return absl::InvalidArgumentError("no probe agent command");
+  std::string path = absl::StrCat(kNetnsDir, "/", netns);
   int nsfd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (nsfd < 0) {
     return absl::InternalError(absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
@@ -397,7 +412,7 @@ absl::Status TestNetwork::StartAgent(int pod, const std::vector<std::string>& ag
     close(in_pipe[1]);
     return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
   }
-  std::vector<std::string> argv = agent_command;
+  std::vector<std::string> argv = agent_command_;
   argv.push_back("serve");
   argv.push_back("--control");
   std::vector<char*> args;
@@ -429,7 +444,7 @@ absl::Status TestNetwork::StartAgent(int pod, const std::vector<std::string>& ag
   close(nsfd);
   close(in_pipe[0]);
   close(out_pipe[1]);
-  Agent& agent = agents_[pod];
+  Agent& agent = agents_[index];
   agent.pid = pid;
   agent.in_fd = in_pipe[1];
   agent.out_fd = out_pipe[0];
@@ -452,7 +467,7 @@ absl::Status TestNetwork::Exchange(const std::vector<std::string>& outgoing,
     if (now >= deadline) {
       std::vector<std::string> late;
       for (size_t i = 0; i < n; ++i) {
-        if (!done[i]) late.push_back(spec_.pods[i].key);
+        if (!done[i]) late.push_back(AgentName(i));
       }
       return absl::DeadlineExceededError(absl::StrCat(
           "probe agents did not answer in time: ", absl::StrJoin(late, ", ")));
@@ -462,7 +477,7 @@ absl::Status TestNetwork::Exchange(const std::vector<std::string>& outgoing,
     for (size_t i = 0; i < n; ++i) {
       if (done[i]) continue;
       if (agents_[i].out_fd < 0) {
-        return absl::InternalError(absl::StrCat("the probe agent of ", spec_.pods[i].key,
+        return absl::InternalError(absl::StrCat("the probe agent of ", AgentName(i),
                                                 " is not running"));
       }
       fds.push_back({agents_[i].out_fd, POLLIN, 0});
@@ -488,7 +503,7 @@ absl::Status TestNetwork::Exchange(const std::vector<std::string>& outgoing,
                           outgoing[i].size() - written[i]);
         if (w > 0) written[i] += static_cast<size_t>(w);
         if (w < 0 && errno != EAGAIN && errno != EINTR) {
-          return absl::InternalError(absl::StrCat("the probe agent of ", spec_.pods[i].key,
+          return absl::InternalError(absl::StrCat("the probe agent of ", AgentName(i),
                                                   " stopped reading: ", std::strerror(errno)));
         }
         continue;
@@ -497,7 +512,7 @@ absl::Status TestNetwork::Exchange(const std::vector<std::string>& outgoing,
       ssize_t got = read(agent.out_fd, buf, sizeof(buf));
       if (got == 0) {
         return absl::InternalError(
-            absl::StrCat("the probe agent of ", spec_.pods[i].key, " exited"));
+            absl::StrCat("the probe agent of ", AgentName(i), " exited"));
       }
       if (got < 0) continue;
       agent.buffer.append(buf, static_cast<size_t>(got));
@@ -533,7 +548,7 @@ absl::Status TestNetwork::EnsureListening(
       [&](int i, const std::string& line) {
         if (line == "pong") return true;
         if (absl::StartsWith(line, "error")) {
-          errors.push_back(absl::StrCat(spec_.pods[i].key, ": ", line));
+          errors.push_back(absl::StrCat(AgentName(i), ": ", line));
         }
         return false;
       },
@@ -548,6 +563,91 @@ absl::Status TestNetwork::EnsureListening(
       agent.listening.insert({static_cast<int>(protocol), port});
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status TestNetwork::SetExternalAddresses(const std::vector<IpAddress>& wanted_in) {
+  std::vector<IpAddress> wanted = wanted_in;
+  std::sort(wanted.begin(), wanted.end());
+  wanted.erase(std::unique(wanted.begin(), wanted.end()), wanted.end());
+  if (wanted == externals_) return absl::OkStatus();
+  for (const IpAddress& a : wanted) {
+    for (const PodSpec& p : spec_.pods) {
+      if (std::find(p.ips.begin(), p.ips.end(), a) != p.ips.end()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(a.ToString(), " is ", p.key, "'s address, not an external one"));
+      }
+    }
+  }
+  const std::string ext = absl::StrCat(prefix_, "ext");
+  const std::string node0 = absl::StrCat(prefix_, "n0");
+  const std::string fab = absl::StrCat(prefix_, "fab");
+  const bool fabric = nodes_.size() > 1;
+  if (!external_) {
+    namespaces_.push_back(ext);
+    if (absl::Status s = RunIpBatch("", {absl::StrCat("netns add ", ext)}); !s.ok()) return s;
+    external_ = true;
+    std::vector<std::string> node_lines = {
+        absl::StrCat("link add ext0 address ", Mac(kExternalHost, 0),
+                     " type veth peer name eth0 address ", Mac(kExternalEth0, 0), " netns ", ext),
+        "link set ext0 up"};
+    if (absl::Status s = RunIpBatch(node0, node_lines); !s.ok()) return s;
+    std::vector<std::string> ext_lines = {
+        "link set lo up", "link set eth0 up",
+        absl::StrCat("route add default via ", kPodGateway4, " dev eth0 onlink"),
+        absl::StrCat("neigh replace ", kPodGateway4, " lladdr ", Mac(kExternalHost, 0),
+                     " dev eth0 nud permanent"),
+        absl::StrCat("route add ::/0 via ", kPodGateway6, " dev eth0 onlink"),
+        absl::StrCat("neigh replace ", kPodGateway6, " lladdr ", Mac(kExternalHost, 0),
+                     " dev eth0 nud permanent")};
+    if (absl::Status s = RunIpBatch(ext, ext_lines); !s.ok()) return s;
+    agents_.resize(spec_.pods.size() + 1);
+    if (absl::Status s = StartAgent(external_agent(), ext); !s.ok()) return s;
+    std::vector<std::string> outgoing(agents_.size());
+    outgoing[external_agent()] = "ping\n";
+    std::string failure;
+    absl::Status s = Exchange(
+        outgoing,
+        [&](int, const std::string& line) {
+          if (line == "pong") return true;
+          if (line != "ready") failure = line;
+          return false;
+        },
+        absl::Now() + absl::Seconds(10));
+    if (!failure.empty()) {
+      return absl::InternalError(absl::StrCat("the external probe agent failed: ", failure));
+    }
+    if (!s.ok()) return s;
+  }
+  std::vector<std::string> ext_lines, node_lines, fab_lines;
+  for (const IpAddress& a : externals_) {
+    if (std::binary_search(wanted.begin(), wanted.end(), a)) continue;
+    ext_lines.push_back(absl::StrCat("addr del ", HostPrefix(a), " dev eth0"));
+    node_lines.push_back(absl::StrCat("route del ", HostPrefix(a), " dev ext0"));
+    node_lines.push_back(absl::StrCat("neigh del ", a.ToString(), " dev ext0"));
+    if (fabric) {
+      fab_lines.push_back(absl::StrCat("route del ", HostPrefix(a), " dev n0"));
+      fab_lines.push_back(absl::StrCat("neigh del ", a.ToString(), " dev n0"));
+    }
+  }
+  for (const IpAddress& a : wanted) {
+    if (std::binary_search(externals_.begin(), externals_.end(), a)) continue;
+    ext_lines.push_back(absl::StrCat("addr add ", HostPrefix(a), " dev eth0",
+                                     a.is_v6() ? " nodad" : ""));
+    node_lines.push_back(absl::StrCat("route add ", HostPrefix(a), " dev ext0"));
+    node_lines.push_back(absl::StrCat("neigh replace ", a.ToString(), " lladdr ",
+                                      Mac(kExternalEth0, 0), " dev ext0 nud permanent"));
+    if (fabric) {
+      fab_lines.push_back(absl::StrCat("route add ", HostPrefix(a), " dev n0"));
+      fab_lines.push_back(absl::StrCat("neigh replace ", a.ToString(), " lladdr ",
+                                       Mac(kNodeUplink, 0), " dev n0 nud permanent"));
+    }
+  }
+  externals_.clear();  // unknown until every batch went through
+  if (absl::Status s = RunIpBatch(ext, ext_lines); !s.ok()) return s;
+  if (absl::Status s = RunIpBatch(node0, node_lines); !s.ok()) return s;
+  if (absl::Status s = RunIpBatch(fab, fab_lines); !s.ok()) return s;
+  externals_ = wanted;
   return absl::OkStatus();
 }
 
@@ -578,7 +678,8 @@ absl::StatusOr<std::vector<ProbeOutcome>> TestNetwork::Run(
     }
     absl::StrAppend(&outgoing[q.source_pod], "probe ", r, " ",
                     backends::ProtocolLower(static_cast<ir::Protocol>(q.protocol)), " ",
-                    q.destination.ToString(), " ", q.port, " ", q.timeout_ms, "\n");
+                    q.destination.ToString(), " ", q.port, " ", q.timeout_ms,
+                    q.source ? absl::StrCat(" ", q.source->ToString()) : "", "\n");
     ++remaining[q.source_pod];
     longest = std::max(longest, q.timeout_ms);
   }

@@ -17,7 +17,10 @@
 //     pod traffic crosses the node's netfilter *forward* hook (and tc on `p<i>`);
 //   * with more than one node, a "fabric" namespace ("<prefix>fab") joins them: each node has
 //     an uplink `fab0` (default routes to the fabric), and the fabric routes every pod address
-//     to its node.
+//     to its node;
+//   * addresses outside the cluster, when asked for (SetExternalAddresses), live in one more
+//     namespace ("<prefix>ext", with its own agent) behind the first node's `ext0`, routed
+//     like a pod's: traffic between them and the pods crosses the nodes' forward hooks.
 // Namespace names start with "npprobe-<pid>-<n>-": unique per harness, and leftovers of a dead
 // harness are recognisable (CleanupLeftovers). Nothing is configured in the caller's own
 // namespace: every `ip` command runs with `-n` in a namespace this class created.
@@ -32,6 +35,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -71,7 +75,8 @@ absl::StatusOr<NetworkSpec> NetworkSpecOf(const Cluster& cluster,
                                           std::vector<std::string>* notes = nullptr);
 
 struct ProbeRequest {
-  int source_pod = 0;   // index into NetworkSpec::pods
+  int source_pod = 0;   // index into NetworkSpec::pods, or TestNetwork::external_agent()
+  std::optional<IpAddress> source;  // the address to send from (for the external agent)
   IpAddress destination;
   Protocol protocol = Protocol::kTCP;
   uint16_t port = 0;
@@ -111,6 +116,13 @@ class TestNetwork {
   // Makes every agent serve these (protocol, port) pairs (in addition to what it serves).
   absl::Status EnsureListening(const std::vector<std::pair<Protocol, uint16_t>>& ports);
 
+  // Makes exactly these addresses (outside the cluster: no pod may have one) reachable, on the
+  // external agent; creates its namespace the first time. Cheap to call per scenario.
+  absl::Status SetExternalAddresses(const std::vector<IpAddress>& addresses);
+  const std::vector<IpAddress>& external_addresses() const { return externals_; }
+  // The agent index that probes from external addresses (ProbeRequest::source_pod).
+  int external_agent() const { return static_cast<int>(spec_.pods.size()); }
+
   // Forgets every conntrack entry of the node (and fabric) namespaces, so that a new
   // ruleset is judged on new connections only.
   absl::Status FlushConntrack();
@@ -130,7 +142,8 @@ class TestNetwork {
   };
   TestNetwork(NetworkSpec spec, std::string prefix);
   absl::Status Build(const std::vector<std::string>& agent_command);
-  absl::Status StartAgent(int pod, const std::vector<std::string>& agent_command);
+  absl::Status StartAgent(int index, const std::string& netns);
+  std::string AgentName(size_t index) const;
   // Sends `outgoing[i]` to agent i and feeds every line it prints to `on_line(i, line)`,
   // which returns true once agent i has said all it will; until all have, or `deadline`.
   absl::Status Exchange(const std::vector<std::string>& outgoing,
@@ -143,7 +156,10 @@ class TestNetwork {
   std::vector<std::string> nodes_;
   std::vector<int> pod_node_;            // node index of each pod
   std::vector<std::string> namespaces_;  // every namespace created, in creation order
-  std::vector<Agent> agents_;            // one per pod
+  std::vector<Agent> agents_;            // one per pod, then the external one (if any)
+  std::vector<std::string> agent_command_;
+  std::vector<IpAddress> externals_;
+  bool external_ = false;                // the external namespace exists
   bool destroyed_ = false;
 };
 
