@@ -150,6 +150,7 @@ class Batch {
       return absl::InvalidArgumentError(absl::StrJoin(errors_, "\n"));
     }
     Recompute();
+    PublishHotArrays();
     return absl::OkStatus();
   }
 
@@ -231,7 +232,10 @@ class Batch {
   std::optional<uint32_t> IpOwner(const IpAddress& a) const { return s_.FindPodByIp(a); }
   IpIndex& MutableIpIndex() {
     if (!ip_index_copied_) {
-      s_.pod_by_ip = std::make_shared<IpIndex>(*s_.pod_by_ip);
+      // Copies 64 shard pointers; the index then copies each shard it writes to.
+      auto copy = std::make_shared<IpIndex>(*s_.pod_by_ip);
+      copy->ReleaseOwnership();
+      s_.pod_by_ip = std::move(copy);
       ip_index_copied_ = true;
     }
     return const_cast<IpIndex&>(*s_.pod_by_ip);
@@ -286,6 +290,7 @@ class Batch {
     uint32_t target = s_.records[id].target;
     if (target != kNone) s_.target_classes.Mutable(target, gen_).pods--;
     s_.records.Mutable(id, gen_) = PodRecord();
+    touched_records_.insert(id);
     s_.pods.Mutable(id, gen_) = PodSlot();
     s_.pod_by_key.Erase(state->key, gen_);
     for (const IpAddress& a : state->ips) {
@@ -351,6 +356,7 @@ class Batch {
 
     uint32_t identity = InternIdentity(*state);
     s_.identities.Mutable(identity, gen_).pods++;
+    touched_identities_.insert(identity);
     uint32_t id = static_cast<uint32_t>(s_.pods.size());
     for (const IpAddress& a : state->ips) {
       std::optional<uint32_t> owner = IpOwner(a);
@@ -405,6 +411,7 @@ class Batch {
         list->push_back(id);
         s_.ipblock_selectors = std::move(list);
         ipblocks_changed_ = true;
+        new_block_ids_.push_back(id);
         break;
       }
     }
@@ -448,6 +455,7 @@ class Batch {
         s_.ipblock_selectors =
             std::make_shared<std::vector<uint32_t>>(without(*s_.ipblock_selectors));
         ipblocks_changed_ = true;
+        changed_blocks_.push_back(selector);
         break;
     }
   }
@@ -770,6 +778,7 @@ class Batch {
       }
     }
     s_.records.Mutable(id, gen_) = record;
+    touched_records_.insert(id);
   }
 
   const std::vector<uint32_t>& IdList(uint32_t id) const { return s_.IdList(id); }
@@ -815,34 +824,65 @@ class Batch {
     // Identities: recompute those whose namespace's policies or peers changed, and those
     // that were stale (no pods when last invalidated) and have pods again.
     absl::flat_hash_set<uint32_t> changed_identities;
-    for (uint32_t i = 0; i < s_.identities.size(); ++i) {
+    // Only namespace-level changes (policies, peer selectors, namespace labels) can change
+    // an existing identity; otherwise just the identities new pods landed on need a look,
+    // and all of their pods are in dirty_pods_ already.
+    bool namespace_level =
+        !target_dirty_namespaces_.empty() || !label_dirty_namespaces_.empty();
+    auto visit_identity = [&](uint32_t i) {
       const IdentitySlot& slot = s_.identities[i];
       const std::string& ns = slot.key->namespace_name;
       bool dirty = slot.target_policies == kNone || target_dirty_namespaces_.count(ns) ||
                    label_dirty_namespaces_.count(ns);
-      if (!dirty) continue;
+      if (!dirty) return;
       if (slot.pods == 0) {
         if (slot.target_policies != kNone) {
           IdentitySlot& m = s_.identities.Mutable(i, gen_);
           m.target_policies = kNone;  // stale until a pod uses it again
           m.label_part = kNone;
         }
-        continue;
+        return;
       }
       RecomputeIdentity(i, changed_identities);
+    };
+    if (namespace_level) {
+      for (uint32_t i = 0; i < s_.identities.size(); ++i) visit_identity(i);
+    } else {
+      for (uint32_t i : touched_identities_) visit_identity(i);
     }
 
     if (ipblocks_changed_ || s_.atoms[0] == nullptr) RebuildAtoms();
 
-    // Pods whose identity changed, or whose addresses may now sit in other ipBlocks.
-    if (!changed_identities.empty() || ipblocks_changed_) {
+    // Pods whose identity changed, or with an address inside an ipBlock that came or went
+    // (only those can see their ipBlock membership change).
+    bool external_only = s_.options.evaluation.ip_block_scope ==
+                         EvaluationOptions::IpBlockScope::kExternalOnly;
+    bool blocks_matter = ipblocks_changed_ && !external_only;
+    for (uint32_t id : new_block_ids_) {
+      if (s_.selectors[id] != nullptr) changed_blocks_.push_back(s_.selectors[id]);
+    }
+    // A pod's ipBlock membership changed only if an added or removed block holds it.
+    auto member = [](const PeerSelector& block, const IpAddress& a) {
+      if (!block.cidr.Contains(a)) return false;
+      for (const IpPrefix& e : block.excepts) {
+        if (e.Contains(a)) return false;
+      }
+      return true;
+    };
+    if ((namespace_level && !changed_identities.empty()) || blocks_matter) {
       for (uint32_t p = 0; p < s_.pods.size(); ++p) {
         const PodSlot& slot = s_.pods[p];
         if (slot.state == nullptr) continue;
-        if (changed_identities.count(slot.identity) ||
-            (ipblocks_changed_ && !slot.state->ips.empty())) {
-          dirty_pods_.insert(p);
+        bool dirty = changed_identities.count(slot.identity) > 0;
+        for (size_t i = 0; blocks_matter && !dirty && i < slot.state->ips.size(); ++i) {
+          for (const auto& block : changed_blocks_) {
+            if (member(*block, slot.state->ips[i])) {
+              dirty = true;
+              break;
+            }
+          }
         }
+        if (dirty) dirty_pods_.insert(p);
       }
     }
     for (uint32_t p : dirty_pods_) RecomputePod(p);
@@ -881,7 +921,9 @@ class Batch {
     }
 
     // Tables: every target class holding a dirty policy, and new ones.
-    for (uint32_t t = 0; t < s_.target_classes.size(); ++t) {
+    for (uint32_t t = 0; (!dirty_policies_.empty() || !dirty_targets_.empty()) &&
+                         t < s_.target_classes.size();
+         ++t) {
       const TargetClassSlot& slot = s_.target_classes[t];
       bool dirty = dirty_targets_.count(t) > 0;
       if (!dirty && !dirty_policies_.empty()) {
@@ -895,7 +937,29 @@ class Batch {
       if (!dirty) continue;
       TargetClassSlot& m = s_.target_classes.Mutable(t, gen_);
       m.table = m.pods > 0 ? BuildTable(m.key) : nullptr;
+      touched_tables_.insert(t);
     }
+  }
+
+  // The flat arrays verdicts read: the previous snapshot's, copied (a memcpy) and patched
+  // where this batch wrote.
+  void PublishHotArrays() {
+    auto hot = s_.hot_records ? std::make_shared<std::vector<PodRecord>>(*s_.hot_records)
+                              : std::make_shared<std::vector<PodRecord>>();
+    size_t old_size = hot->size();
+    hot->resize(s_.records.size());
+    for (size_t p = old_size; p < hot->size(); ++p) (*hot)[p] = s_.records[p];
+    for (uint32_t p : touched_records_) (*hot)[p] = s_.records[p];
+    s_.hot_records = std::move(hot);
+    auto tables = s_.hot_tables ? std::make_shared<std::vector<const TargetTable*>>(*s_.hot_tables)
+                                : std::make_shared<std::vector<const TargetTable*>>();
+    old_size = tables->size();
+    tables->resize(s_.target_classes.size());
+    for (size_t t = old_size; t < tables->size(); ++t) {
+      (*tables)[t] = s_.target_classes[t].table.get();
+    }
+    for (uint32_t t : touched_tables_) (*tables)[t] = s_.target_classes[t].table.get();
+    s_.hot_tables = std::move(tables);
   }
 
   // --------------------------------------------------------------------- tables
@@ -1060,10 +1124,17 @@ class Batch {
   absl::flat_hash_set<std::string> label_dirty_namespaces_;   // identities' peers to redo
   absl::flat_hash_set<std::string> target_dirty_namespaces_;  // identities' policies to redo
   std::vector<uint32_t> new_namespace_selectors_;
+  // ipBlock peers removed by this batch, and the ids of those added (resolved after the
+  // changes, when the selectors are in place).
+  std::vector<std::shared_ptr<const PeerSelector>> changed_blocks_;
+  std::vector<uint32_t> new_block_ids_;
   absl::flat_hash_set<uint32_t> dirty_pods_;
   absl::flat_hash_set<uint32_t> dirty_policies_;
   absl::flat_hash_set<uint32_t> dirty_targets_;
   std::vector<uint32_t> new_peer_classes_;
+  absl::flat_hash_set<uint32_t> touched_identities_;  // identities new pods landed on
+  absl::flat_hash_set<uint32_t> touched_records_;  // pod records this batch wrote
+  absl::flat_hash_set<uint32_t> touched_tables_;   // target class tables this batch wrote
 };
 
 absl::Status EngineState::ApplyBatch(absl::Span<const Change> changes,
@@ -1082,17 +1153,7 @@ absl::Status EngineState::ApplyBatch(absl::Span<const Change> changes,
     named_map_by_key.Set("", 0, generation);
   }
   Batch batch(*this, diagnostics, validated);
-  absl::Status status = batch.Run(changes);
-  if (!status.ok()) return status;
-  auto hot = std::make_shared<std::vector<PodRecord>>(records.size());
-  for (uint32_t p = 0; p < records.size(); ++p) (*hot)[p] = records[p];
-  hot_records = std::move(hot);
-  auto tables = std::make_shared<std::vector<const TargetTable*>>(target_classes.size());
-  for (uint32_t t = 0; t < target_classes.size(); ++t) {
-    (*tables)[t] = target_classes[t].table.get();
-  }
-  hot_tables = std::move(tables);
-  return absl::OkStatus();
+  return batch.Run(changes);
 }
 
 bool EngineState::PeerClassHasSelector(uint32_t peer_class, uint32_t selector) const {

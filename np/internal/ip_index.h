@@ -1,10 +1,11 @@
 // Address -> pod index for the packet path: open addressing with linear probing over flat
-// arrays, so a lookup is one multiply and (usually) one cache line, and copying the whole
-// index for the next snapshot is a memcpy, not a rehash.
+// arrays, so a lookup is one multiply and (usually) one cache line; sharded so that the next
+// snapshot copies only the shards an update touches, each by memcpy, never a rehash.
 #ifndef NP_INTERNAL_IP_INDEX_H_
 #define NP_INTERNAL_IP_INDEX_H_
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -21,7 +22,8 @@ struct PacketEntry {
   uint32_t peer = 0xffffffffu;
 };
 
-class IpIndex {
+// One shard of the index: open addressing with linear probing over flat arrays.
+class IpTable {
  public:
   const PacketEntry* Find(const IpAddress& a) const {
     if (a.is_v4()) {
@@ -162,6 +164,47 @@ class IpIndex {
   std::vector<Slot4> v4_;
   std::vector<Slot6> v6_;
   size_t count4_ = 0, count6_ = 0;
+};
+
+// The index split into shards by hash, each shared between snapshots until a batch writes
+// to it: an update copies one shard (a memcpy), not the whole index.
+class IpIndex {
+ public:
+  static constexpr int kShardBits = 6;
+  IpIndex() {
+    for (auto& s : shards_) s = std::make_shared<const IpTable>();
+  }
+  const PacketEntry* Find(const IpAddress& a) const { return shards_[ShardOf(a)]->Find(a); }
+  // Writers: the shard is copied first unless this index already owns a private copy.
+  void Set(const IpAddress& a, PacketEntry value) { Mutable(a).Set(a, value); }
+  void Erase(const IpAddress& a) { Mutable(a).Erase(a); }
+  void Refresh(const IpAddress& a, uint32_t target, uint32_t peer) {
+    Mutable(a).Refresh(a, target, peer);
+  }
+  // Forgets which shards this index owns: call on a copy before writing to it.
+  void ReleaseOwnership() { owned_ = 0; }
+  size_t Bytes() const {
+    size_t n = 0;
+    for (const auto& s : shards_) n += s->Bytes();
+    return n;
+  }
+
+ private:
+  static size_t ShardOf(const IpAddress& a) {
+    uint64_t h = a.is_v4() ? uint64_t{a.v4()} * 0xD6E8FEB86659FD93ull
+                           : (a.hi() ^ a.lo()) * 0xD6E8FEB86659FD93ull;
+    return static_cast<size_t>(h >> (64 - kShardBits));
+  }
+  IpTable& Mutable(const IpAddress& a) {
+    size_t s = ShardOf(a);
+    if (!(owned_ & (uint64_t{1} << s))) {
+      shards_[s] = std::make_shared<const IpTable>(*shards_[s]);
+      owned_ |= uint64_t{1} << s;
+    }
+    return const_cast<IpTable&>(*shards_[s]);
+  }
+  std::shared_ptr<const IpTable> shards_[1 << kShardBits];
+  uint64_t owned_ = 0;  // bit s: shards_[s] is this index's private copy
 };
 
 }  // namespace np::internal
