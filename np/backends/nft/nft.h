@@ -23,6 +23,9 @@
 //                             then egress dispatch by source address, ingress dispatch by
 //                             destination address; policy accept (what no endpoint owns is
 //                             not ours to judge).
+// Endpoints are recognised by address (no interface names needed, so Render is a pure
+// function of the IR): a pod that forges another pod's source address is judged as that pod,
+// so a CNI pairs this with its usual source check (rp_filter, or a per-veth anti-spoof rule).
 // The mark's high 16 bits are scratch for this program (identities < 65535); the low 16
 // bits (kube-proxy's 0x4000/0x8000, ...) are kept. The forward hook sees pod-to-pod traffic
 // when pods are routed (or bridged with bridge-nf-call-iptables); traffic from the node's
