@@ -25,6 +25,22 @@ std::string EndpointName(const Cluster& cluster, const Endpoint& endpoint) {
   return endpoint.address.ToString();
 }
 
+absl::StatusOr<Endpoint> ParseEndpoint(const Cluster& cluster, absl::string_view text) {
+  if (absl::StatusOr<IpAddress> ip = IpAddress::Parse(text); ip.ok()) {
+    std::optional<int> pod = cluster.PodByIp(*ip);
+    return pod ? Endpoint::Pod(*pod) : Endpoint::External(*ip);
+  }
+  std::string key(text);
+  if (key.find('/') == std::string::npos) key = absl::StrCat("default/", key);
+  std::optional<int> pod = cluster.FindPod(key);
+  if (!pod) {
+    return absl::NotFoundError(absl::StrCat("no pod \"", key,
+                                            "\" in the input (write namespace/name, or an IP "
+                                            "address for a peer outside the cluster)"));
+  }
+  return Endpoint::Pod(*pod);
+}
+
 namespace {
 
 void AppendSide(std::string* out, absl::string_view side, absl::string_view pod,

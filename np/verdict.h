@@ -107,6 +107,11 @@ struct Verdict {
 // "x/a" for a pod, the address for an external end.
 std::string EndpointName(const Cluster& cluster, const Endpoint& endpoint);
 
+// Reads one end of a flow as people write it: "namespace/name" is that pod ("name" alone is
+// in namespace default, as kubectl reads it); an IPv4 or IPv6 address is the pod that owns
+// it, else an address outside the cluster. NotFound names the pod when there is no such pod.
+absl::StatusOr<Endpoint> ParseEndpoint(const Cluster& cluster, absl::string_view text);
+
 // A readable, multi-line explanation: ALLOWED or DENIED, then for each side whether the pod
 // is isolated, by which policies, and which rules admitted the flow — or that none did.
 std::string FormatVerdict(const Cluster& cluster, const Flow& flow, const Verdict& verdict);

@@ -27,6 +27,7 @@
 #include "absl/strings/str_cat.h"
 #include "np/cluster.h"
 #include "np/engine.h"
+#include "np/evaluator.h"
 #include "np/loader.h"
 #include "np/reference.h"
 #include "np/types.h"
@@ -101,27 +102,23 @@ LoadResult Load(const std::vector<std::string>& paths, const std::vector<TextInp
 // A cluster with its evaluator: the indexed engine, or the reference (no compile step).
 class PyCluster {
  public:
-  PyCluster(np::Cluster cluster, std::vector<np::Diagnostic> warnings,
-            std::map<std::string, int> skipped, np::EvaluationOptions options,
-            std::shared_ptr<const np::Engine> engine)
-      : cluster_(std::move(cluster)),
+  PyCluster(np::ClusterEvaluator evaluator, std::vector<np::Diagnostic> warnings,
+            std::map<std::string, int> skipped)
+      : evaluator_(std::move(evaluator)),
+        cluster_(evaluator_.cluster()),
         warnings_(std::move(warnings)),
-        skipped_(std::move(skipped)),
-        options_(options),
-        engine_(std::move(engine)) {
-    if (engine_ != nullptr) {
-      // A fresh engine's pod ids are looked up by name once; flows keep cluster indexes.
-      for (int i = 0; i < cluster_.pod_count(); ++i) {
-        ids_.push_back(*engine_->FindPod(cluster_.pod(i).Key()));
-      }
-    }
-  }
+        skipped_(std::move(skipped)) {}
+  // cluster_ refers into evaluator_: never copied or moved (Python holds a shared_ptr).
+  PyCluster(const PyCluster&) = delete;
+  PyCluster& operator=(const PyCluster&) = delete;
 
   const np::Cluster& cluster() const { return cluster_; }
   const std::vector<np::Diagnostic>& warnings() const { return warnings_; }
   const std::map<std::string, int>& skipped_kinds() const { return skipped_; }
-  const np::EvaluationOptions& options() const { return options_; }
-  std::string engine_name() const { return engine_ != nullptr ? "engine" : "reference"; }
+  const np::EvaluationOptions& options() const { return evaluator_.options(); }
+  std::string engine_name() const {
+    return evaluator_.kind() == np::ClusterEvaluator::Kind::kEngine ? "engine" : "reference";
+  }
 
   std::vector<std::string> Pods() const {
     std::vector<std::string> out;
@@ -153,16 +150,11 @@ class PyCluster {
     return out;
   }
 
-  // As the CLI reads an end (np/cli/common.cc): an address is the pod that owns it, else
-  // outside the cluster; "name" alone is "default/name". Raises with the GIL held.
+  // As the CLI reads an end (np::ParseEndpoint). Raises with the GIL held.
   np::Endpoint ParseEndpoint(const std::string& text) const {
-    if (absl::StatusOr<np::IpAddress> ip = np::IpAddress::Parse(text); ip.ok()) {
-      std::optional<int> pod = cluster_.PodByIp(*ip);
-      return pod ? np::Endpoint::Pod(*pod) : np::Endpoint::External(*ip);
-    }
-    std::optional<int> pod = cluster_.FindPod(WithNamespace(text));
-    if (!pod) RaisePodNotFound(text);
-    return np::Endpoint::Pod(*pod);
+    absl::StatusOr<np::Endpoint> endpoint = np::ParseEndpoint(cluster_, text);
+    if (!endpoint.ok()) RaisePodNotFound(text);
+    return *endpoint;
   }
 
   np::Flow ParseFlow(const std::string& source, const std::string& destination, int port,
@@ -181,43 +173,12 @@ class PyCluster {
   }
 
   // The evaluation itself: no Python objects touched, safe without the GIL.
-  bool Allowed(const np::Flow& flow) const {
-    if (engine_ != nullptr) {
-      return engine_->Allowed(Translate(flow.source), Translate(flow.destination),
-                              flow.protocol, flow.port);
-    }
-    return np::reference::Evaluate(cluster_, flow, options_).allowed;
-  }
-  np::Verdict Explain(const np::Flow& flow) const {
-    if (engine_ != nullptr) {
-      return engine_->Explain(Translate(flow.source), Translate(flow.destination),
-                              flow.protocol, flow.port);
-    }
-    return np::reference::Evaluate(cluster_, flow, options_);
-  }
+  bool Allowed(const np::Flow& flow) const { return evaluator_.Allowed(flow); }
+  np::Verdict Explain(const np::Flow& flow) const { return evaluator_.Evaluate(flow); }
   // Row-major pods x pods, 1 allowed, 0 denied, in the order of Pods().
   std::string Matrix(np::Protocol protocol, uint16_t port) const {
-    const size_t n = static_cast<size_t>(cluster_.pod_count());
-    std::string out(n * n, '\0');
-    if (engine_ != nullptr) {
-      std::vector<np::PodQuery> queries;
-      queries.reserve(n * n);
-      for (size_t i = 0; i < n; ++i) {
-        for (size_t j = 0; j < n; ++j) queries.push_back({ids_[i], ids_[j], protocol, port});
-      }
-      std::vector<uint8_t> allowed(n * n);
-      engine_->AllowedBatch(absl::MakeConstSpan(queries), absl::MakeSpan(allowed));
-      for (size_t k = 0; k < n * n; ++k) out[k] = allowed[k] ? 1 : 0;
-      return out;
-    }
-    for (size_t i = 0; i < n; ++i) {
-      for (size_t j = 0; j < n; ++j) {
-        np::Flow flow{np::Endpoint::Pod(static_cast<int>(i)),
-                      np::Endpoint::Pod(static_cast<int>(j)), protocol, port};
-        out[i * n + j] = np::reference::Evaluate(cluster_, flow, options_).allowed ? 1 : 0;
-      }
-    }
-    return out;
+    std::vector<uint8_t> table = evaluator_.Matrix(protocol, port);
+    return std::string(table.begin(), table.end());
   }
 
   static np::Protocol ParseProtocolOrRaise(const std::string& text) {
@@ -248,16 +209,10 @@ class PyCluster {
                                       "address for a peer outside the cluster)"),
                          key));
   }
-  np::Endpoint Translate(const np::Endpoint& e) const {
-    return e.is_pod ? np::Endpoint::Pod(static_cast<int>(ids_[e.pod_index])) : e;
-  }
-
-  np::Cluster cluster_;
+  np::ClusterEvaluator evaluator_;  // the engine or the reference, over cluster_
+  const np::Cluster& cluster_;
   std::vector<np::Diagnostic> warnings_;
   std::map<std::string, int> skipped_;
-  np::EvaluationOptions options_;
-  std::shared_ptr<const np::Engine> engine_;  // null: the reference evaluator
-  std::vector<np::PodId> ids_;                // cluster pod index -> engine pod id
 };
 
 // A verdict with the flow it answers, and its text (np::FormatVerdict) made while the
@@ -288,14 +243,16 @@ std::shared_ptr<PyCluster> MakeCluster(const std::vector<std::string>& paths,
   }
 
   LoadResult loaded;
-  absl::StatusOr<std::shared_ptr<const np::Engine>> built = std::shared_ptr<const np::Engine>();
+  absl::StatusOr<np::ClusterEvaluator> built = absl::UnknownError("not loaded");
   {
     py::gil_scoped_release release;
     loaded = Load(paths, texts);
-    if (loaded.cluster && engine == "engine") {
-      np::EngineOptions engine_options;
-      engine_options.evaluation = options;
-      built = np::Engine::Build(*loaded.cluster, engine_options);
+    if (loaded.cluster) {
+      built = np::ClusterEvaluator::Create(*loaded.cluster,
+                                           engine == "engine"
+                                               ? np::ClusterEvaluator::Kind::kEngine
+                                               : np::ClusterEvaluator::Kind::kReference,
+                                           options);
     }
   }
   if (loaded.read_errors < 0) {
@@ -315,14 +272,14 @@ std::shared_ptr<PyCluster> MakeCluster(const std::vector<std::string>& paths,
   }
   if (!built.ok()) {
     throw std::runtime_error(
-        absl::StrCat("np::Engine::Build failed: ", built.status().ToString()));
+        absl::StrCat("compiling the cluster failed: ", built.status().ToString()));
   }
   std::vector<np::Diagnostic> warnings;
   for (const np::Diagnostic& d : loaded.diagnostics) {
     if (!d.is_error()) warnings.push_back(d);
   }
-  return std::make_shared<PyCluster>(*std::move(loaded.cluster), std::move(warnings),
-                                     std::move(loaded.skipped_kinds), options, *std::move(built));
+  return std::make_shared<PyCluster>(*std::move(built), std::move(warnings),
+                                     std::move(loaded.skipped_kinds));
 }
 
 }  // namespace

@@ -25,7 +25,7 @@ ROOT = Path(os.environ.get("NP_SOURCE_DIR", HERE.parent.parent)).resolve()
 
 # The np libraries behind the public API the module uses; their .cc files are read from
 # np/BUILD.bazel, so that a source added to the Bazel target is compiled here too.
-NP_TARGETS = ("types", "cluster", "reference", "engine")
+NP_TARGETS = ("types", "cluster", "reference", "engine", "evaluator")
 # Used only if np/BUILD.bazel cannot be read.
 FALLBACK_SOURCES = [
     "np/types.cc",
@@ -38,6 +38,7 @@ FALLBACK_SOURCES = [
     "np/engine.cc",
     "np/engine_compile.cc",
     "np/engine_explain.cc",
+    "np/evaluator.cc",
 ]
 
 

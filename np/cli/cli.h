@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "np/cluster.h"
+#include "np/evaluator.h"
 #include "np/verdict.h"
 
 namespace np::cli {
@@ -37,18 +38,9 @@ absl::StatusOr<Cluster> LoadCluster(const Args& args, bool print_warnings = true
 // The options chosen by --allow-self and --ipblock-scope.
 absl::StatusOr<EvaluationOptions> OptionsFromFlags();
 
-// Evaluates flows of one cluster with the evaluator chosen by --engine.
-class Evaluator {
- public:
-  virtual ~Evaluator() = default;
-  virtual Verdict Evaluate(const Flow& flow) const = 0;
-  virtual bool Allowed(const Flow& flow) const { return Evaluate(flow).allowed; }
-};
-absl::StatusOr<std::unique_ptr<Evaluator>> MakeEvaluator(const Cluster& cluster,
-                                                         const EvaluationOptions& options);
-
-// "namespace/name" -> that pod; an IPv4/IPv6 address -> the pod owning it, else external.
-absl::StatusOr<Endpoint> ParseEndpoint(const Cluster& cluster, absl::string_view text);
+// The evaluator chosen by --engine (the indexed engine, or the reference).
+absl::StatusOr<ClusterEvaluator> MakeEvaluator(const Cluster& cluster,
+                                               const EvaluationOptions& options);
 
 // Comma-separated lists for --port and --protocol.
 absl::StatusOr<std::vector<uint16_t>> ParsePortList(absl::string_view text);

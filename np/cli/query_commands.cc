@@ -84,10 +84,10 @@ int RunCheck(const Args& args, bool explain) {
   }
   absl::StatusOr<EvaluationOptions> options = OptionsFromFlags();
   if (!options.ok()) return fail(options.status());
-  absl::StatusOr<std::unique_ptr<Evaluator>> evaluator = MakeEvaluator(*cluster, *options);
+  absl::StatusOr<ClusterEvaluator> evaluator = MakeEvaluator(*cluster, *options);
   if (!evaluator.ok()) return fail(evaluator.status());
   Flow flow{*from, *to, protocols->front(), ports->front()};
-  Verdict verdict = (*evaluator)->Evaluate(flow);
+  Verdict verdict = evaluator->Evaluate(flow);
   std::cout << FormatVerdict(*cluster, flow, verdict);
   if (explain) return kExitOk;
   return verdict.allowed ? kExitOk : kExitNo;
@@ -130,7 +130,7 @@ int RunMatrix(const Args& args) {
   if (!options.ok()) return fail(options.status());
   absl::StatusOr<Cluster> cluster = LoadCluster(args, /*print_warnings=*/false);
   if (!cluster.ok()) return fail(cluster.status());
-  absl::StatusOr<std::unique_ptr<Evaluator>> evaluator = MakeEvaluator(*cluster, *options);
+  absl::StatusOr<ClusterEvaluator> evaluator = MakeEvaluator(*cluster, *options);
   if (!evaluator.ok()) return fail(evaluator.status());
 
   // Pods are sorted by namespace, then name: the Cluster's own order.
@@ -151,12 +151,12 @@ int RunMatrix(const Args& args) {
       std::string text = absl::StrFormat("%-*s", width, absl::StrCat(ProtocolName(protocol), "/", port));
       for (const std::string& name : names) absl::StrAppend(&text, " ", absl::StrFormat("%*s", width, name));
       absl::StrAppend(&text, "\n");
+      std::vector<uint8_t> table = evaluator->Matrix(protocol, port);
       for (int i = 0; i < n; ++i) {
         absl::StrAppend(&json, i ? ", " : "", "[");
         absl::StrAppend(&text, absl::StrFormat("%-*s", width, names[i]));
         for (int j = 0; j < n; ++j) {
-          bool allowed =
-              (*evaluator)->Allowed(Flow{Endpoint::Pod(i), Endpoint::Pod(j), protocol, port});
+          bool allowed = table[static_cast<size_t>(i) * n + j] != 0;
           absl::StrAppend(&json, j ? ", " : "", allowed ? "true" : "false");
           absl::StrAppend(&text, " ", absl::StrFormat("%*s", width, allowed ? "." : "X"));
         }
