@@ -848,7 +848,11 @@ class Batch {
     if (namespace_level) {
       for (uint32_t i = 0; i < s_.identities.size(); ++i) visit_identity(i);
     } else {
-      for (uint32_t i : touched_identities_) visit_identity(i);
+      // In id order: ids interned while visiting must not depend on hash iteration order
+      // (absl salts its hashes per process), or the same input would lower differently.
+      std::vector<uint32_t> touched(touched_identities_.begin(), touched_identities_.end());
+      std::sort(touched.begin(), touched.end());
+      for (uint32_t i : touched) visit_identity(i);
     }
 
     if (ipblocks_changed_ || s_.atoms[0] == nullptr) RebuildAtoms();
@@ -885,9 +889,12 @@ class Batch {
         if (dirty) dirty_pods_.insert(p);
       }
     }
-    for (uint32_t p : dirty_pods_) RecomputePod(p);
+    // In pod order, so that classes are numbered the same in every process.
+    std::vector<uint32_t> dirty_pods(dirty_pods_.begin(), dirty_pods_.end());
+    std::sort(dirty_pods.begin(), dirty_pods.end());
+    for (uint32_t p : dirty_pods) RecomputePod(p);
     // The packet path reads the classes from the address index: refresh the owners' copies.
-    for (uint32_t p : dirty_pods_) {
+    for (uint32_t p : dirty_pods) {
       const auto& pod = s_.pods[p].state;
       if (pod == nullptr) continue;
       const PodRecord& record = s_.records[p];

@@ -104,6 +104,21 @@ run "unknown flag" 2 "unknown flag --bogus" -- matrix -f "$scenario" --bogus
 run "unknown command" 2 "unknown command" -- frobnicate
 run "neither end in the cluster" 2 "neither end" -- check -f "$scenario" --from 192.0.2.1 --to 192.0.2.2
 
+# The same input compiles to the same IR in every process (hash iteration order is salted
+# per process: class numbering must not depend on it).
+first=""
+same=1
+for i in 1 2 3 4 5 6 7 8; do
+  sum="$("$netpol" compile -f "$testdata/upstream/egress-cidr-except.yaml" --node node-1 --ir 2>&1 | cksum)"
+  [[ -z "$first" ]] && first="$sum"
+  [[ "$sum" != "$first" ]] && same=0
+done
+if [[ $same -eq 1 && -n "$first" ]]; then
+  echo "ok   compile --ir is deterministic"
+else
+  echo "FAIL compile --ir differs between runs"; failures=$((failures + 1))
+fi
+
 # matrix -o json: exact shape, and the truth table equals upstream's expectation (transcribed
 # in the scenario file; "?" cells unchecked).
 "$netpol" matrix -f "$scenario" -o json --port 80,81 --protocol TCP,UDP >"$tmp/matrix.json"
