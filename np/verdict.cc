@@ -1,6 +1,7 @@
 #include "np/verdict.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 
 namespace np {
@@ -23,6 +24,44 @@ std::string RuleRef::ToString() const {
 std::string EndpointName(const Cluster& cluster, const Endpoint& endpoint) {
   if (endpoint.is_pod) return cluster.pod(endpoint.pod_index).Key();
   return endpoint.address.ToString();
+}
+
+std::string JsonQuote(absl::string_view text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += absl::StrFormat("\\u%04x", c);
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+std::string TruthTablesJson(const std::vector<std::string>& pods,
+                            const std::vector<TruthTable>& tables) {
+  const size_t n = pods.size();
+  std::string json = "{\"pods\": [";
+  for (size_t i = 0; i < n; ++i) absl::StrAppend(&json, i ? ", " : "", JsonQuote(pods[i]));
+  absl::StrAppend(&json, "], \"matrices\": [");
+  for (size_t t = 0; t < tables.size(); ++t) {
+    const TruthTable& table = tables[t];
+    absl::StrAppend(&json, t ? ", " : "", "{\"protocol\": \"", ProtocolName(table.protocol),
+                    "\", \"port\": ", table.port, ", \"allowed\": [");
+    for (size_t i = 0; i < n; ++i) {
+      absl::StrAppend(&json, i ? ", " : "", "[");
+      for (size_t j = 0; j < n; ++j) {
+        absl::StrAppend(&json, j ? ", " : "", table.allowed[i * n + j] ? "true" : "false");
+      }
+      absl::StrAppend(&json, "]");
+    }
+    absl::StrAppend(&json, "]}");
+  }
+  absl::StrAppend(&json, "]}");
+  return json;
 }
 
 absl::StatusOr<Endpoint> ParseEndpoint(const Cluster& cluster, absl::string_view text) {

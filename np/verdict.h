@@ -107,6 +107,22 @@ struct Verdict {
 // "x/a" for a pod, the address for an external end.
 std::string EndpointName(const Cluster& cluster, const Endpoint& endpoint);
 
+// One truth table: every ordered pod pair on one protocol and port; allowed[i * n + j] is 1
+// when pod i may reach pod j.
+struct TruthTable {
+  Protocol protocol = Protocol::kTCP;
+  uint16_t port = 0;
+  std::vector<uint8_t> allowed;
+};
+
+// The JSON of `netpol matrix -o json` (and of `netpol probe -o json`), exactly:
+// {"pods": ["ns/name", ...], "matrices": [{"protocol": "TCP", "port": 80,
+//  "allowed": [[true, ...], ...]}]} with allowed[i][j] the verdict from pods[i] to pods[j].
+std::string TruthTablesJson(const std::vector<std::string>& pods,
+                            const std::vector<TruthTable>& tables);
+// A JSON string literal, quotes included.
+std::string JsonQuote(absl::string_view text);
+
 // Reads one end of a flow as people write it: "namespace/name" is that pod ("name" alone is
 // in namespace default, as kubectl reads it); an IPv4 or IPv6 address is the pod that owns
 // it, else an address outside the cluster. NotFound names the pod when there is no such pod.

@@ -107,15 +107,6 @@ std::vector<std::string> ScenarioFiles(const std::vector<std::string>& inputs) {
   return files;
 }
 
-std::string JsonString(absl::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out + "\"";
-}
-
 // The IP address ends of the ReachabilityExpectation flows of these files (np/testing).
 std::vector<IpAddress> FlowAddresses(const std::vector<std::string>& files) {
   std::vector<IpAddress> out;
@@ -274,7 +265,7 @@ int RunProbe(const Args& args, int argc, char** argv) {
     if (report->mismatches > 0) ++failed;
     if (output == "json") {
       std::string json = probe::FormatJson(*report);
-      std::cout << "{\"file\": " << JsonString(file) << ", " << json.substr(1) << "\n";
+      std::cout << "{\"file\": " << JsonQuote(file) << ", " << json.substr(1) << "\n";
     } else if (report->mismatches > 0) {
       std::cout << probe::FormatText(*report);
     } else {

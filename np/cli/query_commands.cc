@@ -93,24 +93,6 @@ int RunCheck(const Args& args, bool explain) {
   return verdict.allowed ? kExitOk : kExitNo;
 }
 
-namespace {
-
-std::string JsonString(absl::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      out += absl::StrFormat("\\u%04x", c);
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
-}
-
-}  // namespace
 
 int RunMatrix(const Args& args) {
   auto fail = [](const absl::Status& s) {
@@ -137,42 +119,34 @@ int RunMatrix(const Args& args) {
   const int n = cluster->pod_count();
   std::vector<std::string> names;
   for (int i = 0; i < n; ++i) names.push_back(cluster->pod(i).Key());
-  std::string json = "{\"pods\": [";
-  for (int i = 0; i < n; ++i) absl::StrAppend(&json, i ? ", " : "", JsonString(names[i]));
-  absl::StrAppend(&json, "], \"matrices\": [");
-  size_t width = 3;
-  for (const std::string& name : names) width = std::max(width, name.size());
-  bool first_matrix = true;
+  std::vector<TruthTable> tables;
   for (Protocol protocol : *protocols) {
     for (uint16_t port : *ports) {
-      absl::StrAppend(&json, first_matrix ? "" : ", ", "{\"protocol\": \"",
-                      ProtocolName(protocol), "\", \"port\": ", port, ", \"allowed\": [");
-      first_matrix = false;
-      std::string text = absl::StrFormat("%-*s", width, absl::StrCat(ProtocolName(protocol), "/", port));
-      for (const std::string& name : names) absl::StrAppend(&text, " ", absl::StrFormat("%*s", width, name));
-      absl::StrAppend(&text, "\n");
-      std::vector<uint8_t> table = evaluator->Matrix(protocol, port);
-      for (int i = 0; i < n; ++i) {
-        absl::StrAppend(&json, i ? ", " : "", "[");
-        absl::StrAppend(&text, absl::StrFormat("%-*s", width, names[i]));
-        for (int j = 0; j < n; ++j) {
-          bool allowed = table[static_cast<size_t>(i) * n + j] != 0;
-          absl::StrAppend(&json, j ? ", " : "", allowed ? "true" : "false");
-          absl::StrAppend(&text, " ", absl::StrFormat("%*s", width, allowed ? "." : "X"));
-        }
-        absl::StrAppend(&json, "]");
-        absl::StrAppend(&text, "\n");
-      }
-      absl::StrAppend(&json, "]}");
-      if (output == "text") std::cout << text << "\n";
+      tables.push_back(TruthTable{protocol, port, evaluator->Matrix(protocol, port)});
     }
   }
-  absl::StrAppend(&json, "]}");
   if (output == "json") {
-    std::cout << json << "\n";
-  } else {
-    std::cout << "rows: source pod; columns: destination pod; \".\" allowed, \"X\" denied\n";
+    std::cout << TruthTablesJson(names, tables) << "\n";
+    return kExitOk;
   }
+  size_t width = 3;
+  for (const std::string& name : names) width = std::max(width, name.size());
+  for (const TruthTable& table : tables) {
+    std::string text = absl::StrFormat(
+        "%-*s", width, absl::StrCat(ProtocolName(table.protocol), "/", table.port));
+    for (const std::string& name : names) absl::StrAppend(&text, " ", absl::StrFormat("%*s", width, name));
+    absl::StrAppend(&text, "\n");
+    for (int i = 0; i < n; ++i) {
+      absl::StrAppend(&text, absl::StrFormat("%-*s", width, names[i]));
+      for (int j = 0; j < n; ++j) {
+        bool allowed = table.allowed[static_cast<size_t>(i) * n + j] != 0;
+        absl::StrAppend(&text, " ", absl::StrFormat("%*s", width, allowed ? "." : "X"));
+      }
+      absl::StrAppend(&text, "\n");
+    }
+    std::cout << text << "\n";
+  }
+  std::cout << "rows: source pod; columns: destination pod; \".\" allowed, \"X\" denied\n";
   return kExitOk;
 }
 

@@ -47,21 +47,6 @@ constexpr char kSelfNote[] =
     "self pairs (the diagonal): a pod's traffic to its own address never leaves its network "
     "namespace, so no datapath sees it; they are probed and compared as always-allow-self";
 
-std::string JsonString(absl::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      out += absl::StrFormat("\\u%04x", c);
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
-}
-
 }  // namespace
 
 Harness::Harness(HarnessOptions options) : options_(std::move(options)) {}
@@ -520,31 +505,23 @@ absl::StatusOr<UpdateReport> Harness::UpdateTest(const Cluster& a, const Cluster
 
 std::string FormatJson(const ScenarioReport& report) {
   const size_t n = report.pods.size();
-  std::string json = "{\"pods\": [";
-  for (size_t i = 0; i < n; ++i) absl::StrAppend(&json, i ? ", " : "", JsonString(report.pods[i]));
-  absl::StrAppend(&json, "], \"matrices\": [");
-  // One matrix per (protocol, port), in the order they were probed.
-  std::vector<std::pair<Protocol, uint16_t>> keys;
+  // One table per (protocol, port), in the order they were probed; a pair's cell is what was
+  // observed in its flow family (np::FlowFamily: IPv4 when both have it, else IPv6).
+  std::vector<TruthTable> tables;
   for (const ProbeMatrix& m : report.matrices) {
-    std::pair<Protocol, uint16_t> key{m.protocol, m.port};
-    if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(key);
+    bool seen = false;
+    for (const TruthTable& t : tables) seen |= t.protocol == m.protocol && t.port == m.port;
+    if (!seen) tables.push_back(TruthTable{m.protocol, m.port, std::vector<uint8_t>(n * n, 0)});
   }
-  bool first = true;
-  for (const auto& [protocol, port] : keys) {
+  for (TruthTable& table : tables) {
     const ProbeMatrix* by_family[2] = {nullptr, nullptr};
     for (const ProbeMatrix& m : report.matrices) {
-      if (m.protocol == protocol && m.port == port) {
+      if (m.protocol == table.protocol && m.port == table.port) {
         by_family[m.family == AddressFamily::kIPv6 ? 1 : 0] = &m;
       }
     }
-    absl::StrAppend(&json, first ? "" : ", ", "{\"protocol\": \"", ProtocolName(protocol),
-                    "\", \"port\": ", port, ", \"allowed\": [");
-    first = false;
     for (size_t s = 0; s < n; ++s) {
-      absl::StrAppend(&json, s ? ", " : "", "[");
       for (size_t d = 0; d < n; ++d) {
-        // The pair's flow family (np::FlowFamily): IPv4 when both have it, else IPv6.
-        bool allowed = false;
         for (int f = 0; f < 2; ++f) {
           AddressFamily family = f == 0 ? AddressFamily::kIPv4 : AddressFamily::kIPv6;
           if (AddressOf(report.pod_ips[s], family) == nullptr ||
@@ -554,17 +531,13 @@ std::string FormatJson(const ScenarioReport& report) {
           if (by_family[f] == nullptr) continue;
           const ProbeCell& cell = by_family[f]->cells[s * n + d];
           if (!cell.probed) continue;
-          allowed = cell.observed;
+          table.allowed[s * n + d] = cell.observed ? 1 : 0;
           break;
         }
-        absl::StrAppend(&json, d ? ", " : "", allowed ? "true" : "false");
       }
-      absl::StrAppend(&json, "]");
     }
-    absl::StrAppend(&json, "]}");
   }
-  absl::StrAppend(&json, "]}");
-  return json;
+  return TruthTablesJson(report.pods, tables);
 }
 
 std::string FormatText(const ScenarioReport& report, bool tables) {
