@@ -16,11 +16,11 @@ namespace internal {
 bool EngineState::SideAllows(uint32_t target, Direction direction, Protocol protocol,
                              uint16_t port, uint32_t peer) const {
   const TargetTable& table = *(*hot_tables)[target];
-  const DirectionTable& d = table.direction[static_cast<int>(direction)];
+  const DirectionTable& d = table.direction(static_cast<int>(direction));
   if (!d.isolated) return true;
   int pi = ProtocolIndex(protocol);
-  const Interval* begin = table.intervals.data() + d.begin[pi];
-  const Interval* end = table.intervals.data() + d.end[pi];
+  const Interval* begin = table.intervals() + d.begin[pi];
+  const Interval* end = table.intervals() + d.end[pi];
   // The interval holding `port`: the last whose first port is <= port. Tables usually
   // have a handful of intervals per protocol; long ones are searched by halves.
   const Interval* it;

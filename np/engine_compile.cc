@@ -978,7 +978,7 @@ class Batch {
   };
 
   std::shared_ptr<const TargetTable> BuildTable(const TargetClassKey& key) {
-    auto table = std::make_shared<TargetTable>();
+    auto table = std::make_unique<TableDraft>();
     std::vector<std::unique_ptr<Bitset>> owned;  // rule peer sets built for this table
     const std::vector<NamedPort>& own_ports = *s_.named_maps[key.named_map];
     for (int d = 0; d < 2; ++d) {
@@ -1051,14 +1051,12 @@ class Batch {
         dt.end[pi] = static_cast<uint32_t>(table->intervals.size());
       }
     }
-    table->intervals.shrink_to_fit();
-    table->words.shrink_to_fit();
-    return table;
+    return std::make_shared<const TargetTable>(*table);
   }
 
   // Cuts 0..65535 at every entry boundary; each piece allows the union of the entries
   // covering it; equal neighbours merge.
-  void Sweep(const std::vector<Entry>& entries, TargetTable& table) {
+  void Sweep(const std::vector<Entry>& entries, TableDraft& table) {
     std::vector<uint32_t> points = {0};
     for (const Entry& e : entries) {
       points.push_back(e.first);

@@ -180,15 +180,15 @@ absl::StatusOr<ir::CompiledPolicy> LowerToIr(const Engine& engine) {
     std::sort(policies.begin(), policies.end());
     for (const std::string& p : policies) t->add_policies(p);
     for (int d = 0; d < 2; ++d) {
-      const internal::DirectionTable& dt = table.direction[d];
+      const internal::DirectionTable& dt = table.direction(d);
       ir::DirectionPolicy* dp = d == 0 ? t->mutable_ingress() : t->mutable_egress();
       dp->set_isolated(dt.isolated);
       if (!dt.isolated) continue;
       for (Protocol protocol : kAllProtocols) {
         int pi = ProtocolIndex(protocol);
         for (uint32_t i = dt.begin[pi]; i < dt.end[pi]; ++i) {
-          const internal::Interval& iv = table.intervals[i];
-          uint32_t last = i + 1 < dt.end[pi] ? table.intervals[i + 1].first - 1u : 65535u;
+          const internal::Interval& iv = table.intervals()[i];
+          uint32_t last = i + 1 < dt.end[pi] ? table.intervals()[i + 1].first - 1u : 65535u;
           uint32_t set;
           if (iv.all_peers) {
             set = peer_set(true, {});

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <string>
@@ -156,39 +157,75 @@ struct DirectionTable {
   uint32_t end[3] = {0, 0, 0};
 };
 
-struct TargetTable {
+// A table while it is being built (BuildTable/Sweep).
+struct TableDraft {
   DirectionTable direction[2];
   std::vector<Interval> intervals;
   std::vector<uint64_t> words;
+};
+
+// A target class's table, packed into one buffer so that a verdict touches one run of
+// memory: a 64-byte header (the two DirectionTables and the counts), the intervals, then
+// the bitset / id-list words.
+class TargetTable {
+ public:
+  explicit TargetTable(const TableDraft& draft) {
+    size_t interval_words = (draft.intervals.size() * sizeof(Interval) + 7) / 8;
+    buffer_.assign(kHeaderWords + interval_words + draft.words.size(), 0);
+    std::memcpy(buffer_.data(), draft.direction, sizeof(draft.direction));
+    auto* counts = reinterpret_cast<uint32_t*>(buffer_.data() + kHeaderWords) - 2;
+    counts[0] = static_cast<uint32_t>(draft.intervals.size());
+    counts[1] = static_cast<uint32_t>(interval_words);
+    std::memcpy(buffer_.data() + kHeaderWords, draft.intervals.data(),
+                draft.intervals.size() * sizeof(Interval));
+    std::memcpy(buffer_.data() + kHeaderWords + interval_words, draft.words.data(),
+                draft.words.size() * sizeof(uint64_t));
+  }
+
+  const DirectionTable& direction(int d) const {
+    return reinterpret_cast<const DirectionTable*>(buffer_.data())[d];
+  }
+  const Interval* intervals() const {
+    return reinterpret_cast<const Interval*>(buffer_.data() + kHeaderWords);
+  }
+  uint32_t interval_count() const { return counts()[0]; }
+  const uint64_t* words() const { return buffer_.data() + kHeaderWords + counts()[1]; }
+
   bool Allows(const Interval& iv, uint32_t peer) const {
     if (iv.all_peers) return true;
+    const uint64_t* w = words() + iv.bits;
     if (iv.sparse) {
-      const uint32_t* ids = reinterpret_cast<const uint32_t*>(words.data() + iv.bits);
+      const uint32_t* ids = reinterpret_cast<const uint32_t*>(w);
       return std::binary_search(ids, ids + iv.count, peer);
     }
     uint32_t word = peer >> 6;
     if (word >= iv.count) return false;
-    return (words[iv.bits + word] >> (peer & 63)) & 1;
+    return (w[word] >> (peer & 63)) & 1;
   }
   // Calls f(class id) for every class the interval allows (not for all_peers).
   template <typename F>
   void ForEachPeer(const Interval& iv, F&& f) const {
+    const uint64_t* w = words() + iv.bits;
     if (iv.sparse) {
-      const uint32_t* ids = reinterpret_cast<const uint32_t*>(words.data() + iv.bits);
+      const uint32_t* ids = reinterpret_cast<const uint32_t*>(w);
       for (uint32_t i = 0; i < iv.count; ++i) f(ids[i]);
       return;
     }
-    for (uint32_t w = 0; w < iv.count; ++w) {
-      uint64_t word = words[iv.bits + w];
-      while (word != 0) {
-        f(w * 64 + static_cast<uint32_t>(__builtin_ctzll(word)));
-        word &= word - 1;
+    for (uint32_t k = 0; k < iv.count; ++k) {
+      for (uint64_t word = w[k]; word != 0; word &= word - 1) {
+        f(k * 64 + static_cast<uint32_t>(__builtin_ctzll(word)));
       }
     }
   }
-  size_t Bytes() const {
-    return sizeof(*this) + intervals.capacity() * sizeof(Interval) + words.capacity() * 8;
+  size_t Bytes() const { return sizeof(*this) + buffer_.capacity() * sizeof(uint64_t); }
+
+ private:
+  static constexpr size_t kHeaderWords = 8;  // 2 x 28-byte DirectionTable + 2 counts
+  static_assert(2 * sizeof(DirectionTable) + 2 * sizeof(uint32_t) <= kHeaderWords * 8);
+  const uint32_t* counts() const {
+    return reinterpret_cast<const uint32_t*>(buffer_.data() + kHeaderWords) - 2;
   }
+  std::vector<uint64_t> buffer_;
 };
 
 struct TargetClassKey {
