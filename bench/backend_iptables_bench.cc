@@ -21,6 +21,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "bench/cluster_generator.h"
+#include "bench/synthetic_ir.h"
 #include "np/backends/backend.h"
 #include "np/backends/iptables/iptables.h"
 #include "np/backends/util.h"
@@ -42,13 +43,7 @@ double Median(std::vector<double> v) {
 }
 
 absl::StatusOr<ir::CompiledPolicy> Compile(const SyntheticOptions& o, const std::string& node) {
-  absl::StatusOr<Cluster> cluster = Cluster::Create(GenerateCluster(o));
-  if (!cluster.ok()) return cluster.status();
-  EngineOptions eo;
-  eo.node_name = node;
-  absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(*cluster, eo);
-  if (!engine.ok()) return engine.status();
-  return LowerToIr(**engine);
+  return CompileSynthetic(o, node);
 }
 
 struct Row {

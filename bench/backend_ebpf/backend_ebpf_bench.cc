@@ -30,6 +30,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "bench/cluster_generator.h"
+#include "bench/synthetic_ir.h"
 #include "np/backends/backend.h"
 #include "np/backends/ebpf/ebpf_backend.h"
 #include "np/backends/ebpf/loader.h"
@@ -67,17 +68,7 @@ double Percentile(std::vector<double> v, double p) {
 // pods: what a replace installs).
 absl::StatusOr<ir::CompiledPolicy> Compile(const SyntheticOptions& o, const std::string& node,
                                            int extra = 0) {
-  ClusterObjects objects = GenerateCluster(o);
-  for (int n = 0; n < extra; ++n) {
-    objects.policies.push_back({ExtraPolicy(o, n % o.namespaces, n), {}});
-  }
-  absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
-  if (!cluster.ok()) return cluster.status();
-  EngineOptions eo;
-  eo.node_name = node;
-  absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(*cluster, eo);
-  if (!engine.ok()) return engine.status();
-  return LowerToIr(**engine);
+  return CompileSynthetic(o, node, extra);
 }
 
 struct Flow {

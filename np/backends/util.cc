@@ -120,6 +120,17 @@ absl::StatusOr<std::string> AddressBytes(absl::string_view text) {
   return std::string(reinterpret_cast<char*>(b), a->is_v4() ? 4 : 16);
 }
 
+absl::StatusOr<FlowAddresses> ParseFlowAddresses(const FlowQuery& flow) {
+  absl::StatusOr<std::string> source = AddressBytes(flow.source);
+  if (!source.ok()) return source.status();
+  absl::StatusOr<std::string> destination = AddressBytes(flow.destination);
+  if (!destination.ok()) return destination.status();
+  if (source->size() != destination->size()) {
+    return absl::InvalidArgumentError("source and destination are of different families");
+  }
+  return FlowAddresses{*std::move(source), *std::move(destination)};
+}
+
 absl::StatusOr<uint32_t> IdentityOf(const ir::CompiledPolicy& ir, absl::string_view key) {
   const auto& ranges = key.size() == 4 ? ir.ipv4() : ir.ipv6();
   auto it = std::upper_bound(ranges.begin(), ranges.end(), key,

@@ -7,6 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "np/backends/backend.h"
 #include "proto/compiled.pb.h"
 
 namespace np::backends {
@@ -22,6 +23,14 @@ absl::StatusOr<std::string> RunCommand(const std::vector<std::string>& argv,
 std::string AddressText(absl::string_view bytes);
 // "10.0.0.1" / "fd00::1" -> 4 or 16 bytes; error if not an address.
 absl::StatusOr<std::string> AddressBytes(absl::string_view text);
+
+// A FlowQuery's two addresses as network-order bytes (4 or 16 each). Fails on text that is
+// not an address, or on ends of different families (a packet has one family).
+struct FlowAddresses {
+  std::string source;
+  std::string destination;
+};
+absl::StatusOr<FlowAddresses> ParseFlowAddresses(const FlowQuery& flow);
 
 // The identity of an address per the IR's ranges (binary search); error if the IR has no
 // range for that family (a malformed IR).

@@ -56,13 +56,10 @@ class EbpfBackend : public Backend {
                                       const FlowQuery& flow) const override {
     absl::StatusOr<MapContents> maps = BuildMaps(ir);
     if (!maps.ok()) return maps.status();
-    absl::StatusOr<std::string> src = AddressBytes(flow.source);
-    absl::StatusOr<std::string> dst = AddressBytes(flow.destination);
-    if (!src.ok()) return src.status();
-    if (!dst.ok()) return dst.status();
-    if (src->size() != dst->size()) {
-      return absl::InvalidArgumentError("source and destination are of different families");
-    }
+    absl::StatusOr<FlowAddresses> ends = ParseFlowAddresses(flow);
+    if (!ends.ok()) return ends.status();
+    const std::string* src = &ends->source;
+    const std::string* dst = &ends->destination;
     ebpf::PacketView p;
     p.family = src->size() == 4 ? NP_FAMILY_V4 : NP_FAMILY_V6;
     std::memcpy(p.saddr, src->data(), src->size());

@@ -609,13 +609,10 @@ class IptablesBackend : public Backend {
                                       const FlowQuery& flow) const override {
     absl::StatusOr<Model> model = BuildModel(ir, 0);
     if (!model.ok()) return model.status();
-    absl::StatusOr<std::string> src = AddressBytes(flow.source);
-    if (!src.ok()) return src.status();
-    absl::StatusOr<std::string> dst = AddressBytes(flow.destination);
-    if (!dst.ok()) return dst.status();
-    if (src->size() != dst->size()) {
-      return absl::InvalidArgumentError("source and destination are of different families");
-    }
+    absl::StatusOr<FlowAddresses> ends = ParseFlowAddresses(flow);
+    if (!ends.ok()) return ends.status();
+    const std::string* src = &ends->source;
+    const std::string* dst = &ends->destination;
     ir::Protocol protocol = static_cast<ir::Protocol>(flow.protocol);
     if (protocol != ir::TCP && protocol != ir::UDP && protocol != ir::SCTP) {
       return absl::InvalidArgumentError(

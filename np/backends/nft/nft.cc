@@ -488,13 +488,10 @@ class NftBackend : public Backend {
                                       const FlowQuery& flow) const override {
     absl::StatusOr<nft::Layout> layout = nft::MakeLayout(ir);
     if (!layout.ok()) return layout.status();
-    absl::StatusOr<std::string> src = AddressBytes(flow.source);
-    if (!src.ok()) return src.status();
-    absl::StatusOr<std::string> dst = AddressBytes(flow.destination);
-    if (!dst.ok()) return dst.status();
-    if (src->size() != dst->size()) {
-      return absl::InvalidArgumentError("source and destination are of different families");
-    }
+    absl::StatusOr<FlowAddresses> ends = ParseFlowAddresses(flow);
+    if (!ends.ok()) return ends.status();
+    const std::string* src = &ends->source;
+    const std::string* dst = &ends->destination;
     if (*src == *dst) {
       return absl::StrCat(AddressText(*src),
                           " -> itself: a pod's traffic to its own address never leaves its "

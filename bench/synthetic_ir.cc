@@ -1,0 +1,24 @@
+#include "bench/synthetic_ir.h"
+
+#include "np/engine.h"
+#include "np/lower.h"
+
+namespace np::bench {
+
+absl::StatusOr<ir::CompiledPolicy> CompileSynthetic(const SyntheticOptions& options,
+                                                    const std::string& node,
+                                                    int extra_policies) {
+  ClusterObjects objects = GenerateCluster(options);
+  for (int n = 0; n < extra_policies; ++n) {
+    objects.policies.push_back({ExtraPolicy(options, n % options.namespaces, n), {}});
+  }
+  absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
+  if (!cluster.ok()) return cluster.status();
+  EngineOptions engine_options;
+  engine_options.node_name = node;
+  absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(*cluster, engine_options);
+  if (!engine.ok()) return engine.status();
+  return LowerToIr(**engine);
+}
+
+}  // namespace np::bench
