@@ -15,7 +15,7 @@ namespace internal {
 
 bool EngineState::SideAllows(uint32_t target, Direction direction, Protocol protocol,
                              uint16_t port, uint32_t peer) const {
-  const TargetTable& table = *(*hot_tables)[target];
+  const TableView table((*hot_tables)[target]);
   const DirectionTable& d = table.direction(static_cast<int>(direction));
   if (!d.isolated) return true;
   int pi = ProtocolIndex(protocol);

@@ -958,14 +958,16 @@ class Batch {
     for (size_t p = old_size; p < hot->size(); ++p) (*hot)[p] = s_.records[p];
     for (uint32_t p : touched_records_) (*hot)[p] = s_.records[p];
     s_.hot_records = std::move(hot);
-    auto tables = s_.hot_tables ? std::make_shared<std::vector<const TargetTable*>>(*s_.hot_tables)
-                                : std::make_shared<std::vector<const TargetTable*>>();
+    auto tables = s_.hot_tables ? std::make_shared<std::vector<const uint64_t*>>(*s_.hot_tables)
+                                : std::make_shared<std::vector<const uint64_t*>>();
     old_size = tables->size();
     tables->resize(s_.target_classes.size());
-    for (size_t t = old_size; t < tables->size(); ++t) {
-      (*tables)[t] = s_.target_classes[t].table.get();
-    }
-    for (uint32_t t : touched_tables_) (*tables)[t] = s_.target_classes[t].table.get();
+    auto data = [&](size_t t) {
+      const auto& table = s_.target_classes[t].table;
+      return table != nullptr ? table->data() : nullptr;
+    };
+    for (size_t t = old_size; t < tables->size(); ++t) (*tables)[t] = data(t);
+    for (uint32_t t : touched_tables_) (*tables)[t] = data(t);
     s_.hot_tables = std::move(tables);
   }
 

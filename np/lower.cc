@@ -172,7 +172,7 @@ absl::StatusOr<ir::CompiledPolicy> LowerToIr(const Engine& engine) {
     uint32_t id = static_cast<uint32_t>(out.tables_size());
     table_of_class.emplace(target_class, id);
     const internal::TargetClassSlot& slot = s.target_classes[target_class];
-    const internal::TargetTable& table = *slot.table;
+    const internal::TableView table = slot.table->view();
     ir::Table* t = out.add_tables();
     t->set_id(id);
     std::vector<std::string> policies;

@@ -164,32 +164,23 @@ struct TableDraft {
   std::vector<uint64_t> words;
 };
 
-// A target class's table, packed into one buffer so that a verdict touches one run of
-// memory: a 64-byte header (the two DirectionTables and the counts), the intervals, then
-// the bitset / id-list words.
-class TargetTable {
+// A packed table's buffer, read in place: a 64-byte header (the two DirectionTables and the
+// counts), the intervals, then the bitset / id-list words. Verdicts hold only the buffer's
+// address, so reading a table is one run of memory with no pointer to chase first.
+class TableView {
  public:
-  explicit TargetTable(const TableDraft& draft) {
-    size_t interval_words = (draft.intervals.size() * sizeof(Interval) + 7) / 8;
-    buffer_.assign(kHeaderWords + interval_words + draft.words.size(), 0);
-    std::memcpy(buffer_.data(), draft.direction, sizeof(draft.direction));
-    auto* counts = reinterpret_cast<uint32_t*>(buffer_.data() + kHeaderWords) - 2;
-    counts[0] = static_cast<uint32_t>(draft.intervals.size());
-    counts[1] = static_cast<uint32_t>(interval_words);
-    std::memcpy(buffer_.data() + kHeaderWords, draft.intervals.data(),
-                draft.intervals.size() * sizeof(Interval));
-    std::memcpy(buffer_.data() + kHeaderWords + interval_words, draft.words.data(),
-                draft.words.size() * sizeof(uint64_t));
-  }
+  static constexpr size_t kHeaderWords = 8;  // 2 x 28-byte DirectionTable + 2 counts
+  static_assert(2 * sizeof(DirectionTable) + 2 * sizeof(uint32_t) <= kHeaderWords * 8);
 
+  explicit TableView(const uint64_t* buffer) : p_(buffer) {}
   const DirectionTable& direction(int d) const {
-    return reinterpret_cast<const DirectionTable*>(buffer_.data())[d];
+    return reinterpret_cast<const DirectionTable*>(p_)[d];
   }
   const Interval* intervals() const {
-    return reinterpret_cast<const Interval*>(buffer_.data() + kHeaderWords);
+    return reinterpret_cast<const Interval*>(p_ + kHeaderWords);
   }
   uint32_t interval_count() const { return counts()[0]; }
-  const uint64_t* words() const { return buffer_.data() + kHeaderWords + counts()[1]; }
+  const uint64_t* words() const { return p_ + kHeaderWords + counts()[1]; }
 
   bool Allows(const Interval& iv, uint32_t peer) const {
     if (iv.all_peers) return true;
@@ -217,14 +208,35 @@ class TargetTable {
       }
     }
   }
+
+ private:
+  const uint32_t* counts() const {
+    return reinterpret_cast<const uint32_t*>(p_ + kHeaderWords) - 2;
+  }
+  const uint64_t* p_;
+};
+
+// A target class's table: owns the packed buffer a TableView reads.
+class TargetTable {
+ public:
+  explicit TargetTable(const TableDraft& draft) {
+    constexpr size_t kHeader = TableView::kHeaderWords;
+    size_t interval_words = (draft.intervals.size() * sizeof(Interval) + 7) / 8;
+    buffer_.assign(kHeader + interval_words + draft.words.size(), 0);
+    std::memcpy(buffer_.data(), draft.direction, sizeof(draft.direction));
+    auto* counts = reinterpret_cast<uint32_t*>(buffer_.data() + kHeader) - 2;
+    counts[0] = static_cast<uint32_t>(draft.intervals.size());
+    counts[1] = static_cast<uint32_t>(interval_words);
+    std::memcpy(buffer_.data() + kHeader, draft.intervals.data(),
+                draft.intervals.size() * sizeof(Interval));
+    std::memcpy(buffer_.data() + kHeader + interval_words, draft.words.data(),
+                draft.words.size() * sizeof(uint64_t));
+  }
+  TableView view() const { return TableView(buffer_.data()); }
+  const uint64_t* data() const { return buffer_.data(); }
   size_t Bytes() const { return sizeof(*this) + buffer_.capacity() * sizeof(uint64_t); }
 
  private:
-  static constexpr size_t kHeaderWords = 8;  // 2 x 28-byte DirectionTable + 2 counts
-  static_assert(2 * sizeof(DirectionTable) + 2 * sizeof(uint32_t) <= kHeaderWords * 8);
-  const uint32_t* counts() const {
-    return reinterpret_cast<const uint32_t*>(buffer_.data() + kHeaderWords) - 2;
-  }
   std::vector<uint64_t> buffer_;
 };
 
@@ -308,7 +320,7 @@ struct EngineState {
   // Flat copies of `records` and of the target classes' table pointers, rebuilt after each
   // batch (a memcpy-sized cost) so that a verdict reads them without chunk indirections.
   std::shared_ptr<const std::vector<PodRecord>> hot_records;
-  std::shared_ptr<const std::vector<const TargetTable*>> hot_tables;
+  std::shared_ptr<const std::vector<const uint64_t*>> hot_tables;  // TargetTable::data()
 
   // --- lookups (hot path) ---
   bool SideAllows(uint32_t target, Direction direction, Protocol protocol, uint16_t port,
