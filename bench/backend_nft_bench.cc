@@ -159,12 +159,7 @@ void Header() {
 
 int Main(int argc, char** argv) {
   const bool root = geteuid() == 0;
-  std::vector<int> policies;
-  for (int i = 1; i < argc; ++i) {
-    int n;
-    if (absl::SimpleAtoi(argv[i], &n) && n > 0) policies.push_back(n);
-  }
-  if (policies.empty()) policies = {100, 1000, 10000};
+  const std::vector<int> policies = PolicyCounts(argc, argv);
   printf("nft backend (%s)\n\nPolicies grow, pods fixed (10k pods, 500 namespaces, 50 nodes, "
          "dual-stack):\n\n",
          root ? "apply times measured in a private network namespace" : "not root: no apply");

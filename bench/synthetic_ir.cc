@@ -1,5 +1,6 @@
 #include "bench/synthetic_ir.h"
 
+#include "absl/strings/numbers.h"
 #include "np/engine.h"
 #include "np/lower.h"
 
@@ -19,6 +20,16 @@ absl::StatusOr<ir::CompiledPolicy> CompileSynthetic(const SyntheticOptions& opti
   absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(*cluster, engine_options);
   if (!engine.ok()) return engine.status();
   return LowerToIr(**engine);
+}
+
+std::vector<int> PolicyCounts(int argc, char** argv) {
+  std::vector<int> counts;
+  for (int i = 1; i < argc; ++i) {
+    int n;
+    if (absl::SimpleAtoi(argv[i], &n) && n > 0) counts.push_back(n);
+  }
+  if (counts.empty()) counts = {100, 1000, 10000};
+  return counts;
 }
 
 }  // namespace np::bench

@@ -4,6 +4,7 @@
 #define BENCH_SYNTHETIC_IR_H_
 
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "bench/cluster_generator.h"
@@ -16,6 +17,9 @@ namespace np::bench {
 absl::StatusOr<ir::CompiledPolicy> CompileSynthetic(const SyntheticOptions& options,
                                                     const std::string& node,
                                                     int extra_policies = 0);
+
+// The policy counts a backend benchmark sweeps: its numeric arguments, else 100, 1k, 10k.
+std::vector<int> PolicyCounts(int argc, char** argv);
 
 }  // namespace np::bench
 
