@@ -21,6 +21,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "bench/cluster_generator.h"
+#include "bench/backend_timing.h"
 #include "bench/synthetic_ir.h"
 #include "np/backends/backend.h"
 #include "np/backends/iptables/iptables.h"
@@ -32,15 +33,7 @@
 namespace np::bench {
 namespace {
 
-double Seconds(std::chrono::steady_clock::time_point since) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
-}
-
-double Median(std::vector<double> v) {
-  if (v.empty()) return -1;
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
+double Seconds(std::chrono::steady_clock::time_point since) { return SecondsSince(since); }
 
 absl::StatusOr<ir::CompiledPolicy> Compile(const SyntheticOptions& o, const std::string& node) {
   return CompileSynthetic(o, node);
@@ -81,35 +74,16 @@ Row Measure(const SyntheticOptions& o, bool root, const std::string& node = "nod
   SyntheticOptions other = o;
   other.seed = o.seed + 1;
   absl::StatusOr<ir::CompiledPolicy> ir2 = Compile(other, node);
-  const std::string netns = absl::StrCat("npiptbench-", getpid());
-  if (!backends::RunCommand({"ip", "netns", "add", netns}).ok()) {
-    row.error = "could not create a network namespace";
+  if (!ir2.ok()) {
+    row.error = std::string(ir2.status().message());
     return row;
   }
   std::unique_ptr<backends::Backend> backend = backends::MakeIptablesBackend();
-  backends::Attachment where;
-  where.netns = netns;
-  // Medians of three rounds of install, replace, remove (the machine is shared and noisy).
-  std::vector<double> apply, replace, remove;
-  absl::Status s = ir2.ok() ? absl::OkStatus() : ir2.status();
-  for (int round = 0; round < 3 && s.ok(); ++round) {
-    t0 = std::chrono::steady_clock::now();
-    s = backend->Apply(*ir, where);
-    apply.push_back(Seconds(t0));
-    if (!s.ok()) break;
-    t0 = std::chrono::steady_clock::now();
-    s = backend->Apply(*ir2, where);
-    replace.push_back(Seconds(t0));
-    if (!s.ok()) break;
-    t0 = std::chrono::steady_clock::now();
-    s = backend->Remove(where);
-    remove.push_back(Seconds(t0));
-  }
-  row.apply_s = Median(apply);
-  row.replace_s = Median(replace);
-  row.remove_s = Median(remove);
-  if (!s.ok()) row.error = std::string(s.message());
-  (void)backends::RunCommand({"ip", "netns", "del", netns});
+  ApplyTimes times = TimeApplyReplaceRemove(*backend, *ir, &*ir2, "npiptbench");
+  row.apply_s = times.apply_s;
+  row.replace_s = times.replace_s;
+  row.remove_s = times.remove_s;
+  row.error = times.error;
   return row;
 }
 

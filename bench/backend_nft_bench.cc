@@ -21,6 +21,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "bench/cluster_generator.h"
+#include "bench/backend_timing.h"
 #include "bench/synthetic_ir.h"
 #include "np/backends/backend.h"
 #include "np/backends/nft/nft.h"
@@ -32,9 +33,7 @@
 namespace np::bench {
 namespace {
 
-double Seconds(std::chrono::steady_clock::time_point since) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
-}
+double Seconds(std::chrono::steady_clock::time_point since) { return SecondsSince(since); }
 
 absl::StatusOr<ir::CompiledPolicy> Compile(const SyntheticOptions& o, const std::string& node) {
   return CompileSynthetic(o, node);
@@ -96,42 +95,13 @@ Row Measure(const SyntheticOptions& o, const std::string& node, bool root) {
   SyntheticOptions other = o;
   other.seed = o.seed + 1;
   absl::StatusOr<ir::CompiledPolicy> ir2 = Compile(other, node);
-  const std::string netns = absl::StrCat("npnftbench-", getpid());
-  if (!backends::RunCommand({"ip", "netns", "add", netns}).ok()) {
-    row.error = "could not create a network namespace";
-    return row;
-  }
   std::unique_ptr<backends::Backend> backend = backends::MakeNftBackend();
-  backends::Attachment where;
-  where.netns = netns;
-  // Medians of three rounds of install, replace, remove.
-  std::vector<double> apply, replace, remove;
-  absl::Status s;
-  for (int round = 0; round < 3 && s.ok(); ++round) {
-    t0 = std::chrono::steady_clock::now();
-    s = backend->Apply(*ir, where);
-    apply.push_back(Seconds(t0));
-    if (s.ok() && ir2.ok()) {
-      t0 = std::chrono::steady_clock::now();
-      s = backend->Apply(*ir2, where);
-      replace.push_back(Seconds(t0));
-    }
-    if (s.ok()) {
-      t0 = std::chrono::steady_clock::now();
-      s = backend->Remove(where);
-      remove.push_back(Seconds(t0));
-    }
-  }
-  auto median = [](std::vector<double> v) {
-    if (v.empty()) return -1.0;
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-  };
-  row.apply_s = median(apply);
-  row.replace_s = median(replace);
-  row.remove_s = median(remove);
-  if (!s.ok()) row.error = std::string(s.message()).substr(0, 200);
-  (void)backends::RunCommand({"ip", "netns", "del", netns});
+  ApplyTimes times =
+      TimeApplyReplaceRemove(*backend, *ir, ir2.ok() ? &*ir2 : nullptr, "npnftbench");
+  row.apply_s = times.apply_s;
+  row.replace_s = times.replace_s;
+  row.remove_s = times.remove_s;
+  row.error = times.error;
   return row;
 }
 

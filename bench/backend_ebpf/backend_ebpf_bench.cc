@@ -30,6 +30,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "bench/cluster_generator.h"
+#include "bench/backend_timing.h"
 #include "bench/synthetic_ir.h"
 #include "np/backends/backend.h"
 #include "np/backends/ebpf/ebpf_backend.h"
@@ -50,12 +51,6 @@ namespace ebpf = backends::ebpf;
 double Ms(std::chrono::steady_clock::time_point since) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - since)
       .count();
-}
-
-double Median(std::vector<double> v) {
-  if (v.empty()) return -1;
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
 }
 
 double Percentile(std::vector<double> v, double p) {
@@ -235,55 +230,29 @@ absl::StatusOr<PacketCost> MeasurePackets(const ir::CompiledPolicy& ir, const Ma
   return cost;
 }
 
-struct ApplyTimes {
+// Veths for the node's endpoints in the timing namespace; apply, replace, remove (in ms).
+struct ApplyTimesMs {
   double apply = -1, replace = -1, remove = -1;
   std::string error;
 };
-
-// Veths for the node's endpoints in a namespace of our own; apply, replace, remove.
-ApplyTimes MeasureApply(const ir::CompiledPolicy& ir, const ir::CompiledPolicy& other) {
-  ApplyTimes t;
-  const std::string netns = absl::StrCat("npebpfbench-", getpid());
-  if (!backends::RunCommand({"ip", "netns", "add", netns}).ok()) {
-    t.error = "ip netns add failed";
-    return t;
-  }
-  std::string batch;
-  backends::Attachment where;
-  where.netns = netns;
-  for (int i = 0; i < ir.endpoints_size(); ++i) {
-    absl::StrAppend(&batch, "link add h", i, " type veth peer name c", i, "\n",
-                    "link set h", i, " up\n");
-    where.interfaces.push_back({absl::StrCat(ir.endpoints(i).namespace_(), "/",
-                                             ir.endpoints(i).name()),
-                                absl::StrCat("h", i)});
-  }
-  absl::StatusOr<std::string> made = backends::RunCommand({"ip", "-n", netns, "-batch", "-"}, batch);
-  std::vector<double> apply, replace, remove;
-  if (!made.ok()) {
-    t.error = std::string(made.status().message());
-  } else {
-    std::unique_ptr<backends::Backend> backend = backends::MakeEbpfBackend();
-    for (int round = 0; round < 3 && t.error.empty(); ++round) {
-      auto t0 = std::chrono::steady_clock::now();
-      absl::Status s = backend->Apply(ir, where);
-      apply.push_back(Ms(t0));
-      t0 = std::chrono::steady_clock::now();
-      if (s.ok()) s = backend->Apply(other, where);
-      replace.push_back(Ms(t0));
-      t0 = std::chrono::steady_clock::now();
-      if (s.ok()) s = backend->Remove(where);
-      remove.push_back(Ms(t0));
-      if (!s.ok()) t.error = std::string(s.message());
-    }
-  }
-  (void)backends::RunCommand({"ip", "netns", "del", netns});
-  if (t.error.empty()) {
-    t.apply = Median(apply);
-    t.replace = Median(replace);
-    t.remove = Median(remove);
-  }
-  return t;
+ApplyTimesMs MeasureApply(const ir::CompiledPolicy& ir, const ir::CompiledPolicy& other) {
+  std::unique_ptr<backends::Backend> backend = backends::MakeEbpfBackend();
+  ApplyTimes t = TimeApplyReplaceRemove(
+      *backend, ir, &other, "npebpfbench",
+      [&](const std::string& netns, backends::Attachment* where) -> absl::Status {
+        std::string batch;
+        for (int i = 0; i < ir.endpoints_size(); ++i) {
+          absl::StrAppend(&batch, "link add h", i, " type veth peer name c", i, "\n",
+                          "link set h", i, " up\n");
+          where->interfaces.push_back({absl::StrCat(ir.endpoints(i).namespace_(), "/",
+                                                    ir.endpoints(i).name()),
+                                       absl::StrCat("h", i)});
+        }
+        return backends::RunCommand({"ip", "-n", netns, "-batch", "-"}, batch).status();
+      });
+  auto ms = [](double s) { return s < 0 ? -1 : s * 1000; };
+  if (!t.error.empty()) return ApplyTimesMs{-1, -1, -1, t.error};
+  return ApplyTimesMs{ms(t.apply_s), ms(t.replace_s), ms(t.remove_s), ""};
 }
 
 void Run(const std::string& label, SyntheticOptions o, const std::string& node, bool root,
@@ -307,7 +276,7 @@ void Run(const std::string& label, SyntheticOptions o, const std::string& node, 
   for (const ir::Table& t : ir->tables()) rules += t.ingress().rules_size() + t.egress().rules_size();
   double load_ms = -1;
   PacketCost cost;
-  ApplyTimes times;
+  ApplyTimesMs times;
   if (root) {
     std::vector<std::pair<uint32_t, uint32_t>> ifs;
     for (uint32_t i = 0; i < maps->endpoints.size(); ++i) ifs.emplace_back(1000 + i, i);
