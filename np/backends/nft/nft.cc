@@ -313,6 +313,13 @@ absl::StatusOr<Program> Build(const ir::CompiledPolicy& ir) {
     }
     const char* peer = d == kEgress ? "daddr" : "saddr";
     if (lookup) {
+      // Fail closed: the peer's identity starts as "other", which no peer set holds, so a
+      // lookup that finds nothing denies. Without this the unset mark (0) reads as identity
+      // 0. Such misses happen: the kernel makes a new ruleset's chains live before it
+      // installs a new interval set's lookup structure, and CI's update test once saw a
+      // both-denied IPv6 flow connect in that window.
+      c.rules.push_back(absl::StrFormat("meta mark set meta mark and 0x0000ffff or 0x%08x",
+                                        kOtherIdentity << 16));
       c.rules.push_back(absl::StrCat("ip ", peer, " vmap @identity4"));
       c.rules.push_back(absl::StrCat("ip6 ", peer, " vmap @identity6"));
     }

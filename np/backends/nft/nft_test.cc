@@ -144,17 +144,19 @@ TEST(NftBuild, SizesGrowWithIdentitiesAndRulesNotPairs) {
   EXPECT_NE(FindChain(*p, "id_2"), nullptr);
   EXPECT_EQ(FindChain(*p, "id_3"), nullptr);
   EXPECT_NE(FindChain(*p, "id_other"), nullptr);
-  // The table chain: 2 lookups, 1 rule, drop.
+  // The table chain: identity reset to "other" (fail closed), 2 lookups, 1 rule, drop.
   const Chain* t = FindChain(*p, "t0_ingress");
   ASSERT_NE(t, nullptr);
-  EXPECT_EQ(t->rules, (std::vector<std::string>{"ip saddr vmap @identity4",
+  EXPECT_EQ(t->rules, (std::vector<std::string>{"meta mark set meta mark and 0x0000ffff or "
+                                                "0xffff0000",
+                                                "ip saddr vmap @identity4",
                                                 "ip6 saddr vmap @identity6",
                                                 "meta l4proto tcp th dport 80-81 meta mark "
                                                 "@peers_0 return",
                                                 "drop"}));
   EXPECT_EQ(FindChain(*p, "t0_egress"), nullptr);
-  // Total rules: forward 5 + id_other + id_1 + id_2 + table 4. No pod-pair term.
-  EXPECT_EQ(p->rule_count(), 5u + 3u + 4u);
+  // Total rules: forward 5 + id_other + id_1 + id_2 + table 5. No pod-pair term.
+  EXPECT_EQ(p->rule_count(), 5u + 3u + 5u);
   // Identity maps: adjacent addresses of one target merge; at most one element per pod and
   // one per gap.
   EXPECT_LE(FindSet(*p, "identity4")->elements.size(), 2u * 100 + 1);
@@ -192,6 +194,7 @@ TEST(NftBuild, RuleForms) {
   const Chain* eg = FindChain(*p, "t0_egress");
   ASSERT_NE(eg, nullptr);
   EXPECT_EQ(eg->rules, (std::vector<std::string>{
+                           "meta mark set meta mark and 0x0000ffff or 0xffff0000",
                            "ip daddr vmap @identity4",
                            "ip6 daddr vmap @identity6", "meta l4proto tcp return",
                            "meta l4proto udp th dport 53 meta mark @peers_1 return", "drop"}));
