@@ -93,6 +93,37 @@ Protocol ProtocolOrTcp(const std::string& text) {
   return p.ok() ? *p : Protocol::kTCP;
 }
 
+// IPv4-mapped IPv6 text ("::ffff:10.0.0.9", "::ffff:10.0.0.0/104") rewritten to the IPv4
+// form np reads it as (IpAddress::Parse), so that the objects themselves — which the engine,
+// the bindings and tools re-read — carry one meaning. Other text is left as written.
+void NormalizeIpText(std::string* text) {
+  bool mapped = false;
+  absl::StatusOr<IpAddress> a = IpAddress::Parse(*text, /*allow_leading_zeros=*/true, &mapped);
+  if (a.ok() && mapped) *text = a->ToString();
+}
+void NormalizeCidrText(std::string* text) {
+  absl::StatusOr<IpPrefix> p = IpPrefix::Parse(*text, /*allow_leading_zeros=*/true);
+  if (p.ok() && p->family() == AddressFamily::kIPv4 && text->find(':') != std::string::npos) {
+    *text = absl::StrCat(p->address().ToString(), "/", p->length());  // host bits as written
+  }
+}
+void NormalizeAddresses(k8s::Pod& pod) {
+  k8s::PodStatus* status = pod.mutable_status();
+  if (status->has_podip()) NormalizeIpText(status->mutable_podip());
+  for (auto& ip : *status->mutable_podips()) NormalizeIpText(ip.mutable_ip());
+}
+void NormalizeAddresses(k8s::NetworkPolicy& policy) {
+  auto normalize_peers = [](auto* peers) {
+    for (k8s::NetworkPolicyPeer& peer : *peers) {
+      if (!peer.has_ipblock()) continue;
+      NormalizeCidrText(peer.mutable_ipblock()->mutable_cidr());
+      for (std::string& e : *peer.mutable_ipblock()->mutable_except()) NormalizeCidrText(&e);
+    }
+  };
+  for (auto& rule : *policy.mutable_spec()->mutable_ingress()) normalize_peers(rule.mutable_from());
+  for (auto& rule : *policy.mutable_spec()->mutable_egress()) normalize_peers(rule.mutable_to());
+}
+
 }  // namespace
 
 struct Cluster::Data {
@@ -108,7 +139,7 @@ struct Cluster::Data {
   absl::flat_hash_map<std::string, int> namespace_index;
   absl::flat_hash_map<std::string, int> pod_index;     // "ns/name"
   absl::flat_hash_map<std::string, int> policy_index;  // "ns/name"
-  absl::flat_hash_map<IpAddress, int> ip_index;
+  absl::flat_hash_map<IpAddress, std::vector<int>> ip_index;  // holders in pod order
 };
 
 absl::StatusOr<Cluster> Cluster::Create(ClusterObjects objects,
@@ -151,6 +182,8 @@ absl::StatusOr<Cluster> Cluster::Create(ClusterObjects objects,
     if (diagnostics != nullptr) *diagnostics = std::move(found);
     return absl::InvalidArgumentError(absl::StrJoin(lines, "\n"));
   }
+  for (auto& pod : objects.pods) NormalizeAddresses(pod.object);
+  for (auto& policy : objects.policies) NormalizeAddresses(policy.object);
 
   // Namespaces: the real ones, then those implied by pods and policies.
   auto by_name = [](const auto& a, const auto& b) {
@@ -229,19 +262,33 @@ absl::StatusOr<Cluster> Cluster::Create(ClusterObjects objects,
     }
     info.node_name = p.spec().nodename();
     int index = static_cast<int>(data->pods.size());
-    for (const IpAddress& a : info.ips) {
-      auto [it, inserted] = data->ip_index.emplace(a, index);
-      if (!inserted) {
-        found.push_back(MakeDiagnostic(
-            Diagnostic::Severity::kWarning, "Pod", key,
-            absl::StrCat("IP ", a.ToString(), " is also held by pod ",
-                         data->pods[it->second].Key(), "; that pod owns it for packet lookups"),
-            pod.source));
-      }
-    }
+    for (const IpAddress& a : info.ips) data->ip_index[a].push_back(index);
     data->pod_index[key] = index;
     data->pods.push_back(std::move(info));
     data->pod_objects.push_back(std::move(pod));
+  }
+
+  // Shared addresses: every holder is quarantined, and each says with whom it shares.
+  for (const auto& [address, holders] : data->ip_index) {
+    if (holders.size() < 2) continue;
+    for (int holder : holders) data->pods[holder].shared_ips.push_back(address);
+  }
+  for (size_t i = 0; i < data->pods.size(); ++i) {
+    PodInfo& info = data->pods[i];
+    if (!info.quarantined()) continue;
+    std::sort(info.shared_ips.begin(), info.shared_ips.end());
+    for (const IpAddress& a : info.shared_ips) {
+      std::vector<std::string> others;
+      for (int holder : data->ip_index.at(a)) {
+        if (holder != static_cast<int>(i)) others.push_back(data->pods[holder].Key());
+      }
+      found.push_back(MakeDiagnostic(
+          Diagnostic::Severity::kWarning, "Pod", info.Key(),
+          absl::StrCat("IP ", a.ToString(), " is also held by ", absl::StrJoin(others, ", "),
+                       ": np cannot tell their packets apart, so it denies every flow from or "
+                       "to this pod until only one live pod holds the address"),
+          data->pod_objects[i].source));
+    }
   }
 
   for (auto& policy : objects.policies) {
@@ -350,6 +397,12 @@ std::optional<int> Cluster::FindPolicy(absl::string_view namespace_name,
 std::optional<int> Cluster::PodByIp(const IpAddress& address) const {
   auto it = data_->ip_index.find(address);
   if (it == data_->ip_index.end()) return std::nullopt;
+  return it->second.front();
+}
+
+std::vector<int> Cluster::PodsByIp(const IpAddress& address) const {
+  auto it = data_->ip_index.find(address);
+  if (it == data_->ip_index.end()) return {};
   return it->second;
 }
 

@@ -109,6 +109,11 @@ struct PodInfo {
   std::optional<IpAddress> ipv4, ipv6;  // the first address of each family, if any
   std::vector<NamedPort> named_ports;   // container ports that have a name
   std::string node_name;                // spec.nodeName; may be empty
+  // Addresses of this pod that another live pod holds too. np cannot tell such pods'
+  // packets apart, so it quarantines them: every flow from or to the pod is denied, and a
+  // shared address matches no rule peer but "every peer" (README, "Shared addresses").
+  std::vector<IpAddress> shared_ips;
+  bool quarantined() const { return !shared_ips.empty(); }
   std::string Key() const { return namespace_name + "/" + name; }
   const std::optional<IpAddress>& ip(AddressFamily f) const {
     return f == AddressFamily::kIPv6 ? ipv6 : ipv4;
@@ -125,7 +130,10 @@ class Cluster {
   // Left out, with a warning: pods in phase Succeeded or Failed (they hold no address any
   // more), and hostNetwork pods (NetworkPolicy does not apply to them). Namespaces that pods
   // or policies reference but the input lacks are implied, with only the name label.
-  // Two live pods with the same IP get a warning; PodByIp() then returns the first in order.
+  // Addresses are read once, here: IPv4-mapped IPv6 text in pod IPs and ipBlocks is rewritten
+  // to the IPv4 form it denotes (with validation's warning), so every later reader of the
+  // objects sees one value. Two live pods with the same IP are both quarantined
+  // (PodInfo::shared_ips), with a warning naming them; PodByIp() returns the first in order.
   static absl::StatusOr<Cluster> Create(ClusterObjects objects,
                                         std::vector<Diagnostic>* diagnostics = nullptr);
 
@@ -150,6 +158,8 @@ class Cluster {
   std::optional<int> FindPod(absl::string_view key) const;
   std::optional<int> FindPolicy(absl::string_view namespace_name, absl::string_view name) const;
   std::optional<int> PodByIp(const IpAddress& address) const;
+  // Every live pod holding `address`, in pod order (two or more: a shared address).
+  std::vector<int> PodsByIp(const IpAddress& address) const;
 
   // The objects this cluster was built from (sorted as above), e.g. to derive a changed copy.
   ClusterObjects ToObjects() const;

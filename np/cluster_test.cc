@@ -107,17 +107,57 @@ TEST(Cluster, DuplicateObjectsAreErrorsNamingBothPlaces) {
             "b.yaml:7: NetworkPolicy x/p: duplicate object: already defined a.yaml:3");
 }
 
-TEST(Cluster, DuplicatePodIpsWarnAndTheFirstPodOwnsTheAddress) {
+// np's rule for an address two live pods hold (README, "Shared addresses"): both are
+// quarantined, each gets a warning naming the other, and packet lookups name the first.
+TEST(Cluster, SharedPodIpsQuarantineEveryHolder) {
   ClusterObjects objects;
   objects.pods.push_back({MakePod("x", "b", "10.0.0.1"), {}});
   objects.pods.push_back({MakePod("x", "a", "10.0.0.1"), {}});
+  objects.pods.push_back({MakePod("x", "c", "10.0.0.3"), {}});
   std::vector<Diagnostic> diagnostics;
   absl::StatusOr<Cluster> c = Cluster::Create(std::move(objects), &diagnostics);
   ASSERT_TRUE(c.ok());
-  EXPECT_EQ(c->PodByIp(*IpAddress::Parse("10.0.0.1")), 0);
+  IpAddress shared = *IpAddress::Parse("10.0.0.1");
+  EXPECT_EQ(c->PodByIp(shared), 0);
+  EXPECT_EQ(c->PodsByIp(shared), (std::vector<int>{0, 1}));
   EXPECT_EQ(c->pod(0).name, "a");
-  ASSERT_EQ(diagnostics.size(), 1u);
+  EXPECT_EQ(c->pod(0).shared_ips, std::vector<IpAddress>{shared});
+  EXPECT_EQ(c->pod(1).shared_ips, std::vector<IpAddress>{shared});
+  EXPECT_TRUE(c->pod(1).quarantined());
+  EXPECT_FALSE(c->pod(2).quarantined());
+  ASSERT_EQ(diagnostics.size(), 2u);
   EXPECT_FALSE(diagnostics[0].is_error());
+  EXPECT_NE(diagnostics[0].message.find("also held by x/b"), std::string::npos)
+      << diagnostics[0].message;
+  EXPECT_NE(diagnostics[1].message.find("also held by x/a"), std::string::npos)
+      << diagnostics[1].message;
+}
+
+// IPv4-mapped IPv6 text means the IPv4 address (Go's reading): the objects are rewritten at
+// load so that every reader sees one value, and validation's warning says so.
+TEST(Cluster, IPv4MappedAddressesAreReadAsIPv4AndRewritten) {
+  ClusterObjects objects;
+  objects.pods.push_back({MakePod("x", "a", "::ffff:10.0.0.9"), {}});
+  k8s::NetworkPolicy policy = MakePolicy("x", "p");
+  auto* block = policy.mutable_spec()->add_ingress()->add_from()->mutable_ipblock();
+  block->set_cidr("192.168.0.0/16");
+  block->add_except("::ffff:192.168.66.0/120");
+  objects.policies.push_back({policy, {}});
+  std::vector<Diagnostic> diagnostics;
+  absl::StatusOr<Cluster> c = Cluster::Create(std::move(objects), &diagnostics);
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE(c->pod(0).ipv4.has_value());
+  EXPECT_FALSE(c->pod(0).ipv6.has_value());
+  EXPECT_EQ(c->pod(0).ipv4->ToString(), "10.0.0.9");
+  EXPECT_EQ(c->PodByIp(*IpAddress::Parse("10.0.0.9")), 0);
+  EXPECT_EQ(c->pod_object(0).status().podip(), "10.0.0.9");
+  EXPECT_EQ(c->policy(0).spec().ingress(0).from(0).ipblock().except(0), "192.168.66.0/24");
+  int mapped_warnings = 0;
+  for (const Diagnostic& d : diagnostics) {
+    EXPECT_FALSE(d.is_error()) << d.ToString();
+    if (d.message.find("np reads it as") != std::string::npos) ++mapped_warnings;
+  }
+  EXPECT_EQ(mapped_warnings, 2);
 }
 
 TEST(Cluster, ApplyUpsertsAndDeletesWithoutTouchingTheOriginal) {

@@ -33,7 +33,7 @@ bool EngineState::SideAllows(uint32_t target, Direction direction, Protocol prot
          1;
   }
   if (it->all_peers) return true;
-  if (peer == kNone) return false;
+  if (peer >= kSharedPeer) return false;  // no address of the family, or a shared one
   return table.Allows(*it, peer);
 }
 
@@ -46,6 +46,15 @@ std::optional<uint32_t> EngineState::FindPodByIp(const IpAddress& address) const
   const PacketEntry* entry = pod_by_ip->Find(address);
   if (entry == nullptr) return std::nullopt;
   return entry->pod;
+}
+
+std::vector<IpAddress> EngineState::SharedAddresses(const PodState& pod) const {
+  std::vector<IpAddress> out;
+  for (const IpAddress& a : pod.ips) {
+    if (shared_ips.Find(a) != nullptr) out.push_back(a);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 size_t EngineState::IndexBytes() const {

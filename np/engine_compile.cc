@@ -281,9 +281,54 @@ class Batch {
     return id;
   }
 
-  // `kept`: addresses the pod's replacement holds too (its owner entry is rewritten when the
-  // replacement is added, so no other holder needs to be searched for).
-  void RemovePod(uint32_t id, const std::vector<IpAddress>& kept = {}) {
+  // Ownership order of an address's holders: this snapshot's node's pods first (so a
+  // node-scoped engine attributes a shared address to a pod it enforces), then by key.
+  void SortHolders(std::vector<uint32_t>& holders) const {
+    auto rank = [&](uint32_t p) {
+      const PodState& pod = *s_.pods[p].state;
+      return std::make_pair(!s_.OnNode(pod), std::cref(pod.key));
+    };
+    std::sort(holders.begin(), holders.end(),
+              [&](uint32_t a, uint32_t b) { return rank(a) < rank(b); });
+  }
+
+  // A live pod now holds `a`. A second holder makes the address shared: every holder is
+  // recomputed (quarantined) and the address goes to the first in ownership order.
+  void AddAddress(const IpAddress& a, uint32_t id) {
+    std::optional<uint32_t> owner = IpOwner(a);
+    if (!owner) {
+      SetIpOwner(a, id);
+      return;
+    }
+    const std::vector<uint32_t>* shared = s_.shared_ips.Find(a);
+    std::vector<uint32_t> holders = shared != nullptr ? *shared : std::vector<uint32_t>{*owner};
+    holders.push_back(id);
+    SortHolders(holders);
+    for (uint32_t h : holders) dirty_pods_.insert(h);
+    if (holders.front() != *owner) SetIpOwner(a, holders.front());
+    s_.shared_ips.Set(a, std::move(holders), gen_);
+  }
+
+  // Pod `id` no longer holds `a`: the next holder owns it; with one left it is not shared.
+  void RemoveAddress(const IpAddress& a, uint32_t id) {
+    std::optional<uint32_t> owner = IpOwner(a);
+    const std::vector<uint32_t>* shared = s_.shared_ips.Find(a);
+    if (shared == nullptr) {
+      if (owner && *owner == id) EraseIpOwner(a);
+      return;
+    }
+    std::vector<uint32_t> holders = *shared;
+    holders.erase(std::remove(holders.begin(), holders.end(), id), holders.end());
+    for (uint32_t h : holders) dirty_pods_.insert(h);
+    if (owner && *owner == id) SetIpOwner(a, holders.front());
+    if (holders.size() == 1) {
+      s_.shared_ips.Erase(a, gen_);
+    } else {
+      s_.shared_ips.Set(a, std::move(holders), gen_);
+    }
+  }
+
+  void RemovePod(uint32_t id) {
     const PodSlot& slot = s_.pods[id];
     std::shared_ptr<const PodState> state = slot.state;
     s_.identities.Mutable(slot.identity, gen_).pods--;
@@ -293,22 +338,7 @@ class Batch {
     touched_records_.insert(id);
     s_.pods.Mutable(id, gen_) = PodSlot();
     s_.pod_by_key.Erase(state->key, gen_);
-    for (const IpAddress& a : state->ips) {
-      std::optional<uint32_t> owner = IpOwner(a);
-      if (!owner || *owner != id) continue;
-      if (std::find(kept.begin(), kept.end(), a) != kept.end()) continue;
-      EraseIpOwner(a);
-      // Another live pod may hold the same address (a warning at load time): the first of
-      // them in namespace/name order owns it now, as Cluster::PodByIp would say.
-      std::optional<uint32_t> heir;
-      for (uint32_t p = 0; p < s_.pods.size(); ++p) {
-        const auto& other = s_.pods[p].state;
-        if (other == nullptr) continue;
-        if (std::find(other->ips.begin(), other->ips.end(), a) == other->ips.end()) continue;
-        if (!heir || other->key < s_.pods[*heir].state->key) heir = p;
-      }
-      if (heir) SetIpOwner(a, *heir);
-    }
+    for (const IpAddress& a : state->ips) RemoveAddress(a, id);
     dirty_pods_.erase(id);
     s_.live_pods--;
   }
@@ -351,24 +381,20 @@ class Batch {
     state->named_map = InternNamedMap(std::move(named));
     state->node_name = pod.spec().nodename();
     state->object = std::move(object);
-    if (const uint32_t* old = s_.pod_by_key.Find(key)) RemovePod(*old, state->ips);
+    if (const uint32_t* old = s_.pod_by_key.Find(key)) RemovePod(*old);
     EnsureNamespace(state->namespace_name);
 
     uint32_t identity = InternIdentity(*state);
     s_.identities.Mutable(identity, gen_).pods++;
     touched_identities_.insert(identity);
     uint32_t id = static_cast<uint32_t>(s_.pods.size());
-    for (const IpAddress& a : state->ips) {
-      std::optional<uint32_t> owner = IpOwner(a);
-      if (!owner || s_.pods[*owner].state == nullptr || key < s_.pods[*owner].state->key) {
-        SetIpOwner(a, id);
-      }
-    }
+    std::vector<IpAddress> ips = state->ips;
     s_.pod_by_key.Set(key, id, gen_);
     s_.pods.PushBack(PodSlot{std::move(state), identity}, gen_);
     s_.records.PushBack(PodRecord(), gen_);
     s_.live_pods++;
     dirty_pods_.insert(id);
+    for (const IpAddress& a : ips) AddAddress(a, id);
   }
 
   void DeletePod(k8s::Pod pod) {
@@ -751,8 +777,12 @@ class Batch {
     const PodState& pod = *slot.state;
     const IdentitySlot& identity = s_.identities[slot.identity];
     PodRecord record;
-    bool on_node = s_.options.node_name.empty() || s_.options.node_name == pod.node_name;
-    if (on_node && !IdList(identity.target_policies).empty()) {
+    bool on_node = s_.OnNode(pod);
+    std::vector<IpAddress> shared = s_.SharedAddresses(pod);
+    if (on_node && !shared.empty()) {
+      // Quarantined: np cannot tell this pod's packets from another's (README).
+      record.target = InternTargetClass(TargetClassKey{kQuarantinePolicies, 0});
+    } else if (on_node && !IdList(identity.target_policies).empty()) {
       record.target = InternTargetClass(TargetClassKey{identity.target_policies, pod.named_map});
     }
     bool external_only = s_.options.evaluation.ip_block_scope ==
@@ -766,6 +796,7 @@ class Batch {
         part = atoms.ipblock_part[atoms.Find(ToU128(*ip))];
       }
       record.peer[f] = InternPeerClass(PeerClassKey{identity.label_part, part, pod.named_map});
+      if (std::find(shared.begin(), shared.end(), *ip) != shared.end()) record.peer[f] = kSharedPeer;
     }
     record.peer[2] = InternPeerClass(PeerClassKey{identity.label_part, 0, pod.named_map});
     const PodRecord& old = s_.records[id];
@@ -985,6 +1016,8 @@ class Batch {
     const std::vector<NamedPort>& own_ports = *s_.named_maps[key.named_map];
     for (int d = 0; d < 2; ++d) {
       DirectionTable& dt = table->direction[d];
+      // A quarantined pod's table: isolated, and (no entries) one interval with no peer.
+      if (key.policies == kQuarantinePolicies) dt.isolated = true;
       std::vector<Entry> entries[3];
       for (uint32_t p : IdList(key.policies)) {
         const CompiledPolicy& policy = *s_.policies[p];

@@ -52,17 +52,26 @@ Verdict EngineState::Explain(const Endpoint& source, const Endpoint& destination
       destination.is_pod ? named_maps[pods[destination.pod_index].state->named_map].get()
                          : nullptr;
   auto side = [&](const Endpoint& target, const Endpoint& other, Direction direction) {
+    // The sender's rules cannot resolve a named port on a shared address (np cannot tell
+    // which pod it is): it has none, like an address outside the cluster.
+    const std::vector<NamedPort>* ports =
+        direction == Direction::kEgress && peer_class(other) == kSharedPeer ? nullptr
+                                                                            : destination_ports;
     DirectionVerdict out;
     if (!target.is_pod) return out;
-    const PodState& pod = *pods[target.pod_index].state;
+    const PodSlot& slot = pods[target.pod_index];
+    const PodState& pod = *slot.state;
     // Node-scoped engines enforce only their node's pods.
-    if (!options.node_name.empty() && pod.node_name != options.node_name) return out;
+    if (!OnNode(pod)) return out;
     out.applies = true;
-    uint32_t target_class = records[target.pod_index].target;
-    if (target_class == kNone) return out;
+    // A quarantined pod denies (DirectionVerdict::allowed()); what its policies would say
+    // is explained all the same, from its identity (its target class is the quarantine).
+    for (const IpAddress& a : SharedAddresses(pod)) out.shared_addresses.push_back(a.ToString());
+    uint32_t selecting = identities[slot.identity].target_policies;
+    if (selecting == kNone) return out;
     uint32_t other_class = peer_class(other);
     int d = static_cast<int>(direction);
-    for (uint32_t p : IdList(target_classes[target_class].key.policies)) {
+    for (uint32_t p : IdList(selecting)) {
       const CompiledPolicy& policy = *policies[p];
       if (!policy.affects[d]) continue;
       out.isolated = true;
@@ -71,9 +80,10 @@ Verdict EngineState::Explain(const Endpoint& source, const Endpoint& destination
         const CompiledRule& rule = policy.rules[d][r];
         bool peer_ok = rule.all_peers;
         for (uint32_t s : rule.selectors) {
-          if (other_class != kNone && PeerClassHasSelector(other_class, s)) peer_ok = true;
+          // kNone / kSharedPeer: no address of the family, or a shared one: no peer.
+          if (other_class < kSharedPeer && PeerClassHasSelector(other_class, s)) peer_ok = true;
         }
-        if (peer_ok && PortMatches(rule, protocol, port, destination_ports)) {
+        if (peer_ok && PortMatches(rule, protocol, port, ports)) {
           out.allowing_rules.push_back(RuleRef{policy.key, direction, static_cast<int>(r)});
         }
       }

@@ -78,12 +78,13 @@ absl::StatusOr<ir::CompiledPolicy> LowerToIr(const Engine& engine) {
     const auto& pod = s.pods[p].state;
     if (pod == nullptr) continue;
     for (const IpAddress& ip : pod->ips) {
-      std::optional<uint32_t> owner = s.FindPodByIp(ip);
-      if (!owner || *owner != p) continue;  // a duplicate address: its owner speaks for it
       int f = ip.is_v4() ? 0 : 1;
-      uint32_t c = s.records[p].peer[f];
-      pod_addresses[f].push_back(PodAddress{internal::ToU128(ip), c, pod->key});
+      uint32_t c = s.records[p].peer[f];  // internal::kSharedPeer for a shared address
       pods_of_class[c].push_back(pod->key);
+      // A shared address has one range, under its owner (its first holder on this node).
+      std::optional<uint32_t> owner = s.FindPodByIp(ip);
+      if (!owner || *owner != p) continue;
+      pod_addresses[f].push_back(PodAddress{internal::ToU128(ip), c, pod->key});
     }
   }
   // Ranges: the external atoms, with each pod address carved out of the atom holding it.
@@ -226,7 +227,13 @@ absl::StatusOr<ir::CompiledPolicy> LowerToIr(const Engine& engine) {
     ir::Endpoint* e = out.add_endpoints();
     e->set_namespace_(pod.namespace_name);
     e->set_name(pod.name);
-    for (const IpAddress& ip : pod.ips) e->add_ips(ip.ToString());
+    // Every address is listed under one endpoint: a shared one under its owner only (all
+    // its holders are quarantined, so any of them would deny the same flows).
+    for (const IpAddress& ip : pod.ips) {
+      std::optional<uint32_t> owner = s.FindPodByIp(ip);
+      if (owner && *owner == p) e->add_ips(ip.ToString());
+    }
+    for (const IpAddress& ip : s.SharedAddresses(pod)) e->add_shared_ips(ip.ToString());
     uint32_t target = s.records[p].target;
     if (target != kNone) {
       e->set_selected(true);

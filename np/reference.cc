@@ -69,6 +69,8 @@ bool PolicySelectsPod(const Cluster& cluster, const k8s::NetworkPolicy& policy, 
 // ipBlock: "IPBlock describes a particular CIDR (Ex. "192.168.1.0/24","2001:db8::/64") that
 // is allowed to the pods matched by a NetworkPolicySpec's podSelector. The except entry
 // describes CIDRs that should not be included within this rule."
+// (The texts were read once by Cluster::Create; IpPrefix::Parse reads them the same way
+// everywhere, IPv4-mapped text included.)
 bool IpBlockMatches(const k8s::IPBlock& block, const IpAddress& address) {
   absl::StatusOr<IpPrefix> cidr = IpPrefix::Parse(block.cidr(), /*allow_leading_zeros=*/true);
   if (!cidr.ok() || !cidr->Contains(address)) return false;
@@ -79,10 +81,22 @@ bool IpBlockMatches(const k8s::IPBlock& block, const IpAddress& address) {
   return true;
 }
 
+// np's rule for an address two live pods hold (README, "Shared addresses"): a packet with
+// it cannot be attributed to either pod, so as the other end of a flow it is no pod's and no
+// ipBlock's — only a rule that admits every peer admits it.
+bool SharesFlowAddress(const Cluster& cluster, const Endpoint& end, AddressFamily family) {
+  if (!end.is_pod || family == AddressFamily::kNone) return false;
+  const PodInfo& pod = cluster.pod(end.pod_index);
+  const std::optional<IpAddress>& address = pod.ip(family);
+  return address.has_value() && std::find(pod.shared_ips.begin(), pod.shared_ips.end(),
+                                          *address) != pod.shared_ips.end();
+}
+
 // The peer of a rule against the other end of the flow.
 bool PeerMatches(const Cluster& cluster, const k8s::NetworkPolicy& policy,
                  const k8s::NetworkPolicyPeer& peer, const Endpoint& other, AddressFamily family,
                  const EvaluationOptions& options) {
+  if (SharesFlowAddress(cluster, other, family)) return false;
   if (peer.has_ipblock()) {
     if (!other.is_pod) return IpBlockMatches(peer.ipblock(), other.address);
     // A pod is matched through its address of the flow's family (np's documented reading;
@@ -116,7 +130,8 @@ bool PeerMatches(const Cluster& cluster, const k8s::NetworkPolicy& policy,
 // This can either be a numerical or named port on a pod. If this field is not provided, this
 // matches all port names and numbers." "endPort indicates that the range of ports from port to
 // endPort if set, inclusive, should be allowed by the policy."
-bool PortMatches(const Cluster& cluster, const k8s::NetworkPolicyPort& port, const Flow& flow) {
+bool PortMatches(const Cluster& cluster, const k8s::NetworkPolicyPort& port, const Flow& flow,
+                 bool destination_named_ports) {
   Protocol protocol = Protocol::kTCP;
   if (port.has_protocol()) {
     absl::StatusOr<Protocol> parsed = ParseProtocol(port.protocol());
@@ -131,8 +146,9 @@ bool PortMatches(const Cluster& cluster, const k8s::NetworkPolicyPort& port, con
     return first <= flow.port && flow.port <= last;
   }
   // A named port is resolved against the destination pod's container ports, by name and
-  // protocol. An address outside the cluster has no named ports.
-  if (!flow.destination.is_pod) return false;
+  // protocol. An address outside the cluster has no named ports, nor has a shared address
+  // for the sender's rules (np cannot tell which pod it is).
+  if (!flow.destination.is_pod || !destination_named_ports) return false;
   for (const NamedPort& named : cluster.pod(flow.destination.pod_index).named_ports) {
     if (named.name == port.port().strval() && named.protocol == protocol &&
         named.port == flow.port) {
@@ -175,8 +191,10 @@ DirectionVerdict EvaluateSide(const Cluster& cluster, const Flow& flow, Directio
       }
       // "If this field is empty or missing, this rule matches all ports."
       bool port_ok = ports.empty();
+      bool named_ports = direction == Direction::kIngress ||
+                         !SharesFlowAddress(cluster, flow.destination, family);
       for (const k8s::NetworkPolicyPort& port : ports) {
-        if (PortMatches(cluster, port, flow)) port_ok = true;
+        if (PortMatches(cluster, port, flow, named_ports)) port_ok = true;
       }
       if (peer_ok && port_ok) {
         side.allowing_rules.push_back(RuleRef{cluster.PolicyKey(i), direction, r});
@@ -185,11 +203,18 @@ DirectionVerdict EvaluateSide(const Cluster& cluster, const Flow& flow, Directio
   }
   std::sort(side.isolating_policies.begin(), side.isolating_policies.end());
   std::sort(side.allowing_rules.begin(), side.allowing_rules.end());
+  // np's rule for a pod holding an address another live pod holds too: quarantined, this
+  // side denies whatever the policies say (DirectionVerdict::allowed()).
+  for (const IpAddress& a : cluster.pod(target.pod_index).shared_ips) {
+    side.shared_addresses.push_back(a.ToString());
+  }
   return side;
 }
 
-Verdict EvaluateWithFamily(const Cluster& cluster, const Flow& flow, AddressFamily family,
-                           const EvaluationOptions& options) {
+}  // namespace
+
+Verdict EvaluateInFamily(const Cluster& cluster, const Flow& flow, AddressFamily family,
+                         const EvaluationOptions& options) {
   Verdict verdict;
   verdict.family = family;
   if (options.always_allow_self && flow.source.is_pod && flow.destination.is_pod &&
@@ -205,10 +230,8 @@ Verdict EvaluateWithFamily(const Cluster& cluster, const Flow& flow, AddressFami
   return verdict;
 }
 
-}  // namespace
-
 Verdict Evaluate(const Cluster& cluster, const Flow& flow, const EvaluationOptions& options) {
-  return EvaluateWithFamily(cluster, flow, FlowFamily(cluster, flow), options);
+  return EvaluateInFamily(cluster, flow, FlowFamily(cluster, flow), options);
 }
 
 Verdict EvaluatePacket(const Cluster& cluster, const IpAddress& source,
@@ -220,7 +243,7 @@ Verdict EvaluatePacket(const Cluster& cluster, const IpAddress& source,
   };
   Flow flow{resolve(source), resolve(destination), protocol, port};
   // A packet has one family: the one its addresses are written in.
-  return EvaluateWithFamily(cluster, flow, source.family(), options);
+  return EvaluateInFamily(cluster, flow, source.family(), options);
 }
 
 }  // namespace np::reference

@@ -24,8 +24,14 @@ namespace np::reference {
 Verdict Evaluate(const Cluster& cluster, const Flow& flow,
                  const EvaluationOptions& options = EvaluationOptions());
 
+// The verdict on `flow` in a given address family, as a packet has one (pod ends are seen
+// through their address of that family).
+Verdict EvaluateInFamily(const Cluster& cluster, const Flow& flow, AddressFamily family,
+                         const EvaluationOptions& options = EvaluationOptions());
+
 // The same for a packet as a datapath sees it: each address is resolved to the pod that
-// owns it (Cluster::PodByIp), else treated as external.
+// owns it (Cluster::PodByIp; the first holder of a shared address), else treated as
+// external.
 Verdict EvaluatePacket(const Cluster& cluster, const IpAddress& source,
                        const IpAddress& destination, Protocol protocol, uint16_t port,
                        const EvaluationOptions& options = EvaluationOptions());

@@ -267,10 +267,105 @@ TEST_F(ReferenceTest, IpBlockCidrMinusExcept) {
   EXPECT_TRUE(Allowed("172.17.2.127", "x/a"));
   EXPECT_FALSE(Allowed("172.17.2.128", "x/a"));
   EXPECT_FALSE(Allowed("172.18.0.1", "x/a"));
-  EXPECT_FALSE(Allowed("::ffff:172.17.0.1", "x/a"));  // an IPv6 address is not in an IPv4 block
+  // IPv4-mapped text is the IPv4 address, as Go reads it (np/types.h); a real IPv6 address
+  // is never in an IPv4 block.
+  EXPECT_TRUE(Allowed("::ffff:172.17.0.1", "x/a"));
+  EXPECT_FALSE(Allowed("::ffff:172.17.1.1", "x/a"));
+  EXPECT_FALSE(Allowed("::172.17.0.1", "x/a"));
   EXPECT_TRUE(Allowed("x/a", "2001:db8::5"));
   EXPECT_FALSE(Allowed("x/a", "2001:db8:1::5"));
   EXPECT_FALSE(Allowed("x/a", "172.17.0.1"));
+}
+
+// The issue-8 findings: an IPv4-mapped except excludes the IPv4 range it denotes (before, it
+// was read as IPv6 and excluded nothing), and a pod whose IP is written IPv4-mapped is
+// isolated on its IPv4 address.
+TEST_F(ReferenceTest, IPv4MappedExceptAndPodIpMeanIPv4) {
+  std::vector<k8s::Pod> pods = FourPods();
+  pods.push_back(Pod("x/mapped", "app=m", "::ffff:10.0.0.9"));
+  Build(TwoNamespaces(), pods,
+        {Policy("x/block", R"pb(podSelector { matchLabels { key: "app" value: "a" } }
+                ingress { from { ipBlock { cidr: "192.168.0.0/16"
+                                           except: "::ffff:192.168.66.0/120" } } })pb"),
+         Policy("x/deny-m", R"pb(podSelector { matchLabels { key: "app" value: "m" } }
+                policyTypes: "Ingress" policyTypes: "Egress")pb")});
+  EXPECT_TRUE(Allowed("192.168.65.7", "x/a"));
+  EXPECT_FALSE(Allowed("192.168.66.7", "x/a"));
+  EXPECT_FALSE(Allowed("::ffff:192.168.66.7", "x/a"));
+  EXPECT_FALSE(Allowed("203.0.113.1", "x/mapped"));
+  EXPECT_FALSE(Allowed("x/b", "x/mapped"));
+  Verdict packet = reference::EvaluatePacket(*cluster_, *IpAddress::Parse("10.0.0.2"),
+                                             *IpAddress::Parse("10.0.0.9"), Protocol::kTCP, 80);
+  EXPECT_FALSE(packet.allowed);
+  EXPECT_EQ(packet.family, AddressFamily::kIPv4);
+  EXPECT_EQ(packet.ingress.isolating_policies, std::vector<std::string>{"x/deny-m"});
+}
+
+// np's rule for an address two live pods hold (README, "Shared addresses"): both holders are
+// quarantined — every flow from or to either is denied, isolated or not — and, as the other
+// end of a flow, the shared address matches only rules that admit every peer.
+TEST_F(ReferenceTest, SharedAddressQuarantinesEveryHolder) {
+  std::vector<k8s::Pod> pods = FourPods();
+  pods.push_back(Pod("y/c", "app=c", "10.0.0.2,fd00::202"));  // shares 10.0.0.2 with x/b
+  Build(TwoNamespaces(), pods,
+        {Policy("x/from-b", R"pb(podSelector { matchLabels { key: "app" value: "a" } }
+                ingress { from { podSelector { matchLabels { key: "app" value: "b" } } } }
+                ingress { from { ipBlock { cidr: "10.0.0.0/8" } } ports { port { intVal: 81 } } }
+                ingress { ports { port { intVal: 82 } } })pb")});
+  // x/b and y/c are quarantined in both directions, though nothing isolates them.
+  EXPECT_FALSE(Allowed("x/b", "y/a"));
+  EXPECT_FALSE(Allowed("y/a", "x/b"));
+  EXPECT_FALSE(Allowed("y/c", "y/a"));
+  EXPECT_FALSE(Allowed("203.0.113.9", "y/c"));
+  EXPECT_FALSE(Allowed("y/c", "203.0.113.9"));
+  Verdict v = V(P("y/a"), P("y/c"));
+  EXPECT_FALSE(v.allowed);
+  EXPECT_TRUE(v.egress.allowed());
+  EXPECT_FALSE(v.ingress.allowed());
+  EXPECT_FALSE(v.ingress.isolated);
+  EXPECT_EQ(v.ingress.shared_addresses, std::vector<std::string>{"10.0.0.2"});
+  // Self traffic stays allowed under the option (it never reaches a datapath).
+  EvaluationOptions self;
+  self.always_allow_self = true;
+  EXPECT_TRUE(Allowed("x/b", "x/b", 80, Protocol::kTCP, self));
+  // As a peer at x/a: the podSelector and the ipBlock do not match the shared address; the
+  // rule without peers does (the flow is still denied by x/b's quarantine).
+  Verdict at_a = V(P("x/b"), P("x/a"), 80);
+  EXPECT_TRUE(at_a.ingress.allowing_rules.empty());
+  EXPECT_TRUE(V(P("x/b"), P("x/a"), 81).ingress.allowing_rules.empty());
+  EXPECT_EQ(V(P("x/b"), P("x/a"), 82).ingress.allowing_rules.size(), 1u);
+  // By packet, the shared address is its first holder (x/b), quarantined all the same.
+  Verdict packet = reference::EvaluatePacket(*cluster_, *IpAddress::Parse("10.0.0.2"),
+                                             *IpAddress::Parse("10.0.1.1"), Protocol::kTCP, 80);
+  EXPECT_FALSE(packet.allowed);
+  EXPECT_EQ(packet.egress.shared_addresses, std::vector<std::string>{"10.0.0.2"});
+  // y/c's own IPv6 address is not shared, but the pod is quarantined as a whole.
+  EXPECT_FALSE(reference::EvaluatePacket(*cluster_, *IpAddress::Parse("fd00::202"),
+                                         *IpAddress::Parse("fd00::101"), Protocol::kTCP, 80)
+                   .allowed);
+  // Pods that share nothing are unaffected.
+  EXPECT_TRUE(Allowed("y/a", "y/b"));
+}
+
+// A shared address has no named ports for the sender's rules: np cannot tell which pod's
+// container ports to read (as the kernel cannot).
+TEST_F(ReferenceTest, SharedDestinationHasNoNamedPortsForTheSender) {
+  std::vector<k8s::Pod> pods = FourPods();
+  pods.push_back(Pod("y/c", "app=c", "10.0.0.1", "http:TCP:8080"));  // shares x/a's IPv4
+  Build(TwoNamespaces(), pods,
+        {Policy("y/out", R"pb(podSelector { matchLabels { key: "app" value: "a" } }
+                egress { ports { port { type: 1 strVal: "http" } } })pb")});
+  Verdict v = V(P("y/a"), P("x/a"), 8080);
+  EXPECT_TRUE(v.egress.isolated);
+  EXPECT_TRUE(v.egress.allowing_rules.empty());
+  // Over IPv6, x/a's own address is not shared: the named port resolves.
+  pods.back() = Pod("y/c", "app=c", "10.0.0.1");
+  pods[2] = Pod("y/a", "app=a", "fd00::101", "http:TCP:9090");
+  Build(TwoNamespaces(), pods,
+        {Policy("y/out", R"pb(podSelector { matchLabels { key: "app" value: "a" } }
+                egress { ports { port { type: 1 strVal: "http" } } })pb")});
+  EXPECT_EQ(V(P("y/a"), P("x/a"), 8080).family, AddressFamily::kIPv6);
+  EXPECT_EQ(V(P("y/a"), P("x/a"), 8080).egress.allowing_rules.size(), 1u);
 }
 
 // Label selectors: matchLabels AND matchExpressions; NotIn and DoesNotExist match when the

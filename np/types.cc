@@ -178,10 +178,17 @@ bool ParseV6(absl::string_view text, bool allow_leading_zeros, uint8_t out[16]) 
 
 }  // namespace
 
-absl::StatusOr<IpAddress> IpAddress::Parse(absl::string_view text, bool allow_leading_zeros) {
+absl::StatusOr<IpAddress> IpAddress::Parse(absl::string_view text, bool allow_leading_zeros,
+                                           bool* was_v4_mapped) {
+  if (was_v4_mapped != nullptr) *was_v4_mapped = false;
   if (text.find(':') != absl::string_view::npos) {
     uint8_t bytes[16];
-    if (ParseV6(text, allow_leading_zeros, bytes)) return V6Bytes(bytes);
+    if (ParseV6(text, allow_leading_zeros, bytes)) {
+      IpAddress a = V6Bytes(bytes);
+      if (!a.is_v4_mapped()) return a;
+      if (was_v4_mapped != nullptr) *was_v4_mapped = true;
+      return V4(static_cast<uint32_t>(a.lo()));
+    }
   } else {
     uint32_t v4;
     if (ParseV4(text, allow_leading_zeros, &v4)) return V4(v4);
@@ -258,13 +265,16 @@ IpAddress Masked(const IpAddress& a, int length) {
 
 IpAddress IpPrefix::network() const { return Masked(address_, length_); }
 
-absl::StatusOr<IpPrefix> IpPrefix::Parse(absl::string_view text, bool allow_leading_zeros) {
+absl::StatusOr<IpPrefix> IpPrefix::Parse(absl::string_view text, bool allow_leading_zeros,
+                                         int* written_length) {
   size_t slash = text.find('/');
   auto bad = [&] {
     return absl::InvalidArgumentError(absl::StrCat("not a valid CIDR: \"", text, "\""));
   };
   if (slash == absl::string_view::npos) return bad();
-  absl::StatusOr<IpAddress> address = IpAddress::Parse(text.substr(0, slash), allow_leading_zeros);
+  bool mapped = false;
+  absl::StatusOr<IpAddress> address =
+      IpAddress::Parse(text.substr(0, slash), allow_leading_zeros, &mapped);
   if (!address.ok()) return bad();
   absl::string_view len_text = text.substr(slash + 1);
   // The sloppy reading (Go's pre-1.17 net.ParseCIDR) also takes leading zeros in the length.
@@ -276,6 +286,17 @@ absl::StatusOr<IpPrefix> IpPrefix::Parse(absl::string_view text, bool allow_lead
     if (length > 128) return bad();
   }
   if (len_text.size() > 1 && len_text[0] == '0' && !allow_leading_zeros) return bad();
+  if (written_length != nullptr) *written_length = length;
+  if (mapped) {
+    // Written as IPv6: the length counts 128 bits. From 96 on, the network is the IPv4
+    // prefix it maps; below, the network leaves ::ffff:0:0/96 and is an IPv6 prefix.
+    if (length >= 96) return IpPrefix(*address, length - 96);
+    uint8_t bytes[16] = {0};
+    bytes[10] = bytes[11] = 0xff;
+    uint32_t v4 = address->v4();
+    for (int i = 0; i < 4; ++i) bytes[12 + i] = static_cast<uint8_t>(v4 >> (24 - 8 * i));
+    return IpPrefix(IpAddress::V6Bytes(bytes), length);
+  }
   if (length > address->bit_width()) return bad();
   return IpPrefix(*address, length);
 }

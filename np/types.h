@@ -48,12 +48,18 @@ class IpAddress {
   static IpAddress V4(uint32_t host_order);
   static IpAddress V6(uint64_t hi, uint64_t lo);
   static IpAddress V6Bytes(const uint8_t bytes[16]);
-  // Dotted quad or RFC 4291 text. IPv4-mapped IPv6 text ("::ffff:1.2.3.4") stays IPv6.
+  // Dotted quad or RFC 4291 text. IPv4-mapped IPv6 text ("::ffff:1.2.3.4") denotes the IPv4
+  // address (1.2.3.4), as Go's net package — which the API server, kubelet and Go CNIs use —
+  // reads it: every part of np that parses an address text goes through here, so one text has
+  // one meaning everywhere (`was_v4_mapped`, when given, tells the caller it was written so).
   // Leading zeros in IPv4 octets ("010.0.0.1") are rejected unless `allow_leading_zeros`, in
   // which case they are read as decimal — the legacy ("sloppy") reading the API server still
   // tolerates in objects it stored before it became strict.
   static absl::StatusOr<IpAddress> Parse(absl::string_view text,
-                                         bool allow_leading_zeros = false);
+                                         bool allow_leading_zeros = false,
+                                         bool* was_v4_mapped = nullptr);
+  // True for an IPv6 address in ::ffff:0:0/96 (only built from bytes: Parse unmaps text).
+  bool is_v4_mapped() const { return v6_ && hi_ == 0 && (lo_ >> 32) == 0xffff; }
 
   AddressFamily family() const { return v6_ ? AddressFamily::kIPv6 : AddressFamily::kIPv4; }
   bool is_v4() const { return !v6_; }
@@ -89,12 +95,17 @@ class IpAddress {
 
 // An address prefix ("CIDR"). `Parse` keeps whatever host bits the text had in `address()`
 // (the API server accepts "10.0.0.1/4" in existing objects); `network()` has them cleared,
-// and matching always uses the cleared form.
+// and matching always uses the cleared form. An IPv4-mapped prefix of length >= 96
+// ("::ffff:10.0.0.0/104") is the IPv4 prefix it maps (10.0.0.0/8), as Go's net.IPNet
+// matches it; a shorter one stays IPv6 (its network is no longer IPv4-mapped).
 class IpPrefix {
  public:
   IpPrefix() = default;
   IpPrefix(IpAddress address, int length);
-  static absl::StatusOr<IpPrefix> Parse(absl::string_view text, bool allow_leading_zeros = false);
+  // `written_length`, when given, receives the length as the text wrote it (128-based for
+  // IPv6 text, even when the prefix is read as IPv4), which validation compares as Go does.
+  static absl::StatusOr<IpPrefix> Parse(absl::string_view text, bool allow_leading_zeros = false,
+                                        int* written_length = nullptr);
 
   const IpAddress& address() const { return address_; }  // as written
   IpAddress network() const;                             // host bits cleared

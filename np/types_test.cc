@@ -35,13 +35,63 @@ TEST(IpAddress, ParsesAndPrintsIPv6) {
   for (const Case& c : {Case{"::", "::"}, Case{"::1", "::1"}, Case{"fd00::1", "fd00::1"},
                         Case{"2001:DB8:0:0:1:0:0:1", "2001:db8::1:0:0:1"},
                         Case{"2001:db8:0:1:1:1:1:1", "2001:db8:0:1:1:1:1:1"},
-                        Case{"::ffff:1.2.3.4", "::ffff:102:304"},
                         Case{"1:2:3:4:5:6:7::", "1:2:3:4:5:6:7:0"}}) {
     absl::StatusOr<IpAddress> a = IpAddress::Parse(c.in);
     ASSERT_TRUE(a.ok()) << c.in;
     EXPECT_TRUE(a->is_v6());
     EXPECT_EQ(a->ToString(), c.out) << c.in;
   }
+}
+
+// Go's net.ParseIP reads IPv4-mapped IPv6 text as the IPv4 address (To4() succeeds and
+// String() prints it dotted), and so does every Go component of a cluster: np too.
+TEST(IpAddress, IPv4MappedTextIsTheIPv4Address) {
+  for (const char* text : {"::ffff:1.2.3.4", "::FFFF:102:304", "0:0:0:0:0:ffff:1.2.3.4"}) {
+    bool mapped = false;
+    absl::StatusOr<IpAddress> a = IpAddress::Parse(text, false, &mapped);
+    ASSERT_TRUE(a.ok()) << text;
+    EXPECT_TRUE(a->is_v4()) << text;
+    EXPECT_TRUE(mapped) << text;
+    EXPECT_EQ(a->ToString(), "1.2.3.4");
+    EXPECT_EQ(*a, *IpAddress::Parse("1.2.3.4"));
+  }
+  // Neighbours of ::ffff:0:0/96 stay IPv6: IPv4-compatible (deprecated) and ::fffe:...
+  for (const char* text : {"::1.2.3.4", "::fffe:1.2.3.4", "1::ffff:1.2.3.4"}) {
+    bool mapped = true;
+    absl::StatusOr<IpAddress> a = IpAddress::Parse(text, false, &mapped);
+    ASSERT_TRUE(a.ok()) << text;
+    EXPECT_TRUE(a->is_v6()) << text;
+    EXPECT_FALSE(mapped) << text;
+  }
+  // Built from bytes, a mapped address is what the bytes say (an IPv6 packet's address).
+  uint8_t bytes[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 1, 2, 3, 4};
+  EXPECT_TRUE(IpAddress::V6Bytes(bytes).is_v6());
+  EXPECT_TRUE(IpAddress::V6Bytes(bytes).is_v4_mapped());
+}
+
+// Go's IPNet matches an IPv4-mapped network of length >= 96 as the IPv4 prefix of length
+// L - 96; shorter masks clear the mapping and leave an IPv6 prefix.
+TEST(IpPrefix, IPv4MappedTextIsTheIPv4Prefix) {
+  int written = 0;
+  absl::StatusOr<IpPrefix> p = IpPrefix::Parse("::ffff:192.168.66.0/120", false, &written);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->family(), AddressFamily::kIPv4);
+  EXPECT_EQ(p->ToString(), "192.168.66.0/24");
+  EXPECT_EQ(written, 120);
+  EXPECT_TRUE(p->Contains(*IpAddress::Parse("192.168.66.7")));
+  EXPECT_TRUE(p->Contains(*IpAddress::Parse("::ffff:192.168.66.7")));
+  EXPECT_FALSE(p->Contains(*IpAddress::Parse("192.168.67.7")));
+  EXPECT_EQ(IpPrefix::Parse("::ffff:0.0.0.0/96")->ToString(), "0.0.0.0/0");
+  absl::StatusOr<IpPrefix> host_bits = IpPrefix::Parse("::ffff:10.0.0.1/104");
+  ASSERT_TRUE(host_bits.ok());
+  EXPECT_EQ(host_bits->ToString(), "10.0.0.0/8");
+  EXPECT_TRUE(host_bits->has_host_bits());
+  absl::StatusOr<IpPrefix> short_mask = IpPrefix::Parse("::ffff:10.0.0.0/80");
+  ASSERT_TRUE(short_mask.ok());
+  EXPECT_EQ(short_mask->family(), AddressFamily::kIPv6);
+  EXPECT_EQ(short_mask->ToString(), "::/80");
+  EXPECT_FALSE(short_mask->Contains(*IpAddress::Parse("10.0.0.1")));
+  EXPECT_FALSE(IpPrefix::Parse("::ffff:10.0.0.0/129").ok());
 }
 
 TEST(IpAddress, RejectsMalformedIPv6) {

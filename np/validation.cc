@@ -522,62 +522,59 @@ void ValidateLabelSelector(const k8s::LabelSelector& selector, const std::string
 // ---------------------------------------------------------------------------------------------
 // IP addresses and CIDRs in "legacy" fields (ipBlock, pod IPs).
 
-bool IsV4Mapped(const IpAddress& a) { return a.is_v6() && a.hi() == 0 && (a.lo() >> 32) == 0xffff; }
-IpAddress MappedToV4(const IpAddress& a) {
-  return IpAddress::V4(static_cast<uint32_t>(a.lo() & 0xffffffffu));
-}
-// Go's net.IP.String(): an IPv4-mapped address prints as IPv4.
-std::string GoIpString(const IpAddress& a) {
-  return IsV4Mapped(a) ? MappedToV4(a).ToString() : a.ToString();
-}
-
-// A CIDR as Go's net.ParseCIDR (the sloppy variant the API server uses) reads it. Go keeps
-// the mask length as written (out of 128 for any IPv6 text) but compares addresses in IPv4
-// form whenever the network is IPv4-mapped, so "::ffff:10.0.0.0/104" behaves as 10.0.0.0/8.
+// A CIDR as Go's net.ParseCIDR (the sloppy variant the API server uses) reads it. np's
+// IpPrefix::Parse reads IPv4-mapped text the way Go's IPNet matches it ("::ffff:10.0.0.0/104"
+// is 10.0.0.0/8), so the prefix is what the CIDR matches everywhere in np; Go compares the
+// mask length as written (out of 128 for any IPv6 text) in the except check, so keep that too.
 struct GoCidr {
-  IpPrefix written;   // as parsed (address with host bits, length as written)
-  IpPrefix semantic;  // what it matches: IPv4 for an IPv4-mapped network of length >= 96
+  IpPrefix prefix;         // what it matches
+  int written_length = 0;  // the length as the text wrote it
+  bool v4_mapped = false;  // IPv6 text for an IPv4 prefix
 };
-
-GoCidr MakeGoCidr(const IpPrefix& p) {
-  GoCidr c{p, p};
-  IpAddress net = p.network();
-  if (IsV4Mapped(net) && p.length() >= 96) c.semantic = IpPrefix(MappedToV4(net), p.length() - 96);
-  return c;
-}
 
 // The network text Go's IPNet.String() prints, e.g. "10.0.0.0/8".
 std::string GoNetString(const GoCidr& c) {
-  return absl::StrCat(c.semantic.network().ToString(), "/", c.semantic.length());
+  return absl::StrCat(c.prefix.network().ToString(), "/", c.prefix.length());
 }
 
 // IsValidCIDRForLegacyField with its warnings (GetWarningsForCIDR). Returns the parse when the
 // value is valid at all (with or without warnings).
 std::optional<GoCidr> CheckLegacyCidr(const std::string& path, const std::string& value,
                                       Findings& f) {
-  absl::StatusOr<IpPrefix> sloppy = IpPrefix::Parse(value, /*allow_leading_zeros=*/true);
+  GoCidr c;
+  absl::StatusOr<IpPrefix> sloppy =
+      IpPrefix::Parse(value, /*allow_leading_zeros=*/true, &c.written_length);
   if (!sloppy.ok()) {
     f.Invalid(path, GoQuote(value),
               "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)");
     return std::nullopt;
   }
-  GoCidr c = MakeGoCidr(*sloppy);
+  c.prefix = *sloppy;
+  // IPv6 text whose prefix np reads as IPv4 (length >= 96), or whose written address is
+  // IPv4-mapped (a shorter length: the prefix stays IPv6, its address keeps the mapped form).
+  c.v4_mapped = (value.find(':') != std::string::npos && sloppy->family() == AddressFamily::kIPv4) ||
+                sloppy->address().is_v4_mapped();
   bool warned = false;
   if (sloppy->has_host_bits()) {
-    const IpAddress& ip = sloppy->address();
+    IpAddress ip = sloppy->address();
+    if (ip.is_v4_mapped()) ip = IpAddress::V4(static_cast<uint32_t>(ip.lo()));
     // Go prints the single-address form with the mask's full width (/128 for IPv6 text).
-    std::string single = absl::StrCat(GoIpString(ip), "/", ip.bit_width());
+    int width = value.find(':') != std::string::npos ? 128 : 32;
+    std::string single = absl::StrCat(ip.ToString(), "/", width);
     f.Warning(path, absl::StrCat("CIDR value ", GoQuote(value),
                                  " is ambiguous in this context (should be ",
                                  GoQuote(GoNetString(c)), " or ", GoQuote(single), "?)"));
     warned = true;
   }
   bool strict = IpPrefix::Parse(value, /*allow_leading_zeros=*/false).ok();
-  if (!strict || IsV4Mapped(sloppy->address())) {
+  if (!strict || c.v4_mapped) {
     f.Warning(path, absl::StrCat("non-standard CIDR value ", GoQuote(value),
                                  " will be considered invalid in a future Kubernetes release: "
                                  "use ",
-                                 GoQuote(GoNetString(c))));
+                                 GoQuote(GoNetString(c)),
+                                 c.v4_mapped ? absl::StrCat(" (np reads it as ", GoNetString(c),
+                                                            ", as Go's net package does)")
+                                             : std::string()));
     warned = true;
   }
   if (!warned && sloppy->family() == AddressFamily::kIPv6) {
@@ -591,32 +588,34 @@ std::optional<GoCidr> CheckLegacyCidr(const std::string& path, const std::string
   return c;
 }
 
-// IsValidIPForLegacyField with its warnings (GetWarningsForIP).
+// IsValidIPForLegacyField with its warnings (GetWarningsForIP). IPv4-mapped text is returned
+// as the IPv4 address it denotes (IpAddress::Parse), which is also the family Go's
+// netutils.IsIPv6 sees.
 std::optional<IpAddress> CheckLegacyIp(const std::string& path, const std::string& value,
                                        Findings& f) {
-  absl::StatusOr<IpAddress> sloppy = IpAddress::Parse(value, /*allow_leading_zeros=*/true);
+  bool mapped = false;
+  absl::StatusOr<IpAddress> sloppy =
+      IpAddress::Parse(value, /*allow_leading_zeros=*/true, &mapped);
   if (!sloppy.ok()) {
     f.Invalid(path, GoQuote(value),
               "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)");
     return std::nullopt;
   }
   bool strict = IpAddress::Parse(value, /*allow_leading_zeros=*/false).ok();
-  if (!strict || IsV4Mapped(*sloppy)) {
+  if (!strict || mapped) {
     f.Warning(path, absl::StrCat("non-standard IP address ", GoQuote(value),
                                  " will be considered invalid in a future Kubernetes release: "
                                  "use ",
-                                 GoQuote(GoIpString(*sloppy))));
+                                 GoQuote(sloppy->ToString()),
+                                 mapped ? absl::StrCat(" (np reads it as ", sloppy->ToString(),
+                                                       ", as Go's net package does)")
+                                        : std::string()));
   } else if (sloppy->is_v6() && sloppy->ToString() != value) {
     f.Warning(path, absl::StrCat("IPv6 address ", GoQuote(value),
                                  " should be in RFC 5952 canonical format (",
                                  GoQuote(sloppy->ToString()), ")"));
   }
   return *sloppy;
-}
-
-// The family Go's netutils.IsIPv6 sees: an IPv4-mapped address counts as IPv4.
-AddressFamily GoFamily(const IpAddress& a) {
-  return IsV4Mapped(a) || a.is_v4() ? AddressFamily::kIPv4 : AddressFamily::kIPv6;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -636,9 +635,8 @@ void ValidateIpBlock(const k8s::IPBlock& block, const std::string& path, Finding
     if (!except) continue;
     // Upstream: !cidr.Contains(except.IP) || cidrMaskLen >= exceptMaskLen, where Contains
     // compares IPv4-mapped networks as IPv4 and the mask lengths are the written ones.
-    IpAddress except_net = except->semantic.network();
-    bool contained = cidr->semantic.Contains(except_net);
-    if (!contained || cidr->written.length() >= except->written.length()) {
+    bool contained = cidr->prefix.Contains(except->prefix.network());
+    if (!contained || cidr->written_length >= except->written_length) {
       f.Invalid(except_path, GoQuote(block.except(i)), "must be a strict subset of `cidr`");
     }
   }
@@ -828,7 +826,7 @@ void ValidatePodIps(const k8s::PodStatus& status, Findings& f) {
   // internal error); np reports only the unparsable address.
   if (parsed.size() == ips.size()) {
     bool v4 = false, v6 = false;
-    for (const IpAddress& a : parsed) (GoFamily(a) == AddressFamily::kIPv6 ? v6 : v4) = true;
+    for (const IpAddress& a : parsed) (a.is_v6() ? v6 : v4) = true;
     if (!(v4 && v6) || ips.size() > 2) {
       std::vector<std::string> items;
       for (const Entry& e : ips)

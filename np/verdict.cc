@@ -82,10 +82,32 @@ absl::StatusOr<Endpoint> ParseEndpoint(const Cluster& cluster, absl::string_view
 
 namespace {
 
-void AppendSide(std::string* out, absl::string_view side, absl::string_view pod,
-                const DirectionVerdict& v) {
+void AppendSide(std::string* out, const Cluster& cluster, absl::string_view side,
+                absl::string_view pod, const DirectionVerdict& v) {
   if (!v.applies) {
     absl::StrAppend(out, "  ", side, ": not applicable (", pod, " is outside the cluster)\n");
+    return;
+  }
+  if (!v.shared_addresses.empty()) {
+    absl::StrAppend(out, "  ", side, " at ", pod, ": DENIED (quarantined: np cannot tell its "
+                    "packets from another live pod's)\n");
+    for (const std::string& text : v.shared_addresses) {
+      std::vector<std::string> others;
+      if (absl::StatusOr<IpAddress> a = IpAddress::Parse(text); a.ok()) {
+        for (int holder : cluster.PodsByIp(*a)) {
+          if (cluster.pod(holder).Key() != pod) others.push_back(cluster.pod(holder).Key());
+        }
+      }
+      absl::StrAppend(out, "    address ", text, " is also held by ",
+                      others.empty() ? "another pod" : absl::StrJoin(others, ", "), "\n");
+    }
+    absl::StrAppend(out, "    (without the conflict: ",
+                    !v.isolated ? "not isolated"
+                    : v.allowing_rules.empty()
+                        ? absl::StrCat("isolated by ", absl::StrJoin(v.isolating_policies, ", "),
+                                       ", no rule admits the flow")
+                        : absl::StrCat("admitted by ", v.allowing_rules.front().ToString()),
+                    ")\n");
     return;
   }
   if (!v.isolated) {
@@ -115,8 +137,8 @@ std::string FormatVerdict(const Cluster& cluster, const Flow& flow, const Verdic
     absl::StrAppend(&out, "  a pod's traffic to itself is always allowed (option)\n");
     return out;
   }
-  AppendSide(&out, "egress", source, verdict.egress);
-  AppendSide(&out, "ingress", destination, verdict.ingress);
+  AppendSide(&out, cluster, "egress", source, verdict.egress);
+  AppendSide(&out, cluster, "ingress", destination, verdict.ingress);
   return out;
 }
 

@@ -80,11 +80,17 @@ struct DirectionVerdict {
   bool isolated = false;  // some policy selecting the pod has this direction in policyTypes
   std::vector<std::string> isolating_policies;  // those policies, sorted "namespace/name"
   std::vector<RuleRef> allowing_rules;          // every rule of them that admits the flow, sorted
-  bool allowed() const { return !applies || !isolated || !allowing_rules.empty(); }
+  // Addresses of the pod that another live pod holds too (sorted text). np cannot tell whose
+  // packet is whose, so such a pod is quarantined: this side denies whatever the rules say.
+  std::vector<std::string> shared_addresses;
+  bool allowed() const {
+    return !applies || (shared_addresses.empty() && (!isolated || !allowing_rules.empty()));
+  }
 
   friend bool operator==(const DirectionVerdict& a, const DirectionVerdict& b) {
     return a.applies == b.applies && a.isolated == b.isolated &&
-           a.isolating_policies == b.isolating_policies && a.allowing_rules == b.allowing_rules;
+           a.isolating_policies == b.isolating_policies &&
+           a.allowing_rules == b.allowing_rules && a.shared_addresses == b.shared_addresses;
   }
 };
 

@@ -336,6 +336,8 @@ PYBIND11_MODULE(_netpol, m) {
                              [](const np::DirectionVerdict& v) { return v.isolating_policies; })
       .def_property_readonly("allowing_rules",
                              [](const np::DirectionVerdict& v) { return v.allowing_rules; })
+      .def_property_readonly("shared_addresses",
+                             [](const np::DirectionVerdict& v) { return v.shared_addresses; })
       .def_property_readonly("allowed", &np::DirectionVerdict::allowed)
       .def("__repr__", [](const np::DirectionVerdict& v) {
         return absl::StrCat("<netpol.DirectionVerdict applies=", v.applies ? "True" : "False",

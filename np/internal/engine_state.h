@@ -23,6 +23,15 @@
 namespace np::internal {
 
 inline constexpr uint32_t kNone = 0xffffffffu;
+// The peer class of an address two or more live pods hold (README, "Shared addresses"): it
+// is in no selector's and no ipBlock's peer set, so only rules that admit every peer admit
+// it. Like kNone, it is never a valid class id; unlike kNone, the pod does have an address
+// of that family.
+inline constexpr uint32_t kSharedPeer = 0xfffffffeu;
+// The target class key of a quarantined pod (one holding a shared address): the empty
+// policy list (id list 0), which no other target class has. Its table is isolated in both
+// directions with no rule: every flow from or to the pod is denied.
+inline constexpr uint32_t kQuarantinePolicies = 0;
 using Labels = absl::flat_hash_map<std::string, std::string>;
 using U128 = unsigned __int128;
 
@@ -104,7 +113,8 @@ struct PodState {
 // Per pod, for the hot path: the target class and one peer class per flow family.
 struct PodRecord {
   uint32_t target = kNone;                  // kNone: no policy selects it (or off-node)
-  uint32_t peer[3] = {kNone, kNone, kNone}; // [0] IPv4, [1] IPv6, [2] no family; kNone = lacks it
+  // [0] IPv4, [1] IPv6, [2] no family; kNone = lacks it; kSharedPeer = a shared address.
+  uint32_t peer[3] = {kNone, kNone, kNone};
 };
 
 struct PodSlot {
@@ -278,8 +288,12 @@ struct EngineState {
   CowVector<PodSlot> pods;
   CowVector<PodRecord> records;  // parallel to pods
   CowMap<std::string, uint32_t, StringHash> pod_by_key;
-  // Address -> owning pod. Copied (a memcpy) by a batch that changes addresses.
+  // Address -> owning pod. Copied (a memcpy) by a batch that changes addresses. A shared
+  // address is owned by its first holder (this node's pods first, then by key).
   std::shared_ptr<const IpIndex> pod_by_ip;
+  // Addresses held by two or more live pods -> every holder, in ownership order. Each
+  // holder is quarantined (README, "Shared addresses").
+  CowMap<IpAddress, std::vector<uint32_t>> shared_ips;
   // Pods the cluster holds that take no part in networking (finished, hostNetwork).
   CowMap<std::string, std::shared_ptr<const Sourced<k8s::Pod>>, StringHash> left_out_pods;
   CowVector<std::shared_ptr<const CompiledPolicy>> policies;  // by policy id; null = deleted
@@ -327,6 +341,12 @@ struct EngineState {
                   uint32_t peer) const;
   uint32_t ExternalPeerClass(const IpAddress& address) const;
   std::optional<uint32_t> FindPodByIp(const IpAddress& address) const;
+  // The pod's addresses that other live pods hold too, sorted.
+  std::vector<IpAddress> SharedAddresses(const PodState& pod) const;
+  // Whether this snapshot enforces the pod's sides (every pod, or the node's pods).
+  bool OnNode(const PodState& pod) const {
+    return options.node_name.empty() || pod.node_name == options.node_name;
+  }
 
   // --- updates ---
   // Applies one batch to this state (a copy of the previous snapshot's state). On error the

@@ -86,6 +86,11 @@ void RandomCluster::RandomPeer(k8s::NetworkPolicyPeer* peer) {
                                   : absl::StrCat("fd00::", Uniform(0, 9), "/128");
       absl::StatusOr<IpPrefix> e = IpPrefix::Parse(candidate);
       if (e.ok() && block->Contains(*e) && e->length() > block->length()) {
+        // Sometimes written IPv4-mapped ("::ffff:10.0.0.4/126"), which means the IPv4 prefix
+        // (np/types.h); its written length (+96) keeps it a valid strict subset.
+        if (e->family() == AddressFamily::kIPv4 && Chance(0.15)) {
+          candidate = absl::StrCat("::ffff:", e->network().ToString(), "/", e->length() + 96);
+        }
         peer->mutable_ipblock()->add_except(candidate);
       }
     }
@@ -124,7 +129,9 @@ k8s::Pod RandomCluster::RandomPod(const std::string& namespace_name, const std::
   pod.mutable_spec()->set_nodename(Chance(0.5) ? "node-1" : "node-2");
   int stack = Uniform(0, 9);  // mostly dual-stack; some single-stack; one in ten has no IP
   if (stack <= 6 || stack == 7) {
-    pod.mutable_status()->add_podips()->set_ip(absl::StrCat("10.0.0.", index));
+    // Sometimes written IPv4-mapped, which denotes the same IPv4 address.
+    pod.mutable_status()->add_podips()->set_ip(
+        absl::StrCat(Chance(0.1) ? "::ffff:" : "", "10.0.0.", index));
   }
   if (stack <= 6 || stack == 8) {
     pod.mutable_status()->add_podips()->set_ip(absl::StrCat("fd00::", index));
@@ -143,6 +150,13 @@ k8s::Pod RandomCluster::RandomPod(const std::string& namespace_name, const std::
     port->set_containerport(Pick(kPortNumbers));
   }
   return pod;
+}
+
+int RandomCluster::AddressIndex(int pod_number) {
+  // Now and then a pod takes an earlier pod's address: two live pods holding one IP, which
+  // np quarantines (README, "Shared addresses").
+  if (pod_number > 0 && Chance(options_.shared_address_chance)) return Uniform(0, pod_number - 1) % 250;
+  return pod_number % 250;
 }
 
 k8s::NetworkPolicy RandomCluster::RandomPolicy(const std::string& namespace_name,
@@ -185,8 +199,9 @@ ClusterObjects RandomCluster::Objects() {
   }
   int pod_count = Uniform(1, options_.max_pods);
   for (int i = 0; i < pod_count; ++i) {
-    int index = next_pod_++;
-    objects.pods.push_back({RandomPod(Pick(namespaces_), absl::StrCat("p", index), index), {}});
+    int name = next_pod_++;
+    objects.pods.push_back({RandomPod(Pick(namespaces_), absl::StrCat("p", name),
+                                      AddressIndex(name)), {}});
   }
   int policy_count = Uniform(0, options_.max_policies);
   for (int i = 0; i < policy_count; ++i) {
@@ -200,9 +215,9 @@ Change RandomCluster::RandomChange(const Cluster& current) {
   if (namespaces_.empty()) namespaces_.push_back("ns0");
   int kind = Uniform(0, 8);
   if (kind <= 1 || current.pod_count() == 0) {  // add a pod
-    int index = next_pod_++ % 250;
+    int name = next_pod_++;
     return Change{Change::Op::kUpsert,
-                  RandomPod(Pick(namespaces_), absl::StrCat("p", next_pod_), index)};
+                  RandomPod(Pick(namespaces_), absl::StrCat("p", name), AddressIndex(name))};
   }
   if (kind == 2) {  // relabel (or re-address) an existing pod
     const PodInfo& info = current.pod(Uniform(0, current.pod_count() - 1));

@@ -18,6 +18,8 @@ struct RandomClusterOptions {
   int max_namespaces = 4;
   int max_pods = 9;
   int max_policies = 6;
+  // How often a new pod reuses an earlier pod's address (a shared address).
+  double shared_address_chance = 0.06;
 };
 
 class RandomCluster {
@@ -47,6 +49,7 @@ class RandomCluster {
   void RandomSelector(k8s::LabelSelector* selector, bool for_pod);
   void RandomPeer(k8s::NetworkPolicyPeer* peer);
   void RandomPort(k8s::NetworkPolicyPort* port);
+  int AddressIndex(int pod_number);  // the host part of a new pod's addresses
 
   std::mt19937_64 rng_;
   RandomClusterOptions options_;

@@ -40,6 +40,11 @@ class DirectionVerdict:
     @property
     def allowing_rules(self) -> List[Rule]: ...
     @property
+    def shared_addresses(self) -> List[str]:
+        """Addresses of the pod that another live pod holds too: the pod is quarantined
+        (every flow from or to it denied), see the README's "Shared addresses"."""
+        ...
+    @property
     def allowed(self) -> bool: ...
 
 class Explanation:
