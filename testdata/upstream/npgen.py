@@ -106,14 +106,19 @@ def to_yaml(document):
   return "\n".join(_mapping_lines(document, 0)) + "\n"
 
 
-def write_documents(path, header_comment, documents):
+def documents_text(header_comment, documents):
+  """A multi-document YAML file: the comment lines, then each document after a `---`."""
   parts = []
   for line in header_comment.strip("\n").split("\n"):
     parts.append(("# " + line).rstrip() + "\n")
   for doc in documents:
     parts.append("---\n")
     parts.append(to_yaml(doc))
-  text = "".join(parts)
+  return "".join(parts)
+
+
+def write_documents(path, header_comment, documents):
+  text = documents_text(header_comment, documents)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, "w") as f:
     f.write(text)
