@@ -106,14 +106,19 @@ def to_yaml(document):
   return "\n".join(_mapping_lines(document, 0)) + "\n"
 
 
-def write_documents(path, header_comment, documents):
+def documents_text(header_comment, documents):
+  """A multi-document YAML file: the comment lines, then each document after a `---`."""
   parts = []
   for line in header_comment.strip("\n").split("\n"):
     parts.append(("# " + line).rstrip() + "\n")
   for doc in documents:
     parts.append("---\n")
     parts.append(to_yaml(doc))
-  text = "".join(parts)
+  return "".join(parts)
+
+
+def write_documents(path, header_comment, documents):
+  text = documents_text(header_comment, documents)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, "w") as f:
     f.write(text)
@@ -143,7 +148,7 @@ class Model(object):
   """Namespaces and pods of one test file. Immutable-ish: the with_* methods return copies."""
 
   def __init__(self, namespaces, explicit_name_label=True):
-    # namespaces: list of (name, labels, [(pod name, labels, containers)])
+    # namespaces: list of (name, labels, [(pod name, labels, containers[, extras])])
     # containers: list of (container name, image, [(port name, port, protocol)])
     self.namespaces = namespaces
     self.explicit_name_label = explicit_name_label
@@ -156,7 +161,8 @@ class Model(object):
     for n, (ns, _, pods) in enumerate(self.namespaces, 1):
       for p, pod in enumerate(pods, 1):
         if ns == ns_name and pod[0] == pod_name:
-          return pod_ipv4(n, p) if family == 4 else pod_ipv6(n, p)
+          ipv4, ipv6 = _pod_ips(n, p, pod)
+          return ipv4 if family == 4 else ipv6
     raise KeyError(pod_key)
 
   def with_namespace_labels(self, ns_name, labels):
@@ -192,7 +198,9 @@ class Model(object):
         meta["labels"] = all_labels
       docs.append({"apiVersion": "v1", "kind": "Namespace", "metadata": meta})
     for n, (ns, _, pods) in enumerate(self.namespaces, 1):
-      for p, (name, labels, containers) in enumerate(pods, 1):
+      for p, pod in enumerate(pods, 1):
+        name, labels, containers = pod[:3]
+        extras = _pod_extras(pod)
         meta = {"name": name, "namespace": ns}
         if labels:
           meta["labels"] = dict(labels)
@@ -203,18 +211,46 @@ class Model(object):
             c["ports"] = [{"name": pn, "containerPort": port, "protocol": proto}
                           for pn, port, proto in ports]
           spec_containers.append(c)
+        spec = {"nodeName": extras.get("node", "node-1")}
+        if extras.get("host_network"):
+          spec["hostNetwork"] = True
+        spec["containers"] = spec_containers
+        ipv4, ipv6 = _pod_ips(n, p, pod)
         docs.append({
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": meta,
-            "spec": {"nodeName": "node-1", "containers": spec_containers},
+            "spec": spec,
             "status": {
                 "phase": "Running",
-                "podIP": pod_ipv4(n, p),
-                "podIPs": [{"ip": pod_ipv4(n, p)}, {"ip": pod_ipv6(n, p)}],
+                "podIP": ipv4,
+                "podIPs": [{"ip": ipv4}, {"ip": ipv6}],
             },
         })
     return docs
+
+
+def _pod_extras(pod):
+  """A pod entry is (name, labels, containers) or (name, labels, containers, extras); extras may
+  set "node" (spec.nodeName, default node-1), "host_network" (spec.hostNetwork) and "ips" (an
+  (IPv4, IPv6) pair replacing the scheme's addresses, e.g. a host-network pod's node addresses)."""
+  return pod[3] if len(pod) > 3 else {}
+
+
+def _pod_ips(n, p, pod):
+  return _pod_extras(pod).get("ips", (pod_ipv4(n, p), pod_ipv6(n, p)))
+
+
+def node_document(name, labels, ipv4, ipv6):
+  """A Node as the kubelet reports it: its labels and status.addresses (both families)."""
+  return {
+      "apiVersion": "v1",
+      "kind": "Node",
+      "metadata": {"name": name, "labels": dict(labels)},
+      "status": {"addresses": [{"type": "InternalIP", "address": ipv4},
+                               {"type": "InternalIP", "address": ipv6},
+                               {"type": "Hostname", "address": name}]},
+  }
 
 
 def agnhost_containers(ports, protocols):
