@@ -288,6 +288,7 @@ absl::StatusOr<Cluster> Cluster::Create(ClusterObjects objects,
                        ": np cannot tell their packets apart, so it denies every flow from or "
                        "to this pod until only one live pod holds the address"),
           data->pod_objects[i].source));
+      found.back().affects_verdicts = true;
     }
   }
 

@@ -51,6 +51,10 @@ struct Diagnostic {
   std::string field;    // field path, e.g. "spec.ingress[0].from[1].ipBlock.cidr"; may be empty
   std::string message;  // what is wrong, in the API server's words where it has them
   SourceLocation location;
+  // A warning about something that changes verdicts (an address np reads differently from
+  // its text, a pod quarantined for a shared address): every command prints these, not only
+  // `validate`.
+  bool affects_verdicts = false;
 
   bool is_error() const { return severity == Severity::kError; }
   std::string ToString() const;

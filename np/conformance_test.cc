@@ -85,7 +85,8 @@ std::string Header(const Expectation& e) {
   return absl::StrCat("scenario ", e.name, "\n  source: ", e.source, "\n");
 }
 
-// An end of a flow: a pod of the cluster by name, or an address.
+// An end of a flow: a pod of the cluster by name, or an address — a pod's address is that
+// pod (the first holder of a shared one), as `netpol check` reads it (np::ParseEndpoint).
 std::optional<Endpoint> ResolveEndpoint(const Cluster& cluster, const std::string& name,
                                         std::string* error) {
   if (::np::testing::IsPodName(name)) {
@@ -101,7 +102,8 @@ std::optional<Endpoint> ResolveEndpoint(const Cluster& cluster, const std::strin
     *error = absl::StrCat("bad address ", name, ": ", address.status().message());
     return std::nullopt;
   }
-  return Endpoint::External(*address);
+  std::optional<int> pod = cluster.PodByIp(*address);
+  return pod ? Endpoint::Pod(*pod) : Endpoint::External(*address);
 }
 
 class ConformanceTest : public ::testing::TestWithParam<std::string> {
@@ -243,11 +245,14 @@ TEST_P(ConformanceTest, ReferenceAndEngineMatchExpectations) {
 INSTANTIATE_TEST_SUITE_P(Upstream, ConformanceTest, ::testing::ValuesIn(TestFiles("upstream")),
                          TestName);
 INSTANTIATE_TEST_SUITE_P(Docs, ConformanceTest, ::testing::ValuesIn(TestFiles("docs")), TestName);
+INSTANTIATE_TEST_SUITE_P(Addresses, ConformanceTest, ::testing::ValuesIn(TestFiles("addresses")),
+                         TestName);
 
 // Guards against a runfiles layout that finds no files (which would make the suite vacuous).
 TEST(ConformanceFiles, AreFound) {
   EXPECT_GE(TestFiles("upstream").size(), 50u) << "looked in " << Resolve("testdata/upstream");
   EXPECT_GE(TestFiles("docs").size(), 10u) << "looked in " << Resolve("testdata/docs");
+  EXPECT_GE(TestFiles("addresses").size(), 3u) << "looked in " << Resolve("testdata/addresses");
 }
 
 }  // namespace

@@ -207,6 +207,11 @@ class Findings {
   void Warning(const std::string& field, std::string message) {
     Add(Severity::kWarning, field, std::move(message));
   }
+  // A warning every command prints (Diagnostic::affects_verdicts).
+  void VerdictWarning(const std::string& field, std::string message) {
+    Add(Severity::kWarning, field, std::move(message));
+    out_.back().affects_verdicts = true;
+  }
 
   std::vector<Diagnostic> Take() { return std::move(out_); }
 
@@ -568,7 +573,7 @@ std::optional<GoCidr> CheckLegacyCidr(const std::string& path, const std::string
   }
   bool strict = IpPrefix::Parse(value, /*allow_leading_zeros=*/false).ok();
   if (!strict || c.v4_mapped) {
-    f.Warning(path, absl::StrCat("non-standard CIDR value ", GoQuote(value),
+    (f.*(c.v4_mapped ? &Findings::VerdictWarning : &Findings::Warning))(path, absl::StrCat("non-standard CIDR value ", GoQuote(value),
                                  " will be considered invalid in a future Kubernetes release: "
                                  "use ",
                                  GoQuote(GoNetString(c)),
@@ -603,7 +608,7 @@ std::optional<IpAddress> CheckLegacyIp(const std::string& path, const std::strin
   }
   bool strict = IpAddress::Parse(value, /*allow_leading_zeros=*/false).ok();
   if (!strict || mapped) {
-    f.Warning(path, absl::StrCat("non-standard IP address ", GoQuote(value),
+    (f.*(mapped ? &Findings::VerdictWarning : &Findings::Warning))(path, absl::StrCat("non-standard IP address ", GoQuote(value),
                                  " will be considered invalid in a future Kubernetes release: "
                                  "use ",
                                  GoQuote(sloppy->ToString()),

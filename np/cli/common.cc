@@ -28,7 +28,7 @@ absl::StatusOr<Cluster> LoadCluster(const Args& args, bool print_warnings) {
   int errors = 0;
   for (const Diagnostic& d : diagnostics) {
     if (d.is_error()) ++errors;
-    if (d.is_error() || print_warnings) std::cerr << d.ToString() << "\n";
+    if (d.is_error() || print_warnings || d.affects_verdicts) std::cerr << d.ToString() << "\n";
   }
   if (!cluster.ok()) {
     if (errors == 0) std::cerr << cluster.status().message() << "\n";

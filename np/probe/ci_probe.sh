@@ -5,7 +5,8 @@
 #
 # Needs root and the packages nftables iptables ipset iproute2 (and clang libbpf-dev for the
 # eBPF backend). Builds netpol, then for each backend that `netpol compile` knows:
-#   1. `netpol probe --each` on every testdata/upstream scenario (and testdata/docs): every
+#   1. `netpol probe --each` on every testdata/upstream scenario (and testdata/docs, and
+#      testdata/addresses: IPv4-mapped and shared pod addresses): every
 #      ordered pod pair, TCP and UDP, ports 80/81 (or the scenario's container ports), IPv4
 #      and IPv6, against the engine's verdicts;
 #   2. the update test on scenario pairs that change policies or labels (six pairs with flows
@@ -101,6 +102,7 @@ step "probe -o json == matrix --allow-self -o json ($first)" json_matches_matrix
 for b in $backends; do
   step "probe $b: testdata/upstream" "$NETPOL" probe --each -f testdata/upstream --backend "$b"
   step "probe $b: testdata/docs" "$NETPOL" probe --each -f testdata/docs --backend "$b"
+  step "probe $b: testdata/addresses" "$NETPOL" probe --each -f testdata/addresses --backend "$b"
   step "update test $b" update_tests "$b"
 done
 

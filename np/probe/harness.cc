@@ -227,6 +227,15 @@ absl::StatusOr<ScenarioReport> Harness::Probe(const Cluster& cluster, absl::stri
   }
   if (absl::Status s = PrepareNetwork(cluster, &report.notes); !s.ok()) return s;
   report.nodes = network_->nodes();
+  // The addresses each pod has in the test network (a shared address only at its owner).
+  {
+    absl::flat_hash_map<std::string, const std::vector<IpAddress>*> net_ips;
+    for (const PodSpec& p : network_->spec().pods) net_ips[p.key] = &p.ips;
+    for (int i = 0; i < n; ++i) {
+      auto it = net_ips.find(report.pods[i]);
+      report.pod_ips[i] = it != net_ips.end() ? *it->second : std::vector<IpAddress>();
+    }
+  }
   std::vector<ir::AddressRange> ranges;
   if (absl::Status s = Install(cluster, &ranges); !s.ok()) return s;
   report.externals = Externals(ranges, cluster);
