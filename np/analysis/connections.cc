@@ -1,0 +1,524 @@
+// Connection listing and diff from the engine's compiled tables. A side's table maps each
+// protocol's port intervals to the peer classes they admit, so the ports a pair may use are
+// the intervals whose peer set holds the other end's class — egress at the source
+// intersected with ingress at the destination. Pods that share their target and peer
+// classes behave alike: the ports are computed once per pair of such behaviours.
+#include "np/analysis/connections.h"
+
+#include <algorithm>
+#include <map>
+#include <tuple>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "np/internal/engine_state.h"
+#include "np/verdict.h"
+
+namespace np::analysis {
+namespace {
+
+using internal::EngineAccess;
+using internal::EngineState;
+using internal::kNone;
+using internal::kSharedPeer;
+using internal::U128;
+
+constexpr uint16_t kFirstPort = 1;  // port 0 carries no connection
+const PortRange kAllPorts{kFirstPort, 65535};
+
+using Ranges = std::vector<PortRange>;
+
+Ranges IntersectRanges(const Ranges& a, const Ranges& b) {
+  Ranges out;
+  size_t i = 0, j = 0;
+  while (i < a.size() && j < b.size()) {
+    uint16_t first = std::max(a[i].first, b[j].first);
+    uint16_t last = std::min(a[i].last, b[j].last);
+    if (first <= last) out.push_back({first, last});
+    (a[i].last < b[j].last) ? ++i : ++j;
+  }
+  return out;
+}
+
+Ranges SubtractRanges(const Ranges& a, const Ranges& b) {
+  Ranges out;
+  size_t j = 0;
+  for (PortRange r : a) {
+    uint32_t cursor = r.first;
+    while (j < b.size() && b[j].last < cursor) ++j;
+    for (size_t k = j; k < b.size() && b[k].first <= r.last; ++k) {
+      if (b[k].first > cursor) out.push_back({static_cast<uint16_t>(cursor),
+                                              static_cast<uint16_t>(b[k].first - 1)});
+      cursor = std::max<uint32_t>(cursor, uint32_t{b[k].last} + 1);
+    }
+    if (cursor <= r.last) out.push_back({static_cast<uint16_t>(cursor), r.last});
+  }
+  return out;
+}
+
+// Appends [first, last] to sorted `out`, merging with the previous range when they touch.
+void Append(Ranges& out, uint32_t first, uint32_t last) {
+  first = std::max<uint32_t>(first, kFirstPort);
+  if (first > last) return;
+  if (!out.empty() && uint32_t{out.back().last} + 1 >= first) {
+    out.back().last = static_cast<uint16_t>(std::max<uint32_t>(out.back().last, last));
+    return;
+  }
+  out.push_back({static_cast<uint16_t>(first), static_cast<uint16_t>(last)});
+}
+
+// The ports one side admits toward a peer of class `peer` on protocol `pi`.
+Ranges SidePorts(const EngineState& s, uint32_t target, Direction direction, int pi,
+                 uint32_t peer) {
+  if (target == kNone) return {kAllPorts};
+  const internal::TableView table = s.target_classes[target].table->view();
+  const internal::DirectionTable& dt = table.direction(static_cast<int>(direction));
+  if (!dt.isolated) return {kAllPorts};
+  Ranges out;
+  for (uint32_t i = dt.begin[pi]; i < dt.end[pi]; ++i) {
+    const internal::Interval& iv = table.intervals()[i];
+    uint32_t last = i + 1 < dt.end[pi] ? table.intervals()[i + 1].first - 1u : 65535u;
+    bool admits = iv.all_peers || (peer < kSharedPeer && table.Allows(iv, peer));
+    if (admits) Append(out, iv.first, last);
+  }
+  return out;
+}
+
+// One end as the tables see it: its target class (kNone: nothing enforced there) and its
+// peer class in the flow's family.
+struct SideKey {
+  uint32_t target;
+  uint32_t peer;
+};
+
+PortSet PairPorts(const EngineState& s, SideKey source, SideKey destination) {
+  PortSet out;
+  for (int pi = 0; pi < 3; ++pi) {
+    Ranges egress = SidePorts(s, source.target, Direction::kEgress, pi, destination.peer);
+    if (egress.empty()) continue;
+    Ranges ingress = SidePorts(s, destination.target, Direction::kIngress, pi, source.peer);
+    out.by_protocol[pi] = IntersectRanges(egress, ingress);
+  }
+  return out;
+}
+
+std::string RangeName(const IpAddress& first, const IpAddress& last) {
+  return absl::StrCat(first.ToString(), "-", last.ToString());
+}
+
+IpAddress FromU128(U128 v, int family) {
+  if (family == 0) return IpAddress::V4(static_cast<uint32_t>(v));
+  return IpAddress::V6(static_cast<uint64_t>(v >> 64), static_cast<uint64_t>(v));
+}
+U128 FamilyMax(int family) { return family == 0 ? U128{0xffffffffu} : ~U128{0}; }
+
+// An external range with its peer class in each snapshot listed together (one or two).
+struct ExternalRange {
+  int family;
+  U128 first, last;
+  uint32_t peer[2];
+};
+
+// The external ranges of `engines` (one or two snapshots), cut at every boundary any of them
+// has; neighbours that every snapshot classes alike are merged.
+std::vector<ExternalRange> ExternalRanges(const std::vector<const EngineState*>& engines) {
+  std::vector<ExternalRange> out;
+  for (int f = 0; f < 2; ++f) {
+    std::vector<U128> starts;
+    for (const EngineState* s : engines) {
+      starts.insert(starts.end(), s->atoms[f]->starts.begin(), s->atoms[f]->starts.end());
+    }
+    std::sort(starts.begin(), starts.end());
+    starts.erase(std::unique(starts.begin(), starts.end()), starts.end());
+    for (size_t i = 0; i < starts.size(); ++i) {
+      ExternalRange r{f, starts[i], i + 1 < starts.size() ? starts[i + 1] - 1 : FamilyMax(f),
+                      {kNone, kNone}};
+      for (size_t e = 0; e < engines.size(); ++e) {
+        const internal::AtomTable& atoms = *engines[e]->atoms[f];
+        r.peer[e] = atoms.peer_class[atoms.Find(r.first)];
+      }
+      if (!out.empty() && out.back().family == f && out.back().peer[0] == r.peer[0] &&
+          out.back().peer[1] == r.peer[1]) {
+        out.back().last = r.last;
+      } else {
+        out.push_back(r);
+      }
+    }
+  }
+  return out;
+}
+
+// --- filters
+
+bool Glob(absl::string_view pattern, absl::string_view text) {
+  // Iterative '*' matching with backtracking to the last star.
+  size_t p = 0, t = 0, star = absl::string_view::npos, mark = 0;
+  while (t < text.size()) {
+    if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;
+      mark = t;
+    } else if (p < pattern.size() && pattern[p] == text[t]) {
+      ++p;
+      ++t;
+    } else if (star != absl::string_view::npos) {
+      p = star + 1;
+      t = ++mark;
+    } else {
+      return false;
+    }
+  }
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
+}
+
+class EndFilter {
+ public:
+  static absl::StatusOr<EndFilter> Parse(const std::string& text) {
+    EndFilter f;
+    f.text_ = text;
+    if (text.empty()) return f;
+    if (absl::StatusOr<IpAddress> a = IpAddress::Parse(text); a.ok()) {
+      f.prefix_ = IpPrefix(*a, a->bit_width());
+      f.kind_ = Kind::kPrefix;
+      return f;
+    }
+    if (text.find('/') != std::string::npos && text.find_first_of(":.") != std::string::npos) {
+      absl::StatusOr<IpPrefix> p = IpPrefix::Parse(text);
+      if (p.ok()) {
+        f.prefix_ = *p;
+        f.kind_ = Kind::kPrefix;
+        return f;
+      }
+    }
+    if (text.find('/') == std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "bad end \"", text, "\": write namespace/name (globs with *), an IP address or a CIDR"));
+    }
+    f.kind_ = Kind::kGlob;
+    return f;
+  }
+  bool MatchesPod(const internal::PodState& pod) const {
+    switch (kind_) {
+      case Kind::kAll:
+        return true;
+      case Kind::kGlob:
+        return Glob(text_, pod.key);
+      case Kind::kPrefix:
+        for (const IpAddress& a : pod.ips) {
+          if (prefix_.Contains(a)) return true;
+        }
+        return false;
+    }
+    return false;
+  }
+  bool MatchesRange(const IpAddress& first, const IpAddress& last) const {
+    switch (kind_) {
+      case Kind::kAll:
+        return true;
+      case Kind::kGlob:
+        return false;
+      case Kind::kPrefix: {
+        if (first.family() != prefix_.family()) return false;
+        // Overlap: the prefix's network is not after `last` and its end not before `first`.
+        IpAddress net = prefix_.network();
+        U128 pf = internal::ToU128(net);
+        int host = (prefix_.family() == AddressFamily::kIPv4 ? 32 : 128) - prefix_.length();
+        U128 pl = host == 128 ? ~U128{0} : pf | ((U128{1} << host) - 1);
+        return pf <= internal::ToU128(last) && pl >= internal::ToU128(first);
+      }
+    }
+    return false;
+  }
+
+ private:
+  enum class Kind { kAll, kGlob, kPrefix };
+  Kind kind_ = Kind::kAll;
+  std::string text_;
+  IpPrefix prefix_;
+};
+
+PortSet Restrict(PortSet ports, const ConnectionOptions& options) {
+  for (int pi = 0; pi < 3; ++pi) {
+    if (!options.protocols.empty() &&
+        std::find_if(options.protocols.begin(), options.protocols.end(), [&](Protocol p) {
+          return ProtocolIndex(p) == pi;
+        }) == options.protocols.end()) {
+      ports.by_protocol[pi].clear();
+      continue;
+    }
+    if (!options.ports.empty()) {
+      Ranges wanted;
+      Ranges sorted = options.ports;
+      std::sort(sorted.begin(), sorted.end(),
+                [](const PortRange& a, const PortRange& b) { return a.first < b.first; });
+      for (PortRange r : sorted) Append(wanted, r.first, r.last);
+      ports.by_protocol[pi] = IntersectRanges(ports.by_protocol[pi], wanted);
+    }
+  }
+  return ports;
+}
+
+// Every end of the listing, in output order: pods by key, then ranges by address.
+struct End {
+  ConnectionEnd end;
+  // Per snapshot: target class and peer class per family [v4, v6, none].
+  uint32_t target[2] = {kNone, kNone};
+  uint32_t peer[2][3] = {{kNone, kNone, kNone}, {kNone, kNone, kNone}};
+  int range_family = -1;  // external: 0 IPv4, 1 IPv6
+};
+
+// Lists the connections of snapshot `which` of `engines` (pods by key must exist in every
+// snapshot to be listed against it; a diff takes pods from both).
+absl::StatusOr<std::vector<End>> Ends(const std::vector<const EngineState*>& engines,
+                                      const std::vector<ExternalRange>& ranges,
+                                      bool external) {
+  std::map<std::string, End> pods;
+  for (size_t e = 0; e < engines.size(); ++e) {
+    const EngineState& s = *engines[e];
+    for (uint32_t p = 0; p < s.pods.size(); ++p) {
+      const auto& state = s.pods[p].state;
+      if (state == nullptr) continue;
+      End& end = pods[state->key];
+      end.end.is_pod = true;
+      end.end.name = state->key;
+      if (e == 0) end.end.pod = p;
+      const internal::PodRecord& record = s.records[p];
+      end.target[e] = record.target;
+      for (int f = 0; f < 3; ++f) end.peer[e][f] = record.peer[f];
+    }
+  }
+  std::vector<End> out;
+  out.reserve(pods.size() + ranges.size());
+  for (auto& [key, end] : pods) out.push_back(std::move(end));
+  if (!external) return out;
+  for (const ExternalRange& r : ranges) {
+    End end;
+    end.end.first = FromU128(r.first, r.family);
+    end.end.last = FromU128(r.last, r.family);
+    end.end.name = RangeName(end.end.first, end.end.last);
+    end.range_family = r.family;
+    for (size_t e = 0; e < engines.size(); ++e) end.peer[e][r.family] = r.peer[e];
+    out.push_back(std::move(end));
+  }
+  return out;
+}
+
+// The ports from `src` to `dst` in snapshot `e`, or nothing when the pair has no flow there
+// (an end missing from that snapshot, a pod without the range's family, self).
+PortSet PortsOf(const EngineState& s, int e, const End& src, const End& dst,
+                absl::flat_hash_map<std::tuple<uint32_t, uint32_t, uint32_t, uint32_t>, PortSet>&
+                    cache) {
+  if (!src.end.is_pod && !dst.end.is_pod) return {};
+  int f;
+  if (src.end.is_pod && dst.end.is_pod) {
+    if (src.end.name == dst.end.name) return {};
+    bool v4 = src.peer[e][0] != kNone && dst.peer[e][0] != kNone;
+    bool v6 = src.peer[e][1] != kNone && dst.peer[e][1] != kNone;
+    f = v4 ? 0 : v6 ? 1 : 2;
+    if (src.peer[e][f] == kNone || dst.peer[e][f] == kNone) return {};  // absent pod
+  } else {
+    f = src.end.is_pod ? dst.range_family : src.range_family;
+    const End& pod = src.end.is_pod ? src : dst;
+    if (pod.peer[e][f] == kNone) return {};  // the pod has no address of that family
+  }
+  SideKey source{src.end.is_pod ? src.target[e] : kNone, src.peer[e][f]};
+  SideKey destination{dst.end.is_pod ? dst.target[e] : kNone, dst.peer[e][f]};
+  auto key = std::make_tuple(source.target, destination.peer, destination.target, source.peer);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  PortSet ports = PairPorts(s, source, destination);
+  cache.emplace(key, ports);
+  return ports;
+}
+
+void AppendRangesJson(std::string* out, const Ranges& ranges) {
+  absl::StrAppend(out, "[");
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    absl::StrAppend(out, i ? ", " : "", "[", ranges[i].first, ", ", ranges[i].last, "]");
+  }
+  absl::StrAppend(out, "]");
+}
+
+void AppendConnectionsJson(std::string* out, const std::vector<Connection>& list) {
+  absl::StrAppend(out, "[");
+  for (size_t i = 0; i < list.size(); ++i) {
+    const Connection& c = list[i];
+    absl::StrAppend(out, i ? ",\n  " : "\n  ", "{\"from\": ", JsonQuote(c.from.name),
+                    ", \"to\": ", JsonQuote(c.to.name), ", \"ports\": {");
+    bool first = true;
+    for (Protocol p : kAllProtocols) {
+      const Ranges& r = c.ports.by_protocol[ProtocolIndex(p)];
+      if (r.empty()) continue;
+      absl::StrAppend(out, first ? "" : ", ", "\"", ProtocolName(p), "\": ");
+      AppendRangesJson(out, r);
+      first = false;
+    }
+    absl::StrAppend(out, "}}");
+  }
+  absl::StrAppend(out, list.empty() ? "]" : "\n]");
+}
+
+std::string FormatLines(const std::vector<Connection>& list, absl::string_view prefix) {
+  size_t width_from = 0, width_to = 0;
+  for (const Connection& c : list) {
+    width_from = std::max(width_from, c.from.name.size());
+    width_to = std::max(width_to, c.to.name.size());
+  }
+  std::string out;
+  for (const Connection& c : list) {
+    absl::StrAppend(&out, prefix, c.from.name, std::string(width_from - c.from.name.size(), ' '),
+                    " => ", c.to.name, std::string(width_to - c.to.name.size(), ' '), " : ",
+                    c.ports.ToString(), "\n");
+  }
+  return out;
+}
+
+}  // namespace
+
+bool PortSet::empty() const {
+  for (const auto& r : by_protocol) {
+    if (!r.empty()) return false;
+  }
+  return true;
+}
+
+bool PortSet::all() const {
+  for (const auto& r : by_protocol) {
+    if (r.size() != 1 || !(r[0] == kAllPorts)) return false;
+  }
+  return true;
+}
+
+bool PortSet::Contains(Protocol protocol, uint16_t port) const {
+  for (const PortRange& r : by_protocol[ProtocolIndex(protocol)]) {
+    if (r.Contains(port)) return true;
+  }
+  return false;
+}
+
+std::string PortSet::ToString() const {
+  if (all()) return "All connections";
+  if (empty()) return "No connections";
+  std::vector<std::string> parts;
+  for (Protocol p : kAllProtocols) {
+    const Ranges& ranges = by_protocol[ProtocolIndex(p)];
+    if (ranges.empty()) continue;
+    std::vector<std::string> items;
+    for (const PortRange& r : ranges) {
+      items.push_back(r.first == r.last ? absl::StrCat(r.first)
+                                        : absl::StrCat(r.first, "-", r.last));
+    }
+    parts.push_back(absl::StrCat(ProtocolName(p), " ", absl::StrJoin(items, ",")));
+  }
+  return absl::StrJoin(parts, "; ");
+}
+
+PortSet Intersect(const PortSet& a, const PortSet& b) {
+  PortSet out;
+  for (int pi = 0; pi < 3; ++pi) out.by_protocol[pi] = IntersectRanges(a.by_protocol[pi], b.by_protocol[pi]);
+  return out;
+}
+
+PortSet Subtract(const PortSet& a, const PortSet& b) {
+  PortSet out;
+  for (int pi = 0; pi < 3; ++pi) out.by_protocol[pi] = SubtractRanges(a.by_protocol[pi], b.by_protocol[pi]);
+  return out;
+}
+
+absl::StatusOr<Connections> ListConnections(const Engine& engine,
+                                            const ConnectionOptions& options) {
+  absl::StatusOr<EndFilter> from = EndFilter::Parse(options.from);
+  if (!from.ok()) return from.status();
+  absl::StatusOr<EndFilter> to = EndFilter::Parse(options.to);
+  if (!to.ok()) return to.status();
+  const EngineState& s = EngineAccess::State(engine);
+  std::vector<const EngineState*> engines = {&s};
+  absl::StatusOr<std::vector<End>> ends = Ends(engines, ExternalRanges(engines), options.external);
+  if (!ends.ok()) return ends.status();
+  auto matches = [&](const EndFilter& filter, const End& e) {
+    return e.end.is_pod ? filter.MatchesPod(*s.pods[e.end.pod].state)
+                        : filter.MatchesRange(e.end.first, e.end.last);
+  };
+  std::vector<const End*> sources, destinations;
+  Connections out;
+  for (const End& e : *ends) {
+    bool source = matches(*from, e), destination = matches(*to, e);
+    if (source) sources.push_back(&e);
+    if (destination) destinations.push_back(&e);
+    if (source || destination) out.ends.push_back(e.end);
+  }
+  absl::flat_hash_map<std::tuple<uint32_t, uint32_t, uint32_t, uint32_t>, PortSet> cache;
+  for (const End* src : sources) {
+    for (const End* dst : destinations) {
+      PortSet ports = Restrict(PortsOf(s, 0, *src, *dst, cache), options);
+      if (ports.empty()) continue;
+      out.connections.push_back(Connection{src->end, dst->end, std::move(ports)});
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<ConnectionDiff> DiffConnections(const Engine& before, const Engine& after,
+                                               const ConnectionOptions& options) {
+  absl::StatusOr<EndFilter> from = EndFilter::Parse(options.from);
+  if (!from.ok()) return from.status();
+  absl::StatusOr<EndFilter> to = EndFilter::Parse(options.to);
+  if (!to.ok()) return to.status();
+  const EngineState& a = EngineAccess::State(before);
+  const EngineState& b = EngineAccess::State(after);
+  std::vector<const EngineState*> engines = {&a, &b};
+  absl::StatusOr<std::vector<End>> ends = Ends(engines, ExternalRanges(engines), options.external);
+  if (!ends.ok()) return ends.status();
+  // Pods are matched by key in either snapshot (a pod may exist in one only).
+  auto matches = [&](const EndFilter& filter, const End& e) {
+    if (!e.end.is_pod) return filter.MatchesRange(e.end.first, e.end.last);
+    for (const EngineState* s : engines) {
+      const uint32_t* id = s->pod_by_key.Find(e.end.name);
+      if (id != nullptr && filter.MatchesPod(*s->pods[*id].state)) return true;
+    }
+    return false;
+  };
+  absl::flat_hash_map<std::tuple<uint32_t, uint32_t, uint32_t, uint32_t>, PortSet> cache[2];
+  ConnectionDiff out;
+  for (const End& src : *ends) {
+    if (!matches(*from, src)) continue;
+    for (const End& dst : *ends) {
+      if (!matches(*to, dst)) continue;
+      PortSet was = Restrict(PortsOf(a, 0, src, dst, cache[0]), options);
+      PortSet is = Restrict(PortsOf(b, 1, src, dst, cache[1]), options);
+      if (was == is) continue;
+      PortSet added = Subtract(is, was), removed = Subtract(was, is);
+      if (!added.empty()) out.added.push_back(Connection{src.end, dst.end, std::move(added)});
+      if (!removed.empty()) out.removed.push_back(Connection{src.end, dst.end, std::move(removed)});
+    }
+  }
+  return out;
+}
+
+std::string ConnectionsJson(const Connections& connections) {
+  std::string out = "{\"connections\": ";
+  AppendConnectionsJson(&out, connections.connections);
+  absl::StrAppend(&out, "}\n");
+  return out;
+}
+
+std::string DiffJson(const ConnectionDiff& diff) {
+  std::string out = "{\"added\": ";
+  AppendConnectionsJson(&out, diff.added);
+  absl::StrAppend(&out, ",\n\"removed\": ");
+  AppendConnectionsJson(&out, diff.removed);
+  absl::StrAppend(&out, "}\n");
+  return out;
+}
+
+std::string FormatConnections(const Connections& connections) {
+  return FormatLines(connections.connections, "");
+}
+
+std::string FormatDiff(const ConnectionDiff& diff) {
+  return absl::StrCat(FormatLines(diff.added, "+ "), FormatLines(diff.removed, "- "));
+}
+
+}  // namespace np::analysis

@@ -1,0 +1,112 @@
+// np/analysis/connections.h — who can reach what, on which ports: every ordered pair of
+// endpoints (pods, and the address ranges outside the cluster that policies tell apart) that
+// can connect, with exactly the ports per protocol, over every port and protocol — read from
+// the engine's compiled tables, never by looping over ports; and the difference between two
+// clusters' listings (what a change opens and closes).
+//
+//   absl::StatusOr<std::shared_ptr<const np::Engine>> engine = np::Engine::Build(cluster);
+//   np::analysis::ConnectionOptions options;
+//   options.to = "shop/postgres";                 // "what can reach the database?"
+//   absl::StatusOr<np::analysis::Connections> c = np::analysis::ListConnections(**engine, options);
+//   std::cout << np::analysis::FormatConnections(*c);   // "shop/api => shop/postgres : TCP 5432"
+//   std::cout << np::analysis::ConnectionsJson(*c);
+//
+//   absl::StatusOr<np::analysis::ConnectionDiff> d =
+//       np::analysis::DiffConnections(**before, **after, options);   // d->added, d->removed
+//
+// What an entry means. `from => to : ports` says that a connection from `from` to `to` on
+// each listed (protocol, destination port) is allowed — egress at the source and ingress at
+// the destination — and on every other one is denied. Pod to pod uses the pair's flow family
+// (np::FlowFamily); a pod is listed against external ranges of the families it has an
+// address of. External ranges are the runs of addresses that no ipBlock boundary cuts (the
+// engine's CIDR classes, neighbours with the same class merged); a pod's own address inside
+// a range is that pod, not the range. Ports run from 1 to 65535 (port 0 carries no
+// connection). A pod's traffic to itself is not listed (it never reaches a datapath).
+// Pairs with nothing allowed are absent.
+//
+// Thread safety: pure functions of immutable engine snapshots.
+#ifndef NP_ANALYSIS_CONNECTIONS_H_
+#define NP_ANALYSIS_CONNECTIONS_H_
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "np/engine.h"
+#include "np/types.h"
+
+namespace np::analysis {
+
+// Sorted, merged, inclusive port intervals per protocol (index: np::ProtocolIndex).
+struct PortSet {
+  std::array<std::vector<PortRange>, 3> by_protocol;
+
+  bool empty() const;
+  bool all() const;  // 1-65535 on TCP, UDP and SCTP
+  bool Contains(Protocol protocol, uint16_t port) const;
+  // "TCP 1-79,81-65535; UDP 53", or "All connections".
+  std::string ToString() const;
+  friend bool operator==(const PortSet& a, const PortSet& b) { return a.by_protocol == b.by_protocol; }
+};
+PortSet Intersect(const PortSet& a, const PortSet& b);
+PortSet Subtract(const PortSet& a, const PortSet& b);  // ports in a and not in b
+
+struct ConnectionEnd {
+  bool is_pod = false;
+  std::string name;        // "namespace/name", or "first-last" for an external range
+  PodId pod = 0;           // is_pod
+  IpAddress first, last;   // !is_pod: the range, one family
+};
+
+struct Connection {
+  ConnectionEnd from, to;
+  PortSet ports;
+};
+
+struct Connections {
+  std::vector<Connection> connections;  // sorted by (from, to): pods first, then ranges
+  std::vector<ConnectionEnd> ends;      // every end the filters kept, in the same order
+};
+
+struct ConnectionOptions {
+  // Filters on the ends: "namespace/name" of a pod (`*` globs allowed, e.g. "shop/*" or
+  // "*/api-*"), an IP address, or a CIDR (the pods with an address in it and the external
+  // ranges that overlap it). Empty: every end.
+  std::string from;
+  std::string to;
+  // Only these protocols (empty: all) and these ports (empty: all).
+  std::vector<Protocol> protocols;
+  std::vector<PortRange> ports;
+  // Whether external ranges are listed at all.
+  bool external = true;
+};
+
+absl::StatusOr<Connections> ListConnections(const Engine& engine,
+                                            const ConnectionOptions& options = {});
+
+// What changed between two snapshots: for each pair, the ports allowed after and not before
+// (`added`) and allowed before and not after (`removed`). External ranges are cut at the
+// boundaries of both snapshots, so the two listings line up.
+struct ConnectionDiff {
+  std::vector<Connection> added;
+  std::vector<Connection> removed;
+  bool empty() const { return added.empty() && removed.empty(); }
+};
+absl::StatusOr<ConnectionDiff> DiffConnections(const Engine& before, const Engine& after,
+                                               const ConnectionOptions& options = {});
+
+// {"connections": [{"from": "ns/name", "to": "10.0.0.0-10.255.255.255",
+//   "ports": {"TCP": [[1, 79], [81, 65535]], "UDP": [[53, 53]]}}]}
+std::string ConnectionsJson(const Connections& connections);
+// {"added": [...], "removed": [...]} with entries shaped as above.
+std::string DiffJson(const ConnectionDiff& diff);
+// One line per pair, aligned: "x/a => x/b : TCP 80,443".
+std::string FormatConnections(const Connections& connections);
+// "+ x/a => x/b : TCP 80" and "- ..." lines.
+std::string FormatDiff(const ConnectionDiff& diff);
+
+}  // namespace np::analysis
+
+#endif  // NP_ANALYSIS_CONNECTIONS_H_

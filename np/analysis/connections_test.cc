@@ -1,0 +1,282 @@
+// Connection listings and diffs against the reference evaluator: a hand-written cluster whose
+// listing is written out from the NetworkPolicy API, and seeded random clusters where every
+// listed interval is sampled at its edges, inside and just outside (NP_SEED replays a seed).
+#include "np/analysis/connections.h"
+
+#include <cstdlib>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "gtest/gtest.h"
+#include "np/reference.h"
+#include "np/testgen/random_cluster.h"
+
+namespace np::analysis {
+namespace {
+
+k8s::Pod MakePod(const std::string& name, const std::string& ip, bool named_http = false) {
+  k8s::Pod pod;
+  pod.mutable_metadata()->set_namespace_("x");
+  pod.mutable_metadata()->set_name(name);
+  (*pod.mutable_metadata()->mutable_labels())["pod"] = name;
+  pod.mutable_status()->add_podips()->set_ip(ip);
+  k8s::Container* c = pod.mutable_spec()->add_containers();
+  c->set_name("main");
+  if (named_http) {
+    k8s::ContainerPort* port = c->add_ports();
+    port->set_name("http");
+    port->set_containerport(8080);
+  }
+  return pod;
+}
+
+std::shared_ptr<const Engine> HandWritten() {
+  ClusterObjects objects;
+  objects.pods.push_back({MakePod("a", "10.0.0.1", true), {}});
+  objects.pods.push_back({MakePod("b", "10.0.0.2"), {}});
+  objects.pods.push_back({MakePod("c", "10.0.0.3"), {}});
+  // x/a admits pod b on TCP 80 and on its named port http (8080).
+  k8s::NetworkPolicy in;
+  in.mutable_metadata()->set_namespace_("x");
+  in.mutable_metadata()->set_name("a-in");
+  (*in.mutable_spec()->mutable_podselector()->mutable_matchlabels())["pod"] = "a";
+  auto* rule = in.mutable_spec()->add_ingress();
+  (*rule->add_from()->mutable_podselector()->mutable_matchlabels())["pod"] = "b";
+  rule->add_ports()->mutable_port()->set_intval(80);
+  rule->add_ports()->mutable_port()->set_type(1);
+  rule->mutable_ports(1)->mutable_port()->set_strval("http");
+  objects.policies.push_back({in, {}});
+  // x/c may send only UDP 53 to 192.168.0.0/16 except 192.168.1.0/24.
+  k8s::NetworkPolicy out;
+  out.mutable_metadata()->set_namespace_("x");
+  out.mutable_metadata()->set_name("c-out");
+  (*out.mutable_spec()->mutable_podselector()->mutable_matchlabels())["pod"] = "c";
+  out.mutable_spec()->add_policytypes("Egress");
+  auto* e = out.mutable_spec()->add_egress();
+  auto* block = e->add_to()->mutable_ipblock();
+  block->set_cidr("192.168.0.0/16");
+  block->add_except("192.168.1.0/24");
+  e->add_ports()->set_protocol("UDP");
+  e->mutable_ports(0)->mutable_port()->set_intval(53);
+  objects.policies.push_back({out, {}});
+  absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
+  EXPECT_TRUE(cluster.ok()) << cluster.status();
+  return *Engine::Build(*cluster);
+}
+
+std::vector<std::string> Lines(const std::vector<Connection>& list) {
+  std::vector<std::string> out;
+  for (const Connection& c : list) {
+    out.push_back(absl::StrCat(c.from.name, " => ", c.to.name, " : ", c.ports.ToString()));
+  }
+  return out;
+}
+
+// Written from the API: unisolated sides admit everything; x/a's ingress admits only pod b
+// on 80 and http (8080); x/c's egress only UDP 53 into the block minus its except. Ranges are
+// the runs between ipBlock boundaries; x/a..c have no IPv6 address, so no IPv6 range.
+TEST(Connections, HandWrittenClusterListsExactlyWhatTheApiAllows) {
+  std::shared_ptr<const Engine> engine = HandWritten();
+  absl::StatusOr<Connections> c = ListConnections(*engine);
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::string all = "All connections";
+  std::vector<std::string> ranges = {"0.0.0.0-192.167.255.255", "192.168.0.0-192.168.0.255",
+                                     "192.168.1.0-192.168.1.255", "192.168.2.0-192.168.255.255",
+                                     "192.169.0.0-255.255.255.255"};
+  std::vector<std::string> want = {"x/a => x/b : " + all, "x/a => x/c : " + all};
+  for (const std::string& r : ranges) want.push_back("x/a => " + r + " : " + all);
+  want.push_back("x/b => x/a : TCP 80,8080");
+  want.push_back("x/b => x/c : " + all);
+  for (const std::string& r : ranges) want.push_back("x/b => " + r + " : " + all);
+  want.push_back("x/c => 192.168.0.0-192.168.0.255 : UDP 53");
+  want.push_back("x/c => 192.168.2.0-192.168.255.255 : UDP 53");
+  for (const std::string& r : ranges) {
+    want.push_back(r + " => x/b : " + all);
+    want.push_back(r + " => x/c : " + all);
+  }
+  std::vector<std::string> got = Lines(c->connections);
+  std::sort(want.begin(), want.end());
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, want) << absl::StrJoin(got, "\n");
+
+  // Filters and the JSON shape of the issue.
+  ConnectionOptions to_a;
+  to_a.to = "x/a";
+  absl::StatusOr<Connections> who = ListConnections(*engine, to_a);
+  ASSERT_TRUE(who.ok());
+  EXPECT_EQ(ConnectionsJson(*who),
+            "{\"connections\": [\n  {\"from\": \"x/b\", \"to\": \"x/a\", \"ports\": "
+            "{\"TCP\": [[80, 80], [8080, 8080]]}}\n]}\n");
+  ConnectionOptions from_c;
+  from_c.from = "x/c";
+  from_c.to = "192.168.0.0/16";
+  from_c.protocols = {Protocol::kUDP};
+  absl::StatusOr<Connections> out = ListConnections(*engine, from_c);
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ(Lines(out->connections),
+            (std::vector<std::string>{"x/c => 192.168.0.0-192.168.0.255 : UDP 53",
+                                      "x/c => 192.168.2.0-192.168.255.255 : UDP 53"}));
+  ConnectionOptions ports;
+  ports.from = "x/*";
+  ports.to = "x/a";
+  ports.ports = {PortRange{81, 9000}};
+  absl::StatusOr<Connections> narrowed = ListConnections(*engine, ports);
+  ASSERT_TRUE(narrowed.ok());
+  EXPECT_EQ(Lines(narrowed->connections), std::vector<std::string>{"x/b => x/a : TCP 8080"});
+  EXPECT_FALSE(ListConnections(*engine, ConnectionOptions{"nonsense"}).ok());
+}
+
+// Sampled ports of one protocol for a listed set: each interval's edges, middle, and the
+// ports just outside; plus fixed probes.
+std::vector<uint16_t> Samples(const std::vector<PortRange>& ranges) {
+  std::vector<uint16_t> out = testgen::RandomCluster::ProbePorts();
+  for (const PortRange& r : ranges) {
+    for (uint32_t p : {uint32_t{r.first}, uint32_t{r.last}, (uint32_t{r.first} + r.last) / 2,
+                       uint32_t{r.first} - 1, uint32_t{r.last} + 1}) {
+      if (p >= 1 && p <= 65535) out.push_back(static_cast<uint16_t>(p));
+    }
+  }
+  return out;
+}
+
+// The reference's verdict for a listing pair (pods by index, ranges by a sample address).
+struct Ends {
+  std::vector<Endpoint> endpoints;  // parallel to names
+  std::vector<std::string> names;
+};
+
+Ends EndsOf(const Cluster& cluster, const Connections& listing_all) {
+  Ends out;
+  for (int i = 0; i < cluster.pod_count(); ++i) {
+    out.endpoints.push_back(Endpoint::Pod(i));
+    out.names.push_back(cluster.pod(i).Key());
+  }
+  int pods = 0;
+  for (const ConnectionEnd& e : listing_all.ends) {
+    if (e.is_pod) {
+      ++pods;
+      continue;
+    }
+    // The range's first and last address must both behave as the listing says.
+    for (const IpAddress& a : {e.first, e.last}) {
+      out.endpoints.push_back(Endpoint::External(a));
+      out.names.push_back(e.name);
+    }
+  }
+  EXPECT_EQ(pods, cluster.pod_count());
+  return out;
+}
+
+int Seeds() {
+  const char* n = std::getenv("NP_RANDOM_CLUSTERS");
+  return n != nullptr ? std::atoi(n) : 600;
+}
+
+bool HasFamily(const Cluster& cluster, const Endpoint& pod, const Endpoint& other) {
+  if (other.is_pod) return true;
+  return cluster.pod(pod.pod_index).ip(other.address.family()).has_value();
+}
+
+TEST(Connections, RandomClustersEqualTheReference) {
+  const char* only = std::getenv("NP_SEED");
+  for (int seed = 0; seed < Seeds(); ++seed) {
+    if (only != nullptr && seed != std::atoi(only)) continue;
+    testgen::RandomCluster generator(seed);
+    absl::StatusOr<Cluster> cluster = Cluster::Create(generator.Objects());
+    ASSERT_TRUE(cluster.ok());
+    EngineOptions options;
+    if (seed % 7 == 3) options.evaluation.ip_block_scope = EvaluationOptions::IpBlockScope::kExternalOnly;
+    absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(*cluster, options);
+    ASSERT_TRUE(engine.ok());
+    absl::StatusOr<Connections> listing = ListConnections(**engine);
+    ASSERT_TRUE(listing.ok());
+    std::map<std::pair<std::string, std::string>, const PortSet*> listed;
+    for (const Connection& c : listing->connections) listed[{c.from.name, c.to.name}] = &c.ports;
+    Ends ends = EndsOf(*cluster, *listing);
+    int problems = 0;
+    for (size_t s = 0; s < ends.endpoints.size(); ++s) {
+      for (size_t d = 0; d < ends.endpoints.size(); ++d) {
+        const Endpoint& src = ends.endpoints[s];
+        const Endpoint& dst = ends.endpoints[d];
+        if (!src.is_pod && !dst.is_pod) continue;
+        if (src.is_pod && dst.is_pod && src.pod_index == dst.pod_index) continue;
+        if (src.is_pod && !HasFamily(*cluster, src, dst)) continue;
+        if (dst.is_pod && !HasFamily(*cluster, dst, src)) continue;
+        auto it = listed.find({ends.names[s], ends.names[d]});
+        PortSet none;
+        const PortSet& ports = it == listed.end() ? none : *it->second;
+        for (Protocol protocol : kAllProtocols) {
+          for (uint16_t port : Samples(ports.by_protocol[ProtocolIndex(protocol)])) {
+            bool want = reference::Evaluate(*cluster, Flow{src, dst, protocol, port},
+                                            options.evaluation)
+                            .allowed;
+            if (want != ports.Contains(protocol, port) && problems++ < 5) {
+              ADD_FAILURE() << "seed " << seed << " (NP_SEED=" << seed << "): "
+                            << ends.names[s] << " => " << ends.names[d] << " "
+                            << ProtocolName(protocol) << "/" << port << ": reference "
+                            << (want ? "allows" : "denies") << ", listing says "
+                            << ports.ToString();
+            }
+          }
+        }
+      }
+    }
+    if (problems > 0) return;
+  }
+}
+
+TEST(Connections, DiffIsEmptyForIdenticalInputsAndAntisymmetric) {
+  for (int seed = 0; seed < Seeds() / 4; ++seed) {
+    testgen::RandomCluster generator(seed);
+    absl::StatusOr<Cluster> a = Cluster::Create(generator.Objects());
+    ASSERT_TRUE(a.ok());
+    std::vector<Change> changes;
+    Cluster current = *a;
+    for (int i = 0; i < 3; ++i) {
+      changes.push_back(generator.RandomChange(current));
+      absl::StatusOr<Cluster> next = current.Apply({changes.back()});
+      ASSERT_TRUE(next.ok()) << next.status();
+      current = *next;
+    }
+    std::shared_ptr<const Engine> before = *Engine::Build(*a);
+    std::shared_ptr<const Engine> after = *Engine::Build(current);
+    absl::StatusOr<ConnectionDiff> same = DiffConnections(*before, *before);
+    ASSERT_TRUE(same.ok());
+    EXPECT_TRUE(same->empty()) << FormatDiff(*same);
+    absl::StatusOr<ConnectionDiff> forward = DiffConnections(*before, *after);
+    absl::StatusOr<ConnectionDiff> backward = DiffConnections(*after, *before);
+    ASSERT_TRUE(forward.ok() && backward.ok());
+    EXPECT_EQ(Lines(forward->added), Lines(backward->removed)) << "seed " << seed;
+    EXPECT_EQ(Lines(forward->removed), Lines(backward->added)) << "seed " << seed;
+    // Every added port is allowed after and denied before (sampled), and the reverse.
+    auto endpoint = [&](const Cluster& c, const ConnectionEnd& e) -> std::optional<Endpoint> {
+      if (!e.is_pod) return Endpoint::External(e.first);
+      std::optional<int> i = c.FindPod(e.name);
+      if (!i) return std::nullopt;
+      return Endpoint::Pod(*i);
+    };
+    for (bool added : {true, false}) {
+      for (const Connection& c : added ? forward->added : forward->removed) {
+        for (Protocol protocol : kAllProtocols) {
+          for (const PortRange& r : c.ports.by_protocol[ProtocolIndex(protocol)]) {
+            for (uint16_t port : {r.first, r.last}) {
+              for (bool in_after : {false, true}) {
+                const Cluster& cl = in_after ? current : *a;
+                std::optional<Endpoint> s = endpoint(cl, c.from), d = endpoint(cl, c.to);
+                bool allowed = s && d &&
+                               reference::Evaluate(cl, Flow{*s, *d, protocol, port}).allowed;
+                EXPECT_EQ(allowed, in_after == added)
+                    << "seed " << seed << ": " << c.from.name << " => " << c.to.name << " "
+                    << ProtocolName(protocol) << "/" << port << (added ? " added" : " removed");
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace np::analysis
