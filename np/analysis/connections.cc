@@ -239,7 +239,10 @@ class EndFilter {
   IpPrefix prefix_;
 };
 
-PortSet Restrict(PortSet ports, const ConnectionOptions& options) {
+// `named`: the destination pod's container ports (null for a range outside the cluster).
+PortSet Restrict(PortSet ports, const ConnectionOptions& options,
+                 const std::vector<NamedPort>* named) {
+  const bool by_port = !options.ports.empty() || !options.port_names.empty();
   for (int pi = 0; pi < 3; ++pi) {
     if (!options.protocols.empty() &&
         std::find_if(options.protocols.begin(), options.protocols.end(), [&](Protocol p) {
@@ -248,9 +251,15 @@ PortSet Restrict(PortSet ports, const ConnectionOptions& options) {
       ports.by_protocol[pi].clear();
       continue;
     }
-    if (!options.ports.empty()) {
+    if (by_port) {
       Ranges wanted;
       Ranges sorted = options.ports;
+      for (const std::string& name : options.port_names) {
+        if (named == nullptr) continue;
+        for (const NamedPort& np : *named) {
+          if (np.name == name && ProtocolIndex(np.protocol) == pi) sorted.push_back({np.port, np.port});
+        }
+      }
       std::sort(sorted.begin(), sorted.end(),
                 [](const PortRange& a, const PortRange& b) { return a.first < b.first; });
       for (PortRange r : sorted) Append(wanted, r.first, r.last);
@@ -331,6 +340,14 @@ PortSet PortsOf(const EngineState& s, int e, const End& src, const End& dst,
   PortSet ports = PairPorts(s, source, destination);
   cache.emplace(key, ports);
   return ports;
+}
+
+// The container ports of a destination pod in snapshot `s` (null: a range, or no such pod).
+const std::vector<NamedPort>* NamedPortsOf(const EngineState& s, const End& dst) {
+  if (!dst.end.is_pod) return nullptr;
+  const uint32_t* id = s.pod_by_key.Find(dst.end.name);
+  if (id == nullptr || s.pods[*id].state == nullptr) return nullptr;
+  return s.named_maps[s.pods[*id].state->named_map].get();
 }
 
 void AppendRangesJson(std::string* out, const Ranges& ranges) {
@@ -452,7 +469,7 @@ absl::StatusOr<Connections> ListConnections(const Engine& engine,
   absl::flat_hash_map<std::tuple<uint32_t, uint32_t, uint32_t, uint32_t>, PortSet> cache;
   for (const End* src : sources) {
     for (const End* dst : destinations) {
-      PortSet ports = Restrict(PortsOf(s, 0, *src, *dst, cache), options);
+      PortSet ports = Restrict(PortsOf(s, 0, *src, *dst, cache), options, NamedPortsOf(s, *dst));
       if (ports.empty()) continue;
       out.connections.push_back(Connection{src->end, dst->end, std::move(ports)});
     }
@@ -486,8 +503,8 @@ absl::StatusOr<ConnectionDiff> DiffConnections(const Engine& before, const Engin
     if (!matches(*from, src)) continue;
     for (const End& dst : *ends) {
       if (!matches(*to, dst)) continue;
-      PortSet was = Restrict(PortsOf(a, 0, src, dst, cache[0]), options);
-      PortSet is = Restrict(PortsOf(b, 1, src, dst, cache[1]), options);
+      PortSet was = Restrict(PortsOf(a, 0, src, dst, cache[0]), options, NamedPortsOf(a, dst));
+      PortSet is = Restrict(PortsOf(b, 1, src, dst, cache[1]), options, NamedPortsOf(b, dst));
       if (was == is) continue;
       PortSet added = Subtract(is, was), removed = Subtract(was, is);
       if (!added.empty()) out.added.push_back(Connection{src.end, dst.end, std::move(added)});

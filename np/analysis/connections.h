@@ -76,9 +76,12 @@ struct ConnectionOptions {
   // ranges that overlap it). Empty: every end.
   std::string from;
   std::string to;
-  // Only these protocols (empty: all) and these ports (empty: all).
+  // Only these protocols (empty: all) and these ports (empty: all). A port name stands for
+  // the port each destination pod gives that name (per protocol); ranges outside the
+  // cluster have no named ports.
   std::vector<Protocol> protocols;
   std::vector<PortRange> ports;
+  std::vector<std::string> port_names;
   // Whether external ranges are listed at all.
   bool external = true;
 };

@@ -27,6 +27,8 @@ inline constexpr int kExitError = 2;    // bad input, bad usage, I/O failure
 struct Args {
   std::vector<std::string> files;
   std::vector<std::string> positional;
+  std::vector<std::string> before, after;  // diff: --before / --after PATH (repeatable)
+  std::vector<std::string> given_flags;    // names of the flags given ("port", "from", ...)
 };
 // Parses argv; on error prints to stderr and returns the status.
 absl::StatusOr<Args> ParseArgs(int argc, char** argv, int first);
@@ -50,6 +52,8 @@ absl::StatusOr<std::vector<Protocol>> ParseProtocolList(absl::string_view text);
 int RunValidate(const Args& args);
 int RunCheck(const Args& args, bool explain);
 int RunMatrix(const Args& args);
+int RunConnections(const Args& args);                       // analysis_commands.cc
+int RunDiff(const Args& args);                              // analysis_commands.cc
 int RunCompile(const Args& args);                           // compile_command.cc
 int RunProbe(const Args& args, int argc, char** argv);      // probe_command.cc
 int RunProbeAgent(int argc, char** argv);                   // probe_command.cc

@@ -53,9 +53,10 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv, int first) {
       has_value = true;
       return absl::OkStatus();
     };
-    if (name == "file") {
+    args.given_flags.push_back(name);
+    if (name == "file" || name == "before" || name == "after") {
       if (absl::Status s = take_value(); !s.ok()) return s;
-      args.files.push_back(value);
+      (name == "file" ? args.files : name == "before" ? args.before : args.after).push_back(value);
       continue;
     }
     absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);

@@ -20,6 +20,12 @@ commands:
                                                               (exit 0 allowed, 1 denied, 2 error)
   explain   like check, but always exits 0 after the explanation
   matrix    truth table of every pod pair [--port 80,81] [--protocol TCP,UDP] [-o json]
+  connections  every pair of pods / outside address ranges that can connect, with exactly
+            which ports per protocol [--from X] [--to Y] (pod namespace/name with * globs, an
+            IP or a CIDR) [--port 80,8000-8090,http,all] [--protocol TCP,UDP|all]
+            [--pods-only] [-o text|json|csv|md|dot|svg|png]
+  diff      --before PATH... --after PATH...: connections added and removed (same filters)
+            [-o text|json|csv|md]                       (exit 0 no change, 1 changed, 2 error)
   compile   --backend nft|iptables|ebpf [--node NODE] [-o FILE]: the node's datapath
             program; --ir [--ir-format json]: the compiled IR; --explain --from A --to B
             --port P --protocol X: the rule, set element or map key that decides the flow
@@ -60,6 +66,8 @@ int main(int argc, char** argv) {
   if (command == "check") return RunCheck(*args, /*explain=*/false);
   if (command == "explain") return RunCheck(*args, /*explain=*/true);
   if (command == "matrix") return RunMatrix(*args);
+  if (command == "connections") return RunConnections(*args);
+  if (command == "diff") return RunDiff(*args);
   if (command == "compile") return RunCompile(*args);
   if (command == "probe") return RunProbe(*args, argc, argv);
   std::cerr << "netpol: unknown command \"" << command << "\"; run 'netpol help'\n";
