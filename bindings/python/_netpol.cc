@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <optional>
 #include <string>
@@ -24,7 +25,10 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "np/analysis/connections.h"
 #include "np/cluster.h"
 #include "np/engine.h"
 #include "np/evaluator.h"
@@ -175,6 +179,20 @@ class PyCluster {
   // The evaluation itself: no Python objects touched, safe without the GIL.
   bool Allowed(const np::Flow& flow) const { return evaluator_.Allowed(flow); }
   np::Verdict Explain(const np::Flow& flow) const { return evaluator_.Evaluate(flow); }
+  // A cluster-wide engine with this cluster's options (the evaluator may be the reference),
+  // built on first use. Called without the GIL; serialized by its own mutex.
+  absl::StatusOr<std::shared_ptr<const np::Engine>> AnalysisEngine() const {
+    std::lock_guard<std::mutex> lock(engine_mutex_);
+    if (engine_ == nullptr) {
+      np::EngineOptions options;
+      options.evaluation = evaluator_.options();
+      absl::StatusOr<std::shared_ptr<const np::Engine>> built = np::Engine::Build(cluster_, options);
+      if (!built.ok()) return built.status();
+      engine_ = *built;
+    }
+    return engine_;
+  }
+
   // Row-major pods x pods, 1 allowed, 0 denied, in the order of Pods().
   std::string Matrix(np::Protocol protocol, uint16_t port) const {
     std::vector<uint8_t> table = evaluator_.Matrix(protocol, port);
@@ -213,7 +231,64 @@ class PyCluster {
   const np::Cluster& cluster_;
   std::vector<np::Diagnostic> warnings_;
   std::map<std::string, int> skipped_;
+  mutable std::mutex engine_mutex_;
+  mutable std::shared_ptr<const np::Engine> engine_;
 };
+
+// Listing filters from Python arguments (the CLI's spelling: see `netpol connections`).
+np::analysis::ConnectionOptions AnalysisOptions(const std::string& source,
+                                                const std::string& destination,
+                                                const std::vector<std::string>& ports,
+                                                const std::vector<std::string>& protocols,
+                                                bool external) {
+  np::analysis::ConnectionOptions options;
+  options.from = source;
+  options.to = destination;
+  options.external = external;
+  for (const std::string& p : ports) {
+    if (p == "all") {
+      options.ports.clear();
+      options.port_names.clear();
+      break;
+    }
+    std::vector<std::string> ends = absl::StrSplit(p, absl::MaxSplits('-', 1));
+    int first = 0, last = 0;
+    if (absl::SimpleAtoi(ends[0], &first)) {
+      last = first;
+      if (ends.size() == 2 && !absl::SimpleAtoi(ends[1], &last)) last = -1;
+      if (first < 1 || last > 65535 || last < first) {
+        throw py::value_error(absl::StrCat("bad port \"", p,
+                                           "\": a number or range within 1-65535, a name, or all"));
+      }
+      options.ports.push_back(np::PortRange{static_cast<uint16_t>(first), static_cast<uint16_t>(last)});
+    } else {
+      options.port_names.push_back(p);
+    }
+  }
+  for (const std::string& p : protocols) options.protocols.push_back(PyCluster::ParseProtocolOrRaise(p));
+  return options;
+}
+
+// [{"from": ..., "to": ..., "ports": {"TCP": [(first, last), ...]}}] as `-o json` shapes it.
+py::list ConnectionsToPython(const std::vector<np::analysis::Connection>& list) {
+  py::list out;
+  for (const np::analysis::Connection& c : list) {
+    py::dict ports;
+    for (np::Protocol p : np::kAllProtocols) {
+      const auto& ranges = c.ports.by_protocol[np::ProtocolIndex(p)];
+      if (ranges.empty()) continue;
+      py::list items;
+      for (const np::PortRange& r : ranges) items.append(py::make_tuple(r.first, r.last));
+      ports[py::str(std::string(np::ProtocolName(p)))] = items;
+    }
+    py::dict entry;
+    entry["from"] = c.from.name;
+    entry["to"] = c.to.name;
+    entry["ports"] = ports;
+    out.append(entry);
+  }
+  return out;
+}
 
 // A verdict with the flow it answers, and its text (np::FormatVerdict) made while the
 // cluster is at hand.
@@ -429,6 +504,55 @@ PYBIND11_MODULE(_netpol, m) {
           },
           py::arg("source"), py::arg("destination"), py::arg("port") = 80,
           py::arg("protocol") = "TCP")
+      .def(
+          "connections",
+          [](const PyCluster& c, const std::string& source, const std::string& destination,
+             const std::vector<std::string>& ports, const std::vector<std::string>& protocols,
+             bool external) {
+            np::analysis::ConnectionOptions options =
+                AnalysisOptions(source, destination, ports, protocols, external);
+            absl::StatusOr<np::analysis::Connections> listing = absl::UnknownError("");
+            {
+              py::gil_scoped_release release;
+              absl::StatusOr<std::shared_ptr<const np::Engine>> engine = c.AnalysisEngine();
+              listing = engine.ok() ? np::analysis::ListConnections(**engine, options)
+                                    : absl::StatusOr<np::analysis::Connections>(engine.status());
+            }
+            if (!listing.ok()) throw py::value_error(std::string(listing.status().message()));
+            return ConnectionsToPython(listing->connections);
+          },
+          py::arg("source") = "", py::arg("destination") = "",
+          py::arg("ports") = std::vector<std::string>(),
+          py::arg("protocols") = std::vector<std::string>(), py::arg("external") = true)
+      .def(
+          "diff",
+          [](const PyCluster& c, const PyCluster& other, const std::string& source,
+             const std::string& destination, const std::vector<std::string>& ports,
+             const std::vector<std::string>& protocols, bool external) {
+            np::analysis::ConnectionOptions options =
+                AnalysisOptions(source, destination, ports, protocols, external);
+            absl::StatusOr<np::analysis::ConnectionDiff> diff = absl::UnknownError("");
+            {
+              py::gil_scoped_release release;
+              absl::StatusOr<std::shared_ptr<const np::Engine>> a = c.AnalysisEngine();
+              absl::StatusOr<std::shared_ptr<const np::Engine>> b = other.AnalysisEngine();
+              if (!a.ok()) {
+                diff = a.status();
+              } else if (!b.ok()) {
+                diff = b.status();
+              } else {
+                diff = np::analysis::DiffConnections(**a, **b, options);
+              }
+            }
+            if (!diff.ok()) throw py::value_error(std::string(diff.status().message()));
+            py::dict out;
+            out["added"] = ConnectionsToPython(diff->added);
+            out["removed"] = ConnectionsToPython(diff->removed);
+            return out;
+          },
+          py::arg("other"), py::arg("source") = "", py::arg("destination") = "",
+          py::arg("ports") = std::vector<std::string>(),
+          py::arg("protocols") = std::vector<std::string>(), py::arg("external") = true)
       .def(
           "matrix",
           [](const PyCluster& c, int port, const std::string& protocol) {

@@ -25,7 +25,8 @@ ROOT = Path(os.environ.get("NP_SOURCE_DIR", HERE.parent.parent)).resolve()
 
 # The np libraries behind the public API the module uses; their .cc files are read from
 # np/BUILD.bazel, so that a source added to the Bazel target is compiled here too.
-NP_TARGETS = ("types", "cluster", "reference", "engine", "evaluator")
+NP_TARGETS = (("np", "types"), ("np", "cluster"), ("np", "reference"), ("np", "engine"),
+              ("np", "evaluator"), ("np/analysis", "connections"))
 # Used only if np/BUILD.bazel cannot be read.
 FALLBACK_SOURCES = [
     "np/types.cc",
@@ -39,6 +40,7 @@ FALLBACK_SOURCES = [
     "np/engine_compile.cc",
     "np/engine_explain.cc",
     "np/evaluator.cc",
+    "np/analysis/connections.cc",
 ]
 
 
@@ -53,16 +55,16 @@ def bazel_blocks(text, rule):
 
 
 def np_sources():
-    try:
-        blocks = bazel_blocks((ROOT / "np" / "BUILD.bazel").read_text(), "cc_library")
-    except OSError:
-        return FALLBACK_SOURCES
     sources = []
-    for target in NP_TARGETS:
+    for package, target in NP_TARGETS:
+        try:
+            blocks = bazel_blocks((ROOT / package / "BUILD.bazel").read_text(), "cc_library")
+        except OSError:
+            return FALLBACK_SOURCES
         srcs = re.search(r"srcs\s*=\s*\[(.*?)\]", blocks.get(target, ""), re.S)
         if not srcs:
             return FALLBACK_SOURCES
-        sources += ["np/" + f for f in re.findall(r'"([^"]+\.cc)"', srcs.group(1))]
+        sources += [package + "/" + f for f in re.findall(r'"([^"]+\.cc)"', srcs.group(1))]
     return list(dict.fromkeys(sources))
 
 

@@ -45,6 +45,14 @@ __version__ = "0.1.0"
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+def _port_specs(ports: Optional[Sequence[Union[int, str]]]) -> List[str]:
+    if ports is None:
+        return []
+    if isinstance(ports, (int, str)):
+        ports = [ports]
+    return [str(p) for p in ports]
+
+
 class Cluster:
     """A validated, immutable set of Namespaces, Pods and NetworkPolicies, with an evaluator.
 
@@ -215,6 +223,31 @@ class Cluster:
             return impl.explain(source, destination, port, protocol)
 
         return Reachability._from_cells(impl.pods, cells, port, protocol.upper(), explain)
+
+    # --- analyses ------------------------------------------------------------------------
+
+    def connections(self, source: str = "", destination: str = "",
+                    ports: Optional[Sequence[Union[int, str]]] = None,
+                    protocols: Optional[Sequence[str]] = None,
+                    external: bool = True) -> List[Dict[str, Any]]:
+        """Every ordered pair of endpoints that can connect, with exactly which ports per
+        protocol, over every port: ``[{"from": "x/a", "to": "x/b", "ports": {"TCP": [(80, 80)]}}]``
+        (the shape of ``netpol connections -o json``). Ends are pods ("namespace/name") and,
+        unless ``external=False``, the address ranges outside the cluster that policies tell
+        apart ("10.0.0.0-10.255.255.255"). ``source``/``destination`` filter the ends: a pod
+        (``*`` globs), an IP or a CIDR. ``ports``: numbers, "8000-8090" ranges, names or "all"."""
+        return self._impl.connections(source, destination, _port_specs(ports),
+                                      list(protocols or []), external)
+
+    def diff(self, other: "Cluster", source: str = "", destination: str = "",
+             ports: Optional[Sequence[Union[int, str]]] = None,
+             protocols: Optional[Sequence[str]] = None,
+             external: bool = True) -> Dict[str, List[Dict[str, Any]]]:
+        """What changes from this cluster to ``other``: ``{"added": [...], "removed": [...]}``,
+        entries shaped as in ``connections()`` (ports allowed only after, only before). Empty
+        lists when nothing changes; ``a.diff(b)`` is ``b.diff(a)`` with the lists swapped."""
+        return self._impl.diff(other._impl, source, destination, _port_specs(ports),
+                               list(protocols or []), external)
 
     def __repr__(self) -> str:
         return (
