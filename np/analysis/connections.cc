@@ -7,9 +7,12 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 #include <tuple>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -477,6 +480,156 @@ absl::StatusOr<Connections> ListConnections(const Engine& engine,
   return out;
 }
 
+namespace {
+
+// Compares one pair in both snapshots and records what it gains and loses.
+class PairDiffer {
+ public:
+  PairDiffer(const EngineState& a, const EngineState& b, const ConnectionOptions& options,
+             ConnectionDiff* out)
+      : a_(a), b_(b), options_(options), out_(out) {}
+  void Compare(const End& src, const End& dst) {
+    PortSet was = Restrict(PortsOf(a_, 0, src, dst, cache_[0]), options_, NamedPortsOf(a_, dst));
+    PortSet is = Restrict(PortsOf(b_, 1, src, dst, cache_[1]), options_, NamedPortsOf(b_, dst));
+    if (was == is) return;
+    PortSet added = Subtract(is, was), removed = Subtract(was, is);
+    if (!added.empty()) out_->added.push_back(Connection{src.end, dst.end, std::move(added)});
+    if (!removed.empty()) out_->removed.push_back(Connection{src.end, dst.end, std::move(removed)});
+  }
+
+ private:
+  const EngineState& a_;
+  const EngineState& b_;
+  const ConnectionOptions& options_;
+  ConnectionDiff* out_;
+  absl::flat_hash_map<std::tuple<uint32_t, uint32_t, uint32_t, uint32_t>, PortSet> cache_[2];
+};
+
+bool SameConnection(const Connection& x, const Connection& y) {
+  return x.from.name == y.from.name && x.to.name == y.to.name;
+}
+
+// Sorts a diff the way a full diff lists it: by the ends' listing order.
+void SortDiff(ConnectionDiff* diff, const std::vector<End>& ends) {
+  absl::flat_hash_map<std::string, size_t> order;
+  for (size_t i = 0; i < ends.size(); ++i) order[ends[i].end.name] = i;
+  auto by_order = [&](const Connection& x, const Connection& y) {
+    return std::make_pair(order[x.from.name], order[x.to.name]) <
+           std::make_pair(order[y.from.name], order[y.to.name]);
+  };
+  for (auto* list : {&diff->added, &diff->removed}) {
+    std::sort(list->begin(), list->end(), by_order);
+    list->erase(std::unique(list->begin(), list->end(), SameConnection), list->end());
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<ConnectionDiff> DiffChanges(const Engine& before, absl::Span<const Change> changes,
+                                           const ConnectionOptions& options,
+                                           std::shared_ptr<const Engine>* after_out) {
+  absl::StatusOr<EndFilter> from = EndFilter::Parse(options.from);
+  if (!from.ok()) return from.status();
+  absl::StatusOr<EndFilter> to = EndFilter::Parse(options.to);
+  if (!to.ok()) return to.status();
+  absl::StatusOr<std::shared_ptr<const Engine>> after = before.Apply(changes);
+  if (!after.ok()) return after.status();
+  if (after_out != nullptr) *after_out = *after;
+  const EngineState& a = EngineAccess::State(before);
+  const EngineState& b = EngineAccess::State(**after);
+  std::vector<const EngineState*> engines = {&a, &b};
+  const bool ranges_moved = a.atoms[0] != b.atoms[0] || a.atoms[1] != b.atoms[1];
+  absl::StatusOr<std::vector<End>> ends = Ends(engines, ExternalRanges(engines), options.external);
+  if (!ends.ok()) return ends.status();
+  // A pod is touched when, between the snapshots, its record (target class, peer classes) or
+  // the table behind its target class is not the very same; ids are stable across Apply.
+  auto touched = [&](const End& e) {
+    if (!e.end.is_pod) return false;
+    const uint32_t* ia = a.pod_by_key.Find(e.end.name);
+    const uint32_t* ib = b.pod_by_key.Find(e.end.name);
+    if (ia == nullptr || ib == nullptr || *ia != *ib) return true;
+    const internal::PodRecord& ra = a.records[*ia];
+    const internal::PodRecord& rb = b.records[*ib];
+    if (ra.target != rb.target) return true;
+    for (int f = 0; f < 3; ++f) {
+      if (ra.peer[f] != rb.peer[f]) return true;
+    }
+    if (ra.target == kNone) return false;
+    return a.target_classes[ra.target].table != b.target_classes[rb.target].table;
+  };
+  auto matches = [&](const EndFilter& filter, const End& e) {
+    if (!e.end.is_pod) return filter.MatchesRange(e.end.first, e.end.last);
+    for (const EngineState* s : engines) {
+      const uint32_t* id = s->pod_by_key.Find(e.end.name);
+      if (id != nullptr && s->pods[*id].state != nullptr && filter.MatchesPod(*s->pods[*id].state)) {
+        return true;
+      }
+    }
+    return false;
+  };
+  std::vector<const End*> sources, destinations, dirty;
+  for (const End& e : *ends) {
+    if (matches(*from, e)) sources.push_back(&e);
+    if (matches(*to, e)) destinations.push_back(&e);
+    if (touched(e)) dirty.push_back(&e);
+  }
+  ConnectionDiff out;
+  PairDiffer differ(a, b, options, &out);
+  absl::flat_hash_set<const End*> is_dirty(dirty.begin(), dirty.end());
+  for (const End* d : dirty) {
+    if (matches(*from, *d)) {
+      for (const End* dst : destinations) differ.Compare(*d, *dst);
+    }
+    if (matches(*to, *d)) {
+      for (const End* src : sources) {
+        if (!is_dirty.count(src)) differ.Compare(*src, *d);
+      }
+    }
+  }
+  if (ranges_moved) {
+    // Range classes may differ for every pod: compare each untouched pod with each range.
+    for (const End* src : sources) {
+      for (const End* dst : destinations) {
+        if (src->end.is_pod == dst->end.is_pod) continue;
+        const End* pod = src->end.is_pod ? src : dst;
+        if (!is_dirty.count(pod)) differ.Compare(*src, *dst);
+      }
+    }
+  }
+  SortDiff(&out, *ends);
+  return out;
+}
+
+std::vector<Change> ChangesBetween(const Cluster& a, const Cluster& b) {
+  ClusterObjects x = a.ToObjects(), y = b.ToObjects();
+  std::vector<Change> changes;
+  auto compare = [&](const auto& old_list, const auto& new_list, auto key_of) {
+    std::map<std::string, const google::protobuf::Message*> old_by_key;
+    for (const auto& o : old_list) old_by_key[key_of(o.object)] = &o.object;
+    std::set<std::string> seen;
+    for (const auto& n : new_list) {
+      std::string key = key_of(n.object);
+      seen.insert(key);
+      auto it = old_by_key.find(key);
+      if (it == old_by_key.end() ||
+          !google::protobuf::util::MessageDifferencer::Equals(*it->second, n.object)) {
+        changes.push_back(Change{Change::Op::kUpsert, n.object});
+      }
+    }
+    for (const auto& o : old_list) {
+      if (!seen.count(key_of(o.object))) changes.push_back(Change{Change::Op::kDelete, o.object});
+    }
+  };
+  auto namespaced = [](const auto& o) {
+    return absl::StrCat(o.metadata().namespace_(), "/", o.metadata().name());
+  };
+  // Namespaces first (pods may need them), policies before pods (fewer recomputations).
+  compare(x.namespaces, y.namespaces, [](const k8s::Namespace& n) { return n.metadata().name(); });
+  compare(x.policies, y.policies, namespaced);
+  compare(x.pods, y.pods, namespaced);
+  return changes;
+}
+
 absl::StatusOr<ConnectionDiff> DiffConnections(const Engine& before, const Engine& after,
                                                const ConnectionOptions& options) {
   absl::StatusOr<EndFilter> from = EndFilter::Parse(options.from);
@@ -497,18 +650,12 @@ absl::StatusOr<ConnectionDiff> DiffConnections(const Engine& before, const Engin
     }
     return false;
   };
-  absl::flat_hash_map<std::tuple<uint32_t, uint32_t, uint32_t, uint32_t>, PortSet> cache[2];
   ConnectionDiff out;
+  PairDiffer differ(a, b, options, &out);
   for (const End& src : *ends) {
     if (!matches(*from, src)) continue;
     for (const End& dst : *ends) {
-      if (!matches(*to, dst)) continue;
-      PortSet was = Restrict(PortsOf(a, 0, src, dst, cache[0]), options, NamedPortsOf(a, dst));
-      PortSet is = Restrict(PortsOf(b, 1, src, dst, cache[1]), options, NamedPortsOf(b, dst));
-      if (was == is) continue;
-      PortSet added = Subtract(is, was), removed = Subtract(was, is);
-      if (!added.empty()) out.added.push_back(Connection{src.end, dst.end, std::move(added)});
-      if (!removed.empty()) out.removed.push_back(Connection{src.end, dst.end, std::move(removed)});
+      if (matches(*to, dst)) differ.Compare(src, dst);
     }
   }
   return out;

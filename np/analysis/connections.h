@@ -100,6 +100,19 @@ struct ConnectionDiff {
 absl::StatusOr<ConnectionDiff> DiffConnections(const Engine& before, const Engine& after,
                                                const ConnectionOptions& options = {});
 
+// The same diff for `after` = before.Apply(changes), computed only over the pairs the change
+// can touch — pods whose target class, table or peer classes differ between the snapshots
+// (ids and tables are shared by an incremental update, so untouched ones compare equal),
+// and every pod against the external ranges when ipBlock boundaries moved — so its cost
+// follows the change, not the cluster. `after`, when given, receives the new snapshot.
+absl::StatusOr<ConnectionDiff> DiffChanges(const Engine& before, absl::Span<const Change> changes,
+                                           const ConnectionOptions& options = {},
+                                           std::shared_ptr<const Engine>* after = nullptr);
+
+// The changes that turn cluster `a`'s objects into `b`'s: upserts of new and changed
+// objects, deletes of missing ones (Namespaces, Pods, NetworkPolicies).
+std::vector<Change> ChangesBetween(const Cluster& a, const Cluster& b);
+
 // {"connections": [{"from": "ns/name", "to": "10.0.0.0-10.255.255.255",
 //   "ports": {"TCP": [[1, 79], [81, 65535]], "UDP": [[53, 53]]}}]}
 std::string ConnectionsJson(const Connections& connections);

@@ -226,6 +226,46 @@ TEST(Connections, RandomClustersEqualTheReference) {
   }
 }
 
+// A namespace relabel changes no pod, only which namespaceSelector its pods match: the
+// incremental diff must still find the opened pair (the API: a namespaceSelector matches
+// every pod of the namespaces whose labels it selects).
+TEST(Connections, NamespaceRelabelShowsInTheIncrementalDiff) {
+  ClusterObjects objects;
+  objects.pods.push_back({MakePod("a", "10.0.0.1"), {}});
+  k8s::Pod other = MakePod("b", "10.0.1.1");
+  other.mutable_metadata()->set_namespace_("y");
+  objects.pods.push_back({other, {}});
+  // z is blue already: y/b's new peer class after the relabel is z/c's, which x/a's table
+  // already admits — no table changes, only y/b's peer class does.
+  k8s::Namespace z;
+  z.mutable_metadata()->set_name("z");
+  (*z.mutable_metadata()->mutable_labels())["team"] = "blue";
+  objects.namespaces.push_back({z, {}});
+  k8s::Pod third = MakePod("c", "10.0.2.1");
+  third.mutable_metadata()->set_namespace_("z");
+  objects.pods.push_back({third, {}});
+  k8s::NetworkPolicy in;
+  in.mutable_metadata()->set_namespace_("x");
+  in.mutable_metadata()->set_name("from-blue");
+  in.mutable_spec()->mutable_podselector();
+  auto* peer = in.mutable_spec()->add_ingress()->add_from();
+  (*peer->mutable_namespaceselector()->mutable_matchlabels())["team"] = "blue";
+  objects.policies.push_back({in, {}});
+  absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
+  ASSERT_TRUE(cluster.ok());
+  std::shared_ptr<const Engine> before = *Engine::Build(*cluster);
+  k8s::Namespace y;
+  y.mutable_metadata()->set_name("y");
+  (*y.mutable_metadata()->mutable_labels())["team"] = "blue";
+  ConnectionOptions pods_only;
+  pods_only.external = false;
+  absl::StatusOr<ConnectionDiff> diff =
+      DiffChanges(*before, {Change{Change::Op::kUpsert, y}}, pods_only);
+  ASSERT_TRUE(diff.ok()) << diff.status();
+  EXPECT_EQ(Lines(diff->added), std::vector<std::string>{"y/b => x/a : All connections"});
+  EXPECT_TRUE(diff->removed.empty());
+}
+
 TEST(Connections, DiffIsEmptyForIdenticalInputsAndAntisymmetric) {
   for (int seed = 0; seed < Seeds() / 4; ++seed) {
     testgen::RandomCluster generator(seed);
@@ -233,7 +273,20 @@ TEST(Connections, DiffIsEmptyForIdenticalInputsAndAntisymmetric) {
     ASSERT_TRUE(a.ok());
     std::vector<Change> changes;
     Cluster current = *a;
-    for (int i = 0; i < 3; ++i) {
+    // A namespace relabel now and then: it changes peer classes without touching a pod.
+    int steps = seed % 3 == 0 ? 6 : 3;
+    for (int i = 0; i < steps; ++i) {
+      if (i == 0 && seed % 3 == 0 && current.namespace_count() > 0) {
+        k8s::Namespace ns;
+        ns.mutable_metadata()->set_name(current.ns(0).name);
+        (*ns.mutable_metadata()->mutable_labels())[seed % 2 ? "team" : "env"] =
+            seed % 4 ? "a" : "dev";
+        changes.push_back(Change{Change::Op::kUpsert, ns});
+        absl::StatusOr<Cluster> next = current.Apply({changes.back()});
+        ASSERT_TRUE(next.ok()) << next.status();
+        current = *next;
+        continue;
+      }
       changes.push_back(generator.RandomChange(current));
       absl::StatusOr<Cluster> next = current.Apply({changes.back()});
       ASSERT_TRUE(next.ok()) << next.status();
@@ -241,6 +294,18 @@ TEST(Connections, DiffIsEmptyForIdenticalInputsAndAntisymmetric) {
     }
     std::shared_ptr<const Engine> before = *Engine::Build(*a);
     std::shared_ptr<const Engine> after = *Engine::Build(current);
+    // The incremental diff (only the pairs the change touches) equals the full one, from the
+    // changes themselves and from the changes recomputed between the two clusters.
+    absl::StatusOr<ConnectionDiff> incremental = DiffChanges(*before, changes);
+    ASSERT_TRUE(incremental.ok()) << incremental.status();
+    absl::StatusOr<ConnectionDiff> full = DiffConnections(*before, *after);
+    ASSERT_TRUE(full.ok());
+    EXPECT_EQ(Lines(incremental->added), Lines(full->added)) << "seed " << seed;
+    EXPECT_EQ(Lines(incremental->removed), Lines(full->removed)) << "seed " << seed;
+    absl::StatusOr<ConnectionDiff> recomputed = DiffChanges(*before, ChangesBetween(*a, current));
+    ASSERT_TRUE(recomputed.ok()) << recomputed.status();
+    EXPECT_EQ(Lines(recomputed->added), Lines(full->added)) << "seed " << seed;
+    EXPECT_EQ(Lines(recomputed->removed), Lines(full->removed)) << "seed " << seed;
     absl::StatusOr<ConnectionDiff> same = DiffConnections(*before, *before);
     ASSERT_TRUE(same.ok());
     EXPECT_TRUE(same->empty()) << FormatDiff(*same);

@@ -245,9 +245,10 @@ int RunDiff(const Args& args) {
   }
   absl::StatusOr<std::shared_ptr<const Engine>> ea = BuildFor(*a);
   if (!ea.ok()) return Fail("diff", ea.status());
-  absl::StatusOr<std::shared_ptr<const Engine>> eb = BuildFor(*b);
-  if (!eb.ok()) return Fail("diff", eb.status());
-  absl::StatusOr<analysis::ConnectionDiff> d = analysis::DiffConnections(**ea, **eb, *options);
+  // The after state as an update of the before state: the diff then visits only the pairs
+  // the changed objects touch.
+  absl::StatusOr<analysis::ConnectionDiff> d =
+      analysis::DiffChanges(**ea, analysis::ChangesBetween(*a, *b), *options);
   if (!d.ok()) return Fail("diff", d.status());
   std::string text;
   if (output == "json") {
