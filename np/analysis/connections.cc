@@ -6,6 +6,7 @@
 #include "np/analysis/connections.h"
 
 #include <algorithm>
+#include <deque>
 #include <map>
 #include <set>
 #include <tuple>
@@ -317,32 +318,49 @@ absl::StatusOr<std::vector<End>> Ends(const std::vector<const EngineState*>& eng
   return out;
 }
 
+// Port sets by the classes that decide them, computed once each; references stay valid.
+class PortCache {
+ public:
+  const PortSet& Get(const EngineState& s, SideKey source, SideKey destination) {
+    auto key = std::make_tuple(source.target, destination.peer, destination.target, source.peer);
+    auto it = index_.find(key);
+    if (it != index_.end()) return *it->second;
+    sets_.push_back(PairPorts(s, source, destination));
+    index_.emplace(key, &sets_.back());
+    return sets_.back();
+  }
+  const PortSet& None() const { return none_; }
+
+ private:
+  absl::flat_hash_map<std::tuple<uint32_t, uint32_t, uint32_t, uint32_t>, const PortSet*> index_;
+  std::deque<PortSet> sets_;
+  PortSet none_;
+};
+
 // The ports from `src` to `dst` in snapshot `e`, or nothing when the pair has no flow there
 // (an end missing from that snapshot, a pod without the range's family, self).
-PortSet PortsOf(const EngineState& s, int e, const End& src, const End& dst,
-                absl::flat_hash_map<std::tuple<uint32_t, uint32_t, uint32_t, uint32_t>, PortSet>&
-                    cache) {
-  if (!src.end.is_pod && !dst.end.is_pod) return {};
+const PortSet& PortsOf(const EngineState& s, int e, const End& src, const End& dst,
+                       PortCache& cache) {
+  if (!src.end.is_pod && !dst.end.is_pod) return cache.None();
   int f;
   if (src.end.is_pod && dst.end.is_pod) {
-    if (src.end.name == dst.end.name) return {};
+    if (&src == &dst || src.end.name == dst.end.name) return cache.None();
     bool v4 = src.peer[e][0] != kNone && dst.peer[e][0] != kNone;
     bool v6 = src.peer[e][1] != kNone && dst.peer[e][1] != kNone;
     f = v4 ? 0 : v6 ? 1 : 2;
-    if (src.peer[e][f] == kNone || dst.peer[e][f] == kNone) return {};  // absent pod
+    if (src.peer[e][f] == kNone || dst.peer[e][f] == kNone) return cache.None();  // absent
   } else {
     f = src.end.is_pod ? dst.range_family : src.range_family;
     const End& pod = src.end.is_pod ? src : dst;
-    if (pod.peer[e][f] == kNone) return {};  // the pod has no address of that family
+    if (pod.peer[e][f] == kNone) return cache.None();  // no address of that family
   }
   SideKey source{src.end.is_pod ? src.target[e] : kNone, src.peer[e][f]};
   SideKey destination{dst.end.is_pod ? dst.target[e] : kNone, dst.peer[e][f]};
-  auto key = std::make_tuple(source.target, destination.peer, destination.target, source.peer);
-  auto it = cache.find(key);
-  if (it != cache.end()) return it->second;
-  PortSet ports = PairPorts(s, source, destination);
-  cache.emplace(key, ports);
-  return ports;
+  return cache.Get(s, source, destination);
+}
+
+bool Filtered(const ConnectionOptions& options) {
+  return !options.protocols.empty() || !options.ports.empty() || !options.port_names.empty();
 }
 
 // The container ports of a destination pod in snapshot `s` (null: a range, or no such pod).
@@ -469,10 +487,17 @@ absl::StatusOr<Connections> ListConnections(const Engine& engine,
     if (destination) destinations.push_back(&e);
     if (source || destination) out.ends.push_back(e.end);
   }
-  absl::flat_hash_map<std::tuple<uint32_t, uint32_t, uint32_t, uint32_t>, PortSet> cache;
+  PortCache cache;
+  const bool filtered = Filtered(options);
   for (const End* src : sources) {
     for (const End* dst : destinations) {
-      PortSet ports = Restrict(PortsOf(s, 0, *src, *dst, cache), options, NamedPortsOf(s, *dst));
+      const PortSet& raw = PortsOf(s, 0, *src, *dst, cache);
+      if (raw.empty()) continue;
+      if (!filtered) {
+        out.connections.push_back(Connection{src->end, dst->end, raw});
+        continue;
+      }
+      PortSet ports = Restrict(raw, options, NamedPortsOf(s, *dst));
       if (ports.empty()) continue;
       out.connections.push_back(Connection{src->end, dst->end, std::move(ports)});
     }
@@ -489,20 +514,31 @@ class PairDiffer {
              ConnectionDiff* out)
       : a_(a), b_(b), options_(options), out_(out) {}
   void Compare(const End& src, const End& dst) {
-    PortSet was = Restrict(PortsOf(a_, 0, src, dst, cache_[0]), options_, NamedPortsOf(a_, dst));
-    PortSet is = Restrict(PortsOf(b_, 1, src, dst, cache_[1]), options_, NamedPortsOf(b_, dst));
+    const PortSet& raw_was = PortsOf(a_, 0, src, dst, cache_[0]);
+    const PortSet& raw_is = PortsOf(b_, 1, src, dst, cache_[1]);
+    if (!Filtered(options_)) {
+      if (raw_was == raw_is) return;
+      Record(src, dst, raw_was, raw_is);
+      return;
+    }
+    PortSet was = Restrict(raw_was, options_, NamedPortsOf(a_, dst));
+    PortSet is = Restrict(raw_is, options_, NamedPortsOf(b_, dst));
     if (was == is) return;
+    Record(src, dst, was, is);
+  }
+
+ private:
+  void Record(const End& src, const End& dst, const PortSet& was, const PortSet& is) {
     PortSet added = Subtract(is, was), removed = Subtract(was, is);
     if (!added.empty()) out_->added.push_back(Connection{src.end, dst.end, std::move(added)});
     if (!removed.empty()) out_->removed.push_back(Connection{src.end, dst.end, std::move(removed)});
   }
 
- private:
   const EngineState& a_;
   const EngineState& b_;
   const ConnectionOptions& options_;
   ConnectionDiff* out_;
-  absl::flat_hash_map<std::tuple<uint32_t, uint32_t, uint32_t, uint32_t>, PortSet> cache_[2];
+  PortCache cache_[2];
 };
 
 bool SameConnection(const Connection& x, const Connection& y) {
