@@ -97,8 +97,29 @@ struct SideKey {
   uint32_t peer;
 };
 
+// Whether a side admits the peer on some port of protocol `pi` (no allocation: most pairs of
+// a cluster are denied, and a listing visits every pair of behaviours).
+bool SideAdmitsAny(const EngineState& s, uint32_t target, Direction direction, int pi,
+                   uint32_t peer) {
+  if (target == kNone) return true;
+  const internal::TableView table = s.target_classes[target].table->view();
+  const internal::DirectionTable& dt = table.direction(static_cast<int>(direction));
+  if (!dt.isolated) return true;
+  for (uint32_t i = dt.begin[pi]; i < dt.end[pi]; ++i) {
+    const internal::Interval& iv = table.intervals()[i];
+    if (iv.all_peers || (peer < kSharedPeer && table.Allows(iv, peer))) return true;
+  }
+  return false;
+}
+
 PortSet PairPorts(const EngineState& s, SideKey source, SideKey destination) {
   PortSet out;
+  bool any = false;
+  for (int pi = 0; pi < 3 && !any; ++pi) {
+    any = SideAdmitsAny(s, source.target, Direction::kEgress, pi, destination.peer) &&
+          SideAdmitsAny(s, destination.target, Direction::kIngress, pi, source.peer);
+  }
+  if (!any) return out;
   for (int pi = 0; pi < 3; ++pi) {
     Ranges egress = SidePorts(s, source.target, Direction::kEgress, pi, destination.peer);
     if (egress.empty()) continue;
@@ -337,25 +358,32 @@ class PortCache {
   PortSet none_;
 };
 
-// The ports from `src` to `dst` in snapshot `e`, or nothing when the pair has no flow there
-// (an end missing from that snapshot, a pod without the range's family, self).
-const PortSet& PortsOf(const EngineState& s, int e, const End& src, const End& dst,
-                       PortCache& cache) {
-  if (!src.end.is_pod && !dst.end.is_pod) return cache.None();
+// The classes that decide a pair in snapshot `e`; false when the pair has no flow there (an
+// end missing from that snapshot, a pod without the range's family, two ranges).
+bool PairKeys(int e, const End& src, const End& dst, SideKey* source, SideKey* destination) {
+  if (!src.end.is_pod && !dst.end.is_pod) return false;
   int f;
   if (src.end.is_pod && dst.end.is_pod) {
-    if (&src == &dst || src.end.name == dst.end.name) return cache.None();
     bool v4 = src.peer[e][0] != kNone && dst.peer[e][0] != kNone;
     bool v6 = src.peer[e][1] != kNone && dst.peer[e][1] != kNone;
     f = v4 ? 0 : v6 ? 1 : 2;
-    if (src.peer[e][f] == kNone || dst.peer[e][f] == kNone) return cache.None();  // absent
+    if (src.peer[e][f] == kNone || dst.peer[e][f] == kNone) return false;  // absent
   } else {
     f = src.end.is_pod ? dst.range_family : src.range_family;
     const End& pod = src.end.is_pod ? src : dst;
-    if (pod.peer[e][f] == kNone) return cache.None();  // no address of that family
+    if (pod.peer[e][f] == kNone) return false;  // no address of that family
   }
-  SideKey source{src.end.is_pod ? src.target[e] : kNone, src.peer[e][f]};
-  SideKey destination{dst.end.is_pod ? dst.target[e] : kNone, dst.peer[e][f]};
+  *source = SideKey{src.end.is_pod ? src.target[e] : kNone, src.peer[e][f]};
+  *destination = SideKey{dst.end.is_pod ? dst.target[e] : kNone, dst.peer[e][f]};
+  return true;
+}
+
+// The ports from `src` to `dst` in snapshot `e` (nothing for self or a pair without a flow).
+const PortSet& PortsOf(const EngineState& s, int e, const End& src, const End& dst,
+                       PortCache& cache) {
+  if (src.end.is_pod && dst.end.is_pod && src.end.name == dst.end.name) return cache.None();
+  SideKey source, destination;
+  if (!PairKeys(e, src, dst, &source, &destination)) return cache.None();
   return cache.Get(s, source, destination);
 }
 
@@ -479,28 +507,67 @@ absl::StatusOr<Connections> ListConnections(const Engine& engine,
     return e.end.is_pod ? filter.MatchesPod(*s.pods[e.end.pod].state)
                         : filter.MatchesRange(e.end.first, e.end.last);
   };
-  std::vector<const End*> sources, destinations;
   Connections out;
   for (const End& e : *ends) {
-    bool source = matches(*from, e), destination = matches(*to, e);
-    if (source) sources.push_back(&e);
-    if (destination) destinations.push_back(&e);
-    if (source || destination) out.ends.push_back(e.end);
+    if (matches(*from, e) || matches(*to, e)) out.ends.push_back(e.end);
   }
-  PortCache cache;
+  // Ends that the tables cannot tell apart (same target class and peer classes: same
+  // behaviour) get the same ports toward anything: compute each pair of behaviours once,
+  // then expand to the ends — pod pairs cost what the allowed pairs cost, not pods squared.
+  struct Behaviour {
+    std::vector<size_t> sources, destinations;  // indexes into *ends
+  };
+  std::vector<Behaviour> behaviours;
+  absl::flat_hash_map<std::tuple<bool, int, uint32_t, uint32_t, uint32_t, uint32_t>, size_t> ids;
+  for (size_t i = 0; i < ends->size(); ++i) {
+    const End& e = (*ends)[i];
+    auto key = std::make_tuple(e.end.is_pod, e.range_family, e.target[0], e.peer[0][0],
+                               e.peer[0][1], e.peer[0][2]);
+    auto [it, inserted] = ids.emplace(key, behaviours.size());
+    if (inserted) behaviours.emplace_back();
+    Behaviour& b = behaviours[it->second];
+    if (matches(*from, e)) b.sources.push_back(i);
+    if (matches(*to, e)) b.destinations.push_back(i);
+  }
+  std::deque<PortSet> allowed;  // each behaviour pair is visited once: no cache needed
   const bool filtered = Filtered(options);
-  for (const End* src : sources) {
-    for (const End* dst : destinations) {
-      const PortSet& raw = PortsOf(s, 0, *src, *dst, cache);
-      if (raw.empty()) continue;
-      if (!filtered) {
-        out.connections.push_back(Connection{src->end, dst->end, raw});
-        continue;
-      }
-      PortSet ports = Restrict(raw, options, NamedPortsOf(s, *dst));
+  struct Found {
+    size_t src, dst;
+    const PortSet* ports;
+  };
+  std::vector<Found> found;
+  for (const Behaviour& bs : behaviours) {
+    if (bs.sources.empty()) continue;
+    const End& rs = (*ends)[bs.sources.front()];
+    for (const Behaviour& bd : behaviours) {
+      if (bd.destinations.empty()) continue;
+      const End& rd = (*ends)[bd.destinations.front()];
+      SideKey source, destination;
+      if (!PairKeys(0, rs, rd, &source, &destination)) continue;
+      PortSet ports = PairPorts(s, source, destination);
       if (ports.empty()) continue;
-      out.connections.push_back(Connection{src->end, dst->end, std::move(ports)});
+      allowed.push_back(std::move(ports));
+      const PortSet& raw = allowed.back();
+      for (size_t i : bs.sources) {
+        for (size_t j : bd.destinations) {
+          if (i != j) found.push_back(Found{i, j, &raw});
+        }
+      }
     }
+  }
+  std::sort(found.begin(), found.end(), [](const Found& x, const Found& y) {
+    return std::make_pair(x.src, x.dst) < std::make_pair(y.src, y.dst);
+  });
+  for (const Found& f : found) {
+    const End& src = (*ends)[f.src];
+    const End& dst = (*ends)[f.dst];
+    if (!filtered) {
+      out.connections.push_back(Connection{src.end, dst.end, *f.ports});
+      continue;
+    }
+    PortSet ports = Restrict(*f.ports, options, NamedPortsOf(s, dst));
+    if (ports.empty()) continue;
+    out.connections.push_back(Connection{src.end, dst.end, std::move(ports)});
   }
   return out;
 }
@@ -603,32 +670,81 @@ absl::StatusOr<ConnectionDiff> DiffChanges(const Engine& before, absl::Span<cons
     }
     return false;
   };
-  std::vector<const End*> sources, destinations, dirty;
-  for (const End& e : *ends) {
-    if (matches(*from, e)) sources.push_back(&e);
-    if (matches(*to, e)) destinations.push_back(&e);
-    if (touched(e)) dirty.push_back(&e);
+  // Ends with the same classes in both snapshots behave alike: compare a touched end with one
+  // representative of each such group, then expand to the group's members.
+  std::vector<std::vector<size_t>> groups;
+  absl::flat_hash_map<std::tuple<bool, int, uint32_t, uint32_t, uint32_t, uint32_t, uint32_t,
+                                 uint32_t, uint32_t, uint32_t>,
+                      size_t>
+      group_of;
+  std::vector<bool> is_source(ends->size()), is_destination(ends->size()), dirty(ends->size());
+  std::vector<size_t> touched_ends;
+  for (size_t i = 0; i < ends->size(); ++i) {
+    const End& e = (*ends)[i];
+    is_source[i] = matches(*from, e);
+    is_destination[i] = matches(*to, e);
+    dirty[i] = touched(e);
+    if (dirty[i]) touched_ends.push_back(i);
+    auto key = std::make_tuple(e.end.is_pod, e.range_family, e.target[0], e.peer[0][0],
+                               e.peer[0][1], e.peer[0][2], e.target[1], e.peer[1][0],
+                               e.peer[1][1], e.peer[1][2]);
+    auto [it, inserted] = group_of.emplace(key, groups.size());
+    if (inserted) groups.emplace_back();
+    groups[it->second].push_back(i);
   }
   ConnectionDiff out;
-  PairDiffer differ(a, b, options, &out);
-  absl::flat_hash_set<const End*> is_dirty(dirty.begin(), dirty.end());
-  for (const End* d : dirty) {
-    if (matches(*from, *d)) {
-      for (const End* dst : destinations) differ.Compare(*d, *dst);
-    }
-    if (matches(*to, *d)) {
-      for (const End* src : sources) {
-        if (!is_dirty.count(src)) differ.Compare(*src, *d);
+  PortCache cache[2];
+  const PortSet none;
+  const bool filtered = Filtered(options);
+  auto ports = [&](int e, const End& src, const End& dst) -> const PortSet& {
+    SideKey source, destination;
+    if (!PairKeys(e, src, dst, &source, &destination)) return none;
+    return cache[e].Get(e == 0 ? a : b, source, destination);
+  };
+  auto record = [&](size_t si, size_t di, const PortSet& raw_was, const PortSet& raw_is) {
+    if (si == di) return;
+    const End& src = (*ends)[si];
+    const End& dst = (*ends)[di];
+    PortSet was = filtered ? Restrict(raw_was, options, NamedPortsOf(a, dst)) : raw_was;
+    PortSet is = filtered ? Restrict(raw_is, options, NamedPortsOf(b, dst)) : raw_is;
+    if (was == is) return;
+    PortSet added = Subtract(is, was), removed = Subtract(was, is);
+    if (!added.empty()) out.added.push_back(Connection{src.end, dst.end, std::move(added)});
+    if (!removed.empty()) out.removed.push_back(Connection{src.end, dst.end, std::move(removed)});
+  };
+  // `outgoing`: the touched end is the source; else the destination.
+  auto against_groups = [&](size_t t, bool outgoing, bool ranges_only) {
+    const End& end = (*ends)[t];
+    for (const std::vector<size_t>& group : groups) {
+      const End& rep = (*ends)[group.front()];
+      if (ranges_only && rep.end.is_pod) continue;
+      const End& src = outgoing ? end : rep;
+      const End& dst = outgoing ? rep : end;
+      const PortSet& was = ports(0, src, dst);
+      const PortSet& is = ports(1, src, dst);
+      if (!filtered && was == is) continue;
+      for (size_t m : group) {
+        if (outgoing ? is_destination[m] : (is_source[m] && !dirty[m])) {
+          outgoing ? record(t, m, was, is) : record(m, t, was, is);
+        }
       }
     }
+  };
+  for (size_t t : touched_ends) {
+    if (is_source[t]) against_groups(t, /*outgoing=*/true, /*ranges_only=*/false);
+    if (is_destination[t]) against_groups(t, /*outgoing=*/false, /*ranges_only=*/false);
   }
   if (ranges_moved) {
-    // Range classes may differ for every pod: compare each untouched pod with each range.
-    for (const End* src : sources) {
-      for (const End* dst : destinations) {
-        if (src->end.is_pod == dst->end.is_pod) continue;
-        const End* pod = src->end.is_pod ? src : dst;
-        if (!is_dirty.count(pod)) differ.Compare(*src, *dst);
+    // Range classes may differ for every pod: each untouched pod against every range.
+    for (size_t i = 0; i < ends->size(); ++i) {
+      if (dirty[i] || !(*ends)[i].end.is_pod) continue;
+      if (is_source[i]) against_groups(i, true, /*ranges_only=*/true);
+      if (is_destination[i]) {
+        const End& pod = (*ends)[i];
+        for (size_t r = 0; r < ends->size(); ++r) {
+          if ((*ends)[r].end.is_pod || !is_source[r]) continue;
+          record(r, i, ports(0, (*ends)[r], pod), ports(1, (*ends)[r], pod));
+        }
       }
     }
   }
