@@ -9,7 +9,9 @@
 // Input: multi-document YAML or JSON (UTF-8); each document a single object or a `kind: List`
 // (what `kubectl get -o yaml` prints), or any `*List` kind with `items` (items of a typed
 // list such as NetworkPolicyList may omit kind and apiVersion). Empty and null documents are
-// ignored. Kinds other than Namespace (v1), Pod (v1) and NetworkPolicy (networking.k8s.io/v1)
+// ignored. Workloads (Deployment, ReplicaSet, StatefulSet, DaemonSet: apps/v1; Job, CronJob:
+// batch/v1; ReplicationController: v1) are read and become pods at Build (np/workloads.h).
+// Kinds other than those, Namespace (v1), Pod (v1) and NetworkPolicy (networking.k8s.io/v1)
 // are skipped and counted, e.g. np's own ReachabilityExpectation documents; a known kind with
 // another apiVersion, or a document without kind, is an error.
 //
@@ -48,6 +50,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "np/cluster.h"
+#include "np/workloads.h"
 
 namespace np {
 
@@ -67,7 +70,12 @@ class ClusterLoader {
   void Add(k8s::Pod pod, ObjectSource source = {});
   void Add(k8s::NetworkPolicy policy, ObjectSource source = {});
 
+  // How workloads become pods (np/workloads.h); applies at Build().
+  void SetWorkloadOptions(WorkloadOptions options) { workload_options_ = std::move(options); }
+
+  // What was read; workloads are turned into pods only by Build().
   const ClusterObjects& objects() const { return objects_; }
+  const std::vector<Workload>& workloads() const { return workloads_; }
   // Kind -> how many objects of it were skipped.
   const std::map<std::string, int>& skipped_kinds() const { return skipped_kinds_; }
   // Problems found while reading (malformed documents, wrong field types, unknown fields).
@@ -80,6 +88,8 @@ class ClusterLoader {
 
  private:
   ClusterObjects objects_;
+  std::vector<Workload> workloads_;
+  WorkloadOptions workload_options_;
   std::map<std::string, int> skipped_kinds_;
   std::vector<Diagnostic> diagnostics_;
 };

@@ -24,6 +24,10 @@ int RunValidate(const Args& args) {
     return kExitError;
   }
   ClusterLoader loader;
+  if (absl::Status s = ConfigureWorkloads(&loader); !s.ok()) {
+    std::cerr << "netpol validate: " << s.message() << "\n";
+    return kExitError;
+  }
   for (const std::string& file : args.files) (void)loader.AddPath(file);
   std::vector<Diagnostic> diagnostics;
   absl::StatusOr<Cluster> cluster = loader.Build(&diagnostics);
@@ -47,6 +51,14 @@ int RunValidate(const Args& args) {
   std::cout << absl::StrFormat("valid: %d NetworkPolicies, %d Pods, %d Namespaces", 
                                objects.policies.size(), objects.pods.size(),
                                objects.namespaces.size());
+  if (!loader.workloads().empty()) {
+    std::cout << absl::StrFormat(", %d workloads (%d pods synthesized)", loader.workloads().size(),
+                                 SynthesizedPodCount(*cluster));
+  }
+  if (cluster->policy_count() > 0 && cluster->pod_count() == 0) {
+    std::cout << "; warning: no pod takes part in pod networking, so check and matrix "
+                 "have nothing to evaluate";
+  }
   if (warnings > 0) std::cout << absl::StrFormat(" (%d warning%s)", warnings, warnings == 1 ? "" : "s");
   if (!skipped.empty()) std::cout << "; skipped " << skipped;
   std::cout << "\n";
@@ -126,7 +138,20 @@ int RunMatrix(const Args& args) {
     }
   }
   if (output == "json") {
-    std::cout << TruthTablesJson(names, tables) << "\n";
+    std::string json = TruthTablesJson(names, tables);
+    // Pods made from workloads, so a reader knows which rows stand for a Deployment & co.
+    std::string synthesized;
+    for (int i = 0; i < n; ++i) {
+      const PodInfo& pod = cluster->pod(i);
+      if (pod.synthesized_from.empty()) continue;
+      absl::StrAppend(&synthesized, synthesized.empty() ? "" : ", ", JsonQuote(pod.Key()), ": ",
+                      JsonQuote(pod.synthesized_from));
+    }
+    // Only when there are any, so that the shape for pod-only input stays as it was.
+    if (!synthesized.empty()) {
+      json.insert(json.size() - 1, absl::StrCat(", \"synthesized\": {", synthesized, "}"));
+    }
+    std::cout << json << "\n";
     return kExitOk;
   }
   size_t width = 3;
