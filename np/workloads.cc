@@ -73,6 +73,27 @@ std::vector<IpPrefix> WorkloadOptions::DefaultPodCidrs() {
   return {*IpPrefix::Parse("10.244.0.0/16"), *IpPrefix::Parse("fd00:10:244::/64")};
 }
 
+absl::StatusOr<std::vector<IpPrefix>> ParsePodCidrs(const std::vector<std::string>& texts) {
+  std::vector<IpPrefix> cidrs;
+  bool v4 = false, v6 = false;
+  for (const std::string& text : texts) {
+    absl::StatusOr<IpPrefix> cidr = IpPrefix::Parse(text);
+    if (!cidr.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("pod CIDR \"", text,
+                                                     "\" is not a CIDR: ", cidr.status().message()));
+    }
+    bool& seen = cidr->family() == AddressFamily::kIPv4 ? v4 : v6;
+    if (seen) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("more than one ", AddressFamilyName(cidr->family()),
+                       " pod CIDR (a pod has one address per family)"));
+    }
+    seen = true;
+    cidrs.push_back(*cidr);
+  }
+  return cidrs;
+}
+
 absl::Status SynthesizeWorkloadPods(const std::vector<Workload>& workloads,
                                     const WorkloadOptions& options, ClusterObjects* objects,
                                     std::vector<Diagnostic>* diagnostics) {

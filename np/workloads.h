@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "proto/k8s.pb.h"
 #include "np/cluster.h"
@@ -82,6 +83,10 @@ inline constexpr WorkloadKind kWorkloadKinds[] = {
     {"DaemonSet", "apps/v1"},  {"Job", "batch/v1"},       {"CronJob", "batch/v1"},
     {"ReplicationController", "v1"},
 };
+
+// Pod CIDRs as a flag or argument gives them: each text a CIDR, at most one per family.
+// Errors name the bad text.
+absl::StatusOr<std::vector<IpPrefix>> ParsePodCidrs(const std::vector<std::string>& texts);
 
 // Appends the pods of `workloads` to `objects->pods` (see above). A warning per workload
 // whose pods are already live; an error when the CIDRs run out of addresses or a synthesized

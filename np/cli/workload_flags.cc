@@ -25,23 +25,12 @@ absl::Status ConfigureWorkloads(ClusterLoader* loader) {
   if (text == "none") {
     options.pod_cidrs.clear();
   } else if (!text.empty()) {
-    options.pod_cidrs.clear();
-    bool v4 = false, v6 = false;
-    for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
-      absl::StatusOr<IpPrefix> cidr = IpPrefix::Parse(part);
-      if (!cidr.ok()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("--pod-cidr: \"", part, "\" is not a CIDR: ", cidr.status().message()));
-      }
-      bool& seen = cidr->family() == AddressFamily::kIPv4 ? v4 : v6;
-      if (seen) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("--pod-cidr: more than one ", AddressFamilyName(cidr->family()),
-                         " CIDR (a pod has one address per family)"));
-      }
-      seen = true;
-      options.pod_cidrs.push_back(*cidr);
+    const std::vector<std::string> texts = absl::StrSplit(text, ',', absl::SkipWhitespace());
+    absl::StatusOr<std::vector<IpPrefix>> cidrs = ParsePodCidrs(texts);
+    if (!cidrs.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--pod-cidr: ", cidrs.status().message()));
     }
+    options.pod_cidrs = *std::move(cidrs);
   }
   options.expand_replicas = absl::GetFlag(FLAGS_expand_replicas);
   loader->SetWorkloadOptions(std::move(options));
