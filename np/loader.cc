@@ -1066,6 +1066,7 @@ absl::Status ClusterLoader::AddPath(absl::string_view path) {
   if (name.empty()) return read_error(absl::InvalidArgumentError("an empty path"));
 
   std::vector<fs::path> files;
+  bool walked = false;  // files found in a directory, rather than named by the caller
   if (name == "-") {
     files.push_back(name);
   } else {
@@ -1076,6 +1077,7 @@ absl::Status ClusterLoader::AddPath(absl::string_view path) {
           absl::StrCat(name, ": ", ec ? ec.message() : "no such file or directory")));
     }
     if (fs::is_directory(status)) {
+      walked = true;
       fs::recursive_directory_iterator it(name, ec);
       for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
         std::error_code entry_ec;
@@ -1104,13 +1106,42 @@ absl::Status ClusterLoader::AddPath(absl::string_view path) {
       if (result.ok()) result = status;
       continue;
     }
+    const size_t before = diagnostics_.size();
+    const size_t objects_before = objects_.namespaces.size() + objects_.pods.size() +
+                                  objects_.policies.size() + workloads_.size();
     AddText(text, file.string()).IgnoreError();
+    if (walked) SkipIfNotKubernetes(before, objects_before, file.string());
   }
   if (!result.ok()) return result;
   if (HasErrors(diagnostics_, first_new)) {
     return absl::InvalidArgumentError(Summary(diagnostics_, first_new));
   }
   return absl::OkStatus();
+}
+
+// A file found in a directory whose every document failed for not being a Kubernetes object
+// (a stray JSON array of test output, a values file without kind) is someone else's file, not
+// a broken manifest: its errors become one warning, and the rest of the tree still loads.
+void ClusterLoader::SkipIfNotKubernetes(size_t first_diagnostic, size_t objects_before,
+                                        const std::string& file) {
+  const size_t objects_now = objects_.namespaces.size() + objects_.pods.size() +
+                             objects_.policies.size() + workloads_.size();
+  if (objects_now != objects_before || diagnostics_.size() == first_diagnostic) return;
+  for (size_t i = first_diagnostic; i < diagnostics_.size(); ++i) {
+    const Diagnostic& d = diagnostics_[i];
+    const bool not_an_object =
+        d.is_error() && d.kind.empty() &&
+        (absl::StartsWith(d.message, "a document must be an object") ||
+         absl::StartsWith(d.message, "Object 'Kind' is missing"));
+    if (!not_an_object) return;
+  }
+  Diagnostic warning;
+  warning.severity = Diagnostic::Severity::kWarning;
+  warning.message = "skipped: not a Kubernetes object (no apiVersion and kind)";
+  warning.location = {file, diagnostics_[first_diagnostic].location.line};
+  diagnostics_.resize(first_diagnostic);
+  diagnostics_.push_back(std::move(warning));
+  ++skipped_kinds_["(not Kubernetes)"];
 }
 
 absl::Status ClusterLoader::AddText(absl::string_view text, absl::string_view source_name) {

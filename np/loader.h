@@ -57,7 +57,9 @@ namespace np {
 class ClusterLoader {
  public:
   // A file, or every *.yaml, *.yml and *.json file below a directory (recursively, names
-  // sorted within each directory; symlinks to directories are not followed). "-" reads
+  // sorted within each directory; symlinks to directories are not followed). A file below a
+  // directory that holds no Kubernetes object at all (no document with apiVersion and kind)
+  // is skipped with a warning and counted as "(not Kubernetes)" in skipped_kinds(). "-" reads
   // standard input. A missing or unreadable path is an error naming it (NotFound, ...);
   // errors in the content give InvalidArgument. Either way they are also in diagnostics().
   absl::Status AddPath(absl::string_view path);
@@ -87,6 +89,8 @@ class ClusterLoader {
   absl::StatusOr<Cluster> Build(std::vector<Diagnostic>* diagnostics = nullptr) const;
 
  private:
+  void SkipIfNotKubernetes(size_t first_diagnostic, size_t objects_before,
+                           const std::string& file);
   ClusterObjects objects_;
   std::vector<Workload> workloads_;
   WorkloadOptions workload_options_;

@@ -121,5 +121,16 @@ expect "matrix refuses an input without pods" 2 "nothing to evaluate" -- matrix 
 expect "validate warns about an input without pods" 0 "warning: no pod takes part in pod networking" \
   -- validate -f "$shop/policies.yaml"
 
+# A directory as a repository holds it: a stray JSON array of test output beside manifests is
+# skipped with a warning; named explicitly, it is still an error.
+mkdir -p "$tmp/repo"
+cp -r "$shop" "$tmp/repo/"
+echo '[{"test": "frontend-to-api", "passed": true}]' >"$tmp/repo/results.json"
+expect "a non-Kubernetes file in a directory is skipped" 0 \
+  "results.json:1: warning: skipped: not a Kubernetes object" "8 workloads" "1 (not Kubernetes)" -- \
+  validate -f "$tmp/repo"
+expect "a non-Kubernetes file named explicitly is an error" 2 "a document must be an object" -- \
+  validate -f "$tmp/repo/results.json"
+
 if ((failures > 0)); then echo "$failures failed"; exit 1; fi
 echo "all passed"
