@@ -36,7 +36,33 @@ common flags:
   --allow-self           always allow a pod's traffic to itself
   --ipblock-scope SCOPE  all (ipBlocks match pod IPs too; default) or external
   -o, --output FORMAT    text (default) or json
+  --pod-cidr CIDRS       addresses for pods made from workloads (Deployment, StatefulSet,
+                         ...): default 10.244.0.0/16,fd00:10:244::/64; none for none
+  --expand-replicas      one pod per replica of each workload, not one per workload
+
+netpol COMMAND --help (or -h) prints that command's usage.
 )";
+
+// The lines of kUsage that describe `command` (its entry under "commands:" up to the next
+// command), followed by the common flags: what `netpol COMMAND --help` prints.
+std::string CommandUsage(const std::string& command) {
+  const std::string text = kUsage;
+  const std::string start = "\n  " + command + " ";
+  size_t begin = text.find(start);
+  if (begin == std::string::npos) return text;
+  ++begin;
+  size_t end = begin;
+  while (true) {
+    end = text.find('\n', end);
+    if (end == std::string::npos || end + 3 >= text.size()) break;
+    // A line that starts a new entry ("  word") or the end of the commands section.
+    if (text[end + 1] == '\n' || (text[end + 3] != ' ' && text[end + 1] == ' ')) break;
+    ++end;
+  }
+  const size_t flags = text.find("common flags:");
+  return absl::StrCat("usage: netpol ", command, " -f FILE [-f FILE ...] [flags]\n\n",
+                      text.substr(begin, end - begin + 1), "\n", text.substr(flags));
+}
 
 }  // namespace
 
@@ -50,6 +76,14 @@ int main(int argc, char** argv) {
   std::string command = argv[1];
   // The probe harness's agent has flags of its own (np/probe/agent.h).
   if (command == "probe-agent") return RunProbeAgent(argc, argv);
+  for (int i = 2; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--") break;
+    if (arg == "--help" || arg == "-h" || arg == "-help") {
+      std::cout << CommandUsage(command);
+      return kExitOk;
+    }
+  }
   absl::StatusOr<Args> args = ParseArgs(argc, argv, 2);
   if (!args.ok()) {
     std::cerr << "netpol " << command << ": " << args.status().message() << "\n"

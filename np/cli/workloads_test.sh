@@ -132,5 +132,9 @@ expect "a non-Kubernetes file in a directory is skipped" 0 \
 expect "a non-Kubernetes file named explicitly is an error" 2 "a document must be an object" -- \
   validate -f "$tmp/repo/results.json"
 
+# CLI habits: COMMAND --help / -h print that command's usage (exit 0), not "unknown flag".
+expect "check --help" 0 "usage: netpol check" "--from A --to B" "common flags:" -n "matrix    truth" -- check --help
+expect "matrix -h" 0 "usage: netpol matrix" "truth table of every pod pair" -n "compile   --backend" -- matrix -h
+
 if ((failures > 0)); then echo "$failures failed"; exit 1; fi
 echo "all passed"
