@@ -2,7 +2,9 @@
 #include <iostream>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "np/cli/cli.h"
 
 namespace {
@@ -64,6 +66,48 @@ std::string CommandUsage(const std::string& command) {
                       text.substr(begin, end - begin + 1), "\n", text.substr(flags));
 }
 
+// The flags each query command reads. A flag it does not read is an error rather than
+// silently ignored (`matrix --from x/a` must not look like a filtered table).
+constexpr absl::string_view kLoadFlags[] = {"file", "pod_cidr", "expand_replicas"};
+constexpr absl::string_view kEvaluationFlags[] = {"engine", "allow_self", "ipblock_scope",
+                                                  "port", "protocol"};
+bool CommandReadsFlag(const std::string& command, const std::string& flag) {
+  for (absl::string_view f : kLoadFlags) {
+    if (f == flag) return true;
+  }
+  if (command == "validate") return false;
+  for (absl::string_view f : kEvaluationFlags) {
+    if (f == flag) return true;
+  }
+  if (command == "matrix") return flag == "output";
+  return flag == "from" || flag == "to";  // check, explain
+}
+
+// The first flag in argv[first..] that `command` does not read, as written; empty if none.
+// Only validate, check, explain and matrix are checked (compile and probe share many flags
+// with their own sub-modes).
+std::string FlagNotRead(const std::string& command, int argc, char** argv, int first) {
+  if (command != "validate" && command != "check" && command != "explain" &&
+      command != "matrix") {
+    return "";
+  }
+  for (int i = first; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--") break;
+    if (arg.size() < 2 || arg[0] != '-') continue;
+    std::string name = arg.substr(arg[1] == '-' ? 2 : 1);
+    name = name.substr(0, name.find('='));
+    if (name == "f") name = "file";
+    if (name == "o") name = "output";
+    for (char& c : name) {
+      if (c == '-') c = '_';
+    }
+    if (absl::StartsWith(name, "no") && CommandReadsFlag(command, name.substr(2))) continue;
+    if (!CommandReadsFlag(command, name)) return arg;
+  }
+  return "";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -88,6 +132,11 @@ int main(int argc, char** argv) {
   if (!args.ok()) {
     std::cerr << "netpol " << command << ": " << args.status().message() << "\n"
               << "run 'netpol help' for usage\n";
+    return kExitError;
+  }
+  if (std::string flag = FlagNotRead(command, argc, argv, 2); !flag.empty()) {
+    std::cerr << "netpol " << command << ": " << flag << " does not apply to " << command
+              << "\nrun 'netpol " << command << " --help' for usage\n";
     return kExitError;
   }
   if (command == "validate") return RunValidate(*args);

@@ -135,6 +135,14 @@ expect "a non-Kubernetes file named explicitly is an error" 2 "a document must b
 # CLI habits: COMMAND --help / -h print that command's usage (exit 0), not "unknown flag".
 expect "check --help" 0 "usage: netpol check" "--from A --to B" "common flags:" -n "matrix    truth" -- check --help
 expect "matrix -h" 0 "usage: netpol matrix" "truth table of every pod pair" -n "compile   --backend" -- matrix -h
+# Flags a command does not read are errors, not silently ignored.
+expect "matrix rejects --from" 2 "--from does not apply to matrix" -- \
+  matrix -f "$shop" --from shop/api --to shop/frontend
+expect "validate rejects --port" 2 "--port=80 does not apply to validate" -- validate -f "$shop" --port=80
+expect "check rejects -o" 2 "-o does not apply to check" -- \
+  check -f "$shop" -o json --from shop/api --to shop/frontend --port 8080
+expect "check still takes its own flags" 0 "ALLOWED" -- check -f "$shop" --from=shop/api \
+  --to shop/frontend --port 8080 --protocol TCP --engine reference --allow-self=false --ipblock-scope all
 
 if ((failures > 0)); then echo "$failures failed"; exit 1; fi
 echo "all passed"
