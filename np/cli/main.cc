@@ -75,7 +75,7 @@ bool CommandReadsFlag(const std::string& command, const std::string& flag) {
   for (absl::string_view f : kLoadFlags) {
     if (f == flag) return true;
   }
-  if (command == "validate") return false;
+  if (command == "validate") return flag == "output";
   for (absl::string_view f : kEvaluationFlags) {
     if (f == flag) return true;
   }

@@ -18,6 +18,37 @@ ABSL_FLAG(std::string, protocol, "TCP",
 
 namespace np::cli {
 
+// `validate -o json`: {"valid": bool, "objects": {"NetworkPolicy": n, "Pod": n,
+// "Namespace": n, "workloads": n, "synthesized_pods": n}, "skipped": {"Service": n},
+// "diagnostics": [{"severity", "kind", "object", "field", "message", "file", "line"}]}.
+int PrintValidateJson(const ClusterLoader& loader, const std::vector<Diagnostic>& diagnostics,
+                      const absl::StatusOr<Cluster>& cluster) {
+  const ClusterObjects& objects = loader.objects();
+  std::string json = absl::StrCat(
+      "{\"valid\": ", cluster.ok() ? "true" : "false", ", \"objects\": {\"NetworkPolicy\": ",
+      objects.policies.size(), ", \"Pod\": ", objects.pods.size(), ", \"Namespace\": ",
+      objects.namespaces.size(), ", \"workloads\": ", loader.workloads().size(),
+      ", \"synthesized_pods\": ", cluster.ok() ? SynthesizedPodCount(*cluster) : 0,
+      "}, \"skipped\": {");
+  bool first = true;
+  for (const auto& [kind, n] : loader.skipped_kinds()) {
+    absl::StrAppend(&json, first ? "" : ", ", JsonQuote(kind), ": ", n);
+    first = false;
+  }
+  absl::StrAppend(&json, "}, \"diagnostics\": [");
+  first = true;
+  for (const Diagnostic& d : diagnostics) {
+    absl::StrAppend(&json, first ? "" : ", ", "{\"severity\": \"",
+                    d.is_error() ? "error" : "warning", "\", \"kind\": ", JsonQuote(d.kind),
+                    ", \"object\": ", JsonQuote(d.object), ", \"field\": ", JsonQuote(d.field),
+                    ", \"message\": ", JsonQuote(d.message), ", \"file\": ",
+                    JsonQuote(d.location.file), ", \"line\": ", d.location.line, "}");
+    first = false;
+  }
+  std::cout << json << "]}\n";
+  return cluster.ok() ? kExitOk : kExitError;
+}
+
 int RunValidate(const Args& args) {
   if (args.files.empty()) {
     std::cerr << "netpol validate: give at least one -f FILE\n";
@@ -31,6 +62,12 @@ int RunValidate(const Args& args) {
   for (const std::string& file : args.files) (void)loader.AddPath(file);
   std::vector<Diagnostic> diagnostics;
   absl::StatusOr<Cluster> cluster = loader.Build(&diagnostics);
+  if (const std::string output = absl::GetFlag(FLAGS_output); output == "json") {
+    return PrintValidateJson(loader, diagnostics, cluster);
+  } else if (output != "text") {
+    std::cerr << "netpol validate: -o must be text or json\n";
+    return kExitError;
+  }
   int errors = 0, warnings = 0;
   for (const Diagnostic& d : diagnostics) {
     (d.is_error() ? errors : warnings)++;

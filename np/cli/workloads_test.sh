@@ -144,5 +144,24 @@ expect "check rejects -o" 2 "-o does not apply to check" -- \
 expect "check still takes its own flags" 0 "ALLOWED" -- check -f "$shop" --from=shop/api \
   --to shop/frontend --port 8080 --protocol TCP --engine reference --allow-self=false --ipblock-scope all
 
+# validate -o json: its documented shape, with the counts and every diagnostic.
+"$netpol" validate -f "$shop" -f "$live" -o json >"$tmp/validate.json"
+rc=$?
+if [[ $rc -eq 0 ]] && /usr/bin/python3 - "$tmp/validate.json" <<'PY'
+import json, sys
+v = json.load(open(sys.argv[1]))
+assert list(v) == ["valid", "objects", "skipped", "diagnostics"], list(v)
+assert v["valid"] is True
+assert v["objects"] == {"NetworkPolicy": 6, "Pod": 1, "Namespace": 2, "workloads": 8,
+                        "synthesized_pods": 7}, v["objects"]
+assert v["skipped"] == {"Service": 1}, v["skipped"]
+d = [x for x in v["diagnostics"] if x["object"] == "shop/api"]
+assert len(d) == 1 and d[0]["severity"] == "warning" and d[0]["kind"] == "Deployment", d
+assert d[0]["file"].endswith("shop/api.yaml") and d[0]["line"] == 1, d
+PY
+then echo "ok   validate -o json"; else echo "FAIL validate -o json (exit $rc)"; failures=$((failures + 1)); fi
+expect "validate -o json, invalid input" 2 '"valid": false' '"severity": "error"' -- \
+  validate -o json -f "$tmp/repo/results.json"
+
 if ((failures > 0)); then echo "$failures failed"; exit 1; fi
 echo "all passed"
