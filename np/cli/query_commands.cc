@@ -19,7 +19,8 @@ ABSL_FLAG(std::string, protocol, "TCP",
 namespace np::cli {
 
 // `validate -o json`: {"valid": bool, "objects": {"NetworkPolicy": n, "Pod": n,
-// "Namespace": n, "workloads": n, "synthesized_pods": n}, "skipped": {"Service": n},
+// "Namespace": n, "workloads": n, "synthesized_pods": n, "pods_in_networking": n},
+// "skipped": {"Service": n},
 // "diagnostics": [{"severity", "kind", "object", "field", "message", "file", "line"}]}.
 int PrintValidateJson(const ClusterLoader& loader, const std::vector<Diagnostic>& diagnostics,
                       const absl::StatusOr<Cluster>& cluster) {
@@ -29,6 +30,8 @@ int PrintValidateJson(const ClusterLoader& loader, const std::vector<Diagnostic>
       objects.policies.size(), ", \"Pod\": ", objects.pods.size(), ", \"Namespace\": ",
       objects.namespaces.size(), ", \"workloads\": ", loader.workloads().size(),
       ", \"synthesized_pods\": ", cluster.ok() ? SynthesizedPodCount(*cluster) : 0,
+      // 0 with policies: check and matrix would have nothing to evaluate.
+      ", \"pods_in_networking\": ", cluster.ok() ? cluster->pod_count() : 0,
       "}, \"skipped\": {");
   bool first = true;
   for (const auto& [kind, n] : loader.skipped_kinds()) {

@@ -153,7 +153,7 @@ v = json.load(open(sys.argv[1]))
 assert list(v) == ["valid", "objects", "skipped", "diagnostics"], list(v)
 assert v["valid"] is True
 assert v["objects"] == {"NetworkPolicy": 6, "Pod": 1, "Namespace": 2, "workloads": 8,
-                        "synthesized_pods": 7}, v["objects"]
+                        "synthesized_pods": 7, "pods_in_networking": 8}, v["objects"]
 assert v["skipped"] == {"Service": 1}, v["skipped"]
 d = [x for x in v["diagnostics"] if x["object"] == "shop/api"]
 assert len(d) == 1 and d[0]["severity"] == "warning" and d[0]["kind"] == "Deployment", d
