@@ -1,4 +1,5 @@
 #include "np/cluster.h"
+#include "np/workloads.h"
 
 #include <algorithm>
 #include <map>
@@ -139,6 +140,7 @@ struct Cluster::Data {
   absl::flat_hash_map<std::string, int> namespace_index;
   absl::flat_hash_map<std::string, int> pod_index;     // "ns/name"
   absl::flat_hash_map<std::string, int> policy_index;  // "ns/name"
+  absl::flat_hash_map<std::string, int> workload_index;  // "ns/workload" -> its first pod
   absl::flat_hash_map<IpAddress, std::vector<int>> ip_index;  // holders in pod order
 };
 
@@ -261,6 +263,15 @@ absl::StatusOr<Cluster> Cluster::Create(ClusterObjects objects,
       }
     }
     info.node_name = p.spec().nodename();
+    if (auto it = p.metadata().annotations().find(std::string(kSynthesizedFromAnnotation));
+        it != p.metadata().annotations().end()) {
+      info.synthesized_from = it->second;
+      // "KIND NAMESPACE/NAME": the workload's key names its first pod (pods come sorted).
+      const size_t space = it->second.find(' ');
+      if (space != std::string::npos) {
+        data->workload_index.emplace(it->second.substr(space + 1), data->pods.size());
+      }
+    }
     int index = static_cast<int>(data->pods.size());
     for (const IpAddress& a : info.ips) data->ip_index[a].push_back(index);
     data->pod_index[key] = index;
@@ -384,8 +395,10 @@ std::optional<int> Cluster::FindPod(absl::string_view namespace_name,
 
 std::optional<int> Cluster::FindPod(absl::string_view key) const {
   auto it = data_->pod_index.find(key);
-  if (it == data_->pod_index.end()) return std::nullopt;
-  return it->second;
+  if (it != data_->pod_index.end()) return it->second;
+  auto workload = data_->workload_index.find(key);
+  if (workload != data_->workload_index.end()) return workload->second;
+  return std::nullopt;
 }
 
 std::optional<int> Cluster::FindPolicy(absl::string_view namespace_name,

@@ -117,6 +117,8 @@ struct PodInfo {
   // packets apart, so it quarantines them: every flow from or to the pod is denied, and a
   // shared address matches no rule peer but "every peer" (README, "Shared addresses").
   std::vector<IpAddress> shared_ips;
+  // "Deployment shop/api" when np made this pod from a workload (np/workloads.h), else empty.
+  std::string synthesized_from;
   bool quarantined() const { return !shared_ips.empty(); }
   std::string Key() const { return namespace_name + "/" + name; }
   const std::optional<IpAddress>& ip(AddressFamily f) const {
@@ -158,7 +160,8 @@ class Cluster {
 
   std::optional<int> FindNamespace(absl::string_view name) const;
   std::optional<int> FindPod(absl::string_view namespace_name, absl::string_view name) const;
-  // Accepts "namespace/name".
+  // Accepts "namespace/name". When no pod has that name, "namespace/workload" names the
+  // first pod synthesized from that workload (np/workloads.h).
   std::optional<int> FindPod(absl::string_view key) const;
   std::optional<int> FindPolicy(absl::string_view namespace_name, absl::string_view name) const;
   std::optional<int> PodByIp(const IpAddress& address) const;

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "np/internal/yaml_tree.h"
+#include "np/workloads.h"
 
 namespace np {
 namespace {
@@ -401,6 +402,35 @@ class ObjectDecoder {
 // --- The objects' schemas. Strict: NetworkPolicy (unknown fields are errors). Lenient: Pod
 // and Namespace (only the fields in k8s.proto are read; the rest is ignored).
 
+// metadata.ownerReferences: who controls a Pod or workload (np/workloads.h reads them).
+void DecodeOwnerReferences(ObjectDecoder& d, const YamlNode& node, const std::string& path,
+                           int line, k8s::ObjectMeta* meta) {
+  if (!d.IsSequence(node, path, line)) return;
+  d.Items(node, path, [&](const YamlNode& item, const std::string& item_path, int item_line) {
+    if (!d.IsMapping(item, item_path, item_line)) return;
+    k8s::OwnerReference* ref = meta->add_ownerreferences();
+    d.Fields(item, item_path, /*strict=*/false,
+             [&](const std::string& n, const YamlNode& v, const std::string& f, int l) {
+               std::string s;
+               bool b = false;
+               if (n == "kind") {
+                 if (d.String(v, f, l, &s)) ref->set_kind(s);
+               } else if (n == "name") {
+                 if (d.String(v, f, l, &s)) ref->set_name(s);
+               } else if (n == "apiVersion") {
+                 if (d.String(v, f, l, &s)) ref->set_apiversion(s);
+               } else if (n == "uid") {
+                 if (d.String(v, f, l, &s)) ref->set_uid(s);
+               } else if (n == "controller") {
+                 if (d.Bool(v, f, l, &b)) ref->set_controller(b);
+               } else {
+                 return false;
+               }
+               return true;
+             });
+  });
+}
+
 void DecodeMetadata(ObjectDecoder& d, const YamlNode& node, const std::string& path,
                     bool strict, k8s::ObjectMeta* meta) {
   d.Fields(node, path, strict, [&](const std::string& name, const YamlNode& v,
@@ -421,6 +451,8 @@ void DecodeMetadata(ObjectDecoder& d, const YamlNode& node, const std::string& p
       if (d.Int64(v, field, line, INT64_MIN, INT64_MAX, &n)) meta->set_generation(n);
     } else if (name == "labels") {
       d.StringMap(v, field, line, meta->mutable_labels());
+    } else if (name == "ownerReferences") {
+      DecodeOwnerReferences(d, v, field, line, meta);
     } else {
       return std::find(std::begin(kMetadataFields), std::end(kMetadataFields), name) !=
              std::end(kMetadataFields);
@@ -627,8 +659,9 @@ void DecodeContainer(ObjectDecoder& d, const YamlNode& node, const std::string& 
   });
 }
 
-void DecodePod(ObjectDecoder& d, const YamlNode& node, k8s::Pod* pod) {
-  d.Fields(node, "", /*strict=*/false, [&](const std::string& name, const YamlNode& v,
+void DecodePod(ObjectDecoder& d, const YamlNode& node, k8s::Pod* pod,
+               const std::string& path = "") {
+  d.Fields(node, path, /*strict=*/false, [&](const std::string& name, const YamlNode& v,
                                            const std::string& field, int line) {
     if (name == "apiVersion" || name == "kind") return true;
     if (name == "metadata") {
@@ -712,6 +745,53 @@ void DecodeNamespace(ObjectDecoder& d, const YamlNode& node, k8s::Namespace* ns)
   });
 }
 
+// A workload (np/workloads.h): its metadata, spec.replicas and the pod template (a CronJob's
+// under spec.jobTemplate.spec.template). Lenient, like Pod: other fields are ignored.
+void DecodeWorkload(ObjectDecoder& d, const YamlNode& node, Workload* workload) {
+  auto template_of = [&](const YamlNode& spec, const std::string& spec_path, auto& self,
+                         bool job_template) -> void {
+    d.Fields(spec, spec_path, /*strict=*/false, [&](const std::string& n, const YamlNode& v,
+                                                    const std::string& f, int l) {
+      int32_t replicas = 0;
+      if (n == "replicas" && !job_template) {
+        if (d.Int32(v, f, l, &replicas)) workload->replicas = replicas;
+      } else if (n == "template" && !job_template) {
+        if (d.IsMapping(v, f, l)) DecodePod(d, v, &workload->pod_template, f);
+      } else if (n == "jobTemplate" && job_template) {
+        if (!d.IsMapping(v, f, l)) return true;
+        d.Fields(v, f, /*strict=*/false, [&](const std::string& jn, const YamlNode& jv,
+                                             const std::string& jf, int jl) {
+          if (jn != "spec") return false;
+          if (d.IsMapping(jv, jf, jl)) self(jv, jf, self, false);
+          return true;
+        });
+      } else {
+        return false;
+      }
+      return true;
+    });
+  };
+  d.Fields(node, "", /*strict=*/false, [&](const std::string& name, const YamlNode& v,
+                                           const std::string& field, int line) {
+    if (name == "apiVersion" || name == "kind") return true;
+    if (name == "metadata") {
+      k8s::ObjectMeta meta;
+      if (d.IsMapping(v, field, line)) DecodeMetadata(d, v, field, /*strict=*/false, &meta);
+      workload->name = meta.name();
+      workload->namespace_name = meta.namespace_().empty() ? "default" : meta.namespace_();
+      workload->owner_references.assign(meta.ownerreferences().begin(),
+                                        meta.ownerreferences().end());
+      return true;
+    }
+    if (name != "spec") return false;
+    if (d.IsMapping(v, field, line)) {
+      template_of(v, field, template_of, workload->kind == "CronJob");
+    }
+    return true;
+  });
+  if (workload->name.empty()) d.Error(d.source.location.line, "metadata.name", "Required value");
+}
+
 struct KnownKind {
   absl::string_view kind;
   absl::string_view api_version;
@@ -721,7 +801,22 @@ constexpr KnownKind kKnownKinds[] = {
     {"Namespace", kCoreV1, false},
     {"Pod", kCoreV1, true},
     {"NetworkPolicy", kNetworkingV1, true},
+    // Workloads (np/workloads.h), read when the caller collects them.
+    {"Deployment", "apps/v1", true},
+    {"ReplicaSet", "apps/v1", true},
+    {"StatefulSet", "apps/v1", true},
+    {"DaemonSet", "apps/v1", true},
+    {"Job", "batch/v1", true},
+    {"CronJob", "batch/v1", true},
+    {"ReplicationController", kCoreV1, true},
 };
+
+bool IsWorkloadKind(absl::string_view kind) {
+  for (const WorkloadKind& k : kWorkloadKinds) {
+    if (k.kind == kind) return true;
+  }
+  return false;
+}
 
 // Reads the documents of one input into objects, skipped kinds and diagnostics.
 class Reader {
@@ -729,6 +824,8 @@ class Reader {
   Reader(std::string file, ClusterObjects* objects, std::map<std::string, int>* skipped,
          std::vector<Diagnostic>* diagnostics)
       : file_(std::move(file)), objects_(objects), skipped_(skipped), out_(diagnostics) {}
+  // Where workloads go; without it they are skipped kinds.
+  void CollectWorkloads(std::vector<Workload>* workloads) { workloads_ = workloads; }
 
   void Text(absl::string_view text) {
     internal::YamlError error;
@@ -827,6 +924,7 @@ class Reader {
     for (const KnownKind& k : kKnownKinds) {
       if (k.kind == kind) known = &k;
     }
+    if (known != nullptr && workloads_ == nullptr && IsWorkloadKind(kind)) known = nullptr;
     if (known == nullptr) {
       ++(*skipped_)[kind];
       for (const KnownKind& k : kKnownKinds) {
@@ -861,7 +959,13 @@ class Reader {
     d.source.location.line = node.line;
     if (kind_node != nullptr) d.source.field_lines["kind"] = kind_node->line;
     if (api_node != nullptr) d.source.field_lines["apiVersion"] = api_node->line;
-    if (kind == "NetworkPolicy") {
+    if (IsWorkloadKind(kind)) {
+      Workload workload;
+      workload.kind = kind;
+      DecodeWorkload(d, node, &workload);
+      workload.source = std::move(d.source);
+      if (d.ok()) workloads_->push_back(std::move(workload));
+    } else if (kind == "NetworkPolicy") {
       k8s::NetworkPolicy policy;
       DecodeNetworkPolicy(d, node, &policy);
       if (d.ok()) objects_->policies.push_back({std::move(policy), std::move(d.source)});
@@ -912,6 +1016,7 @@ class Reader {
   ClusterObjects* objects_;
   std::map<std::string, int>* skipped_;
   std::vector<Diagnostic>* out_;
+  std::vector<Workload>* workloads_ = nullptr;
 };
 
 // Reads a whole file (or stdin for "-") into `text`.
@@ -961,6 +1066,7 @@ absl::Status ClusterLoader::AddPath(absl::string_view path) {
   if (name.empty()) return read_error(absl::InvalidArgumentError("an empty path"));
 
   std::vector<fs::path> files;
+  bool walked = false;  // files found in a directory, rather than named by the caller
   if (name == "-") {
     files.push_back(name);
   } else {
@@ -971,6 +1077,7 @@ absl::Status ClusterLoader::AddPath(absl::string_view path) {
           absl::StrCat(name, ": ", ec ? ec.message() : "no such file or directory")));
     }
     if (fs::is_directory(status)) {
+      walked = true;
       fs::recursive_directory_iterator it(name, ec);
       for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
         std::error_code entry_ec;
@@ -999,7 +1106,11 @@ absl::Status ClusterLoader::AddPath(absl::string_view path) {
       if (result.ok()) result = status;
       continue;
     }
+    const size_t before = diagnostics_.size();
+    const size_t objects_before = objects_.namespaces.size() + objects_.pods.size() +
+                                  objects_.policies.size() + workloads_.size();
     AddText(text, file.string()).IgnoreError();
+    if (walked) SkipIfNotKubernetes(before, objects_before, file.string());
   }
   if (!result.ok()) return result;
   if (HasErrors(diagnostics_, first_new)) {
@@ -1008,9 +1119,35 @@ absl::Status ClusterLoader::AddPath(absl::string_view path) {
   return absl::OkStatus();
 }
 
+// A file found in a directory whose every document failed for not being a Kubernetes object
+// (a stray JSON array of test output, a values file without kind) is someone else's file, not
+// a broken manifest: its errors become one warning, and the rest of the tree still loads.
+void ClusterLoader::SkipIfNotKubernetes(size_t first_diagnostic, size_t objects_before,
+                                        const std::string& file) {
+  const size_t objects_now = objects_.namespaces.size() + objects_.pods.size() +
+                             objects_.policies.size() + workloads_.size();
+  if (objects_now != objects_before || diagnostics_.size() == first_diagnostic) return;
+  for (size_t i = first_diagnostic; i < diagnostics_.size(); ++i) {
+    const Diagnostic& d = diagnostics_[i];
+    const bool not_an_object =
+        d.is_error() && d.kind.empty() &&
+        (absl::StartsWith(d.message, "a document must be an object") ||
+         absl::StartsWith(d.message, "Object 'Kind' is missing"));
+    if (!not_an_object) return;
+  }
+  Diagnostic warning;
+  warning.severity = Diagnostic::Severity::kWarning;
+  warning.message = "skipped: not a Kubernetes object (no apiVersion and kind)";
+  warning.location = {file, diagnostics_[first_diagnostic].location.line};
+  diagnostics_.resize(first_diagnostic);
+  diagnostics_.push_back(std::move(warning));
+  ++skipped_kinds_["(not Kubernetes)"];
+}
+
 absl::Status ClusterLoader::AddText(absl::string_view text, absl::string_view source_name) {
   const size_t first_new = diagnostics_.size();
   Reader reader(std::string(source_name), &objects_, &skipped_kinds_, &diagnostics_);
+  reader.CollectWorkloads(&workloads_);
   reader.Text(text);
   if (HasErrors(diagnostics_, first_new)) {
     return absl::InvalidArgumentError(Summary(diagnostics_, first_new));
@@ -1029,9 +1166,15 @@ void ClusterLoader::Add(k8s::NetworkPolicy policy, ObjectSource source) {
 }
 
 absl::StatusOr<Cluster> ClusterLoader::Build(std::vector<Diagnostic>* diagnostics) const {
-  std::vector<Diagnostic> found;
-  absl::StatusOr<Cluster> cluster = Cluster::Create(objects_, &found);
+  std::vector<Diagnostic> synthesized, found;
+  ClusterObjects objects = objects_;
+  (void)SynthesizeWorkloadPods(workloads_, workload_options_, &objects, &synthesized);
+  absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects), &found);
+  if (HasErrors(synthesized) && cluster.ok()) {
+    cluster = absl::InvalidArgumentError(Summary(synthesized));
+  }
   std::vector<Diagnostic> all = diagnostics_;
+  all.insert(all.end(), synthesized.begin(), synthesized.end());
   all.insert(all.end(), std::make_move_iterator(found.begin()),
              std::make_move_iterator(found.end()));
   const bool read_errors = HasErrors(diagnostics_);

@@ -9,7 +9,9 @@
 // Input: multi-document YAML or JSON (UTF-8); each document a single object or a `kind: List`
 // (what `kubectl get -o yaml` prints), or any `*List` kind with `items` (items of a typed
 // list such as NetworkPolicyList may omit kind and apiVersion). Empty and null documents are
-// ignored. Kinds other than Namespace (v1), Pod (v1) and NetworkPolicy (networking.k8s.io/v1)
+// ignored. Workloads (Deployment, ReplicaSet, StatefulSet, DaemonSet: apps/v1; Job, CronJob:
+// batch/v1; ReplicationController: v1) are read and become pods at Build (np/workloads.h).
+// Kinds other than those, Namespace (v1), Pod (v1) and NetworkPolicy (networking.k8s.io/v1)
 // are skipped and counted, e.g. np's own ReachabilityExpectation documents; a known kind with
 // another apiVersion, or a document without kind, is an error.
 //
@@ -48,13 +50,16 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "np/cluster.h"
+#include "np/workloads.h"
 
 namespace np {
 
 class ClusterLoader {
  public:
   // A file, or every *.yaml, *.yml and *.json file below a directory (recursively, names
-  // sorted within each directory; symlinks to directories are not followed). "-" reads
+  // sorted within each directory; symlinks to directories are not followed). A file below a
+  // directory that holds no Kubernetes object at all (no document with apiVersion and kind)
+  // is skipped with a warning and counted as "(not Kubernetes)" in skipped_kinds(). "-" reads
   // standard input. A missing or unreadable path is an error naming it (NotFound, ...);
   // errors in the content give InvalidArgument. Either way they are also in diagnostics().
   absl::Status AddPath(absl::string_view path);
@@ -67,7 +72,12 @@ class ClusterLoader {
   void Add(k8s::Pod pod, ObjectSource source = {});
   void Add(k8s::NetworkPolicy policy, ObjectSource source = {});
 
+  // How workloads become pods (np/workloads.h); applies at Build().
+  void SetWorkloadOptions(WorkloadOptions options) { workload_options_ = std::move(options); }
+
+  // What was read; workloads are turned into pods only by Build().
   const ClusterObjects& objects() const { return objects_; }
+  const std::vector<Workload>& workloads() const { return workloads_; }
   // Kind -> how many objects of it were skipped.
   const std::map<std::string, int>& skipped_kinds() const { return skipped_kinds_; }
   // Problems found while reading (malformed documents, wrong field types, unknown fields).
@@ -79,7 +89,11 @@ class ClusterLoader {
   absl::StatusOr<Cluster> Build(std::vector<Diagnostic>* diagnostics = nullptr) const;
 
  private:
+  void SkipIfNotKubernetes(size_t first_diagnostic, size_t objects_before,
+                           const std::string& file);
   ClusterObjects objects_;
+  std::vector<Workload> workloads_;
+  WorkloadOptions workload_options_;
   std::map<std::string, int> skipped_kinds_;
   std::vector<Diagnostic> diagnostics_;
 };

@@ -797,22 +797,22 @@ metadata: {name: old, namespace: ns}
 
   // Unknown kinds are counted; a known kind in the wrong case gets a warning.
   ClusterLoader loader;
-  EXPECT_TRUE(loader.AddText(R"(apiVersion: apps/v1
-kind: Deployment
+  EXPECT_TRUE(loader.AddText(R"(apiVersion: v1
+kind: ConfigMap
 metadata: {name: d}
 ---
 apiVersion: networking.k8s.io/v1
 kind: networkpolicy
 metadata: {name: lower}
 ---
-apiVersion: apps/v1
-kind: Deployment
+apiVersion: v1
+kind: ConfigMap
 metadata: {name: e}
 )",
                              "kinds.yaml")
                   .ok());
   EXPECT_THAT(loader.skipped_kinds(),
-              UnorderedElementsAre(Pair("Deployment", 2), Pair("networkpolicy", 1)));
+              UnorderedElementsAre(Pair("ConfigMap", 2), Pair("networkpolicy", 1)));
   ASSERT_THAT(loader.diagnostics(), SizeIs(1));
   EXPECT_EQ(loader.diagnostics()[0].severity, Diagnostic::Severity::kWarning);
   EXPECT_EQ(loader.diagnostics()[0].location.line, 6);

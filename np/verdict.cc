@@ -133,6 +133,20 @@ std::string FormatVerdict(const Cluster& cluster, const Flow& flow, const Verdic
   std::string out = absl::StrCat(verdict.allowed ? "ALLOWED" : "DENIED", ": ", source, " -> ",
                                  destination, " ", ProtocolName(flow.protocol), "/", flow.port,
                                  " (", AddressFamilyName(verdict.family), ")\n");
+  for (const Endpoint* end : {&flow.source, &flow.destination}) {
+    if (!end->is_pod) continue;
+    const PodInfo& pod = cluster.pod(end->pod_index);
+    const bool same_pod = end == &flow.destination && flow.source.is_pod &&
+                          flow.source.pod_index == end->pod_index;
+    if (pod.synthesized_from.empty() || same_pod) continue;
+    std::vector<std::string> addresses;
+    for (const IpAddress& a : pod.ips) addresses.push_back(a.ToString());
+    absl::StrAppend(&out, "  ", pod.Key(), " is synthesized from ", pod.synthesized_from,
+                    addresses.empty() ? ""
+                                      : absl::StrCat(" (address ", absl::StrJoin(addresses, ", "),
+                                                     " assigned by np from the pod CIDR)"),
+                    "\n");
+  }
   if (verdict.allowed_as_self) {
     absl::StrAppend(&out, "  a pod's traffic to itself is always allowed (option)\n");
     return out;

@@ -69,9 +69,11 @@ struct TextInput {
   bool keep_lines = true;
 };
 
-LoadResult Load(const std::vector<std::string>& paths, const std::vector<TextInput>& texts) {
+LoadResult Load(const std::vector<std::string>& paths, const std::vector<TextInput>& texts,
+                np::WorkloadOptions workload_options) {
   LoadResult result;
   np::ClusterLoader loader;
+  loader.SetWorkloadOptions(std::move(workload_options));
   for (const std::string& path : paths) {
     absl::Status status = loader.AddPath(path);
     // A path that cannot be read is an OS error in Python (FileNotFoundError, ...), raised
@@ -152,6 +154,14 @@ class PyCluster {
     std::map<std::string, std::string> out;
     for (const auto& [k, v] : cluster_.pod(*pod).labels) out[k] = v;
     return out;
+  }
+
+  std::optional<std::string> SynthesizedFrom(const std::string& key) const {
+    std::optional<int> pod = cluster_.FindPod(WithNamespace(key));
+    if (!pod) RaisePodNotFound(key);
+    const std::string& from = cluster_.pod(*pod).synthesized_from;
+    if (from.empty()) return std::nullopt;
+    return from;
   }
 
   // As the CLI reads an end (np::ParseEndpoint). Raises with the GIL held.
@@ -301,7 +311,16 @@ struct Explanation {
 std::shared_ptr<PyCluster> MakeCluster(const std::vector<std::string>& paths,
                                        const std::vector<TextInput>& texts,
                                        const std::string& engine, bool allow_self,
-                                       const std::string& ipblock_scope) {
+                                       const std::string& ipblock_scope,
+                                       const std::optional<std::vector<std::string>>& pod_cidrs,
+                                       bool expand_replicas) {
+  np::WorkloadOptions workload_options;
+  workload_options.expand_replicas = expand_replicas;
+  if (pod_cidrs) {
+    absl::StatusOr<std::vector<np::IpPrefix>> cidrs = np::ParsePodCidrs(*pod_cidrs);
+    if (!cidrs.ok()) throw py::value_error(absl::StrCat("pod_cidrs: ", cidrs.status().message()));
+    workload_options.pod_cidrs = *std::move(cidrs);
+  }
   if (engine != "engine" && engine != "reference") {
     throw py::value_error(
         absl::StrCat("engine must be \"engine\" or \"reference\", not \"", engine, "\""));
@@ -321,7 +340,7 @@ std::shared_ptr<PyCluster> MakeCluster(const std::vector<std::string>& paths,
   absl::StatusOr<np::ClusterEvaluator> built = absl::UnknownError("not loaded");
   {
     py::gil_scoped_release release;
-    loaded = Load(paths, texts);
+    loaded = Load(paths, texts, std::move(workload_options));
     if (loaded.cluster) {
       built = np::ClusterEvaluator::Create(*loaded.cluster,
                                            engine == "engine"
@@ -454,7 +473,8 @@ PYBIND11_MODULE(_netpol, m) {
                                                     "A validated cluster and its evaluator.")
       .def_static("load", &MakeCluster, py::arg("paths"), py::arg("texts"),
                   py::arg("engine") = "engine", py::arg("allow_self") = false,
-                  py::arg("ipblock_scope") = "all",
+                  py::arg("ipblock_scope") = "all", py::arg("pod_cidrs") = std::nullopt,
+                  py::arg("expand_replicas") = false,
                   "Reads files/directories and texts, validates, compiles. Raises "
                   "ParseError, ValidationError, FileNotFoundError/OSError.")
       .def_property_readonly("pods", &PyCluster::Pods)
@@ -475,6 +495,7 @@ PYBIND11_MODULE(_netpol, m) {
           })
       .def("pod_ips", &PyCluster::PodIps, py::arg("pod"))
       .def("pod_labels", &PyCluster::PodLabels, py::arg("pod"))
+      .def("synthesized_from", &PyCluster::SynthesizedFrom, py::arg("pod"))
       .def(
           "allowed",
           [](const PyCluster& c, const std::string& source, const std::string& destination,

@@ -13,6 +13,7 @@
 #include "absl/strings/string_view.h"
 #include "np/cluster.h"
 #include "np/evaluator.h"
+#include "np/loader.h"
 #include "np/verdict.h"
 
 namespace np::cli {
@@ -47,6 +48,16 @@ absl::StatusOr<ClusterEvaluator> MakeEvaluator(const Cluster& cluster,
 // Comma-separated lists for --port and --protocol.
 absl::StatusOr<std::vector<uint16_t>> ParsePortList(absl::string_view text);
 absl::StatusOr<std::vector<Protocol>> ParseProtocolList(absl::string_view text);
+
+// workload_flags.cc: --pod-cidr and --expand-replicas applied to a loader; the one-line
+// "skipped 2 Service; left out 1 pod" summary; and the refusal to answer reachability from an
+// input in which no pod takes part (so that nothing passes vacuously).
+absl::Status ConfigureWorkloads(ClusterLoader* loader);
+std::string SkippedSummary(const ClusterLoader& loader,
+                           const std::vector<Diagnostic>& diagnostics);
+int SynthesizedPodCount(const Cluster& cluster);
+absl::Status RequirePods(const Cluster& cluster, const ClusterLoader& loader,
+                         const std::vector<Diagnostic>& diagnostics);
 
 // Subcommands.
 int RunValidate(const Args& args);

@@ -2,7 +2,9 @@
 #include <iostream>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "np/cli/cli.h"
 
 namespace {
@@ -42,7 +44,79 @@ common flags:
   --allow-self           always allow a pod's traffic to itself
   --ipblock-scope SCOPE  all (ipBlocks match pod IPs too; default) or external
   -o, --output FORMAT    text (default) or json
+  --pod-cidr CIDRS       addresses for pods made from workloads (Deployment, StatefulSet,
+                         ...): default 10.244.0.0/16,fd00:10:244::/64; none for none
+  --expand-replicas      one pod per replica of each workload, not one per workload
+
+netpol COMMAND --help (or -h) prints that command's usage.
 )";
+
+// The lines of kUsage that describe `command` (its entry under "commands:" up to the next
+// command), followed by the common flags: what `netpol COMMAND --help` prints.
+std::string CommandUsage(const std::string& command) {
+  const std::string text = kUsage;
+  const std::string start = "\n  " + command + " ";
+  size_t begin = text.find(start);
+  if (begin == std::string::npos) return text;
+  ++begin;
+  size_t end = begin;
+  while (true) {
+    end = text.find('\n', end);
+    if (end == std::string::npos || end + 3 >= text.size()) break;
+    // A line that starts a new entry ("  word") or the end of the commands section.
+    if (text[end + 1] == '\n' || (text[end + 3] != ' ' && text[end + 1] == ' ')) break;
+    ++end;
+  }
+  const size_t flags = text.find("common flags:");
+  return absl::StrCat("usage: netpol ", command, " -f FILE [-f FILE ...] [flags]\n\n",
+                      text.substr(begin, end - begin + 1), "\n", text.substr(flags));
+}
+
+// The flags each query command reads. A flag it does not read is an error rather than
+// silently ignored (`matrix --from x/a` must not look like a filtered table).
+constexpr absl::string_view kLoadFlags[] = {"file", "pod_cidr", "expand_replicas"};
+constexpr absl::string_view kEvaluationFlags[] = {"engine", "allow_self", "ipblock_scope",
+                                                  "port", "protocol"};
+bool CommandReadsFlag(const std::string& command, const std::string& flag) {
+  for (absl::string_view f : kLoadFlags) {
+    if (f == flag) return true;
+  }
+  if (command == "validate") return flag == "output";
+  for (absl::string_view f : kEvaluationFlags) {
+    if (f == flag) return true;
+  }
+  if (command == "matrix") return flag == "output";
+  if (command == "connections" || command == "diff") {
+    if (command == "diff" && (flag == "before" || flag == "after")) return true;
+    return flag == "from" || flag == "to" || flag == "output" || flag == "pods_only";
+  }
+  return flag == "from" || flag == "to";  // check, explain
+}
+
+// The first flag in argv[first..] that `command` does not read, as written; empty if none.
+// Only validate, check, explain, matrix, connections and diff are checked (compile and probe share many flags
+// with their own sub-modes).
+std::string FlagNotRead(const std::string& command, int argc, char** argv, int first) {
+  if (command != "validate" && command != "check" && command != "explain" &&
+      command != "matrix" && command != "connections" && command != "diff") {
+    return "";
+  }
+  for (int i = first; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--") break;
+    if (arg.size() < 2 || arg[0] != '-') continue;
+    std::string name = arg.substr(arg[1] == '-' ? 2 : 1);
+    name = name.substr(0, name.find('='));
+    if (name == "f") name = "file";
+    if (name == "o") name = "output";
+    for (char& c : name) {
+      if (c == '-') c = '_';
+    }
+    if (absl::StartsWith(name, "no") && CommandReadsFlag(command, name.substr(2))) continue;
+    if (!CommandReadsFlag(command, name)) return arg;
+  }
+  return "";
+}
 
 }  // namespace
 
@@ -56,10 +130,23 @@ int main(int argc, char** argv) {
   std::string command = argv[1];
   // The probe harness's agent has flags of its own (np/probe/agent.h).
   if (command == "probe-agent") return RunProbeAgent(argc, argv);
+  for (int i = 2; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--") break;
+    if (arg == "--help" || arg == "-h" || arg == "-help") {
+      std::cout << CommandUsage(command);
+      return kExitOk;
+    }
+  }
   absl::StatusOr<Args> args = ParseArgs(argc, argv, 2);
   if (!args.ok()) {
     std::cerr << "netpol " << command << ": " << args.status().message() << "\n"
               << "run 'netpol help' for usage\n";
+    return kExitError;
+  }
+  if (std::string flag = FlagNotRead(command, argc, argv, 2); !flag.empty()) {
+    std::cerr << "netpol " << command << ": " << flag << " does not apply to " << command
+              << "\nrun 'netpol " << command << " --help' for usage\n";
     return kExitError;
   }
   if (command == "validate") return RunValidate(*args);

@@ -18,15 +18,59 @@ ABSL_FLAG(std::string, protocol, "TCP",
 
 namespace np::cli {
 
+// `validate -o json`: {"valid": bool, "objects": {"NetworkPolicy": n, "Pod": n,
+// "Namespace": n, "workloads": n, "synthesized_pods": n, "pods_in_networking": n},
+// "skipped": {"Service": n},
+// "diagnostics": [{"severity", "kind", "object", "field", "message", "file", "line"}]}.
+int PrintValidateJson(const ClusterLoader& loader, const std::vector<Diagnostic>& diagnostics,
+                      const absl::StatusOr<Cluster>& cluster) {
+  const ClusterObjects& objects = loader.objects();
+  std::string json = absl::StrCat(
+      "{\"valid\": ", cluster.ok() ? "true" : "false", ", \"objects\": {\"NetworkPolicy\": ",
+      objects.policies.size(), ", \"Pod\": ", objects.pods.size(), ", \"Namespace\": ",
+      objects.namespaces.size(), ", \"workloads\": ", loader.workloads().size(),
+      ", \"synthesized_pods\": ", cluster.ok() ? SynthesizedPodCount(*cluster) : 0,
+      // 0 with policies: check and matrix would have nothing to evaluate.
+      ", \"pods_in_networking\": ", cluster.ok() ? cluster->pod_count() : 0,
+      "}, \"skipped\": {");
+  bool first = true;
+  for (const auto& [kind, n] : loader.skipped_kinds()) {
+    absl::StrAppend(&json, first ? "" : ", ", JsonQuote(kind), ": ", n);
+    first = false;
+  }
+  absl::StrAppend(&json, "}, \"diagnostics\": [");
+  first = true;
+  for (const Diagnostic& d : diagnostics) {
+    absl::StrAppend(&json, first ? "" : ", ", "{\"severity\": \"",
+                    d.is_error() ? "error" : "warning", "\", \"kind\": ", JsonQuote(d.kind),
+                    ", \"object\": ", JsonQuote(d.object), ", \"field\": ", JsonQuote(d.field),
+                    ", \"message\": ", JsonQuote(d.message), ", \"file\": ",
+                    JsonQuote(d.location.file), ", \"line\": ", d.location.line, "}");
+    first = false;
+  }
+  std::cout << json << "]}\n";
+  return cluster.ok() ? kExitOk : kExitError;
+}
+
 int RunValidate(const Args& args) {
   if (args.files.empty()) {
     std::cerr << "netpol validate: give at least one -f FILE\n";
     return kExitError;
   }
   ClusterLoader loader;
+  if (absl::Status s = ConfigureWorkloads(&loader); !s.ok()) {
+    std::cerr << "netpol validate: " << s.message() << "\n";
+    return kExitError;
+  }
   for (const std::string& file : args.files) (void)loader.AddPath(file);
   std::vector<Diagnostic> diagnostics;
   absl::StatusOr<Cluster> cluster = loader.Build(&diagnostics);
+  if (const std::string output = absl::GetFlag(FLAGS_output); output == "json") {
+    return PrintValidateJson(loader, diagnostics, cluster);
+  } else if (output != "text") {
+    std::cerr << "netpol validate: -o must be text or json\n";
+    return kExitError;
+  }
   int errors = 0, warnings = 0;
   for (const Diagnostic& d : diagnostics) {
     (d.is_error() ? errors : warnings)++;
@@ -47,6 +91,14 @@ int RunValidate(const Args& args) {
   std::cout << absl::StrFormat("valid: %d NetworkPolicies, %d Pods, %d Namespaces", 
                                objects.policies.size(), objects.pods.size(),
                                objects.namespaces.size());
+  if (!loader.workloads().empty()) {
+    std::cout << absl::StrFormat(", %d workloads (%d pods synthesized)", loader.workloads().size(),
+                                 SynthesizedPodCount(*cluster));
+  }
+  if (cluster->policy_count() > 0 && cluster->pod_count() == 0) {
+    std::cout << "; warning: no pod takes part in pod networking, so check and matrix "
+                 "have nothing to evaluate";
+  }
   if (warnings > 0) std::cout << absl::StrFormat(" (%d warning%s)", warnings, warnings == 1 ? "" : "s");
   if (!skipped.empty()) std::cout << "; skipped " << skipped;
   std::cout << "\n";
@@ -126,7 +178,20 @@ int RunMatrix(const Args& args) {
     }
   }
   if (output == "json") {
-    std::cout << TruthTablesJson(names, tables) << "\n";
+    std::string json = TruthTablesJson(names, tables);
+    // Pods made from workloads, so a reader knows which rows stand for a Deployment & co.
+    std::string synthesized;
+    for (int i = 0; i < n; ++i) {
+      const PodInfo& pod = cluster->pod(i);
+      if (pod.synthesized_from.empty()) continue;
+      absl::StrAppend(&synthesized, synthesized.empty() ? "" : ", ", JsonQuote(pod.Key()), ": ",
+                      JsonQuote(pod.synthesized_from));
+    }
+    // Only when there are any, so that the shape for pod-only input stays as it was.
+    if (!synthesized.empty()) {
+      json.insert(json.size() - 1, absl::StrCat(", \"synthesized\": {", synthesized, "}"));
+    }
+    std::cout << json << "\n";
     return kExitOk;
   }
   size_t width = 3;

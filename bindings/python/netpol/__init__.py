@@ -18,10 +18,11 @@ Cluster is immutable, so threads may share one.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 from . import _netpol
-from ._errors import InputError, ParseError, PodNotFoundError, ValidationError
+from ._errors import InputError, NoPodsWarning, ParseError, PodNotFoundError, ValidationError
 from ._netpol import Diagnostic, DirectionVerdict, Explanation, Rule
 from ._objects import to_json_documents
 from ._reachability import Difference, Reachability
@@ -38,6 +39,7 @@ __all__ = [
     "ParseError",
     "ValidationError",
     "PodNotFoundError",
+    "NoPodsWarning",
 ]
 
 __version__ = "0.1.0"
@@ -77,12 +79,26 @@ class Cluster:
 
     @classmethod
     def _load(cls, paths: Sequence[str], texts: Sequence, engine: str, allow_self: bool,
-              ipblock_scope: str) -> "Cluster":
+              ipblock_scope: str, pod_cidrs: Optional[Sequence[str]] = None,
+              expand_replicas: bool = False) -> "Cluster":
+        if isinstance(pod_cidrs, str):
+            pod_cidrs = [pod_cidrs]
         self = object.__new__(cls)
         self._impl = _netpol.Cluster.load(
             list(paths), list(texts), engine=engine, allow_self=bool(allow_self),
             ipblock_scope=ipblock_scope,
+            pod_cidrs=None if pod_cidrs is None else [str(c) for c in pod_cidrs],
+            expand_replicas=bool(expand_replicas),
         )
+        if self._impl.policies and not self._impl.pods:
+            # A policy test on this cluster would pass without evaluating anything.
+            skipped = ", ".join(f"{n} {k}" for k, n in sorted(self._impl.skipped_kinds.items()))
+            warnings.warn(
+                NoPodsWarning(
+                    f"{len(self._impl.policies)} NetworkPolicies but no pod takes part in pod "
+                    "networking: give Pods or workloads (Deployments, StatefulSets, ...)"
+                    + (f"; skipped {skipped}" if skipped else "")),
+                stacklevel=3)
         return self
 
     @classmethod
@@ -93,10 +109,17 @@ class Cluster:
         engine: str = "engine",
         allow_self: bool = False,
         ipblock_scope: str = "all",
+        pod_cidrs: Optional[Sequence[str]] = None,
+        expand_replicas: bool = False,
     ) -> "Cluster":
         """Reads YAML/JSON files, or every *.yaml, *.yml and *.json below a directory, as
         kubectl writes them (multi-document, `kind: List`, `kubectl get -o yaml` dumps).
-        Kinds other than Namespace, Pod and NetworkPolicy are skipped (see skipped_kinds).
+        Workloads (Deployment, ReplicaSet, StatefulSet, DaemonSet, Job, CronJob,
+        ReplicationController) become the pods their controllers would make: one named
+        WORKLOAD-0 per workload (``expand_replicas=True``: one per replica), with addresses
+        from ``pod_cidrs`` (default ``["10.244.0.0/16", "fd00:10:244::/64"]``); "ns/WORKLOAD"
+        names its first pod. Other kinds are skipped (see skipped_kinds). With policies but
+        no pod, a NoPodsWarning is issued (a test would pass vacuously).
 
         Raises ParseError, ValidationError (ValueError), FileNotFoundError."""
         if isinstance(paths, (str, bytes, os.PathLike)):
@@ -104,7 +127,8 @@ class Cluster:
         names = [os.fsdecode(p) for p in paths]
         if not names:
             raise ValueError("from_files: no path given")
-        return cls._load(names, [], engine, allow_self, ipblock_scope)
+        return cls._load(names, [], engine, allow_self, ipblock_scope, pod_cidrs,
+                         expand_replicas)
 
     @classmethod
     def from_yaml(
@@ -115,6 +139,8 @@ class Cluster:
         engine: str = "engine",
         allow_self: bool = False,
         ipblock_scope: str = "all",
+        pod_cidrs: Optional[Sequence[str]] = None,
+        expand_replicas: bool = False,
     ) -> "Cluster":
         """Reads YAML or JSON text (one or more documents). `source_name` names it in errors.
 
@@ -124,7 +150,7 @@ class Cluster:
         if not isinstance(text, str):
             raise TypeError(f"from_yaml takes str or bytes, not {type(text).__name__}")
         return cls._load([], [_netpol.TextInput(text, source_name, True)], engine, allow_self,
-                         ipblock_scope)
+                         ipblock_scope, pod_cidrs, expand_replicas)
 
     @classmethod
     def from_objects(
@@ -134,6 +160,8 @@ class Cluster:
         engine: str = "engine",
         allow_self: bool = False,
         ipblock_scope: str = "all",
+        pod_cidrs: Optional[Sequence[str]] = None,
+        expand_replicas: bool = False,
     ) -> "Cluster":
         """Takes Kubernetes objects as Python dicts: plain manifests or
         ``ApiClient().sanitize_for_serialization(obj)`` (camelCase), ``obj.to_dict()`` of the
@@ -147,7 +175,8 @@ class Cluster:
         Raises ParseError, ValidationError (ValueError), TypeError for non-dicts."""
         documents = to_json_documents(objects)
         texts = [_netpol.TextInput(text, name, False) for name, text in documents]
-        return cls._load([], texts, engine, allow_self, ipblock_scope)
+        return cls._load([], texts, engine, allow_self, ipblock_scope, pod_cidrs,
+                         expand_replicas)
 
     # --- what the cluster holds ----------------------------------------------------------
 
@@ -195,6 +224,10 @@ class Cluster:
 
     def pod_labels(self, pod: str) -> Dict[str, str]:
         return self._impl.pod_labels(pod)
+
+    def synthesized_from(self, pod: str) -> Optional[str]:
+        """"Deployment shop/api" when np made the pod from that workload, else None."""
+        return self._impl.synthesized_from(pod)
 
     # --- verdicts ------------------------------------------------------------------------
 

@@ -25,6 +25,8 @@ class InputError(ValueError):
 class ParseError(InputError): ...
 class ValidationError(InputError): ...
 
+class NoPodsWarning(UserWarning): ...
+
 class PodNotFoundError(KeyError):
     pod: str
     message: str
@@ -39,6 +41,8 @@ class Cluster:
         engine: _Engine = ...,
         allow_self: bool = ...,
         ipblock_scope: _Scope = ...,
+        pod_cidrs: Optional[Sequence[str]] = ...,
+        expand_replicas: bool = ...,
     ) -> Cluster: ...
     @classmethod
     def from_yaml(
@@ -49,6 +53,8 @@ class Cluster:
         engine: _Engine = ...,
         allow_self: bool = ...,
         ipblock_scope: _Scope = ...,
+        pod_cidrs: Optional[Sequence[str]] = ...,
+        expand_replicas: bool = ...,
     ) -> Cluster: ...
     @classmethod
     def from_objects(
@@ -58,6 +64,8 @@ class Cluster:
         engine: _Engine = ...,
         allow_self: bool = ...,
         ipblock_scope: _Scope = ...,
+        pod_cidrs: Optional[Sequence[str]] = ...,
+        expand_replicas: bool = ...,
     ) -> Cluster: ...
     @property
     def pods(self) -> List[str]: ...
@@ -77,6 +85,7 @@ class Cluster:
     def ipblock_scope(self) -> str: ...
     def pod_ips(self, pod: str) -> List[str]: ...
     def pod_labels(self, pod: str) -> Dict[str, str]: ...
+    def synthesized_from(self, pod: str) -> Optional[str]: ...
     def allowed(self, source: str, destination: str, port: int = ..., protocol: _Protocol = ...) -> bool: ...
     def explain(self, source: str, destination: str, port: int = ..., protocol: _Protocol = ...) -> Explanation: ...
     def connections(self, source: str = ..., destination: str = ...,

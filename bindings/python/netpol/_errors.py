@@ -21,7 +21,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-__all__ = ["InputError", "ParseError", "ValidationError", "PodNotFoundError"]
+__all__ = [
+    "InputError", "ParseError", "ValidationError", "PodNotFoundError", "NoPodsWarning",
+]
 
 _MAX_LISTED = 20
 
@@ -61,3 +63,9 @@ class PodNotFoundError(KeyError):
 
     def __str__(self) -> str:  # KeyError would print the repr of the message
         return self.message
+
+
+class NoPodsWarning(UserWarning):
+    """The input has NetworkPolicies but no pod that takes part in pod networking, so every
+    reachability question about it would be answered without evaluating anything. pytest
+    shows it in the warnings summary; ``-W error::netpol.NoPodsWarning`` makes it fail."""
