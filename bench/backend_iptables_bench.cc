@@ -10,6 +10,7 @@
 //
 //   bazel run -c opt //bench:backend_iptables_bench            # markdown table on stdout
 //   bazel run -c opt //bench:backend_iptables_bench -- 100 1000  # only these policy counts
+//   bazel run -c opt //bench:backend_iptables_bench -- peers     # only the distinct-peers sweep
 #include <unistd.h>
 
 #include <algorithm>
@@ -47,21 +48,15 @@ struct Row {
   std::string error;
 };
 
-Row Measure(const SyntheticOptions& o, bool root, const std::string& node = "node-0") {
+// Sizes and times of `ir`'s ruleset; `replacement` (optional) is what the replace installs.
+Row MeasureIr(const ir::CompiledPolicy& ir, const ir::CompiledPolicy* replacement, bool root) {
   Row row;
-  row.pods = o.namespaces * o.pods_per_namespace;
-  row.policies = o.policies;
-  absl::StatusOr<ir::CompiledPolicy> ir = Compile(o, node);
-  if (!ir.ok()) {
-    row.error = std::string(ir.status().message());
-    return row;
-  }
-  row.endpoints = ir->endpoints_size();
-  row.tables = ir->tables_size();
-  row.peer_sets = ir->peer_sets_size();
-  for (const ir::Table& t : ir->tables()) row.ir_rules += t.ingress().rules_size() + t.egress().rules_size();
+  row.endpoints = ir.endpoints_size();
+  row.tables = ir.tables_size();
+  row.peer_sets = ir.peer_sets_size();
+  for (const ir::Table& t : ir.tables()) row.ir_rules += t.ingress().rules_size() + t.egress().rules_size();
   auto t0 = std::chrono::steady_clock::now();
-  absl::StatusOr<backends::iptables::Ruleset> rs = backends::iptables::RenderRuleset(*ir);
+  absl::StatusOr<backends::iptables::Ruleset> rs = backends::iptables::RenderRuleset(ir);
   row.render_s = Seconds(t0);
   if (!rs.ok()) {
     row.error = std::string(rs.status().message());
@@ -69,21 +64,45 @@ Row Measure(const SyntheticOptions& o, bool root, const std::string& node = "nod
   }
   row.rs = *std::move(rs);
   if (!root) return row;
-
-  // A second ruleset for the replace: the same cluster with another seed.
-  SyntheticOptions other = o;
-  other.seed = o.seed + 1;
-  absl::StatusOr<ir::CompiledPolicy> ir2 = Compile(other, node);
-  if (!ir2.ok()) {
-    row.error = std::string(ir2.status().message());
-    return row;
-  }
   std::unique_ptr<backends::Backend> backend = backends::MakeIptablesBackend();
-  ApplyTimes times = TimeApplyReplaceRemove(*backend, *ir, &*ir2, "npiptbench");
+  ApplyTimes times = TimeApplyReplaceRemove(*backend, ir, replacement, "npiptbench");
   row.apply_s = times.apply_s;
   row.replace_s = times.replace_s;
   row.remove_s = times.remove_s;
   row.error = times.error;
+  return row;
+}
+
+Row Measure(const SyntheticOptions& o, bool root, const std::string& node = "node-0") {
+  // A second ruleset for the replace: the same cluster with another seed.
+  SyntheticOptions other = o;
+  other.seed = o.seed + 1;
+  absl::StatusOr<ir::CompiledPolicy> ir = Compile(o, node);
+  absl::StatusOr<ir::CompiledPolicy> ir2 = Compile(other, node);
+  Row row;
+  if (!ir.ok() || !ir2.ok()) {
+    row.error = std::string((ir.ok() ? ir2 : ir).status().message());
+  } else {
+    row = MeasureIr(*ir, &*ir2, root);
+  }
+  row.pods = o.namespaces * o.pods_per_namespace;
+  row.policies = o.policies;
+  return row;
+}
+
+// Issue 8 item 6: `peers` ipBlock peers, each with a port rule and a peer set of its own.
+Row MeasureDistinctPeers(int peers, bool root) {
+  absl::StatusOr<ir::CompiledPolicy> ir = CompileObjects(DistinctPeersCluster(peers), "node-0");
+  absl::StatusOr<ir::CompiledPolicy> ir2 =
+      CompileObjects(DistinctPeersCluster(peers, 1, /*shift=*/1), "node-0");
+  Row row;
+  if (!ir.ok() || !ir2.ok()) {
+    row.error = std::string((ir.ok() ? ir2 : ir).status().message());
+  } else {
+    row = MeasureIr(*ir, &*ir2, root);
+  }
+  row.pods = 1;
+  row.policies = 1;
   return row;
 }
 
@@ -107,8 +126,19 @@ void Header() {
   printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
 }
 
+void DistinctPeers(bool root) {
+  printf("\nDistinct peers (issue 8 item 6; bench/cluster_generator.h DistinctPeersCluster: one "
+         "pod, one policy, N ipBlock peers each on a port of its own):\n\n");
+  Header();
+  for (int peers : {2000, 4000, 8000}) Print(MeasureDistinctPeers(peers, root));
+}
+
 int Main(int argc, char** argv) {
   const bool root = geteuid() == 0;
+  if (argc > 1 && std::string(argv[1]) == "peers") {  // only the distinct-peers sweep
+    DistinctPeers(root);
+    return 0;
+  }
   const std::vector<int> policies = PolicyCounts(argc, argv);
   printf("iptables backend, IR compiled for node-0 (%s)\n\nPolicies grow, pods fixed "
          "(10k pods, 500 namespaces, 50 nodes, dual-stack):\n\n",
@@ -136,6 +166,7 @@ int Main(int argc, char** argv) {
     o.policies = n;
     Print(Measure(o, root, ""));
   }
+  DistinctPeers(root);
   return 0;
 }
 
