@@ -37,7 +37,7 @@ class EbpfBackend : public Backend {
       auto it = ids.find(e.pod);
       if (it == ids.end()) {
         return absl::InvalidArgumentError(
-            absl::StrCat("ebpf: pod ", e.pod, " of the attachment is not an endpoint of the IR"));
+            absl::StrCat("ebpf: pod ", EscapeText(e.pod), " of the attachment is not an endpoint of the IR"));
       }
       interfaces.push_back({e.interface, it->second});
     }
@@ -82,7 +82,7 @@ class EbpfBackend : public Backend {
       absl::StrAppend(&out, "  ", label, " ", text, ": ", prefix, " = identity ", identity);
       if (e != nullptr) {
         absl::StrAppend(&out, "; np_endpoints_addr -> endpoint ", e->id, " ",
-                        maps->endpoint_names[e->id],
+                        EscapeText(maps->endpoint_names[e->id]),
                         (e->flags & NP_ENDPOINT_SELECTED) ? absl::StrCat(", table ", e->table)
                                                           : std::string(", not selected"),
                         label == std::string("source")
