@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 
 #include <map>
 
@@ -398,6 +399,118 @@ std::string CommentText(absl::string_view bytes, size_t max_bytes) {
     out += p;
   }
   return out + "...";
+}
+
+void AddCapacityItem(ir::BackendCapacity& report, absl::string_view name, uint64_t used,
+                     uint64_t limit, absl::string_view limit_source, uint64_t budget,
+                     absl::string_view budget_source) {
+  // Counts are uint32 in the report: a larger one (none fits in an IR) shows as the maximum.
+  constexpr uint64_t kMax = std::numeric_limits<uint32_t>::max();
+  ir::CapacityItem* item = report.add_items();
+  item->set_name(std::string(name));
+  item->set_used(static_cast<uint32_t>(std::min(used, kMax)));
+  item->set_limit(static_cast<uint32_t>(std::min(limit, kMax)));
+  item->set_limit_source(std::string(limit_source));
+  item->set_budget(static_cast<uint32_t>(std::min(budget, kMax)));
+  item->set_budget_source(std::string(budget_source));
+}
+
+namespace {
+
+bool OverLimit(const ir::CapacityItem& item) {
+  return item.limit() > 0 && item.used() > item.limit();
+}
+bool OverBudget(const ir::CapacityItem& item) {
+  return item.budget() > 0 && item.used() > item.budget();
+}
+
+// 1234567 -> "1,234,567".
+std::string Grouped(uint64_t n) {
+  std::string digits = absl::StrCat(n);
+  std::string out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::Status FinishCapacity(ir::BackendCapacity& report, const BackendOptions& options) {
+  for (const auto& [name, value] : options.budgets) {
+    ir::CapacityItem* found = nullptr;
+    for (ir::CapacityItem& item : *report.mutable_items()) {
+      if (item.name() == name) found = &item;
+    }
+    if (found == nullptr || found->budget() == 0) {
+      std::vector<std::string> budgets;
+      for (const ir::CapacityItem& item : report.items()) {
+        if (item.budget() > 0) budgets.push_back(item.name());
+      }
+      return absl::InvalidArgumentError(absl::StrCat(
+          report.backend(), ": no budget \"", EscapeText(name), "\"",
+          found != nullptr ? " (a hard limit cannot be raised)" : "", "; its budgets: ",
+          absl::StrJoin(budgets, ", ")));
+    }
+    if (value == 0 || value > std::numeric_limits<uint32_t>::max()) {
+      return absl::InvalidArgumentError(absl::StrCat(report.backend(), ": budget ", EscapeText(name), "=",
+                                                     value, " is not between 1 and 4294967295"));
+    }
+    found->set_budget_source(absl::StrCat("set by the caller; np's default ",
+                                          Grouped(found->budget()), ": ", found->budget_source()));
+    found->set_budget(static_cast<uint32_t>(value));
+  }
+  bool fits = true;
+  for (const ir::CapacityItem& item : report.items()) fits = fits && !OverLimit(item) && !OverBudget(item);
+  report.set_fits(fits);
+  return absl::OkStatus();
+}
+
+absl::Status CheckCapacity(const ir::BackendCapacity& report) {
+  std::vector<std::string> over;
+  for (const ir::CapacityItem& item : report.items()) {
+    if (OverLimit(item)) {
+      over.push_back(absl::StrCat(item.name(), " ", Grouped(item.used()), " > limit ",
+                                  Grouped(item.limit()), " (", item.limit_source(), ")"));
+    } else if (OverBudget(item)) {
+      over.push_back(absl::StrCat(item.name(), " ", Grouped(item.used()), " > budget ",
+                                  Grouped(item.budget()), " (", item.budget_source(),
+                                  "; a budget, not a kernel limit: netpol --budget ",
+                                  item.name(), "=N raises it)"));
+    }
+  }
+  if (over.empty()) return absl::OkStatus();
+  return absl::ResourceExhaustedError(
+      absl::StrCat(report.backend(), ": the program is past what the kernel or np's budgets allow: ",
+                   absl::StrJoin(over, "; ")));
+}
+
+std::string CapacityText(const ir::BackendCapacity& report) {
+  std::string out = absl::StrCat(report.backend(), ": ", report.fits() ? "fits" : "DOES NOT FIT", "\n");
+  size_t width = 0, digits = 0;
+  for (const ir::CapacityItem& item : report.items()) {
+    width = std::max(width, item.name().size());
+    digits = std::max(digits, Grouped(item.used()).size());
+  }
+  for (const ir::CapacityItem& item : report.items()) {
+    const std::string used = Grouped(item.used());
+    std::string line = absl::StrCat("  ", item.name(), std::string(width - item.name().size(), ' '),
+                                    std::string(digits - used.size() + 2, ' '), used);
+    if (item.limit() > 0) {
+      absl::StrAppend(&line, OverLimit(item) ? "  OVER limit " : "  limit ", Grouped(item.limit()),
+                      " (", item.limit_source(), ")");
+    } else if (!item.limit_source().empty()) {
+      absl::StrAppend(&line, "  no hard limit (", item.limit_source(), ")");
+    }
+    if (item.budget() > 0) {
+      absl::StrAppend(&line, OverBudget(item) ? "  OVER budget " : "  budget ",
+                      Grouped(item.budget()), " (", item.budget_source(), ")");
+    }
+    absl::StrAppend(&out, line, "\n");
+  }
+  for (const std::string& note : report.notes()) absl::StrAppend(&out, "  note: ", note, "\n");
+  return out;
 }
 
 std::string ProtocolUpper(ir::Protocol protocol) {

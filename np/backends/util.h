@@ -68,6 +68,21 @@ std::string CommentText(absl::string_view bytes, size_t max_bytes);
 inline constexpr size_t kNftCommentMax = 128;       // NFTNL_UDATA_COMMENT_MAXLEN (libnftnl)
 inline constexpr size_t kIptablesCommentMax = 255;  // XT_MAX_COMMENT_LEN 256, with the NUL
 
+// ---- Capacity ---------------------------------------------------------------------------
+// Appends an item to a capacity report (limit/budget 0: none).
+void AddCapacityItem(ir::BackendCapacity& report, absl::string_view name, uint64_t used,
+                     uint64_t limit, absl::string_view limit_source, uint64_t budget = 0,
+                     absl::string_view budget_source = "");
+// Applies the budget overrides of `options` to `report` and sets `fits`. Fails on a name no
+// item of the report has, or whose item has no budget (a hard limit cannot be raised).
+absl::Status FinishCapacity(ir::BackendCapacity& report, const BackendOptions& options);
+// OK when the report fits; else ResourceExhausted naming every item over its limit or
+// budget with its numbers and where the limit comes from, e.g. "nft: the program is past
+// what the kernel or np's budgets allow: identities 70,001 > limit 65,534 (...)".
+absl::Status CheckCapacity(const ir::BackendCapacity& report);
+// A report as text for people (netpol compile --stats).
+std::string CapacityText(const ir::BackendCapacity& report);
+
 // "TCP", "UDP", "SCTP" and the nft/iptables spelling "tcp", "udp", "sctp".
 std::string ProtocolUpper(ir::Protocol protocol);
 std::string ProtocolLower(ir::Protocol protocol);

@@ -331,20 +331,65 @@ struct SetName_ {
   int family;
 };
 
-absl::StatusOr<std::vector<SetName_>> ReadSets(const std::string& netns) {
+// The sets of a network namespace: np's, by name, and how many there are in all (the
+// kernel's limit counts everyone's).
+struct InstalledSets {
+  std::vector<SetName_> ours;
+  uint64_t all = 0;
+};
+
+absl::StatusOr<InstalledSets> ReadSets(const std::string& netns) {
   absl::StatusOr<std::string> text = RunCommand({"ipset", "list", "-n"}, "", netns);
   if (!text.ok()) return text.status();
-  std::vector<SetName_> out;
+  InstalledSets out;
   for (absl::string_view line : absl::StrSplit(*text, '\n', absl::SkipEmpty())) {
+    ++out.all;
     absl::string_view rest = line;
     if (!absl::ConsumePrefix(&rest, kSetPrefix)) continue;
     std::vector<absl::string_view> parts = absl::StrSplit(rest, '-');
     uint32_t generation;
     if (parts.size() != 3 || !absl::SimpleAtoi(parts[0], &generation)) continue;
     if (parts[1] != "v4" && parts[1] != "v6") continue;
-    out.push_back(SetName_{std::string(line), generation, parts[1] == "v4" ? 0 : 1});
+    out.ours.push_back(SetName_{std::string(line), generation, parts[1] == "v4" ? 0 : 1});
   }
   return out;
+}
+
+// Limits and budgets (bench/RESULTS.md has the measurements).
+// ip_set_core.c: set ids are 16 bits (65535 = invalid); the per-namespace list of sets
+// starts at CONFIG_IP_SET_MAX (256 here) and grows by 64 while the new size stays below
+// 65535, so the last size it reaches is 65,472.
+constexpr uint64_t kMaxIpsets = 65472;
+constexpr uint64_t kIpsetBudget = 4096;
+constexpr uint64_t kIpsetEntryBudget = 1000000;
+constexpr uint64_t kRuleBudget = 100000;  // per family
+
+ir::BackendCapacity RulesetCapacity(const Ruleset& r) {
+  ir::BackendCapacity report;
+  report.set_backend("iptables");
+  for (int f = 0; f < kFamilies; ++f) {
+    AddCapacityItem(report, f == 0 ? "ipv4_rules" : "ipv6_rules", static_cast<uint64_t>(r.rules[f]),
+                    0, "nf_tables (iptables-nft): none, memory aside", kRuleBudget,
+                    "about 2.5 s of iptables-restore on the reference VM at 24 us a rule");
+  }
+  AddCapacityItem(report, "chains", static_cast<uint64_t>(r.chains[0] + r.chains[1]), 0,
+                  "nf_tables: none, memory aside");
+  AddCapacityItem(report, "ipsets", static_cast<uint64_t>(r.sets[0] + r.sets[1]), kMaxIpsets,
+                  "ip_set_core.c: 16-bit set ids; the list of sets grows from 256 in steps of "
+                  "64 and stops below 65,535; shared with every other set of the namespace",
+                  kIpsetBudget,
+                  "the kernel finds a set by name with a linear scan, so load time grows with "
+                  "their square: 8,000 sets took 3.6 s to apply and 11 s to replace");
+  AddCapacityItem(report, "ipset_entries",
+                  static_cast<uint64_t>(r.set_entries[0] + r.set_entries[1]), 0,
+                  "hash:net maxelem is made as large as each set", kIpsetEntryBudget,
+                  "about 5 s of ipset restore on the reference VM at 5.4 us an entry");
+  report.add_notes(absl::StrCat(
+      "comments are cut to ", kIptablesCommentMax,
+      " bytes (xt_comment XT_MAX_COMMENT_LEN 256, with its NUL)"));
+  report.add_notes("a replace builds the new sets beside the old ones: Apply checks that "
+                   "both fit under the namespace's limit with everyone else's sets");
+  return report;
 }
 
 // Destroys the named sets: one `ipset restore` batch, then one by one if the batch failed
@@ -412,11 +457,21 @@ int EntryIndex(const std::vector<std::string>& entries, absl::string_view bytes)
 
 class IptablesBackend : public Backend {
  public:
+  explicit IptablesBackend(BackendOptions options) : options_(std::move(options)) {}
   std::string name() const override { return "iptables"; }
+
+  absl::StatusOr<ir::BackendCapacity> Capacity(const ir::CompiledPolicy& ir) const override {
+    absl::StatusOr<Ruleset> r = RenderRuleset(ir);
+    if (!r.ok()) return r.status();
+    return Measure(*r);
+  }
 
   absl::StatusOr<std::string> Render(const ir::CompiledPolicy& ir) const override {
     absl::StatusOr<Ruleset> r = RenderRuleset(ir);
     if (!r.ok()) return r.status();
+    absl::StatusOr<ir::BackendCapacity> capacity = Measure(*r);
+    if (!capacity.ok()) return capacity.status();
+    if (absl::Status s = CheckCapacity(*capacity); !s.ok()) return s;
     return absl::StrCat(
         "# np iptables backend. Three inputs, applied in this order:\n",
         "# ==== ipset restore ====\n", r->ipset,
@@ -452,8 +507,9 @@ class IptablesBackend : public Backend {
       if (!t.ok()) return t.status();
       saved[f] = *std::move(t);
     }
-    absl::StatusOr<std::vector<SetName_>> sets = ReadSets(netns);
-    if (!sets.ok()) return sets.status();
+    absl::StatusOr<InstalledSets> installed = ReadSets(netns);
+    if (!installed.ok()) return installed.status();
+    const std::vector<SetName_>* sets = &installed->ours;
     std::set<uint32_t> generations;
     for (const SetName_& s : *sets) generations.insert(s.generation);
     uint32_t generation = 0;
@@ -474,6 +530,18 @@ class IptablesBackend : public Backend {
     // family that has it gets the line removed below).
     absl::StatusOr<Ruleset> rs = RenderModel(*model, options);
     if (!rs.ok()) return rs.status();
+    absl::StatusOr<ir::BackendCapacity> capacity = Measure(*rs);
+    if (!capacity.ok()) return capacity.status();
+    if (absl::Status s = CheckCapacity(*capacity); !s.ok()) return s;
+    // The new generation's sets are made beside every set already there (the old
+    // generation's, other programs'): all must fit under the kernel's limit together.
+    const uint64_t sets_made = static_cast<uint64_t>(rs->sets[0] + rs->sets[1]);
+    if (installed->all + sets_made > kMaxIpsets) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "iptables: ipsets ", installed->all, " in the namespace + ", sets_made,
+          " new > limit ", kMaxIpsets, " (ip_set_core.c: 16-bit set ids); the old ruleset "
+          "stays in force"));
+    }
     std::string text[kFamilies] = {rs->ip4, rs->ip6};
     const std::string hook_line = absl::StrCat("-I FORWARD 1 -j ", kTopChain, "\n");
     for (int f = 0; f < kFamilies; ++f) {
@@ -546,10 +614,10 @@ class IptablesBackend : public Backend {
           RunCommand({RestoreTool(f), "--noflush", "--wait=10"}, text, netns);
       if (!r.ok()) return r.status();
     }
-    absl::StatusOr<std::vector<SetName_>> sets = ReadSets(netns);
+    absl::StatusOr<InstalledSets> sets = ReadSets(netns);
     if (!sets.ok()) return sets.status();
     std::vector<std::string> names;
-    for (const SetName_& s : *sets) names.push_back(s.name);
+    for (const SetName_& s : sets->ours) names.push_back(s.name);
     return DestroySets(names, netns);
   }
 
@@ -676,6 +744,15 @@ class IptablesBackend : public Backend {
                           "next free generation np-g<N>-...)\n");
     return out;
   }
+
+ private:
+  absl::StatusOr<ir::BackendCapacity> Measure(const Ruleset& r) const {
+    ir::BackendCapacity report = RulesetCapacity(r);
+    if (absl::Status s = FinishCapacity(report, options_); !s.ok()) return s;
+    return report;
+  }
+
+  BackendOptions options_;
 };
 
 }  // namespace
@@ -693,8 +770,8 @@ absl::StatusOr<Ruleset> RenderRuleset(const ir::CompiledPolicy& ir,
 
 }  // namespace iptables
 
-std::unique_ptr<Backend> MakeIptablesBackend() {
-  return std::make_unique<iptables::IptablesBackend>();
+std::unique_ptr<Backend> MakeIptablesBackend(const BackendOptions& options) {
+  return std::make_unique<iptables::IptablesBackend>(options);
 }
 
 }  // namespace np::backends

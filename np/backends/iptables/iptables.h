@@ -45,6 +45,15 @@
 // chains (they could never allow anything). hash:net refuses a /0 entry, so the whole space
 // is stored as its two /1 halves.
 //
+// Capacity (Capacity(), `netpol compile --stats`): the kernel allows 65,472 ipsets per network
+// namespace (ip_set_core.c: 16-bit set ids, the list grows from 256 in steps of 64), shared
+// with every other set there — Apply checks that the new generation fits beside everything
+// installed. Rules and set entries have no hard limit (memory aside), but load time grows —
+// with the square of the number of sets — so np keeps budgets: 100,000 rules per family,
+// 4,096 ipsets, 1,000,000 set entries (bench/RESULTS.md). Render and Apply refuse a
+// program past a limit or budget (ResourceExhausted, with the numbers);
+// BackendOptions::budgets raises a budget. RenderRuleset below renders without checking.
+//
 // Thread safety: Render and Explain are pure functions; Apply and Remove change the
 // kernel state of one network namespace and must not run concurrently on the same one.
 #ifndef NP_BACKENDS_IPTABLES_IPTABLES_H_
@@ -62,7 +71,7 @@
 
 namespace np::backends {
 
-std::unique_ptr<Backend> MakeIptablesBackend();
+std::unique_ptr<Backend> MakeIptablesBackend(const BackendOptions& options = {});
 
 namespace iptables {
 
@@ -103,6 +112,8 @@ struct RenderOptions {
   std::vector<std::string> stale_chains[2];
 };
 
+// The ruleset of a well-formed IR (CheckIr), whatever its size: the backend's Render and
+// Apply check capacity; this is for tests and benchmarks.
 absl::StatusOr<Ruleset> RenderRuleset(const ir::CompiledPolicy& ir,
                                       const RenderOptions& options = {});
 

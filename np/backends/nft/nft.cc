@@ -104,12 +104,19 @@ std::vector<std::string> RuleTexts(const ir::PortRule& rule, const ir::PeerSet& 
   return out;
 }
 
+// Identities live in the mark's high 16 bits, 0xffff meaning "other".
+constexpr uint64_t kMaxIdentities = kOtherIdentity - 1;
+
+absl::Status CheckIdentities(const ir::CompiledPolicy& ir) {
+  if (static_cast<uint64_t>(ir.identities_size()) <= kMaxIdentities) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "the nft backend supports at most 65534 identities; this IR has ", ir.identities_size()));
+}
+
+// The layout of a well-formed IR (CheckIr); the identity limit is the caller's to check
+// (Capacity reports it as an item, Build refuses).
 absl::StatusOr<Layout> MakeLayout(const ir::CompiledPolicy& ir) {
   if (absl::Status s = CheckIr(ir); !s.ok()) return s;
-  if (ir.identities_size() >= static_cast<int>(kOtherIdentity)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the nft backend supports at most 65534 identities; this IR has ", ir.identities_size()));
-  }
   Layout layout;
   for (const ir::Endpoint& e : ir.endpoints()) {
     if (!e.selected()) continue;
@@ -184,9 +191,9 @@ size_t Program::element_count() const {
   return n;
 }
 
-absl::StatusOr<Program> Build(const ir::CompiledPolicy& ir) {
-  absl::StatusOr<Layout> layout = MakeLayout(ir);
-  if (!layout.ok()) return layout.status();
+namespace {
+
+Program BuildProgram(const ir::CompiledPolicy& ir, const Layout* layout) {
   Program program;
   for (int f = 0; f < 2; ++f) {
     Set s;
@@ -284,6 +291,43 @@ absl::StatusOr<Program> Build(const ir::CompiledPolicy& ir) {
     program.chains.push_back(std::move(c));
   }
   return program;
+}
+
+// Where the limits and budgets come from (bench/RESULTS.md has the measurements).
+constexpr uint64_t kRuleBudget = 150000;
+constexpr uint64_t kSetBudget = 4096;
+constexpr uint64_t kElementBudget = 250000;
+
+ir::BackendCapacity ProgramCapacity(const ir::CompiledPolicy& ir, const Program& program) {
+  ir::BackendCapacity report;
+  report.set_backend("nft");
+  AddCapacityItem(report, "identities", static_cast<uint64_t>(ir.identities_size()),
+                  kMaxIdentities,
+                  "np's layout: an identity is the high 16 bits of the packet mark, 0xffff "
+                  "meaning 'no rule names it'");
+  AddCapacityItem(report, "rules", program.rule_count(), 0, "nf_tables: none, memory aside",
+                  kRuleBudget,
+                  "about 10 s of nft -f on the reference VM at 57 us a rule with its chain");
+  AddCapacityItem(report, "chains", program.chains.size(), 0, "nf_tables: none, memory aside");
+  AddCapacityItem(report, "sets", program.sets.size(), 0, "nf_tables: none, memory aside",
+                  kSetBudget,
+                  "the kernel finds a set by name with a linear walk of the table's sets, "
+                  "so load time grows with their square: 8,000 sets took 4 s");
+  AddCapacityItem(report, "set_elements", program.element_count(), 0,
+                  "nf_tables: none unless a set declares a size", kElementBudget,
+                  "about 10 s of nft -f on the reference VM at 35 us an element");
+  report.add_notes(absl::StrCat("comments are cut to ", kNftCommentMax,
+                                " bytes (libnftnl NFTNL_UDATA_COMMENT_MAXLEN)"));
+  return report;
+}
+
+}  // namespace
+
+absl::StatusOr<Program> Build(const ir::CompiledPolicy& ir) {
+  if (absl::Status s = CheckIdentities(ir); !s.ok()) return s;
+  absl::StatusOr<Layout> layout = MakeLayout(ir);
+  if (!layout.ok()) return layout.status();
+  return BuildProgram(ir, &*layout);
 }
 
 std::string Text(const Program& program) {
@@ -420,12 +464,20 @@ namespace {
 
 class NftBackend : public Backend {
  public:
+  explicit NftBackend(BackendOptions options) : options_(std::move(options)) {}
   std::string name() const override { return "nft"; }
 
+  absl::StatusOr<ir::BackendCapacity> Capacity(const ir::CompiledPolicy& ir) const override {
+    absl::StatusOr<Measured> m = Measure(ir, /*quick_refusal=*/false);
+    if (!m.ok()) return m.status();
+    return std::move(m->capacity);
+  }
+
   absl::StatusOr<std::string> Render(const ir::CompiledPolicy& ir) const override {
-    absl::StatusOr<nft::Program> program = nft::Build(ir);
-    if (!program.ok()) return program.status();
-    return nft::Text(*program);
+    absl::StatusOr<Measured> m = Measure(ir, /*quick_refusal=*/true);
+    if (!m.ok()) return m.status();
+    if (absl::Status s = CheckCapacity(m->capacity); !s.ok()) return s;
+    return nft::Text(m->program);
   }
 
   absl::Status Apply(const ir::CompiledPolicy& ir, const Attachment& attachment) override {
@@ -447,6 +499,7 @@ class NftBackend : public Backend {
 
   absl::StatusOr<std::string> Explain(const ir::CompiledPolicy& ir,
                                       const FlowQuery& flow) const override {
+    if (absl::Status s = nft::CheckIdentities(ir); !s.ok()) return s;
     absl::StatusOr<nft::Layout> layout = nft::MakeLayout(ir);
     if (!layout.ok()) return layout.status();
     absl::StatusOr<FlowAddresses> ends = ParseFlowAddresses(flow);
@@ -476,10 +529,38 @@ class NftBackend : public Backend {
                     "\n");
     return out;
   }
+
+ private:
+  struct Measured {
+    nft::Program program;
+    ir::BackendCapacity capacity;
+  };
+  // The program and what it asks of the kernel (the identity limit is an item there). With
+  // `quick_refusal`, too many identities end it before the program is built: the report
+  // then has that item only.
+  absl::StatusOr<Measured> Measure(const ir::CompiledPolicy& ir, bool quick_refusal) const {
+    absl::StatusOr<nft::Layout> layout = nft::MakeLayout(ir);
+    if (!layout.ok()) return layout.status();
+    Measured m;
+    m.capacity = nft::ProgramCapacity(ir, m.program);
+    if (quick_refusal && !nft::CheckIdentities(ir).ok()) {
+      m.capacity.mutable_items()->DeleteSubrange(1, m.capacity.items_size() - 1);
+      m.capacity.set_fits(false);
+      return m;
+    }
+    m.program = nft::BuildProgram(ir, &*layout);
+    m.capacity = nft::ProgramCapacity(ir, m.program);
+    if (absl::Status s = FinishCapacity(m.capacity, options_); !s.ok()) return s;
+    return m;
+  }
+
+  BackendOptions options_;
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> MakeNftBackend() { return std::make_unique<NftBackend>(); }
+std::unique_ptr<Backend> MakeNftBackend(const BackendOptions& options) {
+  return std::make_unique<NftBackend>(options);
+}
 
 }  // namespace np::backends

@@ -2,7 +2,8 @@
 // ruleset for `nft -f`, applied atomically in the node's network namespace.
 //
 //   std::unique_ptr<np::backends::Backend> nft = np::backends::MakeNftBackend();
-//   absl::StatusOr<std::string> text = nft->Render(ir);   // what `nft -f` reads
+//   absl::StatusOr<std::string> text = nft->Render(ir);   // what `nft -f` reads, or an error
+//                                                         // if it is past a limit or budget
 //   absl::Status s = nft->Apply(ir, {{}, "node-netns"});  // one transaction
 //
 // The program (rule count grows with policies; address elements with pods, once):
@@ -41,6 +42,13 @@
 // declares the table, all in one `nft -f` transaction: packets see the old program or the
 // new one, never neither. Conntrack entries survive, so established connections keep flowing.
 //
+// Capacity (Capacity(), `netpol compile --stats`): at most 65,534 identities (the mark
+// layout). nf_tables has no hard limit on rules, sets or elements (memory aside), but load
+// time grows — with the square of the number of sets — so np keeps budgets: rules 150,000,
+// sets 4,096, set elements 250,000, each about 10 s of `nft -f` on the reference VM
+// (bench/RESULTS.md). Render and Apply refuse a program past a limit or budget
+// (ResourceExhausted, with the numbers); BackendOptions::budgets raises a budget.
+//
 // Thread safety: Render and Explain are pure; Apply and Remove run `nft` and may be called
 // from one thread at a time per namespace.
 #ifndef NP_BACKENDS_NFT_NFT_H_
@@ -56,7 +64,7 @@
 
 namespace np::backends {
 
-std::unique_ptr<Backend> MakeNftBackend();
+std::unique_ptr<Backend> MakeNftBackend(const BackendOptions& options = {});
 
 namespace nft {
 
