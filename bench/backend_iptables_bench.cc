@@ -90,11 +90,13 @@ Row Measure(const SyntheticOptions& o, bool root, const std::string& node = "nod
   return row;
 }
 
-// Issue 8 item 6: `peers` ipBlock peers, each with a port rule and a peer set of its own.
-Row MeasureDistinctPeers(int peers, bool root) {
-  absl::StatusOr<ir::CompiledPolicy> ir = CompileObjects(DistinctPeersCluster(peers), "node-0");
+// Issue 8 item 6: `peers` ipBlock peers, each with a port rule and a peer set of its own, each
+// `prefixes` CIDR prefixes.
+Row MeasureDistinctPeers(int peers, bool root, int prefixes = 1) {
+  absl::StatusOr<ir::CompiledPolicy> ir =
+      CompileObjects(DistinctPeersCluster(peers, prefixes), "node-0");
   absl::StatusOr<ir::CompiledPolicy> ir2 =
-      CompileObjects(DistinctPeersCluster(peers, 1, /*shift=*/1), "node-0");
+      CompileObjects(DistinctPeersCluster(peers, prefixes, /*shift=*/1), "node-0");
   Row row;
   if (!ir.ok() || !ir2.ok()) {
     row.error = std::string((ir.ok() ? ir2 : ir).status().message());
@@ -131,6 +133,12 @@ void DistinctPeers(bool root) {
          "pod, one policy, N ipBlock peers each on a port of its own):\n\n");
   Header();
   for (int peers : {2000, 4000, 8000}) Print(MeasureDistinctPeers(peers, root));
+  printf("\nThe same with peers of %d prefixes each (more than kMaxInlinePrefixes: one ipset per "
+         "peer):\n\n", backends::iptables::kMaxInlinePrefixes + 1);
+  Header();
+  for (int peers : {2000, 4000, 8000}) {
+    Print(MeasureDistinctPeers(peers, root, backends::iptables::kMaxInlinePrefixes + 1));
+  }
 }
 
 int Main(int argc, char** argv) {
