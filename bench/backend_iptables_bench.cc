@@ -44,7 +44,8 @@ struct Row {
   std::string label;
   int pods = 0, policies = 0, endpoints = 0, tables = 0, ir_rules = 0, peer_sets = 0;
   backends::iptables::Ruleset rs;
-  double render_s = 0, apply_s = -1, replace_s = -1, remove_s = -1;
+  double render_s = 0;
+  ApplyTimes times;  // -1: not measured
   std::string error;
 };
 
@@ -66,11 +67,8 @@ Row MeasureIr(const ir::CompiledPolicy& ir, const ir::CompiledPolicy* replacemen
   row.rs = *std::move(rs);
   if (!root) return row;
   std::unique_ptr<backends::Backend> backend = backends::MakeIptablesBackend(options);
-  ApplyTimes times = TimeApplyReplaceRemove(*backend, ir, replacement, "npiptbench");
-  row.apply_s = times.apply_s;
-  row.replace_s = times.replace_s;
-  row.remove_s = times.remove_s;
-  row.error = times.error;
+  row.times = TimeApplyReplaceRemove(*backend, ir, replacement, "npiptbench");
+  row.error = row.times.error;
   return row;
 }
 
@@ -119,8 +117,8 @@ void Print(const Row& r) {
          r.policies, r.pods, r.endpoints, r.tables, r.ir_rules, r.peer_sets, x.rules[0],
          x.rules[1], x.port_rules[0], x.port_rules[1], x.sets[0], x.sets[1],
          static_cast<long long>(x.set_entries[0]), static_cast<long long>(x.set_entries[1]),
-         Ms(r.render_s).c_str(), Ms(r.apply_s).c_str(), Ms(r.replace_s).c_str(),
-         Ms(r.remove_s).c_str(), r.error.empty() ? "" : (" error: " + r.error).c_str());
+         Ms(r.render_s).c_str(), Ms(r.times.apply_s).c_str(), Ms(r.times.replace_s).c_str(),
+         Ms(r.times.remove_s).c_str(), r.error.empty() ? "" : (" error: " + r.error).c_str());
   fflush(stdout);
 }
 

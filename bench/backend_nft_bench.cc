@@ -46,7 +46,8 @@ struct Row {
       peer_sets = 0;
   size_t rules = 0, chains = 0, sets = 0, elements = 0, address_elements = 0,
          dispatch_elements = 0, peer_elements = 0, text_bytes = 0;
-  double render_s = 0, apply_s = -1, replace_s = -1, remove_s = -1;
+  double render_s = 0;
+  ApplyTimes times;  // -1: not measured
   std::string error;
 };
 
@@ -85,11 +86,8 @@ Row MeasureIr(const ir::CompiledPolicy& ir, const ir::CompiledPolicy* replacemen
   row.text_bytes = text.size();
   if (!root) return row;
   std::unique_ptr<backends::Backend> backend = backends::MakeNftBackend();
-  ApplyTimes times = TimeApplyReplaceRemove(*backend, ir, replacement, "npnftbench");
-  row.apply_s = times.apply_s;
-  row.replace_s = times.replace_s;
-  row.remove_s = times.remove_s;
-  row.error = times.error;
+  row.times = TimeApplyReplaceRemove(*backend, ir, replacement, "npnftbench");
+  row.error = row.times.error;
   return row;
 }
 
@@ -138,7 +136,7 @@ void Print(const Row& r) {
          r.policies, r.pods, r.scope.c_str(), r.endpoints, r.identities, r.tables, r.ir_rules,
          r.peer_sets, r.rules, r.chains, r.sets, r.elements, r.address_elements,
          r.dispatch_elements, r.peer_elements, r.text_bytes / 1024, Ms(r.render_s).c_str(),
-         Ms(r.apply_s).c_str(), Ms(r.replace_s).c_str(), Ms(r.remove_s).c_str(),
+         Ms(r.times.apply_s).c_str(), Ms(r.times.replace_s).c_str(), Ms(r.times.remove_s).c_str(),
          r.error.empty() ? "" : (" error: " + r.error).c_str());
   fflush(stdout);
 }

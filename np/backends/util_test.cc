@@ -23,32 +23,38 @@ TEST(EscapeText, LeavesOrdinaryNamesAlone) {
 }
 
 TEST(EscapeText, HostileBytesBecomeEscapes) {
-  // ESC, CR, LF, NUL: what the review found reaching comments raw.
-  EXPECT_EQ(EscapeText("a\x1b[31mb"), "a\\x1b[31mb");
-  EXPECT_EQ(EscapeText("x\r\ny"), "x\\r\\ny");
-  EXPECT_EQ(EscapeText(std::string("n\0ul", 4)), "n\\x00ul");
-  EXPECT_EQ(EscapeText("\a\b\t\v\f\x7f"), "\\a\\b\\t\\v\\f\\x7f");
-  // A quote could end an nft comment; a backslash could start an escape.
-  EXPECT_EQ(EscapeText("say \"hi\""), "say \\x22hi\\x22");
-  EXPECT_EQ(EscapeText("back\\slash"), "back\\\\slash");
-  // Bytes that are not UTF-8: a stray continuation, an overlong '/', a surrogate, past
-  // U+10FFFF, a truncated sequence at the end.
-  EXPECT_EQ(EscapeText("\xff"), "\\xff");
-  EXPECT_EQ(EscapeText("\x80z"), "\\x80z");
-  EXPECT_EQ(EscapeText("\xc0\xaf"), "\\xc0\\xaf");
-  EXPECT_EQ(EscapeText("\xed\xa0\x80"), "\\xed\\xa0\\x80");
-  EXPECT_EQ(EscapeText("\xf4\x90\x80\x80"), "\\xf4\\x90\\x80\\x80");
-  EXPECT_EQ(EscapeText("ok\xe2\x82"), "ok\\xe2\\x82");
-  // Valid UTF-8 that prints nothing or reorders the line: C1 NEL, RIGHT-TO-LEFT OVERRIDE,
-  // ZERO WIDTH SPACE, LINE SEPARATOR, NO-BREAK SPACE, BOM, a tag character, private use.
-  EXPECT_EQ(EscapeText("\xc2\x85"), "\\u0085");
-  EXPECT_EQ(EscapeText("a\xe2\x80\xae" "b"), "a\\u202eb");
-  EXPECT_EQ(EscapeText("\xe2\x80\x8b"), "\\u200b");
-  EXPECT_EQ(EscapeText("\xe2\x80\xa8"), "\\u2028");
-  EXPECT_EQ(EscapeText("\xc2\xa0"), "\\u00a0");
-  EXPECT_EQ(EscapeText("\xef\xbb\xbf"), "\\ufeff");
-  EXPECT_EQ(EscapeText("\xf3\xa0\x81\x81"), "\\U000e0041");
-  EXPECT_EQ(EscapeText("\xee\x80\x80"), "\\ue000");
+  const struct {
+    std::string in, out;
+  } cases[] = {
+      // ESC, CR, LF, NUL: what the review found reaching comments raw.
+      {"a\x1b[31mb", "a\\x1b[31mb"},
+      {"x\r\ny", "x\\r\\ny"},
+      {std::string("n\0ul", 4), "n\\x00ul"},
+      {"\a\b\t\v\f\x7f", "\\a\\b\\t\\v\\f\\x7f"},
+      // A quote could end an nft comment; a backslash could start an escape.
+      {"say \"hi\"", "say \\x22hi\\x22"},
+      {"back\\slash", "back\\\\slash"},
+      // Bytes that are not UTF-8: a stray continuation, an overlong '/', a surrogate, past
+      // U+10FFFF, a truncated sequence at the end.
+      {"\xff", "\\xff"},
+      {"\x80z", "\\x80z"},
+      {"\xc0\xaf", "\\xc0\\xaf"},
+      {"\xed\xa0\x80", "\\xed\\xa0\\x80"},
+      {"\xf4\x90\x80\x80", "\\xf4\\x90\\x80\\x80"},
+      {"ok\xe2\x82", "ok\\xe2\\x82"},
+      // Valid UTF-8 that prints nothing or reorders the line: C1 NEL, RIGHT-TO-LEFT
+      // OVERRIDE, ZERO WIDTH SPACE, LINE SEPARATOR, NO-BREAK SPACE, BOM, a tag character,
+      // private use.
+      {"\xc2\x85", "\\u0085"},
+      {"a\xe2\x80\xae" "b", "a\\u202eb"},
+      {"\xe2\x80\x8b", "\\u200b"},
+      {"\xe2\x80\xa8", "\\u2028"},
+      {"\xc2\xa0", "\\u00a0"},
+      {"\xef\xbb\xbf", "\\ufeff"},
+      {"\xf3\xa0\x81\x81", "\\U000e0041"},
+      {"\xee\x80\x80", "\\ue000"},
+  };
+  for (const auto& c : cases) EXPECT_EQ(EscapeText(c.in), c.out) << absl::CEscape(c.in);
 }
 
 // A checker written apart from the code under test: valid UTF-8, no byte below 0x20, no

@@ -201,28 +201,19 @@ TEST_F(LoadableTest, RandomClusters) {
 // either refuses with an error naming the address and both pods, or — once the lowering
 // gives the address to one pod only — writes a program that loads.
 TEST_F(LoadableTest, SharedPodAddress) {
-  ClusterLoader loader;
-  ASSERT_TRUE(loader
-                  .AddText(R"(
-apiVersion: v1
-kind: Pod
-metadata: {name: a, namespace: x}
-spec: {nodeName: node-0, containers: [{name: c, image: i}]}
-status: {phase: Running, podIP: 10.0.0.5, podIPs: [{ip: 10.0.0.5}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: b, namespace: x}
-spec: {nodeName: node-0, containers: [{name: c, image: i}]}
-status: {phase: Running, podIP: 10.0.0.5, podIPs: [{ip: 10.0.0.5}]}
----
+  std::string yaml = R"(
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {name: deny, namespace: x}
 spec: {podSelector: {}}
-)",
-                           "shared.yaml")
-                  .ok());
+)";
+  for (const char* pod : {"a", "b"}) {
+    absl::StrAppend(&yaml, "---\napiVersion: v1\nkind: Pod\nmetadata: {name: ", pod,
+                    ", namespace: x}\nspec: {nodeName: node-0, containers: [{name: c, image: i}]}\n"
+                    "status: {phase: Running, podIP: 10.0.0.5, podIPs: [{ip: 10.0.0.5}]}\n");
+  }
+  ClusterLoader loader;
+  ASSERT_TRUE(loader.AddText(yaml, "shared.yaml").ok());
   absl::StatusOr<Cluster> cluster = loader.Build();
   ASSERT_TRUE(cluster.ok()) << cluster.status();
   CheckCluster(*cluster, "two pods sharing 10.0.0.5",
