@@ -10,6 +10,7 @@
 //
 //   bazel run -c opt //bench:backend_iptables_bench            # markdown table on stdout
 //   bazel run -c opt //bench:backend_iptables_bench -- 100 1000  # only these policy counts
+//   bazel run -c opt //bench:backend_iptables_bench -- peers     # only the distinct-peers sweep
 #include <unistd.h>
 
 #include <algorithm>
@@ -43,25 +44,21 @@ struct Row {
   std::string label;
   int pods = 0, policies = 0, endpoints = 0, tables = 0, ir_rules = 0, peer_sets = 0;
   backends::iptables::Ruleset rs;
-  double render_s = 0, apply_s = -1, replace_s = -1, remove_s = -1;
+  double render_s = 0;
+  ApplyTimes times;  // -1: not measured
   std::string error;
 };
 
-Row Measure(const SyntheticOptions& o, bool root, const std::string& node = "node-0") {
+// Sizes and times of `ir`'s ruleset; `replacement` (optional) is what the replace installs.
+Row MeasureIr(const ir::CompiledPolicy& ir, const ir::CompiledPolicy* replacement, bool root,
+              const backends::BackendOptions& options = {}) {
   Row row;
-  row.pods = o.namespaces * o.pods_per_namespace;
-  row.policies = o.policies;
-  absl::StatusOr<ir::CompiledPolicy> ir = Compile(o, node);
-  if (!ir.ok()) {
-    row.error = std::string(ir.status().message());
-    return row;
-  }
-  row.endpoints = ir->endpoints_size();
-  row.tables = ir->tables_size();
-  row.peer_sets = ir->peer_sets_size();
-  for (const ir::Table& t : ir->tables()) row.ir_rules += t.ingress().rules_size() + t.egress().rules_size();
+  row.endpoints = ir.endpoints_size();
+  row.tables = ir.tables_size();
+  row.peer_sets = ir.peer_sets_size();
+  for (const ir::Table& t : ir.tables()) row.ir_rules += t.ingress().rules_size() + t.egress().rules_size();
   auto t0 = std::chrono::steady_clock::now();
-  absl::StatusOr<backends::iptables::Ruleset> rs = backends::iptables::RenderRuleset(*ir);
+  absl::StatusOr<backends::iptables::Ruleset> rs = backends::iptables::RenderRuleset(ir);
   row.render_s = Seconds(t0);
   if (!rs.ok()) {
     row.error = std::string(rs.status().message());
@@ -69,21 +66,46 @@ Row Measure(const SyntheticOptions& o, bool root, const std::string& node = "nod
   }
   row.rs = *std::move(rs);
   if (!root) return row;
+  std::unique_ptr<backends::Backend> backend = backends::MakeIptablesBackend(options);
+  row.times = TimeApplyReplaceRemove(*backend, ir, replacement, "npiptbench");
+  row.error = row.times.error;
+  return row;
+}
 
+Row Measure(const SyntheticOptions& o, bool root, const std::string& node = "node-0") {
   // A second ruleset for the replace: the same cluster with another seed.
   SyntheticOptions other = o;
   other.seed = o.seed + 1;
+  absl::StatusOr<ir::CompiledPolicy> ir = Compile(o, node);
   absl::StatusOr<ir::CompiledPolicy> ir2 = Compile(other, node);
-  if (!ir2.ok()) {
-    row.error = std::string(ir2.status().message());
-    return row;
+  Row row;
+  if (!ir.ok() || !ir2.ok()) {
+    row.error = std::string((ir.ok() ? ir2 : ir).status().message());
+  } else {
+    row = MeasureIr(*ir, &*ir2, root);
   }
-  std::unique_ptr<backends::Backend> backend = backends::MakeIptablesBackend();
-  ApplyTimes times = TimeApplyReplaceRemove(*backend, *ir, &*ir2, "npiptbench");
-  row.apply_s = times.apply_s;
-  row.replace_s = times.replace_s;
-  row.remove_s = times.remove_s;
-  row.error = times.error;
+  row.pods = o.namespaces * o.pods_per_namespace;
+  row.policies = o.policies;
+  return row;
+}
+
+// Issue 8 item 6: `peers` ipBlock peers, each with a port rule and a peer set of its own, each
+// `prefixes` CIDR prefixes. The ipset budget is lifted, to measure what it guards against.
+Row MeasureDistinctPeers(int peers, bool root, int prefixes = 1) {
+  backends::BackendOptions unbudgeted;
+  unbudgeted.budgets["ipsets"] = 65472;
+  absl::StatusOr<ir::CompiledPolicy> ir =
+      CompileObjects(DistinctPeersCluster(peers, prefixes), "node-0");
+  absl::StatusOr<ir::CompiledPolicy> ir2 =
+      CompileObjects(DistinctPeersCluster(peers, prefixes, /*shift=*/1), "node-0");
+  Row row;
+  if (!ir.ok() || !ir2.ok()) {
+    row.error = std::string((ir.ok() ? ir2 : ir).status().message());
+  } else {
+    row = MeasureIr(*ir, &*ir2, root, unbudgeted);
+  }
+  row.pods = 1;
+  row.policies = 1;
   return row;
 }
 
@@ -95,8 +117,8 @@ void Print(const Row& r) {
          r.policies, r.pods, r.endpoints, r.tables, r.ir_rules, r.peer_sets, x.rules[0],
          x.rules[1], x.port_rules[0], x.port_rules[1], x.sets[0], x.sets[1],
          static_cast<long long>(x.set_entries[0]), static_cast<long long>(x.set_entries[1]),
-         Ms(r.render_s).c_str(), Ms(r.apply_s).c_str(), Ms(r.replace_s).c_str(),
-         Ms(r.remove_s).c_str(), r.error.empty() ? "" : (" error: " + r.error).c_str());
+         Ms(r.render_s).c_str(), Ms(r.times.apply_s).c_str(), Ms(r.times.replace_s).c_str(),
+         Ms(r.times.remove_s).c_str(), r.error.empty() ? "" : (" error: " + r.error).c_str());
   fflush(stdout);
 }
 
@@ -107,8 +129,25 @@ void Header() {
   printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
 }
 
+void DistinctPeers(bool root) {
+  printf("\nDistinct peers (issue 8 item 6; bench/cluster_generator.h DistinctPeersCluster: one "
+         "pod, one policy, N ipBlock peers each on a port of its own):\n\n");
+  Header();
+  for (int peers : {2000, 4000, 8000}) Print(MeasureDistinctPeers(peers, root));
+  printf("\nThe same with peers of %d prefixes each (more than kMaxInlinePrefixes: one ipset per "
+         "peer; the ipsets budget lifted):\n\n", backends::iptables::kMaxInlinePrefixes + 1);
+  Header();
+  for (int peers : {2000, 4000, 8000}) {
+    Print(MeasureDistinctPeers(peers, root, backends::iptables::kMaxInlinePrefixes + 1));
+  }
+}
+
 int Main(int argc, char** argv) {
   const bool root = geteuid() == 0;
+  if (argc > 1 && std::string(argv[1]) == "peers") {  // only the distinct-peers sweep
+    DistinctPeers(root);
+    return 0;
+  }
   const std::vector<int> policies = PolicyCounts(argc, argv);
   printf("iptables backend, IR compiled for node-0 (%s)\n\nPolicies grow, pods fixed "
          "(10k pods, 500 namespaces, 50 nodes, dual-stack):\n\n",
@@ -136,6 +175,7 @@ int Main(int argc, char** argv) {
     o.policies = n;
     Print(Measure(o, root, ""));
   }
+  DistinctPeers(root);
   return 0;
 }
 

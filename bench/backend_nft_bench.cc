@@ -10,6 +10,7 @@
 //
 //   bazel run -c opt //bench:backend_nft_bench            # markdown tables on stdout
 //   bazel run -c opt //bench:backend_nft_bench -- 100 1000  # only these policy counts
+//   bazel run -c opt //bench:backend_nft_bench -- peers     # only the distinct-peers sweep
 #include <unistd.h>
 
 #include <algorithm>
@@ -45,29 +46,23 @@ struct Row {
       peer_sets = 0;
   size_t rules = 0, chains = 0, sets = 0, elements = 0, address_elements = 0,
          dispatch_elements = 0, peer_elements = 0, text_bytes = 0;
-  double render_s = 0, apply_s = -1, replace_s = -1, remove_s = -1;
+  double render_s = 0;
+  ApplyTimes times;  // -1: not measured
   std::string error;
 };
 
-Row Measure(const SyntheticOptions& o, const std::string& node, bool root) {
+// Sizes and times of `ir`'s program; `replacement` (optional) is what the replace installs.
+Row MeasureIr(const ir::CompiledPolicy& ir, const ir::CompiledPolicy* replacement, bool root) {
   Row row;
-  row.scope = node.empty() ? "cluster" : node;
-  row.pods = o.namespaces * o.pods_per_namespace;
-  row.policies = o.policies;
-  absl::StatusOr<ir::CompiledPolicy> ir = Compile(o, node);
-  if (!ir.ok()) {
-    row.error = std::string(ir.status().message());
-    return row;
-  }
-  row.endpoints = ir->endpoints_size();
-  row.identities = ir->identities_size();
-  row.tables = ir->tables_size();
-  row.peer_sets = ir->peer_sets_size();
-  for (const ir::Table& t : ir->tables()) {
+  row.endpoints = ir.endpoints_size();
+  row.identities = ir.identities_size();
+  row.tables = ir.tables_size();
+  row.peer_sets = ir.peer_sets_size();
+  for (const ir::Table& t : ir.tables()) {
     row.ir_rules += t.ingress().rules_size() + t.egress().rules_size();
   }
   auto t0 = std::chrono::steady_clock::now();
-  absl::StatusOr<backends::nft::Program> program = backends::nft::Build(*ir);
+  absl::StatusOr<backends::nft::Program> program = backends::nft::Build(ir);
   std::string text;
   if (program.ok()) text = backends::nft::Text(*program);
   row.render_s = Seconds(t0);
@@ -90,18 +85,44 @@ Row Measure(const SyntheticOptions& o, const std::string& node, bool root) {
   }
   row.text_bytes = text.size();
   if (!root) return row;
+  std::unique_ptr<backends::Backend> backend = backends::MakeNftBackend();
+  row.times = TimeApplyReplaceRemove(*backend, ir, replacement, "npnftbench");
+  row.error = row.times.error;
+  return row;
+}
 
+Row Measure(const SyntheticOptions& o, const std::string& node, bool root) {
+  absl::StatusOr<ir::CompiledPolicy> ir = Compile(o, node);
+  if (!ir.ok()) {
+    Row row;
+    row.error = std::string(ir.status().message());
+    return row;
+  }
   // A second ruleset for the replace: the same cluster with another seed.
   SyntheticOptions other = o;
   other.seed = o.seed + 1;
   absl::StatusOr<ir::CompiledPolicy> ir2 = Compile(other, node);
-  std::unique_ptr<backends::Backend> backend = backends::MakeNftBackend();
-  ApplyTimes times =
-      TimeApplyReplaceRemove(*backend, *ir, ir2.ok() ? &*ir2 : nullptr, "npnftbench");
-  row.apply_s = times.apply_s;
-  row.replace_s = times.replace_s;
-  row.remove_s = times.remove_s;
-  row.error = times.error;
+  Row row = MeasureIr(*ir, ir2.ok() ? &*ir2 : nullptr, root);
+  row.scope = node.empty() ? "cluster" : node;
+  row.pods = o.namespaces * o.pods_per_namespace;
+  row.policies = o.policies;
+  return row;
+}
+
+// Issue 8 item 6: `peers` ipBlock peers, each with a port rule and a peer set of its own.
+Row MeasureDistinctPeers(int peers, bool root) {
+  absl::StatusOr<ir::CompiledPolicy> ir = CompileObjects(DistinctPeersCluster(peers), "node-0");
+  absl::StatusOr<ir::CompiledPolicy> ir2 =
+      CompileObjects(DistinctPeersCluster(peers, 1, /*shift=*/1), "node-0");
+  if (!ir.ok() || !ir2.ok()) {
+    Row row;
+    row.error = std::string((ir.ok() ? ir2 : ir).status().message());
+    return row;
+  }
+  Row row = MeasureIr(*ir, &*ir2, root);
+  row.scope = absl::StrCat(peers, " peers");
+  row.pods = 1;
+  row.policies = 1;
   return row;
 }
 
@@ -115,7 +136,7 @@ void Print(const Row& r) {
          r.policies, r.pods, r.scope.c_str(), r.endpoints, r.identities, r.tables, r.ir_rules,
          r.peer_sets, r.rules, r.chains, r.sets, r.elements, r.address_elements,
          r.dispatch_elements, r.peer_elements, r.text_bytes / 1024, Ms(r.render_s).c_str(),
-         Ms(r.apply_s).c_str(), Ms(r.replace_s).c_str(), Ms(r.remove_s).c_str(),
+         Ms(r.times.apply_s).c_str(), Ms(r.times.replace_s).c_str(), Ms(r.times.remove_s).c_str(),
          r.error.empty() ? "" : (" error: " + r.error).c_str());
   fflush(stdout);
 }
@@ -127,8 +148,19 @@ void Header() {
   printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
 }
 
+void DistinctPeers(bool root) {
+  printf("\nDistinct peers (issue 8 item 6; bench/cluster_generator.h DistinctPeersCluster: one "
+         "pod, one policy, N ipBlock peers each on a port of its own):\n\n");
+  Header();
+  for (int peers : {2000, 4000, 8000}) Print(MeasureDistinctPeers(peers, root));
+}
+
 int Main(int argc, char** argv) {
   const bool root = geteuid() == 0;
+  if (argc > 1 && std::string(argv[1]) == "peers") {  // only the distinct-peers sweep
+    DistinctPeers(root);
+    return 0;
+  }
   const std::vector<int> policies = PolicyCounts(argc, argv);
   printf("nft backend (%s)\n\nPolicies grow, pods fixed (10k pods, 500 namespaces, 50 nodes, "
          "dual-stack):\n\n",
@@ -150,6 +182,7 @@ int Main(int argc, char** argv) {
     Print(Measure(o, "node-0", root));
     Print(Measure(o, "", root));
   }
+  DistinctPeers(root);
   return 0;
 }
 

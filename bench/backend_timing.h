@@ -23,7 +23,7 @@ struct ApplyTimes {
   std::string error;                                   // the first failure, if any
 };
 
-// Creates the network namespace "<prefix>-<pid>", lets `prepare` (optional) build what the
+// Creates the network namespace "$NP_BENCH_NETNS_PREFIX<prefix>-<pid>", lets `prepare` (optional) build what the
 // backend attaches to and fill the Attachment, then three rounds of Apply(first),
 // Apply(second) (the atomic replace; skipped when `second` is null) and Remove. Always
 // deletes the namespace.

@@ -249,4 +249,36 @@ k8s::NetworkPolicy ExtraPolicy(const SyntheticOptions& o, int namespace_index, i
   return p;
 }
 
+ClusterObjects DistinctPeersCluster(int peers, int prefixes_per_peer, int shift) {
+  ClusterObjects objects;
+  objects.namespaces.push_back({MakeNamespace("x", {}), {}});
+  SyntheticOptions single;
+  single.nodes = 1;
+  single.dual_stack = false;
+  k8s::Pod server = MakePod(single, "x", "server", {"server", "server", {}}, "0", 0);
+  server.mutable_status()->set_podip("10.0.0.1");
+  server.mutable_status()->mutable_podips(0)->set_ip("10.0.0.1");
+  objects.pods.push_back({std::move(server), {}});
+  k8s::NetworkPolicy policy;
+  policy.mutable_metadata()->set_namespace_("x");
+  policy.mutable_metadata()->set_name("distinct-peers");
+  policy.mutable_spec()->mutable_podselector();
+  const int k = std::max(1, prefixes_per_peer);
+  // Blocks 2^(k+1) apart: a gap after each, so neighbouring peers never touch.
+  auto address = [](int64_t a) {
+    return absl::StrCat(a >> 24, ".", (a >> 16) & 255, ".", (a >> 8) & 255, ".", a & 255);
+  };
+  for (int i = 0; i < peers; ++i) {
+    const int64_t base = (int64_t{11} << 24) + ((int64_t{i} + shift) << (k + 1));
+    auto* rule = policy.mutable_spec()->add_ingress();
+    auto* block = rule->add_from()->mutable_ipblock();
+    block->set_cidr(absl::StrCat(address(base), "/", 32 - (k == 1 ? 0 : k)));
+    // A block of 2^k minus its second address: base/32, base+2/31, base+4/30, ... (k prefixes).
+    if (k > 1) block->add_except(absl::StrCat(address(base + 1), "/32"));
+    NumberPort(rule->add_ports(), "TCP", 1 + i % 65535);
+  }
+  objects.policies.push_back({std::move(policy), {}});
+  return objects;
+}
+
 }  // namespace np::bench

@@ -35,6 +35,15 @@ ClusterObjects GenerateCluster(const SyntheticOptions& options);
 k8s::NetworkPolicy ExtraPolicy(const SyntheticOptions& options, int namespace_index, int n);
 std::string AppNamespace(int index);
 
+// The shape of issue 8 item 6, "distinct peers": one server pod (x/server on node-0, IPv4
+// 10.0.0.1) whose ingress policy has `peers` rules, rule i admitting a peer of its own on a
+// TCP port of its own (1 + i mod 65535). Peer i is an ipBlock in 11.0.0.0/8 whose addresses
+// are exactly `prefixes_per_peer` CIDR prefixes (a block of 2^prefixes_per_peer addresses
+// with its second address cut out by `except`), so the IR has one identity per peer and, up
+// to 65,535 peers, one port rule and one peer set per peer. `shift` moves every block (a
+// replace installs the shifted program: same sizes, other addresses).
+ClusterObjects DistinctPeersCluster(int peers, int prefixes_per_peer = 1, int shift = 0);
+
 }  // namespace np::bench
 
 #endif  // BENCH_CLUSTER_GENERATOR_H_

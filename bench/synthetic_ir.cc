@@ -13,6 +13,10 @@ absl::StatusOr<ir::CompiledPolicy> CompileSynthetic(const SyntheticOptions& opti
   for (int n = 0; n < extra_policies; ++n) {
     objects.policies.push_back({ExtraPolicy(options, n % options.namespaces, n), {}});
   }
+  return CompileObjects(std::move(objects), node);
+}
+
+absl::StatusOr<ir::CompiledPolicy> CompileObjects(ClusterObjects objects, const std::string& node) {
   absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
   if (!cluster.ok()) return cluster.status();
   EngineOptions engine_options;

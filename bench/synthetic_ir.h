@@ -18,6 +18,9 @@ absl::StatusOr<ir::CompiledPolicy> CompileSynthetic(const SyntheticOptions& opti
                                                     const std::string& node,
                                                     int extra_policies = 0);
 
+// `objects` compiled for `node` (empty: the whole cluster as one node) and lowered.
+absl::StatusOr<ir::CompiledPolicy> CompileObjects(ClusterObjects objects, const std::string& node);
+
 // The policy counts a backend benchmark sweeps: its numeric arguments, else 100, 1k, 10k.
 std::vector<int> PolicyCounts(int argc, char** argv);
 

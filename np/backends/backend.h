@@ -1,16 +1,24 @@
 // np/backends/backend.h — what every datapath backend offers: it turns the compiled IR
-// (proto/compiled.proto) into what the kernel runs, installs it atomically, and explains
-// which rule, set element or map key enforces a flow. Backends see only the IR.
+// (proto/compiled.proto) into what the kernel runs, installs it atomically, explains which
+// rule, set element or map key enforces a flow, and says what the program asks of the
+// kernel against its limits before anything is loaded. Backends see only the IR.
 //
 //   std::unique_ptr<np::backends::Backend> nft = np::backends::MakeBackend("nft");
+//   absl::StatusOr<ir::BackendCapacity> c = nft->Capacity(ir);    // rules, sets, ... vs limits
 //   absl::StatusOr<std::string> text = nft->Render(ir);          // e.g. for `nft -f`
 //   absl::Status s = nft->Apply(ir, attachment);                  // atomic replace
+//
+// Every backend checks the IR's invariants first (util.h CheckIr) and refuses, in Render and
+// in Apply, a program the kernel would refuse or that is past np's load-time budgets
+// (ResourceExhausted, naming each item with its numbers): what Render returns, the kernel
+// loads.
 //
 // Thread safety: a Backend instance is not thread-safe; Render is a pure function.
 #ifndef NP_BACKENDS_BACKEND_H_
 #define NP_BACKENDS_BACKEND_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,10 +51,22 @@ struct FlowQuery {
   uint16_t port = 0;
 };
 
+// How a backend is made. Budgets are sizes past which load time grows beyond what np accepts
+// (the kernel has no hard limit there): each backend documents its own, by the item names
+// of its Capacity report ("rules", "ipsets", "map_entries", ...). Raise one here (netpol:
+// --budget NAME=N) to load a bigger program; hard limits cannot be raised.
+struct BackendOptions {
+  std::map<std::string, uint64_t> budgets;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
+  // What the program for `ir` uses — rules, sets, set elements, map entries, identities —
+  // against the kernel's hard limits and np's budgets (`fits` false when an item is over).
+  // Errors: a malformed IR, a budget override with an unknown name.
+  virtual absl::StatusOr<ir::BackendCapacity> Capacity(const ir::CompiledPolicy& ir) const = 0;
   // What the kernel will run, as text a person can read and the tool consumes
   // (nft -f input; ipset restore + iptables-restore input; the eBPF maps' contents).
   virtual absl::StatusOr<std::string> Render(const ir::CompiledPolicy& ir) const = 0;
@@ -61,7 +81,7 @@ class Backend {
 };
 
 // "nft", "iptables", "ebpf"; null for an unknown name.
-std::unique_ptr<Backend> MakeBackend(absl::string_view name);
+std::unique_ptr<Backend> MakeBackend(absl::string_view name, const BackendOptions& options = {});
 
 }  // namespace np::backends
 

@@ -4,14 +4,14 @@
 
 namespace np::backends {
 
-std::unique_ptr<Backend> MakeEbpfBackend();      // np/backends/ebpf
-std::unique_ptr<Backend> MakeIptablesBackend();  // np/backends/iptables
-std::unique_ptr<Backend> MakeNftBackend();       // np/backends/nft
+std::unique_ptr<Backend> MakeEbpfBackend(const BackendOptions& options);      // np/backends/ebpf
+std::unique_ptr<Backend> MakeIptablesBackend(const BackendOptions& options);  // np/backends/iptables
+std::unique_ptr<Backend> MakeNftBackend(const BackendOptions& options);       // np/backends/nft
 
-std::unique_ptr<Backend> MakeBackend(absl::string_view name) {
-  if (name == "ebpf") return MakeEbpfBackend();
-  if (name == "iptables") return MakeIptablesBackend();
-  if (name == "nft") return MakeNftBackend();
+std::unique_ptr<Backend> MakeBackend(absl::string_view name, const BackendOptions& options) {
+  if (name == "ebpf") return MakeEbpfBackend(options);
+  if (name == "iptables") return MakeIptablesBackend(options);
+  if (name == "nft") return MakeNftBackend(options);
   return nullptr;
 }
 

@@ -9,9 +9,14 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 
+#include <map>
+
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "np/types.h"
 
@@ -145,6 +150,367 @@ absl::StatusOr<uint32_t> IdentityOf(const ir::CompiledPolicy& ir, absl::string_v
     return absl::InvalidArgumentError("the IR's address ranges do not cover this address");
   }
   return it->identity();
+}
+
+namespace {
+
+absl::Status Malformed(absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat("malformed IR: ", what));
+}
+
+absl::Status CheckRanges(const google::protobuf::RepeatedPtrField<ir::AddressRange>& ranges,
+                         const char* field, size_t width, uint32_t identities) {
+  if (ranges.empty()) return Malformed(absl::StrCat(field, ": empty (it must cover the family)"));
+  std::string next(width, '\0');  // the first address the next range must start at
+  for (int i = 0; i < ranges.size(); ++i) {
+    const ir::AddressRange& r = ranges[i];
+    const std::string where = absl::StrCat(field, "[", i, "]");
+    if (r.first().size() != width || r.last().size() != width) {
+      return Malformed(absl::StrCat(where, ": addresses of ", r.first().size(), " and ",
+                                    r.last().size(), " bytes in a family of ", width));
+    }
+    if (r.identity() >= identities) {
+      return Malformed(absl::StrCat(where, ": identity ", r.identity(), " does not exist"));
+    }
+    if (r.first() != next || r.last() < r.first()) {
+      return Malformed(absl::StrCat(where, ": ", AddressText(r.first()), "-",
+                                    AddressText(r.last()), " does not start where the ranges "
+                                    "before it end (they must partition the address space)"));
+    }
+    // The address after r.last(); all-zero after wrapping past the family's last address.
+    next = r.last();
+    for (int b = static_cast<int>(width) - 1; b >= 0; --b) {
+      next[b] = static_cast<char>(static_cast<uint8_t>(next[b]) + 1);
+      if (next[b] != '\0') break;
+    }
+    if (next == std::string(width, '\0') && i + 1 < ranges.size()) {
+      return Malformed(absl::StrCat(field, "[", i + 1, "]: after the family's last address"));
+    }
+  }
+  if (ranges[ranges.size() - 1].last() != std::string(width, '\xff')) {
+    return Malformed(absl::StrCat(field, ": the ranges stop at ",
+                                  AddressText(ranges[ranges.size() - 1].last()),
+                                  ", short of the family's last address"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckRules(const ir::CompiledPolicy& ir, int table, const char* direction,
+                        const ir::DirectionPolicy& policy) {
+  std::map<int, uint32_t> next_port;  // protocol -> lowest port a later rule may start at
+  for (int i = 0; i < policy.rules_size(); ++i) {
+    const ir::PortRule& r = policy.rules(i);
+    const std::string where = absl::StrCat("tables[", table, "].", direction, ".rules[", i, "]");
+    const int protocol = static_cast<int>(r.protocol());
+    if (protocol != ir::TCP && protocol != ir::UDP && protocol != ir::SCTP) {
+      return Malformed(absl::StrCat(where, ": protocol ", protocol, " is not TCP, UDP or SCTP"));
+    }
+    if (r.first_port() > r.last_port() || r.last_port() > 65535) {
+      return Malformed(
+          absl::StrCat(where, ": port range ", r.first_port(), "-", r.last_port()));
+    }
+    if (r.peer_set() >= static_cast<uint32_t>(ir.peer_sets_size())) {
+      return Malformed(absl::StrCat(where, ": peer set ", r.peer_set(), " does not exist"));
+    }
+    auto [it, fresh] = next_port.emplace(protocol, 0);
+    if (r.first_port() < it->second) {
+      return Malformed(absl::StrCat(where, ": ", ProtocolUpper(r.protocol()), " ",
+                                    r.first_port(), "-", r.last_port(),
+                                    " overlaps or precedes an earlier rule of the protocol"));
+    }
+    it->second = r.last_port() + 1;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CheckIr(const ir::CompiledPolicy& ir) {
+  const uint32_t identities = static_cast<uint32_t>(ir.identities_size());
+  for (int i = 0; i < ir.identities_size(); ++i) {
+    if (ir.identities(i).id() != static_cast<uint32_t>(i)) {
+      return Malformed(absl::StrCat("identities[", i, "]: id ", ir.identities(i).id()));
+    }
+  }
+  if (absl::Status s = CheckRanges(ir.ipv4(), "ipv4", 4, identities); !s.ok()) return s;
+  if (absl::Status s = CheckRanges(ir.ipv6(), "ipv6", 16, identities); !s.ok()) return s;
+  for (int i = 0; i < ir.peer_sets_size(); ++i) {
+    const ir::PeerSet& set = ir.peer_sets(i);
+    if (set.id() != static_cast<uint32_t>(i)) {
+      return Malformed(absl::StrCat("peer_sets[", i, "]: id ", set.id()));
+    }
+    for (int j = 0; j < set.identities_size(); ++j) {
+      if (set.identities(j) >= identities) {
+        return Malformed(absl::StrCat("peer_sets[", i, "]: identity ", set.identities(j),
+                                      " does not exist"));
+      }
+      if (j > 0 && set.identities(j) <= set.identities(j - 1)) {
+        return Malformed(absl::StrCat("peer_sets[", i, "]: identities not sorted or repeated at ",
+                                      set.identities(j)));
+      }
+    }
+  }
+  for (int t = 0; t < ir.tables_size(); ++t) {
+    if (ir.tables(t).id() != static_cast<uint32_t>(t)) {
+      return Malformed(absl::StrCat("tables[", t, "]: id ", ir.tables(t).id()));
+    }
+    if (absl::Status s = CheckRules(ir, t, "ingress", ir.tables(t).ingress()); !s.ok()) return s;
+    if (absl::Status s = CheckRules(ir, t, "egress", ir.tables(t).egress()); !s.ok()) return s;
+  }
+  absl::flat_hash_map<std::string, int> owner_of_address;
+  absl::flat_hash_map<std::string, int> endpoint_named;
+  for (int e = 0; e < ir.endpoints_size(); ++e) {
+    const ir::Endpoint& endpoint = ir.endpoints(e);
+    auto [named, fresh_name] =
+        endpoint_named.emplace(absl::StrCat(endpoint.namespace_(), "/", endpoint.name()), e);
+    if (!fresh_name) {
+      return Malformed(absl::StrCat(EndpointLabel(ir, e), ": the same pod as ",
+                                    EndpointLabel(ir, named->second)));
+    }
+    if (endpoint.selected() && endpoint.table() >= static_cast<uint32_t>(ir.tables_size())) {
+      return Malformed(absl::StrCat(EndpointLabel(ir, e), ": table ", endpoint.table(),
+                                    " does not exist"));
+    }
+    for (const std::string& ip : endpoint.ips()) {
+      absl::StatusOr<std::string> bytes = AddressBytes(ip);
+      if (!bytes.ok()) {
+        return Malformed(absl::StrCat(EndpointLabel(ir, e), ": \"", EscapeText(ip),
+                                      "\" is not an IP address"));
+      }
+      auto [owner, fresh] = owner_of_address.emplace(*bytes, e);
+      if (!fresh) {
+        return Malformed(absl::StrCat(
+            EndpointLabel(ir, e), ": address ", AddressText(*bytes),
+            owner->second == e ? " is listed twice"
+                               : absl::StrCat(" is also ", EndpointLabel(ir, owner->second),
+                                              "'s (an address belongs to one endpoint)")));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string EndpointLabel(const ir::CompiledPolicy& ir, int index) {
+  const ir::Endpoint& e = ir.endpoints(index);
+  return absl::StrCat("endpoints[", index, "] (", EscapeText(e.namespace_()), "/",
+                      EscapeText(e.name()), ")");
+}
+
+namespace {
+
+// Characters that print nothing visible or move the cursor, beyond ASCII: C1 controls,
+// separators other than space, format characters (bidirectional overrides, zero-width
+// marks), private use, surrogates' code points and non-characters.
+bool Invisible(uint32_t c) {
+  if (c < 0xa0) return c >= 0x80;  // C1 controls
+  if (c == 0xa0 || c == 0xad || c == 0x61c || c == 0x6dd || c == 0x70f || c == 0x180e ||
+      c == 0x1680 || c == 0x202f || c == 0x205f || c == 0x3000 || c == 0xfeff) {
+    return true;
+  }
+  if ((c >= 0x600 && c <= 0x605) || (c >= 0x2000 && c <= 0x200f) ||
+      (c >= 0x2028 && c <= 0x202e) || (c >= 0x2060 && c <= 0x206f) ||
+      (c >= 0xfff9 && c <= 0xfffb) || (c >= 0xe000 && c <= 0xf8ff) ||
+      (c >= 0xfdd0 && c <= 0xfdef) || (c & 0xfffe) == 0xfffe || c >= 0xf0000 ||
+      (c >= 0xe0000 && c <= 0xe007f) || (c >= 0x1d173 && c <= 0x1d17a) ||
+      (c >= 0x1bca0 && c <= 0x1bca3) || c == 0x110bd || c == 0x110cd) {
+    return true;
+  }
+  return false;
+}
+
+// Decodes one UTF-8 character at the start of `s`; 0 when the bytes there are not valid
+// UTF-8 (overlong forms, surrogates and code points past U+10FFFF included).
+size_t DecodeUtf8(absl::string_view s, uint32_t* code_point) {
+  const auto b = [&](size_t i) { return static_cast<uint8_t>(s[i]); };
+  size_t n;
+  uint32_t c, min;
+  if (b(0) < 0x80) {
+    *code_point = b(0);
+    return 1;
+  } else if ((b(0) & 0xe0) == 0xc0) {
+    n = 2, c = b(0) & 0x1f, min = 0x80;
+  } else if ((b(0) & 0xf0) == 0xe0) {
+    n = 3, c = b(0) & 0x0f, min = 0x800;
+  } else if ((b(0) & 0xf8) == 0xf0) {
+    n = 4, c = b(0) & 0x07, min = 0x10000;
+  } else {
+    return 0;
+  }
+  if (s.size() < n) return 0;
+  for (size_t i = 1; i < n; ++i) {
+    if ((b(i) & 0xc0) != 0x80) return 0;
+    c = (c << 6) | (b(i) & 0x3f);
+  }
+  if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff)) return 0;
+  *code_point = c;
+  return n;
+}
+
+// EscapeText as a list of pieces, each a character or one escape (never to be split).
+std::vector<std::string> EscapedPieces(absl::string_view bytes) {
+  std::vector<std::string> out;
+  while (!bytes.empty()) {
+    uint32_t c = 0;
+    size_t n = DecodeUtf8(bytes, &c);
+    if (n == 0) {
+      out.push_back(absl::StrFormat("\\x%02x", static_cast<uint8_t>(bytes[0])));
+      bytes.remove_prefix(1);
+      continue;
+    }
+    switch (c) {
+      case '\a': out.push_back("\\a"); break;
+      case '\b': out.push_back("\\b"); break;
+      case '\f': out.push_back("\\f"); break;
+      case '\n': out.push_back("\\n"); break;
+      case '\r': out.push_back("\\r"); break;
+      case '\t': out.push_back("\\t"); break;
+      case '\v': out.push_back("\\v"); break;
+      case '\\': out.push_back("\\\\"); break;
+      case '"': out.push_back("\\x22"); break;
+      default:
+        if (c < 0x20 || c == 0x7f) {
+          out.push_back(absl::StrFormat("\\x%02x", c));
+        } else if (Invisible(c)) {
+          out.push_back(c <= 0xffff ? absl::StrFormat("\\u%04x", c)
+                                    : absl::StrFormat("\\U%08x", c));
+        } else {
+          out.emplace_back(bytes.substr(0, n));
+        }
+    }
+    bytes.remove_prefix(n);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string EscapeText(absl::string_view bytes) {
+  return absl::StrJoin(EscapedPieces(bytes), "");
+}
+
+std::string CommentText(absl::string_view bytes, size_t max_bytes) {
+  std::vector<std::string> pieces = EscapedPieces(bytes);
+  size_t total = 0;
+  for (const std::string& p : pieces) total += p.size();
+  if (total <= max_bytes) return absl::StrJoin(pieces, "");
+  std::string out;
+  for (const std::string& p : pieces) {
+    if (out.size() + p.size() + 3 > max_bytes) break;
+    out += p;
+  }
+  return out + "...";
+}
+
+void AddCapacityItem(ir::BackendCapacity& report, absl::string_view name, uint64_t used,
+                     uint64_t limit, absl::string_view limit_source, uint64_t budget,
+                     absl::string_view budget_source) {
+  // Counts are uint32 in the report: a larger one (none fits in an IR) shows as the maximum.
+  constexpr uint64_t kMax = std::numeric_limits<uint32_t>::max();
+  ir::CapacityItem* item = report.add_items();
+  item->set_name(std::string(name));
+  item->set_used(static_cast<uint32_t>(std::min(used, kMax)));
+  item->set_limit(static_cast<uint32_t>(std::min(limit, kMax)));
+  item->set_limit_source(std::string(limit_source));
+  item->set_budget(static_cast<uint32_t>(std::min(budget, kMax)));
+  item->set_budget_source(std::string(budget_source));
+}
+
+namespace {
+
+bool OverLimit(const ir::CapacityItem& item) {
+  return item.limit() > 0 && item.used() > item.limit();
+}
+bool OverBudget(const ir::CapacityItem& item) {
+  return item.budget() > 0 && item.used() > item.budget();
+}
+
+// 1234567 -> "1,234,567".
+std::string Grouped(uint64_t n) {
+  std::string digits = absl::StrCat(n);
+  std::string out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::Status FinishCapacity(ir::BackendCapacity& report, const BackendOptions& options) {
+  for (const auto& [name, value] : options.budgets) {
+    ir::CapacityItem* found = nullptr;
+    for (ir::CapacityItem& item : *report.mutable_items()) {
+      if (item.name() == name) found = &item;
+    }
+    if (found == nullptr || found->budget() == 0) {
+      std::vector<std::string> budgets;
+      for (const ir::CapacityItem& item : report.items()) {
+        if (item.budget() > 0) budgets.push_back(item.name());
+      }
+      return absl::InvalidArgumentError(absl::StrCat(
+          report.backend(), ": no budget \"", EscapeText(name), "\"",
+          found != nullptr ? " (a hard limit cannot be raised)" : "", "; its budgets: ",
+          absl::StrJoin(budgets, ", ")));
+    }
+    if (value == 0 || value > std::numeric_limits<uint32_t>::max()) {
+      return absl::InvalidArgumentError(absl::StrCat(report.backend(), ": budget ", EscapeText(name), "=",
+                                                     value, " is not between 1 and 4294967295"));
+    }
+    found->set_budget_source(absl::StrCat("set by the caller; np's default ",
+                                          Grouped(found->budget()), ": ", found->budget_source()));
+    found->set_budget(static_cast<uint32_t>(value));
+  }
+  bool fits = true;
+  for (const ir::CapacityItem& item : report.items()) fits = fits && !OverLimit(item) && !OverBudget(item);
+  report.set_fits(fits);
+  return absl::OkStatus();
+}
+
+absl::Status CheckCapacity(const ir::BackendCapacity& report) {
+  std::vector<std::string> over;
+  for (const ir::CapacityItem& item : report.items()) {
+    if (OverLimit(item)) {
+      over.push_back(absl::StrCat(item.name(), " ", Grouped(item.used()), " > limit ",
+                                  Grouped(item.limit()), " (", item.limit_source(), ")"));
+    } else if (OverBudget(item)) {
+      over.push_back(absl::StrCat(item.name(), " ", Grouped(item.used()), " > budget ",
+                                  Grouped(item.budget()), " (", item.budget_source(),
+                                  "; a budget, not a kernel limit: netpol --budget ",
+                                  item.name(), "=N raises it)"));
+    }
+  }
+  if (over.empty()) return absl::OkStatus();
+  return absl::ResourceExhaustedError(
+      absl::StrCat(report.backend(), ": the program is past what the kernel or np's budgets allow: ",
+                   absl::StrJoin(over, "; ")));
+}
+
+std::string CapacityText(const ir::BackendCapacity& report) {
+  std::string out = absl::StrCat(report.backend(), ": ", report.fits() ? "fits" : "DOES NOT FIT", "\n");
+  size_t width = 0, digits = 0;
+  for (const ir::CapacityItem& item : report.items()) {
+    width = std::max(width, item.name().size());
+    digits = std::max(digits, Grouped(item.used()).size());
+  }
+  for (const ir::CapacityItem& item : report.items()) {
+    const std::string used = Grouped(item.used());
+    std::string line = absl::StrCat("  ", item.name(), std::string(width - item.name().size(), ' '),
+                                    std::string(digits - used.size() + 2, ' '), used);
+    if (item.limit() > 0) {
+      absl::StrAppend(&line, OverLimit(item) ? "  OVER limit " : "  limit ", Grouped(item.limit()),
+                      " (", item.limit_source(), ")");
+    } else if (!item.limit_source().empty()) {
+      absl::StrAppend(&line, "  no hard limit (", item.limit_source(), ")");
+    }
+    if (item.budget() > 0) {
+      absl::StrAppend(&line, OverBudget(item) ? "  OVER budget " : "  budget ",
+                      Grouped(item.budget()), " (", item.budget_source(), ")");
+    }
+    absl::StrAppend(&out, line, "\n");
+  }
+  for (const std::string& note : report.notes()) absl::StrAppend(&out, "  note: ", note, "\n");
+  return out;
 }
 
 std::string ProtocolUpper(ir::Protocol protocol) {

@@ -1,4 +1,5 @@
-// Small helpers shared by the backends: running the kernel tools and reading IR fields.
+// Small helpers shared by the backends: running the kernel tools, reading IR fields, checking
+// the IR's invariants before anything is rendered, and making user bytes safe to print.
 #ifndef NP_BACKENDS_UTIL_H_
 #define NP_BACKENDS_UTIL_H_
 
@@ -35,6 +36,52 @@ absl::StatusOr<FlowAddresses> ParseFlowAddresses(const FlowQuery& flow);
 // The identity of an address per the IR's ranges (binary search); error if the IR has no
 // range for that family (a malformed IR).
 absl::StatusOr<uint32_t> IdentityOf(const ir::CompiledPolicy& ir, absl::string_view address_bytes);
+
+// The invariants every backend relies on, checked before it renders or applies anything, so
+// that no backend writes a program the kernel refuses (e.g. one address in two endpoints: a
+// duplicate map element, "File exists") or misreads. InvalidArgument naming the IR element
+// ("malformed IR: endpoints[3] (x/b): address 10.0.0.5 is also endpoints[1] (x/a)'s"):
+//  - identities[i].id, peer_sets[i].id and tables[i].id equal i;
+//  - the ipv4 and ipv6 ranges have the family's width, are sorted, disjoint and cover the
+//    whole family, and name existing identities;
+//  - peer sets name existing identities, sorted and without repeats;
+//  - port rules: protocol TCP, UDP or SCTP; 0 <= first_port <= last_port <= 65535; an
+//    existing peer set; per protocol sorted by first_port and disjoint;
+//  - endpoints: unique namespace/name; a selected endpoint's table exists; every address
+//    parses and belongs to one endpoint only (once).
+absl::Status CheckIr(const ir::CompiledPolicy& ir);
+
+// "endpoints[3] (x/b)", for error messages (the name escaped with EscapeText).
+std::string EndpointLabel(const ir::CompiledPolicy& ir, int index);
+
+// User bytes (object and node names) made safe for a rule comment or any line np prints:
+// valid UTF-8 without control, format (invisible, e.g. U+202E), separator (other than the
+// ASCII space), private-use or non-characters, so that no name can end a comment, forge a
+// line or reorder what a terminal shows. Escapes follow Go's %q: \a \b \f \n \r \t \v, \xNN
+// for other ASCII controls and for each byte that is not part of valid UTF-8, \uNNNN /
+// \UNNNNNNNN for the characters above, \\ for a backslash — except that `"` is written \x22,
+// so that the result can stand between double quotes in nft (whose strings have no escapes).
+std::string EscapeText(absl::string_view bytes);
+// EscapeText cut to at most `max_bytes` (>= 3) without splitting a character or an escape;
+// a cut text ends in "...". For comments: nft accepts 128 bytes, iptables' comment match 255.
+std::string CommentText(absl::string_view bytes, size_t max_bytes);
+inline constexpr size_t kNftCommentMax = 128;       // NFTNL_UDATA_COMMENT_MAXLEN (libnftnl)
+inline constexpr size_t kIptablesCommentMax = 255;  // XT_MAX_COMMENT_LEN 256, with the NUL
+
+// ---- Capacity ---------------------------------------------------------------------------
+// Appends an item to a capacity report (limit/budget 0: none).
+void AddCapacityItem(ir::BackendCapacity& report, absl::string_view name, uint64_t used,
+                     uint64_t limit, absl::string_view limit_source, uint64_t budget = 0,
+                     absl::string_view budget_source = "");
+// Applies the budget overrides of `options` to `report` and sets `fits`. Fails on a name no
+// item of the report has, or whose item has no budget (a hard limit cannot be raised).
+absl::Status FinishCapacity(ir::BackendCapacity& report, const BackendOptions& options);
+// OK when the report fits; else ResourceExhausted naming every item over its limit or
+// budget with its numbers and where the limit comes from, e.g. "nft: the program is past
+// what the kernel or np's budgets allow: identities 70,001 > limit 65,534 (...)".
+absl::Status CheckCapacity(const ir::BackendCapacity& report);
+// A report as text for people (netpol compile --stats).
+std::string CapacityText(const ir::BackendCapacity& report);
 
 // "TCP", "UDP", "SCTP" and the nft/iptables spelling "tcp", "udp", "sctp".
 std::string ProtocolUpper(ir::Protocol protocol);

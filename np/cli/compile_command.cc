@@ -7,10 +7,13 @@
 #include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/json_util.h"
 #include "np/backends/backend.h"
+#include "np/backends/util.h"
 #include "np/cli/cli.h"
 #include "np/engine.h"
 #include "np/lower.h"
@@ -30,6 +33,13 @@ ABSL_FLAG(std::string, ir_format, "text", "compile --ir: text (protobuf text for
 ABSL_FLAG(bool, explain, false,
           "compile: with --from, --to, --port, --protocol: which rule, set element or map key "
           "of the backend's program decides the flow.");
+ABSL_FLAG(bool, stats, false,
+          "compile: what the program asks of the kernel (rules, sets, set elements, map "
+          "entries, identities) against each backend's limits and budgets; --backend may "
+          "name several (comma-separated) or all; -o json. Exit 1 when a program does not fit.");
+ABSL_FLAG(std::string, budget, "",
+          "compile: budgets to raise, NAME=N[,NAME=N...], names as --stats prints them; "
+          "BACKEND.NAME=N for one backend only.");
 
 namespace np::cli {
 namespace {
@@ -69,6 +79,78 @@ absl::StatusOr<std::string> AddressOf(const Cluster& cluster, const Endpoint& e,
       absl::StrCat(what, " ", pod.Key(), " has no address: a datapath cannot see its packets"));
 }
 
+// --budget for `backend`: "NAME=N" entries apply to every backend, "BACKEND.NAME=N" to one.
+absl::StatusOr<backends::BackendOptions> BudgetOptions(absl::string_view backend) {
+  backends::BackendOptions options;
+  std::string text = absl::GetFlag(FLAGS_budget);
+  if (text.empty()) return options;
+  for (absl::string_view entry : absl::StrSplit(text, ',')) {
+    std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(entry, absl::MaxSplits('=', 1));
+    uint64_t value = 0;
+    if (kv.first.empty() || !absl::SimpleAtoi(kv.second, &value)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--budget: \"", entry, "\" is not NAME=N or BACKEND.NAME=N"));
+    }
+    absl::string_view name = kv.first;
+    size_t dot = name.find('.');
+    if (dot != absl::string_view::npos) {
+      if (name.substr(0, dot) != backend) continue;
+      name = name.substr(dot + 1);
+    }
+    options.budgets[std::string(name)] = value;
+  }
+  return options;
+}
+
+// --stats: the IR's sizes and each named backend's capacity report.
+int PrintStats(const ir::CompiledPolicy& ir, std::string* text) {
+  std::vector<std::string> names = absl::StrSplit(absl::GetFlag(FLAGS_backend), ',');
+  if (names.size() == 1 && names[0] == "all") names = {"nft", "iptables", "ebpf"};
+  ir::CompileStats stats;
+  stats.set_node(ir.node());
+  stats.set_endpoints(ir.endpoints_size());
+  stats.set_identities(ir.identities_size());
+  stats.set_address_ranges(ir.ipv4_size() + ir.ipv6_size());
+  stats.set_peer_sets(ir.peer_sets_size());
+  stats.set_tables(ir.tables_size());
+  for (const ir::Table& t : ir.tables()) {
+    stats.set_rules(stats.rules() + t.ingress().rules_size() + t.egress().rules_size());
+  }
+  bool fits = true;
+  for (const std::string& name : names) {
+    absl::StatusOr<backends::BackendOptions> options = BudgetOptions(name);
+    if (!options.ok()) return Fail(options.status());
+    std::unique_ptr<backends::Backend> backend = backends::MakeBackend(name, *options);
+    if (backend == nullptr) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("no backend \"", name, "\" in this build (nft, iptables, ebpf, all)")));
+    }
+    absl::StatusOr<ir::BackendCapacity> capacity = backend->Capacity(ir);
+    if (!capacity.ok()) return Fail(capacity.status());
+    fits = fits && capacity->fits();
+    *stats.add_backends() = *std::move(capacity);
+  }
+  if (absl::GetFlag(FLAGS_output) == "json") {
+    google::protobuf::util::JsonPrintOptions json;
+    json.add_whitespace = true;
+    json.preserve_proto_field_names = true;
+    json.always_print_primitive_fields = true;
+    if (!google::protobuf::util::MessageToJsonString(stats, text, json).ok()) {
+      return Fail(absl::InternalError("could not print the stats as JSON"));
+    }
+  } else {
+    *text = absl::StrCat(
+        "IR", stats.node().empty() ? "" : absl::StrCat(" for node ", backends::EscapeText(stats.node())),
+        ": ", stats.endpoints(), " endpoints, ", stats.identities(), " identities, ",
+        stats.address_ranges(), " address ranges, ", stats.peer_sets(), " peer sets, ",
+        stats.tables(), " tables, ", stats.rules(), " port rules\n");
+    for (const ir::BackendCapacity& c : stats.backends()) {
+      absl::StrAppend(text, backends::CapacityText(c));
+    }
+  }
+  return fits ? kExitOk : kExitNo;
+}
+
 }  // namespace
 
 int RunCompile(const Args& args) {
@@ -87,7 +169,11 @@ int RunCompile(const Args& args) {
   if (!ir.ok()) return Fail(ir.status());
 
   std::string text;
-  if (absl::GetFlag(FLAGS_ir)) {
+  int exit_code = kExitOk;
+  if (absl::GetFlag(FLAGS_stats)) {
+    exit_code = PrintStats(*ir, &text);
+    if (exit_code == kExitError) return exit_code;
+  } else if (absl::GetFlag(FLAGS_ir)) {
     std::string format = absl::GetFlag(FLAGS_ir_format);
     if (format == "json") {
       google::protobuf::util::JsonPrintOptions json;
@@ -103,7 +189,9 @@ int RunCompile(const Args& args) {
     }
   } else {
     std::string name = absl::GetFlag(FLAGS_backend);
-    std::unique_ptr<backends::Backend> backend = backends::MakeBackend(name);
+    absl::StatusOr<backends::BackendOptions> options = BudgetOptions(name);
+    if (!options.ok()) return Fail(options.status());
+    std::unique_ptr<backends::Backend> backend = backends::MakeBackend(name, *options);
     if (backend == nullptr) {
       return Fail(absl::InvalidArgumentError(absl::StrCat(
           "no backend \"", name, "\" in this build (nft, iptables, ebpf)")));
@@ -159,15 +247,15 @@ int RunCompile(const Args& args) {
     }
   }
   std::string output = absl::GetFlag(FLAGS_output);
-  if (output == "text" || output == "-") {
+  if (output == "text" || output == "-" || (absl::GetFlag(FLAGS_stats) && output == "json")) {
     std::cout << text;
-    return kExitOk;
+    return exit_code;
   }
   std::ofstream file(output, std::ios::binary | std::ios::trunc);
   file << text;
   file.close();
   if (!file) return Fail(absl::InternalError(absl::StrCat("cannot write ", output)));
-  return kExitOk;
+  return exit_code;
 }
 
 }  // namespace np::cli

@@ -30,7 +30,10 @@ commands:
             [-o text|json|csv|md]                       (exit 0 no change, 1 changed, 2 error)
   compile   --backend nft|iptables|ebpf [--node NODE] [-o FILE]: the node's datapath
             program; --ir [--ir-format json]: the compiled IR; --explain --from A --to B
-            --port P --protocol X: the rule, set element or map key that decides the flow
+            --port P --protocol X: the rule, set element or map key that decides the flow;
+            --stats [--backend all] [-o json]: rules, sets, set elements, map entries and
+            identities against each backend's kernel limits and budgets (exit 1: over);
+            --budget NAME=N[,...]: raise a budget (names as --stats prints them)
   probe     (root) --backend nft|iptables|ebpf: build the pods as network namespaces, apply
             the backend, probe every pod pair with real packets and compare with the
             engine [--port 80,81] [--protocol TCP,UDP] [--family 4,6] [-o json];

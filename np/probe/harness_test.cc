@@ -46,6 +46,9 @@ std::vector<std::string> OurNamespaces(pid_t pid) {
 class NoopBackend : public backends::Backend {
  public:
   std::string name() const override { return "noop"; }
+  absl::StatusOr<ir::BackendCapacity> Capacity(const ir::CompiledPolicy&) const override {
+    return ir::BackendCapacity();
+  }
   absl::StatusOr<std::string> Render(const ir::CompiledPolicy&) const override { return ""; }
   absl::Status Apply(const ir::CompiledPolicy&, const backends::Attachment&) override {
     return absl::OkStatus();
@@ -62,6 +65,9 @@ class TwoStepNft : public backends::Backend {
  public:
   TwoStepNft() : nft_(backends::MakeBackend("nft")) {}
   std::string name() const override { return "two-step-nft"; }
+  absl::StatusOr<ir::BackendCapacity> Capacity(const ir::CompiledPolicy& ir) const override {
+    return nft_->Capacity(ir);
+  }
   absl::StatusOr<std::string> Render(const ir::CompiledPolicy& ir) const override {
     return nft_->Render(ir);
   }

@@ -10,6 +10,13 @@
 // what the pod sends, tc egress what it receives) and switches all of them to the new maps
 // with one map update (loader.h explains the scheme). Needs CAP_BPF and CAP_NET_ADMIN.
 //
+// Capacity (Capacity(), `netpol compile --stats`): every per-generation map is created at
+// its exact size; a hash map holds at most 2^27 entries (kernel/bpf/hashtab.c), LPM tries
+// and arrays have no limit but memory. np's budget is 2,000,000 map entries in all (about
+// 5 s of loading on the reference VM, bench/RESULTS.md); Render and Apply refuse past a
+// limit or the budget (ResourceExhausted, with the numbers); BackendOptions::budgets raises
+// it. The programs themselves are fixed, so the verifier's limits do not grow with the IR.
+//
 // Thread safety: as np/backends/backend.h.
 #ifndef NP_BACKENDS_EBPF_EBPF_BACKEND_H_
 #define NP_BACKENDS_EBPF_EBPF_BACKEND_H_
@@ -20,7 +27,7 @@
 
 namespace np::backends {
 
-std::unique_ptr<Backend> MakeEbpfBackend();
+std::unique_ptr<Backend> MakeEbpfBackend(const BackendOptions& options = {});
 
 }  // namespace np::backends
 

@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "np/backends/util.h"
 #include "np/types.h"
 
 namespace np::backends::ebpf {
@@ -41,7 +42,7 @@ std::string IdentityLabel(const ir::CompiledPolicy& ir, uint32_t identity) {
   const ir::Identity& id = ir.identities(identity);
   std::string label;
   if (id.pods_size() > 0) {
-    label = id.pods(0);
+    label = EscapeText(id.pods(0));
     if (id.pods_size() > 1) absl::StrAppend(&label, " +", id.pods_size() - 1);
   }
   if (id.external()) absl::StrAppend(&label, label.empty() ? "" : ", ", "external");
@@ -99,31 +100,29 @@ std::vector<std::pair<uint16_t, int>> PortPrefixes(uint32_t first, uint32_t last
 }
 
 absl::StatusOr<MapContents> BuildMaps(const ir::CompiledPolicy& ir, uint32_t generation) {
+  if (absl::Status s = CheckIr(ir); !s.ok()) return s;
   MapContents m;
   m.config.generation = generation;
   m.config.flags = ir.always_allow_self() ? NP_CONFIG_ALLOW_SELF : 0;
-  const uint32_t identities = static_cast<uint32_t>(ir.identities_size());
-
   for (int family = 0; family < 2; ++family) {
     const auto& ranges = family == 0 ? ir.ipv4() : ir.ipv6();
     const size_t n = family == 0 ? 4 : 16;
     for (int i = 0; i < ranges.size(); ++i) {
       const ir::AddressRange& r = ranges[i];
-      std::string where = absl::StrCat(family == 0 ? "ipv4" : "ipv6", "[", i, "]");
-      if (r.identity() >= identities) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(where, ": identity ", r.identity(), " does not exist"));
-      }
-      if (r.first().size() != n || r.last().size() != n || r.first() > r.last()) {
-        return absl::InvalidArgumentError(absl::StrCat(where, ": malformed range"));
-      }
+      const std::string where = absl::StrCat("malformed IR: ", family == 0 ? "ipv4" : "ipv6",
+                                             "[", i, "] ", AddressText(r.first()), "-",
+                                             AddressText(r.last()));
+      // The maps hold the range as its CIDRs, which must tile it exactly, in order: a gap
+      // would leave addresses without an identity, an overlap would be a duplicate key.
       if (r.cidrs().empty()) {
         return absl::InvalidArgumentError(absl::StrCat(where, ": no CIDR decomposition"));
       }
-      for (const std::string& text : r.cidrs()) {
+      std::string next = r.first();  // where the next CIDR must start
+      for (int c = 0; c < r.cidrs_size(); ++c) {
+        const std::string& text = r.cidrs(c);
         absl::StatusOr<IpPrefix> prefix = IpPrefix::Parse(text);
         if (!prefix.ok() || (prefix->family() == AddressFamily::kIPv4) != (family == 0)) {
-          return absl::InvalidArgumentError(absl::StrCat(where, ": bad CIDR \"", text, "\""));
+          return absl::InvalidArgumentError(absl::StrCat(where, ": bad CIDR \"", EscapeText(text), "\""));
         }
         uint8_t net[16];
         prefix->network().ToBytes(net);
@@ -135,9 +134,15 @@ absl::StatusOr<MapContents> BuildMaps(const ir::CompiledPolicy& ir, uint32_t gen
           uint8_t host = keep <= 0 ? 0xff : static_cast<uint8_t>(0xff >> keep);
           high[b] = static_cast<char>(static_cast<uint8_t>(high[b]) | host);
         }
-        if (low < r.first() || high > r.last()) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(where, ": CIDR ", text, " leaves the range"));
+        const bool last_piece = c + 1 == r.cidrs_size();
+        if (low != next || high > r.last() || (last_piece && high != r.last())) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              where, ": its CIDRs do not tile it in order (at ", text, ")"));
+        }
+        next = high;
+        for (int b = static_cast<int>(n) - 1; b >= 0; --b) {  // the address after `high`
+          next[b] = static_cast<char>(static_cast<uint8_t>(next[b]) + 1);
+          if (next[b] != '\0') break;
         }
         np_identity_value v{r.identity()};
         if (prefix->length() == static_cast<int>(n) * 8) {
@@ -173,28 +178,9 @@ absl::StatusOr<MapContents> BuildMaps(const ir::CompiledPolicy& ir, uint32_t gen
     for (uint8_t dir : {uint8_t{NP_DIR_INGRESS}, uint8_t{NP_DIR_EGRESS}}) {
       const ir::DirectionPolicy& d =
           dir == NP_DIR_INGRESS ? ir.tables(i).ingress() : ir.tables(i).egress();
-      std::map<int, uint32_t> covered_up_to;  // protocol -> first uncovered port
-      for (int j = 0; j < d.rules_size(); ++j) {
+      for (int j = 0; j < d.rules_size(); ++j) {  // CheckIr: well formed, disjoint
         const ir::PortRule& rule = d.rules(j);
-        std::string where =
-            absl::StrCat("tables[", i, "].", DirectionName(dir), ".rules[", j, "]");
-        int protocol = static_cast<int>(rule.protocol());
-        if (protocol != ir::TCP && protocol != ir::UDP && protocol != ir::SCTP) {
-          return absl::InvalidArgumentError(absl::StrCat(where, ": protocol ", protocol));
-        }
-        if (rule.first_port() > rule.last_port() || rule.last_port() > 65535) {
-          return absl::InvalidArgumentError(absl::StrCat(where, ": bad port range"));
-        }
-        if (rule.peer_set() >= static_cast<uint32_t>(ir.peer_sets_size())) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(where, ": peer set ", rule.peer_set(), " does not exist"));
-        }
-        auto [it, fresh] = covered_up_to.emplace(protocol, 0);
-        if (rule.first_port() < it->second) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(where, ": overlaps or is out of order with an earlier rule"));
-        }
-        it->second = rule.last_port() + 1;
+        const int protocol = static_cast<int>(rule.protocol());
         const ir::PeerSet& set = ir.peer_sets(static_cast<int>(rule.peer_set()));
         np_port_value v{rule.peer_set(), set.all() ? uint32_t{NP_PEERS_ALL} : 0u};
         if (!set.all()) member_sets.insert(rule.peer_set());
@@ -213,44 +199,24 @@ absl::StatusOr<MapContents> BuildMaps(const ir::CompiledPolicy& ir, uint32_t gen
   }
   for (uint32_t s : member_sets) {
     const ir::PeerSet& set = ir.peer_sets(static_cast<int>(s));
-    for (uint32_t identity : set.identities()) {
-      if (identity >= identities) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "peer_sets[", s, "]: identity ", identity, " does not exist"));
-      }
-      m.members.push_back(np_member_key{s, identity});
-    }
+    for (uint32_t identity : set.identities()) m.members.push_back(np_member_key{s, identity});
   }
 
-  std::set<std::string> seen_addresses;
-  for (int i = 0; i < ir.endpoints_size(); ++i) {
+  for (int i = 0; i < ir.endpoints_size(); ++i) {  // CheckIr: tables exist, addresses unique
     const ir::Endpoint& e = ir.endpoints(i);
-    std::string name = absl::StrCat(e.namespace_(), "/", e.name());
     np_endpoint v{};
     v.id = static_cast<uint32_t>(i);
     if (e.selected()) {
-      if (e.table() >= static_cast<uint32_t>(ir.tables_size())) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("endpoint ", name, ": table ", e.table(), " does not exist"));
-      }
       v.table = e.table();
       v.flags = NP_ENDPOINT_SELECTED;
     }
     m.endpoints.push_back(v);
-    m.endpoint_names.push_back(name);
+    m.endpoint_names.push_back(absl::StrCat(e.namespace_(), "/", e.name()));
     for (const std::string& ip : e.ips()) {
       absl::StatusOr<IpAddress> a = IpAddress::Parse(ip);
-      if (!a.ok()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("endpoint ", name, ": bad IP \"", ip, "\""));
-      }
       np_endpoint_addr_key k{};
       k.family = a->is_v4() ? NP_FAMILY_V4 : NP_FAMILY_V6;
       a->ToBytes(k.addr);
-      if (!seen_addresses.insert(Bytes(&k, sizeof(k))).second) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("endpoint ", name, ": IP ", ip, " belongs to two endpoints"));
-      }
       m.endpoints_addr.emplace_back(k, v);
     }
   }
@@ -282,7 +248,7 @@ std::string RenderMaps(const ir::CompiledPolicy& ir, const MapContents& m) {
                     " -> identity ", IdentityLabel(ir, v.identity), "\n");
   }
   auto endpoint_text = [&](const np_endpoint& e) {
-    std::string s = absl::StrCat("endpoint ", e.id, " ", m.endpoint_names[e.id]);
+    std::string s = absl::StrCat("endpoint ", e.id, " ", EscapeText(m.endpoint_names[e.id]));
     if (e.flags & NP_ENDPOINT_SELECTED) {
       absl::StrAppend(&s, ", table ", e.table);
     } else {
@@ -297,7 +263,7 @@ std::string RenderMaps(const ir::CompiledPolicy& ir, const MapContents& m) {
   absl::StrAppend(&out, "np_endpoints_if (hash): host-side interface ifindex -> endpoint, "
                         "filled by Apply for each attached interface:\n");
   for (const np_endpoint& e : m.endpoints) {
-    absl::StrAppend(&out, "  <ifindex of ", m.endpoint_names[e.id], "> -> ", endpoint_text(e),
+    absl::StrAppend(&out, "  <ifindex of ", EscapeText(m.endpoint_names[e.id]), "> -> ", endpoint_text(e),
                     "\n");
   }
   absl::StrAppend(&out, "np_tables (array, ", m.tables.size(), " entries)\n");
@@ -306,7 +272,7 @@ std::string RenderMaps(const ir::CompiledPolicy& ir, const MapContents& m) {
                     m.tables[i].isolated[NP_DIR_INGRESS] ? "isolated" : "open", ", egress ",
                     m.tables[i].isolated[NP_DIR_EGRESS] ? "isolated" : "open");
     if (i < static_cast<size_t>(ir.tables_size()) && ir.tables(i).policies_size() > 0) {
-      absl::StrAppend(&out, "  # ", absl::StrJoin(ir.tables(i).policies(), " "));
+      absl::StrAppend(&out, "  # ", EscapeText(absl::StrJoin(ir.tables(i).policies(), " ")));
     }
     absl::StrAppend(&out, "\n");
   }
@@ -421,7 +387,8 @@ SideTrace MapModel::Side(uint32_t endpoint, uint8_t direction, const PacketView&
   s.endpoint = endpoint;
   s.direction = direction;
   const np_endpoint& e = maps_.endpoints[endpoint];
-  std::string who = absl::StrCat(maps_.endpoint_names[endpoint], " ", DirectionName(direction));
+  std::string who =
+      absl::StrCat(EscapeText(maps_.endpoint_names[endpoint]), " ", DirectionName(direction));
   if (!(e.flags & NP_ENDPOINT_SELECTED)) {
     s.steps.push_back(absl::StrCat(who, ": endpoint ", endpoint,
                                    " is not selected by any policy -> allowed"));

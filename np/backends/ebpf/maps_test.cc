@@ -169,7 +169,11 @@ TEST(BuildMaps, RejectsMalformedIrs) {
                "bad CIDR");
   expect_error("cidr outside",
                [](ir::CompiledPolicy& ir) { ir.mutable_ipv4(0)->set_cidrs(0, "255.0.0.0/8"); },
-               "leaves the range");
+               "do not tile it");
+  // A range whose CIDRs stop short would leave addresses with no identity in the maps.
+  expect_error("cidr gap",
+               [](ir::CompiledPolicy& ir) { ir.mutable_ipv4(0)->mutable_cidrs()->RemoveLast(); },
+               "do not tile it");
   expect_error("endpoint table",
                [](ir::CompiledPolicy& ir) {
                  ir.mutable_endpoints(0)->set_selected(true);
@@ -177,14 +181,14 @@ TEST(BuildMaps, RejectsMalformedIrs) {
                },
                "table 99");
   expect_error("endpoint ip", [](ir::CompiledPolicy& ir) { ir.mutable_endpoints(0)->add_ips("bad"); },
-               "bad IP");
+               "\"bad\" is not an IP address");
   expect_error("duplicate ip",
                [](ir::CompiledPolicy& ir) {
                  ir::Endpoint* e = ir.add_endpoints();
                  *e = ir.endpoints(0);
                  e->set_name("copy");
                },
-               "two endpoints");
+               "address 10.0.0.47 is also endpoints[0] (ns/p0)'s");
   auto with_rules = [](ir::CompiledPolicy& ir, std::vector<std::array<uint32_t, 4>> rules) {
     ir::DirectionPolicy* d = ir.mutable_tables(0)->mutable_ingress();
     d->set_isolated(true);
@@ -203,7 +207,7 @@ TEST(BuildMaps, RejectsMalformedIrs) {
   expect_error("protocol", [&](ir::CompiledPolicy& ir) { with_rules(ir, {{1, 0, 0, 0}}); },
                "protocol 1");
   expect_error("port", [&](ir::CompiledPolicy& ir) { with_rules(ir, {{6, 0, 70000, 0}}); },
-               "bad port range");
+               "port range 0-70000");
   expect_error("peer set", [&](ir::CompiledPolicy& ir) { with_rules(ir, {{6, 0, 1, 77}}); },
                "peer set 77");
   // Same ports under different protocols are not an overlap.

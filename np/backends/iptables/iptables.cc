@@ -12,6 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "np/backends/util.h"
@@ -25,7 +26,6 @@ constexpr int kFamilies = 2;  // 0 = IPv4 (iptables, family inet), 1 = IPv6 (ip6
 constexpr int kIngress = 0;
 constexpr int kEgress = 1;
 
-const char* FamilyName(int f) { return f == 0 ? "IPv4" : "IPv6"; }
 const char* SaveTool(int f) { return f == 0 ? "iptables-save" : "ip6tables-save"; }
 const char* RestoreTool(int f) { return f == 0 ? "iptables-restore" : "ip6tables-restore"; }
 
@@ -42,7 +42,9 @@ struct Chain {
 // Where a (table, direction) landed in one family's chains.
 struct TableChain {
   int chain = -1;                // index in Family::chains; -1: no chain in this family
-  std::vector<int> rule_of;      // IR rule index -> rule index in the chain; -1: left out
+  // IR rule index -> index in the chain of its first rule; -1: left out. A rule whose peers
+  // are written inline has one chain rule per prefix, in the order of Family::entries.
+  std::vector<int> rule_of;
 };
 
 struct Dispatch {
@@ -55,8 +57,9 @@ struct Dispatch {
 struct Family {
   std::vector<Chain> chains;  // [0] is NP-FORWARD
   std::vector<Dispatch> dispatch;
-  // Per peer set: the set's entries; a peer set that is `all` or has no address of this
-  // family has no set (has_set false).
+  // Per peer set: its addresses in this family as prefixes (none for `all`). A peer set with
+  // more than kMaxInlinePrefixes of them gets an ipset (has_set); the others are written
+  // into the rules.
   std::vector<std::vector<std::string>> entries;
   std::vector<bool> has_set;
 };
@@ -84,74 +87,6 @@ std::string FromU128(U128 v, int f) {
     out[n - 1 - i] = static_cast<char>(static_cast<uint8_t>(v >> (8 * i)));
   }
   return out;
-}
-
-absl::Status Invalid(absl::string_view what) {
-  return absl::InvalidArgumentError(absl::StrCat("malformed IR: ", what));
-}
-
-absl::Status Validate(const ir::CompiledPolicy& ir) {
-  const uint32_t identities = static_cast<uint32_t>(ir.identities_size());
-  for (int f = 0; f < kFamilies; ++f) {
-    const auto& ranges = f == 0 ? ir.ipv4() : ir.ipv6();
-    const size_t width = f == 0 ? 4 : 16;
-    // Sorted, contiguous and covering the family: sets merge neighbouring ranges, and
-    // Explain looks addresses up by binary search.
-    if (ranges.empty()) return Invalid(absl::StrCat("no ", FamilyName(f), " ranges"));
-    for (int i = 0; i < ranges.size(); ++i) {
-      const ir::AddressRange& r = ranges[i];
-      if (r.identity() >= identities) return Invalid("range names an unknown identity");
-      if (r.first().size() != width || r.last().size() != width) {
-        return Invalid(absl::StrCat("a ", FamilyName(f), " range has the wrong address size"));
-      }
-      if (r.first() > r.last()) return Invalid("range with first > last");
-      const bool starts_right = i == 0 ? r.first() == std::string(width, '\0')
-                                       : ToU128(ranges[i - 1].last()) + 1 == ToU128(r.first());
-      if (!starts_right) {
-        return Invalid(absl::StrCat("the ", FamilyName(f), " ranges leave a gap or overlap at ",
-                                    AddressText(r.first())));
-      }
-    }
-    if (ranges[ranges.size() - 1].last() != std::string(width, '\xff')) {
-      return Invalid(absl::StrCat("the ", FamilyName(f), " ranges stop short of the end"));
-    }
-  }
-  for (const ir::PeerSet& s : ir.peer_sets()) {
-    for (uint32_t i : s.identities()) {
-      if (i >= identities) return Invalid("peer set names an unknown identity");
-    }
-  }
-  for (const ir::Table& t : ir.tables()) {
-    for (const ir::DirectionPolicy* d : {&t.ingress(), &t.egress()}) {
-      for (const ir::PortRule& rule : d->rules()) {
-        if (rule.protocol() != ir::TCP && rule.protocol() != ir::UDP &&
-            rule.protocol() != ir::SCTP) {
-          return Invalid(absl::StrCat("table ", t.id(), ": unknown protocol ",
-                                      static_cast<int>(rule.protocol())));
-        }
-        if (rule.first_port() > rule.last_port() || rule.last_port() > 65535) {
-          return Invalid(absl::StrCat("table ", t.id(), ": bad port range ", rule.first_port(),
-                                      "-", rule.last_port()));
-        }
-        if (rule.peer_set() >= static_cast<uint32_t>(ir.peer_sets_size())) {
-          return Invalid(absl::StrCat("table ", t.id(), ": unknown peer set ", rule.peer_set()));
-        }
-      }
-    }
-  }
-  for (const ir::Endpoint& e : ir.endpoints()) {
-    if (e.selected() && e.table() >= static_cast<uint32_t>(ir.tables_size())) {
-      return Invalid(absl::StrCat("endpoint ", e.namespace_(), "/", e.name(),
-                                  " names an unknown table"));
-    }
-    for (const std::string& ip : e.ips()) {
-      if (!AddressBytes(ip).ok()) {
-        return Invalid(absl::StrCat("endpoint ", e.namespace_(), "/", e.name(),
-                                    ": not an address: ", ip));
-      }
-    }
-  }
-  return absl::OkStatus();
 }
 
 // [first, last] as the fewest prefixes of length >= 1: hash:net refuses a /0, so the whole
@@ -182,7 +117,7 @@ std::string PortMatch(const ir::PortRule& rule) {
 }
 
 absl::StatusOr<Model> BuildModel(const ir::CompiledPolicy& ir, uint32_t generation) {
-  if (absl::Status s = Validate(ir); !s.ok()) return s;
+  if (absl::Status s = CheckIr(ir); !s.ok()) return s;
   Model m;
   m.generation = generation;
   m.tables.resize(ir.tables_size());
@@ -230,7 +165,7 @@ absl::StatusOr<Model> BuildModel(const ir::CompiledPolicy& ir, uint32_t generati
         AppendPrefixes(first, last, f, entries);
         i = j;
       }
-      fam.has_set[s] = !entries.empty();
+      fam.has_set[s] = entries.size() > static_cast<size_t>(kMaxInlinePrefixes);
     }
   }
 
@@ -242,14 +177,12 @@ absl::StatusOr<Model> BuildModel(const ir::CompiledPolicy& ir, uint32_t generati
   };
   std::vector<Address> addresses[kFamilies];
   std::vector<bool> needed[kFamilies];
-  std::set<std::string> seen;
   for (int f = 0; f < kFamilies; ++f) needed[f].assign(ir.tables_size(), false);
   for (int e = 0; e < ir.endpoints_size(); ++e) {
     const ir::Endpoint& ep = ir.endpoints(e);
     if (!ep.selected()) continue;
     for (const std::string& ip : ep.ips()) {
-      std::string bytes = *AddressBytes(ip);  // checked by Validate
-      if (!seen.insert(bytes).second) continue;
+      std::string bytes = *AddressBytes(ip);  // CheckIr: an address, of one endpoint only
       int f = bytes.size() == 4 ? 0 : 1;
       addresses[f].push_back(Address{AddressText(bytes), e});
       needed[f][ep.table()] = true;
@@ -274,17 +207,31 @@ absl::StatusOr<Model> BuildModel(const ir::CompiledPolicy& ir, uint32_t generati
         for (int i = 0; i < dp.rules_size(); ++i) {
           const ir::PortRule& rule = dp.rules(i);
           const ir::PeerSet& peers = ir.peer_sets(rule.peer_set());
-          std::string spec = PortMatch(rule);
-          if (!peers.all()) {
-            if (!fam.has_set[rule.peer_set()]) continue;  // no peer of this family: never matches
-            absl::StrAppend(&spec, " -m set --match-set ", SetName(generation, f, rule.peer_set()),
-                            d == kIngress ? " src" : " dst");
-          }
-          absl::StrAppend(&spec, " -j RETURN");
+          const std::vector<std::string>& prefixes = fam.entries[rule.peer_set()];
+          if (!peers.all() && prefixes.empty()) continue;  // no peer of this family: never matches
           tc.rule_of[i] = static_cast<int>(chain.rules.size());
-          chain.rules.push_back(std::move(spec));
+          const char* side = d == kIngress ? "src" : "dst";
+          if (peers.all()) {
+            chain.rules.push_back(absl::StrCat(PortMatch(rule), " -j RETURN"));
+          } else if (fam.has_set[rule.peer_set()]) {
+            chain.rules.push_back(absl::StrCat(PortMatch(rule), " -m set --match-set ",
+                                               SetName(generation, f, rule.peer_set()), " ",
+                                               side, " -j RETURN"));
+          } else {
+            for (const std::string& prefix : prefixes) {
+              chain.rules.push_back(absl::StrCat(PortMatch(rule), d == kIngress ? " -s " : " -d ",
+                                                 prefix, " -j RETURN"));
+            }
+          }
         }
-        chain.rules.push_back("-j DROP");
+        // The table's policies, for people reading iptables-save (on the DROP rule, which a
+        // packet reaches only when it is denied: the comment match costs allowed flows nothing).
+        chain.rules.push_back(absl::StrCat(
+            "-m comment --comment \"",
+            absl::StrReplaceAll(CommentText(absl::StrCat("policies: ", absl::StrJoin(table.policies(), ",")),
+                                            kIptablesCommentMax),
+                                {{"\\", "\\\\"}}),
+            "\" -j DROP"));
         fam.chains.push_back(std::move(chain));
       }
     }
@@ -341,10 +288,9 @@ std::string RestoreText(const Model& m, int f, const RenderOptions& options, Rul
   if (options.hook) absl::StrAppend(&out, "-I FORWARD 1 -j ", kTopChain, "\n");
   absl::StrAppend(&out, "COMMIT\n");
   sizes.chains[f] = static_cast<int>(fam.chains.size());
-  for (const auto& per_table : m.tables) {
-    for (const auto& per_direction : per_table) {
-      for (int i : per_direction[f].rule_of) sizes.port_rules[f] += i >= 0 ? 1 : 0;
-    }
+  // Every rule of a table chain but its final DROP comes from an IR port rule.
+  for (size_t c = 1; c < fam.chains.size(); ++c) {
+    sizes.port_rules[f] += static_cast<int>(fam.chains[c].rules.size()) - 1;
   }
   return out;
 }
@@ -385,20 +331,65 @@ struct SetName_ {
   int family;
 };
 
-absl::StatusOr<std::vector<SetName_>> ReadSets(const std::string& netns) {
+// The sets of a network namespace: np's, by name, and how many there are in all (the
+// kernel's limit counts everyone's).
+struct InstalledSets {
+  std::vector<SetName_> ours;
+  uint64_t all = 0;
+};
+
+absl::StatusOr<InstalledSets> ReadSets(const std::string& netns) {
   absl::StatusOr<std::string> text = RunCommand({"ipset", "list", "-n"}, "", netns);
   if (!text.ok()) return text.status();
-  std::vector<SetName_> out;
+  InstalledSets out;
   for (absl::string_view line : absl::StrSplit(*text, '\n', absl::SkipEmpty())) {
+    ++out.all;
     absl::string_view rest = line;
     if (!absl::ConsumePrefix(&rest, kSetPrefix)) continue;
     std::vector<absl::string_view> parts = absl::StrSplit(rest, '-');
     uint32_t generation;
     if (parts.size() != 3 || !absl::SimpleAtoi(parts[0], &generation)) continue;
     if (parts[1] != "v4" && parts[1] != "v6") continue;
-    out.push_back(SetName_{std::string(line), generation, parts[1] == "v4" ? 0 : 1});
+    out.ours.push_back(SetName_{std::string(line), generation, parts[1] == "v4" ? 0 : 1});
   }
   return out;
+}
+
+// Limits and budgets (bench/RESULTS.md has the measurements).
+// ip_set_core.c: set ids are 16 bits (65535 = invalid); the per-namespace list of sets
+// starts at CONFIG_IP_SET_MAX (256 here) and grows by 64 while the new size stays below
+// 65535, so the last size it reaches is 65,472.
+constexpr uint64_t kMaxIpsets = 65472;
+constexpr uint64_t kIpsetBudget = 4096;
+constexpr uint64_t kIpsetEntryBudget = 1000000;
+constexpr uint64_t kRuleBudget = 100000;  // per family
+
+ir::BackendCapacity RulesetCapacity(const Ruleset& r) {
+  ir::BackendCapacity report;
+  report.set_backend("iptables");
+  for (int f = 0; f < kFamilies; ++f) {
+    AddCapacityItem(report, f == 0 ? "ipv4_rules" : "ipv6_rules", static_cast<uint64_t>(r.rules[f]),
+                    0, "nf_tables (iptables-nft): none, memory aside", kRuleBudget,
+                    "about 2.5 s of iptables-restore on the reference VM at 24 us a rule");
+  }
+  AddCapacityItem(report, "chains", static_cast<uint64_t>(r.chains[0] + r.chains[1]), 0,
+                  "nf_tables: none, memory aside");
+  AddCapacityItem(report, "ipsets", static_cast<uint64_t>(r.sets[0] + r.sets[1]), kMaxIpsets,
+                  "ip_set_core.c: 16-bit set ids; the list of sets grows from 256 in steps of "
+                  "64 and stops below 65,535; shared with every other set of the namespace",
+                  kIpsetBudget,
+                  "the kernel finds a set by name with a linear scan, so load time grows with "
+                  "their square: 8,000 sets took 3.6 s to apply and 11 s to replace");
+  AddCapacityItem(report, "ipset_entries",
+                  static_cast<uint64_t>(r.set_entries[0] + r.set_entries[1]), 0,
+                  "hash:net maxelem is made as large as each set", kIpsetEntryBudget,
+                  "about 5 s of ipset restore on the reference VM at 5.4 us an entry");
+  report.add_notes(absl::StrCat(
+      "comments are cut to ", kIptablesCommentMax,
+      " bytes (xt_comment XT_MAX_COMMENT_LEN 256, with its NUL)"));
+  report.add_notes("a replace builds the new sets beside the old ones: Apply checks that "
+                   "both fit under the namespace's limit with everyone else's sets");
+  return report;
 }
 
 // Destroys the named sets: one `ipset restore` batch, then one by one if the batch failed
@@ -433,7 +424,7 @@ int EndpointOf(const ir::CompiledPolicy& ir, absl::string_view bytes) {
 }
 
 std::string EndpointName(const ir::CompiledPolicy& ir, int e) {
-  return absl::StrCat(ir.endpoints(e).namespace_(), "/", ir.endpoints(e).name());
+  return EscapeText(absl::StrCat(ir.endpoints(e).namespace_(), "/", ir.endpoints(e).name()));
 }
 
 std::string IdentityText(const ir::CompiledPolicy& ir, uint32_t id) {
@@ -442,7 +433,7 @@ std::string IdentityText(const ir::CompiledPolicy& ir, uint32_t id) {
   std::vector<std::string> what;
   if (!i.pods().empty()) {
     std::vector<std::string> pods(i.pods().begin(), i.pods().begin() + std::min(3, i.pods_size()));
-    std::string p = absl::StrJoin(pods, ", ");
+    std::string p = EscapeText(absl::StrJoin(pods, ", "));
     if (i.pods_size() > 3) absl::StrAppend(&p, ", ... (", i.pods_size(), " pods)");
     what.push_back(absl::StrCat("pods ", p));
   }
@@ -451,24 +442,36 @@ std::string IdentityText(const ir::CompiledPolicy& ir, uint32_t id) {
   return out;
 }
 
-// The entry of a set that holds the address.
-std::string EntryFor(const std::vector<std::string>& entries, absl::string_view bytes) {
+// The index of the prefix among `entries` that holds the address, or -1.
+int EntryIndex(const std::vector<std::string>& entries, absl::string_view bytes) {
   absl::StatusOr<IpAddress> address = IpAddress::Parse(AddressText(bytes));
-  if (!address.ok()) return "?";
-  for (const std::string& e : entries) {
-    absl::StatusOr<IpPrefix> p = IpPrefix::Parse(e);
-    if (p.ok() && p->family() == address->family() && p->Contains(*address)) return e;
+  if (!address.ok()) return -1;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    absl::StatusOr<IpPrefix> p = IpPrefix::Parse(entries[i]);
+    if (p.ok() && p->family() == address->family() && p->Contains(*address)) {
+      return static_cast<int>(i);
+    }
   }
-  return "?";
+  return -1;
 }
 
 class IptablesBackend : public Backend {
  public:
+  explicit IptablesBackend(BackendOptions options) : options_(std::move(options)) {}
   std::string name() const override { return "iptables"; }
+
+  absl::StatusOr<ir::BackendCapacity> Capacity(const ir::CompiledPolicy& ir) const override {
+    absl::StatusOr<Ruleset> r = RenderRuleset(ir);
+    if (!r.ok()) return r.status();
+    return Measure(*r);
+  }
 
   absl::StatusOr<std::string> Render(const ir::CompiledPolicy& ir) const override {
     absl::StatusOr<Ruleset> r = RenderRuleset(ir);
     if (!r.ok()) return r.status();
+    absl::StatusOr<ir::BackendCapacity> capacity = Measure(*r);
+    if (!capacity.ok()) return capacity.status();
+    if (absl::Status s = CheckCapacity(*capacity); !s.ok()) return s;
     return absl::StrCat(
         "# np iptables backend. Three inputs, applied in this order:\n",
         "# ==== ipset restore ====\n", r->ipset,
@@ -504,8 +507,9 @@ class IptablesBackend : public Backend {
       if (!t.ok()) return t.status();
       saved[f] = *std::move(t);
     }
-    absl::StatusOr<std::vector<SetName_>> sets = ReadSets(netns);
-    if (!sets.ok()) return sets.status();
+    absl::StatusOr<InstalledSets> installed = ReadSets(netns);
+    if (!installed.ok()) return installed.status();
+    const std::vector<SetName_>* sets = &installed->ours;
     std::set<uint32_t> generations;
     for (const SetName_& s : *sets) generations.insert(s.generation);
     uint32_t generation = 0;
@@ -526,6 +530,18 @@ class IptablesBackend : public Backend {
     // family that has it gets the line removed below).
     absl::StatusOr<Ruleset> rs = RenderModel(*model, options);
     if (!rs.ok()) return rs.status();
+    absl::StatusOr<ir::BackendCapacity> capacity = Measure(*rs);
+    if (!capacity.ok()) return capacity.status();
+    if (absl::Status s = CheckCapacity(*capacity); !s.ok()) return s;
+    // The new generation's sets are made beside every set already there (the old
+    // generation's, other programs'): all must fit under the kernel's limit together.
+    const uint64_t sets_made = static_cast<uint64_t>(rs->sets[0] + rs->sets[1]);
+    if (installed->all + sets_made > kMaxIpsets) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "iptables: ipsets ", installed->all, " in the namespace + ", sets_made,
+          " new > limit ", kMaxIpsets, " (ip_set_core.c: 16-bit set ids); the old ruleset "
+          "stays in force"));
+    }
     std::string text[kFamilies] = {rs->ip4, rs->ip6};
     const std::string hook_line = absl::StrCat("-I FORWARD 1 -j ", kTopChain, "\n");
     for (int f = 0; f < kFamilies; ++f) {
@@ -598,10 +614,10 @@ class IptablesBackend : public Backend {
           RunCommand({RestoreTool(f), "--noflush", "--wait=10"}, text, netns);
       if (!r.ok()) return r.status();
     }
-    absl::StatusOr<std::vector<SetName_>> sets = ReadSets(netns);
+    absl::StatusOr<InstalledSets> sets = ReadSets(netns);
     if (!sets.ok()) return sets.status();
     std::vector<std::string> names;
-    for (const SetName_& s : *sets) names.push_back(s.name);
+    for (const SetName_& s : sets->ours) names.push_back(s.name);
     return DestroySets(names, netns);
   }
 
@@ -671,7 +687,7 @@ class IptablesBackend : public Backend {
           d == kIngress ? ir.tables(ep.table()).ingress() : ir.tables(ep.table()).egress();
       absl::StrAppend(&out, "  ", d == kEgress ? "egress of " : "ingress of ",
                       EndpointName(ir, hit->endpoint), " (table ", ep.table(), "; policies ",
-                      absl::StrJoin(ir.tables(ep.table()).policies(), ", "), "):\n    ",
+                      EscapeText(absl::StrJoin(ir.tables(ep.table()).policies(), ", ")), "):\n    ",
                       kTopChain, " rule ", hit->rule + 1, ": ", top.rules[hit->rule], "\n");
       int decided = -1;
       std::string member;
@@ -687,9 +703,17 @@ class IptablesBackend : public Backend {
           member = "any peer";
         } else if (std::binary_search(peers.identities().begin(), peers.identities().end(),
                                       peer_id)) {
-          decided = tc.rule_of[i];
-          member = absl::StrCat("set ", SetName(0, f, rule.peer_set()), " holds ",
-                                EntryFor(fam.entries[rule.peer_set()], peer), " (", IdentityText(ir, peer_id), ")");
+          const std::vector<std::string>& entries = fam.entries[rule.peer_set()];
+          const int entry = EntryIndex(entries, peer);
+          const std::string prefix = entry < 0 ? "?" : entries[entry];
+          if (fam.has_set[rule.peer_set()]) {
+            decided = tc.rule_of[i];
+            member = absl::StrCat("set ", SetName(0, f, rule.peer_set()), " holds ", prefix);
+          } else {  // one rule per prefix of the peers
+            decided = tc.rule_of[i] + std::max(entry, 0);
+            member = absl::StrCat("the peer is in ", prefix);
+          }
+          absl::StrAppend(&member, " (", IdentityText(ir, peer_id), ")");
         }
       }
       if (decided >= 0) {
@@ -720,6 +744,15 @@ class IptablesBackend : public Backend {
                           "next free generation np-g<N>-...)\n");
     return out;
   }
+
+ private:
+  absl::StatusOr<ir::BackendCapacity> Measure(const Ruleset& r) const {
+    ir::BackendCapacity report = RulesetCapacity(r);
+    if (absl::Status s = FinishCapacity(report, options_); !s.ok()) return s;
+    return report;
+  }
+
+  BackendOptions options_;
 };
 
 }  // namespace
@@ -737,8 +770,8 @@ absl::StatusOr<Ruleset> RenderRuleset(const ir::CompiledPolicy& ir,
 
 }  // namespace iptables
 
-std::unique_ptr<Backend> MakeIptablesBackend() {
-  return std::make_unique<iptables::IptablesBackend>();
+std::unique_ptr<Backend> MakeIptablesBackend(const BackendOptions& options) {
+  return std::make_unique<iptables::IptablesBackend>(options);
 }
 
 }  // namespace np::backends

@@ -18,8 +18,9 @@
 //     (falls off the end: RETURN to FORWARD)
 //   NP-T<t>-IN / NP-T<t>-EG               one chain per (table, isolated direction)
 //     -p <proto> -m <proto> --dport a:b [-m set --match-set np-g<G>-v4-p<S> src|dst] -j RETURN
-//     ...                                 one rule per IR PortRule, in IR order
-//     -j DROP                             the default deny of an isolated direction
+//     -p <proto> -m <proto> --dport a:b -s|-d <prefix> -j RETURN   (peers written inline)
+//     ...                                 rules per IR PortRule, in IR order
+//     -m comment --comment "policies: ..." -j DROP   the default deny of an isolated direction
 //
 // A new flow from a node endpoint passes its egress chain first (RETURN = allowed), then the
 // destination's ingress chain; any DROP ends it. np only ever drops: what the policy allows
@@ -29,14 +30,29 @@
 // pod's port). Anti-spoofing (a pod sending with another pod's address) is the CNI's job
 // (rp_filter), as for every address-based policy.
 //
-// Sets: one `hash:net` set per (peer set, family), holding the addresses of the peer set's
-// identities (their ranges, neighbours merged) as the fewest prefixes. The number of iptables rules is then exactly the IR's rule count
-// plus one dispatch rule per endpoint address and direction: it grows with policies, never
-// with pods x pods; pods only add set entries (hash lookups). A peer set with `all` needs no
-// set (the rule has no set match). A peer set with no address of a family gets no set in
-// that family, and its rules are left out of that family's chains (an empty set never
-// matches, so the rule could never allow anything). hash:net refuses a /0 entry, so
-// the whole space is stored as its two /1 halves.
+// Peers: the addresses of a peer set's identities (their ranges, neighbours merged) as the
+// fewest prefixes, per family. At most kMaxInlinePrefixes of them are written into the rules
+// (`-s`/`-d`, one rule per prefix); more go to one `hash:net` set per (peer set, family).
+// Why not always a set: the kernel finds an ipset by name with a linear scan of all sets
+// (ip_set_core.c find_set_and_id, ip_set_get_byname), so each set makes creating every
+// other set, adding each entry and loading each rule that names a set slower, and load time
+// grows with the square of the number of sets (2k/4k/8k sets: bench/RESULTS.md); a peer set
+// of one ipBlock is one prefix, one rule. The number of iptables rules is then the IR's
+// rule count (times at most kMaxInlinePrefixes) plus one dispatch rule per endpoint address
+// and direction: it grows with policies, never with pods x pods; pods only add set entries
+// (hash lookups). A peer set with `all` needs no match at all. A peer set with no address
+// of a family gets nothing in that family, and its rules are left out of that family's
+// chains (they could never allow anything). hash:net refuses a /0 entry, so the whole space
+// is stored as its two /1 halves.
+//
+// Capacity (Capacity(), `netpol compile --stats`): the kernel allows 65,472 ipsets per network
+// namespace (ip_set_core.c: 16-bit set ids, the list grows from 256 in steps of 64), shared
+// with every other set there — Apply checks that the new generation fits beside everything
+// installed. Rules and set entries have no hard limit (memory aside), but load time grows —
+// with the square of the number of sets — so np keeps budgets: 100,000 rules per family,
+// 4,096 ipsets, 1,000,000 set entries (bench/RESULTS.md). Render and Apply refuse a
+// program past a limit or budget (ResourceExhausted, with the numbers);
+// BackendOptions::budgets raises a budget. RenderRuleset below renders without checking.
 //
 // Thread safety: Render and Explain are pure functions; Apply and Remove change the
 // kernel state of one network namespace and must not run concurrently on the same one.
@@ -55,7 +71,7 @@
 
 namespace np::backends {
 
-std::unique_ptr<Backend> MakeIptablesBackend();
+std::unique_ptr<Backend> MakeIptablesBackend(const BackendOptions& options = {});
 
 namespace iptables {
 
@@ -63,6 +79,9 @@ namespace iptables {
 inline constexpr absl::string_view kTopChain = "NP-FORWARD";
 inline constexpr absl::string_view kChainPrefix = "NP-";
 inline constexpr absl::string_view kSetPrefix = "np-g";
+
+// Peers with at most this many prefixes in a family are matched in the rules, not by a set.
+inline constexpr int kMaxInlinePrefixes = 4;
 
 // The three restore inputs for one IR, plus their sizes (for tests and benchmarks).
 struct Ruleset {
@@ -93,6 +112,8 @@ struct RenderOptions {
   std::vector<std::string> stale_chains[2];
 };
 
+// The ruleset of a well-formed IR (CheckIr), whatever its size: the backend's Render and
+// Apply check capacity; this is for tests and benchmarks.
 absl::StatusOr<Ruleset> RenderRuleset(const ir::CompiledPolicy& ir,
                                       const RenderOptions& options = {});
 

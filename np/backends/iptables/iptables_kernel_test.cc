@@ -307,16 +307,20 @@ uint32_t AddPeerSet(ir::CompiledPolicy& ir, bool all, std::vector<uint32_t> ids)
 }
 
 // a: ingress TCP 80 from b, UDP 80-81 from anyone; egress TCP 80-81 to b and c, UDP 81 to c.
-// b: ingress isolated, nothing allowed. c: not selected.
+// b: ingress isolated, nothing allowed. c: not selected. Also a: ingress TCP 9000 from
+// outside the cluster (a port no probe uses; its peers are many prefixes, so ipsets are
+// part of every swap).
 ir::CompiledPolicy FirstIr() {
   ir::CompiledPolicy ir = IrFromPoints(Points());
   uint32_t only_b = AddPeerSet(ir, false, {2});
   uint32_t all = AddPeerSet(ir, true, {});
   uint32_t b_and_c = AddPeerSet(ir, false, {2, 3});
   uint32_t only_c = AddPeerSet(ir, false, {3});
+  uint32_t outside = AddPeerSet(ir, false, {0});
   ir::Table* a = ir.add_tables();
   a->set_id(0);
   AddRule(a->mutable_ingress(), ir::TCP, 80, 80, only_b);
+  AddRule(a->mutable_ingress(), ir::TCP, 9000, 9000, outside);
   AddRule(a->mutable_ingress(), ir::UDP, 80, 81, all);
   AddRule(a->mutable_egress(), ir::TCP, 80, 81, b_and_c);
   AddRule(a->mutable_egress(), ir::UDP, 81, 81, only_c);
@@ -423,6 +427,15 @@ TEST(IptablesKernel, RandomIrsLoadReplaceAndRemove) {
   EXPECT_TRUE(t6.ok()) << t6.status();
   EXPECT_TRUE(backend->Remove(where).ok());
   EXPECT_EQ(NpState(node), "");
+  // A comment cut to the full 255 bytes, with an escaped backslash, loads.
+  ir::CompiledPolicy ir = FirstIr();
+  ir.mutable_tables(0)->add_policies("q\\\n\"" + std::string(300, 'p'));
+  r = RenderRuleset(ir);
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE(backend->Apply(ir, where).ok());
+  std::string state = NpState(node);
+  EXPECT_TRUE(absl::StrContains(state, "-A NP-T0-IN -m comment --comment \"policies: q")) << state;
+  EXPECT_TRUE(backend->Remove(where).ok());
 }
 
 TEST(IptablesKernel, FailedApplyKeepsTheOldRuleset) {

@@ -14,6 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 #include "np/backends/backend.h"
@@ -34,6 +35,38 @@ struct Parsed {
   std::vector<std::string> declared[2];
   bool hooked[2] = {false, false};
 };
+
+// A restore line split into words as iptables-restore does: "..." quotes, and inside quotes
+// a backslash takes the next character literally.
+std::vector<std::string> Words(absl::string_view line) {
+  std::vector<std::string> out;
+  std::string word;
+  bool quoted = false, in_word = false;
+  for (size_t i = 0; i < line.size(); ++i) {
+    char c = line[i];
+    if (quoted) {
+      if (c == '\\' && i + 1 < line.size()) {
+        word += line[++i];
+      } else if (c == '"') {
+        quoted = false;
+      } else {
+        word += c;
+      }
+    } else if (c == '"') {
+      quoted = in_word = true;
+    } else if (c == ' ') {
+      if (in_word) out.push_back(word);
+      word.clear();
+      in_word = false;
+    } else {
+      word += c;
+      in_word = true;
+    }
+  }
+  EXPECT_FALSE(quoted) << "unterminated quote: " << line;
+  if (in_word) out.push_back(word);
+  return out;
+}
 
 Parsed Parse(const Ruleset& r) {
   Parsed p;
@@ -57,7 +90,7 @@ Parsed Parse(const Ruleset& r) {
     EXPECT_EQ(lines.front(), "*filter");
     EXPECT_EQ(lines.back(), "COMMIT");
     for (const std::string& line : lines) {
-      std::vector<std::string> t = absl::StrSplit(line, ' ');
+      std::vector<std::string> t = Words(line);
       if (line[0] == ':') {
         p.declared[f].push_back(t[0].substr(1));
         p.chains[f][t[0].substr(1)];
@@ -103,7 +136,10 @@ std::string RunChain(const Parsed& p, int f, const std::string& chain, const std
         match = t[++i] == ProtocolLower(protocol);
       } else if (k == "-m") {
         const std::string& module = t[++i];
-        if (module == "set") {
+        if (module == "comment") {
+          EXPECT_EQ(t[i + 1], "--comment");
+          i += 2;  // matches every packet
+        } else if (module == "set") {
           EXPECT_EQ(t[i + 1], "--match-set");
           const std::string& name = t[i + 2];
           const std::string& which = t[i + 3];
@@ -160,11 +196,12 @@ TEST(RenderRuleset, PropertiesOnRandomIrs) {
       EXPECT_EQ(r->chains[f], static_cast<int>(p.chains[f].size()));
     }
 
-    // Every used peer set that is not `all` has, per family, a set holding exactly the
-    // addresses of its identities' ranges as the fewest prefixes (neighbouring ranges
-    // merged; a /0 as two /1) — or no set when it has no address of the family. The minimal
-    // decomposition of an interval is unique, so comparing with an independent one checks
-    // coverage and minimality at once.
+    // Every used peer set that is not `all` has, per family, the addresses of its
+    // identities' ranges as the fewest prefixes (neighbouring ranges merged; a /0 as two
+    // /1): in a set holding exactly those when they are more than kMaxInlinePrefixes, else
+    // in the rules (no set). The minimal decomposition of an interval is unique, so
+    // comparing with an independent one checks coverage and minimality at once.
+    std::map<uint32_t, size_t> prefixes[2];  // peer set -> its prefixes in the family
     std::set<uint32_t> used;
     for (const ir::Table& t : ir.tables()) {
       for (const auto* d : {&t.ingress(), &t.egress()}) {
@@ -204,8 +241,9 @@ TEST(RenderRuleset, PropertiesOnRandomIrs) {
             }
           }
         }
-        if (expected.empty()) {
-          EXPECT_FALSE(p.sets.count(name)) << name << " would be empty";
+        prefixes[f][s] = expected.size();
+        if (expected.size() <= static_cast<size_t>(kMaxInlinePrefixes)) {
+          EXPECT_FALSE(p.sets.count(name)) << name << " has " << expected.size() << " prefixes";
           continue;
         }
         ASSERT_TRUE(p.sets.count(name)) << name;
@@ -240,15 +278,23 @@ TEST(RenderRuleset, PropertiesOnRandomIrs) {
             continue;
           }
           ASSERT_TRUE(p.chains[f].count(chain)) << chain;
-          // One rule per IR rule that can match in this family, in order, then DROP.
+          // Per IR rule that can match in this family, in order: one rule (any peer, or a
+          // set), or one per prefix of inline peers; then DROP.
           int expected = 0;
           for (const ir::PortRule& rule : dp.rules()) {
             const ir::PeerSet& set = ir.peer_sets(rule.peer_set());
-            if (set.all() || p.sets.count(SetName(0, f, rule.peer_set()))) ++expected;
+            const size_t n = set.all() ? 1 : prefixes[f][rule.peer_set()];
+            expected += static_cast<int>(n <= static_cast<size_t>(kMaxInlinePrefixes) ? n : 1);
           }
           const auto& rules = p.chains[f][chain];
           ASSERT_EQ(static_cast<int>(rules.size()), expected + 1) << chain;
-          EXPECT_EQ(rules.back(), (std::vector<std::string>{"-j", "DROP"})) << chain;
+          // DROP, with the table's policies as a comment for people reading iptables-save.
+          EXPECT_EQ(rules.back(),
+                    (std::vector<std::string>{
+                        "-m", "comment", "--comment",
+                        absl::StrCat("policies: ", absl::StrJoin(ir.tables(t).policies(), ",")),
+                        "-j", "DROP"}))
+              << chain;
           port_rules += expected;
         }
       }
@@ -362,14 +408,29 @@ TEST(IptablesBackend, RenderHasThreeSectionsInOrder) {
   ASSERT_NE(ip6, std::string::npos);
   EXPECT_LT(ipset, ip4);
   EXPECT_LT(ip4, ip6);
-  EXPECT_TRUE(absl::StrContains(*text, "add np-g0-v4-p0 10.0.0.2/32\n"));
+  // One prefix of peers: written into the rule, no set.
+  EXPECT_TRUE(absl::StrContains(*text, "-A NP-T0-IN -p tcp -m tcp --dport 80 -s 10.0.0.2/32 -j RETURN\n"))
+      << *text;
+  EXPECT_FALSE(absl::StrContains(*text, "create ")) << *text;
+  EXPECT_TRUE(absl::StrContains(
+      *text, "-A NP-T0-IN -m comment --comment \"policies: x/allow-b\" -j DROP\n"));
   // SCTP port matches use the sctp module.
   ir::CompiledPolicy ir = SmallIr();
   ir.mutable_tables(0)->mutable_ingress()->mutable_rules(0)->set_protocol(ir::SCTP);
   ir.mutable_tables(0)->mutable_ingress()->mutable_rules(0)->set_last_port(81);
   text = b->Render(ir);
   ASSERT_TRUE(text.ok());
-  EXPECT_TRUE(absl::StrContains(*text, "-p sctp -m sctp --dport 80:81 -m set --match-set"));
+  EXPECT_TRUE(absl::StrContains(*text, "-p sctp -m sctp --dport 80:81 -s 10.0.0.2/32 -j RETURN"));
+  // Identity 0 is many IPv4 prefixes (a set) and ::/0, two IPv6 halves (two rules).
+  ir = SmallIr();
+  ir.mutable_peer_sets(0)->set_identities(0, 0);
+  text = b->Render(ir);
+  ASSERT_TRUE(text.ok());
+  EXPECT_TRUE(absl::StrContains(*text, "create np-g0-v4-p0 hash:net family inet"));
+  EXPECT_TRUE(absl::StrContains(*text, "add np-g0-v4-p0 128.0.0.0/1\n"));
+  EXPECT_TRUE(absl::StrContains(
+      *text, "-A NP-T0-IN -p tcp -m tcp --dport 80 -m set --match-set np-g0-v4-p0 src -j RETURN\n"));
+  EXPECT_FALSE(absl::StrContains(*text, "np-g0-v6")) << *text;
 }
 
 TEST(IptablesBackend, ExplainNamesChainRuleAndSetMember) {
@@ -378,11 +439,12 @@ TEST(IptablesBackend, ExplainNamesChainRuleAndSetMember) {
   absl::StatusOr<std::string> allowed = b->Explain(ir, {"10.0.0.2", "10.0.0.1", 6, 80});
   ASSERT_TRUE(allowed.ok()) << allowed.status();
   EXPECT_TRUE(absl::StrContains(*allowed, "NP-T0-IN rule 1")) << *allowed;
-  EXPECT_TRUE(absl::StrContains(*allowed, "set np-g0-v4-p0 holds 10.0.0.2/32")) << *allowed;
+  EXPECT_TRUE(absl::StrContains(*allowed, "the peer is in 10.0.0.2/32")) << *allowed;
   EXPECT_TRUE(absl::StrContains(*allowed, "verdict: ACCEPT")) << *allowed;
   absl::StatusOr<std::string> denied = b->Explain(ir, {"192.168.1.1", "10.0.0.1", 6, 80});
   ASSERT_TRUE(denied.ok());
-  EXPECT_TRUE(absl::StrContains(*denied, "NP-T0-IN rule 2: -j DROP")) << *denied;
+  EXPECT_TRUE(absl::StrContains(
+      *denied, "NP-T0-IN rule 2: -m comment --comment \"policies: x/allow-b\" -j DROP")) << *denied;
   EXPECT_TRUE(absl::StrContains(*denied, "verdict: DROP")) << *denied;
   absl::StatusOr<std::string> other_port = b->Explain(ir, {"10.0.0.2", "10.0.0.1", 17, 80});
   ASSERT_TRUE(other_port.ok());
@@ -391,6 +453,18 @@ TEST(IptablesBackend, ExplainNamesChainRuleAndSetMember) {
   ASSERT_TRUE(unisolated.ok());
   EXPECT_TRUE(absl::StrContains(*unisolated, "verdict: ACCEPT")) << *unisolated;
   EXPECT_FALSE(b->Explain(ir, {"10.0.0.1", "::1", 6, 80}).ok());
+  // Peers in a set: the set and the entry that holds the peer.
+  ir.mutable_peer_sets(0)->set_identities(0, 0);
+  absl::StatusOr<std::string> in_set = b->Explain(ir, {"192.168.1.1", "10.0.0.1", 6, 80});
+  ASSERT_TRUE(in_set.ok());
+  EXPECT_TRUE(absl::StrContains(*in_set, "set np-g0-v4-p0 holds 128.0.0.0/1")) << *in_set;
+  EXPECT_TRUE(absl::StrContains(*in_set, "verdict: ACCEPT")) << *in_set;
+  // IPv6 from identity 0: ::/0 is two rules, one per /1 half; 8000:: matches the second.
+  ir.mutable_endpoints(0)->add_ips("fd00::1");
+  absl::StatusOr<std::string> v6 = b->Explain(ir, {"8000::1", "fd00::1", 6, 80});
+  ASSERT_TRUE(v6.ok()) << v6.status();
+  EXPECT_TRUE(absl::StrContains(*v6, "NP-T0-IN rule 2: -p tcp -m tcp --dport 80 -s 8000::/1 -j RETURN"))
+      << *v6;
 }
 
 TEST(IptablesBackend, MalformedIrIsAnErrorNotACrash) {
@@ -425,6 +499,49 @@ TEST(IptablesBackend, MalformedIrIsAnErrorNotACrash) {
   ir.mutable_ipv4(3)->set_last(*AddressBytes("255.255.255.254"));
   EXPECT_FALSE(b->Render(ir).ok());
   EXPECT_TRUE(b->Render(SmallIr()).ok());
+  // Issue 8 item 3: one address in two endpoints. The first one used to win silently; now
+  // it is an error, as in every backend.
+  ir = SmallIr();
+  ir.mutable_endpoints(1)->set_ips(0, "10.0.0.1");
+  ir.mutable_endpoints(1)->set_selected(true);
+  absl::StatusOr<std::string> shared = b->Render(ir);
+  ASSERT_FALSE(shared.ok());
+  EXPECT_TRUE(absl::StrContains(shared.status().message(),
+                                "endpoints[1] (x/b): address 10.0.0.1 is also endpoints[0] (x/a)'s"))
+      << shared.status();
+}
+
+// Policy names in the DROP rule's comment: escaped, within the comment match's 255 bytes,
+// and quoted so that iptables-restore reads back exactly the escaped text.
+ir::CompiledPolicy HostileNames() {
+  ir::CompiledPolicy ir = SmallIr();
+  ir.mutable_tables(0)->clear_policies();
+  ir.mutable_tables(0)->add_policies("x/a\"; -j ACCEPT \\\"\n-A FORWARD -j ACCEPT");
+  std::string long_name = "x/";
+  for (int i = 0; i < 200; ++i) long_name += "é";
+  ir.mutable_tables(0)->add_policies(long_name);
+  ir.mutable_endpoints(0)->set_name("a\x1b[2J\r");
+  return ir;
+}
+
+TEST(RenderRuleset, HostileNamesInCommentsAreEscapedAndCut) {
+  absl::StatusOr<Ruleset> r = RenderRuleset(HostileNames());
+  ASSERT_TRUE(r.ok()) << r.status();
+  for (absl::string_view line : absl::StrSplit(r->ip4, '\n', absl::SkipEmpty())) {
+    EXPECT_TRUE(line[0] == '*' || line[0] == ':' || absl::StartsWith(line, "-A NP-") ||
+                absl::StartsWith(line, "-I FORWARD") || line == "COMMIT")
+        << line;
+  }
+  Parsed p = Parse(*r);
+  const std::vector<std::string>& drop = p.chains[0].at("NP-T0-IN").back();
+  ASSERT_EQ(drop.size(), 6u);
+  const std::string& comment = drop[3];
+  EXPECT_LE(comment.size(), 255u);
+  EXPECT_TRUE(absl::StartsWith(
+      comment, "policies: x/a\\x22; -j ACCEPT \\\\\\x22\\n-A FORWARD -j ACCEPT,x/ééé"))
+      << comment;
+  EXPECT_TRUE(absl::EndsWith(comment, "é...")) << comment;
+  for (char c : comment) EXPECT_TRUE(static_cast<uint8_t>(c) >= 0x20 && c != '"') << comment;
 }
 
 TEST(RenderRuleset, ApplyOptionsDeleteStaleChainsAndSkipTheHook) {
@@ -432,7 +549,9 @@ TEST(RenderRuleset, ApplyOptionsDeleteStaleChainsAndSkipTheHook) {
   options.generation = 7;
   options.hook = false;
   options.stale_chains[0] = {"NP-T9-IN"};
-  absl::StatusOr<Ruleset> r = RenderRuleset(SmallIr(), options);
+  ir::CompiledPolicy ir = SmallIr();
+  ir.mutable_peer_sets(0)->set_identities(0, 0);  // many prefixes: a set
+  absl::StatusOr<Ruleset> r = RenderRuleset(ir, options);
   ASSERT_TRUE(r.ok());
   EXPECT_FALSE(absl::StrContains(r->ip4, "-I FORWARD"));
   EXPECT_TRUE(absl::StrContains(r->ip4, ":NP-T9-IN - [0:0]\n"));

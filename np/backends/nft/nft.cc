@@ -24,23 +24,6 @@ std::string IdentityChain(uint32_t identity, bool referenced) {
   return referenced ? absl::StrCat("id_", identity) : "id_other";
 }
 
-// nft comments hold at most 128 bytes; quotes are not allowed inside.
-std::string Comment(const std::string& text) {
-  std::string out;
-  for (char c : text) out += (c == '"' || c == '\n' || c == '\\') ? '\'' : c;
-  if (out.size() > 120) out = out.substr(0, 117) + "...";
-  return out;
-}
-
-std::string Increment(std::string bytes) {
-  for (int i = static_cast<int>(bytes.size()) - 1; i >= 0; --i) {
-    uint8_t b = static_cast<uint8_t>(bytes[i]);
-    bytes[i] = static_cast<char>(b + 1);
-    if (b != 0xff) break;
-  }
-  return bytes;
-}
-
 // [first, last] as one address, one prefix, or a range.
 std::string RangeText(const std::string& first, const std::string& last) {
   if (first == last) return AddressText(first);
@@ -95,6 +78,9 @@ struct Layout {
   std::set<uint32_t> identities;              // members of those peer sets
   std::vector<MergedRange> ranges[2];         // identity4, identity6
   std::map<uint32_t, std::vector<MarkInterval>> marks;  // per peer set
+  // A peer set of more than kMaxInlineMarkRuns mark intervals is a named set (peers_<n>);
+  // the others are written into the rules.
+  bool NamedSet(uint32_t peer_set) const { return marks.at(peer_set).size() > kMaxInlineMarkRuns; }
 };
 
 const ir::DirectionPolicy& DirectionOf(const ir::Table& t, int d) {
@@ -103,60 +89,37 @@ const ir::DirectionPolicy& DirectionOf(const ir::Table& t, int d) {
 
 bool Usable(const ir::PeerSet& s) { return s.all() || s.identities_size() > 0; }
 
-std::string RuleText(const ir::PortRule& rule, const ir::PeerSet& set) {
-  if (set.all()) return absl::StrCat(PortMatch(rule), " return");
-  return absl::StrCat(PortMatch(rule), " meta mark @peers_", set.id(), " return");
+// The chain rules of one IR rule: one when any peer will do or the peers are a named set,
+// else one per mark interval of the peers.
+std::vector<std::string> RuleTexts(const ir::PortRule& rule, const ir::PeerSet& set,
+                                   const Layout& layout) {
+  if (set.all()) return {absl::StrCat(PortMatch(rule), " return")};
+  if (layout.NamedSet(set.id())) {
+    return {absl::StrCat(PortMatch(rule), " meta mark @peers_", set.id(), " return")};
+  }
+  std::vector<std::string> out;
+  for (const MarkInterval& m : layout.marks.at(set.id())) {
+    out.push_back(absl::StrCat(PortMatch(rule), " meta mark ", m.text, " return"));
+  }
+  return out;
 }
 
-absl::Status CheckRanges(const google::protobuf::RepeatedPtrField<ir::AddressRange>& ranges,
-                         size_t width, const ir::CompiledPolicy& ir, const char* family) {
-  if (ranges.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("the IR has no ", family, " ranges"));
-  }
-  std::string expect(width, '\0');
-  for (int i = 0; i < ranges.size(); ++i) {
-    const ir::AddressRange& r = ranges[i];
-    if (r.first().size() != width || r.last().size() != width || r.first() != expect ||
-        r.last() < r.first()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "the IR's ", family, " ranges do not partition the address space (at range ", i, ")"));
-    }
-    if (r.identity() >= static_cast<uint32_t>(ir.identities_size())) {
-      return absl::InvalidArgumentError(absl::StrCat("range ", i, " has an unknown identity"));
-    }
-    expect = Increment(r.last());
-  }
-  if (ranges[ranges.size() - 1].last() != std::string(width, '\xff')) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the IR's ", family, " ranges stop short of the last address"));
-  }
-  return absl::OkStatus();
+// Identities live in the mark's high 16 bits, 0xffff meaning "other".
+constexpr uint64_t kMaxIdentities = kOtherIdentity - 1;
+
+absl::Status CheckIdentities(const ir::CompiledPolicy& ir) {
+  if (static_cast<uint64_t>(ir.identities_size()) <= kMaxIdentities) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "the nft backend supports at most 65534 identities; this IR has ", ir.identities_size()));
 }
 
+// The layout of a well-formed IR (CheckIr); the identity limit is the caller's to check
+// (Capacity reports it as an item, Build refuses).
 absl::StatusOr<Layout> MakeLayout(const ir::CompiledPolicy& ir) {
-  if (ir.identities_size() >= static_cast<int>(kOtherIdentity)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the nft backend supports at most 65534 identities; this IR has ", ir.identities_size()));
-  }
-  if (absl::Status s = CheckRanges(ir.ipv4(), 4, ir, "IPv4"); !s.ok()) return s;
-  if (absl::Status s = CheckRanges(ir.ipv6(), 16, ir, "IPv6"); !s.ok()) return s;
-  for (int i = 0; i < ir.peer_sets_size(); ++i) {
-    if (ir.peer_sets(i).id() != static_cast<uint32_t>(i)) {
-      return absl::InvalidArgumentError(absl::StrCat("peer set ", i, " has id ", ir.peer_sets(i).id()));
-    }
-    for (uint32_t id : ir.peer_sets(i).identities()) {
-      if (id >= static_cast<uint32_t>(ir.identities_size())) {
-        return absl::InvalidArgumentError(absl::StrCat("peer set ", i, " names unknown identity ", id));
-      }
-    }
-  }
+  if (absl::Status s = CheckIr(ir); !s.ok()) return s;
   Layout layout;
   for (const ir::Endpoint& e : ir.endpoints()) {
     if (!e.selected()) continue;
-    if (e.table() >= static_cast<uint32_t>(ir.tables_size())) {
-      return absl::InvalidArgumentError(absl::StrCat("endpoint ", e.namespace_(), "/", e.name(),
-                                                     " has an unknown table"));
-    }
     const ir::Table& t = ir.tables(e.table());
     for (int d : {kIngress, kEgress}) {
       if (DirectionOf(t, d).isolated()) layout.chains.insert({e.table(), d});
@@ -164,16 +127,6 @@ absl::StatusOr<Layout> MakeLayout(const ir::CompiledPolicy& ir) {
   }
   for (const auto& [table, d] : layout.chains) {
     for (const ir::PortRule& rule : DirectionOf(ir.tables(table), d).rules()) {
-      if (rule.peer_set() >= static_cast<uint32_t>(ir.peer_sets_size())) {
-        return absl::InvalidArgumentError(absl::StrCat("table ", table, " names unknown peer set ",
-                                                       rule.peer_set()));
-      }
-      if (rule.protocol() != ir::TCP && rule.protocol() != ir::UDP && rule.protocol() != ir::SCTP) {
-        return absl::InvalidArgumentError(absl::StrCat("table ", table, " has a rule without protocol"));
-      }
-      if (rule.first_port() > rule.last_port() || rule.last_port() > 65535) {
-        return absl::InvalidArgumentError(absl::StrCat("table ", table, " has a bad port range"));
-      }
       const ir::PeerSet& set = ir.peer_sets(rule.peer_set());
       if (set.all() || set.identities_size() == 0) continue;
       layout.peer_sets.insert(set.id());
@@ -238,9 +191,9 @@ size_t Program::element_count() const {
   return n;
 }
 
-absl::StatusOr<Program> Build(const ir::CompiledPolicy& ir) {
-  absl::StatusOr<Layout> layout = MakeLayout(ir);
-  if (!layout.ok()) return layout.status();
+namespace {
+
+Program BuildProgram(const ir::CompiledPolicy& ir, const Layout* layout) {
   Program program;
   for (int f = 0; f < 2; ++f) {
     Set s;
@@ -253,6 +206,7 @@ absl::StatusOr<Program> Build(const ir::CompiledPolicy& ir) {
     program.sets.push_back(std::move(s));
   }
   for (uint32_t id : layout->peer_sets) {
+    if (!layout->NamedSet(id)) continue;
     Set s;
     s.name = absl::StrCat("peers_", id);
     s.type = "mark";
@@ -271,11 +225,7 @@ absl::StatusOr<Program> Build(const ir::CompiledPolicy& ir) {
       for (const ir::Endpoint& e : ir.endpoints()) {
         if (!e.selected() || layout->chains.count({e.table(), d}) == 0) continue;
         for (const std::string& ip : e.ips()) {
-          absl::StatusOr<std::string> bytes = AddressBytes(ip);
-          if (!bytes.ok()) {
-            return absl::InvalidArgumentError(absl::StrCat("endpoint ", e.namespace_(), "/",
-                                                           e.name(), ": bad address ", ip));
-          }
+          absl::StatusOr<std::string> bytes = AddressBytes(ip);  // checked by CheckIr
           if ((bytes->size() == 4) != (f == 0)) continue;
           s.elements.push_back(
               absl::StrCat(AddressText(*bytes), " : jump ", ChainOf(e.table(), d)));
@@ -326,7 +276,7 @@ absl::StatusOr<Program> Build(const ir::CompiledPolicy& ir) {
     for (const ir::PortRule& rule : policy.rules()) {
       const ir::PeerSet& set = ir.peer_sets(rule.peer_set());
       if (!Usable(set)) continue;  // an empty peer set allows nothing
-      c.rules.push_back(RuleText(rule, set));
+      for (std::string& text : RuleTexts(rule, set, *layout)) c.rules.push_back(std::move(text));
     }
     c.rules.push_back("drop");
     program.chains.push_back(std::move(c));
@@ -343,6 +293,43 @@ absl::StatusOr<Program> Build(const ir::CompiledPolicy& ir) {
   return program;
 }
 
+// Where the limits and budgets come from (bench/RESULTS.md has the measurements).
+constexpr uint64_t kRuleBudget = 150000;
+constexpr uint64_t kSetBudget = 4096;
+constexpr uint64_t kElementBudget = 250000;
+
+ir::BackendCapacity ProgramCapacity(const ir::CompiledPolicy& ir, const Program& program) {
+  ir::BackendCapacity report;
+  report.set_backend("nft");
+  AddCapacityItem(report, "identities", static_cast<uint64_t>(ir.identities_size()),
+                  kMaxIdentities,
+                  "np's layout: an identity is the high 16 bits of the packet mark, 0xffff "
+                  "meaning 'no rule names it'");
+  AddCapacityItem(report, "rules", program.rule_count(), 0, "nf_tables: none, memory aside",
+                  kRuleBudget,
+                  "about 10 s of nft -f on the reference VM at 57 us a rule with its chain");
+  AddCapacityItem(report, "chains", program.chains.size(), 0, "nf_tables: none, memory aside");
+  AddCapacityItem(report, "sets", program.sets.size(), 0, "nf_tables: none, memory aside",
+                  kSetBudget,
+                  "the kernel finds a set by name with a linear walk of the table's sets, "
+                  "so load time grows with their square: 8,000 sets took 4 s");
+  AddCapacityItem(report, "set_elements", program.element_count(), 0,
+                  "nf_tables: none unless a set declares a size", kElementBudget,
+                  "about 10 s of nft -f on the reference VM at 35 us an element");
+  report.add_notes(absl::StrCat("comments are cut to ", kNftCommentMax,
+                                " bytes (libnftnl NFTNL_UDATA_COMMENT_MAXLEN)"));
+  return report;
+}
+
+}  // namespace
+
+absl::StatusOr<Program> Build(const ir::CompiledPolicy& ir) {
+  if (absl::Status s = CheckIdentities(ir); !s.ok()) return s;
+  absl::StatusOr<Layout> layout = MakeLayout(ir);
+  if (!layout.ok()) return layout.status();
+  return BuildProgram(ir, &*layout);
+}
+
 std::string Text(const Program& program) {
   std::string out = absl::StrCat(
       "# NetworkPolicy for nftables, generated by np from the compiled IR. One transaction:\n"
@@ -352,7 +339,7 @@ std::string Text(const Program& program) {
   for (const Set& s : program.sets) {
     absl::StrAppend(&out, "  ", s.map ? "map " : "set ", s.name, " {\n    type ", s.type, "\n");
     if (s.interval) absl::StrAppend(&out, "    flags interval\n");
-    if (!s.comment.empty()) absl::StrAppend(&out, "    comment \"", Comment(s.comment), "\"\n");
+    if (!s.comment.empty()) absl::StrAppend(&out, "    comment \"", CommentText(s.comment, kNftCommentMax), "\"\n");
     if (!s.elements.empty()) {
       absl::StrAppend(&out, "    elements = {\n");
       for (size_t i = 0; i < s.elements.size(); ++i) {
@@ -365,7 +352,7 @@ std::string Text(const Program& program) {
   for (const Chain& c : program.chains) {
     absl::StrAppend(&out, "  chain ", c.name, " {\n");
     if (!c.hook.empty()) absl::StrAppend(&out, "    ", c.hook, "\n");
-    if (!c.comment.empty()) absl::StrAppend(&out, "    comment \"", Comment(c.comment), "\"\n");
+    if (!c.comment.empty()) absl::StrAppend(&out, "    comment \"", CommentText(c.comment, kNftCommentMax), "\"\n");
     for (const std::string& r : c.rules) absl::StrAppend(&out, "    ", r, "\n");
     absl::StrAppend(&out, "  }\n");
   }
@@ -396,7 +383,8 @@ bool ExplainSide(const ir::CompiledPolicy& ir, const Layout& layout, int d,
                     DirName(d), " check here)\n");
     return true;
   }
-  const std::string who = absl::StrCat(endpoint->namespace_(), "/", endpoint->name());
+  const std::string who =
+      EscapeText(absl::StrCat(endpoint->namespace_(), "/", endpoint->name()));
   if (!endpoint->selected() || layout.chains.count({endpoint->table(), d}) == 0) {
     absl::StrAppend(out, DirName(d), " of ", who, " (", self, "): not isolated for ", DirName(d),
                     "; no element in @", map, " -> no restriction\n");
@@ -418,7 +406,7 @@ bool ExplainSide(const ir::CompiledPolicy& ir, const Layout& layout, int d,
     bool referenced = layout.identities.count(*identity) > 0;
     if (referenced) mark_identity = *identity;
     absl::StrAppend(out, "  peer ", AddressText(peer_bytes), " is identity ", *identity,
-                    id.pods_size() > 0 ? absl::StrCat(" (", IdentityComment(id), ")") : "",
+                    id.pods_size() > 0 ? absl::StrCat(" (", EscapeText(IdentityComment(id)), ")") : "",
                     id.pods_size() == 0 && id.external() ? " (external)" : "", ": @identity",
                     f == 0 ? "4" : "6", " element \"", element ? element->text : "?",
                     "\" -> mark ", absl::StrFormat("0x%08x", mark_identity << 16),
@@ -426,31 +414,41 @@ bool ExplainSide(const ir::CompiledPolicy& ir, const Layout& layout, int d,
   }
   const ir::DirectionPolicy& policy = DirectionOf(ir.tables(endpoint->table()), d);
   // Rule numbers as `nft -a list` would count them within the chain (1-based, after the
-  // lookups).
+  // identity reset and the two lookups).
   int index = 0;
   bool lookup = false;
   for (const ir::PortRule& rule : policy.rules()) {
     const ir::PeerSet& set = ir.peer_sets(rule.peer_set());
     if (!set.all() && set.identities_size() > 0) lookup = true;
   }
-  if (lookup) index = 2;
+  if (lookup) index = 3;
   for (const ir::PortRule& rule : policy.rules()) {
     const ir::PeerSet& set = ir.peer_sets(rule.peer_set());
     if (!Usable(set)) continue;
-    ++index;
+    const std::vector<std::string> texts = RuleTexts(rule, set, layout);
+    const int first = index + 1;
+    index += static_cast<int>(texts.size());
     if (static_cast<int>(rule.protocol()) != flow.protocol) continue;
     if (flow.port < rule.first_port() || flow.port > rule.last_port()) continue;
     if (set.all()) {
-      absl::StrAppend(out, "  chain ", chain, " rule ", index, " \"", RuleText(rule, set),
+      absl::StrAppend(out, "  chain ", chain, " rule ", first, " \"", texts[0],
                       "\" (peer set ", set.id(), ": every address) -> allowed\n");
       return true;
     }
-    for (const MarkInterval& m : layout.marks.at(set.id())) {
-      if (mark_identity >= m.first_identity && mark_identity <= m.last_identity) {
-        absl::StrAppend(out, "  chain ", chain, " rule ", index, " \"", RuleText(rule, set),
-                        "\" with @peers_", set.id(), " element \"", m.text, "\" -> allowed\n");
-        return true;
+    const std::vector<MarkInterval>& marks = layout.marks.at(set.id());
+    for (size_t m = 0; m < marks.size(); ++m) {
+      if (mark_identity < marks[m].first_identity || mark_identity > marks[m].last_identity) {
+        continue;
       }
+      if (layout.NamedSet(set.id())) {
+        absl::StrAppend(out, "  chain ", chain, " rule ", first, " \"", texts[0],
+                        "\" with @peers_", set.id(), " element \"", marks[m].text,
+                        "\" -> allowed\n");
+      } else {
+        absl::StrAppend(out, "  chain ", chain, " rule ", first + static_cast<int>(m), " \"",
+                        texts[m], "\" (peer set ", set.id(), ") -> allowed\n");
+      }
+      return true;
     }
   }
   absl::StrAppend(out, "  no rule of chain ", chain, " matches ", flow.protocol == 6 ? "tcp"
@@ -466,12 +464,20 @@ namespace {
 
 class NftBackend : public Backend {
  public:
+  explicit NftBackend(BackendOptions options) : options_(std::move(options)) {}
   std::string name() const override { return "nft"; }
 
+  absl::StatusOr<ir::BackendCapacity> Capacity(const ir::CompiledPolicy& ir) const override {
+    absl::StatusOr<Measured> m = Measure(ir, /*quick_refusal=*/false);
+    if (!m.ok()) return m.status();
+    return std::move(m->capacity);
+  }
+
   absl::StatusOr<std::string> Render(const ir::CompiledPolicy& ir) const override {
-    absl::StatusOr<nft::Program> program = nft::Build(ir);
-    if (!program.ok()) return program.status();
-    return nft::Text(*program);
+    absl::StatusOr<Measured> m = Measure(ir, /*quick_refusal=*/true);
+    if (!m.ok()) return m.status();
+    if (absl::Status s = CheckCapacity(m->capacity); !s.ok()) return s;
+    return nft::Text(m->program);
   }
 
   absl::Status Apply(const ir::CompiledPolicy& ir, const Attachment& attachment) override {
@@ -493,6 +499,7 @@ class NftBackend : public Backend {
 
   absl::StatusOr<std::string> Explain(const ir::CompiledPolicy& ir,
                                       const FlowQuery& flow) const override {
+    if (absl::Status s = nft::CheckIdentities(ir); !s.ok()) return s;
     absl::StatusOr<nft::Layout> layout = nft::MakeLayout(ir);
     if (!layout.ok()) return layout.status();
     absl::StatusOr<FlowAddresses> ends = ParseFlowAddresses(flow);
@@ -522,10 +529,38 @@ class NftBackend : public Backend {
                     "\n");
     return out;
   }
+
+ private:
+  struct Measured {
+    nft::Program program;
+    ir::BackendCapacity capacity;
+  };
+  // The program and what it asks of the kernel (the identity limit is an item there). With
+  // `quick_refusal`, too many identities end it before the program is built: the report
+  // then has that item only.
+  absl::StatusOr<Measured> Measure(const ir::CompiledPolicy& ir, bool quick_refusal) const {
+    absl::StatusOr<nft::Layout> layout = nft::MakeLayout(ir);
+    if (!layout.ok()) return layout.status();
+    Measured m;
+    m.capacity = nft::ProgramCapacity(ir, m.program);
+    if (quick_refusal && !nft::CheckIdentities(ir).ok()) {
+      m.capacity.mutable_items()->DeleteSubrange(1, m.capacity.items_size() - 1);
+      m.capacity.set_fits(false);
+      return m;
+    }
+    m.program = nft::BuildProgram(ir, &*layout);
+    m.capacity = nft::ProgramCapacity(ir, m.program);
+    if (absl::Status s = FinishCapacity(m.capacity, options_); !s.ok()) return s;
+    return m;
+  }
+
+  BackendOptions options_;
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> MakeNftBackend() { return std::make_unique<NftBackend>(); }
+std::unique_ptr<Backend> MakeNftBackend(const BackendOptions& options) {
+  return std::make_unique<NftBackend>(options);
+}
 
 }  // namespace np::backends

@@ -2,7 +2,8 @@
 // ruleset for `nft -f`, applied atomically in the node's network namespace.
 //
 //   std::unique_ptr<np::backends::Backend> nft = np::backends::MakeNftBackend();
-//   absl::StatusOr<std::string> text = nft->Render(ir);   // what `nft -f` reads
+//   absl::StatusOr<std::string> text = nft->Render(ir);   // what `nft -f` reads, or an error
+//                                                         // if it is past a limit or budget
 //   absl::Status s = nft->Apply(ir, {{}, "node-netns"});  // one transaction
 //
 // The program (rule count grows with policies; address elements with pods, once):
@@ -12,12 +13,19 @@
 //   chain id_<n>              writes identity n into the high half of the packet mark
 //                             (meta mark & 0x0000ffff | n << 16); id_other writes 0xffff.
 //   set peers_<n>             a peer set of the IR as mark intervals (n << 16 .. n << 16 |
-//                             0xffff; consecutive identities merged).
+//                             0xffff; consecutive identities merged), when it has more than
+//                             kMaxInlineMarkRuns of them; a peer set of fewer intervals
+//                             (one ipBlock, one selector's pods) is written into the rules
+//                             instead, one rule per interval. Why: the kernel finds a set
+//                             by name with a linear walk of the table's sets
+//                             (nf_tables_api.c nft_set_lookup), so creating N named sets
+//                             and the N rules that name them costs N^2 (8,000 peer sets:
+//                             4 s, most of it in that walk; bench/RESULTS.md).
 //   map egress4/6, ingress4/6 endpoint address -> `jump t<n>_egress` / `jump t<n>_ingress`,
 //                             only for endpoints that are isolated in that direction.
 //   chain t<n>_<direction>    the IR table's rules, in order: look the peer up in
-//                             identity4/6, then one rule per (protocol, port range, peer
-//                             set) that `return`s (allowed; go on to the other side), then
+//                             identity4/6, then per (protocol, port range, peer set) the
+//                             rules that `return` (allowed; go on to the other side), then
 //                             `drop`.
 //   chain forward             hook forward: `ct state established,related accept` first,
 //                             then egress dispatch by source address, ingress dispatch by
@@ -34,6 +42,13 @@
 // declares the table, all in one `nft -f` transaction: packets see the old program or the
 // new one, never neither. Conntrack entries survive, so established connections keep flowing.
 //
+// Capacity (Capacity(), `netpol compile --stats`): at most 65,534 identities (the mark
+// layout). nf_tables has no hard limit on rules, sets or elements (memory aside), but load
+// time grows — with the square of the number of sets — so np keeps budgets: rules 150,000,
+// sets 4,096, set elements 250,000, each about 10 s of `nft -f` on the reference VM
+// (bench/RESULTS.md). Render and Apply refuse a program past a limit or budget
+// (ResourceExhausted, with the numbers); BackendOptions::budgets raises a budget.
+//
 // Thread safety: Render and Explain are pure; Apply and Remove run `nft` and may be called
 // from one thread at a time per namespace.
 #ifndef NP_BACKENDS_NFT_NFT_H_
@@ -49,11 +64,14 @@
 
 namespace np::backends {
 
-std::unique_ptr<Backend> MakeNftBackend();
+std::unique_ptr<Backend> MakeNftBackend(const BackendOptions& options = {});
 
 namespace nft {
 
 inline constexpr char kTableName[] = "np";
+
+// Peer sets of at most this many mark intervals are matched in the rules, not by a set.
+inline constexpr size_t kMaxInlineMarkRuns = 4;
 
 // The program as data, for tests and benchmarks (Render prints it).
 struct Set {

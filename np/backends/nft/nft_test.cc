@@ -11,9 +11,11 @@
 #include <algorithm>
 #include <random>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "gtest/gtest.h"
 #include "np/backends/util.h"
 
@@ -135,10 +137,9 @@ TEST(NftBuild, SizesGrowWithIdentitiesAndRulesNotPairs) {
   EXPECT_EQ(FindSet(*p, "ingress4")->elements.size(), 100u);
   EXPECT_EQ(FindSet(*p, "ingress6")->elements.size(), 100u);
   EXPECT_TRUE(FindSet(*p, "egress4")->elements.empty());
-  // One peer set, identities 1 and 2 as one merged mark interval.
-  ASSERT_NE(FindSet(*p, "peers_0"), nullptr);
-  EXPECT_EQ(FindSet(*p, "peers_0")->elements,
-            std::vector<std::string>{"0x00010000-0x0002ffff"});
+  // One peer set, identities 1 and 2 as one merged mark interval: written into the rule,
+  // no named set.
+  EXPECT_EQ(FindSet(*p, "peers_0"), nullptr);
   // Identity chains only for the identities rules name, plus id_other.
   EXPECT_NE(FindChain(*p, "id_1"), nullptr);
   EXPECT_NE(FindChain(*p, "id_2"), nullptr);
@@ -152,7 +153,7 @@ TEST(NftBuild, SizesGrowWithIdentitiesAndRulesNotPairs) {
                                                 "ip saddr vmap @identity4",
                                                 "ip6 saddr vmap @identity6",
                                                 "meta l4proto tcp th dport 80-81 meta mark "
-                                                "@peers_0 return",
+                                                "0x00010000-0x0002ffff return",
                                                 "drop"}));
   EXPECT_EQ(FindChain(*p, "t0_egress"), nullptr);
   // Total rules: forward 5 + id_other + id_1 + id_2 + table 5. No pod-pair term.
@@ -197,7 +198,8 @@ TEST(NftBuild, RuleForms) {
                            "meta mark set meta mark and 0x0000ffff or 0xffff0000",
                            "ip daddr vmap @identity4",
                            "ip6 daddr vmap @identity6", "meta l4proto tcp return",
-                           "meta l4proto udp th dport 53 meta mark @peers_1 return", "drop"}));
+                           "meta l4proto udp th dport 53 meta mark 0x00020000-0x0002ffff return",
+                           "drop"}));
   // Deny-all ingress: no lookup needed.
   EXPECT_EQ(FindChain(*p, "t0_ingress")->rules, std::vector<std::string>{"drop"});
   EXPECT_EQ(FindSet(*p, "peers_2"), nullptr);
@@ -214,6 +216,53 @@ TEST(NftBuild, RuleForms) {
   EXPECT_TRUE(absl::StartsWith(text, "# NetworkPolicy"));
   EXPECT_NE(text.find("table inet np {}\ndelete table inet np\ntable inet np {\n"),
             std::string::npos);
+}
+
+// Peer sets of up to kMaxInlineMarkRuns mark intervals are rules; more are a named set (the
+// kernel looks sets up by name in a linear walk: many sets load in quadratic time).
+TEST(NftBuild, FewMarkIntervalsInlineManyInANamedSet) {
+  std::vector<Pod> pods;
+  for (uint32_t i = 1; i <= 10; ++i) pods.push_back({absl::StrCat("ns/p", i), i});
+  ir::CompiledPolicy ir = PodsIr(pods, 11);
+  AddPeerSet(ir, {1, 3, 5, 7});     // 0: four intervals
+  AddPeerSet(ir, {1, 3, 5, 7, 9});  // 1: five
+  ir::Table* t = ir.add_tables();
+  AddRule(t->mutable_ingress(), ir::TCP, 80, 80, 0);
+  AddRule(t->mutable_ingress(), ir::TCP, 81, 81, 1);
+  ir.mutable_endpoints(0)->set_selected(true);
+  absl::StatusOr<Program> p = Build(ir);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(FindSet(*p, "peers_0"), nullptr);
+  ASSERT_NE(FindSet(*p, "peers_1"), nullptr);
+  EXPECT_EQ(FindSet(*p, "peers_1")->elements,
+            (std::vector<std::string>{"0x00010000-0x0001ffff", "0x00030000-0x0003ffff",
+                                      "0x00050000-0x0005ffff", "0x00070000-0x0007ffff",
+                                      "0x00090000-0x0009ffff"}));
+  const Chain* c = FindChain(*p, "t0_ingress");
+  ASSERT_NE(c, nullptr);
+  EXPECT_EQ(std::vector<std::string>(c->rules.begin() + 3, c->rules.end()),
+            (std::vector<std::string>{
+                "meta l4proto tcp th dport 80 meta mark 0x00010000-0x0001ffff return",
+                "meta l4proto tcp th dport 80 meta mark 0x00030000-0x0003ffff return",
+                "meta l4proto tcp th dport 80 meta mark 0x00050000-0x0005ffff return",
+                "meta l4proto tcp th dport 80 meta mark 0x00070000-0x0007ffff return",
+                "meta l4proto tcp th dport 81 meta mark @peers_1 return", "drop"}));
+  // Explain names the rule of the interval that matches, and the set element.
+  std::unique_ptr<Backend> nft = MakeNftBackend();
+  absl::StatusOr<std::string> why = nft->Explain(ir, {"10.0.0.5", "10.0.0.1", 6, 80});
+  ASSERT_TRUE(why.ok()) << why.status();
+  EXPECT_TRUE(absl::StrContains(*why, "chain t0_ingress rule 6 \"meta l4proto tcp th dport 80 "
+                                      "meta mark 0x00050000-0x0005ffff return\""))
+      << *why;
+  why = nft->Explain(ir, {"10.0.0.9", "10.0.0.1", 6, 81});
+  ASSERT_TRUE(why.ok()) << why.status();
+  EXPECT_TRUE(absl::StrContains(*why, "chain t0_ingress rule 8 \"meta l4proto tcp th dport 81 "
+                                      "meta mark @peers_1 return\" with @peers_1 element "
+                                      "\"0x00090000-0x0009ffff\""))
+      << *why;
+  why = nft->Explain(ir, {"10.0.0.9", "10.0.0.1", 6, 80});
+  ASSERT_TRUE(why.ok()) << why.status();
+  EXPECT_TRUE(absl::StrContains(*why, "verdict: DROP (ingress)")) << *why;
 }
 
 TEST(NftBuild, PrefixesWhereRangesArePrefixes) {
@@ -263,6 +312,62 @@ TEST(NftBuild, RejectsMalformedIr) {
   ir = PodsIr({{"x/a", 1}}, 2);
   ir.mutable_ipv6(1)->set_identity(99);
   EXPECT_FALSE(Build(ir).ok());
+  // Issue 8 item 3: two isolated endpoints with one address made a duplicate element in
+  // the dispatch map, which `nft -f` refuses ("File exists") after `compile` exited 0.
+  ir = PodsIr({{"x/a", 1}, {"x/b", 1}}, 2);
+  ir.add_tables()->mutable_ingress()->set_isolated(true);
+  for (ir::Endpoint& e : *ir.mutable_endpoints()) e.set_selected(true);
+  ir.mutable_endpoints(1)->set_ips(0, ir.endpoints(0).ips(0));
+  absl::StatusOr<Program> shared = Build(ir);
+  ASSERT_FALSE(shared.ok());
+  EXPECT_TRUE(absl::StrContains(shared.status().message(),
+                                "endpoints[1] (x/b): address 10.0.0.1 is also endpoints[0] (x/a)'s"))
+      << shared.status();
+}
+
+// Object names reach comments escaped and cut to nft's 128 bytes on a character boundary.
+ir::CompiledPolicy HostileNames() {
+  ir::CompiledPolicy ir = PodsIr({{"x/a\r\nforged", 1}, {"y/\x1b[2J\"q\"\\", 1}}, 2);
+  std::string long_name = "z/";
+  for (int i = 0; i < 100; ++i) long_name += "é";
+  ir.mutable_identities(1)->add_pods(long_name);
+  AddPeerSet(ir, {1});
+  ir::Table* t = ir.add_tables();
+  t->add_policies(std::string("x/p\0nul\n}\n", 10));
+  t->add_policies("x/\xff\xfe\xe2\x80\xae-rtl");
+  t->add_policies(long_name);
+  AddRule(t->mutable_ingress(), ir::TCP, 80, 80, 0);
+  ir.mutable_endpoints(0)->set_selected(true);
+  ir.set_node("node\n\"1");
+  return ir;
+}
+
+TEST(NftBuild, HostileNamesInCommentsAreEscapedAndCut) {
+  absl::StatusOr<Program> p = Build(HostileNames());
+  ASSERT_TRUE(p.ok()) << p.status();
+  std::string text = Text(*p);
+  int comments = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    // Every line is one of ours: a name cannot start a line of its own.
+    EXPECT_TRUE(line.empty() || line[0] == ' ' || line[0] == '#' || absl::StartsWith(line, "table") ||
+                absl::StartsWith(line, "delete") || line == "}")
+        << line;
+    absl::string_view rest = absl::StripLeadingAsciiWhitespace(line);
+    if (!absl::ConsumePrefix(&rest, "comment \"")) continue;
+    ++comments;
+    ASSERT_TRUE(absl::ConsumeSuffix(&rest, "\"")) << line;
+    EXPECT_LE(rest.size(), 128u) << line;
+    for (size_t i = 0; i < rest.size(); ++i) {
+      const uint8_t c = static_cast<uint8_t>(rest[i]);
+      EXPECT_TRUE(c >= 0x20 && c != 0x7f && c != '"') << line;
+    }
+  }
+  EXPECT_GE(comments, 3);
+  EXPECT_TRUE(absl::StrContains(text, "comment \"policies: x/p\\x00nul\\n}\\n,x/\\xff\\xfe\\u202e-rtl,z/"))
+      << text;
+  EXPECT_TRUE(absl::StrContains(text, "comment \"NetworkPolicy, node node\\n\\x221\""));
+  // The long name is cut after a whole "é".
+  EXPECT_TRUE(absl::StrContains(text, "é...\"")) << text;
 }
 
 // The IR read literally (as np/lower_test.cc's interpreter), for two different pods.
@@ -375,7 +480,9 @@ TEST(NftExplain, NamesRuleAndElements) {
   ASSERT_TRUE(why.ok());
   EXPECT_TRUE(absl::StrContains(*why, "@ingress4 element \"10.0.0.1 : jump t0_ingress\"")) << *why;
   EXPECT_TRUE(absl::StrContains(*why, "\"10.0.0.2 : jump id_2\"")) << *why;
-  EXPECT_TRUE(absl::StrContains(*why, "@peers_0 element \"0x00010000-0x0002ffff\"")) << *why;
+  EXPECT_TRUE(absl::StrContains(*why, "chain t0_ingress rule 4 \"meta l4proto tcp th dport 80-81 "
+                                      "meta mark 0x00010000-0x0002ffff return\" (peer set 0)"))
+      << *why;
   EXPECT_TRUE(absl::StrContains(*why, "verdict: ACCEPT")) << *why;
   // On UDP: dropped at ingress.
   why = nft->Explain(ir, {"10.0.0.2", "10.0.0.1", 17, 80});
@@ -399,7 +506,7 @@ class NftKernelTest : public ::testing::Test {
 TEST_F(NftKernelTest, KernelAcceptsAndReplaces) {
   std::unique_ptr<Backend> nft = MakeNftBackend();
   std::mt19937 rng(11);
-  std::vector<ir::CompiledPolicy> irs = {HundredPods()};
+  std::vector<ir::CompiledPolicy> irs = {HundredPods(), HostileNames()};
   for (int i = 0; i < 20; ++i) irs.push_back(RandomIr(rng));
   for (const ir::CompiledPolicy& ir : irs) {
     absl::StatusOr<std::string> text = nft->Render(ir);
