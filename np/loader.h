@@ -90,6 +90,11 @@ class ClusterLoader {
 // file, line and field path of the first problem, or when the text holds no object or more
 // than one.
 absl::StatusOr<Change> ParseChange(absl::string_view text, absl::string_view source_name);
+// The same, for objects that may lack kind and apiVersion, as a client-go informer hands
+// them out: `kind` ("Namespace", "Pod" or "NetworkPolicy"; empty = as ParseChange) is the
+// kind of a document that has none. A document that names a kind keeps its own.
+absl::StatusOr<Change> ParseChangeOfKind(absl::string_view text, absl::string_view source_name,
+                                         absl::string_view kind);
 
 }  // namespace np
 
