@@ -303,6 +303,72 @@ absl::StatusOr<np::Change> ToChange(const np_change& c, size_t index) {
   return change;
 }
 
+// The text of the JSON value that starts at text[i] (an object, array, string or scalar),
+// found by matching brackets outside strings; empty when the text ends first.
+absl::string_view JsonValueAt(absl::string_view text, size_t i) {
+  const size_t start = i;
+  int depth = 0;
+  bool in_string = false;
+  for (; i < text.size(); ++i) {
+    const char ch = text[i];
+    if (in_string) {
+      if (ch == '\\') {
+        ++i;
+      } else if (ch == '"') {
+        in_string = false;
+        if (depth == 0) return text.substr(start, i + 1 - start);
+      }
+    } else if (ch == '"') {
+      in_string = true;
+    } else if (ch == '{' || ch == '[') {
+      ++depth;
+    } else if (ch == '}' || ch == ']') {
+      if (--depth == 0) return text.substr(start, i + 1 - start);
+      if (depth < 0) return text.substr(start, i - start);
+    } else if (depth == 0 && (ch == ',' || ch == ' ' || ch == '\n' || ch == '\t' || ch == '\r')) {
+      return text.substr(start, i - start);
+    }
+  }
+  return depth == 0 && !in_string ? text.substr(start) : absl::string_view();
+}
+
+// Splits a watch event {"type": T, "object": {...}} (what `kubectl get --watch
+// --output-watch-events -o json` prints, and the watch API streams) into its two values.
+// Only the envelope is read here; the object goes to the loader.
+absl::Status SplitWatchEvent(absl::string_view text, absl::string_view* type,
+                             absl::string_view* object) {
+  size_t i = text.find_first_not_of(" \t\r\n");
+  if (i == absl::string_view::npos || text[i] != '{') {
+    return absl::InvalidArgumentError("watch event: not a JSON object");
+  }
+  ++i;
+  while (i < text.size()) {
+    i = text.find_first_not_of(" \t\r\n,", i);
+    if (i == absl::string_view::npos || text[i] == '}') break;
+    absl::string_view key = JsonValueAt(text, i);
+    if (key.size() < 2 || key.front() != '"') {
+      return absl::InvalidArgumentError("watch event: expected a field name");
+    }
+    i = text.find_first_not_of(" \t\r\n", i + key.size());
+    if (i == absl::string_view::npos || text[i] != ':') {
+      return absl::InvalidArgumentError(absl::StrCat("watch event: no value for ", key));
+    }
+    i = text.find_first_not_of(" \t\r\n", i + 1);
+    if (i == absl::string_view::npos) break;
+    absl::string_view value = JsonValueAt(text, i);
+    if (value.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("watch event: ", key, " is cut short"));
+    }
+    if (key == "\"type\"") *type = value;
+    if (key == "\"object\"") *object = value;
+    i += value.size();
+  }
+  if (type->empty() || object->empty()) {
+    return absl::InvalidArgumentError("watch event: needs \"type\" and \"object\"");
+  }
+  return absl::OkStatus();
+}
+
 // The batch without deletes of objects that are absent when the delete comes: absent from
 // `current` and not upserted earlier in the batch, or deleted earlier in it.
 std::vector<np::Change> DropMissingDeletes(const np::Engine& current,
@@ -333,6 +399,19 @@ std::vector<np::Change> DropMissingDeletes(const np::Engine& current,
     kept.push_back(std::move(change));
   }
   return kept;
+}
+
+np_code CheckFlags(uint32_t flags, np_error** error) {
+  if ((flags & ~uint32_t{NP_APPLY_IGNORE_MISSING}) == 0) return NP_OK;
+  return Fail(error, NP_INVALID_ARGUMENT, absl::StrCat("unknown flags ", flags));
+}
+
+np_code ApplyBatch(np_live& live, std::vector<np::Change> batch, uint32_t flags,
+                   np_error** error) {
+  std::lock_guard<std::mutex> lock(live.apply_mutex);
+  if (flags & NP_APPLY_IGNORE_MISSING) batch = DropMissingDeletes(*live.live.Current(), batch);
+  absl::Status status = live.live.Apply(batch);
+  return status.ok() ? NP_OK : Fail(error, status);
 }
 
 }  // namespace
@@ -367,9 +446,14 @@ np_code np_cluster_load_format(const void* data, size_t size, np_format format,
     case NP_FORMAT_TEXT:
       if (absl::Status s = loader.AddText(bytes, name); !s.ok()) return Fail(error, s);
       break;
-    case NP_FORMAT_PROTOBUF:
-      return Fail(error, NP_UNIMPLEMENTED,
-                  "the Kubernetes protobuf wire form is not read by this version");
+    case NP_FORMAT_PROTOBUF: {
+      absl::StatusOr<np::ClusterObjects> objects = np::DecodeKubernetesProtobuf(bytes, name);
+      if (!objects.ok()) return Fail(error, objects.status());
+      for (auto& ns : objects->namespaces) loader.Add(std::move(ns.object));
+      for (auto& pod : objects->pods) loader.Add(std::move(pod.object));
+      for (auto& policy : objects->policies) loader.Add(std::move(policy.object));
+      break;
+    }
     default:
       return Fail(error, NP_INVALID_ARGUMENT, absl::StrCat("unknown format ", format));
   }
@@ -541,9 +625,7 @@ np_code np_live_apply(np_live* live, const np_change* changes, size_t count, uin
                       np_error** error) {
   if (!Valid(live, kLiveMagic)) return BadHandle(error, "np_live");
   if (changes == nullptr && count != 0) return Fail(error, NP_INVALID_ARGUMENT, "changes is NULL");
-  if ((flags & ~uint32_t{NP_APPLY_IGNORE_MISSING}) != 0) {
-    return Fail(error, NP_INVALID_ARGUMENT, absl::StrCat("unknown flags ", flags));
-  }
+  if (np_code code = CheckFlags(flags, error); code != NP_OK) return code;
   std::vector<np::Change> batch;
   batch.reserve(count);
   for (size_t i = 0; i < count; ++i) {
@@ -551,11 +633,34 @@ np_code np_live_apply(np_live* live, const np_change* changes, size_t count, uin
     if (!change.ok()) return Fail(error, change.status());
     batch.push_back(*std::move(change));
   }
-  std::lock_guard<std::mutex> lock(live->apply_mutex);
-  if (flags & NP_APPLY_IGNORE_MISSING) batch = DropMissingDeletes(*live->live.Current(), batch);
-  absl::Status status = live->live.Apply(batch);
-  if (!status.ok()) return Fail(error, status);
-  return NP_OK;
+  return ApplyBatch(*live, std::move(batch), flags, error);
+}
+
+np_code np_live_apply_event(np_live* live, const void* data, size_t size, const char* kind,
+                            uint32_t flags, np_error** error) {
+  if (!Valid(live, kLiveMagic)) return BadHandle(error, "np_live");
+  if (data == nullptr) return Fail(error, NP_INVALID_ARGUMENT, "event is NULL");
+  if (np_code code = CheckFlags(flags, error); code != NP_OK) return code;
+  absl::string_view type, object;
+  absl::Status s = SplitWatchEvent(
+      absl::string_view(static_cast<const char*>(data), size), &type, &object);
+  if (!s.ok()) return Fail(error, s);
+  if (type == "\"BOOKMARK\"") return NP_OK;
+  if (type == "\"ERROR\"") {
+    return Fail(error, NP_FAILED_PRECONDITION,
+                absl::StrCat("watch event ERROR (the watch must be restarted): ", object));
+  }
+  const bool deleted = type == "\"DELETED\"";
+  if (!deleted && type != "\"ADDED\"" && type != "\"MODIFIED\"") {
+    return Fail(error, NP_INVALID_ARGUMENT, absl::StrCat("watch event: unknown type ", type));
+  }
+  absl::StatusOr<np::Change> change =
+      np::ParseChangeOfKind(object, "watch event", kind != nullptr ? kind : "");
+  if (!change.ok()) return Fail(error, change.status());
+  if (deleted) change->op = np::Change::Op::kDelete;  // a delete reads only the metadata
+  std::vector<np::Change> batch;
+  batch.push_back(*std::move(change));
+  return ApplyBatch(*live, std::move(batch), flags, error);
 }
 
 np_code np_live_snapshot(const np_live* live, np_engine** out, np_error** error) {

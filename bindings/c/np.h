@@ -92,8 +92,9 @@ typedef enum np_format {
  * *out receives a new cluster (free with np_cluster_free). Reentrant. */
 np_code np_cluster_load(const void* data, size_t size, const char* source_name,
                         np_cluster** out, np_error** error);
-/* The same with an explicit format. NP_FORMAT_PROTOBUF gives NP_UNIMPLEMENTED in this
- * version. Reentrant. */
+/* The same with an explicit format. NP_FORMAT_PROTOBUF reads one envelope holding a
+ * Namespace, Pod or NetworkPolicy or a List of one of them (PodList, ...), as the API server
+ * returns it for application/vnd.kubernetes.protobuf. Reentrant. */
 np_code np_cluster_load_format(const void* data, size_t size, np_format format,
                                const char* source_name, np_cluster** out, np_error** error);
 /* Counts; -NP_INVALID_HANDLE for a bad handle. Thread-safe. */
@@ -229,6 +230,13 @@ enum {
  * wait. */
 np_code np_live_apply(np_live* live, const np_change* changes, size_t count, uint32_t flags,
                       np_error** error);
+/* Applies one watch event, {"type": "ADDED"|"MODIFIED"|"DELETED"|"BOOKMARK"|"ERROR",
+ * "object": {...}} as JSON (one event of `kubectl get --watch --output-watch-events -o json`
+ * or of the watch API). `kind` as in np_change (NULL: the object names it). BOOKMARK does
+ * nothing; ERROR gives NP_FAILED_PRECONDITION (restart the watch). `flags` as np_live_apply.
+ * Thread-safe as np_live_apply. */
+np_code np_live_apply_event(np_live* live, const void* data, size_t size, const char* kind,
+                            uint32_t flags, np_error** error);
 /* A new handle to the current snapshot (for explain, lower, find). Thread-safe. */
 np_code np_live_snapshot(const np_live* live, np_engine** out, np_error** error);
 
