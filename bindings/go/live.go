@@ -3,6 +3,12 @@ package np
 /*
 #include <stdlib.h>
 #include "np.h"
+
+// As np_go_engine_allowed (np.go): the handle as an integer keeps the verdict allocation-free.
+static inline int np_go_reader_allowed(uintptr_t r, uint32_t s, uint32_t d, uint8_t p,
+                                       uint16_t port) {
+  return np_reader_allowed((np_reader*)r, s, d, p, port);
+}
 */
 import "C"
 
@@ -177,8 +183,8 @@ func (r *Reader) FindPod(key string) (PodID, error) {
 
 // Allowed is Engine.Allowed on the current snapshot.
 func (r *Reader) Allowed(source, destination PodID, protocol Protocol, port uint16) (bool, error) {
-	v := C.np_reader_allowed(r.r, C.uint32_t(source), C.uint32_t(destination),
-		C.uint8_t(protocol), C.uint16_t(port))
+	v := C.np_go_reader_allowed(C.uintptr_t(uintptr(unsafe.Pointer(r.r))), C.uint32_t(source),
+		C.uint32_t(destination), C.uint8_t(protocol), C.uint16_t(port))
 	runtime.KeepAlive(r)
 	return verdict(v)
 }

@@ -22,6 +22,13 @@ package np
 #cgo pkg-config: np
 #include <stdlib.h>
 #include "np.h"
+
+// The verdict path takes handles as integers: they point to C memory, and cgo's pointer
+// checks on pointer arguments would cost a closure and an allocation per call.
+static inline int np_go_engine_allowed(uintptr_t e, uint32_t s, uint32_t d, uint8_t p,
+                                       uint16_t port) {
+  return np_engine_allowed((const np_engine*)e, s, d, p, port);
+}
 */
 import "C"
 
@@ -219,8 +226,8 @@ func (e *Engine) FindPod(key string) (PodID, error) {
 
 // Allowed is the verdict on a connection from pod source to pod destination.
 func (e *Engine) Allowed(source, destination PodID, protocol Protocol, port uint16) (bool, error) {
-	r := C.np_engine_allowed(e.e, C.uint32_t(source), C.uint32_t(destination),
-		C.uint8_t(protocol), C.uint16_t(port))
+	r := C.np_go_engine_allowed(C.uintptr_t(uintptr(unsafe.Pointer(e.e))), C.uint32_t(source),
+		C.uint32_t(destination), C.uint8_t(protocol), C.uint16_t(port))
 	runtime.KeepAlive(e)
 	return verdict(r)
 }
