@@ -172,13 +172,11 @@ func (r *Reader) Close() {
 
 // FindPod returns the id of pod "namespace/name" in the current snapshot.
 func (r *Reader) FindPod(key string) (PodID, error) {
-	ckey := C.CString(key)
-	defer C.free(unsafe.Pointer(ckey))
-	var id C.uint32_t
-	var cerr *C.np_error
-	code := C.np_reader_find_pod(r.r, ckey, &id, &cerr)
-	runtime.KeepAlive(r)
-	return PodID(id), takeError(code, cerr)
+	return findPod(key, func(k *C.char, id *C.uint32_t, cerr **C.np_error) C.np_code {
+		code := C.np_reader_find_pod(r.r, k, id, cerr)
+		runtime.KeepAlive(r)
+		return code
+	})
 }
 
 // Allowed is Engine.Allowed on the current snapshot.

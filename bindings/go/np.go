@@ -215,12 +215,20 @@ func (e *Engine) Close() {
 
 // FindPod returns the id of pod "namespace/name".
 func (e *Engine) FindPod(key string) (PodID, error) {
+	return findPod(key, func(k *C.char, id *C.uint32_t, cerr **C.np_error) C.np_code {
+		code := C.np_engine_find_pod(e.e, k, id, cerr)
+		runtime.KeepAlive(e)
+		return code
+	})
+}
+
+// findPod passes key to a find function of np.h as C memory.
+func findPod(key string, find func(*C.char, *C.uint32_t, **C.np_error) C.np_code) (PodID, error) {
 	ckey := C.CString(key)
 	defer C.free(unsafe.Pointer(ckey))
 	var id C.uint32_t
 	var cerr *C.np_error
-	code := C.np_engine_find_pod(e.e, ckey, &id, &cerr)
-	runtime.KeepAlive(e)
+	code := find(ckey, &id, &cerr)
 	return PodID(id), takeError(code, cerr)
 }
 

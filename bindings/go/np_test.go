@@ -58,6 +58,16 @@ func build(t testing.TB) *Engine {
 	return engine
 }
 
+func buildLive(t *testing.T) (*Engine, *Live) {
+	t.Helper()
+	e := build(t)
+	live, err := NewLive(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, live
+}
+
 func pod(t testing.TB, e interface{ FindPod(string) (PodID, error) }, key string) PodID {
 	t.Helper()
 	id, err := e.FindPod(key)
@@ -185,12 +195,8 @@ func TestLoadErrors(t *testing.T) {
 // Objects as a client-go informer hands them out (no kind, no apiVersion), and the deletes
 // of a relist, which may name objects already gone.
 func TestInformerObjectsAndRelistDeletes(t *testing.T) {
-	e := build(t)
+	e, live := buildLive(t)
 	defer e.Close()
-	live, err := NewLive(e)
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer live.Close()
 	r, err := live.NewReader()
 	if err != nil {
@@ -267,12 +273,8 @@ func TestInformerObjectsAndRelistDeletes(t *testing.T) {
 // Readers on many goroutines while a writer flips the policy: every verdict is one of the
 // two the policy allows, never an error. Meaningful under -race and GODEBUG=cgocheck=2.
 func TestConcurrentReadersAndWriter(t *testing.T) {
-	e := build(t)
+	e, live := buildLive(t)
 	defer e.Close()
-	live, err := NewLive(e)
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer live.Close()
 	a, b, c := pod(t, e, "x/a"), pod(t, e, "x/b"), pod(t, e, "y/c")
 	policy := []byte(`{"metadata":{"name":"allow-b","namespace":"x"},"spec":{"podSelector":{"matchLabels":{"app":"a"}},` +
