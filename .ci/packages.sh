@@ -5,7 +5,7 @@ np_install_packages() {
     bazel-bootstrap clang libabsl-dev libre2-dev libprotobuf-dev protobuf-compiler
     libgtest-dev libbenchmark-dev libyaml-cpp-dev libbpf-dev libelf-dev zlib1g-dev
     pybind11-dev python3-dev python3-pytest python3-yaml python3-pip python3-setuptools
-    python3-venv nftables iptables ipset iproute2 graphviz
+    python3-venv nftables iptables ipset iproute2 graphviz golang-go pkg-config
   )
   local missing=()
   for p in "${packages[@]}"; do

@@ -126,6 +126,24 @@ std::optional<PodId> Engine::PodByIp(const IpAddress& address) const {
   return state_->FindPodByIp(address);
 }
 
+bool Engine::Holds(const Change& change) const {
+  // An object without a namespace is in "default", as Apply reads it.
+  auto key = [](const auto& object) {
+    const std::string& ns = object.metadata().namespace_();
+    return absl::StrCat(ns.empty() ? "default" : ns, "/", object.metadata().name());
+  };
+  if (const auto* ns = std::get_if<k8s::Namespace>(&change.object)) {
+    const auto* found = state_->namespaces.Find(ns->metadata().name());
+    return found != nullptr && (*found)->object != nullptr;  // implied namespaces are not held
+  }
+  if (const auto* pod = std::get_if<k8s::Pod>(&change.object)) {
+    const std::string k = key(*pod);
+    return state_->pod_by_key.Find(k) != nullptr || state_->left_out_pods.Find(k) != nullptr;
+  }
+  const auto& policy = std::get<k8s::NetworkPolicy>(change.object);
+  return state_->policy_by_key.Find(key(policy)) != nullptr;
+}
+
 bool Engine::IsLivePod(PodId pod) const {
   return pod < state_->pods.size() && state_->pods[pod].state != nullptr;
 }

@@ -95,6 +95,11 @@ class Engine {
   absl::StatusOr<std::shared_ptr<const Engine>> Apply(
       absl::Span<const Change> changes, std::vector<Diagnostic>* diagnostics = nullptr) const;
 
+  // True when this snapshot holds the object a change names (its kind, namespace and name;
+  // a pod left out of networking counts): lets a caller make deletes idempotent, as an
+  // informer's relist needs (it may delete what is already gone).
+  bool Holds(const Change& change) const;
+
   // Pods.
   std::optional<PodId> FindPod(absl::string_view key) const;  // "namespace/name"
   std::optional<PodId> PodByIp(const IpAddress& address) const;

@@ -864,8 +864,18 @@ class Reader {
                          internal::DescribeYamlType(root)));
       return;
     }
-    Object(root, "", "", 0);
+    Object(root, default_kind_, default_api_, 0);
   }
+
+ public:
+  // Documents without kind/apiVersion are read as this kind (what an informer hands out).
+  void SetDefaultKind(absl::string_view kind, absl::string_view api_version) {
+    default_kind_ = std::string(kind);
+    default_api_ = std::string(api_version);
+  }
+
+ private:
+  std::string default_kind_, default_api_;
 
   // One object, or a List of them. `default_kind`/`default_api` come from a typed list
   // (NetworkPolicyList) whose items may omit kind and apiVersion, as the API returns them.
@@ -1188,10 +1198,27 @@ absl::StatusOr<Cluster> ClusterLoader::Build(std::vector<Diagnostic>* diagnostic
 }
 
 absl::StatusOr<Change> ParseChange(absl::string_view text, absl::string_view source_name) {
+  return ParseChangeOfKind(text, source_name, "");
+}
+
+absl::StatusOr<Change> ParseChangeOfKind(absl::string_view text, absl::string_view source_name,
+                                         absl::string_view kind) {
   ClusterObjects objects;
   std::map<std::string, int> skipped;
   std::vector<Diagnostic> diagnostics;
   Reader reader(std::string(source_name), &objects, &skipped, &diagnostics);
+  if (!kind.empty()) {
+    const KnownKind* known = nullptr;
+    for (const KnownKind& k : kKnownKinds) {
+      if (k.kind == kind) known = &k;
+    }
+    if (known == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source_name, ": kind \"", kind,
+                       "\" is not one np reads (Namespace, Pod or NetworkPolicy)"));
+    }
+    reader.SetDefaultKind(known->kind, known->api_version);
+  }
   reader.Text(text);
   for (const Diagnostic& d : diagnostics) {
     if (d.is_error()) return absl::InvalidArgumentError(d.ToString());

@@ -104,6 +104,19 @@ class ClusterLoader {
 // file, line and field path of the first problem, or when the text holds no object or more
 // than one.
 absl::StatusOr<Change> ParseChange(absl::string_view text, absl::string_view source_name);
+// The same, for objects that may lack kind and apiVersion, as a client-go informer hands
+// them out: `kind` ("Namespace", "Pod" or "NetworkPolicy"; empty = as ParseChange) is the
+// kind of a document that has none. A document that names a kind keeps its own.
+absl::StatusOr<Change> ParseChangeOfKind(absl::string_view text, absl::string_view source_name,
+                                         absl::string_view kind);
+
+// Decodes the Kubernetes protobuf wire form — "k8s\0" then a runtime.Unknown envelope, as
+// client-go and the API server exchange it with application/vnd.kubernetes.protobuf — holding
+// a Namespace, Pod or NetworkPolicy (v1, networking.k8s.io/v1) or a List of them. Objects
+// are not validated here (ClusterLoader::Add them, then Build). Errors name the input, the
+// kind and the item index.
+absl::StatusOr<ClusterObjects> DecodeKubernetesProtobuf(absl::string_view bytes,
+                                                        absl::string_view source_name);
 
 }  // namespace np
 

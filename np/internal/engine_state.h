@@ -237,10 +237,15 @@ class TargetTable {
     auto* counts = reinterpret_cast<uint32_t*>(buffer_.data() + kHeader) - 2;
     counts[0] = static_cast<uint32_t>(draft.intervals.size());
     counts[1] = static_cast<uint32_t>(interval_words);
-    std::memcpy(buffer_.data() + kHeader, draft.intervals.data(),
-                draft.intervals.size() * sizeof(Interval));
-    std::memcpy(buffer_.data() + kHeader + interval_words, draft.words.data(),
-                draft.words.size() * sizeof(uint64_t));
+    // memcpy from an empty vector's data() (null) is undefined even for 0 bytes (UBSan).
+    if (!draft.intervals.empty()) {
+      std::memcpy(buffer_.data() + kHeader, draft.intervals.data(),
+                  draft.intervals.size() * sizeof(Interval));
+    }
+    if (!draft.words.empty()) {
+      std::memcpy(buffer_.data() + kHeader + interval_words, draft.words.data(),
+                  draft.words.size() * sizeof(uint64_t));
+    }
   }
   TableView view() const { return TableView(buffer_.data()); }
   const uint64_t* data() const { return buffer_.data(); }

@@ -1,0 +1,140 @@
+// The cost of the C ABI (bindings/c/np.h) over the C++ engine: the same verdicts on the same
+// cluster through np::Engine::Allowed and through np_engine_allowed / np_reader_allowed /
+// np_engine_allowed_batch (issue 12: target ≤ 5 ns of overhead per verdict).
+// `bazel run -c opt //bench:cabi_bench`.
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "benchmark/benchmark.h"
+#include "bindings/c/np.h"
+#include "np/engine.h"
+#include "np/loader.h"
+
+namespace {
+
+constexpr int kNamespaces = 100;
+constexpr int kPodsPerNamespace = 20;
+
+// 2,000 pods in 100 namespaces (app-0..4), two policies per namespace: app-1 may reach
+// app-0 on TCP 80, and app-2 of the next team's namespaces may reach app-3 on 443.
+std::string ClusterText() {
+  std::string text;
+  for (int n = 0; n < kNamespaces; ++n) {
+    absl::StrAppend(&text, "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: ns-", n,
+                    ", labels: {team: t-", n % 5, "}}\n");
+    for (int p = 0; p < kPodsPerNamespace; ++p) {
+      absl::StrAppend(&text, "---\napiVersion: v1\nkind: Pod\nmetadata: {name: p-", p,
+                      ", namespace: ns-", n, ", labels: {app: app-", p % 5,
+                      "}}\nstatus: {podIP: 10.", n / 200, ".", n % 200, ".", p + 1, "}\n");
+    }
+    absl::StrAppend(&text,
+                    "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: "
+                    "{name: web, namespace: ns-", n,
+                    "}\nspec: {podSelector: {matchLabels: {app: app-0}}, ingress: [{from: "
+                    "[{podSelector: {matchLabels: {app: app-1}}}], ports: [{port: 80}]}]}\n");
+    absl::StrAppend(&text,
+                    "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: "
+                    "{name: api, namespace: ns-", n,
+                    "}\nspec: {podSelector: {matchLabels: {app: app-3}}, ingress: [{from: "
+                    "[{namespaceSelector: {matchLabels: {team: t-", (n + 1) % 5,
+                    "}}, podSelector: {matchLabels: {app: app-2}}}], ports: [{port: 443}]}]}\n");
+  }
+  return text;
+}
+
+struct Fixture {
+  Fixture() {
+    const std::string text = ClusterText();
+    np::ClusterLoader loader;
+    if (!loader.AddText(text, "bench").ok()) std::abort();
+    cxx = *np::Engine::Build(*loader.Build());
+    np_cluster* cluster = nullptr;
+    if (np_cluster_load(text.data(), text.size(), "bench", &cluster, nullptr) != NP_OK ||
+        np_engine_build(cluster, nullptr, &c, nullptr) != NP_OK ||
+        np_live_new(c, &live, nullptr) != NP_OK || np_reader_new(live, &reader, nullptr) != NP_OK) {
+      std::abort();
+    }
+    np_cluster_free(cluster);
+    std::mt19937 random(1);
+    std::uniform_int_distribution<int> ns(0, kNamespaces - 1), p(0, kPodsPerNamespace - 1);
+    for (int i = 0; i < 1024; ++i) {
+      std::string s = absl::StrCat("ns-", ns(random), "/p-", p(random));
+      std::string d = absl::StrCat("ns-", ns(random), "/p-", p(random));
+      np_pod_query q{};
+      // Both ids come from each API's own lookup; the verdicts are compared below.
+      q.source = *cxx->FindPod(s);
+      q.destination = *cxx->FindPod(d);
+      uint32_t cs = 0, cd = 0;
+      np_engine_find_pod(c, s.c_str(), &cs, nullptr);
+      np_engine_find_pod(c, d.c_str(), &cd, nullptr);
+      if (cs != q.source || cd != q.destination) std::abort();
+      q.protocol = NP_TCP;
+      q.port = i % 2 ? 443 : 80;
+      queries.push_back(q);
+      if (np_engine_allowed(c, q.source, q.destination, NP_TCP, q.port) !=
+          (cxx->Allowed(q.source, q.destination, np::Protocol::kTCP, q.port) ? 1 : 0)) {
+        std::abort();  // the two paths must agree before their speed means anything
+      }
+    }
+  }
+  std::shared_ptr<const np::Engine> cxx;
+  np_engine* c = nullptr;
+  np_live* live = nullptr;
+  np_reader* reader = nullptr;
+  std::vector<np_pod_query> queries;
+};
+
+Fixture& F() {
+  static Fixture* fixture = new Fixture;
+  return *fixture;
+}
+
+void BM_CxxAllowed(benchmark::State& state) {
+  Fixture& f = F();
+  size_t i = 0;
+  for (auto _ : state) {
+    const np_pod_query& q = f.queries[i++ & 1023];
+    benchmark::DoNotOptimize(f.cxx->Allowed(q.source, q.destination, np::Protocol::kTCP, q.port));
+  }
+}
+
+void BM_CAbiAllowed(benchmark::State& state) {
+  Fixture& f = F();
+  size_t i = 0;
+  for (auto _ : state) {
+    const np_pod_query& q = f.queries[i++ & 1023];
+    benchmark::DoNotOptimize(np_engine_allowed(f.c, q.source, q.destination, NP_TCP, q.port));
+  }
+}
+
+void BM_CAbiReaderAllowed(benchmark::State& state) {
+  Fixture& f = F();
+  size_t i = 0;
+  for (auto _ : state) {
+    const np_pod_query& q = f.queries[i++ & 1023];
+    benchmark::DoNotOptimize(np_reader_allowed(f.reader, q.source, q.destination, NP_TCP, q.port));
+  }
+}
+
+// Items are verdicts: time per item is per verdict.
+void BM_CAbiBatch(benchmark::State& state) {
+  Fixture& f = F();
+  std::vector<uint8_t> out(f.queries.size());
+  for (auto _ : state) {
+    np_engine_allowed_batch(f.c, f.queries.data(), f.queries.size(), out.data(), nullptr);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetItemsProcessed(state.iterations() * f.queries.size());
+}
+
+BENCHMARK(BM_CxxAllowed);
+BENCHMARK(BM_CAbiAllowed);
+BENCHMARK(BM_CAbiReaderAllowed);
+BENCHMARK(BM_CAbiBatch);
+
+}  // namespace
+
+BENCHMARK_MAIN();

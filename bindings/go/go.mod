@@ -1,0 +1,3 @@
+module np.local/np
+
+go 1.19
