@@ -40,13 +40,14 @@
 #ifndef NP_LOADER_H_
 #define NP_LOADER_H_
 
+#include <cstdint>
 #include <map>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "np/cluster.h"
 
 namespace np {
@@ -75,13 +76,24 @@ class ClusterLoader {
 
   // Validates and indexes what was read (Cluster::Create). Fails if reading or validation
   // found any error; `diagnostics` receives all of them (reading, then validation), errors
-  // and warnings.
-  absl::StatusOr<Cluster> Build(std::vector<Diagnostic>* diagnostics = nullptr) const;
+  // and warnings, at most kMaxDiagnostics and a count of the rest. `std::move(loader).Build()`
+  // hands the objects over instead of copying them (objects() is empty afterwards).
+  absl::StatusOr<Cluster> Build(std::vector<Diagnostic>* diagnostics = nullptr) const&;
+  absl::StatusOr<Cluster> Build(std::vector<Diagnostic>* diagnostics = nullptr) &&;
 
  private:
+  absl::Status AddPathOrThrow(absl::string_view path);
+  void AddTextOrThrow(absl::string_view text, absl::string_view source_name);
+  absl::Status OutOfMemory(absl::string_view source_name);
+  absl::StatusOr<Cluster> BuildFrom(ClusterObjects objects,
+                                    std::vector<Diagnostic>* diagnostics) const;
+
   ClusterObjects objects_;
   std::map<std::string, int> skipped_kinds_;
   std::vector<Diagnostic> diagnostics_;
+  // What anchors and aliases have added over every text read (np/internal/yaml_tree.h).
+  int64_t alias_nodes_ = 0;
+  int64_t alias_bytes_ = 0;
 };
 
 // Decodes one Namespace, Pod or NetworkPolicy from YAML/JSON text as an upsert (for callers
