@@ -2,7 +2,8 @@
 // kubernetes/kubernetes:
 //   pkg/apis/networking/validation/validation.go      ValidateNetworkPolicy{,Spec,Peer,Port},
 //                                                     ValidateIPBlock
-//   pkg/apis/core/validation/validation.go            ValidatePod (container ports),
+//   pkg/apis/core/validation/validation.go            ValidatePod (container ports,
+//                                                     ValidatePodSpec's nodeName),
 //                                                     validatePodIPs, ValidateNamespace
 //   apimachinery pkg/api/validation/objectmeta.go     ValidateObjectMeta
 //   apimachinery pkg/apis/meta/v1/validation          ValidateLabels, ValidateLabelSelector
@@ -782,6 +783,13 @@ std::vector<Diagnostic> ValidatePod(const k8s::Pod& pod) {
   Findings f("Pod", absl::StrCat(pod.metadata().namespace_(), "/", pod.metadata().name()));
   ValidateObjectMeta(pod.metadata(), /*namespaced=*/true, NameRule::kDns1123Subdomain, f);
   ValidateContainerPorts(pod, f);
+  // ValidatePodSpec: ValidateNodeName is NameIsDNSSubdomain.
+  const std::string& node = pod.spec().nodename();
+  if (!node.empty()) {
+    for (const std::string& msg : IsDns1123Subdomain(node)) {
+      f.Invalid("spec.nodeName", GoQuote(node), msg);
+    }
+  }
   ValidatePodIps(pod.status(), f);
   return f.Take();
 }
