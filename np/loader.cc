@@ -4,6 +4,8 @@
 // string). np/internal/yaml_tree.h does the YAML part; this file knows the objects.
 #include "np/loader.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -937,7 +939,13 @@ class Reader {
 absl::Status ReadFile(const std::string& path, std::string* text) {
   FILE* f = path == "-" ? stdin : std::fopen(path.c_str(), "rb");
   if (f == nullptr) {
-    return absl::ErrnoToStatus(errno, absl::StrCat(path, ": cannot open"));
+    return absl::ErrnoToStatus(errno, absl::StrCat(DisplayText(path), ": cannot open"));
+  }
+  // Room for the whole file at once: appending would double the buffer as it grows.
+  struct stat info;
+  if (fstat(fileno(f), &info) == 0 && S_ISREG(info.st_mode) &&
+      static_cast<size_t>(info.st_size) <= internal::kMaxYamlTextSize) {
+    text->reserve(static_cast<size_t>(info.st_size));
   }
   char buffer[1 << 16];
   size_t n;
@@ -954,9 +962,9 @@ absl::Status ReadFile(const std::string& path, std::string* text) {
   if (f != stdin) std::fclose(f);
   if (too_big) {
     return absl::ResourceExhaustedError(
-        absl::StrCat(path, ": larger than ", internal::kMaxYamlTextSize, " bytes"));
+        absl::StrCat(DisplayText(path), ": larger than ", internal::kMaxYamlTextSize, " bytes"));
   }
-  if (failed) return absl::ErrnoToStatus(error, absl::StrCat(path, ": cannot read"));
+  if (failed) return absl::ErrnoToStatus(error, absl::StrCat(DisplayText(path), ": cannot read"));
   return absl::OkStatus();
 }
 

@@ -6,7 +6,8 @@
 #include <deque>
 #include <exception>
 #include <new>
-#include <sstream>
+#include <istream>
+#include <streambuf>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -145,6 +146,15 @@ bool IsJsonLiteral(absl::string_view s) {
   bool integer = false;
   return s == "true" || s == "false" || s == "null" || IsJsonNumber(s, &integer);
 }
+
+// An istream's buffer over `text` as it is, so that yaml-cpp reads it without a copy.
+class TextBuffer : public std::streambuf {
+ public:
+  explicit TextBuffer(absl::string_view text) {
+    char* p = const_cast<char*>(text.data());  // only ever read
+    setg(p, p, p + text.size());
+  }
+};
 
 // Why a JSON text is not JSON, in kubectl's terms.
 std::string NotJson(absl::string_view what) {
@@ -843,7 +853,8 @@ bool ParseYamlDocuments(absl::string_view text,
   const bool json = !start.empty() && start[0] == '{';
   TreeBuilder builder(text, json, on_document, budget);
   try {
-    std::istringstream stream{std::string(text)};
+    TextBuffer buffer(text);
+    std::istream stream(&buffer);
     YAML::Parser parser(stream);
     while (parser.HandleNextDocument(builder)) {
       // Each document consumes input, so there cannot be more of them than bytes.
