@@ -3,28 +3,112 @@
 
 #include <algorithm>
 #include <map>
+#include <new>
 #include <tuple>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "np/internal/text.h"
 #include "np/validation.h"
 
 namespace np {
 
+const std::string& SharedString::str() const {
+  static const std::string* const kEmpty = new std::string();
+  return text_ != nullptr ? *text_ : *kEmpty;
+}
+
+std::string DisplayText(absl::string_view text) { return internal::DisplayText(text); }
+
 std::string Diagnostic::ToString() const {
   std::string out;
   if (!location.file.empty()) {
-    absl::StrAppend(&out, location.file, location.line > 0 ? absl::StrCat(":", location.line) : "",
-                    ": ");
+    absl::StrAppend(&out, internal::DisplayText(location.file),
+                    location.line > 0 ? absl::StrCat(":", location.line) : "", ": ");
   }
   if (severity == Severity::kWarning) absl::StrAppend(&out, "warning: ");
   if (!kind.empty() || !object.empty()) {
-    absl::StrAppend(&out, kind, kind.empty() || object.empty() ? "" : " ", object, ": ");
+    absl::StrAppend(&out, internal::DisplayText(kind), kind.empty() || object.empty() ? "" : " ",
+                    internal::DisplayText(object), ": ");
   }
-  if (!field.empty()) absl::StrAppend(&out, field, ": ");
-  absl::StrAppend(&out, message);
+  if (!field.empty()) absl::StrAppend(&out, internal::DisplayText(field), ": ");
+  absl::StrAppend(&out, internal::EscapeUnprintable(message));
+  return out;
+}
+
+namespace {
+
+// "... and 12345 more errors and 2 more warnings not shown".
+std::string OmissionMessage(int64_t errors, int64_t warnings) {
+  auto count = [](int64_t n, absl::string_view what) {
+    return absl::StrCat(n, " more ", what, n == 1 ? "" : "s");
+  };
+  std::string out = "... and ";
+  if (errors > 0) absl::StrAppend(&out, count(errors, "error"));
+  if (errors > 0 && warnings > 0) absl::StrAppend(&out, " and ");
+  if (warnings > 0) absl::StrAppend(&out, count(warnings, "warning"));
+  absl::StrAppend(&out, " not shown (np keeps the first ", kMaxDiagnostics, " findings)");
+  return out;
+}
+
+}  // namespace
+
+void AppendDiagnostic(std::vector<Diagnostic>* list, Diagnostic d) {
+  const bool has_omission = !list->empty() && list->back().is_omission();
+  if (!has_omission) {
+    if (d.is_omission() || list->size() < kMaxDiagnostics) {
+      list->push_back(std::move(d));
+      return;
+    }
+    list->push_back(Diagnostic());  // the list is full: from now on, count
+    list->back().severity = Diagnostic::Severity::kWarning;
+  }
+  Diagnostic& omission = list->back();
+  if (d.is_omission()) {
+    omission.omitted_errors += d.omitted_errors;
+    omission.omitted_warnings += d.omitted_warnings;
+  } else {
+    ++(d.is_error() ? omission.omitted_errors : omission.omitted_warnings);
+  }
+  if (omission.omitted_errors > 0) omission.severity = Diagnostic::Severity::kError;
+  omission.message = OmissionMessage(omission.omitted_errors, omission.omitted_warnings);
+}
+
+int64_t CountErrors(const std::vector<Diagnostic>& list) {
+  int64_t n = 0;
+  for (const Diagnostic& d : list) {
+    n += d.is_omission() ? d.omitted_errors : (d.is_error() ? 1 : 0);
+  }
+  return n;
+}
+
+int64_t CountWarnings(const std::vector<Diagnostic>& list) {
+  int64_t n = 0;
+  for (const Diagnostic& d : list) {
+    n += d.is_omission() ? d.omitted_warnings : (d.is_error() ? 0 : 1);
+  }
+  return n;
+}
+
+std::string ErrorSummary(const std::vector<Diagnostic>& list, size_t max_lines) {
+  std::string out;
+  size_t lines = 0;
+  int64_t left_out = 0;
+  for (const Diagnostic& d : list) {
+    if (d.is_omission()) {
+      left_out += d.omitted_errors;
+    } else if (d.is_error() && lines < max_lines) {
+      absl::StrAppend(&out, lines++ == 0 ? "" : "\n", d.ToString());
+    } else if (d.is_error()) {
+      ++left_out;
+    }
+  }
+  if (left_out > 0) {
+    absl::StrAppend(&out, lines == 0 ? "" : "\n", "... and ", left_out, " more error",
+                    left_out == 1 ? "" : "s");
+  }
   return out;
 }
 
@@ -62,12 +146,12 @@ bool Collect(std::vector<Diagnostic> found, const ObjectSource& source,
              std::vector<Diagnostic>* out) {
   bool ok = true;
   for (Diagnostic& d : found) {
-    if (d.location.file.empty()) {
+    if (d.location.file.empty() && !d.is_omission()) {
       d.location.file = source.location.file;
       d.location.line = source.LineOf(d.field);
     }
     if (d.is_error()) ok = false;
-    out->push_back(std::move(d));
+    AppendDiagnostic(out, std::move(d));
   }
   return ok;
 }
@@ -85,7 +169,7 @@ Diagnostic MakeDiagnostic(Diagnostic::Severity severity, std::string kind, std::
 
 std::string Where(const ObjectSource& source) {
   if (source.location.file.empty()) return "earlier in the input";
-  return absl::StrCat(source.location.file,
+  return absl::StrCat(internal::DisplayText(source.location.file),
                       source.location.line > 0 ? absl::StrCat(":", source.location.line) : "");
 }
 
@@ -146,6 +230,16 @@ struct Cluster::Data {
 
 absl::StatusOr<Cluster> Cluster::Create(ClusterObjects objects,
                                         std::vector<Diagnostic>* diagnostics) {
+  try {
+    return CreateOrThrow(std::move(objects), diagnostics);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        "validating and indexing the input needs more memory than is available");
+  }
+}
+
+absl::StatusOr<Cluster> Cluster::CreateOrThrow(ClusterObjects objects,
+                                               std::vector<Diagnostic>* diagnostics) {
   std::vector<Diagnostic> found;
   bool ok = true;
   auto data = std::make_shared<Data>();
@@ -156,7 +250,7 @@ absl::StatusOr<Cluster> Cluster::Create(ClusterObjects objects,
                              const ObjectSource& source) {
     auto [it, inserted] = seen.emplace(absl::StrCat(kind, " ", key), &source);
     if (inserted) return true;
-    found.push_back(MakeDiagnostic(Diagnostic::Severity::kError, std::string(kind), key,
+    AppendDiagnostic(&found, MakeDiagnostic(Diagnostic::Severity::kError, std::string(kind), key,
                                    absl::StrCat("duplicate object: already defined ",
                                                 Where(*it->second)),
                                    source));
@@ -177,12 +271,9 @@ absl::StatusOr<Cluster> Cluster::Create(ClusterObjects objects,
     ok &= check_duplicate("NetworkPolicy", ObjectKey(policy.object), policy.source);
   }
   if (!ok) {
-    std::vector<std::string> lines;
-    for (const Diagnostic& d : found) {
-      if (d.is_error()) lines.push_back(d.ToString());
-    }
+    std::string summary = ErrorSummary(found);
     if (diagnostics != nullptr) *diagnostics = std::move(found);
-    return absl::InvalidArgumentError(absl::StrJoin(lines, "\n"));
+    return absl::InvalidArgumentError(summary);
   }
   for (auto& pod : objects.pods) NormalizeAddresses(pod.object);
   for (auto& policy : objects.policies) NormalizeAddresses(policy.object);
@@ -225,7 +316,7 @@ absl::StatusOr<Cluster> Cluster::Create(ClusterObjects objects,
     std::string key = ObjectKey(p);
     const std::string& phase = p.status().phase();
     if (phase == "Succeeded" || phase == "Failed") {
-      found.push_back(MakeDiagnostic(
+      AppendDiagnostic(&found, MakeDiagnostic(
           Diagnostic::Severity::kWarning, "Pod", key,
           absl::StrCat("left out: phase ", phase, " (a finished pod holds no address)"),
           pod.source));
@@ -233,7 +324,7 @@ absl::StatusOr<Cluster> Cluster::Create(ClusterObjects objects,
       continue;
     }
     if (p.spec().hostnetwork()) {
-      found.push_back(MakeDiagnostic(
+      AppendDiagnostic(&found, MakeDiagnostic(
           Diagnostic::Severity::kWarning, "Pod", key,
           "left out: hostNetwork pods share the node's network; NetworkPolicy does not apply",
           pod.source));
@@ -293,13 +384,14 @@ absl::StatusOr<Cluster> Cluster::Create(ClusterObjects objects,
       for (int holder : data->ip_index.at(a)) {
         if (holder != static_cast<int>(i)) others.push_back(data->pods[holder].Key());
       }
-      found.push_back(MakeDiagnostic(
+      Diagnostic d = MakeDiagnostic(
           Diagnostic::Severity::kWarning, "Pod", info.Key(),
           absl::StrCat("IP ", a.ToString(), " is also held by ", absl::StrJoin(others, ", "),
                        ": np cannot tell their packets apart, so it denies every flow from or "
                        "to this pod until only one live pod holds the address"),
-          data->pod_objects[i].source));
-      found.back().affects_verdicts = true;
+          data->pod_objects[i].source);
+      d.affects_verdicts = true;
+      AppendDiagnostic(&found, std::move(d));
     }
   }
 

@@ -16,15 +16,18 @@
 #ifndef NP_CLUSTER_H_
 #define NP_CLUSTER_H_
 
+#include <cstdint>
 #include <memory>
 #include <optional>
+#include <ostream>
 #include <string>
-#include "absl/strings/string_view.h"
+#include <utility>
 #include <variant>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "np/types.h"
 #include "proto/k8s.pb.h"
@@ -34,20 +37,63 @@ namespace np {
 // The label every namespace carries, set by the API server to the namespace's name.
 inline constexpr absl::string_view kNamespaceNameLabel = "kubernetes.io/metadata.name";
 
+// Text that every copy shares instead of copying: one object's name in all of its
+// diagnostics, one file name in all of its objects, so that memory does not grow with name
+// length times the number of findings. Immutable; converts from and compares with strings.
+class SharedString {
+ public:
+  SharedString() = default;
+  // Implicit, so that `diagnostic.object = name;` reads as it would for a std::string.
+  SharedString(std::string text)  // NOLINT(google-explicit-constructor)
+      : text_(text.empty() ? nullptr : std::make_shared<const std::string>(std::move(text))) {}
+  SharedString(absl::string_view text) : SharedString(std::string(text)) {}  // NOLINT
+  SharedString(const char* text) : SharedString(std::string(text)) {}        // NOLINT
+
+  const std::string& str() const;
+  operator absl::string_view() const { return str(); }  // NOLINT
+  bool empty() const { return text_ == nullptr; }
+  size_t size() const { return str().size(); }
+
+  friend bool operator==(const SharedString& a, const SharedString& b) {
+    return a.str() == b.str();
+  }
+  friend bool operator==(const SharedString& a, absl::string_view b) { return a.str() == b; }
+  friend bool operator==(const SharedString& a, const std::string& b) { return a.str() == b; }
+  friend bool operator==(const SharedString& a, const char* b) { return a.str() == b; }
+  template <typename T>
+  friend bool operator==(const T& a, const SharedString& b) {
+    return b == a;
+  }
+  template <typename T>
+  friend bool operator!=(const SharedString& a, const T& b) {
+    return !(a == b);
+  }
+  friend std::ostream& operator<<(std::ostream& out, const SharedString& s) {
+    return out << s.str();
+  }
+
+ private:
+  std::shared_ptr<const std::string> text_;
+};
+
 struct SourceLocation {
-  std::string file;  // empty when the object did not come from a file
-  int line = 0;      // 1-based; 0 when unknown
+  SharedString file;  // empty when the object did not come from a file
+  int line = 0;       // 1-based; 0 when unknown
 };
 
 // One finding about the input: an error (the input is rejected) or a warning (accepted,
 // but worth a look). Its text names the object and the field path, e.g.
 // "policies.yaml:12: NetworkPolicy default/allow-db: spec.ingress[0].ports[1].endPort:
 // must be greater than or equal to port".
+//
+// Lists of diagnostics are bounded: every list np fills (ClusterLoader, Cluster::Create, the
+// Validate* functions) keeps at most kMaxDiagnostics findings. Past that it counts them, in
+// one last entry that says how many errors and warnings were left out (is_omission()).
 struct Diagnostic {
   enum class Severity : uint8_t { kError, kWarning };
   Severity severity = Severity::kError;
-  std::string kind;     // "NetworkPolicy", "Pod", "Namespace"; empty before the kind is known
-  std::string object;   // "namespace/name" ("name" for a Namespace); empty when unknown
+  SharedString kind;    // "NetworkPolicy", "Pod", "Namespace"; empty before the kind is known
+  SharedString object;  // "namespace/name" ("name" for a Namespace); empty when unknown
   std::string field;    // field path, e.g. "spec.ingress[0].from[1].ipBlock.cidr"; may be empty
   std::string message;  // what is wrong, in the API server's words where it has them
   SourceLocation location;
@@ -55,10 +101,35 @@ struct Diagnostic {
   // its text, a pod quarantined for a shared address): every command prints these, not only
   // `validate`.
   bool affects_verdicts = false;
+  // Only on the entry that ends a list cut short: how many findings it stands for. Its
+  // severity is kError when any of them is an error; its message says how many were left out.
+  int64_t omitted_errors = 0;
+  int64_t omitted_warnings = 0;
 
   bool is_error() const { return severity == Severity::kError; }
+  bool is_omission() const { return omitted_errors + omitted_warnings > 0; }
+  // One line, safe to print: names, field and file are printed as they are when plain and
+  // quoted and escaped like Go's %q otherwise (`NetworkPolicy "x\x1b[2J"`), long ones cut in
+  // the middle; control characters in the message are escaped the same way (\n, \x1b).
   std::string ToString() const;
 };
+
+// The most findings one list of diagnostics keeps (see Diagnostic).
+inline constexpr size_t kMaxDiagnostics = 1000;
+
+// Appends `d` to `list`, or counts it in the list's last entry once the list holds
+// kMaxDiagnostics findings. An omission entry adds its counts.
+void AppendDiagnostic(std::vector<Diagnostic>* list, Diagnostic d);
+// How many errors (warnings) `list` reports, those left out included.
+int64_t CountErrors(const std::vector<Diagnostic>& list);
+int64_t CountWarnings(const std::vector<Diagnostic>& list);
+// The errors of `list`, one per line, for a Status message: the first `max_lines`, then how
+// many more there are.
+std::string ErrorSummary(const std::vector<Diagnostic>& list, size_t max_lines = 20);
+
+// `text` for a line of output: as it is when plain, else quoted and escaped as Diagnostic
+// ToString() prints names (for text from the input that np prints elsewhere, e.g. a kind).
+std::string DisplayText(absl::string_view text);
 
 // Where an object came from, and the line of each of its fields where the input had lines.
 struct ObjectSource {
@@ -140,6 +211,8 @@ class Cluster {
   // to the IPv4 form it denotes (with validation's warning), so every later reader of the
   // objects sees one value. Two live pods with the same IP are both quarantined
   // (PodInfo::shared_ips), with a warning naming them; PodByIp() returns the first in order.
+  // Running out of memory gives ResourceExhausted (the C++ runtime's std::bad_alloc is caught
+  // here, so that no input can abort the caller).
   static absl::StatusOr<Cluster> Create(ClusterObjects objects,
                                         std::vector<Diagnostic>* diagnostics = nullptr);
 
@@ -174,6 +247,8 @@ class Cluster {
  private:
   struct Data;
   explicit Cluster(std::shared_ptr<const Data> data) : data_(std::move(data)) {}
+  static absl::StatusOr<Cluster> CreateOrThrow(ClusterObjects objects,
+                                               std::vector<Diagnostic>* diagnostics);
   std::shared_ptr<const Data> data_;
 };
 

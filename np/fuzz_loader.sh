@@ -32,7 +32,7 @@ clang++ -std=c++17 -g -O1 -fno-omit-frame-pointer \
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
   -I"$root" -I"$work/gen" \
   np/loader_fuzzer.cc np/loader.cc np/internal/yaml_tree.cc np/cluster.cc \
-  np/validation.cc np/verdict.cc np/types.cc "$work/gen/proto/k8s.pb.cc" \
+  np/validation.cc np/verdict.cc np/types.cc np/internal/text.cc "$work/gen/proto/k8s.pb.cc" \
   -lyaml-cpp -lre2 -lprotobuf -lpthread $absl_libs \
   -o "$work/loader_fuzzer"
 

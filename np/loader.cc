@@ -4,6 +4,8 @@
 // string). np/internal/yaml_tree.h does the YAML part; this file knows the objects.
 #include "np/loader.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -15,12 +17,14 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "np/internal/text.h"
 #include "np/internal/yaml_tree.h"
 #include "np/workloads.h"
 
 namespace np {
 namespace {
 
+using internal::IsMergeKey;
 using internal::ResolvedScalar;
 using internal::YamlDocument;
 using internal::YamlNode;
@@ -50,24 +54,21 @@ std::string Element(const std::string& path, size_t index) {
   return absl::StrCat(path, "[", index, "]");
 }
 
-std::string Summary(const std::vector<Diagnostic>& diagnostics, size_t from = 0) {
-  std::vector<std::string> lines;
-  size_t errors = 0;
-  for (size_t i = from; i < diagnostics.size(); ++i) {
-    if (!diagnostics[i].is_error()) continue;
-    if (++errors <= kMaxErrorsInStatus) lines.push_back(diagnostics[i].ToString());
+// The errors reported since the list held `errors_before` of them (and `size_before`
+// entries), for a Status message. Once the list is full they are only counted.
+std::string Summary(const std::vector<Diagnostic>& diagnostics, size_t size_before,
+                    int64_t errors_before) {
+  std::vector<Diagnostic> recent;
+  for (size_t i = size_before; i < diagnostics.size(); ++i) {
+    if (!diagnostics[i].is_omission()) AppendDiagnostic(&recent, diagnostics[i]);
   }
-  if (errors > kMaxErrorsInStatus) {
-    lines.push_back(absl::StrCat("... and ", errors - kMaxErrorsInStatus, " more errors"));
+  const int64_t left_out = CountErrors(diagnostics) - errors_before - CountErrors(recent);
+  std::string summary = ErrorSummary(recent, kMaxErrorsInStatus);
+  if (left_out > 0) {
+    absl::StrAppend(&summary, summary.empty() ? "" : "\n", left_out, " error",
+                    left_out == 1 ? "" : "s", " not kept: the list of diagnostics is full");
   }
-  return absl::StrJoin(lines, "\n");
-}
-
-bool HasErrors(const std::vector<Diagnostic>& diagnostics, size_t from = 0) {
-  for (size_t i = from; i < diagnostics.size(); ++i) {
-    if (diagnostics[i].is_error()) return true;
-  }
-  return false;
+  return summary;
 }
 
 // A mapping key as JSON sees it after go-yaml: strings stay, integers and booleans print as
@@ -75,6 +76,12 @@ bool HasErrors(const std::vector<Diagnostic>& diagnostics, size_t from = 0) {
 bool KeyText(const YamlNode& key, std::string* out, std::string* error) {
   if (!key.is_scalar()) {
     *error = absl::StrCat("a key must be a string, got ", internal::DescribeYamlType(key));
+    return false;
+  }
+  if (key.style == YamlNode::Style::kJson) {
+    *error = absl::StrCat("invalid JSON: the key `", key.value(),
+                          "` must be a string in double quotes (the text starts with `{`, so it "
+                          "is read as JSON, as kubectl reads it)");
     return false;
   }
   ResolvedScalar r = internal::ResolveScalar(key);
@@ -101,12 +108,6 @@ bool KeyText(const YamlNode& key, std::string* out, std::string* error) {
   return false;
 }
 
-bool IsMergeKey(const YamlNode& key) {
-  return key.is_scalar() && key.value == "<<" &&
-         (key.style == YamlNode::Style::kPlain ||
-          (key.style == YamlNode::Style::kTagged && key.tag == "tag:yaml.org,2002:merge"));
-}
-
 // The top-level entry `name` of a mapping, without merge keys or error reporting: used to
 // find kind, apiVersion and the object's name before the object is decoded. `count` receives
 // how many entries have that key, `duplicate_line` the line of the second one.
@@ -117,7 +118,7 @@ const YamlNode* Find(const YamlNode& mapping, absl::string_view name, int* count
   if (mapping.is_mapping()) {
     for (size_t i = 0; i < mapping.mapping_size(); ++i) {
       const YamlNode& key = mapping.map_key(i);
-      if (!key.is_scalar() || key.value != name) continue;
+      if (!key.is_scalar() || key.value() != name) continue;
       std::string text, error;
       if (!KeyText(key, &text, &error) || text != name) continue;
       if (found == nullptr) found = &mapping.map_value(i);
@@ -139,7 +140,7 @@ std::string StringOrEmpty(const YamlNode* node) {
 std::string TypeMessage(absl::string_view want, const YamlNode& node) {
   std::string message = absl::StrCat("must be ", want, ", got ", internal::DescribeYamlType(node));
   if (want == "a string" && node.is_scalar() && node.style == YamlNode::Style::kPlain) {
-    absl::StrAppend(&message, " (quote it: \"", node.value, "\")");
+    absl::StrAppend(&message, " (quote it: ", internal::GoQuote(node.value()), ")");
   }
   return message;
 }
@@ -148,7 +149,7 @@ std::string TypeMessage(absl::string_view want, const YamlNode& node) {
 // .from[1].ipBlock.cidr". Every field read gets its line recorded in `source.field_lines`.
 class ObjectDecoder {
  public:
-  ObjectDecoder(std::string file, std::string kind, std::string object,
+  ObjectDecoder(SharedString file, SharedString kind, SharedString object,
                 std::vector<Diagnostic>* out)
       : file_(std::move(file)), kind_(std::move(kind)), object_(std::move(object)), out_(out) {
     source.location.file = file_;
@@ -165,7 +166,7 @@ class ObjectDecoder {
     d.field = std::move(field);
     d.message = std::move(message);
     d.location = {file_, line};
-    out_->push_back(std::move(d));
+    AppendDiagnostic(out_, std::move(d));
   }
 
   // Calls `visit(name, value, path, line)` for each entry of `mapping`, merge keys (<<)
@@ -174,13 +175,14 @@ class ObjectDecoder {
   template <typename F>
   void Fields(const YamlNode& mapping, const std::string& path, bool strict, F&& visit) {
     std::vector<Entry> entries;
-    Entries(mapping, path, /*report=*/true, 0, &entries);
+    Entries(mapping, path, &entries);
     for (const Entry& e : entries) {
       const std::string field = Child(path, e.name);
-      if (visit(e.name, *e.value, field, e.line)) {
-        source.field_lines[field] = e.line;
-      } else if (strict) {
-        Error(e.line, field, absl::StrCat("unknown field \"", field, "\""));
+      // Before the visit, so that the fields inside see this one's line as theirs.
+      const bool recorded = RecordLine(field, e.line);
+      if (!visit(e.name, *e.value, field, e.line)) {
+        if (recorded) source.field_lines.erase(field);  // unknown fields have no line
+        if (strict) Error(e.line, field, absl::StrCat("unknown field ", internal::GoQuote(field)));
       }
     }
   }
@@ -188,10 +190,10 @@ class ObjectDecoder {
   // Calls `visit(item, path, line)` for each item of `sequence`.
   template <typename F>
   void Items(const YamlNode& sequence, const std::string& path, F&& visit) {
-    for (size_t i = 0; i < sequence.children.size(); ++i) {
-      const YamlNode& item = sequence.children[i];
+    for (size_t i = 0; i < sequence.children().size(); ++i) {
+      const YamlNode& item = sequence.children()[i];
       const std::string field = Element(path, i);
-      source.field_lines[field] = item.line;
+      RecordLine(field, item.line);
       visit(item, field, item.line);
     }
   }
@@ -245,7 +247,7 @@ class ObjectDecoder {
     }
     if (!r.int_fits || r.int_value < min || r.int_value > max) {
       Error(line, path,
-            absl::StrCat("must be an integer from ", min, " to ", max, ", got ", node.value));
+            absl::StrCat("must be an integer from ", min, " to ", max, ", got ", node.value()));
       return false;
     }
     *out = r.int_value;
@@ -290,7 +292,7 @@ class ObjectDecoder {
             return true;
           }
           Error(line, path,
-                absl::StrCat("must be an integer or a string, got ", node.value,
+                absl::StrCat("must be an integer or a string, got ", node.value(),
                              " (out of the 32-bit integer range)"));
           return false;
         }
@@ -313,7 +315,7 @@ class ObjectDecoder {
                  google::protobuf::Map<std::string, std::string>* out) {
     if (!IsMapping(node, path, line)) return;
     std::vector<Entry> entries;
-    Entries(node, path, /*report=*/true, 0, &entries);
+    Entries(node, path, &entries);
     for (const Entry& e : entries) {
       ResolvedScalar r = internal::ResolveScalar(*e.value);
       if (r.type == ResolvedScalar::Type::kString) {
@@ -322,7 +324,8 @@ class ObjectDecoder {
         (*out)[e.name] = "";
       } else {
         Error(e.line, path,
-              absl::StrCat("the value of \"", e.name, "\" ", TypeMessage("a string", *e.value)));
+              absl::StrCat("the value of ", internal::GoQuote(e.name), " ",
+                           TypeMessage("a string", *e.value)));
       }
     }
   }
@@ -349,12 +352,23 @@ class ObjectDecoder {
            internal::ResolveScalar(node).type == ResolvedScalar::Type::kNull;
   }
 
+  // Records the line of `field` unless LineOf() already finds that line through the field's
+  // enclosing fields (items of a one-line list, say), which keeps the map small for long
+  // lists written on one line. Returns whether it recorded one.
+  bool RecordLine(const std::string& field, int line) {
+    if (source.LineOf(field) == line) return false;
+    source.field_lines[field] = line;
+    return true;
+  }
+
   // The entries of `mapping` in order, first occurrence of each name; merge keys expanded
   // (explicit keys win over merged ones; earlier merged mappings win over later ones).
-  void Entries(const YamlNode& mapping, const std::string& path, bool report, int depth,
-               std::vector<Entry>* out) {
+  void Entries(const YamlNode& mapping, const std::string& path, std::vector<Entry>* out) {
     absl::flat_hash_set<std::string> seen;
-    for (const Entry& e : *out) seen.insert(e.name);
+    Entries(mapping, path, /*report=*/true, 0, &seen, out);
+  }
+  void Entries(const YamlNode& mapping, const std::string& path, bool report, int depth,
+               absl::flat_hash_set<std::string>* seen, std::vector<Entry>* out) {
     std::vector<const YamlNode*> merges;
     for (size_t i = 0; i < mapping.mapping_size(); ++i) {
       const YamlNode& key = mapping.map_key(i);
@@ -367,13 +381,14 @@ class ObjectDecoder {
         if (report) Error(key.line, path, error);
         continue;
       }
-      if (!seen.insert(name).second) {
+      if (seen->contains(name)) {
         if (report) {
-          Error(key.line, Child(path, name),
-                absl::StrCat("duplicate field \"", Child(path, name), "\""));
+          const std::string field = Child(path, name);
+          Error(key.line, field, absl::StrCat("duplicate field ", internal::GoQuote(field)));
         }
         continue;
       }
+      seen->insert(name);
       out->push_back(Entry{std::move(name), &mapping.map_value(i), key.line});
     }
     // Merged entries come after the explicit ones; names already present are skipped.
@@ -382,19 +397,20 @@ class ObjectDecoder {
       if (merge->is_mapping()) {
         sources.push_back(merge);
       } else if (merge->is_sequence()) {
-        for (const YamlNode& item : merge->children) sources.push_back(&item);
+        for (const YamlNode& item : merge->children()) sources.push_back(&item);
       }
       for (const YamlNode* source : sources) {
         if (!source->is_mapping() || depth >= internal::kMaxYamlDepth) {
           Error(source->line, path, "a merge key (<<) needs an object or a list of objects");
           continue;
         }
-        Entries(*source, path, /*report=*/false, depth + 1, out);
+        Entries(*source, path, /*report=*/false, depth + 1, seen, out);
       }
     }
   }
 
-  std::string file_, kind_, object_;
+  // Shared by every diagnostic about this object, however long the name.
+  SharedString file_, kind_, object_;
   std::vector<Diagnostic>* out_;
   bool ok_ = true;
 };
@@ -822,15 +838,19 @@ bool IsWorkloadKind(absl::string_view kind) {
 class Reader {
  public:
   Reader(std::string file, ClusterObjects* objects, std::map<std::string, int>* skipped,
-         std::vector<Diagnostic>* diagnostics)
-      : file_(std::move(file)), objects_(objects), skipped_(skipped), out_(diagnostics) {}
+         std::vector<Diagnostic>* diagnostics, internal::AliasBudget* budget)
+      : file_(std::move(file)),
+        objects_(objects),
+        skipped_(skipped),
+        out_(diagnostics),
+        budget_(budget) {}
   // Where workloads go; without it they are skipped kinds.
   void CollectWorkloads(std::vector<Workload>* workloads) { workloads_ = workloads; }
 
   void Text(absl::string_view text) {
     internal::YamlError error;
     bool ok = internal::ParseYamlDocuments(
-        text, [this](YamlDocument&& doc) { Document(doc); }, &error);
+        text, [this](YamlDocument&& doc) { Document(doc); }, budget_, &error);
     if (!ok) Error(error.line, "", "", "", error.message);
   }
 
@@ -844,7 +864,7 @@ class Reader {
     d.field = std::move(field);
     d.message = std::move(message);
     d.location = {file_, line};
-    out_->push_back(std::move(d));
+    AppendDiagnostic(out_, std::move(d));
   }
 
   void Document(const YamlDocument& doc) {
@@ -940,7 +960,7 @@ class Reader {
       for (const KnownKind& k : kKnownKinds) {
         if (absl::EqualsIgnoreCase(k.kind, kind)) {
           Error(kind_node != nullptr ? kind_node->line : node.line, kind, name, "kind",
-                absl::StrCat("kind \"", kind, "\" is not read (kinds are case-sensitive); did you "
+                absl::StrCat("kind ", internal::GoQuote(kind), " is not read (kinds are case-sensitive); did you "
                              "mean ", k.kind, "?"),
                 Diagnostic::Severity::kWarning);
         }
@@ -960,7 +980,7 @@ class Reader {
             api_version.empty()
                 ? absl::StrCat("apiVersion is missing; ", kind, " is read as ",
                                known->api_version)
-                : absl::StrCat("apiVersion \"", api_version, "\" is not supported for ", kind,
+                : absl::StrCat("apiVersion ", internal::GoQuote(api_version), " is not supported for ", kind,
                                "; use ", known->api_version));
       return;
     }
@@ -1011,8 +1031,8 @@ class Reader {
       item_kind = kind.substr(0, kind.size() - 4);
       item_api = api_version;
     }
-    for (size_t i = 0; i < items->children.size(); ++i) {
-      const YamlNode& item = items->children[i];
+    for (size_t i = 0; i < items->children().size(); ++i) {
+      const YamlNode& item = items->children()[i];
       if (item.is_mapping()) {
         Object(item, item_kind, item_api, list_depth + 1);
       } else if (!(item.is_null() || (item.is_scalar() && internal::ResolveScalar(item).type ==
@@ -1022,18 +1042,25 @@ class Reader {
     }
   }
 
-  std::string file_;
+  SharedString file_;  // shared by the diagnostics and objects of this input
   ClusterObjects* objects_;
   std::map<std::string, int>* skipped_;
   std::vector<Diagnostic>* out_;
   std::vector<Workload>* workloads_ = nullptr;
+  internal::AliasBudget* budget_;
 };
 
 // Reads a whole file (or stdin for "-") into `text`.
 absl::Status ReadFile(const std::string& path, std::string* text) {
   FILE* f = path == "-" ? stdin : std::fopen(path.c_str(), "rb");
   if (f == nullptr) {
-    return absl::ErrnoToStatus(errno, absl::StrCat(path, ": cannot open"));
+    return absl::ErrnoToStatus(errno, absl::StrCat(DisplayText(path), ": cannot open"));
+  }
+  // Room for the whole file at once: appending would double the buffer as it grows.
+  struct stat info;
+  if (fstat(fileno(f), &info) == 0 && S_ISREG(info.st_mode) &&
+      static_cast<size_t>(info.st_size) <= internal::kMaxYamlTextSize) {
+    text->reserve(static_cast<size_t>(info.st_size));
   }
   char buffer[1 << 16];
   size_t n;
@@ -1050,32 +1077,134 @@ absl::Status ReadFile(const std::string& path, std::string* text) {
   if (f != stdin) std::fclose(f);
   if (too_big) {
     return absl::ResourceExhaustedError(
-        absl::StrCat(path, ": larger than ", internal::kMaxYamlTextSize, " bytes"));
+        absl::StrCat(DisplayText(path), ": larger than ", internal::kMaxYamlTextSize, " bytes"));
   }
-  if (failed) return absl::ErrnoToStatus(error, absl::StrCat(path, ": cannot read"));
+  if (failed) return absl::ErrnoToStatus(error, absl::StrCat(DisplayText(path), ": cannot read"));
   return absl::OkStatus();
 }
 
-bool IsInputFile(const std::filesystem::path& path) {
-  const std::string ext = path.extension().string();
+// The extensions kubectl reads in a directory (it compares them case-sensitively).
+bool IsInputExtension(absl::string_view ext) {
   return ext == ".yaml" || ext == ".yml" || ext == ".json";
+}
+
+// What a walk of one -f directory found: the files to read, in order, and the findings about
+// what it skipped.
+struct DirectoryWalk {
+  std::vector<std::string> files;
+  std::vector<Diagnostic> findings;
+  std::vector<std::string> other_extensions;  // skipped silently by kubectl: only counted
+};
+
+void Skipped(DirectoryWalk* walk, const std::string& path, Diagnostic::Severity severity,
+             std::string why) {
+  Diagnostic d;
+  d.severity = severity;
+  d.location.file = path;
+  d.message = std::move(why);
+  AppendDiagnostic(&walk->findings, std::move(d));
+}
+
+// Walks `dir` as kubectl -R does (filepath.Walk): names sorted within each directory,
+// symbolic links to directories not followed, files read by their own name's extension.
+// Unlike kubectl, it says what it skips and goes on after a problem.
+void Walk(const std::string& dir, int depth, DirectoryWalk* walk) {
+  namespace fs = std::filesystem;
+  using Severity = Diagnostic::Severity;
+  std::error_code ec;
+  std::vector<fs::path> entries;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    entries.push_back(it->path());
+  }
+  if (ec) {
+    Skipped(walk, dir, Severity::kError, absl::StrCat("cannot list the directory: ", ec.message()));
+    return;
+  }
+  std::sort(entries.begin(), entries.end());
+  for (const fs::path& entry : entries) {
+    const std::string path = entry.string();
+    const std::string ext = entry.extension().string();
+    const bool read_ext = IsInputExtension(ext);
+    std::error_code entry_ec;
+    const fs::file_status own = fs::symlink_status(entry, entry_ec);
+    if (fs::is_directory(own)) {
+      if (depth >= 64) {  // only a hostile tree is this deep; the path grows with each level
+        Skipped(walk, path, Severity::kError, "directories nested more than 64 levels deep");
+        continue;
+      }
+      Walk(path, depth + 1, walk);
+      continue;
+    }
+    fs::file_status target = own;
+    if (fs::is_symlink(own)) {
+      std::error_code target_ec;
+      target = fs::status(entry, target_ec);
+      std::string broken;
+      if (target_ec.value() == ELOOP) {
+        broken = "a symbolic link loop";
+      } else if (target_ec.value() == ENOENT || target_ec.value() == ENOTDIR) {
+        broken = "a dangling symbolic link (its target does not exist)";
+      } else if (target_ec) {
+        broken = absl::StrCat("a symbolic link that cannot be followed: ", target_ec.message());
+      }
+      if (!broken.empty()) {
+        // kubectl fails on it when the name has an extension it reads.
+        Skipped(walk, path, read_ext ? Severity::kError : Severity::kWarning,
+                absl::StrCat("skipped: ", broken));
+        continue;
+      }
+      if (fs::is_directory(target)) {
+        Skipped(walk, path, Severity::kWarning,
+                "skipped: a symbolic link to a directory (not followed, as kubectl does not)");
+        continue;
+      }
+    }
+    if (!read_ext) {
+      std::string lower = ext;
+      for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      if (IsInputExtension(lower)) {
+        Skipped(walk, path, Severity::kWarning,
+                absl::StrCat("skipped: kubectl reads only the lowercase extensions .yaml, .yml "
+                             "and .json, so it skips this file too; rename it to end in ",
+                             lower));
+      } else {
+        walk->other_extensions.push_back(entry.filename().string());
+      }
+      continue;
+    }
+    if (!fs::is_regular_file(target)) {
+      Skipped(walk, path, Severity::kWarning, "skipped: not a regular file");
+      continue;
+    }
+    walk->files.push_back(path);
+  }
 }
 
 }  // namespace
 
 absl::Status ClusterLoader::AddPath(absl::string_view path) {
+  try {
+    return AddPathOrThrow(path);
+  } catch (const std::bad_alloc&) {
+    return OutOfMemory(path);
+  }
+}
+
+absl::Status ClusterLoader::AddPathOrThrow(absl::string_view path) {
   namespace fs = std::filesystem;
   const std::string name(path);
   auto read_error = [&](const absl::Status& status) {
     Diagnostic d;
     d.message = std::string(status.message());
     d.location.file = name;
-    diagnostics_.push_back(std::move(d));
+    AppendDiagnostic(&diagnostics_, std::move(d));
     return status;
   };
   if (name.empty()) return read_error(absl::InvalidArgumentError("an empty path"));
 
-  std::vector<fs::path> files;
+  const size_t size_before = diagnostics_.size();
+  const int64_t errors_before = CountErrors(diagnostics_);
+  std::vector<std::string> files;
   bool walked = false;  // files found in a directory, rather than named by the caller
   if (name == "-") {
     files.push_back(name);
@@ -1083,34 +1212,38 @@ absl::Status ClusterLoader::AddPath(absl::string_view path) {
     std::error_code ec;
     const fs::file_status status = fs::status(name, ec);
     if (ec || !fs::exists(status)) {
-      return read_error(absl::NotFoundError(
-          absl::StrCat(name, ": ", ec ? ec.message() : "no such file or directory")));
+      return read_error(absl::NotFoundError(absl::StrCat(
+          DisplayText(name), ": ", ec ? ec.message() : "no such file or directory")));
     }
     if (fs::is_directory(status)) {
       walked = true;
-      fs::recursive_directory_iterator it(name, ec);
-      for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-        std::error_code entry_ec;
-        if (it->is_regular_file(entry_ec) && IsInputFile(it->path())) {
-          files.push_back(it->path());
+      DirectoryWalk walk;
+      Walk(name, 0, &walk);
+      for (Diagnostic& d : walk.findings) AppendDiagnostic(&diagnostics_, std::move(d));
+      if (!walk.other_extensions.empty()) {
+        std::vector<std::string> examples;
+        for (size_t i = 0; i < walk.other_extensions.size() && i < 3; ++i) {
+          examples.push_back(DisplayText(walk.other_extensions[i]));
         }
+        Diagnostic d;
+        d.severity = Diagnostic::Severity::kWarning;
+        d.location.file = name;
+        const size_t n = walk.other_extensions.size();
+        d.message = absl::StrCat("skipped ", n, n == 1 ? " file" : " files",
+                                 " whose name does not end in .yaml, .yml or .json (",
+                                 absl::StrJoin(examples, ", "), n > 3 ? ", ..." : "", ")");
+        AppendDiagnostic(&diagnostics_, std::move(d));
       }
-      if (ec) {
-        return read_error(absl::ErrnoToStatus(ec.value(), absl::StrCat(name, ": cannot list: ",
-                                                                       ec.message())));
-      }
-      // Path order compares component by component: dir/a/x.yaml before dir/a-b/x.yaml.
-      std::sort(files.begin(), files.end());
+      files = std::move(walk.files);
     } else {
       files.push_back(name);
     }
   }
 
-  const size_t first_new = diagnostics_.size();
   absl::Status result;
-  for (const fs::path& file : files) {
+  for (const std::string& file : files) {
     std::string text;
-    absl::Status status = ReadFile(file.string(), &text);
+    absl::Status status = ReadFile(file, &text);
     if (!status.ok()) {
       read_error(status).IgnoreError();
       if (result.ok()) result = status;
@@ -1119,12 +1252,12 @@ absl::Status ClusterLoader::AddPath(absl::string_view path) {
     const size_t before = diagnostics_.size();
     const size_t objects_before = objects_.namespaces.size() + objects_.pods.size() +
                                   objects_.policies.size() + workloads_.size();
-    AddText(text, file.string()).IgnoreError();
-    if (walked) SkipIfNotKubernetes(before, objects_before, file.string());
+    AddTextOrThrow(text, file);
+    if (walked) SkipIfNotKubernetes(before, objects_before, file);
   }
   if (!result.ok()) return result;
-  if (HasErrors(diagnostics_, first_new)) {
-    return absl::InvalidArgumentError(Summary(diagnostics_, first_new));
+  if (CountErrors(diagnostics_) > errors_before) {
+    return absl::InvalidArgumentError(Summary(diagnostics_, size_before, errors_before));
   }
   return absl::OkStatus();
 }
@@ -1155,14 +1288,37 @@ void ClusterLoader::SkipIfNotKubernetes(size_t first_diagnostic, size_t objects_
 }
 
 absl::Status ClusterLoader::AddText(absl::string_view text, absl::string_view source_name) {
-  const size_t first_new = diagnostics_.size();
-  Reader reader(std::string(source_name), &objects_, &skipped_kinds_, &diagnostics_);
-  reader.CollectWorkloads(&workloads_);
-  reader.Text(text);
-  if (HasErrors(diagnostics_, first_new)) {
-    return absl::InvalidArgumentError(Summary(diagnostics_, first_new));
+  const size_t size_before = diagnostics_.size();
+  const int64_t errors_before = CountErrors(diagnostics_);
+  try {
+    AddTextOrThrow(text, source_name);
+  } catch (const std::bad_alloc&) {
+    return OutOfMemory(source_name);
+  }
+  if (CountErrors(diagnostics_) > errors_before) {
+    return absl::InvalidArgumentError(Summary(diagnostics_, size_before, errors_before));
   }
   return absl::OkStatus();
+}
+
+void ClusterLoader::AddTextOrThrow(absl::string_view text, absl::string_view source_name) {
+  // One budget for everything this loader reads: many small files must not each get one.
+  internal::AliasBudget budget{alias_nodes_, alias_bytes_};
+  Reader reader(std::string(source_name), &objects_, &skipped_kinds_, &diagnostics_, &budget);
+  reader.CollectWorkloads(&workloads_);
+  reader.Text(text);
+  alias_nodes_ = budget.nodes;
+  alias_bytes_ = budget.bytes;
+}
+
+absl::Status ClusterLoader::OutOfMemory(absl::string_view source_name) {
+  absl::Status status = absl::ResourceExhaustedError(absl::StrCat(
+      DisplayText(source_name), ": reading it needs more memory than is available"));
+  Diagnostic d;
+  d.location.file = std::string(source_name);
+  d.message = std::string(status.message());
+  AppendDiagnostic(&diagnostics_, std::move(d));
+  return status;
 }
 
 void ClusterLoader::Add(k8s::Namespace ns, ObjectSource source) {
@@ -1175,21 +1331,27 @@ void ClusterLoader::Add(k8s::NetworkPolicy policy, ObjectSource source) {
   objects_.policies.push_back({std::move(policy), std::move(source)});
 }
 
-absl::StatusOr<Cluster> ClusterLoader::Build(std::vector<Diagnostic>* diagnostics) const {
+absl::StatusOr<Cluster> ClusterLoader::Build(std::vector<Diagnostic>* diagnostics) const& {
+  return BuildFrom(objects_, diagnostics);
+}
+
+absl::StatusOr<Cluster> ClusterLoader::Build(std::vector<Diagnostic>* diagnostics) && {
+  return BuildFrom(std::move(objects_), diagnostics);
+}
+
+absl::StatusOr<Cluster> ClusterLoader::BuildFrom(ClusterObjects objects,
+                                                 std::vector<Diagnostic>* diagnostics) const {
   std::vector<Diagnostic> synthesized, found;
-  ClusterObjects objects = objects_;
   (void)SynthesizeWorkloadPods(workloads_, workload_options_, &objects, &synthesized);
   absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects), &found);
-  if (HasErrors(synthesized) && cluster.ok()) {
-    cluster = absl::InvalidArgumentError(Summary(synthesized));
+  if (CountErrors(synthesized) > 0 && cluster.ok()) {
+    cluster = absl::InvalidArgumentError(ErrorSummary(synthesized, kMaxErrorsInStatus));
   }
   std::vector<Diagnostic> all = diagnostics_;
-  all.insert(all.end(), synthesized.begin(), synthesized.end());
-  all.insert(all.end(), std::make_move_iterator(found.begin()),
-             std::make_move_iterator(found.end()));
-  const bool read_errors = HasErrors(diagnostics_);
-  if (read_errors) {
-    std::string summary = Summary(all);
+  for (Diagnostic& d : synthesized) AppendDiagnostic(&all, std::move(d));
+  for (Diagnostic& d : found) AppendDiagnostic(&all, std::move(d));
+  if (CountErrors(diagnostics_) > 0) {
+    std::string summary = ErrorSummary(all, kMaxErrorsInStatus);
     if (diagnostics != nullptr) *diagnostics = std::move(all);
     return absl::InvalidArgumentError(summary);
   }
@@ -1206,7 +1368,8 @@ absl::StatusOr<Change> ParseChangeOfKind(absl::string_view text, absl::string_vi
   ClusterObjects objects;
   std::map<std::string, int> skipped;
   std::vector<Diagnostic> diagnostics;
-  Reader reader(std::string(source_name), &objects, &skipped, &diagnostics);
+  internal::AliasBudget budget;
+  Reader reader(std::string(source_name), &objects, &skipped, &diagnostics, &budget);
   if (!kind.empty()) {
     const KnownKind* known = nullptr;
     for (const KnownKind& k : kKnownKinds) {
@@ -1214,12 +1377,17 @@ absl::StatusOr<Change> ParseChangeOfKind(absl::string_view text, absl::string_vi
     }
     if (known == nullptr) {
       return absl::InvalidArgumentError(
-          absl::StrCat(source_name, ": kind \"", kind,
+          absl::StrCat(DisplayText(source_name), ": kind \"", DisplayText(kind),
                        "\" is not one np reads (Namespace, Pod or NetworkPolicy)"));
     }
     reader.SetDefaultKind(known->kind, known->api_version);
   }
-  reader.Text(text);
+  try {
+    reader.Text(text);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        DisplayText(source_name), ": reading it needs more memory than is available"));
+  }
   for (const Diagnostic& d : diagnostics) {
     if (d.is_error()) return absl::InvalidArgumentError(d.ToString());
   }
@@ -1230,12 +1398,14 @@ absl::StatusOr<Change> ParseChangeOfKind(absl::string_view text, absl::string_vi
       absl::StrAppend(&what, " (and ",
                       absl::StrJoin(skipped, ", ",
                                     [](std::string* out, const auto& entry) {
-                                      absl::StrAppend(out, entry.second, " ", entry.first);
+                                      absl::StrAppend(out, entry.second, " ",
+                                                      DisplayText(entry.first));
                                     }),
                       ", which np does not read)");
     }
     return absl::InvalidArgumentError(absl::StrCat(
-        source_name, ": expected exactly one Namespace, Pod or NetworkPolicy, found ", what));
+        DisplayText(source_name), ": expected exactly one Namespace, Pod or NetworkPolicy, found ",
+        what));
   }
   Change change;
   change.op = Change::Op::kUpsert;

@@ -28,27 +28,43 @@
 //   generation, spec.containers[].ports[], spec.nodeName, spec.hostNetwork and
 //   status.phase/podIP/podIPs/hostIP are read; everything else is ignored.
 // - Duplicate keys in a mapping that is read are errors. Anchors, aliases and `<<` merge
-//   keys work.
+//   keys work; a merge key whose value is not a mapping or a list of mappings fails the
+//   document, wherever it is ("map merge requires map or sequence of maps as the value").
+// - Tags as go-yaml v2 reads them: on a mapping or a list they are ignored (`!!null {...}`
+//   is a mapping); on a scalar, !!str/!!int/!!float/!!bool/!!null force the type or fail,
+//   !!binary decodes base64, any other tag leaves the text a string.
+// - A text whose first non-blank character is `{` is JSON, as kubectl decides: unquoted
+//   words, unquoted keys, single quotes, tags, anchors and aliases are errors there, and
+//   numbers are Go's JSON numbers (`1e400` is out of range: an error; in YAML it is the
+//   string "1e400", as go-yaml leaves it). The first problem ends a JSON text.
 //
 // Every error is a Diagnostic naming the file and line, the object (kind, namespace/name)
 // and the field path in upstream's spelling (`spec.ingress[0].ports[0].port`); an object
 // with an error is left out. Each object's ObjectSource holds its first line and the line
-// of every field read, so that validation errors found later point at the right line.
-// Malformed input (bad syntax or encoding, nesting deeper than 128 levels, alias bombs)
-// gives an error and never crashes; parsing needs about 100 KB of stack.
+// of every field read (LineOf), so that validation errors found later point at the right
+// line. Malformed input (bad syntax or encoding, nesting deeper than 128 levels) gives an
+// error and never crashes; parsing needs about 100 KB of stack.
+//
+// Resources are bounded by the input's size, never by a product of its parts: diagnostics
+// share object and file names and a list keeps at most kMaxDiagnostics of them (np/cluster.h);
+// what anchors and aliases repeat is charged to one budget per loader, 200000 nodes and
+// 16 MiB of scalar text ("billion laughs" across many small files included); a YAML node
+// costs 32 bytes. Running out of memory (std::bad_alloc from the C++ runtime) is caught at
+// AddPath, AddText, Build and ParseChange and reported as ResourceExhausted.
 //
 // Thread safety: a ClusterLoader is not thread-safe; use one per thread. ParseChange is
 // reentrant.
 #ifndef NP_LOADER_H_
 #define NP_LOADER_H_
 
+#include <cstdint>
 #include <map>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "np/cluster.h"
 #include "np/workloads.h"
 
@@ -56,12 +72,18 @@ namespace np {
 
 class ClusterLoader {
  public:
-  // A file, or every *.yaml, *.yml and *.json file below a directory (recursively, names
-  // sorted within each directory; symlinks to directories are not followed). A file below a
-  // directory that holds no Kubernetes object at all (no document with apiVersion and kind)
-  // is skipped with a warning and counted as "(not Kubernetes)" in skipped_kinds(). "-" reads
-  // standard input. A missing or unreadable path is an error naming it (NotFound, ...);
-  // errors in the content give InvalidArgument. Either way they are also in diagnostics().
+  // A file, or every *.yaml, *.yml and *.json file below a directory, walked as `kubectl -R`
+  // walks it (filepath.Walk): recursively, names sorted within each directory, extensions
+  // compared case-sensitively, symbolic links to files read, links to directories not
+  // followed. What is skipped is reported: a link loop or a dangling link named *.yaml,
+  // *.yml or *.json is an error (kubectl fails to open it), other broken links, links to
+  // directories, files that are not regular, and `*.YAML`-style names (kubectl skips them
+  // too) are warnings, and other names are counted in one warning per directory.
+  // A file below a directory that holds no Kubernetes object at all (no document with
+  // apiVersion and kind) is skipped with a warning and counted as "(not Kubernetes)" in
+  // skipped_kinds(). "-" reads standard input. A missing or unreadable path is an error naming it (NotFound,
+  // ...); errors in the content give InvalidArgument. Either way they are also in
+  // diagnostics().
   absl::Status AddPath(absl::string_view path);
   // YAML or JSON text; `source_name` is used as the file name in diagnostics. Fails with
   // InvalidArgument (listing the errors) when the text has any; objects read without error,
@@ -85,17 +107,28 @@ class ClusterLoader {
 
   // Validates and indexes what was read (Cluster::Create). Fails if reading or validation
   // found any error; `diagnostics` receives all of them (reading, then validation), errors
-  // and warnings.
-  absl::StatusOr<Cluster> Build(std::vector<Diagnostic>* diagnostics = nullptr) const;
+  // and warnings, at most kMaxDiagnostics and a count of the rest. `std::move(loader).Build()`
+  // hands the objects over instead of copying them (objects() is empty afterwards).
+  absl::StatusOr<Cluster> Build(std::vector<Diagnostic>* diagnostics = nullptr) const&;
+  absl::StatusOr<Cluster> Build(std::vector<Diagnostic>* diagnostics = nullptr) &&;
 
  private:
   void SkipIfNotKubernetes(size_t first_diagnostic, size_t objects_before,
                            const std::string& file);
+  absl::Status AddPathOrThrow(absl::string_view path);
+  void AddTextOrThrow(absl::string_view text, absl::string_view source_name);
+  absl::Status OutOfMemory(absl::string_view source_name);
+  absl::StatusOr<Cluster> BuildFrom(ClusterObjects objects,
+                                    std::vector<Diagnostic>* diagnostics) const;
+
   ClusterObjects objects_;
   std::vector<Workload> workloads_;
   WorkloadOptions workload_options_;
   std::map<std::string, int> skipped_kinds_;
   std::vector<Diagnostic> diagnostics_;
+  // What anchors and aliases have added over every text read (np/internal/yaml_tree.h).
+  int64_t alias_nodes_ = 0;
+  int64_t alias_bytes_ = 0;
 };
 
 // Decodes one Namespace, Pod or NetworkPolicy from YAML/JSON text as an upsert (for callers

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 
 #include "absl/strings/string_view.h"
 #include "np/loader.h"
@@ -25,15 +26,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   np::ClusterLoader loader;
   const absl::Status status = loader.AddText(text, "fuzz.yaml");
-  bool has_error = false;
+  Check(loader.diagnostics().size() <= np::kMaxDiagnostics + 1, "an unbounded diagnostic list");
   for (const np::Diagnostic& d : loader.diagnostics()) {
+    Check(!d.message.empty(), "a diagnostic without a message", &d);
+    // What ToString prints is one line of printable text, whatever the input holds.
+    const std::string line = d.ToString();
+    for (unsigned char c : line) Check(c >= 0x20 && c != 0x7f, "a control byte in the output", &d);
+    if (d.is_omission()) continue;  // counts what was left out: no file, no line
     Check(d.location.file == "fuzz.yaml", "diagnostic without the file name", &d);
     if (!d.is_error()) continue;
-    has_error = true;
     Check(d.location.line > 0, "error without a line", &d);
-    Check(!d.message.empty(), "error without a message", &d);
   }
-  Check(status.ok() == !has_error, "AddText's status disagrees with its diagnostics");
+  Check(status.ok() == (np::CountErrors(loader.diagnostics()) == 0),
+        "AddText's status disagrees with its diagnostics");
   for (const auto& policy : loader.objects().policies) {
     Check(policy.source.location.line > 0, "object without a line");
   }

@@ -2,7 +2,8 @@
 // kubernetes/kubernetes:
 //   pkg/apis/networking/validation/validation.go      ValidateNetworkPolicy{,Spec,Peer,Port},
 //                                                     ValidateIPBlock
-//   pkg/apis/core/validation/validation.go            ValidatePod (container ports),
+//   pkg/apis/core/validation/validation.go            ValidatePod (container ports,
+//                                                     ValidatePodSpec's nodeName),
 //                                                     validatePodIPs, ValidateNamespace
 //   apimachinery pkg/api/validation/objectmeta.go     ValidateObjectMeta
 //   apimachinery pkg/apis/meta/v1/validation          ValidateLabels, ValidateLabelSelector
@@ -51,6 +52,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "np/internal/text.h"
 #include "np/types.h"
 #include "re2/re2.h"
 
@@ -63,86 +65,8 @@ using Messages = std::vector<std::string>;
 // ---------------------------------------------------------------------------------------------
 // Values as Go's fmt renders them in field.Error.
 
-// Length of the valid UTF-8 sequence at the start of `s` (as Go's utf8.DecodeRune accepts it:
-// no overlong forms, no surrogates, nothing above U+10FFFF), or 0 if it is not one.
-int Utf8SequenceLength(absl::string_view s) {
-  auto byte = [&](size_t i) { return static_cast<unsigned char>(s[i]); };
-  auto cont = [&](size_t i) { return i < s.size() && (byte(i) & 0xc0) == 0x80; };
-  unsigned char b = byte(0);
-  if (b >= 0xc2 && b <= 0xdf) return cont(1) ? 2 : 0;
-  if (b >= 0xe0 && b <= 0xef) {
-    if (!cont(1) || !cont(2)) return 0;
-    if (b == 0xe0 && byte(1) < 0xa0) return 0;   // overlong
-    if (b == 0xed && byte(1) >= 0xa0) return 0;  // surrogate
-    return 3;
-  }
-  if (b >= 0xf0 && b <= 0xf4) {
-    if (!cont(1) || !cont(2) || !cont(3)) return 0;
-    if (b == 0xf0 && byte(1) < 0x90) return 0;   // overlong
-    if (b == 0xf4 && byte(1) >= 0x90) return 0;  // above U+10FFFF
-    return 4;
-  }
-  return 0;
-}
-
-// strconv.Quote: double quotes, with quotes, backslashes, control bytes and bytes that are not
-// UTF-8 escaped. Valid multi-byte characters are passed through (Go also escapes the few
-// non-printable ones, such as U+00A0, as \u00a0; this does not).
-std::string GoQuote(absl::string_view s) {
-  std::string out = "\"";
-  for (size_t i = 0; i < s.size();) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x80) {
-      int n = Utf8SequenceLength(s.substr(i));
-      if (n == 0) {
-        absl::StrAppendFormat(&out, "\\x%02x", c);
-        ++i;
-      } else {
-        out.append(s.data() + i, n);
-        i += n;
-      }
-      continue;
-    }
-    ++i;
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\a':
-        out += "\\a";
-        break;
-      case '\b':
-        out += "\\b";
-        break;
-      case '\f':
-        out += "\\f";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      case '\v':
-        out += "\\v";
-        break;
-      default:
-        if (c < 0x20 || c == 0x7f) {
-          absl::StrAppendFormat(&out, "\\x%02x", c);
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  out += "\"";
-  return out;
-}
+// strconv.Quote (np/internal/text.h).
+using internal::GoQuote;
 
 // %#v of a []T whose elements are strings, e.g. []networking.PolicyType{"a", "b"}.
 template <typename Container>
@@ -223,11 +147,11 @@ class Findings {
     d.object = object_;
     d.field = field;
     d.message = std::move(message);
-    out_.push_back(std::move(d));
+    AppendDiagnostic(&out_, std::move(d));  // kind and object shared, the list bounded
   }
 
-  std::string kind_;
-  std::string object_;
+  SharedString kind_;
+  SharedString object_;
   std::vector<Diagnostic> out_;
 };
 
@@ -862,6 +786,13 @@ std::vector<Diagnostic> ValidatePod(const k8s::Pod& pod) {
   Findings f("Pod", absl::StrCat(pod.metadata().namespace_(), "/", pod.metadata().name()));
   ValidateObjectMeta(pod.metadata(), /*namespaced=*/true, NameRule::kDns1123Subdomain, f);
   ValidateContainerPorts(pod, f);
+  // ValidatePodSpec: ValidateNodeName is NameIsDNSSubdomain.
+  const std::string& node = pod.spec().nodename();
+  if (!node.empty()) {
+    for (const std::string& msg : IsDns1123Subdomain(node)) {
+      f.Invalid("spec.nodeName", GoQuote(node), msg);
+    }
+  }
   ValidatePodIps(pod.status(), f);
   return f.Take();
 }

@@ -6,8 +6,9 @@
 //   // NetworkPolicy default/allow-db: spec.ingress[0].ports[0].endPort: Invalid value: 79:
 //   //   must be greater than or equal to `port`
 //
-// Each function returns every problem found (errors and warnings), with kind, object and
-// field filled in; the source location is left for the caller, who knows it. Field paths are
+// Each function returns every problem found (errors and warnings; past kMaxDiagnostics, a
+// count of the rest, see np::Diagnostic), with kind, object and field filled in; the source
+// location is left for the caller, who knows it. Field paths are
 // spelled as the API server spells them, and messages carry its field.Error kinds: "Invalid
 // value: <value>: <why>", "Required value", "Unsupported value: ... supported values: ...",
 // "Forbidden: ...", "Duplicate value: ...", "Too long: ...".
@@ -39,7 +40,7 @@ namespace np {
 std::vector<Diagnostic> ValidateNetworkPolicy(const k8s::NetworkPolicy& policy);
 
 // The parts of a Pod np reads: metadata, container ports (number, host port, name unique in
-// its container, protocol), status.podIP/podIPs (valid addresses, at most one per family,
+// its container, protocol), spec.nodeName (a DNS-1123 subdomain), status.podIP/podIPs (valid addresses, at most one per family,
 // no repeats, podIP equal to podIPs[0] when both are set). Containers themselves (names,
 // images) are not checked: np does not read them.
 std::vector<Diagnostic> ValidatePod(const k8s::Pod& pod);

@@ -386,14 +386,14 @@ PYBIND11_MODULE(_netpol, m) {
   py::class_<np::Diagnostic>(m, "Diagnostic",
                              "One finding about the input, naming object and field path.")
       .def_property_readonly("severity", &SeverityName)
-      .def_property_readonly("kind", [](const np::Diagnostic& d) { return d.kind; })
-      .def_property_readonly("object", [](const np::Diagnostic& d) { return d.object; })
+      .def_property_readonly("kind", [](const np::Diagnostic& d) { return d.kind.str(); })
+      .def_property_readonly("object", [](const np::Diagnostic& d) { return d.object.str(); })
       .def_property_readonly("field", [](const np::Diagnostic& d) { return d.field; })
       .def_property_readonly("message", [](const np::Diagnostic& d) { return d.message; })
       .def_property_readonly("file",
                              [](const np::Diagnostic& d) -> std::optional<std::string> {
                                if (d.location.file.empty()) return std::nullopt;
-                               return d.location.file;
+                               return d.location.file.str();
                              })
       .def_property_readonly("line",
                              [](const np::Diagnostic& d) -> std::optional<int> {

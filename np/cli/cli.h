@@ -4,11 +4,14 @@
 #ifndef NP_CLI_CLI_H_
 #define NP_CLI_CLI_H_
 
+#include <cstdint>
 #include <functional>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "np/cluster.h"
@@ -37,6 +40,34 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv, int first);
 // Loads every -f input into a Cluster, printing diagnostics (warnings too, unless quiet) to
 // stderr. Errors when no file was given or the input is invalid.
 absl::StatusOr<Cluster> LoadCluster(const Args& args, bool print_warnings = true);
+
+// Prints diagnostics, one per line (errors only unless `warnings`), and stops after
+// kMaxDiagnosticOutputBytes with a line that counts what was left out.
+inline constexpr size_t kMaxDiagnosticOutputBytes = size_t{1} << 20;
+void PrintDiagnostics(std::ostream& out, const std::vector<Diagnostic>& diagnostics,
+                      bool warnings);
+
+// The memory budget (memory_budget.cc): operator new fails past it, so that running out of
+// memory is an error message and exit code 2, not an abort. --memory-budget sets it; by
+// default it is MemoryBudgetFor(the size of the -f inputs): kMemoryPerInputByte per input
+// byte, at least 1 GiB, at most MemoryAvailable().
+inline constexpr int64_t kMemoryPerInputByte = 100;
+int64_t MemoryBudgetFor(int64_t input_bytes);
+int64_t MemoryAvailable();  // 3/4 of physical memory, or of `ulimit -v` when less
+// Bytes in the -f inputs (the files below a directory; 0 for stdin).
+int64_t InputBytes(const Args& args);
+void SetMemoryBudget(int64_t bytes);
+int64_t MemoryBudget();
+bool MemoryBudgetRefused();  // whether an allocation has failed for the budget
+// "the input needs more memory than the budget (N MiB; --memory-budget=MiB raises it)".
+std::string OverBudgetMessage();
+
+// Writes `text` to the file `path` and closes it, reporting a failed write or close.
+absl::Status WriteOutputFile(const std::string& path, absl::string_view text);
+// Flushes and closes standard output and standard error; returns `exit_code`, or kExitError
+// (with a message on stderr when it still can) when a write or the close failed, so that a
+// full disk never passes for a complete output.
+int FinishOutput(int exit_code);
 
 // The options chosen by --allow-self and --ipblock-scope.
 absl::StatusOr<EvaluationOptions> OptionsFromFlags();

@@ -104,6 +104,72 @@ run "unknown flag" 2 "unknown flag --bogus" -- matrix -f "$scenario" --bogus
 run "unknown command" 2 "unknown command" -- frobnicate
 run "neither end in the cluster" 2 "neither end" -- check -f "$scenario" --from 192.0.2.1 --to 192.0.2.2
 
+# Every command checks its writes: a full device is an error (exit 2), never a silent
+# truncated output. /dev/full fails every write with ENOSPC.
+if [[ -w /dev/full ]]; then
+  full_case() {
+    local name="$1"; shift
+    local err rc
+    err="$("$netpol" "$@" 2>&1 >/dev/full)"
+    rc=$?
+    if [[ $rc -eq 2 ]] && grep -qF "cannot write" <<<"$err"; then
+      echo "ok   $name to a full device: exit 2"
+    else
+      echo "FAIL $name to a full device: exit $rc"; echo "$err" | head -5; failures=$((failures + 1))
+    fi
+  }
+  full_case "validate" validate -f "$scenario"
+  full_case "check" check -f "$scenario" --from y/a --to x/a --port 80
+  full_case "check (denied)" check -f "$scenario" --from y/b --to x/a --port 80
+  full_case "explain" explain -f "$scenario" --from y/b --to x/a --port 80
+  full_case "matrix" matrix -f "$scenario"
+  full_case "matrix -o json" matrix -f "$scenario" -o json
+  full_case "compile" compile -f "$scenario" --node node-1 --backend nft
+  full_case "compile --ir" compile -f "$scenario" --node node-1 --ir
+  full_case "compile --explain" compile -f "$scenario" --node node-1 --explain --from y/a --to x/a --port 80
+  full_case "help" help
+  full_case "compile -o /dev/full" compile -f "$scenario" --node node-1 -o /dev/full
+else
+  echo "skip /dev/full cases: /dev/full is not writable here"
+fi
+
+# --engine: the help's name for the indexed engine is the flag's.
+run "--engine=indexed" 1 "DENIED: y/b -> x/a" -- check -f "$scenario" --from y/b --to x/a --engine=indexed
+run "--engine=engine (older name)" 1 "DENIED: y/b -> x/a" -- check -f "$scenario" --from y/b --to x/a --engine=engine
+run "--engine=bogus" 2 "--engine must be 'indexed' or 'reference'" -- check -f "$scenario" --from y/b --to x/a --engine=bogus
+if "$netpol" help | grep -qF -- "--engine NAME          indexed"; then
+  echo "ok   help names the engine 'indexed'"
+else
+  echo "FAIL help does not name the engine 'indexed'"; failures=$((failures + 1))
+fi
+
+# Bytes from the input never reach the output raw: a kind and a name with ESC, CR and LF
+# cannot draw on the terminal or forge a "valid:" line.
+printf 'apiVersion: v1\nkind: "Evil\\e[2J\\r\\nvalid: 9 NetworkPolicies"\nmetadata: {name: x}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: "ns\\nvalid: 1 NetworkPolicies"}\n' >"$tmp/forge.yaml"
+out="$("$netpol" validate -f "$tmp/forge.yaml" 2>&1)"
+rc=$?
+if [[ $rc -eq 2 ]] && ! grep -q $'\x1b\|\r' <<<"$out" && ! grep -q '^valid:' <<<"$out" &&
+   grep -qF 'Namespace "ns\nvalid: 1 NetworkPolicies": metadata.name' <<<"$out"; then
+  echo "ok   names and kinds are escaped"
+else
+  echo "FAIL names and kinds are escaped (exit $rc)"; cat -A <<<"$out" | head -10; failures=$((failures + 1))
+fi
+printf 'apiVersion: v1\nkind: "Evil\\e[2J\\r\\nvalid: 9 NetworkPolicies"\nmetadata: {name: x}\n' >"$tmp/forge-kind.yaml"
+out="$("$netpol" validate -f "$tmp/forge-kind.yaml" 2>&1)"
+if grep -qxF 'valid: 0 NetworkPolicies, 0 Pods, 0 Namespaces; skipped 1 "Evil\x1b[2J\r\nvalid: 9 NetworkPolicies"' <<<"$out"; then
+  echo "ok   a skipped kind is escaped"
+else
+  echo "FAIL a skipped kind is escaped"; cat -A <<<"$out" | head -5; failures=$((failures + 1))
+fi
+
+# -f DIR says what it skips; kubectl skips *.YAML too (case-sensitive extensions).
+mkdir -p "$tmp/dir"
+printf 'apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n' >"$tmp/dir/a.yaml"
+printf 'apiVersion: v1\nkind: Namespace\nmetadata: {name: b}\n' >"$tmp/dir/B.YAML"
+ln -sf nowhere.yaml "$tmp/dir/dangling.yaml"
+run "-f DIR reports skipped entries" 2 "B.YAML: warning: skipped: kubectl reads only the lowercase extensions" \
+  "dangling.yaml: skipped: a dangling symbolic link" -- validate -f "$tmp/dir"
+
 # The same input compiles to the same IR in every process (hash iteration order is salted
 # per process: class numbering must not depend on it).
 first=""

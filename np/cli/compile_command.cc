@@ -1,6 +1,5 @@
 // `netpol compile`: what one node's datapath runs — the backend's program (Render), the IR
 // it comes from (--ir), or which rule, set element or map key decides a flow (--explain).
-#include <fstream>
 #include <iostream>
 #include <set>
 
@@ -57,7 +56,7 @@ absl::StatusOr<std::string> ChooseNode(const Cluster& cluster) {
   }
   if (!node.empty()) {
     if (nodes.count(node) == 0) {
-      std::cerr << "netpol compile: note: no pod of the input runs on " << node
+      std::cerr << "netpol compile: note: no pod of the input runs on " << DisplayText(node)
                 << "; the program has no endpoints\n";
     }
     return node;
@@ -251,10 +250,7 @@ int RunCompile(const Args& args) {
     std::cout << text;
     return exit_code;
   }
-  std::ofstream file(output, std::ios::binary | std::ios::trunc);
-  file << text;
-  file.close();
-  if (!file) return Fail(absl::InternalError(absl::StrCat("cannot write ", output)));
+  if (absl::Status written = WriteOutputFile(output, text); !written.ok()) return Fail(written);
   return exit_code;
 }
 

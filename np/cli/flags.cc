@@ -9,8 +9,13 @@
 #include "np/cli/cli.h"
 
 ABSL_FLAG(std::string, output, "text", "Output format: text or json (-o).");
-ABSL_FLAG(std::string, engine, "engine",
-          "Evaluator: 'engine' (the indexed engine) or 'reference' (the literal oracle).");
+ABSL_FLAG(std::string, engine, "indexed",
+          "Evaluator: 'indexed' (the indexed engine; 'engine' is accepted too) or 'reference' "
+          "(the literal oracle).");
+ABSL_FLAG(int64_t, memory_budget, 0,
+          "MiB of heap the command may use before it stops with an error (exit 2); 0: 100 "
+          "bytes per byte of the -f inputs, at least 1 GiB, at most three quarters of "
+          "physical memory or of `ulimit -v`.");
 ABSL_FLAG(bool, allow_self, false, "Always allow a pod's traffic to itself.");
 ABSL_FLAG(std::string, ipblock_scope, "all",
           "Which addresses ipBlocks match: 'all' (pod IPs too, as upstream's conformance "

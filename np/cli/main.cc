@@ -1,11 +1,16 @@
 // netpol — is this flow allowed by the cluster's NetworkPolicies, and why?
 #include <iostream>
+#include <new>
 #include <string>
 
 #include "absl/strings/match.h"
+#include "absl/flags/declare.h"
+#include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "np/cli/cli.h"
+
+ABSL_DECLARE_FLAG(int64_t, memory_budget);
 
 namespace {
 
@@ -43,7 +48,11 @@ commands:
 common flags:
   -f, --file FILE        YAML or JSON (kubectl get -o yaml, manifests, Lists); a directory
                          is read recursively; - reads stdin. Repeatable.
-  --engine NAME          engine (indexed, default) or reference (the literal oracle)
+  --engine NAME          indexed (the indexed engine; default) or reference (the
+                         literal oracle)
+  --memory-budget MIB    fail cleanly (exit 2) when the input needs more memory than
+                         this; default: 100 bytes per input byte, at least 1024, at
+                         most 3/4 of physical memory or of `ulimit -v`
   --allow-self           always allow a pod's traffic to itself
   --ipblock-scope SCOPE  all (ipBlocks match pod IPs too; default) or external
   -o, --output FORMAT    text (default) or json
@@ -123,16 +132,10 @@ std::string FlagNotRead(const std::string& command, int argc, char** argv, int f
 
 }  // namespace
 
-int main(int argc, char** argv) {
+namespace {
+
+int Run(const std::string& command, int argc, char** argv) {
   using namespace np::cli;
-  if (argc < 2 || std::string(argv[1]) == "help" || std::string(argv[1]) == "--help" ||
-      std::string(argv[1]) == "-h") {
-    std::cout << kUsage;
-    return argc < 2 ? kExitError : kExitOk;
-  }
-  std::string command = argv[1];
-  // The probe harness's agent has flags of its own (np/probe/agent.h).
-  if (command == "probe-agent") return RunProbeAgent(argc, argv);
   for (int i = 2; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--") break;
@@ -143,7 +146,7 @@ int main(int argc, char** argv) {
   }
   absl::StatusOr<Args> args = ParseArgs(argc, argv, 2);
   if (!args.ok()) {
-    std::cerr << "netpol " << command << ": " << args.status().message() << "\n"
+    std::cerr << "netpol " << np::DisplayText(command) << ": " << args.status().message() << "\n"
               << "run 'netpol help' for usage\n";
     return kExitError;
   }
@@ -152,6 +155,12 @@ int main(int argc, char** argv) {
               << "\nrun 'netpol " << command << " --help' for usage\n";
     return kExitError;
   }
+  const int64_t budget_mib = absl::GetFlag(FLAGS_memory_budget);
+  if (budget_mib < 0) {
+    std::cerr << "netpol: --memory-budget must be a number of MiB (0: automatic)\n";
+    return kExitError;
+  }
+  SetMemoryBudget(budget_mib > 0 ? budget_mib << 20 : MemoryBudgetFor(InputBytes(*args)));
   if (command == "validate") return RunValidate(*args);
   if (command == "check") return RunCheck(*args, /*explain=*/false);
   if (command == "explain") return RunCheck(*args, /*explain=*/true);
@@ -160,6 +169,30 @@ int main(int argc, char** argv) {
   if (command == "diff") return RunDiff(*args);
   if (command == "compile") return RunCompile(*args);
   if (command == "probe") return RunProbe(*args, argc, argv);
-  std::cerr << "netpol: unknown command \"" << command << "\"; run 'netpol help'\n";
+  std::cerr << "netpol: unknown command " << np::DisplayText(command) << "; run 'netpol help'\n";
   return kExitError;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace np::cli;
+  SetMemoryBudget(MemoryAvailable());
+  if (argc < 2 || std::string(argv[1]) == "help" || std::string(argv[1]) == "--help" ||
+      std::string(argv[1]) == "-h") {
+    std::cout << kUsage;
+    return FinishOutput(argc < 2 ? kExitError : kExitOk);
+  }
+  const std::string command = argv[1];
+  // The probe harness's agent has flags of its own (np/probe/agent.h).
+  if (command == "probe-agent") return RunProbeAgent(argc, argv);
+  int exit_code;
+  try {
+    exit_code = Run(command, argc, argv);
+  } catch (const std::bad_alloc&) {
+    // What np's library did not turn into a status itself (the engine, a backend, printing).
+    std::cerr << "netpol: " << OverBudgetMessage() << "\n";
+    exit_code = kExitError;
+  }
+  return FinishOutput(exit_code);
 }

@@ -256,7 +256,7 @@ int RunProbe(const Args& args, int argc, char** argv) {
     if (probe::Interrupted()) return OnInterrupt(harness);
     if (!report.ok()) {
       ++errors;
-      std::cout << "ERROR " << file << ": " << report.status().message() << "\n";
+      std::cout << "ERROR " << DisplayText(file) << ": " << report.status().message() << "\n";
       // A broken network is not reused for the next scenario.
       (void)harness.Close();
       continue;
@@ -269,7 +269,7 @@ int RunProbe(const Args& args, int argc, char** argv) {
     } else if (report->mismatches > 0) {
       std::cout << probe::FormatText(*report);
     } else {
-      std::cout << absl::StrFormat("PASS %s (%d probes, %.2fs)\n", file, report->probes,
+      std::cout << absl::StrFormat("PASS %s (%d probes, %.2fs)\n", DisplayText(file), report->probes,
                                    absl::ToDoubleSeconds(report->elapsed));
     }
     std::cout.flush();

@@ -51,10 +51,17 @@ int PrintValidateJson(const ClusterLoader& loader, const std::vector<Diagnostic>
   std::cout << json << "]}\n";
   return cluster.ok() ? kExitOk : kExitError;
 }
+// The most cells (pod pairs times ports times protocols) `matrix` computes.
+constexpr int64_t kMaxMatrixCells = int64_t{1} << 26;
 
 int RunValidate(const Args& args) {
   if (args.files.empty()) {
     std::cerr << "netpol validate: give at least one -f FILE\n";
+    return kExitError;
+  }
+  const std::string output = absl::GetFlag(FLAGS_output);
+  if (output != "text" && output != "json") {
+    std::cerr << "netpol validate: -o must be text or json\n";
     return kExitError;
   }
   ClusterLoader loader;
@@ -63,43 +70,51 @@ int RunValidate(const Args& args) {
     return kExitError;
   }
   for (const std::string& file : args.files) (void)loader.AddPath(file);
+  const size_t policies = loader.objects().policies.size();
+  const size_t pods = loader.objects().pods.size();
+  const size_t namespaces = loader.objects().namespaces.size();
+  const size_t workloads = loader.workloads().size();
+  const size_t count = policies + pods + namespaces + workloads;
+  std::string skipped;
+  for (const auto& [kind, n] : loader.skipped_kinds()) {
+    absl::StrAppend(&skipped, skipped.empty() ? "" : ", ", n, " ", DisplayText(kind));
+  }
   std::vector<Diagnostic> diagnostics;
-  absl::StatusOr<Cluster> cluster = loader.Build(&diagnostics);
-  if (const std::string output = absl::GetFlag(FLAGS_output); output == "json") {
+  if (output == "json") {
+    absl::StatusOr<Cluster> cluster = loader.Build(&diagnostics);
+    if (MemoryBudgetRefused()) {
+      std::cerr << "netpol: " << OverBudgetMessage() << "\n";
+      return kExitError;
+    }
     return PrintValidateJson(loader, diagnostics, cluster);
-  } else if (output != "text") {
-    std::cerr << "netpol validate: -o must be text or json\n";
+  }
+  absl::StatusOr<Cluster> cluster = std::move(loader).Build(&diagnostics);
+  PrintDiagnostics(std::cout, diagnostics, /*warnings=*/true);
+  if (MemoryBudgetRefused()) {
+    std::cerr << "netpol: " << OverBudgetMessage() << "\n";
     return kExitError;
   }
-  int errors = 0, warnings = 0;
-  for (const Diagnostic& d : diagnostics) {
-    (d.is_error() ? errors : warnings)++;
-    std::cout << d.ToString() << "\n";
-  }
-  const ClusterObjects& objects = loader.objects();
-  size_t count = objects.namespaces.size() + objects.pods.size() + objects.policies.size();
+  const int64_t errors = CountErrors(diagnostics);
+  const int64_t warnings = CountWarnings(diagnostics);
   if (!cluster.ok()) {
     if (errors == 0) std::cout << cluster.status().message() << "\n";
     std::cout << absl::StrFormat("invalid: %d error%s in %d object%s\n", errors,
                                  errors == 1 ? "" : "s", count, count == 1 ? "" : "s");
     return kExitError;
   }
-  std::string skipped;
-  for (const auto& [kind, n] : loader.skipped_kinds()) {
-    absl::StrAppend(&skipped, skipped.empty() ? "" : ", ", n, " ", kind);
-  }
-  std::cout << absl::StrFormat("valid: %d NetworkPolicies, %d Pods, %d Namespaces", 
-                               objects.policies.size(), objects.pods.size(),
-                               objects.namespaces.size());
-  if (!loader.workloads().empty()) {
-    std::cout << absl::StrFormat(", %d workloads (%d pods synthesized)", loader.workloads().size(),
+  std::cout << absl::StrFormat("valid: %d NetworkPolicies, %d Pods, %d Namespaces", policies,
+                               pods, namespaces);
+  if (workloads > 0) {
+    std::cout << absl::StrFormat(", %d workloads (%d pods synthesized)", workloads,
                                  SynthesizedPodCount(*cluster));
   }
   if (cluster->policy_count() > 0 && cluster->pod_count() == 0) {
     std::cout << "; warning: no pod takes part in pod networking, so check and matrix "
                  "have nothing to evaluate";
   }
-  if (warnings > 0) std::cout << absl::StrFormat(" (%d warning%s)", warnings, warnings == 1 ? "" : "s");
+  if (warnings > 0) {
+    std::cout << absl::StrFormat(" (%d warning%s)", warnings, warnings == 1 ? "" : "s");
+  }
   if (!skipped.empty()) std::cout << "; skipped " << skipped;
   std::cout << "\n";
   return kExitOk;
@@ -164,13 +179,23 @@ int RunMatrix(const Args& args) {
   if (!options.ok()) return fail(options.status());
   absl::StatusOr<Cluster> cluster = LoadCluster(args, /*print_warnings=*/false);
   if (!cluster.ok()) return fail(cluster.status());
-  absl::StatusOr<ClusterEvaluator> evaluator = MakeEvaluator(*cluster, *options);
-  if (!evaluator.ok()) return fail(evaluator.status());
 
   // Pods are sorted by namespace, then name: the Cluster's own order.
   const int n = cluster->pod_count();
   std::vector<std::string> names;
   for (int i = 0; i < n; ++i) names.push_back(cluster->pod(i).Key());
+  // A table has a cell per pod pair: refuse what no one can read rather than run out of
+  // memory building it.
+  const int64_t cells = static_cast<int64_t>(n) * n * static_cast<int64_t>(ports->size()) *
+                        static_cast<int64_t>(protocols->size());
+  if (cells > kMaxMatrixCells) {
+    return fail(absl::ResourceExhaustedError(absl::StrFormat(
+        "%d pods make %d table cells, more than the %d matrix prints; narrow the input, the "
+        "ports or the protocols, or ask about single flows with check",
+        n, cells, kMaxMatrixCells)));
+  }
+  absl::StatusOr<ClusterEvaluator> evaluator = MakeEvaluator(*cluster, *options);
+  if (!evaluator.ok()) return fail(evaluator.status());
   std::vector<TruthTable> tables;
   for (Protocol protocol : *protocols) {
     for (uint16_t port : *ports) {
@@ -197,19 +222,20 @@ int RunMatrix(const Args& args) {
   size_t width = 3;
   for (const std::string& name : names) width = std::max(width, name.size());
   for (const TruthTable& table : tables) {
-    std::string text = absl::StrFormat(
+    // Row by row: the whole table as text is n * n * width bytes.
+    std::string row = absl::StrFormat(
         "%-*s", width, absl::StrCat(ProtocolName(table.protocol), "/", table.port));
-    for (const std::string& name : names) absl::StrAppend(&text, " ", absl::StrFormat("%*s", width, name));
-    absl::StrAppend(&text, "\n");
+    for (const std::string& name : names) absl::StrAppend(&row, " ", absl::StrFormat("%*s", width, name));
+    std::cout << row << "\n";
     for (int i = 0; i < n; ++i) {
-      absl::StrAppend(&text, absl::StrFormat("%-*s", width, names[i]));
+      row = absl::StrFormat("%-*s", width, names[i]);
       for (int j = 0; j < n; ++j) {
         bool allowed = table.allowed[static_cast<size_t>(i) * n + j] != 0;
-        absl::StrAppend(&text, " ", absl::StrFormat("%*s", width, allowed ? "." : "X"));
+        absl::StrAppend(&row, " ", absl::StrFormat("%*s", width, allowed ? "." : "X"));
       }
-      absl::StrAppend(&text, "\n");
+      std::cout << row << "\n";
     }
-    std::cout << text << "\n";
+    std::cout << "\n";
   }
   std::cout << "rows: source pod; columns: destination pod; \".\" allowed, \"X\" denied\n";
   return kExitOk;

@@ -1,12 +1,20 @@
 #include "np/internal/yaml_tree.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <deque>
 #include <exception>
-#include <map>
-#include <sstream>
+#include <new>
+#include <istream>
+#include <streambuf>
+#include <type_traits>
 #include <utility>
+#include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -125,17 +133,98 @@ bool QuoteIsClosed(absl::string_view text, size_t pos) {
   return false;
 }
 
-// Thrown by the builder to stop yaml-cpp's recursive descent as soon as the nesting passes
-// kMaxYamlDepth (yaml-cpp itself would go on to 500 levels, which needs twice the stack).
-struct TooDeep {};
+// Thrown by the builder to stop yaml-cpp: when the nesting passes kMaxYamlDepth (to stop its
+// recursive descent early; yaml-cpp itself would go on to 500 levels, which needs twice the
+// stack), and at the first problem of a JSON text (kubectl's JSON decoder stops there too).
+// The builder's pending error says what and where.
+struct StopParsing {};
+
+bool IsJsonNumber(absl::string_view s, bool* integer);
+
+// true, false, null or a number: what JSON writes without quotes.
+bool IsJsonLiteral(absl::string_view s) {
+  bool integer = false;
+  return s == "true" || s == "false" || s == "null" || IsJsonNumber(s, &integer);
+}
+
+// An istream's buffer over `text` as it is, so that yaml-cpp reads it without a copy.
+class TextBuffer : public std::streambuf {
+ public:
+  explicit TextBuffer(absl::string_view text) {
+    char* p = const_cast<char*>(text.data());  // only ever read
+    setg(p, p, p + text.size());
+  }
+};
+
+// Why a JSON text is not JSON, in kubectl's terms.
+std::string NotJson(absl::string_view what) {
+  return absl::StrCat("invalid JSON: ", what,
+                      " (the text starts with `{`, so it is read as JSON, as kubectl reads it)");
+}
+
+}  // namespace
+
+// Nodes and scalar text of one document, in blocks that never move.
+class YamlArena {
+ public:
+  // A NUL-terminated copy of `s`.
+  const char* CopyText(absl::string_view s) {
+    char* p = static_cast<char*>(Allocate(s.size() + 1, 1));
+    if (!s.empty()) std::memcpy(p, s.data(), s.size());
+    p[s.size()] = '\0';
+    return p;
+  }
+  YamlNode* AllocateNodes(size_t n) {
+    static_assert(std::is_trivially_destructible_v<YamlNode>);
+    static_assert(sizeof(YamlNode) <= 32, "a node per input byte must stay cheap");
+    return static_cast<YamlNode*>(Allocate(n * sizeof(YamlNode), alignof(YamlNode)));
+  }
+
+ private:
+  static constexpr size_t kBlockSize = 64 << 10;
+
+  void* Allocate(size_t bytes, size_t align) {
+    size_t pad = (align - reinterpret_cast<uintptr_t>(next_) % align) % align;
+    if (bytes + pad > left_) {
+      if (bytes > kBlockSize / 4) {  // big: a block of its own, the current one stays open
+        blocks_.push_back(std::make_unique<char[]>(bytes));
+        return blocks_.back().get();
+      }
+      blocks_.push_back(std::make_unique<char[]>(kBlockSize));
+      next_ = blocks_.back().get();
+      left_ = kBlockSize;
+      pad = 0;
+    }
+    void* p = next_ + pad;
+    next_ += pad + bytes;
+    left_ -= pad + bytes;
+    return p;
+  }
+
+  std::vector<std::unique_ptr<char[]>> blocks_;
+  char* next_ = nullptr;
+  size_t left_ = 0;
+};
+
+bool IsMergeKey(const YamlNode& key) {
+  return key.is_scalar() && key.value() == "<<" &&
+         (key.style == YamlNode::Style::kPlain ||
+          (key.style == YamlNode::Style::kTagged && key.tag() == "tag:yaml.org,2002:merge"));
+}
 
 // Builds YamlNodes from yaml-cpp's events. A problem marks the document as failed and the
-// rest of its events are ignored; only nesting past kMaxYamlDepth throws (TooDeep), to stop
+// rest of its events are ignored; only nesting past kMaxYamlDepth and problems of a JSON text throw (StopParsing), to stop
 // yaml-cpp's recursion early.
+//
+// The children of the collections still open wait in `pending_`, one after the other; when a
+// collection closes, its children move to the arena in one array. Anchored nodes are kept
+// (shallow: their children are in the arena already), and an alias is a copy of the anchored
+// node, which shares its children.
 class TreeBuilder : public YAML::EventHandler {
  public:
-  TreeBuilder(absl::string_view text, const std::function<void(YamlDocument&&)>& on_document)
-      : text_(text), on_document_(on_document) {}
+  TreeBuilder(absl::string_view text, bool json,
+              const std::function<void(YamlDocument&&)>& on_document, AliasBudget* budget)
+      : text_(text), json_(json), on_document_(on_document), budget_(budget) {}
 
   int last_line() const { return last_line_; }
   // yaml-cpp 0.7 can loop forever on some malformed input, returning empty documents that
@@ -154,17 +243,18 @@ class TreeBuilder : public YAML::EventHandler {
     start_ = mark.pos;
     doc_ = YamlDocument();
     doc_.line = Line(mark);
-    stack_.clear();
-    anchors_.clear();
-    alias_nodes_ = 0;
+    arena_ = std::make_shared<YamlArena>();
+    Reset();
     have_root_ = false;
   }
 
   void OnDocumentEnd() override {
+    if (block_line_ > 0) Fail(block_line_, NotJson("indented (block) YAML follows the JSON"));
+    block_line_ = 0;
     if (doc_.error.empty() && !have_root_) doc_.root.line = doc_.line;
     if (doc_.error.empty()) doc_.line = doc_.root.line;
-    stack_.clear();
-    anchors_.clear();
+    Reset();
+    doc_.arena = std::move(arena_);
     on_document_(std::move(doc_));
     doc_ = YamlDocument();
   }
@@ -173,12 +263,15 @@ class TreeBuilder : public YAML::EventHandler {
     if (failed()) return;
     YamlNode node;
     node.line = Line(mark);
-    Add(std::move(node), anchor, 0);
+    // yaml-cpp also reports empty documents around stray characters: leave those to it.
+    if (json_ && !stack_.empty()) return FailJson(node.line, "a value is missing");
+    Add(node, anchor, 0);
   }
 
   void OnAlias(const YAML::Mark& mark, YAML::anchor_t anchor) override {
     if (failed()) return;
     const int line = Line(mark);
+    if (json_) return FailJson(line, "aliases (*) are YAML, not JSON");
     auto it = anchors_.find(anchor);
     if (it == anchors_.end()) {
       Fail(line, "an alias refers to the node that contains it (a cycle)");
@@ -189,14 +282,15 @@ class TreeBuilder : public YAML::EventHandler {
       Fail(line, absl::StrCat("nested more than ", kMaxYamlDepth, " levels deep (with aliases)"));
       return;
     }
-    alias_nodes_ += target.size;
-    if (alias_nodes_ > kMaxAliasNodes) {
-      Fail(line, absl::StrCat("anchors and aliases copy more than ", kMaxAliasNodes,
-                              " nodes in one document"));
+    // The tree shares the node; whoever walks it walks every copy.
+    budget_->nodes += target.size;
+    budget_->bytes += target.bytes;
+    if (budget_->nodes > kMaxAliasNodes || budget_->bytes > kMaxAliasBytes) {
+      Fail(line, absl::StrCat("aliases repeat more than ", kMaxAliasNodes, " nodes or ",
+                              kMaxAliasBytes >> 20, " MiB of text in this input"));
       return;
     }
-    YamlNode copy = target.node;  // recursion bounded by kMaxYamlDepth
-    Add(std::move(copy), 0, target.height, target.size);
+    Add(target.node, 0, target.height, target.size, target.bytes);
   }
 
   void OnScalar(const YAML::Mark& mark, const std::string& tag, YAML::anchor_t anchor,
@@ -206,31 +300,47 @@ class TreeBuilder : public YAML::EventHandler {
     node.type = YamlNode::Type::kScalar;
     node.line = Line(mark);
     if (tag == "?") {
-      node.style = YamlNode::Style::kPlain;
+      node.style = json_ ? YamlNode::Style::kJson : YamlNode::Style::kPlain;
     } else if (tag == "!") {
       node.style = YamlNode::Style::kQuoted;
     } else {
       node.style = YamlNode::Style::kTagged;
-      node.tag = tag;
+      node.tag_ = arena_->CopyText(tag);
     }
-    if (node.style != YamlNode::Style::kPlain && mark.pos >= 0 &&
-        !QuoteIsClosed(text_, static_cast<size_t>(mark.pos))) {
+    if (json_) {
+      if (anchor != 0) return FailJson(node.line, "anchors (&) are YAML, not JSON");
+      if (node.style == YamlNode::Style::kTagged) {
+        return FailJson(node.line, "tags (!) are YAML, not JSON");
+      }
+      if (node.style == YamlNode::Style::kQuoted && mark.pos >= 0 &&
+          static_cast<size_t>(mark.pos) < text_.size() && text_[mark.pos] != '"') {
+        return FailJson(node.line, "a string must be in double quotes");
+      }
+      if (node.style == YamlNode::Style::kJson && !IsJsonLiteral(value)) {
+        return FailJson(node.line, absl::StrCat("`", value,
+                                                "` is not a JSON value (a string must be in "
+                                                "double quotes)"));
+      }
+    }
+    if (node.style != YamlNode::Style::kPlain && node.style != YamlNode::Style::kJson &&
+        mark.pos >= 0 && !QuoteIsClosed(text_, static_cast<size_t>(mark.pos))) {
       Fail(node.line, "a quoted string is not closed: the closing quote is missing");
       return;
     }
-    node.value = value;
-    Add(std::move(node), anchor, 0);
+    node.value_ = arena_->CopyText(value);
+    node.value_size_ = static_cast<uint32_t>(value.size());
+    Add(node, anchor, 0, 1, static_cast<int64_t>(value.size() + node.tag().size()));
   }
 
-  void OnSequenceStart(const YAML::Mark& mark, const std::string& /*tag*/,
-                       YAML::anchor_t anchor, YAML::EmitterStyle::value /*style*/) override {
-    Open(mark, YamlNode::Type::kSequence, anchor);
+  void OnSequenceStart(const YAML::Mark& mark, const std::string& tag, YAML::anchor_t anchor,
+                       YAML::EmitterStyle::value style) override {
+    Open(mark, YamlNode::Type::kSequence, tag, anchor, style);
   }
   void OnSequenceEnd() override { Close(); }
 
-  void OnMapStart(const YAML::Mark& mark, const std::string& /*tag*/, YAML::anchor_t anchor,
-                  YAML::EmitterStyle::value /*style*/) override {
-    Open(mark, YamlNode::Type::kMapping, anchor);
+  void OnMapStart(const YAML::Mark& mark, const std::string& tag, YAML::anchor_t anchor,
+                  YAML::EmitterStyle::value style) override {
+    Open(mark, YamlNode::Type::kMapping, tag, anchor, style);
   }
   void OnMapEnd() override { Close(); }
 
@@ -238,16 +348,25 @@ class TreeBuilder : public YAML::EventHandler {
   struct Frame {
     YamlNode node;
     YAML::anchor_t anchor = 0;
-    int height = 0;    // levels below this node
-    int64_t size = 1;  // nodes in this subtree
+    size_t first_child = 0;  // index in pending_
+    int height = 0;          // levels below this node
+    int64_t size = 1;        // nodes in this subtree, as walked (aliases counted in full)
+    int64_t bytes = 0;       // scalar text in this subtree, as walked
   };
   struct Anchored {
     YamlNode node;
     int height = 0;
     int64_t size = 1;
+    int64_t bytes = 0;
   };
 
   bool failed() const { return !doc_.error.empty(); }
+
+  void Reset() {
+    stack_.clear();
+    pending_.clear();
+    anchors_.clear();
+  }
 
   int Line(const YAML::Mark& mark) {
     if (!mark.is_null() && mark.line >= 0) last_line_ = mark.line + 1;
@@ -258,64 +377,111 @@ class TreeBuilder : public YAML::EventHandler {
     if (failed()) return;
     doc_.error = std::move(message);
     doc_.error_line = line;
-    stack_.clear();
-    anchors_.clear();
+    Reset();
   }
 
-  void Open(const YAML::Mark& mark, YamlNode::Type type, YAML::anchor_t anchor) {
+  // A JSON text ends at its first problem.
+  void FailJson(int line, absl::string_view what) {
+    Fail(line, NotJson(what));
+    throw StopParsing();
+  }
+
+  void Open(const YAML::Mark& mark, YamlNode::Type type, const std::string& tag,
+            YAML::anchor_t anchor, YAML::EmitterStyle::value style) {
     if (failed()) return;
     const int line = Line(mark);
     if (static_cast<int>(stack_.size()) + 1 >= kMaxYamlDepth) {
       Fail(line, absl::StrCat("nested more than ", kMaxYamlDepth, " levels deep"));
-      throw TooDeep();  // caught in ParseYamlDocuments; yaml-cpp unwinds cleanly (RAII)
+      throw StopParsing();  // caught in ParseYamlDocuments; yaml-cpp unwinds cleanly (RAII)
     }
+    if (json_) {
+      if (anchor != 0) return FailJson(line, "anchors (&) are YAML, not JSON");
+      if (tag != "?" && !tag.empty()) return FailJson(line, "tags (!) are YAML, not JSON");
+      // A document of indented YAML after the JSON. (Inside a flow collection yaml-cpp can
+      // report block style while it recovers from an error it then reports itself.)
+      // Reported when the document ends: when the text is broken JSON rather than YAML,
+      // yaml-cpp's own error, which comes first, says more.
+      if (style == YAML::EmitterStyle::Block && stack_.empty()) block_line_ = line;
+    }
+    // A tag on a collection is ignored: go-yaml v2's parser keeps none on collection nodes.
     Frame frame;
     frame.node.type = type;
     frame.node.line = line;
     frame.anchor = anchor;
-    stack_.push_back(std::move(frame));
+    frame.first_child = pending_.size();
+    stack_.push_back(frame);
   }
 
   void Close() {
     if (failed() || stack_.empty()) return;
-    Frame frame = std::move(stack_.back());
+    Frame frame = stack_.back();
     stack_.pop_back();
-    Add(std::move(frame.node), frame.anchor, frame.height, frame.size);
+    const size_t count = pending_.size() - frame.first_child;
+    YamlNode* children = arena_->AllocateNodes(count);
+    std::copy(pending_.begin() + frame.first_child, pending_.end(), children);
+    pending_.resize(frame.first_child);
+    frame.node.children_ = children;
+    frame.node.child_count_ = static_cast<uint32_t>(count);
+    if (frame.node.is_mapping()) {
+      for (size_t i = 0; i < frame.node.mapping_size(); ++i) {
+        if (!IsMergeKey(frame.node.map_key(i))) continue;
+        const YamlNode& merged = frame.node.map_value(i);
+        bool ok = merged.is_mapping() || merged.is_sequence();
+        for (const YamlNode& item : merged.is_sequence() ? merged.children()
+                                                         : absl::Span<const YamlNode>()) {
+          ok = ok && item.is_mapping();
+        }
+        if (!ok) {
+          // go-yaml fails the whole document, wherever the mapping is.
+          Fail(merged.line, "map merge requires map or sequence of maps as the value");
+          return;
+        }
+      }
+    }
+    Add(frame.node, frame.anchor, frame.height, frame.size, frame.bytes);
   }
 
-  void Add(YamlNode&& node, YAML::anchor_t anchor, int height, int64_t size = 1) {
-    if (anchor != 0) {
-      // Anchored nodes are kept as copies for their aliases; the copies count too.
-      alias_nodes_ += size;
-      if (alias_nodes_ > kMaxAliasNodes) {
-        Fail(node.line, absl::StrCat("anchors and aliases copy more than ", kMaxAliasNodes,
-                                     " nodes in one document"));
-        return;
-      }
-      anchors_[anchor] = Anchored{node, height, size};
-    }
+  void Add(const YamlNode& node, YAML::anchor_t anchor, int height, int64_t size = 1,
+           int64_t bytes = 0) {
+    if (anchor != 0) anchors_[anchor] = Anchored{node, height, size, bytes};
     if (stack_.empty()) {
-      doc_.root = std::move(node);
+      doc_.root = node;
       have_root_ = true;
       return;
     }
     Frame& parent = stack_.back();
-    parent.node.children.push_back(std::move(node));
+    if (json_ && parent.node.is_mapping() && (pending_.size() - parent.first_child) % 2 == 0 &&
+        node.style != YamlNode::Style::kQuoted) {
+      return FailJson(node.line, "an object key must be a string in double quotes");
+    }
+    if (pending_.size() - parent.first_child >= UINT32_MAX) {
+      Fail(node.line, "a collection with more than 4294967294 entries");
+      return;
+    }
+    pending_.push_back(node);
     parent.height = std::max(parent.height, height + 1);
     parent.size += size;
+    parent.bytes += bytes;
   }
 
   absl::string_view text_;
+  const bool json_;
   const std::function<void(YamlDocument&&)>& on_document_;
+  AliasBudget* budget_;
   YamlDocument doc_;
+  std::shared_ptr<YamlArena> arena_ = std::make_shared<YamlArena>();
   std::vector<Frame> stack_;
-  std::map<YAML::anchor_t, Anchored> anchors_;
-  int64_t alias_nodes_ = 0;
+  // A deque grows without moving what it holds: no peak of twice the list while it grows.
+  std::deque<YamlNode> pending_;
+  absl::flat_hash_map<YAML::anchor_t, Anchored> anchors_;
   bool have_root_ = false;
+  int block_line_ = 0;  // JSON text: where a document of block YAML starts
   int64_t documents_ = 0;
   int start_ = -1, previous_start_ = -1;
   int last_line_ = 1;
 };
+
+namespace {
 
 // True when line `line` (1-based) of `text` has a tab in its leading whitespace.
 bool TabInIndentation(absl::string_view text, int line) {
@@ -405,7 +571,7 @@ void SetFloat(double f, ResolvedScalar* r) {
   }
 }
 
-ResolvedScalar ResolvePlain(const std::string& s) {
+ResolvedScalar ResolvePlain(absl::string_view s) {
   ResolvedScalar r;
   static const auto* const kTrue =
       new std::vector<std::string>{"y", "Y", "yes", "Yes", "YES", "on", "On", "ON",
@@ -480,8 +646,94 @@ ResolvedScalar ResolvePlain(const std::string& s) {
     }
   }
   r.type = ResolvedScalar::Type::kString;
-  r.string_value = s;
+  r.string_value = std::string(s);
   return r;
+}
+
+// JSON's number grammar: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+bool IsJsonNumber(absl::string_view s, bool* integer) {
+  size_t i = 0;
+  auto digits = [&] {
+    const size_t start = i;
+    while (i < s.size() && absl::ascii_isdigit(s[i])) ++i;
+    return i - start;
+  };
+  if (i < s.size() && s[i] == '-') ++i;
+  if (i < s.size() && s[i] == '0') {
+    ++i;
+  } else if (digits() == 0) {
+    return false;
+  }
+  *integer = true;
+  if (i < s.size() && s[i] == '.') {
+    ++i;
+    if (digits() == 0) return false;
+    *integer = false;
+  }
+  if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
+    ++i;
+    if (i < s.size() && (s[i] == '+' || s[i] == '-')) ++i;
+    if (digits() == 0) return false;
+    *integer = false;
+  }
+  return i == s.size();
+}
+
+// An unquoted JSON value as Kubernetes decodes JSON into its objects (apimachinery's JSON
+// reading: an integer that fits int64 stays one, any other number is a float64, and a number
+// a float64 cannot hold fails the decoding).
+ResolvedScalar ResolveJson(absl::string_view s) {
+  ResolvedScalar r;
+  if (s == "null") return r;
+  if (s == "true" || s == "false") {
+    r.type = ResolvedScalar::Type::kBool;
+    r.bool_value = s == "true";
+    return r;
+  }
+  bool integer = false;
+  if (!IsJsonNumber(s, &integer)) {
+    r.type = ResolvedScalar::Type::kError;
+    r.string_value = absl::StrCat(
+        "invalid JSON: `", s,
+        "` is not a JSON value (a string must be in double quotes; the text starts with `{`, "
+        "so it is read as JSON, as kubectl reads it)");
+    return r;
+  }
+  int64_t n = 0;
+  if (integer && absl::SimpleAtoi(s, &n)) {
+    r.type = ResolvedScalar::Type::kInt;
+    r.int_fits = true;
+    r.int_value = n;
+    return r;
+  }
+  double f = 0;
+  if (!absl::SimpleAtod(s, &f) || !std::isfinite(f)) {
+    r.type = ResolvedScalar::Type::kError;
+    r.string_value = absl::StrCat("the number ", s,
+                                  " is out of range: Go's JSON decoding cannot hold it in a "
+                                  "float64 (strconv.ParseFloat: value out of range)");
+    return r;
+  }
+  SetFloat(f, &r);
+  return r;
+}
+
+// go-yaml v2's shortTag of what a plain scalar resolves to, for its messages.
+const char* ShortTag(ResolvedScalar::Type type) {
+  switch (type) {
+    case ResolvedScalar::Type::kNull:
+      return "!!null";
+    case ResolvedScalar::Type::kBool:
+      return "!!bool";
+    case ResolvedScalar::Type::kInt:
+      return "!!int";
+    case ResolvedScalar::Type::kFloat:
+      return "!!float";
+    case ResolvedScalar::Type::kString:
+    case ResolvedScalar::Type::kError:
+      break;
+  }
+  return "!!str";
 }
 
 }  // namespace
@@ -525,33 +777,45 @@ ResolvedScalar ResolveScalar(const YamlNode& node) {
   }
   switch (node.style) {
     case YamlNode::Style::kPlain:
-      return ResolvePlain(node.value);
+      return ResolvePlain(node.value());
+    case YamlNode::Style::kJson:
+      return ResolveJson(node.value());
     case YamlNode::Style::kQuoted:
       r.type = ResolvedScalar::Type::kString;
-      r.string_value = node.value;
+      r.string_value = std::string(node.value());
       return r;
     case YamlNode::Style::kTagged:
       break;
   }
-  // Explicit tags, as go-yaml v2 reads them: a standard tag forces the type; other tags leave
-  // the text a string.
-  const absl::string_view tag = node.tag;
-  if (!absl::StartsWith(tag, kTagPrefix)) {
+  // Explicit tags, as go-yaml v2's resolve() reads them: the tags it resolves (str, int,
+  // float, bool, null, timestamp) force the type or fail; !!binary decodes base64; any other
+  // tag leaves the text as it is, a string.
+  const absl::string_view tag = node.tag();
+  const absl::string_view name =
+      absl::StartsWith(tag, kTagPrefix) ? tag.substr(kTagPrefix.size()) : absl::string_view();
+  if (name == "binary") {
+    std::string bytes;
+    if (!absl::Base64Unescape(node.value(), &bytes)) {
+      r.type = ResolvedScalar::Type::kError;
+      r.string_value = "!!binary value contains invalid base64 data";
+      return r;
+    }
     r.type = ResolvedScalar::Type::kString;
-    r.string_value = node.value;
+    r.string_value = std::move(bytes);
     return r;
   }
-  const absl::string_view name = tag.substr(kTagPrefix.size());
-  if (name == "str" || name == "timestamp") {
+  if (name != "int" && name != "float" && name != "bool" && name != "null") {
+    // !!str, !!timestamp (kept as text), !!map or !!seq on a scalar, local tags.
     r.type = ResolvedScalar::Type::kString;
-    r.string_value = node.value;
+    r.string_value = std::string(node.value());
     return r;
   }
-  ResolvedScalar plain = ResolvePlain(node.value);
+  ResolvedScalar plain = ResolvePlain(node.value());
   auto mismatch = [&] {
     ResolvedScalar e;
     e.type = ResolvedScalar::Type::kError;
-    e.string_value = absl::StrCat("cannot decode `", node.value, "` as !!", name);
+    e.string_value =
+        absl::StrCat("cannot decode ", ShortTag(plain.type), " `", node.value(), "` as a !!", name);
     return e;
   };
   if (name == "int") {
@@ -569,17 +833,12 @@ ResolvedScalar ResolveScalar(const YamlNode& node) {
   if (name == "bool") {
     return plain.type == ResolvedScalar::Type::kBool ? plain : mismatch();
   }
-  if (name == "null") {
-    return plain.type == ResolvedScalar::Type::kNull ? plain : mismatch();
-  }
-  r.type = ResolvedScalar::Type::kError;
-  r.string_value = absl::StrCat("the tag !!", name, " is not supported here");
-  return r;
+  return plain.type == ResolvedScalar::Type::kNull ? plain : mismatch();
 }
 
 bool ParseYamlDocuments(absl::string_view text,
                         const std::function<void(YamlDocument&&)>& on_document,
-                        YamlError* error) {
+                        AliasBudget* budget, YamlError* error) {
   *error = YamlError();
   if (text.size() > kMaxYamlTextSize) {
     error->message = absl::StrCat("the input is larger than ", kMaxYamlTextSize, " bytes");
@@ -589,9 +848,13 @@ bool ParseYamlDocuments(absl::string_view text,
   if (absl::StartsWith(text, "\xEF\xBB\xBF")) text.remove_prefix(3);
   if (!CheckEncoding(text, error)) return false;
 
-  TreeBuilder builder(text, on_document);
+  // kubectl's YAMLOrJSONDecoder reads the stream as JSON when it starts with `{`.
+  const absl::string_view start = absl::StripLeadingAsciiWhitespace(text);
+  const bool json = !start.empty() && start[0] == '{';
+  TreeBuilder builder(text, json, on_document, budget);
   try {
-    std::istringstream stream{std::string(text)};
+    TextBuffer buffer(text);
+    std::istream stream(&buffer);
     YAML::Parser parser(stream);
     while (parser.HandleNextDocument(builder)) {
       // Each document consumes input, so there cannot be more of them than bytes.
@@ -604,8 +867,8 @@ bool ParseYamlDocuments(absl::string_view text,
       }
     }
     return true;
-  } catch (const TooDeep&) {
-    // The builder's pending error says where; see below.
+  } catch (const StopParsing&) {
+    // The builder's pending error says what and where; see below.
   } catch (const YAML::DeepRecursion& e) {
     error->line = builder.last_line();
     error->message = "nested too deeply (the YAML parser stops at 500 levels)";
@@ -621,6 +884,8 @@ bool ParseYamlDocuments(absl::string_view text,
     if (TabInIndentation(text, error->line)) {
       absl::StrAppend(&error->message, " (tabs are not allowed for indentation in YAML)");
     }
+  } catch (const std::bad_alloc&) {
+    throw;  // out of memory is not a syntax error; the loader's entry points report it
   } catch (const std::exception& e) {
     error->line = builder.last_line();
     error->message = absl::StrCat("cannot parse: ", e.what());
@@ -628,7 +893,8 @@ bool ParseYamlDocuments(absl::string_view text,
     error->line = builder.last_line();
     error->message = "cannot parse";
   }
-  // A problem the builder found first (our depth bound is below yaml-cpp's) is the precise one.
+  // A problem the builder found first (an unclosed quote, our depth bound below yaml-cpp's)
+  // is the precise one.
   if (!builder.pending_error().empty()) {
     error->message = builder.pending_error();
     error->line = builder.pending_error_line();
