@@ -86,7 +86,8 @@ std::string CommandUsage(const std::string& command) {
 
 // The flags each query command reads. A flag it does not read is an error rather than
 // silently ignored (`matrix --from x/a` must not look like a filtered table).
-constexpr absl::string_view kLoadFlags[] = {"file", "pod_cidr", "expand_replicas"};
+constexpr absl::string_view kLoadFlags[] = {"file", "pod_cidr", "expand_replicas",
+                                           "memory_budget"};
 constexpr absl::string_view kEvaluationFlags[] = {"engine", "allow_self", "ipblock_scope",
                                                   "port", "protocol"};
 bool CommandReadsFlag(const std::string& command, const std::string& flag) {

@@ -77,7 +77,9 @@ int RunValidate(const Args& args) {
   const size_t count = policies + pods + namespaces + workloads;
   std::string skipped;
   for (const auto& [kind, n] : loader.skipped_kinds()) {
-    absl::StrAppend(&skipped, skipped.empty() ? "" : ", ", n, " ", DisplayText(kind));
+    // "(not Kubernetes)" is np's own name for files without objects: printed as it is.
+    absl::StrAppend(&skipped, skipped.empty() ? "" : ", ", n, " ",
+                    kind == "(not Kubernetes)" ? kind : DisplayText(kind));
   }
   std::vector<Diagnostic> diagnostics;
   if (output == "json") {
