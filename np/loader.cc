@@ -1395,12 +1395,13 @@ absl::StatusOr<Change> ParseChangeOfKind(absl::string_view text, absl::string_vi
   if (count != 1) {
     std::string what = absl::StrCat(count, " of them");
     if (!skipped.empty()) {
-      absl::StrAppend(&what, " (and ",
-                      absl::StrJoin(skipped, ", ",
-                                    [](std::string* out, const auto& entry) {
-                                      absl::StrAppend(out, entry.second, " ",
-                                                      DisplayText(entry.first));
-                                    }),
+      int objects = 0;
+      for (const auto& entry : skipped) objects += entry.second;
+      // One kind is named; any number of them is counted.
+      absl::StrAppend(&what, " (and ", objects, " ",
+                      skipped.size() == 1
+                          ? DisplayText(skipped.begin()->first)
+                          : absl::StrCat("objects of ", skipped.size(), " kinds"),
                       ", which np does not read)");
     }
     return absl::InvalidArgumentError(absl::StrCat(

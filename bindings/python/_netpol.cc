@@ -390,6 +390,10 @@ PYBIND11_MODULE(_netpol, m) {
       .def_property_readonly("object", [](const np::Diagnostic& d) { return d.object.str(); })
       .def_property_readonly("field", [](const np::Diagnostic& d) { return d.field; })
       .def_property_readonly("message", [](const np::Diagnostic& d) { return d.message; })
+      .def_property_readonly("omitted_errors",
+                             [](const np::Diagnostic& d) { return d.omitted_errors; })
+      .def_property_readonly("omitted_warnings",
+                             [](const np::Diagnostic& d) { return d.omitted_warnings; })
       .def_property_readonly("file",
                              [](const np::Diagnostic& d) -> std::optional<std::string> {
                                if (d.location.file.empty()) return std::nullopt;

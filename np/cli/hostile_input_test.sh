@@ -70,6 +70,9 @@ elif kind == "duplicate-keys":
     (n,) = args
     text = ("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ns\n  labels: {" +
             ",".join(["a: b"] * n) + "}\n")
+elif kind == "kinds":  # documents of kinds np skips, each of its own kind
+    (n,) = args
+    text = "".join("---\n{kind: K%d}\n" % i for i in range(n))
 elif kind == "nulls":  # a flat list of nulls: a YAML node per byte
     (n,) = args
     text = "a: [" + ",".join([""] * n) + "]\n"
@@ -114,6 +117,9 @@ hostile "9 MB: 3M rules that allow all, matrix" "0 2" "" -- matrix -f "$tmp/null
 gen duplicate-keys "$tmp/duplicate-keys.yaml" 2000000
 hostile "10 MB: 2M duplicate keys" "2" "more errors not shown" -- \
   validate -f "$tmp/duplicate-keys.yaml"
+gen kinds "$tmp/kinds.yaml" 500000
+hostile "10 MB: 500000 kinds np skips" "0" "and 499990 objects of 499990 other kinds" -- \
+  validate -f "$tmp/kinds.yaml"
 gen nulls "$tmp/nulls.yaml" 9000000
 hostile "9 MB: 9M nulls in one list" "2" "Object 'Kind' is missing" -- validate -f "$tmp/nulls.yaml"
 

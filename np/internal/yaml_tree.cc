@@ -718,22 +718,27 @@ ResolvedScalar ResolveJson(absl::string_view s) {
   return r;
 }
 
-// go-yaml v2's shortTag of what a plain scalar resolves to, for its messages.
-const char* ShortTag(ResolvedScalar::Type type) {
+// For each kind of scalar: go-yaml v2's shortTag (its messages' name for it) and ours.
+struct ScalarTypeNames {
+  const char* short_tag;
+  const char* described;
+};
+ScalarTypeNames NamesOf(ResolvedScalar::Type type) {
   switch (type) {
     case ResolvedScalar::Type::kNull:
-      return "!!null";
+      return {"!!null", "null"};
     case ResolvedScalar::Type::kBool:
-      return "!!bool";
+      return {"!!bool", "a boolean"};
     case ResolvedScalar::Type::kInt:
-      return "!!int";
+      return {"!!int", "an integer"};
     case ResolvedScalar::Type::kFloat:
-      return "!!float";
+      return {"!!float", "a number"};
     case ResolvedScalar::Type::kString:
+      return {"!!str", "a string"};
     case ResolvedScalar::Type::kError:
-      break;
+      return {"!!str", "an invalid value"};
   }
-  return "!!str";
+  return {"!!str", "a value"};
 }
 
 }  // namespace
@@ -749,22 +754,7 @@ const char* DescribeYamlType(const YamlNode& node) {
     case YamlNode::Type::kScalar:
       break;
   }
-  ResolvedScalar r = ResolveScalar(node);
-  switch (r.type) {
-    case ResolvedScalar::Type::kNull:
-      return "null";
-    case ResolvedScalar::Type::kBool:
-      return "a boolean";
-    case ResolvedScalar::Type::kInt:
-      return "an integer";
-    case ResolvedScalar::Type::kFloat:
-      return "a number";
-    case ResolvedScalar::Type::kString:
-      return "a string";
-    case ResolvedScalar::Type::kError:
-      return "an invalid value";
-  }
-  return "a value";
+  return NamesOf(ResolveScalar(node).type).described;
 }
 
 ResolvedScalar ResolveScalar(const YamlNode& node) {
@@ -815,7 +805,8 @@ ResolvedScalar ResolveScalar(const YamlNode& node) {
     ResolvedScalar e;
     e.type = ResolvedScalar::Type::kError;
     e.string_value =
-        absl::StrCat("cannot decode ", ShortTag(plain.type), " `", node.value(), "` as a !!", name);
+        absl::StrCat("cannot decode ", NamesOf(plain.type).short_tag, " `", node.value(),
+                     "` as a !!", name);
     return e;
   };
   if (name == "int") {

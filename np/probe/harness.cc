@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <mutex>
+#include <new>
 #include <set>
 #include <thread>
 
@@ -460,17 +461,24 @@ absl::StatusOr<UpdateReport> Harness::UpdateTest(const Cluster& a, const Cluster
   std::mutex error_mutex;
   absl::Status swap_error;
   std::thread swapper([&] {
-    for (int i = 0; i < swaps; ++i) {
-      if (Interrupted() || absl::Now() >= stop_at) break;
-      const ir::CompiledPolicy& next = i % 2 == 0 ? *ir_b : *ir_a;
-      absl::Status s = backend->Apply(next, attachment);
-      if (!s.ok()) {
-        std::lock_guard<std::mutex> lock(error_mutex);
-        swap_error = s;
-        break;
+    // Nothing may escape a thread: running out of memory (netpol's budget, np/cli) would
+    // terminate the process without cleaning the namespaces up.
+    try {
+      for (int i = 0; i < swaps; ++i) {
+        if (Interrupted() || absl::Now() >= stop_at) break;
+        const ir::CompiledPolicy& next = i % 2 == 0 ? *ir_b : *ir_a;
+        absl::Status s = backend->Apply(next, attachment);
+        if (!s.ok()) {
+          std::lock_guard<std::mutex> lock(error_mutex);
+          swap_error = s;
+          break;
+        }
+        applied.fetch_add(1);
+        absl::SleepFor(absl::Milliseconds(15));
       }
-      applied.fetch_add(1);
-      absl::SleepFor(absl::Milliseconds(15));
+    } catch (const std::bad_alloc&) {
+      std::lock_guard<std::mutex> lock(error_mutex);
+      swap_error = absl::ResourceExhaustedError("swapping the programs ran out of memory");
     }
     swapper_done.store(true);
   });

@@ -10,7 +10,8 @@ Every error about the input is a ``ValueError``:
 
 Both carry ``.errors`` (and ``.warnings``): :class:`netpol.Diagnostic` objects with ``kind``,
 ``object``, ``field``, ``message``, ``file`` and ``line``; ``str()`` of each is the same text the
-``netpol`` command prints.
+``netpol`` command prints. np keeps at most 1000 findings: past that, the last entry counts
+the rest (``omitted_errors``, ``omitted_warnings``).
 
 A pod name that the cluster does not have raises :class:`PodNotFoundError`, a ``KeyError``
 (the cluster is looked up by name, like a mapping): ``except KeyError`` catches it.
@@ -35,10 +36,12 @@ class InputError(ValueError):
         self.errors = list(errors)
         self.warnings = list(warnings)
         if self.errors:
-            lines = [str(e) for e in self.errors[:_MAX_LISTED]]
-            if len(self.errors) > _MAX_LISTED:
-                lines.append(f"... and {len(self.errors) - _MAX_LISTED} more errors")
-            count = len(self.errors)
+            # Past 1000 findings np keeps a count: the last entry stands for the rest.
+            count = sum(getattr(e, "omitted_errors", 0) or 1 for e in self.errors)
+            shown = [e for e in self.errors if not getattr(e, "omitted_errors", 0)][:_MAX_LISTED]
+            lines = [str(e) for e in shown]
+            if count > len(shown):
+                lines.append(f"... and {count - len(shown)} more errors")
             message = f"{count} error{'s' if count != 1 else ''} in the input:\n  " + "\n  ".join(
                 lines
             )

@@ -13,6 +13,12 @@ class Diagnostic:
     def field(self) -> str: ...  # e.g. "spec.ingress[0].ports[1].endPort"; may be ""
     @property
     def message(self) -> str: ...
+    # Not 0 only on the last entry of a list cut short (np keeps at most 1000 findings): how
+    # many errors and warnings it stands for; its message says so.
+    @property
+    def omitted_errors(self) -> int: ...
+    @property
+    def omitted_warnings(self) -> int: ...
     @property
     def file(self) -> Optional[str]: ...  # the path, "<yaml>", "objects[3]"; None if none
     @property

@@ -145,3 +145,19 @@ def test_pod_not_found_is_a_key_error():
 def test_missing_file():
     with pytest.raises(FileNotFoundError):
         netpol.Cluster.from_files("/nonexistent/netpol/manifests.yaml")
+
+
+def test_findings_past_1000_are_counted_not_kept():
+    # 2000 empty ports with an endPort each: "may not be specified when `port` is not
+    # specified" (ValidateNetworkPolicyPort), one error per port.
+    ports = "".join("    - endPort: 80\n" for _ in range(2000))
+    text = BAD_END_PORT.split("  - ports:")[0] + "  - ports:\n" + ports
+    with pytest.raises(netpol.ValidationError) as info:
+        netpol.Cluster.from_yaml(text, source_name="many.yaml")
+    errors = info.value.errors
+    assert len(errors) == 1001
+    assert errors[-1].omitted_errors == 1000 and errors[-1].omitted_warnings == 0
+    assert errors[-1].message.startswith("... and 1000 more errors not shown")
+    assert all(e.omitted_errors == 0 for e in errors[:-1])
+    assert str(info.value).startswith("2000 errors in the input:")
+    assert "... and 1980 more errors" in str(info.value)
