@@ -18,7 +18,7 @@
 // Every answer equals np::reference::Evaluate on the same cluster (tests check it on the
 // conformance data and on randomized clusters).
 //
-// How it works (see shared/DESIGN.md, "The indexed engine"): pods are grouped into *target
+// How it works: pods are grouped into *target
 // classes* (same set of selecting policies and named ports: same tables) and *peer
 // classes* (matched by the same rule peers: indistinguishable as a source or destination);
 // addresses outside the cluster fall into peer classes by the ipBlocks that contain them.

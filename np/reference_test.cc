@@ -1,4 +1,4 @@
-// The semantics checklist of shared/DESIGN.md, one test (or more) per line, against the
+// The semantics checklist (README, "Semantics"), one test (or more) per line, against the
 // reference evaluator. Expected verdicts come from the NetworkPolicy API documentation;
 // each test names the sentence it checks.
 #include "np/reference.h"
