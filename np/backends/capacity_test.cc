@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <iostream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -133,15 +134,21 @@ void ExpectRefusedOnLimit(const char* backend_name, const ir::CompiledPolicy& ir
   std::unique_ptr<Backend> backend = MakeBackend(backend_name);
   auto t0 = std::chrono::steady_clock::now();
   absl::StatusOr<ir::BackendCapacity> c = backend->Capacity(ir);
+  const double capacity_s = SecondsSince(t0);
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_FALSE(c->fits());
   EXPECT_EQ(Item(*c, item)->used(), used);
   EXPECT_EQ(Item(*c, item)->limit(), limit);
+  auto t1 = std::chrono::steady_clock::now();
   absl::StatusOr<std::string> text = backend->Render(ir);
+  std::cerr << backend_name << ": Capacity " << capacity_s << " s, Render refused in "
+            << SecondsSince(t1) << " s: " << text.status().message() << "\n";
   EXPECT_EQ(text.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_TRUE(absl::StrContains(text.status().message(), message)) << text.status();
   if (Root()) {
+    auto t2 = std::chrono::steady_clock::now();
     absl::Status applied = backend->Apply(ir, {});
+    std::cerr << backend_name << ": Apply refused in " << SecondsSince(t2) << " s\n";
     EXPECT_EQ(applied.code(), absl::StatusCode::kResourceExhausted) << applied;
     absl::StatusOr<std::string> sets = RunCommand({"ipset", "list", "-n"});
     ASSERT_TRUE(sets.ok()) << sets.status();
@@ -178,6 +185,8 @@ TEST_F(CapacityTest, SeventyThousandPeersFitEbpfAndItsMapsLoad) {
     auto t0 = std::chrono::steady_clock::now();
     absl::StatusOr<std::unique_ptr<ebpf::Generation>> loaded = ebpf::Generation::Load(*maps, {});
     ASSERT_TRUE(loaded.ok()) << loaded.status();
+    std::cerr << "ebpf: " << maps->TotalEntries() << " entries loaded in " << SecondsSince(t0)
+              << " s\n";
     EXPECT_LT(SecondsSince(t0), 60);
   }
   // Past a budget (lowered here), Render and Apply refuse with the numbers.
@@ -207,6 +216,7 @@ TEST_F(CapacityTest, SeventyThousandSinglePrefixPeersLoadWithIptables) {
   auto t0 = std::chrono::steady_clock::now();
   absl::Status applied = iptables->Apply(ir, {});
   ASSERT_TRUE(applied.ok()) << applied;
+  std::cerr << "iptables: 70,000 single-prefix peers applied in " << SecondsSince(t0) << " s\n";
   EXPECT_LT(SecondsSince(t0), 60);
   EXPECT_TRUE(iptables->Remove({}).ok());
 }
