@@ -78,12 +78,6 @@ bool KeyText(const YamlNode& key, std::string* out, std::string* error) {
     *error = absl::StrCat("a key must be a string, got ", internal::DescribeYamlType(key));
     return false;
   }
-  if (key.style == YamlNode::Style::kJson) {
-    *error = absl::StrCat("invalid JSON: the key `", key.value(),
-                          "` must be a string in double quotes (the text starts with `{`, so it "
-                          "is read as JSON, as kubectl reads it)");
-    return false;
-  }
   ResolvedScalar r = internal::ResolveScalar(key);
   switch (r.type) {
     case ResolvedScalar::Type::kString:

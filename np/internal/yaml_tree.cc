@@ -691,12 +691,9 @@ ResolvedScalar ResolveJson(absl::string_view s) {
     return r;
   }
   bool integer = false;
-  if (!IsJsonNumber(s, &integer)) {
+  if (!IsJsonNumber(s, &integer)) {  // the tree builder refuses these already
     r.type = ResolvedScalar::Type::kError;
-    r.string_value = absl::StrCat(
-        "invalid JSON: `", s,
-        "` is not a JSON value (a string must be in double quotes; the text starts with `{`, "
-        "so it is read as JSON, as kubectl reads it)");
+    r.string_value = NotJson(absl::StrCat("`", s, "` is not a JSON value"));
     return r;
   }
   int64_t n = 0;
