@@ -24,7 +24,7 @@ absl::StatusOr<Cluster> LoadCluster(const Args& args, bool print_warnings) {
     return absl::InvalidArgumentError("no input: give at least one -f FILE (or -f - for stdin)");
   }
   ClusterLoader loader;
-  if (absl::Status s = ConfigureWorkloads(&loader); !s.ok()) return s;
+  if (absl::Status s = ConfigureLoader(args, &loader); !s.ok()) return s;
   for (const std::string& file : args.files) {
     // Read errors are recorded in the loader's diagnostics; Build reports them all.
     (void)loader.AddPath(file);

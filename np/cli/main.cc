@@ -59,6 +59,17 @@ common flags:
   --pod-cidr CIDRS       addresses for pods made from workloads (Deployment, StatefulSet,
                          ...): default 10.244.0.0/16,fd00:10:244::/64; none for none
   --expand-replicas      one pod per replica of each workload, not one per workload
+  --namespace-labels NS:KEY=VALUE[,KEY=VALUE...]
+                         labels of a namespace that lives only in the cluster (e.g.
+                         kube-system:team=platform); it then exists, with these labels and
+                         kubernetes.io/metadata.name. A namespace the input defines is an
+                         error (give its labels in its manifest). Repeatable.
+  --namespace-labels-file FILE
+                         the same, one NS:KEY=VALUE,... per line (# comments)
+  --cluster-pod NS/NAME[:KEY=VALUE,...[:[PORTNAME=]PORT[/PROTOCOL],...]]
+                         a pod that lives only in the cluster, e.g. kube-system/coredns:
+                         k8s-app=kube-dns:dns=53/UDP,dns-tcp=53/TCP; made like a workload's
+                         pod (NAME-0, an address from --pod-cidr). Repeatable.
 
 netpol COMMAND --help (or -h) prints that command's usage.
 )";
@@ -86,8 +97,10 @@ std::string CommandUsage(const std::string& command) {
 
 // The flags each query command reads. A flag it does not read is an error rather than
 // silently ignored (`matrix --from x/a` must not look like a filtered table).
-constexpr absl::string_view kLoadFlags[] = {"file", "pod_cidr", "expand_replicas",
-                                           "memory_budget"};
+constexpr absl::string_view kLoadFlags[] = {"file",          "pod_cidr",
+                                           "expand_replicas", "memory_budget",
+                                           "namespace_labels", "namespace_labels_file",
+                                           "cluster_pod"};
 constexpr absl::string_view kEvaluationFlags[] = {"engine", "allow_self", "ipblock_scope",
                                                   "port", "protocol"};
 bool CommandReadsFlag(const std::string& command, const std::string& flag) {

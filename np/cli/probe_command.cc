@@ -196,7 +196,7 @@ int RunProbe(const Args& args, int argc, char** argv) {
   if (!absl::GetFlag(FLAGS_swap_with).empty()) {
     absl::StatusOr<Cluster> a = LoadCluster(args, /*print_warnings=*/false);
     if (!a.ok()) return Fail(a.status());
-    Args other;
+    Args other = args;  // the same cluster-only objects and options
     other.files = {absl::GetFlag(FLAGS_swap_with)};
     absl::StatusOr<Cluster> b = LoadCluster(other, /*print_warnings=*/false);
     if (!b.ok()) return Fail(b.status());
@@ -245,7 +245,7 @@ int RunProbe(const Args& args, int argc, char** argv) {
   absl::Time start = absl::Now();
   for (const std::string& file : files) {
     if (probe::Interrupted()) return OnInterrupt(harness);
-    Args one;
+    Args one = args;
     one.files = {file};
     absl::StatusOr<Cluster> cluster = LoadCluster(one, /*print_warnings=*/false);
     std::vector<IpAddress> externals = given_externals;

@@ -65,7 +65,7 @@ int RunValidate(const Args& args) {
     return kExitError;
   }
   ClusterLoader loader;
-  if (absl::Status s = ConfigureWorkloads(&loader); !s.ok()) {
+  if (absl::Status s = ConfigureLoader(args, &loader); !s.ok()) {
     std::cerr << "netpol validate: " << s.message() << "\n";
     return kExitError;
   }

@@ -1,12 +1,16 @@
 // How `netpol` turns workloads into pods (--pod-cidr, --expand-replicas), and the check that
 // no reachability command answers from an input without pods ("nothing passes vacuously").
+#include <fstream>
+#include <map>
 #include <string>
+#include <utility>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "np/cli/cli.h"
 #include "np/loader.h"
 #include "np/workloads.h"
@@ -34,6 +38,46 @@ absl::Status ConfigureWorkloads(ClusterLoader* loader) {
   }
   options.expand_replicas = absl::GetFlag(FLAGS_expand_replicas);
   loader->SetWorkloadOptions(std::move(options));
+  return absl::OkStatus();
+}
+
+absl::Status ConfigureLoader(const Args& args, ClusterLoader* loader) {
+  if (absl::Status s = ConfigureWorkloads(loader); !s.ok()) return s;
+  auto add_labels = [&](absl::string_view text, absl::string_view flag,
+                        absl::string_view origin) -> absl::Status {
+    absl::StatusOr<std::pair<std::string, std::map<std::string, std::string>>> parsed =
+        ParseNamespaceLabels(text);
+    if (!parsed.ok()) return absl::InvalidArgumentError(absl::StrCat(flag, ": ", parsed.status().message()));
+    return loader->AddNamespaceLabels(parsed->first, parsed->second, origin);
+  };
+  for (const std::string& text : args.namespace_labels) {
+    if (absl::Status s = add_labels(text, "--namespace-labels", "--namespace-labels"); !s.ok()) {
+      return s;
+    }
+  }
+  // The file form: one NAMESPACE:KEY=VALUE,... per line, as the flag takes it; blank lines
+  // and lines starting with # are ignored. Diagnostics name FILE:LINE.
+  for (const std::string& path : args.namespace_labels_files) {
+    std::ifstream in(path);
+    if (!in) {
+      return absl::NotFoundError(
+          absl::StrCat("--namespace-labels-file: cannot read ", DisplayText(path)));
+    }
+    std::string line;
+    for (int number = 1; std::getline(in, line); ++number) {
+      absl::string_view text = absl::StripAsciiWhitespace(line);
+      if (text.empty() || text[0] == '#') continue;
+      const std::string where = absl::StrCat(path, ":", number);
+      if (absl::Status s = add_labels(text, where, where); !s.ok()) return s;
+    }
+  }
+  for (const std::string& text : args.cluster_pods) {
+    absl::StatusOr<Workload> pod = ParseClusterPod(text, "--cluster-pod");
+    if (!pod.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--cluster-pod: ", pod.status().message()));
+    }
+    loader->AddClusterPod(*std::move(pod));
+  }
   return absl::OkStatus();
 }
 

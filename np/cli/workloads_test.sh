@@ -163,5 +163,69 @@ then echo "ok   validate -o json"; else echo "FAIL validate -o json (exit $rc)";
 expect "validate -o json, invalid input" 2 '"valid": false' '"severity": "error"' -- \
   validate -o json -f "$tmp/repo/results.json"
 
+# What lives only in the cluster: DNS egress with --cluster-pod, --namespace-labels and
+# --namespace-labels-file (testdata/workloads/dns-egress). Expected verdicts by hand:
+# shop/egress-dns-only admits egress from every shop pod only to pods labelled
+# k8s-app=kube-dns in the namespace whose kubernetes.io/metadata.name is kube-system, on
+# 53/UDP and 53/TCP; monitoring/egress-dns-legacy-label admits egress from every monitoring
+# pod to every pod of namespaces labelled name=kube-system, on 53/UDP only. No policy
+# selects kube-system's pods, so their ingress is open.
+dns="$2/workloads/dns-egress"
+coredns="kube-system/coredns:k8s-app=kube-dns:dns=53/UDP,dns-tcp=53/TCP"
+metrics="kube-system/metrics-server:k8s-app=metrics-server"
+egress=(-f "$shop" -f "$dns/egress.yaml" --cluster-pod "$coredns" --cluster-pod "$metrics")
+expect "dns: shop reaches the DNS pods on 53/UDP" 0 \
+  "ALLOWED: shop/api-0 -> kube-system/coredns-0 UDP/53" \
+  "kube-system/coredns-0 is synthesized from --cluster-pod kube-system/coredns" -- \
+  check "${egress[@]}" --from shop/api --to kube-system/coredns --port 53 --protocol UDP
+expect "dns: and on 53/TCP" 0 "ALLOWED" -- \
+  check "${egress[@]}" --from shop/api --to kube-system/coredns --port 53 --protocol TCP
+expect "dns: not on another port (the rule's ports)" 1 "DENIED" -- \
+  check "${egress[@]}" --from shop/api --to kube-system/coredns --port 80
+expect "dns: not to another kube-system pod (podSelector k8s-app=kube-dns)" 1 "DENIED" -- \
+  check "${egress[@]}" --from shop/api --to kube-system/metrics-server --port 53 --protocol UDP
+expect "dns: egress isolation closes api -> postgres" 1 "egress at shop/api-0: DENIED" -- \
+  check "${egress[@]}" --from shop/api --to shop/postgres --port 5432
+expect "dns: without --cluster-pod there is no DNS pod to ask about" 2 'no pod "kube-system/coredns"' -- \
+  check -f "$shop" -f "$dns/egress.yaml" --from shop/api --to kube-system/coredns --port 53 --protocol UDP
+expect "dns: the legacy name label is absent without --namespace-labels" 1 "DENIED" -- \
+  check "${egress[@]}" --from monitoring/probe --to kube-system/coredns --port 53 --protocol UDP
+expect "dns: --namespace-labels gives it" 0 "ALLOWED" -- \
+  check "${egress[@]}" --namespace-labels kube-system:name=kube-system \
+  --from monitoring/probe --to kube-system/coredns --port 53 --protocol UDP
+expect "dns: the file form gives it too" 0 "ALLOWED" -- \
+  check "${egress[@]}" --namespace-labels-file "$dns/cluster-namespaces.txt" \
+  --from monitoring/probe --to kube-system/coredns --port 53 --protocol UDP
+expect "dns: namespaceSelector alone admits every pod of the namespace" 0 "ALLOWED" -- \
+  check "${egress[@]}" --namespace-labels kube-system:name=kube-system \
+  --from monitoring/probe --to kube-system/metrics-server --port 53 --protocol UDP
+expect "dns: UDP only for monitoring" 1 "DENIED" -- \
+  check "${egress[@]}" --namespace-labels kube-system:name=kube-system \
+  --from monitoring/probe --to kube-system/coredns --port 53 --protocol TCP
+expect "dns: matrix and validate take the flags" 0 "kube-system/coredns-0" -- \
+  matrix "${egress[@]}" --namespace-labels kube-system:name=kube-system --port 53 --protocol UDP
+expect "dns: validate counts the cluster pods" 0 "valid: 8 NetworkPolicies" "(10 pods synthesized)" -- \
+  validate "${egress[@]}" --namespace-labels kube-system:name=kube-system
+expect "namespace labels for a namespace the input defines: an error naming both" 2 \
+  "--namespace-labels: Namespace monitoring: labels given here, but the input defines this namespace too (" \
+  "namespace.yaml:8)" -- \
+  check "${egress[@]}" --namespace-labels monitoring:team=obs --from shop/api --to shop/frontend --port 8080
+expect "namespace labels are validated as a Namespace's" 2 \
+  "--namespace-labels: Namespace kube-system: metadata.labels" -- \
+  validate -f "$shop" --namespace-labels 'kube-system:bad!key=x'
+expect "namespace labels: the form" 2 '--namespace-labels: "kube-system" is not NAMESPACE:KEY=VALUE' -- \
+  validate -f "$shop" --namespace-labels kube-system
+expect "namespace labels: one key, two values" 2 "metadata.labels[team]: given twice" -- \
+  validate -f "$shop" --namespace-labels kube-system:team=a --namespace-labels kube-system:team=b
+printf '# ok\n\nkube-system:name=kube-system\nkube-system\n' >"$tmp/labels.txt"
+expect "namespace labels file: errors name file and line" 2 "labels.txt:4: \"kube-system\" is not" -- \
+  validate -f "$shop" --namespace-labels-file "$tmp/labels.txt"
+expect "namespace labels file: a missing file" 2 "--namespace-labels-file: cannot read" -- \
+  validate -f "$shop" --namespace-labels-file "$tmp/none.txt"
+expect "cluster pod: the form" 2 '--cluster-pod: "coredns" is not NAMESPACE/NAME' -- \
+  validate -f "$shop" --cluster-pod coredns
+expect "cluster pod: validated as a Pod, naming the flag" 2 "--cluster-pod: Pod kube-system/coredns-0: spec.containers[0].ports[0].protocol" -- \
+  validate -f "$shop" --cluster-pod kube-system/coredns::53/udp
+
 if ((failures > 0)); then echo "$failures failed"; exit 1; fi
 echo "all passed"
