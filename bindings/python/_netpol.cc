@@ -240,12 +240,16 @@ class PyCluster {
     return key.find('/') == absl::string_view::npos ? absl::StrCat("default/", key)
                                                     : std::string(key);
   }
-  [[noreturn]] static void RaisePodNotFound(const std::string& text) {
+  // A pod the input holds but leaves out of pod networking (hostNetwork, finished) is named
+  // with the reason, rather than as if it were missing.
+  [[noreturn]] void RaisePodNotFound(const std::string& text) const {
     std::string key = WithNamespace(text);
+    std::optional<std::string> why = cluster_.WhyLeftOut(key);
     Raise("PodNotFoundError",
-          py::make_tuple(absl::StrCat("no pod \"", key,
-                                      "\" in the cluster (write namespace/name, or an IP "
-                                      "address for a peer outside the cluster)"),
+          py::make_tuple(why ? *why
+                             : absl::StrCat("no pod \"", key,
+                                            "\" in the cluster (write namespace/name, or an IP "
+                                            "address for a peer outside the cluster)"),
                          key));
   }
   np::ClusterEvaluator evaluator_;  // the engine or the reference, over cluster_

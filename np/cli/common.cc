@@ -39,8 +39,8 @@ absl::StatusOr<Cluster> LoadCluster(const Args& args, bool print_warnings) {
     return absl::InvalidArgumentError(absl::StrCat("input rejected: ", errors, " error",
                                                    errors == 1 ? "" : "s"));
   }
-  if (absl::Status s = RequirePods(*cluster, loader, diagnostics); !s.ok()) return s;
-  if (std::string skipped = SkippedSummary(loader, diagnostics); !skipped.empty()) {
+  if (absl::Status s = RequirePods(*cluster, loader); !s.ok()) return s;
+  if (std::string skipped = SkippedSummary(loader, *cluster); !skipped.empty()) {
     std::cerr << "note: " << skipped << "\n";
   }
   return cluster;

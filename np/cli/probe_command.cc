@@ -240,7 +240,10 @@ int RunProbe(const Args& args, int argc, char** argv) {
 
   // --each: one scenario per file.
   std::vector<std::string> files = ScenarioFiles(args.files);
-  if (files.empty()) return Fail(absl::InvalidArgumentError("--each: no -f file or directory"));
+  if (files.empty()) {
+    return Fail(absl::InvalidArgumentError(
+        "--each: no .yaml, .yml or .json file in the -f paths: there is no scenario to probe"));
+  }
   int failed = 0, errors = 0, probes = 0;
   absl::Time start = absl::Now();
   for (const std::string& file : files) {

@@ -113,3 +113,27 @@ def test_bad_labels_and_pods_are_errors_naming_the_argument():
         load("engine", namespace_labels=["kube-system"])
     with pytest.raises(TypeError, match=r"namespace_labels\['kube-system'\] must be a dict"):
         load("engine", namespace_labels={"kube-system": "name=kube-system"})
+
+
+# Pods the input holds but that take no part in pod networking are named with the reason, not
+# reported as missing (issue 9, "nothing is left out silently").
+def test_a_left_out_pod_is_named_with_why(small):
+    with pytest.raises(netpol.PodNotFoundError) as info:
+        small.allowed("web/debug", "db/postgres", port=5432)
+    assert info.value.pod == "web/debug"
+    assert str(info.value).startswith(
+        "pod web/debug is hostNetwork: NetworkPolicy does not apply to it")
+    finished = netpol.Cluster.from_yaml(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: done, namespace: web}\n"
+        "spec: {containers: [{name: c}]}\nstatus: {phase: Succeeded}\n---\n"
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: web}\n"
+        "spec: {containers: [{name: c}]}\nstatus: {phase: Running, podIP: 10.0.0.1}\n"
+        "---\napiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: agent, namespace: web}\n"
+        "spec: {template: {spec: {hostNetwork: true, containers: [{name: c}]}}}\n")
+    with pytest.raises(netpol.PodNotFoundError, match="pod web/done is in phase Succeeded"):
+        finished.explain("web/a", "web/done")
+    # A workload's pod, named by the workload.
+    with pytest.raises(netpol.PodNotFoundError, match="pod web/agent-0 is hostNetwork"):
+        finished.pod_labels("web/agent")
+    with pytest.raises(netpol.PodNotFoundError, match='no pod "web/nope" in the cluster'):
+        finished.pod_labels("web/nope")
