@@ -564,6 +564,10 @@ PYBIND11_MODULE(_netpol, m) {
              bool external) {
             np::analysis::ConnectionOptions options =
                 AnalysisOptions(source, destination, ports, protocols, external);
+            // An empty listing must mean "nothing is allowed", not "the filter matched nothing".
+            if (absl::Status s = np::analysis::CheckFiltersMatch({&c.cluster()}, options); !s.ok()) {
+              throw py::value_error(std::string(s.message()));
+            }
             absl::StatusOr<np::analysis::Connections> listing = absl::UnknownError("");
             {
               py::gil_scoped_release release;
@@ -584,6 +588,11 @@ PYBIND11_MODULE(_netpol, m) {
              const std::vector<std::string>& protocols, bool external) {
             np::analysis::ConnectionOptions options =
                 AnalysisOptions(source, destination, ports, protocols, external);
+            if (absl::Status s =
+                    np::analysis::CheckFiltersMatch({&c.cluster(), &other.cluster()}, options);
+                !s.ok()) {
+              throw py::value_error(std::string(s.message()));
+            }
             absl::StatusOr<np::analysis::ConnectionDiff> diff = absl::UnknownError("");
             {
               py::gil_scoped_release release;

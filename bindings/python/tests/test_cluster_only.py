@@ -137,3 +137,19 @@ def test_a_left_out_pod_is_named_with_why(small):
         finished.pod_labels("web/agent")
     with pytest.raises(netpol.PodNotFoundError, match='no pod "web/nope" in the cluster'):
         finished.pod_labels("web/nope")
+
+
+# A listing filter that matches nothing is an error, not an empty (vacuously passing) list.
+def test_connection_filters_that_match_nothing_are_errors():
+    shop = netpol.Cluster.from_files(SHOP)
+    with pytest.raises(ValueError, match='from "nope/\\*" matches no pod of the input'):
+        shop.connections(source="nope/*")
+    with pytest.raises(ValueError, match="it names a workload: its pods are shop/api-\\*"):
+        shop.connections(destination="shop/api")
+    with pytest.raises(ValueError, match='port "nosuchname" is the name of no container port'):
+        shop.connections(ports=["nosuchname"])
+    with pytest.raises(ValueError, match='to "shop/nope-\\*" matches no pod'):
+        shop.diff(shop, destination="shop/nope-*")
+    # A filter that matches, with nothing allowed, is an empty list: frontend-0 takes only
+    # "http" (8080), so nothing reaches it on 9999.
+    assert shop.connections(destination="shop/frontend-*", ports=["9999"], external=False) == []
