@@ -802,6 +802,65 @@ void DecodeWorkload(ObjectDecoder& d, const YamlNode& node, Workload* workload) 
   if (workload->name.empty()) d.Error(d.source.location.line, "metadata.name", "Required value");
 }
 
+// A v1 Service (np/services.h): metadata, spec.selector, spec.ports, spec.type and the cluster
+// IPs. Lenient, like Pod: other fields are ignored.
+void DecodeService(ObjectDecoder& d, const YamlNode& node, k8s::Service* service) {
+  d.Fields(node, "", /*strict=*/false, [&](const std::string& name, const YamlNode& v,
+                                           const std::string& field, int line) {
+    if (name == "apiVersion" || name == "kind") return true;
+    if (name == "metadata") {
+      if (d.IsMapping(v, field, line)) {
+        DecodeMetadata(d, v, field, /*strict=*/false, service->mutable_metadata());
+      }
+      return true;
+    }
+    if (name != "spec") return false;
+    if (!d.IsMapping(v, field, line)) return true;
+    k8s::ServiceSpec* spec = service->mutable_spec();
+    d.Fields(v, field, /*strict=*/false, [&](const std::string& n, const YamlNode& sv,
+                                             const std::string& f, int l) {
+      std::string s;
+      if (n == "selector") {
+        d.StringMap(sv, f, l, spec->mutable_selector());
+      } else if (n == "type") {
+        if (d.String(sv, f, l, &s)) spec->set_type(s);
+      } else if (n == "clusterIP") {
+        if (d.String(sv, f, l, &s)) spec->set_clusterip(s);
+      } else if (n == "clusterIPs") {
+        d.StringList(sv, f, l, spec->mutable_clusterips());
+      } else if (n == "ports") {
+        if (!d.IsSequence(sv, f, l)) return true;
+        d.Items(sv, f, [&](const YamlNode& item, const std::string& item_path, int item_line) {
+          k8s::ServicePort* port = spec->add_ports();
+          if (!d.IsMapping(item, item_path, item_line)) return;
+          d.Fields(item, item_path, /*strict=*/false,
+                   [&](const std::string& pn, const YamlNode& pv, const std::string& pf, int pl) {
+                     std::string text;
+                     int32_t number = 0;
+                     k8s::IntOrString target;
+                     if (pn == "name") {
+                       if (d.String(pv, pf, pl, &text)) port->set_name(text);
+                     } else if (pn == "protocol") {
+                       if (d.String(pv, pf, pl, &text)) port->set_protocol(text);
+                     } else if (pn == "port") {
+                       if (d.Int32(pv, pf, pl, &number)) port->set_port(number);
+                     } else if (pn == "targetPort") {
+                       if (d.IntOrString(pv, pf, pl, &target)) *port->mutable_targetport() = target;
+                     } else {
+                       return false;
+                     }
+                     return true;
+                   });
+        });
+      } else {
+        return false;
+      }
+      return true;
+    });
+    return true;
+  });
+}
+
 struct KnownKind {
   absl::string_view kind;
   absl::string_view api_version;
@@ -811,6 +870,7 @@ constexpr KnownKind kKnownKinds[] = {
     {"Namespace", kCoreV1, false},
     {"Pod", kCoreV1, true},
     {"NetworkPolicy", kNetworkingV1, true},
+    {"Service", kCoreV1, true},  // a query convenience (np/services.h)
     // Workloads (np/workloads.h), read when the caller collects them.
     {"Deployment", "apps/v1", true},
     {"ReplicaSet", "apps/v1", true},
@@ -993,6 +1053,10 @@ class Reader {
       k8s::NetworkPolicy policy;
       DecodeNetworkPolicy(d, node, &policy);
       if (d.ok()) objects_->policies.push_back({std::move(policy), std::move(d.source)});
+    } else if (kind == "Service") {
+      k8s::Service service;
+      DecodeService(d, node, &service);
+      if (d.ok()) objects_->services.push_back({std::move(service), std::move(d.source)});
     } else if (kind == "Pod") {
       k8s::Pod pod;
       DecodePod(d, node, &pod);
@@ -1324,6 +1388,9 @@ void ClusterLoader::Add(k8s::Pod pod, ObjectSource source) {
 void ClusterLoader::Add(k8s::NetworkPolicy policy, ObjectSource source) {
   objects_.policies.push_back({std::move(policy), std::move(source)});
 }
+void ClusterLoader::Add(k8s::Service service, ObjectSource source) {
+  objects_.services.push_back({std::move(service), std::move(source)});
+}
 
 absl::StatusOr<Cluster> ClusterLoader::Build(std::vector<Diagnostic>* diagnostics) const& {
   return BuildFrom(objects_, diagnostics);
@@ -1369,7 +1436,7 @@ absl::StatusOr<Change> ParseChangeOfKind(absl::string_view text, absl::string_vi
     for (const KnownKind& k : kKnownKinds) {
       if (k.kind == kind) known = &k;
     }
-    if (known == nullptr) {
+    if (known == nullptr || known->kind == "Service") {
       return absl::InvalidArgumentError(
           absl::StrCat(DisplayText(source_name), ": kind \"", DisplayText(kind),
                        "\" is not one np reads (Namespace, Pod or NetworkPolicy)"));
@@ -1384,6 +1451,11 @@ absl::StatusOr<Change> ParseChangeOfKind(absl::string_view text, absl::string_vi
   }
   for (const Diagnostic& d : diagnostics) {
     if (d.is_error()) return absl::InvalidArgumentError(d.ToString());
+  }
+  if (!objects.services.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        DisplayText(source_name), ": a Service cannot be a change (changes are Namespaces, Pods "
+        "and NetworkPolicies; Services decide no verdict: load them with ClusterLoader)"));
   }
   const size_t count = objects.namespaces.size() + objects.pods.size() + objects.policies.size();
   if (count != 1) {
