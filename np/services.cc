@@ -161,6 +161,20 @@ absl::StatusOr<ServiceTarget> ResolveService(const Cluster& cluster, absl::strin
   return target;
 }
 
+std::string ServiceVerdictSummary(const ServiceTarget& t, int allowed_endpoints) {
+  std::string out = absl::StrCat(
+      "Service ", t.key, " port ",
+      t.port_name.empty() ? absl::StrCat(t.port) : DisplayText(t.port_name), " (",
+      ProtocolName(t.protocol), "/", t.port, " -> targetPort ", DisplayText(t.target_port),
+      "): ");
+  const int total = static_cast<int>(t.endpoints.size());
+  if (total == 0) return absl::StrCat(out, "no endpoint pod, nothing evaluated");
+  absl::StrAppend(&out, allowed_endpoints, " of ", total, " backing pod", total == 1 ? "" : "s",
+                  " ALLOWED");
+  if (allowed_endpoints < total) absl::StrAppend(&out, ", ", total - allowed_endpoints, " DENIED");
+  return out;
+}
+
 absl::StatusOr<uint16_t> ResolvePodPortName(const Cluster& cluster, int pod_index,
                                             absl::string_view name, Protocol protocol) {
   const PodInfo& pod = cluster.pod(pod_index);

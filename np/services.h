@@ -77,6 +77,15 @@ absl::StatusOr<ServiceTarget> ResolveService(const Cluster& cluster, absl::strin
 absl::StatusOr<uint16_t> ResolvePodPortName(const Cluster& cluster, int pod_index,
                                             absl::string_view name, Protocol protocol);
 
+// What every answer about a Service says, since a reader may expect the Service to matter.
+inline constexpr absl::string_view kServiceNote =
+    "Services are not a policy input: NetworkPolicy sees the backing pod and its target port";
+
+// The summary line of verdicts on a Service's endpoints: "Service shop/api port http
+// (TCP/80 -> targetPort http): 1 of 2 backing pods ALLOWED, 1 DENIED", or "...: no endpoint
+// pod, nothing evaluated" when `target` has none.
+std::string ServiceVerdictSummary(const ServiceTarget& target, int allowed_endpoints);
+
 // Whether `text` names a Service ("svc/namespace/name"); `key` then gets "namespace/name".
 bool IsServiceReference(absl::string_view text, std::string* key = nullptr);
 // The prefix of a Service reference in queries.

@@ -24,9 +24,6 @@ ABSL_DECLARE_FLAG(std::string, protocol);
 namespace np::cli {
 namespace {
 
-constexpr absl::string_view kServiceNote =
-    "Services are not a policy input: NetworkPolicy sees the backing pod and its target port";
-
 bool Given(const Args& args, absl::string_view flag) {
   return std::find(args.given_flags.begin(), args.given_flags.end(), flag) !=
          args.given_flags.end();
@@ -88,13 +85,6 @@ int Fail(const absl::Status& s) {
   return kExitError;
 }
 
-// The service port as the header names it: "http (TCP/80 -> targetPort http)".
-std::string DescribeServicePort(const ServiceTarget& t) {
-  return absl::StrCat(t.port_name.empty() ? absl::StrCat(t.port) : DisplayText(t.port_name),
-                      " (", ProtocolName(t.protocol), "/", t.port, " -> targetPort ",
-                      DisplayText(t.target_port), ")");
-}
-
 int CheckService(const Cluster& cluster, const ClusterEvaluator& evaluator, const Args& args,
                  const Endpoint& source, const std::string& key, bool explain, bool json) {
   std::optional<Protocol> protocol;
@@ -143,15 +133,7 @@ int CheckService(const Cluster& cluster, const ClusterEvaluator& evaluator, cons
     if (total == 0) std::cerr << "netpol: Service " << target->key << " has no endpoint pod\n";
     return exit_code;
   }
-  std::cout << "Service " << target->key << " port " << DescribeServicePort(*target) << ": ";
-  if (total == 0) {
-    std::cout << "no endpoint pod, nothing evaluated\n";
-  } else {
-    std::cout << allowed << " of " << total << " backing pod" << (total == 1 ? "" : "s")
-              << " ALLOWED";
-    if (allowed < total) std::cout << ", " << total - allowed << " DENIED";
-    std::cout << "\n";
-  }
+  std::cout << ServiceVerdictSummary(*target, allowed) << "\n";
   std::cout << "  (" << kServiceNote << ")\n";
   for (size_t i = 0; i < flows.size(); ++i) {
     if (explain) {
