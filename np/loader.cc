@@ -802,63 +802,74 @@ void DecodeWorkload(ObjectDecoder& d, const YamlNode& node, Workload* workload) 
   if (workload->name.empty()) d.Error(d.source.location.line, "metadata.name", "Required value");
 }
 
-// A v1 Service (np/services.h): metadata, spec.selector, spec.ports, spec.type and the cluster
-// IPs. Lenient, like Pod: other fields are ignored.
-void DecodeService(ObjectDecoder& d, const YamlNode& node, k8s::Service* service) {
+// The envelope of a lenient object: apiVersion and kind (checked by the caller), metadata, and
+// spec, each of whose fields goes to `spec_field(name, value, path, line)`; other fields are
+// ignored.
+template <typename F>
+void DecodeLenientObject(ObjectDecoder& d, const YamlNode& node, k8s::ObjectMeta* meta,
+                         F&& spec_field) {
   d.Fields(node, "", /*strict=*/false, [&](const std::string& name, const YamlNode& v,
                                            const std::string& field, int line) {
     if (name == "apiVersion" || name == "kind") return true;
     if (name == "metadata") {
-      if (d.IsMapping(v, field, line)) {
-        DecodeMetadata(d, v, field, /*strict=*/false, service->mutable_metadata());
-      }
+      if (d.IsMapping(v, field, line)) DecodeMetadata(d, v, field, /*strict=*/false, meta);
       return true;
     }
     if (name != "spec") return false;
-    if (!d.IsMapping(v, field, line)) return true;
-    k8s::ServiceSpec* spec = service->mutable_spec();
-    d.Fields(v, field, /*strict=*/false, [&](const std::string& n, const YamlNode& sv,
-                                             const std::string& f, int l) {
-      std::string s;
-      if (n == "selector") {
-        d.StringMap(sv, f, l, spec->mutable_selector());
-      } else if (n == "type") {
-        if (d.String(sv, f, l, &s)) spec->set_type(s);
-      } else if (n == "clusterIP") {
-        if (d.String(sv, f, l, &s)) spec->set_clusterip(s);
-      } else if (n == "clusterIPs") {
-        d.StringList(sv, f, l, spec->mutable_clusterips());
-      } else if (n == "ports") {
-        if (!d.IsSequence(sv, f, l)) return true;
-        d.Items(sv, f, [&](const YamlNode& item, const std::string& item_path, int item_line) {
-          k8s::ServicePort* port = spec->add_ports();
-          if (!d.IsMapping(item, item_path, item_line)) return;
-          d.Fields(item, item_path, /*strict=*/false,
-                   [&](const std::string& pn, const YamlNode& pv, const std::string& pf, int pl) {
-                     std::string text;
-                     int32_t number = 0;
-                     k8s::IntOrString target;
-                     if (pn == "name") {
-                       if (d.String(pv, pf, pl, &text)) port->set_name(text);
-                     } else if (pn == "protocol") {
-                       if (d.String(pv, pf, pl, &text)) port->set_protocol(text);
-                     } else if (pn == "port") {
-                       if (d.Int32(pv, pf, pl, &number)) port->set_port(number);
-                     } else if (pn == "targetPort") {
-                       if (d.IntOrString(pv, pf, pl, &target)) *port->mutable_targetport() = target;
-                     } else {
-                       return false;
-                     }
-                     return true;
-                   });
-        });
-      } else {
-        return false;
-      }
-      return true;
-    });
+    if (d.IsMapping(v, field, line)) d.Fields(v, field, /*strict=*/false, spec_field);
     return true;
   });
+}
+
+// A v1 Service (np/services.h): metadata, spec.selector, spec.ports, spec.type and the cluster
+// IPs. Lenient, like Pod: other fields are ignored.
+void DecodeServicePort(ObjectDecoder& d, const YamlNode& node, const std::string& path,
+                       k8s::ServicePort* port) {
+  d.Fields(node, path, /*strict=*/false, [&](const std::string& name, const YamlNode& v,
+                                             const std::string& field, int line) {
+    std::string text;
+    int32_t number = 0;
+    k8s::IntOrString target;
+    if (name == "name") {
+      if (d.String(v, field, line, &text)) port->set_name(text);
+    } else if (name == "protocol") {
+      if (d.String(v, field, line, &text)) port->set_protocol(text);
+    } else if (name == "port") {
+      if (d.Int32(v, field, line, &number)) port->set_port(number);
+    } else if (name == "targetPort") {
+      if (d.IntOrString(v, field, line, &target)) *port->mutable_targetport() = target;
+    } else {
+      return false;
+    }
+    return true;
+  });
+}
+
+void DecodeService(ObjectDecoder& d, const YamlNode& node, k8s::Service* service) {
+  k8s::ServiceSpec* spec = service->mutable_spec();
+  auto spec_field = [&](const std::string& name, const YamlNode& v, const std::string& field,
+                        int line) {
+    std::string text;
+    if (name == "selector") {
+      d.StringMap(v, field, line, spec->mutable_selector());
+    } else if (name == "type") {
+      if (d.String(v, field, line, &text)) spec->set_type(text);
+    } else if (name == "clusterIP") {
+      if (d.String(v, field, line, &text)) spec->set_clusterip(text);
+    } else if (name == "clusterIPs") {
+      d.StringList(v, field, line, spec->mutable_clusterips());
+    } else if (name == "ports") {
+      if (!d.IsSequence(v, field, line)) return true;
+      d.Items(v, field, [&](const YamlNode& item, const std::string& item_path, int item_line) {
+        k8s::ServicePort* port = spec->add_ports();
+        if (d.IsMapping(item, item_path, item_line)) DecodeServicePort(d, item, item_path, port);
+      });
+    } else {
+      return false;
+    }
+    return true;
+  };
+  DecodeLenientObject(d, node, service->mutable_metadata(), spec_field);
 }
 
 struct KnownKind {

@@ -11,30 +11,8 @@ failures=0
 tmp="${TEST_TMPDIR:-$(mktemp -d)}"
 in=(-f "$data/pods.yaml" -f "$data/services.yaml")
 
-# expect NAME EXIT [-n] PATTERN... -- ARGS: netpol ARGS must exit EXIT and print every
-# PATTERN (after -n: must not print the following patterns).
-expect() {
-  local name="$1" want="$2" negate=0
-  shift 2
-  local present=() absent=()
-  while [[ "$1" != "--" ]]; do
-    if [[ "$1" == "-n" ]]; then negate=1; elif ((negate)); then absent+=("$1"); else present+=("$1"); fi
-    shift
-  done
-  shift
-  local out rc
-  out="$("$netpol" "$@" 2>&1)"
-  rc=$?
-  local problem=""
-  [[ $rc -ne $want ]] && problem="exit $rc, want $want"
-  for p in "${present[@]}"; do grep -qF -- "$p" <<<"$out" || problem="${problem:-output lacks: $p}"; done
-  for p in "${absent[@]+"${absent[@]}"}"; do grep -qF -- "$p" <<<"$out" && problem="${problem:-output has: $p}"; done
-  if [[ -n "$problem" ]]; then
-    echo "FAIL $name: $problem"; echo "$out" | head -20; failures=$((failures + 1))
-  else
-    echo "ok   $name"
-  fi
-}
+# Bazel runs tests from the runfiles root; by hand, run from the repository root.
+source np/cli/expect.sh
 
 expect "validate reads Services" 0 "valid: 1 NetworkPolicies, 5 Pods, 0 Namespaces, 3 Services" \
   -n "skipped" -- validate "${in[@]}"

@@ -29,30 +29,8 @@ spec:
 status: {phase: Running, podIP: 192.168.1.10}
 YAML
 
-# expect NAME EXIT [-n] PATTERN... -- ARGS: netpol ARGS must exit EXIT and print every
-# PATTERN (after -n: must not print the following patterns).
-expect() {
-  local name="$1" want="$2" negate=0
-  shift 2
-  local present=() absent=()
-  while [[ "$1" != "--" ]]; do
-    if [[ "$1" == "-n" ]]; then negate=1; elif ((negate)); then absent+=("$1"); else present+=("$1"); fi
-    shift
-  done
-  shift
-  local out rc
-  out="$("$netpol" "$@" 2>&1)"
-  rc=$?
-  local problem=""
-  [[ $rc -ne $want ]] && problem="exit $rc, want $want"
-  for p in "${present[@]}"; do grep -qF -- "$p" <<<"$out" || problem="${problem:-output lacks: $p}"; done
-  for p in "${absent[@]+"${absent[@]}"}"; do grep -qF -- "$p" <<<"$out" && problem="${problem:-output has: $p}"; done
-  if [[ -n "$problem" ]]; then
-    echo "FAIL $name: $problem"; echo "$out" | head -20; failures=$((failures + 1))
-  else
-    echo "ok   $name"
-  fi
-}
+# Bazel runs tests from the runfiles root; by hand, run from the repository root.
+source np/cli/expect.sh
 
 expect "validate counts workloads and synthesized pods" 0 \
   "valid: 6 NetworkPolicies, 0 Pods, 2 Namespaces, 8 workloads (8 pods synthesized), 1 Service" \

@@ -204,7 +204,7 @@ class Cluster:
 
     @property
     def skipped_kinds(self) -> Dict[str, int]:
-        """Kinds that were read but play no part (Service, Deployment, ...) -> how many."""
+        """Kinds that were read but play no part (ConfigMap, Secret, ...) -> how many."""
         return self._impl.skipped_kinds
 
     @property
