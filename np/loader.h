@@ -149,7 +149,7 @@ absl::StatusOr<Change> ParseChangeOfKind(absl::string_view text, absl::string_vi
 
 // Decodes the Kubernetes protobuf wire form — "k8s\0" then a runtime.Unknown envelope, as
 // client-go and the API server exchange it with application/vnd.kubernetes.protobuf — holding
-// a Namespace, Pod or NetworkPolicy (v1, networking.k8s.io/v1) or a List of them. Objects
+// a Namespace, Pod, NetworkPolicy or Service (v1, networking.k8s.io/v1) or a List of them. Objects
 // are not validated here (ClusterLoader::Add them, then Build). Errors name the input, the
 // kind and the item index.
 absl::StatusOr<ClusterObjects> DecodeKubernetesProtobuf(absl::string_view bytes,

@@ -77,6 +77,18 @@ else
   echo "FAIL Services change no matrix cell"; failures=$((failures + 1))
 fi
 
+# ...nor the IR, nor any backend's program.
+same=1
+for what in "--ir --ir-format json" "--backend nft" "--backend iptables" "--backend ebpf"; do
+  # shellcheck disable=SC2086
+  "$netpol" compile -f "$data/pods.yaml" $what >"$tmp/without.out" 2>/dev/null || same=0
+  # shellcheck disable=SC2086
+  "$netpol" compile "${in[@]}" $what >"$tmp/with.out" 2>/dev/null || same=0
+  [[ -s "$tmp/with.out" ]] && cmp -s "$tmp/without.out" "$tmp/with.out" || { same=0; echo "differs: $what"; }
+done
+if ((same)); then echo "ok   Services change no IR or backend program"; else
+  echo "FAIL Services change no IR or backend program"; failures=$((failures + 1)); fi
+
 # -o json: check on a Service, on a pod, and explain; parsed by Python, fields checked.
 "$netpol" check "${in[@]}" --from ns/client --to svc/ns/web --port http -o json >"$tmp/svc.json" 2>/dev/null
 svc_rc=$?
