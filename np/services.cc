@@ -1,5 +1,6 @@
 #include "np/services.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -97,9 +98,9 @@ bool SelectorMatches(const k8s::Service& service, const PodInfo& pod) {
 bool IsServiceReference(absl::string_view text, std::string* key) {
   if (!absl::StartsWith(text, kServicePrefix)) return false;
   absl::string_view rest = text.substr(kServicePrefix.size());
-  if (key != nullptr) {
-    *key = absl::StrContains(rest, '/') ? std::string(rest) : absl::StrCat("default/", rest);
-  }
+  // Exactly NAMESPACE/NAME: "svc/web" stays pod web of a namespace named svc, as before.
+  if (std::count(rest.begin(), rest.end(), '/') != 1) return false;
+  if (key != nullptr) *key = std::string(rest);
   return true;
 }
 

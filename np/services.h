@@ -86,7 +86,8 @@ inline constexpr absl::string_view kServiceNote =
 // pod, nothing evaluated" when `target` has none.
 std::string ServiceVerdictSummary(const ServiceTarget& target, int allowed_endpoints);
 
-// Whether `text` names a Service ("svc/namespace/name"); `key` then gets "namespace/name".
+// Whether `text` names a Service: "svc/NAMESPACE/NAME" (both parts, so that "svc/web" keeps
+// naming pod web of a namespace called svc); `key` then gets "NAMESPACE/NAME".
 bool IsServiceReference(absl::string_view text, std::string* key = nullptr);
 // The prefix of a Service reference in queries.
 inline constexpr absl::string_view kServicePrefix = "svc/";

@@ -253,8 +253,9 @@ TEST(ServicesTest, ServiceReferences) {
   std::string key;
   EXPECT_TRUE(IsServiceReference("svc/shop/api", &key));
   EXPECT_EQ(key, "shop/api");
-  EXPECT_TRUE(IsServiceReference("svc/api", &key));
-  EXPECT_EQ(key, "default/api");
+  // A pod of a namespace named "svc" keeps its name.
+  EXPECT_FALSE(IsServiceReference("svc/api"));
+  EXPECT_FALSE(IsServiceReference("svc/a/b/c"));
   EXPECT_FALSE(IsServiceReference("shop/api"));
 }
 

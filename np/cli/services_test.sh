@@ -59,6 +59,16 @@ expect "Service over synthesized pods" 0 \
   "shop/frontend-0 is synthesized from Deployment shop/frontend" -- \
   explain -f "$shop" --from shop/api --to svc/shop/frontend
 
+# "svc/NAME" is still pod NAME of a namespace called svc: only svc/NAMESPACE/NAME is a Service.
+cat >"$tmp/svc-namespace.yaml" <<'YAML'
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: svc}
+status: {podIP: 10.0.2.1}
+YAML
+expect "a namespace called svc" 0 "ALLOWED: ns/client -> svc/web TCP/80" -n "Service" -- \
+  check "${in[@]}" -f "$tmp/svc-namespace.yaml" --from ns/client --to svc/web
+
 # Ports by name on a pod destination.
 expect "pod port by name" 1 "port http of ns/web-b is TCP/8081" "DENIED: ns/client -> ns/web-b TCP/8081" -- \
   check "${in[@]}" --from ns/client --to ns/web-b --port http
