@@ -209,6 +209,25 @@ void NormalizeAddresses(k8s::NetworkPolicy& policy) {
   for (auto& rule : *policy.mutable_spec()->mutable_egress()) normalize_peers(rule.mutable_to());
 }
 
+// SetDefaults_Service and SetDefaults_ServicePort: what the API server stores for fields the
+// manifest left out, so that every reader sees one value.
+void DefaultServiceFields(k8s::Service& service) {
+  k8s::ServiceSpec* spec = service.mutable_spec();
+  if (spec->type().empty()) spec->set_type("ClusterIP");
+  for (k8s::ServicePort& port : *spec->mutable_ports()) {
+    if (port.protocol().empty()) port.set_protocol("TCP");
+    const k8s::IntOrString& target = port.targetport();
+    const bool absent = !port.has_targetport() ||
+                        (target.type() == 0 && target.intval() == 0) ||
+                        (target.type() != 0 && target.strval().empty());
+    if (absent) {
+      port.mutable_targetport()->set_type(0);
+      port.mutable_targetport()->set_intval(port.port());
+      port.mutable_targetport()->clear_strval();
+    }
+  }
+}
+
 }  // namespace
 
 struct Cluster::Data {
@@ -225,6 +244,8 @@ struct Cluster::Data {
   absl::flat_hash_map<std::string, int> pod_index;     // "ns/name"
   absl::flat_hash_map<std::string, int> policy_index;  // "ns/name"
   absl::flat_hash_map<std::string, int> workload_index;  // "ns/workload" -> its first pod
+  std::vector<Sourced<k8s::Service>> services;
+  absl::flat_hash_map<std::string, int> service_index;  // "ns/name"
   absl::flat_hash_map<IpAddress, std::vector<int>> ip_index;  // holders in pod order
 };
 
@@ -270,6 +291,11 @@ absl::StatusOr<Cluster> Cluster::CreateOrThrow(ClusterObjects objects,
     ok &= Collect(ValidateNetworkPolicy(policy.object), policy.source, &found);
     ok &= check_duplicate("NetworkPolicy", ObjectKey(policy.object), policy.source);
   }
+  for (auto& service : objects.services) {
+    DefaultNamespace(service.object);
+    ok &= Collect(ValidateService(service.object), service.source, &found);
+    ok &= check_duplicate("Service", ObjectKey(service.object), service.source);
+  }
   if (!ok) {
     std::string summary = ErrorSummary(found);
     if (diagnostics != nullptr) *diagnostics = std::move(found);
@@ -286,6 +312,7 @@ absl::StatusOr<Cluster> Cluster::CreateOrThrow(ClusterObjects objects,
   std::sort(objects.namespaces.begin(), objects.namespaces.end(), by_name);
   std::sort(objects.pods.begin(), objects.pods.end(), by_name);
   std::sort(objects.policies.begin(), objects.policies.end(), by_name);
+  std::sort(objects.services.begin(), objects.services.end(), by_name);
 
   std::map<std::string, NamespaceInfo> namespaces;
   for (const auto& ns : objects.namespaces) {
@@ -398,6 +425,12 @@ absl::StatusOr<Cluster> Cluster::CreateOrThrow(ClusterObjects objects,
   for (auto& policy : objects.policies) {
     data->policy_index[ObjectKey(policy.object)] = static_cast<int>(data->policies.size());
     data->policies.push_back(std::move(policy));
+  }
+  // Services imply no namespace: they are not part of what policies see.
+  for (auto& service : objects.services) {
+    DefaultServiceFields(service.object);
+    data->service_index[ObjectKey(service.object)] = static_cast<int>(data->services.size());
+    data->services.push_back(std::move(service));
   }
   if (diagnostics != nullptr) *diagnostics = std::move(found);
   return Cluster(std::move(data));
@@ -543,6 +576,17 @@ std::optional<std::string> Cluster::WhyLeftOut(absl::string_view key) const {
   return std::nullopt;
 }
 
+int Cluster::service_count() const { return static_cast<int>(data_->services.size()); }
+const k8s::Service& Cluster::service(int index) const {
+  return data_->services[index].object;
+}
+std::optional<int> Cluster::FindService(absl::string_view namespace_name,
+                                        absl::string_view name) const {
+  auto it = data_->service_index.find(absl::StrCat(namespace_name, "/", name));
+  if (it == data_->service_index.end()) return std::nullopt;
+  return it->second;
+}
+
 std::optional<int> Cluster::PodByIp(const IpAddress& address) const {
   auto it = data_->ip_index.find(address);
   if (it == data_->ip_index.end()) return std::nullopt;
@@ -562,6 +606,7 @@ ClusterObjects Cluster::ToObjects() const {
   objects.pods.insert(objects.pods.end(), data_->left_out_pods.begin(),
                       data_->left_out_pods.end());
   objects.policies = data_->policies;
+  objects.services = data_->services;
   return objects;
 }
 

@@ -1,5 +1,6 @@
 // np/cluster.h — a validated, immutable snapshot of the Kubernetes objects that decide
-// NetworkPolicy verdicts: Namespaces, Pods and NetworkPolicies.
+// NetworkPolicy verdicts: Namespaces, Pods and NetworkPolicies (plus Services, which decide
+// nothing but name groups of pods in queries: np/services.h).
 //
 //   np::ClusterObjects objects;
 //   objects.pods.push_back({pod_proto, {}});
@@ -150,6 +151,9 @@ struct ClusterObjects {
   std::vector<Sourced<k8s::Namespace>> namespaces;
   std::vector<Sourced<k8s::Pod>> pods;
   std::vector<Sourced<k8s::NetworkPolicy>> policies;
+  // v1 Services: a query convenience (np/services.h), never a policy input. They change no
+  // verdict and imply no namespace.
+  std::vector<Sourced<k8s::Service>> services;
 };
 
 // A change to a cluster. For kDelete only the object's metadata (namespace, name) is read.
@@ -245,6 +249,11 @@ class Cluster {
   // NetworkPolicy does not apply to it (its traffic is the node's)"; nullopt when the input
   // has no such pod at all.
   std::optional<std::string> WhyLeftOut(absl::string_view key) const;
+  // Services, sorted by (namespace, name), with the API server's defaults applied: protocol
+  // TCP, targetPort = port when absent, type ClusterIP. np/services.h resolves them to pods.
+  int service_count() const;
+  const k8s::Service& service(int index) const;
+  std::optional<int> FindService(absl::string_view namespace_name, absl::string_view name) const;
   std::optional<int> PodByIp(const IpAddress& address) const;
   // Every live pod holding `address`, in pod order (two or more: a shared address).
   std::vector<int> PodsByIp(const IpAddress& address) const;

@@ -802,6 +802,76 @@ void DecodeWorkload(ObjectDecoder& d, const YamlNode& node, Workload* workload) 
   if (workload->name.empty()) d.Error(d.source.location.line, "metadata.name", "Required value");
 }
 
+// The envelope of a lenient object: apiVersion and kind (checked by the caller), metadata, and
+// spec, each of whose fields goes to `spec_field(name, value, path, line)`; other fields are
+// ignored.
+template <typename F>
+void DecodeLenientObject(ObjectDecoder& d, const YamlNode& node, k8s::ObjectMeta* meta,
+                         F&& spec_field) {
+  d.Fields(node, "", /*strict=*/false, [&](const std::string& name, const YamlNode& v,
+                                           const std::string& field, int line) {
+    if (name == "apiVersion" || name == "kind") return true;
+    if (name == "metadata") {
+      if (d.IsMapping(v, field, line)) DecodeMetadata(d, v, field, /*strict=*/false, meta);
+      return true;
+    }
+    if (name != "spec") return false;
+    if (d.IsMapping(v, field, line)) d.Fields(v, field, /*strict=*/false, spec_field);
+    return true;
+  });
+}
+
+// A v1 Service (np/services.h): metadata, spec.selector, spec.ports, spec.type and the cluster
+// IPs. Lenient, like Pod: other fields are ignored.
+void DecodeServicePort(ObjectDecoder& d, const YamlNode& node, const std::string& path,
+                       k8s::ServicePort* port) {
+  d.Fields(node, path, /*strict=*/false, [&](const std::string& name, const YamlNode& v,
+                                             const std::string& field, int line) {
+    std::string text;
+    int32_t number = 0;
+    k8s::IntOrString target;
+    if (name == "name") {
+      if (d.String(v, field, line, &text)) port->set_name(text);
+    } else if (name == "protocol") {
+      if (d.String(v, field, line, &text)) port->set_protocol(text);
+    } else if (name == "port") {
+      if (d.Int32(v, field, line, &number)) port->set_port(number);
+    } else if (name == "targetPort") {
+      if (d.IntOrString(v, field, line, &target)) *port->mutable_targetport() = target;
+    } else {
+      return false;
+    }
+    return true;
+  });
+}
+
+void DecodeService(ObjectDecoder& d, const YamlNode& node, k8s::Service* service) {
+  k8s::ServiceSpec* spec = service->mutable_spec();
+  auto spec_field = [&](const std::string& name, const YamlNode& v, const std::string& field,
+                        int line) {
+    std::string text;
+    if (name == "selector") {
+      d.StringMap(v, field, line, spec->mutable_selector());
+    } else if (name == "type") {
+      if (d.String(v, field, line, &text)) spec->set_type(text);
+    } else if (name == "clusterIP") {
+      if (d.String(v, field, line, &text)) spec->set_clusterip(text);
+    } else if (name == "clusterIPs") {
+      d.StringList(v, field, line, spec->mutable_clusterips());
+    } else if (name == "ports") {
+      if (!d.IsSequence(v, field, line)) return true;
+      d.Items(v, field, [&](const YamlNode& item, const std::string& item_path, int item_line) {
+        k8s::ServicePort* port = spec->add_ports();
+        if (d.IsMapping(item, item_path, item_line)) DecodeServicePort(d, item, item_path, port);
+      });
+    } else {
+      return false;
+    }
+    return true;
+  };
+  DecodeLenientObject(d, node, service->mutable_metadata(), spec_field);
+}
+
 struct KnownKind {
   absl::string_view kind;
   absl::string_view api_version;
@@ -811,6 +881,7 @@ constexpr KnownKind kKnownKinds[] = {
     {"Namespace", kCoreV1, false},
     {"Pod", kCoreV1, true},
     {"NetworkPolicy", kNetworkingV1, true},
+    {"Service", kCoreV1, true},  // a query convenience (np/services.h)
     // Workloads (np/workloads.h), read when the caller collects them.
     {"Deployment", "apps/v1", true},
     {"ReplicaSet", "apps/v1", true},
@@ -993,6 +1064,10 @@ class Reader {
       k8s::NetworkPolicy policy;
       DecodeNetworkPolicy(d, node, &policy);
       if (d.ok()) objects_->policies.push_back({std::move(policy), std::move(d.source)});
+    } else if (kind == "Service") {
+      k8s::Service service;
+      DecodeService(d, node, &service);
+      if (d.ok()) objects_->services.push_back({std::move(service), std::move(d.source)});
     } else if (kind == "Pod") {
       k8s::Pod pod;
       DecodePod(d, node, &pod);
@@ -1324,6 +1399,9 @@ void ClusterLoader::Add(k8s::Pod pod, ObjectSource source) {
 void ClusterLoader::Add(k8s::NetworkPolicy policy, ObjectSource source) {
   objects_.policies.push_back({std::move(policy), std::move(source)});
 }
+void ClusterLoader::Add(k8s::Service service, ObjectSource source) {
+  objects_.services.push_back({std::move(service), std::move(source)});
+}
 
 absl::Status ClusterLoader::AddNamespaceLabels(absl::string_view namespace_name,
                                                const std::map<std::string, std::string>& labels,
@@ -1424,7 +1502,7 @@ absl::StatusOr<Change> ParseChangeOfKind(absl::string_view text, absl::string_vi
     for (const KnownKind& k : kKnownKinds) {
       if (k.kind == kind) known = &k;
     }
-    if (known == nullptr) {
+    if (known == nullptr || known->kind == "Service") {
       return absl::InvalidArgumentError(
           absl::StrCat(DisplayText(source_name), ": kind \"", DisplayText(kind),
                        "\" is not one np reads (Namespace, Pod or NetworkPolicy)"));
@@ -1439,6 +1517,11 @@ absl::StatusOr<Change> ParseChangeOfKind(absl::string_view text, absl::string_vi
   }
   for (const Diagnostic& d : diagnostics) {
     if (d.is_error()) return absl::InvalidArgumentError(d.ToString());
+  }
+  if (!objects.services.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        DisplayText(source_name), ": a Service cannot be a change (changes are Namespaces, Pods "
+        "and NetworkPolicies; Services decide no verdict: load them with ClusterLoader)"));
   }
   const size_t count = objects.namespaces.size() + objects.pods.size() + objects.policies.size();
   if (count != 1) {

@@ -11,6 +11,7 @@
 // list such as NetworkPolicyList may omit kind and apiVersion). Empty and null documents are
 // ignored. Workloads (Deployment, ReplicaSet, StatefulSet, DaemonSet: apps/v1; Job, CronJob:
 // batch/v1; ReplicationController: v1) are read and become pods at Build (np/workloads.h).
+// Services (v1) are read into ClusterObjects::services (a query convenience, np/services.h).
 // Kinds other than those, Namespace (v1), Pod (v1) and NetworkPolicy (networking.k8s.io/v1)
 // are skipped and counted, e.g. np's own ReachabilityExpectation documents; a known kind with
 // another apiVersion, or a document without kind, is an error.
@@ -24,6 +25,8 @@
 // - null means absent (`podSelector: null` is no selector); `{}` is present and empty.
 // - NetworkPolicy: unknown fields are errors (`unknown field "spec.podSelecter"`), except
 //   `status` and ObjectMeta's fields that np does not read (annotations, managedFields, ...).
+//   Service: only metadata, spec.selector, spec.ports[] (name, protocol, port, targetPort),
+//   spec.type, spec.clusterIP and spec.clusterIPs are read; everything else is ignored.
 //   Pod and Namespace: only name, namespace, labels, generateName, uid, resourceVersion,
 //   generation, spec.containers[].ports[], spec.nodeName, spec.hostNetwork and
 //   status.phase/podIP/podIPs/hostIP are read; everything else is ignored.
@@ -94,6 +97,7 @@ class ClusterLoader {
   void Add(k8s::Namespace ns, ObjectSource source = {});
   void Add(k8s::Pod pod, ObjectSource source = {});
   void Add(k8s::NetworkPolicy policy, ObjectSource source = {});
+  void Add(k8s::Service service, ObjectSource source = {});
 
   // How workloads become pods (np/workloads.h); applies at Build().
   void SetWorkloadOptions(WorkloadOptions options) { workload_options_ = std::move(options); }
@@ -164,7 +168,7 @@ absl::StatusOr<std::pair<std::string, std::map<std::string, std::string>>> Parse
 
 // Decodes one Namespace, Pod or NetworkPolicy from YAML/JSON text as an upsert (for callers
 // that hold a single object, e.g. an incremental update), with the same rules as
-// ClusterLoader. Reading only: validation happens where the change is applied. Fails with
+// ClusterLoader. A Service is refused: it decides no verdict, so it is not a change. Reading only: validation happens where the change is applied. Fails with
 // file, line and field path of the first problem, or when the text holds no object or more
 // than one.
 absl::StatusOr<Change> ParseChange(absl::string_view text, absl::string_view source_name);
@@ -176,7 +180,7 @@ absl::StatusOr<Change> ParseChangeOfKind(absl::string_view text, absl::string_vi
 
 // Decodes the Kubernetes protobuf wire form — "k8s\0" then a runtime.Unknown envelope, as
 // client-go and the API server exchange it with application/vnd.kubernetes.protobuf — holding
-// a Namespace, Pod or NetworkPolicy (v1, networking.k8s.io/v1) or a List of them. Objects
+// a Namespace, Pod, NetworkPolicy or Service (v1, networking.k8s.io/v1) or a List of them. Objects
 // are not validated here (ClusterLoader::Add them, then Build). Errors name the input, the
 // kind and the item index.
 absl::StatusOr<ClusterObjects> DecodeKubernetesProtobuf(absl::string_view bytes,

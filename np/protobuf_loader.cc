@@ -45,7 +45,8 @@ struct WireKind {
   absl::string_view api_version;
 };
 constexpr WireKind kWireKinds[] = {{"Namespace", "v1"}, {"Pod", "v1"},
-                                   {"NetworkPolicy", "networking.k8s.io/v1"}};
+                                   {"NetworkPolicy", "networking.k8s.io/v1"},
+                                   {"Service", "v1"}};
 
 // Parses one object of `kind` from `raw` into `objects`.
 absl::Status AddObject(absl::string_view kind, const std::string& raw, const std::string& where,
@@ -59,6 +60,7 @@ absl::Status AddObject(absl::string_view kind, const std::string& raw, const std
   };
   if (kind == "Namespace") return parse(k8s::Namespace(), &objects->namespaces);
   if (kind == "Pod") return parse(k8s::Pod(), &objects->pods);
+  if (kind == "Service") return parse(k8s::Service(), &objects->services);
   return parse(k8s::NetworkPolicy(), &objects->policies);
 }
 
@@ -106,7 +108,7 @@ absl::StatusOr<ClusterObjects> DecodeKubernetesProtobuf(absl::string_view bytes,
   if (known == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(
         name, ": typeMeta.kind: \"", kind,
-        "\" is not read (Namespace, Pod, NetworkPolicy and their Lists are)"));
+        "\" is not read (Namespace, Pod, NetworkPolicy, Service and their Lists are)"));
   }
   if (api_version != known->api_version) {
     return absl::InvalidArgumentError(absl::StrCat(name, ": typeMeta.apiVersion: \"", api_version,

@@ -158,6 +158,7 @@ class Findings {
 // ---------------------------------------------------------------------------------------------
 // Syntax checks of pkg/util/validation; each returns upstream's messages (empty when valid).
 
+constexpr absl::string_view kDns1035LabelFmt = "[a-z]([-a-z0-9]*[a-z0-9])?";
 constexpr absl::string_view kDns1123LabelFmt = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
 constexpr absl::string_view kDns1123SubdomainFmt =
     "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
@@ -174,6 +175,10 @@ constexpr int kTotalAnnotationSizeLimitBytes = 256 * (1 << 10);
 // Compiled once, never destroyed (RE2 objects are thread-safe for matching).
 const RE2& Dns1123LabelRe() {
   static const RE2* re = new RE2(std::string(kDns1123LabelFmt));
+  return *re;
+}
+const RE2& Dns1035LabelRe() {
+  static const RE2* re = new RE2(std::string(kDns1035LabelFmt));
   return *re;
 }
 const RE2& Dns1123SubdomainRe() {
@@ -247,6 +252,19 @@ Messages IsDns1123Label(absl::string_view value) {
           "'-', and must start and end with an alphanumeric character",
           kDns1123LabelFmt, {"my-name", "123-abc"}));
     }
+  }
+  return errs;
+}
+
+// IsDNS1035Label: Service names.
+Messages IsDns1035Label(absl::string_view value) {
+  Messages errs;
+  if (value.size() > kDns1123LabelMaxLength) errs.push_back(MaxLenError(kDns1123LabelMaxLength));
+  if (!FullMatch(value, Dns1035LabelRe())) {
+    errs.push_back(RegexError(
+        "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start "
+        "with an alphabetic character, and end with an alphanumeric character",
+        kDns1035LabelFmt, {"my-name", "abc-123"}));
   }
   return errs;
 }
@@ -328,7 +346,7 @@ Messages IsValidPortNum(int64_t port) {
 // ---------------------------------------------------------------------------------------------
 // Object metadata: apimachinery ValidateObjectMeta.
 
-enum class NameRule { kDns1123Subdomain, kDns1123Label };
+enum class NameRule { kDns1123Subdomain, kDns1123Label, kDns1035Label };
 
 // maskTrailingDash, including its upstream quirk (drops two characters, appends one), so that
 // a generateName that ends in '-' validates as the name it will become.
@@ -341,7 +359,15 @@ std::string MaskTrailingDash(absl::string_view name) {
 
 Messages CheckName(NameRule rule, absl::string_view name, bool prefix) {
   std::string n = prefix ? MaskTrailingDash(name) : std::string(name);
-  return rule == NameRule::kDns1123Label ? IsDns1123Label(n) : IsDns1123Subdomain(n);
+  switch (rule) {
+    case NameRule::kDns1123Label:
+      return IsDns1123Label(n);
+    case NameRule::kDns1035Label:
+      return IsDns1035Label(n);
+    case NameRule::kDns1123Subdomain:
+      break;
+  }
+  return IsDns1123Subdomain(n);
 }
 
 template <typename Map>
@@ -772,7 +798,87 @@ void ValidatePodIps(const k8s::PodStatus& status, Findings& f) {
   }
 }
 
+// validateServicePort, on the v1 object before defaulting: an absent protocol is TCP and an
+// absent (or zero, or empty) targetPort is the port, as SetDefaults_ServicePort makes them.
+void ValidateServicePort(const k8s::ServicePort& port, bool require_name,
+                         absl::flat_hash_set<std::string>* names, const std::string& path,
+                         Findings& f) {
+  const std::string name_path = Child(path, "name");
+  if (require_name && port.name().empty()) {
+    f.Required(name_path);
+  } else if (!port.name().empty()) {
+    for (const std::string& msg : IsDns1123Label(port.name())) {
+      f.Invalid(name_path, GoQuote(port.name()), msg);
+    }
+    if (!names->insert(port.name()).second) f.Duplicate(name_path, GoQuote(port.name()));
+  }
+  for (const std::string& msg : IsValidPortNum(port.port())) {
+    f.Invalid(Child(path, "port"), absl::StrCat(port.port()), msg);
+  }
+  const std::string& protocol = port.protocol();
+  if (!protocol.empty() && protocol != "TCP" && protocol != "UDP" && protocol != "SCTP") {
+    f.NotSupported(Child(path, "protocol"), protocol, {"SCTP", "TCP", "UDP"});
+  }
+  if (!port.has_targetport()) return;
+  const k8s::IntOrString& target = port.targetport();
+  const std::string target_path = Child(path, "targetPort");
+  if (target.type() == 0) {  // intstr.Int; 0 is defaulted to the port
+    if (target.intval() == 0) return;
+    for (const std::string& msg : IsValidPortNum(target.intval())) {
+      f.Invalid(target_path, absl::StrCat(target.intval()), msg);
+    }
+  } else if (!target.strval().empty()) {
+    for (const std::string& msg : IsValidPortName(target.strval())) {
+      f.Invalid(target_path, GoQuote(target.strval()), msg);
+    }
+  }
+}
+
 }  // namespace
+
+std::vector<Diagnostic> ValidateService(const k8s::Service& service) {
+  Findings f("Service",
+             absl::StrCat(service.metadata().namespace_(), "/", service.metadata().name()));
+  ValidateObjectMeta(service.metadata(), /*namespaced=*/true, NameRule::kDns1035Label, f);
+  const k8s::ServiceSpec& spec = service.spec();
+  const std::string& type = spec.type();
+  if (!type.empty() && type != "ClusterIP" && type != "NodePort" && type != "LoadBalancer" &&
+      type != "ExternalName") {
+    f.NotSupported("spec.type", type, {"ClusterIP", "ExternalName", "LoadBalancer", "NodePort"});
+  }
+  ValidateLabels(spec.selector(), "spec.selector", f);
+  // clusterIP is "None" (headless), empty (to be allocated) or an address; clusterIPs, when
+  // both are given, starts with it.
+  bool headless = spec.clusterip() == "None";
+  if (!spec.clusterip().empty() && !headless) {
+    if (!IpAddress::Parse(spec.clusterip()).ok()) {
+      f.Invalid("spec.clusterIP", GoQuote(spec.clusterip()),
+                "must be empty, 'None', or a valid IP address");
+    }
+  }
+  for (int i = 0; i < spec.clusterips_size(); ++i) {
+    const std::string& ip = spec.clusterips(i);
+    if (i == 0 && ip == "None") {
+      headless = true;
+    } else if (!IpAddress::Parse(ip).ok()) {
+      f.Invalid(Index("spec.clusterIPs", i), GoQuote(ip),
+                i == 0 ? "must be empty, 'None', or a valid IP address"
+                       : "must be a valid IP address");
+    }
+  }
+  if (!spec.clusterip().empty() && spec.clusterips_size() > 0 &&
+      spec.clusterips(0) != spec.clusterip()) {
+    f.Invalid("spec.clusterIPs", GoQuote(spec.clusterips(0)),
+              "first value must match `spec.clusterIP`");
+  }
+  if (spec.ports_size() == 0 && !headless && type != "ExternalName") f.Required("spec.ports");
+  absl::flat_hash_set<std::string> names;
+  for (int i = 0; i < spec.ports_size(); ++i) {
+    ValidateServicePort(spec.ports(i), /*require_name=*/spec.ports_size() > 1, &names,
+                        Index("spec.ports", i), f);
+  }
+  return f.Take();
+}
 
 std::vector<Diagnostic> ValidateNetworkPolicy(const k8s::NetworkPolicy& policy) {
   Findings f("NetworkPolicy",

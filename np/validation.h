@@ -48,6 +48,13 @@ std::vector<Diagnostic> ValidatePod(const k8s::Pod& pod);
 // Metadata of a Namespace: the name is a DNS-1123 label, metadata.namespace must be empty.
 std::vector<Diagnostic> ValidateNamespace(const k8s::Namespace& ns);
 
+// v1 Service, the fields np reads (ValidateService): metadata (the name a DNS-1035 label),
+// spec.type, spec.selector (labels), spec.clusterIP/clusterIPs ("None" or addresses; clusterIPs[0]
+// equal to clusterIP), spec.ports (at least one unless headless or ExternalName; names DNS-1123
+// labels, required and unique when there are several; port 1..65535; protocol; targetPort a
+// number 1..65535 or an IANA port name). Absent protocol and targetPort are defaults, not errors.
+std::vector<Diagnostic> ValidateService(const k8s::Service& service);
+
 }  // namespace np
 
 #endif  // NP_VALIDATION_H_

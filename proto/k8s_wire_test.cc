@@ -57,6 +57,11 @@ constexpr int kPortName = 1, kPortHostPort = 2, kPortContainerPort = 3, kPortPro
 constexpr int kStatusPhase = 1, kStatusHostIp = 5, kStatusPodIp = 6, kStatusPodIps = 12;
 constexpr int kPodIpIp = 1;
 constexpr int kNamespaceMetadata = 1;
+constexpr int kServiceMetadata = 1, kServiceSpec = 2;
+constexpr int kServiceSpecPorts = 1, kServiceSpecSelector = 2, kServiceSpecClusterIp = 3,
+              kServiceSpecType = 4, kServiceSpecClusterIps = 18;
+constexpr int kServicePortName = 1, kServicePortProtocol = 2, kServicePortPort = 3,
+              kServicePortTargetPort = 4, kServicePortNodePort = 5;
 }  // namespace core
 
 TEST(WireCompatibility, NetworkPolicyDecodes) {
@@ -172,6 +177,43 @@ TEST(WireCompatibility, PodAndNamespaceDecode) {
                               MapEntry(meta::kObjectMetaLabels, "team", "retail"))));
   EXPECT_EQ(ns.metadata().name(), "shop");
   EXPECT_EQ(ns.metadata().labels().at("team"), "retail");
+}
+
+TEST(WireCompatibility, ServiceDecodes) {
+  using namespace core;
+  std::string http = Bytes(kServicePortName, "http") + Bytes(kServicePortProtocol, "TCP") +
+                     Int(kServicePortPort, 80) +
+                     Bytes(kServicePortTargetPort,
+                           Int(intstr::kType, 1) + Bytes(intstr::kStrVal, "web")) +
+                     Int(kServicePortNodePort, 30080);
+  std::string dns = Bytes(kServicePortName, "dns") + Bytes(kServicePortProtocol, "UDP") +
+                    Int(kServicePortPort, 53) +
+                    Bytes(kServicePortTargetPort, Int(intstr::kType, 0) + Int(intstr::kIntVal, 5353));
+  std::string spec = Bytes(kServiceSpecPorts, http) + Bytes(kServiceSpecPorts, dns) +
+                     MapEntry(kServiceSpecSelector, "app", "web") +
+                     Bytes(kServiceSpecClusterIp, "10.96.0.10") +
+                     Bytes(kServiceSpecType, "NodePort") +
+                     Bytes(kServiceSpecClusterIps, "10.96.0.10") +
+                     Bytes(kServiceSpecClusterIps, "fd00::10");
+  std::string wire = Bytes(kServiceMetadata, Bytes(meta::kObjectMetaName, "web") +
+                                                 Bytes(meta::kObjectMetaNamespace, "shop")) +
+                     Bytes(kServiceSpec, spec);
+  np::k8s::Service service;
+  ASSERT_TRUE(service.ParseFromString(wire));
+  EXPECT_EQ(service.metadata().name(), "web");
+  EXPECT_EQ(service.metadata().namespace_(), "shop");
+  EXPECT_EQ(service.spec().selector().at("app"), "web");
+  EXPECT_EQ(service.spec().clusterip(), "10.96.0.10");
+  EXPECT_EQ(service.spec().type(), "NodePort");
+  ASSERT_EQ(service.spec().clusterips_size(), 2);
+  EXPECT_EQ(service.spec().clusterips(1), "fd00::10");
+  ASSERT_EQ(service.spec().ports_size(), 2);
+  EXPECT_EQ(service.spec().ports(0).name(), "http");
+  EXPECT_EQ(service.spec().ports(0).port(), 80);
+  EXPECT_EQ(service.spec().ports(0).targetport().type(), 1);
+  EXPECT_EQ(service.spec().ports(0).targetport().strval(), "web");
+  EXPECT_EQ(service.spec().ports(1).protocol(), "UDP");
+  EXPECT_EQ(service.spec().ports(1).targetport().intval(), 5353);
 }
 
 // Fields np does not model survive a decode as unknown fields (re-encoding keeps them).

@@ -591,8 +591,8 @@ static void TestProtobuf(void) {
   bad[1].bytes = one;
   bad[1].bytes.size = 20; /* cut short */
   bad[1].says = "envelope";
-  bad[2].bytes = Envelope("v1", "Service", &a, NULL);
-  bad[2].says = "Service";
+  bad[2].bytes = Envelope("v1", "ConfigMap", &a, NULL); /* a kind np does not read */
+  bad[2].says = "ConfigMap";
   bad[3].bytes = Envelope("v2", "Pod", &a, NULL);
   bad[3].says = "apiVersion";
   bad[4].bytes = Envelope("v1", "Pod", &a, "gzip");

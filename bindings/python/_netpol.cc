@@ -21,6 +21,7 @@
 #include <string>
 #include <tuple>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -34,6 +35,7 @@
 #include "np/evaluator.h"
 #include "np/loader.h"
 #include "np/reference.h"
+#include "np/services.h"
 #include "np/types.h"
 #include "np/verdict.h"
 
@@ -147,6 +149,14 @@ class PyCluster {
     for (int i = 0; i < cluster_.namespace_count(); ++i) out.push_back(cluster_.ns(i).name);
     return out;
   }
+  std::vector<std::string> Services() const {
+    std::vector<std::string> out;
+    for (int i = 0; i < cluster_.service_count(); ++i) {
+      const np::k8s::ObjectMeta& m = cluster_.service(i).metadata();
+      out.push_back(absl::StrCat(m.namespace_(), "/", m.name()));
+    }
+    return out;
+  }
   std::vector<std::string> Policies() const {
     std::vector<std::string> out;
     for (int i = 0; i < cluster_.policy_count(); ++i) out.push_back(cluster_.PolicyKey(i));
@@ -182,19 +192,66 @@ class PyCluster {
     return *endpoint;
   }
 
-  np::Flow ParseFlow(const std::string& source, const std::string& destination, int port,
-                     const std::string& protocol) const {
+  // A port as Python gives it: a number, a name, or None (80 for a pod; a Service's only port).
+  using PortArg = std::optional<std::variant<int, std::string>>;
+
+  np::Flow ParseFlow(const std::string& source, const std::string& destination,
+                     const PortArg& port, const std::optional<std::string>& protocol) const {
     np::Flow flow;
-    flow.protocol = ParseProtocolOrRaise(protocol);
-    flow.port = ParsePortOrRaise(port);
-    flow.source = ParseEndpoint(source);
+    flow.protocol = ParseProtocolOrRaise(protocol.value_or("TCP"));
+    flow.source = ParseSourceOfService(source);
     flow.destination = ParseEndpoint(destination);
     if (!flow.source.is_pod && !flow.destination.is_pod) {
       throw py::value_error(absl::StrCat(
           "neither ", source, " nor ", destination,
           " is a pod of the cluster: NetworkPolicy does not govern this flow"));
     }
+    int number_given = 0;
+    if (port && std::holds_alternative<std::string>(*port) &&
+        !absl::SimpleAtoi(std::get<std::string>(*port), &number_given)) {
+      // A name is the destination pod's container port of that name and protocol.
+      const std::string& name = std::get<std::string>(*port);
+      if (!flow.destination.is_pod) {
+        throw py::value_error(absl::StrCat("port \"", name, "\": a port name needs a pod "
+                                           "destination (it names a container port)"));
+      }
+      absl::StatusOr<uint16_t> number =
+          np::ResolvePodPortName(cluster_, flow.destination.pod_index, name, flow.protocol);
+      if (!number.ok()) throw py::value_error(std::string(number.status().message()));
+      flow.port = *number;
+    } else {
+      if (port && std::holds_alternative<int>(*port)) number_given = std::get<int>(*port);
+      flow.port = ParsePortOrRaise(port ? number_given : 80);
+    }
     return flow;
+  }
+
+  // "svc/namespace/name" resolved on a Service port (np/services.h). Raises KeyError for an
+  // unknown Service, ValueError for a port or protocol that does not fit, or a Service whose
+  // pods np cannot know. Needs the GIL.
+  np::ServiceTarget ResolveServiceOrRaise(const std::string& key, const PortArg& port,
+                                          const std::optional<std::string>& protocol) const {
+    std::optional<np::Protocol> p;
+    if (protocol) p = ParseProtocolOrRaise(*protocol);
+    std::string port_text;
+    if (port) {
+      port_text = std::holds_alternative<int>(*port) ? absl::StrCat(std::get<int>(*port))
+                                                     : std::get<std::string>(*port);
+    }
+    absl::StatusOr<np::ServiceTarget> target = np::ResolveService(cluster_, key, port_text, p);
+    if (absl::IsNotFound(target.status())) {
+      throw py::key_error(std::string(target.status().message()));
+    }
+    if (!target.ok()) throw py::value_error(std::string(target.status().message()));
+    return *std::move(target);
+  }
+
+  np::Endpoint ParseSourceOfService(const std::string& source) const {
+    if (np::IsServiceReference(source)) {
+      throw py::value_error("source: a Service is not a packet source (its pods send from "
+                            "their own addresses); name a pod or an address");
+    }
+    return ParseEndpoint(source);
   }
 
   // The evaluation itself: no Python objects touched, safe without the GIL.
@@ -322,6 +379,55 @@ struct Explanation {
   std::string source, destination, protocol, text;
   int port = 0;
 };
+
+// Evaluates `flow` and keeps what Python reads of it. Needs no GIL.
+Explanation Explain(const PyCluster& c, const np::Flow& flow) {
+  Explanation e;
+  e.verdict = c.Explain(flow);
+  e.text = np::FormatVerdict(c.cluster(), flow, e.verdict);
+  e.source = np::EndpointName(c.cluster(), flow.source);
+  e.destination = np::EndpointName(c.cluster(), flow.destination);
+  e.protocol = std::string(np::ProtocolName(flow.protocol));
+  e.port = flow.port;
+  return e;
+}
+
+// Verdicts on every endpoint pod of a Service port (np/services.h).
+struct ServiceExplanation {
+  np::ServiceTarget target;
+  std::vector<Explanation> endpoints;
+  std::vector<std::pair<std::string, std::string>> not_endpoints;  // pod, reason
+  std::string text;
+  bool allowed() const {
+    if (endpoints.empty()) return false;
+    for (const Explanation& e : endpoints) {
+      if (!e.verdict.allowed) return false;
+    }
+    return true;
+  }
+};
+
+// Needs no GIL.
+ServiceExplanation ExplainService(const PyCluster& c, const np::Endpoint& source,
+                                  np::ServiceTarget target) {
+  ServiceExplanation out;
+  int allowed = 0;
+  for (const np::ServiceEndpoint& e : target.endpoints) {
+    out.endpoints.push_back(
+        Explain(c, np::Flow{source, np::Endpoint::Pod(e.pod_index), e.protocol, e.port}));
+    allowed += out.endpoints.back().verdict.allowed;
+  }
+  out.text = absl::StrCat(np::ServiceVerdictSummary(target, allowed), "\n  (",
+                          np::kServiceNote, ")\n");
+  for (const Explanation& e : out.endpoints) absl::StrAppend(&out.text, e.text);
+  for (const np::NotAnEndpoint& n : target.not_endpoints) {
+    out.not_endpoints.emplace_back(c.cluster().pod(n.pod_index).Key(), n.reason);
+    absl::StrAppend(&out.text, "  not an endpoint: ", out.not_endpoints.back().first, " (",
+                    n.reason, ")\n");
+  }
+  out.target = std::move(target);
+  return out;
+}
 
 std::shared_ptr<PyCluster> MakeCluster(const std::vector<std::string>& paths,
                                        const std::vector<TextInput>& texts,
@@ -492,6 +598,32 @@ PYBIND11_MODULE(_netpol, m) {
                             e.port, ">");
       });
 
+  py::class_<ServiceExplanation>(
+      m, "ServiceExplanation",
+      "Verdicts on every endpoint pod of a Service port. Services are not a policy input: "
+      "each verdict is an ordinary pod-to-pod one on the pod's targetPort.")
+      .def_property_readonly("allowed", &ServiceExplanation::allowed)
+      .def_property_readonly("service", [](const ServiceExplanation& e) { return e.target.key; })
+      .def_property_readonly("port", [](const ServiceExplanation& e) { return e.target.port; })
+      .def_property_readonly("port_name",
+                             [](const ServiceExplanation& e) { return e.target.port_name; })
+      .def_property_readonly("protocol",
+                             [](const ServiceExplanation& e) {
+                               return std::string(np::ProtocolName(e.target.protocol));
+                             })
+      .def_property_readonly("target_port",
+                             [](const ServiceExplanation& e) { return e.target.target_port; })
+      .def_property_readonly("endpoints", [](const ServiceExplanation& e) { return e.endpoints; })
+      .def_property_readonly("not_endpoints",
+                             [](const ServiceExplanation& e) { return e.not_endpoints; })
+      .def("__str__", [](const ServiceExplanation& e) { return e.text; })
+      .def("__repr__", [](const ServiceExplanation& e) {
+        int allowed = 0;
+        for (const Explanation& x : e.endpoints) allowed += x.verdict.allowed;
+        return absl::StrCat("<netpol.ServiceExplanation ", e.target.key, " port ", e.target.port,
+                            ": ", allowed, " of ", e.endpoints.size(), " endpoint pods allowed>");
+      });
+
   py::class_<TextInput>(m, "TextInput")
       .def(py::init([](std::string text, std::string source_name, bool keep_lines) {
              return TextInput{std::move(text), std::move(source_name), keep_lines};
@@ -531,32 +663,63 @@ PYBIND11_MODULE(_netpol, m) {
       .def(
           "allowed",
           [](const PyCluster& c, const std::string& source, const std::string& destination,
-             int port, const std::string& protocol) {
+             const PyCluster::PortArg& port, const std::optional<std::string>& protocol) {
+            std::string key;
+            if (np::IsServiceReference(destination, &key)) {
+              np::Endpoint from = c.ParseSourceOfService(source);
+              np::ServiceTarget target = c.ResolveServiceOrRaise(key, port, protocol);
+              if (target.endpoints.empty()) {
+                throw py::value_error(absl::StrCat(
+                    "Service ", target.key, " has no endpoint pod",
+                    target.not_endpoints.empty()
+                        ? " (its selector matches no live pod in its namespace)"
+                        : " (the pods it selects lack its targetPort)",
+                    ": nothing to evaluate"));
+              }
+              py::gil_scoped_release release;
+              for (const np::ServiceEndpoint& e : target.endpoints) {
+                if (!c.Allowed(np::Flow{from, np::Endpoint::Pod(e.pod_index), e.protocol,
+                                        e.port})) {
+                  return false;
+                }
+              }
+              return true;
+            }
             np::Flow flow = c.ParseFlow(source, destination, port, protocol);
             py::gil_scoped_release release;
             return c.Allowed(flow);
           },
-          py::arg("source"), py::arg("destination"), py::arg("port") = 80,
-          py::arg("protocol") = "TCP")
+          py::arg("source"), py::arg("destination"), py::arg("port") = py::none(),
+          py::arg("protocol") = py::none())
       .def(
           "explain",
           [](const PyCluster& c, const std::string& source, const std::string& destination,
-             int port, const std::string& protocol) {
+             const PyCluster::PortArg& port,
+             const std::optional<std::string>& protocol) -> py::object {
+            std::string key;
+            if (np::IsServiceReference(destination, &key)) {
+              np::Endpoint from = c.ParseSourceOfService(source);
+              np::ServiceTarget target = c.ResolveServiceOrRaise(key, port, protocol);
+              ServiceExplanation e;
+              {
+                py::gil_scoped_release release;
+                e = ExplainService(c, from, std::move(target));
+              }
+              return py::cast(std::move(e));
+            }
             np::Flow flow = c.ParseFlow(source, destination, port, protocol);
             Explanation e;
             {
               py::gil_scoped_release release;
-              e.verdict = c.Explain(flow);
-              e.text = np::FormatVerdict(c.cluster(), flow, e.verdict);
-              e.source = np::EndpointName(c.cluster(), flow.source);
-              e.destination = np::EndpointName(c.cluster(), flow.destination);
-              e.protocol = std::string(np::ProtocolName(flow.protocol));
-              e.port = flow.port;
+              e = Explain(c, flow);
             }
-            return e;
+            return py::cast(std::move(e));
           },
-          py::arg("source"), py::arg("destination"), py::arg("port") = 80,
-          py::arg("protocol") = "TCP")
+          py::arg("source"), py::arg("destination"), py::arg("port") = py::none(),
+          py::arg("protocol") = py::none())
+      .def("services", &PyCluster::Services,
+           "Every Service, \"namespace/name\", sorted (a query convenience, not a policy "
+           "input).")
       .def(
           "connections",
           [](const PyCluster& c, const std::string& source, const std::string& destination,

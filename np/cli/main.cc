@@ -30,11 +30,17 @@ usage: netpol COMMAND -f FILE [-f FILE ...] [flags]
 commands:
   validate  check objects with the API server's rules; every error names the
             file, line, object and field path                (exit 0 valid, 2 invalid)
-  check     --from A --to B [--port 80] [--protocol TCP]: ALLOWED or DENIED, with the
-            policies that isolate each side and the rules that admit the flow
-            (A, B: namespace/pod, or an IP address outside the cluster)
-                                                              (exit 0 allowed, 1 denied, 2 error)
-  explain   like check, but always exits 0 after the explanation
+  check     --from A --to B [--port 80] [--protocol TCP] [-o json]: ALLOWED or DENIED,
+            with the policies that isolate each side and the rules that admit the flow
+            (A, B: namespace/pod, or an IP address outside the cluster; --port may name
+            the destination pod's container port). B may be a Service, svc/NAMESPACE/NAME:
+            --port is a Service port (number or name; may be left out when it has one),
+            the protocol is that port's, and each backing pod gets its own verdict on
+            its targetPort                        (exit 0 allowed, 1 denied, 2 error;
+                                                   Service: 0 every endpoint pod allowed,
+                                                   1 any denied, 2 no endpoint pod)
+  explain   like check, but always exits 0 after the explanation (2 on error or when a
+            Service has no endpoint pod)
   matrix    truth table of every pod pair [--port 80,81] [--protocol TCP,UDP] [-o json]
   connections  every pair of pods / outside address ranges that can connect, with exactly
             which ports per protocol [--from X] [--to Y] (pod namespace/name with * globs, an
@@ -189,7 +195,7 @@ bool CommandReadsFlag(const std::string& command, const std::string& flag) {
     if (command == "diff" && (flag == "before" || flag == "after")) return true;
     return flag == "from" || flag == "to" || flag == "output" || flag == "pods_only";
   }
-  return flag == "from" || flag == "to";  // check, explain
+  return flag == "from" || flag == "to" || flag == "output";  // check, explain
 }
 
 // The command as the error message names it, with compile's or probe's mode.

@@ -1,4 +1,4 @@
-// `netpol validate`, `netpol check` / `explain`, `netpol matrix`.
+// `netpol validate` and `netpol matrix` (check and explain: check_command.cc).
 #include <iostream>
 
 #include "absl/flags/declare.h"
@@ -11,15 +11,18 @@
 
 ABSL_DECLARE_FLAG(std::string, output);
 ABSL_FLAG(std::string, from, "", "check: source, namespace/pod or an IP address.");
-ABSL_FLAG(std::string, to, "", "check: destination, namespace/pod or an IP address.");
-ABSL_FLAG(std::string, port, "80", "Destination port(s); matrix takes a comma-separated list.");
+ABSL_FLAG(std::string, to, "",
+          "check: destination, namespace/pod, svc/namespace/name or an IP address.");
+ABSL_FLAG(std::string, port, "80",
+          "Destination port(s); matrix takes a comma-separated list; check also a port name "
+          "(of the destination pod, or of the Service).");
 ABSL_FLAG(std::string, protocol, "TCP",
           "Protocol(s): TCP, UDP, SCTP; matrix takes a comma-separated list.");
 
 namespace np::cli {
 
 // `validate -o json`: {"valid": bool, "objects": {"NetworkPolicy": n, "Pod": n,
-// "Namespace": n, "workloads": n, "synthesized_pods": n, "pods_in_networking": n},
+// "Namespace": n, "workloads": n, "synthesized_pods": n, "Service": n, "pods_in_networking": n},
 // "skipped": {"Service": n},
 // "diagnostics": [{"severity", "kind", "object", "field", "message", "file", "line"}]}.
 int PrintValidateJson(const ClusterLoader& loader, const std::vector<Diagnostic>& diagnostics,
@@ -30,6 +33,7 @@ int PrintValidateJson(const ClusterLoader& loader, const std::vector<Diagnostic>
       objects.policies.size(), ", \"Pod\": ", objects.pods.size(), ", \"Namespace\": ",
       objects.namespaces.size(), ", \"workloads\": ", loader.workloads().size(),
       ", \"synthesized_pods\": ", cluster.ok() ? SynthesizedPodCount(*cluster) : 0,
+      ", \"Service\": ", objects.services.size(),
       // 0 with policies: check and matrix would have nothing to evaluate.
       ", \"pods_in_networking\": ", cluster.ok() ? cluster->pod_count() : 0,
       "}, \"skipped\": {");
@@ -74,7 +78,8 @@ int RunValidate(const Args& args) {
   const size_t pods = loader.objects().pods.size();
   const size_t namespaces = loader.objects().namespaces.size();
   const size_t workloads = loader.workloads().size();
-  const size_t count = policies + pods + namespaces + workloads;
+  const size_t services = loader.objects().services.size();
+  const size_t count = policies + pods + namespaces + workloads + services;
   std::vector<Diagnostic> diagnostics;
   if (output == "json") {
     absl::StatusOr<Cluster> cluster = loader.Build(&diagnostics);
@@ -104,6 +109,9 @@ int RunValidate(const Args& args) {
     std::cout << absl::StrFormat(", %d workloads (%d pods synthesized)", workloads,
                                  SynthesizedPodCount(*cluster));
   }
+  if (services > 0) {
+    std::cout << absl::StrFormat(", %d Service%s", services, services == 1 ? "" : "s");
+  }
   if (cluster->policy_count() > 0 && cluster->pod_count() == 0) {
     std::cout << "; warning: no pod takes part in pod networking, so check and matrix "
                  "have nothing to evaluate";
@@ -117,47 +125,6 @@ int RunValidate(const Args& args) {
   std::cout << "\n";
   return kExitOk;
 }
-
-int RunCheck(const Args& args, bool explain) {
-  absl::StatusOr<Cluster> cluster = LoadCluster(args, /*print_warnings=*/false);
-  if (!cluster.ok()) {
-    std::cerr << "netpol: " << cluster.status().message() << "\n";
-    return kExitError;
-  }
-  auto fail = [](const absl::Status& s) {
-    std::cerr << "netpol: " << s.message() << "\n";
-    return kExitError;
-  };
-  if (absl::GetFlag(FLAGS_from).empty() || absl::GetFlag(FLAGS_to).empty()) {
-    return fail(absl::InvalidArgumentError("--from and --to are required"));
-  }
-  absl::StatusOr<Endpoint> from = ParseEndpoint(*cluster, absl::GetFlag(FLAGS_from));
-  if (!from.ok()) return fail(from.status());
-  absl::StatusOr<Endpoint> to = ParseEndpoint(*cluster, absl::GetFlag(FLAGS_to));
-  if (!to.ok()) return fail(to.status());
-  if (!from->is_pod && !to->is_pod) {
-    return fail(absl::InvalidArgumentError(
-        "neither end is a pod of the cluster: NetworkPolicy does not govern this flow"));
-  }
-  absl::StatusOr<std::vector<uint16_t>> ports = ParsePortList(absl::GetFlag(FLAGS_port));
-  if (!ports.ok()) return fail(ports.status());
-  absl::StatusOr<std::vector<Protocol>> protocols =
-      ParseProtocolList(absl::GetFlag(FLAGS_protocol));
-  if (!protocols.ok()) return fail(protocols.status());
-  if (ports->size() != 1 || protocols->size() != 1) {
-    return fail(absl::InvalidArgumentError("check takes one --port and one --protocol"));
-  }
-  absl::StatusOr<EvaluationOptions> options = OptionsFromFlags();
-  if (!options.ok()) return fail(options.status());
-  absl::StatusOr<ClusterEvaluator> evaluator = MakeEvaluator(*cluster, *options);
-  if (!evaluator.ok()) return fail(evaluator.status());
-  Flow flow{*from, *to, protocols->front(), ports->front()};
-  Verdict verdict = evaluator->Evaluate(flow);
-  std::cout << FormatVerdict(*cluster, flow, verdict);
-  if (explain) return kExitOk;
-  return verdict.allowed ? kExitOk : kExitNo;
-}
-
 
 int RunMatrix(const Args& args) {
   auto fail = [](const absl::Status& s) {

@@ -29,33 +29,11 @@ spec:
 status: {phase: Running, podIP: 192.168.1.10}
 YAML
 
-# expect NAME EXIT [-n] PATTERN... -- ARGS: netpol ARGS must exit EXIT and print every
-# PATTERN (after -n: must not print the following patterns).
-expect() {
-  local name="$1" want="$2" negate=0
-  shift 2
-  local present=() absent=()
-  while [[ "$1" != "--" ]]; do
-    if [[ "$1" == "-n" ]]; then negate=1; elif ((negate)); then absent+=("$1"); else present+=("$1"); fi
-    shift
-  done
-  shift
-  local out rc
-  out="$("$netpol" "$@" 2>&1)"
-  rc=$?
-  local problem=""
-  [[ $rc -ne $want ]] && problem="exit $rc, want $want"
-  for p in "${present[@]}"; do grep -qF -- "$p" <<<"$out" || problem="${problem:-output lacks: $p}"; done
-  for p in "${absent[@]+"${absent[@]}"}"; do grep -qF -- "$p" <<<"$out" && problem="${problem:-output has: $p}"; done
-  if [[ -n "$problem" ]]; then
-    echo "FAIL $name: $problem"; echo "$out" | head -20; failures=$((failures + 1))
-  else
-    echo "ok   $name"
-  fi
-}
+# Bazel runs tests from the runfiles root; by hand, run from the repository root.
+source np/cli/expect.sh
 
 expect "validate counts workloads and synthesized pods" 0 \
-  "valid: 6 NetworkPolicies, 0 Pods, 2 Namespaces, 8 workloads (8 pods synthesized)" "skipped 1 Service" \
+  "valid: 6 NetworkPolicies, 0 Pods, 2 Namespaces, 8 workloads (8 pods synthesized), 1 Service" \
   -- validate -f "$shop"
 expect "one pod per replica with --expand-replicas" 0 "8 workloads (12 pods synthesized)" \
   -- validate -f "$shop" --expand-replicas
@@ -115,7 +93,7 @@ expect "live pod evaluated" 0 "ALLOWED: shop/api-5d8f7c9b4-x2x9q -> shop/fronten
 
 # Nothing passes vacuously: policies without any pod.
 expect "check refuses an input without pods" 2 "nothing to evaluate: 6 NetworkPolicies but no pod" \
-  "skipped 1 Service" "left out 1 pod" -- check -f "$shop/policies.yaml" -f "$no_pods" \
+  "left out 1 pod" -- check -f "$shop/policies.yaml" -f "$no_pods" \
   --from 10.0.0.1 --to 10.0.0.2 --port 80
 expect "matrix refuses an input without pods" 2 "nothing to evaluate" -- matrix -f "$shop/policies.yaml"
 expect "validate warns about an input without pods" 0 "warning: no pod takes part in pod networking" \
@@ -139,8 +117,8 @@ expect "matrix -h" 0 "usage: netpol matrix" "truth table of every pod pair" -n "
 expect "matrix rejects --from" 2 "--from does not apply to matrix" -- \
   matrix -f "$shop" --from shop/api --to shop/frontend
 expect "validate rejects --port" 2 "--port=80 does not apply to validate" -- validate -f "$shop" --port=80
-expect "check rejects -o" 2 "-o does not apply to check" -- \
-  check -f "$shop" -o json --from shop/api --to shop/frontend --port 8080
+expect "check rejects --pods-only" 2 "--pods-only does not apply to check" -- \
+  check -f "$shop" --pods-only --from shop/api --to shop/frontend --port 8080
 expect "check still takes its own flags" 0 "ALLOWED" -- check -f "$shop" --from=shop/api \
   --to shop/frontend --port 8080 --protocol TCP --engine reference --allow-self=false --ipblock-scope all
 
@@ -153,8 +131,8 @@ v = json.load(open(sys.argv[1]))
 assert list(v) == ["valid", "objects", "skipped", "diagnostics"], list(v)
 assert v["valid"] is True
 assert v["objects"] == {"NetworkPolicy": 6, "Pod": 1, "Namespace": 2, "workloads": 8,
-                        "synthesized_pods": 7, "pods_in_networking": 8}, v["objects"]
-assert v["skipped"] == {"Service": 1}, v["skipped"]
+                        "synthesized_pods": 7, "Service": 1, "pods_in_networking": 8}, v["objects"]
+assert v["skipped"] == {}, v["skipped"]
 d = [x for x in v["diagnostics"] if x["object"] == "shop/api"]
 assert len(d) == 1 and d[0]["severity"] == "warning" and d[0]["kind"] == "Deployment", d
 assert d[0]["file"].endswith("shop/api.yaml") and d[0]["line"] == 1, d
@@ -296,8 +274,12 @@ kind: Pod
 metadata: {name: done, namespace: shop}
 spec: {containers: [{name: c}]}
 status: {phase: Succeeded}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: shop}
 YAML
-summary="skipped 1 Service; left out 2 pods: shop/agent (hostNetwork), shop/done (phase Succeeded)"
+summary="skipped 1 ConfigMap; left out 2 pods: shop/agent (hostNetwork), shop/done (phase Succeeded)"
 expect "validate names the left-out pods" 0 "$summary" -- validate -f "$no_pods" -f "$tmp/left-out.yaml"
 expect "matrix names them too" 0 "note: $summary" -- matrix -f "$no_pods" -f "$tmp/left-out.yaml"
 expect "check names them too" 0 "note: $summary" -- \

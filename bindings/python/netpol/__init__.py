@@ -23,7 +23,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 from . import _netpol
 from ._errors import InputError, NoPodsWarning, ParseError, PodNotFoundError, ValidationError
-from ._netpol import Diagnostic, DirectionVerdict, Explanation, Rule
+from ._netpol import Diagnostic, DirectionVerdict, Explanation, Rule, ServiceExplanation
 from ._objects import to_json_documents
 from ._reachability import Difference, Reachability
 
@@ -32,6 +32,7 @@ __all__ = [
     "Reachability",
     "Difference",
     "Explanation",
+    "ServiceExplanation",
     "DirectionVerdict",
     "Rule",
     "Diagnostic",
@@ -239,7 +240,7 @@ class Cluster:
 
     @property
     def skipped_kinds(self) -> Dict[str, int]:
-        """Kinds that were read but play no part (Service, Deployment, ...) -> how many."""
+        """Kinds that were read but play no part (ConfigMap, Secret, ...) -> how many."""
         return self._impl.skipped_kinds
 
     @property
@@ -267,21 +268,34 @@ class Cluster:
 
     # --- verdicts ------------------------------------------------------------------------
 
-    def allowed(self, source: str, destination: str, port: int = 80,
-                protocol: str = "TCP") -> bool:
+    def allowed(self, source: str, destination: str, port: Union[int, str, None] = None,
+                protocol: Optional[str] = None) -> bool:
         """Whether a connection from `source` to `destination` on `protocol`/`port` is
         allowed: egress at the source pod and ingress at the destination pod both admit it.
 
-        Raises PodNotFoundError (KeyError) for an unknown pod; ValueError for a bad port or
-        protocol, or when neither end is a pod."""
+        ``port`` is a number (default 80) or a name: the destination pod's container port of
+        that name for ``protocol`` (default TCP). ``destination`` may be a Service,
+        ``"svc/namespace/name"``: ``port`` is then a Service port (number or name; may be
+        left out when the Service has one), the protocol is that port's, and the answer is
+        True only when every endpoint pod is allowed on its own targetPort.
+
+        Raises PodNotFoundError (KeyError) for an unknown pod, KeyError for an unknown
+        Service; ValueError for a bad port or protocol, when neither end is a pod, or when a
+        Service has no endpoint pod (nothing would be evaluated)."""
         return self._impl.allowed(source, destination, port, protocol)
 
-    def explain(self, source: str, destination: str, port: int = 80,
-                protocol: str = "TCP") -> Explanation:
+    def explain(self, source: str, destination: str, port: Union[int, str, None] = None,
+                protocol: Optional[str] = None) -> Union[Explanation, ServiceExplanation]:
         """The verdict with its reasons: for each side, whether the pod is isolated, by which
         policies, and which rules admit the flow. ``print()`` it for the text the netpol
-        command prints."""
+        command prints. For a Service destination (see ``allowed``), a ServiceExplanation:
+        one Explanation per endpoint pod, and the selected pods that are no endpoint."""
         return self._impl.explain(source, destination, port, protocol)
+
+    def services(self) -> List[str]:
+        """Every Service, "namespace/name", sorted. Services are a query convenience: they
+        change no verdict (NetworkPolicy sees pods and their ports)."""
+        return self._impl.services()
 
     def matrix(self, port: int = 80, protocol: str = "TCP") -> Reachability:
         """The truth table of every pod to every pod (rows: source, columns: destination)."""

@@ -1,5 +1,5 @@
 # Type stubs for netpol._netpol, the pybind11 module (bindings/python/_netpol.cc).
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 class Diagnostic:
     """One finding about the input, naming object and field path."""
@@ -74,6 +74,26 @@ class Explanation:
     @property
     def protocol(self) -> str: ...
 
+class ServiceExplanation:
+    """Verdicts on every endpoint pod of a Service port; str() is the text `netpol explain
+    --to svc/...` prints. Services are not a policy input: each verdict is pod to pod."""
+    @property
+    def allowed(self) -> bool: ...  # every endpoint pod allowed (False when there is none)
+    @property
+    def service(self) -> str: ...  # "namespace/name"
+    @property
+    def port(self) -> int: ...  # the Service port
+    @property
+    def port_name(self) -> str: ...  # "" for a single unnamed port
+    @property
+    def protocol(self) -> str: ...
+    @property
+    def target_port(self) -> str: ...  # as the Service writes it: "8080" or "http"
+    @property
+    def endpoints(self) -> List[Explanation]: ...  # one per endpoint pod, on its targetPort
+    @property
+    def not_endpoints(self) -> List[Tuple[str, str]]: ...  # (pod, why it is no endpoint)
+
 class TextInput:
     def __init__(self, text: str, source_name: str, keep_lines: bool = ...) -> None: ...
 
@@ -109,10 +129,13 @@ class Cluster:
     def pod_ips(self, pod: str) -> List[str]: ...
     def pod_labels(self, pod: str) -> Dict[str, str]: ...
     def synthesized_from(self, pod: str) -> Optional[str]: ...
-    def allowed(self, source: str, destination: str, port: int = ..., protocol: str = ...) -> bool: ...
+    def allowed(self, source: str, destination: str, port: Union[int, str, None] = ...,
+                protocol: Optional[str] = ...) -> bool: ...
     def explain(
-        self, source: str, destination: str, port: int = ..., protocol: str = ...
-    ) -> Explanation: ...
+        self, source: str, destination: str, port: Union[int, str, None] = ...,
+        protocol: Optional[str] = ...
+    ) -> Union[Explanation, ServiceExplanation]: ...
+    def services(self) -> List[str]: ...
     def connections(self, source: str, destination: str, ports: List[str],
                     protocols: List[str], external: bool) -> List[Dict[str, Any]]: ...
     def diff(self, other: Cluster, source: str, destination: str, ports: List[str],

@@ -16,7 +16,8 @@ def test_from_yaml_reads_objects(small):
     assert small.pods == ["db/backup", "db/postgres", "web/frontend"]  # debug: hostNetwork
     assert small.namespaces == ["db", "web"]
     assert small.policies == ["db/backup-isolated", "db/postgres-from-web"]
-    assert small.skipped_kinds == {"Service": 1}
+    assert small.skipped_kinds == {}
+    assert small.services() == ["db/postgres"]
 
 
 def test_from_yaml_takes_bytes_and_names_the_source(small_yaml):

@@ -169,9 +169,22 @@ def test_client_model_objects():
 
 
 def test_other_kinds_are_skipped():
-    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}}
+    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "s"}}
+    cluster = netpol.Cluster.from_objects([POD, config])
+    assert cluster.skipped_kinds == {"ConfigMap": 1}
+
+
+def test_services_are_read_and_validated():
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+               "spec": {"selector": {"app": "x"}, "ports": [{"port": 80}]}}
     cluster = netpol.Cluster.from_objects([POD, service])
-    assert cluster.skipped_kinds == {"Service": 1}
+    assert cluster.skipped_kinds == {}
+    assert cluster.services() == ["default/s"]
+    # Without ports (and not headless) the API server refuses it: spec.ports is required.
+    with pytest.raises(netpol.ValidationError) as e:
+        netpol.Cluster.from_objects([POD, {**service, "spec": {"selector": {"app": "x"}}}])
+    assert [(d.kind, d.object, d.field) for d in e.value.errors] == \
+        [("Service", "default/s", "spec.ports")]
 
 
 def test_not_dicts():

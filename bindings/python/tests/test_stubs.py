@@ -37,7 +37,8 @@ def test_package_stub_matches_runtime():
     classes = stub_classes(PACKAGE / "__init__.pyi")
     for name in netpol.__all__:
         assert name in classes or name in ("Diagnostic", "DirectionVerdict", "Explanation",
-                                           "Rule"), f"{name} missing from __init__.pyi"
+                                           "Rule", "ServiceExplanation"), \
+            f"{name} missing from __init__.pyi"
     for name in ("Cluster", "Reachability"):
         runtime = public(getattr(netpol, name))
         stubbed = {n for n in classes[name] if not n.startswith("_")}
