@@ -84,6 +84,8 @@ absl::StatusOr<std::vector<Protocol>> ParseProtocolList(absl::string_view text);
 // "skipped 2 Service; left out 1 pod" summary; and the refusal to answer reachability from an
 // input in which no pod takes part (so that nothing passes vacuously).
 absl::Status ConfigureWorkloads(ClusterLoader* loader);
+// The pod CIDRs --pod-cidr names (its default when unset; none for "none").
+absl::StatusOr<std::vector<IpPrefix>> PodCidrsFromFlags();
 std::string SkippedSummary(const ClusterLoader& loader,
                            const std::vector<Diagnostic>& diagnostics);
 int SynthesizedPodCount(const Cluster& cluster);
@@ -99,6 +101,10 @@ int RunDiff(const Args& args);                              // analysis_commands
 int RunCompile(const Args& args);                           // compile_command.cc
 int RunProbe(const Args& args, int argc, char** argv);      // probe_command.cc
 int RunProbeAgent(int argc, char** argv);                   // probe_command.cc
+int RunLint(const Args& args);                              // lint_command.cc
+// check/explain: one "  note:" line per ipBlock whose verdict on a pod made from a workload
+// depends on the address np assigned it (lint_command.cc).
+void PrintInventedAddressNotes(const Cluster& cluster, const Flow& flow, const Verdict& verdict);
 
 }  // namespace np::cli
 

@@ -33,6 +33,11 @@ commands:
             [--pods-only] [-o text|json|csv|md|dot|svg|png]
   diff      --before PATH... --after PATH...: connections added and removed (same filters)
             [-o text|json|csv|md]                       (exit 0 no change, 1 changed, 2 error)
+  lint      findings about policies that validate but probably do not do what was meant:
+            selectors that match nothing, undefined namespaces and named ports, policies
+            that add nothing, rules that admit everything, ... (codes NP101-NP109)
+            [-o text|json] [--fail-on error|warning|info|none (default warning)]
+                                        (exit 0 clean, 1 findings at --fail-on or above, 2 error)
   compile   --backend nft|iptables|ebpf [--node NODE] [-o FILE]: the node's datapath
             program; --ir [--ir-format json]: the compiled IR; --explain --from A --to B
             --port P --protocol X: the rule, set element or map key that decides the flow;
@@ -95,6 +100,10 @@ bool CommandReadsFlag(const std::string& command, const std::string& flag) {
     if (f == flag) return true;
   }
   if (command == "validate") return flag == "output";
+  if (command == "lint") {
+    return flag == "output" || flag == "fail_on" || flag == "allow_self" ||
+           flag == "ipblock_scope";
+  }
   for (absl::string_view f : kEvaluationFlags) {
     if (f == flag) return true;
   }
@@ -107,11 +116,12 @@ bool CommandReadsFlag(const std::string& command, const std::string& flag) {
 }
 
 // The first flag in argv[first..] that `command` does not read, as written; empty if none.
-// Only validate, check, explain, matrix, connections and diff are checked (compile and probe share many flags
+// Only validate, check, explain, matrix, connections, diff and lint are checked (compile and probe share many flags
 // with their own sub-modes).
 std::string FlagNotRead(const std::string& command, int argc, char** argv, int first) {
   if (command != "validate" && command != "check" && command != "explain" &&
-      command != "matrix" && command != "connections" && command != "diff") {
+      command != "matrix" && command != "connections" && command != "diff" &&
+      command != "lint") {
     return "";
   }
   for (int i = first; i < argc; ++i) {
@@ -168,6 +178,7 @@ int Run(const std::string& command, int argc, char** argv) {
   if (command == "matrix") return RunMatrix(*args);
   if (command == "connections") return RunConnections(*args);
   if (command == "diff") return RunDiff(*args);
+  if (command == "lint") return RunLint(*args);
   if (command == "compile") return RunCompile(*args);
   if (command == "probe") return RunProbe(*args, argc, argv);
   std::cerr << "netpol: unknown command " << np::DisplayText(command) << "; run 'netpol help'\n";

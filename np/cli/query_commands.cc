@@ -170,6 +170,7 @@ int RunCheck(const Args& args, bool explain) {
   Flow flow{*from, *to, protocols->front(), ports->front()};
   Verdict verdict = evaluator->Evaluate(flow);
   std::cout << FormatVerdict(*cluster, flow, verdict);
+  PrintInventedAddressNotes(*cluster, flow, verdict);
   if (explain) return kExitOk;
   return verdict.allowed ? kExitOk : kExitNo;
 }
