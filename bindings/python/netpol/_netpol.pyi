@@ -1,5 +1,5 @@
 # Type stubs for netpol._netpol, the pybind11 module (bindings/python/_netpol.cc).
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 class Diagnostic:
     """One finding about the input, naming object and field path."""
@@ -116,3 +116,9 @@ class Cluster:
     def diff(self, other: Cluster, source: str, destination: str, ports: List[str],
              protocols: List[str], external: bool) -> Dict[str, List[Dict[str, Any]]]: ...
     def matrix(self, port: int = ..., protocol: str = ...) -> bytes: ...
+
+# np/analysis/lint.h: (code, name, severity, kind, object, field, file, line, message) per
+# finding; netpol.Finding names them.
+def lint(
+    cluster: Cluster, pod_cidrs: Optional[Sequence[str]] = ...
+) -> List[Tuple[str, str, str, str, str, str, Optional[str], Optional[int], str]]: ...
