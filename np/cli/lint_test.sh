@@ -8,6 +8,7 @@ set -uo pipefail
 netpol="$1"
 shop="$2/workloads/shop"
 typos="$2/lint/shop-typos"
+half="$2/lint/report-from-half.yaml"
 python=/usr/bin/python3
 failures=0
 tmp="${TEST_TMPDIR:-$(mktemp -d)}"
@@ -96,17 +97,9 @@ else
 fi
 
 # explain on a pod made from a workload, where an ipBlock covering half of the pod CIDR
-# (10.244.0.0/17 of 10.244.0.0/16) decides: the note names the address np assigned.
-cat >"$tmp/half.yaml" <<'YAML'
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: report-from-half, namespace: shop}
-spec:
-  podSelector: {matchLabels: {app: report}}
-  ingress:
-    - from: [{ipBlock: {cidr: 10.244.0.0/17}}]
-YAML
-out="$("$netpol" explain -f "$shop" -f "$tmp/half.yaml" --from shop/api --to shop/report --port 80 2>&1)"
+# (10.244.0.0/17 of 10.244.0.0/16; testdata/lint/report-from-half.yaml) decides: the note
+# names the address np assigned.
+out="$("$netpol" explain -f "$shop" -f "$half" --from shop/api --to shop/report --port 80 2>&1)"
 if grep -qF "note: the verdict depends on the address np assigned to shop/api-0 (10.244." <<<"$out" &&
    grep -qF "shop/report-from-half spec.ingress[0].from[0].ipBlock" <<<"$out"; then
   ok "explain notes the invented address that decides"
@@ -123,7 +116,13 @@ findings "lint reports the split pod CIDR" 1 \
 "NP107 info Namespace shop -
 NP108 info NetworkPolicy shop/frontend-from-cluster spec.ingress[0].from[0].ipBlock
 NP109 warning NetworkPolicy shop/report-from-half spec.ingress[0].from[0].ipBlock" \
-  -- -f "$shop" -f "$tmp/half.yaml"
+  -- -f "$shop" -f "$half"
+# With the pod CIDR 10.244.0.0/17 the block holds all of it: an info that it holds pods.
+findings "no split when the block holds the whole pod CIDR" 0 \
+"NP107 info Namespace shop -
+NP108 info NetworkPolicy shop/frontend-from-cluster spec.ingress[0].from[0].ipBlock
+NP108 info NetworkPolicy shop/report-from-half spec.ingress[0].from[0].ipBlock" \
+  -- -f "$shop" -f "$half" --pod-cidr 10.244.0.0/17
 
 if ((failures > 0)); then
   echo "$failures failure(s)"

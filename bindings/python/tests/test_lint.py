@@ -11,6 +11,7 @@ from conftest import TESTDATA
 
 SHOP = TESTDATA / "workloads" / "shop"
 TYPOS = TESTDATA / "lint" / "shop-typos"
+HALF = TESTDATA / "lint" / "report-from-half.yaml"
 
 
 def rows(findings):
@@ -58,30 +59,14 @@ def test_ipblock_scope_external_drops_ipblock_findings():
     assert [f.code for f in findings] == ["NP107"]
 
 
-HALF = """
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: report-from-half, namespace: shop}
-spec:
-  podSelector: {matchLabels: {app: report}}
-  ingress:
-    - from: [{ipBlock: {cidr: 10.244.0.0/17}}]
-"""
-
-
-def shop_with(policy, **options):
-    texts = [p.read_text() for p in sorted(SHOP.glob("*.yaml"))]
-    return netpol.Cluster.from_yaml("\n---\n".join(texts + [policy]), **options)
-
-
 def test_an_ipblock_that_splits_the_pod_cidr_is_a_warning():
     # 10.244.0.0/17 is half of the default pod CIDR 10.244.0.0/16.
-    np109 = [f for f in shop_with(HALF).lint() if f.code == "NP109"]
+    np109 = [f for f in netpol.Cluster.from_files([SHOP, HALF]).lint() if f.code == "NP109"]
     assert [(f.object, f.field, f.severity) for f in np109] == [
         ("shop/report-from-half", "spec.ingress[0].from[0].ipBlock", "warning")]
     # With pod_cidrs=10.244.0.0/17, the block holds the whole pod CIDR: nothing depends on
     # which address np picked.
-    assert not [f for f in shop_with(HALF, pod_cidrs=["10.244.0.0/17"]).lint()
+    assert not [f for f in netpol.Cluster.from_files([SHOP, HALF], pod_cidrs=["10.244.0.0/17"]).lint()
                 if f.code == "NP109"]
 
 
