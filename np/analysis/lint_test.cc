@@ -3,12 +3,18 @@
 // container has), never taken from lint's output.
 #include "np/analysis/lint.h"
 
+#include <cstdlib>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "np/analysis/connections.h"
+#include "np/engine.h"
 #include "np/loader.h"
+#include "np/reference.h"
+#include "np/testgen/random_cluster.h"
 
 namespace np::analysis {
 namespace {
@@ -227,6 +233,47 @@ TEST(LintTest, PolicyThatAddsNothing) {
   // Isolation that matters: db's only policy admits web alone; removing it opens db to all.
   f = LintAll(Load(web_to_db));
   EXPECT_TRUE(WithCode(f, "NP105").empty()) << Dump(f);
+}
+
+// NP105 by its definition, written here without lint's shortcuts: a policy that selects a
+// pod and whose removal changes no connection (DiffChanges). Random clusters make policies
+// that duplicate, shadow and half-open each other; NP_SEED replays one.
+TEST(LintTest, AddsNothingIsExactlyAnEmptyDiffOnRandomClusters) {
+  const char* only = std::getenv("NP_SEED");
+  int reported = 0, kept = 0;
+  for (int seed = 0; seed < 300; ++seed) {
+    if (only != nullptr && seed != std::atoi(only)) continue;
+    testgen::RandomCluster generator(seed);
+    absl::StatusOr<Cluster> cluster = Cluster::Create(generator.Objects());
+    ASSERT_TRUE(cluster.ok());
+    LintOptions options;
+    if (seed % 7 == 3) options.evaluation.ip_block_scope = EvaluationOptions::IpBlockScope::kExternalOnly;
+    EngineOptions engine_options;
+    engine_options.evaluation = options.evaluation;
+    absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(*cluster, engine_options);
+    ASSERT_TRUE(engine.ok());
+    std::set<std::string> expected;
+    for (int p = 0; p < cluster->policy_count(); ++p) {
+      bool selects = false;
+      for (int i = 0; i < cluster->pod_count(); ++i) {
+        selects |= reference::PolicySelectsPod(*cluster, cluster->policy(p), i);
+      }
+      Change remove{Change::Op::kDelete, cluster->policy(p)};
+      absl::StatusOr<ConnectionDiff> diff = DiffChanges(**engine, {remove});
+      ASSERT_TRUE(diff.ok());
+      if (selects && diff->empty()) expected.insert(cluster->PolicyKey(p));
+    }
+    std::set<std::string> got;
+    for (const Finding& f : WithCode(LintAll(*cluster, options), "NP105")) got.insert(f.object);
+    EXPECT_EQ(got, expected) << "seed " << seed << " (NP_SEED=" << seed << ")";
+    reported += static_cast<int>(expected.size());
+    kept += cluster->policy_count() - static_cast<int>(expected.size());
+  }
+  // Both answers occur, so the comparison means something.
+  if (only == nullptr) {
+    EXPECT_GT(reported, 20);
+    EXPECT_GT(kept, 20);
+  }
 }
 
 TEST(LintTest, RuleThatAdmitsEverything) {
