@@ -46,6 +46,29 @@ bool IsEmptySelector(const k8s::LabelSelector& selector) {
   return selector.matchlabels().empty() && selector.matchexpressions().empty();
 }
 
+// The rules of one direction of a policy, read the same way for ingress (from) and egress (to).
+int RuleCount(const k8s::NetworkPolicy& policy, Direction direction) {
+  return direction == Direction::kIngress ? policy.spec().ingress_size()
+                                          : policy.spec().egress_size();
+}
+const google::protobuf::RepeatedPtrField<k8s::NetworkPolicyPeer>& Peers(
+    const k8s::NetworkPolicy& policy, Direction direction, int rule) {
+  return direction == Direction::kIngress ? policy.spec().ingress(rule).from()
+                                          : policy.spec().egress(rule).to();
+}
+const google::protobuf::RepeatedPtrField<k8s::NetworkPolicyPort>& Ports(
+    const k8s::NetworkPolicy& policy, Direction direction, int rule) {
+  return direction == Direction::kIngress ? policy.spec().ingress(rule).ports()
+                                          : policy.spec().egress(rule).ports();
+}
+// "spec.ingress[0].from[1]" / "spec.egress[0].to[1]" (peer < 0: the rule itself).
+std::string RulePath(Direction direction, int rule, int peer = -1) {
+  const bool ingress = direction == Direction::kIngress;
+  std::string path = absl::StrCat(ingress ? "spec.ingress[" : "spec.egress[", rule, "]");
+  if (peer >= 0) absl::StrAppend(&path, ingress ? ".from[" : ".to[", peer, "]");
+  return path;
+}
+
 // Whether `block` (its cidr minus its excepts) holds some but not all addresses of
 // `pod_cidr`. Prefixes are nested or disjoint, which makes this a few containment tests.
 bool CoversPart(const k8s::IPBlock& block, const IpPrefix& pod_cidr) {
@@ -121,7 +144,8 @@ class Linter {
             if (!pod_cidr.Contains(*address) || !CoversPart(peer.ipblock(), pod_cidr)) continue;
             Add(*p, "NP109", "ipblock-splits-pod-cidr", Severity::kWarning,
                 absl::StrCat(path, ".ipBlock"),
-                absl::StrCat("the verdict depends on the address np assigned to ", pod.Key(),
+                absl::StrCat("the verdict depends on the address np assigned to ",
+                             DisplayText(pod.Key()),
                              " (", address->ToString(), ", made from ", pod.synthesized_from,
                              "): this ipBlock covers only part of the pod CIDR ",
                              pod_cidr.ToString()));
@@ -160,20 +184,11 @@ class Linter {
   // Calls visit(peer, "spec.ingress[r].from[k]") for each peer of each rule of `direction`.
   template <typename F>
   void ForEachPeer(int policy, Direction direction, F&& visit) const {
-    const k8s::NetworkPolicySpec& spec = cluster_.policy(policy).spec();
-    const bool ingress = direction == Direction::kIngress;
-    const int rules = ingress ? spec.ingress_size() : spec.egress_size();
-    for (int r = 0; r < rules; ++r) {
-      const auto& peers = ingress ? spec.ingress(r).from() : spec.egress(r).to();
-      for (int k = 0; k < peers.size(); ++k) {
-        visit(peers[k], absl::StrCat(RulePath(direction, r), ingress ? ".from[" : ".to[", k, "]"));
-      }
+    const k8s::NetworkPolicy& p = cluster_.policy(policy);
+    for (int r = 0; r < RuleCount(p, direction); ++r) {
+      const auto& peers = Peers(p, direction, r);
+      for (int k = 0; k < peers.size(); ++k) visit(peers[k], RulePath(direction, r, k));
     }
-  }
-
-  static std::string RulePath(Direction direction, int rule) {
-    return absl::StrCat(direction == Direction::kIngress ? "spec.ingress[" : "spec.egress[",
-                        rule, "]");
   }
 
   // The pods a peer matches, through any of their addresses (only an ipBlock sees them).
@@ -207,10 +222,9 @@ class Linter {
     }
     for (Direction direction : {Direction::kIngress, Direction::kEgress}) {
       const bool ingress = direction == Direction::kIngress;
-      const int rules = ingress ? policy.spec().ingress_size() : policy.spec().egress_size();
-      for (int r = 0; r < rules; ++r) {
-        const auto& peers = ingress ? policy.spec().ingress(r).from() : policy.spec().egress(r).to();
-        const auto& ports = ingress ? policy.spec().ingress(r).ports() : policy.spec().egress(r).ports();
+      for (int r = 0; r < RuleCount(policy, direction); ++r) {
+        const auto& peers = Peers(policy, direction, r);
+        const auto& ports = Ports(policy, direction, r);
         std::set<int> destinations;
         if (ingress) destinations.insert(selected.begin(), selected.end());
         if (peers.empty()) {
@@ -225,8 +239,7 @@ class Linter {
           }
         }
         for (int k = 0; k < peers.size(); ++k) {
-          const std::string path =
-              absl::StrCat(RulePath(direction, r), ingress ? ".from[" : ".to[", k, "]");
+          const std::string path = RulePath(direction, r, k);
           const std::vector<int> pods = PodsOfPeer(p, peers[k]);
           if (!ingress) destinations.insert(pods.begin(), pods.end());
           LintPeer(p, peers[k], path, pods, ports.empty());
@@ -360,8 +373,7 @@ class Linter {
 
   // NP104 for the ports of rule `r`, against its destination pods.
   void LintNamedPorts(int p, Direction direction, int r, const std::vector<int>& destinations) {
-    const k8s::NetworkPolicySpec& spec = cluster_.policy(p).spec();
-    const auto& ports = direction == Direction::kIngress ? spec.ingress(r).ports() : spec.egress(r).ports();
+    const auto& ports = Ports(cluster_.policy(p), direction, r);
     for (int k = 0; k < ports.size(); ++k) {
       const k8s::NetworkPolicyPort& port = ports[k];
       if (!port.has_port() || port.port().type() != 1) continue;
@@ -433,10 +445,9 @@ class Linter {
     for (Direction direction : {Direction::kIngress, Direction::kEgress}) {
       if (!reference::PolicyAffects(policy, direction)) continue;
       const bool ingress = direction == Direction::kIngress;
-      const int rules = ingress ? policy.spec().ingress_size() : policy.spec().egress_size();
-      for (int r = 0; r < rules; ++r) {
-        const auto& peers = ingress ? policy.spec().ingress(r).from() : policy.spec().egress(r).to();
-        const auto& ports = ingress ? policy.spec().ingress(r).ports() : policy.spec().egress(r).ports();
+      for (int r = 0; r < RuleCount(policy, direction); ++r) {
+        const auto& peers = Peers(policy, direction, r);
+        const auto& ports = Ports(policy, direction, r);
         std::vector<int> others;
         if (peers.empty()) {
           for (int i = 0; i < cluster_.pod_count() && others.size() < 2 * kWitnesses; ++i) others.push_back(i);
