@@ -73,6 +73,9 @@ absl::StatusOr<Endpoint> ParseEndpoint(const Cluster& cluster, absl::string_view
   if (key.find('/') == std::string::npos) key = absl::StrCat("default/", key);
   std::optional<int> pod = cluster.FindPod(key);
   if (!pod) {
+    if (std::optional<std::string> why = cluster.WhyLeftOut(key)) {
+      return absl::NotFoundError(*why);
+    }
     return absl::NotFoundError(absl::StrCat("no pod \"", key,
                                             "\" in the input (write namespace/name, or an IP "
                                             "address for a peer outside the cluster)"));
