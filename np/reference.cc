@@ -9,13 +9,11 @@
 #include "absl/strings/str_cat.h"
 
 namespace np::reference {
-namespace {
-
-using Labels = absl::flat_hash_map<std::string, std::string>;
 
 // "A label selector is a label query over a set of resources. The result of matchLabels
 // and matchExpressions are ANDed. An empty label selector matches all objects."
-bool SelectorMatches(const k8s::LabelSelector& selector, const Labels& labels) {
+bool SelectorMatches(const k8s::LabelSelector& selector,
+                     const absl::flat_hash_map<std::string, std::string>& labels) {
   for (const auto& [key, value] : selector.matchlabels()) {
     auto it = labels.find(key);
     if (it == labels.end() || it->second != value) return false;
@@ -81,6 +79,8 @@ bool IpBlockMatches(const k8s::IPBlock& block, const IpAddress& address) {
   return true;
 }
 
+namespace {
+
 // np's rule for an address two live pods hold (README, "Shared addresses"): a packet with
 // it cannot be attributed to either pod, so as the other end of a flow it is no pod's and no
 // ipBlock's — only a rule that admits every peer admits it.
@@ -92,7 +92,8 @@ bool SharesFlowAddress(const Cluster& cluster, const Endpoint& end, AddressFamil
                                           *address) != pod.shared_ips.end();
 }
 
-// The peer of a rule against the other end of the flow.
+}  // namespace
+
 bool PeerMatches(const Cluster& cluster, const k8s::NetworkPolicy& policy,
                  const k8s::NetworkPolicyPeer& peer, const Endpoint& other, AddressFamily family,
                  const EvaluationOptions& options) {
@@ -125,6 +126,8 @@ bool PeerMatches(const Cluster& cluster, const k8s::NetworkPolicy& policy,
   bool pod_ok = !peer.has_podselector() || SelectorMatches(peer.podselector(), pod.labels);
   return namespace_ok && pod_ok;
 }
+
+namespace {
 
 // NetworkPolicyPort: "protocol ... If not specified, this field defaults to TCP." "port ...
 // This can either be a numerical or named port on a pod. If this field is not provided, this

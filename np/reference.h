@@ -36,6 +36,26 @@ Verdict EvaluatePacket(const Cluster& cluster, const IpAddress& source,
                        const IpAddress& destination, Protocol protocol, uint16_t port,
                        const EvaluationOptions& options = EvaluationOptions());
 
+// The pieces of the specification the functions above are made of, for analyses that reason
+// about policies rather than single flows (np/analysis/lint.h), so that no second reading of
+// the API exists.
+
+// "The result of matchLabels and matchExpressions are ANDed. An empty label selector
+// matches all objects."
+bool SelectorMatches(const k8s::LabelSelector& selector,
+                     const absl::flat_hash_map<std::string, std::string>& labels);
+// Whether `policy` applies to `direction` (policyTypes, or its default).
+bool PolicyAffects(const k8s::NetworkPolicy& policy, Direction direction);
+// Whether `policy`'s spec.podSelector selects pod `pod` (an index of `cluster`).
+bool PolicySelectsPod(const Cluster& cluster, const k8s::NetworkPolicy& policy, int pod);
+// Whether `address` is in the ipBlock (its cidr and none of its excepts).
+bool IpBlockMatches(const k8s::IPBlock& block, const IpAddress& address);
+// Whether the peer `peer` of a rule of `policy` matches the other end of a flow, `other`,
+// seen through its address of `family` (kNone: selectors only).
+bool PeerMatches(const Cluster& cluster, const k8s::NetworkPolicy& policy,
+                 const k8s::NetworkPolicyPeer& peer, const Endpoint& other, AddressFamily family,
+                 const EvaluationOptions& options);
+
 }  // namespace np::reference
 
 #endif  // NP_REFERENCE_H_

@@ -30,6 +30,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "np/analysis/connections.h"
+#include "np/analysis/lint.h"
 #include "np/cluster.h"
 #include "np/engine.h"
 #include "np/evaluator.h"
@@ -792,4 +793,37 @@ PYBIND11_MODULE(_netpol, m) {
           },
           py::arg("port") = 80, py::arg("protocol") = "TCP",
           "Row-major bytes over `pods`: 1 allowed, 0 denied.");
+
+  // np/analysis/lint.h. Tuples, which netpol.Finding (netpol/_lint.py) names.
+  m.def(
+      "lint",
+      [](const PyCluster& c, const std::optional<std::vector<std::string>>& pod_cidrs) {
+        np::analysis::LintOptions options;
+        options.evaluation = c.options();
+        if (pod_cidrs) {
+          absl::StatusOr<std::vector<np::IpPrefix>> cidrs = np::ParsePodCidrs(*pod_cidrs);
+          if (!cidrs.ok()) {
+            throw py::value_error(absl::StrCat("pod_cidrs: ", cidrs.status().message()));
+          }
+          options.pod_cidrs = *std::move(cidrs);
+        }
+        absl::StatusOr<std::vector<np::analysis::Finding>> findings = absl::UnknownError("");
+        {
+          py::gil_scoped_release release;
+          findings = np::analysis::Lint(c.cluster(), options);
+        }
+        if (!findings.ok()) throw std::runtime_error(findings.status().ToString());
+        py::list out;
+        for (const np::analysis::Finding& f : *findings) {
+          py::object file = py::none(), line = py::none();
+          if (!f.location.file.empty()) file = py::str(f.location.file.str());
+          if (f.location.line > 0) line = py::int_(f.location.line);
+          out.append(py::make_tuple(f.code, f.name,
+                                    std::string(np::analysis::SeverityName(f.severity)), f.kind,
+                                    f.object, f.field, file, line, f.message));
+        }
+        return out;
+      },
+      py::arg("cluster"), py::arg("pod_cidrs") = std::nullopt,
+      "(code, name, severity, kind, object, field, file, line, message) per finding.");
 }

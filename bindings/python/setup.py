@@ -26,7 +26,8 @@ ROOT = Path(os.environ.get("NP_SOURCE_DIR", HERE.parent.parent)).resolve()
 # The np libraries behind the public API the module uses; their .cc files are read from
 # np/BUILD.bazel, so that a source added to the Bazel target is compiled here too.
 NP_TARGETS = (("np", "types"), ("np", "cluster"), ("np", "reference"), ("np", "engine"),
-              ("np", "evaluator"), ("np", "services"), ("np/analysis", "connections"))
+              ("np", "evaluator"), ("np", "services"), ("np/analysis", "connections"),
+              ("np/analysis", "lint"))
 # Used only if np/BUILD.bazel cannot be read.
 FALLBACK_SOURCES = [
     "np/types.cc",
@@ -42,6 +43,7 @@ FALLBACK_SOURCES = [
     "np/evaluator.cc",
     "np/services.cc",
     "np/analysis/connections.cc",
+    "np/analysis/lint.cc",
 ]
 
 

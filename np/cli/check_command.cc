@@ -138,6 +138,7 @@ int CheckService(const Cluster& cluster, const ClusterEvaluator& evaluator, cons
   for (size_t i = 0; i < flows.size(); ++i) {
     if (explain) {
       std::cout << FormatVerdict(cluster, flows[i], verdicts[i]);
+      PrintInventedAddressNotes(cluster, flows[i], verdicts[i]);
     } else {
       std::cout << "  " << (verdicts[i].allowed ? "ALLOWED" : "DENIED") << ": "
                 << EndpointName(cluster, flows[i].source) << " -> "
@@ -239,6 +240,7 @@ int RunCheck(const Args& args, bool explain) {
                 << " is " << ProtocolName(flow.protocol) << "/" << port << "\n";
     }
     std::cout << FormatVerdict(*cluster, flow, verdict);
+    PrintInventedAddressNotes(*cluster, flow, verdict);
   }
   if (explain) return kExitOk;
   return verdict.allowed ? kExitOk : kExitNo;

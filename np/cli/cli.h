@@ -92,6 +92,8 @@ absl::Status ConfigureWorkloads(ClusterLoader* loader);
 // --namespace-labels-file, --cluster-pod) added to `loader`. What every command that loads
 // -f input calls.
 absl::Status ConfigureLoader(const Args& args, ClusterLoader* loader);
+// The pod CIDRs --pod-cidr names (its default when unset; none for "none").
+absl::StatusOr<std::vector<IpPrefix>> PodCidrsFromFlags();
 std::string SkippedSummary(const ClusterLoader& loader, const Cluster& cluster);
 int SynthesizedPodCount(const Cluster& cluster);
 absl::Status RequirePods(const Cluster& cluster, const ClusterLoader& loader);
@@ -105,6 +107,10 @@ int RunDiff(const Args& args);                              // analysis_commands
 int RunCompile(const Args& args);                           // compile_command.cc
 int RunProbe(const Args& args, int argc, char** argv);      // probe_command.cc
 int RunProbeAgent(int argc, char** argv);                   // probe_command.cc
+int RunLint(const Args& args);                              // lint_command.cc
+// check/explain: one "  note:" line per ipBlock whose verdict on a pod made from a workload
+// depends on the address np assigned it (lint_command.cc).
+void PrintInventedAddressNotes(const Cluster& cluster, const Flow& flow, const Verdict& verdict);
 
 }  // namespace np::cli
 

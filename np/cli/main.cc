@@ -48,6 +48,11 @@ commands:
             [--pods-only] [-o text|json|csv|md|dot|svg|png]
   diff      --before PATH... --after PATH...: connections added and removed (same filters)
             [-o text|json|csv|md]                       (exit 0 no change, 1 changed, 2 error)
+  lint      findings about policies that validate but probably do not do what was meant:
+            selectors that match nothing, undefined namespaces and named ports, policies
+            that add nothing, rules that admit everything, ... (codes NP101-NP109)
+            [-o text|json] [--fail-on error|warning|info|none (default warning)]
+                                        (exit 0 clean, 1 findings at --fail-on or above, 2 error)
   compile   one mode at a time, each with only its own flags:
             --backend nft|iptables|ebpf [--node NODE] [-o FILE]: the node's datapath
             program; --budget NAME=N[,...]: raise a budget (names as --stats prints them)
@@ -184,6 +189,10 @@ bool CommandReadsFlag(const std::string& command, const std::string& flag) {
   if (command == "compile") return CompileReadsFlag(flag);
   if (command == "probe") return ProbeReadsFlag(flag);
   if (command == "validate") return flag == "output";
+  if (command == "lint") {
+    return flag == "output" || flag == "fail_on" || flag == "allow_self" ||
+           flag == "ipblock_scope";
+  }
   if ((command == "connections" || command == "diff") && flag == "engine") {
     return false;  // the analyses run on the indexed engine only
   }
@@ -224,7 +233,7 @@ std::string ConflictingModes(const std::string& command) {
 std::string FlagNotRead(const std::string& command, int argc, char** argv, int first) {
   if (command != "validate" && command != "check" && command != "explain" &&
       command != "matrix" && command != "connections" && command != "diff" &&
-      command != "compile" && command != "probe") {
+      command != "compile" && command != "probe" && command != "lint") {
     return "";
   }
   for (int i = first; i < argc; ++i) {
@@ -287,6 +296,7 @@ int Run(const std::string& command, int argc, char** argv) {
   if (command == "matrix") return RunMatrix(*args);
   if (command == "connections") return RunConnections(*args);
   if (command == "diff") return RunDiff(*args);
+  if (command == "lint") return RunLint(*args);
   if (command == "compile") return RunCompile(*args);
   if (command == "probe") return RunProbe(*args, argc, argv);
   std::cerr << "netpol: unknown command " << np::DisplayText(command) << "; run 'netpol help'\n";

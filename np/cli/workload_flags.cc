@@ -23,19 +23,23 @@ ABSL_FLAG(bool, expand_replicas, false,
 
 namespace np::cli {
 
+absl::StatusOr<std::vector<IpPrefix>> PodCidrsFromFlags() {
+  const std::string text = absl::GetFlag(FLAGS_pod_cidr);
+  if (text == "none") return std::vector<IpPrefix>();
+  if (text.empty()) return WorkloadOptions::DefaultPodCidrs();
+  const std::vector<std::string> texts = absl::StrSplit(text, ',', absl::SkipWhitespace());
+  absl::StatusOr<std::vector<IpPrefix>> cidrs = ParsePodCidrs(texts);
+  if (!cidrs.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--pod-cidr: ", cidrs.status().message()));
+  }
+  return cidrs;
+}
+
 absl::Status ConfigureWorkloads(ClusterLoader* loader) {
   WorkloadOptions options;
-  const std::string text = absl::GetFlag(FLAGS_pod_cidr);
-  if (text == "none") {
-    options.pod_cidrs.clear();
-  } else if (!text.empty()) {
-    const std::vector<std::string> texts = absl::StrSplit(text, ',', absl::SkipWhitespace());
-    absl::StatusOr<std::vector<IpPrefix>> cidrs = ParsePodCidrs(texts);
-    if (!cidrs.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("--pod-cidr: ", cidrs.status().message()));
-    }
-    options.pod_cidrs = *std::move(cidrs);
-  }
+  absl::StatusOr<std::vector<IpPrefix>> cidrs = PodCidrsFromFlags();
+  if (!cidrs.ok()) return cidrs.status();
+  options.pod_cidrs = *std::move(cidrs);
   options.expand_replicas = absl::GetFlag(FLAGS_expand_replicas);
   loader->SetWorkloadOptions(std::move(options));
   return absl::OkStatus();

@@ -23,6 +23,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 from . import _netpol
 from ._errors import InputError, NoPodsWarning, ParseError, PodNotFoundError, ValidationError
+from ._lint import Finding
 from ._netpol import Diagnostic, DirectionVerdict, Explanation, Rule, ServiceExplanation
 from ._objects import to_json_documents
 from ._reachability import Difference, Reachability
@@ -36,6 +37,7 @@ __all__ = [
     "DirectionVerdict",
     "Rule",
     "Diagnostic",
+    "Finding",
     "InputError",
     "ParseError",
     "ValidationError",
@@ -94,7 +96,8 @@ class Cluster:
     pod that has it, else a peer outside the cluster.
     """
 
-    __slots__ = ("_impl",)
+    # _pod_cidrs: as given to the constructor (None: the default), for lint().
+    __slots__ = ("_impl", "_pod_cidrs")
 
     def __init__(self, *args: Any, **kwargs: Any):
         raise TypeError(
@@ -112,6 +115,7 @@ class Cluster:
         if isinstance(cluster_pods, str):
             cluster_pods = [cluster_pods]
         self = object.__new__(cls)
+        self._pod_cidrs = None if pod_cidrs is None else [str(c) for c in pod_cidrs]
         self._impl = _netpol.Cluster.load(
             list(paths), list(texts), engine=engine, allow_self=bool(allow_self),
             ipblock_scope=ipblock_scope,
@@ -331,6 +335,16 @@ class Cluster:
         lists when nothing changes; ``a.diff(b)`` is ``b.diff(a)`` with the lists swapped."""
         return self._impl.diff(other._impl, source, destination, _port_specs(ports),
                                list(protocols or []), external)
+
+    def lint(self) -> List[Finding]:
+        """Findings about policies that validate but probably do not do what was meant, as
+        ``netpol lint`` reports them (codes NP101-NP109, documented in np/analysis/lint.h and
+        the README): selectors that match no pod or namespace of the input, namespaces named
+        but not defined, named ports no destination has, policies that change no connection,
+        rules that admit everything, one-sided isolation, ipBlocks that hold pod addresses or
+        split the pod CIDR np assigned addresses from. ``[f for f in c.lint() if f.severity
+        != "info"]`` is what ``netpol lint`` fails on by default."""
+        return [Finding(*t) for t in _netpol.lint(self._impl, self._pod_cidrs)]
 
     def __repr__(self) -> str:
         return (

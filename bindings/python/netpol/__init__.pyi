@@ -108,6 +108,18 @@ class Cluster:
              protocols: Optional[Sequence[str]] = ...,
              external: bool = ...) -> Dict[str, List[Dict[str, Any]]]: ...
     def matrix(self, port: int = ..., protocol: _Protocol = ...) -> Reachability: ...
+    def lint(self) -> List[Finding]: ...
+
+class Finding(NamedTuple):
+    code: str
+    name: str
+    severity: Literal["error", "warning", "info"]
+    kind: str
+    object: str
+    field: str
+    file: Optional[str]
+    line: Optional[int]
+    message: str
 
 class Difference(NamedTuple):
     source: str
