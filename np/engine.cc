@@ -144,6 +144,18 @@ std::vector<PodId> Engine::Pods() const {
   return out;
 }
 
+namespace {
+
+// A pod-to-pod flow's family, as an index into HotRecord::peer: IPv4 when both pods have an
+// IPv4 address, else IPv6 when both have one, else none (2).
+inline int FlowFamilyIndex(const HotRecord& src, const HotRecord& dst) {
+  return (src.peer[0] != kNone && dst.peer[0] != kNone)   ? 0
+         : (src.peer[1] != kNone && dst.peer[1] != kNone) ? 1
+                                                          : 2;
+}
+
+}  // namespace
+
 bool Engine::Allowed(PodId source, PodId destination, Protocol protocol, uint16_t port) const {
   const EngineState& s = *state_;
   if (s.options.evaluation.always_allow_self && source == destination) return true;
@@ -154,10 +166,7 @@ bool Engine::Allowed(PodId source, PodId destination, Protocol protocol, uint16_
   // Both tables are asked for before either is read, so their misses overlap.
   EngineState::PrefetchTable(egress);
   EngineState::PrefetchTable(ingress);
-  // The flow's family: IPv4 when both pods have an IPv4 address, else IPv6, else none.
-  int f = (src.peer[0] != kNone && dst.peer[0] != kNone)   ? 0
-          : (src.peer[1] != kNone && dst.peer[1] != kNone) ? 1
-                                                           : 2;
+  int f = FlowFamilyIndex(src, dst);
   return EngineState::SideAllows(egress, Direction::kEgress, protocol, port, dst.peer[f]) &&
          EngineState::SideAllows(ingress, Direction::kIngress, protocol, port, src.peer[f]);
 }
@@ -213,23 +222,48 @@ void Engine::AllowedBatch(absl::Span<const PodQuery> queries, absl::Span<uint8_t
   const EngineState& s = *state_;
   const size_t n = std::min(queries.size(), out.size());
   const HotRecord* records = s.hot_record_data;
-  // A software pipeline over the batch: the records of the query kAhead * 2 places ahead
-  // are asked for, then (kAhead places ahead, by which time they have arrived) the tables
-  // they name; so the verdict on query i finds its data in cache, and the misses of many
-  // queries are outstanding at once instead of one chain at a time.
-  constexpr size_t kAhead = 8;
-  for (size_t i = 0; i < n; ++i) {
-    if (i + 2 * kAhead < n) {
-      __builtin_prefetch(&records[queries[i + 2 * kAhead].source]);
-      __builtin_prefetch(&records[queries[i + 2 * kAhead].destination]);
+  const bool allow_self = s.options.evaluation.always_allow_self;
+  // Group prefetching: a verdict is a chain of dependent reads (record, table header and
+  // interval, peer words), so the batch walks a group of flows one link at a time — every
+  // flow's tables, then every flow's intervals, then every flow's peers — and each pass
+  // has a group's worth of independent misses in flight instead of one chain's. The next
+  // group's records are asked for while this one is answered.
+  constexpr size_t kGroup = 16;
+  const HotRecord* src[kGroup];
+  const HotRecord* dst[kGroup];
+  const internal::Interval* egress[kGroup];
+  const internal::Interval* ingress[kGroup];
+  int family[kGroup];
+  for (size_t base = 0; base < n; base += kGroup) {
+    const size_t g = std::min(kGroup, n - base);
+    for (size_t k = base + kGroup; k < std::min(n, base + 2 * kGroup); ++k) {
+      __builtin_prefetch(&records[queries[k].source]);
+      __builtin_prefetch(&records[queries[k].destination]);
     }
-    if (i + kAhead < n) {
-      const PodQuery& ahead = queries[i + kAhead];
-      EngineState::PrefetchTable(records[ahead.source].table);
-      EngineState::PrefetchTable(records[ahead.destination].table);
+    for (size_t k = 0; k < g; ++k) {
+      src[k] = &records[queries[base + k].source];
+      dst[k] = &records[queries[base + k].destination];
+      EngineState::PrefetchTable(src[k]->table);
+      EngineState::PrefetchTable(dst[k]->table);
     }
-    const PodQuery& q = queries[i];
-    out[i] = Allowed(q.source, q.destination, q.protocol, q.port) ? 1 : 0;
+    for (size_t k = 0; k < g; ++k) {
+      const PodQuery& q = queries[base + k];
+      family[k] = FlowFamilyIndex(*src[k], *dst[k]);
+      egress[k] = EngineState::FindInterval(src[k]->table, Direction::kEgress, q.protocol, q.port);
+      ingress[k] = EngineState::FindInterval(dst[k]->table, Direction::kIngress, q.protocol, q.port);
+      EngineState::PrefetchPeers(src[k]->table, egress[k]);
+      EngineState::PrefetchPeers(dst[k]->table, ingress[k]);
+    }
+    for (size_t k = 0; k < g; ++k) {
+      const PodQuery& q = queries[base + k];
+      bool allowed =
+          (allow_self && q.source == q.destination) ||
+          ((egress[k] == nullptr ||
+            EngineState::IntervalAllows(src[k]->table, *egress[k], dst[k]->peer[family[k]])) &&
+           (ingress[k] == nullptr ||
+            EngineState::IntervalAllows(dst[k]->table, *ingress[k], src[k]->peer[family[k]])));
+      out[base + k] = allowed ? 1 : 0;
+    }
   }
 }
 

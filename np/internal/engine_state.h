@@ -372,6 +372,14 @@ struct EngineState {
   // the verdict's inner loop, and the caller's two calls then schedule together.
   static inline bool SideAllows(const uint64_t* table, Direction direction, Protocol protocol,
                                 uint16_t port, uint32_t peer);
+  // SideAllows in two steps, for AllowedBatch to interleave over many flows: the interval of
+  // the table that decides the flow (null: the side allows everything), then its peers.
+  static inline const Interval* FindInterval(const uint64_t* table, Direction direction,
+                                             Protocol protocol, uint16_t port);
+  static inline bool IntervalAllows(const uint64_t* table, const Interval& interval,
+                                    uint32_t peer);
+  // Asks for the first line of the interval's peer words (null or all_peers: nothing).
+  static inline void PrefetchPeers(const uint64_t* table, const Interval* interval);
   // Asks the memory system for the first lines of a table (null: nothing). A table is
   // usually a few lines — the header, a handful of intervals, a few peer words — and a
   // verdict reads them in a chain (header, then interval, then words): asking for them
@@ -405,31 +413,44 @@ struct EngineState {
   size_t IndexBytes() const;
 };
 
-inline bool EngineState::SideAllows(const uint64_t* data, Direction direction,
-                                    Protocol protocol, uint16_t port, uint32_t peer) {
-  if (data == nullptr) return true;
+inline const Interval* EngineState::FindInterval(const uint64_t* data, Direction direction,
+                                                 Protocol protocol, uint16_t port) {
+  if (data == nullptr) return nullptr;
   const TableView table(data);
   const DirectionTable& d = table.direction(static_cast<int>(direction));
-  if (!d.isolated) return true;
+  if (!d.isolated) return nullptr;
   int pi = ProtocolIndex(protocol);
   const Interval* begin = table.intervals() + d.begin[pi];
   const uint32_t n = d.end[pi] - d.begin[pi];
   // The interval holding `port`: the last whose first port is <= port. Tables usually have
   // a handful of intervals per protocol: counting the firsts <= port reads them all with no
   // branch on the port (the first interval starts at 0); long runs are searched by halves.
-  const Interval* it;
   if (n <= 8) {
     uint32_t index = 0;
     for (uint32_t k = 1; k < n; ++k) index += begin[k].first <= port;
-    it = begin + index;
-  } else {
-    it = std::upper_bound(begin, begin + n, port,
+    return begin + index;
+  }
+  return std::upper_bound(begin, begin + n, port,
                           [](uint16_t p, const Interval& iv) { return p < iv.first; }) -
          1;
-  }
-  if (it->all_peers) return true;
+}
+
+inline bool EngineState::IntervalAllows(const uint64_t* data, const Interval& interval,
+                                        uint32_t peer) {
+  if (interval.all_peers) return true;
   if (peer >= kSharedPeer) return false;  // no address of the family, or a shared one
-  return table.Allows(*it, peer);
+  return TableView(data).Allows(interval, peer);
+}
+
+inline void EngineState::PrefetchPeers(const uint64_t* data, const Interval* interval) {
+  if (interval == nullptr || interval->all_peers) return;
+  __builtin_prefetch(TableView(data).words() + interval->bits);
+}
+
+inline bool EngineState::SideAllows(const uint64_t* data, Direction direction,
+                                    Protocol protocol, uint16_t port, uint32_t peer) {
+  const Interval* interval = FindInterval(data, direction, protocol, port);
+  return interval == nullptr || IntervalAllows(data, *interval, peer);
 }
 
 // For code of package np that reads a snapshot's compiled form (the IR lowering).
