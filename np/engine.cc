@@ -163,9 +163,6 @@ bool Engine::Allowed(PodId source, PodId destination, Protocol protocol, uint16_
   const HotRecord& dst = s.hot_record_data[destination];
   const uint64_t* egress = src.table;
   const uint64_t* ingress = dst.table;
-  // Both tables are asked for before either is read, so their misses overlap.
-  EngineState::PrefetchTable(egress);
-  EngineState::PrefetchTable(ingress);
   int f = FlowFamilyIndex(src, dst);
   return EngineState::SideAllows(egress, Direction::kEgress, protocol, port, dst.peer[f]) &&
          EngineState::SideAllows(ingress, Direction::kIngress, protocol, port, src.peer[f]);
@@ -205,8 +202,6 @@ bool Engine::AllowedPacket(const IpAddress& source, const IpAddress& destination
   }
   const uint64_t* egress = src != nullptr ? s.HotTable(src->target) : nullptr;
   const uint64_t* ingress = dst != nullptr ? s.HotTable(dst->target) : nullptr;
-  EngineState::PrefetchTable(egress);
-  EngineState::PrefetchTable(ingress);
   // An external end's class is needed only when the other end is isolated.
   uint32_t src_peer = src != nullptr ? src->peer
                       : ingress != nullptr ? s.ExternalPeerClass(source)
