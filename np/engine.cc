@@ -161,11 +161,9 @@ bool Engine::Allowed(PodId source, PodId destination, Protocol protocol, uint16_
   if (s.options.evaluation.always_allow_self && source == destination) return true;
   const HotRecord& src = s.hot_record_data[source];
   const HotRecord& dst = s.hot_record_data[destination];
-  const uint64_t* egress = src.table;
-  const uint64_t* ingress = dst.table;
   int f = FlowFamilyIndex(src, dst);
-  return EngineState::SideAllows(egress, Direction::kEgress, protocol, port, dst.peer[f]) &&
-         EngineState::SideAllows(ingress, Direction::kIngress, protocol, port, src.peer[f]);
+  return EngineState::SideAllows(src.table, Direction::kEgress, protocol, port, dst.peer[f]) &&
+         EngineState::SideAllows(dst.table, Direction::kIngress, protocol, port, src.peer[f]);
 }
 
 bool Engine::Allowed(const Endpoint& source, const Endpoint& destination, Protocol protocol,
