@@ -9,33 +9,10 @@ namespace np {
 
 using internal::EngineState;
 using internal::kNone;
+using internal::HotRecord;
 using internal::PodRecord;
 
 namespace internal {
-
-bool EngineState::SideAllows(uint32_t target, Direction direction, Protocol protocol,
-                             uint16_t port, uint32_t peer) const {
-  const TableView table((*hot_tables)[target]);
-  const DirectionTable& d = table.direction(static_cast<int>(direction));
-  if (!d.isolated) return true;
-  int pi = ProtocolIndex(protocol);
-  const Interval* begin = table.intervals() + d.begin[pi];
-  const Interval* end = table.intervals() + d.end[pi];
-  // The interval holding `port`: the last whose first port is <= port. Tables usually
-  // have a handful of intervals per protocol; long ones are searched by halves.
-  const Interval* it;
-  if (end - begin <= 8) {
-    it = begin;
-    while (it + 1 < end && it[1].first <= port) ++it;
-  } else {
-    it = std::upper_bound(begin, end, port,
-                          [](uint16_t p, const Interval& iv) { return p < iv.first; }) -
-         1;
-  }
-  if (it->all_peers) return true;
-  if (peer >= kSharedPeer) return false;  // no address of the family, or a shared one
-  return table.Allows(*it, peer);
-}
 
 uint32_t EngineState::ExternalPeerClass(const IpAddress& address) const {
   const AtomTable& atoms = *this->atoms[address.is_v4() ? 0 : 1];
@@ -167,24 +144,26 @@ std::vector<PodId> Engine::Pods() const {
   return out;
 }
 
+namespace {
+
+// A pod-to-pod flow's family, as an index into HotRecord::peer: IPv4 when both pods have an
+// IPv4 address, else IPv6 when both have one, else none (2).
+inline int FlowFamilyIndex(const HotRecord& src, const HotRecord& dst) {
+  return (src.peer[0] != kNone && dst.peer[0] != kNone)   ? 0
+         : (src.peer[1] != kNone && dst.peer[1] != kNone) ? 1
+                                                          : 2;
+}
+
+}  // namespace
+
 bool Engine::Allowed(PodId source, PodId destination, Protocol protocol, uint16_t port) const {
   const EngineState& s = *state_;
   if (s.options.evaluation.always_allow_self && source == destination) return true;
-  const PodRecord& src = (*s.hot_records)[source];
-  const PodRecord& dst = (*s.hot_records)[destination];
-  // The flow's family: IPv4 when both pods have an IPv4 address, else IPv6, else none.
-  int f = (src.peer[0] != kNone && dst.peer[0] != kNone)   ? 0
-          : (src.peer[1] != kNone && dst.peer[1] != kNone) ? 1
-                                                           : 2;
-  if (src.target != kNone &&
-      !s.SideAllows(src.target, Direction::kEgress, protocol, port, dst.peer[f])) {
-    return false;
-  }
-  if (dst.target != kNone &&
-      !s.SideAllows(dst.target, Direction::kIngress, protocol, port, src.peer[f])) {
-    return false;
-  }
-  return true;
+  const HotRecord& src = s.hot_record_data[source];
+  const HotRecord& dst = s.hot_record_data[destination];
+  int f = FlowFamilyIndex(src, dst);
+  return EngineState::SideAllows(src.table, Direction::kEgress, protocol, port, dst.peer[f]) &&
+         EngineState::SideAllows(dst.table, Direction::kIngress, protocol, port, src.peer[f]);
 }
 
 bool Engine::Allowed(const Endpoint& source, const Endpoint& destination, Protocol protocol,
@@ -194,16 +173,16 @@ bool Engine::Allowed(const Endpoint& source, const Endpoint& destination, Protoc
     return Allowed(source.pod_index, destination.pod_index, protocol, port);
   }
   if (source.is_pod) {
-    const PodRecord& src = (*s.hot_records)[source.pod_index];
-    return src.target == kNone ||
-           s.SideAllows(src.target, Direction::kEgress, protocol, port,
-                        s.ExternalPeerClass(destination.address));
+    const HotRecord& src = s.hot_record_data[source.pod_index];
+    return src.table == nullptr ||
+           EngineState::SideAllows(src.table, Direction::kEgress, protocol, port,
+                                   s.ExternalPeerClass(destination.address));
   }
   if (destination.is_pod) {
-    const PodRecord& dst = (*s.hot_records)[destination.pod_index];
-    return dst.target == kNone ||
-           s.SideAllows(dst.target, Direction::kIngress, protocol, port,
-                        s.ExternalPeerClass(source.address));
+    const HotRecord& dst = s.hot_record_data[destination.pod_index];
+    return dst.table == nullptr ||
+           EngineState::SideAllows(dst.table, Direction::kIngress, protocol, port,
+                                   s.ExternalPeerClass(source.address));
   }
   return true;
 }
@@ -219,24 +198,65 @@ bool Engine::AllowedPacket(const IpAddress& source, const IpAddress& destination
       s.options.evaluation.always_allow_self) {
     return true;
   }
-  uint32_t src_peer = src != nullptr ? src->peer : s.ExternalPeerClass(source);
-  uint32_t dst_peer = dst != nullptr ? dst->peer : s.ExternalPeerClass(destination);
-  if (src != nullptr && src->target != kNone &&
-      !s.SideAllows(src->target, Direction::kEgress, protocol, port, dst_peer)) {
-    return false;
-  }
-  if (dst != nullptr && dst->target != kNone &&
-      !s.SideAllows(dst->target, Direction::kIngress, protocol, port, src_peer)) {
-    return false;
-  }
-  return true;
+  const uint64_t* egress = src != nullptr ? s.HotTable(src->target) : nullptr;
+  const uint64_t* ingress = dst != nullptr ? s.HotTable(dst->target) : nullptr;
+  // An external end's class is needed only when the other end is isolated.
+  uint32_t src_peer = src != nullptr ? src->peer
+                      : ingress != nullptr ? s.ExternalPeerClass(source)
+                                           : kNone;
+  uint32_t dst_peer = dst != nullptr ? dst->peer
+                      : egress != nullptr ? s.ExternalPeerClass(destination)
+                                          : kNone;
+  return EngineState::SideAllows(egress, Direction::kEgress, protocol, port, dst_peer) &&
+         EngineState::SideAllows(ingress, Direction::kIngress, protocol, port, src_peer);
 }
 
 void Engine::AllowedBatch(absl::Span<const PodQuery> queries, absl::Span<uint8_t> out) const {
-  size_t n = std::min(queries.size(), out.size());
-  for (size_t i = 0; i < n; ++i) {
-    const PodQuery& q = queries[i];
-    out[i] = Allowed(q.source, q.destination, q.protocol, q.port) ? 1 : 0;
+  const EngineState& s = *state_;
+  const size_t n = std::min(queries.size(), out.size());
+  const HotRecord* records = s.hot_record_data;
+  const bool allow_self = s.options.evaluation.always_allow_self;
+  // Group prefetching: a verdict is a chain of dependent reads (record, table header and
+  // interval, peer words), so the batch walks a group of flows one link at a time — every
+  // flow's tables, then every flow's intervals, then every flow's peers — and each pass
+  // has a group's worth of independent misses in flight instead of one chain's. The next
+  // group's records are asked for while this one is answered.
+  constexpr size_t kGroup = 16;
+  const HotRecord* src[kGroup];
+  const HotRecord* dst[kGroup];
+  const internal::Interval* egress[kGroup];
+  const internal::Interval* ingress[kGroup];
+  int family[kGroup];
+  for (size_t base = 0; base < n; base += kGroup) {
+    const size_t g = std::min(kGroup, n - base);
+    for (size_t k = base + kGroup; k < std::min(n, base + 2 * kGroup); ++k) {
+      __builtin_prefetch(&records[queries[k].source]);
+      __builtin_prefetch(&records[queries[k].destination]);
+    }
+    for (size_t k = 0; k < g; ++k) {
+      src[k] = &records[queries[base + k].source];
+      dst[k] = &records[queries[base + k].destination];
+      EngineState::PrefetchTable(src[k]->table);
+      EngineState::PrefetchTable(dst[k]->table);
+    }
+    for (size_t k = 0; k < g; ++k) {
+      const PodQuery& q = queries[base + k];
+      family[k] = FlowFamilyIndex(*src[k], *dst[k]);
+      egress[k] = EngineState::FindInterval(src[k]->table, Direction::kEgress, q.protocol, q.port);
+      ingress[k] = EngineState::FindInterval(dst[k]->table, Direction::kIngress, q.protocol, q.port);
+      EngineState::PrefetchPeers(src[k]->table, egress[k]);
+      EngineState::PrefetchPeers(dst[k]->table, ingress[k]);
+    }
+    for (size_t k = 0; k < g; ++k) {
+      const PodQuery& q = queries[base + k];
+      bool allowed =
+          (allow_self && q.source == q.destination) ||
+          ((egress[k] == nullptr ||
+            EngineState::IntervalAllows(src[k]->table, *egress[k], dst[k]->peer[family[k]])) &&
+           (ingress[k] == nullptr ||
+            EngineState::IntervalAllows(dst[k]->table, *ingress[k], src[k]->peer[family[k]])));
+      out[base + k] = allowed ? 1 : 0;
+    }
   }
 }
 

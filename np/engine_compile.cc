@@ -982,16 +982,9 @@ class Batch {
   // The flat arrays verdicts read: the previous snapshot's, copied (a memcpy) and patched
   // where this batch wrote.
   void PublishHotArrays() {
-    auto hot = s_.hot_records ? std::make_shared<std::vector<PodRecord>>(*s_.hot_records)
-                              : std::make_shared<std::vector<PodRecord>>();
-    size_t old_size = hot->size();
-    hot->resize(s_.records.size());
-    for (size_t p = old_size; p < hot->size(); ++p) (*hot)[p] = s_.records[p];
-    for (uint32_t p : touched_records_) (*hot)[p] = s_.records[p];
-    s_.hot_records = std::move(hot);
     auto tables = s_.hot_tables ? std::make_shared<std::vector<const uint64_t*>>(*s_.hot_tables)
                                 : std::make_shared<std::vector<const uint64_t*>>();
-    old_size = tables->size();
+    size_t old_size = tables->size();
     tables->resize(s_.target_classes.size());
     auto data = [&](size_t t) {
       const auto& table = s_.target_classes[t].table;
@@ -999,6 +992,31 @@ class Batch {
     };
     for (size_t t = old_size; t < tables->size(); ++t) (*tables)[t] = data(t);
     for (uint32_t t : touched_tables_) (*tables)[t] = data(t);
+    auto hot = s_.hot_records ? std::make_shared<std::vector<HotRecord>>(*s_.hot_records)
+                              : std::make_shared<std::vector<HotRecord>>();
+    auto refresh = [&](size_t p) {
+      const PodRecord& r = s_.records[p];
+      HotRecord& h = (*hot)[p];
+      h.target = r.target;
+      std::copy(std::begin(r.peer), std::end(r.peer), std::begin(h.peer));
+      h.table = r.target == kNone ? nullptr : (*tables)[r.target];
+    };
+    old_size = hot->size();
+    hot->resize(s_.records.size());
+    for (size_t p = old_size; p < hot->size(); ++p) refresh(p);
+    for (uint32_t p : touched_records_) refresh(p);
+    // A rebuilt table moves: every pod of its class points at the new one (a pass over the
+    // flat array, only in batches that rebuilt a table).
+    if (!touched_tables_.empty()) {
+      std::vector<bool> rebuilt(tables->size(), false);
+      for (uint32_t t : touched_tables_) rebuilt[t] = true;
+      for (HotRecord& h : *hot) {
+        if (h.target != kNone && rebuilt[h.target]) h.table = (*tables)[h.target];
+      }
+    }
+    s_.hot_record_data = hot->data();
+    s_.hot_table_data = tables->data();
+    s_.hot_records = std::move(hot);
     s_.hot_tables = std::move(tables);
   }
 

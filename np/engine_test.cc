@@ -5,6 +5,8 @@
 #include "np/engine.h"
 
 #include <cstdlib>
+#include <optional>
+#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -218,6 +220,34 @@ TEST(RandomClusters, Replay) {
   CheckSeed(static_cast<uint64_t>(seed), true);
 }
 
+// Random cluster `seed` (from `generator`) compiled with the seed's evaluation options.
+void BuildSeeded(RandomCluster& generator, uint64_t seed, std::optional<Cluster>& cluster,
+                 std::shared_ptr<const Engine>& engine, EngineOptions& options) {
+  absl::StatusOr<Cluster> built = Cluster::Create(generator.Objects());
+  ASSERT_TRUE(built.ok()) << "seed " << seed << ": " << built.status();
+  cluster = *std::move(built);
+  options.evaluation = OptionsForSeed(seed);
+  absl::StatusOr<std::shared_ptr<const Engine>> compiled = Engine::Build(*cluster, options);
+  ASSERT_TRUE(compiled.ok()) << "seed " << seed << ": " << compiled.status();
+  engine = *std::move(compiled);
+}
+
+// One random change applied to both the cluster and its engine; `applied` is false when both
+// rejected it (they must agree on that).
+void ApplyRandomChange(RandomCluster& generator, uint64_t seed, std::optional<Cluster>& cluster,
+                       std::shared_ptr<const Engine>& engine, bool& applied) {
+  Change change = generator.RandomChange(*cluster);
+  absl::StatusOr<Cluster> next_cluster = cluster->Apply({change});
+  absl::StatusOr<std::shared_ptr<const Engine>> next = engine->Apply({change});
+  ASSERT_EQ(next_cluster.ok(), next.ok())
+      << "seed " << seed << ": cluster says " << next_cluster.status() << ", engine says "
+      << (next.ok() ? absl::OkStatus() : next.status());
+  applied = next.ok();
+  if (!applied) return;
+  cluster = *std::move(next_cluster);
+  engine = *std::move(next);
+}
+
 // Random sequences of changes: the incremental snapshot answers as the reference does on
 // the changed cluster, and as a fresh build of it does.
 class RandomUpdates : public ::testing::TestWithParam<int> {};
@@ -227,30 +257,22 @@ TEST_P(RandomUpdates, IncrementalEqualsFreshBuild) {
   for (int s = 0; s < sequences; ++s) {
     uint64_t seed = 1000000 + static_cast<uint64_t>(GetParam()) * sequences + s;
     RandomCluster generator(seed);
-    absl::StatusOr<Cluster> cluster = Cluster::Create(generator.Objects());
-    ASSERT_TRUE(cluster.ok()) << cluster.status();
+    std::optional<Cluster> cluster;
+    std::shared_ptr<const Engine> engine;
     EngineOptions options;
-    options.evaluation = OptionsForSeed(seed);
-    absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(*cluster, options);
-    ASSERT_TRUE(engine.ok());
+    ASSERT_NO_FATAL_FAILURE(BuildSeeded(generator, seed, cluster, engine, options));
     for (int step = 0; step < 25; ++step) {
-      Change change = generator.RandomChange(*cluster);
-      absl::StatusOr<Cluster> next_cluster = cluster->Apply({change});
-      absl::StatusOr<std::shared_ptr<const Engine>> next = (*engine)->Apply({change});
-      ASSERT_EQ(next_cluster.ok(), next.ok())
-          << "seed " << seed << " step " << step << ": cluster says " << next_cluster.status()
-          << ", engine says " << (next.ok() ? absl::OkStatus() : next.status());
-      if (!next.ok()) continue;  // both rejected: nothing changed
-      cluster = std::move(next_cluster);
-      engine = std::move(next);
+      bool applied = false;
+      ASSERT_NO_FATAL_FAILURE(ApplyRandomChange(generator, seed, cluster, engine, applied));
+      if (!applied) continue;  // both rejected: nothing changed
       std::vector<std::string> problems =
-          Compare(*cluster, **engine, options.evaluation, /*full_explain=*/step % 5 == 4);
+          Compare(*cluster, *engine, options.evaluation, /*full_explain=*/step % 5 == 4);
       ASSERT_TRUE(problems.empty()) << "seed " << seed << " after step " << step << "\n"
                                     << absl::StrJoin(problems, "\n") << "\n"
                                     << ObjectsText(*cluster);
     }
     // The same objects compiled from scratch answer the same.
-    absl::StatusOr<std::shared_ptr<const Engine>> fresh = (*engine)->Compact();
+    absl::StatusOr<std::shared_ptr<const Engine>> fresh = engine->Compact();
     ASSERT_TRUE(fresh.ok());
     std::vector<std::string> problems = Compare(*cluster, **fresh, options.evaluation, true);
     ASSERT_TRUE(problems.empty()) << "seed " << seed << " compacted\n" << absl::StrJoin(problems, "\n");
@@ -372,6 +394,69 @@ TEST(Engine, BatchCallsEqualSingleCalls) {
           << "seed " << seed << " packet " << i;
     }
   }
+}
+
+// AllowedBatch walks groups of flows link by link, reading ahead of the flow it answers: on
+// shuffled queries of every protocol, in batches of every length around the group size, and
+// again after incremental updates (which move tables), each answer is the reference's. A failure prints the seed; NP_BATCH_SEED=<seed> replays that one alone.
+void CheckBatchSeed(uint64_t seed) {
+  RandomCluster generator(seed);
+  std::optional<Cluster> cluster;
+  std::shared_ptr<const Engine> engine;
+  EngineOptions options;
+  ASSERT_NO_FATAL_FAILURE(BuildSeeded(generator, seed, cluster, engine, options));
+  std::mt19937_64 rng(seed);
+  for (int round = 0; round < 4; ++round) {
+    for (int step = 0; round > 0 && step < 3; ++step) {  // a few random changes between rounds
+      bool applied = false;
+      ASSERT_NO_FATAL_FAILURE(ApplyRandomChange(generator, seed, cluster, engine, applied));
+    }
+    const int n = cluster->pod_count();
+    if (n == 0) continue;
+    std::vector<PodQuery> queries;
+    std::vector<uint8_t> expected;
+    const std::vector<uint16_t> ports = RandomCluster::ProbePorts();
+    for (int q = 0; q < 600; ++q) {
+      int s = static_cast<int>(rng() % n), d = static_cast<int>(rng() % n);
+      Protocol protocol = kAllProtocols[rng() % 3];
+      uint16_t port = ports[rng() % ports.size()];
+      queries.push_back(PodQuery{*engine->FindPod(cluster->pod(s).Key()),
+                                 *engine->FindPod(cluster->pod(d).Key()), protocol, port});
+      Flow flow{Endpoint::Pod(s), Endpoint::Pod(d), protocol, port};
+      expected.push_back(reference::Evaluate(*cluster, flow, options.evaluation).allowed);
+    }
+    // Lengths below, at and above the group size (16) and its double, then the rest.
+    size_t at = 0;
+    for (size_t length : {size_t{0}, size_t{1}, size_t{7}, size_t{8}, size_t{9}, size_t{16},
+                          size_t{17}, size_t{33}, queries.size()}) {
+      length = std::min(length, queries.size() - at);
+      std::vector<uint8_t> out(length + 1, 2);  // one more than asked: must stay untouched
+      engine->AllowedBatch(absl::MakeConstSpan(queries).subspan(at, length), absl::MakeSpan(out));
+      for (size_t i = 0; i < length; ++i) {
+        const PodQuery& q = queries[at + i];
+        ASSERT_EQ(out[i], expected[at + i])
+            << "seed " << seed << " (replay: NP_BATCH_SEED=" << seed << ") round " << round
+            << " batch of " << length << " at " << i << ": " << engine->PodKey(q.source)
+            << " -> " << engine->PodKey(q.destination) << " " << ProtocolName(q.protocol)
+            << "/" << q.port;
+      }
+      ASSERT_EQ(out[length], 2) << "seed " << seed << ": wrote past the queries";
+      at += length;
+    }
+  }
+}
+
+TEST(Engine, BatchEqualsReferenceOnShuffledQueries) {
+  for (uint64_t seed = 0; seed < 60; ++seed) {
+    CheckBatchSeed(500000 + seed);
+    if (HasFatalFailure()) return;
+  }
+}
+
+TEST(Engine, BatchReplay) {
+  int seed = EnvInt("NP_BATCH_SEED", -1);
+  if (seed < 0) GTEST_SKIP() << "set NP_BATCH_SEED to replay one seed";
+  CheckBatchSeed(static_cast<uint64_t>(seed));
 }
 
 TEST(Engine, RejectedChangeLeavesSnapshotIntact) {

@@ -117,6 +117,14 @@ struct PodRecord {
   uint32_t peer[3] = {kNone, kNone, kNone};
 };
 
+// A pod as a verdict reads it: PodRecord with the target class's table resolved, so that the
+// table is one load away from the pod id instead of two (record, then table array).
+struct HotRecord {
+  const uint64_t* table = nullptr;  // TargetTable::data(); null: not a target (kNone)
+  uint32_t peer[3] = {kNone, kNone, kNone};  // as PodRecord::peer
+  uint32_t target = kNone;                   // as PodRecord::target
+};
+
 struct PodSlot {
   std::shared_ptr<const PodState> state;  // null: deleted
   uint32_t identity = kNone;
@@ -196,8 +204,17 @@ class TableView {
     if (iv.all_peers) return true;
     const uint64_t* w = words() + iv.bits;
     if (iv.sparse) {
+      // The last id <= peer, by halving with a conditional move rather than a branch: the
+      // outcome differs from flow to flow, so a branch here is mispredicted half the time.
       const uint32_t* ids = reinterpret_cast<const uint32_t*>(w);
-      return std::binary_search(ids, ids + iv.count, peer);
+      uint32_t len = iv.count;
+      if (len == 0) return false;
+      while (len > 1) {
+        uint32_t half = len / 2;
+        ids = ids[half] <= peer ? ids + half : ids;
+        len -= half;
+      }
+      return *ids == peer;
     }
     uint32_t word = peer >> 6;
     if (word >= iv.count) return false;
@@ -336,14 +353,42 @@ struct EngineState {
   size_t live_pods = 0;
   size_t live_policies = 0;
 
-  // Flat copies of `records` and of the target classes' table pointers, rebuilt after each
-  // batch (a memcpy-sized cost) so that a verdict reads them without chunk indirections.
-  std::shared_ptr<const std::vector<PodRecord>> hot_records;
+  // Flat copies of `records` (with each pod's table resolved) and of the target classes'
+  // table pointers, rebuilt after each batch (a memcpy-sized cost) so that a verdict reads
+  // them without chunk indirections. The raw pointers are their data(), set with them: one
+  // load fewer on every verdict.
+  std::shared_ptr<const std::vector<HotRecord>> hot_records;
   std::shared_ptr<const std::vector<const uint64_t*>> hot_tables;  // TargetTable::data()
+  const HotRecord* hot_record_data = nullptr;
+  const uint64_t* const* hot_table_data = nullptr;
 
   // --- lookups (hot path) ---
-  bool SideAllows(uint32_t target, Direction direction, Protocol protocol, uint16_t port,
-                  uint32_t peer) const;
+  // The packed table (TargetTable::data()) of a target class; null for kNone (no policy
+  // selects the pod, or it is off this node): that side allows everything.
+  const uint64_t* HotTable(uint32_t target) const {
+    return target == kNone ? nullptr : hot_table_data[target];
+  }
+  // Whether one side's table admits the flow; a null table admits everything. Inline: it is
+  // the verdict's inner loop, and the caller's two calls then schedule together.
+  static inline bool SideAllows(const uint64_t* table, Direction direction, Protocol protocol,
+                                uint16_t port, uint32_t peer);
+  // SideAllows in two steps, for AllowedBatch to interleave over many flows: the interval of
+  // the table that decides the flow (null: the side allows everything), then its peers.
+  static inline const Interval* FindInterval(const uint64_t* table, Direction direction,
+                                             Protocol protocol, uint16_t port);
+  static inline bool IntervalAllows(const uint64_t* table, const Interval& interval,
+                                    uint32_t peer);
+  // Asks for the first line of the interval's peer words (null or all_peers: nothing).
+  static inline void PrefetchPeers(const uint64_t* table, const Interval* interval);
+  // Asks the memory system for the first lines of a table (null: nothing). A table is
+  // usually a few lines — the header, a handful of intervals, a few peer words — and a
+  // verdict reads them in a chain (header, then interval, then words): asking for them
+  // together, before the chain starts, makes three waits for memory overlap into one.
+  static void PrefetchTable(const uint64_t* table) {
+    if (table == nullptr) return;
+    for (int line = 0; line < kPrefetchTableLines; ++line) __builtin_prefetch(table + 8 * line);
+  }
+  static constexpr int kPrefetchTableLines = 4;
   uint32_t ExternalPeerClass(const IpAddress& address) const;
   std::optional<uint32_t> FindPodByIp(const IpAddress& address) const;
   // The pod's addresses that other live pods hold too, sorted.
@@ -367,6 +412,46 @@ struct EngineState {
                   uint16_t port, AddressFamily family) const;
   size_t IndexBytes() const;
 };
+
+inline const Interval* EngineState::FindInterval(const uint64_t* data, Direction direction,
+                                                 Protocol protocol, uint16_t port) {
+  if (data == nullptr) return nullptr;
+  const TableView table(data);
+  const DirectionTable& d = table.direction(static_cast<int>(direction));
+  if (!d.isolated) return nullptr;
+  int pi = ProtocolIndex(protocol);
+  const Interval* begin = table.intervals() + d.begin[pi];
+  const uint32_t n = d.end[pi] - d.begin[pi];
+  // The interval holding `port`: the last whose first port is <= port. Tables usually have
+  // a handful of intervals per protocol: counting the firsts <= port reads them all with no
+  // branch on the port (the first interval starts at 0); long runs are searched by halves.
+  if (n <= 8) {
+    uint32_t index = 0;
+    for (uint32_t k = 1; k < n; ++k) index += begin[k].first <= port;
+    return begin + index;
+  }
+  return std::upper_bound(begin, begin + n, port,
+                          [](uint16_t p, const Interval& iv) { return p < iv.first; }) -
+         1;
+}
+
+inline bool EngineState::IntervalAllows(const uint64_t* data, const Interval& interval,
+                                        uint32_t peer) {
+  if (interval.all_peers) return true;
+  if (peer >= kSharedPeer) return false;  // no address of the family, or a shared one
+  return TableView(data).Allows(interval, peer);
+}
+
+inline void EngineState::PrefetchPeers(const uint64_t* data, const Interval* interval) {
+  if (interval == nullptr || interval->all_peers) return;
+  __builtin_prefetch(TableView(data).words() + interval->bits);
+}
+
+inline bool EngineState::SideAllows(const uint64_t* data, Direction direction,
+                                    Protocol protocol, uint16_t port, uint32_t peer) {
+  const Interval* interval = FindInterval(data, direction, protocol, port);
+  return interval == nullptr || IntervalAllows(data, *interval, peer);
+}
 
 // For code of package np that reads a snapshot's compiled form (the IR lowering).
 struct EngineAccess {
