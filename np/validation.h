@@ -48,6 +48,15 @@ std::vector<Diagnostic> ValidatePod(const k8s::Pod& pod);
 // Metadata of a Namespace: the name is a DNS-1123 label, metadata.namespace must be empty.
 std::vector<Diagnostic> ValidateNamespace(const k8s::Namespace& ns);
 
+// Shared with the policy tiers' validation (np/tiers/validation.h): ObjectMeta of a
+// cluster-scoped object of `kind` (name a DNS-1123 subdomain, no namespace), and one label
+// selector at `path` (e.g. "spec.subject.namespaces").
+std::vector<Diagnostic> ValidateClusterScopedMetadata(absl::string_view kind,
+                                                      const k8s::ObjectMeta& meta);
+std::vector<Diagnostic> ValidateSelector(absl::string_view kind, std::string object,
+                                         const k8s::LabelSelector& selector,
+                                         const std::string& path);
+
 }  // namespace np
 
 #endif  // NP_VALIDATION_H_
