@@ -593,6 +593,21 @@ TierPolicy FromClusterNetworkPolicy(const api::ClusterNetworkPolicy& policy) {
   return out;
 }
 
+absl::Status RefuseTiers(const Cluster& cluster, absl::string_view who) {
+  if (!cluster.has_tier_policies()) return absl::OkStatus();
+  constexpr int kNamed = 5;
+  std::vector<std::string> names;
+  for (int i = 0; i < cluster.tier_policy_count() && i < kNamed; ++i) {
+    names.push_back(cluster.tier_policy(i).Key());
+  }
+  const int more = cluster.tier_policy_count() - static_cast<int>(names.size());
+  return absl::UnimplementedError(absl::StrCat(
+      who, " does not evaluate the policy tiers yet (AdminNetworkPolicy, "
+      "BaselineAdminNetworkPolicy, ClusterNetworkPolicy); the input has ",
+      absl::StrJoin(names, ", "), more > 0 ? absl::StrCat(" and ", more, " more") : "",
+      ". Only the reference evaluator (--engine=reference) evaluates them"));
+}
+
 absl::string_view TierName(Tier tier) { return tier == Tier::kAdmin ? "Admin" : "Baseline"; }
 
 absl::string_view ActionName(Action action) {

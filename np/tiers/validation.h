@@ -47,6 +47,11 @@ std::vector<Diagnostic> ValidateNode(const k8s::Node& node);
 // their order undefined (np's order is in np/tiers/model.h). `policies` in evaluation order.
 std::vector<Diagnostic> SamePriorityWarnings(const std::vector<TierPolicy>& policies);
 
+// OK when `cluster` has no tier policy; else Unimplemented, naming them, for the parts of np
+// that do not handle tiers yet (the indexed engine, and so the IR and every backend), so that
+// they refuse the input rather than silently ignore the policies. `who` starts the message.
+absl::Status RefuseTiers(const Cluster& cluster, absl::string_view who);
+
 TierPolicy FromAdminNetworkPolicy(const api::AdminNetworkPolicy& policy);
 TierPolicy FromBaselineAdminNetworkPolicy(const api::BaselineAdminNetworkPolicy& policy);
 TierPolicy FromClusterNetworkPolicy(const api::ClusterNetworkPolicy& policy);
