@@ -90,6 +90,13 @@ class Cluster:
             pod_cidrs=None if pod_cidrs is None else [str(c) for c in pod_cidrs],
             expand_replicas=bool(expand_replicas),
         )
+        if engine == "engine" and self._impl.engine == "reference":
+            # The input has policy tiers (AdminNetworkPolicy, BaselineAdminNetworkPolicy,
+            # ClusterNetworkPolicy), which only the reference evaluates so far.
+            warnings.warn(
+                "the input has policy tiers, which the indexed engine does not evaluate yet: "
+                "verdicts come from the reference evaluator (engine=\"reference\"); "
+                "connections() and diff() need the engine and raise", stacklevel=3)
         if self._impl.policies and not self._impl.pods:
             # A policy test on this cluster would pass without evaluating anything.
             skipped = ", ".join(f"{n} {k}" for k, n in sorted(self._impl.skipped_kinds.items()))
