@@ -7,28 +7,7 @@
 set -uo pipefail
 netpol="$1"
 testdata="$2"
-failures=0
-
-# run NAME EXPECTED_EXIT [grep patterns...] -- ARGS
-run() {
-  local name="$1" want="$2"
-  shift 2
-  local patterns=()
-  while [[ "$1" != "--" ]]; do patterns+=("$1"); shift; done
-  shift
-  local out rc
-  out="$("$netpol" "$@" 2>&1)"
-  rc=$?
-  if [[ $rc -ne $want ]]; then
-    echo "FAIL $name: exit $rc, want $want"; echo "$out" | head -20; failures=$((failures + 1)); return
-  fi
-  for p in "${patterns[@]}"; do
-    if ! grep -qF -- "$p" <<<"$out"; then
-      echo "FAIL $name: output lacks: $p"; echo "$out" | head -20; failures=$((failures + 1)); return
-    fi
-  done
-  echo "ok   $name"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/test_lib.sh"
 
 nodes="$testdata/tiers/v1alpha2/admin-egress-node-peers.yaml"
 harry=network-policy-conformance-gryffindor/harry-potter-1

@@ -4,6 +4,8 @@
 // exactly its own fields, so a field of the other version is an unknown field.
 #include "np/tiers/decode.h"
 
+#include <functional>
+#include <initializer_list>
 #include <string>
 #include <type_traits>
 
@@ -81,6 +83,29 @@ void DecodePeer(ObjectDecoder& d, const YamlNode& node, const std::string& path,
   });
 }
 
+// A mapping of int32 fields, and a `protocol` string when `protocol` is given: v1alpha1's
+// portNumber and portRange, v1alpha2's range.
+void DecodeNumbers(ObjectDecoder& d, const YamlNode& node, const std::string& path,
+                   std::initializer_list<std::pair<absl::string_view, std::function<void(int32_t)>>> numbers,
+                   const std::function<void(const std::string&)>& protocol = nullptr) {
+  if (!d.IsMapping(node, path, node.line)) return;
+  d.Fields(node, path, /*strict=*/true, [&](const std::string& n, const YamlNode& v,
+                                            const std::string& f, int l) {
+    if (protocol && n == "protocol") {
+      std::string text;
+      if (d.String(v, f, l, &text)) protocol(text);
+      return true;
+    }
+    for (const auto& [name, set] : numbers) {
+      if (n != name) continue;
+      int32_t value = 0;
+      if (d.Int32(v, f, l, &value)) set(value);
+      return true;
+    }
+    return false;
+  });
+}
+
 // v1alpha1 AdminNetworkPolicyPort: portNumber {protocol, port}, namedPort, portRange
 // {protocol, start, end}.
 void DecodeV1Alpha1Port(ObjectDecoder& d, const YamlNode& node, const std::string& path,
@@ -91,39 +116,15 @@ void DecodeV1Alpha1Port(ObjectDecoder& d, const YamlNode& node, const std::strin
     if (n == "namedPort") {
       if (d.String(v, f, l, &s)) port->set_namedport(s);
     } else if (n == "portNumber") {
-      if (!d.IsMapping(v, f, l)) return true;
       api::PortNumber* number = port->mutable_portnumber();
-      d.Fields(v, f, /*strict=*/true, [&](const std::string& pn, const YamlNode& pv,
-                                          const std::string& pf, int pl) {
-        std::string text;
-        int32_t value = 0;
-        if (pn == "protocol") {
-          if (d.String(pv, pf, pl, &text)) number->set_protocol(text);
-        } else if (pn == "port") {
-          if (d.Int32(pv, pf, pl, &value)) number->set_port(value);
-        } else {
-          return false;
-        }
-        return true;
-      });
+      DecodeNumbers(d, v, f, {{"port", [&](int32_t x) { number->set_port(x); }}},
+                    [&](const std::string& p) { number->set_protocol(p); });
     } else if (n == "portRange") {
-      if (!d.IsMapping(v, f, l)) return true;
       api::PortRange* range = port->mutable_portrange();
-      d.Fields(v, f, /*strict=*/true, [&](const std::string& pn, const YamlNode& pv,
-                                          const std::string& pf, int pl) {
-        std::string text;
-        int32_t value = 0;
-        if (pn == "protocol") {
-          if (d.String(pv, pf, pl, &text)) range->set_protocol(text);
-        } else if (pn == "start") {
-          if (d.Int32(pv, pf, pl, &value)) range->set_start(value);
-        } else if (pn == "end") {
-          if (d.Int32(pv, pf, pl, &value)) range->set_end(value);
-        } else {
-          return false;
-        }
-        return true;
-      });
+      DecodeNumbers(d, v, f,
+                    {{"start", [&](int32_t x) { range->set_start(x); }},
+                     {"end", [&](int32_t x) { range->set_end(x); }}},
+                    [&](const std::string& p) { range->set_protocol(p); });
     } else {
       return false;
     }
@@ -140,20 +141,10 @@ void DecodeV1Alpha2Port(ObjectDecoder& d, const YamlNode& node, const std::strin
     if (n == "number") {
       if (d.Int32(v, f, l, &value)) port->set_number(value);
     } else if (n == "range") {
-      if (!d.IsMapping(v, f, l)) return true;
       api::ClusterNetworkPolicyPortRange* range = port->mutable_range();
-      d.Fields(v, f, /*strict=*/true, [&](const std::string& rn, const YamlNode& rv,
-                                          const std::string& rf, int rl) {
-        int32_t bound = 0;
-        if (rn == "start") {
-          if (d.Int32(rv, rf, rl, &bound)) range->set_start(bound);
-        } else if (rn == "end") {
-          if (d.Int32(rv, rf, rl, &bound)) range->set_end(bound);
-        } else {
-          return false;
-        }
-        return true;
-      });
+      DecodeNumbers(d, v, f,
+                    {{"start", [&](int32_t x) { range->set_start(x); }},
+                     {"end", [&](int32_t x) { range->set_end(x); }}});
     } else {
       return false;
     }

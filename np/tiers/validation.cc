@@ -83,22 +83,16 @@ class Report {
                                     ": exactly one of ", choices, " may be set"));
   }
   void Selector(const k8s::LabelSelector& selector, const std::string& path) {
-    Append(ValidateSelector(kind_, name_, selector, path));
+    Append(ValidateSelector(kind_, name_.str(), selector, path));
   }
   std::vector<Diagnostic> Take() { return std::move(out_); }
 
  private:
   void Add(Severity severity, const std::string& field, std::string message) {
-    Diagnostic d;
-    d.severity = severity;
-    d.kind = kind_;
-    d.object = name_;
-    d.field = field;
-    d.message = std::move(message);
-    AppendDiagnostic(&out_, std::move(d));
+    AppendDiagnostic(&out_, Diagnostic{severity, kind_, name_, field, std::move(message)});
   }
-  std::string kind_;
-  std::string name_;
+  SharedString kind_;  // shared by every finding about the object
+  SharedString name_;
   std::vector<Diagnostic> out_;
 };
 
@@ -234,124 +228,135 @@ void CheckProtocolName(Report& r, const std::string& protocol, const std::string
   r.Enum(path, true, protocol, {"TCP", "UDP", "SCTP"});
 }
 
-// v1alpha1 rules: name, action, from/to, ports.
-void CheckV1Alpha1Rules(Report& r, const google::protobuf::RepeatedPtrField<api::AdminNetworkPolicyRule>& rules,
-                        bool egress, bool baseline) {
+// A port range of either version: start and end required, 1-65535, start < end.
+template <typename Range>
+void CheckRange(Report& r, const Range& range, const std::string& at, absl::string_view order) {
+  if (!range.has_start()) r.Required(At(at, "start"));
+  if (!range.has_end()) r.Required(At(at, "end"));
+  r.Bounds(At(at, "start"), range.start(), 1, 65535);
+  r.Bounds(At(at, "end"), range.end(), 1, 65535);
+  if (range.has_start() && range.has_end() && range.start() >= range.end()) {
+    r.Error(at, absl::StrCat("Invalid value: ", range.start(), "-", range.end(), ": ", order));
+  }
+}
+
+// One v1alpha1 AdminNetworkPolicyPort: exactly one of portNumber, namedPort, portRange.
+void CheckV1Alpha1Port(Report& r, const api::AdminNetworkPolicyPort& port,
+                       const std::string& path) {
+  std::vector<absl::string_view> set;
+  if (port.has_portnumber()) set.push_back("portNumber");
+  if (port.has_namedport()) set.push_back("namedPort");
+  if (port.has_portrange()) set.push_back("portRange");
+  r.ExactlyOne(path, set, "portNumber, namedPort, portRange");
+  if (port.has_namedport() && port.namedport().empty()) r.Required(At(path, "namedPort"));
+  if (port.has_portnumber()) {
+    const std::string at = At(path, "portNumber");
+    CheckProtocolName(r, port.portnumber().protocol(), At(at, "protocol"));
+    if (!port.portnumber().has_port()) {
+      r.Required(At(at, "port"));
+    } else {
+      r.Bounds(At(at, "port"), port.portnumber().port(), 1, 65535);
+    }
+  }
+  if (port.has_portrange()) {
+    const std::string at = At(path, "portRange");
+    CheckProtocolName(r, port.portrange().protocol(), At(at, "protocol"));
+    // "Start defines a network port that is the start of a port range, the Start value
+    // must be less than End."
+    CheckRange(r, port.portrange(), at, "start must be less than end");
+  }
+}
+
+// One v1alpha2 ClusterNetworkPolicyProtocol: exactly one of tcp, udp, sctp (each with a
+// destinationPort: number or range), destinationNamedPort.
+void CheckV1Alpha2Protocol(Report& r, const api::ClusterNetworkPolicyProtocol& protocol,
+                           const std::string& path) {
+  const std::pair<const char*, const api::ClusterNetworkPolicyProtocolPorts*> by_protocol[] = {
+      {"tcp", protocol.has_tcp() ? &protocol.tcp() : nullptr},
+      {"udp", protocol.has_udp() ? &protocol.udp() : nullptr},
+      {"sctp", protocol.has_sctp() ? &protocol.sctp() : nullptr}};
+  std::vector<absl::string_view> set;
+  for (const auto& [name, ports] : by_protocol) {
+    if (ports != nullptr) set.push_back(name);
+  }
+  if (protocol.has_destinationnamedport()) set.push_back("destinationNamedPort");
+  r.ExactlyOne(path, set, "tcp, udp, sctp, destinationNamedPort");
+  if (protocol.has_destinationnamedport() && protocol.destinationnamedport().empty()) {
+    r.Required(At(path, "destinationNamedPort"));
+  }
+  for (const auto& [name, ports] : by_protocol) {
+    if (ports == nullptr) continue;
+    const std::string at = At(path, name);
+    // ClusterNetworkPolicyProtocolTCP/UDP/SCTP: MinProperties=1.
+    if (!ports->has_destinationport()) {
+      r.Error(at, "Invalid value: 0: must have at least 1 property (destinationPort)");
+      continue;
+    }
+    const api::ClusterNetworkPolicyPort& port = ports->destinationport();
+    const std::string port_path = At(at, "destinationPort");
+    std::vector<absl::string_view> fields;
+    if (port.has_number()) fields.push_back("number");
+    if (port.has_range()) fields.push_back("range");
+    r.ExactlyOne(port_path, fields, "number, range");
+    if (port.has_number()) r.Bounds(At(port_path, "number"), port.number(), 1, 65535);
+    // CEL "self.start < self.end": "Start port must be less than End port".
+    if (port.has_range()) {
+      CheckRange(r, port.range(), At(port_path, "range"), "Start port must be less than End port");
+    }
+  }
+}
+
+// The ports of a rule: v1alpha1 `ports`, v1alpha2 `protocols`.
+const auto& PortsOf(const api::AdminNetworkPolicyRule& rule) { return rule.ports(); }
+const auto& PortsOf(const api::ClusterNetworkPolicyRule& rule) { return rule.protocols(); }
+const char* PortsField(const api::AdminNetworkPolicyRule&) { return "ports"; }
+bool IsNamedPort(const api::AdminNetworkPolicyPort& port) { return port.has_namedport(); }
+bool IsNamedPort(const api::ClusterNetworkPolicyProtocol& p) { return p.has_destinationnamedport(); }
+const char* PortsField(const api::ClusterNetworkPolicyRule&) { return "protocols"; }
+
+// The rules of one direction: how many, each one's name, action, ports and peers.
+template <typename Rule, typename CheckPort>
+void CheckRules(Report& r, const google::protobuf::RepeatedPtrField<Rule>& rules, bool egress,
+                Version version, int max, std::initializer_list<absl::string_view> actions,
+                CheckPort&& check_port) {
   const std::string list = egress ? "spec.egress" : "spec.ingress";
-  r.Count(list, rules.size(), 0, kV1Alpha1MaxRules);
+  r.Count(list, rules.size(), 0, max);
   for (int i = 0; i < rules.size(); ++i) {
-    const api::AdminNetworkPolicyRule& rule = rules.Get(i);
+    const Rule& rule = rules.Get(i);
     const std::string path = At(list, i);
     CheckRuleName(r, rule.name(), path);
-    if (baseline) {
-      r.Enum(At(path, "action"), rule.has_action(), rule.action(), {"Allow", "Deny"});
-    } else {
-      r.Enum(At(path, "action"), rule.has_action(), rule.action(), {"Allow", "Deny", "Pass"});
-    }
-    const std::string ports = At(path, "ports");
-    r.Count(ports, rule.ports_size(), 0, kV1Alpha1MaxRules);
+    r.Enum(At(path, "action"), rule.has_action(), rule.action(), actions);
+    // A rule's ports (v1alpha1) or protocols (v1alpha2), each checked by `check_port`.
+    const auto& ports = PortsOf(rule);
+    const std::string ports_path = At(path, PortsField(rule));
+    r.Count(ports_path, ports.size(), 0, max);
     bool named = false;
-    for (int p = 0; p < rule.ports_size(); ++p) {
-      const api::AdminNetworkPolicyPort& port = rule.ports(p);
-      const std::string port_path = At(ports, p);
-      std::vector<absl::string_view> set;
-      if (port.has_portnumber()) set.push_back("portNumber");
-      if (port.has_namedport()) set.push_back("namedPort");
-      if (port.has_portrange()) set.push_back("portRange");
-      r.ExactlyOne(port_path, set, "portNumber, namedPort, portRange");
-      named |= port.has_namedport();
-      if (port.has_portnumber()) {
-        const std::string at = At(port_path, "portNumber");
-        CheckProtocolName(r, port.portnumber().protocol(), At(at, "protocol"));
-        if (!port.portnumber().has_port()) {
-          r.Required(At(at, "port"));
-        } else {
-          r.Bounds(At(at, "port"), port.portnumber().port(), 1, 65535);
-        }
-      }
-      if (port.has_portrange()) {
-        const api::PortRange& range = port.portrange();
-        const std::string at = At(port_path, "portRange");
-        CheckProtocolName(r, range.protocol(), At(at, "protocol"));
-        if (!range.has_start()) r.Required(At(at, "start"));
-        if (!range.has_end()) r.Required(At(at, "end"));
-        r.Bounds(At(at, "start"), range.start(), 1, 65535);
-        r.Bounds(At(at, "end"), range.end(), 1, 65535);
-        // "Start defines a network port that is the start of a port range, the Start value
-        // must be less than End."
-        if (range.has_start() && range.has_end() && range.start() >= range.end()) {
-          r.Error(at, absl::StrCat("Invalid value: ", range.start(), "-", range.end(),
-                                   ": start must be less than end"));
-        }
-      }
-      if (port.has_namedport() && port.namedport().empty()) r.Required(At(port_path, "namedPort"));
+    for (int p = 0; p < ports.size(); ++p) {
+      check_port(r, ports.Get(p), At(ports_path, p));
+      named |= IsNamedPort(ports.Get(p));
     }
-    CheckPeers(r, rule, path, egress, named, Version::kV1Alpha1, kV1Alpha1MaxRules);
+    CheckPeers(r, rule, path, egress, named, version, max);
+  }
+}
+
+// ANP: Allow, Deny, Pass; BANP: Allow, Deny.
+void CheckV1Alpha1Rules(Report& r,
+                        const google::protobuf::RepeatedPtrField<api::AdminNetworkPolicyRule>& rules,
+                        bool egress, bool baseline) {
+  if (baseline) {
+    CheckRules(r, rules, egress, Version::kV1Alpha1, kV1Alpha1MaxRules, {"Allow", "Deny"},
+               CheckV1Alpha1Port);
+  } else {
+    CheckRules(r, rules, egress, Version::kV1Alpha1, kV1Alpha1MaxRules, {"Allow", "Deny", "Pass"},
+               CheckV1Alpha1Port);
   }
 }
 
 void CheckV1Alpha2Rules(Report& r,
                         const google::protobuf::RepeatedPtrField<api::ClusterNetworkPolicyRule>& rules,
                         bool egress) {
-  const std::string list = egress ? "spec.egress" : "spec.ingress";
-  r.Count(list, rules.size(), 0, kV1Alpha2MaxRules);
-  for (int i = 0; i < rules.size(); ++i) {
-    const api::ClusterNetworkPolicyRule& rule = rules.Get(i);
-    const std::string path = At(list, i);
-    CheckRuleName(r, rule.name(), path);
-    r.Enum(At(path, "action"), rule.has_action(), rule.action(), {"Accept", "Deny", "Pass"});
-    const std::string protocols = At(path, "protocols");
-    r.Count(protocols, rule.protocols_size(), 0, kV1Alpha2MaxRules);
-    bool named = false;
-    for (int p = 0; p < rule.protocols_size(); ++p) {
-      const api::ClusterNetworkPolicyProtocol& protocol = rule.protocols(p);
-      const std::string protocol_path = At(protocols, p);
-      std::vector<absl::string_view> set;
-      if (protocol.has_tcp()) set.push_back("tcp");
-      if (protocol.has_udp()) set.push_back("udp");
-      if (protocol.has_sctp()) set.push_back("sctp");
-      if (protocol.has_destinationnamedport()) set.push_back("destinationNamedPort");
-      r.ExactlyOne(protocol_path, set, "tcp, udp, sctp, destinationNamedPort");
-      named |= protocol.has_destinationnamedport();
-      if (protocol.has_destinationnamedport() && protocol.destinationnamedport().empty()) {
-        r.Required(At(protocol_path, "destinationNamedPort"));
-      }
-      const std::pair<const char*, const api::ClusterNetworkPolicyProtocolPorts*> by_protocol[] = {
-          {"tcp", protocol.has_tcp() ? &protocol.tcp() : nullptr},
-          {"udp", protocol.has_udp() ? &protocol.udp() : nullptr},
-          {"sctp", protocol.has_sctp() ? &protocol.sctp() : nullptr}};
-      for (const auto& [name, ports] : by_protocol) {
-        if (ports == nullptr) continue;
-        const std::string at = At(protocol_path, name);
-        // ClusterNetworkPolicyProtocolTCP/UDP/SCTP: MinProperties=1.
-        if (!ports->has_destinationport()) {
-          r.Error(at, "Invalid value: 0: must have at least 1 property (destinationPort)");
-          continue;
-        }
-        const api::ClusterNetworkPolicyPort& port = ports->destinationport();
-        const std::string port_path = At(at, "destinationPort");
-        std::vector<absl::string_view> fields;
-        if (port.has_number()) fields.push_back("number");
-        if (port.has_range()) fields.push_back("range");
-        r.ExactlyOne(port_path, fields, "number, range");
-        if (port.has_number()) r.Bounds(At(port_path, "number"), port.number(), 1, 65535);
-        if (port.has_range()) {
-          const std::string range = At(port_path, "range");
-          if (!port.range().has_start()) r.Required(At(range, "start"));
-          if (!port.range().has_end()) r.Required(At(range, "end"));
-          r.Bounds(At(range, "start"), port.range().start(), 1, 65535);
-          r.Bounds(At(range, "end"), port.range().end(), 1, 65535);
-          // CEL "self.start < self.end": "Start port must be less than End port".
-          if (port.range().start() >= port.range().end()) {
-            r.Error(range, absl::StrCat("Invalid value: ", port.range().start(), "-",
-                                        port.range().end(),
-                                        ": Start port must be less than End port"));
-          }
-        }
-      }
-    }
-    CheckPeers(r, rule, path, egress, named, Version::kV1Alpha2, kV1Alpha2MaxRules);
-  }
+  CheckRules(r, rules, egress, Version::kV1Alpha2, kV1Alpha2MaxRules, {"Accept", "Deny", "Pass"},
+             CheckV1Alpha2Protocol);
 }
 
 // Peers of a rule, converted.
@@ -395,59 +400,53 @@ Protocol ProtocolOrTcp(const std::string& text) {
   return p.ok() ? *p : Protocol::kTCP;
 }
 
-std::vector<tiers::Rule> ConvertV1Alpha1Rules(
-    const google::protobuf::RepeatedPtrField<api::AdminNetworkPolicyRule>& rules) {
-  std::vector<tiers::Rule> out;
-  for (const api::AdminNetworkPolicyRule& in : rules) {
-    tiers::Rule& rule = out.emplace_back();
-    rule.name = in.name();
-    rule.action = ParseAction(in.action());
-    rule.peers = ConvertPeers(in);
-    for (const api::AdminNetworkPolicyPort& port : in.ports()) {
-      PortMatch& match = rule.ports.emplace_back();
-      if (port.has_portnumber()) {
-        match.protocol = ProtocolOrTcp(port.portnumber().protocol());
-        const uint16_t number = static_cast<uint16_t>(port.portnumber().port());
-        match.range = {number, number};
-      } else if (port.has_portrange()) {
-        match.protocol = ProtocolOrTcp(port.portrange().protocol());
-        match.range = {static_cast<uint16_t>(port.portrange().start()),
-                       static_cast<uint16_t>(port.portrange().end())};
-      } else {
-        match.named_port = port.namedport();
-      }
-    }
+PortMatch ConvertPort(const api::AdminNetworkPolicyPort& port) {
+  PortMatch match;
+  if (port.has_portnumber()) {
+    match.protocol = ProtocolOrTcp(port.portnumber().protocol());
+    const uint16_t number = static_cast<uint16_t>(port.portnumber().port());
+    match.range = {number, number};
+  } else if (port.has_portrange()) {
+    match.protocol = ProtocolOrTcp(port.portrange().protocol());
+    match.range = {static_cast<uint16_t>(port.portrange().start()),
+                   static_cast<uint16_t>(port.portrange().end())};
+  } else {
+    match.named_port = port.namedport();
   }
-  return out;
+  return match;
 }
 
-std::vector<tiers::Rule> ConvertV1Alpha2Rules(
-    const google::protobuf::RepeatedPtrField<api::ClusterNetworkPolicyRule>& rules) {
+PortMatch ConvertPort(const api::ClusterNetworkPolicyProtocol& protocol) {
+  PortMatch match;
+  if (protocol.has_destinationnamedport()) {
+    match.named_port = protocol.destinationnamedport();
+    return match;
+  }
+  const api::ClusterNetworkPolicyProtocolPorts& ports =
+      protocol.has_tcp() ? protocol.tcp() : protocol.has_udp() ? protocol.udp() : protocol.sctp();
+  match.protocol = protocol.has_tcp()   ? Protocol::kTCP
+                   : protocol.has_udp() ? Protocol::kUDP
+                                        : Protocol::kSCTP;
+  const api::ClusterNetworkPolicyPort& port = ports.destinationport();
+  if (port.has_number()) {
+    match.range = {static_cast<uint16_t>(port.number()), static_cast<uint16_t>(port.number())};
+  } else {
+    match.range = {static_cast<uint16_t>(port.range().start()),
+                   static_cast<uint16_t>(port.range().end())};
+  }
+  return match;
+}
+
+// The rules of either version in np's model (np/tiers/model.h).
+template <typename Rule>
+std::vector<tiers::Rule> ConvertRules(const google::protobuf::RepeatedPtrField<Rule>& rules) {
   std::vector<tiers::Rule> out;
-  for (const api::ClusterNetworkPolicyRule& in : rules) {
+  for (const Rule& in : rules) {
     tiers::Rule& rule = out.emplace_back();
     rule.name = in.name();
     rule.action = ParseAction(in.action());
     rule.peers = ConvertPeers(in);
-    for (const api::ClusterNetworkPolicyProtocol& protocol : in.protocols()) {
-      PortMatch& match = rule.ports.emplace_back();
-      if (protocol.has_destinationnamedport()) {
-        match.named_port = protocol.destinationnamedport();
-        continue;
-      }
-      const api::ClusterNetworkPolicyProtocolPorts& ports =
-          protocol.has_tcp() ? protocol.tcp() : protocol.has_udp() ? protocol.udp() : protocol.sctp();
-      match.protocol = protocol.has_tcp()   ? Protocol::kTCP
-                       : protocol.has_udp() ? Protocol::kUDP
-                                            : Protocol::kSCTP;
-      const api::ClusterNetworkPolicyPort& port = ports.destinationport();
-      if (port.has_number()) {
-        match.range = {static_cast<uint16_t>(port.number()), static_cast<uint16_t>(port.number())};
-      } else {
-        match.range = {static_cast<uint16_t>(port.range().start()),
-                       static_cast<uint16_t>(port.range().end())};
-      }
-    }
+    for (const auto& port : PortsOf(in)) rule.ports.push_back(ConvertPort(port));
   }
   return out;
 }
@@ -553,44 +552,41 @@ std::vector<Diagnostic> SamePriorityWarnings(const std::vector<TierPolicy>& poli
   return out;
 }
 
-TierPolicy FromAdminNetworkPolicy(const api::AdminNetworkPolicy& policy) {
+namespace {
+
+// What every kind shares: name, subject, rules in order.
+template <typename Policy>
+TierPolicy FromObject(const Policy& policy, Tier tier, int32_t priority, absl::string_view kind,
+                      absl::string_view api_version) {
   TierPolicy out;
-  out.tier = Tier::kAdmin;
-  out.priority = policy.spec().priority();
-  out.kind = std::string(kAnp);
-  out.api_version = "policy.networking.k8s.io/v1alpha1";
+  out.tier = tier;
+  out.priority = priority;
+  out.kind = std::string(kind);
+  out.api_version = std::string(api_version);
   out.name = policy.metadata().name();
   out.subject = ConvertSubject(policy.spec().subject());
-  out.ingress = ConvertV1Alpha1Rules(policy.spec().ingress());
-  out.egress = ConvertV1Alpha1Rules(policy.spec().egress());
+  out.ingress = ConvertRules(policy.spec().ingress());
+  out.egress = ConvertRules(policy.spec().egress());
   return out;
 }
 
+}  // namespace
+
+TierPolicy FromAdminNetworkPolicy(const api::AdminNetworkPolicy& policy) {
+  return FromObject(policy, Tier::kAdmin, policy.spec().priority(), kAnp,
+                    "policy.networking.k8s.io/v1alpha1");
+}
+
 TierPolicy FromBaselineAdminNetworkPolicy(const api::BaselineAdminNetworkPolicy& policy) {
-  TierPolicy out;
-  out.tier = Tier::kBaseline;
-  out.priority = kBaselineAdminNetworkPolicyPriority;
+  TierPolicy out = FromObject(policy, Tier::kBaseline, kBaselineAdminNetworkPolicyPriority, kBanp,
+                              "policy.networking.k8s.io/v1alpha1");
   out.priority_implied = true;
-  out.kind = std::string(kBanp);
-  out.api_version = "policy.networking.k8s.io/v1alpha1";
-  out.name = policy.metadata().name();
-  out.subject = ConvertSubject(policy.spec().subject());
-  out.ingress = ConvertV1Alpha1Rules(policy.spec().ingress());
-  out.egress = ConvertV1Alpha1Rules(policy.spec().egress());
   return out;
 }
 
 TierPolicy FromClusterNetworkPolicy(const api::ClusterNetworkPolicy& policy) {
-  TierPolicy out;
-  out.tier = policy.spec().tier() == "Baseline" ? Tier::kBaseline : Tier::kAdmin;
-  out.priority = policy.spec().priority();
-  out.kind = std::string(kCnp);
-  out.api_version = "policy.networking.k8s.io/v1alpha2";
-  out.name = policy.metadata().name();
-  out.subject = ConvertSubject(policy.spec().subject());
-  out.ingress = ConvertV1Alpha2Rules(policy.spec().ingress());
-  out.egress = ConvertV1Alpha2Rules(policy.spec().egress());
-  return out;
+  return FromObject(policy, policy.spec().tier() == "Baseline" ? Tier::kBaseline : Tier::kAdmin,
+                    policy.spec().priority(), kCnp, "policy.networking.k8s.io/v1alpha2");
 }
 
 absl::Status RefuseTiers(const Cluster& cluster, absl::string_view who) {
