@@ -970,6 +970,14 @@ absl::StatusOr<Change> ParseChangeOfKind(absl::string_view text, absl::string_vi
   for (const Diagnostic& d : diagnostics) {
     if (d.is_error()) return absl::InvalidArgumentError(d.ToString());
   }
+  if (!objects.admin_network_policies.empty() || !objects.baseline_admin_network_policies.empty() ||
+      !objects.cluster_network_policies.empty() || !objects.nodes.empty()) {
+    // Fail closed: the engine that changes feed does not evaluate the policy tiers yet.
+    return absl::UnimplementedError(absl::StrCat(
+        DisplayText(source_name), ": changes to AdminNetworkPolicy, BaselineAdminNetworkPolicy, "
+        "ClusterNetworkPolicy and Node objects are not supported yet (the indexed engine does "
+        "not evaluate the policy tiers)"));
+  }
   const size_t count = objects.namespaces.size() + objects.pods.size() + objects.policies.size();
   if (count != 1) {
     std::string what = absl::StrCat(count, " of them");

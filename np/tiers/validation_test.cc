@@ -192,6 +192,13 @@ TEST(TierLoader, EachVersionAcceptsOnlyItsOwnFields) {
             std::string::npos);
 }
 
+TEST(TierLoader, ChangesToTierObjectsAreRefusedUntilTheEngineHasTiers) {
+  absl::StatusOr<Change> change = ParseChange(kCnp, "event.yaml");
+  ASSERT_FALSE(change.ok());
+  EXPECT_EQ(change.status().code(), absl::StatusCode::kUnimplemented) << change.status();
+  EXPECT_NE(change.status().message().find("ClusterNetworkPolicy"), std::string::npos);
+}
+
 TEST(TierLoader, PresentButEmptyListsAreRefused) {
   EXPECT_EQ(Errors(Replace(kAnp, "    ports:\n    - portNumber: {protocol: UDP, port: 53}",
                            "    ports: []")),
