@@ -72,6 +72,15 @@ absl::StatusOr<Endpoint> ParseEndpoint(const Cluster& cluster, absl::string_view
   std::string key(text);
   if (key.find('/') == std::string::npos) key = absl::StrCat("default/", key);
   std::optional<int> pod = cluster.FindPod(key);
+  if (!pod && text.find('/') == absl::string_view::npos) {
+    // A Node's name is its first address: a host-network pod's traffic is its node's.
+    for (int n = 0; n < cluster.node_count(); ++n) {
+      const NodeInfo& node = cluster.node(n);
+      if (node.name == text && !node.addresses.empty()) {
+        return Endpoint::External(node.addresses.front());
+      }
+    }
+  }
   if (!pod) {
     return absl::NotFoundError(absl::StrCat("no pod \"", key,
                                             "\" in the input (write namespace/name, or an IP "

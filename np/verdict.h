@@ -172,8 +172,8 @@ std::string TruthTablesJson(const std::vector<std::string>& pods,
 std::string JsonQuote(absl::string_view text);
 
 // Reads one end of a flow as people write it: "namespace/name" is that pod ("name" alone is
-// in namespace default, as kubectl reads it); an IPv4 or IPv6 address is the pod that owns
-// it, else an address outside the cluster. NotFound names the pod when there is no such pod.
+// in namespace default, as kubectl reads it, else the first address of the Node of that name);
+// an IPv4 or IPv6 address is the pod that owns it, else an address outside the cluster. NotFound names the pod when there is no such pod.
 absl::StatusOr<Endpoint> ParseEndpoint(const Cluster& cluster, absl::string_view text);
 
 // A readable, multi-line explanation: ALLOWED or DENIED, then for each side whether the pod

@@ -266,6 +266,9 @@ TEST_F(TiersTest, NodesPeerMatchesTheSelectedNodesAddresses) {
   EXPECT_TRUE(v.allowed);
   EXPECT_EQ(v.egress.admin_rule->rule, 1);
   EXPECT_FALSE(v.ingress.applies);  // a node address is not a pod
+  // A node's name stands for its first address.
+  EXPECT_FALSE(Allowed("a/p1", "n1"));
+  EXPECT_TRUE(Allowed("a/p1", "n2"));
   // An address no node has is matched by neither.
   EXPECT_FALSE(Check("a/p1", "172.18.0.9").egress.admin_rule.has_value());
 }
