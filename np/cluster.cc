@@ -585,6 +585,49 @@ std::optional<int> Cluster::FindPolicy(absl::string_view namespace_name,
   return it->second;
 }
 
+namespace {
+
+// Why Create leaves `pod` out of pod networking, in a few words; empty when it does not.
+std::string LeftOutBecause(const k8s::Pod& pod) {
+  const std::string& phase = pod.status().phase();
+  if (phase == "Succeeded" || phase == "Failed") return absl::StrCat("phase ", phase);
+  if (pod.spec().hostnetwork()) return "hostNetwork";
+  return "";
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, std::string>> Cluster::LeftOutPods() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& pod : data_->left_out_pods) {
+    out.emplace_back(ObjectKey(pod.object), LeftOutBecause(pod.object));
+  }
+  return out;
+}
+
+std::optional<std::string> Cluster::WhyLeftOut(absl::string_view key) const {
+  for (const auto& pod : data_->left_out_pods) {
+    const k8s::ObjectMeta& meta = pod.object.metadata();
+    const std::string pod_key = ObjectKey(pod.object);
+    bool named = pod_key == key;
+    // A synthesized pod is also named by its workload ("KIND NAMESPACE/NAME").
+    if (auto it = meta.annotations().find(std::string(kSynthesizedFromAnnotation));
+        !named && it != meta.annotations().end()) {
+      const size_t space = it->second.find(' ');
+      named = space != std::string::npos && absl::string_view(it->second).substr(space + 1) == key;
+    }
+    if (!named) continue;
+    const std::string because = LeftOutBecause(pod.object);
+    if (because == "hostNetwork") {
+      return absl::StrCat("pod ", pod_key, " is hostNetwork: NetworkPolicy does not apply to it "
+                          "(its traffic is the node's)");
+    }
+    return absl::StrCat("pod ", pod_key, " is in ", because,
+                        ": a finished pod holds no address and takes no traffic");
+  }
+  return std::nullopt;
+}
+
 std::optional<int> Cluster::PodByIp(const IpAddress& address) const {
   auto it = data_->ip_index.find(address);
   if (it == data_->ip_index.end()) return std::nullopt;

@@ -261,6 +261,14 @@ class Cluster {
   // first pod synthesized from that workload (np/workloads.h).
   std::optional<int> FindPod(absl::string_view key) const;
   std::optional<int> FindPolicy(absl::string_view namespace_name, absl::string_view name) const;
+  // Pods of the input that take no part in pod networking (see Create), sorted, each as
+  // ("namespace/name", why): ("shop/agent", "hostNetwork"), ("shop/done", "phase Succeeded").
+  std::vector<std::pair<std::string, std::string>> LeftOutPods() const;
+  // Why `key` ("namespace/name", or "namespace/workload" as FindPod takes it) names no pod
+  // of this cluster although the input holds it, e.g. "pod shop/agent is hostNetwork:
+  // NetworkPolicy does not apply to it (its traffic is the node's)"; nullopt when the input
+  // has no such pod at all.
+  std::optional<std::string> WhyLeftOut(absl::string_view key) const;
   std::optional<int> PodByIp(const IpAddress& address) const;
   // Every live pod holding `address`, in pod order (two or more: a shared address).
   std::vector<int> PodsByIp(const IpAddress& address) const;

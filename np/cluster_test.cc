@@ -1,5 +1,12 @@
 #include "np/cluster.h"
 
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "np/verdict.h"
+
 #include "gtest/gtest.h"
 
 namespace np {
@@ -90,6 +97,23 @@ TEST(Cluster, LeavesOutFinishedAndHostNetworkPodsWithWarnings) {
   absl::StatusOr<Cluster> again = c->Apply({});
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->ToObjects().pods.size(), 4u);
+  // ... and are named, with why, rather than reported missing.
+  const std::vector<std::pair<std::string, std::string>> left_out = {
+      {"x/done", "phase Succeeded"}, {"x/failed", "phase Failed"}, {"x/host", "hostNetwork"}};
+  EXPECT_EQ(c->LeftOutPods(), left_out);
+  EXPECT_EQ(again->LeftOutPods(), left_out);
+  EXPECT_EQ(c->WhyLeftOut("x/host"),
+            "pod x/host is hostNetwork: NetworkPolicy does not apply to it (its traffic is the "
+            "node's)");
+  EXPECT_EQ(c->WhyLeftOut("x/done"),
+            "pod x/done is in phase Succeeded: a finished pod holds no address and takes no "
+            "traffic");
+  EXPECT_EQ(c->WhyLeftOut("x/live"), std::nullopt);  // not left out
+  EXPECT_EQ(c->WhyLeftOut("x/none"), std::nullopt);  // not in the input
+  absl::StatusOr<Endpoint> end = ParseEndpoint(*c, "x/failed");
+  EXPECT_EQ(end.status().message(),
+            "pod x/failed is in phase Failed: a finished pod holds no address and takes no "
+            "traffic");
 }
 
 TEST(Cluster, DuplicateObjectsAreErrorsNamingBothPlaces) {

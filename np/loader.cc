@@ -910,6 +910,27 @@ void ClusterLoader::Add(k8s::NetworkPolicy policy, ObjectSource source) {
   objects_.policies.push_back({std::move(policy), std::move(source)});
 }
 
+absl::Status ClusterLoader::AddNamespaceLabels(absl::string_view namespace_name,
+                                               const std::map<std::string, std::string>& labels,
+                                               absl::string_view origin) {
+  ClusterNamespace& ns = cluster_namespaces_[std::string(namespace_name)];
+  if (ns.origin.empty()) ns.origin = std::string(origin);
+  for (const auto& [key, value] : labels) {
+    auto [it, inserted] = ns.labels.emplace(key, value);
+    if (inserted || it->second == value) continue;
+    Diagnostic d;
+    d.kind = "Namespace";
+    d.object = std::string(namespace_name);
+    d.field = absl::StrCat("metadata.labels[", key, "]");
+    d.message = absl::StrCat("given twice, as \"", it->second, "\" and as \"", value, "\"");
+    d.location.file = std::string(origin);
+    const std::string text = d.ToString();
+    AppendDiagnostic(&diagnostics_, std::move(d));
+    return absl::InvalidArgumentError(text);
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Cluster> ClusterLoader::Build(std::vector<Diagnostic>* diagnostics) const& {
   return BuildFrom(objects_, diagnostics);
 }
@@ -921,7 +942,41 @@ absl::StatusOr<Cluster> ClusterLoader::Build(std::vector<Diagnostic>* diagnostic
 absl::StatusOr<Cluster> ClusterLoader::BuildFrom(ClusterObjects objects,
                                                  std::vector<Diagnostic>* diagnostics) const {
   std::vector<Diagnostic> synthesized, found;
-  (void)SynthesizeWorkloadPods(workloads_, workload_options_, &objects, &synthesized);
+  // Namespaces that live only in the cluster: the input must not define them as well.
+  for (const auto& [name, ns] : cluster_namespaces_) {
+    const Sourced<k8s::Namespace>* defined = nullptr;
+    for (const auto& n : objects.namespaces) {
+      if (n.object.metadata().name() == name) defined = &n;
+    }
+    if (defined != nullptr) {
+      Diagnostic d;
+      d.kind = "Namespace";
+      d.object = name;
+      d.location.file = ns.origin;
+      const SourceLocation& where = defined->source.location;
+      d.message = absl::StrCat(
+          "labels given here, but the input defines this namespace too",
+          where.file.empty() ? "" : absl::StrCat(" (", DisplayText(where.file),
+                                                 where.line > 0 ? absl::StrCat(":", where.line)
+                                                                : "",
+                                                 ")"),
+          ": give its labels in one place");
+      synthesized.push_back(std::move(d));
+      continue;
+    }
+    Sourced<k8s::Namespace> added;
+    added.object.mutable_metadata()->set_name(name);
+    for (const auto& [k, v] : ns.labels) (*added.object.mutable_metadata()->mutable_labels())[k] = v;
+    added.source.location.file = ns.origin;
+    objects.namespaces.push_back(std::move(added));
+  }
+  if (cluster_pods_.empty()) {
+    (void)SynthesizeWorkloadPods(workloads_, workload_options_, &objects, &synthesized);
+  } else {
+    std::vector<Workload> workloads = workloads_;
+    workloads.insert(workloads.end(), cluster_pods_.begin(), cluster_pods_.end());
+    (void)SynthesizeWorkloadPods(workloads, workload_options_, &objects, &synthesized);
+  }
   absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects), &found);
   if (CountErrors(synthesized) > 0 && cluster.ok()) {
     cluster = absl::InvalidArgumentError(ErrorSummary(synthesized, kMaxErrorsInStatus));

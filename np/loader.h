@@ -63,6 +63,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -100,6 +101,24 @@ class ClusterLoader {
   // How workloads become pods (np/workloads.h); applies at Build().
   void SetWorkloadOptions(WorkloadOptions options) { workload_options_ = std::move(options); }
 
+  // Objects that live only in the cluster, which manifests kept in git lack (kube-system and
+  // its DNS pods). `origin` names where they were given ("--namespace-labels", "the
+  // namespace_labels argument"): diagnostics about them carry it in place of a file name.
+  //
+  // Labels of a namespace the input implies (a pod or policy is in it) or does not mention at
+  // all: at Build it becomes a Namespace with these labels plus kubernetes.io/metadata.name,
+  // validated as the API server validates one. Given twice for the same namespace, labels are
+  // merged; one key with two values is an error here. A namespace the input also defines is
+  // an error at Build naming both places: its manifest is where its labels belong, and np
+  // will not guess which of the two sets the cluster has.
+  absl::Status AddNamespaceLabels(absl::string_view namespace_name,
+                                  const std::map<std::string, std::string>& labels,
+                                  absl::string_view origin);
+  // A pod that lives only in the cluster, as ParseClusterPod reads it: at Build it becomes a
+  // pod like a workload's (named NAME-0, an address from the pod CIDR, synthesized_from
+  // "ORIGIN NAMESPACE/NAME"), so "NAMESPACE/NAME" names it wherever a pod is named.
+  void AddClusterPod(Workload pod) { cluster_pods_.push_back(std::move(pod)); }
+
   // What was read; workloads are turned into pods only by Build().
   const ClusterObjects& objects() const { return objects_; }
   const std::vector<Workload>& workloads() const { return workloads_; }
@@ -126,6 +145,12 @@ class ClusterLoader {
 
   ClusterObjects objects_;
   std::vector<Workload> workloads_;
+  std::vector<Workload> cluster_pods_;
+  struct ClusterNamespace {
+    std::map<std::string, std::string> labels;
+    std::string origin;
+  };
+  std::map<std::string, ClusterNamespace> cluster_namespaces_;
   WorkloadOptions workload_options_;
   std::map<std::string, int> skipped_kinds_;
   std::vector<Diagnostic> diagnostics_;
@@ -133,6 +158,12 @@ class ClusterLoader {
   int64_t alias_nodes_ = 0;
   int64_t alias_bytes_ = 0;
 };
+
+// "NAMESPACE:KEY=VALUE[,KEY=VALUE...]" (the --namespace-labels form; no labels after the
+// colon is allowed) as a namespace name and its labels. Errors quote the text; the labels
+// themselves are validated at Build.
+absl::StatusOr<std::pair<std::string, std::map<std::string, std::string>>> ParseNamespaceLabels(
+    absl::string_view text);
 
 // Decodes one Namespace, Pod or NetworkPolicy from YAML/JSON text as an upsert (for callers
 // that hold a single object, e.g. an incremental update), with the same rules as

@@ -82,6 +82,9 @@ absl::StatusOr<Endpoint> ParseEndpoint(const Cluster& cluster, absl::string_view
     }
   }
   if (!pod) {
+    if (std::optional<std::string> why = cluster.WhyLeftOut(key)) {
+      return absl::NotFoundError(*why);
+    }
     return absl::NotFoundError(absl::StrCat("no pod \"", key,
                                             "\" in the input (write namespace/name, or an IP "
                                             "address for a peer outside the cluster)"));

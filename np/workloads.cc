@@ -7,7 +7,10 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "np/loader.h"
 
 namespace np {
 namespace {
@@ -66,7 +69,88 @@ std::optional<IpAddress> AddressAt(const IpPrefix& cidr, uint64_t offset) {
   return IpAddress::V6(network.hi() + (lo < network.lo() ? 1 : 0), lo);
 }
 
+// "KEY=VALUE,KEY=VALUE" (empty: no labels) into `labels`. Keys and values are validated
+// later, with the object they belong to, by the API server's rules.
+absl::Status ParseLabelList(absl::string_view text, absl::string_view what,
+                            std::map<std::string, std::string>* labels) {
+  for (absl::string_view pair : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    const size_t eq = pair.find('=');
+    if (eq == absl::string_view::npos || eq == 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, ": \"", DisplayText(pair), "\" is not KEY=VALUE"));
+    }
+    const std::string key(pair.substr(0, eq));
+    const std::string value(pair.substr(eq + 1));
+    auto [it, inserted] = labels->emplace(key, value);
+    if (!inserted && it->second != value) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": label ", DisplayText(key),
+                                                     " given twice, with different values"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+absl::StatusOr<std::pair<std::string, std::map<std::string, std::string>>> ParseNamespaceLabels(
+    absl::string_view text) {
+  const size_t colon = text.find(':');
+  if (colon == absl::string_view::npos || colon == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "\"", DisplayText(text), "\" is not NAMESPACE:KEY=VALUE[,KEY=VALUE...]"));
+  }
+  std::pair<std::string, std::map<std::string, std::string>> out;
+  out.first = std::string(text.substr(0, colon));
+  if (absl::Status s = ParseLabelList(text.substr(colon + 1), out.first, &out.second); !s.ok()) {
+    return s;
+  }
+  return out;
+}
+
+absl::StatusOr<Workload> ParseClusterPod(absl::string_view text, absl::string_view origin) {
+  const std::vector<absl::string_view> parts = absl::StrSplit(text, ':');
+  const size_t slash = parts[0].find('/');
+  if (parts.size() > 3 || slash == absl::string_view::npos || slash == 0 ||
+      slash + 1 == parts[0].size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "\"", DisplayText(text), "\" is not NAMESPACE/NAME[:LABELS[:PORTS]]"));
+  }
+  Workload w;
+  w.kind = std::string(origin);
+  w.namespace_name = std::string(parts[0].substr(0, slash));
+  w.name = std::string(parts[0].substr(slash + 1));
+  w.source.location.file = std::string(origin);
+  k8s::ObjectMeta* meta = w.pod_template.mutable_metadata();
+  std::map<std::string, std::string> labels;
+  if (parts.size() > 1) {
+    if (absl::Status s = ParseLabelList(parts[1], w.Key(), &labels); !s.ok()) return s;
+  }
+  for (const auto& [k, v] : labels) (*meta->mutable_labels())[k] = v;
+  k8s::Container* container = w.pod_template.mutable_spec()->add_containers();
+  container->set_name(w.name);
+  if (parts.size() > 2) {
+    for (absl::string_view port : absl::StrSplit(parts[2], ',', absl::SkipEmpty())) {
+      k8s::ContainerPort* p = container->add_ports();
+      absl::string_view number = port;
+      if (const size_t eq = port.find('='); eq != absl::string_view::npos) {
+        p->set_name(std::string(port.substr(0, eq)));
+        number = port.substr(eq + 1);
+      }
+      if (const size_t slash = number.find('/'); slash != absl::string_view::npos) {
+        p->set_protocol(std::string(number.substr(slash + 1)));
+        number = number.substr(0, slash);
+      }
+      int value = 0;
+      if (!absl::SimpleAtoi(number, &value) || value < 1 || value > 65535) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            w.Key(), ": port \"", DisplayText(port),
+            "\" is not [NAME=]PORT[/PROTOCOL] with PORT from 1 to 65535"));
+      }
+      p->set_containerport(value);
+    }
+  }
+  return w;
+}
 
 std::vector<IpPrefix> WorkloadOptions::DefaultPodCidrs() {
   // kind's and kubeadm's customary pod subnet, and a unique-local IPv6 one beside it.

@@ -88,6 +88,15 @@ inline constexpr WorkloadKind kWorkloadKinds[] = {
 // Errors name the bad text.
 absl::StatusOr<std::vector<IpPrefix>> ParsePodCidrs(const std::vector<std::string>& texts);
 
+// A pod that lives only in the cluster (a DNS server for egress policies to reach), in the
+// --cluster-pod form "NAMESPACE/NAME[:LABELS[:PORTS]]": LABELS "KEY=VALUE,..." and PORTS
+// "[PORTNAME=]PORT[/PROTOCOL],..." (protocol TCP by default), e.g.
+// "kube-system/coredns:k8s-app=kube-dns:dns=53/UDP,dns-tcp=53/TCP". It is returned as a
+// one-replica workload of kind `origin` (a word without spaces, "--cluster-pod"), so that its
+// pod is made, addressed and marked as a workload's. Errors quote the text; labels, names
+// and port names are validated at Build, as a Pod's are.
+absl::StatusOr<Workload> ParseClusterPod(absl::string_view text, absl::string_view origin);
+
 // Appends the pods of `workloads` to `objects->pods` (see above). A warning per workload
 // whose pods are already live; an error when the CIDRs run out of addresses or a synthesized
 // name is taken by a live pod.

@@ -167,5 +167,134 @@ TEST(WorkloadsTest, TemplateErrorsNameTheWorkloadField) {
               HasSubstr("Deployment ns/web: spec.template.spec.containers[0].ports[0].containerPort"));
 }
 
+// Namespaces and pods that live only in the cluster (ClusterLoader::AddNamespaceLabels,
+// ParseClusterPod): what manifests kept in git lack to test DNS egress.
+constexpr absl::string_view kPolicyInShop =
+    "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\n"
+    "spec: {podSelector: {}}\n";
+
+TEST(ClusterOnlyTest, NamespaceLabelsMakeAnImpliedOrUnmentionedNamespaceReal) {
+  ClusterLoader loader;
+  ASSERT_TRUE(loader.AddText(kPolicyInShop, "in.yaml").ok());
+  ASSERT_TRUE(loader.AddNamespaceLabels("shop", {{"team", "shop"}}, "--namespace-labels").ok());
+  ASSERT_TRUE(
+      loader.AddNamespaceLabels("kube-system", {{"team", "platform"}}, "--namespace-labels").ok());
+  // Given again: merged.
+  ASSERT_TRUE(loader.AddNamespaceLabels("kube-system", {{"tier", "infra"}}, "--namespace-labels")
+                  .ok());
+  absl::StatusOr<Cluster> cluster = loader.Build();
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  std::optional<int> shop = cluster->FindNamespace("shop");
+  std::optional<int> kube = cluster->FindNamespace("kube-system");
+  ASSERT_TRUE(shop && kube);
+  EXPECT_FALSE(cluster->ns(*shop).implied);
+  EXPECT_THAT(cluster->ns(*shop).labels,
+              UnorderedElementsAre(Pair("team", "shop"),
+                                   Pair("kubernetes.io/metadata.name", "shop")));
+  EXPECT_THAT(cluster->ns(*kube).labels,
+              UnorderedElementsAre(Pair("team", "platform"), Pair("tier", "infra"),
+                                   Pair("kubernetes.io/metadata.name", "kube-system")));
+}
+
+TEST(ClusterOnlyTest, NamespaceLabelsForADefinedNamespaceOrTwoValuesAreErrors) {
+  ClusterLoader loader;
+  ASSERT_TRUE(loader.AddText("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n",
+                             "ns.yaml").ok());
+  ASSERT_TRUE(loader.AddNamespaceLabels("shop", {{"team", "shop"}}, "--namespace-labels").ok());
+  absl::StatusOr<Cluster> cluster = loader.Build();
+  ASSERT_FALSE(cluster.ok());
+  EXPECT_THAT(cluster.status().message(),
+              HasSubstr("--namespace-labels: Namespace shop: labels given here, but the input "
+                        "defines this namespace too (ns.yaml:1)"));
+
+  absl::Status twice =
+      loader.AddNamespaceLabels("shop", {{"team", "web"}}, "--namespace-labels");
+  EXPECT_THAT(twice.message(), HasSubstr("--namespace-labels: Namespace shop: "
+                                         "metadata.labels[team]: given twice"));
+}
+
+TEST(ClusterOnlyTest, NamespaceLabelsAreValidatedAndErrorsNameWhereTheyWereGiven) {
+  ClusterLoader loader;
+  ASSERT_TRUE(loader.AddNamespaceLabels("kube-system", {{"bad key!", "x"}}, "--namespace-labels")
+                  .ok());
+  absl::StatusOr<Cluster> cluster = loader.Build();
+  ASSERT_FALSE(cluster.ok());
+  EXPECT_THAT(cluster.status().message(),
+              HasSubstr("--namespace-labels: Namespace kube-system: metadata.labels"));
+  EXPECT_THAT(cluster.status().message(), HasSubstr("bad key!"));
+
+  ClusterLoader bad_name;
+  ASSERT_TRUE(bad_name.AddNamespaceLabels("Kube_System", {}, "--namespace-labels").ok());
+  cluster = bad_name.Build();
+  ASSERT_FALSE(cluster.ok());
+  EXPECT_THAT(cluster.status().message(),
+              HasSubstr("--namespace-labels: Namespace Kube_System: metadata.name"));
+}
+
+TEST(ClusterOnlyTest, ParseNamespaceLabels) {
+  auto parsed = ParseNamespaceLabels("kube-system:name=kube-system,team=platform");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->first, "kube-system");
+  EXPECT_THAT(parsed->second,
+              UnorderedElementsAre(Pair("name", "kube-system"), Pair("team", "platform")));
+  parsed = ParseNamespaceLabels("kube-system:");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_THAT(parsed->second, IsEmpty());
+  EXPECT_THAT(ParseNamespaceLabels("kube-system").status().message(),
+              HasSubstr("is not NAMESPACE:KEY=VALUE"));
+  EXPECT_THAT(ParseNamespaceLabels("kube-system:team").status().message(),
+              HasSubstr("\"team\" is not KEY=VALUE"));
+  EXPECT_THAT(ParseNamespaceLabels("kube-system:a=1,a=2").status().message(),
+              HasSubstr("label a given twice"));
+}
+
+TEST(ClusterOnlyTest, ClusterPodBecomesAnAddressedMarkedPod) {
+  absl::StatusOr<np::Workload> dns =
+      ParseClusterPod("kube-system/coredns:k8s-app=kube-dns:dns=53/UDP,dns-tcp=53/TCP,9153",
+                      "--cluster-pod");
+  ASSERT_TRUE(dns.ok()) << dns.status();
+  ClusterLoader loader;
+  ASSERT_TRUE(loader.AddText(kPolicyInShop, "in.yaml").ok());
+  loader.AddClusterPod(*std::move(dns));
+  absl::StatusOr<Cluster> cluster = loader.Build();
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  std::optional<int> pod = cluster->FindPod("kube-system/coredns");
+  ASSERT_TRUE(pod);
+  const PodInfo& info = cluster->pod(*pod);
+  EXPECT_EQ(info.Key(), "kube-system/coredns-0");
+  EXPECT_EQ(info.synthesized_from, "--cluster-pod kube-system/coredns");
+  EXPECT_THAT(info.labels, UnorderedElementsAre(Pair("k8s-app", "kube-dns")));
+  ASSERT_TRUE(info.ipv4);
+  EXPECT_EQ(info.ipv4->ToString(), "10.244.0.1");  // the first host of the default pod CIDR
+  ASSERT_EQ(info.named_ports.size(), 2u);
+  EXPECT_EQ(info.named_ports[0].name, "dns");
+  EXPECT_EQ(info.named_ports[0].protocol, Protocol::kUDP);
+  EXPECT_EQ(info.named_ports[0].port, 53);
+  EXPECT_EQ(info.named_ports[1].name, "dns-tcp");
+  EXPECT_EQ(info.named_ports[1].protocol, Protocol::kTCP);
+  // The namespace is implied, as for any pod.
+  EXPECT_TRUE(cluster->FindNamespace("kube-system"));
+}
+
+TEST(ClusterOnlyTest, ClusterPodErrorsQuoteTheTextOrNameWhereItWasGiven) {
+  EXPECT_THAT(ParseClusterPod("coredns", "--cluster-pod").status().message(),
+              HasSubstr("is not NAMESPACE/NAME[:LABELS[:PORTS]]"));
+  EXPECT_THAT(ParseClusterPod("kube-system/coredns:a=b:dns=fifty", "--cluster-pod")
+                  .status()
+                  .message(),
+              HasSubstr("kube-system/coredns: port \"dns=fifty\" is not [NAME=]PORT[/PROTOCOL]"));
+  EXPECT_THAT(ParseClusterPod("kube-system/coredns:app", "--cluster-pod").status().message(),
+              HasSubstr("\"app\" is not KEY=VALUE"));
+  // What a Pod's validation rejects is rejected as it would be in a manifest.
+  absl::StatusOr<np::Workload> lower = ParseClusterPod("kube-system/coredns::53/udp", "--cluster-pod");
+  ASSERT_TRUE(lower.ok());
+  ClusterLoader loader;
+  loader.AddClusterPod(*std::move(lower));
+  absl::StatusOr<Cluster> cluster = loader.Build();
+  ASSERT_FALSE(cluster.ok());
+  EXPECT_THAT(cluster.status().message(), HasSubstr("--cluster-pod: "));
+  EXPECT_THAT(cluster.status().message(), HasSubstr("protocol"));
+}
+
 }  // namespace
 }  // namespace np

@@ -69,11 +69,22 @@ struct TextInput {
   bool keep_lines = true;
 };
 
+// What lives only in the cluster: the namespace_labels and cluster_pods arguments.
+struct ClusterOnly {
+  std::map<std::string, std::map<std::string, std::string>> namespace_labels;
+  std::vector<np::Workload> pods;
+};
+
 LoadResult Load(const std::vector<std::string>& paths, const std::vector<TextInput>& texts,
-                np::WorkloadOptions workload_options) {
+                np::WorkloadOptions workload_options, ClusterOnly cluster_only) {
   LoadResult result;
   np::ClusterLoader loader;
   loader.SetWorkloadOptions(std::move(workload_options));
+  for (const auto& [name, labels] : cluster_only.namespace_labels) {
+    // One set of labels per namespace: AddNamespaceLabels cannot fail here.
+    loader.AddNamespaceLabels(name, labels, "namespace_labels").IgnoreError();
+  }
+  for (np::Workload& pod : cluster_only.pods) loader.AddClusterPod(std::move(pod));
   for (const std::string& path : paths) {
     absl::Status status = loader.AddPath(path);
     // A path that cannot be read is an OS error in Python (FileNotFoundError, ...), raised
@@ -229,12 +240,16 @@ class PyCluster {
     return key.find('/') == absl::string_view::npos ? absl::StrCat("default/", key)
                                                     : std::string(key);
   }
-  [[noreturn]] static void RaisePodNotFound(const std::string& text) {
+  // A pod the input holds but leaves out of pod networking (hostNetwork, finished) is named
+  // with the reason, rather than as if it were missing.
+  [[noreturn]] void RaisePodNotFound(const std::string& text) const {
     std::string key = WithNamespace(text);
+    std::optional<std::string> why = cluster_.WhyLeftOut(key);
     Raise("PodNotFoundError",
-          py::make_tuple(absl::StrCat("no pod \"", key,
-                                      "\" in the cluster (write namespace/name, or an IP "
-                                      "address for a peer outside the cluster)"),
+          py::make_tuple(why ? *why
+                             : absl::StrCat("no pod \"", key,
+                                            "\" in the cluster (write namespace/name, or an IP "
+                                            "address for a peer outside the cluster)"),
                          key));
   }
   np::ClusterEvaluator evaluator_;  // the engine or the reference, over cluster_
@@ -313,7 +328,17 @@ std::shared_ptr<PyCluster> MakeCluster(const std::vector<std::string>& paths,
                                        const std::string& engine, bool allow_self,
                                        const std::string& ipblock_scope,
                                        const std::optional<std::vector<std::string>>& pod_cidrs,
-                                       bool expand_replicas) {
+                                       bool expand_replicas,
+                                       const std::map<std::string, std::map<std::string, std::string>>&
+                                           namespace_labels,
+                                       const std::vector<std::string>& cluster_pods) {
+  ClusterOnly cluster_only;
+  cluster_only.namespace_labels = namespace_labels;
+  for (const std::string& text : cluster_pods) {
+    absl::StatusOr<np::Workload> pod = np::ParseClusterPod(text, "cluster_pods");
+    if (!pod.ok()) throw py::value_error(absl::StrCat("cluster_pods: ", pod.status().message()));
+    cluster_only.pods.push_back(*std::move(pod));
+  }
   np::WorkloadOptions workload_options;
   workload_options.expand_replicas = expand_replicas;
   if (pod_cidrs) {
@@ -340,7 +365,7 @@ std::shared_ptr<PyCluster> MakeCluster(const std::vector<std::string>& paths,
   absl::StatusOr<np::ClusterEvaluator> built = absl::UnknownError("not loaded");
   {
     py::gil_scoped_release release;
-    loaded = Load(paths, texts, std::move(workload_options));
+    loaded = Load(paths, texts, std::move(workload_options), std::move(cluster_only));
     if (loaded.cluster) {
       // The engine refuses the policy tiers (fail closed): such a cluster is evaluated by
       // the reference, which `Cluster.engine` then reports ("reference").
@@ -482,6 +507,9 @@ PYBIND11_MODULE(_netpol, m) {
                   py::arg("engine") = "engine", py::arg("allow_self") = false,
                   py::arg("ipblock_scope") = "all", py::arg("pod_cidrs") = std::nullopt,
                   py::arg("expand_replicas") = false,
+                  py::arg("namespace_labels") =
+                      std::map<std::string, std::map<std::string, std::string>>(),
+                  py::arg("cluster_pods") = std::vector<std::string>(),
                   "Reads files/directories and texts, validates, compiles. Raises "
                   "ParseError, ValidationError, FileNotFoundError/OSError.")
       .def_property_readonly("pods", &PyCluster::Pods)
@@ -539,6 +567,10 @@ PYBIND11_MODULE(_netpol, m) {
              bool external) {
             np::analysis::ConnectionOptions options =
                 AnalysisOptions(source, destination, ports, protocols, external);
+            // An empty listing must mean "nothing is allowed", not "the filter matched nothing".
+            if (absl::Status s = np::analysis::CheckFiltersMatch({&c.cluster()}, options); !s.ok()) {
+              throw py::value_error(std::string(s.message()));
+            }
             absl::StatusOr<np::analysis::Connections> listing = absl::UnknownError("");
             {
               py::gil_scoped_release release;
@@ -559,6 +591,11 @@ PYBIND11_MODULE(_netpol, m) {
              const std::vector<std::string>& protocols, bool external) {
             np::analysis::ConnectionOptions options =
                 AnalysisOptions(source, destination, ports, protocols, external);
+            if (absl::Status s =
+                    np::analysis::CheckFiltersMatch({&c.cluster(), &other.cluster()}, options);
+                !s.ok()) {
+              throw py::value_error(std::string(s.message()));
+            }
             absl::StatusOr<np::analysis::ConnectionDiff> diff = absl::UnknownError("");
             {
               py::gil_scoped_release release;

@@ -224,20 +224,23 @@ class EndFilter {
     f.kind_ = Kind::kGlob;
     return f;
   }
-  bool MatchesPod(const internal::PodState& pod) const {
+  bool MatchesPod(const internal::PodState& pod) const { return MatchesPod(pod.key, pod.ips); }
+  bool MatchesPod(absl::string_view key, const std::vector<IpAddress>& ips) const {
     switch (kind_) {
       case Kind::kAll:
         return true;
       case Kind::kGlob:
-        return Glob(text_, pod.key);
+        return Glob(text_, key);
       case Kind::kPrefix:
-        for (const IpAddress& a : pod.ips) {
+        for (const IpAddress& a : ips) {
           if (prefix_.Contains(a)) return true;
         }
         return false;
     }
     return false;
   }
+  bool is_glob() const { return kind_ == Kind::kGlob; }
+  bool is_all() const { return kind_ == Kind::kAll; }
   bool MatchesRange(const IpAddress& first, const IpAddress& last) const {
     switch (kind_) {
       case Kind::kAll:
@@ -491,6 +494,47 @@ PortSet Subtract(const PortSet& a, const PortSet& b) {
   PortSet out;
   for (int pi = 0; pi < 3; ++pi) out.by_protocol[pi] = SubtractRanges(a.by_protocol[pi], b.by_protocol[pi]);
   return out;
+}
+
+absl::Status CheckFiltersMatch(const std::vector<const Cluster*>& clusters,
+                               const ConnectionOptions& options) {
+  for (const auto& [what, text] : {std::pair<absl::string_view, const std::string&>{"from", options.from},
+                                   {"to", options.to}}) {
+    absl::StatusOr<EndFilter> filter = EndFilter::Parse(text);
+    if (!filter.ok()) return filter.status();
+    // Outside the cluster every address is some range's: only globs, and addresses without
+    // the ranges, can miss.
+    if (!filter->is_glob() && (options.external || filter->is_all())) continue;
+    bool matched = false;
+    for (const Cluster* cluster : clusters) {
+      for (int i = 0; i < cluster->pod_count() && !matched; ++i) {
+        matched = filter->MatchesPod(cluster->pod(i).Key(), cluster->pod(i).ips);
+      }
+    }
+    if (!matched) {
+      // A workload's name: its pods are WORKLOAD-0, ... (np/workloads.h).
+      bool workload = false;
+      for (const Cluster* cluster : clusters) workload |= cluster->FindPod(text).has_value();
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, " \"", text, "\" matches no pod of the input",
+          !filter->is_glob() ? " (and ranges outside the cluster are left out)"
+          : workload         ? absl::StrCat(" (it names a workload: its pods are ", text, "-*)")
+                             : ""));
+    }
+  }
+  for (const std::string& name : options.port_names) {
+    bool defined = false;
+    for (const Cluster* cluster : clusters) {
+      for (int i = 0; i < cluster->pod_count() && !defined; ++i) {
+        for (const NamedPort& port : cluster->pod(i).named_ports) defined |= port.name == name;
+      }
+    }
+    if (!defined) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "port \"", name, "\" is the name of no container port of the input"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<Connections> ListConnections(const Engine& engine,

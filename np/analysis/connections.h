@@ -109,6 +109,14 @@ absl::StatusOr<ConnectionDiff> DiffChanges(const Engine& before, absl::Span<cons
                                            const ConnectionOptions& options = {},
                                            std::shared_ptr<const Engine>* after = nullptr);
 
+// Whether each filter of `options` names something of `clusters` (any of them, e.g. both
+// states of a diff), so that an empty listing means "nothing is allowed" and never "the
+// filter matched nothing": `from`/`to` a pod glob that matches no pod, or (with external
+// ranges left out) an address or CIDR that holds no pod's address; a port name that no
+// container port has. InvalidArgument naming the filter and its text; OK otherwise.
+absl::Status CheckFiltersMatch(const std::vector<const Cluster*>& clusters,
+                               const ConnectionOptions& options);
+
 // The changes that turn cluster `a`'s objects into `b`'s: upserts of new and changed
 // objects, deletes of missing ones (Namespaces, Pods, NetworkPolicies).
 std::vector<Change> ChangesBetween(const Cluster& a, const Cluster& b);

@@ -193,6 +193,10 @@ int RunConnections(const Args& args) {
     return Fail("connections", absl::InvalidArgumentError(
                                    "no pod in the input: there is nothing to list connections of"));
   }
+  // An empty listing must mean "nothing is allowed", never "the filter matched nothing".
+  if (absl::Status s = analysis::CheckFiltersMatch({&*cluster}, *options); !s.ok()) {
+    return Fail("connections", s);
+  }
   absl::StatusOr<std::shared_ptr<const Engine>> engine = BuildFor(*cluster);
   if (!engine.ok()) return Fail("connections", engine.status());
   absl::StatusOr<analysis::Connections> c = analysis::ListConnections(**engine, *options);
@@ -242,6 +246,9 @@ int RunDiff(const Args& args) {
   if (a->pod_count() == 0 && b->pod_count() == 0) {
     return Fail("diff", absl::InvalidArgumentError(
                             "no pod in either input: there are no connections to compare"));
+  }
+  if (absl::Status s = analysis::CheckFiltersMatch({&*a, &*b}, *options); !s.ok()) {
+    return Fail("diff", s);
   }
   absl::StatusOr<std::shared_ptr<const Engine>> ea = BuildFor(*a);
   if (!ea.ok()) return Fail("diff", ea.status());

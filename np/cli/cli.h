@@ -32,6 +32,9 @@ struct Args {
   std::vector<std::string> files;
   std::vector<std::string> positional;
   std::vector<std::string> before, after;  // diff: --before / --after PATH (repeatable)
+  // What lives only in the cluster (repeatable): --namespace-labels NS:K=V,...,
+  // --namespace-labels-file FILE, --cluster-pod NS/NAME[:LABELS[:PORTS]].
+  std::vector<std::string> namespace_labels, namespace_labels_files, cluster_pods;
   std::vector<std::string> given_flags;    // names of the flags given ("port", "from", ...)
 };
 // Parses argv; on error prints to stderr and returns the status.
@@ -81,14 +84,17 @@ absl::StatusOr<std::vector<uint16_t>> ParsePortList(absl::string_view text);
 absl::StatusOr<std::vector<Protocol>> ParseProtocolList(absl::string_view text);
 
 // workload_flags.cc: --pod-cidr and --expand-replicas applied to a loader; the one-line
-// "skipped 2 Service; left out 1 pod" summary; and the refusal to answer reachability from an
+// "skipped 2 Service; left out 1 pod: shop/agent (hostNetwork)" summary that validate and
+// every command that loads input print; and the refusal to answer reachability from an
 // input in which no pod takes part (so that nothing passes vacuously).
 absl::Status ConfigureWorkloads(ClusterLoader* loader);
-std::string SkippedSummary(const ClusterLoader& loader,
-                           const std::vector<Diagnostic>& diagnostics);
+// ConfigureWorkloads, then what lives only in the cluster (--namespace-labels,
+// --namespace-labels-file, --cluster-pod) added to `loader`. What every command that loads
+// -f input calls.
+absl::Status ConfigureLoader(const Args& args, ClusterLoader* loader);
+std::string SkippedSummary(const ClusterLoader& loader, const Cluster& cluster);
 int SynthesizedPodCount(const Cluster& cluster);
-absl::Status RequirePods(const Cluster& cluster, const ClusterLoader& loader,
-                         const std::vector<Diagnostic>& diagnostics);
+absl::Status RequirePods(const Cluster& cluster, const ClusterLoader& loader);
 
 // Subcommands.
 int RunValidate(const Args& args);

@@ -116,7 +116,9 @@ fi
 run "--engine=indexed" 1 "DENIED: y/b -> x/a" -- check -f "$scenario" --from y/b --to x/a --engine=indexed
 run "--engine=engine (older name)" 1 "DENIED: y/b -> x/a" -- check -f "$scenario" --from y/b --to x/a --engine=engine
 run "--engine=bogus" 2 "--engine must be 'indexed' or 'reference'" -- check -f "$scenario" --from y/b --to x/a --engine=bogus
-if "$netpol" help | grep -qF -- "--engine NAME          indexed"; then
+# (Read whole first: grep -q may stop reading before netpol has written all of it.)
+help_text="$("$netpol" help)"
+if grep -qF -- "--engine NAME          indexed" <<<"$help_text"; then
   echo "ok   help names the engine 'indexed'"
 else
   echo "FAIL help does not name the engine 'indexed'"; failures=$((failures + 1))

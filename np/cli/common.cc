@@ -25,7 +25,7 @@ absl::StatusOr<Cluster> LoadCluster(const Args& args, bool print_warnings) {
     return absl::InvalidArgumentError("no input: give at least one -f FILE (or -f - for stdin)");
   }
   ClusterLoader loader;
-  if (absl::Status s = ConfigureWorkloads(&loader); !s.ok()) return s;
+  if (absl::Status s = ConfigureLoader(args, &loader); !s.ok()) return s;
   for (const std::string& file : args.files) {
     // Read errors are recorded in the loader's diagnostics; Build reports them all.
     (void)loader.AddPath(file);
@@ -40,8 +40,8 @@ absl::StatusOr<Cluster> LoadCluster(const Args& args, bool print_warnings) {
     return absl::InvalidArgumentError(absl::StrCat("input rejected: ", errors, " error",
                                                    errors == 1 ? "" : "s"));
   }
-  if (absl::Status s = RequirePods(*cluster, loader, diagnostics); !s.ok()) return s;
-  if (std::string skipped = SkippedSummary(loader, diagnostics); !skipped.empty()) {
+  if (absl::Status s = RequirePods(*cluster, loader); !s.ok()) return s;
+  if (std::string skipped = SkippedSummary(loader, *cluster); !skipped.empty()) {
     std::cerr << "note: " << skipped << "\n";
   }
   return cluster;

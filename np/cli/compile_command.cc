@@ -55,9 +55,14 @@ absl::StatusOr<std::string> ChooseNode(const Cluster& cluster) {
     if (!cluster.pod(i).node_name.empty()) nodes.insert(cluster.pod(i).node_name);
   }
   if (!node.empty()) {
+    // A program without endpoints enforces nothing: most likely a misspelt node.
     if (nodes.count(node) == 0) {
-      std::cerr << "netpol compile: note: no pod of the input runs on " << DisplayText(node)
-                << "; the program has no endpoints\n";
+      return absl::InvalidArgumentError(absl::StrCat(
+          "no pod of the input runs on node ", DisplayText(node),
+          ", so its program would enforce nothing (",
+          nodes.empty() ? "no pod has spec.nodeName; leave out --node"
+                        : absl::StrCat("nodes: ", absl::StrJoin(nodes, ", ")),
+          ")"));
     }
     return node;
   }

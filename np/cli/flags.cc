@@ -59,9 +59,17 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv, int first) {
       return absl::OkStatus();
     };
     args.given_flags.push_back(name);
-    if (name == "file" || name == "before" || name == "after") {
+    // Repeatable flags, collected in order.
+    std::vector<std::string>* list = name == "file"                    ? &args.files
+                                     : name == "before"                ? &args.before
+                                     : name == "after"                 ? &args.after
+                                     : name == "namespace_labels"      ? &args.namespace_labels
+                                     : name == "namespace_labels_file" ? &args.namespace_labels_files
+                                     : name == "cluster_pod"           ? &args.cluster_pods
+                                                                       : nullptr;
+    if (list != nullptr) {
       if (absl::Status s = take_value(); !s.ok()) return s;
-      (name == "file" ? args.files : name == "before" ? args.before : args.after).push_back(value);
+      list->push_back(value);
       continue;
     }
     absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);

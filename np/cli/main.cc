@@ -1,16 +1,25 @@
 // netpol — is this flow allowed by the cluster's NetworkPolicies, and why?
+#include <initializer_list>
 #include <iostream>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "np/cli/cli.h"
 
 ABSL_DECLARE_FLAG(int64_t, memory_budget);
+ABSL_DECLARE_FLAG(bool, ir);
+ABSL_DECLARE_FLAG(bool, explain);
+ABSL_DECLARE_FLAG(bool, stats);
+ABSL_DECLARE_FLAG(bool, cleanup);
+ABSL_DECLARE_FLAG(bool, each);
+ABSL_DECLARE_FLAG(std::string, swap_with);
 
 namespace {
 
@@ -33,23 +42,32 @@ commands:
             [--pods-only] [-o text|json|csv|md|dot|svg|png]
   diff      --before PATH... --after PATH...: connections added and removed (same filters)
             [-o text|json|csv|md]                       (exit 0 no change, 1 changed, 2 error)
-  compile   --backend nft|iptables|ebpf [--node NODE] [-o FILE]: the node's datapath
-            program; --ir [--ir-format json]: the compiled IR; --explain --from A --to B
-            --port P --protocol X: the rule, set element or map key that decides the flow;
-            --stats [--backend all] [-o json]: rules, sets, set elements, map entries and
-            identities against each backend's kernel limits and budgets (exit 1: over);
-            --budget NAME=N[,...]: raise a budget (names as --stats prints them)
-  probe     (root) --backend nft|iptables|ebpf: build the pods as network namespaces, apply
-            the backend, probe every pod pair with real packets and compare with the
-            engine [--port 80,81] [--protocol TCP,UDP] [--family 4,6] [-o json];
-            --each -f DIR: one scenario per file; --swap-with FILE: the update test;
-            --cleanup: remove leftovers                         (exit 0 match, 1 mismatch)
+  compile   one mode at a time, each with only its own flags:
+            --backend nft|iptables|ebpf [--node NODE] [-o FILE]: the node's datapath
+            program; --budget NAME=N[,...]: raise a budget (names as --stats prints them)
+            --ir [--ir-format text|json] [--node NODE] [-o FILE]: the compiled IR
+            --explain --from A --to B [--port P] [--protocol X] [--family 4|6] [--backend B]
+            [--node NODE]: the rule, set element or map key that decides the flow
+            --stats [--backend B,...|all] [--budget ...] [-o json]: rules, sets, set
+            elements, map entries and identities against each backend's kernel limits and
+            budgets (exit 1: over). All modes: --allow-self, --ipblock-scope. --node must
+            name a node that runs a pod of the input (exit 2 otherwise)
+  probe     (root) one mode at a time:
+            --backend nft|iptables|ebpf: build the pods as network namespaces, apply the
+            backend, probe every pod pair with real packets and compare with the engine
+            [--port 80,81] [--protocol TCP,UDP] [--family 4,6] [-o json] [--external IPS]
+            [--nosample-external] [--timeout-ms MS] [--retry-timeout-ms MS] [--agent BIN];
+            --each -f DIR: the same, one scenario per file (exit 2: no scenario file);
+            --swap-with FILE [--swaps N]: the update test (no -o, --external,
+            --sample-external or --retry-timeout-ms); --cleanup: remove leftovers (no
+            other flag)                                       (exit 0 match, 1 mismatch)
 
 common flags:
   -f, --file FILE        YAML or JSON (kubectl get -o yaml, manifests, Lists); a directory
                          is read recursively; - reads stdin. Repeatable.
   --engine NAME          indexed (the indexed engine; default) or reference (the
-                         literal oracle)
+                         literal oracle); check, explain and matrix only (the
+                         others always use the indexed engine)
   --memory-budget MIB    fail cleanly (exit 2) when the input needs more memory than
                          this; default: 100 bytes per input byte, at least 1024, at
                          most 3/4 of physical memory or of `ulimit -v`
@@ -59,6 +77,17 @@ common flags:
   --pod-cidr CIDRS       addresses for pods made from workloads (Deployment, StatefulSet,
                          ...): default 10.244.0.0/16,fd00:10:244::/64; none for none
   --expand-replicas      one pod per replica of each workload, not one per workload
+  --namespace-labels NS:KEY=VALUE[,KEY=VALUE...]
+                         labels of a namespace that lives only in the cluster (e.g.
+                         kube-system:team=platform); it then exists, with these labels and
+                         kubernetes.io/metadata.name. A namespace the input defines is an
+                         error (give its labels in its manifest). Repeatable.
+  --namespace-labels-file FILE
+                         the same, one NS:KEY=VALUE,... per line (# comments)
+  --cluster-pod NS/NAME[:KEY=VALUE,...[:[PORTNAME=]PORT[/PROTOCOL],...]]
+                         a pod that lives only in the cluster, e.g. kube-system/coredns:
+                         k8s-app=kube-dns:dns=53/UDP,dns-tcp=53/TCP; made like a workload's
+                         pod (NAME-0, an address from --pod-cidr). Repeatable.
 
 netpol COMMAND --help (or -h) prints that command's usage.
 )";
@@ -84,17 +113,74 @@ std::string CommandUsage(const std::string& command) {
                       text.substr(begin, end - begin + 1), "\n", text.substr(flags));
 }
 
-// The flags each query command reads. A flag it does not read is an error rather than
-// silently ignored (`matrix --from x/a` must not look like a filtered table).
-constexpr absl::string_view kLoadFlags[] = {"file", "pod_cidr", "expand_replicas",
-                                           "memory_budget"};
+// The flags each command reads. A flag it does not read is an error rather than silently
+// ignored (`matrix --from x/a` must not look like a filtered table, `compile --ir --backend
+// iptables` not like iptables' IR). compile and probe work in modes, each reading its own.
+constexpr absl::string_view kLoadFlags[] = {"file",          "pod_cidr",
+                                           "expand_replicas", "memory_budget",
+                                           "namespace_labels", "namespace_labels_file",
+                                           "cluster_pod"};
 constexpr absl::string_view kEvaluationFlags[] = {"engine", "allow_self", "ipblock_scope",
                                                   "port", "protocol"};
+bool In(absl::string_view flag, std::initializer_list<absl::string_view> flags) {
+  for (absl::string_view f : flags) {
+    if (f == flag) return true;
+  }
+  return false;
+}
+
+// compile's mode: "--ir", "--explain", "--stats", or "" for the backend's program.
+std::string CompileMode() {
+  if (absl::GetFlag(FLAGS_stats)) return "--stats";
+  if (absl::GetFlag(FLAGS_ir)) return "--ir";
+  if (absl::GetFlag(FLAGS_explain)) return "--explain";
+  return "";
+}
+bool CompileReadsFlag(const std::string& flag) {
+  // The engine is always the indexed one: a datapath is compiled from it.
+  if (In(flag, {"node", "allow_self", "ipblock_scope", "output", "ir", "explain", "stats"})) {
+    return true;
+  }
+  const std::string mode = CompileMode();
+  if (mode == "--ir") return flag == "ir_format";
+  if (mode == "--explain") {
+    return In(flag, {"backend", "budget", "from", "to", "port", "protocol", "family"});
+  }
+  return In(flag, {"backend", "budget"});  // the program, --stats
+}
+
+// probe's mode: "--cleanup", "--swap-with", "--each", or "" for one scenario.
+std::string ProbeMode() {
+  if (absl::GetFlag(FLAGS_cleanup)) return "--cleanup";
+  if (!absl::GetFlag(FLAGS_swap_with).empty()) return "--swap-with";
+  if (absl::GetFlag(FLAGS_each)) return "--each";
+  return "";
+}
+bool ProbeReadsFlag(const std::string& flag) {
+  const std::string mode = ProbeMode();
+  if (In(flag, {"cleanup", "each", "swap_with"})) return true;  // mode flags: see ProbeModes
+  // --cleanup removes what earlier runs left: it reads no input.
+  if (mode == "--cleanup") return flag == "memory_budget";
+  if (In(flag, {"backend", "port", "protocol", "family", "allow_self", "ipblock_scope",
+                "timeout_ms", "agent"})) {
+    return true;
+  }
+  // The update test prints its own report and probes pod pairs only, once each round.
+  if (mode == "--swap-with") return flag == "swaps";
+  return In(flag, {"output", "external", "sample_external", "retry_timeout_ms"});
+}
+
 bool CommandReadsFlag(const std::string& command, const std::string& flag) {
+  if (command == "probe" && ProbeMode() == "--cleanup") return ProbeReadsFlag(flag);
   for (absl::string_view f : kLoadFlags) {
     if (f == flag) return true;
   }
+  if (command == "compile") return CompileReadsFlag(flag);
+  if (command == "probe") return ProbeReadsFlag(flag);
   if (command == "validate") return flag == "output";
+  if ((command == "connections" || command == "diff") && flag == "engine") {
+    return false;  // the analyses run on the indexed engine only
+  }
   for (absl::string_view f : kEvaluationFlags) {
     if (f == flag) return true;
   }
@@ -106,12 +192,33 @@ bool CommandReadsFlag(const std::string& command, const std::string& flag) {
   return flag == "from" || flag == "to";  // check, explain
 }
 
+// The command as the error message names it, with compile's or probe's mode.
+std::string CommandWithMode(const std::string& command) {
+  const std::string mode =
+      command == "compile" ? CompileMode() : command == "probe" ? ProbeMode() : "";
+  return mode.empty() ? command : absl::StrCat(command, " ", mode);
+}
+
+// compile and probe take one mode at a time: two would silently drop one.
+std::string ConflictingModes(const std::string& command) {
+  std::vector<std::string> modes;
+  if (command == "compile") {
+    if (absl::GetFlag(FLAGS_stats)) modes.push_back("--stats");
+    if (absl::GetFlag(FLAGS_ir)) modes.push_back("--ir");
+    if (absl::GetFlag(FLAGS_explain)) modes.push_back("--explain");
+  } else if (command == "probe") {
+    if (absl::GetFlag(FLAGS_cleanup)) modes.push_back("--cleanup");
+    if (!absl::GetFlag(FLAGS_swap_with).empty()) modes.push_back("--swap-with");
+    if (absl::GetFlag(FLAGS_each)) modes.push_back("--each");
+  }
+  return modes.size() > 1 ? absl::StrJoin(modes, " and ") : "";
+}
+
 // The first flag in argv[first..] that `command` does not read, as written; empty if none.
-// Only validate, check, explain, matrix, connections and diff are checked (compile and probe share many flags
-// with their own sub-modes).
 std::string FlagNotRead(const std::string& command, int argc, char** argv, int first) {
   if (command != "validate" && command != "check" && command != "explain" &&
-      command != "matrix" && command != "connections" && command != "diff") {
+      command != "matrix" && command != "connections" && command != "diff" &&
+      command != "compile" && command != "probe") {
     return "";
   }
   for (int i = first; i < argc; ++i) {
@@ -151,9 +258,15 @@ int Run(const std::string& command, int argc, char** argv) {
               << "run 'netpol help' for usage\n";
     return kExitError;
   }
+  if (std::string modes = ConflictingModes(command); !modes.empty()) {
+    std::cerr << "netpol " << command << ": " << modes << " are different modes: give one\n"
+              << "run 'netpol " << command << " --help' for usage\n";
+    return kExitError;
+  }
   if (std::string flag = FlagNotRead(command, argc, argv, 2); !flag.empty()) {
-    std::cerr << "netpol " << command << ": " << flag << " does not apply to " << command
-              << "\nrun 'netpol " << command << " --help' for usage\n";
+    std::cerr << "netpol " << command << ": " << flag << " does not apply to "
+              << CommandWithMode(command) << "\nrun 'netpol " << command
+              << " --help' for usage\n";
     return kExitError;
   }
   const int64_t budget_mib = absl::GetFlag(FLAGS_memory_budget);

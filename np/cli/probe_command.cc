@@ -196,7 +196,7 @@ int RunProbe(const Args& args, int argc, char** argv) {
   if (!absl::GetFlag(FLAGS_swap_with).empty()) {
     absl::StatusOr<Cluster> a = LoadCluster(args, /*print_warnings=*/false);
     if (!a.ok()) return Fail(a.status());
-    Args other;
+    Args other = args;  // the same cluster-only objects and options
     other.files = {absl::GetFlag(FLAGS_swap_with)};
     absl::StatusOr<Cluster> b = LoadCluster(other, /*print_warnings=*/false);
     if (!b.ok()) return Fail(b.status());
@@ -240,12 +240,15 @@ int RunProbe(const Args& args, int argc, char** argv) {
 
   // --each: one scenario per file.
   std::vector<std::string> files = ScenarioFiles(args.files);
-  if (files.empty()) return Fail(absl::InvalidArgumentError("--each: no -f file or directory"));
+  if (files.empty()) {
+    return Fail(absl::InvalidArgumentError(
+        "--each: no .yaml, .yml or .json file in the -f paths: there is no scenario to probe"));
+  }
   int failed = 0, errors = 0, probes = 0;
   absl::Time start = absl::Now();
   for (const std::string& file : files) {
     if (probe::Interrupted()) return OnInterrupt(harness);
-    Args one;
+    Args one = args;
     one.files = {file};
     absl::StatusOr<Cluster> cluster = LoadCluster(one, /*print_warnings=*/false);
     std::vector<IpAddress> externals = given_externals;

@@ -85,7 +85,7 @@ int RunValidate(const Args& args) {
     return kExitError;
   }
   ClusterLoader loader;
-  if (absl::Status s = ConfigureWorkloads(&loader); !s.ok()) {
+  if (absl::Status s = ConfigureLoader(args, &loader); !s.ok()) {
     std::cerr << "netpol validate: " << s.message() << "\n";
     return kExitError;
   }
@@ -100,24 +100,6 @@ int RunValidate(const Args& args) {
   for (const auto& [kind, n] : TierObjectCounts(loader.objects())) {
     absl::StrAppend(&tier_objects, ", ", n, " ", kind);
     count += n;
-  }
-  // Kinds np does not read, named up to a point: an input can hold a million of them.
-  constexpr int kMaxKindsNamed = 10;
-  std::string skipped;
-  int named = 0, more_kinds = 0, more_objects = 0;
-  for (const auto& [kind, n] : loader.skipped_kinds()) {
-    if (named++ < kMaxKindsNamed) {
-      // "(not Kubernetes)" is np's own name for files without objects: printed as it is.
-      absl::StrAppend(&skipped, skipped.empty() ? "" : ", ", n, " ",
-                      kind == "(not Kubernetes)" ? kind : DisplayText(kind));
-    } else {
-      ++more_kinds;
-      more_objects += n;
-    }
-  }
-  if (more_kinds > 0) {
-    absl::StrAppend(&skipped, " and ", more_objects, " object", more_objects == 1 ? "" : "s",
-                    " of ", more_kinds, " other kind", more_kinds == 1 ? "" : "s");
   }
   std::vector<Diagnostic> diagnostics;
   if (output == "json") {
@@ -156,7 +138,9 @@ int RunValidate(const Args& args) {
   if (warnings > 0) {
     std::cout << absl::StrFormat(" (%d warning%s)", warnings, warnings == 1 ? "" : "s");
   }
-  if (!skipped.empty()) std::cout << "; skipped " << skipped;
+  if (std::string skipped = SkippedSummary(loader, *cluster); !skipped.empty()) {
+    std::cout << "; " << skipped;
+  }
   std::cout << "\n";
   return kExitOk;
 }

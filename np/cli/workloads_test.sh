@@ -163,5 +163,176 @@ then echo "ok   validate -o json"; else echo "FAIL validate -o json (exit $rc)";
 expect "validate -o json, invalid input" 2 '"valid": false' '"severity": "error"' -- \
   validate -o json -f "$tmp/repo/results.json"
 
+# What lives only in the cluster: DNS egress with --cluster-pod, --namespace-labels and
+# --namespace-labels-file (testdata/workloads/dns-egress). Expected verdicts by hand:
+# shop/egress-dns-only admits egress from every shop pod only to pods labelled
+# k8s-app=kube-dns in the namespace whose kubernetes.io/metadata.name is kube-system, on
+# 53/UDP and 53/TCP; monitoring/egress-dns-legacy-label admits egress from every monitoring
+# pod to every pod of namespaces labelled name=kube-system, on 53/UDP only. No policy
+# selects kube-system's pods, so their ingress is open.
+dns="$2/workloads/dns-egress"
+coredns="kube-system/coredns:k8s-app=kube-dns:dns=53/UDP,dns-tcp=53/TCP"
+metrics="kube-system/metrics-server:k8s-app=metrics-server"
+egress=(-f "$shop" -f "$dns/egress.yaml" --cluster-pod "$coredns" --cluster-pod "$metrics")
+expect "dns: shop reaches the DNS pods on 53/UDP" 0 \
+  "ALLOWED: shop/api-0 -> kube-system/coredns-0 UDP/53" \
+  "kube-system/coredns-0 is synthesized from --cluster-pod kube-system/coredns" -- \
+  check "${egress[@]}" --from shop/api --to kube-system/coredns --port 53 --protocol UDP
+expect "dns: and on 53/TCP" 0 "ALLOWED" -- \
+  check "${egress[@]}" --from shop/api --to kube-system/coredns --port 53 --protocol TCP
+expect "dns: not on another port (the rule's ports)" 1 "DENIED" -- \
+  check "${egress[@]}" --from shop/api --to kube-system/coredns --port 80
+expect "dns: not to another kube-system pod (podSelector k8s-app=kube-dns)" 1 "DENIED" -- \
+  check "${egress[@]}" --from shop/api --to kube-system/metrics-server --port 53 --protocol UDP
+expect "dns: egress isolation closes api -> postgres" 1 "egress at shop/api-0: DENIED" -- \
+  check "${egress[@]}" --from shop/api --to shop/postgres --port 5432
+expect "dns: without --cluster-pod there is no DNS pod to ask about" 2 'no pod "kube-system/coredns"' -- \
+  check -f "$shop" -f "$dns/egress.yaml" --from shop/api --to kube-system/coredns --port 53 --protocol UDP
+expect "dns: the legacy name label is absent without --namespace-labels" 1 "DENIED" -- \
+  check "${egress[@]}" --from monitoring/probe --to kube-system/coredns --port 53 --protocol UDP
+expect "dns: --namespace-labels gives it" 0 "ALLOWED" -- \
+  check "${egress[@]}" --namespace-labels kube-system:name=kube-system \
+  --from monitoring/probe --to kube-system/coredns --port 53 --protocol UDP
+expect "dns: the file form gives it too" 0 "ALLOWED" -- \
+  check "${egress[@]}" --namespace-labels-file "$dns/cluster-namespaces.txt" \
+  --from monitoring/probe --to kube-system/coredns --port 53 --protocol UDP
+expect "dns: namespaceSelector alone admits every pod of the namespace" 0 "ALLOWED" -- \
+  check "${egress[@]}" --namespace-labels kube-system:name=kube-system \
+  --from monitoring/probe --to kube-system/metrics-server --port 53 --protocol UDP
+expect "dns: UDP only for monitoring" 1 "DENIED" -- \
+  check "${egress[@]}" --namespace-labels kube-system:name=kube-system \
+  --from monitoring/probe --to kube-system/coredns --port 53 --protocol TCP
+expect "dns: matrix and validate take the flags" 0 "kube-system/coredns-0" -- \
+  matrix "${egress[@]}" --namespace-labels kube-system:name=kube-system --port 53 --protocol UDP
+expect "dns: validate counts the cluster pods" 0 "valid: 8 NetworkPolicies" "(10 pods synthesized)" -- \
+  validate "${egress[@]}" --namespace-labels kube-system:name=kube-system
+expect "namespace labels for a namespace the input defines: an error naming both" 2 \
+  "--namespace-labels: Namespace monitoring: labels given here, but the input defines this namespace too (" \
+  "namespace.yaml:8)" -- \
+  check "${egress[@]}" --namespace-labels monitoring:team=obs --from shop/api --to shop/frontend --port 8080
+expect "namespace labels are validated as a Namespace's" 2 \
+  "--namespace-labels: Namespace kube-system: metadata.labels" -- \
+  validate -f "$shop" --namespace-labels 'kube-system:bad!key=x'
+expect "namespace labels: the form" 2 '--namespace-labels: "kube-system" is not NAMESPACE:KEY=VALUE' -- \
+  validate -f "$shop" --namespace-labels kube-system
+expect "namespace labels: one key, two values" 2 "metadata.labels[team]: given twice" -- \
+  validate -f "$shop" --namespace-labels kube-system:team=a --namespace-labels kube-system:team=b
+printf '# ok\n\nkube-system:name=kube-system\nkube-system\n' >"$tmp/labels.txt"
+expect "namespace labels file: errors name file and line" 2 "labels.txt:4: \"kube-system\" is not" -- \
+  validate -f "$shop" --namespace-labels-file "$tmp/labels.txt"
+expect "namespace labels file: a missing file" 2 "--namespace-labels-file: cannot read" -- \
+  validate -f "$shop" --namespace-labels-file "$tmp/none.txt"
+expect "cluster pod: the form" 2 '--cluster-pod: "coredns" is not NAMESPACE/NAME' -- \
+  validate -f "$shop" --cluster-pod coredns
+expect "cluster pod: validated as a Pod, naming the flag" 2 "--cluster-pod: Pod kube-system/coredns-0: spec.containers[0].ports[0].protocol" -- \
+  validate -f "$shop" --cluster-pod kube-system/coredns::53/udp
+
+# compile and probe: a flag the mode does not read is an error (exit 2), two modes too; every
+# documented combination still passes the check (probe's with a missing input, so that the
+# run stops at reading it, before any namespace is made: what CI runs is in
+# np/probe/ci_probe.sh).
+u="$2/upstream/allow-all.yaml"
+expect "compile: --from without --explain" 2 "--from does not apply to compile" -- \
+  compile -f "$u" --backend nft --from x/a
+expect "compile --ir: --backend" 2 "--backend does not apply to compile --ir" -- compile -f "$u" --ir --backend nft
+expect "compile --ir-format without --ir" 2 "--ir-format does not apply to compile" -- \
+  compile -f "$u" --ir-format json
+expect "compile --stats: --port" 2 "--port does not apply to compile --stats" -- \
+  compile -f "$u" --stats --port 80
+expect "compile: --engine" 2 "--engine does not apply to compile" -- compile -f "$u" --engine reference
+expect "compile: two modes" 2 "--stats and --ir are different modes" -- compile -f "$u" --ir --stats
+expect "compile --explain: two modes" 2 "--ir and --explain are different modes" -- \
+  compile -f "$u" --ir --explain --from x/a --to x/b
+expect "compile: a node without pods" 2 "no pod of the input runs on node nosuch" "nodes: node-1" -- \
+  compile -f "$u" --node nosuch
+expect "compile: the program" 0 "table inet np" -n "does not apply" -- \
+  compile -f "$u" --backend nft --node node-1 --budget rules=100 --allow-self --ipblock-scope all
+expect "compile --ir --ir-format json -o" 0 -n "does not apply" -- \
+  compile -f "$u" --ir --ir-format json --node node-1 -o "$tmp/ir.json"
+expect "compile --explain with its flags" 0 "engine (whole cluster): ALLOWED" -- \
+  compile -f "$u" --explain --from x/a --to y/b --port 80 --protocol TCP --family 4 --backend iptables --node node-1
+expect "compile --stats with its flags" 0 '"backends"' -- \
+  compile -f "$u" --stats --backend all --budget nft.rules=100000 -o json
+expect "compile --noir (a bool set false is read)" 0 "table inet np" -- compile -f "$u" --noir
+expect "probe: --engine" 2 "--engine does not apply to probe" -- probe -f "$u" --engine reference
+expect "probe: --swaps without --swap-with" 2 "--swaps does not apply to probe" -- probe -f "$u" --swaps 3
+expect "probe --swap-with: -o" 2 "-o does not apply to probe --swap-with" -- \
+  probe -f "$u" --swap-with "$u" -o json
+expect "probe --swap-with: --external" 2 "--external=192.0.2.1 does not apply to probe --swap-with" -- \
+  probe -f "$u" --swap-with "$u" --external=192.0.2.1
+expect "probe --cleanup: -f" 2 "-f does not apply to probe --cleanup" -- probe --cleanup -f "$u"
+expect "probe --cleanup: --backend" 2 "--backend does not apply to probe --cleanup" -- probe --cleanup --backend nft
+expect "probe: two modes" 2 "--swap-with and --each are different modes" -- probe --each -f "$u" --swap-with "$u"
+mkdir -p "$tmp/no-scenarios"
+expect "probe --each: a directory without scenarios" 2 "no .yaml, .yml or .json file" -- \
+  probe --each -f "$tmp/no-scenarios" --backend nft
+missing="$tmp/missing.yaml"
+expect "probe: CI's matrix comparison passes the check" 2 "missing.yaml" -n "does not apply" -- \
+  probe --backend nft --port 80,81 --protocol TCP,UDP -o json -f "$missing"
+expect "probe --swap-with: CI's update test passes the check" 2 "missing.yaml" -n "does not apply" -- \
+  probe --backend nft --swaps 40 -f "$missing" --swap-with "$missing"
+expect "probe --each: CI's suites pass the check" 2 "missing.yaml" -n "does not apply" -- \
+  probe --each -f "$missing" --backend nft
+expect "probe: every flag of one scenario passes the check" 2 "missing.yaml" -n "does not apply" -- \
+  probe --backend iptables --port 80 --protocol TCP --family 4 -o json --external 192.0.2.1 \
+  --nosample-external --timeout-ms 100 --retry-timeout-ms 1000 --allow-self --ipblock-scope all \
+  --cluster-pod kube-system/dns --namespace-labels kube-system:a=b -f "$missing"
+expect "probe --each: -o json and --external pass the check" 2 "missing.yaml" -n "does not apply" -- \
+  probe --each --backend ebpf -o json --external 192.0.2.1 -f "$missing"
+expect "connections: --engine" 2 "--engine does not apply to connections" -- \
+  connections -f "$shop" --engine reference
+
+# Nothing left out silently: check and matrix print what validate prints about pods that
+# exist but take no part in pod networking, and name the reason when asked about one.
+cat >"$tmp/left-out.yaml" <<'YAML'
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: shop}
+spec: {containers: [{name: c}]}
+status: {phase: Running, podIP: 10.1.1.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: done, namespace: shop}
+spec: {containers: [{name: c}]}
+status: {phase: Succeeded}
+YAML
+summary="skipped 1 Service; left out 2 pods: shop/agent (hostNetwork), shop/done (phase Succeeded)"
+expect "validate names the left-out pods" 0 "$summary" -- validate -f "$no_pods" -f "$tmp/left-out.yaml"
+expect "matrix names them too" 0 "note: $summary" -- matrix -f "$no_pods" -f "$tmp/left-out.yaml"
+expect "check names them too" 0 "note: $summary" -- \
+  check -f "$no_pods" -f "$tmp/left-out.yaml" --from shop/web --to shop/web
+expect "check on a hostNetwork pod says why" 2 \
+  "pod shop/agent is hostNetwork: NetworkPolicy does not apply to it" -n "no pod" -- \
+  check -f "$no_pods" -f "$tmp/left-out.yaml" --from shop/agent --to shop/web
+expect "check on a finished pod says why" 2 "pod shop/done is in phase Succeeded" -n "no pod" -- \
+  explain -f "$no_pods" -f "$tmp/left-out.yaml" --from shop/web --to shop/done
+cat >"$tmp/host-daemonset.yaml" <<'YAML'
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: node-agent, namespace: shop}
+spec:
+  template:
+    spec:
+      hostNetwork: true
+      containers: [{name: c}]
+YAML
+expect "a hostNetwork workload, named by the workload" 2 "pod shop/node-agent-0 is hostNetwork" -- \
+  check -f "$tmp/left-out.yaml" -f "$tmp/host-daemonset.yaml" --from shop/web --to shop/node-agent
+# Commands that would answer from nothing: filters that match nothing.
+expect "connections: --from matching no pod" 2 'from "nope/*" matches no pod of the input' -- \
+  connections -f "$shop" --from 'nope/*'
+expect "connections: a workload name is not its pods" 2 "it names a workload: its pods are shop/api-*" -- \
+  connections -f "$shop" --to shop/api
+expect "connections: a port name no container has" 2 'port "nosuchname" is the name of no container port' -- \
+  connections -f "$shop" --port nosuchname
+expect "connections: a CIDR without pods and without outside ranges" 2 'to "192.0.2.0/24" matches no pod' -- \
+  connections -f "$shop" --to 192.0.2.0/24 --pods-only
+expect "connections: a CIDR outside the cluster is a range" 0 "10.245.0.0-255.255.255.255" -- \
+  connections -f "$shop" --to 192.0.2.0/24
+expect "diff: --to matching no pod in either state" 2 'to "shop/nope-*" matches no pod' -- \
+  diff --before "$shop" --after "$shop" --to 'shop/nope-*'
+expect "matrix: an empty --port list" 2 "no port given" -- matrix -f "$shop" --port ,
+
 if ((failures > 0)); then echo "$failures failed"; exit 1; fi
 echo "all passed"

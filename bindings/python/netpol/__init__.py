@@ -55,6 +55,21 @@ def _port_specs(ports: Optional[Sequence[Union[int, str]]]) -> List[str]:
     return [str(p) for p in ports]
 
 
+def _namespace_labels(given: Optional[Mapping[str, Mapping[str, str]]]) -> Dict[str, Dict[str, str]]:
+    if given is None:
+        return {}
+    if not isinstance(given, Mapping):
+        raise TypeError("namespace_labels takes a dict: namespace -> {label: value}, not "
+                        f"{type(given).__name__}")
+    out: Dict[str, Dict[str, str]] = {}
+    for namespace, labels in given.items():
+        if not isinstance(labels, Mapping):
+            raise TypeError(f"namespace_labels[{namespace!r}] must be a dict of labels, not "
+                            f"{type(labels).__name__}")
+        out[str(namespace)] = {str(k): str(v) for k, v in labels.items()}
+    return out
+
+
 class Cluster:
     """A validated, immutable set of Namespaces, Pods and NetworkPolicies, with an evaluator.
 
@@ -65,6 +80,14 @@ class Cluster:
         evaluated like any other flow).
       ipblock_scope: "all" (ipBlocks match pod IPs too, as upstream's conformance suite
         expects; default) or "external" (ipBlocks match only addresses outside the cluster).
+      namespace_labels: {namespace: {label: value}} for namespaces that live only in the
+        cluster (e.g. ``{"kube-system": {"name": "kube-system"}}``): each then exists with
+        these labels plus kubernetes.io/metadata.name. A namespace the input defines is a
+        ValidationError (its manifest is where its labels belong).
+      cluster_pods: pods that live only in the cluster, as strings
+        "NAMESPACE/NAME[:KEY=VALUE,...[:[PORTNAME=]PORT[/PROTOCOL],...]]", e.g.
+        ``"kube-system/coredns:k8s-app=kube-dns:dns=53/UDP,dns-tcp=53/TCP"``: made like a
+        workload's pod (NAME-0 with an address from pod_cidrs; "NAMESPACE/NAME" names it).
 
     Endpoints are "namespace/name" ("name" alone means "default/name"), or an IP address: the
     pod that has it, else a peer outside the cluster.
@@ -80,15 +103,21 @@ class Cluster:
     @classmethod
     def _load(cls, paths: Sequence[str], texts: Sequence, engine: str, allow_self: bool,
               ipblock_scope: str, pod_cidrs: Optional[Sequence[str]] = None,
-              expand_replicas: bool = False) -> "Cluster":
+              expand_replicas: bool = False,
+              namespace_labels: Optional[Mapping[str, Mapping[str, str]]] = None,
+              cluster_pods: Optional[Sequence[str]] = None) -> "Cluster":
         if isinstance(pod_cidrs, str):
             pod_cidrs = [pod_cidrs]
+        if isinstance(cluster_pods, str):
+            cluster_pods = [cluster_pods]
         self = object.__new__(cls)
         self._impl = _netpol.Cluster.load(
             list(paths), list(texts), engine=engine, allow_self=bool(allow_self),
             ipblock_scope=ipblock_scope,
             pod_cidrs=None if pod_cidrs is None else [str(c) for c in pod_cidrs],
             expand_replicas=bool(expand_replicas),
+            namespace_labels=_namespace_labels(namespace_labels),
+            cluster_pods=[str(p) for p in cluster_pods or []],
         )
         if engine == "engine" and self._impl.engine == "reference":
             # The input has policy tiers (AdminNetworkPolicy, BaselineAdminNetworkPolicy,
@@ -118,6 +147,8 @@ class Cluster:
         ipblock_scope: str = "all",
         pod_cidrs: Optional[Sequence[str]] = None,
         expand_replicas: bool = False,
+        namespace_labels: Optional[Mapping[str, Mapping[str, str]]] = None,
+        cluster_pods: Optional[Sequence[str]] = None,
     ) -> "Cluster":
         """Reads YAML/JSON files, or every *.yaml, *.yml and *.json below a directory, as
         kubectl writes them (multi-document, `kind: List`, `kubectl get -o yaml` dumps).
@@ -135,7 +166,7 @@ class Cluster:
         if not names:
             raise ValueError("from_files: no path given")
         return cls._load(names, [], engine, allow_self, ipblock_scope, pod_cidrs,
-                         expand_replicas)
+                         expand_replicas, namespace_labels, cluster_pods)
 
     @classmethod
     def from_yaml(
@@ -148,6 +179,8 @@ class Cluster:
         ipblock_scope: str = "all",
         pod_cidrs: Optional[Sequence[str]] = None,
         expand_replicas: bool = False,
+        namespace_labels: Optional[Mapping[str, Mapping[str, str]]] = None,
+        cluster_pods: Optional[Sequence[str]] = None,
     ) -> "Cluster":
         """Reads YAML or JSON text (one or more documents). `source_name` names it in errors.
 
@@ -157,7 +190,8 @@ class Cluster:
         if not isinstance(text, str):
             raise TypeError(f"from_yaml takes str or bytes, not {type(text).__name__}")
         return cls._load([], [_netpol.TextInput(text, source_name, True)], engine, allow_self,
-                         ipblock_scope, pod_cidrs, expand_replicas)
+                         ipblock_scope, pod_cidrs, expand_replicas, namespace_labels,
+                         cluster_pods)
 
     @classmethod
     def from_objects(
@@ -169,6 +203,8 @@ class Cluster:
         ipblock_scope: str = "all",
         pod_cidrs: Optional[Sequence[str]] = None,
         expand_replicas: bool = False,
+        namespace_labels: Optional[Mapping[str, Mapping[str, str]]] = None,
+        cluster_pods: Optional[Sequence[str]] = None,
     ) -> "Cluster":
         """Takes Kubernetes objects as Python dicts: plain manifests or
         ``ApiClient().sanitize_for_serialization(obj)`` (camelCase), ``obj.to_dict()`` of the
@@ -183,7 +219,7 @@ class Cluster:
         documents = to_json_documents(objects)
         texts = [_netpol.TextInput(text, name, False) for name, text in documents]
         return cls._load([], texts, engine, allow_self, ipblock_scope, pod_cidrs,
-                         expand_replicas)
+                         expand_replicas, namespace_labels, cluster_pods)
 
     # --- what the cluster holds ----------------------------------------------------------
 

@@ -43,6 +43,8 @@ class Cluster:
         ipblock_scope: _Scope = ...,
         pod_cidrs: Optional[Sequence[str]] = ...,
         expand_replicas: bool = ...,
+        namespace_labels: Optional[Mapping[str, Mapping[str, str]]] = ...,
+        cluster_pods: Optional[Sequence[str]] = ...,
     ) -> Cluster: ...
     @classmethod
     def from_yaml(
@@ -55,6 +57,8 @@ class Cluster:
         ipblock_scope: _Scope = ...,
         pod_cidrs: Optional[Sequence[str]] = ...,
         expand_replicas: bool = ...,
+        namespace_labels: Optional[Mapping[str, Mapping[str, str]]] = ...,
+        cluster_pods: Optional[Sequence[str]] = ...,
     ) -> Cluster: ...
     @classmethod
     def from_objects(
@@ -66,6 +70,8 @@ class Cluster:
         ipblock_scope: _Scope = ...,
         pod_cidrs: Optional[Sequence[str]] = ...,
         expand_replicas: bool = ...,
+        namespace_labels: Optional[Mapping[str, Mapping[str, str]]] = ...,
+        cluster_pods: Optional[Sequence[str]] = ...,
     ) -> Cluster: ...
     @property
     def pods(self) -> List[str]: ...

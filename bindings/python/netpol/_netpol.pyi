@@ -1,5 +1,5 @@
 # Type stubs for netpol._netpol, the pybind11 module (bindings/python/_netpol.cc).
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 class Diagnostic:
     """One finding about the input, naming object and field path."""
@@ -87,6 +87,8 @@ class Cluster:
         ipblock_scope: str = ...,
         pod_cidrs: Optional[Sequence[str]] = ...,
         expand_replicas: bool = ...,
+        namespace_labels: Mapping[str, Mapping[str, str]] = ...,
+        cluster_pods: Sequence[str] = ...,
     ) -> Cluster: ...
     @property
     def pods(self) -> List[str]: ...
