@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "np/internal/text.h"
+#include "np/tiers/validation.h"
 #include "np/validation.h"
 
 namespace np {
@@ -239,6 +240,10 @@ struct Cluster::Data {
   // real Namespace objects (sorted), and pods left out of networking (finished, hostNetwork).
   std::vector<Sourced<k8s::Namespace>> namespace_objects;
   std::vector<Sourced<k8s::Pod>> left_out_pods;
+  // The policy tiers: the objects as read, and their evaluation form in evaluation order.
+  ClusterObjects tier_objects;  // only the tier kinds and nodes
+  std::vector<tiers::TierPolicy> tier_policies;
+  std::vector<NodeInfo> nodes;
 
   absl::flat_hash_map<std::string, int> namespace_index;
   absl::flat_hash_map<std::string, int> pod_index;     // "ns/name"
@@ -248,6 +253,84 @@ struct Cluster::Data {
   absl::flat_hash_map<std::string, int> service_index;  // "ns/name"
   absl::flat_hash_map<IpAddress, std::vector<int>> ip_index;  // holders in pod order
 };
+
+namespace {
+
+// Validates the policy tiers' objects and Nodes (np/tiers/validation.h); false on any error.
+template <typename CheckDuplicate>
+bool ValidateTierObjects(ClusterObjects& objects, CheckDuplicate& check_duplicate,
+                         std::vector<Diagnostic>* found) {
+  bool ok = true;
+  auto validate = [&](auto& list, absl::string_view kind, auto&& validator) {
+    for (auto& item : list) {
+      item.object.mutable_metadata()->clear_namespace_();  // cluster-scoped: kubectl drops it
+      ok &= Collect(validator(item.object), item.source, found);
+      ok &= check_duplicate(kind, item.object.metadata().name(), item.source);
+    }
+  };
+  validate(objects.admin_network_policies, "AdminNetworkPolicy",
+           tiers::ValidateAdminNetworkPolicy);
+  validate(objects.baseline_admin_network_policies, "BaselineAdminNetworkPolicy",
+           tiers::ValidateBaselineAdminNetworkPolicy);
+  validate(objects.cluster_network_policies, "ClusterNetworkPolicy",
+           tiers::ValidateClusterNetworkPolicy);
+  validate(objects.nodes, "Node", tiers::ValidateNode);
+  return ok;
+}
+
+}  // namespace
+
+// Keeps the tier objects and Nodes, and builds their evaluation form (validated already).
+void Cluster::IndexTierObjects(ClusterObjects objects, Data* data,
+                               std::vector<Diagnostic>* found) {
+  auto by_name = [](const auto& a, const auto& b) {
+    return a.object.metadata().name() < b.object.metadata().name();
+  };
+  ClusterObjects& kept = data->tier_objects;
+  kept.admin_network_policies = std::move(objects.admin_network_policies);
+  kept.baseline_admin_network_policies = std::move(objects.baseline_admin_network_policies);
+  kept.cluster_network_policies = std::move(objects.cluster_network_policies);
+  kept.nodes = std::move(objects.nodes);
+  std::sort(kept.admin_network_policies.begin(), kept.admin_network_policies.end(), by_name);
+  std::sort(kept.baseline_admin_network_policies.begin(),
+            kept.baseline_admin_network_policies.end(), by_name);
+  std::sort(kept.cluster_network_policies.begin(), kept.cluster_network_policies.end(), by_name);
+  std::sort(kept.nodes.begin(), kept.nodes.end(), by_name);
+  std::vector<const ObjectSource*> sources;  // parallel to tier_policies before sorting
+  for (const auto& p : kept.admin_network_policies) {
+    data->tier_policies.push_back(tiers::FromAdminNetworkPolicy(p.object));
+  }
+  for (const auto& p : kept.baseline_admin_network_policies) {
+    data->tier_policies.push_back(tiers::FromBaselineAdminNetworkPolicy(p.object));
+  }
+  for (const auto& p : kept.cluster_network_policies) {
+    data->tier_policies.push_back(tiers::FromClusterNetworkPolicy(p.object));
+  }
+  std::sort(data->tier_policies.begin(), data->tier_policies.end(), tiers::EvaluatedBefore);
+  for (Diagnostic& d : tiers::SamePriorityWarnings(data->tier_policies)) {
+    AppendDiagnostic(found, std::move(d));
+  }
+  for (const auto& n : kept.nodes) {
+    NodeInfo info;
+    info.name = n.object.metadata().name();
+    for (const auto& [k, v] : n.object.metadata().labels()) info.labels[k] = v;
+    for (const k8s::NodeAddress& a : n.object.status().addresses()) {
+      absl::StatusOr<IpAddress> address = IpAddress::Parse(a.address());
+      if (address.ok() && std::find(info.addresses.begin(), info.addresses.end(), *address) ==
+                              info.addresses.end()) {
+        info.addresses.push_back(*address);
+      }
+    }
+    data->nodes.push_back(std::move(info));
+  }
+}
+
+int Cluster::tier_policy_count() const { return static_cast<int>(data_->tier_policies.size()); }
+const tiers::TierPolicy& Cluster::tier_policy(int index) const {
+  return data_->tier_policies[index];
+}
+int Cluster::node_count() const { return static_cast<int>(data_->nodes.size()); }
+const NodeInfo& Cluster::node(int index) const { return data_->nodes[index]; }
 
 absl::StatusOr<Cluster> Cluster::Create(ClusterObjects objects,
                                         std::vector<Diagnostic>* diagnostics) {
@@ -296,6 +379,7 @@ absl::StatusOr<Cluster> Cluster::CreateOrThrow(ClusterObjects objects,
     ok &= Collect(ValidateService(service.object), service.source, &found);
     ok &= check_duplicate("Service", ObjectKey(service.object), service.source);
   }
+  ok &= ValidateTierObjects(objects, check_duplicate, &found);
   if (!ok) {
     std::string summary = ErrorSummary(found);
     if (diagnostics != nullptr) *diagnostics = std::move(found);
@@ -432,6 +516,7 @@ absl::StatusOr<Cluster> Cluster::CreateOrThrow(ClusterObjects objects,
     data->service_index[ObjectKey(service.object)] = static_cast<int>(data->services.size());
     data->services.push_back(std::move(service));
   }
+  IndexTierObjects(std::move(objects), data.get(), &found);
   if (diagnostics != nullptr) *diagnostics = std::move(found);
   return Cluster(std::move(data));
 }
@@ -607,6 +692,10 @@ ClusterObjects Cluster::ToObjects() const {
                       data_->left_out_pods.end());
   objects.policies = data_->policies;
   objects.services = data_->services;
+  objects.admin_network_policies = data_->tier_objects.admin_network_policies;
+  objects.baseline_admin_network_policies = data_->tier_objects.baseline_admin_network_policies;
+  objects.cluster_network_policies = data_->tier_objects.cluster_network_policies;
+  objects.nodes = data_->tier_objects.nodes;
   return objects;
 }
 

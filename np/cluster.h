@@ -30,8 +30,10 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "np/tiers/model.h"
 #include "np/types.h"
 #include "proto/k8s.pb.h"
+#include "proto/tiers.pb.h"
 
 namespace np {
 
@@ -154,6 +156,11 @@ struct ClusterObjects {
   // v1 Services: a query convenience (np/services.h), never a policy input. They change no
   // verdict and imply no namespace.
   std::vector<Sourced<k8s::Service>> services;
+  // The cluster-scoped policy tiers (np/tiers/model.h) and the Nodes their `nodes` peers select.
+  std::vector<Sourced<policy_networking::AdminNetworkPolicy>> admin_network_policies;
+  std::vector<Sourced<policy_networking::BaselineAdminNetworkPolicy>> baseline_admin_network_policies;
+  std::vector<Sourced<policy_networking::ClusterNetworkPolicy>> cluster_network_policies;
+  std::vector<Sourced<k8s::Node>> nodes;
 };
 
 // A change to a cluster. For kDelete only the object's metadata (namespace, name) is read.
@@ -201,6 +208,14 @@ struct PodInfo {
   }
 };
 
+// A Node: its labels and the IP addresses of status.addresses (each read once, by
+// IpAddress::Parse; Hostname entries and other non-addresses are left out).
+struct NodeInfo {
+  std::string name;
+  absl::flat_hash_map<std::string, std::string> labels;
+  std::vector<IpAddress> addresses;
+};
+
 class Cluster {
  public:
   // Validates every object with the API server's rules (np/validation.h) and indexes them.
@@ -235,6 +250,15 @@ class Cluster {
   const k8s::NetworkPolicy& policy(int index) const;
   std::string PolicyKey(int index) const;  // "namespace/name"
 
+  // The policy tiers in evaluation order (np/tiers/model.h: tier, priority, name, kind), and
+  // the Nodes sorted by name. has_tier_policies(): any AdminNetworkPolicy,
+  // BaselineAdminNetworkPolicy or ClusterNetworkPolicy (the engine refuses such clusters).
+  int tier_policy_count() const;
+  const tiers::TierPolicy& tier_policy(int index) const;
+  bool has_tier_policies() const { return tier_policy_count() > 0; }
+  int node_count() const;
+  const NodeInfo& node(int index) const;
+
   std::optional<int> FindNamespace(absl::string_view name) const;
   std::optional<int> FindPod(absl::string_view namespace_name, absl::string_view name) const;
   // Accepts "namespace/name". When no pod has that name, "namespace/workload" names the
@@ -266,6 +290,8 @@ class Cluster {
   explicit Cluster(std::shared_ptr<const Data> data) : data_(std::move(data)) {}
   static absl::StatusOr<Cluster> CreateOrThrow(ClusterObjects objects,
                                                std::vector<Diagnostic>* diagnostics);
+  static void IndexTierObjects(ClusterObjects objects, Data* data,
+                               std::vector<Diagnostic>* found);
   std::shared_ptr<const Data> data_;
 };
 

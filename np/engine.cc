@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "np/internal/engine_state.h"
+#include "np/tiers/validation.h"
 
 namespace np {
 
@@ -59,6 +60,8 @@ Engine::~Engine() = default;
 
 absl::StatusOr<std::shared_ptr<const Engine>> Engine::Build(const Cluster& cluster,
                                                             const EngineOptions& options) {
+  // Fail closed: a cluster whose tier policies were ignored would get wrong verdicts.
+  if (absl::Status s = tiers::RefuseTiers(cluster, "the indexed engine"); !s.ok()) return s;
   auto state = std::make_unique<EngineState>();
   state->options = options;
   ClusterObjects objects = cluster.ToObjects();

@@ -12,6 +12,9 @@
 // ignored. Workloads (Deployment, ReplicaSet, StatefulSet, DaemonSet: apps/v1; Job, CronJob:
 // batch/v1; ReplicationController: v1) are read and become pods at Build (np/workloads.h).
 // Services (v1) are read into ClusterObjects::services (a query convenience, np/services.h).
+// The policy tiers are read too: AdminNetworkPolicy and BaselineAdminNetworkPolicy
+// (policy.networking.k8s.io/v1alpha1), ClusterNetworkPolicy (policy.networking.k8s.io/v1alpha2)
+// — strictly, like NetworkPolicy — and Node (v1: labels and status.addresses, leniently).
 // Kinds other than those, Namespace (v1), Pod (v1) and NetworkPolicy (networking.k8s.io/v1)
 // are skipped and counted, e.g. np's own ReachabilityExpectation documents; a known kind with
 // another apiVersion, or a document without kind, is an error.

@@ -7,9 +7,12 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "np/tiers/evaluate.h"
 
 namespace np::reference {
 
+// Shared with the policy tiers' evaluation (np/tiers/evaluate.h): selectors and shared
+// addresses mean the same there.
 // "A label selector is a label query over a set of resources. The result of matchLabels
 // and matchExpressions are ANDed. An empty label selector matches all objects."
 bool SelectorMatches(const k8s::LabelSelector& selector,
@@ -38,6 +41,17 @@ bool SelectorMatches(const k8s::LabelSelector& selector,
     }
   }
   return true;
+}
+
+// np's rule for an address two live pods hold (README, "Shared addresses"): a packet with
+// it cannot be attributed to either pod, so as the other end of a flow it is no pod's and no
+// ipBlock's — only a rule that admits every peer admits it.
+bool SharesFlowAddress(const Cluster& cluster, const Endpoint& end, AddressFamily family) {
+  if (!end.is_pod || family == AddressFamily::kNone) return false;
+  const PodInfo& pod = cluster.pod(end.pod_index);
+  const std::optional<IpAddress>& address = pod.ip(family);
+  return address.has_value() && std::find(pod.shared_ips.begin(), pod.shared_ips.end(),
+                                          *address) != pod.shared_ips.end();
 }
 
 // "policyTypes ... If this field is not specified, it will default based on the existence
@@ -79,21 +93,7 @@ bool IpBlockMatches(const k8s::IPBlock& block, const IpAddress& address) {
   return true;
 }
 
-namespace {
-
-// np's rule for an address two live pods hold (README, "Shared addresses"): a packet with
-// it cannot be attributed to either pod, so as the other end of a flow it is no pod's and no
-// ipBlock's — only a rule that admits every peer admits it.
-bool SharesFlowAddress(const Cluster& cluster, const Endpoint& end, AddressFamily family) {
-  if (!end.is_pod || family == AddressFamily::kNone) return false;
-  const PodInfo& pod = cluster.pod(end.pod_index);
-  const std::optional<IpAddress>& address = pod.ip(family);
-  return address.has_value() && std::find(pod.shared_ips.begin(), pod.shared_ips.end(),
-                                          *address) != pod.shared_ips.end();
-}
-
-}  // namespace
-
+// The peer of a rule against the other end of the flow.
 bool PeerMatches(const Cluster& cluster, const k8s::NetworkPolicy& policy,
                  const k8s::NetworkPolicyPeer& peer, const Endpoint& other, AddressFamily family,
                  const EvaluationOptions& options) {
@@ -211,6 +211,7 @@ DirectionVerdict EvaluateSide(const Cluster& cluster, const Flow& flow, Directio
   for (const IpAddress& a : cluster.pod(target.pod_index).shared_ips) {
     side.shared_addresses.push_back(a.ToString());
   }
+  tiers::EvaluateTiers(cluster, flow, direction, family, &side);
   return side;
 }
 

@@ -917,3 +917,22 @@ std::vector<Diagnostic> ValidateNamespace(const k8s::Namespace& ns) {
 }
 
 }  // namespace np
+
+namespace np {
+
+std::vector<Diagnostic> ValidateClusterScopedMetadata(absl::string_view kind,
+                                                      const k8s::ObjectMeta& meta) {
+  Findings f(kind, meta.name());
+  ValidateObjectMeta(meta, /*namespaced=*/false, NameRule::kDns1123Subdomain, f);
+  return f.Take();
+}
+
+std::vector<Diagnostic> ValidateSelector(absl::string_view kind, std::string object,
+                                         const k8s::LabelSelector& selector,
+                                         const std::string& path) {
+  Findings f(kind, std::move(object));
+  ValidateLabelSelector(selector, path, f);
+  return f.Take();
+}
+
+}  // namespace np

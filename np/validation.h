@@ -54,6 +54,14 @@ std::vector<Diagnostic> ValidateNamespace(const k8s::Namespace& ns);
 // labels, required and unique when there are several; port 1..65535; protocol; targetPort a
 // number 1..65535 or an IANA port name). Absent protocol and targetPort are defaults, not errors.
 std::vector<Diagnostic> ValidateService(const k8s::Service& service);
+// Shared with the policy tiers' validation (np/tiers/validation.h): ObjectMeta of a
+// cluster-scoped object of `kind` (name a DNS-1123 subdomain, no namespace), and one label
+// selector at `path` (e.g. "spec.subject.namespaces").
+std::vector<Diagnostic> ValidateClusterScopedMetadata(absl::string_view kind,
+                                                      const k8s::ObjectMeta& meta);
+std::vector<Diagnostic> ValidateSelector(absl::string_view kind, std::string object,
+                                         const k8s::LabelSelector& selector,
+                                         const std::string& path);
 
 }  // namespace np
 

@@ -72,6 +72,15 @@ absl::StatusOr<Endpoint> ParseEndpoint(const Cluster& cluster, absl::string_view
   std::string key(text);
   if (key.find('/') == std::string::npos) key = absl::StrCat("default/", key);
   std::optional<int> pod = cluster.FindPod(key);
+  if (!pod && text.find('/') == absl::string_view::npos) {
+    // A Node's name is its first address: a host-network pod's traffic is its node's.
+    for (int n = 0; n < cluster.node_count(); ++n) {
+      const NodeInfo& node = cluster.node(n);
+      if (node.name == text && !node.addresses.empty()) {
+        return Endpoint::External(node.addresses.front());
+      }
+    }
+  }
   if (!pod) {
     if (std::optional<std::string> why = cluster.WhyLeftOut(key)) {
       return absl::NotFoundError(*why);
@@ -83,7 +92,41 @@ absl::StatusOr<Endpoint> ParseEndpoint(const Cluster& cluster, absl::string_view
   return Endpoint::Pod(*pod);
 }
 
+std::string TierRuleRef::ToString() const {
+  return absl::StrCat(tiers::TierName(tier), " tier, ", policy, " (priority ", priority, ") spec.",
+                      direction == Direction::kIngress ? "ingress" : "egress", "[", rule, "]",
+                      rule_name.empty() ? "" : absl::StrCat(" ", JsonQuote(rule_name)), ": ",
+                      tiers::ActionName(action));
+}
+
 namespace {
+
+// The tiers' part of one side (np/tiers/model.h). Returns true when a tier decided it.
+bool AppendTiers(std::string* out, absl::string_view side, absl::string_view pod,
+                 const DirectionVerdict& v) {
+  for (const std::string& peer : v.not_evaluable) {
+    absl::StrAppend(out, "    skipped ", peer, ": not evaluable offline (domain names)\n");
+  }
+  if (v.admin_rule && v.admin_rule->action != tiers::Action::kPass) {
+    absl::StrAppend(out, "  ", side, " at ", pod, ": ", v.allowed() ? "allowed" : "DENIED",
+                    " by ", v.admin_rule->ToString(), "\n");
+    return true;
+  }
+  if (v.admin_rule) {
+    absl::StrAppend(out, "  ", side, " at ", pod, ": passed on to NetworkPolicy by ",
+                    v.admin_rule->ToString(), "\n");
+  }
+  if (v.isolated || !v.baseline_rule) return false;
+  if (v.baseline_rule->action == tiers::Action::kPass) {
+    absl::StrAppend(out, "  ", side, " at ", pod, ": no NetworkPolicy isolates ", pod,
+                    "; passed on to the default (allow) by ", v.baseline_rule->ToString(), "\n");
+    return false;
+  }
+  absl::StrAppend(out, "  ", side, " at ", pod, ": ", v.allowed() ? "allowed" : "DENIED",
+                  " (no NetworkPolicy isolates ", pod, ") by ", v.baseline_rule->ToString(),
+                  "\n");
+  return true;
+}
 
 void AppendSide(std::string* out, const Cluster& cluster, absl::string_view side,
                 absl::string_view pod, const DirectionVerdict& v) {
@@ -113,6 +156,7 @@ void AppendSide(std::string* out, const Cluster& cluster, absl::string_view side
                     ")\n");
     return;
   }
+  if (AppendTiers(out, side, pod, v)) return;
   if (!v.isolated) {
     absl::StrAppend(out, "  ", side, " at ", pod, ": allowed (no policy isolates ", pod,
                     " for ", side, ")\n");

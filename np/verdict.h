@@ -11,6 +11,7 @@
 #define NP_VERDICT_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -74,7 +75,29 @@ struct RuleRef {
   std::string ToString() const;  // "default/allow-db spec.ingress[0]"
 };
 
+// A rule of a cluster-scoped tier policy (np/tiers/model.h) that matched a flow: the first
+// matching rule of its tier, which decided (Allow, Deny) or passed the flow on (Pass).
+struct TierRuleRef {
+  tiers::Tier tier = tiers::Tier::kAdmin;
+  std::string policy;  // "ClusterNetworkPolicy deny-all"
+  int32_t priority = 0;
+  Direction direction = Direction::kIngress;
+  int rule = 0;
+  std::string rule_name;  // may be empty
+  tiers::Action action = tiers::Action::kDeny;
+
+  friend bool operator==(const TierRuleRef& a, const TierRuleRef& b) {
+    return std::tie(a.tier, a.policy, a.priority, a.direction, a.rule, a.rule_name, a.action) ==
+           std::tie(b.tier, b.policy, b.priority, b.direction, b.rule, b.rule_name, b.action);
+  }
+  // "Admin tier, ClusterNetworkPolicy x (priority 5) spec.ingress[0] \"deny-ssh\": Deny"
+  std::string ToString() const;
+};
+
 // What one side of a flow decided: egress at the source pod, or ingress at the destination.
+// With policy tiers, per direction: the Admin tier's first matching rule (Allow, Deny final;
+// Pass goes on), then NetworkPolicy (decides for pods it isolates), then the Baseline tier's
+// first matching rule, then allow.
 struct DirectionVerdict {
   bool applies = false;   // false when that end is outside the cluster
   bool isolated = false;  // some policy selecting the pod has this direction in policyTypes
@@ -83,14 +106,33 @@ struct DirectionVerdict {
   // Addresses of the pod that another live pod holds too (sorted text). np cannot tell whose
   // packet is whose, so such a pod is quarantined: this side denies whatever the rules say.
   std::vector<std::string> shared_addresses;
+  // The Admin tier's matching rule, if any; the Baseline tier's, when it was consulted (no
+  // final Admin decision and no NetworkPolicy isolating the pod).
+  std::optional<TierRuleRef> admin_rule;
+  std::optional<TierRuleRef> baseline_rule;
+  // Peers skipped on the way because objects cannot decide them (domainNames), e.g.
+  // "ClusterNetworkPolicy allow-dns spec.egress[0].to[1].domainNames".
+  std::vector<std::string> not_evaluable;
+
   bool allowed() const {
-    return !applies || (shared_addresses.empty() && (!isolated || !allowing_rules.empty()));
+    if (!applies) return true;
+    if (!shared_addresses.empty()) return false;
+    if (admin_rule && admin_rule->action != tiers::Action::kPass) {
+      return admin_rule->action == tiers::Action::kAllow;
+    }
+    if (isolated) return !allowing_rules.empty();
+    if (baseline_rule && baseline_rule->action != tiers::Action::kPass) {
+      return baseline_rule->action == tiers::Action::kAllow;
+    }
+    return true;
   }
 
   friend bool operator==(const DirectionVerdict& a, const DirectionVerdict& b) {
     return a.applies == b.applies && a.isolated == b.isolated &&
            a.isolating_policies == b.isolating_policies &&
-           a.allowing_rules == b.allowing_rules && a.shared_addresses == b.shared_addresses;
+           a.allowing_rules == b.allowing_rules && a.shared_addresses == b.shared_addresses &&
+           a.admin_rule == b.admin_rule && a.baseline_rule == b.baseline_rule &&
+           a.not_evaluable == b.not_evaluable;
   }
 };
 
@@ -130,8 +172,8 @@ std::string TruthTablesJson(const std::vector<std::string>& pods,
 std::string JsonQuote(absl::string_view text);
 
 // Reads one end of a flow as people write it: "namespace/name" is that pod ("name" alone is
-// in namespace default, as kubectl reads it); an IPv4 or IPv6 address is the pod that owns
-// it, else an address outside the cluster. NotFound names the pod when there is no such pod.
+// in namespace default, as kubectl reads it, else the first address of the Node of that name);
+// an IPv4 or IPv6 address is the pod that owns it, else an address outside the cluster. NotFound names the pod when there is no such pod.
 absl::StatusOr<Endpoint> ParseEndpoint(const Cluster& cluster, absl::string_view text);
 
 // A readable, multi-line explanation: ALLOWED or DENIED, then for each side whether the pod

@@ -7,28 +7,7 @@ set -uo pipefail
 netpol="$1"
 testdata="$2"
 tmp="${TEST_TMPDIR:-$(mktemp -d)}"
-failures=0
-
-# run NAME EXPECTED_EXIT [grep patterns...] -- ARGS: runs netpol, checks exit and output.
-run() {
-  local name="$1" want="$2"
-  shift 2
-  local patterns=()
-  while [[ "$1" != "--" ]]; do patterns+=("$1"); shift; done
-  shift
-  local out rc
-  out="$("$netpol" "$@" 2>&1)"
-  rc=$?
-  if [[ $rc -ne $want ]]; then
-    echo "FAIL $name: exit $rc, want $want"; echo "$out" | head -20; failures=$((failures + 1)); return
-  fi
-  for p in "${patterns[@]}"; do
-    if ! grep -qF -- "$p" <<<"$out"; then
-      echo "FAIL $name: output lacks: $p"; echo "$out" | head -20; failures=$((failures + 1)); return
-    fi
-  done
-  echo "ok   $name"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/test_lib.sh"  # run NAME EXIT [patterns...] -- ARGS
 
 scenario="$testdata/upstream/allow-only-from-pod-in-different-namespace.yaml"
 

@@ -20,6 +20,23 @@ ABSL_FLAG(std::string, protocol, "TCP",
           "Protocol(s): TCP, UDP, SCTP; matrix takes a comma-separated list.");
 
 namespace np::cli {
+namespace {
+
+// The policy tiers' kinds and Nodes read, by kind, those with any objects only (so that the
+// output of inputs without them stays as it was).
+std::vector<std::pair<const char*, size_t>> TierObjectCounts(const ClusterObjects& objects) {
+  std::vector<std::pair<const char*, size_t>> counts;
+  for (const auto& [kind, n] :
+       {std::pair{"AdminNetworkPolicy", objects.admin_network_policies.size()},
+        std::pair{"BaselineAdminNetworkPolicy", objects.baseline_admin_network_policies.size()},
+        std::pair{"ClusterNetworkPolicy", objects.cluster_network_policies.size()},
+        std::pair{"Node", objects.nodes.size()}}) {
+    if (n > 0) counts.emplace_back(kind, n);
+  }
+  return counts;
+}
+
+}  // namespace
 
 // `validate -o json`: {"valid": bool, "objects": {"NetworkPolicy": n, "Pod": n,
 // "Namespace": n, "workloads": n, "synthesized_pods": n, "Service": n, "pods_in_networking": n},
@@ -35,8 +52,11 @@ int PrintValidateJson(const ClusterLoader& loader, const std::vector<Diagnostic>
       ", \"synthesized_pods\": ", cluster.ok() ? SynthesizedPodCount(*cluster) : 0,
       ", \"Service\": ", objects.services.size(),
       // 0 with policies: check and matrix would have nothing to evaluate.
-      ", \"pods_in_networking\": ", cluster.ok() ? cluster->pod_count() : 0,
-      "}, \"skipped\": {");
+      ", \"pods_in_networking\": ", cluster.ok() ? cluster->pod_count() : 0);
+  for (const auto& [kind, n] : TierObjectCounts(objects)) {
+    absl::StrAppend(&json, ", \"", kind, "\": ", n);
+  }
+  absl::StrAppend(&json, "}, \"skipped\": {");
   bool first = true;
   for (const auto& [kind, n] : loader.skipped_kinds()) {
     absl::StrAppend(&json, first ? "" : ", ", JsonQuote(kind), ": ", n);
@@ -79,7 +99,13 @@ int RunValidate(const Args& args) {
   const size_t namespaces = loader.objects().namespaces.size();
   const size_t workloads = loader.workloads().size();
   const size_t services = loader.objects().services.size();
-  const size_t count = policies + pods + namespaces + workloads + services;
+  size_t count = policies + pods + namespaces + workloads + services;
+  // "2 ClusterNetworkPolicy, 2 Node": the policy tiers and the Nodes their peers select.
+  std::string tier_objects;
+  for (const auto& [kind, n] : TierObjectCounts(loader.objects())) {
+    absl::StrAppend(&tier_objects, ", ", n, " ", kind);
+    count += n;
+  }
   std::vector<Diagnostic> diagnostics;
   if (output == "json") {
     absl::StatusOr<Cluster> cluster = loader.Build(&diagnostics);
@@ -104,7 +130,8 @@ int RunValidate(const Args& args) {
     return kExitError;
   }
   std::cout << absl::StrFormat("valid: %d NetworkPolicies, %d Pods, %d Namespaces", policies,
-                               pods, namespaces);
+                               pods, namespaces)
+            << tier_objects;
   if (workloads > 0) {
     std::cout << absl::StrFormat(", %d workloads (%d pods synthesized)", workloads,
                                  SynthesizedPodCount(*cluster));
