@@ -136,6 +136,8 @@ class PyCluster {
   const std::vector<np::Diagnostic>& warnings() const { return warnings_; }
   const std::map<std::string, int>& skipped_kinds() const { return skipped_; }
   const np::EvaluationOptions& options() const { return evaluator_.options(); }
+  const std::vector<np::IpPrefix>& pod_cidrs() const { return pod_cidrs_; }
+  void set_pod_cidrs(std::vector<np::IpPrefix> cidrs) { pod_cidrs_ = std::move(cidrs); }
   std::string engine_name() const {
     return evaluator_.kind() == np::ClusterEvaluator::Kind::kEngine ? "engine" : "reference";
   }
@@ -314,6 +316,9 @@ class PyCluster {
   const np::Cluster& cluster_;
   std::vector<np::Diagnostic> warnings_;
   std::map<std::string, int> skipped_;
+  // The CIDRs synthesized pods took their addresses from: explain's note on a verdict that
+  // depends on an address np invented (np/analysis/lint.h, NP109).
+  std::vector<np::IpPrefix> pod_cidrs_ = np::WorkloadOptions::DefaultPodCidrs();
   mutable std::mutex engine_mutex_;
   mutable std::shared_ptr<const np::Engine> engine_;
 };
@@ -386,6 +391,15 @@ Explanation Explain(const PyCluster& c, const np::Flow& flow) {
   Explanation e;
   e.verdict = c.Explain(flow);
   e.text = np::FormatVerdict(c.cluster(), flow, e.verdict);
+  // As `netpol explain` does: say when the verdict hangs on an address np made up.
+  np::analysis::LintOptions lint_options;
+  lint_options.evaluation = c.options();
+  lint_options.pod_cidrs = c.pod_cidrs();
+  for (const np::analysis::Finding& f :
+       np::analysis::InventedAddressFindings(c.cluster(), flow, e.verdict, lint_options)) {
+    absl::StrAppend(&e.text, "  note: ", f.message, " (", np::DisplayText(f.object), " ",
+                    np::DisplayText(f.field), ")\n");
+  }
   e.source = np::EndpointName(c.cluster(), flow.source);
   e.destination = np::EndpointName(c.cluster(), flow.destination);
   e.protocol = std::string(np::ProtocolName(flow.protocol));
@@ -453,6 +467,7 @@ std::shared_ptr<PyCluster> MakeCluster(const std::vector<std::string>& paths,
     if (!cidrs.ok()) throw py::value_error(absl::StrCat("pod_cidrs: ", cidrs.status().message()));
     workload_options.pod_cidrs = *std::move(cidrs);
   }
+  const std::vector<np::IpPrefix> pod_cidrs_used = workload_options.pod_cidrs;
   if (engine != "engine" && engine != "reference") {
     throw py::value_error(
         absl::StrCat("engine must be \"engine\" or \"reference\", not \"", engine, "\""));
@@ -507,8 +522,10 @@ std::shared_ptr<PyCluster> MakeCluster(const std::vector<std::string>& paths,
   for (const np::Diagnostic& d : loaded.diagnostics) {
     if (!d.is_error()) warnings.push_back(d);
   }
-  return std::make_shared<PyCluster>(*std::move(built), std::move(warnings),
-                                     std::move(loaded.skipped_kinds));
+  auto cluster = std::make_shared<PyCluster>(*std::move(built), std::move(warnings),
+                                             std::move(loaded.skipped_kinds));
+  cluster->set_pod_cidrs(pod_cidrs_used);
+  return cluster;
 }
 
 }  // namespace

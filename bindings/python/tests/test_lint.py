@@ -77,3 +77,15 @@ def test_finding_is_a_named_tuple():
     assert str(f) == "NP102 warning NetworkPolicy a/b: spec.podSelector: matches no pod"
     with pytest.raises(AttributeError):
         f.code = "x"
+
+
+def test_explain_notes_an_address_np_invented():
+    # report-from-half admits 10.244.0.0/17, half of the IPv4 pod CIDR 10.244.0.0/16 that
+    # shop/api-0's address was drawn from: whether api reaches report depends on that address
+    # (as `netpol explain` says; np/cli/lint_test.sh).
+    cluster = netpol.Cluster.from_files([SHOP, HALF])
+    text = str(cluster.explain("shop/api", "shop/report", port=80))
+    assert "note: the verdict depends on the address np assigned to shop/api-0 (10.244." in text
+    assert "shop/report-from-half spec.ingress[0].from[0].ipBlock" in text
+    # No ipBlock splits the pod CIDR on this flow: no note.
+    assert "note: the verdict" not in str(cluster.explain("shop/frontend", "shop/api", port=9000))
