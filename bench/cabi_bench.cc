@@ -1,6 +1,7 @@
 // The cost of the C ABI (bindings/c/np.h) over the C++ engine: the same verdicts on the same
 // cluster through np::Engine::Allowed and through np_engine_allowed / np_reader_allowed /
-// np_engine_allowed_batch (issue 12: target ≤ 5 ns of overhead per verdict).
+// np_engine_allowed_batch / np_reader_allowed_batch (issue 12: target ≤ 5 ns of overhead per
+// verdict), and each batch beside Engine::AllowedBatch.
 // `bazel run -c opt //bench:cabi_bench`.
 #include <cstdint>
 #include <random>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
 #include "benchmark/benchmark.h"
 #include "bindings/c/np.h"
 #include "np/engine.h"
@@ -119,7 +121,32 @@ void BM_CAbiReaderAllowed(benchmark::State& state) {
   }
 }
 
-// Items are verdicts: time per item is per verdict.
+// Items are verdicts: time per item is per verdict. The C++ batch is the floor the C and Go
+// batches are measured against (same 1,024 queries, same engine build).
+void BM_CxxAllowedBatch(benchmark::State& state) {
+  Fixture& f = F();
+  std::vector<np::PodQuery> queries;
+  for (const np_pod_query& q : f.queries) {
+    queries.push_back(np::PodQuery{q.source, q.destination, np::Protocol::kTCP, q.port});
+  }
+  std::vector<uint8_t> out(queries.size());
+  for (auto _ : state) {
+    f.cxx->AllowedBatch(queries, absl::MakeSpan(out));
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetItemsProcessed(state.iterations() * queries.size());
+}
+
+void BM_CAbiReaderBatch(benchmark::State& state) {
+  Fixture& f = F();
+  std::vector<uint8_t> out(f.queries.size());
+  for (auto _ : state) {
+    np_reader_allowed_batch(f.reader, f.queries.data(), f.queries.size(), out.data(), nullptr);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetItemsProcessed(state.iterations() * f.queries.size());
+}
+
 void BM_CAbiBatch(benchmark::State& state) {
   Fixture& f = F();
   std::vector<uint8_t> out(f.queries.size());
@@ -133,7 +160,9 @@ void BM_CAbiBatch(benchmark::State& state) {
 BENCHMARK(BM_CxxAllowed);
 BENCHMARK(BM_CAbiAllowed);
 BENCHMARK(BM_CAbiReaderAllowed);
+BENCHMARK(BM_CxxAllowedBatch);
 BENCHMARK(BM_CAbiBatch);
+BENCHMARK(BM_CAbiReaderBatch);
 
 }  // namespace
 
