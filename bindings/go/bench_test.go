@@ -105,3 +105,28 @@ func BenchmarkReaderAllowed(b *testing.B) {
 		}
 	}
 }
+
+// A live engine's reader, 1024 verdicts per cgo call; ns/op is per verdict.
+func BenchmarkReaderAllowedBatch(b *testing.B) {
+	e := syntheticCluster(b)
+	defer e.Close()
+	live, err := NewLive(e)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer live.Close()
+	r, err := live.NewReader()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	q := queries(b, e, 1024)
+	out := make([]byte, len(q))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i += len(q) {
+		if err := r.AllowedBatch(q, out); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

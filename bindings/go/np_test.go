@@ -131,6 +131,12 @@ func TestVerdicts(t *testing.T) {
 	if string(out) != "\x01\x00\x01" {
 		t.Errorf("batch: %v", out)
 	}
+	// No allocation on the batched verdict path (the first version allocated cgo's
+	// pointer-check closure on every call).
+	batch := []PodQuery{{Source: b, Destination: a, Protocol: TCP, Port: 80}}
+	if n := testing.AllocsPerRun(100, func() { _ = e.AllowedBatch(batch, out) }); n != 0 {
+		t.Errorf("AllowedBatch allocates %v times per call", n)
+	}
 	// Errors are values with codes.
 	if _, err := e.FindPod("x/nobody"); codeOf(err) != CodeNotFound || !strings.Contains(err.Error(), "x/nobody") {
 		t.Errorf("FindPod: %v", err)
