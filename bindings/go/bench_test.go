@@ -81,21 +81,28 @@ func BenchmarkAllowedBatch(b *testing.B) {
 	}
 }
 
-// Through a live engine's reader (one Pin per call).
-func BenchmarkReaderAllowed(b *testing.B) {
+// A reader of a live engine on the synthetic cluster, 1024 queries, and what closes them.
+func syntheticReader(b *testing.B) (*Reader, []PodQuery, func()) {
 	e := syntheticCluster(b)
-	defer e.Close()
 	live, err := NewLive(e)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer live.Close()
 	r, err := live.NewReader()
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer r.Close()
-	q := queries(b, e, 1024)
+	return r, queries(b, e, 1024), func() {
+		r.Close()
+		live.Close()
+		e.Close()
+	}
+}
+
+// Through a live engine's reader (one Pin per call).
+func BenchmarkReaderAllowed(b *testing.B) {
+	r, q, done := syntheticReader(b)
+	defer done()
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -108,19 +115,8 @@ func BenchmarkReaderAllowed(b *testing.B) {
 
 // A live engine's reader, 1024 verdicts per cgo call; ns/op is per verdict.
 func BenchmarkReaderAllowedBatch(b *testing.B) {
-	e := syntheticCluster(b)
-	defer e.Close()
-	live, err := NewLive(e)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer live.Close()
-	r, err := live.NewReader()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer r.Close()
-	q := queries(b, e, 1024)
+	r, q, done := syntheticReader(b)
+	defer done()
 	out := make([]byte, len(q))
 	b.ReportAllocs()
 	b.ResetTimer()
