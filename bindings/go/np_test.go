@@ -220,6 +220,18 @@ func TestInformerObjectsAndRelistDeletes(t *testing.T) {
 	if !must(t).ok(r.Allowed(d, a, TCP, 80)) {
 		t.Error("x/d is app=b of x: admitted")
 	}
+	// The reader's batch: same verdict, no allocation, the bad query named by its index.
+	out := make([]byte, 2)
+	batch := []PodQuery{{Source: d, Destination: a, Protocol: TCP, Port: 80}, {Source: a, Destination: 9999, Protocol: TCP, Port: 80}}
+	if err := r.AllowedBatch(batch[:1], out); err != nil || out[0] != 1 {
+		t.Errorf("reader batch: %v %v", out, err)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = r.AllowedBatch(batch[:1], out) }); n != 0 {
+		t.Errorf("Reader.AllowedBatch allocates %v times per call", n)
+	}
+	if err := r.AllowedBatch(batch, out); codeOf(err) != CodeOutOfRange || !strings.Contains(err.Error(), "query 1:") {
+		t.Errorf("bad reader batch: %v", err)
+	}
 	del := Change{Delete: true, Kind: "Pod", Namespace: "x", Name: "d"}
 	if err := live.Apply([]Change{del}); err != nil {
 		t.Fatal(err)
