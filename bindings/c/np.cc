@@ -4,6 +4,7 @@
 // verdict functions free of allocation (they only read the snapshot).
 #include "bindings/c/np.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -18,6 +19,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "np/backends/backend.h"
 #include "np/cluster.h"
 #include "np/engine.h"
@@ -189,11 +191,40 @@ np_code Batch(const Query* queries, size_t count, uint8_t* out, size_t* bad_inde
   return NP_OK;
 }
 
+// Pod batches go to Engine::AllowedBatch, whose group prefetching needs the whole batch in
+// its own PodQuery layout. A first pass only checks (protocol, two live-pod bounds checks) so
+// that a bad query still leaves `out` untouched as np.h promises; the second converts a
+// stack-sized chunk at a time (no allocation) and lets the engine answer it.
 np_code PodBatch(const np::Engine& engine, const np_pod_query* queries, size_t count,
                  uint8_t* out, size_t* bad_index) {
-  return Batch(queries, count, out, bad_index, [&](const np_pod_query& q) {
-    return PodVerdict(engine, q.source, q.destination, q.protocol, q.port);
-  });
+  if (count == 0) return NP_OK;
+  if (queries == nullptr || out == nullptr) return NP_INVALID_ARGUMENT;
+  for (size_t i = 0; i < count; ++i) {
+    const np_pod_query& q = queries[i];
+    np::Protocol unused;
+    np_code code = NP_OK;
+    if (!ToProtocol(q.protocol, &unused)) {
+      code = NP_INVALID_ARGUMENT;
+    } else if (!engine.IsLivePod(q.source) || !engine.IsLivePod(q.destination)) {
+      code = NP_OUT_OF_RANGE;
+    }
+    if (code != NP_OK) {
+      if (bad_index != nullptr) *bad_index = i;
+      return code;
+    }
+  }
+  constexpr size_t kChunk = 256;  // 3 KiB of stack; many engine prefetch groups per chunk
+  np::PodQuery chunk[kChunk];
+  for (size_t base = 0; base < count; base += kChunk) {
+    const size_t n = std::min(kChunk, count - base);
+    for (size_t k = 0; k < n; ++k) {
+      const np_pod_query& q = queries[base + k];
+      chunk[k] = np::PodQuery{q.source, q.destination, static_cast<np::Protocol>(q.protocol),
+                              q.port};
+    }
+    engine.AllowedBatch(absl::MakeConstSpan(chunk, n), absl::MakeSpan(out + base, n));
+  }
+  return NP_OK;
 }
 
 np_code FindPod(const np::Engine& engine, const char* key, uint32_t* id, np_error** error) {

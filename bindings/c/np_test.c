@@ -175,6 +175,23 @@ static void TestVerdicts(void) {
             bad_index == 3, "bad pod id in batch");
   CHECK(np_engine_allowed_batch(engine, NULL, 1, out, NULL) == NP_INVALID_ARGUMENT, "NULL");
   CHECK(np_engine_allowed_batch(engine, NULL, 0, NULL, NULL) == NP_OK, "empty batch");
+  /* A batch longer than the library's internal chunk (256): every verdict lands at its own
+   * index, and a bad query near the end still leaves the first chunks' answers unwritten. */
+  enum { kLong = 600 };
+  static np_pod_query many[kLong];
+  static uint8_t many_out[kLong];
+  queries[3].destination = a;
+  for (int i = 0; i < kLong; ++i) many[i] = queries[i % 4];
+  memset(many_out, 9, sizeof many_out);
+  CHECK(np_engine_allowed_batch(engine, many, kLong, many_out, NULL) == NP_OK, "long batch");
+  int long_ok = 1;
+  for (int i = 0; i < kLong; ++i) long_ok &= many_out[i] == (i % 2 == 0 ? 1 : 0);
+  CHECK(long_ok, "long batch verdicts at their indexes");
+  memset(many_out, 9, sizeof many_out);
+  many[kLong - 1].source = 12345;
+  CHECK(np_engine_allowed_batch(engine, many, kLong, many_out, &bad_index) ==
+            NP_OUT_OF_RANGE && bad_index == kLong - 1, "bad pod id at the end of a long batch");
+  CHECK(many_out[0] == 9 && many_out[300] == 9, "nothing written before the bad query either");
   packets[1].source.family = 5;
   CHECK(np_engine_allowed_packet_batch(engine, packets, 2, out, &bad_index) ==
             NP_INVALID_ARGUMENT && bad_index == 1, "bad family in batch");

@@ -9,6 +9,14 @@ static inline int np_go_reader_allowed(uintptr_t r, uint32_t s, uint32_t d, uint
                                        uint16_t port) {
   return np_reader_allowed((np_reader*)r, s, d, p, port);
 }
+
+// As np_go_engine_allowed_batch (np.go).
+static inline int64_t np_go_reader_allowed_batch(uintptr_t r, const np_pod_query* q, size_t n,
+                                                 uint8_t* out) {
+  size_t bad = 0;
+  np_code code = np_reader_allowed_batch((np_reader*)r, q, n, out, &bad);
+  return code == NP_OK ? 0 : (int64_t)code | (int64_t)bad << 8;
+}
 */
 import "C"
 
@@ -189,9 +197,12 @@ func (r *Reader) Allowed(source, destination PodID, protocol Protocol, port uint
 
 // AllowedBatch is Engine.AllowedBatch on the current snapshot.
 func (r *Reader) AllowedBatch(queries []PodQuery, out []byte) error {
-	return podBatch(queries, out, func(q *C.np_pod_query, o *C.uint8_t, bad *C.size_t) C.np_code {
-		code := C.np_reader_allowed_batch(r.r, q, C.size_t(len(queries)), o, bad)
-		runtime.KeepAlive(r)
-		return code
-	})
+	if err := checkBatch(queries, out); err != nil || len(queries) == 0 {
+		return err
+	}
+	result := C.np_go_reader_allowed_batch(C.uintptr_t(uintptr(unsafe.Pointer(r.r))),
+		(*C.np_pod_query)(unsafe.Pointer(&queries[0])), C.size_t(len(queries)),
+		(*C.uint8_t)(unsafe.Pointer(&out[0])))
+	runtime.KeepAlive(r)
+	return batchError(int64(result))
 }

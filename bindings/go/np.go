@@ -29,6 +29,16 @@ static inline int np_go_engine_allowed(uintptr_t e, uint32_t s, uint32_t d, uint
                                        uint16_t port) {
   return np_engine_allowed((const np_engine*)e, s, d, p, port);
 }
+
+// Batches: the failing query's index comes back in the result (code | index << 8; codes are
+// below 256) instead of through a pointer to a Go variable, which would escape to the heap
+// on every call.
+static inline int64_t np_go_engine_allowed_batch(uintptr_t e, const np_pod_query* q, size_t n,
+                                                 uint8_t* out) {
+  size_t bad = 0;
+  np_code code = np_engine_allowed_batch((const np_engine*)e, q, n, out, &bad);
+  return code == NP_OK ? 0 : (int64_t)code | (int64_t)bad << 8;
+}
 */
 import "C"
 
@@ -299,29 +309,30 @@ var _ [unsafe.Sizeof(PodQuery{}) - unsafe.Sizeof(C.np_pod_query{})]struct{}
 // AllowedBatch writes the verdict on queries[i] to out[i] (1 allowed, 0 denied); out must be
 // at least as long. One cgo call for the whole batch, no allocation.
 func (e *Engine) AllowedBatch(queries []PodQuery, out []byte) error {
-	return podBatch(queries, out, func(q *C.np_pod_query, o *C.uint8_t, bad *C.size_t) C.np_code {
-		code := C.np_engine_allowed_batch(e.e, q, C.size_t(len(queries)), o, bad)
-		runtime.KeepAlive(e)
-		return code
-	})
+	if err := checkBatch(queries, out); err != nil || len(queries) == 0 {
+		return err
+	}
+	result := C.np_go_engine_allowed_batch(C.uintptr_t(uintptr(unsafe.Pointer(e.e))),
+		(*C.np_pod_query)(unsafe.Pointer(&queries[0])), C.size_t(len(queries)),
+		(*C.uint8_t)(unsafe.Pointer(&out[0])))
+	runtime.KeepAlive(e)
+	return batchError(int64(result))
 }
 
-func podBatch(queries []PodQuery, out []byte,
-	call func(*C.np_pod_query, *C.uint8_t, *C.size_t) C.np_code) error {
+func checkBatch(queries []PodQuery, out []byte) error {
 	if len(out) < len(queries) {
 		return &Error{Code: CodeInvalidArgument, Message: "np: out is shorter than queries"}
 	}
-	if len(queries) == 0 {
+	return nil
+}
+
+// batchError turns np_go_*_allowed_batch's result into an error naming the bad query.
+func batchError(result int64) error {
+	if result == 0 {
 		return nil
 	}
-	var bad C.size_t
-	code := call((*C.np_pod_query)(unsafe.Pointer(&queries[0])), (*C.uint8_t)(unsafe.Pointer(&out[0])), &bad)
-	runtime.KeepAlive(queries)
-	runtime.KeepAlive(out)
-	if code != C.NP_OK {
-		return &Error{Code: Code(code), Message: fmt.Sprintf("np: query %d: %s", bad, codeName(Code(code)))}
-	}
-	return nil
+	code := Code(result & 0xff)
+	return &Error{Code: code, Message: fmt.Sprintf("np: query %d: %s", result>>8, codeName(code))}
 }
 
 // Side is what one end of a flow decided (egress at the source, ingress at the destination).

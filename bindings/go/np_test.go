@@ -131,6 +131,12 @@ func TestVerdicts(t *testing.T) {
 	if string(out) != "\x01\x00\x01" {
 		t.Errorf("batch: %v", out)
 	}
+	// No allocation on the batched verdict path (the first version allocated cgo's
+	// pointer-check closure on every call).
+	batch := []PodQuery{{Source: b, Destination: a, Protocol: TCP, Port: 80}}
+	if n := testing.AllocsPerRun(100, func() { _ = e.AllowedBatch(batch, out) }); n != 0 {
+		t.Errorf("AllowedBatch allocates %v times per call", n)
+	}
 	// Errors are values with codes.
 	if _, err := e.FindPod("x/nobody"); codeOf(err) != CodeNotFound || !strings.Contains(err.Error(), "x/nobody") {
 		t.Errorf("FindPod: %v", err)
@@ -213,6 +219,18 @@ func TestInformerObjectsAndRelistDeletes(t *testing.T) {
 	a, d := pod(t, r, "x/a"), pod(t, r, "x/d")
 	if !must(t).ok(r.Allowed(d, a, TCP, 80)) {
 		t.Error("x/d is app=b of x: admitted")
+	}
+	// The reader's batch: same verdict, no allocation, the bad query named by its index.
+	out := make([]byte, 2)
+	batch := []PodQuery{{Source: d, Destination: a, Protocol: TCP, Port: 80}, {Source: a, Destination: 9999, Protocol: TCP, Port: 80}}
+	if err := r.AllowedBatch(batch[:1], out); err != nil || out[0] != 1 {
+		t.Errorf("reader batch: %v %v", out, err)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = r.AllowedBatch(batch[:1], out) }); n != 0 {
+		t.Errorf("Reader.AllowedBatch allocates %v times per call", n)
+	}
+	if err := r.AllowedBatch(batch, out); codeOf(err) != CodeOutOfRange || !strings.Contains(err.Error(), "query 1:") {
+		t.Errorf("bad reader batch: %v", err)
 	}
 	del := Change{Delete: true, Kind: "Pod", Namespace: "x", Name: "d"}
 	if err := live.Apply([]Change{del}); err != nil {
