@@ -454,8 +454,11 @@ TEST(Engine, BatchCallsEqualSingleCalls) {
 // AllowedBatch walks groups of flows link by link, reading ahead of the flow it answers: on
 // shuffled queries of every protocol, in batches of every length around the group size, and
 // again after incremental updates (which move tables), each answer is the reference's. A failure prints the seed; NP_BATCH_SEED=<seed> replays that one alone.
-void CheckBatchSeed(uint64_t seed) {
-  RandomCluster generator(seed);
+// With `tiered`, on clusters with the policy tiers (negated intervals, tier-only targets).
+void CheckBatchSeed(uint64_t seed, bool tiered = false) {
+  RandomClusterOptions generator_options;
+  if (tiered) generator_options.tier_chance = 1;
+  RandomCluster generator(seed, generator_options);
   std::optional<Cluster> cluster;
   std::shared_ptr<const Engine> engine;
   EngineOptions options;
@@ -504,6 +507,13 @@ void CheckBatchSeed(uint64_t seed) {
 TEST(Engine, BatchEqualsReferenceOnShuffledQueries) {
   for (uint64_t seed = 0; seed < 60; ++seed) {
     CheckBatchSeed(500000 + seed);
+    if (HasFatalFailure()) return;
+  }
+}
+
+TEST(Engine, BatchEqualsReferenceOnShuffledQueriesWithTiers) {
+  for (uint64_t seed = 0; seed < 60; ++seed) {
+    CheckBatchSeed(600000 + seed, /*tiered=*/true);
     if (HasFatalFailure()) return;
   }
 }
