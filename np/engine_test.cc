@@ -1,7 +1,8 @@
 // The engine against the reference evaluator: on hand-made cases, on thousands of seeded
 // random clusters (every flow compared: verdict and explanation, by pod and by packet), and
-// after random sequences of incremental updates. A failure prints the seed; replay it with
-// NP_SEED=<seed> bazel test //np:engine_test --test_filter=*Replay*.
+// after random sequences of incremental updates; the same again on random clusters with the
+// policy tiers. A failure prints the seed; replay it with
+// NP_SEED=<seed> (tiered: NP_TIER_SEED=<seed>) bazel test //np:engine_test --test_filter=*Replay*.
 #include "np/engine.h"
 
 #include <cstdlib>
