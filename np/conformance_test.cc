@@ -232,12 +232,6 @@ TEST_P(ConformanceTest, ReferenceAndEngineMatchExpectations) {
   ASSERT_FALSE(expectations->empty()) << path << ": no ReachabilityExpectation document";
 
   for (bool engine : {false, true}) {
-    if (engine && cluster->has_tier_policies()) {
-      // The engine does not compile the policy tiers yet: it must refuse, never ignore them.
-      absl::StatusOr<std::shared_ptr<const Engine>> refused = Engine::Build(*cluster);
-      EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnimplemented) << refused.status();
-      break;
-    }
     if (engine) UseEngine();
     for (const Expectation& e : *expectations) {
       for (const ReachabilityTable& t : e.tables) CheckTable(*cluster, e, t);
@@ -252,7 +246,7 @@ INSTANTIATE_TEST_SUITE_P(Upstream, ConformanceTest, ::testing::ValuesIn(TestFile
                          TestName);
 INSTANTIATE_TEST_SUITE_P(Docs, ConformanceTest, ::testing::ValuesIn(TestFiles("docs")), TestName);
 // network-policy-api's conformance suite: AdminNetworkPolicy, BaselineAdminNetworkPolicy
-// (v1alpha1) and ClusterNetworkPolicy (v1alpha2), reference only until the engine has tiers.
+// (v1alpha1) and ClusterNetworkPolicy (v1alpha2), through the reference and the engine.
 INSTANTIATE_TEST_SUITE_P(TiersV1Alpha1, ConformanceTest,
                          ::testing::ValuesIn(TestFiles("tiers/v1alpha1")), TestName);
 INSTANTIATE_TEST_SUITE_P(TiersV1Alpha2, ConformanceTest,

@@ -20,6 +20,14 @@ uint32_t EngineState::ExternalPeerClass(const IpAddress& address) const {
   return atoms.peer_class[atoms.Find(ToU128(address))];
 }
 
+absl::Status EngineState::RefuseTiers(absl::string_view who) const {
+  std::vector<std::string> keys;
+  if (tier_policies != nullptr) {
+    for (const CompiledTierPolicy& policy : *tier_policies) keys.push_back(policy.key);
+  }
+  return tiers::RefuseTierPolicies(keys, who);
+}
+
 std::optional<uint32_t> EngineState::FindPodByIp(const IpAddress& address) const {
   const PacketEntry* entry = pod_by_ip->Find(address);
   if (entry == nullptr) return std::nullopt;
@@ -60,8 +68,6 @@ Engine::~Engine() = default;
 
 absl::StatusOr<std::shared_ptr<const Engine>> Engine::Build(const Cluster& cluster,
                                                             const EngineOptions& options) {
-  // Fail closed: a cluster whose tier policies were ignored would get wrong verdicts.
-  if (absl::Status s = tiers::RefuseTiers(cluster, "the indexed engine"); !s.ok()) return s;
   auto state = std::make_unique<EngineState>();
   state->options = options;
   ClusterObjects objects = cluster.ToObjects();
@@ -76,7 +82,8 @@ absl::StatusOr<std::shared_ptr<const Engine>> Engine::Build(const Cluster& clust
   for (auto& pod : objects.pods) {
     changes.push_back(Change{Change::Op::kUpsert, std::move(pod.object)});
   }
-  absl::Status status = state->ApplyBatch(changes, nullptr, /*validated=*/true);
+  absl::Status status =
+      state->ApplyBatch(changes, nullptr, /*validated=*/true, /*tiers_from=*/&cluster);
   if (!status.ok()) return status;
   return std::shared_ptr<const Engine>(new Engine(std::move(state)));
 }
@@ -329,6 +336,12 @@ absl::StatusOr<Cluster> Engine::ToCluster() const {
   });
   for (uint32_t p = 0; p < s.policies.size(); ++p) {
     if (s.policies[p] != nullptr) objects.policies.push_back(*s.policies[p]->object);
+  }
+  if (s.tier_objects != nullptr) {
+    objects.admin_network_policies = s.tier_objects->admin_network_policies;
+    objects.baseline_admin_network_policies = s.tier_objects->baseline_admin_network_policies;
+    objects.cluster_network_policies = s.tier_objects->cluster_network_policies;
+    objects.nodes = s.tier_objects->nodes;
   }
   return Cluster::Create(std::move(objects));
 }

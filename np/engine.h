@@ -24,7 +24,12 @@
 // addresses outside the cluster fall into peer classes by the ipBlocks that contain them.
 // Each target class has, per direction and protocol, sorted port intervals mapped to a
 // bitset of allowed peer classes. A verdict is two array reads, two short interval scans
-// and two bit tests.
+// and two bit tests. The policy tiers (AdminNetworkPolicy, BaselineAdminNetworkPolicy,
+// ClusterNetworkPolicy) are folded in at compile time: a target class is also keyed by the
+// tier policies selecting it, and its intervals hold the outcome of the whole order (Admin
+// tier, NetworkPolicy, Baseline tier, default), so a verdict reads the same as without
+// tiers (np/internal/engine_state.h explains how). Tier policies and Nodes are fixed for an
+// engine's life: Apply() takes Namespaces, Pods and NetworkPolicies.
 //
 // Thread safety: an Engine is immutable; every const method may be called concurrently
 // from any number of threads. Apply() returns a new snapshot and leaves this one intact.

@@ -136,7 +136,8 @@ class Batch {
   Batch(EngineState& s, std::vector<Diagnostic>* diagnostics, bool validated)
       : s_(s), gen_(s.generation), diagnostics_(diagnostics), validated_(validated) {}
 
-  absl::Status Run(absl::Span<const Change> changes) {
+  absl::Status Run(absl::Span<const Change> changes, const Cluster* tiers_from) {
+    if (tiers_from != nullptr) CompileTiers(*tiers_from);
     for (const Change& change : changes) {
       if (const auto* ns = std::get_if<k8s::Namespace>(&change.object)) {
         change.op == Change::Op::kDelete ? DeleteNamespace(*ns) : UpsertNamespace(*ns);
@@ -432,6 +433,10 @@ class Batch {
         new_namespace_selectors_.push_back(id);
         break;
       }
+      case PeerSelector::Kind::kNetwork:
+      case PeerSelector::Kind::kNodeAddresses:
+        s_.has_tier_address_selectors = true;
+        [[fallthrough]];
       case PeerSelector::Kind::kIpBlock: {
         auto list = std::make_shared<std::vector<uint32_t>>(*s_.ipblock_selectors);
         list->push_back(id);
@@ -478,6 +483,8 @@ class Batch {
         break;
       }
       case PeerSelector::Kind::kIpBlock:
+      case PeerSelector::Kind::kNetwork:
+      case PeerSelector::Kind::kNodeAddresses:
         s_.ipblock_selectors =
             std::make_shared<std::vector<uint32_t>>(without(*s_.ipblock_selectors));
         ipblocks_changed_ = true;
@@ -625,6 +632,121 @@ class Batch {
     RemovePolicy(*id);
   }
 
+  // ---- policy tiers (fixed for the life of the state: compiled once, before any pod)
+
+  // One tier peer as interned selectors (engine_state.h, top: "Peers").
+  CompiledTierPeer CompileTierPeer(const Cluster& cluster, const tiers::Peer& peer) {
+    CompiledTierPeer out;
+    out.kind = peer.kind;
+    PeerSelector s;
+    switch (peer.kind) {
+      case tiers::Peer::Kind::kNamespaces:
+      case tiers::Peer::Kind::kPods: {
+        // The same key as the NetworkPolicy peer {namespaceSelector[, podSelector]}: equal
+        // peers share one id.
+        s.kind = PeerSelector::Kind::kNamespaces;
+        s.namespace_selector = CompiledSelector::From(peer.namespace_selector);
+        if (peer.kind == tiers::Peer::Kind::kPods) {
+          s.pod_selector = CompiledSelector::From(peer.pod_selector);
+        }
+        s.key = absl::StrCat("ns:", s.namespace_selector.CanonicalKey(),
+                             "/pod:", s.pod_selector ? s.pod_selector->CanonicalKey() : "*");
+        out.selectors.push_back(InternSelector(std::move(s)));
+        break;
+      }
+      case tiers::Peer::Kind::kNetworks:
+        for (const IpPrefix& network : peer.networks) {
+          PeerSelector n;
+          n.kind = PeerSelector::Kind::kNetwork;
+          n.cidr = network;
+          n.key = absl::StrCat("net:", network.ToString());
+          out.selectors.push_back(InternSelector(std::move(n)));
+        }
+        break;
+      case tiers::Peer::Kind::kNodes: {
+        // "It selects the nodeIPs as the peer type by matching on the IPs present in the
+        // node.Status.Addresses field of the node."
+        CompiledSelector nodes = CompiledSelector::From(peer.node_selector);
+        std::vector<IpPrefix> addresses;
+        for (int n = 0; n < cluster.node_count(); ++n) {
+          const NodeInfo& node = cluster.node(n);
+          if (!nodes.Matches(node.labels)) continue;
+          for (const IpAddress& a : node.addresses) {
+            addresses.push_back(IpPrefix(a, a.is_v4() ? 32 : 128));
+          }
+        }
+        std::sort(addresses.begin(), addresses.end(), [](const IpPrefix& a, const IpPrefix& b) {
+          return a.ToString() < b.ToString();
+        });
+        addresses.erase(std::unique(addresses.begin(), addresses.end(),
+                                    [](const IpPrefix& a, const IpPrefix& b) {
+                                      return a.ToString() == b.ToString();
+                                    }),
+                        addresses.end());
+        if (addresses.empty()) break;  // no Node: matches nothing
+        s.kind = PeerSelector::Kind::kNodeAddresses;
+        s.key = "nodes:";
+        for (const IpPrefix& a : addresses) absl::StrAppend(&s.key, a.ToString(), ",");
+        s.addresses = std::move(addresses);
+        out.selectors.push_back(InternSelector(std::move(s)));
+        break;
+      }
+      case tiers::Peer::Kind::kDomainNames:
+        break;  // never decidable from objects: no selector, explain says so
+    }
+    return out;
+  }
+
+  void CompileTiers(const Cluster& cluster) {
+    // Without them, nothing to keep (and no copy of the cluster's objects to make).
+    if (cluster.tier_policy_count() == 0 && cluster.node_count() == 0) return;
+    auto compiled = std::make_shared<std::vector<CompiledTierPolicy>>();
+    for (int i = 0; i < cluster.tier_policy_count(); ++i) {
+      const tiers::TierPolicy& in = cluster.tier_policy(i);  // in evaluation order
+      CompiledTierPolicy& out = compiled->emplace_back();
+      out.tier = in.tier;
+      out.priority = in.priority;
+      out.key = in.Key();
+      out.namespace_selector = CompiledSelector::From(in.subject.namespace_selector);
+      if (in.subject.pod_selector) {
+        out.pod_selector = CompiledSelector::From(*in.subject.pod_selector);
+      }
+      for (int d = 0; d < 2; ++d) {
+        for (const tiers::Rule& rule : in.rules(static_cast<Direction>(d))) {
+          CompiledTierRule& r = out.rules[d].emplace_back();
+          r.name = rule.name;
+          r.action = rule.action;
+          for (const tiers::Peer& peer : rule.peers) r.peers.push_back(CompileTierPeer(cluster, peer));
+          // "If Ports is not set then the rule does not filter traffic via port."
+          r.all_ports = rule.ports.empty();
+          for (const tiers::PortMatch& port : rule.ports) {
+            CompiledPort p;
+            p.protocol = port.protocol;
+            if (port.named_port.empty()) {
+              p.kind = CompiledPort::Kind::kRange;
+              p.first = port.range.first;
+              p.last = port.range.last;
+            } else {
+              p.kind = CompiledPort::Kind::kNamed;
+              p.name = port.named_port;
+              p.any_protocol = true;
+              if (d == 1) out.has_egress_named_ports = true;
+            }
+            r.ports.push_back(std::move(p));
+          }
+        }
+      }
+    }
+    s_.tier_policies = std::move(compiled);
+    ClusterObjects all = cluster.ToObjects();
+    auto objects = std::make_shared<ClusterObjects>();
+    objects->admin_network_policies = std::move(all.admin_network_policies);
+    objects->baseline_admin_network_policies = std::move(all.baseline_admin_network_policies);
+    objects->cluster_network_policies = std::move(all.cluster_network_policies);
+    objects->nodes = std::move(all.nodes);
+    s_.tier_objects = std::move(objects);
+  }
+
   // -------------------------------------------------------------- recomputation
 
   uint32_t InternIdList(std::vector<uint32_t> ids) {
@@ -721,11 +843,30 @@ class Batch {
     std::sort(peers.begin(), peers.end());
     uint32_t target_policies = InternIdList(std::move(policies));
     uint32_t label_part = InternIdList(std::move(peers));
-    if (target_policies != slot.target_policies || label_part != slot.label_part) {
+    uint32_t tier_policies = InternIdList(SelectingTierPolicies(key));
+    if (target_policies != slot.target_policies || label_part != slot.label_part ||
+        tier_policies != slot.tier_policies) {
       slot.target_policies = target_policies;
       slot.label_part = label_part;
+      slot.tier_policies = tier_policies;
       changed.insert(id);
     }
+  }
+
+  // The tier policies whose subject selects the identity's pods, in evaluation order (their
+  // ids). "Namespaces is used to select pods via namespace selectors." "Pods is used to
+  // select pods via namespace AND pod selectors."
+  std::vector<uint32_t> SelectingTierPolicies(const IdentityKey& key) {
+    std::vector<uint32_t> out;
+    if (!s_.has_tier_policies()) return out;
+    const Labels& namespace_labels = (*s_.namespaces.Find(key.namespace_name))->labels;
+    const std::vector<CompiledTierPolicy>& all = *s_.tier_policies;
+    for (uint32_t t = 0; t < all.size(); ++t) {
+      if (!all[t].namespace_selector.Matches(namespace_labels)) continue;
+      if (all[t].pod_selector && !all[t].pod_selector->Matches(key.labels)) continue;
+      out.push_back(t);
+    }
+    return out;
   }
 
   void RebuildAtoms() {
@@ -734,12 +875,16 @@ class Batch {
       std::map<U128, std::vector<std::pair<uint32_t, int>>> events;
       for (uint32_t id : *s_.ipblock_selectors) {
         const PeerSelector& sel = *s_.selectors[id];
-        if (FamilyIndex(sel.cidr.family()) != f) continue;
         auto add = [&](const IpPrefix& p, int delta) {
+          if (FamilyIndex(p.family()) != f) return;
           events[ToU128(p.network())].emplace_back(id, delta);
           U128 end = PrefixEnd(p);
           if (end != FamilyMax(f)) events[end + 1].emplace_back(id, -delta);
         };
+        if (sel.kind == PeerSelector::Kind::kNodeAddresses) {
+          for (const IpPrefix& a : sel.addresses) add(a, +1);  // distinct: never overlap
+          continue;
+        }
         add(sel.cidr, +1);
         for (const IpPrefix& e : sel.excepts) {
           if (sel.cidr.Contains(e)) add(e, -1);
@@ -781,9 +926,11 @@ class Batch {
     std::vector<IpAddress> shared = s_.SharedAddresses(pod);
     if (on_node && !shared.empty()) {
       // Quarantined: np cannot tell this pod's packets from another's (README).
-      record.target = InternTargetClass(TargetClassKey{kQuarantinePolicies, 0});
-    } else if (on_node && !IdList(identity.target_policies).empty()) {
-      record.target = InternTargetClass(TargetClassKey{identity.target_policies, pod.named_map});
+      record.target = InternTargetClass(TargetClassKey{kQuarantinePolicies, 0, kNone});
+    } else if (on_node && (!IdList(identity.target_policies).empty() ||
+                           !IdList(identity.tier_policies).empty())) {
+      record.target = InternTargetClass(
+          TargetClassKey{identity.target_policies, pod.named_map, identity.tier_policies});
     }
     bool external_only = s_.options.evaluation.ip_block_scope ==
                          EvaluationOptions::IpBlockScope::kExternalOnly;
@@ -791,9 +938,9 @@ class Batch {
       const std::optional<IpAddress>& ip = f == 0 ? pod.ipv4 : pod.ipv6;
       if (!ip) continue;
       uint32_t part = 0;
-      if (!external_only) {
+      if (!external_only || s_.has_tier_address_selectors) {
         const AtomTable& atoms = *s_.atoms[f];
-        part = atoms.ipblock_part[atoms.Find(ToU128(*ip))];
+        part = PodAddressPart(atoms.ipblock_part[atoms.Find(ToU128(*ip))], external_only);
       }
       record.peer[f] = InternPeerClass(PeerClassKey{identity.label_part, part, pod.named_map});
       if (std::find(shared.begin(), shared.end(), *ip) != shared.end()) record.peer[f] = kSharedPeer;
@@ -813,6 +960,22 @@ class Batch {
   }
 
   const std::vector<uint32_t>& IdList(uint32_t id) const { return s_.IdList(id); }
+
+  // The address selectors of an atom that hold a pod with that address: a `nodes` peer
+  // never does (it selects nodes' addresses, not pods), an ipBlock only when ipBlocks apply
+  // to pods (EvaluationOptions::ip_block_scope), a tier `networks` peer always.
+  uint32_t PodAddressPart(uint32_t atom_part, bool external_only) {
+    if (!s_.has_tier_address_selectors) return external_only ? 0 : atom_part;
+    std::vector<uint32_t> kept;
+    for (uint32_t id : IdList(atom_part)) {
+      PeerSelector::Kind kind = s_.selectors[id]->kind;
+      if (kind == PeerSelector::Kind::kNetwork ||
+          (kind == PeerSelector::Kind::kIpBlock && !external_only)) {
+        kept.push_back(id);
+      }
+    }
+    return InternIdList(std::move(kept));
+  }
 
   // A new peer class sets its bit in the bitset of every selector of its signature.
   void RegisterNewPeerClasses(absl::flat_hash_set<uint32_t>& dirty_selectors,
@@ -871,6 +1034,7 @@ class Batch {
           IdentitySlot& m = s_.identities.Mutable(i, gen_);
           m.target_policies = kNone;  // stale until a pod uses it again
           m.label_part = kNone;
+          m.tier_policies = kNone;
         }
         return;
       }
@@ -898,6 +1062,9 @@ class Batch {
     }
     // A pod's ipBlock membership changed only if an added or removed block holds it.
     auto member = [](const PeerSelector& block, const IpAddress& a) {
+      // Node addresses never count for a pod; tier selectors come only with a build, which
+      // recomputes every pod anyway.
+      if (block.kind == PeerSelector::Kind::kNodeAddresses) return false;
       if (!block.cidr.Contains(a)) return false;
       for (const IpPrefix& e : block.excepts) {
         if (e.Contains(a)) return false;
@@ -958,8 +1125,25 @@ class Batch {
       }
     }
 
+    // Tier policies whose rules now cover more peer classes (the same test).
+    if ((!dirty_selectors.empty() || named_dirty) && s_.has_tier_policies()) {
+      const std::vector<CompiledTierPolicy>& all = *s_.tier_policies;
+      for (uint32_t t = 0; t < all.size(); ++t) {
+        bool dirty = named_dirty && all[t].has_egress_named_ports;
+        for (int d = 0; d < 2 && !dirty; ++d) {
+          for (const CompiledTierRule& rule : all[t].rules[d]) {
+            for (const CompiledTierPeer& peer : rule.peers) {
+              for (uint32_t sel : peer.selectors) dirty = dirty || dirty_selectors.count(sel) > 0;
+            }
+          }
+        }
+        if (dirty) dirty_tier_policies_.insert(t);
+      }
+    }
+
     // Tables: every target class holding a dirty policy, and new ones.
-    for (uint32_t t = 0; (!dirty_policies_.empty() || !dirty_targets_.empty()) &&
+    for (uint32_t t = 0; (!dirty_policies_.empty() || !dirty_targets_.empty() ||
+                          !dirty_tier_policies_.empty()) &&
                          t < s_.target_classes.size();
          ++t) {
       const TargetClassSlot& slot = s_.target_classes[t];
@@ -967,6 +1151,14 @@ class Batch {
       if (!dirty && !dirty_policies_.empty()) {
         for (uint32_t p : IdList(slot.key.policies)) {
           if (dirty_policies_.count(p)) {
+            dirty = true;
+            break;
+          }
+        }
+      }
+      if (!dirty && !dirty_tier_policies_.empty() && slot.key.tier_policies != kNone) {
+        for (uint32_t p : IdList(slot.key.tier_policies)) {
+          if (dirty_tier_policies_.count(p)) {
             dirty = true;
             break;
           }
@@ -1028,14 +1220,67 @@ class Batch {
     const Bitset* bits;  // when !all
   };
 
+  // The port ranges a rule's ports cover, per protocol, for a target with named ports
+  // `own_ports`: f(protocol, first, last, named_map), where named_map != 0 says the range
+  // holds only for destinations whose named-port map is that one (an egress named port,
+  // resolved against each possible destination: the peer classes carrying map m get the
+  // port number m gives). Ingress named ports resolve on the target's own container ports.
+  template <typename F>
+  void ForEachPortRange(bool all_ports, const std::vector<CompiledPort>& ports, int direction,
+                        const std::vector<NamedPort>& own_ports, F&& f) const {
+    if (all_ports) {
+      for (Protocol proto : kAllProtocols) f(proto, 0, 65535, 0u);
+      return;
+    }
+    for (const CompiledPort& port : ports) {
+      switch (port.kind) {
+        case CompiledPort::Kind::kAllPorts:
+          f(port.protocol, 0, 65535, 0u);
+          break;
+        case CompiledPort::Kind::kRange:
+          f(port.protocol, port.first, port.last, 0u);
+          break;
+        case CompiledPort::Kind::kNamed:
+          if (direction == 0) {
+            for (const NamedPort& np : own_ports) {
+              if (np.name == port.name && (port.any_protocol || np.protocol == port.protocol)) {
+                f(np.protocol, np.port, np.port, 0u);
+              }
+            }
+          } else {
+            for (uint32_t m = 1; m < s_.named_maps.size(); ++m) {
+              for (const NamedPort& np : *s_.named_maps[m]) {
+                if (np.name == port.name && (port.any_protocol || np.protocol == port.protocol)) {
+                  f(np.protocol, np.port, np.port, m);
+                }
+              }
+            }
+          }
+          break;
+      }
+    }
+  }
+
+  // The union of the selectors' peer classes.
+  Bitset SelectorUnion(const std::vector<uint32_t>& selectors) const {
+    Bitset bits;
+    for (uint32_t s : selectors) {
+      const Bitset& sb = *s_.selector_bits[s];
+      if (bits.size() < sb.size()) bits.resize(sb.size(), 0);
+      for (size_t w = 0; w < sb.size(); ++w) bits[w] |= sb[w];
+    }
+    return bits;
+  }
+
   std::shared_ptr<const TargetTable> BuildTable(const TargetClassKey& key) {
+    if (!key.quarantine() && !IdList(key.tier_policies).empty()) return BuildTieredTable(key);
     auto table = std::make_unique<TableDraft>();
     std::vector<std::unique_ptr<Bitset>> owned;  // rule peer sets built for this table
     const std::vector<NamedPort>& own_ports = *s_.named_maps[key.named_map];
     for (int d = 0; d < 2; ++d) {
       DirectionTable& dt = table->direction[d];
       // A quarantined pod's table: isolated, and (no entries) one interval with no peer.
-      if (key.policies == kQuarantinePolicies) dt.isolated = true;
+      if (key.quarantine()) dt.isolated = true;
       std::vector<Entry> entries[3];
       for (uint32_t p : IdList(key.policies)) {
         const CompiledPolicy& policy = *s_.policies[p];
@@ -1044,58 +1289,25 @@ class Batch {
         for (const CompiledRule& rule : policy.rules[d]) {
           const Bitset* peers = nullptr;
           if (!rule.all_peers) {
-            auto bits = std::make_unique<Bitset>();
-            for (uint32_t s : rule.selectors) {
-              const Bitset& sb = *s_.selector_bits[s];
-              if (bits->size() < sb.size()) bits->resize(sb.size(), 0);
-              for (size_t w = 0; w < sb.size(); ++w) (*bits)[w] |= sb[w];
-            }
-            peers = bits.get();
-            owned.push_back(std::move(bits));
+            owned.push_back(std::make_unique<Bitset>(SelectorUnion(rule.selectors)));
+            peers = owned.back().get();
           }
-          auto add = [&](Protocol proto, uint16_t first, uint16_t last, const Bitset* bits) {
-            entries[ProtocolIndex(proto)].push_back(Entry{first, last, bits == nullptr, bits});
-          };
-          if (rule.all_ports) {
-            for (Protocol proto : kAllProtocols) add(proto, 0, 65535, peers);
-            continue;
-          }
-          for (const CompiledPort& port : rule.ports) {
-            switch (port.kind) {
-              case CompiledPort::Kind::kAllPorts:
-                add(port.protocol, 0, 65535, peers);
-                break;
-              case CompiledPort::Kind::kRange:
-                add(port.protocol, port.first, port.last, peers);
-                break;
-              case CompiledPort::Kind::kNamed:
-                if (d == 0) {
-                  // Ingress: the target is the destination; its own container ports.
-                  for (const NamedPort& np : own_ports) {
-                    if (np.name == port.name && np.protocol == port.protocol) {
-                      add(port.protocol, np.port, np.port, peers);
-                    }
-                  }
-                } else {
-                  // Egress: resolved against each possible destination's named ports: the
-                  // peer classes carrying named-port map m get the port number m gives.
-                  for (uint32_t m = 1; m < s_.named_maps.size(); ++m) {
-                    for (const NamedPort& np : *s_.named_maps[m]) {
-                      if (np.name != port.name || np.protocol != port.protocol) continue;
-                      auto bits = std::make_unique<Bitset>(*s_.named_map_classes[m]);
-                      if (peers != nullptr) {
-                        for (size_t w = 0; w < bits->size(); ++w) {
-                          (*bits)[w] &= w < peers->size() ? (*peers)[w] : 0;
-                        }
-                      }
-                      add(port.protocol, np.port, np.port, bits.get());
-                      owned.push_back(std::move(bits));
-                    }
-                  }
-                }
-                break;
-            }
-          }
+          ForEachPortRange(rule.all_ports, rule.ports, d, own_ports,
+                           [&](Protocol proto, uint16_t first, uint16_t last, uint32_t m) {
+                             const Bitset* bits = peers;
+                             if (m != 0) {
+                               auto only = std::make_unique<Bitset>(*s_.named_map_classes[m]);
+                               if (peers != nullptr) {
+                                 for (size_t w = 0; w < only->size(); ++w) {
+                                   (*only)[w] &= w < peers->size() ? (*peers)[w] : 0;
+                                 }
+                               }
+                               bits = only.get();
+                               owned.push_back(std::move(only));
+                             }
+                             entries[ProtocolIndex(proto)].push_back(
+                                 Entry{first, last, bits == nullptr, bits});
+                           });
         }
       }
       for (int pi = 0; pi < 3; ++pi) {
@@ -1117,7 +1329,7 @@ class Batch {
     }
     std::sort(points.begin(), points.end());
     points.erase(std::unique(points.begin(), points.end()), points.end());
-    Bitset merged, encoded;
+    Bitset merged;
     size_t first_interval = table.intervals.size();
     for (uint32_t start : points) {
       bool all = false;
@@ -1131,43 +1343,209 @@ class Batch {
         if (merged.size() < e.bits->size()) merged.resize(e.bits->size(), 0);
         for (size_t w = 0; w < e.bits->size(); ++w) merged[w] |= (*e.bits)[w];
       }
-      while (!merged.empty() && merged.back() == 0) merged.pop_back();
       if (all) merged.clear();
-      // Encode: a sorted id list when it is smaller than the bitset.
-      encoded.clear();
-      bool sparse = false;
-      uint32_t count = static_cast<uint32_t>(merged.size());
-      size_t ones = 0;
-      for (uint64_t w : merged) ones += static_cast<size_t>(__builtin_popcountll(w));
-      if (ones < 2 * merged.size()) {
-        sparse = true;
-        count = static_cast<uint32_t>(ones);
-        std::vector<uint32_t> ids;
-        ids.reserve(ones);
-        for (size_t w = 0; w < merged.size(); ++w) {
-          for (uint64_t word = merged[w]; word != 0; word &= word - 1) {
-            ids.push_back(static_cast<uint32_t>(w * 64 + __builtin_ctzll(word)));
-          }
+      AppendPiece(table, first_interval, start, all, /*negated=*/false, merged);
+    }
+  }
+
+  // One piece of a protocol's port range: its peers (all; else `merged`, which lists the
+  // allowed classes, or with `negated` the denied ones), encoded as a sorted id list when
+  // that is smaller than the bitset; merged into the previous interval when equal.
+  void AppendPiece(TableDraft& table, size_t first_interval, uint32_t start, bool all,
+                   bool negated, Bitset& merged) {
+    while (!merged.empty() && merged.back() == 0) merged.pop_back();
+    Bitset& encoded = encoded_;  // reused: no allocation per piece
+    encoded.clear();
+    bool sparse = false;
+    uint32_t count = static_cast<uint32_t>(merged.size());
+    size_t ones = 0;
+    for (uint64_t w : merged) ones += static_cast<size_t>(__builtin_popcountll(w));
+    if (ones < 2 * merged.size()) {
+      sparse = true;
+      count = static_cast<uint32_t>(ones);
+      std::vector<uint32_t> ids;
+      ids.reserve(ones);
+      for (size_t w = 0; w < merged.size(); ++w) {
+        for (uint64_t word = merged[w]; word != 0; word &= word - 1) {
+          ids.push_back(static_cast<uint32_t>(w * 64 + __builtin_ctzll(word)));
         }
-        encoded.assign((ids.size() + 1) / 2, 0);
-        std::memcpy(encoded.data(), ids.data(), ids.size() * sizeof(uint32_t));
+      }
+      encoded.assign((ids.size() + 1) / 2, 0);
+      std::memcpy(encoded.data(), ids.data(), ids.size() * sizeof(uint32_t));
+    } else {
+      encoded = merged;
+    }
+    if (table.intervals.size() > first_interval) {
+      const Interval& prev = table.intervals.back();
+      bool same = prev.all_peers == all && prev.sparse == sparse && prev.negated == negated &&
+                  prev.count == count &&
+                  std::equal(encoded.begin(), encoded.end(), table.words.begin() + prev.bits);
+      if (same) return;
+    }
+    Interval iv;
+    iv.first = static_cast<uint16_t>(start);
+    iv.all_peers = all ? 1 : 0;
+    iv.sparse = sparse ? 1 : 0;
+    iv.negated = negated ? 1 : 0;
+    iv.bits = static_cast<uint32_t>(table.words.size());
+    iv.count = count;
+    table.words.insert(table.words.end(), encoded.begin(), encoded.end());
+    table.intervals.push_back(iv);
+  }
+
+  // ------------------------------------------------------------- tiered tables
+
+  // A set of peer classes that may be infinite: `bits`, or with `negated` every class
+  // (and every peer of no class) except `bits`. Closed under union, intersection and
+  // difference, which is what folding an ordered rule list needs (top of engine_state.h).
+  struct PeerSet {
+    bool negated = false;
+    Bitset bits;
+    static PeerSet All() { return PeerSet{true, {}}; }
+  };
+  // a OP b word by word, the shorter padded with zeros.
+  template <typename Op>
+  static Bitset Combine(const Bitset& a, const Bitset& b, Op op) {
+    Bitset out(std::max(a.size(), b.size()), 0);
+    for (size_t w = 0; w < out.size(); ++w) {
+      out[w] = op(w < a.size() ? a[w] : 0, w < b.size() ? b[w] : 0);
+    }
+    return out;
+  }
+  static PeerSet Intersect(const PeerSet& a, const PeerSet& b) {
+    auto op = [&](uint64_t x, uint64_t y) {
+      if (a.negated && b.negated) return x | y;  // ~x & ~y = ~(x | y)
+      if (a.negated) return y & ~x;
+      if (b.negated) return x & ~y;
+      return x & y;
+    };
+    return PeerSet{a.negated && b.negated, Combine(a.bits, b.bits, op)};
+  }
+  static PeerSet Complement(PeerSet a) {
+    a.negated = !a.negated;
+    return a;
+  }
+  static PeerSet Unite(const PeerSet& a, const PeerSet& b) {
+    return Complement(Intersect(Complement(a), Complement(b)));
+  }
+  static PeerSet Minus(const PeerSet& a, const PeerSet& b) { return Intersect(a, Complement(b)); }
+
+  struct OrderedEntry {
+    uint16_t first, last;
+    tiers::Action action;
+    PeerSet peers;
+  };
+
+  // A table whose target some tier policy selects: per direction and protocol the Admin
+  // tier's rules in order, the NetworkPolicy entries, the Baseline tier's rules in order,
+  // folded per port piece into one allowed peer set (top of engine_state.h, step 3).
+  std::shared_ptr<const TargetTable> BuildTieredTable(const TargetClassKey& key) {
+    auto table = std::make_unique<TableDraft>();
+    const std::vector<NamedPort>& own_ports = *s_.named_maps[key.named_map];
+    const std::vector<CompiledTierPolicy>& tier_policies = *s_.tier_policies;
+    for (int d = 0; d < 2; ++d) {
+      DirectionTable& dt = table->direction[d];
+      std::vector<OrderedEntry> tiered[2][3];  // [tier][protocol], in evaluation order
+      std::vector<OrderedEntry> network_policy[3];
+      bool isolated_by_network_policy = false;
+      // Entries of one rule: its peers at each port range it covers (an egress named port
+      // only towards the classes whose named ports give that number).
+      auto add_rule = [&](std::vector<OrderedEntry>* out, tiers::Action action,
+                          const PeerSet& peers, bool all_ports,
+                          const std::vector<CompiledPort>& ports) {
+        ForEachPortRange(all_ports, ports, d, own_ports,
+                         [&](Protocol proto, uint16_t first, uint16_t last, uint32_t m) {
+                           PeerSet at = peers;
+                           if (m != 0) at = Intersect(peers, PeerSet{false, *s_.named_map_classes[m]});
+                           out[ProtocolIndex(proto)].push_back(OrderedEntry{first, last, action, std::move(at)});
+                         });
+      };
+      for (uint32_t p : IdList(key.policies)) {
+        const CompiledPolicy& policy = *s_.policies[p];
+        if (!policy.affects[d]) continue;
+        isolated_by_network_policy = true;
+        for (const CompiledRule& rule : policy.rules[d]) {
+          PeerSet peers = rule.all_peers ? PeerSet::All() : PeerSet{false, SelectorUnion(rule.selectors)};
+          add_rule(network_policy, tiers::Action::kAllow, peers, rule.all_ports, rule.ports);
+        }
+      }
+      bool has_tier_rules = false;
+      for (uint32_t t : IdList(key.tier_policies)) {
+        const CompiledTierPolicy& policy = tier_policies[t];
+        for (const CompiledTierRule& rule : policy.rules[d]) {
+          has_tier_rules = true;
+          PeerSet peers;
+          for (const CompiledTierPeer& peer : rule.peers) {
+            peers = Unite(peers, PeerSet{false, SelectorUnion(peer.selectors)});
+          }
+          add_rule(tiered[static_cast<int>(policy.tier)], rule.action, peers, rule.all_ports,
+                   rule.ports);
+        }
+      }
+      // "CNPs with no ingress rules do not affect ingress traffic": with neither tier rules
+      // nor an isolating NetworkPolicy the direction allows everything.
+      dt.isolated = isolated_by_network_policy || has_tier_rules;
+      for (int pi = 0; pi < 3; ++pi) {
+        dt.begin[pi] = static_cast<uint32_t>(table->intervals.size());
+        if (dt.isolated) {
+          OrderedSweep(tiered[0][pi], isolated_by_network_policy, network_policy[pi],
+                       tiered[1][pi], *table);
+        }
+        dt.end[pi] = static_cast<uint32_t>(table->intervals.size());
+      }
+    }
+    return std::make_shared<const TargetTable>(*table);
+  }
+
+  // Cuts 0..65535 at every entry boundary and folds, per piece, the tiers' order into the
+  // allowed peers: the first matching Admin rule decides (Pass: on to NetworkPolicy); an
+  // isolating NetworkPolicy decides the rest by the union of its entries; otherwise the
+  // first matching Baseline rule (Pass: the default); the default allows.
+  void OrderedSweep(const std::vector<OrderedEntry>& admin, bool isolated,
+                    const std::vector<OrderedEntry>& network_policy,
+                    const std::vector<OrderedEntry>& baseline, TableDraft& table) {
+    std::vector<uint32_t> points = {0};
+    for (const auto* list : {&admin, &network_policy, &baseline}) {
+      for (const OrderedEntry& e : *list) {
+        points.push_back(e.first);
+        if (e.last < 65535) points.push_back(uint32_t{e.last} + 1);
+      }
+    }
+    std::sort(points.begin(), points.end());
+    points.erase(std::unique(points.begin(), points.end()), points.end());
+    size_t first_interval = table.intervals.size();
+    auto covers = [](const OrderedEntry& e, uint32_t port) {
+      return e.first <= port && port <= e.last;
+    };
+    for (uint32_t start : points) {
+      PeerSet undecided = PeerSet::All(), allowed, passed;
+      for (const OrderedEntry& e : admin) {
+        if (!covers(e, start)) continue;
+        PeerSet matched = Intersect(e.peers, undecided);
+        undecided = Minus(undecided, matched);
+        if (e.action == tiers::Action::kAllow) allowed = Unite(allowed, matched);
+        if (e.action == tiers::Action::kPass) passed = Unite(passed, matched);
+      }
+      PeerSet rest = Unite(undecided, passed);
+      if (isolated) {
+        PeerSet admitted;
+        for (const OrderedEntry& e : network_policy) {
+          if (covers(e, start)) admitted = Unite(admitted, e.peers);
+        }
+        allowed = Unite(allowed, Intersect(rest, admitted));
       } else {
-        encoded = merged;
+        for (const OrderedEntry& e : baseline) {
+          if (!covers(e, start)) continue;
+          PeerSet matched = Intersect(e.peers, rest);
+          rest = Minus(rest, matched);
+          if (e.action != tiers::Action::kDeny) allowed = Unite(allowed, matched);
+        }
+        allowed = Unite(allowed, rest);
       }
-      if (table.intervals.size() > first_interval) {
-        const Interval& prev = table.intervals.back();
-        bool same = prev.all_peers == all && prev.sparse == sparse && prev.count == count &&
-                    std::equal(encoded.begin(), encoded.end(), table.words.begin() + prev.bits);
-        if (same) continue;
-      }
-      Interval iv;
-      iv.first = static_cast<uint16_t>(start);
-      iv.all_peers = all ? 1 : 0;
-      iv.sparse = sparse ? 1 : 0;
-      iv.bits = static_cast<uint32_t>(table.words.size());
-      iv.count = count;
-      table.words.insert(table.words.end(), encoded.begin(), encoded.end());
-      table.intervals.push_back(iv);
+      bool all = allowed.negated && std::all_of(allowed.bits.begin(), allowed.bits.end(),
+                                                [](uint64_t w) { return w == 0; });
+      if (all) allowed.bits.clear();
+      AppendPiece(table, first_interval, start, all, allowed.negated && !all, allowed.bits);
     }
   }
 
@@ -1188,6 +1566,8 @@ class Batch {
   std::vector<uint32_t> new_block_ids_;
   absl::flat_hash_set<uint32_t> dirty_pods_;
   absl::flat_hash_set<uint32_t> dirty_policies_;
+  absl::flat_hash_set<uint32_t> dirty_tier_policies_;
+  Bitset encoded_;  // AppendPiece's scratch
   absl::flat_hash_set<uint32_t> dirty_targets_;
   std::vector<uint32_t> new_peer_classes_;
   absl::flat_hash_set<uint32_t> touched_identities_;  // identities new pods landed on
@@ -1196,7 +1576,8 @@ class Batch {
 };
 
 absl::Status EngineState::ApplyBatch(absl::Span<const Change> changes,
-                                     std::vector<Diagnostic>* diagnostics, bool validated) {
+                                     std::vector<Diagnostic>* diagnostics, bool validated,
+                                     const Cluster* tiers_from) {
   static std::atomic<uint64_t> generations{1};
   generation = generations.fetch_add(1);
   if (namespace_selectors == nullptr) {
@@ -1211,7 +1592,7 @@ absl::Status EngineState::ApplyBatch(absl::Span<const Change> changes,
     named_map_by_key.Set("", 0, generation);
   }
   Batch batch(*this, diagnostics, validated);
-  return batch.Run(changes);
+  return batch.Run(changes, tiers_from);
 }
 
 bool EngineState::PeerClassHasSelector(uint32_t peer_class, uint32_t selector) const {

@@ -3,17 +3,20 @@
 // its peer selectors is in the other end's peer class signature (or it has no peers) and
 // one of its compiled ports matches. The result has the content of reference::Evaluate.
 #include <algorithm>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
 
 #include "np/internal/engine_state.h"
 
 namespace np::internal {
 namespace {
 
-bool PortMatches(const CompiledRule& rule, Protocol protocol, uint16_t port,
-                 const std::vector<NamedPort>* destination_ports) {
-  if (rule.all_ports) return true;
-  for (const CompiledPort& p : rule.ports) {
-    if (p.protocol != protocol) continue;
+bool PortMatches(bool all_ports, const std::vector<CompiledPort>& ports, Protocol protocol,
+                 uint16_t port, const std::vector<NamedPort>* destination_ports) {
+  if (all_ports) return true;
+  for (const CompiledPort& p : ports) {
+    if (p.protocol != protocol && !p.any_protocol) continue;
     switch (p.kind) {
       case CompiledPort::Kind::kAllPorts:
         return true;
@@ -67,11 +70,11 @@ Verdict EngineState::Explain(const Endpoint& source, const Endpoint& destination
     // A quarantined pod denies (DirectionVerdict::allowed()); what its policies would say
     // is explained all the same, from its identity (its target class is the quarantine).
     for (const IpAddress& a : SharedAddresses(pod)) out.shared_addresses.push_back(a.ToString());
-    uint32_t selecting = identities[slot.identity].target_policies;
-    if (selecting == kNone) return out;
+    const IdentitySlot& identity = identities[slot.identity];
+    if (identity.target_policies == kNone) return out;  // (a live pod's never is)
     uint32_t other_class = peer_class(other);
     int d = static_cast<int>(direction);
-    for (uint32_t p : IdList(selecting)) {
+    for (uint32_t p : IdList(identity.target_policies)) {
       const CompiledPolicy& policy = *policies[p];
       if (!policy.affects[d]) continue;
       out.isolated = true;
@@ -83,13 +86,49 @@ Verdict EngineState::Explain(const Endpoint& source, const Endpoint& destination
           // kNone / kSharedPeer: no address of the family, or a shared one: no peer.
           if (other_class < kSharedPeer && PeerClassHasSelector(other_class, s)) peer_ok = true;
         }
-        if (peer_ok && PortMatches(rule, protocol, port, ports)) {
+        if (peer_ok && PortMatches(rule.all_ports, rule.ports, protocol, port, ports)) {
           out.allowing_rules.push_back(RuleRef{policy.key, direction, static_cast<int>(r)});
         }
       }
     }
     std::sort(out.isolating_policies.begin(), out.isolating_policies.end());
     std::sort(out.allowing_rules.begin(), out.allowing_rules.end());
+    if (!has_tier_policies()) return out;
+    // The tiers around it, as np/tiers/evaluate.cc: the Admin tier first; unless it decided
+    // (Allow or Deny), NetworkPolicy for a pod it isolates, else the Baseline tier.
+    auto first_match = [&](tiers::Tier tier) -> std::optional<TierRuleRef> {
+      const char* list = direction == Direction::kIngress ? "ingress" : "egress";
+      const char* peers_field = direction == Direction::kIngress ? "from" : "to";
+      for (uint32_t t : IdList(identity.tier_policies)) {
+        const CompiledTierPolicy& policy = (*tier_policies)[t];
+        if (policy.tier != tier) continue;
+        for (size_t r = 0; r < policy.rules[d].size(); ++r) {
+          const CompiledTierRule& rule = policy.rules[d][r];
+          if (!PortMatches(rule.all_ports, rule.ports, protocol, port, ports)) continue;
+          bool peer_ok = false;
+          // An address two live pods hold is no pod's and no network's.
+          for (size_t p = 0; p < rule.peers.size() && !peer_ok && other_class != kSharedPeer;
+               ++p) {
+            if (rule.peers[p].kind == tiers::Peer::Kind::kDomainNames) {
+              out.not_evaluable.push_back(absl::StrCat(policy.key, " spec.", list, "[", r, "].",
+                                                       peers_field, "[", p, "]"));
+              continue;
+            }
+            for (uint32_t s : rule.peers[p].selectors) {
+              if (other_class < kSharedPeer && PeerClassHasSelector(other_class, s)) peer_ok = true;
+            }
+          }
+          if (!peer_ok) continue;
+          return TierRuleRef{tier, policy.key, policy.priority, direction, static_cast<int>(r),
+                             rule.name, rule.action};
+        }
+      }
+      return std::nullopt;
+    };
+    out.admin_rule = first_match(tiers::Tier::kAdmin);
+    if (out.admin_rule && out.admin_rule->action != tiers::Action::kPass) return out;
+    if (out.isolated) return out;
+    out.baseline_rule = first_match(tiers::Tier::kBaseline);
     return out;
   };
   verdict.egress = side(source, destination, Direction::kEgress);

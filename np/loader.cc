@@ -1110,11 +1110,12 @@ absl::StatusOr<Change> ParseChangeOfKind(absl::string_view text, absl::string_vi
   }
   if (!objects.admin_network_policies.empty() || !objects.baseline_admin_network_policies.empty() ||
       !objects.cluster_network_policies.empty() || !objects.nodes.empty()) {
-    // Fail closed: the engine that changes feed does not evaluate the policy tiers yet.
+    // The engine compiles the tiers once, with the cluster (np/engine.h): they are not
+    // changes it applies yet; a change to them means building a new engine.
     return absl::UnimplementedError(absl::StrCat(
         DisplayText(source_name), ": changes to AdminNetworkPolicy, BaselineAdminNetworkPolicy, "
-        "ClusterNetworkPolicy and Node objects are not supported yet (the indexed engine does "
-        "not evaluate the policy tiers)"));
+        "ClusterNetworkPolicy and Node objects are not supported yet (the indexed engine "
+        "compiles the policy tiers with the cluster: rebuild it)"));
   }
   const size_t count = objects.namespaces.size() + objects.pods.size() + objects.policies.size();
   if (count != 1) {

@@ -60,6 +60,8 @@ U128 FamilyMax(int family) { return family == 0 ? U128{0xffffffffu} : ~U128{0}; 
 
 absl::StatusOr<ir::CompiledPolicy> LowerToIr(const Engine& engine) {
   const EngineState& s = EngineAccess::State(engine);
+  // Fail closed: the IR has no ordered actions yet (issue 10, the step after the engine).
+  if (absl::Status refused = s.RefuseTiers("the IR lowering"); !refused.ok()) return refused;
   ir::CompiledPolicy out;
   out.set_node(s.options.node_name);
   out.set_always_allow_self(s.options.evaluation.always_allow_self);

@@ -489,14 +489,11 @@ std::shared_ptr<PyCluster> MakeCluster(const std::vector<std::string>& paths,
     py::gil_scoped_release release;
     loaded = Load(paths, texts, std::move(workload_options), std::move(cluster_only));
     if (loaded.cluster) {
-      // The engine refuses the policy tiers (fail closed): such a cluster is evaluated by
-      // the reference, which `Cluster.engine` then reports ("reference").
-      built = np::ClusterEvaluator::Create(
-          *loaded.cluster,
-          engine == "engine" && !loaded.cluster->has_tier_policies()
-              ? np::ClusterEvaluator::Kind::kEngine
-              : np::ClusterEvaluator::Kind::kReference,
-          options);
+      built = np::ClusterEvaluator::Create(*loaded.cluster,
+                                           engine == "engine"
+                                               ? np::ClusterEvaluator::Kind::kEngine
+                                               : np::ClusterEvaluator::Kind::kReference,
+                                           options);
     }
   }
   if (loaded.read_errors < 0) {

@@ -544,6 +544,8 @@ absl::StatusOr<Connections> ListConnections(const Engine& engine,
   absl::StatusOr<EndFilter> to = EndFilter::Parse(options.to);
   if (!to.ok()) return to.status();
   const EngineState& s = EngineAccess::State(engine);
+  // It reads the tables' intervals directly and knows no tier table (negated intervals).
+  if (absl::Status refused = s.RefuseTiers("listing connections"); !refused.ok()) return refused;
   std::vector<const EngineState*> engines = {&s};
   absl::StatusOr<std::vector<End>> ends = Ends(engines, ExternalRanges(engines), options.external);
   if (!ends.ok()) return ends.status();
@@ -684,6 +686,7 @@ absl::StatusOr<ConnectionDiff> DiffChanges(const Engine& before, absl::Span<cons
   if (after_out != nullptr) *after_out = *after;
   const EngineState& a = EngineAccess::State(before);
   const EngineState& b = EngineAccess::State(**after);
+  if (absl::Status refused = a.RefuseTiers("diffing connections"); !refused.ok()) return refused;
   std::vector<const EngineState*> engines = {&a, &b};
   const bool ranges_moved = a.atoms[0] != b.atoms[0] || a.atoms[1] != b.atoms[1];
   absl::StatusOr<std::vector<End>> ends = Ends(engines, ExternalRanges(engines), options.external);
@@ -834,6 +837,9 @@ absl::StatusOr<ConnectionDiff> DiffConnections(const Engine& before, const Engin
   if (!to.ok()) return to.status();
   const EngineState& a = EngineAccess::State(before);
   const EngineState& b = EngineAccess::State(after);
+  for (const EngineState* e : {&a, &b}) {
+    if (absl::Status refused = e->RefuseTiers("diffing connections"); !refused.ok()) return refused;
+  }
   std::vector<const EngineState*> engines = {&a, &b};
   absl::StatusOr<std::vector<End>> ends = Ends(engines, ExternalRanges(engines), options.external);
   if (!ends.ok()) return ends.status();

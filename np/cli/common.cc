@@ -14,7 +14,6 @@
 #include "np/cli/cli.h"
 #include "np/loader.h"
 #include "np/evaluator.h"
-#include "np/tiers/validation.h"
 
 ABSL_DECLARE_FLAG(std::string, engine);
 
@@ -157,11 +156,6 @@ absl::StatusOr<ClusterEvaluator> MakeEvaluator(const Cluster& cluster,
     return ClusterEvaluator::Create(cluster, ClusterEvaluator::Kind::kReference, options);
   }
   if (engine == "indexed" || engine == "engine") {  // "engine": its name before 'indexed'
-    // The indexed engine refuses the policy tiers (fail closed); the reference evaluates them.
-    if (absl::Status refused = tiers::RefuseTiers(cluster, "the indexed engine"); !refused.ok()) {
-      std::cerr << "note: " << refused.message() << "; using it for this command\n";
-      return ClusterEvaluator::Create(cluster, ClusterEvaluator::Kind::kReference, options);
-    }
     return ClusterEvaluator::Create(cluster, ClusterEvaluator::Kind::kEngine, options);
   }
   return absl::InvalidArgumentError(absl::StrCat(

@@ -1,5 +1,80 @@
 // The inside of an np::Engine snapshot, and the update machinery that produces the next
 // one. Private to np: include only from np/engine*.cc.
+//
+// Policy tiers (AdminNetworkPolicy, BaselineAdminNetworkPolicy, ClusterNetworkPolicy;
+// issue 10) — how they compile into these tables.
+//
+// The verdict path does not change shape: pod -> HotRecord (target table, peer class), then
+// per side one interval lookup and one membership test. All tier ordering is resolved at
+// build time; nothing at query time looks at a policy, a priority or a rule.
+//
+// 1. Peers. Tier peers reuse the interned PeerSelector machinery, so that peer classes stay
+//    "indistinguishable to every rule of every kind":
+//    - `namespaces` = a kNamespaces selector with no pod selector; `pods` = kNamespaces with
+//      both (v1alpha2 without namespaceSelector: the empty one). Same keys as the equal
+//      NetworkPolicy peers, so they share ids and bitsets.
+//    - `networks` = one new kind kNetwork per CIDR (no excepts). It lives in the atom table
+//      like an ipBlock, but matches pod addresses whatever EvaluationOptions::ip_block_scope
+//      says (README: `--ipblock-scope` does not change tier peers), so its key differs from
+//      the ipBlock's ("net:" vs "ip:").
+//    - `nodes` = one new kind kNodeAddresses: the addresses of the Nodes the selector matches
+//      (Nodes are fixed for a snapshot: ParseChange refuses them), as /32 or /128 atoms. It
+//      never matches a pod (a pod's ipblock part leaves these selectors out), only addresses
+//      outside the cluster, as the reference's "a nodes peer never matches a pod".
+//    - `domainNames` = no selector: it never matches. Explain lists it as not evaluable.
+//    A shared address (kSharedPeer) is in no selector's set, as the reference's
+//    "an address two live pods share matches no tier peer".
+// 2. Subjects. Per identity (namespace labels + pod labels), next to `target_policies`, an
+//    IdList `tier_policies`: the tier policies whose subject selects it, as ids assigned in
+//    evaluation order (tier, priority, name, kind: np/tiers/model.h), so the sorted id list
+//    IS the evaluation order. TargetClassKey gains that list: pods with the same NetworkPolicy
+//    list, tier list and named ports share one table. A pod is a target (record.target !=
+//    kNone) when either list is non-empty; node scoping and quarantine are unchanged (a
+//    quarantined pod denies whatever any tier says, as DirectionVerdict::allowed()).
+// 3. Tables. Per direction and protocol BuildTable collects ordered entries: (port range,
+//    peer set, action) for each Admin-tier rule in order, the NetworkPolicy entries (a union,
+//    as today) with the direction's `isolated` bit, then each Baseline-tier rule in order.
+//    The sweep cuts 0..65535 at every entry boundary and, per piece, folds the order into one
+//    allowed peer set with set algebra over peer classes:
+//        undecided = ALL; allowed = {}
+//        Admin rule r (covering the piece):  m = peers(r) & undecided; undecided -= m;
+//            Allow: allowed |= m;  Deny: (nothing);  Pass: passed |= m
+//        rest = undecided | passed
+//        NetworkPolicy isolates: allowed |= rest & union(NP entries covering the piece)
+//        else Baseline rules on `rest` the same way (Pass = default), then allowed |= what
+//            is still undecided (the default: allow)
+//    ALL is not a finite bitset (peer classes appear with later updates), so a set is a
+//    bitset plus a `negated` flag, closed under |, & and - (Batch::PeerSet). The piece's
+//    Interval stores the result as today (all_peers, a bitset or a sorted id list) plus a
+//    `negated` bit, kept in the struct's padding: the listed classes are the denied ones. A
+//    class no rule of the table names is in no list, so its verdict is `negated` — exactly
+//    the verdict of a peer that matches no rule — and stays right when new classes appear. A class that does
+//    match some selector is registered in that selector's bitset (RegisterNewPeerClasses),
+//    which marks the tier policies holding the selector dirty, and their target classes'
+//    tables are rebuilt, as for NetworkPolicy today.
+//    Named ports: ingress resolves on the target's own map; egress splits a rule's entry
+//    per destination named map (peers & named_map_classes[m]) at the rule's position, as
+//    today. Tables that hold no tier policy are built exactly as before (never negated).
+// 4. Lookup. IntervalAllows: all_peers -> true; peer >= kSharedPeer -> negated; else
+//    listed XOR negated. Same reads as before; AllowedBatch's prefetching unchanged.
+// 5. Memory. A table grows with the tier rules' port boundaries (pieces) times the encoded
+//    set size; the negated form keeps "allow all but a few" small. Tier policies selecting
+//    many pods add one id to their identities' lists, not one table per pod: target classes
+//    multiply only by distinct (NP list, tier list, named map) combinations.
+// 6. Incremental updates. Tier objects and Nodes stay refused by ParseChange / Change (they
+//    are fixed per snapshot; a change means a rebuild). Pod upsert: its identity's
+//    tier_policies is computed with its NP list (namespace labels looked up). Namespace
+//    label change: the namespace is label-dirty already, so its identities recompute both
+//    lists and their pods re-class; new peer classes set selector bits, which dirty the NP
+//    and tier policies holding those selectors. NetworkPolicy change: the target classes
+//    holding it rebuild; their tier segments come along (a table is rebuilt whole).
+// 7. Explain (slow path, allocates): per side, the target identity's tier list in order,
+//    rule by rule, with the compiled ports and PeerClassHasSelector, reproducing the
+//    reference's FirstMatch (TierRuleRef, Pass, not_evaluable in peer order, the
+//    shared-address break), then the NetworkPolicy part as today.
+// 8. Consumers that read Interval directly (np/lower.cc, np/analysis/connections.cc) must
+//    refuse a snapshot with tier policies until they understand negated intervals (the IR
+//    step): EngineState::RefuseTiers.
 #ifndef NP_INTERNAL_ENGINE_STATE_H_
 #define NP_INTERNAL_ENGINE_STATE_H_
 
@@ -56,14 +131,18 @@ struct CompiledSelector {
 
 // One element of a rule's from/to list. Interned engine-wide: equal peers in different
 // policies share one id, so classes and bitsets are per distinct peer, not per rule.
+// kNetwork and kNodeAddresses come from the policy tiers (see the top of this file): like
+// kIpBlock they live in the address atoms; kNetwork matches pod addresses whatever the
+// ipBlock scope, kNodeAddresses never matches a pod.
 struct PeerSelector {
-  enum class Kind : uint8_t { kPodsInNamespace, kNamespaces, kIpBlock };
+  enum class Kind : uint8_t { kPodsInNamespace, kNamespaces, kIpBlock, kNetwork, kNodeAddresses };
   Kind kind = Kind::kPodsInNamespace;
   std::string policy_namespace;                  // kPodsInNamespace
   CompiledSelector namespace_selector;           // kNamespaces
   std::optional<CompiledSelector> pod_selector;  // kPods*/kNamespaces; absent = every pod
-  IpPrefix cidr;                                 // kIpBlock
+  IpPrefix cidr;                                 // kIpBlock, kNetwork
   std::vector<IpPrefix> excepts;                 // kIpBlock
+  std::vector<IpPrefix> addresses;               // kNodeAddresses: sorted, distinct, full length
   std::string key;                               // canonical text: the interning key
 };
 
@@ -73,6 +152,10 @@ struct CompiledPort {
   Kind kind = Kind::kAllPorts;
   uint16_t first = 0, last = 65535;
   std::string name;
+  // A tier rule's named port: "selects a destination port on a pod based on the
+  // ContainerPort name", in that container port's protocol (`protocol` is unused). A
+  // NetworkPolicy's named port needs the container port's protocol to be the rule's.
+  bool any_protocol = false;
 };
 
 struct CompiledRule {
@@ -90,6 +173,29 @@ struct CompiledPolicy {
   std::vector<CompiledRule> rules[2];
   bool has_egress_named_ports = false;
   std::shared_ptr<const Sourced<k8s::NetworkPolicy>> object;
+};
+
+// A policy-tier rule (np/tiers/model.h) with its peers interned. Tier policies are fixed
+// for the life of a snapshot chain (Change carries none of their kinds).
+struct CompiledTierPeer {
+  tiers::Peer::Kind kind = tiers::Peer::Kind::kNamespaces;
+  std::vector<uint32_t> selectors;  // PeerSelector ids (OR); none for domainNames or no Node
+};
+struct CompiledTierRule {
+  std::string name;
+  tiers::Action action = tiers::Action::kDeny;
+  std::vector<CompiledTierPeer> peers;  // written order (explain walks them in order)
+  bool all_ports = false;
+  std::vector<CompiledPort> ports;
+};
+struct CompiledTierPolicy {
+  tiers::Tier tier = tiers::Tier::kAdmin;
+  int32_t priority = 0;
+  std::string key;  // "ClusterNetworkPolicy name" (TierPolicy::Key)
+  CompiledSelector namespace_selector;
+  std::optional<CompiledSelector> pod_selector;
+  std::vector<CompiledTierRule> rules[2];  // by Direction
+  bool has_egress_named_ports = false;
 };
 
 // ---------------------------------------------------------------------------- objects
@@ -140,6 +246,7 @@ struct IdentityKey {
 struct IdentitySlot {
   std::shared_ptr<const IdentityKey> key;
   uint32_t target_policies = kNone;  // IdList id: policies selecting it (sorted policy ids)
+  uint32_t tier_policies = kNone;    // IdList id: tier policies selecting it (evaluation order)
   uint32_t label_part = kNone;       // IdList id: non-ipBlock selectors matching it
   uint32_t pods = 0;                 // live pods with this identity
 };
@@ -161,13 +268,18 @@ struct PeerClassKey {
 // The peers an interval allows: all of them, none, a bitset over peer classes, or — when
 // few classes are allowed out of many, the usual case in large clusters — a sorted list of
 // class ids packed two to a word (memory grows with what is allowed, not with the cluster).
+// With the policy tiers an interval may also list the peers it denies (`negated`): every
+// other peer, including classes that appear later and peers of no class, is allowed.
 struct Interval {
   uint16_t first = 0;        // the interval runs to the next one's first - 1 (or 65535)
   uint8_t all_peers = 0;     // every peer allowed
-  uint8_t sparse = 0;        // `bits` holds a sorted uint32 list of `count` class ids
+  uint8_t sparse : 1;        // `bits` holds a sorted uint32 list of `count` class ids
+  uint8_t negated : 1;       // the listed classes are the denied ones (tier tables only)
   uint32_t bits = 0;         // offset into TargetTable::words
   uint32_t count = 0;        // bitset: words; sparse: ids. 0: no peer (unless all_peers)
+  Interval() : sparse(0), negated(0) {}  // (no default member initializers on bit-fields in C++17)
 };
+static_assert(sizeof(Interval) == 12, "the tiers' flag fits in the padding");
 
 struct DirectionTable {
   bool isolated = false;
@@ -202,6 +314,10 @@ class TableView {
 
   bool Allows(const Interval& iv, uint32_t peer) const {
     if (iv.all_peers) return true;
+    return Listed(iv, peer) != static_cast<bool>(iv.negated);
+  }
+  // Whether the interval's words hold `peer` (whatever they mean).
+  bool Listed(const Interval& iv, uint32_t peer) const {
     const uint64_t* w = words() + iv.bits;
     if (iv.sparse) {
       // The last id <= peer, by halving with a conditional move rather than a branch: the
@@ -220,7 +336,8 @@ class TableView {
     if (word >= iv.count) return false;
     return (w[word] >> (peer & 63)) & 1;
   }
-  // Calls f(class id) for every class the interval allows (not for all_peers).
+  // Calls f(class id) for every class the interval lists (not for all_peers): the allowed
+  // ones, or with `negated` the denied ones.
   template <typename F>
   void ForEachPeer(const Interval& iv, F&& f) const {
     const uint64_t* w = words() + iv.bits;
@@ -272,14 +389,18 @@ class TargetTable {
   std::vector<uint64_t> buffer_;
 };
 
+// `tier_policies` is kNone only for the quarantine class (a tier-only target has policies
+// == 0, the empty NetworkPolicy list, too).
 struct TargetClassKey {
-  uint32_t policies = 0, named_map = 0;
+  uint32_t policies = 0, named_map = 0, tier_policies = 0;
+  bool quarantine() const { return policies == kQuarantinePolicies && tier_policies == kNone; }
   friend bool operator==(const TargetClassKey& a, const TargetClassKey& b) {
-    return a.policies == b.policies && a.named_map == b.named_map;
+    return a.policies == b.policies && a.named_map == b.named_map &&
+           a.tier_policies == b.tier_policies;
   }
   template <typename H>
   friend H AbslHashValue(H h, const TargetClassKey& k) {
-    return H::combine(std::move(h), k.policies, k.named_map);
+    return H::combine(std::move(h), k.policies, k.named_map, k.tier_policies);
   }
 };
 struct TargetClassSlot {
@@ -321,6 +442,13 @@ struct EngineState {
   CowVector<std::shared_ptr<const CompiledPolicy>> policies;  // by policy id; null = deleted
   CowMap<std::string, uint32_t, StringHash> policy_by_key;
   CowMap<std::string, std::vector<uint32_t>, StringHash> policies_by_namespace;
+  // The policy tiers, by tier policy id = evaluation order (Cluster::tier_policy), and the
+  // objects they came from (tier policies and Nodes, for ToCluster). Fixed for the life of
+  // a snapshot chain. `has_tier_address_selectors`: some kNetwork/kNodeAddresses selector
+  // exists, so a pod's ipBlock part must be filtered (RecomputePod).
+  std::shared_ptr<const std::vector<CompiledTierPolicy>> tier_policies;
+  std::shared_ptr<const ClusterObjects> tier_objects;
+  bool has_tier_address_selectors = false;
 
   // Peer selectors.
   CowVector<std::shared_ptr<const PeerSelector>> selectors;  // null = dead
@@ -390,6 +518,10 @@ struct EngineState {
   }
   static constexpr int kPrefetchTableLines = 4;
   uint32_t ExternalPeerClass(const IpAddress& address) const;
+  bool has_tier_policies() const { return tier_policies != nullptr && !tier_policies->empty(); }
+  // OK without tier policies; else Unimplemented naming them, for readers of the compiled
+  // tables that do not handle tier tables yet (negated intervals): `who` starts the message.
+  absl::Status RefuseTiers(absl::string_view who) const;
   std::optional<uint32_t> FindPodByIp(const IpAddress& address) const;
   // The pod's addresses that other live pods hold too, sorted.
   std::vector<IpAddress> SharedAddresses(const PodState& pod) const;
@@ -402,8 +534,10 @@ struct EngineState {
   // Applies one batch to this state (a copy of the previous snapshot's state). On error the
   // state may be half-updated: the caller discards it.
   // `validated`: the objects come from a Cluster, which validated them already.
+  // `tiers_from`: on the first batch of a build, the cluster whose policy tiers and Nodes
+  // this state compiles (they never change afterwards).
   absl::Status ApplyBatch(absl::Span<const Change> changes, std::vector<Diagnostic>* diagnostics,
-                          bool validated = false);
+                          bool validated = false, const Cluster* tiers_from = nullptr);
 
   // --- helpers shared by updates and explain ---
   const std::vector<uint32_t>& IdList(uint32_t id) const { return *id_lists[id]; }
@@ -438,7 +572,9 @@ inline const Interval* EngineState::FindInterval(const uint64_t* data, Direction
 inline bool EngineState::IntervalAllows(const uint64_t* data, const Interval& interval,
                                         uint32_t peer) {
   if (interval.all_peers) return true;
-  if (peer >= kSharedPeer) return false;  // no address of the family, or a shared one
+  // No address of the family, or a shared one: in no list, so denied unless the interval
+  // lists the denied peers.
+  if (peer >= kSharedPeer) return interval.negated;
   return TableView(data).Allows(interval, peer);
 }
 

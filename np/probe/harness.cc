@@ -219,7 +219,7 @@ std::vector<IpAddress> Harness::Externals(const std::vector<ir::AddressRange>& r
 
 absl::StatusOr<ScenarioReport> Harness::Probe(const Cluster& cluster, absl::string_view name) {
   // Before any network is built: the backends cannot enforce the policy tiers yet.
-  if (absl::Status s = tiers::RefuseTiers(cluster, "the indexed engine"); !s.ok()) return s;
+  if (absl::Status s = tiers::RefuseTiers(cluster, "probing the datapaths"); !s.ok()) return s;
   absl::Time start = absl::Now();
   ScenarioReport report;
   report.name = std::string(name);
@@ -388,7 +388,7 @@ absl::StatusOr<ScenarioReport> Harness::Probe(const Cluster& cluster, absl::stri
 absl::StatusOr<UpdateReport> Harness::UpdateTest(const Cluster& a, const Cluster& b, int swaps,
                                                  absl::Duration max_time) {
   for (const Cluster* cluster : {&a, &b}) {
-    if (absl::Status s = tiers::RefuseTiers(*cluster, "the indexed engine"); !s.ok()) return s;
+    if (absl::Status s = tiers::RefuseTiers(*cluster, "probing the datapaths"); !s.ok()) return s;
   }
   absl::Time start = absl::Now();
   UpdateReport report;

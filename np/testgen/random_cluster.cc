@@ -1,5 +1,7 @@
 #include "np/testgen/random_cluster.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace np::testgen {
@@ -16,6 +18,15 @@ const std::vector<std::string> kCidrs = {"10.0.0.0/24",  "10.0.0.0/29",   "10.0.
                                          "10.0.0.0/8",   "0.0.0.0/0",     "192.168.0.0/16",
                                          "fd00::/64",    "fd00::/125",    "::/0",
                                          "2001:db8::/32"};
+// Tier policies: priorities from a short list so that ties within a tier are frequent (np
+// orders them by name, then kind: np/tiers/model.h); Nodes labelled and addressed so that
+// `nodes` peers hit probe addresses (RandomCluster::ProbeAddresses) and miss pods.
+const std::vector<int> kTierPriorities = {0, 3, 3, 10, 50, 1000};
+const std::vector<std::string> kNodeKeys = {"zone", "role"};
+const std::vector<std::vector<std::string>> kNodeValues = {{"a", "b"}, {"worker", "infra"}};
+const std::vector<std::string> kNodeAddresses = {"10.1.2.3", "192.168.4.4", "203.0.113.9",
+                                                 "fd00::1:0", "2001:db8::7"};
+const std::vector<std::string> kDomainNames = {"example.com", "*.example.org"};
 
 }  // namespace
 
@@ -113,6 +124,199 @@ void RandomCluster::RandomPort(k8s::NetworkPolicyPort* port) {
   port->mutable_port()->set_strval(Pick(kPortNames));
 }
 
+// ------------------------------------------------------------------ policy tiers
+
+namespace api = ::np::policy_networking;
+
+void RandomCluster::RandomSubject(api::Subject* subject) {
+  if (Chance(0.5)) {
+    RandomSelector(subject->mutable_namespaces(), false);
+    return;
+  }
+  RandomSelector(subject->mutable_pods()->mutable_namespaceselector(), false);
+  RandomSelector(subject->mutable_pods()->mutable_podselector(), true);
+}
+
+bool RandomCluster::RandomTierPeer(api::Peer* peer, bool egress) {
+  // Ingress peers are namespaces and pods in both versions; egress adds nodes, networks
+  // and (rarely: never decidable offline) domainNames.
+  int kind = egress ? Uniform(0, 4) : Uniform(0, 1);
+  if (kind == 4 && Chance(0.7)) kind = 3;
+  switch (kind) {
+    case 0:
+      RandomSelector(peer->mutable_namespaces(), false);
+      return false;
+    case 1:
+      RandomSelector(peer->mutable_pods()->mutable_namespaceselector(), false);
+      RandomSelector(peer->mutable_pods()->mutable_podselector(), true);
+      return false;
+    case 2:
+      RandomSelector(peer->mutable_nodes(), false);
+      // Node labels have their own keys: rewrite the selector's keys onto them half the time.
+      if (Chance(0.5)) {
+        peer->mutable_nodes()->Clear();
+        int k = Uniform(0, static_cast<int>(kNodeKeys.size()) - 1);
+        (*peer->mutable_nodes()->mutable_matchlabels())[kNodeKeys[k]] = Pick(kNodeValues[k]);
+      }
+      return true;
+    case 3: {
+      int count = Uniform(1, 2);
+      for (int i = 0; i < count; ++i) {
+        const std::string& cidr = Pick(kCidrs);
+        // x-kubernetes-list-type: set (no duplicates).
+        if (std::find(peer->networks().begin(), peer->networks().end(), cidr) ==
+            peer->networks().end()) {
+          peer->add_networks(cidr);
+        }
+      }
+      return true;
+    }
+    default:
+      peer->add_domainnames(Pick(kDomainNames));
+      return true;
+  }
+}
+
+void RandomCluster::RandomV1Alpha1Port(api::AdminNetworkPolicyPort* port, bool named_allowed) {
+  static const std::vector<std::string> kProtocols = {"TCP", "UDP", "SCTP", ""};
+  int kind = Uniform(0, named_allowed ? 2 : 1);
+  if (kind == 0) {
+    const std::string& protocol = Pick(kProtocols);
+    if (!protocol.empty()) port->mutable_portnumber()->set_protocol(protocol);
+    port->mutable_portnumber()->set_port(Pick(kPortNumbers));
+  } else if (kind == 1) {
+    const std::string& protocol = Pick(kProtocols);
+    if (!protocol.empty()) port->mutable_portrange()->set_protocol(protocol);
+    int start = Pick(kPortNumbers);
+    port->mutable_portrange()->set_start(start);
+    port->mutable_portrange()->set_end(start + Uniform(1, 30));
+  } else {
+    port->set_namedport(Pick(kPortNames));
+  }
+}
+
+void RandomCluster::RandomV1Alpha2Protocol(api::ClusterNetworkPolicyProtocol* protocol,
+                                           bool named_allowed) {
+  int kind = Uniform(0, named_allowed ? 3 : 2);
+  if (kind == 3) {
+    protocol->set_destinationnamedport(Pick(kPortNames));
+    return;
+  }
+  api::ClusterNetworkPolicyProtocolPorts* ports =
+      kind == 0 ? protocol->mutable_tcp() : kind == 1 ? protocol->mutable_udp()
+                                                      : protocol->mutable_sctp();
+  int first = Pick(kPortNumbers);
+  if (Chance(0.6)) {
+    ports->mutable_destinationport()->set_number(first);
+  } else {
+    ports->mutable_destinationport()->mutable_range()->set_start(first);
+    ports->mutable_destinationport()->mutable_range()->set_end(first + Uniform(1, 30));
+  }
+}
+
+void RandomCluster::AddTierPort(api::AdminNetworkPolicyRule* rule, bool named_allowed) {
+  RandomV1Alpha1Port(rule->add_ports(), named_allowed);
+}
+
+void RandomCluster::AddTierPort(api::ClusterNetworkPolicyRule* rule, bool named_allowed) {
+  RandomV1Alpha2Protocol(rule->add_protocols(), named_allowed);
+}
+
+template <typename Rule>
+void RandomCluster::FillTierRule(Rule* rule, bool egress, const std::vector<std::string>& actions) {
+  if (Chance(0.5)) rule->set_name(absl::StrCat("rule-", Uniform(0, 9)));
+  rule->set_action(Pick(actions));
+  int peers = Uniform(1, 3);
+  bool no_named_ports = false;
+  for (int i = 0; i < peers; ++i) no_named_ports |= RandomTierPeer(rule->add_peers(), egress);
+  // "networks/nodes/domainNames peer cannot be set with namedPorts" (egress CEL rule).
+  bool named_allowed = !(egress && no_named_ports);
+  int ports = Chance(0.35) ? 0 : Uniform(1, 3);
+  for (int i = 0; i < ports; ++i) AddTierPort(rule, named_allowed);
+}
+
+template <typename Spec>
+void RandomCluster::FillTierSpec(Spec* spec, const std::vector<std::string>& actions) {
+  RandomSubject(spec->mutable_subject());
+  for (int i = Uniform(0, 3); i > 0; --i) FillTierRule(spec->add_ingress(), false, actions);
+  for (int i = Uniform(0, 3); i > 0; --i) FillTierRule(spec->add_egress(), true, actions);
+}
+
+api::AdminNetworkPolicy RandomCluster::RandomAdminNetworkPolicy(const std::string& name) {
+  api::AdminNetworkPolicy policy;
+  policy.mutable_metadata()->set_name(name);
+  policy.mutable_spec()->set_priority(Pick(kTierPriorities));
+  FillTierSpec(policy.mutable_spec(), {"Allow", "Deny", "Pass"});
+  return policy;
+}
+
+api::BaselineAdminNetworkPolicy RandomCluster::RandomBaselineAdminNetworkPolicy() {
+  api::BaselineAdminNetworkPolicy policy;
+  policy.mutable_metadata()->set_name("default");  // the only name the CRD accepts
+  FillTierSpec(policy.mutable_spec(), {"Allow", "Deny"});
+  return policy;
+}
+
+api::ClusterNetworkPolicy RandomCluster::RandomClusterNetworkPolicy(const std::string& name) {
+  api::ClusterNetworkPolicy policy;
+  policy.mutable_metadata()->set_name(name);
+  policy.mutable_spec()->set_tier(Chance(0.6) ? "Admin" : "Baseline");
+  policy.mutable_spec()->set_priority(Pick(kTierPriorities));
+  FillTierSpec(policy.mutable_spec(), {"Accept", "Deny", "Pass"});
+  return policy;
+}
+
+k8s::Node RandomCluster::RandomNode(const std::string& name) {
+  k8s::Node node;
+  node.mutable_metadata()->set_name(name);
+  for (size_t k = 0; k < kNodeKeys.size(); ++k) {
+    if (Chance(0.7)) (*node.mutable_metadata()->mutable_labels())[kNodeKeys[k]] = Pick(kNodeValues[k]);
+  }
+  static const std::vector<std::string> kTypes = {"InternalIP", "ExternalIP"};
+  for (int i = Uniform(0, 2); i > 0; --i) {
+    k8s::NodeAddress* address = node.mutable_status()->add_addresses();
+    address->set_type(Pick(kTypes));
+    address->set_address(Pick(kNodeAddresses));
+  }
+  if (Chance(0.3)) {  // a name, never an address a flow can have
+    k8s::NodeAddress* address = node.mutable_status()->add_addresses();
+    address->set_type("Hostname");
+    address->set_address(name);
+  }
+  return node;
+}
+
+void RandomCluster::AddTiers(ClusterObjects& objects) {
+  // The nodes pods run on (RandomPod), and sometimes one without pods.
+  for (const char* name : {"node-1", "node-2", "node-3"}) {
+    if (Chance(0.8)) objects.nodes.push_back({RandomNode(name), {}});
+  }
+  bool baseline_taken = false;
+  std::vector<std::string> admin_names, cluster_names;
+  auto fresh = [&](const std::vector<std::string>& taken, const std::vector<std::string>& other) {
+    // Now and then the other kind's name: a same-priority tie between an AdminNetworkPolicy
+    // and a ClusterNetworkPolicy of one name is ordered by kind (np/tiers/model.h).
+    for (const std::string& name : other) {
+      if (std::find(taken.begin(), taken.end(), name) == taken.end() && Chance(0.3)) return name;
+    }
+    return absl::StrCat("tp", next_tier_policy_++);
+  };
+  for (int i = Uniform(1, options_.max_tier_policies); i > 0; --i) {
+    int kind = Uniform(0, 2);
+    if (kind == 0) {
+      admin_names.push_back(fresh(admin_names, cluster_names));
+      objects.admin_network_policies.push_back({RandomAdminNetworkPolicy(admin_names.back()), {}});
+    } else if (kind == 1 && !baseline_taken) {
+      baseline_taken = true;
+      objects.baseline_admin_network_policies.push_back({RandomBaselineAdminNetworkPolicy(), {}});
+    } else {
+      cluster_names.push_back(fresh(cluster_names, admin_names));
+      objects.cluster_network_policies.push_back(
+          {RandomClusterNetworkPolicy(cluster_names.back()), {}});
+    }
+  }
+}
+
 k8s::Namespace RandomCluster::RandomNamespace(const std::string& name) {
   k8s::Namespace ns;
   ns.mutable_metadata()->set_name(name);
@@ -208,6 +412,8 @@ ClusterObjects RandomCluster::Objects() {
     objects.policies.push_back(
         {RandomPolicy(Pick(namespaces_), absl::StrCat("np", next_policy_++)), {}});
   }
+  // Drawn last and only when enabled: clusters of existing seeds stay as they were.
+  if (options_.tier_chance > 0 && Chance(options_.tier_chance)) AddTiers(objects);
   return objects;
 }
 

@@ -11,6 +11,7 @@
 
 #include "np/cluster.h"
 #include "np/types.h"
+#include "proto/tiers.pb.h"
 
 namespace np::testgen {
 
@@ -20,6 +21,12 @@ struct RandomClusterOptions {
   int max_policies = 6;
   // How often a new pod reuses an earlier pod's address (a shared address).
   double shared_address_chance = 0.06;
+  // How often a cluster also gets the policy tiers (AdminNetworkPolicy,
+  // BaselineAdminNetworkPolicy, ClusterNetworkPolicy of both tiers) and Nodes for their
+  // `nodes` peers. At 0 the generator draws nothing for them, so every seed gives the
+  // cluster it gave before tiers existed.
+  double tier_chance = 0;
+  int max_tier_policies = 5;
 };
 
 class RandomCluster {
@@ -39,6 +46,12 @@ class RandomCluster {
   k8s::NetworkPolicy RandomPolicy(const std::string& namespace_name, const std::string& name);
   k8s::Pod RandomPod(const std::string& namespace_name, const std::string& name, int index);
   k8s::Namespace RandomNamespace(const std::string& name);
+  // Valid by np's validation (np/tiers/validation.h). Priorities come from a short list, so
+  // ties within a tier are common; rules overlap each other and NetworkPolicies by design.
+  policy_networking::AdminNetworkPolicy RandomAdminNetworkPolicy(const std::string& name);
+  policy_networking::BaselineAdminNetworkPolicy RandomBaselineAdminNetworkPolicy();
+  policy_networking::ClusterNetworkPolicy RandomClusterNetworkPolicy(const std::string& name);
+  k8s::Node RandomNode(const std::string& name);
 
  private:
   int Uniform(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng_); }
@@ -49,6 +62,21 @@ class RandomCluster {
   void RandomSelector(k8s::LabelSelector* selector, bool for_pod);
   void RandomPeer(k8s::NetworkPolicyPeer* peer);
   void RandomPort(k8s::NetworkPolicyPort* port);
+  void AddTiers(ClusterObjects& objects);
+  void RandomSubject(policy_networking::Subject* subject);
+  // A peer of a tier rule; returns whether it is a networks, nodes or domainNames peer
+  // (such an egress rule may not name a port).
+  bool RandomTierPeer(policy_networking::Peer* peer, bool egress);
+  template <typename Rule>
+  void FillTierRule(Rule* rule, bool egress, const std::vector<std::string>& actions);
+  // Subject and rules of any of the three kinds (`actions`: the kind's action names).
+  template <typename Spec>
+  void FillTierSpec(Spec* spec, const std::vector<std::string>& actions);
+  void AddTierPort(policy_networking::AdminNetworkPolicyRule* rule, bool named_allowed);
+  void AddTierPort(policy_networking::ClusterNetworkPolicyRule* rule, bool named_allowed);
+  void RandomV1Alpha1Port(policy_networking::AdminNetworkPolicyPort* port, bool named_allowed);
+  void RandomV1Alpha2Protocol(policy_networking::ClusterNetworkPolicyProtocol* protocol,
+                              bool named_allowed);
   int AddressIndex(int pod_number);  // the host part of a new pod's addresses
 
   std::mt19937_64 rng_;
@@ -56,6 +84,7 @@ class RandomCluster {
   std::vector<std::string> namespaces_;
   int next_pod_ = 0;
   int next_policy_ = 0;
+  int next_tier_policy_ = 0;
 };
 
 }  // namespace np::testgen

@@ -590,18 +590,21 @@ TierPolicy FromClusterNetworkPolicy(const api::ClusterNetworkPolicy& policy) {
 }
 
 absl::Status RefuseTiers(const Cluster& cluster, absl::string_view who) {
-  if (!cluster.has_tier_policies()) return absl::OkStatus();
-  constexpr int kNamed = 5;
-  std::vector<std::string> names;
-  for (int i = 0; i < cluster.tier_policy_count() && i < kNamed; ++i) {
-    names.push_back(cluster.tier_policy(i).Key());
-  }
-  const int more = cluster.tier_policy_count() - static_cast<int>(names.size());
+  std::vector<std::string> keys;
+  for (int i = 0; i < cluster.tier_policy_count(); ++i) keys.push_back(cluster.tier_policy(i).Key());
+  return RefuseTierPolicies(keys, who);
+}
+
+absl::Status RefuseTierPolicies(const std::vector<std::string>& keys, absl::string_view who) {
+  if (keys.empty()) return absl::OkStatus();
+  constexpr size_t kNamed = 5;
+  std::vector<std::string> names(keys.begin(), keys.begin() + std::min(keys.size(), kNamed));
+  const size_t more = keys.size() - names.size();
   return absl::UnimplementedError(absl::StrCat(
-      who, " does not evaluate the policy tiers yet (AdminNetworkPolicy, "
+      who, " does not handle the policy tiers yet (AdminNetworkPolicy, "
       "BaselineAdminNetworkPolicy, ClusterNetworkPolicy); the input has ",
       absl::StrJoin(names, ", "), more > 0 ? absl::StrCat(" and ", more, " more") : "",
-      ". Only the reference evaluator (--engine=reference) evaluates them"));
+      ". The reference evaluator and the indexed engine evaluate them (check, explain, matrix)"));
 }
 
 absl::string_view TierName(Tier tier) { return tier == Tier::kAdmin ? "Admin" : "Baseline"; }

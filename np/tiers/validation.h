@@ -48,9 +48,12 @@ std::vector<Diagnostic> ValidateNode(const k8s::Node& node);
 std::vector<Diagnostic> SamePriorityWarnings(const std::vector<TierPolicy>& policies);
 
 // OK when `cluster` has no tier policy; else Unimplemented, naming them, for the parts of np
-// that do not handle tiers yet (the indexed engine, and so the IR and every backend), so that
+// that do not handle tiers yet (the IR, every backend, the connection listing), so that
 // they refuse the input rather than silently ignore the policies. `who` starts the message.
 absl::Status RefuseTiers(const Cluster& cluster, absl::string_view who);
+// The same from the policies' keys ("ClusterNetworkPolicy x", TierPolicy::Key), in
+// evaluation order.
+absl::Status RefuseTierPolicies(const std::vector<std::string>& keys, absl::string_view who);
 
 TierPolicy FromAdminNetworkPolicy(const api::AdminNetworkPolicy& policy);
 TierPolicy FromBaselineAdminNetworkPolicy(const api::BaselineAdminNetworkPolicy& policy);

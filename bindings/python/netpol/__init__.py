@@ -124,13 +124,6 @@ class Cluster:
             namespace_labels=_namespace_labels(namespace_labels),
             cluster_pods=[str(p) for p in cluster_pods or []],
         )
-        if engine == "engine" and self._impl.engine == "reference":
-            # The input has policy tiers (AdminNetworkPolicy, BaselineAdminNetworkPolicy,
-            # ClusterNetworkPolicy), which only the reference evaluates so far.
-            warnings.warn(
-                "the input has policy tiers, which the indexed engine does not evaluate yet: "
-                "verdicts come from the reference evaluator (engine=\"reference\"); "
-                "connections() and diff() need the engine and raise", stacklevel=3)
         if self._impl.policies and not self._impl.pods:
             # A policy test on this cluster would pass without evaluating anything.
             skipped = ", ".join(f"{n} {k}" for k, n in sorted(self._impl.skipped_kinds.items()))

@@ -1,7 +1,8 @@
 """Policy tiers (AdminNetworkPolicy, BaselineAdminNetworkPolicy, ClusterNetworkPolicy) from
-Python: the engine does not evaluate them yet, so a Cluster with tier policies is evaluated by
-the reference, with a warning, and the engine-only analyses raise. Every flow of upstream's
-conformance suite (testdata/tiers, read here with PyYAML) is checked in both versions."""
+Python: the engine evaluates them (no fallback, no warning); the analyses that read its tables
+directly (connections, diff) raise until they handle tiers. Every flow of upstream's
+conformance suite (testdata/tiers, read here with PyYAML) is checked in both versions, by
+the engine and by the reference."""
 
 import os
 from pathlib import Path
@@ -28,36 +29,32 @@ def flows_of(path):
                 yield options, flow
 
 
-@pytest.mark.filterwarnings("ignore:the input has policy tiers")
+@pytest.mark.parametrize("engine", ["engine", "reference"])
 @pytest.mark.parametrize("path", FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
-def test_upstream_expectations(path):
+def test_upstream_expectations(path, engine):
     clusters = {}
     checked = 0
     for options, flow in flows_of(path):
         allow_self = bool(options.get("alwaysAllowSelf", False))
         if allow_self not in clusters:
-            clusters[allow_self] = netpol.Cluster.from_files([str(path)], allow_self=allow_self)
+            clusters[allow_self] = netpol.Cluster.from_files([str(path)], allow_self=allow_self,
+                                                             engine=engine)
+            assert clusters[allow_self].engine == engine
         got = clusters[allow_self].allowed(flow["from"], flow["to"], port=flow["port"],
                                            protocol=flow["protocol"])
-        assert got == flow["allowed"], (path.name, flow)
+        assert got == flow["allowed"], (path.name, engine, flow)
         checked += 1
     assert checked > 0
 
 
-def test_tier_input_uses_the_reference_with_a_warning():
+def test_tier_input_uses_the_engine_without_a_warning(recwarn):
     path = TESTDATA / "tiers" / "v1alpha2" / "admin-egress-node-peers.yaml"
-    with pytest.warns(UserWarning, match="policy tiers"):
-        cluster = netpol.Cluster.from_files([str(path)])
-    assert cluster.engine == "reference"
+    cluster = netpol.Cluster.from_files([str(path)])
+    assert not [w for w in recwarn if "policy tiers" in str(w.message)]
+    assert cluster.engine == "engine"
     # Upstream (CNPAdminTierEgressNodePeers): TCP 36364 to node-2 is denied by the Admin tier.
     explanation = str(cluster.explain("network-policy-conformance-gryffindor/harry-potter-1",
                                       "172.18.0.3", port=36364))
     assert "DENIED by Admin tier, ClusterNetworkPolicy node-and-cidr-as-peers-example" in explanation
-    with pytest.raises(ValueError, match="does not evaluate the policy tiers"):
+    with pytest.raises(ValueError, match="does not handle the policy tiers"):
         cluster.connections()
-
-
-def test_reference_requested_explicitly_gives_no_warning(recwarn):
-    path = TESTDATA / "tiers" / "v1alpha2" / "admin-egress-node-peers.yaml"
-    netpol.Cluster.from_files([str(path)], engine="reference")
-    assert not [w for w in recwarn if "policy tiers" in str(w.message)]
