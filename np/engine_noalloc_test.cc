@@ -1,25 +1,11 @@
 // Verdict calls allocate nothing: this binary counts every operator new, and the counter
 // must not move while thousands of verdicts (by pod, by endpoint, by packet, in batches)
 // are answered.
-#include <atomic>
-#include <cstdlib>
-#include <new>
 
 #include "gtest/gtest.h"
+#include "np/testing/allocation_counter.h"
 #include "np/engine.h"
 #include "np/testgen/random_cluster.h"
-
-namespace {
-std::atomic<long> allocations{0};
-}  // namespace
-
-void* operator new(std::size_t n) {
-  allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace np {
 namespace {
@@ -43,7 +29,7 @@ TEST(Engine, VerdictsAllocateNothing) {
     std::vector<uint8_t> out(queries.size());
     const std::vector<uint16_t> ports = testgen::RandomCluster::ProbePorts();
     const Engine& e = **engine;
-    long before = allocations.load();
+    long before = np::testing::AllocationCount();
     long allowed = 0;
     for (PodId s : pods) {
       for (PodId d : pods) {
@@ -62,16 +48,16 @@ TEST(Engine, VerdictsAllocateNothing) {
       }
     }
     e.AllowedBatch(absl::MakeConstSpan(queries), absl::MakeSpan(out));
-    long after = allocations.load();
+    long after = np::testing::AllocationCount();
     EXPECT_EQ(after, before) << "seed " << seed << ": verdicts allocated " << (after - before)
                              << " times";
     EXPECT_GE(allowed, 0);
   }
   // The counter works: an explanation does allocate.
-  long before = allocations.load();
+  long before = np::testing::AllocationCount();
   testgen::RandomCluster generator(1);
   absl::StatusOr<Cluster> cluster = Cluster::Create(generator.Objects());
-  EXPECT_GT(allocations.load(), before);
+  EXPECT_GT(np::testing::AllocationCount(), before);
 }
 
 }  // namespace

@@ -2,26 +2,12 @@
 // every operator new, and the counter must not move while single and batched verdicts are
 // answered through np_engine_* and np_reader_*, batches longer than the library's internal
 // chunk included.
-#include <atomic>
-#include <cstdlib>
-#include <new>
 #include <string>
 #include <vector>
 
 #include "bindings/c/np.h"
 #include "gtest/gtest.h"
-
-namespace {
-std::atomic<long> allocations{0};
-}  // namespace
-
-void* operator new(std::size_t n) {
-  allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+#include "np/testing/allocation_counter.h"
 
 namespace {
 
@@ -70,7 +56,7 @@ TEST(CAbi, VerdictsAllocateNothing) {
   std::vector<uint8_t> out(queries.size());
   size_t bad_index = 0;
 
-  const long before = allocations.load();
+  const long before = np::testing::AllocationCount();
   int allowed = 0;
   for (int round = 0; round < 10; ++round) {
     allowed += np_engine_allowed(engine, b, a, NP_TCP, 80);
@@ -80,7 +66,7 @@ TEST(CAbi, VerdictsAllocateNothing) {
     ASSERT_EQ(np_reader_allowed_batch(reader, queries.data(), queries.size(), out.data(),
                                       &bad_index), NP_OK);
   }
-  const long after = allocations.load();
+  const long after = np::testing::AllocationCount();
   EXPECT_EQ(after - before, 0);
   EXPECT_EQ(allowed, 20);
   EXPECT_EQ(out[0], 1);
