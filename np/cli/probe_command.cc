@@ -210,7 +210,7 @@ int RunProbe(const Args& args, int argc, char** argv) {
     if (!report.ok()) return Fail(report.status());
     std::cout << probe::FormatUpdateReport(*report);
     if (!closed.ok()) return Fail(closed);
-    return report->violations.empty() ? kExitOk : kExitNo;
+    return report->passed() ? kExitOk : kExitNo;
   }
 
   if (!absl::GetFlag(FLAGS_each)) {
