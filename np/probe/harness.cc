@@ -104,13 +104,66 @@ std::vector<uint16_t> Harness::ProbedPorts(const Cluster& cluster) const {
 absl::Status Harness::PrepareNetwork(const Cluster& cluster, std::vector<std::string>* notes) {
   absl::StatusOr<NetworkSpec> spec = NetworkSpecOf(cluster, notes);
   if (!spec.ok()) return spec.status();
-  if (network_ != nullptr && network_->spec() == *spec) return absl::OkStatus();
+  return PrepareNetwork(*spec);
+}
+
+absl::Status Harness::PrepareNetwork(const NetworkSpec& spec) {
+  if (network_ != nullptr && network_->spec() == spec) return absl::OkStatus();
   if (absl::Status s = Close(); !s.ok()) return s;
   absl::StatusOr<std::unique_ptr<TestNetwork>> network =
-      TestNetwork::Create(*spec, options_.agent_command);
+      TestNetwork::Create(spec, options_.agent_command);
   if (!network.ok()) return network.status();
   network_ = *std::move(network);
   return absl::OkStatus();
+}
+
+absl::StatusOr<NetworkSpec> ChurnNetworkSpec(const NetworkSpec& a, const NetworkSpec& b,
+                                             std::vector<std::string>* notes) {
+  NetworkSpec joined = a;
+  for (const PodSpec& pod : b.pods) {
+    PodSpec* same = nullptr;
+    for (PodSpec& held : joined.pods) {
+      bool overlap = false;
+      for (const IpAddress& ip : pod.ips) {
+        overlap |= std::find(held.ips.begin(), held.ips.end(), ip) != held.ips.end();
+      }
+      if (!overlap) continue;
+      if (held.ips != pod.ips || held.node != pod.node) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "the update test needs each address on one pod of one node in both sets: ",
+            pod.key, " and ", held.key, " hold some of the same addresses but not all, or on "
+            "different nodes"));
+      }
+      same = &held;
+      break;
+    }
+    if (same == nullptr) {
+      bool taken = false;
+      for (const PodSpec& held : joined.pods) taken |= held.key == pod.key;
+      if (taken) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "the update test cannot move a pod to other addresses: ", pod.key,
+            " has different addresses in the two sets"));
+      }
+      notes->push_back(absl::StrCat(pod.key, " is only in --swap-with: in the -f set its "
+                                    "addresses are outside the cluster"));
+      joined.pods.push_back(pod);
+    } else if (same->key != pod.key) {
+      notes->push_back(absl::StrCat(same->key, " (-f) and ", pod.key,
+                                    " (--swap-with) hold the same addresses: one namespace "
+                                    "probes both (an address reused by a new pod)"));
+      same->key = absl::StrCat(same->key, "|", pod.key);
+    }
+  }
+  for (const PodSpec& pod : a.pods) {
+    bool kept = false;
+    for (const PodSpec& other : b.pods) kept |= other.ips == pod.ips;
+    if (!kept) {
+      notes->push_back(absl::StrCat(pod.key, " is only in -f: in the --swap-with set its "
+                                    "addresses are outside the cluster"));
+    }
+  }
+  return joined;
 }
 
 absl::Status Harness::Install(const Cluster& cluster, std::vector<ir::AddressRange>* ranges) {
@@ -397,15 +450,16 @@ absl::StatusOr<UpdateReport> Harness::UpdateTest(const Cluster& a, const Cluster
   if (!spec_a.ok()) return spec_a.status();
   absl::StatusOr<NetworkSpec> spec_b = NetworkSpecOf(b);
   if (!spec_b.ok()) return spec_b.status();
-  if (*spec_a != *spec_b) {
+  // Pods may come, go, be relabelled or leave their address to a new pod between the two
+  // sets: the network holds every address of either, and a pod missing from one set is, in
+  // that set, an address outside the cluster (as the engine sees it).
+  absl::StatusOr<NetworkSpec> spec = ChurnNetworkSpec(*spec_a, *spec_b, &report.notes);
+  if (!spec.ok()) return spec.status();
+  if (spec->Nodes().size() != 1) {
     return absl::InvalidArgumentError(
-        "the update test needs two policy sets over the same pods (names, addresses, nodes)");
+        "the update test swaps one node's program: give clusters whose pods are on one node");
   }
-  if (spec_a->Nodes().size() != 1) {
-    return absl::InvalidArgumentError(
-        "the update test swaps one node's program: give a cluster whose pods are on one node");
-  }
-  if (absl::Status s = PrepareNetwork(a, &report.notes); !s.ok()) return s;
+  if (absl::Status s = PrepareNetwork(*spec); !s.ok()) return s;
   const std::string node = network_->nodes().front();
   absl::StatusOr<ir::CompiledPolicy> ir_a = CompileNode(a, options_.evaluation, node);
   if (!ir_a.ok()) return ir_a.status();
@@ -415,6 +469,9 @@ absl::StatusOr<UpdateReport> Harness::UpdateTest(const Cluster& a, const Cluster
   if (absl::Status s = network_->FlushConntrack(); !s.ok()) return s;
   std::vector<Protocol> protocols = ProbedProtocols(&report.notes);
   std::vector<uint16_t> ports = ProbedPorts(a);
+  for (uint16_t port : ProbedPorts(b)) {
+    if (std::find(ports.begin(), ports.end(), port) == ports.end()) ports.push_back(port);
+  }
   std::vector<std::pair<Protocol, uint16_t>> serve;
   for (Protocol p : protocols) {
     for (uint16_t port : ports) serve.push_back({p, port});

@@ -106,6 +106,34 @@ class DropWindowNft : public TwoStepNft {
   }
 };
 
+PodSpec NetPod(const std::string& key, const std::string& ip, const std::string& node = "n1") {
+  absl::StatusOr<IpAddress> address = IpAddress::Parse(ip);
+  return PodSpec{key, {*address}, node};
+}
+
+TEST(ChurnNetworkSpec, AddedDeletedRelabelledAndReusedAddresses) {
+  NetworkSpec a{{NetPod("x/a", "10.0.0.1"), NetPod("x/b", "10.0.0.2"), NetPod("x/gone", "10.0.0.3")}};
+  NetworkSpec b{{NetPod("x/a", "10.0.0.1"), NetPod("x/new", "10.0.0.2"), NetPod("x/added", "10.0.0.4")}};
+  std::vector<std::string> notes;
+  absl::StatusOr<NetworkSpec> joined = ChurnNetworkSpec(a, b, &notes);
+  ASSERT_TRUE(joined.ok()) << joined.status();
+  ASSERT_EQ(joined->pods.size(), 4u);
+  EXPECT_EQ(joined->pods[0].key, "x/a");
+  EXPECT_EQ(joined->pods[1].key, "x/b|x/new");  // one namespace for the reused address
+  EXPECT_EQ(joined->pods[2].key, "x/gone");
+  EXPECT_EQ(joined->pods[3].key, "x/added");
+  EXPECT_EQ(notes.size(), 3u);  // reused, only in b, only in a
+  // The same pods: the same network, nothing to note.
+  notes.clear();
+  joined = ChurnNetworkSpec(a, a, &notes);
+  ASSERT_TRUE(joined.ok());
+  EXPECT_TRUE(*joined == a);
+  EXPECT_TRUE(notes.empty());
+  // A pod moved to another address, or to another node: refused.
+  EXPECT_FALSE(ChurnNetworkSpec(a, NetworkSpec{{NetPod("x/a", "10.0.0.9")}}, &notes).ok());
+  EXPECT_FALSE(ChurnNetworkSpec(a, NetworkSpec{{NetPod("x/a", "10.0.0.1", "n2")}}, &notes).ok());
+}
+
 class HarnessTest : public ::testing::Test {
  protected:
   void SetUp() override {
