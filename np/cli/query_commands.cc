@@ -117,8 +117,12 @@ void PrintGroupedTables(const Cluster& cluster, const std::vector<TruthTable>& t
     std::cout << out << "\n]}\n";
     return;
   }
+  // Columns as wide as the widest group name, or the "TCP/80" corner.
   size_t width = 3;
   for (const std::string& name : names) width = std::max(width, name.size());
+  for (const TruthTable& table : tables) {
+    width = std::max(width, absl::StrCat(ProtocolName(table.protocol), "/", table.port).size());
+  }
   for (const TruthTable& table : tables) {
     std::string row = absl::StrFormat(
         "%-*s", width, absl::StrCat(ProtocolName(table.protocol), "/", table.port));
