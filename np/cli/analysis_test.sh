@@ -89,6 +89,13 @@ PY
 grep -qx "    after: ingress at x/a: x/allow-client-a-via-ns-selector-80 spec.ingress\[0\]" "$tmp/why.txt" &&
   grep -qx "    before: ingress at x/a: isolated by x/allow-client-a-via-ns-selector; no rule admits" "$tmp/why.txt" ||
   { fail "diff --explain"; cat "$tmp/why.txt"; }
+"$netpol" diff --before "$before" --after "$after" --pods-only --from y/b --to x/a --explain -o csv >"$tmp/why.csv"
+grep -qxF "added,y/b,x/a,TCP,80,not isolated,x/allow-client-a-via-ns-selector-80 spec.ingress[0],,isolated by x/allow-client-a-via-ns-selector; no rule admits" "$tmp/why.csv" ||
+  { fail "diff --explain -o csv"; cat "$tmp/why.csv"; }
+# (to a file: diff exits 1 on a change, which pipefail would report)
+"$netpol" diff --before "$before" --after "$after" --pods-only --from y/b --to x/a --explain -o md >"$tmp/why.md"
+grep -qF '| added | `y/b` | `x/a` | TCP 80 | egress: not isolated<br>ingress: x/allow-client-a-via-ns-selector-80 spec.ingress[0] | ingress: isolated by x/allow-client-a-via-ns-selector; no rule admits |' "$tmp/why.md" ||
+  fail "diff --explain -o md"
 "$netpol" diff --before "$before" --after "$after" --pods-only --from y/b --to x/a --explain -o json >"$tmp/why.json"
 /usr/bin/python3 - "$tmp/why.json" <<'PY' || fail "diff --explain -o json"
 import json, sys

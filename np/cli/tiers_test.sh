@@ -35,14 +35,24 @@ run "compile refuses" 2 "the IR lowering $unhandled" "$named" -- \
 # which isolates nothing here, so it is allowed; everything else is denied by rule 2.
 # Both nodes run linux: their addresses, neighbours, form one range.
 node_range="172.18.0.2-172.18.0.3"
+tmp="${TEST_TMPDIR:-$(mktemp -d)}"
 run "connections to a node address" 0 "$harry => $node_range : TCP 36363; UDP 34345" -- \
   connections -f "$nodes" --from "$harry" --to 172.18.0.3
 run "connections --explain names the tier rule and the default" 0 \
   "egress at $harry: Admin tier, $named (priority 75) spec.egress[0] \"allow-egress-to-36363-on-nodes\": " \
   " | not isolated" -- connections -f "$nodes" --from "$harry" --to 172.18.0.3 --explain
+# A tier rule's text holds commas and quotes: CSV quotes the field (RFC 4180).
+"$netpol" connections -f "$nodes" --from "$harry" --to 172.18.0.3 --explain -o csv 2>/dev/null >"$tmp/why.csv"
+/usr/bin/python3 - "$tmp/why.csv" "$named" <<'PY' || { echo "FAIL connections --explain -o csv quoting"; failures=$((failures + 1)); }
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+tcp = [r for r in rows if r["protocol"] == "TCP"][0]
+assert tcp["egress_why"] == (f'Admin tier, {sys.argv[2]} (priority 75) spec.egress[0] '
+                             '"allow-egress-to-36363-on-nodes": Allow | not isolated'), tcp
+assert tcp["ingress_why"] == "", tcp
+PY
 # The same policy with rule 0 moved to TCP 36365: a tier policy edit (the engines are
 # compiled whole, tiers being fixed for an engine's life). 36363 now falls to rule 2's Deny.
-tmp="${TEST_TMPDIR:-$(mktemp -d)}"
 sed 's/number: 36363/number: 36365/' "$nodes" >"$tmp/moved.yaml"
 run "diff of a tier policy edit" 1 "+ $harry => $node_range : TCP 36365" "- $harry => $node_range : TCP 36363" -- \
   diff --before "$nodes" --after "$tmp/moved.yaml" --from "$harry" --to 172.18.0.3
