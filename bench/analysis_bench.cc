@@ -1,7 +1,8 @@
 // Analyses on synthetic clusters (bench/cluster_generator.h): the full connection listing
 // (every pod pair and external range, every port and protocol) and the diff of one added
 // policy, computed incrementally (np::analysis::DiffChanges), against the full diff of the
-// same two snapshots in the same run for the ratio. Sizes: 1k, 10k (standard), 100k pods.
+// same two snapshots in the same run for the ratio; and "what can reach X (and why)": the
+// listing to one pod, with and without explanations. Sizes: 1k, 10k (standard), 100k pods.
 #include <map>
 #include <memory>
 
@@ -41,6 +42,30 @@ void BM_Connections(benchmark::State& state) {
   state.counters["pairs"] = static_cast<double>(pairs);
 }
 BENCHMARK(BM_Connections)->Arg(1000)->Arg(10000)->Arg(100000)->Unit(benchmark::kMillisecond)->Iterations(1);
+
+// "What can reach X, and why": the listing filtered to one destination pod, without
+// (range(1) == 0) and with (1) the deciding rules of each line (ConnectionOptions::explain).
+void BM_ConnectionsToOnePod(benchmark::State& state) {
+  Fixture& f = Get(static_cast<int>(state.range(0)));
+  analysis::ConnectionOptions options;
+  // A destination that something can reach (pods every source is denied have no lines).
+  std::vector<PodId> pods = f.engine->Pods();
+  for (size_t i = pods.size() / 2; i < pods.size(); ++i) {
+    options.to = f.engine->PodKey(pods[i]);
+    if (!analysis::ListConnections(*f.engine, options)->connections.empty()) break;
+  }
+  options.explain = state.range(1) != 0;
+  size_t lines = 0;
+  for (auto _ : state) {
+    absl::StatusOr<analysis::Connections> c = analysis::ListConnections(*f.engine, options);
+    lines = c->connections.size();
+    benchmark::DoNotOptimize(lines);
+  }
+  state.counters["lines"] = static_cast<double>(lines);
+}
+BENCHMARK(BM_ConnectionsToOnePod)
+    ->Args({1000, 0})->Args({1000, 1})->Args({10000, 0})->Args({10000, 1})
+    ->Unit(benchmark::kMillisecond);
 
 void BM_DiffOnePolicy(benchmark::State& state) {
   Fixture& f = Get(static_cast<int>(state.range(0)));

@@ -328,11 +328,12 @@ np::analysis::ConnectionOptions AnalysisOptions(const std::string& source,
                                                 const std::string& destination,
                                                 const std::vector<std::string>& ports,
                                                 const std::vector<std::string>& protocols,
-                                                bool external) {
+                                                bool external, bool explain) {
   np::analysis::ConnectionOptions options;
   options.from = source;
   options.to = destination;
   options.external = external;
+  options.explain = explain;
   for (const std::string& p : ports) {
     if (p == "all") {
       options.ports.clear();
@@ -373,6 +374,15 @@ py::list ConnectionsToPython(const std::vector<np::analysis::Connection>& list) 
     entry["from"] = c.from.name;
     entry["to"] = c.to.name;
     entry["ports"] = ports;
+    // With explain=True, as `-o json` adds them.
+    auto reasons = [](const np::analysis::Reasons& r) {
+      py::dict sides;
+      sides["egress"] = py::cast(r.egress);
+      sides["ingress"] = py::cast(r.ingress);
+      return sides;
+    };
+    if (!c.why.empty()) entry["why"] = reasons(c.why);
+    if (!c.why_not.empty()) entry["why_not"] = reasons(c.why_not);
     out.append(entry);
   }
   return out;
@@ -742,9 +752,9 @@ PYBIND11_MODULE(_netpol, m) {
           "connections",
           [](const PyCluster& c, const std::string& source, const std::string& destination,
              const std::vector<std::string>& ports, const std::vector<std::string>& protocols,
-             bool external) {
+             bool external, bool explain) {
             np::analysis::ConnectionOptions options =
-                AnalysisOptions(source, destination, ports, protocols, external);
+                AnalysisOptions(source, destination, ports, protocols, external, explain);
             // An empty listing must mean "nothing is allowed", not "the filter matched nothing".
             if (absl::Status s = np::analysis::CheckFiltersMatch({&c.cluster()}, options); !s.ok()) {
               throw py::value_error(std::string(s.message()));
@@ -761,14 +771,15 @@ PYBIND11_MODULE(_netpol, m) {
           },
           py::arg("source") = "", py::arg("destination") = "",
           py::arg("ports") = std::vector<std::string>(),
-          py::arg("protocols") = std::vector<std::string>(), py::arg("external") = true)
+          py::arg("protocols") = std::vector<std::string>(), py::arg("external") = true,
+          py::arg("explain") = false)
       .def(
           "diff",
           [](const PyCluster& c, const PyCluster& other, const std::string& source,
              const std::string& destination, const std::vector<std::string>& ports,
-             const std::vector<std::string>& protocols, bool external) {
+             const std::vector<std::string>& protocols, bool external, bool explain) {
             np::analysis::ConnectionOptions options =
-                AnalysisOptions(source, destination, ports, protocols, external);
+                AnalysisOptions(source, destination, ports, protocols, external, explain);
             if (absl::Status s =
                     np::analysis::CheckFiltersMatch({&c.cluster(), &other.cluster()}, options);
                 !s.ok()) {
@@ -795,7 +806,8 @@ PYBIND11_MODULE(_netpol, m) {
           },
           py::arg("other"), py::arg("source") = "", py::arg("destination") = "",
           py::arg("ports") = std::vector<std::string>(),
-          py::arg("protocols") = std::vector<std::string>(), py::arg("external") = true)
+          py::arg("protocols") = std::vector<std::string>(), py::arg("external") = true,
+          py::arg("explain") = false)
       .def(
           "matrix",
           [](const PyCluster& c, int port, const std::string& protocol) {

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <deque>
 #include <map>
+#include <optional>
 #include <set>
 #include <tuple>
 
@@ -73,6 +74,16 @@ void Append(Ranges& out, uint32_t first, uint32_t last) {
   out.push_back({static_cast<uint16_t>(first), static_cast<uint16_t>(last)});
 }
 
+// Whether an interval admits peer class `peer`, as EngineState::IntervalAllows decides a
+// verdict: a table that holds tier policies lists the denied classes (`negated`), and then
+// a shared address (kSharedPeer), which is in no list, is admitted.
+bool IntervalAdmits(const internal::TableView& table, const internal::Interval& iv,
+                    uint32_t peer) {
+  if (iv.all_peers) return true;
+  if (peer >= kSharedPeer) return iv.negated;
+  return table.Allows(iv, peer);
+}
+
 // The ports one side admits toward a peer of class `peer` on protocol `pi`.
 Ranges SidePorts(const EngineState& s, uint32_t target, Direction direction, int pi,
                  uint32_t peer) {
@@ -84,8 +95,7 @@ Ranges SidePorts(const EngineState& s, uint32_t target, Direction direction, int
   for (uint32_t i = dt.begin[pi]; i < dt.end[pi]; ++i) {
     const internal::Interval& iv = table.intervals()[i];
     uint32_t last = i + 1 < dt.end[pi] ? table.intervals()[i + 1].first - 1u : 65535u;
-    bool admits = iv.all_peers || (peer < kSharedPeer && table.Allows(iv, peer));
-    if (admits) Append(out, iv.first, last);
+    if (IntervalAdmits(table, iv, peer)) Append(out, iv.first, last);
   }
   return out;
 }
@@ -107,7 +117,7 @@ bool SideAdmitsAny(const EngineState& s, uint32_t target, Direction direction, i
   if (!dt.isolated) return true;
   for (uint32_t i = dt.begin[pi]; i < dt.end[pi]; ++i) {
     const internal::Interval& iv = table.intervals()[i];
-    if (iv.all_peers || (peer < kSharedPeer && table.Allows(iv, peer))) return true;
+    if (IntervalAdmits(table, iv, peer)) return true;
   }
   return false;
 }
@@ -402,6 +412,137 @@ const std::vector<NamedPort>* NamedPortsOf(const EngineState& s, const End& dst)
   return s.named_maps[s.pods[*id].state->named_map].get();
 }
 
+// --- explanations
+
+// Adds the port numbers at which one of `pod`'s rules of `direction` (NetworkPolicy and
+// tier) starts or stops covering a port: between two cuts every rule matches all ports or
+// none, so one explanation speaks for the whole run. Named ports are cut by the caller.
+void AddRuleCuts(const EngineState& s, uint32_t pod, Direction direction,
+                 std::vector<uint32_t>* cuts) {
+  const internal::IdentitySlot& identity = s.identities[s.pods[pod].identity];
+  const int d = static_cast<int>(direction);
+  auto add = [&](const std::vector<internal::CompiledPort>& ports) {
+    for (const internal::CompiledPort& port : ports) {
+      if (port.kind != internal::CompiledPort::Kind::kRange) continue;
+      cuts->push_back(port.first);
+      cuts->push_back(uint32_t{port.last} + 1);
+    }
+  };
+  if (identity.target_policies != kNone) {
+    for (uint32_t p : s.IdList(identity.target_policies)) {
+      for (const internal::CompiledRule& rule : s.policies[p]->rules[d]) add(rule.ports);
+    }
+  }
+  if (identity.tier_policies != kNone && s.has_tier_policies()) {
+    for (uint32_t t : s.IdList(identity.tier_policies)) {
+      for (const internal::CompiledTierRule& rule : (*s.tier_policies)[t].rules[d]) add(rule.ports);
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> Deciders(const DirectionVerdict& v) {
+  if (!v.applies) return {};
+  if (!v.shared_addresses.empty()) {
+    return {absl::StrCat("shared address ", absl::StrJoin(v.shared_addresses, ", "))};
+  }
+  if (v.admin_rule && v.admin_rule->action != tiers::Action::kPass) {
+    return {v.admin_rule->ToString()};
+  }
+  if (v.isolated) {
+    if (v.allowing_rules.empty()) {
+      return {absl::StrCat("isolated by ", absl::StrJoin(v.isolating_policies, ", "),
+                           "; no rule admits")};
+    }
+    std::vector<std::string> out;
+    for (const RuleRef& rule : v.allowing_rules) out.push_back(rule.ToString());
+    return out;
+  }
+  if (v.baseline_rule && v.baseline_rule->action != tiers::Action::kPass) {
+    return {v.baseline_rule->ToString()};
+  }
+  return {"not isolated"};
+}
+
+namespace {
+
+// Adds the deciders of one side when its verdict is `allowed`.
+void AddDeciders(const DirectionVerdict& v, bool allowed, std::set<std::string>* out) {
+  if (v.allowed() != allowed) return;
+  for (std::string& d : Deciders(v)) out->insert(std::move(d));
+}
+
+// What decides `ports` from `from` to `to` in `engine`: per side, the deciders of the ports
+// that side `allowed` (true) or denies (false).
+Reasons ExplainPorts(const Engine& engine, const ConnectionEnd& from, const ConnectionEnd& to,
+                     const PortSet& ports, bool allowed) {
+  const EngineState& s = EngineAccess::State(engine);
+  auto endpoint = [&](const ConnectionEnd& e) -> std::optional<Endpoint> {
+    if (!e.is_pod) return Endpoint::External(e.first);
+    const uint32_t* id = s.pod_by_key.Find(e.name);
+    if (id == nullptr || s.pods[*id].state == nullptr) return std::nullopt;
+    return Endpoint::Pod(static_cast<int>(*id));
+  };
+  std::optional<Endpoint> src = endpoint(from), dst = endpoint(to);
+  Reasons out;
+  if (!src) out.egress.push_back(absl::StrCat(from.name, " is not in this state"));
+  if (!dst) out.ingress.push_back(absl::StrCat(to.name, " is not in this state"));
+  if (!src || !dst) return out;
+  std::vector<uint32_t> cuts;
+  if (src->is_pod) AddRuleCuts(s, src->pod_index, Direction::kEgress, &cuts);
+  if (dst->is_pod) {
+    AddRuleCuts(s, dst->pod_index, Direction::kIngress, &cuts);
+    // A named port of any rule resolves to one of the destination's container ports.
+    for (const NamedPort& port : *s.named_maps[s.pods[dst->pod_index].state->named_map]) {
+      cuts.push_back(port.port);
+      cuts.push_back(uint32_t{port.port} + 1);
+    }
+  }
+  std::sort(cuts.begin(), cuts.end());
+  std::set<std::string> egress, ingress;
+  for (Protocol protocol : kAllProtocols) {
+    for (const PortRange& r : ports.by_protocol[ProtocolIndex(protocol)]) {
+      for (uint32_t port = r.first; port <= r.last;) {
+        const Verdict v = engine.Explain(*src, *dst, protocol, static_cast<uint16_t>(port));
+        AddDeciders(v.egress, allowed, &egress);
+        AddDeciders(v.ingress, allowed, &ingress);
+        auto next = std::upper_bound(cuts.begin(), cuts.end(), port);
+        port = next == cuts.end() ? uint32_t{r.last} + 1 : *next;
+      }
+    }
+  }
+  out.egress.assign(egress.begin(), egress.end());
+  out.ingress.assign(ingress.begin(), ingress.end());
+  return out;
+}
+
+// Fills why / why_not of a diff's entries from the two states.
+void ExplainDiff(const Engine& before, const Engine& after, ConnectionDiff* diff) {
+  for (Connection& c : diff->added) {
+    c.why = ExplainPorts(after, c.from, c.to, c.ports, /*allowed=*/true);
+    c.why_not = ExplainPorts(before, c.from, c.to, c.ports, /*allowed=*/false);
+  }
+  for (Connection& c : diff->removed) {
+    c.why = ExplainPorts(before, c.from, c.to, c.ports, /*allowed=*/true);
+    c.why_not = ExplainPorts(after, c.from, c.to, c.ports, /*allowed=*/false);
+  }
+}
+
+void AppendReasonsJson(std::string* out, absl::string_view key, const Reasons& reasons) {
+  absl::StrAppend(out, ", \"", key, "\": {");
+  for (const auto& [side, list] : {std::pair<absl::string_view, const std::vector<std::string>*>{
+                                       "egress", &reasons.egress},
+                                   {"ingress", &reasons.ingress}}) {
+    absl::StrAppend(out, side == "egress" ? "" : ", ", "\"", side, "\": [");
+    for (size_t i = 0; i < list->size(); ++i) {
+      absl::StrAppend(out, i ? ", " : "", JsonQuote((*list)[i]));
+    }
+    absl::StrAppend(out, "]");
+  }
+  absl::StrAppend(out, "}");
+}
+
 void AppendRangesJson(std::string* out, const Ranges& ranges) {
   absl::StrAppend(out, "[");
   for (size_t i = 0; i < ranges.size(); ++i) {
@@ -424,9 +565,26 @@ void AppendConnectionsJson(std::string* out, const std::vector<Connection>& list
       AppendRangesJson(out, r);
       first = false;
     }
-    absl::StrAppend(out, "}}");
+    absl::StrAppend(out, "}");
+    if (!c.why.empty()) AppendReasonsJson(out, "why", c.why);
+    if (!c.why_not.empty()) AppendReasonsJson(out, "why_not", c.why_not);
+    absl::StrAppend(out, "}");
   }
   absl::StrAppend(out, list.empty() ? "]" : "\n]");
+}
+
+// Indented lines under an explained entry: "    egress at x/a: not isolated", each side's
+// deciders prefixed with `when` ("", "before: ", "after: ").
+void AppendReasonLines(std::string* out, const Connection& c, const Reasons& reasons,
+                       absl::string_view when) {
+  if (!reasons.egress.empty()) {
+    absl::StrAppend(out, "    ", when, "egress at ", c.from.name, ": ",
+                    absl::StrJoin(reasons.egress, " | "), "\n");
+  }
+  if (!reasons.ingress.empty()) {
+    absl::StrAppend(out, "    ", when, "ingress at ", c.to.name, ": ",
+                    absl::StrJoin(reasons.ingress, " | "), "\n");
+  }
 }
 
 std::string FormatLines(const std::vector<Connection>& list, absl::string_view prefix) {
@@ -440,6 +598,10 @@ std::string FormatLines(const std::vector<Connection>& list, absl::string_view p
     absl::StrAppend(&out, prefix, c.from.name, std::string(width_from - c.from.name.size(), ' '),
                     " => ", c.to.name, std::string(width_to - c.to.name.size(), ' '), " : ",
                     c.ports.ToString(), "\n");
+    // In a diff, "+" lines are allowed now and were denied before; "-" lines the reverse.
+    const bool removed = prefix == "- ";
+    AppendReasonLines(&out, c, c.why, prefix.empty() ? "" : removed ? "before: " : "after: ");
+    AppendReasonLines(&out, c, c.why_not, removed ? "after: " : "before: ");
   }
   return out;
 }
@@ -544,8 +706,6 @@ absl::StatusOr<Connections> ListConnections(const Engine& engine,
   absl::StatusOr<EndFilter> to = EndFilter::Parse(options.to);
   if (!to.ok()) return to.status();
   const EngineState& s = EngineAccess::State(engine);
-  // It reads the tables' intervals directly and knows no tier table (negated intervals).
-  if (absl::Status refused = s.RefuseTiers("listing connections"); !refused.ok()) return refused;
   std::vector<const EngineState*> engines = {&s};
   absl::StatusOr<std::vector<End>> ends = Ends(engines, ExternalRanges(engines), options.external);
   if (!ends.ok()) return ends.status();
@@ -614,6 +774,11 @@ absl::StatusOr<Connections> ListConnections(const Engine& engine,
     PortSet ports = Restrict(*f.ports, options, NamedPortsOf(s, dst));
     if (ports.empty()) continue;
     out.connections.push_back(Connection{src.end, dst.end, std::move(ports)});
+  }
+  if (options.explain) {
+    for (Connection& c : out.connections) {
+      c.why = ExplainPorts(engine, c.from, c.to, c.ports, /*allowed=*/true);
+    }
   }
   return out;
 }
@@ -686,7 +851,6 @@ absl::StatusOr<ConnectionDiff> DiffChanges(const Engine& before, absl::Span<cons
   if (after_out != nullptr) *after_out = *after;
   const EngineState& a = EngineAccess::State(before);
   const EngineState& b = EngineAccess::State(**after);
-  if (absl::Status refused = a.RefuseTiers("diffing connections"); !refused.ok()) return refused;
   std::vector<const EngineState*> engines = {&a, &b};
   const bool ranges_moved = a.atoms[0] != b.atoms[0] || a.atoms[1] != b.atoms[1];
   absl::StatusOr<std::vector<End>> ends = Ends(engines, ExternalRanges(engines), options.external);
@@ -796,6 +960,7 @@ absl::StatusOr<ConnectionDiff> DiffChanges(const Engine& before, absl::Span<cons
     }
   }
   SortDiff(&out, *ends);
+  if (options.explain) ExplainDiff(before, **after, &out);
   return out;
 }
 
@@ -829,6 +994,22 @@ std::vector<Change> ChangesBetween(const Cluster& a, const Cluster& b) {
   return changes;
 }
 
+bool SameTierObjects(const Cluster& a, const Cluster& b) {
+  ClusterObjects x = a.ToObjects(), y = b.ToObjects();
+  auto same = [](const auto& p, const auto& q) {
+    if (p.size() != q.size()) return false;
+    for (size_t i = 0; i < p.size(); ++i) {
+      if (!google::protobuf::util::MessageDifferencer::Equals(p[i].object, q[i].object)) {
+        return false;
+      }
+    }
+    return true;
+  };
+  return same(x.admin_network_policies, y.admin_network_policies) &&
+         same(x.baseline_admin_network_policies, y.baseline_admin_network_policies) &&
+         same(x.cluster_network_policies, y.cluster_network_policies) && same(x.nodes, y.nodes);
+}
+
 absl::StatusOr<ConnectionDiff> DiffConnections(const Engine& before, const Engine& after,
                                                const ConnectionOptions& options) {
   absl::StatusOr<EndFilter> from = EndFilter::Parse(options.from);
@@ -837,9 +1018,6 @@ absl::StatusOr<ConnectionDiff> DiffConnections(const Engine& before, const Engin
   if (!to.ok()) return to.status();
   const EngineState& a = EngineAccess::State(before);
   const EngineState& b = EngineAccess::State(after);
-  for (const EngineState* e : {&a, &b}) {
-    if (absl::Status refused = e->RefuseTiers("diffing connections"); !refused.ok()) return refused;
-  }
   std::vector<const EngineState*> engines = {&a, &b};
   absl::StatusOr<std::vector<End>> ends = Ends(engines, ExternalRanges(engines), options.external);
   if (!ends.ok()) return ends.status();
@@ -860,6 +1038,7 @@ absl::StatusOr<ConnectionDiff> DiffConnections(const Engine& before, const Engin
       if (matches(*to, dst)) differ.Compare(src, dst);
     }
   }
+  if (options.explain) ExplainDiff(before, after, &out);
   return out;
 }
 

@@ -36,6 +36,7 @@
 #include "absl/status/statusor.h"
 #include "np/engine.h"
 #include "np/types.h"
+#include "np/verdict.h"
 
 namespace np::analysis {
 
@@ -60,9 +61,38 @@ struct ConnectionEnd {
   IpAddress first, last;   // !is_pod: the range, one family
 };
 
+// What decided a connection's ports, per side: egress at the source, ingress at the
+// destination (empty for a side outside the cluster). Each entry names one decider, sorted:
+//   "x/allow-db spec.ingress[0]"                          a NetworkPolicy rule admits
+//   "Admin tier, ClusterNetworkPolicy x (priority 5) spec.ingress[0] \"n\": Allow"
+//                                                         a tier rule decided (Allow or Deny)
+//   "not isolated"                                        nothing isolates that side
+//   "isolated by x/p, x/q; no rule admits"                NetworkPolicy isolation denies
+//   "shared address 10.0.0.5"                             the pod is quarantined (denies)
+//   "x/a is not in this state"                            (diffs) the pod exists in one state only
+// A side lists the deciders of every port of the connection (a set of ports may be decided
+// by several rules).
+struct Reasons {
+  std::vector<std::string> egress;
+  std::vector<std::string> ingress;
+  bool empty() const { return egress.empty() && ingress.empty(); }
+  friend bool operator==(const Reasons& a, const Reasons& b) {
+    return a.egress == b.egress && a.ingress == b.ingress;
+  }
+};
+
+// The deciders (as Reasons spells them) of one side's verdict on one flow, whichever the
+// verdict; empty for a side outside the cluster.
+std::vector<std::string> Deciders(const DirectionVerdict& side);
+
 struct Connection {
   ConnectionEnd from, to;
   PortSet ports;
+  // With ConnectionOptions::explain. `why`: what allows the ports (in a diff: in the state
+  // that allows them — after for added, before for removed). `why_not` (diffs only): what
+  // denies them in the other state; per side only the deciders of ports that side denies.
+  Reasons why;
+  Reasons why_not;
 };
 
 struct Connections {
@@ -84,6 +114,10 @@ struct ConnectionOptions {
   std::vector<std::string> port_names;
   // Whether external ranges are listed at all.
   bool external = true;
+  // Fill Connection::why (and why_not in diffs): the engine's explanation of each listed
+  // port, read once per run of ports that no rule boundary cuts. Costs an explanation per
+  // run and line: for reading a filtered listing, not for a full one of a large cluster.
+  bool explain = false;
 };
 
 absl::StatusOr<Connections> ListConnections(const Engine& engine,
@@ -118,15 +152,22 @@ absl::Status CheckFiltersMatch(const std::vector<const Cluster*>& clusters,
                                const ConnectionOptions& options);
 
 // The changes that turn cluster `a`'s objects into `b`'s: upserts of new and changed
-// objects, deletes of missing ones (Namespaces, Pods, NetworkPolicies).
+// objects, deletes of missing ones (Namespaces, Pods, NetworkPolicies). The policy tiers and
+// Nodes are fixed for an engine's life (no Change carries them): when SameTierObjects(a, b)
+// is false, diff two built engines with DiffConnections instead.
 std::vector<Change> ChangesBetween(const Cluster& a, const Cluster& b);
+bool SameTierObjects(const Cluster& a, const Cluster& b);
 
 // {"connections": [{"from": "ns/name", "to": "10.0.0.0-10.255.255.255",
 //   "ports": {"TCP": [[1, 79], [81, 65535]], "UDP": [[53, 53]]}}]}
+// With explanations an entry also has "why": {"egress": [...], "ingress": [...]}.
 std::string ConnectionsJson(const Connections& connections);
-// {"added": [...], "removed": [...]} with entries shaped as above.
+// {"added": [...], "removed": [...]} with entries shaped as above; explained entries have
+// "why" and "why_not".
 std::string DiffJson(const ConnectionDiff& diff);
-// One line per pair, aligned: "x/a => x/b : TCP 80,443".
+// One line per pair, aligned: "x/a => x/b : TCP 80,443"; explained entries are followed by
+// indented "egress: ..." / "ingress: ..." lines (and "was denied by" / "now denied by" in
+// a diff).
 std::string FormatConnections(const Connections& connections);
 // "+ x/a => x/b : TCP 80" and "- ..." lines.
 std::string FormatDiff(const ConnectionDiff& diff);

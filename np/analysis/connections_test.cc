@@ -3,13 +3,18 @@
 // listed interval is sampled at its edges, inside and just outside (NP_SEED replays a seed).
 #include "np/analysis/connections.h"
 
+#include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 #include <map>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
+#include "np/loader.h"
 #include "np/reference.h"
+#include "np/testing/expectation.h"
 #include "np/testgen/random_cluster.h"
 
 namespace np::analysis {
@@ -125,6 +130,29 @@ TEST(Connections, HandWrittenClusterListsExactlyWhatTheApiAllows) {
   ASSERT_TRUE(narrowed.ok());
   EXPECT_EQ(Lines(narrowed->connections), std::vector<std::string>{"x/b => x/a : TCP 8080"});
   EXPECT_FALSE(ListConnections(*engine, ConnectionOptions{"nonsense"}).ok());
+
+  // --explain: x/b has no egress policy; x/a-in's only ingress rule admits it. x/c's egress
+  // is c-out's rule, and a range has no side of its own.
+  ConnectionOptions explained = to_a;
+  explained.explain = true;
+  absl::StatusOr<Connections> why = ListConnections(*engine, explained);
+  ASSERT_TRUE(why.ok());
+  ASSERT_EQ(why->connections.size(), 1u);
+  EXPECT_EQ(why->connections[0].why,
+            (Reasons{{"not isolated"}, {"x/a-in spec.ingress[0]"}}));
+  EXPECT_EQ(FormatConnections(*why),
+            "x/b => x/a : TCP 80,8080\n"
+            "    egress at x/b: not isolated\n"
+            "    ingress at x/a: x/a-in spec.ingress[0]\n");
+  EXPECT_NE(ConnectionsJson(*why).find(
+                "\"why\": {\"egress\": [\"not isolated\"], \"ingress\": [\"x/a-in spec.ingress[0]\"]}"),
+            std::string::npos)
+      << ConnectionsJson(*why);
+  from_c.explain = true;
+  absl::StatusOr<Connections> c_why = ListConnections(*engine, from_c);
+  ASSERT_TRUE(c_why.ok());
+  ASSERT_EQ(c_why->connections.size(), 2u);
+  EXPECT_EQ(c_why->connections[0].why, (Reasons{{"x/c-out spec.egress[0]"}, {}}));
 }
 
 // Sampled ports of one protocol for a listed set: each interval's edges, middle, and the
@@ -168,6 +196,20 @@ Ends EndsOf(const Cluster& cluster, const Connections& listing_all) {
   return out;
 }
 
+// "testdata/<dir>/*.yaml" in the runfiles (TEST_SRCDIR), sorted.
+std::vector<std::string> TestFiles(const std::string& dir) {
+  namespace fs = std::filesystem;
+  fs::path root;
+  if (const char* srcdir = std::getenv("TEST_SRCDIR"); srcdir != nullptr) root = fs::path(srcdir) / "np";
+  std::vector<std::string> files;
+  std::error_code ec;
+  for (fs::directory_iterator it(root / dir, ec), end; !ec && it != end; it.increment(ec)) {
+    if (it->path().extension() == ".yaml") files.push_back(it->path().string());
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
 int Seeds() {
   const char* n = std::getenv("NP_RANDOM_CLUSTERS");
   return n != nullptr ? std::atoi(n) : 600;
@@ -176,6 +218,98 @@ int Seeds() {
 bool HasFamily(const Cluster& cluster, const Endpoint& pod, const Endpoint& other) {
   if (other.is_pod) return true;
   return cluster.pod(pod.pod_index).ip(other.address.family()).has_value();
+}
+
+// The reference's deciders of `ports` from `src` to `dst`, per side: over `sample` ports
+// (those inside `ports`), or over every port of `ports` when `sample` is null.
+Reasons ReferenceDeciders(const Cluster& cluster, const Endpoint& src, const Endpoint& dst,
+                          const PortSet& ports, const std::vector<uint16_t>* sample,
+                          const EvaluationOptions& options) {
+  std::set<std::string> egress, ingress;
+  for (Protocol protocol : kAllProtocols) {
+    std::vector<uint16_t> every;
+    for (const PortRange& r : ports.by_protocol[ProtocolIndex(protocol)]) {
+      for (uint32_t p = r.first; p <= r.last; ++p) every.push_back(static_cast<uint16_t>(p));
+    }
+    for (uint16_t port : sample != nullptr ? *sample : every) {
+      if (!ports.Contains(protocol, port)) continue;
+      Verdict v = reference::Evaluate(cluster, Flow{src, dst, protocol, port}, options);
+      for (std::string& d : Deciders(v.egress)) egress.insert(std::move(d));
+      for (std::string& d : Deciders(v.ingress)) ingress.insert(std::move(d));
+    }
+  }
+  return Reasons{{egress.begin(), egress.end()}, {ingress.begin(), ingress.end()}};
+}
+
+bool Includes(const std::vector<std::string>& all, const std::vector<std::string>& some) {
+  return std::includes(all.begin(), all.end(), some.begin(), some.end());
+}
+
+// Lists `cluster`'s connections (explained when `explain`) and compares every pair with the
+// reference on sampled ports; explanations hold the reference's deciders of the sampled
+// ports, and equal them over every port for the first `exact_explained` pairs. Returns the
+// number of problems (each reported, the first few in full).
+int CheckListing(const Cluster& cluster, const EngineOptions& options, const std::string& label,
+                 bool explain, int exact_explained = 0) {
+  absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(cluster, options);
+  EXPECT_TRUE(engine.ok()) << label << ": " << engine.status();
+  if (!engine.ok()) return 1;
+  ConnectionOptions listing_options;
+  listing_options.explain = explain;
+  absl::StatusOr<Connections> listing = ListConnections(**engine, listing_options);
+  EXPECT_TRUE(listing.ok()) << label << ": " << listing.status();
+  if (!listing.ok()) return 1;
+  std::map<std::pair<std::string, std::string>, const Connection*> listed;
+  for (const Connection& c : listing->connections) listed[{c.from.name, c.to.name}] = &c;
+  Ends ends = EndsOf(cluster, *listing);
+  int problems = 0;
+  for (size_t s = 0; s < ends.endpoints.size(); ++s) {
+    for (size_t d = 0; d < ends.endpoints.size(); ++d) {
+      const Endpoint& src = ends.endpoints[s];
+      const Endpoint& dst = ends.endpoints[d];
+      if (!src.is_pod && !dst.is_pod) continue;
+      if (src.is_pod && dst.is_pod && src.pod_index == dst.pod_index) continue;
+      if (src.is_pod && !HasFamily(cluster, src, dst)) continue;
+      if (dst.is_pod && !HasFamily(cluster, dst, src)) continue;
+      auto it = listed.find({ends.names[s], ends.names[d]});
+      PortSet none;
+      const PortSet& ports = it == listed.end() ? none : it->second->ports;
+      std::vector<uint16_t> samples[3];
+      for (Protocol protocol : kAllProtocols) {
+        samples[ProtocolIndex(protocol)] = Samples(ports.by_protocol[ProtocolIndex(protocol)]);
+        for (uint16_t port : samples[ProtocolIndex(protocol)]) {
+          bool want = reference::Evaluate(cluster, Flow{src, dst, protocol, port}, options.evaluation)
+                          .allowed;
+          if (want != ports.Contains(protocol, port) && problems++ < 5) {
+            ADD_FAILURE() << label << ": " << ends.names[s] << " => " << ends.names[d] << " "
+                          << ProtocolName(protocol) << "/" << port << ": reference "
+                          << (want ? "allows" : "denies") << ", listing says "
+                          << ports.ToString();
+          }
+        }
+      }
+      if (!explain || it == listed.end()) continue;
+      const Reasons& why = it->second->why;
+      std::vector<uint16_t> sample;
+      for (const auto& list : samples) sample.insert(sample.end(), list.begin(), list.end());
+      const bool exact = exact_explained > 0 && src.is_pod && dst.is_pod;
+      exact_explained -= exact;
+      Reasons want = ReferenceDeciders(cluster, src, dst, ports, exact ? nullptr : &sample,
+                                       options.evaluation);
+      bool ok = exact ? want == why : Includes(why.egress, want.egress) &&
+                                          Includes(why.ingress, want.ingress);
+      if (!ok && problems++ < 5) {
+        ADD_FAILURE() << label << ": " << ends.names[s] << " => " << ends.names[d] << " "
+                      << ports.ToString() << (exact ? " (every port)" : " (sampled ports)")
+                      << ": explained as egress [" << absl::StrJoin(why.egress, " | ")
+                      << "] ingress [" << absl::StrJoin(why.ingress, " | ")
+                      << "], the reference's deciders are egress ["
+                      << absl::StrJoin(want.egress, " | ") << "] ingress ["
+                      << absl::StrJoin(want.ingress, " | ") << "]";
+      }
+    }
+  }
+  return problems;
 }
 
 TEST(Connections, RandomClustersEqualTheReference) {
@@ -187,43 +321,85 @@ TEST(Connections, RandomClustersEqualTheReference) {
     ASSERT_TRUE(cluster.ok());
     EngineOptions options;
     if (seed % 7 == 3) options.evaluation.ip_block_scope = EvaluationOptions::IpBlockScope::kExternalOnly;
-    absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(*cluster, options);
-    ASSERT_TRUE(engine.ok());
-    absl::StatusOr<Connections> listing = ListConnections(**engine);
-    ASSERT_TRUE(listing.ok());
-    std::map<std::pair<std::string, std::string>, const PortSet*> listed;
-    for (const Connection& c : listing->connections) listed[{c.from.name, c.to.name}] = &c.ports;
-    Ends ends = EndsOf(*cluster, *listing);
-    int problems = 0;
-    for (size_t s = 0; s < ends.endpoints.size(); ++s) {
-      for (size_t d = 0; d < ends.endpoints.size(); ++d) {
-        const Endpoint& src = ends.endpoints[s];
-        const Endpoint& dst = ends.endpoints[d];
-        if (!src.is_pod && !dst.is_pod) continue;
-        if (src.is_pod && dst.is_pod && src.pod_index == dst.pod_index) continue;
-        if (src.is_pod && !HasFamily(*cluster, src, dst)) continue;
-        if (dst.is_pod && !HasFamily(*cluster, dst, src)) continue;
-        auto it = listed.find({ends.names[s], ends.names[d]});
-        PortSet none;
-        const PortSet& ports = it == listed.end() ? none : *it->second;
-        for (Protocol protocol : kAllProtocols) {
-          for (uint16_t port : Samples(ports.by_protocol[ProtocolIndex(protocol)])) {
-            bool want = reference::Evaluate(*cluster, Flow{src, dst, protocol, port},
-                                            options.evaluation)
-                            .allowed;
-            if (want != ports.Contains(protocol, port) && problems++ < 5) {
-              ADD_FAILURE() << "seed " << seed << " (NP_SEED=" << seed << "): "
-                            << ends.names[s] << " => " << ends.names[d] << " "
-                            << ProtocolName(protocol) << "/" << port << ": reference "
-                            << (want ? "allows" : "denies") << ", listing says "
-                            << ports.ToString();
+    if (CheckListing(*cluster, options, absl::StrCat("seed ", seed, " (NP_SEED=", seed, ")"),
+                     /*explain=*/seed % 10 == 0, /*exact_explained=*/seed % 50 == 0) > 0) {
+      return;
+    }
+  }
+}
+
+// The same with AdminNetworkPolicy, BaselineAdminNetworkPolicy and ClusterNetworkPolicy in
+// every cluster (tier tables list denied peers: the `negated` intervals).
+TEST(Connections, RandomTieredClustersEqualTheReference) {
+  const char* only = std::getenv("NP_SEED");
+  testgen::RandomClusterOptions tiered;
+  tiered.tier_chance = 1;
+  for (int seed = 0; seed < Seeds() / 2; ++seed) {
+    if (only != nullptr && seed != std::atoi(only)) continue;
+    testgen::RandomCluster generator(seed, tiered);
+    absl::StatusOr<Cluster> cluster = Cluster::Create(generator.Objects());
+    ASSERT_TRUE(cluster.ok()) << cluster.status();
+    EngineOptions options;
+    if (seed % 7 == 3) options.evaluation.ip_block_scope = EvaluationOptions::IpBlockScope::kExternalOnly;
+    if (CheckListing(*cluster, options,
+                     absl::StrCat("tiered seed ", seed, " (NP_SEED=", seed, ")"),
+                     /*explain=*/seed % 3 == 0, /*exact_explained=*/seed % 12 == 0) > 0) {
+      return;
+    }
+  }
+}
+
+// network-policy-api's conformance data (testdata/tiers): the listing allows exactly the
+// connections upstream expects (each PokeServer call), and equals the reference elsewhere.
+TEST(Connections, TierConformanceListingsMatchUpstream) {
+  int files = 0, flows = 0;
+  for (const char* dir : {"testdata/tiers/v1alpha1", "testdata/tiers/v1alpha2"}) {
+    for (const std::string& path : TestFiles(dir)) {
+      ++files;
+      ClusterLoader loader;
+      ASSERT_TRUE(loader.AddPath(path).ok()) << path;
+      absl::StatusOr<Cluster> cluster = loader.Build();
+      ASSERT_TRUE(cluster.ok()) << path << ": " << cluster.status();
+      absl::StatusOr<std::vector<testing::Expectation>> expectations =
+          testing::ReadExpectations(path);
+      ASSERT_TRUE(expectations.ok()) << expectations.status();
+      for (const testing::Expectation& e : *expectations) {
+        EngineOptions options;
+        options.evaluation = e.options;
+        std::shared_ptr<const Engine> engine = *Engine::Build(*cluster, options);
+        absl::StatusOr<Connections> listing = ListConnections(*engine);
+        ASSERT_TRUE(listing.ok()) << path << ": " << listing.status();
+        // An end as the listing names it: a pod, or the range holding an address.
+        auto name_of = [&](const std::string& end) {
+          if (testing::IsPodName(end)) return end;
+          IpAddress a = *IpAddress::Parse(end);
+          if (std::optional<int> pod = cluster->PodByIp(a)) return cluster->pod(*pod).Key();
+          for (const ConnectionEnd& r : listing->ends) {
+            if (!r.is_pod && r.first.family() == a.family() &&
+                !(a < r.first) && !(r.last < a)) {
+              return r.name;
             }
           }
+          return std::string("(no range holds ") + end + ")";
+        };
+        for (const testing::FlowExpectation& f : e.flows) {
+          ++flows;
+          const std::string from = name_of(f.from), to = name_of(f.to);
+          bool listed = false;
+          for (const Connection& c : listing->connections) {
+            if (c.from.name == from && c.to.name == to) listed = c.ports.Contains(f.protocol, f.port);
+          }
+          EXPECT_EQ(listed, f.allowed)
+              << path << ":" << f.line << ": " << f.from << " -> " << f.to << " "
+              << ProtocolName(f.protocol) << "/" << f.port << ": upstream expects "
+              << (f.allowed ? "allowed" : "denied");
         }
+        CheckListing(*cluster, options, path, /*explain=*/files % 4 == 0);
       }
     }
-    if (problems > 0) return;
   }
+  EXPECT_EQ(files, 133) << "the tier conformance files were not all found";
+  EXPECT_GT(flows, 600);
 }
 
 // A namespace relabel changes no pod, only which namespaceSelector its pods match: the
@@ -264,11 +440,27 @@ TEST(Connections, NamespaceRelabelShowsInTheIncrementalDiff) {
   ASSERT_TRUE(diff.ok()) << diff.status();
   EXPECT_EQ(Lines(diff->added), std::vector<std::string>{"y/b => x/a : All connections"});
   EXPECT_TRUE(diff->removed.empty());
+  // Explained: from-blue's rule admits y/b now; before, from-blue isolated x/a and no rule
+  // admitted y/b; y/b's egress allowed both times (not a reason it was denied).
+  pods_only.explain = true;
+  diff = DiffChanges(*before, {Change{Change::Op::kUpsert, y}}, pods_only);
+  ASSERT_TRUE(diff.ok()) << diff.status();
+  ASSERT_EQ(diff->added.size(), 1u);
+  EXPECT_EQ(diff->added[0].why, (Reasons{{"not isolated"}, {"x/from-blue spec.ingress[0]"}}));
+  EXPECT_EQ(diff->added[0].why_not, (Reasons{{}, {"isolated by x/from-blue; no rule admits"}}));
+  EXPECT_EQ(FormatDiff(*diff),
+            "+ y/b => x/a : All connections\n"
+            "    after: egress at y/b: not isolated\n"
+            "    after: ingress at x/a: x/from-blue spec.ingress[0]\n"
+            "    before: ingress at x/a: isolated by x/from-blue; no rule admits\n");
 }
 
-TEST(Connections, DiffIsEmptyForIdenticalInputsAndAntisymmetric) {
-  for (int seed = 0; seed < Seeds() / 4; ++seed) {
-    testgen::RandomCluster generator(seed);
+// Incremental diff = full diff = diff of recomputed changes; diff(A, A) is empty; diff(A, B)
+// is diff(B, A) reversed; the edges of every added (removed) interval are allowed after and
+// denied before (the reverse) by the reference, whose deciders there the explanation holds.
+void CheckDiffs(int seed, const testgen::RandomClusterOptions& generator_options) {
+  {
+    testgen::RandomCluster generator(seed, generator_options);
     absl::StatusOr<Cluster> a = Cluster::Create(generator.Objects());
     ASSERT_TRUE(a.ok());
     std::vector<Change> changes;
@@ -309,7 +501,9 @@ TEST(Connections, DiffIsEmptyForIdenticalInputsAndAntisymmetric) {
     absl::StatusOr<ConnectionDiff> same = DiffConnections(*before, *before);
     ASSERT_TRUE(same.ok());
     EXPECT_TRUE(same->empty()) << FormatDiff(*same);
-    absl::StatusOr<ConnectionDiff> forward = DiffConnections(*before, *after);
+    ConnectionOptions explained;
+    explained.explain = true;
+    absl::StatusOr<ConnectionDiff> forward = DiffConnections(*before, *after, explained);
     absl::StatusOr<ConnectionDiff> backward = DiffConnections(*after, *before);
     ASSERT_TRUE(forward.ok() && backward.ok());
     EXPECT_EQ(Lines(forward->added), Lines(backward->removed)) << "seed " << seed;
@@ -329,11 +523,29 @@ TEST(Connections, DiffIsEmptyForIdenticalInputsAndAntisymmetric) {
               for (bool in_after : {false, true}) {
                 const Cluster& cl = in_after ? current : *a;
                 std::optional<Endpoint> s = endpoint(cl, c.from), d = endpoint(cl, c.to);
-                bool allowed = s && d &&
-                               reference::Evaluate(cl, Flow{*s, *d, protocol, port}).allowed;
-                EXPECT_EQ(allowed, in_after == added)
+                if (!s || !d) {
+                  EXPECT_NE(in_after, added) << "seed " << seed << ": " << c.from.name;
+                  continue;
+                }
+                const Verdict v = reference::Evaluate(cl, Flow{*s, *d, protocol, port});
+                EXPECT_EQ(v.allowed, in_after == added)
                     << "seed " << seed << ": " << c.from.name << " => " << c.to.name << " "
                     << ProtocolName(protocol) << "/" << port << (added ? " added" : " removed");
+                // The state that allows the port explains it in `why`; the other's denying
+                // sides are in `why_not`.
+                const Reasons& reasons = v.allowed ? c.why : c.why_not;
+                for (const auto& [side, list] :
+                     {std::pair{&v.egress, &reasons.egress}, {&v.ingress, &reasons.ingress}}) {
+                  if (side->allowed() != v.allowed) continue;
+                  std::vector<std::string> want = Deciders(*side);
+                  std::sort(want.begin(), want.end());
+                  EXPECT_TRUE(Includes(*list, want))
+                      << "seed " << seed << ": " << c.from.name << " => " << c.to.name << " "
+                      << ProtocolName(protocol) << "/" << port << " in the "
+                      << (in_after ? "after" : "before") << " state: explained as ["
+                      << absl::StrJoin(*list, " | ") << "], the reference's deciders ["
+                      << absl::StrJoin(want, " | ") << "]";
+                }
               }
             }
           }
@@ -341,6 +553,16 @@ TEST(Connections, DiffIsEmptyForIdenticalInputsAndAntisymmetric) {
       }
     }
   }
+}
+
+TEST(Connections, DiffIsEmptyForIdenticalInputsAndAntisymmetric) {
+  for (int seed = 0; seed < Seeds() / 4; ++seed) CheckDiffs(seed, {});
+}
+
+TEST(Connections, TieredDiffIsEmptyForIdenticalInputsAndAntisymmetric) {
+  testgen::RandomClusterOptions tiered;
+  tiered.tier_chance = 1;
+  for (int seed = 0; seed < Seeds() / 4; ++seed) CheckDiffs(seed, tiered);
 }
 
 }  // namespace

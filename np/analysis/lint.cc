@@ -112,9 +112,13 @@ class Linter {
     for (int p = 0; p < cluster_.policy_count(); ++p) {
       LintPolicy(p, selected[p]);
       // NP101 covers a policy that selects nothing. The shortcuts find a flow that changes
-      // for most policies that matter, without listing every connection twice.
-      if (selected[p].empty() || IsolatesAlone(*evaluator, p, selected[p]) ||
-          AdmitsAlone(*evaluator, p, selected[p])) {
+      // for most policies that matter, without listing every connection twice. They read
+      // NetworkPolicy alone: with policy tiers a flow's verdict may not be NetworkPolicy's
+      // (an Admin rule decides first, a Baseline rule decides for pods it leaves
+      // unisolated), so there only the diff answers.
+      if (selected[p].empty()) continue;
+      if (!cluster_.has_tier_policies() && (IsolatesAlone(*evaluator, p, selected[p]) ||
+                                            AdmitsAlone(*evaluator, p, selected[p]))) {
         continue;
       }
       if (absl::Status s = CheckAddsSomething(*evaluator->engine(), p); !s.ok()) return s;

@@ -36,7 +36,9 @@
 //         connections.h, DiffChanges): every flow it admits is admitted without it, and
 //         the isolation it adds denies nothing that is not denied anyway. A default-deny
 //         policy adds isolation that matters (removing it opens flows), so it is not
-//         reported; an "allow everything" policy on pods nothing else isolates is.
+//         reported; an "allow everything" policy on pods nothing else isolates is. With
+//         policy tiers the tiers count too: a NetworkPolicy whose flows an Admin rule
+//         already allows (or denies) adds nothing.
 //   NP106 rule-admits-all           info, or warning when the rule also has no ports (every
 //         port of every protocol): a rule with no from/to (every peer, outside addresses
 //         included), a peer `namespaceSelector: {}` with no or an empty podSelector (every

@@ -10,6 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "np/analysis/connections.h"
 #include "np/cli/cli.h"
@@ -20,6 +21,7 @@ ABSL_DECLARE_FLAG(std::string, from);
 ABSL_DECLARE_FLAG(std::string, to);
 ABSL_DECLARE_FLAG(std::string, port);
 ABSL_DECLARE_FLAG(std::string, protocol);
+ABSL_DECLARE_FLAG(bool, explain);
 ABSL_FLAG(bool, pods_only, false,
           "connections, diff: leave out the address ranges outside the cluster.");
 
@@ -48,6 +50,7 @@ absl::StatusOr<ConnectionOptions> ConnectionOptionsFromFlags(const Args& args) {
   options.from = absl::GetFlag(FLAGS_from);
   options.to = absl::GetFlag(FLAGS_to);
   options.external = !absl::GetFlag(FLAGS_pods_only);
+  options.explain = absl::GetFlag(FLAGS_explain);
   if (Given(args, "port")) {
     for (absl::string_view part :
          absl::StrSplit(absl::GetFlag(FLAGS_port), ',', absl::SkipWhitespace())) {
@@ -88,7 +91,20 @@ absl::StatusOr<std::shared_ptr<const Engine>> BuildFor(const Cluster& cluster) {
   return Engine::Build(cluster, options);
 }
 
-std::string Csv(const std::vector<Connection>& list, absl::string_view change) {
+// A CSV field: quoted when it holds a comma, a quote or a line break (RFC 4180).
+std::string CsvField(absl::string_view text) {
+  if (text.find_first_of(",\"\n") == absl::string_view::npos) return std::string(text);
+  return absl::StrCat("\"", absl::StrReplaceAll(text, {{"\"", "\"\""}}), "\"");
+}
+
+// The CSV columns of explanations: each side's deciders joined by " | ".
+std::string CsvReasons(const analysis::Reasons& reasons) {
+  return absl::StrCat(",", CsvField(absl::StrJoin(reasons.egress, " | ")), ",",
+                      CsvField(absl::StrJoin(reasons.ingress, " | ")));
+}
+
+// One row per pair and protocol; `why` and (diffs) `why_not` columns when `explain`.
+std::string Csv(const std::vector<Connection>& list, absl::string_view change, bool explain) {
   std::string out;
   for (const Connection& c : list) {
     for (Protocol p : kAllProtocols) {
@@ -99,17 +115,35 @@ std::string Csv(const std::vector<Connection>& list, absl::string_view change) {
         items.push_back(r.first == r.last ? absl::StrCat(r.first) : absl::StrCat(r.first, "-", r.last));
       }
       absl::StrAppend(&out, change.empty() ? "" : absl::StrCat(change, ","), c.from.name, ",",
-                      c.to.name, ",", ProtocolName(p), ",", absl::StrJoin(items, " "), "\n");
+                      c.to.name, ",", ProtocolName(p), ",", absl::StrJoin(items, " "));
+      if (explain) {
+        absl::StrAppend(&out, CsvReasons(c.why), change.empty() ? "" : CsvReasons(c.why_not));
+      }
+      absl::StrAppend(&out, "\n");
     }
   }
   return out;
 }
 
-std::string MarkdownRows(const std::vector<Connection>& list, absl::string_view change) {
+// A Markdown cell of explanations: "egress: ... <br> ingress: ...", pipes escaped.
+std::string MarkdownReasons(const analysis::Reasons& reasons) {
+  std::vector<std::string> parts;
+  if (!reasons.egress.empty()) parts.push_back("egress: " + absl::StrJoin(reasons.egress, "; "));
+  if (!reasons.ingress.empty()) parts.push_back("ingress: " + absl::StrJoin(reasons.ingress, "; "));
+  return absl::StrReplaceAll(absl::StrJoin(parts, "<br>"), {{"|", "\\|"}});
+}
+
+std::string MarkdownRows(const std::vector<Connection>& list, absl::string_view change,
+                         bool explain) {
   std::string out;
   for (const Connection& c : list) {
     absl::StrAppend(&out, "| ", change.empty() ? "" : absl::StrCat(change, " | "), "`",
-                    c.from.name, "` | `", c.to.name, "` | ", c.ports.ToString(), " |\n");
+                    c.from.name, "` | `", c.to.name, "` | ", c.ports.ToString(), " |");
+    if (explain) {
+      absl::StrAppend(&out, " ", MarkdownReasons(c.why), " |",
+                      change.empty() ? "" : absl::StrCat(" ", MarkdownReasons(c.why_not), " |"));
+    }
+    absl::StrAppend(&out, "\n");
   }
   return out;
 }
@@ -187,6 +221,10 @@ int RunConnections(const Args& args) {
   }
   absl::StatusOr<ConnectionOptions> options = ConnectionOptionsFromFlags(args);
   if (!options.ok()) return Fail("connections", options.status());
+  if (options->explain && (output == "dot" || output == "svg" || output == "png")) {
+    return Fail("connections", absl::InvalidArgumentError(
+                                   "--explain goes with -o text, json, csv or md, not a graph"));
+  }
   absl::StatusOr<Cluster> cluster = LoadCluster(args, /*print_warnings=*/false);
   if (!cluster.ok()) return Fail("connections", cluster.status());
   if (cluster->pod_count() == 0) {
@@ -201,13 +239,17 @@ int RunConnections(const Args& args) {
   if (!engine.ok()) return Fail("connections", engine.status());
   absl::StatusOr<analysis::Connections> c = analysis::ListConnections(**engine, *options);
   if (!c.ok()) return Fail("connections", c.status());
+  const bool explain = options->explain;
   std::string text;
   if (output == "json") {
     text = analysis::ConnectionsJson(*c);
   } else if (output == "csv") {
-    text = absl::StrCat("from,to,protocol,ports\n", Csv(c->connections, ""));
+    text = absl::StrCat("from,to,protocol,ports", explain ? ",egress_why,ingress_why" : "", "\n",
+                        Csv(c->connections, "", explain));
   } else if (output == "md") {
-    text = absl::StrCat("| From | To | Allowed |\n|---|---|---|\n", MarkdownRows(c->connections, ""));
+    text = absl::StrCat(explain ? "| From | To | Allowed | Why |\n|---|---|---|---|\n"
+                                : "| From | To | Allowed |\n|---|---|---|\n",
+                        MarkdownRows(c->connections, "", explain));
   } else if (output == "dot" || output == "svg" || output == "png") {
     text = Dot(*c);
     if (output != "dot") {
@@ -253,21 +295,33 @@ int RunDiff(const Args& args) {
   absl::StatusOr<std::shared_ptr<const Engine>> ea = BuildFor(*a);
   if (!ea.ok()) return Fail("diff", ea.status());
   // The after state as an update of the before state: the diff then visits only the pairs
-  // the changed objects touch.
-  absl::StatusOr<analysis::ConnectionDiff> d =
-      analysis::DiffChanges(**ea, analysis::ChangesBetween(*a, *b), *options);
+  // the changed objects touch. Policy tiers and Nodes are fixed for an engine's life: when
+  // they differ, both states are compiled and compared whole.
+  absl::StatusOr<analysis::ConnectionDiff> d = absl::UnknownError("");
+  if (analysis::SameTierObjects(*a, *b)) {
+    d = analysis::DiffChanges(**ea, analysis::ChangesBetween(*a, *b), *options);
+  } else {
+    absl::StatusOr<std::shared_ptr<const Engine>> eb = BuildFor(*b);
+    if (!eb.ok()) return Fail("diff", eb.status());
+    d = analysis::DiffConnections(**ea, **eb, *options);
+  }
   if (!d.ok()) return Fail("diff", d.status());
+  const bool explain = options->explain;
   std::string text;
   if (output == "json") {
     text = analysis::DiffJson(*d);
   } else if (output == "csv") {
-    text = absl::StrCat("change,from,to,protocol,ports\n", Csv(d->added, "added"),
-                        Csv(d->removed, "removed"));
+    text = absl::StrCat("change,from,to,protocol,ports",
+                        explain ? ",egress_why,ingress_why,egress_why_not,ingress_why_not" : "",
+                        "\n", Csv(d->added, "added", explain),
+                        Csv(d->removed, "removed", explain));
   } else if (output == "md") {
     text = d->empty() ? "No change in connectivity.\n"
-                      : absl::StrCat("| Change | From | To | Ports |\n|---|---|---|---|\n",
-                                     MarkdownRows(d->added, "added"),
-                                     MarkdownRows(d->removed, "removed"));
+                      : absl::StrCat(explain ? "| Change | From | To | Ports | Why | Why not |\n"
+                                               "|---|---|---|---|---|---|\n"
+                                             : "| Change | From | To | Ports |\n|---|---|---|---|\n",
+                                     MarkdownRows(d->added, "added", explain),
+                                     MarkdownRows(d->removed, "removed", explain));
   } else {
     text = d->empty() ? "no change in connectivity\n" : analysis::FormatDiff(*d);
   }

@@ -65,5 +65,95 @@ assert {"from": "y/b", "to": "x/a", "ports": {"TCP": [[80, 80]]}} in doc["remove
 PY
 "$netpol" diff --before "$before" >/dev/null 2>&1; [[ $? -eq 2 ]] || fail "diff without --after must exit 2"
 
+# --explain: x/a is isolated by its one policy, whose only rule admits y/a; y/a has no egress
+# policy (the scenario's manifests).
+rule="x/allow-ns-y-pod-a-via-namespace-pod-selector spec.ingress[0]"
+out=$("$netpol" connections -f "$scenario" --to x/a --explain 2>/dev/null)
+[[ "$out" == "y/a => x/a : All connections
+    egress at y/a: not isolated
+    ingress at x/a: $rule" ]] || fail "connections --explain: $out"
+"$netpol" connections -f "$scenario" --to x/a --explain -o json >"$tmp/why.json" || fail "--explain -o json exit $?"
+/usr/bin/python3 - "$tmp/why.json" "$rule" <<'PY' || fail "connections --explain -o json"
+import json, sys
+doc = json.load(open(sys.argv[1]))
+assert doc["connections"][0]["why"] == {"egress": ["not isolated"], "ingress": [sys.argv[2]]}, doc
+PY
+"$netpol" connections -f "$scenario" --to x/a --explain -o csv | grep -qxF "y/a,x/a,TCP,1-65535,not isolated,$rule" ||
+  fail "connections --explain -o csv"
+"$netpol" connections -f "$scenario" --to x/a --explain -o md | grep -qF "| egress: not isolated<br>ingress: $rule |" ||
+  fail "connections --explain -o md"
+"$netpol" connections -f "$scenario" --explain -o dot >/dev/null 2>&1; [[ $? -eq 2 ]] || fail "--explain -o dot must exit 2"
+# The stacked policies: after, the new policy's rule admits y/b on TCP 80; before, x/a was
+# isolated by the first policy alone, whose rule admits only TCP 81.
+"$netpol" diff --before "$before" --after "$after" --pods-only --from y/b --to x/a --explain >"$tmp/why.txt"
+grep -qx "    after: ingress at x/a: x/allow-client-a-via-ns-selector-80 spec.ingress\[0\]" "$tmp/why.txt" &&
+  grep -qx "    before: ingress at x/a: isolated by x/allow-client-a-via-ns-selector; no rule admits" "$tmp/why.txt" ||
+  { fail "diff --explain"; cat "$tmp/why.txt"; }
+"$netpol" diff --before "$before" --after "$after" --pods-only --from y/b --to x/a --explain -o csv >"$tmp/why.csv"
+grep -qxF "added,y/b,x/a,TCP,80,not isolated,x/allow-client-a-via-ns-selector-80 spec.ingress[0],,isolated by x/allow-client-a-via-ns-selector; no rule admits" "$tmp/why.csv" ||
+  { fail "diff --explain -o csv"; cat "$tmp/why.csv"; }
+# (to a file: diff exits 1 on a change, which pipefail would report)
+"$netpol" diff --before "$before" --after "$after" --pods-only --from y/b --to x/a --explain -o md >"$tmp/why.md"
+grep -qF '| added | `y/b` | `x/a` | TCP 80 | egress: not isolated<br>ingress: x/allow-client-a-via-ns-selector-80 spec.ingress[0] | ingress: isolated by x/allow-client-a-via-ns-selector; no rule admits |' "$tmp/why.md" ||
+  fail "diff --explain -o md"
+"$netpol" diff --before "$before" --after "$after" --pods-only --from y/b --to x/a --explain -o json >"$tmp/why.json"
+/usr/bin/python3 - "$tmp/why.json" <<'PY' || fail "diff --explain -o json"
+import json, sys
+entry = json.load(open(sys.argv[1]))["added"][0]
+assert entry["why"]["ingress"] == ["x/allow-client-a-via-ns-selector-80 spec.ingress[0]"], entry
+assert entry["why_not"] == {"egress": [], "ingress": ["isolated by x/allow-client-a-via-ns-selector; no rule admits"]}, entry
+PY
+
+# matrix --group-by. Upstream's table for the scenario (only y/a reaches x/a): from y to x
+# some pairs are allowed (y/a -> x/a) and some denied (y/b -> x/a); from x to y every pair is
+# (nothing isolates y).
+"$netpol" matrix -f "$scenario" --group-by namespace -o json >"$tmp/grouped.json" || fail "matrix --group-by exit $?"
+/usr/bin/python3 - "$tmp/grouped.json" <<'PY' || fail "matrix --group-by namespace: upstream's cells"
+import json, sys
+doc = json.load(open(sys.argv[1]))
+names = [g["name"] for g in doc["groups"]]
+assert doc["group_by"] == "namespace" and names == ["x", "y", "z"], doc
+assert doc["groups"][0]["pods"] == ["x/a", "x/b", "x/c"], doc
+cells = doc["matrices"][0]["cells"]
+assert cells[names.index("y")][names.index("x")] == "mixed", cells
+assert cells[names.index("x")][names.index("y")] == "allowed", cells
+PY
+out=$("$netpol" matrix -f "$scenario" --group-by namespace)
+grep -q '^y  *~  *\.  *\.$' <<<"$out" || fail "matrix --group-by text: row y: $out"
+"$netpol" matrix -f "$scenario" --group-by pods >/dev/null 2>&1; [[ $? -eq 2 ]] || fail "--group-by pods must exit 2"
+# Every grouped cell equals the reference's ungrouped cells folded by group: namespaces of
+# upstream scenarios, and the shop's workloads with one pod per replica.
+group_check() {  # ARGS... (input flags); $group: workload or namespace
+  "$netpol" matrix "$@" --engine reference -o json --port 80,5432,9000 --protocol TCP,UDP >"$tmp/flat.json" &&
+    "$netpol" matrix "$@" --group-by "$group" -o json --port 80,5432,9000 --protocol TCP,UDP >"$tmp/grouped.json" ||
+    { fail "matrix $* --group-by $group: exit $?"; return; }
+  /usr/bin/python3 - "$tmp/flat.json" "$tmp/grouped.json" "$group" <<'PY' || fail "matrix $* --group-by $group: cells differ from the reference"
+import json, sys
+flat, grouped, by = (json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), sys.argv[3])
+made = flat.get("synthesized", {})
+def group(pod):
+    if by == "namespace":
+        return pod.split("/")[0]
+    return made[pod].split(" ", 1)[1] if pod in made else pod
+names = [g["name"] for g in grouped["groups"]]
+assert sorted(set(map(group, flat["pods"]))) == names, (names, flat["pods"])
+seen = set()
+for f, g in zip(flat["matrices"], grouped["matrices"]):
+    assert (f["protocol"], f["port"]) == (g["protocol"], g["port"])
+    for r, rg in enumerate(names):
+        for c, cg in enumerate(names):
+            values = {f["allowed"][i][j] for i, a in enumerate(flat["pods"]) if group(a) == rg
+                      for j, b in enumerate(flat["pods"]) if group(b) == cg}
+            want = "mixed" if len(values) == 2 else "allowed" if values == {True} else "denied"
+            assert g["cells"][r][c] == want, (f["protocol"], f["port"], rg, cg, g["cells"][r][c], want)
+            seen.add(want)
+print(sorted(seen))
+PY
+}
+group=namespace group_check -f "$scenario"
+group=namespace group_check -f "$testdata/upstream/stacked-policies-overlapping-pod-selectors-after.yaml"
+group=workload group_check -f "$testdata/workloads/shop" --expand-replicas
+group=namespace group_check -f "$testdata/workloads/shop" --expand-replicas
+
 if [[ $failures -gt 0 ]]; then echo "$failures failure(s)"; exit 1; fi
 echo "all analysis CLI tests passed"

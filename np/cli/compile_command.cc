@@ -31,7 +31,8 @@ ABSL_FLAG(bool, ir, false, "compile: print the compiled IR (proto/compiled.proto
 ABSL_FLAG(std::string, ir_format, "text", "compile --ir: text (protobuf text format) or json.");
 ABSL_FLAG(bool, explain, false,
           "compile: with --from, --to, --port, --protocol: which rule, set element or map key "
-          "of the backend's program decides the flow.");
+          "of the backend's program decides the flow. connections, diff: each line with the "
+          "rules that decide it, per side.");
 ABSL_FLAG(bool, stats, false,
           "compile: what the program asks of the kernel (rules, sets, set elements, map "
           "entries, identities) against each backend's limits and budgets; --backend may "

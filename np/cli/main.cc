@@ -42,12 +42,17 @@ commands:
   explain   like check, but always exits 0 after the explanation (2 on error or when a
             Service has no endpoint pod)
   matrix    truth table of every pod pair [--port 80,81] [--protocol TCP,UDP] [-o json]
+            [--group-by workload|namespace: a row and column per group; "." every pod
+            pair of the two groups allowed, "X" every one denied, "~" some of each]
   connections  every pair of pods / outside address ranges that can connect, with exactly
             which ports per protocol [--from X] [--to Y] (pod namespace/name with * globs, an
             IP or a CIDR) [--port 80,8000-8090,http,all] [--protocol TCP,UDP|all]
-            [--pods-only] [-o text|json|csv|md|dot|svg|png]
+            [--pods-only] [-o text|json|csv|md|dot|svg|png] [--explain: each line with
+            the rules that decide it, per side: egress at the source, ingress at the
+            destination]
   diff      --before PATH... --after PATH...: connections added and removed (same filters)
-            [-o text|json|csv|md]                       (exit 0 no change, 1 changed, 2 error)
+            [-o text|json|csv|md] [--explain: what allows the ports in one state and
+            what denies them in the other]      (exit 0 no change, 1 changed, 2 error)
   lint      findings about policies that validate but probably do not do what was meant:
             selectors that match nothing, undefined namespaces and named ports, policies
             that add nothing, rules that admit everything, ... (codes NP101-NP109)
@@ -199,10 +204,11 @@ bool CommandReadsFlag(const std::string& command, const std::string& flag) {
   for (absl::string_view f : kEvaluationFlags) {
     if (f == flag) return true;
   }
-  if (command == "matrix") return flag == "output";
+  if (command == "matrix") return flag == "output" || flag == "group_by";
   if (command == "connections" || command == "diff") {
     if (command == "diff" && (flag == "before" || flag == "after")) return true;
-    return flag == "from" || flag == "to" || flag == "output" || flag == "pods_only";
+    return flag == "from" || flag == "to" || flag == "output" || flag == "pods_only" ||
+           flag == "explain";
   }
   return flag == "from" || flag == "to" || flag == "output";  // check, explain
 }

@@ -1,5 +1,8 @@
 // `netpol validate` and `netpol matrix` (check and explain: check_command.cc).
 #include <iostream>
+#include <map>
+#include <string>
+#include <vector>
 
 #include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
@@ -18,6 +21,10 @@ ABSL_FLAG(std::string, port, "80",
           "(of the destination pod, or of the Service).");
 ABSL_FLAG(std::string, protocol, "TCP",
           "Protocol(s): TCP, UDP, SCTP; matrix takes a comma-separated list.");
+ABSL_FLAG(std::string, group_by, "",
+          "matrix: one row and column per workload (pods made from one workload together, "
+          "any other pod alone) or per namespace; a cell is \".\" when every pod pair of the "
+          "two groups is allowed, \"X\" when every one is denied, \"~\" when some are each.");
 
 namespace np::cli {
 namespace {
@@ -34,6 +41,110 @@ std::vector<std::pair<const char*, size_t>> TierObjectCounts(const ClusterObject
     if (n > 0) counts.emplace_back(kind, n);
   }
   return counts;
+}
+
+// A group's name for `matrix --group-by`: the namespace, or the workload a pod was made from
+// ("namespace/name"; a pod made from no workload is a group of its own).
+std::string GroupOf(const PodInfo& pod, absl::string_view by) {
+  if (by == "namespace") return pod.namespace_name;
+  if (pod.synthesized_from.empty()) return pod.Key();
+  // "Deployment shop/api" -> "shop/api"
+  absl::string_view made_from = pod.synthesized_from;
+  return std::string(made_from.substr(made_from.find(' ') + 1));
+}
+
+// One cell of a grouped table: what the pod pairs between two groups have in common.
+enum class GroupCell : uint8_t { kAllowed, kDenied, kMixed };
+
+// Prints the tables with pods merged into groups (`matrix --group-by`). A cell covers the
+// same pod pairs the ungrouped table has for those rows and columns (a pod's flow to itself
+// included, as there).
+void PrintGroupedTables(const Cluster& cluster, const std::vector<TruthTable>& tables,
+                        const std::string& by, bool json) {
+  std::map<std::string, std::vector<int>> members;
+  for (int i = 0; i < cluster.pod_count(); ++i) members[GroupOf(cluster.pod(i), by)].push_back(i);
+  std::vector<std::string> names;
+  std::vector<int> group_of(cluster.pod_count());
+  for (const auto& [name, pods] : members) {
+    for (int i : pods) group_of[i] = static_cast<int>(names.size());
+    names.push_back(name);
+  }
+  const size_t g = names.size(), n = static_cast<size_t>(cluster.pod_count());
+  auto cells_of = [&](const TruthTable& table) {
+    std::vector<uint32_t> allowed(g * g, 0), total(g * g, 0);
+    for (size_t i = 0; i < n; ++i) {
+      for (size_t j = 0; j < n; ++j) {
+        const size_t cell = group_of[i] * g + group_of[j];
+        ++total[cell];
+        allowed[cell] += table.allowed[i * n + j] != 0;
+      }
+    }
+    std::vector<GroupCell> out(g * g);
+    for (size_t c = 0; c < g * g; ++c) {
+      out[c] = allowed[c] == total[c] ? GroupCell::kAllowed
+               : allowed[c] == 0      ? GroupCell::kDenied
+                                      : GroupCell::kMixed;
+    }
+    return out;
+  };
+  if (json) {
+    std::string out = absl::StrCat("{\"group_by\": ", JsonQuote(by), ", \"groups\": [");
+    for (size_t k = 0; k < g; ++k) {
+      std::vector<std::string> pods;
+      for (int i : members[names[k]]) pods.push_back(JsonQuote(cluster.pod(i).Key()));
+      absl::StrAppend(&out, k ? ", " : "", "{\"name\": ", JsonQuote(names[k]), ", \"pods\": [",
+                      absl::StrJoin(pods, ", "), "]}");
+    }
+    absl::StrAppend(&out, "],\n\"matrices\": [");
+    for (size_t t = 0; t < tables.size(); ++t) {
+      absl::StrAppend(&out, t ? ",\n  " : "\n  ", "{\"protocol\": \"",
+                      ProtocolName(tables[t].protocol), "\", \"port\": ", tables[t].port,
+                      ", \"cells\": [");
+      std::vector<GroupCell> cells = cells_of(tables[t]);
+      for (size_t r = 0; r < g; ++r) {
+        absl::StrAppend(&out, r ? ", [" : "[");
+        for (size_t c = 0; c < g; ++c) {
+          GroupCell cell = cells[r * g + c];
+          absl::StrAppend(&out, c ? ", " : "",
+                          cell == GroupCell::kAllowed  ? "\"allowed\""
+                          : cell == GroupCell::kDenied ? "\"denied\""
+                                                       : "\"mixed\"");
+        }
+        absl::StrAppend(&out, "]");
+      }
+      absl::StrAppend(&out, "]}");
+    }
+    std::cout << out << "\n]}\n";
+    return;
+  }
+  // Columns as wide as the widest group name, or the "TCP/80" corner.
+  size_t width = 3;
+  for (const std::string& name : names) width = std::max(width, name.size());
+  for (const TruthTable& table : tables) {
+    width = std::max(width, absl::StrCat(ProtocolName(table.protocol), "/", table.port).size());
+  }
+  for (const TruthTable& table : tables) {
+    std::string row = absl::StrFormat(
+        "%-*s", width, absl::StrCat(ProtocolName(table.protocol), "/", table.port));
+    for (const std::string& name : names) absl::StrAppend(&row, " ", absl::StrFormat("%*s", width, name));
+    std::cout << row << "\n";
+    std::vector<GroupCell> cells = cells_of(table);
+    for (size_t r = 0; r < g; ++r) {
+      row = absl::StrFormat("%-*s", width, names[r]);
+      for (size_t c = 0; c < g; ++c) {
+        GroupCell cell = cells[r * g + c];
+        absl::StrAppend(&row, " ", absl::StrFormat("%*s", width,
+                                                   cell == GroupCell::kAllowed  ? "."
+                                                   : cell == GroupCell::kDenied ? "X"
+                                                                                : "~"));
+      }
+      std::cout << row << "\n";
+    }
+    std::cout << "\n";
+  }
+  std::cout << "rows: source " << by << "; columns: destination " << by
+            << "; \".\" every pod pair allowed, \"X\" every pod pair denied, \"~\" some "
+               "allowed and some denied\n";
 }
 
 }  // namespace
@@ -169,6 +280,10 @@ int RunMatrix(const Args& args) {
   if (!protocols.ok()) return fail(protocols.status());
   absl::StatusOr<EvaluationOptions> options = OptionsFromFlags();
   if (!options.ok()) return fail(options.status());
+  const std::string group_by = absl::GetFlag(FLAGS_group_by);
+  if (!group_by.empty() && group_by != "workload" && group_by != "namespace") {
+    return fail(absl::InvalidArgumentError("--group-by must be workload or namespace"));
+  }
   absl::StatusOr<Cluster> cluster = LoadCluster(args, /*print_warnings=*/false);
   if (!cluster.ok()) return fail(cluster.status());
 
@@ -193,6 +308,10 @@ int RunMatrix(const Args& args) {
     for (uint16_t port : *ports) {
       tables.push_back(TruthTable{protocol, port, evaluator->Matrix(protocol, port)});
     }
+  }
+  if (!group_by.empty()) {
+    PrintGroupedTables(*cluster, tables, group_by, output == "json");
+    return kExitOk;
   }
   if (output == "json") {
     std::string json = TruthTablesJson(names, tables);

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # netpol on inputs with policy tiers (AdminNetworkPolicy, BaselineAdminNetworkPolicy,
 # ClusterNetworkPolicy): validate counts them; check, explain and matrix evaluate them with the
-# indexed engine (no fallback note); compile, connections and probe — which need the IR or
-# read the engine's tables directly, neither of which handles tiers yet — refuse with exit 2
+# indexed engine (no fallback note); connections and diff read the engine's tier tables;
+# compile and probe — which need the IR, which does not handle tiers yet — refuse with exit 2
 # and the policies' names.
 # Expected verdicts are upstream's (testdata/tiers, network-policy-api's conformance suite).
 set -uo pipefail
@@ -30,7 +30,36 @@ run "check with --engine=reference" 1 "DENIED by Admin tier, $named" -- \
 run "matrix" 0 "" -- matrix -f "$nodes" --port 80
 run "compile refuses" 2 "the IR lowering $unhandled" "$named" -- \
   compile -f "$nodes" --node node-1 --backend nft
-run "connections refuses" 2 "listing connections $unhandled" -- connections -f "$nodes"
+# connections and diff read the tier tables. Upstream (same test): from harry-potter-1 to
+# node-2, TCP 36363 is allowed (rule 0 accepts it), UDP 34345 passes on to NetworkPolicy,
+# which isolates nothing here, so it is allowed; everything else is denied by rule 2.
+# Both nodes run linux: their addresses, neighbours, form one range.
+node_range="172.18.0.2-172.18.0.3"
+tmp="${TEST_TMPDIR:-$(mktemp -d)}"
+run "connections to a node address" 0 "$harry => $node_range : TCP 36363; UDP 34345" -- \
+  connections -f "$nodes" --from "$harry" --to 172.18.0.3
+run "connections --explain names the tier rule and the default" 0 \
+  "egress at $harry: Admin tier, $named (priority 75) spec.egress[0] \"allow-egress-to-36363-on-nodes\": " \
+  " | not isolated" -- connections -f "$nodes" --from "$harry" --to 172.18.0.3 --explain
+# A tier rule's text holds commas and quotes: CSV quotes the field (RFC 4180).
+"$netpol" connections -f "$nodes" --from "$harry" --to 172.18.0.3 --explain -o csv 2>/dev/null >"$tmp/why.csv"
+/usr/bin/python3 - "$tmp/why.csv" "$named" <<'PY' || { echo "FAIL connections --explain -o csv quoting"; failures=$((failures + 1)); }
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+tcp = [r for r in rows if r["protocol"] == "TCP"][0]
+assert tcp["egress_why"] == (f'Admin tier, {sys.argv[2]} (priority 75) spec.egress[0] '
+                             '"allow-egress-to-36363-on-nodes": Allow | not isolated'), tcp
+assert tcp["ingress_why"] == "", tcp
+PY
+# The same policy with rule 0 moved to TCP 36365: a tier policy edit (the engines are
+# compiled whole, tiers being fixed for an engine's life). 36363 now falls to rule 2's Deny.
+sed 's/number: 36363/number: 36365/' "$nodes" >"$tmp/moved.yaml"
+run "diff of a tier policy edit" 1 "+ $harry => $node_range : TCP 36365" "- $harry => $node_range : TCP 36363" -- \
+  diff --before "$nodes" --after "$tmp/moved.yaml" --from "$harry" --to 172.18.0.3
+run "diff --explain names tier, policy, priority and rule on each side" 1 \
+  "before: egress at $harry: Admin tier, $named (priority 75) spec.egress[0]" \
+  "after: egress at $harry: Admin tier, $named (priority 75) spec.egress[2] \"deny-egress-to-slytherin-and-nodes-and-internet\": Deny" -- \
+  diff --before "$nodes" --after "$tmp/moved.yaml" --from "$harry" --to 172.18.0.3 --explain
 run "probe refuses before building a network" 2 "probing the datapaths $unhandled" -- \
   probe -f "$nodes" --backend nft
 for command in "check -f $nodes --from $harry --to 172.18.0.3 --port 36364" "matrix -f $nodes --port 80"; do

@@ -316,25 +316,29 @@ class Cluster:
     def connections(self, source: str = "", destination: str = "",
                     ports: Optional[Sequence[Union[int, str]]] = None,
                     protocols: Optional[Sequence[str]] = None,
-                    external: bool = True) -> List[Dict[str, Any]]:
+                    external: bool = True, explain: bool = False) -> List[Dict[str, Any]]:
         """Every ordered pair of endpoints that can connect, with exactly which ports per
         protocol, over every port: ``[{"from": "x/a", "to": "x/b", "ports": {"TCP": [(80, 80)]}}]``
         (the shape of ``netpol connections -o json``). Ends are pods ("namespace/name") and,
         unless ``external=False``, the address ranges outside the cluster that policies tell
         apart ("10.0.0.0-10.255.255.255"). ``source``/``destination`` filter the ends: a pod
-        (``*`` globs), an IP or a CIDR. ``ports``: numbers, "8000-8090" ranges, names or "all"."""
+        (``*`` globs), an IP or a CIDR. ``ports``: numbers, "8000-8090" ranges, names or "all".
+        ``explain=True`` adds ``"why": {"egress": [...], "ingress": [...]}`` to each entry: the
+        rules that decide its ports at the source and at the destination (``--explain``)."""
         return self._impl.connections(source, destination, _port_specs(ports),
-                                      list(protocols or []), external)
+                                      list(protocols or []), external, explain)
 
     def diff(self, other: "Cluster", source: str = "", destination: str = "",
              ports: Optional[Sequence[Union[int, str]]] = None,
              protocols: Optional[Sequence[str]] = None,
-             external: bool = True) -> Dict[str, List[Dict[str, Any]]]:
+             external: bool = True, explain: bool = False) -> Dict[str, List[Dict[str, Any]]]:
         """What changes from this cluster to ``other``: ``{"added": [...], "removed": [...]}``,
         entries shaped as in ``connections()`` (ports allowed only after, only before). Empty
-        lists when nothing changes; ``a.diff(b)`` is ``b.diff(a)`` with the lists swapped."""
+        lists when nothing changes; ``a.diff(b)`` is ``b.diff(a)`` with the lists swapped.
+        ``explain=True`` adds ``"why"`` (what allows the ports in the state that allows them)
+        and ``"why_not"`` (what denies them in the other state) to each entry."""
         return self._impl.diff(other._impl, source, destination, _port_specs(ports),
-                               list(protocols or []), external)
+                               list(protocols or []), external, explain)
 
     def lint(self) -> List[Finding]:
         """Findings about policies that validate but probably do not do what was meant, as

@@ -57,3 +57,20 @@ def test_diff(testdata, scenario):
     assert {"from": "y/b", "to": "x/a", "ports": {"TCP": [(80, 80)]}} in forward["added"]
     assert forward["added"] == backward["removed"]
     assert forward["removed"] == backward["added"]
+
+
+def test_explain_names_the_deciding_rules(testdata, scenario):
+    # x/a's one policy isolates it and its only rule admits y/a; y/a has no egress policy.
+    rule = "x/allow-ns-y-pod-a-via-namespace-pod-selector spec.ingress[0]"
+    [entry] = scenario.connections(destination="x/a", explain=True)
+    assert entry["why"] == {"egress": ["not isolated"], "ingress": [rule]}
+    assert "why" not in scenario.connections(destination="x/a")[0]
+    before = netpol.Cluster.from_files(
+        testdata / "upstream/stacked-policies-overlapping-pod-selectors-before.yaml")
+    after = netpol.Cluster.from_files(
+        testdata / "upstream/stacked-policies-overlapping-pod-selectors-after.yaml")
+    [added] = before.diff(after, source="y/b", destination="x/a", external=False,
+                          explain=True)["added"]
+    assert added["why"]["ingress"] == ["x/allow-client-a-via-ns-selector-80 spec.ingress[0]"]
+    assert added["why_not"] == {
+        "egress": [], "ingress": ["isolated by x/allow-client-a-via-ns-selector; no rule admits"]}

@@ -1,6 +1,6 @@
 """Policy tiers (AdminNetworkPolicy, BaselineAdminNetworkPolicy, ClusterNetworkPolicy) from
 Python: the engine evaluates them (no fallback, no warning); the analyses that read its tables
-directly (connections, diff) raise until they handle tiers. Every flow of upstream's
+directly (connections, diff) list them exactly. Every flow of upstream's
 conformance suite (testdata/tiers, read here with PyYAML) is checked in both versions, by
 the engine and by the reference."""
 
@@ -56,5 +56,30 @@ def test_tier_input_uses_the_engine_without_a_warning(recwarn):
     explanation = str(cluster.explain("network-policy-conformance-gryffindor/harry-potter-1",
                                       "172.18.0.3", port=36364))
     assert "DENIED by Admin tier, ClusterNetworkPolicy node-and-cidr-as-peers-example" in explanation
-    with pytest.raises(ValueError, match="does not handle the policy tiers"):
-        cluster.connections()
+    # Rule 0 accepts TCP 36363 to the nodes; UDP 34345 passes to NetworkPolicy, which
+    # isolates nothing here; rule 2 denies the rest. Both nodes run linux: one range.
+    harry = "network-policy-conformance-gryffindor/harry-potter-1"
+    listing = cluster.connections(source=harry, destination="172.18.0.3", explain=True)
+    assert [(e["to"], e["ports"]) for e in listing] == [
+        ("172.18.0.2-172.18.0.3", {"TCP": [(36363, 36363)], "UDP": [(34345, 34345)]})]
+    assert listing[0]["why"] == {"egress": [
+        'Admin tier, ClusterNetworkPolicy node-and-cidr-as-peers-example (priority 75) '
+        'spec.egress[0] "allow-egress-to-36363-on-nodes": Allow', "not isolated"], "ingress": []}
+
+
+def test_tier_policy_edit_diff_names_the_deciding_rules(tmp_path):
+    path = TESTDATA / "tiers" / "v1alpha2" / "admin-egress-node-peers.yaml"
+    moved = tmp_path / "moved.yaml"
+    moved.write_text(path.read_text().replace("number: 36363", "number: 36365"))
+    before = netpol.Cluster.from_files([str(path)])
+    after = netpol.Cluster.from_files([str(moved)])
+    harry = "network-policy-conformance-gryffindor/harry-potter-1"
+    d = before.diff(after, source=harry, destination="172.18.0.3", explain=True)
+    policy = "Admin tier, ClusterNetworkPolicy node-and-cidr-as-peers-example (priority 75)"
+    assert [e["ports"] for e in d["added"]] == [{"TCP": [(36365, 36365)]}]
+    assert [e["ports"] for e in d["removed"]] == [{"TCP": [(36363, 36363)]}]
+    # 36365 was denied by rule 2 and is accepted by the moved rule 0; 36363 the reverse.
+    deny = f'{policy} spec.egress[2] "deny-egress-to-slytherin-and-nodes-and-internet": Deny'
+    assert d["added"][0]["why"]["egress"] == [f'{policy} spec.egress[0] "allow-egress-to-36363-on-nodes": Allow']
+    assert d["added"][0]["why_not"]["egress"] == [deny]
+    assert d["removed"][0]["why_not"]["egress"] == [deny]
