@@ -75,9 +75,11 @@ void Agent::HandleEvent(absl::string_view text, absl::Time received) {
                                                         : absl::StrJoin(errors, "; "))});
     return;
   }
-  metrics_->CountEvent(/*applied=*/true);
   pending_.push_back(received);
+  // Pending before counted: a scrape that sees every event counted and none pending knows
+  // the kernel has them all.
   metrics_->SetPendingEvents(static_cast<int64_t>(pending_.size()));
+  metrics_->CountEvent(/*applied=*/true);
   log_->Write("info", "event applied",
               {LogField::Number("event", number), LogField::Text("object", event->what)});
 }
