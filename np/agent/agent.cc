@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -109,7 +110,16 @@ absl::Status Agent::Sync() {
   std::shared_ptr<const Engine> snapshot = live_.Current();
   absl::StatusOr<ir::CompiledPolicy> ir = LowerToIr(*snapshot);
   if (!ir.ok()) return fail(ir.status());
-  if (absl::Status s = backend_->Apply(*ir, options_.attachment); !s.ok()) return fail(s);
+  // The interfaces of pods that are endpoints now: a pod given an interface may not exist
+  // yet, or any more (backends that attach per interface refuse strangers).
+  backends::Attachment attachment = options_.attachment;
+  attachment.interfaces.clear();
+  std::set<std::string> endpoints;
+  for (const ir::Endpoint& e : ir->endpoints()) endpoints.insert(e.namespace_() + "/" + e.name());
+  for (const backends::EndpointInterface& i : options_.attachment.interfaces) {
+    if (endpoints.count(i.pod) > 0) attachment.interfaces.push_back(i);
+  }
+  if (absl::Status s = backend_->Apply(*ir, attachment); !s.ok()) return fail(s);
   const absl::Time done = absl::Now();
   std::vector<absl::Duration> latencies;
   latencies.reserve(pending_.size());
