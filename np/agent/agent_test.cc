@@ -282,14 +282,15 @@ TEST_F(AgentTest, FailedUpdateKeepsEventsPendingAndRetriesLater) {
 TEST_F(AgentTest, RunLoopReadsAPipeToItsEnd) {
   int fds[2];
   ASSERT_EQ(pipe(fds), 0);
+  // One write, two events: both must reach the backend.
   const std::string events = PodEvent("ADDED", "b", "10.0.0.2") + "\n" +
-                             PodEvent("MODIFIED", "b", "10.0.0.2") + "\n";
+                             PodEvent("ADDED", "c", "10.0.0.3") + "\n";
   ASSERT_EQ(write(fds[1], events.data(), events.size()), static_cast<ssize_t>(events.size()));
   close(fds[1]);
   ASSERT_TRUE(RunLoop(*agent_, fds[0], [] { return false; }, /*exit_at_end=*/true).ok());
   close(fds[0]);
   ASSERT_FALSE(applied_.empty());
-  EXPECT_EQ(EndpointNames(applied_.back()), std::vector<std::string>({"x/a", "x/b"}));
+  EXPECT_EQ(EndpointNames(applied_.back()), std::vector<std::string>({"x/a", "x/b", "x/c"}));
 }
 
 // ---- MetricsServer ---------------------------------------------------------------------
