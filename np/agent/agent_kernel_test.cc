@@ -16,11 +16,14 @@
 #include <sys/socket.h>
 
 #include <cstdlib>
+#include <atomic>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -243,42 +246,57 @@ class AgentKernelTest : public ::testing::TestWithParam<std::string> {
     FAIL() << "the agent did not take " << events << " events in 20 s:\n" << Scrape() << AgentLog();
   }
 
-  // Probes every ordered pair of distinct pods on TCP 80 and 81 and compares with the
-  // expected verdicts of `objects`; returns the mismatches.
-  std::vector<std::string> Compare(const std::map<std::string, std::string>& objects) {
+  // A fresh engine of `objects`: the expectation.
+  std::shared_ptr<const Engine> ExpectedEngine(const std::map<std::string, std::string>& objects) {
     ClusterLoader loader;
     for (const auto& [key, json] : objects) {
       EXPECT_TRUE(loader.AddText(Manifest(key, json), key).ok()) << key;
     }
     absl::StatusOr<Cluster> cluster = std::move(loader).Build();
     EXPECT_TRUE(cluster.ok()) << cluster.status();
-    if (!cluster.ok()) return {"no cluster"};
+    if (!cluster.ok()) return nullptr;
     absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(*cluster);
     EXPECT_TRUE(engine.ok()) << engine.status();
-    if (!engine.ok()) return {"no engine"};
-    EXPECT_TRUE(network_->FlushConntrack().ok());
-    std::vector<probe::ProbeRequest> requests;
-    std::vector<bool> expected;
+    return engine.ok() ? *engine : nullptr;
+  }
+
+  // Every ordered pair of distinct pods still on the node, on TCP 80 and 81.
+  std::vector<probe::ProbeRequest> Flows() const {
+    std::vector<probe::ProbeRequest> flows;
     for (int s = 0; s < static_cast<int>(kPods.size()); ++s) {
       for (int d = 0; d < static_cast<int>(kPods.size()); ++d) {
         if (s == d || gone_.count(s) > 0 || gone_.count(d) > 0) continue;
         for (uint16_t port : {80, 81}) {
-          const IpAddress src = *IpAddress::Parse(kPods[s].ip), dst = *IpAddress::Parse(kPods[d].ip);
-          requests.push_back({s, std::nullopt, dst, Protocol::kTCP, port, 300});
-          expected.push_back((*engine)->AllowedPacket(src, dst, Protocol::kTCP, port));
+          flows.push_back({s, std::nullopt, *IpAddress::Parse(kPods[d].ip), Protocol::kTCP, port, 300});
         }
       }
     }
-    absl::StatusOr<std::vector<probe::ProbeOutcome>> outcomes = network_->Run(requests);
+    return flows;
+  }
+
+  static bool Allowed(const Engine& engine, const probe::ProbeRequest& flow) {
+    return engine.AllowedPacket(*IpAddress::Parse(kPods[flow.source_pod].ip), flow.destination,
+                                flow.protocol, flow.port);
+  }
+
+  static std::string FlowText(const probe::ProbeRequest& flow) {
+    const PodAddress& s = kPods[flow.source_pod];
+    return absl::StrCat(s.ns, "/", s.name, " -> ", flow.destination.ToString(), ":", flow.port);
+  }
+
+  // Probes `flows`; one that should connect but got no answer is asked again, patiently (a
+  // slow machine is not a deny; `slow` counts these); one that connected is never retried.
+  // The outcomes' statuses, in order; empty on error.
+  std::vector<std::string> ProbeFlows(const std::vector<probe::ProbeRequest>& flows,
+                                      const std::vector<bool>& expected, int* slow) {
+    absl::StatusOr<std::vector<probe::ProbeOutcome>> outcomes = network_->Run(flows);
     EXPECT_TRUE(outcomes.ok()) << outcomes.status();
-    if (!outcomes.ok()) return {"probe failed"};
-    // An allowed flow that got no answer is asked again, patiently: a slow machine is not a
-    // deny. A flow that connected is never retried.
+    if (!outcomes.ok()) return {};
     std::vector<probe::ProbeRequest> retry;
     std::vector<size_t> retried;
-    for (size_t i = 0; i < requests.size(); ++i) {
+    for (size_t i = 0; i < flows.size(); ++i) {
       if (expected[i] && !(*outcomes)[i].connected()) {
-        retry.push_back(requests[i]);
+        retry.push_back(flows[i]);
         retry.back().timeout_ms = 3000;
         retried.push_back(i);
       }
@@ -286,20 +304,74 @@ class AgentKernelTest : public ::testing::TestWithParam<std::string> {
     if (!retry.empty()) {
       absl::StatusOr<std::vector<probe::ProbeOutcome>> again = network_->Run(retry);
       EXPECT_TRUE(again.ok()) << again.status();
-      for (size_t j = 0; again.ok() && j < retried.size(); ++j) (*outcomes)[retried[j]] = (*again)[j];
+      for (size_t j = 0; again.ok() && j < retried.size(); ++j) {
+        if ((*again)[j].connected()) ++*slow;
+        (*outcomes)[retried[j]] = (*again)[j];
+      }
     }
+    std::vector<std::string> statuses;
+    for (const probe::ProbeOutcome& o : *outcomes) statuses.push_back(o.status);
+    return statuses;
+  }
+
+  // Probes every flow and compares with the expected verdicts of `objects`; the mismatches.
+  std::vector<std::string> Compare(const std::map<std::string, std::string>& objects) {
+    std::shared_ptr<const Engine> engine = ExpectedEngine(objects);
+    if (engine == nullptr) return {"no engine"};
+    EXPECT_TRUE(network_->FlushConntrack().ok());
+    const std::vector<probe::ProbeRequest> flows = Flows();
+    std::vector<bool> expected;
+    for (const probe::ProbeRequest& f : flows) expected.push_back(Allowed(*engine, f));
+    int slow = 0;
+    const std::vector<std::string> statuses = ProbeFlows(flows, expected, &slow);
+    if (statuses.size() != flows.size()) return {"probe failed"};
     std::vector<std::string> mismatches;
-    for (size_t i = 0; i < requests.size(); ++i) {
-      if ((*outcomes)[i].connected() != expected[i]) {
-        const PodAddress& s = kPods[requests[i].source_pod];
-        mismatches.push_back(absl::StrCat(s.ns, "/", s.name, " -> ",
-                                          requests[i].destination.ToString(), ":",
-                                          requests[i].port, " expected ",
+    for (size_t i = 0; i < flows.size(); ++i) {
+      if ((statuses[i] == "ok") != expected[i]) {
+        mismatches.push_back(absl::StrCat(FlowText(flows[i]), " expected ",
                                           expected[i] ? "allowed" : "denied", ", got ",
-                                          (*outcomes)[i].status));
+                                          statuses[i]));
       }
     }
     return mismatches;
+  }
+
+  // Item 4's strict rule while the kernel changes: runs `change` while probing, round after
+  // round (at least one), every flow that `before` and `after` agree on. A flow both deny
+  // must never connect; a flow both allow must never fail (after its patient retry).
+  std::vector<std::string> ProbeWhile(const std::map<std::string, std::string>& before,
+                                      const std::map<std::string, std::string>& after,
+                                      const std::function<void()>& change, int* rounds,
+                                      int* slow) {
+    std::shared_ptr<const Engine> old_engine = ExpectedEngine(before);
+    std::shared_ptr<const Engine> new_engine = ExpectedEngine(after);
+    if (old_engine == nullptr || new_engine == nullptr) return {"no engine"};
+    std::vector<probe::ProbeRequest> stable;
+    std::vector<bool> expected;
+    for (const probe::ProbeRequest& f : Flows()) {
+      if (Allowed(*old_engine, f) == Allowed(*new_engine, f)) {
+        stable.push_back(f);
+        expected.push_back(Allowed(*new_engine, f));
+      }
+    }
+    std::atomic<bool> done{false};
+    std::vector<std::string> violations;
+    std::thread prober([&] {
+      do {
+        const std::vector<std::string> statuses = ProbeFlows(stable, expected, slow);
+        ++*rounds;
+        for (size_t i = 0; i < statuses.size(); ++i) {
+          if ((statuses[i] == "ok") != expected[i]) {
+            violations.push_back(absl::StrCat(FlowText(stable[i]), ", which before and after ",
+                                              expected[i] ? "allow" : "deny", ": ", statuses[i]));
+          }
+        }
+      } while (!done);
+    });
+    change();
+    done = true;
+    prober.join();
+    return violations;
   }
 
   std::unique_ptr<probe::TestNetwork> network_;
@@ -358,7 +430,7 @@ TEST_P(AgentKernelTest, KernelFollowsTheEventStream) {
       {"policy deleted: y/trusted", {Event("DELETED", y_only_trusted)},
        {{"NetworkPolicy y/trusted", ""}}},
   };
-  int sent = 0, rejected = 0, applied = 0;
+  int sent = 0, rejected = 0, applied = 0, probe_rounds = 0, slow_probes = 0;
   for (const Step& step : steps) {
     SCOPED_TRACE(step.what);
     if (step.deleted_pod >= 0) {
@@ -368,11 +440,7 @@ TEST_P(AgentKernelTest, KernelFollowsTheEventStream) {
                 0);
       gone_.insert(step.deleted_pod);
     }
-    const std::string burst = absl::StrJoin(step.lines, "");
-    ASSERT_EQ(write(fifo_fd_, burst.data(), burst.size()), static_cast<ssize_t>(burst.size()));
-    sent += static_cast<int>(step.lines.size());
-    rejected += step.rejected;
-    applied += static_cast<int>(step.lines.size()) - step.rejected;
+    const std::map<std::string, std::string> before = objects;
     for (const auto& [key, json] : step.changes) {
       if (json.empty()) {
         objects.erase(key);
@@ -380,8 +448,21 @@ TEST_P(AgentKernelTest, KernelFollowsTheEventStream) {
         objects[key] = json;
       }
     }
-    WaitForAgent(sent);
+    sent += static_cast<int>(step.lines.size());
+    rejected += step.rejected;
+    applied += static_cast<int>(step.lines.size()) - step.rejected;
+    int rounds = 0;
+    EXPECT_THAT(ProbeWhile(before, objects,
+                           [&] {
+                             const std::string burst = absl::StrJoin(step.lines, "");
+                             EXPECT_EQ(write(fifo_fd_, burst.data(), burst.size()),
+                                       static_cast<ssize_t>(burst.size()));
+                             WaitForAgent(sent);
+                           },
+                           &rounds, &slow_probes),
+                ::testing::IsEmpty());
     ASSERT_FALSE(HasFatalFailure());
+    probe_rounds += rounds;
     EXPECT_THAT(Compare(objects), ::testing::IsEmpty());
   }
 
@@ -395,7 +476,9 @@ TEST_P(AgentKernelTest, KernelFollowsTheEventStream) {
   EXPECT_THAT(metrics, ::testing::HasSubstr("np_agent_program_items{item="));
   const std::string log = AgentLog();
   EXPECT_THAT(log, ::testing::HasSubstr("spec.ingress[0].ports[0].port"));
-  std::cout << metrics.substr(metrics.find("\r\n\r\n") + 4);
+  std::cout << GetParam() << ": " << probe_rounds << " probe rounds during updates, "
+            << slow_probes << " allowed probes answered only on the patient retry\n"
+            << metrics.substr(metrics.find("\r\n\r\n") + 4);
 
   // SIGTERM: exit 0, rules stay (the last step's verdicts still hold).
   ASSERT_EQ(kill(agent_pid_, SIGTERM), 0);
