@@ -355,15 +355,15 @@ class AgentKernelTest : public ::testing::TestWithParam<std::string> {
       }
     }
     std::atomic<bool> done{false};
-    std::vector<std::string> violations;
+    std::map<std::string, int> violations;  // flow and outcome -> how many rounds saw it
     std::thread prober([&] {
       do {
         const std::vector<std::string> statuses = ProbeFlows(stable, expected, slow);
         ++*rounds;
         for (size_t i = 0; i < statuses.size(); ++i) {
           if ((statuses[i] == "ok") != expected[i]) {
-            violations.push_back(absl::StrCat(FlowText(stable[i]), ", which before and after ",
-                                              expected[i] ? "allow" : "deny", ": ", statuses[i]));
+            ++violations[absl::StrCat(FlowText(stable[i]), ", which before and after ",
+                                      expected[i] ? "allow" : "deny", ": ", statuses[i])];
           }
         }
       } while (!done);
@@ -371,7 +371,11 @@ class AgentKernelTest : public ::testing::TestWithParam<std::string> {
     change();
     done = true;
     prober.join();
-    return violations;
+    std::vector<std::string> lines;
+    for (const auto& [what, times] : violations) {
+      lines.push_back(absl::StrCat(what, " (", times, " of ", *rounds, " rounds)"));
+    }
+    return lines;
   }
 
   std::unique_ptr<probe::TestNetwork> network_;
@@ -452,15 +456,14 @@ TEST_P(AgentKernelTest, KernelFollowsTheEventStream) {
     rejected += step.rejected;
     applied += static_cast<int>(step.lines.size()) - step.rejected;
     int rounds = 0;
-    EXPECT_THAT(ProbeWhile(before, objects,
-                           [&] {
-                             const std::string burst = absl::StrJoin(step.lines, "");
-                             EXPECT_EQ(write(fifo_fd_, burst.data(), burst.size()),
-                                       static_cast<ssize_t>(burst.size()));
-                             WaitForAgent(sent);
-                           },
-                           &rounds, &slow_probes),
-                ::testing::IsEmpty());
+    auto send_and_wait = [&] {
+      const std::string burst = absl::StrJoin(step.lines, "");
+      EXPECT_EQ(write(fifo_fd_, burst.data(), burst.size()), static_cast<ssize_t>(burst.size()));
+      WaitForAgent(sent);
+    };
+    const std::vector<std::string> disrupted =
+        ProbeWhile(before, objects, send_and_wait, &rounds, &slow_probes);
+    EXPECT_THAT(disrupted, ::testing::IsEmpty()) << "while the kernel changed";
     ASSERT_FALSE(HasFatalFailure());
     probe_rounds += rounds;
     EXPECT_THAT(Compare(objects), ::testing::IsEmpty());
