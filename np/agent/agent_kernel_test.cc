@@ -193,6 +193,11 @@ class AgentKernelTest : public ::testing::TestWithParam<std::string> {
       absl::SleepFor(absl::Milliseconds(20));
     }
     ASSERT_NE(metrics_port_, 0) << AgentLog();
+    // The metrics are served before the reconcile: wait for it.
+    while (Sample(Scrape(), "np_agent_syncs_total") < 1 && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    ASSERT_GE(Sample(Scrape(), "np_agent_syncs_total"), 1) << AgentLog();
   }
 
   std::string AgentLog() const {
@@ -395,11 +400,27 @@ TEST_P(AgentKernelTest, KernelFollowsTheEventStream) {
       {"Pod x/b", PodJson("x", "b", "db", "10.216.0.2")},
       {"Pod y/c", PodJson("y", "c", "client", "10.216.0.3")},
   };
+  auto write_manifest = [&](const std::string& path,
+                            const std::map<std::string, std::string>& content) {
+    std::ofstream out(path);
+    for (const auto& [key, json] : content) out << "---\n" << Manifest(key, json) << "\n";
+  };
   const std::string initial = tmp_ + "/initial.yaml";
-  {
-    std::ofstream out(initial);
-    for (const auto& [key, json] : objects) out << "---\n" << Manifest(key, json) << "\n";
-  }
+  write_manifest(initial, objects);
+
+  // What an earlier agent left: every pod isolated both ways (an agent run to the end of an
+  // empty input, --exit-at-eof). The agent started next must replace it, not keep it.
+  std::map<std::string, std::string> stale = objects;
+  const std::string isolate_all = R"({"podSelector":{},"policyTypes":["Ingress","Egress"]})";
+  stale["NetworkPolicy x/isolate"] = PolicyJson("x", "isolate", isolate_all);
+  stale["NetworkPolicy y/isolate"] = PolicyJson("y", "isolate", isolate_all);
+  write_manifest(tmp_ + "/stale.yaml", stale);
+  ASSERT_EQ(RunNetpol({"agent", "-f", tmp_ + "/stale.yaml", "--events", "/dev/null",
+                       "--exit-at-eof", "--node", kNode, "--backend", GetParam(), "--netns",
+                       network_->NodeNetns(kNode), "--interfaces", Interfaces()}),
+            0);
+  EXPECT_THAT(Compare(stale), ::testing::IsEmpty()) << "the stale program";
+
   StartAgent(initial);
   ASSERT_FALSE(HasFatalFailure());
 
@@ -412,7 +433,7 @@ TEST_P(AgentKernelTest, KernelFollowsTheEventStream) {
   const std::string bad_policy = PolicyJson(
       "x", "bad", R"({"podSelector":{},"ingress":[{"ports":[{"port":70000}]}]})");
   const std::vector<Step> steps = {
-      {"initial state", {}, {}},
+      {"initial state (the stale program replaced)", {}, {}},
       {"policy added: x/b takes port 80 from app=web of x",
        {Event("ADDED", db_from_web)}, {{"NetworkPolicy x/db", db_from_web}}},
       {"pod appears: y/d app=web", {Event("ADDED", PodJson("y", "d", "web", "10.216.0.4"))},
