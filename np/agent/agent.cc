@@ -38,9 +38,9 @@ void Agent::HandleEvent(absl::string_view text, absl::Time received) {
   absl::StatusOr<WatchEvent> event = ParseWatchEvent(text, options_.default_kind);
   if (!event.ok()) {
     metrics_->CountEvent(/*applied=*/false);
-    log_->Write("warn", "event rejected: kept the last good state",
-                {LogField::Number("event", number),
-                 LogField::Text("error", event.status().message())});
+    log_->Write(
+        "warn", "event rejected: kept the last good state",
+        {LogField::Number("event", number), LogField::Text("error", event.status().message())});
     return;
   }
   if (event->type == WatchEvent::Type::kBookmark) {

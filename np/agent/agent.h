@@ -9,7 +9,8 @@
 //   absl::Status s = agent.Reconcile();          // replaces whatever np program is there
 //   for (...) agent.HandleEvent(text, absl::Now());
 //   if (agent.SyncDue(absl::Now())) s = agent.Sync();
-//   // or all of it: np::agent::RunLoop(agent, fd, [] { return stop_requested; });
+//   // or all of it: np::agent::RunLoop(agent, fd, [] { return stop_requested; },
+//   //                                  /*exit_at_end=*/false);
 //
 // Reconcile on start *replaces* (Backend::Apply is an atomic full replace): np cannot trust
 // a program it finds (another version, a crashed agent's state, hand edits), and replacing it

@@ -5,18 +5,17 @@
 // of the step's objects, kept by the test itself (not the agent's incremental state; the
 // engine equals np::reference on every cluster, engine_test checks that). Also: metrics
 // scraped and checked, SIGTERM leaves the rules in place, --remove removes them.
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-
-#include <cstdlib>
 #include <atomic>
+#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -52,7 +51,8 @@ std::string Labels(const std::map<std::string, std::string>& labels) {
   return absl::StrCat("{", absl::StrJoin(items, ","), "}");
 }
 
-std::string NamespaceJson(const std::string& name, const std::map<std::string, std::string>& labels) {
+std::string NamespaceJson(const std::string& name,
+                          const std::map<std::string, std::string>& labels) {
   return absl::StrCat(R"({"apiVersion":"v1","kind":"Namespace","metadata":{"name":")", name,
                       R"(","labels":)", Labels(labels), "}}");
 }
@@ -74,8 +74,8 @@ std::string Manifest(const std::string& key, const std::string& json) {
 
 std::string PolicyJson(const std::string& ns, const std::string& name, const std::string& spec) {
   return absl::StrCat(R"({"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy",)",
-                      R"("metadata":{"name":")", name, R"(","namespace":")", ns,
-                      R"("},"spec":)", spec, "}");
+                      R"("metadata":{"name":")", name, R"(","namespace":")", ns, R"("},"spec":)",
+                      spec, "}");
 }
 
 // One step of the script: what is written to the FIFO, and how the test's own copy of the
@@ -165,10 +165,24 @@ class AgentKernelTest : public ::testing::TestWithParam<std::string> {
     log_path_ = tmp_ + "/agent.log";
     agent_pid_ = fork();
     if (agent_pid_ == 0) {
-      std::vector<std::string> args = {kNetpol, "agent", "-f", initial_file, "--events", fifo,
-                                       "--kind", "Pod", "--node", kNode, "--backend", GetParam(),
-                                       "--netns", network_->NodeNetns(kNode), "--interfaces",
-                                       Interfaces(), "--metrics-address", "127.0.0.1:0"};
+      std::vector<std::string> args = {kNetpol,
+                                       "agent",
+                                       "-f",
+                                       initial_file,
+                                       "--events",
+                                       fifo,
+                                       "--kind",
+                                       "Pod",
+                                       "--node",
+                                       kNode,
+                                       "--backend",
+                                       GetParam(),
+                                       "--netns",
+                                       network_->NodeNetns(kNode),
+                                       "--interfaces",
+                                       Interfaces(),
+                                       "--metrics-address",
+                                       "127.0.0.1:0"};
       std::vector<char*> argv;
       for (std::string& a : args) argv.push_back(a.data());
       argv.push_back(nullptr);
@@ -186,8 +200,8 @@ class AgentKernelTest : public ::testing::TestWithParam<std::string> {
       for (std::string line; std::getline(in, line);) {
         const size_t at = line.find("\"address\":\"127.0.0.1:");
         if (at != std::string::npos) {
-          ASSERT_TRUE(absl::SimpleAtoi(
-              line.substr(at + 21, line.find('"', at + 21) - at - 21), &metrics_port_));
+          ASSERT_TRUE(absl::SimpleAtoi(line.substr(at + 21, line.find('"', at + 21) - at - 21),
+                                       &metrics_port_));
         }
       }
       absl::SleepFor(absl::Milliseconds(20));
@@ -272,7 +286,8 @@ class AgentKernelTest : public ::testing::TestWithParam<std::string> {
       for (int d = 0; d < static_cast<int>(kPods.size()); ++d) {
         if (s == d || gone_.count(s) > 0 || gone_.count(d) > 0) continue;
         for (uint16_t port : {80, 81}) {
-          flows.push_back({s, std::nullopt, *IpAddress::Parse(kPods[d].ip), Protocol::kTCP, port, 300});
+          flows.push_back(
+              {s, std::nullopt, *IpAddress::Parse(kPods[d].ip), Protocol::kTCP, port, 300});
         }
       }
     }
@@ -346,8 +361,7 @@ class AgentKernelTest : public ::testing::TestWithParam<std::string> {
   // must never connect; a flow both allow must never fail (after its patient retry).
   std::vector<std::string> ProbeWhile(const std::map<std::string, std::string>& before,
                                       const std::map<std::string, std::string>& after,
-                                      const std::function<void()>& change, int* rounds,
-                                      int* slow) {
+                                      const std::function<void()>& change, int* rounds, int* slow) {
     std::shared_ptr<const Engine> old_engine = ExpectedEngine(before);
     std::shared_ptr<const Engine> new_engine = ExpectedEngine(after);
     if (old_engine == nullptr || new_engine == nullptr) return {"no engine"};
@@ -425,21 +439,27 @@ TEST_P(AgentKernelTest, KernelFollowsTheEventStream) {
   ASSERT_FALSE(HasFatalFailure());
 
   const std::string db_from_web = PolicyJson(
-      "x", "db", R"({"podSelector":{"matchLabels":{"app":"db"}},"ingress":[{"from":[{"podSelector":{"matchLabels":{"app":"web"}}}],"ports":[{"port":80}]}]})");
+      "x", "db",
+      R"({"podSelector":{"matchLabels":{"app":"db"}},"ingress":[{"from":[{"podSelector":{"matchLabels":{"app":"web"}}}],"ports":[{"port":80}]}]})");
   const std::string db_from_any_web = PolicyJson(
-      "x", "db", R"({"podSelector":{"matchLabels":{"app":"db"}},"ingress":[{"from":[{"namespaceSelector":{},"podSelector":{"matchLabels":{"app":"web"}}}],"ports":[{"port":80},{"port":81}]}]})");
+      "x", "db",
+      R"({"podSelector":{"matchLabels":{"app":"db"}},"ingress":[{"from":[{"namespaceSelector":{},"podSelector":{"matchLabels":{"app":"web"}}}],"ports":[{"port":80},{"port":81}]}]})");
   const std::string y_only_trusted = PolicyJson(
-      "y", "trusted", R"({"podSelector":{},"ingress":[{"from":[{"namespaceSelector":{"matchLabels":{"team":"trusted"}}}]}]})");
-  const std::string bad_policy = PolicyJson(
-      "x", "bad", R"({"podSelector":{},"ingress":[{"ports":[{"port":70000}]}]})");
+      "y", "trusted",
+      R"({"podSelector":{},"ingress":[{"from":[{"namespaceSelector":{"matchLabels":{"team":"trusted"}}}]}]})");
+  const std::string bad_policy =
+      PolicyJson("x", "bad", R"({"podSelector":{},"ingress":[{"ports":[{"port":70000}]}]})");
   const std::vector<Step> steps = {
       {"initial state (the stale program replaced)", {}, {}},
       {"policy added: x/b takes port 80 from app=web of x",
-       {Event("ADDED", db_from_web)}, {{"NetworkPolicy x/db", db_from_web}}},
-      {"pod appears: y/d app=web", {Event("ADDED", PodJson("y", "d", "web", "10.216.0.4"))},
+       {Event("ADDED", db_from_web)},
+       {{"NetworkPolicy x/db", db_from_web}}},
+      {"pod appears: y/d app=web",
+       {Event("ADDED", PodJson("y", "d", "web", "10.216.0.4"))},
        {{"Pod y/d", PodJson("y", "d", "web", "10.216.0.4")}}},
       {"policy edited: app=web of any namespace, ports 80 and 81",
-       {Event("MODIFIED", db_from_any_web)}, {{"NetworkPolicy x/db", db_from_any_web}}},
+       {Event("MODIFIED", db_from_any_web)},
+       {{"NetworkPolicy x/db", db_from_any_web}}},
       {"pod relabelled: x/a app=web -> app=other",
        {Event("MODIFIED", PodJson("x", "a", "other", "10.216.0.1"))},
        {{"Pod x/a", PodJson("x", "a", "other", "10.216.0.1")}}},
@@ -449,20 +469,26 @@ TEST_P(AgentKernelTest, KernelFollowsTheEventStream) {
        {{"NetworkPolicy y/trusted", y_only_trusted},
         {"Namespace x", NamespaceJson("x", {{"team", "trusted"}})}}},
       {"malformed events: a line that is no JSON, a policy the API server would refuse",
-       {"this is not an event\n", Event("ADDED", bad_policy)}, {}, /*rejected=*/2},
-      {"pod leaves: x/b", {Event("DELETED", PodJson("x", "b", "db", "10.216.0.2"))},
-       {{"Pod x/b", ""}}, /*rejected=*/0, /*deleted_pod=*/1},
-      {"policy deleted: y/trusted", {Event("DELETED", y_only_trusted)},
+       {"this is not an event\n", Event("ADDED", bad_policy)},
+       {},
+       /*rejected=*/2},
+      {"pod leaves: x/b",
+       {Event("DELETED", PodJson("x", "b", "db", "10.216.0.2"))},
+       {{"Pod x/b", ""}},
+       /*rejected=*/0,
+       /*deleted_pod=*/1},
+      {"policy deleted: y/trusted",
+       {Event("DELETED", y_only_trusted)},
        {{"NetworkPolicy y/trusted", ""}}},
   };
   int sent = 0, rejected = 0, applied = 0, probe_rounds = 0, slow_probes = 0;
   for (const Step& step : steps) {
     SCOPED_TRACE(step.what);
     if (step.deleted_pod >= 0) {
-      ASSERT_EQ(system(absl::StrCat("ip -n ", network_->NodeNetns(kNode), " link del p",
-                                    step.deleted_pod)
-                           .c_str()),
-                0);
+      ASSERT_EQ(
+          system(absl::StrCat("ip -n ", network_->NodeNetns(kNode), " link del p", step.deleted_pod)
+                     .c_str()),
+          0);
       gone_.insert(step.deleted_pod);
     }
     const std::map<std::string, std::string> before = objects;
@@ -500,8 +526,8 @@ TEST_P(AgentKernelTest, KernelFollowsTheEventStream) {
   EXPECT_THAT(metrics, ::testing::HasSubstr("np_agent_program_items{item="));
   const std::string log = AgentLog();
   EXPECT_THAT(log, ::testing::HasSubstr("spec.ingress[0].ports[0].port"));
-  std::cout << GetParam() << ": " << probe_rounds << " probe rounds during updates, "
-            << slow_probes << " allowed probes answered only on the patient retry\n"
+  std::cout << GetParam() << ": " << probe_rounds << " probe rounds during updates, " << slow_probes
+            << " allowed probes answered only on the patient retry\n"
             << metrics.substr(metrics.find("\r\n\r\n") + 4);
 
   // SIGTERM: exit 0, rules stay (the last step's verdicts still hold).
@@ -523,8 +549,7 @@ TEST_P(AgentKernelTest, KernelFollowsTheEventStream) {
   EXPECT_THAT(Compare(no_policies), ::testing::IsEmpty()) << "after --remove";
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, AgentKernelTest,
-                         ::testing::Values("nft", "iptables", "ebpf"),
+INSTANTIATE_TEST_SUITE_P(Backends, AgentKernelTest, ::testing::Values("nft", "iptables", "ebpf"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            return info.param;
                          });

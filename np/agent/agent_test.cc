@@ -49,7 +49,8 @@ TEST(EventSplitterTest, OneEventPerLineInPiecesOfAnySize) {
 }
 
 TEST(EventSplitterTest, IndentedEventsAsKubectlPrintsThem) {
-  const std::string first = "{\n    \"type\": \"ADDED\",\n    \"object\": {\n        \"x\": 1\n    }\n}\n";
+  const std::string first =
+      "{\n    \"type\": \"ADDED\",\n    \"object\": {\n        \"x\": 1\n    }\n}\n";
   const std::string second = "{\n    \"type\": \"DELETED\",\n    \"object\": {}\n}\n";
   EventSplitter splitter;
   std::vector<std::string> events = splitter.Feed(first + second);
@@ -73,12 +74,12 @@ TEST(EventSplitterTest, MalformedInputDoesNotSwallowTheNextEvent) {
 
 TEST(EventSplitterTest, OversizedEventIsCutAndSkippedWithBoundedMemory) {
   EventSplitter splitter(/*max_event_bytes=*/64);
-  std::vector<std::string> events =
-      splitter.Feed(absl::StrCat("{\"type\":\"ADDED\",\"object\":{\"x\":\"",
-                                 std::string(1000, 'a')));
+  std::vector<std::string> events = splitter.Feed(
+      absl::StrCat("{\"type\":\"ADDED\",\"object\":{\"x\":\"", std::string(1000, 'a')));
   ASSERT_EQ(events.size(), 1u);
   EXPECT_LE(events[0].size(), 64u);
-  events = splitter.Feed(absl::StrCat(std::string(1000, 'a'), "\"}}\n  more\n{\"type\":\"BOOKMARK\",\"object\":{}}\n"));
+  events = splitter.Feed(absl::StrCat(std::string(1000, 'a'),
+                                      "\"}}\n  more\n{\"type\":\"BOOKMARK\",\"object\":{}}\n"));
   ASSERT_EQ(events.size(), 1u);  // the rest of the long event is skipped, not handed out
   EXPECT_EQ(events[0], "{\"type\":\"BOOKMARK\",\"object\":{}}\n");
 }
@@ -199,8 +200,7 @@ class AgentTest : public ::testing::Test {
     AgentOptions agent_options;
     agent_options.default_kind = "Pod";
     agent_options.min_interval = absl::Milliseconds(200);
-    agent_ = std::make_unique<Agent>(*engine,
-                                     std::make_unique<RecordingBackend>(&applied_, &fail_),
+    agent_ = std::make_unique<Agent>(*engine, std::make_unique<RecordingBackend>(&applied_, &fail_),
                                      agent_options, &metrics_, &log_);
   }
 
@@ -283,11 +283,13 @@ TEST_F(AgentTest, RunLoopReadsAPipeToItsEnd) {
   int fds[2];
   ASSERT_EQ(pipe(fds), 0);
   // One write, two events: both must reach the backend.
-  const std::string events = PodEvent("ADDED", "b", "10.0.0.2") + "\n" +
-                             PodEvent("ADDED", "c", "10.0.0.3") + "\n";
+  const std::string events =
+      PodEvent("ADDED", "b", "10.0.0.2") + "\n" + PodEvent("ADDED", "c", "10.0.0.3") + "\n";
   ASSERT_EQ(write(fds[1], events.data(), events.size()), static_cast<ssize_t>(events.size()));
   close(fds[1]);
-  ASSERT_TRUE(RunLoop(*agent_, fds[0], [] { return false; }, /*exit_at_end=*/true).ok());
+  ASSERT_TRUE(RunLoop(
+                  *agent_, fds[0], [] { return false; }, /*exit_at_end=*/true)
+                  .ok());
   close(fds[0]);
   ASSERT_FALSE(applied_.empty());
   EXPECT_EQ(EndpointNames(applied_.back()), std::vector<std::string>({"x/a", "x/b", "x/c"}));

@@ -97,8 +97,8 @@ std::string AgentMetrics::Render() const {
   return out;
 }
 
-absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
-    absl::string_view address, const AgentMetrics* metrics) {
+absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(absl::string_view address,
+                                                                    const AgentMetrics* metrics) {
   const size_t colon = address.rfind(':');
   int port = -1;
   sockaddr_in addr{};
@@ -106,8 +106,8 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
   if (colon == absl::string_view::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) ||
       port < 0 || port > 65535 ||
       inet_pton(AF_INET, std::string(address.substr(0, colon)).c_str(), &addr.sin_addr) != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--metrics-address: ", JsonQuote(address), " is not IPV4:PORT (e.g. 127.0.0.1:9464)"));
+    return absl::InvalidArgumentError(absl::StrCat("--metrics-address: ", JsonQuote(address),
+                                                   " is not IPV4:PORT (e.g. 127.0.0.1:9464)"));
   }
   addr.sin_port = htons(static_cast<uint16_t>(port));
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

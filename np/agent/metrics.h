@@ -47,7 +47,7 @@ class AgentMetrics {
   // Capacity reports it (item name -> used).
   void RecordSync(absl::Time done, const std::vector<absl::Duration>& latencies,
                   const std::map<std::string, uint64_t>& items);
-  void CountSyncFailure();  // np_agent_sync_failures_total
+  void CountSyncFailure();                 // np_agent_sync_failures_total
   void SetPendingEvents(int64_t pending);  // applied to the engine, not yet in the kernel
 
   // The exposition text.

@@ -1,5 +1,6 @@
 #include "np/agent/watch_event.h"
 
+#include <algorithm>
 #include <utility>
 #include <variant>
 
@@ -73,9 +74,8 @@ std::string DescribeChange(const Change& change) {
   return std::visit(
       [](const auto& object) {
         const std::string& ns = object.metadata().namespace_();
-        return absl::StrCat(object.GetTypeName().substr(object.GetTypeName().rfind('.') + 1),
-                            " ", ns.empty() ? "" : absl::StrCat(ns, "/"),
-                            object.metadata().name());
+        return absl::StrCat(object.GetTypeName().substr(object.GetTypeName().rfind('.') + 1), " ",
+                            ns.empty() ? "" : absl::StrCat(ns, "/"), object.metadata().name());
       },
       change.object);
 }
@@ -101,9 +101,9 @@ absl::StatusOr<WatchEvent> ParseWatchEvent(absl::string_view text, absl::string_
   } else if (type == "\"DELETED\"") {
     event.type = WatchEvent::Type::kDeleted;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "watch event: type ", type.substr(0, 64),
-        " is not \"ADDED\", \"MODIFIED\", \"DELETED\", \"BOOKMARK\" or \"ERROR\""));
+    return absl::InvalidArgumentError(
+        absl::StrCat("watch event: type ", type.substr(0, 64),
+                     " is not \"ADDED\", \"MODIFIED\", \"DELETED\", \"BOOKMARK\" or \"ERROR\""));
   }
   absl::StatusOr<Change> change = ParseChangeOfKind(object, "watch event", kind);
   if (!change.ok()) return change.status();
@@ -121,10 +121,9 @@ std::vector<std::string> EventSplitter::Feed(absl::string_view bytes) {
       partial_line_.append(bytes.data(), bytes.size());
       if (partial_line_.size() + pending_.size() > max_event_bytes_) {
         // One line without end: hand out what fits, skip the rest of the event.
-        pending_.append(partial_line_, 0, max_event_bytes_ - std::min(max_event_bytes_, pending_.size()));
+        const std::string line = std::move(partial_line_);
         partial_line_.clear();
-        Flush(&out);
-        skipping_ = true;
+        TakeCut(line, &out);
       }
       break;
     }
@@ -160,6 +159,13 @@ void EventSplitter::Flush(std::vector<std::string>* out) {
   pending_.clear();
 }
 
+void EventSplitter::TakeCut(absl::string_view line, std::vector<std::string>* out) {
+  const size_t room = max_event_bytes_ - std::min(max_event_bytes_, pending_.size());
+  pending_.append(line.data(), std::min(line.size(), room));
+  Flush(out);
+  skipping_ = true;
+}
+
 void EventSplitter::TakeLine(absl::string_view line, std::vector<std::string>* out) {
   const bool starts_event = !line.empty() && line.front() == '{';
   if (skipping_) {
@@ -167,19 +173,16 @@ void EventSplitter::TakeLine(absl::string_view line, std::vector<std::string>* o
     skipping_ = false;
   }
   if (starts_event) Flush(out);  // whatever was pending never completed
-  const bool blank = line.find_first_not_of(" \t\r") == absl::string_view::npos;
   if (pending_.empty()) {
-    if (blank) return;
-    if (line.find_first_not_of(" \t\r") != absl::string_view::npos &&
-        line[line.find_first_not_of(" \t\r")] != '{') {
+    const size_t text = line.find_first_not_of(" \t\r");
+    if (text == absl::string_view::npos) return;  // blank lines between events
+    if (line[text] != '{') {
       out->push_back(std::string(line));  // not an event: ParseWatchEvent says why
       return;
     }
   }
   if (pending_.size() + line.size() + 1 > max_event_bytes_) {
-    pending_.append(line.data(), std::min(line.size(), max_event_bytes_ - std::min(max_event_bytes_, pending_.size())));
-    Flush(out);
-    skipping_ = true;
+    TakeCut(line, out);
     return;
   }
   absl::StrAppend(&pending_, line, "\n");

@@ -74,6 +74,8 @@ class EventSplitter {
 
  private:
   void TakeLine(absl::string_view line, std::vector<std::string>* out);
+  // An event past max_event_bytes_: hands out what fits of it, skips the rest.
+  void TakeCut(absl::string_view line, std::vector<std::string>* out);
   void Flush(std::vector<std::string>* out);
 
   size_t max_event_bytes_;

@@ -60,7 +60,8 @@ void InstallStopHandlers() {
 }
 
 int Fail(agent::JsonLog& log, const absl::Status& s) {
-  log.Write("error", "netpol agent: cannot continue", {agent::LogField::Text("error", s.message())});
+  log.Write("error", "netpol agent: cannot continue",
+            {agent::LogField::Text("error", s.message())});
   return kExitError;
 }
 
@@ -72,8 +73,8 @@ absl::StatusOr<backends::Attachment> AttachmentFromFlags() {
   for (absl::string_view entry : absl::StrSplit(text, ',')) {
     std::pair<std::string, std::string> kv = absl::StrSplit(entry, absl::MaxSplits('=', 1));
     if (kv.first.find('/') == std::string::npos || kv.second.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--interfaces: \"", entry, "\" is not NAMESPACE/POD=IFNAME"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--interfaces: \"", entry, "\" is not NAMESPACE/POD=IFNAME"));
     }
     attachment.interfaces.push_back({kv.first, kv.second});
   }
@@ -101,7 +102,8 @@ int RunAgent(const Args& args) {
   const std::string backend_name = absl::GetFlag(FLAGS_backend);
   absl::StatusOr<backends::BackendOptions> backend_options = BudgetOptions(backend_name);
   if (!backend_options.ok()) return Fail(log, backend_options.status());
-  std::unique_ptr<backends::Backend> backend = backends::MakeBackend(backend_name, *backend_options);
+  std::unique_ptr<backends::Backend> backend =
+      backends::MakeBackend(backend_name, *backend_options);
   if (backend == nullptr) {
     return Fail(log, absl::InvalidArgumentError(absl::StrCat(
                          "no backend \"", backend_name, "\" in this build (nft, iptables, ebpf)")));
@@ -110,8 +112,9 @@ int RunAgent(const Args& args) {
   if (!attachment.ok()) return Fail(log, attachment.status());
   if (absl::GetFlag(FLAGS_remove)) {
     if (absl::Status s = backend->Remove(*attachment); !s.ok()) return Fail(log, s);
-    log.Write("info", "removed the node's program", {agent::LogField::Text("backend", backend_name),
-                                                     agent::LogField::Text("netns", attachment->netns)});
+    log.Write("info", "removed the node's program",
+              {agent::LogField::Text("backend", backend_name),
+               agent::LogField::Text("netns", attachment->netns)});
     return kExitOk;
   }
   // Validate what can be validated before touching the kernel.
@@ -157,8 +160,8 @@ int RunAgent(const Args& args) {
   log.Write("info", "following events",
             {agent::LogField::Text("events", absl::GetFlag(FLAGS_events)),
              agent::LogField::Text("node", engine_options.node_name)});
-  absl::Status ran = agent::RunLoop(node_agent, *events, [] { return stop_signal != 0; },
-                                    absl::GetFlag(FLAGS_exit_at_eof));
+  absl::Status ran = agent::RunLoop(
+      node_agent, *events, [] { return stop_signal != 0; }, absl::GetFlag(FLAGS_exit_at_eof));
   if (*events != 0) close(*events);
   if (!ran.ok()) return Fail(log, ran);
   // Fail closed: the kernel keeps the last program; the next start reconciles.
