@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <fstream>
@@ -524,6 +525,8 @@ TEST_P(AgentKernelTest, KernelFollowsTheEventStream) {
   EXPECT_GT(Sample(metrics, "np_agent_last_sync_timestamp_seconds"),
             absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch()) - 600);
   EXPECT_THAT(metrics, ::testing::HasSubstr("np_agent_program_items{item="));
+  EXPECT_GT(std::max(Sample(metrics, "np_agent_rules"), Sample(metrics, "np_agent_map_entries")),
+            0);
   const std::string log = AgentLog();
   EXPECT_THAT(log, ::testing::HasSubstr("spec.ingress[0].ports[0].port"));
   std::cout << GetParam() << ": " << probe_rounds << " probe rounds during updates, " << slow_probes

@@ -335,6 +335,8 @@ TEST(MetricsServerTest, ServesTheExpositionOverHttp) {
   EXPECT_THAT(response, HasSubstr("np_agent_update_latency_seconds_bucket{le=\"0.0025\"} 1\n"));
   EXPECT_THAT(response, HasSubstr("np_agent_update_latency_seconds_bucket{le=\"0.005\"} 2\n"));
   EXPECT_THAT(response, HasSubstr("np_agent_program_items{item=\"rules\"} 7\n"));
+  EXPECT_THAT(response, HasSubstr("\nnp_agent_rules 7\n"));
+  EXPECT_THAT(response, ::testing::Not(HasSubstr("np_agent_map_entries")));  // not reported
   EXPECT_THAT(response, HasSubstr("np_agent_last_sync_timestamp_seconds 1700000000.000\n"));
   EXPECT_THAT(HttpGet((*server)->port(), "POST / HTTP/1.0\r\n\r\n"), HasSubstr("405"));
   EXPECT_FALSE(MetricsServer::Start("localhost", &metrics).ok());

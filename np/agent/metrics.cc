@@ -88,6 +88,27 @@ std::string AgentMetrics::Render() const {
   for (const auto& [name, used] : items_) {
     absl::StrAppend(&out, "np_agent_program_items{item=", JsonQuote(name), "} ", used, "\n");
   }
+  // The three sizes every dashboard wants, under names of their own, when the backend counts
+  // them (nft: rules, set_elements; iptables: ipv4_rules + ipv6_rules, ipset_entries; eBPF:
+  // map_entries).
+  const std::pair<absl::string_view, std::vector<std::string>> kNamed[] = {
+      {"rules", {"rules", "ipv4_rules", "ipv6_rules"}},
+      {"set_elements", {"set_elements", "ipset_entries"}},
+      {"map_entries", {"map_entries"}}};
+  for (const auto& [metric, names] : kNamed) {
+    bool counted = false;
+    uint64_t total = 0;
+    for (const std::string& name : names) {
+      auto it = items_.find(name);
+      if (it == items_.end()) continue;
+      counted = true;
+      total += it->second;
+    }
+    if (!counted) continue;
+    absl::StrAppend(&out, "# HELP np_agent_", metric, " The program's ", metric,
+                    ", as the backend counts them.\n# TYPE np_agent_", metric, " gauge\nnp_agent_",
+                    metric, " ", total, "\n");
+  }
   absl::StrAppend(&out,
                   "# HELP np_agent_last_sync_timestamp_seconds When the kernel was last "
                   "updated (0: never).\n"
