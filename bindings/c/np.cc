@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "np/agent/watch_event.h"
 #include "np/backends/backend.h"
 #include "np/cluster.h"
 #include "np/engine.h"
@@ -334,72 +335,6 @@ absl::StatusOr<np::Change> ToChange(const np_change& c, size_t index) {
   return change;
 }
 
-// The text of the JSON value that starts at text[i] (an object, array, string or scalar),
-// found by matching brackets outside strings; empty when the text ends first.
-absl::string_view JsonValueAt(absl::string_view text, size_t i) {
-  const size_t start = i;
-  int depth = 0;
-  bool in_string = false;
-  for (; i < text.size(); ++i) {
-    const char ch = text[i];
-    if (in_string) {
-      if (ch == '\\') {
-        ++i;
-      } else if (ch == '"') {
-        in_string = false;
-        if (depth == 0) return text.substr(start, i + 1 - start);
-      }
-    } else if (ch == '"') {
-      in_string = true;
-    } else if (ch == '{' || ch == '[') {
-      ++depth;
-    } else if (ch == '}' || ch == ']') {
-      if (--depth == 0) return text.substr(start, i + 1 - start);
-      if (depth < 0) return text.substr(start, i - start);
-    } else if (depth == 0 && (ch == ',' || ch == ' ' || ch == '\n' || ch == '\t' || ch == '\r')) {
-      return text.substr(start, i - start);
-    }
-  }
-  return depth == 0 && !in_string ? text.substr(start) : absl::string_view();
-}
-
-// Splits a watch event {"type": T, "object": {...}} (what `kubectl get --watch
-// --output-watch-events -o json` prints, and the watch API streams) into its two values.
-// Only the envelope is read here; the object goes to the loader.
-absl::Status SplitWatchEvent(absl::string_view text, absl::string_view* type,
-                             absl::string_view* object) {
-  size_t i = text.find_first_not_of(" \t\r\n");
-  if (i == absl::string_view::npos || text[i] != '{') {
-    return absl::InvalidArgumentError("watch event: not a JSON object");
-  }
-  ++i;
-  while (i < text.size()) {
-    i = text.find_first_not_of(" \t\r\n,", i);
-    if (i == absl::string_view::npos || text[i] == '}') break;
-    absl::string_view key = JsonValueAt(text, i);
-    if (key.size() < 2 || key.front() != '"') {
-      return absl::InvalidArgumentError("watch event: expected a field name");
-    }
-    i = text.find_first_not_of(" \t\r\n", i + key.size());
-    if (i == absl::string_view::npos || text[i] != ':') {
-      return absl::InvalidArgumentError(absl::StrCat("watch event: no value for ", key));
-    }
-    i = text.find_first_not_of(" \t\r\n", i + 1);
-    if (i == absl::string_view::npos) break;
-    absl::string_view value = JsonValueAt(text, i);
-    if (value.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("watch event: ", key, " is cut short"));
-    }
-    if (key == "\"type\"") *type = value;
-    if (key == "\"object\"") *object = value;
-    i += value.size();
-  }
-  if (type->empty() || object->empty()) {
-    return absl::InvalidArgumentError("watch event: needs \"type\" and \"object\"");
-  }
-  return absl::OkStatus();
-}
-
 // The batch without deletes of objects that are absent when the delete comes: absent from
 // `current` and not upserted earlier in the batch, or deleted earlier in it.
 std::vector<np::Change> DropMissingDeletes(const np::Engine& current,
@@ -673,7 +608,7 @@ np_code np_live_apply_event(np_live* live, const void* data, size_t size, const 
   if (data == nullptr) return Fail(error, NP_INVALID_ARGUMENT, "event is NULL");
   if (np_code code = CheckFlags(flags, error); code != NP_OK) return code;
   absl::string_view type, object;
-  absl::Status s = SplitWatchEvent(
+  absl::Status s = np::agent::SplitWatchEvent(
       absl::string_view(static_cast<const char*>(data), size), &type, &object);
   if (!s.ok()) return Fail(error, s);
   if (type == "\"BOOKMARK\"") return NP_OK;

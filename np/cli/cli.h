@@ -16,6 +16,7 @@
 #include "absl/strings/string_view.h"
 #include "np/cluster.h"
 #include "np/evaluator.h"
+#include "np/backends/backend.h"
 #include "np/loader.h"
 #include "np/verdict.h"
 
@@ -41,8 +42,10 @@ struct Args {
 absl::StatusOr<Args> ParseArgs(int argc, char** argv, int first);
 
 // Loads every -f input into a Cluster, printing diagnostics (warnings too, unless quiet) to
-// stderr. Errors when no file was given or the input is invalid.
-absl::StatusOr<Cluster> LoadCluster(const Args& args, bool print_warnings = true);
+// stderr. Errors when the input is invalid, and, unless `allow_empty` (the agent, whose
+// pods may all come later as events), when no file was given or no pod takes part.
+absl::StatusOr<Cluster> LoadCluster(const Args& args, bool print_warnings = true,
+                                    bool allow_empty = false);
 
 // Prints diagnostics, one per line (errors only unless `warnings`), and stops after
 // kMaxDiagnosticOutputBytes with a line that counts what was left out.
@@ -98,6 +101,10 @@ std::string SkippedSummary(const ClusterLoader& loader, const Cluster& cluster);
 int SynthesizedPodCount(const Cluster& cluster);
 absl::Status RequirePods(const Cluster& cluster, const ClusterLoader& loader);
 
+// --budget for `backend`: "NAME=N" entries apply to every backend, "BACKEND.NAME=N" to one
+// (compile_command.cc; the agent reads it too).
+absl::StatusOr<backends::BackendOptions> BudgetOptions(absl::string_view backend);
+
 // Subcommands.
 int RunValidate(const Args& args);
 int RunCheck(const Args& args, bool explain);
@@ -108,6 +115,7 @@ int RunCompile(const Args& args);                           // compile_command.c
 int RunProbe(const Args& args, int argc, char** argv);      // probe_command.cc
 int RunProbeAgent(int argc, char** argv);                   // probe_command.cc
 int RunLint(const Args& args);                              // lint_command.cc
+int RunAgent(const Args& args);                             // agent_command.cc
 // check/explain: one "  note:" line per ipBlock whose verdict on a pod made from a workload
 // depends on the address np assigned it (lint_command.cc).
 void PrintInventedAddressNotes(const Cluster& cluster, const Flow& flow, const Verdict& verdict);

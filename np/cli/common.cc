@@ -19,8 +19,8 @@ ABSL_DECLARE_FLAG(std::string, engine);
 
 namespace np::cli {
 
-absl::StatusOr<Cluster> LoadCluster(const Args& args, bool print_warnings) {
-  if (args.files.empty()) {
+absl::StatusOr<Cluster> LoadCluster(const Args& args, bool print_warnings, bool allow_empty) {
+  if (args.files.empty() && !allow_empty) {
     return absl::InvalidArgumentError("no input: give at least one -f FILE (or -f - for stdin)");
   }
   ClusterLoader loader;
@@ -39,7 +39,7 @@ absl::StatusOr<Cluster> LoadCluster(const Args& args, bool print_warnings) {
     return absl::InvalidArgumentError(absl::StrCat("input rejected: ", errors, " error",
                                                    errors == 1 ? "" : "s"));
   }
-  if (absl::Status s = RequirePods(*cluster, loader); !s.ok()) return s;
+  if (absl::Status s = RequirePods(*cluster, loader); !s.ok() && !allow_empty) return s;
   if (std::string skipped = SkippedSummary(loader, *cluster); !skipped.empty()) {
     std::cerr << "note: " << skipped << "\n";
   }

@@ -84,29 +84,6 @@ absl::StatusOr<std::string> AddressOf(const Cluster& cluster, const Endpoint& e,
       absl::StrCat(what, " ", pod.Key(), " has no address: a datapath cannot see its packets"));
 }
 
-// --budget for `backend`: "NAME=N" entries apply to every backend, "BACKEND.NAME=N" to one.
-absl::StatusOr<backends::BackendOptions> BudgetOptions(absl::string_view backend) {
-  backends::BackendOptions options;
-  std::string text = absl::GetFlag(FLAGS_budget);
-  if (text.empty()) return options;
-  for (absl::string_view entry : absl::StrSplit(text, ',')) {
-    std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(entry, absl::MaxSplits('=', 1));
-    uint64_t value = 0;
-    if (kv.first.empty() || !absl::SimpleAtoi(kv.second, &value)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--budget: \"", entry, "\" is not NAME=N or BACKEND.NAME=N"));
-    }
-    absl::string_view name = kv.first;
-    size_t dot = name.find('.');
-    if (dot != absl::string_view::npos) {
-      if (name.substr(0, dot) != backend) continue;
-      name = name.substr(dot + 1);
-    }
-    options.budgets[std::string(name)] = value;
-  }
-  return options;
-}
-
 // --stats: the IR's sizes and each named backend's capacity report.
 int PrintStats(const ir::CompiledPolicy& ir, std::string* text) {
   std::vector<std::string> names = absl::StrSplit(absl::GetFlag(FLAGS_backend), ',');
@@ -157,6 +134,28 @@ int PrintStats(const ir::CompiledPolicy& ir, std::string* text) {
 }
 
 }  // namespace
+
+absl::StatusOr<backends::BackendOptions> BudgetOptions(absl::string_view backend) {
+  backends::BackendOptions options;
+  std::string text = absl::GetFlag(FLAGS_budget);
+  if (text.empty()) return options;
+  for (absl::string_view entry : absl::StrSplit(text, ',')) {
+    std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(entry, absl::MaxSplits('=', 1));
+    uint64_t value = 0;
+    if (kv.first.empty() || !absl::SimpleAtoi(kv.second, &value)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--budget: \"", entry, "\" is not NAME=N or BACKEND.NAME=N"));
+    }
+    absl::string_view name = kv.first;
+    size_t dot = name.find('.');
+    if (dot != absl::string_view::npos) {
+      if (name.substr(0, dot) != backend) continue;
+      name = name.substr(dot + 1);
+    }
+    options.budgets[std::string(name)] = value;
+  }
+  return options;
+}
 
 int RunCompile(const Args& args) {
   absl::StatusOr<Cluster> cluster = LoadCluster(args, /*print_warnings=*/false);

@@ -20,6 +20,7 @@ ABSL_DECLARE_FLAG(bool, stats);
 ABSL_DECLARE_FLAG(bool, cleanup);
 ABSL_DECLARE_FLAG(bool, each);
 ABSL_DECLARE_FLAG(std::string, swap_with);
+ABSL_DECLARE_FLAG(bool, remove);
 
 namespace {
 
@@ -77,6 +78,14 @@ commands:
             --swap-with FILE [--swaps N] [--retry-timeout-ms MS]: the update test (no -o,
             --external or --sample-external); --cleanup: remove leftovers (no
             other flag)                                       (exit 0 match, 1 mismatch)
+  agent     (root) one node's policy agent: follows watch events (--events FILE|FIFO|-, JSON
+            as `kubectl get ... --watch --output-watch-events -o json` prints them; --kind
+            KIND for objects without one) from the -f state (optional) and keeps the node's
+            program equal to them: --node NODE --backend nft|iptables|ebpf --netns NS
+            [--interfaces NS/POD=IF,...] [--budget ...] [--min-interval 20ms (coalesces
+            bursts)] [--metrics-address 127.0.0.1:PORT (Prometheus)] [--exit-at-eof];
+            --remove: uninstall and exit. JSON log lines on stderr; SIGTERM/SIGINT stop it
+            and leave the program in place                  (exit 0 stopped, 2 error)
 
 common flags:
   -f, --file FILE        YAML or JSON (kubectl get -o yaml, manifests, Lists); a directory
@@ -187,6 +196,18 @@ bool ProbeReadsFlag(const std::string& flag) {
 }
 
 bool CommandReadsFlag(const std::string& command, const std::string& flag) {
+  if (command == "agent") {
+    if (flag == "remove" || flag == "backend" || flag == "netns" || flag == "interfaces") {
+      return true;
+    }
+    // --remove uninstalls: it reads no events and no state.
+    if (absl::GetFlag(FLAGS_remove)) return false;
+    for (absl::string_view f : kLoadFlags) {
+      if (f == flag) return true;
+    }
+    return In(flag, {"events", "kind", "node", "budget", "min_interval", "metrics_address",
+                     "exit_at_eof", "allow_self", "ipblock_scope"});
+  }
   if (command == "probe" && ProbeMode() == "--cleanup") return ProbeReadsFlag(flag);
   for (absl::string_view f : kLoadFlags) {
     if (f == flag) return true;
@@ -239,7 +260,7 @@ std::string ConflictingModes(const std::string& command) {
 std::string FlagNotRead(const std::string& command, int argc, char** argv, int first) {
   if (command != "validate" && command != "check" && command != "explain" &&
       command != "matrix" && command != "connections" && command != "diff" &&
-      command != "compile" && command != "probe" && command != "lint") {
+      command != "compile" && command != "probe" && command != "lint" && command != "agent") {
     return "";
   }
   for (int i = first; i < argc; ++i) {
@@ -305,6 +326,7 @@ int Run(const std::string& command, int argc, char** argv) {
   if (command == "lint") return RunLint(*args);
   if (command == "compile") return RunCompile(*args);
   if (command == "probe") return RunProbe(*args, argc, argv);
+  if (command == "agent") return RunAgent(*args);
   std::cerr << "netpol: unknown command " << np::DisplayText(command) << "; run 'netpol help'\n";
   return kExitError;
 }

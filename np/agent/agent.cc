@@ -1,0 +1,185 @@
+#include "np/agent/agent.h"
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "np/agent/watch_event.h"
+#include "np/lower.h"
+
+namespace np::agent {
+
+Agent::Agent(std::shared_ptr<const Engine> initial, std::unique_ptr<backends::Backend> backend,
+             AgentOptions options, AgentMetrics* metrics, JsonLog* log)
+    : live_(std::move(initial)),
+      backend_(std::move(backend)),
+      options_(std::move(options)),
+      metrics_(metrics),
+      log_(log) {}
+
+absl::Status Agent::Reconcile() {
+  log_->Write("info", "reconciling: replacing the kernel's np program with the current state",
+              {LogField::Text("backend", backend_->name()),
+               LogField::Text("netns", options_.attachment.netns)});
+  return Sync();
+}
+
+void Agent::HandleEvent(absl::string_view text, absl::Time received) {
+  const int64_t number = ++events_;
+  absl::StatusOr<WatchEvent> event = ParseWatchEvent(text, options_.default_kind);
+  if (!event.ok()) {
+    metrics_->CountEvent(/*applied=*/false);
+    log_->Write(
+        "warn", "event rejected: kept the last good state",
+        {LogField::Number("event", number), LogField::Text("error", event.status().message())});
+    return;
+  }
+  if (event->type == WatchEvent::Type::kBookmark) {
+    metrics_->CountEvent(/*applied=*/true);
+    return;
+  }
+  if (event->type == WatchEvent::Type::kError) {
+    // The watch broke (e.g. 410 Gone); whoever feeds the agent must relist. Nothing changes.
+    metrics_->CountEvent(/*applied=*/false);
+    log_->Write("error", "watch ERROR event: the watch must be restarted with a relist",
+                {LogField::Number("event", number), LogField::Text("status", event->what)});
+    return;
+  }
+  std::shared_ptr<const Engine> current = live_.Current();
+  if (event->type == WatchEvent::Type::kDeleted && !current->Holds(*event->change)) {
+    // A relist may delete what is already gone.
+    metrics_->CountEvent(/*applied=*/true);
+    log_->Write("info", "delete of an object not held: nothing to do",
+                {LogField::Number("event", number), LogField::Text("object", event->what)});
+    return;
+  }
+  std::vector<Diagnostic> diagnostics;
+  absl::Status applied = live_.Apply({*event->change}, &diagnostics);
+  if (!applied.ok()) {
+    metrics_->CountEvent(/*applied=*/false);
+    std::vector<std::string> errors;
+    for (const Diagnostic& d : diagnostics) {
+      if (d.is_error()) errors.push_back(d.ToString());
+    }
+    log_->Write("warn", "event rejected: kept the last good state",
+                {LogField::Number("event", number), LogField::Text("object", event->what),
+                 LogField::Text("error", errors.empty() ? std::string(applied.message())
+                                                        : absl::StrJoin(errors, "; "))});
+    return;
+  }
+  pending_.push_back(received);
+  // Pending before counted: a scrape that sees every event counted and none pending knows
+  // the kernel has them all.
+  metrics_->SetPendingEvents(static_cast<int64_t>(pending_.size()));
+  metrics_->CountEvent(/*applied=*/true);
+  log_->Write("info", "event applied",
+              {LogField::Number("event", number), LogField::Text("object", event->what)});
+}
+
+bool Agent::SyncDue(absl::Time now) const { return UntilSyncDue(now) <= absl::ZeroDuration(); }
+
+absl::Duration Agent::UntilSyncDue(absl::Time now) const {
+  if (pending_.empty()) return absl::InfiniteDuration();
+  const absl::Time due = std::max(last_sync_start_ + options_.min_interval, retry_after_);
+  return std::max(absl::ZeroDuration(), due - now);
+}
+
+absl::Status Agent::Sync() {
+  const absl::Time start = absl::Now();
+  last_sync_start_ = start;
+  auto fail = [&](const absl::Status& s) {
+    metrics_->CountSyncFailure();
+    retry_after_ = start + std::max(options_.min_interval, absl::Seconds(1));
+    if (std::string(s.message()) != last_sync_error_) {
+      last_sync_error_ = std::string(s.message());
+      log_->Write("error", "kernel update failed: the kernel keeps its last program",
+                  {LogField::Text("error", s.message()),
+                   LogField::Number("pending_events", static_cast<double>(pending_.size()))});
+    }
+    return s;
+  };
+  std::shared_ptr<const Engine> snapshot = live_.Current();
+  absl::StatusOr<ir::CompiledPolicy> ir = LowerToIr(*snapshot);
+  if (!ir.ok()) return fail(ir.status());
+  // The interfaces of pods that are endpoints now: a pod given an interface may not exist
+  // yet, or any more (backends that attach per interface refuse strangers).
+  backends::Attachment attachment = options_.attachment;
+  attachment.interfaces.clear();
+  std::set<std::string> endpoints;
+  for (const ir::Endpoint& e : ir->endpoints()) endpoints.insert(e.namespace_() + "/" + e.name());
+  for (const backends::EndpointInterface& i : options_.attachment.interfaces) {
+    if (endpoints.count(i.pod) > 0) attachment.interfaces.push_back(i);
+  }
+  if (absl::Status s = backend_->Apply(*ir, attachment); !s.ok()) return fail(s);
+  const absl::Time done = absl::Now();
+  std::vector<absl::Duration> latencies;
+  latencies.reserve(pending_.size());
+  for (absl::Time received : pending_) latencies.push_back(done - received);
+  // The program's size as the backend counts it (after the update: off the latency path).
+  std::map<std::string, uint64_t> items;
+  if (absl::StatusOr<ir::BackendCapacity> c = backend_->Capacity(*ir); c.ok()) {
+    for (const ir::CapacityItem& item : c->items()) items[item.name()] = item.used();
+  }
+  metrics_->RecordSync(done, latencies, items);
+  log_->Write("info", "kernel updated",
+              {LogField::Number("events", static_cast<double>(pending_.size())),
+               LogField::Number("seconds", absl::ToDoubleSeconds(done - start)),
+               LogField::Number("endpoints", ir->endpoints_size()),
+               LogField::Number("identities", ir->identities_size())});
+  pending_.clear();
+  metrics_->SetPendingEvents(0);
+  last_sync_error_.clear();
+  retry_after_ = absl::InfinitePast();
+  return absl::OkStatus();
+}
+
+absl::Status Agent::Remove() { return backend_->Remove(options_.attachment); }
+
+absl::Status RunLoop(Agent& agent, int fd, const std::function<bool()>& stop, bool exit_at_end) {
+  EventSplitter splitter;
+  bool input_open = true;
+  char buffer[64 << 10];
+  while (!stop()) {
+    const absl::Duration until = agent.UntilSyncDue(absl::Now());
+    const int wait_ms = static_cast<int>(
+        std::min<int64_t>(100, absl::ToInt64Milliseconds(until + absl::Microseconds(999))));
+    if (input_open) {
+      pollfd p{fd, POLLIN, 0};
+      const int ready = poll(&p, 1, wait_ms);
+      if (ready < 0 && errno != EINTR) {
+        return absl::InternalError(absl::StrCat("events: poll: ", strerror(errno)));
+      }
+      if (ready > 0) {
+        const ssize_t n = read(fd, buffer, sizeof(buffer));
+        const absl::Time received = absl::Now();
+        if (n < 0 && errno != EINTR && errno != EAGAIN) {
+          return absl::InternalError(absl::StrCat("events: read: ", strerror(errno)));
+        }
+        if (n > 0) {
+          for (const std::string& text : splitter.Feed(absl::string_view(buffer, n))) {
+            agent.HandleEvent(text, received);
+          }
+        } else if (n == 0) {
+          input_open = false;
+          for (const std::string& text : splitter.Finish()) agent.HandleEvent(text, received);
+        }
+      }
+    } else {
+      if (agent.pending_events() == 0 && exit_at_end) return absl::OkStatus();
+      usleep(static_cast<useconds_t>(std::max(1, wait_ms)) * 1000);
+    }
+    if (agent.SyncDue(absl::Now())) (void)agent.Sync();  // Sync logs and counts failures
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace np::agent

@@ -1,0 +1,98 @@
+// np/agent/agent.h — one node's policy agent: watch events in, the node's kernel program out.
+// It keeps a LiveEngine, applies each event to it (a bad one is logged, counted and leaves
+// the last good state), and at most once per `min_interval` lowers the current snapshot for
+// its node and installs it through a datapath backend. `netpol agent` is this plus flags.
+//
+//   np::agent::AgentOptions options;
+//   options.attachment.netns = "node-1";
+//   np::agent::Agent agent(engine, np::backends::MakeBackend("nft"), options, &metrics, &log);
+//   absl::Status s = agent.Reconcile();          // replaces whatever np program is there
+//   for (...) agent.HandleEvent(text, absl::Now());
+//   if (agent.SyncDue(absl::Now())) s = agent.Sync();
+//   // or all of it: np::agent::RunLoop(agent, fd, [] { return stop_requested; },
+//   //                                  /*exit_at_end=*/false);
+//
+// Reconcile on start *replaces* (Backend::Apply is an atomic full replace): np cannot trust
+// a program it finds (another version, a crashed agent's state, hand edits), and replacing it
+// atomically costs no window in which a selected pod is open, so adopting would save one
+// load at the price of trusting unverified state.
+// Coalescing: events arriving within `min_interval` of the last kernel update are all in the
+// engine at once and reach the kernel together in the next update; none is dropped.
+// Latency is counted per event, from the moment it was read to the backend's Apply returning.
+//
+// Thread safety: an Agent is driven by one thread; the metrics it writes are thread-safe.
+#ifndef NP_AGENT_AGENT_H_
+#define NP_AGENT_AGENT_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "np/agent/metrics.h"
+#include "np/backends/backend.h"
+#include "np/engine.h"
+
+namespace np::agent {
+
+struct AgentOptions {
+  // Kind of event objects that name none ("" : each must name its kind).
+  std::string default_kind;
+  absl::Duration min_interval = absl::Milliseconds(20);
+  // Where the backend installs the program (a netns, and each pod's host interface).
+  backends::Attachment attachment;
+};
+
+class Agent {
+ public:
+  // `initial`: the engine built from the initial objects (options.node_name is the node).
+  Agent(std::shared_ptr<const Engine> initial, std::unique_ptr<backends::Backend> backend,
+        AgentOptions options, AgentMetrics* metrics, JsonLog* log);
+
+  // Installs the current state, replacing any np program there (see above).
+  absl::Status Reconcile();
+
+  // Applies one event's text to the engine (read at `received`). Malformed or invalid
+  // events are logged with the object and field path and counted; the state stays.
+  void HandleEvent(absl::string_view text, absl::Time received);
+
+  // Whether events wait for the kernel and the interval since the last update has passed.
+  bool SyncDue(absl::Time now) const;
+  // How long until SyncDue may become true (InfiniteDuration when nothing waits).
+  absl::Duration UntilSyncDue(absl::Time now) const;
+  // Lowers the current snapshot and installs it. On error the kernel keeps its last
+  // program and the events stay pending (retried after the interval, at least 1 s later).
+  absl::Status Sync();
+
+  // Uninstalls the program (--remove).
+  absl::Status Remove();
+
+  int pending_events() const { return static_cast<int>(pending_.size()); }
+  std::shared_ptr<const Engine> current() const { return live_.Current(); }
+
+ private:
+  LiveEngine live_;
+  std::unique_ptr<backends::Backend> backend_;
+  AgentOptions options_;
+  AgentMetrics* metrics_;
+  JsonLog* log_;
+  std::vector<absl::Time> pending_;  // when each event not yet in the kernel was read
+  absl::Time last_sync_start_ = absl::InfinitePast();
+  absl::Time retry_after_ = absl::InfinitePast();
+  std::string last_sync_error_;  // logged once, not on every retry
+  int64_t events_ = 0;
+};
+
+// Reads events from `fd` until `stop()` says so (it is polled at least every 100 ms, and
+// after each read), feeding them to `agent` and syncing when due. At the end of input: the
+// pending events are synced and, if `exit_at_end` is false, the loop keeps syncing nothing
+// until stop() (the rules stay, the metrics keep being served). Returns an error only when
+// reading fails; stopping leaves the kernel program as it is (fail closed).
+absl::Status RunLoop(Agent& agent, int fd, const std::function<bool()>& stop, bool exit_at_end);
+
+}  // namespace np::agent
+
+#endif  // NP_AGENT_AGENT_H_

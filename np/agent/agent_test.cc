@@ -1,0 +1,346 @@
+// The agent without a kernel: events cut and parsed, applied to the engine, coalesced into
+// backend updates (a recording backend stands in for the kernel), bad events rejected with
+// the state kept, metrics counted and served over HTTP.
+#include "np/agent/agent.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "np/agent/metrics.h"
+#include "np/agent/watch_event.h"
+#include "np/backends/backend.h"
+#include "np/engine.h"
+#include "np/loader.h"
+
+namespace np::agent {
+namespace {
+
+using ::testing::HasSubstr;
+
+// ---- EventSplitter ---------------------------------------------------------------------
+
+TEST(EventSplitterTest, OneEventPerLineInPiecesOfAnySize) {
+  const std::string stream =
+      "{\"type\":\"ADDED\",\"object\":{\"a\":\"}{\"}}\n\n{\"type\":\"BOOKMARK\",\"object\":{}}\n";
+  for (size_t piece = 1; piece <= stream.size(); ++piece) {
+    EventSplitter splitter;
+    std::vector<std::string> events;
+    for (size_t i = 0; i < stream.size(); i += piece) {
+      for (std::string& e : splitter.Feed(absl::string_view(stream).substr(i, piece))) {
+        events.push_back(e);
+      }
+    }
+    EXPECT_TRUE(splitter.Finish().empty());
+    ASSERT_EQ(events.size(), 2u) << "piece " << piece;
+    EXPECT_EQ(events[0], "{\"type\":\"ADDED\",\"object\":{\"a\":\"}{\"}}\n");
+    EXPECT_EQ(events[1], "{\"type\":\"BOOKMARK\",\"object\":{}}\n");
+  }
+}
+
+TEST(EventSplitterTest, IndentedEventsAsKubectlPrintsThem) {
+  const std::string first =
+      "{\n    \"type\": \"ADDED\",\n    \"object\": {\n        \"x\": 1\n    }\n}\n";
+  const std::string second = "{\n    \"type\": \"DELETED\",\n    \"object\": {}\n}\n";
+  EventSplitter splitter;
+  std::vector<std::string> events = splitter.Feed(first + second);
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0], first);
+  EXPECT_EQ(events[1], second);
+}
+
+TEST(EventSplitterTest, MalformedInputDoesNotSwallowTheNextEvent) {
+  EventSplitter splitter;
+  // A line that is no event; an object cut short; then a good event.
+  std::vector<std::string> events = splitter.Feed(
+      "not json\n{\"type\":\"ADDED\",\"object\":{\"kind\":\"Pod\"\n"
+      "{\"type\":\"BOOKMARK\",\"object\":{}}\n");
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_EQ(events[0], "not json");
+  EXPECT_EQ(events[1], "{\"type\":\"ADDED\",\"object\":{\"kind\":\"Pod\"\n");
+  EXPECT_EQ(events[2], "{\"type\":\"BOOKMARK\",\"object\":{}}\n");
+  EXPECT_FALSE(ParseWatchEvent(events[1], "").ok());
+}
+
+TEST(EventSplitterTest, OversizedEventIsCutAndSkippedWithBoundedMemory) {
+  EventSplitter splitter(/*max_event_bytes=*/64);
+  std::vector<std::string> events = splitter.Feed(
+      absl::StrCat("{\"type\":\"ADDED\",\"object\":{\"x\":\"", std::string(1000, 'a')));
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_LE(events[0].size(), 64u);
+  events = splitter.Feed(absl::StrCat(std::string(1000, 'a'),
+                                      "\"}}\n  more\n{\"type\":\"BOOKMARK\",\"object\":{}}\n"));
+  ASSERT_EQ(events.size(), 1u);  // the rest of the long event is skipped, not handed out
+  EXPECT_EQ(events[0], "{\"type\":\"BOOKMARK\",\"object\":{}}\n");
+}
+
+TEST(EventSplitterTest, FinishHandsOutAnEventCutShort) {
+  EventSplitter splitter;
+  EXPECT_TRUE(splitter.Feed("{\"type\":\"ADDED\",").empty());
+  std::vector<std::string> rest = splitter.Finish();
+  ASSERT_EQ(rest.size(), 1u);
+  EXPECT_EQ(rest[0], "{\"type\":\"ADDED\",\n");
+}
+
+// ---- ParseWatchEvent -------------------------------------------------------------------
+
+TEST(ParseWatchEventTest, ObjectsWithAndWithoutKind) {
+  absl::StatusOr<WatchEvent> e = ParseWatchEvent(
+      R"({"type":"ADDED","object":{"metadata":{"name":"a","namespace":"x"}}})", "Pod");
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(e->type, WatchEvent::Type::kAdded);
+  EXPECT_EQ(e->what, "Pod x/a");
+  EXPECT_EQ(e->change->op, Change::Op::kUpsert);
+  // Its own kind wins over the default.
+  e = ParseWatchEvent(
+      R"({"type":"DELETED","object":{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"x"}}})",
+      "Pod");
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(e->what, "Namespace x");
+  EXPECT_EQ(e->change->op, Change::Op::kDelete);
+  // No kind at all: an error.
+  EXPECT_FALSE(ParseWatchEvent(R"({"type":"ADDED","object":{"metadata":{"name":"a"}}})", "").ok());
+}
+
+TEST(ParseWatchEventTest, EnvelopeErrors) {
+  EXPECT_EQ(ParseWatchEvent(R"({"type":"BOOKMARK","object":{}})", "")->type,
+            WatchEvent::Type::kBookmark);
+  EXPECT_EQ(ParseWatchEvent(R"({"type":"ERROR","object":{"code":410}})", "")->type,
+            WatchEvent::Type::kError);
+  absl::StatusOr<WatchEvent> e = ParseWatchEvent(R"({"type":"UPSERTED","object":{}})", "Pod");
+  ASSERT_FALSE(e.ok());
+  EXPECT_THAT(std::string(e.status().message()), HasSubstr("\"UPSERTED\""));
+  e = ParseWatchEvent(R"({"object":{}})", "Pod");
+  ASSERT_FALSE(e.ok());
+  EXPECT_THAT(std::string(e.status().message()), HasSubstr("needs \"type\" and \"object\""));
+  EXPECT_FALSE(ParseWatchEvent("[1,2]", "Pod").ok());
+}
+
+// ---- Agent -----------------------------------------------------------------------------
+
+// Records every program it is asked to install; fails when told to.
+class RecordingBackend : public backends::Backend {
+ public:
+  explicit RecordingBackend(std::vector<ir::CompiledPolicy>* applied, bool* fail)
+      : applied_(applied), fail_(fail) {}
+  std::string name() const override { return "recording"; }
+  absl::StatusOr<ir::BackendCapacity> Capacity(const ir::CompiledPolicy& ir) const override {
+    ir::BackendCapacity c;
+    ir::CapacityItem* item = c.add_items();
+    item->set_name("endpoints");
+    item->set_used(ir.endpoints_size());
+    return c;
+  }
+  absl::StatusOr<std::string> Render(const ir::CompiledPolicy&) const override { return ""; }
+  absl::Status Apply(const ir::CompiledPolicy& ir, const backends::Attachment&) override {
+    if (*fail_) return absl::UnavailableError("the kernel said no");
+    applied_->push_back(ir);
+    return absl::OkStatus();
+  }
+  absl::Status Remove(const backends::Attachment&) override {
+    applied_->clear();
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::string> Explain(const ir::CompiledPolicy&,
+                                      const backends::FlowQuery&) const override {
+    return "";
+  }
+
+ private:
+  std::vector<ir::CompiledPolicy>* applied_;
+  bool* fail_;
+};
+
+constexpr char kInitial[] = R"(
+apiVersion: v1
+kind: Namespace
+metadata: {name: x}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: x, labels: {app: a}}
+spec: {nodeName: n1, containers: [{name: c, image: i}]}
+status: {podIP: 10.0.0.1, podIPs: [{ip: 10.0.0.1}]}
+)";
+
+std::string PodEvent(const std::string& type, const std::string& name, const std::string& ip) {
+  return absl::StrCat(R"({"type":")", type, R"(","object":{"metadata":{"name":")", name,
+                      R"(","namespace":"x","labels":{"app":")", name,
+                      R"("}},"spec":{"nodeName":"n1","containers":[{"name":"c","image":"i"}]},)",
+                      R"("status":{"podIP":")", ip, R"(","podIPs":[{"ip":")", ip, R"("}]}}})");
+}
+
+std::vector<std::string> EndpointNames(const ir::CompiledPolicy& ir) {
+  std::vector<std::string> names;
+  for (const ir::Endpoint& e : ir.endpoints()) names.push_back(e.namespace_() + "/" + e.name());
+  return names;
+}
+
+class AgentTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ClusterLoader loader;
+    ASSERT_TRUE(loader.AddText(kInitial, "initial.yaml").ok());
+    absl::StatusOr<Cluster> cluster = std::move(loader).Build();
+    ASSERT_TRUE(cluster.ok()) << cluster.status();
+    EngineOptions options;
+    options.node_name = "n1";
+    absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(*cluster, options);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    AgentOptions agent_options;
+    agent_options.default_kind = "Pod";
+    agent_options.min_interval = absl::Milliseconds(200);
+    agent_ = std::make_unique<Agent>(*engine, std::make_unique<RecordingBackend>(&applied_, &fail_),
+                                     agent_options, &metrics_, &log_);
+  }
+
+  std::vector<ir::CompiledPolicy> applied_;
+  bool fail_ = false;
+  AgentMetrics metrics_;
+  std::ostringstream log_text_;
+  JsonLog log_{&log_text_};
+  std::unique_ptr<Agent> agent_;
+};
+
+TEST_F(AgentTest, BurstIsCoalescedIntoOneUpdateWithEveryEvent) {
+  ASSERT_TRUE(agent_->Reconcile().ok());
+  ASSERT_EQ(applied_.size(), 1u);
+  EXPECT_EQ(EndpointNames(applied_[0]), std::vector<std::string>({"x/a"}));
+  const absl::Time t0 = absl::Now();
+  agent_->HandleEvent(PodEvent("ADDED", "b", "10.0.0.2"), t0);
+  agent_->HandleEvent(PodEvent("ADDED", "c", "10.0.0.3"), t0);
+  agent_->HandleEvent(PodEvent("DELETED", "a", "10.0.0.1"), t0);
+  EXPECT_EQ(agent_->pending_events(), 3);
+  EXPECT_FALSE(agent_->SyncDue(t0));  // within min_interval of the reconcile
+  EXPECT_TRUE(agent_->SyncDue(t0 + absl::Milliseconds(250)));
+  ASSERT_TRUE(agent_->Sync().ok());
+  ASSERT_EQ(applied_.size(), 2u);  // one update for the three events
+  EXPECT_EQ(EndpointNames(applied_[1]), std::vector<std::string>({"x/b", "x/c"}));
+  EXPECT_EQ(agent_->pending_events(), 0);
+  EXPECT_FALSE(agent_->SyncDue(t0 + absl::Hours(1)));  // nothing waits
+  const std::string text = metrics_.Render();
+  EXPECT_THAT(text, HasSubstr("np_agent_events_total{result=\"applied\"} 3\n"));
+  EXPECT_THAT(text, HasSubstr("np_agent_update_latency_seconds_count 3\n"));
+  EXPECT_THAT(text, HasSubstr("np_agent_update_latency_seconds_bucket{le=\"+Inf\"} 3\n"));
+  EXPECT_THAT(text, HasSubstr("np_agent_program_items{item=\"endpoints\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("np_agent_syncs_total 2\n"));
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("np_agent_last_sync_timestamp_seconds 0.000")));
+}
+
+TEST_F(AgentTest, InvalidEventIsRejectedWithFieldPathAndStateKept) {
+  ASSERT_TRUE(agent_->Reconcile().ok());
+  // A policy whose port is out of range: the API server's validation refuses it.
+  agent_->HandleEvent(
+      R"({"type":"ADDED","object":{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy",)"
+      R"("metadata":{"name":"bad","namespace":"x"},"spec":{"podSelector":{},)"
+      R"("ingress":[{"ports":[{"port":70000}]}]}}})",
+      absl::Now());
+  agent_->HandleEvent("this is not an event", absl::Now());
+  EXPECT_EQ(agent_->pending_events(), 0);
+  EXPECT_EQ(agent_->current()->stats().policies, 0u);
+  EXPECT_THAT(metrics_.Render(), HasSubstr("np_agent_events_total{result=\"rejected\"} 2\n"));
+  const std::string log = log_text_.str();
+  EXPECT_THAT(log, HasSubstr("\"object\":\"NetworkPolicy x/bad\""));
+  EXPECT_THAT(log, HasSubstr("spec.ingress[0].ports[0].port"));
+  EXPECT_THAT(log, HasSubstr("not a JSON object"));
+  // Every log line is one JSON object.
+  std::istringstream lines(log);
+  for (std::string line; std::getline(lines, line);) {
+    EXPECT_TRUE(line.front() == '{' && line.back() == '}') << line;
+  }
+}
+
+TEST_F(AgentTest, DeleteOfWhatIsGoneIsIdempotent) {
+  agent_->HandleEvent(PodEvent("DELETED", "zz", "10.0.0.9"), absl::Now());
+  EXPECT_EQ(agent_->pending_events(), 0);
+  EXPECT_THAT(metrics_.Render(), HasSubstr("np_agent_events_total{result=\"applied\"} 1\n"));
+}
+
+TEST_F(AgentTest, FailedUpdateKeepsEventsPendingAndRetriesLater) {
+  ASSERT_TRUE(agent_->Reconcile().ok());
+  agent_->HandleEvent(PodEvent("ADDED", "b", "10.0.0.2"), absl::Now());
+  fail_ = true;
+  EXPECT_FALSE(agent_->Sync().ok());
+  EXPECT_EQ(agent_->pending_events(), 1);
+  EXPECT_GE(agent_->UntilSyncDue(absl::Now()), absl::Milliseconds(900));  // backs off 1 s
+  EXPECT_THAT(metrics_.Render(), HasSubstr("np_agent_sync_failures_total 1\n"));
+  fail_ = false;
+  ASSERT_TRUE(agent_->Sync().ok());
+  EXPECT_EQ(EndpointNames(applied_.back()), std::vector<std::string>({"x/a", "x/b"}));
+}
+
+TEST_F(AgentTest, RunLoopReadsAPipeToItsEnd) {
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  // One write, two events: both must reach the backend.
+  const std::string events =
+      PodEvent("ADDED", "b", "10.0.0.2") + "\n" + PodEvent("ADDED", "c", "10.0.0.3") + "\n";
+  ASSERT_EQ(write(fds[1], events.data(), events.size()), static_cast<ssize_t>(events.size()));
+  close(fds[1]);
+  ASSERT_TRUE(RunLoop(
+                  *agent_, fds[0], [] { return false; }, /*exit_at_end=*/true)
+                  .ok());
+  close(fds[0]);
+  ASSERT_FALSE(applied_.empty());
+  EXPECT_EQ(EndpointNames(applied_.back()), std::vector<std::string>({"x/a", "x/b", "x/c"}));
+}
+
+// ---- MetricsServer ---------------------------------------------------------------------
+
+std::string HttpGet(int port, const std::string& request) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return "connect failed";
+  }
+  (void)write(fd, request.data(), request.size());
+  std::string response;
+  char buffer[4096];
+  for (ssize_t n; (n = read(fd, buffer, sizeof(buffer))) > 0;) response.append(buffer, n);
+  close(fd);
+  return response;
+}
+
+TEST(MetricsServerTest, ServesTheExpositionOverHttp) {
+  AgentMetrics metrics;
+  metrics.CountEvent(true);
+  metrics.CountEvent(false);
+  metrics.RecordSync(absl::FromUnixSeconds(1700000000),
+                     {absl::Microseconds(300), absl::Milliseconds(3)}, {{"rules", 7}});
+  absl::StatusOr<std::unique_ptr<MetricsServer>> server =
+      MetricsServer::Start("127.0.0.1:0", &metrics);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string response =
+      HttpGet((*server)->port(), "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_THAT(response, ::testing::StartsWith("HTTP/1.0 200 OK\r\n"));
+  EXPECT_THAT(response, HasSubstr("Content-Type: text/plain; version=0.0.4"));
+  EXPECT_THAT(response, HasSubstr("np_agent_events_total{result=\"applied\"} 1\n"));
+  EXPECT_THAT(response, HasSubstr("np_agent_events_total{result=\"rejected\"} 1\n"));
+  // 0.3 ms falls in le=0.0005, 3 ms in le=0.005; buckets are cumulative.
+  EXPECT_THAT(response, HasSubstr("np_agent_update_latency_seconds_bucket{le=\"0.0005\"} 1\n"));
+  EXPECT_THAT(response, HasSubstr("np_agent_update_latency_seconds_bucket{le=\"0.0025\"} 1\n"));
+  EXPECT_THAT(response, HasSubstr("np_agent_update_latency_seconds_bucket{le=\"0.005\"} 2\n"));
+  EXPECT_THAT(response, HasSubstr("np_agent_program_items{item=\"rules\"} 7\n"));
+  EXPECT_THAT(response, HasSubstr("\nnp_agent_rules 7\n"));
+  EXPECT_THAT(response, ::testing::Not(HasSubstr("np_agent_map_entries")));  // not reported
+  EXPECT_THAT(response, HasSubstr("np_agent_last_sync_timestamp_seconds 1700000000.000\n"));
+  EXPECT_THAT(HttpGet((*server)->port(), "POST / HTTP/1.0\r\n\r\n"), HasSubstr("405"));
+  EXPECT_FALSE(MetricsServer::Start("localhost", &metrics).ok());
+}
+
+}  // namespace
+}  // namespace np::agent
