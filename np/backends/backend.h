@@ -38,6 +38,9 @@ struct EndpointInterface {
   std::string interface;  // host-side interface of the pod (veth peer), in the node's netns
 };
 struct Attachment {
+  // The node's pod interfaces. One whose pod is not an endpoint of the IR being applied
+  // (deleted, not yet known) gets no filter: its addresses are outside the cluster for
+  // that IR, judged by address at the other end.
   std::vector<EndpointInterface> interfaces;
   // Name of the network namespace to work in (`ip netns` name); empty: the current one.
   std::string netns;

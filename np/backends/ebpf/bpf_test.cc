@@ -295,6 +295,32 @@ TEST_F(BpfTest, UnknownInterfaceDrops) {
   EXPECT_EQ(Run(*g, f, kTo), kPass);
 }
 
+// An interface whose pod is not an endpoint of the generation (kOutside) passes what
+// crosses it — the pod at the other end decides — and records it, so that when the next
+// generation makes the pod an endpoint, replies of its connections keep flowing.
+TEST_F(BpfTest, OutsideInterfacePassesAndRecordsItsFlows) {
+  absl::StatusOr<MapContents> maps = BuildMaps(TwoPods(), 1);
+  ASSERT_TRUE(maps.ok());
+  absl::StatusOr<std::unique_ptr<Generation>> outside =
+      Generation::Load(*maps, {{1, InterfaceEndpoint::kOutside}});
+  ASSERT_TRUE(outside.ok()) << outside.status();
+  // b -> a:81 is denied by a's ingress: as endpoint b's hook drops it, as outside it passes.
+  FrameSpec to_81 = Tcp("10.0.0.2", "10.0.0.1", 34000, 81, 0x02);
+  EXPECT_EQ(Run(**outside, to_81, kFrom), kPass);
+  auto as_b = LoadTwoPods(TwoPods(), /*endpoint=*/1);
+  ASSERT_NE(as_b, nullptr);
+  EXPECT_EQ(Run(*as_b, to_81, kFrom), kDrop);
+  // a -> 10.0.0.2:80 delivered over the outside interface, then the next generation makes
+  // the interface b's: the SYN-ACK (a's ingress does not admit port 40000) passes as a reply,
+  // another connection's does not.
+  EXPECT_EQ(Run(**outside, Tcp("10.0.0.1", "10.0.0.2", 40000, 80, 0x02), kTo), kPass);
+  auto next = LoadTwoPods(TwoPods(), /*endpoint=*/1, (*outside)->map_fd("np_ct"),
+                          (*outside)->map_fd("np_frag"), 2);
+  ASSERT_NE(next, nullptr);
+  EXPECT_EQ(Run(*next, Tcp("10.0.0.2", "10.0.0.1", 80, 40000, 0x12), kFrom), kPass);
+  EXPECT_EQ(Run(*next, Tcp("10.0.0.2", "10.0.0.1", 80, 40001, 0x12), kFrom), kDrop);
+}
+
 TEST_F(BpfTest, NextGenerationSharesConntrack) {
   FrameSpec syn = Tcp("10.0.0.2", "10.0.0.1", 36000, 80, 0x02);
   FrameSpec synack = Tcp("10.0.0.1", "10.0.0.2", 80, 36000, 0x12);

@@ -76,13 +76,15 @@ class EbpfBackend : public Backend {
     std::map<std::string, uint32_t> ids;
     for (uint32_t i = 0; i < maps->endpoint_names.size(); ++i) ids[maps->endpoint_names[i]] = i;
     std::vector<ebpf::InterfaceEndpoint> interfaces;
+    // An interface whose pod is not an endpoint of the IR (deleted from the API before its
+    // veth went, not yet known) carries addresses the IR calls outside the cluster: its
+    // filter passes them (and records their flows, so that replies keep flowing when the
+    // pod becomes an endpoint), and the pods at the other end judge them by address, as
+    // nft and iptables do.
     for (const EndpointInterface& e : attachment.interfaces) {
       auto it = ids.find(e.pod);
-      if (it == ids.end()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("ebpf: pod ", EscapeText(e.pod), " of the attachment is not an endpoint of the IR"));
-      }
-      interfaces.push_back({e.interface, it->second});
+      interfaces.push_back(
+          {e.interface, it == ids.end() ? ebpf::InterfaceEndpoint::kOutside : it->second});
     }
     absl::StatusOr<ebpf::ApplyReport> report =
         ebpf::ApplyGeneration(*maps, interfaces, attachment.netns);

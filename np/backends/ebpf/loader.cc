@@ -250,13 +250,16 @@ absl::StatusOr<std::unique_ptr<Generation>> Generation::Load(
   for (const np_member_key& k : maps.members) {
     if (s.ok()) s = Update(g->map_fd("np_members"), "np_members", &k, &present);
   }
+  np_endpoint outside{};
+  outside.id = InterfaceEndpoint::kOutside;
+  outside.flags = NP_ENDPOINT_OUTSIDE;
   for (const auto& [ifindex, endpoint] : interfaces) {
-    if (endpoint >= maps.endpoints.size()) {
+    if (endpoint != InterfaceEndpoint::kOutside && endpoint >= maps.endpoints.size()) {
       return absl::InvalidArgumentError(absl::StrCat("no endpoint ", endpoint));
     }
     if (s.ok()) {
       s = Update(g->map_fd("np_endpoints_if"), "np_endpoints_if", &ifindex,
-                 &maps.endpoints[endpoint]);
+                 endpoint == InterfaceEndpoint::kOutside ? &outside : &maps.endpoints[endpoint]);
     }
   }
   if (!s.ok()) return s;
@@ -344,14 +347,17 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
 
   std::vector<int> ifindexes;
   std::vector<std::pair<uint32_t, uint32_t>> entries;
+  std::vector<const InterfaceEndpoint*> attached;
   for (const InterfaceEndpoint& i : interfaces) {
     unsigned index = if_nametoindex(i.interface.c_str());
+    if (index == 0 && i.endpoint == InterfaceEndpoint::kOutside) continue;  // gone with its pod
     if (index == 0) {
       return absl::NotFoundError(absl::StrCat("interface ", i.interface, " not found",
                                               netns.empty() ? "" : " in netns ", netns));
     }
     ifindexes.push_back(static_cast<int>(index));
     entries.emplace_back(index, i.endpoint);
+    attached.push_back(&i);
   }
 
   ApplyReport report;
@@ -373,14 +379,14 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
       bpf_tc_hook h = Hook(ifindexes[i], point);
       int err = bpf_tc_hook_create(&h);
       if (err != 0 && err != -EEXIST) {
-        return Errno(absl::StrCat("create clsact on ", interfaces[i].interface), err);
+        return Errno(absl::StrCat("create clsact on ", attached[i]->interface), err);
       }
       bpf_tc_opts o = TcOpts();
       o.prog_fd = (*generation)->program_fd(hook);
       o.flags = BPF_TC_F_REPLACE;
       err = bpf_tc_attach(&h, &o);
       if (err != 0) {
-        return Errno(absl::StrCat("attach to ", interfaces[i].interface, " (",
+        return Errno(absl::StrCat("attach to ", attached[i]->interface, " (",
                                   point == BPF_TC_INGRESS ? "ingress" : "egress", ")"),
                      err);
       }

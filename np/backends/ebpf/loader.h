@@ -78,7 +78,10 @@ absl::StatusOr<TestRunResult> TestRun(int program_fd, absl::string_view frame,
 // An interface to enforce an endpoint on.
 struct InterfaceEndpoint {
   std::string interface;  // host-side veth, in the target network namespace
-  uint32_t endpoint = 0;  // id in MapContents
+  uint32_t endpoint = 0;  // id in MapContents, or kOutside
+  // The interface's pod is not an endpoint of the IR: np_endpoints_if marks it
+  // NP_ENDPOINT_OUTSIDE (np_abi.h). Such an interface that no longer exists is skipped.
+  static constexpr uint32_t kOutside = 0xffffffffu;
 };
 
 // What one Apply did, for people and tests.

@@ -62,6 +62,12 @@ struct np_identity_value {
  * An interface the program is attached to but that has no entry drops everything
  * (fail closed); an address with no entry is not a pod of this node. */
 #define NP_ENDPOINT_SELECTED 0x1 /* some policy selects it: np_tables[table] applies */
+/* np_endpoints_if only: the interface's pod is not an endpoint of this generation (deleted
+ * from the API before its veth went, not yet known): what crosses it passes there and is
+ * recorded in np_ct, and is judged by address at the other end, as the IR calls its
+ * addresses outside the cluster. Recording keeps its connections' replies flowing when a
+ * later generation makes it an endpoint. */
+#define NP_ENDPOINT_OUTSIDE 0x2
 struct np_endpoint {
 	__u32 id;    /* index into CompiledPolicy.endpoints */
 	__u32 table; /* index into CompiledPolicy.tables; meaningful when SELECTED */

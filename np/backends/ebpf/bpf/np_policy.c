@@ -7,7 +7,8 @@
  *
  * Verdict at a hook:
  *   - "self" is the endpoint of the interface (np_endpoints_if[skb->ifindex]); an interface
- *     without an entry drops everything.
+ *     without an entry drops everything; one marked NP_ENDPOINT_OUTSIDE (its pod is not an
+ *     endpoint of this generation) passes everything, recorded in np_ct like an allowed flow.
  *   - the packet passes when it belongs to a flow this interface already allowed (np_ct),
  *     or when the policy allows it: self's side (egress when self sends, ingress when it
  *     receives) AND, when the other address is also a pod of this node, that pod's side.
@@ -512,12 +513,13 @@ static __noinline int np_decide(struct __sk_buff *skb, __u32 hook)
 	if (!cfg)
 		return NP_DROP;
 
+	int outside = (self->flags & NP_ENDPOINT_OUTSIDE) != 0;
 	struct np_pkt p = {};
 	int kind = parse(skb, &p);
 	if (kind == NP_PARSE_ARP)
 		return NP_PASS;
 	if (kind == NP_PARSE_NON_IP) {
-		if (!(self->flags & NP_ENDPOINT_SELECTED))
+		if (outside || !(self->flags & NP_ENDPOINT_SELECTED))
 			return NP_PASS;
 		__u32 table = self->table;
 		struct np_table *t = bpf_map_lookup_elem(&np_tables, &table);
@@ -533,7 +535,7 @@ static __noinline int np_decide(struct __sk_buff *skb, __u32 hook)
 		__u64 *seen = bpf_map_lookup_elem(&np_frag, &fk);
 		if (seen && (__s64)(bpf_ktime_get_ns() - *seen) <= (__s64)NP_FRAG_TIMEOUT_NS)
 			return NP_PASS;
-		return policy_allows(hook, &p, self, cfg) ? NP_PASS : NP_DROP;
+		return outside || policy_allows(hook, &p, self, cfg) ? NP_PASS : NP_DROP;
 	}
 
 	__u64 now = bpf_ktime_get_ns();
@@ -561,7 +563,7 @@ static __noinline int np_decide(struct __sk_buff *skb, __u32 hook)
 		}
 	}
 	if (!allowed) {
-		if (!policy_allows(hook, &p, self, cfg))
+		if (!outside && !policy_allows(hook, &p, self, cfg))
 			return NP_DROP;
 		allowed = 1;
 		if (p.icmp != NP_ICMP_ERROR) {
