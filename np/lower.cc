@@ -213,6 +213,12 @@ absl::StatusOr<ir::CompiledPolicy> LowerToIr(const Engine& engine) {
     for (uint32_t p : s.IdList(slot.key.policies)) policies.push_back(s.policies[p]->key);
     std::sort(policies.begin(), policies.end());
     for (const std::string& p : policies) t->add_policies(p);
+    // Then the tier policies selecting them, in evaluation order (kNone: quarantine).
+    if (slot.key.tier_policies != kNone) {
+      for (uint32_t p : s.IdList(slot.key.tier_policies)) {
+        t->add_policies((*s.tier_policies)[p].key);
+      }
+    }
     for (int d = 0; d < 2; ++d) {
       const internal::DirectionTable& dt = table.direction(d);
       ir::DirectionPolicy* dp = d == 0 ? t->mutable_ingress() : t->mutable_egress();

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # netpol on inputs with policy tiers (AdminNetworkPolicy, BaselineAdminNetworkPolicy,
 # ClusterNetworkPolicy): validate counts them; check, explain and matrix evaluate them with the
-# indexed engine (no fallback note); compile, connections and probe — which need the IR or
-# read the engine's tables directly, neither of which handles tiers yet — refuse with exit 2
-# and the policies' names.
+# indexed engine (no fallback note); compile lowers them for every backend (probe, which needs
+# root, runs in np/probe/ci_probe.sh) but refuses a domainNames peer in a Deny rule, which no
+# datapath can enforce offline; connections, which reads the engine's tables directly and does
+# not handle tiers yet, refuses with exit 2 and the policies' names.
 # Expected verdicts are upstream's (testdata/tiers, network-policy-api's conformance suite).
 set -uo pipefail
 netpol="$1"
@@ -28,11 +29,35 @@ run "check an allowed node flow" 0 "ALLOWED" -- \
 run "check with --engine=reference" 1 "DENIED by Admin tier, $named" -- \
   check -f "$nodes" --from "$harry" --to 172.18.0.3 --port 36364 --engine=reference
 run "matrix" 0 "" -- matrix -f "$nodes" --port 80
-run "compile refuses" 2 "the IR lowering $unhandled" "$named" -- \
-  compile -f "$nodes" --node node-1 --backend nft
+for backend in nft iptables ebpf; do
+  run "compile --backend $backend enforces the tiers" 0 "$named" -- \
+    compile -f "$nodes" --node node-1 --backend "$backend"
+done
 run "connections refuses" 2 "listing connections $unhandled" -- connections -f "$nodes"
-run "probe refuses before building a network" 2 "probing the datapaths $unhandled" -- \
-  probe -f "$nodes" --backend nft
+# Upstream supports domainNames in Allow/Accept rules only; in a Deny rule np cannot know the
+# addresses to deny, and matching none would let the traffic through.
+fqdn="${TEST_TMPDIR:-/tmp}/fqdn-deny.yaml"
+cat >"$fqdn" <<'YAML'
+apiVersion: v1
+kind: Pod
+metadata: {name: p, namespace: a}
+status: {podIP: 10.0.0.1}
+---
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: no-example}
+spec:
+  tier: Admin
+  priority: 1
+  subject: {namespaces: {}}
+  egress:
+  - {action: Deny, to: [{domainNames: [example.com]}]}
+YAML
+run "compile refuses a domainNames peer in a Deny rule" 2 \
+  "ClusterNetworkPolicy no-example: spec.egress[0].to[0].domainNames (action Deny)" -- \
+  compile -f "$fqdn" --backend nft
+run "check still evaluates it (not evaluable offline)" 0 "not evaluable offline" -- \
+  check -f "$fqdn" --from a/p --to 93.184.216.34 --port 443
 for command in "check -f $nodes --from $harry --to 172.18.0.3 --port 36364" "matrix -f $nodes --port 80"; do
   # shellcheck disable=SC2086
   if [[ "$("$netpol" $command 2>&1)" == *"$old_note"* || "$("$netpol" $command 2>&1)" == *"note:"*"tiers"* ]]; then

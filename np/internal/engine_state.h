@@ -72,9 +72,9 @@
 //    rule by rule, with the compiled ports and PeerClassHasSelector, reproducing the
 //    reference's FirstMatch (TierRuleRef, Pass, not_evaluable in peer order, the
 //    shared-address break), then the NetworkPolicy part as today.
-// 8. Consumers that read Interval directly (np/lower.cc, np/analysis/connections.cc) must
-//    refuse a snapshot with tier policies until they understand negated intervals (the IR
-//    step): EngineState::RefuseTiers.
+// 8. Consumers that read Interval directly must understand negated intervals or refuse a
+//    snapshot with tier policies (EngineState::RefuseTiers). np/lower.cc lowers a negated
+//    interval as the complement allow list; np/analysis/connections.cc still refuses.
 #ifndef NP_INTERNAL_ENGINE_STATE_H_
 #define NP_INTERNAL_ENGINE_STATE_H_
 
