@@ -3,6 +3,7 @@
 #include "np/lower.h"
 
 #include <algorithm>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
@@ -272,35 +273,33 @@ TEST(LowerToIr, InterpreterEqualsEngineOnRandomTieredClusters) {
   }
 }
 
+// A ClusterNetworkPolicy of `tier` with `priority`, `subject` and `rules` (YAML of
+// "ingress:"/"egress:" lists, indented two spaces).
+std::string Cnp(const std::string& name, const std::string& tier, int priority,
+                const std::string& subject, const std::string& rules) {
+  return absl::StrCat("---\napiVersion: policy.networking.k8s.io/v1alpha2\n",
+                      "kind: ClusterNetworkPolicy\nmetadata: {name: ", name, "}\nspec:\n  tier: ",
+                      tier, "\n  priority: ", priority, "\n  subject: ", subject, "\n", rules);
+}
+
+constexpr char kNamespaceA[] = "{namespaces: {matchLabels: {team: a}}}";
+constexpr char kFromB[] = "from: [{namespaces: {matchLabels: {team: b}}}]";
+
 // Two namespaces a, b (pods a/p1 10.0.1.1, a/p2 10.0.1.2, b/q 10.0.2.1), then `policies`.
 IrInterpreter* LowerYaml(const std::string& policies, absl::Status* status,
                          std::optional<ir::CompiledPolicy>& ir) {
-  static constexpr char kPods[] = R"(
-apiVersion: v1
-kind: Namespace
-metadata: {name: a, labels: {team: a}}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: b, labels: {team: b}}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: p1, namespace: a}
-status: {podIP: 10.0.1.1}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: p2, namespace: a}
-status: {podIP: 10.0.1.2}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: q, namespace: b}
-status: {podIP: 10.0.2.1}
-)";
+  std::string objects;
+  for (const char* ns : {"a", "b"}) {
+    absl::StrAppend(&objects, "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: ", ns,
+                    ", labels: {team: ", ns, "}}\n");
+  }
+  for (const auto& [ns, name, ip] : {std::tuple{"a", "p1", "10.0.1.1"}, std::tuple{"a", "p2", "10.0.1.2"},
+                                     std::tuple{"b", "q", "10.0.2.1"}}) {
+    absl::StrAppend(&objects, "---\napiVersion: v1\nkind: Pod\nmetadata: {name: ", name,
+                    ", namespace: ", ns, "}\nstatus: {podIP: ", ip, "}\n");
+  }
   ClusterLoader loader;
-  *status = loader.AddText(absl::StrCat(kPods, policies), "in.yaml");
+  *status = loader.AddText(absl::StrCat(objects, policies), "in.yaml");
   if (!status->ok()) return nullptr;
   absl::StatusOr<Cluster> cluster = loader.Build();
   if (!cluster.ok()) {
@@ -332,23 +331,12 @@ TEST(LowerToIr, TierOrderInTheTables) {
   // "Deny: ... No further ClusterNetworkPolicy or NetworkPolicy rules will be processed":
   // an Admin Deny from b beats a NetworkPolicy allowing every ingress of namespace a; the
   // Admin tier selects b/q too (namespaces {}), yet it denies only ingress from b.
-  IrInterpreter* i = LowerYaml(R"(
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: all, namespace: a}
-spec: {podSelector: {}, ingress: [{}]}
----
-apiVersion: policy.networking.k8s.io/v1alpha2
-kind: ClusterNetworkPolicy
-metadata: {name: deny-b}
-spec:
-  tier: Admin
-  priority: 5
-  subject: {namespaces: {}}
-  ingress:
-  - {action: Deny, from: [{namespaces: {matchLabels: {team: b}}}]}
-)", &status, ir);
+  IrInterpreter* i = LowerYaml(
+      "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+      "metadata: {name: all, namespace: a}\nspec: {podSelector: {}, ingress: [{}]}\n" +
+          Cnp("deny-b", "Admin", 5, "{namespaces: {}}",
+              absl::StrCat("  ingress:\n  - {action: Deny, ", kFromB, "}\n")),
+      &status, ir);
   ASSERT_NE(i, nullptr) << status;
   EXPECT_FALSE(Allowed(i, kQ, kP1));
   EXPECT_TRUE(Allowed(i, kP2, kP1));
@@ -358,38 +346,16 @@ spec:
   // "Pass: ... the traffic ... is delegated to NetworkPolicy and then the Baseline tier":
   // Pass from b (priority 1) comes before Admin Deny everything (priority 2); a pod that no
   // NetworkPolicy selects falls to the Baseline tier, which denies b -> a.
-  i = LowerYaml(R"(
----
-apiVersion: policy.networking.k8s.io/v1alpha2
-kind: ClusterNetworkPolicy
-metadata: {name: pass-b}
-spec:
-  tier: Admin
-  priority: 1
-  subject: {namespaces: {matchLabels: {team: a}}}
-  ingress:
-  - {action: Pass, from: [{namespaces: {matchLabels: {team: b}}}]}
----
-apiVersion: policy.networking.k8s.io/v1alpha2
-kind: ClusterNetworkPolicy
-metadata: {name: deny-all}
-spec:
-  tier: Admin
-  priority: 2
-  subject: {namespaces: {matchLabels: {team: a}}}
-  ingress:
-  - {action: Deny, from: [{namespaces: {}}]}
----
-apiVersion: policy.networking.k8s.io/v1alpha2
-kind: ClusterNetworkPolicy
-metadata: {name: baseline}
-spec:
-  tier: Baseline
-  priority: 1
-  subject: {pods: {namespaceSelector: {matchLabels: {team: a}}, podSelector: {}}}
-  ingress:
-  - {action: Deny, from: [{namespaces: {matchLabels: {team: b}}}], protocols: [{tcp: {destinationPort: {number: 80}}}]}
-)", &status, ir);
+  i = LowerYaml(
+      Cnp("pass-b", "Admin", 1, kNamespaceA,
+          absl::StrCat("  ingress:\n  - {action: Pass, ", kFromB, "}\n")) +
+          Cnp("deny-all", "Admin", 2, kNamespaceA,
+              "  ingress:\n  - {action: Deny, from: [{namespaces: {}}]}\n") +
+          Cnp("baseline", "Baseline", 1,
+              "{pods: {namespaceSelector: {matchLabels: {team: a}}, podSelector: {}}}",
+              absl::StrCat("  ingress:\n  - {action: Deny, ", kFromB,
+                           ", protocols: [{tcp: {destinationPort: {number: 80}}}]}\n")),
+      &status, ir);
   ASSERT_NE(i, nullptr) << status;
   EXPECT_FALSE(Allowed(i, kP2, kP1));       // a -> a: the Admin Deny
   EXPECT_FALSE(Allowed(i, kQ, kP1, 80));    // passed, then the Baseline Deny on TCP 80
@@ -404,38 +370,22 @@ spec:
 TEST(LowerToIr, DomainNamesNeverAllowInTheDatapath) {
   absl::Status status;
   std::optional<ir::CompiledPolicy> ir;
-  IrInterpreter* i = LowerYaml(R"(
----
-apiVersion: policy.networking.k8s.io/v1alpha2
-kind: ClusterNetworkPolicy
-metadata: {name: dns}
-spec:
-  tier: Admin
-  priority: 1
-  subject: {namespaces: {matchLabels: {team: a}}}
-  egress:
-  - {action: Accept, to: [{domainNames: ["*.example.com"]}]}
-  - {action: Deny, to: [{networks: [0.0.0.0/0]}]}
-)", &status, ir);
+  IrInterpreter* i = LowerYaml(
+      Cnp("dns", "Admin", 1, kNamespaceA,
+          "  egress:\n  - {action: Accept, to: [{domainNames: [\"*.example.com\"]}]}\n"
+          "  - {action: Deny, to: [{networks: [0.0.0.0/0]}]}\n"),
+      &status, ir);
   ASSERT_NE(i, nullptr) << status;
   EXPECT_FALSE(Allowed(i, kP1, "93.184.216.34"));
   EXPECT_FALSE(Allowed(i, kP1, kQ));
   EXPECT_TRUE(Allowed(i, kQ, "93.184.216.34"));  // b is no subject
 
   for (const char* action : {"Deny", "Pass"}) {
-    i = LowerYaml(absl::StrCat(R"(
----
-apiVersion: policy.networking.k8s.io/v1alpha2
-kind: ClusterNetworkPolicy
-metadata: {name: block}
-spec:
-  tier: Admin
-  priority: 1
-  subject: {namespaces: {}}
-  egress:
-  - {action: Accept, to: [{domainNames: [ok.example.com]}]}
-  - {action: )", action, R"(, to: [{networks: [10.9.0.0/16]}, {domainNames: ["*.example.org"]}]}
-)"),
+    i = LowerYaml(Cnp("block", "Admin", 1, "{namespaces: {}}",
+                      absl::StrCat("  egress:\n  - {action: Accept, to: [{domainNames: "
+                                   "[ok.example.com]}]}\n  - {action: ",
+                                   action, ", to: [{networks: [10.9.0.0/16]}, ",
+                                   "{domainNames: [\"*.example.org\"]}]}\n")),
                   &status, ir);
     EXPECT_EQ(i, nullptr) << action;
     EXPECT_EQ(status.code(), absl::StatusCode::kUnimplemented) << status;

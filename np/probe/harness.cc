@@ -97,6 +97,7 @@ std::vector<uint16_t> Harness::ProbedPorts(const Cluster& cluster) const {
     }
   }
   if (ports.empty()) ports.insert(80);
+  ports.insert(options_.extra_ports.begin(), options_.extra_ports.end());
   return std::vector<uint16_t>(ports.begin(), ports.end());
 }
 
