@@ -69,8 +69,8 @@ commands:
             [--port 80,81] [--protocol TCP,UDP] [--family 4,6] [-o json] [--external IPS]
             [--nosample-external] [--timeout-ms MS] [--retry-timeout-ms MS] [--agent BIN];
             --each -f DIR: the same, one scenario per file (exit 2: no scenario file);
-            --swap-with FILE [--swaps N]: the update test (no -o, --external,
-            --sample-external or --retry-timeout-ms); --cleanup: remove leftovers (no
+            --swap-with FILE [--swaps N] [--retry-timeout-ms MS]: the update test (no -o,
+            --external or --sample-external); --cleanup: remove leftovers (no
             other flag)                                       (exit 0 match, 1 mismatch)
 
 common flags:
@@ -177,7 +177,7 @@ bool ProbeReadsFlag(const std::string& flag) {
     return true;
   }
   // The update test prints its own report and probes pod pairs only, once each round.
-  if (mode == "--swap-with") return flag == "swaps";
+  if (mode == "--swap-with") return flag == "swaps" || flag == "retry_timeout_ms";
   return In(flag, {"output", "external", "sample_external", "retry_timeout_ms"});
 }
 

@@ -36,8 +36,10 @@ ABSL_FLAG(int, retry_timeout_ms, 3000,
           "probe: a probe the engine allows that got no answer is retried once with this "
           "timeout (ms) before it counts as a mismatch.");
 ABSL_FLAG(std::string, swap_with, "",
-          "probe: the update test. FILE with a second policy set over the same pods: the "
-          "backend's program is swapped between -f and FILE --swaps times while probing.");
+          "probe: the update test. FILE with a second policy set (pods may come, go, be "
+          "relabelled or reuse an address): the backend's program is swapped between -f and "
+          "FILE --swaps times while probing; a both-denied flow that connects or a "
+          "both-allowed flow that is dropped fails it.");
 ABSL_FLAG(int, swaps, 50, "probe --swap-with: how many times the program is replaced.");
 ABSL_FLAG(std::string, external, "",
           "probe: addresses outside the cluster (comma-separated) to probe to and from every "
@@ -305,7 +307,7 @@ int RunProbe(const Args& args, int argc, char** argv) {
     if (!report.ok()) return Fail(report.status());
     std::cout << probe::FormatUpdateReport(*report);
     if (!closed.ok()) return Fail(closed);
-    return report->violations.empty() ? kExitOk : kExitNo;
+    return report->passed() ? kExitOk : kExitNo;
   }
 
   if (!absl::GetFlag(FLAGS_each)) {

@@ -125,6 +125,7 @@ struct Probe {
   sockaddr_storage source{};  // bound before connect when source_len > 0
   socklen_t source_len = 0;
   int timeout_ms = 1000;
+  int max_sends = kUdpSends;  // UDP datagrams within the timeout; 1 with `once`
   int fd = -1;
   int64_t start = 0;
   int64_t deadline = 0;
@@ -234,7 +235,7 @@ class Agent {
       int wait = -1;
       for (const auto& [fd, probe] : in_flight_) {
         int64_t next = probe->deadline;
-        if (probe->proto == Proto::kUdp && probe->sends < kUdpSends) {
+        if (probe->proto == Proto::kUdp && probe->sends < probe->max_sends) {
           next = std::min(next, probe->next_send);
         }
         int64_t delta = std::max<int64_t>(0, next - now);
@@ -312,6 +313,8 @@ class Agent {
   void Command(const std::string& line) {
     std::vector<std::string> w = SplitWords(line);
     if (w.empty()) return;
+    bool once = w.size() >= 7 && w.back() == "once";
+    if (once) w.pop_back();
     if (w[0] == "probe" && (w.size() == 6 || w.size() == 7)) {
       auto probe = std::make_unique<Probe>();
       probe->id = w[1];
@@ -330,6 +333,7 @@ class Agent {
         return;
       }
       probe->timeout_ms = timeout;
+      if (once) probe->max_sends = 1;
       AddProbe(std::move(probe));
     } else if (w[0] == "listen" && w.size() == 3) {
       Proto proto;
@@ -496,7 +500,7 @@ class Agent {
 
   void SendUdp(Probe* p) {
     ++p->sends;
-    p->next_send = p->start + static_cast<int64_t>(p->timeout_ms) * p->sends / kUdpSends;
+    p->next_send = p->start + static_cast<int64_t>(p->timeout_ms) * p->sends / p->max_sends;
     ssize_t w = send(p->fd, p->payload.data(), p->payload.size(), MSG_DONTWAIT);
     if (w < 0 && errno != EAGAIN && errno != ENOBUFS) {
       int e = errno;
@@ -542,7 +546,7 @@ class Agent {
     for (const auto& [fd, probe] : in_flight_) {
       if (now >= probe->deadline) {
         expired.push_back(probe.get());
-      } else if (probe->proto == Proto::kUdp && probe->sends < kUdpSends &&
+      } else if (probe->proto == Proto::kUdp && probe->sends < probe->max_sends &&
                  now >= probe->next_send) {
         resend.push_back(probe.get());
       }

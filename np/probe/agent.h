@@ -12,9 +12,10 @@
 //       when every target answered.
 //
 // Control protocol (serve --control), one command per line on stdin; answers on stdout:
-//   probe ID PROTO ADDRESS PORT TIMEOUT_MS [SOURCE]
+//   probe ID PROTO ADDRESS PORT TIMEOUT_MS [SOURCE] [once]
 //                                           -> result ID STATUS MILLIS DETAIL   (asynchronous;
-//                                              SOURCE: the local address to send from)
+//                                              SOURCE: the local address to send from;
+//                                              once: one packet only, see below)
 //   listen PROTO PORT                       -> listening PROTO PORT | error listen ...: why
 //   ping                                    -> pong   (answered after every earlier line)
 //   quit                                    -> the agent exits
@@ -26,7 +27,10 @@
 //   unreachable  ICMP host/net unreachable or administratively prohibited, no route
 //   error        a local failure (socket(), bad address, ...): the probe says nothing
 // A UDP request is sent three times within its timeout (at 0, 1/3 and 2/3) so that one lost
-// datagram does not read as "denied". Probes run concurrently (at most 1024 in flight; more
+// datagram does not read as "denied". With `once` it is sent one time, and a TCP probe's
+// timeout must be under the kernel's initial SYN retransmission timeout (1 s): then a
+// probe that fails had its one packet dropped (or answered later than its timeout) —
+// nothing re-sent it past a momentary drop. The update test uses this. Probes run concurrently (at most 1024 in flight; more
 // wait in a queue, and their time starts when they are sent).
 //
 // Thread safety: AgentMain owns the process; call it from main() only.

@@ -700,7 +700,8 @@ absl::StatusOr<std::vector<ProbeOutcome>> TestNetwork::Run(
     absl::StrAppend(&outgoing[q.source_pod], "probe ", r, " ",
                     backends::ProtocolLower(static_cast<ir::Protocol>(q.protocol)), " ",
                     q.destination.ToString(), " ", q.port, " ", q.timeout_ms,
-                    q.source ? absl::StrCat(" ", q.source->ToString()) : "", "\n");
+                    q.source ? absl::StrCat(" ", q.source->ToString()) : "",
+                    q.once ? " once" : "", "\n");
     ++remaining[q.source_pod];
     longest = std::max(longest, q.timeout_ms);
   }

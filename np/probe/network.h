@@ -81,6 +81,9 @@ struct ProbeRequest {
   Protocol protocol = Protocol::kTCP;
   uint16_t port = 0;
   int timeout_ms = 500;
+  // One packet only (np/probe/agent.h, `once`): a failure then means that packet was
+  // dropped or answered after timeout_ms, never that a re-send hid a drop.
+  bool once = false;
 };
 
 struct ProbeOutcome {

@@ -38,9 +38,22 @@
 // bits (kube-proxy's 0x4000/0x8000, ...) are kept. The forward hook sees pod-to-pod traffic
 // when pods are routed (or bridged with bridge-nf-call-iptables); traffic from the node's
 // own stack to its pods is not judged, as Kubernetes specifies.
-// Atomic replace: the file starts with `table inet np {}` + `delete table inet np` and then
-// declares the table, all in one `nft -f` transaction: packets see the old program or the
-// new one, never neither. Conntrack entries survive, so established connections keep flowing.
+// Render's text is a whole replace: it starts with `table inet np {}` + `delete table inet
+// np` and then declares the table, all in one `nft -f` transaction. That is right for a
+// first install and for recovery, but not for a live update: nf_tables registers the new
+// base chain's hook (empty until the commit) before the old one and each base chain reads
+// the generation on its own, and deleting a map deactivates its elements in the next
+// generation. A packet that meets the new chain just before the commit (empty: accept) and
+// the old chain just after it (its maps now empty: no endpoint matches, accept) passes
+// neither program — the update test caught UDP probes of flows both programs deny getting
+// through (2026-11-30).
+// Apply therefore switches generations instead (SwitchText, RetireText): the new program's
+// sets and regular chains are added under fresh names (suffix `_g<N>`), and the base chain,
+// which is never deleted, has its rules replaced to point at them, in one commit; a packet
+// sees the old rules with the old, untouched sets or the new rules with the new ones. A
+// second commit then deletes the old generation, which no rule reaches any more. A base
+// chain whose hook differs from what np writes (another np version) gets the whole replace.
+// Conntrack entries survive both ways, so established connections keep flowing.
 //
 // Capacity (Capacity(), `netpol compile --stats`): at most 65,534 identities (the mark
 // layout). nf_tables has no hard limit on rules, sets or elements (memory aside), but load
@@ -54,6 +67,7 @@
 #ifndef NP_BACKENDS_NFT_NFT_H_
 #define NP_BACKENDS_NFT_NFT_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -100,6 +114,32 @@ struct Program {
 absl::StatusOr<Program> Build(const ir::CompiledPolicy& ir);
 // `nft -f` input: the atomic-replace preamble and the table.
 std::string Text(const Program& program);
+
+// What a terse listing (`nft -t list table inet np`) says the kernel holds.
+struct Installed {
+  struct Object {
+    std::string kind;  // "set", "map" or "chain"
+    std::string name;
+    std::string hook;  // a base chain's "type ... policy ...;" line; empty otherwise
+  };
+  std::vector<Object> objects;
+  uint64_t last_generation = 0;  // the largest N of a `_g<N>` name; 0 when none
+};
+Installed ParseInstalled(const std::string& terse_listing);
+// `program` with every set and regular chain renamed NAME_g<generation>, and every
+// reference to them (`@set`, `jump`/`goto` in rules and map elements) with it. Base
+// chains keep their names.
+Program WithGeneration(const Program& program, uint64_t generation);
+// Whether the installed base chains can take `next`'s rules in place: each base chain of
+// `next` is absent or a base chain with the same hook line.
+bool CanSwitch(const Installed& installed, const Program& next);
+// The first commit: `next`'s sets and regular chains beside what is installed, and each base
+// chain declared, flushed and filled with `next`'s rules.
+std::string SwitchText(const Program& next);
+// The second commit: every set and chain installed that `next` does not have — chains
+// flushed first (their jumps hold references), then sets and maps, then the chains. Empty
+// when there is nothing to retire.
+std::string RetireText(const Installed& installed, const Program& next);
 
 }  // namespace nft
 }  // namespace np::backends

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <random>
+#include <set>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -492,6 +493,118 @@ TEST(NftExplain, NamesRuleAndElements) {
   EXPECT_FALSE(nft->Explain(ir, {"nonsense", "10.0.0.1", 6, 80}).ok());
 }
 
+// Apply's generation switch, on text: every set and regular chain gets the suffix, and so does
+// every reference to one; base chains and names that merely contain a set's name do not.
+TEST(NftGeneration, RenamesObjectsAndEveryReference) {
+  absl::StatusOr<Program> program = Build(HundredPods());
+  ASSERT_TRUE(program.ok());
+  Program next = WithGeneration(*program, 7);
+  ASSERT_EQ(next.sets.size(), program->sets.size());
+  ASSERT_EQ(next.chains.size(), program->chains.size());
+  std::set<std::string> names;
+  for (const Set& s : next.sets) {
+    EXPECT_TRUE(absl::EndsWith(s.name, "_g7")) << s.name;
+    names.insert(s.name);
+  }
+  for (const Chain& c : next.chains) {
+    if (c.hook.empty()) {
+      EXPECT_TRUE(absl::EndsWith(c.name, "_g7")) << c.name;
+      names.insert(c.name);
+    } else {
+      EXPECT_EQ(c.name, "forward");
+    }
+  }
+  // Every reference in the renamed program names an object of the renamed program.
+  auto check_references = [&](const std::string& text) {
+    for (absl::string_view word : absl::StrSplit(text, absl::ByAnyChar(" ,{}"))) {
+      if (absl::ConsumePrefix(&word, "@")) {
+        EXPECT_TRUE(names.count(std::string(word)) > 0) << word << " in " << text;
+      }
+    }
+    for (const char* marker : {"jump ", "goto "}) {
+      size_t at = text.find(marker);
+      if (at == std::string::npos) continue;
+      std::string target = text.substr(at + 5);
+      target = target.substr(0, target.find_first_of(" ,}"));
+      EXPECT_TRUE(names.count(target) > 0) << target << " in " << text;
+    }
+  };
+  int references = 0;
+  for (const Set& s : next.sets) {
+    for (const std::string& e : s.elements) check_references(e), references += absl::StrContains(e, "jump ");
+  }
+  for (const Chain& c : next.chains) {
+    for (const std::string& r : c.rules) check_references(r), references += absl::StrContains(r, "@");
+  }
+  EXPECT_GT(references, 4);  // the dispatch maps and the forward chain's vmaps at least
+}
+
+TEST(NftGeneration, ParsesATerseListing) {
+  // The shape `nft -t list table inet np` prints (nftables 1.0.6).
+  Installed installed = ParseInstalled(
+      "table inet np {\n"
+      "\tmap identity4_g3 {\n\t\ttype ipv4_addr : verdict\n\t\tflags interval\n\t}\n\n"
+      "\tset peers_12_g3 {\n\t\ttype mark\n\t}\n\n"
+      "\tchain id_other_g3 {\n\t\tmeta mark set meta mark & 0x0000ffff | 0xffff0000\n\t}\n\n"
+      "\tchain forward {\n\t\tcomment \"NetworkPolicy\"\n"
+      "\t\ttype filter hook forward priority filter; policy accept;\n"
+      "\t\tct state established,related accept\n\t}\n"
+      "\tchain t0_ingress_g12 {\n\t\tdrop\n\t}\n"
+      "}\n");
+  ASSERT_EQ(installed.objects.size(), 5u);
+  EXPECT_EQ(installed.last_generation, 12u);
+  EXPECT_EQ(installed.objects[0].kind, "map");
+  EXPECT_EQ(installed.objects[0].name, "identity4_g3");
+  EXPECT_EQ(installed.objects[1].kind, "set");
+  EXPECT_EQ(installed.objects[3].name, "forward");
+  EXPECT_EQ(installed.objects[3].hook, "type filter hook forward priority filter; policy accept;");
+  EXPECT_EQ(installed.objects[2].hook, "");
+  EXPECT_EQ(ParseInstalled("").objects.size(), 0u);
+}
+
+TEST(NftGeneration, SwitchesInPlaceOnlyOverTheSameHooks) {
+  absl::StatusOr<Program> program = Build(HundredPods());
+  ASSERT_TRUE(program.ok());
+  Program next = WithGeneration(*program, 2);
+  Installed same;
+  same.objects = {{"chain", "forward", "type filter hook forward priority filter; policy accept;"}};
+  EXPECT_TRUE(CanSwitch(same, next));
+  EXPECT_TRUE(CanSwitch(Installed{}, next));
+  Installed other_priority;
+  other_priority.objects = {{"chain", "forward", "type filter hook forward priority 10; policy accept;"}};
+  EXPECT_FALSE(CanSwitch(other_priority, next));
+  Installed regular;
+  regular.objects = {{"chain", "forward", ""}};
+  EXPECT_FALSE(CanSwitch(regular, next));
+  // The switch never deletes the table; it flushes and refills the base chain.
+  std::string text = SwitchText(next);
+  EXPECT_FALSE(absl::StrContains(text, "delete")) << text;
+  EXPECT_LT(text.find("chain t0_ingress_g2 {"), text.find("flush chain inet np forward"));
+  EXPECT_LT(text.find("flush chain inet np forward"), text.find("ip daddr vmap @ingress4_g2"));
+}
+
+TEST(NftGeneration, RetiresWhatTheNextGenerationLacksChainsFlushedFirst) {
+  absl::StatusOr<Program> program = Build(HundredPods());
+  ASSERT_TRUE(program.ok());
+  Program next = WithGeneration(*program, 2);
+  Installed installed;
+  installed.objects = {{"map", "ingress4_g1", ""},
+                       {"chain", "t0_ingress_g1", ""},
+                       {"chain", "forward", "type filter hook forward priority filter; policy accept;"},
+                       {"set", "peers_0_g1", ""},
+                       {"map", "ingress4_g2", ""}};
+  std::string text = RetireText(installed, next);
+  EXPECT_EQ(text,
+            "flush chain inet np t0_ingress_g1\n"
+            "delete map inet np ingress4_g1\n"
+            "delete set inet np peers_0_g1\n"
+            "delete chain inet np t0_ingress_g1\n");
+  Installed current;
+  for (const Set& s : next.sets) current.objects.push_back({s.map ? "map" : "set", s.name, ""});
+  for (const Chain& c : next.chains) current.objects.push_back({"chain", c.name, c.hook});
+  EXPECT_EQ(RetireText(current, next), "");
+}
+
 // As root: in a network namespace of the test's own, the kernel accepts the program, Apply
 // replaces it, Remove removes it.
 class NftKernelTest : public ::testing::Test {
@@ -538,9 +651,66 @@ TEST_F(NftKernelTest, FailedApplyKeepsTheOldProgram) {
   broken.insert(broken.rfind("drop"), "this is not nft\n    ");
   broken.replace(broken.find("ns/allow-web"), 12, "ns/broken-web");
   EXPECT_FALSE(RunCommand({"nft", "-f", "-"}, broken).ok());
-  absl::StatusOr<std::string> listing = RunCommand({"nft", "list", "chain", "inet", "np", "t0_ingress"});
+  absl::StatusOr<std::string> listing = RunCommand({"nft", "list", "chain", "inet", "np", "t0_ingress_g1"});
   ASSERT_TRUE(listing.ok());
   EXPECT_TRUE(absl::StrContains(*listing, "ns/allow-web")) << *listing;
+  ASSERT_TRUE(nft->Remove({}).ok());
+}
+
+// Apply over Apply: the base chain stays (its handle does not change: the hook is never
+// re-registered), each Apply leaves exactly one generation, and the dispatch follows the IR.
+TEST_F(NftKernelTest, ApplySwitchesGenerationsUnderOneBaseChain) {
+  std::unique_ptr<Backend> nft = MakeNftBackend();
+  std::mt19937 rng(23);
+  // The table's handle and the forward chain's: a whole replace would make a new table
+  // (chain handles count from 1 again in it, so the table's is what tells).
+  auto handle_of_forward = []() -> std::string {
+    absl::StatusOr<std::string> table = RunCommand({"nft", "-a", "-t", "list", "table", "inet", "np"});
+    absl::StatusOr<std::string> chain =
+        RunCommand({"nft", "-a", "-t", "list", "chain", "inet", "np", "forward"});
+    if (!table.ok() || !chain.ok()) return "none";
+    std::vector<std::string> lines = absl::StrSplit(*table, '\n');
+    size_t at = chain->find("chain forward { # handle ");
+    return at == std::string::npos ? "none" : absl::StrCat(lines[0], " / ", chain->substr(at, chain->find('\n', at) - at));
+  };
+  std::string first_handle;
+  for (int i = 1; i <= 6; ++i) {
+    ir::CompiledPolicy ir = i % 2 == 0 ? HundredPods() : RandomIr(rng);
+    ASSERT_TRUE(nft->Apply(ir, {}).ok()) << i;
+    absl::StatusOr<std::string> listing = RunCommand({"nft", "-t", "list", "table", "inet", "np"});
+    ASSERT_TRUE(listing.ok());
+    Installed installed = ParseInstalled(*listing);
+    EXPECT_EQ(installed.last_generation, static_cast<uint64_t>(i));
+    for (const Installed::Object& o : installed.objects) {
+      if (o.hook.empty()) {
+        EXPECT_TRUE(absl::EndsWith(o.name, absl::StrCat("_g", i))) << o.name << " after Apply " << i;
+      }
+    }
+    if (i == 1) first_handle = handle_of_forward();
+    EXPECT_EQ(handle_of_forward(), first_handle) << "after Apply " << i;
+  }
+  absl::StatusOr<std::string> forward = RunCommand({"nft", "list", "chain", "inet", "np", "forward"});
+  ASSERT_TRUE(forward.ok());
+  EXPECT_TRUE(absl::StrContains(*forward, "@ingress4_g6")) << *forward;
+  absl::StatusOr<std::string> map = RunCommand({"nft", "list", "map", "inet", "np", "ingress4_g6"});
+  ASSERT_TRUE(map.ok());
+  EXPECT_TRUE(absl::StrContains(*map, "10.0.0.1 : jump t0_ingress_g6")) << *map;
+  ASSERT_TRUE(nft->Remove({}).ok());
+}
+
+// A table another program shape left (here: a forward chain at another priority) is replaced
+// whole rather than left half-switched.
+TEST_F(NftKernelTest, ApplyReplacesATableItCannotSwitch) {
+  ASSERT_TRUE(RunCommand({"nft", "-f", "-"},
+                         "table inet np {\n chain forward {\n type filter hook forward priority 10; "
+                         "policy accept;\n drop\n }\n}\n")
+                  .ok());
+  std::unique_ptr<Backend> nft = MakeNftBackend();
+  ASSERT_TRUE(nft->Apply(HundredPods(), {}).ok());
+  absl::StatusOr<std::string> forward = RunCommand({"nft", "list", "chain", "inet", "np", "forward"});
+  ASSERT_TRUE(forward.ok());
+  EXPECT_TRUE(absl::StrContains(*forward, "priority filter")) << *forward;
+  EXPECT_FALSE(absl::StrContains(*forward, "\t\tdrop")) << *forward;
   ASSERT_TRUE(nft->Remove({}).ok());
 }
 
