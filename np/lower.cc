@@ -4,6 +4,8 @@
 #include <map>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "np/internal/engine_state.h"
 
 namespace np {
@@ -56,12 +58,41 @@ std::vector<std::string> ToCidrs(U128 first, U128 last, int family) {
 
 U128 FamilyMax(int family) { return family == 0 ? U128{0xffffffffu} : ~U128{0}; }
 
+// domainNames peers never match offline (README, policy tiers): in an Allow/Accept rule that
+// only leaves out traffic the rule would allow, but in a Deny or Pass rule it would let
+// through traffic that the policy's author meant to stop before NetworkPolicy and the
+// Baseline tier see it. The datapath never silently allows: such programs are refused.
+absl::Status RefuseUnenforceableDomainNames(const EngineState& s) {
+  if (s.tier_policies == nullptr) return absl::OkStatus();
+  std::vector<std::string> found;
+  for (const internal::CompiledTierPolicy& policy : *s.tier_policies) {
+    for (int d = 0; d < 2; ++d) {
+      const auto& rules = policy.rules[d];
+      for (size_t r = 0; r < rules.size(); ++r) {
+        if (rules[r].action == tiers::Action::kAllow) continue;
+        for (size_t p = 0; p < rules[r].peers.size(); ++p) {
+          if (rules[r].peers[p].kind != tiers::Peer::Kind::kDomainNames) continue;
+          found.push_back(absl::StrCat(policy.key, ": spec.", d == 0 ? "ingress" : "egress", "[",
+                                       r, d == 0 ? "].from[" : "].to[", p,
+                                       "].domainNames (action ",
+                                       tiers::ActionName(rules[r].action), ")"));
+        }
+      }
+    }
+  }
+  if (found.empty()) return absl::OkStatus();
+  return absl::UnimplementedError(absl::StrCat(
+      "the IR lowering cannot enforce a domainNames peer in a Deny or Pass rule: which "
+      "addresses a name has is not in the objects, and matching none would let that traffic "
+      "through; ",
+      absl::StrJoin(found, "; ")));
+}
+
 }  // namespace
 
 absl::StatusOr<ir::CompiledPolicy> LowerToIr(const Engine& engine) {
   const EngineState& s = EngineAccess::State(engine);
-  // Fail closed: the IR has no ordered actions yet (issue 10, the step after the engine).
-  if (absl::Status refused = s.RefuseTiers("the IR lowering"); !refused.ok()) return refused;
+  if (absl::Status refused = RefuseUnenforceableDomainNames(s); !refused.ok()) return refused;
   ir::CompiledPolicy out;
   out.set_node(s.options.node_name);
   out.set_always_allow_self(s.options.evaluation.always_allow_self);
@@ -182,6 +213,12 @@ absl::StatusOr<ir::CompiledPolicy> LowerToIr(const Engine& engine) {
     for (uint32_t p : s.IdList(slot.key.policies)) policies.push_back(s.policies[p]->key);
     std::sort(policies.begin(), policies.end());
     for (const std::string& p : policies) t->add_policies(p);
+    // Then the tier policies selecting them, in evaluation order (kNone: quarantine).
+    if (slot.key.tier_policies != kNone) {
+      for (uint32_t p : s.IdList(slot.key.tier_policies)) {
+        t->add_policies((*s.tier_policies)[p].key);
+      }
+    }
     for (int d = 0; d < 2; ++d) {
       const internal::DirectionTable& dt = table.direction(d);
       ir::DirectionPolicy* dp = d == 0 ? t->mutable_ingress() : t->mutable_egress();
@@ -196,14 +233,26 @@ absl::StatusOr<ir::CompiledPolicy> LowerToIr(const Engine& engine) {
           if (iv.all_peers) {
             set = peer_set(true, {});
           } else {
-            std::vector<uint32_t> identities;
+            // The identities the interval lists: the allowed ones, or with `negated` (a
+            // tier table) the denied ones.
+            std::vector<bool> listed(identity_of_class.size(), false);
             table.ForEachPeer(iv, [&](uint32_t c) {
               auto found = identity_of_class.find(c);
-              if (found != identity_of_class.end()) identities.push_back(found->second);
+              if (found != identity_of_class.end()) listed[found->second] = true;
             });
-            if (identities.empty()) continue;  // no address carries those classes: deny
-            std::sort(identities.begin(), identities.end());
-            set = peer_set(false, std::move(identities));
+            // The IR has allow lists only: a negated interval becomes its complement over
+            // the identities some address carries, the shared-address identity included
+            // (it matches no tier peer, so no tier rule denies it: IntervalAllows).
+            std::vector<uint32_t> identities;
+            for (uint32_t id = 0; id < listed.size(); ++id) {
+              if (listed[id] != static_cast<bool>(iv.negated)) identities.push_back(id);
+            }
+            if (identities.empty()) continue;  // no address is allowed: deny
+            if (iv.negated && identities.size() == listed.size()) {
+              set = peer_set(true, {});  // every identity, so every address
+            } else {
+              set = peer_set(false, std::move(identities));
+            }
           }
           ir::PortRule* rule = dp->add_rules();
           rule->set_protocol(static_cast<ir::Protocol>(static_cast<int>(protocol)));

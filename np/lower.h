@@ -8,7 +8,10 @@
 //   absl::StatusOr<np::ir::CompiledPolicy> ir = np::LowerToIr(**engine);
 //
 // The IR answers every flow as the engine does for the node's pods (lower_test checks it
-// with an IR interpreter on random clusters).
+// with an IR interpreter on random clusters, with and without policy tiers). Policy tiers are
+// lowered as each direction's final verdict (proto/compiled.proto explains the shape).
+// Errors: Unimplemented for a domainNames peer in a Deny or Pass tier rule, which no datapath
+// can enforce offline (matching nothing would let the traffic through), naming the rule.
 //
 // Thread safety: a pure function of an immutable snapshot.
 #ifndef NP_LOWER_H_

@@ -3,9 +3,11 @@
 #include "np/lower.h"
 
 #include <algorithm>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "np/loader.h"
 #include "np/testgen/random_cluster.h"
 
 namespace np {
@@ -143,42 +145,254 @@ TEST(LowerToIr, CidrDecomposition) {
   EXPECT_EQ(ir->ipv6(0).cidrs(0), "::/0");
 }
 
+// Lowers the engine for `options` and checks that the IR interpreter answers every probe
+// address pair, protocol and probe port as the engine does.
+void CheckInterpreterEqualsEngine(uint64_t seed, const Cluster& cluster,
+                                  const EngineOptions& options) {
+  absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(cluster, options);
+  ASSERT_TRUE(engine.ok()) << "seed " << seed << ": " << engine.status();
+  absl::StatusOr<ir::CompiledPolicy> ir = LowerToIr(**engine);
+  ASSERT_TRUE(ir.ok()) << "seed " << seed << ": " << ir.status();
+  CheckRangesPartitionTheSpace(*ir);
+  IrInterpreter interpreter(*ir);
+  std::vector<IpAddress> addresses = testgen::RandomCluster::ProbeAddresses();
+  for (int i = 0; i < cluster.pod_count(); ++i) {
+    for (const IpAddress& a : cluster.pod(i).ips) addresses.push_back(a);
+  }
+  for (const IpAddress& s : addresses) {
+    for (const IpAddress& d : addresses) {
+      if (s.family() != d.family()) continue;
+      for (Protocol protocol : kAllProtocols) {
+        for (uint16_t port : testgen::RandomCluster::ProbePorts()) {
+          bool expected = (*engine)->AllowedPacket(s, d, protocol, port);
+          bool got = interpreter.Allowed(s, d, protocol, port);
+          ASSERT_EQ(got, expected)
+              << "seed " << seed << ": " << s.ToString() << " -> " << d.ToString() << " "
+              << ProtocolName(protocol) << "/" << port << "\n"
+              << ir->DebugString();
+        }
+      }
+    }
+  }
+}
+
+// The options a seed's cluster is lowered with: per node or whole, each ipBlock scope,
+// with and without always-allow-self.
+EngineOptions OptionsForSeed(uint64_t seed) {
+  EngineOptions options;
+  if (seed % 2 == 0) options.node_name = "node-1";
+  if (seed % 7 == 3) {
+    options.evaluation.ip_block_scope = EvaluationOptions::IpBlockScope::kExternalOnly;
+  }
+  if (seed % 5 == 2) options.evaluation.always_allow_self = true;
+  return options;
+}
+
 TEST(LowerToIr, InterpreterEqualsEngineOnRandomClusters) {
   for (uint64_t seed = 0; seed < 1500; ++seed) {
     testgen::RandomCluster generator(seed);
     absl::StatusOr<Cluster> cluster = Cluster::Create(generator.Objects());
     ASSERT_TRUE(cluster.ok());
-    EngineOptions options;
-    if (seed % 2 == 0) options.node_name = "node-1";
-    if (seed % 7 == 3) {
-      options.evaluation.ip_block_scope = EvaluationOptions::IpBlockScope::kExternalOnly;
+    ASSERT_NO_FATAL_FAILURE(CheckInterpreterEqualsEngine(seed, *cluster, OptionsForSeed(seed)));
+  }
+}
+
+// Whether a tier rule's action lets its peers through ("Allow" v1alpha1, "Accept" v1alpha2).
+bool Accepts(const std::string& action) { return action == "Allow" || action == "Accept"; }
+
+// Drops the domainNames peers of Deny and Pass rules (and a rule left with no peer), which the
+// lowering refuses (DomainNamesInDenyOrPassAreRefused); returns whether it dropped any.
+template <typename Rules>
+bool DropUnenforceableDomainNames(Rules* rules) {
+  bool dropped = false;
+  for (int r = rules->size() - 1; r >= 0; --r) {
+    auto* rule = rules->Mutable(r);
+    if (Accepts(rule->action())) continue;
+    auto* peers = rule->mutable_peers();
+    for (int p = peers->size() - 1; p >= 0; --p) {
+      if (peers->Get(p).domainnames_size() == 0) continue;
+      peers->DeleteSubrange(p, 1);
+      dropped = true;
     }
-    if (seed % 5 == 2) options.evaluation.always_allow_self = true;
-    absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(*cluster, options);
-    ASSERT_TRUE(engine.ok());
-    absl::StatusOr<ir::CompiledPolicy> ir = LowerToIr(**engine);
-    ASSERT_TRUE(ir.ok());
-    CheckRangesPartitionTheSpace(*ir);
-    IrInterpreter interpreter(*ir);
-    std::vector<IpAddress> addresses = testgen::RandomCluster::ProbeAddresses();
-    for (int i = 0; i < cluster->pod_count(); ++i) {
-      for (const IpAddress& a : cluster->pod(i).ips) addresses.push_back(a);
+    if (peers->empty()) rules->DeleteSubrange(r, 1);
+  }
+  return dropped;
+}
+
+bool DropUnenforceableDomainNames(ClusterObjects& objects) {
+  bool dropped = false;
+  for (auto& p : objects.admin_network_policies) {
+    dropped |= DropUnenforceableDomainNames(p.object.mutable_spec()->mutable_egress());
+  }
+  for (auto& p : objects.baseline_admin_network_policies) {
+    dropped |= DropUnenforceableDomainNames(p.object.mutable_spec()->mutable_egress());
+  }
+  for (auto& p : objects.cluster_network_policies) {
+    dropped |= DropUnenforceableDomainNames(p.object.mutable_spec()->mutable_egress());
+  }
+  return dropped;
+}
+
+// The tiers (Admin, NetworkPolicy, Baseline, priorities, Pass, every peer kind, named ports)
+// lowered into the IR's allow tables answer as the engine, which equals the reference on
+// random tiered clusters (engine_test). Replay one seed: --gtest_filter=*Tiered* and
+// NP_TIERED_LOWER_SEED=<seed>.
+TEST(LowerToIr, InterpreterEqualsEngineOnRandomTieredClusters) {
+  uint64_t first = 5000000, count = 1500;
+  if (const char* one = std::getenv("NP_TIERED_LOWER_SEED")) {
+    first = std::strtoull(one, nullptr, 10);
+    count = 1;
+  }
+  testgen::RandomClusterOptions generator_options;
+  generator_options.tier_chance = 1;
+  int refused = 0, with_tiers = 0;
+  for (uint64_t seed = first; seed < first + count; ++seed) {
+    testgen::RandomCluster generator(seed, generator_options);
+    ClusterObjects objects = generator.Objects();
+    ClusterObjects enforceable = objects;
+    if (DropUnenforceableDomainNames(enforceable)) {
+      // As generated, the lowering refuses it, naming the rule.
+      absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
+      ASSERT_TRUE(cluster.ok()) << "seed " << seed << ": " << cluster.status();
+      absl::StatusOr<ir::CompiledPolicy> ir = LowerToIr(**Engine::Build(*cluster, {}));
+      ASSERT_FALSE(ir.ok()) << "seed " << seed << ": a Deny/Pass domainNames peer was lowered";
+      EXPECT_EQ(ir.status().code(), absl::StatusCode::kUnimplemented);
+      EXPECT_NE(ir.status().message().find("].domainNames (action "), std::string::npos)
+          << ir.status();
+      ++refused;
     }
-    for (const IpAddress& s : addresses) {
-      for (const IpAddress& d : addresses) {
-        if (s.family() != d.family()) continue;
-        for (Protocol protocol : kAllProtocols) {
-          for (uint16_t port : testgen::RandomCluster::ProbePorts()) {
-            bool expected = (*engine)->AllowedPacket(s, d, protocol, port);
-            bool got = interpreter.Allowed(s, d, protocol, port);
-            ASSERT_EQ(got, expected)
-                << "seed " << seed << ": " << s.ToString() << " -> " << d.ToString() << " "
-                << ProtocolName(protocol) << "/" << port << "\n"
-                << ir->DebugString();
-          }
-        }
-      }
-    }
+    absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(enforceable));
+    ASSERT_TRUE(cluster.ok()) << "seed " << seed << ": " << cluster.status();
+    with_tiers += cluster->tier_policy_count() > 0;
+    ASSERT_NO_FATAL_FAILURE(CheckInterpreterEqualsEngine(seed, *cluster, OptionsForSeed(seed)));
+  }
+  if (count > 1) {
+    // The generator does draw what this test is about.
+    EXPECT_GT(with_tiers, static_cast<int>(count) * 9 / 10);
+    EXPECT_GT(refused, 0);
+  }
+}
+
+// A ClusterNetworkPolicy of `tier` with `priority`, `subject` and `rules` (YAML of
+// "ingress:"/"egress:" lists, indented two spaces).
+std::string Cnp(const std::string& name, const std::string& tier, int priority,
+                const std::string& subject, const std::string& rules) {
+  return absl::StrCat("---\napiVersion: policy.networking.k8s.io/v1alpha2\n",
+                      "kind: ClusterNetworkPolicy\nmetadata: {name: ", name, "}\nspec:\n  tier: ",
+                      tier, "\n  priority: ", priority, "\n  subject: ", subject, "\n", rules);
+}
+
+constexpr char kNamespaceA[] = "{namespaces: {matchLabels: {team: a}}}";
+constexpr char kFromB[] = "from: [{namespaces: {matchLabels: {team: b}}}]";
+
+// Two namespaces a, b (pods a/p1 10.0.1.1, a/p2 10.0.1.2, b/q 10.0.2.1), then `policies`.
+IrInterpreter* LowerYaml(const std::string& policies, absl::Status* status,
+                         std::optional<ir::CompiledPolicy>& ir) {
+  std::string objects;
+  for (const char* ns : {"a", "b"}) {
+    absl::StrAppend(&objects, "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: ", ns,
+                    ", labels: {team: ", ns, "}}\n");
+  }
+  for (const auto& [ns, name, ip] : {std::tuple{"a", "p1", "10.0.1.1"}, std::tuple{"a", "p2", "10.0.1.2"},
+                                     std::tuple{"b", "q", "10.0.2.1"}}) {
+    absl::StrAppend(&objects, "---\napiVersion: v1\nkind: Pod\nmetadata: {name: ", name,
+                    ", namespace: ", ns, "}\nstatus: {podIP: ", ip, "}\n");
+  }
+  ClusterLoader loader;
+  *status = loader.AddText(absl::StrCat(objects, policies), "in.yaml");
+  if (!status->ok()) return nullptr;
+  absl::StatusOr<Cluster> cluster = loader.Build();
+  if (!cluster.ok()) {
+    *status = cluster.status();
+    return nullptr;
+  }
+  absl::StatusOr<ir::CompiledPolicy> lowered = LowerToIr(**Engine::Build(*cluster));
+  if (!lowered.ok()) {
+    *status = lowered.status();
+    return nullptr;
+  }
+  ir = *std::move(lowered);
+  static std::optional<IrInterpreter> interpreter;
+  interpreter.emplace(*ir);
+  return &*interpreter;
+}
+
+bool Allowed(IrInterpreter* ir, const char* from, const char* to, uint16_t port = 80) {
+  return ir->Allowed(*IpAddress::Parse(from), *IpAddress::Parse(to), Protocol::kTCP, port);
+}
+
+constexpr char kP1[] = "10.0.1.1", kP2[] = "10.0.1.2", kQ[] = "10.0.2.1";
+
+// The tier order in the kernel's tables, one sentence of the API each (network-policy-api
+// apis/v1alpha2): expected verdicts come from the sentences, not from np.
+TEST(LowerToIr, TierOrderInTheTables) {
+  absl::Status status;
+  std::optional<ir::CompiledPolicy> ir;
+  // "Deny: ... No further ClusterNetworkPolicy or NetworkPolicy rules will be processed":
+  // an Admin Deny from b beats a NetworkPolicy allowing every ingress of namespace a; the
+  // Admin tier selects b/q too (namespaces {}), yet it denies only ingress from b.
+  IrInterpreter* i = LowerYaml(
+      "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+      "metadata: {name: all, namespace: a}\nspec: {podSelector: {}, ingress: [{}]}\n" +
+          Cnp("deny-b", "Admin", 5, "{namespaces: {}}",
+              absl::StrCat("  ingress:\n  - {action: Deny, ", kFromB, "}\n")),
+      &status, ir);
+  ASSERT_NE(i, nullptr) << status;
+  EXPECT_FALSE(Allowed(i, kQ, kP1));
+  EXPECT_TRUE(Allowed(i, kP2, kP1));
+  EXPECT_TRUE(Allowed(i, kP1, kQ));  // a is not b
+  EXPECT_FALSE(Allowed(i, kQ, kQ));  // b's own pod from b (no always-allow-self in the IR)
+
+  // "Pass: ... the traffic ... is delegated to NetworkPolicy and then the Baseline tier":
+  // Pass from b (priority 1) comes before Admin Deny everything (priority 2); a pod that no
+  // NetworkPolicy selects falls to the Baseline tier, which denies b -> a.
+  i = LowerYaml(
+      Cnp("pass-b", "Admin", 1, kNamespaceA,
+          absl::StrCat("  ingress:\n  - {action: Pass, ", kFromB, "}\n")) +
+          Cnp("deny-all", "Admin", 2, kNamespaceA,
+              "  ingress:\n  - {action: Deny, from: [{namespaces: {}}]}\n") +
+          Cnp("baseline", "Baseline", 1,
+              "{pods: {namespaceSelector: {matchLabels: {team: a}}, podSelector: {}}}",
+              absl::StrCat("  ingress:\n  - {action: Deny, ", kFromB,
+                           ", protocols: [{tcp: {destinationPort: {number: 80}}}]}\n")),
+      &status, ir);
+  ASSERT_NE(i, nullptr) << status;
+  EXPECT_FALSE(Allowed(i, kP2, kP1));       // a -> a: the Admin Deny
+  EXPECT_FALSE(Allowed(i, kQ, kP1, 80));    // passed, then the Baseline Deny on TCP 80
+  EXPECT_TRUE(Allowed(i, kQ, kP1, 81));     // passed, no Baseline rule: the default allows
+  EXPECT_TRUE(Allowed(i, "192.0.2.1", kP1));  // no namespace peer matches an address
+}
+
+// domainNames: which addresses a name has is not in the objects, and the datapath never
+// silently allows. In an Accept rule the peer matches nothing, so the kernel denies what only
+// that rule would accept; in a Deny or Pass rule matching nothing would let traffic through,
+// so the lowering refuses the program (fail closed), naming the rule.
+TEST(LowerToIr, DomainNamesNeverAllowInTheDatapath) {
+  absl::Status status;
+  std::optional<ir::CompiledPolicy> ir;
+  IrInterpreter* i = LowerYaml(
+      Cnp("dns", "Admin", 1, kNamespaceA,
+          "  egress:\n  - {action: Accept, to: [{domainNames: [\"*.example.com\"]}]}\n"
+          "  - {action: Deny, to: [{networks: [0.0.0.0/0]}]}\n"),
+      &status, ir);
+  ASSERT_NE(i, nullptr) << status;
+  EXPECT_FALSE(Allowed(i, kP1, "93.184.216.34"));
+  EXPECT_FALSE(Allowed(i, kP1, kQ));
+  EXPECT_TRUE(Allowed(i, kQ, "93.184.216.34"));  // b is no subject
+
+  for (const char* action : {"Deny", "Pass"}) {
+    i = LowerYaml(Cnp("block", "Admin", 1, "{namespaces: {}}",
+                      absl::StrCat("  egress:\n  - {action: Accept, to: [{domainNames: "
+                                   "[ok.example.com]}]}\n  - {action: ",
+                                   action, ", to: [{networks: [10.9.0.0/16]}, ",
+                                   "{domainNames: [\"*.example.org\"]}]}\n")),
+                  &status, ir);
+    EXPECT_EQ(i, nullptr) << action;
+    EXPECT_EQ(status.code(), absl::StatusCode::kUnimplemented) << status;
+    EXPECT_NE(status.message().find(absl::StrCat("ClusterNetworkPolicy block: spec.egress[1].to[1]."
+                                                 "domainNames (action ", action, ")")),
+              std::string::npos)
+        << status;
   }
 }
 

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <iostream>
 #include <set>
+#include <sstream>
 
 #include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
@@ -109,22 +110,116 @@ std::vector<std::string> ScenarioFiles(const std::vector<std::string>& inputs) {
   return files;
 }
 
-// The IP address ends of the ReachabilityExpectation flows of these files (np/testing).
-std::vector<IpAddress> FlowAddresses(const std::vector<std::string>& files) {
-  std::vector<IpAddress> out;
+// The ReachabilityExpectation flows of these files (np/testing); files without any add none.
+std::vector<np::testing::FlowExpectation> ExpectedFlows(const std::vector<std::string>& files) {
+  std::vector<np::testing::FlowExpectation> out;
   for (const std::string& file : ScenarioFiles(files)) {
     absl::StatusOr<std::vector<np::testing::Expectation>> expectations =
         np::testing::ReadExpectations(file);
     if (!expectations.ok()) continue;  // not an expectation file: nothing to add
     for (const np::testing::Expectation& e : *expectations) {
-      for (const np::testing::FlowExpectation& f : e.flows) {
-        for (const std::string& end : {f.from, f.to}) {
-          if (absl::StatusOr<IpAddress> a = IpAddress::Parse(end); a.ok()) out.push_back(*a);
-        }
-      }
+      out.insert(out.end(), e.flows.begin(), e.flows.end());
     }
   }
   return out;
+}
+
+// Their IP address ends, probed as external addresses.
+std::vector<IpAddress> FlowAddresses(const std::vector<np::testing::FlowExpectation>& flows) {
+  std::vector<IpAddress> out;
+  for (const np::testing::FlowExpectation& f : flows) {
+    for (const std::string& end : {f.from, f.to}) {
+      if (absl::StatusOr<IpAddress> a = IpAddress::Parse(end); a.ok()) out.push_back(*a);
+    }
+  }
+  return out;
+}
+
+std::vector<uint16_t> FlowPorts(const std::vector<np::testing::FlowExpectation>& flows) {
+  std::set<uint16_t> ports;
+  for (const np::testing::FlowExpectation& f : flows) ports.insert(f.port);
+  return std::vector<uint16_t>(ports.begin(), ports.end());
+}
+
+// The probe of an expected flow, if it was made: a pod pair on the pair's flow family (IPv4
+// when both have it), or a pod and an external address. Null for a pod to itself (it never
+// leaves the pod's namespace: no datapath sees it), two addresses, or a protocol, port or
+// family not probed.
+const probe::ProbeCell* CellOf(const probe::ScenarioReport& report,
+                               const np::testing::FlowExpectation& flow) {
+  auto pod_index = [&](const std::string& key) -> int {
+    auto it = std::find(report.pods.begin(), report.pods.end(), key);
+    return it == report.pods.end() ? -1 : static_cast<int>(it - report.pods.begin());
+  };
+  const int n = static_cast<int>(report.pods.size());
+  const int from = pod_index(flow.from), to = pod_index(flow.to);
+  auto has = [&](int pod, AddressFamily family) {
+    const auto& ips = report.pod_ips[pod];
+    return std::any_of(ips.begin(), ips.end(),
+                       [&](const IpAddress& a) { return a.family() == family; });
+  };
+  if (from >= 0 && to >= 0) {
+    if (from == to) return nullptr;
+    AddressFamily family = has(from, AddressFamily::kIPv4) && has(to, AddressFamily::kIPv4)
+                               ? AddressFamily::kIPv4
+                               : AddressFamily::kIPv6;
+    for (const probe::ProbeMatrix& m : report.matrices) {
+      if (m.family == family && m.protocol == flow.protocol && m.port == flow.port) {
+        const probe::ProbeCell& cell = m.cells[static_cast<size_t>(from) * n + to];
+        return cell.probed ? &cell : nullptr;
+      }
+    }
+    return nullptr;
+  }
+  const bool inbound = to >= 0;
+  const int pod = inbound ? to : from;
+  absl::StatusOr<IpAddress> address = IpAddress::Parse(inbound ? flow.from : flow.to);
+  if (pod < 0 || !address.ok()) return nullptr;
+  auto e = std::find(report.externals.begin(), report.externals.end(), *address);
+  if (e == report.externals.end()) return nullptr;
+  const size_t index = static_cast<size_t>(e - report.externals.begin()) * n + pod;
+  for (const probe::ExternalMatrix& m : report.external_matrices) {
+    if (m.protocol == flow.protocol && m.port == flow.port) {
+      const probe::ProbeCell& cell = inbound ? m.inbound[index] : m.outbound[index];
+      return cell.probed ? &cell : nullptr;
+    }
+  }
+  return nullptr;
+}
+
+// The file's expected flows against what the packets did: upstream's expectations checked
+// on the datapath directly, not only through the engine. Writes the differing ones to `out`.
+struct FlowCounts {
+  int checked = 0, not_probed = 0, differ = 0;
+  std::string Text() const {
+    return absl::StrCat("expected flows: ", checked, " checked on packets, ", differ,
+                        " differ; ", not_probed,
+                        " not probed (a pod to itself, or a protocol, port or family not probed)");
+  }
+};
+FlowCounts CheckExpectedFlows(const probe::ScenarioReport& report,
+                              const std::vector<np::testing::FlowExpectation>& flows,
+                              std::ostream& out) {
+  FlowCounts counts;
+  int& checked = counts.checked;
+  int& not_probed = counts.not_probed;
+  int& differ = counts.differ;
+  for (const np::testing::FlowExpectation& flow : flows) {
+    const probe::ProbeCell* cell = CellOf(report, flow);
+    if (cell == nullptr) {
+      ++not_probed;
+      continue;
+    }
+    ++checked;
+    if (cell->observed == flow.allowed) continue;
+    ++differ;
+    out << "  expected flow (line " << flow.line << ") " << flow.from << " -> " << flow.to
+              << " " << ProtocolName(flow.protocol) << "/" << flow.port << ": expected "
+              << (flow.allowed ? "allowed" : "denied") << ", the packets "
+              << (cell->observed ? "connected" : absl::StrCat("did not (", cell->status, ")"))
+              << "\n";
+  }
+  return counts;
 }
 
 int OnInterrupt(probe::Harness& harness) {
@@ -218,14 +313,17 @@ int RunProbe(const Args& args, int argc, char** argv) {
   if (!absl::GetFlag(FLAGS_each)) {
     absl::StatusOr<Cluster> cluster = LoadCluster(args, /*print_warnings=*/false);
     if (!cluster.ok()) return Fail(cluster.status());
+    const std::vector<np::testing::FlowExpectation> flows = ExpectedFlows(args.files);
     std::vector<IpAddress> externals = given_externals;
-    for (const IpAddress& a : FlowAddresses(args.files)) externals.push_back(a);
+    for (const IpAddress& a : FlowAddresses(flows)) externals.push_back(a);
     harness.set_external_addresses(externals);
+    harness.set_extra_ports(FlowPorts(flows));
     absl::StatusOr<probe::ScenarioReport> report =
         harness.Probe(*cluster, args.files.size() == 1 ? args.files[0] : "");
     if (probe::Interrupted()) return OnInterrupt(harness);
     absl::Status closed = harness.Close();
     if (!report.ok()) return Fail(report.status());
+    int flows_differ = 0;
     if (output == "json") {
       std::cout << probe::FormatJson(*report) << "\n";
       for (const std::string& note : report->notes) std::cerr << "note: " << note << "\n";
@@ -235,9 +333,12 @@ int RunProbe(const Args& args, int argc, char** argv) {
       }
     } else {
       std::cout << probe::FormatText(*report);
+      FlowCounts counts = CheckExpectedFlows(*report, flows, std::cout);
+      if (!flows.empty()) std::cout << counts.Text() << "\n";
+      flows_differ = counts.differ;
     }
     if (!closed.ok()) return Fail(closed);
-    return report->mismatches == 0 ? kExitOk : kExitNo;
+    return report->mismatches == 0 && flows_differ == 0 ? kExitOk : kExitNo;
   }
 
   // --each: one scenario per file.
@@ -247,15 +348,18 @@ int RunProbe(const Args& args, int argc, char** argv) {
         "--each: no .yaml, .yml or .json file in the -f paths: there is no scenario to probe"));
   }
   int failed = 0, errors = 0, probes = 0;
+  FlowCounts all_flows;
   absl::Time start = absl::Now();
   for (const std::string& file : files) {
     if (probe::Interrupted()) return OnInterrupt(harness);
     Args one = args;
     one.files = {file};
     absl::StatusOr<Cluster> cluster = LoadCluster(one, /*print_warnings=*/false);
+    const std::vector<np::testing::FlowExpectation> flows = ExpectedFlows({file});
     std::vector<IpAddress> externals = given_externals;
-    for (const IpAddress& a : FlowAddresses({file})) externals.push_back(a);
+    for (const IpAddress& a : FlowAddresses(flows)) externals.push_back(a);
     harness.set_external_addresses(externals);
+    harness.set_extra_ports(FlowPorts(flows));
     absl::StatusOr<probe::ScenarioReport> report =
         cluster.ok() ? harness.Probe(*cluster, file) : cluster.status();
     if (probe::Interrupted()) return OnInterrupt(harness);
@@ -267,15 +371,28 @@ int RunProbe(const Args& args, int argc, char** argv) {
       continue;
     }
     probes += report->probes;
-    if (report->mismatches > 0) ++failed;
     if (output == "json") {
+      if (report->mismatches > 0) ++failed;
       std::string json = probe::FormatJson(*report);
       std::cout << "{\"file\": " << JsonQuote(file) << ", " << json.substr(1) << "\n";
-    } else if (report->mismatches > 0) {
-      std::cout << probe::FormatText(*report);
     } else {
-      std::cout << absl::StrFormat("PASS %s (%d probes, %.2fs)\n", DisplayText(file), report->probes,
-                                   absl::ToDoubleSeconds(report->elapsed));
+      if (report->mismatches > 0) std::cout << probe::FormatText(*report);
+      std::ostringstream differences;
+      const FlowCounts counts = CheckExpectedFlows(*report, flows, differences);
+      const int differ = counts.differ;
+      all_flows.checked += counts.checked;
+      all_flows.not_probed += counts.not_probed;
+      all_flows.differ += counts.differ;
+      if (report->mismatches > 0 || differ > 0) {
+        ++failed;
+        std::cout << absl::StrFormat("FAIL %s: %d probes differ from the engine, %d expected "
+                                     "flows differ from the packets\n%s",
+                                     DisplayText(file), report->mismatches, differ,
+                                     differences.str());
+      } else {
+        std::cout << absl::StrFormat("PASS %s (%d probes, %.2fs)\n", DisplayText(file),
+                                     report->probes, absl::ToDoubleSeconds(report->elapsed));
+      }
     }
     std::cout.flush();
   }
@@ -284,6 +401,9 @@ int RunProbe(const Args& args, int argc, char** argv) {
       "%s: %d scenario(s), %d failed, %d error(s); %d probes with backend %s in %.1fs",
       failed + errors == 0 ? "PASS" : "FAIL", files.size(), failed, errors, probes,
       options.backend, absl::ToDoubleSeconds(absl::Now() - start));
+  if (all_flows.checked + all_flows.not_probed > 0) {
+    absl::StrAppend(&summary, "; ", all_flows.Text());
+  }
   (output == "json" ? std::cerr : std::cout) << summary << "\n";
   if (!closed.ok()) return Fail(closed);
   if (errors > 0) return kExitError;

@@ -2,8 +2,9 @@
 # netpol on inputs with policy tiers (AdminNetworkPolicy, BaselineAdminNetworkPolicy,
 # ClusterNetworkPolicy): validate counts them; check, explain and matrix evaluate them with the
 # indexed engine (no fallback note); connections and diff read the engine's tier tables;
-# compile and probe — which need the IR, which does not handle tiers yet — refuse with exit 2
-# and the policies' names.
+# compile lowers them for every backend (probe, which needs root, runs in
+# np/probe/ci_probe.sh) but refuses a domainNames peer in a Deny rule, which no datapath can
+# enforce offline.
 # Expected verdicts are upstream's (testdata/tiers, network-policy-api's conformance suite).
 set -uo pipefail
 netpol="$1"
@@ -12,7 +13,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/test_lib.sh"
 
 nodes="$testdata/tiers/v1alpha2/admin-egress-node-peers.yaml"
 harry=network-policy-conformance-gryffindor/harry-potter-1
-unhandled="does not handle the policy tiers yet"
 old_note="does not evaluate the policy tiers yet"
 named="ClusterNetworkPolicy node-and-cidr-as-peers-example"
 
@@ -28,8 +28,34 @@ run "check an allowed node flow" 0 "ALLOWED" -- \
 run "check with --engine=reference" 1 "DENIED by Admin tier, $named" -- \
   check -f "$nodes" --from "$harry" --to 172.18.0.3 --port 36364 --engine=reference
 run "matrix" 0 "" -- matrix -f "$nodes" --port 80
-run "compile refuses" 2 "the IR lowering $unhandled" "$named" -- \
-  compile -f "$nodes" --node node-1 --backend nft
+for backend in nft iptables ebpf; do
+  run "compile --backend $backend enforces the tiers" 0 "$named" -- \
+    compile -f "$nodes" --node node-1 --backend "$backend"
+done
+# Upstream supports domainNames in Allow/Accept rules only; in a Deny rule np cannot know the
+# addresses to deny, and matching none would let the traffic through.
+fqdn="${TEST_TMPDIR:-/tmp}/fqdn-deny.yaml"
+cat >"$fqdn" <<'YAML'
+apiVersion: v1
+kind: Pod
+metadata: {name: p, namespace: a}
+status: {podIP: 10.0.0.1}
+---
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: no-example}
+spec:
+  tier: Admin
+  priority: 1
+  subject: {namespaces: {}}
+  egress:
+  - {action: Deny, to: [{domainNames: [example.com]}]}
+YAML
+run "compile refuses a domainNames peer in a Deny rule" 2 \
+  "ClusterNetworkPolicy no-example: spec.egress[0].to[0].domainNames (action Deny)" -- \
+  compile -f "$fqdn" --backend nft
+run "check still evaluates it (not evaluable offline)" 0 "not evaluable offline" -- \
+  check -f "$fqdn" --from a/p --to 93.184.216.34 --port 443
 # connections and diff read the tier tables. Upstream (same test): from harry-potter-1 to
 # node-2, TCP 36363 is allowed (rule 0 accepts it), UDP 34345 passes on to NetworkPolicy,
 # which isolates nothing here, so it is allowed; everything else is denied by rule 2.
@@ -60,8 +86,6 @@ run "diff --explain names tier, policy, priority and rule on each side" 1 \
   "before: egress at $harry: Admin tier, $named (priority 75) spec.egress[0]" \
   "after: egress at $harry: Admin tier, $named (priority 75) spec.egress[2] \"deny-egress-to-slytherin-and-nodes-and-internet\": Deny" -- \
   diff --before "$nodes" --after "$tmp/moved.yaml" --from "$harry" --to 172.18.0.3 --explain
-run "probe refuses before building a network" 2 "probing the datapaths $unhandled" -- \
-  probe -f "$nodes" --backend nft
 for command in "check -f $nodes --from $harry --to 172.18.0.3 --port 36364" "matrix -f $nodes --port 80"; do
   # shellcheck disable=SC2086
   if [[ "$("$netpol" $command 2>&1)" == *"$old_note"* || "$("$netpol" $command 2>&1)" == *"note:"*"tiers"* ]]; then

@@ -72,9 +72,10 @@
 //    rule by rule, with the compiled ports and PeerClassHasSelector, reproducing the
 //    reference's FirstMatch (TierRuleRef, Pass, not_evaluable in peer order, the
 //    shared-address break), then the NetworkPolicy part as today.
-// 8. Consumers that read Interval directly must read `negated` as IntervalAllows does
-//    (np/analysis/connections.cc does), or refuse a snapshot with tier policies until they
-//    understand negated intervals (np/lower.cc, the IR step): EngineState::RefuseTiers.
+// 8. Consumers that read Interval directly must read `negated` as IntervalAllows does:
+//    np/analysis/connections.cc reads it, np/lower.cc lowers a negated interval as the
+//    complement allow list. Anything new must do the same or refuse a snapshot with tier
+//    policies (EngineState::RefuseTiers).
 #ifndef NP_INTERNAL_ENGINE_STATE_H_
 #define NP_INTERNAL_ENGINE_STATE_H_
 

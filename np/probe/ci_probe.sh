@@ -9,6 +9,10 @@
 #      testdata/addresses: IPv4-mapped and shared pod addresses): every
 #      ordered pod pair, TCP and UDP, ports 80/81 (or the scenario's container ports), IPv4
 #      and IPv6, against the engine's verdicts;
+#   1b. `netpol probe --each` on every testdata/tiers scenario (upstream's network-policy-api
+#      conformance: AdminNetworkPolicy, BaselineAdminNetworkPolicy, ClusterNetworkPolicy):
+#      every pod pair (IPv4) and the flows' addresses against the engine, and every expected
+#      flow of upstream against the packets (SCTP aside: no SCTP sockets on this kernel);
 #   2. the update test on scenario pairs that change policies or labels (six pairs with flows
 #      both sides deny): the program is swapped 40 times while probes run; no flow both
 #      sides deny may ever connect;
@@ -78,6 +82,19 @@ json_matches_matrix() {
   done
 }
 
+# The expected-flow check can fail: one upstream flow flipped from allowed to denied.
+flipped_expectation_is_caught() {
+  sed '0,/allowed: true}/s//allowed: false}/' testdata/tiers/v1alpha2/admin-egress-node-peers.yaml \
+    >"$tmpdir/flipped.yaml"
+  "$NETPOL" probe --each -f "$tmpdir/flipped.yaml" --backend "$1" --family 4 >"$tmpdir/flipped.out" 2>&1
+  rc=$?
+  if [ $rc -ne 1 ] || ! grep -q "expected denied, the packets connected" "$tmpdir/flipped.out"; then
+    echo "a flipped expected flow was not caught (exit $rc)"
+    head -5 "$tmpdir/flipped.out"
+    return 1
+  fi
+}
+
 update_tests() {
   rc=0
   # The before/after pairs of upstream that have flows both states deny.
@@ -104,10 +121,17 @@ update_tests() {
 
 first=$(echo $backends | cut -d' ' -f1)
 step "probe -o json == matrix --allow-self -o json ($first)" json_matches_matrix "$first"
+step "probe catches a flipped expected flow ($first)" flipped_expectation_is_caught "$first"
 for b in $backends; do
   step "probe $b: testdata/upstream" "$NETPOL" probe --each -f testdata/upstream --backend "$b"
   step "probe $b: testdata/docs" "$NETPOL" probe --each -f testdata/docs --backend "$b"
   step "probe $b: testdata/addresses" "$NETPOL" probe --each -f testdata/addresses --backend "$b"
+  # 133 policy states, so only what upstream's expectations need: IPv4 (upstream's flows are
+  # IPv4; IPv6 tier tables are checked by lower_test against the engine) and the flows' own
+  # addresses as externals. A denied probe's wait is most of a state's time, and a slow allowed
+  # probe is retried with the long timeout, so 100 ms only saves time.
+  step "probe $b: testdata/tiers" "$NETPOL" probe --each --timeout-ms 100 --family 4 \
+    --nosample-external -f testdata/tiers/v1alpha1 -f testdata/tiers/v1alpha2 --backend "$b"
   step "update test $b" update_tests "$b"
 done
 

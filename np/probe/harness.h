@@ -57,6 +57,9 @@ struct HarnessOptions {
   // Empty: every containerPort of the cluster's pods (the agents serve each probed port on
   // every pod, declared or not, so that only policy decides).
   std::vector<uint16_t> ports;
+  // Probed too when `ports` is empty, e.g. the ports of a file's expectation flows (a node's
+  // server port that no pod declares).
+  std::vector<uint16_t> extra_ports;
   std::vector<AddressFamily> families = {AddressFamily::kIPv4, AddressFamily::kIPv6};
   EvaluationOptions evaluation;
   // Peers outside the cluster, probed to and from every pod of their family (one more
@@ -160,6 +163,8 @@ class Harness {
   void set_external_addresses(std::vector<IpAddress> addresses) {
     options_.external_addresses = std::move(addresses);
   }
+  // Replaces HarnessOptions::extra_ports for the next Probe().
+  void set_extra_ports(std::vector<uint16_t> ports) { options_.extra_ports = std::move(ports); }
 
   // Removes the backend's programs and the namespaces. Idempotent.
   absl::Status Close();

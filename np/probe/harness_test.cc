@@ -226,6 +226,54 @@ TEST_F(HarnessTest, ExternalAddresses) {
   EXPECT_LT(outbound_from_xa_allowed, static_cast<int>(report->externals.size()));
 }
 
+// Scenarios that reuse the network change the external addresses: when a family's last one
+// goes, the kernel drops the external namespace's routes of that family; an address that
+// comes back must still be reachable.
+TEST_F(HarnessTest, ExternalAddressesComeBackAfterAScenarioWithout) {
+  options_.protocols = {Protocol::kTCP};
+  options_.ports = {80};
+  options_.sample_external = false;
+  Harness harness(options_);
+  const Cluster cluster = Load("allow-all.yaml");
+  for (bool with_external : {true, false, true}) {
+    harness.set_external_addresses(
+        with_external ? std::vector<IpAddress>{*IpAddress::Parse("198.51.100.7")}
+                      : std::vector<IpAddress>{});
+    absl::StatusOr<ScenarioReport> report = harness.Probe(cluster, "allow-all");
+    ASSERT_TRUE(report.ok()) << report.status();
+    EXPECT_EQ(report->mismatches, 0) << FormatText(*report);
+    EXPECT_EQ(report->externals.size(), with_external ? 1u : 0u);
+  }
+}
+
+// Policy tiers reach the kernel: upstream's CNPAdminTierEgressNodePeers state (an Admin
+// ClusterNetworkPolicy with node and CIDR peers, two Nodes) probed through nft, its node
+// addresses (the flows' IP ends) among the external addresses.
+TEST_F(HarnessTest, TieredClusterMatchesTheEngine) {
+  ClusterLoader loader;
+  ASSERT_TRUE(loader.AddPath("testdata/tiers/v1alpha2/admin-egress-node-peers.yaml").ok());
+  absl::StatusOr<Cluster> cluster = loader.Build();
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  ASSERT_GT(cluster->tier_policy_count(), 0);
+  options_.protocols = {Protocol::kTCP};
+  options_.families = {AddressFamily::kIPv4};
+  options_.external_addresses = {*IpAddress::Parse("172.18.0.2"), *IpAddress::Parse("172.18.0.3")};
+  Harness harness(options_);
+  absl::StatusOr<ScenarioReport> report = harness.Probe(*cluster, "admin-egress-node-peers");
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->mismatches, 0) << FormatText(*report);
+  // The Admin tier denies some flows to the nodes and allows others (upstream's expectations).
+  int denied = 0, allowed = 0;
+  for (const ExternalMatrix& m : report->external_matrices) {
+    for (const ProbeCell& c : m.outbound) {
+      if (!c.probed) continue;
+      (c.observed ? allowed : denied)++;
+    }
+  }
+  EXPECT_GT(denied, 0);
+  EXPECT_GT(allowed, 0);
+}
+
 TEST_F(HarnessTest, CatchesABackendThatEnforcesNothing) {
   options_.backend_factory = [] { return std::make_unique<NoopBackend>(); };
   options_.sample_external = false;

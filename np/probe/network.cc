@@ -650,6 +650,20 @@ absl::Status TestNetwork::SetExternalAddresses(const std::vector<IpAddress>& wan
                                        Mac(kNodeUplink, 0), " dev n0 nud permanent"));
     }
   }
+  // When a family's last address leaves eth0, the kernel flushes that family's routes and
+  // neighbours on it, so a later scenario's addresses would be unreachable: restore them
+  // (idempotent) whenever the family has addresses again.
+  for (bool v6 : {false, true}) {
+    if (std::none_of(wanted.begin(), wanted.end(),
+                     [&](const IpAddress& a) { return a.is_v6() == v6; })) {
+      continue;
+    }
+    const char* gateway = v6 ? kPodGateway6 : kPodGateway4;
+    ext_lines.push_back(absl::StrCat("route replace ", v6 ? "::/0" : "default", " via ", gateway,
+                                     " dev eth0 onlink"));
+    ext_lines.push_back(absl::StrCat("neigh replace ", gateway, " lladdr ",
+                                     Mac(kExternalHost, 0), " dev eth0 nud permanent"));
+  }
   externals_.clear();  // unknown until every batch went through
   if (absl::Status s = RunIpBatch(ext, ext_lines); !s.ok()) return s;
   if (absl::Status s = RunIpBatch(node0, node_lines); !s.ok()) return s;
