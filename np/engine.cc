@@ -169,8 +169,8 @@ inline int FlowFamilyIndex(const HotRecord& src, const HotRecord& dst) {
 bool Engine::Allowed(PodId source, PodId destination, Protocol protocol, uint16_t port) const {
   const EngineState& s = *state_;
   if (s.options.evaluation.always_allow_self && source == destination) return true;
-  const HotRecord& src = s.hot_record_data[source];
-  const HotRecord& dst = s.hot_record_data[destination];
+  const HotRecord& src = s.hot_records[source];
+  const HotRecord& dst = s.hot_records[destination];
   int f = FlowFamilyIndex(src, dst);
   return EngineState::SideAllows(src.table, Direction::kEgress, protocol, port, dst.peer[f]) &&
          EngineState::SideAllows(dst.table, Direction::kIngress, protocol, port, src.peer[f]);
@@ -183,13 +183,13 @@ bool Engine::Allowed(const Endpoint& source, const Endpoint& destination, Protoc
     return Allowed(source.pod_index, destination.pod_index, protocol, port);
   }
   if (source.is_pod) {
-    const HotRecord& src = s.hot_record_data[source.pod_index];
+    const HotRecord& src = s.hot_records[source.pod_index];
     return src.table == nullptr ||
            EngineState::SideAllows(src.table, Direction::kEgress, protocol, port,
                                    s.ExternalPeerClass(destination.address));
   }
   if (destination.is_pod) {
-    const HotRecord& dst = s.hot_record_data[destination.pod_index];
+    const HotRecord& dst = s.hot_records[destination.pod_index];
     return dst.table == nullptr ||
            EngineState::SideAllows(dst.table, Direction::kIngress, protocol, port,
                                    s.ExternalPeerClass(source.address));
@@ -224,7 +224,7 @@ bool Engine::AllowedPacket(const IpAddress& source, const IpAddress& destination
 void Engine::AllowedBatch(absl::Span<const PodQuery> queries, absl::Span<uint8_t> out) const {
   const EngineState& s = *state_;
   const size_t n = std::min(queries.size(), out.size());
-  const HotRecord* records = s.hot_record_data;
+  const auto& records = s.hot_records;
   const bool allow_self = s.options.evaluation.always_allow_self;
   // Group prefetching: a verdict is a chain of dependent reads (record, table header and
   // interval, peer words), so the batch walks a group of flows one link at a time — every

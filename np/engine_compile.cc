@@ -334,7 +334,10 @@ class Batch {
     std::shared_ptr<const PodState> state = slot.state;
     s_.identities.Mutable(slot.identity, gen_).pods--;
     uint32_t target = s_.records[id].target;
-    if (target != kNone) s_.target_classes.Mutable(target, gen_).pods--;
+    if (target != kNone) {
+      s_.target_classes.Mutable(target, gen_).pods--;
+      LeaveClass(id, target);
+    }
     s_.records.Mutable(id, gen_) = PodRecord();
     touched_records_.insert(id);
     s_.pods.Mutable(id, gen_) = PodSlot();
@@ -393,6 +396,7 @@ class Batch {
     s_.pod_by_key.Set(key, id, gen_);
     s_.pods.PushBack(PodSlot{std::move(state), identity}, gen_);
     s_.records.PushBack(PodRecord(), gen_);
+    s_.class_links.PushBack(ClassLink(), gen_);
     s_.live_pods++;
     dirty_pods_.insert(id);
     for (const IpAddress& a : ips) AddAddress(a, id);
@@ -948,15 +952,37 @@ class Batch {
     record.peer[2] = InternPeerClass(PeerClassKey{identity.label_part, 0, pod.named_map});
     const PodRecord& old = s_.records[id];
     if (old.target != record.target) {
-      if (old.target != kNone) s_.target_classes.Mutable(old.target, gen_).pods--;
+      if (old.target != kNone) {
+        s_.target_classes.Mutable(old.target, gen_).pods--;
+        LeaveClass(id, old.target);
+      }
       if (record.target != kNone) {
         TargetClassSlot& t = s_.target_classes.Mutable(record.target, gen_);
         t.pods++;
         if (t.table == nullptr) dirty_targets_.insert(record.target);
+        JoinClass(id, record.target);
       }
     }
     s_.records.Mutable(id, gen_) = record;
     touched_records_.insert(id);
+  }
+
+  // The target class pod lists (ClassLink): a pod joins at the head, leaves from anywhere.
+  void JoinClass(uint32_t pod, uint32_t target) {
+    uint32_t head = s_.target_classes[target].first_pod;
+    if (head != kNone) s_.class_links.Mutable(head, gen_).previous = pod;
+    s_.class_links.Mutable(pod, gen_) = ClassLink{kNone, head};
+    s_.target_classes.Mutable(target, gen_).first_pod = pod;
+  }
+  void LeaveClass(uint32_t pod, uint32_t target) {
+    ClassLink link = s_.class_links[pod];
+    if (link.previous != kNone) {
+      s_.class_links.Mutable(link.previous, gen_).next = link.next;
+    } else {
+      s_.target_classes.Mutable(target, gen_).first_pod = link.next;
+    }
+    if (link.next != kNone) s_.class_links.Mutable(link.next, gen_).previous = link.previous;
+    s_.class_links.Mutable(pod, gen_) = ClassLink();
   }
 
   const std::vector<uint32_t>& IdList(uint32_t id) const { return s_.IdList(id); }
@@ -1171,45 +1197,36 @@ class Batch {
     }
   }
 
-  // The flat arrays verdicts read: the previous snapshot's, copied (a memcpy) and patched
-  // where this batch wrote.
+  // The arrays verdicts read: the previous snapshot's chunks, shared, with those this batch
+  // writes cloned (CowVector) — the cost follows what the batch touched, not the cluster.
   void PublishHotArrays() {
-    auto tables = s_.hot_tables ? std::make_shared<std::vector<const uint64_t*>>(*s_.hot_tables)
-                                : std::make_shared<std::vector<const uint64_t*>>();
-    size_t old_size = tables->size();
-    tables->resize(s_.target_classes.size());
-    auto data = [&](size_t t) {
+    auto table_data = [&](size_t t) {
       const auto& table = s_.target_classes[t].table;
       return table != nullptr ? table->data() : nullptr;
     };
-    for (size_t t = old_size; t < tables->size(); ++t) (*tables)[t] = data(t);
-    for (uint32_t t : touched_tables_) (*tables)[t] = data(t);
-    auto hot = s_.hot_records ? std::make_shared<std::vector<HotRecord>>(*s_.hot_records)
-                              : std::make_shared<std::vector<HotRecord>>();
+    while (s_.hot_tables.size() < s_.target_classes.size()) {
+      s_.hot_tables.PushBack(table_data(s_.hot_tables.size()), gen_);
+    }
+    for (uint32_t t : touched_tables_) s_.hot_tables.Mutable(t, gen_) = table_data(t);
     auto refresh = [&](size_t p) {
       const PodRecord& r = s_.records[p];
-      HotRecord& h = (*hot)[p];
+      HotRecord& h = s_.hot_records.Mutable(p, gen_);
       h.target = r.target;
       std::copy(std::begin(r.peer), std::end(r.peer), std::begin(h.peer));
-      h.table = r.target == kNone ? nullptr : (*tables)[r.target];
+      h.table = r.target == kNone ? nullptr : s_.hot_tables[r.target];
     };
-    old_size = hot->size();
-    hot->resize(s_.records.size());
-    for (size_t p = old_size; p < hot->size(); ++p) refresh(p);
+    while (s_.hot_records.size() < s_.records.size()) {
+      s_.hot_records.PushBack(HotRecord(), gen_);
+      refresh(s_.hot_records.size() - 1);
+    }
     for (uint32_t p : touched_records_) refresh(p);
-    // A rebuilt table moves: every pod of its class points at the new one (a pass over the
-    // flat array, only in batches that rebuilt a table).
-    if (!touched_tables_.empty()) {
-      std::vector<bool> rebuilt(tables->size(), false);
-      for (uint32_t t : touched_tables_) rebuilt[t] = true;
-      for (HotRecord& h : *hot) {
-        if (h.target != kNone && rebuilt[h.target]) h.table = (*tables)[h.target];
+    // A rebuilt table moves: the pods of its class (and only they) point at the new one.
+    for (uint32_t t : touched_tables_) {
+      const uint64_t* table = s_.hot_tables[t];
+      for (uint32_t p = s_.target_classes[t].first_pod; p != kNone; p = s_.class_links[p].next) {
+        s_.hot_records.Mutable(p, gen_).table = table;
       }
     }
-    s_.hot_record_data = hot->data();
-    s_.hot_table_data = tables->data();
-    s_.hot_records = std::move(hot);
-    s_.hot_tables = std::move(tables);
   }
 
   // --------------------------------------------------------------------- tables

@@ -232,6 +232,13 @@ struct HotRecord {
   uint32_t target = kNone;                   // as PodRecord::target
 };
 
+// A pod's place in its target class's list of pods (doubly linked through the pods' slots),
+// so that a rebuilt table is pointed at from the hot records of exactly that class's pods,
+// without a pass over every pod.
+struct ClassLink {
+  uint32_t previous = kNone, next = kNone;  // pod ids; kNone: the list ends
+};
+
 struct PodSlot {
   std::shared_ptr<const PodState> state;  // null: deleted
   uint32_t identity = kNone;
@@ -408,6 +415,7 @@ struct TargetClassSlot {
   TargetClassKey key;
   std::shared_ptr<const TargetTable> table;  // null: stale, rebuilt when a pod uses it
   uint32_t pods = 0;
+  uint32_t first_pod = kNone;  // head of the class's pod list (EngineState::class_links)
 };
 
 // Addresses outside the cluster: each family's address space cut at every ipBlock
@@ -431,7 +439,11 @@ struct EngineState {
   CowMap<std::string, std::shared_ptr<const NamespaceState>, StringHash> namespaces;
   CowVector<PodSlot> pods;
   CowVector<PodRecord> records;  // parallel to pods
-  CowMap<std::string, uint32_t, StringHash> pod_by_key;
+  CowVector<ClassLink> class_links;  // parallel to pods: the pod's neighbours in its target class
+  // One entry per pod: small shards, so that a pod update clones a few dozen keys, not
+  // thousands (a shard copy rehashes its keys).
+  static constexpr int kPodMapShardBits = 12;
+  CowMap<std::string, uint32_t, StringHash, std::equal_to<>, kPodMapShardBits> pod_by_key;
   // Address -> owning pod. Copied (a memcpy) by a batch that changes addresses. A shared
   // address is owned by its first holder (this node's pods first, then by key).
   std::shared_ptr<const IpIndex> pod_by_ip;
@@ -470,7 +482,8 @@ struct EngineState {
   CowVector<std::shared_ptr<const Bitset>> named_map_classes;  // peer classes per named map
 
   CowVector<IdentitySlot> identities;
-  CowMap<std::string, uint32_t, StringHash> identity_by_key;
+  CowMap<std::string, uint32_t, StringHash, std::equal_to<>, kPodMapShardBits - 2>
+      identity_by_key;  // up to one identity per pod
 
   CowVector<PeerClassKey> peer_classes;
   CowMap<PeerClassKey, uint32_t> peer_class_by_key;
@@ -482,20 +495,21 @@ struct EngineState {
   size_t live_pods = 0;
   size_t live_policies = 0;
 
-  // Flat copies of `records` (with each pod's table resolved) and of the target classes'
-  // table pointers, rebuilt after each batch (a memcpy-sized cost) so that a verdict reads
-  // them without chunk indirections. The raw pointers are their data(), set with them: one
-  // load fewer on every verdict.
-  std::shared_ptr<const std::vector<HotRecord>> hot_records;
-  std::shared_ptr<const std::vector<const uint64_t*>> hot_tables;  // TargetTable::data()
-  const HotRecord* hot_record_data = nullptr;
-  const uint64_t* const* hot_table_data = nullptr;
+  // `records` with each pod's table resolved, and the target classes' table pointers, in
+  // the form verdicts read. Chunked copy-on-write like the rest of the state, so that a
+  // snapshot copies only the small chunk-pointer arrays and the chunks a batch wrote (a
+  // pod update costs the same at 100k pods as at 1k); larger chunks than the other
+  // vectors', so that the pointer arrays stay a few KB (in L1) even at 100k pods and a
+  // verdict pays one load from them over a flat array.
+  static constexpr int kHotChunkBits = 9;
+  CowVector<HotRecord, kHotChunkBits> hot_records;              // parallel to pods
+  CowVector<const uint64_t*, kHotChunkBits + 1> hot_tables;     // TargetTable::data()
 
   // --- lookups (hot path) ---
   // The packed table (TargetTable::data()) of a target class; null for kNone (no policy
   // selects the pod, or it is off this node): that side allows everything.
   const uint64_t* HotTable(uint32_t target) const {
-    return target == kNone ? nullptr : hot_table_data[target];
+    return target == kNone ? nullptr : hot_tables[target];
   }
   // Whether one side's table admits the flow; a null table admits everything. Inline: it is
   // the verdict's inner loop, and the caller's two calls then schedule together.
