@@ -12,6 +12,7 @@
 #include <limits>
 
 #include <map>
+#include <optional>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
@@ -223,7 +224,125 @@ absl::Status CheckRules(const ir::CompiledPolicy& ir, int table, const char* dir
   return absl::OkStatus();
 }
 
+absl::Status CheckTierRules(const ir::CompiledPolicy& ir, int table, const char* direction,
+                            const char* tier,
+                            const google::protobuf::RepeatedPtrField<ir::TierRule>& rules) {
+  for (int i = 0; i < rules.size(); ++i) {
+    const ir::TierRule& r = rules[i];
+    const std::string where =
+        absl::StrCat("tables[", table, "].", direction, ".", tier, "[", i, "]");
+    if (r.action() != ir::TIER_ALLOW && r.action() != ir::TIER_DENY &&
+        r.action() != ir::TIER_PASS) {
+      return Malformed(absl::StrCat(where, ": action ", static_cast<int>(r.action()),
+                                    " is not allow, deny or pass"));
+    }
+    const int protocol = static_cast<int>(r.protocol());
+    if (protocol != ir::PROTOCOL_UNSPECIFIED && protocol != ir::TCP && protocol != ir::UDP &&
+        protocol != ir::SCTP) {
+      return Malformed(absl::StrCat(where, ": protocol ", protocol,
+                                    " is not TCP, UDP, SCTP or unspecified (every protocol)"));
+    }
+    if (r.first_port() > r.last_port() || r.last_port() > 65535 ||
+        (protocol == ir::PROTOCOL_UNSPECIFIED && (r.first_port() != 0 || r.last_port() != 65535))) {
+      return Malformed(absl::StrCat(where, ": port range ", r.first_port(), "-", r.last_port(),
+                                    protocol == ir::PROTOCOL_UNSPECIFIED
+                                        ? " (every protocol needs 0-65535)"
+                                        : ""));
+    }
+    if (r.peer_set() >= static_cast<uint32_t>(ir.peer_sets_size())) {
+      return Malformed(absl::StrCat(where, ": peer set ", r.peer_set(), " does not exist"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckDirection(const ir::CompiledPolicy& ir, int table, const char* direction,
+                            const ir::DirectionPolicy& policy) {
+  if (absl::Status s = CheckRules(ir, table, direction, policy); !s.ok()) return s;
+  if (absl::Status s = CheckTierRules(ir, table, direction, "admin", policy.admin()); !s.ok()) {
+    return s;
+  }
+  return CheckTierRules(ir, table, direction, "baseline", policy.baseline());
+}
+
+bool PeerSetHolds(const ir::PeerSet& set, uint32_t identity) {
+  return set.all() ||
+         std::binary_search(set.identities().begin(), set.identities().end(), identity);
+}
+
+bool TierRuleMatches(const ir::CompiledPolicy& ir, const ir::TierRule& rule, int protocol,
+                     uint32_t port, uint32_t peer) {
+  if (rule.protocol() != ir::PROTOCOL_UNSPECIFIED) {
+    if (static_cast<int>(rule.protocol()) != protocol) return false;
+    if (port < rule.first_port() || port > rule.last_port()) return false;
+  }
+  return PeerSetHolds(ir.peer_sets(static_cast<int>(rule.peer_set())), peer);
+}
+
+// The first of `rules` matching decides; nullopt when none does or a Pass matches.
+std::optional<bool> FirstTierMatch(const ir::CompiledPolicy& ir,
+                                   const google::protobuf::RepeatedPtrField<ir::TierRule>& rules,
+                                   int protocol, uint32_t port, uint32_t peer) {
+  for (const ir::TierRule& rule : rules) {
+    if (!TierRuleMatches(ir, rule, protocol, port, peer)) continue;
+    if (rule.action() == ir::TIER_PASS) return std::nullopt;
+    return rule.action() == ir::TIER_ALLOW;
+  }
+  return std::nullopt;
+}
+
 }  // namespace
+
+bool Restricted(const ir::DirectionPolicy& direction) {
+  return direction.isolated() || direction.admin_size() > 0 || direction.baseline_size() > 0;
+}
+
+bool SideAllows(const ir::CompiledPolicy& ir, const ir::DirectionPolicy& direction,
+                int protocol, uint32_t port, uint32_t peer) {
+  if (std::optional<bool> admin = FirstTierMatch(ir, direction.admin(), protocol, port, peer)) {
+    return *admin;
+  }
+  if (direction.isolated()) {
+    for (const ir::PortRule& rule : direction.rules()) {
+      if (static_cast<int>(rule.protocol()) != protocol) continue;
+      if (port < rule.first_port() || port > rule.last_port()) continue;
+      if (PeerSetHolds(ir.peer_sets(static_cast<int>(rule.peer_set())), peer)) return true;
+    }
+    return false;
+  }
+  return FirstTierMatch(ir, direction.baseline(), protocol, port, peer).value_or(true);
+}
+
+bool IrAllows(const ir::CompiledPolicy& ir, absl::string_view source_bytes,
+              absl::string_view destination_bytes, int protocol, uint32_t port) {
+  auto endpoint_of = [&](absl::string_view bytes) -> const ir::Endpoint* {
+    for (const ir::Endpoint& e : ir.endpoints()) {
+      for (const std::string& ip : e.ips()) {
+        absl::StatusOr<std::string> parsed = AddressBytes(ip);
+        if (parsed.ok() && *parsed == bytes) return &e;
+      }
+    }
+    return nullptr;
+  };
+  const ir::Endpoint* source = endpoint_of(source_bytes);
+  const ir::Endpoint* destination = endpoint_of(destination_bytes);
+  if (source != nullptr && source == destination && ir.always_allow_self()) return true;
+  if (source != nullptr && source->selected()) {
+    absl::StatusOr<uint32_t> peer = IdentityOf(ir, destination_bytes);
+    if (!peer.ok() || !SideAllows(ir, ir.tables(static_cast<int>(source->table())).egress(),
+                                  protocol, port, *peer)) {
+      return false;
+    }
+  }
+  if (destination != nullptr && destination->selected()) {
+    absl::StatusOr<uint32_t> peer = IdentityOf(ir, source_bytes);
+    if (!peer.ok() || !SideAllows(ir, ir.tables(static_cast<int>(destination->table())).ingress(),
+                                  protocol, port, *peer)) {
+      return false;
+    }
+  }
+  return true;
+}
 
 absl::Status CheckIr(const ir::CompiledPolicy& ir) {
   const uint32_t identities = static_cast<uint32_t>(ir.identities_size());
@@ -254,8 +373,12 @@ absl::Status CheckIr(const ir::CompiledPolicy& ir) {
     if (ir.tables(t).id() != static_cast<uint32_t>(t)) {
       return Malformed(absl::StrCat("tables[", t, "]: id ", ir.tables(t).id()));
     }
-    if (absl::Status s = CheckRules(ir, t, "ingress", ir.tables(t).ingress()); !s.ok()) return s;
-    if (absl::Status s = CheckRules(ir, t, "egress", ir.tables(t).egress()); !s.ok()) return s;
+    if (absl::Status s = CheckDirection(ir, t, "ingress", ir.tables(t).ingress()); !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = CheckDirection(ir, t, "egress", ir.tables(t).egress()); !s.ok()) {
+      return s;
+    }
   }
   absl::flat_hash_map<std::string, int> owner_of_address;
   absl::flat_hash_map<std::string, int> endpoint_named;

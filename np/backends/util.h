@@ -47,9 +47,32 @@ absl::StatusOr<uint32_t> IdentityOf(const ir::CompiledPolicy& ir, absl::string_v
 //  - peer sets name existing identities, sorted and without repeats;
 //  - port rules: protocol TCP, UDP or SCTP; 0 <= first_port <= last_port <= 65535; an
 //    existing peer set; per protocol sorted by first_port and disjoint;
+//  - tier rules (admin, baseline): an action; protocol TCP, UDP or SCTP with
+//    0 <= first_port <= last_port <= 65535, or PROTOCOL_UNSPECIFIED with 0-65535; an
+//    existing peer set;
 //  - endpoints: unique namespace/name; a selected endpoint's table exists; every address
 //    parses and belongs to one endpoint only (once).
 absl::Status CheckIr(const ir::CompiledPolicy& ir);
+
+// ---- What the IR means (proto/compiled.proto), read literally ----------------------------
+// Backends use Restricted() to decide which directions need a program; tests of every layer
+// (lowering, each backend's renderer, real packets) compare against SideAllows/IrAllows.
+
+// Whether a direction restricts anything: NetworkPolicy isolates it or some tier rule applies.
+// False: every flow of the direction is allowed.
+bool Restricted(const ir::DirectionPolicy& direction);
+// Whether one side (a direction of a selected endpoint) allows a flow with `protocol` (an
+// IANA number: 6, 17, 132, or any other) to destination `port`, the other end having
+// identity `peer`: the Admin-tier rules in order, NetworkPolicy when isolated, the
+// Baseline-tier rules in order, then allowed. Assumes CheckIr passed.
+bool SideAllows(const ir::CompiledPolicy& ir, const ir::DirectionPolicy& direction,
+                int protocol, uint32_t port, uint32_t peer);
+// The whole verdict of a packet between two addresses (4 or 16 network-order bytes each, one
+// family): egress at the source's endpoint, ingress at the destination's, each when it is a
+// selected endpoint of the IR; traffic from an endpoint to itself is allowed when
+// `always_allow_self`. A literal scan: for tests, not for a datapath. Assumes CheckIr passed.
+bool IrAllows(const ir::CompiledPolicy& ir, absl::string_view source_bytes,
+              absl::string_view destination_bytes, int protocol, uint32_t port);
 
 // "endpoints[3] (x/b)", for error messages (the name escaped with EscapeText).
 std::string EndpointLabel(const ir::CompiledPolicy& ir, int index);

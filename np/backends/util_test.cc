@@ -264,5 +264,135 @@ TEST(CheckIr, IdsPeerSetsAndRules) {
   EXPECT_TRUE(CheckIr(ir).ok()) << CheckIr(ir);
 }
 
+TEST(CheckIr, TierRules) {
+  auto tier_rule = [](ir::CompiledPolicy& ir, ir::TierAction action) {
+    ir::TierRule* r = ir.mutable_tables(0)->mutable_egress()->add_baseline();
+    r->set_action(action);
+    r->set_protocol(ir::UDP);
+    r->set_first_port(53);
+    r->set_last_port(53);
+    return r;
+  };
+  ir::CompiledPolicy ir = GoodIr();
+  tier_rule(ir, ir::TIER_DENY);
+  EXPECT_TRUE(CheckIr(ir).ok()) << CheckIr(ir);
+  ir = GoodIr();
+  tier_rule(ir, ir::TIER_ACTION_UNSPECIFIED);
+  ExpectMalformed(ir, "tables[0].egress.baseline[0]: action 0 is not allow, deny or pass");
+  ir = GoodIr();
+  tier_rule(ir, ir::TIER_PASS)->set_peer_set(4);
+  ExpectMalformed(ir, "tables[0].egress.baseline[0]: peer set 4 does not exist");
+  ir = GoodIr();
+  tier_rule(ir, ir::TIER_ALLOW)->set_protocol(ir::PROTOCOL_UNSPECIFIED);
+  ExpectMalformed(ir, "port range 53-53 (every protocol needs 0-65535)");
+  ir = GoodIr();
+  tier_rule(ir, ir::TIER_ALLOW)->set_protocol(static_cast<ir::Protocol>(1));
+  ExpectMalformed(ir, "protocol 1 is not TCP, UDP, SCTP or unspecified");
+}
+
+// ---- The IR's meaning: the order proto/compiled.proto states for policy tiers ----------
+
+// Peer set 0 = {identity 1}, 1 = {identity 2}, 2 = all.
+class SideAllowsTest : public ::testing::Test {
+ protected:
+  SideAllowsTest() {
+    for (int i = 0; i < 3; ++i) ir_.add_identities()->set_id(i);
+    ir_.add_peer_sets()->add_identities(1);
+    ir_.mutable_peer_sets(0)->set_id(0);
+    ir_.add_peer_sets()->add_identities(2);
+    ir_.mutable_peer_sets(1)->set_id(1);
+    ir_.add_peer_sets()->set_all(true);
+    ir_.mutable_peer_sets(2)->set_id(2);
+  }
+  static void AddTier(google::protobuf::RepeatedPtrField<ir::TierRule>* rules,
+                      ir::TierAction action, ir::Protocol protocol, uint32_t peer_set) {
+    ir::TierRule* r = rules->Add();
+    r->set_action(action);
+    r->set_protocol(protocol);
+    r->set_first_port(protocol == ir::PROTOCOL_UNSPECIFIED ? 0 : 80);
+    r->set_last_port(protocol == ir::PROTOCOL_UNSPECIFIED ? 65535 : 80);
+    r->set_peer_set(peer_set);
+  }
+  bool Allows(int protocol, uint32_t port, uint32_t peer) const {
+    return SideAllows(ir_, d_, protocol, port, peer);
+  }
+  ir::CompiledPolicy ir_;
+  ir::DirectionPolicy d_;
+};
+
+TEST_F(SideAllowsTest, NothingRestrictsAnUnisolatedDirectionWithoutTierRules) {
+  EXPECT_FALSE(Restricted(d_));
+  EXPECT_TRUE(Allows(6, 80, 1));
+  d_.set_isolated(true);
+  EXPECT_TRUE(Restricted(d_));
+  EXPECT_FALSE(Allows(6, 80, 1));  // isolated, no rule: denied
+}
+
+TEST_F(SideAllowsTest, AdminDenyComesBeforeANetworkPolicyAllow) {
+  // "Deny: ... the traffic is denied, and no lower-priority policy (AdminNetworkPolicy,
+  // NetworkPolicy or Baseline) is evaluated" (network-policy-api, AdminNetworkPolicyRuleAction).
+  d_.set_isolated(true);
+  ir::PortRule* allow = d_.add_rules();
+  allow->set_protocol(ir::TCP);
+  allow->set_first_port(0);
+  allow->set_last_port(65535);
+  allow->set_peer_set(2);
+  AddTier(d_.mutable_admin(), ir::TIER_DENY, ir::TCP, 0);
+  EXPECT_TRUE(Restricted(d_));
+  EXPECT_FALSE(Allows(6, 80, 1));
+  EXPECT_TRUE(Allows(6, 81, 1));  // the Deny covers port 80 only
+  EXPECT_TRUE(Allows(6, 80, 2));  // and peer 1 only
+}
+
+TEST_F(SideAllowsTest, FirstMatchingAdminRuleDecidesAndPassGoesOnToNetworkPolicy) {
+  AddTier(d_.mutable_admin(), ir::TIER_PASS, ir::TCP, 0);
+  AddTier(d_.mutable_admin(), ir::TIER_DENY, ir::PROTOCOL_UNSPECIFIED, 2);
+  // Peer 1 on TCP 80 passes: no NetworkPolicy isolates and no baseline rule -> allowed.
+  EXPECT_TRUE(Allows(6, 80, 1));
+  // Everything else meets the Deny, whatever protocol (ICMP = 1 included).
+  EXPECT_FALSE(Allows(6, 81, 1));
+  EXPECT_FALSE(Allows(1, 0, 2));
+  // A passed flow meets NetworkPolicy: isolated without a rule for it -> denied.
+  d_.set_isolated(true);
+  EXPECT_FALSE(Allows(6, 80, 1));
+}
+
+TEST_F(SideAllowsTest, BaselineOnlyWhenNetworkPolicyDoesNotIsolate) {
+  AddTier(d_.mutable_baseline(), ir::TIER_DENY, ir::TCP, 1);
+  AddTier(d_.mutable_baseline(), ir::TIER_ALLOW, ir::TCP, 2);
+  EXPECT_TRUE(Restricted(d_));
+  EXPECT_FALSE(Allows(6, 80, 2));  // the first matching baseline rule decides
+  EXPECT_TRUE(Allows(6, 80, 1));   // no baseline rule for peer 1: the default allows
+  ir::DirectionPolicy passing;
+  AddTier(passing.mutable_baseline(), ir::TIER_PASS, ir::TCP, 1);
+  AddTier(passing.mutable_baseline(), ir::TIER_DENY, ir::TCP, 2);
+  EXPECT_TRUE(SideAllows(ir_, passing, 6, 80, 2));  // a baseline Pass goes to the default
+  d_.set_isolated(true);
+  ir::PortRule* allow = d_.add_rules();
+  allow->set_protocol(ir::TCP);
+  allow->set_first_port(80);
+  allow->set_last_port(80);
+  allow->set_peer_set(1);
+  EXPECT_TRUE(Allows(6, 80, 2));   // NetworkPolicy decides; the baseline Deny is not reached
+  EXPECT_FALSE(Allows(6, 80, 0));  // isolated, no rule: denied, the baseline Allow not reached
+}
+
+TEST(IrAllows, BothSidesOfAPacket) {
+  ir::CompiledPolicy ir = GoodIr();  // x/a selected: ingress admits x/b on TCP 80
+  ir.mutable_tables(0)->mutable_ingress()->set_isolated(true);
+  EXPECT_TRUE(IrAllows(ir, V4(0x0a000002), V4(0x0a000001), 6, 80));
+  EXPECT_FALSE(IrAllows(ir, V4(0x0a000002), V4(0x0a000001), 6, 81));
+  EXPECT_FALSE(IrAllows(ir, V4(0x0b000000), V4(0x0a000001), 6, 80));
+  EXPECT_TRUE(IrAllows(ir, V4(0x0a000001), V4(0x0b000000), 6, 81));  // egress not restricted
+  ir::TierRule* deny = ir.mutable_tables(0)->mutable_egress()->add_admin();
+  deny->set_action(ir::TIER_DENY);
+  deny->set_protocol(ir::PROTOCOL_UNSPECIFIED);
+  deny->set_last_port(65535);
+  ir.mutable_peer_sets(0)->set_all(true);
+  deny->set_peer_set(0);
+  EXPECT_FALSE(IrAllows(ir, V4(0x0a000001), V4(0x0b000000), 17, 53));
+  EXPECT_TRUE(IrAllows(ir, V4(0x0a000002), V4(0x0b000000), 17, 53));  // x/b is not selected
+}
+
 }  // namespace
 }  // namespace np::backends
