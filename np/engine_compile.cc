@@ -155,6 +155,12 @@ class Batch {
     return absl::OkStatus();
   }
 
+  // The table `key` would have without its tier policies (EngineState::NetworkPolicyTable).
+  std::shared_ptr<const TargetTable> NetworkPolicyTable(TargetClassKey key) {
+    key.tier_policies = 0;  // id list 0 is the empty list
+    return BuildTable(key);
+  }
+
  private:
   // ----------------------------------------------------------- object changes
 
@@ -1610,6 +1616,14 @@ absl::Status EngineState::ApplyBatch(absl::Span<const Change> changes,
   }
   Batch batch(*this, diagnostics, validated);
   return batch.Run(changes, tiers_from);
+}
+
+std::shared_ptr<const TargetTable> EngineState::NetworkPolicyTable(
+    const TargetClassKey& key) const {
+  // A Batch holds its state mutably because batches update it; BuildTable only reads the
+  // state (its scratch space is the batch's own), so this snapshot is left as it was.
+  Batch batch(const_cast<EngineState&>(*this), nullptr, /*validated=*/true);
+  return batch.NetworkPolicyTable(key);
 }
 
 bool EngineState::PeerClassHasSelector(uint32_t peer_class, uint32_t selector) const {

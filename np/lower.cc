@@ -1,7 +1,9 @@
 #include "np/lower.h"
 
 #include <algorithm>
+#include <iterator>
 #include <map>
+#include <memory>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
@@ -58,6 +60,29 @@ std::vector<std::string> ToCidrs(U128 first, U128 last, int family) {
 
 U128 FamilyMax(int family) { return family == 0 ? U128{0xffffffffu} : ~U128{0}; }
 
+ir::Protocol ToIrProtocol(Protocol protocol) {
+  return static_cast<ir::Protocol>(static_cast<int>(protocol));  // both IANA numbers
+}
+
+ir::TierAction ToTierAction(tiers::Action action) {
+  switch (action) {
+    case tiers::Action::kAllow:
+      return ir::TIER_ALLOW;
+    case tiers::Action::kDeny:
+      return ir::TIER_DENY;
+    case tiers::Action::kPass:
+      return ir::TIER_PASS;
+  }
+  return ir::TIER_ACTION_UNSPECIFIED;  // unreachable: CheckIr would refuse it
+}
+
+std::vector<uint32_t> IntersectSorted(const std::vector<uint32_t>& a,
+                                      const std::vector<uint32_t>& b) {
+  std::vector<uint32_t> out;
+  std::set_intersection(a.begin(), a.end(), b.begin(), b.end(), std::back_inserter(out));
+  return out;
+}
+
 // domainNames peers never match offline (README, policy tiers): in an Allow/Accept rule that
 // only leaves out traffic the rule would allow, but in a Deny or Pass rule it would let
 // through traffic that the policy's author meant to stop before NetworkPolicy and the
@@ -91,6 +116,10 @@ absl::Status RefuseUnenforceableDomainNames(const EngineState& s) {
 }  // namespace
 
 absl::StatusOr<ir::CompiledPolicy> LowerToIr(const Engine& engine) {
+  return LowerToIr(engine, LowerOptions());
+}
+
+absl::StatusOr<ir::CompiledPolicy> LowerToIr(const Engine& engine, const LowerOptions& options) {
   const EngineState& s = EngineAccess::State(engine);
   if (absl::Status refused = RefuseUnenforceableDomainNames(s); !refused.ok()) return refused;
   ir::CompiledPolicy out;
@@ -162,8 +191,10 @@ absl::StatusOr<ir::CompiledPolicy> LowerToIr(const Engine& engine) {
     }
   }
   uint32_t next_identity = 0;
+  std::vector<uint32_t> class_of_identity;  // kSharedPeer for the shared-address identity
   for (auto& [c, id] : identity_of_class) {
     id = next_identity++;
+    class_of_identity.push_back(c);
     ir::Identity* identity = out.add_identities();
     identity->set_id(id);
     std::vector<std::string>& pods = pods_of_class[c];
@@ -198,6 +229,144 @@ absl::StatusOr<ir::CompiledPolicy> LowerToIr(const Engine& engine) {
     return id;
   };
 
+  // The identities some address carries whose peer class is in `classes` (a bitset over
+  // peer classes): sorted, and never the shared-address identity (it is no class of a
+  // selector's bitset).
+  auto identities_in = [&](const internal::Bitset& classes) {
+    std::vector<uint32_t> identities;
+    for (uint32_t id = 0; id < class_of_identity.size(); ++id) {
+      uint32_t c = class_of_identity[id];
+      if (c / 64 < classes.size() && (classes[c / 64] >> (c % 64)) & 1) identities.push_back(id);
+    }
+    return identities;
+  };
+  // A tier peer set: `all` when it holds every identity (then no address is shared).
+  auto tier_peer_set = [&](std::vector<uint32_t> identities) {
+    if (identities.size() == class_of_identity.size()) return peer_set(true, {});
+    return peer_set(false, std::move(identities));
+  };
+
+  // The identities a tier rule's peers match (the union of its peers' interned selectors; a
+  // domainNames peer has none), per rule: every table the rule applies to shares them.
+  std::map<const internal::CompiledTierRule*, std::vector<uint32_t>> tier_rule_peers;
+  auto peers_of = [&](const internal::CompiledTierRule& rule) -> const std::vector<uint32_t>& {
+    auto it = tier_rule_peers.find(&rule);
+    if (it != tier_rule_peers.end()) return it->second;
+    internal::Bitset classes;
+    for (const internal::CompiledTierPeer& peer : rule.peers) {
+      for (uint32_t selector : peer.selectors) {
+        const internal::Bitset& bits = *s.selector_bits[selector];
+        if (classes.size() < bits.size()) classes.resize(bits.size(), 0);
+        for (size_t w = 0; w < bits.size(); ++w) classes[w] |= bits[w];
+      }
+    }
+    return tier_rule_peers.emplace(&rule, identities_in(classes)).first->second;
+  };
+
+  // The identities whose pods' named ports are map m's.
+  std::map<uint32_t, std::vector<uint32_t>> named_map_identities;
+  auto identities_of_named_map = [&](uint32_t m) -> const std::vector<uint32_t>& {
+    auto it = named_map_identities.find(m);
+    if (it != named_map_identities.end()) return it->second;
+    return named_map_identities.emplace(m, identities_in(*s.named_map_classes[m])).first->second;
+  };
+
+  // One tier rule as consecutive TierRules of `out`: each port it names (a named port
+  // resolved as the engine does: ingress on the target's own container ports, egress on each
+  // destination's, towards the identities whose named ports give that number) times its peers.
+  auto lower_tier_rule = [&](const internal::CompiledTierPolicy& policy, int d, size_t index,
+                             uint32_t own_named_map,
+                             google::protobuf::RepeatedPtrField<ir::TierRule>* out) {
+    const internal::CompiledTierRule& rule = policy.rules[d][index];
+    const std::vector<uint32_t>& peers = peers_of(rule);
+    if (peers.empty()) return;  // matches no address: it decides nothing
+    std::string origin = absl::StrCat(policy.key, " priority ", policy.priority, " ",
+                                      d == 0 ? "ingress" : "egress", "[", index, "]");
+    if (!rule.name.empty()) absl::StrAppend(&origin, " \"", rule.name, "\"");
+    auto add = [&](ir::Protocol protocol, uint32_t first, uint32_t last, uint32_t set) {
+      ir::TierRule* t = out->Add();
+      t->set_action(ToTierAction(rule.action));
+      t->set_protocol(protocol);
+      t->set_first_port(first);
+      t->set_last_port(last);
+      t->set_peer_set(set);
+      t->set_origin(origin);
+    };
+    if (rule.all_ports) {
+      add(ir::PROTOCOL_UNSPECIFIED, 0, 65535, tier_peer_set(peers));
+      return;
+    }
+    for (const internal::CompiledPort& port : rule.ports) {
+      if (port.kind != internal::CompiledPort::Kind::kNamed) {
+        add(ToIrProtocol(port.protocol), port.first, port.last, tier_peer_set(peers));
+        continue;
+      }
+      auto same_port = [&](const NamedPort& named) {
+        return named.name == port.name && (port.any_protocol || named.protocol == port.protocol);
+      };
+      if (d == 0) {
+        for (const NamedPort& named : *s.named_maps[own_named_map]) {
+          if (same_port(named)) add(ToIrProtocol(named.protocol), named.port, named.port, tier_peer_set(peers));
+        }
+        continue;
+      }
+      for (uint32_t m = 1; m < s.named_maps.size(); ++m) {
+        for (const NamedPort& named : *s.named_maps[m]) {
+          if (!same_port(named)) continue;
+          std::vector<uint32_t> towards = IntersectSorted(peers, identities_of_named_map(m));
+          if (!towards.empty()) {
+            add(ToIrProtocol(named.protocol), named.port, named.port, tier_peer_set(std::move(towards)));
+          }
+        }
+      }
+    }
+  };
+
+  // A direction of an engine table as NetworkPolicy port rules (`isolated` and `rules`).
+  auto lower_allows = [&](const internal::TableView& table, int d, ir::DirectionPolicy* dp) {
+    const internal::DirectionTable& dt = table.direction(d);
+    dp->set_isolated(dt.isolated);
+    if (!dt.isolated) return;
+    for (Protocol protocol : kAllProtocols) {
+      int pi = ProtocolIndex(protocol);
+      for (uint32_t i = dt.begin[pi]; i < dt.end[pi]; ++i) {
+        const internal::Interval& iv = table.intervals()[i];
+        uint32_t last = i + 1 < dt.end[pi] ? table.intervals()[i + 1].first - 1u : 65535u;
+        uint32_t set;
+        if (iv.all_peers) {
+          set = peer_set(true, {});
+        } else {
+          // The identities the interval lists: the allowed ones, or with `negated` (a
+          // tier table) the denied ones.
+          std::vector<bool> listed(identity_of_class.size(), false);
+          table.ForEachPeer(iv, [&](uint32_t c) {
+            auto found = identity_of_class.find(c);
+            if (found != identity_of_class.end()) listed[found->second] = true;
+          });
+          // Port rules are allow lists: a negated interval (flattened tiers) becomes its
+          // complement over the identities some address carries, the shared-address
+          // identity included (it matches no tier peer, so no tier rule denies it:
+          // IntervalAllows).
+          std::vector<uint32_t> identities;
+          for (uint32_t id = 0; id < listed.size(); ++id) {
+            if (listed[id] != static_cast<bool>(iv.negated)) identities.push_back(id);
+          }
+          if (identities.empty()) continue;  // no address is allowed: deny
+          if (iv.negated && identities.size() == listed.size()) {
+            set = peer_set(true, {});  // every identity, so every address
+          } else {
+            set = peer_set(false, std::move(identities));
+          }
+        }
+        ir::PortRule* rule = dp->add_rules();
+        rule->set_protocol(ToIrProtocol(protocol));
+        rule->set_first_port(iv.first);
+        rule->set_last_port(last);
+        rule->set_peer_set(set);
+      }
+    }
+  };
+
   // Tables of the node's endpoints' target classes.
   std::map<uint32_t, uint32_t> table_of_class;
   auto lower_table = [&](uint32_t target_class) {
@@ -206,7 +375,6 @@ absl::StatusOr<ir::CompiledPolicy> LowerToIr(const Engine& engine) {
     uint32_t id = static_cast<uint32_t>(out.tables_size());
     table_of_class.emplace(target_class, id);
     const internal::TargetClassSlot& slot = s.target_classes[target_class];
-    const internal::TableView table = slot.table->view();
     ir::Table* t = out.add_tables();
     t->set_id(id);
     std::vector<std::string> policies;
@@ -214,51 +382,26 @@ absl::StatusOr<ir::CompiledPolicy> LowerToIr(const Engine& engine) {
     std::sort(policies.begin(), policies.end());
     for (const std::string& p : policies) t->add_policies(p);
     // Then the tier policies selecting them, in evaluation order (kNone: quarantine).
-    if (slot.key.tier_policies != kNone) {
-      for (uint32_t p : s.IdList(slot.key.tier_policies)) {
-        t->add_policies((*s.tier_policies)[p].key);
-      }
-    }
+    const std::vector<uint32_t> no_tier_policies;
+    const std::vector<uint32_t>& tier_policies =
+        slot.key.tier_policies == kNone ? no_tier_policies : s.IdList(slot.key.tier_policies);
+    for (uint32_t p : tier_policies) t->add_policies((*s.tier_policies)[p].key);
+    // Flattened, or without tier policies: the engine's table as it is. Ordered: the table
+    // the NetworkPolicies alone make, with the tiers' rules in order around it.
+    bool ordered = !options.flatten_tiers && !tier_policies.empty();
+    std::shared_ptr<const internal::TargetTable> network_policy_only;
+    if (ordered) network_policy_only = s.NetworkPolicyTable(slot.key);
+    const internal::TableView table =
+        ordered ? network_policy_only->view() : slot.table->view();
     for (int d = 0; d < 2; ++d) {
-      const internal::DirectionTable& dt = table.direction(d);
       ir::DirectionPolicy* dp = d == 0 ? t->mutable_ingress() : t->mutable_egress();
-      dp->set_isolated(dt.isolated);
-      if (!dt.isolated) continue;
-      for (Protocol protocol : kAllProtocols) {
-        int pi = ProtocolIndex(protocol);
-        for (uint32_t i = dt.begin[pi]; i < dt.end[pi]; ++i) {
-          const internal::Interval& iv = table.intervals()[i];
-          uint32_t last = i + 1 < dt.end[pi] ? table.intervals()[i + 1].first - 1u : 65535u;
-          uint32_t set;
-          if (iv.all_peers) {
-            set = peer_set(true, {});
-          } else {
-            // The identities the interval lists: the allowed ones, or with `negated` (a
-            // tier table) the denied ones.
-            std::vector<bool> listed(identity_of_class.size(), false);
-            table.ForEachPeer(iv, [&](uint32_t c) {
-              auto found = identity_of_class.find(c);
-              if (found != identity_of_class.end()) listed[found->second] = true;
-            });
-            // The IR has allow lists only: a negated interval becomes its complement over
-            // the identities some address carries, the shared-address identity included
-            // (it matches no tier peer, so no tier rule denies it: IntervalAllows).
-            std::vector<uint32_t> identities;
-            for (uint32_t id = 0; id < listed.size(); ++id) {
-              if (listed[id] != static_cast<bool>(iv.negated)) identities.push_back(id);
-            }
-            if (identities.empty()) continue;  // no address is allowed: deny
-            if (iv.negated && identities.size() == listed.size()) {
-              set = peer_set(true, {});  // every identity, so every address
-            } else {
-              set = peer_set(false, std::move(identities));
-            }
-          }
-          ir::PortRule* rule = dp->add_rules();
-          rule->set_protocol(static_cast<ir::Protocol>(static_cast<int>(protocol)));
-          rule->set_first_port(iv.first);
-          rule->set_last_port(last);
-          rule->set_peer_set(set);
+      lower_allows(table, d, dp);
+      if (!ordered) continue;
+      for (uint32_t p : tier_policies) {
+        const internal::CompiledTierPolicy& policy = (*s.tier_policies)[p];
+        auto* rules = policy.tier == tiers::Tier::kAdmin ? dp->mutable_admin() : dp->mutable_baseline();
+        for (size_t r = 0; r < policy.rules[d].size(); ++r) {
+          lower_tier_rule(policy, d, r, slot.key.named_map, rules);
         }
       }
     }

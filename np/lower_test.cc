@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "np/backends/util.h"
 #include "np/loader.h"
 #include "np/testgen/random_cluster.h"
 
@@ -19,57 +20,18 @@ std::string Bytes(const IpAddress& a) {
   return std::string(reinterpret_cast<char*>(b), a.is_v4() ? 4 : 16);
 }
 
-// What the IR says about a packet, read literally.
+// What the IR says about a packet, read literally (np::backends::IrAllows: proto/compiled.proto's
+// meaning, itself tested in np/backends/util_test against the proto's sentences).
 class IrInterpreter {
  public:
-  explicit IrInterpreter(const ir::CompiledPolicy& ir) : ir_(ir) {}
-
-  uint32_t IdentityOf(const IpAddress& a) const {
-    const auto& ranges = a.is_v4() ? ir_.ipv4() : ir_.ipv6();
-    std::string key = Bytes(a);
-    for (const ir::AddressRange& r : ranges) {
-      if (r.first() <= key && key <= r.last()) return r.identity();
-    }
-    ADD_FAILURE() << "no range holds " << a.ToString();
-    return 0;
-  }
-
-  const ir::Endpoint* EndpointOf(const IpAddress& a) const {
-    for (const ir::Endpoint& e : ir_.endpoints()) {
-      for (const std::string& ip : e.ips()) {
-        if (*IpAddress::Parse(ip) == a) return &e;
-      }
-    }
-    return nullptr;
-  }
-
-  bool DirectionAllows(const ir::DirectionPolicy& d, Protocol protocol, uint16_t port,
-                       uint32_t peer) const {
-    if (!d.isolated()) return true;
-    for (const ir::PortRule& rule : d.rules()) {
-      if (static_cast<int>(rule.protocol()) != static_cast<int>(protocol)) continue;
-      if (port < rule.first_port() || port > rule.last_port()) continue;
-      const ir::PeerSet& set = ir_.peer_sets(rule.peer_set());
-      if (set.all()) return true;
-      if (std::binary_search(set.identities().begin(), set.identities().end(), peer)) return true;
-    }
-    return false;
+  explicit IrInterpreter(const ir::CompiledPolicy& ir) : ir_(ir) {
+    absl::Status valid = backends::CheckIr(ir);
+    EXPECT_TRUE(valid.ok()) << valid;
   }
 
   bool Allowed(const IpAddress& src, const IpAddress& dst, Protocol protocol,
                uint16_t port) const {
-    const ir::Endpoint* s = EndpointOf(src);
-    const ir::Endpoint* d = EndpointOf(dst);
-    if (s != nullptr && s == d && ir_.always_allow_self()) return true;
-    if (s != nullptr && s->selected() &&
-        !DirectionAllows(ir_.tables(s->table()).egress(), protocol, port, IdentityOf(dst))) {
-      return false;
-    }
-    if (d != nullptr && d->selected() &&
-        !DirectionAllows(ir_.tables(d->table()).ingress(), protocol, port, IdentityOf(src))) {
-      return false;
-    }
-    return true;
+    return backends::IrAllows(ir_, Bytes(src), Bytes(dst), static_cast<int>(protocol), port);
   }
 
  private:
@@ -145,16 +107,11 @@ TEST(LowerToIr, CidrDecomposition) {
   EXPECT_EQ(ir->ipv6(0).cidrs(0), "::/0");
 }
 
-// Lowers the engine for `options` and checks that the IR interpreter answers every probe
-// address pair, protocol and probe port as the engine does.
-void CheckInterpreterEqualsEngine(uint64_t seed, const Cluster& cluster,
-                                  const EngineOptions& options) {
-  absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(cluster, options);
-  ASSERT_TRUE(engine.ok()) << "seed " << seed << ": " << engine.status();
-  absl::StatusOr<ir::CompiledPolicy> ir = LowerToIr(**engine);
-  ASSERT_TRUE(ir.ok()) << "seed " << seed << ": " << ir.status();
-  CheckRangesPartitionTheSpace(*ir);
-  IrInterpreter interpreter(*ir);
+// Every probe address pair, protocol and probe port: the IR answers as the engine.
+void CheckIrEqualsEngine(uint64_t seed, const Cluster& cluster, const Engine& engine,
+                         const ir::CompiledPolicy& ir) {
+  CheckRangesPartitionTheSpace(ir);
+  IrInterpreter interpreter(ir);
   std::vector<IpAddress> addresses = testgen::RandomCluster::ProbeAddresses();
   for (int i = 0; i < cluster.pod_count(); ++i) {
     for (const IpAddress& a : cluster.pod(i).ips) addresses.push_back(a);
@@ -164,14 +121,43 @@ void CheckInterpreterEqualsEngine(uint64_t seed, const Cluster& cluster,
       if (s.family() != d.family()) continue;
       for (Protocol protocol : kAllProtocols) {
         for (uint16_t port : testgen::RandomCluster::ProbePorts()) {
-          bool expected = (*engine)->AllowedPacket(s, d, protocol, port);
+          bool expected = engine.AllowedPacket(s, d, protocol, port);
           bool got = interpreter.Allowed(s, d, protocol, port);
           ASSERT_EQ(got, expected)
               << "seed " << seed << ": " << s.ToString() << " -> " << d.ToString() << " "
               << ProtocolName(protocol) << "/" << port << "\n"
-              << ir->DebugString();
+              << ir.DebugString();
         }
       }
+    }
+  }
+}
+
+// Lowers the engine for `options`, with the tiers ordered and flattened, and checks that
+// each IR answers every probe address pair, protocol and probe port as the engine does.
+// Without tier policies the two forms are the same IR.
+void CheckInterpreterEqualsEngine(uint64_t seed, const Cluster& cluster,
+                                  const EngineOptions& options) {
+  absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(cluster, options);
+  ASSERT_TRUE(engine.ok()) << "seed " << seed << ": " << engine.status();
+  std::string ordered_bytes;
+  for (bool flatten : {false, true}) {
+    SCOPED_TRACE(flatten ? "flattened tiers" : "ordered tiers");
+    LowerOptions lower_options;
+    lower_options.flatten_tiers = flatten;
+    absl::StatusOr<ir::CompiledPolicy> ir = LowerToIr(**engine, lower_options);
+    ASSERT_TRUE(ir.ok()) << "seed " << seed << ": " << ir.status();
+    ASSERT_NO_FATAL_FAILURE(CheckIrEqualsEngine(seed, cluster, **engine, *ir));
+    if (!flatten) {
+      ordered_bytes = ir->SerializeAsString();
+      continue;
+    }
+    for (const ir::Table& t : ir->tables()) {
+      EXPECT_TRUE(t.ingress().admin().empty() && t.ingress().baseline().empty() &&
+                  t.egress().admin().empty() && t.egress().baseline().empty());
+    }
+    if (cluster.tier_policy_count() == 0) {
+      EXPECT_EQ(ir->SerializeAsString(), ordered_bytes) << "seed " << seed;
     }
   }
 }

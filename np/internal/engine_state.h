@@ -557,6 +557,10 @@ struct EngineState {
   // --- helpers shared by updates and explain ---
   const std::vector<uint32_t>& IdList(uint32_t id) const { return *id_lists[id]; }
   bool PeerClassHasSelector(uint32_t peer_class, uint32_t selector) const;
+  // The table of a (non-quarantine) target class as if no tier policy selected it: the
+  // NetworkPolicy part alone, built as BuildTable builds any tier-less table. For the IR
+  // lowering, which keeps the tiers as ordered rules beside it (np/lower.cc). Allocates.
+  std::shared_ptr<const TargetTable> NetworkPolicyTable(const TargetClassKey& key) const;
   Verdict Explain(const Endpoint& source, const Endpoint& destination, Protocol protocol,
                   uint16_t port, AddressFamily family) const;
   size_t IndexBytes() const;
