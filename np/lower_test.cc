@@ -3,6 +3,8 @@
 #include "np/lower.h"
 
 #include <algorithm>
+#include <iostream>
+#include <set>
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
@@ -271,7 +273,8 @@ std::string Cnp(const std::string& name, const std::string& tier, int priority,
 constexpr char kNamespaceA[] = "{namespaces: {matchLabels: {team: a}}}";
 constexpr char kFromB[] = "from: [{namespaces: {matchLabels: {team: b}}}]";
 
-// Two namespaces a, b (pods a/p1 10.0.1.1, a/p2 10.0.1.2, b/q 10.0.2.1), then `policies`.
+// Two namespaces a, b (pods a/p1 10.0.1.1, a/p2 10.0.1.2, b/q 10.0.2.1), then `policies`
+// (and any other objects), lowered with the tiers ordered.
 IrInterpreter* LowerYaml(const std::string& policies, absl::Status* status,
                          std::optional<ir::CompiledPolicy>& ir) {
   std::string objects;
@@ -347,6 +350,273 @@ TEST(LowerToIr, TierOrderInTheTables) {
   EXPECT_FALSE(Allowed(i, kQ, kP1, 80));    // passed, then the Baseline Deny on TCP 80
   EXPECT_TRUE(Allowed(i, kQ, kP1, 81));     // passed, no Baseline rule: the default allows
   EXPECT_TRUE(Allowed(i, "192.0.2.1", kP1));  // no namespace peer matches an address
+}
+
+// The table of endpoint namespace/name.
+const ir::Table& TableOf(const ir::CompiledPolicy& ir, absl::string_view pod) {
+  for (const ir::Endpoint& e : ir.endpoints()) {
+    if (absl::StrCat(e.namespace_(), "/", e.name()) == pod && e.selected()) {
+      return ir.tables(static_cast<int>(e.table()));
+    }
+  }
+  ADD_FAILURE() << "no selected endpoint " << pod;
+  static const ir::Table none;
+  return none;
+}
+
+constexpr char kAllowFromBOn80[] =
+    "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+    "metadata: {name: from-b, namespace: a}\nspec:\n  podSelector: {}\n"
+    "  ingress: [{from: [{namespaceSelector: {matchLabels: {team: b}}}], ports: [{port: 80}]}]\n";
+
+// The ordered form keeps NetworkPolicy and the tiers apart: `isolated`/`rules` are what the
+// NetworkPolicies alone say, `admin`/`baseline` the tier rules, and the kernel decides in the
+// API's order. Expected verdicts: network-policy-api v1alpha2 sentences.
+TEST(LowerToIr, OrderedTiersPassOnToNetworkPolicy) {
+  absl::Status status;
+  std::optional<ir::CompiledPolicy> ir;
+  // "Pass: ... delegated to NetworkPolicy": a Pass from b ahead of an Admin Deny of every
+  // namespace leaves b's traffic to the NetworkPolicy, which allows TCP 80 only (it isolates
+  // the pods: "no further rules").
+  IrInterpreter* i = LowerYaml(
+      std::string(kAllowFromBOn80) +
+          Cnp("pass-b", "Admin", 1, kNamespaceA,
+              absl::StrCat("  ingress:\n  - {name: pass-from-b, action: Pass, ", kFromB, "}\n")) +
+          Cnp("deny-all", "Admin", 2, kNamespaceA,
+              "  ingress:\n  - {action: Deny, from: [{namespaces: {}}]}\n") +
+          Cnp("base-allow", "Baseline", 1, kNamespaceA,
+              "  ingress:\n  - {action: Accept, from: [{namespaces: {}}]}\n"),
+      &status, ir);
+  ASSERT_NE(i, nullptr) << status;
+  EXPECT_TRUE(Allowed(i, kQ, kP1, 80));   // passed; the NetworkPolicy allows TCP 80 from b
+  EXPECT_FALSE(Allowed(i, kQ, kP1, 81));  // passed; isolated, so the Baseline Accept is not read
+  EXPECT_FALSE(Allowed(i, kP2, kP1, 80)); // the Admin Deny
+  EXPECT_FALSE(Allowed(i, "192.0.2.1", kP1, 80));  // isolated, no rule admits it
+
+  const ir::DirectionPolicy& in = TableOf(*ir, "a/p1").ingress();
+  EXPECT_TRUE(in.isolated());  // by the NetworkPolicy alone
+  ASSERT_EQ(in.rules_size(), 1);
+  EXPECT_EQ(in.rules(0).first_port(), 80u);
+  EXPECT_EQ(in.rules(0).last_port(), 80u);
+  ASSERT_EQ(in.admin_size(), 2);  // one TierRule per rule: no ports, one peer
+  EXPECT_EQ(in.admin(0).origin(),
+            "ClusterNetworkPolicy pass-b priority 1 ingress[0] \"pass-from-b\"");
+  EXPECT_EQ(in.admin(0).action(), ir::TIER_PASS);
+  EXPECT_EQ(in.admin(1).origin(), "ClusterNetworkPolicy deny-all priority 2 ingress[0]");
+  EXPECT_EQ(in.admin(1).action(), ir::TIER_DENY);
+  ASSERT_EQ(in.baseline_size(), 1);
+  EXPECT_EQ(in.baseline(0).action(), ir::TIER_ALLOW);
+  // Egress: no policy of any kind has egress rules.
+  EXPECT_FALSE(backends::Restricted(TableOf(*ir, "a/p1").egress()));
+  EXPECT_EQ(std::vector<std::string>(TableOf(*ir, "a/p1").policies().begin(),
+                                     TableOf(*ir, "a/p1").policies().end()),
+            (std::vector<std::string>{"a/from-b", "ClusterNetworkPolicy pass-b",
+                                      "ClusterNetworkPolicy deny-all",
+                                      "ClusterNetworkPolicy base-allow"}));
+}
+
+// "BaselineAdminNetworkPolicy ... rules are evaluated only if no NetworkPolicy selects the
+// pod": a Baseline Deny from b decides for a/p2, which no NetworkPolicy selects, and not for
+// a/p3, whose NetworkPolicy admits b on TCP 80; an Admin Accept of UDP 53 beats both.
+TEST(LowerToIr, OrderedBaselineOnlyWhereNetworkPolicyDoesNotIsolate) {
+  absl::Status status;
+  std::optional<ir::CompiledPolicy> ir;
+  std::string only_p1 = kAllowFromBOn80;
+  only_p1.replace(only_p1.find("podSelector: {}"), 15,
+                  "podSelector: {matchLabels: {app: one}}");
+  absl::StrAppend(&only_p1,
+                  "---\napiVersion: v1\nkind: Pod\nmetadata: {name: p3, namespace: a, "
+                  "labels: {app: one}}\nstatus: {podIP: 10.0.1.3}\n");
+  IrInterpreter* i = LowerYaml(
+      only_p1 +
+          Cnp("base-deny", "Baseline", 1, kNamespaceA,
+              absl::StrCat("  ingress:\n  - {action: Deny, ", kFromB, "}\n")) +
+          Cnp("admin-allow", "Admin", 1, kNamespaceA,
+              absl::StrCat("  ingress:\n  - {action: Accept, ", kFromB,
+                           ", protocols: [{udp: {destinationPort: {number: 53}}}]}\n")),
+      &status, ir);
+  ASSERT_NE(i, nullptr) << status;
+  constexpr char kP3[] = "10.0.1.3";
+  EXPECT_TRUE(Allowed(i, kQ, kP3, 80));   // the NetworkPolicy isolates p3 and admits b
+  EXPECT_FALSE(Allowed(i, kQ, kP3, 81));  // isolated: not admitted, the Baseline is not read
+  EXPECT_FALSE(Allowed(i, kQ, kP2, 80));  // no NetworkPolicy: the Baseline Deny
+  EXPECT_TRUE(Allowed(i, kP1, kP2, 80));  // no Baseline rule matches a: the default
+  EXPECT_TRUE(i->Allowed(*IpAddress::Parse(kQ), *IpAddress::Parse(kP2), Protocol::kUDP, 53));
+  EXPECT_TRUE(i->Allowed(*IpAddress::Parse(kQ), *IpAddress::Parse(kP3), Protocol::kUDP, 53));
+  EXPECT_FALSE(TableOf(*ir, "a/p2").ingress().isolated());
+  EXPECT_TRUE(TableOf(*ir, "a/p3").ingress().isolated());
+}
+
+// A tier rule without ports matches "all ports and protocols": one TierRule of every IP
+// protocol (ICMP too). Peers `networks` (pod addresses included) and `nodes` (the Node's
+// addresses) become identity sets like ipBlocks.
+TEST(LowerToIr, OrderedRuleWithoutPortsAndAddressPeers) {
+  absl::Status status;
+  std::optional<ir::CompiledPolicy> ir;
+  IrInterpreter* i = LowerYaml(
+      "---\napiVersion: v1\nkind: Node\nmetadata: {name: n1, labels: {role: infra}}\n"
+      "status: {addresses: [{type: InternalIP, address: 172.16.0.1}]}\n"
+      "---\napiVersion: v1\nkind: Node\nmetadata: {name: n2, labels: {role: app}}\n"
+      "status: {addresses: [{type: InternalIP, address: 172.16.0.2}]}\n" +
+          Cnp("fence", "Admin", 3, kNamespaceA,
+              "  egress:\n"
+              "  - {name: no-infra, action: Deny, to: [{nodes: {matchLabels: {role: infra}}}]}\n"
+              "  - {action: Deny, to: [{networks: [10.0.2.0/24]}]}\n"),
+      &status, ir);
+  ASSERT_NE(i, nullptr) << status;
+  auto allowed = [&](const char* to, Protocol protocol, uint16_t port) {
+    return i->Allowed(*IpAddress::Parse(kP1), *IpAddress::Parse(to), protocol, port);
+  };
+  EXPECT_FALSE(allowed("172.16.0.1", Protocol::kTCP, 22));
+  EXPECT_FALSE(allowed("172.16.0.1", Protocol::kSCTP, 9));
+  EXPECT_TRUE(allowed("172.16.0.2", Protocol::kTCP, 22));   // n2 is no infra node
+  EXPECT_FALSE(allowed(kQ, Protocol::kUDP, 53));             // networks holds b/q's address
+  EXPECT_FALSE(allowed("10.0.2.200", Protocol::kTCP, 80));
+  EXPECT_TRUE(allowed("10.0.3.1", Protocol::kTCP, 80));
+  EXPECT_TRUE(allowed(kP2, Protocol::kTCP, 80));
+  // ICMP (protocol 1): only a rule without ports names it.
+  EXPECT_FALSE(backends::IrAllows(*ir, Bytes(*IpAddress::Parse(kP1)),
+                                  Bytes(*IpAddress::Parse("172.16.0.1")), 1, 0));
+  EXPECT_TRUE(backends::IrAllows(*ir, Bytes(*IpAddress::Parse(kP1)),
+                                 Bytes(*IpAddress::Parse("172.16.0.2")), 1, 0));
+
+  const ir::DirectionPolicy& out = TableOf(*ir, "a/p1").egress();
+  EXPECT_FALSE(out.isolated());
+  ASSERT_EQ(out.admin_size(), 2);
+  const ir::TierRule& infra = out.admin(0);
+  EXPECT_EQ(infra.origin(), "ClusterNetworkPolicy fence priority 3 egress[0] \"no-infra\"");
+  EXPECT_EQ(infra.protocol(), ir::PROTOCOL_UNSPECIFIED);
+  EXPECT_EQ(infra.first_port(), 0u);
+  EXPECT_EQ(infra.last_port(), 65535u);
+  // The infra node's address is one identity, which no pod carries.
+  const ir::PeerSet& node_set = ir->peer_sets(static_cast<int>(infra.peer_set()));
+  ASSERT_EQ(node_set.identities_size(), 1);
+  EXPECT_FALSE(node_set.all());
+  EXPECT_TRUE(ir->identities(static_cast<int>(node_set.identities(0))).pods().empty());
+  // b's pod is outside the subject and no policy selects it.
+  for (const ir::Endpoint& e : ir->endpoints()) EXPECT_EQ(e.selected(), e.namespace_() == "a");
+}
+
+// Named ports in tier rules: "a named port ... on the destination pod". Egress resolves on
+// each destination's own container ports — one TierRule per port number, towards the pods
+// that give the name that number; ingress on the target's own.
+TEST(LowerToIr, OrderedNamedPorts) {
+  absl::Status status;
+  std::optional<ir::CompiledPolicy> ir;
+  std::string pods;
+  for (const auto& [name, ip, port] :
+       {std::tuple{"web1", "10.0.2.11", 8080}, std::tuple{"web2", "10.0.2.12", 9090}}) {
+    absl::StrAppend(&pods, "---\napiVersion: v1\nkind: Pod\nmetadata: {name: ", name,
+                    ", namespace: b}\nspec: {containers: [{name: c, ports: [{name: web, "
+                    "containerPort: ", port, "}]}]}\nstatus: {podIP: ", ip, "}\n");
+  }
+  IrInterpreter* i = LowerYaml(
+      pods +
+          Cnp("no-web-out", "Admin", 1, kNamespaceA,
+              "  egress:\n  - {action: Deny, to: [{namespaces: {matchLabels: {team: b}}}],"
+              " protocols: [{destinationNamedPort: web}]}\n") +
+          Cnp("no-web-in", "Admin", 1, "{namespaces: {matchLabels: {team: b}}}",
+              "  ingress:\n  - {action: Deny, from: [{namespaces: {matchLabels: {team: a}}}],"
+              " protocols: [{destinationNamedPort: web}]}\n"),
+      &status, ir);
+  ASSERT_NE(i, nullptr) << status;
+  constexpr char kWeb1[] = "10.0.2.11", kWeb2[] = "10.0.2.12";
+  EXPECT_FALSE(Allowed(i, kP1, kWeb1, 8080));
+  EXPECT_TRUE(Allowed(i, kP1, kWeb1, 9090));
+  EXPECT_FALSE(Allowed(i, kP1, kWeb2, 9090));
+  EXPECT_TRUE(Allowed(i, kP1, kWeb2, 8080));
+  EXPECT_TRUE(Allowed(i, kP1, kQ, 8080));  // q has no port named web
+  EXPECT_TRUE(Allowed(i, kQ, kWeb1, 8080));  // b is no subject of the egress rule, nor a peer
+
+  // Egress: one rule, two TierRules (one per destination port map), same action and origin.
+  const ir::DirectionPolicy& out = TableOf(*ir, "a/p1").egress();
+  ASSERT_EQ(out.admin_size(), 2);
+  for (const ir::TierRule& rule : out.admin()) {
+    EXPECT_EQ(rule.action(), ir::TIER_DENY);
+    EXPECT_EQ(rule.protocol(), ir::TCP);
+    EXPECT_EQ(rule.origin(), "ClusterNetworkPolicy no-web-out priority 1 egress[0]");
+    EXPECT_EQ(ir->peer_sets(static_cast<int>(rule.peer_set())).identities_size(), 1);
+  }
+  std::set<uint32_t> ports = {out.admin(0).first_port(), out.admin(1).first_port()};
+  EXPECT_EQ(ports, (std::set<uint32_t>{8080, 9090}));
+  // Ingress: on the target's own port; q (no port named web) gets no TierRule at all.
+  const ir::DirectionPolicy& in = TableOf(*ir, "b/web2").ingress();
+  ASSERT_EQ(in.admin_size(), 1);
+  EXPECT_EQ(in.admin(0).first_port(), 9090u);
+  EXPECT_FALSE(backends::Restricted(TableOf(*ir, "b/q").ingress()));
+  EXPECT_FALSE(Allowed(i, kP2, kWeb2, 9090));
+}
+
+// The reason for the ordered form: "deny 10.0.0.0/8 egress for everyone" is one TierRule
+// over one identity per table, where the folded form lists every other identity per
+// protocol in every table. 400 namespaces, each with a NetworkPolicy admitting ingress from
+// its own namespace (so each namespace is an identity and has a table of its own); pods live
+// in 172.16.0.0/16, outside the denied network.
+TEST(LowerToIr, OrderedAdminDenyStaysSmall) {
+  std::string objects;
+  constexpr int kNamespaces = 400;
+  for (int n = 0; n < kNamespaces; ++n) {
+    absl::StrAppend(&objects, "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: ns", n,
+                    "}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n",
+                    "metadata: {name: own, namespace: ns", n, "}\n",
+                    "spec: {podSelector: {}, ingress: [{from: [{podSelector: {}}]}]}\n");
+    for (int p = 0; p < 2; ++p) {
+      absl::StrAppend(&objects, "---\napiVersion: v1\nkind: Pod\nmetadata: {name: p", p,
+                      ", namespace: ns", n, "}\nstatus: {podIP: 172.16.", n / 128, ".",
+                      (n % 128) * 2 + p, "}\n");
+    }
+  }
+  absl::StrAppend(&objects, Cnp("no-ten", "Admin", 1, "{namespaces: {}}",
+                                "  egress:\n  - {action: Deny, to: [{networks: [10.0.0.0/8]}]}\n"));
+  ClusterLoader loader;
+  ASSERT_TRUE(loader.AddText(objects, "in.yaml").ok());
+  absl::StatusOr<Cluster> cluster = loader.Build();
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(*cluster);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  struct Size {
+    size_t peer_set_identities = 0;  // over the IR's (interned) peer sets
+    size_t egress_references = 0;    // identities named by egress rules, table by table
+    size_t egress_rules = 0;         // port rules and tier rules
+  };
+  auto size_of = [](const ir::CompiledPolicy& ir) {
+    Size size;
+    for (const ir::PeerSet& set : ir.peer_sets()) size.peer_set_identities += set.identities_size();
+    for (const ir::Table& t : ir.tables()) {
+      std::vector<uint32_t> sets;
+      for (const ir::PortRule& r : t.egress().rules()) sets.push_back(r.peer_set());
+      for (const ir::TierRule& r : t.egress().admin()) sets.push_back(r.peer_set());
+      for (const ir::TierRule& r : t.egress().baseline()) sets.push_back(r.peer_set());
+      size.egress_rules += sets.size();
+      for (uint32_t set : sets) {
+        size.egress_references += ir.peer_sets(static_cast<int>(set)).identities_size();
+      }
+    }
+    return size;
+  };
+  absl::StatusOr<ir::CompiledPolicy> ordered = LowerToIr(**engine);
+  ASSERT_TRUE(ordered.ok()) << ordered.status();
+  LowerOptions flatten;
+  flatten.flatten_tiers = true;
+  absl::StatusOr<ir::CompiledPolicy> flattened = LowerToIr(**engine, flatten);
+  ASSERT_TRUE(flattened.ok()) << flattened.status();
+  Size o = size_of(*ordered), f = size_of(*flattened);
+  std::cout << ordered->identities_size() << " identities, " << ordered->tables_size()
+            << " tables; ordered: " << o.peer_set_identities << " peer-set identities, "
+            << o.egress_rules << " egress rules naming " << o.egress_references
+            << " identities; flattened: " << f.peer_set_identities << " peer-set identities, "
+            << f.egress_rules << " egress rules naming " << f.egress_references
+            << " identities\n";
+  ASSERT_GT(ordered->identities_size(), kNamespaces);
+  ASSERT_EQ(ordered->tables_size(), kNamespaces);
+  // Ordered: each namespace's own set, and {10.0.0.0/8}; one tier rule per table.
+  EXPECT_EQ(o.peer_set_identities, kNamespaces + 1u);
+  EXPECT_EQ(o.egress_rules, 1u * kNamespaces);
+  EXPECT_EQ(o.egress_references, 1u * kNamespaces);
+  // Flattened: also "everyone but 10.0.0.0/8", named by TCP, UDP and SCTP rules per table.
+  EXPECT_GE(f.peer_set_identities, 2u * kNamespaces);
+  EXPECT_EQ(f.egress_rules, 3u * kNamespaces);
+  EXPECT_GE(f.egress_references, 3u * kNamespaces * kNamespaces);
 }
 
 // domainNames: which addresses a name has is not in the objects, and the datapath never
