@@ -29,6 +29,10 @@ ABSL_FLAG(std::string, node, "",
           "of the input's pods (all pods when none has a node).");
 ABSL_FLAG(bool, ir, false, "compile: print the compiled IR (proto/compiled.proto) instead.");
 ABSL_FLAG(std::string, ir_format, "text", "compile --ir: text (protobuf text format) or json.");
+ABSL_FLAG(bool, flatten_tiers, false,
+          "compile: fold the policy tiers into each direction's allow rules (the final "
+          "verdict) instead of handing the datapath the ordered tier rules: a fallback for a "
+          "datapath that does not enforce tier rules, and a check of the ordered form.");
 ABSL_FLAG(bool, explain, false,
           "compile: with --from, --to, --port, --protocol: which rule, set element or map key "
           "of the backend's program decides the flow. connections, diff: each line with the "
@@ -96,7 +100,10 @@ int PrintStats(const ir::CompiledPolicy& ir, std::string* text) {
   stats.set_peer_sets(ir.peer_sets_size());
   stats.set_tables(ir.tables_size());
   for (const ir::Table& t : ir.tables()) {
-    stats.set_rules(stats.rules() + t.ingress().rules_size() + t.egress().rules_size());
+    for (const ir::DirectionPolicy* d : {&t.ingress(), &t.egress()}) {
+      stats.set_rules(stats.rules() + d->rules_size());
+      stats.set_tier_rules(stats.tier_rules() + d->admin_size() + d->baseline_size());
+    }
   }
   bool fits = true;
   for (const std::string& name : names) {
@@ -125,7 +132,8 @@ int PrintStats(const ir::CompiledPolicy& ir, std::string* text) {
         "IR", stats.node().empty() ? "" : absl::StrCat(" for node ", backends::EscapeText(stats.node())),
         ": ", stats.endpoints(), " endpoints, ", stats.identities(), " identities, ",
         stats.address_ranges(), " address ranges, ", stats.peer_sets(), " peer sets, ",
-        stats.tables(), " tables, ", stats.rules(), " port rules\n");
+        stats.tables(), " tables, ", stats.rules(), " port rules, ", stats.tier_rules(),
+        " tier rules\n");
     for (const ir::BackendCapacity& c : stats.backends()) {
       absl::StrAppend(text, backends::CapacityText(c));
     }
@@ -169,7 +177,9 @@ int RunCompile(const Args& args) {
   engine_options.node_name = *node;
   absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(*cluster, engine_options);
   if (!engine.ok()) return Fail(engine.status());
-  absl::StatusOr<ir::CompiledPolicy> ir = LowerToIr(**engine);
+  LowerOptions lower_options;
+  lower_options.flatten_tiers = absl::GetFlag(FLAGS_flatten_tiers);
+  absl::StatusOr<ir::CompiledPolicy> ir = LowerToIr(**engine, lower_options);
   if (!ir.ok()) return Fail(ir.status());
 
   std::string text;

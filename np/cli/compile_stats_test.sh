@@ -76,5 +76,38 @@ expect "an unknown budget" 2 "no budget \"tables\"" -- compile -f "$scenario" --
 expect "a malformed budget" 2 "is not NAME=N" -- compile -f "$scenario" --backend nft --budget rules
 expect "an unknown backend" 2 "no backend \"pf\"" -- compile -f "$scenario" --stats --backend nft,pf
 
+# Policy tiers: the IR holds them as ordered tier rules (each named by kind, policy, priority,
+# direction[index] and rule name, as upstream's manifest writes them), and --stats counts them;
+# --flatten-tiers folds them into the port rules instead.
+tiered="$testdata/tiers/v1alpha2/admin-egress-node-peers.yaml"
+for form in ordered flattened; do
+  flags=(-f "$tiered" --node node-1)
+  [[ $form == flattened ]] && flags+=(--flatten-tiers)
+  "$netpol" compile "${flags[@]}" --stats --backend nft -o json >"$tmp/stats.json" &&
+    "$netpol" compile "${flags[@]}" --ir --ir-format json >"$tmp/ir.json" || {
+      echo "FAIL tiers $form: exit $?"; failures=$((failures + 1)); continue; }
+  if /usr/bin/python3 - "$tmp/stats.json" "$tmp/ir.json" "$form" <<'PY'
+import json, sys
+stats = json.load(open(sys.argv[1]))
+ir = json.load(open(sys.argv[2]))
+directions = [t.get(d, {}) for t in ir["tables"] for d in ("ingress", "egress")]
+tier_rules = [r for d in directions for r in d.get("admin", []) + d.get("baseline", [])]
+assert stats["tier_rules"] == len(tier_rules), (stats["tier_rules"], len(tier_rules))
+assert stats["rules"] == sum(len(d.get("rules", [])) for d in directions)
+if sys.argv[3] == "flattened":
+    assert not tier_rules
+else:
+    origins = [r["origin"] for r in tier_rules]
+    want = ('ClusterNetworkPolicy node-and-cidr-as-peers-example priority 75 egress[0] '
+            '"allow-egress-to-36363-on-nodes"')
+    assert want in origins, origins
+    first = next(r for r in tier_rules if r["origin"] == want)
+    assert first["action"] == "TIER_ALLOW" and first["protocol"] == "TCP", first
+    assert first["first_port"] == 36363 and first["last_port"] == 36363, first
+PY
+  then echo "ok   tiers $form: --stats counts the IR's tier rules"; else echo "FAIL tiers $form"; failures=$((failures + 1)); fi
+done
+expect "stats text counts tier rules" 0 " tier rules" -- compile -f "$tiered" --node node-1 --stats --backend nft
+
 if [[ $failures -gt 0 ]]; then echo "$failures failure(s)"; exit 1; fi
 echo "all passed"

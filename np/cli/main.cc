@@ -67,8 +67,9 @@ commands:
             [--node NODE]: the rule, set element or map key that decides the flow
             --stats [--backend B,...|all] [--budget ...] [-o json]: rules, sets, set
             elements, map entries and identities against each backend's kernel limits and
-            budgets (exit 1: over). All modes: --allow-self, --ipblock-scope. --node must
-            name a node that runs a pod of the input (exit 2 otherwise)
+            budgets (exit 1: over). All modes: --allow-self, --ipblock-scope,
+            --flatten-tiers (policy tiers folded into allow rules, not ordered tier rules).
+            --node must name a node that runs a pod of the input (exit 2 otherwise)
   probe     (root) one mode at a time:
             --backend nft|iptables|ebpf: build the pods as network namespaces, apply the
             backend, probe every pod pair with real packets and compare with the engine
@@ -163,7 +164,8 @@ std::string CompileMode() {
 }
 bool CompileReadsFlag(const std::string& flag) {
   // The engine is always the indexed one: a datapath is compiled from it.
-  if (In(flag, {"node", "allow_self", "ipblock_scope", "output", "ir", "explain", "stats"})) {
+  if (In(flag, {"node", "allow_self", "ipblock_scope", "flatten_tiers", "output", "ir", "explain",
+                "stats"})) {
     return true;
   }
   const std::string mode = CompileMode();

@@ -31,6 +31,8 @@ run "matrix" 0 "" -- matrix -f "$nodes" --port 80
 for backend in nft iptables ebpf; do
   run "compile --backend $backend enforces the tiers" 0 "$named" -- \
     compile -f "$nodes" --node node-1 --backend "$backend"
+  run "compile --flatten-tiers --backend $backend enforces the folded tiers" 0 "$named" -- \
+    compile -f "$nodes" --node node-1 --flatten-tiers --backend "$backend"
 done
 # Upstream supports domainNames in Allow/Accept rules only; in a Deny rule np cannot know the
 # addresses to deny, and matching none would let the traffic through.
