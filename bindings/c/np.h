@@ -183,7 +183,8 @@ np_code np_engine_explain(const np_engine* engine, const char* source,
                           char** json, size_t* size, np_error** error);
 
 /* The snapshot lowered to the IR (proto/compiled.proto np.ir.CompiledPolicy), serialized
- * protobuf bytes in *bytes (free with np_free). Reentrant. */
+ * protobuf bytes in *bytes (free with np_free); policy tiers as ordered tier rules
+ * (np/lower.h). Reentrant. */
 np_code np_engine_lower(const np_engine* engine, void** bytes, size_t* size,
                         np_error** error);
 /* Renders serialized IR bytes with a backend ("nft", "iptables", "ebpf") as the text the
