@@ -97,6 +97,7 @@ struct Ruleset {
   int chains[2] = {0, 0};        // NP chains, NP-FORWARD included
   int rules[2] = {0, 0};         // rules in NP chains (dispatch + port rules + DROPs)
   int port_rules[2] = {0, 0};    // rules that come from IR PortRules
+  int tier_rules[2] = {0, 0};    // rules that come from IR TierRules (admin, baseline)
   int sets[2] = {0, 0};          // ipset sets
   int64_t set_entries[2] = {0, 0};
 };
