@@ -389,6 +389,11 @@ TEST(IptablesKernel, TierPacketsGetTheSpecsVerdicts) {
              static_cast<uint8_t>(p.protocol), static_cast<uint16_t>(p.port)});
     return why.ok() ? *why : std::string(why.status().message());
   };
+  // Without a ruleset everything gets through (the topology works; neighbours resolved).
+  std::vector<bool> open = RunProbes(t, probes, 1000);
+  for (size_t i = 0; i < probes.size(); ++i) {
+    ASSERT_TRUE(open[i]) << "no policy, yet blocked: " << ProbeText(t, probes[i]);
+  }
   const ir::CompiledPolicy scenario = testutil::TierScenarioIr();
   ASSERT_TRUE(backend->Apply(scenario, where).ok());
   std::vector<bool> got = RunProbes(t, probes, 700);
