@@ -33,18 +33,33 @@ std::string TableChainName(uint32_t table, int direction) {
   return absl::StrCat(kChainPrefix, "T", table, direction == kIngress ? "-IN" : "-EG");
 }
 
-// A rule of an NP chain: the text after "-A <chain> ".
+// Where a rule of a table chain comes from: Explain walks the rules the kernel walks.
+struct RuleSource {
+  enum Kind { kDispatch, kTier, kPolicy, kGotoStage, kDrop };
+  Kind kind = kDispatch;
+  const char* tier = "";                   // kTier: "admin" or "baseline"
+  const ir::TierRule* tier_rule = nullptr;  // kTier
+  const ir::PortRule* port_rule = nullptr;  // kPolicy
+  int index = -1;   // kTier, kPolicy: the rule's position in its IR list
+  int prefix = -1;  // kTier, kPolicy: the inline prefix of the peers (Family::entries); -1
+                    // when the rule matches any peer or names a set
+};
+
+// An NP chain: its rules (the text after "-A <chain> ") and where each comes from.
 struct Chain {
   std::string name;
   std::vector<std::string> rules;
+  std::vector<RuleSource> sources;  // empty for NP-FORWARD
+  void Add(std::string rule, RuleSource source) {
+    rules.push_back(std::move(rule));
+    sources.push_back(source);
+  }
 };
 
 // Where a (table, direction) landed in one family's chains.
 struct TableChain {
-  int chain = -1;                // index in Family::chains; -1: no chain in this family
-  // IR rule index -> index in the chain of its first rule; -1: left out. A rule whose peers
-  // are written inline has one chain rule per prefix, in the order of Family::entries.
-  std::vector<int> rule_of;
+  int chain = -1;  // index in Family::chains; -1: no chain in this family
+  int stage = -1;  // the NetworkPolicy stage's chain when admin rules can Pass; else -1
 };
 
 struct Dispatch {
@@ -107,13 +122,126 @@ void AppendPrefixes(U128 first, U128 last, int f, std::vector<std::string>& out)
   }
 }
 
-std::string PortMatch(const ir::PortRule& rule) {
-  std::string proto = ProtocolLower(rule.protocol());
+// The protocol and port match of a rule; empty for PROTOCOL_UNSPECIFIED (every IP protocol,
+// ICMP included: a tier rule without ports).
+std::string PortMatch(ir::Protocol protocol, uint32_t first_port, uint32_t last_port) {
+  if (protocol == ir::PROTOCOL_UNSPECIFIED) return "";
+  std::string proto = ProtocolLower(protocol);
   std::string out = absl::StrCat("-p ", proto);
-  if (rule.first_port() == 0 && rule.last_port() == 65535) return out;
-  absl::StrAppend(&out, " -m ", proto, " --dport ", rule.first_port());
-  if (rule.last_port() != rule.first_port()) absl::StrAppend(&out, ":", rule.last_port());
+  if (first_port == 0 && last_port == 65535) return out;
+  absl::StrAppend(&out, " -m ", proto, " --dport ", first_port);
+  if (last_port != first_port) absl::StrAppend(&out, ":", last_port);
   return out;
+}
+
+// `-m comment --comment "..."`: escaped, cut to the comment match's limit, with backslashes
+// doubled (iptables-restore reads a backslash inside quotes as an escape).
+std::string CommentMatch(absl::string_view text) {
+  return absl::StrCat(
+      "-m comment --comment \"",
+      absl::StrReplaceAll(CommentText(text, kIptablesCommentMax), {{"\\", "\\\\"}}), "\"");
+}
+
+// The chains of a restricted (table, direction) in family f, in the order of
+// proto/compiled.proto's "Policy tiers":
+//   NP-T<t>-IN|EG: the admin rules in order: Allow `-j RETURN` (this side allows; the
+//     other side's chain, if any, decides next), Deny `-j DROP`, Pass `-g` the
+//     NetworkPolicy stage; then the NetworkPolicy stage — in NP-T<t>-IN|EG-NP when an admin
+//     rule can Pass (the main chain ends with `-g` to it), else in the main chain:
+//       isolated: NetworkPolicy's rules `-j RETURN`, then `-j DROP` (commented with the
+//       table's policies);
+//       not isolated: the baseline rules (Allow and Pass `-j RETURN`, Deny `-j DROP`), then
+//       the chain's end (back to NP-FORWARD: allowed).
+// Peers are matched by address (inline prefixes or an ipset of this generation), so there
+// is no identity lookup that could miss; a rule whose peers have no address of the family
+// is left out (it matches nothing there).
+void AddTableChains(const ir::CompiledPolicy& ir, uint32_t generation, int t, int d, int f,
+                    TableChain& tc, Family& fam) {
+  const ir::Table& table = ir.tables(t);
+  const ir::DirectionPolicy& dp = d == kIngress ? table.ingress() : table.egress();
+  const std::string stage = absl::StrCat(TableChainName(t, d), "-NP");
+  // Per peer match: "" (any peer), a set match, or one match per inline prefix.
+  auto peer_matches = [&](uint32_t peer_set) {
+    const ir::PeerSet& peers = ir.peer_sets(peer_set);
+    const std::vector<std::string>& prefixes = fam.entries[peer_set];
+    std::vector<std::string> out;
+    if (peers.all()) {
+      out.push_back("");
+    } else if (fam.has_set[peer_set]) {
+      out.push_back(absl::StrCat("-m set --match-set ", SetName(generation, f, peer_set), " ",
+                                 d == kIngress ? "src" : "dst"));
+    } else {
+      for (const std::string& prefix : prefixes) {
+        out.push_back(absl::StrCat(d == kIngress ? "-s " : "-d ", prefix));
+      }
+    }
+    return out;
+  };
+  auto joined = [](std::initializer_list<absl::string_view> parts) {
+    std::string out;
+    for (absl::string_view part : parts) {
+      if (!part.empty()) absl::StrAppend(&out, out.empty() ? "" : " ", part);
+    }
+    return out;
+  };
+  bool admin_pass = false;
+  for (const ir::TierRule& rule : dp.admin()) {
+    const ir::PeerSet& peers = ir.peer_sets(rule.peer_set());
+    if (rule.action() == ir::TIER_PASS && (peers.all() || !fam.entries[rule.peer_set()].empty())) {
+      admin_pass = true;
+    }
+  }
+  auto add_tier_rules = [&](Chain& into, const char* tier,
+                            const google::protobuf::RepeatedPtrField<ir::TierRule>& rules) {
+    for (int i = 0; i < rules.size(); ++i) {
+      const ir::TierRule& rule = rules[i];
+      const std::string target = rule.action() == ir::TIER_DENY ? "-j DROP"
+                                 : rule.action() == ir::TIER_PASS && tier[0] == 'a'
+                                     ? absl::StrCat("-g ", stage)
+                                     : "-j RETURN";
+      const std::string comment = CommentMatch(absl::StrCat(tier, "[", i, "] ", rule.origin()));
+      const std::string ports = PortMatch(rule.protocol(), rule.first_port(), rule.last_port());
+      const std::vector<std::string> peers = peer_matches(rule.peer_set());
+      for (size_t p = 0; p < peers.size(); ++p) {
+        RuleSource source{RuleSource::kTier, tier, &rule, nullptr, i,
+                          fam.has_set[rule.peer_set()] || peers[p].empty() ? -1
+                                                                           : static_cast<int>(p)};
+        into.Add(joined({ports, peers[p], comment, target}), source);
+      }
+    }
+  };
+  tc.chain = static_cast<int>(fam.chains.size());
+  fam.chains.push_back(Chain{TableChainName(t, d), {}, {}});
+  add_tier_rules(fam.chains.back(), "admin", dp.admin());
+  if (admin_pass) {
+    fam.chains.back().Add(absl::StrCat("-g ", stage), RuleSource{RuleSource::kGotoStage});
+    tc.stage = static_cast<int>(fam.chains.size());
+    fam.chains.push_back(Chain{stage, {}, {}});
+  }
+  Chain& np_stage = fam.chains.back();
+  if (!dp.isolated()) {
+    add_tier_rules(np_stage, "baseline", dp.baseline());
+    return;
+  }
+  for (int i = 0; i < dp.rules_size(); ++i) {
+    const ir::PortRule& rule = dp.rules(i);
+    const std::vector<std::string> peers = peer_matches(rule.peer_set());
+    for (size_t p = 0; p < peers.size(); ++p) {
+      RuleSource source{RuleSource::kPolicy, "", nullptr, &rule, i,
+                        fam.has_set[rule.peer_set()] || peers[p].empty() ? -1
+                                                                         : static_cast<int>(p)};
+      np_stage.Add(
+          joined({PortMatch(rule.protocol(), rule.first_port(), rule.last_port()), peers[p],
+                  "-j RETURN"}),
+          source);
+    }
+  }
+  // The table's policies, for people reading iptables-save (on the DROP rule, which a
+  // packet reaches only when it is denied: the comment match costs allowed flows nothing).
+  np_stage.Add(
+      absl::StrCat(CommentMatch(absl::StrCat("policies: ", absl::StrJoin(table.policies(), ","))),
+                   " -j DROP"),
+      RuleSource{RuleSource::kDrop});
 }
 
 absl::StatusOr<Model> BuildModel(const ir::CompiledPolicy& ir, uint32_t generation) {
@@ -133,8 +261,16 @@ absl::StatusOr<Model> BuildModel(const ir::CompiledPolicy& ir, uint32_t generati
   // Sets: only for the peer sets some rule uses.
   std::vector<bool> used(ir.peer_sets_size(), false);
   for (const ir::Table& t : ir.tables()) {
-    for (const ir::PortRule& r : t.ingress().rules()) used[r.peer_set()] = true;
-    for (const ir::PortRule& r : t.egress().rules()) used[r.peer_set()] = true;
+    for (const ir::DirectionPolicy* dp : {&t.ingress(), &t.egress()}) {
+      // What AddTableChains renders: baseline rules only where NetworkPolicy does not isolate.
+      if (dp->isolated()) {
+        for (const ir::PortRule& r : dp->rules()) used[r.peer_set()] = true;
+      }
+      for (const ir::TierRule& r : dp->admin()) used[r.peer_set()] = true;
+      if (!dp->isolated()) {
+        for (const ir::TierRule& r : dp->baseline()) used[r.peer_set()] = true;
+      }
+    }
   }
   for (int f = 0; f < kFamilies; ++f) {
     Family& fam = m.family[f];
@@ -191,48 +327,15 @@ absl::StatusOr<Model> BuildModel(const ir::CompiledPolicy& ir, uint32_t generati
 
   for (int f = 0; f < kFamilies; ++f) {
     Family& fam = m.family[f];
-    fam.chains.push_back(Chain{std::string(kTopChain), {}});
+    fam.chains.push_back(Chain{std::string(kTopChain), {}, {}});
     fam.chains[0].rules.push_back("-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT");
-    // Table chains.
+    // Table chains (see TablePlan).
     for (int t = 0; t < ir.tables_size(); ++t) {
       if (!needed[f][t]) continue;
-      const ir::Table& table = ir.tables(t);
       for (int d = 0; d < 2; ++d) {
-        const ir::DirectionPolicy& dp = d == kIngress ? table.ingress() : table.egress();
-        if (!dp.isolated()) continue;
-        TableChain& tc = m.tables[t][d][f];
-        tc.chain = static_cast<int>(fam.chains.size());
-        Chain chain{TableChainName(t, d), {}};
-        tc.rule_of.assign(dp.rules_size(), -1);
-        for (int i = 0; i < dp.rules_size(); ++i) {
-          const ir::PortRule& rule = dp.rules(i);
-          const ir::PeerSet& peers = ir.peer_sets(rule.peer_set());
-          const std::vector<std::string>& prefixes = fam.entries[rule.peer_set()];
-          if (!peers.all() && prefixes.empty()) continue;  // no peer of this family: never matches
-          tc.rule_of[i] = static_cast<int>(chain.rules.size());
-          const char* side = d == kIngress ? "src" : "dst";
-          if (peers.all()) {
-            chain.rules.push_back(absl::StrCat(PortMatch(rule), " -j RETURN"));
-          } else if (fam.has_set[rule.peer_set()]) {
-            chain.rules.push_back(absl::StrCat(PortMatch(rule), " -m set --match-set ",
-                                               SetName(generation, f, rule.peer_set()), " ",
-                                               side, " -j RETURN"));
-          } else {
-            for (const std::string& prefix : prefixes) {
-              chain.rules.push_back(absl::StrCat(PortMatch(rule), d == kIngress ? " -s " : " -d ",
-                                                 prefix, " -j RETURN"));
-            }
-          }
-        }
-        // The table's policies, for people reading iptables-save (on the DROP rule, which a
-        // packet reaches only when it is denied: the comment match costs allowed flows nothing).
-        chain.rules.push_back(absl::StrCat(
-            "-m comment --comment \"",
-            absl::StrReplaceAll(CommentText(absl::StrCat("policies: ", absl::StrJoin(table.policies(), ",")),
-                                            kIptablesCommentMax),
-                                {{"\\", "\\\\"}}),
-            "\" -j DROP"));
-        fam.chains.push_back(std::move(chain));
+        const ir::Table& table = ir.tables(t);
+        if (!Restricted(d == kIngress ? table.ingress() : table.egress())) continue;
+        AddTableChains(ir, generation, t, d, f, m.tables[t][d][f], fam);
       }
     }
     // Dispatch: egress first (at the source), then ingress (at the destination).
@@ -241,7 +344,7 @@ absl::StatusOr<Model> BuildModel(const ir::CompiledPolicy& ir, uint32_t generati
       for (const Address& a : addresses[f]) {
         const ir::Endpoint& ep = ir.endpoints(a.endpoint);
         const TableChain& tc = m.tables[ep.table()][d][f];
-        if (tc.chain < 0) continue;  // the direction is not isolated
+        if (tc.chain < 0) continue;  // the direction is not restricted
         fam.dispatch.push_back(
             Dispatch{a.text, a.endpoint, d, static_cast<int>(fam.chains[0].rules.size())});
         fam.chains[0].rules.push_back(absl::StrCat(d == kEgress ? "-s " : "-d ", a.text, host,
@@ -288,9 +391,11 @@ std::string RestoreText(const Model& m, int f, const RenderOptions& options, Rul
   if (options.hook) absl::StrAppend(&out, "-I FORWARD 1 -j ", kTopChain, "\n");
   absl::StrAppend(&out, "COMMIT\n");
   sizes.chains[f] = static_cast<int>(fam.chains.size());
-  // Every rule of a table chain but its final DROP comes from an IR port rule.
-  for (size_t c = 1; c < fam.chains.size(); ++c) {
-    sizes.port_rules[f] += static_cast<int>(fam.chains[c].rules.size()) - 1;
+  for (const Chain& c : fam.chains) {
+    for (const RuleSource& source : c.sources) {
+      sizes.port_rules[f] += source.kind == RuleSource::kPolicy;
+      sizes.tier_rules[f] += source.kind == RuleSource::kTier;
+    }
   }
   return out;
 }
@@ -629,11 +734,12 @@ class IptablesBackend : public Backend {
     if (!ends.ok()) return ends.status();
     const std::string* src = &ends->source;
     const std::string* dst = &ends->destination;
-    ir::Protocol protocol = static_cast<ir::Protocol>(flow.protocol);
-    if (protocol != ir::TCP && protocol != ir::UDP && protocol != ir::SCTP) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("protocol ", flow.protocol, " is not TCP, UDP or SCTP"));
-    }
+    // Any IP protocol: tier rules without ports match every protocol (ICMP included).
+    const ir::Protocol protocol = static_cast<ir::Protocol>(flow.protocol);
+    const std::string protocol_text =
+        protocol == ir::TCP || protocol == ir::UDP || protocol == ir::SCTP
+            ? ProtocolLower(protocol)
+            : absl::StrCat("protocol ", flow.protocol);
     const int f = src->size() == 4 ? 0 : 1;
     const Family& fam = model->family[f];
     absl::StatusOr<uint32_t> src_id = IdentityOf(ir, *src);
@@ -644,7 +750,7 @@ class IptablesBackend : public Backend {
     const int dst_ep = EndpointOf(ir, *dst);
 
     std::string out = absl::StrCat(AddressText(*src), " -> ", AddressText(*dst), " ",
-                                   ProtocolLower(protocol), "/", flow.port, " (",
+                                   protocol_text, "/", flow.port, " (",
                                    f == 0 ? "iptables" : "ip6tables", ", table filter)\n");
     auto side = [&](int ep, uint32_t id) {
       std::string s = IdentityText(ir, id);
@@ -682,55 +788,92 @@ class IptablesBackend : public Backend {
       dispatched = true;
       const ir::Endpoint& ep = ir.endpoints(hit->endpoint);
       const TableChain& tc = model->tables[ep.table()][d][f];
-      const Chain& chain = fam.chains[tc.chain];
-      const ir::DirectionPolicy& dp =
-          d == kIngress ? ir.tables(ep.table()).ingress() : ir.tables(ep.table()).egress();
       absl::StrAppend(&out, "  ", d == kEgress ? "egress of " : "ingress of ",
                       EndpointName(ir, hit->endpoint), " (table ", ep.table(), "; policies ",
                       EscapeText(absl::StrJoin(ir.tables(ep.table()).policies(), ", ")), "):\n    ",
                       kTopChain, " rule ", hit->rule + 1, ": ", top.rules[hit->rule], "\n");
-      int decided = -1;
-      std::string member;
-      for (int i = 0; i < dp.rules_size() && decided < 0; ++i) {
-        const ir::PortRule& rule = dp.rules(i);
-        if (tc.rule_of[i] < 0 || rule.protocol() != protocol || flow.port < rule.first_port() ||
-            flow.port > rule.last_port()) {
+      // The chain's rules as the kernel walks them (a Pass or the end of the admin rules
+      // goes on in the stage chain).
+      const Chain* chain = &fam.chains[tc.chain];
+      bool decided = false;
+      for (size_t r = 0; r < chain->rules.size() && !decided; ++r) {
+        const RuleSource& source = chain->sources[r];
+        const std::string rule =
+            absl::StrCat("    ", chain->name, " rule ", r + 1, ": ", chain->rules[r], "\n");
+        if (source.kind == RuleSource::kGotoStage) {
+          absl::StrAppend(&out, rule, "      no admin rule decides -> the NetworkPolicy stage\n");
+          chain = &fam.chains[tc.stage];
+          r = static_cast<size_t>(-1);
           continue;
         }
-        const ir::PeerSet& peers = ir.peer_sets(rule.peer_set());
+        if (source.kind == RuleSource::kDrop) {
+          absl::StrAppend(&out, rule, "      no earlier rule allows ", protocol_text, "/",
+                          flow.port, " with ", IdentityText(ir, peer_id), " -> DROP\n");
+          dropped = decided = true;
+          break;
+        }
+        const bool tier = source.kind == RuleSource::kTier;
+        const ir::Protocol rule_protocol =
+            tier ? source.tier_rule->protocol() : source.port_rule->protocol();
+        const uint32_t first = tier ? source.tier_rule->first_port() : source.port_rule->first_port();
+        const uint32_t last = tier ? source.tier_rule->last_port() : source.port_rule->last_port();
+        const uint32_t peer_set = tier ? source.tier_rule->peer_set() : source.port_rule->peer_set();
+        if (rule_protocol != ir::PROTOCOL_UNSPECIFIED &&
+            (static_cast<int>(rule_protocol) != flow.protocol || flow.port < first ||
+             flow.port > last)) {
+          continue;
+        }
+        const ir::PeerSet& peers = ir.peer_sets(peer_set);
+        std::string member;
         if (peers.all()) {
-          decided = tc.rule_of[i];
           member = "any peer";
-        } else if (std::binary_search(peers.identities().begin(), peers.identities().end(),
-                                      peer_id)) {
-          const std::vector<std::string>& entries = fam.entries[rule.peer_set()];
-          const int entry = EntryIndex(entries, peer);
-          const std::string prefix = entry < 0 ? "?" : entries[entry];
-          if (fam.has_set[rule.peer_set()]) {
-            decided = tc.rule_of[i];
-            member = absl::StrCat("set ", SetName(0, f, rule.peer_set()), " holds ", prefix);
-          } else {  // one rule per prefix of the peers
-            decided = tc.rule_of[i] + std::max(entry, 0);
-            member = absl::StrCat("the peer is in ", prefix);
+        } else {
+          if (!std::binary_search(peers.identities().begin(), peers.identities().end(),
+                                  peer_id)) {
+            continue;
           }
+          const std::vector<std::string>& entries = fam.entries[peer_set];
+          const int entry = EntryIndex(entries, peer);
+          if (source.prefix >= 0 && source.prefix != entry) continue;  // another prefix's rule
+          const std::string prefix = entry < 0 ? "?" : entries[entry];
+          member = fam.has_set[peer_set]
+                       ? absl::StrCat("set ", SetName(0, f, peer_set), " holds ", prefix)
+                       : absl::StrCat("the peer is in ", prefix);
           absl::StrAppend(&member, " (", IdentityText(ir, peer_id), ")");
         }
+        if (!tier) {
+          absl::StrAppend(&out, rule, "      matches: ", member, " -> RETURN (allowed)\n");
+          decided = true;
+          break;
+        }
+        const ir::TierRule& t = *source.tier_rule;
+        absl::StrAppend(&out, rule, "      matches: ", member, "; ", source.tier, "[",
+                        source.index, "] ", EscapeText(t.origin()), " -> ");
+        if (t.action() == ir::TIER_PASS && source.tier[0] == 'a') {
+          absl::StrAppend(&out, "pass: on to the NetworkPolicy stage\n");
+          chain = &fam.chains[tc.stage];
+          r = static_cast<size_t>(-1);
+          continue;
+        }
+        decided = true;
+        if (t.action() == ir::TIER_DENY) {
+          absl::StrAppend(&out, "DROP (denied)\n");
+          dropped = true;
+        } else {
+          absl::StrAppend(&out, t.action() == ir::TIER_PASS
+                                    ? "RETURN (pass: on to the default, allowed)\n"
+                                    : "RETURN (allowed)\n");
+        }
       }
-      if (decided >= 0) {
-        absl::StrAppend(&out, "    ", chain.name, " rule ", decided + 1, ": ",
-                        chain.rules[decided], "\n      matches: ", member,
-                        " -> RETURN (allowed)\n");
-      } else {
-        const int last = static_cast<int>(chain.rules.size()) - 1;
-        absl::StrAppend(&out, "    ", chain.name, " rule ", last + 1, ": ", chain.rules[last],
-                        "\n      no earlier rule allows ", ProtocolLower(protocol), "/",
-                        flow.port, " with ", IdentityText(ir, peer_id), " -> DROP\n");
-        dropped = true;
-        break;
+      if (dropped) break;
+      if (!decided) {
+        absl::StrAppend(&out, "    end of ", chain->name, ": no rule decides ", protocol_text,
+                        "/", flow.port, " with ", IdentityText(ir, peer_id),
+                        " -> RETURN (allowed by default)\n");
       }
     }
     if (!dispatched) {
-      absl::StrAppend(&out, "  no endpoint of this node with an isolated direction is on "
+      absl::StrAppend(&out, "  no endpoint of this node with a restricted direction is on "
                             "either side: no NP rule applies\n");
     }
     if (!dropped) {

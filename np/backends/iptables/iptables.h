@@ -13,17 +13,28 @@
 //   FORWARD ── rule 1: -j NP-FORWARD
 //   NP-FORWARD
 //     -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT     replies, established flows
-//     -s <endpoint ip> -j NP-T<t>-EG     per endpoint address whose table isolates egress
-//     -d <endpoint ip> -j NP-T<t>-IN     per endpoint address whose table isolates ingress
+//     -s <endpoint ip> -j NP-T<t>-EG     per endpoint address whose table restricts egress
+//     -d <endpoint ip> -j NP-T<t>-IN     per endpoint address whose table restricts ingress
 //     (falls off the end: RETURN to FORWARD)
-//   NP-T<t>-IN / NP-T<t>-EG               one chain per (table, isolated direction)
+//   NP-T<t>-IN / NP-T<t>-EG               one chain per (table, restricted direction: isolated
+//                                         by NetworkPolicy or with tier rules, util.h Restricted)
+//     [<match> -m comment --comment "admin[i] <origin>" -j RETURN|-j DROP|-g NP-T<t>-IN-NP]
+//                                         the admin rules in order: Allow, Deny, Pass
+//     [-g NP-T<t>-IN-NP]                  the NetworkPolicy stage, when an admin rule can Pass
+//   (the NetworkPolicy stage, here or in NP-T<t>-IN-NP / NP-T<t>-EG-NP:)
+//     isolated:
 //     -p <proto> -m <proto> --dport a:b [-m set --match-set np-g<G>-v4-p<S> src|dst] -j RETURN
 //     -p <proto> -m <proto> --dport a:b -s|-d <prefix> -j RETURN   (peers written inline)
 //     ...                                 rules per IR PortRule, in IR order
 //     -m comment --comment "policies: ..." -j DROP   the default deny of an isolated direction
+//     not isolated: the baseline rules in order (Allow and Pass -j RETURN, Deny -j DROP), then
+//     the chain's end (RETURN: allowed).
+//   A tier rule without protocol (PROTOCOL_UNSPECIFIED) has no -p: it matches ICMP too.
 //
 // A new flow from a node endpoint passes its egress chain first (RETURN = allowed), then the
-// destination's ingress chain; any DROP ends it. np only ever drops: what the policy allows
+// destination's ingress chain; any DROP ends it. A `-g` chain's end returns to NP-FORWARD,
+// as the main chain's would. Peers are matched by address, so there is no identity lookup
+// that could miss (a generation's sets are complete before any rule names them). np only ever drops: what the policy allows
 // returns to FORWARD, whose other rules and policy (the CNI's, the node's) still apply.
 // Dispatch is by endpoint address, not interface: it works on routed veths and on a bridge
 // with bridge-nf-call-iptables alike (with a bridge, `-i`/`-o` name the bridge, not the
@@ -97,6 +108,7 @@ struct Ruleset {
   int chains[2] = {0, 0};        // NP chains, NP-FORWARD included
   int rules[2] = {0, 0};         // rules in NP chains (dispatch + port rules + DROPs)
   int port_rules[2] = {0, 0};    // rules that come from IR PortRules
+  int tier_rules[2] = {0, 0};    // rules that come from IR TierRules (admin, baseline)
   int sets[2] = {0, 0};          // ipset sets
   int64_t set_entries[2] = {0, 0};
 };

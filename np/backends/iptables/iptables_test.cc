@@ -24,7 +24,6 @@
 namespace np::backends::iptables {
 namespace {
 
-using testutil::IrAllows;
 using testutil::RandomIr;
 
 // The rendered texts, parsed back.
@@ -164,6 +163,8 @@ std::string RunChain(const Parsed& p, int f, const std::string& chain, const std
         match = a <= port && port <= b;
       } else if (k == "-j") {
         target = t[++i];
+      } else if (k == "-g") {
+        target = "goto " + t[++i];
       } else {
         ADD_FAILURE() << "unexpected token " << k;
         match = false;
@@ -173,6 +174,10 @@ std::string RunChain(const Parsed& p, int f, const std::string& chain, const std
     if (target == "DROP") return "DROP";
     if (target == "RETURN") return "RETURN";
     if (target == "ACCEPT") return "ACCEPT";
+    // -g: the target's verdict, or its end, is this chain's (RETURN goes to our caller).
+    if (absl::StartsWith(target, "goto ")) {
+      return RunChain(p, f, target.substr(5), src, dst, protocol, port, depth + 1);
+    }
     std::string v = RunChain(p, f, target, src, dst, protocol, port, depth + 1);
     if (v != "RETURN") return v;
   }
@@ -206,6 +211,10 @@ TEST(RenderRuleset, PropertiesOnRandomIrs) {
     for (const ir::Table& t : ir.tables()) {
       for (const auto* d : {&t.ingress(), &t.egress()}) {
         for (const ir::PortRule& rule : d->rules()) used.insert(rule.peer_set());
+        for (const ir::TierRule& rule : d->admin()) used.insert(rule.peer_set());
+        // Baseline rules are never reached where NetworkPolicy isolates: not rendered.
+        if (d->isolated()) continue;
+        for (const ir::TierRule& rule : d->baseline()) used.insert(rule.peer_set());
       }
     }
     int64_t entries[2] = {0, 0};
@@ -269,23 +278,33 @@ TEST(RenderRuleset, PropertiesOnRandomIrs) {
     }
     for (int f = 0; f < 2; ++f) {
       int port_rules = 0;
+      int tier_rules = 0;
+      // Rules of one IR rule that can match in this family: one (any peer, or a set), or
+      // one per prefix of inline peers.
+      auto rendered = [&](uint32_t peer_set) {
+        const size_t n = ir.peer_sets(peer_set).all() ? 1 : prefixes[f][peer_set];
+        return static_cast<int>(n <= static_cast<size_t>(kMaxInlinePrefixes) ? n : 1);
+      };
       for (uint32_t t : tables_used[f]) {
         for (int d = 0; d < 2; ++d) {
           const ir::DirectionPolicy& dp = d == 0 ? ir.tables(t).ingress() : ir.tables(t).egress();
           std::string chain = absl::StrCat("NP-T", t, d == 0 ? "-IN" : "-EG");
-          if (!dp.isolated()) {
+          if (!Restricted(dp)) {
             EXPECT_FALSE(p.chains[f].count(chain)) << chain;
             continue;
           }
           ASSERT_TRUE(p.chains[f].count(chain)) << chain;
-          // Per IR rule that can match in this family, in order: one rule (any peer, or a
-          // set), or one per prefix of inline peers; then DROP.
-          int expected = 0;
-          for (const ir::PortRule& rule : dp.rules()) {
-            const ir::PeerSet& set = ir.peer_sets(rule.peer_set());
-            const size_t n = set.all() ? 1 : prefixes[f][rule.peer_set()];
-            expected += static_cast<int>(n <= static_cast<size_t>(kMaxInlinePrefixes) ? n : 1);
+          for (const ir::TierRule& rule : dp.admin()) tier_rules += rendered(rule.peer_set());
+          if (!dp.isolated()) {
+            for (const ir::TierRule& rule : dp.baseline()) tier_rules += rendered(rule.peer_set());
+            continue;
           }
+          // NetworkPolicy's rules in order, then DROP. With admin rules they follow those
+          // (checked by the interpreter below), so the shape is checked without them.
+          int expected = 0;
+          for (const ir::PortRule& rule : dp.rules()) expected += rendered(rule.peer_set());
+          port_rules += expected;
+          if (dp.admin_size() > 0) continue;
           const auto& rules = p.chains[f][chain];
           ASSERT_EQ(static_cast<int>(rules.size()), expected + 1) << chain;
           // DROP, with the table's policies as a comment for people reading iptables-save.
@@ -295,15 +314,15 @@ TEST(RenderRuleset, PropertiesOnRandomIrs) {
                         absl::StrCat("policies: ", absl::StrJoin(ir.tables(t).policies(), ",")),
                         "-j", "DROP"}))
               << chain;
-          port_rules += expected;
         }
       }
       EXPECT_EQ(r->port_rules[f], port_rules);
-      // NP-FORWARD: the conntrack rule, then one jump per address and isolated direction.
+      EXPECT_EQ(r->tier_rules[f], tier_rules);
+      // NP-FORWARD: the conntrack rule, then one jump per address and restricted direction.
       int dispatch = 0;
       for (const auto& [ip, e] : addresses[f]) {
-        dispatch += ir.tables(e->table()).ingress().isolated();
-        dispatch += ir.tables(e->table()).egress().isolated();
+        dispatch += Restricted(ir.tables(e->table()).ingress());
+        dispatch += Restricted(ir.tables(e->table()).egress());
       }
       EXPECT_EQ(static_cast<int>(p.chains[f]["NP-FORWARD"].size()), 1 + dispatch);
       int total = 0;
@@ -319,19 +338,24 @@ TEST(RenderRuleset, PropertiesOnRandomIrs) {
         if (range.last() != range.first()) probes.push_back(range.last());
       }
       std::set<uint32_t> ports = {0, 1, 80, 81, 65535};
+      auto add_ports = [&](uint32_t first, uint32_t last) {
+        ports.insert(first);
+        ports.insert(last);
+        if (last < 65535) ports.insert(last + 1);
+      };
       for (const ir::Table& t : ir.tables()) {
         for (const auto* d : {&t.ingress(), &t.egress()}) {
-          for (const ir::PortRule& rule : d->rules()) {
-            ports.insert(rule.first_port());
-            ports.insert(rule.last_port());
-            if (rule.last_port() < 65535) ports.insert(rule.last_port() + 1);
+          for (const ir::PortRule& rule : d->rules()) add_ports(rule.first_port(), rule.last_port());
+          for (const auto* tier : {&d->admin(), &d->baseline()}) {
+            for (const ir::TierRule& rule : *tier) add_ports(rule.first_port(), rule.last_port());
           }
         }
       }
       for (const std::string& s : probes) {
         for (const std::string& d : probes) {
           if (s == d) continue;
-          for (ir::Protocol protocol : {ir::TCP, ir::UDP, ir::SCTP}) {
+          // ICMP: only rules without protocol match it.
+          for (ir::Protocol protocol : {ir::TCP, ir::UDP, ir::SCTP, static_cast<ir::Protocol>(1)}) {
             for (uint32_t port : ports) {
               bool want = IrAllows(ir, s, d, protocol, port);
               bool got = RunChain(p, f, "NP-FORWARD", s, d, protocol, port) != "DROP";
@@ -559,6 +583,91 @@ TEST(RenderRuleset, ApplyOptionsDeleteStaleChainsAndSkipTheHook) {
   EXPECT_LT(r->ip4.find(":NP-T9-IN"), r->ip4.find("-X NP-T9-IN"));
   EXPECT_TRUE(absl::StrContains(r->ipset, "create np-g7-v4-p0 hash:net family inet"));
   EXPECT_FALSE(absl::StrContains(r->ip6, "NP-T9-IN"));
+}
+
+
+// The tier scenario's verdicts, written by hand from the IR's specification, through the
+// rendered chains; ICMP (no rule with a protocol matches it) on top.
+TEST(RenderRuleset, TierScenarioGetsTheSpecsVerdicts) {
+  const ir::CompiledPolicy ir = testutil::TierScenarioIr();
+  absl::StatusOr<Ruleset> r = RenderRuleset(ir);
+  ASSERT_TRUE(r.ok()) << r.status();
+  Parsed p = Parse(*r);
+  const ir::Protocol icmp = static_cast<ir::Protocol>(1);
+  for (int f = 0; f < 2; ++f) {
+    auto address = [&](int pod) {
+      return *AddressBytes(f == 0 ? absl::StrCat("10.0.", pod + 1, ".2")
+                                  : absl::StrCat("fd00:", pod + 1, "::2"));
+    };
+    for (int from = 0; from < 3; ++from) {
+      for (int to = 0; to < 3; ++to) {
+        if (from == to) continue;
+        for (ir::Protocol protocol : {ir::TCP, ir::UDP}) {
+          for (int port : {80, 81}) {
+            const bool got =
+                RunChain(p, f, "NP-FORWARD", address(from), address(to), protocol, port) != "DROP";
+            EXPECT_EQ(got, testutil::TierScenarioAllows(from, to, protocol, port))
+                << "family " << f << " pod " << from << " -> pod " << to << " "
+                << ProtocolLower(protocol) << "/" << port << "\n" << r->ip4;
+          }
+        }
+      }
+    }
+    // ICMP: a -> c passes the admin Pass and no baseline Deny names it; b -> c meets the
+    // baseline Deny of every protocol; c -> a: no admin rule, and NetworkPolicy isolates.
+    EXPECT_NE(RunChain(p, f, "NP-FORWARD", address(0), address(2), icmp, 0), "DROP");
+    EXPECT_EQ(RunChain(p, f, "NP-FORWARD", address(1), address(2), icmp, 0), "DROP");
+    EXPECT_EQ(RunChain(p, f, "NP-FORWARD", address(2), address(0), icmp, 0), "DROP");
+  }
+  // The layout: admin rules first, in order, commented with their origin; Pass and the end
+  // of the admin rules go to the NetworkPolicy stage chain.
+  EXPECT_TRUE(absl::StrContains(
+      r->ip4,
+      "-A NP-T0-IN -p tcp -m tcp --dport 80 -s 10.0.2.2/32 -m comment --comment \"admin[0] ANP "
+      "deny-b priority 1\" -j DROP\n"
+      "-A NP-T0-IN -p tcp -m tcp --dport 81 -s 10.0.2.2/32 -m comment --comment \"admin[1] ANP "
+      "pass-81 priority 2\" -g NP-T0-IN-NP\n"
+      "-A NP-T0-IN -p tcp -m tcp --dport 81 -s 10.0.3.2/32 -m comment --comment \"admin[1] ANP "
+      "pass-81 priority 2\" -g NP-T0-IN-NP\n"))
+      << r->ip4;
+  EXPECT_TRUE(absl::StrContains(r->ip4, "-A NP-T0-IN -g NP-T0-IN-NP\n-A NP-T0-IN-NP ")) << r->ip4;
+  // Every protocol: no -p.
+  EXPECT_TRUE(absl::StrContains(
+      r->ip4, "-A NP-T2-IN -s 10.0.1.2/32 -m comment --comment \"admin[0] ANP pass-a priority 5\" "
+              "-g NP-T2-IN-NP\n"))
+      << r->ip4;
+  // Unreachable baselines (the direction is isolated) are not rendered.
+  EXPECT_FALSE(absl::StrContains(r->ip4, "unreachable")) << r->ip4;
+  // One rule per peer prefix: b and c are two.
+  EXPECT_EQ(r->tier_rules[0], (1 + 2 + 1) + (1 + 2) + (1 + 1 + 1));
+  EXPECT_EQ(r->port_rules[0], 2 + 1 + 1);
+}
+
+TEST(IptablesBackend, ExplainNamesTheTierRuleThatDecides) {
+  std::unique_ptr<Backend> b = MakeIptablesBackend();
+  const ir::CompiledPolicy ir = testutil::TierScenarioIr();
+  absl::StatusOr<std::string> denied = b->Explain(ir, {"10.0.2.2", "10.0.1.2", 6, 80});
+  ASSERT_TRUE(denied.ok()) << denied.status();
+  EXPECT_TRUE(absl::StrContains(*denied, "NP-T0-IN rule 1: ")) << *denied;
+  EXPECT_TRUE(absl::StrContains(*denied, "admin[0] ANP deny-b priority 1 -> DROP (denied)"))
+      << *denied;
+  EXPECT_TRUE(absl::StrContains(*denied, "verdict: DROP")) << *denied;
+  absl::StatusOr<std::string> passed = b->Explain(ir, {"10.0.3.2", "10.0.1.2", 6, 81});
+  ASSERT_TRUE(passed.ok()) << passed.status();
+  EXPECT_TRUE(absl::StrContains(*passed, "admin[1] ANP pass-81 priority 2 -> pass: on to the "
+                                         "NetworkPolicy stage"))
+      << *passed;
+  EXPECT_TRUE(absl::StrContains(*passed, "NP-T0-IN-NP rule 3: -p tcp -m tcp --dport 81")) << *passed;
+  EXPECT_TRUE(absl::StrContains(*passed, "verdict: ACCEPT")) << *passed;
+  absl::StatusOr<std::string> baseline = b->Explain(ir, {"10.0.1.2", "10.0.3.2", 6, 81});
+  ASSERT_TRUE(baseline.ok()) << baseline.status();
+  EXPECT_TRUE(absl::StrContains(*baseline, "baseline[1] BANP deny-tcp -> DROP (denied)"))
+      << *baseline;
+  absl::StatusOr<std::string> icmp = b->Explain(ir, {"10.0.1.2", "10.0.3.2", 1, 0});
+  ASSERT_TRUE(icmp.ok()) << icmp.status();
+  EXPECT_TRUE(absl::StrContains(*icmp, "end of NP-T2-IN-NP: no rule decides protocol 1/0"))
+      << *icmp;
+  EXPECT_TRUE(absl::StrContains(*icmp, "verdict: ACCEPT")) << *icmp;
 }
 
 }  // namespace

@@ -1,12 +1,26 @@
 #include "np/backends/iptables/test_util.h"
 
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
 #include <map>
 #include <random>
 #include <set>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
 #include "np/backends/util.h"
 
 namespace np::backends::iptables::testutil {
@@ -44,6 +58,36 @@ std::vector<std::string> Cidrs(U128 first, U128 last, int f) {
 }
 
 }  // namespace
+
+void AddRandomTierRules(std::mt19937_64& rng, int peer_sets, ir::DirectionPolicy* direction) {
+  auto uniform = [&](int n) { return static_cast<int>(rng() % static_cast<uint64_t>(n)); };
+  const ir::TierAction actions[] = {ir::TIER_ALLOW, ir::TIER_DENY, ir::TIER_PASS};
+  const ir::Protocol protocols[] = {ir::PROTOCOL_UNSPECIFIED, ir::TCP, ir::UDP, ir::SCTP};
+  for (const char* tier : {"admin", "baseline"}) {
+    if (uniform(2) == 0) continue;
+    const int n = 1 + uniform(4);
+    for (int i = 0; i < n; ++i) {
+      ir::TierRule* rule =
+          tier[0] == 'a' ? direction->add_admin() : direction->add_baseline();
+      rule->set_action(actions[uniform(3)]);
+      rule->set_protocol(protocols[uniform(4)]);
+      if (rule->protocol() == ir::PROTOCOL_UNSPECIFIED) {
+        rule->set_first_port(0);
+        rule->set_last_port(65535);
+      } else {
+        // Often the probed ports 80/81 (overlapping NetworkPolicy's rules), sometimes all.
+        const uint32_t starts[] = {0, 79, 80, 81, static_cast<uint32_t>(uniform(100))};
+        const uint32_t first = starts[uniform(5)];
+        rule->set_first_port(first);
+        rule->set_last_port(uniform(4) == 0 ? 65535 : first + uniform(3));
+      }
+      rule->set_peer_set(uniform(peer_sets));
+      rule->set_origin(absl::StrCat(tier[0] == 'a' ? "AdminNetworkPolicy" : "BaselineAdminNetworkPolicy",
+                                    " p", uniform(3), uniform(8) == 0 ? " \"q\\\" -j ACCEPT" : "",
+                                    " ingress[", i, "]"));
+    }
+  }
+}
 
 ir::CompiledPolicy RandomIr(uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -111,6 +155,7 @@ ir::CompiledPolicy RandomIr(uint64_t seed) {
     table->add_policies(absl::StrCat("ns/policy-", t));
     for (ir::DirectionPolicy* d : {table->mutable_ingress(), table->mutable_egress()}) {
       d->set_isolated(uniform(3) != 0);
+      AddRandomTierRules(rng, peer_sets, d);
       if (!d->isolated()) continue;
       for (ir::Protocol p : protocols) {
         uint32_t port = 0;
@@ -144,37 +189,6 @@ ir::CompiledPolicy RandomIr(uint64_t seed) {
     if (e->selected()) e->set_table(uniform(tables));
   }
   return ir;
-}
-
-// The IR read literally (as np/lower_test.cc's interpreter, minus self traffic: a pod's
-// traffic to itself never reaches FORWARD).
-
-bool IrAllows(const ir::CompiledPolicy& ir, const std::string& src, const std::string& dst,
-              ir::Protocol protocol, uint32_t port) {
-  auto endpoint_of = [&](const std::string& bytes) -> const ir::Endpoint* {
-    for (const ir::Endpoint& e : ir.endpoints()) {
-      for (const std::string& ip : e.ips()) {
-        if (*AddressBytes(ip) == bytes) return &e;
-      }
-    }
-    return nullptr;
-  };
-  auto allows = [&](const ir::DirectionPolicy& d, const std::string& peer) {
-    if (!d.isolated()) return true;
-    uint32_t id = *IdentityOf(ir, peer);
-    for (const ir::PortRule& r : d.rules()) {
-      if (r.protocol() != protocol || port < r.first_port() || port > r.last_port()) continue;
-      const ir::PeerSet& set = ir.peer_sets(r.peer_set());
-      if (set.all()) return true;
-      if (std::binary_search(set.identities().begin(), set.identities().end(), id)) return true;
-    }
-    return false;
-  };
-  const ir::Endpoint* s = endpoint_of(src);
-  const ir::Endpoint* d = endpoint_of(dst);
-  if (s != nullptr && s->selected() && !allows(ir.tables(s->table()).egress(), dst)) return false;
-  if (d != nullptr && d->selected() && !allows(ir.tables(d->table()).ingress(), src)) return false;
-  return true;
 }
 
 std::vector<std::string> CidrsOf(const std::string& first, const std::string& last) {
@@ -240,5 +254,373 @@ ir::CompiledPolicy IrFromPoints(const std::vector<Point>& points) {
   }
   return ir;
 }
+
+
+// ---- The tier scenario --------------------------------------------------------------
+
+namespace {
+
+uint32_t AddPeers(ir::CompiledPolicy& ir, bool all, std::vector<uint32_t> identities) {
+  ir::PeerSet* set = ir.add_peer_sets();
+  set->set_id(static_cast<uint32_t>(ir.peer_sets_size() - 1));
+  set->set_all(all);
+  for (uint32_t identity : identities) set->add_identities(identity);
+  return set->id();
+}
+
+void AddTier(google::protobuf::RepeatedPtrField<ir::TierRule>* rules, ir::TierAction action,
+             ir::Protocol protocol, uint32_t first, uint32_t last, uint32_t peer_set,
+             const std::string& origin) {
+  ir::TierRule* rule = rules->Add();
+  rule->set_action(action);
+  rule->set_protocol(protocol);
+  rule->set_first_port(protocol == ir::PROTOCOL_UNSPECIFIED ? 0 : first);
+  rule->set_last_port(protocol == ir::PROTOCOL_UNSPECIFIED ? 65535 : last);
+  rule->set_peer_set(peer_set);
+  rule->set_origin(origin);
+}
+
+void AddPolicyRule(ir::DirectionPolicy* d, ir::Protocol protocol, uint32_t first, uint32_t last,
+                   uint32_t peer_set) {
+  ir::PortRule* rule = d->add_rules();
+  rule->set_protocol(protocol);
+  rule->set_first_port(first);
+  rule->set_last_port(last);
+  rule->set_peer_set(peer_set);
+}
+
+}  // namespace
+
+ir::CompiledPolicy TierScenarioIr() {
+  ir::CompiledPolicy ir = IrFromPoints(ThreePods());
+  const uint32_t a = AddPeers(ir, false, {1});
+  const uint32_t b = AddPeers(ir, false, {2});
+  const uint32_t c = AddPeers(ir, false, {3});
+  const uint32_t b_c = AddPeers(ir, false, {2, 3});
+  const uint32_t everyone = AddPeers(ir, true, {});
+  // a: ingress isolated by NetworkPolicy, below three admin rules.
+  ir::Table* ta = ir.add_tables();
+  ta->set_id(0);
+  ta->add_policies("x/np-a");
+  ir::DirectionPolicy* in = ta->mutable_ingress();
+  AddTier(in->mutable_admin(), ir::TIER_DENY, ir::TCP, 80, 80, b, "ANP deny-b priority 1");
+  AddTier(in->mutable_admin(), ir::TIER_PASS, ir::TCP, 81, 81, b_c, "ANP pass-81 priority 2");
+  AddTier(in->mutable_admin(), ir::TIER_ALLOW, ir::UDP, 80, 81, c, "ANP allow-c-udp priority 3");
+  in->set_isolated(true);
+  AddPolicyRule(in, ir::TCP, 80, 80, b_c);
+  AddPolicyRule(in, ir::TCP, 81, 81, c);
+  AddPolicyRule(in, ir::UDP, 80, 80, b);
+  AddTier(in->mutable_baseline(), ir::TIER_DENY, ir::PROTOCOL_UNSPECIFIED, 0, 65535, everyone,
+          "BANP unreachable (a is isolated)");
+  // a: egress not isolated, baseline only.
+  ir::DirectionPolicy* out = ta->mutable_egress();
+  AddTier(out->mutable_baseline(), ir::TIER_ALLOW, ir::TCP, 80, 80, c, "BANP allow-c-80");
+  AddTier(out->mutable_baseline(), ir::TIER_DENY, ir::TCP, 0, 65535, b_c, "BANP deny-tcp");
+  // b: ingress isolated, NetworkPolicy allows nothing; its baseline Allow is never reached.
+  ir::Table* tb = ir.add_tables();
+  tb->set_id(1);
+  tb->add_policies("x/deny-b");
+  tb->mutable_ingress()->set_isolated(true);
+  AddTier(tb->mutable_ingress()->mutable_baseline(), ir::TIER_ALLOW, ir::PROTOCOL_UNSPECIFIED, 0,
+          65535, everyone, "BANP allow-all (unreachable)");
+  // c: ingress not isolated; an admin Pass of every protocol from a, then the baseline.
+  ir::Table* tc = ir.add_tables();
+  tc->set_id(2);
+  ir::DirectionPolicy* cin = tc->mutable_ingress();
+  AddTier(cin->mutable_admin(), ir::TIER_PASS, ir::PROTOCOL_UNSPECIFIED, 0, 65535, a,
+          "ANP pass-a priority 5");
+  AddTier(cin->mutable_baseline(), ir::TIER_DENY, ir::UDP, 0, 65535, a, "BANP deny-a-udp");
+  AddTier(cin->mutable_baseline(), ir::TIER_DENY, ir::PROTOCOL_UNSPECIFIED, 0, 65535, b,
+          "BANP deny-b");
+  int n = 1;
+  for (const char* name : {"a", "b", "c"}) {
+    ir::Endpoint* e = ir.add_endpoints();
+    e->set_namespace_("x");
+    e->set_name(name);
+    e->add_ips(absl::StrCat("10.0.", n, ".2"));
+    e->add_ips(absl::StrCat("fd00:", n, "::2"));
+    e->set_selected(true);
+    e->set_table(n - 1);
+    ++n;
+  }
+  return ir;
+}
+
+bool TierScenarioAllows(int from, int to, int protocol, int port) {
+  const bool tcp = protocol == ir::TCP;
+  const bool udp = protocol == ir::UDP;
+  if (to == 1) return false;  // b: isolated, nothing allowed (the baseline Allow comes after)
+  if (to == 0) {              // a's ingress
+    // c: TCP 80 by NetworkPolicy, TCP 81 Pass then NetworkPolicy, UDP by the admin Allow.
+    if (from == 2) return tcp || udp;
+    // b: TCP 80 admin Deny before NetworkPolicy's allow; TCP 81 Pass, and NetworkPolicy
+    // allows 81 only from c; UDP 80 by NetworkPolicy.
+    return udp && port == 80;
+  }
+  // c's ingress: from b the baseline Deny of every protocol; from a the admin Pass, then the
+  // baseline Deny of UDP; and a's egress baseline: TCP 80 to c allowed, other TCP denied.
+  if (from == 1) return false;
+  return tcp && port == 80;
+}
+
+
+std::vector<Point> ThreePods() {
+  return {{"10.0.1.2", 1, "x/a"}, {"fd00:1::2", 1, "x/a"}, {"10.0.2.2", 2, "x/b"},
+          {"fd00:2::2", 2, "x/b"}, {"10.0.3.2", 3, "x/c"}, {"fd00:3::2", 3, "x/c"}};
+}
+
+ir::CompiledPolicy RandomThreePodIr(uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  auto uniform = [&](int n) { return static_cast<int>(rng() % static_cast<uint64_t>(n)); };
+  ir::CompiledPolicy ir = IrFromPoints(ThreePods());
+  const int peer_sets = 4;
+  for (int s = 0; s < peer_sets; ++s) {
+    std::vector<uint32_t> identities;
+    for (uint32_t i = 0; i < 4; ++i) {
+      if (uniform(2) == 0) identities.push_back(i);
+    }
+    AddPeers(ir, uniform(6) == 0, identities);
+  }
+  // Per protocol, NetworkPolicy's port rules on 80/81: sorted and disjoint.
+  const std::vector<std::vector<std::pair<uint32_t, uint32_t>>> shapes = {
+      {}, {{80, 80}}, {{81, 81}}, {{80, 81}}, {{80, 80}, {81, 81}}, {{0, 65535}}};
+  for (int t = 0; t < 3; ++t) {
+    ir::Table* table = ir.add_tables();
+    table->set_id(t);
+    table->add_policies(absl::StrCat("x/policy-", t));
+    for (ir::DirectionPolicy* d : {table->mutable_ingress(), table->mutable_egress()}) {
+      d->set_isolated(uniform(2) == 0);
+      if (d->isolated()) {
+        for (ir::Protocol protocol : {ir::TCP, ir::UDP}) {
+          for (const auto& [first, last] : shapes[uniform(static_cast<int>(shapes.size()))]) {
+            AddPolicyRule(d, protocol, first, last, uniform(peer_sets));
+          }
+        }
+      }
+      AddRandomTierRules(rng, peer_sets, d);
+    }
+  }
+  int n = 1;
+  for (const char* name : {"a", "b", "c"}) {
+    ir::Endpoint* e = ir.add_endpoints();
+    e->set_namespace_("x");
+    e->set_name(name);
+    e->add_ips(absl::StrCat("10.0.", n, ".2"));
+    e->add_ips(absl::StrCat("fd00:", n, "::2"));
+    e->set_selected(uniform(4) != 0);
+    if (e->selected()) e->set_table(n - 1);
+    ++n;
+  }
+  return ir;
+}
+
+// ---- Real packets ------------------------------------------------------------------
+
+void Must(const std::vector<std::string>& argv, absl::string_view netns) {
+  absl::StatusOr<std::string> r = RunCommand(argv, "", netns);
+  ASSERT_TRUE(r.ok()) << r.status();
+}
+
+Namespaces::Namespaces(absl::string_view prefix) {
+  const char* from_environment = getenv("NP_TEST_NETNS_PREFIX");
+  prefix_ = from_environment != nullptr && *from_environment != '\0' ? from_environment
+                                                                      : std::string(prefix);
+}
+
+Namespaces::~Namespaces() {
+  for (const std::string& n : names_) (void)RunCommand({"ip", "netns", "del", n});
+}
+
+std::string Namespaces::Add(absl::string_view suffix) {
+  std::string name = absl::StrCat(prefix_, getpid(), "-", suffix);
+  absl::StatusOr<std::string> r = RunCommand({"ip", "netns", "add", name});
+  EXPECT_TRUE(r.ok()) << r.status();
+  if (r.ok()) names_.push_back(name);
+  return name;
+}
+
+Children::~Children() {
+  for (pid_t p : pids_) {
+    kill(p, SIGKILL);
+    waitpid(p, nullptr, 0);
+  }
+}
+
+bool EnterNetns(const std::string& name) {
+  int fd = open(absl::StrCat("/run/netns/", name).c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  bool ok = setns(fd, CLONE_NEWNET) == 0;
+  close(fd);
+  return ok;
+}
+
+
+
+void BuildTopology(Namespaces& ns, const std::vector<std::string>& pod_names, Topology& t) {
+  t.node = ns.Add("node");
+  Must({"sysctl", "-q", "-w", "net.ipv4.ip_forward=1"}, t.node);
+  Must({"sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1"}, t.node);
+  for (size_t i = 0; i < pod_names.size(); ++i) {
+    const int n = static_cast<int>(i) + 1;
+    Pod p{pod_names[i], ns.Add(absl::StrCat("p", n)), absl::StrCat("10.0.", n, ".2"),
+          absl::StrCat("fd00:", n, "::2")};
+    const std::string host = absl::StrCat("h", n);
+    Must({"ip", "-n", t.node, "link", "add", host, "type", "veth", "peer", "name", "eth0",
+          "netns", p.netns});
+    Must({"ip", "-n", t.node, "addr", "add", absl::StrCat("10.0.", n, ".1/24"), "dev", host});
+    Must({"ip", "-n", t.node, "addr", "add", absl::StrCat("fd00:", n, "::1/64"), "dev", host,
+          "nodad"});
+    Must({"ip", "-n", t.node, "link", "set", host, "up"});
+    Must({"ip", "-n", p.netns, "addr", "add", p.v4 + "/24", "dev", "eth0"});
+    Must({"ip", "-n", p.netns, "addr", "add", p.v6 + "/64", "dev", "eth0", "nodad"});
+    Must({"ip", "-n", p.netns, "link", "set", "eth0", "up"});
+    Must({"ip", "-n", p.netns, "link", "set", "lo", "up"});
+    Must({"ip", "-n", p.netns, "route", "add", "default", "via", absl::StrCat("10.0.", n, ".1")});
+    Must({"ip", "-n", p.netns, "-6", "route", "add", "default", "via",
+          absl::StrCat("fd00:", n, "::1")});
+    t.pods.push_back(p);
+  }
+}
+
+// In each pod: TCP listeners and UDP echo on ports 80 and 81 (dual-stack sockets), for at
+// most `seconds`.
+void StartServers(const Topology& t, Children& children, int seconds) {
+  for (const Pod& p : t.pods) {
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      if (!EnterNetns(p.netns)) _exit(2);
+      std::vector<pollfd> fds;
+      std::set<int> tcp;
+      for (int type : {SOCK_STREAM, SOCK_DGRAM}) {
+        for (int port : {80, 81}) {
+          int s = socket(AF_INET6, type, 0);
+          int zero = 0, one = 1;
+          setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+          setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+          sockaddr_in6 a{};
+          a.sin6_family = AF_INET6;
+          a.sin6_port = htons(port);
+          a.sin6_addr = in6addr_any;
+          if (bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) _exit(3);
+          if (type == SOCK_STREAM) {
+            listen(s, 128);
+            tcp.insert(s);
+          }
+          fds.push_back({s, POLLIN, 0});
+        }
+      }
+      auto end = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+      while (std::chrono::steady_clock::now() < end) {
+        if (poll(fds.data(), fds.size(), 200) <= 0) continue;
+        for (pollfd& f : fds) {
+          if (!(f.revents & POLLIN)) continue;
+          if (tcp.count(f.fd)) {
+            int c = accept(f.fd, nullptr, nullptr);
+            if (c >= 0) close(c);
+          } else {
+            char buf[64];
+            sockaddr_in6 from{};
+            socklen_t len = sizeof(from);
+            ssize_t n = recvfrom(f.fd, buf, sizeof(buf), 0, reinterpret_cast<sockaddr*>(&from),
+                                 &len);
+            if (n > 0) sendto(f.fd, buf, n, 0, reinterpret_cast<sockaddr*>(&from), len);
+          }
+        }
+      }
+      _exit(0);
+    }
+    children.Add(pid);
+  }
+  usleep(300 * 1000);  // listeners up
+}
+
+
+// One probe in a child process inside the source pod: TCP connects, UDP gets its echo,
+// within timeout_ms. Returns the child's pid; exit status 0 = connected.
+pid_t StartProbe(const Topology& t, const Probe& p, int timeout_ms) {
+  pid_t pid = fork();
+  if (pid != 0) return pid;
+  if (!EnterNetns(t.pods[p.from].netns)) _exit(2);
+  const Pod& dst = t.pods[p.to];
+  sockaddr_storage ss{};
+  socklen_t len;
+  if (p.v6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(p.port);
+    inet_pton(AF_INET6, dst.v6.c_str(), &a->sin6_addr);
+    len = sizeof(*a);
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(p.port);
+    inet_pton(AF_INET, dst.v4.c_str(), &a->sin_addr);
+    len = sizeof(*a);
+  }
+  const bool tcp = p.protocol == ir::TCP;
+  int s = socket(p.v6 ? AF_INET6 : AF_INET, (tcp ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK, 0);
+  if (s < 0) _exit(4);
+  if (tcp) {
+    int r = connect(s, reinterpret_cast<sockaddr*>(&ss), len);
+    if (r != 0 && errno != EINPROGRESS) _exit(1);
+    pollfd f{s, POLLOUT, 0};
+    if (poll(&f, 1, timeout_ms) != 1) _exit(1);
+    int err = 0;
+    socklen_t el = sizeof(err);
+    getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &el);
+    _exit(err == 0 ? 0 : 1);
+  }
+  if (connect(s, reinterpret_cast<sockaddr*>(&ss), len) != 0) _exit(1);
+  if (send(s, "x", 1, 0) != 1) _exit(1);
+  pollfd f{s, POLLIN, 0};
+  if (poll(&f, 1, timeout_ms) != 1) _exit(1);
+  char buf[8];
+  _exit(recv(s, buf, sizeof(buf), 0) == 1 ? 0 : 1);
+}
+
+// Runs the probes in parallel; true = got through.
+std::vector<bool> RunProbes(const Topology& t, const std::vector<Probe>& probes, int timeout_ms) {
+  std::vector<pid_t> pids;
+  for (const Probe& p : probes) pids.push_back(StartProbe(t, p, timeout_ms));
+  std::vector<bool> out;
+  for (pid_t pid : pids) {
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid) {
+      out.push_back(false);
+      continue;
+    }
+    out.push_back(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  }
+  return out;
+}
+
+std::vector<Probe> AllProbes(const Topology& t) {
+  std::vector<Probe> out;
+  for (int s = 0; s < static_cast<int>(t.pods.size()); ++s) {
+    for (int d = 0; d < static_cast<int>(t.pods.size()); ++d) {
+      if (s == d) continue;
+      for (bool v6 : {false, true}) {
+        for (ir::Protocol pr : {ir::TCP, ir::UDP}) {
+          for (int port : {80, 81}) out.push_back(Probe{s, d, v6, pr, port});
+        }
+      }
+    }
+  }
+  return out;
+}
+
+bool Expected(const ir::CompiledPolicy& ir, const Topology& t, const Probe& p) {
+  const Pod& s = t.pods[p.from];
+  const Pod& d = t.pods[p.to];
+  return backends::IrAllows(ir, *AddressBytes(p.v6 ? s.v6 : s.v4),
+                            *AddressBytes(p.v6 ? d.v6 : d.v4), p.protocol, p.port);
+}
+
+std::string ProbeText(const Topology& t, const Probe& p) {
+  return absl::StrCat(t.pods[p.from].name, " -> ", t.pods[p.to].name, " ",
+                      p.v6 ? "IPv6 " : "IPv4 ", ProtocolLower(p.protocol), "/", p.port);
+}
+
 
 }  // namespace np::backends::iptables::testutil

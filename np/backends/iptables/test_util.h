@@ -1,20 +1,32 @@
-// Test helpers of the iptables backend: random and hand-made IRs, and the IR's verdict
-// read literally (the same reading as np/lower_test.cc's interpreter).
+// Test helpers of the iptables and nft backends: random and hand-made IRs (what they mean is
+// np::backends::IrAllows), and a small routed topology of pod network namespaces with
+// servers and probes for real-packet tests.
 #ifndef NP_BACKENDS_IPTABLES_TEST_UTIL_H_
 #define NP_BACKENDS_IPTABLES_TEST_UTIL_H_
 
+#include <sys/types.h>
+
 #include <cstdint>
+#include <random>
 #include <string>
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "proto/compiled.pb.h"
 
 namespace np::backends::iptables::testutil {
 
 // A random, well-formed IR: identities, ranges partitioning both families (some of them
 // single pod addresses in 10.0.0.0/24 and fd00::/120), peer sets, tables with disjoint
-// sorted rules, endpoints (some unselected, some dual-stack).
+// sorted rules and, in about half the directions of each tier, admin and baseline rules
+// (see AddRandomTierRules), endpoints (some unselected, some dual-stack).
 ir::CompiledPolicy RandomIr(uint64_t seed);
+
+// Appends random admin and/or baseline rules (each tier in half the calls, 1-4 rules):
+// Allow, Deny and Pass; every protocol (PROTOCOL_UNSPECIFIED) or TCP/UDP/SCTP on ranges
+// that often cover ports 80 and 81 (where NetworkPolicy's rules are probed); peer sets
+// 0..peer_sets-1; origins sometimes with quotes and backslashes.
+void AddRandomTierRules(std::mt19937_64& rng, int peer_sets, ir::DirectionPolicy* direction);
 
 // An IR whose ranges are the given single addresses (each with its identity and pod), and
 // identity 0 for every other address of both families. Identities 0..max are declared.
@@ -31,10 +43,94 @@ std::vector<std::string> CidrsOf(const std::string& first, const std::string& la
 // The address after `bytes` (wraps around at the end).
 std::string NextAddress(std::string bytes);
 
-// What the IR says of a new flow between two addresses (4 or 16 network-order bytes), for a
-// flow between two different pods (a pod's traffic to itself never reaches FORWARD).
-bool IrAllows(const ir::CompiledPolicy& ir, const std::string& src_bytes,
-              const std::string& dst_bytes, ir::Protocol protocol, uint32_t port);
+// Pods x/a, x/b, x/c with identities 1, 2, 3 at the addresses BuildTopology gives them
+// (10.0.<i+1>.2 and fd00:<i+1>::2); identity 0 is every other address.
+std::vector<Point> ThreePods();
+// A random IR over ThreePods: 4 random peer sets of identities 0-3, one table per pod with
+// NetworkPolicy rules on TCP/UDP 80-81 where isolated, random tier rules
+// (AddRandomTierRules), each pod selected 3 times in 4.
+ir::CompiledPolicy RandomThreePodIr(uint64_t seed);
+
+// The targeted tier scenario: pods x/a, x/b, x/c (indexes 0-2; 10.0.<i+1>.2 and
+// fd00:<i+1>::2, identities 1-3, as BuildTopology makes them), each selected:
+//   a ingress: admin Deny TCP 80 from b, Pass TCP 81 from b and c, Allow UDP 80-81 from c;
+//     isolated, NetworkPolicy allows TCP 80 from b and c, TCP 81 from c, UDP 80 from b;
+//     a baseline Deny (unreachable: isolated).
+//   a egress: not isolated; baseline Allow TCP 80 to c, Deny TCP to b and c.
+//   b ingress: isolated, nothing allowed; a baseline Allow-all (unreachable).
+//   c ingress: not isolated; admin Pass of every protocol from a; baseline Deny UDP from a,
+//     Deny every protocol from b.
+ir::CompiledPolicy TierScenarioIr();
+// Its verdicts for pod `from` -> pod `to`, written by hand from proto/compiled.proto's
+// "Policy tiers" (not computed by np), for TCP and UDP on ports 80 and 81.
+bool TierScenarioAllows(int from, int to, int protocol, int port);
+
+// ---- Real packets (as root) -----------------------------------------------------------
+
+// Runs argv (in `netns` when not empty); a gtest failure when it fails.
+void Must(const std::vector<std::string>& argv, absl::string_view netns = "");
+
+// Network namespaces named <prefix><pid>-<suffix>, deleted when the object goes. The
+// environment's NP_TEST_NETNS_PREFIX, when set, replaces `prefix` (so that an engineer's
+// runs carry their own letters).
+class Namespaces {
+ public:
+  explicit Namespaces(absl::string_view prefix);
+  ~Namespaces();
+  std::string Add(absl::string_view suffix);
+
+ private:
+  std::string prefix_;
+  std::vector<std::string> names_;
+};
+
+// Child processes started by the test, killed (by pid) and reaped when the object goes.
+class Children {
+ public:
+  ~Children();
+  void Add(pid_t p) { pids_.push_back(p); }
+
+ private:
+  std::vector<pid_t> pids_;
+};
+
+bool EnterNetns(const std::string& name);
+
+// A pod: its namespace and addresses (pod i: 10.0.i.2 and fd00:i::2, routed via the node).
+struct Pod {
+  std::string name;  // "x/a"
+  std::string netns;
+  std::string v4, v6;
+};
+
+// The node namespace with forwarding on and one routed veth per pod.
+struct Topology {
+  std::string node;
+  std::vector<Pod> pods;
+};
+void BuildTopology(Namespaces& ns, const std::vector<std::string>& pod_names, Topology& t);
+
+// In each pod: TCP listeners and UDP echo on ports 80 and 81 (dual-stack sockets), for at
+// most `seconds`.
+void StartServers(const Topology& t, Children& children, int seconds);
+
+struct Probe {
+  int from, to;  // pod indexes
+  bool v6;
+  ir::Protocol protocol;
+  int port;
+};
+// One probe in a child process inside the source pod: TCP connects, UDP gets its echo,
+// within timeout_ms. Returns the child's pid; exit status 0 = connected.
+pid_t StartProbe(const Topology& t, const Probe& p, int timeout_ms);
+// Runs the probes in parallel; true = got through.
+std::vector<bool> RunProbes(const Topology& t, const std::vector<Probe>& probes, int timeout_ms);
+// Every ordered pair of different pods x IPv4/IPv6 x TCP/UDP x ports 80/81.
+std::vector<Probe> AllProbes(const Topology& t);
+// What the IR says of the probe (np::backends::IrAllows).
+bool Expected(const ir::CompiledPolicy& ir, const Topology& t, const Probe& p);
+// "x/a -> x/b IPv4 tcp/80".
+std::string ProbeText(const Topology& t, const Probe& p);
 
 }  // namespace np::backends::iptables::testutil
 

@@ -20,7 +20,9 @@ namespace np::backends {
 namespace nft {
 namespace {
 
-constexpr uint32_t kOtherIdentity = 0xffff;  // the mark of identities no rule names
+// The identity half of the mark (bits 16-31) holds an identity (< kMaxIdentities) or one of:
+constexpr uint32_t kMissIdentity = 0xffff;   // the lookup found no element (fail closed)
+constexpr uint32_t kOtherIdentity = 0xfffe;  // identities no rule names
 
 enum Dir { kIngress = 0, kEgress = 1 };
 const char* DirName(int d) { return d == kIngress ? "ingress" : "egress"; }
@@ -58,11 +60,14 @@ std::string RangeText(const std::string& first, const std::string& last) {
   return absl::StrCat(AddressText(first), "-", AddressText(last));
 }
 
-std::string PortMatch(const ir::PortRule& rule) {
-  std::string out = absl::StrCat("meta l4proto ", ProtocolLower(rule.protocol()));
-  if (rule.first_port() == 0 && rule.last_port() == 65535) return out;
-  if (rule.first_port() == rule.last_port()) return absl::StrCat(out, " th dport ", rule.first_port());
-  return absl::StrCat(out, " th dport ", rule.first_port(), "-", rule.last_port());
+// The protocol and port match of a rule; empty for PROTOCOL_UNSPECIFIED (every IP protocol,
+// ICMP included: a tier rule without ports).
+std::string PortMatch(ir::Protocol protocol, uint32_t first_port, uint32_t last_port) {
+  if (protocol == ir::PROTOCOL_UNSPECIFIED) return "";
+  std::string out = absl::StrCat("meta l4proto ", ProtocolLower(protocol));
+  if (first_port == 0 && last_port == 65535) return out;
+  if (first_port == last_port) return absl::StrCat(out, " th dport ", first_port);
+  return absl::StrCat(out, " th dport ", first_port, "-", last_port);
 }
 
 struct MergedRange {
@@ -95,23 +100,22 @@ const ir::DirectionPolicy& DirectionOf(const ir::Table& t, int d) {
 
 bool Usable(const ir::PeerSet& s) { return s.all() || s.identities_size() > 0; }
 
-// The chain rules of one IR rule: one when any peer will do or the peers are a named set,
-// else one per mark interval of the peers.
-std::vector<std::string> RuleTexts(const ir::PortRule& rule, const ir::PeerSet& set,
-                                   const Layout& layout) {
-  if (set.all()) return {absl::StrCat(PortMatch(rule), " return")};
-  if (layout.NamedSet(set.id())) {
-    return {absl::StrCat(PortMatch(rule), " meta mark @peers_", set.id(), " return")};
-  }
-  std::vector<std::string> out;
-  for (const MarkInterval& m : layout.marks.at(set.id())) {
-    out.push_back(absl::StrCat(PortMatch(rule), " meta mark ", m.text, " return"));
-  }
-  return out;
-}
+// The mark holds identities 0..65533; 0xfffe and 0xffff are taken (kOtherIdentity,
+// kMissIdentity).
+constexpr uint64_t kMaxIdentities = 65534;
 
-// Identities live in the mark's high 16 bits, 0xffff meaning "other".
-constexpr uint64_t kMaxIdentities = kOtherIdentity - 1;
+// Calls fn(peer set index) for every rule of a direction that its chains render: the admin
+// rules, then NetworkPolicy's when isolated, else the baseline rules (which an isolated
+// direction never reaches).
+template <typename Fn>
+void ForEachRenderedPeerSet(const ir::DirectionPolicy& policy, Fn fn) {
+  for (const ir::TierRule& rule : policy.admin()) fn(rule.peer_set());
+  if (policy.isolated()) {
+    for (const ir::PortRule& rule : policy.rules()) fn(rule.peer_set());
+  } else {
+    for (const ir::TierRule& rule : policy.baseline()) fn(rule.peer_set());
+  }
+}
 
 absl::Status CheckIdentities(const ir::CompiledPolicy& ir) {
   if (static_cast<uint64_t>(ir.identities_size()) <= kMaxIdentities) return absl::OkStatus();
@@ -128,16 +132,16 @@ absl::StatusOr<Layout> MakeLayout(const ir::CompiledPolicy& ir) {
     if (!e.selected()) continue;
     const ir::Table& t = ir.tables(e.table());
     for (int d : {kIngress, kEgress}) {
-      if (DirectionOf(t, d).isolated()) layout.chains.insert({e.table(), d});
+      if (Restricted(DirectionOf(t, d))) layout.chains.insert({e.table(), d});
     }
   }
   for (const auto& [table, d] : layout.chains) {
-    for (const ir::PortRule& rule : DirectionOf(ir.tables(table), d).rules()) {
-      const ir::PeerSet& set = ir.peer_sets(rule.peer_set());
-      if (set.all() || set.identities_size() == 0) continue;
+    ForEachRenderedPeerSet(DirectionOf(ir.tables(table), d), [&](uint32_t peer_set) {
+      const ir::PeerSet& set = ir.peer_sets(peer_set);
+      if (set.all() || set.identities_size() == 0) return;
       layout.peer_sets.insert(set.id());
       for (uint32_t id : set.identities()) layout.identities.insert(id);
-    }
+    });
   }
   for (int f = 0; f < 2; ++f) {
     const auto& ranges = f == 0 ? ir.ipv4() : ir.ipv6();
@@ -181,6 +185,168 @@ std::string IdentityComment(const ir::Identity& identity) {
   }
   if (identity.external()) absl::StrAppend(&text, text.empty() ? "" : " ", "(external)");
   return text;
+}
+
+// Where a rule of a table chain comes from: Explain walks the rules the kernel walks.
+struct RuleSource {
+  enum Kind { kLookup, kMissDrop, kTier, kPolicy, kGotoStage, kDrop };
+  Kind kind = kLookup;
+  const char* tier = "";                   // kTier: "admin" or "baseline"
+  const ir::TierRule* tier_rule = nullptr;  // kTier
+  const ir::PortRule* port_rule = nullptr;  // kPolicy
+  int index = -1;     // kTier, kPolicy: the rule's position in its IR list
+  int mark_run = -1;  // kTier, kPolicy: the mark interval written into the rule; -1 when the
+                      // rule matches any peer or names a set
+};
+
+struct PlannedChain {
+  Chain chain;
+  std::vector<RuleSource> sources;  // one per rule of `chain`
+  void Add(std::string rule, RuleSource source) {
+    chain.rules.push_back(std::move(rule));
+    sources.push_back(source);
+  }
+};
+
+// The NetworkPolicy stage of a direction whose admin rules can Pass (TIER_PASS: `goto`).
+std::string StageChainOf(uint32_t table, int d) { return ChainOf(table, d) + "_np"; }
+
+// The non-empty parts, joined by spaces.
+std::string Joined(std::initializer_list<absl::string_view> parts) {
+  std::string out;
+  for (absl::string_view part : parts) {
+    if (part.empty()) continue;
+    absl::StrAppend(&out, out.empty() ? "" : " ", part);
+  }
+  return out;
+}
+
+// The peer matches of a rule: one empty match when any peer will do, one naming the set when
+// the peers are a named set, else one per mark interval. None for an empty peer set (such a
+// rule matches nothing and is left out).
+std::vector<std::string> PeerMatches(const ir::PeerSet& set, const Layout& layout) {
+  if (set.all()) return {""};
+  if (set.identities_size() == 0) return {};
+  if (layout.NamedSet(set.id())) return {absl::StrCat("meta mark @peers_", set.id())};
+  std::vector<std::string> out;
+  for (const MarkInterval& m : layout.marks.at(set.id())) {
+    out.push_back(absl::StrCat("meta mark ", m.text));
+  }
+  return out;
+}
+
+// The chains of a restricted (table, direction), in the order of proto/compiled.proto's
+// "Policy tiers":
+//   [reset the peer identity to "miss", look it up; with tier rules: drop on a miss]
+//   admin rules in order: Allow `return` (this side allows), Deny `drop`, Pass `goto` the
+//     NetworkPolicy stage
+//   the NetworkPolicy stage — in `t<n>_<dir>_np` when an admin rule can Pass, else here:
+//     isolated: NetworkPolicy's rules `return`, then `drop`;
+//     not isolated: the baseline rules (Allow and Pass `return`, Deny `drop`), then the
+//     chain's end (return: allowed).
+// Why the miss drop: a peer that the lookup missed (a transient of the kernel's interval
+// sets, see BuildProgram) matches no peer set, so it would slip past a Deny and reach an
+// Allow of every peer or the default allow further down. Without tier rules the final
+// `drop` catches it already.
+std::vector<PlannedChain> PlanDirection(const ir::CompiledPolicy& ir, const Layout& layout,
+                                        uint32_t table, int d) {
+  const ir::Table& t = ir.tables(table);
+  const ir::DirectionPolicy& policy = DirectionOf(t, d);
+  const std::string policies = absl::StrCat("policies: ", absl::StrJoin(t.policies(), ","));
+  bool lookup = false;
+  ForEachRenderedPeerSet(policy, [&](uint32_t peer_set) {
+    const ir::PeerSet& set = ir.peer_sets(peer_set);
+    if (!set.all() && set.identities_size() > 0) lookup = true;
+  });
+  bool admin_pass = false;
+  for (const ir::TierRule& rule : policy.admin()) {
+    if (rule.action() == ir::TIER_PASS && Usable(ir.peer_sets(rule.peer_set()))) {
+      admin_pass = true;
+    }
+  }
+  const bool tiers = policy.admin_size() > 0 || (!policy.isolated() && policy.baseline_size() > 0);
+  const std::string stage = StageChainOf(table, d);
+
+  std::vector<PlannedChain> out(1);
+  out[0].chain.name = ChainOf(table, d);
+  out[0].chain.comment = policies;
+  if (lookup) {
+    // Fail closed: the peer's identity starts as "miss", which no peer set holds, so a
+    // lookup that finds nothing denies. Without this the unset mark (0) reads as identity
+    // 0. Such misses happen: the kernel makes a new ruleset's chains live before it
+    // installs a new interval set's lookup structure, and CI's update test once saw a
+    // both-denied IPv6 flow connect in that window.
+    const char* peer = d == kEgress ? "daddr" : "saddr";
+    out[0].Add(absl::StrFormat("meta mark set meta mark and 0x0000ffff or 0x%08x",
+                               kMissIdentity << 16),
+               {});
+    out[0].Add(absl::StrCat("ip ", peer, " vmap @identity4"), {});
+    out[0].Add(absl::StrCat("ip6 ", peer, " vmap @identity6"), {});
+    if (tiers) {
+      RuleSource miss;
+      miss.kind = RuleSource::kMissDrop;
+      out[0].Add(absl::StrFormat("meta mark 0x%08x-0xffffffff drop", kMissIdentity << 16), miss);
+    }
+  }
+  auto add_tier_rules = [&](PlannedChain& into, const char* tier,
+                            const google::protobuf::RepeatedPtrField<ir::TierRule>& rules) {
+    for (int i = 0; i < rules.size(); ++i) {
+      const ir::TierRule& rule = rules[i];
+      const ir::PeerSet& set = ir.peer_sets(rule.peer_set());
+      const std::string verdict = rule.action() == ir::TIER_DENY ? "drop"
+                                  : rule.action() == ir::TIER_PASS && tier[0] == 'a'
+                                      ? absl::StrCat("goto ", stage)
+                                      : "return";
+      const std::string comment = absl::StrCat(
+          "comment \"",
+          CommentText(absl::StrCat(tier, "[", i, "] ", rule.origin()), kNftCommentMax), "\"");
+      const std::string ports = PortMatch(rule.protocol(), rule.first_port(), rule.last_port());
+      const std::vector<std::string> peers = PeerMatches(set, layout);
+      const bool inline_runs = !set.all() && peers.size() > 0 && !layout.NamedSet(set.id());
+      for (size_t m = 0; m < peers.size(); ++m) {
+        RuleSource source;
+        source.kind = RuleSource::kTier;
+        source.tier = tier;
+        source.tier_rule = &rule;
+        source.index = i;
+        source.mark_run = inline_runs ? static_cast<int>(m) : -1;
+        into.Add(Joined({ports, peers[m], verdict, comment}), source);
+      }
+    }
+  };
+  add_tier_rules(out[0], "admin", policy.admin());
+  if (admin_pass) {
+    RuleSource go;
+    go.kind = RuleSource::kGotoStage;
+    out[0].Add(absl::StrCat("goto ", stage), go);
+    out.emplace_back();
+    out[1].chain.name = stage;
+    out[1].chain.comment = absl::StrCat("NetworkPolicy stage (after an admin Pass), ", policies);
+  }
+  PlannedChain& np_stage = out.back();
+  if (!policy.isolated()) {
+    add_tier_rules(np_stage, "baseline", policy.baseline());
+    return out;
+  }
+  for (int i = 0; i < policy.rules_size(); ++i) {
+    const ir::PortRule& rule = policy.rules(i);
+    const ir::PeerSet& set = ir.peer_sets(rule.peer_set());
+    const std::string ports = PortMatch(rule.protocol(), rule.first_port(), rule.last_port());
+    const std::vector<std::string> peers = PeerMatches(set, layout);
+    const bool inline_runs = !set.all() && peers.size() > 0 && !layout.NamedSet(set.id());
+    for (size_t m = 0; m < peers.size(); ++m) {
+      RuleSource source;
+      source.kind = RuleSource::kPolicy;
+      source.port_rule = &rule;
+      source.index = i;
+      source.mark_run = inline_runs ? static_cast<int>(m) : -1;
+      np_stage.Add(Joined({ports, peers[m], "return"}), source);
+    }
+  }
+  RuleSource drop;
+  drop.kind = RuleSource::kDrop;
+  np_stage.Add("drop", drop);
+  return out;
 }
 
 }  // namespace
@@ -227,7 +393,7 @@ Program BuildProgram(const ir::CompiledPolicy& ir, const Layout* layout) {
       s.name = absl::StrCat(DirName(d), f == 0 ? "4" : "6");
       s.type = f == 0 ? "ipv4_addr : verdict" : "ipv6_addr : verdict";
       s.map = true;
-      s.comment = absl::StrCat("endpoints isolated for ", DirName(d), " -> their table");
+      s.comment = absl::StrCat("endpoints restricted for ", DirName(d), " -> their table");
       for (const ir::Endpoint& e : ir.endpoints()) {
         if (!e.selected() || layout->chains.count({e.table(), d}) == 0) continue;
         for (const std::string& ip : e.ips()) {
@@ -257,35 +423,9 @@ Program BuildProgram(const ir::CompiledPolicy& ir, const Layout* layout) {
     program.chains.push_back(std::move(c));
   }
   for (const auto& [table, d] : layout->chains) {
-    const ir::Table& t = ir.tables(table);
-    Chain c;
-    c.name = ChainOf(table, d);
-    c.comment = absl::StrCat("policies: ", absl::StrJoin(t.policies(), ","));
-    const ir::DirectionPolicy& policy = DirectionOf(t, d);
-    bool lookup = false;
-    for (const ir::PortRule& rule : policy.rules()) {
-      const ir::PeerSet& set = ir.peer_sets(rule.peer_set());
-      if (!set.all() && set.identities_size() > 0) lookup = true;
+    for (PlannedChain& planned : PlanDirection(ir, *layout, table, d)) {
+      program.chains.push_back(std::move(planned.chain));
     }
-    const char* peer = d == kEgress ? "daddr" : "saddr";
-    if (lookup) {
-      // Fail closed: the peer's identity starts as "other", which no peer set holds, so a
-      // lookup that finds nothing denies. Without this the unset mark (0) reads as identity
-      // 0. Such misses happen: the kernel makes a new ruleset's chains live before it
-      // installs a new interval set's lookup structure, and CI's update test once saw a
-      // both-denied IPv6 flow connect in that window.
-      c.rules.push_back(absl::StrFormat("meta mark set meta mark and 0x0000ffff or 0x%08x",
-                                        kOtherIdentity << 16));
-      c.rules.push_back(absl::StrCat("ip ", peer, " vmap @identity4"));
-      c.rules.push_back(absl::StrCat("ip6 ", peer, " vmap @identity6"));
-    }
-    for (const ir::PortRule& rule : policy.rules()) {
-      const ir::PeerSet& set = ir.peer_sets(rule.peer_set());
-      if (!Usable(set)) continue;  // an empty peer set allows nothing
-      for (std::string& text : RuleTexts(rule, set, *layout)) c.rules.push_back(std::move(text));
-    }
-    c.rules.push_back("drop");
-    program.chains.push_back(std::move(c));
   }
   {
     Chain c;
@@ -392,7 +532,7 @@ bool ExplainSide(const ir::CompiledPolicy& ir, const Layout& layout, int d,
   const std::string who =
       EscapeText(absl::StrCat(endpoint->namespace_(), "/", endpoint->name()));
   if (!endpoint->selected() || layout.chains.count({endpoint->table(), d}) == 0) {
-    absl::StrAppend(out, DirName(d), " of ", who, " (", self, "): not isolated for ", DirName(d),
+    absl::StrAppend(out, DirName(d), " of ", who, " (", self, "): not restricted for ", DirName(d),
                     "; no element in @", map, " -> no restriction\n");
     return true;
   }
@@ -406,11 +546,11 @@ bool ExplainSide(const ir::CompiledPolicy& ir, const Layout& layout, int d,
   for (const MergedRange& m : ranges) {
     if (m.first <= peer_bytes && peer_bytes <= m.last) element = &m;
   }
-  uint32_t mark_identity = kOtherIdentity;
+  uint32_t mark_identity = kMissIdentity;
   if (identity.ok()) {
     const ir::Identity& id = ir.identities(*identity);
     bool referenced = layout.identities.count(*identity) > 0;
-    if (referenced) mark_identity = *identity;
+    mark_identity = referenced ? *identity : kOtherIdentity;
     absl::StrAppend(out, "  peer ", AddressText(peer_bytes), " is identity ", *identity,
                     id.pods_size() > 0 ? absl::StrCat(" (", EscapeText(IdentityComment(id)), ")") : "",
                     id.pods_size() == 0 && id.external() ? " (external)" : "", ": @identity",
@@ -418,49 +558,89 @@ bool ExplainSide(const ir::CompiledPolicy& ir, const Layout& layout, int d,
                     "\" -> mark ", absl::StrFormat("0x%08x", mark_identity << 16),
                     referenced ? "" : " (no rule names this identity)", "\n");
   }
-  const ir::DirectionPolicy& policy = DirectionOf(ir.tables(endpoint->table()), d);
-  // Rule numbers as `nft -a list` would count them within the chain (1-based, after the
-  // identity reset and the two lookups).
-  int index = 0;
-  bool lookup = false;
-  for (const ir::PortRule& rule : policy.rules()) {
-    const ir::PeerSet& set = ir.peer_sets(rule.peer_set());
-    if (!set.all() && set.identities_size() > 0) lookup = true;
-  }
-  if (lookup) index = 3;
-  for (const ir::PortRule& rule : policy.rules()) {
-    const ir::PeerSet& set = ir.peer_sets(rule.peer_set());
-    if (!Usable(set)) continue;
-    const std::vector<std::string> texts = RuleTexts(rule, set, layout);
-    const int first = index + 1;
-    index += static_cast<int>(texts.size());
-    if (static_cast<int>(rule.protocol()) != flow.protocol) continue;
-    if (flow.port < rule.first_port() || flow.port > rule.last_port()) continue;
-    if (set.all()) {
-      absl::StrAppend(out, "  chain ", chain, " rule ", first, " \"", texts[0],
-                      "\" (peer set ", set.id(), ": every address) -> allowed\n");
-      return true;
-    }
-    const std::vector<MarkInterval>& marks = layout.marks.at(set.id());
-    for (size_t m = 0; m < marks.size(); ++m) {
-      if (mark_identity < marks[m].first_identity || mark_identity > marks[m].last_identity) {
+  const std::vector<PlannedChain> chains = PlanDirection(ir, layout, endpoint->table(), d);
+  const std::string protocol_text = flow.protocol == 6 ? "tcp" : flow.protocol == 17 ? "udp"
+                                    : flow.protocol == 132 ? "sctp" : "this protocol";
+  size_t c = 0;
+  for (size_t r = 0; r < chains[c].chain.rules.size(); ++r) {
+    const RuleSource& source = chains[c].sources[r];
+    const std::string& name = chains[c].chain.name;
+    const std::string rule = absl::StrCat("  chain ", name, " rule ", r + 1, " \"",
+                                          chains[c].chain.rules[r], "\"");
+    switch (source.kind) {
+      case RuleSource::kLookup:
         continue;
+      case RuleSource::kMissDrop:
+        if (mark_identity != kMissIdentity) continue;
+        absl::StrAppend(out, rule, ": the peer's address has no identity -> dropped (fail "
+                        "closed)\n");
+        return false;
+      case RuleSource::kGotoStage:
+        absl::StrAppend(out, rule, ": no admin rule decides -> the NetworkPolicy stage\n");
+        c = 1;
+        r = static_cast<size_t>(-1);
+        continue;
+      case RuleSource::kDrop:
+        absl::StrAppend(out, "  no rule of chain ", name, " matches ", protocol_text, " port ",
+                        flow.port, " from this peer -> the chain's last rule \"drop\"\n");
+        return false;
+      case RuleSource::kTier:
+      case RuleSource::kPolicy:
+        break;
+    }
+    const bool tier = source.kind == RuleSource::kTier;
+    const ir::Protocol protocol = tier ? source.tier_rule->protocol() : source.port_rule->protocol();
+    const uint32_t first = tier ? source.tier_rule->first_port() : source.port_rule->first_port();
+    const uint32_t last = tier ? source.tier_rule->last_port() : source.port_rule->last_port();
+    const ir::PeerSet& set =
+        ir.peer_sets(tier ? source.tier_rule->peer_set() : source.port_rule->peer_set());
+    if (protocol != ir::PROTOCOL_UNSPECIFIED &&
+        (static_cast<int>(protocol) != flow.protocol || flow.port < first || flow.port > last)) {
+      continue;
+    }
+    // Which peer match decides: every address, an inline mark interval, or a set element.
+    std::string peer;
+    if (set.all()) {
+      peer = absl::StrCat("peer set ", set.id(), ": every address");
+    } else {
+      const std::vector<MarkInterval>& marks = layout.marks.at(set.id());
+      for (size_t m = 0; m < marks.size() && peer.empty(); ++m) {
+        if (source.mark_run >= 0 && static_cast<size_t>(source.mark_run) != m) continue;
+        if (mark_identity < marks[m].first_identity || mark_identity > marks[m].last_identity) {
+          continue;
+        }
+        peer = layout.NamedSet(set.id())
+                   ? absl::StrCat("@peers_", set.id(), " element \"", marks[m].text, "\"")
+                   : absl::StrCat("peer set ", set.id());
       }
-      if (layout.NamedSet(set.id())) {
-        absl::StrAppend(out, "  chain ", chain, " rule ", first, " \"", texts[0],
-                        "\" with @peers_", set.id(), " element \"", marks[m].text,
-                        "\" -> allowed\n");
-      } else {
-        absl::StrAppend(out, "  chain ", chain, " rule ", first + static_cast<int>(m), " \"",
-                        texts[m], "\" (peer set ", set.id(), ") -> allowed\n");
-      }
+      if (peer.empty()) continue;
+    }
+    if (!tier) {
+      absl::StrAppend(out, rule, absl::StartsWith(peer, "@") ? " with " : " (", peer,
+                      absl::StartsWith(peer, "@") ? "" : ")", " -> allowed\n");
       return true;
     }
+    const ir::TierRule& decided = *source.tier_rule;
+    const std::string why = absl::StrCat(rule, " (", source.tier, "[", source.index, "] ",
+                                         EscapeText(decided.origin()), "; ", peer, ") -> ");
+    if (decided.action() == ir::TIER_PASS && source.tier[0] == 'a') {
+      absl::StrAppend(out, why, "pass: on to the NetworkPolicy stage\n");
+      c = 1;
+      r = static_cast<size_t>(-1);
+      continue;
+    }
+    const bool allowed = decided.action() != ir::TIER_DENY;
+    absl::StrAppend(out, why,
+                    decided.action() == ir::TIER_PASS ? "pass: on to the default, allowed"
+                    : allowed                         ? "allowed"
+                                                      : "denied",
+                    "\n");
+    return allowed;
   }
-  absl::StrAppend(out, "  no rule of chain ", chain, " matches ", flow.protocol == 6 ? "tcp"
-                  : flow.protocol == 17 ? "udp" : flow.protocol == 132 ? "sctp" : "this protocol",
-                  " port ", flow.port, " from this peer -> the chain's last rule \"drop\"\n");
-  return false;
+  absl::StrAppend(out, "  no rule of chain ", chains[c].chain.name, " decides ", protocol_text,
+                  " port ", flow.port, " from this peer -> the chain's end: return (allowed by "
+                  "default)\n");
+  return true;
 }
 
 

@@ -11,7 +11,7 @@
 //                             adjacent ranges of one identity merged; identities no rule
 //                             names share `id_other`.
 //   chain id_<n>              writes identity n into the high half of the packet mark
-//                             (meta mark & 0x0000ffff | n << 16); id_other writes 0xffff.
+//                             (meta mark & 0x0000ffff | n << 16); id_other writes 0xfffe.
 //   set peers_<n>             a peer set of the IR as mark intervals (n << 16 .. n << 16 |
 //                             0xffff; consecutive identities merged), when it has more than
 //                             kMaxInlineMarkRuns of them; a peer set of fewer intervals
@@ -22,11 +22,22 @@
 //                             and the N rules that name them costs N^2 (8,000 peer sets:
 //                             4 s, most of it in that walk; bench/RESULTS.md).
 //   map egress4/6, ingress4/6 endpoint address -> `jump t<n>_egress` / `jump t<n>_ingress`,
-//                             only for endpoints that are isolated in that direction.
-//   chain t<n>_<direction>    the IR table's rules, in order: look the peer up in
-//                             identity4/6, then per (protocol, port range, peer set) the
-//                             rules that `return` (allowed; go on to the other side), then
-//                             `drop`.
+//                             only for endpoints restricted in that direction (isolated by
+//                             NetworkPolicy, or with policy-tier rules: util.h Restricted).
+//   chain t<n>_<direction>    in the order of proto/compiled.proto's "Policy tiers": set the
+//                             mark's identity to 0xffff ("miss") and look the peer up in
+//                             identity4/6 (when some rule names peers); with tier rules, drop
+//                             a miss (0xffff), which no peer set holds and which would
+//                             otherwise slip past a Deny to a later Allow or the default;
+//                             the admin rules in order (Allow `return`, Deny `drop`, Pass
+//                             `goto t<n>_<direction>_np`, commented "admin[i] <origin>");
+//                             then the NetworkPolicy stage — when isolated, per (protocol,
+//                             port range, peer set) the rules that `return` (allowed; go on
+//                             to the other side), then `drop`; else the baseline rules
+//                             (Allow and Pass `return`, Deny `drop`), then the chain's end
+//                             (allowed). A tier rule without protocol has no l4proto match.
+//   chain t<n>_<direction>_np the NetworkPolicy stage, on its own when an admin rule can Pass
+//                             (the main chain ends with `goto` to it).
 //   chain forward             hook forward: `ct state established,related accept` first,
 //                             then egress dispatch by source address, ingress dispatch by
 //                             destination address; policy accept (what no endpoint owns is
@@ -56,7 +67,7 @@
 // Conntrack entries survive both ways, so established connections keep flowing.
 //
 // Capacity (Capacity(), `netpol compile --stats`): at most 65,534 identities (the mark
-// layout). nf_tables has no hard limit on rules, sets or elements (memory aside), but load
+// layout: 0xfffe and 0xffff are "other" and "miss"); tier rules count as rules. nf_tables has no hard limit on rules, sets or elements (memory aside), but load
 // time grows — with the square of the number of sets — so np keeps budgets: rules 150,000,
 // sets 4,096, set elements 250,000, each about 10 s of `nft -f` on the reference VM
 // (bench/RESULTS.md). Render and Apply refuse a program past a limit or budget

@@ -18,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "gtest/gtest.h"
+#include "np/backends/iptables/test_util.h"
 #include "np/backends/util.h"
 
 namespace np::backends::nft {
@@ -371,36 +372,6 @@ TEST(NftBuild, HostileNamesInCommentsAreEscapedAndCut) {
   EXPECT_TRUE(absl::StrContains(text, "é...\"")) << text;
 }
 
-// The IR read literally (as np/lower_test.cc's interpreter), for two different pods.
-bool IrAllows(const ir::CompiledPolicy& ir, const std::string& src, const std::string& dst,
-              int protocol, uint16_t port) {
-  auto endpoint = [&](const std::string& b) -> const ir::Endpoint* {
-    for (const ir::Endpoint& e : ir.endpoints()) {
-      for (const std::string& ip : e.ips()) {
-        if (*AddressBytes(ip) == b) return &e;
-      }
-    }
-    return nullptr;
-  };
-  auto side = [&](const ir::Endpoint* e, bool egress, const std::string& peer) {
-    if (e == nullptr || !e->selected()) return true;
-    const ir::Table& t = ir.tables(e->table());
-    const ir::DirectionPolicy& d = egress ? t.egress() : t.ingress();
-    if (!d.isolated()) return true;
-    uint32_t id = *IdentityOf(ir, peer);
-    for (const ir::PortRule& r : d.rules()) {
-      if (static_cast<int>(r.protocol()) != protocol) continue;
-      if (port < r.first_port() || port > r.last_port()) continue;
-      const ir::PeerSet& s = ir.peer_sets(r.peer_set());
-      if (s.all() || std::binary_search(s.identities().begin(), s.identities().end(), id)) {
-        return true;
-      }
-    }
-    return false;
-  };
-  return side(endpoint(src), true, dst) && side(endpoint(dst), false, src);
-}
-
 ir::CompiledPolicy RandomIr(std::mt19937& rng) {
   const int identities = 2 + rng() % 5;
   const int pods = 1 + rng() % 6;
@@ -436,6 +407,10 @@ ir::CompiledPolicy RandomIr(std::mt19937& rng) {
         }
       }
     }
+    for (ir::DirectionPolicy* d : {table->mutable_ingress(), table->mutable_egress()}) {
+      std::mt19937_64 tier_rng(rng());
+      iptables::testutil::AddRandomTierRules(tier_rng, peer_sets, d);
+    }
   }
   for (ir::Endpoint& e : *ir.mutable_endpoints()) {
     e.set_selected(rng() % 4 != 0);
@@ -457,8 +432,8 @@ TEST(NftExplain, VerdictEqualsTheIrOnRandomIrs) {
     for (const std::string& s : addresses) {
       for (const std::string& d : addresses) {
         if (s == d) continue;
-        for (int protocol : {6, 17, 132}) {
-          for (uint16_t port : {0, 1, 20, 41, 80, 65535}) {
+        for (int protocol : {6, 17, 132, 1}) {
+          for (uint16_t port : {0, 1, 20, 41, 79, 80, 81, 82, 65535}) {
             FlowQuery q{s, d, static_cast<uint8_t>(protocol), port};
             absl::StatusOr<std::string> why = nft->Explain(ir, q);
             ASSERT_TRUE(why.ok()) << why.status();
@@ -493,10 +468,108 @@ TEST(NftExplain, NamesRuleAndElements) {
   EXPECT_FALSE(nft->Explain(ir, {"nonsense", "10.0.0.1", 6, 80}).ok());
 }
 
+// The tier scenario (np/backends/iptables/test_util.h): the chains' order, and Explain's
+// verdicts against the hand-written ones.
+TEST(NftBuild, TierChainsInTheSpecsOrder) {
+  absl::StatusOr<Program> p = Build(iptables::testutil::TierScenarioIr());
+  ASSERT_TRUE(p.ok()) << p.status();
+  const Chain* a_in = FindChain(*p, "t0_ingress");
+  ASSERT_NE(a_in, nullptr);
+  EXPECT_EQ(a_in->rules,
+            (std::vector<std::string>{
+                "meta mark set meta mark and 0x0000ffff or 0xffff0000",
+                "ip saddr vmap @identity4", "ip6 saddr vmap @identity6",
+                // A miss is dropped before any tier rule can be skipped.
+                "meta mark 0xffff0000-0xffffffff drop",
+                "meta l4proto tcp th dport 80 meta mark 0x00020000-0x0002ffff drop comment "
+                "\"admin[0] ANP deny-b priority 1\"",
+                "meta l4proto tcp th dport 81 meta mark 0x00020000-0x0003ffff goto t0_ingress_np "
+                "comment \"admin[1] ANP pass-81 priority 2\"",
+                "meta l4proto udp th dport 80-81 meta mark 0x00030000-0x0003ffff return comment "
+                "\"admin[2] ANP allow-c-udp priority 3\"",
+                "goto t0_ingress_np"}));
+  const Chain* a_np = FindChain(*p, "t0_ingress_np");
+  ASSERT_NE(a_np, nullptr);
+  EXPECT_EQ(a_np->rules,
+            (std::vector<std::string>{
+                "meta l4proto tcp th dport 80 meta mark 0x00020000-0x0003ffff return",
+                "meta l4proto tcp th dport 81 meta mark 0x00030000-0x0003ffff return",
+                "meta l4proto udp th dport 80 meta mark 0x00020000-0x0002ffff return", "drop"}));
+  // Not isolated: the baseline rules, then the chain's end (allowed).
+  const Chain* a_eg = FindChain(*p, "t0_egress");
+  ASSERT_NE(a_eg, nullptr);
+  EXPECT_EQ(std::vector<std::string>(a_eg->rules.begin() + 3, a_eg->rules.end()),
+            (std::vector<std::string>{
+                "meta mark 0xffff0000-0xffffffff drop",
+                "meta l4proto tcp th dport 80 meta mark 0x00030000-0x0003ffff return comment "
+                "\"baseline[0] BANP allow-c-80\"",
+                "meta l4proto tcp meta mark 0x00020000-0x0003ffff drop comment \"baseline[1] "
+                "BANP deny-tcp\""}));
+  // Isolated with nothing allowed: its baseline is never reached and not rendered.
+  EXPECT_EQ(FindChain(*p, "t1_ingress")->rules, std::vector<std::string>{"drop"});
+  EXPECT_EQ(FindChain(*p, "t1_ingress_np"), nullptr);
+  // Every protocol: no l4proto match.
+  EXPECT_EQ(FindChain(*p, "t2_ingress")->rules[4],
+            "meta mark 0x00010000-0x0001ffff goto t2_ingress_np comment \"admin[0] ANP pass-a "
+            "priority 5\"");
+  // Restricted directions only are dispatched: b and c have no egress chain.
+  EXPECT_EQ(FindSet(*p, "egress4")->elements, std::vector<std::string>{"10.0.1.2 : jump t0_egress"});
+  EXPECT_EQ(FindSet(*p, "ingress4")->elements.size(), 3u);
+}
+
+TEST(NftExplain, TierScenarioGetsTheSpecsVerdicts) {
+  std::unique_ptr<Backend> nft = MakeNftBackend();
+  const ir::CompiledPolicy ir = iptables::testutil::TierScenarioIr();
+  for (bool v6 : {false, true}) {
+    auto address = [&](int pod) {
+      return v6 ? absl::StrCat("fd00:", pod + 1, "::2") : absl::StrCat("10.0.", pod + 1, ".2");
+    };
+    for (int from = 0; from < 3; ++from) {
+      for (int to = 0; to < 3; ++to) {
+        if (from == to) continue;
+        for (int protocol : {6, 17}) {
+          for (uint16_t port : {80, 81}) {
+            absl::StatusOr<std::string> why =
+                nft->Explain(ir, {address(from), address(to), static_cast<uint8_t>(protocol), port});
+            ASSERT_TRUE(why.ok()) << why.status();
+            EXPECT_EQ(absl::StrContains(*why, "verdict: ACCEPT"),
+                      iptables::testutil::TierScenarioAllows(from, to, protocol, port))
+                << *why;
+          }
+        }
+      }
+    }
+  }
+  // The deciding tier rule is named, with its origin.
+  absl::StatusOr<std::string> why = nft->Explain(ir, {"10.0.2.2", "10.0.1.2", 6, 80});
+  ASSERT_TRUE(why.ok());
+  EXPECT_TRUE(absl::StrContains(*why, "chain t0_ingress rule 5 \"meta l4proto tcp th dport 80 "
+                                      "meta mark 0x00020000-0x0002ffff drop comment"))
+      << *why;
+  EXPECT_TRUE(absl::StrContains(*why, "(admin[0] ANP deny-b priority 1; peer set 1) -> denied"))
+      << *why;
+  EXPECT_TRUE(absl::StrContains(*why, "verdict: DROP (ingress)")) << *why;
+  why = nft->Explain(ir, {"10.0.2.2", "10.0.1.2", 6, 81});
+  ASSERT_TRUE(why.ok());
+  EXPECT_TRUE(absl::StrContains(*why, "-> pass: on to the NetworkPolicy stage")) << *why;
+  EXPECT_TRUE(absl::StrContains(*why, "no rule of chain t0_ingress_np matches tcp port 81")) << *why;
+  // ICMP: a -> c passes the admin Pass, no baseline rule names it: the default allows.
+  why = nft->Explain(ir, {"10.0.1.2", "10.0.3.2", 1, 0});
+  ASSERT_TRUE(why.ok());
+  EXPECT_TRUE(absl::StrContains(*why, "no rule of chain t2_ingress_np decides this protocol"))
+      << *why;
+  EXPECT_TRUE(absl::StrContains(*why, "verdict: ACCEPT")) << *why;
+  why = nft->Explain(ir, {"10.0.2.2", "10.0.3.2", 1, 0});
+  ASSERT_TRUE(why.ok());
+  EXPECT_TRUE(absl::StrContains(*why, "(baseline[1] BANP deny-b; peer set 1) -> denied")) << *why;
+}
+
 // Apply's generation switch, on text: every set and regular chain gets the suffix, and so does
 // every reference to one; base chains and names that merely contain a set's name do not.
 TEST(NftGeneration, RenamesObjectsAndEveryReference) {
-  absl::StatusOr<Program> program = Build(HundredPods());
+  // HundredPods, and the tier scenario, whose admin Pass rules `goto` a stage chain.
+  for (const ir::CompiledPolicy& ir : {HundredPods(), iptables::testutil::TierScenarioIr()}) {
+  absl::StatusOr<Program> program = Build(ir);
   ASSERT_TRUE(program.ok());
   Program next = WithGeneration(*program, 7);
   ASSERT_EQ(next.sets.size(), program->sets.size());
@@ -537,6 +610,7 @@ TEST(NftGeneration, RenamesObjectsAndEveryReference) {
     for (const std::string& r : c.rules) check_references(r), references += absl::StrContains(r, "@");
   }
   EXPECT_GT(references, 4);  // the dispatch maps and the forward chain's vmaps at least
+  }
 }
 
 TEST(NftGeneration, ParsesATerseListing) {
@@ -675,7 +749,10 @@ TEST_F(NftKernelTest, ApplySwitchesGenerationsUnderOneBaseChain) {
   };
   std::string first_handle;
   for (int i = 1; i <= 6; ++i) {
-    ir::CompiledPolicy ir = i % 2 == 0 ? HundredPods() : RandomIr(rng);
+    // Apply 3 brings tier chains (a stage chain reached by `goto`) into the switch.
+    ir::CompiledPolicy ir = i % 2 == 0 ? HundredPods()
+                            : i == 3   ? iptables::testutil::TierScenarioIr()
+                                       : RandomIr(rng);
     ASSERT_TRUE(nft->Apply(ir, {}).ok()) << i;
     absl::StatusOr<std::string> listing = RunCommand({"nft", "-t", "list", "table", "inet", "np"});
     ASSERT_TRUE(listing.ok());
@@ -712,6 +789,79 @@ TEST_F(NftKernelTest, ApplyReplacesATableItCannotSwitch) {
   EXPECT_TRUE(absl::StrContains(*forward, "priority filter")) << *forward;
   EXPECT_FALSE(absl::StrContains(*forward, "\t\tdrop")) << *forward;
   ASSERT_TRUE(nft->Remove({}).ok());
+}
+
+
+// Real packets through the nft program (as root, in network namespaces of the test's own):
+// the tier scenario's hand-written verdicts, random tier IRs against the IR's literal
+// reading, and a lookup miss, which must be dropped rather than skip a rule.
+TEST(NftPackets, TiersGetTheSpecsVerdicts) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  if (!RunCommand({"nft", "--version"}).ok()) GTEST_SKIP() << "no nft binary";
+  using namespace iptables::testutil;  // NOLINT: the topology helpers
+  Namespaces ns("npnft");
+  Topology t;
+  BuildTopology(ns, {"x/a", "x/b", "x/c"}, t);
+  Children children;
+  StartServers(t, children, 120);
+  std::unique_ptr<Backend> nft = MakeNftBackend();
+  Attachment where;
+  where.netns = t.node;
+  const std::vector<Probe> probes = AllProbes(t);
+  auto explain = [&](const ir::CompiledPolicy& ir, const Probe& p) {
+    absl::StatusOr<std::string> why = nft->Explain(
+        ir, {p.v6 ? t.pods[p.from].v6 : t.pods[p.from].v4, p.v6 ? t.pods[p.to].v6 : t.pods[p.to].v4,
+             static_cast<uint8_t>(p.protocol), static_cast<uint16_t>(p.port)});
+    return why.ok() ? *why : std::string(why.status().message());
+  };
+  // Without a ruleset everything gets through (the topology works; neighbours resolved).
+  std::vector<bool> open = RunProbes(t, probes, 1000);
+  for (size_t i = 0; i < probes.size(); ++i) {
+    ASSERT_TRUE(open[i]) << "no policy, yet blocked: " << ProbeText(t, probes[i]);
+  }
+  const ir::CompiledPolicy scenario = TierScenarioIr();
+  ASSERT_TRUE(nft->Apply(scenario, where).ok());
+  std::vector<bool> got = RunProbes(t, probes, 700);
+  for (size_t i = 0; i < probes.size(); ++i) {
+    const Probe& p = probes[i];
+    EXPECT_EQ(got[i], TierScenarioAllows(p.from, p.to, p.protocol, p.port))
+        << ProbeText(t, p) << "\n" << explain(scenario, p);
+  }
+  int compared = 0;
+  for (uint64_t seed = 0; seed < 12; ++seed) {
+    const ir::CompiledPolicy ir = RandomThreePodIr(seed);
+    absl::Status s = nft->Apply(ir, where);
+    ASSERT_TRUE(s.ok()) << s;
+    got = RunProbes(t, probes, 700);
+    for (size_t i = 0; i < probes.size(); ++i) {
+      EXPECT_EQ(got[i], Expected(ir, t, probes[i]))
+          << "seed " << seed << ": " << ProbeText(t, probes[i]) << "\n"
+          << explain(ir, probes[i]) << ir.DebugString();
+      ++compared;
+    }
+  }
+  std::cerr << compared << " random-IR probes compared\n";
+  // A lookup miss: a's addresses taken out of the identity maps. c's ingress would then see
+  // a peer in no peer set: past the admin Pass (which names a) and the baseline Deny of
+  // a's UDP to the default allow — unless the miss is dropped first.
+  ASSERT_TRUE(nft->Apply(scenario, where).ok());
+  absl::StatusOr<std::string> listing =
+      RunCommand({"nft", "-t", "list", "table", "inet", kTableName}, "", t.node);
+  ASSERT_TRUE(listing.ok()) << listing.status();
+  const std::string suffix = absl::StrCat("_g", ParseInstalled(*listing).last_generation);
+  Must({"nft", "delete", "element", "inet", kTableName, "identity4" + suffix, "{ 10.0.1.2 }"},
+       t.node);
+  Must({"nft", "delete", "element", "inet", kTableName, "identity6" + suffix, "{ fd00:1::2 }"},
+       t.node);
+  std::vector<Probe> from_a;
+  for (const Probe& p : probes) {
+    if (p.from == 0 && p.to == 2) from_a.push_back(p);
+  }
+  got = RunProbes(t, from_a, 700);
+  for (size_t i = 0; i < from_a.size(); ++i) {
+    EXPECT_FALSE(got[i]) << "a lookup miss got through: " << ProbeText(t, from_a[i]);
+  }
+  ASSERT_TRUE(nft->Remove(where).ok());
 }
 
 }  // namespace
