@@ -845,6 +845,12 @@ TEST_F(TierChanges, RejectedAdminPolicyKeepsTheSnapshot) {
   EXPECT_NE(next.status().message().find("absent"), std::string::npos) << next.status();
 }
 
+// Node n1 with label role=`role` and one InternalIP.
+std::string NodeN1(const std::string& role, const std::string& address) {
+  return absl::StrCat("apiVersion: v1\nkind: Node\nmetadata: {name: n1, labels: {role: ", role,
+                      "}}\nstatus: {addresses: [{type: InternalIP, address: ", address, "}]}\n");
+}
+
 // A Node's labels and addresses decide what a `nodes` peer matches: "It selects the
 // nodeIPs as the peer type by matching on the IPs present in the node.Status.Addresses".
 TEST_F(TierChanges, NodeChangesMoveTheNodesPeer) {
@@ -865,20 +871,10 @@ spec:
   EXPECT_FALSE(engine_->Allowed(a, Endpoint::External(old_ip), Protocol::kTCP, 443));
   EXPECT_TRUE(engine_->Allowed(a, Endpoint::External(new_ip), Protocol::kTCP, 443));
   // Relabeled: no longer control plane.
-  ASSERT_NO_FATAL_FAILURE(Apply({Upsert(R"(
-apiVersion: v1
-kind: Node
-metadata: {name: n1, labels: {role: worker}}
-status: {addresses: [{type: InternalIP, address: 172.18.0.2}]}
-)")}));
+  ASSERT_NO_FATAL_FAILURE(Apply({Upsert(NodeN1("worker", "172.18.0.2"))}));
   EXPECT_TRUE(engine_->Allowed(a, Endpoint::External(old_ip), Protocol::kTCP, 443));
   // Control plane again, at another address.
-  ASSERT_NO_FATAL_FAILURE(Apply({Upsert(R"(
-apiVersion: v1
-kind: Node
-metadata: {name: n1, labels: {role: cp}}
-status: {addresses: [{type: InternalIP, address: 172.18.0.9}]}
-)")}));
+  ASSERT_NO_FATAL_FAILURE(Apply({Upsert(NodeN1("cp", "172.18.0.9"))}));
   EXPECT_TRUE(engine_->Allowed(a, Endpoint::External(old_ip), Protocol::kTCP, 443));
   EXPECT_FALSE(engine_->Allowed(a, Endpoint::External(new_ip), Protocol::kTCP, 443));
   EXPECT_FALSE(engine_->AllowedPacket(*IpAddress::Parse("10.0.0.1"), new_ip, Protocol::kTCP, 443));
