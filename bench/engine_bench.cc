@@ -400,6 +400,73 @@ BENCHMARK(BM_UpdatePodRelabel)->Arg(1000)->Arg(10000)->Arg(100000)->Unit(benchma
 BENCHMARK(BM_UpdatePodNewLabel)->Arg(1000)->Arg(10000)->Arg(100000)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_UpdatePolicyAdd)->Arg(1000)->Arg(10000)->Arg(100000)->Unit(benchmark::kMicrosecond);
 
+// ---------------------------------------------------------------- tier policy updates
+// (h21, issue 10 item 3.) The standard cluster plus kStandingAdminPolicies
+// AdminNetworkPolicies, each denying one application namespace's ingress from the next one;
+// BM_UpdateTierPolicyAdd adds one more at a priority between theirs, so that the policies
+// after it are renumbered (tier policy ids are evaluation order) and every table that holds
+// a tier policy is rebuilt: the cost of one ANP add as the engine pays it.
+constexpr int kStandingAdminPolicies = 20;
+
+policy_networking::AdminNetworkPolicy AdminDenyBetween(const std::string& name, int priority,
+                                                       const std::string& subject,
+                                                       const std::string& peer) {
+  policy_networking::AdminNetworkPolicy policy;
+  policy.mutable_metadata()->set_name(name);
+  policy.mutable_spec()->set_priority(priority);
+  (*policy.mutable_spec()->mutable_subject()->mutable_namespaces()->mutable_matchlabels())
+      [std::string(kNamespaceNameLabel)] = subject;
+  policy_networking::AdminNetworkPolicyRule* rule = policy.mutable_spec()->add_ingress();
+  rule->set_name("deny-neighbour");
+  rule->set_action("Deny");
+  (*rule->add_peers()->mutable_namespaces()->mutable_matchlabels())
+      [std::string(kNamespaceNameLabel)] = peer;
+  return policy;
+}
+
+const Engine& TieredEngine(int pods) {
+  static auto* engines = new std::map<int, std::shared_ptr<const Engine>>();
+  auto it = engines->find(pods);
+  if (it != engines->end()) return *it->second;
+  SyntheticOptions options = SizeForPods(pods);
+  ClusterObjects objects = GenerateCluster(options);
+  for (int k = 0; k < kStandingAdminPolicies; ++k) {
+    objects.admin_network_policies.push_back(
+        {AdminDenyBetween(absl::StrCat("standing-", k), 10 * k, AppNamespace(k),
+                          AppNamespace(k + 1)),
+         {}});
+  }
+  absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
+  if (!cluster.ok()) Fail(absl::StrCat("generator: ", cluster.status().message()));
+  absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(*cluster);
+  if (!engine.ok()) Fail(absl::StrCat("build: ", engine.status().message()));
+  return *engines->emplace(pods, *engine).first->second;
+}
+
+void BM_UpdateTierPolicyAdd(benchmark::State& state) {
+  const Engine& engine = TieredEngine(static_cast<int>(state.range(0)));
+  const int namespaces = SizeForPods(static_cast<int>(state.range(0))).namespaces;
+  int n = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    // Between the standing policies' priorities: half of them move back one id.
+    const int k = 30 + n % (namespaces - 31);
+    Change change{Change::Op::kUpsert,
+                  AdminDenyBetween(absl::StrCat("added-", n), 10 * (kStandingAdminPolicies / 2) + 5,
+                                   AppNamespace(k), AppNamespace(k + 1))};
+    ++n;
+    state.ResumeTiming();
+    absl::StatusOr<std::shared_ptr<const Engine>> next = engine.Apply({change});
+    state.PauseTiming();
+    if (!next.ok()) state.SkipWithError(std::string(next.status().message()).c_str());
+    next = absl::StatusOr<std::shared_ptr<const Engine>>();
+    state.ResumeTiming();
+  }
+  state.counters["tier_policies_before"] = kStandingAdminPolicies;
+}
+
+BENCHMARK(BM_UpdateTierPolicyAdd)->Arg(1000)->Arg(10000)->Unit(benchmark::kMicrosecond);
+
 }  // namespace
 }  // namespace np::bench
 

@@ -521,6 +521,41 @@ absl::StatusOr<Cluster> Cluster::CreateOrThrow(ClusterObjects objects,
   return Cluster(std::move(data));
 }
 
+absl::Status ApplyTierChange(const Change& change, ClusterObjects* objects) {
+  // Cluster-scoped: an object is its kind and name.
+  auto apply = [&](auto& list, const auto& object, absl::string_view kind) -> absl::Status {
+    const std::string& name = object.metadata().name();
+    auto it = std::find_if(list.begin(), list.end(), [&](const auto& existing) {
+      return existing.object.metadata().name() == name;
+    });
+    if (change.op == Change::Op::kDelete) {
+      if (it == list.end()) {
+        return absl::NotFoundError(
+            absl::StrCat("cannot delete ", kind, " ", DisplayText(name), ": no such object"));
+      }
+      list.erase(it);
+    } else if (it != list.end()) {
+      it->object = object;
+    } else {
+      list.push_back({object, {}});
+    }
+    return absl::OkStatus();
+  };
+  if (const auto* p = std::get_if<policy_networking::AdminNetworkPolicy>(&change.object)) {
+    return apply(objects->admin_network_policies, *p, "AdminNetworkPolicy");
+  }
+  if (const auto* p = std::get_if<policy_networking::BaselineAdminNetworkPolicy>(&change.object)) {
+    return apply(objects->baseline_admin_network_policies, *p, "BaselineAdminNetworkPolicy");
+  }
+  if (const auto* p = std::get_if<policy_networking::ClusterNetworkPolicy>(&change.object)) {
+    return apply(objects->cluster_network_policies, *p, "ClusterNetworkPolicy");
+  }
+  if (const auto* node = std::get_if<k8s::Node>(&change.object)) {
+    return apply(objects->nodes, *node, "Node");
+  }
+  return absl::InvalidArgumentError("not a tier policy or Node change");
+}
+
 absl::StatusOr<Cluster> Cluster::Apply(absl::Span<const Change> changes,
                                        std::vector<Diagnostic>* diagnostics) const {
   ClusterObjects objects = ToObjects();
@@ -573,6 +608,8 @@ absl::StatusOr<Cluster> Cluster::Apply(absl::Span<const Change> changes,
       status = apply(objects.pods, *pod, change.op);
     } else if (const auto* policy = std::get_if<k8s::NetworkPolicy>(&change.object)) {
       status = apply(objects.policies, *policy, change.op);
+    } else {
+      status = ApplyTierChange(change, &objects);
     }
     if (!status.ok()) return status;
   }

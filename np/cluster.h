@@ -164,11 +164,23 @@ struct ClusterObjects {
 };
 
 // A change to a cluster. For kDelete only the object's metadata (namespace, name) is read.
+// The policy tier kinds and Node are cluster-scoped: only the name is read.
 struct Change {
   enum class Op : uint8_t { kUpsert, kDelete };
   Op op = Op::kUpsert;
-  std::variant<k8s::Namespace, k8s::Pod, k8s::NetworkPolicy> object;
+  std::variant<k8s::Namespace, k8s::Pod, k8s::NetworkPolicy,
+               policy_networking::AdminNetworkPolicy,
+               policy_networking::BaselineAdminNetworkPolicy,
+               policy_networking::ClusterNetworkPolicy, k8s::Node>
+      object;
+  // Whether the object is a tier policy or a Node (what the policy tiers compile from).
+  bool is_tier_object() const { return object.index() >= 3; }
 };
+
+// Applies a change to a tier policy or Node (Change::is_tier_object) to `objects`: an upsert
+// replaces by kind and name or adds; deleting an absent object is NotFound naming it.
+// Nothing is validated here.
+absl::Status ApplyTierChange(const Change& change, ClusterObjects* objects);
 
 // A container port, as named ports resolve against it.
 struct NamedPort {

@@ -127,8 +127,28 @@ bool Engine::Holds(const Change& change) const {
     const std::string k = key(*pod);
     return state_->pod_by_key.Find(k) != nullptr || state_->left_out_pods.Find(k) != nullptr;
   }
-  const auto& policy = std::get<k8s::NetworkPolicy>(change.object);
-  return state_->policy_by_key.Find(key(policy)) != nullptr;
+  if (const auto* policy = std::get_if<k8s::NetworkPolicy>(&change.object)) {
+    return state_->policy_by_key.Find(key(*policy)) != nullptr;
+  }
+  // A tier policy or Node: cluster-scoped, held when the snapshot has one of that kind and
+  // name (a handful of objects: a scan).
+  if (state_->tier_objects == nullptr) return false;
+  const ClusterObjects& tiers = *state_->tier_objects;
+  auto held = [&](const auto& list, const auto& object) {
+    return std::any_of(list.begin(), list.end(), [&](const auto& existing) {
+      return existing.object.metadata().name() == object.metadata().name();
+    });
+  };
+  if (const auto* p = std::get_if<policy_networking::AdminNetworkPolicy>(&change.object)) {
+    return held(tiers.admin_network_policies, *p);
+  }
+  if (const auto* p = std::get_if<policy_networking::BaselineAdminNetworkPolicy>(&change.object)) {
+    return held(tiers.baseline_admin_network_policies, *p);
+  }
+  if (const auto* p = std::get_if<policy_networking::ClusterNetworkPolicy>(&change.object)) {
+    return held(tiers.cluster_network_policies, *p);
+  }
+  return held(tiers.nodes, std::get<k8s::Node>(change.object));
 }
 
 bool Engine::IsLivePod(PodId pod) const {

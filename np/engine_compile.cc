@@ -137,7 +137,13 @@ class Batch {
       : s_(s), gen_(s.generation), diagnostics_(diagnostics), validated_(validated) {}
 
   absl::Status Run(absl::Span<const Change> changes, const Cluster* tiers_from) {
-    if (tiers_from != nullptr) CompileTiers(*tiers_from);
+    if (tiers_from != nullptr &&
+        (tiers_from->tier_policy_count() > 0 || tiers_from->node_count() > 0)) {
+      CompileTiers(*tiers_from);
+    }
+    // The tier policies and Nodes as this batch leaves them, once a change touches one.
+    std::optional<ClusterObjects> tier_objects;
+    absl::flat_hash_set<std::string> changed_tier_objects;  // "Kind name"
     for (const Change& change : changes) {
       if (const auto* ns = std::get_if<k8s::Namespace>(&change.object)) {
         change.op == Change::Op::kDelete ? DeleteNamespace(*ns) : UpsertNamespace(*ns);
@@ -145,8 +151,16 @@ class Batch {
         change.op == Change::Op::kDelete ? DeletePod(*pod) : UpsertPod(*pod);
       } else if (const auto* policy = std::get_if<k8s::NetworkPolicy>(&change.object)) {
         change.op == Change::Op::kDelete ? DeletePolicy(*policy) : UpsertPolicy(*policy);
+      } else {
+        if (!tier_objects) tier_objects = CurrentTierObjects();
+        auto [kind, name] = TierObjectName(change);
+        changed_tier_objects.insert(absl::StrCat(kind, " ", name));
+        if (!ApplyTierChange(change, &*tier_objects).ok()) {
+          Error(kind, name, "cannot delete: no such object");
+        }
       }
     }
+    if (tier_objects) RecompileTiers(*std::move(tier_objects), changed_tier_objects);
     if (!errors_.empty()) {
       return absl::InvalidArgumentError(absl::StrJoin(errors_, "\n"));
     }
@@ -708,8 +722,6 @@ class Batch {
   }
 
   void CompileTiers(const Cluster& cluster) {
-    // Without them, nothing to keep (and no copy of the cluster's objects to make).
-    if (cluster.tier_policy_count() == 0 && cluster.node_count() == 0) return;
     auto compiled = std::make_shared<std::vector<CompiledTierPolicy>>();
     for (int i = 0; i < cluster.tier_policy_count(); ++i) {
       const tiers::TierPolicy& in = cluster.tier_policy(i);  // in evaluation order
@@ -755,6 +767,93 @@ class Batch {
     objects->cluster_network_policies = std::move(all.cluster_network_policies);
     objects->nodes = std::move(all.nodes);
     s_.tier_objects = std::move(objects);
+  }
+
+  // ---- tier policies and Nodes as changes
+
+  // A copy of the snapshot's tier policies and Nodes, for a batch to edit.
+  ClusterObjects CurrentTierObjects() const {
+    ClusterObjects objects;
+    if (s_.tier_objects != nullptr) {
+      objects.admin_network_policies = s_.tier_objects->admin_network_policies;
+      objects.baseline_admin_network_policies = s_.tier_objects->baseline_admin_network_policies;
+      objects.cluster_network_policies = s_.tier_objects->cluster_network_policies;
+      objects.nodes = s_.tier_objects->nodes;
+    }
+    return objects;
+  }
+
+  // The kind ("AdminNetworkPolicy") and name of a tier policy or Node change.
+  static std::pair<std::string, std::string> TierObjectName(const Change& change) {
+    return std::visit(
+        [](const auto& object) {
+          const std::string& type = object.GetTypeName();
+          return std::make_pair(type.substr(type.rfind('.') + 1), object.metadata().name());
+        },
+        change.object);
+  }
+
+  // Replaces the compiled tiers with those of `objects` (the tier policies and Nodes after
+  // this batch), validated as Cluster::Create validates them. Tier policy ids are
+  // evaluation order, so adding, removing or re-prioritizing one renumbers the others, and a
+  // Node's labels or addresses change the `nodes` peers' address selectors: the policies are
+  // recompiled from the objects (cheap: a handful of objects) and re-interned, keeping the
+  // ids of the selectors old and new share. What depends on them is then recomputed by the
+  // usual machinery: every identity's tier list (and so its pods' target class), the atoms
+  // when address selectors came or went, and every table that holds a tier policy. Pods,
+  // NetworkPolicies and tables without tiers are left as they are.
+  void RecompileTiers(ClusterObjects objects,
+                      const absl::flat_hash_set<std::string>& changed_objects) {
+    std::vector<Diagnostic> found;
+    absl::StatusOr<Cluster> tiers = Cluster::Create(std::move(objects), &found);
+    // The other objects were valid before: only the changed ones can be wrong, and warnings
+    // about objects the batch did not touch were reported when they came.
+    std::vector<Diagnostic> reported;
+    for (Diagnostic& d : found) {
+      if (d.is_error() || changed_objects.count(absl::StrCat(d.kind.str(), " ", d.object.str()))) {
+        reported.push_back(std::move(d));
+      }
+    }
+    const bool reported_error = HasErrors(reported);
+    Report(std::move(reported));
+    if (!tiers.ok()) {
+      if (!reported_error) Error("", "", std::string(tiers.status().message()));
+      return;
+    }
+    if (!errors_.empty()) return;  // the batch is discarded: nothing to compile
+    std::shared_ptr<const std::vector<CompiledTierPolicy>> old = s_.tier_policies;
+    // Intern the new selectors before releasing the old ones, so that peers both share keep
+    // their ids (and their peer classes).
+    CompileTiers(*tiers);
+    size_t old_count = 0;
+    if (old != nullptr) {
+      old_count = old->size();
+      for (const CompiledTierPolicy& policy : *old) {
+        for (const auto& rules : policy.rules) {
+          for (const CompiledTierRule& rule : rules) {
+            for (const CompiledTierPeer& peer : rule.peers) {
+              for (uint32_t selector : peer.selectors) ReleaseSelector(selector);
+            }
+          }
+        }
+      }
+    }
+    s_.has_tier_address_selectors = false;
+    for (uint32_t id : *s_.ipblock_selectors) {
+      PeerSelector::Kind kind = s_.selectors[id]->kind;
+      if (kind == PeerSelector::Kind::kNetwork || kind == PeerSelector::Kind::kNodeAddresses) {
+        s_.has_tier_address_selectors = true;
+      }
+    }
+    // Every identity's tier list may have changed (subjects, and ids renumbered).
+    s_.namespaces.ForEach([&](const std::string& name, const auto&) {
+      target_dirty_namespaces_.insert(name);
+    });
+    // Tier policy ids name other policies now: every table holding one is rebuilt.
+    for (uint32_t t = 0; t < std::max(old_count, s_.tier_policies->size()); ++t) {
+      dirty_tier_policies_.insert(t);
+    }
+    tiers_recompiled_ = true;
   }
 
   // -------------------------------------------------------------- recomputation
@@ -1088,14 +1187,14 @@ class Batch {
     // (only those can see their ipBlock membership change).
     bool external_only = s_.options.evaluation.ip_block_scope ==
                          EvaluationOptions::IpBlockScope::kExternalOnly;
-    bool blocks_matter = ipblocks_changed_ && !external_only;
+    // A tier `networks` peer matches pod addresses whatever the ipBlock scope.
+    bool blocks_matter = ipblocks_changed_ && (!external_only || tiers_recompiled_);
     for (uint32_t id : new_block_ids_) {
       if (s_.selectors[id] != nullptr) changed_blocks_.push_back(s_.selectors[id]);
     }
     // A pod's ipBlock membership changed only if an added or removed block holds it.
     auto member = [](const PeerSelector& block, const IpAddress& a) {
-      // Node addresses never count for a pod; tier selectors come only with a build, which
-      // recomputes every pod anyway.
+      // Node addresses never count for a pod.
       if (block.kind == PeerSelector::Kind::kNodeAddresses) return false;
       if (!block.cidr.Contains(a)) return false;
       for (const IpPrefix& e : block.excepts) {
@@ -1579,6 +1678,7 @@ class Batch {
   bool ip_index_copied_ = false;
   std::vector<std::string> errors_;
   bool ipblocks_changed_ = false;
+  bool tiers_recompiled_ = false;  // a tier policy or Node changed (RecompileTiers)
   absl::flat_hash_set<std::string> dirty_namespaces_;         // new, or labels changed
   absl::flat_hash_set<std::string> label_dirty_namespaces_;   // identities' peers to redo
   absl::flat_hash_set<std::string> target_dirty_namespaces_;  // identities' policies to redo

@@ -9,10 +9,12 @@
 #include <optional>
 #include <random>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "google/protobuf/text_format.h"
 #include "gtest/gtest.h"
+#include "np/loader.h"
 #include "np/reference.h"
 #include "np/testgen/random_cluster.h"
 
@@ -322,6 +324,89 @@ void CheckUpdateSequences(int block, int sequences, bool tiered) {
   }
 }
 
+// Random sequences of batches that mix pod, namespace and NetworkPolicy changes with
+// changes to the policy tiers and Nodes: after each batch the incremental snapshot answers
+// as the reference does on the changed cluster (verdicts and explanations), as a fresh
+// build of the changed objects does, and keeps the ids of the pods it still holds. Odd
+// sequences compile for one node. A failure prints the seed; NP_TIER_UPDATE_SEED=<seed>
+// replays it alone.
+void CheckTierUpdateSequence(uint64_t seed) {
+  RandomClusterOptions generator_options;
+  generator_options.tier_chance = 1;
+  RandomCluster generator(seed, generator_options);
+  std::optional<Cluster> cluster;
+  std::shared_ptr<const Engine> engine;
+  EngineOptions options;
+  ASSERT_NO_FATAL_FAILURE(BuildSeeded(generator, seed, cluster, engine, options));
+  if (seed % 2 == 1) {
+    options.node_name = "node-1";
+    absl::StatusOr<std::shared_ptr<const Engine>> scoped = Engine::Build(*cluster, options);
+    ASSERT_TRUE(scoped.ok()) << scoped.status();
+    engine = *std::move(scoped);
+  }
+  std::mt19937_64 rng(seed);
+  for (int step = 0; step < 12; ++step) {
+    std::vector<Change> batch;
+    const int size = std::uniform_int_distribution<int>(1, 3)(rng);
+    for (int i = 0; i < size; ++i) {
+      // Mostly tier and Node changes: the other kinds have their own sequences.
+      batch.push_back(std::bernoulli_distribution(0.6)(rng) ? generator.RandomTierChange(*cluster)
+                                                            : generator.RandomChange(*cluster));
+    }
+    absl::StatusOr<Cluster> next_cluster = cluster->Apply(batch);
+    absl::StatusOr<std::shared_ptr<const Engine>> next = engine->Apply(batch);
+    ASSERT_EQ(next_cluster.ok(), next.ok())
+        << "seed " << seed << " step " << step << ": cluster says " << next_cluster.status()
+        << ", engine says " << (next.ok() ? absl::OkStatus() : next.status());
+    if (!next.ok()) continue;  // both rejected (e.g. a delete of an object deleted before)
+    // A pod upsert re-enters the pod under a new id; the others keep theirs.
+    absl::flat_hash_set<std::string> upserted;
+    for (const Change& change : batch) {
+      if (const auto* pod = std::get_if<k8s::Pod>(&change.object)) {
+        upserted.insert(absl::StrCat(pod->metadata().namespace_(), "/", pod->metadata().name()));
+      }
+    }
+    for (PodId pod : engine->Pods()) {
+      if (upserted.count(engine->PodKey(pod))) continue;
+      std::optional<PodId> kept = (*next)->FindPod(engine->PodKey(pod));
+      ASSERT_TRUE(!kept || *kept == pod)
+          << "seed " << seed << " step " << step << ": " << engine->PodKey(pod) << " moved";
+    }
+    cluster = *std::move(next_cluster);
+    engine = *std::move(next);
+    std::vector<std::string> problems =
+        Compare(*cluster, *engine, options.evaluation, /*full_explain=*/step % 3 == 2,
+                options.node_name);
+    ASSERT_TRUE(problems.empty()) << "seed " << seed << " after step " << step << "\n"
+                                  << absl::StrJoin(problems, "\n") << "\n"
+                                  << ObjectsText(*cluster);
+    absl::StatusOr<std::shared_ptr<const Engine>> fresh = Engine::Build(*cluster, options);
+    ASSERT_TRUE(fresh.ok()) << fresh.status();
+    problems = Compare(*cluster, **fresh, options.evaluation, false, options.node_name);
+    ASSERT_TRUE(problems.empty()) << "seed " << seed << " fresh build after step " << step;
+    EXPECT_EQ(engine->stats().policies, (*fresh)->stats().policies);
+    EXPECT_EQ(engine->stats().pods, (*fresh)->stats().pods);
+  }
+}
+
+class TierUpdates : public ::testing::TestWithParam<int> {};
+
+TEST_P(TierUpdates, IncrementalEqualsReferenceAndFreshBuild) {
+  // NP_TIER_UPDATE_SEQUENCES sequences in all (default 400), split across the 20 blocks.
+  const int per_block = std::max(1, EnvInt("NP_TIER_UPDATE_SEQUENCES", 400) / 20);
+  for (int i = 0; i < per_block; ++i) {
+    ASSERT_NO_FATAL_FAILURE(
+        CheckTierUpdateSequence(3000000 + static_cast<uint64_t>(GetParam()) * per_block + i));
+  }
+}
+INSTANTIATE_TEST_SUITE_P(Blocks, TierUpdates, ::testing::Range(0, 20));
+
+TEST(TierUpdates, Replay) {
+  int seed = EnvInt("NP_TIER_UPDATE_SEED", -1);
+  if (seed < 0) GTEST_SKIP() << "set NP_TIER_UPDATE_SEED to replay one seed";
+  CheckTierUpdateSequence(static_cast<uint64_t>(seed));
+}
+
 class RandomUpdates : public ::testing::TestWithParam<int> {};
 
 TEST_P(RandomUpdates, IncrementalEqualsFreshBuild) {
@@ -615,6 +700,187 @@ TEST(Engine, SharedAddressQuarantineFollowsUpdates) {
   EXPECT_TRUE((*e2)->AllowedPacket(client_ip, shared, Protocol::kTCP, 80));
   EXPECT_TRUE((*e2)->Allowed(client, new_pod, Protocol::kTCP, 80));
   EXPECT_EQ((*e2)->PodByIp(shared), new_pod);
+}
+
+// ------------------------------------------------- tier policies and Nodes as changes
+
+constexpr char kTierCluster[] = R"(
+apiVersion: v1
+kind: Namespace
+metadata: {name: x, labels: {team: x}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: x, labels: {app: a}}
+spec: {nodeName: n1}
+status: {podIP: 10.0.0.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b, namespace: x, labels: {app: b}}
+spec: {nodeName: n1}
+status: {podIP: 10.0.0.2}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: n1, labels: {role: cp}}
+status: {addresses: [{type: InternalIP, address: 172.18.0.2}]}
+)";
+
+// An AdminNetworkPolicy selecting every pod, with one ingress rule from every pod.
+std::string AdminPolicy(const std::string& name, int priority, const std::string& action) {
+  return absl::StrCat(R"(
+apiVersion: policy.networking.k8s.io/v1alpha1
+kind: AdminNetworkPolicy
+metadata: {name: )", name, R"(}
+spec:
+  priority: )", priority, R"(
+  subject: {namespaces: {}}
+  ingress:
+  - name: r
+    action: )", action, R"(
+    from: [{namespaces: {}}]
+)");
+}
+
+class TierChanges : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ClusterLoader loader;
+    ASSERT_TRUE(loader.AddText(kTierCluster, "cluster.yaml").ok());
+    absl::StatusOr<Cluster> cluster = loader.Build();
+    ASSERT_TRUE(cluster.ok()) << cluster.status();
+    absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(*cluster);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    engine_ = *engine;
+    a_ = *engine_->FindPod("x/a");
+    b_ = *engine_->FindPod("x/b");
+  }
+  static Change Upsert(const std::string& yaml) {
+    absl::StatusOr<Change> change = ParseChange(yaml, "change.yaml");
+    EXPECT_TRUE(change.ok()) << change.status();
+    return change.ok() ? *change : Change{};
+  }
+  static Change Delete(const std::string& yaml) {
+    Change change = Upsert(yaml);
+    change.op = Change::Op::kDelete;
+    return change;
+  }
+  // Applies `changes` to the current engine, which must accept them.
+  void Apply(std::vector<Change> changes) {
+    absl::StatusOr<std::shared_ptr<const Engine>> next = engine_->Apply(changes);
+    ASSERT_TRUE(next.ok()) << next.status();
+    engine_ = *next;
+    // Pod ids survive tier changes.
+    EXPECT_EQ(engine_->FindPod("x/a"), a_);
+    EXPECT_EQ(engine_->FindPod("x/b"), b_);
+  }
+  bool AToB(uint16_t port = 80) { return engine_->Allowed(a_, b_, Protocol::kTCP, port); }
+
+  std::shared_ptr<const Engine> engine_;
+  PodId a_ = 0, b_ = 0;
+};
+
+// "Deny: drop the selected traffic" in the Admin tier, before any NetworkPolicy; with the
+// policy gone, nothing isolates b and the default allows.
+TEST_F(TierChanges, AdminDenyAddedThenDeleted) {
+  EXPECT_TRUE(AToB());
+  ASSERT_NO_FATAL_FAILURE(Apply({Upsert(AdminPolicy("deny", 10, "Deny"))}));
+  EXPECT_FALSE(AToB());
+  EXPECT_FALSE(engine_->AllowedPacket(*IpAddress::Parse("10.0.0.1"), *IpAddress::Parse("10.0.0.2"),
+                                      Protocol::kTCP, 80));
+  Verdict why = engine_->Explain(Endpoint::Pod(static_cast<int>(a_)),
+                                 Endpoint::Pod(static_cast<int>(b_)), Protocol::kTCP, 80);
+  ASSERT_TRUE(why.ingress.admin_rule.has_value());
+  EXPECT_EQ(why.ingress.admin_rule->policy, "AdminNetworkPolicy deny");
+  EXPECT_EQ(why.ingress.admin_rule->action, tiers::Action::kDeny);
+  EXPECT_TRUE(engine_->Holds(Delete(AdminPolicy("deny", 10, "Deny"))));
+  ASSERT_NO_FATAL_FAILURE(Apply({Delete(AdminPolicy("deny", 10, "Deny"))}));
+  EXPECT_TRUE(AToB());
+  EXPECT_FALSE(engine_->Holds(Delete(AdminPolicy("deny", 10, "Deny"))));
+  EXPECT_TRUE(engine_->ToCluster()->tier_policy_count() == 0);
+}
+
+// "The lower the priority number, the higher the precedence": moving the Allow below the
+// Deny's number makes it decide first.
+TEST_F(TierChanges, PriorityEditReorders) {
+  ASSERT_NO_FATAL_FAILURE(Apply({Upsert(AdminPolicy("allow", 20, "Allow")),
+                                 Upsert(AdminPolicy("deny", 10, "Deny"))}));
+  EXPECT_FALSE(AToB());
+  ASSERT_NO_FATAL_FAILURE(Apply({Upsert(AdminPolicy("allow", 5, "Allow"))}));
+  EXPECT_TRUE(AToB());
+  // A NetworkPolicy that isolates b does not matter: the Admin tier's Allow decides first.
+  k8s::NetworkPolicy isolate;
+  isolate.mutable_metadata()->set_namespace_("x");
+  isolate.mutable_metadata()->set_name("isolate");
+  isolate.mutable_spec()->mutable_podselector();
+  ASSERT_NO_FATAL_FAILURE(Apply({Change{Change::Op::kUpsert, isolate}}));
+  EXPECT_TRUE(AToB());
+  ASSERT_NO_FATAL_FAILURE(Apply({Upsert(AdminPolicy("allow", 30, "Allow"))}));
+  EXPECT_FALSE(AToB());
+}
+
+// A rejected batch applies nothing: the error names the object and the field, and the
+// previous snapshot answers as before.
+TEST_F(TierChanges, RejectedAdminPolicyKeepsTheSnapshot) {
+  ASSERT_NO_FATAL_FAILURE(Apply({Upsert(AdminPolicy("allow", 20, "Allow"))}));
+  std::shared_ptr<const Engine> before = engine_;
+  std::vector<Diagnostic> diagnostics;
+  absl::StatusOr<std::shared_ptr<const Engine>> next = engine_->Apply(
+      {Upsert(AdminPolicy("deny", 10, "Deny")), Upsert(AdminPolicy("bad", 1001, "Deny"))},
+      &diagnostics);
+  ASSERT_FALSE(next.ok());
+  EXPECT_NE(next.status().message().find("AdminNetworkPolicy bad"), std::string::npos)
+      << next.status();
+  bool named = false;
+  for (const Diagnostic& d : diagnostics) {
+    if (d.is_error() && d.object == "bad" && d.field == "spec.priority") named = true;
+  }
+  EXPECT_TRUE(named) << ErrorSummary(diagnostics);
+  EXPECT_TRUE(before->Allowed(a_, b_, Protocol::kTCP, 80));
+  EXPECT_EQ(before->ToCluster()->tier_policy_count(), 1);
+  // Deleting what is not there is an error too, naming it.
+  next = engine_->Apply({Delete(AdminPolicy("absent", 10, "Deny"))});
+  ASSERT_FALSE(next.ok());
+  EXPECT_NE(next.status().message().find("absent"), std::string::npos) << next.status();
+}
+
+// Node n1 with label role=`role` and one InternalIP.
+std::string NodeN1(const std::string& role, const std::string& address) {
+  return absl::StrCat("apiVersion: v1\nkind: Node\nmetadata: {name: n1, labels: {role: ", role,
+                      "}}\nstatus: {addresses: [{type: InternalIP, address: ", address, "}]}\n");
+}
+
+// A Node's labels and addresses decide what a `nodes` peer matches: "It selects the
+// nodeIPs as the peer type by matching on the IPs present in the node.Status.Addresses".
+TEST_F(TierChanges, NodeChangesMoveTheNodesPeer) {
+  ASSERT_NO_FATAL_FAILURE(Apply({Upsert(R"(
+apiVersion: policy.networking.k8s.io/v1alpha1
+kind: AdminNetworkPolicy
+metadata: {name: no-control-plane}
+spec:
+  priority: 10
+  subject: {namespaces: {}}
+  egress:
+  - name: deny-cp
+    action: Deny
+    to: [{nodes: {matchLabels: {role: cp}}}]
+)")}));
+  const Endpoint a = Endpoint::Pod(static_cast<int>(a_));
+  const IpAddress old_ip = *IpAddress::Parse("172.18.0.2"), new_ip = *IpAddress::Parse("172.18.0.9");
+  EXPECT_FALSE(engine_->Allowed(a, Endpoint::External(old_ip), Protocol::kTCP, 443));
+  EXPECT_TRUE(engine_->Allowed(a, Endpoint::External(new_ip), Protocol::kTCP, 443));
+  // Relabeled: no longer control plane.
+  ASSERT_NO_FATAL_FAILURE(Apply({Upsert(NodeN1("worker", "172.18.0.2"))}));
+  EXPECT_TRUE(engine_->Allowed(a, Endpoint::External(old_ip), Protocol::kTCP, 443));
+  // Control plane again, at another address.
+  ASSERT_NO_FATAL_FAILURE(Apply({Upsert(NodeN1("cp", "172.18.0.9"))}));
+  EXPECT_TRUE(engine_->Allowed(a, Endpoint::External(old_ip), Protocol::kTCP, 443));
+  EXPECT_FALSE(engine_->Allowed(a, Endpoint::External(new_ip), Protocol::kTCP, 443));
+  EXPECT_FALSE(engine_->AllowedPacket(*IpAddress::Parse("10.0.0.1"), new_ip, Protocol::kTCP, 443));
+  // The Node gone: the peer matches nothing.
+  ASSERT_NO_FATAL_FAILURE(Apply({Delete("apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n")}));
+  EXPECT_TRUE(engine_->Allowed(a, Endpoint::External(new_ip), Protocol::kTCP, 443));
 }
 
 }  // namespace

@@ -1071,6 +1071,13 @@ absl::StatusOr<Cluster> ClusterLoader::BuildFrom(ClusterObjects objects,
   return cluster;
 }
 
+namespace {
+// The kinds a Change holds, for messages.
+constexpr absl::string_view kChangeKinds =
+    "Namespace, Pod, NetworkPolicy, AdminNetworkPolicy, BaselineAdminNetworkPolicy, "
+    "ClusterNetworkPolicy or Node";
+}  // namespace
+
 absl::StatusOr<Change> ParseChange(absl::string_view text, absl::string_view source_name) {
   return ParseChangeOfKind(text, source_name, "");
 }
@@ -1090,7 +1097,7 @@ absl::StatusOr<Change> ParseChangeOfKind(absl::string_view text, absl::string_vi
     if (known == nullptr || known->kind == "Service") {
       return absl::InvalidArgumentError(
           absl::StrCat(DisplayText(source_name), ": kind \"", DisplayText(kind),
-                       "\" is not one np reads (Namespace, Pod or NetworkPolicy)"));
+                       "\" is not one np reads as a change (", kChangeKinds, ")"));
     }
     reader.SetDefaultKind(known->kind, known->api_version);
   }
@@ -1105,19 +1112,13 @@ absl::StatusOr<Change> ParseChangeOfKind(absl::string_view text, absl::string_vi
   }
   if (!objects.services.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        DisplayText(source_name), ": a Service cannot be a change (changes are Namespaces, Pods "
-        "and NetworkPolicies; Services decide no verdict: load them with ClusterLoader)"));
+        DisplayText(source_name), ": a Service cannot be a change (changes are to ", kChangeKinds,
+        " objects; Services decide no verdict: load them with ClusterLoader)"));
   }
-  if (!objects.admin_network_policies.empty() || !objects.baseline_admin_network_policies.empty() ||
-      !objects.cluster_network_policies.empty() || !objects.nodes.empty()) {
-    // The engine compiles the tiers once, with the cluster (np/engine.h): they are not
-    // changes it applies yet; a change to them means building a new engine.
-    return absl::UnimplementedError(absl::StrCat(
-        DisplayText(source_name), ": changes to AdminNetworkPolicy, BaselineAdminNetworkPolicy, "
-        "ClusterNetworkPolicy and Node objects are not supported yet (the indexed engine "
-        "compiles the policy tiers with the cluster: rebuild it)"));
-  }
-  const size_t count = objects.namespaces.size() + objects.pods.size() + objects.policies.size();
+  const size_t count = objects.namespaces.size() + objects.pods.size() + objects.policies.size() +
+                       objects.admin_network_policies.size() +
+                       objects.baseline_admin_network_policies.size() +
+                       objects.cluster_network_policies.size() + objects.nodes.size();
   if (count != 1) {
     std::string what = absl::StrCat(count, " of them");
     if (!skipped.empty()) {
@@ -1131,7 +1132,7 @@ absl::StatusOr<Change> ParseChangeOfKind(absl::string_view text, absl::string_vi
                       ", which np does not read)");
     }
     return absl::InvalidArgumentError(absl::StrCat(
-        DisplayText(source_name), ": expected exactly one Namespace, Pod or NetworkPolicy, found ",
+        DisplayText(source_name), ": expected exactly one ", kChangeKinds, " object, found ",
         what));
   }
   Change change;
@@ -1140,8 +1141,16 @@ absl::StatusOr<Change> ParseChangeOfKind(absl::string_view text, absl::string_vi
     change.object = std::move(objects.namespaces[0].object);
   } else if (!objects.pods.empty()) {
     change.object = std::move(objects.pods[0].object);
-  } else {
+  } else if (!objects.policies.empty()) {
     change.object = std::move(objects.policies[0].object);
+  } else if (!objects.admin_network_policies.empty()) {
+    change.object = std::move(objects.admin_network_policies[0].object);
+  } else if (!objects.baseline_admin_network_policies.empty()) {
+    change.object = std::move(objects.baseline_admin_network_policies[0].object);
+  } else if (!objects.cluster_network_policies.empty()) {
+    change.object = std::move(objects.cluster_network_policies[0].object);
+  } else {
+    change.object = std::move(objects.nodes[0].object);
   }
   return change;
 }

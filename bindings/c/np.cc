@@ -317,20 +317,31 @@ absl::StatusOr<np::Change> ToChange(const np_change& c, size_t index) {
       c.namespace_name != nullptr && c.namespace_name[0] != '\0' ? c.namespace_name : "default";
   np::Change change;
   change.op = np::Change::Op::kDelete;
-  auto fill = [&](auto object) {
+  // Namespaces, the policy tiers and Nodes are cluster-scoped: no namespace.
+  auto fill = [&](auto object, bool namespaced) {
     object.mutable_metadata()->set_name(c.name);
-    if (kind != "Namespace") object.mutable_metadata()->set_namespace_(ns);
+    if (namespaced) object.mutable_metadata()->set_namespace_(ns);
     change.object = std::move(object);
   };
   if (kind == "Namespace") {
-    fill(np::k8s::Namespace());
+    fill(np::k8s::Namespace(), false);
   } else if (kind == "Pod") {
-    fill(np::k8s::Pod());
+    fill(np::k8s::Pod(), true);
   } else if (kind == "NetworkPolicy") {
-    fill(np::k8s::NetworkPolicy());
+    fill(np::k8s::NetworkPolicy(), true);
+  } else if (kind == "AdminNetworkPolicy") {
+    fill(np::policy_networking::AdminNetworkPolicy(), false);
+  } else if (kind == "BaselineAdminNetworkPolicy") {
+    fill(np::policy_networking::BaselineAdminNetworkPolicy(), false);
+  } else if (kind == "ClusterNetworkPolicy") {
+    fill(np::policy_networking::ClusterNetworkPolicy(), false);
+  } else if (kind == "Node") {
+    fill(np::k8s::Node(), false);
   } else {
     return absl::InvalidArgumentError(absl::StrCat(
-        where, ": kind \"", kind, "\" is not Namespace, Pod or NetworkPolicy"));
+        where, ": kind \"", kind,
+        "\" is not Namespace, Pod, NetworkPolicy, AdminNetworkPolicy, "
+        "BaselineAdminNetworkPolicy, ClusterNetworkPolicy or Node"));
   }
   return change;
 }

@@ -207,9 +207,12 @@ enum {
   NP_CHANGE_DELETE = 1
 };
 /* One change. Upsert: `data`/`size` hold one object as YAML or JSON; `kind` ("Namespace",
- * "Pod", "NetworkPolicy") is used when the object has no kind/apiVersion, as an informer's
- * objects lack them (NULL: the object must name its kind). Delete: `kind`, `namespace_name`
- * (NULL or "": "default"; ignored for a Namespace) and `name`; `data` is ignored. */
+ * "Pod", "NetworkPolicy", "AdminNetworkPolicy", "BaselineAdminNetworkPolicy",
+ * "ClusterNetworkPolicy", "Node") is used when the object has no kind/apiVersion, as an
+ * informer's objects lack them (NULL: the object must name its kind). Delete: `kind`,
+ * `namespace_name` (NULL or "": "default"; ignored for the cluster-scoped kinds: Namespace,
+ * the policy tiers, Node) and `name`; `data` is ignored. A change to a policy tier or Node
+ * recompiles the tiers (np/engine.h). */
 typedef struct np_change {
   uint32_t op;
   const char* kind;

@@ -438,6 +438,21 @@ static void TestLive(void) {
   CHECK(np_live_apply_event(live, gone, sizeof gone - 1, NULL, 0, &error) ==
             NP_FAILED_PRECONDITION, "ERROR event");
   CHECK(ErrorSays(error, NP_FAILED_PRECONDITION, "410"), "passes the status on");
+  /* A policy tier as an informer hands it out: an AdminNetworkPolicy Deny of every pod's
+   * ingress; deleted, nothing isolates x/a again. */
+  CHECK(np_reader_allowed(reader, c, a, NP_TCP, 80) == 1, "before the ANP: y/c allowed");
+  const char anp[] =
+      "{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":\"deny-all\"},"
+      "\"spec\":{\"priority\":10,\"subject\":{\"namespaces\":{}},"
+      "\"ingress\":[{\"name\":\"deny\",\"action\":\"Deny\",\"from\":[{\"namespaces\":{}}]}]}}}";
+  CHECK(np_live_apply_event(live, anp, sizeof anp - 1, "AdminNetworkPolicy", 0, NULL) == NP_OK,
+        "ANP ADDED");
+  CHECK(np_reader_allowed(reader, c, a, NP_TCP, 80) == 0, "the Admin tier denies y/c");
+  np_change anp_gone = {NP_CHANGE_DELETE, "AdminNetworkPolicy", NULL, 0, NULL, "deny-all"};
+  CHECK(ApplyOne(live, anp_gone, 0, NULL) == NP_OK, "ANP deleted");
+  CHECK(np_reader_allowed(reader, c, a, NP_TCP, 80) == 1, "allowed again");
+  CHECK(ApplyOne(live, anp_gone, 0, NULL) == NP_INVALID_ARGUMENT, "ANP deleted twice");
+  CHECK(ApplyOne(live, anp_gone, NP_APPLY_IGNORE_MISSING, NULL) == NP_OK, "twice, relist");
   const char* bad_events[] = {"", "[]", "{\"type\":\"ADDED\"}", "{\"type\":\"ADDED\",\"object\":{",
                               "{\"type\":\"RENAMED\",\"object\":{}}", "{\"type\" \"ADDED\"}",
                               "{\"type\":\"ADDED\",\"object\":{\"kind\":\"Pod\"}}"};

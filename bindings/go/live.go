@@ -54,11 +54,12 @@ func (l *Live) Close() {
 // Kind, Namespace and Name name the object).
 type Change struct {
 	Delete bool
-	// "Namespace", "Pod" or "NetworkPolicy". For an upsert, used when Object has no kind,
-	// as objects from a client-go informer have none.
+	// "Namespace", "Pod", "NetworkPolicy", "AdminNetworkPolicy",
+	// "BaselineAdminNetworkPolicy", "ClusterNetworkPolicy" or "Node". For an upsert, used
+	// when Object has no kind, as objects from a client-go informer have none.
 	Kind      string
 	Object    []byte
-	Namespace string // "" is "default"; ignored for a Namespace
+	Namespace string // "" is "default"; ignored for the cluster-scoped kinds
 	Name      string
 }
 

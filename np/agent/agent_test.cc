@@ -266,6 +266,47 @@ TEST_F(AgentTest, DeleteOfWhatIsGoneIsIdempotent) {
   EXPECT_THAT(metrics_.Render(), HasSubstr("np_agent_events_total{result=\"applied\"} 1\n"));
 }
 
+// An AdminNetworkPolicy's watch events as kubectl prints them (kind present).
+std::string AdminPolicyEvent(const std::string& type, int priority) {
+  return absl::StrCat(
+      R"({"type":")", type,
+      R"(","object":{"apiVersion":"policy.networking.k8s.io/v1alpha1","kind":"AdminNetworkPolicy",)"
+      R"("metadata":{"name":"deny-all"},"spec":{"priority":)", priority,
+      R"(,"subject":{"namespaces":{}},)"
+      R"("ingress":[{"name":"deny","action":"Deny","from":[{"namespaces":{}}]}]}}})");
+}
+
+// The policy tiers follow their watch events: an Admin-tier Deny added denies x/b -> x/a
+// (it decides before anything else), deleted it allows again (nothing isolates x/a); an
+// invalid one is refused with its field path and the state kept.
+TEST_F(AgentTest, AdminNetworkPolicyEventsChangeVerdicts) {
+  ASSERT_TRUE(agent_->Reconcile().ok());
+  agent_->HandleEvent(PodEvent("ADDED", "b", "10.0.0.2"), absl::Now());
+  auto b_to_a = [&] {
+    std::shared_ptr<const Engine> engine = agent_->current();
+    return engine->Allowed(*engine->FindPod("x/b"), *engine->FindPod("x/a"), Protocol::kTCP, 80);
+  };
+  EXPECT_TRUE(b_to_a());
+  agent_->HandleEvent(AdminPolicyEvent("ADDED", 10), absl::Now());
+  EXPECT_FALSE(b_to_a());
+  EXPECT_EQ(agent_->pending_events(), 2);
+  EXPECT_THAT(log_text_.str(), HasSubstr("\"object\":\"AdminNetworkPolicy deny-all\""));
+  ASSERT_TRUE(agent_->Sync().ok());
+  EXPECT_EQ(agent_->pending_events(), 0);
+  // Out of range: "priority ... maximum 1000".
+  agent_->HandleEvent(AdminPolicyEvent("MODIFIED", 1001), absl::Now());
+  EXPECT_EQ(agent_->pending_events(), 0);
+  EXPECT_FALSE(b_to_a());
+  EXPECT_THAT(log_text_.str(), HasSubstr("spec.priority"));
+  agent_->HandleEvent(AdminPolicyEvent("DELETED", 10), absl::Now());
+  EXPECT_TRUE(b_to_a());
+  // A relist's second delete: nothing to do.
+  agent_->HandleEvent(AdminPolicyEvent("DELETED", 10), absl::Now());
+  EXPECT_EQ(agent_->pending_events(), 1);
+  EXPECT_THAT(metrics_.Render(), HasSubstr("np_agent_events_total{result=\"applied\"} 4\n"));
+  EXPECT_THAT(metrics_.Render(), HasSubstr("np_agent_events_total{result=\"rejected\"} 1\n"));
+}
+
 TEST_F(AgentTest, FailedUpdateKeepsEventsPendingAndRetriesLater) {
   ASSERT_TRUE(agent_->Reconcile().ok());
   agent_->HandleEvent(PodEvent("ADDED", "b", "10.0.0.2"), absl::Now());

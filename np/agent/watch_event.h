@@ -1,6 +1,7 @@
 // np/agent/watch_event.h — Kubernetes watch events read into engine changes: the stream that
 // `kubectl get pods,namespaces,networkpolicies -A --watch --output-watch-events -o json`
-// prints (each event one indented JSON object) or the watch API streams (one per line):
+// prints (each event one indented JSON object; the policy tier kinds and Nodes too) or the
+// watch API streams (one per line):
 // {"type": "ADDED"|"MODIFIED"|"DELETED"|"BOOKMARK"|"ERROR", "object": {...}}.
 //
 //   np::agent::EventSplitter splitter;

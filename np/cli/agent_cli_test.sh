@@ -13,7 +13,7 @@ echo '{"type":"BOOKMARK","object":{}}' >"$tmp/events.json"
 expect "help names the agent's flags" 0 "--events" "--metrics-address" "--remove" -- agent --help
 expect "events needed" 2 '"level":"error"' "--events PATH (or - for stdin) is needed" -- agent --netns h16none
 expect "events missing" 2 "--events $tmp/none: No such file" -- agent --events "$tmp/none"
-expect "kind checked" 2 '--kind: \"Service\" is not Pod, Namespace or NetworkPolicy' -- \
+expect "kind checked" 2 '--kind: \"Service\" is not Pod, Namespace, NetworkPolicy, AdminNetworkPolicy' -- \
   agent --events "$tmp/events.json" --kind Service
 expect "interfaces checked" 2 '--interfaces: \"eth0\" is not NAMESPACE/POD=IFNAME' -- \
   agent --events "$tmp/events.json" --interfaces eth0

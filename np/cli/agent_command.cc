@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -16,6 +17,7 @@
 #include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "np/agent/agent.h"
@@ -121,9 +123,13 @@ int RunAgent(const Args& args) {
   absl::StatusOr<int> events = OpenEvents(absl::GetFlag(FLAGS_events));
   if (!events.ok()) return Fail(log, events.status());
   const std::string kind = absl::GetFlag(FLAGS_kind);
-  if (!kind.empty() && kind != "Pod" && kind != "Namespace" && kind != "NetworkPolicy") {
+  static constexpr absl::string_view kEventKinds[] = {
+      "Pod", "Namespace", "NetworkPolicy", "AdminNetworkPolicy", "BaselineAdminNetworkPolicy",
+      "ClusterNetworkPolicy", "Node"};
+  if (!kind.empty() &&
+      std::find(std::begin(kEventKinds), std::end(kEventKinds), kind) == std::end(kEventKinds)) {
     return Fail(log, absl::InvalidArgumentError(absl::StrCat(
-                         "--kind: \"", kind, "\" is not Pod, Namespace or NetworkPolicy")));
+                         "--kind: \"", kind, "\" is not ", absl::StrJoin(kEventKinds, ", "))));
   }
   if (absl::GetFlag(FLAGS_min_interval) < absl::ZeroDuration()) {
     return Fail(log, absl::InvalidArgumentError("--min-interval must not be negative"));

@@ -80,9 +80,9 @@ commands:
             --external or --sample-external); --cleanup: remove leftovers (no
             other flag)                                       (exit 0 match, 1 mismatch)
   agent     (root) one node's policy agent: follows watch events (--events FILE|FIFO|-, JSON
-            as `kubectl get ... --watch --output-watch-events -o json` prints them; --kind
-            KIND for objects without one) from the -f state (optional) and keeps the node's
-            program equal to them: --node NODE --backend nft|iptables|ebpf --netns NS
+            as `kubectl get ... --watch --output-watch-events -o json` prints them, the
+            policy tiers and Nodes included; --kind KIND for objects without one) from the
+            -f state (optional) and keeps the node's program equal to them: --node NODE --backend nft|iptables|ebpf --netns NS
             [--interfaces NS/POD=IF,...] [--budget ...] [--min-interval 20ms (coalesces
             bursts)] [--metrics-address 127.0.0.1:PORT (Prometheus)] [--exit-at-eof];
             --remove: uninstall and exit. JSON log lines on stderr; SIGTERM/SIGINT stop it

@@ -18,7 +18,7 @@
 //      says (README: `--ipblock-scope` does not change tier peers), so its key differs from
 //      the ipBlock's ("net:" vs "ip:").
 //    - `nodes` = one new kind kNodeAddresses: the addresses of the Nodes the selector matches
-//      (Nodes are fixed for a snapshot: ParseChange refuses them), as /32 or /128 atoms. It
+//      (compiled with the tiers: a Node change recompiles them, point 6), as /32 or /128 atoms. It
 //      never matches a pod (a pod's ipblock part leaves these selectors out), only addresses
 //      outside the cluster, as the reference's "a nodes peer never matches a pod".
 //    - `domainNames` = no selector: it never matches. Explain lists it as not evaluable.
@@ -61,8 +61,21 @@
 //    set size; the negated form keeps "allow all but a few" small. Tier policies selecting
 //    many pods add one id to their identities' lists, not one table per pod: target classes
 //    multiply only by distinct (NP list, tier list, named map) combinations.
-// 6. Incremental updates. Tier objects and Nodes stay refused by ParseChange / Change (they
-//    are fixed per snapshot; a change means a rebuild). Pod upsert: its identity's
+// 6. Incremental updates. Tier policy or Node change (Batch::RecompileTiers): the batch
+//    edits a copy of `tier_objects`, validates it as Cluster::Create does (errors name the
+//    object and field; only the changed objects' findings are reported) and, when the whole
+//    batch is valid, recompiles the tier policy list from it: ids are evaluation order, so
+//    one insert renumbers those after it, and `nodes` peers follow the Nodes' labels and
+//    addresses. The new peers are interned before the old are released, so shared selectors
+//    keep their ids and peer classes; selectors that came or went change the atoms as
+//    ipBlocks do (pods holding an address of a `networks` CIDR that came or went are
+//    recomputed whatever the ipBlock scope). Then every namespace is target-dirty (each
+//    identity recomputes its tier list, its pods re-key when it changed) and every tier
+//    id, old and new, is dirty (every table holding a tier policy is rebuilt: an id now
+//    names another policy). Tables without tier policies, pod ids and NetworkPolicy state
+//    are untouched. Coarser than possible (a table whose tier content did not change is
+//    rebuilt too), exact: np/engine_test.cc TierUpdates checks it against the reference
+//    and a fresh build on random mixed batches. Pod upsert: its identity's
 //    tier_policies is computed with its NP list (namespace labels looked up). Namespace
 //    label change: the namespace is label-dirty already, so its identities recompute both
 //    lists and their pods re-class; new peer classes set selector bits, which dirty the NP

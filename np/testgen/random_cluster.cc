@@ -456,4 +456,63 @@ Change RandomCluster::RandomChange(const Cluster& current) {
   return Change{Change::Op::kDelete, gone};
 }
 
+
+Change RandomCluster::RandomTierChange(const Cluster& current) {
+  const ClusterObjects objects = current.ToObjects();
+  const auto& admins = objects.admin_network_policies;
+  const auto& clusters = objects.cluster_network_policies;
+  auto delete_of = [](const auto& object) {
+    std::decay_t<decltype(object)> gone;
+    gone.mutable_metadata()->set_name(object.metadata().name());
+    return Change{Change::Op::kDelete, std::move(gone)};
+  };
+  // A new name, or now and then one the other kind uses (a same-priority tie by kind).
+  auto name_for = [&](const auto& other) {
+    if (!other.empty() && Chance(0.2)) return Pick(other).object.metadata().name();
+    return absl::StrCat("tp", next_tier_policy_++);
+  };
+  switch (Uniform(0, 9)) {
+    case 0:
+      return Change{Change::Op::kUpsert, RandomAdminNetworkPolicy(name_for(clusters))};
+    case 1:
+      return Change{Change::Op::kUpsert, RandomClusterNetworkPolicy(name_for(admins))};
+    case 2:
+      return Change{Change::Op::kUpsert, RandomBaselineAdminNetworkPolicy()};
+    case 3:  // an existing policy's rules rewritten
+      if (!admins.empty()) {
+        return Change{Change::Op::kUpsert,
+                      RandomAdminNetworkPolicy(Pick(admins).object.metadata().name())};
+      }
+      [[fallthrough]];
+    case 4:  // an existing policy moved to another priority (the evaluation order changes)
+      if (!clusters.empty() && Chance(0.5)) {
+        policy_networking::ClusterNetworkPolicy moved = Pick(clusters).object;
+        moved.mutable_spec()->set_priority(Pick(kTierPriorities));
+        return Change{Change::Op::kUpsert, moved};
+      }
+      if (!admins.empty()) {
+        policy_networking::AdminNetworkPolicy moved = Pick(admins).object;
+        moved.mutable_spec()->set_priority(Pick(kTierPriorities));
+        return Change{Change::Op::kUpsert, moved};
+      }
+      return Change{Change::Op::kUpsert, RandomClusterNetworkPolicy(name_for(admins))};
+    case 5:
+      if (!admins.empty()) return delete_of(Pick(admins).object);
+      [[fallthrough]];
+    case 6:
+      if (!clusters.empty()) return delete_of(Pick(clusters).object);
+      if (!objects.baseline_admin_network_policies.empty()) {
+        return delete_of(objects.baseline_admin_network_policies[0].object);
+      }
+      return Change{Change::Op::kUpsert, RandomAdminNetworkPolicy(name_for(clusters))};
+    case 7:
+    case 8:  // a Node added, relabeled or re-addressed
+      return Change{Change::Op::kUpsert,
+                    RandomNode(Pick(std::vector<std::string>{"node-1", "node-2", "node-3"}))};
+    default:
+      if (!objects.nodes.empty()) return delete_of(Pick(objects.nodes).object);
+      return Change{Change::Op::kUpsert, RandomNode("node-3")};
+  }
+}
+
 }  // namespace np::testgen

@@ -37,6 +37,10 @@ class RandomCluster {
   // A random valid change against `current` (add/relabel/delete a pod, relabel a
   // namespace, add/change/delete a policy).
   Change RandomChange(const Cluster& current);
+  // A random valid change to `current`'s policy tiers or Nodes: add, replace or delete an
+  // AdminNetworkPolicy, ClusterNetworkPolicy or the BaselineAdminNetworkPolicy, move one to
+  // another priority only (its rules kept), add, change or delete a Node.
+  Change RandomTierChange(const Cluster& current);
   // Addresses outside the cluster's pods that sit inside, at the edge of and outside the
   // ipBlocks the generator uses.
   static std::vector<IpAddress> ProbeAddresses();
