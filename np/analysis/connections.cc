@@ -870,6 +870,9 @@ absl::StatusOr<Connections> ListConnections(const Engine& engine,
   std::sort(found.begin(), found.end(), [](const Found& x, const Found& y) {
     return std::make_pair(x.src, x.dst) < std::make_pair(y.src, y.dst);
   });
+  // A Connection is large (two ends, ports, reasons): growing the vector would move each
+  // one several times, which costs more than finding them.
+  out.connections.reserve(found.size());
   for (const Found& f : found) {
     const End& src = (*ends)[f.src];
     const End& dst = (*ends)[f.dst];
