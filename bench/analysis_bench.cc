@@ -2,7 +2,8 @@
 // (every pod pair and external range, every port and protocol) and the diff of one added
 // policy, computed incrementally (np::analysis::DiffChanges), against the full diff of the
 // same two snapshots in the same run for the ratio; and "what can reach X (and why)": the
-// listing to one pod, with and without explanations. Sizes: 1k, 10k (standard), 100k pods.
+// listing to one pod, with and without explanations. Sizes: 1k, 10k (standard), 100k pods,
+// and 10k pods with 1k to 8k policies (growth with policies).
 #include <map>
 #include <memory>
 
@@ -19,20 +20,21 @@ struct Fixture {
   std::shared_ptr<const Engine> engine;
 };
 
-Fixture& Get(int pods) {
-  static auto* fixtures = new std::map<int, std::unique_ptr<Fixture>>();
-  auto it = fixtures->find(pods);
+// `policies` 0: the standard ratio (SizeForPods: one policy per 5 pods).
+Fixture& Get(int pods, int policies = 0) {
+  static auto* fixtures = new std::map<std::pair<int, int>, std::unique_ptr<Fixture>>();
+  auto it = fixtures->find({pods, policies});
   if (it != fixtures->end()) return *it->second;
   auto f = std::make_unique<Fixture>();
   f->options = SizeForPods(pods);
+  if (policies > 0) f->options.policies = policies;
   absl::StatusOr<Cluster> cluster = Cluster::Create(GenerateCluster(f->options));
   if (!cluster.ok()) abort();
   f->engine = *Engine::Build(*cluster);
-  return *fixtures->emplace(pods, std::move(f)).first->second;
+  return *fixtures->emplace(std::make_pair(pods, policies), std::move(f)).first->second;
 }
 
-void BM_Connections(benchmark::State& state) {
-  Fixture& f = Get(static_cast<int>(state.range(0)));
+void Listing(benchmark::State& state, Fixture& f) {
   size_t pairs = 0;
   for (auto _ : state) {
     absl::StatusOr<analysis::Connections> c = analysis::ListConnections(*f.engine);
@@ -41,7 +43,18 @@ void BM_Connections(benchmark::State& state) {
   }
   state.counters["pairs"] = static_cast<double>(pairs);
 }
+void BM_Connections(benchmark::State& state) { Listing(state, Get(static_cast<int>(state.range(0)))); }
+// range(0) pods, range(1) policies.
+void BM_ConnectionsByPolicies(benchmark::State& state) {
+  Listing(state, Get(static_cast<int>(state.range(0)), static_cast<int>(state.range(1))));
+}
 BENCHMARK(BM_Connections)->Arg(1000)->Arg(10000)->Arg(100000)->Unit(benchmark::kMillisecond)->Iterations(1);
+// Growth with policies at a fixed 10k pods: half, standard, double and four times the policies
+// (from 4 a namespace on, the generator's later templates appear: namespace-wide and ipBlock
+// peers).
+BENCHMARK(BM_ConnectionsByPolicies)
+    ->Args({10000, 1000})->Args({10000, 2000})->Args({10000, 4000})->Args({10000, 8000})
+    ->Unit(benchmark::kMillisecond)->Iterations(1);
 
 // "What can reach X, and why": the listing filtered to one destination pod, without
 // (range(1) == 0) and with (1) the deciding rules of each line (ConnectionOptions::explain).
@@ -67,8 +80,7 @@ BENCHMARK(BM_ConnectionsToOnePod)
     ->Args({1000, 0})->Args({1000, 1})->Args({10000, 0})->Args({10000, 1})
     ->Unit(benchmark::kMillisecond);
 
-void BM_DiffOnePolicy(benchmark::State& state) {
-  Fixture& f = Get(static_cast<int>(state.range(0)));
+void DiffOnePolicy(benchmark::State& state, Fixture& f) {
   int n = 0;
   size_t changed = 0;
   for (auto _ : state) {
@@ -80,7 +92,31 @@ void BM_DiffOnePolicy(benchmark::State& state) {
   }
   state.counters["changed_pairs"] = static_cast<double>(changed);
 }
+void BM_DiffOnePolicy(benchmark::State& state) {
+  DiffOnePolicy(state, Get(static_cast<int>(state.range(0))));
+}
+// range(0) pods, range(1) policies.
+void BM_DiffOnePolicyByPolicies(benchmark::State& state) {
+  DiffOnePolicy(state, Get(static_cast<int>(state.range(0)), static_cast<int>(state.range(1))));
+}
 BENCHMARK(BM_DiffOnePolicy)->Arg(1000)->Arg(10000)->Arg(100000)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_DiffOnePolicyByPolicies)
+    ->Args({10000, 1000})->Args({10000, 2000})->Args({10000, 4000})->Args({10000, 8000})
+    ->Unit(benchmark::kMillisecond);
+
+// The engine's own part of BM_DiffOnePolicy: the same change applied, nothing compared.
+void BM_ApplyOnePolicy(benchmark::State& state) {
+  Fixture& f = Get(static_cast<int>(state.range(0)));
+  int n = 0;
+  for (auto _ : state) {
+    std::vector<Change> change = {
+        Change{Change::Op::kUpsert, ExtraPolicy(f.options, n % f.options.namespaces, n)}};
+    ++n;
+    absl::StatusOr<std::shared_ptr<const Engine>> after = f.engine->Apply(change);
+    benchmark::DoNotOptimize(after);
+  }
+}
+BENCHMARK(BM_ApplyOnePolicy)->Arg(1000)->Arg(10000)->Arg(100000)->Unit(benchmark::kMillisecond);
 
 void BM_DiffOnePolicyFull(benchmark::State& state) {
   Fixture& f = Get(static_cast<int>(state.range(0)));
@@ -92,7 +128,9 @@ void BM_DiffOnePolicyFull(benchmark::State& state) {
     benchmark::DoNotOptimize(d);
   }
 }
-BENCHMARK(BM_DiffOnePolicyFull)->Arg(1000)->Arg(10000)->Unit(benchmark::kMillisecond)->Iterations(1);
+// Every pair of ends in both snapshots: minutes at 10k pods, so 1k only (the 10k listing is
+// the yardstick for the incremental diff there).
+BENCHMARK(BM_DiffOnePolicyFull)->Arg(1000)->Unit(benchmark::kMillisecond)->Iterations(1);
 
 }  // namespace
 }  // namespace np::bench

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <set>
@@ -308,12 +309,17 @@ PortSet Restrict(PortSet ports, const ConnectionOptions& options,
 }
 
 // Every end of the listing, in output order: pods by key, then ranges by address.
-struct End {
-  ConnectionEnd end;
-  // Per snapshot: target class and peer class per family [v4, v6, none].
+// What the tables see of an end, per snapshot: target class and peer class per family
+// [v4, v6, none] (all kNone in a snapshot that lacks the end).
+struct EndClasses {
+  bool is_pod = false;
+  int range_family = -1;  // external: 0 IPv4, 1 IPv6
   uint32_t target[2] = {kNone, kNone};
   uint32_t peer[2][3] = {{kNone, kNone, kNone}, {kNone, kNone, kNone}};
-  int range_family = -1;  // external: 0 IPv4, 1 IPv6
+};
+struct End {
+  ConnectionEnd end;
+  EndClasses classes;
 };
 
 // Lists the connections of snapshot `which` of `engines` (pods by key must exist in every
@@ -329,11 +335,12 @@ absl::StatusOr<std::vector<End>> Ends(const std::vector<const EngineState*>& eng
       if (state == nullptr) continue;
       End& end = pods[state->key];
       end.end.is_pod = true;
+      end.classes.is_pod = true;
       end.end.name = state->key;
       if (e == 0) end.end.pod = p;
       const internal::PodRecord& record = s.records[p];
-      end.target[e] = record.target;
-      for (int f = 0; f < 3; ++f) end.peer[e][f] = record.peer[f];
+      end.classes.target[e] = record.target;
+      for (int f = 0; f < 3; ++f) end.classes.peer[e][f] = record.peer[f];
     }
   }
   std::vector<End> out;
@@ -345,8 +352,8 @@ absl::StatusOr<std::vector<End>> Ends(const std::vector<const EngineState*>& eng
     end.end.first = FromU128(r.first, r.family);
     end.end.last = FromU128(r.last, r.family);
     end.end.name = RangeName(end.end.first, end.end.last);
-    end.range_family = r.family;
-    for (size_t e = 0; e < engines.size(); ++e) end.peer[e][r.family] = r.peer[e];
+    end.classes.range_family = r.family;
+    for (size_t e = 0; e < engines.size(); ++e) end.classes.peer[e][r.family] = r.peer[e];
     out.push_back(std::move(end));
   }
   return out;
@@ -371,23 +378,70 @@ class PortCache {
   PortSet none_;
 };
 
+// Which peer classes one side can admit on some port: `open` when it may admit a class no
+// list names (no table, a direction it does not isolate, an interval for every peer or one
+// that lists the denied classes); else exactly the classes its intervals list (sorted).
+struct SideReach {
+  bool open = true;
+  std::vector<uint32_t> listed;
+};
+
+// SideReach per (target class, direction), computed once each; references stay valid.
+class ReachCache {
+ public:
+  explicit ReachCache(const EngineState& s) : s_(s) {}
+  const SideReach& Get(uint32_t target, Direction direction) {
+    if (target == kNone) return open_;
+    auto key = std::make_pair(target, static_cast<int>(direction));
+    auto it = index_.find(key);
+    if (it != index_.end()) return *it->second;
+    reaches_.push_back(Compute(target, direction));
+    index_.emplace(key, &reaches_.back());
+    return reaches_.back();
+  }
+
+ private:
+  SideReach Compute(uint32_t target, Direction direction) const {
+    SideReach out;
+    const internal::TableView table = s_.target_classes[target].table->view();
+    const internal::DirectionTable& dt = table.direction(static_cast<int>(direction));
+    if (!dt.isolated) return out;
+    for (int pi = 0; pi < 3; ++pi) {
+      for (uint32_t i = dt.begin[pi]; i < dt.end[pi]; ++i) {
+        const internal::Interval& iv = table.intervals()[i];
+        if (iv.all_peers || iv.negated) return out;
+        table.ForEachPeer(iv, [&](uint32_t id) { out.listed.push_back(id); });
+      }
+    }
+    std::sort(out.listed.begin(), out.listed.end());
+    out.listed.erase(std::unique(out.listed.begin(), out.listed.end()), out.listed.end());
+    out.open = false;
+    return out;
+  }
+
+  const EngineState& s_;
+  const SideReach open_;
+  absl::flat_hash_map<std::pair<uint32_t, int>, const SideReach*> index_;
+  std::deque<SideReach> reaches_;
+};
+
 // The classes that decide a pair in snapshot `e`; false when the pair has no flow there (an
 // end missing from that snapshot, a pod without the range's family, two ranges).
-bool PairKeys(int e, const End& src, const End& dst, SideKey* source, SideKey* destination) {
-  if (!src.end.is_pod && !dst.end.is_pod) return false;
+bool PairKeys(int e, const EndClasses& src, const EndClasses& dst, SideKey* source, SideKey* destination) {
+  if (!src.is_pod && !dst.is_pod) return false;
   int f;
-  if (src.end.is_pod && dst.end.is_pod) {
+  if (src.is_pod && dst.is_pod) {
     bool v4 = src.peer[e][0] != kNone && dst.peer[e][0] != kNone;
     bool v6 = src.peer[e][1] != kNone && dst.peer[e][1] != kNone;
     f = v4 ? 0 : v6 ? 1 : 2;
     if (src.peer[e][f] == kNone || dst.peer[e][f] == kNone) return false;  // absent
   } else {
-    f = src.end.is_pod ? dst.range_family : src.range_family;
-    const End& pod = src.end.is_pod ? src : dst;
+    f = src.is_pod ? dst.range_family : src.range_family;
+    const EndClasses& pod = src.is_pod ? src : dst;
     if (pod.peer[e][f] == kNone) return false;  // no address of that family
   }
-  *source = SideKey{src.end.is_pod ? src.target[e] : kNone, src.peer[e][f]};
-  *destination = SideKey{dst.end.is_pod ? dst.target[e] : kNone, dst.peer[e][f]};
+  *source = SideKey{src.is_pod ? src.target[e] : kNone, src.peer[e][f]};
+  *destination = SideKey{dst.is_pod ? dst.target[e] : kNone, dst.peer[e][f]};
   return true;
 }
 
@@ -396,7 +450,7 @@ const PortSet& PortsOf(const EngineState& s, int e, const End& src, const End& d
                        PortCache& cache) {
   if (src.end.is_pod && dst.end.is_pod && src.end.name == dst.end.name) return cache.None();
   SideKey source, destination;
-  if (!PairKeys(e, src, dst, &source, &destination)) return cache.None();
+  if (!PairKeys(e, src.classes, dst.classes, &source, &destination)) return cache.None();
   return cache.Get(s, source, destination);
 }
 
@@ -721,16 +775,18 @@ absl::StatusOr<Connections> ListConnections(const Engine& engine,
   // behaviour) get the same ports toward anything: compute each pair of behaviours once,
   // then expand to the ends — pod pairs cost what the allowed pairs cost, not pods squared.
   struct Behaviour {
+    size_t representative;                      // one of its ends
     std::vector<size_t> sources, destinations;  // indexes into *ends
   };
   std::vector<Behaviour> behaviours;
   absl::flat_hash_map<std::tuple<bool, int, uint32_t, uint32_t, uint32_t, uint32_t>, size_t> ids;
   for (size_t i = 0; i < ends->size(); ++i) {
     const End& e = (*ends)[i];
-    auto key = std::make_tuple(e.end.is_pod, e.range_family, e.target[0], e.peer[0][0],
-                               e.peer[0][1], e.peer[0][2]);
+    const EndClasses& c = e.classes;
+    auto key = std::make_tuple(c.is_pod, c.range_family, c.target[0], c.peer[0][0],
+                               c.peer[0][1], c.peer[0][2]);
     auto [it, inserted] = ids.emplace(key, behaviours.size());
-    if (inserted) behaviours.emplace_back();
+    if (inserted) behaviours.push_back(Behaviour{i, {}, {}});
     Behaviour& b = behaviours[it->second];
     if (matches(*from, e)) b.sources.push_back(i);
     if (matches(*to, e)) b.destinations.push_back(i);
@@ -742,28 +798,81 @@ absl::StatusOr<Connections> ListConnections(const Engine& engine,
     const PortSet* ports;
   };
   std::vector<Found> found;
-  for (const Behaviour& bs : behaviours) {
-    if (bs.sources.empty()) continue;
-    const End& rs = (*ends)[bs.sources.front()];
-    for (const Behaviour& bd : behaviours) {
-      if (bd.destinations.empty()) continue;
-      const End& rd = (*ends)[bd.destinations.front()];
-      SideKey source, destination;
-      if (!PairKeys(0, rs, rd, &source, &destination)) continue;
-      PortSet ports = PairPorts(s, source, destination);
-      if (ports.empty()) continue;
-      allowed.push_back(std::move(ports));
-      const PortSet& raw = allowed.back();
-      for (size_t i : bs.sources) {
-        for (size_t j : bd.destinations) {
-          if (i != j) found.push_back(Found{i, j, &raw});
-        }
+  auto visit = [&](const Behaviour& bs, const Behaviour& bd) {
+    SideKey source, destination;
+    if (!PairKeys(0, (*ends)[bs.representative].classes, (*ends)[bd.representative].classes,
+                  &source, &destination)) {
+      return;
+    }
+    PortSet ports = PairPorts(s, source, destination);
+    if (ports.empty()) return;
+    allowed.push_back(std::move(ports));
+    const PortSet& raw = allowed.back();
+    for (size_t i : bs.sources) {
+      for (size_t j : bd.destinations) {
+        if (i != j) found.push_back(Found{i, j, &raw});
       }
     }
+  };
+  // A pair of behaviours can be allowed only when each side admits the other's peer class on
+  // some port: a side that names the classes it admits (SideReach) lists the only partners it
+  // can have. So pairs are enumerated from those lists — every pair that an explicit ingress
+  // admits, then every pair with an open ingress that an explicit egress admits, then the
+  // pairs open on both sides (most of which are allowed) — and the cost follows the allowed
+  // pairs, not the square of the behaviours. Each pair is visited at most once.
+  ReachCache reach(s);
+  std::vector<std::vector<uint32_t>> by_peer(s.peer_classes.size());
+  std::vector<const SideReach*> egress(behaviours.size()), ingress(behaviours.size());
+  std::vector<uint32_t> open_sources, open_destinations;
+  for (uint32_t i = 0; i < behaviours.size(); ++i) {
+    const EndClasses& c = (*ends)[behaviours[i].representative].classes;
+    const uint32_t target = c.is_pod ? c.target[0] : kNone;
+    egress[i] = &reach.Get(target, Direction::kEgress);
+    ingress[i] = &reach.Get(target, Direction::kIngress);
+    for (int f = 0; f < 3; ++f) {
+      const uint32_t peer = c.peer[0][f];
+      if (peer >= by_peer.size() || (f > 0 && peer == c.peer[0][f - 1]) ||
+          (f > 1 && peer == c.peer[0][0])) {
+        continue;
+      }
+      by_peer[peer].push_back(i);
+    }
+    if (!behaviours[i].sources.empty() && egress[i]->open) open_sources.push_back(i);
+    if (!behaviours[i].destinations.empty() && ingress[i]->open) open_destinations.push_back(i);
+  }
+  std::vector<uint32_t> seen(behaviours.size(), kNone);
+  for (uint32_t d = 0; d < behaviours.size(); ++d) {
+    if (behaviours[d].destinations.empty() || ingress[d]->open) continue;
+    for (uint32_t peer : ingress[d]->listed) {
+      if (peer >= by_peer.size()) continue;
+      for (uint32_t src : by_peer[peer]) {
+        if (seen[src] == d || behaviours[src].sources.empty()) continue;
+        seen[src] = d;
+        visit(behaviours[src], behaviours[d]);
+      }
+    }
+  }
+  std::fill(seen.begin(), seen.end(), kNone);
+  for (uint32_t src = 0; src < behaviours.size(); ++src) {
+    if (behaviours[src].sources.empty() || egress[src]->open) continue;
+    for (uint32_t peer : egress[src]->listed) {
+      if (peer >= by_peer.size()) continue;
+      for (uint32_t d : by_peer[peer]) {
+        if (seen[d] == src || !ingress[d]->open || behaviours[d].destinations.empty()) continue;
+        seen[d] = src;
+        visit(behaviours[src], behaviours[d]);
+      }
+    }
+  }
+  for (uint32_t src : open_sources) {
+    for (uint32_t d : open_destinations) visit(behaviours[src], behaviours[d]);
   }
   std::sort(found.begin(), found.end(), [](const Found& x, const Found& y) {
     return std::make_pair(x.src, x.dst) < std::make_pair(y.src, y.dst);
   });
+  // A Connection is large (two ends, ports, reasons): growing the vector would move each
+  // one several times, which costs more than finding them.
+  out.connections.reserve(found.size());
   for (const Found& f : found) {
     const End& src = (*ends)[f.src];
     const End& dst = (*ends)[f.dst];
@@ -819,23 +928,109 @@ class PairDiffer {
   PortCache cache_[2];
 };
 
-bool SameConnection(const Connection& x, const Connection& y) {
-  return x.from.name == y.from.name && x.to.name == y.to.name;
+// Whether two tables decide one direction alike for every peer class the older snapshot
+// has (ids below `old_classes`) and for a shared address: then an end whose peer class is
+// the same in both snapshots gets the same ports from either table on every port. An update
+// rebuilds the tables of every policy whose selectors a new peer class matches, so a new
+// table pointer alone says little; what matters is whether a class that existed before is
+// now treated differently. New classes (ids from `old_classes` on) belong to ends whose
+// peer class changed, and those are compared pair by pair. The test is conservative: tables
+// that differ only in how a set is stored may be called different, which costs comparisons
+// and never misses a pair.
+class TableComparer {
+ public:
+  explicit TableComparer(uint32_t old_classes) : old_classes_(old_classes) {}
+
+  // Null: no table (the side admits everything).
+  bool Same(const internal::TargetTable* a, const internal::TargetTable* b, Direction direction) {
+    if (a == b) return true;
+    auto key = std::make_tuple(a, b, static_cast<int>(direction));
+    auto it = memo_.find(key);
+    if (it != memo_.end()) return it->second;
+    bool same = true;
+    for (int pi = 0; pi < 3 && same; ++pi) same = SameProtocol(a, b, direction, pi);
+    memo_.emplace(key, same);
+    return same;
+  }
+
+ private:
+  // One interval of a direction; `iv` null stands for "every peer" (no table, or a direction
+  // the table does not isolate).
+  struct Piece {
+    uint32_t first;
+    const internal::Interval* iv;
+  };
+  static void Pieces(const internal::TargetTable* t, Direction direction, int pi,
+                     std::vector<Piece>* out) {
+    out->clear();
+    if (t != nullptr) {
+      const internal::TableView view = t->view();
+      const internal::DirectionTable& dt = view.direction(static_cast<int>(direction));
+      if (dt.isolated) {
+        for (uint32_t i = dt.begin[pi]; i < dt.end[pi]; ++i) {
+          out->push_back(Piece{view.intervals()[i].first, &view.intervals()[i]});
+        }
+        // A protocol without intervals admits nothing (an empty sparse list, not negated).
+        if (out->empty()) out->push_back(Piece{0, &kNothing});
+        return;
+      }
+    }
+    out->push_back(Piece{0, nullptr});
+  }
+  // The classes below old_classes_ that the interval lists, and whether the list is of the
+  // denied ones (all peers: an empty list of denied ones).
+  bool Listed(const internal::TargetTable* t, const internal::Interval* iv,
+              std::vector<uint32_t>* ids) const {
+    ids->clear();
+    if (iv == nullptr || iv->all_peers) return true;
+    t->view().ForEachPeer(*iv, [&](uint32_t id) {
+      if (id < old_classes_) ids->push_back(id);
+    });
+    std::sort(ids->begin(), ids->end());
+    return iv->negated;
+  }
+  bool SameProtocol(const internal::TargetTable* a, const internal::TargetTable* b,
+                    Direction direction, int pi) {
+    Pieces(a, direction, pi, &pieces_[0]);
+    Pieces(b, direction, pi, &pieces_[1]);
+    size_t i = 0, j = 0;
+    while (true) {
+      bool negated_a = Listed(a, pieces_[0][i].iv, &ids_[0]);
+      bool negated_b = Listed(b, pieces_[1][j].iv, &ids_[1]);
+      if (negated_a != negated_b || ids_[0] != ids_[1]) return false;
+      const bool more_a = i + 1 < pieces_[0].size(), more_b = j + 1 < pieces_[1].size();
+      if (!more_a && !more_b) return true;
+      const uint32_t next_a = more_a ? pieces_[0][i + 1].first : 65536;
+      const uint32_t next_b = more_b ? pieces_[1][j + 1].first : 65536;
+      if (next_a <= next_b) ++i;
+      if (next_b <= next_a) ++j;
+    }
+  }
+
+  static const internal::Interval kNothing;
+  const uint32_t old_classes_;
+  std::vector<Piece> pieces_[2];
+  std::vector<uint32_t> ids_[2];
+  absl::flat_hash_map<std::tuple<const void*, const void*, int>, bool> memo_;
+};
+const internal::Interval TableComparer::kNothing = [] {
+  internal::Interval iv;
+  iv.sparse = 1;
+  iv.negated = 0;
+  return iv;
+}();
+
+const internal::TargetTable* TableOf(const EngineState& s, uint32_t target) {
+  return target == kNone ? nullptr : s.target_classes[target].table.get();
 }
 
-// Sorts a diff the way a full diff lists it: by the ends' listing order.
-void SortDiff(ConnectionDiff* diff, const std::vector<End>& ends) {
-  absl::flat_hash_map<std::string, size_t> order;
-  for (size_t i = 0; i < ends.size(); ++i) order[ends[i].end.name] = i;
-  auto by_order = [&](const Connection& x, const Connection& y) {
-    return std::make_pair(order[x.from.name], order[x.to.name]) <
-           std::make_pair(order[y.from.name], order[y.to.name]);
-  };
-  for (auto* list : {&diff->added, &diff->removed}) {
-    std::sort(list->begin(), list->end(), by_order);
-    list->erase(std::unique(list->begin(), list->end(), SameConnection), list->end());
-  }
-}
+// An end of an incremental diff: a pod by its id in each snapshot (kNone where it is
+// absent), or an external range by its index.
+struct DiffEnd {
+  EndClasses classes;
+  uint32_t pod[2] = {kNone, kNone};
+  uint32_t range = kNone;
+};
 
 }  // namespace
 
@@ -851,115 +1046,288 @@ absl::StatusOr<ConnectionDiff> DiffChanges(const Engine& before, absl::Span<cons
   if (after_out != nullptr) *after_out = *after;
   const EngineState& a = EngineAccess::State(before);
   const EngineState& b = EngineAccess::State(**after);
-  std::vector<const EngineState*> engines = {&a, &b};
-  const bool ranges_moved = a.atoms[0] != b.atoms[0] || a.atoms[1] != b.atoms[1];
-  absl::StatusOr<std::vector<End>> ends = Ends(engines, ExternalRanges(engines), options.external);
-  if (!ends.ok()) return ends.status();
-  // A pod is touched when, between the snapshots, its record (target class, peer classes) or
-  // the table behind its target class is not the very same; ids are stable across Apply.
-  auto touched = [&](const End& e) {
-    if (!e.end.is_pod) return false;
-    const uint32_t* ia = a.pod_by_key.Find(e.end.name);
-    const uint32_t* ib = b.pod_by_key.Find(e.end.name);
-    if (ia == nullptr || ib == nullptr || *ia != *ib) return true;
-    const internal::PodRecord& ra = a.records[*ia];
-    const internal::PodRecord& rb = b.records[*ib];
-    if (ra.target != rb.target) return true;
-    for (int f = 0; f < 3; ++f) {
-      if (ra.peer[f] != rb.peer[f]) return true;
-    }
-    if (ra.target == kNone) return false;
-    return a.target_classes[ra.target].table != b.target_classes[rb.target].table;
+  const EngineState* states[2] = {&a, &b};
+  const std::vector<ExternalRange> ranges = ExternalRanges({&a, &b});
+
+  // The ends, read by pod id with no string work for the pods a change leaves alone: ids
+  // are stable across Apply and never reused (an updated pod gets a new id, found by key).
+  std::vector<DiffEnd> ends;
+  ends.reserve(a.pods.size() + ranges.size() + 16);
+  auto set_pod = [&](DiffEnd& end, int e, uint32_t id) {
+    end.pod[e] = id;
+    const internal::PodRecord& record = states[e]->records[id];
+    end.classes.target[e] = record.target;
+    for (int f = 0; f < 3; ++f) end.classes.peer[e][f] = record.peer[f];
   };
-  auto matches = [&](const EndFilter& filter, const End& e) {
-    if (!e.end.is_pod) return filter.MatchesRange(e.end.first, e.end.last);
-    for (const EngineState* s : engines) {
-      const uint32_t* id = s->pod_by_key.Find(e.end.name);
-      if (id != nullptr && s->pods[*id].state != nullptr && filter.MatchesPod(*s->pods[*id].state)) {
+  auto live = [](const EngineState& s, uint32_t id) {
+    return id < s.pods.size() && s.pods[id].state != nullptr;
+  };
+  for (uint32_t p = 0; p < a.pods.size(); ++p) {
+    if (!live(a, p)) continue;
+    DiffEnd end;
+    end.classes.is_pod = true;
+    set_pod(end, 0, p);
+    if (live(b, p)) {
+      set_pod(end, 1, p);
+    } else if (const uint32_t* q = b.pod_by_key.Find(a.pods[p].state->key); q && live(b, *q)) {
+      set_pod(end, 1, *q);
+    }
+    ends.push_back(end);
+  }
+  for (uint32_t q = static_cast<uint32_t>(a.pods.size()); q < b.pods.size(); ++q) {
+    if (!live(b, q)) continue;
+    const uint32_t* p = a.pod_by_key.Find(b.pods[q].state->key);
+    if (p != nullptr && live(a, *p)) continue;  // paired above
+    DiffEnd end;
+    end.classes.is_pod = true;
+    set_pod(end, 1, q);
+    ends.push_back(end);
+  }
+  const size_t pod_ends = ends.size();
+  if (options.external) {
+    for (uint32_t r = 0; r < ranges.size(); ++r) {
+      DiffEnd end;
+      end.range = r;
+      end.classes.range_family = ranges[r].family;
+      for (int e = 0; e < 2; ++e) end.classes.peer[e][ranges[r].family] = ranges[r].peer[e];
+      ends.push_back(end);
+    }
+  }
+  auto pod_state = [&](const DiffEnd& end) -> const internal::PodState& {
+    return end.pod[0] != kNone ? *a.pods[end.pod[0]].state : *b.pods[end.pod[1]].state;
+  };
+  auto matches = [&](const EndFilter& filter, const DiffEnd& end) {
+    if (filter.is_all()) return true;
+    if (end.range != kNone) {
+      const ExternalRange& r = ranges[end.range];
+      return filter.MatchesRange(FromU128(r.first, r.family), FromU128(r.last, r.family));
+    }
+    for (int e = 0; e < 2; ++e) {
+      if (end.pod[e] != kNone && filter.MatchesPod(*states[e]->pods[end.pod[e]].state)) {
         return true;
       }
     }
     return false;
   };
-  // Ends with the same classes in both snapshots behave alike: compare a touched end with one
-  // representative of each such group, then expand to the group's members.
-  std::vector<std::vector<size_t>> groups;
+
+  // Ends with the same classes in both snapshots behave alike: group them, decide per pair
+  // of groups, expand to members only where the ports differ.
+  struct Group {
+    uint32_t representative;
+    std::vector<uint32_t> sources, destinations;
+    // Compared with every group: its egress (ingress) table treats some class that existed
+    // before differently, or its peer class changed in a way selectors do not account for.
+    bool source_side_changed = false;
+    bool destination_side_changed = false;
+    bool moved = false;  // its peer class changed, to one that differs only in selectors
+  };
+  std::vector<Group> groups;
   absl::flat_hash_map<std::tuple<bool, int, uint32_t, uint32_t, uint32_t, uint32_t, uint32_t,
                                  uint32_t, uint32_t, uint32_t>,
-                      size_t>
+                      uint32_t>
       group_of;
-  std::vector<bool> is_source(ends->size()), is_destination(ends->size()), dirty(ends->size());
-  std::vector<size_t> touched_ends;
-  for (size_t i = 0; i < ends->size(); ++i) {
-    const End& e = (*ends)[i];
-    is_source[i] = matches(*from, e);
-    is_destination[i] = matches(*to, e);
-    dirty[i] = touched(e);
-    if (dirty[i]) touched_ends.push_back(i);
-    auto key = std::make_tuple(e.end.is_pod, e.range_family, e.target[0], e.peer[0][0],
-                               e.peer[0][1], e.peer[0][2], e.target[1], e.peer[1][0],
-                               e.peer[1][1], e.peer[1][2]);
-    auto [it, inserted] = group_of.emplace(key, groups.size());
-    if (inserted) groups.emplace_back();
-    groups[it->second].push_back(i);
+  for (uint32_t i = 0; i < ends.size(); ++i) {
+    const EndClasses& c = ends[i].classes;
+    auto key = std::make_tuple(c.is_pod, c.range_family, c.target[0], c.peer[0][0], c.peer[0][1],
+                               c.peer[0][2], c.target[1], c.peer[1][0], c.peer[1][1],
+                               c.peer[1][2]);
+    auto [it, inserted] = group_of.emplace(key, static_cast<uint32_t>(groups.size()));
+    if (inserted) groups.push_back(Group{i, {}, {}});
+    Group& g = groups[it->second];
+    if (matches(*from, ends[i])) g.sources.push_back(i);
+    if (matches(*to, ends[i])) g.destinations.push_back(i);
   }
-  ConnectionDiff out;
+  // A pair's ports are its source's egress toward the destination's peer class intersected
+  // with its destination's ingress toward the source's peer class: they can change only
+  // where one of those four changed.
+  //
+  // A table decides a peer class from the selectors the class is in (its key's label and
+  // ipBlock parts) and its named ports. So when an end's class changes but keeps its named
+  // ports and stays a real class (no address gained or lost, no shared address), the ports
+  // toward it change only at tables whose rules name a selector it joined or left: those
+  // "selectors of the change" are collected, and only groups whose tables name one of them
+  // are compared with the moved groups.
+  TableComparer tables(static_cast<uint32_t>(a.peer_classes.size()));
+  absl::flat_hash_set<uint32_t> changed_selectors;
+  std::vector<uint32_t> moved;
+  auto selectors_of = [](const EngineState& s, uint32_t peer, std::vector<uint32_t>* out) {
+    const internal::PeerClassKey& key = s.peer_classes[peer];
+    out->assign(s.IdList(key.label_part).begin(), s.IdList(key.label_part).end());
+    out->insert(out->end(), s.IdList(key.ipblock_part).begin(), s.IdList(key.ipblock_part).end());
+    std::sort(out->begin(), out->end());
+  };
+  std::vector<uint32_t> was, is, difference;
+  for (uint32_t gi = 0; gi < groups.size(); ++gi) {
+    Group& g = groups[gi];
+    const EndClasses& c = ends[g.representative].classes;
+    bool peer_changed = false, accounted = true;
+    for (int f = 0; f < 3; ++f) {
+      const uint32_t pa = c.peer[0][f], pb = c.peer[1][f];
+      if (pa == pb) continue;
+      peer_changed = true;
+      if (pa >= kSharedPeer || pb >= kSharedPeer ||
+          a.peer_classes[pa].named_map != b.peer_classes[pb].named_map) {
+        accounted = false;
+        continue;
+      }
+      selectors_of(a, pa, &was);
+      selectors_of(b, pb, &is);
+      difference.clear();
+      std::set_symmetric_difference(was.begin(), was.end(), is.begin(), is.end(),
+                                    std::back_inserter(difference));
+      changed_selectors.insert(difference.begin(), difference.end());
+    }
+    const internal::TargetTable* ta = TableOf(a, c.target[0]);
+    const internal::TargetTable* tb = TableOf(b, c.target[1]);
+    const bool wild = peer_changed && !accounted;
+    g.source_side_changed = wild || !tables.Same(ta, tb, Direction::kEgress);
+    g.destination_side_changed = wild || !tables.Same(ta, tb, Direction::kIngress);
+    g.moved = peer_changed && accounted;
+    if (g.moved) moved.push_back(gi);
+  }
+  // Per target class of `after` and direction: whether its rules name a selector of the change.
+  absl::flat_hash_map<std::pair<uint32_t, int>, bool> names_changed;
+  auto names_a_changed_selector = [&](uint32_t target, Direction direction) {
+    if (target == kNone || changed_selectors.empty()) return false;
+    const int d = static_cast<int>(direction);
+    auto [it, inserted] = names_changed.emplace(std::make_pair(target, d), false);
+    if (!inserted) return it->second;
+    const internal::TargetClassKey& key = b.target_classes[target].key;
+    bool found = false;
+    for (uint32_t p : b.IdList(key.policies)) {
+      for (const internal::CompiledRule& rule : b.policies[p]->rules[d]) {
+        for (uint32_t sel : rule.selectors) found |= changed_selectors.contains(sel);
+      }
+    }
+    if (key.tier_policies != kNone && b.has_tier_policies()) {
+      for (uint32_t t : b.IdList(key.tier_policies)) {
+        for (const internal::CompiledTierRule& rule : (*b.tier_policies)[t].rules[d]) {
+          for (const internal::CompiledTierPeer& peer : rule.peers) {
+            for (uint32_t sel : peer.selectors) found |= changed_selectors.contains(sel);
+          }
+        }
+      }
+    }
+    names_changed[std::make_pair(target, d)] = found;
+    return found;
+  };
+  // Groups not compared with everything whose egress (ingress) names a selector of the change.
+  std::vector<uint32_t> egress_naming, ingress_naming;
+  if (!moved.empty()) {
+    for (uint32_t gi = 0; gi < groups.size(); ++gi) {
+      const Group& g = groups[gi];
+      const uint32_t target = ends[g.representative].classes.target[1];
+      if (!g.source_side_changed && !g.sources.empty() &&
+          names_a_changed_selector(target, Direction::kEgress)) {
+        egress_naming.push_back(gi);
+      }
+      if (!g.destination_side_changed && !g.destinations.empty() &&
+          names_a_changed_selector(target, Direction::kIngress)) {
+        ingress_naming.push_back(gi);
+      }
+    }
+  }
+
   PortCache cache[2];
   const PortSet none;
   const bool filtered = Filtered(options);
-  auto ports = [&](int e, const End& src, const End& dst) -> const PortSet& {
+  auto ports = [&](int e, const EndClasses& src, const EndClasses& dst) -> const PortSet& {
     SideKey source, destination;
     if (!PairKeys(e, src, dst, &source, &destination)) return none;
-    return cache[e].Get(e == 0 ? a : b, source, destination);
+    return cache[e].Get(*states[e], source, destination);
   };
-  auto record = [&](size_t si, size_t di, const PortSet& raw_was, const PortSet& raw_is) {
-    if (si == di) return;
-    const End& src = (*ends)[si];
-    const End& dst = (*ends)[di];
-    PortSet was = filtered ? Restrict(raw_was, options, NamedPortsOf(a, dst)) : raw_was;
-    PortSet is = filtered ? Restrict(raw_is, options, NamedPortsOf(b, dst)) : raw_is;
-    if (was == is) return;
-    PortSet added = Subtract(is, was), removed = Subtract(was, is);
-    if (!added.empty()) out.added.push_back(Connection{src.end, dst.end, std::move(added)});
-    if (!removed.empty()) out.removed.push_back(Connection{src.end, dst.end, std::move(removed)});
+  auto named_ports = [&](int e, const DiffEnd& dst) -> const std::vector<NamedPort>* {
+    if (dst.range != kNone || dst.pod[e] == kNone) return nullptr;
+    const EngineState& s = *states[e];
+    return s.named_maps[s.pods[dst.pod[e]].state->named_map].get();
   };
-  // `outgoing`: the touched end is the source; else the destination.
-  auto against_groups = [&](size_t t, bool outgoing, bool ranges_only) {
-    const End& end = (*ends)[t];
-    for (const std::vector<size_t>& group : groups) {
-      const End& rep = (*ends)[group.front()];
-      if (ranges_only && rep.end.is_pod) continue;
-      const End& src = outgoing ? end : rep;
-      const End& dst = outgoing ? rep : end;
-      const PortSet& was = ports(0, src, dst);
-      const PortSet& is = ports(1, src, dst);
-      if (!filtered && was == is) continue;
-      for (size_t m : group) {
-        if (outgoing ? is_destination[m] : (is_source[m] && !dirty[m])) {
-          outgoing ? record(t, m, was, is) : record(m, t, was, is);
-        }
+  struct Found {
+    uint32_t src, dst;
+    PortSet added, removed;
+  };
+  std::vector<Found> found;
+  auto compare = [&](const Group& gs, const Group& gd) {
+    const EndClasses& src = ends[gs.representative].classes;
+    const EndClasses& dst = ends[gd.representative].classes;
+    const PortSet& raw_was = ports(0, src, dst);
+    const PortSet& raw_is = ports(1, src, dst);
+    if (!filtered && raw_was == raw_is) return;
+    for (uint32_t i : gs.sources) {
+      for (uint32_t j : gd.destinations) {
+        if (i == j) continue;
+        PortSet was = filtered ? Restrict(raw_was, options, named_ports(0, ends[j])) : raw_was;
+        PortSet is = filtered ? Restrict(raw_is, options, named_ports(1, ends[j])) : raw_is;
+        if (was == is) continue;
+        found.push_back(Found{i, j, Subtract(is, was), Subtract(was, is)});
       }
     }
   };
-  for (size_t t : touched_ends) {
-    if (is_source[t]) against_groups(t, /*outgoing=*/true, /*ranges_only=*/false);
-    if (is_destination[t]) against_groups(t, /*outgoing=*/false, /*ranges_only=*/false);
+  // Every pair with a changed side, each once: changed sources against every destination,
+  // then changed destinations against the sources not visited yet, then moved groups against
+  // the groups whose tables name a selector of the change.
+  for (const Group& gs : groups) {
+    if (!gs.source_side_changed || gs.sources.empty()) continue;
+    for (const Group& gd : groups) {
+      if (!gd.destinations.empty()) compare(gs, gd);
+    }
   }
-  if (ranges_moved) {
-    // Range classes may differ for every pod: each untouched pod against every range.
-    for (size_t i = 0; i < ends->size(); ++i) {
-      if (dirty[i] || !(*ends)[i].end.is_pod) continue;
-      if (is_source[i]) against_groups(i, true, /*ranges_only=*/true);
-      if (is_destination[i]) {
-        const End& pod = (*ends)[i];
-        for (size_t r = 0; r < ends->size(); ++r) {
-          if ((*ends)[r].end.is_pod || !is_source[r]) continue;
-          record(r, i, ports(0, (*ends)[r], pod), ports(1, (*ends)[r], pod));
-        }
+  for (const Group& gd : groups) {
+    if (!gd.destination_side_changed || gd.destinations.empty()) continue;
+    for (const Group& gs : groups) {
+      if (!gs.source_side_changed && !gs.sources.empty()) compare(gs, gd);
+    }
+  }
+  absl::flat_hash_set<std::pair<uint32_t, uint32_t>> visited;
+  for (uint32_t m : moved) {
+    const Group& g = groups[m];
+    if (!g.destination_side_changed && !g.destinations.empty()) {
+      for (uint32_t gs : egress_naming) {
+        if (visited.insert({gs, m}).second) compare(groups[gs], g);
+      }
+    }
+    if (!g.source_side_changed && !g.sources.empty()) {
+      for (uint32_t gd : ingress_naming) {
+        if (visited.insert({m, gd}).second) compare(g, groups[gd]);
       }
     }
   }
-  SortDiff(&out, *ends);
+
+  // The full diff's order: pods by key, then ranges in address order.
+  auto before_end = [&](uint32_t x, uint32_t y) {
+    const bool pod_x = x < pod_ends, pod_y = y < pod_ends;
+    if (pod_x != pod_y) return pod_x;
+    if (!pod_x) return ends[x].range < ends[y].range;
+    return pod_state(ends[x]).key < pod_state(ends[y]).key;
+  };
+  std::sort(found.begin(), found.end(), [&](const Found& x, const Found& y) {
+    if (x.src != y.src) return before_end(x.src, y.src);
+    return before_end(x.dst, y.dst);
+  });
+  auto connection_end = [&](uint32_t i) {
+    ConnectionEnd out;
+    const DiffEnd& end = ends[i];
+    if (end.range == kNone) {
+      out.is_pod = true;
+      out.name = pod_state(end).key;
+      out.pod = end.pod[0] != kNone ? end.pod[0] : 0;
+      return out;
+    }
+    const ExternalRange& r = ranges[end.range];
+    out.first = FromU128(r.first, r.family);
+    out.last = FromU128(r.last, r.family);
+    out.name = RangeName(out.first, out.last);
+    return out;
+  };
+  ConnectionDiff out;
+  for (Found& f : found) {
+    if (!f.added.empty()) {
+      out.added.push_back(Connection{connection_end(f.src), connection_end(f.dst), std::move(f.added)});
+    }
+    if (!f.removed.empty()) {
+      out.removed.push_back(
+          Connection{connection_end(f.src), connection_end(f.dst), std::move(f.removed)});
+    }
+  }
   if (options.explain) ExplainDiff(before, **after, &out);
   return out;
 }

@@ -26,11 +26,12 @@ from ._errors import InputError, NoPodsWarning, ParseError, PodNotFoundError, Va
 from ._lint import Finding
 from ._netpol import Diagnostic, DirectionVerdict, Explanation, Rule, ServiceExplanation
 from ._objects import to_json_documents
-from ._reachability import Difference, Reachability
+from ._reachability import Difference, GroupedReachability, Reachability
 
 __all__ = [
     "Cluster",
     "Reachability",
+    "GroupedReachability",
     "Difference",
     "Explanation",
     "ServiceExplanation",
@@ -301,15 +302,32 @@ class Cluster:
         change no verdict (NetworkPolicy sees pods and their ports)."""
         return self._impl.services()
 
-    def matrix(self, port: int = 80, protocol: str = "TCP") -> Reachability:
-        """The truth table of every pod to every pod (rows: source, columns: destination)."""
+    def matrix(self, port: int = 80, protocol: str = "TCP",
+               group_by: Optional[str] = None) -> Union[Reachability, GroupedReachability]:
+        """The truth table of every pod to every pod (rows: source, columns: destination).
+        With ``group_by="workload"`` or ``"namespace"`` (``netpol matrix --group-by``): a
+        GroupedReachability, one row and column per workload ("namespace/name"; a pod made
+        from no workload is its own group) or namespace, each cell "allowed", "denied" or
+        "mixed" over the pod pairs it covers."""
+        if group_by not in (None, "workload", "namespace"):
+            raise ValueError(f"group_by must be 'workload' or 'namespace', not {group_by!r}")
         cells = self._impl.matrix(port, protocol)
         impl = self._impl
 
         def explain(source: str, destination: str) -> Explanation:
             return impl.explain(source, destination, port, protocol)
 
-        return Reachability._from_cells(impl.pods, cells, port, protocol.upper(), explain)
+        table = Reachability._from_cells(impl.pods, cells, port, protocol.upper(), explain)
+        if group_by is None:
+            return table
+        if group_by == "namespace":
+            return GroupedReachability(table, lambda pod: pod.split("/", 1)[0], group_by)
+
+        def workload(pod: str) -> str:
+            made_from = impl.synthesized_from(pod)  # "Deployment shop/api"
+            return pod if made_from is None else made_from.split(" ", 1)[1]
+
+        return GroupedReachability(table, workload, group_by)
 
     # --- analyses ------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from typing import Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tup
 
 from ._errors import PodNotFoundError
 
-__all__ = ["Reachability", "Difference"]
+__all__ = ["Reachability", "Difference", "GroupedReachability"]
 
 _UNCHECKED, _ALLOWED, _DENIED = 0, 1, 2
 _SYMBOL = {_UNCHECKED: "?", _ALLOWED: ".", _DENIED: "X"}
@@ -428,3 +428,104 @@ def _title(port: Optional[int], protocol: Optional[str]) -> str:
     if port is None and protocol is None:
         return ""
     return f"{protocol or '?'}/{port if port is not None else '?'}"
+
+
+_GROUP_SYMBOL = {"allowed": ".", "denied": "X", "mixed": "~"}
+
+
+class GroupedReachability:
+    """A computed truth table with pods merged into groups -- ``Cluster.matrix(group_by=...)``,
+    the table ``netpol matrix --group-by`` prints. A cell covers every pod pair between its two
+    groups (a pod's flow to itself included, as in the ungrouped table): ``"allowed"`` when all
+    of them are allowed, ``"denied"`` when none is, ``"mixed"`` otherwise::
+
+        grouped = cluster.matrix(port=5432, group_by="workload")
+        grouped["shop/api", "shop/postgres"]   # "allowed"
+        grouped.pods("shop/postgres")          # ("shop/postgres-0", "shop/postgres-1")
+    """
+
+    __slots__ = ("group_by", "port", "protocol", "_names", "_index", "_members", "_cells")
+    __hash__ = None
+
+    def __init__(self, table: Reachability, group_of, group_by: str):
+        """Folds a computed ``table`` with ``group_of(pod) -> group name``; groups are sorted
+        by name, each group's pods kept in the table's order."""
+        members = {}
+        for pod in table._pods:
+            members.setdefault(group_of(pod), []).append(pod)
+        self.group_by = group_by
+        self.port = table.port
+        self.protocol = table.protocol
+        self._names: Tuple[str, ...] = tuple(sorted(members))
+        self._index = {name: i for i, name in enumerate(self._names)}
+        self._members = {name: tuple(pods) for name, pods in members.items()}
+        g, n = len(self._names), len(table._pods)
+        group_of_pod = [self._index[group_of(pod)] for pod in table._pods]
+        allowed = [0] * (g * g)
+        total = [0] * (g * g)
+        for i in range(n):
+            row = group_of_pod[i] * g
+            base = i * n
+            for j in range(n):
+                cell = row + group_of_pod[j]
+                total[cell] += 1
+                allowed[cell] += table._cells[base + j] == _ALLOWED
+        self._cells = tuple(
+            "allowed" if allowed[c] == total[c] else "denied" if allowed[c] == 0 else "mixed"
+            for c in range(g * g))
+
+    @property
+    def groups(self) -> List[str]:
+        """The group names, sorted: namespaces, or workloads as "namespace/name" (a pod made
+        from no workload is a group of its own, named by the pod)."""
+        return list(self._names)
+
+    def pods(self, group: str) -> Tuple[str, ...]:
+        """The pods of a group."""
+        if group not in self._members:
+            raise KeyError(f"no group {group!r} (groups: {', '.join(self._names)})")
+        return self._members[group]
+
+    def __getitem__(self, pair: Tuple[str, str]) -> str:
+        """``grouped[source_group, destination_group]``: "allowed", "denied" or "mixed"."""
+        source, destination = pair
+        g = len(self._names)
+        for name in (source, destination):
+            if name not in self._index:
+                raise KeyError(f"no group {name!r} (groups: {', '.join(self._names)})")
+        return self._cells[self._index[source] * g + self._index[destination]]
+
+    def __iter__(self) -> Iterator[Tuple[str, str, str]]:
+        """(source group, destination group, cell) for every cell, row by row."""
+        g = len(self._names)
+        for r, source in enumerate(self._names):
+            for c, destination in enumerate(self._names):
+                yield source, destination, self._cells[r * g + c]
+
+    def as_dict(self) -> dict:
+        """The shape ``netpol matrix --group-by ... -o json`` prints (one matrix)."""
+        g = len(self._names)
+        return {
+            "group_by": self.group_by,
+            "groups": [{"name": name, "pods": list(self._members[name])} for name in self._names],
+            "matrices": [{
+                "protocol": self.protocol, "port": self.port,
+                "cells": [list(self._cells[r * g:(r + 1) * g]) for r in range(g)],
+            }],
+        }
+
+    def __str__(self) -> str:
+        """The text table ``netpol matrix --group-by`` prints: "." allowed, "X" denied,
+        "~" mixed."""
+        title = f"{self.protocol}/{self.port}"
+        width = max([3, len(title)] + [len(name) for name in self._names])
+        g = len(self._names)
+        lines = [" ".join([title.ljust(width)] + [name.rjust(width) for name in self._names])]
+        for r, name in enumerate(self._names):
+            cells = [_GROUP_SYMBOL[self._cells[r * g + c]].rjust(width) for c in range(g)]
+            lines.append(" ".join([name.ljust(width)] + cells))
+        return "\n".join(lines) + "\n"
+
+    def __repr__(self) -> str:
+        return (f"<GroupedReachability by {self.group_by} {self.protocol}/{self.port}, "
+                f"{len(self._names)} groups>")
