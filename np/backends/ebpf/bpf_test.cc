@@ -195,7 +195,7 @@ TEST_F(BpfTest, TierListsFailClosed) {
   }
   {
     MapContents missing = *maps;  // the UDP pieces of the admin list gone
-    std::vector<std::pair<np_tier_key, np_tier_value>> kept;
+    std::vector<std::pair<np_tier_key, np_tier_ref>> kept;
     for (const auto& entry : missing.tiers) {
       if (entry.first.protocol != 17) kept.push_back(entry);
     }
@@ -206,11 +206,26 @@ TEST_F(BpfTest, TierListsFailClosed) {
     EXPECT_EQ(Run(**g, udp, kTo), kDrop);
   }
   {
-    MapContents too_long = *maps;  // a list that claims more rules than the program walks
-    for (auto& [k, v] : too_long.tiers) {
-      if (k.protocol == 17) v.count = NP_TIER_MAX_RULES + 1;
+    // A list that claims more rules than the program walks, none of the first ones x/b's
+    // (peer set 2 is not in np_members): walking them alone would leave the decision to
+    // NetworkPolicy, which allows.
+    MapContents too_long = *maps;
+    for (auto& [k, ref] : too_long.tiers) {
+      if (k.protocol != 17) continue;
+      np_tier_value& v = too_long.tier_lists[ref.list];
+      v.count = NP_TIER_MAX_RULES + 1;
+      for (np_tier_rule& r : v.rules) r = np_tier_rule{2, NP_TIER_DENY, 0, {0, 0}};
     }
     absl::StatusOr<std::unique_ptr<Generation>> g = Generation::Load(too_long, {{1, 0}});
+    ASSERT_TRUE(g.ok()) << g.status();
+    EXPECT_EQ(Run(**g, udp, kTo), kDrop);
+  }
+  {
+    MapContents no_list = *maps;  // the UDP pieces point past np_tier_lists
+    for (auto& [k, ref] : no_list.tiers) {
+      if (k.protocol == 17) ref.list = static_cast<uint32_t>(no_list.tier_lists.size());
+    }
+    absl::StatusOr<std::unique_ptr<Generation>> g = Generation::Load(no_list, {{1, 0}});
     ASSERT_TRUE(g.ok()) << g.status();
     EXPECT_EQ(Run(**g, udp, kTo), kDrop);
   }

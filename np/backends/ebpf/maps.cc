@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
+#include <optional>
 #include <set>
 
 #include "absl/status/status.h"
@@ -149,17 +151,23 @@ std::vector<np_tier_rule> TierList(const ir::CompiledPolicy& ir,
 // np_abi.h), adjacent port pieces with the same list merged before they become prefixes.
 void AddTierEntries(const ir::CompiledPolicy& ir, uint32_t table, uint8_t direction,
                     uint8_t tier, const google::protobuf::RepeatedPtrField<ir::TierRule>& rules,
-                    MapContents& m, std::set<uint32_t>& member_sets) {
+                    MapContents& m, std::set<uint32_t>& member_sets,
+                    std::map<std::string, uint32_t>& list_ids) {
   auto add = [&](const np_tier_key& k, const std::vector<np_tier_rule>& list) {
-    np_tier_value v{};
-    v.count = static_cast<uint32_t>(list.size());
-    std::memcpy(v.rules, list.data(),
-                std::min<size_t>(list.size(), NP_TIER_MAX_RULES) * sizeof(np_tier_rule));
-    for (const np_tier_rule& r : list) {
-      if (!(r.flags & NP_PEERS_ALL)) member_sets.insert(r.peer_set);
+    std::string bytes(reinterpret_cast<const char*>(list.data()),
+                      list.size() * sizeof(np_tier_rule));
+    auto [it, fresh] = list_ids.emplace(std::move(bytes), m.tier_lists.size());
+    if (fresh) {
+      np_tier_value& v = m.tier_lists.emplace_back();
+      v.count = static_cast<uint32_t>(list.size());
+      std::memcpy(v.rules, list.data(),
+                  std::min<size_t>(list.size(), NP_TIER_MAX_RULES) * sizeof(np_tier_rule));
+      for (const np_tier_rule& r : list) {
+        if (!(r.flags & NP_PEERS_ALL)) member_sets.insert(r.peer_set);
+      }
+      m.longest_tier_list = std::max(m.longest_tier_list, list.size());
     }
-    m.longest_tier_list = std::max(m.longest_tier_list, list.size());
-    m.tiers.emplace_back(k, v);
+    m.tiers.emplace_back(k, np_tier_ref{it->second});
   };
   add(TierKey(table, direction, tier, NP_TIER_PROTO_OTHER, 0, 0),
       TierList(ir, rules, NP_TIER_PROTO_OTHER, 0));
@@ -295,6 +303,7 @@ absl::StatusOr<MapContents> BuildMaps(const ir::CompiledPolicy& ir, uint32_t gen
   }
 
   std::set<uint32_t> member_sets;
+  std::map<std::string, uint32_t> list_ids;  // a list's bytes -> its id in tier_lists
   for (int i = 0; i < ir.tables_size(); ++i) {
     for (uint8_t dir : {uint8_t{NP_DIR_INGRESS}, uint8_t{NP_DIR_EGRESS}}) {
       const ir::DirectionPolicy& d =
@@ -302,12 +311,12 @@ absl::StatusOr<MapContents> BuildMaps(const ir::CompiledPolicy& ir, uint32_t gen
       if (d.admin_size() > 0) {
         m.tables[i].tiers[dir] |= NP_TABLE_HAS_ADMIN;
         AddTierEntries(ir, static_cast<uint32_t>(i), dir, NP_TIER_ADMIN, d.admin(), m,
-                       member_sets);
+                       member_sets, list_ids);
       }
       if (d.baseline_size() > 0) {
         m.tables[i].tiers[dir] |= NP_TABLE_HAS_BASELINE;
         AddTierEntries(ir, static_cast<uint32_t>(i), dir, NP_TIER_BASELINE, d.baseline(), m,
-                       member_sets);
+                       member_sets, list_ids);
       }
     }
   }
@@ -422,9 +431,14 @@ std::string RenderMaps(const ir::CompiledPolicy& ir, const MapContents& m) {
     absl::StrAppend(&out, "  ", PortKeyText(k), " -> peer set ", v.peer_set,
                     (v.flags & NP_PEERS_ALL) ? " (all addresses)" : "", "\n");
   }
-  absl::StrAppend(&out, "np_tiers (lpm_trie, ", m.tiers.size(),
-                  " entries; first matching rule decides)\n");
+  absl::StrAppend(&out, "np_tiers (lpm_trie, ", m.tiers.size(), " entries)\n");
   for (const auto& [k, v] : m.tiers) {
+    absl::StrAppend(&out, "  ", TierKeyText(k), " -> list ", v.list, "\n");
+  }
+  absl::StrAppend(&out, "np_tier_lists (array, ", m.tier_lists.size(),
+                  " entries; the first matching rule decides)\n");
+  for (size_t list = 0; list < m.tier_lists.size(); ++list) {
+    const np_tier_value& v = m.tier_lists[list];
     std::vector<std::string> rules;
     for (uint32_t r = 0; r < std::min<uint32_t>(v.count, NP_TIER_MAX_RULES); ++r) {
       rules.push_back(absl::StrCat(ActionName(v.rules[r].action), " peer set ",
@@ -432,7 +446,7 @@ std::string RenderMaps(const ir::CompiledPolicy& ir, const MapContents& m) {
                                    (v.rules[r].flags & NP_PEERS_ALL) ? " (all)" : ""));
     }
     if (v.count > NP_TIER_MAX_RULES) rules.push_back(absl::StrCat("... ", v.count, " rules"));
-    absl::StrAppend(&out, "  ", TierKeyText(k), " -> ",
+    absl::StrAppend(&out, "  [", list, "] ",
                     rules.empty() ? "no rule" : absl::StrJoin(rules, ", "), "\n");
   }
   absl::StrAppend(&out, "np_members (hash, ", m.members.size(), " entries)\n");
@@ -548,7 +562,8 @@ const np_tier_value* MapModel::Tier(uint32_t table, uint8_t direction, uint8_t t
       std::memcpy(&shown.table, Masked(data, len).data(), 12);
       *prefix = TierKeyText(shown);
     }
-    return it->second;
+    const uint32_t list = it->second->list;
+    return list < maps_.tier_lists.size() ? &maps_.tier_lists[list] : nullptr;
   }
   return nullptr;
 }
@@ -558,13 +573,14 @@ bool MapModel::Member(uint32_t peer_set, uint32_t identity) const {
 }
 
 int MapModel::TierVerdict(uint32_t table, uint8_t direction, uint8_t tier, uint8_t protocol,
-                          uint16_t port, uint32_t identity, const std::string& who,
-                          std::vector<std::string>& steps) const {
+                          uint16_t port, const std::function<uint32_t()>& identity,
+                          const std::string& who, std::vector<std::string>& steps) const {
   std::string prefix;
   const np_tier_value* v = Tier(table, direction, tier, protocol, port, &prefix);
   if (v == nullptr) {
     steps.push_back(absl::StrCat(who, ": np_tiers[table ", table, " ", DirectionName(direction),
-                                 " ", TierName(tier), "] no entry -> denied (fail closed)"));
+                                 " ", TierName(tier), "] no entry or no list -> denied (fail "
+                                 "closed)"));
     return NP_TIER_DENY;
   }
   const std::string entry = absl::StrCat(who, ": np_tiers[", prefix, "]");
@@ -578,11 +594,11 @@ int MapModel::TierVerdict(uint32_t table, uint8_t direction, uint8_t tier, uint8
     const std::string rule = absl::StrCat(entry, " rule ", i, " ", ActionName(r.action),
                                           " peer set ", r.peer_set);
     if (!(r.flags & NP_PEERS_ALL)) {
-      if (identity == NP_IDENTITY_NONE) {
+      if (identity() == NP_IDENTITY_NONE) {
         steps.push_back(absl::StrCat(rule, ": the peer has no identity -> denied (fail closed)"));
         return NP_TIER_DENY;
       }
-      if (!Member(r.peer_set, identity)) continue;
+      if (!Member(r.peer_set, identity())) continue;
     }
     if (r.action == NP_TIER_PASS) {
       steps.push_back(absl::StrCat(rule, " matches -> on to the next stage"));
@@ -631,12 +647,21 @@ SideTrace MapModel::Side(uint32_t endpoint, uint8_t direction, const PacketView&
                                    " ports unknown -> denied"));
     return s;
   }
-  std::string id_prefix;
-  const uint32_t identity = Identity(p.family, peer, &id_prefix);
-  s.steps.push_back(identity == NP_IDENTITY_NONE
-                        ? absl::StrCat(who, ": peer ", AddrText(p.family, peer), " has no identity")
-                        : absl::StrCat(who, ": peer ", AddrText(p.family, peer), " ", id_prefix,
-                                       " = identity ", identity));
+  // Looked up once, when a peer set that is not every address is met (as the program reads
+  // it: once per side; the trace shows it where it is first needed).
+  std::optional<uint32_t> known_identity;
+  auto identity = [&]() -> uint32_t {
+    if (!known_identity) {
+      std::string id_prefix;
+      known_identity = Identity(p.family, peer, &id_prefix);
+      s.steps.push_back(
+          *known_identity == NP_IDENTITY_NONE
+              ? absl::StrCat(who, ": peer ", AddrText(p.family, peer), " has no identity")
+              : absl::StrCat(who, ": peer ", AddrText(p.family, peer), " ", id_prefix,
+                             " = identity ", *known_identity));
+    }
+    return *known_identity;
+  };
   const uint8_t tier_protocol = port_protocol ? p.protocol : uint8_t{NP_TIER_PROTO_OTHER};
   const uint16_t tier_port = port_protocol ? p.dport : 0;
   if (table.tiers[direction] & NP_TABLE_HAS_ADMIN) {
@@ -667,10 +692,11 @@ SideTrace MapModel::Side(uint32_t endpoint, uint8_t direction, const PacketView&
       s.allowed = true;
       return s;
     }
-    s.allowed = Member(v->peer_set, identity);
+    const uint32_t peer_identity = identity();
+    s.allowed = Member(v->peer_set, peer_identity);
     s.steps.push_back(absl::StrCat(who, ": np_ports[", prefix, "] = peer set ", v->peer_set,
                                    "; np_members[peer set ", v->peer_set, ", identity ",
-                                   identity, "] ",
+                                   peer_identity, "] ",
                                    s.allowed ? "present -> allowed" : "absent -> denied"));
     return s;
   }

@@ -109,8 +109,9 @@ TEST(BuildMaps, LookupsAnswerAsTheIrOnRandomIrs) {
     }
     for (const auto& [k, v] : maps->tiers) {
       EXPECT_TRUE(keys.insert(std::string(reinterpret_cast<const char*>(&k), sizeof(k))).second);
-      EXPECT_LE(v.count, uint32_t{NP_TIER_MAX_RULES});
+      EXPECT_LT(v.list, maps->tier_lists.size());
     }
+    for (const np_tier_value& v : maps->tier_lists) EXPECT_LE(v.count, uint32_t{NP_TIER_MAX_RULES});
 
     // Verdicts at both hooks equal the interpreter, for every protocol (ICMP included).
     for (const IpAddress& s : addresses) {
@@ -325,7 +326,8 @@ TEST(Render, ShowsEveryMapReadably) {
   ASSERT_TRUE(text.ok()) << text.status();
   for (const char* map : {"np_config", "np_ident_hosts", "np_ident4", "np_ident6",
                           "np_endpoints_addr",
-                          "np_endpoints_if", "np_tables", "np_ports", "np_members", "np_ct"}) {
+                          "np_endpoints_if", "np_tables", "np_ports", "np_tiers", "np_tier_lists",
+                          "np_members", "np_ct"}) {
     EXPECT_TRUE(absl::StrContains(*text, map)) << map;
   }
   EXPECT_TRUE(absl::StrContains(*text, "table 0 ingress TCP 1024/6 (1024-2047)")) << *text;

@@ -12,8 +12,9 @@
  *   np_ident4 / np_ident6 (LPM)         address -> identity (every address has exactly one)
  *   np_tables[table]                    per direction: NetworkPolicy isolation, tier lists
  *   np_tiers (LPM)                      (table, direction, tier, protocol, destination port)
- *                                       -> the ordered (action, peer set) list of the Admin or
- *                                       Baseline tier rules matching that port piece
+ *                                       -> list id of the Admin or Baseline tier rules
+ *                                       matching that port piece
+ *   np_tier_lists[list]                 that ordered (action, peer set) list
  *   np_ports (LPM)                      (table, direction, protocol, destination port) ->
  *                                       peer set; port ranges are stored as port prefixes
  *   np_members (hash)                   (peer set, identity) present = in the set
@@ -99,15 +100,16 @@ struct np_table {
 /* np_tiers: BPF_MAP_TYPE_LPM_TRIE holding the policy tiers' ordered rules. For each
  * (table, direction, tier) that has rules, the entries cover every protocol and port: the
  * TCP, UDP and SCTP port ranges are cut where some rule of the tier starts or ends, each
- * piece holds the rules that match it in evaluation order (the protocol's own and the
- * every-protocol ones, PROTOCOL_UNSPECIFIED), and is stored as its fewest port prefixes
- * like np_ports; protocol NP_TIER_PROTO_OTHER with the wildcard port (prefixlen
+ * piece points at the list of the rules that match it in evaluation order (the protocol's
+ * own and the every-protocol ones, PROTOCOL_UNSPECIFIED), and is stored as its fewest port
+ * prefixes like np_ports; protocol NP_TIER_PROTO_OTHER with the wildcard port (prefixlen
  * NP_TIER_KEY_FIXED_PREFIX) holds the every-protocol rules, which decide every other IP
  * protocol (ICMP included). Pieces are disjoint; the program looks up with prefixlen
  * NP_TIER_KEY_FULL_PREFIX.
  * Fail closed (each a choice that a missing or unreadable entry never allows):
- *   - a direction whose np_tables flag names a list but whose lookup finds no entry denies
- *     (the entries cover everything, so a miss is a broken map, never "no rule");
+ *   - a direction whose np_tables flag names a list but whose lookup finds no entry, or an
+ *     entry whose list id np_tier_lists lacks, denies (the entries cover everything, so a
+ *     miss is a broken map, never "no rule");
  *   - a list with count > NP_TIER_MAX_RULES denies (Capacity refuses such a program anyway);
  *   - a peer whose address has no identity (NP_IDENTITY_NONE) denies as soon as the walk
  *     meets a rule whose peer set is not NP_PEERS_ALL (whether it matches is unknown);
@@ -128,6 +130,11 @@ struct np_tier_key {
 	__be16 port;    /* network order, so that its high bits come first */
 	__u8 pad2[2];   /* zero, past every prefix */
 };
+struct np_tier_ref {
+	__u32 list; /* index into np_tier_lists */
+};
+/* np_tier_lists: BPF_MAP_TYPE_ARRAY of np_tier_value, each distinct list once (the pieces
+ * of every table and direction share them). */
 /* Actions: the values of proto/compiled.proto's TierAction. */
 #define NP_TIER_ALLOW 1
 #define NP_TIER_DENY 2
@@ -226,6 +233,7 @@ static_assert(sizeof(struct np_endpoint_addr_key) == 20, "np_endpoint_addr_key")
 static_assert(sizeof(struct np_table) == 4, "np_table");
 static_assert(sizeof(struct np_port_key) == 12, "np_port_key");
 static_assert(sizeof(struct np_tier_key) == 16, "np_tier_key");
+static_assert(sizeof(struct np_tier_ref) == 4, "np_tier_ref");
 static_assert(sizeof(struct np_tier_rule) == 8, "np_tier_rule");
 static_assert(sizeof(struct np_tier_value) == 8 + 8 * NP_TIER_MAX_RULES, "np_tier_value");
 static_assert(sizeof(struct np_port_value) == 8, "np_port_value");
@@ -242,6 +250,7 @@ _Static_assert(sizeof(struct np_endpoint_addr_key) == 20, "np_endpoint_addr_key"
 _Static_assert(sizeof(struct np_table) == 4, "np_table");
 _Static_assert(sizeof(struct np_port_key) == 12, "np_port_key");
 _Static_assert(sizeof(struct np_tier_key) == 16, "np_tier_key");
+_Static_assert(sizeof(struct np_tier_ref) == 4, "np_tier_ref");
 _Static_assert(sizeof(struct np_tier_rule) == 8, "np_tier_rule");
 _Static_assert(sizeof(struct np_tier_value) == 8 + 8 * NP_TIER_MAX_RULES, "np_tier_value");
 _Static_assert(sizeof(struct np_port_value) == 8, "np_port_value");

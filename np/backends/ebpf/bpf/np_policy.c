@@ -114,8 +114,15 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 1);
 	__type(key, struct np_tier_key);
-	__type(value, struct np_tier_value);
+	__type(value, struct np_tier_ref);
 } np_tiers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct np_tier_value);
+} np_tier_lists SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -410,7 +417,11 @@ __noinline int np_tier_verdict(__u32 table, __u32 dir, __u32 tier, __u32 protoco
 		.protocol = protocol_port >> 16,
 		.port = bpf_htons(protocol_port & 0xffff),
 	};
-	struct np_tier_value *v = bpf_map_lookup_elem(&np_tiers, &k);
+	struct np_tier_ref *ref = bpf_map_lookup_elem(&np_tiers, &k);
+	if (!ref)
+		return NP_TIER_DENY;
+	__u32 list = ref->list;
+	struct np_tier_value *v = bpf_map_lookup_elem(&np_tier_lists, &list);
 	if (!v)
 		return NP_TIER_DENY;
 	__u32 count = v->count;

@@ -290,11 +290,17 @@ uint32_t IrInterpreter::IdentityOf(const IpAddress& a) const {
   return 0xffffffffu;
 }
 
-int IrInterpreter::EndpointIndex(const IpAddress& a) const {
+IrInterpreter::IrInterpreter(const ir::CompiledPolicy& ir) : ir_(ir) {
   for (int i = 0; i < ir_.endpoints_size(); ++i) {
     for (const std::string& ip : ir_.endpoints(i).ips()) {
-      if (*IpAddress::Parse(ip) == a) return i;
+      endpoint_addresses_.emplace_back(*IpAddress::Parse(ip), i);
     }
+  }
+}
+
+int IrInterpreter::EndpointIndex(const IpAddress& a) const {
+  for (const auto& [address, index] : endpoint_addresses_) {
+    if (address == a) return index;
   }
   return -1;
 }

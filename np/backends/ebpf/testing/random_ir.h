@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "np/types.h"
@@ -65,7 +66,7 @@ std::vector<std::string> RangeCidrs(const IpAddress& first, const IpAddress& las
 // NetworkPolicy, other protocols decided by the every-protocol tier rules only).
 class IrInterpreter {
  public:
-  explicit IrInterpreter(const ir::CompiledPolicy& ir) : ir_(ir) {}
+  explicit IrInterpreter(const ir::CompiledPolicy& ir);
   uint32_t IdentityOf(const IpAddress& a) const;
   const ir::Endpoint* EndpointOf(const IpAddress& a) const;
   int EndpointIndex(const IpAddress& a) const;  // -1: not a pod of the node
@@ -76,6 +77,7 @@ class IrInterpreter {
 
  private:
   const ir::CompiledPolicy& ir_;
+  std::vector<std::pair<IpAddress, int>> endpoint_addresses_;  // parsed once
 };
 
 // Ethernet frames as the program sees them on a veth.
