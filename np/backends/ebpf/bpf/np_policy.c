@@ -36,7 +36,8 @@
  * skipped (at most NP_MAX_EXT_HEADERS); ESP and unknown headers end the chain and the packet
  * is decided as "other protocol". Fragments: the first fragment is decided with its ports
  * and, when it passes, recorded in np_frag; later fragments pass if their datagram was
- * recorded, else they are decided without ports (pass only where no side is restricted).
+ * recorded, else they are decided without ports (TCP, UDP and SCTP ones pass only where no
+ * side is restricted; other protocols by the every-protocol tier rules, as always).
  * Malformed or truncated headers are decided the same way: never allowed by a port rule.
  */
 #include <linux/bpf.h>
