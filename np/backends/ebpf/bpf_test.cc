@@ -41,7 +41,7 @@ class BpfTest : public ::testing::Test {
 
 TEST_F(BpfTest, VerdictsEqualTheIrOnRandomIrs) {
   int runs = 0, passes = 0;
-  for (uint64_t seed = 0; seed < 120; ++seed) {
+  for (uint64_t seed = testing::FirstSeed(); seed < testing::FirstSeed() + 120; ++seed) {
     ir::CompiledPolicy ir = testing::RandomIr(seed);
     absl::StatusOr<MapContents> maps = BuildMaps(ir);
     ASSERT_TRUE(maps.ok()) << maps.status();
@@ -158,6 +158,77 @@ TEST_F(BpfTest, ConntrackLetsRepliesPassAndNothingElse) {
   FrameSpec sctp = Tcp("10.0.0.2", "10.0.0.1", 5000, 80, 0);
   sctp.protocol = 132;
   EXPECT_EQ(Run(*g, sctp, kTo), kDrop);
+}
+
+// Hand-written verdicts from proto/compiled.proto's "Policy tiers" (testing::TierScenarios)
+// on real frames, at a's interface (both hooks), the first packet of each flow.
+TEST_F(BpfTest, TierScenariosDecideAsTheSpecification) {
+  for (const testing::TierScenario& scenario : testing::TierScenarios()) {
+    auto g = LoadTwoPods(scenario.ir);
+    ASSERT_NE(g, nullptr) << scenario.name;
+    uint16_t sport = 30000;  // every flow its own tuple: no conntrack entry helps another
+    for (const testing::TierFlow& t : scenario.flows) {
+      FrameSpec f = Tcp(t.source, t.destination, ++sport, t.port, 0x02);
+      f.protocol = t.protocol;
+      f.icmp_type = 8;
+      f.icmp_id = sport;
+      const uint32_t hook = std::string(t.source) == "10.0.0.1" ? kFrom : kTo;
+      EXPECT_EQ(Run(*g, f, hook), t.allowed ? kPass : kDrop)
+          << scenario.name << ": " << t.source << " -> " << t.destination << " proto "
+          << int{t.protocol} << " port " << t.port;
+    }
+  }
+}
+
+// Each fail-closed choice of np_abi.h (np_tiers) on the program: what the IR allows is
+// dropped when the tier list is missing or longer than the program walks.
+TEST_F(BpfTest, TierListsFailClosed) {
+  ir::CompiledPolicy ir = testing::TierScenarios()[0].ir;  // admin Deny TCP 79-80 from b
+  FrameSpec udp = Tcp("10.0.0.2", "10.0.0.1", 5353, 53, 0);
+  udp.protocol = 17;  // NetworkPolicy allows it; no admin rule matches UDP
+  absl::StatusOr<MapContents> maps = BuildMaps(ir);
+  ASSERT_TRUE(maps.ok());
+  {
+    auto g = LoadTwoPods(ir);
+    ASSERT_NE(g, nullptr);
+    EXPECT_EQ(Run(*g, udp, kTo), kPass);
+  }
+  {
+    MapContents missing = *maps;  // the UDP pieces of the admin list gone
+    std::vector<std::pair<np_tier_key, np_tier_ref>> kept;
+    for (const auto& entry : missing.tiers) {
+      if (entry.first.protocol != 17) kept.push_back(entry);
+    }
+    ASSERT_LT(kept.size(), missing.tiers.size());
+    missing.tiers = kept;
+    absl::StatusOr<std::unique_ptr<Generation>> g = Generation::Load(missing, {{1, 0}});
+    ASSERT_TRUE(g.ok()) << g.status();
+    EXPECT_EQ(Run(**g, udp, kTo), kDrop);
+  }
+  {
+    // A list that claims more rules than the program walks, none of the first ones x/b's
+    // (peer set 2 is not in np_members): walking them alone would leave the decision to
+    // NetworkPolicy, which allows.
+    MapContents too_long = *maps;
+    for (auto& [k, ref] : too_long.tiers) {
+      if (k.protocol != 17) continue;
+      np_tier_value& v = too_long.tier_lists[ref.list];
+      v.count = NP_TIER_MAX_RULES + 1;
+      for (np_tier_rule& r : v.rules) r = np_tier_rule{2, NP_TIER_DENY, 0, {0, 0}};
+    }
+    absl::StatusOr<std::unique_ptr<Generation>> g = Generation::Load(too_long, {{1, 0}});
+    ASSERT_TRUE(g.ok()) << g.status();
+    EXPECT_EQ(Run(**g, udp, kTo), kDrop);
+  }
+  {
+    MapContents no_list = *maps;  // the UDP pieces point past np_tier_lists
+    for (auto& [k, ref] : no_list.tiers) {
+      if (k.protocol == 17) ref.list = static_cast<uint32_t>(no_list.tier_lists.size());
+    }
+    absl::StatusOr<std::unique_ptr<Generation>> g = Generation::Load(no_list, {{1, 0}});
+    ASSERT_TRUE(g.ok()) << g.status();
+    EXPECT_EQ(Run(**g, udp, kTo), kDrop);
+  }
 }
 
 TEST_F(BpfTest, EachHookDecidesBothLocalSides) {

@@ -24,6 +24,8 @@ constexpr char kHashLimit[] =
     "kernel/bpf/hashtab.c: power-of-two buckets of 16 bytes under 4 GiB, 2^27 entries";
 constexpr char kTrieLimit[] = "kernel/bpf/lpm_trie.c: none, memory aside (nodes allocated as added)";
 constexpr uint64_t kEntryBudget = 2000000;
+// np_tier_lists is a preallocated array of 520-byte lists: 100,000 are about 52 MB.
+constexpr uint64_t kTierListBudget = 100000;
 
 ir::BackendCapacity MapsCapacity(const ir::CompiledPolicy& ir, const MapContents& maps) {
   ir::BackendCapacity report;
@@ -38,6 +40,13 @@ ir::BackendCapacity MapsCapacity(const ir::CompiledPolicy& ir, const MapContents
   AddCapacityItem(report, "np_tables", maps.tables.size(), 0,
                   "kernel/bpf/arraymap.c: a u32 index, memory aside (preallocated)");
   AddCapacityItem(report, "np_ports", maps.ports.size(), 0, kTrieLimit);
+  AddCapacityItem(report, "np_tiers", maps.tiers.size(), 0, kTrieLimit);
+  AddCapacityItem(report, "np_tier_lists", maps.tier_lists.size(), 0,
+                  "kernel/bpf/arraymap.c: a u32 index, memory aside (preallocated)",
+                  kTierListBudget, "about 52 MB of kernel memory at 520 bytes a list");
+  AddCapacityItem(report, "tier_list_length", maps.longest_tier_list, NP_TIER_MAX_RULES,
+                  "np_abi.h NP_TIER_MAX_RULES: the program's bounded walk of one np_tiers list "
+                  "(the longest list of Admin or Baseline rules matching one port piece)");
   AddCapacityItem(report, "np_members", maps.members.size(), kMaxHashEntries, kHashLimit);
   AddCapacityItem(report, "map_entries", maps.TotalEntries(), 0, "the sum of the above", kEntryBudget,
                   "about 5 s of loading on the reference VM at 2.7 us a map update, and about "

@@ -212,6 +212,8 @@ absl::StatusOr<std::unique_ptr<Generation>> Generation::Load(
            {"np_endpoints_addr", maps.endpoints_addr.size()},
            {"np_tables", maps.tables.size()},
            {"np_ports", maps.ports.size()},
+           {"np_tiers", maps.tiers.size()},
+           {"np_tier_lists", maps.tier_lists.size()},
            {"np_members", maps.members.size()}}) {
     absl::Status s = SetMaxEntries(obj, name, n);
     if (!s.ok()) return s;
@@ -245,6 +247,12 @@ absl::StatusOr<std::unique_ptr<Generation>> Generation::Load(
   }
   for (const auto& [k, v] : maps.ports) {
     if (s.ok()) s = Update(g->map_fd("np_ports"), "np_ports", &k, &v);
+  }
+  for (const auto& [k, v] : maps.tiers) {
+    if (s.ok()) s = Update(g->map_fd("np_tiers"), "np_tiers", &k, &v);
+  }
+  for (uint32_t i = 0; i < maps.tier_lists.size(); ++i) {
+    if (s.ok()) s = Update(g->map_fd("np_tier_lists"), "np_tier_lists", &i, &maps.tier_lists[i]);
   }
   const uint8_t present = 1;
   for (const np_member_key& k : maps.members) {

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
+#include <optional>
 #include <set>
 
 #include "absl/status/status.h"
@@ -49,21 +51,148 @@ std::string IdentityLabel(const ir::CompiledPolicy& ir, uint32_t identity) {
   return label.empty() ? absl::StrCat(identity) : absl::StrCat(identity, " (", label, ")");
 }
 
+uint16_t PortOf(__be16 port) {
+  const auto* b = reinterpret_cast<const uint8_t*>(&port);
+  return static_cast<uint16_t>((b[0] << 8) | b[1]);
+}
+
+__be16 NetworkPort(uint16_t port) {
+  __be16 out;
+  const uint8_t be[2] = {static_cast<uint8_t>(port >> 8), static_cast<uint8_t>(port)};
+  std::memcpy(&out, be, 2);
+  return out;
+}
+
+// "1024/6 (1024-2047)" for `bits` prefix bits of a port.
+std::string PortPrefixText(uint16_t port, int bits) {
+  if (bits == 0) return "*";
+  if (bits == 16) return absl::StrCat(port);
+  return absl::StrCat(port, "/", bits, " (", port, "-", port + (uint32_t{1} << (16 - bits)) - 1,
+                      ")");
+}
+
 std::string PortKeyText(const np_port_key& k) {
-  int len = static_cast<int>(k.prefixlen) - NP_PORT_KEY_FIXED_PREFIX;
-  uint16_t port = static_cast<uint16_t>((reinterpret_cast<const uint8_t*>(&k.port)[0] << 8) |
-                                        reinterpret_cast<const uint8_t*>(&k.port)[1]);
-  std::string ports;
-  if (len == 0) {
-    ports = "*";
-  } else if (len == 16) {
-    ports = absl::StrCat(port);
-  } else {
-    ports = absl::StrCat(port, "/", len, " (", port, "-",
-                         port + (uint32_t{1} << (16 - len)) - 1, ")");
-  }
   return absl::StrCat("table ", k.table, " ", DirectionName(k.direction), " ",
-                      ProtocolName(k.protocol), " ", ports);
+                      ProtocolName(k.protocol), " ",
+                      PortPrefixText(PortOf(k.port),
+                                     static_cast<int>(k.prefixlen) - NP_PORT_KEY_FIXED_PREFIX));
+}
+
+std::string TierName(uint8_t tier) { return tier == NP_TIER_ADMIN ? "admin" : "baseline"; }
+
+std::string ActionName(uint8_t action) {
+  switch (action) {
+    case NP_TIER_ALLOW:
+      return "Allow";
+    case NP_TIER_DENY:
+      return "Deny";
+    case NP_TIER_PASS:
+      return "Pass";
+    default:
+      return absl::StrCat("action ", action);
+  }
+}
+
+std::string TierKeyText(const np_tier_key& k) {
+  const std::string ports =
+      k.protocol == NP_TIER_PROTO_OTHER
+          ? "other protocols"
+          : absl::StrCat(ProtocolName(k.protocol), " ",
+                         PortPrefixText(PortOf(k.port), static_cast<int>(k.prefixlen) -
+                                                            NP_TIER_KEY_FIXED_PREFIX));
+  return absl::StrCat("table ", k.table, " ", DirectionName(k.direction), " ",
+                      TierName(k.tier), " ", ports);
+}
+
+np_tier_key TierKey(uint32_t table, uint8_t direction, uint8_t tier, uint8_t protocol,
+                    uint16_t port, int port_bits) {
+  np_tier_key k{};
+  k.prefixlen = static_cast<uint32_t>(NP_TIER_KEY_FIXED_PREFIX + port_bits);
+  k.table = table;
+  k.direction = direction;
+  k.tier = tier;
+  k.protocol = protocol;
+  k.port = NetworkPort(port);
+  return k;
+}
+
+bool SameRules(const std::vector<np_tier_rule>& a, const std::vector<np_tier_rule>& b) {
+  return a.size() == b.size() &&
+         (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(np_tier_rule)) == 0);
+}
+
+// The rules of one tier that match `protocol` (NP_TIER_PROTO_OTHER: a protocol without
+// ports) at destination `port`, as the program's ordered list. A rule whose peer set an
+// earlier entry already has can never decide (the earlier one matches the same packets
+// first), nor can anything after a rule for every peer: both are left out.
+std::vector<np_tier_rule> TierList(const ir::CompiledPolicy& ir,
+                                   const google::protobuf::RepeatedPtrField<ir::TierRule>& rules,
+                                   uint8_t protocol, uint32_t port) {
+  std::vector<np_tier_rule> out;
+  std::set<uint32_t> seen;
+  for (const ir::TierRule& rule : rules) {
+    if (rule.protocol() != ir::PROTOCOL_UNSPECIFIED) {
+      if (static_cast<int>(rule.protocol()) != protocol) continue;
+      if (port < rule.first_port() || port > rule.last_port()) continue;
+    }
+    if (!seen.insert(rule.peer_set()).second) continue;
+    const bool all = ir.peer_sets(static_cast<int>(rule.peer_set())).all();
+    np_tier_rule entry{};
+    entry.peer_set = rule.peer_set();
+    entry.action = static_cast<uint8_t>(rule.action());
+    entry.flags = all ? NP_PEERS_ALL : 0;
+    out.push_back(entry);
+    if (all) break;
+  }
+  return out;
+}
+
+// np_tiers entries of one (table, direction, tier): every protocol and port covered (see
+// np_abi.h), adjacent port pieces with the same list merged before they become prefixes.
+void AddTierEntries(const ir::CompiledPolicy& ir, uint32_t table, uint8_t direction,
+                    uint8_t tier, const google::protobuf::RepeatedPtrField<ir::TierRule>& rules,
+                    MapContents& m, std::set<uint32_t>& member_sets,
+                    std::map<std::string, uint32_t>& list_ids) {
+  auto add = [&](const np_tier_key& k, const std::vector<np_tier_rule>& list) {
+    std::string bytes(reinterpret_cast<const char*>(list.data()),
+                      list.size() * sizeof(np_tier_rule));
+    auto [it, fresh] = list_ids.emplace(std::move(bytes), m.tier_lists.size());
+    if (fresh) {
+      np_tier_value& v = m.tier_lists.emplace_back();
+      v.count = static_cast<uint32_t>(list.size());
+      std::memcpy(v.rules, list.data(),
+                  std::min<size_t>(list.size(), NP_TIER_MAX_RULES) * sizeof(np_tier_rule));
+      for (const np_tier_rule& r : list) {
+        if (!(r.flags & NP_PEERS_ALL)) member_sets.insert(r.peer_set);
+      }
+      m.longest_tier_list = std::max(m.longest_tier_list, list.size());
+    }
+    m.tiers.emplace_back(k, np_tier_ref{it->second});
+  };
+  add(TierKey(table, direction, tier, NP_TIER_PROTO_OTHER, 0, 0),
+      TierList(ir, rules, NP_TIER_PROTO_OTHER, 0));
+  for (uint8_t protocol : {uint8_t{6}, uint8_t{17}, uint8_t{132}}) {
+    std::set<uint32_t> cuts = {0, 65536};
+    for (const ir::TierRule& rule : rules) {
+      if (static_cast<int>(rule.protocol()) != protocol) continue;
+      cuts.insert(rule.first_port());
+      cuts.insert(rule.last_port() + 1);
+    }
+    std::vector<uint32_t> starts(cuts.begin(), cuts.end());  // ends with 65536
+    size_t piece = 0;
+    while (piece + 1 < starts.size()) {
+      std::vector<np_tier_rule> list = TierList(ir, rules, protocol, starts[piece]);
+      size_t end = piece + 1;
+      while (end + 1 < starts.size() &&
+             SameRules(TierList(ir, rules, protocol, starts[end]), list)) {
+        ++end;
+      }
+      for (auto [port, bits] : PortPrefixes(starts[piece], starts[end] - 1)) {
+        add(TierKey(table, direction, tier, protocol, port, bits), list);
+      }
+      piece = end;
+    }
+  }
 }
 
 }  // namespace
@@ -174,6 +303,23 @@ absl::StatusOr<MapContents> BuildMaps(const ir::CompiledPolicy& ir, uint32_t gen
   }
 
   std::set<uint32_t> member_sets;
+  std::map<std::string, uint32_t> list_ids;  // a list's bytes -> its id in tier_lists
+  for (int i = 0; i < ir.tables_size(); ++i) {
+    for (uint8_t dir : {uint8_t{NP_DIR_INGRESS}, uint8_t{NP_DIR_EGRESS}}) {
+      const ir::DirectionPolicy& d =
+          dir == NP_DIR_INGRESS ? ir.tables(i).ingress() : ir.tables(i).egress();
+      if (d.admin_size() > 0) {
+        m.tables[i].tiers[dir] |= NP_TABLE_HAS_ADMIN;
+        AddTierEntries(ir, static_cast<uint32_t>(i), dir, NP_TIER_ADMIN, d.admin(), m,
+                       member_sets, list_ids);
+      }
+      if (d.baseline_size() > 0) {
+        m.tables[i].tiers[dir] |= NP_TABLE_HAS_BASELINE;
+        AddTierEntries(ir, static_cast<uint32_t>(i), dir, NP_TIER_BASELINE, d.baseline(), m,
+                       member_sets, list_ids);
+      }
+    }
+  }
   for (int i = 0; i < ir.tables_size(); ++i) {
     for (uint8_t dir : {uint8_t{NP_DIR_INGRESS}, uint8_t{NP_DIR_EGRESS}}) {
       const ir::DirectionPolicy& d =
@@ -190,8 +336,7 @@ absl::StatusOr<MapContents> BuildMaps(const ir::CompiledPolicy& ir, uint32_t gen
           k.table = static_cast<uint32_t>(i);
           k.direction = dir;
           k.protocol = static_cast<uint8_t>(protocol);
-          uint8_t be[2] = {static_cast<uint8_t>(port >> 8), static_cast<uint8_t>(port)};
-          std::memcpy(&k.port, be, 2);
+          k.port = NetworkPort(port);
           m.ports.emplace_back(k, v);
         }
       }
@@ -268,9 +413,14 @@ std::string RenderMaps(const ir::CompiledPolicy& ir, const MapContents& m) {
   }
   absl::StrAppend(&out, "np_tables (array, ", m.tables.size(), " entries)\n");
   for (size_t i = 0; i < m.tables.size(); ++i) {
-    absl::StrAppend(&out, "  [", i, "] ingress ",
-                    m.tables[i].isolated[NP_DIR_INGRESS] ? "isolated" : "open", ", egress ",
-                    m.tables[i].isolated[NP_DIR_EGRESS] ? "isolated" : "open");
+    auto direction_text = [&](uint8_t dir) {
+      std::string text = m.tables[i].isolated[dir] ? "isolated" : "open";
+      if (m.tables[i].tiers[dir] & NP_TABLE_HAS_ADMIN) text += " +admin";
+      if (m.tables[i].tiers[dir] & NP_TABLE_HAS_BASELINE) text += " +baseline";
+      return text;
+    };
+    absl::StrAppend(&out, "  [", i, "] ingress ", direction_text(NP_DIR_INGRESS), ", egress ",
+                    direction_text(NP_DIR_EGRESS));
     if (i < static_cast<size_t>(ir.tables_size()) && ir.tables(i).policies_size() > 0) {
       absl::StrAppend(&out, "  # ", EscapeText(absl::StrJoin(ir.tables(i).policies(), " ")));
     }
@@ -280,6 +430,24 @@ std::string RenderMaps(const ir::CompiledPolicy& ir, const MapContents& m) {
   for (const auto& [k, v] : m.ports) {
     absl::StrAppend(&out, "  ", PortKeyText(k), " -> peer set ", v.peer_set,
                     (v.flags & NP_PEERS_ALL) ? " (all addresses)" : "", "\n");
+  }
+  absl::StrAppend(&out, "np_tiers (lpm_trie, ", m.tiers.size(), " entries)\n");
+  for (const auto& [k, v] : m.tiers) {
+    absl::StrAppend(&out, "  ", TierKeyText(k), " -> list ", v.list, "\n");
+  }
+  absl::StrAppend(&out, "np_tier_lists (array, ", m.tier_lists.size(),
+                  " entries; the first matching rule decides)\n");
+  for (size_t list = 0; list < m.tier_lists.size(); ++list) {
+    const np_tier_value& v = m.tier_lists[list];
+    std::vector<std::string> rules;
+    for (uint32_t r = 0; r < std::min<uint32_t>(v.count, NP_TIER_MAX_RULES); ++r) {
+      rules.push_back(absl::StrCat(ActionName(v.rules[r].action), " peer set ",
+                                   v.rules[r].peer_set,
+                                   (v.rules[r].flags & NP_PEERS_ALL) ? " (all)" : ""));
+    }
+    if (v.count > NP_TIER_MAX_RULES) rules.push_back(absl::StrCat("... ", v.count, " rules"));
+    absl::StrAppend(&out, "  [", list, "] ",
+                    rules.empty() ? "no rule" : absl::StrJoin(rules, ", "), "\n");
   }
   absl::StrAppend(&out, "np_members (hash, ", m.members.size(), " entries)\n");
   for (size_t i = 0; i < m.members.size();) {
@@ -315,6 +483,9 @@ MapModel::MapModel(const MapContents& maps) : maps_(maps) {
   }
   for (const auto& [k, v] : maps.ports) {
     ports_[{static_cast<int>(k.prefixlen), Masked(Bytes(&k.table, 8), k.prefixlen)}] = &v;
+  }
+  for (const auto& [k, v] : maps.tiers) {
+    tiers_[{static_cast<int>(k.prefixlen), Masked(Bytes(&k.table, 12), k.prefixlen)}] = &v;
   }
   for (const np_member_key& k : maps.members) members_[{k.peer_set, k.identity}] = true;
 }
@@ -361,7 +532,8 @@ const np_port_value* MapModel::Port(uint32_t table, uint8_t direction, uint8_t p
   uint8_t be[2] = {static_cast<uint8_t>(port >> 8), static_cast<uint8_t>(port)};
   std::memcpy(&k.port, be, 2);
   std::string data = Bytes(&k.table, 8);
-  for (int len = NP_PORT_KEY_FULL_PREFIX; len >= 0; --len) {
+  // Every entry's prefix holds the fixed part (np_abi.h): shorter ones need no look.
+  for (int len = NP_PORT_KEY_FULL_PREFIX; len >= NP_PORT_KEY_FIXED_PREFIX; --len) {
     auto it = ports_.find({len, Masked(data, len)});
     if (it != ports_.end()) {
       if (prefix != nullptr) {
@@ -377,8 +549,67 @@ const np_port_value* MapModel::Port(uint32_t table, uint8_t direction, uint8_t p
   return nullptr;
 }
 
+const np_tier_value* MapModel::Tier(uint32_t table, uint8_t direction, uint8_t tier,
+                                    uint8_t protocol, uint16_t port, std::string* prefix) const {
+  np_tier_key k = TierKey(table, direction, tier, protocol, port, 16);
+  std::string data = Bytes(&k.table, 12);
+  for (int len = NP_TIER_KEY_FULL_PREFIX; len >= NP_TIER_KEY_FIXED_PREFIX; --len) {
+    auto it = tiers_.find({len, Masked(data, len)});
+    if (it == tiers_.end()) continue;
+    if (prefix != nullptr) {
+      np_tier_key shown = k;
+      shown.prefixlen = static_cast<uint32_t>(len);
+      std::memcpy(&shown.table, Masked(data, len).data(), 12);
+      *prefix = TierKeyText(shown);
+    }
+    const uint32_t list = it->second->list;
+    return list < maps_.tier_lists.size() ? &maps_.tier_lists[list] : nullptr;
+  }
+  return nullptr;
+}
+
 bool MapModel::Member(uint32_t peer_set, uint32_t identity) const {
   return members_.count({peer_set, identity}) > 0;
+}
+
+int MapModel::TierVerdict(uint32_t table, uint8_t direction, uint8_t tier, uint8_t protocol,
+                          uint16_t port, const std::function<uint32_t()>& identity,
+                          const std::string& who, std::vector<std::string>& steps) const {
+  std::string prefix;
+  const np_tier_value* v = Tier(table, direction, tier, protocol, port, &prefix);
+  if (v == nullptr) {
+    steps.push_back(absl::StrCat(who, ": np_tiers[table ", table, " ", DirectionName(direction),
+                                 " ", TierName(tier), "] no entry or no list -> denied (fail "
+                                 "closed)"));
+    return NP_TIER_DENY;
+  }
+  const std::string entry = absl::StrCat(who, ": np_tiers[", prefix, "]");
+  if (v->count > NP_TIER_MAX_RULES) {
+    steps.push_back(absl::StrCat(entry, " holds ", v->count, " rules, more than ",
+                                 NP_TIER_MAX_RULES, " -> denied (fail closed)"));
+    return NP_TIER_DENY;
+  }
+  for (uint32_t i = 0; i < v->count; ++i) {
+    const np_tier_rule& r = v->rules[i];
+    const std::string rule = absl::StrCat(entry, " rule ", i, " ", ActionName(r.action),
+                                          " peer set ", r.peer_set);
+    if (!(r.flags & NP_PEERS_ALL)) {
+      if (identity() == NP_IDENTITY_NONE) {
+        steps.push_back(absl::StrCat(rule, ": the peer has no identity -> denied (fail closed)"));
+        return NP_TIER_DENY;
+      }
+      if (!Member(r.peer_set, identity())) continue;
+    }
+    if (r.action == NP_TIER_PASS) {
+      steps.push_back(absl::StrCat(rule, " matches -> on to the next stage"));
+      return 0;
+    }
+    const bool allow = r.action == NP_TIER_ALLOW;
+    steps.push_back(absl::StrCat(rule, " matches -> ", allow ? "allowed" : "denied"));
+    return allow ? NP_TIER_ALLOW : NP_TIER_DENY;
+  }
+  steps.push_back(absl::StrCat(entry, ": no rule matches -> on to the next stage"));
+  return 0;
 }
 
 SideTrace MapModel::Side(uint32_t endpoint, uint8_t direction, const PacketView& p,
@@ -399,46 +630,84 @@ SideTrace MapModel::Side(uint32_t endpoint, uint8_t direction, const PacketView&
     s.steps.push_back(absl::StrCat(who, ": np_tables[", e.table, "] missing -> denied"));
     return s;
   }
-  if (!maps_.tables[e.table].isolated[direction]) {
-    s.steps.push_back(absl::StrCat(who, ": np_tables[", e.table, "].isolated[",
-                                   DirectionName(direction), "] = 0 -> allowed"));
+  const np_table& table = maps_.tables[e.table];
+  const std::string flags = absl::StrCat(
+      "np_tables[", e.table, "].isolated[", DirectionName(direction), "] = ",
+      table.isolated[direction], ", .tiers[", DirectionName(direction), "] = ",
+      table.tiers[direction]);
+  if (!table.isolated[direction] && !table.tiers[direction]) {
+    s.steps.push_back(absl::StrCat(who, ": ", flags, " -> allowed"));
     s.allowed = true;
     return s;
   }
-  s.steps.push_back(absl::StrCat(who, ": np_tables[", e.table, "].isolated[",
-                                 DirectionName(direction), "] = 1"));
-  if (!p.has_ports) {
+  s.steps.push_back(absl::StrCat(who, ": ", flags));
+  const bool port_protocol = p.protocol == 6 || p.protocol == 17 || p.protocol == 132;
+  if (port_protocol && !p.has_ports) {
     s.steps.push_back(absl::StrCat(who, ": ", ProtocolName(p.protocol),
-                                   " has no ports a rule could allow -> denied"));
+                                   " ports unknown -> denied"));
     return s;
   }
-  std::string prefix;
-  const np_port_value* v = Port(e.table, direction, p.protocol, p.dport, &prefix);
-  if (v == nullptr) {
-    s.steps.push_back(absl::StrCat(who, ": np_ports[table ", e.table, " ",
-                                   DirectionName(direction), " ", ProtocolName(p.protocol),
-                                   " ", p.dport, "] no entry -> denied"));
+  // Looked up once, when a peer set that is not every address is met (as the program reads
+  // it: once per side; the trace shows it where it is first needed).
+  std::optional<uint32_t> known_identity;
+  auto identity = [&]() -> uint32_t {
+    if (!known_identity) {
+      std::string id_prefix;
+      known_identity = Identity(p.family, peer, &id_prefix);
+      s.steps.push_back(
+          *known_identity == NP_IDENTITY_NONE
+              ? absl::StrCat(who, ": peer ", AddrText(p.family, peer), " has no identity")
+              : absl::StrCat(who, ": peer ", AddrText(p.family, peer), " ", id_prefix,
+                             " = identity ", *known_identity));
+    }
+    return *known_identity;
+  };
+  const uint8_t tier_protocol = port_protocol ? p.protocol : uint8_t{NP_TIER_PROTO_OTHER};
+  const uint16_t tier_port = port_protocol ? p.dport : 0;
+  if (table.tiers[direction] & NP_TABLE_HAS_ADMIN) {
+    int v = TierVerdict(e.table, direction, NP_TIER_ADMIN, tier_protocol, tier_port, identity,
+                        who, s.steps);
+    if (v != 0) {
+      s.allowed = v == NP_TIER_ALLOW;
+      return s;
+    }
+  }
+  if (table.isolated[direction]) {
+    if (!port_protocol) {
+      s.steps.push_back(absl::StrCat(who, ": ", ProtocolName(p.protocol),
+                                     " has no ports a NetworkPolicy rule could allow -> denied"));
+      return s;
+    }
+    std::string prefix;
+    const np_port_value* v = Port(e.table, direction, p.protocol, p.dport, &prefix);
+    if (v == nullptr) {
+      s.steps.push_back(absl::StrCat(who, ": np_ports[table ", e.table, " ",
+                                     DirectionName(direction), " ", ProtocolName(p.protocol),
+                                     " ", p.dport, "] no entry -> denied"));
+      return s;
+    }
+    if (v->flags & NP_PEERS_ALL) {
+      s.steps.push_back(absl::StrCat(who, ": np_ports[", prefix, "] = peer set ", v->peer_set,
+                                     " (all addresses) -> allowed"));
+      s.allowed = true;
+      return s;
+    }
+    const uint32_t peer_identity = identity();
+    s.allowed = Member(v->peer_set, peer_identity);
+    s.steps.push_back(absl::StrCat(who, ": np_ports[", prefix, "] = peer set ", v->peer_set,
+                                   "; np_members[peer set ", v->peer_set, ", identity ",
+                                   peer_identity, "] ",
+                                   s.allowed ? "present -> allowed" : "absent -> denied"));
     return s;
   }
-  s.steps.push_back(absl::StrCat(who, ": np_ports[", prefix, "] = peer set ", v->peer_set,
-                                 (v->flags & NP_PEERS_ALL) ? " (all addresses)" : ""));
-  if (v->flags & NP_PEERS_ALL) {
-    s.allowed = true;
-    s.steps.back() += " -> allowed";
-    return s;
+  if (table.tiers[direction] & NP_TABLE_HAS_BASELINE) {
+    s.allowed = TierVerdict(e.table, direction, NP_TIER_BASELINE, tier_protocol, tier_port,
+                            identity, who, s.steps) != NP_TIER_DENY;
+    if (!s.allowed) return s;
   }
-  std::string id_prefix;
-  uint32_t identity = Identity(p.family, peer, &id_prefix);
-  if (identity == NP_IDENTITY_NONE) {
-    s.steps.push_back(absl::StrCat(who, ": peer ", AddrText(p.family, peer),
-                                   " has no identity -> denied"));
-    return s;
-  }
-  s.allowed = Member(v->peer_set, identity);
-  s.steps.push_back(absl::StrCat(who, ": peer ", AddrText(p.family, peer), " ", id_prefix,
-                                 " = identity ", identity, "; np_members[peer set ",
-                                 v->peer_set, ", identity ", identity, "] ",
-                                 s.allowed ? "present -> allowed" : "absent -> denied"));
+  s.steps.push_back(absl::StrCat(who, ": no tier decides and NetworkPolicy does not isolate "
+                                      "-> allowed"));
+  s.allowed = true;
   return s;
 }
 

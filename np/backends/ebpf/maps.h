@@ -13,6 +13,7 @@
 #define NP_BACKENDS_EBPF_MAPS_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -38,12 +39,17 @@ struct MapContents {
   std::vector<std::string> endpoint_names;  // "namespace/name", by endpoint id
   std::vector<np_table> tables;        // by table id
   std::vector<std::pair<np_port_key, np_port_value>> ports;
+  std::vector<std::pair<np_tier_key, np_tier_ref>> tiers;
+  std::vector<np_tier_value> tier_lists;  // by list id, each distinct list once
+  // The longest list. Past NP_TIER_MAX_RULES a list keeps the first NP_TIER_MAX_RULES
+  // rules and the true count, which the program denies on; Capacity reports it so that
+  // Render and Apply refuse such a program.
+  size_t longest_tier_list = 0;
   std::vector<np_member_key> members;
 
   size_t TotalEntries() const {
     return 1 + ident_hosts.size() + ident4.size() + ident6.size() + endpoints_addr.size() +
-           tables.size() +
-           ports.size() + members.size();
+           tables.size() + ports.size() + tiers.size() + tier_lists.size() + members.size();
   }
 };
 
@@ -94,6 +100,10 @@ class MapModel {
   // The np_ports entry matching a full key, or null; `prefix` receives the matching key.
   const np_port_value* Port(uint32_t table, uint8_t direction, uint8_t protocol, uint16_t port,
                             std::string* prefix = nullptr) const;
+  // The list of the np_tiers entry matching a full key (protocol NP_TIER_PROTO_OTHER: port
+  // 0), or null when there is no entry or np_tier_lists has no such list.
+  const np_tier_value* Tier(uint32_t table, uint8_t direction, uint8_t tier, uint8_t protocol,
+                            uint16_t port, std::string* prefix = nullptr) const;
   bool Member(uint32_t peer_set, uint32_t identity) const;
 
   // The policy verdict at `hook` of the interface of endpoint `self` (no conntrack).
@@ -104,12 +114,18 @@ class MapModel {
  private:
   SideTrace Side(uint32_t endpoint, uint8_t direction, const PacketView& p,
                  const uint8_t* peer) const;
+  // np_tier_verdict of np_policy.c: NP_TIER_ALLOW, NP_TIER_DENY or 0 (no verdict).
+  // `identity` is asked only when a rule's peer set is not every address.
+  int TierVerdict(uint32_t table, uint8_t direction, uint8_t tier, uint8_t protocol,
+                  uint16_t port, const std::function<uint32_t()>& identity,
+                  const std::string& who, std::vector<std::string>& steps) const;
 
   const MapContents& maps_;
   std::map<std::pair<int, std::string>, uint32_t> ident_;  // (family*1000+len, masked addr)
   std::map<std::string, uint32_t> hosts_;  // family byte + 16 address bytes
   std::map<std::string, const np_endpoint*> endpoints_;   // family byte + 16 address bytes
   std::map<std::pair<int, std::string>, const np_port_value*> ports_;  // (len, masked key)
+  std::map<std::pair<int, std::string>, const np_tier_ref*> tiers_;  // (len, masked key)
   std::map<std::pair<uint32_t, uint32_t>, bool> members_;
 };
 

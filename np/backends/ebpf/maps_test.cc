@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "np/backends/ebpf/ebpf_backend.h"
 #include "np/backends/ebpf/testing/random_ir.h"
+#include "np/backends/util.h"
 
 namespace np::backends::ebpf {
 namespace {
@@ -59,7 +60,8 @@ TEST(PortPrefixes, TileTheRangeExactly) {
 }
 
 TEST(BuildMaps, LookupsAnswerAsTheIrOnRandomIrs) {
-  for (uint64_t seed = 0; seed < 200; ++seed) {
+  int tiered = 0;
+  for (uint64_t seed = testing::FirstSeed(); seed < testing::FirstSeed() + 200; ++seed) {
     ir::CompiledPolicy ir = testing::RandomIr(seed);
     absl::StatusOr<MapContents> maps = BuildMaps(ir, 3);
     ASSERT_TRUE(maps.ok()) << maps.status() << "\n" << ir.DebugString();
@@ -77,23 +79,39 @@ TEST(BuildMaps, LookupsAnswerAsTheIrOnRandomIrs) {
                 interpreter.IdentityOf(a))
           << "seed " << seed << " " << a.ToString();
     }
-    // Members: exactly the identities of the peer sets that rules use and are not `all`.
-    std::set<uint32_t> used;
+    // Members: at most the identities of the peer sets that rules use and are not `all`
+    // (a tier rule that can never decide leaves its peer set out), at least those of
+    // NetworkPolicy rules.
+    std::set<uint32_t> np_used, used;
     for (const ir::Table& t : ir.tables()) {
       for (const ir::DirectionPolicy* d : {&t.ingress(), &t.egress()}) {
+        if (!d->admin().empty() || !d->baseline().empty()) ++tiered;
         for (const ir::PortRule& r : d->rules()) {
-          if (!ir.peer_sets(static_cast<int>(r.peer_set())).all()) used.insert(r.peer_set());
+          if (!ir.peer_sets(static_cast<int>(r.peer_set())).all()) np_used.insert(r.peer_set());
+        }
+        for (const auto* tier : {&d->admin(), &d->baseline()}) {
+          for (const ir::TierRule& r : *tier) {
+            if (!ir.peer_sets(static_cast<int>(r.peer_set())).all()) used.insert(r.peer_set());
+          }
         }
       }
     }
-    size_t expected_members = 0;
-    for (uint32_t s : used) expected_members += ir.peer_sets(static_cast<int>(s)).identities_size();
-    EXPECT_EQ(maps->members.size(), expected_members);
+    used.insert(np_used.begin(), np_used.end());
+    size_t most = 0, least = 0;
+    for (uint32_t s : used) most += ir.peer_sets(static_cast<int>(s)).identities_size();
+    for (uint32_t s : np_used) least += ir.peer_sets(static_cast<int>(s)).identities_size();
+    EXPECT_LE(maps->members.size(), most);
+    EXPECT_GE(maps->members.size(), least);
     // Keys are unique in each hash/LPM map (a duplicate would silently overwrite).
     std::set<std::string> keys;
     for (const auto& [k, v] : maps->ports) {
       EXPECT_TRUE(keys.insert(std::string(reinterpret_cast<const char*>(&k), sizeof(k))).second);
     }
+    for (const auto& [k, v] : maps->tiers) {
+      EXPECT_TRUE(keys.insert(std::string(reinterpret_cast<const char*>(&k), sizeof(k))).second);
+      EXPECT_LT(v.list, maps->tier_lists.size());
+    }
+    for (const np_tier_value& v : maps->tier_lists) EXPECT_LE(v.count, uint32_t{NP_TIER_MAX_RULES});
 
     // Verdicts at both hooks equal the interpreter, for every protocol (ICMP included).
     for (const IpAddress& s : addresses) {
@@ -122,6 +140,83 @@ TEST(BuildMaps, LookupsAnswerAsTheIrOnRandomIrs) {
       }
     }
   }
+  EXPECT_GT(tiered, 100) << "the random IRs should exercise the policy tiers";
+}
+
+// Hand-written verdicts from proto/compiled.proto's "Policy tiers" (testing::TierScenarios),
+// at every hook of a local end.
+TEST(BuildMaps, TierScenariosDecideAsTheSpecification) {
+  for (const testing::TierScenario& scenario : testing::TierScenarios()) {
+    absl::StatusOr<MapContents> maps = BuildMaps(scenario.ir);
+    ASSERT_TRUE(maps.ok()) << maps.status();
+    MapModel model(*maps);
+    IrInterpreter interpreter(scenario.ir);
+    for (const testing::TierFlow& f : scenario.flows) {
+      IpAddress s = *IpAddress::Parse(f.source), d = *IpAddress::Parse(f.destination);
+      PacketView p = View(s, d, f.protocol, f.port);
+      for (auto [hook, endpoint] : {std::pair<uint32_t, int>{NP_HOOK_FROM_ENDPOINT,
+                                                             interpreter.EndpointIndex(s)},
+                                    {NP_HOOK_TO_ENDPOINT, interpreter.EndpointIndex(d)}}) {
+        if (endpoint < 0) continue;
+        Decision decision = model.Decide(hook, static_cast<uint32_t>(endpoint), p);
+        std::string steps;
+        for (const SideTrace& side : decision.sides) {
+          for (const std::string& step : side.steps) absl::StrAppend(&steps, "  ", step, "\n");
+        }
+        EXPECT_EQ(decision.allowed, f.allowed)
+            << scenario.name << ": " << f.source << " -> " << f.destination << " proto "
+            << int{f.protocol} << " port " << f.port << " at hook " << hook << "\n" << steps;
+      }
+      // The literal reading used by the random tests agrees with the hand-written verdict.
+      EXPECT_EQ(interpreter.Allowed(s, d, f.protocol, f.port), f.allowed) << scenario.name;
+    }
+  }
+}
+
+// An every-protocol rule that can never decide (after a rule for every peer) costs no list
+// entry; a list longer than the program walks is reported, refused, and denies.
+TEST(BuildMaps, TierListsAreBoundedAndCheckedByCapacity) {
+  ir::CompiledPolicy ir = testing::TierScenarios()[0].ir;
+  auto* admin = ir.mutable_tables(0)->mutable_ingress()->mutable_admin();
+  admin->Clear();
+  // Peer sets 2.. each hold one identity; NP_TIER_MAX_RULES + 1 distinct rules match TCP 80.
+  for (uint32_t i = 0; i <= NP_TIER_MAX_RULES; ++i) {
+    ir::PeerSet* set = ir.add_peer_sets();
+    set->set_id(static_cast<uint32_t>(ir.peer_sets_size() - 1));
+    set->add_identities(i % 2);
+    testing::AddTierRule(admin, ir::TIER_DENY, ir::TCP, 80, 80, set->id());
+  }
+  testing::AddTierRule(admin, ir::TIER_ALLOW, ir::TCP, 80, 80, 2);  // repeats peer set 2
+  std::unique_ptr<Backend> backend = MakeEbpfBackend();
+  absl::StatusOr<ir::BackendCapacity> capacity = backend->Capacity(ir);
+  ASSERT_TRUE(capacity.ok()) << capacity.status();
+  EXPECT_FALSE(capacity->fits());
+  bool reported = false;
+  for (const ir::CapacityItem& item : capacity->items()) {
+    if (item.name() != "tier_list_length") continue;
+    reported = true;
+    EXPECT_EQ(item.used(), NP_TIER_MAX_RULES + 1u);
+    EXPECT_EQ(item.limit(), uint32_t{NP_TIER_MAX_RULES});
+  }
+  EXPECT_TRUE(reported);
+  absl::StatusOr<std::string> text = backend->Render(ir);
+  ASSERT_FALSE(text.ok());
+  EXPECT_TRUE(absl::StrContains(text.status().message(), "tier_list_length")) << text.status();
+  absl::StatusOr<MapContents> maps = BuildMaps(ir);
+  ASSERT_TRUE(maps.ok()) << maps.status();
+  MapModel model(*maps);
+  const IpAddress a = *IpAddress::Parse("10.0.0.1"), b = *IpAddress::Parse("10.0.0.2");
+  // UDP 53 from x/b: its piece has no admin rule; NetworkPolicy allows it.
+  EXPECT_TRUE(model.Decide(NP_HOOK_TO_ENDPOINT, 0, View(b, a, 17, 53)).allowed);
+  // TCP 80 from x/b: no rule of the long list holds x/b's identity, so the IR allows it
+  // (NetworkPolicy), but the program cannot walk the whole list: it denies (fail closed).
+  EXPECT_TRUE(IrInterpreter(ir).Allowed(b, a, 6, 80));
+  EXPECT_FALSE(model.Decide(NP_HOOK_TO_ENDPOINT, 0, View(b, a, 6, 80)).allowed);
+  admin->RemoveLast();
+  admin->RemoveLast();  // NP_TIER_MAX_RULES rules: fits
+  capacity = backend->Capacity(ir);
+  ASSERT_TRUE(capacity.ok());
+  EXPECT_TRUE(capacity->fits()) << CapacityText(*capacity);
 }
 
 TEST(BuildMaps, EntryCountsFollowTheIr) {
@@ -231,7 +326,8 @@ TEST(Render, ShowsEveryMapReadably) {
   ASSERT_TRUE(text.ok()) << text.status();
   for (const char* map : {"np_config", "np_ident_hosts", "np_ident4", "np_ident6",
                           "np_endpoints_addr",
-                          "np_endpoints_if", "np_tables", "np_ports", "np_members", "np_ct"}) {
+                          "np_endpoints_if", "np_tables", "np_ports", "np_tiers", "np_tier_lists",
+                          "np_members", "np_ct"}) {
     EXPECT_TRUE(absl::StrContains(*text, map)) << map;
   }
   EXPECT_TRUE(absl::StrContains(*text, "table 0 ingress TCP 1024/6 (1024-2047)")) << *text;

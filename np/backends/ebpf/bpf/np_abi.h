@@ -10,10 +10,17 @@
  *   np_endpoints_addr[family, address]  the other end, when it is also a pod of this node
  *   np_ident_hosts (hash)               single address (/32, /128: pod IPs) -> identity, else
  *   np_ident4 / np_ident6 (LPM)         address -> identity (every address has exactly one)
- *   np_tables[table]                    isolation flags per direction
+ *   np_tables[table]                    per direction: NetworkPolicy isolation, tier lists
+ *   np_tiers (LPM)                      (table, direction, tier, protocol, destination port)
+ *                                       -> list id of the Admin or Baseline tier rules
+ *                                       matching that port piece
+ *   np_tier_lists[list]                 that ordered (action, peer set) list
  *   np_ports (LPM)                      (table, direction, protocol, destination port) ->
  *                                       peer set; port ranges are stored as port prefixes
- *   np_members (hash)                   (peer set, identity) present = allowed
+ *   np_members (hash)                   (peer set, identity) present = in the set
+ * A side (a direction of a selected endpoint) is decided as proto/compiled.proto's "Policy
+ * tiers" says: the admin list (first match decides; Pass goes on), NetworkPolicy when
+ * isolated (np_ports), the baseline list, then allowed.
  * Replies and established flows pass through np_ct (LRU, shared by all generations).
  */
 #ifndef NP_BACKENDS_EBPF_BPF_NP_ABI_H_
@@ -81,10 +88,69 @@ struct np_endpoint_addr_key {
 	__u8 addr[16]; /* network order; IPv4 uses addr[0..3], the rest is zero */
 };
 
-/* np_tables: BPF_MAP_TYPE_ARRAY indexed by table id. */
+/* np_tables: BPF_MAP_TYPE_ARRAY indexed by table id. A direction with isolated 0 and tiers 0
+ * is not restricted: everything passes it. */
+#define NP_TABLE_HAS_ADMIN 0x1    /* np_tiers holds the direction's NP_TIER_ADMIN list */
+#define NP_TABLE_HAS_BASELINE 0x2 /* ... and its NP_TIER_BASELINE list */
 struct np_table {
-	__u8 isolated[2]; /* [NP_DIR_INGRESS], [NP_DIR_EGRESS]: 1 = default deny */
+	__u8 isolated[2]; /* [NP_DIR_INGRESS], [NP_DIR_EGRESS]: 1 = NetworkPolicy default deny */
+	__u8 tiers[2];    /* [NP_DIR_*]: NP_TABLE_HAS_* */
+};
+
+/* np_tiers: BPF_MAP_TYPE_LPM_TRIE holding the policy tiers' ordered rules. For each
+ * (table, direction, tier) that has rules, the entries cover every protocol and port: the
+ * TCP, UDP and SCTP port ranges are cut where some rule of the tier starts or ends, each
+ * piece points at the list of the rules that match it in evaluation order (the protocol's
+ * own and the every-protocol ones, PROTOCOL_UNSPECIFIED), and is stored as its fewest port
+ * prefixes like np_ports; protocol NP_TIER_PROTO_OTHER with the wildcard port (prefixlen
+ * NP_TIER_KEY_FIXED_PREFIX) holds the every-protocol rules, which decide every other IP
+ * protocol (ICMP included). Pieces are disjoint; the program looks up with prefixlen
+ * NP_TIER_KEY_FULL_PREFIX.
+ * Fail closed (each a choice that a missing or unreadable entry never allows):
+ *   - a direction whose np_tables flag names a list but whose lookup finds no entry, or an
+ *     entry whose list id np_tier_lists lacks, denies (the entries cover everything, so a
+ *     miss is a broken map, never "no rule");
+ *   - a list with count > NP_TIER_MAX_RULES denies (Capacity refuses such a program anyway);
+ *   - a peer whose address has no identity (NP_IDENTITY_NONE) denies as soon as the walk
+ *     meets a rule whose peer set is not NP_PEERS_ALL (whether it matches is unknown);
+ *   - TCP, UDP or SCTP packets whose ports are unknown (later fragments whose first fragment
+ *     was not seen, truncated headers) are denied by every restricted side. */
+#define NP_TIER_ADMIN 0
+#define NP_TIER_BASELINE 1
+#define NP_TIER_PROTO_OTHER 0 /* every protocol but TCP, UDP and SCTP */
+#define NP_TIER_KEY_FIXED_PREFIX 64 /* table, direction, tier, protocol, pad */
+#define NP_TIER_KEY_FULL_PREFIX 80
+struct np_tier_key {
+	__u32 prefixlen;
+	__u32 table;    /* host order: always fully inside the prefix */
+	__u8 direction; /* NP_DIR_* */
+	__u8 tier;      /* NP_TIER_ADMIN or NP_TIER_BASELINE */
+	__u8 protocol;  /* IANA 6, 17, 132, or NP_TIER_PROTO_OTHER */
+	__u8 pad;       /* zero, inside the prefix */
+	__be16 port;    /* network order, so that its high bits come first */
+	__u8 pad2[2];   /* zero, past every prefix */
+};
+struct np_tier_ref {
+	__u32 list; /* index into np_tier_lists */
+};
+/* np_tier_lists: BPF_MAP_TYPE_ARRAY of np_tier_value, each distinct list once (the pieces
+ * of every table and direction share them). */
+/* Actions: the values of proto/compiled.proto's TierAction. */
+#define NP_TIER_ALLOW 1
+#define NP_TIER_DENY 2
+#define NP_TIER_PASS 3 /* ends the walk of this tier without a verdict */
+/* The longest list an entry holds: the program walks it with a loop of this bound. */
+#define NP_TIER_MAX_RULES 64
+struct np_tier_rule {
+	__u32 peer_set; /* index into CompiledPolicy.peer_sets */
+	__u8 action;    /* NP_TIER_ALLOW, NP_TIER_DENY or NP_TIER_PASS */
+	__u8 flags;     /* NP_PEERS_ALL: matches every peer, np_members is not consulted */
 	__u8 pad[2];
+};
+struct np_tier_value {
+	__u32 count; /* rules[0..count) in evaluation order; the first matching one decides */
+	__u32 pad;
+	struct np_tier_rule rules[NP_TIER_MAX_RULES];
 };
 
 /* np_ports: BPF_MAP_TYPE_LPM_TRIE. The first 48 bits (table, direction, protocol) are
@@ -166,6 +232,10 @@ static_assert(sizeof(struct np_endpoint) == 12, "np_endpoint");
 static_assert(sizeof(struct np_endpoint_addr_key) == 20, "np_endpoint_addr_key");
 static_assert(sizeof(struct np_table) == 4, "np_table");
 static_assert(sizeof(struct np_port_key) == 12, "np_port_key");
+static_assert(sizeof(struct np_tier_key) == 16, "np_tier_key");
+static_assert(sizeof(struct np_tier_ref) == 4, "np_tier_ref");
+static_assert(sizeof(struct np_tier_rule) == 8, "np_tier_rule");
+static_assert(sizeof(struct np_tier_value) == 8 + 8 * NP_TIER_MAX_RULES, "np_tier_value");
 static_assert(sizeof(struct np_port_value) == 8, "np_port_value");
 static_assert(sizeof(struct np_member_key) == 8, "np_member_key");
 static_assert(sizeof(struct np_ct_key) == 44, "np_ct_key");
@@ -179,6 +249,10 @@ _Static_assert(sizeof(struct np_endpoint) == 12, "np_endpoint");
 _Static_assert(sizeof(struct np_endpoint_addr_key) == 20, "np_endpoint_addr_key");
 _Static_assert(sizeof(struct np_table) == 4, "np_table");
 _Static_assert(sizeof(struct np_port_key) == 12, "np_port_key");
+_Static_assert(sizeof(struct np_tier_key) == 16, "np_tier_key");
+_Static_assert(sizeof(struct np_tier_ref) == 4, "np_tier_ref");
+_Static_assert(sizeof(struct np_tier_rule) == 8, "np_tier_rule");
+_Static_assert(sizeof(struct np_tier_value) == 8 + 8 * NP_TIER_MAX_RULES, "np_tier_value");
 _Static_assert(sizeof(struct np_port_value) == 8, "np_port_value");
 _Static_assert(sizeof(struct np_member_key) == 8, "np_member_key");
 _Static_assert(sizeof(struct np_ct_key) == 44, "np_ct_key");

@@ -15,23 +15,29 @@
  *     Deciding both local sides at each hook keeps every hook's verdict a function of a
  *     single generation: a flow that two generations deny cannot slip through while the
  *     loader switches between them.
- *   - a side allows when its endpoint is not selected, its table is not isolated in that
- *     direction, or np_ports/np_members allow (protocol, destination port, peer identity).
+ *   - a side allows when its endpoint is not selected, or its table restricts nothing in
+ *     that direction (np_tables: not isolated, no tier lists), or the policy tiers allow
+ *     it in order (proto/compiled.proto, "Policy tiers"): the admin list of np_tiers (the
+ *     first rule matching protocol, port and peer identity decides; Pass goes on), then,
+ *     when isolated, np_ports/np_members (allowed iff a rule matches; nothing after), then
+ *     the baseline list, then allowed.
  *
  * Protocols: TCP, UDP and SCTP are decided by port. Every other IP protocol (ICMP, ICMPv6
- * echo, ESP, ...) passes a side only when that side is not isolated — NetworkPolicy cannot
- * name them, and an isolated pod is closed to what no rule allows. Exceptions that keep
+ * echo, ESP, ...) is decided by the tier rules for every protocol (PROTOCOL_UNSPECIFIED),
+ * and is denied by NetworkPolicy isolation — NetworkPolicy cannot name them, and an isolated
+ * pod is closed to what no rule allows. Exceptions that keep
  * networking alive: ARP and IPv6 neighbour discovery (ICMPv6 133-137) always pass; ICMP and
  * ICMPv6 errors pass when they refer to a flow in np_ct (so PMTU discovery and port
  * unreachable work for allowed flows); echo replies pass as replies (np_ct keyed by echo
- * id). Other ethertypes (e.g. VLAN tags) pass only when self is not isolated in the hook's
- * direction.
+ * id). Other ethertypes (e.g. VLAN tags) pass only when self's direction of the hook is not
+ * restricted at all.
  *
  * IPv6 extension headers: hop-by-hop, routing, destination options, fragment and AH are
  * skipped (at most NP_MAX_EXT_HEADERS); ESP and unknown headers end the chain and the packet
  * is decided as "other protocol". Fragments: the first fragment is decided with its ports
  * and, when it passes, recorded in np_frag; later fragments pass if their datagram was
- * recorded, else they are decided without ports (pass only where no side is isolated).
+ * recorded, else they are decided without ports (TCP, UDP and SCTP ones pass only where no
+ * side is restricted; other protocols by the every-protocol tier rules, as always).
  * Malformed or truncated headers are decided the same way: never allowed by a port rule.
  */
 #include <linux/bpf.h>
@@ -103,6 +109,21 @@ struct {
 	__type(key, struct np_port_key);
 	__type(value, struct np_port_value);
 } np_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1);
+	__type(key, struct np_tier_key);
+	__type(value, struct np_tier_ref);
+} np_tiers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct np_tier_value);
+} np_tier_lists SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -381,7 +402,54 @@ static __always_inline __u32 identity_of(__u8 family, const __u8 *addr)
 	return v ? v->identity : NP_IDENTITY_NONE;
 }
 
-/* Whether `ep`'s policy in `dir` allows the packet with the other end at `peer`. */
+/* The verdict of one tier's ordered list for (table, dir, tier) on a packet of `protocol`
+ * (NP_TIER_PROTO_OTHER for every protocol but TCP/UDP/SCTP) to destination `port` (host
+ * order) from/to a peer of `identity`: NP_TIER_ALLOW, NP_TIER_DENY, or 0 when no rule
+ * matches or a Pass does. A global function: the verifier checks its loop once, not at
+ * every call site. The fail-closed choices are listed in np_abi.h (np_tiers). */
+__noinline int np_tier_verdict(__u32 table, __u32 dir, __u32 tier, __u32 protocol_port,
+			       __u32 identity)
+{
+	struct np_tier_key k = {
+		.prefixlen = NP_TIER_KEY_FULL_PREFIX,
+		.table = table,
+		.direction = dir,
+		.tier = tier,
+		.protocol = protocol_port >> 16,
+		.port = bpf_htons(protocol_port & 0xffff),
+	};
+	struct np_tier_ref *ref = bpf_map_lookup_elem(&np_tiers, &k);
+	if (!ref)
+		return NP_TIER_DENY;
+	__u32 list = ref->list;
+	struct np_tier_value *v = bpf_map_lookup_elem(&np_tier_lists, &list);
+	if (!v)
+		return NP_TIER_DENY;
+	__u32 count = v->count;
+	if (count > NP_TIER_MAX_RULES)
+		return NP_TIER_DENY;
+	for (__u32 i = 0; i < NP_TIER_MAX_RULES; i++) {
+		if (i >= count)
+			break;
+		struct np_tier_rule *r = &v->rules[i];
+		if (!(r->flags & NP_PEERS_ALL)) {
+			if (identity == NP_IDENTITY_NONE)
+				return NP_TIER_DENY;
+			struct np_member_key mk = {.peer_set = r->peer_set, .identity = identity};
+			if (!bpf_map_lookup_elem(&np_members, &mk))
+				continue;
+		}
+		if (r->action == NP_TIER_ALLOW)
+			return NP_TIER_ALLOW;
+		if (r->action == NP_TIER_PASS)
+			return 0;
+		return NP_TIER_DENY; /* NP_TIER_DENY, and any unknown action */
+	}
+	return 0;
+}
+
+/* Whether `ep`'s policy in `dir` allows the packet with the other end at `peer`:
+ * proto/compiled.proto's "Policy tiers" order. */
 static __always_inline int side_allows(const struct np_endpoint *ep, __u8 dir,
 				       const struct np_pkt *p, const __u8 *peer)
 {
@@ -391,25 +459,44 @@ static __always_inline int side_allows(const struct np_endpoint *ep, __u8 dir,
 	struct np_table *t = bpf_map_lookup_elem(&np_tables, &table);
 	if (!t)
 		return 0;
-	if (!t->isolated[dir & 1])
+	__u8 isolated = t->isolated[dir & 1];
+	__u8 tiers = t->tiers[dir & 1];
+	if (!isolated && !tiers)
 		return 1;
-	if (p->l4 != NP_L4_PORTS)
-		return 0;
-	struct np_port_key pk = {
-		.prefixlen = NP_PORT_KEY_FULL_PREFIX,
-		.table = table,
-		.direction = dir,
-		.protocol = p->t.protocol,
-		.port = p->t.dport,
-	};
-	struct np_port_value *pv = bpf_map_lookup_elem(&np_ports, &pk);
-	if (!pv)
-		return 0;
-	if (pv->flags & NP_PEERS_ALL)
-		return 1;
-	struct np_member_key mk = {.peer_set = pv->peer_set,
-				   .identity = identity_of(p->family, peer)};
-	return bpf_map_lookup_elem(&np_members, &mk) != 0;
+	int port_protocol = is_port_protocol(p->t.protocol);
+	if (port_protocol && p->l4 != NP_L4_PORTS)
+		return 0; /* ports unknown: no rule can be known to match or not */
+	__u32 identity = identity_of(p->family, peer);
+	/* Other protocols are looked up as NP_TIER_PROTO_OTHER, port 0. */
+	__u32 protocol_port = port_protocol ? ((__u32)p->t.protocol << 16) | bpf_ntohs(p->t.dport)
+					    : NP_TIER_PROTO_OTHER;
+	if (tiers & NP_TABLE_HAS_ADMIN) {
+		int v = np_tier_verdict(table, dir & 1, NP_TIER_ADMIN, protocol_port, identity);
+		if (v != 0)
+			return v == NP_TIER_ALLOW;
+	}
+	if (isolated) {
+		if (!port_protocol)
+			return 0;
+		struct np_port_key pk = {
+			.prefixlen = NP_PORT_KEY_FULL_PREFIX,
+			.table = table,
+			.direction = dir,
+			.protocol = p->t.protocol,
+			.port = p->t.dport,
+		};
+		struct np_port_value *pv = bpf_map_lookup_elem(&np_ports, &pk);
+		if (!pv)
+			return 0;
+		if (pv->flags & NP_PEERS_ALL)
+			return 1;
+		struct np_member_key mk = {.peer_set = pv->peer_set, .identity = identity};
+		return bpf_map_lookup_elem(&np_members, &mk) != 0;
+	}
+	if (tiers & NP_TABLE_HAS_BASELINE)
+		return np_tier_verdict(table, dir & 1, NP_TIER_BASELINE, protocol_port, identity) !=
+		       NP_TIER_DENY;
+	return 1;
 }
 
 static __always_inline int policy_allows(__u32 hook, const struct np_pkt *p,
@@ -524,7 +611,7 @@ static __noinline int np_decide(struct __sk_buff *skb, __u32 hook)
 		__u32 table = self->table;
 		struct np_table *t = bpf_map_lookup_elem(&np_tables, &table);
 		__u8 dir = hook == NP_HOOK_FROM_ENDPOINT ? NP_DIR_EGRESS : NP_DIR_INGRESS;
-		return t && !t->isolated[dir] ? NP_PASS : NP_DROP;
+		return t && !t->isolated[dir] && !t->tiers[dir] ? NP_PASS : NP_DROP;
 	}
 	if (p.icmp == NP_ICMP_ND)
 		return NP_PASS;

@@ -1,12 +1,15 @@
 #include "np/backends/ebpf/testing/random_ir.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <map>
 #include <random>
 #include <set>
 #include <tuple>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "np/backends/util.h"
 
 namespace np::backends::ebpf::testing {
 namespace {
@@ -78,6 +81,13 @@ std::vector<std::string> RangeCidrs(const IpAddress& first, const IpAddress& las
     lo = next;
   }
   return out;
+}
+
+uint64_t FirstSeed() {
+  const char* text = std::getenv("NP_TEST_SEED");
+  uint64_t seed = 0;
+  if (text != nullptr && !absl::SimpleAtoi(text, &seed)) seed = 0;
+  return seed;
 }
 
 ir::CompiledPolicy RandomIr(uint64_t seed) {
@@ -178,6 +188,27 @@ ir::CompiledPolicy RandomIr(uint64_t seed) {
     table->set_id(static_cast<uint32_t>(t));
     table->add_policies(absl::StrCat("ns/policy-", t));
     for (ir::DirectionPolicy* d : {table->mutable_ingress(), table->mutable_egress()}) {
+      // Tier rules: every action, every protocol (unspecified too), ports that overlap the
+      // NetworkPolicy rules' and each other's, so that order decides.
+      for (auto [tier, percent] : {std::pair<int, int>{0, 50}, {1, 40}}) {
+        if (!chance(percent)) continue;
+        const int n = 1 + static_cast<int>(below(6));
+        for (int i = 0; i < n; ++i) {
+          ir::TierRule* rule = tier == 0 ? d->add_admin() : d->add_baseline();
+          static const ir::TierAction kActions[] = {ir::TIER_ALLOW, ir::TIER_DENY, ir::TIER_PASS};
+          rule->set_action(kActions[below(3)]);
+          static const ir::Protocol kProtocols[] = {ir::PROTOCOL_UNSPECIFIED, ir::TCP, ir::UDP,
+                                                    ir::SCTP};
+          rule->set_protocol(kProtocols[below(4)]);
+          uint32_t a = kPorts[below(15)], b = kPorts[below(15)];
+          if (chance(30)) b = a;  // a single port
+          if (rule->protocol() == ir::PROTOCOL_UNSPECIFIED) a = 0, b = 65535;
+          rule->set_first_port(std::min(a, b));
+          rule->set_last_port(std::max(a, b));
+          rule->set_peer_set(below(static_cast<uint64_t>(sets)));
+          rule->set_origin(absl::StrCat(tier == 0 ? "admin" : "baseline", " rule ", i));
+        }
+      }
       d->set_isolated(chance(70));
       if (!d->isolated()) continue;
       for (ir::Protocol protocol : {ir::TCP, ir::UDP, ir::SCTP}) {
@@ -236,12 +267,14 @@ std::vector<uint16_t> ProbePorts(const ir::CompiledPolicy& ir) {
   std::set<uint16_t> out = {0, 1, 80, 65535};
   for (const ir::Table& t : ir.tables()) {
     for (const ir::DirectionPolicy* d : {&t.ingress(), &t.egress()}) {
-      for (const ir::PortRule& r : d->rules()) {
-        for (int64_t p : {int64_t{r.first_port()} - 1, int64_t{r.first_port()},
-                          int64_t{r.last_port()}, int64_t{r.last_port()} + 1,
-                          (int64_t{r.first_port()} + r.last_port()) / 2}) {
+      auto add_edges = [&](int64_t first, int64_t last) {
+        for (int64_t p : {first - 1, first, last, last + 1, (first + last) / 2}) {
           if (p >= 0 && p <= 65535) out.insert(static_cast<uint16_t>(p));
         }
+      };
+      for (const ir::PortRule& r : d->rules()) add_edges(r.first_port(), r.last_port());
+      for (const auto* tier : {&d->admin(), &d->baseline()}) {
+        for (const ir::TierRule& r : *tier) add_edges(r.first_port(), r.last_port());
       }
     }
   }
@@ -257,11 +290,17 @@ uint32_t IrInterpreter::IdentityOf(const IpAddress& a) const {
   return 0xffffffffu;
 }
 
-int IrInterpreter::EndpointIndex(const IpAddress& a) const {
+IrInterpreter::IrInterpreter(const ir::CompiledPolicy& ir) : ir_(ir) {
   for (int i = 0; i < ir_.endpoints_size(); ++i) {
     for (const std::string& ip : ir_.endpoints(i).ips()) {
-      if (*IpAddress::Parse(ip) == a) return i;
+      endpoint_addresses_.emplace_back(*IpAddress::Parse(ip), i);
     }
+  }
+}
+
+int IrInterpreter::EndpointIndex(const IpAddress& a) const {
+  for (const auto& [address, index] : endpoint_addresses_) {
+    if (address == a) return index;
   }
   return -1;
 }
@@ -273,15 +312,7 @@ const ir::Endpoint* IrInterpreter::EndpointOf(const IpAddress& a) const {
 
 bool IrInterpreter::DirectionAllows(const ir::DirectionPolicy& d, uint8_t protocol,
                                     uint16_t port, uint32_t peer) const {
-  if (!d.isolated()) return true;
-  for (const ir::PortRule& rule : d.rules()) {
-    if (static_cast<int>(rule.protocol()) != protocol) continue;
-    if (port < rule.first_port() || port > rule.last_port()) continue;
-    const ir::PeerSet& set = ir_.peer_sets(static_cast<int>(rule.peer_set()));
-    if (set.all()) return true;
-    if (std::binary_search(set.identities().begin(), set.identities().end(), peer)) return true;
-  }
-  return false;
+  return np::backends::SideAllows(ir_, d, protocol, port, peer);
 }
 
 bool IrInterpreter::Allowed(const IpAddress& src, const IpAddress& dst, uint8_t protocol,
@@ -356,6 +387,93 @@ ir::CompiledPolicy TwoPods(bool egress_open, bool ingress_rules) {
     e->set_selected(selected);
   }
   return ir;
+}
+
+void AddTierRule(google::protobuf::RepeatedPtrField<ir::TierRule>* rules, ir::TierAction action,
+                 ir::Protocol protocol, uint32_t first_port, uint32_t last_port,
+                 uint32_t peer_set) {
+  ir::TierRule* rule = rules->Add();
+  rule->set_action(action);
+  rule->set_protocol(protocol);
+  rule->set_first_port(protocol == ir::PROTOCOL_UNSPECIFIED ? 0 : first_port);
+  rule->set_last_port(protocol == ir::PROTOCOL_UNSPECIFIED ? 65535 : last_port);
+  rule->set_peer_set(peer_set);
+}
+
+std::vector<TierScenario> TierScenarios() {
+  constexpr uint32_t kB = 0, kAll = 1;
+  constexpr const char *a = "10.0.0.1", *b = "10.0.0.2", *out = "10.0.0.99";
+  auto base = [&](bool egress_open) {
+    ir::CompiledPolicy ir = TwoPods(egress_open);
+    ir::PeerSet* all = ir.add_peer_sets();
+    all->set_id(kAll);
+    all->set_all(true);
+    return ir;
+  };
+  std::vector<TierScenario> out_scenarios;
+  {
+    // a's ingress: NetworkPolicy allows TCP 80 and UDP 53 from b; an admin Deny of TCP 79-80
+    // from b comes first and wins; UDP 53 is not the Deny's and NetworkPolicy allows it.
+    TierScenario s{"admin Deny before a NetworkPolicy allow", base(true), {}};
+    AddTierRule(s.ir.mutable_tables(0)->mutable_ingress()->mutable_admin(), ir::TIER_DENY,
+                ir::TCP, 79, 80, kB);
+    s.flows = {{b, a, 6, 80, false}, {b, a, 6, 79, false}, {b, a, 17, 53, true},
+               {b, a, 6, 81, false}, {out, a, 6, 80, false}};
+    out_scenarios.push_back(std::move(s));
+  }
+  {
+    // Admin: Pass everything from b, then Allow everything. From b NetworkPolicy decides
+    // (isolated: TCP 80 yes, TCP 81 and ICMP no); from elsewhere the Allow does.
+    TierScenario s{"Pass then NetworkPolicy isolation", base(true), {}};
+    auto* admin = s.ir.mutable_tables(0)->mutable_ingress()->mutable_admin();
+    AddTierRule(admin, ir::TIER_PASS, ir::PROTOCOL_UNSPECIFIED, 0, 0, kB);
+    AddTierRule(admin, ir::TIER_ALLOW, ir::PROTOCOL_UNSPECIFIED, 0, 0, kAll);
+    s.flows = {{b, a, 6, 80, true},    {b, a, 6, 81, false}, {b, a, 1, 0, false},
+               {out, a, 6, 81, true},  {out, a, 1, 0, true}, {out, a, 132, 9, true}};
+    out_scenarios.push_back(std::move(s));
+  }
+  {
+    // Baseline Deny of TCP 80 for everyone, on both directions of a. Ingress is isolated
+    // by NetworkPolicy, which decides alone: TCP 80 from b passes. Egress is not isolated:
+    // the baseline decides TCP 80, the rest is allowed by default.
+    TierScenario s{"baseline only when not isolated", base(true), {}};
+    for (auto* d : {s.ir.mutable_tables(0)->mutable_ingress(),
+                    s.ir.mutable_tables(0)->mutable_egress()}) {
+      AddTierRule(d->mutable_baseline(), ir::TIER_DENY, ir::TCP, 80, 80, kAll);
+    }
+    s.flows = {{b, a, 6, 80, true},  {out, a, 6, 80, false}, {a, b, 6, 80, false},
+               {a, b, 6, 81, true},  {a, out, 6, 80, false}, {a, out, 17, 80, true},
+               {a, out, 1, 0, true}};
+    out_scenarios.push_back(std::move(s));
+  }
+  {
+    // An every-protocol admin Deny on a's egress (not isolated) stops ICMP as well as TCP;
+    // a baseline Allow after it changes nothing. On ingress (isolated, no ICMP rule) an
+    // every-protocol admin Allow from b lets ICMP in, which NetworkPolicy alone would not.
+    TierScenario s{"ICMP under an every-protocol Deny", base(true), {}};
+    ir::DirectionPolicy* egress = s.ir.mutable_tables(0)->mutable_egress();
+    AddTierRule(egress->mutable_admin(), ir::TIER_DENY, ir::PROTOCOL_UNSPECIFIED, 0, 0, kAll);
+    AddTierRule(egress->mutable_baseline(), ir::TIER_ALLOW, ir::PROTOCOL_UNSPECIFIED, 0, 0, kAll);
+    AddTierRule(s.ir.mutable_tables(0)->mutable_ingress()->mutable_admin(), ir::TIER_ALLOW,
+                ir::PROTOCOL_UNSPECIFIED, 0, 0, kB);
+    s.flows = {{a, b, 1, 0, false}, {a, out, 1, 0, false}, {a, b, 6, 80, false},
+               {a, b, 17, 53, false}, {b, a, 1, 0, true},  {out, a, 1, 0, false},
+               {b, a, 6, 81, true}};
+    out_scenarios.push_back(std::move(s));
+  }
+  {
+    // Overlapping admin rules in order: Allow TCP 80 from b, then Deny TCP 0-1000 from
+    // everyone, then Allow TCP 0-65535 from everyone. On a's open egress.
+    TierScenario s{"first matching rule decides", base(true), {}};
+    auto* admin = s.ir.mutable_tables(0)->mutable_egress()->mutable_admin();
+    AddTierRule(admin, ir::TIER_ALLOW, ir::TCP, 80, 80, kB);
+    AddTierRule(admin, ir::TIER_DENY, ir::TCP, 0, 1000, kAll);
+    AddTierRule(admin, ir::TIER_ALLOW, ir::TCP, 0, 65535, kAll);
+    s.flows = {{a, b, 6, 80, true},    {a, out, 6, 80, false}, {a, b, 6, 1000, false},
+               {a, b, 6, 1001, true},  {a, b, 6, 0, false},    {a, b, 17, 80, true}};
+    out_scenarios.push_back(std::move(s));
+  }
+  return out_scenarios;
 }
 
 namespace {

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "np/types.h"
@@ -16,13 +17,42 @@
 namespace np::backends::ebpf::testing {
 
 // A well-formed IR: a few pods of one node (IPv4, most also IPv6), ipBlock-like ranges,
-// peer sets (some `all`), tables with disjoint port ranges of TCP/UDP/SCTP.
+// peer sets (some `all`), tables with disjoint port ranges of TCP/UDP/SCTP, and in many
+// directions ordered Admin/Baseline tier rules (Allow, Deny, Pass; TCP/UDP/SCTP port ranges
+// or every protocol) that overlap the NetworkPolicy rules and each other.
 ir::CompiledPolicy RandomIr(uint64_t seed);
+// The first seed the random tests use: $NP_TEST_SEED when set (to replay or widen a run,
+// e.g. NP_TEST_SEED=5000 bazel test --test_env=NP_TEST_SEED ...), else 0. Failures name
+// their seed.
+uint64_t FirstSeed();
 
 // x/a (10.0.0.1, fd00::1) is selected: its ingress allows TCP 80 and UDP 53 from x/b
 // (10.0.0.2, fd00::2) only (no rule at all without `ingress_rules`); its egress is isolated
 // with no rule unless `egress_open`. x/b is selected by nothing. Endpoint ids: a 0, b 1.
 ir::CompiledPolicy TwoPods(bool egress_open = false, bool ingress_rules = true);
+
+// Small IRs with policy-tier rules and flows whose verdicts are written by hand from
+// proto/compiled.proto's "Policy tiers" (not computed by any code under test). Each starts
+// from TwoPods (a = 10.0.0.1 selected, b = 10.0.0.2 not; peer set 0 = {b}, peer set 1 =
+// every address); an outside address is 10.0.0.99.
+struct TierFlow {
+  const char* source;
+  const char* destination;
+  uint8_t protocol;  // 6, 17, 132, or 1 (ICMP echo)
+  uint16_t port;
+  bool allowed;
+};
+struct TierScenario {
+  std::string name;
+  ir::CompiledPolicy ir;
+  std::vector<TierFlow> flows;
+};
+std::vector<TierScenario> TierScenarios();
+
+// Appends a tier rule to `rules` (PROTOCOL_UNSPECIFIED gets ports 0-65535).
+void AddTierRule(google::protobuf::RepeatedPtrField<ir::TierRule>* rules, ir::TierAction action,
+                 ir::Protocol protocol, uint32_t first_port, uint32_t last_port,
+                 uint32_t peer_set);
 
 // Addresses worth probing: pod IPs, the first and last address of each range, some others.
 std::vector<IpAddress> ProbeAddresses(const ir::CompiledPolicy& ir, uint64_t seed);
@@ -32,11 +62,11 @@ std::vector<uint16_t> ProbePorts(const ir::CompiledPolicy& ir);
 // The fewest prefixes covering [first, last] of one family, as "a.b.c.d/n" text.
 std::vector<std::string> RangeCidrs(const IpAddress& first, const IpAddress& last);
 
-// The IR read literally. Protocols other than TCP/UDP/SCTP follow the eBPF backend's
-// documented rule: a side allows them only when it is not isolated.
+// The IR read literally: a side's decision is np::backends::SideAllows (tiers in order,
+// NetworkPolicy, other protocols decided by the every-protocol tier rules only).
 class IrInterpreter {
  public:
-  explicit IrInterpreter(const ir::CompiledPolicy& ir) : ir_(ir) {}
+  explicit IrInterpreter(const ir::CompiledPolicy& ir);
   uint32_t IdentityOf(const IpAddress& a) const;
   const ir::Endpoint* EndpointOf(const IpAddress& a) const;
   int EndpointIndex(const IpAddress& a) const;  // -1: not a pod of the node
@@ -47,6 +77,7 @@ class IrInterpreter {
 
  private:
   const ir::CompiledPolicy& ir_;
+  std::vector<std::pair<IpAddress, int>> endpoint_addresses_;  // parsed once
 };
 
 // Ethernet frames as the program sees them on a veth.
