@@ -33,8 +33,6 @@ namespace np::backends::iptables {
 namespace {
 
 using testutil::AllProbes;
-using testutil::BuildTopology;
-using testutil::Children;
 using testutil::Expected;
 using testutil::IrFromPoints;
 using testutil::Must;
@@ -43,7 +41,6 @@ using testutil::Point;
 using testutil::Probe;
 using testutil::ProbeText;
 using testutil::RunProbes;
-using testutil::StartServers;
 using testutil::Topology;
 
 bool Skip() {
@@ -244,14 +241,10 @@ TEST(IptablesKernel, FailedApplyKeepsTheOldRuleset) {
 
 TEST(IptablesKernel, PacketsGetTheIrsVerdicts) {
   if (Skip()) GTEST_SKIP() << "needs root, ip netns and ipset";
-  Namespaces ns("npipt");
-  Topology t;
-  BuildTopology(ns, {"x/a", "x/b", "x/c"}, t);
-  Children children;
-  StartServers(t, children, 60);
+  testutil::ThreePodLab lab("npipt", 60);
+  const Topology& t = lab.t;
+  const Attachment& where = lab.where;
   std::unique_ptr<Backend> backend = MakeIptablesBackend();
-  Attachment where;
-  where.netns = t.node;
   std::vector<Probe> probes = AllProbes(t);
   // Without a ruleset everything gets through (the topology works).
   std::vector<bool> open = RunProbes(t, probes, 1000);
@@ -289,14 +282,10 @@ TEST(IptablesKernel, PacketsGetTheIrsVerdicts) {
 // no probe that both deny ever gets through (and what both allow keeps getting through).
 TEST(IptablesKernel, UpdatesNeverOpenWhatBothRulesetsDeny) {
   if (Skip()) GTEST_SKIP() << "needs root, ip netns and ipset";
-  Namespaces ns("npipt");
-  Topology t;
-  BuildTopology(ns, {"x/a", "x/b", "x/c"}, t);
-  Children children;
-  StartServers(t, children, 120);
+  testutil::ThreePodLab lab("npipt", 120);
+  const Topology& t = lab.t;
+  const Attachment& where = lab.where;
   std::unique_ptr<Backend> backend = MakeIptablesBackend();
-  Attachment where;
-  where.netns = t.node;
   const ir::CompiledPolicy irs[2] = {FirstIr(), SecondIr()};
   std::vector<Probe> denied, allowed;
   for (const Probe& p : AllProbes(t)) {
@@ -340,7 +329,7 @@ TEST(IptablesKernel, UpdatesNeverOpenWhatBothRulesetsDeny) {
     (void)!write(report[1], line.data(), line.size());
     _exit(0);
   }
-  children.Add(prober);
+  lab.children.Add(prober);
   close(report[1]);
   close(stop[0]);
   const int kSwaps = 40;
@@ -368,54 +357,16 @@ TEST(IptablesKernel, UpdatesNeverOpenWhatBothRulesetsDeny) {
   EXPECT_EQ(NpState(t.node), "");
 }
 
-
 // Policy tiers on real packets: the hand-written verdicts of the tier scenario (admin Deny
 // before a NetworkPolicy allow, Pass then NetworkPolicy isolation, baseline only where
 // NetworkPolicy does not isolate), then random tier IRs against the IR's literal reading.
 TEST(IptablesKernel, TierPacketsGetTheSpecsVerdicts) {
   if (Skip()) GTEST_SKIP() << "needs root, ip netns and ipset";
-  Namespaces ns("npipt");
-  Topology t;
-  BuildTopology(ns, {"x/a", "x/b", "x/c"}, t);
-  Children children;
-  StartServers(t, children, 120);
+  testutil::ThreePodLab lab("npipt", 120);
+  const Topology& t = lab.t;
+  const Attachment& where = lab.where;
   std::unique_ptr<Backend> backend = MakeIptablesBackend();
-  Attachment where;
-  where.netns = t.node;
-  std::vector<Probe> probes = AllProbes(t);
-  auto explain = [&](const ir::CompiledPolicy& ir, const Probe& p) {
-    absl::StatusOr<std::string> why = backend->Explain(
-        ir, {p.v6 ? t.pods[p.from].v6 : t.pods[p.from].v4, p.v6 ? t.pods[p.to].v6 : t.pods[p.to].v4,
-             static_cast<uint8_t>(p.protocol), static_cast<uint16_t>(p.port)});
-    return why.ok() ? *why : std::string(why.status().message());
-  };
-  // Without a ruleset everything gets through (the topology works; neighbours resolved).
-  std::vector<bool> open = RunProbes(t, probes, 1000);
-  for (size_t i = 0; i < probes.size(); ++i) {
-    ASSERT_TRUE(open[i]) << "no policy, yet blocked: " << ProbeText(t, probes[i]);
-  }
-  const ir::CompiledPolicy scenario = testutil::TierScenarioIr();
-  ASSERT_TRUE(backend->Apply(scenario, where).ok());
-  std::vector<bool> got = RunProbes(t, probes, 700);
-  for (size_t i = 0; i < probes.size(); ++i) {
-    const Probe& p = probes[i];
-    EXPECT_EQ(got[i], testutil::TierScenarioAllows(p.from, p.to, p.protocol, p.port))
-        << ProbeText(t, p) << "\n" << explain(scenario, p);
-  }
-  int compared = 0;
-  for (uint64_t seed = 0; seed < 12; ++seed) {
-    const ir::CompiledPolicy ir = testutil::RandomThreePodIr(seed);
-    absl::Status s = backend->Apply(ir, where);
-    ASSERT_TRUE(s.ok()) << s;
-    got = RunProbes(t, probes, 700);
-    for (size_t i = 0; i < probes.size(); ++i) {
-      EXPECT_EQ(got[i], Expected(ir, t, probes[i]))
-          << "seed " << seed << ": " << ProbeText(t, probes[i]) << "\n"
-          << explain(ir, probes[i]) << ir.DebugString();
-      ++compared;
-    }
-  }
-  std::cerr << compared << " random-IR probes compared\n";
+  testutil::ExpectTierVerdictsOnPackets(*backend, where, t);
   ASSERT_TRUE(backend->Remove(where).ok());
   EXPECT_EQ(NpState(t.node), "");
 }

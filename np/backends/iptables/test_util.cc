@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -289,6 +290,19 @@ void AddPolicyRule(ir::DirectionPolicy* d, ir::Protocol protocol, uint32_t first
   rule->set_peer_set(peer_set);
 }
 
+// Endpoints x/a, x/b, x/c of ThreePods; pod i, when selected, has table i.
+void AddThreePodEndpoints(ir::CompiledPolicy& ir, std::array<bool, 3> selected) {
+  for (int i = 0; i < 3; ++i) {
+    ir::Endpoint* e = ir.add_endpoints();
+    e->set_namespace_("x");
+    e->set_name(std::string(1, static_cast<char>('a' + i)));
+    e->add_ips(absl::StrCat("10.0.", i + 1, ".2"));
+    e->add_ips(absl::StrCat("fd00:", i + 1, "::2"));
+    e->set_selected(selected[i]);
+    if (selected[i]) e->set_table(i);
+  }
+}
+
 }  // namespace
 
 ir::CompiledPolicy TierScenarioIr() {
@@ -332,17 +346,7 @@ ir::CompiledPolicy TierScenarioIr() {
   AddTier(cin->mutable_baseline(), ir::TIER_DENY, ir::UDP, 0, 65535, a, "BANP deny-a-udp");
   AddTier(cin->mutable_baseline(), ir::TIER_DENY, ir::PROTOCOL_UNSPECIFIED, 0, 65535, b,
           "BANP deny-b");
-  int n = 1;
-  for (const char* name : {"a", "b", "c"}) {
-    ir::Endpoint* e = ir.add_endpoints();
-    e->set_namespace_("x");
-    e->set_name(name);
-    e->add_ips(absl::StrCat("10.0.", n, ".2"));
-    e->add_ips(absl::StrCat("fd00:", n, "::2"));
-    e->set_selected(true);
-    e->set_table(n - 1);
-    ++n;
-  }
+  AddThreePodEndpoints(ir, {true, true, true});
   return ir;
 }
 
@@ -400,17 +404,8 @@ ir::CompiledPolicy RandomThreePodIr(uint64_t seed) {
       AddRandomTierRules(rng, peer_sets, d);
     }
   }
-  int n = 1;
-  for (const char* name : {"a", "b", "c"}) {
-    ir::Endpoint* e = ir.add_endpoints();
-    e->set_namespace_("x");
-    e->set_name(name);
-    e->add_ips(absl::StrCat("10.0.", n, ".2"));
-    e->add_ips(absl::StrCat("fd00:", n, "::2"));
-    e->set_selected(uniform(4) != 0);
-    if (e->selected()) e->set_table(n - 1);
-    ++n;
-  }
+  const bool a = uniform(4) != 0, b = uniform(4) != 0, c = uniform(4) != 0;
+  AddThreePodEndpoints(ir, {a, b, c});
   return ir;
 }
 
@@ -622,5 +617,53 @@ std::string ProbeText(const Topology& t, const Probe& p) {
                       p.v6 ? "IPv6 " : "IPv4 ", ProtocolLower(p.protocol), "/", p.port);
 }
 
+
+
+ThreePodLab::ThreePodLab(absl::string_view netns_prefix, int seconds) : ns(netns_prefix) {
+  BuildTopology(ns, {"x/a", "x/b", "x/c"}, t);
+  StartServers(t, children, seconds);
+  where.netns = t.node;
+}
+
+std::string ExplainProbe(const Backend& backend, const ir::CompiledPolicy& ir, const Topology& t,
+                         const Probe& p) {
+  const Pod& from = t.pods[p.from];
+  const Pod& to = t.pods[p.to];
+  absl::StatusOr<std::string> why =
+      backend.Explain(ir, {p.v6 ? from.v6 : from.v4, p.v6 ? to.v6 : to.v4,
+                           static_cast<uint8_t>(p.protocol), static_cast<uint16_t>(p.port)});
+  return why.ok() ? *why : std::string(why.status().message());
+}
+
+void ExpectTierVerdictsOnPackets(Backend& backend, const Attachment& where, const Topology& t) {
+  const std::vector<Probe> probes = AllProbes(t);
+  // Without a ruleset everything gets through (the topology works; neighbours resolved).
+  std::vector<bool> open = RunProbes(t, probes, 1000);
+  for (size_t i = 0; i < probes.size(); ++i) {
+    ASSERT_TRUE(open[i]) << "no policy, yet blocked: " << ProbeText(t, probes[i]);
+  }
+  const ir::CompiledPolicy scenario = TierScenarioIr();
+  ASSERT_TRUE(backend.Apply(scenario, where).ok());
+  std::vector<bool> got = RunProbes(t, probes, 700);
+  for (size_t i = 0; i < probes.size(); ++i) {
+    const Probe& p = probes[i];
+    EXPECT_EQ(got[i], TierScenarioAllows(p.from, p.to, p.protocol, p.port))
+        << ProbeText(t, p) << "\n" << ExplainProbe(backend, scenario, t, p);
+  }
+  int compared = 0;
+  for (uint64_t seed = 0; seed < 12; ++seed) {
+    const ir::CompiledPolicy ir = RandomThreePodIr(seed);
+    absl::Status s = backend.Apply(ir, where);
+    ASSERT_TRUE(s.ok()) << s;
+    got = RunProbes(t, probes, 700);
+    for (size_t i = 0; i < probes.size(); ++i) {
+      EXPECT_EQ(got[i], Expected(ir, t, probes[i]))
+          << "seed " << seed << ": " << ProbeText(t, probes[i]) << "\n"
+          << ExplainProbe(backend, ir, t, probes[i]) << ir.DebugString();
+      ++compared;
+    }
+  }
+  std::cerr << backend.name() << ": " << compared << " random-IR probes compared\n";
+}
 
 }  // namespace np::backends::iptables::testutil

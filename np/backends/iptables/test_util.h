@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
+#include "np/backends/backend.h"
 #include "proto/compiled.pb.h"
 
 namespace np::backends::iptables::testutil {
@@ -131,6 +132,26 @@ std::vector<Probe> AllProbes(const Topology& t);
 bool Expected(const ir::CompiledPolicy& ir, const Topology& t, const Probe& p);
 // "x/a -> x/b IPv4 tcp/80".
 std::string ProbeText(const Topology& t, const Probe& p);
+
+// Pods x/a, x/b, x/c routed through a node namespace, with servers for `seconds`: all
+// torn down (servers killed, namespaces deleted) when the object goes. `where` attaches a
+// backend to the node.
+struct ThreePodLab {
+  ThreePodLab(absl::string_view netns_prefix, int seconds);
+  Namespaces ns;
+  Topology t;
+  Children children;
+  Attachment where;
+};
+
+// Explain's text for a probe (or its error), for failure messages.
+std::string ExplainProbe(const Backend& backend, const ir::CompiledPolicy& ir, const Topology& t,
+                         const Probe& p);
+// The policy-tier checks on real packets, for any backend, on a BuildTopology of x/a, x/b,
+// x/c with servers running: with nothing applied every probe gets through; the tier
+// scenario gets TierScenarioAllows' verdicts; RandomThreePodIr(0..11) get IrAllows'. Leaves
+// the last ruleset applied.
+void ExpectTierVerdictsOnPackets(Backend& backend, const Attachment& where, const Topology& t);
 
 }  // namespace np::backends::iptables::testutil
 
