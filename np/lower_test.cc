@@ -149,6 +149,11 @@ void CheckInterpreterEqualsEngine(uint64_t seed, const Cluster& cluster,
     lower_options.flatten_tiers = flatten;
     absl::StatusOr<ir::CompiledPolicy> ir = LowerToIr(**engine, lower_options);
     ASSERT_TRUE(ir.ok()) << "seed " << seed << ": " << ir.status();
+    if (flatten && cluster.tier_policy_count() == 0) {
+      // The same bytes, so the same answers: no need to ask them again.
+      ASSERT_EQ(ir->SerializeAsString(), ordered_bytes) << "seed " << seed;
+      continue;
+    }
     ASSERT_NO_FATAL_FAILURE(CheckIrEqualsEngine(seed, cluster, **engine, *ir));
     if (!flatten) {
       ordered_bytes = ir->SerializeAsString();
@@ -157,9 +162,6 @@ void CheckInterpreterEqualsEngine(uint64_t seed, const Cluster& cluster,
     for (const ir::Table& t : ir->tables()) {
       EXPECT_TRUE(t.ingress().admin().empty() && t.ingress().baseline().empty() &&
                   t.egress().admin().empty() && t.egress().baseline().empty());
-    }
-    if (cluster.tier_policy_count() == 0) {
-      EXPECT_EQ(ir->SerializeAsString(), ordered_bytes) << "seed " << seed;
     }
   }
 }
