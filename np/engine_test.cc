@@ -2,7 +2,8 @@
 // random clusters (every flow compared: verdict and explanation, by pod and by packet), and
 // after random sequences of incremental updates; the same again on random clusters with the
 // policy tiers. A failure prints the seed; replay it with
-// NP_SEED=<seed> (tiered: NP_TIER_SEED=<seed>) bazel test //np:engine_test --test_filter=*Replay*.
+// NP_SEED=<seed> (tiered: NP_TIER_SEED=<seed>; tier and Node changes:
+// NP_TIER_UPDATE_SEED=<seed>) bazel test //np:engine_test --test_filter=*Replay*.
 #include "np/engine.h"
 
 #include <cstdlib>
