@@ -135,10 +135,11 @@ absl::StatusOr<ConnectionDiff> DiffConnections(const Engine& before, const Engin
                                                const ConnectionOptions& options = {});
 
 // The same diff for `after` = before.Apply(changes), computed only over the pairs the change
-// can touch — pods whose target class, table or peer classes differ between the snapshots
-// (ids and tables are shared by an incremental update, so untouched ones compare equal),
-// and every pod against the external ranges when ipBlock boundaries moved — so its cost
-// follows the change, not the cluster. `after`, when given, receives the new snapshot.
+// can touch — ends whose table decides some class of `before` differently, or whose peer
+// class changed (then only against the ends whose tables name a selector it joined or left,
+// unless it gained or lost an address, a shared address or named ports) — so its cost
+// follows the change, not the cluster (one pass over the pods' classes aside). `after`,
+// when given, receives the new snapshot.
 absl::StatusOr<ConnectionDiff> DiffChanges(const Engine& before, absl::Span<const Change> changes,
                                            const ConnectionOptions& options = {},
                                            std::shared_ptr<const Engine>* after = nullptr);
