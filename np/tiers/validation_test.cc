@@ -192,11 +192,16 @@ TEST(TierLoader, EachVersionAcceptsOnlyItsOwnFields) {
             std::string::npos);
 }
 
-TEST(TierLoader, ChangesToTierObjectsAreRefusedUntilTheEngineHasTiers) {
+// Tier objects are engine changes (np/engine.h): a watch event or an applied file carries
+// them; the engine validates them when it applies the change, as the loader does.
+TEST(TierLoader, ChangesCarryTierObjects) {
   absl::StatusOr<Change> change = ParseChange(kCnp, "event.yaml");
-  ASSERT_FALSE(change.ok());
-  EXPECT_EQ(change.status().code(), absl::StatusCode::kUnimplemented) << change.status();
-  EXPECT_NE(change.status().message().find("ClusterNetworkPolicy"), std::string::npos);
+  ASSERT_TRUE(change.ok()) << change.status();
+  EXPECT_TRUE(change->is_tier_object());
+  const auto* cnp = std::get_if<k8s::ClusterNetworkPolicy>(&change->object);
+  ASSERT_NE(cnp, nullptr);
+  EXPECT_EQ(cnp->metadata().name(), "cnp");
+  EXPECT_EQ(cnp->spec().priority(), 10);
 }
 
 TEST(TierLoader, PresentButEmptyListsAreRefused) {
