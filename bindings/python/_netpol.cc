@@ -789,13 +789,21 @@ PYBIND11_MODULE(_netpol, m) {
             {
               py::gil_scoped_release release;
               absl::StatusOr<std::shared_ptr<const np::Engine>> a = c.AnalysisEngine();
-              absl::StatusOr<std::shared_ptr<const np::Engine>> b = other.AnalysisEngine();
+              const np::EvaluationOptions& x = c.options();
+              const np::EvaluationOptions& y = other.options();
               if (!a.ok()) {
                 diff = a.status();
-              } else if (!b.ok()) {
-                diff = b.status();
+              } else if (x.ip_block_scope == y.ip_block_scope &&
+                         x.always_allow_self == y.always_allow_self) {
+                // `other` as changes to this engine: only the pairs they touch are visited.
+                diff = np::analysis::DiffChanges(
+                    **a, np::analysis::ChangesBetween(c.cluster(), other.cluster()), options);
               } else {
-                diff = np::analysis::DiffConnections(**a, **b, options);
+                // Evaluated under different options, the two snapshots are not one engine's
+                // update of the other: compared whole.
+                absl::StatusOr<std::shared_ptr<const np::Engine>> b = other.AnalysisEngine();
+                diff = b.ok() ? np::analysis::DiffConnections(**a, **b, options)
+                              : absl::StatusOr<np::analysis::ConnectionDiff>(b.status());
               }
             }
             if (!diff.ok()) throw py::value_error(std::string(diff.status().message()));

@@ -1355,27 +1355,17 @@ std::vector<Change> ChangesBetween(const Cluster& a, const Cluster& b) {
   auto namespaced = [](const auto& o) {
     return absl::StrCat(o.metadata().namespace_(), "/", o.metadata().name());
   };
-  // Namespaces first (pods may need them), policies before pods (fewer recomputations).
-  compare(x.namespaces, y.namespaces, [](const k8s::Namespace& n) { return n.metadata().name(); });
+  auto cluster_scoped = [](const auto& o) { return o.metadata().name(); };
+  // Nodes first (the tier policies' `nodes` peers read them), then Namespaces (pods may need
+  // them), the policies of every tier before pods (fewer recomputations).
+  compare(x.nodes, y.nodes, cluster_scoped);
+  compare(x.namespaces, y.namespaces, cluster_scoped);
   compare(x.policies, y.policies, namespaced);
+  compare(x.admin_network_policies, y.admin_network_policies, cluster_scoped);
+  compare(x.baseline_admin_network_policies, y.baseline_admin_network_policies, cluster_scoped);
+  compare(x.cluster_network_policies, y.cluster_network_policies, cluster_scoped);
   compare(x.pods, y.pods, namespaced);
   return changes;
-}
-
-bool SameTierObjects(const Cluster& a, const Cluster& b) {
-  ClusterObjects x = a.ToObjects(), y = b.ToObjects();
-  auto same = [](const auto& p, const auto& q) {
-    if (p.size() != q.size()) return false;
-    for (size_t i = 0; i < p.size(); ++i) {
-      if (!google::protobuf::util::MessageDifferencer::Equals(p[i].object, q[i].object)) {
-        return false;
-      }
-    }
-    return true;
-  };
-  return same(x.admin_network_policies, y.admin_network_policies) &&
-         same(x.baseline_admin_network_policies, y.baseline_admin_network_policies) &&
-         same(x.cluster_network_policies, y.cluster_network_policies) && same(x.nodes, y.nodes);
 }
 
 absl::StatusOr<ConnectionDiff> DiffConnections(const Engine& before, const Engine& after,

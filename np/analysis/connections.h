@@ -153,11 +153,10 @@ absl::Status CheckFiltersMatch(const std::vector<const Cluster*>& clusters,
                                const ConnectionOptions& options);
 
 // The changes that turn cluster `a`'s objects into `b`'s: upserts of new and changed
-// objects, deletes of missing ones (Namespaces, Pods, NetworkPolicies). The policy tiers and
-// Nodes are fixed for an engine's life (no Change carries them): when SameTierObjects(a, b)
-// is false, diff two built engines with DiffConnections instead.
+// objects, deletes of missing ones, of every kind a Change carries (Nodes, Namespaces,
+// NetworkPolicies, the policy tiers, Pods), so DiffChanges(engine of a, ChangesBetween(a, b))
+// diffs any two inputs.
 std::vector<Change> ChangesBetween(const Cluster& a, const Cluster& b);
-bool SameTierObjects(const Cluster& a, const Cluster& b);
 
 // {"connections": [{"from": "ns/name", "to": "10.0.0.0-10.255.255.255",
 //   "ports": {"TCP": [[1, 79], [81, 65535]], "UDP": [[53, 53]]}}]}

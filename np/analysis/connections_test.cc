@@ -479,7 +479,9 @@ void CheckDiffs(int seed, const testgen::RandomClusterOptions& generator_options
         current = *next;
         continue;
       }
-      changes.push_back(generator.RandomChange(current));
+      // Tier policies and Nodes too: ChangesBetween must recompute those as well.
+      changes.push_back(i % 2 == 1 ? generator.RandomTierChange(current)
+                                   : generator.RandomChange(current));
       absl::StatusOr<Cluster> next = current.Apply({changes.back()});
       ASSERT_TRUE(next.ok()) << next.status();
       current = *next;
@@ -558,9 +560,10 @@ void CheckDiffs(int seed, const testgen::RandomClusterOptions& generator_options
 // The incremental diff along a chain of single changes, each applied to the snapshot the
 // previous one produced (so tables, classes and ids are shared the way a long-running user
 // shares them): pod adds, relabels and deletes, namespace relabels, policy adds, edits and
-// deletes. Each step must equal the full diff of the same two snapshots and the full diff of
-// two engines built from scratch (no shared tables, independent class ids), with and without
-// filters. A pair the incremental diff fails to visit shows up as a missing line.
+// deletes, tier policy and Node adds, edits and deletes. Each step must equal the full diff
+// of the same two snapshots and the full diff of two engines built from scratch (no shared
+// tables, independent class ids), with and without filters. A pair the incremental diff
+// fails to visit shows up as a missing line.
 void CheckDiffChain(int seed, const testgen::RandomClusterOptions& generator_options) {
   testgen::RandomCluster generator(seed, generator_options);
   absl::StatusOr<Cluster> start = Cluster::Create(generator.Objects());
@@ -573,7 +576,7 @@ void CheckDiffChain(int seed, const testgen::RandomClusterOptions& generator_opt
                                              : "x/*";
   variants[2].ports = {{80, 81}};
   variants[2].protocols = {Protocol::kTCP, Protocol::kUDP};
-  for (int step = 0; step < 12; ++step) {
+  for (int step = 0; step < 16; ++step) {
     Change change;
     if (step % 4 == 3 && current.namespace_count() > 0) {
       // A relabel that namespaceSelectors of the generator's policies can tell apart.
@@ -582,6 +585,11 @@ void CheckDiffChain(int seed, const testgen::RandomClusterOptions& generator_opt
       (*ns.mutable_metadata()->mutable_labels())[step % 8 == 3 ? "team" : "env"] =
           (seed + step) % 2 ? "a" : "dev";
       change = Change{Change::Op::kUpsert, ns};
+    } else if (step % 4 == 1) {
+      // A tier policy or Node: Apply rebuilds every table holding a tier policy, may intern
+      // new selectors and split peer classes (pods' and, for networks and nodes peers,
+      // address ranges').
+      change = generator.RandomTierChange(current);
     } else {
       change = generator.RandomChange(current);
     }

@@ -295,16 +295,9 @@ int RunDiff(const Args& args) {
   absl::StatusOr<std::shared_ptr<const Engine>> ea = BuildFor(*a);
   if (!ea.ok()) return Fail("diff", ea.status());
   // The after state as an update of the before state: the diff then visits only the pairs
-  // the changed objects touch. Policy tiers and Nodes are fixed for an engine's life: when
-  // they differ, both states are compiled and compared whole.
-  absl::StatusOr<analysis::ConnectionDiff> d = absl::UnknownError("");
-  if (analysis::SameTierObjects(*a, *b)) {
-    d = analysis::DiffChanges(**ea, analysis::ChangesBetween(*a, *b), *options);
-  } else {
-    absl::StatusOr<std::shared_ptr<const Engine>> eb = BuildFor(*b);
-    if (!eb.ok()) return Fail("diff", eb.status());
-    d = analysis::DiffConnections(**ea, **eb, *options);
-  }
+  // the changed objects touch, whatever their kind.
+  absl::StatusOr<analysis::ConnectionDiff> d =
+      analysis::DiffChanges(**ea, analysis::ChangesBetween(*a, *b), *options);
   if (!d.ok()) return Fail("diff", d.status());
   const bool explain = options->explain;
   std::string text;

@@ -79,8 +79,8 @@ assert tcp["egress_why"] == (f'Admin tier, {sys.argv[2]} (priority 75) spec.egre
                              '"allow-egress-to-36363-on-nodes": Allow | not isolated'), tcp
 assert tcp["ingress_why"] == "", tcp
 PY
-# The same policy with rule 0 moved to TCP 36365: a tier policy edit (the engines are
-# compiled whole, tiers being fixed for an engine's life). 36363 now falls to rule 2's Deny.
+# The same policy with rule 0 moved to TCP 36365: a tier policy edit (diffed incrementally,
+# the after state as changes to the before engine). 36363 now falls to rule 2's Deny.
 sed 's/number: 36363/number: 36365/' "$nodes" >"$tmp/moved.yaml"
 run "diff of a tier policy edit" 1 "+ $harry => $node_range : TCP 36365" "- $harry => $node_range : TCP 36363" -- \
   diff --before "$nodes" --after "$tmp/moved.yaml" --from "$harry" --to 172.18.0.3
@@ -88,6 +88,32 @@ run "diff --explain names tier, policy, priority and rule on each side" 1 \
   "before: egress at $harry: Admin tier, $named (priority 75) spec.egress[0]" \
   "after: egress at $harry: Admin tier, $named (priority 75) spec.egress[2] \"deny-egress-to-slytherin-and-nodes-and-internet\": Deny" -- \
   diff --before "$nodes" --after "$tmp/moved.yaml" --from "$harry" --to 172.18.0.3 --explain
+# The same through the AdminNetworkPolicy (v1alpha1) of upstream's
+# AdminNetworkPolicyEgressNodePeers, and a Node edit. The whole output must match: a pair the
+# incremental diff visited wrongly shows up as an extra or missing line.
+anp_nodes="$testdata/tiers/v1alpha1/anp-egress-node-peers.yaml"
+exact() {  # NAME EXPECTED_EXIT EXPECTED_STDOUT -- ARGS
+  local name="$1" want="$2" expected="$3" out rc
+  shift 4
+  out="$("$netpol" "$@" 2>/dev/null)"
+  rc=$?
+  if [[ $rc -ne $want || "$out" != "$expected" ]]; then
+    echo "FAIL $name: exit $rc (want $want), output:"; echo "$out" | head -20
+    echo "want:"; echo "$expected"; failures=$((failures + 1)); return
+  fi
+  echo "ok   $name"
+}
+sed "/^kind: AdminNetworkPolicy/,\$ s/port: 36363/port: 36365/" "$anp_nodes" >"$tmp/anp-moved.yaml"
+exact "diff of an AdminNetworkPolicy edit" 1 \
+  "+ $harry => $node_range : TCP 36365
+- $harry => $node_range : TCP 36363" -- \
+  diff --before "$anp_nodes" --after "$tmp/anp-moved.yaml" --from "$harry" --to 172.18.0.0/16
+# node-2 relabeled off kubernetes.io/os=linux: rules 0 (Allow TCP 36363) and 1 (Pass UDP
+# 5353) no longer select it, rule 2's 0.0.0.0/0 still does, so both ports are denied to it
+# and nothing changes toward node-1.
+sed '/^  name: node-2$/,/^---/ s|kubernetes.io/os: linux|kubernetes.io/os: windows|' "$anp_nodes" >"$tmp/node-relabeled.yaml"
+exact "diff of a Node relabel" 1 "- $harry => 172.18.0.3-172.18.0.3 : TCP 36363; UDP 5353" -- \
+  diff --before "$anp_nodes" --after "$tmp/node-relabeled.yaml" --from "$harry" --to 172.18.0.0/16
 for command in "check -f $nodes --from $harry --to 172.18.0.3 --port 36364" "matrix -f $nodes --port 80"; do
   # shellcheck disable=SC2086
   if [[ "$("$netpol" $command 2>&1)" == *"$old_note"* || "$("$netpol" $command 2>&1)" == *"note:"*"tiers"* ]]; then

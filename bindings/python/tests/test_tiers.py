@@ -83,3 +83,25 @@ def test_tier_policy_edit_diff_names_the_deciding_rules(tmp_path):
     assert d["added"][0]["why"]["egress"] == [f'{policy} spec.egress[0] "allow-egress-to-36363-on-nodes": Allow']
     assert d["added"][0]["why_not"]["egress"] == [deny]
     assert d["removed"][0]["why_not"]["egress"] == [deny]
+
+
+def test_node_relabel_diff(tmp_path):
+    # Upstream's AdminNetworkPolicyEgressNodePeers with node-2 relabeled off
+    # kubernetes.io/os=linux: rules 0 (Allow TCP 36363) and 1 (Pass UDP 5353) no longer select
+    # it, rule 2's 0.0.0.0/0 still denies it; nothing changes toward node-1.
+    path = TESTDATA / "tiers" / "v1alpha1" / "anp-egress-node-peers.yaml"
+    text = path.read_text()
+    head, node_2 = text.split("  name: node-2\n", 1)
+    node_2, tail = node_2.split("---", 1)
+    relabeled = tmp_path / "relabeled.yaml"
+    relabeled.write_text(head + "  name: node-2\n" +
+                         node_2.replace("kubernetes.io/os: linux", "kubernetes.io/os: windows") +
+                         "---" + tail)
+    before = netpol.Cluster.from_files([str(path)])
+    after = netpol.Cluster.from_files([str(relabeled)])
+    harry = "network-policy-conformance-gryffindor/harry-potter-1"
+    d = before.diff(after, source=harry, destination="172.18.0.0/16")
+    assert d["added"] == []
+    assert [(e["to"], e["ports"]) for e in d["removed"]] == [
+        ("172.18.0.3-172.18.0.3", {"TCP": [(36363, 36363)], "UDP": [(5353, 5353)]})]
+    assert after.diff(before, source=harry, destination="172.18.0.0/16")["added"] == d["removed"]
