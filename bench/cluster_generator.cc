@@ -185,7 +185,233 @@ k8s::NetworkPolicy MakePolicy(const std::string& ns, int template_index, int n) 
   return p;
 }
 
+// ---- the cluster-scoped tiers (AddAdminTiers)
+
+namespace api = policy_networking;
+
+void Expression(k8s::LabelSelector* s, const std::string& key, const std::string& op,
+                std::vector<std::string> values = {}) {
+  auto* e = s->add_matchexpressions();
+  e->set_key(key);
+  e->set_operator_(op);
+  for (std::string& v : values) e->add_values(std::move(v));
+}
+
+// The application namespaces (they carry `env`; kube-system, monitoring and ingress-nginx
+// do not).
+void AppNamespaces(k8s::LabelSelector* s) { Expression(s, "env", "Exists"); }
+
+template <typename Rule>
+Rule* AddRule(google::protobuf::RepeatedPtrField<Rule>* rules, const std::string& name,
+              const std::string& action) {
+  Rule* rule = rules->Add();
+  rule->set_name(name);
+  rule->set_action(action);
+  return rule;
+}
+
+template <typename Rule>
+k8s::LabelSelector* NamespacesPeer(Rule* rule) {
+  return rule->add_peers()->mutable_namespaces();
+}
+
+template <typename Rule>
+void PodsPeer(Rule* rule, std::vector<std::pair<std::string, std::string>> namespace_labels,
+              std::vector<std::pair<std::string, std::string>> pod_labels) {
+  api::NamespacedPod* pods = rule->add_peers()->mutable_pods();
+  Select(pods->mutable_namespaceselector(), std::move(namespace_labels));
+  Select(pods->mutable_podselector(), std::move(pod_labels));
+}
+
+template <typename Rule>
+void NetworksPeer(Rule* rule, std::vector<std::string> networks) {
+  api::Peer* peer = rule->add_peers();
+  for (std::string& n : networks) peer->add_networks(std::move(n));
+}
+
+// v1alpha1 ports.
+void PortNumber(api::AdminNetworkPolicyRule* rule, const std::string& protocol, int port) {
+  api::PortNumber* p = rule->add_ports()->mutable_portnumber();
+  p->set_protocol(protocol);
+  p->set_port(port);
+}
+void PortRange(api::AdminNetworkPolicyRule* rule, const std::string& protocol, int start,
+               int end) {
+  api::PortRange* p = rule->add_ports()->mutable_portrange();
+  p->set_protocol(protocol);
+  p->set_start(start);
+  p->set_end(end);
+}
+void NamedPort(api::AdminNetworkPolicyRule* rule, const std::string& name) {
+  rule->add_ports()->set_namedport(name);
+}
+
+// v1alpha2 protocols.
+api::ClusterNetworkPolicyPort* DestinationPort(api::ClusterNetworkPolicyRule* rule,
+                                        const std::string& protocol) {
+  api::ClusterNetworkPolicyProtocol* p = rule->add_protocols();
+  api::ClusterNetworkPolicyProtocolPorts* ports =
+      protocol == "UDP" ? p->mutable_udp() : protocol == "SCTP" ? p->mutable_sctp() : p->mutable_tcp();
+  return ports->mutable_destinationport();
+}
+void PortNumber(api::ClusterNetworkPolicyRule* rule, const std::string& protocol, int port) {
+  DestinationPort(rule, protocol)->set_number(port);
+}
+void PortRange(api::ClusterNetworkPolicyRule* rule, const std::string& protocol, int start,
+               int end) {
+  api::ClusterNetworkPolicyPortRange* range = DestinationPort(rule, protocol)->mutable_range();
+  range->set_start(start);
+  range->set_end(end);
+}
+
+api::AdminNetworkPolicySpec* NewAdminPolicy(ClusterObjects& objects, const std::string& name,
+                                            int priority) {
+  api::AdminNetworkPolicy policy;
+  policy.mutable_metadata()->set_name(name);
+  policy.mutable_spec()->set_priority(priority);
+  objects.admin_network_policies.push_back({std::move(policy), {}});
+  return objects.admin_network_policies.back().object.mutable_spec();
+}
+
+api::ClusterNetworkPolicySpec* NewClusterPolicy(ClusterObjects& objects, const std::string& name,
+                                                int priority) {
+  api::ClusterNetworkPolicy policy;
+  policy.mutable_metadata()->set_name(name);
+  policy.mutable_spec()->set_tier("Admin");
+  policy.mutable_spec()->set_priority(priority);
+  objects.cluster_network_policies.push_back({std::move(policy), {}});
+  return objects.cluster_network_policies.back().object.mutable_spec();
+}
+
+std::string Team(int t) { return absl::StrCat("team-", t); }
+
 }  // namespace
+
+void AddAdminTiers(const SyntheticOptions& o, ClusterObjects& objects) {
+  const int teams = std::min(20, o.namespaces);  // GenerateCluster: team-(n mod 20)
+  // Priority 1: monitoring scrapes every application's metrics port, whatever teams write.
+  {
+    auto* spec = NewAdminPolicy(objects, "allow-monitoring", 1);
+    AppNamespaces(spec->mutable_subject()->mutable_namespaces());
+    auto* rule = AddRule(spec->mutable_ingress(), "prometheus", "Allow");
+    PodsPeer(rule, {{"team", "monitoring"}}, {{"app", "prometheus"}});
+    NamedPort(rule, "metrics");
+  }
+  // 2: every pod reaches cluster DNS.
+  {
+    auto* spec = NewClusterPolicy(objects, "allow-dns", 2);
+    spec->mutable_subject()->mutable_namespaces();  // every namespace
+    auto* rule = AddRule(spec->mutable_egress(), "kube-dns", "Accept");
+    PodsPeer(rule, {{"kubernetes.io/metadata.name", "kube-system"}}, {{"k8s-app", "kube-dns"}});
+    PortNumber(rule, "UDP", 53);
+    PortNumber(rule, "TCP", 53);
+  }
+  // 3: the ingress controller reaches frontends' http port; nothing else from outside the
+  // application namespaces but monitoring (above) and DNS replies.
+  {
+    auto* spec = NewAdminPolicy(objects, "ingress-controller", 3);
+    auto* pods = spec->mutable_subject()->mutable_pods();
+    AppNamespaces(pods->mutable_namespaceselector());
+    Select(pods->mutable_podselector(), {{"app", "frontend"}});
+    auto* rule = AddRule(spec->mutable_ingress(), "from-ingress-nginx", "Allow");
+    Select(NamespacesPeer(rule), {{"kubernetes.io/metadata.name", "ingress-nginx"}});
+    NamedPort(rule, "http");
+  }
+  // 5-10: environments: production refuses development, staging's database traffic and
+  // node ports; nobody serves telnet, FTP or TFTP; staging and development may not call
+  // production.
+  {
+    auto* spec = NewAdminPolicy(objects, "prod-from-dev", 5);
+    Select(spec->mutable_subject()->mutable_namespaces(), {{"env", "prod"}});
+    Select(NamespacesPeer(AddRule(spec->mutable_ingress(), "dev", "Deny")), {{"env", "dev"}});
+  }
+  {
+    auto* spec = NewAdminPolicy(objects, "prod-data-from-staging", 6);
+    auto* pods = spec->mutable_subject()->mutable_pods();
+    Select(pods->mutable_namespaceselector(), {{"env", "prod"}});
+    Select(pods->mutable_podselector(), {{"tier", "data"}});
+    auto* rule = AddRule(spec->mutable_ingress(), "staging-db", "Deny");
+    Select(NamespacesPeer(rule), {{"env", "staging"}});
+    NamedPort(rule, "postgres");
+    PortNumber(rule, "TCP", 6379);
+  }
+  {
+    auto* spec = NewClusterPolicy(objects, "no-node-ports", 7);
+    AppNamespaces(spec->mutable_subject()->mutable_namespaces());
+    auto* rule = AddRule(spec->mutable_ingress(), "node-ports", "Deny");
+    NamespacesPeer(rule);  // every namespace
+    PortRange(rule, "TCP", 30000, 32767);
+    PortRange(rule, "UDP", 30000, 32767);
+  }
+  {
+    auto* spec = NewClusterPolicy(objects, "no-legacy-services", 8);
+    AppNamespaces(spec->mutable_subject()->mutable_namespaces());
+    auto* rule = AddRule(spec->mutable_ingress(), "telnet-ftp-tftp", "Deny");
+    NamespacesPeer(rule);
+    PortNumber(rule, "TCP", 23);
+    PortRange(rule, "TCP", 20, 21);
+    PortNumber(rule, "UDP", 69);
+  }
+  {
+    auto* spec = NewAdminPolicy(objects, "staging-not-to-prod", 9);
+    Select(spec->mutable_subject()->mutable_namespaces(), {{"env", "staging"}});
+    auto* rule = AddRule(spec->mutable_egress(), "prod", "Deny");
+    Select(NamespacesPeer(rule), {{"env", "prod"}});
+    PortRange(rule, "TCP", 1, 65535);
+  }
+  {
+    auto* spec = NewClusterPolicy(objects, "dev-not-to-prod", 10);
+    Select(spec->mutable_subject()->mutable_namespaces(), {{"env", "dev"}});
+    auto* rule = AddRule(spec->mutable_egress(), "prod", "Deny");
+    Select(NamespacesPeer(rule), {{"env", "prod"}});
+  }
+  // 20-39: tenant isolation. A team's own namespaces are the team's business (Pass: its
+  // NetworkPolicies decide); other application namespaces are denied.
+  for (int t = 0; t < 20; ++t) {
+    auto* spec = NewAdminPolicy(objects, absl::StrCat("isolate-", Team(t % teams), "-", t / teams), 20 + t);
+    Select(spec->mutable_subject()->mutable_namespaces(), {{"team", Team(t % teams)}});
+    Select(NamespacesPeer(AddRule(spec->mutable_ingress(), "same-team", "Pass")),
+           {{"team", Team(t % teams)}});
+    k8s::LabelSelector* others = NamespacesPeer(AddRule(spec->mutable_ingress(), "other-teams", "Deny"));
+    AppNamespaces(others);
+    Expression(others, "team", "NotIn", {Team(t % teams)});
+  }
+  // 40-59: per team, data pods talk to their own team's namespaces (Pass) and never open
+  // database or cache connections elsewhere.
+  for (int t = 0; t < 20; ++t) {
+    auto* spec = NewClusterPolicy(objects, absl::StrCat("data-egress-", Team(t % teams), "-", t / teams), 40 + t);
+    auto* pods = spec->mutable_subject()->mutable_pods();
+    Select(pods->mutable_namespaceselector(), {{"team", Team(t % teams)}});
+    Select(pods->mutable_podselector(), {{"tier", "data"}});
+    Select(NamespacesPeer(AddRule(spec->mutable_egress(), "same-team", "Pass")),
+           {{"team", Team(t % teams)}});
+    auto* rule = AddRule(spec->mutable_egress(), "other-data", "Deny");
+    NamespacesPeer(rule);
+    PortNumber(rule, "TCP", 5432);
+    PortNumber(rule, "TCP", 6379);
+  }
+  // 70: application pods do not reach the internet: cluster addresses go on to the teams'
+  // policies, every other address is denied.
+  {
+    auto* spec = NewClusterPolicy(objects, "no-internet-egress", 70);
+    AppNamespaces(spec->mutable_subject()->mutable_namespaces());
+    NetworksPeer(AddRule(spec->mutable_egress(), "cluster", "Pass"), {"10.0.0.0/8", "fd00::/8"});
+    NetworksPeer(AddRule(spec->mutable_egress(), "internet", "Deny"), {"0.0.0.0/0", "::/0"});
+  }
+  // The baseline: what no NetworkPolicy decides in application namespaces is denied, but
+  // DNS.
+  api::BaselineAdminNetworkPolicy baseline;
+  baseline.mutable_metadata()->set_name("default");
+  auto* spec = baseline.mutable_spec();
+  AppNamespaces(spec->mutable_subject()->mutable_namespaces());
+  NamespacesPeer(AddRule(spec->mutable_ingress(), "default-deny", "Deny"));
+  auto* dns = AddRule(spec->mutable_egress(), "dns", "Allow");
+  PodsPeer(dns, {{"kubernetes.io/metadata.name", "kube-system"}}, {{"k8s-app", "kube-dns"}});
+  PortNumber(dns, "UDP", 53);
+  NamespacesPeer(AddRule(spec->mutable_egress(), "default-deny", "Deny"));
+  objects.baseline_admin_network_policies.push_back({std::move(baseline), {}});
+}
+
 
 std::string AppNamespace(int index) { return absl::StrCat("app-", index); }
 

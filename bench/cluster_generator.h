@@ -30,6 +30,20 @@ SyntheticOptions SizeForPods(int pods);
 
 ClusterObjects GenerateCluster(const SyntheticOptions& options);
 
+// The standard cluster plus the cluster-scoped tiers administrators put on top of it (issue
+// 10): 50 Admin-tier policies — AdminNetworkPolicy and ClusterNetworkPolicy tier Admin, with
+// Allow, Deny and Pass, namespace, pod and network peers, numbered, named and ranged ports —
+// and one BaselineAdminNetworkPolicy. In priority order: monitoring may scrape every
+// application's metrics, every pod may reach cluster DNS, the ingress namespace may reach
+// frontends; pods of application namespaces may not reach the internet (cluster addresses
+// are passed on to the teams); per team, its own namespaces are passed on to the team's
+// NetworkPolicies and other teams' are denied (tenant isolation); per team, data pods are
+// cut from the internet; production refuses development's traffic and node ports. The
+// baseline denies what no NetworkPolicy decides in application namespaces. Every
+// application namespace keeps its own NetworkPolicies, so most flows end with a Pass.
+void AddAdminTiers(const SyntheticOptions& options, ClusterObjects& objects);
+inline constexpr int kAdminTierPolicies = 50;
+
 // A new allow policy for namespace `namespace_index` (one of the templates, renamed), for
 // update benchmarks.
 k8s::NetworkPolicy ExtraPolicy(const SyntheticOptions& options, int namespace_index, int n);

@@ -4,8 +4,10 @@
 // bit read from a dense pods x pods x ports verdict matrix, for the same flows) measured pass
 // by pass beside each lookup; the reference evaluator on the same flows (for the speedup); full
 // compile time and index size; incremental update latency. Sizes: 1k, 10k (standard) and 100k
-// pods (compile and updates only at 100k: its matrix would take 8.75 GB). `bench/run` turns the
-// output into the table and JSON the README describes.
+// pods (compile and updates only at 100k: its matrix would take 8.75 GB). The tiered workload
+// (issue 10: BM_Tiered*) is the same cluster plus the 50 Admin-tier policies and the baseline
+// of bench/cluster_generator.h's AddAdminTiers, compiled and looked up the same ways. `bench/run`
+// turns the output into the table and JSON the README describes.
 #include <time.h>
 
 #include <cstdio>
@@ -77,6 +79,9 @@ struct FlowSample {
   std::vector<MatrixQuery> matrix_queries;
   std::vector<Flow> flows;  // cluster pod indexes, for the reference
 };
+
+// The standard workload (NetworkPolicy only) or the tiered one (plus AddAdminTiers).
+enum class Workload { kStandard, kTiered };
 
 struct Fixture {
   SyntheticOptions options;
@@ -184,19 +189,26 @@ void DrawFlows(Fixture& f) {
   Verify(f, cluster_index, rng);
 }
 
-Fixture& Get(int pods) {
-  static auto* fixtures = new std::map<int, std::unique_ptr<Fixture>>();
-  auto it = fixtures->find(pods);
+Fixture& Get(int pods, Workload workload = Workload::kStandard) {
+  static auto* fixtures = new std::map<std::pair<int, Workload>, std::unique_ptr<Fixture>>();
+  auto it = fixtures->find({pods, workload});
   if (it != fixtures->end()) return *it->second;
   auto f = std::make_unique<Fixture>();
   f->options = SizeForPods(pods);
-  absl::StatusOr<Cluster> cluster = Cluster::Create(GenerateCluster(f->options));
+  ClusterObjects objects = GenerateCluster(f->options);
+  if (workload == Workload::kTiered) AddAdminTiers(f->options, objects);
+  absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
   if (!cluster.ok()) Fail(absl::StrCat("generator: ", cluster.status().message()));
   f->cluster = std::make_unique<Cluster>(*std::move(cluster));
+  const int expected_tiers = workload == Workload::kTiered ? kAdminTierPolicies + 1 : 0;
+  if (f->cluster->tier_policy_count() != expected_tiers) {
+    Fail(absl::StrCat("the cluster has ", f->cluster->tier_policy_count(),
+                      " tier policies, not ", expected_tiers));
+  }
   f->engine = *Engine::Build(*f->cluster);
   if (f->cluster->pod_count() <= kMatrixMaxPods) DrawFlows(*f);
   Fixture& ref = *f;
-  fixtures->emplace(pods, std::move(f));
+  fixtures->emplace(std::make_pair(pods, workload), std::move(f));
   return ref;
 }
 
@@ -255,22 +267,35 @@ size_t ByPacket(const Engine& engine, const FlowSample& sample) {
 }
 
 // One lookup path over the allowed or the denied mix, against the floor.
-void RunLookup(benchmark::State& state, bool allowed_mix,
+void RunLookup(benchmark::State& state, Workload workload, bool allowed_mix,
                size_t (*lookup)(const Engine&, const FlowSample&)) {
-  Fixture& f = Get(static_cast<int>(state.range(0)));
+  Fixture& f = Get(static_cast<int>(state.range(0)), workload);
   const FlowSample& sample = allowed_mix ? f.allowed : f.denied;
   RunAgainstFloor(state, f, sample, [&] { return lookup(*f.engine, sample); });
 }
 
-void BM_LookupByPod(benchmark::State& state) { RunLookup(state, true, ByPod); }
-void BM_LookupByPodDenied(benchmark::State& state) { RunLookup(state, false, ByPod); }
-void BM_LookupByPacket(benchmark::State& state) { RunLookup(state, true, ByPacket); }
-void BM_LookupByPacketDenied(benchmark::State& state) { RunLookup(state, false, ByPacket); }
+constexpr Workload kStandard = Workload::kStandard, kTiered = Workload::kTiered;
+void BM_LookupByPod(benchmark::State& state) { RunLookup(state, kStandard, true, ByPod); }
+void BM_LookupByPodDenied(benchmark::State& state) { RunLookup(state, kStandard, false, ByPod); }
+void BM_LookupByPacket(benchmark::State& state) { RunLookup(state, kStandard, true, ByPacket); }
+void BM_LookupByPacketDenied(benchmark::State& state) {
+  RunLookup(state, kStandard, false, ByPacket);
+}
+void BM_TieredLookupByPod(benchmark::State& state) { RunLookup(state, kTiered, true, ByPod); }
+void BM_TieredLookupByPodDenied(benchmark::State& state) {
+  RunLookup(state, kTiered, false, ByPod);
+}
+void BM_TieredLookupByPacket(benchmark::State& state) {
+  RunLookup(state, kTiered, true, ByPacket);
+}
+void BM_TieredLookupByPacketDenied(benchmark::State& state) {
+  RunLookup(state, kTiered, false, ByPacket);
+}
 
 // The whole mix as one Engine::AllowedBatch call (by pod); counting the answers is part of
 // the pass, as a caller would read them.
-void BM_LookupBatch(benchmark::State& state) {
-  Fixture& f = Get(static_cast<int>(state.range(0)));
+void RunBatch(benchmark::State& state, Workload workload) {
+  Fixture& f = Get(static_cast<int>(state.range(0)), workload);
   std::vector<uint8_t> out(f.allowed.pod_queries.size());
   RunAgainstFloor(state, f, f.allowed, [&] {
     f.engine->AllowedBatch(absl::MakeConstSpan(f.allowed.pod_queries), absl::MakeSpan(out));
@@ -279,10 +304,12 @@ void BM_LookupBatch(benchmark::State& state) {
     return allowed;
   });
 }
+void BM_LookupBatch(benchmark::State& state) { RunBatch(state, kStandard); }
+void BM_TieredLookupBatch(benchmark::State& state) { RunBatch(state, kTiered); }
 
 // On the allowed mix, the one the speedup is quoted on.
-void BM_ReferenceLookup(benchmark::State& state) {
-  Fixture& f = Get(static_cast<int>(state.range(0)));
+void RunReference(benchmark::State& state, Workload workload) {
+  Fixture& f = Get(static_cast<int>(state.range(0)), workload);
   const std::vector<Flow>& flows = f.allowed.flows;
   size_t i = 0, allowed = 0;
   for (auto _ : state) {
@@ -297,9 +324,11 @@ void BM_ReferenceLookup(benchmark::State& state) {
   state.counters["allowed_fraction"] =
       static_cast<double>(allowed) / static_cast<double>(state.iterations());
 }
+void BM_ReferenceLookup(benchmark::State& state) { RunReference(state, kStandard); }
+void BM_TieredReferenceLookup(benchmark::State& state) { RunReference(state, kTiered); }
 
-void BM_Compile(benchmark::State& state) {
-  Fixture& f = Get(static_cast<int>(state.range(0)));
+void RunCompile(benchmark::State& state, Workload workload) {
+  Fixture& f = Get(static_cast<int>(state.range(0)), workload);
   size_t bytes = 0;
   for (auto _ : state) {
     std::shared_ptr<const Engine> engine = *Engine::Build(*f.cluster);
@@ -315,6 +344,8 @@ void BM_Compile(benchmark::State& state) {
   state.counters["target_classes"] = static_cast<double>(stats.target_classes);
   state.counters["peer_classes"] = static_cast<double>(stats.peer_classes);
 }
+void BM_Compile(benchmark::State& state) { RunCompile(state, kStandard); }
+void BM_CompileTiered(benchmark::State& state) { RunCompile(state, kTiered); }
 
 // One change applied to the standing snapshot, again and again; the new snapshot is
 // dropped outside the timed region.
@@ -382,11 +413,6 @@ void BM_UpdatePolicyAdd(benchmark::State& state) {
   });
 }
 
-// Tiered workload hook (issue 10): once the engine compiles AdminNetworkPolicy tiers, the
-// standard size plus 50 admin-tier policies and one baseline policy gets its own fixture here
-// (BM_CompileTiered -> bench/run's compile_tiered_ms, and the lookups above on its allowed mix).
-// Until then nothing is registered and bench/run emits no tiered key.
-
 // Lookups need the verdict matrix: 1k and 10k pods.
 BENCHMARK(BM_LookupByPod)->Arg(1000)->Arg(10000)->UseManualTime();
 BENCHMARK(BM_LookupByPodDenied)->Arg(1000)->Arg(10000)->UseManualTime();
@@ -395,6 +421,14 @@ BENCHMARK(BM_LookupByPacketDenied)->Arg(1000)->Arg(10000)->UseManualTime();
 BENCHMARK(BM_LookupBatch)->Arg(1000)->Arg(10000)->UseManualTime();
 BENCHMARK(BM_ReferenceLookup)->Arg(1000)->Arg(10000);
 BENCHMARK(BM_Compile)->Arg(1000)->Arg(10000)->Arg(100000)->Unit(benchmark::kMillisecond);
+// The tiered workload at the standard size (issue 10's targets are quoted there) and 1k.
+BENCHMARK(BM_TieredLookupByPod)->Arg(1000)->Arg(10000)->UseManualTime();
+BENCHMARK(BM_TieredLookupByPodDenied)->Arg(1000)->Arg(10000)->UseManualTime();
+BENCHMARK(BM_TieredLookupByPacket)->Arg(1000)->Arg(10000)->UseManualTime();
+BENCHMARK(BM_TieredLookupByPacketDenied)->Arg(1000)->Arg(10000)->UseManualTime();
+BENCHMARK(BM_TieredLookupBatch)->Arg(1000)->Arg(10000)->UseManualTime();
+BENCHMARK(BM_TieredReferenceLookup)->Arg(1000)->Arg(10000);
+BENCHMARK(BM_CompileTiered)->Arg(1000)->Arg(10000)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_UpdatePodAdd)->Arg(1000)->Arg(10000)->Arg(100000)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_UpdatePodRelabel)->Arg(1000)->Arg(10000)->Arg(100000)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_UpdatePodNewLabel)->Arg(1000)->Arg(10000)->Arg(100000)->Unit(benchmark::kMicrosecond);

@@ -246,11 +246,14 @@ void Engine::AllowedBatch(absl::Span<const PodQuery> queries, absl::Span<uint8_t
   const size_t n = std::min(queries.size(), out.size());
   const auto& records = s.hot_records;
   const bool allow_self = s.options.evaluation.always_allow_self;
-  // Group prefetching: a verdict is a chain of dependent reads (record, table header and
-  // interval, peer words), so the batch walks a group of flows one link at a time — every
-  // flow's tables, then every flow's intervals, then every flow's peers — and each pass
-  // has a group's worth of independent misses in flight instead of one chain's. The next
-  // group's records are asked for while this one is answered.
+  // Group prefetching: a verdict is a chain of dependent reads (record, table header,
+  // interval, peer word), so the batch walks a group of flows one link at a time — every
+  // flow's records, then every flow's intervals, then every flow's peer words — and each
+  // pass has a group's worth of independent misses in flight instead of one chain's. Each
+  // pass asks for exactly the line the next one reads (the header, the protocol's first
+  // intervals, the peer's own bitset word), not for whole tables: asking for lines a flow
+  // never reads costs more than it hides (bench/RESULTS.md, issue 10). The next group's
+  // records are asked for while this one is answered.
   constexpr size_t kGroup = 16;
   const HotRecord* src[kGroup];
   const HotRecord* dst[kGroup];
@@ -271,11 +274,16 @@ void Engine::AllowedBatch(absl::Span<const PodQuery> queries, absl::Span<uint8_t
     }
     for (size_t k = 0; k < g; ++k) {
       const PodQuery& q = queries[base + k];
+      EngineState::PrefetchIntervals(src[k]->table, Direction::kEgress, q.protocol);
+      EngineState::PrefetchIntervals(dst[k]->table, Direction::kIngress, q.protocol);
+    }
+    for (size_t k = 0; k < g; ++k) {
+      const PodQuery& q = queries[base + k];
       family[k] = FlowFamilyIndex(*src[k], *dst[k]);
       egress[k] = EngineState::FindInterval(src[k]->table, Direction::kEgress, q.protocol, q.port);
       ingress[k] = EngineState::FindInterval(dst[k]->table, Direction::kIngress, q.protocol, q.port);
-      EngineState::PrefetchPeers(src[k]->table, egress[k]);
-      EngineState::PrefetchPeers(dst[k]->table, ingress[k]);
+      EngineState::PrefetchPeers(src[k]->table, egress[k], dst[k]->peer[family[k]]);
+      EngineState::PrefetchPeers(dst[k]->table, ingress[k], src[k]->peer[family[k]]);
     }
     for (size_t k = 0; k < g; ++k) {
       const PodQuery& q = queries[base + k];

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the netpol extension with Bazel and runs the Python tests (bindings/python/tests and
-# the shop example) with Debian's /usr/bin/python3, which has pytest and PyYAML
+# the shop and tenants examples) with Debian's /usr/bin/python3, which has pytest and PyYAML
 # (apt-get install python3-pytest python3-yaml). Run from anywhere in the repository:
 #
 #   bash bindings/python/run_tests.sh [pytest arguments...]
@@ -26,4 +26,4 @@ export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONDONTWRITEBYTECODE=1
 "$python" -c 'import netpol, sys; sys.stderr.write("netpol from %s\n" % netpol.__file__)'
 exec "$python" -m pytest -p no:cacheprovider \
-  bindings/python/tests bindings/python/examples/shop "$@"
+  bindings/python/tests bindings/python/examples/shop bindings/python/examples/tenants "$@"

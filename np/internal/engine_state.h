@@ -534,17 +534,20 @@ struct EngineState {
                                              Protocol protocol, uint16_t port);
   static inline bool IntervalAllows(const uint64_t* table, const Interval& interval,
                                     uint32_t peer);
-  // Asks for the first line of the interval's peer words (null or all_peers: nothing).
-  static inline void PrefetchPeers(const uint64_t* table, const Interval* interval);
-  // Asks the memory system for the first lines of a table (null: nothing). A table is
-  // usually a few lines — the header, a handful of intervals, a few peer words — and a
-  // verdict reads them in a chain (header, then interval, then words): asking for them
-  // together, before the chain starts, makes three waits for memory overlap into one.
+  // Asks for the line of the interval's peer words that the test of `peer` reads first: the
+  // peer's own word of a bitset, the middle id of a sparse list (null interval, all_peers or
+  // no class: nothing).
+  static inline void PrefetchPeers(const uint64_t* table, const Interval* interval,
+                                   uint32_t peer);
+  // Asks for the first line of the intervals FindInterval will read (the table's header
+  // must be at hand: it says where they are).
+  static inline void PrefetchIntervals(const uint64_t* table, Direction direction,
+                                       Protocol protocol);
+  // Asks for a table's header line (null: nothing): it says where each protocol's
+  // intervals are (PrefetchIntervals, then FindInterval, read them).
   static void PrefetchTable(const uint64_t* table) {
-    if (table == nullptr) return;
-    for (int line = 0; line < kPrefetchTableLines; ++line) __builtin_prefetch(table + 8 * line);
+    if (table != nullptr) __builtin_prefetch(table);
   }
-  static constexpr int kPrefetchTableLines = 4;
   uint32_t ExternalPeerClass(const IpAddress& address) const;
   bool has_tier_policies() const { return tier_policies != nullptr && !tier_policies->empty(); }
   // OK without tier policies; else Unimplemented naming them, for readers of the compiled
@@ -590,15 +593,21 @@ inline const Interval* EngineState::FindInterval(const uint64_t* data, Direction
   const uint32_t n = d.end[pi] - d.begin[pi];
   // The interval holding `port`: the last whose first port is <= port. Tables usually have
   // a handful of intervals per protocol: counting the firsts <= port reads them all with no
-  // branch on the port (the first interval starts at 0); long runs are searched by halves.
+  // branch on the port (the first interval starts at 0); long runs (tier rules cut many) are
+  // searched by halves with a conditional move, not a branch: which half holds the port
+  // differs from flow to flow, so a branch there is mispredicted half the time.
   if (n <= 8) {
     uint32_t index = 0;
     for (uint32_t k = 1; k < n; ++k) index += begin[k].first <= port;
     return begin + index;
   }
-  return std::upper_bound(begin, begin + n, port,
-                          [](uint16_t p, const Interval& iv) { return p < iv.first; }) -
-         1;
+  const Interval* base = begin;
+  for (uint32_t len = n; len > 1;) {
+    const uint32_t half = len / 2;
+    base = base[half].first <= port ? base + half : base;
+    len -= half;
+  }
+  return base;
 }
 
 inline bool EngineState::IntervalAllows(const uint64_t* data, const Interval& interval,
@@ -610,9 +619,23 @@ inline bool EngineState::IntervalAllows(const uint64_t* data, const Interval& in
   return TableView(data).Allows(interval, peer);
 }
 
-inline void EngineState::PrefetchPeers(const uint64_t* data, const Interval* interval) {
-  if (interval == nullptr || interval->all_peers) return;
-  __builtin_prefetch(TableView(data).words() + interval->bits);
+inline void EngineState::PrefetchPeers(const uint64_t* data, const Interval* interval,
+                                       uint32_t peer) {
+  if (interval == nullptr || interval->all_peers || peer >= kSharedPeer) return;
+  const uint64_t* words = TableView(data).words() + interval->bits;
+  if (interval->sparse) {
+    __builtin_prefetch(reinterpret_cast<const uint32_t*>(words) + interval->count / 2);
+  } else if ((peer >> 6) < interval->count) {
+    __builtin_prefetch(words + (peer >> 6));
+  }
+}
+
+inline void EngineState::PrefetchIntervals(const uint64_t* data, Direction direction,
+                                           Protocol protocol) {
+  if (data == nullptr) return;
+  const TableView table(data);
+  __builtin_prefetch(table.intervals() +
+                     table.direction(static_cast<int>(direction)).begin[ProtocolIndex(protocol)]);
 }
 
 inline bool EngineState::SideAllows(const uint64_t* data, Direction direction,

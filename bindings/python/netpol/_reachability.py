@@ -10,6 +10,13 @@ expectation a test compares it with -- the way Kubernetes' e2e suite writes its 
     expected.allow("x/b", "x/a")            # ... except x/b
     assert cluster.matrix(port=80) == expected
 
+Admin-tier policies need nothing else: patterns close whole namespaces, single cells open what
+an AdminNetworkPolicy Allows or Passes on to a team's NetworkPolicy (examples/tenants)::
+
+    expected = netpol.Reachability(cluster, default=True)
+    expected.expect_peer("*", "team-*/*", False)             # the tenants' admin Deny
+    expected.allow("ingress-nginx/controller-0", "team-a/web-0")   # an admin Allow, final
+
 A cell is True (allowed, "."), False (denied, "X") or None (not checked, "?"). Two tables are
 equal when they have the same pods and agree on every cell that both check: a "?" matches
 anything, so an expectation can leave cells open (upstream leaves pod-to-itself open).
