@@ -198,7 +198,7 @@ TEST(TierLoader, ChangesCarryTierObjects) {
   absl::StatusOr<Change> change = ParseChange(kCnp, "event.yaml");
   ASSERT_TRUE(change.ok()) << change.status();
   EXPECT_TRUE(change->is_tier_object());
-  const auto* cnp = std::get_if<k8s::ClusterNetworkPolicy>(&change->object);
+  const auto* cnp = std::get_if<policy_networking::ClusterNetworkPolicy>(&change->object);
   ASSERT_NE(cnp, nullptr);
   EXPECT_EQ(cnp->metadata().name(), "cnp");
   EXPECT_EQ(cnp->spec().priority(), 10);
