@@ -293,6 +293,19 @@ std::optional<bool> FirstTierMatch(const ir::CompiledPolicy& ir,
 
 }  // namespace
 
+ir::TierRule* AddTierRule(google::protobuf::RepeatedPtrField<ir::TierRule>* rules,
+                          ir::TierAction action, ir::Protocol protocol, uint32_t first_port,
+                          uint32_t last_port, uint32_t peer_set) {
+  const bool every_protocol = protocol == ir::PROTOCOL_UNSPECIFIED;
+  ir::TierRule* rule = rules->Add();
+  rule->set_action(action);
+  rule->set_protocol(protocol);
+  rule->set_first_port(every_protocol ? 0 : first_port);
+  rule->set_last_port(every_protocol ? 65535 : last_port);
+  rule->set_peer_set(peer_set);
+  return rule;
+}
+
 bool Restricted(const ir::DirectionPolicy& direction) {
   return direction.isolated() || direction.admin_size() > 0 || direction.baseline_size() > 0;
 }

@@ -54,6 +54,12 @@ absl::StatusOr<uint32_t> IdentityOf(const ir::CompiledPolicy& ir, absl::string_v
 //    parses and belongs to one endpoint only (once).
 absl::Status CheckIr(const ir::CompiledPolicy& ir);
 
+// Appends a tier rule to `rules`; PROTOCOL_UNSPECIFIED (every protocol) gets ports 0-65535
+// whatever `first_port`/`last_port` say, as CheckIr requires. For code that builds IRs (tests).
+ir::TierRule* AddTierRule(google::protobuf::RepeatedPtrField<ir::TierRule>* rules,
+                          ir::TierAction action, ir::Protocol protocol, uint32_t first_port,
+                          uint32_t last_port, uint32_t peer_set);
+
 // ---- What the IR means (proto/compiled.proto), read literally ----------------------------
 // Backends use Restricted() to decide which directions need a program; tests of every layer
 // (lowering, each backend's renderer, real packets) compare against SideAllows/IrAllows.

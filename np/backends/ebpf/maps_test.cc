@@ -184,9 +184,9 @@ TEST(BuildMaps, TierListsAreBoundedAndCheckedByCapacity) {
     ir::PeerSet* set = ir.add_peer_sets();
     set->set_id(static_cast<uint32_t>(ir.peer_sets_size() - 1));
     set->add_identities(i % 2);
-    testing::AddTierRule(admin, ir::TIER_DENY, ir::TCP, 80, 80, set->id());
+    AddTierRule(admin, ir::TIER_DENY, ir::TCP, 80, 80, set->id());
   }
-  testing::AddTierRule(admin, ir::TIER_ALLOW, ir::TCP, 80, 80, 2);  // repeats peer set 2
+  AddTierRule(admin, ir::TIER_ALLOW, ir::TCP, 80, 80, 2);  // repeats peer set 2
   std::unique_ptr<Backend> backend = MakeEbpfBackend();
   absl::StatusOr<ir::BackendCapacity> capacity = backend->Capacity(ir);
   ASSERT_TRUE(capacity.ok()) << capacity.status();

@@ -272,13 +272,7 @@ uint32_t AddPeers(ir::CompiledPolicy& ir, bool all, std::vector<uint32_t> identi
 void AddTier(google::protobuf::RepeatedPtrField<ir::TierRule>* rules, ir::TierAction action,
              ir::Protocol protocol, uint32_t first, uint32_t last, uint32_t peer_set,
              const std::string& origin) {
-  ir::TierRule* rule = rules->Add();
-  rule->set_action(action);
-  rule->set_protocol(protocol);
-  rule->set_first_port(protocol == ir::PROTOCOL_UNSPECIFIED ? 0 : first);
-  rule->set_last_port(protocol == ir::PROTOCOL_UNSPECIFIED ? 65535 : last);
-  rule->set_peer_set(peer_set);
-  rule->set_origin(origin);
+  AddTierRule(rules, action, protocol, first, last, peer_set)->set_origin(origin);
 }
 
 void AddPolicyRule(ir::DirectionPolicy* d, ir::Protocol protocol, uint32_t first, uint32_t last,

@@ -389,17 +389,6 @@ ir::CompiledPolicy TwoPods(bool egress_open, bool ingress_rules) {
   return ir;
 }
 
-void AddTierRule(google::protobuf::RepeatedPtrField<ir::TierRule>* rules, ir::TierAction action,
-                 ir::Protocol protocol, uint32_t first_port, uint32_t last_port,
-                 uint32_t peer_set) {
-  ir::TierRule* rule = rules->Add();
-  rule->set_action(action);
-  rule->set_protocol(protocol);
-  rule->set_first_port(protocol == ir::PROTOCOL_UNSPECIFIED ? 0 : first_port);
-  rule->set_last_port(protocol == ir::PROTOCOL_UNSPECIFIED ? 65535 : last_port);
-  rule->set_peer_set(peer_set);
-}
-
 std::vector<TierScenario> TierScenarios() {
   constexpr uint32_t kB = 0, kAll = 1;
   constexpr const char *a = "10.0.0.1", *b = "10.0.0.2", *out = "10.0.0.99";

@@ -49,11 +49,6 @@ struct TierScenario {
 };
 std::vector<TierScenario> TierScenarios();
 
-// Appends a tier rule to `rules` (PROTOCOL_UNSPECIFIED gets ports 0-65535).
-void AddTierRule(google::protobuf::RepeatedPtrField<ir::TierRule>* rules, ir::TierAction action,
-                 ir::Protocol protocol, uint32_t first_port, uint32_t last_port,
-                 uint32_t peer_set);
-
 // Addresses worth probing: pod IPs, the first and last address of each range, some others.
 std::vector<IpAddress> ProbeAddresses(const ir::CompiledPolicy& ir, uint64_t seed);
 // Ports worth probing: each rule's edges and their neighbours, 0, 65535.
