@@ -18,6 +18,21 @@
 
 namespace np::agent {
 
+namespace {
+
+bool SameInterfaces(const backends::Attachment& a, const backends::Attachment& b) {
+  if (a.netns != b.netns || a.interfaces.size() != b.interfaces.size()) return false;
+  for (size_t i = 0; i < a.interfaces.size(); ++i) {
+    if (a.interfaces[i].pod != b.interfaces[i].pod ||
+        a.interfaces[i].interface != b.interfaces[i].interface) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
 Agent::Agent(std::shared_ptr<const Engine> initial, std::unique_ptr<backends::Backend> backend,
              AgentOptions options, AgentMetrics* metrics, JsonLog* log)
     : live_(std::move(initial)),
@@ -30,6 +45,7 @@ absl::Status Agent::Reconcile() {
   log_->Write("info", "reconciling: replacing the kernel's np program with the current state",
               {LogField::Text("backend", backend_->name()),
                LogField::Text("netns", options_.attachment.netns)});
+  installed_.reset();  // whatever is there is replaced whole
   return Sync();
 }
 
@@ -119,7 +135,16 @@ absl::Status Agent::Sync() {
   for (const backends::EndpointInterface& i : options_.attachment.interfaces) {
     if (endpoints.count(i.pod) > 0) attachment.interfaces.push_back(i);
   }
-  if (absl::Status s = backend_->Apply(*ir, attachment); !s.ok()) return fail(s);
+  // An update from what this agent installed when it knows it (the same interfaces): the
+  // backend may then change only what differs. After a failure the kernel's state is not
+  // known for certain, so the next sync replaces it whole.
+  const bool incremental = installed_.has_value() && SameInterfaces(installed_attachment_, attachment);
+  absl::Status applied = incremental ? backend_->Update(*installed_, *ir, attachment)
+                                     : backend_->Apply(*ir, attachment);
+  if (!applied.ok()) {
+    installed_.reset();
+    return fail(applied);
+  }
   const absl::Time done = absl::Now();
   std::vector<absl::Duration> latencies;
   latencies.reserve(pending_.size());
@@ -130,11 +155,13 @@ absl::Status Agent::Sync() {
     for (const ir::CapacityItem& item : c->items()) items[item.name()] = item.used();
   }
   metrics_->RecordSync(done, latencies, items);
+  installed_attachment_ = attachment;
   log_->Write("info", "kernel updated",
               {LogField::Number("events", static_cast<double>(pending_.size())),
                LogField::Number("seconds", absl::ToDoubleSeconds(done - start)),
                LogField::Number("endpoints", ir->endpoints_size()),
                LogField::Number("identities", ir->identities_size())});
+  installed_ = *std::move(ir);
   pending_.clear();
   metrics_->SetPendingEvents(0);
   last_sync_error_.clear();

@@ -12,6 +12,8 @@
 //   // or all of it: np::agent::RunLoop(agent, fd, [] { return stop_requested; },
 //   //                                  /*exit_at_end=*/false);
 //
+// After that, each sync hands the backend what it installed last and the new program
+// (Backend::Update), so that a backend can change only what differs.
 // Reconcile on start *replaces* (Backend::Apply is an atomic full replace): np cannot trust
 // a program it finds (another version, a crashed agent's state, hand edits), and replacing it
 // atomically costs no window in which a selected pod is open, so adopting would save one
@@ -26,6 +28,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -84,6 +87,10 @@ class Agent {
   absl::Time retry_after_ = absl::InfinitePast();
   std::string last_sync_error_;  // logged once, not on every retry
   int64_t events_ = 0;
+  // What the last successful Sync installed (none after Reconcile starts or a failed sync):
+  // the `previous` of the next Backend::Update.
+  std::optional<ir::CompiledPolicy> installed_;
+  backends::Attachment installed_attachment_;
 };
 
 // Reads events from `fd` until `stop()` says so (it is polled at least every 100 ms, and

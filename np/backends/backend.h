@@ -7,6 +7,7 @@
 //   absl::StatusOr<ir::BackendCapacity> c = nft->Capacity(ir);    // rules, sets, ... vs limits
 //   absl::StatusOr<std::string> text = nft->Render(ir);          // e.g. for `nft -f`
 //   absl::Status s = nft->Apply(ir, attachment);                  // atomic replace
+//   s = nft->Update(ir, next_ir, attachment);                     // only what changed
 //
 // Every backend checks the IR's invariants first (util.h CheckIr) and refuses, in Render and
 // in Apply, a program the kernel would refuse or that is past np's load-time budgets
@@ -76,6 +77,17 @@ class Backend {
   // Installs the program, replacing any previous one atomically: no instant where a
   // selected endpoint is open. Established connections keep flowing (conntrack).
   virtual absl::Status Apply(const ir::CompiledPolicy& ir, const Attachment& attachment) = 0;
+  // Moves the kernel from `previous` — what the last successful Apply or Update of this
+  // instance installed, with the same attachment — to `next`, with Apply's guarantees (no
+  // instant where a flow both programs deny passes, or one both allow is dropped). A backend
+  // that can changes only what differs (set elements, map entries) when that is safe, and
+  // otherwise does a full Apply; the default always does. Callers that do not know what is
+  // installed (a fresh start, a failed update) call Apply.
+  virtual absl::Status Update(const ir::CompiledPolicy& previous, const ir::CompiledPolicy& next,
+                              const Attachment& attachment) {
+    (void)previous;
+    return Apply(next, attachment);
+  }
   // Removes everything this backend installed.
   virtual absl::Status Remove(const Attachment& attachment) = 0;
   // Which rule, set element or map key decides `flow`, and the verdict.
