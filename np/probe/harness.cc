@@ -529,8 +529,11 @@ absl::StatusOr<UpdateReport> Harness::UpdateTest(const Cluster& a, const Cluster
     try {
       for (int i = 0; i < swaps; ++i) {
         if (Interrupted() || absl::Now() >= stop_at) break;
+        // Each swap is an update from the program the previous one installed, as an agent
+        // makes it: a backend's incremental path (Backend::Update) is what this test judges.
         const ir::CompiledPolicy& next = i % 2 == 0 ? *ir_b : *ir_a;
-        absl::Status s = backend->Apply(next, attachment);
+        const ir::CompiledPolicy& previous = i % 2 == 0 ? *ir_a : *ir_b;
+        absl::Status s = backend->Update(previous, next, attachment);
         if (!s.ok()) {
           std::lock_guard<std::mutex> lock(error_mutex);
           swap_error = s;
