@@ -17,6 +17,10 @@
 // limit or the budget (ResourceExhausted, with the numbers); BackendOptions::budgets raises
 // it. The programs themselves are fixed, so the verifier's limits do not grow with the IR.
 //
+// Update edits the identity maps of the live generation in place when a pod event changes
+// nothing else (maps.h PlanIdentityEdit: which events, and why no packet sees a mix of the
+// two programs), else it loads a new generation as Apply does.
+//
 // Thread safety: as np/backends/backend.h.
 #ifndef NP_BACKENDS_EBPF_EBPF_BACKEND_H_
 #define NP_BACKENDS_EBPF_EBPF_BACKEND_H_
@@ -28,6 +32,11 @@
 namespace np::backends {
 
 std::unique_ptr<Backend> MakeEbpfBackend(const BackendOptions& options = {});
+
+// How the last Update of `backend` (made by MakeEbpfBackend) went, for tests and
+// benchmarks: "in place: ..." (identity map entries edited, no new generation) or
+// "full: <why not in place>"; empty before any Update or for another backend.
+std::string EbpfLastUpdate(const Backend& backend);
 
 }  // namespace np::backends
 

@@ -6,7 +6,9 @@
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <net/if.h>
+#include <linux/membarrier.h>
 #include <sched.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -119,6 +121,8 @@ absl::Status SetMaxEntries(bpf_object* obj, const char* name, size_t n) {
   return absl::OkStatus();
 }
 
+constexpr uint32_t kZero = 0;
+
 absl::Status Update(int fd, const char* map, const void* key, const void* value) {
   if (bpf_map_update_elem(fd, key, value, BPF_ANY) != 0) {
     return Errno(absl::StrCat("update ", map), errno);
@@ -185,6 +189,26 @@ uint32_t QueryFilter(int ifindex, bpf_tc_attach_point point) {
   return o.prog_id;
 }
 
+// The identity maps get room beyond the IR's entries for in-place edits (EditIdentities):
+// pod events add host keys and split LPM ranges. The LPM tries allocate nodes as they are
+// added, so their room costs nothing; np_ident_hosts is preallocated (about 80 bytes an
+// entry), so its room is an eighth more.
+size_t IdentityRoom(size_t entries) { return entries + entries / 8 + 64; }
+
+uint32_t MaxEntries(int fd) {
+  bpf_map_info info{};
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) return 0;
+  return info.max_entries;
+}
+
+uint32_t ProgramId(int fd) {
+  bpf_prog_info info{};
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) return 0;
+  return info.id;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
@@ -205,9 +229,9 @@ absl::StatusOr<std::unique_ptr<Generation>> Generation::Load(
   }
   std::unique_ptr<Generation> g(new Generation(obj));
   for (auto [name, n] : std::vector<std::pair<const char*, size_t>>{
-           {"np_ident_hosts", maps.ident_hosts.size()},
-           {"np_ident4", maps.ident4.size()},
-           {"np_ident6", maps.ident6.size()},
+           {"np_ident_hosts", IdentityRoom(maps.ident_hosts.size())},
+           {"np_ident4", IdentityRoom(maps.ident4.size())},
+           {"np_ident6", IdentityRoom(maps.ident6.size())},
            {"np_endpoints_if", interfaces.size()},
            {"np_endpoints_addr", maps.endpoints_addr.size()},
            {"np_tables", maps.tables.size()},
@@ -401,7 +425,152 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
     }
     ++report.interfaces;
   }
+  auto installed = std::make_shared<LiveMaps>();
+  installed->config = fcntl((*generation)->map_fd("np_config"), F_DUPFD_CLOEXEC, 0);
+  installed->hosts = fcntl((*generation)->map_fd("np_ident_hosts"), F_DUPFD_CLOEXEC, 0);
+  installed->ident4 = fcntl((*generation)->map_fd("np_ident4"), F_DUPFD_CLOEXEC, 0);
+  installed->ident6 = fcntl((*generation)->map_fd("np_ident6"), F_DUPFD_CLOEXEC, 0);
+  if (installed->config >= 0 && installed->hosts >= 0 && installed->ident4 >= 0 && installed->ident6 >= 0) {
+    installed->hosts_capacity = MaxEntries(installed->hosts);
+    installed->ident4_capacity = MaxEntries(installed->ident4);
+    installed->ident6_capacity = MaxEntries(installed->ident6);
+    installed->generation = report.generation;
+    installed->program_id = ProgramId((*generation)->program_fd(NP_HOOK_FROM_ENDPOINT));
+    installed->ifindex = ifindexes.empty() ? 0 : ifindexes.front();
+    installed->netns = std::string(netns);
+    report.live = std::move(installed);
+  }
   return report;
+}
+
+LiveMaps::~LiveMaps() {
+  for (int fd : {config, hosts, ident4, ident6}) {
+    if (fd >= 0) close(fd);
+  }
+}
+
+namespace {
+
+// Waits until every BPF program run that started before has finished: membarrier's
+// MEMBARRIER_CMD_GLOBAL is synchronize_rcu(), and tc programs run inside RCU read-side
+// sections (softirq or rcu_read_lock_bh).
+absl::Status Barrier() {
+  if (syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) != 0) {
+    return Errno("membarrier(MEMBARRIER_CMD_GLOBAL)", errno);
+  }
+  return absl::OkStatus();
+}
+
+bool HaveBarrier() {
+  static const bool have = [] {
+    long commands = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    return commands >= 0 && (commands & MEMBARRIER_CMD_GLOBAL) != 0;
+  }();
+  return have;
+}
+
+absl::Status Delete(int fd, const char* map, const void* key) {
+  if (bpf_map_delete_elem(fd, key) != 0) return Errno(absl::StrCat("delete from ", map), errno);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status EditIdentities(LiveMaps& live, const MapContents& from, const IdentityEdit& edit) {
+  // Nothing is written until every precondition holds.
+  if (from.ident_hosts.size() + edit.host_adds.size() > live.hosts_capacity ||
+      from.ident4.size() + edit.new_lpm4_keys > live.ident4_capacity ||
+      from.ident6.size() + edit.new_lpm6_keys > live.ident6_capacity) {
+    return absl::FailedPreconditionError("the identity maps have no room for the edit");
+  }
+  if (!HaveBarrier()) {
+    return absl::FailedPreconditionError("no membarrier(MEMBARRIER_CMD_GLOBAL)");
+  }
+  if (live.ifindex == 0 || live.program_id == 0) {
+    return absl::FailedPreconditionError("the generation runs on no interface");
+  }
+  {
+    absl::StatusOr<std::unique_ptr<NetnsScope>> scope = NetnsScope::Enter(live.netns);
+    if (!scope.ok()) return absl::FailedPreconditionError(scope.status().message());
+    if (QueryFilter(live.ifindex, BPF_TC_INGRESS) != live.program_id) {
+      return absl::FailedPreconditionError("another generation runs now");
+    }
+  }
+  absl::Status s = absl::OkStatus();
+  for (const auto& [k, v] : edit.host_adds) {
+    if (s.ok()) s = Update(live.hosts, "np_ident_hosts", &k, &v);
+  }
+  for (const auto& [k, v] : edit.lpm4_puts) {
+    if (s.ok()) s = Update(live.ident4, "np_ident4", &k, &v);
+  }
+  for (const auto& [k, v] : edit.lpm6_puts) {
+    if (s.ok()) s = Update(live.ident6, "np_ident6", &k, &v);
+  }
+  for (size_t i = 0; i < edit.host_changes.size(); ++i) {
+    // A replaced element of the preallocated hash is reused by the next replacement at
+    // once: a reader that found it must be done before then.
+    if (s.ok() && i > 0) s = Barrier();
+    if (s.ok()) {
+      s = Update(live.hosts, "np_ident_hosts", &edit.host_changes[i].first,
+                 &edit.host_changes[i].second);
+    }
+  }
+  if (s.ok() && edit.barrier_before_deletes) s = Barrier();
+  for (const np_lpm4_key& k : edit.lpm4_deletes) {
+    if (s.ok()) s = Delete(live.ident4, "np_ident4", &k);
+  }
+  for (const np_lpm6_key& k : edit.lpm6_deletes) {
+    if (s.ok()) s = Delete(live.ident6, "np_ident6", &k);
+  }
+  for (const np_endpoint_addr_key& k : edit.host_deletes) {
+    if (s.ok()) s = Delete(live.hosts, "np_ident_hosts", &k);
+  }
+  // As a new generation: np_ct's connectionless flows are decided again, by runs that
+  // started after every write above.
+  if (s.ok()) s = Barrier();
+  if (s.ok()) {
+    np_config c = from.config;
+    c.generation = live.generation + 1;
+    s = Update(live.config, "np_config", &kZero, &c);
+    if (s.ok()) live.generation = c.generation;
+  }
+  return s;
+}
+
+absl::StatusOr<std::map<std::string, std::vector<std::pair<std::string, std::string>>>>
+DumpMaps(absl::string_view interface, absl::string_view netns) {
+  absl::StatusOr<std::unique_ptr<NetnsScope>> scope = NetnsScope::Enter(netns);
+  if (!scope.ok()) return scope.status();
+  unsigned index = if_nametoindex(std::string(interface).c_str());
+  if (index == 0) return absl::NotFoundError(absl::StrCat("interface ", interface, " not found"));
+  uint32_t id = QueryFilter(static_cast<int>(index), BPF_TC_INGRESS);
+  if (id == 0) return absl::NotFoundError(absl::StrCat("no np filter on ", interface));
+  Fd prog(bpf_prog_get_fd_by_id(id));
+  if (prog.get() < 0) return Errno("prog fd", errno);
+  absl::StatusOr<ProgInfo> info = GetProgInfo(prog.get());
+  if (!info.ok()) return info.status();
+  std::map<std::string, std::vector<std::pair<std::string, std::string>>> out;
+  for (uint32_t map_id : info->map_ids) {
+    Fd fd(bpf_map_get_fd_by_id(map_id));
+    if (fd.get() < 0) return Errno("map fd", errno);
+    bpf_map_info mi{};
+    uint32_t len = sizeof(mi);
+    if (bpf_obj_get_info_by_fd(fd.get(), &mi, &len) != 0) return Errno("map info", errno);
+    std::string name(mi.name, strnlen(mi.name, sizeof(mi.name)));
+    if (name == "np_ct" || name == "np_frag" || name.find('.') != std::string::npos) continue;
+    std::vector<std::pair<std::string, std::string>>& entries = out[name];
+    std::string key(mi.key_size, '\0'), next(mi.key_size, '\0'), value(mi.value_size, '\0');
+    const void* previous = nullptr;
+    while (bpf_map_get_next_key(fd.get(), previous, next.data()) == 0) {
+      if (bpf_map_lookup_elem(fd.get(), next.data(), value.data()) == 0) {
+        entries.emplace_back(next, value);
+      }
+      key = next;
+      previous = key.data();
+    }
+    std::sort(entries.begin(), entries.end());
+  }
+  return out;
 }
 
 absl::Status RemoveFromInterfaces(const std::vector<std::string>& interfaces,

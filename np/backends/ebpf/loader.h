@@ -25,6 +25,7 @@
 #define NP_BACKENDS_EBPF_LOADER_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -84,11 +85,30 @@ struct InterfaceEndpoint {
   static constexpr uint32_t kOutside = 0xffffffffu;
 };
 
+// The maps of an installed generation that an in-place edit writes, held open by the
+// process that installed it (the kernel keeps them while a filter runs the programs; these
+// descriptors only let this process reach them without a search).
+class LiveMaps {
+ public:
+  LiveMaps() = default;
+  ~LiveMaps();
+  LiveMaps(const LiveMaps&) = delete;
+  LiveMaps& operator=(const LiveMaps&) = delete;
+
+  int config = -1, hosts = -1, ident4 = -1, ident6 = -1;
+  uint32_t hosts_capacity = 0, ident4_capacity = 0, ident6_capacity = 0;  // max_entries
+  uint32_t generation = 0;  // np_config.generation now
+  uint32_t program_id = 0;  // the generation's np_from_ep
+  int ifindex = 0;          // an interface whose tc ingress runs it (0: none attached)
+  std::string netns;
+};
+
 // What one Apply did, for people and tests.
 struct ApplyReport {
   uint32_t generation = 0;       // 1 + the live generation's, 1 on a fresh node
   bool conntrack_reused = false; // np_ct/np_frag came from the live generation
   int interfaces = 0;            // interfaces switched to the new generation
+  std::shared_ptr<LiveMaps> live;  // for EditIdentities
 };
 
 // Installs `maps` as the next generation on `interfaces` in network namespace `netns` ("" =
@@ -96,6 +116,22 @@ struct ApplyReport {
 absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
                                             const std::vector<InterfaceEndpoint>& interfaces,
                                             absl::string_view netns);
+
+// Edits the identity maps of the generation `live` in place, as `edit` plans it (maps.h
+// PlanIdentityEdit, which says why this is safe): the writes in the plan's order, the
+// barriers (membarrier(MEMBARRIER_CMD_GLOBAL): an RCU grace period, after which no tc
+// program run that started before is still running), then np_config.generation + 1.
+// `from` is what the maps hold now. FailedPrecondition, with nothing written, when the
+// maps lack the room (max_entries), `live` is no longer what runs on its interface, or the
+// kernel has no membarrier; any other error may leave the edit half done (every step is a
+// state whose verdicts are the old program's or the new one's): load a new generation.
+absl::Status EditIdentities(LiveMaps& live, const MapContents& from, const IdentityEdit& edit);
+
+// Every entry of each map of the generation running on `interface` (tc ingress), as raw
+// key and value bytes sorted by key, by map name; np_ct and np_frag are left out. For
+// tests: what the kernel holds, to compare with what another Apply writes.
+absl::StatusOr<std::map<std::string, std::vector<std::pair<std::string, std::string>>>>
+DumpMaps(absl::string_view interface, absl::string_view netns);
 
 // Detaches np's filters from `interfaces` and removes their clsact qdiscs; interfaces that
 // no longer exist are skipped. When the last filter goes, the kernel frees the programs and

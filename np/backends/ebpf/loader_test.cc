@@ -7,6 +7,10 @@
 
 #include <unistd.h>
 
+#include <cstdio>
+#include <random>
+#include <tuple>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
@@ -117,6 +121,204 @@ TEST_F(LoaderTest, BadAttachmentsAreErrors) {
   ASSERT_GT(readlink("/proc/thread-self/ns/net", before, sizeof(before) - 1), 0);
   EXPECT_STREQ(self, before);
   EXPECT_TRUE(backend->Remove(Both()).ok());
+}
+
+}  // namespace
+}  // namespace np::backends::ebpf
+
+namespace np::backends::ebpf {
+namespace {
+
+// Pod churn through Backend::Update on one namespace, and each step's IR applied fresh
+// (a new Backend, a new generation) on a twin namespace: after every step the maps the
+// kernel holds must be the same entries (np_config's generation aside). The churn is
+// seeded (NP_TEST_SEED replays it) and made of events of pods that are not on the node —
+// added, deleted, relabelled into another identity, an address reused — which Update edits
+// in place (EbpfLastUpdate says so), and events of the node's own pods, which it must not.
+struct ChurnPod {
+  int slot;      // address 10.1.0.<slot> and fd00:1::<slot>
+  int identity;  // 1..3: a label class
+};
+
+// The node's pods: x/l0 (10.0.0.1, selected: ingress TCP 80 from identity 1, UDP 53 from
+// identities 1 and 2; egress isolated, TCP 443 to identity 3), x/l1 (10.0.0.2, not
+// selected), and x/l2 (10.0.0.3) when `third_local`. The other pods of the cluster are
+// `pods`. Identity 0 is everything outside the cluster.
+ir::CompiledPolicy ChurnIr(const std::vector<ChurnPod>& pods, bool third_local) {
+  ir::CompiledPolicy ir;
+  for (int i = 0; i < 4; ++i) ir.add_identities()->set_id(static_cast<uint32_t>(i));
+  ir.mutable_identities(0)->set_external(true);
+  std::vector<std::pair<uint32_t, int>> v4;  // (last octets as a number, identity)
+  v4.push_back({0x0a000001, 1});
+  v4.push_back({0x0a000002, 2});
+  if (third_local) v4.push_back({0x0a000003, 3});
+  for (const ChurnPod& p : pods) v4.push_back({0x0a010000u + static_cast<uint32_t>(p.slot), p.identity});
+  std::sort(v4.begin(), v4.end());
+  for (int family = 0; family < 2; ++family) {
+    auto address = [&](uint32_t v) {
+      if (family == 0) return IpAddress::V4(v);
+      uint8_t b[16] = {0xfd, 0x00, 0, static_cast<uint8_t>((v >> 16) & 0xff)};
+      b[15] = static_cast<uint8_t>(v & 0xff);
+      return IpAddress::V6Bytes(b);
+    };
+    auto add = [&](const IpAddress& first, const IpAddress& last, int identity) {
+      ir::AddressRange* r = family == 0 ? ir.add_ipv4() : ir.add_ipv6();
+      uint8_t b[16];
+      first.ToBytes(b);
+      r->set_first(std::string(reinterpret_cast<char*>(b), family == 0 ? 4 : 16));
+      last.ToBytes(b);
+      r->set_last(std::string(reinterpret_cast<char*>(b), family == 0 ? 4 : 16));
+      r->set_identity(static_cast<uint32_t>(identity));
+      for (const std::string& c : testing::RangeCidrs(first, last)) r->add_cidrs(c);
+    };
+    IpAddress next = family == 0 ? *IpAddress::Parse("0.0.0.0") : *IpAddress::Parse("::");
+    for (const auto& [v, identity] : v4) {
+      IpAddress a = address(v);
+      if (next < a) add(next, address(v - 1), 0);  // v - 1 stays in the same /16
+      add(a, a, identity);
+      next = address(v + 1);
+    }
+    add(next, family == 0 ? *IpAddress::Parse("255.255.255.255")
+                          : *IpAddress::Parse("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+        0);
+  }
+  for (std::vector<uint32_t> ids : {std::vector<uint32_t>{1}, {1, 2}, {3}}) {
+    ir::PeerSet* s = ir.add_peer_sets();
+    s->set_id(static_cast<uint32_t>(ir.peer_sets_size() - 1));
+    for (uint32_t id : ids) s->add_identities(id);
+  }
+  ir::Table* t = ir.add_tables();
+  t->mutable_ingress()->set_isolated(true);
+  t->mutable_egress()->set_isolated(true);
+  for (auto [d, proto, port, set] :
+       {std::tuple<ir::DirectionPolicy*, ir::Protocol, uint32_t, uint32_t>{
+            t->mutable_ingress(), ir::TCP, 80, 0},
+        {t->mutable_ingress(), ir::UDP, 53, 1},
+        {t->mutable_egress(), ir::TCP, 443, 2}}) {
+    ir::PortRule* r = d->add_rules();
+    r->set_protocol(proto);
+    r->set_first_port(port);
+    r->set_last_port(port);
+    r->set_peer_set(set);
+  }
+  for (int i = 0; i < (third_local ? 3 : 2); ++i) {
+    ir::Endpoint* e = ir.add_endpoints();
+    e->set_namespace_("x");
+    e->set_name(absl::StrCat("l", i));
+    e->add_ips(absl::StrCat("10.0.0.", i + 1));
+    e->add_ips(absl::StrCat("fd00::", i + 1));
+    e->set_selected(i == 0);
+  }
+  return ir;
+}
+
+class UpdateTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root";
+    for (const char* which : {"inc", "fresh"}) {
+      std::string ns = absl::StrCat("npebpf-", getpid(), "-", which);
+      ASSERT_TRUE(RunCommand({"ip", "netns", "add", ns}).ok());
+      netns_.push_back(ns);
+      for (const char* pair : {"0", "1", "2"}) {
+        ASSERT_TRUE(RunCommand({"ip", "-n", ns, "link", "add", absl::StrCat("h", pair), "type",
+                                "veth", "peer", "name", absl::StrCat("c", pair)})
+                        .ok());
+        ASSERT_TRUE(RunCommand({"ip", "-n", ns, "link", "set", absl::StrCat("h", pair), "up"}).ok());
+      }
+    }
+  }
+  void TearDown() override {
+    for (const std::string& ns : netns_) EXPECT_TRUE(RunCommand({"ip", "netns", "del", ns}).ok());
+  }
+  Attachment On(int i) const {
+    return Attachment{{{"x/l0", "h0"}, {"x/l1", "h1"}, {"x/l2", "h2"}}, netns_[i]};
+  }
+  // The maps of both namespaces, np_config's generation left out.
+  void ExpectSameMaps(const std::string& where) {
+    std::vector<std::map<std::string, std::vector<std::pair<std::string, std::string>>>> dumps;
+    for (const std::string& ns : netns_) {
+      auto d = DumpMaps("h0", ns);
+      ASSERT_TRUE(d.ok()) << d.status();
+      for (auto& [k, v] : (*d)["np_config"]) v.replace(0, 4, 4, '\0');
+      dumps.push_back(std::move(*d));
+    }
+    ASSERT_EQ(dumps[0].size(), dumps[1].size()) << where;
+    for (const auto& [name, entries] : dumps[1]) {
+      EXPECT_TRUE(dumps[0][name] == entries)
+          << where << ": " << name << " holds " << dumps[0][name].size()
+          << " entries after Update, " << entries.size() << " after a fresh Apply";
+    }
+  }
+  std::vector<std::string> netns_;
+};
+
+TEST_F(UpdateTest, PodChurnInPlaceEqualsAFreshApply) {
+  const uint64_t seed = testing::FirstSeed();
+  std::mt19937_64 rng(seed);
+  std::vector<ChurnPod> pods;
+  std::vector<bool> used(250, false);
+  for (int i = 0; i < 40; ++i) {
+    int slot = 1 + static_cast<int>(rng() % 249);
+    if (used[static_cast<size_t>(slot)]) continue;
+    used[static_cast<size_t>(slot)] = true;
+    pods.push_back({slot, 1 + static_cast<int>(rng() % 3)});
+  }
+  std::unique_ptr<Backend> inc = MakeEbpfBackend();
+  ir::CompiledPolicy previous = ChurnIr(pods, true);
+  ASSERT_TRUE(inc->Apply(previous, On(0)).ok());
+  int in_place = 0, full = 0;
+  for (int step = 0; step < 150; ++step) {
+    const int op = static_cast<int>(rng() % 4);
+    std::string what;
+    if (op == 0 || pods.size() < 5) {  // added
+      int slot = 1 + static_cast<int>(rng() % 249);
+      if (used[static_cast<size_t>(slot)]) continue;
+      used[static_cast<size_t>(slot)] = true;
+      pods.push_back({slot, 1 + static_cast<int>(rng() % 3)});
+      what = absl::StrCat("add 10.1.0.", slot);
+    } else {
+      size_t i = rng() % pods.size();
+      if (op == 1) {  // deleted
+        what = absl::StrCat("delete 10.1.0.", pods[i].slot);
+        used[static_cast<size_t>(pods[i].slot)] = false;
+        pods.erase(pods.begin() + static_cast<long>(i));
+      } else {  // relabelled, or its address reused by a pod of another class
+        pods[i].identity = 1 + pods[i].identity % 3;
+        what = absl::StrCat(op == 2 ? "relabel 10.1.0." : "reuse 10.1.0.", pods[i].slot);
+      }
+    }
+    const std::string where = absl::StrCat("seed ", seed, " step ", step, " (", what, ")");
+    ir::CompiledPolicy next = ChurnIr(pods, true);
+    ASSERT_TRUE(inc->Update(previous, next, On(0)).ok()) << where;
+    const std::string path = EbpfLastUpdate(*inc);
+    if (absl::StartsWith(path, "in place")) {
+      ++in_place;
+    } else {
+      // The only reason for a new generation here: the identity maps' room is used up.
+      EXPECT_TRUE(absl::StrContains(path, "no room")) << where << ": " << path;
+      ++full;
+    }
+    std::unique_ptr<Backend> fresh = MakeEbpfBackend();
+    ASSERT_TRUE(fresh->Apply(next, On(1)).ok()) << where;
+    ExpectSameMaps(where);
+    if (HasFailure()) return;
+    previous = std::move(next);
+  }
+  std::printf("seed %llu: %d updates in place, %d full\n", static_cast<unsigned long long>(seed), in_place, full);
+  EXPECT_GT(in_place, 100) << "full: " << full;
+
+  // A pod of the node added and deleted: endpoints change, never in place; the maps still
+  // end up as a fresh Apply's.
+  for (bool third : {false, true}) {
+    ir::CompiledPolicy next = ChurnIr(pods, third);
+    ASSERT_TRUE(inc->Update(previous, next, On(0)).ok());
+    EXPECT_TRUE(absl::StartsWith(EbpfLastUpdate(*inc), "full: ")) << EbpfLastUpdate(*inc);
+    std::unique_ptr<Backend> fresh = MakeEbpfBackend();
+    ASSERT_TRUE(fresh->Apply(next, On(1)).ok());
+    ExpectSameMaps(third ? "x/l2 added back" : "x/l2 deleted");
+    previous = std::move(next);
+  }
 }
 
 }  // namespace

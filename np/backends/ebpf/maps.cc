@@ -6,6 +6,7 @@
 #include <optional>
 #include <set>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -366,6 +367,241 @@ absl::StatusOr<MapContents> BuildMaps(const ir::CompiledPolicy& ir, uint32_t gen
     }
   }
   return m;
+}
+
+namespace {
+
+template <typename T>
+bool SameBytes(const T& a, const T& b) {
+  return std::memcmp(&a, &b, sizeof(T)) == 0;
+}
+template <typename T>
+bool SameList(const std::vector<T>& a, const std::vector<T>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!SameBytes(a[i], b[i])) return false;
+  }
+  return true;
+}
+template <typename K, typename V>
+bool SamePairs(const std::vector<std::pair<K, V>>& a, const std::vector<std::pair<K, V>>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!SameBytes(a[i].first, b[i].first) || !SameBytes(a[i].second, b[i].second)) return false;
+  }
+  return true;
+}
+
+using Address = unsigned __int128;
+
+// An address range [lo, hi] of one family that a key of the identity maps covers.
+struct Cover {
+  Address lo = 0, hi = 0;
+  uint32_t identity = 0;
+};
+
+Address AddressOf(const uint8_t* bytes, int n) {
+  Address a = 0;
+  for (int i = 0; i < n; ++i) a = (a << 8) | bytes[i];
+  return a;
+}
+
+Cover CoverOf(const uint8_t* bytes, int width_bits, int prefixlen, uint32_t identity) {
+  Cover c;
+  c.lo = AddressOf(bytes, width_bits / 8);
+  const int host_bits = width_bits - prefixlen;
+  const Address host_mask =
+      host_bits >= 128 ? ~Address{0} : ((Address{1} << host_bits) - 1);
+  c.lo &= ~host_mask;
+  c.hi = c.lo | host_mask;
+  c.identity = identity;
+  return c;
+}
+
+std::string WideAddressText(Address a, int width_bits) {
+  uint8_t bytes[16] = {};
+  const int n = width_bits / 8;
+  for (int i = n - 1; i >= 0; --i) {
+    bytes[i] = static_cast<uint8_t>(a & 0xff);
+    a >>= 8;
+  }
+  return AddrText(width_bits == 32 ? NP_FAMILY_V4 : NP_FAMILY_V6, bytes);
+}
+
+// The addresses of one family whose identity differs between `from` and `to`, given the
+// keys of each side that the other lacks or maps elsewhere (`gone`: `from`'s, `come`:
+// `to`'s). Outside these keys both sides have the same key, so the same identity. Inside,
+// each side's identity is its own covering key's (keys of one side do not overlap), or
+// none. Returns at most `limit` + 1 addresses (enough to refuse).
+absl::StatusOr<std::vector<Address>> ChangedAddresses(const std::vector<Cover>& gone,
+                                                      const std::vector<Cover>& come,
+                                                      int width_bits, size_t limit) {
+  const Address max = width_bits == 128 ? ~Address{0} : ((Address{1} << width_bits) - 1);
+  std::vector<Address> starts;
+  for (const std::vector<Cover>* side : {&gone, &come}) {
+    for (const Cover& c : *side) {
+      starts.push_back(c.lo);
+      if (c.hi != max) starts.push_back(c.hi + 1);
+    }
+  }
+  std::sort(starts.begin(), starts.end());
+  starts.erase(std::unique(starts.begin(), starts.end()), starts.end());
+  auto identity = [](const std::vector<Cover>& side, Address a,
+                     bool* covered) -> absl::StatusOr<uint32_t> {
+    const Cover* found = nullptr;
+    for (const Cover& c : side) {
+      if (c.lo <= a && a <= c.hi) {
+        if (found != nullptr) return absl::FailedPreconditionError("overlapping identity keys");
+        found = &c;
+      }
+    }
+    *covered = *covered || found != nullptr;
+    return found == nullptr ? NP_IDENTITY_NONE : found->identity;
+  };
+  std::vector<Address> changed;
+  for (size_t i = 0; i < starts.size(); ++i) {
+    const Address lo = starts[i];
+    const Address hi = i + 1 < starts.size() ? starts[i + 1] - 1 : max;
+    bool covered = false;
+    absl::StatusOr<uint32_t> before = identity(gone, lo, &covered);
+    if (!before.ok()) return before.status();
+    absl::StatusOr<uint32_t> after = identity(come, lo, &covered);
+    if (!after.ok()) return after.status();
+    if (!covered || *before == *after) continue;
+    for (Address a = lo; changed.size() <= limit; ++a) {
+      changed.push_back(a);
+      if (a == hi) break;
+    }
+    if (changed.size() > limit) break;
+  }
+  return changed;
+}
+
+// The LPM part of the plan for one family (np_lpm4_key or np_lpm6_key).
+template <typename Key>
+void DiffLpm(const std::vector<std::pair<Key, np_identity_value>>& from,
+             const std::vector<std::pair<Key, np_identity_value>>& to, int width_bits,
+             std::vector<std::pair<Key, np_identity_value>>& puts, std::vector<Key>& deletes,
+             size_t& new_keys, std::vector<Cover>& gone, std::vector<Cover>& come) {
+  absl::flat_hash_map<std::string, uint32_t> old_entries, new_entries;
+  old_entries.reserve(from.size());
+  new_entries.reserve(to.size());
+  for (const auto& [k, v] : from) old_entries[Bytes(&k, sizeof(k))] = v.identity;
+  for (const auto& [k, v] : to) new_entries[Bytes(&k, sizeof(k))] = v.identity;
+  for (const auto& [k, v] : to) {
+    auto it = old_entries.find(Bytes(&k, sizeof(k)));
+    if (it != old_entries.end() && it->second == v.identity) continue;
+    if (it == old_entries.end()) {
+      ++new_keys;
+    } else {
+      gone.push_back(CoverOf(k.addr, width_bits, static_cast<int>(k.prefixlen), it->second));
+    }
+    puts.emplace_back(k, v);
+    come.push_back(CoverOf(k.addr, width_bits, static_cast<int>(k.prefixlen), v.identity));
+  }
+  for (const auto& [k, v] : from) {
+    if (new_entries.contains(Bytes(&k, sizeof(k)))) continue;
+    deletes.push_back(k);
+    gone.push_back(CoverOf(k.addr, width_bits, static_cast<int>(k.prefixlen), v.identity));
+  }
+  std::stable_sort(puts.begin(), puts.end(),
+                   [](const auto& a, const auto& b) { return a.first.prefixlen > b.first.prefixlen; });
+}
+
+}  // namespace
+
+absl::StatusOr<IdentityEdit> PlanIdentityEdit(const MapContents& from, const MapContents& to) {
+  auto refuse = [](absl::string_view why) {
+    return absl::FailedPreconditionError(absl::StrCat("not an identity-only change: ", why));
+  };
+  // (a) Everything but the identity maps unchanged.
+  if (from.config.flags != to.config.flags) return refuse("np_config flags differ");
+  if (!SameList(from.endpoints, to.endpoints) || from.endpoint_names != to.endpoint_names) {
+    return refuse("the node's endpoints differ");
+  }
+  if (!SamePairs(from.endpoints_addr, to.endpoints_addr)) {
+    return refuse("the endpoints' addresses differ");
+  }
+  if (!SameList(from.tables, to.tables)) return refuse("np_tables differs");
+  if (!SamePairs(from.ports, to.ports)) return refuse("np_ports differs");
+  if (!SamePairs(from.tiers, to.tiers)) return refuse("np_tiers differs");
+  if (!SameList(from.tier_lists, to.tier_lists)) return refuse("np_tier_lists differs");
+  if (!SameList(from.members, to.members)) return refuse("np_members differs");
+
+  IdentityEdit edit;
+  // Covers of the changed keys, per family: v4 [0], v6 [1].
+  std::vector<Cover> gone[2], come[2];
+  {
+    absl::flat_hash_map<std::string, uint32_t> old_hosts, new_hosts;
+    old_hosts.reserve(from.ident_hosts.size());
+    new_hosts.reserve(to.ident_hosts.size());
+    for (const auto& [k, v] : from.ident_hosts) old_hosts[Bytes(&k, sizeof(k))] = v.identity;
+    for (const auto& [k, v] : to.ident_hosts) new_hosts[Bytes(&k, sizeof(k))] = v.identity;
+    auto family_of = [](const np_endpoint_addr_key& k) { return k.family == NP_FAMILY_V4 ? 0 : 1; };
+    auto cover = [&](const np_endpoint_addr_key& k, uint32_t identity) {
+      const int width = k.family == NP_FAMILY_V4 ? 32 : 128;
+      return CoverOf(k.addr, width, width, identity);
+    };
+    for (const auto& [k, v] : to.ident_hosts) {
+      auto it = old_hosts.find(Bytes(&k, sizeof(k)));
+      if (it != old_hosts.end() && it->second == v.identity) continue;
+      if (it == old_hosts.end()) {
+        edit.host_adds.emplace_back(k, v);
+      } else {
+        edit.host_changes.emplace_back(k, v);
+        gone[family_of(k)].push_back(cover(k, it->second));
+      }
+      come[family_of(k)].push_back(cover(k, v.identity));
+    }
+    for (const auto& [k, v] : from.ident_hosts) {
+      if (new_hosts.contains(Bytes(&k, sizeof(k)))) continue;
+      edit.host_deletes.push_back(k);
+      gone[family_of(k)].push_back(cover(k, v.identity));
+    }
+  }
+  DiffLpm(from.ident4, to.ident4, 32, edit.lpm4_puts, edit.lpm4_deletes, edit.new_lpm4_keys,
+          gone[0], come[0]);
+  DiffLpm(from.ident6, to.ident6, 128, edit.lpm6_puts, edit.lpm6_deletes, edit.new_lpm6_keys,
+          gone[1], come[1]);
+  // One pod's event changes a handful of keys; many keys are many pods (or a renumbering).
+  constexpr size_t kMaxKeys = 64;
+  for (int f = 0; f < 2; ++f) {
+    if (gone[f].size() + come[f].size() > kMaxKeys) {
+      return refuse(absl::StrCat(gone[f].size() + come[f].size(), " identity keys of ",
+                                 f == 0 ? "IPv4" : "IPv6", " change (at most ", kMaxKeys, ")"));
+    }
+  }
+
+  // (b) and (c): at most one address per family changes identity, not a local pod's.
+  for (int f = 0; f < 2; ++f) {
+    const int width = f == 0 ? 32 : 128;
+    absl::StatusOr<std::vector<Address>> changed = ChangedAddresses(gone[f], come[f], width, 1);
+    if (!changed.ok()) return refuse(changed.status().message());
+    if (changed->size() > 1) {
+      return refuse(absl::StrCat("more than one ", f == 0 ? "IPv4" : "IPv6",
+                                 " address changes identity (", WideAddressText((*changed)[0], width),
+                                 ", ", WideAddressText((*changed)[1], width), ", ...)"));
+    }
+    for (Address a : *changed) {
+      uint8_t bytes[16] = {};
+      Address rest = a;
+      for (int i = width / 8 - 1; i >= 0; --i) {
+        bytes[i] = static_cast<uint8_t>(rest & 0xff);
+        rest >>= 8;
+      }
+      const std::string text = WideAddressText(a, width);
+      for (const auto& [k, v] : to.endpoints_addr) {
+        if (k.family == (f == 0 ? NP_FAMILY_V4 : NP_FAMILY_V6) &&
+            std::memcmp(k.addr, bytes, static_cast<size_t>(width / 8)) == 0) {
+          return refuse(absl::StrCat(text, " changes identity and is a pod of this node"));
+        }
+      }
+      edit.changed_addresses.push_back(text);
+    }
+  }
+  edit.barrier_before_deletes = !edit.host_adds.empty() &&
+                                (!edit.lpm4_deletes.empty() || !edit.lpm6_deletes.empty());
+  return edit;
 }
 
 std::string RenderMaps(const ir::CompiledPolicy& ir, const MapContents& m) {

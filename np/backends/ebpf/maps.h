@@ -57,6 +57,83 @@ struct MapContents {
 // map entries. Errors name the offending IR element.
 absl::StatusOr<MapContents> BuildMaps(const ir::CompiledPolicy& ir, uint32_t generation = 0);
 
+// An in-place edit of a live generation's identity maps (np_ident_hosts, np_ident4,
+// np_ident6) that turns `from`'s entries into `to`'s, for a pod event that changes nothing
+// else (Backend::Update; loader.h EditIdentities performs it).
+//
+//   absl::StatusOr<IdentityEdit> edit = PlanIdentityEdit(installed, next);
+//   if (!edit.ok()) { /* edit.status().message() says why: load a new generation */ }
+//
+// Why the edit is safe. The program reads map entries one lookup at a time, and an edit is
+// a sequence of single-entry updates, each atomic for a reader (hash and LPM updates
+// replace an element under RCU). One program run at one hook decides both local sides of
+// a packet (np_policy.c policy_allows) from: np_endpoints_if (self), np_endpoints_addr
+// (the other end), np_config, the policy maps (np_tables, np_ports, np_tiers,
+// np_tier_lists, np_members) and the identity of each end's address (identity_of:
+// np_ident_hosts, then the LPM trie of the family). The plan is refused unless
+//   (a) every map but the identity maps is the same in `from` and `to` (np_config's flags,
+//       endpoints, their addresses and names, hence np_endpoints_if on the same
+//       attachment; tables, ports, tiers, tier lists, members);
+//   (b) per family at most ONE address changes identity (one pod added, deleted,
+//       relabelled into another identity, or its address reused); identities renumbered,
+//       a new shared identity, many pods: refused;
+//   (c) that address is not an address of an endpoint of this node: then a packet looks
+//       up its identity at most once (its other end is a different address of the same
+//       family, and only a local end — np_endpoints_addr — gets the second lookup), while
+//       a local pod's address could be looked up for both sides of one (spoofed,
+//       src == dst) packet, one lookup seeing the old identity and one the new.
+// Each address's identity, read by identity_of as a hosts lookup then an LPM lookup,
+// must also never be anything but its old or its new one (in particular never "none",
+// which tier rules deny). Within `from` and within `to` the keys tile the address space
+// without overlap (BuildMaps checks each range's CIDRs; ranges are disjoint), so an
+// address has at most one covering key on each side. The edit goes:
+//   1. host keys added; LPM keys added or changed, longest prefix first (host keys count
+//      as the longest); host keys whose value changes, the last
+//   2. a barrier (`barrier_before_deletes`) when a host key was added and an LPM key is
+//      deleted: an address moving from an LPM key to a host key (a pod added into a
+//      range) could otherwise be read as "no host key yet" before the add and "no LPM
+//      key any more" after the delete — no identity at all;
+//   3. LPM keys deleted, then host keys deleted.
+// While keys are only added, the old covering key of every address is still there: the
+// LPM trie answers the longest of the old and the new covering key, i.e. one of the two,
+// and a host key answers for its address first. While keys are only deleted, the new
+// covering key is already there. So each identity lookup sees old or new, and by (b) and
+// (c) at most one lookup of a packet can see a changed answer: the verdict of every packet
+// is the old program's or the new one's.
+// What the loader adds around the plan: a barrier between two changed host values (the
+// kernel's preallocated hash reuses a replaced element at once, so a reader that found it
+// just before could read the next write into it), and at the end a barrier then
+// np_config.generation + 1, as a new generation would have: connectionless flows that
+// np_ct remembers are decided again (np_policy.c), and only by runs that saw the new
+// identities.
+struct IdentityEdit {
+  // Step 1, in this order.
+  std::vector<std::pair<np_endpoint_addr_key, np_identity_value>> host_adds;
+  std::vector<std::pair<np_lpm4_key, np_identity_value>> lpm4_puts;  // longest first
+  std::vector<std::pair<np_lpm6_key, np_identity_value>> lpm6_puts;  // longest first
+  std::vector<std::pair<np_endpoint_addr_key, np_identity_value>> host_changes;
+  bool barrier_before_deletes = false;
+  // Step 3.
+  std::vector<np_lpm4_key> lpm4_deletes;
+  std::vector<np_lpm6_key> lpm6_deletes;
+  std::vector<np_endpoint_addr_key> host_deletes;
+  // The addresses whose identity changes (at most one per family), as text.
+  std::vector<std::string> changed_addresses;
+
+  size_t Writes() const {
+    return host_adds.size() + lpm4_puts.size() + lpm6_puts.size() + host_changes.size() +
+           lpm4_deletes.size() + lpm6_deletes.size() + host_deletes.size();
+  }
+  // Keys of lpm4_puts / lpm6_puts that `from` lacks: with host_adds, how many entries
+  // each map holds beyond `from`'s during the edit (its max_entries must leave the room).
+  size_t new_lpm4_keys = 0;
+  size_t new_lpm6_keys = 0;
+};
+
+// The edit from `from` to `to`, or FailedPrecondition saying which condition above does
+// not hold (the caller then installs a new generation). Costs O(entries of `from` + `to`).
+absl::StatusOr<IdentityEdit> PlanIdentityEdit(const MapContents& from, const MapContents& to);
+
 // The fewest port prefixes covering [first, last] (0 <= first <= last <= 65535), as
 // (first port of the block, prefix length 0..16).
 std::vector<std::pair<uint16_t, int>> PortPrefixes(uint32_t first, uint32_t last);
