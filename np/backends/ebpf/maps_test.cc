@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <array>
+#include <map>
 #include <random>
 #include <set>
 
@@ -363,6 +364,216 @@ TEST(Explain, VerdictEqualsTheIrAndNamesTheKeys) {
     }
   }
   EXPECT_GT(checked, 1000);
+}
+
+}  // namespace
+}  // namespace np::backends::ebpf
+
+namespace np::backends::ebpf {
+namespace {
+
+// TwoPods (x/a 10.0.0.1 identity 1, x/b 10.0.0.2 identity 2, both on the node) with its
+// IPv4 ranges replaced: the node's pods, then `others` (address in 10.0.0.0/24 -> identity
+// 1 or 2, pods elsewhere in the cluster), everything else identity 0.
+ir::CompiledPolicy WithPods(std::map<uint32_t, uint32_t> others) {
+  ir::CompiledPolicy ir = testing::TwoPods();
+  ir.clear_ipv4();
+  others[0x0a000001] = 1;
+  others[0x0a000002] = 2;
+  auto add = [&](uint32_t first, uint32_t last, uint32_t identity) {
+    ir::AddressRange* r = ir.add_ipv4();
+    uint8_t b[16];
+    IpAddress::V4(first).ToBytes(b);
+    r->set_first(std::string(reinterpret_cast<char*>(b), 4));
+    IpAddress::V4(last).ToBytes(b);
+    r->set_last(std::string(reinterpret_cast<char*>(b), 4));
+    r->set_identity(identity);
+    for (const std::string& c : testing::RangeCidrs(IpAddress::V4(first), IpAddress::V4(last))) {
+      r->add_cidrs(c);
+    }
+  };
+  uint32_t next = 0;
+  for (const auto& [a, identity] : others) {
+    if (next < a) add(next, a - 1, 0);
+    add(a, a, identity);
+    next = a + 1;
+  }
+  add(next, 0xffffffffu, 0);
+  return ir;
+}
+
+// The identity of `a` when np_ident_hosts is read in `hosts` and the LPM trie in `lpm` (the
+// program's two lookups, possibly in two states of an edit).
+uint32_t IdentityIn(const MapContents& hosts, const MapContents& lpm, uint32_t a) {
+  uint8_t bytes[4] = {static_cast<uint8_t>(a >> 24), static_cast<uint8_t>(a >> 16),
+                      static_cast<uint8_t>(a >> 8), static_cast<uint8_t>(a)};
+  for (const auto& [k, v] : hosts.ident_hosts) {
+    if (k.family == NP_FAMILY_V4 && std::memcmp(k.addr, bytes, 4) == 0) return v.identity;
+  }
+  MapContents only_lpm;
+  only_lpm.ident4 = lpm.ident4;
+  return MapModel(only_lpm).Identity(NP_FAMILY_V4, bytes);
+}
+
+// Replays `edit` on `from`'s IPv4 identity entries write by write: the states a reader can
+// meet, split where the edit has a barrier (no program run spans one). The last state must
+// be `to`'s entries, and within a segment a run reading np_ident_hosts in one state and
+// the trie in the same or a later one must find every address's old or new identity.
+void CheckEditOrder(const MapContents& from, const MapContents& to, const IdentityEdit& edit,
+                    const std::vector<uint32_t>& addresses, const std::string& where) {
+  std::vector<std::vector<MapContents>> segments(1, {from});
+  auto step = [&](auto&& change) {
+    MapContents next = segments.back().back();
+    change(next);
+    segments.back().push_back(std::move(next));
+  };
+  auto barrier = [&] { segments.push_back({segments.back().back()}); };
+  auto put = [](auto& entries, const auto& k, const auto& v) {
+    for (auto& e : entries) {
+      if (std::memcmp(&e.first, &k, sizeof(k)) == 0) {
+        e.second = v;
+        return;
+      }
+    }
+    entries.emplace_back(k, v);
+  };
+  auto erase = [](auto& entries, const auto& k) {
+    for (size_t i = 0; i < entries.size(); ++i) {
+      if (std::memcmp(&entries[i].first, &k, sizeof(k)) == 0) {
+        entries.erase(entries.begin() + static_cast<long>(i));
+        return;
+      }
+    }
+    ADD_FAILURE() << "deleting a key that is not there";
+  };
+  for (const auto& [k, v] : edit.host_adds) step([&](MapContents& m) { put(m.ident_hosts, k, v); });
+  for (const auto& [k, v] : edit.lpm4_puts) step([&](MapContents& m) { put(m.ident4, k, v); });
+  for (size_t i = 0; i < edit.host_changes.size(); ++i) {
+    if (i > 0) barrier();
+    step([&](MapContents& m) { put(m.ident_hosts, edit.host_changes[i].first, edit.host_changes[i].second); });
+  }
+  if (edit.barrier_before_deletes) barrier();
+  for (const auto& k : edit.lpm4_deletes) step([&](MapContents& m) { erase(m.ident4, k); });
+  for (const auto& k : edit.host_deletes) step([&](MapContents& m) { erase(m.ident_hosts, k); });
+  for (uint32_t a : addresses) {
+    const uint32_t before = IdentityIn(from, from, a), after = IdentityIn(to, to, a);
+    EXPECT_EQ(IdentityIn(segments.back().back(), segments.back().back(), a), after)
+        << where << ": the edit does not end in `to`";
+    for (const std::vector<MapContents>& states : segments) {
+      for (size_t i = 0; i < states.size(); ++i) {
+        for (size_t j = i; j < states.size(); ++j) {
+          const uint32_t seen = IdentityIn(states[i], states[j], a);
+          EXPECT_TRUE(seen == before || seen == after)
+              << where << ": address " << IpAddress::V4(a).ToString() << " reads identity "
+              << seen << " (old " << before << ", new " << after << ")";
+        }
+      }
+    }
+  }
+}
+
+TEST(PlanIdentityEditTest, OnePodOffTheNodeIsEditedInPlaceInASafeOrder) {
+  std::mt19937_64 rng(testing::FirstSeed());
+  std::map<uint32_t, uint32_t> pods;
+  for (int i = 0; i < 12; ++i) pods[0x0a000010u + static_cast<uint32_t>(rng() % 64)] = 1 + rng() % 2;
+  std::vector<uint32_t> addresses;
+  for (uint32_t a = 0x0a000000; a < 0x0a000060; ++a) addresses.push_back(a);
+  for (int step = 0; step < 60; ++step) {
+    std::map<uint32_t, uint32_t> next = pods;
+    const uint32_t a = 0x0a000010u + static_cast<uint32_t>(rng() % 64);
+    std::string what;
+    if (!next.count(a)) {
+      next[a] = 1 + rng() % 2;
+      what = "added";
+    } else if (rng() % 2) {
+      next.erase(a);
+      what = "deleted";
+    } else {
+      next[a] = 3 - next[a];
+      what = "relabelled";
+    }
+    const std::string where = absl::StrCat("seed ", testing::FirstSeed(), " step ", step, ": ",
+                                           IpAddress::V4(a).ToString(), " ", what);
+    absl::StatusOr<MapContents> from = BuildMaps(WithPods(pods));
+    absl::StatusOr<MapContents> to = BuildMaps(WithPods(next));
+    ASSERT_TRUE(from.ok() && to.ok()) << where;
+    absl::StatusOr<IdentityEdit> edit = PlanIdentityEdit(*from, *to);
+    ASSERT_TRUE(edit.ok()) << where << ": " << edit.status();
+    ASSERT_EQ(edit->changed_addresses.size(), 1u) << where;
+    EXPECT_EQ(edit->changed_addresses[0], IpAddress::V4(a).ToString()) << where;
+    EXPECT_TRUE(edit->lpm6_puts.empty() && edit->lpm6_deletes.empty()) << where;
+    CheckEditOrder(*from, *to, *edit, addresses, where);
+    if (HasFailure()) return;
+    pods = std::move(next);
+  }
+}
+
+TEST(PlanIdentityEditTest, EverythingElseIsRefused) {
+  const std::map<uint32_t, uint32_t> pods = {{0x0a000020, 1}, {0x0a000030, 2}};
+  const ir::CompiledPolicy base = WithPods(pods);
+  absl::StatusOr<MapContents> from = BuildMaps(base);
+  ASSERT_TRUE(from.ok());
+  auto refused = [&](const ir::CompiledPolicy& next, const char* why) {
+    absl::StatusOr<MapContents> to = BuildMaps(next);
+    EXPECT_TRUE(to.ok()) << why;
+    if (!to.ok()) return;
+    absl::StatusOr<IdentityEdit> edit = PlanIdentityEdit(*from, *to);
+    EXPECT_EQ(edit.status().code(), absl::StatusCode::kFailedPrecondition) << why;
+    EXPECT_TRUE(absl::StrContains(edit.status().message(), why)) << edit.status();
+  };
+  // The same IR: an empty edit.
+  absl::StatusOr<IdentityEdit> same = PlanIdentityEdit(*from, *from);
+  ASSERT_TRUE(same.ok());
+  EXPECT_EQ(same->Writes(), 0u);
+  // A pod of the node relabelled: its address changes identity.
+  {
+    std::map<uint32_t, uint32_t> p = pods;
+    p[0x0a000002] = 1;  // WithPods puts x/b back at 2: edit the range instead
+    ir::CompiledPolicy next = base;
+    for (ir::AddressRange& r : *next.mutable_ipv4()) {
+      if (r.first() == std::string("\x0a\x00\x00\x02", 4)) r.set_identity(1);
+    }
+    refused(next, "is a pod of this node");
+  }
+  {  // Two pods off the node at once.
+    std::map<uint32_t, uint32_t> p = pods;
+    p[0x0a000040] = 1;
+    p[0x0a000041] = 2;
+    refused(WithPods(p), "more than one IPv4 address");
+  }
+  {  // A pod of the node added.
+    ir::CompiledPolicy next = base;
+    ir::Endpoint* e = next.add_endpoints();
+    *e = next.endpoints(1);
+    e->set_name("c");
+    e->clear_ips();
+    e->add_ips("10.0.0.48");
+    refused(next, "endpoints");
+  }
+  {  // A policy changed: a port, isolation, a peer set's members.
+    ir::CompiledPolicy next = base;
+    next.mutable_tables(0)->mutable_ingress()->mutable_rules(0)->set_last_port(81);
+    refused(next, "np_ports");
+    next = base;
+    next.mutable_tables(0)->mutable_egress()->set_isolated(false);
+    refused(next, "np_tables");
+    next = base;
+    next.mutable_peer_sets(0)->clear_identities();
+    next.mutable_peer_sets(0)->add_identities(1);
+    next.mutable_peer_sets(0)->add_identities(2);
+    refused(next, "np_members");
+    next = base;
+    next.set_always_allow_self(!base.always_allow_self());
+    refused(next, "np_config");
+  }
+  {  // Identities renumbered: every pod's address changes.
+    ir::CompiledPolicy next = base;
+    for (ir::AddressRange& r : *next.mutable_ipv4()) {
+      if (r.identity() == 1 && r.first() != std::string("\x0a\x00\x00\x01", 4)) r.set_identity(2);
+      else if (r.identity() == 2 && r.first() != std::string("\x0a\x00\x00\x02", 4)) r.set_identity(1);
+    }
+    refused(next, "more than one IPv4 address");
+  }
 }
 
 }  // namespace
