@@ -89,39 +89,48 @@ class EbpfBackend : public Backend {
   // In place when only the identity maps change, as maps.h PlanIdentityEdit allows (one
   // pod that is not on this node added, deleted, relabelled or its address reused);
   // otherwise, or when this instance installed nothing yet (or for another attachment),
-  // a new generation as Apply loads it. The plan is made against what this instance
-  // installed itself — `previous`, by Backend::Update's contract.
+  // a new generation as Apply loads it. `previous` is trusted to be what this instance
+  // installed last (Backend::Update's contract): only where `next` differs from it is
+  // encoded and checked, so that a pod event costs a comparison of the IRs, not a
+  // re-encoding of every map.
   absl::Status Update(const ir::CompiledPolicy& previous, const ir::CompiledPolicy& next,
                       const Attachment& attachment) override {
-    (void)previous;
-    absl::StatusOr<MapContents> maps = Checked(next);
-    if (!maps.ok()) return maps.status();
     if (live_ == nullptr || !SameAttachment(attachment)) {
       last_update_ = "full: nothing installed by this instance for this attachment";
-      return ApplyMaps(std::move(*maps), attachment);
+      return Apply(next, attachment);
     }
-    absl::StatusOr<ebpf::IdentityEdit> edit = ebpf::PlanIdentityEdit(installed_, *maps);
+    absl::StatusOr<ebpf::IdentityEdit> edit = ebpf::PlanIdentityEditFromIr(previous, next);
     if (!edit.ok()) {
       last_update_ = absl::StrCat("full: ", edit.status().message());
-      return ApplyMaps(std::move(*maps), attachment);
+      return Apply(next, attachment);
     }
     if (edit->Writes() == 0) {
       last_update_ = "in place: nothing to change";
       return absl::OkStatus();
     }
-    absl::Status s = ebpf::EditIdentities(*live_, installed_, *edit);
+    // The entry budget, as Apply checks it (the kernel's limits are far: 2^27 a hash map).
+    auto budget = options_.budgets.find("map_entries");
+    const long limit = static_cast<long>(budget == options_.budgets.end() ? kEntryBudget
+                                                                          : budget->second);
+    const long total = static_cast<long>(installed_entries_) + edit->HostsDelta() +
+                       edit->Lpm4Delta() + edit->Lpm6Delta();
+    if (total > limit) {
+      last_update_ = "full: past the map entry budget";
+      return Apply(next, attachment);
+    }
+    absl::Status s = ebpf::EditIdentities(*live_, *edit);
     if (!s.ok()) {
       // Half an edit is a state whose verdicts are the old or the new program's; a new
       // generation replaces it whole.
       last_update_ = absl::StrCat("full: in-place edit failed: ", s.message());
-      return ApplyMaps(std::move(*maps), attachment);
+      return Apply(next, attachment);
     }
+    installed_entries_ = static_cast<size_t>(total);
     last_update_ = absl::StrCat("in place: ", edit->Writes(), " writes, identity of ",
                                 edit->changed_addresses.empty()
                                     ? std::string("no address")
                                     : absl::StrJoin(edit->changed_addresses, " and "),
                                 " changed");
-    installed_ = std::move(*maps);
     return absl::OkStatus();
   }
 
@@ -147,7 +156,7 @@ class EbpfBackend : public Backend {
         ebpf::ApplyGeneration(maps, interfaces, attachment.netns);
     if (!report.ok()) return report.status();
     live_ = report->live;
-    installed_ = std::move(maps);
+    installed_entries_ = maps.TotalEntries();
     attachment_ = attachment;
     return absl::OkStatus();
   }
@@ -265,7 +274,7 @@ class EbpfBackend : public Backend {
   // What this instance installed last (by Apply or Update), for in-place updates; null
   // when unknown (nothing installed, Remove, a failed Apply).
   std::shared_ptr<ebpf::LiveMaps> live_;
-  MapContents installed_;
+  size_t installed_entries_ = 0;  // MapContents::TotalEntries of what is installed
   Attachment attachment_;
   std::string last_update_;
 };

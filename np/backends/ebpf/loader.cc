@@ -435,6 +435,10 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
     installed->ident4_capacity = MaxEntries(installed->ident4);
     installed->ident6_capacity = MaxEntries(installed->ident6);
     installed->generation = report.generation;
+    installed->hosts_entries = maps.ident_hosts.size();
+    installed->ident4_entries = maps.ident4.size();
+    installed->ident6_entries = maps.ident6.size();
+    installed->config_value = next.config;
     installed->program_id = ProgramId((*generation)->program_fd(NP_HOOK_FROM_ENDPOINT));
     installed->ifindex = ifindexes.empty() ? 0 : ifindexes.front();
     installed->netns = std::string(netns);
@@ -476,11 +480,11 @@ absl::Status Delete(int fd, const char* map, const void* key) {
 
 }  // namespace
 
-absl::Status EditIdentities(LiveMaps& live, const MapContents& from, const IdentityEdit& edit) {
+absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit) {
   // Nothing is written until every precondition holds.
-  if (from.ident_hosts.size() + edit.host_adds.size() > live.hosts_capacity ||
-      from.ident4.size() + edit.new_lpm4_keys > live.ident4_capacity ||
-      from.ident6.size() + edit.new_lpm6_keys > live.ident6_capacity) {
+  if (live.hosts_entries + edit.host_adds.size() > live.hosts_capacity ||
+      live.ident4_entries + edit.new_lpm4_keys > live.ident4_capacity ||
+      live.ident6_entries + edit.new_lpm6_keys > live.ident6_capacity) {
     return absl::FailedPreconditionError("the identity maps have no room for the edit");
   }
   if (!HaveBarrier()) {
@@ -529,10 +533,16 @@ absl::Status EditIdentities(LiveMaps& live, const MapContents& from, const Ident
   // started after every write above.
   if (s.ok()) s = Barrier();
   if (s.ok()) {
-    np_config c = from.config;
+    np_config c = live.config_value;
     c.generation = live.generation + 1;
     s = Update(live.config, "np_config", &kZero, &c);
-    if (s.ok()) live.generation = c.generation;
+    if (s.ok()) {
+      live.generation = c.generation;
+      live.config_value = c;
+      live.hosts_entries = static_cast<size_t>(static_cast<long>(live.hosts_entries) + edit.HostsDelta());
+      live.ident4_entries = static_cast<size_t>(static_cast<long>(live.ident4_entries) + edit.Lpm4Delta());
+      live.ident6_entries = static_cast<size_t>(static_cast<long>(live.ident6_entries) + edit.Lpm6Delta());
+    }
   }
   return s;
 }

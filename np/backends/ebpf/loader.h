@@ -97,6 +97,8 @@ class LiveMaps {
 
   int config = -1, hosts = -1, ident4 = -1, ident6 = -1;
   uint32_t hosts_capacity = 0, ident4_capacity = 0, ident6_capacity = 0;  // max_entries
+  size_t hosts_entries = 0, ident4_entries = 0, ident6_entries = 0;      // held now
+  np_config config_value{};  // np_config now (its generation included)
   uint32_t generation = 0;  // np_config.generation now
   uint32_t program_id = 0;  // the generation's np_from_ep
   int ifindex = 0;          // an interface whose tc ingress runs it (0: none attached)
@@ -121,11 +123,11 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
 // PlanIdentityEdit, which says why this is safe): the writes in the plan's order, the
 // barriers (membarrier(MEMBARRIER_CMD_GLOBAL): an RCU grace period, after which no tc
 // program run that started before is still running), then np_config.generation + 1.
-// `from` is what the maps hold now. FailedPrecondition, with nothing written, when the
+// FailedPrecondition, with nothing written, when the
 // maps lack the room (max_entries), `live` is no longer what runs on its interface, or the
 // kernel has no membarrier; any other error may leave the edit half done (every step is a
 // state whose verdicts are the old program's or the new one's): load a new generation.
-absl::Status EditIdentities(LiveMaps& live, const MapContents& from, const IdentityEdit& edit);
+absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit);
 
 // Every entry of each map of the generation running on `interface` (tc ingress), as raw
 // key and value bytes sorted by key, by map name; np_ct and np_frag are left out. For

@@ -229,6 +229,69 @@ std::vector<std::pair<uint16_t, int>> PortPrefixes(uint32_t first, uint32_t last
   return out;
 }
 
+namespace {
+
+// The identity-map entries of ranges[i] of a family (0: IPv4, 1: IPv6), appended to `m`.
+absl::Status AppendRangeEntries(const ir::AddressRange& r, int family, int i, MapContents& m) {
+  const size_t n = family == 0 ? 4 : 16;
+  const std::string where = absl::StrCat("malformed IR: ", family == 0 ? "ipv4" : "ipv6",
+                                         "[", i, "] ", AddressText(r.first()), "-",
+                                         AddressText(r.last()));
+  // The maps hold the range as its CIDRs, which must tile it exactly, in order: a gap
+  // would leave addresses without an identity, an overlap would be a duplicate key.
+  if (r.cidrs().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": no CIDR decomposition"));
+  }
+  std::string next = r.first();  // where the next CIDR must start
+  for (int c = 0; c < r.cidrs_size(); ++c) {
+    const std::string& text = r.cidrs(c);
+    absl::StatusOr<IpPrefix> prefix = IpPrefix::Parse(text);
+    if (!prefix.ok() || (prefix->family() == AddressFamily::kIPv4) != (family == 0)) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": bad CIDR \"", EscapeText(text), "\""));
+    }
+    uint8_t net[16];
+    prefix->network().ToBytes(net);
+    std::string low = Bytes(net, n);
+    std::string high = low;
+    for (size_t b = 0; b < n; ++b) {
+      int keep = prefix->length() - static_cast<int>(b) * 8;
+      if (keep >= 8) continue;
+      uint8_t host = keep <= 0 ? 0xff : static_cast<uint8_t>(0xff >> keep);
+      high[b] = static_cast<char>(static_cast<uint8_t>(high[b]) | host);
+    }
+    const bool last_piece = c + 1 == r.cidrs_size();
+    if (low != next || high > r.last() || (last_piece && high != r.last())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": its CIDRs do not tile it in order (at ", text, ")"));
+    }
+    next = high;
+    for (int b = static_cast<int>(n) - 1; b >= 0; --b) {  // the address after `high`
+      next[b] = static_cast<char>(static_cast<uint8_t>(next[b]) + 1);
+      if (next[b] != '\0') break;
+    }
+    np_identity_value v{r.identity()};
+    if (prefix->length() == static_cast<int>(n) * 8) {
+      np_endpoint_addr_key k{};
+      k.family = family == 0 ? NP_FAMILY_V4 : NP_FAMILY_V6;
+      std::memcpy(k.addr, net, n);
+      m.ident_hosts.emplace_back(k, v);
+    } else if (family == 0) {
+      np_lpm4_key k{};
+      k.prefixlen = static_cast<uint32_t>(prefix->length());
+      std::memcpy(k.addr, net, 4);
+      m.ident4.emplace_back(k, v);
+    } else {
+      np_lpm6_key k{};
+      k.prefixlen = static_cast<uint32_t>(prefix->length());
+      std::memcpy(k.addr, net, 16);
+      m.ident6.emplace_back(k, v);
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<MapContents> BuildMaps(const ir::CompiledPolicy& ir, uint32_t generation) {
   if (absl::Status s = CheckIr(ir); !s.ok()) return s;
   MapContents m;
@@ -236,62 +299,8 @@ absl::StatusOr<MapContents> BuildMaps(const ir::CompiledPolicy& ir, uint32_t gen
   m.config.flags = ir.always_allow_self() ? NP_CONFIG_ALLOW_SELF : 0;
   for (int family = 0; family < 2; ++family) {
     const auto& ranges = family == 0 ? ir.ipv4() : ir.ipv6();
-    const size_t n = family == 0 ? 4 : 16;
     for (int i = 0; i < ranges.size(); ++i) {
-      const ir::AddressRange& r = ranges[i];
-      const std::string where = absl::StrCat("malformed IR: ", family == 0 ? "ipv4" : "ipv6",
-                                             "[", i, "] ", AddressText(r.first()), "-",
-                                             AddressText(r.last()));
-      // The maps hold the range as its CIDRs, which must tile it exactly, in order: a gap
-      // would leave addresses without an identity, an overlap would be a duplicate key.
-      if (r.cidrs().empty()) {
-        return absl::InvalidArgumentError(absl::StrCat(where, ": no CIDR decomposition"));
-      }
-      std::string next = r.first();  // where the next CIDR must start
-      for (int c = 0; c < r.cidrs_size(); ++c) {
-        const std::string& text = r.cidrs(c);
-        absl::StatusOr<IpPrefix> prefix = IpPrefix::Parse(text);
-        if (!prefix.ok() || (prefix->family() == AddressFamily::kIPv4) != (family == 0)) {
-          return absl::InvalidArgumentError(absl::StrCat(where, ": bad CIDR \"", EscapeText(text), "\""));
-        }
-        uint8_t net[16];
-        prefix->network().ToBytes(net);
-        std::string low = Bytes(net, n);
-        std::string high = low;
-        for (size_t b = 0; b < n; ++b) {
-          int keep = prefix->length() - static_cast<int>(b) * 8;
-          if (keep >= 8) continue;
-          uint8_t host = keep <= 0 ? 0xff : static_cast<uint8_t>(0xff >> keep);
-          high[b] = static_cast<char>(static_cast<uint8_t>(high[b]) | host);
-        }
-        const bool last_piece = c + 1 == r.cidrs_size();
-        if (low != next || high > r.last() || (last_piece && high != r.last())) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              where, ": its CIDRs do not tile it in order (at ", text, ")"));
-        }
-        next = high;
-        for (int b = static_cast<int>(n) - 1; b >= 0; --b) {  // the address after `high`
-          next[b] = static_cast<char>(static_cast<uint8_t>(next[b]) + 1);
-          if (next[b] != '\0') break;
-        }
-        np_identity_value v{r.identity()};
-        if (prefix->length() == static_cast<int>(n) * 8) {
-          np_endpoint_addr_key k{};
-          k.family = family == 0 ? NP_FAMILY_V4 : NP_FAMILY_V6;
-          std::memcpy(k.addr, net, n);
-          m.ident_hosts.emplace_back(k, v);
-        } else if (family == 0) {
-          np_lpm4_key k{};
-          k.prefixlen = static_cast<uint32_t>(prefix->length());
-          std::memcpy(k.addr, net, 4);
-          m.ident4.emplace_back(k, v);
-        } else {
-          np_lpm6_key k{};
-          k.prefixlen = static_cast<uint32_t>(prefix->length());
-          std::memcpy(k.addr, net, 16);
-          m.ident6.emplace_back(k, v);
-        }
-      }
+      if (absl::Status s = AppendRangeEntries(ranges[i], family, i, m); !s.ok()) return s;
     }
   }
 
@@ -508,26 +517,16 @@ void DiffLpm(const std::vector<std::pair<Key, np_identity_value>>& from,
                    [](const auto& a, const auto& b) { return a.first.prefixlen > b.first.prefixlen; });
 }
 
-}  // namespace
+absl::Status Refuse(absl::string_view why) {
+  return absl::FailedPreconditionError(absl::StrCat("not an identity-only change: ", why));
+}
 
-absl::StatusOr<IdentityEdit> PlanIdentityEdit(const MapContents& from, const MapContents& to) {
-  auto refuse = [](absl::string_view why) {
-    return absl::FailedPreconditionError(absl::StrCat("not an identity-only change: ", why));
-  };
-  // (a) Everything but the identity maps unchanged.
-  if (from.config.flags != to.config.flags) return refuse("np_config flags differ");
-  if (!SameList(from.endpoints, to.endpoints) || from.endpoint_names != to.endpoint_names) {
-    return refuse("the node's endpoints differ");
-  }
-  if (!SamePairs(from.endpoints_addr, to.endpoints_addr)) {
-    return refuse("the endpoints' addresses differ");
-  }
-  if (!SameList(from.tables, to.tables)) return refuse("np_tables differs");
-  if (!SamePairs(from.ports, to.ports)) return refuse("np_ports differs");
-  if (!SamePairs(from.tiers, to.tiers)) return refuse("np_tiers differs");
-  if (!SameList(from.tier_lists, to.tier_lists)) return refuse("np_tier_lists differs");
-  if (!SameList(from.members, to.members)) return refuse("np_members differs");
-
+// The identity entries' part of the plan: `from` and `to` hold (at least) every identity
+// entry that differs; `local` is the addresses of the node's endpoints.
+absl::StatusOr<IdentityEdit> DiffIdentityEntries(
+    const MapContents& from, const MapContents& to,
+    const std::vector<std::pair<np_endpoint_addr_key, np_endpoint>>& local) {
+  auto refuse = Refuse;
   IdentityEdit edit;
   // Covers of the changed keys, per family: v4 [0], v6 [1].
   std::vector<Cover> gone[2], come[2];
@@ -590,7 +589,7 @@ absl::StatusOr<IdentityEdit> PlanIdentityEdit(const MapContents& from, const Map
         rest >>= 8;
       }
       const std::string text = WideAddressText(a, width);
-      for (const auto& [k, v] : to.endpoints_addr) {
+      for (const auto& [k, v] : local) {
         if (k.family == (f == 0 ? NP_FAMILY_V4 : NP_FAMILY_V6) &&
             std::memcmp(k.addr, bytes, static_cast<size_t>(width / 8)) == 0) {
           return refuse(absl::StrCat(text, " changes identity and is a pod of this node"));
@@ -602,6 +601,142 @@ absl::StatusOr<IdentityEdit> PlanIdentityEdit(const MapContents& from, const Map
   edit.barrier_before_deletes = !edit.host_adds.empty() &&
                                 (!edit.lpm4_deletes.empty() || !edit.lpm6_deletes.empty());
   return edit;
+}
+
+}  // namespace
+
+absl::StatusOr<IdentityEdit> PlanIdentityEdit(const MapContents& from, const MapContents& to) {
+  auto refuse = Refuse;
+  // (a) Everything but the identity maps unchanged.
+  if (from.config.flags != to.config.flags) return refuse("np_config flags differ");
+  if (!SameList(from.endpoints, to.endpoints) || from.endpoint_names != to.endpoint_names) {
+    return refuse("the node's endpoints differ");
+  }
+  if (!SamePairs(from.endpoints_addr, to.endpoints_addr)) {
+    return refuse("the endpoints' addresses differ");
+  }
+  if (!SameList(from.tables, to.tables)) return refuse("np_tables differs");
+  if (!SamePairs(from.ports, to.ports)) return refuse("np_ports differs");
+  if (!SamePairs(from.tiers, to.tiers)) return refuse("np_tiers differs");
+  if (!SameList(from.tier_lists, to.tier_lists)) return refuse("np_tier_lists differs");
+  if (!SameList(from.members, to.members)) return refuse("np_members differs");
+
+  return DiffIdentityEntries(from, to, to.endpoints_addr);
+}
+
+namespace {
+
+bool SameRange(const ir::AddressRange& a, const ir::AddressRange& b) {
+  if (a.identity() != b.identity() || a.first() != b.first() || a.last() != b.last() ||
+      a.cidrs_size() != b.cidrs_size()) {
+    return false;
+  }
+  for (int i = 0; i < a.cidrs_size(); ++i) {
+    if (a.cidrs(i) != b.cidrs(i)) return false;
+  }
+  return true;
+}
+
+std::string After(std::string address) {
+  for (int b = static_cast<int>(address.size()) - 1; b >= 0; --b) {
+    address[b] = static_cast<char>(static_cast<uint8_t>(address[b]) + 1);
+    if (address[b] != '\0') break;
+  }
+  return address;
+}
+
+}  // namespace
+
+absl::StatusOr<IdentityEdit> PlanIdentityEditFromIr(const ir::CompiledPolicy& from,
+                                                    const ir::CompiledPolicy& to) {
+  // (a) on the IR: what the other maps are made of.
+  if (from.always_allow_self() != to.always_allow_self()) return Refuse("np_config flags differ");
+  if (from.endpoints_size() != to.endpoints_size()) return Refuse("the node's endpoints differ");
+  for (int i = 0; i < from.endpoints_size(); ++i) {
+    const ir::Endpoint& a = from.endpoints(i);
+    const ir::Endpoint& b = to.endpoints(i);
+    if (a.namespace_() != b.namespace_() || a.name() != b.name() ||
+        a.selected() != b.selected() || a.table() != b.table() ||
+        a.ips_size() != b.ips_size() ||
+        !std::equal(a.ips().begin(), a.ips().end(), b.ips().begin()) ||
+        a.shared_ips_size() != b.shared_ips_size() ||
+        !std::equal(a.shared_ips().begin(), a.shared_ips().end(), b.shared_ips().begin())) {
+      return Refuse("the node's endpoints differ");
+    }
+  }
+  if (from.tables_size() != to.tables_size()) return Refuse("np_tables differs");
+  for (int i = 0; i < from.tables_size(); ++i) {
+    if (from.tables(i).SerializeAsString() != to.tables(i).SerializeAsString()) {
+      return Refuse("the tables differ (np_tables, np_ports, np_tiers)");
+    }
+  }
+  if (from.peer_sets_size() != to.peer_sets_size()) return Refuse("np_members differs");
+  for (int i = 0; i < from.peer_sets_size(); ++i) {
+    const ir::PeerSet& a = from.peer_sets(i);
+    const ir::PeerSet& b = to.peer_sets(i);
+    if (a.id() != b.id() || a.all() != b.all() || a.identities_size() != b.identities_size() ||
+        !std::equal(a.identities().begin(), a.identities().end(), b.identities().begin())) {
+      return Refuse("np_members differs");
+    }
+    for (uint32_t id : b.identities()) {
+      if (id >= static_cast<uint32_t>(to.identities_size())) return Refuse("a peer set's identity is gone");
+    }
+  }
+  // The ranges: the run of each family that differs (before and after it they are the same,
+  // and were checked when `from` was installed), checked as CheckIr checks them, encoded.
+  MapContents old_window, new_window;
+  const uint32_t identities = static_cast<uint32_t>(to.identities_size());
+  for (int family = 0; family < 2; ++family) {
+    const auto& a = family == 0 ? from.ipv4() : from.ipv6();
+    const auto& b = family == 0 ? to.ipv4() : to.ipv6();
+    const size_t width = family == 0 ? 4 : 16;
+    const int na = a.size(), nb = b.size();
+    int head = 0;
+    while (head < na && head < nb && SameRange(a[head], b[head])) ++head;
+    int tail = 0;
+    while (tail < na - head && tail < nb - head && SameRange(a[na - 1 - tail], b[nb - 1 - tail])) {
+      ++tail;
+    }
+    if (identities < static_cast<uint32_t>(from.identities_size())) {
+      for (const ir::AddressRange& r : b) {
+        if (r.identity() >= identities) return Refuse("a range's identity is gone");
+      }
+    }
+    std::string expected = head == 0 ? std::string(width, '\0') : After(b[head - 1].last());
+    for (int i = head; i < nb - tail; ++i) {
+      const ir::AddressRange& r = b[i];
+      if (r.first().size() != width || r.last().size() != width || r.identity() >= identities ||
+          r.first() != expected || r.last() < r.first()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "malformed IR: ", family == 0 ? "ipv4" : "ipv6", "[", i,
+            "]: not a range of the family, of an identity, where the ranges before end"));
+      }
+      expected = After(r.last());
+      if (absl::Status s = AppendRangeEntries(r, family, i, new_window); !s.ok()) return s;
+    }
+    const bool to_end = tail == 0;
+    if (to_end ? (nb == 0 || b[nb - 1].last() != std::string(width, '\xff'))
+               : b[nb - tail].first() != expected) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "malformed IR: ", family == 0 ? "ipv4" : "ipv6",
+          ": the changed ranges do not partition what the others leave"));
+    }
+    for (int i = head; i < na - tail; ++i) {
+      if (absl::Status s = AppendRangeEntries(a[i], family, i, old_window); !s.ok()) return s;
+    }
+  }
+  std::vector<std::pair<np_endpoint_addr_key, np_endpoint>> local;
+  for (const ir::Endpoint& e : to.endpoints()) {
+    for (const std::string& ip : e.ips()) {
+      absl::StatusOr<IpAddress> address = IpAddress::Parse(ip);
+      if (!address.ok()) return address.status();
+      np_endpoint_addr_key k{};
+      k.family = address->is_v4() ? NP_FAMILY_V4 : NP_FAMILY_V6;
+      address->ToBytes(k.addr);
+      local.emplace_back(k, np_endpoint{});
+    }
+  }
+  return DiffIdentityEntries(old_window, new_window, local);
 }
 
 std::string RenderMaps(const ir::CompiledPolicy& ir, const MapContents& m) {

@@ -128,11 +128,29 @@ struct IdentityEdit {
   // each map holds beyond `from`'s during the edit (its max_entries must leave the room).
   size_t new_lpm4_keys = 0;
   size_t new_lpm6_keys = 0;
+
+  // How many entries each identity map gains (negative: loses).
+  long HostsDelta() const {
+    return static_cast<long>(host_adds.size()) - static_cast<long>(host_deletes.size());
+  }
+  long Lpm4Delta() const {
+    return static_cast<long>(new_lpm4_keys) - static_cast<long>(lpm4_deletes.size());
+  }
+  long Lpm6Delta() const {
+    return static_cast<long>(new_lpm6_keys) - static_cast<long>(lpm6_deletes.size());
+  }
 };
 
 // The edit from `from` to `to`, or FailedPrecondition saying which condition above does
 // not hold (the caller then installs a new generation). Costs O(entries of `from` + `to`).
 absl::StatusOr<IdentityEdit> PlanIdentityEdit(const MapContents& from, const MapContents& to);
+// The same edit from the IRs, without encoding them whole: (a) is checked on the IR parts
+// the other maps are made of, and only the run of address ranges of each family that
+// differs is checked (as CheckIr would) and encoded. `from` must be an IR that BuildMaps
+// accepted (the one installed). Costs a comparison of the two IRs, no allocation per range.
+// InvalidArgument when `to` is malformed where it differs.
+absl::StatusOr<IdentityEdit> PlanIdentityEditFromIr(const ir::CompiledPolicy& from,
+                                                    const ir::CompiledPolicy& to);
 
 // The fewest port prefixes covering [first, last] (0 <= first <= last <= 65535), as
 // (first port of the block, prefix length 0..16).

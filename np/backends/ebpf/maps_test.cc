@@ -9,7 +9,9 @@
 #include <set>
 
 #include "absl/strings/match.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
 #include "np/backends/ebpf/ebpf_backend.h"
 #include "np/backends/ebpf/testing/random_ir.h"
@@ -472,6 +474,28 @@ void CheckEditOrder(const MapContents& from, const MapContents& to, const Identi
   }
 }
 
+std::string EditText(const IdentityEdit& e) {
+  std::string out;
+  auto bytes = [&](const char* what, const auto& list) {
+    absl::StrAppend(&out, what, ":");
+    for (const auto& x : list) {
+      absl::StrAppend(&out, " ", absl::BytesToHexString(absl::string_view(
+                                     reinterpret_cast<const char*>(&x), sizeof(x))));
+    }
+    absl::StrAppend(&out, "\n");
+  };
+  bytes("host_adds", e.host_adds);
+  bytes("lpm4_puts", e.lpm4_puts);
+  bytes("lpm6_puts", e.lpm6_puts);
+  bytes("host_changes", e.host_changes);
+  bytes("lpm4_deletes", e.lpm4_deletes);
+  bytes("lpm6_deletes", e.lpm6_deletes);
+  bytes("host_deletes", e.host_deletes);
+  absl::StrAppend(&out, "barrier ", e.barrier_before_deletes, " new keys ", e.new_lpm4_keys, " ",
+                  e.new_lpm6_keys, " changed ", absl::StrJoin(e.changed_addresses, ","));
+  return out;
+}
+
 TEST(PlanIdentityEditTest, OnePodOffTheNodeIsEditedInPlaceInASafeOrder) {
   std::mt19937_64 rng(testing::FirstSeed());
   std::map<uint32_t, uint32_t> pods;
@@ -503,6 +527,10 @@ TEST(PlanIdentityEditTest, OnePodOffTheNodeIsEditedInPlaceInASafeOrder) {
     EXPECT_EQ(edit->changed_addresses[0], IpAddress::V4(a).ToString()) << where;
     EXPECT_TRUE(edit->lpm6_puts.empty() && edit->lpm6_deletes.empty()) << where;
     CheckEditOrder(*from, *to, *edit, addresses, where);
+    // The fast path (only the ranges that differ, encoded) plans the same writes.
+    absl::StatusOr<IdentityEdit> fast = PlanIdentityEditFromIr(WithPods(pods), WithPods(next));
+    ASSERT_TRUE(fast.ok()) << where << ": " << fast.status();
+    EXPECT_EQ(EditText(*fast), EditText(*edit)) << where;
     if (HasFailure()) return;
     pods = std::move(next);
   }
@@ -520,6 +548,8 @@ TEST(PlanIdentityEditTest, EverythingElseIsRefused) {
     absl::StatusOr<IdentityEdit> edit = PlanIdentityEdit(*from, *to);
     EXPECT_EQ(edit.status().code(), absl::StatusCode::kFailedPrecondition) << why;
     EXPECT_TRUE(absl::StrContains(edit.status().message(), why)) << edit.status();
+    absl::StatusOr<IdentityEdit> fast = PlanIdentityEditFromIr(base, next);
+    EXPECT_EQ(fast.status().code(), absl::StatusCode::kFailedPrecondition) << why << ": " << fast.status();
   };
   // The same IR: an empty edit.
   absl::StatusOr<IdentityEdit> same = PlanIdentityEdit(*from, *from);

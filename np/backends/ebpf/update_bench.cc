@@ -1,0 +1,201 @@
+// Update latency of the eBPF backend for one-pod events (issue 13): a node with `--local`
+// pods (veths in a namespace this program creates and deletes) in a cluster of `--pods`
+// pods; each event is a pod elsewhere in the cluster added, deleted, relabelled or its
+// address reused, applied with Backend::Update. Prints p50/p99 of Update, of its parts
+// (BuildMaps of the next IR, PlanIdentityEdit), and of a full Apply for comparison.
+// Root only.  bazel run //np/backends/ebpf:update_bench -- 110 10000 300
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
+#include "absl/time/clock.h"
+#include "np/backends/ebpf/ebpf_backend.h"
+#include "np/backends/ebpf/maps.h"
+#include "np/backends/ebpf/testing/random_ir.h"
+#include "np/backends/util.h"
+
+namespace np::backends::ebpf {
+namespace {
+
+struct Pod {
+  uint32_t slot;  // 10.1.0.0 + slot, fd00:1::slot
+  uint32_t identity;
+};
+
+IpAddress V6(uint32_t v) {
+  uint8_t b[16] = {0xfd, 0x00};
+  for (int i = 0; i < 4; ++i) b[12 + i] = static_cast<uint8_t>(v >> (24 - 8 * i));
+  return IpAddress::V6Bytes(b);
+}
+
+// `local` pods on the node (10.0.x.y, endpoints l0..), `remote` elsewhere; identities 1..8
+// are label classes, 0 outside. Every local pod is selected by one of 8 tables, each
+// allowing TCP 80 from two classes and UDP 53 from every pod.
+ir::CompiledPolicy NodeIr(int local, const std::vector<Pod>& remote) {
+  ir::CompiledPolicy ir;
+  constexpr int kClasses = 8;
+  for (int i = 0; i <= kClasses; ++i) ir.add_identities()->set_id(static_cast<uint32_t>(i));
+  ir.mutable_identities(0)->set_external(true);
+  std::vector<std::pair<uint32_t, uint32_t>> v4;
+  for (int i = 0; i < local; ++i) v4.push_back({0x0a000001u + static_cast<uint32_t>(i), 1 + i % kClasses});
+  for (const Pod& p : remote) v4.push_back({0x0a010000u + p.slot, p.identity});
+  std::sort(v4.begin(), v4.end());
+  for (int family = 0; family < 2; ++family) {
+    auto address = [&](uint32_t v) { return family == 0 ? IpAddress::V4(v) : V6(v); };
+    auto add = [&](const IpAddress& first, const IpAddress& last, uint32_t identity) {
+      ir::AddressRange* r = family == 0 ? ir.add_ipv4() : ir.add_ipv6();
+      uint8_t b[16];
+      first.ToBytes(b);
+      r->set_first(std::string(reinterpret_cast<char*>(b), family == 0 ? 4 : 16));
+      last.ToBytes(b);
+      r->set_last(std::string(reinterpret_cast<char*>(b), family == 0 ? 4 : 16));
+      r->set_identity(identity);
+      for (const std::string& c : testing::RangeCidrs(first, last)) r->add_cidrs(c);
+    };
+    IpAddress next = family == 0 ? IpAddress::V4(0) : *IpAddress::Parse("::");
+    for (const auto& [v, identity] : v4) {
+      if (next < address(v)) add(next, address(v - 1), 0);
+      add(address(v), address(v), identity);
+      next = address(v + 1);
+    }
+    add(next, family == 0 ? IpAddress::V4(0xffffffffu)
+                          : *IpAddress::Parse("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+        0);
+  }
+  for (int c = 0; c < kClasses; ++c) {
+    ir::PeerSet* s = ir.add_peer_sets();
+    s->set_id(static_cast<uint32_t>(c));
+    s->add_identities(1 + static_cast<uint32_t>(c));
+    s->add_identities(1 + static_cast<uint32_t>((c + 1) % kClasses));
+    std::sort(s->mutable_identities()->begin(), s->mutable_identities()->end());
+  }
+  ir::PeerSet* every = ir.add_peer_sets();
+  every->set_id(kClasses);
+  for (int c = 1; c <= kClasses; ++c) every->add_identities(static_cast<uint32_t>(c));
+  for (int t = 0; t < kClasses; ++t) {
+    ir::Table* table = ir.add_tables();
+    table->set_id(static_cast<uint32_t>(t));
+    table->mutable_ingress()->set_isolated(true);
+    for (auto [proto, port, set] : {std::tuple<ir::Protocol, uint32_t, uint32_t>{ir::TCP, 80, t},
+                                    {ir::UDP, 53, kClasses}}) {
+      ir::PortRule* r = table->mutable_ingress()->add_rules();
+      r->set_protocol(proto);
+      r->set_first_port(port);
+      r->set_last_port(port);
+      r->set_peer_set(set);
+    }
+  }
+  std::vector<std::string> names;
+  for (int i = 0; i < local; ++i) names.push_back(absl::StrCat("l", i));
+  std::sort(names.begin(), names.end());
+  for (const std::string& name : names) {
+    const int i = std::atoi(name.c_str() + 1);
+    ir::Endpoint* e = ir.add_endpoints();
+    e->set_namespace_("x");
+    e->set_name(name);
+    e->add_ips(IpAddress::V4(0x0a000001u + static_cast<uint32_t>(i)).ToString());
+    e->add_ips(V6(0x0a000001u + static_cast<uint32_t>(i)).ToString());
+    e->set_selected(true);
+    e->set_table(static_cast<uint32_t>(i % kClasses));
+  }
+  return ir;
+}
+
+double Percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
+}
+
+int Main(int argc, char** argv) {
+  const int local = argc > 1 ? std::atoi(argv[1]) : 110;
+  const int cluster = argc > 2 ? std::atoi(argv[2]) : 10000;
+  const int events = argc > 3 ? std::atoi(argv[3]) : 300;
+  const std::string netns = absl::StrCat("npebpf-bench-", getpid());
+  if (!RunCommand({"ip", "netns", "add", netns}).ok()) return 1;
+  {
+    std::ofstream batch("/tmp/" + netns + ".batch");
+    for (int i = 0; i < local; ++i) {
+      batch << "link add h" << i << " type veth peer name c" << i << "\nlink set h" << i << " up\n";
+    }
+  }
+  absl::Status s = RunCommand({"ip", "-n", netns, "-batch", "/tmp/" + netns + ".batch"}).status();
+  Attachment attachment;
+  attachment.netns = netns;
+  for (int i = 0; i < local; ++i) attachment.interfaces.push_back({absl::StrCat("x/l", i), absl::StrCat("h", i)});
+  std::mt19937_64 rng(1);
+  std::vector<Pod> pods;
+  std::vector<bool> used(static_cast<size_t>(cluster) * 2, false);
+  while (static_cast<int>(pods.size()) < cluster - local) {
+    uint32_t slot = static_cast<uint32_t>(rng() % used.size());
+    if (used[slot]) continue;
+    used[slot] = true;
+    pods.push_back({slot, 1 + static_cast<uint32_t>(rng() % 8)});
+  }
+  std::unique_ptr<Backend> backend = MakeEbpfBackend();
+  ir::CompiledPolicy previous = NodeIr(local, pods);
+  std::vector<double> apply_ms, update_ms, build_ms, plan_ms;
+  int in_place = 0;
+  std::string last_full;
+  for (int i = 0; s.ok() && i < 5; ++i) {
+    absl::Time t = absl::Now();
+    s = backend->Apply(previous, attachment);
+    apply_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - t));
+  }
+  for (int e = 0; s.ok() && e < events; ++e) {
+    const int op = static_cast<int>(rng() % 3);
+    if (op == 0) {
+      uint32_t slot = static_cast<uint32_t>(rng() % used.size());
+      if (used[slot]) continue;
+      used[slot] = true;
+      pods.push_back({slot, 1 + static_cast<uint32_t>(rng() % 8)});
+    } else if (op == 1) {
+      size_t i = rng() % pods.size();
+      used[pods[i].slot] = false;
+      pods.erase(pods.begin() + static_cast<long>(i));
+    } else {
+      Pod& p = pods[rng() % pods.size()];
+      p.identity = 1 + p.identity % 8;
+    }
+    ir::CompiledPolicy next = NodeIr(local, pods);
+    absl::Time t = absl::Now();
+    s = backend->Update(previous, next, attachment);
+    update_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - t));
+    const std::string path = EbpfLastUpdate(*backend);
+    if (absl::StartsWith(path, "in place")) ++in_place; else last_full = path;
+    t = absl::Now();
+    absl::StatusOr<MapContents> a = BuildMaps(previous);
+    absl::StatusOr<MapContents> b = BuildMaps(next);
+    build_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - t) / 2);
+    t = absl::Now();
+    absl::StatusOr<IdentityEdit> edit = PlanIdentityEditFromIr(previous, next);
+    plan_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - t));
+    previous = std::move(next);
+  }
+  if (!s.ok()) std::fprintf(stderr, "error: %s\n", s.ToString().c_str());
+  (void)backend->Remove(attachment);
+  (void)RunCommand({"ip", "netns", "del", netns});
+  std::remove(("/tmp/" + netns + ".batch").c_str());
+  if (!s.ok() || update_ms.empty()) return 1;
+  std::printf("ebpf update bench: %d pods on the node, %d in the cluster, %zu events (%d in place%s%s)\n",
+              local, cluster, update_ms.size(), in_place, last_full.empty() ? "" : "; last full: ",
+              last_full.c_str());
+  for (auto [name, v] : {std::pair<const char*, std::vector<double>*>{"full Apply", &apply_ms},
+                         {"Update", &update_ms},
+                         {"BuildMaps (one IR)", &build_ms},
+                         {"  PlanIdentityEditFromIr", &plan_ms}}) {
+    std::printf("%-26s p50 %8.3f ms  p99 %8.3f ms  max %8.3f ms\n", name, Percentile(*v, 0.5),
+                Percentile(*v, 0.99), *std::max_element(v->begin(), v->end()));
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace np::backends::ebpf
+
+int main(int argc, char** argv) { return np::backends::ebpf::Main(argc, argv); }
