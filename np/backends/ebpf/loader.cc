@@ -193,7 +193,11 @@ uint32_t QueryFilter(int ifindex, bpf_tc_attach_point point) {
 // pod events add host keys and split LPM ranges. The LPM tries allocate nodes as they are
 // added, so their room costs nothing; np_ident_hosts is preallocated (about 80 bytes an
 // entry), so its room is an eighth more.
-size_t IdentityRoom(size_t entries) { return entries + entries / 8 + 64; }
+// Never past the kernel's 2^27 entries of a hash map (ebpf_backend.cc: Capacity refuses
+// more entries than that, not more room).
+size_t IdentityRoom(size_t entries) {
+  return std::max(entries, std::min<size_t>(entries + entries / 8 + 64, size_t{1} << 27));
+}
 
 uint32_t MaxEntries(int fd) {
   bpf_map_info info{};
