@@ -14,6 +14,9 @@
 // it: a flow that both deny never gets through. An old generation is freed by the kernel
 // when its last filter is replaced. Conntrack (np_ct) and fragment (np_frag) maps are handed
 // from each generation to the next, so established connections keep flowing.
+// In-place edits (EditIdentities) are the exception: for a pod event that changes only
+// identity entries, the process that installed a generation edits its identity maps
+// instead of loading the next one (maps.h IdentityEdit says why that is safe).
 // Nothing is pinned and no process has to stay alive: filters hold their programs, which
 // hold their maps. The next Apply (from any process) finds the live generation's shared
 // maps through the filter on one of the interfaces (bpf_tc_query).

@@ -308,6 +308,22 @@ TEST_F(UpdateTest, PodChurnInPlaceEqualsAFreshApply) {
   std::printf("seed %llu: %d updates in place, %d full\n", static_cast<unsigned long long>(seed), in_place, full);
   EXPECT_GT(in_place, 100) << "full: " << full;
 
+  // Another instance (another process) installs a generation: this instance's maps are no
+  // longer what runs, so its next Update loads a new generation rather than edit them.
+  {
+    std::unique_ptr<Backend> other = MakeEbpfBackend();
+    ASSERT_TRUE(other->Apply(previous, On(0)).ok());
+    pods.push_back({250, 1});
+    ir::CompiledPolicy next = ChurnIr(pods, true);
+    ASSERT_TRUE(inc->Update(previous, next, On(0)).ok());
+    EXPECT_TRUE(absl::StrContains(EbpfLastUpdate(*inc), "another generation runs"))
+        << EbpfLastUpdate(*inc);
+    std::unique_ptr<Backend> fresh = MakeEbpfBackend();
+    ASSERT_TRUE(fresh->Apply(next, On(1)).ok());
+    ExpectSameMaps("after another instance's Apply");
+    previous = std::move(next);
+  }
+
   // A pod of the node added and deleted: endpoints change, never in place; the maps still
   // end up as a fresh Apply's.
   for (bool third : {false, true}) {
