@@ -1,5 +1,6 @@
 #include "np/backends/ebpf/ebpf_backend.h"
 
+#include <array>
 #include <cstring>
 #include <map>
 #include <tuple>
@@ -83,7 +84,7 @@ class EbpfBackend : public Backend {
   absl::Status Apply(const ir::CompiledPolicy& ir, const Attachment& attachment) override {
     absl::StatusOr<MapContents> maps = Checked(ir);
     if (!maps.ok()) return maps.status();
-    return ApplyMaps(std::move(*maps), attachment);
+    return ApplyMaps(ir, std::move(*maps), attachment);
   }
 
   // In place when only the identity maps change, as maps.h PlanIdentityEdit allows (one
@@ -99,6 +100,12 @@ class EbpfBackend : public Backend {
       last_update_ = "full: nothing installed by this instance for this attachment";
       return Apply(next, attachment);
     }
+    if (Shape(previous) != installed_shape_) {
+      // Not what this instance installed last (a caller breaking the contract): a cheap
+      // guard only, but editing from the wrong base would be worse than a reload.
+      last_update_ = "full: `previous` is not what this instance installed";
+      return Apply(next, attachment);
+    }
     absl::StatusOr<ebpf::IdentityEdit> edit = ebpf::PlanIdentityEditFromIr(previous, next);
     if (!edit.ok()) {
       last_update_ = absl::StrCat("full: ", edit.status().message());
@@ -106,6 +113,7 @@ class EbpfBackend : public Backend {
     }
     if (edit->Writes() == 0) {
       last_update_ = "in place: nothing to change";
+      installed_shape_ = Shape(next);
       return absl::OkStatus();
     }
     // The entry budget, as Apply checks it (the kernel's limits are far: 2^27 a hash map).
@@ -126,6 +134,7 @@ class EbpfBackend : public Backend {
       return Apply(next, attachment);
     }
     installed_entries_ = static_cast<size_t>(total);
+    installed_shape_ = Shape(next);
     last_update_ = absl::StrCat("in place: ", edit->Writes(), " writes, identity of ",
                                 edit->changed_addresses.empty()
                                     ? std::string("no address")
@@ -137,7 +146,14 @@ class EbpfBackend : public Backend {
   const std::string& last_update() const { return last_update_; }
 
  private:
-  absl::Status ApplyMaps(MapContents maps, const Attachment& attachment) {
+  // Sizes of an IR's parts: what Update checks `previous` against.
+  static std::array<int, 6> Shape(const ir::CompiledPolicy& ir) {
+    return {ir.ipv4_size(), ir.ipv6_size(), ir.identities_size(), ir.endpoints_size(),
+            ir.tables_size(), ir.peer_sets_size()};
+  }
+
+  absl::Status ApplyMaps(const ir::CompiledPolicy& ir, MapContents maps,
+                         const Attachment& attachment) {
     live_ = nullptr;
     std::map<std::string, uint32_t> ids;
     for (uint32_t i = 0; i < maps.endpoint_names.size(); ++i) ids[maps.endpoint_names[i]] = i;
@@ -157,6 +173,7 @@ class EbpfBackend : public Backend {
     if (!report.ok()) return report.status();
     live_ = report->live;
     installed_entries_ = maps.TotalEntries();
+    installed_shape_ = Shape(ir);
     attachment_ = attachment;
     return absl::OkStatus();
   }
@@ -275,6 +292,7 @@ class EbpfBackend : public Backend {
   // when unknown (nothing installed, Remove, a failed Apply).
   std::shared_ptr<ebpf::LiveMaps> live_;
   size_t installed_entries_ = 0;  // MapContents::TotalEntries of what is installed
+  std::array<int, 6> installed_shape_{};  // Shape of the IR installed
   Attachment attachment_;
   std::string last_update_;
 };

@@ -335,6 +335,17 @@ TEST_F(UpdateTest, PodChurnInPlaceEqualsAFreshApply) {
     ExpectSameMaps(third ? "x/l2 added back" : "x/l2 deleted");
     previous = std::move(next);
   }
+
+  // A `previous` that is not what was installed (here: no pod off the node at all) is not
+  // edited from.
+  pods.push_back({251, 2});
+  ir::CompiledPolicy next = ChurnIr(pods, true);
+  ASSERT_TRUE(inc->Update(ChurnIr({}, true), next, On(0)).ok());
+  EXPECT_TRUE(absl::StartsWith(EbpfLastUpdate(*inc), "full: `previous` is not"))
+      << EbpfLastUpdate(*inc);
+  std::unique_ptr<Backend> fresh = MakeEbpfBackend();
+  ASSERT_TRUE(fresh->Apply(next, On(1)).ok());
+  ExpectSameMaps("after an Update from the wrong `previous`");
 }
 
 }  // namespace
