@@ -1,0 +1,402 @@
+// Event -> kernel latency of `netpol agent` (issue 13): one np::agent::Agent per backend (nft,
+// iptables, ebpf) and node shape (110 pods on a node of a 1k-pod cluster; 1,000 pods on a
+// node of the 10k-pod cluster; bench/agent_workload.h), fed single watch events as the agent
+// reads them: HandleEvent(JSON line) then Sync(). Each event is timed from HandleEvent's
+// start to the backend's Apply/Update returning ("event -> kernel", what the agent's own
+// latency histogram counts) and split into
+//   engine  — HandleEvent: parse the event, LiveEngine::Apply;
+//   lower   — Sync up to the backend: LowerToIr of the new snapshot for node-0 (+ attachment);
+//   backend — Backend::Update(previous, next) (or Apply when the agent falls back to it:
+//             first sync, or the eBPF attachment changed because a local pod came or went);
+// and `capacity`, the Capacity report the agent makes after the kernel is updated (off the
+// latency path, but on the agent's thread before it reads the next event).
+//
+// Event pairs, each iteration timing both (the second restores the state, so iterations are
+// alike): a pod added then deleted on another node (only the identity of its addresses
+// changes), the same on node-0 (a new endpoint), a pod relabelled into another deployment's
+// identity and back (on another node, and on node-0), and an allow policy added to node-0's
+// pods then deleted. Every event is checked to be applied (not rejected) and every sync to
+// succeed; a failure stops the benchmark with an error.
+//
+// Needs root: each (backend, shape) works in a network namespace of its own
+// ("npagentbench-<pid>-<n>", deleted afterwards; eBPF gets one veth per local pod there).
+// Timings come as counters (p50/p99/max ms per event kind) and, at the end, as one markdown
+// table for bench/RESULTS.md. BM_LowerToIr times LowerToIr alone for both shapes (no root).
+//
+//   bazel build -c opt //bench:agent_latency_bench
+//   sudo bazel-bin/bench/agent_latency_bench [--iterations_small=N] [--iterations_large=N]
+//        [--benchmark_filter=nft]
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "bench/agent_workload.h"
+#include "bench/cluster_generator.h"
+#include "benchmark/benchmark.h"
+#include "np/cluster.h"
+#include "np/engine.h"
+#include "np/lower.h"
+
+namespace np::bench {
+namespace {
+
+const char* const kBackends[] = {"nft", "iptables", "ebpf"};
+const NodeShape kShapes[] = {NodeShape::kSmall, NodeShape::kLarge};
+int iterations_small = 40;
+int iterations_large = 12;
+
+// One event's figures, seconds.
+struct Sample {
+  double kernel = 0;    // HandleEvent start -> backend returned
+  double total = 0;     // HandleEvent start -> Sync returned
+  double engine = 0, lower = 0, backend = 0, capacity = 0;
+  bool update = false;  // the agent called Update (else Apply)
+};
+
+// Pods and names the events use, picked from the generated cluster.
+struct Templates {
+  k8s::Pod remote;        // an application pod on node-1: cloned for the remote add
+  k8s::Pod local;         // one on node-0: cloned for the local add
+  k8s::Pod remote_a;      // relabelled (node-1) into remote_b's labels and back
+  k8s::Pod remote_b;
+  k8s::Pod local_a;       // relabelled (node-0) into local_b's labels and back
+  k8s::Pod local_b;
+  std::string local_add_key;  // "ns/bench-local-add"
+};
+
+// Pod `a` on `node` and a pod of another app in its namespace.
+bool PickPair(const ClusterObjects& objects, const std::string& node, k8s::Pod* a, k8s::Pod* b) {
+  for (const Sourced<k8s::Pod>& p : objects.pods) {
+    if (p.object.spec().nodename() != node || p.object.metadata().labels().count("tier") == 0) {
+      continue;
+    }
+    for (const Sourced<k8s::Pod>& q : objects.pods) {
+      if (q.object.metadata().namespace_() == p.object.metadata().namespace_() &&
+          q.object.metadata().labels().count("app") > 0 &&
+          q.object.metadata().labels().at("app") != p.object.metadata().labels().at("app")) {
+        *a = p.object;
+        *b = q.object;
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+absl::StatusOr<Templates> PickTemplates(const ClusterObjects& objects) {
+  Templates t;
+  if (!PickPair(objects, "node-1", &t.remote_a, &t.remote_b) ||
+      !PickPair(objects, kNode, &t.local_a, &t.local_b)) {
+    return absl::InternalError("the cluster has no pods to relabel");
+  }
+  t.remote = t.remote_b;
+  t.local = t.local_b;
+  t.local_add_key = absl::StrCat(t.local.metadata().namespace_(), "/bench-local-add");
+  return t;
+}
+
+// The (backend, shape) being measured: building one costs seconds (the 10k-pod cluster, the
+// first install, veths), so consecutive benchmarks of the same pair share it.
+struct Current {
+  std::string key;
+  std::unique_ptr<AgentNode> node;
+  Templates templates;
+};
+Current& current() {
+  static auto* c = new Current();
+  return *c;
+}
+
+absl::StatusOr<Current*> NodeFor(const std::string& backend, NodeShape shape) {
+  Current& c = current();
+  const std::string key = absl::StrCat(backend, " ", ShapeName(shape));
+  if (c.key == key && c.node != nullptr) return &c;
+  c.node.reset();  // deletes the previous namespace first
+  c.key.clear();
+  absl::StatusOr<Templates> t = PickTemplates(GenerateCluster(OptionsFor(shape)));
+  if (!t.ok()) return t.status();
+  AgentNodeOptions options;
+  options.extra_local_pods = {t->local_add_key};
+  absl::StatusOr<std::unique_ptr<AgentNode>> node = AgentNode::Create(backend, shape, options);
+  if (!node.ok()) return node.status();
+  c.node = *std::move(node);
+  c.templates = *std::move(t);
+  c.key = key;
+  fprintf(stderr, "%s: engine build %.0f ms, first install %.0f ms, %d local pods\n",
+          key.c_str(), c.node->build_s() * 1e3, c.node->reconcile_s() * 1e3,
+          c.node->local_pods());
+  return &c;
+}
+
+absl::StatusOr<Sample> Measure(AgentNode& node, const std::string& event) {
+  agent::Agent& agent = node.agent();
+  const absl::Time start = absl::Now();
+  const auto t0 = std::chrono::steady_clock::now();
+  agent.HandleEvent(event, start);
+  const auto t1 = std::chrono::steady_clock::now();
+  if (agent.pending_events() != 1) {
+    return absl::InternalError(absl::StrCat("event not applied: ", event.substr(0, 200)));
+  }
+  absl::Status s = agent.Sync();
+  const auto t2 = std::chrono::steady_clock::now();
+  if (!s.ok()) return s;
+  Sample sample;
+  sample.engine = std::chrono::duration<double>(t1 - t0).count();
+  sample.total = std::chrono::duration<double>(t2 - t0).count();
+  sample.kernel = absl::ToDoubleSeconds(node.backend().last_done() - start);
+  sample.backend = node.backend().last_call_s();
+  sample.capacity = node.backend().last_capacity_s();
+  sample.lower = sample.kernel - sample.engine - sample.backend;
+  sample.update = node.backend().last_was_update();
+  return sample;
+}
+
+enum class Pair { kPodRemote, kPodLocal, kRelabelRemote, kRelabelLocal, kPolicy };
+const char* PairName(Pair p) {
+  switch (p) {
+    case Pair::kPodRemote: return "PodRemote";
+    case Pair::kPodLocal: return "PodLocal";
+    case Pair::kRelabelRemote: return "RelabelRemote";
+    case Pair::kRelabelLocal: return "RelabelLocal";
+    case Pair::kPolicy: return "Policy";
+  }
+  return "";
+}
+
+// The two events of a pair and the row each is reported under.
+struct EventPair {
+  std::string first, second;
+  std::string first_name, second_name;
+};
+EventPair EventsOf(Pair p, const Templates& t) {
+  auto relabel = [](const k8s::Pod& a, const k8s::Pod& b) {
+    k8s::Pod moved = a;
+    *moved.mutable_metadata()->mutable_labels() = b.metadata().labels();
+    return PodEvent("MODIFIED", moved);
+  };
+  switch (p) {
+    case Pair::kPodRemote: {
+      k8s::Pod pod = ClonePod(t.remote, "bench-remote-add", "node-1", 1);
+      return {PodEvent("ADDED", pod), PodDeleteEvent(pod.metadata().namespace_(), "bench-remote-add"),
+              "pod add (other node)", "pod delete (other node)"};
+    }
+    case Pair::kPodLocal: {
+      k8s::Pod pod = ClonePod(t.local, "bench-local-add", kNode, 2);
+      return {PodEvent("ADDED", pod), PodDeleteEvent(pod.metadata().namespace_(), "bench-local-add"),
+              "pod add (node-0)", "pod delete (node-0)"};
+    }
+    case Pair::kRelabelRemote:
+      return {relabel(t.remote_a, t.remote_b), PodEvent("MODIFIED", t.remote_a),
+              "pod relabel (other node)", "pod relabel (other node)"};
+    case Pair::kRelabelLocal:
+      return {relabel(t.local_a, t.local_b), PodEvent("MODIFIED", t.local_a),
+              "pod relabel (node-0)", "pod relabel (node-0)"};
+    case Pair::kPolicy: {
+      const std::string& ns = t.local_a.metadata().namespace_();
+      const std::string& app = t.local_a.metadata().labels().at("app");
+      return {PolicyEvent("ADDED", ns, "bench-policy", app, 7777),
+              PolicyDeleteEvent(ns, "bench-policy"), "policy add (node-0 pods)",
+              "policy delete (node-0 pods)"};
+    }
+  }
+  return {};
+}
+
+// Every sample, by (backend, shape, event row), for the closing table.
+std::map<std::tuple<std::string, std::string, std::string>, std::vector<Sample>>& Results() {
+  static auto* r = new std::map<std::tuple<std::string, std::string, std::string>,
+                                std::vector<Sample>>();
+  return *r;
+}
+std::vector<std::tuple<std::string, std::string, std::string>>& ResultOrder() {
+  static auto* r = new std::vector<std::tuple<std::string, std::string, std::string>>();
+  return *r;
+}
+void Record(const std::string& backend, NodeShape shape, const std::string& row, const Sample& s) {
+  auto key = std::make_tuple(backend, std::string(ShapeName(shape)), row);
+  if (Results().count(key) == 0) ResultOrder().push_back(key);
+  Results()[key].push_back(s);
+}
+
+double Ms(double s) { return s * 1e3; }
+
+void SetCounters(benchmark::State& state, const std::string& prefix,
+                 const std::vector<Sample>& samples) {
+  std::vector<double> kernel, engine, lower, backend;
+  for (const Sample& s : samples) {
+    kernel.push_back(s.kernel);
+    engine.push_back(s.engine);
+    lower.push_back(s.lower);
+    backend.push_back(s.backend);
+  }
+  state.counters[prefix + "_p50_ms"] = Ms(Quantile(kernel, 0.5));
+  state.counters[prefix + "_p99_ms"] = Ms(Quantile(kernel, 0.99));
+  state.counters[prefix + "_max_ms"] = Ms(Quantile(kernel, 1));
+  state.counters[prefix + "_engine_ms"] = Ms(Quantile(engine, 0.5));
+  state.counters[prefix + "_lower_ms"] = Ms(Quantile(lower, 0.5));
+  state.counters[prefix + "_backend_ms"] = Ms(Quantile(backend, 0.5));
+}
+
+void BM_Event(benchmark::State& state, std::string backend, NodeShape shape, Pair pair) {
+  if (geteuid() != 0) {
+    state.SkipWithError("needs root (network namespaces, kernel programs)");
+    return;
+  }
+  absl::StatusOr<Current*> c = NodeFor(backend, shape);
+  if (!c.ok()) {
+    state.SkipWithError(std::string(c.status().message()).substr(0, 300).c_str());
+    return;
+  }
+  AgentNode& node = *(*c)->node;
+  const EventPair events = EventsOf(pair, (*c)->templates);
+  std::vector<Sample> first, second;
+  for (auto _ : state) {
+    absl::StatusOr<Sample> a = Measure(node, events.first);
+    absl::StatusOr<Sample> b = a.ok() ? Measure(node, events.second) : a;
+    if (!a.ok() || !b.ok()) {
+      const absl::Status& s = a.ok() ? b.status() : a.status();
+      state.SkipWithError(std::string(s.message()).substr(0, 300).c_str());
+      // The state may be half changed: build the node again for the next benchmark.
+      current().node.reset();
+      current().key.clear();
+      return;
+    }
+    state.SetIterationTime(a->kernel + b->kernel);
+    first.push_back(*a);
+    second.push_back(*b);
+    Record(backend, shape, events.first_name, *a);
+    Record(backend, shape, events.second_name, *b);
+  }
+  SetCounters(state, "first", first);
+  SetCounters(state, "second", second);
+  int updates = 0;
+  for (const auto* v : {&first, &second}) {
+    for (const Sample& s : *v) updates += s.update ? 1 : 0;
+  }
+  state.counters["update_fraction"] =
+      static_cast<double>(updates) / static_cast<double>(std::max<size_t>(1, 2 * first.size()));
+  state.SetLabel(absl::StrCat(events.first_name, " / ", events.second_name));
+}
+
+// LowerToIr alone on node-0's snapshot: what every sync pays before the backend.
+void BM_LowerToIr(benchmark::State& state, NodeShape shape) {
+  absl::StatusOr<Cluster> cluster = Cluster::Create(GenerateCluster(OptionsFor(shape)));
+  EngineOptions options;
+  options.node_name = kNode;
+  absl::StatusOr<std::shared_ptr<const Engine>> engine =
+      cluster.ok() ? Engine::Build(*cluster, options)
+                   : absl::StatusOr<std::shared_ptr<const Engine>>(cluster.status());
+  if (!engine.ok()) {
+    state.SkipWithError(std::string(engine.status().message()).c_str());
+    return;
+  }
+  std::vector<double> times;
+  int endpoints = 0, identities = 0;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    absl::StatusOr<ir::CompiledPolicy> ir = LowerToIr(**engine);
+    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    if (!ir.ok()) {
+      state.SkipWithError(std::string(ir.status().message()).c_str());
+      return;
+    }
+    endpoints = ir->endpoints_size();
+    identities = ir->identities_size();
+    benchmark::DoNotOptimize(ir);
+  }
+  state.counters["p50_ms"] = Ms(Quantile(times, 0.5));
+  state.counters["p99_ms"] = Ms(Quantile(times, 0.99));
+  state.counters["endpoints"] = endpoints;
+  state.counters["identities"] = identities;
+}
+
+void PrintTable() {
+  if (Results().empty()) return;
+  printf("\n| backend | node (pods/cluster) | event | n | event->kernel p50 ms | p99 ms | max ms |"
+         " engine p50 ms | lower p50 ms | backend p50 ms | capacity p50 ms | via Update |\n");
+  printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  for (const auto& key : ResultOrder()) {
+    const std::vector<Sample>& samples = Results()[key];
+    std::vector<double> kernel, engine, lower, backend, capacity;
+    int updates = 0;
+    for (const Sample& s : samples) {
+      kernel.push_back(s.kernel);
+      engine.push_back(s.engine);
+      lower.push_back(s.lower);
+      backend.push_back(s.backend);
+      capacity.push_back(s.capacity);
+      updates += s.update ? 1 : 0;
+    }
+    printf("| %s | %s | %s | %zu | %.2f | %.2f | %.2f | %.3f | %.2f | %.2f | %.2f | %d/%zu |\n",
+           std::get<0>(key).c_str(), std::get<1>(key).c_str(), std::get<2>(key).c_str(),
+           samples.size(), Ms(Quantile(kernel, 0.5)), Ms(Quantile(kernel, 0.99)),
+           Ms(Quantile(kernel, 1)), Ms(Quantile(engine, 0.5)), Ms(Quantile(lower, 0.5)),
+           Ms(Quantile(backend, 0.5)), Ms(Quantile(capacity, 0.5)), updates, samples.size());
+  }
+  fflush(stdout);
+}
+
+// Our own flags, taken out of argv before Google Benchmark reads it.
+void ParseOwnFlags(int* argc, char** argv) {
+  int out = 1;
+  for (int i = 1; i < *argc; ++i) {
+    int n;
+    if (absl::StartsWith(argv[i], "--iterations_small=") &&
+        absl::SimpleAtoi(argv[i] + strlen("--iterations_small="), &n) && n > 0) {
+      iterations_small = n;
+    } else if (absl::StartsWith(argv[i], "--iterations_large=") &&
+               absl::SimpleAtoi(argv[i] + strlen("--iterations_large="), &n) && n > 0) {
+      iterations_large = n;
+    } else {
+      argv[out++] = argv[i];
+    }
+  }
+  *argc = out;
+}
+
+}  // namespace
+}  // namespace np::bench
+
+int main(int argc, char** argv) {
+  using namespace np::bench;
+  ParseOwnFlags(&argc, argv);
+  for (NodeShape shape : kShapes) {
+    benchmark::RegisterBenchmark(absl::StrCat("BM_LowerToIr/", ShapeName(shape)).c_str(),
+                                 BM_LowerToIr, shape)
+        ->Unit(benchmark::kMillisecond)
+        ->Iterations(shape == NodeShape::kSmall ? 50 : 20);
+  }
+  // Grouped by (backend, shape) so that consecutive benchmarks share the node.
+  for (const char* backend : kBackends) {
+    for (NodeShape shape : kShapes) {
+      for (Pair pair : {Pair::kPodRemote, Pair::kPodLocal, Pair::kRelabelRemote,
+                        Pair::kRelabelLocal, Pair::kPolicy}) {
+        benchmark::RegisterBenchmark(
+            absl::StrCat("BM_Agent/", backend, "/", ShapeName(shape), "/", PairName(pair)).c_str(),
+            BM_Event, std::string(backend), shape, pair)
+            ->Unit(benchmark::kMillisecond)
+            ->UseManualTime()
+            ->Iterations(shape == NodeShape::kSmall ? iterations_small : iterations_large);
+      }
+    }
+  }
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  current().node.reset();  // removes the last namespace
+  PrintTable();
+  benchmark::Shutdown();
+  return 0;
+}
