@@ -149,12 +149,16 @@ absl::Status Agent::Sync() {
   std::vector<absl::Duration> latencies;
   latencies.reserve(pending_.size());
   for (absl::Time received : pending_) latencies.push_back(done - received);
-  // The program's size as the backend counts it (after the update: off the latency path).
-  std::map<std::string, uint64_t> items;
-  if (absl::StatusOr<ir::BackendCapacity> c = backend_->Capacity(*ir); c.ok()) {
-    for (const ir::CapacityItem& item : c->items()) items[item.name()] = item.used();
+  // The program's size as the backend counts it (after the update: off the latency path),
+  // at most every options_.capacity_interval.
+  if (done - last_capacity_ >= options_.capacity_interval) {
+    last_capacity_ = done;
+    capacity_items_.clear();
+    if (absl::StatusOr<ir::BackendCapacity> c = backend_->Capacity(*ir); c.ok()) {
+      for (const ir::CapacityItem& item : c->items()) capacity_items_[item.name()] = item.used();
+    }
   }
-  metrics_->RecordSync(done, latencies, items);
+  metrics_->RecordSync(done, latencies, capacity_items_);
   installed_attachment_ = attachment;
   log_->Write("info", "kernel updated",
               {LogField::Number("events", static_cast<double>(pending_.size())),

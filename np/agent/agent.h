@@ -27,6 +27,7 @@
 #define NP_AGENT_AGENT_H_
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -45,6 +46,10 @@ struct AgentOptions {
   // Kind of event objects that name none ("" : each must name its kind).
   std::string default_kind;
   absl::Duration min_interval = absl::Milliseconds(20);
+  // How often the program-size gauges (np_agent_program_items: rules, set elements, map
+  // entries) are recounted after a sync: counting a 1,000-pod program costs 20-200 ms
+  // (bench/RESULTS.md, issue 13), which under churn would hold up the next events.
+  absl::Duration capacity_interval = absl::Seconds(5);
   // Where the backend installs the program (a netns, and each pod's host interface).
   backends::Attachment attachment;
 };
@@ -90,6 +95,8 @@ class Agent {
   // What the last successful Sync installed (none after Reconcile starts or a failed sync):
   // the `previous` of the next Backend::Update.
   std::optional<ir::CompiledPolicy> installed_;
+  absl::Time last_capacity_ = absl::InfinitePast();
+  std::map<std::string, uint64_t> capacity_items_;
   backends::Attachment installed_attachment_;
 };
 

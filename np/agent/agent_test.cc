@@ -200,6 +200,7 @@ class AgentTest : public ::testing::Test {
     AgentOptions agent_options;
     agent_options.default_kind = "Pod";
     agent_options.min_interval = absl::Milliseconds(200);
+    agent_options.capacity_interval = absl::ZeroDuration();  // gauges after every sync
     agent_ = std::make_unique<Agent>(*engine, std::make_unique<RecordingBackend>(&applied_, &fail_),
                                      agent_options, &metrics_, &log_);
   }
@@ -235,6 +236,23 @@ TEST_F(AgentTest, BurstIsCoalescedIntoOneUpdateWithEveryEvent) {
   EXPECT_THAT(text, HasSubstr("np_agent_program_items{item=\"endpoints\"} 2\n"));
   EXPECT_THAT(text, HasSubstr("np_agent_syncs_total 2\n"));
   EXPECT_THAT(text, ::testing::Not(HasSubstr("np_agent_last_sync_timestamp_seconds 0.000")));
+}
+
+TEST_F(AgentTest, ProgramSizeIsRecountedAtMostEveryCapacityInterval) {
+  // The same agent with the default interval (seconds): the sync right after the reconcile
+  // keeps the reconcile's count, so that a busy agent does not count on every sync.
+  AgentOptions options;
+  options.default_kind = "Pod";
+  options.min_interval = absl::ZeroDuration();
+  AgentMetrics metrics;
+  Agent agent(agent_->current(), std::make_unique<RecordingBackend>(&applied_, &fail_), options,
+              &metrics, &log_);
+  ASSERT_TRUE(agent.Reconcile().ok());
+  EXPECT_THAT(metrics.Render(), HasSubstr("np_agent_program_items{item=\"endpoints\"} 1\n"));
+  agent.HandleEvent(PodEvent("ADDED", "b", "10.0.0.2"), absl::Now());
+  ASSERT_TRUE(agent.Sync().ok());
+  EXPECT_EQ(EndpointNames(applied_.back()), std::vector<std::string>({"x/a", "x/b"}));
+  EXPECT_THAT(metrics.Render(), HasSubstr("np_agent_program_items{item=\"endpoints\"} 1\n"));
 }
 
 TEST_F(AgentTest, InvalidEventIsRejectedWithFieldPathAndStateKept) {
