@@ -152,6 +152,59 @@ std::string SwitchText(const Program& next);
 // when there is nothing to retire.
 std::string RetireText(const Installed& installed, const Program& next);
 
+// ---- Incremental updates (Backend::Update) -----------------------------------------------
+// An in-place edit of the installed generation's maps, for an update that changes only map
+// elements (pod events). Set elements are read per lookup, not per packet: while the kernel
+// commits, one packet can get the old answer from one lookup and the new answer from another.
+// A packet's verdict reads, per side, the dispatch entry of its own endpoint's address
+// (egress4/6 by source, ingress4/6 by destination), the identity of the other end's address
+// (identity4/6) and that identity's peer-set membership (rules, peers_<n>). The edit is safe
+// when no packet can see two changed answers — then each packet's verdict is the old
+// program's or the new one's:
+//  - chains (names, hooks, rules), set declarations and peer sets are unchanged, so an
+//    identity chain means the same thing in both programs and only address lookups change;
+//  - at most one address per family changes its answer in any map (a packet has one family
+//    and two different addresses, so no packet has a changed address at both ends), and in
+//    the identity maps each change is of one address (a pod's /32 or /128) — the neighbouring
+//    pieces of a merged interval are deleted and re-added with the same answer, in the same
+//    transaction (the commit flips every element at once; other addresses read the same
+//    target before and after);
+//  - when only identity entries, or only dispatch entries, change: one transaction. A packet
+//    from the changed address A reads one A-keyed lookup on each of its paths (its egress
+//    dispatch, or the identity lookup of the other end's ingress chain), never both changed;
+//  - when both change (a local pod added or deleted, or becoming selected): two transactions,
+//    dispatch additions before the identity edits, or the identity edits before dispatch
+//    deletions. In between, a packet from A meets the new egress side and the old ingress
+//    side (packets to A: the old egress side, the new ingress side); A has no dispatch entry
+//    in the program it is missing from, so that side allows everything there, and a flow both
+//    programs allow (deny) is allowed (denied) in between. Between the two commits np waits
+//    for an RCU grace period (membarrier(MEMBARRIER_CMD_GLOBAL), which is synchronize_rcu in
+//    kernel/sched/membarrier.c) so that no packet whose hook walk began before the first
+//    commit is still walking after the second (its lookups would mix old and new);
+//  - everything else — rules or peer sets changed, identities renumbered, two or more
+//    addresses of a family changed, a dispatch entry changed for an address whose identity
+//    changes too, dispatch additions and deletions together with identity edits — needs the
+//    generation switch (Apply).
+// Identity chains' comments name some of their pods; they are not compared (an element edit
+// cannot change a chain's comment), so after in-place edits they may name the pods of an
+// earlier program until the next generation switch. Every other comment must be equal.
+struct ElementPlan {
+  // `nft -f` inputs to run in order, each one transaction; none when nothing changed.
+  std::vector<std::string> transactions;
+  // Wait for an RCU grace period between the two transactions.
+  bool grace_period = false;
+  // Why the edit is not safe (then `transactions` is empty and Apply must switch generations);
+  // empty when the plan applies.
+  std::string fallback;
+};
+// The plan from `installed` to `next`, both named for the installed generation
+// (WithGeneration with the same N).
+ElementPlan PlanElementUpdate(const Program& installed, const Program& next);
+// What a listing of the table would report for `program` installed (sets, maps, chains and
+// base chains' hook lines, no elements): lets Apply retire a generation it installed itself
+// without listing the kernel.
+Installed InstalledOf(const Program& program);
+
 }  // namespace nft
 }  // namespace np::backends
 
