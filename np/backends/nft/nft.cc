@@ -1215,12 +1215,17 @@ class NftSession {
   absl::StatusOr<std::string> result_ ABSL_GUARDED_BY(mu_);
 };
 
-// The key of the caller's network namespace (its inode), for the empty attachment netns: a
-// thread that moved (tests unshare) gets a session and a cache of its own.
-std::string CurrentNetnsKey() {
+// The key of a network namespace: its inode. For the empty attachment netns, the caller's: a
+// thread that moved (tests unshare) gets a session and a cache of its own. For a named one,
+// the name's: a namespace deleted and created again under the same name is another one (a
+// session's thread would otherwise still talk to the old one).
+std::string NetnsKey(const std::string& netns) {
+  const std::string path =
+      netns.empty() ? "/proc/thread-self/ns/net" : absl::StrCat("/run/netns/", netns);
   struct stat st;
-  if (stat("/proc/thread-self/ns/net", &st) != 0) return "current";
-  return absl::StrCat("inode:", st.st_dev, ":", st.st_ino);
+  if (stat(path.c_str(), &st) != 0) return absl::StrCat("unknown:", netns);
+  return absl::StrCat(netns.empty() ? "current" : "name:" + netns, "@", st.st_dev, ":",
+                      st.st_ino);
 }
 
 // Waits until every CPU has passed a quiescent state: a packet that began its walk of the
@@ -1363,9 +1368,7 @@ class NftBackend : public Backend {
   };
 
   Namespace& NamespaceFor(const Attachment& attachment) {
-    const std::string key =
-        attachment.netns.empty() ? CurrentNetnsKey() : absl::StrCat("name:", attachment.netns);
-    auto [it, inserted] = namespaces_.try_emplace(key);
+    auto [it, inserted] = namespaces_.try_emplace(NetnsKey(attachment.netns));
     Namespace& ns = it->second;
     if (inserted) {
       ns.netns = attachment.netns;

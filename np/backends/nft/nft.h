@@ -80,8 +80,17 @@
 // (bench/RESULTS.md). Render and Apply refuse a program past a limit or budget
 // (ResourceExhausted, with the numbers); BackendOptions::budgets raises a budget.
 //
-// Thread safety: Render and Explain are pure; Apply and Remove run `nft` and may be called
-// from one thread at a time per namespace.
+// Running nft: in-process through libnftables (dlopen("libnftables.so.1")), one context per
+// network namespace on a thread of the backend's own that entered the namespace (setns moves
+// only that thread); the `nft` binary when the library is missing. The backend remembers the
+// program it installed in each namespace (keyed by the namespace's inode), so Apply and
+// Update do not list the kernel; after any error it lists again.
+//   std::unique_ptr<Backend> nft = MakeNftBackend();
+//   nft->Apply(ir, where);                   // generation switch
+//   nft->Update(ir, next_ir, where);         // element edits when safe (PlanElementUpdate)
+//
+// Thread safety: Render and Explain are pure; Apply, Update and Remove may be called from one
+// thread at a time per backend instance (libnftables calls are serialised process-wide).
 #ifndef NP_BACKENDS_NFT_NFT_H_
 #define NP_BACKENDS_NFT_NFT_H_
 

@@ -1231,6 +1231,27 @@ TEST_F(NftKernelTest, UpdateInPlaceEqualsAFreshApplyOnRandomChurn) {
   ASSERT_TRUE(fresh->Remove({}).ok());
 }
 
+// A named namespace deleted and created again under the same name is a new one: the backend
+// must install there (not through a session or a memory of the old one), with a full install.
+TEST_F(NftKernelTest, ANamespaceCreatedAgainUnderTheSameNameGetsTheProgram) {
+  const std::string netns = absl::StrCat("np-nft-again-", getpid());
+  std::unique_ptr<Backend> nft = MakeNftBackend();
+  const Attachment there{{}, netns};
+  const ir::CompiledPolicy a = ChurnIr(ChurnBase());
+  std::vector<ChurnPod> more = ChurnBase();
+  more.push_back({"c/z", 2, 40, false});
+  const ir::CompiledPolicy b = ChurnIr(more);
+  for (int round = 0; round < 2; ++round) {
+    ASSERT_TRUE(RunCommand({"ip", "netns", "add", netns}).ok());
+    ASSERT_TRUE(nft->Update(a, b, there).ok()) << round;  // unknown here: a full install
+    absl::StatusOr<std::string> map =
+        RunCommand({"nft", "list", "map", "inet", kTableName, "identity4_g1"}, "", netns);
+    EXPECT_TRUE(map.ok() && absl::StrContains(*map, "10.1.0.40 : jump id_2_g1"))
+        << round << ": " << (map.ok() ? *map : map.status().ToString());
+    ASSERT_TRUE(RunCommand({"ip", "netns", "del", netns}).ok());
+  }
+}
+
 
 // Real packets through the nft program (as root, in network namespaces of the test's own):
 // the tier scenario's hand-written verdicts, random tier IRs against the IR's literal
