@@ -1,13 +1,30 @@
 #include "np/backends/nft/nft.h"
 
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <linux/membarrier.h>
+#include <sched.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <thread>
+#include <type_traits>
 #include <cctype>
 #include <cstdint>
 #include <map>
 #include <set>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -270,23 +287,12 @@ std::vector<PlannedChain> PlanDirection(const ir::CompiledPolicy& ir, const Layo
   std::vector<PlannedChain> out(1);
   out[0].chain.name = ChainOf(table, d);
   out[0].chain.comment = policies;
-  if (lookup) {
-    // Fail closed: the peer's identity starts as "miss", which no peer set holds, so a
-    // lookup that finds nothing denies. Without this the unset mark (0) reads as identity
-    // 0. Such misses happen: the kernel makes a new ruleset's chains live before it
-    // installs a new interval set's lookup structure, and CI's update test once saw a
-    // both-denied IPv6 flow connect in that window.
-    const char* peer = d == kEgress ? "daddr" : "saddr";
-    out[0].Add(absl::StrFormat("meta mark set meta mark and 0x0000ffff or 0x%08x",
-                               kMissIdentity << 16),
-               {});
-    out[0].Add(absl::StrCat("ip ", peer, " vmap @identity4"), {});
-    out[0].Add(absl::StrCat("ip6 ", peer, " vmap @identity6"), {});
-    if (tiers) {
-      RuleSource miss;
-      miss.kind = RuleSource::kMissDrop;
-      out[0].Add(absl::StrFormat("meta mark 0x%08x-0xffffffff drop", kMissIdentity << 16), miss);
-    }
+  // The peer's identity is in the mark already: the forward chain looked it up (see
+  // BuildProgram) before dispatching here. With tier rules, a miss is dropped first.
+  if (lookup && tiers) {
+    RuleSource miss;
+    miss.kind = RuleSource::kMissDrop;
+    out[0].Add(absl::StrFormat("meta mark 0x%08x-0xffffffff drop", kMissIdentity << 16), miss);
   }
   auto add_tier_rules = [&](PlannedChain& into, const char* tier,
                             const google::protobuf::RepeatedPtrField<ir::TierRule>& rules) {
@@ -432,8 +438,29 @@ Program BuildProgram(const ir::CompiledPolicy& ir, const Layout* layout) {
     c.name = "forward";
     c.hook = "type filter hook forward priority filter; policy accept;";
     c.comment = ir.node().empty() ? "NetworkPolicy" : absl::StrCat("NetworkPolicy, node ", ir.node());
-    c.rules = {"ct state established,related accept", "ip saddr vmap @egress4",
-               "ip6 saddr vmap @egress6", "ip daddr vmap @ingress4", "ip6 daddr vmap @ingress6"};
+    // The peer lookups live here, once per side, rather than in each table chain: a commit
+    // that adds a `jump` element makes the kernel check the table for loops by walking every
+    // chain from the base chain, a vmap's every element each time a chain that applies it is
+    // reached (nf_tables_validate) — with the lookups in the table chains that was
+    // (table chains x identity elements), 0.3 s at 1,000 endpoints, on every pod event.
+    // Fail closed: the peer's identity starts as "miss", which no peer set holds, so a
+    // lookup that finds nothing denies (the unset mark would read as identity 0). Such misses
+    // happen: the kernel makes a new ruleset's chains live before it installs a new interval
+    // set's lookup structure, and CI's update test once saw a both-denied IPv6 flow connect
+    // in that window.
+    const std::string miss =
+        absl::StrFormat("meta mark set meta mark and 0x0000ffff or 0x%08x", kMissIdentity << 16);
+    c.rules = {"ct state established,related accept",
+               miss,
+               "ip daddr vmap @identity4",
+               "ip6 daddr vmap @identity6",
+               "ip saddr vmap @egress4",
+               "ip6 saddr vmap @egress6",
+               miss,
+               "ip saddr vmap @identity4",
+               "ip6 saddr vmap @identity6",
+               "ip daddr vmap @ingress4",
+               "ip6 daddr vmap @ingress6"};
     program.chains.push_back(std::move(c));
   }
   return program;
@@ -779,9 +806,437 @@ std::string RetireText(const Installed& installed, const Program& next) {
   return absl::StrCat(flushes, sets, chains);
 }
 
+Installed InstalledOf(const Program& program) {
+  Installed installed;
+  for (const Set& s : program.sets) installed.objects.push_back({s.map ? "map" : "set", s.name, ""});
+  for (const Chain& c : program.chains) installed.objects.push_back({"chain", c.name, c.hook});
+  for (const Installed::Object& o : installed.objects) {
+    size_t g = o.name.rfind("_g");
+    uint64_t generation = 0;
+    if (g != std::string::npos && absl::SimpleAtoi(o.name.substr(g + 2), &generation)) {
+      installed.last_generation = std::max(installed.last_generation, generation);
+    }
+  }
+  return installed;
+}
+
+namespace {
+
+// The name without its `_g<N>` suffix.
+absl::string_view BaseName(absl::string_view name) {
+  size_t g = name.rfind("_g");
+  uint64_t generation;
+  if (g != absl::string_view::npos && absl::SimpleAtoi(name.substr(g + 2), &generation)) {
+    return name.substr(0, g);
+  }
+  return name;
+}
+
+// One map element read back: its key as an address interval (network-order bytes), its value.
+struct Element {
+  std::string first, last;
+  std::string key;     // the text before " : "
+  std::string target;  // the text after it
+};
+
+// `bytes` + 1 (wrapping to zeros after all ones; callers never step past the family's end).
+std::string Successor(std::string bytes) {
+  for (size_t i = bytes.size(); i-- > 0;) {
+    if (++reinterpret_cast<unsigned char&>(bytes[i]) != 0) break;
+  }
+  return bytes;
+}
+
+// "10.0.0.1 : jump x", "10.0.0.0/8 : ...", "10.0.0.1-10.0.0.9 : ..." as RangeText writes them.
+absl::StatusOr<Element> ParseElement(absl::string_view text) {
+  Element e;
+  size_t colon = text.find(" : ");
+  if (colon == absl::string_view::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("not a map element: ", text));
+  }
+  e.key = std::string(text.substr(0, colon));
+  e.target = std::string(text.substr(colon + 3));
+  absl::string_view key = e.key;
+  if (size_t dash = key.find('-'); dash != absl::string_view::npos) {
+    absl::StatusOr<std::string> first = AddressBytes(key.substr(0, dash));
+    absl::StatusOr<std::string> last = AddressBytes(key.substr(dash + 1));
+    if (!first.ok()) return first.status();
+    if (!last.ok()) return last.status();
+    e.first = *first;
+    e.last = *last;
+    return e;
+  }
+  int length = -1;
+  if (size_t slash = key.find('/'); slash != absl::string_view::npos) {
+    if (!absl::SimpleAtoi(key.substr(slash + 1), &length)) {
+      return absl::InvalidArgumentError(absl::StrCat("bad prefix length: ", text));
+    }
+    key = key.substr(0, slash);
+  }
+  absl::StatusOr<std::string> first = AddressBytes(key);
+  if (!first.ok()) return first.status();
+  e.first = e.last = *first;
+  if (length >= 0) {
+    const int bits = static_cast<int>(e.first.size()) * 8;
+    if (length > bits) return absl::InvalidArgumentError(absl::StrCat("bad prefix: ", text));
+    for (int b = length; b < bits; ++b) {
+      e.first[b / 8] = static_cast<char>(e.first[b / 8] & ~(0x80 >> (b % 8)));
+      e.last[b / 8] = static_cast<char>(e.last[b / 8] | (0x80 >> (b % 8)));
+    }
+  }
+  return e;
+}
+
+absl::StatusOr<std::vector<Element>> ParseElements(const std::vector<std::string>& texts) {
+  std::vector<Element> out;
+  for (const std::string& t : texts) {
+    absl::StatusOr<Element> e = ParseElement(t);
+    if (!e.ok()) return e.status();
+    out.push_back(*std::move(e));
+  }
+  std::sort(out.begin(), out.end(), [](const Element& a, const Element& b) {
+    return std::make_pair(a.first.size(), a.first) < std::make_pair(b.first.size(), b.first);
+  });
+  return out;
+}
+
+// Adjacent intervals joined: the addresses a list of elements covers.
+std::vector<std::pair<std::string, std::string>> Blocks(const std::vector<Element>& elements) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const Element& e : elements) {
+    if (!out.empty() && out.back().second.size() == e.first.size() &&
+        out.back().second < e.first && Successor(out.back().second) == e.first) {
+      out.back().second = e.last;
+    } else {
+      out.push_back({e.first, e.last});
+    }
+  }
+  return out;
+}
+
+// The elements only `a` has, in `a`'s order.
+std::vector<std::string> Without(const std::vector<std::string>& a,
+                                 const std::vector<std::string>& b) {
+  absl::flat_hash_set<absl::string_view> in_b(b.begin(), b.end());
+  std::vector<std::string> out;
+  for (const std::string& e : a) {
+    if (!in_b.contains(e)) out.push_back(e);
+  }
+  return out;
+}
+
+bool SameDeclaration(const Set& a, const Set& b) {
+  return a.name == b.name && a.type == b.type && a.map == b.map && a.interval == b.interval &&
+         a.comment == b.comment;
+}
+
+}  // namespace
+
+ElementPlan PlanElementUpdate(const Program& installed, const Program& next) {
+  ElementPlan plan;
+  auto fallback = [&](std::string why) {
+    plan.transactions.clear();
+    plan.grace_period = false;
+    plan.fallback = std::move(why);
+    return plan;
+  };
+  // The rules: equal, comments of identity chains aside (they name pods, see nft.h).
+  if (installed.chains.size() != next.chains.size()) return fallback("the chains differ");
+  for (size_t i = 0; i < next.chains.size(); ++i) {
+    const Chain& a = installed.chains[i];
+    const Chain& b = next.chains[i];
+    const bool identity_chain = absl::StartsWith(BaseName(a.name), "id_");
+    if (a.name != b.name || a.hook != b.hook || a.rules != b.rules ||
+        (!identity_chain && a.comment != b.comment)) {
+      return fallback(absl::StrCat("chain ", b.name, " differs"));
+    }
+  }
+  if (installed.sets.size() != next.sets.size()) return fallback("the sets differ");
+  // Per family (4- or 16-byte key), the one address whose answer changes.
+  std::map<size_t, std::string> changed_address;
+  auto note_change = [&](const std::string& address) {
+    auto [it, inserted] = changed_address.emplace(address.size(), address);
+    return inserted || it->second == address;
+  };
+  std::string identity_text, dispatch_text;
+  bool dispatch_added = false, dispatch_deleted = false;
+  for (size_t i = 0; i < next.sets.size(); ++i) {
+    const Set& a = installed.sets[i];
+    const Set& b = next.sets[i];
+    if (!SameDeclaration(a, b)) return fallback(absl::StrCat("set ", b.name, " is declared otherwise"));
+    if (a.elements == b.elements) continue;
+    const absl::string_view base = BaseName(b.name);
+    const bool identity = base == "identity4" || base == "identity6";
+    const bool dispatch = base == "egress4" || base == "egress6" || base == "ingress4" ||
+                          base == "ingress6";
+    if (!identity && !dispatch) return fallback(absl::StrCat("the elements of ", b.name, " differ"));
+    if (identity != (a.map && a.interval) || dispatch != (a.map && !a.interval)) {
+      return fallback(absl::StrCat(b.name, " is not the map np writes under that name"));
+    }
+    const std::vector<std::string> removed_text = Without(a.elements, b.elements);
+    const std::vector<std::string> added_text = Without(b.elements, a.elements);
+    absl::StatusOr<std::vector<Element>> removed = ParseElements(removed_text);
+    absl::StatusOr<std::vector<Element>> added = ParseElements(added_text);
+    if (!removed.ok() || !added.ok()) return fallback("an element np cannot read");
+    if (identity) {
+      // Both maps cover the family: the removed and the added elements cover the same
+      // addresses; within them, which addresses change their target.
+      if (Blocks(*removed) != Blocks(*added)) return fallback(absl::StrCat(b.name, ": coverage differs"));
+      size_t r = 0, n = 0;
+      while (r < removed->size() && n < added->size()) {
+        const Element& x = (*removed)[r];
+        const Element& y = (*added)[n];
+        const std::string& lo = std::max(x.first, y.first);
+        const std::string& hi = std::min(x.last, y.last);
+        if (lo <= hi && x.target != y.target) {
+          if (lo != hi) return fallback(absl::StrCat(b.name, ": a range of addresses changes identity"));
+          if (!note_change(lo)) return fallback("more than one address of a family changes");
+        }
+        if (x.last < y.last) {
+          ++r;
+        } else if (y.last < x.last) {
+          ++n;
+        } else {
+          ++r;
+          ++n;
+        }
+      }
+    } else {
+      std::map<std::string, std::pair<const Element*, const Element*>> keys;
+      for (const Element& e : *removed) {
+        if (e.first != e.last) return fallback(absl::StrCat(b.name, ": an interval key"));
+        keys[e.first].first = &e;
+      }
+      for (const Element& e : *added) {
+        if (e.first != e.last) return fallback(absl::StrCat(b.name, ": an interval key"));
+        keys[e.first].second = &e;
+      }
+      for (const auto& [address, change] : keys) {
+        if (!note_change(address)) return fallback("more than one address of a family changes");
+        if (change.first == nullptr) {
+          dispatch_added = true;
+        } else if (change.second == nullptr) {
+          dispatch_deleted = true;
+        } else {
+          dispatch_added = dispatch_deleted = true;  // a different table: both at once
+        }
+      }
+    }
+    // Deletions first: the kernel refuses an interval that overlaps one still there.
+    std::string& text = identity ? identity_text : dispatch_text;
+    if (!removed->empty()) {
+      std::vector<std::string> keys;
+      for (const Element& e : *removed) keys.push_back(e.key);
+      absl::StrAppend(&text, "delete element inet ", kTableName, " ", b.name, " { ",
+                      absl::StrJoin(keys, ", "), " }\n");
+    }
+    if (!added_text.empty()) {
+      absl::StrAppend(&text, "add element inet ", kTableName, " ", b.name, " { ",
+                      absl::StrJoin(added_text, ", "), " }\n");
+    }
+  }
+  if (identity_text.empty() || dispatch_text.empty()) {
+    std::string text = identity_text + dispatch_text;
+    if (!text.empty()) plan.transactions.push_back(std::move(text));
+    return plan;
+  }
+  if (dispatch_added == dispatch_deleted) {
+    return fallback("dispatch entries both added and deleted while identities change");
+  }
+  plan.grace_period = true;
+  if (dispatch_added) {
+    plan.transactions = {dispatch_text, identity_text};
+  } else {
+    plan.transactions = {identity_text, dispatch_text};
+  }
+  return plan;
+}
+
 }  // namespace nft
 
 namespace {
+
+// ---- Running nft: in-process through libnftables when it is there, else the `nft` binary --
+// libnftables (the library the nft binary is built on) is loaded at run time, so that np
+// neither links against it nor needs its headers; these are the prototypes of `man
+// libnftables` that np uses.
+struct NftLibrary {
+  void* (*ctx_new)(uint32_t flags);
+  void (*ctx_free)(void* ctx);
+  int (*run_cmd_from_buffer)(void* ctx, const char* buffer);
+  int (*ctx_buffer_output)(void* ctx);
+  int (*ctx_buffer_error)(void* ctx);
+  const char* (*ctx_get_output_buffer)(void* ctx);
+  const char* (*ctx_get_error_buffer)(void* ctx);
+  void (*ctx_output_set_flags)(void* ctx, unsigned int flags);
+
+  static constexpr unsigned int kOutputTerse = 1u << 11;  // NFT_CTX_OUTPUT_TERSE
+
+  // Null when the library or one of its functions is missing (then np spawns `nft`).
+  static const NftLibrary* Get() {
+    static const NftLibrary* library = []() -> const NftLibrary* {
+      if (getenv("NP_NFT_NO_LIBRARY") != nullptr) return nullptr;  // tests of the fallback
+      void* handle = dlopen("libnftables.so.1", RTLD_NOW | RTLD_LOCAL);
+      if (handle == nullptr) return nullptr;
+      auto* l = new NftLibrary;
+      bool ok = true;
+      auto load = [&](auto& fn, const char* name) {
+        fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(handle, name));
+        ok = ok && fn != nullptr;
+      };
+      load(l->ctx_new, "nft_ctx_new");
+      load(l->ctx_free, "nft_ctx_free");
+      load(l->run_cmd_from_buffer, "nft_run_cmd_from_buffer");
+      load(l->ctx_buffer_output, "nft_ctx_buffer_output");
+      load(l->ctx_buffer_error, "nft_ctx_buffer_error");
+      load(l->ctx_get_output_buffer, "nft_ctx_get_output_buffer");
+      load(l->ctx_get_error_buffer, "nft_ctx_get_error_buffer");
+      load(l->ctx_output_set_flags, "nft_ctx_output_set_flags");
+      if (!ok) {
+        delete l;
+        return nullptr;
+      }
+      return l;
+    }();
+    return library;
+  }
+  // libnftables keeps some process-wide state (its parser's and gmp's set-up): one call at
+  // a time across every context.
+  static absl::Mutex& CallMutex() {
+    static absl::Mutex* mu = new absl::Mutex;
+    return *mu;
+  }
+};
+
+// One libnftables context on a thread of its own that lives in the target network
+// namespace. Why a thread: setns() moves only the calling thread, and the context's netlink
+// socket talks to the namespace it was opened in; a dedicated thread keeps both in the
+// target namespace without ever moving the caller's thread.
+class NftSession {
+ public:
+  // `netns`: a name under /run/netns (`ip netns`), or empty: the caller's namespace (the new
+  // thread inherits it).
+  static absl::StatusOr<std::unique_ptr<NftSession>> Start(const NftLibrary& library,
+                                                           const std::string& netns) {
+    std::unique_ptr<NftSession> session(new NftSession(library));
+    absl::Notification started;
+    absl::Status start_status;
+    session->thread_ = std::thread([&, s = session.get()] { s->Loop(netns, &start_status, &started); });
+    started.WaitForNotification();
+    if (!start_status.ok()) {
+      session->thread_.join();
+      session->thread_ = std::thread();
+      return start_status;
+    }
+    return session;
+  }
+
+  ~NftSession() {
+    if (!thread_.joinable()) return;
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    thread_.join();
+  }
+
+  // `nft -f -` of `commands` (with `terse`: `nft -t`); the output, or the error text.
+  absl::StatusOr<std::string> Run(const std::string& commands, bool terse) {
+    absl::MutexLock lock(&mu_);
+    request_ = &commands;
+    terse_ = terse;
+    done_ = false;
+    mu_.Await(absl::Condition(&done_));
+    request_ = nullptr;
+    return std::move(result_);
+  }
+
+ private:
+  explicit NftSession(const NftLibrary& library) : library_(library) {}
+
+  void Loop(const std::string& netns, absl::Status* start_status, absl::Notification* started) {
+    if (!netns.empty()) {
+      const std::string path = absl::StrCat("/run/netns/", netns);
+      int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) {
+        *start_status = absl::UnavailableError(
+            absl::StrCat("entering network namespace ", path, ": ", std::strerror(errno)));
+        if (fd >= 0) close(fd);
+        started->Notify();
+        return;
+      }
+      close(fd);
+    }
+    void* ctx = nullptr;
+    {
+      absl::MutexLock call(&NftLibrary::CallMutex());
+      ctx = library_.ctx_new(0);
+      if (ctx != nullptr &&
+          (library_.ctx_buffer_output(ctx) != 0 || library_.ctx_buffer_error(ctx) != 0)) {
+        library_.ctx_free(ctx);
+        ctx = nullptr;
+      }
+    }
+    if (ctx == nullptr) {
+      *start_status = absl::UnavailableError("libnftables: no context");
+      started->Notify();
+      return;
+    }
+    started->Notify();
+    while (true) {
+      absl::MutexLock lock(&mu_);
+      auto has_work = [this] { return stop_ || (request_ != nullptr && !done_); };
+      mu_.Await(absl::Condition(&has_work));
+      if (stop_) break;
+      absl::MutexLock call(&NftLibrary::CallMutex());
+      library_.ctx_output_set_flags(ctx, terse_ ? NftLibrary::kOutputTerse : 0);
+      int rc = library_.run_cmd_from_buffer(ctx, request_->c_str());
+      // Reading a buffer rewinds it for the next command.
+      std::string out = library_.ctx_get_output_buffer(ctx);
+      std::string err = library_.ctx_get_error_buffer(ctx);
+      if (rc == 0) {
+        result_ = std::move(out);
+      } else {
+        result_ = absl::InternalError(absl::StrCat("nft (libnftables): ", err));
+      }
+      done_ = true;
+    }
+    absl::MutexLock call(&NftLibrary::CallMutex());
+    library_.ctx_free(ctx);
+  }
+
+  const NftLibrary& library_;
+  std::thread thread_;
+  absl::Mutex mu_;
+  const std::string* request_ ABSL_GUARDED_BY(mu_) = nullptr;
+  bool terse_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  absl::StatusOr<std::string> result_ ABSL_GUARDED_BY(mu_);
+};
+
+// The key of a network namespace: its inode. For the empty attachment netns, the caller's: a
+// thread that moved (tests unshare) gets a session and a cache of its own. For a named one,
+// the name's: a namespace deleted and created again under the same name is another one (a
+// session's thread would otherwise still talk to the old one).
+std::string NetnsKey(const std::string& netns) {
+  const std::string path =
+      netns.empty() ? "/proc/thread-self/ns/net" : absl::StrCat("/run/netns/", netns);
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return absl::StrCat("unknown:", netns);
+  return absl::StrCat(netns.empty() ? "current" : "name:" + netns, "@", st.st_dev, ":",
+                      st.st_ino);
+}
+
+// Waits until every CPU has passed a quiescent state: a packet that began its walk of the
+// forward hook (an RCU read-side section) before this call has finished it on return.
+// membarrier(MEMBARRIER_CMD_GLOBAL) is synchronize_rcu() in kernel/sched/membarrier.c.
+absl::Status WaitForGracePeriod() {
+  if (syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) != 0) {
+    return absl::UnavailableError(absl::StrCat("membarrier: ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
 
 class NftBackend : public Backend {
  public:
@@ -807,36 +1262,45 @@ class NftBackend : public Backend {
     absl::StatusOr<Measured> m = Measure(ir, /*quick_refusal=*/true);
     if (!m.ok()) return m.status();
     if (absl::Status s = CheckCapacity(m->capacity); !s.ok()) return s;
-    // No table yet (the listing fails) is the first install: the switch creates it.
-    absl::StatusOr<std::string> listing = RunCommand(
-        {"nft", "-t", "list", "table", "inet", nft::kTableName}, "", attachment.netns);
-    nft::Installed installed = listing.ok() ? nft::ParseInstalled(*listing) : nft::Installed{};
-    nft::Program next = nft::WithGeneration(m->program, installed.last_generation + 1);
-    if (!nft::CanSwitch(installed, next)) {
-      return RunCommand({"nft", "-f", "-"}, nft::Text(next), attachment.netns).status();
+    return Switch(m->program, NamespaceFor(attachment));
+  }
+
+  // Element edits in place when PlanElementUpdate finds them safe (nft.h), else Apply. The
+  // plan starts from the program this instance installed last (which the contract says is
+  // `previous`'s), kept since that Apply or Update: no listing, no second Build.
+  absl::Status Update(const ir::CompiledPolicy& previous, const ir::CompiledPolicy& next,
+                      const Attachment& attachment) override {
+    (void)previous;
+    absl::StatusOr<Measured> m = Measure(next, /*quick_refusal=*/true);
+    if (!m.ok()) return m.status();
+    if (absl::Status s = CheckCapacity(m->capacity); !s.ok()) return s;
+    Namespace& ns = NamespaceFor(attachment);
+    if (!ns.installed.has_value()) return Switch(m->program, ns);
+    const uint64_t generation = nft::InstalledOf(*ns.installed).last_generation;
+    nft::Program renamed = nft::WithGeneration(m->program, generation);
+    nft::ElementPlan plan = nft::PlanElementUpdate(*ns.installed, renamed);
+    if (!plan.fallback.empty()) return Switch(m->program, ns);
+    for (size_t i = 0; i < plan.transactions.size(); ++i) {
+      absl::Status s = i > 0 && plan.grace_period ? WaitForGracePeriod() : absl::OkStatus();
+      if (s.ok()) s = RunNft(ns, plan.transactions[i]).status();
+      if (!s.ok()) {
+        // What is installed is no longer known for sure (another writer, a half-done
+        // update): the generation switch from a fresh listing recovers.
+        ns.installed.reset();
+        return Switch(m->program, ns);
+      }
     }
-    absl::StatusOr<std::string> switched =
-        RunCommand({"nft", "-f", "-"}, nft::SwitchText(next), attachment.netns);
-    if (!switched.ok()) return switched.status();
-    std::string retire = nft::RetireText(installed, next);
-    if (retire.empty()) return absl::OkStatus();
-    absl::StatusOr<std::string> retired = RunCommand({"nft", "-f", "-"}, retire, attachment.netns);
-    if (!retired.ok()) {
-      return absl::InternalError(absl::StrCat(
-          "nft: the new rules are in force, but the previous generation was not deleted (the "
-          "next Apply deletes it): ", retired.status().message()));
-    }
+    ns.installed = std::move(renamed);
     return absl::OkStatus();
   }
 
   absl::Status Remove(const Attachment& attachment) override {
+    Namespace& ns = NamespaceFor(attachment);
+    ns.installed.reset();
     // Declaring the table first makes the delete succeed whether or not it exists.
-    absl::StatusOr<std::string> out = RunCommand(
-        {"nft", "-f", "-"},
-        absl::StrCat("table inet ", nft::kTableName, " {}\ndelete table inet ", nft::kTableName,
-                     "\n"),
-        attachment.netns);
-    return out.status();
+    return RunNft(ns, absl::StrCat("table inet ", nft::kTableName, " {}\ndelete table inet ",
+                                   nft::kTableName, "\n"))
+        .status();
   }
 
   absl::StatusOr<std::string> Explain(const ir::CompiledPolicy& ir,
@@ -896,7 +1360,85 @@ class NftBackend : public Backend {
     return m;
   }
 
+  // Per network namespace: how np talks to nft there, and what it installed.
+  struct Namespace {
+    std::string netns;                       // the attachment's; empty: the caller's
+    std::unique_ptr<NftSession> session;     // null: spawn `nft`
+    std::optional<nft::Program> installed;   // with generation names; unset: list to know
+  };
+
+  Namespace& NamespaceFor(const Attachment& attachment) {
+    auto [it, inserted] = namespaces_.try_emplace(NetnsKey(attachment.netns));
+    Namespace& ns = it->second;
+    if (inserted) {
+      ns.netns = attachment.netns;
+      if (const NftLibrary* library = NftLibrary::Get(); library != nullptr) {
+        absl::StatusOr<std::unique_ptr<NftSession>> session =
+            NftSession::Start(*library, attachment.netns);
+        if (session.ok()) ns.session = *std::move(session);
+      }
+    }
+    return ns;
+  }
+
+  // `nft -f -` (or with `list`: `nft -t`) in the namespace.
+  absl::StatusOr<std::string> RunNft(Namespace& ns, const std::string& commands,
+                                     bool terse = false) {
+    if (ns.session != nullptr) return ns.session->Run(commands, terse);
+    std::vector<std::string> argv = {"nft"};
+    if (terse) argv.push_back("-t");
+    argv.insert(argv.end(), {"-f", "-"});
+    return RunCommand(argv, commands, ns.netns);
+  }
+
+  // The generation switch to `program` (without generation names); recovers once from a
+  // stale idea of what is installed by listing the kernel.
+  absl::Status Switch(const nft::Program& program, Namespace& ns) {
+    const bool from_memory = ns.installed.has_value();
+    absl::Status s = SwitchOnce(program, ns);
+    if (s.ok() || !from_memory) return s;
+    return SwitchOnce(program, ns);  // ns.installed is unset now: this one lists
+  }
+
+  absl::Status SwitchOnce(const nft::Program& program, Namespace& ns) {
+    nft::Installed installed;
+    const bool known = ns.installed.has_value();
+    if (known) {
+      installed = nft::InstalledOf(*ns.installed);
+    } else {
+      // No table yet (the listing fails) is the first install: the switch creates it.
+      absl::StatusOr<std::string> listing =
+          RunNft(ns, absl::StrCat("list table inet ", nft::kTableName), /*terse=*/true);
+      if (listing.ok()) installed = nft::ParseInstalled(*listing);
+    }
+    ns.installed.reset();  // unknown until this succeeds
+    nft::Program next = nft::WithGeneration(program, installed.last_generation + 1);
+    if (!nft::CanSwitch(installed, next)) {
+      absl::Status s = RunNft(ns, nft::Text(next)).status();
+      if (s.ok()) ns.installed = std::move(next);
+      return s;
+    }
+    // The guard: `create` fails when the new generation's names exist already, i.e. when
+    // what np believes is installed is not (another writer); nothing is committed then.
+    std::string guard = absl::StrCat("table inet ", nft::kTableName, " {}\ncreate chain inet ",
+                                     nft::kTableName, " ", next.chains.front().name, "\n");
+    absl::Status switched = RunNft(ns, guard + nft::SwitchText(next)).status();
+    if (!switched.ok()) return switched;
+    std::string retire = nft::RetireText(installed, next);
+    if (!retire.empty()) {
+      absl::Status retired = RunNft(ns, retire).status();
+      if (!retired.ok()) {
+        return absl::InternalError(absl::StrCat(
+            "nft: the new rules are in force, but the previous generation was not deleted (the "
+            "next Apply deletes it): ", retired.message()));
+      }
+    }
+    ns.installed = std::move(next);
+    return absl::OkStatus();
+  }
+
   BackendOptions options_;
+  std::map<std::string, Namespace> namespaces_;
 };
 
 }  // namespace

@@ -1,0 +1,147 @@
+// Update latency of the nft backend for a one-pod change: the IR before and after the change
+// (`netpol compile --ir --ir-format text --node N -f ...`), swapped back and forth through
+// Backend::Update in a network namespace of the benchmark's own, as the agent would. Prints
+// p50/p99/max of Update, whether each swap stayed in place (the installed generation is
+// unchanged), and, for comparison, the generation switch (Apply) and Build of the bigger IR.
+//
+//   bazel build -c opt //np/backends/nft:nft_update_bench
+//   bazel-bin/np/backends/nft/nft_update_bench before.textproto after.textproto [swaps]
+//
+// Needs root (creates and deletes netns np-nft-bench-<pid>).
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/text_format.h"
+#include "np/backends/nft/nft.h"
+#include "np/backends/util.h"
+
+namespace np::backends::nft {
+namespace {
+
+bool ReadIr(const char* path, ir::CompiledPolicy* ir) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return in.good() || in.eof() ? google::protobuf::TextFormat::ParseFromString(text.str(), ir)
+                               : false;
+}
+
+double Ms(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - since).count();
+}
+
+std::string Percentiles(std::vector<double> ms) {
+  if (ms.empty()) return "n/a";
+  std::sort(ms.begin(), ms.end());
+  auto at = [&](double q) { return ms[std::min(ms.size() - 1, static_cast<size_t>(q * ms.size()))]; };
+  char buf[160];
+  snprintf(buf, sizeof(buf), "p50 %.3f ms, p99 %.3f ms, max %.3f ms (n=%zu)", at(0.5), at(0.99),
+           ms.back(), ms.size());
+  return buf;
+}
+
+uint64_t Generation(const std::string& netns) {
+  absl::StatusOr<std::string> l = RunCommand({"nft", "-t", "list", "table", "inet", kTableName}, "", netns);
+  return l.ok() ? ParseInstalled(*l).last_generation : 0;
+}
+
+int Main(int argc, char** argv) {
+  if (argc < 3) {
+    fprintf(stderr, "usage: %s BEFORE.textproto AFTER.textproto [swaps]\n", argv[0]);
+    return 2;
+  }
+  ir::CompiledPolicy irs[2];
+  for (int i = 0; i < 2; ++i) {
+    if (!ReadIr(argv[1 + i], &irs[i])) {
+      fprintf(stderr, "cannot read IR %s\n", argv[1 + i]);
+      return 2;
+    }
+  }
+  int swaps = 200;
+  if (argc > 3 && !absl::SimpleAtoi(argv[3], &swaps)) return 2;
+  absl::StatusOr<Program> before = Build(irs[0]);
+  absl::StatusOr<Program> after = Build(irs[1]);
+  if (!before.ok() || !after.ok()) {
+    fprintf(stderr, "build: %s\n", std::string((before.ok() ? after : before).status().message()).c_str());
+    return 1;
+  }
+  ElementPlan plan = PlanElementUpdate(WithGeneration(*before, 1), WithGeneration(*after, 1));
+  printf("program: %zu rules, %zu sets, %zu elements; endpoints %d, identities %d\n",
+         after->rule_count(), after->sets.size(), after->element_count(), irs[1].endpoints_size(),
+         irs[1].identities_size());
+  printf("plan: %s, %zu transaction(s)%s\n",
+         plan.fallback.empty() ? "in place" : ("switch: " + plan.fallback).c_str(),
+         plan.transactions.size(), plan.grace_period ? " with a grace period" : "");
+  std::vector<double> build_ms;
+  for (int i = 0; i < 20; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    absl::StatusOr<Program> p = Build(irs[1]);
+    build_ms.push_back(Ms(t0));
+  }
+  printf("Build(after):   %s\n", Percentiles(build_ms).c_str());
+
+  const std::string netns = absl::StrCat("np-nft-bench-", getpid());
+  if (!RunCommand({"ip", "netns", "add", netns}).ok()) {
+    fprintf(stderr, "ip netns add %s failed (root?)\n", netns.c_str());
+    return 1;
+  }
+  int rc = 0;
+  {
+    std::unique_ptr<Backend> nft = MakeNftBackend();
+    const Attachment where{{}, netns};
+    if (absl::Status s = nft->Apply(irs[0], where); !s.ok()) {
+      fprintf(stderr, "apply: %s\n", std::string(s.message()).c_str());
+      rc = 1;
+    }
+    std::vector<double> update_ms;
+    int cur = 0;
+    const uint64_t generation = Generation(netns);
+    for (int i = 0; i < swaps && rc == 0; ++i) {
+      auto t0 = std::chrono::steady_clock::now();
+      absl::Status s = nft->Update(irs[cur], irs[1 - cur], where);
+      update_ms.push_back(Ms(t0));
+      if (!s.ok()) {
+        fprintf(stderr, "update: %s\n", std::string(s.message()).c_str());
+        rc = 1;
+      }
+      cur = 1 - cur;
+    }
+    // The same IR again: Build, renaming and the plan, no transaction (np's own share).
+    std::vector<double> same_ms;
+    for (int i = 0; i < std::max(10, swaps / 4) && rc == 0; ++i) {
+      auto t0 = std::chrono::steady_clock::now();
+      absl::Status s = nft->Update(irs[cur], irs[cur], where);
+      same_ms.push_back(Ms(t0));
+      if (!s.ok()) rc = 1;
+    }
+    printf("Update (no change, np's share): %s\n", Percentiles(same_ms).c_str());
+    const uint64_t switches = Generation(netns) - generation;
+    printf("Update (swaps): %s; generation switches: %llu of %d\n", Percentiles(update_ms).c_str(),
+           static_cast<unsigned long long>(switches), swaps);
+    std::vector<double> apply_ms;
+    for (int i = 0; i < std::max(5, swaps / 10) && rc == 0; ++i) {
+      auto t0 = std::chrono::steady_clock::now();
+      absl::Status s = nft->Apply(irs[i % 2], where);
+      apply_ms.push_back(Ms(t0));
+      if (!s.ok()) rc = 1;
+    }
+    printf("Apply (switch): %s\n", Percentiles(apply_ms).c_str());
+    (void)nft->Remove(where);
+  }
+  (void)RunCommand({"ip", "netns", "del", netns});
+  return rc;
+}
+
+}  // namespace
+}  // namespace np::backends::nft
+
+int main(int argc, char** argv) { return np::backends::nft::Main(argc, argv); }
