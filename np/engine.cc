@@ -176,6 +176,10 @@ std::vector<PodId> Engine::Pods() const {
 
 namespace {
 
+// HotRecord::side indexes.
+constexpr int kIngress = static_cast<int>(Direction::kIngress);
+constexpr int kEgress = static_cast<int>(Direction::kEgress);
+
 // A pod-to-pod flow's family, as an index into HotRecord::peer: IPv4 when both pods have an
 // IPv4 address, else IPv6 when both have one, else none (2).
 inline int FlowFamilyIndex(const HotRecord& src, const HotRecord& dst) {
@@ -192,8 +196,8 @@ bool Engine::Allowed(PodId source, PodId destination, Protocol protocol, uint16_
   const HotRecord& src = s.hot_records[source];
   const HotRecord& dst = s.hot_records[destination];
   int f = FlowFamilyIndex(src, dst);
-  return EngineState::SideAllows(src.table, Direction::kEgress, protocol, port, dst.peer[f]) &&
-         EngineState::SideAllows(dst.table, Direction::kIngress, protocol, port, src.peer[f]);
+  return EngineState::SideAllows(src.side[kEgress], protocol, port, dst.peer[f]) &&
+         EngineState::SideAllows(dst.side[kIngress], protocol, port, src.peer[f]);
 }
 
 bool Engine::Allowed(const Endpoint& source, const Endpoint& destination, Protocol protocol,
@@ -204,14 +208,14 @@ bool Engine::Allowed(const Endpoint& source, const Endpoint& destination, Protoc
   }
   if (source.is_pod) {
     const HotRecord& src = s.hot_records[source.pod_index];
-    return src.table == nullptr ||
-           EngineState::SideAllows(src.table, Direction::kEgress, protocol, port,
+    return src.side[kEgress] == nullptr ||
+           EngineState::SideAllows(src.side[kEgress], protocol, port,
                                    s.ExternalPeerClass(destination.address));
   }
   if (destination.is_pod) {
     const HotRecord& dst = s.hot_records[destination.pod_index];
-    return dst.table == nullptr ||
-           EngineState::SideAllows(dst.table, Direction::kIngress, protocol, port,
+    return dst.side[kIngress] == nullptr ||
+           EngineState::SideAllows(dst.side[kIngress], protocol, port,
                                    s.ExternalPeerClass(source.address));
   }
   return true;
@@ -228,8 +232,9 @@ bool Engine::AllowedPacket(const IpAddress& source, const IpAddress& destination
       s.options.evaluation.always_allow_self) {
     return true;
   }
-  const uint64_t* egress = src != nullptr ? s.HotTable(src->target) : nullptr;
-  const uint64_t* ingress = dst != nullptr ? s.HotTable(dst->target) : nullptr;
+  const uint64_t* egress = src != nullptr ? s.HotSide(src->target, Direction::kEgress) : nullptr;
+  const uint64_t* ingress =
+      dst != nullptr ? s.HotSide(dst->target, Direction::kIngress) : nullptr;
   // An external end's class is needed only when the other end is isolated.
   uint32_t src_peer = src != nullptr ? src->peer
                       : ingress != nullptr ? s.ExternalPeerClass(source)
@@ -237,8 +242,8 @@ bool Engine::AllowedPacket(const IpAddress& source, const IpAddress& destination
   uint32_t dst_peer = dst != nullptr ? dst->peer
                       : egress != nullptr ? s.ExternalPeerClass(destination)
                                           : kNone;
-  return EngineState::SideAllows(egress, Direction::kEgress, protocol, port, dst_peer) &&
-         EngineState::SideAllows(ingress, Direction::kIngress, protocol, port, src_peer);
+  return EngineState::SideAllows(egress, protocol, port, dst_peer) &&
+         EngineState::SideAllows(ingress, protocol, port, src_peer);
 }
 
 void Engine::AllowedBatch(absl::Span<const PodQuery> queries, absl::Span<uint8_t> out) const {
@@ -246,14 +251,14 @@ void Engine::AllowedBatch(absl::Span<const PodQuery> queries, absl::Span<uint8_t
   const size_t n = std::min(queries.size(), out.size());
   const auto& records = s.hot_records;
   const bool allow_self = s.options.evaluation.always_allow_self;
-  // Group prefetching: a verdict is a chain of dependent reads (record, table header,
-  // interval, peer word), so the batch walks a group of flows one link at a time — every
-  // flow's records, then every flow's intervals, then every flow's peer words — and each
-  // pass has a group's worth of independent misses in flight instead of one chain's. Each
-  // pass asks for exactly the line the next one reads (the header, the protocol's first
-  // intervals, the peer's own bitset word), not for whole tables: asking for lines a flow
-  // never reads costs more than it hides (bench/RESULTS.md, issue 10). The next group's
-  // records are asked for while this one is answered.
+  // Group prefetching: a verdict is a chain of dependent reads (record, side line with the
+  // header and first intervals, peer word), so the batch walks a group of flows one link at a
+  // time — every flow's records, then every flow's sides, then every flow's peer words — and
+  // each pass has a group's worth of independent misses in flight instead of one chain's.
+  // Each pass asks for exactly the line the next one reads (the side's first line, the
+  // peer's own bitset word), not for whole tables: asking for lines a flow never reads costs
+  // more than it hides (bench/RESULTS.md, issue 10). The next group's records are asked for
+  // while this one is answered.
   constexpr size_t kGroup = 16;
   const HotRecord* src[kGroup];
   const HotRecord* dst[kGroup];
@@ -269,30 +274,25 @@ void Engine::AllowedBatch(absl::Span<const PodQuery> queries, absl::Span<uint8_t
     for (size_t k = 0; k < g; ++k) {
       src[k] = &records[queries[base + k].source];
       dst[k] = &records[queries[base + k].destination];
-      EngineState::PrefetchTable(src[k]->table);
-      EngineState::PrefetchTable(dst[k]->table);
-    }
-    for (size_t k = 0; k < g; ++k) {
-      const PodQuery& q = queries[base + k];
-      EngineState::PrefetchIntervals(src[k]->table, Direction::kEgress, q.protocol);
-      EngineState::PrefetchIntervals(dst[k]->table, Direction::kIngress, q.protocol);
+      EngineState::PrefetchSide(src[k]->side[kEgress]);
+      EngineState::PrefetchSide(dst[k]->side[kIngress]);
     }
     for (size_t k = 0; k < g; ++k) {
       const PodQuery& q = queries[base + k];
       family[k] = FlowFamilyIndex(*src[k], *dst[k]);
-      egress[k] = EngineState::FindInterval(src[k]->table, Direction::kEgress, q.protocol, q.port);
-      ingress[k] = EngineState::FindInterval(dst[k]->table, Direction::kIngress, q.protocol, q.port);
-      EngineState::PrefetchPeers(src[k]->table, egress[k], dst[k]->peer[family[k]]);
-      EngineState::PrefetchPeers(dst[k]->table, ingress[k], src[k]->peer[family[k]]);
+      egress[k] = EngineState::FindInterval(src[k]->side[kEgress], q.protocol, q.port);
+      ingress[k] = EngineState::FindInterval(dst[k]->side[kIngress], q.protocol, q.port);
+      EngineState::PrefetchPeers(src[k]->side[kEgress], egress[k], dst[k]->peer[family[k]]);
+      EngineState::PrefetchPeers(dst[k]->side[kIngress], ingress[k], src[k]->peer[family[k]]);
     }
     for (size_t k = 0; k < g; ++k) {
       const PodQuery& q = queries[base + k];
       bool allowed =
           (allow_self && q.source == q.destination) ||
           ((egress[k] == nullptr ||
-            EngineState::IntervalAllows(src[k]->table, *egress[k], dst[k]->peer[family[k]])) &&
+            EngineState::IntervalAllows(src[k]->side[kEgress], *egress[k], dst[k]->peer[family[k]])) &&
            (ingress[k] == nullptr ||
-            EngineState::IntervalAllows(dst[k]->table, *ingress[k], src[k]->peer[family[k]])));
+            EngineState::IntervalAllows(dst[k]->side[kIngress], *ingress[k], src[k]->peer[family[k]])));
       out[base + k] = allowed ? 1 : 0;
     }
   }

@@ -1307,7 +1307,7 @@ class Batch {
   void PublishHotArrays() {
     auto table_data = [&](size_t t) {
       const auto& table = s_.target_classes[t].table;
-      return table != nullptr ? table->data() : nullptr;
+      return table != nullptr ? table->sides() : HotSides{};
     };
     while (s_.hot_tables.size() < s_.target_classes.size()) {
       s_.hot_tables.PushBack(table_data(s_.hot_tables.size()), gen_);
@@ -1318,7 +1318,8 @@ class Batch {
       HotRecord& h = s_.hot_records.Mutable(p, gen_);
       h.target = r.target;
       std::copy(std::begin(r.peer), std::end(r.peer), std::begin(h.peer));
-      h.table = r.target == kNone ? nullptr : s_.hot_tables[r.target];
+      const HotSides sides = r.target == kNone ? HotSides{} : s_.hot_tables[r.target];
+      std::copy(std::begin(sides.side), std::end(sides.side), std::begin(h.side));
     };
     while (s_.hot_records.size() < s_.records.size()) {
       s_.hot_records.PushBack(HotRecord(), gen_);
@@ -1327,9 +1328,10 @@ class Batch {
     for (uint32_t p : touched_records_) refresh(p);
     // A rebuilt table moves: the pods of its class (and only they) point at the new one.
     for (uint32_t t : touched_tables_) {
-      const uint64_t* table = s_.hot_tables[t];
+      const HotSides sides = s_.hot_tables[t];
       for (uint32_t p = s_.target_classes[t].first_pod; p != kNone; p = s_.class_links[p].next) {
-        s_.hot_records.Mutable(p, gen_).table = table;
+        HotRecord& h = s_.hot_records.Mutable(p, gen_);
+        std::copy(std::begin(sides.side), std::end(sides.side), std::begin(h.side));
       }
     }
   }

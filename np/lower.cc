@@ -330,8 +330,8 @@ absl::StatusOr<ir::CompiledPolicy> LowerToIr(const Engine& engine, const LowerOp
     for (Protocol protocol : kAllProtocols) {
       int pi = ProtocolIndex(protocol);
       for (uint32_t i = dt.begin[pi]; i < dt.end[pi]; ++i) {
-        const internal::Interval& iv = table.intervals()[i];
-        uint32_t last = i + 1 < dt.end[pi] ? table.intervals()[i + 1].first - 1u : 65535u;
+        const internal::Interval& iv = table.intervals(d)[i];
+        uint32_t last = i + 1 < dt.end[pi] ? table.intervals(d)[i + 1].first - 1u : 65535u;
         uint32_t set;
         if (iv.all_peers) {
           set = peer_set(true, {});

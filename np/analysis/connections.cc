@@ -94,8 +94,8 @@ Ranges SidePorts(const EngineState& s, uint32_t target, Direction direction, int
   if (!dt.isolated) return {kAllPorts};
   Ranges out;
   for (uint32_t i = dt.begin[pi]; i < dt.end[pi]; ++i) {
-    const internal::Interval& iv = table.intervals()[i];
-    uint32_t last = i + 1 < dt.end[pi] ? table.intervals()[i + 1].first - 1u : 65535u;
+    const internal::Interval& iv = table.intervals(static_cast<int>(direction))[i];
+    uint32_t last = i + 1 < dt.end[pi] ? table.intervals(static_cast<int>(direction))[i + 1].first - 1u : 65535u;
     if (IntervalAdmits(table, iv, peer)) Append(out, iv.first, last);
   }
   return out;
@@ -117,7 +117,7 @@ bool SideAdmitsAny(const EngineState& s, uint32_t target, Direction direction, i
   const internal::DirectionTable& dt = table.direction(static_cast<int>(direction));
   if (!dt.isolated) return true;
   for (uint32_t i = dt.begin[pi]; i < dt.end[pi]; ++i) {
-    const internal::Interval& iv = table.intervals()[i];
+    const internal::Interval& iv = table.intervals(static_cast<int>(direction))[i];
     if (IntervalAdmits(table, iv, peer)) return true;
   }
   return false;
@@ -408,7 +408,7 @@ class ReachCache {
     if (!dt.isolated) return out;
     for (int pi = 0; pi < 3; ++pi) {
       for (uint32_t i = dt.begin[pi]; i < dt.end[pi]; ++i) {
-        const internal::Interval& iv = table.intervals()[i];
+        const internal::Interval& iv = table.intervals(static_cast<int>(direction))[i];
         if (iv.all_peers || iv.negated) return out;
         table.ForEachPeer(iv, [&](uint32_t id) { out.listed.push_back(id); });
       }
@@ -968,7 +968,7 @@ class TableComparer {
       const internal::DirectionTable& dt = view.direction(static_cast<int>(direction));
       if (dt.isolated) {
         for (uint32_t i = dt.begin[pi]; i < dt.end[pi]; ++i) {
-          out->push_back(Piece{view.intervals()[i].first, &view.intervals()[i]});
+          out->push_back(Piece{view.intervals(static_cast<int>(direction))[i].first, &view.intervals(static_cast<int>(direction))[i]});
         }
         // A protocol without intervals admits nothing (an empty sparse list, not negated).
         if (out->empty()) out->push_back(Piece{0, &kNothing});

@@ -94,8 +94,10 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <optional>
 #include <string>
 #include <vector>
@@ -237,13 +239,21 @@ struct PodRecord {
   uint32_t peer[3] = {kNone, kNone, kNone};
 };
 
-// A pod as a verdict reads it: PodRecord with the target class's table resolved, so that the
-// table is one load away from the pod id instead of two (record, then table array).
-struct HotRecord {
-  const uint64_t* table = nullptr;  // TargetTable::data(); null: not a target (kNone)
-  uint32_t peer[3] = {kNone, kNone, kNone};  // as PodRecord::peer
-  uint32_t target = kNone;                   // as PodRecord::target
+// A target class's two sides as verdicts read them: TargetTable::side(d), indexed by
+// Direction; null: that side allows everything (not isolated, or no policy selects the pod).
+struct HotSides {
+  const uint64_t* side[2] = {nullptr, nullptr};
 };
+
+// A pod as a verdict reads it: PodRecord with the target class's sides resolved, so that the
+// side a verdict reads — its header and first intervals on one cache line — is one load
+// away from the pod id. 32 bytes, aligned: a record never straddles two lines.
+struct alignas(32) HotRecord {
+  const uint64_t* side[2] = {nullptr, nullptr};  // as HotSides
+  uint32_t peer[3] = {kNone, kNone, kNone};     // as PodRecord::peer
+  uint32_t target = kNone;                      // as PodRecord::target
+};
+static_assert(sizeof(HotRecord) == 32, "two records per line, none straddling");
 
 // A pod's place in its target class's list of pods (doubly linked through the pods' slots),
 // so that a rebuilt table is pointed at from the hot records of exactly that class's pods,
@@ -315,31 +325,63 @@ struct TableDraft {
   std::vector<uint64_t> words;
 };
 
-// A packed table's buffer, read in place: a 64-byte header (the two DirectionTables and the
-// counts), the intervals, then the bitset / id-list words. Verdicts hold only the buffer's
-// address, so reading a table is one run of memory with no pointer to chase first.
+// One direction of a table as the verdict path reads it: a 16-byte header, then the
+// direction's intervals (TCP, then UDP, then SCTP), starting on a cache line of their own so
+// that the header and the first four intervals arrive with one miss. A verdict's chain of
+// dependent reads per side is then record -> side line -> peer word (bench/RESULTS.md, issue 10:
+// with the old layout the header and the intervals were two lines, one after the other).
+struct SideHeader {
+  uint32_t end[3];  // the intervals of protocol index pi are [pi ? end[pi - 1] : 0, end[pi])
+  uint32_t words;   // where the table's peer words start, in words from the side's start
+};
+static_assert(sizeof(SideHeader) == 2 * sizeof(uint64_t));
+
+// A packed table's buffer, read in place, 64-byte aligned: one directory line (where each
+// side and the words are), each isolated direction's side (SideHeader and intervals,
+// 64-byte aligned), then the bitset / id-list words both sides' intervals point into.
+// TableView is the slow readers' view (explain, lowering, listings); verdicts read a side
+// directly (EngineState::FindInterval and friends).
 class TableView {
  public:
-  static constexpr size_t kHeaderWords = 8;  // 2 x 28-byte DirectionTable + 2 counts
-  static_assert(2 * sizeof(DirectionTable) + 2 * sizeof(uint32_t) <= kHeaderWords * 8);
+  static constexpr size_t kDirectoryWords = 8;
+  // Directory, as uint32: [0] ingress side offset, [1] egress side offset (in words from the
+  // buffer's start; 0: that direction is not isolated), [2] words offset, [3] word count.
 
   explicit TableView(const uint64_t* buffer) : p_(buffer) {}
-  const DirectionTable& direction(int d) const {
-    return reinterpret_cast<const DirectionTable*>(p_)[d];
+  // The direction's isolation and, per protocol index, its intervals' [begin, end) in
+  // intervals(d).
+  DirectionTable direction(int d) const {
+    DirectionTable t;
+    const uint64_t* side = this->side(d);
+    if (side == nullptr) return t;
+    const SideHeader& h = *reinterpret_cast<const SideHeader*>(side);
+    t.isolated = true;
+    for (int pi = 0; pi < 3; ++pi) {
+      t.begin[pi] = pi == 0 ? 0 : h.end[pi - 1];
+      t.end[pi] = h.end[pi];
+    }
+    return t;
   }
-  const Interval* intervals() const {
-    return reinterpret_cast<const Interval*>(p_ + kHeaderWords);
+  const Interval* intervals(int d) const {
+    const uint64_t* side = this->side(d);
+    return side == nullptr ? nullptr : reinterpret_cast<const Interval*>(side + 2);
   }
-  uint32_t interval_count() const { return counts()[0]; }
-  const uint64_t* words() const { return p_ + kHeaderWords + counts()[1]; }
+  // The direction's side as verdicts read it; null when the direction is not isolated.
+  const uint64_t* side(int d) const {
+    uint32_t offset = directory()[d];
+    return offset == 0 ? nullptr : p_ + offset;
+  }
+  const uint64_t* words() const { return p_ + directory()[2]; }
 
-  bool Allows(const Interval& iv, uint32_t peer) const {
+  bool Allows(const Interval& iv, uint32_t peer) const { return AllowsIn(words(), iv, peer); }
+  bool Listed(const Interval& iv, uint32_t peer) const { return ListedIn(words(), iv, peer); }
+  static bool AllowsIn(const uint64_t* words, const Interval& iv, uint32_t peer) {
     if (iv.all_peers) return true;
-    return Listed(iv, peer) != static_cast<bool>(iv.negated);
+    return ListedIn(words, iv, peer) != static_cast<bool>(iv.negated);
   }
-  // Whether the interval's words hold `peer` (whatever they mean).
-  bool Listed(const Interval& iv, uint32_t peer) const {
-    const uint64_t* w = words() + iv.bits;
+  // Whether the interval's words (in the table's `words`) hold `peer` (whatever they mean).
+  static bool ListedIn(const uint64_t* words, const Interval& iv, uint32_t peer) {
+    const uint64_t* w = words + iv.bits;
     if (iv.sparse) {
       // The last id <= peer, by halving with a conditional move rather than a branch: the
       // outcome differs from flow to flow, so a branch here is mispredicted half the time.
@@ -375,39 +417,71 @@ class TableView {
   }
 
  private:
-  const uint32_t* counts() const {
-    return reinterpret_cast<const uint32_t*>(p_ + kHeaderWords) - 2;
-  }
+  const uint32_t* directory() const { return reinterpret_cast<const uint32_t*>(p_); }
   const uint64_t* p_;
 };
 
-// A target class's table: owns the packed buffer a TableView reads.
+// A target class's table: owns the packed, 64-byte aligned buffer a TableView reads.
 class TargetTable {
  public:
   explicit TargetTable(const TableDraft& draft) {
-    constexpr size_t kHeader = TableView::kHeaderWords;
-    size_t interval_words = (draft.intervals.size() * sizeof(Interval) + 7) / 8;
-    buffer_.assign(kHeader + interval_words + draft.words.size(), 0);
-    std::memcpy(buffer_.data(), draft.direction, sizeof(draft.direction));
-    auto* counts = reinterpret_cast<uint32_t*>(buffer_.data() + kHeader) - 2;
-    counts[0] = static_cast<uint32_t>(draft.intervals.size());
-    counts[1] = static_cast<uint32_t>(interval_words);
-    // memcpy from an empty vector's data() (null) is undefined even for 0 bytes (UBSan).
-    if (!draft.intervals.empty()) {
-      std::memcpy(buffer_.data() + kHeader, draft.intervals.data(),
-                  draft.intervals.size() * sizeof(Interval));
+    constexpr size_t kLine = 8;  // words per cache line
+    auto round_up = [](size_t words) { return (words + kLine - 1) / kLine * kLine; };
+    uint32_t side_offset[2] = {0, 0};
+    size_t size = TableView::kDirectoryWords;
+    for (int d = 0; d < 2; ++d) {
+      const DirectionTable& dt = draft.direction[d];
+      if (!dt.isolated) continue;
+      size_t count = 0;
+      for (int pi = 0; pi < 3; ++pi) count += dt.end[pi] - dt.begin[pi];
+      side_offset[d] = static_cast<uint32_t>(size);
+      size += round_up(2 + (count * sizeof(Interval) + 7) / 8);
     }
+    const size_t words_offset = size;
+    size += draft.words.size();
+    words_ = round_up(size);
+    buffer_.reset(static_cast<uint64_t*>(std::aligned_alloc(64, words_ * sizeof(uint64_t))));
+    if (buffer_ == nullptr) throw std::bad_alloc();
+    std::memset(buffer_.get(), 0, words_ * sizeof(uint64_t));
+    auto* directory = reinterpret_cast<uint32_t*>(buffer_.get());
+    directory[0] = side_offset[0];
+    directory[1] = side_offset[1];
+    directory[2] = static_cast<uint32_t>(words_offset);
+    directory[3] = static_cast<uint32_t>(draft.words.size());
+    for (int d = 0; d < 2; ++d) {
+      if (side_offset[d] == 0) continue;
+      const DirectionTable& dt = draft.direction[d];
+      uint64_t* side = buffer_.get() + side_offset[d];
+      SideHeader header{};
+      auto* out = reinterpret_cast<Interval*>(side + 2);
+      uint32_t n = 0;
+      for (int pi = 0; pi < 3; ++pi) {
+        for (uint32_t i = dt.begin[pi]; i < dt.end[pi]; ++i) out[n++] = draft.intervals[i];
+        header.end[pi] = n;
+      }
+      header.words = static_cast<uint32_t>(words_offset - side_offset[d]);
+      std::memcpy(side, &header, sizeof(header));
+    }
+    // memcpy from an empty vector's data() (null) is undefined even for 0 bytes (UBSan).
     if (!draft.words.empty()) {
-      std::memcpy(buffer_.data() + kHeader + interval_words, draft.words.data(),
+      std::memcpy(buffer_.get() + words_offset, draft.words.data(),
                   draft.words.size() * sizeof(uint64_t));
     }
   }
-  TableView view() const { return TableView(buffer_.data()); }
-  const uint64_t* data() const { return buffer_.data(); }
-  size_t Bytes() const { return sizeof(*this) + buffer_.capacity() * sizeof(uint64_t); }
+  TargetTable(const TargetTable&) = delete;
+  TargetTable& operator=(const TargetTable&) = delete;
+  TableView view() const { return TableView(buffer_.get()); }
+  // Direction d's side as verdicts read it (null: not isolated).
+  const uint64_t* side(int d) const { return view().side(d); }
+  HotSides sides() const { return HotSides{{side(0), side(1)}}; }
+  size_t Bytes() const { return sizeof(*this) + words_ * sizeof(uint64_t); }
 
  private:
-  std::vector<uint64_t> buffer_;
+  struct Free {
+    void operator()(uint64_t* p) const { std::free(p); }
+  };
+  std::unique_ptr<uint64_t[], Free> buffer_;
+  size_t words_ = 0;
 };
 
 // `tier_policies` is kNone only for the quarantine class (a tier-only target has policies
@@ -516,37 +590,33 @@ struct EngineState {
   // verdict pays one load from them over a flat array.
   static constexpr int kHotChunkBits = 9;
   CowVector<HotRecord, kHotChunkBits> hot_records;              // parallel to pods
-  CowVector<const uint64_t*, kHotChunkBits + 1> hot_tables;     // TargetTable::data()
+  CowVector<HotSides, kHotChunkBits + 1> hot_tables;            // TargetTable::sides()
 
   // --- lookups (hot path) ---
-  // The packed table (TargetTable::data()) of a target class; null for kNone (no policy
-  // selects the pod, or it is off this node): that side allows everything.
-  const uint64_t* HotTable(uint32_t target) const {
-    return target == kNone ? nullptr : hot_tables[target];
+  // One side of a target class (TargetTable::side): null for kNone (no policy selects the
+  // pod, or it is off this node) or a direction that is not isolated: that side allows
+  // everything.
+  const uint64_t* HotSide(uint32_t target, Direction direction) const {
+    return target == kNone ? nullptr : hot_tables[target].side[static_cast<int>(direction)];
   }
-  // Whether one side's table admits the flow; a null table admits everything. Inline: it is
-  // the verdict's inner loop, and the caller's two calls then schedule together.
-  static inline bool SideAllows(const uint64_t* table, Direction direction, Protocol protocol,
-                                uint16_t port, uint32_t peer);
+  // Whether one side admits the flow; a null side admits everything. Inline: it is the
+  // verdict's inner loop, and the caller's two calls then schedule together.
+  static inline bool SideAllows(const uint64_t* side, Protocol protocol, uint16_t port,
+                                uint32_t peer);
   // SideAllows in two steps, for AllowedBatch to interleave over many flows: the interval of
-  // the table that decides the flow (null: the side allows everything), then its peers.
-  static inline const Interval* FindInterval(const uint64_t* table, Direction direction,
-                                             Protocol protocol, uint16_t port);
-  static inline bool IntervalAllows(const uint64_t* table, const Interval& interval,
+  // the side that decides the flow (null: the side allows everything), then its peers.
+  static inline const Interval* FindInterval(const uint64_t* side, Protocol protocol,
+                                             uint16_t port);
+  static inline bool IntervalAllows(const uint64_t* side, const Interval& interval,
                                     uint32_t peer);
   // Asks for the line of the interval's peer words that the test of `peer` reads first: the
   // peer's own word of a bitset, the middle id of a sparse list (null interval, all_peers or
   // no class: nothing).
-  static inline void PrefetchPeers(const uint64_t* table, const Interval* interval,
+  static inline void PrefetchPeers(const uint64_t* side, const Interval* interval,
                                    uint32_t peer);
-  // Asks for the first line of the intervals FindInterval will read (the table's header
-  // must be at hand: it says where they are).
-  static inline void PrefetchIntervals(const uint64_t* table, Direction direction,
-                                       Protocol protocol);
-  // Asks for a table's header line (null: nothing): it says where each protocol's
-  // intervals are (PrefetchIntervals, then FindInterval, read them).
-  static void PrefetchTable(const uint64_t* table) {
-    if (table != nullptr) __builtin_prefetch(table);
+  // Asks for a side's first line (null: nothing): its header and first intervals.
+  static void PrefetchSide(const uint64_t* side) {
+    if (side != nullptr) __builtin_prefetch(side);
   }
   uint32_t ExternalPeerClass(const IpAddress& address) const;
   bool has_tier_policies() const { return tier_policies != nullptr && !tier_policies->empty(); }
@@ -582,15 +652,14 @@ struct EngineState {
   size_t IndexBytes() const;
 };
 
-inline const Interval* EngineState::FindInterval(const uint64_t* data, Direction direction,
-                                                 Protocol protocol, uint16_t port) {
-  if (data == nullptr) return nullptr;
-  const TableView table(data);
-  const DirectionTable& d = table.direction(static_cast<int>(direction));
-  if (!d.isolated) return nullptr;
-  int pi = ProtocolIndex(protocol);
-  const Interval* begin = table.intervals() + d.begin[pi];
-  const uint32_t n = d.end[pi] - d.begin[pi];
+inline const Interval* EngineState::FindInterval(const uint64_t* side, Protocol protocol,
+                                                 uint16_t port) {
+  if (side == nullptr) return nullptr;
+  const SideHeader& h = *reinterpret_cast<const SideHeader*>(side);
+  const int pi = ProtocolIndex(protocol);
+  const uint32_t first = pi == 0 ? 0 : h.end[pi - 1];
+  const Interval* begin = reinterpret_cast<const Interval*>(side + 2) + first;
+  const uint32_t n = h.end[pi] - first;
   // The interval holding `port`: the last whose first port is <= port. Tables usually have
   // a handful of intervals per protocol: counting the firsts <= port reads them all with no
   // branch on the port (the first interval starts at 0); long runs (tier rules cut many) are
@@ -610,19 +679,21 @@ inline const Interval* EngineState::FindInterval(const uint64_t* data, Direction
   return base;
 }
 
-inline bool EngineState::IntervalAllows(const uint64_t* data, const Interval& interval,
+inline bool EngineState::IntervalAllows(const uint64_t* side, const Interval& interval,
                                         uint32_t peer) {
   if (interval.all_peers) return true;
   // No address of the family, or a shared one: in no list, so denied unless the interval
   // lists the denied peers.
   if (peer >= kSharedPeer) return interval.negated;
-  return TableView(data).Allows(interval, peer);
+  const SideHeader& h = *reinterpret_cast<const SideHeader*>(side);
+  return TableView::AllowsIn(side + h.words, interval, peer);
 }
 
-inline void EngineState::PrefetchPeers(const uint64_t* data, const Interval* interval,
+inline void EngineState::PrefetchPeers(const uint64_t* side, const Interval* interval,
                                        uint32_t peer) {
   if (interval == nullptr || interval->all_peers || peer >= kSharedPeer) return;
-  const uint64_t* words = TableView(data).words() + interval->bits;
+  const SideHeader& h = *reinterpret_cast<const SideHeader*>(side);
+  const uint64_t* words = side + h.words + interval->bits;
   if (interval->sparse) {
     __builtin_prefetch(reinterpret_cast<const uint32_t*>(words) + interval->count / 2);
   } else if ((peer >> 6) < interval->count) {
@@ -630,18 +701,10 @@ inline void EngineState::PrefetchPeers(const uint64_t* data, const Interval* int
   }
 }
 
-inline void EngineState::PrefetchIntervals(const uint64_t* data, Direction direction,
-                                           Protocol protocol) {
-  if (data == nullptr) return;
-  const TableView table(data);
-  __builtin_prefetch(table.intervals() +
-                     table.direction(static_cast<int>(direction)).begin[ProtocolIndex(protocol)]);
-}
-
-inline bool EngineState::SideAllows(const uint64_t* data, Direction direction,
-                                    Protocol protocol, uint16_t port, uint32_t peer) {
-  const Interval* interval = FindInterval(data, direction, protocol, port);
-  return interval == nullptr || IntervalAllows(data, *interval, peer);
+inline bool EngineState::SideAllows(const uint64_t* side, Protocol protocol, uint16_t port,
+                                    uint32_t peer) {
+  const Interval* interval = FindInterval(side, protocol, port);
+  return interval == nullptr || IntervalAllows(side, *interval, peer);
 }
 
 // For code of package np that reads a snapshot's compiled form (the IR lowering).
