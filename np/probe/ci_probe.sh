@@ -112,7 +112,7 @@ update_tests() {
     --swap-with testdata/upstream/egress-cidr-except.yaml \
     | sed "s|^|default-deny-all/egress-cidr-except: |" || rc=1
   # Pod churn: a pod added and deleted, relabelled, its address reused by a new pod.
-  for change in pod-added pod-relabelled address-reused; do
+  for change in pod-added pod-relabelled address-reused local-selected-pod-added; do
     "$NETPOL" probe --backend "$1" --swaps 20 -f testdata/churn/base.yaml \
       --swap-with "testdata/churn/$change-after.yaml" | sed "s|^|churn/$change: |" || rc=1
   done
