@@ -129,6 +129,19 @@ struct RenderOptions {
 absl::StatusOr<Ruleset> RenderRuleset(const ir::CompiledPolicy& ir,
                                       const RenderOptions& options = {});
 
+// How Backend::Update goes from `previous` to `next` (both rendered with `generation`):
+// element-only — the `ipset -exist restore` input that adds every new set member, then
+// deletes every old one — when that is safe (iptables.cc, IptablesBackend::Update, says
+// when and why), else `fallback` says why a full Apply is needed. For tests and benchmarks.
+struct UpdatePlan {
+  std::string fallback;  // empty: element-only (`ipset` empty: nothing to change)
+  std::string ipset;
+  int adds = 0;
+  int dels = 0;
+};
+absl::StatusOr<UpdatePlan> PlanUpdate(const ir::CompiledPolicy& previous,
+                                      const ir::CompiledPolicy& next, uint32_t generation = 0);
+
 // The set name of a peer set in a family (0 = IPv4, 1 = IPv6) and generation.
 std::string SetName(uint32_t generation, int family, uint32_t peer_set);
 

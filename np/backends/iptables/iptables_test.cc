@@ -184,10 +184,27 @@ std::string RunChain(const Parsed& p, int f, const std::string& chain, const std
   return "RETURN";
 }
 
+// The pods of each identity, from the ranges that are a pod's address (as np::LowerToIr
+// fills Identity.pods; RandomIr and IrFromPoints leave them empty).
+ir::CompiledPolicy WithPods(ir::CompiledPolicy ir) {
+  std::vector<std::set<std::string>> pods(ir.identities_size());
+  for (const auto* ranges : {&ir.ipv4(), &ir.ipv6()}) {
+    for (const ir::AddressRange& r : *ranges) {
+      if (!r.pod().empty()) pods[r.identity()].insert(r.pod());
+    }
+  }
+  for (int i = 0; i < ir.identities_size(); ++i) {
+    ir.mutable_identities(i)->clear_pods();
+    for (const std::string& p : pods[i]) ir.mutable_identities(i)->add_pods(p);
+  }
+  return ir;
+}
+
 TEST(RenderRuleset, PropertiesOnRandomIrs) {
   for (uint64_t seed = 0; seed < 400; ++seed) {
     SCOPED_TRACE(absl::StrCat("seed ", seed));
-    ir::CompiledPolicy ir = RandomIr(seed);
+    // Odd seeds: identities name their pods (peer sets naming pods always get a set).
+    ir::CompiledPolicy ir = seed % 2 == 1 ? WithPods(RandomIr(seed)) : RandomIr(seed);
     absl::StatusOr<Ruleset> r = RenderRuleset(ir);
     ASSERT_TRUE(r.ok()) << r.status();
     Parsed p = Parse(*r);
@@ -204,9 +221,18 @@ TEST(RenderRuleset, PropertiesOnRandomIrs) {
     // Every used peer set that is not `all` has, per family, the addresses of its
     // identities' ranges as the fewest prefixes (neighbouring ranges merged; a /0 as two
     // /1): in a set holding exactly those when they are more than kMaxInlinePrefixes, else
-    // in the rules (no set). The minimal decomposition of an interval is unique, so
+    // in the rules (no set) — except that a peer set naming a pod (an identity with pods)
+    // always has a set, even an empty one, so that pod churn changes set members, not rules.
+    // The minimal decomposition of an interval is unique, so
     // comparing with an independent one checks coverage and minimality at once.
     std::map<uint32_t, size_t> prefixes[2];  // peer set -> its prefixes in the family
+    std::set<uint32_t> with_set[2];          // peer sets that have a set in the family
+    auto names_pods = [&](uint32_t s) {
+      for (uint32_t i : ir.peer_sets(s).identities()) {
+        if (ir.identities(i).pods_size() > 0) return true;
+      }
+      return false;
+    };
     std::set<uint32_t> used;
     for (const ir::Table& t : ir.tables()) {
       for (const auto* d : {&t.ingress(), &t.egress()}) {
@@ -251,10 +277,11 @@ TEST(RenderRuleset, PropertiesOnRandomIrs) {
           }
         }
         prefixes[f][s] = expected.size();
-        if (expected.size() <= static_cast<size_t>(kMaxInlinePrefixes)) {
+        if (expected.size() <= static_cast<size_t>(kMaxInlinePrefixes) && !names_pods(s)) {
           EXPECT_FALSE(p.sets.count(name)) << name << " has " << expected.size() << " prefixes";
           continue;
         }
+        with_set[f].insert(s);
         ASSERT_TRUE(p.sets.count(name)) << name;
         EXPECT_EQ(std::multiset<std::string>(p.sets[name].begin(), p.sets[name].end()), expected)
             << name;
@@ -282,8 +309,8 @@ TEST(RenderRuleset, PropertiesOnRandomIrs) {
       // Rules of one IR rule that can match in this family: one (any peer, or a set), or
       // one per prefix of inline peers.
       auto rendered = [&](uint32_t peer_set) {
-        const size_t n = ir.peer_sets(peer_set).all() ? 1 : prefixes[f][peer_set];
-        return static_cast<int>(n <= static_cast<size_t>(kMaxInlinePrefixes) ? n : 1);
+        if (ir.peer_sets(peer_set).all() || with_set[f].count(peer_set) > 0) return 1;
+        return static_cast<int>(prefixes[f][peer_set]);
       };
       for (uint32_t t : tables_used[f]) {
         for (int d = 0; d < 2; ++d) {
