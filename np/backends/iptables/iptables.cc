@@ -1,7 +1,18 @@
 #include "np/backends/iptables/iptables.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/netfilter/ipset/ip_set.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netlink.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
+#include <cstdlib>
+#include <cstring>
 #include <iterator>
 #include <map>
 #include <memory>
@@ -708,6 +719,159 @@ UpdatePlan PlanFrom(const Installed& from, const Model& next) {
   return plan;
 }
 
+// ---- ipset edits over netlink ------------------------------------------------------------
+//
+// An element-only Update sends its adds and deletes to the kernel's ipset netlink interface
+// itself (nfnetlink subsystem IPSET, the messages `ipset restore` sends): a process spawn
+// costs more than the whole edit (about 8 ms on the reference VM, against tens of us). The
+// messages go in order in one buffer per chunk; the kernel handles each on its own, as
+// `ipset restore` has it do, and acks each. Without NLM_F_EXCL an add of a member already
+// there and a delete of one not there succeed (as `ipset -exist`).
+
+// One set member to add or delete: the set's name, the prefix "a.b.c.d/n".
+struct SetEdit {
+  bool add;
+  std::string set;
+  std::string prefix;
+};
+
+void PutAttr(std::string& buf, uint16_t type, const void* data, size_t size) {
+  nlattr a{};
+  a.nla_len = static_cast<uint16_t>(NLA_HDRLEN + size);
+  a.nla_type = type;
+  buf.append(reinterpret_cast<const char*>(&a), sizeof(a));
+  buf.append(static_cast<const char*>(data), size);
+  buf.append(NLA_ALIGN(size) - size, '\0');
+}
+// Opens a nested attribute; returns its offset for EndNest.
+size_t BeginNest(std::string& buf, uint16_t type) {
+  const size_t at = buf.size();
+  nlattr a{};
+  a.nla_type = type | NLA_F_NESTED;
+  buf.append(reinterpret_cast<const char*>(&a), sizeof(a));
+  return at;
+}
+void EndNest(std::string& buf, size_t at) {
+  const uint16_t len = static_cast<uint16_t>(buf.size() - at);
+  std::memcpy(&buf[at], &len, sizeof(len));
+}
+
+// A netlink socket of family NETLINK_NETFILTER in network namespace `netns` (the calling
+// thread enters it just to create the socket, which stays bound to it, and comes back).
+absl::StatusOr<int> NetfilterSocket(const std::string& netns) {
+  int back = -1, there = -1;
+  if (!netns.empty()) {
+    back = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    there = open(absl::StrCat("/run/netns/", netns).c_str(), O_RDONLY | O_CLOEXEC);
+    if (back < 0 || there < 0 || setns(there, CLONE_NEWNET) != 0) {
+      const int e = errno;
+      if (back >= 0) close(back);
+      if (there >= 0) close(there);
+      return absl::InternalError(absl::StrCat("entering netns ", netns, ": ", strerror(e)));
+    }
+    close(there);
+  }
+  const int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+  const int socket_errno = errno;
+  if (back >= 0) {
+    // Coming back cannot fail short of the kernel refusing our own namespace; if it did,
+    // this thread would run in the wrong one: stop rather than go on there.
+    if (setns(back, CLONE_NEWNET) != 0) abort();
+    close(back);
+  }
+  if (fd < 0) return absl::InternalError(absl::StrCat("netlink socket: ", strerror(socket_errno)));
+  return fd;
+}
+
+// Sends the edits in order and waits for every ack. An error names the first refused edit;
+// the edits before it (and possibly after it) are in.
+absl::Status EditSets(const std::vector<SetEdit>& edits, const std::string& netns) {
+  if (edits.empty()) return absl::OkStatus();
+  absl::StatusOr<int> fd = NetfilterSocket(netns);
+  if (!fd.ok()) return fd.status();
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  absl::Status status = absl::OkStatus();
+  constexpr size_t kChunk = 256;  // acks per read stay well inside the receive buffer
+  std::vector<char> reply(1 << 16);
+  for (size_t begin = 0; begin < edits.size() && status.ok(); begin += kChunk) {
+    const size_t end = std::min(edits.size(), begin + kChunk);
+    std::string buf;
+    for (size_t i = begin; i < end; ++i) {
+      const SetEdit& e = edits[i];
+      int family;
+      U128 first, last;
+      if (!PrefixRange(e.prefix, family, first, last)) {
+        status = absl::InternalError(absl::StrCat("unreadable prefix ", e.prefix));
+        break;
+      }
+      const size_t at = buf.size();
+      nlmsghdr h{};
+      h.nlmsg_type = (NFNL_SUBSYS_IPSET << 8) | (e.add ? IPSET_CMD_ADD : IPSET_CMD_DEL);
+      h.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+      h.nlmsg_seq = static_cast<uint32_t>(i + 1);
+      buf.append(reinterpret_cast<const char*>(&h), sizeof(h));
+      nfgenmsg g{};
+      g.nfgen_family = family == 0 ? AF_INET : AF_INET6;
+      g.version = NFNETLINK_V0;
+      buf.append(reinterpret_cast<const char*>(&g), sizeof(g));
+      buf.append(NLMSG_ALIGN(sizeof(g)) - sizeof(g), '\0');
+      const uint8_t protocol = IPSET_PROTOCOL_MIN;
+      PutAttr(buf, IPSET_ATTR_PROTOCOL, &protocol, 1);
+      PutAttr(buf, IPSET_ATTR_SETNAME, e.set.c_str(), e.set.size() + 1);
+      const size_t data = BeginNest(buf, IPSET_ATTR_DATA);
+      const size_t ip = BeginNest(buf, IPSET_ATTR_IP);
+      const std::string bytes = FromU128(first, family);
+      PutAttr(buf,
+              (family == 0 ? IPSET_ATTR_IPADDR_IPV4 : IPSET_ATTR_IPADDR_IPV6) |
+                  NLA_F_NET_BYTEORDER,
+              bytes.data(), bytes.size());
+      EndNest(buf, ip);
+      const std::pair<absl::string_view, absl::string_view> parts =
+          absl::StrSplit(e.prefix, '/');
+      int length = 0;
+      (void)absl::SimpleAtoi(parts.second, &length);  // PrefixRange read it
+      const uint8_t cidr = static_cast<uint8_t>(length);
+      PutAttr(buf, IPSET_ATTR_CIDR, &cidr, 1);
+      EndNest(buf, data);
+      const uint32_t len = static_cast<uint32_t>(buf.size() - at);
+      std::memcpy(&buf[at], &len, sizeof(len));
+    }
+    if (!status.ok()) break;
+    if (sendto(*fd, buf.data(), buf.size(), 0, reinterpret_cast<sockaddr*>(&kernel),
+               sizeof(kernel)) != static_cast<ssize_t>(buf.size())) {
+      status = absl::InternalError(absl::StrCat("netlink send: ", strerror(errno)));
+      break;
+    }
+    size_t acked = 0;
+    while (acked < end - begin && status.ok()) {
+      const ssize_t n = recv(*fd, reply.data(), reply.size(), 0);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        status = absl::InternalError(absl::StrCat("netlink receive: ", strerror(errno)));
+        break;
+      }
+      int left = static_cast<int>(n);
+      for (const nlmsghdr* m = reinterpret_cast<const nlmsghdr*>(reply.data());
+           NLMSG_OK(m, left); m = NLMSG_NEXT(m, left)) {
+        if (m->nlmsg_type != NLMSG_ERROR) continue;
+        ++acked;
+        const nlmsgerr* err = static_cast<const nlmsgerr*>(NLMSG_DATA(m));
+        if (err->error != 0 && status.ok()) {
+          const size_t i = m->nlmsg_seq - 1;
+          status = absl::InternalError(absl::StrCat(
+              "ipset ", i < edits.size() && edits[i].add ? "add " : "del ",
+              i < edits.size() ? edits[i].set : "?", " ",
+              i < edits.size() ? edits[i].prefix : "?", ": error ", -err->error,
+              -err->error < 4096 ? absl::StrCat(" (", strerror(-err->error), ")") : ""));
+        }
+      }
+    }
+  }
+  close(*fd);
+  return status;
+}
+
 // ---- Explain ------------------------------------------------------------------------
 
 int EndpointOf(const ir::CompiledPolicy& ir, absl::string_view bytes) {
@@ -948,9 +1112,12 @@ class IptablesBackend : public Backend {
       if (!capacity.ok()) return capacity.status();
       if (absl::Status s = CheckCapacity(*capacity); !s.ok()) return s;
     }
-    if (absl::StatusOr<std::string> r =
-            RunCommand({"ipset", "-exist", "restore"}, plan.ipset, attachment.netns);
-        !r.ok()) {
+    std::vector<SetEdit> edits;
+    for (absl::string_view line : absl::StrSplit(plan.ipset, '\n', absl::SkipEmpty())) {
+      std::vector<std::string> t = absl::StrSplit(line, ' ');  // "add|del SET PREFIX"
+      edits.push_back(SetEdit{t[0] == "add", t[1], t[2]});
+    }
+    if (absl::Status s = EditSets(edits, attachment.netns); !s.ok()) {
       // Part of the edit may be in: each step was safe, and Apply replaces it all.
       installed_.reset();
       return Apply(next, attachment);
