@@ -86,8 +86,8 @@ struct Family {
   std::vector<Chain> chains;  // [0] is NP-FORWARD
   std::vector<Dispatch> dispatch;
   // Per peer set: its addresses in this family as prefixes (none for `all`). A peer set with
-  // more than kMaxInlinePrefixes of them gets an ipset (has_set); the others are written
-  // into the rules.
+  // more than kMaxInlinePrefixes of them, or that names a pod, gets an ipset (has_set); the
+  // others are written into the rules.
   std::vector<std::vector<std::string>> entries;
   std::vector<bool> has_set;
 };
@@ -548,27 +548,33 @@ struct Installed {
   // Per family: every NP chain and its rules (RestoreText without the hook); an element-only
   // update needs these equal.
   std::string rules[kFamilies];
-  // Set name -> its entries, and the maxelem it was created with.
-  std::map<std::string, std::set<std::string>> sets;
+  // Set name -> its entries (in address order, as BuildModel makes them), and the maxelem
+  // it was created with.
+  std::map<std::string, std::vector<std::string>> sets;
   std::map<std::string, size_t> maxelem;
+  // Rules, chains, sets and entries per family (the texts left empty), for capacity checks.
+  Ruleset sizes;
 };
 
-Installed InstalledOf(const Model& m, const std::string& netns) {
+// What `m` installs; moves the set entries out of `m`.
+Installed InstalledOf(Model& m, const std::string& netns) {
   Installed out;
   out.netns = netns;
   out.generation = m.generation;
   RenderOptions options;
   options.generation = m.generation;
   options.hook = false;
-  Ruleset sizes;
   for (int f = 0; f < kFamilies; ++f) {
-    out.rules[f] = RestoreText(m, f, options, sizes);
-    const Family& fam = m.family[f];
+    out.rules[f] = RestoreText(m, f, options, out.sizes);
+    Family& fam = m.family[f];
     for (size_t s = 0; s < fam.entries.size(); ++s) {
       if (!fam.has_set[s]) continue;
       const std::string name = SetName(m.generation, f, static_cast<uint32_t>(s));
-      out.sets[name] = std::set<std::string>(fam.entries[s].begin(), fam.entries[s].end());
-      out.maxelem[name] = std::max<size_t>(65536, fam.entries[s].size());  // as IpsetText
+      const size_t n = fam.entries[s].size();
+      out.maxelem[name] = std::max<size_t>(65536, n);  // as IpsetText
+      ++out.sizes.sets[f];
+      out.sizes.set_entries[f] += static_cast<int64_t>(n);
+      out.sets[name] = std::move(fam.entries[s]);
     }
   }
   return out;
@@ -601,9 +607,9 @@ absl::string_view RuleSet(absl::string_view rule) {
 
 // The element-only way from `from` to `next` (see IptablesBackend::Update for why it is
 // safe), or why there is none.
-UpdatePlan PlanFrom(const Installed& from, const Model& next) {
+// `to` is InstalledOf(next).
+UpdatePlan PlanFrom(const Installed& from, const Model& next, const Installed& to) {
   UpdatePlan plan;
-  const Installed to = InstalledOf(next, from.netns);
   for (int f = 0; f < kFamilies; ++f) {
     if (from.rules[f] != to.rules[f]) {
       plan.fallback = absl::StrCat(f == 0 ? "IPv4" : "IPv6", " rules differ");
@@ -627,15 +633,17 @@ UpdatePlan PlanFrom(const Installed& from, const Model& next) {
       plan.fallback = absl::StrCat("set ", name, " is new");
       return plan;
     }
-    if (old->second == entries) continue;
+    if (old->second == entries) continue;  // most sets: compared without sorting
     if (entries.size() > from.maxelem.at(name)) {
       plan.fallback = absl::StrCat("set ", name, " would pass its maxelem");
       return plan;
     }
     Change& c = changes[name];
-    std::set_difference(entries.begin(), entries.end(), old->second.begin(), old->second.end(),
+    const std::set<std::string> now(entries.begin(), entries.end());
+    const std::set<std::string> was(old->second.begin(), old->second.end());
+    std::set_difference(now.begin(), now.end(), was.begin(), was.end(),
                         std::back_inserter(c.adds));
-    std::set_difference(old->second.begin(), old->second.end(), entries.begin(), entries.end(),
+    std::set_difference(was.begin(), was.end(), now.begin(), now.end(),
                         std::back_inserter(c.dels));
     for (const std::vector<std::string>* list : {&c.adds, &c.dels}) {
       for (const std::string& e : *list) {
@@ -1066,10 +1074,10 @@ class IptablesBackend : public Backend {
 
   // Element-only when it is safe, else Apply(next). The fast path: `next` is rendered with
   // the installed generation; when its iptables rules (both families) are the installed ones
-  // word for word and the same sets exist, only set members differ, and one
-  // `ipset -exist restore` adds the new members, then deletes the old ones. Nothing is read
-  // from the kernel: the instance remembers what its last Apply or Update installed (any
-  // error forgets it, and the next call re-reads through Apply).
+  // word for word and the same sets exist, only set members differ: the new members are
+  // added, then the old ones deleted, over ipset's netlink interface (EditSets: no process
+  // spawned). Nothing is read from the kernel: the instance remembers what its last Apply
+  // or Update installed (any error forgets it, and the next call re-reads through Apply).
   //
   // Why this is safe. Rules are fixed during the edit; only set lookups can change their
   // answer, and each set element changes in one step. With every add before any delete,
@@ -1099,16 +1107,15 @@ class IptablesBackend : public Backend {
     }
     absl::StatusOr<Model> model = BuildModel(next, installed_->generation);
     if (!model.ok()) return model.status();
-    UpdatePlan plan = PlanFrom(*installed_, *model);
+    Installed to = InstalledOf(*model, attachment.netns);  // the entries move out of model
+    UpdatePlan plan = PlanFrom(*installed_, *model, to);
     if (!plan.fallback.empty()) {
       return Apply(next, attachment);
     }
     if (plan.ipset.empty()) return absl::OkStatus();  // the same program
     // The budgets Apply checks (a peer set of many pods can grow past ipset_entries).
     {
-      Ruleset sizes;
-      sizes.ipset = IpsetText(*model, sizes);
-      absl::StatusOr<ir::BackendCapacity> capacity = Measure(sizes);
+      absl::StatusOr<ir::BackendCapacity> capacity = Measure(to.sizes);
       if (!capacity.ok()) return capacity.status();
       if (absl::Status s = CheckCapacity(*capacity); !s.ok()) return s;
     }
@@ -1122,7 +1129,7 @@ class IptablesBackend : public Backend {
       installed_.reset();
       return Apply(next, attachment);
     }
-    installed_ = std::make_unique<Installed>(InstalledOf(*model, attachment.netns));
+    installed_ = std::make_unique<Installed>(std::move(to));
     return absl::OkStatus();
   }
 
@@ -1334,7 +1341,9 @@ absl::StatusOr<UpdatePlan> PlanUpdate(const ir::CompiledPolicy& previous,
   if (!from.ok()) return from.status();
   absl::StatusOr<Model> to = BuildModel(next, generation);
   if (!to.ok()) return to.status();
-  return PlanFrom(InstalledOf(*from, ""), *to);
+  const Installed from_installed = InstalledOf(*from, "");
+  const Installed to_installed = InstalledOf(*to, "");
+  return PlanFrom(from_installed, *to, to_installed);
 }
 
 absl::StatusOr<Ruleset> RenderRuleset(const ir::CompiledPolicy& ir,

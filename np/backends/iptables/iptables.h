@@ -7,6 +7,7 @@
 //   np::backends::Attachment where;
 //   where.netns = "node-1";                               // `ip netns` name of the node
 //   absl::Status s = b->Apply(ir, where);                 // atomic replace, fails closed
+//   s = b->Update(ir, next_ir, where);                    // set members only, when safe
 //
 // What the kernel runs, per family (IPv4 in iptables, IPv6 in ip6tables):
 //
@@ -52,9 +53,19 @@
 // rule count (times at most kMaxInlinePrefixes) plus one dispatch rule per endpoint address
 // and direction: it grows with policies, never with pods x pods; pods only add set entries
 // (hash lookups). A peer set with `all` needs no match at all. A peer set with no address
-// of a family gets nothing in that family, and its rules are left out of that family's
-// chains (they could never allow anything). hash:net refuses a /0 entry, so the whole space
+// of a family and no set (below) gets nothing in that family, and its rules are left out
+// of that family's chains (they could never allow anything). hash:net refuses a /0 entry, so the whole space
 // is stored as its two /1 halves.
+//
+// A peer set that names a pod (an identity with pods) always gets a set, however few its
+// prefixes (even none): pods come and go, and in a set that is a member change, not a rule
+// change. Update(previous, next) then edits set members in place (adds first, then deletes,
+// over ipset's netlink interface, no process spawned) when the rules of both families are
+// identical and each packet can meet at most one changed lookup; otherwise it runs Apply.
+// iptables.cc (IptablesBackend::Update) has the argument and the fallback conditions; a
+// pod of another node joining or leaving a label class is the common element-only case. A
+// node pod that is selected (a dispatch rule), a policy change, or a peer set that gains
+// its first or loses its last pod (the IR then adds or drops rules) take the full path.
 //
 // Capacity (Capacity(), `netpol compile --stats`): the kernel allows 65,472 ipsets per network
 // namespace (ip_set_core.c: 16-bit set ids, the list grows from 256 in steps of 64), shared
@@ -65,8 +76,9 @@
 // program past a limit or budget (ResourceExhausted, with the numbers);
 // BackendOptions::budgets raises a budget. RenderRuleset below renders without checking.
 //
-// Thread safety: Render and Explain are pure functions; Apply and Remove change the
-// kernel state of one network namespace and must not run concurrently on the same one.
+// Thread safety: Render and Explain are pure functions; Apply, Update and Remove change the
+// kernel state of one network namespace and must not run concurrently on the same one (nor
+// on one instance: it remembers what it installed).
 #ifndef NP_BACKENDS_IPTABLES_IPTABLES_H_
 #define NP_BACKENDS_IPTABLES_IPTABLES_H_
 
