@@ -325,6 +325,14 @@ absl::StatusOr<Model> BuildModel(const ir::CompiledPolicy& ir, uint32_t generati
       // and go, and in a set that is an element change (Update), not a rule change.
       fam.has_set[s] = names_pods[s] || entries.size() > static_cast<size_t>(kMaxInlinePrefixes);
     }
+    // ... unless that makes more than kMaxPodSets sets in the family: each set slows every
+    // other (see iptables.h), so past that only the large peer sets get one (pod churn in
+    // the small ones then changes rules: Update's full path).
+    if (std::count(fam.has_set.begin(), fam.has_set.end(), true) > kMaxPodSets) {
+      for (int s = 0; s < ir.peer_sets_size(); ++s) {
+        fam.has_set[s] = fam.entries[s].size() > static_cast<size_t>(kMaxInlinePrefixes);
+      }
+    }
   }
 
   // Which tables each family needs: those of endpoints with an address of that family.

@@ -57,9 +57,10 @@
 // of that family's chains (they could never allow anything). hash:net refuses a /0 entry, so the whole space
 // is stored as its two /1 halves.
 //
-// A peer set that names a pod (an identity with pods) always gets a set, however few its
-// prefixes (even none): pods come and go, and in a set that is a member change, not a rule
-// change. Update(previous, next) then edits set members in place (adds first, then deletes,
+// A peer set that names a pod (an identity with pods) gets a set, however few its prefixes
+// (even none): pods come and go, and in a set that is a member change, not a rule change —
+// as long as that makes at most kMaxPodSets sets in the family (the cost of many sets,
+// above); past that, a family's sets are only the peer sets with many prefixes. Update(previous, next) then edits set members in place (adds first, then deletes,
 // over ipset's netlink interface, no process spawned) when the rules of both families are
 // identical and each packet can meet at most one changed lookup; otherwise it runs Apply.
 // iptables.cc (IptablesBackend::Update) has the argument and the fallback conditions; a
@@ -103,8 +104,10 @@ inline constexpr absl::string_view kTopChain = "NP-FORWARD";
 inline constexpr absl::string_view kChainPrefix = "NP-";
 inline constexpr absl::string_view kSetPrefix = "np-g";
 
-// Peers with at most this many prefixes in a family are matched in the rules, not by a set.
+// Peers with at most this many prefixes in a family are matched in the rules, not by a set
+// (unless they name a pod and the family has at most kMaxPodSets sets with those).
 inline constexpr int kMaxInlinePrefixes = 4;
+inline constexpr int kMaxPodSets = 1024;
 
 // The three restore inputs for one IR, plus their sizes (for tests and benchmarks).
 struct Ruleset {

@@ -264,6 +264,7 @@ TEST(RenderRuleset, PropertiesOnRandomIrs) {
           }
         }
         prefixes[f][s] = expected.size();
+        // (RandomIr has a handful of peer sets: always under kMaxPodSets.)
         if (expected.size() <= static_cast<size_t>(kMaxInlinePrefixes) && !names_pods(s)) {
           EXPECT_FALSE(p.sets.count(name)) << name << " has " << expected.size() << " prefixes";
           continue;
@@ -686,6 +687,47 @@ TEST(IptablesBackend, ExplainNamesTheTierRuleThatDecides) {
   EXPECT_TRUE(absl::StrContains(*icmp, "verdict: ACCEPT")) << *icmp;
 }
 
+
+// Peer sets naming one pod each get a set apiece (an empty one in IPv6, where the pods have
+// no address) up to kMaxPodSets sets in a family; one more, and none of them gets one (each
+// is one inline prefix, as before pods forced sets).
+TEST(RenderRuleset, PodPeerSetsGetSetsUpToACap) {
+  for (int n : {kMaxPodSets, kMaxPodSets + 1}) {
+    SCOPED_TRACE(absl::StrCat(n, " peer sets"));
+    std::vector<testutil::Point> points = {{"10.0.0.1", 1, "x/a"}};
+    for (int i = 0; i < n; ++i) {
+      points.push_back({absl::StrCat("10.3.", i / 200, ".", 1 + i % 200),
+                        static_cast<uint32_t>(2 + i), absl::StrCat("y/p", i)});
+    }
+    ir::CompiledPolicy ir = WithPods(testutil::IrFromPoints(points));
+    ir::Table* t = ir.add_tables();
+    t->mutable_ingress()->set_isolated(true);
+    for (int i = 0; i < n; ++i) {
+      ir::PeerSet* set = ir.add_peer_sets();
+      set->set_id(i);
+      set->add_identities(2 + i);
+      ir::PortRule* rule = t->mutable_ingress()->add_rules();
+      rule->set_protocol(ir::TCP);
+      rule->set_first_port(1 + i);
+      rule->set_last_port(1 + i);
+      rule->set_peer_set(i);
+    }
+    ir::Endpoint* a = ir.add_endpoints();
+    a->set_namespace_("x");
+    a->set_name("a");
+    a->add_ips("10.0.0.1");
+    a->set_selected(true);
+    ASSERT_TRUE(CheckIr(ir).ok()) << CheckIr(ir);
+    absl::StatusOr<Ruleset> r = RenderRuleset(ir);
+    ASSERT_TRUE(r.ok()) << r.status();
+    const int sets = n <= kMaxPodSets ? n : 0;
+    EXPECT_EQ(r->sets[0], sets);
+    EXPECT_EQ(r->sets[1], sets);
+    EXPECT_EQ(r->set_entries[0], sets);
+    EXPECT_EQ(r->set_entries[1], 0);
+    EXPECT_EQ(r->port_rules[0], n);  // a rule per IR rule either way
+  }
+}
 
 // ---- Update: element-only plans ---------------------------------------------------------
 
