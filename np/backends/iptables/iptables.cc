@@ -1,8 +1,21 @@
 #include "np/backends/iptables/iptables.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/netfilter/ipset/ip_set.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netlink.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
+#include <cstdlib>
+#include <cstring>
+#include <iterator>
 #include <map>
+#include <memory>
 #include <set>
 #include <utility>
 
@@ -73,8 +86,8 @@ struct Family {
   std::vector<Chain> chains;  // [0] is NP-FORWARD
   std::vector<Dispatch> dispatch;
   // Per peer set: its addresses in this family as prefixes (none for `all`). A peer set with
-  // more than kMaxInlinePrefixes of them gets an ipset (has_set); the others are written
-  // into the rules.
+  // more than kMaxInlinePrefixes of them, or that names a pod, gets an ipset (has_set); the
+  // others are written into the rules.
   std::vector<std::vector<std::string>> entries;
   std::vector<bool> has_set;
 };
@@ -187,7 +200,8 @@ void AddTableChains(const ir::CompiledPolicy& ir, uint32_t generation, int t, in
   bool admin_pass = false;
   for (const ir::TierRule& rule : dp.admin()) {
     const ir::PeerSet& peers = ir.peer_sets(rule.peer_set());
-    if (rule.action() == ir::TIER_PASS && (peers.all() || !fam.entries[rule.peer_set()].empty())) {
+    if (rule.action() == ir::TIER_PASS &&
+        (peers.all() || fam.has_set[rule.peer_set()] || !fam.entries[rule.peer_set()].empty())) {
       admin_pass = true;
     }
   }
@@ -272,6 +286,12 @@ absl::StatusOr<Model> BuildModel(const ir::CompiledPolicy& ir, uint32_t generati
       }
     }
   }
+  std::vector<bool> names_pods(ir.peer_sets_size(), false);
+  for (int s = 0; s < ir.peer_sets_size(); ++s) {
+    for (uint32_t identity : ir.peer_sets(s).identities()) {
+      if (ir.identities(identity).pods_size() > 0) names_pods[s] = true;
+    }
+  }
   for (int f = 0; f < kFamilies; ++f) {
     Family& fam = m.family[f];
     fam.entries.resize(ir.peer_sets_size());
@@ -301,7 +321,17 @@ absl::StatusOr<Model> BuildModel(const ir::CompiledPolicy& ir, uint32_t generati
         AppendPrefixes(first, last, f, entries);
         i = j;
       }
-      fam.has_set[s] = entries.size() > static_cast<size_t>(kMaxInlinePrefixes);
+      // A peer set that names pods always gets a set, even a small or empty one: pods come
+      // and go, and in a set that is an element change (Update), not a rule change.
+      fam.has_set[s] = names_pods[s] || entries.size() > static_cast<size_t>(kMaxInlinePrefixes);
+    }
+    // ... unless that makes more than kMaxPodSets sets in the family: each set slows every
+    // other (see iptables.h), so past that only the large peer sets get one (pod churn in
+    // the small ones then changes rules: Update's full path).
+    if (std::count(fam.has_set.begin(), fam.has_set.end(), true) > kMaxPodSets) {
+      for (int s = 0; s < ir.peer_sets_size(); ++s) {
+        fam.has_set[s] = fam.entries[s].size() > static_cast<size_t>(kMaxInlinePrefixes);
+      }
     }
   }
 
@@ -516,6 +546,348 @@ absl::Status DestroySets(const std::vector<std::string>& names, const std::strin
   return absl::InternalError(absl::StrJoin(errors, "; "));
 }
 
+// ---- Incremental update ---------------------------------------------------------------
+
+// What one Apply or Update put in the kernel, as the backend remembers it (so that an
+// Update spawns nothing but its one `ipset restore`).
+struct Installed {
+  std::string netns;
+  uint32_t generation = 0;
+  // Per family: every NP chain and its rules (RestoreText without the hook); an element-only
+  // update needs these equal.
+  std::string rules[kFamilies];
+  // Set name -> its entries (in address order, as BuildModel makes them), and the maxelem
+  // it was created with.
+  std::map<std::string, std::vector<std::string>> sets;
+  std::map<std::string, size_t> maxelem;
+  // Rules, chains, sets and entries per family (the texts left empty), for capacity checks.
+  Ruleset sizes;
+};
+
+// What `m` installs; moves the set entries out of `m`.
+Installed InstalledOf(Model& m, const std::string& netns) {
+  Installed out;
+  out.netns = netns;
+  out.generation = m.generation;
+  RenderOptions options;
+  options.generation = m.generation;
+  options.hook = false;
+  for (int f = 0; f < kFamilies; ++f) {
+    out.rules[f] = RestoreText(m, f, options, out.sizes);
+    Family& fam = m.family[f];
+    for (size_t s = 0; s < fam.entries.size(); ++s) {
+      if (!fam.has_set[s]) continue;
+      const std::string name = SetName(m.generation, f, static_cast<uint32_t>(s));
+      const size_t n = fam.entries[s].size();
+      out.maxelem[name] = std::max<size_t>(65536, n);  // as IpsetText
+      ++out.sizes.sets[f];
+      out.sizes.set_entries[f] += static_cast<int64_t>(n);
+      out.sets[name] = std::move(fam.entries[s]);
+    }
+  }
+  return out;
+}
+
+// A prefix "a.b.c.d/n" or "x::/n" as its first and last address; false when it is not one.
+bool PrefixRange(absl::string_view text, int& family, U128& first, U128& last) {
+  std::pair<absl::string_view, absl::string_view> parts = absl::StrSplit(text, '/');
+  absl::StatusOr<std::string> bytes = AddressBytes(parts.first);
+  int length;
+  if (!bytes.ok() || !absl::SimpleAtoi(parts.second, &length)) return false;
+  family = bytes->size() == 4 ? 0 : 1;
+  const int width = family == 0 ? 32 : 128;
+  if (length < 0 || length > width) return false;
+  first = ToU128(*bytes);
+  const U128 host = length == width ? U128{0} : ((U128{1} << (width - length)) - 1);
+  if ((first & host) != 0) return false;
+  last = first | host;
+  return true;
+}
+
+// The set name a rule looks up ("-m set --match-set NAME src|dst"), or "".
+absl::string_view RuleSet(absl::string_view rule) {
+  constexpr absl::string_view kMatch = "--match-set ";
+  size_t at = rule.find(kMatch);
+  if (at == absl::string_view::npos) return "";
+  absl::string_view rest = rule.substr(at + kMatch.size());
+  return rest.substr(0, rest.find(' '));
+}
+
+// The element-only way from `from` to `next` (see IptablesBackend::Update for why it is
+// safe), or why there is none.
+// `to` is InstalledOf(next).
+UpdatePlan PlanFrom(const Installed& from, const Model& next, const Installed& to) {
+  UpdatePlan plan;
+  for (int f = 0; f < kFamilies; ++f) {
+    if (from.rules[f] != to.rules[f]) {
+      plan.fallback = absl::StrCat(f == 0 ? "IPv4" : "IPv6", " rules differ");
+      return plan;
+    }
+  }
+  if (from.sets.size() != to.sets.size()) {
+    plan.fallback = "the sets differ";
+    return plan;
+  }
+  // Per changed set: its added and deleted prefixes, and their ranges (a superset of the
+  // addresses whose membership changes: a merged prefix also covers neighbours that stay).
+  struct Change {
+    std::vector<std::string> adds, dels;
+    std::vector<std::pair<U128, U128>> ranges;
+  };
+  std::map<std::string, Change> changes;
+  for (const auto& [name, entries] : to.sets) {
+    auto old = from.sets.find(name);
+    if (old == from.sets.end()) {
+      plan.fallback = absl::StrCat("set ", name, " is new");
+      return plan;
+    }
+    if (old->second == entries) continue;  // most sets: compared without sorting
+    if (entries.size() > from.maxelem.at(name)) {
+      plan.fallback = absl::StrCat("set ", name, " would pass its maxelem");
+      return plan;
+    }
+    Change& c = changes[name];
+    const std::set<std::string> now(entries.begin(), entries.end());
+    const std::set<std::string> was(old->second.begin(), old->second.end());
+    std::set_difference(now.begin(), now.end(), was.begin(), was.end(),
+                        std::back_inserter(c.adds));
+    std::set_difference(was.begin(), was.end(), now.begin(), now.end(),
+                        std::back_inserter(c.dels));
+    for (const std::vector<std::string>* list : {&c.adds, &c.dels}) {
+      for (const std::string& e : *list) {
+        int family;
+        U128 first, last;
+        if (!PrefixRange(e, family, first, last)) {
+          plan.fallback = absl::StrCat("set ", name, ": unreadable entry ", e);
+          return plan;
+        }
+        c.ranges.emplace_back(first, last);
+      }
+    }
+  }
+  if (changes.empty()) return plan;  // nothing to do
+  auto overlap = [](const Change& a, const Change& b) {
+    for (const auto& [af, al] : a.ranges) {
+      for (const auto& [bf, bl] : b.ranges) {
+        if (af <= bl && bf <= al) return true;
+      }
+    }
+    return false;
+  };
+  for (int f = 0; f < kFamilies; ++f) {
+    const Family& fam = next.family[f];
+    // A changed address must not be dispatched: then a packet meets changed lookups in one
+    // chain at most (the one of its other end, which is not a changed address).
+    for (const Dispatch& d : fam.dispatch) {
+      absl::StatusOr<std::string> bytes = AddressBytes(d.address);
+      if (!bytes.ok()) {
+        plan.fallback = absl::StrCat("unreadable endpoint address ", d.address);
+        return plan;
+      }
+      const U128 a = ToU128(*bytes);
+      for (const auto& [name, c] : changes) {
+        if ((name.find("-v4-") != std::string::npos) != (f == 0)) continue;
+        for (const auto& [first, last] : c.ranges) {
+          if (first <= a && a <= last) {
+            plan.fallback = absl::StrCat("set ", name, " changes at the endpoint address ",
+                                         d.address, " of this node");
+            return plan;
+          }
+        }
+      }
+    }
+    // In each table chain with its NetworkPolicy stage (what one side of a packet walks),
+    // at most one rule may look up a changed address.
+    for (const auto& per_direction : next.tables) {
+      for (const auto& per_family : per_direction) {
+        const TableChain& tc = per_family[f];
+        if (tc.chain < 0) continue;
+        std::vector<std::pair<const std::string*, const Change*>> lookups;
+        for (int chain : {tc.chain, tc.stage}) {
+          if (chain < 0) continue;
+          for (const std::string& rule : fam.chains[chain].rules) {
+            auto c = changes.find(std::string(RuleSet(rule)));
+            if (c != changes.end()) lookups.emplace_back(&fam.chains[chain].name, &c->second);
+          }
+        }
+        for (size_t i = 0; i < lookups.size(); ++i) {
+          for (size_t j = i + 1; j < lookups.size(); ++j) {
+            if (overlap(*lookups[i].second, *lookups[j].second)) {
+              plan.fallback = absl::StrCat("two rules of ", *lookups[i].first,
+                                           " look up a changed address");
+              return plan;
+            }
+          }
+        }
+      }
+    }
+  }
+  // Every add before any delete: an address that stays in a set is covered throughout (by
+  // its old prefix until the new one is in).
+  for (const auto& [name, c] : changes) {
+    for (const std::string& e : c.adds) absl::StrAppend(&plan.ipset, "add ", name, " ", e, "\n");
+    plan.adds += static_cast<int>(c.adds.size());
+  }
+  for (const auto& [name, c] : changes) {
+    for (const std::string& e : c.dels) absl::StrAppend(&plan.ipset, "del ", name, " ", e, "\n");
+    plan.dels += static_cast<int>(c.dels.size());
+  }
+  return plan;
+}
+
+// ---- ipset edits over netlink ------------------------------------------------------------
+//
+// An element-only Update sends its adds and deletes to the kernel's ipset netlink interface
+// itself (nfnetlink subsystem IPSET, the messages `ipset restore` sends): a process spawn
+// costs more than the whole edit (about 8 ms on the reference VM, against tens of us). The
+// messages go in order in one buffer per chunk; the kernel handles each on its own, as
+// `ipset restore` has it do, and acks each. Without NLM_F_EXCL an add of a member already
+// there and a delete of one not there succeed (as `ipset -exist`).
+
+// One set member to add or delete: the set's name, the prefix "a.b.c.d/n".
+struct SetEdit {
+  bool add;
+  std::string set;
+  std::string prefix;
+};
+
+void PutAttr(std::string& buf, uint16_t type, const void* data, size_t size) {
+  nlattr a{};
+  a.nla_len = static_cast<uint16_t>(NLA_HDRLEN + size);
+  a.nla_type = type;
+  buf.append(reinterpret_cast<const char*>(&a), sizeof(a));
+  buf.append(static_cast<const char*>(data), size);
+  buf.append(NLA_ALIGN(size) - size, '\0');
+}
+// Opens a nested attribute; returns its offset for EndNest.
+size_t BeginNest(std::string& buf, uint16_t type) {
+  const size_t at = buf.size();
+  nlattr a{};
+  a.nla_type = type | NLA_F_NESTED;
+  buf.append(reinterpret_cast<const char*>(&a), sizeof(a));
+  return at;
+}
+void EndNest(std::string& buf, size_t at) {
+  const uint16_t len = static_cast<uint16_t>(buf.size() - at);
+  std::memcpy(&buf[at], &len, sizeof(len));
+}
+
+// A netlink socket of family NETLINK_NETFILTER in network namespace `netns` (the calling
+// thread enters it just to create the socket, which stays bound to it, and comes back).
+absl::StatusOr<int> NetfilterSocket(const std::string& netns) {
+  int back = -1, there = -1;
+  if (!netns.empty()) {
+    back = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    there = open(absl::StrCat("/run/netns/", netns).c_str(), O_RDONLY | O_CLOEXEC);
+    if (back < 0 || there < 0 || setns(there, CLONE_NEWNET) != 0) {
+      const int e = errno;
+      if (back >= 0) close(back);
+      if (there >= 0) close(there);
+      return absl::InternalError(absl::StrCat("entering netns ", netns, ": ", strerror(e)));
+    }
+    close(there);
+  }
+  const int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+  const int socket_errno = errno;
+  if (back >= 0) {
+    // Coming back cannot fail short of the kernel refusing our own namespace; if it did,
+    // this thread would run in the wrong one: stop rather than go on there.
+    if (setns(back, CLONE_NEWNET) != 0) abort();
+    close(back);
+  }
+  if (fd < 0) return absl::InternalError(absl::StrCat("netlink socket: ", strerror(socket_errno)));
+  return fd;
+}
+
+// Sends the edits in order and waits for every ack. An error names the first refused edit;
+// the edits before it (and possibly after it) are in.
+absl::Status EditSets(const std::vector<SetEdit>& edits, const std::string& netns) {
+  if (edits.empty()) return absl::OkStatus();
+  absl::StatusOr<int> fd = NetfilterSocket(netns);
+  if (!fd.ok()) return fd.status();
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  absl::Status status = absl::OkStatus();
+  constexpr size_t kChunk = 256;  // acks per read stay well inside the receive buffer
+  std::vector<char> reply(1 << 16);
+  for (size_t begin = 0; begin < edits.size() && status.ok(); begin += kChunk) {
+    const size_t end = std::min(edits.size(), begin + kChunk);
+    std::string buf;
+    for (size_t i = begin; i < end; ++i) {
+      const SetEdit& e = edits[i];
+      int family;
+      U128 first, last;
+      if (!PrefixRange(e.prefix, family, first, last)) {
+        status = absl::InternalError(absl::StrCat("unreadable prefix ", e.prefix));
+        break;
+      }
+      const size_t at = buf.size();
+      nlmsghdr h{};
+      h.nlmsg_type = (NFNL_SUBSYS_IPSET << 8) | (e.add ? IPSET_CMD_ADD : IPSET_CMD_DEL);
+      h.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+      h.nlmsg_seq = static_cast<uint32_t>(i + 1);
+      buf.append(reinterpret_cast<const char*>(&h), sizeof(h));
+      nfgenmsg g{};
+      g.nfgen_family = family == 0 ? AF_INET : AF_INET6;
+      g.version = NFNETLINK_V0;
+      buf.append(reinterpret_cast<const char*>(&g), sizeof(g));
+      buf.append(NLMSG_ALIGN(sizeof(g)) - sizeof(g), '\0');
+      const uint8_t protocol = IPSET_PROTOCOL_MIN;
+      PutAttr(buf, IPSET_ATTR_PROTOCOL, &protocol, 1);
+      PutAttr(buf, IPSET_ATTR_SETNAME, e.set.c_str(), e.set.size() + 1);
+      const size_t data = BeginNest(buf, IPSET_ATTR_DATA);
+      const size_t ip = BeginNest(buf, IPSET_ATTR_IP);
+      const std::string bytes = FromU128(first, family);
+      PutAttr(buf,
+              (family == 0 ? IPSET_ATTR_IPADDR_IPV4 : IPSET_ATTR_IPADDR_IPV6) |
+                  NLA_F_NET_BYTEORDER,
+              bytes.data(), bytes.size());
+      EndNest(buf, ip);
+      const std::pair<absl::string_view, absl::string_view> parts =
+          absl::StrSplit(e.prefix, '/');
+      int length = 0;
+      (void)absl::SimpleAtoi(parts.second, &length);  // PrefixRange read it
+      const uint8_t cidr = static_cast<uint8_t>(length);
+      PutAttr(buf, IPSET_ATTR_CIDR, &cidr, 1);
+      EndNest(buf, data);
+      const uint32_t len = static_cast<uint32_t>(buf.size() - at);
+      std::memcpy(&buf[at], &len, sizeof(len));
+    }
+    if (!status.ok()) break;
+    if (sendto(*fd, buf.data(), buf.size(), 0, reinterpret_cast<sockaddr*>(&kernel),
+               sizeof(kernel)) != static_cast<ssize_t>(buf.size())) {
+      status = absl::InternalError(absl::StrCat("netlink send: ", strerror(errno)));
+      break;
+    }
+    size_t acked = 0;
+    while (acked < end - begin && status.ok()) {
+      const ssize_t n = recv(*fd, reply.data(), reply.size(), 0);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        status = absl::InternalError(absl::StrCat("netlink receive: ", strerror(errno)));
+        break;
+      }
+      int left = static_cast<int>(n);
+      for (const nlmsghdr* m = reinterpret_cast<const nlmsghdr*>(reply.data());
+           NLMSG_OK(m, left); m = NLMSG_NEXT(m, left)) {
+        if (m->nlmsg_type != NLMSG_ERROR) continue;
+        ++acked;
+        const nlmsgerr* err = static_cast<const nlmsgerr*>(NLMSG_DATA(m));
+        if (err->error != 0 && status.ok()) {
+          const size_t i = m->nlmsg_seq - 1;
+          status = absl::InternalError(absl::StrCat(
+              "ipset ", i < edits.size() && edits[i].add ? "add " : "del ",
+              i < edits.size() ? edits[i].set : "?", " ",
+              i < edits.size() ? edits[i].prefix : "?", ": error ", -err->error,
+              -err->error < 4096 ? absl::StrCat(" (", strerror(-err->error), ")") : ""));
+        }
+      }
+    }
+  }
+  close(*fd);
+  return status;
+}
+
 // ---- Explain ------------------------------------------------------------------------
 
 int EndpointOf(const ir::CompiledPolicy& ir, absl::string_view bytes) {
@@ -605,6 +977,7 @@ class IptablesBackend : public Backend {
   //     kernel refuses to destroy a referenced set, so this step cannot open anything).
   absl::Status Apply(const ir::CompiledPolicy& ir, const Attachment& attachment) override {
     const std::string& netns = attachment.netns;
+    installed_.reset();  // set again below once the new ruleset is in force
     // 1.
     SavedTable saved[kFamilies];
     for (int f = 0; f < kFamilies; ++f) {
@@ -695,16 +1068,81 @@ class IptablesBackend : public Backend {
                        r.status().message()));
     }
     // 5.
+    installed_ = std::make_unique<Installed>(InstalledOf(*model, netns));
     std::vector<std::string> old;
     for (const SetName_& s : *sets) old.push_back(s.name);
     if (absl::Status s = DestroySets(old, netns); !s.ok()) {
+      // Old sets left over: the next Apply reads the kernel again (their generations).
+      installed_.reset();
       return absl::InternalError(absl::StrCat(
           "the new ruleset is in force, but old sets could not be destroyed: ", s.message()));
     }
     return absl::OkStatus();
   }
 
+  // Element-only when it is safe, else Apply(next). The fast path: `next` is rendered with
+  // the installed generation; when its iptables rules (both families) are the installed ones
+  // word for word and the same sets exist, only set members differ: the new members are
+  // added, then the old ones deleted, over ipset's netlink interface (EditSets: no process
+  // spawned). Nothing is read from the kernel: the instance remembers what its last Apply
+  // or Update installed (any error forgets it, and the next call re-reads through Apply).
+  //
+  // Why this is safe. Rules are fixed during the edit; only set lookups can change their
+  // answer, and each set element changes in one step. With every add before any delete,
+  // an address's membership of a set changes at most once during the edit (an address in
+  // both the old and the new set stays covered: by its old prefix until the new one is in),
+  // so each lookup answers as the old or as the new ruleset would. A packet's verdict is
+  // then the old or the new one when at most ONE of its lookups can see a changed answer.
+  // A packet walks the chain of its source's egress (looking up the destination's address)
+  // and the chain of its destination's ingress (looking up the source's), each only when
+  // that end is a dispatched endpoint address. So the fast path requires:
+  //  - no address whose membership changes (any address of an added or deleted prefix) is
+  //    a dispatched endpoint address: then at most one of the two chains a packet walks
+  //    looks up a changed address (the other end's chain looks up an unchanged one);
+  //  - in each table chain together with its NetworkPolicy stage chain, no two rules look
+  //    up sets whose changed prefixes overlap (a set with changes named by two rules
+  //    counts): then that one chain does at most one changed lookup per packet.
+  // Otherwise (rules differ: a policy changed, a local endpoint came or went, a peer set's
+  // numbering or its need of a set changed; a set would pass its maxelem; a check above
+  // fails) the full Apply runs. Example: a pod of another node joins an existing label
+  // class: its /32 (and /128) are added to the sets of the peer sets that name it, each
+  // looked up by one rule of a chain: one add per set.
+  absl::Status Update(const ir::CompiledPolicy& previous, const ir::CompiledPolicy& next,
+                      const Attachment& attachment) override {
+    (void)previous;  // installed_ is what the kernel holds, the same when the caller is right
+    if (installed_ == nullptr || installed_->netns != attachment.netns) {
+      return Apply(next, attachment);
+    }
+    absl::StatusOr<Model> model = BuildModel(next, installed_->generation);
+    if (!model.ok()) return model.status();
+    Installed to = InstalledOf(*model, attachment.netns);  // the entries move out of model
+    UpdatePlan plan = PlanFrom(*installed_, *model, to);
+    if (!plan.fallback.empty()) {
+      return Apply(next, attachment);
+    }
+    if (plan.ipset.empty()) return absl::OkStatus();  // the same program
+    // The budgets Apply checks (a peer set of many pods can grow past ipset_entries).
+    {
+      absl::StatusOr<ir::BackendCapacity> capacity = Measure(to.sizes);
+      if (!capacity.ok()) return capacity.status();
+      if (absl::Status s = CheckCapacity(*capacity); !s.ok()) return s;
+    }
+    std::vector<SetEdit> edits;
+    for (absl::string_view line : absl::StrSplit(plan.ipset, '\n', absl::SkipEmpty())) {
+      std::vector<std::string> t = absl::StrSplit(line, ' ');  // "add|del SET PREFIX"
+      edits.push_back(SetEdit{t[0] == "add", t[1], t[2]});
+    }
+    if (absl::Status s = EditSets(edits, attachment.netns); !s.ok()) {
+      // Part of the edit may be in: each step was safe, and Apply replaces it all.
+      installed_.reset();
+      return Apply(next, attachment);
+    }
+    installed_ = std::make_unique<Installed>(std::move(to));
+    return absl::OkStatus();
+  }
+
   absl::Status Remove(const Attachment& attachment) override {
+    installed_.reset();
     const std::string& netns = attachment.netns;
     for (int f = 0; f < kFamilies; ++f) {
       absl::StatusOr<SavedTable> t = ReadTable(f, netns);
@@ -896,12 +1334,24 @@ class IptablesBackend : public Backend {
   }
 
   BackendOptions options_;
+  std::unique_ptr<Installed> installed_;  // null: unknown, Apply reads the kernel
 };
 
 }  // namespace
 
 std::string SetName(uint32_t generation, int family, uint32_t peer_set) {
   return absl::StrCat(kSetPrefix, generation, family == 0 ? "-v4-p" : "-v6-p", peer_set);
+}
+
+absl::StatusOr<UpdatePlan> PlanUpdate(const ir::CompiledPolicy& previous,
+                                      const ir::CompiledPolicy& next, uint32_t generation) {
+  absl::StatusOr<Model> from = BuildModel(previous, generation);
+  if (!from.ok()) return from.status();
+  absl::StatusOr<Model> to = BuildModel(next, generation);
+  if (!to.ok()) return to.status();
+  const Installed from_installed = InstalledOf(*from, "");
+  const Installed to_installed = InstalledOf(*to, "");
+  return PlanFrom(from_installed, *to, to_installed);
 }
 
 absl::StatusOr<Ruleset> RenderRuleset(const ir::CompiledPolicy& ir,

@@ -7,6 +7,7 @@
 //   np::backends::Attachment where;
 //   where.netns = "node-1";                               // `ip netns` name of the node
 //   absl::Status s = b->Apply(ir, where);                 // atomic replace, fails closed
+//   s = b->Update(ir, next_ir, where);                    // set members only, when safe
 //
 // What the kernel runs, per family (IPv4 in iptables, IPv6 in ip6tables):
 //
@@ -52,9 +53,20 @@
 // rule count (times at most kMaxInlinePrefixes) plus one dispatch rule per endpoint address
 // and direction: it grows with policies, never with pods x pods; pods only add set entries
 // (hash lookups). A peer set with `all` needs no match at all. A peer set with no address
-// of a family gets nothing in that family, and its rules are left out of that family's
-// chains (they could never allow anything). hash:net refuses a /0 entry, so the whole space
+// of a family and no set (below) gets nothing in that family, and its rules are left out
+// of that family's chains (they could never allow anything). hash:net refuses a /0 entry, so the whole space
 // is stored as its two /1 halves.
+//
+// A peer set that names a pod (an identity with pods) gets a set, however few its prefixes
+// (even none): pods come and go, and in a set that is a member change, not a rule change —
+// as long as that makes at most kMaxPodSets sets in the family (the cost of many sets,
+// above); past that, a family's sets are only the peer sets with many prefixes. Update(previous, next) then edits set members in place (adds first, then deletes,
+// over ipset's netlink interface, no process spawned) when the rules of both families are
+// identical and each packet can meet at most one changed lookup; otherwise it runs Apply.
+// iptables.cc (IptablesBackend::Update) has the argument and the fallback conditions; a
+// pod of another node joining or leaving a label class is the common element-only case. A
+// node pod that is selected (a dispatch rule), a policy change, or a peer set that gains
+// its first or loses its last pod (the IR then adds or drops rules) take the full path.
 //
 // Capacity (Capacity(), `netpol compile --stats`): the kernel allows 65,472 ipsets per network
 // namespace (ip_set_core.c: 16-bit set ids, the list grows from 256 in steps of 64), shared
@@ -65,8 +77,9 @@
 // program past a limit or budget (ResourceExhausted, with the numbers);
 // BackendOptions::budgets raises a budget. RenderRuleset below renders without checking.
 //
-// Thread safety: Render and Explain are pure functions; Apply and Remove change the
-// kernel state of one network namespace and must not run concurrently on the same one.
+// Thread safety: Render and Explain are pure functions; Apply, Update and Remove change the
+// kernel state of one network namespace and must not run concurrently on the same one (nor
+// on one instance: it remembers what it installed).
 #ifndef NP_BACKENDS_IPTABLES_IPTABLES_H_
 #define NP_BACKENDS_IPTABLES_IPTABLES_H_
 
@@ -91,8 +104,10 @@ inline constexpr absl::string_view kTopChain = "NP-FORWARD";
 inline constexpr absl::string_view kChainPrefix = "NP-";
 inline constexpr absl::string_view kSetPrefix = "np-g";
 
-// Peers with at most this many prefixes in a family are matched in the rules, not by a set.
+// Peers with at most this many prefixes in a family are matched in the rules, not by a set
+// (unless they name a pod and the family has at most kMaxPodSets sets with those).
 inline constexpr int kMaxInlinePrefixes = 4;
+inline constexpr int kMaxPodSets = 1024;
 
 // The three restore inputs for one IR, plus their sizes (for tests and benchmarks).
 struct Ruleset {
@@ -128,6 +143,19 @@ struct RenderOptions {
 // Apply check capacity; this is for tests and benchmarks.
 absl::StatusOr<Ruleset> RenderRuleset(const ir::CompiledPolicy& ir,
                                       const RenderOptions& options = {});
+
+// How Backend::Update goes from `previous` to `next` (both rendered with `generation`):
+// element-only — the `ipset -exist restore` input that adds every new set member, then
+// deletes every old one — when that is safe (iptables.cc, IptablesBackend::Update, says
+// when and why), else `fallback` says why a full Apply is needed. For tests and benchmarks.
+struct UpdatePlan {
+  std::string fallback;  // empty: element-only (`ipset` empty: nothing to change)
+  std::string ipset;
+  int adds = 0;
+  int dels = 0;
+};
+absl::StatusOr<UpdatePlan> PlanUpdate(const ir::CompiledPolicy& previous,
+                                      const ir::CompiledPolicy& next, uint32_t generation = 0);
 
 // The set name of a peer set in a family (0 = IPv4, 1 = IPv6) and generation.
 std::string SetName(uint32_t generation, int family, uint32_t peer_set);

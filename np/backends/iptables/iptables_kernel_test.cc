@@ -14,13 +14,17 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <iostream>
 #include <map>
+#include <random>
+#include <regex>
 #include <set>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
@@ -369,6 +373,234 @@ TEST(IptablesKernel, TierPacketsGetTheSpecsVerdicts) {
   testutil::ExpectTierVerdictsOnPackets(*backend, where, t);
   ASSERT_TRUE(backend->Remove(where).ok());
   EXPECT_EQ(NpState(t.node), "");
+}
+
+
+// ---- Incremental Update ------------------------------------------------------------------
+
+// What np holds in a namespace, comparable between two namespaces: the NP lines of
+// iptables-save (counters and the set generation blanked), and each np set's members
+// (ipset save's add lines; create lines differ in hashsize as sets grow). Sorted by set.
+std::string Comparable(const std::string& netns) {
+  std::string out;
+  const std::regex generation("np-g[0-9]+-");
+  for (const char* tool : {"iptables-save", "ip6tables-save"}) {
+    absl::StatusOr<std::string> s = RunCommand({tool, "-t", "filter"}, "", netns);
+    EXPECT_TRUE(s.ok()) << s.status();
+    if (!s.ok()) continue;
+    for (absl::string_view line : absl::StrSplit(*s, '\n')) {
+      if (!absl::StrContains(line, "NP-")) continue;
+      std::string l(line);
+      if (absl::StartsWith(l, ":")) l = l.substr(0, l.find(' '));  // drop "- [0:0]" counters
+      absl::StrAppend(&out, tool, ": ", std::regex_replace(l, generation, "np-g*-"), "\n");
+    }
+  }
+  absl::StatusOr<std::string> sets = RunCommand({"ipset", "save"}, "", netns);
+  EXPECT_TRUE(sets.ok()) << sets.status();
+  std::vector<std::string> lines;
+  for (absl::string_view line : absl::StrSplit(sets.ok() ? *sets : "", '\n', absl::SkipEmpty())) {
+    std::vector<std::string> t = absl::StrSplit(line, ' ');
+    if (t.size() < 3 || !absl::StartsWith(t[1], kSetPrefix)) continue;
+    // A set's name and (for add lines) member: its presence, even empty, and its members.
+    lines.push_back(std::regex_replace(absl::StrCat(t[1], " ", t[0] == "add" ? t[2] : "(set)"),
+                                       generation, "np-g*-"));
+  }
+  std::sort(lines.begin(), lines.end());
+  for (const std::string& l : lines) absl::StrAppend(&out, "ipset: ", l, "\n");
+  return out;
+}
+
+// The live np set generation in a namespace ("np-g3"), or "" when there are several / none.
+std::string Generation(const std::string& netns) {
+  std::set<std::string> gens;
+  for (const std::string& s : Sets(netns)) {
+    if (absl::StartsWith(s, kSetPrefix)) gens.insert(s.substr(0, s.find("-v")));
+  }
+  return gens.size() == 1 ? *gens.begin() : "";
+}
+
+// Pod churn for Update: node pods x/a, x/b, x/c (identities 1, 2, 3; a selected, b selected
+// when `b_selected`) and pods of other nodes at 10.1.0.<n> / fd00:a::<n> (`remote`: n ->
+// identity 1-3; absent: outside the cluster). Peer sets p0 = {1}, p1 = {2}, p2 = {3},
+// p3 = {2, 3}, p4 = {0} (outside), p5 = all. Table 0 (x/a): ingress TCP 80 from p1, UDP 80
+// from p2; egress TCP 443 to p0, TCP 9000 to p4 (outside). Table 1 (x/b): an admin Deny of
+// TCP 81 from p3, then isolated with TCP 81 from p0.
+ir::CompiledPolicy ChurnIr(const std::map<int, uint32_t>& remote, bool b_selected) {
+  std::vector<Point> points = Points();
+  for (const auto& [n, identity] : remote) {
+    points.push_back({absl::StrCat("10.1.0.", n), identity, absl::StrCat("y/r", n)});
+    points.push_back({absl::StrCat("fd00:a::", n), identity, absl::StrCat("y/r", n)});
+  }
+  ir::CompiledPolicy ir = testutil::WithPods(IrFromPoints(points));
+  const uint32_t p0 = AddPeerSet(ir, false, {1});
+  const uint32_t p1 = AddPeerSet(ir, false, {2});
+  const uint32_t p2 = AddPeerSet(ir, false, {3});
+  const uint32_t p3 = AddPeerSet(ir, false, {2, 3});
+  const uint32_t p4 = AddPeerSet(ir, false, {0});
+  ir::Table* a = ir.add_tables();
+  a->set_id(0);
+  AddRule(a->mutable_ingress(), ir::TCP, 80, 80, p1);
+  AddRule(a->mutable_ingress(), ir::UDP, 80, 80, p2);
+  AddRule(a->mutable_egress(), ir::TCP, 443, 443, p0);
+  AddRule(a->mutable_egress(), ir::TCP, 9000, 9000, p4);
+  ir::Table* b = ir.add_tables();
+  b->set_id(1);
+  AddTierRule(b->mutable_ingress()->mutable_admin(), ir::TIER_DENY, ir::TCP, 81, 81, p3);
+  AddRule(b->mutable_ingress(), ir::TCP, 81, 81, p0);
+  AddEndpoint(ir, "a", 1, 0);
+  AddEndpoint(ir, "b", 2, b_selected ? 1 : -1);
+  AddEndpoint(ir, "c", 3, -1);
+  EXPECT_TRUE(CheckIr(ir).ok()) << CheckIr(ir);
+  return ir;
+}
+
+// Seeded random pod churn through one backend's Update: after each step the namespace holds
+// exactly what a fresh Apply of the new IR gives in another namespace (rules and set
+// members); Update changed set members in place (same generation, no rule reloaded)
+// exactly when PlanUpdate says it can, else replaced everything. Prints the latency of
+// both paths. Replay a failure with its seed.
+TEST(IptablesKernel, UpdateEqualsAFreshApplyOnRandomPodChurn) {
+  if (Skip()) GTEST_SKIP() << "needs root, ip netns and ipset";
+  Namespaces ns("npipt");
+  const std::string inc = ns.Add("inc");
+  const std::string fresh = ns.Add("fresh");
+  Attachment at_inc, at_fresh;
+  at_inc.netns = inc;
+  at_fresh.netns = fresh;
+  std::unique_ptr<Backend> backend = MakeIptablesBackend();
+  std::vector<double> element_ms, full_ms;
+  for (uint64_t seed = 0; seed < 2; ++seed) {
+    SCOPED_TRACE(absl::StrCat("seed ", seed));
+    std::mt19937_64 rng(seed);
+    std::map<int, uint32_t> remote;
+    for (int n = 1; n <= 16; ++n) {
+      if (rng() % 2 == 0) remote[n] = 1 + rng() % 3;
+    }
+    bool b_selected = true;
+    ir::CompiledPolicy current = ChurnIr(remote, b_selected);
+    ASSERT_TRUE(backend->Apply(current, at_inc).ok());
+    for (int step = 0; step < 30; ++step) {
+      SCOPED_TRACE(absl::StrCat("step ", step));
+      // One pod of another node comes, goes or is relabelled; sometimes two; now and then
+      // x/b's selection flips (a rule change: the full path).
+      const int changes = rng() % 4 == 0 ? 2 : 1;
+      for (int c = 0; c < changes; ++c) {
+        const int n = 1 + static_cast<int>(rng() % 16);
+        const uint32_t identity = static_cast<uint32_t>(rng() % 4);
+        if (identity == 0) {
+          remote.erase(n);
+        } else {
+          remote[n] = identity;
+        }
+      }
+      if (rng() % 8 == 0) b_selected = !b_selected;
+      const ir::CompiledPolicy next = ChurnIr(remote, b_selected);
+      const std::string generation = Generation(inc);
+      ASSERT_NE(generation, "");
+      uint32_t g = 0;
+      ASSERT_TRUE(absl::SimpleAtoi(generation.substr(4), &g)) << generation;
+      absl::StatusOr<UpdatePlan> plan = PlanUpdate(current, next, g);
+      ASSERT_TRUE(plan.ok()) << plan.status();
+
+      auto start = std::chrono::steady_clock::now();
+      absl::Status s = backend->Update(current, next, at_inc);
+      const double ms = std::chrono::duration<double, std::milli>(
+                            std::chrono::steady_clock::now() - start).count();
+      ASSERT_TRUE(s.ok()) << s;
+      (plan->fallback.empty() ? element_ms : full_ms).push_back(ms);
+      if (plan->fallback.empty()) {
+        EXPECT_EQ(Generation(inc), generation) << "an element-only step replaced the sets";
+      } else {
+        EXPECT_NE(Generation(inc), generation) << "fell back (" << plan->fallback
+                                               << ") but the sets were not replaced";
+      }
+      std::unique_ptr<Backend> once = MakeIptablesBackend();
+      ASSERT_TRUE(once->Apply(next, at_fresh).ok());
+      const std::string want = Comparable(fresh);
+      ASSERT_EQ(Comparable(inc), want) << "plan: " << plan->fallback << "\n" << plan->ipset;
+      current = next;
+    }
+  }
+  ASSERT_TRUE(backend->Remove(at_inc).ok());
+  EXPECT_EQ(NpState(inc), "");
+  // Both paths are exercised.
+  EXPECT_GE(element_ms.size(), 12u);
+  EXPECT_GE(full_ms.size(), 8u);
+  auto percentile = [](std::vector<double> v, double q) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0.0 : v[std::min(v.size() - 1, static_cast<size_t>(q * v.size()))];
+  };
+  std::cerr << "Update, element-only: " << element_ms.size() << " steps, p50 "
+            << percentile(element_ms, 0.5) << " ms, p99 " << percentile(element_ms, 0.99)
+            << " ms; full: " << full_ms.size() << " steps, p50 " << percentile(full_ms, 0.5)
+            << " ms, p99 " << percentile(full_ms, 0.99) << " ms\n";
+}
+
+
+// Update latency of one-pod events, element-only, at two cluster sizes: `pods` pods of other
+// nodes (10.2.x.y, fd00:b::x:y) in label classes api (identity 1) and db (2); node pod x/a
+// (identity 3) is selected: ingress TCP 80 from api, egress TCP 5432 to db. Events: a pod
+// comes (into api or db), goes, or is relabelled api <-> db (one changed lookup in each of
+// a's two chains). Prints p50/p99; the kernel must end equal to a fresh Apply.
+TEST(IptablesKernel, UpdateLatencyOfOnePodEvents) {
+  if (Skip()) GTEST_SKIP() << "needs root, ip netns and ipset";
+  Namespaces ns("npipt");
+  const std::string node = ns.Add("lat");
+  const std::string fresh = ns.Add("latfresh");
+  for (int pods : {110, 10000}) {
+    SCOPED_TRACE(absl::StrCat(pods, " pods"));
+    std::mt19937_64 rng(pods);
+    std::map<int, uint32_t> remote;  // pod index -> identity 1 (api) or 2 (db)
+    for (int i = 0; i < pods; ++i) remote[i] = 1 + rng() % 2;
+    auto make = [&] {
+      std::vector<Point> points = {{"10.0.1.2", 3, "x/a"}, {"fd00:1::2", 3, "x/a"}};
+      for (const auto& [i, identity] : remote) {
+        const std::string name = absl::StrCat("y/p", i);
+        points.push_back({absl::StrCat("10.2.", i / 250, ".", 1 + i % 250), identity, name});
+        points.push_back({absl::StrCat("fd00:b::", i / 250, ":", 1 + i % 250), identity, name});
+      }
+      ir::CompiledPolicy ir = testutil::WithPods(IrFromPoints(points));
+      const uint32_t api = AddPeerSet(ir, false, {1});
+      const uint32_t db = AddPeerSet(ir, false, {2});
+      ir::Table* a = ir.add_tables();
+      a->set_id(0);
+      AddRule(a->mutable_ingress(), ir::TCP, 80, 80, api);
+      AddRule(a->mutable_egress(), ir::TCP, 5432, 5432, db);
+      AddEndpoint(ir, "a", 1, 0);
+      return ir;
+    };
+    std::unique_ptr<Backend> backend = MakeIptablesBackend();
+    Attachment where;
+    where.netns = node;
+    ir::CompiledPolicy current = make();
+    ASSERT_TRUE(backend->Apply(current, where).ok());
+    const std::string generation = Generation(node);
+    std::vector<double> ms;
+    for (int event = 0; event < 200; ++event) {
+      const int i = static_cast<int>(rng() % (pods + 20));
+      if (remote.count(i) > 0 && rng() % 3 == 0) {
+        remote.erase(i);
+      } else {
+        remote[i] = remote.count(i) > 0 ? 3 - remote[i] : 1 + rng() % 2;
+      }
+      ir::CompiledPolicy next = make();
+      auto start = std::chrono::steady_clock::now();
+      absl::Status s = backend->Update(current, next, where);
+      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                             start).count());
+      ASSERT_TRUE(s.ok()) << s;
+      current = std::move(next);
+    }
+    EXPECT_EQ(Generation(node), generation) << "some event took the full path";
+    std::unique_ptr<Backend> once = MakeIptablesBackend();
+    ASSERT_TRUE(once->Apply(current, {{}, fresh}).ok());
+    EXPECT_EQ(Comparable(node), Comparable(fresh));
+    std::sort(ms.begin(), ms.end());
+    std::cerr << pods << " pods of other nodes: Update of one-pod events, element-only: p50 "
+              << ms[ms.size() / 2] << " ms, p99 " << ms[ms.size() * 99 / 100] << " ms, max "
+              << ms.back() << " ms (" << ms.size() << " events)\n";
+    ASSERT_TRUE(backend->Remove(where).ok());
+  }
 }
 
 }  // namespace

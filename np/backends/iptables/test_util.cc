@@ -192,6 +192,20 @@ ir::CompiledPolicy RandomIr(uint64_t seed) {
   return ir;
 }
 
+ir::CompiledPolicy WithPods(ir::CompiledPolicy ir) {
+  std::vector<std::set<std::string>> pods(ir.identities_size());
+  for (const auto* ranges : {&ir.ipv4(), &ir.ipv6()}) {
+    for (const ir::AddressRange& r : *ranges) {
+      if (!r.pod().empty()) pods[r.identity()].insert(r.pod());
+    }
+  }
+  for (int i = 0; i < ir.identities_size(); ++i) {
+    ir.mutable_identities(i)->clear_pods();
+    for (const std::string& p : pods[i]) ir.mutable_identities(i)->add_pods(p);
+  }
+  return ir;
+}
+
 std::vector<std::string> CidrsOf(const std::string& first, const std::string& last) {
   auto value = [](const std::string& b) {
     U128 v = 0;

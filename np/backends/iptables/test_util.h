@@ -38,6 +38,10 @@ struct Point {
 };
 ir::CompiledPolicy IrFromPoints(const std::vector<Point>& points);
 
+// `ir` with each identity's pods filled from the ranges that are a pod's address (as
+// np::LowerToIr fills Identity.pods; RandomIr and IrFromPoints leave them empty).
+ir::CompiledPolicy WithPods(ir::CompiledPolicy ir);
+
 // [first, last] (network-order bytes of one family) as the fewest prefixes, e.g.
 // {"10.0.0.0/9", ...}; the whole space is "0.0.0.0/0" / "::/0".
 std::vector<std::string> CidrsOf(const std::string& first, const std::string& last);
