@@ -162,14 +162,7 @@ ir::CompiledPolicy ChurnIr(const std::vector<ChurnPod>& pods, bool third_local) 
       return IpAddress::V6Bytes(b);
     };
     auto add = [&](const IpAddress& first, const IpAddress& last, int identity) {
-      ir::AddressRange* r = family == 0 ? ir.add_ipv4() : ir.add_ipv6();
-      uint8_t b[16];
-      first.ToBytes(b);
-      r->set_first(std::string(reinterpret_cast<char*>(b), family == 0 ? 4 : 16));
-      last.ToBytes(b);
-      r->set_last(std::string(reinterpret_cast<char*>(b), family == 0 ? 4 : 16));
-      r->set_identity(static_cast<uint32_t>(identity));
-      for (const std::string& c : testing::RangeCidrs(first, last)) r->add_cidrs(c);
+      testing::AddRange(ir, first, last, static_cast<uint32_t>(identity));
     };
     IpAddress next = family == 0 ? *IpAddress::Parse("0.0.0.0") : *IpAddress::Parse("::");
     for (const auto& [v, identity] : v4) {

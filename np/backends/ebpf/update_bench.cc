@@ -49,14 +49,7 @@ ir::CompiledPolicy NodeIr(int local, const std::vector<Pod>& remote) {
   for (int family = 0; family < 2; ++family) {
     auto address = [&](uint32_t v) { return family == 0 ? IpAddress::V4(v) : V6(v); };
     auto add = [&](const IpAddress& first, const IpAddress& last, uint32_t identity) {
-      ir::AddressRange* r = family == 0 ? ir.add_ipv4() : ir.add_ipv6();
-      uint8_t b[16];
-      first.ToBytes(b);
-      r->set_first(std::string(reinterpret_cast<char*>(b), family == 0 ? 4 : 16));
-      last.ToBytes(b);
-      r->set_last(std::string(reinterpret_cast<char*>(b), family == 0 ? 4 : 16));
-      r->set_identity(identity);
-      for (const std::string& c : testing::RangeCidrs(first, last)) r->add_cidrs(c);
+      testing::AddRange(ir, first, last, identity);
     };
     IpAddress next = family == 0 ? IpAddress::V4(0) : *IpAddress::Parse("::");
     for (const auto& [v, identity] : v4) {

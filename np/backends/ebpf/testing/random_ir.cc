@@ -58,6 +58,16 @@ void AddRanges(ir::CompiledPolicy& ir, bool v6, std::set<u128> cuts, Pick pick) 
 
 }  // namespace
 
+ir::AddressRange* AddRange(ir::CompiledPolicy& ir, const IpAddress& first, const IpAddress& last,
+                           uint32_t identity) {
+  ir::AddressRange* r = first.is_v6() ? ir.add_ipv6() : ir.add_ipv4();
+  r->set_first(Bytes(first));
+  r->set_last(Bytes(last));
+  r->set_identity(identity);
+  for (const std::string& c : RangeCidrs(first, last)) r->add_cidrs(c);
+  return r;
+}
+
 std::vector<std::string> RangeCidrs(const IpAddress& first, const IpAddress& last) {
   const bool v6 = first.is_v6();
   const int bits = v6 ? 128 : 32;

@@ -56,6 +56,10 @@ std::vector<uint16_t> ProbePorts(const ir::CompiledPolicy& ir);
 
 // The fewest prefixes covering [first, last] of one family, as "a.b.c.d/n" text.
 std::vector<std::string> RangeCidrs(const IpAddress& first, const IpAddress& last);
+// Appends the address range [first, last] (one family) with its identity and prefixes to
+// the IR's ipv4 or ipv6 list.
+ir::AddressRange* AddRange(ir::CompiledPolicy& ir, const IpAddress& first, const IpAddress& last,
+                           uint32_t identity);
 
 // The IR read literally: a side's decision is np::backends::SideAllows (tiers in order,
 // NetworkPolicy, other protocols decided by the every-protocol tier rules only).
