@@ -8,6 +8,7 @@
 //   absl::StatusOr<std::string> text = nft->Render(ir);          // e.g. for `nft -f`
 //   absl::Status s = nft->Apply(ir, attachment);                  // atomic replace
 //   s = nft->Update(ir, next_ir, attachment);                     // only what changed
+//   s = nft->UpdateDelta(next_ir, delta, attachment);            // a pod event's change
 //
 // Every backend checks the IR's invariants first (util.h CheckIr) and refuses, in Render and
 // in Apply, a program the kernel would refuse or that is past np's load-time budgets
@@ -88,6 +89,14 @@ class Backend {
     (void)previous;
     return Apply(next, attachment);
   }
+  // Update with the next program given as a change to `previous` (proto/compiled.proto
+  // CompiledPolicyDelta; next = ApplyDelta(delta, previous)): a pod event's few ranges and
+  // endpoints. Same guarantees as Update. A backend that can edits the kernel from the delta
+  // alone in time proportional to it; the default builds the next program and calls Update.
+  // An invalid delta is refused (InvalidArgument) before the kernel is touched.
+  virtual absl::Status UpdateDelta(const ir::CompiledPolicy& previous,
+                                   const ir::CompiledPolicyDelta& delta,
+                                   const Attachment& attachment);
   // Removes everything this backend installed.
   virtual absl::Status Remove(const Attachment& attachment) = 0;
   // Which rule, set element or map key decides `flow`, and the verdict.

@@ -3,6 +3,7 @@
 #ifndef NP_BACKENDS_UTIL_H_
 #define NP_BACKENDS_UTIL_H_
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -53,6 +54,22 @@ absl::StatusOr<uint32_t> IdentityOf(const ir::CompiledPolicy& ir, absl::string_v
 //  - endpoints: unique namespace/name; a selected endpoint's table exists; every address
 //    parses and belongs to one endpoint only (once).
 absl::Status CheckIr(const ir::CompiledPolicy& ir);
+
+// The program `delta` (proto/compiled.proto CompiledPolicyDelta) makes of `*ir`, in place, in
+// time proportional to the delta (plus moving the lists' element pointers). Checks the delta
+// against the program first — slices in bounds, sorted and disjoint, replaced ranges covering
+// exactly the same addresses in order, identities and tables that exist, identity edits
+// sorted — and on error (InvalidArgument naming the edit) leaves `*ir` untouched. It does not
+// re-check what only the whole program can show (an address listed by two endpoints): a
+// delta from DiffPrograms or np/lower_delta.h never makes one.
+absl::Status ApplyDelta(const ir::CompiledPolicyDelta& delta, ir::CompiledPolicy* ir);
+
+// The delta from `previous` to `next` when they differ only in address ranges, endpoints and
+// identities' pod lists: one slice per list, from the first difference to the last. nullopt
+// when anything else differs. O(size of both): for tests, and for callers that hold two
+// programs (Backend::UpdateDelta's default goes the other way).
+std::optional<ir::CompiledPolicyDelta> DiffPrograms(const ir::CompiledPolicy& previous,
+                                                    const ir::CompiledPolicy& next);
 
 // Appends a tier rule to `rules`; PROTOCOL_UNSPECIFIED (every protocol) gets ports 0-65535
 // whatever `first_port`/`last_port` say, as CheckIr requires. For code that builds IRs (tests).

@@ -1,0 +1,268 @@
+// ApplyDelta and DiffPrograms (np/backends/util.h): hand-made deltas with the result written
+// out from the delta's definition, refusals that leave the program untouched, and round trips
+// on random pairs of programs (NP_DELTA_SEED replays one).
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "google/protobuf/util/message_differencer.h"
+#include "gtest/gtest.h"
+#include "np/backends/util.h"
+#include "proto/compiled.pb.h"
+
+namespace np::backends {
+namespace {
+
+using google::protobuf::util::MessageDifferencer;
+
+std::string V4(uint32_t a) {
+  return std::string{static_cast<char>(a >> 24), static_cast<char>(a >> 16),
+                     static_cast<char>(a >> 8), static_cast<char>(a)};
+}
+
+void AddRange(ir::CompiledPolicy& p, uint32_t first, uint32_t last, uint32_t identity,
+              const std::string& pod = "") {
+  ir::AddressRange* r = p.add_ipv4();
+  r->set_first(V4(first));
+  r->set_last(V4(last));
+  r->set_identity(identity);
+  r->set_pod(pod);
+}
+
+ir::RangeSliceEdit* AddRangeEdit(ir::CompiledPolicyDelta& d, uint32_t begin, uint32_t end) {
+  ir::RangeSliceEdit* e = d.add_ipv4();
+  e->set_begin(begin);
+  e->set_end(end);
+  return e;
+}
+
+void AddEdited(ir::RangeSliceEdit* e, uint32_t first, uint32_t last, uint32_t identity,
+               const std::string& pod = "") {
+  ir::AddressRange* r = e->add_ranges();
+  r->set_first(V4(first));
+  r->set_last(V4(last));
+  r->set_identity(identity);
+  r->set_pod(pod);
+}
+
+ir::Endpoint MakeEndpoint(const std::string& name, const std::string& ip) {
+  ir::Endpoint e;
+  e.set_namespace_("ns");
+  e.set_name(name);
+  e.add_ips(ip);
+  return e;
+}
+
+// Identities 0 (external), 1 and 2 (pods); IPv4 10.0.0.0/24 cut around two pods; one IPv6
+// range; endpoints a and c; one table and one peer set.
+ir::CompiledPolicy Program() {
+  ir::CompiledPolicy p;
+  p.set_node("node-1");
+  for (uint32_t i = 0; i < 3; ++i) {
+    ir::Identity* id = p.add_identities();
+    id->set_id(i);
+    id->set_external(i == 0);
+  }
+  p.mutable_identities(1)->add_pods("ns/a");
+  p.mutable_identities(2)->add_pods("ns/c");
+  AddRange(p, 0x00000000, 0x0a000004, 0);
+  AddRange(p, 0x0a000005, 0x0a000005, 1, "ns/a");
+  AddRange(p, 0x0a000006, 0x0a000009, 0);
+  AddRange(p, 0x0a00000a, 0x0a00000a, 2, "ns/c");
+  AddRange(p, 0x0a00000b, 0xffffffff, 0);
+  ir::AddressRange* v6 = p.add_ipv6();
+  v6->set_first(std::string(16, '\0'));
+  v6->set_last(std::string(16, '\xff'));
+  v6->set_identity(0);
+  *p.add_endpoints() = MakeEndpoint("a", "10.0.0.5");
+  *p.add_endpoints() = MakeEndpoint("c", "10.0.0.10");
+  ir::PeerSet* set = p.add_peer_sets();
+  set->set_id(0);
+  set->add_identities(1);
+  ir::Table* t = p.add_tables();
+  t->set_id(0);
+  t->mutable_ingress()->set_isolated(true);
+  return p;
+}
+
+TEST(ApplyDelta, SplitsAndMergesRangesAndEditsEndpointsAndPods) {
+  ir::CompiledPolicy p = Program();
+  ir::CompiledPolicyDelta d;
+  // Pod b appears at 10.0.0.7 (identity 1): the external range 6-9 splits in three.
+  ir::RangeSliceEdit* split = AddRangeEdit(d, 2, 3);
+  AddEdited(split, 0x0a000006, 0x0a000006, 0);
+  AddEdited(split, 0x0a000007, 0x0a000007, 1, "ns/b");
+  AddEdited(split, 0x0a000008, 0x0a000009, 0);
+  // Pod c leaves: 10.0.0.10 merges back with the external ranges around it.
+  AddEdited(AddRangeEdit(d, 3, 5), 0x0a00000a, 0xffffffff, 0);
+  ir::EndpointSliceEdit* insert = d.add_endpoints();
+  insert->set_begin(1);
+  insert->set_end(1);
+  *insert->add_endpoints() = MakeEndpoint("b", "10.0.0.7");
+  ir::EndpointSliceEdit* remove = d.add_endpoints();
+  remove->set_begin(1);
+  remove->set_end(2);
+  ir::IdentityPodsEdit* pods1 = d.add_identity_pods();
+  pods1->set_identity(1);
+  pods1->add_pods("ns/a");
+  pods1->add_pods("ns/b");
+  d.add_identity_pods()->set_identity(2);
+
+  ir::CompiledPolicy expected = Program();
+  expected.clear_ipv4();
+  AddRange(expected, 0x00000000, 0x0a000004, 0);
+  AddRange(expected, 0x0a000005, 0x0a000005, 1, "ns/a");
+  AddRange(expected, 0x0a000006, 0x0a000006, 0);
+  AddRange(expected, 0x0a000007, 0x0a000007, 1, "ns/b");
+  AddRange(expected, 0x0a000008, 0x0a000009, 0);
+  AddRange(expected, 0x0a00000a, 0xffffffff, 0);
+  expected.clear_endpoints();
+  *expected.add_endpoints() = MakeEndpoint("a", "10.0.0.5");
+  *expected.add_endpoints() = MakeEndpoint("b", "10.0.0.7");
+  expected.mutable_identities(1)->add_pods("ns/b");
+  expected.mutable_identities(2)->clear_pods();
+
+  ASSERT_TRUE(ApplyDelta(d, &p).ok());
+  EXPECT_TRUE(MessageDifferencer::Equals(p, expected)) << p.DebugString();
+  ASSERT_TRUE(CheckIr(p).ok());
+}
+
+TEST(ApplyDelta, RefusesBadDeltasAndLeavesTheProgramAsItWas) {
+  struct Case {
+    const char* what;
+    ir::CompiledPolicyDelta delta;
+  };
+  std::vector<Case> cases;
+  auto add = [&](const char* what) -> ir::CompiledPolicyDelta& {
+    cases.push_back({what, {}});
+    return cases.back().delta;
+  };
+  AddEdited(AddRangeEdit(add("slice past the end"), 4, 6), 0x0a00000b, 0xffffffff, 0);
+  AddRangeEdit(add("no ranges"), 1, 2);
+  AddEdited(AddRangeEdit(add("empty slice"), 2, 2), 0x0a000006, 0x0a000009, 0);
+  AddEdited(AddRangeEdit(add("covers less"), 2, 3), 0x0a000006, 0x0a000008, 0);
+  AddEdited(AddRangeEdit(add("starts elsewhere"), 2, 3), 0x0a000007, 0x0a000009, 0);
+  {
+    ir::RangeSliceEdit* gap = AddRangeEdit(add("gap inside"), 2, 3);
+    AddEdited(gap, 0x0a000006, 0x0a000006, 0);
+    AddEdited(gap, 0x0a000008, 0x0a000009, 0);
+  }
+  AddEdited(AddRangeEdit(add("unknown identity"), 2, 3), 0x0a000006, 0x0a000009, 7);
+  {
+    ir::CompiledPolicyDelta& d = add("overlapping edits");
+    AddEdited(AddRangeEdit(d, 2, 4), 0x0a000006, 0x0a00000a, 0);
+    AddEdited(AddRangeEdit(d, 3, 4), 0x0a00000a, 0x0a00000a, 0);
+  }
+  {
+    ir::CompiledPolicyDelta& d = add("unsorted edits");
+    AddEdited(AddRangeEdit(d, 3, 4), 0x0a00000a, 0x0a00000a, 0);
+    AddEdited(AddRangeEdit(d, 2, 3), 0x0a000006, 0x0a000009, 0);
+  }
+  {
+    ir::EndpointSliceEdit* e = add("endpoint slice past the end").add_endpoints();
+    e->set_begin(2);
+    e->set_end(3);
+  }
+  {
+    ir::EndpointSliceEdit* e = add("endpoint of an unknown table").add_endpoints();
+    e->set_begin(0);
+    e->set_end(1);
+    ir::Endpoint* x = e->add_endpoints();
+    *x = MakeEndpoint("a", "10.0.0.5");
+    x->set_selected(true);
+    x->set_table(3);
+  }
+  add("unknown identity's pods").add_identity_pods()->set_identity(3);
+  {
+    ir::CompiledPolicyDelta& d = add("identity edits out of order");
+    d.add_identity_pods()->set_identity(2);
+    d.add_identity_pods()->set_identity(1);
+  }
+  {
+    // A valid first edit, an invalid second: nothing of the first may be applied.
+    ir::CompiledPolicyDelta& d = add("valid edit then an invalid one");
+    AddEdited(AddRangeEdit(d, 0, 1), 0x00000000, 0x0a000004, 0);
+    AddEdited(AddRangeEdit(d, 2, 3), 0x0a000006, 0x0a000009, 9);
+  }
+  for (const Case& c : cases) {
+    ir::CompiledPolicy p = Program();
+    absl::Status s = ApplyDelta(c.delta, &p);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.what << ": " << s;
+    EXPECT_TRUE(MessageDifferencer::Equals(p, Program())) << c.what;
+  }
+}
+
+TEST(DiffPrograms, RefusesWhatADeltaCannotSay) {
+  const ir::CompiledPolicy base = Program();
+  EXPECT_TRUE(DiffPrograms(base, base).has_value());
+  EXPECT_EQ(DiffPrograms(base, base)->ByteSizeLong(), 0u) << "equal programs: an empty delta";
+  ir::CompiledPolicy p = base;
+  p.mutable_peer_sets(0)->add_identities(2);
+  EXPECT_FALSE(DiffPrograms(base, p).has_value()) << "peer set changed";
+  p = base;
+  p.mutable_tables(0)->mutable_egress()->set_isolated(true);
+  EXPECT_FALSE(DiffPrograms(base, p).has_value()) << "table changed";
+  p = base;
+  p.add_identities()->set_id(3);
+  EXPECT_FALSE(DiffPrograms(base, p).has_value()) << "identity added";
+  p = base;
+  p.mutable_identities(1)->set_external(true);
+  EXPECT_FALSE(DiffPrograms(base, p).has_value()) << "identity's external changed";
+  p = base;
+  p.set_always_allow_self(true);
+  EXPECT_FALSE(DiffPrograms(base, p).has_value()) << "always_allow_self changed";
+}
+
+// A random program over identities 0..3 (0 external): pods at random addresses of 10.0.0.0/26,
+// each either an endpoint of the node or not.
+ir::CompiledPolicy RandomProgram(std::mt19937& rng) {
+  ir::CompiledPolicy p = Program();
+  p.clear_ipv4();
+  p.clear_endpoints();
+  p.add_identities()->set_id(3);
+  for (ir::Identity& id : *p.mutable_identities()) id.clear_pods();
+  std::vector<std::vector<std::string>> pods(4);
+  uint32_t cursor = 0;
+  for (uint32_t a = 0x0a000000; a < 0x0a000040; ++a) {
+    if (rng() % 4 != 0) continue;
+    const uint32_t identity = 1 + rng() % 3;
+    const std::string name = "p" + std::to_string(a & 0xff);
+    if (a > cursor) AddRange(p, cursor, a - 1, 0);
+    AddRange(p, a, a, identity, "ns/" + name);
+    pods[identity].push_back("ns/" + name);
+    if (rng() % 2 == 0) {
+      *p.add_endpoints() = MakeEndpoint(name, "10.0.0." + std::to_string(a & 0xff));
+    }
+    cursor = a + 1;
+  }
+  AddRange(p, cursor, 0xffffffff, 0);
+  for (uint32_t i = 1; i < 4; ++i) {
+    for (const std::string& pod : pods[i]) p.mutable_identities(static_cast<int>(i))->add_pods(pod);
+  }
+  return p;
+}
+
+TEST(DiffPrograms, RoundTripsThroughApplyDeltaOnRandomPairs) {
+  const char* env = std::getenv("NP_DELTA_SEED");
+  const uint32_t seed = env != nullptr ? static_cast<uint32_t>(std::strtoul(env, nullptr, 10))
+                                       : 20261201u;
+  std::mt19937 rng(seed);
+  int changed = 0;
+  for (int step = 0; step < 500; ++step) {
+    const ir::CompiledPolicy a = RandomProgram(rng);
+    const ir::CompiledPolicy b = RandomProgram(rng);
+    ASSERT_TRUE(CheckIr(a).ok() && CheckIr(b).ok());
+    std::optional<ir::CompiledPolicyDelta> d = DiffPrograms(a, b);
+    ASSERT_TRUE(d.has_value()) << "seed " << seed << " step " << step;
+    if (d->ByteSizeLong() > 0) ++changed;
+    ir::CompiledPolicy patched = a;
+    ASSERT_TRUE(ApplyDelta(*d, &patched).ok()) << "seed " << seed << " step " << step;
+    ASSERT_TRUE(MessageDifferencer::Equals(patched, b))
+        << "seed " << seed << " step " << step << "\n" << d->DebugString();
+  }
+  EXPECT_GT(changed, 450) << "the random pairs must differ";
+}
+
+}  // namespace
+}  // namespace np::backends
