@@ -56,7 +56,8 @@
 //    per destination named map (peers & named_map_classes[m]) at the rule's position, as
 //    today. Tables that hold no tier policy are built exactly as before (never negated).
 // 4. Lookup. IntervalAllows: all_peers -> true; peer >= kSharedPeer -> negated; else
-//    listed XOR negated. Same reads as before; AllowedBatch's prefetching unchanged.
+//    listed XOR negated, on the hot side's 8-byte HotInterval copy (TargetTable: six
+//    intervals share the header's line, one-class lists inline); AllowedBatch unchanged.
 // 5. Memory. A table grows with the tier rules' port boundaries (pieces) times the encoded
 //    set size; the negated form keeps "allow all but a few" small. Tier policies selecting
 //    many pods add one id to their identities' lists, not one table per pod: target classes
