@@ -262,8 +262,8 @@ void Engine::AllowedBatch(absl::Span<const PodQuery> queries, absl::Span<uint8_t
   constexpr size_t kGroup = 16;
   const HotRecord* src[kGroup];
   const HotRecord* dst[kGroup];
-  const internal::Interval* egress[kGroup];
-  const internal::Interval* ingress[kGroup];
+  const internal::HotInterval* egress[kGroup];
+  const internal::HotInterval* ingress[kGroup];
   int family[kGroup];
   for (size_t base = 0; base < n; base += kGroup) {
     const size_t g = std::min(kGroup, n - base);

@@ -56,7 +56,8 @@
 //    per destination named map (peers & named_map_classes[m]) at the rule's position, as
 //    today. Tables that hold no tier policy are built exactly as before (never negated).
 // 4. Lookup. IntervalAllows: all_peers -> true; peer >= kSharedPeer -> negated; else
-//    listed XOR negated. Same reads as before; AllowedBatch's prefetching unchanged.
+//    listed XOR negated, on the hot side's 8-byte HotInterval copy (TargetTable: six
+//    intervals share the header's line, one-class lists inline); AllowedBatch unchanged.
 // 5. Memory. A table grows with the tier rules' port boundaries (pieces) times the encoded
 //    set size; the negated form keeps "allow all but a few" small. Tier policies selecting
 //    many pods add one id to their identities' lists, not one table per pod: target classes
@@ -112,6 +113,11 @@
 #include "np/types.h"
 
 namespace np::internal {
+
+// The verdict path's helpers below are `inline` in a header, but GCC at -O2 kept
+// IntervalAllows and FindInterval out of line (perf record on the tiered benchmark: a call
+// each, 27% of a by-pod lookup's samples in them): force them into the caller.
+#define NP_ALWAYS_INLINE __attribute__((always_inline))
 
 inline constexpr uint32_t kNone = 0xffffffffu;
 // The peer class of an address two or more live pods hold (README, "Shared addresses"): it
@@ -325,34 +331,78 @@ struct TableDraft {
   std::vector<uint64_t> words;
 };
 
-// One direction of a table as the verdict path reads it: a 16-byte header, then the
-// direction's intervals (TCP, then UDP, then SCTP), starting on a cache line of their own so
-// that the header and the first four intervals arrive with one miss. A verdict's chain of
-// dependent reads per side is then record -> side line -> peer word (bench/RESULTS.md, issue 10:
-// with the old layout the header and the intervals were two lines, one after the other).
+// One direction of a table: a 16-byte header, then the direction's intervals (TCP, then UDP,
+// then SCTP). Used twice per side with two interval encodings: the hot side verdicts read
+// (HotInterval) and the cold side the slow readers read (Interval, through TableView).
 struct SideHeader {
   uint32_t end[3];  // the intervals of protocol index pi are [pi ? end[pi - 1] : 0, end[pi])
-  uint32_t words;   // where the table's peer words start, in words from the side's start
+  uint32_t words;   // cold side: where the table's peer words start, in words from the side's start
 };
 static_assert(sizeof(SideHeader) == 2 * sizeof(uint64_t));
 
-// A packed table's buffer, read in place, 64-byte aligned: one directory line (where each
-// side and the words are), each isolated direction's side (SideHeader and intervals,
-// 64-byte aligned), then the bitset / id-list words both sides' intervals point into.
-// TableView is the slow readers' view (explain, lowering, listings); verdicts read a side
+// An interval as verdicts read it: the hot side's 8-byte copy of an Interval. Why 8 bytes and
+// not the Interval's 12 (issue 10, measured on the tiered benchmark's allowed flows): with 12,
+// a side's line held the header and 4 intervals, so the usual egress side (3 TCP + 3 UDP
+// intervals) read its UDP interval from a second line, and the tiers' 5-7 interval ingress
+// sides scanned two lines; with 8, six intervals share the header's line. And a list of one
+// class — most lists of the standard workload — is stored in the interval itself (kSingle),
+// so such a verdict reads no peer word at all: record -> side line, nothing after.
+struct HotInterval {
+  enum : uint8_t {
+    kAllPeers = 1,  // every peer allowed
+    kSparse = 2,    // the words are a sorted uint32 id list (else a bitset)
+    kNegated = 4,   // the listed classes are the denied ones
+    kSingle = 8,    // `bits` IS the one listed class id (sparse list of one)
+    kIndirect = 16, // count >= 255: `bits` is a word {uint32 offset, uint32 count}
+  };
+  uint16_t first = 0;  // as Interval::first
+  uint8_t flags = 0;
+  uint8_t count = 0;   // ids (sparse) or words (bitset), as Interval::count; 255: kIndirect
+  uint32_t bits = 0;   // the list's words, in words from the side's start (kSingle: the id)
+};
+static_assert(sizeof(HotInterval) == 8, "a side's header and six intervals fill one line");
+
+// Whether a list of peer classes holds `peer` (whatever the list means): a sorted id list of
+// `count` ids (sparse) or a bitset of `count` words at `w`.
+NP_ALWAYS_INLINE inline bool ListHolds(const uint64_t* w, bool sparse, uint32_t count, uint32_t peer) {
+  if (sparse) {
+    // The last id <= peer, by halving with a conditional move rather than a branch: the
+    // outcome differs from flow to flow, so a branch here is mispredicted half the time.
+    const uint32_t* ids = reinterpret_cast<const uint32_t*>(w);
+    uint32_t len = count;
+    if (len == 0) return false;
+    while (len > 1) {
+      uint32_t half = len / 2;
+      ids = ids[half] <= peer ? ids + half : ids;
+      len -= half;
+    }
+    return *ids == peer;
+  }
+  uint32_t word = peer >> 6;
+  if (word >= count) return false;
+  return (w[word] >> (peer & 63)) & 1;
+}
+
+// A packed table's buffer, read in place, 64-byte aligned: one directory line; each isolated
+// direction's hot side (SideHeader and HotIntervals, 64-byte aligned: the line a verdict
+// reads); the peer words both directions' intervals point into (then the kIndirect words);
+// then each isolated direction's cold side (SideHeader and Interval, `bits` relative to the
+// peer words), which only the slow readers touch.
+// TableView is the slow readers' view (explain, lowering, listings); verdicts read a hot side
 // directly (EngineState::FindInterval and friends).
 class TableView {
  public:
   static constexpr size_t kDirectoryWords = 8;
-  // Directory, as uint32: [0] ingress side offset, [1] egress side offset (in words from the
-  // buffer's start; 0: that direction is not isolated), [2] words offset, [3] word count.
+  // Directory, as uint32: [0] ingress hot side offset, [1] egress hot side offset (in words
+  // from the buffer's start; 0: that direction is not isolated), [2] words offset, [3] word
+  // count, [4] ingress cold side offset, [5] egress cold side offset.
 
   explicit TableView(const uint64_t* buffer) : p_(buffer) {}
   // The direction's isolation and, per protocol index, its intervals' [begin, end) in
   // intervals(d).
   DirectionTable direction(int d) const {
     DirectionTable t;
-    const uint64_t* side = this->side(d);
+    const uint64_t* side = cold_side(d);
     if (side == nullptr) return t;
     const SideHeader& h = *reinterpret_cast<const SideHeader*>(side);
     t.isolated = true;
@@ -363,10 +413,10 @@ class TableView {
     return t;
   }
   const Interval* intervals(int d) const {
-    const uint64_t* side = this->side(d);
+    const uint64_t* side = cold_side(d);
     return side == nullptr ? nullptr : reinterpret_cast<const Interval*>(side + 2);
   }
-  // The direction's side as verdicts read it; null when the direction is not isolated.
+  // The direction's hot side as verdicts read it; null when the direction is not isolated.
   const uint64_t* side(int d) const {
     uint32_t offset = directory()[d];
     return offset == 0 ? nullptr : p_ + offset;
@@ -381,23 +431,7 @@ class TableView {
   }
   // Whether the interval's words (in the table's `words`) hold `peer` (whatever they mean).
   static bool ListedIn(const uint64_t* words, const Interval& iv, uint32_t peer) {
-    const uint64_t* w = words + iv.bits;
-    if (iv.sparse) {
-      // The last id <= peer, by halving with a conditional move rather than a branch: the
-      // outcome differs from flow to flow, so a branch here is mispredicted half the time.
-      const uint32_t* ids = reinterpret_cast<const uint32_t*>(w);
-      uint32_t len = iv.count;
-      if (len == 0) return false;
-      while (len > 1) {
-        uint32_t half = len / 2;
-        ids = ids[half] <= peer ? ids + half : ids;
-        len -= half;
-      }
-      return *ids == peer;
-    }
-    uint32_t word = peer >> 6;
-    if (word >= iv.count) return false;
-    return (w[word] >> (peer & 63)) & 1;
+    return ListHolds(words + iv.bits, iv.sparse, iv.count, peer);
   }
   // Calls f(class id) for every class the interval lists (not for all_peers): the allowed
   // ones, or with `negated` the denied ones.
@@ -418,6 +452,10 @@ class TableView {
 
  private:
   const uint32_t* directory() const { return reinterpret_cast<const uint32_t*>(p_); }
+  const uint64_t* cold_side(int d) const {
+    uint32_t offset = directory()[4 + d];
+    return offset == 0 ? nullptr : p_ + offset;
+  }
   const uint64_t* p_;
 };
 
@@ -427,51 +465,98 @@ class TargetTable {
   explicit TargetTable(const TableDraft& draft) {
     constexpr size_t kLine = 8;  // words per cache line
     auto round_up = [](size_t words) { return (words + kLine - 1) / kLine * kLine; };
-    uint32_t side_offset[2] = {0, 0};
-    size_t size = TableView::kDirectoryWords;
+    uint32_t count[2] = {0, 0};
+    size_t indirect = 0;
     for (int d = 0; d < 2; ++d) {
       const DirectionTable& dt = draft.direction[d];
       if (!dt.isolated) continue;
-      size_t count = 0;
-      for (int pi = 0; pi < 3; ++pi) count += dt.end[pi] - dt.begin[pi];
-      side_offset[d] = static_cast<uint32_t>(size);
-      size += round_up(2 + (count * sizeof(Interval) + 7) / 8);
+      for (int pi = 0; pi < 3; ++pi) {
+        for (uint32_t i = dt.begin[pi]; i < dt.end[pi]; ++i) {
+          const Interval& iv = draft.intervals[i];
+          indirect += !iv.all_peers && iv.count >= 255;
+          ++count[d];
+        }
+      }
+    }
+    uint32_t hot_offset[2] = {0, 0}, cold_offset[2] = {0, 0};
+    size_t size = TableView::kDirectoryWords;
+    for (int d = 0; d < 2; ++d) {
+      if (!draft.direction[d].isolated) continue;
+      hot_offset[d] = static_cast<uint32_t>(size);
+      size += round_up(2 + count[d] * sizeof(HotInterval) / sizeof(uint64_t));
     }
     const size_t words_offset = size;
     size += draft.words.size();
+    size_t indirect_next = size;
+    size += indirect;
+    for (int d = 0; d < 2; ++d) {
+      if (!draft.direction[d].isolated) continue;
+      cold_offset[d] = static_cast<uint32_t>(size);
+      size += 2 + (count[d] * sizeof(Interval) + 7) / 8;
+    }
     words_ = round_up(size);
     buffer_.reset(static_cast<uint64_t*>(std::aligned_alloc(64, words_ * sizeof(uint64_t))));
     if (buffer_ == nullptr) throw std::bad_alloc();
     std::memset(buffer_.get(), 0, words_ * sizeof(uint64_t));
-    auto* directory = reinterpret_cast<uint32_t*>(buffer_.get());
-    directory[0] = side_offset[0];
-    directory[1] = side_offset[1];
-    directory[2] = static_cast<uint32_t>(words_offset);
-    directory[3] = static_cast<uint32_t>(draft.words.size());
-    for (int d = 0; d < 2; ++d) {
-      if (side_offset[d] == 0) continue;
-      const DirectionTable& dt = draft.direction[d];
-      uint64_t* side = buffer_.get() + side_offset[d];
-      SideHeader header{};
-      auto* out = reinterpret_cast<Interval*>(side + 2);
-      uint32_t n = 0;
-      for (int pi = 0; pi < 3; ++pi) {
-        for (uint32_t i = dt.begin[pi]; i < dt.end[pi]; ++i) out[n++] = draft.intervals[i];
-        header.end[pi] = n;
-      }
-      header.words = static_cast<uint32_t>(words_offset - side_offset[d]);
-      std::memcpy(side, &header, sizeof(header));
-    }
     // memcpy from an empty vector's data() (null) is undefined even for 0 bytes (UBSan).
     if (!draft.words.empty()) {
       std::memcpy(buffer_.get() + words_offset, draft.words.data(),
                   draft.words.size() * sizeof(uint64_t));
     }
+    auto* directory = reinterpret_cast<uint32_t*>(buffer_.get());
+    directory[0] = hot_offset[0];
+    directory[1] = hot_offset[1];
+    directory[2] = static_cast<uint32_t>(words_offset);
+    directory[3] = static_cast<uint32_t>(draft.words.size());
+    directory[4] = cold_offset[0];
+    directory[5] = cold_offset[1];
+    for (int d = 0; d < 2; ++d) {
+      if (hot_offset[d] == 0) continue;
+      const DirectionTable& dt = draft.direction[d];
+      uint64_t* hot = buffer_.get() + hot_offset[d];
+      uint64_t* cold = buffer_.get() + cold_offset[d];
+      SideHeader header{};
+      auto* hot_out = reinterpret_cast<HotInterval*>(hot + 2);
+      auto* cold_out = reinterpret_cast<Interval*>(cold + 2);
+      uint32_t n = 0;
+      for (int pi = 0; pi < 3; ++pi) {
+        for (uint32_t i = dt.begin[pi]; i < dt.end[pi]; ++i) {
+          const Interval& iv = draft.intervals[i];
+          cold_out[n] = iv;
+          HotInterval& h = hot_out[n++];
+          h.first = iv.first;
+          h.flags = (iv.all_peers ? HotInterval::kAllPeers : 0) |
+                    (iv.sparse ? HotInterval::kSparse : 0) |
+                    (iv.negated ? HotInterval::kNegated : 0);
+          if (iv.all_peers) continue;
+          if (iv.sparse && iv.count == 1) {
+            h.flags |= HotInterval::kSingle;
+            h.count = 1;
+            std::memcpy(&h.bits, buffer_.get() + words_offset + iv.bits, sizeof(uint32_t));
+          } else if (iv.count < 255) {
+            h.count = static_cast<uint8_t>(iv.count);
+            h.bits = static_cast<uint32_t>(words_offset + iv.bits - hot_offset[d]);
+          } else {
+            h.flags |= HotInterval::kIndirect;
+            h.count = 255;
+            buffer_.get()[indirect_next] =
+                (uint64_t{iv.count} << 32) | (words_offset + iv.bits - hot_offset[d]);
+            h.bits = static_cast<uint32_t>(indirect_next - hot_offset[d]);
+            ++indirect_next;
+          }
+        }
+        header.end[pi] = n;
+      }
+      header.words = 0;
+      std::memcpy(hot, &header, sizeof(header));
+      header.words = static_cast<uint32_t>(words_offset - cold_offset[d]);
+      std::memcpy(cold, &header, sizeof(header));
+    }
   }
   TargetTable(const TargetTable&) = delete;
   TargetTable& operator=(const TargetTable&) = delete;
   TableView view() const { return TableView(buffer_.get()); }
-  // Direction d's side as verdicts read it (null: not isolated).
+  // Direction d's hot side as verdicts read it (null: not isolated).
   const uint64_t* side(int d) const { return view().side(d); }
   HotSides sides() const { return HotSides{{side(0), side(1)}}; }
   size_t Bytes() const { return sizeof(*this) + words_ * sizeof(uint64_t); }
@@ -605,14 +690,14 @@ struct EngineState {
                                 uint32_t peer);
   // SideAllows in two steps, for AllowedBatch to interleave over many flows: the interval of
   // the side that decides the flow (null: the side allows everything), then its peers.
-  static inline const Interval* FindInterval(const uint64_t* side, Protocol protocol,
-                                             uint16_t port);
-  static inline bool IntervalAllows(const uint64_t* side, const Interval& interval,
+  static inline const HotInterval* FindInterval(const uint64_t* side, Protocol protocol,
+                                                uint16_t port);
+  static inline bool IntervalAllows(const uint64_t* side, const HotInterval& interval,
                                     uint32_t peer);
   // Asks for the line of the interval's peer words that the test of `peer` reads first: the
   // peer's own word of a bitset, the middle id of a sparse list (null interval, all_peers or
   // no class: nothing).
-  static inline void PrefetchPeers(const uint64_t* side, const Interval* interval,
+  static inline void PrefetchPeers(const uint64_t* side, const HotInterval* interval,
                                    uint32_t peer);
   // Asks for a side's first line (null: nothing): its header and first intervals.
   static void PrefetchSide(const uint64_t* side) {
@@ -652,13 +737,13 @@ struct EngineState {
   size_t IndexBytes() const;
 };
 
-inline const Interval* EngineState::FindInterval(const uint64_t* side, Protocol protocol,
-                                                 uint16_t port) {
+NP_ALWAYS_INLINE inline const HotInterval* EngineState::FindInterval(const uint64_t* side, Protocol protocol,
+                                                    uint16_t port) {
   if (side == nullptr) return nullptr;
   const SideHeader& h = *reinterpret_cast<const SideHeader*>(side);
   const int pi = ProtocolIndex(protocol);
   const uint32_t first = pi == 0 ? 0 : h.end[pi - 1];
-  const Interval* begin = reinterpret_cast<const Interval*>(side + 2) + first;
+  const HotInterval* begin = reinterpret_cast<const HotInterval*>(side + 2) + first;
   const uint32_t n = h.end[pi] - first;
   // The interval holding `port`: the last whose first port is <= port. Tables usually have
   // a handful of intervals per protocol: counting the firsts <= port reads them all with no
@@ -670,7 +755,7 @@ inline const Interval* EngineState::FindInterval(const uint64_t* side, Protocol 
     for (uint32_t k = 1; k < n; ++k) index += begin[k].first <= port;
     return begin + index;
   }
-  const Interval* base = begin;
+  const HotInterval* base = begin;
   for (uint32_t len = n; len > 1;) {
     const uint32_t half = len / 2;
     base = base[half].first <= port ? base + half : base;
@@ -679,31 +764,41 @@ inline const Interval* EngineState::FindInterval(const uint64_t* side, Protocol 
   return base;
 }
 
-inline bool EngineState::IntervalAllows(const uint64_t* side, const Interval& interval,
+NP_ALWAYS_INLINE inline bool EngineState::IntervalAllows(const uint64_t* side, const HotInterval& interval,
                                         uint32_t peer) {
-  if (interval.all_peers) return true;
+  const uint8_t flags = interval.flags;
+  if (flags & HotInterval::kAllPeers) return true;
+  const bool negated = flags & HotInterval::kNegated;
   // No address of the family, or a shared one: in no list, so denied unless the interval
   // lists the denied peers.
-  if (peer >= kSharedPeer) return interval.negated;
-  const SideHeader& h = *reinterpret_cast<const SideHeader*>(side);
-  return TableView::AllowsIn(side + h.words, interval, peer);
+  if (peer >= kSharedPeer) return negated;
+  if (flags & HotInterval::kSingle) return (interval.bits == peer) != negated;
+  uint32_t offset = interval.bits, count = interval.count;
+  if (flags & HotInterval::kIndirect) {
+    offset = static_cast<uint32_t>(side[interval.bits]);
+    count = static_cast<uint32_t>(side[interval.bits] >> 32);
+  }
+  return ListHolds(side + offset, flags & HotInterval::kSparse, count, peer) != negated;
 }
 
-inline void EngineState::PrefetchPeers(const uint64_t* side, const Interval* interval,
+NP_ALWAYS_INLINE inline void EngineState::PrefetchPeers(const uint64_t* side, const HotInterval* interval,
                                        uint32_t peer) {
-  if (interval == nullptr || interval->all_peers || peer >= kSharedPeer) return;
-  const SideHeader& h = *reinterpret_cast<const SideHeader*>(side);
-  const uint64_t* words = side + h.words + interval->bits;
-  if (interval->sparse) {
+  if (interval == nullptr || peer >= kSharedPeer) return;
+  const uint8_t flags = interval->flags;
+  if (flags & (HotInterval::kAllPeers | HotInterval::kSingle)) return;
+  const uint64_t* words = side + interval->bits;
+  if (flags & HotInterval::kIndirect) {
+    __builtin_prefetch(words);  // the next pass reads the list's place from this word
+  } else if (flags & HotInterval::kSparse) {
     __builtin_prefetch(reinterpret_cast<const uint32_t*>(words) + interval->count / 2);
   } else if ((peer >> 6) < interval->count) {
     __builtin_prefetch(words + (peer >> 6));
   }
 }
 
-inline bool EngineState::SideAllows(const uint64_t* side, Protocol protocol, uint16_t port,
+NP_ALWAYS_INLINE inline bool EngineState::SideAllows(const uint64_t* side, Protocol protocol, uint16_t port,
                                     uint32_t peer) {
-  const Interval* interval = FindInterval(side, protocol, port);
+  const HotInterval* interval = FindInterval(side, protocol, port);
   return interval == nullptr || IntervalAllows(side, *interval, peer);
 }
 
