@@ -8,6 +8,7 @@
 #include <cstring>
 #include <map>
 #include <set>
+#include <tuple>
 #include <utility>
 #include <variant>
 
@@ -133,16 +134,15 @@ absl::Status Agent::Sync() {
     return s;
   };
   std::shared_ptr<const Engine> snapshot = live_.Current();
-  // Pod events only, onto what this agent installed, with no interface's pod among them (so
-  // the interfaces stay those installed): the change as a delta, when it is one.
+  // Pod events only, onto what this agent installed: the change as a delta, when it is one
+  // and the interfaces stay those installed (else the backend must re-attach: whole).
   std::optional<PodDelta> delta;
   if (installed_.has_value() && delta_index_.has_value() && !other_changes_) {
-    const std::set<std::string> changed(changed_pods_.begin(), changed_pods_.end());
-    bool interfaces_kept = true;
-    for (const backends::EndpointInterface& i : options_.attachment.interfaces) {
-      if (changed.count(i.pod) > 0) interfaces_kept = false;
+    delta = delta_index_->Lower(snapshot, *installed_, changed_pods_);
+    if (delta.has_value() &&
+        !SameInterfaces(installed_attachment_, AttachmentAfter(delta->delta))) {
+      delta.reset();
     }
-    if (interfaces_kept) delta = delta_index_->Lower(snapshot, *installed_, changed_pods_);
   }
   std::optional<ir::CompiledPolicy> whole;
   backends::Attachment attachment = installed_attachment_;
@@ -215,6 +215,44 @@ absl::Status Agent::Sync() {
     delta_index_ = PodDeltaLowering::Index(snapshot, program);
   }
   return absl::OkStatus();
+}
+
+backends::Attachment Agent::AttachmentAfter(const ir::CompiledPolicyDelta& delta) const {
+  // An interface is attached when its pod is an endpoint: a pod no event changed is one as
+  // before; a changed one is if the delta lists it, or it was and no edit replaced it.
+  const std::set<std::string> changed(changed_pods_.begin(), changed_pods_.end());
+  std::set<std::string> before;
+  for (const backends::EndpointInterface& i : installed_attachment_.interfaces) before.insert(i.pod);
+  auto endpoint_after = [&](const std::string& key) {
+    for (const ir::EndpointSliceEdit& edit : delta.endpoints()) {
+      for (const ir::Endpoint& e : edit.endpoints()) {
+        if (e.namespace_() + "/" + e.name() == key) return true;
+      }
+    }
+    // Endpoints are sorted by (namespace, name): a binary search, not a pass.
+    const size_t slash = key.find('/');
+    const std::string ns = key.substr(0, slash);
+    const std::string name = slash == std::string::npos ? "" : key.substr(slash + 1);
+    const auto& endpoints = installed_->endpoints();
+    auto it = std::lower_bound(endpoints.begin(), endpoints.end(), 0,
+                               [&](const ir::Endpoint& e, int) {
+                                 return std::tie(e.namespace_(), e.name()) < std::tie(ns, name);
+                               });
+    if (it == endpoints.end() || it->namespace_() != ns || it->name() != name) return false;
+    const uint32_t index = static_cast<uint32_t>(it - endpoints.begin());
+    for (const ir::EndpointSliceEdit& edit : delta.endpoints()) {
+      if (index >= edit.begin() && index < edit.end()) return false;
+    }
+    return true;
+  };
+  backends::Attachment attachment = options_.attachment;
+  attachment.interfaces.clear();
+  for (const backends::EndpointInterface& i : options_.attachment.interfaces) {
+    if (changed.count(i.pod) > 0 ? endpoint_after(i.pod) : before.count(i.pod) > 0) {
+      attachment.interfaces.push_back(i);
+    }
+  }
+  return attachment;
 }
 
 absl::Status Agent::Remove() { return backend_->Remove(options_.attachment); }

@@ -88,6 +88,9 @@ class Agent {
   std::shared_ptr<const Engine> current() const { return live_.Current(); }
 
  private:
+  // The interfaces to attach once `delta` is installed (installed_ with it applied).
+  backends::Attachment AttachmentAfter(const ir::CompiledPolicyDelta& delta) const;
+
   LiveEngine live_;
   std::unique_ptr<backends::Backend> backend_;
   AgentOptions options_;

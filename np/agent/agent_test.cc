@@ -319,9 +319,10 @@ TEST_F(AgentTest, PodEventsGoThroughTheDeltaAndTheRestWhole) {
   EXPECT_EQ(agent_->delta_syncs(), 3);
 }
 
-// A pod with an interface of the attachment changing goes whole: the interfaces handed to the
-// backend may change with it.
-TEST_F(AgentTest, PodWithAnInterfaceGoesWhole) {
+// The interfaces handed to the backend follow the endpoints: a pod event that adds or removes
+// an interface's pod goes whole (the backend re-attaches); one that keeps the interfaces (a
+// pod without one, or an interface's pod that stays an endpoint) is a delta.
+TEST_F(AgentTest, PodEventsChangingTheInterfacesGoWhole) {
   AgentOptions options;
   options.default_kind = "Pod";
   options.min_interval = absl::ZeroDuration();
@@ -331,11 +332,20 @@ TEST_F(AgentTest, PodWithAnInterfaceGoesWhole) {
   ASSERT_TRUE(agent.Reconcile().ok());
   agent.HandleEvent(PodEvent("ADDED", "b", "10.0.0.2"), absl::Now());
   ASSERT_TRUE(agent.Sync().ok());
-  EXPECT_EQ(calls_.back(), "Apply");  // whole, and the interfaces differ: a full replace
+  EXPECT_EQ(calls_.back(), "Apply");  // x/b's interface now attached: a full replace
   agent.HandleEvent(PodEvent("ADDED", "c", "10.0.0.3"), absl::Now());
   ASSERT_TRUE(agent.Sync().ok());
   EXPECT_EQ(calls_.back(), "UpdateDelta");
-  EXPECT_EQ(agent.delta_syncs(), 1);
+  agent.HandleEvent(PodEvent("MODIFIED", "b", "10.0.0.8"), absl::Now());  // stays an endpoint
+  ASSERT_TRUE(agent.Sync().ok());
+  EXPECT_EQ(calls_.back(), "UpdateDelta");
+  agent.HandleEvent(PodEvent("DELETED", "b", "10.0.0.8"), absl::Now());  // its interface goes
+  ASSERT_TRUE(agent.Sync().ok());
+  EXPECT_EQ(calls_.back(), "Apply");
+  EXPECT_EQ(agent.delta_syncs(), 2);
+  absl::StatusOr<ir::CompiledPolicy> expected = LowerToIr(*agent.current());
+  ASSERT_TRUE(expected.ok());
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(applied_.back(), *expected));
 }
 
 TEST_F(AgentTest, ProgramSizeIsRecountedAtMostEveryCapacityInterval) {
