@@ -2,7 +2,8 @@
 // and off the node (with and without policy tiers), whenever a delta comes out,
 // ApplyDelta(installed, delta) must equal LowerToIr(next) field for field; and most pod events
 // must come out as deltas, so that the check is not vacuous.
-// Replay: NP_LOWER_DELTA_SEED=<seed> runs that seed alone (printed on failure).
+// Replay: NP_LOWER_DELTA_SEED=<seed> runs that seed alone (printed on failure);
+// NP_LOWER_DELTA_SEEDS=<n> runs seeds 0..n-1 (default 300).
 #include "np/lower_delta.h"
 
 #include <algorithm>
@@ -182,7 +183,9 @@ TEST(PodDeltaLowering, DeltaEqualsWholeLoweringOnRandomPodChurn) {
     return;
   }
   Counts counts;
-  for (uint64_t seed = 0; seed < 300; ++seed) {
+  uint64_t seeds = 300;  // NP_LOWER_DELTA_SEEDS=<n>: more, for a longer soak
+  if (const char* n = std::getenv("NP_LOWER_DELTA_SEEDS")) seeds = std::strtoull(n, nullptr, 10);
+  for (uint64_t seed = 0; seed < seeds; ++seed) {
     ASSERT_NO_FATAL_FAILURE(RunSeed(seed, 40, &counts));
   }
   std::cout << counts.expressed << " of " << counts.pod_events
