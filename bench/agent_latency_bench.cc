@@ -170,7 +170,14 @@ absl::StatusOr<Sample> Measure(AgentNode& node, const std::string& event) {
   return sample;
 }
 
-enum class Pair { kPodRemote, kPodLocal, kPodLocalTable, kRelabelRemote, kRelabelLocal, kPolicy };
+enum class Pair {
+  kPodRemote,
+  kPodLocal,
+  kPodLocalTable,
+  kRelabelRemote,
+  kRelabelLocal,
+  kPolicy
+};
 const char* PairName(Pair p) {
   switch (p) {
     case Pair::kPodRemote: return "PodRemote";
@@ -209,7 +216,8 @@ EventPair EventsOf(Pair p, const Templates& t) {
       // A node-0 pod like local_a, whose table the program has (kPodLocal's pod, like
       // local_b, may be the first of its target class on node-0: a new table).
       k8s::Pod pod = ClonePod(t.local_a, "bench-local-add2", kNode, 5);
-      return {PodEvent("ADDED", pod), PodDeleteEvent(pod.metadata().namespace_(), "bench-local-add2"),
+      return {PodEvent("ADDED", pod),
+              PodDeleteEvent(pod.metadata().namespace_(), "bench-local-add2"),
               "pod add (node-0, table there)", "pod delete (node-0, table there)"};
     }
     case Pair::kRelabelRemote:
@@ -417,7 +425,8 @@ void BM_LowerDelta(benchmark::State& state, NodeShape shape) {
 void PrintTable() {
   if (Results().empty()) return;
   printf("\n| backend | node (pods/cluster) | event | n | event->kernel p50 ms | p99 ms | max ms |"
-         " engine p50 ms | lower p50 ms | backend p50 ms | capacity p50 ms | via Update | via delta |\n");
+         " engine p50 ms | lower p50 ms | backend p50 ms | capacity p50 ms | via Update |"
+         " via delta |\n");
   printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& key : ResultOrder()) {
     const std::vector<Sample>& samples = Results()[key];
@@ -432,7 +441,8 @@ void PrintTable() {
       capacity.push_back(s.capacity);
       updates += s.update ? 1 : 0;
     }
-    printf("| %s | %s | %s | %zu | %.2f | %.2f | %.2f | %.3f | %.2f | %.2f | %.2f | %d/%zu | %d/%zu |\n",
+    printf("| %s | %s | %s | %zu | %.2f | %.2f | %.2f | %.3f | %.2f | %.2f | %.2f | %d/%zu |"
+           " %d/%zu |\n",
            std::get<0>(key).c_str(), std::get<1>(key).c_str(), std::get<2>(key).c_str(),
            samples.size(), Ms(Quantile(kernel, 0.5)), Ms(Quantile(kernel, 0.99)),
            Ms(Quantile(kernel, 1)), Ms(Quantile(engine, 0.5)), Ms(Quantile(lower, 0.5)),
@@ -481,8 +491,8 @@ int main(int argc, char** argv) {
   // Grouped by (backend, shape) so that consecutive benchmarks share the node.
   for (const char* backend : kBackends) {
     for (NodeShape shape : kShapes) {
-      for (Pair pair : {Pair::kPodRemote, Pair::kPodLocal, Pair::kPodLocalTable, Pair::kRelabelRemote,
-                        Pair::kRelabelLocal, Pair::kPolicy}) {
+      for (Pair pair : {Pair::kPodRemote, Pair::kPodLocal, Pair::kPodLocalTable,
+                        Pair::kRelabelRemote, Pair::kRelabelLocal, Pair::kPolicy}) {
         benchmark::RegisterBenchmark(
             absl::StrCat("BM_Agent/", backend, "/", ShapeName(shape), "/", PairName(pair)).c_str(),
             BM_Event, std::string(backend), shape, pair)

@@ -48,7 +48,8 @@ int RangeHolding(const Ranges& ranges, U128 address) {
 std::pair<int, bool> EndpointPosition(const ir::CompiledPolicy& ir, const std::string& ns,
                                       const std::string& name) {
   const auto& e = ir.endpoints();
-  auto less = [](const ir::Endpoint& a, const std::pair<const std::string*, const std::string*>& k) {
+  auto less = [](const ir::Endpoint& a,
+                 const std::pair<const std::string*, const std::string*>& k) {
     return std::tie(a.namespace_(), a.name()) < std::tie(*k.first, *k.second);
   };
   auto it = std::lower_bound(e.begin(), e.end(), std::make_pair(&ns, &name), less);
@@ -96,9 +97,9 @@ PodDeltaLowering PodDeltaLowering::Index(std::shared_ptr<const Engine> snapshot,
   return x;
 }
 
-std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> next_engine,
-                                                const ir::CompiledPolicy& installed,
-                                                const std::vector<std::string>& changed_pods) const {
+std::optional<PodDelta> PodDeltaLowering::Lower(
+    std::shared_ptr<const Engine> next_engine, const ir::CompiledPolicy& installed,
+    const std::vector<std::string>& changed_pods) const {
   if (snapshot_ == nullptr || next_engine == nullptr) return std::nullopt;
   const EngineState& prev = EngineAccess::State(*snapshot_);
   const EngineState& next = EngineAccess::State(*next_engine);
@@ -125,8 +126,7 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
   std::map<uint32_t, std::vector<std::string>> identity_gains;  // identity -> new pods
   std::set<uint32_t> touched_identities;
   // A pod's addresses in one snapshot, each with its identity; false when not expressible.
-  auto addresses = [&](const EngineState& s, uint32_t id, bool is_next,
-                       std::vector<Address>* out) {
+  auto addresses = [&](const EngineState& s, uint32_t id, bool is_next, std::vector<Address>* out) {
     const internal::PodState& pod = *s.pods[id].state;
     for (size_t i = 0; i < pod.ips.size(); ++i) {
       const IpAddress& ip = pod.ips[i];
@@ -167,8 +167,9 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
     std::optional<uint32_t> old_id = LivePodId(prev, key), new_id = LivePodId(next, key);
     if (old_id && !addresses(prev, *old_id, false, removed)) return std::nullopt;
     if (new_id && !addresses(next, *new_id, true, added)) return std::nullopt;
-    const internal::PodState* pod =
-        new_id ? next.pods[*new_id].state.get() : old_id ? prev.pods[*old_id].state.get() : nullptr;
+    const internal::PodState* pod = new_id   ? next.pods[*new_id].state.get()
+                                    : old_id ? prev.pods[*old_id].state.get()
+                                             : nullptr;
     if (pod == nullptr) continue;  // neither live (e.g. left out of networking both times)
     auto [pos, present] = EndpointPosition(installed, pod->namespace_name, pod->name);
     std::optional<ir::Endpoint> endpoint;
@@ -193,8 +194,10 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
       if (old.selected()) out.endpoints_out.emplace_back(old.table(), sort_key);
     }
     if (!present && !endpoint) continue;
-    if (endpoint && endpoint->selected()) out.endpoints_in.emplace_back(endpoint->table(), sort_key);
-    endpoint_changes.push_back({sort_key, EndpointChange{pos, pos + (present ? 1 : 0), std::move(endpoint)}});
+    if (endpoint && endpoint->selected())
+      out.endpoints_in.emplace_back(endpoint->table(), sort_key);
+    endpoint_changes.push_back(
+        {sort_key, EndpointChange{pos, pos + (present ? 1 : 0), std::move(endpoint)}});
   }
   // Tables: the same engine tables (a pod event that makes a new peer class rebuilds the
   // tables of the policies its selectors are in). O(tables), no pass over pods.
@@ -208,14 +211,16 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
 
   // Tables are numbered by their first endpoint: each table touched keeps one, in order.
   {
-    std::map<uint32_t, std::pair<std::vector<const std::string*>, std::vector<const std::string*>>> by_table;
+    std::map<uint32_t, std::pair<std::vector<const std::string*>, std::vector<const std::string*>>>
+        by_table;
     for (const auto& [t, k] : out.endpoints_out) by_table[t].first.push_back(&k);
     for (const auto& [t, k] : out.endpoints_in) by_table[t].second.push_back(&k);
     auto first_key = [&](uint32_t t) -> std::optional<std::string> {
       auto it = by_table.find(t);
       if (it == by_table.end()) {
-        return table_endpoints_[t].empty() ? std::nullopt
-                                           : std::optional<std::string>(*table_endpoints_[t].begin());
+        return table_endpoints_[t].empty()
+                   ? std::nullopt
+                   : std::optional<std::string>(*table_endpoints_[t].begin());
       }
       std::optional<std::string> best;
       for (const std::string& k : table_endpoints_[t]) {  // at most |out| + 1 steps
@@ -320,8 +325,8 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
       for (size_t ai = atoms.Find(span_first);
            ai < atoms.starts.size() && atoms.starts[ai] <= span_last; ++ai) {
         U128 start = std::max(atoms.starts[ai], span_first);
-        U128 atom_end = ai + 1 < atoms.starts.size() ? atoms.starts[ai + 1] - 1
-                                                     : internal::FamilyMax(f);
+        U128 atom_end =
+            ai + 1 < atoms.starts.size() ? atoms.starts[ai + 1] - 1 : internal::FamilyMax(f);
         U128 stop = std::min(atom_end, span_last);
         auto found = identity_of_class_.find(atoms.peer_class[ai]);
         std::optional<uint32_t> atom_identity;
@@ -357,7 +362,8 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
   }
   for (const auto& [id, change] : external_counts) {
     if (change == 0) continue;
-    if ((external_count_[id] + change > 0) != installed.identities(id).external()) return std::nullopt;
+    if ((external_count_[id] + change > 0) != installed.identities(id).external())
+      return std::nullopt;
     out.external_counts.emplace_back(id, change);
   }
   for (uint32_t id : touched_identities) {

@@ -49,8 +49,8 @@ struct PodDelta {
  private:
   friend class PodDeltaLowering;
   std::shared_ptr<const Engine> next;
-  std::vector<std::pair<uint32_t, int64_t>> range_counts;     // identity, change
-  std::vector<std::pair<uint32_t, int64_t>> external_counts;  // identity, change
+  std::vector<std::pair<uint32_t, int64_t>> range_counts;                     // identity, change
+  std::vector<std::pair<uint32_t, int64_t>> external_counts;                  // identity, change
   std::vector<std::pair<uint32_t, std::string>> endpoints_out, endpoints_in;  // table, key
 };
 

@@ -141,8 +141,8 @@ void RunSeed(uint64_t seed, int steps, Counts* counts) {
             pod.mutable_metadata()->set_name(absl::StrCat("d", next_name++));
           }
         } else {  // a random pod of the generator's (new labels: often a new class)
-          pod = generator.RandomPod(pick().metadata().namespace_(),
-                                    absl::StrCat("d", next_name++), fresh_index(uniform(1, 249)));
+          pod = generator.RandomPod(pick().metadata().namespace_(), absl::StrCat("d", next_name++),
+                                    fresh_index(uniform(1, 249)));
         }
         pods[Key(pod)] = pod;
         keys.push_back(Key(pod));
@@ -165,8 +165,8 @@ void RunSeed(uint64_t seed, int steps, Counts* counts) {
       std::string report;
       google::protobuf::util::MessageDifferencer differencer;
       differencer.ReportDifferencesToString(&report);
-      ASSERT_TRUE(differencer.Compare(*expected, *installed))
-          << report << "\ndelta:\n" << delta->delta.DebugString();
+      ASSERT_TRUE(differencer.Compare(*expected, *installed)) << report << "\ndelta:\n"
+                                                              << delta->delta.DebugString();
       index.Commit(*delta);
     } else {
       installed = *std::move(expected);

@@ -222,7 +222,9 @@ backends::Attachment Agent::AttachmentAfter(const ir::CompiledPolicyDelta& delta
   // before; a changed one is if the delta lists it, or it was and no edit replaced it.
   const std::set<std::string> changed(changed_pods_.begin(), changed_pods_.end());
   std::set<std::string> before;
-  for (const backends::EndpointInterface& i : installed_attachment_.interfaces) before.insert(i.pod);
+  for (const backends::EndpointInterface& i : installed_attachment_.interfaces) {
+    before.insert(i.pod);
+  }
   auto endpoint_after = [&](const std::string& key) {
     for (const ir::EndpointSliceEdit& edit : delta.endpoints()) {
       for (const ir::Endpoint& e : edit.endpoints()) {

@@ -296,7 +296,8 @@ TEST_F(AgentTest, PodEventsGoThroughTheDeltaAndTheRestWhole) {
   // A NetworkPolicy: whole (Update from the installed program).
   agent_->HandleEvent(
       R"({"type":"ADDED","object":{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy",)"
-      R"("metadata":{"name":"p","namespace":"x"},"spec":{"podSelector":{},"policyTypes":["Ingress"]}}})",
+      R"("metadata":{"name":"p","namespace":"x"},)"
+      R"("spec":{"podSelector":{},"policyTypes":["Ingress"]}}})",
       absl::Now());
   agent_->HandleEvent(PodEvent("ADDED", "c", "10.0.0.3"), absl::Now());
   ASSERT_TRUE(agent_->Sync().ok());

@@ -45,7 +45,7 @@ inline std::vector<std::string> ToCidrs(U128 first, U128 last, int family) {
     int host_bits = 0;
     while (host_bits < width) {
       U128 size = U128{1} << host_bits;  // host_bits < 128 here
-      if ((first & size) != 0) break;     // `first` not aligned to the next size
+      if ((first & size) != 0) break;    // `first` not aligned to the next size
       U128 end = first | ((size << 1) - 1);
       if (host_bits + 1 == 128) {
         if (last != ~U128{0}) break;
