@@ -16,7 +16,9 @@
 // (Backend::Update), so that a backend can change only what differs. When only pods changed
 // since the last sync, the interfaces stay the same and np/lower_delta.h can express the
 // change, the sync lowers nothing whole: it hands the backend the delta
-// (Backend::UpdateDelta) and applies it to the installed program in place (issue 13).
+// (Backend::UpdateDelta) and applies it to the installed program in place (issue 13). The
+// index that takes (PodDeltaLowering::Index, O(program)) is rebuilt after each whole sync,
+// once the kernel has the program: off the latency path, on the agent's thread.
 // Reconcile on start *replaces* (Backend::Apply is an atomic full replace): np cannot trust
 // a program it finds (another version, a crashed agent's state, hand edits), and replacing it
 // atomically costs no window in which a selected pod is open, so adopting would save one
