@@ -21,7 +21,9 @@
 // Needs root: each (backend, shape) works in a network namespace of its own
 // ("npagentbench-<pid>-<n>", deleted afterwards; eBPF gets one veth per local pod there).
 // Timings come as counters (p50/p99/max ms per event kind) and, at the end, as one markdown
-// table for bench/RESULTS.md. BM_LowerToIr times LowerToIr alone for both shapes (no root).
+// table for bench/RESULTS.md. BM_LowerToIr times LowerToIr alone for both shapes (no root);
+// BM_LowerDelta a pod event's delta lowering against LowerToIr (no root). "via delta": syncs
+// the agent sent as a pod delta (np/lower_delta.h, Backend::UpdateDelta) instead of lowering.
 //
 //   bazel build -c opt //bench:agent_latency_bench
 //   sudo bazel-bin/bench/agent_latency_bench [--iterations_small=N] [--iterations_large=N]
@@ -47,7 +49,9 @@
 #include "benchmark/benchmark.h"
 #include "np/cluster.h"
 #include "np/engine.h"
+#include "np/backends/util.h"
 #include "np/lower.h"
+#include "np/lower_delta.h"
 
 namespace np::bench {
 namespace {
@@ -63,6 +67,7 @@ struct Sample {
   double total = 0;     // HandleEvent start -> Sync returned
   double engine = 0, lower = 0, backend = 0, capacity = 0;
   bool update = false;  // the agent called Update (else Apply)
+  bool delta = false;   // the sync went through the pod delta (UpdateDelta, no LowerToIr)
 };
 
 // Pods and names the events use, picked from the generated cluster.
@@ -144,6 +149,7 @@ absl::StatusOr<Sample> Measure(AgentNode& node, const std::string& event) {
   agent::Agent& agent = node.agent();
   const absl::Time start = absl::Now();
   const auto t0 = std::chrono::steady_clock::now();
+  const int64_t deltas_before = agent.delta_syncs();
   agent.HandleEvent(event, start);
   const auto t1 = std::chrono::steady_clock::now();
   if (agent.pending_events() != 1) {
@@ -160,14 +166,23 @@ absl::StatusOr<Sample> Measure(AgentNode& node, const std::string& event) {
   sample.capacity = node.backend().last_capacity_s();
   sample.lower = sample.kernel - sample.engine - sample.backend;
   sample.update = node.backend().last_was_update();
+  sample.delta = agent.delta_syncs() > deltas_before;
   return sample;
 }
 
-enum class Pair { kPodRemote, kPodLocal, kRelabelRemote, kRelabelLocal, kPolicy };
+enum class Pair {
+  kPodRemote,
+  kPodLocal,
+  kPodLocalTable,
+  kRelabelRemote,
+  kRelabelLocal,
+  kPolicy
+};
 const char* PairName(Pair p) {
   switch (p) {
     case Pair::kPodRemote: return "PodRemote";
     case Pair::kPodLocal: return "PodLocal";
+    case Pair::kPodLocalTable: return "PodLocalTable";
     case Pair::kRelabelRemote: return "RelabelRemote";
     case Pair::kRelabelLocal: return "RelabelLocal";
     case Pair::kPolicy: return "Policy";
@@ -196,6 +211,14 @@ EventPair EventsOf(Pair p, const Templates& t) {
       k8s::Pod pod = ClonePod(t.local, "bench-local-add", kNode, 2);
       return {PodEvent("ADDED", pod), PodDeleteEvent(pod.metadata().namespace_(), "bench-local-add"),
               "pod add (node-0)", "pod delete (node-0)"};
+    }
+    case Pair::kPodLocalTable: {
+      // A node-0 pod like local_a, whose table the program has (kPodLocal's pod, like
+      // local_b, may be the first of its target class on node-0: a new table).
+      k8s::Pod pod = ClonePod(t.local_a, "bench-local-add2", kNode, 5);
+      return {PodEvent("ADDED", pod),
+              PodDeleteEvent(pod.metadata().namespace_(), "bench-local-add2"),
+              "pod add (node-0, table there)", "pod delete (node-0, table there)"};
     }
     case Pair::kRelabelRemote:
       return {relabel(t.remote_a, t.remote_b), PodEvent("MODIFIED", t.remote_a),
@@ -322,16 +345,95 @@ void BM_LowerToIr(benchmark::State& state, NodeShape shape) {
   state.counters["identities"] = identities;
 }
 
+// The lowering a pod event costs: PodDeltaLowering::Lower (np/lower_delta.h) against
+// LowerToIr of the same next snapshot, on node-0's snapshot, for a pod added on another node
+// and on node-0 and deleted again (each delta applied and committed, as the agent does).
+// No root. `expressed` is the fraction of events that came out as deltas.
+void BM_LowerDelta(benchmark::State& state, NodeShape shape) {
+  ClusterObjects objects = GenerateCluster(OptionsFor(shape));
+  absl::StatusOr<Templates> t = PickTemplates(objects);
+  absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
+  EngineOptions options;
+  options.node_name = kNode;
+  absl::StatusOr<std::shared_ptr<const Engine>> engine =
+      cluster.ok() ? Engine::Build(*cluster, options)
+                   : absl::StatusOr<std::shared_ptr<const Engine>>(cluster.status());
+  if (!engine.ok() || !t.ok()) {
+    state.SkipWithError(!engine.ok() ? std::string(engine.status().message()).c_str()
+                                     : std::string(t.status().message()).c_str());
+    return;
+  }
+  absl::StatusOr<ir::CompiledPolicy> installed = LowerToIr(**engine);
+  if (!installed.ok()) {
+    state.SkipWithError(std::string(installed.status().message()).c_str());
+    return;
+  }
+  // The index a whole lowering is followed by (off the latency path, on the agent's thread).
+  const auto i0 = std::chrono::steady_clock::now();
+  PodDeltaLowering index = PodDeltaLowering::Index(*engine, *installed);
+  state.counters["index_ms"] =
+      Ms(std::chrono::duration<double>(std::chrono::steady_clock::now() - i0).count());
+  std::shared_ptr<const Engine> current = *engine;
+  // As the agent rows': another node's pod, and a node-0 pod whose table is in the program
+  // (the "pod add (node-0)" row's pod has a table of its own: a whole lowering).
+  const k8s::Pod pods[2] = {ClonePod(t->remote, "bench-remote-add", "node-1", 1),
+                            ClonePod(t->local_a, "bench-local-add2", kNode, 5)};
+  std::vector<double> delta_s, whole_s;
+  int events = 0, expressed = 0;
+  for (auto _ : state) {
+    for (const k8s::Pod& pod : pods) {
+      for (bool add : {true, false}) {
+        Change change{add ? Change::Op::kUpsert : Change::Op::kDelete, pod};
+        absl::StatusOr<std::shared_ptr<const Engine>> next = current->Apply({change});
+        if (!next.ok()) {
+          state.SkipWithError(std::string(next.status().message()).c_str());
+          return;
+        }
+        const auto t0 = std::chrono::steady_clock::now();
+        std::optional<PodDelta> delta = index.Lower(*next, *installed, {PodKey(pod)});
+        const auto t1 = std::chrono::steady_clock::now();
+        absl::StatusOr<ir::CompiledPolicy> whole = LowerToIr(**next);
+        const auto t2 = std::chrono::steady_clock::now();
+        if (!whole.ok()) {
+          state.SkipWithError(std::string(whole.status().message()).c_str());
+          return;
+        }
+        ++events;
+        if (delta.has_value()) {
+          ++expressed;
+          delta_s.push_back(std::chrono::duration<double>(t1 - t0).count());
+          if (!backends::ApplyDelta(delta->delta, &*installed).ok()) {
+            state.SkipWithError("ApplyDelta refused the delta");
+            return;
+          }
+          index.Commit(*delta);
+        } else {
+          installed = *std::move(whole);
+          index = PodDeltaLowering::Index(*next, *installed);
+        }
+        whole_s.push_back(std::chrono::duration<double>(t2 - t1).count());
+        current = *next;
+      }
+    }
+  }
+  state.counters["delta_p50_ms"] = Ms(Quantile(delta_s, 0.5));
+  state.counters["delta_p99_ms"] = Ms(Quantile(delta_s, 0.99));
+  state.counters["whole_p50_ms"] = Ms(Quantile(whole_s, 0.5));
+  state.counters["expressed"] = static_cast<double>(expressed) / std::max(1, events);
+}
+
 void PrintTable() {
   if (Results().empty()) return;
   printf("\n| backend | node (pods/cluster) | event | n | event->kernel p50 ms | p99 ms | max ms |"
-         " engine p50 ms | lower p50 ms | backend p50 ms | capacity p50 ms | via Update |\n");
-  printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+         " engine p50 ms | lower p50 ms | backend p50 ms | capacity p50 ms | via Update |"
+         " via delta |\n");
+  printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& key : ResultOrder()) {
     const std::vector<Sample>& samples = Results()[key];
     std::vector<double> kernel, engine, lower, backend, capacity;
-    int updates = 0;
+    int updates = 0, deltas = 0;
     for (const Sample& s : samples) {
+      deltas += s.delta ? 1 : 0;
       kernel.push_back(s.kernel);
       engine.push_back(s.engine);
       lower.push_back(s.lower);
@@ -339,11 +441,13 @@ void PrintTable() {
       capacity.push_back(s.capacity);
       updates += s.update ? 1 : 0;
     }
-    printf("| %s | %s | %s | %zu | %.2f | %.2f | %.2f | %.3f | %.2f | %.2f | %.2f | %d/%zu |\n",
+    printf("| %s | %s | %s | %zu | %.2f | %.2f | %.2f | %.3f | %.2f | %.2f | %.2f | %d/%zu |"
+           " %d/%zu |\n",
            std::get<0>(key).c_str(), std::get<1>(key).c_str(), std::get<2>(key).c_str(),
            samples.size(), Ms(Quantile(kernel, 0.5)), Ms(Quantile(kernel, 0.99)),
            Ms(Quantile(kernel, 1)), Ms(Quantile(engine, 0.5)), Ms(Quantile(lower, 0.5)),
-           Ms(Quantile(backend, 0.5)), Ms(Quantile(capacity, 0.5)), updates, samples.size());
+           Ms(Quantile(backend, 0.5)), Ms(Quantile(capacity, 0.5)), updates, samples.size(),
+           deltas, samples.size());
   }
   fflush(stdout);
 }
@@ -378,11 +482,17 @@ int main(int argc, char** argv) {
         ->Unit(benchmark::kMillisecond)
         ->Iterations(shape == NodeShape::kSmall ? 50 : 20);
   }
+  for (NodeShape shape : kShapes) {
+    benchmark::RegisterBenchmark(absl::StrCat("BM_LowerDelta/", ShapeName(shape)).c_str(),
+                                 BM_LowerDelta, shape)
+        ->Unit(benchmark::kMillisecond)
+        ->Iterations(shape == NodeShape::kSmall ? 50 : 20);
+  }
   // Grouped by (backend, shape) so that consecutive benchmarks share the node.
   for (const char* backend : kBackends) {
     for (NodeShape shape : kShapes) {
-      for (Pair pair : {Pair::kPodRemote, Pair::kPodLocal, Pair::kRelabelRemote,
-                        Pair::kRelabelLocal, Pair::kPolicy}) {
+      for (Pair pair : {Pair::kPodRemote, Pair::kPodLocal, Pair::kPodLocalTable,
+                        Pair::kRelabelRemote, Pair::kRelabelLocal, Pair::kPolicy}) {
         benchmark::RegisterBenchmark(
             absl::StrCat("BM_Agent/", backend, "/", ShapeName(shape), "/", PairName(pair)).c_str(),
             BM_Event, std::string(backend), shape, pair)

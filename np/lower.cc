@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "np/internal/engine_state.h"
+#include "np/internal/ir_ranges.h"
 
 namespace np {
 namespace {
@@ -18,47 +19,9 @@ using internal::EngineState;
 using internal::kNone;
 using internal::U128;
 
-std::string AddressBytes(U128 value, int family) {
-  int n = family == 0 ? 4 : 16;
-  std::string out(n, '\0');
-  for (int i = 0; i < n; ++i) {
-    out[n - 1 - i] = static_cast<char>(static_cast<uint8_t>(value >> (8 * i)));
-  }
-  return out;
-}
-
-IpAddress ToAddress(U128 value, int family) {
-  if (family == 0) return IpAddress::V4(static_cast<uint32_t>(value));
-  return IpAddress::V6(static_cast<uint64_t>(value >> 64), static_cast<uint64_t>(value));
-}
-
-// [first, last] as the fewest prefixes.
-std::vector<std::string> ToCidrs(U128 first, U128 last, int family) {
-  int width = family == 0 ? 32 : 128;
-  std::vector<std::string> out;
-  while (true) {
-    // The largest block starting at `first` that stays within `last`.
-    int host_bits = 0;
-    while (host_bits < width) {
-      U128 size = U128{1} << host_bits;  // host_bits < 128 here
-      if ((first & size) != 0) break;     // `first` not aligned to the next size
-      U128 end = first | ((size << 1) - 1);
-      if (host_bits + 1 == 128) {
-        if (last != ~U128{0}) break;
-      } else if (end > last) {
-        break;
-      }
-      ++host_bits;
-    }
-    out.push_back(IpPrefix(ToAddress(first, family), width - host_bits).ToString());
-    U128 span_end = host_bits == 128 ? ~U128{0} : first | ((U128{1} << host_bits) - 1);
-    if (span_end >= last) break;
-    first = span_end + 1;
-  }
-  return out;
-}
-
-U128 FamilyMax(int family) { return family == 0 ? U128{0xffffffffu} : ~U128{0}; }
+using internal::AddressBytes;
+using internal::FamilyMax;
+using internal::ToCidrs;
 
 ir::Protocol ToIrProtocol(Protocol protocol) {
   return static_cast<ir::Protocol>(static_cast<int>(protocol));  // both IANA numbers

@@ -8,12 +8,15 @@
 #include <cstring>
 #include <map>
 #include <set>
+#include <tuple>
 #include <utility>
+#include <variant>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "np/agent/watch_event.h"
+#include "np/backends/util.h"
 #include "np/lower.h"
 
 namespace np::agent {
@@ -46,6 +49,7 @@ absl::Status Agent::Reconcile() {
               {LogField::Text("backend", backend_->name()),
                LogField::Text("netns", options_.attachment.netns)});
   installed_.reset();  // whatever is there is replaced whole
+  delta_index_.reset();
   return Sync();
 }
 
@@ -92,6 +96,12 @@ void Agent::HandleEvent(absl::string_view text, absl::Time received) {
                                                         : absl::StrJoin(errors, "; "))});
     return;
   }
+  if (const auto* pod = std::get_if<k8s::Pod>(&event->change->object)) {
+    const std::string& ns = pod->metadata().namespace_();
+    changed_pods_.push_back(absl::StrCat(ns.empty() ? "default" : ns, "/", pod->metadata().name()));
+  } else {
+    other_changes_ = true;
+  }
   pending_.push_back(received);
   // Pending before counted: a scrape that sees every event counted and none pending knows
   // the kernel has them all.
@@ -124,27 +134,52 @@ absl::Status Agent::Sync() {
     return s;
   };
   std::shared_ptr<const Engine> snapshot = live_.Current();
-  absl::StatusOr<ir::CompiledPolicy> ir = LowerToIr(*snapshot);
-  if (!ir.ok()) return fail(ir.status());
-  // The interfaces of pods that are endpoints now: a pod given an interface may not exist
-  // yet, or any more (backends that attach per interface refuse strangers).
-  backends::Attachment attachment = options_.attachment;
-  attachment.interfaces.clear();
-  std::set<std::string> endpoints;
-  for (const ir::Endpoint& e : ir->endpoints()) endpoints.insert(e.namespace_() + "/" + e.name());
-  for (const backends::EndpointInterface& i : options_.attachment.interfaces) {
-    if (endpoints.count(i.pod) > 0) attachment.interfaces.push_back(i);
+  // Pod events only, onto what this agent installed: the change as a delta, when it is one
+  // and the interfaces stay those installed (else the backend must re-attach: whole).
+  std::optional<PodDelta> delta;
+  if (installed_.has_value() && delta_index_.has_value() && !other_changes_) {
+    delta = delta_index_->Lower(snapshot, *installed_, changed_pods_);
+    if (delta.has_value() &&
+        !SameInterfaces(installed_attachment_, AttachmentAfter(delta->delta))) {
+      delta.reset();
+    }
   }
-  // An update from what this agent installed when it knows it (the same interfaces): the
-  // backend may then change only what differs. After a failure the kernel's state is not
-  // known for certain, so the next sync replaces it whole.
-  const bool incremental = installed_.has_value() && SameInterfaces(installed_attachment_, attachment);
-  absl::Status applied = incremental ? backend_->Update(*installed_, *ir, attachment)
-                                     : backend_->Apply(*ir, attachment);
+  std::optional<ir::CompiledPolicy> whole;
+  backends::Attachment attachment = installed_attachment_;
+  absl::Status applied;
+  if (delta.has_value()) {
+    applied = backend_->UpdateDelta(*installed_, delta->delta, attachment);
+    // In place: the program the kernel now has, without a copy of the whole.
+    if (applied.ok()) applied = backends::ApplyDelta(delta->delta, &*installed_);
+    if (applied.ok()) delta_index_->Commit(*delta);
+  } else {
+    absl::StatusOr<ir::CompiledPolicy> ir = LowerToIr(*snapshot);
+    if (!ir.ok()) return fail(ir.status());
+    // The interfaces of pods that are endpoints now: a pod given an interface may not exist
+    // yet, or any more (backends that attach per interface refuse strangers).
+    attachment = options_.attachment;
+    attachment.interfaces.clear();
+    std::set<std::string> endpoints;
+    for (const ir::Endpoint& e : ir->endpoints()) endpoints.insert(e.namespace_() + "/" + e.name());
+    for (const backends::EndpointInterface& i : options_.attachment.interfaces) {
+      if (endpoints.count(i.pod) > 0) attachment.interfaces.push_back(i);
+    }
+    // An update from what this agent installed when it knows it (the same interfaces): the
+    // backend may then change only what differs. After a failure the kernel's state is not
+    // known for certain, so the next sync replaces it whole.
+    const bool incremental =
+        installed_.has_value() && SameInterfaces(installed_attachment_, attachment);
+    applied = incremental ? backend_->Update(*installed_, *ir, attachment)
+                          : backend_->Apply(*ir, attachment);
+    whole = *std::move(ir);
+  }
   if (!applied.ok()) {
     installed_.reset();
+    delta_index_.reset();
     return fail(applied);
   }
+  if (whole.has_value()) installed_ = *std::move(whole);
+  const ir::CompiledPolicy& program = *installed_;
   const absl::Time done = absl::Now();
   std::vector<absl::Duration> latencies;
   latencies.reserve(pending_.size());
@@ -154,7 +189,7 @@ absl::Status Agent::Sync() {
   if (done - last_capacity_ >= options_.capacity_interval) {
     last_capacity_ = done;
     capacity_items_.clear();
-    if (absl::StatusOr<ir::BackendCapacity> c = backend_->Capacity(*ir); c.ok()) {
+    if (absl::StatusOr<ir::BackendCapacity> c = backend_->Capacity(program); c.ok()) {
       for (const ir::CapacityItem& item : c->items()) capacity_items_[item.name()] = item.used();
     }
   }
@@ -163,14 +198,63 @@ absl::Status Agent::Sync() {
   log_->Write("info", "kernel updated",
               {LogField::Number("events", static_cast<double>(pending_.size())),
                LogField::Number("seconds", absl::ToDoubleSeconds(done - start)),
-               LogField::Number("endpoints", ir->endpoints_size()),
-               LogField::Number("identities", ir->identities_size())});
-  installed_ = *std::move(ir);
+               LogField::Number("endpoints", program.endpoints_size()),
+               LogField::Number("identities", program.identities_size()),
+               LogField::Text("update", delta.has_value() ? "delta" : "whole")});
   pending_.clear();
   metrics_->SetPendingEvents(0);
   last_sync_error_.clear();
   retry_after_ = absl::InfinitePast();
+  changed_pods_.clear();
+  other_changes_ = false;
+  if (delta.has_value()) {
+    ++delta_syncs_;
+  } else {
+    // Off the latency path (the events are in the kernel already): the index the next pod
+    // events' deltas need, O(program size) once per whole lowering.
+    delta_index_ = PodDeltaLowering::Index(snapshot, program);
+  }
   return absl::OkStatus();
+}
+
+backends::Attachment Agent::AttachmentAfter(const ir::CompiledPolicyDelta& delta) const {
+  // An interface is attached when its pod is an endpoint: a pod no event changed is one as
+  // before; a changed one is if the delta lists it, or it was and no edit replaced it.
+  const std::set<std::string> changed(changed_pods_.begin(), changed_pods_.end());
+  std::set<std::string> before;
+  for (const backends::EndpointInterface& i : installed_attachment_.interfaces) {
+    before.insert(i.pod);
+  }
+  auto endpoint_after = [&](const std::string& key) {
+    for (const ir::EndpointSliceEdit& edit : delta.endpoints()) {
+      for (const ir::Endpoint& e : edit.endpoints()) {
+        if (e.namespace_() + "/" + e.name() == key) return true;
+      }
+    }
+    // Endpoints are sorted by (namespace, name): a binary search, not a pass.
+    const size_t slash = key.find('/');
+    const std::string ns = key.substr(0, slash);
+    const std::string name = slash == std::string::npos ? "" : key.substr(slash + 1);
+    const auto& endpoints = installed_->endpoints();
+    auto it = std::lower_bound(endpoints.begin(), endpoints.end(), 0,
+                               [&](const ir::Endpoint& e, int) {
+                                 return std::tie(e.namespace_(), e.name()) < std::tie(ns, name);
+                               });
+    if (it == endpoints.end() || it->namespace_() != ns || it->name() != name) return false;
+    const uint32_t index = static_cast<uint32_t>(it - endpoints.begin());
+    for (const ir::EndpointSliceEdit& edit : delta.endpoints()) {
+      if (index >= edit.begin() && index < edit.end()) return false;
+    }
+    return true;
+  };
+  backends::Attachment attachment = options_.attachment;
+  attachment.interfaces.clear();
+  for (const backends::EndpointInterface& i : options_.attachment.interfaces) {
+    if (changed.count(i.pod) > 0 ? endpoint_after(i.pod) : before.count(i.pod) > 0) {
+      attachment.interfaces.push_back(i);
+    }
+  }
+  return attachment;
 }
 
 absl::Status Agent::Remove() { return backend_->Remove(options_.attachment); }

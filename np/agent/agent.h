@@ -13,7 +13,12 @@
 //   //                                  /*exit_at_end=*/false);
 //
 // After that, each sync hands the backend what it installed last and the new program
-// (Backend::Update), so that a backend can change only what differs.
+// (Backend::Update), so that a backend can change only what differs. When only pods changed
+// since the last sync, the interfaces stay the same and np/lower_delta.h can express the
+// change, the sync lowers nothing whole: it hands the backend the delta
+// (Backend::UpdateDelta) and applies it to the installed program in place (issue 13). The
+// index that takes (PodDeltaLowering::Index, O(program)) is rebuilt after each whole sync,
+// once the kernel has the program: off the latency path, on the agent's thread.
 // Reconcile on start *replaces* (Backend::Apply is an atomic full replace): np cannot trust
 // a program it finds (another version, a crashed agent's state, hand edits), and replacing it
 // atomically costs no window in which a selected pod is open, so adopting would save one
@@ -39,6 +44,7 @@
 #include "np/agent/metrics.h"
 #include "np/backends/backend.h"
 #include "np/engine.h"
+#include "np/lower_delta.h"
 
 namespace np::agent {
 
@@ -79,9 +85,14 @@ class Agent {
   absl::Status Remove();
 
   int pending_events() const { return static_cast<int>(pending_.size()); }
+  // How many syncs went through Backend::UpdateDelta (for tests and benchmarks).
+  int64_t delta_syncs() const { return delta_syncs_; }
   std::shared_ptr<const Engine> current() const { return live_.Current(); }
 
  private:
+  // The interfaces to attach once `delta` is installed (installed_ with it applied).
+  backends::Attachment AttachmentAfter(const ir::CompiledPolicyDelta& delta) const;
+
   LiveEngine live_;
   std::unique_ptr<backends::Backend> backend_;
   AgentOptions options_;
@@ -98,6 +109,14 @@ class Agent {
   absl::Time last_capacity_ = absl::InfinitePast();
   std::map<std::string, uint64_t> capacity_items_;
   backends::Attachment installed_attachment_;
+  // Since the last successful sync: the keys of the pods that applied events changed, and
+  // whether anything else changed (then the next sync lowers whole).
+  std::vector<std::string> changed_pods_;
+  bool other_changes_ = false;
+  // The index of `installed_` and the snapshot it was lowered from, for pod deltas; none
+  // when `installed_` is none.
+  std::optional<PodDeltaLowering> delta_index_;
+  int64_t delta_syncs_ = 0;
 };
 
 // Reads events from `fd` until `stop()` says so (it is polled at least every 100 ms, and

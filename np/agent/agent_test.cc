@@ -19,7 +19,10 @@
 #include "gtest/gtest.h"
 #include "np/agent/metrics.h"
 #include "np/agent/watch_event.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "np/backends/backend.h"
+#include "np/backends/util.h"
+#include "np/lower.h"
 #include "np/engine.h"
 #include "np/loader.h"
 
@@ -131,8 +134,11 @@ TEST(ParseWatchEventTest, EnvelopeErrors) {
 // Records every program it is asked to install; fails when told to.
 class RecordingBackend : public backends::Backend {
  public:
-  explicit RecordingBackend(std::vector<ir::CompiledPolicy>* applied, bool* fail)
-      : applied_(applied), fail_(fail) {}
+  // `calls`, when given, gets the name of each method that installs ("Apply", "Update",
+  // "UpdateDelta"), so that tests see which path a sync took.
+  explicit RecordingBackend(std::vector<ir::CompiledPolicy>* applied, bool* fail,
+                            std::vector<std::string>* calls = nullptr)
+      : applied_(applied), fail_(fail), calls_(calls) {}
   std::string name() const override { return "recording"; }
   absl::StatusOr<ir::BackendCapacity> Capacity(const ir::CompiledPolicy& ir) const override {
     ir::BackendCapacity c;
@@ -143,9 +149,21 @@ class RecordingBackend : public backends::Backend {
   }
   absl::StatusOr<std::string> Render(const ir::CompiledPolicy&) const override { return ""; }
   absl::Status Apply(const ir::CompiledPolicy& ir, const backends::Attachment&) override {
-    if (*fail_) return absl::UnavailableError("the kernel said no");
-    applied_->push_back(ir);
-    return absl::OkStatus();
+    if (calls_ != nullptr) calls_->push_back("Apply");
+    return Install(ir);
+  }
+  absl::Status Update(const ir::CompiledPolicy&, const ir::CompiledPolicy& next,
+                      const backends::Attachment&) override {
+    if (calls_ != nullptr) calls_->push_back("Update");
+    return Install(next);
+  }
+  absl::Status UpdateDelta(const ir::CompiledPolicy& previous,
+                           const ir::CompiledPolicyDelta& delta,
+                           const backends::Attachment&) override {
+    if (calls_ != nullptr) calls_->push_back("UpdateDelta");
+    ir::CompiledPolicy next = previous;
+    if (absl::Status s = backends::ApplyDelta(delta, &next); !s.ok()) return s;
+    return Install(next);
   }
   absl::Status Remove(const backends::Attachment&) override {
     applied_->clear();
@@ -157,8 +175,15 @@ class RecordingBackend : public backends::Backend {
   }
 
  private:
+  absl::Status Install(const ir::CompiledPolicy& ir) {
+    if (*fail_) return absl::UnavailableError("the kernel said no");
+    applied_->push_back(ir);
+    return absl::OkStatus();
+  }
+
   std::vector<ir::CompiledPolicy>* applied_;
   bool* fail_;
+  std::vector<std::string>* calls_;
 };
 
 constexpr char kInitial[] = R"(
@@ -201,11 +226,21 @@ class AgentTest : public ::testing::Test {
     agent_options.default_kind = "Pod";
     agent_options.min_interval = absl::Milliseconds(200);
     agent_options.capacity_interval = absl::ZeroDuration();  // gauges after every sync
-    agent_ = std::make_unique<Agent>(*engine, std::make_unique<RecordingBackend>(&applied_, &fail_),
-                                     agent_options, &metrics_, &log_);
+    agent_ = std::make_unique<Agent>(
+        *engine, std::make_unique<RecordingBackend>(&applied_, &fail_, &calls_), agent_options,
+        &metrics_, &log_);
+  }
+
+  // What the kernel holds is what the whole lowering of the agent's current snapshot makes.
+  void ExpectKernelHoldsCurrent() {
+    ASSERT_FALSE(applied_.empty());
+    absl::StatusOr<ir::CompiledPolicy> expected = LowerToIr(*agent_->current());
+    ASSERT_TRUE(expected.ok());
+    EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(applied_.back(), *expected));
   }
 
   std::vector<ir::CompiledPolicy> applied_;
+  std::vector<std::string> calls_;
   bool fail_ = false;
   AgentMetrics metrics_;
   std::ostringstream log_text_;
@@ -236,6 +271,82 @@ TEST_F(AgentTest, BurstIsCoalescedIntoOneUpdateWithEveryEvent) {
   EXPECT_THAT(text, HasSubstr("np_agent_program_items{item=\"endpoints\"} 2\n"));
   EXPECT_THAT(text, HasSubstr("np_agent_syncs_total 2\n"));
   EXPECT_THAT(text, ::testing::Not(HasSubstr("np_agent_last_sync_timestamp_seconds 0.000")));
+}
+
+// Pod events reach the backend as a delta (no whole lowering); anything else, or a sync
+// after a failure, goes whole; each time the kernel gets what the whole lowering would give.
+TEST_F(AgentTest, PodEventsGoThroughTheDeltaAndTheRestWhole) {
+  ASSERT_TRUE(agent_->Reconcile().ok());
+  EXPECT_EQ(calls_, std::vector<std::string>({"Apply"}));
+  agent_->HandleEvent(PodEvent("ADDED", "b", "10.0.0.2"), absl::Now());
+  ASSERT_TRUE(agent_->Sync().ok());
+  EXPECT_EQ(calls_.back(), "UpdateDelta");
+  EXPECT_EQ(agent_->delta_syncs(), 1);
+  ASSERT_NO_FATAL_FAILURE(ExpectKernelHoldsCurrent());
+  EXPECT_EQ(EndpointNames(applied_.back()), std::vector<std::string>({"x/a", "x/b"}));
+  // The gauges count the program the delta made (capacity_interval 0: every sync).
+  EXPECT_THAT(metrics_.Render(), HasSubstr("np_agent_program_items{item=\"endpoints\"} 2\n"));
+  // A delete and an IP change coalesced into one delta.
+  agent_->HandleEvent(PodEvent("DELETED", "a", "10.0.0.1"), absl::Now());
+  agent_->HandleEvent(PodEvent("MODIFIED", "b", "10.0.0.7"), absl::Now());
+  ASSERT_TRUE(agent_->Sync().ok());
+  EXPECT_EQ(calls_.back(), "UpdateDelta");
+  ASSERT_NO_FATAL_FAILURE(ExpectKernelHoldsCurrent());
+  EXPECT_THAT(metrics_.Render(), HasSubstr("np_agent_program_items{item=\"endpoints\"} 1\n"));
+  // A NetworkPolicy: whole (Update from the installed program).
+  agent_->HandleEvent(
+      R"({"type":"ADDED","object":{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy",)"
+      R"("metadata":{"name":"p","namespace":"x"},)"
+      R"("spec":{"podSelector":{},"policyTypes":["Ingress"]}}})",
+      absl::Now());
+  agent_->HandleEvent(PodEvent("ADDED", "c", "10.0.0.3"), absl::Now());
+  ASSERT_TRUE(agent_->Sync().ok());
+  EXPECT_EQ(calls_.back(), "Update");
+  ASSERT_NO_FATAL_FAILURE(ExpectKernelHoldsCurrent());
+  // The index was rebuilt from that program: the next pod event is a delta again.
+  agent_->HandleEvent(PodEvent("ADDED", "d", "10.0.0.4"), absl::Now());
+  ASSERT_TRUE(agent_->Sync().ok());
+  EXPECT_EQ(calls_.back(), "UpdateDelta");
+  ASSERT_NO_FATAL_FAILURE(ExpectKernelHoldsCurrent());
+  // A failed delta: the kernel's state is unknown, so the retry replaces it whole.
+  fail_ = true;
+  agent_->HandleEvent(PodEvent("DELETED", "d", "10.0.0.4"), absl::Now());
+  EXPECT_FALSE(agent_->Sync().ok());
+  EXPECT_EQ(calls_.back(), "UpdateDelta");
+  fail_ = false;
+  ASSERT_TRUE(agent_->Sync().ok());
+  EXPECT_EQ(calls_.back(), "Apply");
+  ASSERT_NO_FATAL_FAILURE(ExpectKernelHoldsCurrent());
+  EXPECT_EQ(agent_->delta_syncs(), 3);
+}
+
+// The interfaces handed to the backend follow the endpoints: a pod event that adds or removes
+// an interface's pod goes whole (the backend re-attaches); one that keeps the interfaces (a
+// pod without one, or an interface's pod that stays an endpoint) is a delta.
+TEST_F(AgentTest, PodEventsChangingTheInterfacesGoWhole) {
+  AgentOptions options;
+  options.default_kind = "Pod";
+  options.min_interval = absl::ZeroDuration();
+  options.attachment.interfaces.push_back(backends::EndpointInterface{"x/b", "veth-b"});
+  Agent agent(agent_->current(), std::make_unique<RecordingBackend>(&applied_, &fail_, &calls_),
+              options, &metrics_, &log_);
+  ASSERT_TRUE(agent.Reconcile().ok());
+  agent.HandleEvent(PodEvent("ADDED", "b", "10.0.0.2"), absl::Now());
+  ASSERT_TRUE(agent.Sync().ok());
+  EXPECT_EQ(calls_.back(), "Apply");  // x/b's interface now attached: a full replace
+  agent.HandleEvent(PodEvent("ADDED", "c", "10.0.0.3"), absl::Now());
+  ASSERT_TRUE(agent.Sync().ok());
+  EXPECT_EQ(calls_.back(), "UpdateDelta");
+  agent.HandleEvent(PodEvent("MODIFIED", "b", "10.0.0.8"), absl::Now());  // stays an endpoint
+  ASSERT_TRUE(agent.Sync().ok());
+  EXPECT_EQ(calls_.back(), "UpdateDelta");
+  agent.HandleEvent(PodEvent("DELETED", "b", "10.0.0.8"), absl::Now());  // its interface goes
+  ASSERT_TRUE(agent.Sync().ok());
+  EXPECT_EQ(calls_.back(), "Apply");
+  EXPECT_EQ(agent.delta_syncs(), 2);
+  absl::StatusOr<ir::CompiledPolicy> expected = LowerToIr(*agent.current());
+  ASSERT_TRUE(expected.ok());
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(applied_.back(), *expected));
 }
 
 TEST_F(AgentTest, ProgramSizeIsRecountedAtMostEveryCapacityInterval) {

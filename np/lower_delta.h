@@ -1,0 +1,91 @@
+// np/lower_delta.h — the IR change a few pod events make, without lowering the node again:
+// in time proportional to the change (binary searches in the installed program's sorted
+// ranges and endpoints), not to the cluster. For the agent's pod events (issue 13).
+//
+//   auto index = np::PodDeltaLowering::Index(snapshot, installed);   // after a full lowering
+//   ...pod events applied to the engine: `next`, keys {"ns/a", "ns/b"}...
+//   std::optional<np::PodDelta> d = index.Lower(next, installed, keys);
+//   if (d) { backend->UpdateDelta(installed, d->delta, attachment);
+//            np::backends::ApplyDelta(d->delta, &installed); index.Commit(*d); }
+//   else   { installed = *np::LowerToIr(*next); index = PodDeltaLowering::Index(next, installed); }
+//
+// The contract: ApplyDelta(installed, Lower(...)->delta) equals LowerToIr(*next) exactly (same
+// LowerOptions as `installed`: the delta never touches tables), provided `installed` is what
+// LowerToIr made of the indexed snapshot, kept in step by the deltas committed since, and
+// `changed_pods` names every pod whose object changed between the two snapshots, and nothing
+// but pods changed (no namespace, policy, tier or node event: the caller lowers whole then).
+// nullopt ("not expressible", lower whole) when the change would renumber identities or tables
+// or touch anything else of the program: a peer class without an identity yet or losing its
+// last address, an identity gaining or losing its external addresses, a target class without
+// a table in the program or a table losing its last endpoint or changing order, an engine table
+// rebuilt, different atoms or tier policies, or any shared address among the changed pods'.
+//
+// Thread safety: an index is driven by one thread (Lower is const; Commit mutates).
+#ifndef NP_LOWER_DELTA_H_
+#define NP_LOWER_DELTA_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "np/engine.h"
+#include "proto/compiled.pb.h"
+
+namespace np {
+
+namespace internal {
+class TargetTable;
+}  // namespace internal
+
+// One pod change as a program delta, with what the index must learn once it is installed.
+struct PodDelta {
+  ir::CompiledPolicyDelta delta;
+
+ private:
+  friend class PodDeltaLowering;
+  std::shared_ptr<const Engine> next;
+  std::vector<std::pair<uint32_t, int64_t>> range_counts;                     // identity, change
+  std::vector<std::pair<uint32_t, int64_t>> external_counts;                  // identity, change
+  std::vector<std::pair<uint32_t, std::string>> endpoints_out, endpoints_in;  // table, key
+};
+
+class PodDeltaLowering {
+ public:
+  // Indexes `installed` == LowerToIr(*snapshot). O(size of the program): do it after a whole
+  // lowering, not per event.
+  static PodDeltaLowering Index(std::shared_ptr<const Engine> snapshot,
+                                const ir::CompiledPolicy& installed);
+
+  // The delta from `installed` to LowerToIr(*next) (see the contract above); nullopt when it
+  // is not expressible. `changed_pods`: "namespace/name" keys, repeats allowed.
+  std::optional<PodDelta> Lower(std::shared_ptr<const Engine> next,
+                                const ir::CompiledPolicy& installed,
+                                const std::vector<std::string>& changed_pods) const;
+
+  // The delta was applied to `installed`: the index now describes it and `next`.
+  void Commit(const PodDelta& applied);
+
+  const std::shared_ptr<const Engine>& snapshot() const { return snapshot_; }
+
+ private:
+  std::shared_ptr<const Engine> snapshot_;
+  absl::flat_hash_map<uint32_t, uint32_t> identity_of_class_;
+  std::vector<int64_t> range_count_;     // per identity: ranges carrying it
+  std::vector<int64_t> external_count_;  // per identity: those that are no pod's
+  std::vector<uint32_t> table_target_;   // per table: the engine's target class
+  // The engine tables lowered (held, so that "same pointer" cannot be a reused address).
+  std::vector<std::shared_ptr<const internal::TargetTable>> table_source_;
+  absl::flat_hash_map<uint32_t, uint32_t> table_of_target_;
+  // Per table, its endpoints' sort keys ("namespace\0name"): tables are numbered in the order
+  // of their first endpoint, so the first key of each must keep that order.
+  std::vector<std::set<std::string>> table_endpoints_;
+};
+
+}  // namespace np
+
+#endif  // NP_LOWER_DELTA_H_

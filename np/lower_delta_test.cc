@@ -1,0 +1,256 @@
+// PodDeltaLowering against the whole lowering: on random clusters with random pod churn on
+// and off the node (with and without policy tiers), whenever a delta comes out,
+// ApplyDelta(installed, delta) must equal LowerToIr(next) field for field; and most pod events
+// must come out as deltas, so that the check is not vacuous.
+// Replay: NP_LOWER_DELTA_SEED=<seed> runs that seed alone (printed on failure);
+// NP_LOWER_DELTA_SEEDS=<n> runs seeds 0..n-1 (default 300).
+#include "np/lower_delta.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <map>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "gtest/gtest.h"
+#include "np/backends/util.h"
+#include "np/lower.h"
+#include "np/testgen/random_cluster.h"
+
+namespace np {
+namespace {
+
+std::string Key(const k8s::Pod& pod) {
+  return pod.metadata().namespace_() + "/" + pod.metadata().name();
+}
+
+void SetAddresses(k8s::Pod* pod, int index, bool v4, bool v6) {
+  pod->mutable_status()->clear_podips();
+  pod->mutable_status()->clear_podip();
+  if (v4) pod->mutable_status()->add_podips()->set_ip(absl::StrCat("10.0.0.", index));
+  if (v6) pod->mutable_status()->add_podips()->set_ip(absl::StrCat("fd00::", index));
+}
+
+struct Counts {
+  int pod_events = 0;
+  int expressed = 0;
+};
+
+// One seed: a cluster, then `steps` batches of changes; returns through `counts`.
+void RunSeed(uint64_t seed, int steps, Counts* counts) {
+  SCOPED_TRACE(absl::StrCat("seed ", seed, " (replay: NP_LOWER_DELTA_SEED=", seed, ")"));
+  std::mt19937_64 rng(seed);
+  auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  testgen::RandomClusterOptions generator_options;
+  generator_options.max_pods = 14;
+  generator_options.shared_address_chance = 0.02;
+  generator_options.tier_chance = seed % 3 == 0 ? 1 : 0;
+  testgen::RandomCluster generator(seed, generator_options);
+  ClusterObjects objects = generator.Objects();
+  std::map<std::string, k8s::Pod> pods;  // what the engine holds, by key
+  for (const auto& p : objects.pods) pods[Key(p.object)] = p.object;
+  absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  EngineOptions options;
+  if (seed % 4 != 3) options.node_name = "node-1";
+  if (seed % 5 == 2) options.evaluation.always_allow_self = true;
+  absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(*cluster, options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  absl::StatusOr<ir::CompiledPolicy> installed = LowerToIr(**engine);
+  if (!installed.ok()) return;  // a domainNames Deny: refused whole, nothing to update
+  PodDeltaLowering index = PodDeltaLowering::Index(*engine, *installed);
+  std::shared_ptr<const Engine> current = *engine;
+  int next_name = 0;
+
+  for (int step = 0; step < steps; ++step) {
+    SCOPED_TRACE(absl::StrCat("step ", step));
+    std::vector<Change> changes;
+    std::vector<std::string> keys;
+    bool pods_only = uniform(0, 9) != 0;
+    if (!pods_only) {
+      absl::StatusOr<Cluster> now = current->ToCluster();
+      ASSERT_TRUE(now.ok());
+      changes.push_back(generator.RandomChange(*now));
+      if (const auto* pod = std::get_if<k8s::Pod>(&changes.back().object)) {
+        if (changes.back().op == Change::Op::kDelete) {
+          pods.erase(Key(*pod));
+        } else {
+          pods[Key(*pod)] = *pod;
+        }
+        keys.push_back(Key(*pod));
+        pods_only = true;
+      }
+    } else {
+      std::set<int> used;
+      for (const auto& [k, p] : pods) {
+        for (const auto& ip : p.status().podips()) {
+          std::string text = ip.ip();
+          size_t dot = text.rfind('.');
+          if (dot != std::string::npos) used.insert(std::atoi(text.c_str() + dot + 1));
+        }
+      }
+      // A free address near `near` (the generator's ipBlocks cut the range: a near address
+      // more likely keeps the pod's peer class, the case deltas exist for).
+      auto fresh_index = [&](int near) {
+        for (int tries = 0; tries < 50; ++tries) {
+          int i = tries < 20 ? std::clamp(near + uniform(-4, 4), 1, 249) : uniform(1, 249);
+          if (used.insert(i).second) return i;
+        }
+        return uniform(1, 249);  // maybe shared: the delta must then refuse or be right
+      };
+      for (int n = uniform(0, 2) == 0 ? uniform(2, 3) : 1; n > 0; --n) {  // mostly one event
+        int kind = pods.empty() ? 0 : uniform(0, 8) / 2;  // kind 4 (new labels) 1 in 9
+        auto pick = [&]() -> k8s::Pod& {
+          auto it = pods.begin();
+          std::advance(it, uniform(0, static_cast<int>(pods.size()) - 1));
+          return it->second;
+        };
+        k8s::Pod pod;
+        auto index_of = [](const k8s::Pod& p) {
+          for (const auto& ip : p.status().podips()) {
+            size_t dot = ip.ip().rfind('.');
+            if (dot != std::string::npos) return std::atoi(ip.ip().c_str() + dot + 1);
+          }
+          return 100;
+        };
+        if (kind == 0) {  // a new pod like an existing one (same peer class, likely)
+          pod = pods.empty() ? generator.RandomPod("ns0", "x", 1) : pick();
+          pod.mutable_metadata()->set_name(absl::StrCat("d", next_name++));
+          pod.mutable_spec()->set_nodename(uniform(0, 1) ? "node-1" : "node-2");
+          SetAddresses(&pod, fresh_index(index_of(pod)), uniform(0, 5) != 0, uniform(0, 5) != 0);
+        } else if (kind == 1) {  // delete
+          pod = pick();
+          std::string key = Key(pod);
+          pods.erase(key);
+          keys.push_back(key);
+          changes.push_back(Change{Change::Op::kDelete, pod});
+          continue;
+        } else if (kind == 2) {  // relabel as another pod
+          pod = pick();
+          *pod.mutable_metadata()->mutable_labels() = pick().metadata().labels();
+        } else if (kind == 3) {  // new address (or its address given to a new pod)
+          pod = pick();
+          if (uniform(0, 1) == 0) {
+            SetAddresses(&pod, fresh_index(index_of(pod)), true, uniform(0, 3) != 0);
+          } else {  // IP reuse: delete it, a new pod with its labels takes its address
+            std::string key = Key(pod);
+            pods.erase(key);
+            keys.push_back(key);
+            changes.push_back(Change{Change::Op::kDelete, pod});
+            pod.mutable_metadata()->set_name(absl::StrCat("d", next_name++));
+          }
+        } else {  // a random pod of the generator's (new labels: often a new class)
+          pod = generator.RandomPod(pick().metadata().namespace_(), absl::StrCat("d", next_name++),
+                                    fresh_index(uniform(1, 249)));
+        }
+        pods[Key(pod)] = pod;
+        keys.push_back(Key(pod));
+        changes.push_back(Change{Change::Op::kUpsert, pod});
+      }
+    }
+    absl::StatusOr<std::shared_ptr<const Engine>> next = current->Apply(changes);
+    ASSERT_TRUE(next.ok()) << next.status();
+    absl::StatusOr<ir::CompiledPolicy> expected = LowerToIr(**next);
+    ASSERT_TRUE(expected.ok()) << expected.status();
+    std::optional<PodDelta> delta;
+    if (pods_only) {
+      counts->pod_events++;
+      delta = index.Lower(*next, *installed, keys);
+    }
+    if (delta) {
+      counts->expressed++;
+      absl::Status applied = backends::ApplyDelta(delta->delta, &*installed);
+      ASSERT_TRUE(applied.ok()) << applied << "\n" << delta->delta.DebugString();
+      std::string report;
+      google::protobuf::util::MessageDifferencer differencer;
+      differencer.ReportDifferencesToString(&report);
+      ASSERT_TRUE(differencer.Compare(*expected, *installed)) << report << "\ndelta:\n"
+                                                              << delta->delta.DebugString();
+      index.Commit(*delta);
+    } else {
+      installed = *std::move(expected);
+      index = PodDeltaLowering::Index(*next, *installed);
+    }
+    current = *next;
+  }
+}
+
+TEST(PodDeltaLowering, DeltaEqualsWholeLoweringOnRandomPodChurn) {
+  if (const char* seed = std::getenv("NP_LOWER_DELTA_SEED")) {
+    Counts counts;
+    RunSeed(std::strtoull(seed, nullptr, 10), 60, &counts);
+    return;
+  }
+  Counts counts;
+  uint64_t seeds = 300;  // NP_LOWER_DELTA_SEEDS=<n>: more, for a longer soak
+  if (const char* n = std::getenv("NP_LOWER_DELTA_SEEDS")) seeds = std::strtoull(n, nullptr, 10);
+  for (uint64_t seed = 0; seed < seeds; ++seed) {
+    ASSERT_NO_FATAL_FAILURE(RunSeed(seed, 40, &counts));
+  }
+  std::cout << counts.expressed << " of " << counts.pod_events
+            << " pod-event batches expressed as deltas\n";
+  // Most pod events are: the generator's fresh pods (new classes) and deletes of a class's
+  // last carrier are the usual exceptions.
+  EXPECT_GT(counts.expressed * 2, counts.pod_events);
+}
+
+// The delta a pod event on the node makes, checked by hand: one endpoint inserted, the pod's
+// address carved out of its atom.
+TEST(PodDeltaLowering, NewPodOfAnExistingClass) {
+  ClusterObjects objects;
+  k8s::Pod a;
+  a.mutable_metadata()->set_namespace_("ns");
+  a.mutable_metadata()->set_name("a");
+  (*a.mutable_metadata()->mutable_labels())["app"] = "web";
+  a.mutable_spec()->set_nodename("node-1");
+  SetAddresses(&a, 5, true, false);
+  objects.pods.push_back({a, {}});
+  absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
+  ASSERT_TRUE(cluster.ok());
+  EngineOptions options;
+  options.node_name = "node-1";
+  std::shared_ptr<const Engine> engine = *Engine::Build(*cluster, options);
+  ir::CompiledPolicy installed = *LowerToIr(*engine);
+  PodDeltaLowering index = PodDeltaLowering::Index(engine, installed);
+  k8s::Pod b = a;
+  b.mutable_metadata()->set_name("b");
+  SetAddresses(&b, 9, true, false);
+  std::shared_ptr<const Engine> next = *engine->Apply({Change{Change::Op::kUpsert, b}});
+  std::optional<PodDelta> delta = index.Lower(next, installed, {"ns/b"});
+  ASSERT_TRUE(delta.has_value());
+  ASSERT_EQ(delta->delta.endpoints_size(), 1);
+  EXPECT_EQ(delta->delta.endpoints(0).begin(), 1u);  // after ns/a
+  EXPECT_EQ(delta->delta.endpoints(0).end(), 1u);
+  EXPECT_EQ(delta->delta.endpoints(0).endpoints(0).name(), "b");
+  ASSERT_EQ(delta->delta.ipv4_size(), 1);
+  EXPECT_EQ(delta->delta.ipv6_size(), 0);
+  ASSERT_EQ(delta->delta.identity_pods_size(), 1);
+  EXPECT_EQ(delta->delta.identity_pods(0).pods_size(), 2);
+  ASSERT_TRUE(backends::ApplyDelta(delta->delta, &installed).ok());
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(installed, *LowerToIr(*next)));
+  index.Commit(*delta);
+  // And back: deleting b is the reverse delta.
+  k8s::Pod gone;
+  gone.mutable_metadata()->set_namespace_("ns");
+  gone.mutable_metadata()->set_name("b");
+  std::shared_ptr<const Engine> back = *next->Apply({Change{Change::Op::kDelete, gone}});
+  std::optional<PodDelta> undo = index.Lower(back, installed, {"ns/b"});
+  ASSERT_TRUE(undo.has_value());
+  ASSERT_TRUE(backends::ApplyDelta(undo->delta, &installed).ok());
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(installed, *LowerToIr(*engine)));
+  // A pod with a named port is of a peer class no address carries yet: a new identity,
+  // which renumbers the identities after it: not a delta.
+  index.Commit(*undo);
+  k8s::Pod c = a;
+  c.mutable_metadata()->set_name("c");
+  k8s::ContainerPort* port = c.mutable_spec()->add_containers()->add_ports();
+  port->set_name("http");
+  port->set_containerport(80);
+  SetAddresses(&c, 7, true, false);
+  std::shared_ptr<const Engine> other = *back->Apply({Change{Change::Op::kUpsert, c}});
+  EXPECT_FALSE(index.Lower(other, installed, {"ns/c"}).has_value());
+}
+
+}  // namespace
+}  // namespace np
