@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <map>
 #include <set>
+#include <tuple>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
@@ -1052,6 +1053,372 @@ ElementPlan PlanElementUpdate(const Program& installed, const Program& next) {
   return plan;
 }
 
+
+namespace {
+
+// `bytes` - 1 (callers never step below the family's first address).
+std::string Predecessor(std::string bytes) {
+  for (size_t i = bytes.size(); i-- > 0;) {
+    if (reinterpret_cast<unsigned char&>(bytes[i])-- != 0) break;
+  }
+  return bytes;
+}
+
+DeltaIndex IndexOf(const ir::CompiledPolicy& ir, const Layout& layout, uint64_t elements,
+                   uint64_t element_budget, uint64_t generation) {
+  DeltaIndex x;
+  x.generation = generation;
+  x.referenced = layout.identities;
+  x.chains = layout.chains;
+  x.selected.assign(static_cast<size_t>(ir.tables_size()), 0);
+  for (int f = 0; f < 2; ++f) {
+    for (const MergedRange& m : layout.ranges[f]) {
+      x.identity[f].emplace_hint(x.identity[f].end(), m.first, DeltaIndex::Piece{m.last, m.target});
+    }
+  }
+  for (const ir::Endpoint& e : ir.endpoints()) {
+    if (!e.selected()) continue;
+    ++x.selected[e.table()];
+    for (int d : {kIngress, kEgress}) {
+      if (layout.chains.count({e.table(), d}) == 0) continue;
+      for (const std::string& ip : e.ips()) {
+        absl::StatusOr<std::string> bytes = AddressBytes(ip);  // checked by CheckIr
+        x.dispatch[d][bytes->size() == 4 ? 0 : 1][*bytes] = e.table();
+      }
+    }
+  }
+  x.elements = elements;
+  x.element_budget = element_budget;
+  return x;
+}
+
+std::string IdentityElement(const std::string& first, const DeltaIndex::Piece& piece,
+                            const std::string& suffix) {
+  return absl::StrCat(RangeText(first, piece.last), " : jump ", piece.target, suffix);
+}
+std::string DispatchElement(const std::string& address, uint32_t table, int d,
+                            const std::string& suffix) {
+  return absl::StrCat(AddressText(address), " : jump ", ChainOf(table, d), suffix);
+}
+std::string MapName(const char* base, int f, const std::string& suffix) {
+  return absl::StrCat(base, f == 0 ? "4" : "6", suffix);
+}
+
+}  // namespace
+
+absl::StatusOr<DeltaIndex> MakeDeltaIndex(const ir::CompiledPolicy& ir, uint64_t generation) {
+  if (absl::Status s = CheckIdentities(ir); !s.ok()) return s;
+  absl::StatusOr<Layout> layout = MakeLayout(ir);
+  if (!layout.ok()) return layout.status();
+  const Program program = BuildProgram(ir, &*layout);
+  return IndexOf(ir, *layout, program.element_count(), kElementBudget, generation);
+}
+
+ElementPlan PlanDeltaUpdate(const DeltaIndex& index, const ir::CompiledPolicy& previous,
+                            const ir::CompiledPolicyDelta& delta, DeltaIndexEdit* edit) {
+  ElementPlan plan;
+  *edit = DeltaIndexEdit();
+  auto fallback = [&](std::string why) {
+    plan.transactions.clear();
+    plan.grace_period = false;
+    plan.fallback = std::move(why);
+    *edit = DeltaIndexEdit();
+    return plan;
+  };
+  const std::string suffix = absl::StrCat("_g", index.generation);
+  const uint32_t identities = static_cast<uint32_t>(previous.identities_size());
+  if (index.selected.size() != static_cast<size_t>(previous.tables_size())) {
+    return fallback("the remembered program has other tables");
+  }
+  // Pod lists only name pods in identity chains' comments, which element edits leave (nft.h).
+  for (int e = 0; e < delta.identity_pods_size(); ++e) {
+    const uint32_t id = delta.identity_pods(e).identity();
+    if (id >= identities || (e > 0 && id <= delta.identity_pods(e - 1).identity())) {
+      return fallback("an invalid delta: identity_pods");
+    }
+  }
+  std::map<size_t, std::string> changed_address;
+  auto note_change = [&](const std::string& address) {
+    auto [it, inserted] = changed_address.emplace(address.size(), address);
+    return inserted || it->second == address;
+  };
+  auto target_of = [&](uint32_t id) { return IdentityChain(id, index.referenced.count(id) > 0); };
+
+  // ---- The identity maps: per family, the one edit (if any) that changes a target.
+  std::string identity_text;
+  for (int f = 0; f < 2; ++f) {
+    const auto& edits = f == 0 ? delta.ipv4() : delta.ipv6();
+    const auto& ranges = f == 0 ? previous.ipv4() : previous.ipv6();
+    const size_t width = f == 0 ? 4 : 16;
+    int active = -1;
+    uint32_t previous_end = 0;
+    for (int e = 0; e < edits.size(); ++e) {
+      const ir::RangeSliceEdit& x = edits[e];
+      if (x.begin() >= x.end() || x.end() > static_cast<uint32_t>(ranges.size()) ||
+          (e > 0 && x.begin() < previous_end) || x.ranges().empty()) {
+        return fallback("an invalid delta: a range slice");
+      }
+      previous_end = x.end();
+      // The new ranges continue one another over exactly the replaced addresses.
+      std::string expected = ranges[static_cast<int>(x.begin())].first();
+      for (int r = 0; r < x.ranges_size(); ++r) {
+        const ir::AddressRange& y = x.ranges(r);
+        if (y.first().size() != width || y.last().size() != width || y.first() != expected ||
+            y.last() < y.first() || y.identity() >= identities) {
+          return fallback("an invalid delta: its ranges do not continue one another");
+        }
+        expected = Successor(y.last());
+      }
+      if (x.ranges(x.ranges_size() - 1).last() != ranges[static_cast<int>(x.end()) - 1].last()) {
+        return fallback("an invalid delta: its ranges cover other addresses");
+      }
+      // Where the answer (the identity chain) changes: old and new side by side.
+      bool changed = false;
+      int i = static_cast<int>(x.begin()), j = 0;
+      while (i < static_cast<int>(x.end()) && j < x.ranges_size()) {
+        const ir::AddressRange& a = ranges[i];
+        const ir::AddressRange& b = x.ranges(j);
+        if (target_of(a.identity()) != target_of(b.identity())) {
+          const std::string& lo = std::max(a.first(), b.first());
+          const std::string& hi = std::min(a.last(), b.last());
+          if (lo != hi) return fallback(absl::StrCat("identity", f == 0 ? "4" : "6", ": a range of addresses changes identity"));
+          if (!note_change(lo)) return fallback("more than one address of a family changes");
+          changed = true;
+        }
+        if (a.last() < b.last()) {
+          ++i;
+        } else if (b.last() < a.last()) {
+          ++j;
+        } else {
+          ++i;
+          ++j;
+        }
+      }
+      if (changed) active = e;  // note_change allows one address a family: one edit
+    }
+    if (active < 0) continue;
+    // The merged pieces over the edit's addresses and one neighbour on each side (a merge
+    // may reach it; beyond it the old pieces stay maximal), rebuilt from the new ranges.
+    const ir::RangeSliceEdit& x = edits[active];
+    const std::string& lo = ranges[static_cast<int>(x.begin())].first();
+    const std::string& hi = ranges[static_cast<int>(x.end()) - 1].last();
+    const std::map<std::string, DeltaIndex::Piece>& pieces = index.identity[f];
+    auto it = pieces.upper_bound(lo);
+    if (it == pieces.begin()) return fallback("the remembered identity map does not cover the delta");
+    --it;
+    if (it != pieces.begin()) --it;
+    struct Segment {
+      std::string first;
+      DeltaIndex::Piece piece;
+    };
+    std::vector<Segment> old_pieces, segments, after;
+    for (; it != pieces.end(); ++it) {
+      const std::string& first = it->first;
+      const DeltaIndex::Piece& p = it->second;
+      old_pieces.push_back({first, p});
+      if (first > hi) {
+        after.push_back({first, p});
+        break;
+      }
+      if (first < lo) segments.push_back({first, {p.last < lo ? p.last : Predecessor(lo), p.target}});
+      if (p.last > hi) after.push_back({Successor(hi), {p.last, p.target}});
+    }
+    for (const ir::AddressRange& r : x.ranges()) {
+      segments.push_back({r.first(), {r.last(), target_of(r.identity())}});
+    }
+    for (Segment& s : after) segments.push_back(std::move(s));
+    std::vector<Segment> merged;
+    for (Segment& s : segments) {
+      if (!merged.empty() && merged.back().piece.target == s.piece.target) {
+        merged.back().piece.last = s.piece.last;
+      } else {
+        merged.push_back(std::move(s));
+      }
+    }
+    auto same = [](const Segment& a, const Segment& b) {
+      return a.first == b.first && a.piece.last == b.piece.last && a.piece.target == b.piece.target;
+    };
+    std::vector<std::string> removed, added;
+    for (const Segment& o : old_pieces) {
+      bool kept = std::any_of(merged.begin(), merged.end(), [&](const Segment& m) { return same(o, m); });
+      if (kept) continue;
+      removed.push_back(RangeText(o.first, o.piece.last));
+      edit->identity_erase[f].push_back(o.first);
+    }
+    for (const Segment& m : merged) {
+      bool kept = std::any_of(old_pieces.begin(), old_pieces.end(), [&](const Segment& o) { return same(o, m); });
+      if (kept) continue;
+      added.push_back(IdentityElement(m.first, m.piece, suffix));
+      edit->identity_insert[f].push_back({m.first, m.piece});
+    }
+    edit->elements += static_cast<int64_t>(added.size()) - static_cast<int64_t>(removed.size());
+    const std::string map = MapName("identity", f, suffix);
+    // Deletions first: the kernel refuses an interval that overlaps one still there.
+    if (!removed.empty()) {
+      absl::StrAppend(&identity_text, "delete element inet ", kTableName, " ", map, " { ",
+                      absl::StrJoin(removed, ", "), " }\n");
+    }
+    if (!added.empty()) {
+      absl::StrAppend(&identity_text, "add element inet ", kTableName, " ", map, " { ",
+                      absl::StrJoin(added, ", "), " }\n");
+    }
+  }
+
+  // ---- The dispatch maps: the replaced endpoints' entries against the new ones'.
+  struct Entry {
+    int64_t old_table = -1, new_table = -1;
+  };
+  std::map<std::tuple<int, int, std::string>, Entry> entries;  // (direction, family, address)
+  std::map<uint32_t, int64_t> selected_change;
+  auto collect = [&](const ir::Endpoint& e, bool is_new) {
+    if (!e.selected()) return true;
+    if (e.table() >= static_cast<uint32_t>(previous.tables_size())) return false;
+    selected_change[e.table()] += is_new ? 1 : -1;
+    for (int d : {kIngress, kEgress}) {
+      if (index.chains.count({e.table(), d}) == 0) continue;
+      for (const std::string& ip : e.ips()) {
+        absl::StatusOr<std::string> bytes = AddressBytes(ip);
+        if (!bytes.ok()) return false;
+        Entry& slot = entries[{d, bytes->size() == 4 ? 0 : 1, *bytes}];
+        int64_t& table = is_new ? slot.new_table : slot.old_table;
+        if (table >= 0) return false;  // one address listed twice
+        table = e.table();
+      }
+    }
+    return true;
+  };
+  uint32_t previous_end = 0;
+  for (int e = 0; e < delta.endpoints_size(); ++e) {
+    const ir::EndpointSliceEdit& x = delta.endpoints(e);
+    if (x.begin() > x.end() || x.end() > static_cast<uint32_t>(previous.endpoints_size()) ||
+        (e > 0 && x.begin() < previous_end)) {
+      return fallback("an invalid delta: an endpoint slice");
+    }
+    previous_end = x.end();
+    for (uint32_t i = x.begin(); i < x.end(); ++i) {
+      if (!collect(previous.endpoints(static_cast<int>(i)), false)) {
+        return fallback("an endpoint the delta replaces is not what the index holds");
+      }
+    }
+    for (const ir::Endpoint& n : x.endpoints()) {
+      if (!collect(n, true)) return fallback("an invalid delta: an endpoint");
+    }
+  }
+  for (const auto& [table, change] : selected_change) {
+    if (change == 0) continue;
+    const int64_t before = index.selected[table], now = before + change;
+    if (now < 0) return fallback("the remembered endpoints differ from the delta's");
+    const ir::Table& t = previous.tables(static_cast<int>(table));
+    if ((before > 0) != (now > 0) && (Restricted(t.ingress()) || Restricted(t.egress()))) {
+      return fallback(absl::StrCat("the first or last selected endpoint of table ", table,
+                                   ": its chains come or go"));
+    }
+    edit->selected.push_back({table, change});
+  }
+  bool dispatch_added = false, dispatch_deleted = false;
+  std::vector<std::string> removed[2][2], added[2][2];
+  for (const auto& [key, entry] : entries) {
+    const auto& [d, f, address] = key;
+    const std::map<std::string, uint32_t>& map = index.dispatch[d][f];
+    auto found = map.find(address);
+    if (entry.old_table >= 0 && (found == map.end() || found->second != entry.old_table)) {
+      return fallback("the remembered dispatch map differs from the delta's endpoints");
+    }
+    if (entry.old_table < 0 && found != map.end()) {
+      return fallback("an address that another endpoint has");
+    }
+    if (entry.old_table == entry.new_table) continue;
+    if (!note_change(address)) return fallback("more than one address of a family changes");
+    if (entry.old_table < 0) {
+      dispatch_added = true;
+    } else if (entry.new_table < 0) {
+      dispatch_deleted = true;
+    } else {
+      dispatch_added = dispatch_deleted = true;  // a different table: both at once
+    }
+    if (entry.old_table >= 0) {
+      removed[d][f].push_back(AddressText(address));
+      edit->dispatch_erase[d][f].push_back(address);
+      --edit->elements;
+    }
+    if (entry.new_table >= 0) {
+      added[d][f].push_back(
+          DispatchElement(address, static_cast<uint32_t>(entry.new_table), d, suffix));
+      edit->dispatch_insert[d][f].push_back({address, static_cast<uint32_t>(entry.new_table)});
+      ++edit->elements;
+    }
+  }
+  std::string dispatch_text;
+  for (int d : {kEgress, kIngress}) {
+    for (int f = 0; f < 2; ++f) {
+      const std::string map = MapName(DirName(d), f, suffix);
+      if (!removed[d][f].empty()) {
+        absl::StrAppend(&dispatch_text, "delete element inet ", kTableName, " ", map, " { ",
+                        absl::StrJoin(removed[d][f], ", "), " }\n");
+      }
+      if (!added[d][f].empty()) {
+        absl::StrAppend(&dispatch_text, "add element inet ", kTableName, " ", map, " { ",
+                        absl::StrJoin(added[d][f], ", "), " }\n");
+      }
+    }
+  }
+  if (edit->elements > 0 && index.element_budget > 0 &&
+      index.elements + static_cast<uint64_t>(edit->elements) > index.element_budget) {
+    return fallback("past the set element budget");
+  }
+  // The transactions and their order: PlanElementUpdate's rule (nft.h).
+  if (identity_text.empty() || dispatch_text.empty()) {
+    std::string text = identity_text + dispatch_text;
+    if (!text.empty()) plan.transactions.push_back(std::move(text));
+    return plan;
+  }
+  if (dispatch_added == dispatch_deleted) {
+    return fallback("dispatch entries both added and deleted while identities change");
+  }
+  plan.grace_period = true;
+  if (dispatch_added) {
+    plan.transactions = {dispatch_text, identity_text};
+  } else {
+    plan.transactions = {identity_text, dispatch_text};
+  }
+  return plan;
+}
+
+void ApplyIndexEdit(const DeltaIndexEdit& edit, DeltaIndex* index) {
+  for (int f = 0; f < 2; ++f) {
+    for (const std::string& first : edit.identity_erase[f]) index->identity[f].erase(first);
+    for (const auto& [first, piece] : edit.identity_insert[f]) index->identity[f][first] = piece;
+    for (int d = 0; d < 2; ++d) {
+      for (const std::string& a : edit.dispatch_erase[d][f]) index->dispatch[d][f].erase(a);
+      for (const auto& [a, table] : edit.dispatch_insert[d][f]) index->dispatch[d][f][a] = table;
+    }
+  }
+  for (const auto& [table, change] : edit.selected) index->selected[table] += change;
+  index->elements = static_cast<uint64_t>(static_cast<int64_t>(index->elements) + edit.elements);
+}
+
+void MaterializeElements(const DeltaIndex& index, Program* installed) {
+  const std::string suffix = absl::StrCat("_g", index.generation);
+  for (Set& s : installed->sets) {
+    const absl::string_view base = BaseName(s.name);
+    for (int f = 0; f < 2; ++f) {
+      if (base == MapName("identity", f, "")) {
+        s.elements.clear();
+        for (const auto& [first, piece] : index.identity[f]) {
+          s.elements.push_back(IdentityElement(first, piece, suffix));
+        }
+      }
+      for (int d : {kIngress, kEgress}) {
+        if (base != MapName(DirName(d), f, "")) continue;
+        s.elements.clear();
+        for (const auto& [address, table] : index.dispatch[d][f]) {
+          s.elements.push_back(DispatchElement(address, table, d, suffix));
+        }
+      }
+    }
+  }
+}
+
 }  // namespace nft
 
 namespace {
@@ -1262,7 +1629,8 @@ class NftBackend : public Backend {
     absl::StatusOr<Measured> m = Measure(ir, /*quick_refusal=*/true);
     if (!m.ok()) return m.status();
     if (absl::Status s = CheckCapacity(m->capacity); !s.ok()) return s;
-    return Switch(m->program, NamespaceFor(attachment));
+    Namespace& ns = NamespaceFor(attachment);
+    return SwitchAndRemember(ir, *m, ns);
   }
 
   // Element edits in place when PlanElementUpdate finds them safe (nft.h), else Apply. The
@@ -1275,11 +1643,15 @@ class NftBackend : public Backend {
     if (!m.ok()) return m.status();
     if (absl::Status s = CheckCapacity(m->capacity); !s.ok()) return s;
     Namespace& ns = NamespaceFor(attachment);
-    if (!ns.installed.has_value()) return Switch(m->program, ns);
+    if (!ns.installed.has_value()) return SwitchAndRemember(next, *m, ns);
+    if (ns.elements_stale && ns.index.has_value()) {
+      nft::MaterializeElements(*ns.index, &*ns.installed);
+      ns.elements_stale = false;
+    }
     const uint64_t generation = nft::InstalledOf(*ns.installed).last_generation;
     nft::Program renamed = nft::WithGeneration(m->program, generation);
     nft::ElementPlan plan = nft::PlanElementUpdate(*ns.installed, renamed);
-    if (!plan.fallback.empty()) return Switch(m->program, ns);
+    if (!plan.fallback.empty()) return SwitchAndRemember(next, *m, ns);
     for (size_t i = 0; i < plan.transactions.size(); ++i) {
       absl::Status s = i > 0 && plan.grace_period ? WaitForGracePeriod() : absl::OkStatus();
       if (s.ok()) s = RunNft(ns, plan.transactions[i]).status();
@@ -1287,16 +1659,54 @@ class NftBackend : public Backend {
         // What is installed is no longer known for sure (another writer, a half-done
         // update): the generation switch from a fresh listing recovers.
         ns.installed.reset();
-        return Switch(m->program, ns);
+        return SwitchAndRemember(next, *m, ns);
       }
     }
     ns.installed = std::move(renamed);
+    Remember(ns, next, *m);
     return absl::OkStatus();
+  }
+
+  // PlanDeltaUpdate's edits from what this instance remembers (no Build, no diff of whole
+  // programs); anything it will not do in place goes to Backend::UpdateDelta's default
+  // (ApplyDelta on a copy, then Update), which also refuses an invalid delta.
+  absl::Status UpdateDelta(const ir::CompiledPolicy& previous, const ir::CompiledPolicyDelta& delta,
+                           const Attachment& attachment) override {
+    Namespace& ns = NamespaceFor(attachment);
+    if (ns.installed.has_value() && ns.index.has_value()) {
+      nft::DeltaIndexEdit edit;
+      nft::ElementPlan plan = nft::PlanDeltaUpdate(*ns.index, previous, delta, &edit);
+      stats_.last_fallback = plan.fallback;
+      if (plan.fallback.empty()) {
+        absl::Status s = absl::OkStatus();
+        for (size_t i = 0; i < plan.transactions.size() && s.ok(); ++i) {
+          if (i > 0 && plan.grace_period) s = WaitForGracePeriod();
+          if (s.ok()) s = RunNft(ns, plan.transactions[i]).status();
+        }
+        if (s.ok()) {
+          nft::ApplyIndexEdit(edit, &*ns.index);
+          if (!plan.transactions.empty()) ns.elements_stale = true;
+          ++stats_.in_place;
+          return absl::OkStatus();
+        }
+        // A half-done edit or another writer: the full path lists the kernel and switches.
+        stats_.last_fallback = absl::StrCat("nft refused the edit: ", s.message());
+        ns.installed.reset();
+        ns.index.reset();
+        ns.elements_stale = false;
+      }
+    } else {
+      stats_.last_fallback = "nothing remembered for this namespace";
+    }
+    ++stats_.full_path;
+    return Backend::UpdateDelta(previous, delta, attachment);
   }
 
   absl::Status Remove(const Attachment& attachment) override {
     Namespace& ns = NamespaceFor(attachment);
     ns.installed.reset();
+    ns.index.reset();
+    ns.elements_stale = false;
     // Declaring the table first makes the delete succeed whether or not it exists.
     return RunNft(ns, absl::StrCat("table inet ", nft::kTableName, " {}\ndelete table inet ",
                                    nft::kTableName, "\n"))
@@ -1340,6 +1750,7 @@ class NftBackend : public Backend {
   struct Measured {
     nft::Program program;
     ir::BackendCapacity capacity;
+    nft::Layout layout;
   };
   // The program and what it asks of the kernel (the identity limit is an item there). With
   // `quick_refusal`, too many identities end it before the program is built: the report
@@ -1357,6 +1768,7 @@ class NftBackend : public Backend {
     m.program = nft::BuildProgram(ir, &*layout);
     m.capacity = nft::ProgramCapacity(ir, m.program);
     if (absl::Status s = FinishCapacity(m.capacity, options_); !s.ok()) return s;
+    m.layout = *std::move(layout);
     return m;
   }
 
@@ -1365,7 +1777,33 @@ class NftBackend : public Backend {
     std::string netns;                       // the attachment's; empty: the caller's
     std::unique_ptr<NftSession> session;     // null: spawn `nft`
     std::optional<nft::Program> installed;   // with generation names; unset: list to know
+    // What UpdateDelta edits from; set with `installed` by every full install.
+    std::optional<nft::DeltaIndex> index;
+    // `installed`'s map elements are behind `index` (in-place delta edits since): Update
+    // rewrites them (MaterializeElements) before it plans.
+    bool elements_stale = false;
   };
+
+  // The delta index of `ir`'s program, now installed (or forgotten when nothing is).
+  void Remember(Namespace& ns, const ir::CompiledPolicy& ir, const Measured& m) {
+    ns.elements_stale = false;
+    ns.index.reset();
+    if (!ns.installed.has_value()) return;
+    uint64_t budget = 0;
+    for (const ir::CapacityItem& item : m.capacity.items()) {
+      if (item.name() == "set_elements") budget = item.budget();
+    }
+    ns.index = nft::IndexOf(ir, m.layout, m.program.element_count(), budget,
+                            nft::InstalledOf(*ns.installed).last_generation);
+  }
+
+  absl::Status SwitchAndRemember(const ir::CompiledPolicy& ir, const Measured& m, Namespace& ns) {
+    absl::Status s = Switch(m.program, ns);
+    ns.index.reset();
+    ns.elements_stale = false;
+    if (s.ok()) Remember(ns, ir, m);
+    return s;
+  }
 
   Namespace& NamespaceFor(const Attachment& attachment) {
     auto [it, inserted] = namespaces_.try_emplace(NetnsKey(attachment.netns));
@@ -1439,12 +1877,20 @@ class NftBackend : public Backend {
 
   BackendOptions options_;
   std::map<std::string, Namespace> namespaces_;
+
+ public:
+  nft::DeltaStats stats_;
 };
 
 }  // namespace
 
 std::unique_ptr<Backend> MakeNftBackend(const BackendOptions& options) {
   return std::make_unique<NftBackend>(options);
+}
+
+nft::DeltaStats nft::DeltaStatsOf(const Backend& backend) {
+  const auto* nft = dynamic_cast<const NftBackend*>(&backend);
+  return nft == nullptr ? DeltaStats() : nft->stats_;
 }
 
 }  // namespace np::backends

@@ -88,6 +88,7 @@
 //   std::unique_ptr<Backend> nft = MakeNftBackend();
 //   nft->Apply(ir, where);                   // generation switch
 //   nft->Update(ir, next_ir, where);         // element edits when safe (PlanElementUpdate)
+//   nft->UpdateDelta(ir, delta, where);      // the same edits from the delta (PlanDeltaUpdate)
 //
 // Thread safety: Render and Explain are pure; Apply, Update and Remove may be called from one
 // thread at a time per backend instance (libnftables calls are serialised process-wide).
@@ -95,7 +96,9 @@
 #define NP_BACKENDS_NFT_NFT_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -220,6 +223,60 @@ ElementPlan PlanElementUpdate(const Program& installed, const Program& next);
 // base chains' hook lines, no elements): lets Apply retire a generation it installed itself
 // without listing the kernel.
 Installed InstalledOf(const Program& program);
+
+// ---- Updates from a delta (Backend::UpdateDelta) -----------------------------------------
+// What the backend remembers of the installed program to edit its maps from a
+// CompiledPolicyDelta alone, in time proportional to the delta: the identity maps' merged
+// intervals and the dispatch maps' entries, indexed by address, and what decides whether the
+// chains would change (which identities rules name, which table chains exist, how many
+// selected endpoints each table has). Built once per full install (O(program)); kept in step
+// by ApplyIndexEdit after each in-place edit.
+struct DeltaIndex {
+  struct Piece {
+    std::string last;    // bytes
+    std::string target;  // identity chain without generation suffix: "id_5", "id_other"
+  };
+  uint64_t generation = 0;                                // the installed `_g<N>`
+  std::set<uint32_t> referenced;                          // identities some rule names
+  std::set<std::pair<uint32_t, int>> chains;              // (table, 0 ingress / 1 egress)
+  std::vector<int64_t> selected;                          // per table: selected endpoints
+  std::map<std::string, Piece> identity[2];               // identity4/6: first -> piece
+  std::map<std::string, uint32_t> dispatch[2][2];         // [direction][family]: addr -> table
+  uint64_t elements = 0;                                  // set elements of the program
+  uint64_t element_budget = 0;                            // 0: none
+};
+// The index of `ir`'s program installed as generation `generation` (budget: the default).
+absl::StatusOr<DeltaIndex> MakeDeltaIndex(const ir::CompiledPolicy& ir, uint64_t generation);
+// How an in-place edit changes the index, applied once the kernel took the edit.
+struct DeltaIndexEdit {
+  std::vector<std::string> identity_erase[2];
+  std::vector<std::pair<std::string, DeltaIndex::Piece>> identity_insert[2];
+  std::vector<std::string> dispatch_erase[2][2];
+  std::vector<std::pair<std::string, uint32_t>> dispatch_insert[2][2];
+  std::vector<std::pair<uint32_t, int64_t>> selected;  // table, change
+  int64_t elements = 0;
+};
+// PlanElementUpdate's plan (same conditions, same transactions up to element order) for the
+// program of ApplyDelta(delta, previous), read from `index` (what is installed, which must be
+// `previous`'s program) and the slices of `previous` the delta replaces: never the whole
+// program. A fallback also when the delta is invalid or does not fit the index (the full path
+// refuses or recovers). `edit` gets the index's change when the plan applies.
+ElementPlan PlanDeltaUpdate(const DeltaIndex& index, const ir::CompiledPolicy& previous,
+                            const ir::CompiledPolicyDelta& delta, DeltaIndexEdit* edit);
+void ApplyIndexEdit(const DeltaIndexEdit& edit, DeltaIndex* index);
+// `installed`'s identity and dispatch maps' elements rewritten from `index` (O(program)): the
+// full path's PlanElementUpdate reads them after in-place delta edits. Dispatch elements come
+// in address order (Build's are in endpoint order).
+void MaterializeElements(const DeltaIndex& index, Program* installed);
+// What UpdateDelta did on an nft backend (MakeNftBackend), for tests and benchmarks: calls
+// that edited in place from the delta, calls that took the full path, and the last reason.
+// Zeros for another backend.
+struct DeltaStats {
+  uint64_t in_place = 0;
+  uint64_t full_path = 0;
+  std::string last_fallback;
+};
+DeltaStats DeltaStatsOf(const Backend& backend);
 
 }  // namespace nft
 }  // namespace np::backends

@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <iostream>
+#include <map>
+#include <optional>
 #include <random>
 #include <set>
 
@@ -1081,14 +1083,84 @@ TEST(NftUpdatePlan, FallsBackToTheSwitchWhenAnEditIsNotSafe) {
   }
 }
 
+// One random churn event on `pods` (seeded by the caller's rng): a pod added (local or
+// not), deleted, relabelled (remote), its address reused by a new pod, or a policy event
+// (the rule port). `skip` when the draw had nothing to act on.
+struct ChurnEvent {
+  bool skip = true;
+  std::vector<ChurnPod> after;
+  uint32_t port = 80;
+  bool pod_event = true;
+  std::string what;
+};
+ChurnEvent RandomChurnEvent(std::mt19937_64& rng, const std::vector<ChurnPod>& pods,
+                            uint32_t port, int step, int* next_name) {
+  std::vector<ChurnPod> after = pods;
+  uint32_t after_port = port;
+  bool pod_event = true;
+  std::string what;
+  std::set<uint32_t> used;
+  for (const ChurnPod& p : pods) used.insert(p.address);
+  switch (rng() % 6) {
+    case 0:
+    case 1: {  // a pod starts, local or not, in an existing identity
+      uint32_t address = 1 + rng() % 60;
+      if (used.count(address) > 0) address = 61 + step;  // never reused here: below
+      ChurnPod p{absl::StrCat("n/p", (*next_name)++), static_cast<uint32_t>(1 + rng() % 10), address};
+      p.local = rng() % 2 == 0;
+      p.selected = p.local && rng() % 3 != 0;
+      p.table = rng() % 2;
+      after.push_back(p);
+      what = absl::StrCat("add ", p.name, p.local ? " (local)" : "");
+      break;
+    }
+    case 2: {  // a pod stops
+      if (after.empty()) return {};
+      size_t i = rng() % after.size();
+      what = absl::StrCat("delete ", after[i].name);
+      after.erase(after.begin() + i);
+      break;
+    }
+    case 3: {  // a remote pod is relabelled into another identity
+      std::vector<size_t> remote;
+      for (size_t i = 0; i < after.size(); ++i) {
+        if (!after[i].local) remote.push_back(i);
+      }
+      if (remote.empty()) return {};
+      ChurnPod& p = after[remote[rng() % remote.size()]];
+      p.identity = 1 + (p.identity + rng() % 9) % 10;
+      what = absl::StrCat("relabel ", p.name);
+      break;
+    }
+    case 4: {  // a deleted pod's address taken by a new pod (address reuse)
+      if (after.empty()) return {};
+      size_t i = rng() % after.size();
+      ChurnPod p = after[i];
+      after.erase(after.begin() + i);
+      what = absl::StrCat("reuse ", p.name, "'s address");
+      p.name = absl::StrCat("n/p", (*next_name)++);
+      p.identity = 1 + rng() % 10;
+      after.push_back(p);
+      break;
+    }
+    default:  // a policy event
+      after_port = port == 80 ? 8080 : 80;
+      pod_event = false;
+      what = "rule port";
+  }
+  return {false, std::move(after), after_port, pod_event, std::move(what)};
+}
+
 // As root: random pod churn (seeded; NP_NFT_CHURN_SEED replays one) through Update in a
 // named network namespace (the in-process session's setns path), checked after every step
 // against a fresh Apply of the same IR in the test's own namespace: the two listings are
 // equal up to generation numbers and identity chains' comments (nft.h: an element edit
 // cannot change them). Pod events must leave the generation in place; a policy event
-// (rule port) must switch it.
-TEST_F(NftKernelTest, UpdateInPlaceEqualsAFreshApplyOnRandomChurn) {
-  const std::string netns = absl::StrCat("np-nft-churn-", getpid());
+// (rule port) must switch it. `through_delta`: pod events go through UpdateDelta with the
+// delta of DiffPrograms (one in four through Update, so that Update plans from maps that
+// delta edits changed), and most of them must stay in place on UpdateDelta's own path.
+void ExpectChurnEqualsFreshApply(bool through_delta) {
+  const std::string netns = absl::StrCat("np-nft-churn-", through_delta ? "d-" : "", getpid());
   ASSERT_TRUE(RunCommand({"ip", "netns", "add", netns}).ok());
   struct Cleanup {
     std::string netns;
@@ -1134,65 +1206,29 @@ TEST_F(NftKernelTest, UpdateInPlaceEqualsAFreshApplyOnRandomChurn) {
   uint32_t port = 80;
   ir::CompiledPolicy current = ChurnIr(pods, port);
   ASSERT_TRUE(incremental->Apply(current, there).ok());
-  int in_place = 0, switched = 0, next_name = 0;
+  int in_place = 0, switched = 0, next_name = 0, delta_steps = 0, delta_in_place = 0;
   for (int step = 0; step < 60; ++step) {
-    std::vector<ChurnPod> after = pods;
-    uint32_t after_port = port;
-    bool pod_event = true;
-    std::string what;
-    std::set<uint32_t> used;
-    for (const ChurnPod& p : pods) used.insert(p.address);
-    switch (rng() % 6) {
-      case 0:
-      case 1: {  // a pod starts, local or not, in an existing identity
-        uint32_t address = 1 + rng() % 60;
-        if (used.count(address) > 0) address = 61 + step;  // never reused here: below
-        ChurnPod p{absl::StrCat("n/p", next_name++), static_cast<uint32_t>(1 + rng() % 10), address};
-        p.local = rng() % 2 == 0;
-        p.selected = p.local && rng() % 3 != 0;
-        p.table = rng() % 2;
-        after.push_back(p);
-        what = absl::StrCat("add ", p.name, p.local ? " (local)" : "");
-        break;
-      }
-      case 2: {  // a pod stops
-        if (after.empty()) continue;
-        size_t i = rng() % after.size();
-        what = absl::StrCat("delete ", after[i].name);
-        after.erase(after.begin() + i);
-        break;
-      }
-      case 3: {  // a remote pod is relabelled into another identity
-        std::vector<size_t> remote;
-        for (size_t i = 0; i < after.size(); ++i) {
-          if (!after[i].local) remote.push_back(i);
-        }
-        if (remote.empty()) continue;
-        ChurnPod& p = after[remote[rng() % remote.size()]];
-        p.identity = 1 + (p.identity + rng() % 9) % 10;
-        what = absl::StrCat("relabel ", p.name);
-        break;
-      }
-      case 4: {  // a deleted pod's address taken by a new pod (address reuse)
-        if (after.empty()) continue;
-        size_t i = rng() % after.size();
-        ChurnPod p = after[i];
-        after.erase(after.begin() + i);
-        what = absl::StrCat("reuse ", p.name, "'s address");
-        p.name = absl::StrCat("n/p", next_name++);
-        p.identity = 1 + rng() % 10;
-        after.push_back(p);
-        break;
-      }
-      default:  // a policy event
-        after_port = port == 80 ? 8080 : 80;
-        pod_event = false;
-        what = "rule port";
-    }
+    ChurnEvent event = RandomChurnEvent(rng, pods, port, step, &next_name);
+    if (event.skip) continue;
+    std::vector<ChurnPod> after = std::move(event.after);
+    const uint32_t after_port = event.port;
+    const bool pod_event = event.pod_event;
+    const std::string what = event.what;
     ir::CompiledPolicy next = ChurnIr(after, after_port);
     SCOPED_TRACE(absl::StrCat("step ", step, ": ", what));
     const uint64_t before = generation(netns);
-    ASSERT_TRUE(incremental->Update(current, next, there).ok());
+    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(current, next);
+    if (!pod_event) {
+      ASSERT_FALSE(delta.has_value()) << "a rule change has no delta";
+    }
+    const bool use_delta = through_delta && delta.has_value() && step % 4 != 3;
+    const DeltaStats stats_before = DeltaStatsOf(*incremental);
+    if (use_delta) {
+      ASSERT_TRUE(incremental->UpdateDelta(current, *delta, there).ok());
+    } else {
+      ASSERT_TRUE(incremental->Update(current, next, there).ok());
+    }
+    const DeltaStats stats_after = DeltaStatsOf(*incremental);
     ASSERT_TRUE(fresh->Apply(next, {}).ok());
     absl::StatusOr<std::string> got = RunCommand({"nft", "list", "table", "inet", kTableName}, "", netns);
     absl::StatusOr<std::string> want = RunCommand({"nft", "list", "table", "inet", kTableName});
@@ -1203,7 +1239,9 @@ TEST_F(NftKernelTest, UpdateInPlaceEqualsAFreshApplyOnRandomChurn) {
     // identity changes (PlanElementUpdate's rule, read off the event).
     Program a = Generation(current, 1), b = Generation(next, 1);
     ElementPlan plan = PlanElementUpdate(a, b);
-    if (!pod_event) EXPECT_FALSE(stayed) << "a rule change must switch generations";
+    if (!pod_event) {
+      EXPECT_FALSE(stayed) << "a rule change must switch generations";
+    }
     // One pod added, deleted or relabelled (remote) is always safe in place, unless it is
     // the first or last endpoint of a table (its chains come or go); an address reused by
     // a pod of another table may not be.
@@ -1218,6 +1256,14 @@ TEST_F(NftKernelTest, UpdateInPlaceEqualsAFreshApplyOnRandomChurn) {
       EXPECT_TRUE(stayed) << plan.fallback;
     }
     EXPECT_EQ(stayed, plan.fallback.empty()) << plan.fallback;
+    if (use_delta) {
+      // UpdateDelta edits in place itself exactly when the whole-program plan does.
+      ++delta_steps;
+      const bool own = stats_after.in_place == stats_before.in_place + 1;
+      EXPECT_EQ(own, plan.fallback.empty()) << "UpdateDelta: " << stats_after.last_fallback
+                                            << "; whole-program plan: " << plan.fallback;
+      delta_in_place += own ? 1 : 0;
+    }
     (stayed ? in_place : switched)++;
     pods = std::move(after);
     port = after_port;
@@ -1226,9 +1272,22 @@ TEST_F(NftKernelTest, UpdateInPlaceEqualsAFreshApplyOnRandomChurn) {
   // The churn exercised both paths.
   EXPECT_GT(in_place, 20);
   EXPECT_GT(switched, 3);
-  std::cerr << "churn: " << in_place << " in place, " << switched << " switched\n";
+  std::cerr << "churn: " << in_place << " in place, " << switched << " switched; through "
+            << "UpdateDelta " << delta_steps << ", in place there " << delta_in_place << "\n";
+  if (through_delta) {
+    EXPECT_GT(delta_steps, 20);
+    EXPECT_GT(2 * delta_in_place, delta_steps) << "most delta steps stay in place";
+  }
   ASSERT_TRUE(incremental->Remove(there).ok());
   ASSERT_TRUE(fresh->Remove({}).ok());
+}
+
+TEST_F(NftKernelTest, UpdateInPlaceEqualsAFreshApplyOnRandomChurn) {
+  ExpectChurnEqualsFreshApply(/*through_delta=*/false);
+}
+
+TEST_F(NftKernelTest, UpdateDeltaEqualsAFreshApplyOnRandomChurn) {
+  ExpectChurnEqualsFreshApply(/*through_delta=*/true);
 }
 
 // A named namespace deleted and created again under the same name is a new one: the backend
@@ -1252,6 +1311,207 @@ TEST_F(NftKernelTest, ANamespaceCreatedAgainUnderTheSameNameGetsTheProgram) {
   }
 }
 
+
+// ---- Updates from a delta (PlanDeltaUpdate) ----------------------------------------------
+// The maps of `p` as multisets, for comparing element lists whose order may differ.
+std::map<std::string, std::multiset<std::string>> MapsOf(const Program& p) {
+  std::map<std::string, std::multiset<std::string>> out;
+  for (const Set& s : p.sets) out[s.name] = ElementsOf(p, s.name);
+  return out;
+}
+
+// The plan from the index and the delta alone against the whole-program plan (the slow path,
+// PlanElementUpdate) on random churn, seeded (NP_NFT_DELTA_SEED replays one): the same
+// decision, the same grace period and, after each transaction, the same map contents; the
+// index kept in step with ApplyIndexEdit materializes to the next program's maps.
+TEST(NftDeltaPlan, MatchesTheWholeProgramPlanOnRandomChurn) {
+  uint64_t seed = 20261201;
+  if (const char* s = getenv("NP_NFT_DELTA_SEED"); s != nullptr) seed = std::strtoull(s, nullptr, 10);
+  SCOPED_TRACE(absl::StrCat("NP_NFT_DELTA_SEED=", seed));
+  std::mt19937_64 rng(seed);
+  std::vector<ChurnPod> pods = ChurnBase();
+  uint32_t port = 80;
+  ir::CompiledPolicy current = ChurnIr(pods, port);
+  absl::StatusOr<DeltaIndex> index = MakeDeltaIndex(current, 1);
+  ASSERT_TRUE(index.ok()) << index.status();
+  int next_name = 0, in_place = 0, fell_back = 0, two_commits = 0;
+  for (int step = 0; step < 400; ++step) {
+    ChurnEvent event = RandomChurnEvent(rng, pods, port, step, &next_name);
+    if (event.skip) continue;
+    if (step % 5 == 0) {  // two events at once: mostly past what an in-place edit may do
+      ChurnEvent second = RandomChurnEvent(rng, event.after, event.port, 1000 + step, &next_name);
+      if (!second.skip) {
+        event.after = std::move(second.after);
+        event.port = second.port;
+        event.what = absl::StrCat(event.what, " + ", second.what);
+      }
+    }
+    ir::CompiledPolicy next = ChurnIr(event.after, event.port);
+    SCOPED_TRACE(absl::StrCat("step ", step, ": ", event.what));
+    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(current, next);
+    const Program installed = Generation(current, 1), wanted = Generation(next, 1);
+    bool kept_in_step = false;
+    if (delta.has_value()) {
+      DeltaIndexEdit edit;
+      const ElementPlan got = PlanDeltaUpdate(*index, current, *delta, &edit);
+      const ElementPlan want = PlanElementUpdate(installed, wanted);
+      ASSERT_EQ(got.fallback.empty(), want.fallback.empty())
+          << "delta plan: '" << got.fallback << "', whole-program plan: '" << want.fallback << "'";
+      if (got.fallback.empty()) {
+        ++in_place;
+        two_commits += got.grace_period ? 1 : 0;
+        EXPECT_EQ(got.grace_period, want.grace_period);
+        ASSERT_EQ(got.transactions.size(), want.transactions.size());
+        for (size_t i = 0; i < got.transactions.size(); ++i) {
+          ElementPlan got_prefix, want_prefix;
+          got_prefix.transactions.assign(got.transactions.begin(), got.transactions.begin() + i + 1);
+          want_prefix.transactions.assign(want.transactions.begin(), want.transactions.begin() + i + 1);
+          EXPECT_EQ(MapsOf(Edited(installed, got_prefix)), MapsOf(Edited(installed, want_prefix)))
+              << "after transaction " << i << ":\n" << got.transactions[i];
+        }
+        ApplyIndexEdit(edit, &*index);
+        kept_in_step = true;
+        Program materialized = installed;
+        MaterializeElements(*index, &materialized);
+        EXPECT_EQ(MapsOf(materialized), MapsOf(wanted));
+        EXPECT_EQ(index->elements, wanted.element_count());
+      } else {
+        ++fell_back;
+      }
+    }
+    // After a full path the backend indexes the program it installed (here also now and
+    // then after an in-place step, as after an Update).
+    if (!kept_in_step || step % 7 == 0) {
+      index = MakeDeltaIndex(next, 1);
+      ASSERT_TRUE(index.ok());
+    }
+    pods = std::move(event.after);
+    port = event.port;
+    current = std::move(next);
+  }
+  std::cerr << "delta plans: " << in_place << " in place (" << two_commits
+            << " with two commits), " << fell_back << " fell back\n";
+  EXPECT_GT(in_place, 150);
+  EXPECT_GT(two_commits, 10);
+  EXPECT_GT(fell_back, 5);
+}
+
+// The delta between two churn programs (DiffPrograms must find one).
+ir::CompiledPolicyDelta DeltaOf(const ir::CompiledPolicy& a, const ir::CompiledPolicy& b) {
+  std::optional<ir::CompiledPolicyDelta> d = DiffPrograms(a, b);
+  EXPECT_TRUE(d.has_value());
+  return d.value_or(ir::CompiledPolicyDelta());
+}
+
+std::string DeltaFallback(const ir::CompiledPolicy& previous, const ir::CompiledPolicyDelta& delta,
+                          const DeltaIndex* index = nullptr) {
+  absl::StatusOr<DeltaIndex> own = MakeDeltaIndex(previous, 1);
+  EXPECT_TRUE(own.ok());
+  DeltaIndexEdit edit;
+  ElementPlan plan = PlanDeltaUpdate(index != nullptr ? *index : *own, previous, delta, &edit);
+  if (!plan.fallback.empty()) {
+    EXPECT_TRUE(plan.transactions.empty());
+    EXPECT_TRUE(edit.selected.empty() && edit.elements == 0 && edit.identity_insert[0].empty());
+  }
+  return plan.fallback;
+}
+
+TEST(NftDeltaPlan, EachFallback) {
+  const std::vector<ChurnPod> base = ChurnBase();
+  const ir::CompiledPolicy a = ChurnIr(base);
+  {
+    std::vector<ChurnPod> two = base;
+    two.push_back({"c/z1", 2, 40, false});
+    two.push_back({"c/z2", 2, 42, false});
+    EXPECT_EQ(DeltaFallback(a, DeltaOf(a, ChurnIr(two))), "more than one address of a family changes");
+  }
+  {
+    std::vector<ChurnPod> relabelled = base;
+    relabelled[1].identity = 2;  // a/web-2, local: its identity and its table change
+    relabelled[1].table = 1;
+    EXPECT_EQ(DeltaFallback(a, DeltaOf(a, ChurnIr(relabelled))),
+              "dispatch entries both added and deleted while identities change");
+  }
+  {
+    std::vector<ChurnPod> swapped = base;  // identities 1 <-> 2: four addresses per family
+    for (ChurnPod& p : swapped) {
+      if (p.identity == 1 || p.identity == 2) p.identity = 3 - p.identity;
+    }
+    EXPECT_EQ(DeltaFallback(a, DeltaOf(a, ChurnIr(swapped))), "more than one address of a family changes");
+  }
+  {
+    std::vector<ChurnPod> both = base;
+    both.erase(both.begin());  // a/web-1 at 3
+    both.push_back({"a/web-9", 2, 3, true, true, 1});
+    EXPECT_EQ(DeltaFallback(a, DeltaOf(a, ChurnIr(both))),
+              "dispatch entries both added and deleted while identities change");
+  }
+  {
+    // a/db is table 1's only selected endpoint: its chains go with it, and come back.
+    std::vector<ChurnPod> gone = base;
+    gone.erase(gone.begin() + 2);
+    const ir::CompiledPolicy b = ChurnIr(gone);
+    EXPECT_TRUE(absl::StrContains(DeltaFallback(a, DeltaOf(a, b)), "last selected endpoint of table 1"));
+    EXPECT_TRUE(absl::StrContains(DeltaFallback(b, DeltaOf(b, a)), "last selected endpoint of table 1"));
+  }
+  {
+    // A range of addresses changing identity: the gap 10.1.0.10-19 given to identity 2.
+    ir::CompiledPolicy b = a;
+    for (ir::AddressRange& r : *b.mutable_ipv4()) {
+      if (r.first() == ChurnAddress(0, 10)) r.set_identity(2);
+    }
+    EXPECT_EQ(DeltaFallback(a, DeltaOf(a, b)), "identity4: a range of addresses changes identity");
+  }
+  std::vector<ChurnPod> one = base;
+  one.push_back({"c/z", 2, 40, false});
+  const ir::CompiledPolicy b = ChurnIr(one);
+  const ir::CompiledPolicyDelta good = DeltaOf(a, b);
+  ASSERT_EQ(DeltaFallback(a, good), "");
+  {
+    ir::CompiledPolicyDelta bad = good;
+    bad.mutable_ipv4(0)->set_end(static_cast<uint32_t>(a.ipv4_size()) + 1);
+    EXPECT_EQ(DeltaFallback(a, bad), "an invalid delta: a range slice");
+    bad = good;
+    bad.mutable_ipv4(0)->mutable_ranges()->RemoveLast();
+    EXPECT_TRUE(absl::StartsWith(DeltaFallback(a, bad), "an invalid delta: its ranges"));
+    bad = good;
+    bad.mutable_ipv4(0)->mutable_ranges(0)->set_identity(999);
+    EXPECT_TRUE(absl::StartsWith(DeltaFallback(a, bad), "an invalid delta: its ranges"));
+    bad = good;
+    bad.add_identity_pods()->set_identity(999);
+    EXPECT_EQ(DeltaFallback(a, bad), "an invalid delta: identity_pods");
+    bad = good;
+    ir::EndpointSliceEdit* e = bad.add_endpoints();
+    e->set_begin(static_cast<uint32_t>(a.endpoints_size()) + 1);
+    e->set_end(e->begin());
+    EXPECT_EQ(DeltaFallback(a, bad), "an invalid delta: an endpoint slice");
+    bad = good;
+    e = bad.add_endpoints();
+    e->set_begin(0);
+    e->set_end(0);
+    *e->add_endpoints() = a.endpoints(0);  // its address is endpoints(0)'s already
+    EXPECT_EQ(DeltaFallback(a, bad), "an address that another endpoint has");
+  }
+  {
+    // The set element budget: the pod's one element more per family is past it.
+    absl::StatusOr<DeltaIndex> full = MakeDeltaIndex(a, 1);
+    ASSERT_TRUE(full.ok());
+    full->element_budget = full->elements;
+    std::vector<ChurnPod> alone = base;
+    alone.push_back({"c/z", 6, 40, false});  // splits a gap: more elements
+    EXPECT_EQ(DeltaFallback(a, DeltaOf(a, ChurnIr(alone)), &*full), "past the set element budget");
+  }
+  {
+    // An index of another program than `previous`: a local pod the index never saw deleted.
+    std::vector<ChurnPod> more = base;
+    more.push_back({"a/web-3", 1, 30, true, true, 0});
+    const ir::CompiledPolicy c = ChurnIr(more);
+    absl::StatusOr<DeltaIndex> stale = MakeDeltaIndex(a, 1);
+    ASSERT_TRUE(stale.ok());
+    EXPECT_EQ(DeltaFallback(c, DeltaOf(c, a), &*stale),
+              "the remembered dispatch map differs from the delta's endpoints");
+  }
+}
 
 // Real packets through the nft program (as root, in network namespaces of the test's own):
 // the tier scenario's hand-written verdicts, random tier IRs against the IR's literal

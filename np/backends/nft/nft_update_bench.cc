@@ -3,17 +3,24 @@
 // Backend::Update in a network namespace of the benchmark's own, as the agent would. Prints
 // p50/p99/max of Update, whether each swap stayed in place (the installed generation is
 // unchanged), and, for comparison, the generation switch (Apply) and Build of the bigger IR.
+// Then the same swaps through Backend::UpdateDelta with the deltas of DiffPrograms (the
+// agent's issue-13 path), how many stayed on its own in-place path, and its parts: the plan
+// from the delta alone (PlanDeltaUpdate), the index a full install builds (MakeDeltaIndex),
+// and one RCU grace period (membarrier), which a local pod's two commits wait for.
 //
 //   bazel build -c opt //np/backends/nft:nft_update_bench
 //   bazel-bin/np/backends/nft/nft_update_bench before.textproto after.textproto [swaps]
 //
 // Needs root (creates and deletes netns np-nft-bench-<pid>).
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -135,6 +142,70 @@ int Main(int argc, char** argv) {
       if (!s.ok()) rc = 1;
     }
     printf("Apply (switch): %s\n", Percentiles(apply_ms).c_str());
+
+    // The delta path, from irs[0] installed by a full Apply (which builds the index).
+    std::optional<ir::CompiledPolicyDelta> deltas[2] = {DiffPrograms(irs[0], irs[1]),
+                                                        DiffPrograms(irs[1], irs[0])};
+    if (!deltas[0].has_value() || !deltas[1].has_value()) {
+      printf("UpdateDelta: the two IRs differ in more than ranges, endpoints and pods\n");
+    } else if (rc == 0 && nft->Apply(irs[0], where).ok()) {
+      cur = 0;
+      std::vector<double> delta_ms;
+      const DeltaStats stats_before = DeltaStatsOf(*nft);
+      const uint64_t g0 = Generation(netns);
+      for (int i = 0; i < swaps && rc == 0; ++i) {
+        auto t0 = std::chrono::steady_clock::now();
+        absl::Status s = nft->UpdateDelta(irs[cur], *deltas[cur], where);
+        delta_ms.push_back(Ms(t0));
+        if (!s.ok()) {
+          fprintf(stderr, "update delta: %s\n", std::string(s.message()).c_str());
+          rc = 1;
+        }
+        cur = 1 - cur;
+      }
+      const DeltaStats stats = DeltaStatsOf(*nft);
+      printf("UpdateDelta (swaps): %s; in place on its own path %llu of %d (last fallback: '%s'), "
+             "generation switches %llu\n",
+             Percentiles(delta_ms).c_str(),
+             static_cast<unsigned long long>(stats.in_place - stats_before.in_place), swaps,
+             stats.last_fallback.c_str(), static_cast<unsigned long long>(Generation(netns) - g0));
+      // Its parts, without the kernel.
+      absl::StatusOr<DeltaIndex> index = MakeDeltaIndex(irs[0], 1);
+      std::vector<double> plan_ms, index_ms, grace_ms;
+      for (int i = 0; i < swaps && index.ok(); ++i) {
+        DeltaIndexEdit edit;
+        auto t0 = std::chrono::steady_clock::now();
+        ElementPlan p = PlanDeltaUpdate(*index, irs[0], *deltas[0], &edit);
+        plan_ms.push_back(Ms(t0));
+        if (i == 0) {
+          printf("delta plan: %s, %zu transaction(s)%s\n",
+                 p.fallback.empty() ? "in place" : ("full path: " + p.fallback).c_str(),
+                 p.transactions.size(), p.grace_period ? " with a grace period" : "");
+          for (const std::string& t : p.transactions) printf("  ---\n%s", t.c_str());
+        }
+      }
+      // Alternately with Build, so that the index's own share (what a full install now adds)
+      // is the difference of two figures taken in the same seconds.
+      std::vector<double> build_again_ms;
+      for (int i = 0; i < 20; ++i) {
+        auto t0 = std::chrono::steady_clock::now();
+        absl::StatusOr<DeltaIndex> again = MakeDeltaIndex(irs[0], 1);
+        index_ms.push_back(Ms(t0));
+        t0 = std::chrono::steady_clock::now();
+        absl::StatusOr<Program> built = Build(irs[0]);
+        build_again_ms.push_back(Ms(t0));
+      }
+      printf("Build(before), alternating with the next line: %s\n",
+             Percentiles(build_again_ms).c_str());
+      for (int i = 0; i < 50; ++i) {
+        auto t0 = std::chrono::steady_clock::now();
+        syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0);
+        grace_ms.push_back(Ms(t0));
+      }
+      printf("PlanDeltaUpdate: %s\nMakeDeltaIndex (Build included): %s\nmembarrier: %s\n",
+             Percentiles(plan_ms).c_str(), Percentiles(index_ms).c_str(),
+             Percentiles(grace_ms).c_str());
+    }
     (void)nft->Remove(where);
   }
   (void)RunCommand({"ip", "netns", "del", netns});
