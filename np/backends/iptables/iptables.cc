@@ -1368,6 +1368,7 @@ class IptablesBackend : public Backend {
   absl::Status Apply(const ir::CompiledPolicy& ir, const Attachment& attachment) override {
     const std::string& netns = attachment.netns;
     installed_.reset();  // set again below once the new ruleset is in force
+    index_.reset();
     // 1.
     SavedTable saved[kFamilies];
     for (int f = 0; f < kFamilies; ++f) {
