@@ -5,6 +5,7 @@
 #include <map>
 #include <tuple>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "np/backends/ebpf/loader.h"
@@ -111,35 +112,42 @@ class EbpfBackend : public Backend {
       last_update_ = absl::StrCat("full: ", edit.status().message());
       return Apply(next, attachment);
     }
-    if (edit->Writes() == 0) {
-      last_update_ = "in place: nothing to change";
-      installed_shape_ = Shape(next);
-      return absl::OkStatus();
+    if (!EditInPlace(*edit, Shape(next))) return Apply(next, attachment);
+    return absl::OkStatus();
+  }
+
+  // Update from a delta: the same in-place edit, planned from the delta alone
+  // (maps.h PlanIdentityEditFromDelta) so that a pod event costs time proportional to
+  // the ranges it replaces, not to the node's program. Whatever is not in place: the
+  // next program built (copy + ApplyDelta) and loaded as a new generation.
+  absl::Status UpdateDelta(const ir::CompiledPolicy& previous,
+                           const ir::CompiledPolicyDelta& delta,
+                           const Attachment& attachment) override {
+    if (live_ == nullptr || !SameAttachment(attachment)) {
+      return FullDelta(previous, delta, attachment,
+                       "nothing installed by this instance for this attachment");
     }
-    // The entry budget, as Apply checks it (the kernel's limits are far: 2^27 a hash map).
-    auto budget = options_.budgets.find("map_entries");
-    const long limit = static_cast<long>(budget == options_.budgets.end() ? kEntryBudget
-                                                                          : budget->second);
-    const long total = static_cast<long>(installed_entries_) + edit->HostsDelta() +
-                       edit->Lpm4Delta() + edit->Lpm6Delta();
-    if (total > limit) {
-      last_update_ = "full: past the map entry budget";
+    if (Shape(previous) != installed_shape_) {
+      return FullDelta(previous, delta, attachment, "`previous` is not what this instance installed");
+    }
+    absl::StatusOr<ebpf::IdentityEdit> edit =
+        ebpf::PlanIdentityEditFromDelta(previous, delta, local_addresses_);
+    if (!edit.ok()) {
+      // A malformed delta touches nothing (Backend::UpdateDelta's contract).
+      if (absl::IsInvalidArgument(edit.status())) return edit.status();
+      return FullDelta(previous, delta, attachment, edit.status().message());
+    }
+    std::array<int, 6> shape = installed_shape_;
+    for (int family = 0; family < 2; ++family) {
+      for (const ir::RangeSliceEdit& e : family == 0 ? delta.ipv4() : delta.ipv6()) {
+        shape[family] += e.ranges_size() - static_cast<int>(e.end() - e.begin());
+      }
+    }
+    if (!EditInPlace(*edit, shape)) {
+      ir::CompiledPolicy next = previous;
+      if (absl::Status s = ApplyDelta(delta, &next); !s.ok()) return s;
       return Apply(next, attachment);
     }
-    absl::Status s = ebpf::EditIdentities(*live_, *edit);
-    if (!s.ok()) {
-      // Half an edit is a state whose verdicts are the old or the new program's; a new
-      // generation replaces it whole.
-      last_update_ = absl::StrCat("full: in-place edit failed: ", s.message());
-      return Apply(next, attachment);
-    }
-    installed_entries_ = static_cast<size_t>(total);
-    installed_shape_ = Shape(next);
-    last_update_ = absl::StrCat("in place: ", edit->Writes(), " writes, identity of ",
-                                edit->changed_addresses.empty()
-                                    ? std::string("no address")
-                                    : absl::StrJoin(edit->changed_addresses, " and "),
-                                " changed");
     return absl::OkStatus();
   }
 
@@ -150,6 +158,52 @@ class EbpfBackend : public Backend {
   static std::array<int, 6> Shape(const ir::CompiledPolicy& ir) {
     return {ir.ipv4_size(), ir.ipv6_size(), ir.identities_size(), ir.endpoints_size(),
             ir.tables_size(), ir.peer_sets_size()};
+  }
+
+  // The full path of UpdateDelta: the next program loaded as a new generation.
+  absl::Status FullDelta(const ir::CompiledPolicy& previous, const ir::CompiledPolicyDelta& delta,
+                         const Attachment& attachment, absl::string_view why) {
+    ir::CompiledPolicy next = previous;
+    if (absl::Status s = ApplyDelta(delta, &next); !s.ok()) return s;
+    last_update_ = absl::StrCat("full: ", why);
+    return Apply(next, attachment);
+  }
+
+  // Writes `edit` into the live generation, which then holds a program of shape
+  // `next_shape`; false (last_update_ says why) when a new generation must be loaded
+  // instead — then nothing, or a state whose verdicts are the old or the new program's,
+  // was written.
+  bool EditInPlace(const ebpf::IdentityEdit& edit, const std::array<int, 6>& next_shape) {
+    if (edit.Writes() == 0) {
+      last_update_ = "in place: nothing to change";
+      installed_shape_ = next_shape;
+      return true;
+    }
+    // The entry budget, as Apply checks it (the kernel's limits are far: 2^27 a hash map).
+    auto budget = options_.budgets.find("map_entries");
+    const long limit = static_cast<long>(budget == options_.budgets.end() ? kEntryBudget
+                                                                          : budget->second);
+    const long total = static_cast<long>(installed_entries_) + edit.HostsDelta() +
+                       edit.Lpm4Delta() + edit.Lpm6Delta();
+    if (total > limit) {
+      last_update_ = "full: past the map entry budget";
+      return false;
+    }
+    absl::Status s = ebpf::EditIdentities(*live_, edit);
+    if (!s.ok()) {
+      // Half an edit is a state whose verdicts are the old or the new program's; a new
+      // generation replaces it whole.
+      last_update_ = absl::StrCat("full: in-place edit failed: ", s.message());
+      return false;
+    }
+    installed_entries_ = static_cast<size_t>(total);
+    installed_shape_ = next_shape;
+    last_update_ = absl::StrCat("in place: ", edit.Writes(), " writes, identity of ",
+                                edit.changed_addresses.empty()
+                                    ? std::string("no address")
+                                    : absl::StrJoin(edit.changed_addresses, " and "),
+                                " changed");
+    return true;
   }
 
   absl::Status ApplyMaps(const ir::CompiledPolicy& ir, MapContents maps,
@@ -174,6 +228,7 @@ class EbpfBackend : public Backend {
     live_ = report->live;
     installed_entries_ = maps.TotalEntries();
     installed_shape_ = Shape(ir);
+    local_addresses_ = maps.endpoints_addr;
     attachment_ = attachment;
     return absl::OkStatus();
   }
@@ -293,6 +348,10 @@ class EbpfBackend : public Backend {
   std::shared_ptr<ebpf::LiveMaps> live_;
   size_t installed_entries_ = 0;  // MapContents::TotalEntries of what is installed
   std::array<int, 6> installed_shape_{};  // Shape of the IR installed
+  // np_endpoints_addr of what is installed: the node's pod addresses, which an in-place
+  // edit must not change the identity of (maps.h, condition (c)). In-place edits keep
+  // the endpoints as they are, so only ApplyMaps sets it.
+  std::vector<std::pair<np_endpoint_addr_key, np_endpoint>> local_addresses_;
   Attachment attachment_;
   std::string last_update_;
 };

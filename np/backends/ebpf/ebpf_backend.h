@@ -19,7 +19,9 @@
 //
 // Update edits the identity maps of the live generation in place when a pod event changes
 // nothing else (maps.h PlanIdentityEdit: which events, and why no packet sees a mix of the
-// two programs), else it loads a new generation as Apply does.
+// two programs), else it loads a new generation as Apply does. UpdateDelta makes the same
+// edit planned from a CompiledPolicyDelta alone (maps.h PlanIdentityEditFromDelta), in
+// time proportional to the delta; what it cannot edit in place it loads as Update does.
 //
 // Thread safety: as np/backends/backend.h.
 #ifndef NP_BACKENDS_EBPF_EBPF_BACKEND_H_

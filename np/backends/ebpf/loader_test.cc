@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <optional>
 #include <random>
 #include <tuple>
 
@@ -339,6 +340,144 @@ TEST_F(UpdateTest, PodChurnInPlaceEqualsAFreshApply) {
   std::unique_ptr<Backend> fresh = MakeEbpfBackend();
   ASSERT_TRUE(fresh->Apply(next, On(1)).ok());
   ExpectSameMaps("after an Update from the wrong `previous`");
+}
+
+// The same churn through UpdateDelta, with each step's delta from DiffPrograms(previous,
+// next) (the slow, whole-program diff): after every step the kernel's maps equal a fresh
+// Apply of next. Some steps add or delete a pod of the node (x/l2), which must go full.
+TEST_F(UpdateTest, PodChurnThroughDeltasEqualsAFreshApply) {
+  const uint64_t seed = testing::FirstSeed();
+  std::mt19937_64 rng(seed);
+  std::vector<ChurnPod> pods;
+  std::vector<bool> used(250, false);
+  for (int i = 0; i < 40; ++i) {
+    int slot = 1 + static_cast<int>(rng() % 249);
+    if (used[static_cast<size_t>(slot)]) continue;
+    used[static_cast<size_t>(slot)] = true;
+    pods.push_back({slot, 1 + static_cast<int>(rng() % 3)});
+  }
+  bool third = true;
+  std::unique_ptr<Backend> inc = MakeEbpfBackend();
+  ir::CompiledPolicy previous = ChurnIr(pods, third);
+  // Nothing installed by this instance yet: the delta goes full.
+  {
+    ir::CompiledPolicy start = ChurnIr({}, third);
+    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(start, previous);
+    ASSERT_TRUE(delta.has_value());
+    ASSERT_TRUE(inc->UpdateDelta(start, *delta, On(0)).ok());
+    EXPECT_TRUE(absl::StartsWith(EbpfLastUpdate(*inc), "full: nothing installed"))
+        << EbpfLastUpdate(*inc);
+  }
+  int in_place = 0, full = 0, local = 0;
+  for (int step = 0; step < 150; ++step) {
+    const int op = static_cast<int>(rng() % 10);
+    std::string what;
+    bool local_event = false;
+    if (op == 9) {  // a pod of the node added or deleted: endpoints renumber
+      third = !third;
+      local_event = true;
+      what = third ? "x/l2 added" : "x/l2 deleted";
+    } else if (op < 3 || pods.size() < 5) {  // added
+      int slot = 1 + static_cast<int>(rng() % 249);
+      if (used[static_cast<size_t>(slot)]) continue;
+      used[static_cast<size_t>(slot)] = true;
+      pods.push_back({slot, 1 + static_cast<int>(rng() % 3)});
+      what = absl::StrCat("add 10.1.0.", slot);
+    } else {
+      size_t i = rng() % pods.size();
+      if (op < 6) {  // deleted
+        what = absl::StrCat("delete 10.1.0.", pods[i].slot);
+        used[static_cast<size_t>(pods[i].slot)] = false;
+        pods.erase(pods.begin() + static_cast<long>(i));
+      } else {  // relabelled, or its address reused by a pod of another class
+        pods[i].identity = 1 + pods[i].identity % 3;
+        what = absl::StrCat("relabel 10.1.0.", pods[i].slot);
+      }
+    }
+    const std::string where = absl::StrCat("seed ", seed, " step ", step, " (", what, ")");
+    ir::CompiledPolicy next = ChurnIr(pods, third);
+    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(previous, next);
+    ASSERT_TRUE(delta.has_value()) << where;
+    ASSERT_TRUE(inc->UpdateDelta(previous, *delta, On(0)).ok()) << where;
+    const std::string path = EbpfLastUpdate(*inc);
+    if (local_event) {
+      EXPECT_TRUE(absl::StartsWith(path, "full: ")) << where << ": " << path;
+      ++local;
+    } else if (absl::StartsWith(path, "in place")) {
+      ++in_place;
+    } else {
+      // The only other reason for a new generation here: the identity maps' room is used up.
+      EXPECT_TRUE(absl::StrContains(path, "no room")) << where << ": " << path;
+      ++full;
+    }
+    std::unique_ptr<Backend> fresh = MakeEbpfBackend();
+    ASSERT_TRUE(fresh->Apply(next, On(1)).ok()) << where;
+    ExpectSameMaps(where);
+    if (HasFailure()) return;
+    previous = std::move(next);
+  }
+  std::printf("seed %llu: %d deltas in place, %d full for room, %d full for the node's pods\n",
+              static_cast<unsigned long long>(seed), in_place, full, local);
+  EXPECT_GT(in_place, 100) << "full: " << full << ", local: " << local;
+
+  // A malformed delta is refused before anything is written: the maps stay previous's.
+  {
+    pods.push_back({250, 1});
+    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(previous, ChurnIr(pods, third));
+    pods.pop_back();
+    ASSERT_TRUE(delta.has_value() && delta->ipv4_size() == 1);
+    delta->mutable_ipv4(0)->mutable_ranges()->RemoveLast();
+    absl::Status s = inc->UpdateDelta(previous, *delta, On(0));
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    std::unique_ptr<Backend> fresh = MakeEbpfBackend();
+    ASSERT_TRUE(fresh->Apply(previous, On(1)).ok());
+    ExpectSameMaps("after a malformed delta");
+  }
+  // Two pods off the node in one delta: two addresses change identity, full.
+  {
+    std::vector<ChurnPod> more = pods;
+    for (int slot : {250, 251}) more.push_back({slot, 2});
+    ir::CompiledPolicy next = ChurnIr(more, third);
+    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(previous, next);
+    ASSERT_TRUE(delta.has_value());
+    ASSERT_TRUE(inc->UpdateDelta(previous, *delta, On(0)).ok());
+    EXPECT_TRUE(absl::StrContains(EbpfLastUpdate(*inc), "more than one IPv4 address"))
+        << EbpfLastUpdate(*inc);
+    std::unique_ptr<Backend> fresh = MakeEbpfBackend();
+    ASSERT_TRUE(fresh->Apply(next, On(1)).ok());
+    ExpectSameMaps("after two pods in one delta");
+    previous = std::move(next);
+    pods = std::move(more);
+  }
+  // Another instance installs a generation: the delta loads a new one rather than edit.
+  {
+    std::unique_ptr<Backend> other = MakeEbpfBackend();
+    ASSERT_TRUE(other->Apply(previous, On(0)).ok());
+    pods.push_back({252, 1});
+    ir::CompiledPolicy next = ChurnIr(pods, third);
+    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(previous, next);
+    ASSERT_TRUE(delta.has_value());
+    ASSERT_TRUE(inc->UpdateDelta(previous, *delta, On(0)).ok());
+    EXPECT_TRUE(absl::StrContains(EbpfLastUpdate(*inc), "another generation runs"))
+        << EbpfLastUpdate(*inc);
+    std::unique_ptr<Backend> fresh = MakeEbpfBackend();
+    ASSERT_TRUE(fresh->Apply(next, On(1)).ok());
+    ExpectSameMaps("after another instance's Apply");
+    previous = std::move(next);
+  }
+  // A `previous` that is not what was installed is not edited from.
+  {
+    const ir::CompiledPolicy wrong = ChurnIr({}, third);
+    ir::CompiledPolicy next = ChurnIr({{253, 2}}, third);
+    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(wrong, next);
+    ASSERT_TRUE(delta.has_value());
+    ASSERT_TRUE(inc->UpdateDelta(wrong, *delta, On(0)).ok());
+    EXPECT_TRUE(absl::StartsWith(EbpfLastUpdate(*inc), "full: `previous` is not"))
+        << EbpfLastUpdate(*inc);
+    std::unique_ptr<Backend> fresh = MakeEbpfBackend();
+    ASSERT_TRUE(fresh->Apply(next, On(1)).ok());
+    ExpectSameMaps("after a delta from the wrong `previous`");
+  }
 }
 
 }  // namespace

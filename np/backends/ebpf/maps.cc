@@ -739,6 +739,103 @@ absl::StatusOr<IdentityEdit> PlanIdentityEditFromIr(const ir::CompiledPolicy& fr
   return DiffIdentityEntries(old_window, new_window, local);
 }
 
+absl::StatusOr<IdentityEdit> PlanIdentityEditFromDelta(
+    const ir::CompiledPolicy& from, const ir::CompiledPolicyDelta& delta,
+    const std::vector<std::pair<np_endpoint_addr_key, np_endpoint>>& local) {
+  auto invalid = [](absl::string_view what) {
+    return absl::InvalidArgumentError(absl::StrCat("IR delta: ", what));
+  };
+  const uint32_t identities = static_cast<uint32_t>(from.identities_size());
+  // The ranges first: each edit checked as ApplyDelta checks it (in bounds, in order, the
+  // new ranges covering the replaced ones' addresses one after the other, identities that
+  // exist) and as BuildMaps would check the new ranges (CIDRs tiling each), then the
+  // replaced and the new ranges encoded: only they can hold differing keys.
+  MapContents old_window, new_window;
+  for (int family = 0; family < 2; ++family) {
+    const auto& edits = family == 0 ? delta.ipv4() : delta.ipv6();
+    const auto& ranges = family == 0 ? from.ipv4() : from.ipv6();
+    const char* name = family == 0 ? "ipv4" : "ipv6";
+    const size_t width = family == 0 ? 4 : 16;
+    uint32_t previous_end = 0;
+    for (int e = 0; e < edits.size(); ++e) {
+      const ir::RangeSliceEdit& edit = edits[e];
+      const std::string where = absl::StrCat(name, "[", e, "]");
+      if (edit.begin() >= edit.end() || edit.end() > static_cast<uint32_t>(ranges.size()) ||
+          (e > 0 && edit.begin() < previous_end) || edit.ranges().empty()) {
+        return invalid(absl::StrCat(where, ": slice [", edit.begin(), ", ", edit.end(),
+                                    ") empty, outside the program's ", ranges.size(),
+                                    " ranges, not after the edit before it, or without ranges"));
+      }
+      previous_end = edit.end();
+      std::string expected = ranges[static_cast<int>(edit.begin())].first();
+      for (int r = 0; r < edit.ranges_size(); ++r) {
+        const ir::AddressRange& range = edit.ranges(r);
+        if (range.first().size() != width || range.last().size() != width ||
+            range.first() != expected || range.last() < range.first() ||
+            range.identity() >= identities ||
+            (r > 0 && edit.ranges(r - 1).last() == std::string(width, '\xff'))) {
+          return invalid(absl::StrCat(where, ".ranges[", r,
+                                      "]: not a range of the family, of an identity, where the "
+                                      "ranges before it end"));
+        }
+        expected = After(range.last());
+        if (absl::Status s = AppendRangeEntries(range, family, static_cast<int>(edit.begin()) + r,
+                                                new_window);
+            !s.ok()) {
+          return s;
+        }
+      }
+      if (edit.ranges(edit.ranges_size() - 1).last() !=
+          ranges[static_cast<int>(edit.end()) - 1].last()) {
+        return invalid(absl::StrCat(where, ": covers other addresses than the ranges it replaces"));
+      }
+      for (uint32_t i = edit.begin(); i < edit.end(); ++i) {
+        // `from` was accepted by BuildMaps when it was installed: this does not fail.
+        if (absl::Status s = AppendRangeEntries(ranges[static_cast<int>(i)], family,
+                                                static_cast<int>(i), old_window);
+            !s.ok()) {
+          return s;
+        }
+      }
+    }
+  }
+  for (int e = 0; e < delta.identity_pods_size(); ++e) {
+    const uint32_t id = delta.identity_pods(e).identity();
+    if (id >= identities || (e > 0 && id <= delta.identity_pods(e - 1).identity())) {
+      return invalid(absl::StrCat("identity_pods[", e, "]: identity ", id,
+                                  " does not exist or is not after the edit before it"));
+    }
+  }
+  // (a): a delta changes no table, peer set, identity number or flag; of the maps only the
+  // endpoints' could still differ. An endpoint edit that rewrites endpoints as they are is
+  // nothing; any other renumbers or readdresses the node's pods.
+  uint32_t previous_end = 0;
+  bool endpoints_change = false;
+  for (int e = 0; e < delta.endpoints_size(); ++e) {
+    const ir::EndpointSliceEdit& edit = delta.endpoints(e);
+    if (edit.begin() > edit.end() || edit.end() > static_cast<uint32_t>(from.endpoints_size()) ||
+        (e > 0 && edit.begin() < previous_end)) {
+      return invalid(absl::StrCat("endpoints[", e, "]: slice [", edit.begin(), ", ", edit.end(),
+                                  ") is outside the program's ", from.endpoints_size(),
+                                  " endpoints or not after the edit before it"));
+    }
+    previous_end = edit.end();
+    if (edit.end() - edit.begin() != static_cast<uint32_t>(edit.endpoints_size())) {
+      endpoints_change = true;
+      continue;
+    }
+    for (int i = 0; i < edit.endpoints_size(); ++i) {
+      if (edit.endpoints(i).SerializeAsString() !=
+          from.endpoints(static_cast<int>(edit.begin()) + i).SerializeAsString()) {
+        endpoints_change = true;
+      }
+    }
+  }
+  // Identity pod lists are in no map (Render's labels only).
+  if (endpoints_change) return Refuse("the node's endpoints differ");
+  return DiffIdentityEntries(old_window, new_window, local);
+}
+
 std::string RenderMaps(const ir::CompiledPolicy& ir, const MapContents& m) {
   std::string out;
   absl::StrAppend(&out, "# np eBPF datapath: the maps of one generation of np_policy.o\n",

@@ -152,6 +152,19 @@ absl::StatusOr<IdentityEdit> PlanIdentityEdit(const MapContents& from, const Map
 absl::StatusOr<IdentityEdit> PlanIdentityEditFromIr(const ir::CompiledPolicy& from,
                                                     const ir::CompiledPolicy& to);
 
+// The same edit for a delta of `from` (proto/compiled.proto CompiledPolicyDelta: next =
+// ApplyDelta(delta, from)), from the delta alone: its range edits are checked (as ApplyDelta
+// and BuildMaps check them) and only the ranges they replace and their new ranges are
+// encoded. (a) holds by the delta's form (no table, peer set, identity or flag changes)
+// except for the endpoints: an endpoint edit that changes any endpoint is refused.
+// `local` holds the node's endpoint addresses (np_endpoints_addr's entries of `from`).
+// `from` must be the IR installed (BuildMaps accepted it). Costs O(size of the delta +
+// local addresses changed into): never a walk of `from`. InvalidArgument when the delta is
+// malformed (before anything is planned), FailedPrecondition when not in place.
+absl::StatusOr<IdentityEdit> PlanIdentityEditFromDelta(
+    const ir::CompiledPolicy& from, const ir::CompiledPolicyDelta& delta,
+    const std::vector<std::pair<np_endpoint_addr_key, np_endpoint>>& local);
+
 // The fewest port prefixes covering [first, last] (0 <= first <= last <= 65535), as
 // (first port of the block, prefix length 0..16).
 std::vector<std::pair<uint16_t, int>> PortPrefixes(uint32_t first, uint32_t last);

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <array>
 #include <map>
+#include <optional>
 #include <random>
 #include <set>
 
@@ -531,6 +532,13 @@ TEST(PlanIdentityEditTest, OnePodOffTheNodeIsEditedInPlaceInASafeOrder) {
     absl::StatusOr<IdentityEdit> fast = PlanIdentityEditFromIr(WithPods(pods), WithPods(next));
     ASSERT_TRUE(fast.ok()) << where << ": " << fast.status();
     EXPECT_EQ(EditText(*fast), EditText(*edit)) << where;
+    // So does the delta path (only the ranges the delta replaces, encoded).
+    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(WithPods(pods), WithPods(next));
+    ASSERT_TRUE(delta.has_value()) << where;
+    absl::StatusOr<IdentityEdit> by_delta =
+        PlanIdentityEditFromDelta(WithPods(pods), *delta, from->endpoints_addr);
+    ASSERT_TRUE(by_delta.ok()) << where << ": " << by_delta.status();
+    EXPECT_EQ(EditText(*by_delta), EditText(*edit)) << where;
     if (HasFailure()) return;
     pods = std::move(next);
   }
@@ -550,6 +558,16 @@ TEST(PlanIdentityEditTest, EverythingElseIsRefused) {
     EXPECT_TRUE(absl::StrContains(edit.status().message(), why)) << edit.status();
     absl::StatusOr<IdentityEdit> fast = PlanIdentityEditFromIr(base, next);
     EXPECT_EQ(fast.status().code(), absl::StatusCode::kFailedPrecondition) << why << ": " << fast.status();
+    // What a delta can express (ranges, endpoints) is refused on the delta path too; the
+    // rest (tables, peer sets, flags) is no delta at all.
+    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(base, next);
+    if (delta.has_value()) {
+      absl::StatusOr<IdentityEdit> by_delta =
+          PlanIdentityEditFromDelta(base, *delta, from->endpoints_addr);
+      EXPECT_EQ(by_delta.status().code(), absl::StatusCode::kFailedPrecondition)
+          << why << ": " << by_delta.status();
+      EXPECT_TRUE(absl::StrContains(by_delta.status().message(), why)) << by_delta.status();
+    }
   };
   // The same IR: an empty edit.
   absl::StatusOr<IdentityEdit> same = PlanIdentityEdit(*from, *from);
@@ -603,6 +621,79 @@ TEST(PlanIdentityEditTest, EverythingElseIsRefused) {
       else if (r.identity() == 2 && r.first() != std::string("\x0a\x00\x00\x02", 4)) r.set_identity(1);
     }
     refused(next, "more than one IPv4 address");
+  }
+}
+
+// Malformed deltas are refused as ApplyDelta refuses them (InvalidArgument) before any plan;
+// an endpoint edit that rewrites endpoints unchanged, and identity pod lists, are no change
+// to the maps.
+TEST(PlanIdentityEditFromDeltaTest, MalformedDeltasAreInvalidAndNoChangesAreNothing) {
+  const std::map<uint32_t, uint32_t> pods = {{0x0a000020, 1}, {0x0a000030, 2}};
+  const ir::CompiledPolicy base = WithPods(pods);
+  absl::StatusOr<MapContents> from = BuildMaps(base);
+  ASSERT_TRUE(from.ok());
+  std::map<uint32_t, uint32_t> more = pods;
+  more[0x0a000040] = 1;
+  std::optional<ir::CompiledPolicyDelta> good = DiffPrograms(base, WithPods(more));
+  ASSERT_TRUE(good.has_value() && good->ipv4_size() == 1);
+  auto invalid = [&](const ir::CompiledPolicyDelta& delta, const char* what, bool apply_checks) {
+    absl::StatusOr<IdentityEdit> edit = PlanIdentityEditFromDelta(base, delta, from->endpoints_addr);
+    EXPECT_EQ(edit.status().code(), absl::StatusCode::kInvalidArgument) << what << ": " << edit.status();
+    if (apply_checks) {
+      ir::CompiledPolicy copy = base;
+      EXPECT_EQ(ApplyDelta(delta, &copy).code(), absl::StatusCode::kInvalidArgument) << what;
+    }
+  };
+  {
+    ir::CompiledPolicyDelta d = *good;
+    d.mutable_ipv4(0)->set_end(d.ipv4(0).begin());
+    invalid(d, "empty slice", true);
+    d = *good;
+    d.mutable_ipv4(0)->set_end(static_cast<uint32_t>(base.ipv4_size()) + 1);
+    invalid(d, "past the end", true);
+    d = *good;
+    d.mutable_ipv4(0)->mutable_ranges()->RemoveLast();
+    invalid(d, "does not cover the replaced ranges", true);
+    d = *good;
+    d.mutable_ipv4(0)->mutable_ranges(0)->set_identity(99);
+    invalid(d, "no such identity", true);
+    d = *good;
+    d.mutable_ipv4(0)->mutable_ranges(0)->set_first(std::string(16, '\0'));
+    invalid(d, "an IPv6 address in ipv4", true);
+    d = *good;
+    *d.add_ipv4() = d.ipv4(0);
+    invalid(d, "two overlapping edits", true);
+    d = *good;
+    d.mutable_ipv4(0)->mutable_ranges(0)->clear_cidrs();
+    invalid(d, "no CIDRs (BuildMaps' check)", false);
+    d = *good;
+    d.add_identity_pods()->set_identity(2);
+    d.add_identity_pods()->set_identity(1);
+    invalid(d, "identity pod edits out of order", true);
+    d = *good;
+    ir::EndpointSliceEdit* e = d.add_endpoints();
+    e->set_begin(0);
+    e->set_end(static_cast<uint32_t>(base.endpoints_size()) + 1);
+    invalid(d, "endpoint slice past the end", true);
+  }
+  {  // Endpoints rewritten as they are and new pod lists: the same plan as without.
+    absl::StatusOr<IdentityEdit> plain = PlanIdentityEditFromDelta(base, *good, from->endpoints_addr);
+    ASSERT_TRUE(plain.ok()) << plain.status();
+    ir::CompiledPolicyDelta d = *good;
+    ir::EndpointSliceEdit* e = d.add_endpoints();
+    e->set_begin(0);
+    e->set_end(1);
+    *e->add_endpoints() = base.endpoints(0);
+    ir::IdentityPodsEdit* p = d.add_identity_pods();
+    p->set_identity(1);
+    p->add_pods("y/new");
+    absl::StatusOr<IdentityEdit> edit = PlanIdentityEditFromDelta(base, d, from->endpoints_addr);
+    ASSERT_TRUE(edit.ok()) << edit.status();
+    EXPECT_EQ(EditText(*edit), EditText(*plain));
+    // An endpoint renamed is a change.
+    e->mutable_endpoints(0)->set_name("renamed");
+    edit = PlanIdentityEditFromDelta(base, d, from->endpoints_addr);
+    EXPECT_EQ(edit.status().code(), absl::StatusCode::kFailedPrecondition) << edit.status();
   }
 }
 

@@ -2,14 +2,19 @@
 // pods (veths in a namespace this program creates and deletes) in a cluster of `--pods`
 // pods; each event is a pod elsewhere in the cluster added, deleted, relabelled or its
 // address reused, applied with Backend::Update. Prints p50/p99 of Update, of its parts
-// (BuildMaps of the next IR, PlanIdentityEdit), and of a full Apply for comparison.
+// (BuildMaps of the next IR, PlanIdentityEdit), and of a full Apply for comparison; every
+// other event goes through UpdateDelta instead (the delta from DiffPrograms, untimed), and
+// its p50/p99 and its plan's are printed too.
 // Root only.  bazel run //np/backends/ebpf:update_bench -- 110 10000 300
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -132,8 +137,10 @@ int Main(int argc, char** argv) {
   }
   std::unique_ptr<Backend> backend = MakeEbpfBackend();
   ir::CompiledPolicy previous = NodeIr(local, pods);
-  std::vector<double> apply_ms, update_ms, build_ms, plan_ms;
-  int in_place = 0;
+  std::vector<double> apply_ms, update_ms, build_ms, plan_ms, delta_ms, delta_plan_ms, barrier_ms;
+  int in_place = 0, delta_in_place = 0;
+  std::vector<std::pair<np_endpoint_addr_key, np_endpoint>> local_addresses;
+  if (absl::StatusOr<MapContents> m = BuildMaps(previous); m.ok()) local_addresses = m->endpoints_addr;
   std::string last_full;
   for (int i = 0; s.ok() && i < 5; ++i) {
     absl::Time t = absl::Now();
@@ -156,11 +163,29 @@ int Main(int argc, char** argv) {
       p.identity = 1 + p.identity % 8;
     }
     ir::CompiledPolicy next = NodeIr(local, pods);
+    // Update and UpdateDelta take turns on the same instance, so that both see the same
+    // load; the delta (as the agent's lowering would give it) is made untimed.
+    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(previous, next);
+    if (!delta.has_value()) {
+      s = absl::InternalError("no delta between two pod events' programs");
+      break;
+    }
+    const bool by_delta = e % 2 == 1;
     absl::Time t = absl::Now();
-    s = backend->Update(previous, next, attachment);
-    update_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - t));
+    s = by_delta ? backend->UpdateDelta(previous, *delta, attachment)
+                 : backend->Update(previous, next, attachment);
+    (by_delta ? delta_ms : update_ms).push_back(absl::ToDoubleMilliseconds(absl::Now() - t));
     const std::string path = EbpfLastUpdate(*backend);
-    if (absl::StartsWith(path, "in place")) ++in_place; else last_full = path;
+    if (absl::StartsWith(path, "in place")) ++(by_delta ? delta_in_place : in_place); else last_full = path;
+    t = absl::Now();
+    absl::StatusOr<IdentityEdit> delta_edit =
+        PlanIdentityEditFromDelta(previous, *delta, local_addresses);
+    delta_plan_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - t));
+    // One RCU grace period as the in-place edit waits for it (loader.cc Barrier): an edit
+    // that adds a pod into a range waits for two.
+    t = absl::Now();
+    (void)syscall(__NR_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0);
+    barrier_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - t));
     t = absl::Now();
     absl::StatusOr<MapContents> a = BuildMaps(previous);
     absl::StatusOr<MapContents> b = BuildMaps(next);
@@ -175,13 +200,17 @@ int Main(int argc, char** argv) {
   (void)RunCommand({"ip", "netns", "del", netns});
   std::remove(("/tmp/" + netns + ".batch").c_str());
   if (!s.ok() || update_ms.empty()) return 1;
-  std::printf("ebpf update bench: %d pods on the node, %d in the cluster, %zu events (%d in place%s%s)\n",
-              local, cluster, update_ms.size(), in_place, last_full.empty() ? "" : "; last full: ",
-              last_full.c_str());
+  std::printf("ebpf update bench: %d pods on the node, %d in the cluster, %zu events by Update "
+              "(%d in place), %zu by UpdateDelta (%d in place)%s%s\n",
+              local, cluster, update_ms.size(), in_place, delta_ms.size(), delta_in_place,
+              last_full.empty() ? "" : "; last full: ", last_full.c_str());
   for (auto [name, v] : {std::pair<const char*, std::vector<double>*>{"full Apply", &apply_ms},
                          {"Update", &update_ms},
                          {"BuildMaps (one IR)", &build_ms},
-                         {"  PlanIdentityEditFromIr", &plan_ms}}) {
+                         {"  PlanIdentityEditFromIr", &plan_ms},
+                         {"UpdateDelta", &delta_ms},
+                         {"  PlanIdentityEditFromDelta", &delta_plan_ms},
+                         {"membarrier(GLOBAL) alone", &barrier_ms}}) {
     std::printf("%-26s p50 %8.3f ms  p99 %8.3f ms  max %8.3f ms\n", name, Percentile(*v, 0.5),
                 Percentile(*v, 0.99), *std::max_element(v->begin(), v->end()));
   }

@@ -258,6 +258,24 @@ void AddTableChains(const ir::CompiledPolicy& ir, uint32_t generation, int t, in
       RuleSource{RuleSource::kDrop});
 }
 
+// The peer sets some rule renders (BuildModel: baseline rules only where NetworkPolicy does
+// not isolate).
+std::vector<bool> UsedPeerSets(const ir::CompiledPolicy& ir) {
+  std::vector<bool> used(ir.peer_sets_size(), false);
+  for (const ir::Table& t : ir.tables()) {
+    for (const ir::DirectionPolicy* dp : {&t.ingress(), &t.egress()}) {
+      if (dp->isolated()) {
+        for (const ir::PortRule& r : dp->rules()) used[r.peer_set()] = true;
+      }
+      for (const ir::TierRule& r : dp->admin()) used[r.peer_set()] = true;
+      if (!dp->isolated()) {
+        for (const ir::TierRule& r : dp->baseline()) used[r.peer_set()] = true;
+      }
+    }
+  }
+  return used;
+}
+
 absl::StatusOr<Model> BuildModel(const ir::CompiledPolicy& ir, uint32_t generation) {
   if (absl::Status s = CheckIr(ir); !s.ok()) return s;
   Model m;
@@ -273,19 +291,7 @@ absl::StatusOr<Model> BuildModel(const ir::CompiledPolicy& ir, uint32_t generati
   }
 
   // Sets: only for the peer sets some rule uses.
-  std::vector<bool> used(ir.peer_sets_size(), false);
-  for (const ir::Table& t : ir.tables()) {
-    for (const ir::DirectionPolicy* dp : {&t.ingress(), &t.egress()}) {
-      // What AddTableChains renders: baseline rules only where NetworkPolicy does not isolate.
-      if (dp->isolated()) {
-        for (const ir::PortRule& r : dp->rules()) used[r.peer_set()] = true;
-      }
-      for (const ir::TierRule& r : dp->admin()) used[r.peer_set()] = true;
-      if (!dp->isolated()) {
-        for (const ir::TierRule& r : dp->baseline()) used[r.peer_set()] = true;
-      }
-    }
-  }
+  const std::vector<bool> used = UsedPeerSets(ir);
   std::vector<bool> names_pods(ir.peer_sets_size(), false);
   for (int s = 0; s < ir.peer_sets_size(); ++s) {
     for (uint32_t identity : ir.peer_sets(s).identities()) {
@@ -932,6 +938,390 @@ int EntryIndex(const std::vector<std::string>& entries, absl::string_view bytes)
   return -1;
 }
 
+// ---- Updates from a delta ------------------------------------------------------------------
+//
+// UpdateDelta makes the element-only edit that Update would make, from the delta alone: a
+// delta changes no rule input but the endpoints (checked: unchanged) and which identities
+// name pods (checked: no used peer set gains its first or loses its last pod), so the rules
+// stay word for word exactly when no peer set matched inline in the rules changes members
+// and no set becomes inline. Each range edit replaces the addresses [first, last] of the
+// ranges it replaces; a set's members change only there, and its entries (the merged
+// runs of member addresses as prefixes) only in the runs that touch that window.
+
+// What UpdateDelta needs beside Installed, made from the IR and model installed (O(program),
+// with each Apply and full-IR Update) and kept in step by UpdateDelta.
+struct DeltaIndex {
+  // By identity: the peer sets that some rule renders, not `all`, holding it.
+  std::vector<std::vector<uint32_t>> peer_sets_of;
+  // By peer set: how many of its identities have pods (BuildModel's names_pods: > 0).
+  std::vector<int> pod_identities;
+  // Per family, by peer set: whether it has a set (else its prefixes are in the rules).
+  std::vector<bool> has_set[kFamilies];
+  // Some pod-naming peer set is inline (past kMaxPodSets): then a set's size decides its
+  // form, which is not followed here.
+  bool sets_capped = false;
+  // Set name -> the (table, direction) chain group of each rule that looks it up.
+  std::map<std::string, std::vector<int>> lookups;
+  std::vector<U128> dispatched[kFamilies];  // the dispatched endpoint addresses, sorted
+  // Sizes of the IR installed: ipv4, ipv6, identities, endpoints, peer sets, tables.
+  std::array<int, 6> shape{};
+};
+
+std::array<int, 6> ShapeOf(const ir::CompiledPolicy& ir) {
+  return {ir.ipv4_size(), ir.ipv6_size(), ir.identities_size(), ir.endpoints_size(),
+          ir.peer_sets_size(), ir.tables_size()};
+}
+
+DeltaIndex IndexOf(const ir::CompiledPolicy& ir, const Model& m) {
+  DeltaIndex x;
+  const std::vector<bool> used = UsedPeerSets(ir);
+  x.peer_sets_of.resize(ir.identities_size());
+  x.pod_identities.assign(ir.peer_sets_size(), 0);
+  for (int s = 0; s < ir.peer_sets_size(); ++s) {
+    const ir::PeerSet& set = ir.peer_sets(s);
+    for (uint32_t identity : set.identities()) {
+      if (ir.identities(identity).pods_size() > 0) ++x.pod_identities[s];
+      if (used[s] && !set.all()) x.peer_sets_of[identity].push_back(static_cast<uint32_t>(s));
+    }
+  }
+  for (int f = 0; f < kFamilies; ++f) {
+    const Family& fam = m.family[f];
+    x.has_set[f] = fam.has_set;
+    for (int s = 0; s < ir.peer_sets_size(); ++s) {
+      if (used[s] && !ir.peer_sets(s).all() && x.pod_identities[s] > 0 && !fam.has_set[s]) {
+        x.sets_capped = true;
+      }
+    }
+    for (const Dispatch& d : fam.dispatch) {
+      absl::StatusOr<std::string> bytes = AddressBytes(d.address);
+      if (bytes.ok()) x.dispatched[f].push_back(ToU128(*bytes));
+    }
+    std::sort(x.dispatched[f].begin(), x.dispatched[f].end());
+    for (size_t t = 0; t < m.tables.size(); ++t) {
+      for (int d = 0; d < 2; ++d) {
+        const TableChain& tc = m.tables[t][d][f];
+        for (int chain : {tc.chain, tc.stage}) {
+          if (chain < 0) continue;
+          for (const std::string& rule : fam.chains[chain].rules) {
+            absl::string_view name = RuleSet(rule);
+            if (!name.empty()) x.lookups[std::string(name)].push_back(static_cast<int>(t) * 2 + d);
+          }
+        }
+      }
+    }
+  }
+  x.shape = ShapeOf(ir);
+  return x;
+}
+
+// Runs of addresses [first, last], sorted, disjoint.
+using Runs = std::vector<std::pair<U128, U128>>;
+
+// Appends [first, last] to `runs`, merged with the last run when they touch.
+void AddRun(Runs& runs, U128 first, U128 last) {
+  if (!runs.empty() && runs.back().second + 1 == first) {
+    runs.back().second = last;
+  } else {
+    runs.emplace_back(first, last);
+  }
+}
+
+// A delta's element-only edit, or why there is none.
+struct DeltaPlan {
+  std::string fallback;      // non-empty: not element-only
+  std::vector<SetEdit> adds, dels;
+  // The remembered entries to replace: set name, [begin, end) of its entries, the new ones.
+  struct Splice {
+    std::string set;
+    size_t begin = 0, end = 0;
+    std::vector<std::string> with;
+  };
+  std::vector<Splice> splices;
+  int64_t entries_delta[kFamilies] = {0, 0};
+  std::map<uint32_t, int> pod_identities;  // peer set -> its new count, where it changes
+};
+
+absl::Status InvalidDelta(absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat("IR delta: ", what));
+}
+
+// The plan for `delta` of `previous` (the IR installed as `installed` and `index`).
+// InvalidArgument when the delta is malformed (as ApplyDelta checks it); the costs are the
+// delta's windows and the entries of the sets that change there (a binary search each).
+absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaIndex& index,
+                                        const ir::CompiledPolicy& previous,
+                                        const ir::CompiledPolicyDelta& delta) {
+  DeltaPlan plan;
+  const uint32_t identities = static_cast<uint32_t>(previous.identities_size());
+  // The checks ApplyDelta makes, on the edits only.
+  for (int f = 0; f < kFamilies; ++f) {
+    const auto& edits = f == 0 ? delta.ipv4() : delta.ipv6();
+    const auto& ranges = f == 0 ? previous.ipv4() : previous.ipv6();
+    const size_t width = f == 0 ? 4 : 16;
+    uint32_t previous_end = 0;
+    for (int e = 0; e < edits.size(); ++e) {
+      const ir::RangeSliceEdit& edit = edits[e];
+      const std::string where = absl::StrCat(f == 0 ? "ipv4" : "ipv6", "[", e, "]");
+      if (edit.begin() >= edit.end() || edit.end() > static_cast<uint32_t>(ranges.size()) ||
+          (e > 0 && edit.begin() < previous_end) || edit.ranges().empty()) {
+        return InvalidDelta(absl::StrCat(where, ": slice [", edit.begin(), ", ", edit.end(),
+                                         ") empty, out of bounds, out of order or without ranges"));
+      }
+      previous_end = edit.end();
+      U128 expected = ToU128(ranges[static_cast<int>(edit.begin())].first());
+      bool ended = false;
+      for (int r = 0; r < edit.ranges_size(); ++r) {
+        const ir::AddressRange& range = edit.ranges(r);
+        if (ended || range.first().size() != width || range.last().size() != width ||
+            ToU128(range.first()) != expected || range.last() < range.first() ||
+            range.identity() >= identities) {
+          return InvalidDelta(absl::StrCat(where, ".ranges[", r, "]: not a range of the family, "
+                                           "of an identity, where the ranges before it end"));
+        }
+        const U128 last = ToU128(range.last());
+        ended = last == (f == 0 ? U128{0xffffffffu} : ~U128{0});
+        expected = last + 1;
+      }
+      if (edit.ranges(edit.ranges_size() - 1).last() !=
+          ranges[static_cast<int>(edit.end()) - 1].last()) {
+        return InvalidDelta(absl::StrCat(where, ": covers other addresses than it replaces"));
+      }
+    }
+  }
+  for (int e = 0; e < delta.identity_pods_size(); ++e) {
+    const uint32_t id = delta.identity_pods(e).identity();
+    if (id >= identities || (e > 0 && id <= delta.identity_pods(e - 1).identity())) {
+      return InvalidDelta(absl::StrCat("identity_pods[", e, "]: identity ", id,
+                                       " does not exist or is not after the edit before it"));
+    }
+  }
+  bool endpoints_change = false;
+  uint32_t endpoints_end = 0;
+  for (int e = 0; e < delta.endpoints_size(); ++e) {
+    const ir::EndpointSliceEdit& edit = delta.endpoints(e);
+    if (edit.begin() > edit.end() || edit.end() > static_cast<uint32_t>(previous.endpoints_size()) ||
+        (e > 0 && edit.begin() < endpoints_end)) {
+      return InvalidDelta(absl::StrCat("endpoints[", e, "]: slice out of bounds or out of order"));
+    }
+    endpoints_end = edit.end();
+    if (edit.end() - edit.begin() != static_cast<uint32_t>(edit.endpoints_size())) {
+      endpoints_change = true;
+      continue;
+    }
+    for (int i = 0; i < edit.endpoints_size(); ++i) {
+      if (edit.endpoints(i).SerializeAsString() !=
+          previous.endpoints(static_cast<int>(edit.begin()) + i).SerializeAsString()) {
+        endpoints_change = true;
+      }
+    }
+  }
+  if (endpoints_change) {
+    plan.fallback = "the node's endpoints differ (dispatch rules)";
+    return plan;
+  }
+  if (index.sets_capped) {
+    plan.fallback = "past kMaxPodSets sets: a set's size decides whether it is one";
+    return plan;
+  }
+  // Which peer sets name pods afterwards: a used one that gains its first or loses its last
+  // may change between a set and inline prefixes (a rule change).
+  for (const ir::IdentityPodsEdit& edit : delta.identity_pods()) {
+    const bool was = previous.identities(static_cast<int>(edit.identity())).pods_size() > 0;
+    const bool now = edit.pods_size() > 0;
+    if (was == now) continue;
+    for (uint32_t s : index.peer_sets_of[edit.identity()]) {
+      auto [it, fresh] = plan.pod_identities.try_emplace(s, index.pod_identities[s]);
+      it->second += now ? 1 : -1;
+    }
+  }
+  for (const auto& [s, count] : plan.pod_identities) {
+    if ((count > 0) != (index.pod_identities[s] > 0)) {
+      plan.fallback = absl::StrCat("peer set ", s, (count > 0) ? " gains its first pod"
+                                                              : " loses its last pod");
+      return plan;
+    }
+  }
+  auto pod_identities = [&](uint32_t s) {
+    auto it = plan.pod_identities.find(s);
+    return it == plan.pod_identities.end() ? index.pod_identities[s] : it->second;
+  };
+
+  struct Change {
+    int family;
+    std::vector<std::pair<U128, U128>> ranges;  // of the prefixes added and deleted
+  };
+  std::map<std::string, Change> changes;
+  for (int f = 0; f < kFamilies; ++f) {
+    const auto& edits = f == 0 ? delta.ipv4() : delta.ipv6();
+    const auto& ranges = f == 0 ? previous.ipv4() : previous.ipv6();
+    const U128 max = f == 0 ? U128{0xffffffffu} : ~U128{0};
+    for (const ir::RangeSliceEdit& edit : edits) {
+      const U128 low = ToU128(ranges[static_cast<int>(edit.begin())].first());
+      const U128 high = ToU128(ranges[static_cast<int>(edit.end()) - 1].last());
+      // The peer sets whose members may change here: those of an identity on either side.
+      std::vector<uint32_t> candidates;
+      auto note = [&](uint32_t identity) {
+        for (uint32_t s : index.peer_sets_of[identity]) candidates.push_back(s);
+      };
+      for (uint32_t i = edit.begin(); i < edit.end(); ++i) note(ranges[static_cast<int>(i)].identity());
+      for (const ir::AddressRange& r : edit.ranges()) note(r.identity());
+      std::sort(candidates.begin(), candidates.end());
+      candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
+      for (uint32_t s : candidates) {
+        const auto& members = previous.peer_sets(static_cast<int>(s)).identities();
+        auto member = [&](uint32_t identity) {
+          return std::binary_search(members.begin(), members.end(), identity);
+        };
+        Runs before, after;
+        for (uint32_t i = edit.begin(); i < edit.end(); ++i) {
+          const ir::AddressRange& r = ranges[static_cast<int>(i)];
+          if (member(r.identity())) AddRun(before, ToU128(r.first()), ToU128(r.last()));
+        }
+        for (const ir::AddressRange& r : edit.ranges()) {
+          if (member(r.identity())) AddRun(after, ToU128(r.first()), ToU128(r.last()));
+        }
+        if (before == after) continue;
+        if (!index.has_set[f][s]) {
+          plan.fallback = absl::StrCat("peer set ", s, " is matched inline in the rules");
+          return plan;
+        }
+        const std::string name = SetName(installed.generation, f, s);
+        if (changes.count(name) > 0) {
+          plan.fallback = absl::StrCat("set ", name, " changes in two edits");
+          return plan;
+        }
+        auto set = installed.sets.find(name);
+        if (set == installed.sets.end()) {
+          plan.fallback = absl::StrCat("set ", name, " is not installed");
+          return plan;
+        }
+        const std::vector<std::string>& entries = set->second;
+        auto range_of = [&](size_t i, U128& first, U128& last) {
+          int family;
+          return PrefixRange(entries[i], family, first, last);
+        };
+        // The entries of the runs that meet or touch [low, high].
+        const U128 touch_low = low == 0 ? 0 : low - 1;
+        const U128 touch_high = high == max ? max : high + 1;
+        size_t lo = 0, hi = entries.size();
+        while (lo < hi) {  // the first entry ending at or after touch_low
+          const size_t mid = (lo + hi) / 2;
+          U128 first, last;
+          if (!range_of(mid, first, last)) {
+            plan.fallback = absl::StrCat("set ", name, ": unreadable entry ", entries[mid]);
+            return plan;
+          }
+          if (last < touch_low) lo = mid + 1; else hi = mid;
+        }
+        size_t begin = lo, end = lo;
+        Runs old_runs;
+        {
+          U128 first, last, pf, pl;
+          if (begin < entries.size() && range_of(begin, first, last) && first <= touch_high) {
+            while (begin > 0 && range_of(begin - 1, pf, pl) && pl + 1 == first) {
+              --begin;
+              first = pf;
+            }
+          }
+          end = begin;
+          bool in_run = false;
+          while (end < entries.size() && range_of(end, first, last)) {
+            const bool continues = in_run && old_runs.back().second + 1 == first;
+            if (!continues && first > touch_high) break;
+            AddRun(old_runs, first, last);
+            in_run = true;
+            ++end;
+          }
+        }
+        // The new runs there: the old ones outside [low, high], the new members inside.
+        Runs pieces;
+        for (const auto& [first, last] : old_runs) {
+          if (first < low) pieces.emplace_back(first, std::min(last, low - 1));
+          if (last > high) pieces.emplace_back(std::max(first, high + 1), last);
+        }
+        pieces.insert(pieces.end(), after.begin(), after.end());
+        std::sort(pieces.begin(), pieces.end());
+        Runs new_runs;
+        for (const auto& [first, last] : pieces) AddRun(new_runs, first, last);
+        DeltaPlan::Splice splice{name, begin, end, {}};
+        for (const auto& [first, last] : new_runs) AppendPrefixes(first, last, f, splice.with);
+        const size_t size = entries.size() - (end - begin) + splice.with.size();
+        if (size > installed.maxelem.at(name)) {
+          plan.fallback = absl::StrCat("set ", name, " would pass its maxelem");
+          return plan;
+        }
+        if (pod_identities(s) == 0 && size <= static_cast<size_t>(kMaxInlinePrefixes)) {
+          plan.fallback = absl::StrCat("set ", name, " would become inline prefixes");
+          return plan;
+        }
+        const std::set<std::string> was(entries.begin() + static_cast<long>(begin),
+                                        entries.begin() + static_cast<long>(end));
+        const std::set<std::string> now(splice.with.begin(), splice.with.end());
+        Change& change = changes[name];
+        change.family = f;
+        for (const std::string& e : now) {
+          if (was.count(e) > 0) continue;
+          plan.adds.push_back(SetEdit{true, name, e});
+        }
+        for (const std::string& e : was) {
+          if (now.count(e) > 0) continue;
+          plan.dels.push_back(SetEdit{false, name, e});
+        }
+        for (const std::vector<SetEdit>* list : {&plan.adds, &plan.dels}) {
+          for (const SetEdit& e : *list) {
+            if (e.set != name) continue;
+            int family;
+            U128 first, last;
+            if (PrefixRange(e.prefix, family, first, last)) change.ranges.emplace_back(first, last);
+          }
+        }
+        plan.entries_delta[f] += static_cast<int64_t>(splice.with.size()) -
+                                 static_cast<int64_t>(end - begin);
+        plan.splices.push_back(std::move(splice));
+      }
+    }
+  }
+  // Update's two conditions (IptablesBackend::Update has the argument): no changed address
+  // is dispatched, and no chain group looks up two overlapping changes.
+  std::map<int, std::vector<const Change*>> by_group[kFamilies];
+  for (const auto& [name, change] : changes) {
+    const std::vector<U128>& dispatched = index.dispatched[change.family];
+    for (const auto& [first, last] : change.ranges) {
+      auto it = std::lower_bound(dispatched.begin(), dispatched.end(), first);
+      if (it != dispatched.end() && *it <= last) {
+        plan.fallback = absl::StrCat("set ", name, " changes at an endpoint address of this node");
+        return plan;
+      }
+    }
+    auto lookups = index.lookups.find(name);
+    if (lookups == index.lookups.end()) continue;
+    for (int group : lookups->second) by_group[change.family][group].push_back(&change);
+  }
+  auto overlap = [](const Change& a, const Change& b) {
+    for (const auto& [af, al] : a.ranges) {
+      for (const auto& [bf, bl] : b.ranges) {
+        if (af <= bl && bf <= al) return true;
+      }
+    }
+    return false;
+  };
+  for (int f = 0; f < kFamilies; ++f) {
+    for (const auto& [group, list] : by_group[f]) {
+      for (size_t i = 0; i < list.size(); ++i) {
+        for (size_t j = i + 1; j < list.size(); ++j) {
+          if (overlap(*list[i], *list[j])) {
+            plan.fallback = absl::StrCat("two rules of table ", group / 2,
+                                         group % 2 == 0 ? " ingress" : " egress",
+                                         " look up a changed address");
+            return plan;
+          }
+        }
+      }
+    }
+  }
+  return plan;
+}
+
 class IptablesBackend : public Backend {
  public:
   explicit IptablesBackend(BackendOptions options) : options_(std::move(options)) {}
@@ -978,6 +1368,7 @@ class IptablesBackend : public Backend {
   absl::Status Apply(const ir::CompiledPolicy& ir, const Attachment& attachment) override {
     const std::string& netns = attachment.netns;
     installed_.reset();  // set again below once the new ruleset is in force
+    index_.reset();
     // 1.
     SavedTable saved[kFamilies];
     for (int f = 0; f < kFamilies; ++f) {
@@ -1068,12 +1459,14 @@ class IptablesBackend : public Backend {
                        r.status().message()));
     }
     // 5.
+    index_ = std::make_unique<DeltaIndex>(IndexOf(ir, *model));
     installed_ = std::make_unique<Installed>(InstalledOf(*model, netns));
     std::vector<std::string> old;
     for (const SetName_& s : *sets) old.push_back(s.name);
     if (absl::Status s = DestroySets(old, netns); !s.ok()) {
       // Old sets left over: the next Apply reads the kernel again (their generations).
       installed_.reset();
+      index_.reset();
       return absl::InternalError(absl::StrCat(
           "the new ruleset is in force, but old sets could not be destroyed: ", s.message()));
     }
@@ -1111,16 +1504,23 @@ class IptablesBackend : public Backend {
                       const Attachment& attachment) override {
     (void)previous;  // installed_ is what the kernel holds, the same when the caller is right
     if (installed_ == nullptr || installed_->netns != attachment.netns) {
+      last_update_ = "full: nothing installed by this instance in this namespace";
       return Apply(next, attachment);
     }
     absl::StatusOr<Model> model = BuildModel(next, installed_->generation);
     if (!model.ok()) return model.status();
+    DeltaIndex index = IndexOf(next, *model);
     Installed to = InstalledOf(*model, attachment.netns);  // the entries move out of model
     UpdatePlan plan = PlanFrom(*installed_, *model, to);
     if (!plan.fallback.empty()) {
+      last_update_ = absl::StrCat("full: ", plan.fallback);
       return Apply(next, attachment);
     }
-    if (plan.ipset.empty()) return absl::OkStatus();  // the same program
+    if (plan.ipset.empty()) {  // the same program
+      last_update_ = "in place: nothing to change";
+      index_ = std::make_unique<DeltaIndex>(std::move(index));
+      return absl::OkStatus();
+    }
     // The budgets Apply checks (a peer set of many pods can grow past ipset_entries).
     {
       absl::StatusOr<ir::BackendCapacity> capacity = Measure(to.sizes);
@@ -1135,14 +1535,96 @@ class IptablesBackend : public Backend {
     if (absl::Status s = EditSets(edits, attachment.netns); !s.ok()) {
       // Part of the edit may be in: each step was safe, and Apply replaces it all.
       installed_.reset();
+      index_.reset();
+      last_update_ = absl::StrCat("full: set edit failed: ", s.message());
       return Apply(next, attachment);
     }
     installed_ = std::make_unique<Installed>(std::move(to));
+    index_ = std::make_unique<DeltaIndex>(std::move(index));
+    last_update_ = absl::StrCat("in place: ", plan.adds, " adds, ", plan.dels, " deletes");
     return absl::OkStatus();
   }
 
+  // Update from a delta: the element-only edit planned from the delta alone (PlanFromDelta),
+  // with the same safety argument as Update's, in time proportional to the delta and the
+  // entries of the sets it changes; the remembered sets are spliced, not rebuilt. Whatever
+  // it cannot plan goes to Update with the next program built (copy + ApplyDelta), which
+  // may still edit in place (it checks the rules word for word) or runs Apply.
+  absl::Status UpdateDelta(const ir::CompiledPolicy& previous,
+                           const ir::CompiledPolicyDelta& delta,
+                           const Attachment& attachment) override {
+    std::string why;
+    if (installed_ == nullptr || index_ == nullptr || installed_->netns != attachment.netns) {
+      why = "nothing installed by this instance in this namespace";
+    } else if (ShapeOf(previous) != index_->shape) {
+      why = "`previous` is not what this instance installed";
+    }
+    DeltaPlan plan;
+    if (why.empty()) {
+      absl::StatusOr<DeltaPlan> planned = PlanFromDelta(*installed_, *index_, previous, delta);
+      if (!planned.ok()) return planned.status();  // malformed: nothing touched
+      plan = std::move(*planned);
+      why = plan.fallback;
+    }
+    if (!why.empty()) {
+      ir::CompiledPolicy next = previous;
+      if (absl::Status s = ApplyDelta(delta, &next); !s.ok()) return s;
+      absl::Status s = Update(previous, next, attachment);
+      last_update_ = absl::StrCat("by Update (", why, "): ", last_update_);
+      return s;
+    }
+    const size_t adds = plan.adds.size(), dels = plan.dels.size();
+    Ruleset sizes = installed_->sizes;
+    for (int f = 0; f < kFamilies; ++f) sizes.set_entries[f] += plan.entries_delta[f];
+    if (!plan.adds.empty() || !plan.dels.empty()) {
+      // The budgets Apply checks (a peer set of many pods can grow past ipset_entries).
+      absl::StatusOr<ir::BackendCapacity> capacity = Measure(sizes);
+      if (!capacity.ok()) return capacity.status();
+      if (absl::Status s = CheckCapacity(*capacity); !s.ok()) return s;
+      // Every add before any delete (Update's argument).
+      std::vector<SetEdit> edits = std::move(plan.adds);
+      edits.insert(edits.end(), plan.dels.begin(), plan.dels.end());
+      if (absl::Status s = EditSets(edits, attachment.netns); !s.ok()) {
+        installed_.reset();
+        index_.reset();
+        ir::CompiledPolicy next = previous;
+        if (absl::Status a = ApplyDelta(delta, &next); !a.ok()) return a;
+        last_update_ = absl::StrCat("full: set edit failed: ", s.message());
+        return Apply(next, attachment);
+      }
+    }
+    // Keep what is remembered in step: the sets' entries spliced, the sizes, which peer
+    // sets name pods, the IR's shape.
+    for (DeltaPlan::Splice& splice : plan.splices) {
+      std::vector<std::string>& entries = installed_->sets[splice.set];
+      const size_t old_length = splice.end - splice.begin;
+      const size_t common = std::min(old_length, splice.with.size());
+      for (size_t i = 0; i < common; ++i) entries[splice.begin + i] = std::move(splice.with[i]);
+      if (splice.with.size() < old_length) {
+        entries.erase(entries.begin() + static_cast<long>(splice.begin + common),
+                      entries.begin() + static_cast<long>(splice.end));
+      } else {
+        entries.insert(entries.begin() + static_cast<long>(splice.end),
+                       std::make_move_iterator(splice.with.begin() + static_cast<long>(common)),
+                       std::make_move_iterator(splice.with.end()));
+      }
+    }
+    installed_->sizes = sizes;
+    for (const auto& [s, count] : plan.pod_identities) index_->pod_identities[s] = count;
+    for (int f = 0; f < kFamilies; ++f) {
+      for (const ir::RangeSliceEdit& e : f == 0 ? delta.ipv4() : delta.ipv6()) {
+        index_->shape[f] += e.ranges_size() - static_cast<int>(e.end() - e.begin());
+      }
+    }
+    last_update_ = absl::StrCat("in place by delta: ", adds, " adds, ", dels, " deletes");
+    return absl::OkStatus();
+  }
+
+  const std::string& last_update() const { return last_update_; }
+
   absl::Status Remove(const Attachment& attachment) override {
     installed_.reset();
+    index_.reset();
     const std::string& netns = attachment.netns;
     for (int f = 0; f < kFamilies; ++f) {
       absl::StatusOr<SavedTable> t = ReadTable(f, netns);
@@ -1335,6 +1817,8 @@ class IptablesBackend : public Backend {
 
   BackendOptions options_;
   std::unique_ptr<Installed> installed_;  // null: unknown, Apply reads the kernel
+  std::unique_ptr<DeltaIndex> index_;     // with installed_: what UpdateDelta plans from
+  std::string last_update_;
 };
 
 }  // namespace
@@ -1354,6 +1838,25 @@ absl::StatusOr<UpdatePlan> PlanUpdate(const ir::CompiledPolicy& previous,
   return PlanFrom(from_installed, *to, to_installed);
 }
 
+absl::StatusOr<UpdatePlan> PlanUpdateDelta(const ir::CompiledPolicy& previous,
+                                           const ir::CompiledPolicyDelta& delta,
+                                           uint32_t generation) {
+  absl::StatusOr<Model> from = BuildModel(previous, generation);
+  if (!from.ok()) return from.status();
+  const DeltaIndex index = IndexOf(previous, *from);
+  const Installed installed = InstalledOf(*from, "");
+  absl::StatusOr<DeltaPlan> plan = PlanFromDelta(installed, index, previous, delta);
+  if (!plan.ok()) return plan.status();
+  UpdatePlan out;
+  out.fallback = plan->fallback;
+  if (!out.fallback.empty()) return out;
+  for (const SetEdit& e : plan->adds) absl::StrAppend(&out.ipset, "add ", e.set, " ", e.prefix, "\n");
+  for (const SetEdit& e : plan->dels) absl::StrAppend(&out.ipset, "del ", e.set, " ", e.prefix, "\n");
+  out.adds = static_cast<int>(plan->adds.size());
+  out.dels = static_cast<int>(plan->dels.size());
+  return out;
+}
+
 absl::StatusOr<Ruleset> RenderRuleset(const ir::CompiledPolicy& ir,
                                       const RenderOptions& options) {
   absl::StatusOr<Model> model = BuildModel(ir, options.generation);
@@ -1365,6 +1868,11 @@ absl::StatusOr<Ruleset> RenderRuleset(const ir::CompiledPolicy& ir,
 
 std::unique_ptr<Backend> MakeIptablesBackend(const BackendOptions& options) {
   return std::make_unique<iptables::IptablesBackend>(options);
+}
+
+std::string IptablesLastUpdate(const Backend& backend) {
+  const auto* b = dynamic_cast<const iptables::IptablesBackend*>(&backend);
+  return b == nullptr ? std::string() : b->last_update();
 }
 
 }  // namespace np::backends

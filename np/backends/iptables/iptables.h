@@ -67,6 +67,9 @@
 // pod of another node joining or leaving a label class is the common element-only case. A
 // node pod that is selected (a dispatch rule), a policy change, or a peer set that gains
 // its first or loses its last pod (the IR then adds or drops rules) take the full path.
+// UpdateDelta plans the same edit from a CompiledPolicyDelta alone (no model of the next
+// program, no comparison of rules), in time proportional to the delta and the entries of
+// the sets it changes; what it cannot plan it hands to Update.
 //
 // Capacity (Capacity(), `netpol compile --stats`): the kernel allows 65,472 ipsets per network
 // namespace (ip_set_core.c: 16-bit set ids, the list grows from 256 in steps of 64), shared
@@ -96,6 +99,12 @@
 namespace np::backends {
 
 std::unique_ptr<Backend> MakeIptablesBackend(const BackendOptions& options = {});
+
+// How the last Update or UpdateDelta of `backend` (made by MakeIptablesBackend) went, for
+// tests and benchmarks: "in place: ..." (Update, set members edited), "in place by delta:
+// ..." (UpdateDelta planned from the delta alone), "full: <why>" (a new generation), or
+// "by Update (<why the delta was not planned>): <how Update went>"; empty before any.
+std::string IptablesLastUpdate(const Backend& backend);
 
 namespace iptables {
 
@@ -156,6 +165,14 @@ struct UpdatePlan {
 };
 absl::StatusOr<UpdatePlan> PlanUpdate(const ir::CompiledPolicy& previous,
                                       const ir::CompiledPolicy& next, uint32_t generation = 0);
+
+// The same from a delta of `previous` (UpdateDelta's plan, made from the delta alone):
+// element-only with the same conditions, or `fallback` says why UpdateDelta hands the next
+// program to Update (which may still edit in place: this plan is the stricter one).
+// InvalidArgument for a malformed delta. For tests: it builds the model of `previous`.
+absl::StatusOr<UpdatePlan> PlanUpdateDelta(const ir::CompiledPolicy& previous,
+                                           const ir::CompiledPolicyDelta& delta,
+                                           uint32_t generation = 0);
 
 // The set name of a peer set in a family (0 = IPv4, 1 = IPv6) and generation.
 std::string SetName(uint32_t generation, int family, uint32_t peer_set);

@@ -19,6 +19,7 @@
 #include <cstring>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <random>
 #include <regex>
 #include <set>
@@ -537,11 +538,110 @@ TEST(IptablesKernel, UpdateEqualsAFreshApplyOnRandomPodChurn) {
 }
 
 
+// The same churn through UpdateDelta, each step's delta from DiffPrograms(current, next):
+// after every step the namespace holds exactly what a fresh Apply of next gives (rules and
+// set members). Steps the delta path plans edit set members in place (same generation);
+// x/b's selection flipping changes dispatch rules and must go through Update's full path;
+// a malformed delta changes nothing. Replay a failure with its seed.
+TEST(IptablesKernel, UpdateDeltaEqualsAFreshApplyOnRandomPodChurn) {
+  if (Skip()) GTEST_SKIP() << "needs root, ip netns and ipset";
+  Namespaces ns("npiptd");
+  const std::string inc = ns.Add("inc");
+  const std::string fresh = ns.Add("fresh");
+  Attachment at_inc, at_fresh;
+  at_inc.netns = inc;
+  at_fresh.netns = fresh;
+  std::unique_ptr<Backend> backend = MakeIptablesBackend();
+  int by_delta = 0, by_update = 0, full = 0, local = 0;
+  for (uint64_t seed = 0; seed < 2; ++seed) {
+    SCOPED_TRACE(absl::StrCat("seed ", seed));
+    std::mt19937_64 rng(seed + 100);
+    std::map<int, uint32_t> remote;
+    for (int n = 1; n <= 16; ++n) {
+      if (rng() % 2 == 0) remote[n] = 1 + rng() % 3;
+    }
+    bool b_selected = true;
+    ir::CompiledPolicy current = ChurnIr(remote, b_selected);
+    ASSERT_TRUE(backend->Apply(current, at_inc).ok());
+    for (int step = 0; step < 40; ++step) {
+      SCOPED_TRACE(absl::StrCat("step ", step));
+      const int changes = rng() % 6 == 0 ? 2 : 1;
+      for (int c = 0; c < changes; ++c) {
+        const int n = 1 + static_cast<int>(rng() % 16);
+        const uint32_t identity = static_cast<uint32_t>(rng() % 4);
+        if (identity == 0) {
+          remote.erase(n);
+        } else {
+          remote[n] = identity;
+        }
+      }
+      const bool flip = rng() % 10 == 0;
+      if (flip) b_selected = !b_selected;
+      const ir::CompiledPolicy next = ChurnIr(remote, b_selected);
+      std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(current, next);
+      ASSERT_TRUE(delta.has_value());
+      const std::string generation = Generation(inc);
+      absl::Status s = backend->UpdateDelta(current, *delta, at_inc);
+      ASSERT_TRUE(s.ok()) << s;
+      const std::string path = IptablesLastUpdate(*backend);
+      if (absl::StartsWith(path, "in place by delta")) {
+        ++by_delta;
+        EXPECT_EQ(Generation(inc), generation) << path;
+        EXPECT_FALSE(flip) << path;
+      } else if (absl::StrContains(path, "): in place")) {
+        ++by_update;
+        EXPECT_EQ(Generation(inc), generation) << path;
+      } else {
+        ++full;
+        EXPECT_NE(Generation(inc), generation) << path;
+      }
+      if (flip) {
+        ++local;
+        EXPECT_TRUE(absl::StrContains(path, "endpoints differ")) << path;
+      }
+      std::unique_ptr<Backend> once = MakeIptablesBackend();
+      ASSERT_TRUE(once->Apply(next, at_fresh).ok());
+      ASSERT_EQ(Comparable(inc), Comparable(fresh)) << path;
+      current = next;
+    }
+    // A malformed delta: refused, nothing changed.
+    std::map<int, uint32_t> more = remote;
+    more[17] = 1;
+    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(current, ChurnIr(more, b_selected));
+    ASSERT_TRUE(delta.has_value() && delta->ipv4_size() == 1);
+    delta->mutable_ipv4(0)->mutable_ranges()->RemoveLast();
+    const std::string before = Comparable(inc);
+    EXPECT_EQ(backend->UpdateDelta(current, *delta, at_inc).code(),
+              absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(Comparable(inc), before);
+  }
+  // A `previous` that is not what was installed: not planned from.
+  {
+    const ir::CompiledPolicy wrong = ChurnIr({}, true);
+    const ir::CompiledPolicy next = ChurnIr({{5, 1}}, true);
+    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(wrong, next);
+    ASSERT_TRUE(delta.has_value());
+    ASSERT_TRUE(backend->UpdateDelta(wrong, *delta, at_inc).ok());
+    EXPECT_TRUE(absl::StrContains(IptablesLastUpdate(*backend), "is not what this instance"))
+        << IptablesLastUpdate(*backend);
+    std::unique_ptr<Backend> once = MakeIptablesBackend();
+    ASSERT_TRUE(once->Apply(next, at_fresh).ok());
+    ASSERT_EQ(Comparable(inc), Comparable(fresh));
+  }
+  ASSERT_TRUE(backend->Remove(at_inc).ok());
+  std::cerr << "UpdateDelta: " << by_delta << " in place by delta, " << by_update
+            << " in place by Update, " << full << " full (" << local << " x/b flips)\n";
+  EXPECT_GE(by_delta, 30);
+  EXPECT_GE(full, 4);
+}
+
 // Update latency of one-pod events, element-only, at two cluster sizes: `pods` pods of other
 // nodes (10.2.x.y, fd00:b::x:y) in label classes api (identity 1) and db (2); node pod x/a
 // (identity 3) is selected: ingress TCP 80 from api, egress TCP 5432 to db. Events: a pod
 // comes (into api or db), goes, or is relabelled api <-> db (one changed lookup in each of
-// a's two chains). Prints p50/p99; the kernel must end equal to a fresh Apply.
+// a's two chains). Every other event goes through UpdateDelta (the delta from DiffPrograms,
+// untimed), which must plan each in place. Prints p50/p99 of both; the kernel must end
+// equal to a fresh Apply.
 TEST(IptablesKernel, UpdateLatencyOfOnePodEvents) {
   if (Skip()) GTEST_SKIP() << "needs root, ip netns and ipset";
   Namespaces ns("npipt");
@@ -575,8 +675,11 @@ TEST(IptablesKernel, UpdateLatencyOfOnePodEvents) {
     ir::CompiledPolicy current = make();
     ASSERT_TRUE(backend->Apply(current, where).ok());
     const std::string generation = Generation(node);
-    std::vector<double> ms;
-    for (int event = 0; event < 200; ++event) {
+    // Update and UpdateDelta take turns (the same load for both); the delta, as the
+    // agent's lowering would hand it over, is made untimed.
+    std::vector<double> ms, delta_ms;
+    int by_delta = 0;
+    for (int event = 0; event < 400; ++event) {
       const int i = static_cast<int>(rng() % (pods + 20));
       if (remote.count(i) > 0 && rng() % 3 == 0) {
         remote.erase(i);
@@ -584,21 +687,35 @@ TEST(IptablesKernel, UpdateLatencyOfOnePodEvents) {
         remote[i] = remote.count(i) > 0 ? 3 - remote[i] : 1 + rng() % 2;
       }
       ir::CompiledPolicy next = make();
+      std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(current, next);
+      ASSERT_TRUE(delta.has_value());
+      const bool use_delta = event % 2 == 1;
       auto start = std::chrono::steady_clock::now();
-      absl::Status s = backend->Update(current, next, where);
-      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
-                                                             start).count());
+      absl::Status s = use_delta ? backend->UpdateDelta(current, *delta, where)
+                                 : backend->Update(current, next, where);
+      (use_delta ? delta_ms : ms)
+          .push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                               start).count());
       ASSERT_TRUE(s.ok()) << s;
+      if (use_delta && absl::StartsWith(IptablesLastUpdate(*backend), "in place by delta")) {
+        ++by_delta;
+      }
       current = std::move(next);
     }
+    EXPECT_EQ(by_delta, static_cast<int>(delta_ms.size())) << IptablesLastUpdate(*backend);
     EXPECT_EQ(Generation(node), generation) << "some event took the full path";
     std::unique_ptr<Backend> once = MakeIptablesBackend();
     ASSERT_TRUE(once->Apply(current, {{}, fresh}).ok());
     EXPECT_EQ(Comparable(node), Comparable(fresh));
     std::sort(ms.begin(), ms.end());
+    std::sort(delta_ms.begin(), delta_ms.end());
     std::cerr << pods << " pods of other nodes: Update of one-pod events, element-only: p50 "
               << ms[ms.size() / 2] << " ms, p99 " << ms[ms.size() * 99 / 100] << " ms, max "
               << ms.back() << " ms (" << ms.size() << " events)\n";
+    std::cerr << pods << " pods of other nodes: UpdateDelta of one-pod events, in place by "
+              << "delta: p50 " << delta_ms[delta_ms.size() / 2] << " ms, p99 "
+              << delta_ms[delta_ms.size() * 99 / 100] << " ms, max " << delta_ms.back()
+              << " ms (" << delta_ms.size() << " events)\n";
     ASSERT_TRUE(backend->Remove(where).ok());
   }
 }

@@ -10,6 +10,7 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <random>
 #include <set>
 
@@ -995,6 +996,105 @@ TEST(PlanUpdate, ElementStepsGiveOldOrNewVerdictsOnRandomChurn) {
   EXPECT_GT(fallbacks, 20);
   std::cout << "element-only " << element_only << ", fallbacks " << fallbacks
             << ", intermediate states checked " << steps_checked << "\n";
+}
+
+// The delta path against the slow one, on the same seeded random churn: the delta from
+// DiffPrograms(current, next) planned alone (PlanUpdateDelta) must, whenever it is
+// element-only, be exactly PlanUpdate's edit (same adds, same deletes); it may only be
+// stricter (fall back where PlanUpdate would not), and must not be so for most steps that
+// PlanUpdate does in place. Replay a failure with its seed.
+TEST(PlanUpdateDelta, IsPlanUpdatesEditOnRandomChurn) {
+  int both = 0, only_slow = 0, neither = 0;
+  auto lines = [](const std::string& text, absl::string_view op) {
+    std::vector<std::string> out;
+    for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+      if (absl::StartsWith(line, op)) out.emplace_back(line);
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  for (uint64_t seed = 0; seed < 40; ++seed) {
+    SCOPED_TRACE(absl::StrCat("seed ", seed));
+    std::mt19937_64 rng(seed * 7919 + 1);
+    ir::CompiledPolicy current = WithPods(RandomIr(seed));
+    for (int step = 0; step < 10; ++step) {
+      SCOPED_TRACE(absl::StrCat("step ", step));
+      ir::CompiledPolicy next = current;
+      const int changes = rng() % 4 == 0 ? 2 : 1;
+      for (int c = 0; c < changes; ++c) {
+        auto* ranges = rng() % 2 == 0 ? next.mutable_ipv4() : next.mutable_ipv6();
+        std::vector<int> singles;
+        for (int r = 0; r < ranges->size(); ++r) {
+          if ((*ranges)[r].first() == (*ranges)[r].last()) singles.push_back(r);
+        }
+        const int r = !singles.empty() && rng() % 4 != 0
+                          ? singles[rng() % singles.size()]
+                          : static_cast<int>(rng() % ranges->size());
+        (*ranges)[r].set_identity(static_cast<uint32_t>(rng() % next.identities_size()));
+      }
+      next = WithPods(next);
+      std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(current, next);
+      ASSERT_TRUE(delta.has_value());
+      absl::StatusOr<UpdatePlan> slow = PlanUpdate(current, next, 3);
+      absl::StatusOr<UpdatePlan> fast = PlanUpdateDelta(current, *delta, 3);
+      ASSERT_TRUE(slow.ok()) << slow.status();
+      ASSERT_TRUE(fast.ok()) << fast.status();
+      if (fast->fallback.empty()) {
+        ASSERT_EQ(slow->fallback, "") << "the delta path edits in place where Update would not\n"
+                                      << fast->ipset;
+        EXPECT_EQ(lines(fast->ipset, "add "), lines(slow->ipset, "add "));
+        EXPECT_EQ(lines(fast->ipset, "del "), lines(slow->ipset, "del "));
+        ++both;
+      } else if (slow->fallback.empty()) {
+        ++only_slow;
+      } else {
+        ++neither;
+      }
+      if (HasFailure()) return;
+      current = next;
+    }
+  }
+  std::cout << "in place by delta and by Update " << both << ", by Update only " << only_slow
+            << ", by neither " << neither << "\n";
+  EXPECT_GT(both, 40);
+  EXPECT_GT(neither, 20);
+  EXPECT_LT(only_slow, both / 4);
+}
+
+// Malformed deltas are refused (InvalidArgument) like ApplyDelta refuses them.
+TEST(PlanUpdateDelta, MalformedDeltasAreInvalid) {
+  ir::CompiledPolicy current = WithPods(RandomIr(1));
+  ir::CompiledPolicy next = current;
+  next.mutable_ipv4(0)->set_identity((current.ipv4(0).identity() + 1) %
+                                     static_cast<uint32_t>(current.identities_size()));
+  std::optional<ir::CompiledPolicyDelta> good = DiffPrograms(current, WithPods(next));
+  ASSERT_TRUE(good.has_value() && good->ipv4_size() == 1);
+  ASSERT_TRUE(PlanUpdateDelta(current, *good).ok());
+  std::vector<std::pair<const char*, ir::CompiledPolicyDelta>> bad;
+  ir::CompiledPolicyDelta d = *good;
+  d.mutable_ipv4(0)->set_end(d.ipv4(0).begin());
+  bad.emplace_back("empty slice", d);
+  d = *good;
+  d.mutable_ipv4(0)->set_end(static_cast<uint32_t>(current.ipv4_size()) + 1);
+  bad.emplace_back("past the end", d);
+  d = *good;
+  d.mutable_ipv4(0)->mutable_ranges(0)->set_identity(9999);
+  bad.emplace_back("no such identity", d);
+  d = *good;
+  d.mutable_ipv4(0)->mutable_ranges(0)->set_last(d.ipv4(0).ranges(0).first());
+  if (d.ipv4(0).ranges(0).first() != good->ipv4(0).ranges(0).last()) {
+    bad.emplace_back("a gap", d);
+  }
+  d = *good;
+  d.add_identity_pods()->set_identity(2);
+  d.add_identity_pods()->set_identity(1);
+  bad.emplace_back("identity edits out of order", d);
+  for (const auto& [what, delta] : bad) {
+    absl::StatusOr<UpdatePlan> plan = PlanUpdateDelta(current, delta);
+    EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument) << what;
+    ir::CompiledPolicy copy = current;
+    EXPECT_EQ(ApplyDelta(delta, &copy).code(), absl::StatusCode::kInvalidArgument) << what;
+  }
 }
 
 }  // namespace
