@@ -85,6 +85,19 @@ absl::Status TimedBackend::Update(const ir::CompiledPolicy& previous,
   return s;
 }
 
+absl::Status TimedBackend::UpdateDelta(const ir::CompiledPolicy& previous,
+                                       const ir::CompiledPolicyDelta& delta,
+                                       const backends::Attachment& a) {
+  const auto t0 = std::chrono::steady_clock::now();
+  absl::Status s = inner_->UpdateDelta(previous, delta, a);
+  last_call_s_ = SecondsSince(t0);
+  last_done_ = absl::Now();
+  last_was_update_ = true;
+  ++updates_;
+  ++delta_updates_;
+  return s;
+}
+
 // ---- AgentNode
 
 absl::StatusOr<std::unique_ptr<AgentNode>> AgentNode::Create(const std::string& backend_name,

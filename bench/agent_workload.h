@@ -57,6 +57,10 @@ class TimedBackend : public backends::Backend {
   absl::Status Apply(const ir::CompiledPolicy& ir, const backends::Attachment& a) override;
   absl::Status Update(const ir::CompiledPolicy& previous, const ir::CompiledPolicy& next,
                       const backends::Attachment& a) override;
+  // Forwarded so that the agent's pod-event deltas reach the backend's own delta path (the
+  // default would rebuild next and time the copy path instead).
+  absl::Status UpdateDelta(const ir::CompiledPolicy& previous, const ir::CompiledPolicyDelta& delta,
+                           const backends::Attachment& a) override;
   absl::Status Remove(const backends::Attachment& a) override { return inner_->Remove(a); }
   absl::StatusOr<std::string> Explain(const ir::CompiledPolicy& ir,
                                       const backends::FlowQuery& flow) const override {
@@ -65,7 +69,8 @@ class TimedBackend : public backends::Backend {
 
   double last_call_s() const { return last_call_s_; }        // the last Apply or Update
   absl::Time last_done() const { return last_done_; }        // when it returned
-  bool last_was_update() const { return last_was_update_; }  // Update (else Apply)
+  bool last_was_update() const { return last_was_update_; }  // Update/UpdateDelta (else Apply)
+  int64_t delta_updates() const { return delta_updates_; }
   double last_capacity_s() const { return last_capacity_s_; }
   int64_t updates() const { return updates_; }
   int64_t applies() const { return applies_; }
@@ -76,7 +81,7 @@ class TimedBackend : public backends::Backend {
   absl::Time last_done_;
   bool last_was_update_ = false;
   mutable double last_capacity_s_ = 0;
-  int64_t updates_ = 0, applies_ = 0;
+  int64_t updates_ = 0, applies_ = 0, delta_updates_ = 0;
 };
 
 struct AgentNodeOptions {
