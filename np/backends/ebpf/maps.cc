@@ -562,12 +562,16 @@ absl::StatusOr<IdentityEdit> DiffIdentityEntries(
           gone[0], come[0]);
   DiffLpm(from.ident6, to.ident6, 128, edit.lpm6_puts, edit.lpm6_deletes, edit.new_lpm6_keys,
           gone[1], come[1]);
-  // One pod's event changes a handful of keys; many keys are many pods (or a renumbering).
-  constexpr size_t kMaxKeys = 64;
+  // A bound on the planning work, not a safety rule (the one-address check below is): one
+  // address entering or leaving a range re-splits that range's prefixes, up to about two keys
+  // per address bit on each side of it, gone and come — ~4 x width (a pod added between two
+  // IPv6 pods of other identities changed 105 keys). Past that, many addresses change (a
+  // renumbering), which the full path handles.
   for (int f = 0; f < 2; ++f) {
-    if (gone[f].size() + come[f].size() > kMaxKeys) {
+    const size_t max_keys = f == 0 ? 4 * 32 + 32 : 4 * 128 + 32;
+    if (gone[f].size() + come[f].size() > max_keys) {
       return refuse(absl::StrCat(gone[f].size() + come[f].size(), " identity keys of ",
-                                 f == 0 ? "IPv4" : "IPv6", " change (at most ", kMaxKeys, ")"));
+                                 f == 0 ? "IPv4" : "IPv6", " change (at most ", max_keys, ")"));
     }
   }
 
