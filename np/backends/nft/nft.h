@@ -104,6 +104,7 @@
 
 #include "absl/status/statusor.h"
 #include "np/backends/backend.h"
+#include "np/backends/nft/netlink.h"
 #include "proto/compiled.pb.h"
 
 namespace np::backends {
@@ -271,12 +272,27 @@ void MaterializeElements(const DeltaIndex& index, Program* installed);
 // What UpdateDelta did on an nft backend (MakeNftBackend), for tests and benchmarks: calls
 // that edited in place from the delta, calls that took the full path, and the last reason.
 // Zeros for another backend.
+// In-place transactions (UpdateDelta's and Update's) go to the kernel as raw netlink
+// batches (netlink.h); `netlink_fallbacks` counts those that took libnftables instead (the
+// batch could not be built or sent, or the kernel refused it for a reason other than a
+// foreign commit), `netlink_aborts` those refused because someone else had committed (then
+// the full path lists the kernel).
 struct DeltaStats {
   uint64_t in_place = 0;
   uint64_t full_path = 0;
   std::string last_fallback;
+  uint64_t netlink_batches = 0;
+  uint64_t netlink_fallbacks = 0;
+  uint64_t netlink_aborts = 0;
+  std::string last_netlink_error;
 };
 DeltaStats DeltaStatsOf(const Backend& backend);
+
+// An ElementPlan transaction (`delete element inet np MAP { ... }` / `add element ... { KEY :
+// jump CHAIN, ... }` lines, as PlanElementUpdate and PlanDeltaUpdate write them) as netlink
+// edits, in the same order; identity4/6 (and their generations) are the interval maps.
+// InvalidArgument for any other line.
+absl::StatusOr<std::vector<SetElementEdit>> ParseElementTransaction(const std::string& text);
 
 }  // namespace nft
 }  // namespace np::backends
