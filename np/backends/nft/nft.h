@@ -284,6 +284,8 @@ struct DeltaStats {
   uint64_t netlink_batches = 0;
   uint64_t netlink_fallbacks = 0;
   uint64_t netlink_aborts = 0;
+  uint64_t netlink_ns = 0;      // wall time in netlink batches (encode, send, the kernel, acks)
+  uint64_t netlink_cpu_ns = 0;  // the calling thread's CPU time there (user and kernel)
   std::string last_netlink_error;
 };
 DeltaStats DeltaStatsOf(const Backend& backend);
