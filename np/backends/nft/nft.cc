@@ -1836,9 +1836,15 @@ class NftBackend : public Backend {
     std::optional<uint32_t> genid;
   };
 
-  // An in-place transaction: one netlink batch, or libnftables when that cannot be done. An
-  // Aborted status (another writer committed since np did) is returned as it is: the caller
-  // goes to the full path, which lists the kernel.
+  // An in-place transaction: one netlink batch, or libnftables when that cannot be done.
+  // A batch refused because the ruleset's generation moved (another writer committed since
+  // np did: on a node, kube-proxy in nftables mode, firewalld, another np instance) is sent
+  // again at the kernel's generation, once. Why not the full path: a foreign commit is
+  // usually to another table, and a generation switch costs 0.1-1 s; a foreign change to the
+  // elements np edits makes the kernel refuse the batch itself (a deleted element that is
+  // not there, an added key that is there with another verdict, an interval that overlaps),
+  // which goes to libnftables and then to the full path. The check a generation gives is the
+  // one the text path gave before, no weaker.
   absl::Status CommitElements(Namespace& ns, const std::string& text) {
     if (!ns.netlink_tried) {
       ns.netlink_tried = true;
@@ -1855,6 +1861,11 @@ class NftBackend : public Backend {
       const absl::Time start = absl::Now();
       const uint64_t cpu_start = ThreadCpuNs();
       absl::Status s = CommitByNetlink(ns, text);
+      if (absl::IsAborted(s)) {
+        ++stats_.netlink_aborts;
+        stats_.last_netlink_error = std::string(s.message());
+        s = CommitByNetlink(ns, text);  // at the kernel's generation (CommitByNetlink asks it)
+      }
       stats_.netlink_ns += static_cast<uint64_t>(absl::ToInt64Nanoseconds(absl::Now() - start));
       stats_.netlink_cpu_ns += ThreadCpuNs() - cpu_start;
       if (s.ok()) {
@@ -1862,10 +1873,6 @@ class NftBackend : public Backend {
         return s;
       }
       stats_.last_netlink_error = std::string(s.message());
-      if (absl::IsAborted(s)) {
-        ++stats_.netlink_aborts;
-        return s;
-      }
       ++stats_.netlink_fallbacks;
     }
     return RunNft(ns, text).status();

@@ -274,9 +274,10 @@ void MaterializeElements(const DeltaIndex& index, Program* installed);
 // Zeros for another backend.
 // In-place transactions (UpdateDelta's and Update's) go to the kernel as raw netlink
 // batches (netlink.h); `netlink_fallbacks` counts those that took libnftables instead (the
-// batch could not be built or sent, or the kernel refused it for a reason other than a
-// foreign commit), `netlink_aborts` those refused because someone else had committed (then
-// the full path lists the kernel).
+// batch could not be built or sent, or the kernel refused it: then libnftables is refused
+// too when np's idea of the elements is wrong, and the full path lists the kernel),
+// `netlink_aborts` batches refused because someone else had committed since np did (sent
+// again at the kernel's generation).
 struct DeltaStats {
   uint64_t in_place = 0;
   uint64_t full_path = 0;

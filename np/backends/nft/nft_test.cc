@@ -1331,9 +1331,11 @@ TEST_F(NftKernelTest, ANamespaceCreatedAgainUnderTheSameNameGetsTheProgram) {
 // fresh Apply in a named one: (1) another writer empties identity4 behind the backend's
 // back, so the batch deleting its pieces is refused (ENOENT; the kernel changes nothing),
 // libnftables is tried and refused too, and the full path lists the kernel and installs the
-// program; (2) another writer commits anything (a table of its own) between two pod
-// events, so the batch naming the generation np last saw is refused (ERESTART) and the full
-// path recovers; the next event is back on netlink.
+// program; (2) another writer commits to a table of its own between two pod events: the
+// batch naming the generation np last saw is refused (ERESTART) and sent again at the
+// kernel's, in place; (3) another writer empties np's identity4 after np's last commit:
+// refused for the generation, then for the elements, then the full path; the next event is
+// back on netlink.
 TEST_F(NftKernelTest, RefusedNetlinkBatchesRecoverThroughTheFullPath) {
   const std::string netns = absl::StrCat("np-nft-nlfail-", getpid());
   ASSERT_TRUE(RunCommand({"ip", "netns", "add", netns}).ok());
@@ -1383,13 +1385,26 @@ TEST_F(NftKernelTest, RefusedNetlinkBatchesRecoverThroughTheFullPath) {
     DeltaStats s = DeltaStatsOf(*nft);
     EXPECT_EQ(s.netlink_aborts, 1u) << s.last_netlink_error;
     EXPECT_EQ(s.netlink_fallbacks, 0u) << s.last_netlink_error;
-    EXPECT_EQ(s.full_path, 1u);
-    expect_equals_fresh(c);
-    ASSERT_TRUE(nft->UpdateDelta(c, *cb, {}).ok());
-    s = DeltaStatsOf(*nft);
     EXPECT_EQ(s.netlink_batches, 2u) << s.last_netlink_error;
     EXPECT_EQ(s.in_place, 2u);
+    EXPECT_EQ(s.full_path, 0u);
+    expect_equals_fresh(c);
+    // Now another writer changes np's own elements after np's last commit: the batch is
+    // refused for its generation, then for the elements, libnftables refuses the same edit,
+    // and the full path installs the program.
+    ASSERT_TRUE(RunCommand({"nft", "flush", "map", "inet", kTableName, "identity4_g1"}).ok());
+    ASSERT_TRUE(nft->UpdateDelta(c, *cb, {}).ok());
+    s = DeltaStatsOf(*nft);
+    EXPECT_EQ(s.netlink_aborts, 2u) << s.last_netlink_error;
+    EXPECT_EQ(s.netlink_fallbacks, 1u) << s.last_netlink_error;
+    EXPECT_EQ(s.full_path, 1u);
     expect_equals_fresh(b);
+    // And back on netlink from the next event.
+    ASSERT_TRUE(nft->UpdateDelta(b, *bc, {}).ok());
+    s = DeltaStatsOf(*nft);
+    EXPECT_EQ(s.netlink_batches, 3u) << s.last_netlink_error;
+    EXPECT_EQ(s.in_place, 3u);
+    expect_equals_fresh(c);
     ASSERT_TRUE(nft->Remove({}).ok());
     ASSERT_TRUE(RunCommand({"nft", "delete", "table", "inet", "someone_else"}).ok());
   }
