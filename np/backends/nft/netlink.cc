@@ -140,67 +140,82 @@ absl::Status ErrnoStatus(int error, absl::string_view what) {
 
 absl::StatusOr<std::string> EncodeElementBatch(const std::string& table,
                                                const std::vector<SetElementEdit>& edits,
-                                               uint32_t seq, uint32_t genid, uint32_t* messages) {
+                                               uint32_t seq, uint32_t genid,
+                                               std::vector<int>* edit_of_message) {
   std::string out;
-  uint32_t n = 0;
+  edit_of_message->clear();
+  auto next_seq = [&](int edit) {
+    edit_of_message->push_back(edit);
+    return seq + static_cast<uint32_t>(edit_of_message->size() - 1);
+  };
   {
-    Message begin(&out, NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq + n++, AF_UNSPEC,
+    Message begin(&out, NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, next_seq(-1), AF_UNSPEC,
                   NFNL_SUBSYS_NFTABLES);
     if (genid != 0) begin.Be32(NFNL_BATCH_GENID, genid);
     begin.Finish();
   }
-  for (const SetElementEdit& edit : edits) {
-    if (edit.elements.empty()) continue;
+  for (size_t i = 0; i < edits.size(); ++i) {
+    const SetElementEdit& edit = edits[i];
     const uint16_t flags = edit.add ? NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK
                                     : NLM_F_REQUEST | NLM_F_ACK;
-    Message m(&out, NftType(edit.add ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM), flags,
-              seq + n++, NFPROTO_INET, 0);
-    m.String(NFTA_SET_ELEM_LIST_TABLE, table);
-    m.String(NFTA_SET_ELEM_LIST_SET, edit.set);
-    const size_t list = m.Nest(NFTA_SET_ELEM_LIST_ELEMENTS);
-    for (const SetElementEdit::Element& e : edit.elements) {
-      if ((e.first.size() != 4 && e.first.size() != 16) || e.last.size() != e.first.size() ||
-          e.last < e.first) {
-        return absl::InvalidArgumentError(absl::StrCat("not an address interval in ", edit.set));
-      }
-      if (!edit.interval && e.first != e.last) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("a range in ", edit.set, ", which has no intervals"));
-      }
-      std::string end = e.last;
-      const bool closed = edit.interval && Increment(&end);
-      // The start (or only) element, with the data.
-      size_t elem = m.Nest(NFTA_LIST_ELEM);
-      Key(m, e.first);
-      if (edit.add && !e.jump.empty()) {
-        const size_t data = m.Nest(NFTA_SET_ELEM_DATA);
-        const size_t verdict = m.Nest(NFTA_DATA_VERDICT);
-        m.Be32(NFTA_VERDICT_CODE, static_cast<uint32_t>(NFT_JUMP));
-        m.String(NFTA_VERDICT_CHAIN, e.jump);
-        m.End(verdict);
-        m.End(data);
-      }
-      if (edit.interval && !closed) {
-        const std::string u = OpenIntervalUserData();
-        m.Attr(NFTA_SET_ELEM_USERDATA, u.data(), u.size());
-      }
-      m.End(elem);
-      if (closed) {
-        elem = m.Nest(NFTA_LIST_ELEM);
-        Key(m, end);
-        m.Be32(NFTA_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
+    // Elements in messages of at most ~kListBytes each: an attribute's length is 16 bits,
+    // so one NFTA_SET_ELEM_LIST_ELEMENTS cannot hold more than 64 KB. The batch is still one
+    // transaction.
+    constexpr size_t kListBytes = 16 * 1024;
+    size_t e = 0;
+    while (e < edit.elements.size()) {
+      Message m(&out, NftType(edit.add ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM), flags,
+                next_seq(static_cast<int>(i)), NFPROTO_INET, 0);
+      m.String(NFTA_SET_ELEM_LIST_TABLE, table);
+      m.String(NFTA_SET_ELEM_LIST_SET, edit.set);
+      const size_t list = m.Nest(NFTA_SET_ELEM_LIST_ELEMENTS);
+      for (; e < edit.elements.size() && out.size() - list < kListBytes; ++e) {
+        const SetElementEdit::Element& x = edit.elements[e];
+        if ((x.first.size() != 4 && x.first.size() != 16) || x.last.size() != x.first.size() ||
+            x.last < x.first) {
+          return absl::InvalidArgumentError(absl::StrCat("not an address interval in ", edit.set));
+        }
+        if (!edit.interval && x.first != x.last) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("a range in ", edit.set, ", which has no intervals"));
+        }
+        if (x.jump.size() >= NFT_CHAIN_MAXNAMELEN) {
+          return absl::InvalidArgumentError(absl::StrCat("a chain name too long in ", edit.set));
+        }
+        std::string end = x.last;
+        const bool closed = edit.interval && Increment(&end);
+        // The start (or only) element, with the data.
+        size_t elem = m.Nest(NFTA_LIST_ELEM);
+        Key(m, x.first);
+        if (edit.add && !x.jump.empty()) {
+          const size_t data = m.Nest(NFTA_SET_ELEM_DATA);
+          const size_t verdict = m.Nest(NFTA_DATA_VERDICT);
+          m.Be32(NFTA_VERDICT_CODE, static_cast<uint32_t>(NFT_JUMP));
+          m.String(NFTA_VERDICT_CHAIN, x.jump);
+          m.End(verdict);
+          m.End(data);
+        }
+        if (edit.interval && !closed) {
+          const std::string u = OpenIntervalUserData();
+          m.Attr(NFTA_SET_ELEM_USERDATA, u.data(), u.size());
+        }
         m.End(elem);
+        if (closed) {
+          elem = m.Nest(NFTA_LIST_ELEM);
+          Key(m, end);
+          m.Be32(NFTA_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
+          m.End(elem);
+        }
       }
+      m.End(list);
+      m.Finish();
     }
-    m.End(list);
-    m.Finish();
   }
   {
-    Message end(&out, NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq + n++, AF_UNSPEC,
+    Message end(&out, NFNL_MSG_BATCH_END, NLM_F_REQUEST, next_seq(-1), AF_UNSPEC,
                 NFNL_SUBSYS_NFTABLES);
     end.Finish();
   }
-  *messages = n;
   return out;
 }
 
@@ -306,21 +321,17 @@ absl::StatusOr<uint32_t> NftNetlink::GenerationId() {
 absl::Status NftNetlink::Commit(const std::string& table, const std::vector<SetElementEdit>& edits,
                                 uint32_t genid) {
   const uint32_t first = seq_;
-  uint32_t count = 0;
-  absl::StatusOr<std::string> bytes = EncodeElementBatch(table, edits, first, genid, &count);
+  std::vector<int> edit_of_message;
+  absl::StatusOr<std::string> bytes = EncodeElementBatch(table, edits, first, genid, &edit_of_message);
   if (!bytes.ok()) return bytes.status();
+  const uint32_t count = static_cast<uint32_t>(edit_of_message.size());
   seq_ += count;
-  // Past what a socket's send buffer takes in one message: libnftables' path, which splits.
+  // Past what a socket's send buffer takes at once: libnftables' path.
   if (bytes->size() > 128 * 1024) return absl::ResourceExhaustedError("netlink: batch too big");
   std::vector<uint32_t> acked;
-  std::vector<const SetElementEdit*> by_message;  // message index -> edit (null: begin/end)
-  by_message.push_back(nullptr);
-  for (const SetElementEdit& e : edits) {
-    if (e.elements.empty()) continue;
-    acked.push_back(first + static_cast<uint32_t>(by_message.size()));
-    by_message.push_back(&e);
+  for (uint32_t i = 0; i < count; ++i) {
+    if (edit_of_message[i] >= 0) acked.push_back(first + i);
   }
-  by_message.push_back(nullptr);
   std::vector<int> errors;
   if (absl::Status s = Exchange(*bytes, first, count, acked, &errors, nullptr); !s.ok()) return s;
   if (errors[0] < 0) {
@@ -329,14 +340,16 @@ absl::Status NftNetlink::Commit(const std::string& table, const std::vector<SetE
                                                       "generation ", genid, " (another writer)")
                                        : "nf_tables refused the batch");
   }
-  for (size_t i = 1; i + 1 < by_message.size(); ++i) {
-    if (errors[i] < 0) {
+  for (uint32_t i = 0; i < count; ++i) {
+    if (edit_of_message[i] >= 0 && errors[i] < 0) {
       return ErrnoStatus(-errors[i], absl::StrCat("nf_tables refused `",
-                                                  EditText(table, *by_message[i]), "`"));
+                                                  EditText(table, edits[edit_of_message[i]]), "`"));
     }
   }
-  for (size_t i = 1; i + 1 < by_message.size(); ++i) {
-    if (errors[i] != 0) return absl::InternalError("netlink: a message was not answered");
+  for (uint32_t i = 0; i < count; ++i) {
+    if (edit_of_message[i] >= 0 && errors[i] != 0) {
+      return absl::InternalError("netlink: a message was not answered");
+    }
   }
   return absl::OkStatus();
 }

@@ -52,12 +52,14 @@ struct SetElementEdit {
 };
 
 // The batch's bytes (netlink messages back to back, sequence numbers seq, seq + 1, ...);
-// `messages` gets how many there are (begin and end included). genid 0: no generation check.
-// InvalidArgument for an element it cannot encode (a range in a set without intervals, keys
-// of different widths, a range that ends before it begins).
+// `edit_of_message` gets, per message, the index of the edit it carries (-1: the batch's
+// begin and end); an edit of many elements takes several messages. genid 0: no generation
+// check. InvalidArgument for an element it cannot encode (a range in a set without
+// intervals, keys of different widths, a range that ends before it begins).
 absl::StatusOr<std::string> EncodeElementBatch(const std::string& table,
                                                const std::vector<SetElementEdit>& edits,
-                                               uint32_t seq, uint32_t genid, uint32_t* messages);
+                                               uint32_t seq, uint32_t genid,
+                                               std::vector<int>* edit_of_message);
 
 // A NETLINK_NETFILTER socket in the network namespace of the thread that opened it.
 class NftNetlink {

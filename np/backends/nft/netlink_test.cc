@@ -135,6 +135,33 @@ TEST_F(NetlinkTest, IntervalsIncludingOneEndingAtTheLastAddress) {
   EXPECT_NE(List("n_i6").find("fd00::100 : jump d"), std::string::npos) << List("n_i6");
 }
 
+// An edit of more elements than one netlink attribute can hold (its length is 16 bits) is
+// split over several messages of the same batch, and is still all or nothing.
+TEST_F(NetlinkTest, AnEditOfManyElementsIsSplitAndStillOneTransaction) {
+  SetElementEdit many{"n_d4", true, false, {}};
+  std::string text;
+  for (int i = 0; i < 1500; ++i) {
+    const std::string a = absl::StrCat("10.2.", i / 250, ".", i % 250);
+    many.elements.push_back(E(a, a, "c"));
+    absl::StrAppend(&text, i ? ", " : "", a, " : jump c");
+  }
+  std::vector<int> messages;
+  ASSERT_TRUE(EncodeElementBatch(kTable, {many}, 1, 0, &messages).ok());
+  EXPECT_GT(messages.size(), 4u);
+  // With a refused edit after it, none of it lands.
+  absl::StatusOr<uint32_t> gen = nl_->GenerationId();
+  ASSERT_TRUE(gen.ok());
+  const std::string before = List("n_d4");
+  EXPECT_TRUE(absl::IsNotFound(
+      nl_->Commit(kTable, {many, {"n_d4", false, false, {E("10.3.0.1", "10.3.0.1")}}}, *gen)));
+  EXPECT_EQ(List("n_d4"), before);
+  ASSERT_TRUE(RunCommand({"nft", "add", "element", "inet", kTable, "t_d4", "{ " + text + " }"}).ok());
+  gen = nl_->GenerationId();
+  ASSERT_TRUE(gen.ok());
+  ASSERT_TRUE(nl_->Commit(kTable, {many}, *gen).ok());
+  EXPECT_EQ(List("n_d4"), List("t_d4"));
+}
+
 TEST_F(NetlinkTest, ARefusedBatchChangesNothing) {
   const std::string before4 = List("n_d4"), before_i4 = List("n_i4");
   absl::StatusOr<uint32_t> gen = nl_->GenerationId();
@@ -175,13 +202,13 @@ TEST_F(NetlinkTest, AnotherWritersCommitFailsTheBatch) {
 }
 
 TEST(NetlinkEncoding, RefusesWhatItCannotEncode) {
-  uint32_t n = 0;
-  EXPECT_FALSE(EncodeElementBatch("t", {{"m", true, false, {E("10.0.0.1", "10.0.0.2", "c")}}}, 1, 0, &n).ok());
-  EXPECT_FALSE(EncodeElementBatch("t", {{"m", true, true, {E("10.0.0.2", "10.0.0.1", "c")}}}, 1, 0, &n).ok());
+  std::vector<int> m;
+  EXPECT_FALSE(EncodeElementBatch("t", {{"m", true, false, {E("10.0.0.1", "10.0.0.2", "c")}}}, 1, 0, &m).ok());
+  EXPECT_FALSE(EncodeElementBatch("t", {{"m", true, true, {E("10.0.0.2", "10.0.0.1", "c")}}}, 1, 0, &m).ok());
   SetElementEdit mixed{"m", true, true, {{Bytes("10.0.0.1"), Bytes("fd00::1"), "c"}}};
-  EXPECT_FALSE(EncodeElementBatch("t", {mixed}, 1, 0, &n).ok());
-  ASSERT_TRUE(EncodeElementBatch("t", {{"m", true, true, {E("10.0.0.1", "10.0.0.2", "c")}}}, 7, 0, &n).ok());
-  EXPECT_EQ(n, 3u);  // begin, the edit, end
+  EXPECT_FALSE(EncodeElementBatch("t", {mixed}, 1, 0, &m).ok());
+  ASSERT_TRUE(EncodeElementBatch("t", {{"m", true, true, {E("10.0.0.1", "10.0.0.2", "c")}}}, 7, 0, &m).ok());
+  EXPECT_EQ(m, (std::vector<int>{-1, 0, -1}));  // begin, the edit, end
 }
 
 TEST(NetlinkEncoding, ParsesThePlansTransactions) {
