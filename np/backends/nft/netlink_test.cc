@@ -10,6 +10,10 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <cstdlib>
+#include <map>
+#include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -199,6 +203,89 @@ TEST_F(NetlinkTest, AnotherWritersCommitFailsTheBatch) {
   EXPECT_NE(*now, *gen);
   EXPECT_TRUE(nl_->Commit(kTable, {{"n_d4", true, false, {E("10.9.9.9", "10.9.9.9", "c")}}}, *now).ok());
   EXPECT_EQ(*nl_->GenerationId(), NftNetlink::NextGeneration(*now));
+}
+
+// Random re-partitions of the interval maps and random dispatch edits (seeded;
+// NP_NFT_NETLINK_SEED replays one), each step written by netlink and by nft: the two maps
+// list alike after every step.
+TEST_F(NetlinkTest, RandomEditsListAsNftsOwn) {
+  uint64_t seed = 20261201;
+  if (const char* s = getenv("NP_NFT_NETLINK_SEED"); s != nullptr) seed = std::strtoull(s, nullptr, 10);
+  SCOPED_TRACE(absl::StrCat("NP_NFT_NETLINK_SEED=", seed));
+  std::mt19937_64 rng(seed);
+  struct Piece {
+    std::string first, last, target;
+  };
+  for (int f = 0; f < 2; ++f) {
+    const std::string lo = Bytes(f == 0 ? "0.0.0.0" : "::");
+    const std::string hi = Bytes(f == 0 ? "255.255.255.255" : "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff");
+    // Boundaries near a base address (so that pieces are small, adjacent, prefix-shaped or
+    // not), and the family's ends.
+    auto near = [&](uint32_t k) {
+      std::string b = Bytes(f == 0 ? "10.0.0.0" : "fd00::");
+      b[b.size() - 2] = static_cast<char>(k >> 8);
+      b[b.size() - 1] = static_cast<char>(k & 0xff);
+      return b;
+    };
+    auto before = [](std::string b) {  // b - 1 (b is never the family's first address)
+      for (size_t i = b.size(); i-- > 0;) {
+        if (reinterpret_cast<unsigned char&>(b[i])-- != 0) break;
+      }
+      return b;
+    };
+    std::vector<Piece> pieces = {{lo, hi, "c"}};
+    const std::string map = f == 0 ? "i4" : "i6";
+    for (int step = 0; step < 25; ++step) {
+      SCOPED_TRACE(absl::StrCat(map, " step ", step));
+      // Replace 1-3 consecutive pieces by a random partition of what they cover.
+      const size_t at = rng() % pieces.size();
+      const size_t count = std::min(pieces.size() - at, static_cast<size_t>(1 + rng() % 3));
+      const std::string first = pieces[at].first, last = pieces[at + count - 1].last;
+      std::set<std::string> cuts;  // first addresses of the new pieces after the first
+      for (int c = static_cast<int>(rng() % 3); c > 0; --c) {
+        const std::string cut = near(static_cast<uint32_t>(rng() % 512));
+        if (cut > first && cut <= last) cuts.insert(cut);
+      }
+      std::vector<Piece> fresh;
+      std::string start = first;
+      for (const std::string& cut : cuts) {
+        fresh.push_back({start, before(cut), rng() % 2 ? "c" : "d"});
+        start = cut;
+      }
+      fresh.push_back({start, last, rng() % 2 ? "c" : "d"});
+      SetElementEdit del{"", false, true, {}}, add{"", true, true, {}};
+      for (size_t i = at; i < at + count; ++i) del.elements.push_back({pieces[i].first, pieces[i].last, ""});
+      for (const Piece& p : fresh) add.elements.push_back({p.first, p.last, p.target});
+      Both(map, {del, add});
+      pieces.erase(pieces.begin() + static_cast<long>(at), pieces.begin() + static_cast<long>(at + count));
+      pieces.insert(pieces.begin() + static_cast<long>(at), fresh.begin(), fresh.end());
+      if (HasFatalFailure()) return;
+    }
+    // Dispatch: random adds and deletes of single addresses.
+    std::map<std::string, std::string> entries;
+    const std::string dmap = f == 0 ? "d4" : "d6";
+    for (int step = 0; step < 15; ++step) {
+      SCOPED_TRACE(absl::StrCat(dmap, " step ", step));
+      std::vector<SetElementEdit> edits;
+      SetElementEdit del{"", false, false, {}}, add{"", true, false, {}};
+      std::set<std::string> touched;
+      for (int k = static_cast<int>(1 + rng() % 3); k > 0; --k) {
+        const std::string a = near(static_cast<uint32_t>(rng() % 64));
+        if (!touched.insert(a).second) continue;
+        if (entries.count(a) > 0) {
+          del.elements.push_back({a, a, ""});
+          entries.erase(a);
+        } else {
+          entries[a] = rng() % 2 ? "c" : "d";
+          add.elements.push_back({a, a, entries[a]});
+        }
+      }
+      if (!del.elements.empty()) edits.push_back(del);
+      if (!add.elements.empty()) edits.push_back(add);
+      Both(dmap, edits);
+      if (HasFatalFailure()) return;
+    }
+  }
 }
 
 TEST(NetlinkEncoding, RefusesWhatItCannotEncode) {
