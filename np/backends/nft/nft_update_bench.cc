@@ -11,6 +11,11 @@
 //   bazel build -c opt //np/backends/nft:nft_update_bench
 //   bazel-bin/np/backends/nft/nft_update_bench before.textproto after.textproto [swaps]
 //
+// In-place transactions go to the kernel as raw netlink batches (netlink.h); the line after
+// UpdateDelta's says how many, their mean wall and CPU time (the CPU time is mostly the
+// kernel's commit, charged to the sending thread). NP_NFT_NO_NETLINK=1 runs the same binary
+// with libnftables for them instead (the path before netlink), for old/new comparisons.
+//
 // Needs root (creates and deletes netns np-nft-bench-<pid>).
 #include <linux/membarrier.h>
 #include <sys/syscall.h>
