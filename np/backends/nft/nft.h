@@ -85,6 +85,14 @@
 // only that thread); the `nft` binary when the library is missing. The backend remembers the
 // program it installed in each namespace (keyed by the namespace's inode), so Apply and
 // Update do not list the kernel; after any error it lists again.
+// In-place element edits (the two lines below) skip libnftables: each transaction goes to
+// the kernel as one raw nf_tables netlink batch (netlink.h) on a NETLINK_NETFILTER socket
+// opened in the namespace, naming the ruleset generation np expects (NFNL_BATCH_GENID). Why:
+// libnftables dumps its whole cache (every chain, set and interval element, ~500 KB at
+// 1,000 pods) before every command; the batch is the commit alone. A batch refused for its
+// generation (another writer committed) is sent again at the kernel's; one the kernel
+// refuses otherwise goes to libnftables, then to the full path. NP_NFT_NO_NETLINK=1 turns
+// the netlink path off (comparisons, tests of the fallback).
 //   std::unique_ptr<Backend> nft = MakeNftBackend();
 //   nft->Apply(ir, where);                   // generation switch
 //   nft->Update(ir, next_ir, where);         // element edits when safe (PlanElementUpdate)
@@ -104,6 +112,7 @@
 
 #include "absl/status/statusor.h"
 #include "np/backends/backend.h"
+#include "np/backends/nft/netlink.h"
 #include "proto/compiled.pb.h"
 
 namespace np::backends {
@@ -271,12 +280,30 @@ void MaterializeElements(const DeltaIndex& index, Program* installed);
 // What UpdateDelta did on an nft backend (MakeNftBackend), for tests and benchmarks: calls
 // that edited in place from the delta, calls that took the full path, and the last reason.
 // Zeros for another backend.
+// In-place transactions (UpdateDelta's and Update's) go to the kernel as raw netlink
+// batches (netlink.h); `netlink_fallbacks` counts those that took libnftables instead (the
+// batch could not be built or sent, or the kernel refused it: then libnftables is refused
+// too when np's idea of the elements is wrong, and the full path lists the kernel),
+// `netlink_aborts` batches refused because someone else had committed since np did (sent
+// again at the kernel's generation).
 struct DeltaStats {
   uint64_t in_place = 0;
   uint64_t full_path = 0;
   std::string last_fallback;
+  uint64_t netlink_batches = 0;
+  uint64_t netlink_fallbacks = 0;
+  uint64_t netlink_aborts = 0;
+  uint64_t netlink_ns = 0;      // wall time in netlink batches (encode, send, the kernel, acks)
+  uint64_t netlink_cpu_ns = 0;  // the calling thread's CPU time there (user and kernel)
+  std::string last_netlink_error;
 };
 DeltaStats DeltaStatsOf(const Backend& backend);
+
+// An ElementPlan transaction (`delete element inet np MAP { ... }` / `add element ... { KEY :
+// jump CHAIN, ... }` lines, as PlanElementUpdate and PlanDeltaUpdate write them) as netlink
+// edits, in the same order; identity4/6 (and their generations) are the interval maps.
+// InvalidArgument for any other line.
+absl::StatusOr<std::vector<SetElementEdit>> ParseElementTransaction(const std::string& text);
 
 }  // namespace nft
 }  // namespace np::backends

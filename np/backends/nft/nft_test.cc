@@ -1151,6 +1151,34 @@ ChurnEvent RandomChurnEvent(std::mt19937_64& rng, const std::vector<ChurnPod>& p
   return {false, std::move(after), after_port, pod_event, std::move(what)};
 }
 
+// A listing up to generation numbers, identity chains' comments (nft.h: an element edit
+// cannot change them) and object order.
+std::string Normalized(const std::string& listing) {
+  std::string out;
+  bool identity_chain = false;
+  for (absl::string_view line : absl::StrSplit(listing, '\n')) {
+    absl::string_view t = absl::StripAsciiWhitespace(line);
+    if (absl::StartsWith(t, "chain ")) identity_chain = absl::StartsWith(t, "chain id_");
+    if (identity_chain && absl::StartsWith(t, "comment ")) continue;
+    if (line == "}" || absl::StartsWith(line, "table ")) continue;  // the table's braces
+    std::string l(line);
+    // name_g<N> -> name_g
+    std::string cleaned;
+    for (size_t i = 0; i < l.size(); ++i) {
+      cleaned.push_back(l[i]);
+      if (l[i] == 'g' && i > 0 && l[i - 1] == '_') {
+        while (i + 1 < l.size() && std::isdigit(static_cast<unsigned char>(l[i + 1]))) ++i;
+      }
+    }
+    absl::StrAppend(&out, cleaned, "\n");
+  }
+  // The objects in name order: a listing follows creation order, which differs between a
+  // table that switched generations N times and one that did not.
+  std::vector<std::string> blocks = absl::StrSplit(out, "\n\n");
+  std::sort(blocks.begin(), blocks.end());
+  return absl::StrJoin(blocks, "\n\n");
+}
+
 // As root: random pod churn (seeded; NP_NFT_CHURN_SEED replays one) through Update in a
 // named network namespace (the in-process session's setns path), checked after every step
 // against a fresh Apply of the same IR in the test's own namespace: the two listings are
@@ -1170,31 +1198,6 @@ void ExpectChurnEqualsFreshApply(bool through_delta) {
   if (const char* s = getenv("NP_NFT_CHURN_SEED"); s != nullptr) seed = std::strtoull(s, nullptr, 10);
   SCOPED_TRACE(absl::StrCat("NP_NFT_CHURN_SEED=", seed));
   std::mt19937_64 rng(seed);
-  auto normalized = [](const std::string& listing) {
-    std::string out;
-    bool identity_chain = false;
-    for (absl::string_view line : absl::StrSplit(listing, '\n')) {
-      absl::string_view t = absl::StripAsciiWhitespace(line);
-      if (absl::StartsWith(t, "chain ")) identity_chain = absl::StartsWith(t, "chain id_");
-      if (identity_chain && absl::StartsWith(t, "comment ")) continue;
-      if (line == "}" || absl::StartsWith(line, "table ")) continue;  // the table's braces
-      std::string l(line);
-      // name_g<N> -> name_g
-      std::string cleaned;
-      for (size_t i = 0; i < l.size(); ++i) {
-        cleaned.push_back(l[i]);
-        if (l[i] == 'g' && i > 0 && l[i - 1] == '_') {
-          while (i + 1 < l.size() && std::isdigit(static_cast<unsigned char>(l[i + 1]))) ++i;
-        }
-      }
-      absl::StrAppend(&out, cleaned, "\n");
-    }
-    // The objects in name order: a listing follows creation order, which differs between a
-    // table that switched generations N times and one that did not.
-    std::vector<std::string> blocks = absl::StrSplit(out, "\n\n");
-    std::sort(blocks.begin(), blocks.end());
-    return absl::StrJoin(blocks, "\n\n");
-  };
   auto generation = [&](const std::string& ns) -> uint64_t {
     absl::StatusOr<std::string> l = RunCommand({"nft", "-t", "list", "table", "inet", kTableName}, "", ns);
     return l.ok() ? ParseInstalled(*l).last_generation : 0;
@@ -1207,6 +1210,7 @@ void ExpectChurnEqualsFreshApply(bool through_delta) {
   ir::CompiledPolicy current = ChurnIr(pods, port);
   ASSERT_TRUE(incremental->Apply(current, there).ok());
   int in_place = 0, switched = 0, next_name = 0, delta_steps = 0, delta_in_place = 0;
+  uint64_t expected_batches = 0;  // the in-place steps' transactions
   for (int step = 0; step < 60; ++step) {
     ChurnEvent event = RandomChurnEvent(rng, pods, port, step, &next_name);
     if (event.skip) continue;
@@ -1233,7 +1237,7 @@ void ExpectChurnEqualsFreshApply(bool through_delta) {
     absl::StatusOr<std::string> got = RunCommand({"nft", "list", "table", "inet", kTableName}, "", netns);
     absl::StatusOr<std::string> want = RunCommand({"nft", "list", "table", "inet", kTableName});
     ASSERT_TRUE(got.ok() && want.ok());
-    ASSERT_EQ(normalized(*got), normalized(*want));
+    ASSERT_EQ(Normalized(*got), Normalized(*want));
     const bool stayed = generation(netns) == before;
     // What must be in place: one pod's addresses and no dispatch entry replaced while the
     // identity changes (PlanElementUpdate's rule, read off the event).
@@ -1265,6 +1269,7 @@ void ExpectChurnEqualsFreshApply(bool through_delta) {
       delta_in_place += own ? 1 : 0;
     }
     (stayed ? in_place : switched)++;
+    if (stayed) expected_batches += plan.transactions.size();
     pods = std::move(after);
     port = after_port;
     current = std::move(next);
@@ -1278,6 +1283,16 @@ void ExpectChurnEqualsFreshApply(bool through_delta) {
     EXPECT_GT(delta_steps, 20);
     EXPECT_GT(2 * delta_in_place, delta_steps) << "most delta steps stay in place";
   }
+  // Every in-place transaction went to the kernel as a raw netlink batch (netlink.h): none
+  // fell back to libnftables, none was refused as another writer's (there is none here).
+  const DeltaStats stats = DeltaStatsOf(*incremental);
+  std::cerr << "netlink batches " << stats.netlink_batches << ", fallbacks "
+            << stats.netlink_fallbacks << ", aborts " << stats.netlink_aborts << " "
+            << stats.last_netlink_error << "\n";
+  EXPECT_EQ(stats.netlink_batches, expected_batches);
+  EXPECT_GT(expected_batches, 20u);
+  EXPECT_EQ(stats.netlink_fallbacks, 0u) << stats.last_netlink_error;
+  EXPECT_EQ(stats.netlink_aborts, 0u) << stats.last_netlink_error;
   ASSERT_TRUE(incremental->Remove(there).ok());
   ASSERT_TRUE(fresh->Remove({}).ok());
 }
@@ -1311,6 +1326,89 @@ TEST_F(NftKernelTest, ANamespaceCreatedAgainUnderTheSameNameGetsTheProgram) {
   }
 }
 
+
+// Failure injection on the netlink path (netlink.h), in the test's own namespace against a
+// fresh Apply in a named one: (1) another writer empties identity4 behind the backend's
+// back, so the batch deleting its pieces is refused (ENOENT; the kernel changes nothing),
+// libnftables is tried and refused too, and the full path lists the kernel and installs the
+// program; (2) another writer commits to a table of its own between two pod events: the
+// batch naming the generation np last saw is refused (ERESTART) and sent again at the
+// kernel's, in place; (3) another writer empties np's identity4 after np's last commit:
+// refused for the generation, then for the elements, then the full path; the next event is
+// back on netlink.
+TEST_F(NftKernelTest, RefusedNetlinkBatchesRecoverThroughTheFullPath) {
+  const std::string netns = absl::StrCat("np-nft-nlfail-", getpid());
+  ASSERT_TRUE(RunCommand({"ip", "netns", "add", netns}).ok());
+  struct Cleanup {
+    std::string netns;
+    ~Cleanup() { (void)RunCommand({"ip", "netns", "del", netns}); }
+  } cleanup{netns};
+  std::vector<ChurnPod> pods = ChurnBase();
+  const ir::CompiledPolicy a = ChurnIr(pods);
+  pods.push_back({"c/z", 2, 40, false});
+  const ir::CompiledPolicy b = ChurnIr(pods);
+  pods.push_back({"c/w", 4, 41, false});
+  const ir::CompiledPolicy c = ChurnIr(pods);
+  const std::optional<ir::CompiledPolicyDelta> ab = DiffPrograms(a, b), bc = DiffPrograms(b, c),
+                                               cb = DiffPrograms(c, b);
+  ASSERT_TRUE(ab.has_value() && bc.has_value() && cb.has_value());
+  std::unique_ptr<Backend> fresh = MakeNftBackend();
+  auto expect_equals_fresh = [&](const ir::CompiledPolicy& ir) {
+    ASSERT_TRUE(fresh->Apply(ir, {{}, netns}).ok());
+    absl::StatusOr<std::string> got = RunCommand({"nft", "list", "table", "inet", kTableName});
+    absl::StatusOr<std::string> want =
+        RunCommand({"nft", "list", "table", "inet", kTableName}, "", netns);
+    ASSERT_TRUE(got.ok() && want.ok());
+    EXPECT_EQ(Normalized(*got), Normalized(*want));
+  };
+  {
+    std::unique_ptr<Backend> nft = MakeNftBackend();
+    ASSERT_TRUE(nft->Apply(a, {}).ok());
+    ASSERT_TRUE(RunCommand({"nft", "flush", "map", "inet", kTableName, "identity4_g1"}).ok());
+    ASSERT_TRUE(nft->UpdateDelta(a, *ab, {}).ok());
+    const DeltaStats s = DeltaStatsOf(*nft);
+    EXPECT_EQ(s.netlink_fallbacks, 1u) << s.last_netlink_error;
+    EXPECT_TRUE(absl::StrContains(s.last_netlink_error, "identity4_g1")) << s.last_netlink_error;
+    EXPECT_EQ(s.netlink_batches, 0u);
+    EXPECT_EQ(s.in_place, 0u);
+    EXPECT_EQ(s.full_path, 1u);
+    expect_equals_fresh(b);
+    ASSERT_TRUE(nft->Remove({}).ok());
+  }
+  {
+    std::unique_ptr<Backend> nft = MakeNftBackend();
+    ASSERT_TRUE(nft->Apply(a, {}).ok());
+    ASSERT_TRUE(nft->UpdateDelta(a, *ab, {}).ok());
+    EXPECT_EQ(DeltaStatsOf(*nft).netlink_batches, 1u) << DeltaStatsOf(*nft).last_netlink_error;
+    ASSERT_TRUE(RunCommand({"nft", "add", "table", "inet", "someone_else"}).ok());
+    ASSERT_TRUE(nft->UpdateDelta(b, *bc, {}).ok());
+    DeltaStats s = DeltaStatsOf(*nft);
+    EXPECT_EQ(s.netlink_aborts, 1u) << s.last_netlink_error;
+    EXPECT_EQ(s.netlink_fallbacks, 0u) << s.last_netlink_error;
+    EXPECT_EQ(s.netlink_batches, 2u) << s.last_netlink_error;
+    EXPECT_EQ(s.in_place, 2u);
+    EXPECT_EQ(s.full_path, 0u);
+    expect_equals_fresh(c);
+    // Now another writer changes np's own elements after np's last commit: the batch is
+    // refused for its generation, then for the elements, libnftables refuses the same edit,
+    // and the full path installs the program.
+    ASSERT_TRUE(RunCommand({"nft", "flush", "map", "inet", kTableName, "identity4_g1"}).ok());
+    ASSERT_TRUE(nft->UpdateDelta(c, *cb, {}).ok());
+    s = DeltaStatsOf(*nft);
+    EXPECT_EQ(s.netlink_aborts, 2u) << s.last_netlink_error;
+    EXPECT_EQ(s.netlink_fallbacks, 1u) << s.last_netlink_error;
+    EXPECT_EQ(s.full_path, 1u);
+    expect_equals_fresh(b);
+    // And back on netlink from the next event.
+    ASSERT_TRUE(nft->UpdateDelta(b, *bc, {}).ok());
+    s = DeltaStatsOf(*nft);
+    EXPECT_EQ(s.netlink_batches, 3u) << s.last_netlink_error;
+    EXPECT_EQ(s.in_place, 3u);
+    expect_equals_fresh(c);
+    ASSERT_TRUE(nft->Remove({}).ok());
+    ASSERT_TRUE(RunCommand({"nft", "delete", "table", "inet", "someone_else"}).ok());
+  }
+}
 
 // ---- Updates from a delta (PlanDeltaUpdate) ----------------------------------------------
 // The maps of `p` as multisets, for comparing element lists whose order may differ.
