@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <future>
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
@@ -199,6 +200,13 @@ size_t IdentityRoom(size_t entries) {
   return std::max(entries, std::min<size_t>(entries + entries / 8 + 64, size_t{1} << 27));
 }
 
+// How many of `maps`' host keys are of `family` (np_ident_hosts holds IPv4, np_ident_hosts6
+// IPv6).
+size_t HostKeys(const MapContents& maps, uint8_t family) {
+  return static_cast<size_t>(std::count_if(maps.ident_hosts.begin(), maps.ident_hosts.end(),
+                                           [&](const auto& e) { return e.first.family == family; }));
+}
+
 uint32_t MaxEntries(int fd) {
   bpf_map_info info{};
   uint32_t len = sizeof(info);
@@ -233,7 +241,8 @@ absl::StatusOr<std::unique_ptr<Generation>> Generation::Load(
   }
   std::unique_ptr<Generation> g(new Generation(obj));
   for (auto [name, n] : std::vector<std::pair<const char*, size_t>>{
-           {"np_ident_hosts", IdentityRoom(maps.ident_hosts.size())},
+           {"np_ident_hosts", IdentityRoom(HostKeys(maps, NP_FAMILY_V4))},
+           {"np_ident_hosts6", IdentityRoom(HostKeys(maps, NP_FAMILY_V6))},
            {"np_ident4", IdentityRoom(maps.ident4.size())},
            {"np_ident6", IdentityRoom(maps.ident6.size())},
            {"np_endpoints_if", interfaces.size()},
@@ -259,7 +268,8 @@ absl::StatusOr<std::unique_ptr<Generation>> Generation::Load(
   uint32_t zero = 0;
   absl::Status s = Update(g->map_fd("np_config"), "np_config", &zero, &maps.config);
   for (const auto& [k, v] : maps.ident_hosts) {
-    if (s.ok()) s = Update(g->map_fd("np_ident_hosts"), "np_ident_hosts", &k, &v);
+    const char* name = k.family == NP_FAMILY_V4 ? "np_ident_hosts" : "np_ident_hosts6";
+    if (s.ok()) s = Update(g->map_fd(name), name, &k, &v);
   }
   for (const auto& [k, v] : maps.ident4) {
     if (s.ok()) s = Update(g->map_fd("np_ident4"), "np_ident4", &k, &v);
@@ -432,14 +442,18 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
   auto installed = std::make_shared<LiveMaps>();
   installed->config = fcntl((*generation)->map_fd("np_config"), F_DUPFD_CLOEXEC, 0);
   installed->hosts = fcntl((*generation)->map_fd("np_ident_hosts"), F_DUPFD_CLOEXEC, 0);
+  installed->hosts6 = fcntl((*generation)->map_fd("np_ident_hosts6"), F_DUPFD_CLOEXEC, 0);
   installed->ident4 = fcntl((*generation)->map_fd("np_ident4"), F_DUPFD_CLOEXEC, 0);
   installed->ident6 = fcntl((*generation)->map_fd("np_ident6"), F_DUPFD_CLOEXEC, 0);
-  if (installed->config >= 0 && installed->hosts >= 0 && installed->ident4 >= 0 && installed->ident6 >= 0) {
+  if (installed->config >= 0 && installed->hosts >= 0 && installed->hosts6 >= 0 &&
+      installed->ident4 >= 0 && installed->ident6 >= 0) {
     installed->hosts_capacity = MaxEntries(installed->hosts);
+    installed->hosts6_capacity = MaxEntries(installed->hosts6);
     installed->ident4_capacity = MaxEntries(installed->ident4);
     installed->ident6_capacity = MaxEntries(installed->ident6);
     installed->generation = report.generation;
-    installed->hosts_entries = maps.ident_hosts.size();
+    installed->hosts_entries = HostKeys(maps, NP_FAMILY_V4);
+    installed->hosts6_entries = HostKeys(maps, NP_FAMILY_V6);
     installed->ident4_entries = maps.ident4.size();
     installed->ident6_entries = maps.ident6.size();
     installed->config_value = next.config;
@@ -452,7 +466,9 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
 }
 
 LiveMaps::~LiveMaps() {
-  for (int fd : {config, hosts, ident4, ident6}) {
+  // A grace period still running ends first (std::async's future waits for it).
+  pending_barrier = {};
+  for (int fd : {config, hosts, hosts6, ident4, ident6}) {
     if (fd >= 0) close(fd);
   }
 }
@@ -484,9 +500,42 @@ absl::Status Delete(int fd, const char* map, const void* key) {
 
 }  // namespace
 
+// Whether a program run on another CPU sees the loader's writes in the order it made them:
+// x86 keeps stores in order and loads in order (TSO), so a run whose lookup saw a later
+// write (an LPM key deleted, np_config's new generation) sees every earlier one in its
+// later lookups. The two grace periods that this ordering replaces in EditIdentities stay
+// where it is not known (a weakly ordered CPU would need acquire loads in np_policy.c).
+#if defined(__x86_64__) || defined(__i386__)
+constexpr bool kWritesSeenInOrder = true;
+#else
+constexpr bool kWritesSeenInOrder = false;
+#endif
+
+// Why no grace period is waited for on the common path (maps.h IdentityEdit says why each
+// state an edit passes through has old-or-new verdicts; this is what keeps a program run
+// from mixing more than that):
+//   - between the writes of two edits, one grace period, so that no run sees parts of
+//     more than one edit (it would mix two edits' changed addresses) and no run still
+//     holds an element that the earlier edit replaced or deleted when the later one
+//     allocates it again (a preallocated hash reuses a freed element at once). It is
+//     started when an edit is done and waited for when the next one starts: pod events
+//     further apart than a grace period never wait for it;
+//   - within an edit, none on x86 (kWritesSeenInOrder): each hash map replaces at most
+//     one element (np_ident_hosts holds IPv4 keys, np_ident_hosts6 IPv6 ones, and at most
+//     one address per family changes identity), and the adds come before it and the
+//     deletes (which allocate nothing) after it, so nothing freed is reused within the
+//     edit; an address moving from an LPM key to a host key is found by np_policy.c
+//     identity_of's second host lookup (the host key was added before the LPM key went);
+//   - before the generation bump, none on x86: np_policy.c reads np_config.generation
+//     once, before its lookups, and stamps np_ct with what it read (see there).
 absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit) {
+  size_t adds[2] = {0, 0}, changes[2] = {0, 0}, deletes[2] = {0, 0};
+  for (const auto& [k, v] : edit.host_adds) ++adds[k.family == NP_FAMILY_V4 ? 0 : 1];
+  for (const auto& [k, v] : edit.host_changes) ++changes[k.family == NP_FAMILY_V4 ? 0 : 1];
+  for (const auto& k : edit.host_deletes) ++deletes[k.family == NP_FAMILY_V4 ? 0 : 1];
   // Nothing is written until every precondition holds.
-  if (live.hosts_entries + edit.host_adds.size() > live.hosts_capacity ||
+  if (live.hosts_entries + adds[0] > live.hosts_capacity ||
+      live.hosts6_entries + adds[1] > live.hosts6_capacity ||
       live.ident4_entries + edit.new_lpm4_keys > live.ident4_capacity ||
       live.ident6_entries + edit.new_lpm6_keys > live.ident6_capacity) {
     return absl::FailedPreconditionError("the identity maps have no room for the edit");
@@ -504,9 +553,19 @@ absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit) {
       return absl::FailedPreconditionError("another generation runs now");
     }
   }
+  // The previous edit's grace period (see above).
+  if (live.pending_barrier.valid()) {
+    if (absl::Status b = live.pending_barrier.get(); !b.ok()) {
+      return absl::FailedPreconditionError(b.message());
+    }
+  }
+  auto hosts = [&](const np_endpoint_addr_key& k) {
+    return k.family == NP_FAMILY_V4 ? std::pair<int, const char*>{live.hosts, "np_ident_hosts"}
+                                    : std::pair<int, const char*>{live.hosts6, "np_ident_hosts6"};
+  };
   absl::Status s = absl::OkStatus();
   for (const auto& [k, v] : edit.host_adds) {
-    if (s.ok()) s = Update(live.hosts, "np_ident_hosts", &k, &v);
+    if (s.ok()) s = Update(hosts(k).first, hosts(k).second, &k, &v);
   }
   for (const auto& [k, v] : edit.lpm4_puts) {
     if (s.ok()) s = Update(live.ident4, "np_ident4", &k, &v);
@@ -514,16 +573,14 @@ absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit) {
   for (const auto& [k, v] : edit.lpm6_puts) {
     if (s.ok()) s = Update(live.ident6, "np_ident6", &k, &v);
   }
-  for (size_t i = 0; i < edit.host_changes.size(); ++i) {
-    // A replaced element of the preallocated hash is reused by the next replacement at
-    // once: a reader that found it must be done before then.
-    if (s.ok() && i > 0) s = Barrier();
-    if (s.ok()) {
-      s = Update(live.hosts, "np_ident_hosts", &edit.host_changes[i].first,
-                 &edit.host_changes[i].second);
-    }
+  int replaced[2] = {0, 0};
+  for (const auto& [k, v] : edit.host_changes) {
+    // A second replacement in one map could reuse the element the first one freed while a
+    // run still reads it (PlanIdentityEdit never plans one: kept for safety).
+    if (s.ok() && replaced[k.family == NP_FAMILY_V4 ? 0 : 1]++ > 0) s = Barrier();
+    if (s.ok()) s = Update(hosts(k).first, hosts(k).second, &k, &v);
   }
-  if (s.ok() && edit.barrier_before_deletes) s = Barrier();
+  if (s.ok() && edit.barrier_before_deletes && !kWritesSeenInOrder) s = Barrier();
   for (const np_lpm4_key& k : edit.lpm4_deletes) {
     if (s.ok()) s = Delete(live.ident4, "np_ident4", &k);
   }
@@ -531,11 +588,11 @@ absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit) {
     if (s.ok()) s = Delete(live.ident6, "np_ident6", &k);
   }
   for (const np_endpoint_addr_key& k : edit.host_deletes) {
-    if (s.ok()) s = Delete(live.hosts, "np_ident_hosts", &k);
+    if (s.ok()) s = Delete(hosts(k).first, hosts(k).second, &k);
   }
   // As a new generation: np_ct's connectionless flows are decided again, by runs that
-  // started after every write above.
-  if (s.ok()) s = Barrier();
+  // read the new generation, hence saw every write above (np_policy.c np_decide).
+  if (s.ok() && !kWritesSeenInOrder) s = Barrier();
   if (s.ok()) {
     np_config c = live.config_value;
     c.generation = live.generation + 1;
@@ -543,11 +600,15 @@ absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit) {
     if (s.ok()) {
       live.generation = c.generation;
       live.config_value = c;
-      live.hosts_entries = static_cast<size_t>(static_cast<long>(live.hosts_entries) + edit.HostsDelta());
+      live.hosts_entries = live.hosts_entries + adds[0] - deletes[0];
+      live.hosts6_entries = live.hosts6_entries + adds[1] - deletes[1];
       live.ident4_entries = static_cast<size_t>(static_cast<long>(live.ident4_entries) + edit.Lpm4Delta());
       live.ident6_entries = static_cast<size_t>(static_cast<long>(live.ident6_entries) + edit.Lpm6Delta());
     }
   }
+  // The grace period the next edit waits for, started now, run meanwhile. Also after a
+  // failed write: the caller then loads a new generation, which needs none.
+  live.pending_barrier = std::async(std::launch::async, [] { return Barrier(); });
   return s;
 }
 
