@@ -203,6 +203,10 @@ class EbpfBackend : public Backend {
                                     ? std::string("no address")
                                     : absl::StrJoin(edit.changed_addresses, " and "),
                                 " changed");
+    if (live_->last_wait_ms >= 0.01) {
+      absl::StrAppend(&last_update_, "; waited ", absl::SixDigits(live_->last_wait_ms),
+                      " ms for the previous edit's grace period");
+    }
     return true;
   }
 

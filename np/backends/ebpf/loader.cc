@@ -12,7 +12,9 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <future>
+#include <chrono>
+#include <condition_variable>
+#include <thread>
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
@@ -466,8 +468,6 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
 }
 
 LiveMaps::~LiveMaps() {
-  // A grace period still running ends first (std::async's future waits for it).
-  pending_barrier = {};
   for (int fd : {config, hosts, hosts6, ident4, ident6}) {
     if (fd >= 0) close(fd);
   }
@@ -492,6 +492,50 @@ bool HaveBarrier() {
   }();
   return have;
 }
+
+// Grace periods run on a thread of their own, so that an edit can start one and return:
+// Start() asks for one that begins after the call, Wait(ticket) blocks until it is over.
+// One process-wide thread (never destroyed: nothing to join at exit), one membarrier at a
+// time, covering every request made before it began.
+class GracePeriods {
+ public:
+  static GracePeriods& Get() {
+    static GracePeriods* const instance = new GracePeriods();
+    return *instance;
+  }
+  uint64_t Start() {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++requested_;
+    wake_.notify_all();
+    return requested_;
+  }
+  absl::Status Wait(uint64_t ticket) {
+    std::unique_lock<std::mutex> lock(mu_);
+    done_.wait(lock, [&] { return completed_ >= ticket; });
+    return status_;
+  }
+
+ private:
+  GracePeriods() {
+    std::thread([this] {
+      std::unique_lock<std::mutex> lock(mu_);
+      while (true) {
+        wake_.wait(lock, [&] { return requested_ > completed_; });
+        const uint64_t covers = requested_;  // asked for before the barrier below begins
+        lock.unlock();
+        absl::Status s = Barrier();
+        lock.lock();
+        completed_ = covers;
+        if (!s.ok()) status_ = s;
+        done_.notify_all();
+      }
+    }).detach();
+  }
+  std::mutex mu_;
+  std::condition_variable wake_, done_;
+  uint64_t requested_ = 0, completed_ = 0;
+  absl::Status status_;  // the first failure, kept: membarrier does not start failing once
+};
 
 absl::Status Delete(int fd, const char* map, const void* key) {
   if (bpf_map_delete_elem(fd, key) != 0) return Errno(absl::StrCat("delete from ", map), errno);
@@ -554,10 +598,14 @@ absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit) {
     }
   }
   // The previous edit's grace period (see above).
-  if (live.pending_barrier.valid()) {
-    if (absl::Status b = live.pending_barrier.get(); !b.ok()) {
-      return absl::FailedPreconditionError(b.message());
-    }
+  live.last_wait_ms = 0;
+  if (live.pending_grace_period != 0) {
+    const auto start = std::chrono::steady_clock::now();
+    absl::Status b = GracePeriods::Get().Wait(live.pending_grace_period);
+    live.last_wait_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    if (!b.ok()) return absl::FailedPreconditionError(b.message());
+    live.pending_grace_period = 0;
   }
   auto hosts = [&](const np_endpoint_addr_key& k) {
     return k.family == NP_FAMILY_V4 ? std::pair<int, const char*>{live.hosts, "np_ident_hosts"}
@@ -608,7 +656,7 @@ absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit) {
   }
   // The grace period the next edit waits for, started now, run meanwhile. Also after a
   // failed write: the caller then loads a new generation, which needs none.
-  live.pending_barrier = std::async(std::launch::async, [] { return Barrier(); });
+  live.pending_grace_period = GracePeriods::Get().Start();
   return s;
 }
 

@@ -28,7 +28,6 @@
 #define NP_BACKENDS_EBPF_LOADER_H_
 
 #include <cstdint>
-#include <future>
 #include <map>
 #include <memory>
 #include <string>
@@ -110,9 +109,11 @@ class LiveMaps {
   uint32_t program_id = 0;  // the generation's np_from_ep
   int ifindex = 0;          // an interface whose tc ingress runs it (0: none attached)
   std::string netns;
-  // The grace period the last EditIdentities started after its writes; the next one waits
-  // for it before writing (loader.cc EditIdentities says why).
-  std::future<absl::Status> pending_barrier;
+  // The grace period the last EditIdentities started after its writes (0: none); the next
+  // one waits for it before writing (loader.cc EditIdentities says why), and records how
+  // long it waited.
+  uint64_t pending_grace_period = 0;
+  double last_wait_ms = 0;
 };
 
 // What one Apply did, for people and tests.
