@@ -193,13 +193,17 @@ uint32_t QueryFilter(int ifindex, bpf_tc_attach_point point) {
 }
 
 // The identity maps get room beyond the IR's entries for in-place edits (EditIdentities):
-// pod events add host keys and split LPM ranges. The LPM tries allocate nodes as they are
-// added, so their room costs nothing; np_ident_hosts is preallocated (about 80 bytes an
-// entry), so its room is an eighth more.
+// pod events add host keys and split LPM ranges. np_ident_hosts(6) are preallocated (about
+// 80 bytes an entry), so their room is an eighth more. The LPM tries allocate nodes as they
+// are added, so their room costs nothing: enough more for an edit's new keys to come before
+// its old ones go (up to about 6 x 128 for an IPv6 pod in a wide range: maps.cc).
 // Never past the kernel's 2^27 entries of a hash map (ebpf_backend.cc: Capacity refuses
 // more entries than that, not more room).
 size_t IdentityRoom(size_t entries) {
   return std::max(entries, std::min<size_t>(entries + entries / 8 + 64, size_t{1} << 27));
+}
+size_t LpmRoom(size_t entries) {
+  return std::min<size_t>(entries + entries / 8 + 2048, size_t{1} << 27);
 }
 
 // How many of `maps`' host keys are of `family` (np_ident_hosts holds IPv4, np_ident_hosts6
@@ -245,8 +249,8 @@ absl::StatusOr<std::unique_ptr<Generation>> Generation::Load(
   for (auto [name, n] : std::vector<std::pair<const char*, size_t>>{
            {"np_ident_hosts", IdentityRoom(HostKeys(maps, NP_FAMILY_V4))},
            {"np_ident_hosts6", IdentityRoom(HostKeys(maps, NP_FAMILY_V6))},
-           {"np_ident4", IdentityRoom(maps.ident4.size())},
-           {"np_ident6", IdentityRoom(maps.ident6.size())},
+           {"np_ident4", LpmRoom(maps.ident4.size())},
+           {"np_ident6", LpmRoom(maps.ident6.size())},
            {"np_endpoints_if", interfaces.size()},
            {"np_endpoints_addr", maps.endpoints_addr.size()},
            {"np_tables", maps.tables.size()},
@@ -542,6 +546,56 @@ absl::Status Delete(int fd, const char* map, const void* key) {
   return absl::OkStatus();
 }
 
+// What BPF_MAP_*_BATCH says for a map type without batch operations (ENOTSUPP, 524, is the
+// kernel's own: no userspace header has it).
+bool NoBatch(int err) { return err == 524 || err == EOPNOTSUPP || err == EINVAL; }
+
+// Writes `entries` in their order: one BPF_MAP_UPDATE_BATCH (the kernel's generic batch
+// writes the elements one after the other, as single updates would, in one syscall) when
+// the map takes it, else one update each. An IPv6 pod event writes up to hundreds of LPM
+// keys.
+template <typename K, typename V>
+absl::Status UpdateInOrder(int fd, const char* map, const std::vector<std::pair<K, V>>& entries) {
+  if (entries.size() > 1) {
+    std::vector<K> keys;
+    std::vector<V> values;
+    keys.reserve(entries.size());
+    values.reserve(entries.size());
+    for (const auto& [k, v] : entries) {
+      keys.push_back(k);
+      values.push_back(v);
+    }
+    uint32_t count = static_cast<uint32_t>(entries.size());
+    LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = BPF_ANY);
+    if (bpf_map_update_batch(fd, keys.data(), values.data(), &count, &opts) == 0) {
+      return absl::OkStatus();
+    }
+    const int err = errno;
+    // The map has no batch operation: nothing written, one by one below. Anything else:
+    // the first `count` were written, in order: the edit fails (a full load follows).
+    if (count != 0 || !NoBatch(err)) return Errno(absl::StrCat("batch update ", map), err);
+  }
+  for (const auto& [k, v] : entries) {
+    if (absl::Status s = Update(fd, map, &k, &v); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+template <typename K>
+absl::Status DeleteInOrder(int fd, const char* map, const std::vector<K>& keys) {
+  if (keys.size() > 1) {
+    uint32_t count = static_cast<uint32_t>(keys.size());
+    LIBBPF_OPTS(bpf_map_batch_opts, opts);
+    if (bpf_map_delete_batch(fd, keys.data(), &count, &opts) == 0) return absl::OkStatus();
+    const int err = errno;
+    if (count != 0 || !NoBatch(err)) return Errno(absl::StrCat("batch delete from ", map), err);
+  }
+  for (const K& k : keys) {
+    if (absl::Status s = Delete(fd, map, &k); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 // Whether a program run on another CPU sees the loader's writes in the order it made them:
@@ -615,12 +669,8 @@ absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit) {
   for (const auto& [k, v] : edit.host_adds) {
     if (s.ok()) s = Update(hosts(k).first, hosts(k).second, &k, &v);
   }
-  for (const auto& [k, v] : edit.lpm4_puts) {
-    if (s.ok()) s = Update(live.ident4, "np_ident4", &k, &v);
-  }
-  for (const auto& [k, v] : edit.lpm6_puts) {
-    if (s.ok()) s = Update(live.ident6, "np_ident6", &k, &v);
-  }
+  if (s.ok()) s = UpdateInOrder(live.ident4, "np_ident4", edit.lpm4_puts);
+  if (s.ok()) s = UpdateInOrder(live.ident6, "np_ident6", edit.lpm6_puts);
   int replaced[2] = {0, 0};
   for (const auto& [k, v] : edit.host_changes) {
     // A second replacement in one map could reuse the element the first one freed while a
@@ -629,12 +679,8 @@ absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit) {
     if (s.ok()) s = Update(hosts(k).first, hosts(k).second, &k, &v);
   }
   if (s.ok() && edit.barrier_before_deletes && !kWritesSeenInOrder) s = Barrier();
-  for (const np_lpm4_key& k : edit.lpm4_deletes) {
-    if (s.ok()) s = Delete(live.ident4, "np_ident4", &k);
-  }
-  for (const np_lpm6_key& k : edit.lpm6_deletes) {
-    if (s.ok()) s = Delete(live.ident6, "np_ident6", &k);
-  }
+  if (s.ok()) s = DeleteInOrder(live.ident4, "np_ident4", edit.lpm4_deletes);
+  if (s.ok()) s = DeleteInOrder(live.ident6, "np_ident6", edit.lpm6_deletes);
   for (const np_endpoint_addr_key& k : edit.host_deletes) {
     if (s.ok()) s = Delete(hosts(k).first, hosts(k).second, &k);
   }
