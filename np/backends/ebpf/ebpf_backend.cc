@@ -89,7 +89,8 @@ class EbpfBackend : public Backend {
   }
 
   // In place when only the identity maps change, as maps.h PlanIdentityEdit allows (one
-  // pod that is not on this node added, deleted, relabelled or its address reused);
+  // pod of another node added, deleted, relabelled or its address reused; or a pod of this
+  // node relabelled into another identity with its endpoint entry unchanged);
   // otherwise, or when this instance installed nothing yet (or for another attachment),
   // a new generation as Apply loads it. `previous` is trusted to be what this instance
   // installed last (Backend::Update's contract): only where `next` differs from it is
@@ -203,6 +204,10 @@ class EbpfBackend : public Backend {
                                     ? std::string("no address")
                                     : absl::StrJoin(edit.changed_addresses, " and "),
                                 " changed");
+    if (live_->last_wait_ms >= 0.01) {
+      absl::StrAppend(&last_update_, "; waited ", absl::SixDigits(live_->last_wait_ms),
+                      " ms for the previous edit's grace period");
+    }
     return true;
   }
 
@@ -348,9 +353,9 @@ class EbpfBackend : public Backend {
   std::shared_ptr<ebpf::LiveMaps> live_;
   size_t installed_entries_ = 0;  // MapContents::TotalEntries of what is installed
   std::array<int, 6> installed_shape_{};  // Shape of the IR installed
-  // np_endpoints_addr of what is installed: the node's pod addresses, which an in-place
-  // edit must not change the identity of (maps.h, condition (c)). In-place edits keep
-  // the endpoints as they are, so only ApplyMaps sets it.
+  // np_endpoints_addr of what is installed: the node's pod addresses, which last_update
+  // names as such when an in-place edit changes their identity (maps.h, condition (c)).
+  // In-place edits keep the endpoints as they are, so only ApplyMaps sets it.
   std::vector<std::pair<np_endpoint_addr_key, np_endpoint>> local_addresses_;
   Attachment attachment_;
   std::string last_update_;

@@ -12,6 +12,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <thread>
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
@@ -190,13 +193,24 @@ uint32_t QueryFilter(int ifindex, bpf_tc_attach_point point) {
 }
 
 // The identity maps get room beyond the IR's entries for in-place edits (EditIdentities):
-// pod events add host keys and split LPM ranges. The LPM tries allocate nodes as they are
-// added, so their room costs nothing; np_ident_hosts is preallocated (about 80 bytes an
-// entry), so its room is an eighth more.
+// pod events add host keys and split LPM ranges. np_ident_hosts(6) are preallocated (about
+// 80 bytes an entry), so their room is an eighth more. The LPM tries allocate nodes as they
+// are added, so their room costs nothing: enough more for an edit's new keys to come before
+// its old ones go (up to about 6 x 128 for an IPv6 pod in a wide range: maps.cc).
 // Never past the kernel's 2^27 entries of a hash map (ebpf_backend.cc: Capacity refuses
 // more entries than that, not more room).
 size_t IdentityRoom(size_t entries) {
   return std::max(entries, std::min<size_t>(entries + entries / 8 + 64, size_t{1} << 27));
+}
+size_t LpmRoom(size_t entries) {
+  return std::min<size_t>(entries + entries / 8 + 2048, size_t{1} << 27);
+}
+
+// How many of `maps`' host keys are of `family` (np_ident_hosts holds IPv4, np_ident_hosts6
+// IPv6).
+size_t HostKeys(const MapContents& maps, uint8_t family) {
+  return static_cast<size_t>(std::count_if(maps.ident_hosts.begin(), maps.ident_hosts.end(),
+                                           [&](const auto& e) { return e.first.family == family; }));
 }
 
 uint32_t MaxEntries(int fd) {
@@ -233,9 +247,10 @@ absl::StatusOr<std::unique_ptr<Generation>> Generation::Load(
   }
   std::unique_ptr<Generation> g(new Generation(obj));
   for (auto [name, n] : std::vector<std::pair<const char*, size_t>>{
-           {"np_ident_hosts", IdentityRoom(maps.ident_hosts.size())},
-           {"np_ident4", IdentityRoom(maps.ident4.size())},
-           {"np_ident6", IdentityRoom(maps.ident6.size())},
+           {"np_ident_hosts", IdentityRoom(HostKeys(maps, NP_FAMILY_V4))},
+           {"np_ident_hosts6", IdentityRoom(HostKeys(maps, NP_FAMILY_V6))},
+           {"np_ident4", LpmRoom(maps.ident4.size())},
+           {"np_ident6", LpmRoom(maps.ident6.size())},
            {"np_endpoints_if", interfaces.size()},
            {"np_endpoints_addr", maps.endpoints_addr.size()},
            {"np_tables", maps.tables.size()},
@@ -259,7 +274,8 @@ absl::StatusOr<std::unique_ptr<Generation>> Generation::Load(
   uint32_t zero = 0;
   absl::Status s = Update(g->map_fd("np_config"), "np_config", &zero, &maps.config);
   for (const auto& [k, v] : maps.ident_hosts) {
-    if (s.ok()) s = Update(g->map_fd("np_ident_hosts"), "np_ident_hosts", &k, &v);
+    const char* name = k.family == NP_FAMILY_V4 ? "np_ident_hosts" : "np_ident_hosts6";
+    if (s.ok()) s = Update(g->map_fd(name), name, &k, &v);
   }
   for (const auto& [k, v] : maps.ident4) {
     if (s.ok()) s = Update(g->map_fd("np_ident4"), "np_ident4", &k, &v);
@@ -432,14 +448,18 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
   auto installed = std::make_shared<LiveMaps>();
   installed->config = fcntl((*generation)->map_fd("np_config"), F_DUPFD_CLOEXEC, 0);
   installed->hosts = fcntl((*generation)->map_fd("np_ident_hosts"), F_DUPFD_CLOEXEC, 0);
+  installed->hosts6 = fcntl((*generation)->map_fd("np_ident_hosts6"), F_DUPFD_CLOEXEC, 0);
   installed->ident4 = fcntl((*generation)->map_fd("np_ident4"), F_DUPFD_CLOEXEC, 0);
   installed->ident6 = fcntl((*generation)->map_fd("np_ident6"), F_DUPFD_CLOEXEC, 0);
-  if (installed->config >= 0 && installed->hosts >= 0 && installed->ident4 >= 0 && installed->ident6 >= 0) {
+  if (installed->config >= 0 && installed->hosts >= 0 && installed->hosts6 >= 0 &&
+      installed->ident4 >= 0 && installed->ident6 >= 0) {
     installed->hosts_capacity = MaxEntries(installed->hosts);
+    installed->hosts6_capacity = MaxEntries(installed->hosts6);
     installed->ident4_capacity = MaxEntries(installed->ident4);
     installed->ident6_capacity = MaxEntries(installed->ident6);
     installed->generation = report.generation;
-    installed->hosts_entries = maps.ident_hosts.size();
+    installed->hosts_entries = HostKeys(maps, NP_FAMILY_V4);
+    installed->hosts6_entries = HostKeys(maps, NP_FAMILY_V6);
     installed->ident4_entries = maps.ident4.size();
     installed->ident6_entries = maps.ident6.size();
     installed->config_value = next.config;
@@ -452,7 +472,7 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
 }
 
 LiveMaps::~LiveMaps() {
-  for (int fd : {config, hosts, ident4, ident6}) {
+  for (int fd : {config, hosts, hosts6, ident4, ident6}) {
     if (fd >= 0) close(fd);
   }
 }
@@ -477,16 +497,143 @@ bool HaveBarrier() {
   return have;
 }
 
+// Grace periods run on a thread of their own, so that an edit can start one and return:
+// Start() asks for one that begins after the call, Wait(ticket) blocks until it is over.
+// One process-wide thread (never destroyed: nothing to join at exit), one membarrier at a
+// time, covering every request made before it began.
+class GracePeriods {
+ public:
+  static GracePeriods& Get() {
+    static GracePeriods* const instance = new GracePeriods();
+    return *instance;
+  }
+  uint64_t Start() {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++requested_;
+    wake_.notify_all();
+    return requested_;
+  }
+  absl::Status Wait(uint64_t ticket) {
+    std::unique_lock<std::mutex> lock(mu_);
+    done_.wait(lock, [&] { return completed_ >= ticket; });
+    return status_;
+  }
+
+ private:
+  GracePeriods() {
+    std::thread([this] {
+      std::unique_lock<std::mutex> lock(mu_);
+      while (true) {
+        wake_.wait(lock, [&] { return requested_ > completed_; });
+        const uint64_t covers = requested_;  // asked for before the barrier below begins
+        lock.unlock();
+        absl::Status s = Barrier();
+        lock.lock();
+        completed_ = covers;
+        if (!s.ok()) status_ = s;
+        done_.notify_all();
+      }
+    }).detach();
+  }
+  std::mutex mu_;
+  std::condition_variable wake_, done_;
+  uint64_t requested_ = 0, completed_ = 0;
+  absl::Status status_;  // the first failure, kept: membarrier does not start failing once
+};
+
 absl::Status Delete(int fd, const char* map, const void* key) {
   if (bpf_map_delete_elem(fd, key) != 0) return Errno(absl::StrCat("delete from ", map), errno);
   return absl::OkStatus();
 }
 
+// What BPF_MAP_*_BATCH says for a map type without batch operations (ENOTSUPP, 524, is the
+// kernel's own: no userspace header has it).
+bool NoBatch(int err) { return err == 524 || err == EOPNOTSUPP || err == EINVAL; }
+
+// Writes `entries` in their order: one BPF_MAP_UPDATE_BATCH (the kernel's generic batch
+// writes the elements one after the other, as single updates would, in one syscall) when
+// the map takes it, else one update each. An IPv6 pod event writes up to hundreds of LPM
+// keys.
+template <typename K, typename V>
+absl::Status UpdateInOrder(int fd, const char* map, const std::vector<std::pair<K, V>>& entries) {
+  if (entries.size() > 1) {
+    std::vector<K> keys;
+    std::vector<V> values;
+    keys.reserve(entries.size());
+    values.reserve(entries.size());
+    for (const auto& [k, v] : entries) {
+      keys.push_back(k);
+      values.push_back(v);
+    }
+    uint32_t count = static_cast<uint32_t>(entries.size());
+    LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = BPF_ANY);
+    if (bpf_map_update_batch(fd, keys.data(), values.data(), &count, &opts) == 0) {
+      return absl::OkStatus();
+    }
+    const int err = errno;
+    // The map has no batch operation: nothing written, one by one below. Anything else:
+    // the first `count` were written, in order: the edit fails (a full load follows).
+    if (count != 0 || !NoBatch(err)) return Errno(absl::StrCat("batch update ", map), err);
+  }
+  for (const auto& [k, v] : entries) {
+    if (absl::Status s = Update(fd, map, &k, &v); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+template <typename K>
+absl::Status DeleteInOrder(int fd, const char* map, const std::vector<K>& keys) {
+  if (keys.size() > 1) {
+    uint32_t count = static_cast<uint32_t>(keys.size());
+    LIBBPF_OPTS(bpf_map_batch_opts, opts);
+    if (bpf_map_delete_batch(fd, keys.data(), &count, &opts) == 0) return absl::OkStatus();
+    const int err = errno;
+    if (count != 0 || !NoBatch(err)) return Errno(absl::StrCat("batch delete from ", map), err);
+  }
+  for (const K& k : keys) {
+    if (absl::Status s = Delete(fd, map, &k); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
+// Whether a program run on another CPU sees the loader's writes in the order it made them:
+// x86 keeps stores in order and loads in order (TSO), so a run whose lookup saw a later
+// write (an LPM key deleted, np_config's new generation) sees every earlier one in its
+// later lookups. The two grace periods that this ordering replaces in EditIdentities stay
+// where it is not known (a weakly ordered CPU would need acquire loads in np_policy.c).
+#if defined(__x86_64__) || defined(__i386__)
+constexpr bool kWritesSeenInOrder = true;
+#else
+constexpr bool kWritesSeenInOrder = false;
+#endif
+
+// Why no grace period is waited for on the common path (maps.h IdentityEdit says why each
+// state an edit passes through has old-or-new verdicts; this is what keeps a program run
+// from mixing more than that):
+//   - between the writes of two edits, one grace period, so that no run sees parts of
+//     more than one edit (it would mix two edits' changed addresses) and no run still
+//     holds an element that the earlier edit replaced or deleted when the later one
+//     allocates it again (a preallocated hash reuses a freed element at once). It is
+//     started when an edit is done and waited for when the next one starts: pod events
+//     further apart than a grace period never wait for it;
+//   - within an edit, none on x86 (kWritesSeenInOrder): each hash map replaces at most
+//     one element (np_ident_hosts holds IPv4 keys, np_ident_hosts6 IPv6 ones, and at most
+//     one address per family changes identity), and the adds come before it and the
+//     deletes (which allocate nothing) after it, so nothing freed is reused within the
+//     edit; an address moving from an LPM key to a host key is found by np_policy.c
+//     identity_of's second host lookup (the host key was added before the LPM key went);
+//   - before the generation bump, none on x86: np_policy.c reads np_config.generation
+//     once, before its lookups, and stamps np_ct with what it read (see there).
 absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit) {
+  size_t adds[2] = {0, 0}, changes[2] = {0, 0}, deletes[2] = {0, 0};
+  for (const auto& [k, v] : edit.host_adds) ++adds[k.family == NP_FAMILY_V4 ? 0 : 1];
+  for (const auto& [k, v] : edit.host_changes) ++changes[k.family == NP_FAMILY_V4 ? 0 : 1];
+  for (const auto& k : edit.host_deletes) ++deletes[k.family == NP_FAMILY_V4 ? 0 : 1];
   // Nothing is written until every precondition holds.
-  if (live.hosts_entries + edit.host_adds.size() > live.hosts_capacity ||
+  if (live.hosts_entries + adds[0] > live.hosts_capacity ||
+      live.hosts6_entries + adds[1] > live.hosts6_capacity ||
       live.ident4_entries + edit.new_lpm4_keys > live.ident4_capacity ||
       live.ident6_entries + edit.new_lpm6_keys > live.ident6_capacity) {
     return absl::FailedPreconditionError("the identity maps have no room for the edit");
@@ -504,38 +651,42 @@ absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit) {
       return absl::FailedPreconditionError("another generation runs now");
     }
   }
+  // The previous edit's grace period (see above).
+  live.last_wait_ms = 0;
+  if (live.pending_grace_period != 0) {
+    const auto start = std::chrono::steady_clock::now();
+    absl::Status b = GracePeriods::Get().Wait(live.pending_grace_period);
+    live.last_wait_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    if (!b.ok()) return absl::FailedPreconditionError(b.message());
+    live.pending_grace_period = 0;
+  }
+  auto hosts = [&](const np_endpoint_addr_key& k) {
+    return k.family == NP_FAMILY_V4 ? std::pair<int, const char*>{live.hosts, "np_ident_hosts"}
+                                    : std::pair<int, const char*>{live.hosts6, "np_ident_hosts6"};
+  };
   absl::Status s = absl::OkStatus();
   for (const auto& [k, v] : edit.host_adds) {
-    if (s.ok()) s = Update(live.hosts, "np_ident_hosts", &k, &v);
+    if (s.ok()) s = Update(hosts(k).first, hosts(k).second, &k, &v);
   }
-  for (const auto& [k, v] : edit.lpm4_puts) {
-    if (s.ok()) s = Update(live.ident4, "np_ident4", &k, &v);
+  if (s.ok()) s = UpdateInOrder(live.ident4, "np_ident4", edit.lpm4_puts);
+  if (s.ok()) s = UpdateInOrder(live.ident6, "np_ident6", edit.lpm6_puts);
+  int replaced[2] = {0, 0};
+  for (const auto& [k, v] : edit.host_changes) {
+    // A second replacement in one map could reuse the element the first one freed while a
+    // run still reads it (PlanIdentityEdit never plans one: kept for safety).
+    if (s.ok() && replaced[k.family == NP_FAMILY_V4 ? 0 : 1]++ > 0) s = Barrier();
+    if (s.ok()) s = Update(hosts(k).first, hosts(k).second, &k, &v);
   }
-  for (const auto& [k, v] : edit.lpm6_puts) {
-    if (s.ok()) s = Update(live.ident6, "np_ident6", &k, &v);
-  }
-  for (size_t i = 0; i < edit.host_changes.size(); ++i) {
-    // A replaced element of the preallocated hash is reused by the next replacement at
-    // once: a reader that found it must be done before then.
-    if (s.ok() && i > 0) s = Barrier();
-    if (s.ok()) {
-      s = Update(live.hosts, "np_ident_hosts", &edit.host_changes[i].first,
-                 &edit.host_changes[i].second);
-    }
-  }
-  if (s.ok() && edit.barrier_before_deletes) s = Barrier();
-  for (const np_lpm4_key& k : edit.lpm4_deletes) {
-    if (s.ok()) s = Delete(live.ident4, "np_ident4", &k);
-  }
-  for (const np_lpm6_key& k : edit.lpm6_deletes) {
-    if (s.ok()) s = Delete(live.ident6, "np_ident6", &k);
-  }
+  if (s.ok() && edit.barrier_before_deletes && !kWritesSeenInOrder) s = Barrier();
+  if (s.ok()) s = DeleteInOrder(live.ident4, "np_ident4", edit.lpm4_deletes);
+  if (s.ok()) s = DeleteInOrder(live.ident6, "np_ident6", edit.lpm6_deletes);
   for (const np_endpoint_addr_key& k : edit.host_deletes) {
-    if (s.ok()) s = Delete(live.hosts, "np_ident_hosts", &k);
+    if (s.ok()) s = Delete(hosts(k).first, hosts(k).second, &k);
   }
   // As a new generation: np_ct's connectionless flows are decided again, by runs that
-  // started after every write above.
-  if (s.ok()) s = Barrier();
+  // read the new generation, hence saw every write above (np_policy.c np_decide).
+  if (s.ok() && !kWritesSeenInOrder) s = Barrier();
   if (s.ok()) {
     np_config c = live.config_value;
     c.generation = live.generation + 1;
@@ -543,11 +694,15 @@ absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit) {
     if (s.ok()) {
       live.generation = c.generation;
       live.config_value = c;
-      live.hosts_entries = static_cast<size_t>(static_cast<long>(live.hosts_entries) + edit.HostsDelta());
+      live.hosts_entries = live.hosts_entries + adds[0] - deletes[0];
+      live.hosts6_entries = live.hosts6_entries + adds[1] - deletes[1];
       live.ident4_entries = static_cast<size_t>(static_cast<long>(live.ident4_entries) + edit.Lpm4Delta());
       live.ident6_entries = static_cast<size_t>(static_cast<long>(live.ident6_entries) + edit.Lpm6Delta());
     }
   }
+  // The grace period the next edit waits for, started now, run meanwhile. Also after a
+  // failed write: the caller then loads a new generation, which needs none.
+  live.pending_grace_period = GracePeriods::Get().Start();
   return s;
 }
 

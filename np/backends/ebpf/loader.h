@@ -98,14 +98,22 @@ class LiveMaps {
   LiveMaps(const LiveMaps&) = delete;
   LiveMaps& operator=(const LiveMaps&) = delete;
 
-  int config = -1, hosts = -1, ident4 = -1, ident6 = -1;
-  uint32_t hosts_capacity = 0, ident4_capacity = 0, ident6_capacity = 0;  // max_entries
-  size_t hosts_entries = 0, ident4_entries = 0, ident6_entries = 0;      // held now
+  // hosts: np_ident_hosts (IPv4 host keys), hosts6: np_ident_hosts6 (IPv6).
+  int config = -1, hosts = -1, hosts6 = -1, ident4 = -1, ident6 = -1;
+  uint32_t hosts_capacity = 0, hosts6_capacity = 0, ident4_capacity = 0,
+           ident6_capacity = 0;  // max_entries
+  size_t hosts_entries = 0, hosts6_entries = 0, ident4_entries = 0,
+         ident6_entries = 0;  // held now
   np_config config_value{};  // np_config now (its generation included)
   uint32_t generation = 0;  // np_config.generation now
   uint32_t program_id = 0;  // the generation's np_from_ep
   int ifindex = 0;          // an interface whose tc ingress runs it (0: none attached)
   std::string netns;
+  // The grace period the last EditIdentities started after its writes (0: none); the next
+  // one waits for it before writing (loader.cc EditIdentities says why), and records how
+  // long it waited.
+  uint64_t pending_grace_period = 0;
+  double last_wait_ms = 0;
 };
 
 // What one Apply did, for people and tests.
@@ -123,9 +131,11 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
                                             absl::string_view netns);
 
 // Edits the identity maps of the generation `live` in place, as `edit` plans it (maps.h
-// PlanIdentityEdit, which says why this is safe): the writes in the plan's order, the
-// barriers (membarrier(MEMBARRIER_CMD_GLOBAL): an RCU grace period, after which no tc
-// program run that started before is still running), then np_config.generation + 1.
+// PlanIdentityEdit, which says why this is safe): the writes in the plan's order, then
+// np_config.generation + 1. Grace periods (membarrier(MEMBARRIER_CMD_GLOBAL): after one, no
+// tc program run that started before is still running) are off the common path: one runs
+// in the background after each edit and the next edit waits for what is left of it, so
+// only events closer together than a grace period wait (loader.cc says why that is enough).
 // FailedPrecondition, with nothing written, when the
 // maps lack the room (max_entries), `live` is no longer what runs on its interface, or the
 // kernel has no membarrier; any other error may leave the edit half done (every step is a

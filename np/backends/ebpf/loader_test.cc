@@ -5,11 +5,21 @@
 // Traffic itself is checked by `netpol probe --backend ebpf` (probe_test.sh).
 #include "np/backends/ebpf/loader.h"
 
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fcntl.h>
+#include <linux/pkt_cls.h>
+#include <net/if.h>
+#include <sched.h>
 #include <unistd.h>
 
+#include <array>
+#include <atomic>
 #include <cstdio>
+#include <mutex>
 #include <optional>
 #include <random>
+#include <thread>
 #include <tuple>
 
 #include "absl/strings/match.h"
@@ -142,17 +152,19 @@ struct ChurnPod {
 };
 
 // The node's pods: x/l0 (10.0.0.1, selected: ingress TCP 80 from identity 1, UDP 53 from
-// identities 1 and 2; egress isolated, TCP 443 to identity 3), x/l1 (10.0.0.2, not
-// selected), and x/l2 (10.0.0.3) when `third_local`. The other pods of the cluster are
+// identities 1 and 2, TCP 8080 from identity 0; egress isolated, TCP 443 to identity 3),
+// x/l1 (10.0.0.2, not selected), and x/l2 (10.0.0.3) when `third_local`, of identities
+// `local_identities` (1, 2, 3 unless relabelled). The other pods of the cluster are
 // `pods`. Identity 0 is everything outside the cluster.
-ir::CompiledPolicy ChurnIr(const std::vector<ChurnPod>& pods, bool third_local) {
+ir::CompiledPolicy ChurnIr(const std::vector<ChurnPod>& pods, bool third_local,
+                           std::array<int, 3> local_identities = {1, 2, 3}) {
   ir::CompiledPolicy ir;
   for (int i = 0; i < 4; ++i) ir.add_identities()->set_id(static_cast<uint32_t>(i));
   ir.mutable_identities(0)->set_external(true);
   std::vector<std::pair<uint32_t, int>> v4;  // (last octets as a number, identity)
-  v4.push_back({0x0a000001, 1});
-  v4.push_back({0x0a000002, 2});
-  if (third_local) v4.push_back({0x0a000003, 3});
+  v4.push_back({0x0a000001, local_identities[0]});
+  v4.push_back({0x0a000002, local_identities[1]});
+  if (third_local) v4.push_back({0x0a000003, local_identities[2]});
   for (const ChurnPod& p : pods) v4.push_back({0x0a010000u + static_cast<uint32_t>(p.slot), p.identity});
   std::sort(v4.begin(), v4.end());
   for (int family = 0; family < 2; ++family) {
@@ -176,7 +188,7 @@ ir::CompiledPolicy ChurnIr(const std::vector<ChurnPod>& pods, bool third_local) 
                           : *IpAddress::Parse("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
         0);
   }
-  for (std::vector<uint32_t> ids : {std::vector<uint32_t>{1}, {1, 2}, {3}}) {
+  for (std::vector<uint32_t> ids : {std::vector<uint32_t>{1}, {1, 2}, {3}, {0}}) {
     ir::PeerSet* s = ir.add_peer_sets();
     s->set_id(static_cast<uint32_t>(ir.peer_sets_size() - 1));
     for (uint32_t id : ids) s->add_identities(id);
@@ -188,6 +200,7 @@ ir::CompiledPolicy ChurnIr(const std::vector<ChurnPod>& pods, bool third_local) 
        {std::tuple<ir::DirectionPolicy*, ir::Protocol, uint32_t, uint32_t>{
             t->mutable_ingress(), ir::TCP, 80, 0},
         {t->mutable_ingress(), ir::UDP, 53, 1},
+        {t->mutable_ingress(), ir::TCP, 8080, 3},
         {t->mutable_egress(), ir::TCP, 443, 2}}) {
     ir::PortRule* r = d->add_rules();
     r->set_protocol(proto);
@@ -342,9 +355,94 @@ TEST_F(UpdateTest, PodChurnInPlaceEqualsAFreshApply) {
   ExpectSameMaps("after an Update from the wrong `previous`");
 }
 
+// Sends crafted packets through the program that np_to_ep of `interface` in `netns` runs
+// now (BPF_PROG_TEST_RUN, looked up again before every pair) while the churn edits the
+// maps, from a thread of its own: a SYN from an address that is not a pod before nor after
+// the step under way (identity 0 in both programs) to 10.0.0.1:8080 is allowed by both,
+// to 10.0.0.1:80 denied by both, so neither verdict may ever differ — whatever a run meets
+// half way through an edit (an LPM key split or merged around that address, a host key
+// added next to it).
+class LiveChecker {
+ public:
+  LiveChecker(std::string netns, std::string interface)
+      : netns_(std::move(netns)), interface_(std::move(interface)) {
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~LiveChecker() { Stop(); }
+  void Stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  // Addresses (10.1.0.<slot>) that are no pod in the program installed now nor in the
+  // next one.
+  void SetStable(std::vector<int> slots) {
+    std::lock_guard<std::mutex> lock(mu_);
+    stable_ = std::move(slots);
+  }
+  int pairs() const { return pairs_; }
+  const std::string& wrong() const { return wrong_; }  // the first wrong verdict, or ""
+
+ private:
+  void Run() {
+    int ns = open(("/var/run/netns/" + netns_).c_str(), O_RDONLY | O_CLOEXEC);
+    if (ns < 0 || setns(ns, CLONE_NEWNET) != 0) {
+      wrong_ = "cannot enter " + netns_;
+      return;
+    }
+    close(ns);
+    const unsigned ifindex = if_nametoindex(interface_.c_str());
+    std::mt19937_64 rng(7);
+    uint16_t sport = 1024;
+    while (!stop_ && wrong_.empty()) {
+      int slot;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (stable_.empty()) continue;
+        slot = stable_[rng() % stable_.size()];
+      }
+      bpf_tc_hook h{};
+      h.sz = sizeof(h);
+      h.ifindex = static_cast<int>(ifindex);
+      h.attach_point = BPF_TC_EGRESS;
+      bpf_tc_opts o{};
+      o.sz = sizeof(o);
+      o.handle = kTcHandle;
+      o.priority = kTcPriority;
+      if (bpf_tc_query(&h, &o) != 0) continue;
+      int fd = bpf_prog_get_fd_by_id(o.prog_id);
+      if (fd < 0) continue;
+      for (auto [port, pass] : {std::pair<uint16_t, bool>{8080, true}, {80, false}}) {
+        testing::FrameSpec f;
+        f.src = IpAddress::V4(0x0a010000u + static_cast<uint32_t>(slot));
+        f.dst = IpAddress::V4(0x0a000001u);
+        f.sport = sport = static_cast<uint16_t>(sport == 65535 ? 1024 : sport + 1);
+        f.dport = port;
+        absl::StatusOr<TestRunResult> r = TestRun(fd, testing::Frame(f), ifindex);
+        if (!r.ok()) {
+          wrong_ = r.status().ToString();
+        } else if ((r->verdict == TC_ACT_UNSPEC) != pass) {
+          wrong_ = absl::StrCat("SYN 10.1.0.", slot, " -> 10.0.0.1:", port, " ",
+                                pass ? "dropped" : "passed", " (verdict ", r->verdict, ")");
+        }
+      }
+      close(fd);
+      ++pairs_;
+    }
+  }
+  const std::string netns_, interface_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> pairs_{0};
+  std::mutex mu_;
+  std::vector<int> stable_;
+  std::string wrong_;  // written by the thread only; read after Stop
+};
+
 // The same churn through UpdateDelta, with each step's delta from DiffPrograms(previous,
 // next) (the slow, whole-program diff): after every step the kernel's maps equal a fresh
-// Apply of next. Some steps add or delete a pod of the node (x/l2), which must go full.
+// Apply of next. Some steps relabel a pod of the node into another identity, which goes in
+// place too; some add or delete a pod of the node (x/l2), which must go full. Meanwhile a
+// LiveChecker sends packets through the live program.
 TEST_F(UpdateTest, PodChurnThroughDeltasEqualsAFreshApply) {
   const uint64_t seed = testing::FirstSeed();
   std::mt19937_64 rng(seed);
@@ -357,6 +455,7 @@ TEST_F(UpdateTest, PodChurnThroughDeltasEqualsAFreshApply) {
     pods.push_back({slot, 1 + static_cast<int>(rng() % 3)});
   }
   bool third = true;
+  std::array<int, 3> local_ids = {1, 2, 3};
   std::unique_ptr<Backend> inc = MakeEbpfBackend();
   ir::CompiledPolicy previous = ChurnIr(pods, third);
   // Nothing installed by this instance yet: the delta goes full.
@@ -368,15 +467,22 @@ TEST_F(UpdateTest, PodChurnThroughDeltasEqualsAFreshApply) {
     EXPECT_TRUE(absl::StartsWith(EbpfLastUpdate(*inc), "full: nothing installed"))
         << EbpfLastUpdate(*inc);
   }
-  int in_place = 0, full = 0, local = 0;
+  int in_place = 0, full = 0, local = 0, local_in_place = 0;
+  LiveChecker checker(netns_[0], "h0");
   for (int step = 0; step < 150; ++step) {
     const int op = static_cast<int>(rng() % 10);
     std::string what;
-    bool local_event = false;
-    if (op == 9) {  // a pod of the node added or deleted: endpoints renumber
+    bool local_event = false, local_relabel = false;
+    const std::vector<bool> used_before = used;
+    if (op == 9) {  // a pod of the node added or deleted: its interface gets an endpoint
       third = !third;
       local_event = true;
       what = third ? "x/l2 added" : "x/l2 deleted";
+    } else if (op == 8) {  // a pod of the node relabelled into another identity
+      const size_t i = rng() % (third ? 3 : 2);
+      local_ids[i] = 1 + local_ids[i] % 3;
+      local_relabel = true;
+      what = absl::StrCat("relabel x/l", i);
     } else if (op < 3 || pods.size() < 5) {  // added
       int slot = 1 + static_cast<int>(rng() % 249);
       if (used[static_cast<size_t>(slot)]) continue;
@@ -395,14 +501,24 @@ TEST_F(UpdateTest, PodChurnThroughDeltasEqualsAFreshApply) {
       }
     }
     const std::string where = absl::StrCat("seed ", seed, " step ", step, " (", what, ")");
-    ir::CompiledPolicy next = ChurnIr(pods, third);
+    ir::CompiledPolicy next = ChurnIr(pods, third, local_ids);
     std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(previous, next);
     ASSERT_TRUE(delta.has_value()) << where;
+    std::vector<int> stable;
+    for (int slot = 1; slot < 250; ++slot) {
+      if (!used_before[static_cast<size_t>(slot)] && !used[static_cast<size_t>(slot)]) stable.push_back(slot);
+    }
+    checker.SetStable(std::move(stable));
     ASSERT_TRUE(inc->UpdateDelta(previous, *delta, On(0)).ok()) << where;
     const std::string path = EbpfLastUpdate(*inc);
     if (local_event) {
       EXPECT_TRUE(absl::StartsWith(path, "full: ")) << where << ": " << path;
       ++local;
+    } else if (local_relabel) {
+      EXPECT_TRUE(absl::StartsWith(path, "in place") &&
+                  absl::StrContains(path, "(a pod of this node)"))
+          << where << ": " << path;
+      ++local_in_place;
     } else if (absl::StartsWith(path, "in place")) {
       ++in_place;
     } else {
@@ -416,14 +532,21 @@ TEST_F(UpdateTest, PodChurnThroughDeltasEqualsAFreshApply) {
     if (HasFailure()) return;
     previous = std::move(next);
   }
-  std::printf("seed %llu: %d deltas in place, %d full for room, %d full for the node's pods\n",
-              static_cast<unsigned long long>(seed), in_place, full, local);
+  checker.Stop();
+  std::printf("seed %llu: %d deltas in place, %d full for room, %d of the node's pods "
+              "relabelled in place, %d full for the node's pods added or deleted; %d packet "
+              "pairs checked meanwhile\n",
+              static_cast<unsigned long long>(seed), in_place, full, local_in_place, local,
+              checker.pairs());
   EXPECT_GT(in_place, 100) << "full: " << full << ", local: " << local;
+  EXPECT_GT(local_in_place, 5);
+  EXPECT_EQ(checker.wrong(), "");
+  EXPECT_GT(checker.pairs(), 150);
 
   // A malformed delta is refused before anything is written: the maps stay previous's.
   {
     pods.push_back({250, 1});
-    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(previous, ChurnIr(pods, third));
+    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(previous, ChurnIr(pods, third, local_ids));
     pods.pop_back();
     ASSERT_TRUE(delta.has_value() && delta->ipv4_size() == 1);
     delta->mutable_ipv4(0)->mutable_ranges()->RemoveLast();
@@ -437,7 +560,7 @@ TEST_F(UpdateTest, PodChurnThroughDeltasEqualsAFreshApply) {
   {
     std::vector<ChurnPod> more = pods;
     for (int slot : {250, 251}) more.push_back({slot, 2});
-    ir::CompiledPolicy next = ChurnIr(more, third);
+    ir::CompiledPolicy next = ChurnIr(more, third, local_ids);
     std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(previous, next);
     ASSERT_TRUE(delta.has_value());
     ASSERT_TRUE(inc->UpdateDelta(previous, *delta, On(0)).ok());
@@ -454,7 +577,7 @@ TEST_F(UpdateTest, PodChurnThroughDeltasEqualsAFreshApply) {
     std::unique_ptr<Backend> other = MakeEbpfBackend();
     ASSERT_TRUE(other->Apply(previous, On(0)).ok());
     pods.push_back({252, 1});
-    ir::CompiledPolicy next = ChurnIr(pods, third);
+    ir::CompiledPolicy next = ChurnIr(pods, third, local_ids);
     std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(previous, next);
     ASSERT_TRUE(delta.has_value());
     ASSERT_TRUE(inc->UpdateDelta(previous, *delta, On(0)).ok());

@@ -562,13 +562,13 @@ absl::StatusOr<IdentityEdit> DiffIdentityEntries(
           gone[0], come[0]);
   DiffLpm(from.ident6, to.ident6, 128, edit.lpm6_puts, edit.lpm6_deletes, edit.new_lpm6_keys,
           gone[1], come[1]);
-  // A bound on the planning work, not a safety rule (the one-address check below is): one
-  // address entering or leaving a range re-splits that range's prefixes, up to about two keys
-  // per address bit on each side of it, gone and come — ~4 x width (a pod added between two
-  // IPv6 pods of other identities changed 105 keys). Past that, many addresses change (a
-  // renumbering), which the full path handles.
+  // One pod's event changes the keys of a few ranges: each range is at most 2 CIDRs per
+  // prefix length, and an address put into a range (or taken out) splits it in three (or
+  // merges three), so about 6 x width keys go or come; more is many pods (or a
+  // renumbering). IPv6 pods in wide ranges do come near that: 105 keys for one pod added
+  // in bench/agent_latency_bench's cluster.
   for (int f = 0; f < 2; ++f) {
-    const size_t max_keys = f == 0 ? 4 * 32 + 32 : 4 * 128 + 32;
+    const size_t max_keys = f == 0 ? 8 * 32 : 8 * 128;
     if (gone[f].size() + come[f].size() > max_keys) {
       return refuse(absl::StrCat(gone[f].size() + come[f].size(), " identity keys of ",
                                  f == 0 ? "IPv4" : "IPv6", " change (at most ", max_keys, ")"));
@@ -592,11 +592,13 @@ absl::StatusOr<IdentityEdit> DiffIdentityEntries(
         bytes[i] = static_cast<uint8_t>(rest & 0xff);
         rest >>= 8;
       }
-      const std::string text = WideAddressText(a, width);
+      std::string text = WideAddressText(a, width);
+      // A pod of this node may change identity too: np_policy.c reads an address's
+      // identity once per run, so its packets still meet one changed lookup (maps.h (c)).
       for (const auto& [k, v] : local) {
         if (k.family == (f == 0 ? NP_FAMILY_V4 : NP_FAMILY_V6) &&
             std::memcmp(k.addr, bytes, static_cast<size_t>(width / 8)) == 0) {
-          return refuse(absl::StrCat(text, " changes identity and is a pod of this node"));
+          absl::StrAppend(&text, " (a pod of this node)");
         }
       }
       edit.changed_addresses.push_back(text);

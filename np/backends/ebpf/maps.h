@@ -57,8 +57,8 @@ struct MapContents {
 // map entries. Errors name the offending IR element.
 absl::StatusOr<MapContents> BuildMaps(const ir::CompiledPolicy& ir, uint32_t generation = 0);
 
-// An in-place edit of a live generation's identity maps (np_ident_hosts, np_ident4,
-// np_ident6) that turns `from`'s entries into `to`'s, for a pod event that changes nothing
+// An in-place edit of a live generation's identity maps (np_ident_hosts, np_ident_hosts6,
+// np_ident4, np_ident6) that turns `from`'s entries into `to`'s, for a pod event that changes nothing
 // else (Backend::Update; loader.h EditIdentities performs it).
 //
 //   absl::StatusOr<IdentityEdit> edit = PlanIdentityEdit(installed, next);
@@ -70,18 +70,19 @@ absl::StatusOr<MapContents> BuildMaps(const ir::CompiledPolicy& ir, uint32_t gen
 // a packet (np_policy.c policy_allows) from: np_endpoints_if (self), np_endpoints_addr
 // (the other end), np_config, the policy maps (np_tables, np_ports, np_tiers,
 // np_tier_lists, np_members) and the identity of each end's address (identity_of:
-// np_ident_hosts, then the LPM trie of the family). The plan is refused unless
+// np_ident_hosts or np_ident_hosts6, then the LPM trie of the family). The plan is refused unless
 //   (a) every map but the identity maps is the same in `from` and `to` (np_config's flags,
 //       endpoints, their addresses and names, hence np_endpoints_if on the same
 //       attachment; tables, ports, tiers, tier lists, members);
 //   (b) per family at most ONE address changes identity (one pod added, deleted,
 //       relabelled into another identity, or its address reused); identities renumbered,
 //       a new shared identity, many pods: refused;
-//   (c) that address is not an address of an endpoint of this node: then a packet looks
-//       up its identity at most once (its other end is a different address of the same
-//       family, and only a local end — np_endpoints_addr — gets the second lookup), while
-//       a local pod's address could be looked up for both sides of one (spoofed,
-//       src == dst) packet, one lookup seeing the old identity and one the new.
+//   (c) a packet looks up the identity of that address at most once: its other end is a
+//       different address of the same family, and when both ends are local pods (both
+//       sides decided in one run) with the same address (a spoofed src == dst packet),
+//       np_policy.c policy_allows reads that one address's identity once for both sides.
+//       So a pod of this node may change identity in place too (relabelled, its endpoint
+//       entries — table, selected — unchanged: those are (a)).
 // Each address's identity, read by identity_of as a hosts lookup then an LPM lookup,
 // must also never be anything but its old or its new one (in particular never "none",
 // which tier rules deny). Within `from` and within `to` the keys tile the address space
@@ -89,10 +90,13 @@ absl::StatusOr<MapContents> BuildMaps(const ir::CompiledPolicy& ir, uint32_t gen
 // address has at most one covering key on each side. The edit goes:
 //   1. host keys added; LPM keys added or changed, longest prefix first (host keys count
 //      as the longest); host keys whose value changes, the last
-//   2. a barrier (`barrier_before_deletes`) when a host key was added and an LPM key is
-//      deleted: an address moving from an LPM key to a host key (a pod added into a
-//      range) could otherwise be read as "no host key yet" before the add and "no LPM
-//      key any more" after the delete — no identity at all;
+//   2. `barrier_before_deletes` when a host key was added and an LPM key is deleted: an
+//      address moving from an LPM key to a host key (a pod added into a range) could
+//      otherwise be read as "no host key yet" before the add and "no LPM key any more"
+//      after the delete — no identity at all. np_policy.c identity_of looks the host key
+//      up again when both miss, which finds it where the loader's writes are seen in
+//      order (loader.cc kWritesSeenInOrder: x86); elsewhere the loader waits for a grace
+//      period here;
 //   3. LPM keys deleted, then host keys deleted.
 // While keys are only added, the old covering key of every address is still there: the
 // LPM trie answers the longest of the old and the new covering key, i.e. one of the two,
@@ -100,12 +104,12 @@ absl::StatusOr<MapContents> BuildMaps(const ir::CompiledPolicy& ir, uint32_t gen
 // covering key is already there. So each identity lookup sees old or new, and by (b) and
 // (c) at most one lookup of a packet can see a changed answer: the verdict of every packet
 // is the old program's or the new one's.
-// What the loader adds around the plan: a barrier between two changed host values (the
-// kernel's preallocated hash reuses a replaced element at once, so a reader that found it
-// just before could read the next write into it), and at the end a barrier then
-// np_config.generation + 1, as a new generation would have: connectionless flows that
-// np_ct remembers are decided again (np_policy.c), and only by runs that saw the new
-// identities.
+// What the loader adds around the plan (loader.cc EditIdentities has the proof): a grace
+// period between the writes of two edits (started after one, waited for by the next), so
+// that no run mixes two edits and no element an edit freed is reused under a reader, and
+// at the end np_config.generation + 1, as a new generation would have: connectionless
+// flows that np_ct remembers are decided again (np_policy.c), and only by runs that saw the
+// new identities.
 struct IdentityEdit {
   // Step 1, in this order.
   std::vector<std::pair<np_endpoint_addr_key, np_identity_value>> host_adds;
@@ -117,7 +121,8 @@ struct IdentityEdit {
   std::vector<np_lpm4_key> lpm4_deletes;
   std::vector<np_lpm6_key> lpm6_deletes;
   std::vector<np_endpoint_addr_key> host_deletes;
-  // The addresses whose identity changes (at most one per family), as text.
+  // The addresses whose identity changes (at most one per family), as text; a pod of this
+  // node is marked "(a pod of this node)".
   std::vector<std::string> changed_addresses;
 
   size_t Writes() const {
@@ -157,7 +162,8 @@ absl::StatusOr<IdentityEdit> PlanIdentityEditFromIr(const ir::CompiledPolicy& fr
 // and BuildMaps check them) and only the ranges they replace and their new ranges are
 // encoded. (a) holds by the delta's form (no table, peer set, identity or flag changes)
 // except for the endpoints: an endpoint edit that changes any endpoint is refused.
-// `local` holds the node's endpoint addresses (np_endpoints_addr's entries of `from`).
+// `local` holds the node's endpoint addresses (np_endpoints_addr's entries of `from`):
+// changed addresses among them are marked in IdentityEdit::changed_addresses.
 // `from` must be the IR installed (BuildMaps accepted it). Costs O(size of the delta +
 // local addresses changed into): never a walk of `from`. InvalidArgument when the delta is
 // malformed (before anything is planned), FailedPrecondition when not in place.

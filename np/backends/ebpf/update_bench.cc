@@ -5,7 +5,10 @@
 // (BuildMaps of the next IR, PlanIdentityEdit), and of a full Apply for comparison; every
 // other event goes through UpdateDelta instead (the delta from DiffPrograms, untimed), and
 // its p50/p99 and its plan's are printed too.
-// Root only.  bazel run //np/backends/ebpf:update_bench -- 110 10000 300
+// Every fourth event or so is a pod of the node relabelled into another identity, by
+// UpdateDelta, timed apart ("UpdateDelta local relabel"). A fourth argument "back-to-back"
+// leaves out the untimed work between events.
+// Root only.  bazel run //np/backends/ebpf:update_bench -- 110 10000 300 [back-to-back]
 #include <linux/membarrier.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -42,13 +45,14 @@ IpAddress V6(uint32_t v) {
 // `local` pods on the node (10.0.x.y, endpoints l0..), `remote` elsewhere; identities 1..8
 // are label classes, 0 outside. Every local pod is selected by one of 8 tables, each
 // allowing TCP 80 from two classes and UDP 53 from every pod.
-ir::CompiledPolicy NodeIr(int local, const std::vector<Pod>& remote) {
+ir::CompiledPolicy NodeIr(int local, const std::vector<Pod>& remote,
+                          const std::vector<uint32_t>& local_identity) {
   ir::CompiledPolicy ir;
   constexpr int kClasses = 8;
   for (int i = 0; i <= kClasses; ++i) ir.add_identities()->set_id(static_cast<uint32_t>(i));
   ir.mutable_identities(0)->set_external(true);
   std::vector<std::pair<uint32_t, uint32_t>> v4;
-  for (int i = 0; i < local; ++i) v4.push_back({0x0a000001u + static_cast<uint32_t>(i), 1 + i % kClasses});
+  for (int i = 0; i < local; ++i) v4.push_back({0x0a000001u + static_cast<uint32_t>(i), local_identity[static_cast<size_t>(i)]});
   for (const Pod& p : remote) v4.push_back({0x0a010000u + p.slot, p.identity});
   std::sort(v4.begin(), v4.end());
   for (int family = 0; family < 2; ++family) {
@@ -114,6 +118,10 @@ int Main(int argc, char** argv) {
   const int local = argc > 1 ? std::atoi(argv[1]) : 110;
   const int cluster = argc > 2 ? std::atoi(argv[2]) : 10000;
   const int events = argc > 3 ? std::atoi(argv[3]) : 300;
+  // "back-to-back": no untimed work between events (the parts timed alone, a membarrier),
+  // so that an event follows the previous one at once and waits for what is left of its
+  // grace period (loader.cc EditIdentities).
+  const bool back_to_back = argc > 4 && std::string(argv[4]) == "back-to-back";
   const std::string netns = absl::StrCat("npebpf-bench-", getpid());
   if (!RunCommand({"ip", "netns", "add", netns}).ok()) return 1;
   {
@@ -136,7 +144,12 @@ int Main(int argc, char** argv) {
     pods.push_back({slot, 1 + static_cast<uint32_t>(rng() % 8)});
   }
   std::unique_ptr<Backend> backend = MakeEbpfBackend();
-  ir::CompiledPolicy previous = NodeIr(local, pods);
+  std::vector<uint32_t> local_identity;
+  for (int i = 0; i < local; ++i) local_identity.push_back(1 + static_cast<uint32_t>(i % 8));
+  ir::CompiledPolicy previous = NodeIr(local, pods, local_identity);
+  std::vector<double> local_ms;  // UpdateDelta of a pod of the node relabelled
+  int local_in_place = 0;
+  int waited = 0;  // events that waited for the previous edit's grace period
   std::vector<double> apply_ms, update_ms, build_ms, plan_ms, delta_ms, delta_plan_ms, barrier_ms;
   int in_place = 0, delta_in_place = 0;
   std::vector<std::pair<np_endpoint_addr_key, np_endpoint>> local_addresses;
@@ -148,7 +161,27 @@ int Main(int argc, char** argv) {
     apply_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - t));
   }
   for (int e = 0; s.ok() && e < events; ++e) {
-    const int op = static_cast<int>(rng() % 3);
+    const int op = static_cast<int>(rng() % 4);
+    if (op == 3) {
+      // A pod of the node relabelled into another identity (its table unchanged): by
+      // UpdateDelta, timed apart.
+      uint32_t& id = local_identity[rng() % local_identity.size()];
+      id = 1 + id % 8;
+      ir::CompiledPolicy next = NodeIr(local, pods, local_identity);
+      std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(previous, next);
+      if (!delta.has_value()) {
+        s = absl::InternalError("no delta for a local relabel");
+        break;
+      }
+      absl::Time t = absl::Now();
+      s = backend->UpdateDelta(previous, *delta, attachment);
+      local_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - t));
+      const std::string path = EbpfLastUpdate(*backend);
+      if (absl::StartsWith(path, "in place")) ++local_in_place; else last_full = path;
+      if (absl::StrContains(path, "waited")) ++waited;
+      previous = std::move(next);
+      continue;
+    }
     if (op == 0) {
       uint32_t slot = static_cast<uint32_t>(rng() % used.size());
       if (used[slot]) continue;
@@ -162,7 +195,7 @@ int Main(int argc, char** argv) {
       Pod& p = pods[rng() % pods.size()];
       p.identity = 1 + p.identity % 8;
     }
-    ir::CompiledPolicy next = NodeIr(local, pods);
+    ir::CompiledPolicy next = NodeIr(local, pods, local_identity);
     // Update and UpdateDelta take turns on the same instance, so that both see the same
     // load; the delta (as the agent's lowering would give it) is made untimed.
     std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(previous, next);
@@ -177,6 +210,11 @@ int Main(int argc, char** argv) {
     (by_delta ? delta_ms : update_ms).push_back(absl::ToDoubleMilliseconds(absl::Now() - t));
     const std::string path = EbpfLastUpdate(*backend);
     if (absl::StartsWith(path, "in place")) ++(by_delta ? delta_in_place : in_place); else last_full = path;
+    if (absl::StrContains(path, "waited")) ++waited;
+    if (back_to_back) {
+      previous = std::move(next);
+      continue;
+    }
     t = absl::Now();
     absl::StatusOr<IdentityEdit> delta_edit =
         PlanIdentityEditFromDelta(previous, *delta, local_addresses);
@@ -201,16 +239,22 @@ int Main(int argc, char** argv) {
   std::remove(("/tmp/" + netns + ".batch").c_str());
   if (!s.ok() || update_ms.empty()) return 1;
   std::printf("ebpf update bench: %d pods on the node, %d in the cluster, %zu events by Update "
-              "(%d in place), %zu by UpdateDelta (%d in place)%s%s\n",
+              "(%d in place), %zu by UpdateDelta (%d in place), %zu local relabels by "
+              "UpdateDelta (%d in place); %d waited for the previous edit's grace period%s%s%s\n",
               local, cluster, update_ms.size(), in_place, delta_ms.size(), delta_in_place,
+              local_ms.size(), local_in_place, waited, back_to_back ? ", back to back" : "",
               last_full.empty() ? "" : "; last full: ", last_full.c_str());
+  for (std::vector<double>* v : {&build_ms, &plan_ms, &delta_plan_ms, &barrier_ms, &local_ms}) {
+    if (v->empty()) v->push_back(0);
+  }
   for (auto [name, v] : {std::pair<const char*, std::vector<double>*>{"full Apply", &apply_ms},
                          {"Update", &update_ms},
                          {"BuildMaps (one IR)", &build_ms},
                          {"  PlanIdentityEditFromIr", &plan_ms},
                          {"UpdateDelta", &delta_ms},
                          {"  PlanIdentityEditFromDelta", &delta_plan_ms},
-                         {"membarrier(GLOBAL) alone", &barrier_ms}}) {
+                         {"membarrier(GLOBAL) alone", &barrier_ms},
+                         {"UpdateDelta local relabel", &local_ms}}) {
     std::printf("%-26s p50 %8.3f ms  p99 %8.3f ms  max %8.3f ms\n", name, Percentile(*v, 0.5),
                 Percentile(*v, 0.99), *std::max_element(v->begin(), v->end()));
   }

@@ -8,7 +8,8 @@
  * How a packet is decided (one generation of maps, read once per packet):
  *   np_endpoints_if[ifindex]            the endpoint whose host-side veth the program runs on
  *   np_endpoints_addr[family, address]  the other end, when it is also a pod of this node
- *   np_ident_hosts (hash)               single address (/32, /128: pod IPs) -> identity, else
+ *   np_ident_hosts, np_ident_hosts6     single address (/32, /128: pod IPs) -> identity, else
+ *     (hash; IPv4, IPv6)
  *   np_ident4 / np_ident6 (LPM)         address -> identity (every address has exactly one)
  *   np_tables[table]                    per direction: NetworkPolicy isolation, tier lists
  *   np_tiers (LPM)                      (table, direction, tier, protocol, destination port)
@@ -45,13 +46,14 @@
 /* np_config: one entry (key 0) per generation. */
 #define NP_CONFIG_ALLOW_SELF 0x1 /* traffic from an endpoint to itself always passes */
 struct np_config {
-	__u32 generation; /* increases by one with every Apply; for people and Explain */
+	__u32 generation; /* increases by one with every Apply and every in-place edit; read
+			   * once per run, it stamps np_ct entries (np_policy.c np_decide) */
 	__u32 flags;      /* NP_CONFIG_* */
 };
 
 /* The IR's AddressRange.cidrs of one family are disjoint and cover the space. Those of full
- * length (pod IPs, mostly) go to np_ident_hosts, a BPF_MAP_TYPE_HASH keyed by
- * np_endpoint_addr_key, looked up first; the others to np_ident4 / np_ident6,
+ * length (pod IPs, mostly) go to np_ident_hosts (IPv4) and np_ident_hosts6 (IPv6),
+ * BPF_MAP_TYPE_HASH keyed by np_endpoint_addr_key, looked up first; the others to np_ident4 / np_ident6,
  * BPF_MAP_TYPE_LPM_TRIE (prefixlen counts bits of addr), looked up when the hash misses. */
 struct np_lpm4_key {
 	__u32 prefixlen;

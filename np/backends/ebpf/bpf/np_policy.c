@@ -65,6 +65,18 @@ struct {
 	__type(value, struct np_identity_value);
 } np_ident_hosts SEC(".maps");
 
+/* The IPv6 host keys. Apart from np_ident_hosts (IPv4) so that an in-place edit, which
+ * changes the identity of at most one address per family, replaces at most one element of
+ * each hash map: the kernel reuses a replaced element for that map's next allocation at
+ * once, and a reader that found it just before must not read another key's value there
+ * (loader.cc EditIdentities). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct np_endpoint_addr_key);
+	__type(value, struct np_identity_value);
+} np_ident_hosts6 SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -383,24 +395,55 @@ static __always_inline int parse(struct __sk_buff *skb, struct np_pkt *p)
 	return NP_PARSE_NON_IP;
 }
 
-static __always_inline __u32 identity_of(__u8 family, const __u8 *addr)
+/* The identity of an address: its host key (np_ident_hosts, np_ident_hosts6), else the
+ * LPM trie of its family. When both miss, the host key is looked up again: an in-place edit
+ * that moves an address from an LPM key to a host key (a pod added into a range) adds the
+ * host key before it deletes the LPM key, so a run that missed the host key before the add
+ * and the LPM key after the delete finds the host key the second time (the loader's
+ * writes are seen in the order it made them: loader.cc EditIdentities says where that
+ * holds). A valid program covers every address, so the second lookup costs nothing on
+ * the common path. */
+/* A global function (verified once, not at each call site): the address is passed as its
+ * four 32-bit words as they lie in memory. */
+__noinline __u32 np_identity_of(__u32 family, __u32 a0, __u32 a1, __u32 a2, __u32 a3)
 {
 	struct np_endpoint_addr_key hk = {.family = family};
-	__builtin_memcpy(hk.addr, addr, 16); /* IPv4: addr[4..15] are zero in np_pkt */
-	struct np_identity_value *v = bpf_map_lookup_elem(&np_ident_hosts, &hk);
-	if (v)
-		return v->identity;
+	__u32 words[4] = {a0, a1, a2, a3};
+	__builtin_memcpy(hk.addr, words, 16); /* IPv4: addr[4..15] are zero in np_pkt */
+	struct np_identity_value *v;
 	if (family == NP_FAMILY_V4) {
+		v = bpf_map_lookup_elem(&np_ident_hosts, &hk);
+		if (v)
+			return v->identity;
 		struct np_lpm4_key k = {.prefixlen = 32};
-		__builtin_memcpy(k.addr, addr, 4);
+		__builtin_memcpy(k.addr, words, 4);
 		v = bpf_map_lookup_elem(&np_ident4, &k);
+		if (v)
+			return v->identity;
+		v = bpf_map_lookup_elem(&np_ident_hosts, &hk);
 	} else {
+		v = bpf_map_lookup_elem(&np_ident_hosts6, &hk);
+		if (v)
+			return v->identity;
 		struct np_lpm6_key k = {.prefixlen = 128};
-		__builtin_memcpy(k.addr, addr, 16);
+		__builtin_memcpy(k.addr, words, 16);
 		v = bpf_map_lookup_elem(&np_ident6, &k);
+		if (v)
+			return v->identity;
+		v = bpf_map_lookup_elem(&np_ident_hosts6, &hk);
 	}
 	return v ? v->identity : NP_IDENTITY_NONE;
 }
+
+static __always_inline __u32 identity_of(__u8 family, const __u8 *addr)
+{
+	__u32 w[4];
+	__builtin_memcpy(w, addr, 16);
+	return np_identity_of(family, w[0], w[1], w[2], w[3]);
+}
+
+/* An identity not looked up yet (side_allows looks up lazily). */
+#define NP_IDENTITY_UNREAD 0xfffffffeu
 
 /* The verdict of one tier's ordered list for (table, dir, tier) on a packet of `protocol`
  * (NP_TIER_PROTO_OTHER for every protocol but TCP/UDP/SCTP) to destination `port` (host
@@ -450,8 +493,11 @@ __noinline int np_tier_verdict(__u32 table, __u32 dir, __u32 tier, __u32 protoco
 
 /* Whether `ep`'s policy in `dir` allows the packet with the other end at `peer`:
  * proto/compiled.proto's "Policy tiers" order. */
+/* `identity`: the peer's identity, NP_IDENTITY_UNREAD until side_allows needs it; shared by
+ * both sides of a run when they have the same peer address, so that a run reads each
+ * address's identity at most once (an in-place edit relies on it: maps.h IdentityEdit). */
 static __always_inline int side_allows(const struct np_endpoint *ep, __u8 dir,
-				       const struct np_pkt *p, const __u8 *peer)
+				       const struct np_pkt *p, const __u8 *peer, __u32 *identity_cache)
 {
 	if (!(ep->flags & NP_ENDPOINT_SELECTED))
 		return 1;
@@ -466,7 +512,9 @@ static __always_inline int side_allows(const struct np_endpoint *ep, __u8 dir,
 	int port_protocol = is_port_protocol(p->t.protocol);
 	if (port_protocol && p->l4 != NP_L4_PORTS)
 		return 0; /* ports unknown: no rule can be known to match or not */
-	__u32 identity = identity_of(p->family, peer);
+	if (*identity_cache == NP_IDENTITY_UNREAD)
+		*identity_cache = identity_of(p->family, peer);
+	__u32 identity = *identity_cache;
 	/* Other protocols are looked up as NP_TIER_PROTO_OTHER, port 0. */
 	__u32 protocol_port = port_protocol ? ((__u32)p->t.protocol << 16) | bpf_ntohs(p->t.dport)
 					    : NP_TIER_PROTO_OTHER;
@@ -500,8 +548,7 @@ static __always_inline int side_allows(const struct np_endpoint *ep, __u8 dir,
 }
 
 static __always_inline int policy_allows(__u32 hook, const struct np_pkt *p,
-					 const struct np_endpoint *self,
-					 const struct np_config *cfg)
+					 const struct np_endpoint *self, __u32 config_flags)
 {
 	const __u8 *self_peer, *other_peer;
 	__u8 self_dir, other_dir;
@@ -519,13 +566,21 @@ static __always_inline int policy_allows(__u32 hook, const struct np_pkt *p,
 	struct np_endpoint_addr_key ak = {.family = p->family};
 	__builtin_memcpy(ak.addr, self_peer, 16);
 	struct np_endpoint *other = bpf_map_lookup_elem(&np_endpoints_addr, &ak);
-	if (other && other->id == self->id && (cfg->flags & NP_CONFIG_ALLOW_SELF))
+	if (other && other->id == self->id && (config_flags & NP_CONFIG_ALLOW_SELF))
 		return 1;
-	if (!side_allows(self, self_dir, p, self_peer))
+	/* src == dst (a spoofed packet, or self traffic without ALLOW_SELF): one address, one
+	 * identity lookup for both sides. */
+	__u32 self_peer_identity = NP_IDENTITY_UNREAD, other_peer_identity = NP_IDENTITY_UNREAD;
+	if (!side_allows(self, self_dir, p, self_peer, &self_peer_identity))
 		return 0;
-	if (other && !side_allows(other, other_dir, p, other_peer))
-		return 0;
-	return 1;
+	if (!other)
+		return 1;
+	__u32 a[4], b[4];
+	__builtin_memcpy(a, self_peer, 16);
+	__builtin_memcpy(b, other_peer, 16);
+	if (((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3])) == 0)
+		other_peer_identity = self_peer_identity; /* read, or still to be read, once */
+	return side_allows(other, other_dir, p, other_peer, &other_peer_identity);
 }
 
 static __always_inline void ct_key_of(struct np_ct_key *k, const struct np_tuple *t,
@@ -599,6 +654,15 @@ static __noinline int np_decide(struct __sk_buff *skb, __u32 hook)
 	struct np_config *cfg = bpf_map_lookup_elem(&np_config, &zero);
 	if (!cfg)
 		return NP_DROP;
+	/* np_config is read once, before any identity lookup, and the generation read is the
+	 * one np_ct entries are checked against and stamped with. An in-place edit writes the
+	 * identity maps, then generation + 1 (loader.cc EditIdentities): a run that read the
+	 * old generation stamps what it allows with it, and the bump has made that entry stale
+	 * for connectionless flows; a run that read the new one began after every write of the
+	 * edit, so what it allows was decided on the new identities. No grace period is needed
+	 * before the bump. (volatile: one load, here, not a reload after the lookups.) */
+	const __u32 generation = *(volatile __u32 *)&cfg->generation;
+	const __u32 flags = *(volatile __u32 *)&cfg->flags;
 
 	int outside = (self->flags & NP_ENDPOINT_OUTSIDE) != 0;
 	struct np_pkt p = {};
@@ -617,31 +681,33 @@ static __noinline int np_decide(struct __sk_buff *skb, __u32 hook)
 		return NP_PASS;
 
 	struct np_frag_key fk;
-	if (p.frag == NP_FRAG_LATER) {
+	__u64 now = bpf_ktime_get_ns();
+	const int later_fragment = p.frag == NP_FRAG_LATER;
+	if (later_fragment) {
 		frag_key_of(&fk, &p, ifindex, hook);
 		__u64 *seen = bpf_map_lookup_elem(&np_frag, &fk);
-		if (seen && (__s64)(bpf_ktime_get_ns() - *seen) <= (__s64)NP_FRAG_TIMEOUT_NS)
+		if (seen && (__s64)(now - *seen) <= (__s64)NP_FRAG_TIMEOUT_NS)
 			return NP_PASS;
-		return outside || policy_allows(hook, &p, self, cfg) ? NP_PASS : NP_DROP;
+		/* else decided by policy alone, below (one call site of policy_allows: two
+		 * inlined copies take more stack than a program has) */
 	}
 
-	__u64 now = bpf_ktime_get_ns();
 	struct np_ct_key ck;
 	int syn_only = p.t.protocol == IPPROTO_TCP && p.l4 == NP_L4_PORTS &&
 		       (p.tcp_flags & (NP_TCP_SYN | NP_TCP_ACK)) == NP_TCP_SYN;
 	int allowed = 0;
-	if (!syn_only && p.icmp != NP_ICMP_ERROR) {
+	if (!later_fragment && !syn_only && p.icmp != NP_ICMP_ERROR) {
 		/* A connection (TCP) keeps flowing across generations; a connectionless flow is
 		 * authorised again by its first packet under a new generation. */
 		ct_key_of(&ck, &p.t, &p, ifindex, hook, 0);
 		allowed = ct_fresh(&ck, now, p.t.protocol == IPPROTO_TCP ? NP_ANY_GENERATION
-									 : cfg->generation);
+									 : generation);
 		if (!allowed) {
 			ct_key_of(&ck, &p.t, &p, ifindex, other_hook(hook), 1);
 			allowed = ct_fresh(&ck, now, NP_ANY_GENERATION);
 		}
 	}
-	if (!allowed && p.icmp == NP_ICMP_ERROR && p.inner_ok) {
+	if (!later_fragment && !allowed && p.icmp == NP_ICMP_ERROR && p.inner_ok) {
 		ct_key_of(&ck, &p.inner, &p, ifindex, other_hook(hook), 0);
 		allowed = ct_fresh(&ck, now, NP_ANY_GENERATION);
 		if (!allowed) {
@@ -650,18 +716,20 @@ static __noinline int np_decide(struct __sk_buff *skb, __u32 hook)
 		}
 	}
 	if (!allowed) {
-		if (!outside && !policy_allows(hook, &p, self, cfg))
+		if (!outside && !policy_allows(hook, &p, self, flags))
 			return NP_DROP;
+		if (later_fragment)
+			return NP_PASS; /* no ports: nothing for np_ct or np_frag */
 		allowed = 1;
 		if (p.icmp != NP_ICMP_ERROR) {
 			ct_key_of(&ck, &p.t, &p, ifindex, hook, 0);
 			struct np_ct_value *old = bpf_map_lookup_elem(&np_ct, &ck);
 			if (old) { /* a retransmitted SYN, or a flow of an older generation */
 				old->last_seen_ns = now;
-				old->generation = cfg->generation;
+				old->generation = generation;
 			} else {
 				struct np_ct_value v = {.last_seen_ns = now,
-							.generation = cfg->generation};
+							.generation = generation};
 				bpf_map_update_elem(&np_ct, &ck, &v, BPF_ANY);
 			}
 		}
