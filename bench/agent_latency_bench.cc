@@ -49,6 +49,7 @@
 #include "benchmark/benchmark.h"
 #include "np/cluster.h"
 #include "np/engine.h"
+#include "np/backends/iptables/iptables.h"
 #include "np/backends/util.h"
 #include "np/lower.h"
 #include "np/lower_delta.h"
@@ -68,6 +69,7 @@ struct Sample {
   double engine = 0, lower = 0, backend = 0, capacity = 0;
   bool update = false;  // the agent called Update (else Apply)
   bool delta = false;   // the sync went through the pod delta (UpdateDelta, no LowerToIr)
+  std::string how;      // iptables: how its last update went (IptablesLastUpdate)
 };
 
 // Pods and names the events use, picked from the generated cluster.
@@ -167,6 +169,7 @@ absl::StatusOr<Sample> Measure(AgentNode& node, const std::string& event) {
   sample.lower = sample.kernel - sample.engine - sample.backend;
   sample.update = node.backend().last_was_update();
   sample.delta = agent.delta_syncs() > deltas_before;
+  sample.how = backends::IptablesLastUpdate(node.backend().inner());
   return sample;
 }
 
@@ -448,6 +451,20 @@ void PrintTable() {
            Ms(Quantile(kernel, 1)), Ms(Quantile(engine, 0.5)), Ms(Quantile(lower, 0.5)),
            Ms(Quantile(backend, 0.5)), Ms(Quantile(capacity, 0.5)), updates, samples.size(),
            deltas, samples.size());
+  }
+  // Why the backend took the path it took (iptables reports it: "in place ...", "full: why").
+  bool header = false;
+  for (const auto& key : ResultOrder()) {
+    std::map<std::string, int> hows;
+    for (const Sample& s : Results()[key]) {
+      if (!s.how.empty()) hows[s.how.substr(0, 160)]++;
+    }
+    for (const auto& [how, n] : hows) {
+      if (!header) printf("\n| backend | node | event | n | how the backend updated |\n|---|---|---|---|---|\n");
+      header = true;
+      printf("| %s | %s | %s | %d | %s |\n", std::get<0>(key).c_str(), std::get<1>(key).c_str(),
+             std::get<2>(key).c_str(), n, how.c_str());
+    }
   }
   fflush(stdout);
 }

@@ -619,6 +619,100 @@ absl::string_view RuleSet(absl::string_view rule) {
   return rest.substr(0, rest.find(' '));
 }
 
+// Runs of addresses [first, last], sorted, disjoint.
+using Runs = std::vector<std::pair<U128, U128>>;
+
+// Appends [first, last] to `runs`, merged with the last run when they touch.
+void AddRun(Runs& runs, U128 first, U128 last) {
+  if (!runs.empty() && runs.back().second + 1 == first) {
+    runs.back().second = last;
+  } else {
+    runs.emplace_back(first, last);
+  }
+}
+
+// The addresses of `a` that are not in `b`.
+Runs Subtract(const Runs& a, const Runs& b) {
+  Runs out;
+  size_t j = 0;
+  for (const auto& [first, last] : a) {
+    while (j < b.size() && b[j].second < first) ++j;  // b's runs that end before this one
+    U128 cursor = first;
+    bool covered = false;
+    for (size_t k = j; k < b.size() && b[k].first <= last; ++k) {
+      if (b[k].first > cursor) out.emplace_back(cursor, b[k].first - 1);
+      if (b[k].second >= last) {
+        covered = true;
+        break;
+      }
+      cursor = b[k].second + 1;
+    }
+    if (!covered) out.emplace_back(cursor, last);
+  }
+  return out;
+}
+
+bool Overlaps(const Runs& a, const Runs& b) {
+  size_t i = 0, j = 0;
+  while (i < a.size() && j < b.size()) {
+    if (a[i].second < b[j].first) {
+      ++i;
+    } else if (b[j].second < a[i].first) {
+      ++j;
+    } else {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Where an element-only edit changes a set's membership: the addresses it gains and loses
+// (an address in both the old and the new entries keeps its membership throughout: adds go
+// first). Re-cut prefixes around them change no lookup's answer.
+struct Membership {
+  Runs gained, lost;
+};
+
+Membership MembershipChange(const Runs& before, const Runs& after) {
+  return Membership{Subtract(after, before), Subtract(before, after)};
+}
+
+// Whether two lookups of one chain group (one side of a packet: all look up the same
+// address), of rules ending in `a_returns` / `b_returns`, may both see their answer change
+// during one element-only edit (IptablesBackend::Update has the argument): when no address
+// changes in both, or when both rules RETURN and every address changes in both the same way.
+bool LookupsConflict(const Membership& a, bool a_returns, const Membership& b, bool b_returns) {
+  const bool gain_loss = Overlaps(a.gained, b.lost) || Overlaps(a.lost, b.gained);
+  if (gain_loss) return true;
+  const bool same_way = Overlaps(a.gained, b.gained) || Overlaps(a.lost, b.lost);
+  return same_way && !(a_returns && b_returns);
+}
+
+// Whether a rule's verdict, when it matches, is RETURN (this side allows).
+bool Returns(absl::string_view rule) { return absl::EndsWith(rule, " -j RETURN"); }
+
+// The runs a set's entries (prefixes, in address order) cover; false when one is unreadable.
+bool RunsOf(const std::vector<std::string>& entries, Runs& runs) {
+  std::vector<std::pair<U128, U128>> ranges;
+  ranges.reserve(entries.size());
+  for (const std::string& e : entries) {
+    int family;
+    U128 first, last;
+    if (!PrefixRange(e, family, first, last)) return false;
+    ranges.emplace_back(first, last);
+  }
+  std::sort(ranges.begin(), ranges.end());
+  for (const auto& [first, last] : ranges) {
+    if (!runs.empty() && runs.back().second >= last) continue;  // inside the run before
+    if (!runs.empty() && runs.back().second + 1 >= first) {
+      runs.back().second = last;
+    } else {
+      runs.emplace_back(first, last);
+    }
+  }
+  return true;
+}
+
 // The element-only way from `from` to `next` (see IptablesBackend::Update for why it is
 // safe), or why there is none.
 // `to` is InstalledOf(next).
@@ -639,6 +733,7 @@ UpdatePlan PlanFrom(const Installed& from, const Model& next, const Installed& t
   struct Change {
     std::vector<std::string> adds, dels;
     std::vector<std::pair<U128, U128>> ranges;
+    Membership membership;
   };
   std::map<std::string, Change> changes;
   for (const auto& [name, entries] : to.sets) {
@@ -670,16 +765,14 @@ UpdatePlan PlanFrom(const Installed& from, const Model& next, const Installed& t
         c.ranges.emplace_back(first, last);
       }
     }
+    Runs before, after;
+    if (!RunsOf(old->second, before) || !RunsOf(entries, after)) {
+      plan.fallback = absl::StrCat("set ", name, ": unreadable entries");
+      return plan;
+    }
+    c.membership = MembershipChange(before, after);
   }
   if (changes.empty()) return plan;  // nothing to do
-  auto overlap = [](const Change& a, const Change& b) {
-    for (const auto& [af, al] : a.ranges) {
-      for (const auto& [bf, bl] : b.ranges) {
-        if (af <= bl && bf <= al) return true;
-      }
-    }
-    return false;
-  };
   for (int f = 0; f < kFamilies; ++f) {
     const Family& fam = next.family[f];
     // A changed address must not be dispatched: then a packet meets changed lookups in one
@@ -703,23 +796,32 @@ UpdatePlan PlanFrom(const Installed& from, const Model& next, const Installed& t
       }
     }
     // In each table chain with its NetworkPolicy stage (what one side of a packet walks),
-    // at most one rule may look up a changed address.
+    // at most one rule may see a changed answer for an address, unless all that do RETURN
+    // and see it change the same way (LookupsConflict).
     for (const auto& per_direction : next.tables) {
       for (const auto& per_family : per_direction) {
         const TableChain& tc = per_family[f];
         if (tc.chain < 0) continue;
-        std::vector<std::pair<const std::string*, const Change*>> lookups;
+        struct Lookup {
+          const std::string* chain;
+          const Change* change;
+          bool returns;
+        };
+        std::vector<Lookup> lookups;
         for (int chain : {tc.chain, tc.stage}) {
           if (chain < 0) continue;
           for (const std::string& rule : fam.chains[chain].rules) {
             auto c = changes.find(std::string(RuleSet(rule)));
-            if (c != changes.end()) lookups.emplace_back(&fam.chains[chain].name, &c->second);
+            if (c != changes.end()) {
+              lookups.push_back(Lookup{&fam.chains[chain].name, &c->second, Returns(rule)});
+            }
           }
         }
         for (size_t i = 0; i < lookups.size(); ++i) {
           for (size_t j = i + 1; j < lookups.size(); ++j) {
-            if (overlap(*lookups[i].second, *lookups[j].second)) {
-              plan.fallback = absl::StrCat("two rules of ", *lookups[i].first,
+            if (LookupsConflict(lookups[i].change->membership, lookups[i].returns,
+                                lookups[j].change->membership, lookups[j].returns)) {
+              plan.fallback = absl::StrCat("two rules of ", *lookups[i].chain,
                                            " look up a changed address");
               return plan;
             }
@@ -960,8 +1062,9 @@ struct DeltaIndex {
   // Some pod-naming peer set is inline (past kMaxPodSets): then a set's size decides its
   // form, which is not followed here.
   bool sets_capped = false;
-  // Set name -> the (table, direction) chain group of each rule that looks it up.
-  std::map<std::string, std::vector<int>> lookups;
+  // Set name -> the (table, direction) chain group of each rule that looks it up, and
+  // whether that rule RETURNs.
+  std::map<std::string, std::vector<std::pair<int, bool>>> lookups;
   std::vector<U128> dispatched[kFamilies];  // the dispatched endpoint addresses, sorted
   // Sizes of the IR installed: ipv4, ipv6, identities, endpoints, peer sets, tables.
   std::array<int, 6> shape{};
@@ -1004,7 +1107,10 @@ DeltaIndex IndexOf(const ir::CompiledPolicy& ir, const Model& m) {
           if (chain < 0) continue;
           for (const std::string& rule : fam.chains[chain].rules) {
             absl::string_view name = RuleSet(rule);
-            if (!name.empty()) x.lookups[std::string(name)].push_back(static_cast<int>(t) * 2 + d);
+            if (!name.empty()) {
+              x.lookups[std::string(name)].emplace_back(static_cast<int>(t) * 2 + d,
+                                                        Returns(rule));
+            }
           }
         }
       }
@@ -1012,18 +1118,6 @@ DeltaIndex IndexOf(const ir::CompiledPolicy& ir, const Model& m) {
   }
   x.shape = ShapeOf(ir);
   return x;
-}
-
-// Runs of addresses [first, last], sorted, disjoint.
-using Runs = std::vector<std::pair<U128, U128>>;
-
-// Appends [first, last] to `runs`, merged with the last run when they touch.
-void AddRun(Runs& runs, U128 first, U128 last) {
-  if (!runs.empty() && runs.back().second + 1 == first) {
-    runs.back().second = last;
-  } else {
-    runs.emplace_back(first, last);
-  }
 }
 
 // A delta's element-only edit, or why there is none.
@@ -1149,6 +1243,7 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
   struct Change {
     int family;
     std::vector<std::pair<U128, U128>> ranges;  // of the prefixes added and deleted
+    Membership membership;
   };
   std::map<std::string, Change> changes;
   for (int f = 0; f < kFamilies; ++f) {
@@ -1259,6 +1354,7 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
         const std::set<std::string> now(splice.with.begin(), splice.with.end());
         Change& change = changes[name];
         change.family = f;
+        change.membership = MembershipChange(before, after);  // the set changes only here
         for (const std::string& e : now) {
           if (was.count(e) > 0) continue;
           plan.adds.push_back(SetEdit{true, name, e});
@@ -1282,8 +1378,9 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
     }
   }
   // Update's two conditions (IptablesBackend::Update has the argument): no changed address
-  // is dispatched, and no chain group looks up two overlapping changes.
-  std::map<int, std::vector<const Change*>> by_group[kFamilies];
+  // is dispatched, and no chain group has two lookups whose changes conflict there
+  // (LookupsConflict).
+  std::map<int, std::vector<std::pair<const Change*, bool>>> by_group[kFamilies];
   for (const auto& [name, change] : changes) {
     const std::vector<U128>& dispatched = index.dispatched[change.family];
     for (const auto& [first, last] : change.ranges) {
@@ -1295,21 +1392,16 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
     }
     auto lookups = index.lookups.find(name);
     if (lookups == index.lookups.end()) continue;
-    for (int group : lookups->second) by_group[change.family][group].push_back(&change);
-  }
-  auto overlap = [](const Change& a, const Change& b) {
-    for (const auto& [af, al] : a.ranges) {
-      for (const auto& [bf, bl] : b.ranges) {
-        if (af <= bl && bf <= al) return true;
-      }
+    for (const auto& [group, returns] : lookups->second) {
+      by_group[change.family][group].emplace_back(&change, returns);
     }
-    return false;
-  };
+  }
   for (int f = 0; f < kFamilies; ++f) {
     for (const auto& [group, list] : by_group[f]) {
       for (size_t i = 0; i < list.size(); ++i) {
         for (size_t j = i + 1; j < list.size(); ++j) {
-          if (overlap(*list[i], *list[j])) {
+          if (LookupsConflict(list[i].first->membership, list[i].second,
+                              list[j].first->membership, list[j].second)) {
             plan.fallback = absl::StrCat("two rules of table ", group / 2,
                                          group % 2 == 0 ? " ingress" : " egress",
                                          " look up a changed address");
@@ -1493,8 +1585,15 @@ class IptablesBackend : public Backend {
   //    a dispatched endpoint address: then at most one of the two chains a packet walks
   //    looks up a changed address (the other end's chain looks up an unchanged one);
   //  - in each table chain together with its NetworkPolicy stage chain, no two rules look
-  //    up sets whose changed prefixes overlap (a set with changes named by two rules
-  //    counts): then that one chain does at most one changed lookup per packet.
+  //    up sets whose membership changes at the same address (a set with changes named by
+  //    two rules counts): then that one chain does at most one changed lookup per packet —
+  //    unless every rule that does RETURNs and all of them see the address change the same
+  //    way (all gain it, or all lose it). That is safe too: the chain's answer is the first
+  //    matching rule's, so turning one RETURN rule's lookup from miss to hit can only turn
+  //    the answer into RETURN (or leave it): with all changes the same way, the answer
+  //    midway lies between the old and the new one, and is one of them. This is the
+  //    common case of a pod of another node coming or going: its address joins (leaves)
+  //    every set of the peers it matches, and a chain allows it by several rules (ports).
   // Otherwise (rules differ: a policy changed, a local endpoint came or went, a peer set's
   // numbering or its need of a set changed; a set would pass its maxelem; a check above
   // fails) the full Apply runs. Example: a pod of another node joins an existing label
