@@ -1,6 +1,7 @@
 // The agent over the real iptables backend, as root (skips otherwise), in a network namespace
 // of its own: the pod events of the agent benchmark (bench/agent_latency_bench.cc) — a pod of
-// another node added and deleted, moved into another class and back — must reach the kernel
+// another node added and deleted, moved into another class and back, a pod of the node whose
+// table is there added and deleted — must reach the kernel
 // through the pod delta (np/lower_delta.h, Backend::UpdateDelta) and the backend's in-place
 // set edit (IptablesLastUpdate "in place by delta"), not a new generation; and after every
 // event the namespace must hold exactly what a fresh Apply of LowerToIr(the agent's engine)
@@ -105,7 +106,13 @@ std::string PodEvent(const std::string& type, const std::string& name, const std
                       "\n");
 }
 
-TEST(AgentIptables, RemotePodEventsAreInPlaceAndEqualAFreshApply) {
+std::string Delete(const std::string& name) {
+  return absl::StrCat(
+      R"({"type":"DELETED","object":{"kind":"Pod","apiVersion":"v1","metadata":{"namespace":"shop","name":")",
+      name, R"("}}})", "\n");
+}
+
+TEST(AgentIptables, PodEventsAreInPlaceAndEqualAFreshApply) {
   if (geteuid() != 0 || !backends::RunCommand({"ipset", "version"}).ok()) {
     GTEST_SKIP() << "needs root and ipset";
   }
@@ -130,6 +137,14 @@ TEST(AgentIptables, RemotePodEventsAreInPlaceAndEqualAFreshApply) {
     p->mutable_port()->set_type(0);
     p->mutable_port()->set_intval(port);
   }
+  // And db may reach api on TCP 8080 (an egress chain: dispatch rules both ways).
+  policy.mutable_spec()->add_policytypes("Egress");
+  k8s::NetworkPolicyEgressRule* out = policy.mutable_spec()->add_egress();
+  (*out->add_to()->mutable_podselector()->mutable_matchlabels())["app"] = "api";
+  k8s::NetworkPolicyPort* port = out->add_ports();
+  port->set_protocol("TCP");
+  port->mutable_port()->set_type(0);
+  port->mutable_port()->set_intval(8080);
   objects.policies.push_back({policy, {}});
   absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
   ASSERT_TRUE(cluster.ok()) << cluster.status();
@@ -154,13 +169,17 @@ TEST(AgentIptables, RemotePodEventsAreInPlaceAndEqualAFreshApply) {
   };
   const std::vector<Step> steps = {
       {"api pod added (other node)", PodEvent("ADDED", "api-3", "api", "node-1", 22)},
-      {"api pod deleted (other node)",
-       R"({"type":"DELETED","object":{"kind":"Pod","apiVersion":"v1","metadata":{"namespace":"shop","name":"api-3"}}})"
-       "\n"},
+      {"api pod deleted (other node)", Delete("api-3")},
       {"api pod moved into web's class", PodEvent("MODIFIED", "api-2", "web", "node-2", 21)},
       {"and back into api's", PodEvent("MODIFIED", "api-2", "api", "node-2", 21)},
       {"web pod moved into api's class", PodEvent("MODIFIED", "web-1", "api", "node-1", 30)},
       {"and back into web's", PodEvent("MODIFIED", "web-1", "web", "node-1", 30)},
+      // Pods of node-0 whose table is there (db-1's): dispatch rules inserted in place, before
+      // and after db-1's (the kernel must hold them in a fresh Apply's order).
+      {"db pod added (node-0, after db-1)", PodEvent("ADDED", "db-2", "db", "node-0", 12)},
+      {"db pod added (node-0, before db-1)", PodEvent("ADDED", "db-0", "db", "node-0", 11)},
+      {"db pod deleted (node-0)", Delete("db-2")},
+      {"db pod deleted (node-0), the other", Delete("db-0")},
   };
   for (int round = 0; round < 2; ++round) {
     for (const Step& step : steps) {
