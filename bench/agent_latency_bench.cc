@@ -14,8 +14,12 @@
 // Event pairs, each iteration timing both (the second restores the state, so iterations are
 // alike): a pod added then deleted on another node (only the identity of its addresses
 // changes), the same on node-0 (a new endpoint), a pod relabelled into another deployment's
-// identity and back (on another node, and on node-0), and an allow policy added to node-0's
-// pods then deleted. Every event is checked to be applied (not rejected) and every sync to
+// identity and back (on another node, and on node-0: labels only, so the pod keeps its own
+// named ports and lands in a peer class of its own, a new identity: lowered whole), a pod
+// moved into another pod's class exactly (labels and containers) and back (other node;
+// node-0 with both pods there), and an allow policy added to node-0's pods then deleted.
+// A second table says, per row, why the agent lowered whole (Agent::last_whole_reason) and,
+// for iptables, how the backend updated (IptablesLastUpdate: in place, or full and why). Every event is checked to be applied (not rejected) and every sync to
 // succeed; a failure stops the benchmark with an error.
 //
 // Needs root: each (backend, shape) works in a network namespace of its own
