@@ -180,6 +180,7 @@ TEST(AgentIptables, PodEventsAreInPlaceAndEqualAFreshApply) {
       {"db pod added (node-0, before db-1)", PodEvent("ADDED", "db-0", "db", "node-0", 11)},
       {"db pod deleted (node-0)", Delete("db-2")},
       {"db pod deleted (node-0), the other", Delete("db-0")},
+      {"db pod added again (node-0)", PodEvent("ADDED", "db-2", "db", "node-0", 12)},
   };
   for (int round = 0; round < 2; ++round) {
     for (const Step& step : steps) {
@@ -199,6 +200,32 @@ TEST(AgentIptables, PodEventsAreInPlaceAndEqualAFreshApply) {
       ASSERT_TRUE(once->Apply(*want, at_fresh).ok());
       ASSERT_EQ(NpKernelState(agent_ns.name()), NpKernelState(fresh_ns.name())) << how;
     }
+    // A pod of another node with a named port of its own: a new peer class (identity), so
+    // a whole lowering and Backend::Update — which still edits the sets in place after the
+    // dispatch rules were edited by delta (it compares the rules it keeps in step).
+    SCOPED_TRACE(absl::StrCat("round ", round, ": a new class"));
+    const std::string name = absl::StrCat("api-named-", round);
+    std::string event = PodEvent("ADDED", name, "api", "node-1", 40 + round);
+    event.replace(event.find(R"("spec":{)"), 8,
+                  R"("spec":{"containers":[{"name":"c","ports":[{"name":"web","containerPort":80}]}],)");
+    const int64_t deltas = agent.delta_syncs();
+    agent.HandleEvent(event, absl::Now());
+    ASSERT_EQ(agent.pending_events(), 1) << "event not applied:\n" << log_text.str();
+    ASSERT_TRUE(agent.Sync().ok());
+    EXPECT_EQ(agent.delta_syncs(), deltas) << "a new identity cannot be a delta";
+    const std::string how = backends::IptablesLastUpdate(*backend);
+    EXPECT_TRUE(absl::StartsWith(how, "in place: ")) << how;
+    absl::StatusOr<ir::CompiledPolicy> want = LowerToIr(*agent.current());
+    ASSERT_TRUE(want.ok()) << want.status();
+    std::unique_ptr<backends::Backend> once = backends::MakeIptablesBackend();
+    backends::Attachment at_fresh;
+    at_fresh.netns = fresh_ns.name();
+    ASSERT_TRUE(once->Apply(*want, at_fresh).ok());
+    ASSERT_EQ(NpKernelState(agent_ns.name()), NpKernelState(fresh_ns.name())) << how;
+    // Back to the start for the next round.
+    agent.HandleEvent(Delete(name), absl::Now());
+    agent.HandleEvent(Delete("db-2"), absl::Now());
+    ASSERT_TRUE(agent.Sync().ok());
   }
 }
 

@@ -1201,6 +1201,31 @@ struct DeltaPlan {
   int dispatch_addresses[kFamilies] = {0, 0};  // its addresses that dispatch, per family
 };
 
+// Inserts "-A NP-FORWARD <rule>" as NP-FORWARD's `position`-th rule (1-based) into a
+// RestoreText, or deletes that line; false when the text has no such place or line.
+bool EditRulesText(std::string& text, bool insert, int position, const std::string& rule) {
+  const std::string prefix = absl::StrCat("\n-A ", kTopChain, " ");
+  if (!insert) {
+    const size_t at = text.find(absl::StrCat(prefix, rule, "\n"));
+    if (at == std::string::npos) return false;
+    text.erase(at + 1, prefix.size() - 1 + rule.size() + 1);
+    return true;
+  }
+  const std::string line = absl::StrCat(prefix.substr(1), rule, "\n");
+  int seen = 0;
+  size_t after_last = std::string::npos;
+  for (size_t at = text.find(prefix); at != std::string::npos; at = text.find(prefix, at + 1)) {
+    if (++seen == position) {
+      text.insert(at + 1, line);
+      return true;
+    }
+    after_last = text.find('\n', at + 1);  // the end of NP-FORWARD's last rule so far
+  }
+  if (seen == 0 || seen + 1 != position || after_last == std::string::npos) return false;
+  text.insert(after_last + 1, line);
+  return true;
+}
+
 // The `iptables-restore --noflush` input that inserts (deletes) a plan's dispatch rules in
 // family f; "" when it has none there.
 std::string DispatchText(const DeltaPlan& plan, int f) {
@@ -1934,7 +1959,14 @@ class IptablesBackend : public Backend {
         if (at != order.end() && *at == r.key) order.erase(at);
         if (address != dispatched.end() && *address == r.address) dispatched.erase(address);
       }
-      installed_->rules_stale = true;
+    }
+    // And the rules text Update compares (RestoreText's: NP-FORWARD's rules are its first
+    // "-A" lines, in order), edited as the kernel was; if that fails, Update runs Apply.
+    // The insertions run in the order the restore ran them (positions count earlier ones).
+    for (const DeltaPlan::DispatchRule& r : plan.dispatch) {
+      if (!EditRulesText(installed_->rules[r.family], plan.dispatch_add, r.position, r.rule)) {
+        installed_->rules_stale = true;
+      }
     }
     if (!plan.dispatch.empty()) {
       const uint32_t t = plan.dispatch.front().table;
