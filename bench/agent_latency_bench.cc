@@ -14,8 +14,12 @@
 // Event pairs, each iteration timing both (the second restores the state, so iterations are
 // alike): a pod added then deleted on another node (only the identity of its addresses
 // changes), the same on node-0 (a new endpoint), a pod relabelled into another deployment's
-// identity and back (on another node, and on node-0), and an allow policy added to node-0's
-// pods then deleted. Every event is checked to be applied (not rejected) and every sync to
+// identity and back (on another node, and on node-0: labels only, so the pod keeps its own
+// named ports and lands in a peer class of its own, a new identity: lowered whole), a pod
+// moved into another pod's class exactly (labels and containers) and back (other node;
+// node-0 with both pods there), and an allow policy added to node-0's pods then deleted.
+// A second table says, per row, why the agent lowered whole (Agent::last_whole_reason) and,
+// for iptables, how the backend updated (IptablesLastUpdate: in place, or full and why). Every event is checked to be applied (not rejected) and every sync to
 // succeed; a failure stops the benchmark with an error.
 //
 // Needs root: each (backend, shape) works in a network namespace of its own
@@ -49,6 +53,7 @@
 #include "benchmark/benchmark.h"
 #include "np/cluster.h"
 #include "np/engine.h"
+#include "np/backends/iptables/iptables.h"
 #include "np/backends/util.h"
 #include "np/lower.h"
 #include "np/lower_delta.h"
@@ -68,6 +73,8 @@ struct Sample {
   double engine = 0, lower = 0, backend = 0, capacity = 0;
   bool update = false;  // the agent called Update (else Apply)
   bool delta = false;   // the sync went through the pod delta (UpdateDelta, no LowerToIr)
+  // Why the agent lowered whole, and (iptables) how the backend updated (IptablesLastUpdate).
+  std::string how;
 };
 
 // Pods and names the events use, picked from the generated cluster.
@@ -78,17 +85,21 @@ struct Templates {
   k8s::Pod remote_b;
   k8s::Pod local_a;       // relabelled (node-0) into local_b's labels and back
   k8s::Pod local_b;
+  k8s::Pod move_a;        // moved (node-0) into move_b's class and back: both on node-0,
+  k8s::Pod move_b;        // so that the class has a table in node-0's program
   std::string local_add_key;  // "ns/bench-local-add"
 };
 
-// Pod `a` on `node` and a pod of another app in its namespace.
-bool PickPair(const ClusterObjects& objects, const std::string& node, k8s::Pod* a, k8s::Pod* b) {
+// Pod `a` on `node` and a pod of another app in its namespace (on `b_node` too, if given).
+bool PickPair(const ClusterObjects& objects, const std::string& node, k8s::Pod* a, k8s::Pod* b,
+              const std::string& b_node = "") {
   for (const Sourced<k8s::Pod>& p : objects.pods) {
     if (p.object.spec().nodename() != node || p.object.metadata().labels().count("tier") == 0) {
       continue;
     }
     for (const Sourced<k8s::Pod>& q : objects.pods) {
       if (q.object.metadata().namespace_() == p.object.metadata().namespace_() &&
+          (b_node.empty() || q.object.spec().nodename() == b_node) &&
           q.object.metadata().labels().count("app") > 0 &&
           q.object.metadata().labels().at("app") != p.object.metadata().labels().at("app")) {
         *a = p.object;
@@ -100,10 +111,33 @@ bool PickPair(const ClusterObjects& objects, const std::string& node, k8s::Pod* 
   return false;
 }
 
+// Pods a and b of two apps in one namespace on `node`, a's app with another pod there (so
+// that a leaving its class leaves its table an endpoint); false when there are none.
+bool PickMove(const ClusterObjects& objects, const std::string& node, k8s::Pod* a, k8s::Pod* b) {
+  std::map<std::pair<std::string, std::string>, std::vector<const k8s::Pod*>> by_app;
+  for (const Sourced<k8s::Pod>& p : objects.pods) {
+    const auto& labels = p.object.metadata().labels();
+    if (p.object.spec().nodename() != node || labels.count("app") == 0) continue;
+    by_app[{p.object.metadata().namespace_(), labels.at("app")}].push_back(&p.object);
+  }
+  for (const auto& [key, pods] : by_app) {
+    if (pods.size() < 2) continue;
+    for (const auto& [other, others] : by_app) {
+      if (other.first != key.first || other.second == key.second) continue;
+      *a = *pods.back();  // not the first by name: the table keeps its first endpoint
+      *b = *others.front();
+      return true;
+    }
+  }
+  return false;
+}
+
 absl::StatusOr<Templates> PickTemplates(const ClusterObjects& objects) {
   Templates t;
   if (!PickPair(objects, "node-1", &t.remote_a, &t.remote_b) ||
-      !PickPair(objects, kNode, &t.local_a, &t.local_b)) {
+      !PickPair(objects, kNode, &t.local_a, &t.local_b) ||
+      (!PickMove(objects, kNode, &t.move_a, &t.move_b) &&
+       !PickPair(objects, kNode, &t.move_a, &t.move_b, kNode))) {
     return absl::InternalError("the cluster has no pods to relabel");
   }
   t.remote = t.remote_b;
@@ -167,6 +201,10 @@ absl::StatusOr<Sample> Measure(AgentNode& node, const std::string& event) {
   sample.lower = sample.kernel - sample.engine - sample.backend;
   sample.update = node.backend().last_was_update();
   sample.delta = agent.delta_syncs() > deltas_before;
+  sample.how = sample.delta ? "" : "lowered whole: " + agent.last_whole_reason();
+  if (std::string ipt = backends::IptablesLastUpdate(node.backend().inner()); !ipt.empty()) {
+    absl::StrAppend(&sample.how, sample.how.empty() ? "" : "; ", ipt);
+  }
   return sample;
 }
 
@@ -176,6 +214,8 @@ enum class Pair {
   kPodLocalTable,
   kRelabelRemote,
   kRelabelLocal,
+  kMoveRemote,
+  kMoveLocal,
   kPolicy
 };
 const char* PairName(Pair p) {
@@ -185,6 +225,8 @@ const char* PairName(Pair p) {
     case Pair::kPodLocalTable: return "PodLocalTable";
     case Pair::kRelabelRemote: return "RelabelRemote";
     case Pair::kRelabelLocal: return "RelabelLocal";
+    case Pair::kMoveRemote: return "MoveRemote";
+    case Pair::kMoveLocal: return "MoveLocal";
     case Pair::kPolicy: return "Policy";
   }
   return "";
@@ -199,6 +241,14 @@ EventPair EventsOf(Pair p, const Templates& t) {
   auto relabel = [](const k8s::Pod& a, const k8s::Pod& b) {
     k8s::Pod moved = a;
     *moved.mutable_metadata()->mutable_labels() = b.metadata().labels();
+    return PodEvent("MODIFIED", moved);
+  };
+  // Into b's class exactly: b's labels and b's named ports (a peer class is labels and
+  // named ports: with a's ports, a's labels-only relabel above makes a class of its own).
+  auto move = [](const k8s::Pod& a, const k8s::Pod& b) {
+    k8s::Pod moved = a;
+    *moved.mutable_metadata()->mutable_labels() = b.metadata().labels();
+    *moved.mutable_spec()->mutable_containers() = b.spec().containers();
     return PodEvent("MODIFIED", moved);
   };
   switch (p) {
@@ -226,6 +276,14 @@ EventPair EventsOf(Pair p, const Templates& t) {
     case Pair::kRelabelLocal:
       return {relabel(t.local_a, t.local_b), PodEvent("MODIFIED", t.local_a),
               "pod relabel (node-0)", "pod relabel (node-0)"};
+    case Pair::kMoveRemote:
+      return {move(t.remote_a, t.remote_b), PodEvent("MODIFIED", t.remote_a),
+              "pod into an existing class and back (other node)",
+              "pod into an existing class and back (other node)"};
+    case Pair::kMoveLocal:
+      return {move(t.move_a, t.move_b), PodEvent("MODIFIED", t.move_a),
+              "pod into an existing class and back (node-0)",
+              "pod into an existing class and back (node-0)"};
     case Pair::kPolicy: {
       const std::string& ns = t.local_a.metadata().namespace_();
       const std::string& app = t.local_a.metadata().labels().at("app");
@@ -449,6 +507,20 @@ void PrintTable() {
            Ms(Quantile(backend, 0.5)), Ms(Quantile(capacity, 0.5)), updates, samples.size(),
            deltas, samples.size());
   }
+  // Why the backend took the path it took (iptables reports it: "in place ...", "full: why").
+  bool header = false;
+  for (const auto& key : ResultOrder()) {
+    std::map<std::string, int> hows;
+    for (const Sample& s : Results()[key]) {
+      if (!s.how.empty()) hows[s.how.substr(0, 200)]++;
+    }
+    for (const auto& [how, n] : hows) {
+      if (!header) printf("\n| backend | node | event | n | how the backend updated |\n|---|---|---|---|---|\n");
+      header = true;
+      printf("| %s | %s | %s | %d | %s |\n", std::get<0>(key).c_str(), std::get<1>(key).c_str(),
+             std::get<2>(key).c_str(), n, how.c_str());
+    }
+  }
   fflush(stdout);
 }
 
@@ -492,7 +564,8 @@ int main(int argc, char** argv) {
   for (const char* backend : kBackends) {
     for (NodeShape shape : kShapes) {
       for (Pair pair : {Pair::kPodRemote, Pair::kPodLocal, Pair::kPodLocalTable,
-                        Pair::kRelabelRemote, Pair::kRelabelLocal, Pair::kPolicy}) {
+                        Pair::kRelabelRemote, Pair::kRelabelLocal, Pair::kMoveRemote,
+                        Pair::kMoveLocal, Pair::kPolicy}) {
         benchmark::RegisterBenchmark(
             absl::StrCat("BM_Agent/", backend, "/", ShapeName(shape), "/", PairName(pair)).c_str(),
             BM_Event, std::string(backend), shape, pair)

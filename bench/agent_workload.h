@@ -67,6 +67,7 @@ class TimedBackend : public backends::Backend {
     return inner_->Explain(ir, flow);
   }
 
+  const backends::Backend& inner() const { return *inner_; }  // e.g. IptablesLastUpdate
   double last_call_s() const { return last_call_s_; }        // the last Apply or Update
   absl::Time last_done() const { return last_done_; }        // when it returned
   bool last_was_update() const { return last_was_update_; }  // Update/UpdateDelta (else Apply)

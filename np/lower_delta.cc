@@ -4,6 +4,7 @@
 #include <map>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/string_view.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "np/internal/engine_state.h"
 #include "np/internal/ir_ranges.h"
@@ -97,10 +98,19 @@ PodDeltaLowering PodDeltaLowering::Index(std::shared_ptr<const Engine> snapshot,
   return x;
 }
 
-std::optional<PodDelta> PodDeltaLowering::Lower(
-    std::shared_ptr<const Engine> next_engine, const ir::CompiledPolicy& installed,
-    const std::vector<std::string>& changed_pods) const {
-  if (snapshot_ == nullptr || next_engine == nullptr) return std::nullopt;
+std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> next_engine,
+                                                const ir::CompiledPolicy& installed,
+                                                const std::vector<std::string>& changed_pods,
+                                                std::string* why) const {
+  std::string reason_storage;
+  std::string& reason = why != nullptr ? *why : reason_storage;
+  reason.clear();
+  // Not expressible: says why (for the agent's log and for tests), lower whole.
+  auto refuse = [&](absl::string_view r) -> std::optional<PodDelta> {
+    if (reason.empty()) reason = std::string(r);
+    return std::nullopt;
+  };
+  if (snapshot_ == nullptr || next_engine == nullptr) return refuse("no snapshot");
   const EngineState& prev = EngineAccess::State(*snapshot_);
   const EngineState& next = EngineAccess::State(*next_engine);
   // What the delta cannot change must be the very same objects.
@@ -110,7 +120,7 @@ std::optional<PodDelta> PodDeltaLowering::Lower(
       prev.options.evaluation.always_allow_self != next.options.evaluation.always_allow_self ||
       installed.identities_size() != static_cast<int>(range_count_.size()) ||
       installed.tables_size() != static_cast<int>(table_target_.size())) {
-    return std::nullopt;
+    return refuse("atoms, tier policies, options or the program's shape differ");
   }
   std::vector<std::string> keys = changed_pods;
   std::sort(keys.begin(), keys.end());
@@ -131,20 +141,36 @@ std::optional<PodDelta> PodDeltaLowering::Lower(
     for (size_t i = 0; i < pod.ips.size(); ++i) {
       const IpAddress& ip = pod.ips[i];
       for (size_t j = 0; j < i; ++j) {
-        if (pod.ips[j] == ip) return false;  // listed twice: leave it to the whole lowering
+        if (pod.ips[j] == ip) {  // listed twice: leave it to the whole lowering
+          reason = "a pod lists an address twice";
+          return false;
+        }
       }
-      if (prev.shared_ips.Find(ip) != nullptr || next.shared_ips.Find(ip) != nullptr) return false;
+      if (prev.shared_ips.Find(ip) != nullptr || next.shared_ips.Find(ip) != nullptr) {
+        reason = "a shared address";
+        return false;
+      }
       std::optional<uint32_t> owner = s.FindPodByIp(ip);
-      if (!owner || *owner != id) return false;
+      if (!owner || *owner != id) {
+        reason = "an address owned by another pod";
+        return false;
+      }
       int f = ip.is_v4() ? 0 : 1;
       uint32_t c = s.records[id].peer[f];
-      if (c >= kSharedPeer) return false;
+      if (c >= kSharedPeer) {
+        reason = "a pod without a peer class";
+        return false;
+      }
       auto found = identity_of_class_.find(c);
-      if (found == identity_of_class_.end()) return false;  // a new identity
+      if (found == identity_of_class_.end()) {
+        reason = "a peer class without an identity in the program";
+        return false;
+      }
       if (is_next) {
         // The same class id must mean the same class in both snapshots.
         if (c >= prev.peer_classes.size() || c >= next.peer_classes.size() ||
             !(prev.peer_classes[c] == next.peer_classes[c])) {
+          reason = "a peer class id that means another class now";
           return false;
         }
       }
@@ -165,8 +191,8 @@ std::optional<PodDelta> PodDeltaLowering::Lower(
   std::vector<std::pair<std::string, EndpointChange>> endpoint_changes;
   for (const std::string& key : keys) {
     std::optional<uint32_t> old_id = LivePodId(prev, key), new_id = LivePodId(next, key);
-    if (old_id && !addresses(prev, *old_id, false, removed)) return std::nullopt;
-    if (new_id && !addresses(next, *new_id, true, added)) return std::nullopt;
+    if (old_id && !addresses(prev, *old_id, false, removed)) return refuse("?");
+    if (new_id && !addresses(next, *new_id, true, added)) return refuse("?");
     const internal::PodState* pod = new_id   ? next.pods[*new_id].state.get()
                                     : old_id ? prev.pods[*old_id].state.get()
                                              : nullptr;
@@ -181,7 +207,7 @@ std::optional<PodDelta> PodDeltaLowering::Lower(
       uint32_t target = next.records[*new_id].target;
       if (target != kNone) {
         auto t = table_of_target_.find(target);
-        if (t == table_of_target_.end()) return std::nullopt;  // a table not in the program
+        if (t == table_of_target_.end()) return refuse("a target class without a table");
         e.set_selected(true);
         e.set_table(t->second);
       }
@@ -205,7 +231,7 @@ std::optional<PodDelta> PodDeltaLowering::Lower(
     uint32_t target = table_target_[t];
     if (target == kNone || target >= next.target_classes.size() || table_source_[t] == nullptr ||
         next.target_classes[target].table != table_source_[t]) {
-      return std::nullopt;
+      return refuse("an engine table rebuilt");
     }
   }
 
@@ -237,14 +263,14 @@ std::optional<PodDelta> PodDeltaLowering::Lower(
     };
     for (const auto& [t, unused] : by_table) {
       std::optional<std::string> mine = first_key(t);
-      if (!mine) return std::nullopt;  // the table would vanish
+      if (!mine) return refuse("a table loses its last endpoint");
       if (t > 0) {
         std::optional<std::string> before = first_key(t - 1);
-        if (!before || !(*before < *mine)) return std::nullopt;
+        if (!before || !(*before < *mine)) return refuse("tables would change order");
       }
       if (t + 1 < table_endpoints_.size()) {
         std::optional<std::string> after = first_key(t + 1);
-        if (!after || !(*mine < *after)) return std::nullopt;
+        if (!after || !(*mine < *after)) return refuse("tables would change order");
       }
     }
   }
@@ -306,7 +332,7 @@ std::optional<PodDelta> PodDeltaLowering::Lower(
       std::sort(pods.begin(), pods.end(),
                 [](const Address& a, const Address& b) { return a.address < b.address; });
       for (size_t i = 1; i < pods.size(); ++i) {
-        if (pods[i].address == pods[i - 1].address) return std::nullopt;
+        if (pods[i].address == pods[i - 1].address) return refuse("two pods at one address");
       }
       ir::RangeSliceEdit* edit = f == 0 ? out.delta.add_ipv4() : out.delta.add_ipv6();
       edit->set_begin(begin);
@@ -336,7 +362,7 @@ std::optional<PodDelta> PodDeltaLowering::Lower(
         while (next_pod < pods.size() && pods[next_pod].address <= stop) {
           const Address& pa = pods[next_pod++];
           if (pa.address > cursor) {
-            if (!atom_identity) return std::nullopt;
+            if (!atom_identity) return refuse("an atom without an identity");
             emit(cursor, pa.address - 1, *atom_identity, "");
           }
           emit(pa.address, pa.address, pa.identity, *pa.pod);
@@ -347,23 +373,23 @@ std::optional<PodDelta> PodDeltaLowering::Lower(
           cursor = pa.address + 1;
         }
         if (open) {
-          if (!atom_identity) return std::nullopt;
+          if (!atom_identity) return refuse("an atom without an identity");
           emit(cursor, stop, *atom_identity, "");
         }
       }
-      if (next_pod != pods.size()) return std::nullopt;  // cannot happen: pods are in the span
+      if (next_pod != pods.size()) return refuse("a pod outside its span");  // cannot happen
     }
   }
   // Identities: none may appear or vanish, nor change `external`.
   for (const auto& [id, change] : range_counts) {
     if (change == 0) continue;
-    if (range_count_[id] + change <= 0) return std::nullopt;
+    if (range_count_[id] + change <= 0) return refuse("an identity loses its last address");
     out.range_counts.emplace_back(id, change);
   }
   for (const auto& [id, change] : external_counts) {
     if (change == 0) continue;
     if ((external_count_[id] + change > 0) != installed.identities(id).external())
-      return std::nullopt;
+      return refuse("an identity gains or loses its external addresses");
     out.external_counts.emplace_back(id, change);
   }
   for (uint32_t id : touched_identities) {

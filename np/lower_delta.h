@@ -63,9 +63,11 @@ class PodDeltaLowering {
 
   // The delta from `installed` to LowerToIr(*next) (see the contract above); nullopt when it
   // is not expressible. `changed_pods`: "namespace/name" keys, repeats allowed.
+  // `why` (optional): set to why not, when nullopt.
   std::optional<PodDelta> Lower(std::shared_ptr<const Engine> next,
                                 const ir::CompiledPolicy& installed,
-                                const std::vector<std::string>& changed_pods) const;
+                                const std::vector<std::string>& changed_pods,
+                                std::string* why = nullptr) const;
 
   // The delta was applied to `installed`: the index now describes it and `next`.
   void Commit(const PodDelta& applied);

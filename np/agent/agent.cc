@@ -137,11 +137,17 @@ absl::Status Agent::Sync() {
   // Pod events only, onto what this agent installed: the change as a delta, when it is one
   // and the interfaces stay those installed (else the backend must re-attach: whole).
   std::optional<PodDelta> delta;
-  if (installed_.has_value() && delta_index_.has_value() && !other_changes_) {
-    delta = delta_index_->Lower(snapshot, *installed_, changed_pods_);
+  std::string whole_why;
+  if (!installed_.has_value() || !delta_index_.has_value()) {
+    whole_why = "nothing installed by this agent";
+  } else if (other_changes_) {
+    whole_why = "not only pods changed";
+  } else {
+    delta = delta_index_->Lower(snapshot, *installed_, changed_pods_, &whole_why);
     if (delta.has_value() &&
         !SameInterfaces(installed_attachment_, AttachmentAfter(delta->delta))) {
       delta.reset();
+      whole_why = "the interfaces to attach change";
     }
   }
   std::optional<ir::CompiledPolicy> whole;
@@ -200,7 +206,9 @@ absl::Status Agent::Sync() {
                LogField::Number("seconds", absl::ToDoubleSeconds(done - start)),
                LogField::Number("endpoints", program.endpoints_size()),
                LogField::Number("identities", program.identities_size()),
-               LogField::Text("update", delta.has_value() ? "delta" : "whole")});
+               LogField::Text("update", delta.has_value() ? "delta" : "whole"),
+               LogField::Text("whole_because", delta.has_value() ? "" : whole_why)});
+  last_whole_reason_ = delta.has_value() ? "" : whole_why;
   pending_.clear();
   metrics_->SetPendingEvents(0);
   last_sync_error_.clear();

@@ -87,6 +87,8 @@ class Agent {
   int pending_events() const { return static_cast<int>(pending_.size()); }
   // How many syncs went through Backend::UpdateDelta (for tests and benchmarks).
   int64_t delta_syncs() const { return delta_syncs_; }
+  // Why the last successful sync lowered whole ("" when it sent a delta).
+  const std::string& last_whole_reason() const { return last_whole_reason_; }
   std::shared_ptr<const Engine> current() const { return live_.Current(); }
 
  private:
@@ -117,6 +119,7 @@ class Agent {
   // when `installed_` is none.
   std::optional<PodDeltaLowering> delta_index_;
   int64_t delta_syncs_ = 0;
+  std::string last_whole_reason_;
 };
 
 // Reads events from `fd` until `stop()` says so (it is polled at least every 100 ms, and

@@ -2,11 +2,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/membarrier.h>
 #include <linux/netfilter/ipset/ip_set.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netlink.h>
 #include <sched.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -568,6 +570,9 @@ struct Installed {
   std::map<std::string, size_t> maxelem;
   // Rules, chains, sets and entries per family (the texts left empty), for capacity checks.
   Ruleset sizes;
+  // UpdateDelta inserted or deleted dispatch rules since `rules` was rendered: `rules` is
+  // not the kernel's any more, and Update cannot compare against it (it runs Apply).
+  bool rules_stale = false;
 };
 
 // What `m` installs; moves the set entries out of `m`.
@@ -619,6 +624,100 @@ absl::string_view RuleSet(absl::string_view rule) {
   return rest.substr(0, rest.find(' '));
 }
 
+// Runs of addresses [first, last], sorted, disjoint.
+using Runs = std::vector<std::pair<U128, U128>>;
+
+// Appends [first, last] to `runs`, merged with the last run when they touch.
+void AddRun(Runs& runs, U128 first, U128 last) {
+  if (!runs.empty() && runs.back().second + 1 == first) {
+    runs.back().second = last;
+  } else {
+    runs.emplace_back(first, last);
+  }
+}
+
+// The addresses of `a` that are not in `b`.
+Runs Subtract(const Runs& a, const Runs& b) {
+  Runs out;
+  size_t j = 0;
+  for (const auto& [first, last] : a) {
+    while (j < b.size() && b[j].second < first) ++j;  // b's runs that end before this one
+    U128 cursor = first;
+    bool covered = false;
+    for (size_t k = j; k < b.size() && b[k].first <= last; ++k) {
+      if (b[k].first > cursor) out.emplace_back(cursor, b[k].first - 1);
+      if (b[k].second >= last) {
+        covered = true;
+        break;
+      }
+      cursor = b[k].second + 1;
+    }
+    if (!covered) out.emplace_back(cursor, last);
+  }
+  return out;
+}
+
+bool Overlaps(const Runs& a, const Runs& b) {
+  size_t i = 0, j = 0;
+  while (i < a.size() && j < b.size()) {
+    if (a[i].second < b[j].first) {
+      ++i;
+    } else if (b[j].second < a[i].first) {
+      ++j;
+    } else {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Where an element-only edit changes a set's membership: the addresses it gains and loses
+// (an address in both the old and the new entries keeps its membership throughout: adds go
+// first). Re-cut prefixes around them change no lookup's answer.
+struct Membership {
+  Runs gained, lost;
+};
+
+Membership MembershipChange(const Runs& before, const Runs& after) {
+  return Membership{Subtract(after, before), Subtract(before, after)};
+}
+
+// Whether two lookups of one chain group (one side of a packet: all look up the same
+// address), of rules ending in `a_returns` / `b_returns`, may both see their answer change
+// during one element-only edit (IptablesBackend::Update has the argument): when no address
+// changes in both, or when both rules RETURN and every address changes in both the same way.
+bool LookupsConflict(const Membership& a, bool a_returns, const Membership& b, bool b_returns) {
+  const bool gain_loss = Overlaps(a.gained, b.lost) || Overlaps(a.lost, b.gained);
+  if (gain_loss) return true;
+  const bool same_way = Overlaps(a.gained, b.gained) || Overlaps(a.lost, b.lost);
+  return same_way && !(a_returns && b_returns);
+}
+
+// Whether a rule's verdict, when it matches, is RETURN (this side allows).
+bool Returns(absl::string_view rule) { return absl::EndsWith(rule, " -j RETURN"); }
+
+// The runs a set's entries (prefixes, in address order) cover; false when one is unreadable.
+bool RunsOf(const std::vector<std::string>& entries, Runs& runs) {
+  std::vector<std::pair<U128, U128>> ranges;
+  ranges.reserve(entries.size());
+  for (const std::string& e : entries) {
+    int family;
+    U128 first, last;
+    if (!PrefixRange(e, family, first, last)) return false;
+    ranges.emplace_back(first, last);
+  }
+  std::sort(ranges.begin(), ranges.end());
+  for (const auto& [first, last] : ranges) {
+    if (!runs.empty() && runs.back().second >= last) continue;  // inside the run before
+    if (!runs.empty() && runs.back().second + 1 >= first) {
+      runs.back().second = last;
+    } else {
+      runs.emplace_back(first, last);
+    }
+  }
+  return true;
+}
+
 // The element-only way from `from` to `next` (see IptablesBackend::Update for why it is
 // safe), or why there is none.
 // `to` is InstalledOf(next).
@@ -639,6 +738,7 @@ UpdatePlan PlanFrom(const Installed& from, const Model& next, const Installed& t
   struct Change {
     std::vector<std::string> adds, dels;
     std::vector<std::pair<U128, U128>> ranges;
+    Membership membership;
   };
   std::map<std::string, Change> changes;
   for (const auto& [name, entries] : to.sets) {
@@ -670,16 +770,14 @@ UpdatePlan PlanFrom(const Installed& from, const Model& next, const Installed& t
         c.ranges.emplace_back(first, last);
       }
     }
+    Runs before, after;
+    if (!RunsOf(old->second, before) || !RunsOf(entries, after)) {
+      plan.fallback = absl::StrCat("set ", name, ": unreadable entries");
+      return plan;
+    }
+    c.membership = MembershipChange(before, after);
   }
   if (changes.empty()) return plan;  // nothing to do
-  auto overlap = [](const Change& a, const Change& b) {
-    for (const auto& [af, al] : a.ranges) {
-      for (const auto& [bf, bl] : b.ranges) {
-        if (af <= bl && bf <= al) return true;
-      }
-    }
-    return false;
-  };
   for (int f = 0; f < kFamilies; ++f) {
     const Family& fam = next.family[f];
     // A changed address must not be dispatched: then a packet meets changed lookups in one
@@ -703,23 +801,32 @@ UpdatePlan PlanFrom(const Installed& from, const Model& next, const Installed& t
       }
     }
     // In each table chain with its NetworkPolicy stage (what one side of a packet walks),
-    // at most one rule may look up a changed address.
+    // at most one rule may see a changed answer for an address, unless all that do RETURN
+    // and see it change the same way (LookupsConflict).
     for (const auto& per_direction : next.tables) {
       for (const auto& per_family : per_direction) {
         const TableChain& tc = per_family[f];
         if (tc.chain < 0) continue;
-        std::vector<std::pair<const std::string*, const Change*>> lookups;
+        struct Lookup {
+          const std::string* chain;
+          const Change* change;
+          bool returns;
+        };
+        std::vector<Lookup> lookups;
         for (int chain : {tc.chain, tc.stage}) {
           if (chain < 0) continue;
           for (const std::string& rule : fam.chains[chain].rules) {
             auto c = changes.find(std::string(RuleSet(rule)));
-            if (c != changes.end()) lookups.emplace_back(&fam.chains[chain].name, &c->second);
+            if (c != changes.end()) {
+              lookups.push_back(Lookup{&fam.chains[chain].name, &c->second, Returns(rule)});
+            }
           }
         }
         for (size_t i = 0; i < lookups.size(); ++i) {
           for (size_t j = i + 1; j < lookups.size(); ++j) {
-            if (overlap(*lookups[i].second, *lookups[j].second)) {
-              plan.fallback = absl::StrCat("two rules of ", *lookups[i].first,
+            if (LookupsConflict(lookups[i].change->membership, lookups[i].returns,
+                                lookups[j].change->membership, lookups[j].returns)) {
+              plan.fallback = absl::StrCat("two rules of ", *lookups[i].chain,
                                            " look up a changed address");
               return plan;
             }
@@ -807,6 +914,15 @@ absl::StatusOr<int> NetfilterSocket(const std::string& netns) {
 
 // Sends the edits in order and waits for every ack. An error names the first refused edit;
 // the edits before it (and possibly after it) are in.
+// Waits until every packet that was walking the rules when it was called is done: an RCU
+// grace period (membarrier(MEMBARRIER_CMD_GLOBAL) is synchronize_rcu(), as nft.cc notes).
+absl::Status RcuGracePeriod() {
+  if (syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) != 0) {
+    return absl::UnavailableError(absl::StrCat("membarrier: ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status EditSets(const std::vector<SetEdit>& edits, const std::string& netns) {
   if (edits.empty()) return absl::OkStatus();
   absl::StatusOr<int> fd = NetfilterSocket(netns);
@@ -948,6 +1064,14 @@ int EntryIndex(const std::vector<std::string>& entries, absl::string_view bytes)
 // ranges it replaces; a set's members change only there, and its entries (the merged
 // runs of member addresses as prefixes) only in the runs that touch that window.
 
+// Where endpoint address `ip` of `e` dispatches in NP-FORWARD, as a sortable key: BuildModel
+// writes each direction's dispatch rules in endpoint order (the IR's: by namespace, name),
+// each endpoint's addresses in its order.
+std::string DispatchKey(const ir::Endpoint& e, int ip) {
+  return absl::StrCat(e.namespace_(), std::string(1, '\0'), e.name(), std::string(1, '\0'),
+                      absl::Dec(ip, absl::kZeroPad4));
+}
+
 // What UpdateDelta needs beside Installed, made from the IR and model installed (O(program),
 // with each Apply and full-IR Update) and kept in step by UpdateDelta.
 struct DeltaIndex {
@@ -960,9 +1084,18 @@ struct DeltaIndex {
   // Some pod-naming peer set is inline (past kMaxPodSets): then a set's size decides its
   // form, which is not followed here.
   bool sets_capped = false;
-  // Set name -> the (table, direction) chain group of each rule that looks it up.
-  std::map<std::string, std::vector<int>> lookups;
+  // Set name -> the (table, direction) chain group of each rule that looks it up, and
+  // whether that rule RETURNs.
+  std::map<std::string, std::vector<std::pair<int, bool>>> lookups;
   std::vector<U128> dispatched[kFamilies];  // the dispatched endpoint addresses, sorted
+  // Per table and direction, per family: whether it has a chain (restricted, and some
+  // endpoint of the table has an address of the family); per table and family: how many
+  // dispatched addresses its endpoints have (the chains exist while one does).
+  std::vector<std::array<std::array<bool, kFamilies>, 2>> chain;
+  std::vector<std::array<int, kFamilies>> table_addresses;
+  // Per family and direction: NP-FORWARD's dispatch rules in order, by DispatchKey: a new
+  // rule's place is its rank.
+  std::vector<std::string> dispatch_order[kFamilies][2];
   // Sizes of the IR installed: ipv4, ipv6, identities, endpoints, peer sets, tables.
   std::array<int, 6> shape{};
 };
@@ -1004,26 +1137,39 @@ DeltaIndex IndexOf(const ir::CompiledPolicy& ir, const Model& m) {
           if (chain < 0) continue;
           for (const std::string& rule : fam.chains[chain].rules) {
             absl::string_view name = RuleSet(rule);
-            if (!name.empty()) x.lookups[std::string(name)].push_back(static_cast<int>(t) * 2 + d);
+            if (!name.empty()) {
+              x.lookups[std::string(name)].emplace_back(static_cast<int>(t) * 2 + d,
+                                                        Returns(rule));
+            }
           }
         }
       }
     }
   }
+  x.chain.resize(ir.tables_size());
+  x.table_addresses.assign(ir.tables_size(), {0, 0});
+  for (size_t t = 0; t < m.tables.size() && t < x.chain.size(); ++t) {
+    for (int d = 0; d < 2; ++d) {
+      for (int f = 0; f < kFamilies; ++f) x.chain[t][d][f] = m.tables[t][d][f].chain >= 0;
+    }
+  }
+  for (const ir::Endpoint& e : ir.endpoints()) {
+    if (!e.selected()) continue;
+    for (int i = 0; i < e.ips_size(); ++i) {
+      absl::StatusOr<std::string> bytes = AddressBytes(e.ips(i));
+      if (!bytes.ok() || e.table() >= x.chain.size()) continue;
+      const int f = bytes->size() == 4 ? 0 : 1;
+      ++x.table_addresses[e.table()][f];
+      for (int d = 0; d < 2; ++d) {
+        if (x.chain[e.table()][d][f]) x.dispatch_order[f][d].push_back(DispatchKey(e, i));
+      }
+    }
+  }
+  for (int f = 0; f < kFamilies; ++f) {
+    for (int d = 0; d < 2; ++d) std::sort(x.dispatch_order[f][d].begin(), x.dispatch_order[f][d].end());
+  }
   x.shape = ShapeOf(ir);
   return x;
-}
-
-// Runs of addresses [first, last], sorted, disjoint.
-using Runs = std::vector<std::pair<U128, U128>>;
-
-// Appends [first, last] to `runs`, merged with the last run when they touch.
-void AddRun(Runs& runs, U128 first, U128 last) {
-  if (!runs.empty() && runs.back().second + 1 == first) {
-    runs.back().second = last;
-  } else {
-    runs.emplace_back(first, last);
-  }
 }
 
 // A delta's element-only edit, or why there is none.
@@ -1039,7 +1185,61 @@ struct DeltaPlan {
   std::vector<Splice> splices;
   int64_t entries_delta[kFamilies] = {0, 0};
   std::map<uint32_t, int> pod_identities;  // peer set -> its new count, where it changes
+  // One endpoint added (or removed) by the delta; if selected, its dispatch rules, inserted
+  // before its addresses join any set (deleted after they leave: UpdateDelta).
+  int endpoints_delta = 0;
+  bool dispatch_add = false;
+  struct DispatchRule {
+    int family, direction;
+    int position;      // for `-I NP-FORWARD <position>` (1-based), when added
+    std::string rule;  // "-s 10.0.0.5/32 -j NP-T3-EG"
+    std::string key;   // DispatchKey
+    U128 address;
+    uint32_t table;
+  };
+  std::vector<DispatchRule> dispatch;
+  int dispatch_addresses[kFamilies] = {0, 0};  // its addresses that dispatch, per family
 };
+
+// Inserts "-A NP-FORWARD <rule>" as NP-FORWARD's `position`-th rule (1-based) into a
+// RestoreText, or deletes that line; false when the text has no such place or line.
+bool EditRulesText(std::string& text, bool insert, int position, const std::string& rule) {
+  const std::string prefix = absl::StrCat("\n-A ", kTopChain, " ");
+  if (!insert) {
+    const size_t at = text.find(absl::StrCat(prefix, rule, "\n"));
+    if (at == std::string::npos) return false;
+    text.erase(at + 1, prefix.size() - 1 + rule.size() + 1);
+    return true;
+  }
+  const std::string line = absl::StrCat(prefix.substr(1), rule, "\n");
+  int seen = 0;
+  size_t after_last = std::string::npos;
+  for (size_t at = text.find(prefix); at != std::string::npos; at = text.find(prefix, at + 1)) {
+    if (++seen == position) {
+      text.insert(at + 1, line);
+      return true;
+    }
+    after_last = text.find('\n', at + 1);  // the end of NP-FORWARD's last rule so far
+  }
+  if (seen == 0 || seen + 1 != position || after_last == std::string::npos) return false;
+  text.insert(after_last + 1, line);
+  return true;
+}
+
+// The `iptables-restore --noflush` input that inserts (deletes) a plan's dispatch rules in
+// family f; "" when it has none there.
+std::string DispatchText(const DeltaPlan& plan, int f) {
+  std::string text;
+  for (const DeltaPlan::DispatchRule& r : plan.dispatch) {
+    if (r.family != f) continue;
+    if (plan.dispatch_add) {
+      absl::StrAppend(&text, "-I ", kTopChain, " ", r.position, " ", r.rule, "\n");
+    } else {
+      absl::StrAppend(&text, "-D ", kTopChain, " ", r.rule, "\n");
+    }
+  }
+  return text.empty() ? text : absl::StrCat("*filter\n", text, "COMMIT\n");
+}
 
 absl::Status InvalidDelta(absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("IR delta: ", what));
@@ -1097,6 +1297,8 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
   }
   bool endpoints_change = false;
   uint32_t endpoints_end = 0;
+  const ir::Endpoint* moved = nullptr;  // the one endpoint added or removed
+  int moves = 0;
   for (int e = 0; e < delta.endpoints_size(); ++e) {
     const ir::EndpointSliceEdit& edit = delta.endpoints(e);
     if (edit.begin() > edit.end() || edit.end() > static_cast<uint32_t>(previous.endpoints_size()) ||
@@ -1104,7 +1306,20 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
       return InvalidDelta(absl::StrCat("endpoints[", e, "]: slice out of bounds or out of order"));
     }
     endpoints_end = edit.end();
-    if (edit.end() - edit.begin() != static_cast<uint32_t>(edit.endpoints_size())) {
+    const uint32_t replaced = edit.end() - edit.begin();
+    if (replaced == 0 && edit.endpoints_size() == 1) {
+      moved = &edit.endpoints(0);
+      plan.dispatch_add = true;
+      ++moves;
+      continue;
+    }
+    if (replaced == 1 && edit.endpoints_size() == 0) {
+      moved = &previous.endpoints(static_cast<int>(edit.begin()));
+      plan.dispatch_add = false;
+      ++moves;
+      continue;
+    }
+    if (replaced != static_cast<uint32_t>(edit.endpoints_size())) {
       endpoints_change = true;
       continue;
     }
@@ -1115,9 +1330,67 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
       }
     }
   }
-  if (endpoints_change) {
+  if (endpoints_change || moves > 1) {
     plan.fallback = "the node's endpoints differ (dispatch rules)";
     return plan;
+  }
+  // The moved endpoint's addresses, and its dispatch rules when it is selected: into (out
+  // of) chains of its table that exist before and after.
+  std::vector<U128> own[kFamilies];
+  if (moved != nullptr) {
+    plan.endpoints_delta = plan.dispatch_add ? 1 : -1;
+    for (int i = 0; i < moved->ips_size(); ++i) {
+      absl::StatusOr<std::string> bytes = AddressBytes(moved->ips(i));
+      if (!bytes.ok()) {
+        plan.fallback = absl::StrCat("unreadable endpoint address ", moved->ips(i));
+        return plan;
+      }
+      const int f = bytes->size() == 4 ? 0 : 1;
+      own[f].push_back(ToU128(*bytes));
+      if (!moved->selected()) continue;
+      const uint32_t t = moved->table();
+      if (t >= index.chain.size()) return InvalidDelta("endpoints: a table that does not exist");
+      ++plan.dispatch_addresses[f];
+      for (int d : {kEgress, kIngress}) {
+        if (!index.chain[t][d][f]) continue;
+        DeltaPlan::DispatchRule r;
+        r.family = f;
+        r.direction = d;
+        r.rule = absl::StrCat(d == kEgress ? "-s " : "-d ", AddressText(*bytes),
+                              f == 0 ? "/32" : "/128", " -j ", TableChainName(t, d));
+        r.key = DispatchKey(*moved, i);
+        r.address = ToU128(*bytes);
+        r.table = t;
+        const std::vector<std::string>& order = index.dispatch_order[f][d];
+        const int rank = static_cast<int>(
+            std::lower_bound(order.begin(), order.end(), r.key) - order.begin());
+        // Rule 1 is the conntrack ACCEPT; the egress rules, then the ingress ones (with the
+        // egress rule inserted just before, in the same restore).
+        int egress = static_cast<int>(index.dispatch_order[f][kEgress].size());
+        if (d == kIngress && index.chain[t][kEgress][f] && plan.dispatch_add) ++egress;
+        r.position = 2 + rank + (d == kIngress ? egress : 0);
+        plan.dispatch.push_back(std::move(r));
+      }
+    }
+    if (moved->selected()) {
+      for (int f = 0; f < kFamilies; ++f) {
+        if (plan.dispatch_addresses[f] == 0) continue;
+        const int before = index.table_addresses[moved->table()][f];
+        if (plan.dispatch_add ? before == 0 : before - plan.dispatch_addresses[f] <= 0) {
+          plan.fallback = absl::StrCat("table ", moved->table(), "'s chains come or go");
+          return plan;
+        }
+      }
+      if (plan.dispatch_add) {  // (a second endpoint with the address: CheckIr refuses it)
+        for (const DeltaPlan::DispatchRule& r : plan.dispatch) {
+          const std::vector<U128>& dispatched = index.dispatched[r.family];
+          if (std::binary_search(dispatched.begin(), dispatched.end(), r.address)) {
+            plan.fallback = "an added endpoint's address is dispatched already";
+            return plan;
+          }
+        }
+      }
+    }
   }
   if (index.sets_capped) {
     plan.fallback = "past kMaxPodSets sets: a set's size decides whether it is one";
@@ -1149,6 +1422,7 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
   struct Change {
     int family;
     std::vector<std::pair<U128, U128>> ranges;  // of the prefixes added and deleted
+    Membership membership;
   };
   std::map<std::string, Change> changes;
   for (int f = 0; f < kFamilies; ++f) {
@@ -1259,6 +1533,7 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
         const std::set<std::string> now(splice.with.begin(), splice.with.end());
         Change& change = changes[name];
         change.family = f;
+        change.membership = MembershipChange(before, after);  // the set changes only here
         for (const std::string& e : now) {
           if (was.count(e) > 0) continue;
           plan.adds.push_back(SetEdit{true, name, e});
@@ -1282,34 +1557,48 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
     }
   }
   // Update's two conditions (IptablesBackend::Update has the argument): no changed address
-  // is dispatched, and no chain group looks up two overlapping changes.
-  std::map<int, std::vector<const Change*>> by_group[kFamilies];
+  // is dispatched, and no chain group has two lookups whose changes conflict there
+  // (LookupsConflict).
+  // With a dispatched endpoint added or removed, its own addresses may change (its dispatch
+  // goes in first, or out last: UpdateDelta has the argument), and nothing else may.
+  const bool own_dispatch = !plan.dispatch.empty();
+  auto is_own = [&](int f, U128 address) {
+    return own_dispatch && std::find(own[f].begin(), own[f].end(), address) != own[f].end();
+  };
+  std::map<int, std::vector<std::pair<const Change*, bool>>> by_group[kFamilies];
   for (const auto& [name, change] : changes) {
     const std::vector<U128>& dispatched = index.dispatched[change.family];
     for (const auto& [first, last] : change.ranges) {
-      auto it = std::lower_bound(dispatched.begin(), dispatched.end(), first);
-      if (it != dispatched.end() && *it <= last) {
+      for (auto it = std::lower_bound(dispatched.begin(), dispatched.end(), first);
+           it != dispatched.end() && *it <= last; ++it) {
+        if (is_own(change.family, *it)) continue;
         plan.fallback = absl::StrCat("set ", name, " changes at an endpoint address of this node");
         return plan;
       }
     }
-    auto lookups = index.lookups.find(name);
-    if (lookups == index.lookups.end()) continue;
-    for (int group : lookups->second) by_group[change.family][group].push_back(&change);
-  }
-  auto overlap = [](const Change& a, const Change& b) {
-    for (const auto& [af, al] : a.ranges) {
-      for (const auto& [bf, bl] : b.ranges) {
-        if (af <= bl && bf <= al) return true;
+    if (own_dispatch) {
+      for (const Runs* runs : {&change.membership.gained, &change.membership.lost}) {
+        for (const auto& [first, last] : *runs) {
+          if (first != last || !is_own(change.family, first)) {
+            plan.fallback = absl::StrCat("set ", name, " changes beside the endpoint added or "
+                                         "removed");
+            return plan;
+          }
+        }
       }
     }
-    return false;
-  };
+    auto lookups = index.lookups.find(name);
+    if (lookups == index.lookups.end()) continue;
+    for (const auto& [group, returns] : lookups->second) {
+      by_group[change.family][group].emplace_back(&change, returns);
+    }
+  }
   for (int f = 0; f < kFamilies; ++f) {
     for (const auto& [group, list] : by_group[f]) {
       for (size_t i = 0; i < list.size(); ++i) {
         for (size_t j = i + 1; j < list.size(); ++j) {
-          if (overlap(*list[i], *list[j])) {
+          if (LookupsConflict(list[i].first->membership, list[i].second,
+                              list[j].first->membership, list[j].second)) {
             plan.fallback = absl::StrCat("two rules of table ", group / 2,
                                          group % 2 == 0 ? " ingress" : " egress",
                                          " look up a changed address");
@@ -1493,8 +1782,15 @@ class IptablesBackend : public Backend {
   //    a dispatched endpoint address: then at most one of the two chains a packet walks
   //    looks up a changed address (the other end's chain looks up an unchanged one);
   //  - in each table chain together with its NetworkPolicy stage chain, no two rules look
-  //    up sets whose changed prefixes overlap (a set with changes named by two rules
-  //    counts): then that one chain does at most one changed lookup per packet.
+  //    up sets whose membership changes at the same address (a set with changes named by
+  //    two rules counts): then that one chain does at most one changed lookup per packet —
+  //    unless every rule that does RETURNs and all of them see the address change the same
+  //    way (all gain it, or all lose it). That is safe too: the chain's answer is the first
+  //    matching rule's, so turning one RETURN rule's lookup from miss to hit can only turn
+  //    the answer into RETURN (or leave it): with all changes the same way, the answer
+  //    midway lies between the old and the new one, and is one of them. This is the
+  //    common case of a pod of another node coming or going: its address joins (leaves)
+  //    every set of the peers it matches, and a chain allows it by several rules (ports).
   // Otherwise (rules differ: a policy changed, a local endpoint came or went, a peer set's
   // numbering or its need of a set changed; a set would pass its maxelem; a check above
   // fails) the full Apply runs. Example: a pod of another node joins an existing label
@@ -1505,6 +1801,10 @@ class IptablesBackend : public Backend {
     (void)previous;  // installed_ is what the kernel holds, the same when the caller is right
     if (installed_ == nullptr || installed_->netns != attachment.netns) {
       last_update_ = "full: nothing installed by this instance in this namespace";
+      return Apply(next, attachment);
+    }
+    if (installed_->rules_stale) {
+      last_update_ = "full: dispatch rules were edited in place since the last full install";
       return Apply(next, attachment);
     }
     absl::StatusOr<Model> model = BuildModel(next, installed_->generation);
@@ -1576,7 +1876,10 @@ class IptablesBackend : public Backend {
     const size_t adds = plan.adds.size(), dels = plan.dels.size();
     Ruleset sizes = installed_->sizes;
     for (int f = 0; f < kFamilies; ++f) sizes.set_entries[f] += plan.entries_delta[f];
-    if (!plan.adds.empty() || !plan.dels.empty()) {
+    for (const DeltaPlan::DispatchRule& r : plan.dispatch) {
+      sizes.rules[r.family] += plan.dispatch_add ? 1 : -1;
+    }
+    if (!plan.adds.empty() || !plan.dels.empty() || !plan.dispatch.empty()) {
       // The budgets Apply checks (a peer set of many pods can grow past ipset_entries).
       absl::StatusOr<ir::BackendCapacity> capacity = Measure(sizes);
       if (!capacity.ok()) return capacity.status();
@@ -1584,12 +1887,44 @@ class IptablesBackend : public Backend {
       // Every add before any delete (Update's argument).
       std::vector<SetEdit> edits = std::move(plan.adds);
       edits.insert(edits.end(), plan.dels.begin(), plan.dels.end());
-      if (absl::Status s = EditSets(edits, attachment.netns); !s.ok()) {
+      // A local endpoint added: its dispatch rules first, then (once no packet can still be
+      // walking the rules without them: an RCU grace period) its addresses into the sets;
+      // removed: the reverse. Between the two commits a packet to or from it walks its
+      // table's chain (looking up the other end's address, unchanged) and the other end's
+      // chain (looking up its address, old or new membership, one lookup or all one way):
+      // with the dispatch and old membership, a flow both programs allow is allowed (its
+      // table allows it, and the old lookups did) and one both deny is denied (the old
+      // lookups did, or its table does); the same with the new membership and no dispatch
+      // on the way out.
+      auto rules = [&]() -> absl::Status {
+        for (int f = 0; f < kFamilies; ++f) {
+          const std::string text = DispatchText(plan, f);
+          if (text.empty()) continue;
+          absl::StatusOr<std::string> out =
+              RunCommand({RestoreTool(f), "--noflush", "--wait=10"}, text, attachment.netns);
+          if (!out.ok()) return out.status();
+        }
+        return absl::OkStatus();
+      };
+      absl::Status s;
+      if (plan.dispatch.empty()) {
+        s = EditSets(edits, attachment.netns);
+      } else if (plan.dispatch_add) {
+        s = rules();
+        if (s.ok()) s = RcuGracePeriod();
+        if (s.ok()) s = EditSets(edits, attachment.netns);
+      } else {
+        s = EditSets(edits, attachment.netns);
+        if (s.ok()) s = RcuGracePeriod();
+        if (s.ok()) s = rules();
+      }
+      if (!s.ok()) {
+        // Part of the edit may be in: each step was safe, and Apply replaces it all.
         installed_.reset();
         index_.reset();
         ir::CompiledPolicy next = previous;
         if (absl::Status a = ApplyDelta(delta, &next); !a.ok()) return a;
-        last_update_ = absl::StrCat("full: set edit failed: ", s.message());
+        last_update_ = absl::StrCat("full: in-place edit failed: ", s.message());
         return Apply(next, attachment);
       }
     }
@@ -1611,12 +1946,45 @@ class IptablesBackend : public Backend {
     }
     installed_->sizes = sizes;
     for (const auto& [s, count] : plan.pod_identities) index_->pod_identities[s] = count;
+    // The dispatch rules (Update compares rules texts: it cannot, past these).
+    for (const DeltaPlan::DispatchRule& r : plan.dispatch) {
+      std::vector<std::string>& order = index_->dispatch_order[r.family][r.direction];
+      std::vector<U128>& dispatched = index_->dispatched[r.family];
+      auto at = std::lower_bound(order.begin(), order.end(), r.key);
+      auto address = std::lower_bound(dispatched.begin(), dispatched.end(), r.address);
+      if (plan.dispatch_add) {
+        order.insert(at, r.key);
+        dispatched.insert(address, r.address);
+      } else {
+        if (at != order.end() && *at == r.key) order.erase(at);
+        if (address != dispatched.end() && *address == r.address) dispatched.erase(address);
+      }
+    }
+    // And the rules text Update compares (RestoreText's: NP-FORWARD's rules are its first
+    // "-A" lines, in order), edited as the kernel was; if that fails, Update runs Apply.
+    // The insertions run in the order the restore ran them (positions count earlier ones).
+    for (const DeltaPlan::DispatchRule& r : plan.dispatch) {
+      if (!EditRulesText(installed_->rules[r.family], plan.dispatch_add, r.position, r.rule)) {
+        installed_->rules_stale = true;
+      }
+    }
+    if (!plan.dispatch.empty()) {
+      const uint32_t t = plan.dispatch.front().table;
+      for (int f = 0; f < kFamilies; ++f) {
+        index_->table_addresses[t][f] += (plan.dispatch_add ? 1 : -1) * plan.dispatch_addresses[f];
+      }
+    }
+    index_->shape[3] += plan.endpoints_delta;
     for (int f = 0; f < kFamilies; ++f) {
       for (const ir::RangeSliceEdit& e : f == 0 ? delta.ipv4() : delta.ipv6()) {
         index_->shape[f] += e.ranges_size() - static_cast<int>(e.end() - e.begin());
       }
     }
-    last_update_ = absl::StrCat("in place by delta: ", adds, " adds, ", dels, " deletes");
+    last_update_ = absl::StrCat("in place by delta: ", adds, " adds, ", dels, " deletes",
+                                plan.dispatch.empty() ? ""
+                                : absl::StrCat(", ", plan.dispatch.size(),
+                                               plan.dispatch_add ? " dispatch rules inserted"
+                                                                 : " dispatch rules deleted"));
     return absl::OkStatus();
   }
 
@@ -1854,6 +2222,8 @@ absl::StatusOr<UpdatePlan> PlanUpdateDelta(const ir::CompiledPolicy& previous,
   for (const SetEdit& e : plan->dels) absl::StrAppend(&out.ipset, "del ", e.set, " ", e.prefix, "\n");
   out.adds = static_cast<int>(plan->adds.size());
   out.dels = static_cast<int>(plan->dels.size());
+  for (int f = 0; f < kFamilies; ++f) out.rules[f] = DispatchText(*plan, f);
+  out.rules_first = plan->dispatch_add;
   return out;
 }
 

@@ -69,7 +69,11 @@
 // its first or loses its last pod (the IR then adds or drops rules) take the full path.
 // UpdateDelta plans the same edit from a CompiledPolicyDelta alone (no model of the next
 // program, no comparison of rules), in time proportional to the delta and the entries of
-// the sets it changes; what it cannot plan it hands to Update.
+// the sets it changes; what it cannot plan it hands to Update. It also takes one node pod
+// added or removed whose table's chains stay: its dispatch rules inserted (deleted) with one
+// `iptables-restore --noflush` per family, before its addresses join the sets (after they
+// leave), an RCU grace period between (iptables.cc, UpdateDelta, has the argument); Update
+// then runs Apply once, as the rules it remembers are no longer the kernel's.
 //
 // Capacity (Capacity(), `netpol compile --stats`): the kernel allows 65,472 ipsets per network
 // namespace (ip_set_core.c: 16-bit set ids, the list grows from 256 in steps of 64), shared
@@ -162,6 +166,12 @@ struct UpdatePlan {
   std::string ipset;
   int adds = 0;
   int dels = 0;
+  // PlanUpdateDelta only, for a delta that adds or removes one endpoint of this node whose
+  // table's chains exist before and after: its dispatch rules, as `iptables-restore
+  // --noflush` input per family ("": none), run before the set edit (`rules_first`: an add)
+  // or after it (a removal), with an RCU grace period between the two.
+  std::string rules[2];
+  bool rules_first = false;
 };
 absl::StatusOr<UpdatePlan> PlanUpdate(const ir::CompiledPolicy& previous,
                                       const ir::CompiledPolicy& next, uint32_t generation = 0);

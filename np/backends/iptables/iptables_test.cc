@@ -737,13 +737,18 @@ TEST(RenderRuleset, PodPeerSetsGetSetsUpToACap) {
 // with the identities given (`remote`: n -> identity). Peer sets: p0 = {2}, p1 = {3}, p2 =
 // {0} (outside the cluster), p3 = all. Table 0 ingress: TCP 80 from p0, UDP 80 from p1,
 // plus `extra` rules; egress: TCP 443 to p3.
+// `b_exists` false: no pod x/b (its addresses outside the cluster, no endpoint b).
 ir::CompiledPolicy ChurnIr(const std::map<int, uint32_t>& remote,
                            const std::vector<std::pair<uint32_t, uint32_t>>& extra = {},
-                           bool b_selected = false, uint32_t a_identity = 1) {
+                           bool b_selected = false, uint32_t a_identity = 1,
+                           bool b_exists = true) {
   std::vector<testutil::Point> points = {
       {"10.0.1.2", a_identity, "x/a"}, {"fd00:1::2", a_identity, "x/a"},
-      {"10.0.2.2", 2, "x/b"}, {"fd00:2::2", 2, "x/b"},
       {"10.0.3.2", 3, "x/c"}, {"fd00:3::2", 3, "x/c"}};
+  if (b_exists) {
+    points.push_back({"10.0.2.2", 2, "x/b"});
+    points.push_back({"fd00:2::2", 2, "x/b"});
+  }
   for (const auto& [n, identity] : remote) {
     points.push_back({absl::StrCat("10.1.0.", n), identity, absl::StrCat("y/r", n)});
     points.push_back({absl::StrCat("fd00:a::", n), identity, absl::StrCat("y/r", n)});
@@ -775,6 +780,7 @@ ir::CompiledPolicy ChurnIr(const std::map<int, uint32_t>& remote,
   t->mutable_egress()->set_isolated(true);
   add(t->mutable_egress(), ir::TCP, 443, 3);
   for (const char* name : {"a", "b"}) {
+    if (name[0] == 'b' && !b_exists) continue;
     ir::Endpoint* e = ir.add_endpoints();
     e->set_namespace_("x");
     e->set_name(name);
@@ -837,10 +843,6 @@ TEST(PlanUpdate, FallsBackWhenUnsafeOrRulesChange) {
   // x/a (dispatched) joins p0's class: both its own chains and its peers' would see changes.
   EXPECT_EQ(MustPlan(before, ChurnIr({{7, 3}}, {}, false, 2)).fallback,
             "set np-g0-v4-p0 changes at the endpoint address 10.0.1.2 of this node");
-  // Two rules of one chain look up p0 (TCP 80 and 81): a packet to port 81 could see the
-  // old answer at one and the new at the other.
-  EXPECT_EQ(MustPlan(ChurnIr({{7, 3}}, {{81, 0}}), ChurnIr({{7, 3}, {5, 2}}, {{81, 0}})).fallback,
-            "two rules of NP-T0-IN look up a changed address");
   // A pod appearing leaves "outside the cluster" (p2) where it joins p0: two lookups.
   EXPECT_EQ(MustPlan(ChurnIr({{7, 3}}, {{9000, 2}}), ChurnIr({{7, 3}, {5, 2}}, {{9000, 2}}))
                 .fallback,
@@ -849,6 +851,177 @@ TEST(PlanUpdate, FallsBackWhenUnsafeOrRulesChange) {
 
 // Applies an element-only plan to parsed sets one line at a time, as `ipset -exist restore`
 // does, calling `check` before the first line and after each.
+void Replay(const UpdatePlan& plan, Parsed& p, const std::function<void()>& check);
+
+// Two rules of one chain that both RETURN look up sets an address joins (or leaves) — the
+// agent's commonest event, a pod of another node coming or going whose class a chain allows
+// on two ports — is element-only: each lookup can only turn the chain's answer from DROP to
+// RETURN, so midway it is the old or the new one. Checked by replaying the edit one element
+// at a time against the IR's verdicts (IrAllows), both ways, and by the delta plan agreeing.
+// A rule that DROPs on a changed lookup, or an address leaving one set while it joins
+// another, still takes the full path (next test, and FallsBackWhenUnsafeOrRulesChange).
+TEST(PlanUpdate, ChangedLookupsOfReturnRulesAllOneWayAreElementOnly) {
+  // p0 on TCP 80 and TCP 81; p1 = {2, 3} on UDP 80 (so 10.1.0.5 joins p0 and p1: three
+  // changed lookups, all RETURN, all gains).
+  auto make = [](const std::map<int, uint32_t>& remote) {
+    ir::CompiledPolicy ir = ChurnIr(remote, {{81, 0}});
+    ir.mutable_peer_sets(1)->clear_identities();
+    ir.mutable_peer_sets(1)->add_identities(2);
+    ir.mutable_peer_sets(1)->add_identities(3);
+    return ir;
+  };
+  const ir::CompiledPolicy before = make({{7, 3}});
+  const ir::CompiledPolicy after = make({{7, 3}, {5, 2}});
+  const std::string pod = *AddressBytes("10.1.0.5");
+  const std::string a = *AddressBytes("10.0.1.2");
+  for (const auto* from : {&before, &after}) {
+    const ir::CompiledPolicy& to = from == &before ? after : before;
+    UpdatePlan plan = MustPlan(*from, to);
+    ASSERT_EQ(plan.fallback, "");
+    EXPECT_EQ(plan.adds + plan.dels, 4);  // 10.1.0.5 and fd00:a::5 in p0 and p1
+    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(*from, to);
+    ASSERT_TRUE(delta.has_value());
+    absl::StatusOr<UpdatePlan> by_delta = PlanUpdateDelta(*from, *delta);
+    ASSERT_TRUE(by_delta.ok()) << by_delta.status();
+    EXPECT_EQ(by_delta->fallback, "");
+    absl::StatusOr<Ruleset> rs = RenderRuleset(*from);
+    ASSERT_TRUE(rs.ok()) << rs.status();
+    Parsed p = Parse(*rs);
+    Replay(plan, p, [&] {
+      for (ir::Protocol protocol : {ir::TCP, ir::UDP}) {
+        for (uint32_t port : {80u, 81u, 82u}) {
+          const bool old_verdict = IrAllows(*from, pod, a, protocol, port);
+          const bool new_verdict = IrAllows(to, pod, a, protocol, port);
+          const bool got = RunChain(p, 0, "NP-FORWARD", pod, a, protocol, port) != "DROP";
+          EXPECT_TRUE(got == old_verdict || got == new_verdict)
+              << ProtocolLower(protocol) << "/" << port;
+        }
+      }
+    });
+  }
+  // A changed lookup in a rule that DROPs (an admin Deny of p0 on TCP 81) besides a RETURN
+  // rule's: the full path.
+  auto with_deny = [&](const std::map<int, uint32_t>& remote) {
+    ir::CompiledPolicy ir = make(remote);
+    AddTierRule(ir.mutable_tables(0)->mutable_ingress()->mutable_admin(), ir::TIER_DENY, ir::TCP,
+                81, 81, 0);
+    return ir;
+  };
+  EXPECT_EQ(MustPlan(with_deny({{7, 3}}), with_deny({{7, 3}, {5, 2}})).fallback,
+            "two rules of NP-T0-IN look up a changed address");
+}
+
+// Applies `-I NP-FORWARD n ...` / `-D NP-FORWARD ...` lines to parsed chains.
+void ApplyRules(const std::string& text, int f, Parsed& p) {
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    std::vector<std::string> t = Words(line);
+    if (t[0] != "-I" && t[0] != "-D") continue;
+    std::vector<std::vector<std::string>>& rules = p.chains[f][t[1]];
+    if (t[0] == "-I") {
+      const int at = std::stoi(t[2]) - 1;
+      ASSERT_LE(at, static_cast<int>(rules.size())) << line;
+      rules.insert(rules.begin() + at, std::vector<std::string>(t.begin() + 3, t.end()));
+    } else {
+      auto it = std::find(rules.begin(), rules.end(),
+                          std::vector<std::string>(t.begin() + 2, t.end()));
+      ASSERT_NE(it, rules.end()) << "no such rule: " << line;
+      rules.erase(it);
+    }
+  }
+}
+
+// A node pod whose table's chains exist (x/b, selected by table 0 like x/a) added and
+// removed by a delta: PlanUpdateDelta plans its dispatch rules beside the set edit, and every
+// intermediate state of the order UpdateDelta keeps (rules, then sets, on the way in; sets,
+// then rules, on the way out) gives each probed flow the old IR's or the new IR's verdict
+// (IrAllows), never a third; the end state is a fresh render's (rules in place, sets).
+// The opposite order on the way in shows a third verdict (so the check can fail).
+TEST(PlanUpdateDelta, NodePodOfAnExistingTableIsInPlaceInTheSafeOrder) {
+  const ir::CompiledPolicy without = ChurnIr({{7, 3}, {5, 2}}, {}, true, 1, /*b_exists=*/false);
+  const ir::CompiledPolicy with = ChurnIr({{7, 3}, {5, 2}}, {}, true, 1, /*b_exists=*/true);
+  ASSERT_TRUE(CheckIr(without).ok()) << CheckIr(without);
+  bool third_verdict_seen = false;
+  for (const bool adding : {true, false, true}) {
+    static int pass = 0;
+    const bool wrong_order = pass++ == 2;  // the last pass: rules after sets, on the way in
+    SCOPED_TRACE(absl::StrCat(adding ? "added" : "removed", wrong_order ? " (wrong order)" : ""));
+    const ir::CompiledPolicy& from = adding ? without : with;
+    const ir::CompiledPolicy& to = adding ? with : without;
+    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(from, to);
+    ASSERT_TRUE(delta.has_value());
+    absl::StatusOr<UpdatePlan> plan = PlanUpdateDelta(from, *delta);
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    ASSERT_EQ(plan->fallback, "");
+    EXPECT_EQ(plan->rules_first, adding);
+    ASSERT_FALSE(plan->rules[0].empty());
+    ASSERT_FALSE(plan->rules[1].empty());
+    EXPECT_GT(plan->adds + plan->dels, 0);
+    absl::StatusOr<Ruleset> from_rs = RenderRuleset(from);
+    absl::StatusOr<Ruleset> to_rs = RenderRuleset(to);
+    ASSERT_TRUE(from_rs.ok() && to_rs.ok());
+    Parsed p = Parse(*from_rs);
+    const Parsed want = Parse(*to_rs);
+    std::vector<std::string> probes[2];
+    for (int f = 0; f < 2; ++f) {
+      for (const ir::CompiledPolicy* ir : {&from, &to}) {
+        for (const ir::AddressRange& r : f == 0 ? ir->ipv4() : ir->ipv6()) probes[f].push_back(r.first());
+      }
+      std::sort(probes[f].begin(), probes[f].end());
+      probes[f].erase(std::unique(probes[f].begin(), probes[f].end()), probes[f].end());
+    }
+    int third = 0;
+    auto check = [&] {
+      for (int f = 0; f < 2; ++f) {
+        for (const std::string& src : probes[f]) {
+          for (const std::string& dst : probes[f]) {
+            if (src == dst) continue;
+            for (ir::Protocol protocol : {ir::TCP, ir::UDP}) {
+              for (uint32_t port : {80u, 81u, 443u}) {
+                const bool before = IrAllows(from, src, dst, protocol, port);
+                const bool after = IrAllows(to, src, dst, protocol, port);
+                const bool got = RunChain(p, f, "NP-FORWARD", src, dst, protocol, port) != "DROP";
+                if (before == after && got != before) {
+                  ++third;
+                  if (!wrong_order) {
+                    ADD_FAILURE() << AddressText(src) << " -> " << AddressText(dst) << " "
+                                  << ProtocolLower(protocol) << "/" << port << " mid-update";
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    };
+    auto rules = [&] {
+      for (int f = 0; f < 2; ++f) ApplyRules(plan->rules[f], f, p);
+      check();
+    };
+    if (plan->rules_first && !wrong_order) {
+      check();
+      rules();
+      Replay(*plan, p, check);
+    } else {
+      Replay(*plan, p, check);
+      rules();
+    }
+    if (wrong_order) {
+      third_verdict_seen = third > 0;
+    } else {
+      EXPECT_EQ(third, 0);
+    }
+    for (int f = 0; f < 2; ++f) {
+      EXPECT_EQ(p.chains[f].at("NP-FORWARD"), want.chains[f].at("NP-FORWARD"));
+    }
+    Parsed end = p;
+    Parsed fresh = want;
+    for (auto& [name, entries] : end.sets) std::sort(entries.begin(), entries.end());
+    for (auto& [name, entries] : fresh.sets) std::sort(entries.begin(), entries.end());
+    EXPECT_EQ(end.sets, fresh.sets);
+  }
+  EXPECT_TRUE(third_verdict_seen) << "sets before rules on the way in should open a flow";
+}
+
 void Replay(const UpdatePlan& plan, Parsed& p, const std::function<void()>& check) {
   check();
   for (absl::string_view line : absl::StrSplit(plan.ipset, '\n', absl::SkipEmpty())) {
