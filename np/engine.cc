@@ -195,6 +195,10 @@ bool Engine::Allowed(PodId source, PodId destination, Protocol protocol, uint16_
   if (s.options.evaluation.always_allow_self && source == destination) return true;
   const HotRecord& src = s.hot_records[source];
   const HotRecord& dst = s.hot_records[destination];
+  // Both sides' lines at once, before the egress side's test decides whether the ingress
+  // side is read at all (on the allowed mix it always is).
+  EngineState::PrefetchSide(src.side[kEgress]);
+  EngineState::PrefetchSide(dst.side[kIngress]);
   int f = FlowFamilyIndex(src, dst);
   return EngineState::SideAllows(src.side[kEgress], protocol, port, dst.peer[f]) &&
          EngineState::SideAllows(dst.side[kIngress], protocol, port, src.peer[f]);
@@ -235,6 +239,8 @@ bool Engine::AllowedPacket(const IpAddress& source, const IpAddress& destination
   const uint64_t* egress = src != nullptr ? s.HotSide(src->target, Direction::kEgress) : nullptr;
   const uint64_t* ingress =
       dst != nullptr ? s.HotSide(dst->target, Direction::kIngress) : nullptr;
+  EngineState::PrefetchSide(egress);
+  EngineState::PrefetchSide(ingress);
   // An external end's class is needed only when the other end is isolated.
   uint32_t src_peer = src != nullptr ? src->peer
                       : ingress != nullptr ? s.ExternalPeerClass(source)
