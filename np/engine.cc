@@ -228,17 +228,16 @@ bool Engine::Allowed(const Endpoint& source, const Endpoint& destination, Protoc
 bool Engine::AllowedPacket(const IpAddress& source, const IpAddress& destination,
                            Protocol protocol, uint16_t port) const {
   const EngineState& s = *state_;
-  // The address index carries each pod address's target and peer class (for the address's
-  // family, which is the packet's): no record lookup on this path.
+  // The address index carries each pod address's sides and peer class (for the address's
+  // family, which is the packet's): no record or target class lookup on this path.
   const internal::PacketEntry* src = s.pod_by_ip->Find(source);
   const internal::PacketEntry* dst = s.pod_by_ip->Find(destination);
   if (src != nullptr && dst != nullptr && src->pod == dst->pod &&
       s.options.evaluation.always_allow_self) {
     return true;
   }
-  const uint64_t* egress = src != nullptr ? s.HotSide(src->target, Direction::kEgress) : nullptr;
-  const uint64_t* ingress =
-      dst != nullptr ? s.HotSide(dst->target, Direction::kIngress) : nullptr;
+  const uint64_t* egress = src != nullptr ? src->side[kEgress] : nullptr;
+  const uint64_t* ingress = dst != nullptr ? dst->side[kIngress] : nullptr;
   EngineState::PrefetchSide(egress);
   EngineState::PrefetchSide(ingress);
   // An external end's class is needed only when the other end is isolated.

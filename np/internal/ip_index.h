@@ -14,25 +14,31 @@
 namespace np::internal {
 
 // What the packet path needs about the pod owning an address, stored in the index itself so
-// that a packet verdict does not chase the pod's record: the pod, its target class and its
-// peer class for this address's family.
+// that a packet verdict does not chase the pod's record: the pod, its target class, the
+// class's two sides as verdicts read them (HotSides: null = that side allows everything)
+// and its peer class for this address's family. With the sides here a packet verdict is
+// index slot -> side line, the same chain as by pod (record -> side line); through `target`
+// it was slot -> hot_tables' chunk -> entry -> side line (issue 10). The batch that builds a
+// snapshot keeps `side` equal to hot_tables[target] (Batch::PublishHotArrays).
+// 32 bytes: an IPv4 slot is one entry (its key in `key4`), two per line.
 struct PacketEntry {
+  const uint64_t* side[2] = {nullptr, nullptr};  // by Direction
   uint32_t pod = 0xffffffffu;
   uint32_t target = 0xffffffffu;
   uint32_t peer = 0xffffffffu;
+  uint32_t key4 = 0;  // IpTable's: an IPv4 slot's address (unused in IPv6 slots)
 };
+static_assert(sizeof(PacketEntry) == 32, "two IPv4 slots per line");
 
 // One shard of the index: open addressing with linear probing over flat arrays.
 class IpTable {
  public:
-  struct Slot4 {
-    uint32_t key = 0;
-    PacketEntry value;
+  struct alignas(32) Slot4 {  // aligned: no slot straddles two lines
+    PacketEntry value;  // the key is value.key4
   };
   struct Slot6 {
     uint64_t hi = 0, lo = 0;
     PacketEntry value;
-    uint32_t padding = 0;
   };
   // Where the table's slots are, for IpIndex's flat directory (see there). An empty family
   // points at a one-slot empty table, so a probe needs no emptiness branch.
@@ -51,7 +57,7 @@ class IpTable {
       for (size_t i = Hash4(a.v4()) & view.mask4;; i = (i + 1) & view.mask4) {
         const Slot4& s = view.v4[i];
         if (s.value.pod == kEmpty) return nullptr;
-        if (s.key == a.v4()) return &s.value;
+        if (s.value.key4 == a.v4()) return &s.value;
       }
     }
     for (size_t i = Hash6(a.hi(), a.lo()) & view.mask6;; i = (i + 1) & view.mask6) {
@@ -70,6 +76,14 @@ class IpTable {
       entry->peer = peer;
     }
   }
+  // Updates the sides stored with an address (no-op if absent).
+  void RefreshSides(const IpAddress& a, const uint64_t* ingress, const uint64_t* egress) {
+    auto* entry = const_cast<PacketEntry*>(Find(a));
+    if (entry != nullptr) {
+      entry->side[0] = ingress;
+      entry->side[1] = egress;
+    }
+  }
 
   void Set(const IpAddress& a, PacketEntry value) {
     if (a.is_v4()) {
@@ -78,12 +92,14 @@ class IpTable {
       for (size_t i = Hash4(a.v4()) & mask;; i = (i + 1) & mask) {
         Slot4& s = v4_[i];
         if (s.value.pod == kEmpty) {
-          s = Slot4{a.v4(), value};
+          s.value = value;
+          s.value.key4 = a.v4();
           ++count4_;
           return;
         }
-        if (s.key == a.v4()) {
+        if (s.value.key4 == a.v4()) {
           s.value = value;
+          s.value.key4 = a.v4();
           return;
         }
       }
@@ -93,7 +109,7 @@ class IpTable {
     for (size_t i = Hash6(a.hi(), a.lo()) & mask;; i = (i + 1) & mask) {
       Slot6& s = v6_[i];
       if (s.value.pod == kEmpty) {
-        s = Slot6{a.hi(), a.lo(), value, 0};
+        s = Slot6{a.hi(), a.lo(), value};
         ++count6_;
         return;
       }
@@ -107,8 +123,8 @@ class IpTable {
   // Linear-probing deletion by backward shift: no tombstones, lookups stay short.
   void Erase(const IpAddress& a) {
     if (a.is_v4()) {
-      EraseIn(v4_, Hash4(a.v4()), [&](const Slot4& s) { return s.key == a.v4(); },
-              [](const Slot4& s) { return Hash4(s.key); });
+      EraseIn(v4_, Hash4(a.v4()), [&](const Slot4& s) { return s.value.key4 == a.v4(); },
+              [](const Slot4& s) { return Hash4(s.value.key4); });
       return;
     }
     EraseIn(v6_, Hash6(a.hi(), a.lo()),
@@ -160,7 +176,7 @@ class IpTable {
     v4_.assign(old.empty() ? 16 : old.size() * 2, Slot4());
     count4_ = 0;
     for (const Slot4& s : old) {
-      if (s.value.pod != kEmpty) Set(IpAddress::V4(s.key), s.value);
+      if (s.value.pod != kEmpty) Set(IpAddress::V4(s.value.key4), s.value);
     }
   }
   void Grow6() {
@@ -211,6 +227,9 @@ class IpIndex {
   }
   void Refresh(const IpAddress& a, uint32_t target, uint32_t peer) {
     Write(a, [&](IpTable& t) { t.Refresh(a, target, peer); });
+  }
+  void RefreshSides(const IpAddress& a, const uint64_t* ingress, const uint64_t* egress) {
+    Write(a, [&](IpTable& t) { t.RefreshSides(a, ingress, egress); });
   }
   // Forgets which shards this index owns: call on a copy before writing to it.
   void ReleaseOwnership() { owned_ = 0; }
