@@ -206,7 +206,9 @@ inline const IpTable::Slot6 IpTable::kEmptySlot6{};
 // entry after the write (a write may grow, i.e. move, the shard's arrays).
 class IpIndex {
  public:
-  static constexpr int kShardBits = 6;
+  // 128 shards: an update copies one shard per address it writes, 64 KB at 100k pods with
+  // 32-byte slots (as 64 shards of 16-byte slots did before the sides moved in).
+  static constexpr int kShardBits = 7;
   IpIndex() {
     for (size_t s = 0; s < kShards; ++s) {
       shards_[s] = std::make_shared<const IpTable>();
@@ -232,7 +234,7 @@ class IpIndex {
     Write(a, [&](IpTable& t) { t.RefreshSides(a, ingress, egress); });
   }
   // Forgets which shards this index owns: call on a copy before writing to it.
-  void ReleaseOwnership() { owned_ = 0; }
+  void ReleaseOwnership() { owned_[0] = owned_[1] = 0; }
   size_t Bytes() const {
     size_t n = 0;
     for (const auto& s : shards_) n += s->Bytes();
@@ -253,9 +255,10 @@ class IpIndex {
   template <typename F>
   void Write(const IpAddress& a, F&& write) {
     size_t s = ShardOf(a);
-    if (!(owned_ & (uint64_t{1} << s))) {
+    const uint64_t bit = uint64_t{1} << (s & 63);
+    if (!(owned_[s >> 6] & bit)) {
       shards_[s] = std::make_shared<const IpTable>(*shards_[s]);
-      owned_ |= uint64_t{1} << s;
+      owned_[s >> 6] |= bit;
     }
     IpTable& table = const_cast<IpTable&>(*shards_[s]);
     write(table);
@@ -263,7 +266,7 @@ class IpIndex {
   }
   Entry views_[kShards];  // views_[s] = shards_[s]->view(), always
   std::shared_ptr<const IpTable> shards_[kShards];
-  uint64_t owned_ = 0;  // bit s: shards_[s] is this index's private copy
+  uint64_t owned_[kShards / 64] = {0, 0};  // bit s: shards_[s] is this index's private copy
 };
 
 }  // namespace np::internal
