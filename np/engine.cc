@@ -195,6 +195,10 @@ bool Engine::Allowed(PodId source, PodId destination, Protocol protocol, uint16_
   if (s.options.evaluation.always_allow_self && source == destination) return true;
   const HotRecord& src = s.hot_records[source];
   const HotRecord& dst = s.hot_records[destination];
+  // Both sides' lines at once, before the egress side's test decides whether the ingress
+  // side is read at all (on the allowed mix it always is).
+  EngineState::PrefetchSide(src.side[kEgress]);
+  EngineState::PrefetchSide(dst.side[kIngress]);
   int f = FlowFamilyIndex(src, dst);
   return EngineState::SideAllows(src.side[kEgress], protocol, port, dst.peer[f]) &&
          EngineState::SideAllows(dst.side[kIngress], protocol, port, src.peer[f]);
@@ -224,17 +228,18 @@ bool Engine::Allowed(const Endpoint& source, const Endpoint& destination, Protoc
 bool Engine::AllowedPacket(const IpAddress& source, const IpAddress& destination,
                            Protocol protocol, uint16_t port) const {
   const EngineState& s = *state_;
-  // The address index carries each pod address's target and peer class (for the address's
-  // family, which is the packet's): no record lookup on this path.
+  // The address index carries each pod address's sides and peer class (for the address's
+  // family, which is the packet's): no record or target class lookup on this path.
   const internal::PacketEntry* src = s.pod_by_ip->Find(source);
   const internal::PacketEntry* dst = s.pod_by_ip->Find(destination);
   if (src != nullptr && dst != nullptr && src->pod == dst->pod &&
       s.options.evaluation.always_allow_self) {
     return true;
   }
-  const uint64_t* egress = src != nullptr ? s.HotSide(src->target, Direction::kEgress) : nullptr;
-  const uint64_t* ingress =
-      dst != nullptr ? s.HotSide(dst->target, Direction::kIngress) : nullptr;
+  const uint64_t* egress = src != nullptr ? src->side[kEgress] : nullptr;
+  const uint64_t* ingress = dst != nullptr ? dst->side[kIngress] : nullptr;
+  EngineState::PrefetchSide(egress);
+  EngineState::PrefetchSide(ingress);
   // An external end's class is needed only when the other end is isolated.
   uint32_t src_peer = src != nullptr ? src->peer
                       : ingress != nullptr ? s.ExternalPeerClass(source)

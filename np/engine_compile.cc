@@ -263,7 +263,9 @@ class Batch {
   }
   // The classes stored with the address are filled in when the pod is recomputed.
   void SetIpOwner(const IpAddress& a, uint32_t pod) {
-    MutableIpIndex().Set(a, PacketEntry{pod, kNone, kNone});
+    PacketEntry entry;
+    entry.pod = pod;
+    MutableIpIndex().Set(a, entry);
     dirty_pods_.insert(pod);
   }
   void EraseIpOwner(const IpAddress& a) { MutableIpIndex().Erase(a); }
@@ -1326,12 +1328,29 @@ class Batch {
       refresh(s_.hot_records.size() - 1);
     }
     for (uint32_t p : touched_records_) refresh(p);
+    // The sides the address index carries for the packet path (PacketEntry): those of the
+    // addresses the pod owns (a shared address's entry is its owner's).
+    auto refresh_index = [&](uint32_t p) {
+      const auto& pod = s_.pods[p].state;
+      if (pod == nullptr) return;
+      const HotRecord& h = s_.hot_records[p];
+      for (const IpAddress& a : pod->ips) {
+        const PacketEntry* entry = s_.pod_by_ip->Find(a);
+        if (entry == nullptr || entry->pod != p) continue;
+        if (entry->side[0] == h.side[0] && entry->side[1] == h.side[1]) continue;
+        MutableIpIndex().RefreshSides(a, h.side[0], h.side[1]);
+      }
+    };
+    // (Every pod whose record or address ownership this batch changed is in
+    // touched_records_: RecomputePod writes the record of each dirty pod.)
+    for (uint32_t p : touched_records_) refresh_index(p);
     // A rebuilt table moves: the pods of its class (and only they) point at the new one.
     for (uint32_t t : touched_tables_) {
       const HotSides sides = s_.hot_tables[t];
       for (uint32_t p = s_.target_classes[t].first_pod; p != kNone; p = s_.class_links[p].next) {
         HotRecord& h = s_.hot_records.Mutable(p, gen_);
         std::copy(std::begin(sides.side), std::end(sides.side), std::begin(h.side));
+        refresh_index(p);
       }
     }
   }

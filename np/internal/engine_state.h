@@ -384,10 +384,11 @@ NP_ALWAYS_INLINE inline bool ListHolds(const uint64_t* w, bool sparse, uint32_t 
 }
 
 // A packed table's buffer, read in place, 64-byte aligned: one directory line; each isolated
-// direction's hot side (SideHeader and HotIntervals, 64-byte aligned: the line a verdict
-// reads); the peer words both directions' intervals point into (then the kIndirect words);
-// then each isolated direction's cold side (SideHeader and Interval, `bits` relative to the
-// peer words), which only the slow readers touch.
+// direction's hot side (SideHeader, HotIntervals, then a copy of the lists they read and their
+// kIndirect words; 64-byte aligned: the lines a verdict reads, see TargetTable); the peer
+// words both directions' cold intervals point into; then each isolated direction's cold side
+// (SideHeader and Interval, `bits` relative to the peer words), which only the slow readers
+// touch.
 // TableView is the slow readers' view (explain, lowering, listings); verdicts read a hot side
 // directly (EngineState::FindInterval and friends).
 class TableView {
@@ -460,21 +461,38 @@ class TableView {
 };
 
 // A target class's table: owns the packed, 64-byte aligned buffer a TableView reads.
+//
+// Each isolated direction's hot side is [SideHeader, HotIntervals, the peer lists those
+// intervals read, their kIndirect words], 64-byte aligned and rounded to whole lines: a
+// private copy of the direction's lists, not offsets into the table's shared words. Why
+// (issue 10, perf on the tiered benchmark): with the lists in the shared words, a verdict's
+// last load (the list) was a miss that could only start once the interval's line had
+// arrived; now the list usually sits in the side's first or second line, and the verdict
+// asks for both lines at once (EngineState::PrefetchSide), so the side and its list arrive
+// together. The shared words stay for the cold sides (TableView); the copies cost each side
+// its lists' size again.
 class TargetTable {
  public:
   explicit TargetTable(const TableDraft& draft) {
     constexpr size_t kLine = 8;  // words per cache line
     auto round_up = [](size_t words) { return (words + kLine - 1) / kLine * kLine; };
+    // Words of the list an interval's hot copy reads from the side (0: none, kSingle or
+    // all_peers keep it in the interval).
+    auto list_words = [](const Interval& iv) -> size_t {
+      if (iv.all_peers || (iv.sparse && iv.count == 1)) return 0;
+      return iv.sparse ? (size_t{iv.count} + 1) / 2 : iv.count;
+    };
+    // (AppendPiece gives every interval its own words: no two intervals share a list.)
     uint32_t count[2] = {0, 0};
-    size_t indirect = 0;
+    size_t hot_words[2] = {0, 0};  // per direction: the lists and the indirect words
     for (int d = 0; d < 2; ++d) {
       const DirectionTable& dt = draft.direction[d];
       if (!dt.isolated) continue;
       for (int pi = 0; pi < 3; ++pi) {
         for (uint32_t i = dt.begin[pi]; i < dt.end[pi]; ++i) {
           const Interval& iv = draft.intervals[i];
-          indirect += !iv.all_peers && iv.count >= 255;
           ++count[d];
+          hot_words[d] += list_words(iv) + (!iv.all_peers && iv.count >= 255);
         }
       }
     }
@@ -483,12 +501,10 @@ class TargetTable {
     for (int d = 0; d < 2; ++d) {
       if (!draft.direction[d].isolated) continue;
       hot_offset[d] = static_cast<uint32_t>(size);
-      size += round_up(2 + count[d] * sizeof(HotInterval) / sizeof(uint64_t));
+      size += round_up(2 + count[d] * sizeof(HotInterval) / sizeof(uint64_t) + hot_words[d]);
     }
     const size_t words_offset = size;
     size += draft.words.size();
-    size_t indirect_next = size;
-    size += indirect;
     for (int d = 0; d < 2; ++d) {
       if (!draft.direction[d].isolated) continue;
       cold_offset[d] = static_cast<uint32_t>(size);
@@ -518,6 +534,8 @@ class TargetTable {
       SideHeader header{};
       auto* hot_out = reinterpret_cast<HotInterval*>(hot + 2);
       auto* cold_out = reinterpret_cast<Interval*>(cold + 2);
+      // The lists, then the indirect words, follow the intervals (offsets from `hot`).
+      uint32_t next = 2 + count[d] * sizeof(HotInterval) / sizeof(uint64_t);
       uint32_t n = 0;
       for (int pi = 0; pi < 3; ++pi) {
         for (uint32_t i = dt.begin[pi]; i < dt.end[pi]; ++i) {
@@ -533,16 +551,22 @@ class TargetTable {
             h.flags |= HotInterval::kSingle;
             h.count = 1;
             std::memcpy(&h.bits, buffer_.get() + words_offset + iv.bits, sizeof(uint32_t));
-          } else if (iv.count < 255) {
+            continue;
+          }
+          const size_t words = list_words(iv);
+          const uint32_t at = next;
+          if (words > 0) {
+            std::memcpy(hot + next, draft.words.data() + iv.bits, words * sizeof(uint64_t));
+            next += static_cast<uint32_t>(words);
+          }
+          if (iv.count < 255) {
             h.count = static_cast<uint8_t>(iv.count);
-            h.bits = static_cast<uint32_t>(words_offset + iv.bits - hot_offset[d]);
+            h.bits = at;
           } else {
             h.flags |= HotInterval::kIndirect;
             h.count = 255;
-            buffer_.get()[indirect_next] =
-                (uint64_t{iv.count} << 32) | (words_offset + iv.bits - hot_offset[d]);
-            h.bits = static_cast<uint32_t>(indirect_next - hot_offset[d]);
-            ++indirect_next;
+            hot[next] = (uint64_t{iv.count} << 32) | at;
+            h.bits = next++;
           }
         }
         header.end[pi] = n;
@@ -699,9 +723,15 @@ struct EngineState {
   // no class: nothing).
   static inline void PrefetchPeers(const uint64_t* side, const HotInterval* interval,
                                    uint32_t peer);
-  // Asks for a side's first line (null: nothing): its header and first intervals.
-  static void PrefetchSide(const uint64_t* side) {
-    if (side != nullptr) __builtin_prefetch(side);
+  // Asks for a side's first two lines (null: nothing): its header and first intervals, and
+  // the lists that follow them (TargetTable), so that the list's miss does not wait for the
+  // interval's. A side of one line makes the second request read the table's next line, which
+  // no verdict needs: one wasted request, cheaper than the dependent miss it saves elsewhere.
+  NP_ALWAYS_INLINE static void PrefetchSide(const uint64_t* side) {
+    if (side != nullptr) {
+      __builtin_prefetch(side);
+      __builtin_prefetch(side + 8);
+    }
   }
   uint32_t ExternalPeerClass(const IpAddress& address) const;
   bool has_tier_policies() const { return tier_policies != nullptr && !tier_policies->empty(); }

@@ -14,35 +14,59 @@
 namespace np::internal {
 
 // What the packet path needs about the pod owning an address, stored in the index itself so
-// that a packet verdict does not chase the pod's record: the pod, its target class and its
-// peer class for this address's family.
+// that a packet verdict does not chase the pod's record: the pod, its target class, the
+// class's two sides as verdicts read them (HotSides: null = that side allows everything)
+// and its peer class for this address's family. With the sides here a packet verdict is
+// index slot -> side line, the same chain as by pod (record -> side line); through `target`
+// it was slot -> hot_tables' chunk -> entry -> side line (issue 10). The batch that builds a
+// snapshot keeps `side` equal to hot_tables[target] (Batch::PublishHotArrays).
+// 32 bytes: an IPv4 slot is one entry (its key in `key4`), two per line.
 struct PacketEntry {
+  const uint64_t* side[2] = {nullptr, nullptr};  // by Direction
   uint32_t pod = 0xffffffffu;
   uint32_t target = 0xffffffffu;
   uint32_t peer = 0xffffffffu;
+  uint32_t key4 = 0;  // IpTable's: an IPv4 slot's address (unused in IPv6 slots)
 };
+static_assert(sizeof(PacketEntry) == 32, "two IPv4 slots per line");
 
 // One shard of the index: open addressing with linear probing over flat arrays.
 class IpTable {
  public:
-  const PacketEntry* Find(const IpAddress& a) const {
+  struct alignas(32) Slot4 {  // aligned: no slot straddles two lines
+    PacketEntry value;  // the key is value.key4
+  };
+  struct Slot6 {
+    uint64_t hi = 0, lo = 0;
+    PacketEntry value;
+  };
+  // Where the table's slots are, for IpIndex's flat directory (see there). An empty family
+  // points at a one-slot empty table, so a probe needs no emptiness branch.
+  struct View {
+    const Slot4* v4;
+    const Slot6* v6;
+    uint32_t mask4 = 0, mask6 = 0;
+  };
+  View view() const {
+    return View{v4_.empty() ? &kEmptySlot4 : v4_.data(), v6_.empty() ? &kEmptySlot6 : v6_.data(),
+                v4_.empty() ? 0u : static_cast<uint32_t>(v4_.size() - 1),
+                v6_.empty() ? 0u : static_cast<uint32_t>(v6_.size() - 1)};
+  }
+  static const PacketEntry* FindIn(const View& view, const IpAddress& a) {
     if (a.is_v4()) {
-      if (v4_.empty()) return nullptr;
-      size_t mask = v4_.size() - 1;
-      for (size_t i = Hash4(a.v4()) & mask;; i = (i + 1) & mask) {
-        const Slot4& s = v4_[i];
+      for (size_t i = Hash4(a.v4()) & view.mask4;; i = (i + 1) & view.mask4) {
+        const Slot4& s = view.v4[i];
         if (s.value.pod == kEmpty) return nullptr;
-        if (s.key == a.v4()) return &s.value;
+        if (s.value.key4 == a.v4()) return &s.value;
       }
     }
-    if (v6_.empty()) return nullptr;
-    size_t mask = v6_.size() - 1;
-    for (size_t i = Hash6(a.hi(), a.lo()) & mask;; i = (i + 1) & mask) {
-      const Slot6& s = v6_[i];
+    for (size_t i = Hash6(a.hi(), a.lo()) & view.mask6;; i = (i + 1) & view.mask6) {
+      const Slot6& s = view.v6[i];
       if (s.value.pod == kEmpty) return nullptr;
       if (s.hi == a.hi() && s.lo == a.lo()) return &s.value;
     }
   }
+  const PacketEntry* Find(const IpAddress& a) const { return FindIn(view(), a); }
 
   // Updates the classes stored with an address (no-op if absent).
   void Refresh(const IpAddress& a, uint32_t target, uint32_t peer) {
@@ -50,6 +74,14 @@ class IpTable {
     if (entry != nullptr) {
       entry->target = target;
       entry->peer = peer;
+    }
+  }
+  // Updates the sides stored with an address (no-op if absent).
+  void RefreshSides(const IpAddress& a, const uint64_t* ingress, const uint64_t* egress) {
+    auto* entry = const_cast<PacketEntry*>(Find(a));
+    if (entry != nullptr) {
+      entry->side[0] = ingress;
+      entry->side[1] = egress;
     }
   }
 
@@ -60,12 +92,14 @@ class IpTable {
       for (size_t i = Hash4(a.v4()) & mask;; i = (i + 1) & mask) {
         Slot4& s = v4_[i];
         if (s.value.pod == kEmpty) {
-          s = Slot4{a.v4(), value};
+          s.value = value;
+          s.value.key4 = a.v4();
           ++count4_;
           return;
         }
-        if (s.key == a.v4()) {
+        if (s.value.key4 == a.v4()) {
           s.value = value;
+          s.value.key4 = a.v4();
           return;
         }
       }
@@ -75,7 +109,7 @@ class IpTable {
     for (size_t i = Hash6(a.hi(), a.lo()) & mask;; i = (i + 1) & mask) {
       Slot6& s = v6_[i];
       if (s.value.pod == kEmpty) {
-        s = Slot6{a.hi(), a.lo(), value, 0};
+        s = Slot6{a.hi(), a.lo(), value};
         ++count6_;
         return;
       }
@@ -89,8 +123,8 @@ class IpTable {
   // Linear-probing deletion by backward shift: no tombstones, lookups stay short.
   void Erase(const IpAddress& a) {
     if (a.is_v4()) {
-      EraseIn(v4_, Hash4(a.v4()), [&](const Slot4& s) { return s.key == a.v4(); },
-              [](const Slot4& s) { return Hash4(s.key); });
+      EraseIn(v4_, Hash4(a.v4()), [&](const Slot4& s) { return s.value.key4 == a.v4(); },
+              [](const Slot4& s) { return Hash4(s.value.key4); });
       return;
     }
     EraseIn(v6_, Hash6(a.hi(), a.lo()),
@@ -102,15 +136,8 @@ class IpTable {
 
  private:
   static constexpr uint32_t kEmpty = 0xffffffffu;
-  struct Slot4 {
-    uint32_t key = 0;
-    PacketEntry value;
-  };
-  struct Slot6 {
-    uint64_t hi = 0, lo = 0;
-    PacketEntry value;
-    uint32_t padding = 0;
-  };
+  static const Slot4 kEmptySlot4;
+  static const Slot6 kEmptySlot6;
   static size_t Hash4(uint32_t k) { return (uint64_t{k} * 0x9E3779B97F4A7C15ull) >> 20; }
   static size_t Hash6(uint64_t hi, uint64_t lo) {
     return ((hi ^ (lo * 0xC2B2AE3D27D4EB4Full)) * 0x9E3779B97F4A7C15ull) >> 20;
@@ -149,7 +176,7 @@ class IpTable {
     v4_.assign(old.empty() ? 16 : old.size() * 2, Slot4());
     count4_ = 0;
     for (const Slot4& s : old) {
-      if (s.value.pod != kEmpty) Set(IpAddress::V4(s.key), s.value);
+      if (s.value.pod != kEmpty) Set(IpAddress::V4(s.value.key4), s.value);
     }
   }
   void Grow6() {
@@ -165,24 +192,49 @@ class IpTable {
   std::vector<Slot6> v6_;
   size_t count4_ = 0, count6_ = 0;
 };
+inline const IpTable::Slot4 IpTable::kEmptySlot4{};
+inline const IpTable::Slot6 IpTable::kEmptySlot6{};
 
 // The index split into shards by hash, each shared between snapshots until a batch writes
 // to it: an update copies one shard (a memcpy), not the whole index.
+//
+// A lookup reads the shard's slots through `views_`, a flat directory of where each shard's
+// arrays are, kept in this object: index -> directory entry -> slot. Through the shard's
+// shared_ptr it would be index -> shard pointer -> IpTable's vector -> slot, two more
+// dependent loads on the packet path's chain (issue 10: they showed as the gap between the
+// by-packet and the by-pod verdict). Every writer goes through Mutable, which refreshes the
+// entry after the write (a write may grow, i.e. move, the shard's arrays).
 class IpIndex {
  public:
-  static constexpr int kShardBits = 6;
+  // 128 shards: an update copies one shard per address it writes, 64 KB at 100k pods with
+  // 32-byte slots (as 64 shards of 16-byte slots did before the sides moved in).
+  static constexpr int kShardBits = 7;
   IpIndex() {
-    for (auto& s : shards_) s = std::make_shared<const IpTable>();
+    for (size_t s = 0; s < kShards; ++s) {
+      shards_[s] = std::make_shared<const IpTable>();
+      views_[s].view = shards_[s]->view();
+    }
   }
-  const PacketEntry* Find(const IpAddress& a) const { return shards_[ShardOf(a)]->Find(a); }
+  const PacketEntry* Find(const IpAddress& a) const {
+    return IpTable::FindIn(views_[ShardOf(a)].view, a);
+  }
+  // Asks for the directory entry a Find of `a` reads first.
+  void Prefetch(const IpAddress& a) const { __builtin_prefetch(&views_[ShardOf(a)]); }
   // Writers: the shard is copied first unless this index already owns a private copy.
-  void Set(const IpAddress& a, PacketEntry value) { Mutable(a).Set(a, value); }
-  void Erase(const IpAddress& a) { Mutable(a).Erase(a); }
+  void Set(const IpAddress& a, PacketEntry value) {
+    Write(a, [&](IpTable& t) { t.Set(a, value); });
+  }
+  void Erase(const IpAddress& a) {
+    Write(a, [&](IpTable& t) { t.Erase(a); });
+  }
   void Refresh(const IpAddress& a, uint32_t target, uint32_t peer) {
-    Mutable(a).Refresh(a, target, peer);
+    Write(a, [&](IpTable& t) { t.Refresh(a, target, peer); });
+  }
+  void RefreshSides(const IpAddress& a, const uint64_t* ingress, const uint64_t* egress) {
+    Write(a, [&](IpTable& t) { t.RefreshSides(a, ingress, egress); });
   }
   // Forgets which shards this index owns: call on a copy before writing to it.
-  void ReleaseOwnership() { owned_ = 0; }
+  void ReleaseOwnership() { owned_[0] = owned_[1] = 0; }
   size_t Bytes() const {
     size_t n = 0;
     for (const auto& s : shards_) n += s->Bytes();
@@ -190,21 +242,31 @@ class IpIndex {
   }
 
  private:
+  static constexpr size_t kShards = size_t{1} << kShardBits;
+  // One line holds two entries; none straddles a line.
+  struct alignas(32) Entry {
+    IpTable::View view;
+  };
   static size_t ShardOf(const IpAddress& a) {
     uint64_t h = a.is_v4() ? uint64_t{a.v4()} * 0xD6E8FEB86659FD93ull
                            : (a.hi() ^ a.lo()) * 0xD6E8FEB86659FD93ull;
     return static_cast<size_t>(h >> (64 - kShardBits));
   }
-  IpTable& Mutable(const IpAddress& a) {
+  template <typename F>
+  void Write(const IpAddress& a, F&& write) {
     size_t s = ShardOf(a);
-    if (!(owned_ & (uint64_t{1} << s))) {
+    const uint64_t bit = uint64_t{1} << (s & 63);
+    if (!(owned_[s >> 6] & bit)) {
       shards_[s] = std::make_shared<const IpTable>(*shards_[s]);
-      owned_ |= uint64_t{1} << s;
+      owned_[s >> 6] |= bit;
     }
-    return const_cast<IpTable&>(*shards_[s]);
+    IpTable& table = const_cast<IpTable&>(*shards_[s]);
+    write(table);
+    views_[s].view = table.view();
   }
-  std::shared_ptr<const IpTable> shards_[1 << kShardBits];
-  uint64_t owned_ = 0;  // bit s: shards_[s] is this index's private copy
+  Entry views_[kShards];  // views_[s] = shards_[s]->view(), always
+  std::shared_ptr<const IpTable> shards_[kShards];
+  uint64_t owned_[kShards / 64] = {0, 0};  // bit s: shards_[s] is this index's private copy
 };
 
 }  // namespace np::internal

@@ -1,0 +1,179 @@
+// The verdict path's layout at its edges (issue 10, h36): a hot side carries its own copy of
+// the lists its intervals read, lists of 255 ids or words and more are reached through an
+// indirect word, and the address index carries each pod address's sides. Tables with such
+// lists need thousands of peer classes, which the random clusters of engine_test never
+// reach; the expected verdicts come from np::reference, by pod and by packet, before and
+// after an update that rebuilds the tables (the index's sides must follow the rebuilt table).
+// Replay one sample with NP_LAYOUT_SEED.
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "np/cluster.h"
+#include "np/engine.h"
+#include "np/reference.h"
+
+namespace np {
+namespace {
+
+// /32 ipBlocks 172.16.0.0 + i: each its own atom and peer class, numbered in address order,
+// so that a rule allowing every 64th block lists ids that spread over as many bitset words.
+constexpr int kBlocks = 17000;
+
+IpAddress BlockAddress(int i) { return IpAddress::V4((172u << 24) | (16u << 16) | uint32_t(i)); }
+
+k8s::Pod Pod(const std::string& name, const std::string& ip, const std::string& app) {
+  k8s::Pod pod;
+  pod.mutable_metadata()->set_namespace_("x");
+  pod.mutable_metadata()->set_name(name);
+  (*pod.mutable_metadata()->mutable_labels())["app"] = app;
+  pod.mutable_status()->add_podips()->set_ip(ip);
+  return pod;
+}
+
+// Ingress to app=`target` on TCP `port` from the blocks i with i % step == offset.
+k8s::NetworkPolicy FromBlocks(const std::string& name, const std::string& target, int step,
+                              int offset, int port) {
+  k8s::NetworkPolicy p;
+  p.mutable_metadata()->set_namespace_("x");
+  p.mutable_metadata()->set_name(name);
+  (*p.mutable_spec()->mutable_podselector()->mutable_matchlabels())["app"] = target;
+  auto* rule = p.mutable_spec()->add_ingress();
+  for (int i = offset; i < kBlocks; i += step) {
+    rule->add_from()->mutable_ipblock()->set_cidr(BlockAddress(i).ToString() + "/32");
+  }
+  rule->add_ports()->mutable_port()->set_intval(port);
+  return p;
+}
+
+uint64_t Seed() {
+  const char* v = std::getenv("NP_LAYOUT_SEED");
+  return v == nullptr ? 20261201 : std::strtoull(v, nullptr, 10);
+}
+
+// Every server pod against blocks drawn with `rng` (every 64th block, since those are the
+// sparse list's members, plus random ones and one outside every block), both directions of
+// the flow, by pod and by packet, on the policies' port and another.
+void CheckAgainstReference(const Cluster& cluster, const Engine& engine, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<IpAddress> externals = {IpAddress::V4((172u << 24) | (17u << 16))};
+  for (int i = 0; i < kBlocks; i += 64 * 7) externals.push_back(BlockAddress(i));
+  for (int k = 0; k < 150; ++k) externals.push_back(BlockAddress(static_cast<int>(rng() % kBlocks)));
+  int checked = 0;
+  for (int p = 0; p < cluster.pod_count(); ++p) {
+    std::optional<PodId> id = engine.FindPod(cluster.pod(p).Key());
+    ASSERT_TRUE(id.has_value());
+    const IpAddress pod_ip = *cluster.pod(p).ipv4;
+    for (const IpAddress& a : externals) {
+      for (uint16_t port : {uint16_t{80}, uint16_t{81}}) {
+        Flow in{Endpoint::External(a), Endpoint::Pod(p), Protocol::kTCP, port};
+        Flow out{Endpoint::Pod(p), Endpoint::External(a), Protocol::kTCP, port};
+        for (const Flow& flow : {in, out}) {
+          const bool expected = reference::Evaluate(cluster, flow).allowed;
+          const bool incoming = !flow.source.is_pod;
+          Endpoint es = incoming ? Endpoint::External(a) : Endpoint::Pod(static_cast<int>(*id));
+          Endpoint ed = incoming ? Endpoint::Pod(static_cast<int>(*id)) : Endpoint::External(a);
+          EXPECT_EQ(engine.Allowed(es, ed, Protocol::kTCP, port), expected)
+              << cluster.pod(p).Key() << (incoming ? " from " : " to ") << a.ToString() << " port "
+              << port << " (seed " << seed << ")";
+          const IpAddress& s = incoming ? a : pod_ip;
+          const IpAddress& d = incoming ? pod_ip : a;
+          EXPECT_EQ(engine.AllowedPacket(s, d, Protocol::kTCP, port),
+                    reference::EvaluatePacket(cluster, s, d, Protocol::kTCP, port).allowed)
+              << "packet " << s.ToString() << " -> " << d.ToString() << " port " << port
+              << " (seed " << seed << ")";
+          ++checked;
+        }
+      }
+    }
+  }
+  // Pod to pod, by pod and by packet.
+  for (int p = 0; p < cluster.pod_count(); ++p) {
+    for (int q = 0; q < cluster.pod_count(); ++q) {
+      if (p == q) continue;
+      PodId a = *engine.FindPod(cluster.pod(p).Key()), b = *engine.FindPod(cluster.pod(q).Key());
+      const IpAddress &s = *cluster.pod(p).ipv4, &d = *cluster.pod(q).ipv4;
+      for (uint16_t port : {uint16_t{80}, uint16_t{81}}) {
+        const bool expected =
+            reference::Evaluate(cluster, Flow{Endpoint::Pod(p), Endpoint::Pod(q), Protocol::kTCP, port})
+                .allowed;
+        EXPECT_EQ(engine.Allowed(a, b, Protocol::kTCP, port), expected)
+            << cluster.pod(p).Key() << " -> " << cluster.pod(q).Key() << " port " << port;
+        EXPECT_EQ(engine.AllowedPacket(s, d, Protocol::kTCP, port), expected)
+            << "packet " << s.ToString() << " -> " << d.ToString() << " port " << port;
+        ++checked;
+      }
+    }
+  }
+  EXPECT_GT(checked, 1000);
+}
+
+TEST(EngineLayout, ListsOf255AndMoreOnTheHotSideByPodAndByPacket) {
+  const uint64_t seed = Seed();
+  ClusterObjects objects;
+  for (int k = 0; k < 3; ++k) {
+    objects.pods.push_back({Pod(absl::StrCat("dense", k), absl::StrCat("10.1.0.", k + 1), "dense"), {}});
+    objects.pods.push_back({Pod(absl::StrCat("sparse", k), absl::StrCat("10.1.1.", k + 1), "sparse"), {}});
+  }
+  // dense: every block, a bitset of ~266 words; sparse: every 64th block, ~266 ids over as
+  // many words, a sorted list. Both past the 255 an interval's count holds.
+  objects.policies.push_back({FromBlocks("dense", "dense", 1, 0, 80), {}});
+  objects.policies.push_back({FromBlocks("sparse", "sparse", 64, 0, 80), {}});
+  ClusterObjects after = objects;
+  absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(*cluster);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  ASSERT_NO_FATAL_FAILURE(CheckAgainstReference(*cluster, **engine, seed));
+
+  // The sparse pods' policy changes in place (blocks 1 mod 64 instead): their target class
+  // stays, its table is rebuilt and moves, and no pod record changes; the packet path reads
+  // the sides from the address index, which must follow.
+  k8s::NetworkPolicy more = FromBlocks("sparse", "sparse", 64, 1, 80);
+  after.policies.back() = {more, {}};
+  absl::StatusOr<Cluster> cluster2 = Cluster::Create(std::move(after));
+  ASSERT_TRUE(cluster2.ok());
+  absl::StatusOr<std::shared_ptr<const Engine>> engine2 =
+      (*engine)->Apply({Change{Change::Op::kUpsert, more}});
+  ASSERT_TRUE(engine2.ok()) << engine2.status();
+  ASSERT_NO_FATAL_FAILURE(CheckAgainstReference(*cluster2, **engine2, seed + 1));
+  // The previous snapshot still answers as before.
+  ASSERT_NO_FATAL_FAILURE(CheckAgainstReference(*cluster, **engine, seed + 2));
+  // A pod that joins the rebuilt class gets its sides in the index too.
+  absl::StatusOr<std::shared_ptr<const Engine>> engine3 =
+      (*engine2)->Apply({Change{Change::Op::kUpsert, Pod("sparse9", "10.1.1.9", "sparse")}});
+  ASSERT_TRUE(engine3.ok());
+  ClusterObjects third = (*cluster2).ToObjects();
+  third.pods.push_back({Pod("sparse9", "10.1.1.9", "sparse"), {}});
+  absl::StatusOr<Cluster> cluster3 = Cluster::Create(std::move(third));
+  ASSERT_TRUE(cluster3.ok());
+  ASSERT_NO_FATAL_FAILURE(CheckAgainstReference(*cluster3, **engine3, seed + 3));
+  // A pod of a new peer class that the sparse pods' policy admits (app=client): the class
+  // joins the policy's selector, the sparse table is rebuilt under the same target class (no
+  // sparse pod's record changes), and the index's sides must follow it.
+  {
+    ClusterObjects objects4 = (*cluster3).ToObjects();
+    k8s::NetworkPolicy with_client = FromBlocks("sparse", "sparse", 64, 1, 80);
+    (*with_client.mutable_spec()->mutable_ingress(0)->add_from()->mutable_podselector()
+          ->mutable_matchlabels())["app"] = "client";
+    for (auto& policy : objects4.policies) {
+      if (policy.object.metadata().name() == "sparse") policy.object = with_client;
+    }
+    absl::StatusOr<std::shared_ptr<const Engine>> e4 =
+        (*engine3)->Apply({Change{Change::Op::kUpsert, with_client}});
+    ASSERT_TRUE(e4.ok());
+    objects4.pods.push_back({Pod("client0", "10.1.2.1", "client"), {}});
+    absl::StatusOr<Cluster> cluster4 = Cluster::Create(std::move(objects4));
+    ASSERT_TRUE(cluster4.ok());
+    absl::StatusOr<std::shared_ptr<const Engine>> e5 =
+        (*e4)->Apply({Change{Change::Op::kUpsert, Pod("client0", "10.1.2.1", "client")}});
+    ASSERT_TRUE(e5.ok());
+    ASSERT_NO_FATAL_FAILURE(CheckAgainstReference(*cluster4, **e5, seed + 4));
+  }
+}
+
+}  // namespace
+}  // namespace np
