@@ -510,6 +510,18 @@ std::string EditText(const IdentityEdit& e) {
   return out;
 }
 
+// The delta path (only the ranges a delta replaces, encoded) plans the same writes as `edit`.
+void ExpectDeltaPlansTheSame(const ir::CompiledPolicy& base, const ir::CompiledPolicy& next,
+                             const MapContents& from, const IdentityEdit& edit,
+                             const std::string& where) {
+  std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(base, next);
+  ASSERT_TRUE(delta.has_value()) << where;
+  absl::StatusOr<IdentityEdit> by_delta =
+      PlanIdentityEditFromDelta(base, *delta, from.endpoints_addr);
+  ASSERT_TRUE(by_delta.ok()) << where << ": " << by_delta.status();
+  EXPECT_EQ(EditText(*by_delta), EditText(edit)) << where;
+}
+
 TEST(PlanIdentityEditTest, OnePodOffTheNodeIsEditedInPlaceInASafeOrder) {
   std::mt19937_64 rng(testing::FirstSeed());
   std::map<uint32_t, uint32_t> pods;
@@ -545,13 +557,8 @@ TEST(PlanIdentityEditTest, OnePodOffTheNodeIsEditedInPlaceInASafeOrder) {
     absl::StatusOr<IdentityEdit> fast = PlanIdentityEditFromIr(WithPods(pods), WithPods(next));
     ASSERT_TRUE(fast.ok()) << where << ": " << fast.status();
     EXPECT_EQ(EditText(*fast), EditText(*edit)) << where;
-    // So does the delta path (only the ranges the delta replaces, encoded).
-    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(WithPods(pods), WithPods(next));
-    ASSERT_TRUE(delta.has_value()) << where;
-    absl::StatusOr<IdentityEdit> by_delta =
-        PlanIdentityEditFromDelta(WithPods(pods), *delta, from->endpoints_addr);
-    ASSERT_TRUE(by_delta.ok()) << where << ": " << by_delta.status();
-    EXPECT_EQ(EditText(*by_delta), EditText(*edit)) << where;
+    // So does the delta path.
+    ExpectDeltaPlansTheSame(WithPods(pods), WithPods(next), *from, *edit, where);
     if (HasFailure()) return;
     pods = std::move(next);
   }
@@ -578,12 +585,7 @@ TEST(PlanIdentityEditTest, APodOfTheNodeChangingIdentityIsEditedInPlace) {
   std::vector<uint32_t> addresses;
   for (uint32_t a = 0x0a000000; a < 0x0a000040; ++a) addresses.push_back(a);
   CheckEditOrder(*from, *to, *edit, addresses, "x/b relabelled");
-  std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(base, next);
-  ASSERT_TRUE(delta.has_value());
-  absl::StatusOr<IdentityEdit> by_delta =
-      PlanIdentityEditFromDelta(base, *delta, from->endpoints_addr);
-  ASSERT_TRUE(by_delta.ok()) << by_delta.status();
-  EXPECT_EQ(EditText(*by_delta), EditText(*edit));
+  ExpectDeltaPlansTheSame(base, next, *from, *edit, "x/b relabelled");
 }
 
 // One IPv6 pod added between two others of another identity re-splits the wide range
@@ -633,12 +635,7 @@ TEST(PlanIdentityEditTest, OneIpv6PodInAWideGapIsEditedInPlace) {
   EXPECT_GT(edit->lpm6_puts.size() + edit->lpm6_deletes.size(), 64u);  // many keys
   ASSERT_EQ(edit->changed_addresses.size(), 1u);
   EXPECT_EQ(edit->changed_addresses[0], "fd00:5555:5555:5555:5555:5555:5555:5555");
-  std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(base, next);
-  ASSERT_TRUE(delta.has_value());
-  absl::StatusOr<IdentityEdit> by_delta =
-      PlanIdentityEditFromDelta(base, *delta, from->endpoints_addr);
-  ASSERT_TRUE(by_delta.ok()) << by_delta.status();
-  EXPECT_EQ(EditText(*by_delta), EditText(*edit));
+  ExpectDeltaPlansTheSame(base, next, *from, *edit, "an IPv6 pod in a wide gap");
   // The edit takes the trie from `from` to exactly `to`.
   std::map<std::string, uint32_t> trie;
   auto key = [](const np_lpm6_key& k) { return std::string(reinterpret_cast<const char*>(&k), sizeof(k)); };
