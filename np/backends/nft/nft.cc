@@ -933,6 +933,31 @@ bool SameDeclaration(const Set& a, const Set& b) {
          a.comment == b.comment;
 }
 
+// The transactions of an in-place edit, in the order nft.h's rule gives: one transaction when
+// only identity elements or only dispatch elements change; otherwise two with an RCU grace
+// period between, dispatch first when a selected pod comes (its identity must not be seen
+// before its dispatch entry), identity first when one goes. Returns why not, when dispatch
+// entries are both added and deleted while identities change (no order is safe).
+std::optional<std::string> OrderTransactions(std::string identity_text, std::string dispatch_text,
+                                             bool dispatch_added, bool dispatch_deleted,
+                                             ElementPlan* plan) {
+  if (identity_text.empty() || dispatch_text.empty()) {
+    std::string text = identity_text + dispatch_text;
+    if (!text.empty()) plan->transactions.push_back(std::move(text));
+    return std::nullopt;
+  }
+  if (dispatch_added == dispatch_deleted) {
+    return "dispatch entries both added and deleted while identities change";
+  }
+  plan->grace_period = true;
+  if (dispatch_added) {
+    plan->transactions = {std::move(dispatch_text), std::move(identity_text)};
+  } else {
+    plan->transactions = {std::move(identity_text), std::move(dispatch_text)};
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 ElementPlan PlanElementUpdate(const Program& installed, const Program& next) {
@@ -1038,19 +1063,10 @@ ElementPlan PlanElementUpdate(const Program& installed, const Program& next) {
                       absl::StrJoin(added_text, ", "), " }\n");
     }
   }
-  if (identity_text.empty() || dispatch_text.empty()) {
-    std::string text = identity_text + dispatch_text;
-    if (!text.empty()) plan.transactions.push_back(std::move(text));
-    return plan;
-  }
-  if (dispatch_added == dispatch_deleted) {
-    return fallback("dispatch entries both added and deleted while identities change");
-  }
-  plan.grace_period = true;
-  if (dispatch_added) {
-    plan.transactions = {dispatch_text, identity_text};
-  } else {
-    plan.transactions = {identity_text, dispatch_text};
+  if (std::optional<std::string> why =
+          OrderTransactions(std::move(identity_text), std::move(dispatch_text), dispatch_added,
+                            dispatch_deleted, &plan)) {
+    return fallback(*why);
   }
   return plan;
 }
@@ -1368,20 +1384,10 @@ ElementPlan PlanDeltaUpdate(const DeltaIndex& index, const ir::CompiledPolicy& p
       index.elements + static_cast<uint64_t>(edit->elements) > index.element_budget) {
     return fallback("past the set element budget");
   }
-  // The transactions and their order: PlanElementUpdate's rule (nft.h).
-  if (identity_text.empty() || dispatch_text.empty()) {
-    std::string text = identity_text + dispatch_text;
-    if (!text.empty()) plan.transactions.push_back(std::move(text));
-    return plan;
-  }
-  if (dispatch_added == dispatch_deleted) {
-    return fallback("dispatch entries both added and deleted while identities change");
-  }
-  plan.grace_period = true;
-  if (dispatch_added) {
-    plan.transactions = {dispatch_text, identity_text};
-  } else {
-    plan.transactions = {identity_text, dispatch_text};
+  if (std::optional<std::string> why =
+          OrderTransactions(std::move(identity_text), std::move(dispatch_text), dispatch_added,
+                            dispatch_deleted, &plan)) {
+    return fallback(*why);
   }
   return plan;
 }
