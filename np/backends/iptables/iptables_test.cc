@@ -1076,6 +1076,26 @@ TEST(PlanUpdate, TwoChangedLookupsInOneChainCouldAllowWhatBothDeny) {
   EXPECT_EQ(allowed, (std::vector<bool>{false, true, false}));
 }
 
+// One step of the random churn below: one address range (two, one time in four) gets a
+// random identity — mostly single addresses (pods), sometimes any range — and the pods'
+// lists follow (WithPods).
+ir::CompiledPolicy RandomChurnStep(const ir::CompiledPolicy& current, std::mt19937_64& rng) {
+  ir::CompiledPolicy next = current;
+  const int changes = rng() % 4 == 0 ? 2 : 1;
+  for (int c = 0; c < changes; ++c) {
+    auto* ranges = rng() % 2 == 0 ? next.mutable_ipv4() : next.mutable_ipv6();
+    std::vector<int> singles;
+    for (int r = 0; r < ranges->size(); ++r) {
+      if ((*ranges)[r].first() == (*ranges)[r].last()) singles.push_back(r);
+    }
+    const int r = !singles.empty() && rng() % 4 != 0
+                      ? singles[rng() % singles.size()]
+                      : static_cast<int>(rng() % ranges->size());
+    (*ranges)[r].set_identity(static_cast<uint32_t>(rng() % next.identities_size()));
+  }
+  return WithPods(next);
+}
+
 // Seeded random churn on random IRs: identities of a few ranges change (pods come, go, are
 // relabelled; also bigger runs of addresses). Whenever PlanUpdate finds an element-only
 // way, replaying it one set element at a time must give, at every step, each probed flow
@@ -1090,21 +1110,7 @@ TEST(PlanUpdate, ElementStepsGiveOldOrNewVerdictsOnRandomChurn) {
     ir::CompiledPolicy current = WithPods(RandomIr(seed));
     for (int step = 0; step < 10; ++step) {
       SCOPED_TRACE(absl::StrCat("step ", step));
-      ir::CompiledPolicy next = current;
-      const int changes = rng() % 4 == 0 ? 2 : 1;
-      for (int c = 0; c < changes; ++c) {
-        // Mostly single addresses (pods), sometimes any range.
-        auto* ranges = rng() % 2 == 0 ? next.mutable_ipv4() : next.mutable_ipv6();
-        std::vector<int> singles;
-        for (int r = 0; r < ranges->size(); ++r) {
-          if ((*ranges)[r].first() == (*ranges)[r].last()) singles.push_back(r);
-        }
-        const int r = !singles.empty() && rng() % 4 != 0
-                          ? singles[rng() % singles.size()]
-                          : static_cast<int>(rng() % ranges->size());
-        (*ranges)[r].set_identity(static_cast<uint32_t>(rng() % next.identities_size()));
-      }
-      next = WithPods(next);
+      ir::CompiledPolicy next = RandomChurnStep(current, rng);
       absl::StatusOr<UpdatePlan> plan = PlanUpdate(current, next, 0);
       ASSERT_TRUE(plan.ok()) << plan.status();
       if (!plan->fallback.empty()) {
@@ -1192,20 +1198,7 @@ TEST(PlanUpdateDelta, IsPlanUpdatesEditOnRandomChurn) {
     ir::CompiledPolicy current = WithPods(RandomIr(seed));
     for (int step = 0; step < 10; ++step) {
       SCOPED_TRACE(absl::StrCat("step ", step));
-      ir::CompiledPolicy next = current;
-      const int changes = rng() % 4 == 0 ? 2 : 1;
-      for (int c = 0; c < changes; ++c) {
-        auto* ranges = rng() % 2 == 0 ? next.mutable_ipv4() : next.mutable_ipv6();
-        std::vector<int> singles;
-        for (int r = 0; r < ranges->size(); ++r) {
-          if ((*ranges)[r].first() == (*ranges)[r].last()) singles.push_back(r);
-        }
-        const int r = !singles.empty() && rng() % 4 != 0
-                          ? singles[rng() % singles.size()]
-                          : static_cast<int>(rng() % ranges->size());
-        (*ranges)[r].set_identity(static_cast<uint32_t>(rng() % next.identities_size()));
-      }
-      next = WithPods(next);
+      ir::CompiledPolicy next = RandomChurnStep(current, rng);
       std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(current, next);
       ASSERT_TRUE(delta.has_value());
       absl::StatusOr<UpdatePlan> slow = PlanUpdate(current, next, 3);
