@@ -151,6 +151,18 @@ struct ChurnPod {
   int identity;  // 1..3: a label class
 };
 
+// Up to 40 pods of other nodes at random slots of 10.1.0.0/24, marked in `used`.
+std::vector<ChurnPod> FirstChurnPods(std::mt19937_64& rng, std::vector<bool>& used) {
+  std::vector<ChurnPod> pods;
+  for (int i = 0; i < 40; ++i) {
+    int slot = 1 + static_cast<int>(rng() % 249);
+    if (used[static_cast<size_t>(slot)]) continue;
+    used[static_cast<size_t>(slot)] = true;
+    pods.push_back({slot, 1 + static_cast<int>(rng() % 3)});
+  }
+  return pods;
+}
+
 // The node's pods: x/l0 (10.0.0.1, selected: ingress TCP 80 from identity 1, UDP 53 from
 // identities 1 and 2, TCP 8080 from identity 0; egress isolated, TCP 443 to identity 3),
 // x/l1 (10.0.0.2, not selected), and x/l2 (10.0.0.3) when `third_local`, of identities
@@ -242,6 +254,12 @@ class UpdateTest : public ::testing::Test {
     return Attachment{{{"x/l0", "h0"}, {"x/l1", "h1"}, {"x/l2", "h2"}}, netns_[i]};
   }
   // The maps of both namespaces, np_config's generation left out.
+  // Another instance applies `ir` afresh on the second interface; the maps must be the first's.
+  void ExpectMapsOfAFreshApply(const ir::CompiledPolicy& ir, const std::string& where) {
+    std::unique_ptr<Backend> fresh = MakeEbpfBackend();
+    ASSERT_TRUE(fresh->Apply(ir, On(1)).ok()) << where;
+    ExpectSameMaps(where);
+  }
   void ExpectSameMaps(const std::string& where) {
     std::vector<std::map<std::string, std::vector<std::pair<std::string, std::string>>>> dumps;
     for (const std::string& ns : netns_) {
@@ -263,14 +281,8 @@ class UpdateTest : public ::testing::Test {
 TEST_F(UpdateTest, PodChurnInPlaceEqualsAFreshApply) {
   const uint64_t seed = testing::FirstSeed();
   std::mt19937_64 rng(seed);
-  std::vector<ChurnPod> pods;
   std::vector<bool> used(250, false);
-  for (int i = 0; i < 40; ++i) {
-    int slot = 1 + static_cast<int>(rng() % 249);
-    if (used[static_cast<size_t>(slot)]) continue;
-    used[static_cast<size_t>(slot)] = true;
-    pods.push_back({slot, 1 + static_cast<int>(rng() % 3)});
-  }
+  std::vector<ChurnPod> pods = FirstChurnPods(rng, used);
   std::unique_ptr<Backend> inc = MakeEbpfBackend();
   ir::CompiledPolicy previous = ChurnIr(pods, true);
   ASSERT_TRUE(inc->Apply(previous, On(0)).ok());
@@ -306,9 +318,7 @@ TEST_F(UpdateTest, PodChurnInPlaceEqualsAFreshApply) {
       EXPECT_TRUE(absl::StrContains(path, "no room")) << where << ": " << path;
       ++full;
     }
-    std::unique_ptr<Backend> fresh = MakeEbpfBackend();
-    ASSERT_TRUE(fresh->Apply(next, On(1)).ok()) << where;
-    ExpectSameMaps(where);
+    ExpectMapsOfAFreshApply(next, where);
     if (HasFailure()) return;
     previous = std::move(next);
   }
@@ -325,9 +335,7 @@ TEST_F(UpdateTest, PodChurnInPlaceEqualsAFreshApply) {
     ASSERT_TRUE(inc->Update(previous, next, On(0)).ok());
     EXPECT_TRUE(absl::StrContains(EbpfLastUpdate(*inc), "another generation runs"))
         << EbpfLastUpdate(*inc);
-    std::unique_ptr<Backend> fresh = MakeEbpfBackend();
-    ASSERT_TRUE(fresh->Apply(next, On(1)).ok());
-    ExpectSameMaps("after another instance's Apply");
+    ExpectMapsOfAFreshApply(next, "after another instance's Apply");
     previous = std::move(next);
   }
 
@@ -337,9 +345,7 @@ TEST_F(UpdateTest, PodChurnInPlaceEqualsAFreshApply) {
     ir::CompiledPolicy next = ChurnIr(pods, third);
     ASSERT_TRUE(inc->Update(previous, next, On(0)).ok());
     EXPECT_TRUE(absl::StartsWith(EbpfLastUpdate(*inc), "full: ")) << EbpfLastUpdate(*inc);
-    std::unique_ptr<Backend> fresh = MakeEbpfBackend();
-    ASSERT_TRUE(fresh->Apply(next, On(1)).ok());
-    ExpectSameMaps(third ? "x/l2 added back" : "x/l2 deleted");
+    ExpectMapsOfAFreshApply(next, third ? "x/l2 added back" : "x/l2 deleted");
     previous = std::move(next);
   }
 
@@ -350,9 +356,7 @@ TEST_F(UpdateTest, PodChurnInPlaceEqualsAFreshApply) {
   ASSERT_TRUE(inc->Update(ChurnIr({}, true), next, On(0)).ok());
   EXPECT_TRUE(absl::StartsWith(EbpfLastUpdate(*inc), "full: `previous` is not"))
       << EbpfLastUpdate(*inc);
-  std::unique_ptr<Backend> fresh = MakeEbpfBackend();
-  ASSERT_TRUE(fresh->Apply(next, On(1)).ok());
-  ExpectSameMaps("after an Update from the wrong `previous`");
+  ExpectMapsOfAFreshApply(next, "after an Update from the wrong `previous`");
 }
 
 // Sends crafted packets through the program that np_to_ep of `interface` in `netns` runs
@@ -446,14 +450,8 @@ class LiveChecker {
 TEST_F(UpdateTest, PodChurnThroughDeltasEqualsAFreshApply) {
   const uint64_t seed = testing::FirstSeed();
   std::mt19937_64 rng(seed);
-  std::vector<ChurnPod> pods;
   std::vector<bool> used(250, false);
-  for (int i = 0; i < 40; ++i) {
-    int slot = 1 + static_cast<int>(rng() % 249);
-    if (used[static_cast<size_t>(slot)]) continue;
-    used[static_cast<size_t>(slot)] = true;
-    pods.push_back({slot, 1 + static_cast<int>(rng() % 3)});
-  }
+  std::vector<ChurnPod> pods = FirstChurnPods(rng, used);
   bool third = true;
   std::array<int, 3> local_ids = {1, 2, 3};
   std::unique_ptr<Backend> inc = MakeEbpfBackend();
@@ -526,9 +524,7 @@ TEST_F(UpdateTest, PodChurnThroughDeltasEqualsAFreshApply) {
       EXPECT_TRUE(absl::StrContains(path, "no room")) << where << ": " << path;
       ++full;
     }
-    std::unique_ptr<Backend> fresh = MakeEbpfBackend();
-    ASSERT_TRUE(fresh->Apply(next, On(1)).ok()) << where;
-    ExpectSameMaps(where);
+    ExpectMapsOfAFreshApply(next, where);
     if (HasFailure()) return;
     previous = std::move(next);
   }
@@ -552,9 +548,7 @@ TEST_F(UpdateTest, PodChurnThroughDeltasEqualsAFreshApply) {
     delta->mutable_ipv4(0)->mutable_ranges()->RemoveLast();
     absl::Status s = inc->UpdateDelta(previous, *delta, On(0));
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
-    std::unique_ptr<Backend> fresh = MakeEbpfBackend();
-    ASSERT_TRUE(fresh->Apply(previous, On(1)).ok());
-    ExpectSameMaps("after a malformed delta");
+    ExpectMapsOfAFreshApply(previous, "after a malformed delta");
   }
   // Two pods off the node in one delta: two addresses change identity, full.
   {
@@ -566,9 +560,7 @@ TEST_F(UpdateTest, PodChurnThroughDeltasEqualsAFreshApply) {
     ASSERT_TRUE(inc->UpdateDelta(previous, *delta, On(0)).ok());
     EXPECT_TRUE(absl::StrContains(EbpfLastUpdate(*inc), "more than one IPv4 address"))
         << EbpfLastUpdate(*inc);
-    std::unique_ptr<Backend> fresh = MakeEbpfBackend();
-    ASSERT_TRUE(fresh->Apply(next, On(1)).ok());
-    ExpectSameMaps("after two pods in one delta");
+    ExpectMapsOfAFreshApply(next, "after two pods in one delta");
     previous = std::move(next);
     pods = std::move(more);
   }
@@ -583,9 +575,7 @@ TEST_F(UpdateTest, PodChurnThroughDeltasEqualsAFreshApply) {
     ASSERT_TRUE(inc->UpdateDelta(previous, *delta, On(0)).ok());
     EXPECT_TRUE(absl::StrContains(EbpfLastUpdate(*inc), "another generation runs"))
         << EbpfLastUpdate(*inc);
-    std::unique_ptr<Backend> fresh = MakeEbpfBackend();
-    ASSERT_TRUE(fresh->Apply(next, On(1)).ok());
-    ExpectSameMaps("after another instance's Apply");
+    ExpectMapsOfAFreshApply(next, "after another instance's Apply");
     previous = std::move(next);
   }
   // A `previous` that is not what was installed is not edited from.
@@ -597,9 +587,7 @@ TEST_F(UpdateTest, PodChurnThroughDeltasEqualsAFreshApply) {
     ASSERT_TRUE(inc->UpdateDelta(wrong, *delta, On(0)).ok());
     EXPECT_TRUE(absl::StartsWith(EbpfLastUpdate(*inc), "full: `previous` is not"))
         << EbpfLastUpdate(*inc);
-    std::unique_ptr<Backend> fresh = MakeEbpfBackend();
-    ASSERT_TRUE(fresh->Apply(next, On(1)).ok());
-    ExpectSameMaps("after a delta from the wrong `previous`");
+    ExpectMapsOfAFreshApply(next, "after a delta from the wrong `previous`");
   }
 }
 
