@@ -1,5 +1,6 @@
 #include "np/backends/ebpf/ebpf_backend.h"
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <map>
@@ -55,8 +56,8 @@ ir::BackendCapacity MapsCapacity(const ir::CompiledPolicy& ir, const MapContents
                   "80 bytes of kernel memory an entry of the preallocated hash maps");
   report.add_notes(
       "each map is created at its exact size, but the identity maps (np_ident_hosts, "
-      "np_ident4, np_ident6) get an eighth more and 64 entries of room for in-place pod "
-      "updates; np_endpoints_if gets one entry per attached interface");
+      "np_ident4, np_ident6) and np_endpoints_addr get an eighth more and 64 entries of "
+      "room for in-place pod updates; np_endpoints_if gets one entry per attached interface");
   report.add_notes(
       "np_ct (LRU, 65,536 flows) and np_frag (LRU, 8,192 datagrams) are fixed and shared by "
       "all generations: past them the least recently used entries go");
@@ -131,12 +132,26 @@ class EbpfBackend : public Backend {
     if (Shape(previous) != installed_shape_) {
       return FullDelta(previous, delta, attachment, "`previous` is not what this instance installed");
     }
-    absl::StatusOr<ebpf::IdentityEdit> edit =
-        ebpf::PlanIdentityEditFromDelta(previous, delta, local_addresses_);
+    absl::StatusOr<ebpf::IdentityEdit> edit = ebpf::PlanIdentityEditFromDelta(
+        previous, delta, local_addresses_, next_endpoint_id_);
     if (!edit.ok()) {
       // A malformed delta touches nothing (Backend::UpdateDelta's contract).
       if (absl::IsInvalidArgument(edit.status())) return edit.status();
       return FullDelta(previous, delta, attachment, edit.status().message());
+    }
+    // A pod whose interface is attached has an np_endpoints_if entry (OUTSIDE while it is
+    // no endpoint): adding or deleting it changes what that interface's runs read as
+    // self, which the in-place edit does not do.
+    for (const std::vector<std::string>* names : {&edit->added_endpoints, &edit->deleted_endpoints}) {
+      for (const std::string& name : *names) {
+        for (const EndpointInterface& i : attachment.interfaces) {
+          if (i.pod == name) {
+            return FullDelta(previous, delta, attachment,
+                             absl::StrCat("the interface of ", name,
+                                          " is attached (np_endpoints_if would change)"));
+          }
+        }
+      }
     }
     std::array<int, 6> shape = installed_shape_;
     for (int family = 0; family < 2; ++family) {
@@ -144,10 +159,28 @@ class EbpfBackend : public Backend {
         shape[family] += e.ranges_size() - static_cast<int>(e.end() - e.begin());
       }
     }
+    for (const ir::EndpointSliceEdit& e : delta.endpoints()) {
+      shape[3] += e.endpoints_size() - static_cast<int>(e.end() - e.begin());
+    }
     if (!EditInPlace(*edit, shape)) {
       ir::CompiledPolicy next = previous;
       if (absl::Status s = ApplyDelta(delta, &next); !s.ok()) return s;
       return Apply(next, attachment);
+    }
+    if (edit->EndpointsChange()) {
+      // Ids are never given twice in a generation (np_abi.h np_endpoint.id).
+      next_endpoint_id_ += static_cast<uint32_t>(edit->added_endpoints.size());
+      auto gone = [&](const np_endpoint_addr_key& k) {
+        for (const np_endpoint_addr_key& d : edit->endpoint_deletes) {
+          if (std::memcmp(&d, &k, sizeof(k)) == 0) return true;
+        }
+        return false;
+      };
+      local_addresses_.erase(std::remove_if(local_addresses_.begin(), local_addresses_.end(),
+                                            [&](const auto& e) { return gone(e.first); }),
+                             local_addresses_.end());
+      local_addresses_.insert(local_addresses_.end(), edit->endpoint_adds.begin(),
+                              edit->endpoint_adds.end());
     }
     return absl::OkStatus();
   }
@@ -185,7 +218,9 @@ class EbpfBackend : public Backend {
     const long limit = static_cast<long>(budget == options_.budgets.end() ? kEntryBudget
                                                                           : budget->second);
     const long total = static_cast<long>(installed_entries_) + edit.HostsDelta() +
-                       edit.Lpm4Delta() + edit.Lpm6Delta();
+                       edit.Lpm4Delta() + edit.Lpm6Delta() +
+                       static_cast<long>(edit.endpoint_adds.size()) -
+                       static_cast<long>(edit.endpoint_deletes.size());
     if (total > limit) {
       last_update_ = "full: past the map entry budget";
       return false;
@@ -204,6 +239,14 @@ class EbpfBackend : public Backend {
                                     ? std::string("no address")
                                     : absl::StrJoin(edit.changed_addresses, " and "),
                                 " changed");
+    if (!edit.added_endpoints.empty()) {
+      absl::StrAppend(&last_update_, "; endpoints added: ",
+                      EscapeText(absl::StrJoin(edit.added_endpoints, " ")));
+    }
+    if (!edit.deleted_endpoints.empty()) {
+      absl::StrAppend(&last_update_, "; endpoints deleted: ",
+                      EscapeText(absl::StrJoin(edit.deleted_endpoints, " ")));
+    }
     if (live_->last_wait_ms >= 0.01) {
       absl::StrAppend(&last_update_, "; waited ", absl::SixDigits(live_->last_wait_ms),
                       " ms for the previous edit's grace period");
@@ -234,6 +277,7 @@ class EbpfBackend : public Backend {
     installed_entries_ = maps.TotalEntries();
     installed_shape_ = Shape(ir);
     local_addresses_ = maps.endpoints_addr;
+    next_endpoint_id_ = static_cast<uint32_t>(maps.endpoints.size());
     attachment_ = attachment;
     return absl::OkStatus();
   }
@@ -355,8 +399,12 @@ class EbpfBackend : public Backend {
   std::array<int, 6> installed_shape_{};  // Shape of the IR installed
   // np_endpoints_addr of what is installed: the node's pod addresses, which last_update
   // names as such when an in-place edit changes their identity (maps.h, condition (c)).
-  // In-place edits keep the endpoints as they are, so only ApplyMaps sets it.
+  // Kept up to date by in-place edits that add or delete endpoints.
   std::vector<std::pair<np_endpoint_addr_key, np_endpoint>> local_addresses_;
+  // The id the next endpoint added in place gets: ids are the IR's indexes at Apply, and
+  // in-place edits never renumber (np_abi.h np_endpoint.id) nor give an id twice, so that
+  // no run can take another endpoint for itself (ALLOW_SELF) while an edit goes on.
+  uint32_t next_endpoint_id_ = 0;
   Attachment attachment_;
   std::string last_update_;
 };

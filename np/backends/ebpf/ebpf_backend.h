@@ -22,6 +22,10 @@
 // two programs), else it loads a new generation as Apply does. UpdateDelta makes the same
 // edit planned from a CompiledPolicyDelta alone (maps.h PlanIdentityEditFromDelta), in
 // time proportional to the delta; what it cannot edit in place it loads as Update does.
+// UpdateDelta also adds and deletes pods of this node in place (np_endpoints_addr entries,
+// with ids the backend keeps stable: np_abi.h np_endpoint.id) when their table exists and
+// their interface is not in the attachment; a pod whose interface is attached, a changed
+// endpoint, shared addresses or a full np_endpoints_addr load a new generation.
 //
 // Thread safety: as np/backends/backend.h.
 #ifndef NP_BACKENDS_EBPF_EBPF_BACKEND_H_

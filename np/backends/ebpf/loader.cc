@@ -193,7 +193,8 @@ uint32_t QueryFilter(int ifindex, bpf_tc_attach_point point) {
 }
 
 // The identity maps get room beyond the IR's entries for in-place edits (EditIdentities):
-// pod events add host keys and split LPM ranges. np_ident_hosts(6) are preallocated (about
+// pod events add host keys and split LPM ranges; np_endpoints_addr gets the same room as
+// np_ident_hosts for pods of this node added in place. np_ident_hosts(6) are preallocated (about
 // 80 bytes an entry), so their room is an eighth more. The LPM tries allocate nodes as they
 // are added, so their room costs nothing: enough more for an edit's new keys to come before
 // its old ones go (up to about 6 x 128 for an IPv6 pod in a wide range: maps.cc).
@@ -252,7 +253,7 @@ absl::StatusOr<std::unique_ptr<Generation>> Generation::Load(
            {"np_ident4", LpmRoom(maps.ident4.size())},
            {"np_ident6", LpmRoom(maps.ident6.size())},
            {"np_endpoints_if", interfaces.size()},
-           {"np_endpoints_addr", maps.endpoints_addr.size()},
+           {"np_endpoints_addr", IdentityRoom(maps.endpoints_addr.size())},
            {"np_tables", maps.tables.size()},
            {"np_ports", maps.ports.size()},
            {"np_tiers", maps.tiers.size()},
@@ -451,8 +452,11 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
   installed->hosts6 = fcntl((*generation)->map_fd("np_ident_hosts6"), F_DUPFD_CLOEXEC, 0);
   installed->ident4 = fcntl((*generation)->map_fd("np_ident4"), F_DUPFD_CLOEXEC, 0);
   installed->ident6 = fcntl((*generation)->map_fd("np_ident6"), F_DUPFD_CLOEXEC, 0);
+  installed->endpoints = fcntl((*generation)->map_fd("np_endpoints_addr"), F_DUPFD_CLOEXEC, 0);
   if (installed->config >= 0 && installed->hosts >= 0 && installed->hosts6 >= 0 &&
-      installed->ident4 >= 0 && installed->ident6 >= 0) {
+      installed->ident4 >= 0 && installed->ident6 >= 0 && installed->endpoints >= 0) {
+    installed->endpoints_capacity = MaxEntries(installed->endpoints);
+    installed->endpoints_entries = maps.endpoints_addr.size();
     installed->hosts_capacity = MaxEntries(installed->hosts);
     installed->hosts6_capacity = MaxEntries(installed->hosts6);
     installed->ident4_capacity = MaxEntries(installed->ident4);
@@ -472,7 +476,7 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
 }
 
 LiveMaps::~LiveMaps() {
-  for (int fd : {config, hosts, hosts6, ident4, ident6}) {
+  for (int fd : {config, hosts, hosts6, ident4, ident6, endpoints}) {
     if (fd >= 0) close(fd);
   }
 }
@@ -624,6 +628,10 @@ constexpr bool kWritesSeenInOrder = false;
 //     deletes (which allocate nothing) after it, so nothing freed is reused within the
 //     edit; an address moving from an LPM key to a host key is found by np_policy.c
 //     identity_of's second host lookup (the host key was added before the LPM key went);
+//     np_endpoints_addr only gains (pods added) then loses (pods deleted) entries, never
+//     replaces one, so it too reuses nothing within an edit, and an address's endpoint
+//     entry and identity are read in an order that makes their write order enough
+//     (np_policy.c policy_allows);
 //   - before the generation bump, none on x86: np_policy.c reads np_config.generation
 //     once, before its lookups, and stamps np_ct with what it read (see there).
 absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit) {
@@ -637,6 +645,9 @@ absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit) {
       live.ident4_entries + edit.new_lpm4_keys > live.ident4_capacity ||
       live.ident6_entries + edit.new_lpm6_keys > live.ident6_capacity) {
     return absl::FailedPreconditionError("the identity maps have no room for the edit");
+  }
+  if (live.endpoints_entries + edit.endpoint_adds.size() > live.endpoints_capacity) {
+    return absl::FailedPreconditionError("np_endpoints_addr has no room for the edit");
   }
   if (!HaveBarrier()) {
     return absl::FailedPreconditionError("no membarrier(MEMBARRIER_CMD_GLOBAL)");
@@ -666,6 +677,13 @@ absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit) {
                                     : std::pair<int, const char*>{live.hosts6, "np_ident_hosts6"};
   };
   absl::Status s = absl::OkStatus();
+  // Pods of this node added: their endpoint entries before their addresses' identities,
+  // deleted: after (np_policy.c policy_allows says why; on x86 the order of the writes is
+  // what runs see, elsewhere a grace period separates them).
+  for (const auto& [k, v] : edit.endpoint_adds) {
+    if (s.ok()) s = Update(live.endpoints, "np_endpoints_addr", &k, &v);
+  }
+  if (s.ok() && !edit.endpoint_adds.empty() && !kWritesSeenInOrder) s = Barrier();
   for (const auto& [k, v] : edit.host_adds) {
     if (s.ok()) s = Update(hosts(k).first, hosts(k).second, &k, &v);
   }
@@ -684,6 +702,10 @@ absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit) {
   for (const np_endpoint_addr_key& k : edit.host_deletes) {
     if (s.ok()) s = Delete(hosts(k).first, hosts(k).second, &k);
   }
+  if (s.ok() && !edit.endpoint_deletes.empty() && !kWritesSeenInOrder) s = Barrier();
+  for (const np_endpoint_addr_key& k : edit.endpoint_deletes) {
+    if (s.ok()) s = Delete(live.endpoints, "np_endpoints_addr", &k);
+  }
   // As a new generation: np_ct's connectionless flows are decided again, by runs that
   // read the new generation, hence saw every write above (np_policy.c np_decide).
   if (s.ok() && !kWritesSeenInOrder) s = Barrier();
@@ -698,6 +720,8 @@ absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit) {
       live.hosts6_entries = live.hosts6_entries + adds[1] - deletes[1];
       live.ident4_entries = static_cast<size_t>(static_cast<long>(live.ident4_entries) + edit.Lpm4Delta());
       live.ident6_entries = static_cast<size_t>(static_cast<long>(live.ident6_entries) + edit.Lpm6Delta());
+      live.endpoints_entries =
+          live.endpoints_entries + edit.endpoint_adds.size() - edit.endpoint_deletes.size();
     }
   }
   // The grace period the next edit waits for, started now, run meanwhile. Also after a

@@ -98,12 +98,13 @@ class LiveMaps {
   LiveMaps(const LiveMaps&) = delete;
   LiveMaps& operator=(const LiveMaps&) = delete;
 
-  // hosts: np_ident_hosts (IPv4 host keys), hosts6: np_ident_hosts6 (IPv6).
-  int config = -1, hosts = -1, hosts6 = -1, ident4 = -1, ident6 = -1;
+  // hosts: np_ident_hosts (IPv4 host keys), hosts6: np_ident_hosts6 (IPv6); endpoints:
+  // np_endpoints_addr (pods of this node added or deleted in place).
+  int config = -1, hosts = -1, hosts6 = -1, ident4 = -1, ident6 = -1, endpoints = -1;
   uint32_t hosts_capacity = 0, hosts6_capacity = 0, ident4_capacity = 0,
-           ident6_capacity = 0;  // max_entries
+           ident6_capacity = 0, endpoints_capacity = 0;  // max_entries
   size_t hosts_entries = 0, hosts6_entries = 0, ident4_entries = 0,
-         ident6_entries = 0;  // held now
+         ident6_entries = 0, endpoints_entries = 0;  // held now
   np_config config_value{};  // np_config now (its generation included)
   uint32_t generation = 0;  // np_config.generation now
   uint32_t program_id = 0;  // the generation's np_from_ep
@@ -130,8 +131,9 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
                                             const std::vector<InterfaceEndpoint>& interfaces,
                                             absl::string_view netns);
 
-// Edits the identity maps of the generation `live` in place, as `edit` plans it (maps.h
-// PlanIdentityEdit, which says why this is safe): the writes in the plan's order, then
+// Edits the identity maps (and np_endpoints_addr) of the generation `live` in place, as
+// `edit` plans it (maps.h PlanIdentityEdit, which says why this is safe): endpoints added,
+// the identity writes in the plan's order, endpoints deleted, then
 // np_config.generation + 1. Grace periods (membarrier(MEMBARRIER_CMD_GLOBAL): after one, no
 // tc program run that started before is still running) are off the common path: one runs
 // in the background after each edit and the next edit waits for what is left of it, so

@@ -747,7 +747,8 @@ absl::StatusOr<IdentityEdit> PlanIdentityEditFromIr(const ir::CompiledPolicy& fr
 
 absl::StatusOr<IdentityEdit> PlanIdentityEditFromDelta(
     const ir::CompiledPolicy& from, const ir::CompiledPolicyDelta& delta,
-    const std::vector<std::pair<np_endpoint_addr_key, np_endpoint>>& local) {
+    const std::vector<std::pair<np_endpoint_addr_key, np_endpoint>>& local,
+    uint32_t next_endpoint_id) {
   auto invalid = [](absl::string_view what) {
     return absl::InvalidArgumentError(absl::StrCat("IR delta: ", what));
   };
@@ -814,9 +815,12 @@ absl::StatusOr<IdentityEdit> PlanIdentityEditFromDelta(
   }
   // (a): a delta changes no table, peer set, identity number or flag; of the maps only the
   // endpoints' could still differ. An endpoint edit that rewrites endpoints as they are is
-  // nothing; any other renumbers or readdresses the node's pods.
+  // nothing; the others add or delete endpoints (matched by name), or change one.
   uint32_t previous_end = 0;
   bool endpoints_change = false;
+  std::map<std::string, const ir::Endpoint*> replaced;  // "namespace/name" of edited slices
+  std::vector<const ir::Endpoint*> incoming;            // their new endpoints
+  auto name_of = [](const ir::Endpoint& e) { return absl::StrCat(e.namespace_(), "/", e.name()); };
   for (int e = 0; e < delta.endpoints_size(); ++e) {
     const ir::EndpointSliceEdit& edit = delta.endpoints(e);
     if (edit.begin() > edit.end() || edit.end() > static_cast<uint32_t>(from.endpoints_size()) ||
@@ -826,20 +830,122 @@ absl::StatusOr<IdentityEdit> PlanIdentityEditFromDelta(
                                   " endpoints or not after the edit before it"));
     }
     previous_end = edit.end();
-    if (edit.end() - edit.begin() != static_cast<uint32_t>(edit.endpoints_size())) {
-      endpoints_change = true;
-      continue;
+    bool same = edit.end() - edit.begin() == static_cast<uint32_t>(edit.endpoints_size());
+    for (int i = 0; same && i < edit.endpoints_size(); ++i) {
+      same = edit.endpoints(i).SerializeAsString() ==
+             from.endpoints(static_cast<int>(edit.begin()) + i).SerializeAsString();
     }
-    for (int i = 0; i < edit.endpoints_size(); ++i) {
-      if (edit.endpoints(i).SerializeAsString() !=
-          from.endpoints(static_cast<int>(edit.begin()) + i).SerializeAsString()) {
-        endpoints_change = true;
-      }
+    if (same) continue;
+    endpoints_change = true;
+    for (uint32_t i = edit.begin(); i < edit.end(); ++i) {
+      const ir::Endpoint& old = from.endpoints(static_cast<int>(i));
+      replaced[name_of(old)] = &old;
     }
+    for (const ir::Endpoint& n : edit.endpoints()) incoming.push_back(&n);
   }
   // Identity pod lists are in no map (Render's labels only).
-  if (endpoints_change) return Refuse("the node's endpoints differ");
-  return DiffIdentityEntries(old_window, new_window, local);
+  if (!endpoints_change) return DiffIdentityEntries(old_window, new_window, local);
+  if (next_endpoint_id == kNoEndpointEdits) return Refuse("the node's endpoints differ");
+
+  // Endpoints added and deleted; one that stays must stay as it is.
+  std::vector<const ir::Endpoint*> added;
+  std::set<std::string> incoming_names;
+  for (const ir::Endpoint* e : incoming) {
+    const std::string name = name_of(*e);
+    if (!incoming_names.insert(name).second) {
+      return invalid(absl::StrCat("endpoint ", EscapeText(name), " listed twice"));
+    }
+    auto it = replaced.find(name);
+    if (it == replaced.end()) {
+      added.push_back(e);
+    } else if (it->second->SerializeAsString() != e->SerializeAsString()) {
+      return Refuse(absl::StrCat("endpoint ", EscapeText(name),
+                                 " changes (addresses, selected or table)"));
+    } else {
+      replaced.erase(it);
+    }
+  }
+  auto keys_of = [&](const ir::Endpoint& e,
+                     std::vector<np_endpoint_addr_key>& keys) -> absl::Status {
+    for (const std::string& ip : e.ips()) {
+      absl::StatusOr<IpAddress> a = IpAddress::Parse(ip);
+      if (!a.ok()) {
+        return invalid(absl::StrCat("endpoint ", EscapeText(name_of(e)), ": bad address \"",
+                                    EscapeText(ip), "\""));
+      }
+      np_endpoint_addr_key k{};
+      k.family = a->is_v4() ? NP_FAMILY_V4 : NP_FAMILY_V6;
+      a->ToBytes(k.addr);
+      keys.push_back(k);
+    }
+    return absl::OkStatus();
+  };
+  auto is_local = [&](const np_endpoint_addr_key& k) {
+    for (const auto& [l, v] : local) {
+      if (SameBytes(l, k)) return true;
+    }
+    return false;
+  };
+  std::vector<np_endpoint_addr_key> deletes;
+  std::vector<std::string> deleted_names;
+  for (const auto& [name, e] : replaced) {  // left over: deleted
+    if (e->shared_ips_size() > 0) {
+      return Refuse(absl::StrCat("endpoint ", EscapeText(name), " has shared addresses"));
+    }
+    if (absl::Status s = keys_of(*e, deletes); !s.ok()) return s;
+    deleted_names.push_back(name);
+  }
+  for (const np_endpoint_addr_key& k : deletes) {
+    if (!is_local(k)) {
+      return Refuse(absl::StrCat("a deleted endpoint's address ", AddrText(k.family, k.addr),
+                                 " is not in np_endpoints_addr"));
+    }
+  }
+  if (added.size() > NP_IDENTITY_NONE - 1 - next_endpoint_id) {
+    return Refuse("the generation's endpoint ids are used up");
+  }
+  std::vector<std::pair<np_endpoint_addr_key, np_endpoint>> adds;
+  std::vector<std::string> added_names;
+  for (size_t i = 0; i < added.size(); ++i) {
+    const ir::Endpoint& e = *added[i];
+    const std::string name = name_of(e);
+    if (e.shared_ips_size() > 0) {
+      return Refuse(absl::StrCat("endpoint ", EscapeText(name), " has shared addresses"));
+    }
+    if (e.selected() && e.table() >= static_cast<uint32_t>(from.tables_size())) {
+      return invalid(absl::StrCat("endpoint ", EscapeText(name), ": table ", e.table(),
+                                  " does not exist"));
+    }
+    np_endpoint v{};
+    v.id = next_endpoint_id + static_cast<uint32_t>(i);
+    if (e.selected()) {
+      v.table = e.table();
+      v.flags = NP_ENDPOINT_SELECTED;
+    }
+    std::vector<np_endpoint_addr_key> keys;
+    if (absl::Status s = keys_of(e, keys); !s.ok()) return s;
+    for (const np_endpoint_addr_key& k : keys) {
+      // One lookup of an address meets at most one change (np_policy.c policy_allows).
+      const bool reused = std::any_of(deletes.begin(), deletes.end(),
+                                      [&](const auto& d) { return SameBytes(d, k); });
+      const bool twice = std::any_of(adds.begin(), adds.end(),
+                                     [&](const auto& a) { return SameBytes(a.first, k); });
+      if (reused || twice || is_local(k)) {
+        return Refuse(absl::StrCat("address ", AddrText(k.family, k.addr), " of endpoint ",
+                                   EscapeText(name), reused ? " is left by another endpoint"
+                                                            : " is another endpoint's too"));
+      }
+      adds.emplace_back(k, v);
+    }
+    added_names.push_back(name);
+  }
+  absl::StatusOr<IdentityEdit> edit = DiffIdentityEntries(old_window, new_window, local);
+  if (!edit.ok()) return edit;
+  edit->endpoint_adds = std::move(adds);
+  edit->endpoint_deletes = std::move(deletes);
+  edit->added_endpoints = std::move(added_names);
+  edit->deleted_endpoints = std::move(deleted_names);
+  return edit;
 }
 
 std::string RenderMaps(const ir::CompiledPolicy& ir, const MapContents& m) {

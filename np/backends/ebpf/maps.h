@@ -125,10 +125,22 @@ struct IdentityEdit {
   // node is marked "(a pod of this node)".
   std::vector<std::string> changed_addresses;
 
+  // Pods of this node added or deleted (PlanIdentityEditFromDelta only): their
+  // np_endpoints_addr entries, both families' keys of each. Added ones are written before
+  // step 1, deleted ones after step 3; np_policy.c policy_allows looks the other address's
+  // endpoint up again after reading its identity, which makes that order safe (see there).
+  // Each added endpoint's entries carry an id no endpoint of the generation had
+  // (`next_endpoint_id` onwards); the entries of the endpoints that stay are not written.
+  std::vector<std::pair<np_endpoint_addr_key, np_endpoint>> endpoint_adds;
+  std::vector<np_endpoint_addr_key> endpoint_deletes;
+  std::vector<std::string> added_endpoints, deleted_endpoints;  // "namespace/name"
+
   size_t Writes() const {
     return host_adds.size() + lpm4_puts.size() + lpm6_puts.size() + host_changes.size() +
-           lpm4_deletes.size() + lpm6_deletes.size() + host_deletes.size();
+           lpm4_deletes.size() + lpm6_deletes.size() + host_deletes.size() +
+           endpoint_adds.size() + endpoint_deletes.size();
   }
+  bool EndpointsChange() const { return !added_endpoints.empty() || !deleted_endpoints.empty(); }
   // Keys of lpm4_puts / lpm6_puts that `from` lacks: with host_adds, how many entries
   // each map holds beyond `from`'s during the edit (its max_entries must leave the room).
   size_t new_lpm4_keys = 0;
@@ -161,15 +173,24 @@ absl::StatusOr<IdentityEdit> PlanIdentityEditFromIr(const ir::CompiledPolicy& fr
 // ApplyDelta(delta, from)), from the delta alone: its range edits are checked (as ApplyDelta
 // and BuildMaps check them) and only the ranges they replace and their new ranges are
 // encoded. (a) holds by the delta's form (no table, peer set, identity or flag changes)
-// except for the endpoints: an endpoint edit that changes any endpoint is refused.
-// `local` holds the node's endpoint addresses (np_endpoints_addr's entries of `from`):
+// except for the endpoints. Endpoints added to or deleted from the node (an endpoint edit's
+// endpoints matched by name) become IdentityEdit::endpoint_adds / endpoint_deletes when
+// `next_endpoint_id` is given (kNoEndpointEdits: refused, as any endpoint change is).
+// Refused (FailedPrecondition): an endpoint that stays but changes (addresses, selected,
+// table), one with shared addresses (its quarantine involves another endpoint), an address
+// that another endpoint holds or that one endpoint leaves and another takes in one delta,
+// and ids past NP_IDENTITY_NONE - 1. The identity conditions (b) and (c) still hold: a pod
+// added or deleted changes its addresses' identities, at most one per family.
+// `local` holds the node's endpoint addresses (np_endpoints_addr's entries now):
 // changed addresses among them are marked in IdentityEdit::changed_addresses.
 // `from` must be the IR installed (BuildMaps accepted it). Costs O(size of the delta +
 // local addresses changed into): never a walk of `from`. InvalidArgument when the delta is
 // malformed (before anything is planned), FailedPrecondition when not in place.
+inline constexpr uint32_t kNoEndpointEdits = 0xffffffffu;
 absl::StatusOr<IdentityEdit> PlanIdentityEditFromDelta(
     const ir::CompiledPolicy& from, const ir::CompiledPolicyDelta& delta,
-    const std::vector<std::pair<np_endpoint_addr_key, np_endpoint>>& local);
+    const std::vector<std::pair<np_endpoint_addr_key, np_endpoint>>& local,
+    uint32_t next_endpoint_id = kNoEndpointEdits);
 
 // The fewest port prefixes covering [first, last] (0 <= first <= last <= 65535), as
 // (first port of the block, prefix length 0..16).

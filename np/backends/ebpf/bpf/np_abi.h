@@ -78,7 +78,11 @@ struct np_identity_value {
  * later generation makes it an endpoint. */
 #define NP_ENDPOINT_OUTSIDE 0x2
 struct np_endpoint {
-	__u32 id;    /* index into CompiledPolicy.endpoints */
+	__u32 id;    /* the endpoint's id in this generation, read only to tell self traffic
+		      * (NP_CONFIG_ALLOW_SELF): the index into CompiledPolicy.endpoints when the
+		      * generation is loaded; an endpoint added in place gets an id no endpoint
+		      * of the generation ever had, and ids are never reused within a generation
+		      * (ebpf_backend.cc), so the entries of the endpoints left keep theirs */
 	__u32 table; /* index into CompiledPolicy.tables; meaningful when SELECTED */
 	__u8 flags;  /* NP_ENDPOINT_* */
 	__u8 pad[3];

@@ -573,6 +573,17 @@ static __always_inline int policy_allows(__u32 hook, const struct np_pkt *p,
 	__u32 self_peer_identity = NP_IDENTITY_UNREAD, other_peer_identity = NP_IDENTITY_UNREAD;
 	if (!side_allows(self, self_dir, p, self_peer, &self_peer_identity))
 		return 0;
+	/* Looked up again when the first lookup missed, after self's side has read the other
+	 * address's identity. An in-place edit adds a pod of this node as: its np_endpoints_addr
+	 * entries, then its address's identity; and deletes one as: the identity, then the
+	 * entries (loader.cc EditIdentities). Of the states such a run can see, the one that
+	 * would let a flow through that both programs deny is "new identity, no endpoint entry"
+	 * (self's side judged by the pod's identity without the pod's own side): on a pod
+	 * added, the second lookup, made after the identity was read, finds the entry written
+	 * before it; on a pod deleted, a first lookup that misses was made after the delete,
+	 * hence after the identity write, which the identity read after it sees. */
+	if (!other)
+		other = bpf_map_lookup_elem(&np_endpoints_addr, &ak);
 	if (!other)
 		return 1;
 	__u32 a[4], b[4];
