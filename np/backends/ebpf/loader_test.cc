@@ -13,12 +13,15 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdio>
+#include <cstring>
 #include <mutex>
 #include <optional>
 #include <random>
+#include <set>
 #include <thread>
 #include <tuple>
 
@@ -163,13 +166,22 @@ std::vector<ChurnPod> FirstChurnPods(std::mt19937_64& rng, std::vector<bool>& us
   return pods;
 }
 
+// A pod of the node with no interface in the attachment: x/m<slot> at 10.0.0.<slot> and
+// fd00::<slot> (slot 10..99), table 0 when selected.
+struct ExtraLocalPod {
+  int slot;
+  int identity;
+  bool selected;
+};
+
 // The node's pods: x/l0 (10.0.0.1, selected: ingress TCP 80 from identity 1, UDP 53 from
 // identities 1 and 2, TCP 8080 from identity 0; egress isolated, TCP 443 to identity 3),
 // x/l1 (10.0.0.2, not selected), and x/l2 (10.0.0.3) when `third_local`, of identities
-// `local_identities` (1, 2, 3 unless relabelled). The other pods of the cluster are
-// `pods`. Identity 0 is everything outside the cluster.
+// `local_identities` (1, 2, 3 unless relabelled), then `extra` (sorted by slot). The other
+// pods of the cluster are `pods`. Identity 0 is everything outside the cluster.
 ir::CompiledPolicy ChurnIr(const std::vector<ChurnPod>& pods, bool third_local,
-                           std::array<int, 3> local_identities = {1, 2, 3}) {
+                           std::array<int, 3> local_identities = {1, 2, 3},
+                           const std::vector<ExtraLocalPod>& extra = {}) {
   ir::CompiledPolicy ir;
   for (int i = 0; i < 4; ++i) ir.add_identities()->set_id(static_cast<uint32_t>(i));
   ir.mutable_identities(0)->set_external(true);
@@ -177,6 +189,7 @@ ir::CompiledPolicy ChurnIr(const std::vector<ChurnPod>& pods, bool third_local,
   v4.push_back({0x0a000001, local_identities[0]});
   v4.push_back({0x0a000002, local_identities[1]});
   if (third_local) v4.push_back({0x0a000003, local_identities[2]});
+  for (const ExtraLocalPod& p : extra) v4.push_back({0x0a000000u + static_cast<uint32_t>(p.slot), p.identity});
   for (const ChurnPod& p : pods) v4.push_back({0x0a010000u + static_cast<uint32_t>(p.slot), p.identity});
   std::sort(v4.begin(), v4.end());
   for (int family = 0; family < 2; ++family) {
@@ -228,6 +241,16 @@ ir::CompiledPolicy ChurnIr(const std::vector<ChurnPod>& pods, bool third_local,
     e->add_ips(absl::StrCat("fd00::", i + 1));
     e->set_selected(i == 0);
   }
+  for (const ExtraLocalPod& p : extra) {
+    ir::Endpoint* e = ir.add_endpoints();
+    e->set_namespace_("x");
+    e->set_name(absl::StrCat("m", p.slot));
+    e->add_ips(IpAddress::V4(0x0a000000u + static_cast<uint32_t>(p.slot)).ToString());
+    uint8_t b[16] = {0xfd, 0x00};
+    b[15] = static_cast<uint8_t>(p.slot);
+    e->add_ips(IpAddress::V6Bytes(b).ToString());
+    e->set_selected(p.selected);
+  }
   return ir;
 }
 
@@ -254,18 +277,39 @@ class UpdateTest : public ::testing::Test {
     return Attachment{{{"x/l0", "h0"}, {"x/l1", "h1"}, {"x/l2", "h2"}}, netns_[i]};
   }
   // The maps of both namespaces, np_config's generation left out.
-  // Another instance applies `ir` afresh on the second interface; the maps must be the first's.
-  void ExpectMapsOfAFreshApply(const ir::CompiledPolicy& ir, const std::string& where) {
+  // Another instance applies `ir` afresh on the second interface; the maps must be the first's
+  // (with `ids_may_differ`, endpoint ids as a partition: see ExpectSameMaps).
+  void ExpectMapsOfAFreshApply(const ir::CompiledPolicy& ir, const std::string& where,
+                               bool ids_may_differ = false) {
     std::unique_ptr<Backend> fresh = MakeEbpfBackend();
     ASSERT_TRUE(fresh->Apply(ir, On(1)).ok()) << where;
-    ExpectSameMaps(where);
+    ExpectSameMaps(where, ids_may_differ);
   }
-  void ExpectSameMaps(const std::string& where) {
+  // `ids_may_differ`: endpoints added in place keep ids no endpoint had (np_abi.h
+  // np_endpoint.id), a fresh Apply numbers them densely; np_endpoints_addr and
+  // np_endpoints_if must then hold the same entries with ids renumbered by first appearance
+  // in np_endpoints_addr's key order — which holds iff both give each endpoint one id of
+  // its own, the same on its addresses and its interface.
+  void ExpectSameMaps(const std::string& where, bool ids_may_differ = false) {
     std::vector<std::map<std::string, std::vector<std::pair<std::string, std::string>>>> dumps;
     for (const std::string& ns : netns_) {
       auto d = DumpMaps("h0", ns);
       ASSERT_TRUE(d.ok()) << d.status();
       for (auto& [k, v] : (*d)["np_config"]) v.replace(0, 4, 4, '\0');
+      if (ids_may_differ) {
+        std::map<std::string, uint32_t> canonical;  // id bytes -> order of appearance
+        // (the kernel keeps 15 characters of a map's name)
+        for (auto& [k, v] : (*d)["np_endpoints_ad"]) {
+          canonical.emplace(v.substr(0, 4), static_cast<uint32_t>(canonical.size()));
+        }
+        for (const char* map : {"np_endpoints_ad", "np_endpoints_if"}) {
+          for (auto& [k, v] : (*d)[map]) {
+            auto it = canonical.find(v.substr(0, 4));
+            if (it == canonical.end()) continue;  // kOutside, or no address
+            v.replace(0, 4, reinterpret_cast<const char*>(&it->second), 4);
+          }
+        }
+      }
       dumps.push_back(std::move(*d));
     }
     ASSERT_EQ(dumps[0].size(), dumps[1].size()) << where;
@@ -588,6 +632,201 @@ TEST_F(UpdateTest, PodChurnThroughDeltasEqualsAFreshApply) {
     EXPECT_TRUE(absl::StartsWith(EbpfLastUpdate(*inc), "full: `previous` is not"))
         << EbpfLastUpdate(*inc);
     ExpectMapsOfAFreshApply(next, "after a delta from the wrong `previous`");
+  }
+}
+
+
+// Runs `f` on a thread of its own inside network namespace `netns` (BPF_PROG_TEST_RUN
+// finds the context's ifindex in the caller's namespace).
+template <typename F>
+void InNetns(const std::string& netns, F&& f) {
+  std::thread t([&] {
+    int ns = open(("/var/run/netns/" + netns).c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_TRUE(ns >= 0 && setns(ns, CLONE_NEWNET) == 0) << netns;
+    close(ns);
+    f();
+  });
+  t.join();
+}
+
+// The id of the program that tc `point` of `interface` runs, in the calling thread's
+// namespace; 0 when none.
+uint32_t RunningProgram(const std::string& interface, bpf_tc_attach_point point) {
+  bpf_tc_hook h{};
+  h.sz = sizeof(h);
+  h.ifindex = static_cast<int>(if_nametoindex(interface.c_str()));
+  h.attach_point = point;
+  bpf_tc_opts o{};
+  o.sz = sizeof(o);
+  o.handle = kTcHandle;
+  o.priority = kTcPriority;
+  return bpf_tc_query(&h, &o) == 0 ? o.prog_id : 0;
+}
+
+struct ProbeCounts {
+  int probes = 0, allowed = 0, changed = 0;  // changed: previous and next disagree
+};
+
+// Both hooks of each interface (h0..h2: x/l0..x/l2) on TCP SYNs and UDP datagrams between
+// its pod and every address of `peers`, through the program the hook runs now: each
+// verdict must be `next`'s, read by the IR interpreter. Source ports only grow, so no probe
+// is the reply of an earlier one (np_ct would pass it); SYNs and datagrams of a new
+// generation number are decided by policy (np_policy.c np_decide).
+void ProbeHooks(const std::string& netns, const ir::CompiledPolicy& previous,
+                const ir::CompiledPolicy& next, const std::vector<IpAddress>& peers,
+                const std::string& where, ProbeCounts& counts) {
+  const testing::IrInterpreter before(previous), after(next);
+  static uint16_t sport = 40000;
+  InNetns(netns, [&] {
+    for (int i = 0; i < 3; ++i) {
+      const std::string interface = absl::StrCat("h", i);
+      const unsigned ifindex = if_nametoindex(interface.c_str());
+      for (bool from : {true, false}) {
+        int fd = bpf_prog_get_fd_by_id(
+            RunningProgram(interface, from ? BPF_TC_INGRESS : BPF_TC_EGRESS));
+        ASSERT_GE(fd, 0) << where << ": no program on " << interface;
+        for (const IpAddress& peer : peers) {
+          uint8_t b[16] = {0xfd, 0x00};
+          b[15] = static_cast<uint8_t>(i + 1);
+          const IpAddress self = peer.is_v4() ? IpAddress::V4(0x0a000001u + static_cast<uint32_t>(i))
+                                              : IpAddress::V6Bytes(b);
+          for (auto [protocol, port] : {std::pair<uint8_t, uint16_t>{6, 80}, {17, 53}, {6, 8080},
+                                        {6, 443}, {6, 81}}) {
+            testing::FrameSpec f;
+            f.src = from ? self : peer;
+            f.dst = from ? peer : self;
+            f.protocol = protocol;
+            f.sport = sport = static_cast<uint16_t>(sport >= 65000 ? 40000 : sport + 1);
+            f.dport = port;
+            const bool expected = after.Allowed(f.src, f.dst, protocol, port);
+            absl::StatusOr<TestRunResult> r = TestRun(fd, testing::Frame(f), ifindex);
+            ASSERT_TRUE(r.ok()) << where << ": " << r.status();
+            EXPECT_EQ(r->verdict == TC_ACT_UNSPEC, expected)
+                << where << ": " << interface << (from ? " np_from_ep " : " np_to_ep ")
+                << f.src.ToString() << " -> " << f.dst.ToString() << " "
+                << ProtocolName(protocol) << "/" << port;
+            ++counts.probes;
+            counts.allowed += expected;
+            counts.changed += expected != before.Allowed(f.src, f.dst, protocol, port);
+          }
+        }
+        close(fd);
+      }
+    }
+  });
+}
+
+// Pods of the node added and deleted one at a time through UpdateDelta (deltas from
+// DiffPrograms), their table there and their interface not in the attachment (the agent's
+// case: bench/agent_latency_bench "pod add (node-0, table there)"): each goes in place —
+// np_endpoints_addr entries and the address's identity written, no new program — and
+// then every hook of the node decides as the IR interpreter reads the next program, and
+// the maps are a fresh Apply's but for endpoint ids.
+TEST_F(UpdateTest, PodsOfTheNodeAddedAndDeletedInPlaceDecideAsTheNextProgram) {
+  const uint64_t seed = testing::FirstSeed();
+  std::mt19937_64 rng(seed);
+  std::vector<bool> used(250, false);
+  std::vector<ChurnPod> pods = FirstChurnPods(rng, used);
+  pods.resize(std::min<size_t>(pods.size(), 6));
+  std::vector<ExtraLocalPod> extra;
+  std::unique_ptr<Backend> inc = MakeEbpfBackend();
+  ir::CompiledPolicy previous = ChurnIr(pods, true, {1, 2, 3}, extra);
+  ASSERT_TRUE(inc->Apply(previous, On(0)).ok());
+  uint32_t program = 0;
+  InNetns(netns_[0], [&] { program = RunningProgram("h0", BPF_TC_INGRESS); });
+  ASSERT_NE(program, 0u);
+  auto generation = [&]() -> uint32_t {
+    auto d = DumpMaps("h0", netns_[0]);
+    if (!d.ok() || (*d)["np_config"].size() != 1) return 0;
+    uint32_t g;
+    std::memcpy(&g, (*d)["np_config"][0].second.data(), 4);
+    return g;
+  };
+  const uint32_t first_generation = generation();
+  int adds = 0, deletes = 0;
+  ProbeCounts counts;
+  for (int step = 0; step < 50; ++step) {
+    std::vector<ExtraLocalPod> next_extra = extra;
+    std::string what;
+    if (extra.empty() || (extra.size() < 10 && rng() % 3 != 0)) {
+      const int slot = 10 + static_cast<int>(rng() % 50);
+      if (std::any_of(extra.begin(), extra.end(), [&](const auto& p) { return p.slot == slot; })) {
+        continue;
+      }
+      next_extra.push_back({slot, 1 + static_cast<int>(rng() % 3), rng() % 2 == 0});
+      std::sort(next_extra.begin(), next_extra.end(),
+                [](const auto& a, const auto& b) { return a.slot < b.slot; });
+      what = absl::StrCat("x/m", slot, " added");
+      ++adds;
+    } else {
+      const size_t i = rng() % extra.size();
+      what = absl::StrCat("x/m", extra[i].slot, " deleted");
+      next_extra.erase(next_extra.begin() + static_cast<long>(i));
+      ++deletes;
+    }
+    const std::string where = absl::StrCat("seed ", seed, " step ", step, " (", what, ")");
+    ir::CompiledPolicy next = ChurnIr(pods, true, {1, 2, 3}, next_extra);
+    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(previous, next);
+    ASSERT_TRUE(delta.has_value()) << where;
+    ASSERT_TRUE(inc->UpdateDelta(previous, *delta, On(0)).ok()) << where;
+    const std::string path = EbpfLastUpdate(*inc);
+    EXPECT_TRUE(absl::StartsWith(path, "in place") &&
+                absl::StrContains(path, absl::StrCat("endpoints ", what.substr(what.find(' ') + 1),
+                                                     ": ", what.substr(0, what.find(' ')))))
+        << where << ": " << path;
+    // No new generation: the same program runs, np_config's generation went up by one.
+    uint32_t running = 0;
+    InNetns(netns_[0], [&] { running = RunningProgram("h0", BPF_TC_INGRESS); });
+    EXPECT_EQ(running, program) << where;
+    EXPECT_EQ(generation(), first_generation + static_cast<uint32_t>(adds + deletes)) << where;
+
+    std::vector<IpAddress> peers;
+    for (int family = 0; family < 2; ++family) {
+      auto address = [&](uint32_t v) {
+        if (family == 0) return IpAddress::V4(v);
+        uint8_t b[16] = {0xfd, 0x00, 0, static_cast<uint8_t>((v >> 16) & 0xff)};
+        b[15] = static_cast<uint8_t>(v & 0xff);
+        return IpAddress::V6Bytes(b);
+      };
+      for (uint32_t v : {0x0a000001u, 0x0a000002u, 0x0a000003u, 0x0a020001u}) {
+        peers.push_back(address(v));
+      }
+      for (const ChurnPod& p : pods) peers.push_back(address(0x0a010000u + static_cast<uint32_t>(p.slot)));
+      std::set<int> slots;  // the pods of the node before and after
+      for (const auto* list : {&extra, &next_extra}) {
+        for (const ExtraLocalPod& p : *list) slots.insert(p.slot);
+      }
+      for (int slot : slots) peers.push_back(address(0x0a000000u + static_cast<uint32_t>(slot)));
+    }
+    ProbeHooks(netns_[0], previous, next, peers, where, counts);
+    ExpectMapsOfAFreshApply(next, where, /*ids_may_differ=*/true);
+    if (HasFailure()) return;
+    previous = std::move(next);
+    extra = std::move(next_extra);
+  }
+  std::printf("seed %llu: %d pods of the node added and %d deleted in place; %d probes, %d "
+              "allowed, %d whose verdict the step changed\n",
+              static_cast<unsigned long long>(seed), adds, deletes, counts.probes,
+              counts.allowed, counts.changed);
+  EXPECT_GT(adds, 10);
+  EXPECT_GT(deletes, 5);
+  EXPECT_GT(counts.changed, 0);
+  EXPECT_GT(counts.allowed, 0);
+  EXPECT_LT(counts.allowed, counts.probes);
+
+  // A pod of the node that changes (here: becomes selected) is not an add or a delete.
+  {
+    ASSERT_FALSE(extra.empty());
+    std::vector<ExtraLocalPod> changed = extra;
+    changed[0].selected = !changed[0].selected;
+    ir::CompiledPolicy next = ChurnIr(pods, true, {1, 2, 3}, changed);
+    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(previous, next);
+    ASSERT_TRUE(delta.has_value());
+    ASSERT_TRUE(inc->UpdateDelta(previous, *delta, On(0)).ok());
+    EXPECT_TRUE(absl::StartsWith(EbpfLastUpdate(*inc), "full: ") &&
+                absl::StrContains(EbpfLastUpdate(*inc), "changes (addresses, selected or table)"))
+        << EbpfLastUpdate(*inc);
+    ExpectMapsOfAFreshApply(next, "after a pod of the node changed");
   }
 }
 
