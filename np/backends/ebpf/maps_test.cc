@@ -790,5 +790,97 @@ TEST(PlanIdentityEditFromDeltaTest, MalformedDeltasAreInvalidAndNoChangesAreNoth
   }
 }
 
+
+// A pod of the node added or deleted (its table there): with an id to give, its
+// np_endpoints_addr entries come with the identity writes the same ranges plan without any
+// endpoint change; everything proto/compiled.proto lets an endpoint edit do beyond that is
+// refused, or invalid.
+TEST(PlanIdentityEditFromDeltaTest, PodsOfTheNodeAddedOrDeletedAreEndpointWrites) {
+  const ir::CompiledPolicy base = WithPods({{0x0a000020, 1}});
+  auto with_c = [&](auto&& change) {
+    ir::CompiledPolicy ir = WithPods({{0x0a000020, 1}, {0x0a000003, 1}});
+    ir::Endpoint* c = ir.add_endpoints();  // after x/a and x/b: sorted
+    c->set_namespace_("x");
+    c->set_name("c");
+    c->add_ips("10.0.0.3");
+    c->set_selected(true);
+    c->set_table(0);
+    change(ir);
+    return ir;
+  };
+  const ir::CompiledPolicy next = with_c([](ir::CompiledPolicy&) {});
+  absl::StatusOr<MapContents> from = BuildMaps(base);
+  absl::StatusOr<MapContents> to = BuildMaps(next);
+  ASSERT_TRUE(from.ok() && to.ok());
+  std::optional<ir::CompiledPolicyDelta> add = DiffPrograms(base, next);
+  std::optional<ir::CompiledPolicyDelta> del = DiffPrograms(next, base);
+  ASSERT_TRUE(add.has_value() && del.has_value() && add->endpoints_size() == 1);
+  np_endpoint_addr_key c_key{};
+  c_key.family = NP_FAMILY_V4;
+  IpAddress::V4(0x0a000003).ToBytes(c_key.addr);
+  auto key_text = [](const np_endpoint_addr_key& k) {
+    return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(&k), sizeof(k)));
+  };
+
+  // Without an id to give: refused, as before.
+  absl::StatusOr<IdentityEdit> edit = PlanIdentityEditFromDelta(base, *add, from->endpoints_addr);
+  EXPECT_EQ(edit.status().code(), absl::StatusCode::kFailedPrecondition) << edit.status();
+
+  ir::CompiledPolicyDelta ranges_only = *add;
+  ranges_only.clear_endpoints();
+  absl::StatusOr<IdentityEdit> identity = PlanIdentityEditFromDelta(base, ranges_only, from->endpoints_addr);
+  ASSERT_TRUE(identity.ok()) << identity.status();
+  edit = PlanIdentityEditFromDelta(base, *add, from->endpoints_addr, 7);
+  ASSERT_TRUE(edit.ok()) << edit.status();
+  EXPECT_EQ(EditText(*edit), EditText(*identity));
+  EXPECT_EQ(edit->changed_addresses, std::vector<std::string>{"10.0.0.3"});
+  EXPECT_EQ(edit->added_endpoints, std::vector<std::string>{"x/c"});
+  EXPECT_TRUE(edit->deleted_endpoints.empty() && edit->endpoint_deletes.empty());
+  ASSERT_EQ(edit->endpoint_adds.size(), 1u);
+  EXPECT_EQ(key_text(edit->endpoint_adds[0].first), key_text(c_key));
+  EXPECT_EQ(edit->endpoint_adds[0].second.id, 7u);  // the id given, not the IR index (2)
+  EXPECT_EQ(edit->endpoint_adds[0].second.table, 0u);
+  EXPECT_EQ(edit->endpoint_adds[0].second.flags, NP_ENDPOINT_SELECTED);
+  EXPECT_EQ(edit->Writes(), identity->Writes() + 1);
+
+  edit = PlanIdentityEditFromDelta(next, *del, to->endpoints_addr, 3);
+  ASSERT_TRUE(edit.ok()) << edit.status();
+  EXPECT_EQ(edit->deleted_endpoints, std::vector<std::string>{"x/c"});
+  ASSERT_EQ(edit->endpoint_deletes.size(), 1u);
+  EXPECT_EQ(key_text(edit->endpoint_deletes[0]), key_text(c_key));
+  EXPECT_TRUE(edit->endpoint_adds.empty());
+
+  auto refused = [&](const ir::CompiledPolicy& a, const ir::CompiledPolicy& b,
+                     const std::vector<std::pair<np_endpoint_addr_key, np_endpoint>>& local,
+                     uint32_t next_id, const char* why) {
+    std::optional<ir::CompiledPolicyDelta> d = DiffPrograms(a, b);
+    ASSERT_TRUE(d.has_value()) << why;
+    absl::StatusOr<IdentityEdit> e = PlanIdentityEditFromDelta(a, *d, local, next_id);
+    EXPECT_EQ(e.status().code(), absl::StatusCode::kFailedPrecondition) << why << ": " << e.status();
+    EXPECT_TRUE(absl::StrContains(e.status().message(), why)) << e.status();
+  };
+  refused(base, with_c([](ir::CompiledPolicy& ir) { ir.mutable_endpoints(2)->add_shared_ips("10.0.0.9"); }),
+          from->endpoints_addr, 7, "shared addresses");
+  refused(base, next, to->endpoints_addr, 7, "another endpoint's too");
+  refused(base, with_c([](ir::CompiledPolicy& ir) { ir.mutable_endpoints(1)->set_selected(true); }),
+          from->endpoints_addr, 7, "x/b changes");
+  refused(base, next, from->endpoints_addr, NP_IDENTITY_NONE - 1, "ids are used up");
+  {  // x/b leaves 10.0.0.2 and x/c takes it in one delta.
+    ir::CompiledPolicy swapped = base;
+    ir::Endpoint* b = swapped.mutable_endpoints(1);
+    b->set_name("c");
+    b->clear_ips();
+    b->add_ips("10.0.0.2");
+    refused(base, swapped, from->endpoints_addr, 7, "is left by another endpoint");
+  }
+  {  // A table that does not exist: malformed.
+    std::optional<ir::CompiledPolicyDelta> d =
+        DiffPrograms(base, with_c([](ir::CompiledPolicy& ir) { ir.mutable_endpoints(2)->set_table(5); }));
+    ASSERT_TRUE(d.has_value());
+    EXPECT_EQ(PlanIdentityEditFromDelta(base, *d, from->endpoints_addr, 7).status().code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+}
+
 }  // namespace
 }  // namespace np::backends::ebpf
