@@ -166,6 +166,14 @@ std::vector<ChurnPod> FirstChurnPods(std::mt19937_64& rng, std::vector<bool>& us
   return pods;
 }
 
+// The churn's address `v` (10.x.0.y as a number) in `family` (0: itself, 1: fd00:x::y).
+IpAddress ChurnAddress(int family, uint32_t v) {
+  if (family == 0) return IpAddress::V4(v);
+  uint8_t b[16] = {0xfd, 0x00, 0, static_cast<uint8_t>((v >> 16) & 0xff)};
+  b[15] = static_cast<uint8_t>(v & 0xff);
+  return IpAddress::V6Bytes(b);
+}
+
 // A pod of the node with no interface in the attachment: x/m<slot> at 10.0.0.<slot> and
 // fd00::<slot> (slot 10..99), table 0 when selected.
 struct ExtraLocalPod {
@@ -193,12 +201,7 @@ ir::CompiledPolicy ChurnIr(const std::vector<ChurnPod>& pods, bool third_local,
   for (const ChurnPod& p : pods) v4.push_back({0x0a010000u + static_cast<uint32_t>(p.slot), p.identity});
   std::sort(v4.begin(), v4.end());
   for (int family = 0; family < 2; ++family) {
-    auto address = [&](uint32_t v) {
-      if (family == 0) return IpAddress::V4(v);
-      uint8_t b[16] = {0xfd, 0x00, 0, static_cast<uint8_t>((v >> 16) & 0xff)};
-      b[15] = static_cast<uint8_t>(v & 0xff);
-      return IpAddress::V6Bytes(b);
-    };
+    auto address = [&](uint32_t v) { return ChurnAddress(family, v); };
     auto add = [&](const IpAddress& first, const IpAddress& last, int identity) {
       testing::AddRange(ir, first, last, static_cast<uint32_t>(identity));
     };
@@ -245,10 +248,9 @@ ir::CompiledPolicy ChurnIr(const std::vector<ChurnPod>& pods, bool third_local,
     ir::Endpoint* e = ir.add_endpoints();
     e->set_namespace_("x");
     e->set_name(absl::StrCat("m", p.slot));
-    e->add_ips(IpAddress::V4(0x0a000000u + static_cast<uint32_t>(p.slot)).ToString());
-    uint8_t b[16] = {0xfd, 0x00};
-    b[15] = static_cast<uint8_t>(p.slot);
-    e->add_ips(IpAddress::V6Bytes(b).ToString());
+    for (int family = 0; family < 2; ++family) {
+      e->add_ips(ChurnAddress(family, 0x0a000000u + static_cast<uint32_t>(p.slot)).ToString());
+    }
     e->set_selected(p.selected);
   }
   return ir;
@@ -686,10 +688,8 @@ void ProbeHooks(const std::string& netns, const ir::CompiledPolicy& previous,
             RunningProgram(interface, from ? BPF_TC_INGRESS : BPF_TC_EGRESS));
         ASSERT_GE(fd, 0) << where << ": no program on " << interface;
         for (const IpAddress& peer : peers) {
-          uint8_t b[16] = {0xfd, 0x00};
-          b[15] = static_cast<uint8_t>(i + 1);
-          const IpAddress self = peer.is_v4() ? IpAddress::V4(0x0a000001u + static_cast<uint32_t>(i))
-                                              : IpAddress::V6Bytes(b);
+          const IpAddress self =
+              ChurnAddress(peer.is_v4() ? 0 : 1, 0x0a000001u + static_cast<uint32_t>(i));
           for (auto [protocol, port] : {std::pair<uint8_t, uint16_t>{6, 80}, {17, 53}, {6, 8080},
                                         {6, 443}, {6, 81}}) {
             testing::FrameSpec f;
@@ -782,12 +782,7 @@ TEST_F(UpdateTest, PodsOfTheNodeAddedAndDeletedInPlaceDecideAsTheNextProgram) {
 
     std::vector<IpAddress> peers;
     for (int family = 0; family < 2; ++family) {
-      auto address = [&](uint32_t v) {
-        if (family == 0) return IpAddress::V4(v);
-        uint8_t b[16] = {0xfd, 0x00, 0, static_cast<uint8_t>((v >> 16) & 0xff)};
-        b[15] = static_cast<uint8_t>(v & 0xff);
-        return IpAddress::V6Bytes(b);
-      };
+      auto address = [&](uint32_t v) { return ChurnAddress(family, v); };
       for (uint32_t v : {0x0a000001u, 0x0a000002u, 0x0a000003u, 0x0a020001u}) {
         peers.push_back(address(v));
       }
