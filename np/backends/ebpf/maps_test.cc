@@ -427,6 +427,28 @@ uint32_t IdentityIn(const MapContents& hosts, const MapContents& lpm,
 }
 uint32_t IdentityIn(const MapContents& m, uint32_t a) { return IdentityIn(m, m, m, a); }
 
+// One map update (`entries` as key/value pairs) and one delete, as the kernel does them.
+template <typename Entries, typename K, typename V>
+void PutEntry(Entries& entries, const K& k, const V& v) {
+  for (auto& e : entries) {
+    if (std::memcmp(&e.first, &k, sizeof(k)) == 0) {
+      e.second = v;
+      return;
+    }
+  }
+  entries.emplace_back(k, v);
+}
+template <typename Entries, typename K>
+void EraseEntry(Entries& entries, const K& k) {
+  for (size_t i = 0; i < entries.size(); ++i) {
+    if (std::memcmp(&entries[i].first, &k, sizeof(k)) == 0) {
+      entries.erase(entries.begin() + static_cast<long>(i));
+      return;
+    }
+  }
+  ADD_FAILURE() << "deleting a key that is not there";
+}
+
 // Replays `edit` on `from`'s IPv4 identity entries write by write: the states a reader can
 // meet, split where the loader waits for a grace period (no program run spans one) — on
 // x86 only between two replacements in one hash map, never before the deletes
@@ -443,24 +465,8 @@ void CheckEditOrder(const MapContents& from, const MapContents& to, const Identi
     segments.back().push_back(std::move(next));
   };
   auto barrier = [&] { segments.push_back({segments.back().back()}); };
-  auto put = [](auto& entries, const auto& k, const auto& v) {
-    for (auto& e : entries) {
-      if (std::memcmp(&e.first, &k, sizeof(k)) == 0) {
-        e.second = v;
-        return;
-      }
-    }
-    entries.emplace_back(k, v);
-  };
-  auto erase = [](auto& entries, const auto& k) {
-    for (size_t i = 0; i < entries.size(); ++i) {
-      if (std::memcmp(&entries[i].first, &k, sizeof(k)) == 0) {
-        entries.erase(entries.begin() + static_cast<long>(i));
-        return;
-      }
-    }
-    ADD_FAILURE() << "deleting a key that is not there";
-  };
+  auto put = [](auto& entries, const auto& k, const auto& v) { PutEntry(entries, k, v); };
+  auto erase = [](auto& entries, const auto& k) { EraseEntry(entries, k); };
   for (const auto& [k, v] : edit.host_adds) step([&](MapContents& m) { put(m.ident_hosts, k, v); });
   for (const auto& [k, v] : edit.lpm4_puts) step([&](MapContents& m) { put(m.ident4, k, v); });
   for (size_t i = 0; i < edit.host_changes.size(); ++i) {
@@ -879,6 +885,154 @@ TEST(PlanIdentityEditFromDeltaTest, PodsOfTheNodeAddedOrDeletedAreEndpointWrites
     ASSERT_TRUE(d.has_value());
     EXPECT_EQ(PlanIdentityEditFromDelta(base, *d, from->endpoints_addr, 7).status().code(),
               absl::StatusCode::kInvalidArgument);
+  }
+}
+
+
+// Every state an edit passes through, write by write, in the loader's order
+// (loader.cc EditIdentities): endpoint entries added, the identity writes, endpoint entries
+// deleted; `endpoints_inside` swaps that order (adds after the identity writes, deletes
+// before), the order np_policy.c's lookups do not make safe.
+std::vector<MapContents> EditStates(const MapContents& from, const IdentityEdit& edit,
+                                    bool endpoints_inside = false) {
+  std::vector<MapContents> states = {from};
+  auto step = [&](auto&& change) {
+    MapContents next = states.back();
+    change(next);
+    states.push_back(std::move(next));
+  };
+  auto adds = [&] {
+    for (const auto& [k, v] : edit.endpoint_adds) step([&](MapContents& m) { PutEntry(m.endpoints_addr, k, v); });
+  };
+  auto deletes = [&] {
+    for (const auto& k : edit.endpoint_deletes) step([&](MapContents& m) { EraseEntry(m.endpoints_addr, k); });
+  };
+  if (!endpoints_inside) adds();
+  if (endpoints_inside) deletes();
+  for (const auto& [k, v] : edit.host_adds) step([&](MapContents& m) { PutEntry(m.ident_hosts, k, v); });
+  for (const auto& [k, v] : edit.lpm4_puts) step([&](MapContents& m) { PutEntry(m.ident4, k, v); });
+  for (const auto& [k, v] : edit.lpm6_puts) step([&](MapContents& m) { PutEntry(m.ident6, k, v); });
+  for (const auto& [k, v] : edit.host_changes) step([&](MapContents& m) { PutEntry(m.ident_hosts, k, v); });
+  for (const auto& k : edit.lpm4_deletes) step([&](MapContents& m) { EraseEntry(m.ident4, k); });
+  for (const auto& k : edit.lpm6_deletes) step([&](MapContents& m) { EraseEntry(m.ident6, k); });
+  for (const auto& k : edit.host_deletes) step([&](MapContents& m) { EraseEntry(m.ident_hosts, k); });
+  if (endpoints_inside) adds();
+  if (!endpoints_inside) deletes();
+  return states;
+}
+
+// np_policy.c policy_allows for one run that looks the other address's endpoint up in
+// `first`, and, when that misses and `second_lookup`, again in `second`, and reads
+// identities in `identities` (the policy maps are the same in every state). `endpoints`:
+// np_endpoint by id, for every id either program has.
+bool RunVerdict(const MapContents& identities, const MapContents& first,
+                const MapContents& second, bool second_lookup,
+                const std::vector<np_endpoint>& endpoints, uint32_t hook, uint32_t self,
+                const PacketView& p) {
+  const uint8_t* other = hook == NP_HOOK_FROM_ENDPOINT ? p.daddr : p.saddr;
+  MapContents m = identities;
+  const bool found = MapModel(first).EndpointByAddress(p.family, other) != nullptr;
+  m.endpoints_addr = found || !second_lookup ? first.endpoints_addr : second.endpoints_addr;
+  m.endpoints = endpoints;
+  m.endpoint_names.assign(endpoints.size(), "x/?");
+  return MapModel(m).Decide(hook, self, p).allowed;
+}
+
+// A pod of the node added or deleted in place: whatever state of the edit a run's endpoint
+// lookups and identity read meet (in the order they happen: first endpoint lookup, identity,
+// second endpoint lookup), a flow both programs allow passes and one both deny does not
+// (the IR interpreter says which). x/a's egress allows TCP 80 to x/b's class only; x/c
+// (10.0.0.3) is of x/b's class and selected by x/a's table, whose ingress does not allow x/a:
+// x/a -> x/c:80 is denied by both programs, but allowed when a run judges 10.0.0.3 by its new
+// identity without x/c's side. The swapped write order, and a run without the second lookup,
+// do let it through: the check can fail.
+TEST(PlanIdentityEditFromDeltaTest, APodOfTheNodeAddedOrDeletedGetsOldOrNewVerdicts) {
+  auto program = [](bool with_c) {
+    ir::CompiledPolicy ir = WithPods(with_c ? std::map<uint32_t, uint32_t>{{0x0a000003, 2}}
+                                            : std::map<uint32_t, uint32_t>{});
+    ir::PortRule* r = ir.mutable_tables(0)->mutable_egress()->add_rules();
+    r->set_protocol(ir::TCP);
+    r->set_first_port(80);
+    r->set_last_port(80);
+    r->set_peer_set(0);
+    if (with_c) {
+      ir::Endpoint* c = ir.add_endpoints();
+      c->set_namespace_("x");
+      c->set_name("c");
+      c->add_ips("10.0.0.3");
+      c->set_selected(true);
+      c->set_table(0);
+    }
+    return ir;
+  };
+  const IpAddress selves[2] = {IpAddress::V4(0x0a000001), IpAddress::V4(0x0a000002)};
+  for (bool adding : {true, false}) {
+    const ir::CompiledPolicy before = program(!adding), after = program(adding);
+    const std::string where = adding ? "x/c added" : "x/c deleted";
+    absl::StatusOr<MapContents> from = BuildMaps(before);
+    ASSERT_TRUE(from.ok());
+    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(before, after);
+    ASSERT_TRUE(delta.has_value());
+    const uint32_t next_id = static_cast<uint32_t>(from->endpoints.size());
+    absl::StatusOr<IdentityEdit> edit =
+        PlanIdentityEditFromDelta(before, *delta, from->endpoints_addr, next_id);
+    ASSERT_TRUE(edit.ok()) << where << ": " << edit.status();
+    ASSERT_TRUE(edit->EndpointsChange() && edit->Writes() > 1) << where;
+    std::vector<np_endpoint> endpoints = from->endpoints;
+    for (const auto& [k, v] : edit->endpoint_adds) {
+      if (v.id >= endpoints.size()) endpoints.resize(v.id + 1);
+      endpoints[v.id] = v;
+    }
+    const testing::IrInterpreter old_ir(before), new_ir(after);
+    int checked = 0, wrong_swapped = 0, wrong_one_lookup = 0;
+    for (bool swapped : {false, true}) {
+      const std::vector<MapContents> states = EditStates(*from, *edit, swapped);
+      for (uint32_t self = 0; self < 2; ++self) {
+        for (uint32_t hook : {uint32_t{NP_HOOK_FROM_ENDPOINT}, uint32_t{NP_HOOK_TO_ENDPOINT}}) {
+          for (uint32_t peer : {0x0a000003u, 0x0a000004u, 0x0a000001u, 0x0a000002u}) {
+            for (auto [protocol, port] : {std::pair<uint8_t, uint16_t>{6, 80}, {6, 81}, {17, 53}}) {
+              const IpAddress& me = selves[self];
+              const IpAddress other = IpAddress::V4(peer);
+              const IpAddress& src = hook == NP_HOOK_FROM_ENDPOINT ? me : other;
+              const IpAddress& dst = hook == NP_HOOK_FROM_ENDPOINT ? other : me;
+              const PacketView p = View(src, dst, protocol, port);
+              const bool old_verdict = old_ir.Allowed(src, dst, protocol, port);
+              const bool new_verdict = new_ir.Allowed(src, dst, protocol, port);
+              const std::string flow = absl::StrCat(where, ": ", src.ToString(), " -> ",
+                                                    dst.ToString(), " ", ProtocolName(protocol),
+                                                    "/", port);
+              if (!swapped) {
+                const MapContents& last = states.back();
+                EXPECT_EQ(RunVerdict(last, last, last, true, endpoints, hook, self, p), new_verdict)
+                    << flow << ": the edit does not end in the next program";
+              }
+              if (old_verdict != new_verdict) continue;
+              for (size_t i = 0; i < states.size(); ++i) {
+                for (size_t j = i; j < states.size(); ++j) {
+                  for (size_t k = j; k < states.size(); ++k) {
+                    const bool v =
+                        RunVerdict(states[j], states[i], states[k], true, endpoints, hook, self, p);
+                    if (swapped) {
+                      wrong_swapped += v != old_verdict;
+                      continue;
+                    }
+                    ++checked;
+                    EXPECT_EQ(v, old_verdict) << flow << " in states " << i << ", " << j << ", " << k;
+                    wrong_one_lookup += RunVerdict(states[j], states[i], states[k], false, endpoints,
+                                                   hook, self, p) != old_verdict;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+    EXPECT_GT(checked, 300) << where;
+    EXPECT_GT(wrong_swapped, 0) << where << ": the swapped order should let x/a -> x/c:80 through";
+    if (adding) {
+      EXPECT_GT(wrong_one_lookup, 0) << where << ": one lookup should let x/a -> x/c:80 through";
+    }
   }
 }
 
