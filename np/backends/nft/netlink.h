@@ -1,5 +1,5 @@
-// np/backends/nft/netlink.h — map element edits sent to nf_tables as one raw netlink batch,
-// without libnftables. Why: libnftables fetches its whole cache (every chain, set and the
+// np/backends/nft/netlink.h — map element edits, and the whole program's generation switch
+// (WholeBatch below), sent to nf_tables as one raw netlink batch each, without libnftables. Why: libnftables fetches its whole cache (every chain, set and the
 // interval maps' elements: ~500 KB at 1,000 pods) before every command and has no flag to
 // skip it, so a pod event's three-element edit cost 1–20 ms; the commit itself is ~0.1 ms.
 //

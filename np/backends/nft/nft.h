@@ -93,6 +93,12 @@
 // generation (another writer committed) is sent again at the kernel's; one the kernel
 // refuses otherwise goes to libnftables, then to the full path. NP_NFT_NO_NETLINK=1 turns
 // the netlink path off (comparisons, tests of the fallback).
+// The whole path (Apply's two commits: the switch and the retirement) goes the same way:
+// SwitchBatch / RetireBatch carry exactly what SwitchText / RetireText say, as one batch
+// each (netlink.h WholeBatch; the listing the kernel gives back is the one `nft -f` of the
+// text gives, tested). A program the encoder does not cover, or a batch the kernel refuses,
+// takes the text through libnftables; NP_NFT_TEXT_WHOLE=1 forces the text for the whole
+// path only. `compile --backend nft` (Render) prints the text: it is still what np installs.
 //   std::unique_ptr<Backend> nft = MakeNftBackend();
 //   nft->Apply(ir, where);                   // generation switch
 //   nft->Update(ir, next_ir, where);         // element edits when safe (PlanElementUpdate)
