@@ -1730,5 +1730,29 @@ TEST_F(NftKernelTest, WholePathNetlinkListsAsNftsOwnText) {
   EXPECT_GT(DeltaStatsOf(*by_text).whole_text, 0u);
 }
 
+
+// A whole-path batch the kernel refuses changes nothing and goes to libnftables (refused
+// too here), and the switch recovers from a listing, by netlink again: another writer made
+// the next generation's first chain, so the exclusive create (the guard) fails.
+TEST_F(NftKernelTest, ARefusedWholeBatchFallsBackAndRecovers) {
+  std::unique_ptr<Backend> nft = MakeNftBackend();
+  ASSERT_TRUE(nft->Apply(HundredPods(), {}).ok());
+  ASSERT_TRUE(RunCommand({"nft", "add", "chain", "inet", kTableName, "id_other_g2"}).ok());
+  const DeltaStats before = DeltaStatsOf(*nft);
+  ASSERT_TRUE(nft->Apply(iptables::testutil::TierScenarioIr(), {}).ok());
+  const DeltaStats after = DeltaStatsOf(*nft);
+  EXPECT_EQ(after.whole_netlink_fallbacks, before.whole_netlink_fallbacks + 1);
+  EXPECT_TRUE(absl::StrContains(after.last_netlink_error, "create chain inet np id_other_g2"))
+      << after.last_netlink_error;
+  EXPECT_EQ(after.whole_text, before.whole_text + 1);  // the refused text of the same switch
+  EXPECT_EQ(after.whole_netlink, before.whole_netlink + 2);  // then the switch to g3, retire
+  absl::StatusOr<std::string> listing = RunCommand({"nft", "-t", "list", "table", "inet", kTableName});
+  ASSERT_TRUE(listing.ok());
+  EXPECT_TRUE(absl::StrContains(*listing, "chain id_other_g3")) << *listing;
+  EXPECT_FALSE(absl::StrContains(*listing, "_g2")) << *listing;
+  EXPECT_FALSE(absl::StrContains(*listing, "_g1 ")) << *listing;
+  ASSERT_TRUE(nft->Remove({}).ok());
+}
+
 }  // namespace
 }  // namespace np::backends::nft
