@@ -19,6 +19,7 @@
 #include <type_traits>
 #include <cctype>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <set>
 #include <tuple>
@@ -1993,7 +1994,7 @@ class NftBackend : public Backend {
   // set, the program has something the encoder does not know, or the kernel refused the
   // batch (it then changed nothing; libnftables gets to try, and to say why).
   absl::Status CommitWhole(Namespace& ns, const absl::StatusOr<nft::WholeBatch>& batch,
-                           const std::string& text) {
+                           const std::function<std::string()>& text) {
     if (!batch.ok()) {
       stats_.last_netlink_error = std::string(batch.status().message());
       ++stats_.whole_netlink_fallbacks;
@@ -2012,7 +2013,7 @@ class NftBackend : public Backend {
       ++stats_.whole_netlink_fallbacks;
     }
     ++stats_.whole_text;
-    return RunNft(ns, text).status();
+    return RunNft(ns, text()).status();
   }
 
   absl::Status CommitByNetlink(Namespace& ns, const std::string& text) {
@@ -2129,11 +2130,14 @@ class NftBackend : public Backend {
     // what np believes is installed is not (another writer); nothing is committed then.
     std::string guard = absl::StrCat("table inet ", nft::kTableName, " {}\ncreate chain inet ",
                                      nft::kTableName, " ", next.chains.front().name, "\n");
-    absl::Status switched = CommitWhole(ns, nft::SwitchBatch(next), guard + nft::SwitchText(next));
+    // The texts only when libnftables is to run them (they cost a few ms at 1,000 pods).
+    absl::Status switched = CommitWhole(ns, nft::SwitchBatch(next),
+                                        [&] { return guard + nft::SwitchText(next); });
     if (!switched.ok()) return switched;
-    std::string retire = nft::RetireText(installed, next);
-    if (!retire.empty()) {
-      absl::Status retired = CommitWhole(ns, nft::RetireBatch(installed, next), retire);
+    const nft::WholeBatch retire = nft::RetireBatch(installed, next);
+    if (!retire.flush.empty() || !retire.delete_sets.empty()) {
+      absl::Status retired =
+          CommitWhole(ns, retire, [&] { return nft::RetireText(installed, next); });
       if (!retired.ok()) {
         return absl::InternalError(absl::StrCat(
             "nft: the new rules are in force, but the previous generation was not deleted (the "
