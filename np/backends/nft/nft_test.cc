@@ -1703,8 +1703,34 @@ TEST_F(NftKernelTest, WholePathNetlinkListsAsNftsOwnText) {
   std::unique_ptr<Backend> by_netlink = MakeNftBackend();
   const uint64_t seed = 20261201;
   std::mt19937 rng(seed);
+  // A program whose batch is far past the socket's default send buffer (and one netlink
+  // message's 64 KB): 4,000 dual-stack pods of 40 interleaved identities (no merging), every
+  // pod selected for both directions, peer sets of many mark intervals (named sets).
+  ir::CompiledPolicy big;
+  {
+    std::vector<Pod> pods;
+    for (uint32_t i = 0; i < 4000; ++i) pods.push_back({absl::StrCat("ns/big", i), 1 + (i * 7) % 39});
+    big = PodsIr(pods, 40);
+    std::vector<uint32_t> odd, some;
+    for (uint32_t id = 1; id < 40; id += 2) odd.push_back(id);
+    for (uint32_t id = 0; id < 40; id += 3) some.push_back(id);
+    AddPeerSet(big, odd);
+    AddPeerSet(big, some);
+    for (uint32_t t = 0; t < 4; ++t) {
+      ir::Table* table = big.add_tables();
+      table->set_id(t);
+      table->add_policies(absl::StrCat("ns/big-", t));
+      AddRule(table->mutable_ingress(), ir::TCP, 80 + t, 81 + t, t % 2);
+      AddRule(table->mutable_egress(), ir::UDP, 53, 53, 1 - t % 2);
+    }
+    for (int i = 0; i < big.endpoints_size(); ++i) {
+      big.mutable_endpoints(i)->set_selected(true);
+      big.mutable_endpoints(i)->set_table(static_cast<uint32_t>(i % 4));
+    }
+  }
   std::vector<std::pair<std::string, ir::CompiledPolicy>> irs = {
       {"HundredPods", HundredPods()},
+      {"4,000 pods", big},
       {"HostileNames", HostileNames()},
       {"TierScenarioIr", iptables::testutil::TierScenarioIr()}};
   for (int i = 0; i < 12; ++i) {
