@@ -1,5 +1,5 @@
-// np/backends/nft/netlink.h — map element edits sent to nf_tables as one raw netlink batch,
-// without libnftables. Why: libnftables fetches its whole cache (every chain, set and the
+// np/backends/nft/netlink.h — map element edits, and the whole program's generation switch
+// (WholeBatch below), sent to nf_tables as one raw netlink batch each, without libnftables. Why: libnftables fetches its whole cache (every chain, set and the
 // interval maps' elements: ~500 KB at 1,000 pods) before every command and has no flag to
 // skip it, so a pod event's three-element edit cost 1–20 ms; the commit itself is ~0.1 ms.
 //
@@ -61,6 +61,54 @@ absl::StatusOr<std::string> EncodeElementBatch(const std::string& table,
                                                uint32_t seq, uint32_t genid,
                                                std::vector<int>* edit_of_message);
 
+// ---- The whole path (a generation switch) as one batch -----------------------------------
+// libnftables spends nearly all of a generation switch in userspace (parsing the text,
+// fetching its cache, building every element: bench/RESULTS.md "nft whole path split"), so
+// np sends the same objects itself. The text (nft.h SwitchText / RetireText) stays the
+// source of truth: the batch carries the very rule strings Build writes, and EncodeRule
+// knows only the forms Build emits, each as the expressions nft 1.0.6 makes of it (checked
+// with `nft --debug=netlink,mnl`):
+//   ct state established,related accept         ct state; bitwise & 6; cmp neq 0; accept
+//   meta mark set meta mark and M or X          meta mark; bitwise (& M) ^ X; meta set mark
+//   ip|ip6 saddr|daddr vmap @S                  meta nfproto; cmp; payload; lookup S dreg 0
+//   meta l4proto tcp|udp|sctp                   meta l4proto; cmp eq (1 byte)
+//   th dport P | th dport A-B                   payload th +2 (2 bytes); cmp eq | gte, lte
+//   meta mark @S                                meta mark; byteorder hton; lookup S
+//   meta mark A-B                               meta mark; byteorder hton; cmp gte, lte
+//   accept | drop | return | goto C | jump C    immediate verdict
+//   comment "TEXT"                              rule user data (NFTNL_UDATA_RULE_COMMENT)
+// Anything else is Unimplemented: the caller then takes libnftables.
+struct WholeSet {
+  std::string name;
+  enum Key { kIpv4, kIpv6, kMark } key = kIpv4;
+  bool map = false;  // a verdict map (`type ... : verdict`)
+  bool interval = false;
+  std::string comment;
+  std::vector<SetElementEdit::Element> elements;  // mark keys: 4 bytes, network order
+};
+struct WholeChain {
+  std::string name;
+  bool forward_hook = false;  // `type filter hook forward priority filter; policy accept;`
+  bool exclusive = false;     // NLM_F_EXCL: refused when it exists (the switch's guard)
+  std::string comment;
+  std::vector<std::string> rules;  // as Build writes them
+};
+struct WholeBatch {
+  bool add_table = false;              // NEWTABLE (no error when it exists)
+  std::vector<WholeChain> chains;      // declared first, so rules and elements can name them
+  std::vector<WholeSet> sets;          // declared with their elements
+  std::vector<std::string> flush;      // chains whose rules go before the rules below are added
+  // Rules: chains[i].rules, regular chains first, then the flushed (base) chains'.
+  std::vector<std::string> delete_sets;    // after the rules
+  std::vector<std::string> delete_chains;  // last
+};
+// The batch's bytes; `what_of_message` gets, per message, what it does in nft's words
+// ("add rule inet np t0_ingress_g2 drop"; empty for the batch's begin and end) to name a
+// refused one. Unimplemented for a rule form, hook or key it does not know.
+absl::StatusOr<std::string> EncodeWholeBatch(const std::string& table, const WholeBatch& batch,
+                                             uint32_t seq, uint32_t genid,
+                                             std::vector<std::string>* what_of_message);
+
 // A NETLINK_NETFILTER socket in the network namespace of the thread that opened it.
 class NftNetlink {
  public:
@@ -78,17 +126,25 @@ class NftNetlink {
   absl::Status Commit(const std::string& table, const std::vector<SetElementEdit>& edits,
                       uint32_t genid);
   static uint32_t NextGeneration(uint32_t genid) { return genid + 1 == 0 ? 1 : genid + 1; }
+  // One whole-path transaction (EncodeWholeBatch); genid 0: no generation check. Errors as
+  // Commit's, naming the refused message; the kernel then changed nothing.
+  absl::Status CommitWhole(const std::string& table, const WholeBatch& batch, uint32_t genid);
 
  private:
   explicit NftNetlink(int fd) : fd_(fd) {}
   // Sends `bytes` and reads the answers to the messages numbered [first, first + count)
   // into `errors` (0 acked, -errno refused, 1 no answer); the ones with NLM_F_ACK are
   // `acked`. `reply` gets the payload of the last answer that is not an ack.
+  // Sends an encoded batch (acks requested on `acked` only) and maps the answers to a status.
+  absl::Status SendBatch(const std::string& bytes, uint32_t first,
+                         const std::vector<uint32_t>& acked,
+                         const std::vector<std::string>& what_of_message, uint32_t genid);
   absl::Status Exchange(const std::string& bytes, uint32_t first, uint32_t count,
                         const std::vector<uint32_t>& acked, std::vector<int>* errors,
                         std::string* reply);
   int fd_;
   uint32_t seq_ = 1;
+  size_t sndbuf_ = 0;  // what SendBatch set SO_SNDBUF(FORCE) to; 0: the default
 };
 
 }  // namespace np::backends::nft

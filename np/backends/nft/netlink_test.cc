@@ -298,6 +298,36 @@ TEST(NetlinkEncoding, RefusesWhatItCannotEncode) {
   EXPECT_EQ(m, (std::vector<int>{-1, 0, -1}));  // begin, the edit, end
 }
 
+// The whole-path encoder knows Build's rule forms only: anything else is Unimplemented (the
+// backend then runs the text through libnftables), never a guess.
+TEST(NetlinkEncoding, WholeBatchEncodesBuildsFormsAndRefusesOthers) {
+  auto encode = [](const std::string& rule) {
+    WholeBatch b;
+    b.add_table = true;
+    b.chains.push_back({"c", false, false, "", {rule}});
+    b.chains.push_back({"d", false, false, "", {}});
+    b.sets.push_back({"s", WholeSet::kMark, false, true, "a set", {}});
+    b.sets.push_back({"m", WholeSet::kIpv4, true, false, "", {E("10.0.0.1", "10.0.0.1", "d")}});
+    std::vector<std::string> what;
+    return EncodeWholeBatch("t", b, 1, 0, &what).status();
+  };
+  for (const char* rule :
+       {"ct state established,related accept",
+        "meta mark set meta mark and 0x0000ffff or 0xffff0000", "ip daddr vmap @m",
+        "ip6 saddr vmap @m", "meta l4proto tcp th dport 80 meta mark @s return",
+        "meta l4proto udp th dport 80-90 meta mark 0x00010000-0x0001ffff return comment \"x y\"",
+        "meta l4proto sctp drop", "goto d", "jump d", "drop", "return",
+        "meta mark 0xffff0000-0xffffffff drop"}) {
+    EXPECT_TRUE(encode(rule).ok()) << rule << ": " << encode(rule);
+  }
+  for (const char* rule :
+       {"tcp flags syn drop", "meta l4proto icmp return", "th dport 90-80 return",
+        "th dport 70000 return", "meta mark 0x00010000 return", "ip daddr 10.0.0.1 drop",
+        "meta l4proto tcp", "counter drop", "drop comment \"a\"b\"", "reject"}) {
+    EXPECT_TRUE(absl::IsUnimplemented(encode(rule))) << rule << ": " << encode(rule);
+  }
+}
+
 TEST(NetlinkEncoding, ParsesThePlansTransactions) {
   absl::StatusOr<std::vector<SetElementEdit>> edits = ParseElementTransaction(
       "delete element inet np identity4_g3 { 10.0.0.0-10.0.0.4, 10.0.0.5 }\n"

@@ -1,5 +1,6 @@
 #include "np/backends/nft/nft.h"
 
+#include <arpa/inet.h>
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <linux/membarrier.h>
@@ -18,6 +19,7 @@
 #include <type_traits>
 #include <cctype>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <set>
 #include <tuple>
@@ -792,13 +794,25 @@ std::string SwitchText(const Program& next) {
   return out;
 }
 
-std::string RetireText(const Installed& installed, const Program& next) {
+namespace {
+
+// What RetireText and RetireBatch delete: every set and chain installed that `next` lacks.
+std::vector<Installed::Object> Retired(const Installed& installed, const Program& next) {
   std::set<std::pair<std::string, std::string>> keep;
   for (const Set& s : next.sets) keep.insert({s.map ? "map" : "set", s.name});
   for (const Chain& c : next.chains) keep.insert({"chain", c.name});
-  std::string flushes, sets, chains;
+  std::vector<Installed::Object> out;
   for (const Installed::Object& o : installed.objects) {
-    if (keep.count({o.kind, o.name}) > 0) continue;
+    if (keep.count({o.kind, o.name}) == 0) out.push_back(o);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string RetireText(const Installed& installed, const Program& next) {
+  std::string flushes, sets, chains;
+  for (const Installed::Object& o : Retired(installed, next)) {
     if (o.kind == "chain") {
       absl::StrAppend(&flushes, "flush chain inet ", kTableName, " ", o.name, "\n");
       absl::StrAppend(&chains, "delete chain inet ", kTableName, " ", o.name, "\n");
@@ -1465,6 +1479,91 @@ absl::StatusOr<std::vector<SetElementEdit>> ParseElementTransaction(const std::s
   return out;
 }
 
+WholeBatch RetireBatch(const Installed& installed, const Program& next) {
+  WholeBatch batch;
+  for (const Installed::Object& o : Retired(installed, next)) {
+    if (o.kind == "chain") {
+      batch.flush.push_back(o.name);
+      batch.delete_chains.push_back(o.name);
+    } else {
+      batch.delete_sets.push_back(o.name);
+    }
+  }
+  return batch;
+}
+
+absl::StatusOr<WholeBatch> SwitchBatch(const Program& next) {
+  WholeBatch batch;
+  batch.add_table = true;
+  for (const Chain& c : next.chains) {
+    WholeChain w;
+    w.name = c.name;
+    if (!c.hook.empty()) {
+      if (c.hook != "type filter hook forward priority filter; policy accept;") {
+        return absl::UnimplementedError(absl::StrCat("no netlink encoding for hook `", c.hook, "`"));
+      }
+      w.forward_hook = true;
+      batch.flush.push_back(c.name);
+    }
+    w.comment = c.comment.empty() ? "" : CommentText(c.comment, kNftCommentMax);
+    w.rules = c.rules;
+    batch.chains.push_back(std::move(w));
+  }
+  // The guard, as SwitchText's caller writes it: the new generation's first chain must not
+  // exist yet (else what np believes is installed is not).
+  if (!batch.chains.empty()) batch.chains.front().exclusive = true;
+  for (const Set& s : next.sets) {
+    WholeSet w;
+    w.name = s.name;
+    w.map = s.map;
+    w.interval = s.interval;
+    w.comment = s.comment.empty() ? "" : CommentText(s.comment, kNftCommentMax);
+    if (s.type == "ipv4_addr : verdict" && s.map) {
+      w.key = WholeSet::kIpv4;
+    } else if (s.type == "ipv6_addr : verdict" && s.map) {
+      w.key = WholeSet::kIpv6;
+    } else if (s.type == "mark" && !s.map) {
+      w.key = WholeSet::kMark;
+    } else {
+      return absl::UnimplementedError(absl::StrCat("no netlink encoding for set type `", s.type, "`"));
+    }
+    for (const std::string& text : s.elements) {
+      SetElementEdit::Element x;
+      if (w.key == WholeSet::kMark) {
+        // "0x00010000-0x0001ffff" (Layout's mark intervals): keys in network order.
+        std::vector<absl::string_view> ends = absl::StrSplit(text, '-');
+        uint32_t v[2];
+        if (ends.size() != 2 || !absl::ConsumePrefix(&ends[0], "0x") ||
+            !absl::ConsumePrefix(&ends[1], "0x") || !absl::SimpleHexAtoi(ends[0], &v[0]) ||
+            !absl::SimpleHexAtoi(ends[1], &v[1])) {
+          return absl::UnimplementedError(absl::StrCat("no netlink encoding for `", text, "`"));
+        }
+        for (int k = 0; k < 2; ++k) {
+          const uint32_t be = htonl(v[k]);
+          (k == 0 ? x.first : x.last).assign(reinterpret_cast<const char*>(&be), 4);
+        }
+      } else {
+        absl::StatusOr<Element> e = ParseElement(text);
+        if (!e.ok()) return e.status();
+        absl::string_view target = e->target;
+        if (!absl::ConsumePrefix(&target, "jump ")) {
+          return absl::UnimplementedError(absl::StrCat("no netlink encoding for `", text, "`"));
+        }
+        x = {e->first, e->last, std::string(target)};
+      }
+      w.elements.push_back(std::move(x));
+    }
+    // The kernel keeps interval elements in order whatever the batch's; nft sends them
+    // sorted, and so does np (the zero end nft puts before a first interval depends on it).
+    std::sort(w.elements.begin(), w.elements.end(),
+              [](const SetElementEdit::Element& a, const SetElementEdit::Element& b) {
+                return a.first < b.first;
+              });
+    batch.sets.push_back(std::move(w));
+  }
+  return batch;
+}
+
 }  // namespace nft
 
 namespace {
@@ -1852,18 +1951,7 @@ class NftBackend : public Backend {
   // which goes to libnftables and then to the full path. The check a generation gives is the
   // one the text path gave before, no weaker.
   absl::Status CommitElements(Namespace& ns, const std::string& text) {
-    if (!ns.netlink_tried) {
-      ns.netlink_tried = true;
-      if (getenv("NP_NFT_NO_NETLINK") == nullptr) {  // for comparisons and fallback tests
-        absl::StatusOr<std::unique_ptr<nft::NftNetlink>> nl = OpenNetlinkIn(ns.netns);
-        if (nl.ok()) {
-          ns.netlink = *std::move(nl);
-        } else {
-          stats_.last_netlink_error = std::string(nl.status().message());
-        }
-      }
-    }
-    if (ns.netlink != nullptr) {
+    if (NetlinkOf(ns) != nullptr) {
       const absl::Time start = absl::Now();
       const uint64_t cpu_start = ThreadCpuNs();
       absl::Status s = CommitByNetlink(ns, text);
@@ -1882,6 +1970,50 @@ class NftBackend : public Backend {
       ++stats_.netlink_fallbacks;
     }
     return RunNft(ns, text).status();
+  }
+
+  // The namespace's netlink socket, opened on first use; null when it cannot be or
+  // NP_NFT_NO_NETLINK is set (comparisons, tests of the fallback).
+  nft::NftNetlink* NetlinkOf(Namespace& ns) {
+    if (!ns.netlink_tried) {
+      ns.netlink_tried = true;
+      if (getenv("NP_NFT_NO_NETLINK") == nullptr) {
+        absl::StatusOr<std::unique_ptr<nft::NftNetlink>> nl = OpenNetlinkIn(ns.netns);
+        if (nl.ok()) {
+          ns.netlink = *std::move(nl);
+        } else {
+          stats_.last_netlink_error = std::string(nl.status().message());
+        }
+      }
+    }
+    return ns.netlink.get();
+  }
+
+  // One commit of the whole path (the generation switch or the retirement): the batch over
+  // netlink, else `text` through libnftables — when NP_NFT_TEXT_WHOLE or NP_NFT_NO_NETLINK is
+  // set, the program has something the encoder does not know, or the kernel refused the
+  // batch (it then changed nothing; libnftables gets to try, and to say why).
+  absl::Status CommitWhole(Namespace& ns, const absl::StatusOr<nft::WholeBatch>& batch,
+                           const std::function<std::string()>& text) {
+    if (!batch.ok()) {
+      stats_.last_netlink_error = std::string(batch.status().message());
+      ++stats_.whole_netlink_fallbacks;
+    } else if (getenv("NP_NFT_TEXT_WHOLE") == nullptr && NetlinkOf(ns) != nullptr) {
+      const absl::Time start = absl::Now();
+      // No generation check: like the text, the switch's guard (an exclusive create of the
+      // new generation's first chain) finds another writer's work.
+      absl::Status s = ns.netlink->CommitWhole(nft::kTableName, *batch, 0);
+      ns.genid.reset();
+      stats_.whole_netlink_ns += static_cast<uint64_t>(absl::ToInt64Nanoseconds(absl::Now() - start));
+      if (s.ok()) {
+        ++stats_.whole_netlink;
+        return s;
+      }
+      stats_.last_netlink_error = std::string(s.message());
+      ++stats_.whole_netlink_fallbacks;
+    }
+    ++stats_.whole_text;
+    return RunNft(ns, text()).status();
   }
 
   absl::Status CommitByNetlink(Namespace& ns, const std::string& text) {
@@ -1998,11 +2130,14 @@ class NftBackend : public Backend {
     // what np believes is installed is not (another writer); nothing is committed then.
     std::string guard = absl::StrCat("table inet ", nft::kTableName, " {}\ncreate chain inet ",
                                      nft::kTableName, " ", next.chains.front().name, "\n");
-    absl::Status switched = RunNft(ns, guard + nft::SwitchText(next)).status();
+    // The texts only when libnftables is to run them (they cost a few ms at 1,000 pods).
+    absl::Status switched = CommitWhole(ns, nft::SwitchBatch(next),
+                                        [&] { return guard + nft::SwitchText(next); });
     if (!switched.ok()) return switched;
-    std::string retire = nft::RetireText(installed, next);
-    if (!retire.empty()) {
-      absl::Status retired = RunNft(ns, retire).status();
+    const nft::WholeBatch retire = nft::RetireBatch(installed, next);
+    if (!retire.flush.empty() || !retire.delete_sets.empty()) {
+      absl::Status retired =
+          CommitWhole(ns, retire, [&] { return nft::RetireText(installed, next); });
       if (!retired.ok()) {
         return absl::InternalError(absl::StrCat(
             "nft: the new rules are in force, but the previous generation was not deleted (the "

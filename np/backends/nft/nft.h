@@ -93,6 +93,12 @@
 // generation (another writer committed) is sent again at the kernel's; one the kernel
 // refuses otherwise goes to libnftables, then to the full path. NP_NFT_NO_NETLINK=1 turns
 // the netlink path off (comparisons, tests of the fallback).
+// The whole path (Apply's two commits: the switch and the retirement) goes the same way:
+// SwitchBatch / RetireBatch carry exactly what SwitchText / RetireText say, as one batch
+// each (netlink.h WholeBatch; the listing the kernel gives back is the one `nft -f` of the
+// text gives, tested). A program the encoder does not cover, or a batch the kernel refuses,
+// takes the text through libnftables; NP_NFT_TEXT_WHOLE=1 forces the text for the whole
+// path only. `compile --backend nft` (Render) prints the text: it is still what np installs.
 //   std::unique_ptr<Backend> nft = MakeNftBackend();
 //   nft->Apply(ir, where);                   // generation switch
 //   nft->Update(ir, next_ir, where);         // element edits when safe (PlanElementUpdate)
@@ -228,6 +234,11 @@ struct ElementPlan {
 // The plan from `installed` to `next`, both named for the installed generation
 // (WithGeneration with the same N).
 ElementPlan PlanElementUpdate(const Program& installed, const Program& next);
+// The same two commits as raw netlink batches (netlink.h WholeBatch), for Apply: SwitchText's
+// objects, guard and base-chain flush, and RetireText's deletions. Unimplemented when the
+// program has something the encoder does not know (then Apply runs the text).
+absl::StatusOr<WholeBatch> SwitchBatch(const Program& next);
+WholeBatch RetireBatch(const Installed& installed, const Program& next);
 // What a listing of the table would report for `program` installed (sets, maps, chains and
 // base chains' hook lines, no elements): lets Apply retire a generation it installed itself
 // without listing the kernel.
@@ -296,6 +307,14 @@ struct DeltaStats {
   uint64_t netlink_ns = 0;      // wall time in netlink batches (encode, send, the kernel, acks)
   uint64_t netlink_cpu_ns = 0;  // the calling thread's CPU time there (user and kernel)
   std::string last_netlink_error;
+  // The whole path's commits (generation switch, retirement): sent as one netlink batch
+  // each (SwitchBatch, RetireBatch), their wall time, and those that went to libnftables
+  // (whole_text; whole_netlink_fallbacks of them because the batch could not be built or
+  // the kernel refused it).
+  uint64_t whole_netlink = 0;
+  uint64_t whole_netlink_ns = 0;
+  uint64_t whole_text = 0;
+  uint64_t whole_netlink_fallbacks = 0;
 };
 DeltaStats DeltaStatsOf(const Backend& backend);
 

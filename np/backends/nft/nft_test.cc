@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <iostream>
 #include <map>
@@ -1644,6 +1645,139 @@ TEST(NftPackets, TiersGetTheSpecsVerdicts) {
     EXPECT_FALSE(got[i]) << "a lookup miss got through: " << ProbeText(t, from_a[i]);
   }
   ASSERT_TRUE(nft->Remove(where).ok());
+}
+
+
+// ---- The whole path as netlink batches (netlink.h WholeBatch) against nft's own parser ----
+// The kernel's JSON listing of the table (`nft -j list table inet np`) with every `handle`
+// dropped (they count per table and differ by history), one object per line: the listing is
+// nft reading the kernel back, so equal listings mean equal chains, rules (expression by
+// expression), sets with flags, key types and comments, and elements.
+std::vector<std::string> JsonObjects(const std::string& netns) {
+  absl::StatusOr<std::string> json =
+      RunCommand({"nft", "-j", "list", "table", "inet", kTableName}, "", netns);
+  if (!json.ok()) return {absl::StrCat("no listing: ", json.status().ToString())};
+  std::string s = *json;
+  for (size_t at; (at = s.find("\"handle\": ")) != std::string::npos;) {
+    size_t end = at + 10;
+    while (end < s.size() && std::isdigit(static_cast<unsigned char>(s[end]))) ++end;
+    if (absl::StartsWith(absl::string_view(s).substr(end), ", ")) {
+      end += 2;
+    } else if (at >= 2 && s.compare(at - 2, 2, ", ") == 0) {
+      at -= 2;
+    }
+    s.erase(at, end - at);
+  }
+  return absl::StrSplit(s, "}}, {\"");
+}
+
+void ExpectSameListing(const std::string& text_ns, const std::string& netlink_ns,
+                       const std::string& what) {
+  const std::vector<std::string> want = JsonObjects(text_ns), got = JsonObjects(netlink_ns);
+  ASSERT_GT(want.size(), 5u) << what << ": " << want[0];
+  for (size_t i = 0; i < std::max(want.size(), got.size()); ++i) {
+    ASSERT_EQ(i < got.size() ? got[i] : "(none)", i < want.size() ? want[i] : "(none)")
+        << what << ": object " << i << " of the listing differs (left: netlink, right: nft -f)";
+  }
+}
+
+// Seeded programs — hand-written (100 pods, hostile names, the tier scenario), this file's
+// random IRs, test_util's random IRs (dual-stack endpoints, tier rules with quotes in their
+// origins) — applied one after another in two namespaces: by libnftables from the text
+// (NP_NFT_TEXT_WHOLE) in one, by the netlink batches in the other. After each Apply (the
+// first install, then switches that retire the previous generation) the kernel's listings
+// are equal, and the netlink path was taken for every commit.
+TEST_F(NftKernelTest, WholePathNetlinkListsAsNftsOwnText) {
+  const std::string text_ns = absl::StrCat("np-nft-wtext-", getpid());
+  const std::string nl_ns = absl::StrCat("np-nft-wnl-", getpid());
+  ASSERT_TRUE(RunCommand({"ip", "netns", "add", text_ns}).ok());
+  ASSERT_TRUE(RunCommand({"ip", "netns", "add", nl_ns}).ok());
+  struct Cleanup {
+    std::vector<std::string> netns;
+    ~Cleanup() {
+      unsetenv("NP_NFT_TEXT_WHOLE");
+      for (const std::string& n : netns) (void)RunCommand({"ip", "netns", "del", n});
+    }
+  } cleanup{{text_ns, nl_ns}};
+  std::unique_ptr<Backend> by_text = MakeNftBackend();
+  std::unique_ptr<Backend> by_netlink = MakeNftBackend();
+  const uint64_t seed = 20261201;
+  std::mt19937 rng(seed);
+  // A program whose batch is far past the socket's default send buffer (and one netlink
+  // message's 64 KB): 4,000 dual-stack pods of 40 interleaved identities (no merging), every
+  // pod selected for both directions, peer sets of many mark intervals (named sets).
+  ir::CompiledPolicy big;
+  {
+    std::vector<Pod> pods;
+    for (uint32_t i = 0; i < 4000; ++i) pods.push_back({absl::StrCat("ns/big", i), 1 + (i * 7) % 39});
+    big = PodsIr(pods, 40);
+    std::vector<uint32_t> odd, some;
+    for (uint32_t id = 1; id < 40; id += 2) odd.push_back(id);
+    for (uint32_t id = 0; id < 40; id += 3) some.push_back(id);
+    AddPeerSet(big, odd);
+    AddPeerSet(big, some);
+    for (uint32_t t = 0; t < 4; ++t) {
+      ir::Table* table = big.add_tables();
+      table->set_id(t);
+      table->add_policies(absl::StrCat("ns/big-", t));
+      AddRule(table->mutable_ingress(), ir::TCP, 80 + t, 81 + t, t % 2);
+      AddRule(table->mutable_egress(), ir::UDP, 53, 53, 1 - t % 2);
+    }
+    for (int i = 0; i < big.endpoints_size(); ++i) {
+      big.mutable_endpoints(i)->set_selected(true);
+      big.mutable_endpoints(i)->set_table(static_cast<uint32_t>(i % 4));
+    }
+  }
+  std::vector<std::pair<std::string, ir::CompiledPolicy>> irs = {
+      {"HundredPods", HundredPods()},
+      {"4,000 pods", big},
+      {"HostileNames", HostileNames()},
+      {"TierScenarioIr", iptables::testutil::TierScenarioIr()}};
+  for (int i = 0; i < 12; ++i) {
+    irs.push_back({absl::StrCat("RandomIr #", i, " of seed ", seed), RandomIr(rng)});
+    const uint64_t s = seed + static_cast<uint64_t>(i);
+    irs.push_back({absl::StrCat("testutil::RandomIr(", s, ")"),
+                   iptables::testutil::WithPods(iptables::testutil::RandomIr(s))});
+  }
+  uint64_t commits = 0;
+  for (size_t i = 0; i < irs.size(); ++i) {
+    const auto& [name, ir] = irs[i];
+    setenv("NP_NFT_TEXT_WHOLE", "1", 1);
+    ASSERT_TRUE(by_text->Apply(ir, {{}, text_ns}).ok()) << name;
+    unsetenv("NP_NFT_TEXT_WHOLE");
+    ASSERT_TRUE(by_netlink->Apply(ir, {{}, nl_ns}).ok()) << name;
+    commits += i == 0 ? 1 : 2;  // the first install has nothing to retire
+    ExpectSameListing(text_ns, nl_ns, name);
+    const DeltaStats stats = DeltaStatsOf(*by_netlink);
+    ASSERT_EQ(stats.whole_netlink, commits) << name << ": " << stats.last_netlink_error;
+    ASSERT_EQ(stats.whole_text, 0u) << name << ": " << stats.last_netlink_error;
+  }
+  EXPECT_EQ(DeltaStatsOf(*by_text).whole_netlink, 0u);
+  EXPECT_GT(DeltaStatsOf(*by_text).whole_text, 0u);
+}
+
+
+// A whole-path batch the kernel refuses changes nothing and goes to libnftables (refused
+// too here), and the switch recovers from a listing, by netlink again: another writer made
+// the next generation's first chain, so the exclusive create (the guard) fails.
+TEST_F(NftKernelTest, ARefusedWholeBatchFallsBackAndRecovers) {
+  std::unique_ptr<Backend> nft = MakeNftBackend();
+  ASSERT_TRUE(nft->Apply(HundredPods(), {}).ok());
+  ASSERT_TRUE(RunCommand({"nft", "add", "chain", "inet", kTableName, "id_other_g2"}).ok());
+  const DeltaStats before = DeltaStatsOf(*nft);
+  ASSERT_TRUE(nft->Apply(iptables::testutil::TierScenarioIr(), {}).ok());
+  const DeltaStats after = DeltaStatsOf(*nft);
+  EXPECT_EQ(after.whole_netlink_fallbacks, before.whole_netlink_fallbacks + 1);
+  EXPECT_TRUE(absl::StrContains(after.last_netlink_error, "create chain inet np id_other_g2"))
+      << after.last_netlink_error;
+  EXPECT_EQ(after.whole_text, before.whole_text + 1);  // the refused text of the same switch
+  EXPECT_EQ(after.whole_netlink, before.whole_netlink + 2);  // then the switch to g3, retire
+  absl::StatusOr<std::string> listing = RunCommand({"nft", "-t", "list", "table", "inet", kTableName});
+  ASSERT_TRUE(listing.ok());
+  EXPECT_TRUE(absl::StrContains(*listing, "chain id_other_g3")) << *listing;
+  EXPECT_FALSE(absl::StrContains(*listing, "_g2")) << *listing;
+  EXPECT_FALSE(absl::StrContains(*listing, "_g1 ")) << *listing;
+  ASSERT_TRUE(nft->Remove({}).ok());
 }
 
 }  // namespace
