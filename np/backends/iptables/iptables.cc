@@ -95,11 +95,10 @@ struct Dispatch {
   int rule;             // index in NP-FORWARD of the rule whose set holds the address
 };
 
-// The set of a (table, direction) chain's local addresses (NP-FORWARD dispatches through
-// it): host prefixes in address order.
+// The set of a table's local addresses in a family, which NP-FORWARD dispatches through
+// (egress: source in it, ingress: destination in it): host prefixes in address order.
 struct DispatchSet {
   uint32_t table;
-  int direction;
   std::string name;
   std::vector<std::string> entries;
 };
@@ -107,7 +106,7 @@ struct DispatchSet {
 struct Family {
   std::vector<Chain> chains;  // [0] is NP-FORWARD
   std::vector<Dispatch> dispatch;
-  std::vector<DispatchSet> dispatch_sets;  // egress ones first, each in table order
+  std::vector<DispatchSet> dispatch_sets;  // in table order
   // Per peer set: its addresses in this family as prefixes (none for `all`). A peer set with
   // more than kMaxInlinePrefixes of them, or that names a pod, gets an ipset (has_set); the
   // others are written into the rules.
@@ -400,32 +399,40 @@ absl::StatusOr<Model> BuildModel(const ir::CompiledPolicy& ir, uint32_t generati
     }
     // Dispatch: egress first (at the source), then ingress (at the destination); one rule
     // per (table, direction) chain, looking the address up in the set of the table's local
-    // addresses. A table chain exists only while it has one (needed, above), so no set is
-    // empty. CheckIr gives each address one endpoint, so the sets of one direction are
-    // disjoint and their order does not matter; NP-FORWARD's walk is one rule per table
-    // chain, not per pod address, and a node pod coming or going is a set member edit.
+    // addresses (one set per table and family serves both directions). A table has chains
+    // only while it has such an address (needed, above), so no set is empty. CheckIr gives
+    // each address one endpoint, so the sets are disjoint and the order among tables does
+    // not matter; NP-FORWARD's walk is one rule per table chain, not per pod address, and a
+    // node pod coming or going is a set member edit.
     const char* host = f == 0 ? "/32" : "/128";
     std::vector<const Address*> by_address;
     for (const Address& a : addresses[f]) by_address.push_back(&a);
     std::sort(by_address.begin(), by_address.end(),
               [](const Address* x, const Address* y) { return x->bytes < y->bytes; });
+    std::vector<int> set_of(ir.tables_size(), -1);  // table -> index in dispatch_sets
+    for (int t = 0; t < ir.tables_size(); ++t) {
+      if (m.tables[t][kEgress][f].chain < 0 && m.tables[t][kIngress][f].chain < 0) continue;
+      set_of[t] = static_cast<int>(fam.dispatch_sets.size());
+      fam.dispatch_sets.push_back(
+          DispatchSet{static_cast<uint32_t>(t),
+                      DispatchSetName(generation, f, static_cast<uint32_t>(t)), {}});
+    }
+    for (const Address* a : by_address) {
+      const int set = set_of[ir.endpoints(a->endpoint).table()];
+      if (set >= 0) fam.dispatch_sets[set].entries.push_back(absl::StrCat(a->text, host));
+    }
     for (int d : {kEgress, kIngress}) {
       for (int t = 0; t < ir.tables_size(); ++t) {
         const TableChain& tc = m.tables[t][d][f];
         if (tc.chain < 0) continue;  // not restricted, or no local address of the family
         const int rule = static_cast<int>(fam.chains[0].rules.size());
-        DispatchSet set{static_cast<uint32_t>(t), d,
-                        DispatchSetName(generation, f, static_cast<uint32_t>(t), d == kIngress),
-                        {}};
         for (const Address* a : by_address) {
           if (ir.endpoints(a->endpoint).table() != static_cast<uint32_t>(t)) continue;
           fam.dispatch.push_back(Dispatch{a->text, a->endpoint, d, rule});
-          set.entries.push_back(absl::StrCat(a->text, host));
         }
-        fam.chains[0].rules.push_back(absl::StrCat("-m set --match-set ", set.name,
-                                                   d == kEgress ? " src" : " dst", " -j ",
-                                                   fam.chains[tc.chain].name));
-        fam.dispatch_sets.push_back(std::move(set));
+        fam.chains[0].rules.push_back(absl::StrCat(
+            "-m set --match-set ", fam.dispatch_sets[set_of[t]].name,
+            d == kEgress ? " src" : " dst", " -j ", fam.chains[tc.chain].name));
       }
     }
   }
@@ -1175,6 +1182,8 @@ DeltaIndex IndexOf(const ir::CompiledPolicy& ir, const Model& m) {
       if (bytes.ok()) x.dispatched[f].push_back(ToU128(*bytes));
     }
     std::sort(x.dispatched[f].begin(), x.dispatched[f].end());
+    x.dispatched[f].erase(std::unique(x.dispatched[f].begin(), x.dispatched[f].end()),
+                          x.dispatched[f].end());  // (an address dispatches both ways)
     for (size_t t = 0; t < m.tables.size(); ++t) {
       for (int d = 0; d < 2; ++d) {
         const TableChain& tc = m.tables[t][d][f];
@@ -1349,9 +1358,8 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
       const uint32_t t = moved->table();
       if (t >= index.chain.size()) return InvalidDelta("endpoints: a table that does not exist");
       ++plan.dispatch_addresses[f];
-      for (int d : {kEgress, kIngress}) {
-        if (!index.chain[t][d][f]) continue;
-        const std::string name = DispatchSetName(installed.generation, f, t, d == kIngress);
+      if (index.chain[t][kEgress][f] || index.chain[t][kIngress][f]) {
+        const std::string name = DispatchSetName(installed.generation, f, t);
         auto set = installed.sets.find(name);
         if (set == installed.sets.end()) {
           plan.fallback = absl::StrCat("dispatch set ", name, " is not installed");
@@ -1880,8 +1888,8 @@ class IptablesBackend : public Backend {
       // A local endpoint added: its addresses into its table's dispatch sets first (then
       // NP-FORWARD sends its packets through its table's chains), an RCU grace period, then
       // its addresses into the peer sets; removed: the reverse. Why this order is safe:
-      //  - While its dispatch goes in, a packet of it meets any part of its dispatch
-      //    (egress, ingress; each set element changes in one step) with its old membership.
+      //  - While its dispatch goes in (one set element per family: both directions at once),
+      //    a packet of it meets its dispatch or none, with its old membership.
       //    A flow both programs allow passes: the other end's chain looks up the old
       //    membership, as the old program did, and its own chains look up the other end
       //    (unchanged: PlanFromDelta lets no other address change) as the new program does.
@@ -2071,7 +2079,7 @@ class IptablesBackend : public Backend {
                       EscapeText(absl::StrJoin(ir.tables(ep.table()).policies(), ", ")), "):\n    ",
                       kTopChain, " rule ", hit->rule + 1, ": ", top.rules[hit->rule], "\n",
                       "      matches: set ",
-                      DispatchSetName(0, f, ep.table(), d == kIngress), " holds ", me_text,
+                      DispatchSetName(0, f, ep.table()), " holds ", me_text,
                       f == 0 ? "/32" : "/128", "\n");
       // The chain's rules as the kernel walks them (a Pass or the end of the admin rules
       // goes on in the stage chain).
@@ -2188,9 +2196,8 @@ std::string SetName(uint32_t generation, int family, uint32_t peer_set) {
   return absl::StrCat(kSetPrefix, generation, family == 0 ? "-v4-p" : "-v6-p", peer_set);
 }
 
-std::string DispatchSetName(uint32_t generation, int family, uint32_t table, bool ingress) {
-  return absl::StrCat(kSetPrefix, generation, family == 0 ? "-v4-" : "-v6-",
-                      ingress ? "in" : "eg", table);
+std::string DispatchSetName(uint32_t generation, int family, uint32_t table) {
+  return absl::StrCat(kSetPrefix, generation, family == 0 ? "-v4-t" : "-v6-t", table);
 }
 
 absl::StatusOr<UpdatePlan> PlanUpdate(const ir::CompiledPolicy& previous,

@@ -14,14 +14,14 @@
 //   FORWARD ── rule 1: -j NP-FORWARD
 //   NP-FORWARD
 //     -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT     replies, established flows
-//     -m set --match-set np-g<G>-v4-eg<t> src -j NP-T<t>-EG   per table restricting egress
-//     -m set --match-set np-g<G>-v4-in<t> dst -j NP-T<t>-IN   per table restricting ingress
+//     -m set --match-set np-g<G>-v4-t<t> src -j NP-T<t>-EG    per table restricting egress
+//     -m set --match-set np-g<G>-v4-t<t> dst -j NP-T<t>-IN    per table restricting ingress
 //     (falls off the end: RETURN to FORWARD)
-//   np-g<G>-v4-eg<t> / -in<t> (hash:ip; -v6- in ip6tables): the dispatch sets, the addresses
-//   of table t's endpoints on this node (a table without one in a family has no chain,
-//   set or rule there). Every egress rule comes before every ingress rule; among tables
-//   the order does not matter (CheckIr: an address belongs to one endpoint). A new flow
-//   walks one rule per table chain here, not one per pod address.
+//   np-g<G>-v4-t<t> (hash:ip; -v6- in ip6tables): the dispatch set, the addresses of table
+//   t's endpoints on this node, for both directions (a table without one in a family has no
+//   chain, set or rule there). Every egress rule comes before every ingress rule; among
+//   tables the order does not matter (CheckIr: an address belongs to one endpoint). A new
+//   flow walks one rule per table chain here, not one per pod address.
 //   NP-T<t>-IN / NP-T<t>-EG               one chain per (table, restricted direction: isolated
 //                                         by NetworkPolicy or with tier rules, util.h Restricted)
 //     [<match> -m comment --comment "admin[i] <origin>" -j RETURN|-j DROP|-g NP-T<t>-IN-NP]
@@ -60,8 +60,8 @@
 // (hash lookups). A peer set with `all` needs no match at all. A peer set with no address
 // of a family and no set (below) gets nothing in that family, and its rules are left out
 // of that family's chains (they could never allow anything). hash:net refuses a /0 entry, so the whole space
-// is stored as its two /1 halves. The dispatch sets (above: at most two per table and family
-// with a local endpoint) come on top; Capacity counts them.
+// is stored as its two /1 halves. The dispatch sets (above: one per table and family with a
+// local endpoint) come on top; Capacity counts them.
 //
 // A peer set that names a pod (an identity with pods) gets a set, however few its prefixes
 // (even none): pods come and go, and in a set that is a member change, not a rule change —
@@ -196,9 +196,9 @@ absl::StatusOr<UpdatePlan> PlanUpdateDelta(const ir::CompiledPolicy& previous,
 
 // The set name of a peer set in a family (0 = IPv4, 1 = IPv6) and generation.
 std::string SetName(uint32_t generation, int family, uint32_t peer_set);
-// The dispatch set of table `table`'s ingress or egress chain: "np-g<G>-v4-in<T>" /
-// "np-g<G>-v6-eg<T>" (at most 30 characters: ipset allows 31).
-std::string DispatchSetName(uint32_t generation, int family, uint32_t table, bool ingress);
+// The dispatch set of table `table` (its local addresses in the family): "np-g<G>-v4-t<T>"
+// (at most 29 characters: ipset allows 31).
+std::string DispatchSetName(uint32_t generation, int family, uint32_t table);
 
 }  // namespace iptables
 }  // namespace np::backends

@@ -185,7 +185,7 @@ TEST(IptablesKernel, RandomIrsLoadReplaceAndRemove) {
     std::set<std::string> sets = Sets(node);
     EXPECT_EQ(static_cast<int>(sets.size()), r->sets[0] + r->sets[1]);
     for (const std::string& name : sets) {
-      dispatch_sets += absl::StrContains(name, "-eg") || absl::StrContains(name, "-in");
+      dispatch_sets += absl::StrContains(name, "-v4-t") || absl::StrContains(name, "-v6-t");
     }
     std::set<std::string> generations;
     for (const std::string& name : sets) generations.insert(name.substr(0, name.find("-v")));

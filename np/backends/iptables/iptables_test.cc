@@ -76,8 +76,8 @@ Parsed Parse(const Ruleset& r) {
   for (absl::string_view line : absl::StrSplit(r.ipset, '\n', absl::SkipEmpty())) {
     std::vector<std::string> t = absl::StrSplit(line, ' ');
     if (t[0] == "create") {
-      // Dispatch sets (np-g<G>-v4-eg<T>, -in<T>) hold host addresses: hash:ip.
-      const bool dispatch = absl::StrContains(t[1], "-eg") || absl::StrContains(t[1], "-in");
+      // Dispatch sets (np-g<G>-v4-t<T>) hold host addresses: hash:ip.
+      const bool dispatch = absl::StrContains(t[1], "-v4-t") || absl::StrContains(t[1], "-v6-t");
       EXPECT_EQ(t[2], dispatch ? "hash:ip" : "hash:net") << line;
       EXPECT_EQ(t[3], "family");
       p.set_family[t[1]] = t[4];
@@ -290,27 +290,26 @@ TEST(RenderRuleset, PropertiesOnRandomIrs) {
         addresses[f].emplace_back(ip, &e);
       }
     }
-    // The dispatch sets: per table used in a family and restricted direction, the host
+    // The dispatch sets: per table used in a family that restricts a direction, the host
     // prefixes of the table's selected endpoint addresses of the family; no other.
     int dispatch_sets = 0;
     for (int f = 0; f < 2; ++f) {
-      for (uint32_t t : tables_used[f]) {
-        for (int d = 0; d < 2; ++d) {
-          const std::string name = DispatchSetName(0, f, t, d == 0);
-          if (!Restricted(d == 0 ? ir.tables(t).ingress() : ir.tables(t).egress())) {
-            EXPECT_FALSE(p.sets.count(name)) << name;
-            continue;
-          }
-          std::multiset<std::string> expected;
-          for (const auto& [ip, e] : addresses[f]) {
-            if (e->table() == t) expected.insert(absl::StrCat(ip, f == 0 ? "/32" : "/128"));
-          }
-          ASSERT_TRUE(p.sets.count(name)) << name;
-          EXPECT_EQ(std::multiset<std::string>(p.sets[name].begin(), p.sets[name].end()),
-                    expected) << name;
-          entries[f] += static_cast<int64_t>(expected.size());
-          ++dispatch_sets;
+      for (uint32_t t = 0; t < static_cast<uint32_t>(ir.tables_size()); ++t) {
+        const std::string name = DispatchSetName(0, f, t);
+        if (tables_used[f].count(t) == 0 ||
+            (!Restricted(ir.tables(t).ingress()) && !Restricted(ir.tables(t).egress()))) {
+          EXPECT_FALSE(p.sets.count(name)) << name;
+          continue;
         }
+        std::multiset<std::string> expected;
+        for (const auto& [ip, e] : addresses[f]) {
+          if (e->table() == t) expected.insert(absl::StrCat(ip, f == 0 ? "/32" : "/128"));
+        }
+        ASSERT_TRUE(p.sets.count(name)) << name;
+        EXPECT_EQ(std::multiset<std::string>(p.sets[name].begin(), p.sets[name].end()), expected)
+            << name;
+        entries[f] += static_cast<int64_t>(expected.size());
+        ++dispatch_sets;
       }
     }
     EXPECT_EQ(r->set_entries[0], entries[0]);
@@ -367,7 +366,7 @@ TEST(RenderRuleset, PropertiesOnRandomIrs) {
       for (int d : {1, 0}) {
         for (uint32_t t : tables_used[f]) {
           if (!Restricted(d == 0 ? ir.tables(t).ingress() : ir.tables(t).egress())) continue;
-          dispatch.push_back({"-m", "set", "--match-set", DispatchSetName(0, f, t, d == 0),
+          dispatch.push_back({"-m", "set", "--match-set", DispatchSetName(0, f, t),
                               d == 0 ? "dst" : "src", "-j",
                               absl::StrCat("NP-T", t, d == 0 ? "-IN" : "-EG")});
         }
@@ -491,11 +490,11 @@ TEST(IptablesBackend, RenderHasThreeSectionsInOrder) {
   EXPECT_TRUE(absl::StrContains(
       *text, "-A NP-T0-IN -m comment --comment \"policies: x/allow-b\" -j DROP\n"));
   // x/a (10.0.0.1) is table 0's one address, ingress only: one dispatch set and rule.
-  EXPECT_TRUE(absl::StrContains(*text, "create np-g0-v4-in0 hash:ip family inet ")) << *text;
-  EXPECT_TRUE(absl::StrContains(*text, "add np-g0-v4-in0 10.0.0.1/32\n")) << *text;
-  EXPECT_TRUE(absl::StrContains(*text, "-A NP-FORWARD -m set --match-set np-g0-v4-in0 dst -j "
+  EXPECT_TRUE(absl::StrContains(*text, "create np-g0-v4-t0 hash:ip family inet ")) << *text;
+  EXPECT_TRUE(absl::StrContains(*text, "add np-g0-v4-t0 10.0.0.1/32\n")) << *text;
+  EXPECT_TRUE(absl::StrContains(*text, "-A NP-FORWARD -m set --match-set np-g0-v4-t0 dst -j "
                                        "NP-T0-IN\n")) << *text;
-  EXPECT_FALSE(absl::StrContains(*text, "-eg0")) << *text;
+  EXPECT_FALSE(absl::StrContains(*text, " src -j NP-T0")) << *text;
   EXPECT_FALSE(absl::StrContains(*text, "np-g0-v6")) << *text;
   // SCTP port matches use the sctp module.
   ir::CompiledPolicy ir = SmallIr();
@@ -880,10 +879,10 @@ TEST(PlanUpdate, AddsComeBeforeDeletes) {
 TEST(PlanUpdate, FallsBackWhenUnsafeOrRulesChange) {
   const ir::CompiledPolicy before = ChurnIr({{7, 3}});
   // A local endpoint selected into table 0, which x/a keeps: the same rules, its addresses
-  // join table 0's dispatch sets (egress first by name); Update leaves that order to
+  // join table 0's dispatch sets (IPv4's first by name); Update leaves that order to
   // UpdateDelta and reinstalls.
   EXPECT_EQ(MustPlan(before, ChurnIr({{7, 3}}, {}, true)).fallback,
-            "dispatch set np-g0-v4-eg0 changes (a node endpoint)");
+            "dispatch set np-g0-v4-t0 changes (a node endpoint)");
   // A policy change.
   EXPECT_EQ(MustPlan(before, ChurnIr({{7, 3}}, {{8080, 3}})).fallback, "IPv4 rules differ");
   // x/a (dispatched) joins p0's class: both its own chains and its peers' would see changes.
@@ -982,14 +981,13 @@ TEST(PlanUpdateDelta, NodePodOfAnExistingTableIsInPlaceInTheSafeOrder) {
     ASSERT_TRUE(plan.ok()) << plan.status();
     ASSERT_EQ(plan->fallback, "");
     EXPECT_EQ(plan->dispatch_first, adding);
-    // x/b's two addresses in table 0's egress and ingress dispatch sets, per family.
+    // x/b's two addresses in table 0's dispatch set of their family (both directions).
     const char* op = adding ? "add " : "del ";
-    for (const char* line : {"np-g0-v4-eg0 10.0.2.2/32", "np-g0-v4-in0 10.0.2.2/32",
-                             "np-g0-v6-eg0 fd00:2::2/128", "np-g0-v6-in0 fd00:2::2/128"}) {
+    for (const char* line : {"np-g0-v4-t0 10.0.2.2/32", "np-g0-v6-t0 fd00:2::2/128"}) {
       EXPECT_TRUE(absl::StrContains(plan->dispatch, absl::StrCat(op, line, "\n")))
           << plan->dispatch;
     }
-    EXPECT_EQ(std::count(plan->dispatch.begin(), plan->dispatch.end(), '\n'), 4);
+    EXPECT_EQ(std::count(plan->dispatch.begin(), plan->dispatch.end(), '\n'), 2);
     EXPECT_GT(plan->adds + plan->dels, 0);
     absl::StatusOr<Ruleset> from_rs = RenderRuleset(from);
     absl::StatusOr<Ruleset> to_rs = RenderRuleset(to);
