@@ -672,24 +672,7 @@ ir::CompiledPolicy NodePodIr(uint64_t seed, bool b_exists) {
     }
     AddPeerSet(ir, uniform(6) == 0, ids);
   }
-  const std::vector<std::vector<std::pair<uint32_t, uint32_t>>> shapes = {
-      {}, {{80, 80}}, {{81, 81}}, {{80, 81}}, {{80, 80}, {81, 81}}, {{0, 65535}}};
-  for (int t = 0; t < 2; ++t) {
-    ir::Table* table = ir.add_tables();
-    table->set_id(t);
-    table->add_policies(absl::StrCat("x/policy-", t));
-    for (ir::DirectionPolicy* d : {table->mutable_ingress(), table->mutable_egress()}) {
-      d->set_isolated(uniform(2) == 0 || (t == 0 && d == table->mutable_ingress()));
-      if (d->isolated()) {
-        for (ir::Protocol protocol : {ir::TCP, ir::UDP}) {
-          for (const auto& [first, last] : shapes[uniform(static_cast<int>(shapes.size()))]) {
-            AddRule(d, protocol, first, last, static_cast<uint32_t>(uniform(peer_sets)));
-          }
-        }
-      }
-      testutil::AddRandomTierRules(rng, peer_sets, d);
-    }
-  }
+  testutil::AddRandomTables(rng, 2, peer_sets, /*first_ingress=*/true, ir);
   AddEndpoint(ir, "a", 1, 0);
   if (b_exists) AddEndpoint(ir, "b", 2, 0);
   AddEndpoint(ir, "c", 3, uniform(4) != 0 ? 1 : -1);
