@@ -409,25 +409,23 @@ absl::StatusOr<Model> BuildModel(const ir::CompiledPolicy& ir, uint32_t generati
     for (const Address& a : addresses[f]) by_address.push_back(&a);
     std::sort(by_address.begin(), by_address.end(),
               [](const Address* x, const Address* y) { return x->bytes < y->bytes; });
+    std::vector<std::vector<const Address*>> of_table(ir.tables_size());  // in address order
+    for (const Address* a : by_address) of_table[ir.endpoints(a->endpoint).table()].push_back(a);
     std::vector<int> set_of(ir.tables_size(), -1);  // table -> index in dispatch_sets
     for (int t = 0; t < ir.tables_size(); ++t) {
       if (m.tables[t][kEgress][f].chain < 0 && m.tables[t][kIngress][f].chain < 0) continue;
       set_of[t] = static_cast<int>(fam.dispatch_sets.size());
-      fam.dispatch_sets.push_back(
+      DispatchSet& set = fam.dispatch_sets.emplace_back(
           DispatchSet{static_cast<uint32_t>(t),
                       DispatchSetName(generation, f, static_cast<uint32_t>(t)), {}});
-    }
-    for (const Address* a : by_address) {
-      const int set = set_of[ir.endpoints(a->endpoint).table()];
-      if (set >= 0) fam.dispatch_sets[set].entries.push_back(absl::StrCat(a->text, host));
+      for (const Address* a : of_table[t]) set.entries.push_back(absl::StrCat(a->text, host));
     }
     for (int d : {kEgress, kIngress}) {
       for (int t = 0; t < ir.tables_size(); ++t) {
         const TableChain& tc = m.tables[t][d][f];
         if (tc.chain < 0) continue;  // not restricted, or no local address of the family
         const int rule = static_cast<int>(fam.chains[0].rules.size());
-        for (const Address* a : by_address) {
-          if (ir.endpoints(a->endpoint).table() != static_cast<uint32_t>(t)) continue;
+        for (const Address* a : of_table[t]) {
           fam.dispatch.push_back(Dispatch{a->text, a->endpoint, d, rule});
         }
         fam.chains[0].rules.push_back(absl::StrCat(
