@@ -165,10 +165,11 @@ TEST_F(CapacityTest, SeventyThousandPeersNftRefusesOnIdentities) {
                        "identities 70,002 > limit 65,534");
 }
 
-// Five prefixes a peer: one ipset per port rule, 65,535 of them.
+// Five prefixes a peer: one ipset per port rule, 65,535 of them, and x/server's dispatch
+// set (table 0's ingress).
 TEST_F(CapacityTest, SeventyThousandPeersIptablesRefusesOnIpsets) {
-  ExpectRefusedOnLimit("iptables", SeventyK(), "ipsets", 65535, 65472,
-                       "ipsets 65,535 > limit 65,472");
+  ExpectRefusedOnLimit("iptables", SeventyK(), "ipsets", 65536, 65472,
+                       "ipsets 65,536 > limit 65,472");
 }
 
 TEST_F(CapacityTest, SeventyThousandPeersFitEbpfAndItsMapsLoad) {
@@ -200,15 +201,15 @@ TEST_F(CapacityTest, SeventyThousandPeersFitEbpfAndItsMapsLoad) {
   EXPECT_EQ(tight->Apply(SeventyK(), {}).code(), absl::StatusCode::kResourceExhausted);
 }
 
-// One prefix a peer: iptables writes each peer into its rule, no ipset at all, and the
-// program that needed 65,535 sets loads in seconds.
+// One prefix a peer: iptables writes each peer into its rule, no ipset but x/server's
+// dispatch set, and the program that needed 65,535 sets loads in seconds.
 TEST_F(CapacityTest, SeventyThousandSinglePrefixPeersLoadWithIptables) {
   ir::CompiledPolicy ir = DistinctPeersIr(70000, 1);
   std::unique_ptr<Backend> iptables = MakeBackend("iptables");
   absl::StatusOr<ir::BackendCapacity> c = iptables->Capacity(ir);
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_TRUE(c->fits()) << CapacityText(*c);
-  EXPECT_EQ(Item(*c, "ipsets")->used(), 0u);
+  EXPECT_EQ(Item(*c, "ipsets")->used(), 1u);
   // Rules: 65,535 port rules, 4,465 of them with a second peer (ports are shared past
   // 65,535 peers), plus the conntrack rule, one dispatch jump and the DROP.
   EXPECT_EQ(Item(*c, "ipv4_rules")->used(), 70000u + 3u);
@@ -289,9 +290,10 @@ TEST_F(CapacityTest, ItemsCountTheProgram) {
     ++adds;
   }
   EXPECT_EQ(Item(*ipt, "ipsets")->used(), creates);
-  EXPECT_EQ(creates, 300u);
+  // 300 peer sets of 5 prefixes, and x/server's dispatch set of its one address.
+  EXPECT_EQ(creates, 301u);
   EXPECT_EQ(Item(*ipt, "ipset_entries")->used(), adds);
-  EXPECT_EQ(adds, 1500u);
+  EXPECT_EQ(adds, 1501u);
 }
 
 }  // namespace

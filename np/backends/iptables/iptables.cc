@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <iterator>
@@ -40,6 +41,16 @@ namespace {
 constexpr int kFamilies = 2;  // 0 = IPv4 (iptables, family inet), 1 = IPv6 (ip6tables, inet6)
 constexpr int kIngress = 0;
 constexpr int kEgress = 1;
+
+// Every process this backend starts goes through Spawn, which counts it (for
+// IptablesProcessesSpawned: tests check that the in-place paths start none).
+std::atomic<int64_t> spawned{0};
+
+absl::StatusOr<std::string> Spawn(const std::vector<std::string>& argv, absl::string_view input,
+                                  const std::string& netns) {
+  spawned.fetch_add(1, std::memory_order_relaxed);
+  return RunCommand(argv, input, netns);
+}
 
 const char* SaveTool(int f) { return f == 0 ? "iptables-save" : "ip6tables-save"; }
 const char* RestoreTool(int f) { return f == 0 ? "iptables-restore" : "ip6tables-restore"; }
@@ -81,12 +92,21 @@ struct Dispatch {
   std::string address;  // canonical text
   int endpoint;
   int direction;
-  int rule;             // index in NP-FORWARD
+  int rule;             // index in NP-FORWARD of the rule whose set holds the address
+};
+
+// The set of a table's local addresses in a family, which NP-FORWARD dispatches through
+// (egress: source in it, ingress: destination in it): host prefixes in address order.
+struct DispatchSet {
+  uint32_t table;
+  std::string name;
+  std::vector<std::string> entries;
 };
 
 struct Family {
   std::vector<Chain> chains;  // [0] is NP-FORWARD
   std::vector<Dispatch> dispatch;
+  std::vector<DispatchSet> dispatch_sets;  // in table order
   // Per peer set: its addresses in this family as prefixes (none for `all`). A peer set with
   // more than kMaxInlinePrefixes of them, or that names a pod, gets an ipset (has_set); the
   // others are written into the rules.
@@ -347,6 +367,7 @@ absl::StatusOr<Model> BuildModel(const ir::CompiledPolicy& ir, uint32_t generati
   // The first endpoint holding an address dispatches it (as the IR interpreter reads it).
   struct Address {
     std::string text;
+    std::string bytes;
     int endpoint;
   };
   std::vector<Address> addresses[kFamilies];
@@ -358,7 +379,7 @@ absl::StatusOr<Model> BuildModel(const ir::CompiledPolicy& ir, uint32_t generati
     for (const std::string& ip : ep.ips()) {
       std::string bytes = *AddressBytes(ip);  // CheckIr: an address, of one endpoint only
       int f = bytes.size() == 4 ? 0 : 1;
-      addresses[f].push_back(Address{AddressText(bytes), e});
+      addresses[f].push_back(Address{AddressText(bytes), bytes, e});
       needed[f][ep.table()] = true;
     }
   }
@@ -376,41 +397,76 @@ absl::StatusOr<Model> BuildModel(const ir::CompiledPolicy& ir, uint32_t generati
         AddTableChains(ir, generation, t, d, f, m.tables[t][d][f], fam);
       }
     }
-    // Dispatch: egress first (at the source), then ingress (at the destination).
+    // Dispatch: egress first (at the source), then ingress (at the destination); one rule
+    // per (table, direction) chain, looking the address up in the set of the table's local
+    // addresses (one set per table and family serves both directions). A table has chains
+    // only while it has such an address (needed, above), so no set is empty. CheckIr gives
+    // each address one endpoint, so the sets are disjoint and the order among tables does
+    // not matter; NP-FORWARD's walk is one rule per table chain, not per pod address, and a
+    // node pod coming or going is a set member edit.
     const char* host = f == 0 ? "/32" : "/128";
+    std::vector<const Address*> by_address;
+    for (const Address& a : addresses[f]) by_address.push_back(&a);
+    std::sort(by_address.begin(), by_address.end(),
+              [](const Address* x, const Address* y) { return x->bytes < y->bytes; });
+    std::vector<std::vector<const Address*>> of_table(ir.tables_size());  // in address order
+    for (const Address* a : by_address) of_table[ir.endpoints(a->endpoint).table()].push_back(a);
+    std::vector<int> set_of(ir.tables_size(), -1);  // table -> index in dispatch_sets
+    for (int t = 0; t < ir.tables_size(); ++t) {
+      if (m.tables[t][kEgress][f].chain < 0 && m.tables[t][kIngress][f].chain < 0) continue;
+      set_of[t] = static_cast<int>(fam.dispatch_sets.size());
+      DispatchSet& set = fam.dispatch_sets.emplace_back(
+          DispatchSet{static_cast<uint32_t>(t),
+                      DispatchSetName(generation, f, static_cast<uint32_t>(t)), {}});
+      for (const Address* a : of_table[t]) set.entries.push_back(absl::StrCat(a->text, host));
+    }
     for (int d : {kEgress, kIngress}) {
-      for (const Address& a : addresses[f]) {
-        const ir::Endpoint& ep = ir.endpoints(a.endpoint);
-        const TableChain& tc = m.tables[ep.table()][d][f];
-        if (tc.chain < 0) continue;  // the direction is not restricted
-        fam.dispatch.push_back(
-            Dispatch{a.text, a.endpoint, d, static_cast<int>(fam.chains[0].rules.size())});
-        fam.chains[0].rules.push_back(absl::StrCat(d == kEgress ? "-s " : "-d ", a.text, host,
-                                                   " -j ", fam.chains[tc.chain].name));
+      for (int t = 0; t < ir.tables_size(); ++t) {
+        const TableChain& tc = m.tables[t][d][f];
+        if (tc.chain < 0) continue;  // not restricted, or no local address of the family
+        const int rule = static_cast<int>(fam.chains[0].rules.size());
+        for (const Address* a : of_table[t]) {
+          fam.dispatch.push_back(Dispatch{a->text, a->endpoint, d, rule});
+        }
+        fam.chains[0].rules.push_back(absl::StrCat(
+            "-m set --match-set ", fam.dispatch_sets[set_of[t]].name,
+            d == kEgress ? " src" : " dst", " -j ", fam.chains[tc.chain].name));
       }
     }
   }
   return m;
 }
 
+// Calls fn(name, type, entries) for every set of family f of `m`: the peer sets' (hash:net)
+// and the dispatch sets (hash:ip: host addresses only). M: Model or const Model.
+template <typename M, typename Fn>
+void ForEachSet(M& m, int f, Fn fn) {
+  auto& fam = m.family[f];
+  for (size_t s = 0; s < fam.entries.size(); ++s) {
+    if (fam.has_set[s]) {
+      fn(SetName(m.generation, f, static_cast<uint32_t>(s)), "hash:net", fam.entries[s]);
+    }
+  }
+  for (auto& d : fam.dispatch_sets) fn(d.name, "hash:ip", d.entries);
+}
+
+// The maxelem a set of n entries is created with (room for growth by in-place edits).
+size_t MaxElem(size_t n) { return std::max<size_t>(65536, n); }
+
 std::string IpsetText(const Model& m, Ruleset& sizes) {
   std::string out;
   for (int f = 0; f < kFamilies; ++f) {
-    const Family& fam = m.family[f];
-    for (size_t s = 0; s < fam.entries.size(); ++s) {
-      if (!fam.has_set[s]) continue;
-      const std::vector<std::string>& entries = fam.entries[s];
+    ForEachSet(m, f, [&](const std::string& name, const char* type,
+                         const std::vector<std::string>& entries) {
       size_t n = entries.size();
       size_t hashsize = 64;
       while (hashsize < n && hashsize < (size_t{1} << 20)) hashsize <<= 1;
-      size_t maxelem = std::max<size_t>(65536, n);
-      std::string name = SetName(m.generation, f, static_cast<uint32_t>(s));
-      absl::StrAppend(&out, "create ", name, " hash:net family ", f == 0 ? "inet" : "inet6",
-                      " hashsize ", hashsize, " maxelem ", maxelem, "\n");
+      absl::StrAppend(&out, "create ", name, " ", type, " family ", f == 0 ? "inet" : "inet6",
+                      " hashsize ", hashsize, " maxelem ", MaxElem(n), "\n");
       for (const std::string& e : entries) absl::StrAppend(&out, "add ", name, " ", e, "\n");
       ++sizes.sets[f];
       sizes.set_entries[f] += static_cast<int64_t>(n);
-    }
+    });
   }
   return out;
 }
@@ -454,7 +510,7 @@ struct SavedTable {
 };
 
 absl::StatusOr<SavedTable> ReadTable(int f, const std::string& netns) {
-  absl::StatusOr<std::string> text = RunCommand({SaveTool(f), "-t", "filter"}, "", netns);
+  absl::StatusOr<std::string> text = Spawn({SaveTool(f), "-t", "filter"}, "", netns);
   if (!text.ok()) return text.status();
   SavedTable out;
   const std::string hook = absl::StrCat("-A FORWARD -j ", kTopChain);
@@ -482,7 +538,7 @@ struct InstalledSets {
 };
 
 absl::StatusOr<InstalledSets> ReadSets(const std::string& netns) {
-  absl::StatusOr<std::string> text = RunCommand({"ipset", "list", "-n"}, "", netns);
+  absl::StatusOr<std::string> text = Spawn({"ipset", "list", "-n"}, "", netns);
   if (!text.ok()) return text.status();
   InstalledSets out;
   for (absl::string_view line : absl::StrSplit(*text, '\n', absl::SkipEmpty())) {
@@ -542,10 +598,10 @@ absl::Status DestroySets(const std::vector<std::string>& names, const std::strin
   if (names.empty()) return absl::OkStatus();
   std::string batch;
   for (const std::string& n : names) absl::StrAppend(&batch, "destroy ", n, "\n");
-  if (RunCommand({"ipset", "-exist", "restore"}, batch, netns).ok()) return absl::OkStatus();
+  if (Spawn({"ipset", "-exist", "restore"}, batch, netns).ok()) return absl::OkStatus();
   std::vector<std::string> errors;
   for (const std::string& n : names) {
-    absl::StatusOr<std::string> r = RunCommand({"ipset", "destroy", n}, "", netns);
+    absl::StatusOr<std::string> r = Spawn({"ipset", "destroy", n}, "", netns);
     if (!r.ok() && !absl::StrContains(r.status().message(), "does not exist")) {
       errors.push_back(std::string(r.status().message()));
     }
@@ -570,9 +626,6 @@ struct Installed {
   std::map<std::string, size_t> maxelem;
   // Rules, chains, sets and entries per family (the texts left empty), for capacity checks.
   Ruleset sizes;
-  // UpdateDelta inserted or deleted dispatch rules since `rules` was rendered: `rules` is
-  // not the kernel's any more, and Update cannot compare against it (it runs Apply).
-  bool rules_stale = false;
 };
 
 // What `m` installs; moves the set entries out of `m`.
@@ -585,16 +638,13 @@ Installed InstalledOf(Model& m, const std::string& netns) {
   options.hook = false;
   for (int f = 0; f < kFamilies; ++f) {
     out.rules[f] = RestoreText(m, f, options, out.sizes);
-    Family& fam = m.family[f];
-    for (size_t s = 0; s < fam.entries.size(); ++s) {
-      if (!fam.has_set[s]) continue;
-      const std::string name = SetName(m.generation, f, static_cast<uint32_t>(s));
-      const size_t n = fam.entries[s].size();
-      out.maxelem[name] = std::max<size_t>(65536, n);  // as IpsetText
+    ForEachSet(m, f, [&](const std::string& name, const char*,
+                         std::vector<std::string>& entries) {
+      out.maxelem[name] = MaxElem(entries.size());  // as IpsetText
       ++out.sizes.sets[f];
-      out.sizes.set_entries[f] += static_cast<int64_t>(n);
-      out.sets[name] = std::move(fam.entries[s]);
-    }
+      out.sizes.set_entries[f] += static_cast<int64_t>(entries.size());
+      out.sets[name] = std::move(entries);
+    });
   }
   return out;
 }
@@ -741,6 +791,10 @@ UpdatePlan PlanFrom(const Installed& from, const Model& next, const Installed& t
     Membership membership;
   };
   std::map<std::string, Change> changes;
+  std::set<std::string> dispatch_sets;
+  for (const Family& fam : next.family) {
+    for (const DispatchSet& d : fam.dispatch_sets) dispatch_sets.insert(d.name);
+  }
   for (const auto& [name, entries] : to.sets) {
     auto old = from.sets.find(name);
     if (old == from.sets.end()) {
@@ -748,6 +802,13 @@ UpdatePlan PlanFrom(const Installed& from, const Model& next, const Installed& t
       return plan;
     }
     if (old->second == entries) continue;  // most sets: compared without sorting
+    // A node endpoint came or went in a table that stays. Its dispatch must go in before
+    // its addresses join any set (out after they leave), with a grace period between:
+    // UpdateDelta plans that order; here, the full path.
+    if (dispatch_sets.count(name) > 0) {
+      plan.fallback = absl::StrCat("dispatch set ", name, " changes (a node endpoint)");
+      return plan;
+    }
     if (entries.size() > from.maxelem.at(name)) {
       plan.fallback = absl::StrCat("set ", name, " would pass its maxelem");
       return plan;
@@ -1064,14 +1125,6 @@ int EntryIndex(const std::vector<std::string>& entries, absl::string_view bytes)
 // ranges it replaces; a set's members change only there, and its entries (the merged
 // runs of member addresses as prefixes) only in the runs that touch that window.
 
-// Where endpoint address `ip` of `e` dispatches in NP-FORWARD, as a sortable key: BuildModel
-// writes each direction's dispatch rules in endpoint order (the IR's: by namespace, name),
-// each endpoint's addresses in its order.
-std::string DispatchKey(const ir::Endpoint& e, int ip) {
-  return absl::StrCat(e.namespace_(), std::string(1, '\0'), e.name(), std::string(1, '\0'),
-                      absl::Dec(ip, absl::kZeroPad4));
-}
-
 // What UpdateDelta needs beside Installed, made from the IR and model installed (O(program),
 // with each Apply and full-IR Update) and kept in step by UpdateDelta.
 struct DeltaIndex {
@@ -1093,9 +1146,6 @@ struct DeltaIndex {
   // dispatched addresses its endpoints have (the chains exist while one does).
   std::vector<std::array<std::array<bool, kFamilies>, 2>> chain;
   std::vector<std::array<int, kFamilies>> table_addresses;
-  // Per family and direction: NP-FORWARD's dispatch rules in order, by DispatchKey: a new
-  // rule's place is its rank.
-  std::vector<std::string> dispatch_order[kFamilies][2];
   // Sizes of the IR installed: ipv4, ipv6, identities, endpoints, peer sets, tables.
   std::array<int, 6> shape{};
 };
@@ -1130,6 +1180,8 @@ DeltaIndex IndexOf(const ir::CompiledPolicy& ir, const Model& m) {
       if (bytes.ok()) x.dispatched[f].push_back(ToU128(*bytes));
     }
     std::sort(x.dispatched[f].begin(), x.dispatched[f].end());
+    x.dispatched[f].erase(std::unique(x.dispatched[f].begin(), x.dispatched[f].end()),
+                          x.dispatched[f].end());  // (an address dispatches both ways)
     for (size_t t = 0; t < m.tables.size(); ++t) {
       for (int d = 0; d < 2; ++d) {
         const TableChain& tc = m.tables[t][d][f];
@@ -1160,13 +1212,7 @@ DeltaIndex IndexOf(const ir::CompiledPolicy& ir, const Model& m) {
       if (!bytes.ok() || e.table() >= x.chain.size()) continue;
       const int f = bytes->size() == 4 ? 0 : 1;
       ++x.table_addresses[e.table()][f];
-      for (int d = 0; d < 2; ++d) {
-        if (x.chain[e.table()][d][f]) x.dispatch_order[f][d].push_back(DispatchKey(e, i));
-      }
     }
-  }
-  for (int f = 0; f < kFamilies; ++f) {
-    for (int d = 0; d < 2; ++d) std::sort(x.dispatch_order[f][d].begin(), x.dispatch_order[f][d].end());
   }
   x.shape = ShapeOf(ir);
   return x;
@@ -1185,61 +1231,20 @@ struct DeltaPlan {
   std::vector<Splice> splices;
   int64_t entries_delta[kFamilies] = {0, 0};
   std::map<uint32_t, int> pod_identities;  // peer set -> its new count, where it changes
-  // One endpoint added (or removed) by the delta; if selected, its dispatch rules, inserted
-  // before its addresses join any set (deleted after they leave: UpdateDelta).
+  // One endpoint added (or removed) by the delta; if selected, its addresses added to
+  // (deleted from) its table's dispatch sets, before its addresses join any other set
+  // (after they leave: UpdateDelta).
   int endpoints_delta = 0;
   bool dispatch_add = false;
-  struct DispatchRule {
-    int family, direction;
-    int position;      // for `-I NP-FORWARD <position>` (1-based), when added
-    std::string rule;  // "-s 10.0.0.5/32 -j NP-T3-EG"
-    std::string key;   // DispatchKey
+  struct DispatchEdit {
+    int family;
     U128 address;
     uint32_t table;
+    SetEdit edit;  // of the dispatch set of (table, a direction, family)
   };
-  std::vector<DispatchRule> dispatch;
+  std::vector<DispatchEdit> dispatch;
   int dispatch_addresses[kFamilies] = {0, 0};  // its addresses that dispatch, per family
 };
-
-// Inserts "-A NP-FORWARD <rule>" as NP-FORWARD's `position`-th rule (1-based) into a
-// RestoreText, or deletes that line; false when the text has no such place or line.
-bool EditRulesText(std::string& text, bool insert, int position, const std::string& rule) {
-  const std::string prefix = absl::StrCat("\n-A ", kTopChain, " ");
-  if (!insert) {
-    const size_t at = text.find(absl::StrCat(prefix, rule, "\n"));
-    if (at == std::string::npos) return false;
-    text.erase(at + 1, prefix.size() - 1 + rule.size() + 1);
-    return true;
-  }
-  const std::string line = absl::StrCat(prefix.substr(1), rule, "\n");
-  int seen = 0;
-  size_t after_last = std::string::npos;
-  for (size_t at = text.find(prefix); at != std::string::npos; at = text.find(prefix, at + 1)) {
-    if (++seen == position) {
-      text.insert(at + 1, line);
-      return true;
-    }
-    after_last = text.find('\n', at + 1);  // the end of NP-FORWARD's last rule so far
-  }
-  if (seen == 0 || seen + 1 != position || after_last == std::string::npos) return false;
-  text.insert(after_last + 1, line);
-  return true;
-}
-
-// The `iptables-restore --noflush` input that inserts (deletes) a plan's dispatch rules in
-// family f; "" when it has none there.
-std::string DispatchText(const DeltaPlan& plan, int f) {
-  std::string text;
-  for (const DeltaPlan::DispatchRule& r : plan.dispatch) {
-    if (r.family != f) continue;
-    if (plan.dispatch_add) {
-      absl::StrAppend(&text, "-I ", kTopChain, " ", r.position, " ", r.rule, "\n");
-    } else {
-      absl::StrAppend(&text, "-D ", kTopChain, " ", r.rule, "\n");
-    }
-  }
-  return text.empty() ? text : absl::StrCat("*filter\n", text, "COMMIT\n");
-}
 
 absl::Status InvalidDelta(absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("IR delta: ", what));
@@ -1351,25 +1356,21 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
       const uint32_t t = moved->table();
       if (t >= index.chain.size()) return InvalidDelta("endpoints: a table that does not exist");
       ++plan.dispatch_addresses[f];
-      for (int d : {kEgress, kIngress}) {
-        if (!index.chain[t][d][f]) continue;
-        DeltaPlan::DispatchRule r;
-        r.family = f;
-        r.direction = d;
-        r.rule = absl::StrCat(d == kEgress ? "-s " : "-d ", AddressText(*bytes),
-                              f == 0 ? "/32" : "/128", " -j ", TableChainName(t, d));
-        r.key = DispatchKey(*moved, i);
-        r.address = ToU128(*bytes);
-        r.table = t;
-        const std::vector<std::string>& order = index.dispatch_order[f][d];
-        const int rank = static_cast<int>(
-            std::lower_bound(order.begin(), order.end(), r.key) - order.begin());
-        // Rule 1 is the conntrack ACCEPT; the egress rules, then the ingress ones (with the
-        // egress rule inserted just before, in the same restore).
-        int egress = static_cast<int>(index.dispatch_order[f][kEgress].size());
-        if (d == kIngress && index.chain[t][kEgress][f] && plan.dispatch_add) ++egress;
-        r.position = 2 + rank + (d == kIngress ? egress : 0);
-        plan.dispatch.push_back(std::move(r));
+      if (index.chain[t][kEgress][f] || index.chain[t][kIngress][f]) {
+        const std::string name = DispatchSetName(installed.generation, f, t);
+        auto set = installed.sets.find(name);
+        if (set == installed.sets.end()) {
+          plan.fallback = absl::StrCat("dispatch set ", name, " is not installed");
+          return plan;
+        }
+        if (plan.dispatch_add && set->second.size() + 1 > installed.maxelem.at(name)) {
+          plan.fallback = absl::StrCat("set ", name, " would pass its maxelem");
+          return plan;
+        }
+        plan.dispatch.push_back(DeltaPlan::DispatchEdit{
+            f, ToU128(*bytes), t,
+            SetEdit{plan.dispatch_add, name,
+                    absl::StrCat(AddressText(*bytes), f == 0 ? "/32" : "/128")}});
       }
     }
     if (moved->selected()) {
@@ -1382,7 +1383,7 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
         }
       }
       if (plan.dispatch_add) {  // (a second endpoint with the address: CheckIr refuses it)
-        for (const DeltaPlan::DispatchRule& r : plan.dispatch) {
+        for (const DeltaPlan::DispatchEdit& r : plan.dispatch) {
           const std::vector<U128>& dispatched = index.dispatched[r.family];
           if (std::binary_search(dispatched.begin(), dispatched.end(), r.address)) {
             plan.fallback = "an added endpoint's address is dispatched already";
@@ -1712,16 +1713,13 @@ class IptablesBackend : public Backend {
       std::vector<std::string> names;
       for (int f = 0; f < kFamilies; ++f) {
         if (family >= 0 && f != family) continue;
-        for (size_t s = 0; s < model->family[f].has_set.size(); ++s) {
-          if (model->family[f].has_set[s]) {
-            names.push_back(SetName(generation, f, static_cast<uint32_t>(s)));
-          }
-        }
+        ForEachSet(*model, f, [&](const std::string& name, const char*,
+                                  const std::vector<std::string>&) { names.push_back(name); });
       }
       return names;
     };
     // 2.
-    if (absl::StatusOr<std::string> r = RunCommand({"ipset", "restore"}, rs->ipset, netns);
+    if (absl::StatusOr<std::string> r = Spawn({"ipset", "restore"}, rs->ipset, netns);
         !r.ok()) {
       (void)DestroySets(new_sets(-1), netns);
       return absl::InternalError(
@@ -1731,7 +1729,7 @@ class IptablesBackend : public Backend {
     // 3. and 4.
     for (int f = 0; f < kFamilies; ++f) {
       absl::StatusOr<std::string> r =
-          RunCommand({RestoreTool(f), "--noflush", "--wait=10"}, text[f], netns);
+          Spawn({RestoreTool(f), "--noflush", "--wait=10"}, text[f], netns);
       if (r.ok()) continue;
       if (f == 0) {
         (void)DestroySets(new_sets(-1), netns);
@@ -1803,10 +1801,6 @@ class IptablesBackend : public Backend {
       last_update_ = "full: nothing installed by this instance in this namespace";
       return Apply(next, attachment);
     }
-    if (installed_->rules_stale) {
-      last_update_ = "full: dispatch rules were edited in place since the last full install";
-      return Apply(next, attachment);
-    }
     absl::StatusOr<Model> model = BuildModel(next, installed_->generation);
     if (!model.ok()) return model.status();
     DeltaIndex index = IndexOf(next, *model);
@@ -1876,8 +1870,10 @@ class IptablesBackend : public Backend {
     const size_t adds = plan.adds.size(), dels = plan.dels.size();
     Ruleset sizes = installed_->sizes;
     for (int f = 0; f < kFamilies; ++f) sizes.set_entries[f] += plan.entries_delta[f];
-    for (const DeltaPlan::DispatchRule& r : plan.dispatch) {
-      sizes.rules[r.family] += plan.dispatch_add ? 1 : -1;
+    std::vector<SetEdit> dispatch;
+    for (const DeltaPlan::DispatchEdit& r : plan.dispatch) {
+      sizes.set_entries[r.family] += plan.dispatch_add ? 1 : -1;
+      dispatch.push_back(r.edit);
     }
     if (!plan.adds.empty() || !plan.dels.empty() || !plan.dispatch.empty()) {
       // The budgets Apply checks (a peer set of many pods can grow past ipset_entries).
@@ -1887,36 +1883,35 @@ class IptablesBackend : public Backend {
       // Every add before any delete (Update's argument).
       std::vector<SetEdit> edits = std::move(plan.adds);
       edits.insert(edits.end(), plan.dels.begin(), plan.dels.end());
-      // A local endpoint added: its dispatch rules first, then (once no packet can still be
-      // walking the rules without them: an RCU grace period) its addresses into the sets;
-      // removed: the reverse. Between the two commits a packet to or from it walks its
-      // table's chain (looking up the other end's address, unchanged) and the other end's
-      // chain (looking up its address, old or new membership, one lookup or all one way):
-      // with the dispatch and old membership, a flow both programs allow is allowed (its
-      // table allows it, and the old lookups did) and one both deny is denied (the old
-      // lookups did, or its table does); the same with the new membership and no dispatch
-      // on the way out.
-      auto rules = [&]() -> absl::Status {
-        for (int f = 0; f < kFamilies; ++f) {
-          const std::string text = DispatchText(plan, f);
-          if (text.empty()) continue;
-          absl::StatusOr<std::string> out =
-              RunCommand({RestoreTool(f), "--noflush", "--wait=10"}, text, attachment.netns);
-          if (!out.ok()) return out.status();
-        }
-        return absl::OkStatus();
-      };
+      // A local endpoint added: its addresses into its table's dispatch sets first (then
+      // NP-FORWARD sends its packets through its table's chains), an RCU grace period, then
+      // its addresses into the peer sets; removed: the reverse. Why this order is safe:
+      //  - While its dispatch goes in (one set element per family: both directions at once),
+      //    a packet of it meets its dispatch or none, with its old membership.
+      //    A flow both programs allow passes: the other end's chain looks up the old
+      //    membership, as the old program did, and its own chains look up the other end
+      //    (unchanged: PlanFromDelta lets no other address change) as the new program does.
+      //    A flow both deny is dropped: the old program had no dispatch for it, so decided
+      //    the flow in the other end's chain alone, which still runs, with the old membership.
+      //  - The grace period: no packet that passed NP-FORWARD before its dispatch was in is
+      //    still walking the rules (one that then met the new membership in the other end's
+      //    chain, without its own chain, could get neither program's verdict).
+      //  - With the full dispatch, the membership edit is Update's element-only edit: its own
+      //    chains look up the other end, not a changed address; the other end's chain does
+      //    one changed lookup, or all one way (PlanFromDelta checks LookupsConflict).
+      // On the way out the same with the old and new programs exchanged. Without a membership
+      // edit there is one step and no grace period. All over netlink: no process spawned.
       absl::Status s;
       if (plan.dispatch.empty()) {
         s = EditSets(edits, attachment.netns);
       } else if (plan.dispatch_add) {
-        s = rules();
-        if (s.ok()) s = RcuGracePeriod();
+        s = EditSets(dispatch, attachment.netns);
+        if (s.ok() && !edits.empty()) s = RcuGracePeriod();
         if (s.ok()) s = EditSets(edits, attachment.netns);
       } else {
         s = EditSets(edits, attachment.netns);
-        if (s.ok()) s = RcuGracePeriod();
-        if (s.ok()) s = rules();
+        if (s.ok() && !edits.empty()) s = RcuGracePeriod();
+        if (s.ok()) s = EditSets(dispatch, attachment.netns);
       }
       if (!s.ok()) {
         // Part of the edit may be in: each step was safe, and Apply replaces it all.
@@ -1946,26 +1941,27 @@ class IptablesBackend : public Backend {
     }
     installed_->sizes = sizes;
     for (const auto& [s, count] : plan.pod_identities) index_->pod_identities[s] = count;
-    // The dispatch rules (Update compares rules texts: it cannot, past these).
-    for (const DeltaPlan::DispatchRule& r : plan.dispatch) {
-      std::vector<std::string>& order = index_->dispatch_order[r.family][r.direction];
+    // The dispatch sets' entries (in address order, as BuildModel makes them) and the
+    // dispatched addresses.
+    for (const DeltaPlan::DispatchEdit& r : plan.dispatch) {
+      std::vector<std::string>& entries = installed_->sets[r.edit.set];
+      auto at = std::lower_bound(entries.begin(), entries.end(), r.address,
+                                 [](const std::string& e, U128 address) {
+                                   int family;
+                                   U128 first, last;
+                                   return PrefixRange(e, family, first, last) && first < address;
+                                 });
+      if (plan.dispatch_add) {
+        entries.insert(at, r.edit.prefix);
+      } else if (at != entries.end() && *at == r.edit.prefix) {
+        entries.erase(at);
+      }
       std::vector<U128>& dispatched = index_->dispatched[r.family];
-      auto at = std::lower_bound(order.begin(), order.end(), r.key);
       auto address = std::lower_bound(dispatched.begin(), dispatched.end(), r.address);
       if (plan.dispatch_add) {
-        order.insert(at, r.key);
         dispatched.insert(address, r.address);
-      } else {
-        if (at != order.end() && *at == r.key) order.erase(at);
-        if (address != dispatched.end() && *address == r.address) dispatched.erase(address);
-      }
-    }
-    // And the rules text Update compares (RestoreText's: NP-FORWARD's rules are its first
-    // "-A" lines, in order), edited as the kernel was; if that fails, Update runs Apply.
-    // The insertions run in the order the restore ran them (positions count earlier ones).
-    for (const DeltaPlan::DispatchRule& r : plan.dispatch) {
-      if (!EditRulesText(installed_->rules[r.family], plan.dispatch_add, r.position, r.rule)) {
-        installed_->rules_stale = true;
+      } else if (address != dispatched.end() && *address == r.address) {
+        dispatched.erase(address);
       }
     }
     if (!plan.dispatch.empty()) {
@@ -1983,8 +1979,8 @@ class IptablesBackend : public Backend {
     last_update_ = absl::StrCat("in place by delta: ", adds, " adds, ", dels, " deletes",
                                 plan.dispatch.empty() ? ""
                                 : absl::StrCat(", ", plan.dispatch.size(),
-                                               plan.dispatch_add ? " dispatch rules inserted"
-                                                                 : " dispatch rules deleted"));
+                                               plan.dispatch_add ? " dispatch set adds"
+                                                                 : " dispatch set deletes"));
     return absl::OkStatus();
   }
 
@@ -2004,7 +2000,7 @@ class IptablesBackend : public Backend {
       for (const std::string& c : t->chains) absl::StrAppend(&text, "-X ", c, "\n");
       absl::StrAppend(&text, "COMMIT\n");
       absl::StatusOr<std::string> r =
-          RunCommand({RestoreTool(f), "--noflush", "--wait=10"}, text, netns);
+          Spawn({RestoreTool(f), "--noflush", "--wait=10"}, text, netns);
       if (!r.ok()) return r.status();
     }
     absl::StatusOr<InstalledSets> sets = ReadSets(netns);
@@ -2079,7 +2075,10 @@ class IptablesBackend : public Backend {
       absl::StrAppend(&out, "  ", d == kEgress ? "egress of " : "ingress of ",
                       EndpointName(ir, hit->endpoint), " (table ", ep.table(), "; policies ",
                       EscapeText(absl::StrJoin(ir.tables(ep.table()).policies(), ", ")), "):\n    ",
-                      kTopChain, " rule ", hit->rule + 1, ": ", top.rules[hit->rule], "\n");
+                      kTopChain, " rule ", hit->rule + 1, ": ", top.rules[hit->rule], "\n",
+                      "      matches: set ",
+                      DispatchSetName(0, f, ep.table()), " holds ", me_text,
+                      f == 0 ? "/32" : "/128", "\n");
       // The chain's rules as the kernel walks them (a Pass or the end of the admin rules
       // goes on in the stage chain).
       const Chain* chain = &fam.chains[tc.chain];
@@ -2195,6 +2194,10 @@ std::string SetName(uint32_t generation, int family, uint32_t peer_set) {
   return absl::StrCat(kSetPrefix, generation, family == 0 ? "-v4-p" : "-v6-p", peer_set);
 }
 
+std::string DispatchSetName(uint32_t generation, int family, uint32_t table) {
+  return absl::StrCat(kSetPrefix, generation, family == 0 ? "-v4-t" : "-v6-t", table);
+}
+
 absl::StatusOr<UpdatePlan> PlanUpdate(const ir::CompiledPolicy& previous,
                                       const ir::CompiledPolicy& next, uint32_t generation) {
   absl::StatusOr<Model> from = BuildModel(previous, generation);
@@ -2222,8 +2225,11 @@ absl::StatusOr<UpdatePlan> PlanUpdateDelta(const ir::CompiledPolicy& previous,
   for (const SetEdit& e : plan->dels) absl::StrAppend(&out.ipset, "del ", e.set, " ", e.prefix, "\n");
   out.adds = static_cast<int>(plan->adds.size());
   out.dels = static_cast<int>(plan->dels.size());
-  for (int f = 0; f < kFamilies; ++f) out.rules[f] = DispatchText(*plan, f);
-  out.rules_first = plan->dispatch_add;
+  for (const DeltaPlan::DispatchEdit& r : plan->dispatch) {
+    absl::StrAppend(&out.dispatch, r.edit.add ? "add " : "del ", r.edit.set, " ", r.edit.prefix,
+                    "\n");
+  }
+  out.dispatch_first = plan->dispatch_add;
   return out;
 }
 
@@ -2238,6 +2244,10 @@ absl::StatusOr<Ruleset> RenderRuleset(const ir::CompiledPolicy& ir,
 
 std::unique_ptr<Backend> MakeIptablesBackend(const BackendOptions& options) {
   return std::make_unique<iptables::IptablesBackend>(options);
+}
+
+int64_t IptablesProcessesSpawned() {
+  return iptables::spawned.load(std::memory_order_relaxed);
 }
 
 std::string IptablesLastUpdate(const Backend& backend) {

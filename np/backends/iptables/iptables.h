@@ -14,9 +14,14 @@
 //   FORWARD ── rule 1: -j NP-FORWARD
 //   NP-FORWARD
 //     -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT     replies, established flows
-//     -s <endpoint ip> -j NP-T<t>-EG     per endpoint address whose table restricts egress
-//     -d <endpoint ip> -j NP-T<t>-IN     per endpoint address whose table restricts ingress
+//     -m set --match-set np-g<G>-v4-t<t> src -j NP-T<t>-EG    per table restricting egress
+//     -m set --match-set np-g<G>-v4-t<t> dst -j NP-T<t>-IN    per table restricting ingress
 //     (falls off the end: RETURN to FORWARD)
+//   np-g<G>-v4-t<t> (hash:ip; -v6- in ip6tables): the dispatch set, the addresses of table
+//   t's endpoints on this node, for both directions (a table without one in a family has no
+//   chain, set or rule there). Every egress rule comes before every ingress rule; among
+//   tables the order does not matter (CheckIr: an address belongs to one endpoint). A new
+//   flow walks one rule per table chain here, not one per pod address.
 //   NP-T<t>-IN / NP-T<t>-EG               one chain per (table, restricted direction: isolated
 //                                         by NetworkPolicy or with tier rules, util.h Restricted)
 //     [<match> -m comment --comment "admin[i] <origin>" -j RETURN|-j DROP|-g NP-T<t>-IN-NP]
@@ -50,12 +55,13 @@
 // other set, adding each entry and loading each rule that names a set slower, and load time
 // grows with the square of the number of sets (2k/4k/8k sets: bench/RESULTS.md); a peer set
 // of one ipBlock is one prefix, one rule. The number of iptables rules is then the IR's
-// rule count (times at most kMaxInlinePrefixes) plus one dispatch rule per endpoint address
-// and direction: it grows with policies, never with pods x pods; pods only add set entries
+// rule count (times at most kMaxInlinePrefixes) plus one dispatch rule per table and
+// direction: it grows with policies, never with pods x pods; pods only add set entries
 // (hash lookups). A peer set with `all` needs no match at all. A peer set with no address
 // of a family and no set (below) gets nothing in that family, and its rules are left out
 // of that family's chains (they could never allow anything). hash:net refuses a /0 entry, so the whole space
-// is stored as its two /1 halves.
+// is stored as its two /1 halves. The dispatch sets (above: one per table and family with a
+// local endpoint) come on top; Capacity counts them.
 //
 // A peer set that names a pod (an identity with pods) gets a set, however few its prefixes
 // (even none): pods come and go, and in a set that is a member change, not a rule change —
@@ -65,15 +71,15 @@
 // identical and each packet can meet at most one changed lookup; otherwise it runs Apply.
 // iptables.cc (IptablesBackend::Update) has the argument and the fallback conditions; a
 // pod of another node joining or leaving a label class is the common element-only case. A
-// node pod that is selected (a dispatch rule), a policy change, or a peer set that gains
-// its first or loses its last pod (the IR then adds or drops rules) take the full path.
+// node pod that is selected (a dispatch set member), a policy change, or a peer set that
+// gains its first or loses its last pod (the IR then adds or drops rules) take the full path.
 // UpdateDelta plans the same edit from a CompiledPolicyDelta alone (no model of the next
 // program, no comparison of rules), in time proportional to the delta and the entries of
 // the sets it changes; what it cannot plan it hands to Update. It also takes one node pod
-// added or removed whose table's chains stay: its dispatch rules inserted (deleted) with one
-// `iptables-restore --noflush` per family, before its addresses join the sets (after they
-// leave), an RCU grace period between (iptables.cc, UpdateDelta, has the argument); Update
-// then runs Apply once, as the rules it remembers are no longer the kernel's.
+// added or removed whose table's chains stay: its addresses added to (deleted from) its
+// table's dispatch sets before its addresses join the peer sets (after they leave), an RCU
+// grace period between (iptables.cc, UpdateDelta, has the argument): set edits only, no
+// process spawned. A table's first or last local endpoint (chains come or go) is Apply.
 //
 // Capacity (Capacity(), `netpol compile --stats`): the kernel allows 65,472 ipsets per network
 // namespace (ip_set_core.c: 16-bit set ids, the list grows from 256 in steps of 64), shared
@@ -109,6 +115,10 @@ std::unique_ptr<Backend> MakeIptablesBackend(const BackendOptions& options = {})
 // ..." (UpdateDelta planned from the delta alone), "full: <why>" (a new generation), or
 // "by Update (<why the delta was not planned>): <how Update went>"; empty before any.
 std::string IptablesLastUpdate(const Backend& backend);
+
+// How many processes (iptables-restore, ipset, ...) iptables backends of this process have
+// started so far, for tests: the in-place paths start none. Thread-safe.
+int64_t IptablesProcessesSpawned();
 
 namespace iptables {
 
@@ -167,11 +177,11 @@ struct UpdatePlan {
   int adds = 0;
   int dels = 0;
   // PlanUpdateDelta only, for a delta that adds or removes one endpoint of this node whose
-  // table's chains exist before and after: its dispatch rules, as `iptables-restore
-  // --noflush` input per family ("": none), run before the set edit (`rules_first`: an add)
-  // or after it (a removal), with an RCU grace period between the two.
-  std::string rules[2];
-  bool rules_first = false;
+  // table's chains exist before and after: its dispatch set edits ("add|del SET PREFIX"
+  // lines, as `ipset` reads them; "": none), made before the set edit above
+  // (`dispatch_first`: an add) or after it (a removal), with an RCU grace period between.
+  std::string dispatch;
+  bool dispatch_first = false;
 };
 absl::StatusOr<UpdatePlan> PlanUpdate(const ir::CompiledPolicy& previous,
                                       const ir::CompiledPolicy& next, uint32_t generation = 0);
@@ -186,6 +196,9 @@ absl::StatusOr<UpdatePlan> PlanUpdateDelta(const ir::CompiledPolicy& previous,
 
 // The set name of a peer set in a family (0 = IPv4, 1 = IPv6) and generation.
 std::string SetName(uint32_t generation, int family, uint32_t peer_set);
+// The dispatch set of table `table` (its local addresses in the family): "np-g<G>-v4-t<T>"
+// (at most 29 characters: ipset allows 31).
+std::string DispatchSetName(uint32_t generation, int family, uint32_t table);
 
 }  // namespace iptables
 }  // namespace np::backends

@@ -76,7 +76,9 @@ Parsed Parse(const Ruleset& r) {
   for (absl::string_view line : absl::StrSplit(r.ipset, '\n', absl::SkipEmpty())) {
     std::vector<std::string> t = absl::StrSplit(line, ' ');
     if (t[0] == "create") {
-      EXPECT_EQ(t[2], "hash:net");
+      // Dispatch sets (np-g<G>-v4-t<T>) hold host addresses: hash:ip.
+      const bool dispatch = absl::StrContains(t[1], "-v4-t") || absl::StrContains(t[1], "-v6-t");
+      EXPECT_EQ(t[2], dispatch ? "hash:ip" : "hash:net") << line;
       EXPECT_EQ(t[3], "family");
       p.set_family[t[1]] = t[4];
       EXPECT_TRUE(p.sets.emplace(t[1], std::vector<std::string>{}).second) << "set created twice";
@@ -277,10 +279,6 @@ TEST(RenderRuleset, PropertiesOnRandomIrs) {
         entries[f] += static_cast<int64_t>(expected.size());
       }
     }
-    EXPECT_EQ(r->set_entries[0], entries[0]);
-    EXPECT_EQ(r->set_entries[1], entries[1]);
-    EXPECT_EQ(r->sets[0] + r->sets[1], static_cast<int>(p.sets.size()));
-
     // Per family: which tables are in use, and the endpoint addresses.
     std::set<uint32_t> tables_used[2];
     std::vector<std::pair<std::string, const ir::Endpoint*>> addresses[2];
@@ -292,6 +290,33 @@ TEST(RenderRuleset, PropertiesOnRandomIrs) {
         addresses[f].emplace_back(ip, &e);
       }
     }
+    // The dispatch sets: per table used in a family that restricts a direction, the host
+    // prefixes of the table's selected endpoint addresses of the family; no other.
+    int dispatch_sets = 0;
+    for (int f = 0; f < 2; ++f) {
+      for (uint32_t t = 0; t < static_cast<uint32_t>(ir.tables_size()); ++t) {
+        const std::string name = DispatchSetName(0, f, t);
+        if (tables_used[f].count(t) == 0 ||
+            (!Restricted(ir.tables(t).ingress()) && !Restricted(ir.tables(t).egress()))) {
+          EXPECT_FALSE(p.sets.count(name)) << name;
+          continue;
+        }
+        std::multiset<std::string> expected;
+        for (const auto& [ip, e] : addresses[f]) {
+          if (e->table() == t) expected.insert(absl::StrCat(ip, f == 0 ? "/32" : "/128"));
+        }
+        ASSERT_TRUE(p.sets.count(name)) << name;
+        EXPECT_EQ(std::multiset<std::string>(p.sets[name].begin(), p.sets[name].end()), expected)
+            << name;
+        entries[f] += static_cast<int64_t>(expected.size());
+        ++dispatch_sets;
+      }
+    }
+    EXPECT_EQ(r->set_entries[0], entries[0]);
+    EXPECT_EQ(r->set_entries[1], entries[1]);
+    EXPECT_EQ(r->sets[0] + r->sets[1], static_cast<int>(p.sets.size()));
+    EXPECT_EQ(static_cast<int>(p.sets.size()),
+              static_cast<int>(with_set[0].size() + with_set[1].size()) + dispatch_sets);
     for (int f = 0; f < 2; ++f) {
       int port_rules = 0;
       int tier_rules = 0;
@@ -334,13 +359,21 @@ TEST(RenderRuleset, PropertiesOnRandomIrs) {
       }
       EXPECT_EQ(r->port_rules[f], port_rules);
       EXPECT_EQ(r->tier_rules[f], tier_rules);
-      // NP-FORWARD: the conntrack rule, then one jump per address and restricted direction.
-      int dispatch = 0;
-      for (const auto& [ip, e] : addresses[f]) {
-        dispatch += Restricted(ir.tables(e->table()).ingress());
-        dispatch += Restricted(ir.tables(e->table()).egress());
+      // NP-FORWARD: the conntrack rule, then one jump per table with a local address of the
+      // family and restricted direction, through its dispatch set: every egress one
+      // (source address) before every ingress one (destination address).
+      std::vector<std::vector<std::string>> dispatch;
+      for (int d : {1, 0}) {
+        for (uint32_t t : tables_used[f]) {
+          if (!Restricted(d == 0 ? ir.tables(t).ingress() : ir.tables(t).egress())) continue;
+          dispatch.push_back({"-m", "set", "--match-set", DispatchSetName(0, f, t),
+                              d == 0 ? "dst" : "src", "-j",
+                              absl::StrCat("NP-T", t, d == 0 ? "-IN" : "-EG")});
+        }
       }
-      EXPECT_EQ(static_cast<int>(p.chains[f]["NP-FORWARD"].size()), 1 + dispatch);
+      const auto& top = p.chains[f]["NP-FORWARD"];
+      ASSERT_EQ(top.size(), 1 + dispatch.size());
+      EXPECT_EQ(std::vector<std::vector<std::string>>(top.begin() + 1, top.end()), dispatch);
       int total = 0;
       for (const auto& [name, rules] : p.chains[f]) total += static_cast<int>(rules.size());
       EXPECT_EQ(r->rules[f], total);
@@ -453,9 +486,16 @@ TEST(IptablesBackend, RenderHasThreeSectionsInOrder) {
   // One prefix of peers: written into the rule, no set.
   EXPECT_TRUE(absl::StrContains(*text, "-A NP-T0-IN -p tcp -m tcp --dport 80 -s 10.0.0.2/32 -j RETURN\n"))
       << *text;
-  EXPECT_FALSE(absl::StrContains(*text, "create ")) << *text;
+  EXPECT_FALSE(absl::StrContains(*text, "hash:net")) << *text;
   EXPECT_TRUE(absl::StrContains(
       *text, "-A NP-T0-IN -m comment --comment \"policies: x/allow-b\" -j DROP\n"));
+  // x/a (10.0.0.1) is table 0's one address, ingress only: one dispatch set and rule.
+  EXPECT_TRUE(absl::StrContains(*text, "create np-g0-v4-t0 hash:ip family inet ")) << *text;
+  EXPECT_TRUE(absl::StrContains(*text, "add np-g0-v4-t0 10.0.0.1/32\n")) << *text;
+  EXPECT_TRUE(absl::StrContains(*text, "-A NP-FORWARD -m set --match-set np-g0-v4-t0 dst -j "
+                                       "NP-T0-IN\n")) << *text;
+  EXPECT_FALSE(absl::StrContains(*text, " src -j NP-T0")) << *text;
+  EXPECT_FALSE(absl::StrContains(*text, "np-g0-v6")) << *text;
   // SCTP port matches use the sctp module.
   ir::CompiledPolicy ir = SmallIr();
   ir.mutable_tables(0)->mutable_ingress()->mutable_rules(0)->set_protocol(ir::SCTP);
@@ -722,9 +762,11 @@ TEST(RenderRuleset, PodPeerSetsGetSetsUpToACap) {
     absl::StatusOr<Ruleset> r = RenderRuleset(ir);
     ASSERT_TRUE(r.ok()) << r.status();
     const int sets = n <= kMaxPodSets ? n : 0;
-    EXPECT_EQ(r->sets[0], sets);
+    // Plus, in IPv4 only (x/a has no IPv6 address), the dispatch set of table 0's ingress
+    // holding 10.0.0.1: not a peer set, not under the cap.
+    EXPECT_EQ(r->sets[0], sets + 1);
     EXPECT_EQ(r->sets[1], sets);
-    EXPECT_EQ(r->set_entries[0], sets);
+    EXPECT_EQ(r->set_entries[0], sets + 1);
     EXPECT_EQ(r->set_entries[1], 0);
     EXPECT_EQ(r->port_rules[0], n);  // a rule per IR rule either way
   }
@@ -836,8 +878,11 @@ TEST(PlanUpdate, AddsComeBeforeDeletes) {
 
 TEST(PlanUpdate, FallsBackWhenUnsafeOrRulesChange) {
   const ir::CompiledPolicy before = ChurnIr({{7, 3}});
-  // A local endpoint selected: a dispatch rule more.
-  EXPECT_EQ(MustPlan(before, ChurnIr({{7, 3}}, {}, true)).fallback, "IPv4 rules differ");
+  // A local endpoint selected into table 0, which x/a keeps: the same rules, its addresses
+  // join table 0's dispatch sets (IPv4's first by name); Update leaves that order to
+  // UpdateDelta and reinstalls.
+  EXPECT_EQ(MustPlan(before, ChurnIr({{7, 3}}, {}, true)).fallback,
+            "dispatch set np-g0-v4-t0 changes (a node endpoint)");
   // A policy change.
   EXPECT_EQ(MustPlan(before, ChurnIr({{7, 3}}, {{8080, 3}})).fallback, "IPv4 rules differ");
   // x/a (dispatched) joins p0's class: both its own chains and its peers' would see changes.
@@ -911,31 +956,14 @@ TEST(PlanUpdate, ChangedLookupsOfReturnRulesAllOneWayAreElementOnly) {
             "two rules of NP-T0-IN look up a changed address");
 }
 
-// Applies `-I NP-FORWARD n ...` / `-D NP-FORWARD ...` lines to parsed chains.
-void ApplyRules(const std::string& text, int f, Parsed& p) {
-  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
-    std::vector<std::string> t = Words(line);
-    if (t[0] != "-I" && t[0] != "-D") continue;
-    std::vector<std::vector<std::string>>& rules = p.chains[f][t[1]];
-    if (t[0] == "-I") {
-      const int at = std::stoi(t[2]) - 1;
-      ASSERT_LE(at, static_cast<int>(rules.size())) << line;
-      rules.insert(rules.begin() + at, std::vector<std::string>(t.begin() + 3, t.end()));
-    } else {
-      auto it = std::find(rules.begin(), rules.end(),
-                          std::vector<std::string>(t.begin() + 2, t.end()));
-      ASSERT_NE(it, rules.end()) << "no such rule: " << line;
-      rules.erase(it);
-    }
-  }
-}
-
 // A node pod whose table's chains exist (x/b, selected by table 0 like x/a) added and
-// removed by a delta: PlanUpdateDelta plans its dispatch rules beside the set edit, and every
-// intermediate state of the order UpdateDelta keeps (rules, then sets, on the way in; sets,
-// then rules, on the way out) gives each probed flow the old IR's or the new IR's verdict
-// (IrAllows), never a third; the end state is a fresh render's (rules in place, sets).
-// The opposite order on the way in shows a third verdict (so the check can fail).
+// removed by a delta: no rule changes (a fresh render's rules are the same), and
+// PlanUpdateDelta plans its dispatch set edits beside the peer set edit; every intermediate
+// state of the order UpdateDelta keeps (dispatch, then peer sets, on the way in; peer sets,
+// then dispatch, on the way out), one set element at a time, gives each probed flow the old
+// IR's or the new IR's verdict (IrAllows), never a third; the end state is a fresh
+// render's sets. The opposite order on the way in shows a third verdict (so the check can
+// fail).
 TEST(PlanUpdateDelta, NodePodOfAnExistingTableIsInPlaceInTheSafeOrder) {
   const ir::CompiledPolicy without = ChurnIr({{7, 3}, {5, 2}}, {}, true, 1, /*b_exists=*/false);
   const ir::CompiledPolicy with = ChurnIr({{7, 3}, {5, 2}}, {}, true, 1, /*b_exists=*/true);
@@ -952,13 +980,20 @@ TEST(PlanUpdateDelta, NodePodOfAnExistingTableIsInPlaceInTheSafeOrder) {
     absl::StatusOr<UpdatePlan> plan = PlanUpdateDelta(from, *delta);
     ASSERT_TRUE(plan.ok()) << plan.status();
     ASSERT_EQ(plan->fallback, "");
-    EXPECT_EQ(plan->rules_first, adding);
-    ASSERT_FALSE(plan->rules[0].empty());
-    ASSERT_FALSE(plan->rules[1].empty());
+    EXPECT_EQ(plan->dispatch_first, adding);
+    // x/b's two addresses in table 0's dispatch set of their family (both directions).
+    const char* op = adding ? "add " : "del ";
+    for (const char* line : {"np-g0-v4-t0 10.0.2.2/32", "np-g0-v6-t0 fd00:2::2/128"}) {
+      EXPECT_TRUE(absl::StrContains(plan->dispatch, absl::StrCat(op, line, "\n")))
+          << plan->dispatch;
+    }
+    EXPECT_EQ(std::count(plan->dispatch.begin(), plan->dispatch.end(), '\n'), 2);
     EXPECT_GT(plan->adds + plan->dels, 0);
     absl::StatusOr<Ruleset> from_rs = RenderRuleset(from);
     absl::StatusOr<Ruleset> to_rs = RenderRuleset(to);
     ASSERT_TRUE(from_rs.ok() && to_rs.ok());
+    EXPECT_EQ(from_rs->ip4, to_rs->ip4);
+    EXPECT_EQ(from_rs->ip6, to_rs->ip6);
     Parsed p = Parse(*from_rs);
     const Parsed want = Parse(*to_rs);
     std::vector<std::string> probes[2];
@@ -993,17 +1028,14 @@ TEST(PlanUpdateDelta, NodePodOfAnExistingTableIsInPlaceInTheSafeOrder) {
         }
       }
     };
-    auto rules = [&] {
-      for (int f = 0; f < 2; ++f) ApplyRules(plan->rules[f], f, p);
-      check();
-    };
-    if (plan->rules_first && !wrong_order) {
-      check();
-      rules();
+    UpdatePlan dispatch;
+    dispatch.ipset = plan->dispatch;
+    if (plan->dispatch_first && !wrong_order) {
+      Replay(dispatch, p, check);
       Replay(*plan, p, check);
     } else {
       Replay(*plan, p, check);
-      rules();
+      Replay(dispatch, p, check);
     }
     if (wrong_order) {
       third_verdict_seen = third > 0;

@@ -381,6 +381,31 @@ std::vector<Point> ThreePods() {
           {"fd00:2::2", 2, "x/b"}, {"10.0.3.2", 3, "x/c"}, {"fd00:3::2", 3, "x/c"}};
 }
 
+void AddRandomTables(std::mt19937_64& rng, int tables, int peer_sets, bool first_ingress,
+                     ir::CompiledPolicy& ir) {
+  auto uniform = [&](int n) { return static_cast<int>(rng() % static_cast<uint64_t>(n)); };
+  // Per protocol, NetworkPolicy's port rules on 80/81: sorted and disjoint.
+  const std::vector<std::vector<std::pair<uint32_t, uint32_t>>> shapes = {
+      {}, {{80, 80}}, {{81, 81}}, {{80, 81}}, {{80, 80}, {81, 81}}, {{0, 65535}}};
+  for (int t = 0; t < tables; ++t) {
+    ir::Table* table = ir.add_tables();
+    table->set_id(ir.tables_size() - 1);
+    table->add_policies(absl::StrCat("x/policy-", t));
+    for (ir::DirectionPolicy* d : {table->mutable_ingress(), table->mutable_egress()}) {
+      const bool forced = first_ingress && t == 0 && d == table->mutable_ingress();
+      d->set_isolated(uniform(2) == 0 || forced);
+      if (d->isolated()) {
+        for (ir::Protocol protocol : {ir::TCP, ir::UDP}) {
+          for (const auto& [first, last] : shapes[uniform(static_cast<int>(shapes.size()))]) {
+            AddPolicyRule(d, protocol, first, last, uniform(peer_sets));
+          }
+        }
+      }
+      AddRandomTierRules(rng, peer_sets, d);
+    }
+  }
+}
+
 ir::CompiledPolicy RandomThreePodIr(uint64_t seed) {
   std::mt19937_64 rng(seed);
   auto uniform = [&](int n) { return static_cast<int>(rng() % static_cast<uint64_t>(n)); };
@@ -393,25 +418,7 @@ ir::CompiledPolicy RandomThreePodIr(uint64_t seed) {
     }
     AddPeers(ir, uniform(6) == 0, identities);
   }
-  // Per protocol, NetworkPolicy's port rules on 80/81: sorted and disjoint.
-  const std::vector<std::vector<std::pair<uint32_t, uint32_t>>> shapes = {
-      {}, {{80, 80}}, {{81, 81}}, {{80, 81}}, {{80, 80}, {81, 81}}, {{0, 65535}}};
-  for (int t = 0; t < 3; ++t) {
-    ir::Table* table = ir.add_tables();
-    table->set_id(t);
-    table->add_policies(absl::StrCat("x/policy-", t));
-    for (ir::DirectionPolicy* d : {table->mutable_ingress(), table->mutable_egress()}) {
-      d->set_isolated(uniform(2) == 0);
-      if (d->isolated()) {
-        for (ir::Protocol protocol : {ir::TCP, ir::UDP}) {
-          for (const auto& [first, last] : shapes[uniform(static_cast<int>(shapes.size()))]) {
-            AddPolicyRule(d, protocol, first, last, uniform(peer_sets));
-          }
-        }
-      }
-      AddRandomTierRules(rng, peer_sets, d);
-    }
-  }
+  AddRandomTables(rng, 3, peer_sets, false, ir);
   const bool a = uniform(4) != 0, b = uniform(4) != 0, c = uniform(4) != 0;
   AddThreePodEndpoints(ir, {a, b, c});
   return ir;

@@ -29,6 +29,12 @@ ir::CompiledPolicy RandomIr(uint64_t seed);
 // 0..peer_sets-1; origins sometimes with quotes and backslashes.
 void AddRandomTierRules(std::mt19937_64& rng, int peer_sets, ir::DirectionPolicy* direction);
 
+// Appends `tables` tables: each direction isolated one time in two (always, for the first
+// table's ingress when `first_ingress`), with NetworkPolicy rules on TCP/UDP 80-81 where
+// isolated and random tier rules (AddRandomTierRules), all of peer sets 0..peer_sets-1.
+void AddRandomTables(std::mt19937_64& rng, int tables, int peer_sets, bool first_ingress,
+                     ir::CompiledPolicy& ir);
+
 // An IR whose ranges are the given single addresses (each with its identity and pod), and
 // identity 0 for every other address of both families. Identities 0..max are declared.
 struct Point {
