@@ -37,6 +37,7 @@
 namespace np::backends::iptables {
 namespace {
 
+using testutil::AddPeerSet;
 using testutil::AllProbes;
 using testutil::Expected;
 using testutil::IrFromPoints;
@@ -77,14 +78,6 @@ void AddRule(ir::DirectionPolicy* d, ir::Protocol p, uint32_t first, uint32_t la
   r->set_first_port(first);
   r->set_last_port(last);
   r->set_peer_set(set);
-}
-
-uint32_t AddPeerSet(ir::CompiledPolicy& ir, bool all, std::vector<uint32_t> ids) {
-  ir::PeerSet* s = ir.add_peer_sets();
-  s->set_id(ir.peer_sets_size() - 1);
-  s->set_all(all);
-  for (uint32_t i : ids) s->add_identities(i);
-  return s->id();
 }
 
 // a: ingress TCP 80 from b, UDP 80-81 from anyone; egress TCP 80-81 to b and c, UDP 81 to c.
@@ -665,13 +658,7 @@ ir::CompiledPolicy NodePodIr(uint64_t seed, bool b_exists) {
   }
   ir::CompiledPolicy ir = testutil::WithPods(IrFromPoints(points));
   const int peer_sets = 4;
-  for (int s = 0; s < peer_sets; ++s) {
-    std::vector<uint32_t> ids;
-    for (uint32_t i = 1; i < 4; ++i) {
-      if (uniform(2) == 0) ids.push_back(i);
-    }
-    AddPeerSet(ir, uniform(6) == 0, ids);
-  }
+  testutil::AddRandomPeerSets(rng, peer_sets, 1, 3, ir);
   testutil::AddRandomTables(rng, 2, peer_sets, /*first_ingress=*/true, ir);
   AddEndpoint(ir, "a", 1, 0);
   if (b_exists) AddEndpoint(ir, "b", 2, 0);

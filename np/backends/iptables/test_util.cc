@@ -273,15 +273,27 @@ ir::CompiledPolicy IrFromPoints(const std::vector<Point>& points) {
 
 // ---- The tier scenario --------------------------------------------------------------
 
-namespace {
-
-uint32_t AddPeers(ir::CompiledPolicy& ir, bool all, std::vector<uint32_t> identities) {
+uint32_t AddPeerSet(ir::CompiledPolicy& ir, bool all, std::vector<uint32_t> identities) {
   ir::PeerSet* set = ir.add_peer_sets();
   set->set_id(static_cast<uint32_t>(ir.peer_sets_size() - 1));
   set->set_all(all);
   for (uint32_t identity : identities) set->add_identities(identity);
   return set->id();
 }
+
+void AddRandomPeerSets(std::mt19937_64& rng, int count, uint32_t first, uint32_t last,
+                       ir::CompiledPolicy& ir) {
+  auto uniform = [&](int n) { return static_cast<int>(rng() % static_cast<uint64_t>(n)); };
+  for (int s = 0; s < count; ++s) {
+    std::vector<uint32_t> identities;
+    for (uint32_t i = first; i <= last; ++i) {
+      if (uniform(2) == 0) identities.push_back(i);
+    }
+    AddPeerSet(ir, uniform(6) == 0, identities);
+  }
+}
+
+namespace {
 
 void AddTier(google::protobuf::RepeatedPtrField<ir::TierRule>* rules, ir::TierAction action,
              ir::Protocol protocol, uint32_t first, uint32_t last, uint32_t peer_set,
@@ -315,11 +327,11 @@ void AddThreePodEndpoints(ir::CompiledPolicy& ir, std::array<bool, 3> selected) 
 
 ir::CompiledPolicy TierScenarioIr() {
   ir::CompiledPolicy ir = IrFromPoints(ThreePods());
-  const uint32_t a = AddPeers(ir, false, {1});
-  const uint32_t b = AddPeers(ir, false, {2});
-  const uint32_t c = AddPeers(ir, false, {3});
-  const uint32_t b_c = AddPeers(ir, false, {2, 3});
-  const uint32_t everyone = AddPeers(ir, true, {});
+  const uint32_t a = AddPeerSet(ir, false, {1});
+  const uint32_t b = AddPeerSet(ir, false, {2});
+  const uint32_t c = AddPeerSet(ir, false, {3});
+  const uint32_t b_c = AddPeerSet(ir, false, {2, 3});
+  const uint32_t everyone = AddPeerSet(ir, true, {});
   // a: ingress isolated by NetworkPolicy, below three admin rules.
   ir::Table* ta = ir.add_tables();
   ta->set_id(0);
@@ -411,13 +423,7 @@ ir::CompiledPolicy RandomThreePodIr(uint64_t seed) {
   auto uniform = [&](int n) { return static_cast<int>(rng() % static_cast<uint64_t>(n)); };
   ir::CompiledPolicy ir = IrFromPoints(ThreePods());
   const int peer_sets = 4;
-  for (int s = 0; s < peer_sets; ++s) {
-    std::vector<uint32_t> identities;
-    for (uint32_t i = 0; i < 4; ++i) {
-      if (uniform(2) == 0) identities.push_back(i);
-    }
-    AddPeers(ir, uniform(6) == 0, identities);
-  }
+  AddRandomPeerSets(rng, peer_sets, 0, 3, ir);
   AddRandomTables(rng, 3, peer_sets, false, ir);
   const bool a = uniform(4) != 0, b = uniform(4) != 0, c = uniform(4) != 0;
   AddThreePodEndpoints(ir, {a, b, c});

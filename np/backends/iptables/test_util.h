@@ -29,6 +29,14 @@ ir::CompiledPolicy RandomIr(uint64_t seed);
 // 0..peer_sets-1; origins sometimes with quotes and backslashes.
 void AddRandomTierRules(std::mt19937_64& rng, int peer_sets, ir::DirectionPolicy* direction);
 
+// Appends a peer set (id = its index) of `identities`, or of everything when `all`.
+uint32_t AddPeerSet(ir::CompiledPolicy& ir, bool all, std::vector<uint32_t> identities);
+
+// Appends `count` random peer sets: each identity in [first, last] in it one time in two,
+// `all` one time in six (the random programs' seeds depend on this order of draws).
+void AddRandomPeerSets(std::mt19937_64& rng, int count, uint32_t first, uint32_t last,
+                       ir::CompiledPolicy& ir);
+
 // Appends `tables` tables: each direction isolated one time in two (always, for the first
 // table's ingress when `first_ingress`), with NetworkPolicy rules on TCP/UDP 80-81 where
 // isolated and random tier rules (AddRandomTierRules), all of peer sets 0..peer_sets-1.
