@@ -134,8 +134,7 @@ absl::Status Agent::Sync() {
     return s;
   };
   std::shared_ptr<const Engine> snapshot = live_.Current();
-  // Pod events only, onto what this agent installed: the change as a delta, when it is one
-  // and the interfaces stay those installed (else the backend must re-attach: whole).
+  // Pod events only, onto what this agent installed: the change as a delta, when it is one.
   std::optional<PodDelta> delta;
   std::string whole_why;
   if (!installed_.has_value() || !delta_index_.has_value()) {
@@ -144,16 +143,15 @@ absl::Status Agent::Sync() {
     whole_why = "not only pods changed";
   } else {
     delta = delta_index_->Lower(snapshot, *installed_, changed_pods_, &whole_why);
-    if (delta.has_value() &&
-        !SameInterfaces(installed_attachment_, AttachmentAfter(delta->delta))) {
-      delta.reset();
-      whole_why = "the interfaces to attach change";
-    }
   }
   std::optional<ir::CompiledPolicy> whole;
   backends::Attachment attachment = installed_attachment_;
   absl::Status applied;
   if (delta.has_value()) {
+    // The interfaces of the pods the delta adds or deletes come and go with it: the
+    // backend attaches them in place or loads anew as it must (nft and iptables work by
+    // address and ignore interfaces; eBPF attaches a new pod's veth in place).
+    attachment = AttachmentAfter(delta->delta);
     applied = backend_->UpdateDelta(*installed_, delta->delta, attachment);
     // In place: the program the kernel now has, without a copy of the whole.
     if (applied.ok()) applied = backends::ApplyDelta(delta->delta, &*installed_);

@@ -26,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -515,6 +516,15 @@ TEST_P(AgentKernelTest, KernelFollowsTheEventStream) {
     ASSERT_FALSE(HasFatalFailure());
     probe_rounds += rounds;
     EXPECT_THAT(Compare(objects), ::testing::IsEmpty());
+    if (absl::StartsWith(step.what, "pod appears")) {
+      // The pod comes with its interface: still a delta (the backend attaches it in place or
+      // loads anew as it must), not a whole lowering for the interfaces' sake.
+      const std::string log = AgentLog();
+      const size_t last = log.rfind("\"msg\":\"kernel updated\"");
+      ASSERT_NE(last, std::string::npos) << log;
+      const std::string line = log.substr(last, log.find('\n', last) - last);
+      EXPECT_THAT(line, ::testing::HasSubstr("\"update\":\"delta\"")) << line;
+    }
   }
 
   const std::string metrics = Scrape();

@@ -148,6 +148,8 @@ class RecordingBackend : public backends::Backend {
     return c;
   }
   absl::StatusOr<std::string> Render(const ir::CompiledPolicy&) const override { return ""; }
+  // The interfaces each UpdateDelta was given, as "pod=interface".
+  std::vector<std::vector<std::string>> delta_interfaces;
   absl::Status Apply(const ir::CompiledPolicy& ir, const backends::Attachment&) override {
     if (calls_ != nullptr) calls_->push_back("Apply");
     return Install(ir);
@@ -159,8 +161,12 @@ class RecordingBackend : public backends::Backend {
   }
   absl::Status UpdateDelta(const ir::CompiledPolicy& previous,
                            const ir::CompiledPolicyDelta& delta,
-                           const backends::Attachment&) override {
+                           const backends::Attachment& attachment) override {
     if (calls_ != nullptr) calls_->push_back("UpdateDelta");
+    delta_interfaces.emplace_back();
+    for (const backends::EndpointInterface& i : attachment.interfaces) {
+      delta_interfaces.back().push_back(i.pod + "=" + i.interface);
+    }
     ir::CompiledPolicy next = previous;
     if (absl::Status s = backends::ApplyDelta(delta, &next); !s.ok()) return s;
     return Install(next);
@@ -321,32 +327,46 @@ TEST_F(AgentTest, PodEventsGoThroughTheDeltaAndTheRestWhole) {
 }
 
 // The interfaces handed to the backend follow the endpoints: a pod event that adds or removes
-// an interface's pod goes whole (the backend re-attaches); one that keeps the interfaces (a
-// pod without one, or an interface's pod that stays an endpoint) is a delta.
-TEST_F(AgentTest, PodEventsChangingTheInterfacesGoWhole) {
+// an interface's pod is a delta too, given the interfaces after it (the backend attaches or
+// detaches in place, or loads anew: its choice), as is one that keeps the interfaces (a pod
+// without one, or an interface's pod that stays an endpoint).
+TEST_F(AgentTest, PodEventsChangingTheInterfacesGoThroughTheDelta) {
   AgentOptions options;
   options.default_kind = "Pod";
   options.min_interval = absl::ZeroDuration();
   options.attachment.interfaces.push_back(backends::EndpointInterface{"x/b", "veth-b"});
-  Agent agent(agent_->current(), std::make_unique<RecordingBackend>(&applied_, &fail_, &calls_),
-              options, &metrics_, &log_);
+  auto backend = std::make_unique<RecordingBackend>(&applied_, &fail_, &calls_);
+  const RecordingBackend* recording = backend.get();
+  Agent agent(agent_->current(), std::move(backend), options, &metrics_, &log_);
   ASSERT_TRUE(agent.Reconcile().ok());
+  using Interfaces = std::vector<std::string>;
   agent.HandleEvent(PodEvent("ADDED", "b", "10.0.0.2"), absl::Now());
   ASSERT_TRUE(agent.Sync().ok());
-  EXPECT_EQ(calls_.back(), "Apply");  // x/b's interface now attached: a full replace
+  EXPECT_EQ(calls_.back(), "UpdateDelta");  // x/b's interface now attached, in the delta
+  EXPECT_EQ(agent.last_whole_reason(), "");
+  ASSERT_FALSE(recording->delta_interfaces.empty());
+  EXPECT_EQ(recording->delta_interfaces.back(), Interfaces{"x/b=veth-b"});
   agent.HandleEvent(PodEvent("ADDED", "c", "10.0.0.3"), absl::Now());
   ASSERT_TRUE(agent.Sync().ok());
   EXPECT_EQ(calls_.back(), "UpdateDelta");
+  EXPECT_EQ(recording->delta_interfaces.back(), Interfaces{"x/b=veth-b"});
   agent.HandleEvent(PodEvent("MODIFIED", "b", "10.0.0.8"), absl::Now());  // stays an endpoint
   ASSERT_TRUE(agent.Sync().ok());
   EXPECT_EQ(calls_.back(), "UpdateDelta");
+  EXPECT_EQ(recording->delta_interfaces.back(), Interfaces{"x/b=veth-b"});
   agent.HandleEvent(PodEvent("DELETED", "b", "10.0.0.8"), absl::Now());  // its interface goes
   ASSERT_TRUE(agent.Sync().ok());
-  EXPECT_EQ(calls_.back(), "Apply");
-  EXPECT_EQ(agent.delta_syncs(), 2);
+  EXPECT_EQ(calls_.back(), "UpdateDelta");
+  EXPECT_EQ(agent.last_whole_reason(), "");
+  EXPECT_EQ(recording->delta_interfaces.back(), Interfaces{});
+  EXPECT_EQ(agent.delta_syncs(), 4);
   absl::StatusOr<ir::CompiledPolicy> expected = LowerToIr(*agent.current());
   ASSERT_TRUE(expected.ok());
   EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(applied_.back(), *expected));
+  // Added again: attached again, in the delta.
+  agent.HandleEvent(PodEvent("ADDED", "b", "10.0.0.2"), absl::Now());
+  ASSERT_TRUE(agent.Sync().ok());
+  EXPECT_EQ(recording->delta_interfaces.back(), Interfaces{"x/b=veth-b"});
 }
 
 TEST_F(AgentTest, ProgramSizeIsRecountedAtMostEveryCapacityInterval) {

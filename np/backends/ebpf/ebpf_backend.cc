@@ -57,7 +57,8 @@ ir::BackendCapacity MapsCapacity(const ir::CompiledPolicy& ir, const MapContents
   report.add_notes(
       "each map is created at its exact size, but the identity maps (np_ident_hosts, "
       "np_ident4, np_ident6) and np_endpoints_addr get an eighth more and 64 entries of "
-      "room for in-place pod updates; np_endpoints_if gets one entry per attached interface");
+      "room for in-place pod updates; np_endpoints_if gets as much room over the attached "
+      "interfaces, for pods attached in place with their interface");
   report.add_notes(
       "np_ct (LRU, 65,536 flows) and np_frag (LRU, 8,192 datagrams) are fixed and shared by "
       "all generations: past them the least recently used entries go");
@@ -125,13 +126,16 @@ class EbpfBackend : public Backend {
   absl::Status UpdateDelta(const ir::CompiledPolicy& previous,
                            const ir::CompiledPolicyDelta& delta,
                            const Attachment& attachment) override {
-    if (live_ == nullptr || !SameAttachment(attachment)) {
+    if (live_ == nullptr || attachment.netns != attachment_.netns) {
       return FullDelta(previous, delta, attachment,
                        "nothing installed by this instance for this attachment");
     }
     if (Shape(previous) != installed_shape_) {
       return FullDelta(previous, delta, attachment, "`previous` is not what this instance installed");
     }
+    // Interfaces attached or detached in place: only those of pods the delta adds or deletes.
+    const std::vector<EndpointInterface> attach = Missing(attachment, attachment_);
+    const std::vector<EndpointInterface> detach = Missing(attachment_, attachment);
     absl::StatusOr<ebpf::IdentityEdit> edit = ebpf::PlanIdentityEditFromDelta(
         previous, delta, local_addresses_, next_endpoint_id_);
     if (!edit.ok()) {
@@ -139,19 +143,56 @@ class EbpfBackend : public Backend {
       if (absl::IsInvalidArgument(edit.status())) return edit.status();
       return FullDelta(previous, delta, attachment, edit.status().message());
     }
-    // A pod whose interface is attached has an np_endpoints_if entry (OUTSIDE while it is
-    // no endpoint): adding or deleting it changes what that interface's runs read as
-    // self, which the in-place edit does not do.
+    // A pod whose interface stays attached has an np_endpoints_if entry (OUTSIDE while it
+    // is no endpoint): adding or deleting it changes what that interface's runs read as
+    // self, which the in-place edit does not do. A pod added with its interface gets the
+    // interface attached in place, one deleted with it detached; any other change of the
+    // interfaces loads a new generation.
+    std::vector<std::pair<std::string, np_endpoint>> attach_values;
+    for (const EndpointInterface& i : attach) {
+      auto it = std::find(edit->added_endpoints.begin(), edit->added_endpoints.end(), i.pod);
+      if (it == edit->added_endpoints.end()) {
+        return FullDelta(previous, delta, attachment,
+                         absl::StrCat("the interface ", i.interface, " of ", i.pod,
+                                      " is attached, its pod not added"));
+      }
+      attach_values.emplace_back(i.interface,
+                                 edit->added_values[it - edit->added_endpoints.begin()]);
+    }
+    for (const EndpointInterface& i : detach) {
+      if (std::find(edit->deleted_endpoints.begin(), edit->deleted_endpoints.end(), i.pod) ==
+          edit->deleted_endpoints.end()) {
+        return FullDelta(previous, delta, attachment,
+                         absl::StrCat("the interface ", i.interface, " of ", i.pod,
+                                      " is detached, its pod not deleted"));
+      }
+    }
     for (const std::vector<std::string>* names : {&edit->added_endpoints, &edit->deleted_endpoints}) {
       for (const std::string& name : *names) {
-        for (const EndpointInterface& i : attachment.interfaces) {
-          if (i.pod == name) {
+        for (const EndpointInterface& i : attachment_.interfaces) {
+          if (i.pod == name && names == &edit->added_endpoints) {
             return FullDelta(previous, delta, attachment,
                              absl::StrCat("the interface of ", name,
                                           " is attached (np_endpoints_if would change)"));
           }
         }
+        for (const EndpointInterface& i : attachment.interfaces) {
+          if (i.pod == name && names == &edit->deleted_endpoints) {
+            return FullDelta(previous, delta, attachment,
+                             absl::StrCat("the interface of ", name,
+                                          " stays attached (np_endpoints_if would change)"));
+          }
+        }
       }
+    }
+    // Deleted pods' interfaces first (their filters, then their entries), so that no
+    // interface runs with its pod half gone from the maps.
+    for (const EndpointInterface& i : detach) {
+      if (absl::Status s = ebpf::DetachInPlace(*live_, i.interface); !s.ok()) {
+        return FullDelta(previous, delta, attachment,
+                         absl::StrCat("detaching ", i.interface, " in place failed: ", s.message()));
+      }
+      attachment_ = WithoutInterface(attachment_, i);
     }
     std::array<int, 6> shape = installed_shape_;
     for (int family = 0; family < 2; ++family) {
@@ -167,6 +208,21 @@ class EbpfBackend : public Backend {
       if (absl::Status s = ApplyDelta(delta, &next); !s.ok()) return s;
       return Apply(next, attachment);
     }
+    // Added pods' interfaces after their addresses: the entry, then the filters.
+    for (const auto& [interface, value] : attach_values) {
+      if (absl::Status s = ebpf::AttachInPlace(*live_, interface, value); !s.ok()) {
+        last_update_ = absl::StrCat("full: attaching ", interface, " in place failed: ",
+                                    s.message());
+        ir::CompiledPolicy next = previous;
+        if (absl::Status a = ApplyDelta(delta, &next); !a.ok()) return a;
+        return Apply(next, attachment);
+      }
+    }
+    if (!attach.empty() || !detach.empty()) {
+      absl::StrAppend(&last_update_, "; interfaces attached: ", attach.size(), ", detached: ",
+                      detach.size());
+    }
+    attachment_ = attachment;
     if (edit->EndpointsChange()) {
       // Ids are never given twice in a generation (np_abi.h np_endpoint.id).
       next_endpoint_id_ += static_cast<uint32_t>(edit->added_endpoints.size());
@@ -280,6 +336,27 @@ class EbpfBackend : public Backend {
     next_endpoint_id_ = static_cast<uint32_t>(maps.endpoints.size());
     attachment_ = attachment;
     return absl::OkStatus();
+  }
+
+  // The interfaces of `a` that `b` lacks (pod and interface both compared).
+  static std::vector<EndpointInterface> Missing(const Attachment& a, const Attachment& b) {
+    std::vector<EndpointInterface> out;
+    for (const EndpointInterface& i : a.interfaces) {
+      if (std::none_of(b.interfaces.begin(), b.interfaces.end(), [&](const EndpointInterface& j) {
+            return i.pod == j.pod && i.interface == j.interface;
+          })) {
+        out.push_back(i);
+      }
+    }
+    return out;
+  }
+  static Attachment WithoutInterface(Attachment a, const EndpointInterface& gone) {
+    a.interfaces.erase(std::remove_if(a.interfaces.begin(), a.interfaces.end(),
+                                      [&](const EndpointInterface& i) {
+                                        return i.pod == gone.pod && i.interface == gone.interface;
+                                      }),
+                       a.interfaces.end());
+    return a;
   }
 
   bool SameAttachment(const Attachment& a) const {

@@ -23,9 +23,12 @@
 // edit planned from a CompiledPolicyDelta alone (maps.h PlanIdentityEditFromDelta), in
 // time proportional to the delta; what it cannot edit in place it loads as Update does.
 // UpdateDelta also adds and deletes pods of this node in place (np_endpoints_addr entries,
-// with ids the backend keeps stable: np_abi.h np_endpoint.id) when their table exists and
-// their interface is not in the attachment; a pod whose interface is attached, a changed
-// endpoint, shared addresses or a full np_endpoints_addr load a new generation.
+// with ids the backend keeps stable: np_abi.h np_endpoint.id) when their table exists. A
+// pod added with its interface (in `attachment`, not in the one installed) gets the live
+// generation's programs attached to it in place (its np_endpoints_if entry first), one
+// deleted with it is detached (filters first, entry after). A pod whose interface stays
+// attached, an interface that comes or goes without its pod, a deleted pod's interface
+// already gone, a changed endpoint, shared addresses or full maps load a new generation.
 //
 // Thread safety: as np/backends/backend.h.
 #ifndef NP_BACKENDS_EBPF_EBPF_BACKEND_H_

@@ -192,6 +192,48 @@ uint32_t QueryFilter(int ifindex, bpf_tc_attach_point point) {
   return o.prog_id;
 }
 
+// Puts `from_fd` on clsact ingress of `ifindex` (`name`) and `to_fd` on its egress,
+// replacing np's filters there: each replacement is atomic (the hook runs the old program or
+// the new one, never none).
+absl::Status AttachFilters(int ifindex, const std::string& name, int from_fd, int to_fd) {
+  for (auto [point, fd] : {std::pair<bpf_tc_attach_point, int>{BPF_TC_INGRESS, from_fd},
+                           {BPF_TC_EGRESS, to_fd}}) {
+    bpf_tc_hook h = Hook(ifindex, point);
+    int err = bpf_tc_hook_create(&h);
+    if (err != 0 && err != -EEXIST) return Errno(absl::StrCat("create clsact on ", name), err);
+    bpf_tc_opts o = TcOpts();
+    o.prog_fd = fd;
+    o.flags = BPF_TC_F_REPLACE;
+    err = bpf_tc_attach(&h, &o);
+    if (err != 0) {
+      return Errno(absl::StrCat("attach to ", name, " (",
+                                point == BPF_TC_INGRESS ? "ingress" : "egress", ")"),
+                   err);
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Takes np's filters off `ifindex` (`name`) and removes its clsact qdisc; what is not there
+// is no error.
+absl::Status DetachFilters(int ifindex, const std::string& name) {
+  absl::Status result = absl::OkStatus();
+  for (bpf_tc_attach_point point : {BPF_TC_INGRESS, BPF_TC_EGRESS}) {
+    bpf_tc_hook h = Hook(ifindex, point);
+    bpf_tc_opts o = TcOpts();
+    int err = bpf_tc_detach(&h, &o);
+    if (err != 0 && err != -ENOENT && err != -EINVAL && result.ok()) {
+      result = Errno(absl::StrCat("detach from ", name), err);
+    }
+  }
+  bpf_tc_hook h = Hook(ifindex, static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS));
+  int err = bpf_tc_hook_destroy(&h);
+  if (err != 0 && err != -ENOENT && err != -EINVAL && result.ok()) {
+    result = Errno(absl::StrCat("remove clsact from ", name), err);
+  }
+  return result;
+}
+
 // The identity maps get room beyond the IR's entries for in-place edits (EditIdentities):
 // pod events add host keys and split LPM ranges; np_endpoints_addr gets the same room as
 // np_ident_hosts for pods of this node added in place. np_ident_hosts(6) are preallocated (about
@@ -252,7 +294,7 @@ absl::StatusOr<std::unique_ptr<Generation>> Generation::Load(
            {"np_ident_hosts6", IdentityRoom(HostKeys(maps, NP_FAMILY_V6))},
            {"np_ident4", LpmRoom(maps.ident4.size())},
            {"np_ident6", LpmRoom(maps.ident6.size())},
-           {"np_endpoints_if", interfaces.size()},
+           {"np_endpoints_if", IdentityRoom(interfaces.size())},
            {"np_endpoints_addr", IdentityRoom(maps.endpoints_addr.size())},
            {"np_tables", maps.tables.size()},
            {"np_ports", maps.ports.size()},
@@ -426,24 +468,10 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
 
   // Replace (or create) the filters, interface by interface. Each replacement is atomic.
   for (size_t i = 0; i < ifindexes.size(); ++i) {
-    for (auto [point, hook] : {std::pair<bpf_tc_attach_point, uint32_t>{
-                                   BPF_TC_INGRESS, NP_HOOK_FROM_ENDPOINT},
-                               {BPF_TC_EGRESS, NP_HOOK_TO_ENDPOINT}}) {
-      bpf_tc_hook h = Hook(ifindexes[i], point);
-      int err = bpf_tc_hook_create(&h);
-      if (err != 0 && err != -EEXIST) {
-        return Errno(absl::StrCat("create clsact on ", attached[i]->interface), err);
-      }
-      bpf_tc_opts o = TcOpts();
-      o.prog_fd = (*generation)->program_fd(hook);
-      o.flags = BPF_TC_F_REPLACE;
-      err = bpf_tc_attach(&h, &o);
-      if (err != 0) {
-        return Errno(absl::StrCat("attach to ", attached[i]->interface, " (",
-                                  point == BPF_TC_INGRESS ? "ingress" : "egress", ")"),
-                     err);
-      }
-    }
+    absl::Status s = AttachFilters(ifindexes[i], attached[i]->interface,
+                                   (*generation)->program_fd(NP_HOOK_FROM_ENDPOINT),
+                                   (*generation)->program_fd(NP_HOOK_TO_ENDPOINT));
+    if (!s.ok()) return s;
     ++report.interfaces;
   }
   auto installed = std::make_shared<LiveMaps>();
@@ -453,8 +481,15 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
   installed->ident4 = fcntl((*generation)->map_fd("np_ident4"), F_DUPFD_CLOEXEC, 0);
   installed->ident6 = fcntl((*generation)->map_fd("np_ident6"), F_DUPFD_CLOEXEC, 0);
   installed->endpoints = fcntl((*generation)->map_fd("np_endpoints_addr"), F_DUPFD_CLOEXEC, 0);
+  installed->interfaces = fcntl((*generation)->map_fd("np_endpoints_if"), F_DUPFD_CLOEXEC, 0);
+  installed->from_program =
+      fcntl((*generation)->program_fd(NP_HOOK_FROM_ENDPOINT), F_DUPFD_CLOEXEC, 0);
+  installed->to_program = fcntl((*generation)->program_fd(NP_HOOK_TO_ENDPOINT), F_DUPFD_CLOEXEC, 0);
   if (installed->config >= 0 && installed->hosts >= 0 && installed->hosts6 >= 0 &&
-      installed->ident4 >= 0 && installed->ident6 >= 0 && installed->endpoints >= 0) {
+      installed->ident4 >= 0 && installed->ident6 >= 0 && installed->endpoints >= 0 &&
+      installed->interfaces >= 0 && installed->from_program >= 0 && installed->to_program >= 0) {
+    installed->interfaces_capacity = MaxEntries(installed->interfaces);
+    installed->attached = ifindexes;
     installed->endpoints_capacity = MaxEntries(installed->endpoints);
     installed->endpoints_entries = maps.endpoints_addr.size();
     installed->hosts_capacity = MaxEntries(installed->hosts);
@@ -476,7 +511,8 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
 }
 
 LiveMaps::~LiveMaps() {
-  for (int fd : {config, hosts, hosts6, ident4, ident6, endpoints}) {
+  for (int fd : {config, hosts, hosts6, ident4, ident6, endpoints, interfaces, from_program,
+                 to_program}) {
     if (fd >= 0) close(fd);
   }
 }
@@ -634,6 +670,19 @@ constexpr bool kWritesSeenInOrder = false;
 //     (np_policy.c policy_allows);
 //   - before the generation bump, none on x86: np_policy.c reads np_config.generation
 //     once, before its lookups, and stamps np_ct with what it read (see there).
+namespace {
+// FailedPrecondition unless `live` is what runs on its interface (in the current netns).
+absl::Status StillRuns(const LiveMaps& live) {
+  if (live.ifindex == 0 || live.program_id == 0) {
+    return absl::FailedPreconditionError("the generation runs on no interface");
+  }
+  if (QueryFilter(live.ifindex, BPF_TC_INGRESS) != live.program_id) {
+    return absl::FailedPreconditionError("another generation runs now");
+  }
+  return absl::OkStatus();
+}
+}  // namespace
+
 absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit) {
   size_t adds[2] = {0, 0}, changes[2] = {0, 0}, deletes[2] = {0, 0};
   for (const auto& [k, v] : edit.host_adds) ++adds[k.family == NP_FAMILY_V4 ? 0 : 1];
@@ -652,15 +701,10 @@ absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit) {
   if (!HaveBarrier()) {
     return absl::FailedPreconditionError("no membarrier(MEMBARRIER_CMD_GLOBAL)");
   }
-  if (live.ifindex == 0 || live.program_id == 0) {
-    return absl::FailedPreconditionError("the generation runs on no interface");
-  }
   {
     absl::StatusOr<std::unique_ptr<NetnsScope>> scope = NetnsScope::Enter(live.netns);
     if (!scope.ok()) return absl::FailedPreconditionError(scope.status().message());
-    if (QueryFilter(live.ifindex, BPF_TC_INGRESS) != live.program_id) {
-      return absl::FailedPreconditionError("another generation runs now");
-    }
+    if (absl::Status s = StillRuns(live); !s.ok()) return s;
   }
   // The previous edit's grace period (see above).
   live.last_wait_ms = 0;
@@ -775,22 +819,61 @@ absl::Status RemoveFromInterfaces(const std::vector<std::string>& interfaces,
   for (const std::string& name : interfaces) {
     unsigned index = if_nametoindex(name.c_str());
     if (index == 0) continue;  // gone with its pod
-    for (bpf_tc_attach_point point : {BPF_TC_INGRESS, BPF_TC_EGRESS}) {
-      bpf_tc_hook h = Hook(static_cast<int>(index), point);
-      bpf_tc_opts o = TcOpts();
-      int err = bpf_tc_detach(&h, &o);
-      if (err != 0 && err != -ENOENT && err != -EINVAL && result.ok()) {
-        result = Errno(absl::StrCat("detach from ", name), err);
-      }
-    }
-    bpf_tc_hook h = Hook(static_cast<int>(index),
-                         static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS));
-    int err = bpf_tc_hook_destroy(&h);
-    if (err != 0 && err != -ENOENT && err != -EINVAL && result.ok()) {
-      result = Errno(absl::StrCat("remove clsact from ", name), err);
-    }
+    absl::Status s = DetachFilters(static_cast<int>(index), name);
+    if (!s.ok() && result.ok()) result = s;
   }
   return result;
+}
+
+absl::Status AttachInPlace(LiveMaps& live, const std::string& interface,
+                           const np_endpoint& endpoint) {
+  absl::StatusOr<std::unique_ptr<NetnsScope>> scope = NetnsScope::Enter(live.netns);
+  if (!scope.ok()) return absl::FailedPreconditionError(scope.status().message());
+  LibbpfLogScope log;
+  if (absl::Status s = StillRuns(live); !s.ok()) return s;
+  const unsigned index = if_nametoindex(interface.c_str());
+  if (index == 0) return absl::FailedPreconditionError(absl::StrCat("interface ", interface, " not found"));
+  if (std::find(live.attached.begin(), live.attached.end(), static_cast<int>(index)) !=
+      live.attached.end()) {
+    return absl::FailedPreconditionError(absl::StrCat(interface, " is attached already"));
+  }
+  if (live.attached.size() + 1 > live.interfaces_capacity) {
+    return absl::FailedPreconditionError("np_endpoints_if has no room for the interface");
+  }
+  // The entry first: a program that runs on an interface without one drops every packet
+  // (np_abi.h), so the other order would cut the pod off for a moment.
+  const uint32_t key = index;
+  if (absl::Status s = Update(live.interfaces, "np_endpoints_if", &key, &endpoint); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = AttachFilters(static_cast<int>(index), interface, live.from_program,
+                                     live.to_program);
+      !s.ok()) {
+    return s;
+  }
+  live.attached.push_back(static_cast<int>(index));
+  return absl::OkStatus();
+}
+
+absl::Status DetachInPlace(LiveMaps& live, const std::string& interface) {
+  absl::StatusOr<std::unique_ptr<NetnsScope>> scope = NetnsScope::Enter(live.netns);
+  if (!scope.ok()) return absl::FailedPreconditionError(scope.status().message());
+  LibbpfLogScope log;
+  if (absl::Status s = StillRuns(live); !s.ok()) return s;
+  const unsigned index = if_nametoindex(interface.c_str());
+  auto it = std::find(live.attached.begin(), live.attached.end(), static_cast<int>(index));
+  if (index == 0 || it == live.attached.end()) {
+    return absl::FailedPreconditionError(absl::StrCat(interface, " is not attached"));
+  }
+  // Filters first, the entry after: no run on the interface is left to miss it.
+  if (absl::Status s = DetachFilters(static_cast<int>(index), interface); !s.ok()) return s;
+  live.attached.erase(it);
+  // The interface EditIdentities checks the generation on: one that still runs it.
+  if (live.ifindex == static_cast<int>(index)) {
+    live.ifindex = live.attached.empty() ? 0 : live.attached.front();
+  }
+  const uint32_t key = index;
+  return Delete(live.interfaces, "np_endpoints_if", &key);
 }
 
 }  // namespace np::backends::ebpf

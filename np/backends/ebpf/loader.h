@@ -101,6 +101,10 @@ class LiveMaps {
   // hosts: np_ident_hosts (IPv4 host keys), hosts6: np_ident_hosts6 (IPv6); endpoints:
   // np_endpoints_addr (pods of this node added or deleted in place).
   int config = -1, hosts = -1, hosts6 = -1, ident4 = -1, ident6 = -1, endpoints = -1;
+  // np_endpoints_if and the generation's two programs: interfaces attached in place.
+  int interfaces = -1, from_program = -1, to_program = -1;
+  uint32_t interfaces_capacity = 0;  // np_endpoints_if's max_entries
+  std::vector<int> attached;         // ifindexes whose filters run the generation
   uint32_t hosts_capacity = 0, hosts6_capacity = 0, ident4_capacity = 0,
            ident6_capacity = 0, endpoints_capacity = 0;  // max_entries
   size_t hosts_entries = 0, hosts6_entries = 0, ident4_entries = 0,
@@ -143,6 +147,18 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
 // kernel has no membarrier; any other error may leave the edit half done (every step is a
 // state whose verdicts are the old program's or the new one's): load a new generation.
 absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit);
+
+// Attaches the live generation to `interface` (a pod of this node added in place, with
+// its veth): np_endpoints_if[its ifindex] = `endpoint` first, then the generation's
+// programs on its clsact ingress and egress, as ApplyGeneration attaches them — no program
+// is loaded. FailedPrecondition, with nothing written, when `live` no longer runs, the
+// interface is missing or attached already, or np_endpoints_if has no room; after any
+// other error load a new generation.
+absl::Status AttachInPlace(LiveMaps& live, const std::string& interface,
+                           const np_endpoint& endpoint);
+// The reverse, in the reverse order (fail closed): the filters off `interface`, then its
+// np_endpoints_if entry deleted.
+absl::Status DetachInPlace(LiveMaps& live, const std::string& interface);
 
 // Every entry of each map of the generation running on `interface` (tc ingress), as raw
 // key and value bytes sorted by key, by map name; np_ct and np_frag are left out. For

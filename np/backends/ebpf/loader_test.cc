@@ -321,6 +321,14 @@ class UpdateTest : public ::testing::Test {
           << " entries after Update, " << entries.size() << " after a fresh Apply";
     }
   }
+  // np_config's generation in the first (i = 0) or second namespace; 0 when unreadable.
+  uint32_t LiveGeneration(int i) const {
+    auto d = DumpMaps("h0", netns_[i]);
+    if (!d.ok() || (*d)["np_config"].size() != 1) return 0;
+    uint32_t g;
+    std::memcpy(&g, (*d)["np_config"][0].second.data(), 4);
+    return g;
+  }
   std::vector<std::string> netns_;
 };
 
@@ -638,6 +646,14 @@ TEST_F(UpdateTest, PodChurnThroughDeltasEqualsAFreshApply) {
 }
 
 
+// At most six of FirstChurnPods' pods of other nodes: peers enough, probes few enough.
+std::vector<ChurnPod> FewChurnPods(std::mt19937_64& rng) {
+  std::vector<bool> used(250, false);
+  std::vector<ChurnPod> pods = FirstChurnPods(rng, used);
+  pods.resize(std::min<size_t>(pods.size(), 6));
+  return pods;
+}
+
 // Runs `f` on a thread of its own inside network namespace `netns` (BPF_PROG_TEST_RUN
 // finds the context's ifindex in the caller's namespace).
 template <typename F>
@@ -669,27 +685,28 @@ struct ProbeCounts {
   int probes = 0, allowed = 0, changed = 0;  // changed: previous and next disagree
 };
 
-// Both hooks of each interface (h0..h2: x/l0..x/l2) on TCP SYNs and UDP datagrams between
+// Both hooks of each interface (`hooks`: its name and the low 32 bits of its pod's
+// addresses; by default h0..h2: x/l0..x/l2) on TCP SYNs and UDP datagrams between
 // its pod and every address of `peers`, through the program the hook runs now: each
 // verdict must be `next`'s, read by the IR interpreter. Source ports only grow, so no probe
 // is the reply of an earlier one (np_ct would pass it); SYNs and datagrams of a new
 // generation number are decided by policy (np_policy.c np_decide).
 void ProbeHooks(const std::string& netns, const ir::CompiledPolicy& previous,
                 const ir::CompiledPolicy& next, const std::vector<IpAddress>& peers,
-                const std::string& where, ProbeCounts& counts) {
+                const std::string& where, ProbeCounts& counts,
+                const std::vector<std::pair<std::string, uint32_t>>& hooks = {
+                    {"h0", 0x0a000001u}, {"h1", 0x0a000002u}, {"h2", 0x0a000003u}}) {
   const testing::IrInterpreter before(previous), after(next);
   static uint16_t sport = 40000;
   InNetns(netns, [&] {
-    for (int i = 0; i < 3; ++i) {
-      const std::string interface = absl::StrCat("h", i);
+    for (const auto& [interface, own] : hooks) {
       const unsigned ifindex = if_nametoindex(interface.c_str());
       for (bool from : {true, false}) {
         int fd = bpf_prog_get_fd_by_id(
             RunningProgram(interface, from ? BPF_TC_INGRESS : BPF_TC_EGRESS));
         ASSERT_GE(fd, 0) << where << ": no program on " << interface;
         for (const IpAddress& peer : peers) {
-          const IpAddress self =
-              ChurnAddress(peer.is_v4() ? 0 : 1, 0x0a000001u + static_cast<uint32_t>(i));
+          const IpAddress self = ChurnAddress(peer.is_v4() ? 0 : 1, own);
           for (auto [protocol, port] : {std::pair<uint8_t, uint16_t>{6, 80}, {17, 53}, {6, 8080},
                                         {6, 443}, {6, 81}}) {
             testing::FrameSpec f;
@@ -725,9 +742,7 @@ void ProbeHooks(const std::string& netns, const ir::CompiledPolicy& previous,
 TEST_F(UpdateTest, PodsOfTheNodeAddedAndDeletedInPlaceDecideAsTheNextProgram) {
   const uint64_t seed = testing::FirstSeed();
   std::mt19937_64 rng(seed);
-  std::vector<bool> used(250, false);
-  std::vector<ChurnPod> pods = FirstChurnPods(rng, used);
-  pods.resize(std::min<size_t>(pods.size(), 6));
+  std::vector<ChurnPod> pods = FewChurnPods(rng);
   std::vector<ExtraLocalPod> extra;
   std::unique_ptr<Backend> inc = MakeEbpfBackend();
   ir::CompiledPolicy previous = ChurnIr(pods, true, {1, 2, 3}, extra);
@@ -735,13 +750,7 @@ TEST_F(UpdateTest, PodsOfTheNodeAddedAndDeletedInPlaceDecideAsTheNextProgram) {
   uint32_t program = 0;
   InNetns(netns_[0], [&] { program = RunningProgram("h0", BPF_TC_INGRESS); });
   ASSERT_NE(program, 0u);
-  auto generation = [&]() -> uint32_t {
-    auto d = DumpMaps("h0", netns_[0]);
-    if (!d.ok() || (*d)["np_config"].size() != 1) return 0;
-    uint32_t g;
-    std::memcpy(&g, (*d)["np_config"][0].second.data(), 4);
-    return g;
-  };
+  auto generation = [&] { return LiveGeneration(0); };
   const uint32_t first_generation = generation();
   int adds = 0, deletes = 0;
   ProbeCounts counts;
@@ -822,6 +831,113 @@ TEST_F(UpdateTest, PodsOfTheNodeAddedAndDeletedInPlaceDecideAsTheNextProgram) {
                 absl::StrContains(EbpfLastUpdate(*inc), "changes (addresses, selected or table)"))
         << EbpfLastUpdate(*inc);
     ExpectMapsOfAFreshApply(next, "after a pod of the node changed");
+  }
+}
+
+// A pod of the node added with its interface (the agent's common case: every new pod comes
+// with its veth) and then deleted with it: both in place — the live generation's programs
+// attached to (then detached from) the interface, np_endpoints_if written before (deleted
+// after), no program loaded — and the new interface's hooks decide as the IR interpreter
+// reads the next program; the maps are a fresh Apply's but for endpoint ids.
+TEST_F(UpdateTest, PodOfTheNodeAddedWithItsInterfaceIsAttachedInPlace) {
+  const uint64_t seed = testing::FirstSeed();
+  std::mt19937_64 rng(seed);
+  std::vector<ChurnPod> pods = FewChurnPods(rng);
+  for (const std::string& ns : netns_) {
+    ASSERT_TRUE(RunCommand({"ip", "-n", ns, "link", "add", "h3", "type", "veth", "peer", "name",
+                            "c3"}).ok());
+    ASSERT_TRUE(RunCommand({"ip", "-n", ns, "link", "set", "h3", "up"}).ok());
+  }
+  auto with_h3 = [&](int i) {
+    Attachment a = On(i);
+    a.interfaces.push_back({"x/m20", "h3"});
+    return a;
+  };
+  auto generation = [&] { return LiveGeneration(0); };
+  std::unique_ptr<Backend> inc = MakeEbpfBackend();
+  const ir::CompiledPolicy before = ChurnIr(pods, true, {1, 2, 3}, {});
+  ASSERT_TRUE(inc->Apply(before, On(0)).ok());
+  uint32_t program = 0;
+  InNetns(netns_[0], [&] { program = RunningProgram("h0", BPF_TC_INGRESS); });
+  ASSERT_NE(program, 0u);
+  const uint32_t first_generation = generation();
+
+  const bool selected = rng() % 2 == 0;
+  const ir::CompiledPolicy after =
+      ChurnIr(pods, true, {1, 2, 3}, {{20, 1 + static_cast<int>(rng() % 3), selected}});
+  std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(before, after);
+  ASSERT_TRUE(delta.has_value());
+  ASSERT_TRUE(inc->UpdateDelta(before, *delta, with_h3(0)).ok());
+  std::string path = EbpfLastUpdate(*inc);
+  EXPECT_TRUE(absl::StartsWith(path, "in place") && absl::StrContains(path, "added: x/m20") &&
+              absl::StrContains(path, "interfaces attached: 1"))
+      << path;
+  EXPECT_EQ(generation(), first_generation + 1);
+  uint32_t h0_egress = 0;
+  InNetns(netns_[0], [&] {
+    EXPECT_EQ(RunningProgram("h0", BPF_TC_INGRESS), program);
+    EXPECT_EQ(RunningProgram("h3", BPF_TC_INGRESS), program);
+    h0_egress = RunningProgram("h0", BPF_TC_EGRESS);
+    EXPECT_NE(h0_egress, 0u);
+    EXPECT_EQ(RunningProgram("h3", BPF_TC_EGRESS), h0_egress);
+  });
+
+  // The new interface's hooks, on the pod's own addresses against the node's other pods,
+  // pods elsewhere and an external address: the interpreter's verdicts for `after`.
+  std::vector<IpAddress> peers;
+  for (int family = 0; family < 2; ++family) {
+    for (uint32_t v : {0x0a000001u, 0x0a000002u, 0x0a000003u, 0x0a020001u}) {
+      peers.push_back(ChurnAddress(family, v));
+    }
+    for (const ChurnPod& p : pods) {
+      peers.push_back(ChurnAddress(family, 0x0a010000u + static_cast<uint32_t>(p.slot)));
+    }
+  }
+  ProbeCounts counts;
+  ProbeHooks(netns_[0], before, after, peers, absl::StrCat("seed ", seed, ": h3"), counts,
+             {{"h3", 0x0a000000u + 20}});
+  std::printf("seed %llu: x/m20 (selected %d) attached in place; %d probes on h3, %d allowed, "
+              "%d changed\n",
+              static_cast<unsigned long long>(seed), selected, counts.probes, counts.allowed,
+              counts.changed);
+  EXPECT_GT(counts.allowed, 0);
+  EXPECT_LT(counts.allowed, counts.probes);
+  {
+    std::unique_ptr<Backend> fresh = MakeEbpfBackend();
+    ASSERT_TRUE(fresh->Apply(after, with_h3(1)).ok());
+    ExpectSameMaps("after x/m20 added with h3", /*ids_may_differ=*/true);
+  }
+
+  // Deleted with its interface: detached in place, its entry gone.
+  delta = DiffPrograms(after, before);
+  ASSERT_TRUE(delta.has_value());
+  ASSERT_TRUE(inc->UpdateDelta(after, *delta, On(0)).ok());
+  path = EbpfLastUpdate(*inc);
+  EXPECT_TRUE(absl::StartsWith(path, "in place") && absl::StrContains(path, "deleted: x/m20") &&
+              absl::StrContains(path, "detached: 1"))
+      << path;
+  EXPECT_EQ(generation(), first_generation + 2);
+  InNetns(netns_[0], [&] {
+    EXPECT_EQ(RunningProgram("h0", BPF_TC_INGRESS), program);
+    EXPECT_EQ(RunningProgram("h3", BPF_TC_INGRESS), 0u);
+    EXPECT_EQ(RunningProgram("h3", BPF_TC_EGRESS), 0u);
+  });
+  {
+    // The fresh namespace's h3 goes too, as a fresh Apply without it leaves it.
+    ASSERT_TRUE(RemoveFromInterfaces({"h3"}, netns_[1]).ok());
+    std::unique_ptr<Backend> fresh = MakeEbpfBackend();
+    ASSERT_TRUE(fresh->Apply(before, On(1)).ok());
+    ExpectSameMaps("after x/m20 deleted with h3", /*ids_may_differ=*/true);
+  }
+
+  // An interface that comes without its pod being added is no in-place change.
+  delta = DiffPrograms(before, before);
+  if (delta.has_value()) {
+    Attachment a = On(0);
+    a.interfaces.push_back({"x/l1", "h3"});
+    ASSERT_TRUE(inc->UpdateDelta(before, *delta, a).ok());
+    EXPECT_TRUE(absl::StartsWith(EbpfLastUpdate(*inc), "full: the interface h3 of x/l1"))
+        << EbpfLastUpdate(*inc);
   }
 }
 

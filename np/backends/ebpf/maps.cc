@@ -906,6 +906,7 @@ absl::StatusOr<IdentityEdit> PlanIdentityEditFromDelta(
   }
   std::vector<std::pair<np_endpoint_addr_key, np_endpoint>> adds;
   std::vector<std::string> added_names;
+  std::vector<np_endpoint> added_values;
   for (size_t i = 0; i < added.size(); ++i) {
     const ir::Endpoint& e = *added[i];
     const std::string name = name_of(e);
@@ -938,12 +939,14 @@ absl::StatusOr<IdentityEdit> PlanIdentityEditFromDelta(
       adds.emplace_back(k, v);
     }
     added_names.push_back(name);
+    added_values.push_back(v);
   }
   absl::StatusOr<IdentityEdit> edit = DiffIdentityEntries(old_window, new_window, local);
   if (!edit.ok()) return edit;
   edit->endpoint_adds = std::move(adds);
   edit->endpoint_deletes = std::move(deletes);
   edit->added_endpoints = std::move(added_names);
+  edit->added_values = std::move(added_values);
   edit->deleted_endpoints = std::move(deleted_names);
   return edit;
 }

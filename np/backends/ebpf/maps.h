@@ -134,6 +134,9 @@ struct IdentityEdit {
   std::vector<std::pair<np_endpoint_addr_key, np_endpoint>> endpoint_adds;
   std::vector<np_endpoint_addr_key> endpoint_deletes;
   std::vector<std::string> added_endpoints, deleted_endpoints;  // "namespace/name"
+  // added_values[i]: added_endpoints[i]'s np_endpoint (its id, table and flags), what its
+  // interface's np_endpoints_if entry holds when it is attached in place.
+  std::vector<np_endpoint> added_values;
 
   size_t Writes() const {
     return host_adds.size() + lpm4_puts.size() + lpm6_puts.size() + host_changes.size() +
