@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "np/types.h"
 
 extern char** environ;
@@ -446,6 +447,97 @@ absl::Status CheckIr(const ir::CompiledPolicy& ir) {
     }
   }
   return absl::OkStatus();
+}
+
+ir::CompiledPolicy CanonicalProgram(const ir::CompiledPolicy& ir) {
+  constexpr uint32_t kDropped = std::numeric_limits<uint32_t>::max();
+  // New ids in order of first appearance; kDropped for items nothing uses.
+  auto number = [](std::vector<uint32_t>& id, uint32_t& next, uint32_t old) {
+    if (id[old] == kDropped) id[old] = next++;
+  };
+  std::vector<uint32_t> identity(ir.identities_size(), kDropped);
+  std::vector<uint32_t> table(ir.tables_size(), kDropped);
+  std::vector<uint32_t> peer_set(ir.peer_sets_size(), kDropped);
+  uint32_t identities = 0, tables = 0, peer_sets = 0;
+  for (const auto* ranges : {&ir.ipv4(), &ir.ipv6()}) {
+    for (const ir::AddressRange& r : *ranges) number(identity, identities, r.identity());
+  }
+  for (const ir::Endpoint& e : ir.endpoints()) {
+    if (e.selected()) number(table, tables, e.table());
+  }
+  std::vector<int> table_order(tables);
+  for (int t = 0; t < ir.tables_size(); ++t) {
+    if (table[t] != kDropped) table_order[table[t]] = t;
+  }
+  for (int t : table_order) {
+    for (const ir::DirectionPolicy* d : {&ir.tables(t).ingress(), &ir.tables(t).egress()}) {
+      for (const ir::PortRule& r : d->rules()) number(peer_set, peer_sets, r.peer_set());
+      for (const ir::TierRule& r : d->admin()) number(peer_set, peer_sets, r.peer_set());
+      for (const ir::TierRule& r : d->baseline()) number(peer_set, peer_sets, r.peer_set());
+    }
+  }
+  ir::CompiledPolicy out;
+  out.set_node(ir.node());
+  out.set_always_allow_self(ir.always_allow_self());
+  out.mutable_identities()->Reserve(static_cast<int>(identities));
+  for (uint32_t i = 0; i < identities; ++i) out.add_identities();
+  for (int i = 0; i < ir.identities_size(); ++i) {
+    if (identity[i] == kDropped) continue;
+    ir::Identity* x = out.mutable_identities(static_cast<int>(identity[i]));
+    *x = ir.identities(i);
+    x->set_id(identity[i]);
+  }
+  for (int f = 0; f < 2; ++f) {
+    for (const ir::AddressRange& r : f == 0 ? ir.ipv4() : ir.ipv6()) {
+      ir::AddressRange* x = f == 0 ? out.add_ipv4() : out.add_ipv6();
+      *x = r;
+      x->set_identity(identity[r.identity()]);
+    }
+  }
+  for (uint32_t i = 0; i < peer_sets; ++i) out.add_peer_sets();
+  for (int i = 0; i < ir.peer_sets_size(); ++i) {
+    if (peer_set[i] == kDropped) continue;
+    ir::PeerSet* x = out.mutable_peer_sets(static_cast<int>(peer_set[i]));
+    x->set_id(peer_set[i]);
+    x->set_all(ir.peer_sets(i).all());
+    std::vector<uint32_t> ids;
+    for (uint32_t id : ir.peer_sets(i).identities()) {
+      if (identity[id] != kDropped) ids.push_back(identity[id]);  // no address carries it
+    }
+    std::sort(ids.begin(), ids.end());
+    x->mutable_identities()->Add(ids.begin(), ids.end());
+  }
+  auto renumber = [&](ir::DirectionPolicy* d) {
+    for (ir::PortRule& r : *d->mutable_rules()) r.set_peer_set(peer_set[r.peer_set()]);
+    for (ir::TierRule& r : *d->mutable_admin()) r.set_peer_set(peer_set[r.peer_set()]);
+    for (ir::TierRule& r : *d->mutable_baseline()) r.set_peer_set(peer_set[r.peer_set()]);
+  };
+  for (int t : table_order) {
+    ir::Table* x = out.add_tables();
+    *x = ir.tables(t);
+    x->set_id(table[t]);
+    renumber(x->mutable_ingress());
+    renumber(x->mutable_egress());
+  }
+  for (const ir::Endpoint& e : ir.endpoints()) {
+    ir::Endpoint* x = out.add_endpoints();
+    *x = e;
+    x->set_table(e.selected() ? table[e.table()] : 0);
+  }
+  return out;
+}
+
+bool EquivalentPrograms(const ir::CompiledPolicy& a, const ir::CompiledPolicy& b,
+                        std::string* why) {
+  std::string report;
+  bool same;
+  {  // the report is complete once the differencer (its stream) is gone
+    google::protobuf::util::MessageDifferencer differencer;
+    if (why != nullptr) differencer.ReportDifferencesToString(&report);
+    same = differencer.Compare(CanonicalProgram(a), CanonicalProgram(b));
+  }
+  if (why != nullptr) *why = std::move(report);
+  return same;
 }
 
 std::string EndpointLabel(const ir::CompiledPolicy& ir, int index) {

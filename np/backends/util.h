@@ -97,6 +97,17 @@ bool SideAllows(const ir::CompiledPolicy& ir, const ir::DirectionPolicy& directi
 bool IrAllows(const ir::CompiledPolicy& ir, absl::string_view source_bytes,
               absl::string_view destination_bytes, int protocol, uint32_t port);
 
+// The test oracle for renumbered programs (np/lower_align.h): `ir` with its unused items
+// dropped (identities no range carries, peer sets no rule names, tables no endpoint names)
+// and the rest numbered in a fixed order: identities by first range (ipv4, then ipv6),
+// tables by first endpoint, peer sets by first use (tables in that order; ingress then
+// egress; rules, admin, baseline). Two programs with the same canonical form mean the same
+// for every flow and differ only in numbering. Assumes CheckIr passed.
+ir::CompiledPolicy CanonicalProgram(const ir::CompiledPolicy& ir);
+// Whether a and b have the same canonical form; when not, `why` (optional) says where.
+bool EquivalentPrograms(const ir::CompiledPolicy& a, const ir::CompiledPolicy& b,
+                        std::string* why = nullptr);
+
 // "endpoints[3] (x/b)", for error messages (the name escaped with EscapeText).
 std::string EndpointLabel(const ir::CompiledPolicy& ir, int index);
 
