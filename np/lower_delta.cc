@@ -83,13 +83,13 @@ PodDeltaLowering PodDeltaLowering::Index(std::shared_ptr<const Engine> snapshot,
   }
   x.table_target_.assign(installed.tables_size(), kNone);
   x.table_source_.resize(installed.tables_size());
-  x.table_endpoints_.resize(installed.tables_size());
+  x.table_endpoints_.assign(installed.tables_size(), 0);
   for (const ir::Endpoint& e : installed.endpoints()) {
     if (!e.selected()) continue;
     std::optional<uint32_t> p = LivePodId(s, e.namespace_() + "/" + e.name());
     if (!p) continue;
     uint32_t target = s.records[*p].target;
-    x.table_endpoints_[e.table()].insert(SortKey(e.namespace_(), e.name()));
+    x.table_endpoints_[e.table()]++;
     if (target == kNone || x.table_target_[e.table()] != kNone) continue;
     x.table_target_[e.table()] = target;
     x.table_source_[e.table()] = s.target_classes[target].table;
@@ -229,49 +229,25 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
   // tables of the policies its selectors are in). O(tables), no pass over pods.
   for (size_t t = 0; t < table_target_.size(); ++t) {
     uint32_t target = table_target_[t];
+    // A table no endpoint names (an aligned program's tombstone, np/lower_align.h) stays
+    // unnamed: no endpoint of the delta can take it (table_of_target_ does not know it).
+    if (target == kNone && table_endpoints_[t] == 0) continue;
     if (target == kNone || target >= next.target_classes.size() || table_source_[t] == nullptr ||
         next.target_classes[target].table != table_source_[t]) {
       return refuse("an engine table rebuilt");
     }
   }
 
-  // Tables are numbered by their first endpoint: each table touched keeps one, in order.
+  // A table touched keeps an endpoint: one that lost its last would have to become a
+  // tombstone (np/lower_align.h), which only a whole lowering makes. Ids are the installed
+  // program's (stable, np/lower_align.h), so the order of tables' first endpoints does not
+  // matter.
   {
-    std::map<uint32_t, std::pair<std::vector<const std::string*>, std::vector<const std::string*>>>
-        by_table;
-    for (const auto& [t, k] : out.endpoints_out) by_table[t].first.push_back(&k);
-    for (const auto& [t, k] : out.endpoints_in) by_table[t].second.push_back(&k);
-    auto first_key = [&](uint32_t t) -> std::optional<std::string> {
-      auto it = by_table.find(t);
-      if (it == by_table.end()) {
-        return table_endpoints_[t].empty()
-                   ? std::nullopt
-                   : std::optional<std::string>(*table_endpoints_[t].begin());
-      }
-      std::optional<std::string> best;
-      for (const std::string& k : table_endpoints_[t]) {  // at most |out| + 1 steps
-        if (std::none_of(it->second.first.begin(), it->second.first.end(),
-                         [&](const std::string* o) { return *o == k; })) {
-          best = k;
-          break;
-        }
-      }
-      for (const std::string* k : it->second.second) {
-        if (!best || *k < *best) best = *k;
-      }
-      return best;
-    };
-    for (const auto& [t, unused] : by_table) {
-      std::optional<std::string> mine = first_key(t);
-      if (!mine) return refuse("a table loses its last endpoint");
-      if (t > 0) {
-        std::optional<std::string> before = first_key(t - 1);
-        if (!before || !(*before < *mine)) return refuse("tables would change order");
-      }
-      if (t + 1 < table_endpoints_.size()) {
-        std::optional<std::string> after = first_key(t + 1);
-        if (!after || !(*mine < *after)) return refuse("tables would change order");
-      }
+    std::map<uint32_t, int64_t> change;
+    for (const auto& [t, k] : out.endpoints_out) change[t]--;
+    for (const auto& [t, k] : out.endpoints_in) change[t]++;
+    for (const auto& [t, c] : change) {
+      if (table_endpoints_[t] + c <= 0) return refuse("a table loses its last endpoint");
     }
   }
   for (auto& [sort_key, change] : endpoint_changes) {
@@ -415,8 +391,8 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
 void PodDeltaLowering::Commit(const PodDelta& applied) {
   for (const auto& [id, change] : applied.range_counts) range_count_[id] += change;
   for (const auto& [id, change] : applied.external_counts) external_count_[id] += change;
-  for (const auto& [t, key] : applied.endpoints_out) table_endpoints_[t].erase(key);
-  for (const auto& [t, key] : applied.endpoints_in) table_endpoints_[t].insert(key);
+  for (const auto& [t, key] : applied.endpoints_out) table_endpoints_[t]--;
+  for (const auto& [t, key] : applied.endpoints_in) table_endpoints_[t]++;
   snapshot_ = applied.next;
 }
 

@@ -7,17 +7,22 @@
 //   std::optional<np::PodDelta> d = index.Lower(next, installed, keys);
 //   if (d) { backend->UpdateDelta(installed, d->delta, attachment);
 //            np::backends::ApplyDelta(d->delta, &installed); index.Commit(*d); }
-//   else   { installed = *np::LowerToIr(*next); index = PodDeltaLowering::Index(next, installed); }
+//   else   { installed = *np::AlignNumbering(installed, *np::LowerToIr(*next));
+//            index = PodDeltaLowering::Index(next, installed); }
 //
-// The contract: ApplyDelta(installed, Lower(...)->delta) equals LowerToIr(*next) exactly (same
-// LowerOptions as `installed`: the delta never touches tables), provided `installed` is what
-// LowerToIr made of the indexed snapshot, kept in step by the deltas committed since, and
-// `changed_pods` names every pod whose object changed between the two snapshots, and nothing
-// but pods changed (no namespace, policy, tier or node event: the caller lowers whole then).
-// nullopt ("not expressible", lower whole) when the change would renumber identities or tables
-// or touch anything else of the program: a peer class without an identity yet or losing its
-// last address, an identity gaining or losing its external addresses, a target class without
-// a table in the program or a table losing its last endpoint or changing order, an engine table
+// The contract: ApplyDelta(installed, Lower(...)->delta) means what LowerToIr(*next) means,
+// numbered as `installed` is: np::backends::EquivalentPrograms with it, installed's ids kept
+// (same LowerOptions as `installed`: the delta never touches tables or peer sets), provided
+// `installed` is LowerToIr of the indexed snapshot or that aligned to an earlier program
+// (np/lower_align.h: equivalent, with stable ids and maybe unused "tombstone" items), kept in
+// step by the deltas committed since, and `changed_pods` names every pod whose object changed
+// between the two snapshots, and nothing but pods changed (no namespace, policy, tier or node
+// event: the caller lowers whole then). When `installed` is LowerToIr's own dense numbering
+// and no table's first endpoint changes order, the result is LowerToIr(*next) exactly.
+// nullopt ("not expressible", lower whole) when the change would add or drop identities or
+// tables or touch anything else of the program: a peer class without an identity yet or
+// losing its last address, an identity gaining or losing its external addresses, a target
+// class without a table in the program or a table losing its last endpoint, an engine table
 // rebuilt, different atoms or tier policies, or any shared address among the changed pods'.
 //
 // Thread safety: an index is driven by one thread (Lower is const; Commit mutates).
@@ -56,8 +61,8 @@ struct PodDelta {
 
 class PodDeltaLowering {
  public:
-  // Indexes `installed` == LowerToIr(*snapshot). O(size of the program): do it after a whole
-  // lowering, not per event.
+  // Indexes `installed`: LowerToIr(*snapshot), or that aligned (see the contract above).
+  // O(size of the program): do it after a whole lowering, not per event.
   static PodDeltaLowering Index(std::shared_ptr<const Engine> snapshot,
                                 const ir::CompiledPolicy& installed);
 
@@ -83,9 +88,8 @@ class PodDeltaLowering {
   // The engine tables lowered (held, so that "same pointer" cannot be a reused address).
   std::vector<std::shared_ptr<const internal::TargetTable>> table_source_;
   absl::flat_hash_map<uint32_t, uint32_t> table_of_target_;
-  // Per table, its endpoints' sort keys ("namespace\0name"): tables are numbered in the order
-  // of their first endpoint, so the first key of each must keep that order.
-  std::vector<std::set<std::string>> table_endpoints_;
+  // Per table, how many endpoints name it: a delta never empties one.
+  std::vector<int64_t> table_endpoints_;
 };
 
 }  // namespace np
