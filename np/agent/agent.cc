@@ -18,6 +18,7 @@
 #include "np/agent/watch_event.h"
 #include "np/backends/util.h"
 #include "np/lower.h"
+#include "np/lower_align.h"
 
 namespace np::agent {
 
@@ -145,6 +146,7 @@ absl::Status Agent::Sync() {
     delta = delta_index_->Lower(snapshot, *installed_, changed_pods_, &whole_why);
   }
   std::optional<ir::CompiledPolicy> whole;
+  std::optional<AlignStats> alignment;
   backends::Attachment attachment = installed_attachment_;
   absl::Status applied;
   if (delta.has_value()) {
@@ -159,6 +161,22 @@ absl::Status Agent::Sync() {
   } else {
     absl::StatusOr<ir::CompiledPolicy> ir = LowerToIr(*snapshot);
     if (!ir.ok()) return fail(ir.status());
+    // Numbered onto what is installed (np/lower_align.h): what did not change keeps its id,
+    // so that a backend's Update can compare by id and change only what differs.
+    if (installed_.has_value()) {
+      AlignStats stats;
+      absl::StatusOr<ir::CompiledPolicy> aligned =
+          AlignNumbering(*installed_, *std::move(ir), &stats);
+      if (aligned.ok()) {
+        alignment = stats;
+      } else {  // cannot happen for programs LowerToIr made; the dense program is as good
+        log_->Write("warn", "could not align the lowering: installing it as numbered",
+                    {LogField::Text("error", aligned.status().message())});
+        aligned = LowerToIr(*snapshot);
+        if (!aligned.ok()) return fail(aligned.status());
+      }
+      ir = std::move(aligned);
+    }
     // The interfaces of pods that are endpoints now: a pod given an interface may not exist
     // yet, or any more (backends that attach per interface refuse strangers).
     attachment = options_.attachment;
@@ -198,14 +216,31 @@ absl::Status Agent::Sync() {
     }
   }
   metrics_->RecordSync(done, latencies, capacity_items_);
+  if (alignment.has_value()) {
+    metrics_->RecordAlignment(*alignment);
+    ++aligned_syncs_;
+  }
+  last_alignment_ = alignment;
   installed_attachment_ = attachment;
+  // What a whole sync changed under installed ids ("changed/added/unused" per kind).
+  auto changes = [&](const AlignItemStats AlignStats::*kind) {
+    if (!alignment.has_value()) return std::string();
+    const AlignItemStats& k = (*alignment).*kind;
+    return absl::StrCat(k.changed, "/", k.added, "/", k.unused);
+  };
   log_->Write("info", "kernel updated",
               {LogField::Number("events", static_cast<double>(pending_.size())),
                LogField::Number("seconds", absl::ToDoubleSeconds(done - start)),
                LogField::Number("endpoints", program.endpoints_size()),
                LogField::Number("identities", program.identities_size()),
                LogField::Text("update", delta.has_value() ? "delta" : "whole"),
-               LogField::Text("whole_because", delta.has_value() ? "" : whole_why)});
+               LogField::Text("whole_because", delta.has_value() ? "" : whole_why),
+               LogField::Text("numbering", !alignment.has_value() ? "fresh"
+                                           : alignment->compacted ? "compacted"
+                                                                  : "aligned"),
+               LogField::Text("identities_changed_added_unused", changes(&AlignStats::identities)),
+               LogField::Text("peer_sets_changed_added_unused", changes(&AlignStats::peer_sets)),
+               LogField::Text("tables_changed_added_unused", changes(&AlignStats::tables))});
   last_whole_reason_ = delta.has_value() ? "" : whole_why;
   pending_.clear();
   metrics_->SetPendingEvents(0);

@@ -13,7 +13,9 @@
 //   //                                  /*exit_at_end=*/false);
 //
 // After that, each sync hands the backend what it installed last and the new program
-// (Backend::Update), so that a backend can change only what differs. When only pods changed
+// (Backend::Update), the new one numbered onto the old (np/lower_align.h: identities, peer
+// sets and tables that correspond keep their ids), so that a backend can change only what
+// differs. When only pods changed
 // since the last sync, the interfaces stay the same and np/lower_delta.h can express the
 // change, the sync lowers nothing whole: it hands the backend the delta
 // (Backend::UpdateDelta) and applies it to the installed program in place (issue 13). The
@@ -44,6 +46,7 @@
 #include "np/agent/metrics.h"
 #include "np/backends/backend.h"
 #include "np/engine.h"
+#include "np/lower_align.h"
 #include "np/lower_delta.h"
 
 namespace np::agent {
@@ -87,6 +90,10 @@ class Agent {
   int pending_events() const { return static_cast<int>(pending_.size()); }
   // How many syncs went through Backend::UpdateDelta (for tests and benchmarks).
   int64_t delta_syncs() const { return delta_syncs_; }
+  // How many whole syncs were numbered onto the installed program (np/lower_align.h), and
+  // what the last successful sync's alignment changed (none: a delta, or nothing installed).
+  int64_t aligned_syncs() const { return aligned_syncs_; }
+  const std::optional<AlignStats>& last_alignment() const { return last_alignment_; }
   // Why the last successful sync lowered whole ("" when it sent a delta).
   const std::string& last_whole_reason() const { return last_whole_reason_; }
   std::shared_ptr<const Engine> current() const { return live_.Current(); }
@@ -119,6 +126,8 @@ class Agent {
   // when `installed_` is none.
   std::optional<PodDeltaLowering> delta_index_;
   int64_t delta_syncs_ = 0;
+  int64_t aligned_syncs_ = 0;
+  std::optional<AlignStats> last_alignment_;
   std::string last_whole_reason_;
 };
 

@@ -237,12 +237,15 @@ class AgentTest : public ::testing::Test {
         &metrics_, &log_);
   }
 
-  // What the kernel holds is what the whole lowering of the agent's current snapshot makes.
+  // What the kernel holds means what the whole lowering of the agent's current snapshot
+  // makes (numbered onto what was installed before: np/lower_align.h).
   void ExpectKernelHoldsCurrent() {
     ASSERT_FALSE(applied_.empty());
     absl::StatusOr<ir::CompiledPolicy> expected = LowerToIr(*agent_->current());
     ASSERT_TRUE(expected.ok());
-    EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(applied_.back(), *expected));
+    ASSERT_TRUE(backends::CheckIr(applied_.back()).ok()) << backends::CheckIr(applied_.back());
+    std::string why;
+    EXPECT_TRUE(backends::EquivalentPrograms(applied_.back(), *expected, &why)) << why;
   }
 
   std::vector<ir::CompiledPolicy> applied_;
@@ -324,6 +327,77 @@ TEST_F(AgentTest, PodEventsGoThroughTheDeltaAndTheRestWhole) {
   EXPECT_EQ(calls_.back(), "Apply");
   ASSERT_NO_FATAL_FAILURE(ExpectKernelHoldsCurrent());
   EXPECT_EQ(agent_->delta_syncs(), 3);
+}
+
+std::string PolicyEvent(const std::string& type, const std::string& name,
+                        const std::string& app) {
+  return absl::StrCat(
+      R"({"type":")", type,
+      R"(","object":{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy",)",
+      R"("metadata":{"name":")", name, R"(","namespace":"x"},)",
+      R"("spec":{"podSelector":{"matchLabels":{"app":")", app,
+      R"("}},"policyTypes":["Ingress"]}}})");
+}
+
+uint32_t TableOf(const ir::CompiledPolicy& ir, const std::string& name) {
+  for (const ir::Endpoint& e : ir.endpoints()) {
+    if (e.name() == name && e.selected()) return e.table();
+  }
+  return UINT32_MAX;
+}
+
+// Whole syncs are numbered onto what is installed: a policy for b added after one for c
+// leaves c's table its id (LowerToIr alone would number b's first), a deleted policy's table
+// stays as an unused id, and the metrics count it all. Pod deltas then work on that program.
+TEST_F(AgentTest, WholeSyncsKeepInstalledIds) {
+  ASSERT_TRUE(agent_->Reconcile().ok());
+  agent_->HandleEvent(PodEvent("ADDED", "b", "10.0.0.2"), absl::Now());
+  agent_->HandleEvent(PodEvent("ADDED", "c", "10.0.0.3"), absl::Now());
+  ASSERT_TRUE(agent_->Sync().ok());
+  EXPECT_EQ(agent_->aligned_syncs(), 0);  // Reconcile's Apply and a delta: nothing to align
+  agent_->HandleEvent(PolicyEvent("ADDED", "pc", "c"), absl::Now());
+  ASSERT_TRUE(agent_->Sync().ok());
+  EXPECT_EQ(calls_.back(), "Update");
+  const uint32_t c_table = TableOf(applied_.back(), "c");
+  ASSERT_EQ(c_table, 0u);
+  agent_->HandleEvent(PolicyEvent("ADDED", "pb", "b"), absl::Now());
+  ASSERT_TRUE(agent_->Sync().ok());
+  EXPECT_EQ(calls_.back(), "Update");
+  ASSERT_NO_FATAL_FAILURE(ExpectKernelHoldsCurrent());
+  ASSERT_EQ(TableOf(*LowerToIr(*agent_->current()), "b"), 0u);  // dense numbering moves c
+  EXPECT_EQ(TableOf(applied_.back(), "c"), c_table);
+  EXPECT_EQ(TableOf(applied_.back(), "b"), 1u);
+  ASSERT_TRUE(agent_->last_alignment().has_value());
+  EXPECT_EQ(agent_->last_alignment()->tables.added, 1);
+  EXPECT_EQ(agent_->last_alignment()->tables.changed, 0);
+  // pc deleted: c's table is unused; b's keeps its id.
+  agent_->HandleEvent(PolicyEvent("DELETED", "pc", "c"), absl::Now());
+  ASSERT_TRUE(agent_->Sync().ok());
+  ASSERT_NO_FATAL_FAILURE(ExpectKernelHoldsCurrent());
+  EXPECT_EQ(TableOf(applied_.back(), "b"), 1u);
+  EXPECT_EQ(TableOf(applied_.back(), "c"), UINT32_MAX);
+  EXPECT_EQ(applied_.back().tables_size(), 2);
+  EXPECT_EQ(agent_->aligned_syncs(), 3);
+  const std::string text = metrics_.Render();
+  EXPECT_THAT(text, HasSubstr("np_agent_aligned_syncs_total{result=\"aligned\"} 3\n"));
+  EXPECT_THAT(text, HasSubstr("np_agent_aligned_syncs_total{result=\"compacted\"} 0\n"));
+  EXPECT_THAT(text,
+              HasSubstr("np_agent_aligned_items_total{kind=\"tables\",change=\"added\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("np_agent_unused_items{kind=\"tables\"} 1\n"));
+  EXPECT_THAT(log_text_.str(), HasSubstr(R"("numbering":"aligned")"));
+  EXPECT_THAT(log_text_.str(), HasSubstr(R"("tables_changed_added_unused":"0/0/1")"));
+  // A pod event onto that program (an unused table in it) is a delta again.
+  agent_->HandleEvent(PodEvent("ADDED", "e", "10.0.0.5"), absl::Now());
+  ASSERT_TRUE(agent_->Sync().ok());
+  EXPECT_EQ(calls_.back(), "UpdateDelta") << agent_->last_whole_reason();
+  ASSERT_NO_FATAL_FAILURE(ExpectKernelHoldsCurrent());
+  EXPECT_FALSE(agent_->last_alignment().has_value());
+  // A policy for c again: the new table takes the unused id.
+  agent_->HandleEvent(PolicyEvent("ADDED", "pc", "c"), absl::Now());
+  ASSERT_TRUE(agent_->Sync().ok());
+  ASSERT_NO_FATAL_FAILURE(ExpectKernelHoldsCurrent());
+  EXPECT_EQ(TableOf(applied_.back(), "c"), c_table);
+  EXPECT_EQ(TableOf(applied_.back(), "b"), 1u);
 }
 
 // The interfaces handed to the backend follow the endpoints: a pod event that adds or removes

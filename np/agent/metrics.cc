@@ -39,6 +39,17 @@ void AgentMetrics::RecordSync(absl::Time done, const std::vector<absl::Duration>
   last_sync_ = absl::ToDoubleSeconds(done - absl::UnixEpoch());
 }
 
+void AgentMetrics::RecordAlignment(const AlignStats& stats) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++(stats.compacted ? compacted_syncs_ : aligned_syncs_);
+  const AlignItemStats* kinds[] = {&stats.identities, &stats.peer_sets, &stats.tables};
+  for (size_t k = 0; k < 3; ++k) {
+    aligned_changed_[k] += static_cast<uint64_t>(kinds[k]->changed);
+    aligned_added_[k] += static_cast<uint64_t>(kinds[k]->added);
+    unused_items_[k] = kinds[k]->unused;
+  }
+}
+
 void AgentMetrics::CountSyncFailure() {
   std::lock_guard<std::mutex> lock(mutex_);
   ++sync_failures_;
@@ -108,6 +119,29 @@ std::string AgentMetrics::Render() const {
     absl::StrAppend(&out, "# HELP np_agent_", metric, " The program's ", metric,
                     ", as the backend counts them.\n# TYPE np_agent_", metric, " gauge\nnp_agent_",
                     metric, " ", total, "\n");
+  }
+  absl::StrAppend(&out,
+                  "# HELP np_agent_aligned_syncs_total Whole lowerings numbered onto the "
+                  "installed program (compacted: too many unused ids, numbered afresh).\n"
+                  "# TYPE np_agent_aligned_syncs_total counter\n"
+                  "np_agent_aligned_syncs_total{result=\"aligned\"} ", aligned_syncs_, "\n",
+                  "np_agent_aligned_syncs_total{result=\"compacted\"} ", compacted_syncs_, "\n");
+  const char* kKinds[] = {"identities", "peer_sets", "tables"};
+  absl::StrAppend(&out,
+                  "# HELP np_agent_aligned_items_total Items whole lowerings changed under an "
+                  "installed id, or added.\n# TYPE np_agent_aligned_items_total counter\n");
+  for (size_t k = 0; k < 3; ++k) {
+    absl::StrAppend(&out, "np_agent_aligned_items_total{kind=\"", kKinds[k],
+                    "\",change=\"changed\"} ", aligned_changed_[k], "\n",
+                    "np_agent_aligned_items_total{kind=\"", kKinds[k], "\",change=\"added\"} ",
+                    aligned_added_[k], "\n");
+  }
+  absl::StrAppend(&out,
+                  "# HELP np_agent_unused_items Unused ids the installed program keeps so that "
+                  "the rest keep theirs.\n# TYPE np_agent_unused_items gauge\n");
+  for (size_t k = 0; k < 3; ++k) {
+    absl::StrAppend(&out, "np_agent_unused_items{kind=\"", kKinds[k], "\"} ", unused_items_[k],
+                    "\n");
   }
   absl::StrAppend(&out,
                   "# HELP np_agent_last_sync_timestamp_seconds When the kernel was last "

@@ -30,6 +30,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "np/lower_align.h"
 
 namespace np::agent {
 
@@ -47,6 +48,11 @@ class AgentMetrics {
   // Capacity reports it (item name -> used).
   void RecordSync(absl::Time done, const std::vector<absl::Duration>& latencies,
                   const std::map<std::string, uint64_t>& items);
+  // A whole sync whose lowering was numbered onto the installed program (np/lower_align.h):
+  // np_agent_aligned_syncs_total{result="aligned"|"compacted"}, the items it changed and
+  // added per kind (np_agent_aligned_items_total{kind,change}), and the unused ids the
+  // program now holds (np_agent_unused_items{kind}).
+  void RecordAlignment(const AlignStats& stats);
   void CountSyncFailure();                 // np_agent_sync_failures_total
   void SetPendingEvents(int64_t pending);  // applied to the engine, not yet in the kernel
 
@@ -62,6 +68,9 @@ class AgentMetrics {
   double latency_sum_ = 0;
   std::map<std::string, uint64_t> items_;
   double last_sync_ = 0;  // Unix seconds; 0 before the first
+  uint64_t aligned_syncs_ = 0, compacted_syncs_ = 0;
+  std::array<uint64_t, 3> aligned_changed_{}, aligned_added_{};  // identities, peer sets, tables
+  std::array<int64_t, 3> unused_items_{};
 };
 
 // GET (any path) answers with the metrics; anything else gets 405. One request per
