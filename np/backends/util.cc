@@ -188,26 +188,32 @@ absl::Status CheckRanges(const google::protobuf::RepeatedPtrField<ir::AddressRan
   std::string next(width, '\0');  // the first address the next range must start at
   for (int i = 0; i < ranges.size(); ++i) {
     const ir::AddressRange& r = ranges[i];
-    const std::string where = absl::StrCat(field, "[", i, "]");
+    // Built only for an error: CheckIr runs on every update (agent, backends), and the
+    // strings dominated its cost.
+    auto where = [&] { return absl::StrCat(field, "[", i, "]"); };
     if (r.first().size() != width || r.last().size() != width) {
-      return Malformed(absl::StrCat(where, ": addresses of ", r.first().size(), " and ",
+      return Malformed(absl::StrCat(where(), ": addresses of ", r.first().size(), " and ",
                                     r.last().size(), " bytes in a family of ", width));
     }
     if (r.identity() >= identities) {
-      return Malformed(absl::StrCat(where, ": identity ", r.identity(), " does not exist"));
+      return Malformed(absl::StrCat(where(), ": identity ", r.identity(), " does not exist"));
     }
     if (r.first() != next || r.last() < r.first()) {
-      return Malformed(absl::StrCat(where, ": ", AddressText(r.first()), "-",
+      return Malformed(absl::StrCat(where(), ": ", AddressText(r.first()), "-",
                                     AddressText(r.last()), " does not start where the ranges "
                                     "before it end (they must partition the address space)"));
     }
     // The address after r.last(); all-zero after wrapping past the family's last address.
-    next = r.last();
+    next.assign(r.last());
+    bool wrapped = true;
     for (int b = static_cast<int>(width) - 1; b >= 0; --b) {
       next[b] = static_cast<char>(static_cast<uint8_t>(next[b]) + 1);
-      if (next[b] != '\0') break;
+      if (next[b] != '\0') {
+        wrapped = false;
+        break;
+      }
     }
-    if (next == std::string(width, '\0') && i + 1 < ranges.size()) {
+    if (wrapped && i + 1 < ranges.size()) {
       return Malformed(absl::StrCat(field, "[", i + 1, "]: after the family's last address"));
     }
   }
@@ -221,28 +227,31 @@ absl::Status CheckRanges(const google::protobuf::RepeatedPtrField<ir::AddressRan
 
 absl::Status CheckRules(const ir::CompiledPolicy& ir, int table, const char* direction,
                         const ir::DirectionPolicy& policy) {
-  std::map<int, uint32_t> next_port;  // protocol -> lowest port a later rule may start at
+  // Per protocol (TCP, UDP, SCTP): the lowest port a later rule may start at.
+  uint32_t next_port[3] = {0, 0, 0};
   for (int i = 0; i < policy.rules_size(); ++i) {
     const ir::PortRule& r = policy.rules(i);
-    const std::string where = absl::StrCat("tables[", table, "].", direction, ".rules[", i, "]");
+    auto where = [&] {
+      return absl::StrCat("tables[", table, "].", direction, ".rules[", i, "]");
+    };
     const int protocol = static_cast<int>(r.protocol());
     if (protocol != ir::TCP && protocol != ir::UDP && protocol != ir::SCTP) {
-      return Malformed(absl::StrCat(where, ": protocol ", protocol, " is not TCP, UDP or SCTP"));
+      return Malformed(absl::StrCat(where(), ": protocol ", protocol, " is not TCP, UDP or SCTP"));
     }
     if (r.first_port() > r.last_port() || r.last_port() > 65535) {
       return Malformed(
-          absl::StrCat(where, ": port range ", r.first_port(), "-", r.last_port()));
+          absl::StrCat(where(), ": port range ", r.first_port(), "-", r.last_port()));
     }
     if (r.peer_set() >= static_cast<uint32_t>(ir.peer_sets_size())) {
-      return Malformed(absl::StrCat(where, ": peer set ", r.peer_set(), " does not exist"));
+      return Malformed(absl::StrCat(where(), ": peer set ", r.peer_set(), " does not exist"));
     }
-    auto [it, fresh] = next_port.emplace(protocol, 0);
-    if (r.first_port() < it->second) {
-      return Malformed(absl::StrCat(where, ": ", ProtocolUpper(r.protocol()), " ",
+    uint32_t& after = next_port[protocol == ir::TCP ? 0 : protocol == ir::UDP ? 1 : 2];
+    if (r.first_port() < after) {
+      return Malformed(absl::StrCat(where(), ": ", ProtocolUpper(r.protocol()), " ",
                                     r.first_port(), "-", r.last_port(),
                                     " overlaps or precedes an earlier rule of the protocol"));
     }
-    it->second = r.last_port() + 1;
+    after = r.last_port() + 1;
   }
   return absl::OkStatus();
 }
@@ -252,28 +261,29 @@ absl::Status CheckTierRules(const ir::CompiledPolicy& ir, int table, const char*
                             const google::protobuf::RepeatedPtrField<ir::TierRule>& rules) {
   for (int i = 0; i < rules.size(); ++i) {
     const ir::TierRule& r = rules[i];
-    const std::string where =
-        absl::StrCat("tables[", table, "].", direction, ".", tier, "[", i, "]");
+    auto where = [&] {
+      return absl::StrCat("tables[", table, "].", direction, ".", tier, "[", i, "]");
+    };
     if (r.action() != ir::TIER_ALLOW && r.action() != ir::TIER_DENY &&
         r.action() != ir::TIER_PASS) {
-      return Malformed(absl::StrCat(where, ": action ", static_cast<int>(r.action()),
+      return Malformed(absl::StrCat(where(), ": action ", static_cast<int>(r.action()),
                                     " is not allow, deny or pass"));
     }
     const int protocol = static_cast<int>(r.protocol());
     if (protocol != ir::PROTOCOL_UNSPECIFIED && protocol != ir::TCP && protocol != ir::UDP &&
         protocol != ir::SCTP) {
-      return Malformed(absl::StrCat(where, ": protocol ", protocol,
+      return Malformed(absl::StrCat(where(), ": protocol ", protocol,
                                     " is not TCP, UDP, SCTP or unspecified (every protocol)"));
     }
     if (r.first_port() > r.last_port() || r.last_port() > 65535 ||
         (protocol == ir::PROTOCOL_UNSPECIFIED && (r.first_port() != 0 || r.last_port() != 65535))) {
-      return Malformed(absl::StrCat(where, ": port range ", r.first_port(), "-", r.last_port(),
+      return Malformed(absl::StrCat(where(), ": port range ", r.first_port(), "-", r.last_port(),
                                     protocol == ir::PROTOCOL_UNSPECIFIED
                                         ? " (every protocol needs 0-65535)"
                                         : ""));
     }
     if (r.peer_set() >= static_cast<uint32_t>(ir.peer_sets_size())) {
-      return Malformed(absl::StrCat(where, ": peer set ", r.peer_set(), " does not exist"));
+      return Malformed(absl::StrCat(where(), ": peer set ", r.peer_set(), " does not exist"));
     }
   }
   return absl::OkStatus();
