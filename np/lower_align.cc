@@ -8,7 +8,6 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
-#include "google/protobuf/util/message_differencer.h"
 #include "np/backends/util.h"
 
 namespace np {
@@ -140,6 +139,57 @@ void Place(google::protobuf::RepeatedPtrField<T>* items, const std::vector<uint3
   }
 }
 
+// Content equality for the stats, field by field: MessageDifferencer's reflection cost as
+// much as the rest of the alignment.
+template <typename T>
+bool SameList(const T& a, const T& b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin());
+}
+bool Same(const ir::Identity& a, const ir::Identity& b) {
+  return a.external() == b.external() && SameList(a.pods(), b.pods());
+}
+bool Same(const ir::PeerSet& a, const ir::PeerSet& b) {
+  return a.all() == b.all() && SameList(a.identities(), b.identities());
+}
+bool Same(const ir::PortRule& a, const ir::PortRule& b) {
+  return a.protocol() == b.protocol() && a.first_port() == b.first_port() &&
+         a.last_port() == b.last_port() && a.peer_set() == b.peer_set();
+}
+bool Same(const ir::TierRule& a, const ir::TierRule& b) {
+  return a.action() == b.action() && a.protocol() == b.protocol() &&
+         a.first_port() == b.first_port() && a.last_port() == b.last_port() &&
+         a.peer_set() == b.peer_set() && a.origin() == b.origin();
+}
+template <typename T>
+bool SameRules(const google::protobuf::RepeatedPtrField<T>& a,
+               const google::protobuf::RepeatedPtrField<T>& b) {
+  if (a.size() != b.size()) return false;
+  for (int i = 0; i < a.size(); ++i) {
+    if (!Same(a[i], b[i])) return false;
+  }
+  return true;
+}
+bool Same(const ir::DirectionPolicy& a, const ir::DirectionPolicy& b) {
+  return a.isolated() == b.isolated() && SameRules(a.rules(), b.rules()) &&
+         SameRules(a.admin(), b.admin()) && SameRules(a.baseline(), b.baseline());
+}
+bool Same(const ir::Table& a, const ir::Table& b) {
+  return Same(a.ingress(), b.ingress()) && Same(a.egress(), b.egress()) &&
+         SameList(a.policies(), b.policies());
+}
+
+// Matched items whose content differs from installed's under the same id.
+template <typename T>
+int Changed(const Numbering& n, const google::protobuf::RepeatedPtrField<T>& out,
+            const google::protobuf::RepeatedPtrField<T>& installed) {
+  int changed = 0;
+  for (size_t i = 0; i < n.id_of.size(); ++i) {
+    const int id = static_cast<int>(n.id_of[i]);
+    if (n.matched[i] && !Same(out[id], installed[id])) ++changed;
+  }
+  return changed;
+}
+
 void Count(const Numbering& n, uint32_t size, int live, AlignItemStats* s) {
   s->added = static_cast<int>(std::count(n.matched.begin(), n.matched.end(), false));
   s->unused = static_cast<int>(size) - live;
@@ -259,27 +309,9 @@ absl::StatusOr<ir::CompiledPolicy> AlignNumbering(const ir::CompiledPolicy& inst
     Count(identities, identity_count, live_identities, &st.identities);
     Count(peer_sets, peer_set_count, live_peer_sets, &st.peer_sets);
     Count(tables, table_count, live_tables, &st.tables);
-    using google::protobuf::util::MessageDifferencer;
-    for (int i = 0; i < live_identities; ++i) {
-      const uint32_t id = identities.id_of[i];
-      if (identities.matched[i] &&
-          !MessageDifferencer::Equals(out.identities(id), installed.identities(id))) {
-        ++st.identities.changed;
-      }
-    }
-    for (int i = 0; i < live_peer_sets; ++i) {
-      const uint32_t id = peer_sets.id_of[i];
-      if (peer_sets.matched[i] &&
-          !MessageDifferencer::Equals(out.peer_sets(id), installed.peer_sets(id))) {
-        ++st.peer_sets.changed;
-      }
-    }
-    for (int i = 0; i < live_tables; ++i) {
-      const uint32_t id = tables.id_of[i];
-      if (tables.matched[i] && !MessageDifferencer::Equals(out.tables(id), installed.tables(id))) {
-        ++st.tables.changed;
-      }
-    }
+    st.identities.changed = Changed(identities, out.identities(), installed.identities());
+    st.peer_sets.changed = Changed(peer_sets, out.peer_sets(), installed.peer_sets());
+    st.tables.changed = Changed(tables, out.tables(), installed.tables());
   }
   return out;
 }
