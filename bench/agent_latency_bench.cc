@@ -5,7 +5,8 @@
 // start to the backend's Apply/Update returning ("event -> kernel", what the agent's own
 // latency histogram counts) and split into
 //   engine  — HandleEvent: parse the event, LiveEngine::Apply;
-//   lower   — Sync up to the backend: LowerToIr of the new snapshot for node-0 (+ attachment);
+//   lower   — Sync up to the backend: LowerToIr of the new snapshot for node-0, numbered onto
+//             the installed program (AlignNumbering), + attachment;
 //   backend — Backend::Update(previous, next) (or Apply when the agent falls back to it:
 //             first sync, or the eBPF attachment changed because a local pod came or went);
 // and `capacity`, the Capacity report the agent makes after the kernel is updated (off the
@@ -26,7 +27,9 @@
 // ("npagentbench-<pid>-<n>", deleted afterwards; eBPF gets one veth per local pod there).
 // Timings come as counters (p50/p99/max ms per event kind) and, at the end, as one markdown
 // table for bench/RESULTS.md. BM_LowerToIr times LowerToIr alone for both shapes (no root);
-// BM_LowerDelta a pod event's delta lowering against LowerToIr (no root). "via delta": syncs
+// BM_LowerDelta a pod event's delta lowering against LowerToIr (no root); BM_AlignNumbering
+// the whole syncs' LowerToIr and AlignNumbering (np/lower_align.h) apart (no root). "lower"
+// in the agent rows includes the alignment. "via delta": syncs
 // the agent sent as a pod delta (np/lower_delta.h, Backend::UpdateDelta) instead of lowering.
 //
 //   bazel build -c opt //bench:agent_latency_bench
@@ -56,6 +59,7 @@
 #include "np/backends/iptables/iptables.h"
 #include "np/backends/util.h"
 #include "np/lower.h"
+#include "np/lower_align.h"
 #include "np/lower_delta.h"
 
 namespace np::bench {
@@ -480,6 +484,107 @@ void BM_LowerDelta(benchmark::State& state, NodeShape shape) {
   state.counters["expressed"] = static_cast<double>(expressed) / std::max(1, events);
 }
 
+// The bench's policy pair as the engine's change (the same object PolicyEvent writes).
+k8s::NetworkPolicy BenchPolicy(const Templates& t) {
+  k8s::NetworkPolicy p;
+  p.mutable_metadata()->set_namespace_(t.local_a.metadata().namespace_());
+  p.mutable_metadata()->set_name("bench-policy");
+  auto* spec = p.mutable_spec();
+  (*spec->mutable_podselector()->mutable_matchlabels())["app"] =
+      t.local_a.metadata().labels().at("app");
+  spec->add_policytypes("Ingress");
+  auto* rule = spec->add_ingress();
+  (*rule->add_from()->mutable_namespaceselector()->mutable_matchlabels())["team"] = "monitoring";
+  auto* port = rule->add_ports();
+  port->set_protocol("TCP");
+  port->mutable_port()->set_intval(7777);
+  return p;
+}
+
+// What a whole sync pays before the backend since the agent aligns (np/lower_align.h):
+// LowerToIr of the next snapshot, then AlignNumbering onto the installed (aligned) program,
+// for the events the agent lowers whole: the policy pair, and the labels-only relabels (a
+// class of its own) on another node and on node-0. No root. `changed`: items per alignment
+// that kept an installed id with other content, or were added (identities, peer sets,
+// tables together): what an in-place backend update would touch.
+void BM_AlignNumbering(benchmark::State& state, NodeShape shape) {
+  ClusterObjects objects = GenerateCluster(OptionsFor(shape));
+  absl::StatusOr<Templates> t = PickTemplates(objects);
+  absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
+  EngineOptions options;
+  options.node_name = kNode;
+  absl::StatusOr<std::shared_ptr<const Engine>> engine =
+      cluster.ok() ? Engine::Build(*cluster, options)
+                   : absl::StatusOr<std::shared_ptr<const Engine>>(cluster.status());
+  if (!engine.ok() || !t.ok()) {
+    state.SkipWithError(!engine.ok() ? std::string(engine.status().message()).c_str()
+                                     : std::string(t.status().message()).c_str());
+    return;
+  }
+  absl::StatusOr<ir::CompiledPolicy> installed = LowerToIr(**engine);
+  if (!installed.ok()) {
+    state.SkipWithError(std::string(installed.status().message()).c_str());
+    return;
+  }
+  auto relabel = [](const k8s::Pod& a, const k8s::Pod& b) {
+    k8s::Pod moved = a;
+    *moved.mutable_metadata()->mutable_labels() = b.metadata().labels();
+    return moved;
+  };
+  const k8s::NetworkPolicy policy = BenchPolicy(*t);
+  const std::vector<Change> changes = {
+      {Change::Op::kUpsert, policy},
+      {Change::Op::kDelete, policy},
+      {Change::Op::kUpsert, relabel(t->remote_a, t->remote_b)},
+      {Change::Op::kUpsert, t->remote_a},
+      {Change::Op::kUpsert, relabel(t->local_a, t->local_b)},
+      {Change::Op::kUpsert, t->local_a}};
+  std::shared_ptr<const Engine> current = *engine;
+  std::vector<double> lower_s, align_s, changed;
+  int compacted = 0;
+  for (auto _ : state) {
+    for (const Change& change : changes) {
+      absl::StatusOr<std::shared_ptr<const Engine>> next = current->Apply({change});
+      if (!next.ok()) {
+        state.SkipWithError(std::string(next.status().message()).c_str());
+        return;
+      }
+      const auto t0 = std::chrono::steady_clock::now();
+      absl::StatusOr<ir::CompiledPolicy> whole = LowerToIr(**next);
+      const auto t1 = std::chrono::steady_clock::now();
+      if (!whole.ok()) {
+        state.SkipWithError(std::string(whole.status().message()).c_str());
+        return;
+      }
+      AlignStats stats;
+      absl::StatusOr<ir::CompiledPolicy> aligned =
+          AlignNumbering(*installed, *std::move(whole), &stats);
+      const auto t2 = std::chrono::steady_clock::now();
+      if (!aligned.ok()) {
+        state.SkipWithError(std::string(aligned.status().message()).c_str());
+        return;
+      }
+      lower_s.push_back(std::chrono::duration<double>(t1 - t0).count());
+      align_s.push_back(std::chrono::duration<double>(t2 - t1).count());
+      compacted += stats.compacted ? 1 : 0;
+      changed.push_back(stats.identities.changed + stats.identities.added +
+                        stats.peer_sets.changed + stats.peer_sets.added + stats.tables.changed +
+                        stats.tables.added);
+      installed = *std::move(aligned);
+      current = *next;
+    }
+  }
+  state.counters["lower_p50_ms"] = Ms(Quantile(lower_s, 0.5));
+  state.counters["align_p50_ms"] = Ms(Quantile(align_s, 0.5));
+  state.counters["align_p99_ms"] = Ms(Quantile(align_s, 0.99));
+  state.counters["changed_p50"] = Quantile(changed, 0.5);
+  state.counters["changed_max"] = Quantile(changed, 1);
+  state.counters["compacted"] = compacted;
+  state.counters["identities"] = installed->identities_size();
+  state.counters["peer_sets"] = installed->peer_sets_size();
+  state.counters["tables"] = installed->tables_size();
+}
+
 void PrintTable() {
   if (Results().empty()) return;
   printf("\n| backend | node (pods/cluster) | event | n | event->kernel p50 ms | p99 ms | max ms |"
@@ -559,6 +664,12 @@ int main(int argc, char** argv) {
                                  BM_LowerDelta, shape)
         ->Unit(benchmark::kMillisecond)
         ->Iterations(shape == NodeShape::kSmall ? 50 : 20);
+  }
+  for (NodeShape shape : kShapes) {
+    benchmark::RegisterBenchmark(absl::StrCat("BM_AlignNumbering/", ShapeName(shape)).c_str(),
+                                 BM_AlignNumbering, shape)
+        ->Unit(benchmark::kMillisecond)
+        ->Iterations(shape == NodeShape::kSmall ? 30 : 10);
   }
   // Grouped by (backend, shape) so that consecutive benchmarks share the node.
   for (const char* backend : kBackends) {
