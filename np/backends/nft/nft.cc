@@ -1157,12 +1157,9 @@ InPlacePlan PlanInPlaceUpdate(const Program& installed, const Program& next) {
                               const std::string& name) { return chains.count(name) > 0; };
   // The tier chains' miss drop makes "miss" differ from "other" to the old rules (nft.h).
   bool old_miss_drop = false;
+  const std::string miss_drop = absl::StrFormat("meta mark 0x%08x-0xffffffff drop", kMissIdentity << 16);
   for (const Chain& c : installed.chains) {
-    for (const std::string& r : c.rules) {
-      if (absl::StartsWith(r, absl::StrFormat("meta mark 0x%08x-0xffffffff drop", kMissIdentity << 16))) {
-        old_miss_drop = true;
-      }
-    }
+    for (const std::string& r : c.rules) old_miss_drop = old_miss_drop || r == miss_drop;
   }
   // Sets: the maps keep their declarations; peer sets come, go or are declared again.
   std::vector<const Set*> declare;          // peer sets, with their elements
@@ -2082,7 +2079,12 @@ class NftBackend : public Backend {
     nft::ElementPlan plan = nft::PlanElementUpdate(*ns.installed, renamed);
     if (!plan.fallback.empty()) {
       // A policy event on stably numbered programs: one transaction in place (nft.h).
-      nft::InPlacePlan in_place = nft::PlanInPlaceUpdate(*ns.installed, renamed);
+      nft::InPlacePlan in_place;
+      if (getenv("NP_NFT_NO_IN_PLACE") != nullptr) {
+        in_place.fallback = "NP_NFT_NO_IN_PLACE";
+      } else {
+        in_place = nft::PlanInPlaceUpdate(*ns.installed, renamed);
+      }
       if (!in_place.fallback.empty()) {
         ++stats_.update_switch;
         stats_.last_update = absl::StrCat("switch: ", plan.fallback, "; ", in_place.fallback);

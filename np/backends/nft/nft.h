@@ -288,6 +288,7 @@ struct InPlacePlan {
   std::string fallback;  // why not (then `batch` and `text` are empty)
 };
 // The plan from `installed` to `next`, both named for the installed generation.
+// NP_NFT_NO_IN_PLACE=1 makes Update skip it (comparisons with the generation switch).
 InPlacePlan PlanInPlaceUpdate(const Program& installed, const Program& next);
 
 // The same two commits as raw netlink batches (netlink.h WholeBatch), for Apply: SwitchText's
