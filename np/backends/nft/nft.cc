@@ -683,8 +683,18 @@ bool IsNameChar(char c) { return std::isalnum(static_cast<unsigned char>(c)) || 
 std::string WithNames(const std::string& text,
                       const absl::flat_hash_map<std::string, std::string>& names) {
   std::string out;
+  out.reserve(text.size() + 8);
   size_t i = 0;
   while (i < text.size()) {
+    // Copy up to the next place a reference can start (most of a rule: Update renames every
+    // rule and element of the program, so this runs some 10^4 times per update).
+    const size_t next = text.find_first_of("@jg", i);
+    if (next == std::string::npos) {
+      out.append(text, i, std::string::npos);
+      break;
+    }
+    out.append(text, i, next - i);
+    i = next;
     size_t prefix = 0;
     if (text[i] == '@') {
       prefix = 1;
@@ -2289,7 +2299,10 @@ class NftBackend : public Backend {
           }
           ns.genid = *genid;
         }
+        const absl::Time start = absl::Now();
         s = ns.netlink->CommitWhole(nft::kTableName, plan.batch, *ns.genid);
+        stats_.in_place_netlink_ns +=
+            static_cast<uint64_t>(absl::ToInt64Nanoseconds(absl::Now() - start));
         if (s.ok()) {
           ns.genid = nft::NftNetlink::NextGeneration(*ns.genid);
           return s;

@@ -379,6 +379,7 @@ struct DeltaStats {
   uint64_t update_elements = 0;
   uint64_t update_in_place = 0;
   uint64_t update_in_place_text = 0;
+  uint64_t in_place_netlink_ns = 0;  // wall time in their netlink batches (encode to acks)
   uint64_t update_switch = 0;
   std::string last_update;
 };

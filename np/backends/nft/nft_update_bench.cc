@@ -186,10 +186,14 @@ int Main(int argc, char** argv) {
         cur = 1 - cur;
       }
       const DeltaStats ab = DeltaStatsOf(*nft);
-      printf("A/B Update in place:  %s\nA/B Update switching: %s\n  (%llu in place, %llu "
-             "by element edits, %llu switched; last: %s)\n",
+      const uint64_t in_place = ab.update_in_place - ab_before.update_in_place;
+      printf("A/B Update in place:  %s\nA/B Update switching: %s\n  (%llu in place, mean "
+             "%.3f ms of it in the netlink batch; %llu by element edits, %llu switched; last: "
+             "%s)\n",
              Percentiles(ab_ms[0]).c_str(), Percentiles(ab_ms[1]).c_str(),
-             static_cast<unsigned long long>(ab.update_in_place - ab_before.update_in_place),
+             static_cast<unsigned long long>(in_place),
+             in_place == 0 ? 0.0
+                           : (ab.in_place_netlink_ns - ab_before.in_place_netlink_ns) / 1e6 / in_place,
              static_cast<unsigned long long>(ab.update_elements - ab_before.update_elements),
              static_cast<unsigned long long>(ab.update_switch - ab_before.update_switch),
              ab.last_update.c_str());
