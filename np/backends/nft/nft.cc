@@ -982,6 +982,33 @@ std::optional<std::string> OrderTransactions(std::string identity_text, std::str
   return std::nullopt;
 }
 
+// The addresses whose target changes between two element lists that cover the same
+// addresses (both sorted, as ParseElements leaves them): fn(first, last, old, new) per overlap
+// of a removed and an added element with different targets, until fn returns why not.
+template <typename Fn>
+std::optional<std::string> ForEachRetarget(const std::vector<Element>& removed,
+                                           const std::vector<Element>& added, Fn fn) {
+  size_t r = 0, n = 0;
+  while (r < removed.size() && n < added.size()) {
+    const Element& x = removed[r];
+    const Element& y = added[n];
+    const std::string& lo = std::max(x.first, y.first);
+    const std::string& hi = std::min(x.last, y.last);
+    if (lo <= hi && x.target != y.target) {
+      if (std::optional<std::string> why = fn(lo, hi, x, y)) return why;
+    }
+    if (x.last < y.last) {
+      ++r;
+    } else if (y.last < x.last) {
+      ++n;
+    } else {
+      ++r;
+      ++n;
+    }
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 ElementPlan PlanElementUpdate(const Program& installed, const Program& next) {
@@ -1034,25 +1061,15 @@ ElementPlan PlanElementUpdate(const Program& installed, const Program& next) {
       // Both maps cover the family: the removed and the added elements cover the same
       // addresses; within them, which addresses change their target.
       if (Blocks(*removed) != Blocks(*added)) return fallback(absl::StrCat(b.name, ": coverage differs"));
-      size_t r = 0, n = 0;
-      while (r < removed->size() && n < added->size()) {
-        const Element& x = (*removed)[r];
-        const Element& y = (*added)[n];
-        const std::string& lo = std::max(x.first, y.first);
-        const std::string& hi = std::min(x.last, y.last);
-        if (lo <= hi && x.target != y.target) {
-          if (lo != hi) return fallback(absl::StrCat(b.name, ": a range of addresses changes identity"));
-          if (!note_change(lo)) return fallback("more than one address of a family changes");
-        }
-        if (x.last < y.last) {
-          ++r;
-        } else if (y.last < x.last) {
-          ++n;
-        } else {
-          ++r;
-          ++n;
-        }
-      }
+      std::optional<std::string> why = ForEachRetarget(
+          *removed, *added,
+          [&](const std::string& lo, const std::string& hi, const Element&,
+              const Element&) -> std::optional<std::string> {
+            if (lo != hi) return absl::StrCat(b.name, ": a range of addresses changes identity");
+            if (!note_change(lo)) return "more than one address of a family changes";
+            return std::nullopt;
+          });
+      if (why.has_value()) return fallback(*why);
     } else {
       std::map<std::string, std::pair<const Element*, const Element*>> keys;
       for (const Element& e : *removed) {
@@ -1227,33 +1244,23 @@ InPlacePlan PlanInPlaceUpdate(const Program& installed, const Program& next) {
     } else {
       if (Blocks(*removed) != Blocks(*added)) return refuse(absl::StrCat(name, ": coverage differs"));
       // Where the target changes, it must go from id_other to an identity chain that is new.
-      size_t r = 0, n = 0;
-      while (r < removed->size() && n < added->size()) {
-        const Element& x = (*removed)[r];
-        const Element& y = (*added)[n];
-        const std::string& lo = std::max(x.first, y.first);
-        const std::string& hi = std::min(x.last, y.last);
-        if (lo <= hi && x.target != y.target) {
-          const std::string to = absl::StartsWith(y.target, "jump ") ? y.target.substr(5) : "";
-          if (BaseName(x.target.substr(std::min<size_t>(5, x.target.size()))) != "id_other" ||
-              to.empty() || is_chain_of(old_chains, to)) {
-            return refuse(absl::StrCat(name, ": ", AddressText(lo), " goes from ", x.target,
-                                       " to ", y.target, ", which the old rules tell apart"));
-          }
-          if (old_miss_drop) {
-            return refuse(absl::StrCat(name, ": an identity is named anew while a tier chain "
-                                             "drops a lookup miss"));
-          }
-        }
-        if (x.last < y.last) {
-          ++r;
-        } else if (y.last < x.last) {
-          ++n;
-        } else {
-          ++r;
-          ++n;
-        }
-      }
+      std::optional<std::string> why = ForEachRetarget(
+          *removed, *added,
+          [&](const std::string& lo, const std::string&, const Element& x,
+              const Element& y) -> std::optional<std::string> {
+            const std::string to = absl::StartsWith(y.target, "jump ") ? y.target.substr(5) : "";
+            if (BaseName(x.target.substr(std::min<size_t>(5, x.target.size()))) != "id_other" ||
+                to.empty() || is_chain_of(old_chains, to)) {
+              return absl::StrCat(name, ": ", AddressText(lo), " goes from ", x.target, " to ",
+                                  y.target, ", which the old rules tell apart");
+            }
+            if (old_miss_drop) {
+              return absl::StrCat(name, ": an identity is named anew while a tier chain drops "
+                                        "a lookup miss");
+            }
+            return std::nullopt;
+          });
+      if (why.has_value()) return refuse(*why);
     }
     if (!removed_text.empty()) {
       absl::StatusOr<SetElementEdit> edit = MapEdit(name, identity, false, removed_text);

@@ -1334,6 +1334,25 @@ std::string NormalizedNoChainComments(const std::string& listing) {
   return Normalized(out);
 }
 
+// A network namespace of the test's own, deleted when the object goes.
+struct ScratchNetns {
+  explicit ScratchNetns(std::string n) : name(std::move(n)) {
+    ok = RunCommand({"ip", "netns", "add", name}).ok();
+  }
+  ~ScratchNetns() { (void)RunCommand({"ip", "netns", "del", name}); }
+  std::string name;
+  bool ok = false;
+};
+
+// The table in `netns` lists as the one in the test's own namespace (a fresh Apply), up to
+// generation numbers, object order and chain comments.
+void ExpectListsAsFresh(const std::string& netns, const std::string& what) {
+  absl::StatusOr<std::string> got = RunCommand({"nft", "list", "table", "inet", kTableName}, "", netns);
+  absl::StatusOr<std::string> want = RunCommand({"nft", "list", "table", "inet", kTableName});
+  ASSERT_TRUE(got.ok() && want.ok());
+  ASSERT_EQ(NormalizedNoChainComments(*got), NormalizedNoChainComments(*want)) << what;
+}
+
 // ChurnIr's pods and one more remote pod, d/z, of identity 6, which no peer set names.
 ir::CompiledPolicy PolicyBase() {
   std::vector<ChurnPod> pods = ChurnBase();
@@ -1501,15 +1520,12 @@ std::vector<PolicyPair> PolicyPairs() {
 }
 
 void ExpectPairsInPlace(bool text) {
-  const std::string netns = absl::StrCat("np-nft-inpl-", text ? "t-" : "", getpid());
-  ASSERT_TRUE(RunCommand({"ip", "netns", "add", netns}).ok());
-  struct Cleanup {
-    std::string netns;
-    ~Cleanup() {
-      unsetenv("NP_NFT_NO_NETLINK");
-      (void)RunCommand({"ip", "netns", "del", netns});
-    }
-  } cleanup{netns};
+  ScratchNetns scratch(absl::StrCat("np-nft-inpl-", text ? "t-" : "", getpid()));
+  ASSERT_TRUE(scratch.ok);
+  const std::string& netns = scratch.name;
+  struct Unset {
+    ~Unset() { unsetenv("NP_NFT_NO_NETLINK"); }
+  } unset;
   if (text) setenv("NP_NFT_NO_NETLINK", "1", 1);
   std::unique_ptr<Backend> incremental = MakeNftBackend();
   std::unique_ptr<Backend> fresh = MakeNftBackend();
@@ -1533,18 +1549,12 @@ void ExpectPairsInPlace(bool text) {
       in_place += 1;
     }
     ASSERT_TRUE(fresh->Apply(p.next, {}).ok());
-    absl::StatusOr<std::string> got = RunCommand({"nft", "list", "table", "inet", kTableName}, "", netns);
-    absl::StatusOr<std::string> want = RunCommand({"nft", "list", "table", "inet", kTableName});
-    ASSERT_TRUE(got.ok() && want.ok());
-    ASSERT_EQ(NormalizedNoChainComments(*got), NormalizedNoChainComments(*want));
+    ASSERT_NO_FATAL_FAILURE(ExpectListsAsFresh(netns, after.last_update));
     // And back: the reverse edit (in place or not) reaches `previous` again.
     ASSERT_TRUE(incremental->Update(p.next, p.previous, there).ok());
     ASSERT_TRUE(fresh->Apply(p.previous, {}).ok());
-    got = RunCommand({"nft", "list", "table", "inet", kTableName}, "", netns);
-    want = RunCommand({"nft", "list", "table", "inet", kTableName});
-    ASSERT_TRUE(got.ok() && want.ok());
-    ASSERT_EQ(NormalizedNoChainComments(*got), NormalizedNoChainComments(*want))
-        << "back from next: " << DeltaStatsOf(*incremental).last_update;
+    ASSERT_NO_FATAL_FAILURE(ExpectListsAsFresh(
+        netns, "back from next: " + DeltaStatsOf(*incremental).last_update));
   }
   EXPECT_GE(in_place, 10);
   ASSERT_TRUE(incremental->Remove(there).ok());
@@ -1672,12 +1682,9 @@ std::string RandomPolicyEvent(std::mt19937_64& rng, ir::CompiledPolicy& ir) {
 // Update, the namespace lists as a fresh Apply of the same IR, whichever path Update took;
 // a good share went in place.
 TEST_F(NftKernelTest, RandomPolicyEventsEqualAFreshApply) {
-  const std::string netns = absl::StrCat("np-nft-rpol-", getpid());
-  ASSERT_TRUE(RunCommand({"ip", "netns", "add", netns}).ok());
-  struct Cleanup {
-    std::string netns;
-    ~Cleanup() { (void)RunCommand({"ip", "netns", "del", netns}); }
-  } cleanup{netns};
+  ScratchNetns scratch(absl::StrCat("np-nft-rpol-", getpid()));
+  ASSERT_TRUE(scratch.ok);
+  const std::string& netns = scratch.name;
   uint64_t seed = 20261201;
   if (const char* s = getenv("NP_NFT_POLICY_SEED"); s != nullptr) seed = std::strtoull(s, nullptr, 10);
   SCOPED_TRACE(absl::StrCat("NP_NFT_POLICY_SEED=", seed));
@@ -1700,11 +1707,7 @@ TEST_F(NftKernelTest, RandomPolicyEventsEqualAFreshApply) {
       ASSERT_TRUE(incremental->Update(current, next, there).ok());
       const DeltaStats after = DeltaStatsOf(*incremental);
       ASSERT_TRUE(fresh->Apply(next, {}).ok());
-      absl::StatusOr<std::string> got = RunCommand({"nft", "list", "table", "inet", kTableName}, "", netns);
-      absl::StatusOr<std::string> want = RunCommand({"nft", "list", "table", "inet", kTableName});
-      ASSERT_TRUE(got.ok() && want.ok());
-      ASSERT_EQ(NormalizedNoChainComments(*got), NormalizedNoChainComments(*want))
-          << after.last_update;
+      ASSERT_NO_FATAL_FAILURE(ExpectListsAsFresh(netns, after.last_update));
       ++steps;
       if (after.update_in_place > before.update_in_place) ++in_place;
       if (after.update_switch > before.update_switch) {
