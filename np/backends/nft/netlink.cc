@@ -514,6 +514,31 @@ absl::StatusOr<std::string> EncodeWholeBatch(const std::string& table, const Who
     m.Be32(NFTA_TABLE_FLAGS, 0);
     m.Finish();
   }
+  auto by_name = [&](uint16_t type, const std::string& what, const std::string& name,
+                     uint16_t table_attr, uint16_t name_attr) {
+    Message m(&out, NftType(type), NLM_F_REQUEST, next_seq(absl::StrCat(what, in, name)),
+              NFPROTO_INET, 0);
+    m.String(table_attr, table);
+    m.String(name_attr, name);
+    m.Finish();
+  };
+  auto elements = [&](const SetElementEdit& edit) {
+    return AppendElementMessages(
+        &out, table, edit, edit.add ? kCreate : NLM_F_REQUEST, /*zero_end_first=*/false,
+        [&] { return next_seq(EditText(table, edit)); });
+  };
+  for (const std::string& name : batch.first_flush) {
+    by_name(NFT_MSG_DELRULE, "flush chain", name, NFTA_RULE_TABLE, NFTA_RULE_CHAIN);
+  }
+  for (const SetElementEdit& edit : batch.first_element_deletes) {
+    if (absl::Status s = elements(edit); !s.ok()) return s;
+  }
+  for (const std::string& name : batch.first_delete_sets) {
+    by_name(NFT_MSG_DELSET, "delete set", name, NFTA_SET_TABLE, NFTA_SET_NAME);
+  }
+  for (const std::string& name : batch.first_delete_chains) {
+    by_name(NFT_MSG_DELCHAIN, "delete chain", name, NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME);
+  }
   for (const WholeChain& c : batch.chains) {
     if (c.name.size() >= NFT_CHAIN_MAXNAMELEN) return absl::UnimplementedError("chain name too long");
     Message m(&out, NftType(NFT_MSG_NEWCHAIN), c.exclusive ? kCreate | NLM_F_EXCL : kCreate,
@@ -610,14 +635,6 @@ absl::StatusOr<std::string> EncodeWholeBatch(const std::string& table, const Who
     if (flushed.count(c.name) > 0) continue;
     if (absl::Status s = add_rules(c); !s.ok()) return s;
   }
-  auto by_name = [&](uint16_t type, const std::string& what, const std::string& name,
-                     uint16_t table_attr, uint16_t name_attr) {
-    Message m(&out, NftType(type), NLM_F_REQUEST, next_seq(absl::StrCat(what, in, name)),
-              NFPROTO_INET, 0);
-    m.String(table_attr, table);
-    m.String(name_attr, name);
-    m.Finish();
-  };
   for (const std::string& name : batch.flush) {
     by_name(NFT_MSG_DELRULE, "flush chain", name, NFTA_RULE_TABLE, NFTA_RULE_CHAIN);
   }
@@ -630,6 +647,9 @@ absl::StatusOr<std::string> EncodeWholeBatch(const std::string& table, const Who
   }
   for (const std::string& name : batch.delete_chains) {
     by_name(NFT_MSG_DELCHAIN, "delete chain", name, NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME);
+  }
+  for (const SetElementEdit& edit : batch.last_element_adds) {
+    if (absl::Status s = elements(edit); !s.ok()) return s;
   }
   // The last message asks for an ack (CommitWhole waits for it).
   if (what_of_message->size() > 1) {

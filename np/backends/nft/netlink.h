@@ -100,7 +100,18 @@ struct WholeBatch {
   std::vector<std::string> flush;      // chains whose rules go before the rules below are added
   // Rules: chains[i].rules, regular chains first, then the flushed (base) chains'.
   std::vector<std::string> delete_sets;    // after the rules
-  std::vector<std::string> delete_chains;  // last
+  std::vector<std::string> delete_chains;  // after the sets
+  // An in-place edit of the live generation (nft.h PlanInPlaceUpdate) uses these too. First,
+  // before everything above: chains flushed, map elements deleted, then sets and chains
+  // deleted — so that whatever jumped to a deleted chain or looked up a deleted set is gone
+  // earlier in the batch (the kernel refuses the delete otherwise), and a set can be
+  // declared again under its name below.
+  std::vector<std::string> first_flush;
+  std::vector<SetElementEdit> first_element_deletes;
+  std::vector<std::string> first_delete_sets;
+  std::vector<std::string> first_delete_chains;
+  // Last: map elements added, once the chains they jump to exist.
+  std::vector<SetElementEdit> last_element_adds;
 };
 // The batch's bytes; `what_of_message` gets, per message, what it does in nft's words
 // ("add rule inet np t0_ingress_g2 drop"; empty for the batch's begin and end) to name a

@@ -683,8 +683,18 @@ bool IsNameChar(char c) { return std::isalnum(static_cast<unsigned char>(c)) || 
 std::string WithNames(const std::string& text,
                       const absl::flat_hash_map<std::string, std::string>& names) {
   std::string out;
+  out.reserve(text.size() + 8);
   size_t i = 0;
   while (i < text.size()) {
+    // Copy up to the next place a reference can start (most of a rule: Update renames every
+    // rule and element of the program, so this runs some 10^4 times per update).
+    const size_t next = text.find_first_of("@jg", i);
+    if (next == std::string::npos) {
+      out.append(text, i, std::string::npos);
+      break;
+    }
+    out.append(text, i, next - i);
+    i = next;
     size_t prefix = 0;
     if (text[i] == '@') {
       prefix = 1;
@@ -972,6 +982,33 @@ std::optional<std::string> OrderTransactions(std::string identity_text, std::str
   return std::nullopt;
 }
 
+// The addresses whose target changes between two element lists that cover the same
+// addresses (both sorted, as ParseElements leaves them): fn(first, last, old, new) per overlap
+// of a removed and an added element with different targets, until fn returns why not.
+template <typename Fn>
+std::optional<std::string> ForEachRetarget(const std::vector<Element>& removed,
+                                           const std::vector<Element>& added, Fn fn) {
+  size_t r = 0, n = 0;
+  while (r < removed.size() && n < added.size()) {
+    const Element& x = removed[r];
+    const Element& y = added[n];
+    const std::string& lo = std::max(x.first, y.first);
+    const std::string& hi = std::min(x.last, y.last);
+    if (lo <= hi && x.target != y.target) {
+      if (std::optional<std::string> why = fn(lo, hi, x, y)) return why;
+    }
+    if (x.last < y.last) {
+      ++r;
+    } else if (y.last < x.last) {
+      ++n;
+    } else {
+      ++r;
+      ++n;
+    }
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 ElementPlan PlanElementUpdate(const Program& installed, const Program& next) {
@@ -1024,25 +1061,15 @@ ElementPlan PlanElementUpdate(const Program& installed, const Program& next) {
       // Both maps cover the family: the removed and the added elements cover the same
       // addresses; within them, which addresses change their target.
       if (Blocks(*removed) != Blocks(*added)) return fallback(absl::StrCat(b.name, ": coverage differs"));
-      size_t r = 0, n = 0;
-      while (r < removed->size() && n < added->size()) {
-        const Element& x = (*removed)[r];
-        const Element& y = (*added)[n];
-        const std::string& lo = std::max(x.first, y.first);
-        const std::string& hi = std::min(x.last, y.last);
-        if (lo <= hi && x.target != y.target) {
-          if (lo != hi) return fallback(absl::StrCat(b.name, ": a range of addresses changes identity"));
-          if (!note_change(lo)) return fallback("more than one address of a family changes");
-        }
-        if (x.last < y.last) {
-          ++r;
-        } else if (y.last < x.last) {
-          ++n;
-        } else {
-          ++r;
-          ++n;
-        }
-      }
+      std::optional<std::string> why = ForEachRetarget(
+          *removed, *added,
+          [&](const std::string& lo, const std::string& hi, const Element&,
+              const Element&) -> std::optional<std::string> {
+            if (lo != hi) return absl::StrCat(b.name, ": a range of addresses changes identity");
+            if (!note_change(lo)) return "more than one address of a family changes";
+            return std::nullopt;
+          });
+      if (why.has_value()) return fallback(*why);
     } else {
       std::map<std::string, std::pair<const Element*, const Element*>> keys;
       for (const Element& e : *removed) {
@@ -1085,6 +1112,270 @@ ElementPlan PlanElementUpdate(const Program& installed, const Program& next) {
   return plan;
 }
 
+
+namespace {
+
+// The chain a map element jumps to ("10.0.0.1 : jump t0_ingress_g2" -> "t0_ingress_g2").
+std::string JumpTarget(const std::string& element) {
+  const size_t at = element.rfind(" : jump ");
+  return at == std::string::npos ? "" : element.substr(at + 8);
+}
+
+// Whether `rule` names `name` as a set (`@name`) or a chain (`jump name`, `goto name`).
+bool Names(const std::string& rule, const std::string& name, const char* how) {
+  const std::string word = absl::StrCat(how, name);
+  for (size_t at = rule.find(word); at != std::string::npos; at = rule.find(word, at + 1)) {
+    const size_t end = at + word.size();
+    if (end == rule.size() || !IsNameChar(rule[end])) return true;
+  }
+  return false;
+}
+
+// `elements` as netlink edits of the map `set` (ParseElement's forms; jump data kept on adds).
+absl::StatusOr<SetElementEdit> MapEdit(const std::string& set, bool interval, bool add,
+                                       const std::vector<std::string>& elements) {
+  SetElementEdit edit;
+  edit.set = set;
+  edit.add = add;
+  edit.interval = interval;
+  for (const std::string& text : elements) {
+    absl::StatusOr<Element> e = ParseElement(text);
+    if (!e.ok()) return e.status();
+    absl::string_view target = e->target;
+    if (!absl::ConsumePrefix(&target, "jump ")) {
+      return absl::InvalidArgumentError(absl::StrCat("not a jump: ", text));
+    }
+    edit.elements.push_back({e->first, e->last, add ? std::string(target) : ""});
+  }
+  return edit;
+}
+
+}  // namespace
+
+InPlacePlan PlanInPlaceUpdate(const Program& installed, const Program& next) {
+  InPlacePlan plan;
+  auto refuse = [&](std::string why) {
+    plan = InPlacePlan();
+    plan.fallback = std::move(why);
+    return plan;
+  };
+  std::map<std::string, const Chain*> old_chains, new_chains;
+  std::map<std::string, const Set*> old_sets, new_sets;
+  for (const Chain& c : installed.chains) old_chains[c.name] = &c;
+  for (const Chain& c : next.chains) new_chains[c.name] = &c;
+  for (const Set& s : installed.sets) old_sets[s.name] = &s;
+  for (const Set& s : next.sets) new_sets[s.name] = &s;
+  if (old_chains.size() != installed.chains.size() || new_chains.size() != next.chains.size() ||
+      old_sets.size() != installed.sets.size() || new_sets.size() != next.sets.size()) {
+    return refuse("a name used twice");
+  }
+  // Base chains: the same hooks and rules (they name the maps, which stay).
+  for (const auto* chains : {&old_chains, &new_chains}) {
+    for (const auto& [name, c] : *chains) {
+      if (c->hook.empty()) continue;
+      auto a = old_chains.find(name), b = new_chains.find(name);
+      if (a == old_chains.end() || b == new_chains.end() || a->second->hook != b->second->hook ||
+          a->second->rules != b->second->rules || a->second->comment != b->second->comment) {
+        return refuse(absl::StrCat("base chain ", name, " changes"));
+      }
+    }
+  }
+  const auto is_chain_of = [](const std::map<std::string, const Chain*>& chains,
+                              const std::string& name) { return chains.count(name) > 0; };
+  // The tier chains' miss drop makes "miss" differ from "other" to the old rules (nft.h).
+  bool old_miss_drop = false;
+  const std::string miss_drop = absl::StrFormat("meta mark 0x%08x-0xffffffff drop", kMissIdentity << 16);
+  for (const Chain& c : installed.chains) {
+    for (const std::string& r : c.rules) old_miss_drop = old_miss_drop || r == miss_drop;
+  }
+  // Sets: the maps keep their declarations; peer sets come, go or are declared again.
+  std::vector<const Set*> declare;          // peer sets, with their elements
+  std::vector<std::string> delete_sets;     // peer sets gone or declared again
+  std::set<std::string> renewed_sets;       // names whose set object changes
+  std::vector<SetElementEdit> element_deletes, element_adds;
+  std::vector<std::string> text_deletes, text_adds;
+  size_t writes = 0;
+  std::set<std::string> names;
+  for (const auto& [name, s] : old_sets) names.insert(name);
+  for (const auto& [name, s] : new_sets) names.insert(name);
+  for (const std::string& name : names) {
+    const Set* a = old_sets.count(name) > 0 ? old_sets[name] : nullptr;
+    const Set* b = new_sets.count(name) > 0 ? new_sets[name] : nullptr;
+    const absl::string_view base = BaseName(name);
+    const bool identity = base == "identity4" || base == "identity6";
+    const bool dispatch = base == "egress4" || base == "egress6" || base == "ingress4" ||
+                          base == "ingress6";
+    if (!identity && !dispatch) {
+      if (!absl::StartsWith(base, "peers_") || (a != nullptr && (a->map || a->type != "mark")) ||
+          (b != nullptr && (b->map || b->type != "mark"))) {
+        return refuse(absl::StrCat("set ", name, " is not a peer set np writes"));
+      }
+      if (a != nullptr && b != nullptr && SameDeclaration(*a, *b) && a->elements == b->elements) {
+        continue;
+      }
+      if (a != nullptr) {
+        delete_sets.push_back(name);
+        renewed_sets.insert(name);
+      }
+      if (b != nullptr) {
+        declare.push_back(b);
+        writes += b->elements.size();
+      }
+      continue;
+    }
+    if (a == nullptr || b == nullptr || !SameDeclaration(*a, *b) ||
+        identity != (a->map && a->interval) || dispatch != (a->map && !a->interval)) {
+      return refuse(absl::StrCat("map ", name, " is declared otherwise"));
+    }
+    if (a->elements == b->elements) continue;
+    const std::vector<std::string> removed_text = Without(a->elements, b->elements);
+    const std::vector<std::string> added_text = Without(b->elements, a->elements);
+    absl::StatusOr<std::vector<Element>> removed = ParseElements(removed_text);
+    absl::StatusOr<std::vector<Element>> added = ParseElements(added_text);
+    if (!removed.ok() || !added.ok()) return refuse("an element np cannot read");
+    if (dispatch) {
+      // Only additions, to chains this transaction creates (empty to an old packet).
+      if (!removed->empty()) return refuse(absl::StrCat(name, ": a dispatch entry is deleted or moved"));
+      for (const Element& e : *added) {
+        if (is_chain_of(old_chains, e.target.substr(5)) || !absl::StartsWith(e.target, "jump ")) {
+          return refuse(absl::StrCat(name, ": an endpoint added to existing chain ", e.target));
+        }
+      }
+    } else {
+      if (Blocks(*removed) != Blocks(*added)) return refuse(absl::StrCat(name, ": coverage differs"));
+      // Where the target changes, it must go from id_other to an identity chain that is new.
+      std::optional<std::string> why = ForEachRetarget(
+          *removed, *added,
+          [&](const std::string& lo, const std::string&, const Element& x,
+              const Element& y) -> std::optional<std::string> {
+            const std::string to = absl::StartsWith(y.target, "jump ") ? y.target.substr(5) : "";
+            if (BaseName(x.target.substr(std::min<size_t>(5, x.target.size()))) != "id_other" ||
+                to.empty() || is_chain_of(old_chains, to)) {
+              return absl::StrCat(name, ": ", AddressText(lo), " goes from ", x.target, " to ",
+                                  y.target, ", which the old rules tell apart");
+            }
+            if (old_miss_drop) {
+              return absl::StrCat(name, ": an identity is named anew while a tier chain drops "
+                                        "a lookup miss");
+            }
+            return std::nullopt;
+          });
+      if (why.has_value()) return refuse(*why);
+    }
+    if (!removed_text.empty()) {
+      absl::StatusOr<SetElementEdit> edit = MapEdit(name, identity, false, removed_text);
+      if (!edit.ok()) return refuse("an element np cannot read");
+      element_deletes.push_back(*std::move(edit));
+      std::vector<std::string> keys;
+      for (const Element& e : *removed) keys.push_back(e.key);
+      text_deletes.push_back(absl::StrCat("delete element inet ", kTableName, " ", name, " { ",
+                                          absl::StrJoin(keys, ", "), " }\n"));
+    }
+    if (!added_text.empty()) {
+      absl::StatusOr<SetElementEdit> edit = MapEdit(name, identity, true, added_text);
+      if (!edit.ok()) return refuse("an element np cannot read");
+      element_adds.push_back(*std::move(edit));
+      text_adds.push_back(absl::StrCat("add element inet ", kTableName, " ", name, " { ",
+                                       absl::StrJoin(added_text, ", "), " }\n"));
+    }
+    writes += removed_text.size() + added_text.size();
+  }
+  // Regular chains: written (new, or flushed and written again: their rules differ or look
+  // up a set declared again), deleted, or left.
+  std::vector<const Chain*> write;
+  std::set<std::string> flushed, deleted;
+  for (const Chain& b : next.chains) {
+    if (!b.hook.empty()) continue;
+    auto a = old_chains.find(b.name);
+    bool renews = false;
+    if (a != old_chains.end()) {
+      for (const std::string& r : a->second->rules) {
+        for (const std::string& s : renewed_sets) renews = renews || Names(r, s, "@");
+      }
+      if (a->second->rules == b.rules && !renews) continue;
+      flushed.insert(b.name);
+    }
+    write.push_back(&b);
+    writes += b.rules.size();
+  }
+  for (const Chain& a : installed.chains) {
+    if (a.hook.empty() && new_chains.count(a.name) == 0) deleted.insert(a.name);
+  }
+  // A chain goes only when nothing left jumps to it: no element that stays, no rule kept.
+  for (const std::string& gone : deleted) {
+    for (const Set& s : installed.sets) {
+      if (!s.map) continue;
+      const Set* b = new_sets[s.name];
+      const std::set<std::string> kept(b->elements.begin(), b->elements.end());
+      for (const std::string& e : s.elements) {
+        if (JumpTarget(e) == gone && kept.count(e) > 0) {
+          return refuse(absl::StrCat("chain ", gone, " goes while ", s.name, " jumps to it"));
+        }
+      }
+    }
+    for (const Chain& c : installed.chains) {
+      if (flushed.count(c.name) > 0 || deleted.count(c.name) > 0) continue;
+      for (const std::string& r : c.rules) {
+        if (Names(r, gone, "jump ") || Names(r, gone, "goto ")) {
+          return refuse(absl::StrCat("chain ", gone, " goes while ", c.name, " jumps to it"));
+        }
+      }
+    }
+  }
+  // A set goes (or is declared again) only after every rule naming it is flushed or gone:
+  // the chains of such rules were put in `flushed` above, or are deleted.
+  if (writes >= next.rule_count() + next.element_count()) {
+    return refuse(absl::StrCat("the edit writes ", writes, " rules and elements; the whole "
+                               "program has ", next.rule_count() + next.element_count()));
+  }
+  if (write.empty() && declare.empty() && delete_sets.empty() && deleted.empty() &&
+      element_deletes.empty() && element_adds.empty()) {
+    return plan;  // nothing to do
+  }
+  // The batch.
+  WholeBatch& batch = plan.batch;
+  batch.first_flush.assign(flushed.begin(), flushed.end());
+  for (const std::string& name : deleted) batch.first_flush.push_back(name);
+  batch.first_element_deletes = std::move(element_deletes);
+  batch.first_delete_sets = delete_sets;
+  batch.first_delete_chains.assign(deleted.begin(), deleted.end());
+  Program beside;  // for the text: what is declared
+  for (const Chain* c : write) {
+    WholeChain w;
+    w.name = c->name;
+    w.comment = c->comment.empty() ? "" : CommentText(c->comment, kNftCommentMax);
+    w.rules = c->rules;
+    batch.chains.push_back(std::move(w));
+    beside.chains.push_back(*c);
+  }
+  for (const Set* s : declare) beside.sets.push_back(*s);
+  {
+    absl::StatusOr<WholeBatch> sets = SwitchBatch(Program{beside.sets, {}});
+    if (!sets.ok()) return refuse(std::string(sets.status().message()));
+    batch.sets = std::move(sets->sets);
+  }
+  batch.last_element_adds = std::move(element_adds);
+  // The text: the same steps in the same order, one `nft -f` transaction.
+  std::string& text = plan.text;
+  for (const std::string& name : batch.first_flush) {
+    absl::StrAppend(&text, "flush chain inet ", kTableName, " ", name, "\n");
+  }
+  for (const std::string& line : text_deletes) absl::StrAppend(&text, line);
+  for (const std::string& name : delete_sets) {
+    absl::StrAppend(&text, "delete set inet ", kTableName, " ", name, "\n");
+  }
+  for (const std::string& name : deleted) {
+    absl::StrAppend(&text, "delete chain inet ", kTableName, " ", name, "\n");
+  }
+  if (!beside.chains.empty() || !beside.sets.empty()) {
+    std::string table = Text(beside);
+    table.erase(0, table.find(absl::StrCat("table inet ", kTableName, " {\n")));
+    absl::StrAppend(&text, table);
+  }
+  for (const std::string& line : text_adds) absl::StrAppend(&text, line);
+  plan.writes = writes;
+  return plan;
+}
 
 namespace {
 
@@ -1803,7 +2094,35 @@ class NftBackend : public Backend {
     const uint64_t generation = nft::InstalledOf(*ns.installed).last_generation;
     nft::Program renamed = nft::WithGeneration(m->program, generation);
     nft::ElementPlan plan = nft::PlanElementUpdate(*ns.installed, renamed);
-    if (!plan.fallback.empty()) return SwitchAndRemember(next, *m, ns);
+    if (!plan.fallback.empty()) {
+      // A policy event on stably numbered programs: one transaction in place (nft.h).
+      nft::InPlacePlan in_place;
+      if (getenv("NP_NFT_NO_IN_PLACE") != nullptr) {
+        in_place.fallback = "NP_NFT_NO_IN_PLACE";
+      } else {
+        in_place = nft::PlanInPlaceUpdate(*ns.installed, renamed);
+      }
+      if (!in_place.fallback.empty()) {
+        ++stats_.update_switch;
+        stats_.last_update = absl::StrCat("switch: ", plan.fallback, "; ", in_place.fallback);
+        return SwitchAndRemember(next, *m, ns);
+      }
+      if (!in_place.text.empty()) {
+        if (absl::Status s = CommitInPlace(ns, in_place); !s.ok()) {
+          ++stats_.update_switch;
+          stats_.last_update = absl::StrCat("switch: nft refused the edit: ", s.message());
+          ns.installed.reset();
+          return SwitchAndRemember(next, *m, ns);
+        }
+      }
+      ++stats_.update_in_place;
+      stats_.last_update = "in place";
+      ns.installed = std::move(renamed);
+      Remember(ns, next, *m);
+      return absl::OkStatus();
+    }
+    ++stats_.update_elements;
+    stats_.last_update = "elements";
     for (size_t i = 0; i < plan.transactions.size(); ++i) {
       absl::Status s = i > 0 && plan.grace_period ? WaitForGracePeriod() : absl::OkStatus();
       if (s.ok()) s = CommitElements(ns, plan.transactions[i]);
@@ -1970,6 +2289,39 @@ class NftBackend : public Backend {
       ++stats_.netlink_fallbacks;
     }
     return RunNft(ns, text).status();
+  }
+
+  // PlanInPlaceUpdate's transaction: its batch over netlink at the generation np expects
+  // (sent again at the kernel's when another writer committed), else its text through
+  // libnftables — as CommitElements, for the same reasons.
+  absl::Status CommitInPlace(Namespace& ns, const nft::InPlacePlan& plan) {
+    if (NetlinkOf(ns) != nullptr) {
+      absl::Status s = absl::OkStatus();
+      for (int attempt = 0; attempt < 2; ++attempt) {
+        if (!ns.genid.has_value()) {
+          absl::StatusOr<uint32_t> genid = ns.netlink->GenerationId();
+          if (!genid.ok()) {
+            s = genid.status();
+            break;
+          }
+          ns.genid = *genid;
+        }
+        const absl::Time start = absl::Now();
+        s = ns.netlink->CommitWhole(nft::kTableName, plan.batch, *ns.genid);
+        stats_.in_place_netlink_ns +=
+            static_cast<uint64_t>(absl::ToInt64Nanoseconds(absl::Now() - start));
+        if (s.ok()) {
+          ns.genid = nft::NftNetlink::NextGeneration(*ns.genid);
+          return s;
+        }
+        ns.genid.reset();
+        if (!absl::IsAborted(s)) break;
+        ++stats_.netlink_aborts;
+      }
+      stats_.last_netlink_error = std::string(s.message());
+    }
+    ++stats_.update_in_place_text;
+    return RunNft(ns, plan.text).status();
   }
 
   // The namespace's netlink socket, opened on first use; null when it cannot be or

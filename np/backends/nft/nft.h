@@ -234,6 +234,63 @@ struct ElementPlan {
 // The plan from `installed` to `next`, both named for the installed generation
 // (WithGeneration with the same N).
 ElementPlan PlanElementUpdate(const Program& installed, const Program& next);
+// ---- Policy events in place (Backend::Update, when PlanElementUpdate refuses) ------------
+// A program whose identities, peer sets and tables keep their ids across an update
+// (np::AlignNumbering; briefs' "stable numbering") names its objects alike in both programs:
+// id_<n>, peers_<n>, t<n>_<dir>. Then a policy event changes few of them, and one
+// transaction in the live generation can make exactly those changes (the generation switch
+// rewrites every chain and set: 28-30 ms at 110 pods). The transaction, in this order:
+// changed chains flushed, identity elements deleted, peer sets and chains that go (or are
+// declared again) deleted; new chains declared; peer sets declared with their elements; the
+// rules of new and flushed chains; identity and dispatch elements added. What it may change:
+//  - the rules of regular chains (table chains, stage chains), chains that come or go;
+//  - peers_<n> sets that come or go, or whose elements change (deleted and declared again
+//    under the name: the rules that look it up are flushed and written again with it);
+//  - identity4/6 elements, for an address whose target goes from id_other to an identity
+//    chain the installed program lacks (a newly named identity), and id_<n> chains added or
+//    dropped (one no element reaches any more; otherwise the update refuses, see below);
+//  - dispatch elements added (an endpoint newly restricted) that jump to a chain this
+//    transaction creates.
+// Why one transaction is safe: nf_tables commits a batch all or nothing, flipping one
+// generation bit (net->nft.gencursor). A packet's rules all come from the bit it read when
+// its hook walk began (nft_do_chain picks chain->blob_gen_<bit> at every chain it enters);
+// each set lookup reads the bit again, so a walk that began before the flip may find new
+// elements after it. Such a packet ("old") runs the old program's rules, with old set objects
+// (a deleted plain set keeps its elements for the readers still holding it; only maps are
+// emptied, and np deletes none), old chains' old rules (a flushed or deleted chain keeps its
+// old rule blob until the readers are done), and chains created in this commit empty (the
+// kernel gives a new chain one empty blob for both bits, nf_tables_addchain; the commit
+// fills the new bit only). Each new answer such a packet can get is one the old rules cannot
+// tell from the old answer:
+//  - an identity element id_other -> id_<b> (new chain, empty to it): the mark stays "miss",
+//    and old rules treat "miss" and "other" alike — neither is in any peer set or inline run
+//    — except the tier chains' miss drop, so an update with identity edits refuses when the
+//    installed program has one (`meta mark 0xffff0000-0xffffffff drop`);
+//  - a dispatch element to a new chain (empty to it): the chain returns at once, i.e. this
+//    side allows, as the old program (no entry) did.
+// A packet that began after the flip reads the new bit and the new elements only: the new
+// program. So each packet gets the old verdict or the new one. (As for every path here, a
+// packet whose walk spans two commits is assumed away; PlanElementUpdate's two-commit plans
+// wait a grace period for that.)
+// Refused (the generation switch instead): a base chain or a map's declaration changes;
+// any other identity element change (an address between two named identities, or from one
+// to id_other: the old rules tell those apart); a dispatch element deleted or pointing at a
+// chain that exists (an old packet would run that chain's old rules for the endpoint);
+// a chain dropped while an element or a kept rule still jumps to it; and an edit that writes
+// at least as many rules and elements as the whole program has (the switch then costs no
+// more). Chain comments are not rewritten (the kernel ignores a comment on a chain that
+// exists, checked on 6.18): a table chain changed in place keeps the comment ("policies:
+// ...") of the generation that created it, like identity chains after element edits.
+struct InPlacePlan {
+  WholeBatch batch;  // the transaction (netlink.h; add_table false)
+  std::string text;  // the same for libnftables (`nft -f`), when netlink cannot
+  size_t writes = 0;  // rules and elements written or deleted
+  std::string fallback;  // why not (then `batch` and `text` are empty)
+};
+// The plan from `installed` to `next`, both named for the installed generation.
+// NP_NFT_NO_IN_PLACE=1 makes Update skip it (comparisons with the generation switch).
+InPlacePlan PlanInPlaceUpdate(const Program& installed, const Program& next);
+
 // The same two commits as raw netlink batches (netlink.h WholeBatch), for Apply: SwitchText's
 // objects, guard and base-chain flush, and RetireText's deletions. Unimplemented when the
 // program has something the encoder does not know (then Apply runs the text).
@@ -315,6 +372,16 @@ struct DeltaStats {
   uint64_t whole_netlink_ns = 0;
   uint64_t whole_text = 0;
   uint64_t whole_netlink_fallbacks = 0;
+  // Update (whole programs): calls done by element edits (PlanElementUpdate), by one
+  // in-place transaction (PlanInPlaceUpdate; in_place_update_text of them through
+  // libnftables), by the generation switch; what the last call did ("elements", "in place",
+  // or "switch: " and both plans' reasons).
+  uint64_t update_elements = 0;
+  uint64_t update_in_place = 0;
+  uint64_t update_in_place_text = 0;
+  uint64_t in_place_netlink_ns = 0;  // wall time in their netlink batches (encode to acks)
+  uint64_t update_switch = 0;
+  std::string last_update;
 };
 DeltaStats DeltaStatsOf(const Backend& backend);
 

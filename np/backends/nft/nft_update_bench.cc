@@ -1,4 +1,4 @@
-// Update latency of the nft backend for a one-pod change: the IR before and after the change
+// Update latency of the nft backend for a one-pod change (or a policy event: any two IRs): the IR before and after the change
 // (`netpol compile --ir --ir-format text --node N -f ...`), swapped back and forth through
 // Backend::Update in a network namespace of the benchmark's own, as the agent would. Prints
 // p50/p99/max of Update, whether each swap stayed in place (the installed generation is
@@ -15,6 +15,9 @@
 // UpdateDelta's says how many, their mean wall and CPU time (the CPU time is mostly the
 // kernel's commit, charged to the sending thread). NP_NFT_NO_NETLINK=1 runs the same binary
 // with libnftables for them instead (the path before netlink), for old/new comparisons.
+//
+// A/B lines: the same swaps alternately in place (PlanInPlaceUpdate, for a policy event on
+// stably numbered IRs) and through the generation switch (NP_NFT_NO_IN_PLACE), two by two.
 //
 // Needs root (creates and deletes netns np-nft-bench-<pid>).
 #include <linux/membarrier.h>
@@ -95,6 +98,20 @@ int Main(int argc, char** argv) {
   printf("plan: %s, %zu transaction(s)%s\n",
          plan.fallback.empty() ? "in place" : ("switch: " + plan.fallback).c_str(),
          plan.transactions.size(), plan.grace_period ? " with a grace period" : "");
+  {
+    const Program a = WithGeneration(*before, 1), b = WithGeneration(*after, 1);
+    InPlacePlan in_place = PlanInPlaceUpdate(a, b);
+    printf("in-place plan: %s, %zu rules and elements written\n",
+           in_place.fallback.empty() ? "one transaction" : ("refused: " + in_place.fallback).c_str(),
+           in_place.writes);
+    std::vector<double> plan_ms;
+    for (int i = 0; i < 20; ++i) {
+      auto t0 = std::chrono::steady_clock::now();
+      InPlacePlan p = PlanInPlaceUpdate(a, b);
+      plan_ms.push_back(Ms(t0));
+    }
+    printf("PlanInPlaceUpdate: %s\n", Percentiles(plan_ms).c_str());
+  }
   std::vector<double> build_ms;
   for (int i = 0; i < 20; ++i) {
     auto t0 = std::chrono::steady_clock::now();
@@ -149,6 +166,38 @@ int Main(int argc, char** argv) {
       if (!s.ok()) rc = 1;
     }
     printf("Apply (switch): %s\n", Percentiles(apply_ms).c_str());
+    // Update alternately in place and through the generation switch (NP_NFT_NO_IN_PLACE),
+    // swap after swap in the same seconds: the A/B of the in-place path on a noisy machine.
+    if (rc == 0 && nft->Apply(irs[0], where).ok()) {
+      cur = 0;
+      std::vector<double> ab_ms[2];
+      const DeltaStats ab_before = DeltaStatsOf(*nft);
+      for (int i = 0; i < 2 * swaps && rc == 0; ++i) {
+        const int whole = (i / 2) % 2;  // two swaps (there and back) per mode, alternating
+        if (whole) setenv("NP_NFT_NO_IN_PLACE", "1", 1);
+        auto t0 = std::chrono::steady_clock::now();
+        absl::Status s = nft->Update(irs[cur], irs[1 - cur], where);
+        ab_ms[whole].push_back(Ms(t0));
+        unsetenv("NP_NFT_NO_IN_PLACE");
+        if (!s.ok()) {
+          fprintf(stderr, "update: %s\n", std::string(s.message()).c_str());
+          rc = 1;
+        }
+        cur = 1 - cur;
+      }
+      const DeltaStats ab = DeltaStatsOf(*nft);
+      const uint64_t in_place = ab.update_in_place - ab_before.update_in_place;
+      printf("A/B Update in place:  %s\nA/B Update switching: %s\n  (%llu in place, mean "
+             "%.3f ms of it in the netlink batch; %llu by element edits, %llu switched; last: "
+             "%s)\n",
+             Percentiles(ab_ms[0]).c_str(), Percentiles(ab_ms[1]).c_str(),
+             static_cast<unsigned long long>(in_place),
+             in_place == 0 ? 0.0
+                           : (ab.in_place_netlink_ns - ab_before.in_place_netlink_ns) / 1e6 / in_place,
+             static_cast<unsigned long long>(ab.update_elements - ab_before.update_elements),
+             static_cast<unsigned long long>(ab.update_switch - ab_before.update_switch),
+             ab.last_update.c_str());
+    }
 
     // The delta path, from irs[0] installed by a full Apply (which builds the index).
     std::optional<ir::CompiledPolicyDelta> deltas[2] = {DiffPrograms(irs[0], irs[1]),
