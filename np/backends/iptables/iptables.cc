@@ -1,5 +1,6 @@
 #include "np/backends/iptables/iptables.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/membarrier.h>
@@ -11,12 +12,16 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <iterator>
+#include <limits>
 #include <map>
 #include <memory>
 #include <set>
@@ -112,6 +117,7 @@ struct Family {
   // others are written into the rules.
   std::vector<std::vector<std::string>> entries;
   std::vector<bool> has_set;
+  std::vector<std::string> set_names;  // per peer set with has_set: its set's name (Naming)
 };
 
 // The whole ruleset as data: the restore texts and Explain both read it.
@@ -190,8 +196,8 @@ std::string CommentMatch(absl::string_view text) {
 // Peers are matched by address (inline prefixes or an ipset of this generation), so there
 // is no identity lookup that could miss; a rule whose peers have no address of the family
 // is left out (it matches nothing there).
-void AddTableChains(const ir::CompiledPolicy& ir, uint32_t generation, int t, int d, int f,
-                    TableChain& tc, Family& fam) {
+void AddTableChains(const ir::CompiledPolicy& ir, int t, int d, int f, TableChain& tc,
+                    Family& fam) {
   const ir::Table& table = ir.tables(t);
   const ir::DirectionPolicy& dp = d == kIngress ? table.ingress() : table.egress();
   const std::string stage = absl::StrCat(TableChainName(t, d), "-NP");
@@ -203,7 +209,7 @@ void AddTableChains(const ir::CompiledPolicy& ir, uint32_t generation, int t, in
     if (peers.all()) {
       out.push_back("");
     } else if (fam.has_set[peer_set]) {
-      out.push_back(absl::StrCat("-m set --match-set ", SetName(generation, f, peer_set), " ",
+      out.push_back(absl::StrCat("-m set --match-set ", fam.set_names[peer_set], " ",
                                  d == kIngress ? "src" : "dst"));
     } else {
       for (const std::string& prefix : prefixes) {
@@ -280,6 +286,68 @@ void AddTableChains(const ir::CompiledPolicy& ir, uint32_t generation, int t, in
       RuleSource{RuleSource::kDrop});
 }
 
+// ---- What is installed, and how its sets are named --------------------------------------
+
+// What one Apply or Update put in the kernel, as the backend remembers it (so that an
+// Update spawns nothing but its one `ipset restore`).
+struct Installed {
+  std::string netns;
+  // Newer than (or as new as) the generation of every set name below: a set made in place
+  // takes generation + 1.
+  uint32_t generation = 0;
+  // Per family: every NP chain and its rules (RestoreText without the hook); an element-only
+  // update needs these equal.
+  std::string rules[kFamilies];
+  // Set name -> its entries (in address order, as BuildModel makes them), and the maxelem
+  // it was created with.
+  std::map<std::string, std::vector<std::string>> sets;
+  std::map<std::string, size_t> maxelem;
+  // Per family, the name of each peer set's set (by peer set id; "" for none) and of each
+  // table's dispatch set (by table id): sets keep their names across in-place updates while
+  // their contents stay, so one program may hold names of several generations.
+  std::vector<std::string> set_name[kFamilies];
+  std::map<uint32_t, std::string> dispatch_name[kFamilies];
+  // Per family, every NP chain's rules (the text after "-A <chain> "), by chain name: the
+  // in-place rules path rewrites only the chains that differ.
+  std::map<std::string, std::vector<std::string>> chains[kFamilies];
+  // Sets of earlier programs the kernel would not destroy yet (busy): tried again by the
+  // next in-place rules update (Apply destroys every set of another generation anyway).
+  std::vector<std::string> leftover;
+  // Rules, chains, sets and entries per family (the texts left empty), for capacity checks.
+  Ruleset sizes;
+};
+
+// How BuildModel names its sets. By default every set is np-g<generation>-...; with `carry`
+// (what is installed), the set of a peer set or table keeps the name of the installed set of
+// the same id and family — always (`keep_changed`: the element-only planner edits a set's
+// members under its name), or only while its entries are the same (the in-place rules path:
+// a set whose contents change is a NEW set, filled before any rule names it) — and every
+// other set is named with `generation`, which must be newer than every carried name's.
+struct Naming {
+  const Installed* carry = nullptr;
+  bool keep_changed = true;
+
+  std::string PeerSet(uint32_t generation, int f, uint32_t s,
+                      const std::vector<std::string>& entries) const {
+    if (carry != nullptr && s < carry->set_name[f].size() && !carry->set_name[f][s].empty()) {
+      const std::string& name = carry->set_name[f][s];
+      if (keep_changed || carry->sets.at(name) == entries) return name;
+    }
+    return SetName(generation, f, s);
+  }
+  std::string Dispatch(uint32_t generation, int f, uint32_t t,
+                       const std::vector<std::string>& entries) const {
+    if (carry != nullptr) {
+      auto it = carry->dispatch_name[f].find(t);
+      if (it != carry->dispatch_name[f].end() &&
+          (keep_changed || carry->sets.at(it->second) == entries)) {
+        return it->second;
+      }
+    }
+    return DispatchSetName(generation, f, t);
+  }
+};
+
 // The peer sets some rule renders (BuildModel: baseline rules only where NetworkPolicy does
 // not isolate).
 std::vector<bool> UsedPeerSets(const ir::CompiledPolicy& ir) {
@@ -298,7 +366,8 @@ std::vector<bool> UsedPeerSets(const ir::CompiledPolicy& ir) {
   return used;
 }
 
-absl::StatusOr<Model> BuildModel(const ir::CompiledPolicy& ir, uint32_t generation) {
+absl::StatusOr<Model> BuildModel(const ir::CompiledPolicy& ir, uint32_t generation,
+                                 const Naming& naming = {}) {
   if (absl::Status s = CheckIr(ir); !s.ok()) return s;
   Model m;
   m.generation = generation;
@@ -361,6 +430,12 @@ absl::StatusOr<Model> BuildModel(const ir::CompiledPolicy& ir, uint32_t generati
         fam.has_set[s] = fam.entries[s].size() > static_cast<size_t>(kMaxInlinePrefixes);
       }
     }
+    fam.set_names.assign(ir.peer_sets_size(), "");
+    for (int s = 0; s < ir.peer_sets_size(); ++s) {
+      if (fam.has_set[s]) {
+        fam.set_names[s] = naming.PeerSet(generation, f, static_cast<uint32_t>(s), fam.entries[s]);
+      }
+    }
   }
 
   // Which tables each family needs: those of endpoints with an address of that family.
@@ -394,7 +469,7 @@ absl::StatusOr<Model> BuildModel(const ir::CompiledPolicy& ir, uint32_t generati
       for (int d = 0; d < 2; ++d) {
         const ir::Table& table = ir.tables(t);
         if (!Restricted(d == kIngress ? table.ingress() : table.egress())) continue;
-        AddTableChains(ir, generation, t, d, f, m.tables[t][d][f], fam);
+        AddTableChains(ir, t, d, f, m.tables[t][d][f], fam);
       }
     }
     // Dispatch: egress first (at the source), then ingress (at the destination); one rule
@@ -415,10 +490,9 @@ absl::StatusOr<Model> BuildModel(const ir::CompiledPolicy& ir, uint32_t generati
     for (int t = 0; t < ir.tables_size(); ++t) {
       if (m.tables[t][kEgress][f].chain < 0 && m.tables[t][kIngress][f].chain < 0) continue;
       set_of[t] = static_cast<int>(fam.dispatch_sets.size());
-      DispatchSet& set = fam.dispatch_sets.emplace_back(
-          DispatchSet{static_cast<uint32_t>(t),
-                      DispatchSetName(generation, f, static_cast<uint32_t>(t)), {}});
+      DispatchSet& set = fam.dispatch_sets.emplace_back(DispatchSet{static_cast<uint32_t>(t), "", {}});
       for (const Address* a : of_table[t]) set.entries.push_back(absl::StrCat(a->text, host));
+      set.name = naming.Dispatch(generation, f, set.table, set.entries);
     }
     for (int d : {kEgress, kIngress}) {
       for (int t = 0; t < ir.tables_size(); ++t) {
@@ -444,7 +518,7 @@ void ForEachSet(M& m, int f, Fn fn) {
   auto& fam = m.family[f];
   for (size_t s = 0; s < fam.entries.size(); ++s) {
     if (fam.has_set[s]) {
-      fn(SetName(m.generation, f, static_cast<uint32_t>(s)), "hash:net", fam.entries[s]);
+      fn(fam.set_names[s], "hash:net", fam.entries[s]);
     }
   }
   for (auto& d : fam.dispatch_sets) fn(d.name, "hash:ip", d.entries);
@@ -452,6 +526,12 @@ void ForEachSet(M& m, int f, Fn fn) {
 
 // The maxelem a set of n entries is created with (room for growth by in-place edits).
 size_t MaxElem(size_t n) { return std::max<size_t>(65536, n); }
+// Its initial hash size: a power of two from 64, at least n (up to 2^20).
+size_t HashSize(size_t n) {
+  size_t hashsize = 64;
+  while (hashsize < n && hashsize < (size_t{1} << 20)) hashsize <<= 1;
+  return hashsize;
+}
 
 std::string IpsetText(const Model& m, Ruleset& sizes) {
   std::string out;
@@ -459,10 +539,8 @@ std::string IpsetText(const Model& m, Ruleset& sizes) {
     ForEachSet(m, f, [&](const std::string& name, const char* type,
                          const std::vector<std::string>& entries) {
       size_t n = entries.size();
-      size_t hashsize = 64;
-      while (hashsize < n && hashsize < (size_t{1} << 20)) hashsize <<= 1;
       absl::StrAppend(&out, "create ", name, " ", type, " family ", f == 0 ? "inet" : "inet6",
-                      " hashsize ", hashsize, " maxelem ", MaxElem(n), "\n");
+                      " hashsize ", HashSize(n), " maxelem ", MaxElem(n), "\n");
       for (const std::string& e : entries) absl::StrAppend(&out, "add ", name, " ", e, "\n");
       ++sizes.sets[f];
       sizes.set_entries[f] += static_cast<int64_t>(n);
@@ -610,37 +688,32 @@ absl::Status DestroySets(const std::vector<std::string>& names, const std::strin
   return absl::InternalError(absl::StrJoin(errors, "; "));
 }
 
-// ---- Incremental update ---------------------------------------------------------------
-
-// What one Apply or Update put in the kernel, as the backend remembers it (so that an
-// Update spawns nothing but its one `ipset restore`).
-struct Installed {
-  std::string netns;
-  uint32_t generation = 0;
-  // Per family: every NP chain and its rules (RestoreText without the hook); an element-only
-  // update needs these equal.
-  std::string rules[kFamilies];
-  // Set name -> its entries (in address order, as BuildModel makes them), and the maxelem
-  // it was created with.
-  std::map<std::string, std::vector<std::string>> sets;
-  std::map<std::string, size_t> maxelem;
-  // Rules, chains, sets and entries per family (the texts left empty), for capacity checks.
-  Ruleset sizes;
-};
-
-// What `m` installs; moves the set entries out of `m`.
-Installed InstalledOf(Model& m, const std::string& netns) {
+// What `m` installs; moves the set entries out of `m`. A set `carry` holds under the same
+// name keeps the maxelem it was created with.
+Installed InstalledOf(Model& m, const std::string& netns, const Installed* carry = nullptr) {
   Installed out;
   out.netns = netns;
   out.generation = m.generation;
+  if (carry != nullptr) {
+    out.generation = std::max(out.generation, carry->generation);
+    out.leftover = carry->leftover;
+  }
   RenderOptions options;
   options.generation = m.generation;
   options.hook = false;
   for (int f = 0; f < kFamilies; ++f) {
     out.rules[f] = RestoreText(m, f, options, out.sizes);
+    for (const Chain& c : m.family[f].chains) out.chains[f][c.name] = c.rules;
+    out.set_name[f] = m.family[f].set_names;
+    for (const DispatchSet& d : m.family[f].dispatch_sets) out.dispatch_name[f][d.table] = d.name;
     ForEachSet(m, f, [&](const std::string& name, const char*,
                          std::vector<std::string>& entries) {
-      out.maxelem[name] = MaxElem(entries.size());  // as IpsetText
+      size_t maxelem = MaxElem(entries.size());  // as IpsetText
+      if (carry != nullptr) {
+        auto kept = carry->maxelem.find(name);
+        if (kept != carry->maxelem.end()) maxelem = kept->second;
+      }
+      out.maxelem[name] = maxelem;
       ++out.sizes.sets[f];
       out.sizes.set_entries[f] += static_cast<int64_t>(entries.size());
       out.sets[name] = std::move(entries);
@@ -909,6 +982,45 @@ UpdatePlan PlanFrom(const Installed& from, const Model& next, const Installed& t
   return plan;
 }
 
+// The in-place rules way from `from` to `to` (IptablesBackend::Update has the order and
+// why it is safe): `to` was made with Naming{&from, keep_changed = false}, so a set name in
+// both holds the same entries in both, and every set whose contents change has a new name.
+// Fills all of RulesPlan but its `ipset` text.
+RulesPlan PlanRulesFrom(const Installed& from, const Installed& to) {
+  RulesPlan plan;
+  for (const auto& [name, entries] : to.sets) {
+    auto old = from.sets.find(name);
+    if (old == from.sets.end()) {
+      plan.created.push_back(name);
+    } else if (old->second != entries) {  // (Naming makes this impossible: kept as a guard)
+      plan.fallback = absl::StrCat("set ", name, " would change under its name");
+      return plan;
+    }
+  }
+  for (const auto& [name, entries] : from.sets) {
+    if (to.sets.count(name) == 0) plan.destroyed.push_back(name);
+  }
+  for (int f = 0; f < kFamilies; ++f) {
+    std::string declare, rules, remove;
+    for (const auto& [chain, list] : to.chains[f]) {
+      auto old = from.chains[f].find(chain);
+      if (old != from.chains[f].end() && old->second == list) continue;
+      absl::StrAppend(&declare, ":", chain, " - [0:0]\n");
+      for (const std::string& r : list) absl::StrAppend(&rules, "-A ", chain, " ", r, "\n");
+      ++plan.chains_written[f];
+    }
+    for (const auto& [chain, list] : from.chains[f]) {
+      if (to.chains[f].count(chain) > 0) continue;
+      // Flushed first, deleted once nothing jumps to it (its jumps are rewritten above).
+      absl::StrAppend(&declare, ":", chain, " - [0:0]\n");
+      absl::StrAppend(&remove, "-X ", chain, "\n");
+      ++plan.chains_deleted[f];
+    }
+    if (!declare.empty()) plan.restore[f] = absl::StrCat("*filter\n", declare, rules, remove, "COMMIT\n");
+  }
+  return plan;
+}
+
 // ---- ipset edits over netlink ------------------------------------------------------------
 //
 // An element-only Update sends its adds and deletes to the kernel's ipset netlink interface
@@ -973,8 +1085,6 @@ absl::StatusOr<int> NetfilterSocket(const std::string& netns) {
   return fd;
 }
 
-// Sends the edits in order and waits for every ack. An error names the first refused edit;
-// the edits before it (and possibly after it) are in.
 // Waits until every packet that was walking the rules when it was called is done: an RCU
 // grace period (membarrier(MEMBARRIER_CMD_GLOBAL) is synchronize_rcu(), as nft.cc notes).
 absl::Status RcuGracePeriod() {
@@ -984,15 +1094,77 @@ absl::Status RcuGracePeriod() {
   return absl::OkStatus();
 }
 
+// Starts an ipset request (header, nfgenmsg, protocol attribute) at the end of `buf`;
+// returns its offset for EndRequest. Every request asks for an ack.
+size_t BeginRequest(std::string& buf, int cmd, uint16_t flags, uint32_t seq, int family) {
+  const size_t at = buf.size();
+  nlmsghdr h{};
+  h.nlmsg_type = static_cast<uint16_t>((NFNL_SUBSYS_IPSET << 8) | cmd);
+  h.nlmsg_flags = static_cast<uint16_t>(NLM_F_REQUEST | NLM_F_ACK | flags);
+  h.nlmsg_seq = seq;
+  buf.append(reinterpret_cast<const char*>(&h), sizeof(h));
+  nfgenmsg g{};
+  g.nfgen_family = family == 0 ? AF_INET : AF_INET6;
+  g.version = NFNETLINK_V0;
+  buf.append(reinterpret_cast<const char*>(&g), sizeof(g));
+  buf.append(NLMSG_ALIGN(sizeof(g)) - sizeof(g), '\0');
+  const uint8_t protocol = IPSET_PROTOCOL_MIN;
+  PutAttr(buf, IPSET_ATTR_PROTOCOL, &protocol, 1);
+  return at;
+}
+void EndRequest(std::string& buf, size_t at) {
+  const uint32_t len = static_cast<uint32_t>(buf.size() - at);
+  std::memcpy(&buf[at], &len, sizeof(len));
+}
+
+// Sends `count` requests (sequence numbers first_seq...) in one buffer and reads until each
+// is acked. `reply` sees every other message (a query's answer); `failed(seq, errno)` is
+// told of each refused request. Fails only when the socket does.
+absl::Status Exchange(int fd, const std::string& buf, size_t count,
+                      const std::function<void(const nlmsghdr&)>& reply,
+                      const std::function<void(uint32_t, int)>& failed) {
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  if (sendto(fd, buf.data(), buf.size(), 0, reinterpret_cast<sockaddr*>(&kernel),
+             sizeof(kernel)) != static_cast<ssize_t>(buf.size())) {
+    return absl::InternalError(absl::StrCat("netlink send: ", strerror(errno)));
+  }
+  std::vector<char> in(1 << 16);
+  size_t acked = 0;
+  while (acked < count) {
+    const ssize_t n = recv(fd, in.data(), in.size(), 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return absl::InternalError(absl::StrCat("netlink receive: ", strerror(errno)));
+    }
+    int left = static_cast<int>(n);
+    for (const nlmsghdr* m = reinterpret_cast<const nlmsghdr*>(in.data()); NLMSG_OK(m, left);
+         m = NLMSG_NEXT(m, left)) {
+      if (m->nlmsg_type != NLMSG_ERROR) {
+        if (reply) reply(*m);
+        continue;
+      }
+      ++acked;
+      const nlmsgerr* err = static_cast<const nlmsgerr*>(NLMSG_DATA(m));
+      if (err->error != 0) failed(m->nlmsg_seq, -err->error);
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string IpsetError(int error) {
+  return absl::StrCat("error ", error,
+                      error < 4096 ? absl::StrCat(" (", strerror(error), ")") : "");
+}
+
+// Sends the edits in order and waits for every ack. An error names the first refused edit;
+// the edits before it (and possibly after it) are in.
 absl::Status EditSets(const std::vector<SetEdit>& edits, const std::string& netns) {
   if (edits.empty()) return absl::OkStatus();
   absl::StatusOr<int> fd = NetfilterSocket(netns);
   if (!fd.ok()) return fd.status();
-  sockaddr_nl kernel{};
-  kernel.nl_family = AF_NETLINK;
   absl::Status status = absl::OkStatus();
   constexpr size_t kChunk = 256;  // acks per read stay well inside the receive buffer
-  std::vector<char> reply(1 << 16);
   for (size_t begin = 0; begin < edits.size() && status.ok(); begin += kChunk) {
     const size_t end = std::min(edits.size(), begin + kChunk);
     std::string buf;
@@ -1004,19 +1176,8 @@ absl::Status EditSets(const std::vector<SetEdit>& edits, const std::string& netn
         status = absl::InternalError(absl::StrCat("unreadable prefix ", e.prefix));
         break;
       }
-      const size_t at = buf.size();
-      nlmsghdr h{};
-      h.nlmsg_type = (NFNL_SUBSYS_IPSET << 8) | (e.add ? IPSET_CMD_ADD : IPSET_CMD_DEL);
-      h.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
-      h.nlmsg_seq = static_cast<uint32_t>(i + 1);
-      buf.append(reinterpret_cast<const char*>(&h), sizeof(h));
-      nfgenmsg g{};
-      g.nfgen_family = family == 0 ? AF_INET : AF_INET6;
-      g.version = NFNETLINK_V0;
-      buf.append(reinterpret_cast<const char*>(&g), sizeof(g));
-      buf.append(NLMSG_ALIGN(sizeof(g)) - sizeof(g), '\0');
-      const uint8_t protocol = IPSET_PROTOCOL_MIN;
-      PutAttr(buf, IPSET_ATTR_PROTOCOL, &protocol, 1);
+      const size_t at = BeginRequest(buf, e.add ? IPSET_CMD_ADD : IPSET_CMD_DEL, 0,
+                                     static_cast<uint32_t>(i + 1), family);
       PutAttr(buf, IPSET_ATTR_SETNAME, e.set.c_str(), e.set.size() + 1);
       const size_t data = BeginNest(buf, IPSET_ATTR_DATA);
       const size_t ip = BeginNest(buf, IPSET_ATTR_IP);
@@ -1033,42 +1194,148 @@ absl::Status EditSets(const std::vector<SetEdit>& edits, const std::string& netn
       const uint8_t cidr = static_cast<uint8_t>(length);
       PutAttr(buf, IPSET_ATTR_CIDR, &cidr, 1);
       EndNest(buf, data);
-      const uint32_t len = static_cast<uint32_t>(buf.size() - at);
-      std::memcpy(&buf[at], &len, sizeof(len));
+      EndRequest(buf, at);
     }
     if (!status.ok()) break;
-    if (sendto(*fd, buf.data(), buf.size(), 0, reinterpret_cast<sockaddr*>(&kernel),
-               sizeof(kernel)) != static_cast<ssize_t>(buf.size())) {
-      status = absl::InternalError(absl::StrCat("netlink send: ", strerror(errno)));
-      break;
-    }
-    size_t acked = 0;
-    while (acked < end - begin && status.ok()) {
-      const ssize_t n = recv(*fd, reply.data(), reply.size(), 0);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        status = absl::InternalError(absl::StrCat("netlink receive: ", strerror(errno)));
-        break;
-      }
-      int left = static_cast<int>(n);
-      for (const nlmsghdr* m = reinterpret_cast<const nlmsghdr*>(reply.data());
-           NLMSG_OK(m, left); m = NLMSG_NEXT(m, left)) {
-        if (m->nlmsg_type != NLMSG_ERROR) continue;
-        ++acked;
-        const nlmsgerr* err = static_cast<const nlmsgerr*>(NLMSG_DATA(m));
-        if (err->error != 0 && status.ok()) {
-          const size_t i = m->nlmsg_seq - 1;
-          status = absl::InternalError(absl::StrCat(
-              "ipset ", i < edits.size() && edits[i].add ? "add " : "del ",
-              i < edits.size() ? edits[i].set : "?", " ",
-              i < edits.size() ? edits[i].prefix : "?", ": error ", -err->error,
-              -err->error < 4096 ? absl::StrCat(" (", strerror(-err->error), ")") : ""));
-        }
-      }
-    }
+    absl::Status sent = Exchange(*fd, buf, end - begin, nullptr, [&](uint32_t seq, int error) {
+      const size_t i = seq - 1;
+      if (!status.ok() || i >= edits.size()) return;
+      status = absl::InternalError(absl::StrCat("ipset ", edits[i].add ? "add " : "del ",
+                                                edits[i].set, " ", edits[i].prefix, ": ",
+                                                IpsetError(error)));
+    });
+    if (!sent.ok()) status = sent;
   }
   close(*fd);
   return status;
+}
+
+// A set to make in place: its name, family, type and size.
+struct NewSet {
+  std::string name;
+  int family;
+  bool dispatch;  // hash:ip (a dispatch set), else hash:net
+  size_t hashsize, maxelem;
+};
+
+// Whether a set name of this backend is a dispatch set's (np-g<G>-v4-t<T>).
+bool IsDispatchSet(absl::string_view name) {
+  return absl::StrContains(name, "-v4-t") || absl::StrContains(name, "-v6-t");
+}
+int FamilyOfSet(absl::string_view name) { return absl::StrContains(name, "-v6-") ? 1 : 0; }
+
+// Creates the sets, empty, over netlink (what `ipset create` sends), each with the newest
+// revision of its type the kernel has (asked with IPSET_CMD_TYPE, as the ipset tool does).
+// NLM_F_EXCL: a set of the name that exists already is an error, never reused.
+absl::Status CreateSets(const std::vector<NewSet>& sets, const std::string& netns) {
+  if (sets.empty()) return absl::OkStatus();
+  absl::StatusOr<int> fd = NetfilterSocket(netns);
+  if (!fd.ok()) return fd.status();
+  absl::Status status = absl::OkStatus();
+  // Revisions, by [dispatch][family]; -1: not asked.
+  int revision[2][kFamilies] = {{-1, -1}, {-1, -1}};
+  auto type_name = [](bool dispatch) { return dispatch ? "hash:ip" : "hash:net"; };
+  for (const NewSet& n : sets) {
+    int& r = revision[n.dispatch][n.family];
+    if (r >= 0 || !status.ok()) continue;
+    std::string buf;
+    const size_t at = BeginRequest(buf, IPSET_CMD_TYPE, 0, 1, n.family);
+    const std::string type = type_name(n.dispatch);
+    PutAttr(buf, IPSET_ATTR_TYPENAME, type.c_str(), type.size() + 1);
+    const uint8_t family = n.family == 0 ? AF_INET : AF_INET6;
+    PutAttr(buf, IPSET_ATTR_FAMILY, &family, 1);
+    EndRequest(buf, at);
+    absl::Status sent = Exchange(
+        *fd, buf, 1,
+        [&](const nlmsghdr& m) {
+          const size_t header = NLMSG_ALIGN(sizeof(nfgenmsg));
+          if (m.nlmsg_len < NLMSG_LENGTH(header)) return;
+          const char* p = static_cast<const char*>(NLMSG_DATA(&m)) + header;
+          int left = static_cast<int>(m.nlmsg_len - NLMSG_LENGTH(header));
+          for (const nlattr* a = reinterpret_cast<const nlattr*>(p);
+               left >= static_cast<int>(sizeof(nlattr)) && a->nla_len >= sizeof(nlattr) &&
+               a->nla_len <= left;
+               left -= NLA_ALIGN(a->nla_len),
+                          a = reinterpret_cast<const nlattr*>(reinterpret_cast<const char*>(a) +
+                                                              NLA_ALIGN(a->nla_len))) {
+            if ((a->nla_type & NLA_TYPE_MASK) == IPSET_ATTR_REVISION && a->nla_len > NLA_HDRLEN) {
+              r = *(reinterpret_cast<const uint8_t*>(a) + NLA_HDRLEN);
+            }
+          }
+        },
+        [&](uint32_t, int error) {
+          status = absl::InternalError(absl::StrCat("ipset type ", type, ": ", IpsetError(error)));
+        });
+    if (!sent.ok()) status = sent;
+    if (status.ok() && r < 0) {
+      status = absl::InternalError(absl::StrCat("ipset type ", type, ": no revision"));
+    }
+  }
+  if (status.ok()) {
+    std::string buf;
+    for (size_t i = 0; i < sets.size(); ++i) {
+      const NewSet& n = sets[i];
+      const size_t at =
+          BeginRequest(buf, IPSET_CMD_CREATE, NLM_F_EXCL, static_cast<uint32_t>(i + 1), n.family);
+      PutAttr(buf, IPSET_ATTR_SETNAME, n.name.c_str(), n.name.size() + 1);
+      const std::string type = type_name(n.dispatch);
+      PutAttr(buf, IPSET_ATTR_TYPENAME, type.c_str(), type.size() + 1);
+      const uint8_t revision_u8 = static_cast<uint8_t>(revision[n.dispatch][n.family]);
+      PutAttr(buf, IPSET_ATTR_REVISION, &revision_u8, 1);
+      const uint8_t family = n.family == 0 ? AF_INET : AF_INET6;
+      PutAttr(buf, IPSET_ATTR_FAMILY, &family, 1);
+      const size_t data = BeginNest(buf, IPSET_ATTR_DATA);
+      const uint32_t hashsize = htonl(static_cast<uint32_t>(n.hashsize));
+      const uint32_t maxelem = htonl(static_cast<uint32_t>(n.maxelem));
+      PutAttr(buf, IPSET_ATTR_HASHSIZE | NLA_F_NET_BYTEORDER, &hashsize, 4);
+      PutAttr(buf, IPSET_ATTR_MAXELEM | NLA_F_NET_BYTEORDER, &maxelem, 4);
+      EndNest(buf, data);
+      EndRequest(buf, at);
+    }
+    absl::Status sent = Exchange(*fd, buf, sets.size(), nullptr, [&](uint32_t seq, int error) {
+      if (status.ok() && seq >= 1 && seq <= sets.size()) {
+        status = absl::InternalError(
+            absl::StrCat("ipset create ", sets[seq - 1].name, ": ", IpsetError(error)));
+      }
+    });
+    if (!sent.ok()) status = sent;
+  }
+  close(*fd);
+  return status;
+}
+
+// Destroys the named sets over netlink; returns the names the kernel would not destroy yet.
+// A set still named by a rule is busy (the kernel refuses: a live rule never loses its set);
+// with iptables-nft, the rules a restore replaced let go of their sets a little after the
+// restore returns (nf_tables releases them from a work queue after a grace period), so busy
+// sets are tried again a few times, for up to about a quarter of a second.
+std::vector<std::string> DestroySetsInPlace(std::vector<std::string> names,
+                                            const std::string& netns) {
+  absl::StatusOr<int> fd = NetfilterSocket(netns);
+  if (!fd.ok()) return names;
+  for (int attempt = 0; attempt < 9 && !names.empty(); ++attempt) {
+    if (attempt > 0) {
+      (void)RcuGracePeriod();
+      usleep(static_cast<useconds_t>(1000) << (attempt - 1));  // 1, 2, ... 128 ms
+    }
+    std::string buf;
+    for (size_t i = 0; i < names.size(); ++i) {
+      // Always with a name: a destroy without one destroys every set of the namespace.
+      const size_t at = BeginRequest(buf, IPSET_CMD_DESTROY, 0, static_cast<uint32_t>(i + 1),
+                                     FamilyOfSet(names[i]));
+      PutAttr(buf, IPSET_ATTR_SETNAME, names[i].c_str(), names[i].size() + 1);
+      EndRequest(buf, at);
+    }
+    std::vector<std::string> busy;
+    absl::Status sent = Exchange(*fd, buf, names.size(), nullptr, [&](uint32_t seq, int error) {
+      // ENOENT: gone already (what was wanted).
+      if (seq >= 1 && seq <= names.size() && error != ENOENT) busy.push_back(names[seq - 1]);
+    });
+    if (!sent.ok()) break;
+    names = std::move(busy);
+  }
+  close(*fd);
+  return names;
 }
 
 // ---- Explain ------------------------------------------------------------------------
@@ -1357,7 +1624,8 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
       if (t >= index.chain.size()) return InvalidDelta("endpoints: a table that does not exist");
       ++plan.dispatch_addresses[f];
       if (index.chain[t][kEgress][f] || index.chain[t][kIngress][f]) {
-        const std::string name = DispatchSetName(installed.generation, f, t);
+        auto named = installed.dispatch_name[f].find(t);
+        const std::string name = named == installed.dispatch_name[f].end() ? "" : named->second;
         auto set = installed.sets.find(name);
         if (set == installed.sets.end()) {
           plan.fallback = absl::StrCat("dispatch set ", name, " is not installed");
@@ -1460,7 +1728,8 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
           plan.fallback = absl::StrCat("peer set ", s, " is matched inline in the rules");
           return plan;
         }
-        const std::string name = SetName(installed.generation, f, s);
+        const std::string name =
+            s < installed.set_name[f].size() ? installed.set_name[f][s] : std::string();
         if (changes.count(name) > 0) {
           plan.fallback = absl::StrCat("set ", name, " changes in two edits");
           return plan;
@@ -1760,8 +2029,9 @@ class IptablesBackend : public Backend {
     return absl::OkStatus();
   }
 
-  // Element-only when it is safe, else Apply(next). The fast path: `next` is rendered with
-  // the installed generation; when its iptables rules (both families) are the installed ones
+  // Element-only when it is safe, else the in-place rules path (UpdateRules), else
+  // Apply(next). The fast path: `next` is rendered with the installed sets' names (by peer
+  // set and table id; Naming); when its iptables rules (both families) are the installed ones
   // word for word and the same sets exist, only set members differ: the new members are
   // added, then the old ones deleted, over ipset's netlink interface (EditSets: no process
   // spawned). Nothing is read from the kernel: the instance remembers what its last Apply
@@ -1791,7 +2061,8 @@ class IptablesBackend : public Backend {
   //    every set of the peers it matches, and a chain allows it by several rules (ports).
   // Otherwise (rules differ: a policy changed, a local endpoint came or went, a peer set's
   // numbering or its need of a set changed; a set would pass its maxelem; a check above
-  // fails) the full Apply runs. Example: a pod of another node joins an existing label
+  // fails) UpdateRules changes in place what differs, with new sets and one restore per
+  // family; Apply runs only when that fails. Example: a pod of another node joins an existing label
   // class: its /32 (and /128) are added to the sets of the peer sets that name it, each
   // looked up by one rule of a chain: one add per set.
   absl::Status Update(const ir::CompiledPolicy& previous, const ir::CompiledPolicy& next,
@@ -1801,15 +2072,18 @@ class IptablesBackend : public Backend {
       last_update_ = "full: nothing installed by this instance in this namespace";
       return Apply(next, attachment);
     }
-    absl::StatusOr<Model> model = BuildModel(next, installed_->generation);
-    if (!model.ok()) return model.status();
-    DeltaIndex index = IndexOf(next, *model);
-    Installed to = InstalledOf(*model, attachment.netns);  // the entries move out of model
-    UpdatePlan plan = PlanFrom(*installed_, *model, to);
-    if (!plan.fallback.empty()) {
-      last_update_ = absl::StrCat("full: ", plan.fallback);
+    if (installed_->generation == std::numeric_limits<uint32_t>::max()) {
+      last_update_ = "full: set generations used up";
       return Apply(next, attachment);
     }
+    absl::StatusOr<Model> model =
+        BuildModel(next, installed_->generation + 1, Naming{installed_.get(), true});
+    if (!model.ok()) return model.status();
+    DeltaIndex index = IndexOf(next, *model);
+    // The entries move out of model.
+    Installed to = InstalledOf(*model, attachment.netns, installed_.get());
+    UpdatePlan plan = PlanFrom(*installed_, *model, to);
+    if (!plan.fallback.empty()) return UpdateRules(next, attachment, plan.fallback);
     if (plan.ipset.empty()) {  // the same program
       last_update_ = "in place: nothing to change";
       index_ = std::make_unique<DeltaIndex>(std::move(index));
@@ -1836,6 +2110,100 @@ class IptablesBackend : public Backend {
     installed_ = std::make_unique<Installed>(std::move(to));
     index_ = std::make_unique<DeltaIndex>(std::move(index));
     last_update_ = absl::StrCat("in place: ", plan.adds, " adds, ", plan.dels, " deletes");
+    return absl::OkStatus();
+  }
+
+  // The in-place rules path of Update (when the element-only edit is refused: `why`): the
+  // chains whose rules differ and the sets whose contents differ, compared by id (table,
+  // peer set) with what this instance installed; the rest stays in the kernel untouched.
+  // The order:
+  //  1. The new sets — every peer set or dispatch set whose entries differ from its
+  //     installed set's, or that has none — are created under fresh names (generation + 1)
+  //     and filled, over netlink. No rule names them yet: no verdict changes. An installed
+  //     set is never edited here (a set that keeps its name keeps its entries).
+  //  2. Per family, ONE `iptables-restore --noflush` transaction declares (flushes) and
+  //     refills exactly the chains whose rules differ — NP-FORWARD too when its dispatch
+  //     rules differ (a table's chains come or go, or a dispatch set was renamed because an
+  //     endpoint joined, left or moved between tables) — creates new chains and deletes gone
+  //     ones. The rules of unchanged chains, and the sets they name, are not touched.
+  //  3. The sets no rule names any more are destroyed (the kernel refuses a set a rule
+  //     still names; busy ones are retried, then left for the next update or Apply).
+  // Why this is safe: each family's filter table switches in one step (iptables-nft commits
+  // the restore as one nf_tables transaction, and a packet walks every chain of one
+  // generation: nft_do_chain reads the generation once for the whole walk, jumps included;
+  // iptables-legacy swaps the whole table blob). A packet — also a flow whose two ends are
+  // both endpoints of this node, which walks the source's egress chain and the
+  // destination's ingress chain in that one walk — meets either every old rule or every new
+  // one. Every set an old rule names is unchanged from before step 1 until step 3 (the
+  // installed sets are not edited), and every set a new rule names is complete before step 2
+  // (made in step 1, or an installed set with the new program's entries). So each packet
+  // gets the old program's verdict or the new one's, never a mix: a flow both allow is never
+  // dropped, one both deny never passes. An endpoint moving between tables moves with its
+  // dispatch sets' renaming, in the same transaction: at every instant it is judged by its
+  // old table or its new one, each complete. IPv4 and IPv6 switch separately, but a packet
+  // is of one family; established flows are accepted first in both (conntrack), as before.
+  // Any failure falls back to Apply (fail closed): before step 2 nothing was in force but
+  // the old program (the new sets are destroyed); after IPv4's step 2, IPv4 runs the new
+  // program and IPv6 the old one, each whole, until Apply replaces both.
+  // Cost: at most one process per family whose rules change, none for the sets.
+  absl::Status UpdateRules(const ir::CompiledPolicy& next, const Attachment& attachment,
+                           const std::string& why) {
+    const std::string& netns = attachment.netns;
+    absl::StatusOr<Model> model =
+        BuildModel(next, installed_->generation + 1, Naming{installed_.get(), false});
+    if (!model.ok()) return model.status();
+    DeltaIndex index = IndexOf(next, *model);
+    Installed to = InstalledOf(*model, netns, installed_.get());
+    RulesPlan plan = PlanRulesFrom(*installed_, to);
+    auto full = [&](absl::string_view reason) {
+      installed_.reset();
+      index_.reset();
+      last_update_ = absl::StrCat("full: ", reason, " (element-only refused: ", why, ")");
+      return Apply(next, attachment);
+    };
+    if (!plan.fallback.empty()) return full(plan.fallback);
+    {
+      absl::StatusOr<ir::BackendCapacity> capacity = Measure(to.sizes);
+      if (!capacity.ok()) return capacity.status();
+      if (absl::Status s = CheckCapacity(*capacity); !s.ok()) return s;
+    }
+    // 1.
+    std::vector<NewSet> made;
+    std::vector<SetEdit> fill;
+    for (const std::string& name : plan.created) {
+      const std::vector<std::string>& entries = to.sets.at(name);
+      made.push_back(NewSet{name, FamilyOfSet(name), IsDispatchSet(name),
+                            HashSize(entries.size()), to.maxelem.at(name)});
+      for (const std::string& e : entries) fill.push_back(SetEdit{true, name, e});
+    }
+    absl::Status s = CreateSets(made, netns);
+    if (s.ok()) s = EditSets(fill, netns);
+    if (!s.ok()) {
+      (void)DestroySetsInPlace(plan.created, netns);
+      return full(absl::StrCat("making the new sets failed: ", s.message()));
+    }
+    // 2.
+    for (int f = 0; f < kFamilies; ++f) {
+      if (plan.restore[f].empty()) continue;
+      absl::StatusOr<std::string> r =
+          Spawn({RestoreTool(f), "--noflush", "--wait=10"}, plan.restore[f], netns);
+      if (r.ok()) continue;
+      if (f == 0 || plan.restore[0].empty()) (void)DestroySetsInPlace(plan.created, netns);
+      return full(absl::StrCat(RestoreTool(f), " failed: ", r.status().message()));
+    }
+    // 3.
+    std::vector<std::string> destroy = plan.destroyed;
+    destroy.insert(destroy.end(), installed_->leftover.begin(), installed_->leftover.end());
+    to.leftover = DestroySetsInPlace(std::move(destroy), netns);
+    installed_ = std::make_unique<Installed>(std::move(to));
+    index_ = std::make_unique<DeltaIndex>(std::move(index));
+    last_update_ = absl::StrCat(
+        "in place, rules: ", plan.chains_written[0], "+", plan.chains_written[1],
+        " chains written, ", plan.chains_deleted[0], "+", plan.chains_deleted[1],
+        " deleted (IPv4+IPv6), ", plan.created.size(), " sets made, ",
+        plan.destroyed.size(), " destroyed",
+        installed_->leftover.empty() ? "" : absl::StrCat(", ", installed_->leftover.size(), " left busy"),
+        " (element-only refused: ", why, ")");
     return absl::OkStatus();
   }
 
@@ -2202,11 +2570,30 @@ absl::StatusOr<UpdatePlan> PlanUpdate(const ir::CompiledPolicy& previous,
                                       const ir::CompiledPolicy& next, uint32_t generation) {
   absl::StatusOr<Model> from = BuildModel(previous, generation);
   if (!from.ok()) return from.status();
-  absl::StatusOr<Model> to = BuildModel(next, generation);
-  if (!to.ok()) return to.status();
   const Installed from_installed = InstalledOf(*from, "");
-  const Installed to_installed = InstalledOf(*to, "");
+  absl::StatusOr<Model> to = BuildModel(next, generation + 1, Naming{&from_installed, true});
+  if (!to.ok()) return to.status();
+  const Installed to_installed = InstalledOf(*to, "", &from_installed);
   return PlanFrom(from_installed, *to, to_installed);
+}
+
+absl::StatusOr<RulesPlan> PlanRulesUpdate(const ir::CompiledPolicy& previous,
+                                          const ir::CompiledPolicy& next, uint32_t generation) {
+  absl::StatusOr<Model> from = BuildModel(previous, generation);
+  if (!from.ok()) return from.status();
+  const Installed from_installed = InstalledOf(*from, "");
+  absl::StatusOr<Model> to = BuildModel(next, generation + 1, Naming{&from_installed, false});
+  if (!to.ok()) return to.status();
+  const Installed to_installed = InstalledOf(*to, "", &from_installed);
+  RulesPlan plan = PlanRulesFrom(from_installed, to_installed);
+  for (const std::string& name : plan.created) {
+    const std::vector<std::string>& entries = to_installed.sets.at(name);
+    absl::StrAppend(&plan.ipset, "create ", name, IsDispatchSet(name) ? " hash:ip" : " hash:net",
+                    " family ", FamilyOfSet(name) == 0 ? "inet" : "inet6", " hashsize ",
+                    HashSize(entries.size()), " maxelem ", to_installed.maxelem.at(name), "\n");
+    for (const std::string& e : entries) absl::StrAppend(&plan.ipset, "add ", name, " ", e, "\n");
+  }
+  return plan;
 }
 
 absl::StatusOr<UpdatePlan> PlanUpdateDelta(const ir::CompiledPolicy& previous,

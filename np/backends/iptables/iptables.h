@@ -7,7 +7,7 @@
 //   np::backends::Attachment where;
 //   where.netns = "node-1";                               // `ip netns` name of the node
 //   absl::Status s = b->Apply(ir, where);                 // atomic replace, fails closed
-//   s = b->Update(ir, next_ir, where);                    // set members only, when safe
+//   s = b->Update(ir, next_ir, where);                    // in place: what differs by id
 //
 // What the kernel runs, per family (IPv4 in iptables, IPv6 in ip6tables):
 //
@@ -68,11 +68,21 @@
 // as long as that makes at most kMaxPodSets sets in the family (the cost of many sets,
 // above); past that, a family's sets are only the peer sets with many prefixes. Update(previous, next) then edits set members in place (adds first, then deletes,
 // over ipset's netlink interface, no process spawned) when the rules of both families are
-// identical and each packet can meet at most one changed lookup; otherwise it runs Apply.
-// iptables.cc (IptablesBackend::Update) has the argument and the fallback conditions; a
-// pod of another node joining or leaving a label class is the common element-only case. A
-// node pod that is selected (a dispatch set member), a policy change, or a peer set that
-// gains its first or loses its last pod (the IR then adds or drops rules) take the full path.
+// identical and each packet can meet at most one changed lookup (iptables.cc,
+// IptablesBackend::Update, has the argument); a pod of another node joining or leaving a
+// label class is the common element-only case. Otherwise — rules differ: a policy,
+// namespace, tier or node event, a node pod selected into or out of a table, a peer set
+// gaining its first or losing its last pod — it changes in place what differs, comparing
+// tables and peer sets BY ID with what it installed (np::AlignNumbering keeps the ids of
+// what carries over; any pair is right, the ids only decide how much changes): every peer
+// set or dispatch set whose contents change gets a NEW set (fresh name, filled over
+// netlink) before ONE `iptables-restore --noflush` per family whose rules differ rewrites
+// only the chains that differ (NP-FORWARD only when dispatch changes), then the sets no
+// rule names are destroyed. Each family's table switches in one transaction, and no set a
+// live rule names is ever edited there, so every packet — also one between two endpoints
+// of this node — meets the whole old program or the whole new one (IptablesBackend::
+// UpdateRules has the argument). Apply only when that fails (fail closed) or on a first
+// install.
 // UpdateDelta plans the same edit from a CompiledPolicyDelta alone (no model of the next
 // program, no comparison of rules), in time proportional to the delta and the entries of
 // the sets it changes; what it cannot plan it hands to Update. It also takes one node pod
@@ -185,6 +195,32 @@ struct UpdatePlan {
 };
 absl::StatusOr<UpdatePlan> PlanUpdate(const ir::CompiledPolicy& previous,
                                       const ir::CompiledPolicy& next, uint32_t generation = 0);
+
+// How Backend::Update goes from `previous` to `next` in place when the element-only plan
+// refuses (rules differ: a policy, namespace or tier event, a node endpoint moving, a table's
+// first or last endpoint), for programs whose ids carry over (np::AlignNumbering; any pair
+// is right, the ids only decide how much changes). `previous` is rendered with
+// `generation`, `next` with its sets' names carried over by id where their entries are the
+// same, and every other set named with generation + 1. For tests and benchmarks.
+struct RulesPlan {
+  std::string fallback;  // non-empty: Apply (why)
+  // 1. The new sets (fresh names: contents that changed, new peer sets or dispatch sets),
+  //    as `ipset restore` reads them ("create ..." then "add ..." lines; Update sends the
+  //    same over netlink).
+  std::string ipset;
+  std::vector<std::string> created;
+  // 2. Per family (0 = IPv4, 1 = IPv6): the `iptables-restore --noflush` input that
+  //    declares (so flushes) and refills only the chains whose rules differ, adds new
+  //    chains and deletes gone ones, in one transaction; "" when the family's rules stay.
+  std::string restore[2];
+  int chains_written[2] = {0, 0};
+  int chains_deleted[2] = {0, 0};
+  // 3. The sets no rule names any more, destroyed last.
+  std::vector<std::string> destroyed;
+};
+absl::StatusOr<RulesPlan> PlanRulesUpdate(const ir::CompiledPolicy& previous,
+                                          const ir::CompiledPolicy& next,
+                                          uint32_t generation = 0);
 
 // The same from a delta of `previous` (UpdateDelta's plan, made from the delta alone):
 // element-only with the same conditions, or `fallback` says why UpdateDelta hands the next

@@ -1259,6 +1259,384 @@ TEST(PlanUpdateDelta, IsPlanUpdatesEditOnRandomChurn) {
   EXPECT_LT(only_slow, both / 4);
 }
 
+// ---- Update: the in-place rules path (stable numbering) ---------------------------------
+
+// Applies an `iptables-restore --noflush` input to the parsed chains of family f in one step,
+// as the kernel commits it: a declared chain is created or flushed, -A appends, -X deletes
+// (a chain something still jumps to cannot be deleted: a failure).
+void ApplyRestore(Parsed& p, int f, const std::string& text) {
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    std::vector<std::string> t = Words(line);
+    if (line[0] == ':') {
+      p.chains[f][t[0].substr(1)].clear();
+    } else if (t[0] == "-A") {
+      ASSERT_TRUE(p.chains[f].count(t[1])) << "rule in undeclared chain: " << line;
+      p.chains[f][t[1]].push_back(std::vector<std::string>(t.begin() + 2, t.end()));
+    } else if (t[0] == "-X") {
+      ASSERT_TRUE(p.chains[f].count(t[1])) << line;
+      for (const auto& [chain, rules] : p.chains[f]) {
+        for (const std::vector<std::string>& r : rules) {
+          ASSERT_TRUE(std::find(r.begin(), r.end(), t[1]) == r.end())
+              << chain << " still jumps to " << t[1];
+        }
+      }
+      p.chains[f].erase(t[1]);
+    } else {
+      ASSERT_TRUE(line == "*filter" || line == "COMMIT") << line;
+    }
+  }
+}
+
+// Whether a rule of `p` names the set.
+bool SetNamed(const Parsed& p, const std::string& name) {
+  for (int f = 0; f < 2; ++f) {
+    for (const auto& [chain, rules] : p.chains[f]) {
+      for (const std::vector<std::string>& r : rules) {
+        if (std::find(r.begin(), r.end(), name) != r.end()) return true;
+      }
+    }
+  }
+  return false;
+}
+
+// Replays a rules plan on `p` as Update runs it: every set created (empty), then every
+// element added one at a time, then each family's restore (one step each), then each set
+// destroyed (none may still be named by a rule); `check` runs before the first step and
+// after each — except after creating or filling a set that no rule names (no lookup can
+// see it: the states before and after answer every flow alike), which is the invariant
+// the order keeps and is counted in `unnamed`. `restore_early`: the restores run right
+// after the sets are created, before they are filled (a wrong order, to show that the
+// check can fail).
+void ReplayRules(const RulesPlan& plan, Parsed& p, const std::function<void()>& check,
+                 bool restore_early = false, int* unnamed = nullptr) {
+  auto set_step = [&](const std::string& set) {
+    if (SetNamed(p, set)) {
+      check();
+    } else if (unnamed != nullptr) {
+      ++*unnamed;
+    }
+  };
+  check();
+  std::vector<std::pair<std::string, std::string>> adds;
+  for (absl::string_view line : absl::StrSplit(plan.ipset, '\n', absl::SkipEmpty())) {
+    std::vector<std::string> t = absl::StrSplit(line, ' ');
+    if (t[0] == "create") {
+      ASSERT_EQ(p.sets.count(t[1]), 0u) << "a live set's name reused: " << line;
+      p.sets[t[1]];
+      p.set_family[t[1]] = t[4];
+      set_step(t[1]);
+    } else {
+      ASSERT_EQ(t[0], "add") << line;
+      adds.emplace_back(t[1], t[2]);
+    }
+  }
+  auto restores = [&] {
+    for (int f = 0; f < 2; ++f) {
+      if (plan.restore[f].empty()) continue;
+      ApplyRestore(p, f, plan.restore[f]);
+      check();
+    }
+  };
+  if (restore_early) restores();
+  for (const auto& [set, entry] : adds) {
+    p.sets[set].push_back(entry);
+    set_step(set);
+  }
+  if (!restore_early) {
+    check();  // the sets complete
+    restores();
+  }
+  for (const std::string& name : plan.destroyed) {
+    for (int f = 0; f < 2; ++f) {
+      for (const auto& [chain, rules] : p.chains[f]) {
+        for (const std::vector<std::string>& r : rules) {
+          ASSERT_TRUE(std::find(r.begin(), r.end(), name) == r.end())
+              << chain << " still names " << name;
+        }
+      }
+    }
+    ASSERT_EQ(p.sets.erase(name), 1u) << name;
+    p.set_family.erase(name);
+    check();
+  }
+}
+
+// The chains of `p` with each set named by its sorted entries, and its sets' entries by
+// name with the generation blanked: what must equal a fresh render's.
+std::string Canonical(const Parsed& p) {
+  std::string out;
+  auto blank = [](const std::string& name) {
+    return absl::StartsWith(name, "np-g") ? absl::StrCat("np-g*", name.substr(name.find('-', 4)))
+                                          : name;
+  };
+  for (int f = 0; f < 2; ++f) {
+    for (const auto& [chain, rules] : p.chains[f]) {
+      absl::StrAppend(&out, f, " ", chain, "\n");
+      for (const std::vector<std::string>& r : rules) {
+        std::vector<std::string> words;
+        for (const std::string& w : r) words.push_back(blank(w));
+        absl::StrAppend(&out, "  ", absl::StrJoin(words, " "), "\n");
+      }
+    }
+  }
+  std::vector<std::string> sets;
+  for (const auto& [name, entries] : p.sets) {
+    std::vector<std::string> sorted = entries;
+    std::sort(sorted.begin(), sorted.end());
+    sets.push_back(absl::StrCat(blank(name), ": ", absl::StrJoin(sorted, " "), "\n"));
+  }
+  std::sort(sets.begin(), sets.end());
+  return out + absl::StrJoin(sets, "");
+}
+
+// Every flow between the probed addresses (each endpoint address, and up to 8 more: the
+// first addresses of ranges of either program), on TCP/UDP/SCTP and the ports rules start
+// at, through the parsed rules: counts the flows that both programs give one verdict and
+// `p` another (a third verdict), and at the end, with `exact`, those that do not get the
+// new program's verdict.
+struct FlowCheck {
+  const ir::CompiledPolicy* before;
+  const ir::CompiledPolicy* after;
+  std::vector<std::string> probes[2];
+  std::set<uint32_t> ports = {0, 80, 81, 7777, 65535};
+
+  FlowCheck(const ir::CompiledPolicy& from, const ir::CompiledPolicy& to, std::mt19937_64& rng)
+      : before(&from), after(&to) {
+    for (const ir::CompiledPolicy* ir : {&from, &to}) {
+      for (const ir::Endpoint& e : ir->endpoints()) {
+        for (const std::string& ip : e.ips()) {
+          absl::StatusOr<std::string> b = AddressBytes(ip);
+          if (b.ok()) probes[b->size() == 4 ? 0 : 1].push_back(*b);
+        }
+      }
+      for (const ir::Table& t : ir->tables()) {
+        for (const auto* d : {&t.ingress(), &t.egress()}) {
+          for (const ir::PortRule& rule : d->rules()) ports.insert(rule.first_port());
+          for (const auto* tier : {&d->admin(), &d->baseline()}) {
+            for (const ir::TierRule& rule : *tier) ports.insert(rule.first_port());
+          }
+        }
+      }
+    }
+    for (int f = 0; f < 2; ++f) {
+      const auto& ranges = f == 0 ? to.ipv4() : to.ipv6();
+      for (int i = 0; i < 4 && !ranges.empty(); ++i) {
+        probes[f].push_back(ranges[static_cast<int>(rng() % ranges.size())].first());
+      }
+      const auto& old_ranges = f == 0 ? from.ipv4() : from.ipv6();
+      for (int i = 0; i < 4 && !old_ranges.empty(); ++i) {
+        probes[f].push_back(old_ranges[static_cast<int>(rng() % old_ranges.size())].first());
+      }
+      std::sort(probes[f].begin(), probes[f].end());
+      probes[f].erase(std::unique(probes[f].begin(), probes[f].end()), probes[f].end());
+    }
+    Expect();
+  }
+
+  // Every probed flow with both programs' verdicts (IrAllows), computed once.
+  struct Flow {
+    int f;
+    const std::string* src;
+    const std::string* dst;
+    ir::Protocol protocol;
+    uint32_t port;
+    bool old_verdict, new_verdict;
+  };
+  std::vector<Flow> flows;
+  void Expect() {
+    for (int f = 0; f < 2; ++f) {
+      for (const std::string& src : probes[f]) {
+        for (const std::string& dst : probes[f]) {
+          if (src == dst) continue;
+          for (ir::Protocol protocol : {ir::TCP, ir::UDP, ir::SCTP}) {
+            for (uint32_t port : ports) {
+              flows.push_back(Flow{f, &src, &dst, protocol, port,
+                                   IrAllows(*before, src, dst, protocol, port),
+                                   IrAllows(*after, src, dst, protocol, port)});
+            }
+          }
+        }
+      }
+    }
+  }
+
+  // (third verdicts, flows without the new verdict)
+  std::pair<int, int> Run(const Parsed& p, std::string* example = nullptr) const {
+    int third = 0, not_new = 0;
+    for (const Flow& x : flows) {
+      const bool got =
+          RunChain(p, x.f, "NP-FORWARD", *x.src, *x.dst, x.protocol, x.port) != "DROP";
+      if (got != x.new_verdict) ++not_new;
+      if (x.old_verdict == x.new_verdict && got != x.old_verdict) {
+        ++third;
+        if (example != nullptr && example->empty()) {
+          *example = absl::StrCat(AddressText(*x.src), " -> ", AddressText(*x.dst), " ",
+                                  ProtocolLower(x.protocol), "/", x.port);
+        }
+      }
+    }
+    return {third, not_new};
+  }
+};
+
+RulesPlan MustPlanRules(const ir::CompiledPolicy& previous, const ir::CompiledPolicy& next,
+                        uint32_t generation = 0) {
+  absl::StatusOr<RulesPlan> plan = PlanRulesUpdate(previous, next, generation);
+  EXPECT_TRUE(plan.ok()) << plan.status();
+  return plan.ok() ? *plan : RulesPlan{"error"};
+}
+
+// Hand-written pairs on ChurnIr's node (x/a selected by table 0): a policy added as a new
+// peer set and a rule of table 0, then deleted (the peer set left a tombstone); an endpoint
+// moved into a new table. Only the chains that differ are written, only the sets that
+// differ are made (under generation + 1) or destroyed; unchanged sets keep their names.
+TEST(PlanRulesUpdate, HandWrittenPolicyAddDeleteAndEndpointMove) {
+  const ir::CompiledPolicy base = ChurnIr({{7, 3}, {5, 2}});
+  ir::CompiledPolicy added = base;
+  const uint32_t p4 = testutil::AddPeerSet(added, false, {2, 3});
+  {
+    ir::PortRule* r = added.mutable_tables(0)->mutable_ingress()->add_rules();
+    r->set_protocol(ir::UDP);
+    r->set_first_port(7777);
+    r->set_last_port(7777);
+    r->set_peer_set(p4);
+  }
+  ASSERT_TRUE(CheckIr(added).ok()) << CheckIr(added);
+  EXPECT_EQ(MustPlan(base, added, 4).fallback, "IPv4 rules differ");
+  RulesPlan plan = MustPlanRules(base, added, 4);
+  EXPECT_EQ(plan.fallback, "");
+  EXPECT_EQ(plan.created, (std::vector<std::string>{"np-g5-v4-p4", "np-g5-v6-p4"}));
+  EXPECT_TRUE(plan.destroyed.empty());
+  for (int f = 0; f < 2; ++f) {
+    EXPECT_EQ(plan.chains_written[f], 1);
+    EXPECT_EQ(plan.chains_deleted[f], 0);
+    EXPECT_TRUE(absl::StartsWith(plan.restore[f], "*filter\n:NP-T0-IN - [0:0]\n-A NP-T0-IN "))
+        << plan.restore[f];
+    EXPECT_FALSE(absl::StrContains(plan.restore[f], "NP-FORWARD")) << plan.restore[f];
+    EXPECT_FALSE(absl::StrContains(plan.restore[f], "NP-T0-EG")) << plan.restore[f];
+  }
+  EXPECT_TRUE(absl::StrContains(plan.restore[0], "--match-set np-g5-v4-p4 src -j RETURN"));
+  EXPECT_TRUE(absl::StrContains(plan.restore[0], "--match-set np-g4-v4-p0 src -j RETURN"));
+  EXPECT_TRUE(absl::StrContains(plan.ipset, "add np-g5-v4-p4 10.1.0.5/32\n")) << plan.ipset;
+
+  // Deleted: the rule goes, peer set 4 stays as a tombstone (no identities).
+  ir::CompiledPolicy deleted = base;
+  testutil::AddPeerSet(deleted, false, {});
+  plan = MustPlanRules(added, deleted, 4);
+  EXPECT_EQ(plan.fallback, "");
+  EXPECT_TRUE(plan.created.empty());
+  EXPECT_EQ(plan.destroyed, (std::vector<std::string>{"np-g4-v4-p4", "np-g4-v6-p4"}));
+  EXPECT_EQ(plan.chains_written[0], 1);
+
+  // x/b selected into a new table 1 (isolated ingress, TCP 81 from p1): its chains are new,
+  // NP-FORWARD dispatches it through a new set; table 0's dispatch set stays.
+  ir::CompiledPolicy moved = ChurnIr({{7, 3}, {5, 2}});
+  ir::Table* t1 = moved.add_tables();
+  t1->set_id(1);
+  t1->add_policies("x/q");
+  t1->mutable_ingress()->set_isolated(true);
+  ir::PortRule* r = t1->mutable_ingress()->add_rules();
+  r->set_protocol(ir::TCP);
+  r->set_first_port(81);
+  r->set_last_port(81);
+  r->set_peer_set(1);
+  for (ir::Endpoint& e : *moved.mutable_endpoints()) {
+    if (e.name() == "b") {
+      e.set_selected(true);
+      e.set_table(1);
+    }
+  }
+  ASSERT_TRUE(CheckIr(moved).ok()) << CheckIr(moved);
+  plan = MustPlanRules(base, moved, 0);
+  EXPECT_EQ(plan.created, (std::vector<std::string>{"np-g1-v4-t1", "np-g1-v6-t1"}));
+  for (int f = 0; f < 2; ++f) {
+    EXPECT_EQ(plan.chains_written[f], 2);  // NP-FORWARD and NP-T1-IN
+    EXPECT_TRUE(absl::StrContains(plan.restore[f], ":NP-FORWARD - [0:0]\n:NP-T1-IN - [0:0]\n"))
+        << plan.restore[f];
+    EXPECT_FALSE(absl::StrContains(plan.restore[f], ":NP-T0-IN")) << plan.restore[f];
+  }
+  // And back: table 1 a tombstone; its chains and dispatch sets go.
+  ir::CompiledPolicy back = base;
+  back.add_tables()->set_id(1);
+  plan = MustPlanRules(moved, back, 0);
+  EXPECT_EQ(plan.destroyed, (std::vector<std::string>{"np-g0-v4-t1", "np-g0-v6-t1"}));
+  for (int f = 0; f < 2; ++f) {
+    EXPECT_EQ(plan.chains_deleted[f], 1);
+    EXPECT_TRUE(absl::StrContains(plan.restore[f], "-X NP-T1-IN\nCOMMIT\n")) << plan.restore[f];
+  }
+}
+
+// Seeded random stably numbered events (testutil::StableEvent: rules, tier rules, a peer
+// set's identities, a new peer set, a relabel into a new identity, a new table, a table
+// made a tombstone, an endpoint moved; tombstone ids reused) on random IRs, each step from
+// the last: every intermediate state of the in-place rules plan — each set created, each
+// element added, each family's restore, each set destroyed — gives every probed flow the
+// old program's or the new one's verdict (IrAllows), never a third; the end state gives
+// the new one's and is a fresh render of the new program up to set generations. The same
+// plan with its restores run before the new sets are filled shows third verdicts (so the
+// check can fail). Replay a failure with its seed.
+TEST(PlanRulesUpdate, EveryStepGivesOldOrNewVerdictsOnRandomStableEvents) {
+  int plans = 0, states = 0, unnamed = 0, early_thirds = 0, chains = 0, sets = 0;
+  int per_kind[testutil::kStableEventKinds] = {};
+  for (uint64_t seed = 0; seed < 20; ++seed) {
+    SCOPED_TRACE(absl::StrCat("seed ", seed));
+    std::mt19937_64 rng(seed * 104729 + 7);
+    ir::CompiledPolicy current = WithPods(RandomIr(seed));
+    uint32_t generation = static_cast<uint32_t>(seed % 3);
+    for (int step = 0; step < 10; ++step) {
+      const int kind = static_cast<int>(rng() % testutil::kStableEventKinds);
+      SCOPED_TRACE(absl::StrCat("step ", step, " (", testutil::StableEventName(kind), ")"));
+      ir::CompiledPolicy next = testutil::StableEvent(current, kind, rng);
+      ASSERT_TRUE(CheckIr(next).ok()) << CheckIr(next);
+      RulesPlan plan = MustPlanRules(current, next, generation);
+      ASSERT_EQ(plan.fallback, "");
+      ++plans;
+      ++per_kind[kind];
+      chains += plan.chains_written[0] + plan.chains_written[1] + plan.chains_deleted[0] +
+                plan.chains_deleted[1];
+      sets += static_cast<int>(plan.created.size() + plan.destroyed.size());
+      absl::StatusOr<Ruleset> old_rs = RenderRuleset(current, {generation});
+      absl::StatusOr<Ruleset> new_rs = RenderRuleset(next, {generation + 1});
+      ASSERT_TRUE(old_rs.ok() && new_rs.ok());
+      const FlowCheck flows(current, next, rng);
+      Parsed p = Parse(*old_rs);
+      ReplayRules(
+          plan, p,
+          [&] {
+            ++states;
+            std::string example;
+            const std::pair<int, int> got = flows.Run(p, &example);
+            ASSERT_EQ(got.first, 0) << example << " mid-update\n"
+                                    << plan.restore[0] << plan.restore[1];
+          },
+          /*restore_early=*/false, &unnamed);
+      if (HasFailure()) return;
+      EXPECT_EQ(flows.Run(p).second, 0) << "the end state is not the new program";
+      EXPECT_EQ(Canonical(p), Canonical(Parse(*new_rs)));
+      // The wrong order: rules first, sets filled after.
+      if (!plan.ipset.empty() && (!plan.restore[0].empty() || !plan.restore[1].empty())) {
+        Parsed q = Parse(*old_rs);
+        int third = 0;
+        ReplayRules(
+            plan, q, [&] { if (third == 0) third += flows.Run(q).first; }, /*restore_early=*/true);
+        early_thirds += third > 0;
+      }
+      current = std::move(next);
+      ++generation;
+    }
+  }
+  for (int k = 0; k < testutil::kStableEventKinds; ++k) {
+    EXPECT_GT(per_kind[k], 8) << testutil::StableEventName(k);
+  }
+  EXPECT_GT(chains, plans);  // events change rules...
+  EXPECT_GT(sets, plans / 2);
+  EXPECT_GT(early_thirds, 5) << "filling sets after the restore should show third verdicts";
+  std::cout << plans << " plans, " << states << " intermediate states checked (" << unnamed
+            << " more edit sets no rule names), " << chains
+            << " chains written or deleted, " << sets << " sets made or destroyed; rules before "
+            << "filled sets gave third verdicts in " << early_thirds << " plans\n";
+}
+
 // Malformed deltas are refused (InvalidArgument) like ApplyDelta refuses them.
 TEST(PlanUpdateDelta, MalformedDeltasAreInvalid) {
   ir::CompiledPolicy current = WithPods(RandomIr(1));

@@ -273,6 +273,206 @@ ir::CompiledPolicy IrFromPoints(const std::vector<Point>& points) {
 
 // ---- The tier scenario --------------------------------------------------------------
 
+const char* StableEventName(int kind) {
+  static const char* const kNames[] = {"rules", "tier rules", "peer set", "new peer set",
+                                       "relabel", "new table", "tombstone", "move endpoint"};
+  return kind >= 0 && kind < kStableEventKinds ? kNames[kind] : "?";
+}
+
+ir::CompiledPolicy StableEvent(const ir::CompiledPolicy& previous, int kind,
+                               std::mt19937_64& rng) {
+  auto uniform = [&](size_t n) { return static_cast<size_t>(rng() % std::max<size_t>(n, 1)); };
+  ir::CompiledPolicy next = previous;
+  const int tables = next.tables_size();
+  // Which items something names (a tombstone is named by nothing).
+  std::vector<bool> set_used(next.peer_sets_size(), false), table_used(tables, false),
+      identity_used(next.identities_size(), false);
+  for (const ir::Table& t : next.tables()) {
+    for (const ir::DirectionPolicy* d : {&t.ingress(), &t.egress()}) {
+      for (const ir::PortRule& r : d->rules()) set_used[r.peer_set()] = true;
+      for (const auto* tier : {&d->admin(), &d->baseline()}) {
+        for (const ir::TierRule& r : *tier) set_used[r.peer_set()] = true;
+      }
+    }
+    if (t.ingress().isolated() || t.egress().isolated() || !t.policies().empty()) {
+      table_used[t.id()] = true;
+    }
+  }
+  for (const ir::Endpoint& e : next.endpoints()) {
+    if (e.selected()) table_used[e.table()] = true;
+  }
+  for (const auto* ranges : {&next.ipv4(), &next.ipv6()}) {
+    for (const ir::AddressRange& r : *ranges) identity_used[r.identity()] = true;
+  }
+  for (const ir::PeerSet& s : next.peer_sets()) {
+    for (uint32_t i : s.identities()) identity_used[i] = true;
+  }
+  auto tombstone = [](const std::vector<bool>& used) -> int {
+    for (size_t i = 0; i < used.size(); ++i) {
+      if (!used[i]) return static_cast<int>(i);
+    }
+    return -1;
+  };
+  // A direction of a random table (or of `table`), and its TCP 7777 rule appended when the
+  // TCP rules allow it (they are sorted and disjoint per protocol).
+  auto append_rule = [&](ir::DirectionPolicy* d, uint32_t peer_set) {
+    uint32_t next_port = 0;
+    for (const ir::PortRule& r : d->rules()) {
+      if (r.protocol() == ir::TCP) next_port = r.last_port() + 1;
+    }
+    if (next_port > 7777) return;
+    d->set_isolated(true);
+    ir::PortRule* r = d->add_rules();
+    r->set_protocol(ir::TCP);
+    r->set_first_port(7777);
+    r->set_last_port(7777);
+    r->set_peer_set(peer_set);
+  };
+  auto direction = [&](ir::Table* t) {
+    return uniform(2) == 0 ? t->mutable_ingress() : t->mutable_egress();
+  };
+  auto fill_table = [&](ir::Table* t) {
+    t->add_policies(absl::StrCat("ns/event-", uniform(1000)));
+    for (ir::DirectionPolicy* d : {t->mutable_ingress(), t->mutable_egress()}) {
+      if (uniform(2) == 0) append_rule(d, static_cast<uint32_t>(uniform(next.peer_sets_size())));
+      AddRandomTierRules(rng, next.peer_sets_size(), d);
+    }
+  };
+  // The endpoints with addresses, and the selected ones of a table.
+  std::vector<int> endpoints;
+  for (int e = 0; e < next.endpoints_size(); ++e) endpoints.push_back(e);
+  switch (kind) {
+    case kRules: {
+      if (tables == 0) break;
+      ir::DirectionPolicy* d = direction(next.mutable_tables(static_cast<int>(uniform(tables))));
+      if (d->rules_size() > 0 && uniform(2) == 0) {
+        d->mutable_rules()->erase(d->mutable_rules()->begin() +
+                                  static_cast<long>(uniform(d->rules_size())));
+      } else if (next.peer_sets_size() > 0) {
+        append_rule(d, static_cast<uint32_t>(uniform(next.peer_sets_size())));
+      }
+      break;
+    }
+    case kTierRules: {
+      if (tables == 0 || next.peer_sets_size() == 0) break;
+      ir::DirectionPolicy* d = direction(next.mutable_tables(static_cast<int>(uniform(tables))));
+      d->clear_admin();
+      d->clear_baseline();
+      AddRandomTierRules(rng, next.peer_sets_size(), d);
+      break;
+    }
+    case kPeerSet: {
+      if (next.peer_sets_size() == 0) break;
+      ir::PeerSet* s = next.mutable_peer_sets(static_cast<int>(uniform(next.peer_sets_size())));
+      if (s->all()) break;
+      const uint32_t id = static_cast<uint32_t>(uniform(next.identities_size()));
+      std::set<uint32_t> members(s->identities().begin(), s->identities().end());
+      if (!members.insert(id).second) members.erase(id);
+      s->clear_identities();
+      for (uint32_t i : members) s->add_identities(i);
+      break;
+    }
+    case kNewPeerSet: {
+      int id = tombstone(set_used);
+      if (id >= 0 && (next.peer_sets(id).all() || next.peer_sets(id).identities_size() > 0)) {
+        id = -1;  // named by nothing, but not empty: not a tombstone
+      }
+      if (id < 0) {
+        id = next.peer_sets_size();
+        next.add_peer_sets()->set_id(static_cast<uint32_t>(id));
+      }
+      ir::PeerSet* s = next.mutable_peer_sets(id);
+      s->clear_identities();
+      for (int i = 0; i < next.identities_size(); ++i) {
+        if (uniform(2) == 0) s->add_identities(static_cast<uint32_t>(i));
+      }
+      if (tables > 0) {
+        append_rule(direction(next.mutable_tables(static_cast<int>(uniform(tables)))),
+                    static_cast<uint32_t>(id));
+      }
+      break;
+    }
+    case kRelabel: {
+      std::vector<ir::AddressRange*> pods;
+      for (auto* ranges : {next.mutable_ipv4(), next.mutable_ipv6()}) {
+        for (ir::AddressRange& r : *ranges) {
+          if (!r.pod().empty()) pods.push_back(&r);
+        }
+      }
+      if (pods.empty()) break;
+      int id = tombstone(identity_used);
+      if (id < 0) {
+        id = next.identities_size();
+        next.add_identities()->set_id(static_cast<uint32_t>(id));
+      }
+      next.mutable_identities(id)->set_external(false);  // a new meaning: pods only
+      // The pod's ranges in both families move (a dual-stack pod is one identity).
+      const std::string pod = pods[uniform(pods.size())]->pod();
+      const std::string suffix = pod.substr(pod.find('-') == std::string::npos ? 0 : pod.find('-'));
+      for (ir::AddressRange* r : pods) {
+        if (r->pod() == pod || (suffix != pod && absl::EndsWith(r->pod(), suffix))) {
+          r->set_identity(static_cast<uint32_t>(id));
+        }
+      }
+      for (ir::PeerSet& s : *next.mutable_peer_sets()) {
+        if (s.all() || uniform(2) == 0) continue;
+        s.add_identities(static_cast<uint32_t>(id));  // the largest id, or a tombstone's:
+        std::vector<uint32_t> sorted(s.identities().begin(), s.identities().end());
+        std::sort(sorted.begin(), sorted.end());
+        sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+        s.clear_identities();
+        for (uint32_t i : sorted) s.add_identities(i);
+      }
+      break;
+    }
+    case kNewTable: {
+      int id = tombstone(table_used);
+      if (id < 0) {
+        id = tables;
+        next.add_tables()->set_id(static_cast<uint32_t>(id));
+      }
+      ir::Table* t = next.mutable_tables(id);
+      t->Clear();
+      t->set_id(static_cast<uint32_t>(id));
+      fill_table(t);
+      if (!endpoints.empty()) {
+        ir::Endpoint* e = next.mutable_endpoints(endpoints[uniform(endpoints.size())]);
+        e->set_selected(true);
+        e->set_table(static_cast<uint32_t>(id));
+      }
+      break;
+    }
+    case kTombstone: {
+      if (tables == 0) break;
+      const uint32_t id = static_cast<uint32_t>(uniform(tables));
+      ir::Table* t = next.mutable_tables(static_cast<int>(id));
+      t->Clear();
+      t->set_id(id);
+      for (ir::Endpoint& e : *next.mutable_endpoints()) {
+        if (!e.selected() || e.table() != id) continue;
+        if (tables > 1 && uniform(2) == 0) {
+          e.set_table((id + 1 + static_cast<uint32_t>(uniform(tables - 1))) % tables);
+        } else {
+          e.set_selected(false);
+          e.clear_table();
+        }
+      }
+      break;
+    }
+    case kMoveEndpoint: {
+      if (tables < 2 || endpoints.empty()) break;
+      ir::Endpoint* e = next.mutable_endpoints(endpoints[uniform(endpoints.size())]);
+      const uint32_t from = e->selected() ? e->table() : 0;
+      e->set_selected(true);
+      e->set_table((from + 1 + static_cast<uint32_t>(uniform(tables - 1))) % tables);
+      break;
+    }
+    default:
+      break;
+  }
+  return WithPods(next);
+}
+
 uint32_t AddPeerSet(ir::CompiledPolicy& ir, bool all, std::vector<uint32_t> identities) {
   ir::PeerSet* set = ir.add_peer_sets();
   set->set_id(static_cast<uint32_t>(ir.peer_sets_size() - 1));

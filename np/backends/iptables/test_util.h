@@ -43,6 +43,31 @@ void AddRandomPeerSets(std::mt19937_64& rng, int count, uint32_t first, uint32_t
 void AddRandomTables(std::mt19937_64& rng, int tables, int peer_sets, bool first_ingress,
                      ir::CompiledPolicy& ir);
 
+// Events of a stably numbered program (the form np::AlignNumbering hands a backend: ids of
+// identities, peer sets and tables carried over; unused items left as tombstones; a new item
+// takes the lowest tombstone id first, else is appended). StableEvent derives `next` from
+// `previous` (well-formed, pods filled as WithPods does) as one such event, by hand:
+//   kRules       a table's NetworkPolicy rules change (a rule dropped, or TCP 7777 from a
+//                random peer set appended, which isolates the direction);
+//   kTierRules   a direction's admin and baseline rules drawn anew (AddRandomTierRules);
+//   kPeerSet     a peer set's identities change (one identity in or out);
+//   kNewPeerSet  a peer set appended (or a tombstone reused) and a rule pointed at it;
+//   kRelabel     an identity appended (or a tombstone reused) and a pod's range moved to it,
+//                the identity added to some peer sets;
+//   kNewTable    a table appended (or a tombstone reused) with random rules, an endpoint
+//                moved to it (or an unselected one selected into it);
+//   kTombstone   a table emptied into a tombstone, its endpoints moved to another table (or
+//                unselected);
+//   kMoveEndpoint an endpoint moved to another existing table.
+// The result passes CheckIr; what it means is np::backends::IrAllows of it.
+enum StableEventKind {
+  kRules, kTierRules, kPeerSet, kNewPeerSet, kRelabel, kNewTable, kTombstone, kMoveEndpoint,
+  kStableEventKinds
+};
+ir::CompiledPolicy StableEvent(const ir::CompiledPolicy& previous, int kind,
+                               std::mt19937_64& rng);
+const char* StableEventName(int kind);
+
 // An IR whose ranges are the given single addresses (each with its identity and pod), and
 // identity 0 for every other address of both families. Identities 0..max are declared.
 struct Point {
