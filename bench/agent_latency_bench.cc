@@ -43,6 +43,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -236,6 +237,13 @@ const char* PairName(Pair p) {
   return "";
 }
 
+// Pod `a` with `b`'s labels only (its own named ports: a peer class of its own).
+k8s::Pod Relabelled(const k8s::Pod& a, const k8s::Pod& b) {
+  k8s::Pod moved = a;
+  *moved.mutable_metadata()->mutable_labels() = b.metadata().labels();
+  return moved;
+}
+
 // The two events of a pair and the row each is reported under.
 struct EventPair {
   std::string first, second;
@@ -243,9 +251,7 @@ struct EventPair {
 };
 EventPair EventsOf(Pair p, const Templates& t) {
   auto relabel = [](const k8s::Pod& a, const k8s::Pod& b) {
-    k8s::Pod moved = a;
-    *moved.mutable_metadata()->mutable_labels() = b.metadata().labels();
-    return PodEvent("MODIFIED", moved);
+    return PodEvent("MODIFIED", Relabelled(a, b));
   };
   // Into b's class exactly: b's labels and b's named ports (a peer class is labels and
   // named ports: with a's ports, a's labels-only relabel above makes a class of its own).
@@ -407,35 +413,47 @@ void BM_LowerToIr(benchmark::State& state, NodeShape shape) {
   state.counters["identities"] = identities;
 }
 
+// Node-0's engine of a generated cluster, the event templates, and its whole lowering: where
+// the no-root lowering benchmarks start.
+struct Node0 {
+  Templates templates;
+  std::shared_ptr<const Engine> engine;
+  ir::CompiledPolicy installed;
+};
+absl::StatusOr<Node0> Node0For(NodeShape shape) {
+  ClusterObjects objects = GenerateCluster(OptionsFor(shape));
+  absl::StatusOr<Templates> t = PickTemplates(objects);
+  if (!t.ok()) return t.status();
+  absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
+  if (!cluster.ok()) return cluster.status();
+  EngineOptions options;
+  options.node_name = kNode;
+  absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(*cluster, options);
+  if (!engine.ok()) return engine.status();
+  absl::StatusOr<ir::CompiledPolicy> installed = LowerToIr(**engine);
+  if (!installed.ok()) return installed.status();
+  return Node0{*std::move(t), *std::move(engine), *std::move(installed)};
+}
+
 // The lowering a pod event costs: PodDeltaLowering::Lower (np/lower_delta.h) against
 // LowerToIr of the same next snapshot, on node-0's snapshot, for a pod added on another node
 // and on node-0 and deleted again (each delta applied and committed, as the agent does).
 // No root. `expressed` is the fraction of events that came out as deltas.
 void BM_LowerDelta(benchmark::State& state, NodeShape shape) {
-  ClusterObjects objects = GenerateCluster(OptionsFor(shape));
-  absl::StatusOr<Templates> t = PickTemplates(objects);
-  absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
-  EngineOptions options;
-  options.node_name = kNode;
-  absl::StatusOr<std::shared_ptr<const Engine>> engine =
-      cluster.ok() ? Engine::Build(*cluster, options)
-                   : absl::StatusOr<std::shared_ptr<const Engine>>(cluster.status());
-  if (!engine.ok() || !t.ok()) {
-    state.SkipWithError(!engine.ok() ? std::string(engine.status().message()).c_str()
-                                     : std::string(t.status().message()).c_str());
+  absl::StatusOr<Node0> start = Node0For(shape);
+  if (!start.ok()) {
+    state.SkipWithError(std::string(start.status().message()).c_str());
     return;
   }
-  absl::StatusOr<ir::CompiledPolicy> installed = LowerToIr(**engine);
-  if (!installed.ok()) {
-    state.SkipWithError(std::string(installed.status().message()).c_str());
-    return;
-  }
+  std::shared_ptr<const Engine> engine = start->engine;
+  const Templates* t = &start->templates;
+  std::optional<ir::CompiledPolicy> installed = std::move(start->installed);
   // The index a whole lowering is followed by (off the latency path, on the agent's thread).
   const auto i0 = std::chrono::steady_clock::now();
-  PodDeltaLowering index = PodDeltaLowering::Index(*engine, *installed);
+  PodDeltaLowering index = PodDeltaLowering::Index(engine, *installed);
   state.counters["index_ms"] =
       Ms(std::chrono::duration<double>(std::chrono::steady_clock::now() - i0).count());
-  std::shared_ptr<const Engine> current = *engine;
+  std::shared_ptr<const Engine> current = engine;
   // As the agent rows': another node's pod, and a node-0 pod whose table is in the program
   // (the "pod add (node-0)" row's pod has a table of its own: a whole lowering).
   const k8s::Pod pods[2] = {ClonePod(t->remote, "bench-remote-add", "node-1", 1),
@@ -508,38 +526,23 @@ k8s::NetworkPolicy BenchPolicy(const Templates& t) {
 // that kept an installed id with other content, or were added (identities, peer sets,
 // tables together): what an in-place backend update would touch.
 void BM_AlignNumbering(benchmark::State& state, NodeShape shape) {
-  ClusterObjects objects = GenerateCluster(OptionsFor(shape));
-  absl::StatusOr<Templates> t = PickTemplates(objects);
-  absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
-  EngineOptions options;
-  options.node_name = kNode;
-  absl::StatusOr<std::shared_ptr<const Engine>> engine =
-      cluster.ok() ? Engine::Build(*cluster, options)
-                   : absl::StatusOr<std::shared_ptr<const Engine>>(cluster.status());
-  if (!engine.ok() || !t.ok()) {
-    state.SkipWithError(!engine.ok() ? std::string(engine.status().message()).c_str()
-                                     : std::string(t.status().message()).c_str());
+  absl::StatusOr<Node0> start = Node0For(shape);
+  if (!start.ok()) {
+    state.SkipWithError(std::string(start.status().message()).c_str());
     return;
   }
-  absl::StatusOr<ir::CompiledPolicy> installed = LowerToIr(**engine);
-  if (!installed.ok()) {
-    state.SkipWithError(std::string(installed.status().message()).c_str());
-    return;
-  }
-  auto relabel = [](const k8s::Pod& a, const k8s::Pod& b) {
-    k8s::Pod moved = a;
-    *moved.mutable_metadata()->mutable_labels() = b.metadata().labels();
-    return moved;
-  };
+  std::shared_ptr<const Engine> engine = start->engine;
+  const Templates* t = &start->templates;
+  std::optional<ir::CompiledPolicy> installed = std::move(start->installed);
   const k8s::NetworkPolicy policy = BenchPolicy(*t);
   const std::vector<Change> changes = {
       {Change::Op::kUpsert, policy},
       {Change::Op::kDelete, policy},
-      {Change::Op::kUpsert, relabel(t->remote_a, t->remote_b)},
+      {Change::Op::kUpsert, Relabelled(t->remote_a, t->remote_b)},
       {Change::Op::kUpsert, t->remote_a},
-      {Change::Op::kUpsert, relabel(t->local_a, t->local_b)},
+      {Change::Op::kUpsert, Relabelled(t->local_a, t->local_b)},
       {Change::Op::kUpsert, t->local_a}};
-  std::shared_ptr<const Engine> current = *engine;
+  std::shared_ptr<const Engine> current = engine;
   std::vector<double> lower_s, align_s, changed;
   int compacted = 0;
   for (auto _ : state) {
