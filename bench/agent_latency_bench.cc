@@ -420,7 +420,7 @@ struct Node0 {
   std::shared_ptr<const Engine> engine;
   ir::CompiledPolicy installed;
 };
-absl::StatusOr<Node0> Node0For(NodeShape shape) {
+absl::StatusOr<Node0> BuildNode0(NodeShape shape) {
   ClusterObjects objects = GenerateCluster(OptionsFor(shape));
   absl::StatusOr<Templates> t = PickTemplates(objects);
   if (!t.ok()) return t.status();
@@ -434,30 +434,33 @@ absl::StatusOr<Node0> Node0For(NodeShape shape) {
   if (!installed.ok()) return installed.status();
   return Node0{*std::move(t), *std::move(engine), *std::move(installed)};
 }
+// The same, or nullopt with the benchmark skipped and why.
+std::optional<Node0> Node0For(benchmark::State& state, NodeShape shape) {
+  absl::StatusOr<Node0> node = BuildNode0(shape);
+  if (node.ok()) return *std::move(node);
+  state.SkipWithError(std::string(node.status().message()).c_str());
+  return std::nullopt;
+}
 
 // The lowering a pod event costs: PodDeltaLowering::Lower (np/lower_delta.h) against
 // LowerToIr of the same next snapshot, on node-0's snapshot, for a pod added on another node
 // and on node-0 and deleted again (each delta applied and committed, as the agent does).
 // No root. `expressed` is the fraction of events that came out as deltas.
 void BM_LowerDelta(benchmark::State& state, NodeShape shape) {
-  absl::StatusOr<Node0> start = Node0For(shape);
-  if (!start.ok()) {
-    state.SkipWithError(std::string(start.status().message()).c_str());
-    return;
-  }
-  std::shared_ptr<const Engine> engine = start->engine;
-  const Templates* t = &start->templates;
-  std::optional<ir::CompiledPolicy> installed = std::move(start->installed);
+  std::optional<Node0> start = Node0For(state, shape);
+  if (!start) return;
+  const Templates& t = start->templates;
+  ir::CompiledPolicy& installed = start->installed;
   // The index a whole lowering is followed by (off the latency path, on the agent's thread).
   const auto i0 = std::chrono::steady_clock::now();
-  PodDeltaLowering index = PodDeltaLowering::Index(engine, *installed);
+  PodDeltaLowering index = PodDeltaLowering::Index(start->engine, installed);
   state.counters["index_ms"] =
       Ms(std::chrono::duration<double>(std::chrono::steady_clock::now() - i0).count());
-  std::shared_ptr<const Engine> current = engine;
+  std::shared_ptr<const Engine> current = start->engine;
   // As the agent rows': another node's pod, and a node-0 pod whose table is in the program
   // (the "pod add (node-0)" row's pod has a table of its own: a whole lowering).
-  const k8s::Pod pods[2] = {ClonePod(t->remote, "bench-remote-add", "node-1", 1),
-                            ClonePod(t->local_a, "bench-local-add2", kNode, 5)};
+  const k8s::Pod pods[2] = {ClonePod(t.remote, "bench-remote-add", "node-1", 1),
+                            ClonePod(t.local_a, "bench-local-add2", kNode, 5)};
   std::vector<double> delta_s, whole_s;
   int events = 0, expressed = 0;
   for (auto _ : state) {
@@ -470,7 +473,7 @@ void BM_LowerDelta(benchmark::State& state, NodeShape shape) {
           return;
         }
         const auto t0 = std::chrono::steady_clock::now();
-        std::optional<PodDelta> delta = index.Lower(*next, *installed, {PodKey(pod)});
+        std::optional<PodDelta> delta = index.Lower(*next, installed, {PodKey(pod)});
         const auto t1 = std::chrono::steady_clock::now();
         absl::StatusOr<ir::CompiledPolicy> whole = LowerToIr(**next);
         const auto t2 = std::chrono::steady_clock::now();
@@ -482,14 +485,14 @@ void BM_LowerDelta(benchmark::State& state, NodeShape shape) {
         if (delta.has_value()) {
           ++expressed;
           delta_s.push_back(std::chrono::duration<double>(t1 - t0).count());
-          if (!backends::ApplyDelta(delta->delta, &*installed).ok()) {
+          if (!backends::ApplyDelta(delta->delta, &installed).ok()) {
             state.SkipWithError("ApplyDelta refused the delta");
             return;
           }
           index.Commit(*delta);
         } else {
           installed = *std::move(whole);
-          index = PodDeltaLowering::Index(*next, *installed);
+          index = PodDeltaLowering::Index(*next, installed);
         }
         whole_s.push_back(std::chrono::duration<double>(t2 - t1).count());
         current = *next;
@@ -542,23 +545,19 @@ double ChangedById(const ir::CompiledPolicy& installed, const ir::CompiledPolicy
 // tables together): what an in-place backend update would touch; `dense_changed` the same
 // count had the lowering been handed over as numbered.
 void BM_AlignNumbering(benchmark::State& state, NodeShape shape) {
-  absl::StatusOr<Node0> start = Node0For(shape);
-  if (!start.ok()) {
-    state.SkipWithError(std::string(start.status().message()).c_str());
-    return;
-  }
-  std::shared_ptr<const Engine> engine = start->engine;
-  const Templates* t = &start->templates;
-  std::optional<ir::CompiledPolicy> installed = std::move(start->installed);
-  const k8s::NetworkPolicy policy = BenchPolicy(*t);
+  std::optional<Node0> start = Node0For(state, shape);
+  if (!start) return;
+  const Templates& t = start->templates;
+  ir::CompiledPolicy& installed = start->installed;
+  const k8s::NetworkPolicy policy = BenchPolicy(t);
   const std::vector<Change> changes = {
       {Change::Op::kUpsert, policy},
       {Change::Op::kDelete, policy},
-      {Change::Op::kUpsert, Relabelled(t->remote_a, t->remote_b)},
-      {Change::Op::kUpsert, t->remote_a},
-      {Change::Op::kUpsert, Relabelled(t->local_a, t->local_b)},
-      {Change::Op::kUpsert, t->local_a}};
-  std::shared_ptr<const Engine> current = engine;
+      {Change::Op::kUpsert, Relabelled(t.remote_a, t.remote_b)},
+      {Change::Op::kUpsert, t.remote_a},
+      {Change::Op::kUpsert, Relabelled(t.local_a, t.local_b)},
+      {Change::Op::kUpsert, t.local_a}};
+  std::shared_ptr<const Engine> current = start->engine;
   std::vector<double> lower_s, align_s, changed, dense_changed;
   int compacted = 0;
   for (auto _ : state) {
@@ -577,10 +576,10 @@ void BM_AlignNumbering(benchmark::State& state, NodeShape shape) {
       }
       // Without alignment: the items whose content under an id differs from the installed
       // program's (or that are new), as a by-id update would see them (not timed).
-      dense_changed.push_back(ChangedById(*installed, *whole));
+      dense_changed.push_back(ChangedById(installed, *whole));
       AlignStats stats;
       absl::StatusOr<ir::CompiledPolicy> aligned =
-          AlignNumbering(*installed, *std::move(whole), &stats);
+          AlignNumbering(installed, *std::move(whole), &stats);
       const auto t2 = std::chrono::steady_clock::now();
       if (!aligned.ok()) {
         state.SkipWithError(std::string(aligned.status().message()).c_str());
@@ -604,9 +603,9 @@ void BM_AlignNumbering(benchmark::State& state, NodeShape shape) {
   state.counters["dense_changed_p50"] = Quantile(dense_changed, 0.5);
   state.counters["dense_changed_max"] = Quantile(dense_changed, 1);
   state.counters["compacted"] = compacted;
-  state.counters["identities"] = installed->identities_size();
-  state.counters["peer_sets"] = installed->peer_sets_size();
-  state.counters["tables"] = installed->tables_size();
+  state.counters["identities"] = installed.identities_size();
+  state.counters["peer_sets"] = installed.peer_sets_size();
+  state.counters["tables"] = installed.tables_size();
 }
 
 void PrintTable() {
