@@ -43,6 +43,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -236,6 +237,13 @@ const char* PairName(Pair p) {
   return "";
 }
 
+// Pod `a` with `b`'s labels only (its own named ports: a peer class of its own).
+k8s::Pod Relabelled(const k8s::Pod& a, const k8s::Pod& b) {
+  k8s::Pod moved = a;
+  *moved.mutable_metadata()->mutable_labels() = b.metadata().labels();
+  return moved;
+}
+
 // The two events of a pair and the row each is reported under.
 struct EventPair {
   std::string first, second;
@@ -243,9 +251,7 @@ struct EventPair {
 };
 EventPair EventsOf(Pair p, const Templates& t) {
   auto relabel = [](const k8s::Pod& a, const k8s::Pod& b) {
-    k8s::Pod moved = a;
-    *moved.mutable_metadata()->mutable_labels() = b.metadata().labels();
-    return PodEvent("MODIFIED", moved);
+    return PodEvent("MODIFIED", Relabelled(a, b));
   };
   // Into b's class exactly: b's labels and b's named ports (a peer class is labels and
   // named ports: with a's ports, a's labels-only relabel above makes a class of its own).
@@ -407,39 +413,54 @@ void BM_LowerToIr(benchmark::State& state, NodeShape shape) {
   state.counters["identities"] = identities;
 }
 
+// Node-0's engine of a generated cluster, the event templates, and its whole lowering: where
+// the no-root lowering benchmarks start.
+struct Node0 {
+  Templates templates;
+  std::shared_ptr<const Engine> engine;
+  ir::CompiledPolicy installed;
+};
+absl::StatusOr<Node0> BuildNode0(NodeShape shape) {
+  ClusterObjects objects = GenerateCluster(OptionsFor(shape));
+  absl::StatusOr<Templates> t = PickTemplates(objects);
+  if (!t.ok()) return t.status();
+  absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
+  if (!cluster.ok()) return cluster.status();
+  EngineOptions options;
+  options.node_name = kNode;
+  absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(*cluster, options);
+  if (!engine.ok()) return engine.status();
+  absl::StatusOr<ir::CompiledPolicy> installed = LowerToIr(**engine);
+  if (!installed.ok()) return installed.status();
+  return Node0{*std::move(t), *std::move(engine), *std::move(installed)};
+}
+// The same, or nullopt with the benchmark skipped and why.
+std::optional<Node0> Node0For(benchmark::State& state, NodeShape shape) {
+  absl::StatusOr<Node0> node = BuildNode0(shape);
+  if (node.ok()) return *std::move(node);
+  state.SkipWithError(std::string(node.status().message()).c_str());
+  return std::nullopt;
+}
+
 // The lowering a pod event costs: PodDeltaLowering::Lower (np/lower_delta.h) against
 // LowerToIr of the same next snapshot, on node-0's snapshot, for a pod added on another node
 // and on node-0 and deleted again (each delta applied and committed, as the agent does).
 // No root. `expressed` is the fraction of events that came out as deltas.
 void BM_LowerDelta(benchmark::State& state, NodeShape shape) {
-  ClusterObjects objects = GenerateCluster(OptionsFor(shape));
-  absl::StatusOr<Templates> t = PickTemplates(objects);
-  absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
-  EngineOptions options;
-  options.node_name = kNode;
-  absl::StatusOr<std::shared_ptr<const Engine>> engine =
-      cluster.ok() ? Engine::Build(*cluster, options)
-                   : absl::StatusOr<std::shared_ptr<const Engine>>(cluster.status());
-  if (!engine.ok() || !t.ok()) {
-    state.SkipWithError(!engine.ok() ? std::string(engine.status().message()).c_str()
-                                     : std::string(t.status().message()).c_str());
-    return;
-  }
-  absl::StatusOr<ir::CompiledPolicy> installed = LowerToIr(**engine);
-  if (!installed.ok()) {
-    state.SkipWithError(std::string(installed.status().message()).c_str());
-    return;
-  }
+  std::optional<Node0> start = Node0For(state, shape);
+  if (!start) return;
+  const Templates& t = start->templates;
+  ir::CompiledPolicy& installed = start->installed;
   // The index a whole lowering is followed by (off the latency path, on the agent's thread).
   const auto i0 = std::chrono::steady_clock::now();
-  PodDeltaLowering index = PodDeltaLowering::Index(*engine, *installed);
+  PodDeltaLowering index = PodDeltaLowering::Index(start->engine, installed);
   state.counters["index_ms"] =
       Ms(std::chrono::duration<double>(std::chrono::steady_clock::now() - i0).count());
-  std::shared_ptr<const Engine> current = *engine;
+  std::shared_ptr<const Engine> current = start->engine;
   // As the agent rows': another node's pod, and a node-0 pod whose table is in the program
   // (the "pod add (node-0)" row's pod has a table of its own: a whole lowering).
-  const k8s::Pod pods[2] = {ClonePod(t->remote, "bench-remote-add", "node-1", 1),
-                            ClonePod(t->local_a, "bench-local-add2", kNode, 5)};
+  const k8s::Pod pods[2] = {ClonePod(t.remote, "bench-remote-add", "node-1", 1),
+                            ClonePod(t.local_a, "bench-local-add2", kNode, 5)};
   std::vector<double> delta_s, whole_s;
   int events = 0, expressed = 0;
   for (auto _ : state) {
@@ -452,7 +473,7 @@ void BM_LowerDelta(benchmark::State& state, NodeShape shape) {
           return;
         }
         const auto t0 = std::chrono::steady_clock::now();
-        std::optional<PodDelta> delta = index.Lower(*next, *installed, {PodKey(pod)});
+        std::optional<PodDelta> delta = index.Lower(*next, installed, {PodKey(pod)});
         const auto t1 = std::chrono::steady_clock::now();
         absl::StatusOr<ir::CompiledPolicy> whole = LowerToIr(**next);
         const auto t2 = std::chrono::steady_clock::now();
@@ -464,14 +485,14 @@ void BM_LowerDelta(benchmark::State& state, NodeShape shape) {
         if (delta.has_value()) {
           ++expressed;
           delta_s.push_back(std::chrono::duration<double>(t1 - t0).count());
-          if (!backends::ApplyDelta(delta->delta, &*installed).ok()) {
+          if (!backends::ApplyDelta(delta->delta, &installed).ok()) {
             state.SkipWithError("ApplyDelta refused the delta");
             return;
           }
           index.Commit(*delta);
         } else {
           installed = *std::move(whole);
-          index = PodDeltaLowering::Index(*next, *installed);
+          index = PodDeltaLowering::Index(*next, installed);
         }
         whole_s.push_back(std::chrono::duration<double>(t2 - t1).count());
         current = *next;
@@ -501,46 +522,43 @@ k8s::NetworkPolicy BenchPolicy(const Templates& t) {
   return p;
 }
 
+// Identities, peer sets and tables of `next` whose serialized content differs from
+// `installed`'s under the same id, or that `installed` lacks.
+double ChangedById(const ir::CompiledPolicy& installed, const ir::CompiledPolicy& next) {
+  int changed = 0;
+  auto count = [&](const auto& a, const auto& b) {
+    for (int i = 0; i < b.size(); ++i) {
+      if (i >= a.size() || a[i].SerializeAsString() != b[i].SerializeAsString()) ++changed;
+    }
+  };
+  count(installed.identities(), next.identities());
+  count(installed.peer_sets(), next.peer_sets());
+  count(installed.tables(), next.tables());
+  return changed;
+}
+
 // What a whole sync pays before the backend since the agent aligns (np/lower_align.h):
 // LowerToIr of the next snapshot, then AlignNumbering onto the installed (aligned) program,
 // for the events the agent lowers whole: the policy pair, and the labels-only relabels (a
 // class of its own) on another node and on node-0. No root. `changed`: items per alignment
 // that kept an installed id with other content, or were added (identities, peer sets,
-// tables together): what an in-place backend update would touch.
+// tables together): what an in-place backend update would touch; `dense_changed` the same
+// count had the lowering been handed over as numbered.
 void BM_AlignNumbering(benchmark::State& state, NodeShape shape) {
-  ClusterObjects objects = GenerateCluster(OptionsFor(shape));
-  absl::StatusOr<Templates> t = PickTemplates(objects);
-  absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
-  EngineOptions options;
-  options.node_name = kNode;
-  absl::StatusOr<std::shared_ptr<const Engine>> engine =
-      cluster.ok() ? Engine::Build(*cluster, options)
-                   : absl::StatusOr<std::shared_ptr<const Engine>>(cluster.status());
-  if (!engine.ok() || !t.ok()) {
-    state.SkipWithError(!engine.ok() ? std::string(engine.status().message()).c_str()
-                                     : std::string(t.status().message()).c_str());
-    return;
-  }
-  absl::StatusOr<ir::CompiledPolicy> installed = LowerToIr(**engine);
-  if (!installed.ok()) {
-    state.SkipWithError(std::string(installed.status().message()).c_str());
-    return;
-  }
-  auto relabel = [](const k8s::Pod& a, const k8s::Pod& b) {
-    k8s::Pod moved = a;
-    *moved.mutable_metadata()->mutable_labels() = b.metadata().labels();
-    return moved;
-  };
-  const k8s::NetworkPolicy policy = BenchPolicy(*t);
+  std::optional<Node0> start = Node0For(state, shape);
+  if (!start) return;
+  const Templates& t = start->templates;
+  ir::CompiledPolicy& installed = start->installed;
+  const k8s::NetworkPolicy policy = BenchPolicy(t);
   const std::vector<Change> changes = {
       {Change::Op::kUpsert, policy},
       {Change::Op::kDelete, policy},
-      {Change::Op::kUpsert, relabel(t->remote_a, t->remote_b)},
-      {Change::Op::kUpsert, t->remote_a},
-      {Change::Op::kUpsert, relabel(t->local_a, t->local_b)},
-      {Change::Op::kUpsert, t->local_a}};
-  std::shared_ptr<const Engine> current = *engine;
-  std::vector<double> lower_s, align_s, changed;
+      {Change::Op::kUpsert, Relabelled(t.remote_a, t.remote_b)},
+      {Change::Op::kUpsert, t.remote_a},
+      {Change::Op::kUpsert, Relabelled(t.local_a, t.local_b)},
+      {Change::Op::kUpsert, t.local_a}};
+  std::shared_ptr<const Engine> current = start->engine;
+  std::vector<double> lower_s, align_s, changed, dense_changed;
   int compacted = 0;
   for (auto _ : state) {
     for (const Change& change : changes) {
@@ -556,9 +574,12 @@ void BM_AlignNumbering(benchmark::State& state, NodeShape shape) {
         state.SkipWithError(std::string(whole.status().message()).c_str());
         return;
       }
+      // Without alignment: the items whose content under an id differs from the installed
+      // program's (or that are new), as a by-id update would see them (not timed).
+      dense_changed.push_back(ChangedById(installed, *whole));
       AlignStats stats;
       absl::StatusOr<ir::CompiledPolicy> aligned =
-          AlignNumbering(*installed, *std::move(whole), &stats);
+          AlignNumbering(installed, *std::move(whole), &stats);
       const auto t2 = std::chrono::steady_clock::now();
       if (!aligned.ok()) {
         state.SkipWithError(std::string(aligned.status().message()).c_str());
@@ -579,10 +600,12 @@ void BM_AlignNumbering(benchmark::State& state, NodeShape shape) {
   state.counters["align_p99_ms"] = Ms(Quantile(align_s, 0.99));
   state.counters["changed_p50"] = Quantile(changed, 0.5);
   state.counters["changed_max"] = Quantile(changed, 1);
+  state.counters["dense_changed_p50"] = Quantile(dense_changed, 0.5);
+  state.counters["dense_changed_max"] = Quantile(dense_changed, 1);
   state.counters["compacted"] = compacted;
-  state.counters["identities"] = installed->identities_size();
-  state.counters["peer_sets"] = installed->peer_sets_size();
-  state.counters["tables"] = installed->tables_size();
+  state.counters["identities"] = installed.identities_size();
+  state.counters["peer_sets"] = installed.peer_sets_size();
+  state.counters["tables"] = installed.tables_size();
 }
 
 void PrintTable() {

@@ -1,5 +1,5 @@
-// AlignNumbering against the contract (np/lower_align.h, /work/briefs/stable.md): on seeded
-// random clusters with policy, tier, namespace and pod events between snapshots, the aligned
+// AlignNumbering against the contract (np/lower_align.h): on seeded random clusters with
+// policy, tier, namespace and pod events between snapshots, the aligned
 // program means what LowerToIr made of the next snapshot (canonical forms equal, sampled
 // flows alike by IrAllows), unused items are tombstones of the specified shape, new items take
 // the lowest free id, items whose addresses / endpoints / identities did not change keep

@@ -185,7 +185,8 @@ absl::Status Malformed(absl::string_view what) {
 absl::Status CheckRanges(const google::protobuf::RepeatedPtrField<ir::AddressRange>& ranges,
                          const char* field, size_t width, uint32_t identities) {
   if (ranges.empty()) return Malformed(absl::StrCat(field, ": empty (it must cover the family)"));
-  std::string next(width, '\0');  // the first address the next range must start at
+  // The first address the next range must start at (a fixed buffer: no string work per range).
+  uint8_t next[16] = {};
   for (int i = 0; i < ranges.size(); ++i) {
     const ir::AddressRange& r = ranges[i];
     // Built only for an error: CheckIr runs on every update (agent, backends), and the
@@ -198,17 +199,16 @@ absl::Status CheckRanges(const google::protobuf::RepeatedPtrField<ir::AddressRan
     if (r.identity() >= identities) {
       return Malformed(absl::StrCat(where(), ": identity ", r.identity(), " does not exist"));
     }
-    if (r.first() != next || r.last() < r.first()) {
+    if (std::memcmp(r.first().data(), next, width) != 0 || r.last() < r.first()) {
       return Malformed(absl::StrCat(where(), ": ", AddressText(r.first()), "-",
                                     AddressText(r.last()), " does not start where the ranges "
                                     "before it end (they must partition the address space)"));
     }
     // The address after r.last(); all-zero after wrapping past the family's last address.
-    next.assign(r.last());
+    std::memcpy(next, r.last().data(), width);
     bool wrapped = true;
     for (int b = static_cast<int>(width) - 1; b >= 0; --b) {
-      next[b] = static_cast<char>(static_cast<uint8_t>(next[b]) + 1);
-      if (next[b] != '\0') {
+      if (++next[b] != 0) {
         wrapped = false;
         break;
       }
