@@ -10,9 +10,11 @@
 //
 //   bazel build -c opt //np/backends/nft:nft_update_bench
 //   bazel-bin/np/backends/nft/nft_update_bench before.textproto after.textproto [swaps]
-//   bazel-bin/np/backends/nft/nft_update_bench before.textproto +rule|+peerset [swaps]
+//   bazel-bin/np/backends/nft/nft_update_bench before.textproto +rule|+peerset|+unnamed [swaps]
 // The second form makes `after` a policy added to one table of `before` (AddPolicyToOneTable):
-// a policy event on stably numbered programs, which Update does in place.
+// a policy event on stably numbered programs, which Update does in place. Its peers: an
+// existing peer set, a new named one of named identities, or up to 8 identities no peer set
+// names (then deleting the policy drops them: a cleanup commit after a grace period).
 //
 // In-place transactions go to the kernel as raw netlink batches (netlink.h); the line after
 // UpdateDelta's says how many, their mean wall and CPU time (the CPU time is mostly the
@@ -77,10 +79,12 @@ uint64_t Generation(const std::string& netns) {
 
 // A policy added on the node, as the next program of stably numbered lowerings has it: the
 // table with the most selected endpoints among those isolated for ingress gets one more rule
-// (TCP 64999) and the policy's name. `new_peer_set`: the rule's peers are a new peer set (the
-// union of the first peer sets until it has more than six mark runs: a named set); else the
-// peer set of the table's first ingress rule.
-bool AddPolicyToOneTable(const ir::CompiledPolicy& before, bool new_peer_set, ir::CompiledPolicy* next) {
+// (TCP 64999) and the policy's name. Its peers: the peer set of the table's first ingress
+// rule (kExisting); a new peer set, the union of the first peer sets until it has more than
+// six mark runs (kNewSet: a named set); or a new peer set of identities no peer set names
+// (kUnnamed).
+enum class Peers { kExisting, kNewSet, kUnnamed };
+bool AddPolicyToOneTable(const ir::CompiledPolicy& before, Peers peers, ir::CompiledPolicy* next) {
   *next = before;
   std::vector<int> selected(before.tables_size());
   for (const ir::Endpoint& e : before.endpoints()) selected[e.table()] += e.selected() ? 1 : 0;
@@ -95,7 +99,21 @@ bool AddPolicyToOneTable(const ir::CompiledPolicy& before, bool new_peer_set, ir
   if (best < 0) return false;
   ir::Table* table = next->mutable_tables(best);
   uint32_t peer_set = table->ingress().rules(0).peer_set();
-  if (new_peer_set) {
+  if (peers == Peers::kUnnamed) {
+    // Identities no peer set names (pods no policy's peers select yet): the add names them
+    // anew, the delete drops them again (Update's cleanup commit after a grace period).
+    std::set<uint32_t> named;
+    for (const ir::PeerSet& s : before.peer_sets()) named.insert(s.identities().begin(), s.identities().end());
+    ir::PeerSet* s = next->add_peer_sets();
+    s->set_id(static_cast<uint32_t>(next->peer_sets_size() - 1));
+    for (const ir::Identity& i : before.identities()) {
+      if (named.count(i.id()) == 0 && i.pods_size() > 0 && s->identities_size() < 8) {
+        s->add_identities(i.id());
+      }
+    }
+    if (s->identities_size() == 0) return false;
+    peer_set = s->id();
+  } else if (peers == Peers::kNewSet) {
     std::set<uint32_t> ids;
     auto runs = [&] {
       int n = 0;
@@ -126,15 +144,18 @@ bool AddPolicyToOneTable(const ir::CompiledPolicy& before, bool new_peer_set, ir
 
 int Main(int argc, char** argv) {
   if (argc < 3) {
-    fprintf(stderr, "usage: %s BEFORE.textproto AFTER.textproto|+rule|+peerset [swaps]\n",
+    fprintf(stderr, "usage: %s BEFORE.textproto AFTER.textproto|+rule|+peerset|+unnamed [swaps]\n",
             argv[0]);
     return 2;
   }
   ir::CompiledPolicy irs[2];
   for (int i = 0; i < 2; ++i) {
     const std::string arg = argv[1 + i];
-    if (i == 1 && (arg == "+rule" || arg == "+peerset")) {
-      if (!AddPolicyToOneTable(irs[0], arg == "+peerset", &irs[1])) {
+    if (i == 1 && (arg == "+rule" || arg == "+peerset" || arg == "+unnamed")) {
+      const Peers peers = arg == "+rule"      ? Peers::kExisting
+                          : arg == "+peerset" ? Peers::kNewSet
+                                              : Peers::kUnnamed;
+      if (!AddPolicyToOneTable(irs[0], peers, &irs[1])) {
         fprintf(stderr, "no table of BEFORE takes the policy\n");
         return 2;
       }
