@@ -2156,7 +2156,8 @@ class NftBackend : public Backend {
     return SwitchAndRemember(ir, *m, ns);
   }
 
-  // Element edits in place when PlanElementUpdate finds them safe (nft.h), else Apply. The
+  // Element edits in place when PlanElementUpdate finds them safe (nft.h), else one in-place
+  // transaction (and perhaps its cleanup) when PlanInPlaceUpdate does, else Apply. The
   // plan starts from the program this instance installed last (which the contract says is
   // `previous`'s), kept since that Apply or Update: no listing, no second Build.
   absl::Status Update(const ir::CompiledPolicy& previous, const ir::CompiledPolicy& next,

@@ -101,7 +101,8 @@
 // path only. `compile --backend nft` (Render) prints the text: it is still what np installs.
 //   std::unique_ptr<Backend> nft = MakeNftBackend();
 //   nft->Apply(ir, where);                   // generation switch
-//   nft->Update(ir, next_ir, where);         // element edits when safe (PlanElementUpdate)
+//   nft->Update(ir, next_ir, where);         // element edits when safe (PlanElementUpdate),
+//                                            // else a policy event in place (PlanInPlaceUpdate)
 //   nft->UpdateDelta(ir, delta, where);      // the same edits from the delta (PlanDeltaUpdate)
 //
 // Thread safety: Render and Explain are pure; Apply, Update and Remove may be called from one
