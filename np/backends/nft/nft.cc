@@ -982,21 +982,18 @@ std::optional<std::string> OrderTransactions(std::string identity_text, std::str
   return std::nullopt;
 }
 
-// The addresses whose target changes between two element lists that cover the same
-// addresses (both sorted, as ParseElements leaves them): fn(first, last, old, new) per overlap
-// of a removed and an added element with different targets, until fn returns why not.
+// The overlaps of two element lists that cover the same addresses (both sorted, as
+// ParseElements leaves them), in address order: fn(first, last, removed, added) each.
 template <typename Fn>
-std::optional<std::string> ForEachRetarget(const std::vector<Element>& removed,
-                                           const std::vector<Element>& added, Fn fn) {
+void ForEachOverlap(const std::vector<Element>& removed, const std::vector<Element>& added,
+                    Fn fn) {
   size_t r = 0, n = 0;
   while (r < removed.size() && n < added.size()) {
     const Element& x = removed[r];
     const Element& y = added[n];
     const std::string& lo = std::max(x.first, y.first);
     const std::string& hi = std::min(x.last, y.last);
-    if (lo <= hi && x.target != y.target) {
-      if (std::optional<std::string> why = fn(lo, hi, x, y)) return why;
-    }
+    if (lo <= hi) fn(lo, hi, x, y);
     if (x.last < y.last) {
       ++r;
     } else if (y.last < x.last) {
@@ -1006,7 +1003,19 @@ std::optional<std::string> ForEachRetarget(const std::vector<Element>& removed,
       ++n;
     }
   }
-  return std::nullopt;
+}
+
+// The addresses whose target changes: fn(first, last, old, new) per overlap with different
+// targets, until fn returns why not.
+template <typename Fn>
+std::optional<std::string> ForEachRetarget(const std::vector<Element>& removed,
+                                           const std::vector<Element>& added, Fn fn) {
+  std::optional<std::string> why;
+  ForEachOverlap(removed, added, [&](const std::string& lo, const std::string& hi,
+                                     const Element& x, const Element& y) {
+    if (!why.has_value() && x.target != y.target) why = fn(lo, hi, x, y);
+  });
+  return why;
 }
 
 }  // namespace
@@ -1192,8 +1201,11 @@ InPlacePlan PlanInPlaceUpdate(const Program& installed, const Program& next) {
   std::vector<const Set*> declare;          // peer sets, with their elements
   std::vector<std::string> delete_sets;     // peer sets gone or declared again
   std::set<std::string> renewed_sets;       // names whose set object changes
-  std::vector<SetElementEdit> element_deletes, element_adds;
-  std::vector<std::string> text_deletes, text_adds;
+  // Map element edits of the main transaction and of the cleanup after it.
+  struct Batch {
+    std::vector<SetElementEdit> deletes, adds;
+    std::string text_deletes, text_adds;
+  } main, cleanup;
   size_t writes = 0;
   std::set<std::string> names;
   for (const auto& [name, s] : old_sets) names.insert(name);
@@ -1233,6 +1245,29 @@ InPlacePlan PlanInPlaceUpdate(const Program& installed, const Program& next) {
     absl::StatusOr<std::vector<Element>> removed = ParseElements(removed_text);
     absl::StatusOr<std::vector<Element>> added = ParseElements(added_text);
     if (!removed.ok() || !added.ok()) return refuse("an element np cannot read");
+    // The edits from `from` to `to` (element texts of map `name`), into one of the batches.
+    auto edit = [&](const std::vector<std::string>& from, const std::vector<std::string>& to,
+                    Batch& into) -> bool {
+      const std::vector<std::string> gone = Without(from, to), come = Without(to, from);
+      if (!gone.empty()) {
+        absl::StatusOr<SetElementEdit> e = MapEdit(name, identity, false, gone);
+        if (!e.ok()) return false;
+        into.deletes.push_back(*std::move(e));
+        std::vector<std::string> keys;
+        for (const std::string& t : gone) keys.push_back(t.substr(0, t.find(" : ")));
+        absl::StrAppend(&into.text_deletes, "delete element inet ", kTableName, " ", name,
+                        " { ", absl::StrJoin(keys, ", "), " }\n");
+      }
+      if (!come.empty()) {
+        absl::StatusOr<SetElementEdit> e = MapEdit(name, identity, true, come);
+        if (!e.ok()) return false;
+        into.adds.push_back(*std::move(e));
+        absl::StrAppend(&into.text_adds, "add element inet ", kTableName, " ", name, " { ",
+                        absl::StrJoin(come, ", "), " }\n");
+      }
+      writes += gone.size() + come.size();
+      return true;
+    };
     if (dispatch) {
       // Only additions, to chains this transaction creates (empty to an old packet).
       if (!removed->empty()) return refuse(absl::StrCat(name, ": a dispatch entry is deleted or moved"));
@@ -1241,44 +1276,67 @@ InPlacePlan PlanInPlaceUpdate(const Program& installed, const Program& next) {
           return refuse(absl::StrCat(name, ": an endpoint added to existing chain ", e.target));
         }
       }
-    } else {
-      if (Blocks(*removed) != Blocks(*added)) return refuse(absl::StrCat(name, ": coverage differs"));
-      // Where the target changes, it must go from id_other to an identity chain that is new.
-      std::optional<std::string> why = ForEachRetarget(
-          *removed, *added,
-          [&](const std::string& lo, const std::string&, const Element& x,
-              const Element& y) -> std::optional<std::string> {
-            const std::string to = absl::StartsWith(y.target, "jump ") ? y.target.substr(5) : "";
-            if (BaseName(x.target.substr(std::min<size_t>(5, x.target.size()))) != "id_other" ||
-                to.empty() || is_chain_of(old_chains, to)) {
-              return absl::StrCat(name, ": ", AddressText(lo), " goes from ", x.target, " to ",
-                                  y.target, ", which the old rules tell apart");
-            }
-            if (old_miss_drop) {
-              return absl::StrCat(name, ": an identity is named anew while a tier chain drops "
-                                        "a lookup miss");
-            }
+      if (!edit(removed_text, added_text, main)) return refuse("an element np cannot read");
+      continue;
+    }
+    if (Blocks(*removed) != Blocks(*added)) return refuse(absl::StrCat(name, ": coverage differs"));
+    // Where the target changes, it goes from id_other to an identity chain that is new (the
+    // main batch), or from an identity chain next drops to id_other (the cleanup, after a
+    // grace period: until then the new rules read that identity as they read id_other).
+    auto chain_of = [](const std::string& target) {
+      return absl::StartsWith(target, "jump ") ? target.substr(5) : std::string();
+    };
+    auto deferred = [&](const Element& x, const Element& y) {
+      const std::string from = chain_of(x.target);
+      return BaseName(chain_of(y.target)) == "id_other" && absl::StartsWith(from, "id_") &&
+             !is_chain_of(new_chains, from);
+    };
+    bool any_deferred = false;
+    std::optional<std::string> why = ForEachRetarget(
+        *removed, *added,
+        [&](const std::string& lo, const std::string&, const Element& x,
+            const Element& y) -> std::optional<std::string> {
+          if (deferred(x, y)) {
+            any_deferred = true;
             return std::nullopt;
-          });
-      if (why.has_value()) return refuse(*why);
+          }
+          const std::string to = chain_of(y.target);
+          if (BaseName(chain_of(x.target)) != "id_other" || to.empty() ||
+              is_chain_of(old_chains, to)) {
+            return absl::StrCat(name, ": ", AddressText(lo), " goes from ", x.target, " to ",
+                                y.target, ", which the old or the new rules tell apart");
+          }
+          if (old_miss_drop) {
+            return absl::StrCat(name, ": an identity is named anew while a tier chain drops "
+                                      "a lookup miss");
+          }
+          return std::nullopt;
+        });
+    if (why.has_value()) return refuse(*why);
+    if (!any_deferred) {
+      if (!edit(removed_text, added_text, main)) return refuse("an element np cannot read");
+      continue;
     }
-    if (!removed_text.empty()) {
-      absl::StatusOr<SetElementEdit> edit = MapEdit(name, identity, false, removed_text);
-      if (!edit.ok()) return refuse("an element np cannot read");
-      element_deletes.push_back(*std::move(edit));
-      std::vector<std::string> keys;
-      for (const Element& e : *removed) keys.push_back(e.key);
-      text_deletes.push_back(absl::StrCat("delete element inet ", kTableName, " ", name, " { ",
-                                          absl::StrJoin(keys, ", "), " }\n"));
+    // The elements between the two commits: next's, but the deferred addresses keep their
+    // old target (adjacent pieces of one target merged).
+    std::vector<Element> between;
+    ForEachOverlap(*removed, *added, [&](const std::string& lo, const std::string& hi,
+                                         const Element& x, const Element& y) {
+      const std::string& target = x.target != y.target && deferred(x, y) ? x.target : y.target;
+      if (!between.empty() && between.back().target == target &&
+          Successor(between.back().last) == lo) {
+        between.back().last = hi;
+      } else {
+        between.push_back(Element{lo, hi, "", target});
+      }
+    });
+    std::vector<std::string> between_text;
+    for (const Element& e : between) {
+      between_text.push_back(absl::StrCat(RangeText(e.first, e.last), " : ", e.target));
     }
-    if (!added_text.empty()) {
-      absl::StatusOr<SetElementEdit> edit = MapEdit(name, identity, true, added_text);
-      if (!edit.ok()) return refuse("an element np cannot read");
-      element_adds.push_back(*std::move(edit));
-      text_adds.push_back(absl::StrCat("add element inet ", kTableName, " ", name, " { ",
-                                       absl::StrJoin(added_text, ", "), " }\n"));
+    if (!edit(removed_text, between_text, main) || !edit(between_text, added_text, cleanup)) {
+      return refuse("an element np cannot read");
     }
-    writes += removed_text.size() + added_text.size();
   }
   // Regular chains: written (new, or flushed and written again: their rules differ or look
   // up a set declared again), deleted, or left.
@@ -1328,15 +1386,38 @@ InPlacePlan PlanInPlaceUpdate(const Program& installed, const Program& next) {
     return refuse(absl::StrCat("the edit writes ", writes, " rules and elements; the whole "
                                "program has ", next.rule_count() + next.element_count()));
   }
+  // Identity chains next drops go in the cleanup when there is one (its elements may still
+  // jump to them until then); nothing else does.
+  std::set<std::string> deleted_later;
+  if (!cleanup.deletes.empty() || !cleanup.adds.empty()) {
+    for (const std::string& name : deleted) {
+      if (absl::StartsWith(name, "id_")) deleted_later.insert(name);
+    }
+    for (const std::string& name : deleted_later) deleted.erase(name);
+    WholeBatch& later = plan.cleanup;
+    later.first_flush.assign(deleted_later.begin(), deleted_later.end());
+    later.first_element_deletes = std::move(cleanup.deletes);
+    later.first_delete_chains = later.first_flush;
+    later.last_element_adds = std::move(cleanup.adds);
+    for (const std::string& name : later.first_flush) {
+      absl::StrAppend(&plan.cleanup_text, "flush chain inet ", kTableName, " ", name, "\n");
+    }
+    absl::StrAppend(&plan.cleanup_text, cleanup.text_deletes);
+    for (const std::string& name : later.first_delete_chains) {
+      absl::StrAppend(&plan.cleanup_text, "delete chain inet ", kTableName, " ", name, "\n");
+    }
+    absl::StrAppend(&plan.cleanup_text, cleanup.text_adds);
+  }
+  plan.writes = writes;
   if (write.empty() && declare.empty() && delete_sets.empty() && deleted.empty() &&
-      element_deletes.empty() && element_adds.empty()) {
-    return plan;  // nothing to do
+      main.deletes.empty() && main.adds.empty()) {
+    return plan;  // nothing to do (but perhaps the cleanup)
   }
   // The batch.
   WholeBatch& batch = plan.batch;
   batch.first_flush.assign(flushed.begin(), flushed.end());
   for (const std::string& name : deleted) batch.first_flush.push_back(name);
-  batch.first_element_deletes = std::move(element_deletes);
+  batch.first_element_deletes = std::move(main.deletes);
   batch.first_delete_sets = delete_sets;
   batch.first_delete_chains.assign(deleted.begin(), deleted.end());
   Program beside;  // for the text: what is declared
@@ -1354,13 +1435,13 @@ InPlacePlan PlanInPlaceUpdate(const Program& installed, const Program& next) {
     if (!sets.ok()) return refuse(std::string(sets.status().message()));
     batch.sets = std::move(sets->sets);
   }
-  batch.last_element_adds = std::move(element_adds);
+  batch.last_element_adds = std::move(main.adds);
   // The text: the same steps in the same order, one `nft -f` transaction.
   std::string& text = plan.text;
   for (const std::string& name : batch.first_flush) {
     absl::StrAppend(&text, "flush chain inet ", kTableName, " ", name, "\n");
   }
-  for (const std::string& line : text_deletes) absl::StrAppend(&text, line);
+  absl::StrAppend(&text, main.text_deletes);
   for (const std::string& name : delete_sets) {
     absl::StrAppend(&text, "delete set inet ", kTableName, " ", name, "\n");
   }
@@ -1372,8 +1453,7 @@ InPlacePlan PlanInPlaceUpdate(const Program& installed, const Program& next) {
     table.erase(0, table.find(absl::StrCat("table inet ", kTableName, " {\n")));
     absl::StrAppend(&text, table);
   }
-  for (const std::string& line : text_adds) absl::StrAppend(&text, line);
-  plan.writes = writes;
+  absl::StrAppend(&text, main.text_adds);
   return plan;
 }
 
@@ -2076,7 +2156,8 @@ class NftBackend : public Backend {
     return SwitchAndRemember(ir, *m, ns);
   }
 
-  // Element edits in place when PlanElementUpdate finds them safe (nft.h), else Apply. The
+  // Element edits in place when PlanElementUpdate finds them safe (nft.h), else one in-place
+  // transaction (and perhaps its cleanup) when PlanInPlaceUpdate does, else Apply. The
   // plan starts from the program this instance installed last (which the contract says is
   // `previous`'s), kept since that Apply or Update: no listing, no second Build.
   absl::Status Update(const ir::CompiledPolicy& previous, const ir::CompiledPolicy& next,
@@ -2107,13 +2188,19 @@ class NftBackend : public Backend {
         stats_.last_update = absl::StrCat("switch: ", plan.fallback, "; ", in_place.fallback);
         return SwitchAndRemember(next, *m, ns);
       }
-      if (!in_place.text.empty()) {
-        if (absl::Status s = CommitInPlace(ns, in_place); !s.ok()) {
-          ++stats_.update_switch;
-          stats_.last_update = absl::StrCat("switch: nft refused the edit: ", s.message());
-          ns.installed.reset();
-          return SwitchAndRemember(next, *m, ns);
-        }
+      absl::Status s = absl::OkStatus();
+      if (!in_place.text.empty()) s = CommitInPlace(ns, in_place.batch, in_place.text);
+      if (s.ok() && !in_place.cleanup_text.empty()) {
+        // The cleanup is invisible to the new rules, not to the old: no packet that began
+        // its walk before the first commit may still be walking (nft.h).
+        s = WaitForGracePeriod();
+        if (s.ok()) s = CommitInPlace(ns, in_place.cleanup, in_place.cleanup_text);
+      }
+      if (!s.ok()) {
+        ++stats_.update_switch;
+        stats_.last_update = absl::StrCat("switch: nft refused the edit: ", s.message());
+        ns.installed.reset();
+        return SwitchAndRemember(next, *m, ns);
       }
       ++stats_.update_in_place;
       stats_.last_update = "in place";
@@ -2294,7 +2381,7 @@ class NftBackend : public Backend {
   // PlanInPlaceUpdate's transaction: its batch over netlink at the generation np expects
   // (sent again at the kernel's when another writer committed), else its text through
   // libnftables — as CommitElements, for the same reasons.
-  absl::Status CommitInPlace(Namespace& ns, const nft::InPlacePlan& plan) {
+  absl::Status CommitInPlace(Namespace& ns, const nft::WholeBatch& batch, const std::string& text) {
     if (NetlinkOf(ns) != nullptr) {
       absl::Status s = absl::OkStatus();
       for (int attempt = 0; attempt < 2; ++attempt) {
@@ -2307,7 +2394,7 @@ class NftBackend : public Backend {
           ns.genid = *genid;
         }
         const absl::Time start = absl::Now();
-        s = ns.netlink->CommitWhole(nft::kTableName, plan.batch, *ns.genid);
+        s = ns.netlink->CommitWhole(nft::kTableName, batch, *ns.genid);
         stats_.in_place_netlink_ns +=
             static_cast<uint64_t>(absl::ToInt64Nanoseconds(absl::Now() - start));
         if (s.ok()) {
@@ -2321,7 +2408,7 @@ class NftBackend : public Backend {
       stats_.last_netlink_error = std::string(s.message());
     }
     ++stats_.update_in_place_text;
-    return RunNft(ns, plan.text).status();
+    return RunNft(ns, text).status();
   }
 
   // The namespace's netlink socket, opened on first use; null when it cannot be or

@@ -101,7 +101,8 @@
 // path only. `compile --backend nft` (Render) prints the text: it is still what np installs.
 //   std::unique_ptr<Backend> nft = MakeNftBackend();
 //   nft->Apply(ir, where);                   // generation switch
-//   nft->Update(ir, next_ir, where);         // element edits when safe (PlanElementUpdate)
+//   nft->Update(ir, next_ir, where);         // element edits when safe (PlanElementUpdate),
+//                                            // else a policy event in place (PlanInPlaceUpdate)
 //   nft->UpdateDelta(ir, delta, where);      // the same edits from the delta (PlanDeltaUpdate)
 //
 // Thread safety: Render and Explain are pure; Apply, Update and Remove may be called from one
@@ -236,7 +237,7 @@ struct ElementPlan {
 ElementPlan PlanElementUpdate(const Program& installed, const Program& next);
 // ---- Policy events in place (Backend::Update, when PlanElementUpdate refuses) ------------
 // A program whose identities, peer sets and tables keep their ids across an update
-// (np::AlignNumbering; briefs' "stable numbering") names its objects alike in both programs:
+// (np::AlignNumbering, np/lower_align.h) names its objects alike in both programs:
 // id_<n>, peers_<n>, t<n>_<dir>. Then a policy event changes few of them, and one
 // transaction in the live generation can make exactly those changes (the generation switch
 // rewrites every chain and set: 28-30 ms at 110 pods). The transaction, in this order:
@@ -247,8 +248,14 @@ ElementPlan PlanElementUpdate(const Program& installed, const Program& next);
 //  - peers_<n> sets that come or go, or whose elements change (deleted and declared again
 //    under the name: the rules that look it up are flushed and written again with it);
 //  - identity4/6 elements, for an address whose target goes from id_other to an identity
-//    chain the installed program lacks (a newly named identity), and id_<n> chains added or
-//    dropped (one no element reaches any more; otherwise the update refuses, see below);
+//    chain the installed program lacks (a newly named identity), and id_<n> chains added;
+//  - identity chains next drops (an identity no rule names any more, e.g. a policy deleted):
+//    their addresses go to id_other and the chains are deleted in a second transaction
+//    ("cleanup"), after an RCU grace period (membarrier, as PlanElementUpdate's two-commit
+//    plans). Until then the new rules read such an identity's mark as they read id_other's
+//    (no peer set or inline run of theirs holds it), so the first commit's state is the new
+//    program's verdicts; in the second, every packet runs the new rules (the grace period saw
+//    the old walkers out) and gets one of two answers they tell not apart;
 //  - dispatch elements added (an endpoint newly restricted) that jump to a chain this
 //    transaction creates.
 // Why one transaction is safe: nf_tables commits a batch all or nothing, flipping one
@@ -273,8 +280,8 @@ ElementPlan PlanElementUpdate(const Program& installed, const Program& next);
 // packet whose walk spans two commits is assumed away; PlanElementUpdate's two-commit plans
 // wait a grace period for that.)
 // Refused (the generation switch instead): a base chain or a map's declaration changes;
-// any other identity element change (an address between two named identities, or from one
-// to id_other: the old rules tell those apart); a dispatch element deleted or pointing at a
+// any other identity element change (an address moved between two named identities: the old
+// rules, or the new, tell those apart); a dispatch element deleted or pointing at a
 // chain that exists (an old packet would run that chain's old rules for the endpoint);
 // a chain dropped while an element or a kept rule still jumps to it; and an edit that writes
 // at least as many rules and elements as the whole program has (the switch then costs no
@@ -284,6 +291,10 @@ ElementPlan PlanElementUpdate(const Program& installed, const Program& next);
 struct InPlacePlan {
   WholeBatch batch;  // the transaction (netlink.h; add_table false)
   std::string text;  // the same for libnftables (`nft -f`), when netlink cannot
+  // A second transaction, after an RCU grace period, when an identity chain goes: its
+  // addresses' elements retargeted to id_other and the chain deleted (empty: none).
+  WholeBatch cleanup;
+  std::string cleanup_text;
   size_t writes = 0;  // rules and elements written or deleted
   std::string fallback;  // why not (then `batch` and `text` are empty)
 };

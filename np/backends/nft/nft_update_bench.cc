@@ -10,6 +10,11 @@
 //
 //   bazel build -c opt //np/backends/nft:nft_update_bench
 //   bazel-bin/np/backends/nft/nft_update_bench before.textproto after.textproto [swaps]
+//   bazel-bin/np/backends/nft/nft_update_bench before.textproto +rule|+peerset|+unnamed [swaps]
+// The second form makes `after` a policy added to one table of `before` (AddPolicyToOneTable):
+// a policy event on stably numbered programs, which Update does in place. Its peers: an
+// existing peer set, a new named one of named identities, or up to 8 identities no peer set
+// names (then deleting the policy drops them: a cleanup commit after a grace period).
 //
 // In-place transactions go to the kernel as raw netlink batches (netlink.h); the line after
 // UpdateDelta's says how many, their mean wall and CPU time (the CPU time is mostly the
@@ -29,6 +34,7 @@
 #include <cstdio>
 #include <fstream>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -71,13 +77,90 @@ uint64_t Generation(const std::string& netns) {
   return l.ok() ? ParseInstalled(*l).last_generation : 0;
 }
 
+// A policy added on the node, as the next program of stably numbered lowerings has it: the
+// table with the most selected endpoints among those isolated for ingress gets one more rule
+// (TCP 64999) and the policy's name. Its peers: the peer set of the table's first ingress
+// rule (kExisting); a new peer set, the union of the first peer sets until it has more than
+// six mark runs (kNewSet: a named set); or a new peer set of identities no peer set names
+// (kUnnamed).
+enum class Peers { kExisting, kNewSet, kUnnamed };
+bool AddPolicyToOneTable(const ir::CompiledPolicy& before, Peers peers, ir::CompiledPolicy* next) {
+  *next = before;
+  std::vector<int> selected(before.tables_size());
+  for (const ir::Endpoint& e : before.endpoints()) selected[e.table()] += e.selected() ? 1 : 0;
+  int best = -1;
+  for (int t = 0; t < before.tables_size(); ++t) {
+    const ir::DirectionPolicy& in = before.tables(t).ingress();
+    if (in.isolated() && in.rules_size() > 0 && selected[t] > 0 &&
+        (best < 0 || selected[t] > selected[best])) {
+      best = t;
+    }
+  }
+  if (best < 0) return false;
+  ir::Table* table = next->mutable_tables(best);
+  uint32_t peer_set = table->ingress().rules(0).peer_set();
+  if (peers == Peers::kUnnamed) {
+    // Identities no peer set names (pods no policy's peers select yet): the add names them
+    // anew, the delete drops them again (Update's cleanup commit after a grace period).
+    std::set<uint32_t> named;
+    for (const ir::PeerSet& s : before.peer_sets()) named.insert(s.identities().begin(), s.identities().end());
+    ir::PeerSet* s = next->add_peer_sets();
+    s->set_id(static_cast<uint32_t>(next->peer_sets_size() - 1));
+    for (const ir::Identity& i : before.identities()) {
+      if (named.count(i.id()) == 0 && i.pods_size() > 0 && s->identities_size() < 8) {
+        s->add_identities(i.id());
+      }
+    }
+    if (s->identities_size() == 0) return false;
+    peer_set = s->id();
+  } else if (peers == Peers::kNewSet) {
+    std::set<uint32_t> ids;
+    auto runs = [&] {
+      int n = 0;
+      int64_t last = -2;
+      for (uint32_t id : ids) {
+        n += static_cast<int64_t>(id) == last + 1 ? 0 : 1;
+        last = id;
+      }
+      return n;
+    };
+    for (const ir::PeerSet& s : before.peer_sets()) {
+      if (runs() > 6) break;
+      if (!s.all()) ids.insert(s.identities().begin(), s.identities().end());
+    }
+    ir::PeerSet* s = next->add_peer_sets();
+    s->set_id(static_cast<uint32_t>(next->peer_sets_size() - 1));
+    for (uint32_t id : ids) s->add_identities(id);
+    peer_set = s->id();
+  }
+  ir::PortRule* rule = table->mutable_ingress()->add_rules();
+  rule->set_protocol(ir::TCP);
+  rule->set_first_port(64999);
+  rule->set_last_port(64999);
+  rule->set_peer_set(peer_set);
+  table->add_policies("bench/added");
+  return CheckIr(*next).ok();
+}
+
 int Main(int argc, char** argv) {
   if (argc < 3) {
-    fprintf(stderr, "usage: %s BEFORE.textproto AFTER.textproto [swaps]\n", argv[0]);
+    fprintf(stderr, "usage: %s BEFORE.textproto AFTER.textproto|+rule|+peerset|+unnamed [swaps]\n",
+            argv[0]);
     return 2;
   }
   ir::CompiledPolicy irs[2];
   for (int i = 0; i < 2; ++i) {
+    const std::string arg = argv[1 + i];
+    if (i == 1 && (arg == "+rule" || arg == "+peerset" || arg == "+unnamed")) {
+      const Peers peers = arg == "+rule"      ? Peers::kExisting
+                          : arg == "+peerset" ? Peers::kNewSet
+                                              : Peers::kUnnamed;
+      if (!AddPolicyToOneTable(irs[0], peers, &irs[1])) {
+        fprintf(stderr, "no table of BEFORE takes the policy\n");
+        return 2;
+      }
+      continue;
+    }
     if (!ReadIr(argv[1 + i], &irs[i])) {
       fprintf(stderr, "cannot read IR %s\n", argv[1 + i]);
       return 2;
