@@ -325,11 +325,24 @@ class EbpfBackend : public Backend {
   // why) when a new generation must be loaded instead — then the live generation still
   // decides as `previous` (nothing it reads was written) or as `next`.
   bool PolicyInPlace(const ir::CompiledPolicy& next) {
-    // `next` is checked and measured as Apply would (BuildMaps, the kernel's limits and
-    // np's budget): its policy maps are what the edit writes.
-    absl::StatusOr<MapContents> maps = Checked(next);
-    if (!maps.ok()) {
-      last_update_ = absl::StrCat("full: ", maps.status().message());
+    // `next` is checked as Apply would (CheckIr, the tier lists' bound), its ranges aside:
+    // PolicyOnlyChange found them equal to the installed ones. Its policy maps are what the
+    // edit writes; the kernel's limits hold by the room reserved at load (PlanPolicyEdit),
+    // np's entry budget is checked on the total with the installed identity maps.
+    absl::StatusOr<MapContents> maps = ebpf::BuildPolicyMaps(next);
+    absl::Status checked = maps.status();
+    if (checked.ok()) {
+      absl::StatusOr<ir::BackendCapacity> capacity = Measure(next, *maps);
+      checked = capacity.ok() ? CheckCapacity(*capacity) : capacity.status();
+    }
+    const size_t entries = installed_entries_ - installed_policy_entries_ + PolicyEntries(*maps);
+    auto budget = options_.budgets.find("map_entries");
+    if (checked.ok() &&
+        entries > (budget == options_.budgets.end() ? kEntryBudget : budget->second)) {
+      checked = absl::ResourceExhaustedError("past the map entry budget");
+    }
+    if (!checked.ok()) {
+      last_update_ = absl::StrCat("full: ", checked.message());
       return false;
     }
     const uint32_t next_generation = live_->generation + 1;
@@ -349,7 +362,8 @@ class EbpfBackend : public Backend {
       return false;
     }
     policy_ = std::move(edit->after);
-    installed_entries_ = maps->TotalEntries();
+    installed_entries_ = entries;
+    installed_policy_entries_ = PolicyEntries(*maps);
     installed_shape_ = Shape(next);
     last_update_ = absl::StrCat("in place: policy, ", edit->Writes(), " writes, tables ",
                                 absl::StrJoin(edit->changed_tables, " "), " and peer sets ",
@@ -384,6 +398,7 @@ class EbpfBackend : public Backend {
     live_ = report->live;
     policy_ = ebpf::InitialLayout(maps);
     installed_entries_ = maps.TotalEntries();
+    installed_policy_entries_ = PolicyEntries(maps);
     installed_shape_ = Shape(ir);
     local_addresses_ = maps.endpoints_addr;
     next_endpoint_id_ = static_cast<uint32_t>(maps.endpoints.size());
@@ -529,6 +544,12 @@ class EbpfBackend : public Backend {
   // Where the live generation's policy maps keep each table and peer set (in-place policy
   // edits renumber them: maps.h PolicyLayout); meaningful while live_ is set.
   ebpf::PolicyLayout policy_;
+  size_t installed_policy_entries_ = 0;  // PolicyEntries of what is installed
+  // The entries of the maps a policy edit writes (of MapContents::TotalEntries).
+  static size_t PolicyEntries(const MapContents& m) {
+    return m.tables.size() + m.ports.size() + m.tiers.size() + m.tier_lists.size() +
+           m.members.size();
+  }
   std::array<int, 6> installed_shape_{};  // Shape of the IR installed
   // np_endpoints_addr of what is installed: the node's pod addresses, which last_update
   // names as such when an in-place edit changes their identity (maps.h, condition (c)).

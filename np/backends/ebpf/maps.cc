@@ -378,6 +378,29 @@ absl::StatusOr<MapContents> BuildMaps(const ir::CompiledPolicy& ir, uint32_t gen
   return m;
 }
 
+absl::StatusOr<MapContents> BuildPolicyMaps(const ir::CompiledPolicy& ir) {
+  // The ranges stand in as one per family, of identity 0: CheckIr and BuildMaps then check
+  // and encode everything else as they would, in time independent of the cluster's pods.
+  ir::CompiledPolicy stripped;
+  stripped.set_always_allow_self(ir.always_allow_self());
+  for (const ir::Identity& i : ir.identities()) stripped.add_identities()->set_id(i.id());
+  *stripped.mutable_peer_sets() = ir.peer_sets();
+  *stripped.mutable_tables() = ir.tables();
+  *stripped.mutable_endpoints() = ir.endpoints();
+  for (size_t width : {size_t{4}, size_t{16}}) {
+    ir::AddressRange* r = width == 4 ? stripped.add_ipv4() : stripped.add_ipv6();
+    r->set_first(std::string(width, '\0'));
+    r->set_last(std::string(width, '\xff'));
+    r->add_cidrs(width == 4 ? "0.0.0.0/0" : "::/0");
+  }
+  absl::StatusOr<MapContents> maps = BuildMaps(stripped);
+  if (!maps.ok()) return maps.status();
+  maps->ident_hosts.clear();
+  maps->ident4.clear();
+  maps->ident6.clear();
+  return maps;
+}
+
 namespace {
 
 template <typename T>

@@ -235,6 +235,11 @@ inline constexpr np_tier_value kUnusedTierList = {NP_TIER_MAX_RULES + 1, 0, {}};
 // policy edit leaves alone); FailedPrecondition saying what differs. O(size of the IRs).
 absl::Status PolicyOnlyChange(const ir::CompiledPolicy& from, const ir::CompiledPolicy& to);
 
+// BuildMaps for a program whose address ranges are installed already (PolicyOnlyChange
+// accepted it): everything but the identity maps (left empty), checked as CheckIr checks
+// it, in time independent of the ranges. Errors name the offending IR element.
+absl::StatusOr<MapContents> BuildPolicyMaps(const ir::CompiledPolicy& ir);
+
 // max_entries of a generation's policy maps: room beyond `maps`' entries so that an edit's
 // new entries fit beside the old ones (LPM tries and hashes are allocated as filled, or
 // cheap; np_tier_lists and np_members are preallocated, so their room is a half more).
