@@ -946,7 +946,8 @@ TEST_F(UpdateTest, PodOfTheNodeAddedWithItsInterfaceIsAttachedInPlace) {
 // a peer set's identities changed, a peer set appended and named, a table appended, a
 // peer set made a tombstone and its id reused) go in place: the same program keeps
 // running, np_config's generation goes up by one, EbpfLastUpdate says "in place: policy",
-// and every hook of the node decides as the IR interpreter reads the next program. A
+// and every hook of the node decides as the IR interpreter reads the next program; pod
+// relabels (identity edits, which flip the bank too) in between decide right as well. A
 // pair that changes an endpoint's table is refused and loads a new generation, which is
 // right too; policy edits after it are in place again. Seeded (NP_TEST_SEED).
 TEST_F(UpdateTest, PolicyEventsAreEditedInPlaceAndDecideAsTheNextProgram) {
@@ -1062,11 +1063,38 @@ TEST_F(UpdateTest, PolicyEventsAreEditedInPlaceAndDecideAsTheNextProgram) {
     rule(next.mutable_tables(1)->mutable_ingress(), ir::TCP, 80, 3);
     update(next, "peer set 3 reused", false);
   }
+  int relabels = 0;
   for (int step = 0; step < 30; ++step) {
     std::string what;
     const ir::CompiledPolicy next = testing::PolicyEvent(previous, seed * 100 + step, &what);
     update(next, absl::StrCat("seed ", seed, " event ", step, ": ", what), false);
+    if (step % 3 != 2) continue;
+    // A pod elsewhere relabelled (an identity edit, which bumps the generation too and so
+    // flips the bank: the policy edit's cleanup must have made both banks equal first).
+    ir::CompiledPolicy relabelled = previous;
+    const ChurnPod& pod = pods[static_cast<size_t>(step) % pods.size()];
+    for (int family = 0; family < 2; ++family) {
+      const IpAddress a = ChurnAddress(family, 0x0a010000u + static_cast<uint32_t>(pod.slot));
+      uint8_t b[16] = {};
+      a.ToBytes(b);
+      const std::string bytes(reinterpret_cast<const char*>(b), family == 0 ? 4 : 16);
+      for (ir::AddressRange& r : family == 0 ? *relabelled.mutable_ipv4() : *relabelled.mutable_ipv6()) {
+        if (r.first() == bytes && r.last() == bytes) r.set_identity(1 + (r.identity() % 3));
+      }
+    }
+    const std::string where = absl::StrCat("seed ", seed, " step ", step, ": 10.1.0.", pod.slot,
+                                           " relabelled");
+    const uint32_t before_generation = LiveGeneration(0);
+    ASSERT_TRUE(inc->Update(previous, relabelled, On(0)).ok()) << where;
+    EXPECT_TRUE(absl::StartsWith(EbpfLastUpdate(*inc), "in place: ") &&
+                !absl::StartsWith(EbpfLastUpdate(*inc), "in place: policy"))
+        << where << ": " << EbpfLastUpdate(*inc);
+    EXPECT_EQ(LiveGeneration(0), before_generation + 1) << where;
+    ProbeHooks(netns_[0], previous, relabelled, peers, where, counts);
+    previous = relabelled;
+    ++relabels;
   }
+  EXPECT_EQ(relabels, 10);
   std::printf("%d policy edits in place, %d full; %d probes, %d allowed, %d changed\n",
               in_place, full, counts.probes, counts.allowed, counts.changed);
   EXPECT_GE(in_place, 15);
