@@ -133,6 +133,7 @@ int PolicyMain(int local, int cluster, int events, const std::string& netns,
   const ir::CompiledPolicy base = NodeIr(local, pods, local_identity);
   absl::Status s = backend->Apply(base, attachment);
   std::vector<double> in_place_ms, full_ms, build_ms, load_empty_ms, load_ms, fill_ms;
+  std::vector<double> compare_ms, policy_build_ms, plan_ms, writes;
   int in_place = 0;
   std::string last_full;
   ir::CompiledPolicy previous = base;
@@ -163,6 +164,21 @@ int PolicyMain(int local, int cluster, int events, const std::string& netns,
     const std::string path = EbpfLastUpdate(*backend);
     if (absl::StartsWith(path, "in place")) ++in_place; else last_full = path;
     if (!s.ok()) break;
+    // The in-place path's parts, alone (the live generation's layout: a fresh load's).
+    t = absl::Now();
+    absl::Status same = PolicyOnlyChange(previous, next);
+    compare_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - t));
+    t = absl::Now();
+    absl::StatusOr<MapContents> policy_maps = BuildPolicyMaps(next);
+    policy_build_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - t));
+    if (!same.ok() || !policy_maps.ok()) return 1;
+    if (absl::StatusOr<MapContents> before = BuildPolicyMaps(previous); before.ok()) {
+      const PolicyLayout layout = InitialLayout(*before);
+      t = absl::Now();
+      absl::StatusOr<PolicyEdit> edit = PlanPolicyEdit(layout, *policy_maps, 2);
+      plan_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - t));
+      if (edit.ok()) writes.push_back(static_cast<double>(edit->Writes()));
+    }
     // The same program as a new generation (the next Update then starts from it).
     t = absl::Now();
     s = backend->Apply(next, attachment);
@@ -201,12 +217,17 @@ int PolicyMain(int local, int cluster, int events, const std::string& netns,
   if (!s.ok()) std::fprintf(stderr, "error: %s\n", s.ToString().c_str());
   (void)backend->Remove(attachment);
   (void)RunCommand({"ip", "netns", "del", netns});
-  if (!s.ok() || in_place_ms.empty() || build_ms.empty()) return 1;
+  if (!s.ok() || in_place_ms.empty() || build_ms.empty() || writes.empty()) return 1;
   std::printf("ebpf policy events: %d pods on the node, %d in the cluster, %zu events (policy "
               "add / delete alternately), %d in place%s%s\n",
               local, cluster, in_place_ms.size(), in_place,
               last_full.empty() ? "" : "; last full: ", last_full.c_str());
+  std::printf("writes of an edit: p50 %.0f, max %.0f\n", Percentile(writes, 0.5),
+              *std::max_element(writes.begin(), writes.end()));
   for (auto [name, v] : {std::pair<const char*, std::vector<double>*>{"Update in place", &in_place_ms},
+                         {"  PolicyOnlyChange", &compare_ms},
+                         {"  BuildPolicyMaps", &policy_build_ms},
+                         {"  PlanPolicyEdit", &plan_ms},
                          {"new generation (Apply)", &full_ms},
                          {"  BuildMaps", &build_ms},
                          {"  Load, empty maps", &load_empty_ms},
