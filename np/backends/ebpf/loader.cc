@@ -733,12 +733,11 @@ absl::Status FinishPrevious(LiveMaps& live) {
   }
   return s;
 }
-}  // namespace
 
-absl::Status EditPolicy(LiveMaps& live, const PolicyEdit& edit, uint32_t next_generation) {
-  if (next_generation != live.generation + 1) {
-    return absl::FailedPreconditionError("the plan is for another generation number");
-  }
+// What every in-place edit checks and waits for before its first write: FailedPrecondition,
+// nothing written, when the kernel has no membarrier or `live` no longer runs; then the
+// previous edit's grace period and pending cleanup (FinishPrevious).
+absl::Status StartEdit(LiveMaps& live) {
   if (!HaveBarrier()) {
     return absl::FailedPreconditionError("no membarrier(MEMBARRIER_CMD_GLOBAL)");
   }
@@ -747,7 +746,15 @@ absl::Status EditPolicy(LiveMaps& live, const PolicyEdit& edit, uint32_t next_ge
     if (!scope.ok()) return absl::FailedPreconditionError(scope.status().message());
     if (absl::Status s = StillRuns(live); !s.ok()) return s;
   }
-  if (absl::Status s = FinishPrevious(live); !s.ok()) return s;
+  return FinishPrevious(live);
+}
+}  // namespace
+
+absl::Status EditPolicy(LiveMaps& live, const PolicyEdit& edit, uint32_t next_generation) {
+  if (next_generation != live.generation + 1) {
+    return absl::FailedPreconditionError("the plan is for another generation number");
+  }
+  if (absl::Status s = StartEdit(live); !s.ok()) return s;
   // Step 1: entries no run reads yet (maps.h PolicyEdit), in an order that needs none.
   std::vector<std::pair<np_member_key, uint8_t>> members;
   members.reserve(edit.member_adds.size());
@@ -790,15 +797,7 @@ absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit) {
   if (live.endpoints_entries + edit.endpoint_adds.size() > live.endpoints_capacity) {
     return absl::FailedPreconditionError("np_endpoints_addr has no room for the edit");
   }
-  if (!HaveBarrier()) {
-    return absl::FailedPreconditionError("no membarrier(MEMBARRIER_CMD_GLOBAL)");
-  }
-  {
-    absl::StatusOr<std::unique_ptr<NetnsScope>> scope = NetnsScope::Enter(live.netns);
-    if (!scope.ok()) return absl::FailedPreconditionError(scope.status().message());
-    if (absl::Status s = StillRuns(live); !s.ok()) return s;
-  }
-  if (absl::Status s = FinishPrevious(live); !s.ok()) return s;
+  if (absl::Status s = StartEdit(live); !s.ok()) return s;
   auto hosts = [&](const np_endpoint_addr_key& k) {
     return k.family == NP_FAMILY_V4 ? std::pair<int, const char*>{live.hosts, "np_ident_hosts"}
                                     : std::pair<int, const char*>{live.hosts6, "np_ident_hosts6"};

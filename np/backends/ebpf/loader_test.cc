@@ -654,6 +654,21 @@ std::vector<ChurnPod> FewChurnPods(std::mt19937_64& rng) {
   return pods;
 }
 
+// The node's pods x/l0..x/l2, an address outside the cluster and `pods` elsewhere, in
+// both families: the peers ProbeHooks tries.
+std::vector<IpAddress> ChurnPeers(const std::vector<ChurnPod>& pods) {
+  std::vector<IpAddress> peers;
+  for (int family = 0; family < 2; ++family) {
+    for (uint32_t v : {0x0a000001u, 0x0a000002u, 0x0a000003u, 0x0a020001u}) {
+      peers.push_back(ChurnAddress(family, v));
+    }
+    for (const ChurnPod& p : pods) {
+      peers.push_back(ChurnAddress(family, 0x0a010000u + static_cast<uint32_t>(p.slot)));
+    }
+  }
+  return peers;
+}
+
 // Runs `f` on a thread of its own inside network namespace `netns` (BPF_PROG_TEST_RUN
 // finds the context's ifindex in the caller's namespace).
 template <typename F>
@@ -884,15 +899,7 @@ TEST_F(UpdateTest, PodOfTheNodeAddedWithItsInterfaceIsAttachedInPlace) {
 
   // The new interface's hooks, on the pod's own addresses against the node's other pods,
   // pods elsewhere and an external address: the interpreter's verdicts for `after`.
-  std::vector<IpAddress> peers;
-  for (int family = 0; family < 2; ++family) {
-    for (uint32_t v : {0x0a000001u, 0x0a000002u, 0x0a000003u, 0x0a020001u}) {
-      peers.push_back(ChurnAddress(family, v));
-    }
-    for (const ChurnPod& p : pods) {
-      peers.push_back(ChurnAddress(family, 0x0a010000u + static_cast<uint32_t>(p.slot)));
-    }
-  }
+  const std::vector<IpAddress> peers = ChurnPeers(pods);
   ProbeCounts counts;
   ProbeHooks(netns_[0], before, after, peers, absl::StrCat("seed ", seed, ": h3"), counts,
              {{"h3", 0x0a000000u + 20}});
@@ -957,15 +964,7 @@ TEST_F(UpdateTest, PolicyEventsAreEditedInPlaceAndDecideAsTheNextProgram) {
   std::unique_ptr<Backend> inc = MakeEbpfBackend();
   ir::CompiledPolicy previous = ChurnIr(pods, true);
   ASSERT_TRUE(inc->Apply(previous, On(0)).ok());
-  std::vector<IpAddress> peers;
-  for (int family = 0; family < 2; ++family) {
-    for (uint32_t v : {0x0a000001u, 0x0a000002u, 0x0a000003u, 0x0a020001u}) {
-      peers.push_back(ChurnAddress(family, v));
-    }
-    for (const ChurnPod& p : pods) {
-      peers.push_back(ChurnAddress(family, 0x0a010000u + static_cast<uint32_t>(p.slot)));
-    }
-  }
+  const std::vector<IpAddress> peers = ChurnPeers(pods);
   auto program = [&] {
     uint32_t id = 0;
     InNetns(netns_[0], [&] { id = RunningProgram("h0", BPF_TC_INGRESS); });
