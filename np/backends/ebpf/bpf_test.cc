@@ -1,6 +1,7 @@
 // The tc program on crafted packets (BPF_PROG_TEST_RUN): its verdicts equal the IR read
 // literally on random IRs, and conntrack, ICMP, fragments, IPv6 extension headers and the
 // generation switch behave as np_policy.c documents. Runs as root (CAP_BPF); no namespaces.
+#include <bpf/bpf.h>
 #include <linux/pkt_cls.h>
 #include <unistd.h>
 
@@ -364,6 +365,34 @@ TEST_F(BpfTest, UnknownInterfaceDrops) {
   EXPECT_EQ(Run(**none, f, kFrom), kDrop);
   auto g = LoadTwoPods(TwoPods(), 1);
   EXPECT_EQ(Run(*g, f, kTo), kPass);
+}
+
+// The endpoint's table is read through np_table_slots in the bank of np_config's
+// generation (np_abi.h): pointing the OTHER bank elsewhere changes nothing, pointing the
+// run's bank at a physical table np_tables lacks denies (fail closed), and bumping the
+// generation makes runs read the other bank.
+TEST_F(BpfTest, TablesAreReadThroughTheGenerationsBank) {
+  auto g = LoadTwoPods(TwoPods(), 0, -1, -1, /*generation=*/4);
+  ASSERT_NE(g, nullptr);
+  const FrameSpec allowed = Tcp("10.0.0.2", "10.0.0.1", 35000, 80, 0x02);
+  ASSERT_EQ(Run(*g, allowed, kTo), kPass);
+  const int slots = g->map_fd("np_table_slots");
+  ASSERT_GE(slots, 0);
+  const uint32_t missing = 1000;  // past np_tables
+  const uint32_t other = NP_TABLE_SLOT(0u, 5u), live = NP_TABLE_SLOT(0u, 4u);
+  ASSERT_EQ(bpf_map_update_elem(slots, &other, &missing, BPF_ANY), 0);
+  EXPECT_EQ(Run(*g, Tcp("10.0.0.2", "10.0.0.1", 35001, 80, 0x02), kTo), kPass);
+  np_config c{};
+  const uint32_t zero = 0;
+  ASSERT_EQ(bpf_map_lookup_elem(g->map_fd("np_config"), &zero, &c), 0);
+  ASSERT_EQ(c.generation, 4u);
+  c.generation = 5;
+  ASSERT_EQ(bpf_map_update_elem(g->map_fd("np_config"), &zero, &c, BPF_ANY), 0);
+  EXPECT_EQ(Run(*g, Tcp("10.0.0.2", "10.0.0.1", 35002, 80, 0x02), kTo), kDrop);
+  const uint32_t table = 0;
+  ASSERT_EQ(bpf_map_update_elem(slots, &other, &table, BPF_ANY), 0);
+  ASSERT_EQ(bpf_map_update_elem(slots, &live, &missing, BPF_ANY), 0);
+  EXPECT_EQ(Run(*g, Tcp("10.0.0.2", "10.0.0.1", 35003, 80, 0x02), kTo), kPass);
 }
 
 // An interface whose pod is not an endpoint of the generation (kOutside) passes what

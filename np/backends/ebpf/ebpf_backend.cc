@@ -58,7 +58,10 @@ ir::BackendCapacity MapsCapacity(const ir::CompiledPolicy& ir, const MapContents
       "each map is created at its exact size, but the identity maps (np_ident_hosts, "
       "np_ident4, np_ident6) and np_endpoints_addr get an eighth more and 64 entries of "
       "room for in-place pod updates; np_endpoints_if gets as much room over the attached "
-      "interfaces, for pods attached in place with their interface");
+      "interfaces, for pods attached in place with their interface; the policy maps get "
+      "room for in-place policy edits (np_tables, np_ports, np_tiers twice their entries, "
+      "np_tier_lists and np_members a half more), and np_table_slots holds two entries a "
+      "table");
   report.add_notes(
       "np_ct (LRU, 65,536 flows) and np_frag (LRU, 8,192 datagrams) are fixed and shared by "
       "all generations: past them the least recently used entries go");
@@ -92,7 +95,8 @@ class EbpfBackend : public Backend {
 
   // In place when only the identity maps change, as maps.h PlanIdentityEdit allows (one
   // pod of another node added, deleted, relabelled or its address reused; or a pod of this
-  // node relabelled into another identity with its endpoint entry unchanged);
+  // node relabelled into another identity with its endpoint entry unchanged); in place too
+  // when only tables and peer sets change (PolicyInPlace: policy events with ids kept);
   // otherwise, or when this instance installed nothing yet (or for another attachment),
   // a new generation as Apply loads it. `previous` is trusted to be what this instance
   // installed last (Backend::Update's contract): only where `next` differs from it is
@@ -112,8 +116,13 @@ class EbpfBackend : public Backend {
     }
     absl::StatusOr<ebpf::IdentityEdit> edit = ebpf::PlanIdentityEditFromIr(previous, next);
     if (!edit.ok()) {
-      last_update_ = absl::StrCat("full: ", edit.status().message());
-      return Apply(next, attachment);
+      // Not a pod event: perhaps a policy event whose ids carry over (stable numbering).
+      if (absl::Status s = ebpf::PolicyOnlyChange(previous, next); !s.ok()) {
+        last_update_ = absl::StrCat("full: ", edit.status().message(), "; ", s.message());
+        return Apply(next, attachment);
+      }
+      if (!PolicyInPlace(next)) return Apply(next, attachment);
+      return absl::OkStatus();
     }
     if (!EditInPlace(*edit, Shape(next))) return Apply(next, attachment);
     return absl::OkStatus();
@@ -310,6 +319,63 @@ class EbpfBackend : public Backend {
     return true;
   }
 
+  // The policy maps of the live generation edited into `next`'s (maps.h PlanPolicyEdit:
+  // changed tables and peer sets written under fresh numbers, one np_config write switches
+  // every run to them), for a pair PolicyOnlyChange accepted; false (last_update_ says
+  // why) when a new generation must be loaded instead — then the live generation still
+  // decides as `previous` (nothing it reads was written) or as `next`.
+  bool PolicyInPlace(const ir::CompiledPolicy& next) {
+    // `next` is checked as Apply would (CheckIr, the tier lists' bound), its ranges aside:
+    // PolicyOnlyChange found them equal to the installed ones. Its policy maps are what the
+    // edit writes; the kernel's limits hold by the room reserved at load (PlanPolicyEdit),
+    // np's entry budget is checked on the total with the installed identity maps.
+    absl::StatusOr<MapContents> maps = ebpf::BuildPolicyMaps(next);
+    absl::Status checked = maps.status();
+    if (checked.ok()) {
+      absl::StatusOr<ir::BackendCapacity> capacity = Measure(next, *maps);
+      checked = capacity.ok() ? CheckCapacity(*capacity) : capacity.status();
+    }
+    const size_t entries = installed_entries_ - installed_policy_entries_ + PolicyEntries(*maps);
+    auto budget = options_.budgets.find("map_entries");
+    if (checked.ok() &&
+        entries > (budget == options_.budgets.end() ? kEntryBudget : budget->second)) {
+      checked = absl::ResourceExhaustedError("past the map entry budget");
+    }
+    if (!checked.ok()) {
+      last_update_ = absl::StrCat("full: ", checked.message());
+      return false;
+    }
+    const uint32_t next_generation = live_->generation + 1;
+    absl::StatusOr<ebpf::PolicyEdit> edit =
+        ebpf::PlanPolicyEdit(policy_, *maps, next_generation);
+    if (!edit.ok()) {
+      last_update_ = absl::StrCat("full: ", edit.status().message());
+      return false;
+    }
+    if (edit->Writes() == 0) {
+      last_update_ = "in place: nothing to change";
+      installed_shape_ = Shape(next);
+      return true;
+    }
+    if (absl::Status s = ebpf::EditPolicy(*live_, *edit, next_generation); !s.ok()) {
+      last_update_ = absl::StrCat("full: in-place policy edit failed: ", s.message());
+      return false;
+    }
+    policy_ = std::move(edit->after);
+    installed_entries_ = entries;
+    installed_policy_entries_ = PolicyEntries(*maps);
+    installed_shape_ = Shape(next);
+    last_update_ = absl::StrCat("in place: policy, ", edit->Writes(), " writes, tables ",
+                                absl::StrJoin(edit->changed_tables, " "), " and peer sets ",
+                                absl::StrJoin(edit->changed_peer_sets, " "),
+                                " changed; generation ", next_generation);
+    if (live_->last_wait_ms >= 0.01) {
+      absl::StrAppend(&last_update_, "; waited ", absl::SixDigits(live_->last_wait_ms),
+                      " ms for the previous edit's grace period");
+    }
+    return true;
+  }
+
   absl::Status ApplyMaps(const ir::CompiledPolicy& ir, MapContents maps,
                          const Attachment& attachment) {
     live_ = nullptr;
@@ -330,7 +396,9 @@ class EbpfBackend : public Backend {
         ebpf::ApplyGeneration(maps, interfaces, attachment.netns);
     if (!report.ok()) return report.status();
     live_ = report->live;
+    policy_ = ebpf::InitialLayout(maps);
     installed_entries_ = maps.TotalEntries();
+    installed_policy_entries_ = PolicyEntries(maps);
     installed_shape_ = Shape(ir);
     local_addresses_ = maps.endpoints_addr;
     next_endpoint_id_ = static_cast<uint32_t>(maps.endpoints.size());
@@ -473,6 +541,15 @@ class EbpfBackend : public Backend {
   // when unknown (nothing installed, Remove, a failed Apply).
   std::shared_ptr<ebpf::LiveMaps> live_;
   size_t installed_entries_ = 0;  // MapContents::TotalEntries of what is installed
+  // Where the live generation's policy maps keep each table and peer set (in-place policy
+  // edits renumber them: maps.h PolicyLayout); meaningful while live_ is set.
+  ebpf::PolicyLayout policy_;
+  size_t installed_policy_entries_ = 0;  // PolicyEntries of what is installed
+  // The entries of the maps a policy edit writes (of MapContents::TotalEntries).
+  static size_t PolicyEntries(const MapContents& m) {
+    return m.tables.size() + m.ports.size() + m.tiers.size() + m.tier_lists.size() +
+           m.members.size();
+  }
   std::array<int, 6> installed_shape_{};  // Shape of the IR installed
   // np_endpoints_addr of what is installed: the node's pod addresses, which last_update
   // names as such when an in-place edit changes their identity (maps.h, condition (c)).

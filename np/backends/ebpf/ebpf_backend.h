@@ -19,7 +19,22 @@
 //
 // Update edits the identity maps of the live generation in place when a pod event changes
 // nothing else (maps.h PlanIdentityEdit: which events, and why no packet sees a mix of the
-// two programs), else it loads a new generation as Apply does. UpdateDelta makes the same
+// two programs). A policy, namespace or tier event whose next program keeps the installed
+// ids (np::AlignNumbering's output) and leaves the node's endpoints and every address's
+// identity alone is edited in place too, without loading programs (maps.h PlanPolicyEdit):
+// changed tables and peer sets are written under fresh numbers beside the live ones, and
+// ONE np_config write (generation + 1, whose low bit picks the bank of np_table_slots a
+// run reads) moves every run from the old data to the new. Why that design and not
+// per-endpoint flips through an intermediate table: an endpoint's table is named by its
+// np_endpoints_if entry and by one np_endpoints_addr entry per address, and a run reads
+// both sides of a flow, so flips need several writes per endpoint, an intersection table
+// per changed table and grace periods between the phases; the bank switch needs one write,
+// no grace period on the path (the old entries go at the start of the next edit, after
+// one), and costs each packet one array lookup. Ids that carry over decide how much is
+// written, never whether it is right: any pair CheckIr accepts is compared by id. Pairs
+// whose endpoints or address ranges also change (a relabel into a new identity together
+// with the policy that made it) load a new generation; otherwise Update loads a new
+// generation as Apply does. UpdateDelta makes the same
 // edit planned from a CompiledPolicyDelta alone (maps.h PlanIdentityEditFromDelta), in
 // time proportional to the delta; what it cannot edit in place it loads as Update does.
 // UpdateDelta also adds and deletes pods of this node in place (np_endpoints_addr entries,
@@ -43,7 +58,8 @@ namespace np::backends {
 std::unique_ptr<Backend> MakeEbpfBackend(const BackendOptions& options = {});
 
 // How the last Update of `backend` (made by MakeEbpfBackend) went, for tests and
-// benchmarks: "in place: ..." (identity map entries edited, no new generation) or
+// benchmarks: "in place: ..." (identity map entries edited, no new generation; "in place:
+// policy, ..." for a policy edit) or
 // "full: <why not in place>"; empty before any Update or for another backend.
 std::string EbpfLastUpdate(const Backend& backend);
 

@@ -289,6 +289,8 @@ absl::StatusOr<std::unique_ptr<Generation>> Generation::Load(
                                             log.Tail()));
   }
   std::unique_ptr<Generation> g(new Generation(obj));
+  // The policy maps get room for in-place policy edits (maps.h PolicyRoom).
+  const PolicyCapacity room = PolicyRoom(maps);
   for (auto [name, n] : std::vector<std::pair<const char*, size_t>>{
            {"np_ident_hosts", IdentityRoom(HostKeys(maps, NP_FAMILY_V4))},
            {"np_ident_hosts6", IdentityRoom(HostKeys(maps, NP_FAMILY_V6))},
@@ -296,11 +298,12 @@ absl::StatusOr<std::unique_ptr<Generation>> Generation::Load(
            {"np_ident6", LpmRoom(maps.ident6.size())},
            {"np_endpoints_if", IdentityRoom(interfaces.size())},
            {"np_endpoints_addr", IdentityRoom(maps.endpoints_addr.size())},
-           {"np_tables", maps.tables.size()},
-           {"np_ports", maps.ports.size()},
-           {"np_tiers", maps.tiers.size()},
-           {"np_tier_lists", maps.tier_lists.size()},
-           {"np_members", maps.members.size()}}) {
+           {"np_table_slots", room.table_slots},
+           {"np_tables", room.tables},
+           {"np_ports", room.ports},
+           {"np_tiers", room.tiers},
+           {"np_tier_lists", room.tier_lists},
+           {"np_members", room.members}}) {
     absl::Status s = SetMaxEntries(obj, name, n);
     if (!s.ok()) return s;
   }
@@ -331,6 +334,11 @@ absl::StatusOr<std::unique_ptr<Generation>> Generation::Load(
   }
   for (uint32_t i = 0; i < maps.tables.size(); ++i) {
     if (s.ok()) s = Update(g->map_fd("np_tables"), "np_tables", &i, &maps.tables[i]);
+    // Both banks: each table where the IR numbers it (maps.h InitialLayout).
+    for (uint32_t bank = 0; bank < 2; ++bank) {
+      const uint32_t slot = NP_TABLE_SLOT(i, bank);
+      if (s.ok()) s = Update(g->map_fd("np_table_slots"), "np_table_slots", &slot, &i);
+    }
   }
   for (const auto& [k, v] : maps.ports) {
     if (s.ok()) s = Update(g->map_fd("np_ports"), "np_ports", &k, &v);
@@ -340,6 +348,11 @@ absl::StatusOr<std::unique_ptr<Generation>> Generation::Load(
   }
   for (uint32_t i = 0; i < maps.tier_lists.size(); ++i) {
     if (s.ok()) s = Update(g->map_fd("np_tier_lists"), "np_tier_lists", &i, &maps.tier_lists[i]);
+  }
+  // The room past them holds lists that deny (maps.h kUnusedTierList), not the array's
+  // zeros (an empty list: no verdict), so that a reference past the IR's lists fails closed.
+  for (uint32_t i = static_cast<uint32_t>(maps.tier_lists.size()); i < room.tier_lists; ++i) {
+    if (s.ok()) s = Update(g->map_fd("np_tier_lists"), "np_tier_lists", &i, &kUnusedTierList);
   }
   const uint8_t present = 1;
   for (const np_member_key& k : maps.members) {
@@ -485,9 +498,19 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
   installed->from_program =
       fcntl((*generation)->program_fd(NP_HOOK_FROM_ENDPOINT), F_DUPFD_CLOEXEC, 0);
   installed->to_program = fcntl((*generation)->program_fd(NP_HOOK_TO_ENDPOINT), F_DUPFD_CLOEXEC, 0);
+  for (auto [fd, name] : {std::pair<int*, const char*>{&installed->table_slots, "np_table_slots"},
+                          {&installed->tables, "np_tables"},
+                          {&installed->ports, "np_ports"},
+                          {&installed->tiers, "np_tiers"},
+                          {&installed->tier_lists, "np_tier_lists"},
+                          {&installed->members, "np_members"}}) {
+    *fd = fcntl((*generation)->map_fd(name), F_DUPFD_CLOEXEC, 0);
+  }
   if (installed->config >= 0 && installed->hosts >= 0 && installed->hosts6 >= 0 &&
       installed->ident4 >= 0 && installed->ident6 >= 0 && installed->endpoints >= 0 &&
-      installed->interfaces >= 0 && installed->from_program >= 0 && installed->to_program >= 0) {
+      installed->interfaces >= 0 && installed->from_program >= 0 && installed->to_program >= 0 &&
+      installed->table_slots >= 0 && installed->tables >= 0 && installed->ports >= 0 &&
+      installed->tiers >= 0 && installed->tier_lists >= 0 && installed->members >= 0) {
     installed->interfaces_capacity = MaxEntries(installed->interfaces);
     installed->attached = ifindexes;
     installed->endpoints_capacity = MaxEntries(installed->endpoints);
@@ -512,7 +535,7 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
 
 LiveMaps::~LiveMaps() {
   for (int fd : {config, hosts, hosts6, ident4, ident6, endpoints, interfaces, from_program,
-                 to_program}) {
+                 to_program, table_slots, tables, ports, tiers, tier_lists, members}) {
     if (fd >= 0) close(fd);
   }
 }
@@ -683,6 +706,82 @@ absl::Status StillRuns(const LiveMaps& live) {
 }
 }  // namespace
 
+namespace {
+// The previous edit's grace period (see above), then its pending policy cleanup (maps.h
+// PolicyEdit step 3: no run of the generation before it is left). FailedPrecondition when
+// the grace period failed (nothing written); another error: the cleanup is half done,
+// which only leaves entries no bank names (load a new generation).
+absl::Status FinishPrevious(LiveMaps& live) {
+  live.last_wait_ms = 0;
+  if (live.pending_grace_period != 0) {
+    const auto start = std::chrono::steady_clock::now();
+    absl::Status b = GracePeriods::Get().Wait(live.pending_grace_period);
+    live.last_wait_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    if (!b.ok()) return absl::FailedPreconditionError(b.message());
+    live.pending_grace_period = 0;
+  }
+  if (!live.pending_cleanup.has_value()) return absl::OkStatus();
+  const PolicyCleanup cleanup = std::move(*live.pending_cleanup);
+  live.pending_cleanup.reset();
+  absl::Status s = UpdateInOrder(live.table_slots, "np_table_slots", cleanup.slot_writes);
+  if (s.ok()) s = DeleteInOrder(live.ports, "np_ports", cleanup.port_deletes);
+  if (s.ok()) s = DeleteInOrder(live.tiers, "np_tiers", cleanup.tier_deletes);
+  if (s.ok()) s = DeleteInOrder(live.members, "np_members", cleanup.member_deletes);
+  for (uint32_t list : cleanup.lists_freed) {
+    if (s.ok()) s = Update(live.tier_lists, "np_tier_lists", &list, &kUnusedTierList);
+  }
+  return s;
+}
+
+// What every in-place edit checks and waits for before its first write: FailedPrecondition,
+// nothing written, when the kernel has no membarrier or `live` no longer runs; then the
+// previous edit's grace period and pending cleanup (FinishPrevious).
+absl::Status StartEdit(LiveMaps& live) {
+  if (!HaveBarrier()) {
+    return absl::FailedPreconditionError("no membarrier(MEMBARRIER_CMD_GLOBAL)");
+  }
+  {
+    absl::StatusOr<std::unique_ptr<NetnsScope>> scope = NetnsScope::Enter(live.netns);
+    if (!scope.ok()) return absl::FailedPreconditionError(scope.status().message());
+    if (absl::Status s = StillRuns(live); !s.ok()) return s;
+  }
+  return FinishPrevious(live);
+}
+}  // namespace
+
+absl::Status EditPolicy(LiveMaps& live, const PolicyEdit& edit, uint32_t next_generation) {
+  if (next_generation != live.generation + 1) {
+    return absl::FailedPreconditionError("the plan is for another generation number");
+  }
+  if (absl::Status s = StartEdit(live); !s.ok()) return s;
+  // Step 1: entries no run reads yet (maps.h PolicyEdit), in an order that needs none.
+  std::vector<std::pair<np_member_key, uint8_t>> members;
+  members.reserve(edit.member_adds.size());
+  for (const np_member_key& k : edit.member_adds) members.emplace_back(k, 1);
+  absl::Status s = UpdateInOrder(live.members, "np_members", members);
+  if (s.ok()) s = UpdateInOrder(live.tier_lists, "np_tier_lists", edit.list_writes);
+  if (s.ok()) s = UpdateInOrder(live.tables, "np_tables", edit.table_writes);
+  if (s.ok()) s = UpdateInOrder(live.ports, "np_ports", edit.port_adds);
+  if (s.ok()) s = UpdateInOrder(live.tiers, "np_tiers", edit.tier_adds);
+  if (s.ok()) s = UpdateInOrder(live.table_slots, "np_table_slots", edit.slot_writes);
+  // Step 2: the bump. A run that reads the new number must see every write above: on x86
+  // it does (kWritesSeenInOrder), elsewhere a grace period orders them.
+  if (s.ok() && !kWritesSeenInOrder) s = Barrier();
+  if (s.ok()) {
+    np_config c = live.config_value;
+    c.generation = next_generation;
+    s = Update(live.config, "np_config", &kZero, &c);
+    if (s.ok()) {
+      live.generation = c.generation;
+      live.config_value = c;
+      live.pending_cleanup = edit.cleanup;
+    }
+  }
+  live.pending_grace_period = GracePeriods::Get().Start();
+  return s;
+}
+
 absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit) {
   size_t adds[2] = {0, 0}, changes[2] = {0, 0}, deletes[2] = {0, 0};
   for (const auto& [k, v] : edit.host_adds) ++adds[k.family == NP_FAMILY_V4 ? 0 : 1];
@@ -698,24 +797,7 @@ absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit) {
   if (live.endpoints_entries + edit.endpoint_adds.size() > live.endpoints_capacity) {
     return absl::FailedPreconditionError("np_endpoints_addr has no room for the edit");
   }
-  if (!HaveBarrier()) {
-    return absl::FailedPreconditionError("no membarrier(MEMBARRIER_CMD_GLOBAL)");
-  }
-  {
-    absl::StatusOr<std::unique_ptr<NetnsScope>> scope = NetnsScope::Enter(live.netns);
-    if (!scope.ok()) return absl::FailedPreconditionError(scope.status().message());
-    if (absl::Status s = StillRuns(live); !s.ok()) return s;
-  }
-  // The previous edit's grace period (see above).
-  live.last_wait_ms = 0;
-  if (live.pending_grace_period != 0) {
-    const auto start = std::chrono::steady_clock::now();
-    absl::Status b = GracePeriods::Get().Wait(live.pending_grace_period);
-    live.last_wait_ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    if (!b.ok()) return absl::FailedPreconditionError(b.message());
-    live.pending_grace_period = 0;
-  }
+  if (absl::Status s = StartEdit(live); !s.ok()) return s;
   auto hosts = [&](const np_endpoint_addr_key& k) {
     return k.family == NP_FAMILY_V4 ? std::pair<int, const char*>{live.hosts, "np_ident_hosts"}
                                     : std::pair<int, const char*>{live.hosts6, "np_ident_hosts6"};

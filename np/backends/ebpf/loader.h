@@ -14,9 +14,10 @@
 // it: a flow that both deny never gets through. An old generation is freed by the kernel
 // when its last filter is replaced. Conntrack (np_ct) and fragment (np_frag) maps are handed
 // from each generation to the next, so established connections keep flowing.
-// In-place edits (EditIdentities) are the exception: for a pod event that changes only
-// identity entries, the process that installed a generation edits its identity maps
-// instead of loading the next one (maps.h IdentityEdit says why that is safe).
+// In-place edits (EditIdentities, EditPolicy) are the exception: for a pod event that
+// changes only identity entries, or a policy event that changes only tables and peer sets,
+// the process that installed a generation edits its maps instead of loading the next one
+// (maps.h IdentityEdit and PolicyEdit say why that is safe).
 // Nothing is pinned and no process has to stay alive: filters hold their programs, which
 // hold their maps. The next Apply (from any process) finds the live generation's shared
 // maps through the filter on one of the interfaces (bpf_tc_query).
@@ -30,6 +31,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -103,6 +105,12 @@ class LiveMaps {
   int config = -1, hosts = -1, hosts6 = -1, ident4 = -1, ident6 = -1, endpoints = -1;
   // np_endpoints_if and the generation's two programs: interfaces attached in place.
   int interfaces = -1, from_program = -1, to_program = -1;
+  // The policy maps: in-place policy edits (EditPolicy).
+  int table_slots = -1, tables = -1, ports = -1, tiers = -1, tier_lists = -1, members = -1;
+  // The last EditPolicy's step 3 (maps.h PolicyEdit), written by the next in-place edit of
+  // either kind once the grace period it waits for is over: before any later bump, so
+  // that both banks of np_table_slots are equal whenever a bump flips them.
+  std::optional<PolicyCleanup> pending_cleanup;
   uint32_t interfaces_capacity = 0;  // np_endpoints_if's max_entries
   std::vector<int> attached;         // ifindexes whose filters run the generation
   uint32_t hosts_capacity = 0, hosts6_capacity = 0, ident4_capacity = 0,
@@ -147,6 +155,15 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
 // kernel has no membarrier; any other error may leave the edit half done (every step is a
 // state whose verdicts are the old program's or the new one's): load a new generation.
 absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit);
+
+// Writes `edit` (maps.h PlanPolicyEdit, which says why it is safe) into the generation
+// `live`: after the previous edit's grace period and its pending cleanup, step 1, then
+// np_config.generation + 1 (which must be the plan's next_generation); step 3 is left
+// pending for the next in-place edit (a grace period must pass first: started now, run
+// meanwhile, as EditIdentities does). FailedPrecondition, with nothing written, when `live`
+// no longer runs or the kernel has no membarrier; after any other error load a new
+// generation (every state on the way has the old program's verdicts until the bump).
+absl::Status EditPolicy(LiveMaps& live, const PolicyEdit& edit, uint32_t next_generation);
 
 // Attaches the live generation to `interface` (a pod of this node added in place, with
 // its veth): np_endpoints_if[its ifindex] = `endpoint` first, then the generation's

@@ -654,6 +654,21 @@ std::vector<ChurnPod> FewChurnPods(std::mt19937_64& rng) {
   return pods;
 }
 
+// The node's pods x/l0..x/l2, an address outside the cluster and `pods` elsewhere, in
+// both families: the peers ProbeHooks tries.
+std::vector<IpAddress> ChurnPeers(const std::vector<ChurnPod>& pods) {
+  std::vector<IpAddress> peers;
+  for (int family = 0; family < 2; ++family) {
+    for (uint32_t v : {0x0a000001u, 0x0a000002u, 0x0a000003u, 0x0a020001u}) {
+      peers.push_back(ChurnAddress(family, v));
+    }
+    for (const ChurnPod& p : pods) {
+      peers.push_back(ChurnAddress(family, 0x0a010000u + static_cast<uint32_t>(p.slot)));
+    }
+  }
+  return peers;
+}
+
 // Runs `f` on a thread of its own inside network namespace `netns` (BPF_PROG_TEST_RUN
 // finds the context's ifindex in the caller's namespace).
 template <typename F>
@@ -884,15 +899,7 @@ TEST_F(UpdateTest, PodOfTheNodeAddedWithItsInterfaceIsAttachedInPlace) {
 
   // The new interface's hooks, on the pod's own addresses against the node's other pods,
   // pods elsewhere and an external address: the interpreter's verdicts for `after`.
-  std::vector<IpAddress> peers;
-  for (int family = 0; family < 2; ++family) {
-    for (uint32_t v : {0x0a000001u, 0x0a000002u, 0x0a000003u, 0x0a020001u}) {
-      peers.push_back(ChurnAddress(family, v));
-    }
-    for (const ChurnPod& p : pods) {
-      peers.push_back(ChurnAddress(family, 0x0a010000u + static_cast<uint32_t>(p.slot)));
-    }
-  }
+  const std::vector<IpAddress> peers = ChurnPeers(pods);
   ProbeCounts counts;
   ProbeHooks(netns_[0], before, after, peers, absl::StrCat("seed ", seed, ": h3"), counts,
              {{"h3", 0x0a000000u + 20}});
@@ -939,6 +946,161 @@ TEST_F(UpdateTest, PodOfTheNodeAddedWithItsInterfaceIsAttachedInPlace) {
     EXPECT_TRUE(absl::StartsWith(EbpfLastUpdate(*inc), "full: the interface h3 of x/l1"))
         << EbpfLastUpdate(*inc);
   }
+}
+
+// Policy events whose ids carry over (stable numbering: testing::PolicyEvent, and
+// hand-written ones: a table's rules and tier rules changed,
+// a peer set's identities changed, a peer set appended and named, a table appended, a
+// peer set made a tombstone and its id reused) go in place: the same program keeps
+// running, np_config's generation goes up by one, EbpfLastUpdate says "in place: policy",
+// and every hook of the node decides as the IR interpreter reads the next program; pod
+// relabels (identity edits, which flip the bank too) in between decide right as well. A
+// pair that changes an endpoint's table is refused and loads a new generation, which is
+// right too; policy edits after it are in place again. Seeded (NP_TEST_SEED).
+TEST_F(UpdateTest, PolicyEventsAreEditedInPlaceAndDecideAsTheNextProgram) {
+  const uint64_t seed = testing::FirstSeed();
+  std::mt19937_64 rng(seed);
+  const std::vector<ChurnPod> pods = FewChurnPods(rng);
+  std::unique_ptr<Backend> inc = MakeEbpfBackend();
+  ir::CompiledPolicy previous = ChurnIr(pods, true);
+  ASSERT_TRUE(inc->Apply(previous, On(0)).ok());
+  const std::vector<IpAddress> peers = ChurnPeers(pods);
+  auto program = [&] {
+    uint32_t id = 0;
+    InNetns(netns_[0], [&] { id = RunningProgram("h0", BPF_TC_INGRESS); });
+    return id;
+  };
+  ProbeCounts counts;
+  int in_place = 0, full = 0;
+  // One Update: in place (same program, generation + 1) unless `expect_full`.
+  auto update = [&](const ir::CompiledPolicy& next, const std::string& where, bool expect_full) {
+    ASSERT_TRUE(CheckIr(next).ok()) << where << ": " << CheckIr(next);
+    const uint32_t before_program = program(), before_generation = LiveGeneration(0);
+    ASSERT_TRUE(inc->Update(previous, next, On(0)).ok()) << where;
+    const std::string path = EbpfLastUpdate(*inc);
+    if (expect_full) {
+      EXPECT_TRUE(absl::StartsWith(path, "full: ")) << where << ": " << path;
+      EXPECT_NE(program(), before_program) << where << ": a new generation runs";
+      ++full;
+    } else {
+      EXPECT_TRUE(absl::StartsWith(path, "in place: policy") ||
+                  path == "in place: nothing to change")
+          << where << ": " << path;
+      EXPECT_EQ(program(), before_program) << where << ": no new generation";
+      EXPECT_EQ(LiveGeneration(0),
+                before_generation + (path == "in place: nothing to change" ? 0 : 1))
+          << where;
+      in_place += absl::StartsWith(path, "in place: policy");
+    }
+    ProbeHooks(netns_[0], previous, next, peers, where, counts);
+    previous = next;
+  };
+  auto rule = [](ir::DirectionPolicy* d, ir::Protocol protocol, uint32_t port, uint32_t set) {
+    ir::PortRule* r = d->add_rules();
+    r->set_protocol(protocol);
+    r->set_first_port(port);
+    r->set_last_port(port);
+    r->set_peer_set(set);
+  };
+  {  // Table 0's ingress: TCP 80 dropped, TCP 81 from peer set 0.
+    ir::CompiledPolicy next = previous;
+    ir::PortRule* r = next.mutable_tables(0)->mutable_ingress()->mutable_rules(0);
+    ASSERT_EQ(r->first_port(), 80u);
+    r->set_first_port(81);
+    r->set_last_port(81);
+    update(next, "table 0's rules changed", false);
+  }
+  {  // Peer set 1: {1, 2} -> {2, 3}.
+    ir::CompiledPolicy next = previous;
+    next.mutable_peer_sets(1)->clear_identities();
+    next.mutable_peer_sets(1)->add_identities(2);
+    next.mutable_peer_sets(1)->add_identities(3);
+    update(next, "peer set 1 changed", false);
+  }
+  {  // Peer set 4 = {0, 3} appended, TCP 8080 pointed at it.
+    ir::CompiledPolicy next = previous;
+    ir::PeerSet* p = next.add_peer_sets();
+    p->set_id(4);
+    p->add_identities(0);
+    p->add_identities(3);
+    for (ir::PortRule& r : *next.mutable_tables(0)->mutable_ingress()->mutable_rules()) {
+      if (r.first_port() == 8080) r.set_peer_set(4);
+    }
+    update(next, "peer set 4 appended and named", false);
+  }
+  {  // Admin tier on table 0's ingress: deny TCP 81 from peer set 0 ({1}), allow TCP from
+     // peer set 4.
+    ir::CompiledPolicy next = previous;
+    ir::DirectionPolicy* in = next.mutable_tables(0)->mutable_ingress();
+    ir::TierRule* deny = AddTierRule(in->mutable_admin(), ir::TIER_DENY, ir::TCP, 81, 81, 0);
+    deny->set_origin("deny-81");
+    AddTierRule(in->mutable_admin(), ir::TIER_ALLOW, ir::TCP, 0, 65535, 4)->set_origin("allow");
+    update(next, "admin tier rules added", false);
+  }
+  {  // Table 1 appended (no endpoint names it): nothing the program reads changes.
+    ir::CompiledPolicy next = previous;
+    ir::Table* t = next.add_tables();
+    t->set_id(1);
+    t->mutable_ingress()->set_isolated(true);
+    rule(t->mutable_ingress(), ir::UDP, 53, 3);
+    update(next, "table 1 appended", false);
+  }
+  {  // x/l1 moved to table 1: an endpoint changes, refused, a new generation.
+    ir::CompiledPolicy next = previous;
+    next.mutable_endpoints(1)->set_selected(true);
+    next.mutable_endpoints(1)->set_table(1);
+    update(next, "x/l1 moved to table 1", true);
+  }
+  {  // Peer set 3 made a tombstone (TCP 8080 used it before: now peer set 4 does).
+    ir::CompiledPolicy next = previous;
+    next.mutable_peer_sets(3)->clear_identities();
+    update(next, "peer set 3 tombstoned", false);
+  }
+  {  // Its id reused with a new meaning, named by table 1 (x/l1's).
+    ir::CompiledPolicy next = previous;
+    next.mutable_peer_sets(3)->add_identities(2);
+    rule(next.mutable_tables(1)->mutable_ingress(), ir::TCP, 80, 3);
+    update(next, "peer set 3 reused", false);
+  }
+  int relabels = 0;
+  for (int step = 0; step < 30; ++step) {
+    std::string what;
+    const ir::CompiledPolicy next = testing::PolicyEvent(previous, seed * 100 + step, &what);
+    update(next, absl::StrCat("seed ", seed, " event ", step, ": ", what), false);
+    if (step % 3 != 2) continue;
+    // A pod elsewhere relabelled (an identity edit, which bumps the generation too and so
+    // flips the bank: the policy edit's cleanup must have made both banks equal first).
+    ir::CompiledPolicy relabelled = previous;
+    const ChurnPod& pod = pods[static_cast<size_t>(step) % pods.size()];
+    for (int family = 0; family < 2; ++family) {
+      const IpAddress a = ChurnAddress(family, 0x0a010000u + static_cast<uint32_t>(pod.slot));
+      uint8_t b[16] = {};
+      a.ToBytes(b);
+      const std::string bytes(reinterpret_cast<const char*>(b), family == 0 ? 4 : 16);
+      for (ir::AddressRange& r : family == 0 ? *relabelled.mutable_ipv4() : *relabelled.mutable_ipv6()) {
+        if (r.first() == bytes && r.last() == bytes) r.set_identity(1 + (r.identity() % 3));
+      }
+    }
+    const std::string where = absl::StrCat("seed ", seed, " step ", step, ": 10.1.0.", pod.slot,
+                                           " relabelled");
+    const uint32_t before_generation = LiveGeneration(0);
+    ASSERT_TRUE(inc->Update(previous, relabelled, On(0)).ok()) << where;
+    EXPECT_TRUE(absl::StartsWith(EbpfLastUpdate(*inc), "in place: ") &&
+                !absl::StartsWith(EbpfLastUpdate(*inc), "in place: policy"))
+        << where << ": " << EbpfLastUpdate(*inc);
+    EXPECT_EQ(LiveGeneration(0), before_generation + 1) << where;
+    ProbeHooks(netns_[0], previous, relabelled, peers, where, counts);
+    previous = relabelled;
+    ++relabels;
+  }
+  EXPECT_EQ(relabels, 10);
+  std::printf("%d policy edits in place, %d full; %d probes, %d allowed, %d changed\n",
+              in_place, full, counts.probes, counts.allowed, counts.changed);
+  EXPECT_GE(in_place, 15);
+  EXPECT_EQ(full, 1);
+  EXPECT_GT(counts.changed, 20) << "the events should change verdicts the probes see";
+  EXPECT_GT(counts.allowed, 50);
+  EXPECT_LT(counts.allowed, counts.probes);
 }
 
 }  // namespace

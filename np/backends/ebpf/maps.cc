@@ -378,6 +378,29 @@ absl::StatusOr<MapContents> BuildMaps(const ir::CompiledPolicy& ir, uint32_t gen
   return m;
 }
 
+absl::StatusOr<MapContents> BuildPolicyMaps(const ir::CompiledPolicy& ir) {
+  // The ranges stand in as one per family, of identity 0: CheckIr and BuildMaps then check
+  // and encode everything else as they would, in time independent of the cluster's pods.
+  ir::CompiledPolicy stripped;
+  stripped.set_always_allow_self(ir.always_allow_self());
+  for (const ir::Identity& i : ir.identities()) stripped.add_identities()->set_id(i.id());
+  *stripped.mutable_peer_sets() = ir.peer_sets();
+  *stripped.mutable_tables() = ir.tables();
+  *stripped.mutable_endpoints() = ir.endpoints();
+  for (size_t width : {size_t{4}, size_t{16}}) {
+    ir::AddressRange* r = width == 4 ? stripped.add_ipv4() : stripped.add_ipv6();
+    r->set_first(std::string(width, '\0'));
+    r->set_last(std::string(width, '\xff'));
+    r->add_cidrs(width == 4 ? "0.0.0.0/0" : "::/0");
+  }
+  absl::StatusOr<MapContents> maps = BuildMaps(stripped);
+  if (!maps.ok()) return maps.status();
+  maps->ident_hosts.clear();
+  maps->ident4.clear();
+  maps->ident6.clear();
+  return maps;
+}
+
 namespace {
 
 template <typename T>
@@ -651,25 +674,51 @@ std::string After(std::string address) {
   return address;
 }
 
+// Whether np_config's flags and the endpoint maps (np_endpoints_addr, np_endpoints_if on
+// one attachment) of `from` and `to` are the same.
+bool SameNode(const ir::CompiledPolicy& from, const ir::CompiledPolicy& to, std::string* why) {
+  if (from.always_allow_self() != to.always_allow_self()) {
+    *why = "np_config flags differ";
+    return false;
+  }
+  bool same = from.endpoints_size() == to.endpoints_size();
+  for (int i = 0; same && i < from.endpoints_size(); ++i) {
+    const ir::Endpoint& a = from.endpoints(i);
+    const ir::Endpoint& b = to.endpoints(i);
+    same = a.namespace_() == b.namespace_() && a.name() == b.name() &&
+           a.selected() == b.selected() && a.table() == b.table() &&
+           a.ips_size() == b.ips_size() &&
+           std::equal(a.ips().begin(), a.ips().end(), b.ips().begin()) &&
+           a.shared_ips_size() == b.shared_ips_size() &&
+           std::equal(a.shared_ips().begin(), a.shared_ips().end(), b.shared_ips().begin());
+  }
+  if (!same) *why = "the node's endpoints differ";
+  return same;
+}
+
 }  // namespace
+
+absl::Status PolicyOnlyChange(const ir::CompiledPolicy& from, const ir::CompiledPolicy& to) {
+  std::string why;
+  if (!SameNode(from, to, &why)) {
+    return absl::FailedPreconditionError(absl::StrCat("not a policy-only change: ", why));
+  }
+  for (int family = 0; family < 2; ++family) {
+    const auto& a = family == 0 ? from.ipv4() : from.ipv6();
+    const auto& b = family == 0 ? to.ipv4() : to.ipv6();
+    if (a.size() != b.size() || !std::equal(a.begin(), a.end(), b.begin(), SameRange)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "not a policy-only change: the ", family == 0 ? "IPv4" : "IPv6",
+          " address ranges or their identities differ"));
+    }
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<IdentityEdit> PlanIdentityEditFromIr(const ir::CompiledPolicy& from,
                                                     const ir::CompiledPolicy& to) {
   // (a) on the IR: what the other maps are made of.
-  if (from.always_allow_self() != to.always_allow_self()) return Refuse("np_config flags differ");
-  if (from.endpoints_size() != to.endpoints_size()) return Refuse("the node's endpoints differ");
-  for (int i = 0; i < from.endpoints_size(); ++i) {
-    const ir::Endpoint& a = from.endpoints(i);
-    const ir::Endpoint& b = to.endpoints(i);
-    if (a.namespace_() != b.namespace_() || a.name() != b.name() ||
-        a.selected() != b.selected() || a.table() != b.table() ||
-        a.ips_size() != b.ips_size() ||
-        !std::equal(a.ips().begin(), a.ips().end(), b.ips().begin()) ||
-        a.shared_ips_size() != b.shared_ips_size() ||
-        !std::equal(a.shared_ips().begin(), a.shared_ips().end(), b.shared_ips().begin())) {
-      return Refuse("the node's endpoints differ");
-    }
-  }
+  if (std::string why; !SameNode(from, to, &why)) return Refuse(why);
   if (from.tables_size() != to.tables_size()) return Refuse("np_tables differs");
   for (int i = 0; i < from.tables_size(); ++i) {
     if (from.tables(i).SerializeAsString() != to.tables(i).SerializeAsString()) {
@@ -1312,6 +1361,257 @@ Decision MapModel::Decide(uint32_t hook, uint32_t self, const PacketView& p) con
     d.allowed = d.sides.back().allowed;
   }
   return d;
+}
+
+// ---------------------------------------------------------------------------------------
+// In-place policy edits
+
+namespace {
+
+template <typename K, typename V>
+void SortByKeyBytes(std::vector<std::pair<K, V>>& v) {
+  std::sort(v.begin(), v.end(), [](const auto& x, const auto& y) {
+    return std::memcmp(&x.first, &y.first, sizeof(K)) < 0;
+  });
+}
+
+bool SameTableEntries(const TableEntries& a, const TableEntries& b) {
+  if (!SameBytes(a.value, b.value) || !SamePairs(a.ports, b.ports) ||
+      a.tiers.size() != b.tiers.size() || a.lists.size() != b.lists.size()) {
+    return false;
+  }
+  for (size_t i = 0; i < a.tiers.size(); ++i) {
+    if (!SameBytes(a.tiers[i].first, b.tiers[i].first) ||
+        !SameBytes(a.lists[a.tiers[i].second], b.lists[b.tiers[i].second])) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Each IR table's entries of `maps` (which BuildMaps made: IR numbers), and with them the
+// physical tier list each of a table's lists is (the IR's list numbers).
+struct Grouped {
+  std::vector<TableEntries> tables;
+  std::vector<std::vector<uint32_t>> table_lists;
+  std::vector<std::vector<uint32_t>> peer_sets;
+};
+Grouped Group(const MapContents& maps) {
+  Grouped g;
+  g.tables.resize(maps.tables.size());
+  g.table_lists.resize(maps.tables.size());
+  for (size_t t = 0; t < maps.tables.size(); ++t) g.tables[t].value = maps.tables[t];
+  uint32_t peer_sets = 0;
+  auto name = [&](TableEntries& e, uint32_t peer_set, bool all) {
+    if (!all) e.peer_sets.push_back(peer_set);
+    peer_sets = std::max(peer_sets, peer_set + 1);
+  };
+  for (const auto& [k, v] : maps.ports) {
+    if (k.table >= g.tables.size()) continue;  // BuildMaps makes none
+    TableEntries& e = g.tables[k.table];
+    np_port_key key = k;
+    key.table = 0;
+    e.ports.emplace_back(key, v);
+    name(e, v.peer_set, (v.flags & NP_PEERS_ALL) != 0);
+  }
+  for (const auto& [k, ref] : maps.tiers) {
+    if (k.table >= g.tables.size() || ref.list >= maps.tier_lists.size()) continue;
+    TableEntries& e = g.tables[k.table];
+    std::vector<uint32_t>& lists = g.table_lists[k.table];
+    auto it = std::find(lists.begin(), lists.end(), ref.list);
+    if (it == lists.end()) {
+      lists.push_back(ref.list);
+      e.lists.push_back(maps.tier_lists[ref.list]);
+      const np_tier_value& l = maps.tier_lists[ref.list];
+      for (uint32_t i = 0; i < std::min<uint32_t>(l.count, NP_TIER_MAX_RULES); ++i) {
+        name(e, l.rules[i].peer_set, (l.rules[i].flags & NP_PEERS_ALL) != 0);
+      }
+      it = lists.end() - 1;
+    }
+    np_tier_key key = k;
+    key.table = 0;
+    e.tiers.emplace_back(key, static_cast<uint32_t>(it - lists.begin()));
+  }
+  for (TableEntries& e : g.tables) {
+    SortByKeyBytes(e.ports);
+    SortByKeyBytes(e.tiers);
+    std::sort(e.peer_sets.begin(), e.peer_sets.end());
+    e.peer_sets.erase(std::unique(e.peer_sets.begin(), e.peer_sets.end()), e.peer_sets.end());
+  }
+  for (const np_member_key& k : maps.members) peer_sets = std::max(peer_sets, k.peer_set + 1);
+  g.peer_sets.resize(peer_sets);
+  for (const np_member_key& k : maps.members) g.peer_sets[k.peer_set].push_back(k.identity);
+  for (auto& ids : g.peer_sets) std::sort(ids.begin(), ids.end());
+  return g;
+}
+
+// The physical form of `list` (peer sets through `slot`; past it: unchanged, as ALL ones).
+np_tier_value PhysicalList(np_tier_value list, const std::vector<uint32_t>& slot) {
+  for (uint32_t i = 0; i < std::min<uint32_t>(list.count, NP_TIER_MAX_RULES); ++i) {
+    if (list.rules[i].peer_set < slot.size()) list.rules[i].peer_set = slot[list.rules[i].peer_set];
+  }
+  return list;
+}
+
+}  // namespace
+
+PolicyCapacity PolicyRoom(const MapContents& maps) {
+  auto room = [](size_t n, size_t extra) {
+    return static_cast<uint32_t>(std::min<size_t>(n + extra, (size_t{1} << 27)));
+  };
+  PolicyCapacity c;
+  c.table_slots = room(2 * maps.tables.size(), 0);
+  c.tables = room(2 * maps.tables.size(), 16);
+  c.ports = room(2 * maps.ports.size(), 256);
+  c.tiers = room(2 * maps.tiers.size(), 256);
+  c.tier_lists = room(maps.tier_lists.size() + maps.tier_lists.size() / 2, 16);
+  c.members = room(maps.members.size() + maps.members.size() / 2, 256);
+  return c;
+}
+
+PolicyLayout InitialLayout(const MapContents& maps) {
+  Grouped g = Group(maps);
+  PolicyLayout l;
+  l.capacity = PolicyRoom(maps);
+  l.tables = std::move(g.tables);
+  l.table_lists = std::move(g.table_lists);
+  l.peer_sets = std::move(g.peer_sets);
+  for (uint32_t t = 0; t < l.tables.size(); ++t) l.table_slot.push_back(t);
+  for (uint32_t p = 0; p < l.peer_sets.size(); ++p) l.peer_set_slot.push_back(p);
+  l.next_peer_set_slot = static_cast<uint32_t>(l.peer_sets.size());
+  l.list_refs.assign(l.capacity.tier_lists, 0);
+  for (const auto& lists : l.table_lists) {
+    for (uint32_t list : lists) ++l.list_refs[list];
+  }
+  l.table_used.assign(l.capacity.tables, false);
+  for (uint32_t t = 0; t < l.tables.size(); ++t) l.table_used[t] = true;
+  l.ports_entries = maps.ports.size();
+  l.tiers_entries = maps.tiers.size();
+  l.members_entries = maps.members.size();
+  return l;
+}
+
+absl::StatusOr<PolicyEdit> PlanPolicyEdit(const PolicyLayout& live, const MapContents& next,
+                                          uint32_t next_generation) {
+  Grouped g = Group(next);
+  PolicyEdit edit;
+  PolicyLayout& after = edit.after;
+  after = live;
+  // Peer sets: every one whose members differ gets a number never used, its members.
+  std::vector<bool> set_changed(std::max(g.peer_sets.size(), live.peer_sets.size()), false);
+  for (uint32_t p = 0; p < g.peer_sets.size(); ++p) {
+    if (p < live.peer_sets.size() && live.peer_sets[p] == g.peer_sets[p]) continue;
+    set_changed[p] = true;
+    edit.changed_peer_sets.push_back(p);
+    if (after.next_peer_set_slot == NP_IDENTITY_NONE) {
+      return absl::FailedPreconditionError("peer set numbers are used up");
+    }
+    const uint32_t slot = after.next_peer_set_slot++;
+    if (p < live.peer_sets.size()) {
+      for (uint32_t id : live.peer_sets[p]) edit.cleanup.member_deletes.push_back({live.peer_set_slot[p], id});
+    }
+    for (uint32_t id : g.peer_sets[p]) edit.member_adds.push_back({slot, id});
+    if (p >= after.peer_sets.size()) {
+      after.peer_sets.resize(p + 1);
+      after.peer_set_slot.resize(p + 1, NP_IDENTITY_NONE);
+    }
+    after.peer_sets[p] = g.peer_sets[p];
+    after.peer_set_slot[p] = slot;
+  }
+  // A peer set that `next` no longer has members for (a tombstone past its peer sets).
+  for (uint32_t p = static_cast<uint32_t>(g.peer_sets.size()); p < live.peer_sets.size(); ++p) {
+    if (live.peer_sets[p].empty()) continue;
+    set_changed[p] = true;
+    edit.changed_peer_sets.push_back(p);
+    for (uint32_t id : live.peer_sets[p]) edit.cleanup.member_deletes.push_back({live.peer_set_slot[p], id});
+    after.peer_sets[p].clear();
+    after.peer_set_slot[p] = after.next_peer_set_slot++;
+  }
+  // Tables: the installed ones whose entries, or a peer set they name, changed.
+  const size_t tables = std::min(live.tables.size(), g.tables.size());
+  uint32_t free_table = 0, free_list = 0;
+  std::vector<uint32_t> lists_freed;
+  for (uint32_t t = 0; t < tables; ++t) {
+    const TableEntries& e = g.tables[t];
+    bool changed = !SameTableEntries(live.tables[t], e);
+    for (uint32_t p : e.peer_sets) changed = changed || (p < set_changed.size() && set_changed[p]);
+    if (!changed) continue;
+    edit.changed_tables.push_back(t);
+    while (free_table < live.capacity.tables && after.table_used[free_table]) ++free_table;
+    if (free_table >= live.capacity.tables) {
+      return absl::FailedPreconditionError("np_tables has no room for the edit");
+    }
+    const uint32_t old_slot = live.table_slot[t], slot = free_table;
+    after.table_used[slot] = true;
+    edit.table_writes.emplace_back(slot, e.value);
+    // Its lists, each in a list slot that no live table names (and none earlier in this edit).
+    std::vector<uint32_t> physical_lists;
+    for (const np_tier_value& list : e.lists) {
+      const np_tier_value physical = PhysicalList(list, after.peer_set_slot);
+      uint32_t at = NP_IDENTITY_NONE;
+      for (const auto& [written, value] : edit.list_writes) {
+        if (SameBytes(value, physical)) at = written;
+      }
+      if (at == NP_IDENTITY_NONE) {
+        while (free_list < live.capacity.tier_lists &&
+               (live.list_refs[free_list] != 0 || after.list_refs[free_list] != 0)) {
+          ++free_list;
+        }
+        if (free_list >= live.capacity.tier_lists) {
+          return absl::FailedPreconditionError("np_tier_lists has no room for the edit");
+        }
+        at = free_list;
+        edit.list_writes.emplace_back(at, physical);
+      }
+      ++after.list_refs[at];
+      physical_lists.push_back(at);
+    }
+    for (uint32_t list : live.table_lists[t]) lists_freed.push_back(list);
+    for (auto [k, v] : e.ports) {
+      k.table = slot;
+      if (v.peer_set < after.peer_set_slot.size()) v.peer_set = after.peer_set_slot[v.peer_set];
+      edit.port_adds.emplace_back(k, v);
+    }
+    for (const auto& [k, index] : e.tiers) {
+      np_tier_key key = k;
+      key.table = slot;
+      edit.tier_adds.emplace_back(key, np_tier_ref{physical_lists[index]});
+    }
+    for (const auto& [k, v] : live.tables[t].ports) {
+      np_port_key key = k;
+      key.table = old_slot;
+      edit.cleanup.port_deletes.push_back(key);
+    }
+    for (const auto& [k, index] : live.tables[t].tiers) {
+      np_tier_key key = k;
+      key.table = old_slot;
+      edit.cleanup.tier_deletes.push_back(key);
+    }
+    edit.slot_writes.emplace_back(NP_TABLE_SLOT(t, next_generation), slot);
+    edit.cleanup.slot_writes.emplace_back(NP_TABLE_SLOT(t, next_generation + 1), slot);
+    after.tables[t] = e;
+    after.table_slot[t] = slot;
+    after.table_lists[t] = std::move(physical_lists);
+    after.table_used[old_slot] = false;  // free once the cleanup is written
+  }
+  for (uint32_t list : lists_freed) {
+    if (--after.list_refs[list] == 0) edit.cleanup.lists_freed.push_back(list);
+  }
+  // Room: the new entries are written while the old ones are still there.
+  const size_t ports = live.ports_entries + edit.port_adds.size();
+  const size_t tiers = live.tiers_entries + edit.tier_adds.size();
+  const size_t members = live.members_entries + edit.member_adds.size();
+  if (ports > live.capacity.ports || tiers > live.capacity.tiers ||
+      members > live.capacity.members) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the policy maps have no room for the edit (np_ports ", ports, "/",
+                     live.capacity.ports, ", np_tiers ", tiers, "/", live.capacity.tiers,
+                     ", np_members ", members, "/", live.capacity.members, ")"));
+  }
+  after.ports_entries = ports - edit.cleanup.port_deletes.size();
+  after.tiers_entries = tiers - edit.cleanup.tier_deletes.size();
+  after.members_entries = members - edit.cleanup.member_deletes.size();
+  return edit;
 }
 
 }  // namespace np::backends::ebpf

@@ -195,6 +195,120 @@ absl::StatusOr<IdentityEdit> PlanIdentityEditFromDelta(
     const std::vector<std::pair<np_endpoint_addr_key, np_endpoint>>& local,
     uint32_t next_endpoint_id = kNoEndpointEdits);
 
+// What np_tier_lists holds where no table's entry points (its room, lists freed by an
+// edit): a count past NP_TIER_MAX_RULES, which the program denies on (np_abi.h: fail
+// closed), where the array's zeros would read as an empty list (no verdict).
+inline constexpr np_tier_value kUnusedTierList = {NP_TIER_MAX_RULES + 1, 0, {}};
+
+// In-place policy edits: a policy, namespace or tier event whose next program keeps the ids
+// of the installed one (the aligned numbering of np/lower_align.h) changes tables and peer
+// sets without loading programs (loader.h EditPolicy writes the plan).
+//
+//   PolicyLayout live = InitialLayout(installed_maps);       // what Apply loaded
+//   absl::StatusOr<PolicyEdit> edit = PlanPolicyEdit(live, next_maps, generation + 1);
+//
+// Why a packet is judged wholly by the old or wholly by the new policy data. The endpoint
+// maps name IR tables; the program turns one into the "physical" table that np_tables,
+// np_ports and np_tiers key its entries by through np_table_slots, in the bank that the
+// generation number it read once from np_config names (np_abi.h). Tier lists and np_ports
+// values name physical peer sets, np_members is keyed by them. The plan:
+//   1. writes every changed table's entries under a physical table no bank names, its tier
+//      lists into list slots no live table names, the members of every changed peer set
+//      under a peer set number never used before, and points the bank of
+//      `next_generation` at the new tables (that bank is read by no run: every run that
+//      read the generation before the live one ended before the writes — loader.cc);
+//      a table changes when its entries do or a peer set it names does, so no table of
+//      the new bank names an old peer set number that changed;
+//   2. np_config.generation = next_generation: one write. A run that read the old number
+//      reads only old entries (untouched until 3), one that read the new number only
+//      entries complete before the write (x86 keeps the order; elsewhere a grace period);
+//   3. after a grace period (no run of the old number is left): the other bank pointed
+//      at the new tables too, the old entries deleted (PolicyCleanup), so the two banks
+//      are equal again before the next edit or bump.
+// Endpoints and identities are not touched: the caller refuses pairs whose endpoint
+// entries, address ranges or np_config flags differ (identity edits are maps.h
+// IdentityEdit). Tables past the installed ones are not named by any endpoint of such a
+// pair and are not written.
+
+// OK when `to` differs from `from` only in tables, peer sets and identities no address
+// has: np_config's flags, the endpoints and the address ranges are the same (what the
+// policy edit leaves alone); FailedPrecondition saying what differs. O(size of the IRs).
+absl::Status PolicyOnlyChange(const ir::CompiledPolicy& from, const ir::CompiledPolicy& to);
+
+// BuildMaps for a program whose address ranges are installed already (PolicyOnlyChange
+// accepted it): everything but the identity maps (left empty), checked as CheckIr checks
+// it, in time independent of the ranges. Errors name the offending IR element.
+absl::StatusOr<MapContents> BuildPolicyMaps(const ir::CompiledPolicy& ir);
+
+// max_entries of a generation's policy maps: room beyond `maps`' entries so that an edit's
+// new entries fit beside the old ones (LPM tries and hashes are allocated as filled, or
+// cheap; np_tier_lists and np_members are preallocated, so their room is a half more).
+struct PolicyCapacity {
+  uint32_t table_slots = 0;             // np_table_slots: two per IR table
+  uint32_t tables = 0, tier_lists = 0;  // arrays: physical numbers are below these
+  uint32_t ports = 0, tiers = 0, members = 0;
+};
+PolicyCapacity PolicyRoom(const MapContents& maps);
+
+// One IR table's entries with the table number zeroed, its tier lists by content and peer
+// sets by IR number: what two programs' tables are compared by.
+struct TableEntries {
+  np_table value{};
+  std::vector<std::pair<np_port_key, np_port_value>> ports;  // sorted by key bytes
+  std::vector<std::pair<np_tier_key, uint32_t>> tiers;       // -> index into lists; sorted
+  std::vector<np_tier_value> lists;                          // distinct, first-use order
+  std::vector<uint32_t> peer_sets;                           // named (not ALL), sorted
+};
+
+// What a live generation's policy maps hold, by IR table and peer set, and where.
+struct PolicyLayout {
+  std::vector<TableEntries> tables;                // by IR table
+  std::vector<uint32_t> table_slot;                // IR table -> physical table
+  std::vector<std::vector<uint32_t>> table_lists;  // IR table -> physical list of each of its lists
+  std::vector<std::vector<uint32_t>> peer_sets;    // IR peer set -> identities (sorted)
+  std::vector<uint32_t> peer_set_slot;             // IR peer set -> physical peer set
+  std::vector<uint32_t> list_refs;   // physical list -> tables naming it (size: capacity)
+  std::vector<bool> table_used;      // physical table -> named by a bank (size: capacity)
+  uint32_t next_peer_set_slot = 0;   // past every physical peer set ever used
+  size_t ports_entries = 0, tiers_entries = 0, members_entries = 0;
+  PolicyCapacity capacity;
+};
+// The layout Generation::Load fills for `maps`: physical numbers are the IR's.
+PolicyLayout InitialLayout(const MapContents& maps);
+
+// Step 3: written after the grace period that follows the bump.
+struct PolicyCleanup {
+  std::vector<std::pair<uint32_t, uint32_t>> slot_writes;  // np_table_slots, the other bank
+  std::vector<np_port_key> port_deletes;
+  std::vector<np_tier_key> tier_deletes;
+  std::vector<np_member_key> member_deletes;
+  std::vector<uint32_t> lists_freed;  // np_tier_lists slots no table names: kUnusedTierList
+  size_t Writes() const {
+    return slot_writes.size() + port_deletes.size() + tier_deletes.size() +
+           member_deletes.size() + lists_freed.size();
+  }
+};
+struct PolicyEdit {
+  // Step 1, in this order (none is read by a run before step 2).
+  std::vector<np_member_key> member_adds;
+  std::vector<std::pair<uint32_t, np_tier_value>> list_writes;  // physical list -> list
+  std::vector<std::pair<uint32_t, np_table>> table_writes;      // physical table -> value
+  std::vector<std::pair<np_port_key, np_port_value>> port_adds;
+  std::vector<std::pair<np_tier_key, np_tier_ref>> tier_adds;
+  std::vector<std::pair<uint32_t, uint32_t>> slot_writes;  // np_table_slots, the next bank
+  PolicyCleanup cleanup;
+  PolicyLayout after;  // the layout once the cleanup is written
+  std::vector<uint32_t> changed_tables, changed_peer_sets;  // IR numbers
+  size_t Writes() const {
+    return member_adds.size() + list_writes.size() + table_writes.size() + port_adds.size() +
+           tier_adds.size() + slot_writes.size();
+  }
+};
+// The plan from `live` to `next`'s policy maps, for the bump to `next_generation`.
+// FailedPrecondition (load a new generation) when the maps lack the room.
+absl::StatusOr<PolicyEdit> PlanPolicyEdit(const PolicyLayout& live, const MapContents& next,
+                                          uint32_t next_generation);
+
 // The fewest port prefixes covering [first, last] (0 <= first <= last <= 65535), as
 // (first port of the block, prefix length 0..16).
 std::vector<std::pair<uint16_t, int>> PortPrefixes(uint32_t first, uint32_t last);

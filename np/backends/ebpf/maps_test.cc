@@ -3,7 +3,10 @@
 #include "np/backends/ebpf/maps.h"
 
 #include <cstring>
+#include <algorithm>
 #include <array>
+#include <cstdio>
+#include <functional>
 #include <map>
 #include <optional>
 #include <random>
@@ -1034,6 +1037,287 @@ TEST(PlanIdentityEditFromDeltaTest, APodOfTheNodeAddedOrDeletedGetsOldOrNewVerdi
       EXPECT_GT(wrong_one_lookup, 0) << where << ": one lookup should let x/a -> x/c:80 through";
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------
+// In-place policy edits (PlanPolicyEdit): a model of the policy maps as the kernel holds
+// them, written one map write at a time in the loader's order (loader.cc EditPolicy and
+// FinishPrevious), and read as a run reads them: np_config's generation once, then the
+// bank of np_table_slots it names.
+
+struct PolicyMapsModel {
+  uint32_t generation = 0;
+  std::map<uint32_t, uint32_t> slots;  // np_table_slots
+  std::vector<np_table> tables;        // np_tables (array: zeros past what is written)
+  std::map<std::string, std::pair<np_port_key, np_port_value>> ports;
+  std::map<std::string, std::pair<np_tier_key, np_tier_ref>> tiers;
+  std::vector<np_tier_value> lists;  // np_tier_lists
+  std::set<std::pair<uint32_t, uint32_t>> members;
+
+  // As Generation::Load fills them.
+  PolicyMapsModel(const MapContents& maps, uint32_t g) : generation(g) {
+    const PolicyCapacity room = PolicyRoom(maps);
+    tables.assign(room.tables, np_table{});
+    lists.assign(room.tier_lists, kUnusedTierList);
+    for (uint32_t t = 0; t < maps.tables.size(); ++t) {
+      tables[t] = maps.tables[t];
+      slots[NP_TABLE_SLOT(t, 0u)] = t;
+      slots[NP_TABLE_SLOT(t, 1u)] = t;
+    }
+    for (const auto& [k, v] : maps.ports) ports[Key(k)] = {k, v};
+    for (const auto& [k, v] : maps.tiers) tiers[Key(k)] = {k, v};
+    for (uint32_t i = 0; i < maps.tier_lists.size(); ++i) lists[i] = maps.tier_lists[i];
+    for (const np_member_key& k : maps.members) members.insert({k.peer_set, k.identity});
+  }
+  template <typename K>
+  static std::string Key(const K& k) {
+    return std::string(reinterpret_cast<const char*>(&k), sizeof(k));
+  }
+  // What a run that read `generation` looks up, as MapContents for MapModel: the endpoints'
+  // tables through the bank (a missing slot: a table past np_tables, which denies).
+  MapContents View(const MapContents& node) const {
+    MapContents v = node;
+    auto physical = [&](np_endpoint e) {
+      auto it = slots.find(NP_TABLE_SLOT(e.table, generation));
+      e.table = it == slots.end() ? 0xfffffff0u : it->second;
+      return e;
+    };
+    for (np_endpoint& e : v.endpoints) e = physical(e);
+    for (auto& [k, e] : v.endpoints_addr) e = physical(e);
+    v.tables = tables;
+    v.ports.clear();
+    for (const auto& [b, e] : ports) v.ports.push_back(e);
+    v.tiers.clear();
+    for (const auto& [b, e] : tiers) v.tiers.push_back(e);
+    v.tier_lists = lists;
+    v.members.clear();
+    for (const auto& [p, i] : members) v.members.push_back({p, i});
+    return v;
+  }
+};
+
+// The writes of `edit` as the loader makes them, one map write each: step 1, the bump, and
+// (`with_cleanup`) step 3. `mutant` reorders them as a broken loader could: 1 = the bump
+// first, 2 = the cleanup before the bump, 3 = the live bank's slots written in step 1.
+std::vector<std::function<void(PolicyMapsModel&)>> PolicyWrites(const PolicyEdit& edit,
+                                                                uint32_t next_generation,
+                                                                int mutant = 0) {
+  using W = std::function<void(PolicyMapsModel&)>;
+  std::vector<W> step1, bump, cleanup;
+  for (const np_member_key& k : edit.member_adds) {
+    step1.push_back([k](PolicyMapsModel& m) { m.members.insert({k.peer_set, k.identity}); });
+  }
+  for (const auto& [i, v] : edit.list_writes) {
+    step1.push_back([i = i, v = v](PolicyMapsModel& m) { m.lists.at(i) = v; });
+  }
+  for (const auto& [i, v] : edit.table_writes) {
+    step1.push_back([i = i, v = v](PolicyMapsModel& m) { m.tables.at(i) = v; });
+  }
+  for (const auto& e : edit.port_adds) {
+    step1.push_back([e](PolicyMapsModel& m) { m.ports[PolicyMapsModel::Key(e.first)] = e; });
+  }
+  for (const auto& e : edit.tier_adds) {
+    step1.push_back([e](PolicyMapsModel& m) { m.tiers[PolicyMapsModel::Key(e.first)] = e; });
+  }
+  for (auto [i, v] : edit.slot_writes) {
+    if (mutant == 3) i ^= 1u;  // the bank live runs read
+    step1.push_back([i = i, v = v](PolicyMapsModel& m) { m.slots[i] = v; });
+  }
+  bump.push_back([next_generation](PolicyMapsModel& m) { m.generation = next_generation; });
+  for (const auto& [i, v] : edit.cleanup.slot_writes) {
+    cleanup.push_back([i = i, v = v](PolicyMapsModel& m) { m.slots[i] = v; });
+  }
+  for (const np_port_key& k : edit.cleanup.port_deletes) {
+    cleanup.push_back([k](PolicyMapsModel& m) { m.ports.erase(PolicyMapsModel::Key(k)); });
+  }
+  for (const np_tier_key& k : edit.cleanup.tier_deletes) {
+    cleanup.push_back([k](PolicyMapsModel& m) { m.tiers.erase(PolicyMapsModel::Key(k)); });
+  }
+  for (const np_member_key& k : edit.cleanup.member_deletes) {
+    cleanup.push_back([k](PolicyMapsModel& m) { m.members.erase({k.peer_set, k.identity}); });
+  }
+  for (uint32_t i : edit.cleanup.lists_freed) {
+    cleanup.push_back([i](PolicyMapsModel& m) { m.lists.at(i) = kUnusedTierList; });
+  }
+  std::vector<W> out;
+  auto append = [&](const std::vector<W>& w) { out.insert(out.end(), w.begin(), w.end()); };
+  if (mutant == 1) {
+    append(bump), append(step1), append(cleanup);
+  } else if (mutant == 2) {
+    append(step1), append(cleanup), append(bump);
+  } else {
+    append(step1), append(bump), append(cleanup);
+  }
+  return out;
+}
+
+// How many (hook, endpoint, flow) verdicts of a run reading `model` differ from what the IR
+// interpreter says of `ir`; `where` and the first difference go to `first`.
+int WrongVerdicts(const PolicyMapsModel& model, const MapContents& node,
+                  const testing::IrInterpreter& ir, const std::vector<IpAddress>& addresses,
+                  const std::vector<uint16_t>& ports, std::string* first) {
+  const MapContents view = model.View(node);
+  const MapModel run(view);
+  int wrong = 0;
+  for (const IpAddress& s : addresses) {
+    for (const IpAddress& d : addresses) {
+      if (s.family() != d.family()) continue;
+      const int si = ir.EndpointIndex(s), di = ir.EndpointIndex(d);
+      if (si < 0 && di < 0) continue;
+      for (uint8_t protocol : {6, 17}) {
+        for (uint16_t port : ports) {
+          const bool expected = ir.Allowed(s, d, protocol, port);
+          const PacketView p = View(s, d, protocol, port);
+          for (auto [hook, self] : {std::pair<uint32_t, int>{NP_HOOK_FROM_ENDPOINT, si},
+                                    {NP_HOOK_TO_ENDPOINT, di}}) {
+            if (self < 0 || run.Decide(hook, static_cast<uint32_t>(self), p).allowed == expected) {
+              continue;
+            }
+            if (wrong++ == 0 && first != nullptr) {
+              *first = absl::StrCat(s.ToString(), " -> ", d.ToString(), " ",
+                                    ProtocolName(protocol), "/", port, " at ",
+                                    hook == NP_HOOK_FROM_ENDPOINT ? "np_from_ep" : "np_to_ep",
+                                    " (expected ", expected ? "allow" : "deny", ")");
+            }
+          }
+        }
+      }
+    }
+  }
+  return wrong;
+}
+
+// Chains of seeded policy events (testing::PolicyEvent: ids kept), each planned from the
+// layout the previous one left: after each map write of the loader's order (every one on
+// small edits, a spread of them and the ones around the bump on larger ones) a run
+// decides as the IR interpreter reads the old program until the bump and as the new one
+// from it on, cleanup included. The same writes in a wrong order (the bump first, the
+// cleanup before the bump, the live bank's slots written early) are caught: the model can
+// fail.
+TEST(PlanPolicyEditTest, EveryWriteOfTheOrderDecidesAsTheOldOrTheNewProgram) {
+  int edits = 0, changed_tables = 0, changed_sets = 0, writes = 0;
+  int caught[4] = {0, 0, 0, 0};
+  for (uint64_t seed = testing::FirstSeed(); seed < testing::FirstSeed() + 20; ++seed) {
+    ir::CompiledPolicy previous = testing::RandomIr(seed);
+    absl::StatusOr<MapContents> first = BuildMaps(previous);
+    ASSERT_TRUE(first.ok()) << first.status();
+    PolicyMapsModel model(*first, 1);
+    PolicyLayout layout = InitialLayout(*first);
+    // The node's pods and a few other addresses (each write is checked: keep it small).
+    std::vector<IpAddress> addresses;
+    {
+      const testing::IrInterpreter node(previous);
+      int others = 0;
+      for (const IpAddress& a : testing::ProbeAddresses(previous, seed)) {
+        if (node.EndpointIndex(a) >= 0 || others++ < 6) addresses.push_back(a);
+      }
+    }
+    for (int step = 0; step < 3; ++step) {
+      std::string what;
+      const ir::CompiledPolicy next = testing::PolicyEvent(previous, seed * 10 + step, &what);
+      const std::string where = absl::StrCat("seed ", seed, " event ", step, ": ", what);
+      ASSERT_TRUE(CheckIr(next).ok()) << where << CheckIr(next);
+      absl::StatusOr<MapContents> next_maps = BuildMaps(next);
+      ASSERT_TRUE(next_maps.ok()) << where << next_maps.status();
+      const uint32_t next_generation = model.generation + 1;
+      absl::StatusOr<PolicyEdit> edit = PlanPolicyEdit(layout, *next_maps, next_generation);
+      ASSERT_TRUE(edit.ok()) << where << edit.status();
+      std::vector<uint16_t> ports = testing::ProbePorts(previous);
+      for (uint16_t p : testing::ProbePorts(next)) ports.push_back(p);
+      std::sort(ports.begin(), ports.end());
+      ports.erase(std::unique(ports.begin(), ports.end()), ports.end());
+      std::shuffle(ports.begin(), ports.end(), std::mt19937_64(seed));
+      if (ports.size() > 16) ports.resize(16);
+      const testing::IrInterpreter old_ir(previous), new_ir(next);
+      // Every write is checked on small edits; on larger ones the state after each of 12
+      // writes spread over the order, the last write before the bump, the bump, and the
+      // last (a wrong state lasts until the bump or the end, so a spread catches it).
+      const size_t step1 = edit->Writes(), total = step1 + 1 + edit->cleanup.Writes();
+      auto checked = [&](size_t i) {
+        return total <= 16 || i + 1 == step1 || i == step1 || i + 1 == total ||
+               (i * 12) / total != ((i + 1) * 12) / total;
+      };
+      for (int mutant = 1; mutant <= 3; ++mutant) {
+        PolicyMapsModel broken = model;
+        bool wrong = false;
+        const auto writes = PolicyWrites(*edit, next_generation, mutant);
+        for (size_t i = 0; i < writes.size(); ++i) {
+          writes[i](broken);
+          if (!checked(i) && i != 0) continue;
+          const auto& ir = broken.generation == next_generation ? new_ir : old_ir;
+          if (WrongVerdicts(broken, *next_maps, ir, addresses, ports, nullptr) > 0) {
+            wrong = true;
+            break;
+          }
+        }
+        caught[mutant] += wrong;
+      }
+      const auto order = PolicyWrites(*edit, next_generation);
+      std::string diff;
+      ASSERT_EQ(WrongVerdicts(model, *next_maps, old_ir, addresses, ports, &diff), 0)
+          << where << ": before the edit: " << diff;
+      ASSERT_EQ(order.size(), total);
+      for (size_t i = 0; i < order.size(); ++i) {
+        order[i](model);
+        if (!checked(i)) continue;
+        const auto& ir = model.generation == next_generation ? new_ir : old_ir;
+        ASSERT_EQ(WrongVerdicts(model, *next_maps, ir, addresses, ports, &diff), 0)
+            << where << ": after write " << i + 1 << " of " << order.size() << ": " << diff;
+      }
+      ASSERT_EQ(model.generation, next_generation) << where;
+      // The cleanup leaves both banks equal and nothing that no bank names.
+      for (uint32_t t = 0; t < next_maps->tables.size() && t < layout.tables.size(); ++t) {
+        EXPECT_EQ(model.slots[NP_TABLE_SLOT(t, 0u)], model.slots[NP_TABLE_SLOT(t, 1u)]) << where;
+      }
+      EXPECT_EQ(model.ports.size(), edit->after.ports_entries) << where;
+      EXPECT_EQ(model.tiers.size(), edit->after.tiers_entries) << where;
+      EXPECT_EQ(model.members.size(), edit->after.members_entries) << where;
+      ++edits;
+      changed_tables += static_cast<int>(edit->changed_tables.size());
+      changed_sets += static_cast<int>(edit->changed_peer_sets.size());
+      writes += static_cast<int>(edit->Writes());
+      layout = std::move(edit->after);
+      previous = next;
+    }
+  }
+  EXPECT_EQ(edits, 60);
+  EXPECT_GT(changed_tables, 30) << "the events should change tables";
+  EXPECT_GT(changed_sets, 10) << "the events should change peer sets";
+  EXPECT_GT(writes, 100);
+  EXPECT_GT(caught[1], 5) << "the bump before the writes should be caught";
+  EXPECT_GT(caught[2], 5) << "the cleanup before the bump should be caught";
+  EXPECT_GT(caught[3], 5) << "writing the live bank early should be caught";
+  std::printf("%d edits: %d tables and %d peer sets changed, %d writes; wrong orders caught "
+              "%d, %d, %d times\n", edits, changed_tables, changed_sets, writes, caught[1],
+              caught[2], caught[3]);
+}
+
+// Room: an edit whose new entries do not fit beside the old ones is refused (a new
+// generation is loaded instead); a pair with no policy change writes nothing.
+TEST(PlanPolicyEditTest, NoRoomIsRefusedAndNoChangeWritesNothing) {
+  const ir::CompiledPolicy ir = testing::RandomIr(testing::FirstSeed() + 3);
+  absl::StatusOr<MapContents> maps = BuildMaps(ir);
+  ASSERT_TRUE(maps.ok());
+  const PolicyLayout layout = InitialLayout(*maps);
+  absl::StatusOr<PolicyEdit> same = PlanPolicyEdit(layout, *maps, 2);
+  ASSERT_TRUE(same.ok()) << same.status();
+  EXPECT_EQ(same->Writes(), 0u);
+  EXPECT_EQ(same->cleanup.Writes(), 0u);
+  ir::CompiledPolicy next = ir;
+  for (ir::PeerSet& p : *next.mutable_peer_sets()) {
+    if (p.all()) continue;
+    std::set<uint32_t> ids(p.identities().begin(), p.identities().end());
+    for (int i = 0; i < next.identities_size(); ++i) ids.insert(static_cast<uint32_t>(i));
+    p.clear_identities();
+    for (uint32_t i : ids) p.add_identities(i);
+  }
+  absl::StatusOr<MapContents> next_maps = BuildMaps(next);
+  ASSERT_TRUE(next_maps.ok());
+  PolicyLayout tight = layout;
+  tight.capacity.members = static_cast<uint32_t>(layout.members_entries);
+  absl::StatusOr<PolicyEdit> refused = PlanPolicyEdit(tight, *next_maps, 2);
+  EXPECT_TRUE(absl::IsFailedPrecondition(refused.status())) << refused.status();
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "no room")) << refused.status();
 }
 
 }  // namespace

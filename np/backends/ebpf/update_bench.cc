@@ -8,7 +8,8 @@
 // Every fourth event or so is a pod of the node relabelled into another identity, by
 // UpdateDelta, timed apart ("UpdateDelta local relabel"). A fourth argument "back-to-back"
 // leaves out the untimed work between events.
-// Root only.  bazel run //np/backends/ebpf:update_bench -- 110 10000 300 [back-to-back]
+// A fourth argument "policy" times policy events instead (PolicyMain).
+// Root only.  bazel run //np/backends/ebpf:update_bench -- 110 10000 300 [back-to-back|policy]
 #include <linux/membarrier.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -23,7 +24,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
 #include "absl/time/clock.h"
+#include <bpf/bpf.h>
+
 #include "np/backends/ebpf/ebpf_backend.h"
+#include "np/backends/ebpf/loader.h"
 #include "np/backends/ebpf/maps.h"
 #include "np/backends/ebpf/testing/random_ir.h"
 #include "np/backends/util.h"
@@ -114,6 +118,127 @@ double Percentile(std::vector<double> v, double p) {
   return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
 }
 
+// Policy events (argv[4] == "policy"): a policy added to and deleted from the node's
+// tables with ids kept (as np::AlignNumbering leaves them): a rule TCP 443 from a peer set
+// appended for it added to one table, then deleted again (its peer set left a tombstone).
+// Each event goes once through Update in place and once as a new generation (Apply of
+// the same program on the same instance), alternately, so both see the same load. Also
+// splits a new generation's cost: Generation::Load of empty maps (object open, the
+// verifier, tiny maps), Load of the node's maps, the fill alone (every entry written again
+// into the loaded maps), BuildMaps, and what Apply adds (attach / replace on every veth).
+int PolicyMain(int local, int cluster, int events, const std::string& netns,
+               const Attachment& attachment, const std::vector<Pod>& pods,
+               const std::vector<uint32_t>& local_identity) {
+  std::unique_ptr<Backend> backend = MakeEbpfBackend();
+  const ir::CompiledPolicy base = NodeIr(local, pods, local_identity);
+  absl::Status s = backend->Apply(base, attachment);
+  std::vector<double> in_place_ms, full_ms, build_ms, load_empty_ms, load_ms, fill_ms;
+  std::vector<double> compare_ms, policy_build_ms, plan_ms, writes;
+  int in_place = 0;
+  std::string last_full;
+  ir::CompiledPolicy previous = base;
+  std::mt19937_64 rng(2);
+  for (int e = 0; s.ok() && e < events; ++e) {
+    ir::CompiledPolicy next = previous;
+    const uint32_t table = static_cast<uint32_t>(e / 2 % 8);
+    if (e % 2 == 0) {  // add: peer set 9 (a tombstone or new) = three classes, named
+      if (next.peer_sets_size() < 10) next.add_peer_sets()->set_id(9);
+      ir::PeerSet* set = next.mutable_peer_sets(9);
+      set->clear_identities();
+      for (uint32_t c = 1; c <= 8; ++c) {
+        if (rng() % 3 == 0) set->add_identities(c);
+      }
+      ir::PortRule* r = next.mutable_tables(static_cast<int>(table))->mutable_ingress()->add_rules();
+      r->set_protocol(ir::TCP);
+      r->set_first_port(443);
+      r->set_last_port(443);
+      r->set_peer_set(9);
+    } else {  // delete: the rule gone, peer set 9 a tombstone
+      auto* rules = next.mutable_tables(static_cast<int>(table))->mutable_ingress()->mutable_rules();
+      rules->RemoveLast();
+      next.mutable_peer_sets(9)->clear_identities();
+    }
+    absl::Time t = absl::Now();
+    s = backend->Update(previous, next, attachment);
+    in_place_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - t));
+    const std::string path = EbpfLastUpdate(*backend);
+    if (absl::StartsWith(path, "in place")) ++in_place; else last_full = path;
+    if (!s.ok()) break;
+    // The in-place path's parts, alone (the live generation's layout: a fresh load's).
+    t = absl::Now();
+    absl::Status same = PolicyOnlyChange(previous, next);
+    compare_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - t));
+    t = absl::Now();
+    absl::StatusOr<MapContents> policy_maps = BuildPolicyMaps(next);
+    policy_build_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - t));
+    if (!same.ok() || !policy_maps.ok()) return 1;
+    if (absl::StatusOr<MapContents> before = BuildPolicyMaps(previous); before.ok()) {
+      const PolicyLayout layout = InitialLayout(*before);
+      t = absl::Now();
+      absl::StatusOr<PolicyEdit> edit = PlanPolicyEdit(layout, *policy_maps, 2);
+      plan_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - t));
+      if (edit.ok()) writes.push_back(static_cast<double>(edit->Writes()));
+    }
+    // The same program as a new generation (the next Update then starts from it).
+    t = absl::Now();
+    s = backend->Apply(next, attachment);
+    full_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - t));
+    previous = std::move(next);
+    if (e % 4 != 0) continue;
+    // A new generation's parts.
+    t = absl::Now();
+    absl::StatusOr<MapContents> maps = BuildMaps(previous);
+    build_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - t));
+    if (!maps.ok()) return 1;
+    t = absl::Now();
+    { auto g = Generation::Load(MapContents{}, {}); if (!g.ok()) return 1; }
+    load_empty_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - t));
+    t = absl::Now();
+    absl::StatusOr<std::unique_ptr<Generation>> g = Generation::Load(*maps, {});
+    load_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - t));
+    if (!g.ok()) return 1;
+    t = absl::Now();
+    const uint8_t present = 1;
+    auto put = [&](const char* map, const void* k, const void* v) {
+      bpf_map_update_elem((*g)->map_fd(map), k, v, BPF_ANY);
+    };
+    for (const auto& [k, v] : maps->ident_hosts) {
+      put(k.family == NP_FAMILY_V4 ? "np_ident_hosts" : "np_ident_hosts6", &k, &v);
+    }
+    for (const auto& [k, v] : maps->ident4) put("np_ident4", &k, &v);
+    for (const auto& [k, v] : maps->ident6) put("np_ident6", &k, &v);
+    for (const auto& [k, v] : maps->endpoints_addr) put("np_endpoints_addr", &k, &v);
+    for (uint32_t i = 0; i < maps->tables.size(); ++i) put("np_tables", &i, &maps->tables[i]);
+    for (const auto& [k, v] : maps->ports) put("np_ports", &k, &v);
+    for (const auto& [k, v] : maps->tiers) put("np_tiers", &k, &v);
+    for (const np_member_key& k : maps->members) put("np_members", &k, &present);
+    fill_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - t));
+  }
+  if (!s.ok()) std::fprintf(stderr, "error: %s\n", s.ToString().c_str());
+  (void)backend->Remove(attachment);
+  (void)RunCommand({"ip", "netns", "del", netns});
+  if (!s.ok() || in_place_ms.empty() || build_ms.empty() || writes.empty()) return 1;
+  std::printf("ebpf policy events: %d pods on the node, %d in the cluster, %zu events (policy "
+              "add / delete alternately), %d in place%s%s\n",
+              local, cluster, in_place_ms.size(), in_place,
+              last_full.empty() ? "" : "; last full: ", last_full.c_str());
+  std::printf("writes of an edit: p50 %.0f, max %.0f\n", Percentile(writes, 0.5),
+              *std::max_element(writes.begin(), writes.end()));
+  for (auto [name, v] : {std::pair<const char*, std::vector<double>*>{"Update in place", &in_place_ms},
+                         {"  PolicyOnlyChange", &compare_ms},
+                         {"  BuildPolicyMaps", &policy_build_ms},
+                         {"  PlanPolicyEdit", &plan_ms},
+                         {"new generation (Apply)", &full_ms},
+                         {"  BuildMaps", &build_ms},
+                         {"  Load, empty maps", &load_empty_ms},
+                         {"  Load, the node's maps", &load_ms},
+                         {"  fill alone", &fill_ms}}) {
+    std::printf("%-26s p50 %8.3f ms  p99 %8.3f ms  max %8.3f ms\n", name, Percentile(*v, 0.5),
+                Percentile(*v, 0.99), *std::max_element(v->begin(), v->end()));
+  }
+  return 0;
+}
+
 int Main(int argc, char** argv) {
   const int local = argc > 1 ? std::atoi(argv[1]) : 110;
   const int cluster = argc > 2 ? std::atoi(argv[2]) : 10000;
@@ -143,9 +268,13 @@ int Main(int argc, char** argv) {
     used[slot] = true;
     pods.push_back({slot, 1 + static_cast<uint32_t>(rng() % 8)});
   }
-  std::unique_ptr<Backend> backend = MakeEbpfBackend();
   std::vector<uint32_t> local_identity;
   for (int i = 0; i < local; ++i) local_identity.push_back(1 + static_cast<uint32_t>(i % 8));
+  if (argc > 4 && std::string(argv[4]) == "policy") {
+    std::remove(("/tmp/" + netns + ".batch").c_str());
+    return PolicyMain(local, cluster, events, netns, attachment, pods, local_identity);
+  }
+  std::unique_ptr<Backend> backend = MakeEbpfBackend();
   ir::CompiledPolicy previous = NodeIr(local, pods, local_identity);
   std::vector<double> local_ms;  // UpdateDelta of a pod of the node relabelled
   int local_in_place = 0;

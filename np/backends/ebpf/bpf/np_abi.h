@@ -11,6 +11,8 @@
  *   np_ident_hosts, np_ident_hosts6     single address (/32, /128: pod IPs) -> identity, else
  *     (hash; IPv4, IPv6)
  *   np_ident4 / np_ident6 (LPM)         address -> identity (every address has exactly one)
+ *   np_table_slots[NP_TABLE_SLOT]       the endpoint's table -> where its entries are now
+ *                                       (the bank np_config.generation & 1 names)
  *   np_tables[table]                    per direction: NetworkPolicy isolation, tier lists
  *   np_tiers (LPM)                      (table, direction, tier, protocol, destination port)
  *                                       -> list id of the Admin or Baseline tier rules
@@ -47,7 +49,8 @@
 #define NP_CONFIG_ALLOW_SELF 0x1 /* traffic from an endpoint to itself always passes */
 struct np_config {
 	__u32 generation; /* increases by one with every Apply and every in-place edit; read
-			   * once per run, it stamps np_ct entries (np_policy.c np_decide) */
+			   * once per run, it stamps np_ct entries (np_policy.c np_decide), and
+			   * its low bit picks the bank of np_table_slots the run reads */
 	__u32 flags;      /* NP_CONFIG_* */
 };
 
@@ -94,7 +97,17 @@ struct np_endpoint_addr_key {
 	__u8 addr[16]; /* network order; IPv4 uses addr[0..3], the rest is zero */
 };
 
-/* np_tables: BPF_MAP_TYPE_ARRAY indexed by table id. A direction with isolated 0 and tiers 0
+/* np_table_slots: BPF_MAP_TYPE_ARRAY, two entries per table of the IR (np_endpoint.table):
+ * NP_TABLE_SLOT(table, generation) holds the "physical" table, the number np_tables,
+ * np_ports and np_tiers key that table's entries by in the bank (generation & 1) a run
+ * reads. A generation is loaded with physical == IR table in both banks. An in-place policy
+ * edit (loader.h EditPolicy) writes a changed table's entries, and the members of a changed
+ * peer set, under numbers no live entry uses, points the bank the next generation number
+ * names at them, then bumps np_config.generation: the one write that moves every run from
+ * the old data to the new (np_config is read once per run). A missing entry denies. */
+#define NP_TABLE_SLOT(table, generation) ((table) * 2u + ((generation) & 1u))
+
+/* np_tables: BPF_MAP_TYPE_ARRAY indexed by table id (physical: np_table_slots). A direction with isolated 0 and tiers 0
  * is not restricted: everything passes it. */
 #define NP_TABLE_HAS_ADMIN 0x1    /* np_tiers holds the direction's NP_TIER_ADMIN list */
 #define NP_TABLE_HAS_BASELINE 0x2 /* ... and its NP_TIER_BASELINE list */

@@ -111,6 +111,13 @@ struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
+	__type(value, __u32);
+} np_table_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
 	__type(value, struct np_table);
 } np_tables SEC(".maps");
 
@@ -491,18 +498,31 @@ __noinline int np_tier_verdict(__u32 table, __u32 dir, __u32 tier, __u32 protoco
 	return 0;
 }
 
+/* np_tables' entry of the endpoint table `table` in the bank `generation` names, and its
+ * physical number (np_abi.h np_table_slots), or NULL: the caller denies. */
+static __always_inline struct np_table *table_of(__u32 table, __u32 generation, __u32 *physical)
+{
+	__u32 slot = NP_TABLE_SLOT(table, generation);
+	__u32 *where = bpf_map_lookup_elem(&np_table_slots, &slot);
+	if (!where)
+		return 0;
+	*physical = *where;
+	return bpf_map_lookup_elem(&np_tables, physical);
+}
+
 /* Whether `ep`'s policy in `dir` allows the packet with the other end at `peer`:
  * proto/compiled.proto's "Policy tiers" order. */
 /* `identity`: the peer's identity, NP_IDENTITY_UNREAD until side_allows needs it; shared by
  * both sides of a run when they have the same peer address, so that a run reads each
  * address's identity at most once (an in-place edit relies on it: maps.h IdentityEdit). */
 static __always_inline int side_allows(const struct np_endpoint *ep, __u8 dir,
-				       const struct np_pkt *p, const __u8 *peer, __u32 *identity_cache)
+				       const struct np_pkt *p, const __u8 *peer, __u32 *identity_cache,
+				       __u32 generation)
 {
 	if (!(ep->flags & NP_ENDPOINT_SELECTED))
 		return 1;
-	__u32 table = ep->table;
-	struct np_table *t = bpf_map_lookup_elem(&np_tables, &table);
+	__u32 table;
+	struct np_table *t = table_of(ep->table, generation, &table);
 	if (!t)
 		return 0;
 	__u8 isolated = t->isolated[dir & 1];
@@ -548,7 +568,8 @@ static __always_inline int side_allows(const struct np_endpoint *ep, __u8 dir,
 }
 
 static __always_inline int policy_allows(__u32 hook, const struct np_pkt *p,
-					 const struct np_endpoint *self, __u32 config_flags)
+					 const struct np_endpoint *self, __u32 config_flags,
+					 __u32 generation)
 {
 	const __u8 *self_peer, *other_peer;
 	__u8 self_dir, other_dir;
@@ -571,7 +592,7 @@ static __always_inline int policy_allows(__u32 hook, const struct np_pkt *p,
 	/* src == dst (a spoofed packet, or self traffic without ALLOW_SELF): one address, one
 	 * identity lookup for both sides. */
 	__u32 self_peer_identity = NP_IDENTITY_UNREAD, other_peer_identity = NP_IDENTITY_UNREAD;
-	if (!side_allows(self, self_dir, p, self_peer, &self_peer_identity))
+	if (!side_allows(self, self_dir, p, self_peer, &self_peer_identity, generation))
 		return 0;
 	/* Looked up again when the first lookup missed, after self's side has read the other
 	 * address's identity. An in-place edit adds a pod of this node as: its np_endpoints_addr
@@ -591,7 +612,7 @@ static __always_inline int policy_allows(__u32 hook, const struct np_pkt *p,
 	__builtin_memcpy(b, other_peer, 16);
 	if (((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3])) == 0)
 		other_peer_identity = self_peer_identity; /* read, or still to be read, once */
-	return side_allows(other, other_dir, p, other_peer, &other_peer_identity);
+	return side_allows(other, other_dir, p, other_peer, &other_peer_identity, generation);
 }
 
 static __always_inline void ct_key_of(struct np_ct_key *k, const struct np_tuple *t,
@@ -683,8 +704,8 @@ static __noinline int np_decide(struct __sk_buff *skb, __u32 hook)
 	if (kind == NP_PARSE_NON_IP) {
 		if (outside || !(self->flags & NP_ENDPOINT_SELECTED))
 			return NP_PASS;
-		__u32 table = self->table;
-		struct np_table *t = bpf_map_lookup_elem(&np_tables, &table);
+		__u32 table;
+		struct np_table *t = table_of(self->table, generation, &table);
 		__u8 dir = hook == NP_HOOK_FROM_ENDPOINT ? NP_DIR_EGRESS : NP_DIR_INGRESS;
 		return t && !t->isolated[dir] && !t->tiers[dir] ? NP_PASS : NP_DROP;
 	}
@@ -727,7 +748,7 @@ static __noinline int np_decide(struct __sk_buff *skb, __u32 hook)
 		}
 	}
 	if (!allowed) {
-		if (!outside && !policy_allows(hook, &p, self, flags))
+		if (!outside && !policy_allows(hook, &p, self, flags, generation))
 			return NP_DROP;
 		if (later_fragment)
 			return NP_PASS; /* no ports: nothing for np_ct or np_frag */

@@ -250,6 +250,121 @@ ir::CompiledPolicy RandomIr(uint64_t seed) {
   return ir;
 }
 
+ir::CompiledPolicy PolicyEvent(const ir::CompiledPolicy& from, uint64_t seed, std::string* what) {
+  std::mt19937_64 rng(seed * 7919 + 13);
+  ir::CompiledPolicy ir = from;
+  auto pick = [&](size_t n) { return static_cast<int>(rng() % n); };
+  auto directions = [&]() {
+    std::vector<ir::DirectionPolicy*> out;
+    for (ir::Table& t : *ir.mutable_tables()) {
+      out.push_back(t.mutable_ingress());
+      out.push_back(t.mutable_egress());
+    }
+    return out;
+  };
+  auto named_by_endpoint = [&](uint32_t table) {
+    for (const ir::Endpoint& e : ir.endpoints()) {
+      if (e.selected() && e.table() == table) return true;
+    }
+    return false;
+  };
+  const int events = 1 + pick(3);
+  for (int n = 0; n < events; ++n) {
+    std::vector<ir::DirectionPolicy*> dirs = directions();
+    switch (pick(8)) {
+      case 0: {  // a port rule dropped
+        ir::DirectionPolicy* d = dirs[pick(dirs.size())];
+        if (d->rules_size() == 0) break;
+        d->mutable_rules()->DeleteSubrange(pick(d->rules_size()), 1);
+        absl::StrAppend(what, "port rule dropped; ");
+        break;
+      }
+      case 1: {  // a tier rule's action changed, or one dropped
+        ir::DirectionPolicy* d = dirs[pick(dirs.size())];
+        auto* tier = pick(2) == 0 ? d->mutable_admin() : d->mutable_baseline();
+        if (tier->empty()) break;
+        const int i = pick(tier->size());
+        if (pick(2) == 0) {
+          tier->Mutable(i)->set_action(static_cast<ir::TierAction>(1 + pick(3)));
+          absl::StrAppend(what, "tier action changed; ");
+        } else {
+          tier->DeleteSubrange(i, 1);
+          absl::StrAppend(what, "tier rule dropped; ");
+        }
+        break;
+      }
+      case 2: {  // isolation flipped
+        ir::DirectionPolicy* d = dirs[pick(dirs.size())];
+        d->set_isolated(!d->isolated());
+        absl::StrAppend(what, "isolation flipped; ");
+        break;
+      }
+      case 3: {  // a peer set's identities changed
+        ir::PeerSet* p = ir.mutable_peer_sets(pick(ir.peer_sets_size()));
+        if (p->all() || ir.identities_size() == 0) break;
+        std::set<uint32_t> ids(p->identities().begin(), p->identities().end());
+        const uint32_t id = static_cast<uint32_t>(pick(ir.identities_size()));
+        if (!ids.erase(id)) ids.insert(id);
+        p->clear_identities();
+        for (uint32_t i : ids) p->add_identities(i);
+        absl::StrAppend(what, "peer set ", p->id(), " changed; ");
+        break;
+      }
+      case 4: {  // a peer set appended, a rule pointed at it
+        ir::PeerSet* p = ir.add_peer_sets();
+        p->set_id(static_cast<uint32_t>(ir.peer_sets_size() - 1));
+        for (int i = 0; i < ir.identities_size(); ++i) {
+          if (pick(2) == 0) p->add_identities(static_cast<uint32_t>(i));
+        }
+        ir::DirectionPolicy* d = dirs[pick(dirs.size())];
+        if (d->rules_size() > 0) {
+          d->mutable_rules(pick(d->rules_size()))->set_peer_set(p->id());
+        } else if (d->admin_size() > 0) {
+          d->mutable_admin(pick(d->admin_size()))->set_peer_set(p->id());
+        }
+        absl::StrAppend(what, "peer set ", p->id(), " appended; ");
+        break;
+      }
+      case 5: {  // a peer set made a tombstone: its rules point at another one
+        if (ir.peer_sets_size() < 2) break;
+        const uint32_t gone = static_cast<uint32_t>(pick(ir.peer_sets_size()));
+        const uint32_t other = (gone + 1) % static_cast<uint32_t>(ir.peer_sets_size());
+        for (ir::DirectionPolicy* d : dirs) {
+          for (ir::PortRule& r : *d->mutable_rules()) {
+            if (r.peer_set() == gone) r.set_peer_set(other);
+          }
+          for (auto* tier : {d->mutable_admin(), d->mutable_baseline()}) {
+            for (ir::TierRule& r : *tier) {
+              if (r.peer_set() == gone) r.set_peer_set(other);
+            }
+          }
+        }
+        ir.mutable_peer_sets(static_cast<int>(gone))->set_all(false);
+        ir.mutable_peer_sets(static_cast<int>(gone))->clear_identities();
+        absl::StrAppend(what, "peer set ", gone, " tombstoned; ");
+        break;
+      }
+      case 6: {  // a table no endpoint names made a tombstone
+        const uint32_t t = static_cast<uint32_t>(pick(ir.tables_size()));
+        if (named_by_endpoint(t)) break;
+        ir::Table* table = ir.mutable_tables(static_cast<int>(t));
+        table->Clear();
+        table->set_id(t);
+        absl::StrAppend(what, "table ", t, " tombstoned; ");
+        break;
+      }
+      default: {  // a table appended, named by no endpoint
+        ir::Table* table = ir.add_tables();
+        *table = ir.tables(pick(ir.tables_size() - 1));
+        table->set_id(static_cast<uint32_t>(ir.tables_size() - 1));
+        absl::StrAppend(what, "table ", table->id(), " appended; ");
+        break;
+      }
+    }
+  }
+  return ir;
+}
+
 std::vector<IpAddress> ProbeAddresses(const ir::CompiledPolicy& ir, uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::set<IpAddress> out;

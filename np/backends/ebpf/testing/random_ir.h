@@ -21,6 +21,15 @@ namespace np::backends::ebpf::testing {
 // directions ordered Admin/Baseline tier rules (Allow, Deny, Pass; TCP/UDP/SCTP port ranges
 // or every protocol) that overlap the NetworkPolicy rules and each other.
 ir::CompiledPolicy RandomIr(uint64_t seed);
+// A policy event on `ir` with its ids kept (as np::AlignNumbering leaves a new lowering:
+// identities, peer sets and tables keep their numbers): 1..3 of — a table's port rules or tier rules changed,
+// a direction's isolation flipped, a peer set's identities changed, a peer set appended and
+// a rule pointed at it, a peer set made a tombstone (no rule names it, no identities), a
+// table no endpoint names made a tombstone, a table appended that no endpoint names.
+// Endpoints and address ranges stay: what Update may edit in place. `what` says which.
+// The result passes CheckIr.
+ir::CompiledPolicy PolicyEvent(const ir::CompiledPolicy& ir, uint64_t seed, std::string* what);
+
 // The first seed the random tests use: $NP_TEST_SEED when set (to replay or widen a run,
 // e.g. NP_TEST_SEED=5000 bazel test --test_env=NP_TEST_SEED ...), else 0. Failures name
 // their seed.
