@@ -1308,12 +1308,13 @@ absl::Status CreateSets(const std::vector<NewSet>& sets, const std::string& netn
 // A set still named by a rule is busy (the kernel refuses: a live rule never loses its set);
 // with iptables-nft, the rules a restore replaced let go of their sets a little after the
 // restore returns (nf_tables releases them from a work queue after a grace period), so busy
-// sets are tried again a few times, for up to about a quarter of a second.
+// sets are tried again (`attempts` in all), for up to about a quarter of a second.
 std::vector<std::string> DestroySetsInPlace(std::vector<std::string> names,
-                                            const std::string& netns) {
+                                            const std::string& netns, int attempts = 9) {
+  if (names.empty()) return names;
   absl::StatusOr<int> fd = NetfilterSocket(netns);
   if (!fd.ok()) return names;
-  for (int attempt = 0; attempt < 9 && !names.empty(); ++attempt) {
+  for (int attempt = 0; attempt < attempts && !names.empty(); ++attempt) {
     if (attempt > 0) {
       (void)RcuGracePeriod();
       usleep(static_cast<useconds_t>(1000) << (attempt - 1));  // 1, 2, ... 128 ms
@@ -2072,6 +2073,10 @@ class IptablesBackend : public Backend {
       last_update_ = "full: nothing installed by this instance in this namespace";
       return Apply(next, attachment);
     }
+    if (!installed_->leftover.empty()) {  // sets an earlier update could not destroy yet
+      installed_->leftover =
+          DestroySetsInPlace(std::move(installed_->leftover), attachment.netns, /*attempts=*/1);
+    }
     if (installed_->generation == std::numeric_limits<uint32_t>::max()) {
       last_update_ = "full: set generations used up";
       return Apply(next, attachment);
@@ -2566,26 +2571,42 @@ std::string DispatchSetName(uint32_t generation, int family, uint32_t table) {
   return absl::StrCat(kSetPrefix, generation, family == 0 ? "-v4-t" : "-v6-t", table);
 }
 
-absl::StatusOr<UpdatePlan> PlanUpdate(const ir::CompiledPolicy& previous,
-                                      const ir::CompiledPolicy& next, uint32_t generation) {
+namespace {
+// For the planners below: `previous` as Apply installs it with `generation`, and `next` as
+// Update models it against that (its sets named by Naming, new names with generation + 1).
+struct Step {
+  Installed from;
+  Model next;  // (its set entries moved into `to`)
+  Installed to;
+};
+absl::StatusOr<std::unique_ptr<Step>> StepOf(const ir::CompiledPolicy& previous,
+                                             const ir::CompiledPolicy& next,
+                                             uint32_t generation, bool keep_changed) {
   absl::StatusOr<Model> from = BuildModel(previous, generation);
   if (!from.ok()) return from.status();
-  const Installed from_installed = InstalledOf(*from, "");
-  absl::StatusOr<Model> to = BuildModel(next, generation + 1, Naming{&from_installed, true});
+  auto step = std::make_unique<Step>();
+  step->from = InstalledOf(*from, "");
+  absl::StatusOr<Model> to = BuildModel(next, generation + 1, Naming{&step->from, keep_changed});
   if (!to.ok()) return to.status();
-  const Installed to_installed = InstalledOf(*to, "", &from_installed);
-  return PlanFrom(from_installed, *to, to_installed);
+  step->next = *std::move(to);
+  step->to = InstalledOf(step->next, "", &step->from);
+  return step;
+}
+}  // namespace
+
+absl::StatusOr<UpdatePlan> PlanUpdate(const ir::CompiledPolicy& previous,
+                                      const ir::CompiledPolicy& next, uint32_t generation) {
+  absl::StatusOr<std::unique_ptr<Step>> step = StepOf(previous, next, generation, true);
+  if (!step.ok()) return step.status();
+  return PlanFrom((*step)->from, (*step)->next, (*step)->to);
 }
 
 absl::StatusOr<RulesPlan> PlanRulesUpdate(const ir::CompiledPolicy& previous,
                                           const ir::CompiledPolicy& next, uint32_t generation) {
-  absl::StatusOr<Model> from = BuildModel(previous, generation);
-  if (!from.ok()) return from.status();
-  const Installed from_installed = InstalledOf(*from, "");
-  absl::StatusOr<Model> to = BuildModel(next, generation + 1, Naming{&from_installed, false});
-  if (!to.ok()) return to.status();
-  const Installed to_installed = InstalledOf(*to, "", &from_installed);
-  RulesPlan plan = PlanRulesFrom(from_installed, to_installed);
+  absl::StatusOr<std::unique_ptr<Step>> step = StepOf(previous, next, generation, false);
+  if (!step.ok()) return step.status();
+  const Installed& to_installed = (*step)->to;
+  RulesPlan plan = PlanRulesFrom((*step)->from, to_installed);
   for (const std::string& name : plan.created) {
     const std::vector<std::string>& entries = to_installed.sets.at(name);
     absl::StrAppend(&plan.ipset, "create ", name, IsDispatchSet(name) ? " hash:ip" : " hash:net",
