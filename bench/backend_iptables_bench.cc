@@ -178,7 +178,8 @@ ir::CompiledPolicy WithPolicyAdded(const ir::CompiledPolicy& ir) {
       }
     }
   }
-  ir::DirectionPolicy* in = out.mutable_tables(static_cast<int>(first->table()))->mutable_ingress();
+  ir::DirectionPolicy* in =
+      out.mutable_tables(static_cast<int>(first->table()))->mutable_ingress();
   uint32_t port = 7777;
   for (const ir::PortRule& r : in->rules()) {
     if (r.protocol() == ir::TCP) port = std::max(port, r.last_port() + 1);
@@ -256,7 +257,9 @@ int PolicyEvents() {
       full_procs += backends::IptablesProcessesSpawned() - procs;
     }
     std::string paths;
-    for (const auto& [path, n] : how) absl::StrAppend(&paths, paths.empty() ? "" : ", ", n, " ", path);
+    for (const auto& [path, n] : how) {
+      absl::StrAppend(&paths, paths.empty() ? "" : ", ", n, " ", path);
+    }
     if (!s.ok()) absl::StrAppend(&paths, "; error: ", s.message());
     const double n = std::max<size_t>(inc_ms.size(), 1);
     printf("| %s (%d endpoints, %d tables, %d peer sets) | %zu | %.1f / %.1f | %.1f | %.1f / %.1f | "

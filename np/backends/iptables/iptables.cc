@@ -12,8 +12,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <arpa/inet.h>
-
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -490,7 +488,8 @@ absl::StatusOr<Model> BuildModel(const ir::CompiledPolicy& ir, uint32_t generati
     for (int t = 0; t < ir.tables_size(); ++t) {
       if (m.tables[t][kEgress][f].chain < 0 && m.tables[t][kIngress][f].chain < 0) continue;
       set_of[t] = static_cast<int>(fam.dispatch_sets.size());
-      DispatchSet& set = fam.dispatch_sets.emplace_back(DispatchSet{static_cast<uint32_t>(t), "", {}});
+      DispatchSet& set =
+          fam.dispatch_sets.emplace_back(DispatchSet{static_cast<uint32_t>(t), "", {}});
       for (const Address* a : of_table[t]) set.entries.push_back(absl::StrCat(a->text, host));
       set.name = naming.Dispatch(generation, f, set.table, set.entries);
     }
@@ -1016,7 +1015,9 @@ RulesPlan PlanRulesFrom(const Installed& from, const Installed& to) {
       absl::StrAppend(&remove, "-X ", chain, "\n");
       ++plan.chains_deleted[f];
     }
-    if (!declare.empty()) plan.restore[f] = absl::StrCat("*filter\n", declare, rules, remove, "COMMIT\n");
+    if (!declare.empty()) {
+      plan.restore[f] = absl::StrCat("*filter\n", declare, rules, remove, "COMMIT\n");
+    }
   }
   return plan;
 }
@@ -2207,7 +2208,9 @@ class IptablesBackend : public Backend {
         " chains written, ", plan.chains_deleted[0], "+", plan.chains_deleted[1],
         " deleted (IPv4+IPv6), ", plan.created.size(), " sets made, ",
         plan.destroyed.size(), " destroyed",
-        installed_->leftover.empty() ? "" : absl::StrCat(", ", installed_->leftover.size(), " left busy"),
+        installed_->leftover.empty()
+            ? ""
+            : absl::StrCat(", ", installed_->leftover.size(), " left busy"),
         " (element-only refused: ", why, ")");
     return absl::OkStatus();
   }
