@@ -11,14 +11,18 @@
 //   bazel run -c opt //bench:backend_iptables_bench            # markdown table on stdout
 //   bazel run -c opt //bench:backend_iptables_bench -- 100 1000  # only these policy counts
 //   bazel run -c opt //bench:backend_iptables_bench -- peers     # only the distinct-peers sweep
+//   bazel run //bench:backend_iptables_bench -- policy-events     # Update in place vs full (root)
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "bench/cluster_generator.h"
@@ -142,8 +146,138 @@ void DistinctPeers(bool root) {
   }
 }
 
+// ---- Policy events: Update in place vs the full path (issue 13, h46) ----------------------
+
+double Percentile(std::vector<double> v, double q) {
+  if (v.empty()) return -1;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size())))];
+}
+
+// `ir` with a policy added as np::AlignNumbering would hand it over (ids carried over): a new
+// peer set appended — the identities of the pods of the first node endpoint's namespace —
+// and a TCP rule from it on the ingress of that endpoint's table (past its TCP rules).
+ir::CompiledPolicy WithPolicyAdded(const ir::CompiledPolicy& ir) {
+  ir::CompiledPolicy out = ir;
+  const ir::Endpoint* first = nullptr;
+  for (const ir::Endpoint& e : ir.endpoints()) {
+    if (e.selected()) {
+      first = &e;
+      break;
+    }
+  }
+  if (first == nullptr) return out;
+  ir::PeerSet* set = out.add_peer_sets();
+  set->set_id(static_cast<uint32_t>(out.peer_sets_size() - 1));
+  const std::string prefix = first->namespace_() + "/";
+  for (const ir::Identity& identity : ir.identities()) {
+    for (const std::string& pod : identity.pods()) {
+      if (absl::StartsWith(pod, prefix)) {
+        set->add_identities(identity.id());
+        break;
+      }
+    }
+  }
+  ir::DirectionPolicy* in =
+      out.mutable_tables(static_cast<int>(first->table()))->mutable_ingress();
+  uint32_t port = 7777;
+  for (const ir::PortRule& r : in->rules()) {
+    if (r.protocol() == ir::TCP) port = std::max(port, r.last_port() + 1);
+  }
+  in->set_isolated(true);
+  ir::PortRule* rule = in->add_rules();
+  rule->set_protocol(ir::TCP);
+  rule->set_first_port(std::min<uint32_t>(port, 65535));
+  rule->set_last_port(std::min<uint32_t>(port, 65535));
+  rule->set_peer_set(set->id());
+  return out;
+}
+
+// The node programs of issue 13 (110 pods of a 1k-pod cluster; 1,000 pods of a 10k-pod one):
+// a policy added and deleted in turn (the deleted one's peer set left as a tombstone), each
+// event through Update in one namespace (the in-place rules path) and, in the same minute,
+// through Apply in another (the full path Update took before). p50/p99 and processes per
+// event for both.
+int PolicyEvents() {
+  if (geteuid() != 0) {
+    printf("policy-events needs root\n");
+    return 1;
+  }
+  printf("| node program | events | in place p50 / p99 ms | procs/event | full (Apply) p50 / p99 ms "
+         "| procs/event | how Update went |\n|---|---|---|---|---|---|---|\n");
+  struct Shape {
+    const char* name;
+    SyntheticOptions options;
+  };
+  SyntheticOptions small;
+  small.namespaces = 55;
+  small.pods_per_namespace = 20;
+  small.policies = 220;
+  small.nodes = 10;
+  SyntheticOptions large = SizeForPods(10000);
+  large.nodes = 10;
+  for (const Shape& shape : {Shape{"110 pods / 1k", small}, Shape{"1,000 pods / 10k", large}}) {
+    absl::StatusOr<ir::CompiledPolicy> base = Compile(shape.options, "node-0");
+    if (!base.ok()) {
+      printf("| %s | %s |\n", shape.name, std::string(base.status().message()).c_str());
+      continue;
+    }
+    const ir::CompiledPolicy added = WithPolicyAdded(*base);
+    ir::CompiledPolicy deleted = *base;  // the added peer set left as a tombstone
+    deleted.add_peer_sets()->set_id(static_cast<uint32_t>(base->peer_sets_size()));
+    const std::string a = absl::StrCat("npiptpol-", getpid(), "-a");
+    const std::string b = absl::StrCat("npiptpol-", getpid(), "-b");
+    for (const std::string& n : {a, b}) (void)backends::RunCommand({"ip", "netns", "add", n});
+    backends::Attachment in_a, in_b;
+    in_a.netns = a;
+    in_b.netns = b;
+    std::unique_ptr<backends::Backend> inc = backends::MakeIptablesBackend();
+    std::unique_ptr<backends::Backend> full = backends::MakeIptablesBackend();
+    std::vector<double> inc_ms, full_ms;
+    int64_t inc_procs = 0, full_procs = 0;
+    std::map<std::string, int> how;
+    absl::Status s = inc->Apply(deleted, in_a);
+    if (s.ok()) s = full->Apply(deleted, in_b);
+    constexpr int kEvents = 40;
+    for (int i = 0; i < kEvents && s.ok(); ++i) {
+      const ir::CompiledPolicy& previous = i % 2 == 0 ? deleted : added;
+      const ir::CompiledPolicy& next = i % 2 == 0 ? added : deleted;
+      int64_t procs = backends::IptablesProcessesSpawned();
+      auto t0 = std::chrono::steady_clock::now();
+      s = inc->Update(previous, next, in_a);
+      inc_ms.push_back(Seconds(t0) * 1000);
+      inc_procs += backends::IptablesProcessesSpawned() - procs;
+      const std::string path = backends::IptablesLastUpdate(*inc);
+      ++how[path.substr(0, path.find(':'))];
+      if (!s.ok()) break;
+      procs = backends::IptablesProcessesSpawned();
+      t0 = std::chrono::steady_clock::now();
+      s = full->Apply(next, in_b);
+      full_ms.push_back(Seconds(t0) * 1000);
+      full_procs += backends::IptablesProcessesSpawned() - procs;
+    }
+    std::string paths;
+    for (const auto& [path, n] : how) {
+      absl::StrAppend(&paths, paths.empty() ? "" : ", ", n, " ", path);
+    }
+    if (!s.ok()) absl::StrAppend(&paths, "; error: ", s.message());
+    const double n = std::max<size_t>(inc_ms.size(), 1);
+    printf("| %s (%d endpoints, %d tables, %d peer sets) | %zu | %.1f / %.1f | %.1f | %.1f / %.1f | "
+           "%.1f | %s |\n",
+           shape.name, base->endpoints_size(), base->tables_size(), base->peer_sets_size(),
+           inc_ms.size(), Percentile(inc_ms, 0.5), Percentile(inc_ms, 0.99),
+           static_cast<double>(inc_procs) / n, Percentile(full_ms, 0.5), Percentile(full_ms, 0.99),
+           static_cast<double>(full_procs) / std::max<size_t>(full_ms.size(), 1), paths.c_str());
+    (void)inc->Remove(in_a);
+    (void)full->Remove(in_b);
+    for (const std::string& ns : {a, b}) (void)backends::RunCommand({"ip", "netns", "del", ns});
+  }
+  return 0;
+}
+
 int Main(int argc, char** argv) {
   const bool root = geteuid() == 0;
+  if (argc > 1 && std::string(argv[1]) == "policy-events") return PolicyEvents();
   if (argc > 1 && std::string(argv[1]) == "peers") {  // only the distinct-peers sweep
     DistinctPeers(root);
     return 0;

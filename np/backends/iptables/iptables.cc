@@ -12,8 +12,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <arpa/inet.h>
-
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -490,7 +488,8 @@ absl::StatusOr<Model> BuildModel(const ir::CompiledPolicy& ir, uint32_t generati
     for (int t = 0; t < ir.tables_size(); ++t) {
       if (m.tables[t][kEgress][f].chain < 0 && m.tables[t][kIngress][f].chain < 0) continue;
       set_of[t] = static_cast<int>(fam.dispatch_sets.size());
-      DispatchSet& set = fam.dispatch_sets.emplace_back(DispatchSet{static_cast<uint32_t>(t), "", {}});
+      DispatchSet& set =
+          fam.dispatch_sets.emplace_back(DispatchSet{static_cast<uint32_t>(t), "", {}});
       for (const Address* a : of_table[t]) set.entries.push_back(absl::StrCat(a->text, host));
       set.name = naming.Dispatch(generation, f, set.table, set.entries);
     }
@@ -1016,7 +1015,9 @@ RulesPlan PlanRulesFrom(const Installed& from, const Installed& to) {
       absl::StrAppend(&remove, "-X ", chain, "\n");
       ++plan.chains_deleted[f];
     }
-    if (!declare.empty()) plan.restore[f] = absl::StrCat("*filter\n", declare, rules, remove, "COMMIT\n");
+    if (!declare.empty()) {
+      plan.restore[f] = absl::StrCat("*filter\n", declare, rules, remove, "COMMIT\n");
+    }
   }
   return plan;
 }
@@ -1308,12 +1309,13 @@ absl::Status CreateSets(const std::vector<NewSet>& sets, const std::string& netn
 // A set still named by a rule is busy (the kernel refuses: a live rule never loses its set);
 // with iptables-nft, the rules a restore replaced let go of their sets a little after the
 // restore returns (nf_tables releases them from a work queue after a grace period), so busy
-// sets are tried again a few times, for up to about a quarter of a second.
+// sets are tried again (`attempts` in all), for up to about a quarter of a second.
 std::vector<std::string> DestroySetsInPlace(std::vector<std::string> names,
-                                            const std::string& netns) {
+                                            const std::string& netns, int attempts = 9) {
+  if (names.empty()) return names;
   absl::StatusOr<int> fd = NetfilterSocket(netns);
   if (!fd.ok()) return names;
-  for (int attempt = 0; attempt < 9 && !names.empty(); ++attempt) {
+  for (int attempt = 0; attempt < attempts && !names.empty(); ++attempt) {
     if (attempt > 0) {
       (void)RcuGracePeriod();
       usleep(static_cast<useconds_t>(1000) << (attempt - 1));  // 1, 2, ... 128 ms
@@ -2072,6 +2074,10 @@ class IptablesBackend : public Backend {
       last_update_ = "full: nothing installed by this instance in this namespace";
       return Apply(next, attachment);
     }
+    if (!installed_->leftover.empty()) {  // sets an earlier update could not destroy yet
+      installed_->leftover =
+          DestroySetsInPlace(std::move(installed_->leftover), attachment.netns, /*attempts=*/1);
+    }
     if (installed_->generation == std::numeric_limits<uint32_t>::max()) {
       last_update_ = "full: set generations used up";
       return Apply(next, attachment);
@@ -2202,7 +2208,9 @@ class IptablesBackend : public Backend {
         " chains written, ", plan.chains_deleted[0], "+", plan.chains_deleted[1],
         " deleted (IPv4+IPv6), ", plan.created.size(), " sets made, ",
         plan.destroyed.size(), " destroyed",
-        installed_->leftover.empty() ? "" : absl::StrCat(", ", installed_->leftover.size(), " left busy"),
+        installed_->leftover.empty()
+            ? ""
+            : absl::StrCat(", ", installed_->leftover.size(), " left busy"),
         " (element-only refused: ", why, ")");
     return absl::OkStatus();
   }
@@ -2566,26 +2574,42 @@ std::string DispatchSetName(uint32_t generation, int family, uint32_t table) {
   return absl::StrCat(kSetPrefix, generation, family == 0 ? "-v4-t" : "-v6-t", table);
 }
 
-absl::StatusOr<UpdatePlan> PlanUpdate(const ir::CompiledPolicy& previous,
-                                      const ir::CompiledPolicy& next, uint32_t generation) {
+namespace {
+// For the planners below: `previous` as Apply installs it with `generation`, and `next` as
+// Update models it against that (its sets named by Naming, new names with generation + 1).
+struct Step {
+  Installed from;
+  Model next;  // (its set entries moved into `to`)
+  Installed to;
+};
+absl::StatusOr<std::unique_ptr<Step>> StepOf(const ir::CompiledPolicy& previous,
+                                             const ir::CompiledPolicy& next,
+                                             uint32_t generation, bool keep_changed) {
   absl::StatusOr<Model> from = BuildModel(previous, generation);
   if (!from.ok()) return from.status();
-  const Installed from_installed = InstalledOf(*from, "");
-  absl::StatusOr<Model> to = BuildModel(next, generation + 1, Naming{&from_installed, true});
+  auto step = std::make_unique<Step>();
+  step->from = InstalledOf(*from, "");
+  absl::StatusOr<Model> to = BuildModel(next, generation + 1, Naming{&step->from, keep_changed});
   if (!to.ok()) return to.status();
-  const Installed to_installed = InstalledOf(*to, "", &from_installed);
-  return PlanFrom(from_installed, *to, to_installed);
+  step->next = *std::move(to);
+  step->to = InstalledOf(step->next, "", &step->from);
+  return step;
+}
+}  // namespace
+
+absl::StatusOr<UpdatePlan> PlanUpdate(const ir::CompiledPolicy& previous,
+                                      const ir::CompiledPolicy& next, uint32_t generation) {
+  absl::StatusOr<std::unique_ptr<Step>> step = StepOf(previous, next, generation, true);
+  if (!step.ok()) return step.status();
+  return PlanFrom((*step)->from, (*step)->next, (*step)->to);
 }
 
 absl::StatusOr<RulesPlan> PlanRulesUpdate(const ir::CompiledPolicy& previous,
                                           const ir::CompiledPolicy& next, uint32_t generation) {
-  absl::StatusOr<Model> from = BuildModel(previous, generation);
-  if (!from.ok()) return from.status();
-  const Installed from_installed = InstalledOf(*from, "");
-  absl::StatusOr<Model> to = BuildModel(next, generation + 1, Naming{&from_installed, false});
-  if (!to.ok()) return to.status();
-  const Installed to_installed = InstalledOf(*to, "", &from_installed);
-  RulesPlan plan = PlanRulesFrom(from_installed, to_installed);
+  absl::StatusOr<std::unique_ptr<Step>> step = StepOf(previous, next, generation, false);
+  if (!step.ok()) return step.status();
+  const Installed& to_installed = (*step)->to;
+  RulesPlan plan = PlanRulesFrom((*step)->from, to_installed);
   for (const std::string& name : plan.created) {
     const std::vector<std::string>& entries = to_installed.sets.at(name);
     absl::StrAppend(&plan.ipset, "create ", name, IsDispatchSet(name) ? " hash:ip" : " hash:net",

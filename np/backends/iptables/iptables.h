@@ -121,7 +121,8 @@ namespace np::backends {
 std::unique_ptr<Backend> MakeIptablesBackend(const BackendOptions& options = {});
 
 // How the last Update or UpdateDelta of `backend` (made by MakeIptablesBackend) went, for
-// tests and benchmarks: "in place: ..." (Update, set members edited), "in place by delta:
+// tests and benchmarks: "in place: ..." (Update, set members edited), "in place, rules:
+// ..." (Update, changed chains and new sets: the in-place rules path), "in place by delta:
 // ..." (UpdateDelta planned from the delta alone), "full: <why>" (a new generation), or
 // "by Update (<why the delta was not planned>): <how Update went>"; empty before any.
 std::string IptablesLastUpdate(const Backend& backend);
