@@ -132,9 +132,9 @@ absl::StatusOr<ir::CompiledPolicy> LowerToIr(const Engine& engine, const LowerOp
       U128 cursor = start;
       bool open = true;  // cursor..end still to emit
       while (next_pod < pods.size() && pods[next_pod].address <= end) {
-        const PodAddress& pa = pods[next_pod++];
+        PodAddress& pa = pods[next_pod++];  // read once: its key is moved on
         if (pa.address > cursor) ranges[f].push_back(Range{cursor, pa.address - 1, c, ""});
-        ranges[f].push_back(Range{pa.address, pa.address, pa.peer_class, pa.pod});
+        ranges[f].push_back(Range{pa.address, pa.address, pa.peer_class, std::move(pa.pod)});
         if (pa.address == end) {
           open = false;
           break;
@@ -176,12 +176,13 @@ absl::StatusOr<ir::CompiledPolicy> LowerToIr(const Engine& engine, const LowerOp
     identity->set_external(external_class.count(c) > 0);
   }
   for (int f = 0; f < 2; ++f) {
-    for (const Range& r : ranges[f]) {
+    (f == 0 ? out.mutable_ipv4() : out.mutable_ipv6())->Reserve(static_cast<int>(ranges[f].size()));
+    for (Range& r : ranges[f]) {
       ir::AddressRange* range = f == 0 ? out.add_ipv4() : out.add_ipv6();
       range->set_first(AddressBytes(r.first, f));
       range->set_last(AddressBytes(r.last, f));
       range->set_identity(identity_of_class.at(r.peer_class));
-      range->set_pod(r.pod);
+      range->set_pod(std::move(r.pod));
       for (std::string& cidr : ToCidrs(r.first, r.last, f)) range->add_cidrs(std::move(cidr));
     }
   }
