@@ -132,9 +132,9 @@ absl::StatusOr<ir::CompiledPolicy> LowerToIr(const Engine& engine, const LowerOp
       U128 cursor = start;
       bool open = true;  // cursor..end still to emit
       while (next_pod < pods.size() && pods[next_pod].address <= end) {
-        const PodAddress& pa = pods[next_pod++];
+        PodAddress& pa = pods[next_pod++];  // read once: its key is moved on
         if (pa.address > cursor) ranges[f].push_back(Range{cursor, pa.address - 1, c, ""});
-        ranges[f].push_back(Range{pa.address, pa.address, pa.peer_class, pa.pod});
+        ranges[f].push_back(Range{pa.address, pa.address, pa.peer_class, std::move(pa.pod)});
         if (pa.address == end) {
           open = false;
           break;
@@ -155,9 +155,18 @@ absl::StatusOr<ir::CompiledPolicy> LowerToIr(const Engine& engine, const LowerOp
   }
   uint32_t next_identity = 0;
   std::vector<uint32_t> class_of_identity;  // kSharedPeer for the shared-address identity
+  // identity_of_class as a vector by class (kNoIdentity: no address carries it; the
+  // shared-address class is in no selector's set or interval's list, so it is left out):
+  // the per-interval and per-rule lookups below were map finds over every identity.
+  constexpr uint32_t kNoIdentity = UINT32_MAX;
+  std::vector<uint32_t> identity_by_class;
   for (auto& [c, id] : identity_of_class) {
     id = next_identity++;
     class_of_identity.push_back(c);
+    if (c < internal::kSharedPeer) {
+      if (identity_by_class.size() <= c) identity_by_class.resize(c + 1, kNoIdentity);
+      identity_by_class[c] = id;
+    }
     ir::Identity* identity = out.add_identities();
     identity->set_id(id);
     std::vector<std::string>& pods = pods_of_class[c];
@@ -167,39 +176,46 @@ absl::StatusOr<ir::CompiledPolicy> LowerToIr(const Engine& engine, const LowerOp
     identity->set_external(external_class.count(c) > 0);
   }
   for (int f = 0; f < 2; ++f) {
-    for (const Range& r : ranges[f]) {
+    (f == 0 ? out.mutable_ipv4() : out.mutable_ipv6())->Reserve(static_cast<int>(ranges[f].size()));
+    for (Range& r : ranges[f]) {
       ir::AddressRange* range = f == 0 ? out.add_ipv4() : out.add_ipv6();
       range->set_first(AddressBytes(r.first, f));
       range->set_last(AddressBytes(r.last, f));
       range->set_identity(identity_of_class.at(r.peer_class));
-      range->set_pod(r.pod);
+      range->set_pod(std::move(r.pod));
       for (std::string& cidr : ToCidrs(r.first, r.last, f)) range->add_cidrs(std::move(cidr));
     }
   }
 
-  // Peer sets, interned by content.
-  std::map<std::pair<bool, std::vector<uint32_t>>, uint32_t> peer_set_ids;
+  // Peer sets, interned by content (hashed: the key is moved in, not copied, and not
+  // compared element-wise along a tree path).
+  absl::flat_hash_map<std::pair<bool, std::vector<uint32_t>>, uint32_t> peer_set_ids;
   auto peer_set = [&](bool all, std::vector<uint32_t> identities) {
-    auto key = std::make_pair(all, identities);
-    auto it = peer_set_ids.find(key);
-    if (it != peer_set_ids.end()) return it->second;
-    uint32_t id = static_cast<uint32_t>(out.peer_sets_size());
+    auto [it, fresh] = peer_set_ids.try_emplace(std::make_pair(all, std::move(identities)),
+                                                static_cast<uint32_t>(out.peer_sets_size()));
+    if (!fresh) return it->second;
     ir::PeerSet* set = out.add_peer_sets();
-    set->set_id(id);
+    set->set_id(it->second);
     set->set_all(all);
-    for (uint32_t i : identities) set->add_identities(i);
-    peer_set_ids.emplace(std::move(key), id);
-    return id;
+    set->mutable_identities()->Add(it->first.second.begin(), it->first.second.end());
+    return it->second;
   };
 
   // The identities some address carries whose peer class is in `classes` (a bitset over
   // peer classes): sorted, and never the shared-address identity (it is no class of a
   // selector's bitset).
+  // Walks the set bits, not every identity: identities are numbered in class order, so
+  // the result comes out sorted.
   auto identities_in = [&](const internal::Bitset& classes) {
     std::vector<uint32_t> identities;
-    for (uint32_t id = 0; id < class_of_identity.size(); ++id) {
-      uint32_t c = class_of_identity[id];
-      if (c / 64 < classes.size() && (classes[c / 64] >> (c % 64)) & 1) identities.push_back(id);
+    const size_t words = std::min(classes.size(), (identity_by_class.size() + 63) / 64);
+    for (size_t w = 0; w < words; ++w) {
+      for (uint64_t word = classes[w]; word != 0; word &= word - 1) {
+        const size_t c = w * 64 + static_cast<size_t>(__builtin_ctzll(word));
+        if (c < identity_by_class.size() && identity_by_class[c] != kNoIdentity) {
+          identities.push_back(identity_by_class[c]);
+        }
+      }
     }
     return identities;
   };
@@ -301,21 +317,37 @@ absl::StatusOr<ir::CompiledPolicy> LowerToIr(const Engine& engine, const LowerOp
         } else {
           // The identities the interval lists: the allowed ones, or with `negated` (a
           // tier table) the denied ones.
-          std::vector<bool> listed(identity_of_class.size(), false);
+          // Collected from the interval's list (sorted, as ids follow class order), not by a
+          // scan of every identity per interval: that scan was most of LowerToIr at 1,000
+          // pods.
+          std::vector<uint32_t> listed;
           table.ForEachPeer(iv, [&](uint32_t c) {
-            auto found = identity_of_class.find(c);
-            if (found != identity_of_class.end()) listed[found->second] = true;
+            if (c < identity_by_class.size() && identity_by_class[c] != kNoIdentity) {
+              listed.push_back(identity_by_class[c]);
+            }
           });
+          if (!std::is_sorted(listed.begin(), listed.end())) std::sort(listed.begin(), listed.end());
+          listed.erase(std::unique(listed.begin(), listed.end()), listed.end());
           // Port rules are allow lists: a negated interval (flattened tiers) becomes its
           // complement over the identities some address carries, the shared-address
           // identity included (it matches no tier peer, so no tier rule denies it:
           // IntervalAllows).
+          const uint32_t identity_count = static_cast<uint32_t>(class_of_identity.size());
           std::vector<uint32_t> identities;
-          for (uint32_t id = 0; id < listed.size(); ++id) {
-            if (listed[id] != static_cast<bool>(iv.negated)) identities.push_back(id);
+          if (!iv.negated) {
+            identities = std::move(listed);
+          } else {
+            size_t k = 0;
+            for (uint32_t id = 0; id < identity_count; ++id) {
+              if (k < listed.size() && listed[k] == id) {
+                ++k;
+              } else {
+                identities.push_back(id);
+              }
+            }
           }
           if (identities.empty()) continue;  // no address is allowed: deny
-          if (iv.negated && identities.size() == listed.size()) {
+          if (iv.negated && identities.size() == identity_count) {
             set = peer_set(true, {});  // every identity, so every address
           } else {
             set = peer_set(false, std::move(identities));

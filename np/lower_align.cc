@@ -125,18 +125,35 @@ void RenumberPeerSets(ir::DirectionPolicy* d, const std::vector<uint32_t>& id) {
 }
 
 // Moves `items` (in next's order) to their ids in a list of `size`, the ids no item took
-// left as tombstones: messages with only their id.
+// left as tombstones: messages with only their id. In place, by swapping element pointers
+// along the permutation's cycles: building a fresh list of `size` messages and swapping each
+// item's content over cost an allocation and a free per item.
 template <typename T>
 void Place(google::protobuf::RepeatedPtrField<T>* items, const std::vector<uint32_t>& id_of,
            uint32_t size, google::protobuf::RepeatedPtrField<T>* out) {
-  out->Clear();
-  out->Reserve(static_cast<int>(size));
-  for (uint32_t i = 0; i < size; ++i) out->Add()->set_id(i);
-  for (int i = 0; i < items->size(); ++i) {
-    T* slot = out->Mutable(static_cast<int>(id_of[i]));
-    slot->Swap(items->Mutable(i));
-    slot->set_id(id_of[i]);
+  const int live = items->size();
+  // dest[k]: the id the element now at position k goes to; tombstones (appended) take the
+  // ids no item took, in order.
+  std::vector<uint32_t> dest(id_of.begin(), id_of.end());
+  dest.reserve(size);
+  {
+    std::vector<bool> taken(size, false);
+    for (uint32_t id : id_of) taken[id] = true;
+    for (uint32_t id = 0; id < size; ++id) {
+      if (!taken[id]) dest.push_back(id);
+    }
   }
+  items->Reserve(static_cast<int>(size));
+  for (uint32_t k = static_cast<uint32_t>(live); k < size; ++k) items->Add();
+  for (uint32_t k = 0; k < size; ++k) {
+    while (dest[k] != k) {
+      const uint32_t to = dest[k];
+      items->SwapElements(static_cast<int>(k), static_cast<int>(to));
+      std::swap(dest[k], dest[to]);
+    }
+  }
+  for (uint32_t i = 0; i < size; ++i) items->Mutable(static_cast<int>(i))->set_id(i);
+  out->Swap(items);
 }
 
 // Content equality for the stats, field by field: MessageDifferencer's reflection cost as
@@ -228,6 +245,7 @@ absl::StatusOr<ir::CompiledPolicy> AlignNumbering(const ir::CompiledPolicy& inst
   Numbering tables(next.tables_size(), installed.tables_size());
   {
     absl::flat_hash_map<std::string, uint32_t> installed_table;
+    installed_table.reserve(static_cast<size_t>(installed.endpoints_size()));
     for (const ir::Endpoint& e : installed.endpoints()) {
       if (e.selected()) installed_table.emplace(absl::StrCat(e.namespace_(), "/", e.name()), e.table());
     }

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "np/internal/engine_state.h"
 #include "np/types.h"
 
@@ -54,7 +55,15 @@ inline std::vector<std::string> ToCidrs(U128 first, U128 last, int family) {
       }
       ++host_bits;
     }
-    out.push_back(IpPrefix(ToAddress(first, family), width - host_bits).ToString());
+    if (family == 0) {
+      // IpPrefix::ToString's text ("%d.%d.%d.%d/len"; `first` is the block's network), built
+      // without its StrFormat: one of these per range was a visible share of LowerToIr.
+      const uint32_t v = static_cast<uint32_t>(first);
+      out.push_back(absl::StrCat(v >> 24, ".", (v >> 16) & 0xff, ".", (v >> 8) & 0xff, ".",
+                                 v & 0xff, "/", width - host_bits));
+    } else {
+      out.push_back(IpPrefix(ToAddress(first, family), width - host_bits).ToString());
+    }
     U128 span_end = host_bits == 128 ? ~U128{0} : first | ((U128{1} << host_bits) - 1);
     if (span_end >= last) break;
     first = span_end + 1;
