@@ -339,6 +339,16 @@ ir::TierRule* AddTierRule(google::protobuf::RepeatedPtrField<ir::TierRule>* rule
   return rule;
 }
 
+ir::PortRule* AddPortRule(ir::DirectionPolicy* direction, ir::Protocol protocol,
+                          uint32_t first_port, uint32_t last_port, uint32_t peer_set) {
+  ir::PortRule* rule = direction->add_rules();
+  rule->set_protocol(protocol);
+  rule->set_first_port(first_port);
+  rule->set_last_port(last_port);
+  rule->set_peer_set(peer_set);
+  return rule;
+}
+
 bool Restricted(const ir::DirectionPolicy& direction) {
   return direction.isolated() || direction.admin_size() > 0 || direction.baseline_size() > 0;
 }

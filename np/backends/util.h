@@ -76,6 +76,10 @@ std::optional<ir::CompiledPolicyDelta> DiffPrograms(const ir::CompiledPolicy& pr
 ir::TierRule* AddTierRule(google::protobuf::RepeatedPtrField<ir::TierRule>* rules,
                           ir::TierAction action, ir::Protocol protocol, uint32_t first_port,
                           uint32_t last_port, uint32_t peer_set);
+// Appends a NetworkPolicy port rule (protocol, ports first..last, peer set) to `direction`;
+// leaves `isolated` as it is. For code that builds IRs (tests).
+ir::PortRule* AddPortRule(ir::DirectionPolicy* direction, ir::Protocol protocol,
+                          uint32_t first_port, uint32_t last_port, uint32_t peer_set);
 
 // ---- What the IR means (proto/compiled.proto), read literally ----------------------------
 // Backends use Restricted() to decide which directions need a program; tests of every layer

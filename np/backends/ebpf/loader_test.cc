@@ -230,11 +230,7 @@ ir::CompiledPolicy ChurnIr(const std::vector<ChurnPod>& pods, bool third_local,
         {t->mutable_ingress(), ir::UDP, 53, 1},
         {t->mutable_ingress(), ir::TCP, 8080, 3},
         {t->mutable_egress(), ir::TCP, 443, 2}}) {
-    ir::PortRule* r = d->add_rules();
-    r->set_protocol(proto);
-    r->set_first_port(port);
-    r->set_last_port(port);
-    r->set_peer_set(set);
+    AddPortRule(d, proto, port, port, set);
   }
   for (int i = 0; i < (third_local ? 3 : 2); ++i) {
     ir::Endpoint* e = ir.add_endpoints();
@@ -996,11 +992,7 @@ TEST_F(UpdateTest, PolicyEventsAreEditedInPlaceAndDecideAsTheNextProgram) {
     previous = next;
   };
   auto rule = [](ir::DirectionPolicy* d, ir::Protocol protocol, uint32_t port, uint32_t set) {
-    ir::PortRule* r = d->add_rules();
-    r->set_protocol(protocol);
-    r->set_first_port(port);
-    r->set_last_port(port);
-    r->set_peer_set(set);
+    AddPortRule(d, protocol, port, port, set);
   };
   {  // Table 0's ingress: TCP 80 dropped, TCP 81 from peer set 0.
     ir::CompiledPolicy next = previous;

@@ -296,11 +296,7 @@ TEST(BuildMaps, RejectsMalformedIrs) {
     d->set_isolated(true);
     d->clear_rules();
     for (auto [proto, first, last, set] : rules) {
-      ir::PortRule* r = d->add_rules();
-      r->set_protocol(static_cast<ir::Protocol>(proto));
-      r->set_first_port(first);
-      r->set_last_port(last);
-      r->set_peer_set(set);
+      AddPortRule(d, static_cast<ir::Protocol>(proto), first, last, set);
     }
   };
   expect_error("overlap",
@@ -323,11 +319,7 @@ TEST(Render, ShowsEveryMapReadably) {
   ir::DirectionPolicy* d = ir.mutable_tables(0)->mutable_ingress();
   d->set_isolated(true);
   d->clear_rules();
-  ir::PortRule* r = d->add_rules();
-  r->set_protocol(ir::TCP);
-  r->set_first_port(1024);
-  r->set_last_port(2047);
-  r->set_peer_set(0);
+  AddPortRule(d, ir::TCP, 1024, 2047, 0);
   std::unique_ptr<Backend> backend = MakeEbpfBackend();
   absl::StatusOr<std::string> text = backend->Render(ir);
   ASSERT_TRUE(text.ok()) << text.status();

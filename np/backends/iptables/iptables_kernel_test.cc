@@ -73,11 +73,7 @@ void AddEndpoint(ir::CompiledPolicy& ir, const std::string& name, int n, int tab
 void AddRule(ir::DirectionPolicy* d, ir::Protocol p, uint32_t first, uint32_t last,
              uint32_t set) {
   d->set_isolated(true);
-  ir::PortRule* r = d->add_rules();
-  r->set_protocol(p);
-  r->set_first_port(first);
-  r->set_last_port(last);
-  r->set_peer_set(set);
+  AddPortRule(d, p, first, last, set);
 }
 
 // a: ingress TCP 80 from b, UDP 80-81 from anyone; egress TCP 80-81 to b and c, UDP 81 to c.

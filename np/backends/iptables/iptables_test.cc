@@ -810,11 +810,7 @@ ir::CompiledPolicy ChurnIr(const std::map<int, uint32_t>& remote,
   ir::DirectionPolicy* in = t->mutable_ingress();
   in->set_isolated(true);
   auto add = [](ir::DirectionPolicy* d, ir::Protocol protocol, uint32_t port, uint32_t set) {
-    ir::PortRule* r = d->add_rules();
-    r->set_protocol(protocol);
-    r->set_first_port(port);
-    r->set_last_port(port);
-    r->set_peer_set(set);
+    AddPortRule(d, protocol, port, port, set);
   };
   add(in, ir::TCP, 80, 0);
   for (const auto& [port, set] : extra) add(in, ir::TCP, port, set);

@@ -322,11 +322,7 @@ ir::CompiledPolicy StableEvent(const ir::CompiledPolicy& previous, int kind,
     }
     if (next_port > 7777) return;
     d->set_isolated(true);
-    ir::PortRule* r = d->add_rules();
-    r->set_protocol(ir::TCP);
-    r->set_first_port(7777);
-    r->set_last_port(7777);
-    r->set_peer_set(peer_set);
+    AddPortRule(d, ir::TCP, 7777, 7777, peer_set);
   };
   auto direction = [&](ir::Table* t) {
     return uniform(2) == 0 ? t->mutable_ingress() : t->mutable_egress();

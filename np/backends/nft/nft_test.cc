@@ -102,12 +102,7 @@ ir::PeerSet* AddPeerSet(ir::CompiledPolicy& ir, std::vector<uint32_t> ids, bool 
 ir::PortRule* AddRule(ir::DirectionPolicy* d, ir::Protocol p, uint32_t first, uint32_t last,
                       uint32_t peer_set) {
   d->set_isolated(true);
-  ir::PortRule* r = d->add_rules();
-  r->set_protocol(p);
-  r->set_first_port(first);
-  r->set_last_port(last);
-  r->set_peer_set(peer_set);
-  return r;
+  return AddPortRule(d, p, first, last, peer_set);
 }
 
 const Set* FindSet(const Program& p, const std::string& name) {
