@@ -750,7 +750,13 @@ void StartServers(const Topology& t, Children& children, int seconds) {
 
 // One probe in a child process inside the source pod: TCP connects, UDP gets its echo,
 // within timeout_ms. Returns the child's pid; exit status 0 = connected.
+// Every probe of a process gets its own source port (10000-29999, below the ephemeral
+// range): with a kernel-chosen port a UDP probe now and then reused the 5-tuple of an earlier
+// probe that was allowed, whose conntrack entry then let it through as ESTABLISHED although
+// the rules now deny it (a probe miscounted as a verdict; iptables_kernel_test, 2026-12-01).
 pid_t StartProbe(const Topology& t, const Probe& p, int timeout_ms) {
+  static uint32_t next_probe = 0;
+  const uint16_t source_port = static_cast<uint16_t>(10000 + next_probe++ % 20000);
   pid_t pid = fork();
   if (pid != 0) return pid;
   if (!EnterNetns(t.pods[p.from].netns)) _exit(2);
@@ -773,6 +779,17 @@ pid_t StartProbe(const Topology& t, const Probe& p, int timeout_ms) {
   const bool tcp = p.protocol == ir::TCP;
   int s = socket(p.v6 ? AF_INET6 : AF_INET, (tcp ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK, 0);
   if (s < 0) _exit(4);
+  sockaddr_storage source{};
+  if (p.v6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&source);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(source_port);
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&source);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(source_port);
+  }
+  if (bind(s, reinterpret_cast<sockaddr*>(&source), len) != 0) _exit(5);
   if (tcp) {
     int r = connect(s, reinterpret_cast<sockaddr*>(&ss), len);
     if (r != 0 && errno != EINPROGRESS) _exit(1);
