@@ -97,15 +97,6 @@ void ReplaceSlice(RepeatedPtrField<T>* field, int begin, int end, const Repeated
   }
 }
 
-template <typename T>
-bool SameMessages(const RepeatedPtrField<T>& a, const RepeatedPtrField<T>& b) {
-  if (a.size() != b.size()) return false;
-  for (int i = 0; i < a.size(); ++i) {
-    if (!MessageDifferencer::Equals(a[i], b[i])) return false;
-  }
-  return true;
-}
-
 // The one slice of `next` that differs from `previous` (common prefix and suffix left out):
 // false when none does.
 template <typename T>
@@ -137,6 +128,44 @@ absl::Status ApplyDelta(const ir::CompiledPolicyDelta& delta, ir::CompiledPolicy
   if (absl::Status s = CheckRangeEdits(delta.ipv6(), ir->ipv6(), "ipv6", 16, identities); !s.ok()) {
     return s;
   }
+  // Peer sets and tables by id: replaced below the count, appended one by one past it.
+  auto after_count = [](const auto& edits, int size, absl::string_view list,
+                        uint32_t* count) -> absl::Status {
+    uint32_t n = static_cast<uint32_t>(size);
+    for (int e = 0; e < edits.size(); ++e) {
+      const uint32_t id = edits[e].id();
+      if ((e > 0 && id <= edits[e - 1].id()) || id > n) {
+        return Invalid(absl::StrCat(list, "[", e, "]: id ", id,
+                                    " is not after the edit before it, or leaves a gap past the "
+                                    "program's ", n, " items"));
+      }
+      if (id == n) ++n;
+    }
+    *count = n;
+    return absl::OkStatus();
+  };
+  uint32_t peer_sets_after = 0, tables_after = 0;
+  if (absl::Status s = after_count(delta.peer_sets(), ir->peer_sets_size(), "peer_sets",
+                                   &peer_sets_after);
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = after_count(delta.tables(), ir->tables_size(), "tables", &tables_after);
+      !s.ok()) {
+    return s;
+  }
+  for (int e = 0; e < delta.peer_sets_size(); ++e) {
+    const ir::PeerSet& set = delta.peer_sets(e);
+    if (absl::Status s = CheckPeerSet(set, set.id(), identities); !s.ok()) {
+      return Invalid(absl::StrCat("peer_sets[", e, "]: ", s.message()));
+    }
+  }
+  for (int e = 0; e < delta.tables_size(); ++e) {
+    const ir::Table& table = delta.tables(e);
+    if (absl::Status s = CheckTable(table, table.id(), peer_sets_after); !s.ok()) {
+      return Invalid(absl::StrCat("tables[", e, "]: ", s.message()));
+    }
+  }
   uint32_t previous_end = 0;
   for (int e = 0; e < delta.endpoints_size(); ++e) {
     const ir::EndpointSliceEdit& edit = delta.endpoints(e);
@@ -149,7 +178,7 @@ absl::Status ApplyDelta(const ir::CompiledPolicyDelta& delta, ir::CompiledPolicy
     previous_end = edit.end();
     for (int i = 0; i < edit.endpoints_size(); ++i) {
       const ir::Endpoint& endpoint = edit.endpoints(i);
-      if (endpoint.selected() && endpoint.table() >= static_cast<uint32_t>(ir->tables_size())) {
+      if (endpoint.selected() && endpoint.table() >= tables_after) {
         return Invalid(absl::StrCat("endpoints[", e, "].endpoints[", i, "]: table ",
                                     endpoint.table(), " does not exist"));
       }
@@ -178,6 +207,14 @@ absl::Status ApplyDelta(const ir::CompiledPolicyDelta& delta, ir::CompiledPolicy
   for (const ir::IdentityPodsEdit& edit : delta.identity_pods()) {
     *ir->mutable_identities(static_cast<int>(edit.identity()))->mutable_pods() = edit.pods();
   }
+  for (const ir::PeerSet& set : delta.peer_sets()) {
+    const int id = static_cast<int>(set.id());
+    *(id < ir->peer_sets_size() ? ir->mutable_peer_sets(id) : ir->add_peer_sets()) = set;
+  }
+  for (const ir::Table& table : delta.tables()) {
+    const int id = static_cast<int>(table.id());
+    *(id < ir->tables_size() ? ir->mutable_tables(id) : ir->add_tables()) = table;
+  }
   return absl::OkStatus();
 }
 
@@ -186,11 +223,24 @@ std::optional<ir::CompiledPolicyDelta> DiffPrograms(const ir::CompiledPolicy& pr
   if (previous.node() != next.node() ||
       previous.always_allow_self() != next.always_allow_self() ||
       previous.identities_size() != next.identities_size() ||
-      !SameMessages(previous.peer_sets(), next.peer_sets()) ||
-      !SameMessages(previous.tables(), next.tables())) {
+      next.peer_sets_size() < previous.peer_sets_size() ||
+      next.tables_size() < previous.tables_size()) {
     return std::nullopt;
   }
   ir::CompiledPolicyDelta delta;
+  // Peer sets and tables by id: the ones that differ or are new, whole.
+  for (int i = 0; i < next.peer_sets_size(); ++i) {
+    if (i >= previous.peer_sets_size() ||
+        !MessageDifferencer::Equals(previous.peer_sets(i), next.peer_sets(i))) {
+      *delta.add_peer_sets() = next.peer_sets(i);
+    }
+  }
+  for (int i = 0; i < next.tables_size(); ++i) {
+    if (i >= previous.tables_size() ||
+        !MessageDifferencer::Equals(previous.tables(i), next.tables(i))) {
+      *delta.add_tables() = next.tables(i);
+    }
+  }
   for (int i = 0; i < previous.identities_size(); ++i) {
     const ir::Identity& a = previous.identities(i);
     const ir::Identity& b = next.identities(i);

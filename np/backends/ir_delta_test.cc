@@ -2,6 +2,7 @@
 // out from the delta's definition, refusals that leave the program untouched, and round trips
 // on random pairs of programs (NP_DELTA_SEED replays one).
 #include <cstdlib>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -180,6 +181,45 @@ TEST(ApplyDelta, RefusesBadDeltasAndLeavesTheProgramAsItWas) {
     d.add_identity_pods()->set_identity(1);
   }
   {
+    // Peer set 1 would be appended, but the table names peer set 2, which would not exist.
+    ir::CompiledPolicyDelta& d = add("table naming a peer set that does not exist after");
+    d.add_peer_sets()->set_id(1);
+    ir::Table* t = d.add_tables();
+    t->set_id(0);
+    t->mutable_ingress()->set_isolated(true);
+    AddPortRule(t->mutable_ingress(), ir::TCP, 80, 80, 2);
+  }
+  {
+    ir::CompiledPolicyDelta& d = add("appended table leaving a gap");
+    d.add_tables()->set_id(2);
+  }
+  {
+    ir::CompiledPolicyDelta& d = add("peer sets out of order");
+    d.add_peer_sets()->set_id(1);
+    d.add_peer_sets()->set_id(0);
+  }
+  {
+    ir::CompiledPolicyDelta& d = add("peer set of an unknown identity");
+    d.add_peer_sets()->set_id(0);
+    d.mutable_peer_sets(0)->add_identities(5);
+  }
+  {
+    ir::CompiledPolicyDelta& d = add("table rules overlapping");
+    ir::Table* t = d.add_tables();
+    t->set_id(0);
+    AddPortRule(t->mutable_egress(), ir::TCP, 80, 90, 0);
+    AddPortRule(t->mutable_egress(), ir::TCP, 85, 95, 0);
+  }
+  {
+    ir::EndpointSliceEdit* e = add("endpoint of a table past the appended ones").add_endpoints();
+    e->set_begin(0);
+    e->set_end(1);
+    ir::Endpoint* x = e->add_endpoints();
+    *x = MakeEndpoint("a", "10.0.0.5");
+    x->set_selected(true);
+    x->set_table(1);
+  }
+  {
     // A valid first edit, an invalid second: nothing of the first may be applied.
     ir::CompiledPolicyDelta& d = add("valid edit then an invalid one");
     AddEdited(AddRangeEdit(d, 0, 1), 0x00000000, 0x0a000004, 0);
@@ -193,16 +233,84 @@ TEST(ApplyDelta, RefusesBadDeltasAndLeavesTheProgramAsItWas) {
   }
 }
 
+// A policy event's shape: a table replaced, a peer set and a table appended, an endpoint moved
+// onto the new table — the program written out from the fields' definition.
+TEST(ApplyDelta, ReplacesAndAppendsTablesAndPeerSetsById) {
+  ir::CompiledPolicy p = Program();
+  ir::CompiledPolicyDelta d;
+  ir::PeerSet* set = d.add_peer_sets();
+  set->set_id(1);
+  set->add_identities(0);
+  set->add_identities(2);
+  ir::Table* replaced = d.add_tables();
+  replaced->set_id(0);
+  replaced->mutable_egress()->set_isolated(true);
+  AddPortRule(replaced->mutable_egress(), ir::UDP, 53, 53, 1);
+  ir::Table* appended = d.add_tables();
+  appended->set_id(1);
+  appended->mutable_ingress()->set_isolated(true);
+  AddPortRule(appended->mutable_ingress(), ir::TCP, 80, 81, 0);
+  appended->add_policies("ns/web");
+  ir::EndpointSliceEdit* moved = d.add_endpoints();
+  moved->set_begin(1);
+  moved->set_end(2);
+  ir::Endpoint* c = moved->add_endpoints();
+  *c = MakeEndpoint("c", "10.0.0.10");
+  c->set_selected(true);
+  c->set_table(1);
+
+  ir::CompiledPolicy expected = Program();
+  ir::PeerSet* e_set = expected.add_peer_sets();
+  e_set->set_id(1);
+  e_set->add_identities(0);
+  e_set->add_identities(2);
+  ir::Table* t0 = expected.mutable_tables(0);
+  t0->clear_ingress();
+  t0->mutable_egress()->set_isolated(true);
+  ir::PortRule* r0 = t0->mutable_egress()->add_rules();
+  r0->set_protocol(ir::UDP);
+  r0->set_first_port(53);
+  r0->set_last_port(53);
+  r0->set_peer_set(1);
+  ir::Table* t1 = expected.add_tables();
+  t1->set_id(1);
+  t1->mutable_ingress()->set_isolated(true);
+  ir::PortRule* r1 = t1->mutable_ingress()->add_rules();
+  r1->set_protocol(ir::TCP);
+  r1->set_first_port(80);
+  r1->set_last_port(81);
+  r1->set_peer_set(0);
+  t1->add_policies("ns/web");
+  expected.mutable_endpoints(1)->set_selected(true);
+  expected.mutable_endpoints(1)->set_table(1);
+
+  ASSERT_TRUE(ApplyDelta(d, &p).ok());
+  EXPECT_TRUE(MessageDifferencer::Equals(p, expected)) << p.DebugString();
+  ASSERT_TRUE(CheckIr(p).ok());
+  // And DiffPrograms finds the same items (and only them) from the two programs.
+  std::optional<ir::CompiledPolicyDelta> found = DiffPrograms(Program(), expected);
+  ASSERT_TRUE(found.has_value());
+  EXPECT_TRUE(MessageDifferencer::Equals(*found, d)) << found->DebugString();
+}
+
 TEST(DiffPrograms, RefusesWhatADeltaCannotSay) {
   const ir::CompiledPolicy base = Program();
   EXPECT_TRUE(DiffPrograms(base, base).has_value());
   EXPECT_EQ(DiffPrograms(base, base)->ByteSizeLong(), 0u) << "equal programs: an empty delta";
   ir::CompiledPolicy p = base;
   p.mutable_peer_sets(0)->add_identities(2);
-  EXPECT_FALSE(DiffPrograms(base, p).has_value()) << "peer set changed";
+  ASSERT_TRUE(DiffPrograms(base, p).has_value()) << "peer set changed";
+  EXPECT_EQ(DiffPrograms(base, p)->peer_sets_size(), 1);
+  EXPECT_EQ(DiffPrograms(base, p)->tables_size(), 0);
   p = base;
   p.mutable_tables(0)->mutable_egress()->set_isolated(true);
-  EXPECT_FALSE(DiffPrograms(base, p).has_value()) << "table changed";
+  ASSERT_TRUE(DiffPrograms(base, p).has_value()) << "table changed";
+  EXPECT_EQ(DiffPrograms(base, p)->tables_size(), 1);
+  EXPECT_EQ(DiffPrograms(base, p)->peer_sets_size(), 0);
+  p = base;
+  p.clear_tables();
+  p.clear_peer_sets();
+  EXPECT_FALSE(DiffPrograms(base, p).has_value()) << "tables and peer sets removed";
   p = base;
   p.add_identities()->set_id(3);
   EXPECT_FALSE(DiffPrograms(base, p).has_value()) << "identity added";
@@ -216,11 +324,27 @@ TEST(DiffPrograms, RefusesWhatADeltaCannotSay) {
 
 // A random program over identities 0..3 (0 external): pods at random addresses of 10.0.0.0/26,
 // each either an endpoint of the node or not.
-ir::CompiledPolicy RandomProgram(std::mt19937& rng) {
+// `items` peer sets and tables of random content (the pairs differ in them by id too).
+ir::CompiledPolicy RandomProgram(std::mt19937& rng, int items = 2) {
   ir::CompiledPolicy p = Program();
   p.clear_ipv4();
   p.clear_endpoints();
+  p.clear_peer_sets();
+  p.clear_tables();
   p.add_identities()->set_id(3);
+  for (int i = 0; i < items; ++i) {
+    ir::PeerSet* set = p.add_peer_sets();
+    set->set_id(static_cast<uint32_t>(i));
+    for (uint32_t id = 0; id < 4; ++id) {
+      if (rng() % 2 == 0) set->add_identities(id);
+    }
+    ir::Table* t = p.add_tables();
+    t->set_id(static_cast<uint32_t>(i));
+    t->mutable_ingress()->set_isolated(rng() % 2 == 0);
+    if (rng() % 2 == 0) {
+      AddPortRule(t->mutable_ingress(), ir::TCP, 80, 80 + rng() % 3, rng() % items);
+    }
+  }
   for (ir::Identity& id : *p.mutable_identities()) id.clear_pods();
   std::vector<std::vector<std::string>> pods(4);
   uint32_t cursor = 0;
@@ -232,7 +356,12 @@ ir::CompiledPolicy RandomProgram(std::mt19937& rng) {
     AddRange(p, a, a, identity, "ns/" + name);
     pods[identity].push_back("ns/" + name);
     if (rng() % 2 == 0) {
-      *p.add_endpoints() = MakeEndpoint(name, "10.0.0." + std::to_string(a & 0xff));
+      ir::Endpoint* e = p.add_endpoints();
+      *e = MakeEndpoint(name, "10.0.0." + std::to_string(a & 0xff));
+      if (rng() % 2 == 0) {
+        e->set_selected(true);
+        e->set_table(rng() % items);
+      }
     }
     cursor = a + 1;
   }
@@ -250,8 +379,9 @@ TEST(DiffPrograms, RoundTripsThroughApplyDeltaOnRandomPairs) {
   std::mt19937 rng(seed);
   int changed = 0;
   for (int step = 0; step < 500; ++step) {
-    const ir::CompiledPolicy a = RandomProgram(rng);
-    const ir::CompiledPolicy b = RandomProgram(rng);
+    const int items = 1 + static_cast<int>(rng() % 3);
+    const ir::CompiledPolicy a = RandomProgram(rng, items);
+    const ir::CompiledPolicy b = RandomProgram(rng, items + static_cast<int>(rng() % 2));
     ASSERT_TRUE(CheckIr(a).ok() && CheckIr(b).ok());
     std::optional<ir::CompiledPolicyDelta> d = DiffPrograms(a, b);
     ASSERT_TRUE(d.has_value()) << "seed " << seed << " step " << step;

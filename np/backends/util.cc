@@ -225,7 +225,7 @@ absl::Status CheckRanges(const google::protobuf::RepeatedPtrField<ir::AddressRan
   return absl::OkStatus();
 }
 
-absl::Status CheckRules(const ir::CompiledPolicy& ir, int table, const char* direction,
+absl::Status CheckRules(uint32_t peer_sets, int table, const char* direction,
                         const ir::DirectionPolicy& policy) {
   // Per protocol (TCP, UDP, SCTP): the lowest port a later rule may start at.
   uint32_t next_port[3] = {0, 0, 0};
@@ -242,7 +242,7 @@ absl::Status CheckRules(const ir::CompiledPolicy& ir, int table, const char* dir
       return Malformed(
           absl::StrCat(where(), ": port range ", r.first_port(), "-", r.last_port()));
     }
-    if (r.peer_set() >= static_cast<uint32_t>(ir.peer_sets_size())) {
+    if (r.peer_set() >= peer_sets) {
       return Malformed(absl::StrCat(where(), ": peer set ", r.peer_set(), " does not exist"));
     }
     uint32_t& after = next_port[protocol == ir::TCP ? 0 : protocol == ir::UDP ? 1 : 2];
@@ -256,7 +256,7 @@ absl::Status CheckRules(const ir::CompiledPolicy& ir, int table, const char* dir
   return absl::OkStatus();
 }
 
-absl::Status CheckTierRules(const ir::CompiledPolicy& ir, int table, const char* direction,
+absl::Status CheckTierRules(uint32_t peer_sets, int table, const char* direction,
                             const char* tier,
                             const google::protobuf::RepeatedPtrField<ir::TierRule>& rules) {
   for (int i = 0; i < rules.size(); ++i) {
@@ -282,20 +282,21 @@ absl::Status CheckTierRules(const ir::CompiledPolicy& ir, int table, const char*
                                         ? " (every protocol needs 0-65535)"
                                         : ""));
     }
-    if (r.peer_set() >= static_cast<uint32_t>(ir.peer_sets_size())) {
+    if (r.peer_set() >= peer_sets) {
       return Malformed(absl::StrCat(where(), ": peer set ", r.peer_set(), " does not exist"));
     }
   }
   return absl::OkStatus();
 }
 
-absl::Status CheckDirection(const ir::CompiledPolicy& ir, int table, const char* direction,
+absl::Status CheckDirection(uint32_t peer_sets, int table, const char* direction,
                             const ir::DirectionPolicy& policy) {
-  if (absl::Status s = CheckRules(ir, table, direction, policy); !s.ok()) return s;
-  if (absl::Status s = CheckTierRules(ir, table, direction, "admin", policy.admin()); !s.ok()) {
+  if (absl::Status s = CheckRules(peer_sets, table, direction, policy); !s.ok()) return s;
+  if (absl::Status s = CheckTierRules(peer_sets, table, direction, "admin", policy.admin());
+      !s.ok()) {
     return s;
   }
-  return CheckTierRules(ir, table, direction, "baseline", policy.baseline());
+  return CheckTierRules(peer_sets, table, direction, "baseline", policy.baseline());
 }
 
 bool PeerSetHolds(const ir::PeerSet& set, uint32_t identity) {
@@ -400,6 +401,31 @@ bool IrAllows(const ir::CompiledPolicy& ir, absl::string_view source_bytes,
   return true;
 }
 
+absl::Status CheckPeerSet(const ir::PeerSet& set, uint32_t position, uint32_t identities) {
+  const uint32_t i = position;
+  if (set.id() != position) return Malformed(absl::StrCat("peer_sets[", i, "]: id ", set.id()));
+  for (int j = 0; j < set.identities_size(); ++j) {
+    if (set.identities(j) >= identities) {
+      return Malformed(absl::StrCat("peer_sets[", i, "]: identity ", set.identities(j),
+                                    " does not exist"));
+    }
+    if (j > 0 && set.identities(j) <= set.identities(j - 1)) {
+      return Malformed(absl::StrCat("peer_sets[", i, "]: identities not sorted or repeated at ",
+                                    set.identities(j)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckTable(const ir::Table& table, uint32_t position, uint32_t peer_sets) {
+  const int t = static_cast<int>(position);
+  if (table.id() != position) return Malformed(absl::StrCat("tables[", t, "]: id ", table.id()));
+  if (absl::Status s = CheckDirection(peer_sets, t, "ingress", table.ingress()); !s.ok()) {
+    return s;
+  }
+  return CheckDirection(peer_sets, t, "egress", table.egress());
+}
+
 absl::Status CheckIr(const ir::CompiledPolicy& ir) {
   const uint32_t identities = static_cast<uint32_t>(ir.identities_size());
   for (int i = 0; i < ir.identities_size(); ++i) {
@@ -410,29 +436,14 @@ absl::Status CheckIr(const ir::CompiledPolicy& ir) {
   if (absl::Status s = CheckRanges(ir.ipv4(), "ipv4", 4, identities); !s.ok()) return s;
   if (absl::Status s = CheckRanges(ir.ipv6(), "ipv6", 16, identities); !s.ok()) return s;
   for (int i = 0; i < ir.peer_sets_size(); ++i) {
-    const ir::PeerSet& set = ir.peer_sets(i);
-    if (set.id() != static_cast<uint32_t>(i)) {
-      return Malformed(absl::StrCat("peer_sets[", i, "]: id ", set.id()));
-    }
-    for (int j = 0; j < set.identities_size(); ++j) {
-      if (set.identities(j) >= identities) {
-        return Malformed(absl::StrCat("peer_sets[", i, "]: identity ", set.identities(j),
-                                      " does not exist"));
-      }
-      if (j > 0 && set.identities(j) <= set.identities(j - 1)) {
-        return Malformed(absl::StrCat("peer_sets[", i, "]: identities not sorted or repeated at ",
-                                      set.identities(j)));
-      }
-    }
-  }
-  for (int t = 0; t < ir.tables_size(); ++t) {
-    if (ir.tables(t).id() != static_cast<uint32_t>(t)) {
-      return Malformed(absl::StrCat("tables[", t, "]: id ", ir.tables(t).id()));
-    }
-    if (absl::Status s = CheckDirection(ir, t, "ingress", ir.tables(t).ingress()); !s.ok()) {
+    if (absl::Status s = CheckPeerSet(ir.peer_sets(i), static_cast<uint32_t>(i), identities);
+        !s.ok()) {
       return s;
     }
-    if (absl::Status s = CheckDirection(ir, t, "egress", ir.tables(t).egress()); !s.ok()) {
+  }
+  const uint32_t peer_sets = static_cast<uint32_t>(ir.peer_sets_size());
+  for (int t = 0; t < ir.tables_size(); ++t) {
+    if (absl::Status s = CheckTable(ir.tables(t), static_cast<uint32_t>(t), peer_sets); !s.ok()) {
       return s;
     }
   }

@@ -54,19 +54,27 @@ absl::StatusOr<uint32_t> IdentityOf(const ir::CompiledPolicy& ir, absl::string_v
 //  - endpoints: unique namespace/name; a selected endpoint's table exists; every address
 //    parses and belongs to one endpoint only (once).
 absl::Status CheckIr(const ir::CompiledPolicy& ir);
+// CheckIr's rules for one item at `position` of its list, in a program with `identities`
+// identities or `peer_sets` peer sets (for a delta's items: np::backends::ApplyDelta).
+absl::Status CheckPeerSet(const ir::PeerSet& set, uint32_t position, uint32_t identities);
+absl::Status CheckTable(const ir::Table& table, uint32_t position, uint32_t peer_sets);
 
 // The program `delta` (proto/compiled.proto CompiledPolicyDelta) makes of `*ir`, in place, in
 // time proportional to the delta (plus moving the lists' element pointers). Checks the delta
 // against the program first — slices in bounds, sorted and disjoint, replaced ranges covering
 // exactly the same addresses in order, identities and tables that exist, identity edits
-// sorted — and on error (InvalidArgument naming the edit) leaves `*ir` untouched. It does not
+// sorted, peer sets and tables by id in order and each valid as CheckIr requires against the
+// program after the delta — and on error (InvalidArgument naming the edit) leaves `*ir`
+// untouched. It does not
 // re-check what only the whole program can show (an address listed by two endpoints): a
 // delta from DiffPrograms or np/lower_delta.h never makes one.
 absl::Status ApplyDelta(const ir::CompiledPolicyDelta& delta, ir::CompiledPolicy* ir);
 
-// The delta from `previous` to `next` when they differ only in address ranges, endpoints and
-// identities' pod lists: one slice per list, from the first difference to the last. nullopt
-// when anything else differs. O(size of both): for tests, and for callers that hold two
+// The delta from `previous` to `next` when they differ only in address ranges, endpoints,
+// identities' pod lists, peer sets and tables (ids kept, none removed): one slice per list,
+// from the first difference to the last, and every peer set and table that differs or is new,
+// whole. nullopt when anything else differs (node, identities' number or `external`, fewer
+// peer sets or tables). O(size of both): for tests, and for callers that hold two
 // programs (Backend::UpdateDelta's default goes the other way).
 std::optional<ir::CompiledPolicyDelta> DiffPrograms(const ir::CompiledPolicy& previous,
                                                     const ir::CompiledPolicy& next);

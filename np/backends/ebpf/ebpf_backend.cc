@@ -135,6 +135,11 @@ class EbpfBackend : public Backend {
   absl::Status UpdateDelta(const ir::CompiledPolicy& previous,
                            const ir::CompiledPolicyDelta& delta,
                            const Attachment& attachment) override {
+    if (!delta.peer_sets().empty() || !delta.tables().empty()) {
+      // A policy event: Update edits tables and peer sets in place (new slots, one
+      // np_config write); the identity-edit plan below covers ranges and endpoints only.
+      return Backend::UpdateDelta(previous, delta, attachment);
+    }
     if (live_ == nullptr || attachment.netns != attachment_.netns) {
       return FullDelta(previous, delta, attachment,
                        "nothing installed by this instance for this attachment");

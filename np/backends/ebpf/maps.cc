@@ -801,6 +801,10 @@ absl::StatusOr<IdentityEdit> PlanIdentityEditFromDelta(
   auto invalid = [](absl::string_view what) {
     return absl::InvalidArgumentError(absl::StrCat("IR delta: ", what));
   };
+  if (!delta.peer_sets().empty() || !delta.tables().empty()) {
+    return absl::FailedPreconditionError(
+        "the delta edits peer sets or tables: not an identity edit");
+  }
   const uint32_t identities = static_cast<uint32_t>(from.identities_size());
   // The ranges first: each edit checked as ApplyDelta checks it (in bounds, in order, the
   // new ranges covering the replaced ones' addresses one after the other, identities that

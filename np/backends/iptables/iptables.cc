@@ -1527,6 +1527,11 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
                                         const ir::CompiledPolicyDelta& delta) {
   DeltaPlan plan;
   const uint32_t identities = static_cast<uint32_t>(previous.identities_size());
+  if (!delta.peer_sets().empty() || !delta.tables().empty()) {
+    // Update's in-place path rewrites changed chains; this plan edits set elements only.
+    plan.fallback = "the delta edits peer sets or tables";
+    return plan;
+  }
   // The checks ApplyDelta makes, on the edits only.
   for (int f = 0; f < kFamilies; ++f) {
     const auto& edits = f == 0 ? delta.ipv4() : delta.ipv6();

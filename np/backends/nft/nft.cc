@@ -1533,6 +1533,9 @@ ElementPlan PlanDeltaUpdate(const DeltaIndex& index, const ir::CompiledPolicy& p
   if (index.selected.size() != static_cast<size_t>(previous.tables_size())) {
     return fallback("the remembered program has other tables");
   }
+  if (!delta.peer_sets().empty() || !delta.tables().empty()) {
+    return fallback("the delta edits peer sets or tables (Update's in-place path does)");
+  }
   // Pod lists only name pods in identity chains' comments, which element edits leave (nft.h).
   for (int e = 0; e < delta.identity_pods_size(); ++e) {
     const uint32_t id = delta.identity_pods(e).identity();

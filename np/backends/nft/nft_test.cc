@@ -1222,7 +1222,10 @@ void ExpectChurnEqualsFreshApply(bool through_delta) {
     const uint64_t before = generation(netns);
     std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(current, next);
     if (!pod_event) {
-      ASSERT_FALSE(delta.has_value()) << "a rule change has no delta";
+      // A rule change is a delta of tables or peer sets only (stable ids: none appended).
+      ASSERT_TRUE(delta.has_value()) << "a rule change keeps every id";
+      EXPECT_GT(delta->tables_size() + delta->peer_sets_size(), 0) << "a rule change";
+      EXPECT_EQ(delta->ipv4_size() + delta->ipv6_size() + delta->endpoints_size(), 0);
     }
     const bool use_delta = through_delta && delta.has_value() && step % 4 != 3;
     const DeltaStats stats_before = DeltaStatsOf(*incremental);
@@ -1263,8 +1266,9 @@ void ExpectChurnEqualsFreshApply(bool through_delta) {
     }
     EXPECT_EQ(stayed, plan.fallback.empty() || in_place_plan.fallback.empty())
         << plan.fallback << "; " << in_place_plan.fallback;
-    if (use_delta) {
-      // UpdateDelta edits in place itself exactly when the whole-program plan does.
+    if (use_delta && pod_event) {
+      // UpdateDelta edits in place itself exactly when the whole-program plan does (a rule
+      // change's delta goes on to Update, whose in-place path `stayed` checks above).
       ++delta_steps;
       const bool own = stats_after.in_place == stats_before.in_place + 1;
       EXPECT_EQ(own, plan.fallback.empty()) << "UpdateDelta: " << stats_after.last_fallback
