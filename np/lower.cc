@@ -1,15 +1,13 @@
 #include "np/lower.h"
 
 #include <algorithm>
-#include <iterator>
 #include <map>
 #include <memory>
 
 #include "absl/container/flat_hash_map.h"
-#include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "np/internal/engine_state.h"
 #include "np/internal/ir_ranges.h"
+#include "np/internal/lower_tables.h"
 
 namespace np {
 namespace {
@@ -23,59 +21,6 @@ using internal::AddressBytes;
 using internal::FamilyMax;
 using internal::ToCidrs;
 
-ir::Protocol ToIrProtocol(Protocol protocol) {
-  return static_cast<ir::Protocol>(static_cast<int>(protocol));  // both IANA numbers
-}
-
-ir::TierAction ToTierAction(tiers::Action action) {
-  switch (action) {
-    case tiers::Action::kAllow:
-      return ir::TIER_ALLOW;
-    case tiers::Action::kDeny:
-      return ir::TIER_DENY;
-    case tiers::Action::kPass:
-      return ir::TIER_PASS;
-  }
-  return ir::TIER_ACTION_UNSPECIFIED;  // unreachable: CheckIr would refuse it
-}
-
-std::vector<uint32_t> IntersectSorted(const std::vector<uint32_t>& a,
-                                      const std::vector<uint32_t>& b) {
-  std::vector<uint32_t> out;
-  std::set_intersection(a.begin(), a.end(), b.begin(), b.end(), std::back_inserter(out));
-  return out;
-}
-
-// domainNames peers never match offline (README, policy tiers): in an Allow/Accept rule that
-// only leaves out traffic the rule would allow, but in a Deny or Pass rule it would let
-// through traffic that the policy's author meant to stop before NetworkPolicy and the
-// Baseline tier see it. The datapath never silently allows: such programs are refused.
-absl::Status RefuseUnenforceableDomainNames(const EngineState& s) {
-  if (s.tier_policies == nullptr) return absl::OkStatus();
-  std::vector<std::string> found;
-  for (const internal::CompiledTierPolicy& policy : *s.tier_policies) {
-    for (int d = 0; d < 2; ++d) {
-      const auto& rules = policy.rules[d];
-      for (size_t r = 0; r < rules.size(); ++r) {
-        if (rules[r].action == tiers::Action::kAllow) continue;
-        for (size_t p = 0; p < rules[r].peers.size(); ++p) {
-          if (rules[r].peers[p].kind != tiers::Peer::Kind::kDomainNames) continue;
-          found.push_back(absl::StrCat(policy.key, ": spec.", d == 0 ? "ingress" : "egress", "[",
-                                       r, d == 0 ? "].from[" : "].to[", p,
-                                       "].domainNames (action ",
-                                       tiers::ActionName(rules[r].action), ")"));
-        }
-      }
-    }
-  }
-  if (found.empty()) return absl::OkStatus();
-  return absl::UnimplementedError(absl::StrCat(
-      "the IR lowering cannot enforce a domainNames peer in a Deny or Pass rule: which "
-      "addresses a name has is not in the objects, and matching none would let that traffic "
-      "through; ",
-      absl::StrJoin(found, "; ")));
-}
-
 }  // namespace
 
 absl::StatusOr<ir::CompiledPolicy> LowerToIr(const Engine& engine) {
@@ -84,7 +29,7 @@ absl::StatusOr<ir::CompiledPolicy> LowerToIr(const Engine& engine) {
 
 absl::StatusOr<ir::CompiledPolicy> LowerToIr(const Engine& engine, const LowerOptions& options) {
   const EngineState& s = EngineAccess::State(engine);
-  if (absl::Status refused = RefuseUnenforceableDomainNames(s); !refused.ok()) return refused;
+  if (absl::Status refused = internal::RefuseUnenforceableDomainNames(s); !refused.ok()) return refused;
   ir::CompiledPolicy out;
   out.set_node(s.options.node_name);
   out.set_always_allow_self(s.options.evaluation.always_allow_self);
@@ -158,7 +103,7 @@ absl::StatusOr<ir::CompiledPolicy> LowerToIr(const Engine& engine, const LowerOp
   // identity_of_class as a vector by class (kNoIdentity: no address carries it; the
   // shared-address class is in no selector's set or interval's list, so it is left out):
   // the per-interval and per-rule lookups below were map finds over every identity.
-  constexpr uint32_t kNoIdentity = UINT32_MAX;
+  constexpr uint32_t kNoIdentity = internal::IdentityNumbering::kNoIdentity;
   std::vector<uint32_t> identity_by_class;
   for (auto& [c, id] : identity_of_class) {
     id = next_identity++;
@@ -200,206 +145,22 @@ absl::StatusOr<ir::CompiledPolicy> LowerToIr(const Engine& engine, const LowerOp
     set->mutable_identities()->Add(it->first.second.begin(), it->first.second.end());
     return it->second;
   };
+  internal::IdentityNumbering numbering;
+  numbering.by_class = std::move(identity_by_class);
+  numbering.live.resize(class_of_identity.size());
+  for (uint32_t id = 0; id < numbering.live.size(); ++id) numbering.live[id] = id;
+  internal::TableLowering tables(s, options.flatten_tiers, numbering, peer_set);
 
-  // The identities some address carries whose peer class is in `classes` (a bitset over
-  // peer classes): sorted, and never the shared-address identity (it is no class of a
-  // selector's bitset).
-  // Walks the set bits, not every identity: identities are numbered in class order, so
-  // the result comes out sorted.
-  auto identities_in = [&](const internal::Bitset& classes) {
-    std::vector<uint32_t> identities;
-    const size_t words = std::min(classes.size(), (identity_by_class.size() + 63) / 64);
-    for (size_t w = 0; w < words; ++w) {
-      for (uint64_t word = classes[w]; word != 0; word &= word - 1) {
-        const size_t c = w * 64 + static_cast<size_t>(__builtin_ctzll(word));
-        if (c < identity_by_class.size() && identity_by_class[c] != kNoIdentity) {
-          identities.push_back(identity_by_class[c]);
-        }
-      }
-    }
-    return identities;
-  };
-  // A tier peer set: `all` when it holds every identity (then no address is shared).
-  auto tier_peer_set = [&](std::vector<uint32_t> identities) {
-    if (identities.size() == class_of_identity.size()) return peer_set(true, {});
-    return peer_set(false, std::move(identities));
-  };
-
-  // The identities a tier rule's peers match (the union of its peers' interned selectors; a
-  // domainNames peer has none), per rule: every table the rule applies to shares them.
-  std::map<const internal::CompiledTierRule*, std::vector<uint32_t>> tier_rule_peers;
-  auto peers_of = [&](const internal::CompiledTierRule& rule) -> const std::vector<uint32_t>& {
-    auto it = tier_rule_peers.find(&rule);
-    if (it != tier_rule_peers.end()) return it->second;
-    internal::Bitset classes;
-    for (const internal::CompiledTierPeer& peer : rule.peers) {
-      for (uint32_t selector : peer.selectors) {
-        const internal::Bitset& bits = *s.selector_bits[selector];
-        if (classes.size() < bits.size()) classes.resize(bits.size(), 0);
-        for (size_t w = 0; w < bits.size(); ++w) classes[w] |= bits[w];
-      }
-    }
-    return tier_rule_peers.emplace(&rule, identities_in(classes)).first->second;
-  };
-
-  // The identities whose pods' named ports are map m's.
-  std::map<uint32_t, std::vector<uint32_t>> named_map_identities;
-  auto identities_of_named_map = [&](uint32_t m) -> const std::vector<uint32_t>& {
-    auto it = named_map_identities.find(m);
-    if (it != named_map_identities.end()) return it->second;
-    return named_map_identities.emplace(m, identities_in(*s.named_map_classes[m])).first->second;
-  };
-
-  // One tier rule as consecutive TierRules of `out`: each port it names (a named port
-  // resolved as the engine does: ingress on the target's own container ports, egress on each
-  // destination's, towards the identities whose named ports give that number) times its peers.
-  auto lower_tier_rule = [&](const internal::CompiledTierPolicy& policy, int d, size_t index,
-                             uint32_t own_named_map,
-                             google::protobuf::RepeatedPtrField<ir::TierRule>* out) {
-    const internal::CompiledTierRule& rule = policy.rules[d][index];
-    const std::vector<uint32_t>& peers = peers_of(rule);
-    if (peers.empty()) return;  // matches no address: it decides nothing
-    std::string origin = absl::StrCat(policy.key, " priority ", policy.priority, " ",
-                                      d == 0 ? "ingress" : "egress", "[", index, "]");
-    if (!rule.name.empty()) absl::StrAppend(&origin, " \"", rule.name, "\"");
-    auto add = [&](ir::Protocol protocol, uint32_t first, uint32_t last, uint32_t set) {
-      ir::TierRule* t = out->Add();
-      t->set_action(ToTierAction(rule.action));
-      t->set_protocol(protocol);
-      t->set_first_port(first);
-      t->set_last_port(last);
-      t->set_peer_set(set);
-      t->set_origin(origin);
-    };
-    if (rule.all_ports) {
-      add(ir::PROTOCOL_UNSPECIFIED, 0, 65535, tier_peer_set(peers));
-      return;
-    }
-    for (const internal::CompiledPort& port : rule.ports) {
-      if (port.kind != internal::CompiledPort::Kind::kNamed) {
-        add(ToIrProtocol(port.protocol), port.first, port.last, tier_peer_set(peers));
-        continue;
-      }
-      auto same_port = [&](const NamedPort& named) {
-        return named.name == port.name && (port.any_protocol || named.protocol == port.protocol);
-      };
-      if (d == 0) {
-        for (const NamedPort& named : *s.named_maps[own_named_map]) {
-          if (same_port(named)) add(ToIrProtocol(named.protocol), named.port, named.port, tier_peer_set(peers));
-        }
-        continue;
-      }
-      for (uint32_t m = 1; m < s.named_maps.size(); ++m) {
-        for (const NamedPort& named : *s.named_maps[m]) {
-          if (!same_port(named)) continue;
-          std::vector<uint32_t> towards = IntersectSorted(peers, identities_of_named_map(m));
-          if (!towards.empty()) {
-            add(ToIrProtocol(named.protocol), named.port, named.port, tier_peer_set(std::move(towards)));
-          }
-        }
-      }
-    }
-  };
-
-  // A direction of an engine table as NetworkPolicy port rules (`isolated` and `rules`).
-  auto lower_allows = [&](const internal::TableView& table, int d, ir::DirectionPolicy* dp) {
-    const internal::DirectionTable& dt = table.direction(d);
-    dp->set_isolated(dt.isolated);
-    if (!dt.isolated) return;
-    for (Protocol protocol : kAllProtocols) {
-      int pi = ProtocolIndex(protocol);
-      for (uint32_t i = dt.begin[pi]; i < dt.end[pi]; ++i) {
-        const internal::Interval& iv = table.intervals(d)[i];
-        uint32_t last = i + 1 < dt.end[pi] ? table.intervals(d)[i + 1].first - 1u : 65535u;
-        uint32_t set;
-        if (iv.all_peers) {
-          set = peer_set(true, {});
-        } else {
-          // The identities the interval lists: the allowed ones, or with `negated` (a
-          // tier table) the denied ones.
-          // Collected from the interval's list (sorted, as ids follow class order), not by a
-          // scan of every identity per interval: that scan was most of LowerToIr at 1,000
-          // pods.
-          std::vector<uint32_t> listed;
-          table.ForEachPeer(iv, [&](uint32_t c) {
-            if (c < identity_by_class.size() && identity_by_class[c] != kNoIdentity) {
-              listed.push_back(identity_by_class[c]);
-            }
-          });
-          if (!std::is_sorted(listed.begin(), listed.end())) std::sort(listed.begin(), listed.end());
-          listed.erase(std::unique(listed.begin(), listed.end()), listed.end());
-          // Port rules are allow lists: a negated interval (flattened tiers) becomes its
-          // complement over the identities some address carries, the shared-address
-          // identity included (it matches no tier peer, so no tier rule denies it:
-          // IntervalAllows).
-          const uint32_t identity_count = static_cast<uint32_t>(class_of_identity.size());
-          std::vector<uint32_t> identities;
-          if (!iv.negated) {
-            identities = std::move(listed);
-          } else {
-            size_t k = 0;
-            for (uint32_t id = 0; id < identity_count; ++id) {
-              if (k < listed.size() && listed[k] == id) {
-                ++k;
-              } else {
-                identities.push_back(id);
-              }
-            }
-          }
-          if (identities.empty()) continue;  // no address is allowed: deny
-          if (iv.negated && identities.size() == identity_count) {
-            set = peer_set(true, {});  // every identity, so every address
-          } else {
-            set = peer_set(false, std::move(identities));
-          }
-        }
-        ir::PortRule* rule = dp->add_rules();
-        rule->set_protocol(ToIrProtocol(protocol));
-        rule->set_first_port(iv.first);
-        rule->set_last_port(last);
-        rule->set_peer_set(set);
-      }
-    }
-  };
-
-  // Tables of the node's endpoints' target classes.
+  // Tables of the node's endpoints' target classes, numbered by first endpoint.
   std::map<uint32_t, uint32_t> table_of_class;
   auto lower_table = [&](uint32_t target_class) {
     auto it = table_of_class.find(target_class);
     if (it != table_of_class.end()) return it->second;
     uint32_t id = static_cast<uint32_t>(out.tables_size());
     table_of_class.emplace(target_class, id);
-    const internal::TargetClassSlot& slot = s.target_classes[target_class];
     ir::Table* t = out.add_tables();
     t->set_id(id);
-    std::vector<std::string> policies;
-    for (uint32_t p : s.IdList(slot.key.policies)) policies.push_back(s.policies[p]->key);
-    std::sort(policies.begin(), policies.end());
-    for (const std::string& p : policies) t->add_policies(p);
-    // Then the tier policies selecting them, in evaluation order (kNone: quarantine).
-    const std::vector<uint32_t> no_tier_policies;
-    const std::vector<uint32_t>& tier_policies =
-        slot.key.tier_policies == kNone ? no_tier_policies : s.IdList(slot.key.tier_policies);
-    for (uint32_t p : tier_policies) t->add_policies((*s.tier_policies)[p].key);
-    // Flattened, or without tier policies: the engine's table as it is. Ordered: the table
-    // the NetworkPolicies alone make, with the tiers' rules in order around it.
-    bool ordered = !options.flatten_tiers && !tier_policies.empty();
-    std::shared_ptr<const internal::TargetTable> network_policy_only;
-    if (ordered) network_policy_only = s.NetworkPolicyTable(slot.key);
-    const internal::TableView table =
-        ordered ? network_policy_only->view() : slot.table->view();
-    for (int d = 0; d < 2; ++d) {
-      ir::DirectionPolicy* dp = d == 0 ? t->mutable_ingress() : t->mutable_egress();
-      lower_allows(table, d, dp);
-      if (!ordered) continue;
-      for (uint32_t p : tier_policies) {
-        const internal::CompiledTierPolicy& policy = (*s.tier_policies)[p];
-        auto* rules = policy.tier == tiers::Tier::kAdmin ? dp->mutable_admin() : dp->mutable_baseline();
-        for (size_t r = 0; r < policy.rules[d].size(); ++r) {
-          lower_tier_rule(policy, d, r, slot.key.named_map, rules);
-        }
-      }
-    }
+    tables.Lower(target_class, t);
     return id;
   };
 
