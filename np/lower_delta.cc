@@ -8,6 +8,7 @@
 #include "google/protobuf/util/message_differencer.h"
 #include "np/internal/engine_state.h"
 #include "np/internal/ir_ranges.h"
+#include "np/internal/lower_tables.h"
 
 namespace np {
 namespace {
@@ -58,11 +59,72 @@ std::pair<int, bool> EndpointPosition(const ir::CompiledPolicy& ir, const std::s
   return {pos, it != e.end() && it->namespace_() == ns && it->name() == name};
 }
 
+using PeerSetContent = std::pair<bool, std::vector<uint32_t>>;
+
+PeerSetContent ContentOf(const ir::PeerSet& set) {
+  return {set.all(), std::vector<uint32_t>(set.identities().begin(), set.identities().end())};
+}
+
+// Calls f(peer set id) for every rule of `table` (port rules and tier rules, both directions).
+template <typename F>
+void ForEachPeerSetOf(const ir::Table& table, F&& f) {
+  for (const ir::DirectionPolicy* d : {&table.ingress(), &table.egress()}) {
+    for (const ir::PortRule& r : d->rules()) f(r.peer_set());
+    for (const ir::TierRule& r : d->admin()) f(r.peer_set());
+    for (const ir::TierRule& r : d->baseline()) f(r.peer_set());
+  }
+}
+
+// The same, with the ids rewritten by `map`.
+template <typename F>
+void RenumberPeerSets(ir::Table* table, F&& map) {
+  for (ir::DirectionPolicy* d : {table->mutable_ingress(), table->mutable_egress()}) {
+    for (ir::PortRule& r : *d->mutable_rules()) r.set_peer_set(map(r.peer_set()));
+    for (ir::TierRule& r : *d->mutable_admin()) r.set_peer_set(map(r.peer_set()));
+    for (ir::TierRule& r : *d->mutable_baseline()) r.set_peer_set(map(r.peer_set()));
+  }
+}
+
+// An unused table of the fixed shape (np/lower_align.h): a tombstone already.
+bool IsTombstone(const ir::Table& t) {
+  return t.policies_size() == 0 && !t.ingress().isolated() && !t.egress().isolated() &&
+         t.ingress().rules_size() == 0 && t.egress().rules_size() == 0 &&
+         t.ingress().admin_size() == 0 && t.egress().admin_size() == 0 &&
+         t.ingress().baseline_size() == 0 && t.egress().baseline_size() == 0;
+}
+
+// Whether the policies LowerToIr would name in the table of `slot` are `table`'s.
+bool SamePolicies(const EngineState& s, const internal::TargetClassSlot& slot,
+                  const ir::Table& table) {
+  std::vector<absl::string_view> names;
+  for (uint32_t p : s.IdList(slot.key.policies)) names.push_back(s.policies[p]->key);
+  std::sort(names.begin(), names.end());
+  if (slot.key.tier_policies != kNone) {
+    for (uint32_t p : s.IdList(slot.key.tier_policies)) names.push_back((*s.tier_policies)[p].key);
+  }
+  return std::equal(names.begin(), names.end(), table.policies().begin(), table.policies().end());
+}
+
 }  // namespace
 
+// What a policy delta changes of the index (PodDeltaLowering::Commit).
+struct PodDelta::Tables {
+  std::vector<uint32_t> target;
+  std::vector<std::shared_ptr<const internal::TargetTable>> source;
+  std::vector<int64_t> endpoints;
+  absl::flat_hash_map<uint32_t, uint32_t> of_target;
+  size_t peer_sets = 0;                                 // the program's count afterwards
+  std::vector<std::pair<uint32_t, int64_t>> refs;       // peer set id, rules naming it now
+  std::vector<std::pair<uint32_t, PeerSetContent>> dropped, added;  // contents by id
+  // The identities by the next snapshot's classes, when the classes were renamed.
+  std::shared_ptr<const internal::IdentityNumbering> numbering;
+};
+
 PodDeltaLowering PodDeltaLowering::Index(std::shared_ptr<const Engine> snapshot,
-                                         const ir::CompiledPolicy& installed) {
+                                         const ir::CompiledPolicy& installed,
+                                         const LowerOptions& options) {
   PodDeltaLowering x;
+  x.options_ = options;
   const EngineState& s = EngineAccess::State(*snapshot);
   x.snapshot_ = std::move(snapshot);
   x.range_count_.assign(installed.identities_size(), 0);
@@ -94,6 +156,28 @@ PodDeltaLowering PodDeltaLowering::Index(std::shared_ptr<const Engine> snapshot,
     x.table_target_[e.table()] = target;
     x.table_source_[e.table()] = s.target_classes[target].table;
     x.table_of_target_.emplace(target, e.table());
+  }
+  // The identities as TableLowering numbers rules: every class some address carries (the
+  // shared-address one aside), and the identities carrying addresses.
+  auto numbering = std::make_shared<internal::IdentityNumbering>();
+  for (const auto& [c, id] : x.identity_of_class_) {
+    if (c >= kSharedPeer) continue;
+    if (numbering->by_class.size() <= c) {
+      numbering->by_class.resize(c + 1, internal::IdentityNumbering::kNoIdentity);
+    }
+    numbering->by_class[c] = id;
+  }
+  for (uint32_t id = 0; id < x.range_count_.size(); ++id) {
+    if (x.range_count_[id] > 0) numbering->live.push_back(id);
+  }
+  x.numbering_ = std::move(numbering);
+  x.peer_set_refs_.assign(installed.peer_sets_size(), 0);
+  for (const ir::Table& t : installed.tables()) {
+    ForEachPeerSetOf(t, [&](uint32_t set) { x.peer_set_refs_[set]++; });
+  }
+  for (const ir::PeerSet& set : installed.peer_sets()) {
+    if (x.peer_set_refs_[set.id()] == 0) continue;
+    x.peer_set_by_content_.try_emplace(ContentOf(set), set.id());
   }
   return x;
 }
@@ -388,7 +472,351 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
   return out;
 }
 
+std::optional<PodDelta> PodDeltaLowering::LowerPolicyChange(
+    std::shared_ptr<const Engine> next_engine, const ir::CompiledPolicy& installed,
+    std::string* why) const {
+  std::string reason_storage;
+  std::string& reason = why != nullptr ? *why : reason_storage;
+  reason.clear();
+  auto refuse = [&](absl::string_view r) -> std::optional<PodDelta> {
+    reason = std::string(r);
+    return std::nullopt;
+  };
+  if (snapshot_ == nullptr || next_engine == nullptr || numbering_ == nullptr) {
+    return refuse("no snapshot");
+  }
+  const EngineState& prev = EngineAccess::State(*snapshot_);
+  const EngineState& next = EngineAccess::State(*next_engine);
+  if (prev.options.node_name != next.options.node_name ||
+      prev.options.evaluation.always_allow_self != next.options.evaluation.always_allow_self ||
+      installed.identities_size() != static_cast<int>(range_count_.size()) ||
+      installed.tables_size() != static_cast<int>(table_target_.size()) ||
+      installed.peer_sets_size() != static_cast<int>(peer_set_refs_.size())) {
+    return refuse("options or the program's shape differ");
+  }
+  // The whole lowering's refusal (np/lower.h, Errors): O(tier rules).
+  if (!internal::RefuseUnenforceableDomainNames(next).ok()) {
+    return refuse("a domainNames peer in a Deny or Pass tier rule");
+  }
+
+  // Every address keeps its identity: the same atoms (ipBlock and node-address cuts), the
+  // same pods with the same addresses, and a one-to-one map from the classes addresses
+  // carried to those they carry now (a new selector that matches whole classes renames them,
+  // but splits or merges none). Array reads, O(pods + atoms + classes), no hashing.
+  std::vector<uint32_t> forward(prev.peer_classes.size(), kNone);
+  std::vector<uint32_t> backward(next.peer_classes.size(), kNone);
+  auto same_identity = [&](uint32_t a, uint32_t b) {
+    if (a >= kSharedPeer || b >= kSharedPeer) return a == b;
+    if (a >= forward.size() || b >= backward.size()) return false;
+    if (forward[a] == kNone && backward[b] == kNone) {
+      forward[a] = b;
+      backward[b] = a;
+      return true;
+    }
+    return forward[a] == b && backward[b] == a;
+  };
+  for (int f = 0; f < 2; ++f) {
+    const internal::AtomTable& a = *prev.atoms[f];
+    const internal::AtomTable& b = *next.atoms[f];
+    if (&a != &b && a.starts != b.starts) {
+      return refuse("the address atoms differ (an ipBlock or node address changed)");
+    }
+    for (size_t i = 0; i < a.peer_class.size(); ++i) {
+      if (!same_identity(a.peer_class[i], b.peer_class[i])) {
+        return refuse("an address atom's class splits or merges (identities would change)");
+      }
+    }
+  }
+  if (prev.pods.size() != next.pods.size()) return refuse("the pods differ");
+  for (size_t p = 0; p < prev.pods.size(); ++p) {
+    const std::shared_ptr<const internal::PodState>& a = prev.pods[p].state;
+    const std::shared_ptr<const internal::PodState>& b = next.pods[p].state;
+    if (a != b && (a == nullptr || b == nullptr || a->key != b->key || a->ips != b->ips ||
+                   a->node_name != b->node_name)) {
+      return refuse("the pods differ");
+    }
+    if (a == nullptr) continue;
+    for (int f = 0; f < 2; ++f) {  // the families addresses carry ([2] is no address's)
+      if (!same_identity(prev.records[p].peer[f], next.records[p].peer[f])) {
+        return refuse("a pod's peer class splits or merges (identities would change)");
+      }
+    }
+  }
+  // The identities by the classes of `next`; whether the classes are the very same (then an
+  // engine table that is the same object lowers to the same rules).
+  std::shared_ptr<const internal::IdentityNumbering> numbering = numbering_;
+  bool same_classes = true;
+  {
+    const std::vector<uint32_t>& by_class = numbering_->by_class;
+    for (size_t c = 0; c < by_class.size() && same_classes; ++c) {
+      if (by_class[c] == internal::IdentityNumbering::kNoIdentity) continue;
+      same_classes = forward[c] == c && prev.peer_classes[c] == next.peer_classes[c];
+    }
+    if (!same_classes) {
+      auto renamed = std::make_shared<internal::IdentityNumbering>();
+      renamed->live = numbering_->live;
+      for (size_t c = 0; c < by_class.size(); ++c) {
+        if (by_class[c] == internal::IdentityNumbering::kNoIdentity) continue;
+        const uint32_t now = forward[c];
+        if (now == kNone) return refuse("an identity's class carries no address");
+        if (renamed->by_class.size() <= now) {
+          renamed->by_class.resize(now + 1, internal::IdentityNumbering::kNoIdentity);
+        }
+        renamed->by_class[now] = by_class[c];
+      }
+      numbering = std::move(renamed);
+    }
+  }
+
+  // The node's endpoints (the same pods, so the same endpoints) and their target classes
+  // now; per target class, in first-endpoint order, the installed tables' votes.
+  const int endpoint_count = installed.endpoints_size();
+  std::vector<uint32_t> endpoint_target(endpoint_count, kNone);
+  std::vector<uint32_t> targets;  // distinct target classes, by first endpoint
+  std::vector<int64_t> target_endpoints;
+  absl::flat_hash_map<uint32_t, uint32_t> target_index;
+  std::map<std::pair<uint32_t, uint32_t>, int64_t> votes;  // (target index, table) -> endpoints
+  for (int i = 0; i < endpoint_count; ++i) {
+    const ir::Endpoint& e = installed.endpoints(i);
+    std::optional<uint32_t> p = LivePodId(next, e.namespace_() + "/" + e.name());
+    if (!p) return refuse("an endpoint without its pod");
+    const uint32_t t = next.records[*p].target;
+    endpoint_target[i] = t;
+    if (t == kNone) continue;
+    if (t >= next.target_classes.size() || next.target_classes[t].table == nullptr) {
+      return refuse("a target class without its engine table");
+    }
+    auto [it, fresh] = target_index.try_emplace(t, static_cast<uint32_t>(targets.size()));
+    if (fresh) {
+      targets.push_back(t);
+      target_endpoints.push_back(0);
+    }
+    target_endpoints[it->second]++;
+    if (e.selected()) votes[{it->second, e.table()}]++;
+  }
+
+  // Table ids (np/lower_align.h): greedy one-to-one by votes, ties by lowest table id; the
+  // rest take the lowest unused ids, then are appended.
+  const uint32_t old_tables = static_cast<uint32_t>(installed.tables_size());
+  std::vector<uint32_t> table_of(targets.size(), kNone);
+  uint32_t new_tables = old_tables;
+  {
+    std::vector<std::tuple<int64_t, uint32_t, uint32_t>> ranked;  // -votes, table, target
+    for (const auto& [key, n] : votes) ranked.emplace_back(-n, key.second, key.first);
+    std::sort(ranked.begin(), ranked.end());
+    std::vector<bool> taken(old_tables, false);
+    for (const auto& [n, table, target] : ranked) {
+      if (taken[table] || table_of[target] != kNone) continue;
+      taken[table] = true;
+      table_of[target] = table;
+    }
+    uint32_t free = 0, appended = old_tables;
+    for (uint32_t& id : table_of) {
+      if (id != kNone) continue;
+      while (free < old_tables && taken[free]) ++free;
+      if (free < old_tables) {
+        taken[free] = true;
+        id = free;
+      } else {
+        id = appended++;
+      }
+    }
+    new_tables = appended;
+  }
+  if (new_tables - targets.size() > std::max<size_t>(16, targets.size() / 4)) {
+    return refuse("unused tables past the compaction threshold");
+  }
+
+  // Peer sets by content: an installed set some rule names, else a provisional id (numbered
+  // below, once the replaced tables' sets are known to be free).
+  constexpr uint32_t kProvisional = 0x80000000u;
+  std::vector<PeerSetContent> fresh_sets;
+  absl::flat_hash_map<PeerSetContent, uint32_t> fresh_ids;
+  internal::TableLowering lowering(
+      next, options_.flatten_tiers, *numbering, [&](bool all, std::vector<uint32_t> ids) {
+        PeerSetContent content(all, std::move(ids));
+        auto known = peer_set_by_content_.find(content);
+        if (known != peer_set_by_content_.end()) return known->second;
+        auto [it, fresh] =
+            fresh_ids.try_emplace(content, kProvisional + static_cast<uint32_t>(fresh_sets.size()));
+        if (fresh) fresh_sets.push_back(std::move(content));
+        return it->second;
+      });
+
+  PodDelta out;
+  out.next = next_engine;
+  auto tables = std::make_shared<PodDelta::Tables>();
+  tables->target.assign(new_tables, kNone);
+  tables->source.resize(new_tables);
+  tables->endpoints.assign(new_tables, 0);
+  absl::flat_hash_map<uint32_t, int64_t> ref_change;  // installed peer set id -> change
+  std::vector<ir::Table> emitted;
+  auto replace = [&](uint32_t id, ir::Table table) {
+    if (id < old_tables) {
+      ForEachPeerSetOf(installed.tables(id), [&](uint32_t set) { ref_change[set]--; });
+    }
+    ForEachPeerSetOf(table, [&](uint32_t set) {
+      if (set < kProvisional) ref_change[set]++;
+    });
+    emitted.push_back(std::move(table));
+  };
+  std::vector<bool> used(old_tables, false);
+  for (size_t k = 0; k < targets.size(); ++k) {
+    const uint32_t id = table_of[k], t = targets[k];
+    const internal::TargetClassSlot& slot = next.target_classes[t];
+    tables->target[id] = t;
+    tables->source[id] = slot.table;
+    tables->endpoints[id] = target_endpoints[k];
+    tables->of_target.emplace(t, id);
+    if (id < old_tables) used[id] = true;
+    // The engine's table, its key, the tier policies and (above) every class the same: the
+    // lowering would be the installed table's.
+    if (same_classes && id < old_tables && table_target_[id] == t &&
+        table_source_[id] == slot.table && prev.tier_policies == next.tier_policies && t < prev.target_classes.size() &&
+        prev.target_classes[t].key == slot.key && SamePolicies(next, slot, installed.tables(id))) {
+      continue;
+    }
+    ir::Table table;
+    table.set_id(id);
+    lowering.Lower(t, &table);
+    if (id < old_tables &&
+        google::protobuf::util::MessageDifferencer::Equals(table, installed.tables(id))) {
+      continue;
+    }
+    replace(id, std::move(table));
+  }
+  for (uint32_t id = 0; id < old_tables; ++id) {
+    if (used[id] || IsTombstone(installed.tables(id))) continue;
+    ir::Table tombstone;
+    tombstone.set_id(id);
+    replace(id, std::move(tombstone));
+  }
+
+  // Provisional peer sets take the ids of sets only the replaced tables named (lowest first),
+  // then the installed program's unused ids, then are appended; freed sets left over become
+  // tombstones.
+  const uint32_t old_sets = static_cast<uint32_t>(installed.peer_sets_size());
+  std::vector<uint32_t> freed;
+  for (const auto& [set, change] : ref_change) {
+    if (change != 0) tables->refs.emplace_back(set, peer_set_refs_[set] + change);
+    if (change < 0 && peer_set_refs_[set] + change == 0) freed.push_back(set);
+  }
+  std::sort(freed.begin(), freed.end());
+  std::sort(tables->refs.begin(), tables->refs.end());
+  int64_t live_sets = 0;
+  std::vector<uint32_t> unused;
+  for (uint32_t set = 0; set < old_sets; ++set) {
+    if (peer_set_refs_[set] > 0) {
+      ++live_sets;
+    } else {
+      unused.push_back(set);
+    }
+  }
+  live_sets += static_cast<int64_t>(fresh_sets.size()) - static_cast<int64_t>(freed.size());
+  std::vector<uint32_t> fresh_id(fresh_sets.size());
+  {
+    size_t next_freed = 0, next_unused = 0;
+    uint32_t appended = old_sets;
+    for (uint32_t& id : fresh_id) {
+      if (next_freed < freed.size()) {
+        id = freed[next_freed++];
+      } else if (next_unused < unused.size()) {
+        id = unused[next_unused++];
+      } else {
+        id = appended++;
+      }
+    }
+    tables->peer_sets = appended;
+    for (size_t k = next_freed; k < freed.size(); ++k) {
+      ir::PeerSet* tombstone = out.delta.add_peer_sets();
+      tombstone->set_id(freed[k]);
+    }
+  }
+  if (static_cast<int64_t>(tables->peer_sets) - live_sets >
+      std::max<int64_t>(16, live_sets / 4)) {
+    return refuse("unused peer sets past the compaction threshold");
+  }
+  for (uint32_t set : freed) {
+    tables->dropped.emplace_back(set, ContentOf(installed.peer_sets(set)));
+  }
+  for (size_t k = 0; k < fresh_sets.size(); ++k) {
+    ir::PeerSet* set = out.delta.add_peer_sets();
+    set->set_id(fresh_id[k]);
+    set->set_all(fresh_sets[k].first);
+    set->mutable_identities()->Add(fresh_sets[k].second.begin(), fresh_sets[k].second.end());
+    tables->added.emplace_back(fresh_id[k], std::move(fresh_sets[k]));
+  }
+  // Rules naming a provisional set: each table names it at least once.
+  absl::flat_hash_map<uint32_t, int64_t> fresh_refs;
+  for (ir::Table& table : emitted) {
+    RenumberPeerSets(&table, [&](uint32_t set) {
+      if (set < kProvisional) return set;
+      const uint32_t id = fresh_id[set - kProvisional];
+      fresh_refs[id]++;
+      return id;
+    });
+  }
+  for (const auto& [set, n] : fresh_refs) tables->refs.emplace_back(set, n);
+  std::sort(out.delta.mutable_peer_sets()->begin(), out.delta.mutable_peer_sets()->end(),
+            [](const ir::PeerSet& a, const ir::PeerSet& b) { return a.id() < b.id(); });
+  std::sort(emitted.begin(), emitted.end(),
+            [](const ir::Table& a, const ir::Table& b) { return a.id() < b.id(); });
+  for (ir::Table& table : emitted) *out.delta.add_tables() = std::move(table);
+
+  // Endpoints whose table or selection changed, adjacent ones in one slice edit.
+  for (int i = 0; i < endpoint_count; ++i) {
+    const ir::Endpoint& e = installed.endpoints(i);
+    const uint32_t t = endpoint_target[i];
+    const bool selected = t != kNone;
+    const uint32_t table = selected ? table_of[target_index.at(t)] : 0;
+    if (selected == e.selected() && table == e.table()) continue;
+    auto* edits = out.delta.mutable_endpoints();
+    ir::EndpointSliceEdit* edit;
+    if (!edits->empty() && edits->rbegin()->end() == static_cast<uint32_t>(i)) {
+      edit = &*edits->rbegin();
+    } else {
+      edit = edits->Add();
+      edit->set_begin(i);
+    }
+    edit->set_end(i + 1);
+    ir::Endpoint* changed = edit->add_endpoints();
+    *changed = e;
+    changed->set_selected(selected);
+    changed->set_table(table);
+  }
+  if (!same_classes) tables->numbering = std::move(numbering);
+  out.tables = std::move(tables);
+  return out;
+}
+
 void PodDeltaLowering::Commit(const PodDelta& applied) {
+  if (applied.tables != nullptr) {
+    const PodDelta::Tables& t = *applied.tables;
+    table_target_ = t.target;
+    table_source_ = t.source;
+    table_endpoints_ = t.endpoints;
+    table_of_target_ = t.of_target;
+    peer_set_refs_.resize(t.peer_sets, 0);
+    for (const auto& [set, refs] : t.refs) peer_set_refs_[set] = refs;
+    for (const auto& [set, content] : t.dropped) {
+      auto it = peer_set_by_content_.find(content);
+      if (it != peer_set_by_content_.end() && it->second == set) peer_set_by_content_.erase(it);
+    }
+    for (const auto& [set, content] : t.added) peer_set_by_content_.insert_or_assign(content, set);
+    if (t.numbering != nullptr) {  // renamed classes: the pod deltas' map follows
+      absl::flat_hash_map<uint32_t, uint32_t> renamed;
+      for (const auto& [c, id] : identity_of_class_) {
+        if (c >= kSharedPeer) renamed.emplace(c, id);
+      }
+      for (size_t c = 0; c < t.numbering->by_class.size(); ++c) {
+        if (t.numbering->by_class[c] != internal::IdentityNumbering::kNoIdentity) {
+          renamed.emplace(static_cast<uint32_t>(c), t.numbering->by_class[c]);
+        }
+      }
+      identity_of_class_ = std::move(renamed);
+      numbering_ = t.numbering;
+    }
+  }
   for (const auto& [id, change] : applied.range_counts) range_count_[id] += change;
   for (const auto& [id, change] : applied.external_counts) external_count_[id] += change;
   for (const auto& [t, key] : applied.endpoints_out) table_endpoints_[t]--;

@@ -25,6 +25,21 @@
 // class without a table in the program or a table losing its last endpoint, an engine table
 // rebuilt, different atoms or tier policies, or any shared address among the changed pods'.
 //
+// Policy events (LowerPolicyChange): policies, tier policies, namespaces or nodes changed and no
+// pod did. When every address keeps its identity (the same atoms, pods, addresses and peer
+// classes: O(pods) array reads, no protobuf built), the delta re-lowers only the tables whose
+// engine table changed (np/internal/lower_tables.h, the code LowerToIr uses) with the
+// installed program's identity ids, and numbers as np/lower_align.h does: a table keeps the
+// id of the installed table most of its endpoints had, a table new to the node takes the
+// lowest unused id (else is appended), a table no endpoint names any more becomes a
+// tombstone; a peer set is the installed set of the same identities, else takes the id of a
+// set only the replaced tables used, else the lowest unused id, else is appended; sets no
+// rule names any more become tombstones; endpoints whose `table` or `selected` changed are
+// edited. ApplyDelta(installed, delta) is then EquivalentPrograms with LowerToIr(*next)
+// (same LowerOptions as the index's). nullopt, with why, when an identity would change, the
+// domainNames refusal (np/lower.h) applies, or unused tables or peer sets would exceed
+// AlignNumbering's compaction threshold (the caller lowers whole, which compacts).
+//
 // Thread safety: an index is driven by one thread (Lower is const; Commit mutates).
 #ifndef NP_LOWER_DELTA_H_
 #define NP_LOWER_DELTA_H_
@@ -39,21 +54,28 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "np/engine.h"
+#include "np/lower.h"
 #include "proto/compiled.pb.h"
 
 namespace np {
 
 namespace internal {
 class TargetTable;
+struct IdentityNumbering;
 }  // namespace internal
 
-// One pod change as a program delta, with what the index must learn once it is installed.
+// One pod or policy change as a program delta, with what the index must learn once it is
+// installed.
 struct PodDelta {
   ir::CompiledPolicyDelta delta;
 
  private:
   friend class PodDeltaLowering;
   std::shared_ptr<const Engine> next;
+  // A policy change: the index's tables afterwards, whole (O(tables), not O(program)), and
+  // the peer sets' reference changes and contents.
+  struct Tables;
+  std::shared_ptr<const Tables> tables;
   std::vector<std::pair<uint32_t, int64_t>> range_counts;                     // identity, change
   std::vector<std::pair<uint32_t, int64_t>> external_counts;                  // identity, change
   std::vector<std::pair<uint32_t, std::string>> endpoints_out, endpoints_in;  // table, key
@@ -63,8 +85,10 @@ class PodDeltaLowering {
  public:
   // Indexes `installed`: LowerToIr(*snapshot), or that aligned (see the contract above).
   // O(size of the program): do it after a whole lowering, not per event.
+  // `options`: those `installed` was lowered with (the policy delta lowers tables alike).
   static PodDeltaLowering Index(std::shared_ptr<const Engine> snapshot,
-                                const ir::CompiledPolicy& installed);
+                                const ir::CompiledPolicy& installed,
+                                const LowerOptions& options = LowerOptions());
 
   // The delta from `installed` to LowerToIr(*next) (see the contract above); nullopt when it
   // is not expressible. `changed_pods`: "namespace/name" keys, repeats allowed.
@@ -74,7 +98,15 @@ class PodDeltaLowering {
                                 const std::vector<std::string>& changed_pods,
                                 std::string* why = nullptr) const;
 
-  // The delta was applied to `installed`: the index now describes it and `next`.
+  // The delta from `installed` to LowerToIr(*next) when, since the indexed snapshot, no pod
+  // changed (policy, tier policy, namespace and node events; see above); nullopt when it is
+  // not expressible, `why` (optional) then says why.
+  std::optional<PodDelta> LowerPolicyChange(std::shared_ptr<const Engine> next,
+                                            const ir::CompiledPolicy& installed,
+                                            std::string* why = nullptr) const;
+
+  // The delta (of Lower or LowerPolicyChange) was applied to `installed`: the index now
+  // describes it and `next`.
   void Commit(const PodDelta& applied);
 
   const std::shared_ptr<const Engine>& snapshot() const { return snapshot_; }
@@ -88,8 +120,15 @@ class PodDeltaLowering {
   // The engine tables lowered (held, so that "same pointer" cannot be a reused address).
   std::vector<std::shared_ptr<const internal::TargetTable>> table_source_;
   absl::flat_hash_map<uint32_t, uint32_t> table_of_target_;
-  // Per table, how many endpoints name it: a delta never empties one.
+  // Per table, how many endpoints name it: a pod delta never empties one.
   std::vector<int64_t> table_endpoints_;
+  // For policy deltas: how the program was lowered, its identities as a table's lowering
+  // sees them (pod deltas change neither the class -> identity map nor the live set), and
+  // per peer set how many rules name it, with the content of those that some rule names.
+  LowerOptions options_;
+  std::shared_ptr<const internal::IdentityNumbering> numbering_;
+  std::vector<int64_t> peer_set_refs_;
+  absl::flat_hash_map<std::pair<bool, std::vector<uint32_t>>, uint32_t> peer_set_by_content_;
 };
 
 }  // namespace np
