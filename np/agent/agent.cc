@@ -140,11 +140,17 @@ absl::Status Agent::Sync() {
   std::string whole_why;
   if (!installed_.has_value() || !delta_index_.has_value()) {
     whole_why = "nothing installed by this agent";
+  } else if (other_changes_ && !changed_pods_.empty()) {
+    whole_why = "pods and other objects changed";
   } else if (other_changes_) {
-    whole_why = "not only pods changed";
+    // Policies, tier policies, namespaces or nodes only: a delta when every address keeps
+    // its identity (np/lower_delta.h, LowerPolicyChange).
+    delta = delta_index_->LowerPolicyChange(snapshot, *installed_, &whole_why);
+    if (!delta.has_value()) whole_why = absl::StrCat("policy event: ", whole_why);
   } else {
     delta = delta_index_->Lower(snapshot, *installed_, changed_pods_, &whole_why);
   }
+  const bool policy_delta = delta.has_value() && other_changes_;
   std::optional<ir::CompiledPolicy> whole;
   std::optional<AlignStats> alignment;
   backends::Attachment attachment = installed_attachment_;
@@ -235,6 +241,16 @@ absl::Status Agent::Sync() {
                LogField::Number("identities", program.identities_size()),
                LogField::Text("update", delta.has_value() ? "delta" : "whole"),
                LogField::Text("whole_because", delta.has_value() ? "" : whole_why),
+               LogField::Text("delta_of", !delta.has_value() ? ""
+                                          : policy_delta     ? "policies"
+                                                             : "pods"),
+               // What a delta replaced or appended (tables and peer sets: policy events),
+               // and how many endpoint slice edits it made.
+               LogField::Number("delta_tables", delta.has_value() ? delta->delta.tables_size() : 0),
+               LogField::Number("delta_peer_sets",
+                                delta.has_value() ? delta->delta.peer_sets_size() : 0),
+               LogField::Number("delta_endpoint_edits",
+                                delta.has_value() ? delta->delta.endpoints_size() : 0),
                LogField::Text("numbering", !alignment.has_value() ? "fresh"
                                            : alignment->compacted ? "compacted"
                                                                   : "aligned"),
@@ -250,6 +266,7 @@ absl::Status Agent::Sync() {
   other_changes_ = false;
   if (delta.has_value()) {
     ++delta_syncs_;
+    if (policy_delta) ++policy_delta_syncs_;
   } else {
     // Off the latency path (the events are in the kernel already): the index the next pod
     // events' deltas need, O(program size) once per whole lowering.

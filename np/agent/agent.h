@@ -18,7 +18,10 @@
 // differs. When only pods changed
 // since the last sync, the interfaces stay the same and np/lower_delta.h can express the
 // change, the sync lowers nothing whole: it hands the backend the delta
-// (Backend::UpdateDelta) and applies it to the installed program in place (issue 13). The
+// (Backend::UpdateDelta) and applies it to the installed program in place (issue 13).
+// Likewise when only policies, tier policies, namespaces or nodes changed and every address
+// keeps its identity (PodDeltaLowering::LowerPolicyChange: the changed tables and peer sets,
+// and endpoints moving between tables). Pods and other objects changed in one sync: whole. The
 // index that takes (PodDeltaLowering::Index, O(program)) is rebuilt after each whole sync,
 // once the kernel has the program: off the latency path, on the agent's thread.
 // Reconcile on start *replaces* (Backend::Apply is an atomic full replace): np cannot trust
@@ -88,8 +91,10 @@ class Agent {
   absl::Status Remove();
 
   int pending_events() const { return static_cast<int>(pending_.size()); }
-  // How many syncs went through Backend::UpdateDelta (for tests and benchmarks).
+  // How many syncs went through Backend::UpdateDelta (for tests and benchmarks), and how
+  // many of those carried policy-side events (LowerPolicyChange) rather than pod events.
   int64_t delta_syncs() const { return delta_syncs_; }
+  int64_t policy_delta_syncs() const { return policy_delta_syncs_; }
   // How many whole syncs were numbered onto the installed program (np/lower_align.h), and
   // what the last successful sync's alignment changed (none: a delta, or nothing installed).
   int64_t aligned_syncs() const { return aligned_syncs_; }
@@ -126,6 +131,7 @@ class Agent {
   // when `installed_` is none.
   std::optional<PodDeltaLowering> delta_index_;
   int64_t delta_syncs_ = 0;
+  int64_t policy_delta_syncs_ = 0;
   int64_t aligned_syncs_ = 0;
   std::optional<AlignStats> last_alignment_;
   std::string last_whole_reason_;

@@ -16,10 +16,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 #include "np/agent/metrics.h"
 #include "np/agent/watch_event.h"
-#include "google/protobuf/util/message_differencer.h"
 #include "np/backends/backend.h"
 #include "np/backends/util.h"
 #include "np/lower.h"
@@ -349,17 +349,21 @@ uint32_t TableOf(const ir::CompiledPolicy& ir, const std::string& name) {
 // Whole syncs are numbered onto what is installed: a policy for b added after one for c
 // leaves c's table its id (LowerToIr alone would number b's first), a deleted policy's table
 // stays as an unused id, and the metrics count it all. Pod deltas then work on that program.
+// Each policy event comes with an (unchanged) pod event in the same sync, which makes the
+// sync lower whole: policy events alone are deltas (PolicyEventsGoThroughTheDelta).
 TEST_F(AgentTest, WholeSyncsKeepInstalledIds) {
   ASSERT_TRUE(agent_->Reconcile().ok());
   agent_->HandleEvent(PodEvent("ADDED", "b", "10.0.0.2"), absl::Now());
   agent_->HandleEvent(PodEvent("ADDED", "c", "10.0.0.3"), absl::Now());
   ASSERT_TRUE(agent_->Sync().ok());
   EXPECT_EQ(agent_->aligned_syncs(), 0);  // Reconcile's Apply and a delta: nothing to align
+  agent_->HandleEvent(PodEvent("MODIFIED", "b", "10.0.0.2"), absl::Now());  // whole (above)
   agent_->HandleEvent(PolicyEvent("ADDED", "pc", "c"), absl::Now());
   ASSERT_TRUE(agent_->Sync().ok());
   EXPECT_EQ(calls_.back(), "Update");
   const uint32_t c_table = TableOf(applied_.back(), "c");
   ASSERT_EQ(c_table, 0u);
+  agent_->HandleEvent(PodEvent("MODIFIED", "b", "10.0.0.2"), absl::Now());  // whole (above)
   agent_->HandleEvent(PolicyEvent("ADDED", "pb", "b"), absl::Now());
   ASSERT_TRUE(agent_->Sync().ok());
   EXPECT_EQ(calls_.back(), "Update");
@@ -371,6 +375,7 @@ TEST_F(AgentTest, WholeSyncsKeepInstalledIds) {
   EXPECT_EQ(agent_->last_alignment()->tables.added, 1);
   EXPECT_EQ(agent_->last_alignment()->tables.changed, 0);
   // pc deleted: c's table is unused; b's keeps its id.
+  agent_->HandleEvent(PodEvent("MODIFIED", "b", "10.0.0.2"), absl::Now());  // whole (above)
   agent_->HandleEvent(PolicyEvent("DELETED", "pc", "c"), absl::Now());
   ASSERT_TRUE(agent_->Sync().ok());
   ASSERT_NO_FATAL_FAILURE(ExpectKernelHoldsCurrent());
@@ -393,11 +398,77 @@ TEST_F(AgentTest, WholeSyncsKeepInstalledIds) {
   ASSERT_NO_FATAL_FAILURE(ExpectKernelHoldsCurrent());
   EXPECT_FALSE(agent_->last_alignment().has_value());
   // A policy for c again: the new table takes the unused id.
+  agent_->HandleEvent(PodEvent("MODIFIED", "b", "10.0.0.2"), absl::Now());  // whole (above)
   agent_->HandleEvent(PolicyEvent("ADDED", "pc", "c"), absl::Now());
   ASSERT_TRUE(agent_->Sync().ok());
   ASSERT_NO_FATAL_FAILURE(ExpectKernelHoldsCurrent());
   EXPECT_EQ(TableOf(applied_.back(), "c"), c_table);
   EXPECT_EQ(TableOf(applied_.back(), "b"), 1u);
+}
+
+// Policy events alone reach the backend as deltas (LowerPolicyChange) when every address
+// keeps its identity, numbered as the whole path would (a table keeps its id, a deleted
+// policy's table becomes a tombstone, a new one takes the lowest unused id); the kernel ends
+// with what LowerToIr gives (canonically), pod deltas work on the program they leave, and a
+// policy whose peer splits an identity goes whole, saying why.
+TEST_F(AgentTest, PolicyEventsGoThroughTheDelta) {
+  ASSERT_TRUE(agent_->Reconcile().ok());
+  agent_->HandleEvent(PodEvent("ADDED", "b", "10.0.0.2"), absl::Now());
+  agent_->HandleEvent(PodEvent("ADDED", "c", "10.0.0.3"), absl::Now());
+  ASSERT_TRUE(agent_->Sync().ok());
+  ASSERT_EQ(agent_->delta_syncs(), 1);
+  auto expect_kernel_canonical = [&] {
+    ASSERT_NO_FATAL_FAILURE(ExpectKernelHoldsCurrent());
+    EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(
+        backends::CanonicalProgram(applied_.back()),
+        backends::CanonicalProgram(*LowerToIr(*agent_->current()))));
+  };
+  agent_->HandleEvent(PolicyEvent("ADDED", "pc", "c"), absl::Now());
+  ASSERT_TRUE(agent_->Sync().ok());
+  EXPECT_EQ(calls_.back(), "UpdateDelta") << agent_->last_whole_reason();
+  ASSERT_NO_FATAL_FAILURE(expect_kernel_canonical());
+  const uint32_t c_table = TableOf(applied_.back(), "c");
+  agent_->HandleEvent(PolicyEvent("ADDED", "pb", "b"), absl::Now());
+  ASSERT_TRUE(agent_->Sync().ok());
+  EXPECT_EQ(calls_.back(), "UpdateDelta") << agent_->last_whole_reason();
+  ASSERT_NO_FATAL_FAILURE(expect_kernel_canonical());
+  EXPECT_EQ(TableOf(applied_.back(), "c"), c_table);
+  const uint32_t b_table = TableOf(applied_.back(), "b");
+  EXPECT_EQ(b_table, c_table + 1);
+  agent_->HandleEvent(PolicyEvent("DELETED", "pc", "c"), absl::Now());
+  ASSERT_TRUE(agent_->Sync().ok());
+  EXPECT_EQ(calls_.back(), "UpdateDelta") << agent_->last_whole_reason();
+  ASSERT_NO_FATAL_FAILURE(expect_kernel_canonical());
+  EXPECT_EQ(TableOf(applied_.back(), "c"), UINT32_MAX);
+  EXPECT_EQ(TableOf(applied_.back(), "b"), b_table);
+  EXPECT_EQ(applied_.back().tables_size(), 2);  // c's table a tombstone
+  // A pod event onto the program policy deltas made.
+  agent_->HandleEvent(PodEvent("ADDED", "e", "10.0.0.5"), absl::Now());
+  ASSERT_TRUE(agent_->Sync().ok());
+  EXPECT_EQ(calls_.back(), "UpdateDelta") << agent_->last_whole_reason();
+  ASSERT_NO_FATAL_FAILURE(expect_kernel_canonical());
+  // c's table again: the unused id.
+  agent_->HandleEvent(PolicyEvent("ADDED", "pc", "c"), absl::Now());
+  ASSERT_TRUE(agent_->Sync().ok());
+  EXPECT_EQ(calls_.back(), "UpdateDelta") << agent_->last_whole_reason();
+  ASSERT_NO_FATAL_FAILURE(expect_kernel_canonical());
+  EXPECT_EQ(TableOf(applied_.back(), "c"), c_table);
+  EXPECT_EQ(agent_->policy_delta_syncs(), 4);
+  EXPECT_EQ(agent_->delta_syncs(), 6);
+  EXPECT_EQ(agent_->aligned_syncs(), 0);
+  EXPECT_THAT(log_text_.str(), HasSubstr(R"("update":"delta")"));
+  EXPECT_THAT(log_text_.str(), HasSubstr(R"("delta_of":"policies")"));
+  // A peer selecting app=b alone splits b from the others' identity: whole, and why.
+  agent_->HandleEvent(
+      R"({"type":"ADDED","object":{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy",)"
+      R"("metadata":{"name":"from-b","namespace":"x"},)"
+      R"("spec":{"podSelector":{},"ingress":[{"from":[{"podSelector":{"matchLabels":{"app":"b"}}}]}]}}})",
+      absl::Now());
+  ASSERT_TRUE(agent_->Sync().ok());
+  EXPECT_EQ(calls_.back(), "Update");
+  EXPECT_THAT(agent_->last_whole_reason(), HasSubstr("policy event: "));
+  ASSERT_NO_FATAL_FAILURE(expect_kernel_canonical());
+  EXPECT_EQ(agent_->policy_delta_syncs(), 4);
 }
 
 // The interfaces handed to the backend follow the endpoints: a pod event that adds or removes
