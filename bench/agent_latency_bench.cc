@@ -30,7 +30,10 @@
 // BM_LowerDelta a pod event's delta lowering against LowerToIr (no root); BM_AlignNumbering
 // the whole syncs' LowerToIr and AlignNumbering (np/lower_align.h) apart (no root). "lower"
 // in the agent rows includes the alignment. "via delta": syncs
-// the agent sent as a pod delta (np/lower_delta.h, Backend::UpdateDelta) instead of lowering.
+// the agent sent as a pod delta (np/lower_delta.h, Backend::UpdateDelta) instead of lowering,
+// or as a policy delta (LowerPolicyChange; "policy delta" in the second table).
+// BM_PolicyDelta: the policy pair's LowerPolicyChange against LowerToIr + AlignNumbering of
+// the same snapshot (no root).
 //
 //   bazel build -c opt //bench:agent_latency_bench
 //   sudo bazel-bin/bench/agent_latency_bench [--iterations_small=N] [--iterations_large=N]
@@ -189,6 +192,7 @@ absl::StatusOr<Sample> Measure(AgentNode& node, const std::string& event) {
   const absl::Time start = absl::Now();
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t deltas_before = agent.delta_syncs();
+  const int64_t policy_deltas_before = agent.policy_delta_syncs();
   agent.HandleEvent(event, start);
   const auto t1 = std::chrono::steady_clock::now();
   if (agent.pending_events() != 1) {
@@ -206,7 +210,9 @@ absl::StatusOr<Sample> Measure(AgentNode& node, const std::string& event) {
   sample.lower = sample.kernel - sample.engine - sample.backend;
   sample.update = node.backend().last_was_update();
   sample.delta = agent.delta_syncs() > deltas_before;
-  sample.how = sample.delta ? "" : "lowered whole: " + agent.last_whole_reason();
+  sample.how = !sample.delta ? "lowered whole: " + agent.last_whole_reason()
+               : agent.policy_delta_syncs() > policy_deltas_before ? "policy delta"
+                                                                   : "";
   if (std::string ipt = backends::IptablesLastUpdate(node.backend().inner()); !ipt.empty()) {
     absl::StrAppend(&sample.how, sample.how.empty() ? "" : "; ", ipt);
   }
@@ -522,6 +528,72 @@ k8s::NetworkPolicy BenchPolicy(const Templates& t) {
   return p;
 }
 
+// The lowering a policy event costs on the agent's delta path: PodDeltaLowering::
+// LowerPolicyChange (np/lower_delta.h) against the whole path it replaces, LowerToIr then
+// AlignNumbering onto the installed program, for the bench's policy pair (added to node-0's
+// pods, deleted). Each delta applied and committed, as the agent does. No root.
+// `expressed`: the fraction of events that came out as deltas; `tables`/`peer_sets`: items
+// per delta.
+void BM_PolicyDelta(benchmark::State& state, NodeShape shape) {
+  std::optional<Node0> start = Node0For(state, shape);
+  if (!start) return;
+  ir::CompiledPolicy& installed = start->installed;
+  const k8s::NetworkPolicy policy = BenchPolicy(start->templates);
+  PodDeltaLowering index = PodDeltaLowering::Index(start->engine, installed);
+  std::shared_ptr<const Engine> current = start->engine;
+  std::vector<double> delta_s, whole_s, tables, peer_sets;
+  int events = 0, expressed = 0;
+  std::string why;
+  for (auto _ : state) {
+    for (Change::Op op : {Change::Op::kUpsert, Change::Op::kDelete}) {
+      absl::StatusOr<std::shared_ptr<const Engine>> next = current->Apply({Change{op, policy}});
+      if (!next.ok()) {
+        state.SkipWithError(std::string(next.status().message()).c_str());
+        return;
+      }
+      const auto t0 = std::chrono::steady_clock::now();
+      std::optional<PodDelta> delta = index.LowerPolicyChange(*next, installed, &why);
+      const auto t1 = std::chrono::steady_clock::now();
+      absl::StatusOr<ir::CompiledPolicy> whole = LowerToIr(**next);
+      if (!whole.ok()) {
+        state.SkipWithError(std::string(whole.status().message()).c_str());
+        return;
+      }
+      absl::StatusOr<ir::CompiledPolicy> aligned = AlignNumbering(installed, *std::move(whole));
+      const auto t2 = std::chrono::steady_clock::now();
+      if (!aligned.ok()) {
+        state.SkipWithError(std::string(aligned.status().message()).c_str());
+        return;
+      }
+      ++events;
+      whole_s.push_back(std::chrono::duration<double>(t2 - t1).count());
+      if (delta.has_value()) {
+        ++expressed;
+        delta_s.push_back(std::chrono::duration<double>(t1 - t0).count());
+        tables.push_back(delta->delta.tables_size());
+        peer_sets.push_back(delta->delta.peer_sets_size());
+        if (!backends::ApplyDelta(delta->delta, &installed).ok()) {
+          state.SkipWithError("ApplyDelta refused the delta");
+          return;
+        }
+        index.Commit(*delta);
+      } else {
+        installed = *std::move(aligned);
+        index = PodDeltaLowering::Index(*next, installed);
+      }
+      current = *next;
+    }
+  }
+  if (expressed < events) state.SetLabel("whole: " + why);
+  state.counters["delta_p50_ms"] = Ms(Quantile(delta_s, 0.5));
+  state.counters["delta_p99_ms"] = Ms(Quantile(delta_s, 0.99));
+  state.counters["whole_p50_ms"] = Ms(Quantile(whole_s, 0.5));
+  state.counters["whole_p99_ms"] = Ms(Quantile(whole_s, 0.99));
+  state.counters["expressed"] = static_cast<double>(expressed) / std::max(1, events);
+  state.counters["tables"] = Quantile(tables, 1);
+  state.counters["peer_sets"] = Quantile(peer_sets, 1);
+}
+
 // Identities, peer sets and tables of `next` whose serialized content differs from
 // `installed`'s under the same id, or that `installed` lacks.
 double ChangedById(const ir::CompiledPolicy& installed, const ir::CompiledPolicy& next) {
@@ -687,6 +759,12 @@ int main(int argc, char** argv) {
                                  BM_LowerDelta, shape)
         ->Unit(benchmark::kMillisecond)
         ->Iterations(shape == NodeShape::kSmall ? 50 : 20);
+  }
+  for (NodeShape shape : kShapes) {
+    benchmark::RegisterBenchmark(absl::StrCat("BM_PolicyDelta/", ShapeName(shape)).c_str(),
+                                 BM_PolicyDelta, shape)
+        ->Unit(benchmark::kMillisecond)
+        ->Iterations(shape == NodeShape::kSmall ? 30 : 10);
   }
   for (NodeShape shape : kShapes) {
     benchmark::RegisterBenchmark(absl::StrCat("BM_AlignNumbering/", ShapeName(shape)).c_str(),

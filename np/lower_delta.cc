@@ -1,6 +1,7 @@
 #include "np/lower_delta.h"
 
 #include <algorithm>
+#include <iterator>
 #include <map>
 
 #include "absl/container/flat_hash_set.h"
@@ -546,6 +547,37 @@ std::optional<PodDelta> PodDeltaLowering::LowerPolicyChange(
   // engine table that is the same object lowers to the same rules).
   std::shared_ptr<const internal::IdentityNumbering> numbering = numbering_;
   bool same_classes = true;
+  // Classes renamed only because selectors new to `next` match them (a policy's new peer),
+  // or selectors gone from it no longer do, each to an id no address's class had: every live
+  // selector matches the same addresses, so an engine table the engine kept (the same object)
+  // lowers to the same rules; a table listing a renamed class must have been rebuilt, or the
+  // engine's own verdicts for its addresses would have changed. (A namespace relabel changes
+  // what existing selectors match: then every table is lowered again.) Tier rules are
+  // lowered from selectors, not from the table: tables with tier policies need the very same
+  // classes.
+  bool fresh_renames = true;
+  auto selector_live = [](const EngineState& s, uint32_t id) {
+    return id < s.selectors.size() && s.selectors[id] != nullptr;
+  };
+  auto only_selectors_came_or_went = [&](const internal::PeerClassKey& a,
+                                         const internal::PeerClassKey& b) {
+    if (a.named_map != b.named_map ||
+        prev.IdList(a.ipblock_part) != next.IdList(b.ipblock_part)) {
+      return false;
+    }
+    const std::vector<uint32_t>& was = prev.IdList(a.label_part);
+    const std::vector<uint32_t>& now = next.IdList(b.label_part);
+    std::vector<uint32_t> came, went;
+    std::set_difference(now.begin(), now.end(), was.begin(), was.end(), std::back_inserter(came));
+    std::set_difference(was.begin(), was.end(), now.begin(), now.end(), std::back_inserter(went));
+    for (uint32_t id : came) {
+      if (selector_live(prev, id)) return false;
+    }
+    for (uint32_t id : went) {
+      if (selector_live(next, id)) return false;
+    }
+    return true;
+  };
   {
     const std::vector<uint32_t>& by_class = numbering_->by_class;
     for (size_t c = 0; c < by_class.size() && same_classes; ++c) {
@@ -559,6 +591,12 @@ std::optional<PodDelta> PodDeltaLowering::LowerPolicyChange(
         if (by_class[c] == internal::IdentityNumbering::kNoIdentity) continue;
         const uint32_t now = forward[c];
         if (now == kNone) return refuse("an identity's class carries no address");
+        if (fresh_renames &&
+            ((now != c && now < by_class.size() &&
+              by_class[now] != internal::IdentityNumbering::kNoIdentity) ||
+             !only_selectors_came_or_went(prev.peer_classes[c], next.peer_classes[now]))) {
+          fresh_renames = false;
+        }
         if (renamed->by_class.size() <= now) {
           renamed->by_class.resize(now + 1, internal::IdentityNumbering::kNoIdentity);
         }
@@ -671,7 +709,10 @@ std::optional<PodDelta> PodDeltaLowering::LowerPolicyChange(
     if (id < old_tables) used[id] = true;
     // The engine's table, its key, the tier policies and (above) every class the same: the
     // lowering would be the installed table's.
-    if (same_classes && id < old_tables && table_target_[id] == t &&
+    const bool tier_table =
+        slot.key.tier_policies != kNone && !next.IdList(slot.key.tier_policies).empty();
+    if ((same_classes || (fresh_renames && !tier_table)) && id < old_tables &&
+        table_target_[id] == t &&
         table_source_[id] == slot.table && prev.tier_policies == next.tier_policies && t < prev.target_classes.size() &&
         prev.target_classes[t].key == slot.key && SamePolicies(next, slot, installed.tables(id))) {
       continue;

@@ -6,7 +6,7 @@
 // NP_LOWER_DELTA_SEEDS=<n> runs seeds 0..n-1 (default 300).
 // Policy events (LowerPolicyChange) likewise, against LowerToIr(next) up to numbering
 // (EquivalentPrograms), with the numbering rules of np/lower_align.h checked directly.
-// Replay: NP_POLICY_DELTA_SEED=<seed>.
+// Replay: NP_POLICY_DELTA_SEED=<seed>; NP_POLICY_DELTA_SEEDS=<n> runs n seeds (default 240).
 #include "np/lower_delta.h"
 
 #include <algorithm>
@@ -588,6 +588,7 @@ void RunPolicySeed(uint64_t seed, int steps, PolicyCounts* counts, bool cross_ch
     const bool tier = generator_options.tier_chance > 0 && rng() % 4 == 0;
     Change change = tier ? generator.RandomTierChange(*now) : generator.RandomChange(*now);
     const std::string kind = KindOf(change);
+    SCOPED_TRACE(kind);
     absl::StatusOr<std::shared_ptr<const Engine>> next = current->Apply({change});
     ASSERT_TRUE(next.ok()) << next.status();
     absl::StatusOr<ir::CompiledPolicy> expected = LowerToIr(**next);
@@ -676,7 +677,9 @@ TEST(PolicyDelta, RandomPolicyEventsMeanTheWholeLowering) {
     return;
   }
   PolicyCounts counts;
-  for (uint64_t seed = 0; seed < 240; ++seed) {
+  uint64_t seeds = 240;  // NP_POLICY_DELTA_SEEDS=<n>: more, for a longer soak
+  if (const char* n = std::getenv("NP_POLICY_DELTA_SEEDS")) seeds = std::strtoull(n, nullptr, 10);
+  for (uint64_t seed = 0; seed < seeds; ++seed) {
     ASSERT_NO_FATAL_FAILURE(RunPolicySeed(3000000 + seed, 25, &counts));
   }
   PrintPolicyCounts(counts);
