@@ -1829,9 +1829,6 @@ namespace {
 struct PieceAt {
   std::string first;
   DeltaIndex::Piece piece;
-  bool operator==(const PieceAt& o) const {
-    return first == o.first && piece.last == o.piece.last && piece.target == o.piece.target;
-  }
 };
 
 // The identity map pieces around `changes` (whole address ranges, sorted, each given its new
@@ -2125,16 +2122,21 @@ InPlacePlan PlanPolicyDelta(const DeltaIndex& index, const ir::CompiledPolicy& p
       }
       std::vector<PieceAt> old_pieces, new_pieces;
       RetargetPieces(index.identity[f], changes, &old_pieces, &new_pieces);
+      auto key = [](const PieceAt& x) { return std::tie(x.first, x.piece.last, x.piece.target); };
+      std::set<std::tuple<const std::string&, const std::string&, const std::string&>> old_keys,
+          new_keys;
+      for (const PieceAt& o : old_pieces) old_keys.insert(key(o));
+      for (const PieceAt& n : new_pieces) new_keys.insert(key(n));
       for (const PieceAt& o : old_pieces) {
         maps_before[f].elements.push_back(IdentityElement(o.first, o.piece, suffix));
-        if (std::find(new_pieces.begin(), new_pieces.end(), o) == new_pieces.end()) {
+        if (new_keys.count(key(o)) == 0) {
           edit->identity_erase[f].push_back(o.first);
           --edit->elements;
         }
       }
       for (const PieceAt& n : new_pieces) {
         maps_after[f].elements.push_back(IdentityElement(n.first, n.piece, suffix));
-        if (std::find(old_pieces.begin(), old_pieces.end(), n) == old_pieces.end()) {
+        if (old_keys.count(key(n)) == 0) {
           edit->identity_insert[f].push_back({n.first, n.piece});
           ++edit->elements;
         }
