@@ -180,6 +180,15 @@ int Main(int argc, char** argv) {
   while (irs[0].peer_sets_size() < irs[1].peer_sets_size()) {
     irs[0].add_peer_sets()->set_id(static_cast<uint32_t>(irs[0].peer_sets_size() - 1));
   }
+  // NP_BENCH_WRITE_IRS=PREFIX: both IRs as text (PREFIX.before, PREFIX.after), for another
+  // build of this bench to run the same pair (A/B against a base commit).
+  if (const char* prefix = getenv("NP_BENCH_WRITE_IRS"); prefix != nullptr) {
+    for (int i = 0; i < 2; ++i) {
+      std::string text;
+      google::protobuf::TextFormat::PrintToString(irs[i], &text);
+      std::ofstream(absl::StrCat(prefix, i == 0 ? ".before" : ".after")) << text;
+    }
+  }
   absl::StatusOr<Program> before = Build(irs[0]);
   absl::StatusOr<Program> after = Build(irs[1]);
   if (!before.ok() || !after.ok()) {
