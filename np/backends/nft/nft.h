@@ -103,7 +103,8 @@
 //   nft->Apply(ir, where);                   // generation switch
 //   nft->Update(ir, next_ir, where);         // element edits when safe (PlanElementUpdate),
 //                                            // else a policy event in place (PlanInPlaceUpdate)
-//   nft->UpdateDelta(ir, delta, where);      // the same edits from the delta (PlanDeltaUpdate)
+//   nft->UpdateDelta(ir, delta, where);      // the same edits from the delta (PlanDeltaUpdate;
+//                                            // a policy event's: PlanPolicyDelta)
 //
 // Thread safety: Render and Explain are pure; Apply, Update and Remove may be called from one
 // thread at a time per backend instance (libnftables calls are serialised process-wide).
@@ -252,7 +253,8 @@ ElementPlan PlanElementUpdate(const Program& installed, const Program& next);
 //  - identity chains next drops (an identity no rule names any more, e.g. a policy deleted):
 //    their addresses go to id_other and the chains are deleted in a second transaction
 //    ("cleanup"), after an RCU grace period (membarrier, as PlanElementUpdate's two-commit
-//    plans). Until then the new rules read such an identity's mark as they read id_other's
+//    plans; Update and UpdateDelta leave it to the start of the next call, SettleCleanups).
+//    Until then the new rules read such an identity's mark as they read id_other's
 //    (no peer set or inline run of theirs holds it), so the first commit's state is the new
 //    program's verdicts; in the second, every packet runs the new rules (the grace period saw
 //    the old walkers out) and gets one of two answers they tell not apart;
