@@ -145,6 +145,29 @@ absl::Status CheckIdentities(const ir::CompiledPolicy& ir) {
       "the nft backend supports at most 65534 identities; this IR has ", ir.identities_size()));
 }
 
+// A peer set's identities as mark intervals (consecutive identities merged).
+std::vector<MarkInterval> MarksOf(const ir::PeerSet& set) {
+  std::vector<MarkInterval> out;
+  for (uint32_t identity : set.identities()) {
+    if (!out.empty() && out.back().last_identity + 1 == identity) {
+      out.back().last_identity = identity;
+    } else {
+      out.push_back(MarkInterval{identity, identity, ""});
+    }
+  }
+  for (MarkInterval& m : out) {
+    m.text = absl::StrFormat("0x%08x-0x%08x", m.first_identity << 16,
+                             (m.last_identity << 16) | 0xffff);
+  }
+  return out;
+}
+
+// Finds a peer set by id: the IR's, or (UpdateDelta) a delta's over the IR's.
+using PeerSetOf = std::function<const ir::PeerSet&(uint32_t)>;
+PeerSetOf IrPeerSets(const ir::CompiledPolicy& ir) {
+  return [&ir](uint32_t id) -> const ir::PeerSet& { return ir.peer_sets(id); };
+}
+
 // The layout of a well-formed IR (CheckIr); the identity limit is the caller's to check
 // (Capacity reports it as an item, Build refuses).
 absl::StatusOr<Layout> MakeLayout(const ir::CompiledPolicy& ir) {
@@ -181,20 +204,7 @@ absl::StatusOr<Layout> MakeLayout(const ir::CompiledPolicy& ir) {
       m.text = absl::StrCat(RangeText(m.first, m.last), " : jump ", m.target);
     }
   }
-  for (uint32_t id : layout.peer_sets) {
-    std::vector<MarkInterval>& out = layout.marks[id];
-    for (uint32_t identity : ir.peer_sets(id).identities()) {
-      if (!out.empty() && out.back().last_identity + 1 == identity) {
-        out.back().last_identity = identity;
-      } else {
-        out.push_back(MarkInterval{identity, identity, ""});
-      }
-    }
-    for (MarkInterval& m : out) {
-      m.text = absl::StrFormat("0x%08x-0x%08x", m.first_identity << 16,
-                               (m.last_identity << 16) | 0xffff);
-    }
-  }
+  for (uint32_t id : layout.peer_sets) layout.marks[id] = MarksOf(ir.peer_sets(id));
   return layout;
 }
 
@@ -229,6 +239,11 @@ struct PlannedChain {
     sources.push_back(source);
   }
 };
+
+// A tier chain's first rule: drop a peer the lookup missed (PlanDirection says why).
+std::string MissDrop() {
+  return absl::StrFormat("meta mark 0x%08x-0xffffffff drop", kMissIdentity << 16);
+}
 
 // The NetworkPolicy stage of a direction whose admin rules can Pass (TIER_PASS: `goto`).
 std::string StageChainOf(uint32_t table, int d) { return ChainOf(table, d) + "_np"; }
@@ -270,19 +285,20 @@ std::vector<std::string> PeerMatches(const ir::PeerSet& set, const Layout& layou
 // sets, see BuildProgram) matches no peer set, so it would slip past a Deny and reach an
 // Allow of every peer or the default allow further down. Without tier rules the final
 // `drop` catches it already.
-std::vector<PlannedChain> PlanDirection(const ir::CompiledPolicy& ir, const Layout& layout,
-                                        uint32_t table, int d) {
-  const ir::Table& t = ir.tables(table);
+// Finds a peer set by id: the IR's, or (UpdateDelta) a delta's over the IR's.
+std::vector<PlannedChain> PlanDirection(const ir::Table& t, const PeerSetOf& peer_set_of,
+                                        const Layout& layout, int d) {
+  const uint32_t table = t.id();
   const ir::DirectionPolicy& policy = DirectionOf(t, d);
   const std::string policies = absl::StrCat("policies: ", absl::StrJoin(t.policies(), ","));
   bool lookup = false;
   ForEachRenderedPeerSet(policy, [&](uint32_t peer_set) {
-    const ir::PeerSet& set = ir.peer_sets(peer_set);
+    const ir::PeerSet& set = peer_set_of(peer_set);
     if (!set.all() && set.identities_size() > 0) lookup = true;
   });
   bool admin_pass = false;
   for (const ir::TierRule& rule : policy.admin()) {
-    if (rule.action() == ir::TIER_PASS && Usable(ir.peer_sets(rule.peer_set()))) {
+    if (rule.action() == ir::TIER_PASS && Usable(peer_set_of(rule.peer_set()))) {
       admin_pass = true;
     }
   }
@@ -297,13 +313,13 @@ std::vector<PlannedChain> PlanDirection(const ir::CompiledPolicy& ir, const Layo
   if (lookup && tiers) {
     RuleSource miss;
     miss.kind = RuleSource::kMissDrop;
-    out[0].Add(absl::StrFormat("meta mark 0x%08x-0xffffffff drop", kMissIdentity << 16), miss);
+    out[0].Add(MissDrop(), miss);
   }
   auto add_tier_rules = [&](PlannedChain& into, const char* tier,
                             const google::protobuf::RepeatedPtrField<ir::TierRule>& rules) {
     for (int i = 0; i < rules.size(); ++i) {
       const ir::TierRule& rule = rules[i];
-      const ir::PeerSet& set = ir.peer_sets(rule.peer_set());
+      const ir::PeerSet& set = peer_set_of(rule.peer_set());
       const std::string verdict = rule.action() == ir::TIER_DENY ? "drop"
                                   : rule.action() == ir::TIER_PASS && tier[0] == 'a'
                                       ? absl::StrCat("goto ", stage)
@@ -341,7 +357,7 @@ std::vector<PlannedChain> PlanDirection(const ir::CompiledPolicy& ir, const Layo
   }
   for (int i = 0; i < policy.rules_size(); ++i) {
     const ir::PortRule& rule = policy.rules(i);
-    const ir::PeerSet& set = ir.peer_sets(rule.peer_set());
+    const ir::PeerSet& set = peer_set_of(rule.peer_set());
     const std::string ports = PortMatch(rule.protocol(), rule.first_port(), rule.last_port());
     const std::vector<std::string> peers = PeerMatches(set, layout);
     const bool inline_runs = !set.all() && peers.size() > 0 && !layout.NamedSet(set.id());
@@ -376,35 +392,55 @@ size_t Program::element_count() const {
 
 namespace {
 
+// The declarations BuildProgram writes (UpdateDelta writes the same ones for the objects a
+// delta touches, so that they compare equal to the installed program's).
+Set IdentityMapDecl(int f) {
+  Set s;
+  s.name = f == 0 ? "identity4" : "identity6";
+  s.type = f == 0 ? "ipv4_addr : verdict" : "ipv6_addr : verdict";
+  s.map = true;
+  s.interval = true;
+  s.comment = "address -> identity (every address of the family)";
+  return s;
+}
+Set DispatchMapDecl(int d, int f) {
+  Set s;
+  s.name = absl::StrCat(DirName(d), f == 0 ? "4" : "6");
+  s.type = f == 0 ? "ipv4_addr : verdict" : "ipv6_addr : verdict";
+  s.map = true;
+  s.comment = absl::StrCat("endpoints restricted for ", DirName(d), " -> their table");
+  return s;
+}
+Set PeerSetDecl(uint32_t id, const std::vector<MarkInterval>& marks) {
+  Set s;
+  s.name = absl::StrCat("peers_", id);
+  s.type = "mark";
+  s.interval = true;
+  s.comment = absl::StrCat("peer set ", id, ": identities << 16");
+  for (const MarkInterval& m : marks) s.elements.push_back(m.text);
+  return s;
+}
+Chain IdentityChainDecl(const ir::CompiledPolicy& ir, uint32_t id) {
+  Chain c;
+  c.name = absl::StrCat("id_", id);
+  c.comment = IdentityComment(ir.identities(id));
+  c.rules.push_back(absl::StrFormat("meta mark set meta mark and 0x0000ffff or 0x%08x", id << 16));
+  return c;
+}
+
 Program BuildProgram(const ir::CompiledPolicy& ir, const Layout* layout) {
   Program program;
   for (int f = 0; f < 2; ++f) {
-    Set s;
-    s.name = f == 0 ? "identity4" : "identity6";
-    s.type = f == 0 ? "ipv4_addr : verdict" : "ipv6_addr : verdict";
-    s.map = true;
-    s.interval = true;
-    s.comment = "address -> identity (every address of the family)";
+    Set s = IdentityMapDecl(f);
     for (const MergedRange& m : layout->ranges[f]) s.elements.push_back(m.text);
     program.sets.push_back(std::move(s));
   }
   for (uint32_t id : layout->peer_sets) {
-    if (!layout->NamedSet(id)) continue;
-    Set s;
-    s.name = absl::StrCat("peers_", id);
-    s.type = "mark";
-    s.interval = true;
-    s.comment = absl::StrCat("peer set ", id, ": identities << 16");
-    for (const MarkInterval& m : layout->marks.at(id)) s.elements.push_back(m.text);
-    program.sets.push_back(std::move(s));
+    if (layout->NamedSet(id)) program.sets.push_back(PeerSetDecl(id, layout->marks.at(id)));
   }
   for (int d : {kEgress, kIngress}) {
     for (int f = 0; f < 2; ++f) {
-      Set s;
-      s.name = absl::StrCat(DirName(d), f == 0 ? "4" : "6");
-      s.type = f == 0 ? "ipv4_addr : verdict" : "ipv6_addr : verdict";
-      s.map = true;
-      s.comment = absl::StrCat("endpoints restricted for ", DirName(d), " -> their table");
+      Set s = DispatchMapDecl(d, f);
       for (const ir::Endpoint& e : ir.endpoints()) {
         if (!e.selected() || layout->chains.count({e.table(), d}) == 0) continue;
         for (const std::string& ip : e.ips()) {
@@ -425,16 +461,9 @@ Program BuildProgram(const ir::CompiledPolicy& ir, const Layout* layout) {
                                       kOtherIdentity << 16));
     program.chains.push_back(std::move(c));
   }
-  for (uint32_t id : layout->identities) {
-    Chain c;
-    c.name = absl::StrCat("id_", id);
-    c.comment = IdentityComment(ir.identities(id));
-    c.rules.push_back(
-        absl::StrFormat("meta mark set meta mark and 0x0000ffff or 0x%08x", id << 16));
-    program.chains.push_back(std::move(c));
-  }
+  for (uint32_t id : layout->identities) program.chains.push_back(IdentityChainDecl(ir, id));
   for (const auto& [table, d] : layout->chains) {
-    for (PlannedChain& planned : PlanDirection(ir, *layout, table, d)) {
+    for (PlannedChain& planned : PlanDirection(ir.tables(table), IrPeerSets(ir), *layout, d)) {
       program.chains.push_back(std::move(planned.chain));
     }
   }
@@ -590,7 +619,7 @@ bool ExplainSide(const ir::CompiledPolicy& ir, const Layout& layout, int d,
                     "\" -> mark ", absl::StrFormat("0x%08x", mark_identity << 16),
                     referenced ? "" : " (no rule names this identity)", "\n");
   }
-  const std::vector<PlannedChain> chains = PlanDirection(ir, layout, endpoint->table(), d);
+  const std::vector<PlannedChain> chains = PlanDirection(ir.tables(endpoint->table()), IrPeerSets(ir), layout, d);
   const std::string protocol_text = flow.protocol == 6 ? "tcp" : flow.protocol == 17 ? "udp"
                                     : flow.protocol == 132 ? "sctp" : "this protocol";
   size_t c = 0;
@@ -1161,7 +1190,7 @@ absl::StatusOr<SetElementEdit> MapEdit(const std::string& set, bool interval, bo
 
 }  // namespace
 
-InPlacePlan PlanInPlaceUpdate(const Program& installed, const Program& next) {
+InPlacePlan PlanInPlaceUpdate(const Program& installed, const Program& next, size_t whole) {
   InPlacePlan plan;
   auto refuse = [&](std::string why) {
     plan = InPlacePlan();
@@ -1193,7 +1222,7 @@ InPlacePlan PlanInPlaceUpdate(const Program& installed, const Program& next) {
                               const std::string& name) { return chains.count(name) > 0; };
   // The tier chains' miss drop makes "miss" differ from "other" to the old rules (nft.h).
   bool old_miss_drop = false;
-  const std::string miss_drop = absl::StrFormat("meta mark 0x%08x-0xffffffff drop", kMissIdentity << 16);
+  const std::string miss_drop = MissDrop();
   for (const Chain& c : installed.chains) {
     for (const std::string& r : c.rules) old_miss_drop = old_miss_drop || r == miss_drop;
   }
@@ -1382,9 +1411,10 @@ InPlacePlan PlanInPlaceUpdate(const Program& installed, const Program& next) {
   }
   // A set goes (or is declared again) only after every rule naming it is flushed or gone:
   // the chains of such rules were put in `flushed` above, or are deleted.
-  if (writes >= next.rule_count() + next.element_count()) {
+  if (whole == 0) whole = next.rule_count() + next.element_count();
+  if (writes >= whole) {
     return refuse(absl::StrCat("the edit writes ", writes, " rules and elements; the whole "
-                               "program has ", next.rule_count() + next.element_count()));
+                               "program has ", whole));
   }
   // Identity chains next drops go in the cleanup when there is one (its elements may still
   // jump to them until then); nothing else does.
@@ -1467,9 +1497,22 @@ std::string Predecessor(std::string bytes) {
   return bytes;
 }
 
-DeltaIndex IndexOf(const ir::CompiledPolicy& ir, const Layout& layout, uint64_t elements,
+DeltaIndex IndexOf(const ir::CompiledPolicy& ir, const Layout& layout, const Program& program,
                    uint64_t element_budget, uint64_t generation) {
   DeltaIndex x;
+  for (const auto& [table, d] : layout.chains) {
+    ForEachRenderedPeerSet(DirectionOf(ir.tables(table), d),
+                           [&](uint32_t peer_set) { x.users[peer_set].insert({table, d}); });
+  }
+  for (uint32_t id : layout.peer_sets) {
+    for (uint32_t identity : ir.peer_sets(id).identities()) ++x.identity_refs[identity];
+  }
+  const std::string miss_drop = MissDrop();
+  for (const Chain& c : program.chains) {
+    x.rules += c.rules.size();
+    for (const std::string& r : c.rules) x.miss_drops += r == miss_drop ? 1 : 0;
+  }
+  const uint64_t elements = program.element_count();
   x.generation = generation;
   x.referenced = layout.identities;
   x.chains = layout.chains;
@@ -1514,7 +1557,7 @@ absl::StatusOr<DeltaIndex> MakeDeltaIndex(const ir::CompiledPolicy& ir, uint64_t
   absl::StatusOr<Layout> layout = MakeLayout(ir);
   if (!layout.ok()) return layout.status();
   const Program program = BuildProgram(ir, &*layout);
-  return IndexOf(ir, *layout, program.element_count(), kElementBudget, generation);
+  return IndexOf(ir, *layout, program, kElementBudget, generation);
 }
 
 ElementPlan PlanDeltaUpdate(const DeltaIndex& index, const ir::CompiledPolicy& previous,
@@ -1780,6 +1823,366 @@ ElementPlan PlanDeltaUpdate(const DeltaIndex& index, const ir::CompiledPolicy& p
   return plan;
 }
 
+namespace {
+
+// An identity map piece, in address order.
+struct PieceAt {
+  std::string first;
+  DeltaIndex::Piece piece;
+};
+
+// The identity map pieces around `changes` (whole address ranges, sorted, each given its new
+// target) before and after: the pieces holding a change and one neighbour on each side (a
+// merge reaches no further: beyond a neighbour the old pieces stay maximal), and the same
+// addresses split at the changes and merged again. Both cover the same addresses.
+void RetargetPieces(const std::map<std::string, DeltaIndex::Piece>& pieces,
+                    const std::vector<PieceAt>& changes, std::vector<PieceAt>* before,
+                    std::vector<PieceAt>* after) {
+  std::set<std::string> keys;
+  for (const PieceAt& c : changes) {
+    auto it = pieces.upper_bound(c.first);
+    if (it == pieces.begin()) continue;  // not covered: the caller's check finds it
+    --it;
+    keys.insert(it->first);
+    if (it != pieces.begin()) keys.insert(std::prev(it)->first);
+    if (std::next(it) != pieces.end()) keys.insert(std::next(it)->first);
+  }
+  size_t c = 0;
+  auto append = [&](PieceAt s) {
+    if (!after->empty() && after->back().piece.target == s.piece.target &&
+        after->back().piece.last < s.first && Successor(after->back().piece.last) == s.first) {
+      after->back().piece.last = s.piece.last;
+    } else {
+      after->push_back(std::move(s));
+    }
+  };
+  for (const std::string& key : keys) {
+    const DeltaIndex::Piece& p = pieces.at(key);
+    before->push_back({key, p});
+    std::string cursor = key;
+    bool done = false;
+    while (c < changes.size() && changes[c].first < key) ++c;
+    for (; c < changes.size() && changes[c].first <= p.last; ++c) {
+      const PieceAt& x = changes[c];
+      if (x.first > cursor) append({cursor, {Predecessor(x.first), p.target}});
+      append(x);
+      if (x.piece.last >= p.last) {
+        done = true;
+      } else {
+        cursor = Successor(x.piece.last);
+      }
+    }
+    if (!done) append({cursor, {p.last, p.target}});
+  }
+}
+
+bool NonTrivial(const ir::PeerSet& s) { return !s.all() && s.identities_size() > 0; }
+
+}  // namespace
+
+InPlacePlan PlanPolicyDelta(const DeltaIndex& index, const ir::CompiledPolicy& previous,
+                            const ir::CompiledPolicyDelta& delta, DeltaIndexEdit* edit) {
+  *edit = DeltaIndexEdit();
+  auto refuse = [&](std::string why) {
+    InPlacePlan plan;
+    plan.fallback = std::move(why);
+    *edit = DeltaIndexEdit();
+    return plan;
+  };
+  if (!delta.ipv4().empty() || !delta.ipv6().empty() || !delta.identity_pods().empty()) {
+    return refuse("a policy delta with pod parts (address ranges, identities' pods)");
+  }
+  const uint32_t identities = static_cast<uint32_t>(previous.identities_size());
+  const uint32_t old_peer_sets = static_cast<uint32_t>(previous.peer_sets_size());
+  const uint32_t old_tables = static_cast<uint32_t>(previous.tables_size());
+  if (index.selected.size() != old_tables) return refuse("the remembered program has other tables");
+  // The delta's items by id; appended ones continue the lists one by one (stable.md).
+  std::map<uint32_t, const ir::PeerSet*> new_sets;
+  std::map<uint32_t, const ir::Table*> new_tables;
+  uint32_t peer_sets = old_peer_sets, tables = old_tables;
+  for (const ir::PeerSet& s : delta.peer_sets()) {
+    if (s.id() > peer_sets || (!new_sets.empty() && s.id() <= new_sets.rbegin()->first)) {
+      return refuse(absl::StrCat("an invalid delta: peer set ", s.id(), " out of order"));
+    }
+    if (s.id() == peer_sets) ++peer_sets;
+    new_sets[s.id()] = &s;
+  }
+  for (const ir::Table& t : delta.tables()) {
+    if (t.id() > tables || (!new_tables.empty() && t.id() <= new_tables.rbegin()->first)) {
+      return refuse(absl::StrCat("an invalid delta: table ", t.id(), " out of order"));
+    }
+    if (t.id() == tables) ++tables;
+    new_tables[t.id()] = &t;
+  }
+  for (const auto& [id, s] : new_sets) {
+    if (absl::Status st = CheckPeerSet(*s, id, identities); !st.ok()) {
+      return refuse(absl::StrCat("an invalid delta: ", st.message()));
+    }
+  }
+  for (const auto& [id, t] : new_tables) {
+    if (absl::Status st = CheckTable(*t, id, peer_sets); !st.ok()) {
+      return refuse(absl::StrCat("an invalid delta: ", st.message()));
+    }
+  }
+  const PeerSetOf old_set = IrPeerSets(previous);
+  const PeerSetOf new_set = [&](uint32_t id) -> const ir::PeerSet& {
+    auto it = new_sets.find(id);
+    return it != new_sets.end() ? *it->second : previous.peer_sets(static_cast<int>(id));
+  };
+  auto new_table = [&](uint32_t id) -> const ir::Table& {
+    auto it = new_tables.find(id);
+    return it != new_tables.end() ? *it->second : previous.tables(static_cast<int>(id));
+  };
+
+  // ---- Endpoints: only `selected` and `table` may change (else a pod event: fall back).
+  struct Moved {
+    const ir::Endpoint* before;
+    const ir::Endpoint* after;
+  };
+  std::vector<Moved> moved;
+  std::map<uint32_t, int64_t> selected_change, moved_out;
+  uint32_t previous_end = 0;
+  for (int e = 0; e < delta.endpoints_size(); ++e) {
+    const ir::EndpointSliceEdit& x = delta.endpoints(e);
+    if (x.begin() > x.end() || x.end() > static_cast<uint32_t>(previous.endpoints_size()) ||
+        (e > 0 && x.begin() < previous_end)) {
+      return refuse("an invalid delta: an endpoint slice");
+    }
+    previous_end = x.end();
+    if (x.end() - x.begin() != static_cast<uint32_t>(x.endpoints_size())) {
+      return refuse("endpoints added or deleted (a pod event)");
+    }
+    for (int k = 0; k < x.endpoints_size(); ++k) {
+      const ir::Endpoint& a = previous.endpoints(static_cast<int>(x.begin()) + k);
+      const ir::Endpoint& b = x.endpoints(k);
+      if (a.namespace_() != b.namespace_() || a.name() != b.name() ||
+          !std::equal(a.ips().begin(), a.ips().end(), b.ips().begin(), b.ips().end()) ||
+          !std::equal(a.shared_ips().begin(), a.shared_ips().end(), b.shared_ips().begin(),
+                      b.shared_ips().end())) {
+        return refuse("an endpoint's addresses change (a pod event)");
+      }
+      if (b.selected() && b.table() >= tables) return refuse("an invalid delta: an endpoint's table");
+      if (a.selected() == b.selected() && (!a.selected() || a.table() == b.table())) continue;
+      if (a.selected()) {
+        --selected_change[a.table()];
+        ++moved_out[a.table()];
+      }
+      if (b.selected()) ++selected_change[b.table()];
+      moved.push_back({&a, &b});
+    }
+  }
+  auto old_selected = [&](uint32_t t) { return t < old_tables ? index.selected[t] : 0; };
+  auto new_selected = [&](uint32_t t) {
+    auto it = selected_change.find(t);
+    return old_selected(t) + (it == selected_change.end() ? 0 : it->second);
+  };
+
+  // ---- The chains touched: tables the delta names or whose endpoints change, and the
+  // tables whose rules render a replaced peer set.
+  std::set<std::pair<uint32_t, int>> touched;
+  for (const auto& [t, table] : new_tables) {
+    for (int d : {kIngress, kEgress}) touched.insert({t, d});
+  }
+  for (const auto& [t, change] : selected_change) {
+    for (int d : {kIngress, kEgress}) touched.insert({t, d});
+  }
+  for (const auto& [p, set] : new_sets) {
+    auto users = index.users.find(p);
+    if (users != index.users.end()) touched.insert(users->second.begin(), users->second.end());
+  }
+  Program before, after;  // the touched objects, without generation names yet
+  Layout old_layout, new_layout;  // marks of the rendered peer sets
+  std::map<uint32_t, std::set<std::pair<uint32_t, int>>> users;  // touched peer sets' users now
+  auto users_of = [&](uint32_t p) -> std::set<std::pair<uint32_t, int>>& {
+    auto [it, inserted] = users.try_emplace(p);
+    if (inserted) {
+      auto old = index.users.find(p);
+      if (old != index.users.end()) it->second = old->second;
+    }
+    return it->second;
+  };
+  std::set<std::pair<uint32_t, int>> new_chains;
+  // Renders (table, d) from `table` into `into`, noting the peer sets it renders.
+  auto render = [&](const ir::Table& table, int d, const PeerSetOf& set_of, Layout& layout,
+                    Program& into, bool now) {
+    const std::pair<uint32_t, int> chain{table.id(), d};
+    ForEachRenderedPeerSet(DirectionOf(table, d), [&](uint32_t p) {
+      if (now) {
+        users_of(p).insert(chain);
+      } else {
+        users_of(p).erase(chain);
+      }
+      const ir::PeerSet& set = set_of(p);
+      if (NonTrivial(set) && layout.marks.count(p) == 0) layout.marks[p] = MarksOf(set);
+    });
+    for (PlannedChain& planned : PlanDirection(table, set_of, layout, d)) {
+      into.chains.push_back(std::move(planned.chain));
+    }
+  };
+  for (const auto& [t, d] : touched) {
+    const bool had = index.chains.count({t, d}) > 0;
+    const bool has = new_selected(t) > 0 && Restricted(DirectionOf(new_table(t), d));
+    if (had && !has) {
+      return refuse(absl::StrCat("chain ", ChainOf(t, d), " goes: its endpoints' dispatch "
+                                 "entries would go with it"));
+    }
+    if (!had && has && old_selected(t) > moved_out[t]) {
+      return refuse(absl::StrCat("chain ", ChainOf(t, d), " comes for endpoints that stay"));
+    }
+    if (has) new_chains.insert({t, d});
+    edit->chains.push_back({{t, d}, has});
+    if (had) render(previous.tables(static_cast<int>(t)), d, old_set, old_layout, before, false);
+  }
+  // Users lose the old chains first, then gain the new ones (a chain in both keeps its name).
+  for (const auto& [t, d] : new_chains) render(new_table(t), d, new_set, new_layout, after, true);
+
+  // ---- Peer sets: named sets before and after, and the identities they name.
+  std::set<uint32_t> touched_sets;
+  for (const auto& [p, set] : new_sets) touched_sets.insert(p);
+  for (const auto& [p, u] : users) touched_sets.insert(p);
+  std::map<uint32_t, int64_t> refs_change;
+  for (uint32_t p : touched_sets) {
+    auto old_users = index.users.find(p);
+    const bool was = p < old_peer_sets && old_users != index.users.end() &&
+                     !old_users->second.empty() && NonTrivial(previous.peer_sets(static_cast<int>(p)));
+    const bool is = !users_of(p).empty() && NonTrivial(new_set(p));
+    if (was) {
+      const ir::PeerSet& set = previous.peer_sets(static_cast<int>(p));
+      std::vector<MarkInterval> marks = MarksOf(set);
+      if (marks.size() > kMaxInlineMarkRuns) before.sets.push_back(PeerSetDecl(p, marks));
+      for (uint32_t i : set.identities()) --refs_change[i];
+    }
+    if (is) {
+      const ir::PeerSet& set = new_set(p);
+      std::vector<MarkInterval> marks = MarksOf(set);
+      if (marks.size() > kMaxInlineMarkRuns) after.sets.push_back(PeerSetDecl(p, marks));
+      for (uint32_t i : set.identities()) ++refs_change[i];
+    }
+    edit->users.push_back({p, users_of(p)});
+  }
+  std::map<uint32_t, std::string> retarget;  // identity -> its chain now
+  for (const auto& [i, change] : refs_change) {
+    if (change == 0) continue;
+    auto old_refs = index.identity_refs.find(i);
+    const int64_t was = old_refs == index.identity_refs.end() ? 0 : old_refs->second;
+    const int64_t is = was + change;
+    if (is < 0) return refuse("the remembered peer sets differ from the program's");
+    edit->identity_refs.push_back({i, static_cast<uint32_t>(is)});
+    if ((was > 0) == (is > 0)) continue;
+    if (was > 0) {
+      before.chains.push_back(IdentityChainDecl(previous, i));
+    } else {
+      after.chains.push_back(IdentityChainDecl(previous, i));
+    }
+    retarget[i] = IdentityChain(i, is > 0);
+  }
+  // The old rules cannot tell a new identity chain's "miss" from "other" unless a chain
+  // drops a miss (nft.h): PlanInPlaceUpdate sees only the touched chains, the index all.
+  for (const auto& [i, target] : retarget) {
+    if (target != "id_other" && index.miss_drops > 0) {
+      return refuse("an identity is named anew while a tier chain drops a lookup miss");
+    }
+  }
+  for (const Chain& c : before.chains) {
+    edit->rules -= static_cast<int64_t>(c.rules.size());
+    edit->miss_drops -= std::count(c.rules.begin(), c.rules.end(), MissDrop());
+  }
+  for (const Chain& c : after.chains) {
+    edit->rules += static_cast<int64_t>(c.rules.size());
+    edit->miss_drops += std::count(c.rules.begin(), c.rules.end(), MissDrop());
+  }
+  edit->tables = tables;
+  for (const auto& [t, change] : selected_change) {
+    if (new_selected(t) < 0) return refuse("the remembered endpoints differ from the delta's");
+    if (change != 0) edit->selected.push_back({t, change});
+  }
+
+  // ---- The maps, named for the installed generation (their elements too).
+  const std::string suffix = absl::StrCat("_g", index.generation);
+  before = WithGeneration(before, index.generation);
+  after = WithGeneration(after, index.generation);
+  // [0, 1]: identity4/6; 2 + 2 * (d == ingress) + f: the dispatch maps.
+  std::vector<Set> maps_before, maps_after;
+  for (std::vector<Set>* maps : {&maps_before, &maps_after}) {
+    for (int f = 0; f < 2; ++f) maps->push_back(IdentityMapDecl(f));
+    for (int d : {kEgress, kIngress}) {
+      for (int f = 0; f < 2; ++f) maps->push_back(DispatchMapDecl(d, f));
+    }
+    for (Set& m : *maps) m.name += suffix;
+  }
+  // Identity pieces: the ranges of the identities whose chain changes (one pass over the
+  // ranges: the index keeps pieces by address, not by identity).
+  if (!retarget.empty()) {
+    for (int f = 0; f < 2; ++f) {
+      std::vector<PieceAt> changes;
+      for (const ir::AddressRange& r : f == 0 ? previous.ipv4() : previous.ipv6()) {
+        auto it = retarget.find(r.identity());
+        // One change per range: a range lies within one piece (pieces merge whole ranges).
+        if (it != retarget.end()) changes.push_back({r.first(), {r.last(), it->second}});
+      }
+      std::vector<PieceAt> old_pieces, new_pieces;
+      RetargetPieces(index.identity[f], changes, &old_pieces, &new_pieces);
+      auto key = [](const PieceAt& x) { return std::tie(x.first, x.piece.last, x.piece.target); };
+      std::set<std::tuple<const std::string&, const std::string&, const std::string&>> old_keys,
+          new_keys;
+      for (const PieceAt& o : old_pieces) old_keys.insert(key(o));
+      for (const PieceAt& n : new_pieces) new_keys.insert(key(n));
+      for (const PieceAt& o : old_pieces) {
+        maps_before[f].elements.push_back(IdentityElement(o.first, o.piece, suffix));
+        if (new_keys.count(key(o)) == 0) {
+          edit->identity_erase[f].push_back(o.first);
+          --edit->elements;
+        }
+      }
+      for (const PieceAt& n : new_pieces) {
+        maps_after[f].elements.push_back(IdentityElement(n.first, n.piece, suffix));
+        if (old_keys.count(key(n)) == 0) {
+          edit->identity_insert[f].push_back({n.first, n.piece});
+          ++edit->elements;
+        }
+      }
+    }
+  }
+  // Dispatch entries of the moved endpoints (sets 2..5: egress4/6, ingress4/6).
+  for (const Moved& m : moved) {
+    for (int d : {kIngress, kEgress}) {
+      const bool had = m.before->selected() && index.chains.count({m.before->table(), d}) > 0;
+      const bool has = m.after->selected() && new_chains.count({m.after->table(), d}) > 0;
+      if (!had && !has) continue;
+      for (const std::string& ip : m.before->ips()) {
+        absl::StatusOr<std::string> bytes = AddressBytes(ip);
+        if (!bytes.ok()) return refuse(std::string(bytes.status().message()));
+        const int f = bytes->size() == 4 ? 0 : 1;
+        const size_t set = 2 + (d == kEgress ? 0 : 2) + static_cast<size_t>(f);
+        if (had) {
+          auto found = index.dispatch[d][f].find(*bytes);
+          if (found == index.dispatch[d][f].end() || found->second != m.before->table()) {
+            return refuse("the remembered dispatch map differs from the delta's endpoints");
+          }
+          maps_before[set].elements.push_back(DispatchElement(*bytes, m.before->table(), d, suffix));
+          edit->dispatch_erase[d][f].push_back(*bytes);
+          --edit->elements;
+        }
+        if (has) {
+          maps_after[set].elements.push_back(DispatchElement(*bytes, m.after->table(), d, suffix));
+          edit->dispatch_insert[d][f].push_back({*bytes, m.after->table()});
+          ++edit->elements;
+        }
+      }
+    }
+  }
+  for (Set& m : maps_before) before.sets.push_back(std::move(m));
+  for (Set& m : maps_after) after.sets.push_back(std::move(m));
+  const int64_t whole = static_cast<int64_t>(index.rules + index.elements) + edit->rules + edit->elements;
+  InPlacePlan plan = PlanInPlaceUpdate(before, after, static_cast<size_t>(std::max<int64_t>(whole, 1)));
+  if (!plan.fallback.empty()) return refuse(plan.fallback);
+  if (edit->elements > 0 && index.element_budget > 0 &&
+      index.elements + static_cast<uint64_t>(edit->elements) > index.element_budget) {
+    return refuse("past the set element budget");
+  }
+  return plan;
+}
+
 void ApplyIndexEdit(const DeltaIndexEdit& edit, DeltaIndex* index) {
   for (int f = 0; f < 2; ++f) {
     for (const std::string& first : edit.identity_erase[f]) index->identity[f].erase(first);
@@ -1789,7 +2192,33 @@ void ApplyIndexEdit(const DeltaIndexEdit& edit, DeltaIndex* index) {
       for (const auto& [a, table] : edit.dispatch_insert[d][f]) index->dispatch[d][f][a] = table;
     }
   }
+  if (edit.tables > index->selected.size()) index->selected.resize(edit.tables, 0);
   for (const auto& [table, change] : edit.selected) index->selected[table] += change;
+  for (const auto& [peer_set, users] : edit.users) {
+    if (users.empty()) {
+      index->users.erase(peer_set);
+    } else {
+      index->users[peer_set] = users;
+    }
+  }
+  for (const auto& [identity, refs] : edit.identity_refs) {
+    if (refs == 0) {
+      index->identity_refs.erase(identity);
+      index->referenced.erase(identity);
+    } else {
+      index->identity_refs[identity] = refs;
+      index->referenced.insert(identity);
+    }
+  }
+  for (const auto& [chain, exists] : edit.chains) {
+    if (exists) {
+      index->chains.insert(chain);
+    } else {
+      index->chains.erase(chain);
+    }
+  }
+  index->miss_drops = static_cast<uint64_t>(static_cast<int64_t>(index->miss_drops) + edit.miss_drops);
+  index->rules = static_cast<uint64_t>(static_cast<int64_t>(index->rules) + edit.rules);
   index->elements = static_cast<uint64_t>(static_cast<int64_t>(index->elements) + edit.elements);
 }
 
@@ -2156,6 +2585,7 @@ class NftBackend : public Backend {
     if (!m.ok()) return m.status();
     if (absl::Status s = CheckCapacity(m->capacity); !s.ok()) return s;
     Namespace& ns = NamespaceFor(attachment);
+    FinishCleanup(ns);
     return SwitchAndRemember(ir, *m, ns);
   }
 
@@ -2165,11 +2595,23 @@ class NftBackend : public Backend {
   // `previous`'s), kept since that Apply or Update: no listing, no second Build.
   absl::Status Update(const ir::CompiledPolicy& previous, const ir::CompiledPolicy& next,
                       const Attachment& attachment) override {
-    (void)previous;
     absl::StatusOr<Measured> m = Measure(next, /*quick_refusal=*/true);
     if (!m.ok()) return m.status();
     if (absl::Status s = CheckCapacity(m->capacity); !s.ok()) return s;
     Namespace& ns = NamespaceFor(attachment);
+    FinishCleanup(ns);
+    if (ns.installed_stale && ns.installed.has_value() && ns.index.has_value()) {
+      // Policy deltas edited chains and sets in place since the last full install; the
+      // contract says `previous` is what is installed, so its program is (comments aside).
+      absl::StatusOr<nft::Program> program = nft::Build(previous);
+      if (program.ok()) {
+        ns.installed = nft::WithGeneration(*program, ns.index->generation);
+        ns.elements_stale = false;
+      } else {
+        ns.installed.reset();
+      }
+    }
+    ns.installed_stale = false;
     if (!ns.installed.has_value()) return SwitchAndRemember(next, *m, ns);
     if (ns.elements_stale && ns.index.has_value()) {
       nft::MaterializeElements(*ns.index, &*ns.installed);
@@ -2193,12 +2635,7 @@ class NftBackend : public Backend {
       }
       absl::Status s = absl::OkStatus();
       if (!in_place.text.empty()) s = CommitInPlace(ns, in_place.batch, in_place.text);
-      if (s.ok() && !in_place.cleanup_text.empty()) {
-        // The cleanup is invisible to the new rules, not to the old: no packet that began
-        // its walk before the first commit may still be walking (nft.h).
-        s = WaitForGracePeriod();
-        if (s.ok()) s = CommitInPlace(ns, in_place.cleanup, in_place.cleanup_text);
-      }
+      if (s.ok()) DeferCleanup(ns, in_place);
       if (!s.ok()) {
         ++stats_.update_switch;
         stats_.last_update = absl::StrCat("switch: nft refused the edit: ", s.message());
@@ -2234,7 +2671,33 @@ class NftBackend : public Backend {
   absl::Status UpdateDelta(const ir::CompiledPolicy& previous, const ir::CompiledPolicyDelta& delta,
                            const Attachment& attachment) override {
     Namespace& ns = NamespaceFor(attachment);
-    if (ns.installed.has_value() && ns.index.has_value()) {
+    FinishCleanup(ns);
+    const bool policy = !delta.peer_sets().empty() || !delta.tables().empty();
+    // NP_NFT_NO_POLICY_DELTA: policy deltas take the default path (comparisons).
+    const bool policy_off =
+        getenv("NP_NFT_NO_IN_PLACE") != nullptr || getenv("NP_NFT_NO_POLICY_DELTA") != nullptr;
+    if (policy && ns.installed.has_value() && ns.index.has_value() && !policy_off) {
+      nft::DeltaIndexEdit edit;
+      nft::InPlacePlan plan = nft::PlanPolicyDelta(*ns.index, previous, delta, &edit);
+      stats_.last_fallback = plan.fallback;
+      if (plan.fallback.empty()) {
+        absl::Status s = absl::OkStatus();
+        if (!plan.text.empty()) s = CommitInPlace(ns, plan.batch, plan.text);
+        if (s.ok()) {
+          DeferCleanup(ns, plan);
+          nft::ApplyIndexEdit(edit, &*ns.index);
+          ns.installed_stale = true;  // chains and sets changed: Update rebuilds from `previous`
+          ++stats_.in_place;
+          ++stats_.policy_in_place;
+          return absl::OkStatus();
+        }
+        stats_.last_fallback = absl::StrCat("nft refused the edit: ", s.message());
+        ForgetInstalled(ns);
+      }
+    } else if (policy) {
+      stats_.last_fallback = policy_off ? "NP_NFT_NO_IN_PLACE or NP_NFT_NO_POLICY_DELTA"
+                                        : "nothing remembered for this namespace";
+    } else if (ns.installed.has_value() && ns.index.has_value()) {
       nft::DeltaIndexEdit edit;
       nft::ElementPlan plan = nft::PlanDeltaUpdate(*ns.index, previous, delta, &edit);
       stats_.last_fallback = plan.fallback;
@@ -2252,9 +2715,7 @@ class NftBackend : public Backend {
         }
         // A half-done edit or another writer: the full path lists the kernel and switches.
         stats_.last_fallback = absl::StrCat("nft refused the edit: ", s.message());
-        ns.installed.reset();
-        ns.index.reset();
-        ns.elements_stale = false;
+        ForgetInstalled(ns);
       }
     } else {
       stats_.last_fallback = "nothing remembered for this namespace";
@@ -2263,11 +2724,21 @@ class NftBackend : public Backend {
     return Backend::UpdateDelta(previous, delta, attachment);
   }
 
+  absl::Status SettleCleanups() {
+    for (auto& [key, ns] : namespaces_) {
+      const bool pending = ns.cleanup != nullptr;
+      FinishCleanup(ns);
+      if (pending && !ns.index.has_value()) {
+        return absl::InternalError(absl::StrCat("nft: the deferred cleanup failed: ", stats_.last_fallback));
+      }
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status Remove(const Attachment& attachment) override {
     Namespace& ns = NamespaceFor(attachment);
-    ns.installed.reset();
-    ns.index.reset();
-    ns.elements_stale = false;
+    ns.cleanup.reset();  // the table goes, and what the cleanup would delete with it
+    ForgetInstalled(ns);
     // Declaring the table first makes the delete succeed whether or not it exists.
     return RunNft(ns, absl::StrCat("table inet ", nft::kTableName, " {}\ndelete table inet ",
                                    nft::kTableName, "\n"))
@@ -2333,6 +2804,28 @@ class NftBackend : public Backend {
     return m;
   }
 
+  // The retirement of identity chains no rule names any more (InPlacePlan's cleanup), after
+  // an RCU grace period. Why deferred: the grace period (membarrier) is most of a policy
+  // delete's cost, and nothing needs the retirement soon — until it commits, the new rules
+  // read the retired identities' marks as they read id_other's (nft.h), so the state between
+  // is the new program's verdicts. A thread waits for the grace period at once (as the eBPF
+  // backend's slot reclaimer does), but the commit stays with the caller's thread, at the
+  // start of the next call on the namespace (FinishCleanup): one writer per namespace, and
+  // every plan is made after the retirement is in the kernel, so no plan can name a chain
+  // that a retirement still to come would delete (the index already says it is gone, so a
+  // plan naming it again creates it, after the retirement deleted it). Remove drops it
+  // (the table goes), Apply and Update finish it first.
+  struct PendingCleanup {
+    nft::WholeBatch batch;
+    std::string text;
+    absl::Time since;
+    absl::Status grace;     // written by `waiter` before it ends
+    std::thread waiter;
+    ~PendingCleanup() {
+      if (waiter.joinable()) waiter.join();
+    }
+  };
+
   // Per network namespace: how np talks to nft there, and what it installed.
   struct Namespace {
     std::string netns;                       // the attachment's; empty: the caller's
@@ -2343,6 +2836,11 @@ class NftBackend : public Backend {
     // `installed`'s map elements are behind `index` (in-place delta edits since): Update
     // rewrites them (MaterializeElements) before it plans.
     bool elements_stale = false;
+    // `installed`'s chains and sets are behind `index` (policy deltas in place since): Update
+    // builds it again from its `previous`, a switch lists the kernel.
+    bool installed_stale = false;
+    // An in-place plan's cleanup (identity chains retired), waiting for its grace period.
+    std::unique_ptr<PendingCleanup> cleanup;
     // The netlink socket for element edits (null: not opened yet, or it cannot be), and the
     // ruleset generation after np's last commit through it (unset: ask the kernel first).
     std::unique_ptr<nft::NftNetlink> netlink;
@@ -2495,6 +2993,45 @@ class NftBackend : public Backend {
     return out;
   }
 
+  // What is installed is no longer known for sure: the full path lists the kernel.
+  static void ForgetInstalled(Namespace& ns) {
+    ns.installed.reset();
+    ns.index.reset();
+    ns.elements_stale = false;
+    ns.installed_stale = false;
+  }
+
+  // Leaves `plan`'s cleanup (if any) to the next call (PendingCleanup says why).
+  void DeferCleanup(Namespace& ns, const nft::InPlacePlan& plan) {
+    if (plan.cleanup_text.empty()) return;
+    auto pending = std::make_unique<PendingCleanup>();
+    pending->batch = plan.cleanup;
+    pending->text = plan.cleanup_text;
+    pending->since = absl::Now();
+    PendingCleanup* p = pending.get();
+    p->waiter = std::thread([p] { p->grace = WaitForGracePeriod(); });
+    ns.cleanup = std::move(pending);
+    ++stats_.cleanups_deferred;
+  }
+
+  // Commits a deferred cleanup once its grace period is over; on failure what is installed
+  // is unknown, and the caller's plan falls to the full path (which lists the kernel).
+  void FinishCleanup(Namespace& ns) {
+    if (ns.cleanup == nullptr) return;
+    std::unique_ptr<PendingCleanup> pending = std::move(ns.cleanup);
+    const absl::Time start = absl::Now();
+    pending->waiter.join();
+    stats_.cleanup_wait_ns += static_cast<uint64_t>(absl::ToInt64Nanoseconds(absl::Now() - start));
+    absl::Status s = pending->grace;
+    if (s.ok()) s = CommitInPlace(ns, pending->batch, pending->text);
+    if (s.ok()) {
+      ++stats_.cleanups_committed;
+      return;
+    }
+    stats_.last_fallback = absl::StrCat("the deferred cleanup failed: ", s.message());
+    ForgetInstalled(ns);
+  }
+
   // The delta index of `ir`'s program, now installed (or forgotten when nothing is).
   void Remember(Namespace& ns, const ir::CompiledPolicy& ir, const Measured& m) {
     ns.elements_stale = false;
@@ -2504,7 +3041,7 @@ class NftBackend : public Backend {
     for (const ir::CapacityItem& item : m.capacity.items()) {
       if (item.name() == "set_elements") budget = item.budget();
     }
-    ns.index = nft::IndexOf(ir, m.layout, m.program.element_count(), budget,
+    ns.index = nft::IndexOf(ir, m.layout, m.program, budget,
                             nft::InstalledOf(*ns.installed).last_generation);
   }
 
@@ -2544,6 +3081,8 @@ class NftBackend : public Backend {
   // The generation switch to `program` (without generation names); recovers once from a
   // stale idea of what is installed by listing the kernel.
   absl::Status Switch(const nft::Program& program, Namespace& ns) {
+    // After policy deltas the remembered names are behind the kernel's: list them.
+    if (ns.installed_stale) ForgetInstalled(ns);
     const bool from_memory = ns.installed.has_value();
     absl::Status s = SwitchOnce(program, ns);
     if (s.ok() || !from_memory) return s;
@@ -2601,6 +3140,11 @@ class NftBackend : public Backend {
 
 std::unique_ptr<Backend> MakeNftBackend(const BackendOptions& options) {
   return std::make_unique<NftBackend>(options);
+}
+
+absl::Status nft::SettleCleanups(Backend& backend) {
+  auto* nft = dynamic_cast<NftBackend*>(&backend);
+  return nft == nullptr ? absl::OkStatus() : nft->SettleCleanups();
 }
 
 nft::DeltaStats nft::DeltaStatsOf(const Backend& backend) {

@@ -103,7 +103,8 @@
 //   nft->Apply(ir, where);                   // generation switch
 //   nft->Update(ir, next_ir, where);         // element edits when safe (PlanElementUpdate),
 //                                            // else a policy event in place (PlanInPlaceUpdate)
-//   nft->UpdateDelta(ir, delta, where);      // the same edits from the delta (PlanDeltaUpdate)
+//   nft->UpdateDelta(ir, delta, where);      // the same edits from the delta (PlanDeltaUpdate;
+//                                            // a policy event's: PlanPolicyDelta)
 //
 // Thread safety: Render and Explain are pure; Apply, Update and Remove may be called from one
 // thread at a time per backend instance (libnftables calls are serialised process-wide).
@@ -252,7 +253,8 @@ ElementPlan PlanElementUpdate(const Program& installed, const Program& next);
 //  - identity chains next drops (an identity no rule names any more, e.g. a policy deleted):
 //    their addresses go to id_other and the chains are deleted in a second transaction
 //    ("cleanup"), after an RCU grace period (membarrier, as PlanElementUpdate's two-commit
-//    plans). Until then the new rules read such an identity's mark as they read id_other's
+//    plans; Update and UpdateDelta leave it to the start of the next call, SettleCleanups).
+//    Until then the new rules read such an identity's mark as they read id_other's
 //    (no peer set or inline run of theirs holds it), so the first commit's state is the new
 //    program's verdicts; in the second, every packet runs the new rules (the grace period saw
 //    the old walkers out) and gets one of two answers they tell not apart;
@@ -300,7 +302,9 @@ struct InPlacePlan {
 };
 // The plan from `installed` to `next`, both named for the installed generation.
 // NP_NFT_NO_IN_PLACE=1 makes Update skip it (comparisons with the generation switch).
-InPlacePlan PlanInPlaceUpdate(const Program& installed, const Program& next);
+// `whole`: the size (rules and elements) of the whole next program, when `next` is only the
+// part of it the update touches (UpdateDelta's PlanPolicyDelta); 0: next's own.
+InPlacePlan PlanInPlaceUpdate(const Program& installed, const Program& next, size_t whole = 0);
 
 // The same two commits as raw netlink batches (netlink.h WholeBatch), for Apply: SwitchText's
 // objects, guard and base-chain flush, and RetireText's deletions. Unimplemented when the
@@ -332,6 +336,14 @@ struct DeltaIndex {
   std::map<std::string, uint32_t> dispatch[2][2];         // [direction][family]: addr -> table
   uint64_t elements = 0;                                  // set elements of the program
   uint64_t element_budget = 0;                            // 0: none
+  // For policy deltas (PlanPolicyDelta): the chains (table, direction) whose rules render each
+  // peer set (usable or not: a rule of an empty set is left out, so its chain changes when
+  // the set does); per identity, how many rendered non-empty peer sets (not `all`) hold it
+  // (`referenced` is those above zero); how many chains drop a lookup miss; the rule count.
+  std::map<uint32_t, std::set<std::pair<uint32_t, int>>> users;
+  std::map<uint32_t, uint32_t> identity_refs;
+  uint64_t miss_drops = 0;
+  uint64_t rules = 0;
 };
 // The index of `ir`'s program installed as generation `generation` (budget: the default).
 absl::StatusOr<DeltaIndex> MakeDeltaIndex(const ir::CompiledPolicy& ir, uint64_t generation);
@@ -343,6 +355,14 @@ struct DeltaIndexEdit {
   std::vector<std::pair<std::string, uint32_t>> dispatch_insert[2][2];
   std::vector<std::pair<uint32_t, int64_t>> selected;  // table, change
   int64_t elements = 0;
+  // PlanPolicyDelta's: the tables' count now (0: unchanged), then per touched key its value
+  // now — a peer set's users, an identity's count, whether a (table, direction) has chains.
+  uint32_t tables = 0;
+  std::vector<std::pair<uint32_t, std::set<std::pair<uint32_t, int>>>> users;
+  std::vector<std::pair<uint32_t, uint32_t>> identity_refs;
+  std::vector<std::pair<std::pair<uint32_t, int>, bool>> chains;
+  int64_t miss_drops = 0;
+  int64_t rules = 0;
 };
 // PlanElementUpdate's plan (same conditions, same transactions up to element order) for the
 // program of ApplyDelta(delta, previous), read from `index` (what is installed, which must be
@@ -350,6 +370,23 @@ struct DeltaIndexEdit {
 // program. A fallback also when the delta is invalid or does not fit the index (the full path
 // refuses or recovers). `edit` gets the index's change when the plan applies.
 ElementPlan PlanDeltaUpdate(const DeltaIndex& index, const ir::CompiledPolicy& previous,
+                            const ir::CompiledPolicyDelta& delta, DeltaIndexEdit* edit);
+// PlanInPlaceUpdate's transaction (and cleanup) for a policy event's delta — tables and peer
+// sets replaced or appended, endpoints' `table`/`selected` changed — planned from `index` and
+// the items of `previous` the delta replaces, not from whole programs: the touched objects
+// (the chains of the tables the delta names or whose endpoints change, and of the tables
+// whose rules name a replaced peer set; those peer sets' named sets; the identity chains of
+// identities named anew or no longer; the identity map pieces around such identities' ranges;
+// the moved endpoints' dispatch entries) are rendered as BuildProgram renders them, before
+// and after, and handed to PlanInPlaceUpdate as two partial programs, so that the same
+// rules decide what is safe (nft.h above). What the partial programs cannot show is checked
+// here from the index: a table chain that goes (its endpoints' dispatch entries would go with
+// it), a chain that comes for a table whose unmoved endpoints need entries, an identity
+// named anew while some chain drops a lookup miss. A fallback also for a delta with pod
+// parts (ranges, identities' pods, endpoints added, removed or readdressed). Cost: the
+// touched objects, plus one pass over the address ranges when an identity is named anew or
+// no longer (to find its ranges). `edit` gets the index's change when the plan applies.
+InPlacePlan PlanPolicyDelta(const DeltaIndex& index, const ir::CompiledPolicy& previous,
                             const ir::CompiledPolicyDelta& delta, DeltaIndexEdit* edit);
 void ApplyIndexEdit(const DeltaIndexEdit& edit, DeltaIndex* index);
 // `installed`'s identity and dispatch maps' elements rewritten from `index` (O(program)): the
@@ -367,6 +404,13 @@ void MaterializeElements(const DeltaIndex& index, Program* installed);
 // again at the kernel's generation).
 struct DeltaStats {
   uint64_t in_place = 0;
+  uint64_t policy_in_place = 0;  // of in_place: policy deltas (PlanPolicyDelta)
+  // Identity retirements (an in-place plan's cleanup) deferred past the call that planned
+  // them, and committed at the start of the next call; cleanup_wait_ns: the time those calls
+  // still waited for the grace period.
+  uint64_t cleanups_deferred = 0;
+  uint64_t cleanups_committed = 0;
+  uint64_t cleanup_wait_ns = 0;
   uint64_t full_path = 0;
   std::string last_fallback;
   uint64_t netlink_batches = 0;
@@ -395,6 +439,12 @@ struct DeltaStats {
   std::string last_update;
 };
 DeltaStats DeltaStatsOf(const Backend& backend);
+// Update and UpdateDelta leave an in-place plan's cleanup (identity chains no rule names any
+// more, retired after an RCU grace period) to the start of the next call on the namespace;
+// until then the kernel lists those chains beside the new rules (which never reach them).
+// This commits every such cleanup now (tests that compare listings, benchmarks, shutdown).
+// OK for another backend.
+absl::Status SettleCleanups(Backend& backend);
 
 // An ElementPlan transaction (`delete element inet np MAP { ... }` / `add element ... { KEY :
 // jump CHAIN, ... }` lines, as PlanElementUpdate and PlanDeltaUpdate write them) as netlink

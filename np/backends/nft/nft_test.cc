@@ -1560,10 +1560,12 @@ void ExpectPairsInPlace(bool text) {
       in_place += 1;
     }
     ASSERT_TRUE(fresh->Apply(p.next, {}).ok());
+    ASSERT_TRUE(SettleCleanups(*incremental).ok());
     ASSERT_NO_FATAL_FAILURE(ExpectListsAsFresh(netns, after.last_update));
     // And back: the reverse edit (in place or not) reaches `previous` again.
     ASSERT_TRUE(incremental->Update(p.next, p.previous, there).ok());
     ASSERT_TRUE(fresh->Apply(p.previous, {}).ok());
+    ASSERT_TRUE(SettleCleanups(*incremental).ok());
     ASSERT_NO_FATAL_FAILURE(ExpectListsAsFresh(
         netns, "back from next: " + DeltaStatsOf(*incremental).last_update));
   }
@@ -1718,6 +1720,7 @@ TEST_F(NftKernelTest, RandomPolicyEventsEqualAFreshApply) {
       ASSERT_TRUE(incremental->Update(current, next, there).ok());
       const DeltaStats after = DeltaStatsOf(*incremental);
       ASSERT_TRUE(fresh->Apply(next, {}).ok());
+      ASSERT_TRUE(SettleCleanups(*incremental).ok());
       ASSERT_NO_FATAL_FAILURE(ExpectListsAsFresh(netns, after.last_update));
       ++steps;
       if (after.update_in_place > before.update_in_place) ++in_place;
@@ -1735,6 +1738,170 @@ TEST_F(NftKernelTest, RandomPolicyEventsEqualAFreshApply) {
   EXPECT_GT(3 * in_place, steps) << "a third or more in place";
   EXPECT_EQ(DeltaStatsOf(*incremental).update_in_place_text, 0u)
       << DeltaStatsOf(*incremental).last_netlink_error;
+  ASSERT_TRUE(incremental->Remove(there).ok());
+  ASSERT_TRUE(fresh->Remove({}).ok());
+}
+
+// ---- Policy events as deltas (UpdateDelta with tables and peer sets: PlanPolicyDelta) ----
+
+bool HasPodParts(const ir::CompiledPolicyDelta& delta) {
+  return !delta.ipv4().empty() || !delta.ipv6().empty() || !delta.identity_pods().empty();
+}
+
+// Each hand-made policy event as DiffPrograms' delta through UpdateDelta: in place exactly
+// when the whole-program planner is (PolicyPairs' `in_place`) and the delta has no pod
+// parts; the namespace then lists as a fresh Apply of ApplyDelta(previous, delta). And back,
+// when the reverse is a delta (it is not when `next` appended items).
+TEST_F(NftKernelTest, PolicyDeltasInPlaceEqualAFreshApply) {
+  ScratchNetns scratch(absl::StrCat("h50-pdelta-", getpid()));
+  ASSERT_TRUE(scratch.ok);
+  const std::string& netns = scratch.name;
+  std::unique_ptr<Backend> incremental = MakeNftBackend();
+  std::unique_ptr<Backend> fresh = MakeNftBackend();
+  const Attachment there{{}, netns};
+  int in_place = 0, back_in_place = 0;
+  for (const PolicyPair& p : PolicyPairs()) {
+    SCOPED_TRACE(p.name);
+    for (bool back : {false, true}) {
+      const ir::CompiledPolicy& from = back ? p.next : p.previous;
+      const ir::CompiledPolicy& to = back ? p.previous : p.next;
+      std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(from, to);
+      // None when `to` has more identities (a pod event's part) or fewer items.
+      if (!delta.has_value()) continue;
+      ir::CompiledPolicy applied = from;
+      ASSERT_TRUE(ApplyDelta(*delta, &applied).ok());
+      ASSERT_TRUE(incremental->Apply(from, there).ok());
+      const DeltaStats before = DeltaStatsOf(*incremental);
+      ASSERT_TRUE(incremental->UpdateDelta(from, *delta, there).ok());
+      const DeltaStats after = DeltaStatsOf(*incremental);
+      const bool went = after.policy_in_place > before.policy_in_place;
+      if (!back) {
+        EXPECT_EQ(went, p.in_place && !HasPodParts(*delta)) << after.last_fallback;
+        in_place += went ? 1 : 0;
+      } else {
+        back_in_place += went ? 1 : 0;
+      }
+      // In place means no whole-program Update underneath.
+      EXPECT_EQ(after.update_in_place + after.update_switch + after.update_elements,
+                before.update_in_place + before.update_switch + before.update_elements +
+                    (went ? 0 : 1));
+      ASSERT_TRUE(fresh->Apply(applied, {}).ok());
+      ASSERT_TRUE(SettleCleanups(*incremental).ok());
+      ASSERT_NO_FATAL_FAILURE(ExpectListsAsFresh(
+          netns, absl::StrCat(back ? "back: " : "", went ? "in place" : after.last_fallback)));
+    }
+  }
+  std::cerr << "policy deltas: " << in_place << " in place, " << back_in_place
+            << " of the reverse ones\n";
+  EXPECT_GE(in_place, 10);
+  EXPECT_GE(back_in_place, 5);
+  ASSERT_TRUE(incremental->Remove(there).ok());
+  ASSERT_TRUE(fresh->Remove({}).ok());
+}
+
+// An identity retired by one delta is named again by the next before anything settles: the
+// deferred retirement commits first (at the start of the second call), and the second plan
+// creates the chain again — never a retirement deleting a chain that rules name.
+TEST_F(NftKernelTest, DeferredRetirementThenNamedAgain) {
+  ScratchNetns scratch(absl::StrCat("h50-retire-", getpid()));
+  ASSERT_TRUE(scratch.ok);
+  const std::string& netns = scratch.name;
+  const ir::CompiledPolicy a = PolicyBase();
+  ir::CompiledPolicy b = a;
+  SetIdentities(b.mutable_peer_sets(2), {0});  // identities named only there go
+  std::optional<ir::CompiledPolicyDelta> there_delta = DiffPrograms(a, b);
+  std::optional<ir::CompiledPolicyDelta> back_delta = DiffPrograms(b, a);
+  ASSERT_TRUE(there_delta.has_value() && back_delta.has_value());
+  std::unique_ptr<Backend> incremental = MakeNftBackend();
+  std::unique_ptr<Backend> fresh = MakeNftBackend();
+  const Attachment there{{}, netns};
+  ASSERT_TRUE(incremental->Apply(a, there).ok());
+  ASSERT_TRUE(incremental->UpdateDelta(a, *there_delta, there).ok());
+  DeltaStats stats = DeltaStatsOf(*incremental);
+  EXPECT_EQ(stats.policy_in_place, 1u) << stats.last_fallback;
+  EXPECT_EQ(stats.cleanups_deferred, 1u);
+  EXPECT_EQ(stats.cleanups_committed, 0u);
+  // Not settled: the retired chains are still listed (a fresh Apply of b lacks them).
+  ASSERT_TRUE(fresh->Apply(b, {}).ok());
+  {
+    absl::StatusOr<std::string> got = RunCommand({"nft", "list", "table", "inet", kTableName}, "", netns);
+    absl::StatusOr<std::string> want = RunCommand({"nft", "list", "table", "inet", kTableName});
+    ASSERT_TRUE(got.ok() && want.ok());
+    EXPECT_NE(NormalizedNoChainComments(*got), NormalizedNoChainComments(*want));
+  }
+  ASSERT_TRUE(incremental->UpdateDelta(b, *back_delta, there).ok());
+  stats = DeltaStatsOf(*incremental);
+  EXPECT_EQ(stats.policy_in_place, 2u) << stats.last_fallback;
+  EXPECT_EQ(stats.cleanups_committed, 1u);
+  EXPECT_EQ(stats.full_path, 0u) << stats.last_fallback;
+  ASSERT_TRUE(fresh->Apply(a, {}).ok());
+  ASSERT_NO_FATAL_FAILURE(ExpectListsAsFresh(netns, "named again"));
+  // And an Update (whole programs) after policy deltas starts from `previous`'s program.
+  ASSERT_TRUE(incremental->Update(a, b, there).ok());
+  ASSERT_TRUE(SettleCleanups(*incremental).ok());
+  ASSERT_TRUE(fresh->Apply(b, {}).ok());
+  ASSERT_NO_FATAL_FAILURE(ExpectListsAsFresh(netns, DeltaStatsOf(*incremental).last_update));
+  EXPECT_EQ(DeltaStatsOf(*incremental).update_in_place, 1u) << DeltaStatsOf(*incremental).last_update;
+  // Remove leaves nothing, pending retirement or not.
+  ASSERT_TRUE(incremental->Remove(there).ok());
+  EXPECT_FALSE(RunCommand({"nft", "list", "table", "inet", kTableName}, "", netns).ok());
+  ASSERT_TRUE(fresh->Remove({}).ok());
+}
+
+// Seeded random sequences of policy events as deltas (NP_NFT_POLICY_DELTA_SEED replays
+// one), several deltas in a row on the index (every fourth step an Update of whole programs,
+// which must start from `previous`'s program): after each, the namespace lists as a fresh
+// Apply of the same IR; a floor of them went in place.
+TEST_F(NftKernelTest, RandomPolicyDeltasEqualAFreshApply) {
+  ScratchNetns scratch(absl::StrCat("h50-rdelta-", getpid()));
+  ASSERT_TRUE(scratch.ok);
+  const std::string& netns = scratch.name;
+  uint64_t seed = 20261202;
+  if (const char* s = getenv("NP_NFT_POLICY_DELTA_SEED"); s != nullptr) {
+    seed = std::strtoull(s, nullptr, 10);
+  }
+  SCOPED_TRACE(absl::StrCat("NP_NFT_POLICY_DELTA_SEED=", seed));
+  std::mt19937_64 rng(seed);
+  std::mt19937 ir_rng(static_cast<uint32_t>(seed));
+  std::unique_ptr<Backend> incremental = MakeNftBackend();
+  std::unique_ptr<Backend> fresh = MakeNftBackend();
+  const Attachment there{{}, netns};
+  int deltas = 0, in_place = 0;
+  std::map<std::string, int> fallbacks;
+  for (int run = 0; run < 10; ++run) {
+    ir::CompiledPolicy current = RandomIr(ir_rng);
+    ASSERT_TRUE(incremental->Apply(current, there).ok());
+    for (int step = 0; step < 10; ++step) {
+      ir::CompiledPolicy next = current;
+      const std::string what = RandomPolicyEvent(rng, next);
+      SCOPED_TRACE(absl::StrCat("run ", run, " step ", step, ": ", what));
+      ASSERT_TRUE(CheckIr(next).ok()) << CheckIr(next);
+      // No delta when an identity was appended: then an Update too.
+      std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(current, next);
+      const DeltaStats before = DeltaStatsOf(*incremental);
+      if (step % 4 == 3 || !delta.has_value()) {
+        ASSERT_TRUE(incremental->Update(current, next, there).ok());
+      } else {
+        ASSERT_TRUE(incremental->UpdateDelta(current, *delta, there).ok());
+        const DeltaStats after = DeltaStatsOf(*incremental);
+        ++deltas;
+        if (after.policy_in_place > before.policy_in_place) {
+          ++in_place;
+        } else if (after.in_place == before.in_place) {
+          std::string why = after.last_fallback;
+          why.erase(std::remove_if(why.begin(), why.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }), why.end());
+          ++fallbacks[why.substr(0, 50)];
+        }
+      }
+      ASSERT_TRUE(fresh->Apply(next, {}).ok());
+      ASSERT_TRUE(SettleCleanups(*incremental).ok());
+      ASSERT_NO_FATAL_FAILURE(ExpectListsAsFresh(netns, DeltaStatsOf(*incremental).last_fallback));
+      current = std::move(next);
+    }
+  }
+  std::cerr << "random policy deltas: " << deltas << " deltas, " << in_place << " in place\n";
+  for (const auto& [why, n] : fallbacks) std::cerr << "  " << n << "x " << why << "\n";
+  EXPECT_GE(3 * in_place, deltas) << "a third or more in place";
   ASSERT_TRUE(incremental->Remove(there).ok());
   ASSERT_TRUE(fresh->Remove({}).ok());
 }
@@ -2088,11 +2255,12 @@ TEST(NftPackets, TiersGetTheSpecsVerdicts) {
 // period). Update swaps back and forth, in place each time, while every flow both programs
 // deny (none may connect) and every flow both allow (one packet each, 700 ms: none may be
 // dropped) is probed round after round.
-TEST(NftPackets, PolicyEventsInPlaceNeverPassADeniedFlowNorDropAnAllowedOne) {
-  if (geteuid() != 0) GTEST_SKIP() << "needs root";
-  if (!RunCommand({"nft", "--version"}).ok()) GTEST_SKIP() << "no nft binary";
+// Policy events swapped back and forth in place (Update's PlanInPlaceUpdate, or with
+// `through_delta` UpdateDelta's PlanPolicyDelta on DiffPrograms' deltas) under a prober: no
+// flow both programs deny passes, none both allow is dropped.
+void ExpectSwapsUnderProbes(bool through_delta) {
   using namespace iptables::testutil;  // NOLINT: the topology helpers
-  ThreePodLab lab("npnfti", 120);
+  ThreePodLab lab(through_delta ? "h50pk" : "npnfti", 120);
   const Topology& t = lab.t;
   const Attachment& where = lab.where;
   auto program = [](uint32_t peer) {
@@ -2141,8 +2309,14 @@ TEST(NftPackets, PolicyEventsInPlaceNeverPassADeniedFlowNorDropAnAllowedOne) {
   ASSERT_GT(differ, 0);
   ASSERT_GT(both_allowed, 0);
   ASSERT_LT(both_allowed, static_cast<int>(watched.size()));
+  const std::optional<ir::CompiledPolicyDelta> a_to_b = DiffPrograms(a, b), b_to_a = DiffPrograms(b, a);
+  ASSERT_TRUE(a_to_b.has_value() && b_to_a.has_value());
   std::unique_ptr<Backend> nft = MakeNftBackend();
   ASSERT_TRUE(nft->Apply(a, where).ok());
+  auto swap = [&](const ir::CompiledPolicy& from, const ir::CompiledPolicy& to) {
+    if (!through_delta) return nft->Update(from, to, where);
+    return nft->UpdateDelta(from, &from == &a ? *a_to_b : *b_to_a, where);
+  };
   std::atomic<bool> stop{false};
   std::atomic<int> swaps{0};
   absl::Status swap_status;
@@ -2150,13 +2324,13 @@ TEST(NftPackets, PolicyEventsInPlaceNeverPassADeniedFlowNorDropAnAllowedOne) {
     const ir::CompiledPolicy* from = &a;
     const ir::CompiledPolicy* to = &b;
     while (!stop.load()) {
-      swap_status = nft->Update(*from, *to, where);
+      swap_status = swap(*from, *to);
       if (!swap_status.ok()) return;
       std::swap(from, to);
       swaps.fetch_add(1);
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
-    if (from != &a) swap_status = nft->Update(*from, a, where);  // end on `a`
+    if (from != &a) swap_status = swap(*from, a);  // end on `a`
   });
   int rounds = 0, passed_denied = 0, dropped_allowed = 0;
   for (; rounds < 4; ++rounds) {
@@ -2177,7 +2351,16 @@ TEST(NftPackets, PolicyEventsInPlaceNeverPassADeniedFlowNorDropAnAllowedOne) {
             << " in place, " << stats.update_switch << " switched)\n";
   EXPECT_GT(swaps.load(), 20);
   EXPECT_EQ(stats.update_switch, 0u) << stats.last_update;
-  EXPECT_GE(stats.update_in_place, static_cast<uint64_t>(swaps.load()));
+  if (through_delta) {
+    std::cerr << "  through UpdateDelta: " << stats.policy_in_place << " policy deltas in place, "
+              << stats.full_path << " on the default path, " << stats.cleanups_committed
+              << " deferred retirements committed\n";
+    EXPECT_EQ(stats.full_path, 0u) << stats.last_fallback;
+    EXPECT_GE(stats.policy_in_place, static_cast<uint64_t>(swaps.load()));
+    EXPECT_GE(stats.cleanups_committed + 1, static_cast<uint64_t>(swaps.load()));
+  } else {
+    EXPECT_GE(stats.update_in_place, static_cast<uint64_t>(swaps.load()));
+  }
   EXPECT_EQ(passed_denied, 0);
   EXPECT_EQ(dropped_allowed, 0);
   // And after the swaps the program is `a`'s, verdict for verdict.
@@ -2187,6 +2370,18 @@ TEST(NftPackets, PolicyEventsInPlaceNeverPassADeniedFlowNorDropAnAllowedOne) {
     EXPECT_EQ(got[i], Expected(a, t, all[i])) << ProbeText(t, all[i]);
   }
   ASSERT_TRUE(nft->Remove(where).ok());
+}
+
+TEST(NftPackets, PolicyEventsInPlaceNeverPassADeniedFlowNorDropAnAllowedOne) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  if (!RunCommand({"nft", "--version"}).ok()) GTEST_SKIP() << "no nft binary";
+  ExpectSwapsUnderProbes(false);
+}
+
+TEST(NftPackets, PolicyDeltasInPlaceNeverPassADeniedFlowNorDropAnAllowedOne) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  if (!RunCommand({"nft", "--version"}).ok()) GTEST_SKIP() << "no nft binary";
+  ExpectSwapsUnderProbes(true);
 }
 
 // ---- The whole path as netlink batches (netlink.h WholeBatch) against nft's own parser ----

@@ -22,7 +22,10 @@
 // with libnftables for them instead (the path before netlink), for old/new comparisons.
 //
 // A/B lines: the same swaps alternately in place (PlanInPlaceUpdate, for a policy event on
-// stably numbered IRs) and through the generation switch (NP_NFT_NO_IN_PLACE), two by two.
+// stably numbered IRs) and through the generation switch (NP_NFT_NO_IN_PLACE), two by two;
+// for a policy event, UpdateDelta's own path (PlanPolicyDelta) against its default path
+// (NP_NFT_NO_POLICY_DELTA: ApplyDelta on a copy, then Update), two by two. BEFORE may be a
+// binary CompiledPolicy (a name ending in .pb), e.g. a record of bench/lower_dump.
 //
 // Needs root (creates and deletes netns np-nft-bench-<pid>).
 #include <linux/membarrier.h>
@@ -37,8 +40,10 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/text_format.h"
@@ -48,12 +53,14 @@
 namespace np::backends::nft {
 namespace {
 
+// Text format, or (a name ending in .pb) the binary serialization.
 bool ReadIr(const char* path, ir::CompiledPolicy* ir) {
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary);
   std::stringstream text;
   text << in.rdbuf();
-  return in.good() || in.eof() ? google::protobuf::TextFormat::ParseFromString(text.str(), ir)
-                               : false;
+  if (!in.good() && !in.eof()) return false;
+  if (absl::EndsWith(path, ".pb")) return ir->ParseFromString(text.str());
+  return google::protobuf::TextFormat::ParseFromString(text.str(), ir);
 }
 
 double Ms(std::chrono::steady_clock::time_point since) {
@@ -168,6 +175,20 @@ int Main(int argc, char** argv) {
   }
   int swaps = 200;
   if (argc > 3 && !absl::SimpleAtoi(argv[3], &swaps)) return 2;
+  // Stable numbering never shrinks the lists: a peer set only `after` has is an unused
+  // tombstone in `before` (np/lower_align.h), so that both directions are deltas.
+  while (irs[0].peer_sets_size() < irs[1].peer_sets_size()) {
+    irs[0].add_peer_sets()->set_id(static_cast<uint32_t>(irs[0].peer_sets_size() - 1));
+  }
+  // NP_BENCH_WRITE_IRS=PREFIX: both IRs as text (PREFIX.before, PREFIX.after), for another
+  // build of this bench to run the same pair (A/B against a base commit).
+  if (const char* prefix = getenv("NP_BENCH_WRITE_IRS"); prefix != nullptr) {
+    for (int i = 0; i < 2; ++i) {
+      std::string text;
+      google::protobuf::TextFormat::PrintToString(irs[i], &text);
+      std::ofstream(absl::StrCat(prefix, i == 0 ? ".before" : ".after")) << text;
+    }
+  }
   absl::StatusOr<Program> before = Build(irs[0]);
   absl::StatusOr<Program> after = Build(irs[1]);
   if (!before.ok() || !after.ok()) {
@@ -318,6 +339,66 @@ int Main(int argc, char** argv) {
              static_cast<unsigned long long>(stats.netlink_aborts - stats_before.netlink_aborts),
              stats.last_netlink_error.empty() ? "" : "; last error: ",
              stats.last_netlink_error.c_str());
+      // Policy deltas (tables, peer sets): alternately on UpdateDelta's own in-place path
+      // (PlanPolicyDelta) and on the default path (NP_NFT_NO_POLICY_DELTA: ApplyDelta on a
+      // copy, then Update, which builds and compares whole programs), two swaps per mode.
+      if (!deltas[0]->tables().empty() || !deltas[0]->peer_sets().empty()) {
+        std::vector<double> ab_ms[2];
+        int gap_ms = 0;
+        if (const char* gap = getenv("NP_BENCH_GAP_MS"); gap != nullptr) gap_ms = atoi(gap);
+        const DeltaStats ab_before = DeltaStatsOf(*nft);
+        for (int i = 0; i < 2 * swaps && rc == 0; ++i) {
+          const int fallback = (i / 2) % 2;
+          // Events spaced as on a node (NP_BENCH_GAP_MS, untimed): a deferred retirement's
+          // grace period then passes before the next call, as it would between real events.
+          if (gap_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(gap_ms));
+          if (fallback) setenv("NP_NFT_NO_POLICY_DELTA", "1", 1);
+          auto t0 = std::chrono::steady_clock::now();
+          absl::Status s = nft->UpdateDelta(irs[cur], *deltas[cur], where);
+          ab_ms[fallback].push_back(Ms(t0));
+          unsetenv("NP_NFT_NO_POLICY_DELTA");
+          if (!s.ok()) {
+            fprintf(stderr, "update delta: %s\n", std::string(s.message()).c_str());
+            rc = 1;
+          }
+          cur = 1 - cur;
+        }
+        const DeltaStats ab = DeltaStatsOf(*nft);
+        printf("A/B UpdateDelta policy in place: %s\nA/B UpdateDelta default path:    %s\n"
+               "  (%llu policy deltas in place, %llu on the default path; in-place netlink "
+               "batches (both paths) %.3f ms mean; %llu retirements deferred, their next call "
+               "waited %.3f ms mean for the grace period; last: %s)\n",
+               Percentiles(ab_ms[0]).c_str(), Percentiles(ab_ms[1]).c_str(),
+               static_cast<unsigned long long>(ab.policy_in_place - ab_before.policy_in_place),
+               static_cast<unsigned long long>(ab.full_path - ab_before.full_path),
+               (ab.in_place_netlink_ns - ab_before.in_place_netlink_ns) / 1e6 /
+                   std::max<uint64_t>(1, ab.policy_in_place - ab_before.policy_in_place +
+                                             ab.update_in_place - ab_before.update_in_place),
+               static_cast<unsigned long long>(ab.cleanups_deferred - ab_before.cleanups_deferred),
+               ab.cleanups_committed == ab_before.cleanups_committed
+                   ? 0.0
+                   : (ab.cleanup_wait_ns - ab_before.cleanup_wait_ns) / 1e6 /
+                         (ab.cleanups_committed - ab_before.cleanups_committed),
+               ab.last_fallback.c_str());
+        if (cur != 0) {
+          (void)nft->UpdateDelta(irs[cur], *deltas[cur], where);
+          cur = 0;
+        }
+        std::vector<double> policy_plan_ms;
+        absl::StatusOr<DeltaIndex> policy_index = MakeDeltaIndex(irs[0], 1);
+        for (int i = 0; i < swaps && policy_index.ok(); ++i) {
+          DeltaIndexEdit edit;
+          auto t0 = std::chrono::steady_clock::now();
+          InPlacePlan p = PlanPolicyDelta(*policy_index, irs[0], *deltas[0], &edit);
+          policy_plan_ms.push_back(Ms(t0));
+          if (i == 0) {
+            printf("policy delta plan: %s, %zu rules and elements written%s\n",
+                   p.fallback.empty() ? "in place" : ("full path: " + p.fallback).c_str(),
+                   p.writes, p.cleanup_text.empty() ? "" : ", a cleanup");
+          }
+        }
+        printf("PlanPolicyDelta: %s\n", Percentiles(policy_plan_ms).c_str());
+      }
       // Its parts, without the kernel.
       absl::StatusOr<DeltaIndex> index = MakeDeltaIndex(irs[0], 1);
       std::vector<double> plan_ms, index_ms, grace_ms;
