@@ -366,7 +366,7 @@ class EbpfBackend : public Backend {
       last_update_ = absl::StrCat("full: in-place policy edit failed: ", s.message());
       return false;
     }
-    policy_ = std::move(edit->after);
+    ebpf::CommitPolicyEdit(policy_, std::move(*edit));
     installed_entries_ = entries;
     installed_policy_entries_ = PolicyEntries(*maps);
     installed_shape_ = Shape(next);

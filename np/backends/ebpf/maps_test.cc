@@ -1265,14 +1265,14 @@ TEST(PlanPolicyEditTest, EveryWriteOfTheOrderDecidesAsTheOldOrTheNewProgram) {
       for (uint32_t t = 0; t < next_maps->tables.size() && t < layout.tables.size(); ++t) {
         EXPECT_EQ(model.slots[NP_TABLE_SLOT(t, 0u)], model.slots[NP_TABLE_SLOT(t, 1u)]) << where;
       }
-      EXPECT_EQ(model.ports.size(), edit->after.ports_entries) << where;
-      EXPECT_EQ(model.tiers.size(), edit->after.tiers_entries) << where;
-      EXPECT_EQ(model.members.size(), edit->after.members_entries) << where;
+      EXPECT_EQ(model.ports.size(), edit->ports_entries) << where;
+      EXPECT_EQ(model.tiers.size(), edit->tiers_entries) << where;
+      EXPECT_EQ(model.members.size(), edit->members_entries) << where;
       ++edits;
       changed_tables += static_cast<int>(edit->changed_tables.size());
       changed_sets += static_cast<int>(edit->changed_peer_sets.size());
       writes += static_cast<int>(edit->Writes());
-      layout = std::move(edit->after);
+      CommitPolicyEdit(layout, std::move(*edit));
       previous = next;
     }
   }
