@@ -62,6 +62,10 @@ std::unique_ptr<Backend> MakeEbpfBackend(const BackendOptions& options = {});
 // policy, ..." for a policy edit) or
 // "full: <why not in place>"; empty before any Update or for another backend.
 std::string EbpfLastUpdate(const Backend& backend);
+// How many policy deltas (CompiledPolicyDelta with tables or peer sets) `backend`'s
+// UpdateDelta wrote in place, planned from the delta alone ("in place: policy delta"; one
+// that changes nothing the program reads is not counted), 0 for another backend.
+uint64_t EbpfPolicyDeltasInPlace(const Backend& backend);
 
 }  // namespace np::backends
 
