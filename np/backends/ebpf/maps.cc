@@ -1802,7 +1802,7 @@ void CommitPolicyEdit(PolicyLayout& l, PolicyEdit&& edit) {
     const uint32_t t = c.table;
     for (uint32_t p : l.tables[t].named) {
       std::vector<uint32_t>& v = l.peer_set_tables[p];
-      v.erase(std::find(v.begin(), v.end(), t));
+      if (auto it = std::find(v.begin(), v.end(), t); it != v.end()) v.erase(it);
     }
     for (uint32_t p : c.entries.named) {
       if (p >= l.peer_set_tables.size()) l.peer_set_tables.resize(p + 1);
