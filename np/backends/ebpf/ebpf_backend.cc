@@ -136,9 +136,7 @@ class EbpfBackend : public Backend {
                            const ir::CompiledPolicyDelta& delta,
                            const Attachment& attachment) override {
     if (!delta.peer_sets().empty() || !delta.tables().empty()) {
-      // A policy event: Update edits tables and peer sets in place (new slots, one
-      // np_config write); the identity-edit plan below covers ranges and endpoints only.
-      return Backend::UpdateDelta(previous, delta, attachment);
+      return PolicyDelta(previous, delta, attachment);
     }
     if (live_ == nullptr || attachment.netns != attachment_.netns) {
       return FullDelta(previous, delta, attachment,
@@ -256,6 +254,7 @@ class EbpfBackend : public Backend {
   }
 
   const std::string& last_update() const { return last_update_; }
+  uint64_t policy_deltas_in_place() const { return policy_deltas_in_place_; }
 
  private:
   // Sizes of an IR's parts: what Update checks `previous` against.
@@ -340,40 +339,120 @@ class EbpfBackend : public Backend {
       absl::StatusOr<ir::BackendCapacity> capacity = Measure(next, *maps);
       checked = capacity.ok() ? CheckCapacity(*capacity) : capacity.status();
     }
-    const size_t entries = installed_entries_ - installed_policy_entries_ + PolicyEntries(*maps);
-    auto budget = options_.budgets.find("map_entries");
-    if (checked.ok() &&
-        entries > (budget == options_.budgets.end() ? kEntryBudget : budget->second)) {
+    const size_t policy_entries = checked.ok() ? PolicyEntries(*maps) : 0;
+    const size_t entries = installed_entries_ - installed_policy_entries_ + policy_entries;
+    if (checked.ok() && entries > EntryBudget()) {
       checked = absl::ResourceExhaustedError("past the map entry budget");
     }
     if (!checked.ok()) {
       last_update_ = absl::StrCat("full: ", checked.message());
       return false;
     }
-    const uint32_t next_generation = live_->generation + 1;
     absl::StatusOr<ebpf::PolicyEdit> edit =
-        ebpf::PlanPolicyEdit(policy_, *maps, next_generation);
+        ebpf::PlanPolicyEdit(policy_, *maps, live_->generation + 1);
     if (!edit.ok()) {
       last_update_ = absl::StrCat("full: ", edit.status().message());
       return false;
     }
-    if (edit->Writes() == 0) {
+    if (!WritePolicy(*edit, entries, Shape(next), "policy")) return false;
+    installed_policy_entries_ = policy_entries;
+    return true;
+  }
+
+  // A policy delta (tables and peer sets only) written in place, planned from the delta
+  // and the layout the backend keeps (maps.h PlanPolicyEditFromDelta): the changed tables'
+  // and peer sets' entries under fresh numbers, one np_config write. Whatever it cannot do
+  // (nothing installed here, endpoints or ranges in the delta too, no room, a failed
+  // write) goes to Backend::UpdateDelta (copy, ApplyDelta, Update), which decides as
+  // Update does: an endpoint moving between tables loads a new generation there.
+  absl::Status PolicyDelta(const ir::CompiledPolicy& previous,
+                           const ir::CompiledPolicyDelta& delta, const Attachment& attachment) {
+    std::string why;
+    if (live_ == nullptr || !SameAttachment(attachment)) {
+      why = "nothing installed by this instance for this attachment";
+    } else if (Shape(previous) != installed_shape_) {
+      why = "`previous` is not what this instance installed";
+    } else {
+      absl::StatusOr<ebpf::PolicyEdit> edit =
+          ebpf::PlanPolicyEditFromDelta(policy_, previous, delta, live_->generation + 1);
+      // A malformed delta touches nothing (Backend::UpdateDelta's contract).
+      if (absl::IsInvalidArgument(edit.status())) return edit.status();
+      if (edit.ok()) {
+        // np's entry budget on the total, as Apply checks it; the kernel's limits hold by
+        // the room PlanPolicyEditFromDelta checked.
+        const size_t added_tables =
+            static_cast<size_t>(ApplyDeltaCount(delta.tables(), previous.tables_size()));
+        const long change =
+            static_cast<long>(edit->ports_entries + edit->tiers_entries + edit->members_entries) -
+            static_cast<long>(policy_.ports_entries + policy_.tiers_entries +
+                              policy_.members_entries) +
+            edit->lists_delta + static_cast<long>(added_tables);
+        const size_t entries = static_cast<size_t>(static_cast<long>(installed_entries_) + change);
+        const size_t policy_entries =
+            static_cast<size_t>(static_cast<long>(installed_policy_entries_) + change);
+        std::array<int, 6> shape = installed_shape_;
+        shape[4] += static_cast<int>(added_tables);
+        shape[5] += ApplyDeltaCount(delta.peer_sets(), previous.peer_sets_size());
+        if (entries > EntryBudget()) {
+          why = "past the map entry budget";
+        } else if (const bool writes = edit->Writes() > 0;
+                   WritePolicy(*edit, entries, shape, "policy delta")) {
+          installed_policy_entries_ = policy_entries;
+          policy_deltas_in_place_ += writes ? 1 : 0;
+          return absl::OkStatus();
+        } else if (live_ == nullptr) {
+          // The write failed half way: only a new generation is sure.
+          return FullDelta(previous, delta, attachment, last_update_);
+        } else {
+          why = last_update_;
+        }
+      } else {
+        why = std::string(edit.status().message());
+      }
+    }
+    absl::Status s = Backend::UpdateDelta(previous, delta, attachment);
+    last_update_ = absl::StrCat(last_update_, " (policy delta not in place: ", why, ")");
+    return s;
+  }
+
+  // How many of `items` (a delta's peer sets or tables, sorted by id) append to a list of
+  // `size`.
+  template <typename Items>
+  static int ApplyDeltaCount(const Items& items, int size) {
+    int appended = 0;
+    for (const auto& item : items) appended += item.id() >= static_cast<uint32_t>(size) ? 1 : 0;
+    return appended;
+  }
+
+  size_t EntryBudget() const {
+    auto budget = options_.budgets.find("map_entries");
+    return budget == options_.budgets.end() ? kEntryBudget : budget->second;
+  }
+
+  // Writes a planned policy edit into the live generation (loader.h EditPolicy) and
+  // records what is installed then: `entries` map entries, an IR of shape `shape`. False,
+  // last_update_ saying why, when it was not written: live_ is then null when the write
+  // failed half way (a new generation must be loaded), kept when nothing was written.
+  bool WritePolicy(ebpf::PolicyEdit& edit, size_t entries, const std::array<int, 6>& shape,
+                   absl::string_view kind) {
+    const uint32_t next_generation = live_->generation + 1;
+    if (edit.Writes() == 0) {
       last_update_ = "in place: nothing to change";
-      installed_shape_ = Shape(next);
+      installed_shape_ = shape;
       return true;
     }
-    if (absl::Status s = ebpf::EditPolicy(*live_, *edit, next_generation); !s.ok()) {
-      last_update_ = absl::StrCat("full: in-place policy edit failed: ", s.message());
+    if (absl::Status s = ebpf::EditPolicy(*live_, edit, next_generation); !s.ok()) {
+      last_update_ = absl::StrCat("full: in-place ", kind, " edit failed: ", s.message());
+      if (!absl::IsFailedPrecondition(s)) live_ = nullptr;
       return false;
     }
-    policy_ = std::move(edit->after);
-    installed_entries_ = entries;
-    installed_policy_entries_ = PolicyEntries(*maps);
-    installed_shape_ = Shape(next);
-    last_update_ = absl::StrCat("in place: policy, ", edit->Writes(), " writes, tables ",
-                                absl::StrJoin(edit->changed_tables, " "), " and peer sets ",
-                                absl::StrJoin(edit->changed_peer_sets, " "),
+    last_update_ = absl::StrCat("in place: ", kind, ", ", edit.Writes(), " writes, tables ",
+                                absl::StrJoin(edit.changed_tables, " "), " and peer sets ",
+                                absl::StrJoin(edit.changed_peer_sets, " "),
                                 " changed; generation ", next_generation);
+    ebpf::CommitPolicyEdit(policy_, std::move(edit));
+    installed_entries_ = entries;
+    installed_shape_ = shape;
     if (live_->last_wait_ms >= 0.01) {
       absl::StrAppend(&last_update_, "; waited ", absl::SixDigits(live_->last_wait_ms),
                       " ms for the previous edit's grace period");
@@ -566,6 +645,7 @@ class EbpfBackend : public Backend {
   uint32_t next_endpoint_id_ = 0;
   Attachment attachment_;
   std::string last_update_;
+  uint64_t policy_deltas_in_place_ = 0;  // UpdateDelta's policy deltas written in place
 };
 
 }  // namespace
@@ -577,6 +657,11 @@ std::unique_ptr<Backend> MakeEbpfBackend(const BackendOptions& options) {
 std::string EbpfLastUpdate(const Backend& backend) {
   const auto* ebpf = dynamic_cast<const EbpfBackend*>(&backend);
   return ebpf == nullptr ? std::string() : ebpf->last_update();
+}
+
+uint64_t EbpfPolicyDeltasInPlace(const Backend& backend) {
+  const auto* ebpf = dynamic_cast<const EbpfBackend*>(&backend);
+  return ebpf == nullptr ? 0 : ebpf->policy_deltas_in_place();
 }
 
 }  // namespace np::backends

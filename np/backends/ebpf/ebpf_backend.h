@@ -37,6 +37,12 @@
 // generation as Apply does. UpdateDelta makes the same
 // edit planned from a CompiledPolicyDelta alone (maps.h PlanIdentityEditFromDelta), in
 // time proportional to the delta; what it cannot edit in place it loads as Update does.
+// A policy delta (tables and peer sets by id, nothing else) is planned from the delta and
+// the layout the backend keeps of the live policy maps (maps.h PlanPolicyEditFromDelta:
+// the delta's tables and those naming a peer set whose members or `all` change are
+// encoded, nothing else) and written as Update writes a policy edit; one that also carries
+// endpoint, range or identity-pod edits, or does not fit, takes Backend::UpdateDelta's
+// default (copy + ApplyDelta + Update), which decides as Update does.
 // UpdateDelta also adds and deletes pods of this node in place (np_endpoints_addr entries,
 // with ids the backend keeps stable: np_abi.h np_endpoint.id) when their table exists. A
 // pod added with its interface (in `attachment`, not in the one installed) gets the live
@@ -62,6 +68,10 @@ std::unique_ptr<Backend> MakeEbpfBackend(const BackendOptions& options = {});
 // policy, ..." for a policy edit) or
 // "full: <why not in place>"; empty before any Update or for another backend.
 std::string EbpfLastUpdate(const Backend& backend);
+// How many policy deltas (CompiledPolicyDelta with tables or peer sets) `backend`'s
+// UpdateDelta wrote in place, planned from the delta alone ("in place: policy delta"; one
+// that changes nothing the program reads is not counted), 0 for another backend.
+uint64_t EbpfPolicyDeltasInPlace(const Backend& backend);
 
 }  // namespace np::backends
 

@@ -944,6 +944,121 @@ TEST_F(UpdateTest, PodOfTheNodeAddedWithItsInterfaceIsAttachedInPlace) {
   }
 }
 
+// Policy deltas written by hand (not DiffPrograms'), each sent and then undone by another
+// hand-made delta: a table replaced; a peer set turned into every address with no table in
+// the delta (the tables naming it are rewritten all the same); a peer set appended and named
+// in one delta, undone with it left a tombstone. Each goes in place (the same program, "in
+// place: policy delta", counted), and every hook of the node then decides as the IR
+// interpreter reads ApplyDelta(previous, delta). A malformed delta is refused with nothing
+// written; one that also moves an endpoint into a table loads a new generation (as Update
+// does), which decides right too.
+TEST_F(UpdateTest, HandMadePolicyDeltasGoInPlaceBothWays) {
+  const uint64_t seed = testing::FirstSeed();
+  std::mt19937_64 rng(seed);
+  const std::vector<ChurnPod> pods = FewChurnPods(rng);
+  std::unique_ptr<Backend> inc = MakeEbpfBackend();
+  const ir::CompiledPolicy original = ChurnIr(pods, true);
+  ir::CompiledPolicy previous = original;
+  ASSERT_TRUE(inc->Apply(previous, On(0)).ok());
+  const std::vector<IpAddress> peers = ChurnPeers(pods);
+  ProbeCounts counts;
+  auto program = [&] {
+    uint32_t id = 0;
+    InNetns(netns_[0], [&] { id = RunningProgram("h0", BPF_TC_INGRESS); });
+    return id;
+  };
+  auto send = [&](const ir::CompiledPolicyDelta& delta, const std::string& where,
+                  bool in_place) {
+    ir::CompiledPolicy next = previous;
+    ASSERT_TRUE(ApplyDelta(delta, &next).ok()) << where;
+    const uint32_t before_program = program();
+    const uint64_t before_deltas = EbpfPolicyDeltasInPlace(*inc);
+    ASSERT_TRUE(inc->UpdateDelta(previous, delta, On(0)).ok()) << where;
+    const std::string path = EbpfLastUpdate(*inc);
+    if (in_place) {
+      EXPECT_TRUE(absl::StartsWith(path, "in place: policy delta")) << where << ": " << path;
+      EXPECT_EQ(program(), before_program) << where << ": no new generation";
+      EXPECT_EQ(EbpfPolicyDeltasInPlace(*inc), before_deltas + 1) << where;
+    } else {
+      EXPECT_TRUE(absl::StartsWith(path, "full: ") &&
+                  absl::StrContains(path, "policy delta not in place"))
+          << where << ": " << path;
+      EXPECT_NE(program(), before_program) << where << ": a new generation";
+    }
+    ProbeHooks(netns_[0], previous, next, peers, where, counts);
+    previous = next;
+  };
+  {  // Table 0: TCP 80 from peer set 2 ({3}) instead of 0 ({1}); egress open.
+    ir::CompiledPolicyDelta there, back;
+    ir::Table* t = there.add_tables();
+    *t = original.tables(0);
+    t->mutable_ingress()->mutable_rules(0)->set_peer_set(2);
+    t->mutable_egress()->set_isolated(false);
+    t->mutable_egress()->clear_rules();
+    *back.add_tables() = original.tables(0);
+    send(there, "table 0 replaced", true);
+    send(back, "table 0 replaced back", true);
+  }
+  {  // Peer set 1 ({1, 2}: UDP 53) turned every address, no table in the delta.
+    ir::CompiledPolicyDelta there, back;
+    ir::PeerSet* p = there.add_peer_sets();
+    p->set_id(1);
+    p->set_all(true);
+    *back.add_peer_sets() = original.peer_sets(1);
+    send(there, "peer set 1 turned all", true);
+    send(back, "peer set 1 turned back", true);
+  }
+  {  // Peer set 4 = {2} appended, TCP 8080 (peer set 3 before) pointed at it; undone with
+     // peer set 4 left a tombstone.
+    ir::CompiledPolicyDelta there, back;
+    ir::PeerSet* p = there.add_peer_sets();
+    p->set_id(4);
+    p->add_identities(2);
+    ir::Table* t = there.add_tables();
+    *t = original.tables(0);
+    t->mutable_ingress()->mutable_rules(2)->set_peer_set(4);
+    back.add_peer_sets()->set_id(4);
+    *back.add_tables() = original.tables(0);
+    send(there, "peer set 4 appended and named", true);
+    send(back, "peer set 4 tombstoned", true);
+  }
+  {  // Malformed: a table past the program's count with a gap. Nothing written.
+    ir::CompiledPolicyDelta bad;
+    ir::Table* t = bad.add_tables();
+    *t = original.tables(0);
+    t->set_id(3);
+    const uint32_t before_generation = LiveGeneration(0);
+    EXPECT_TRUE(absl::IsInvalidArgument(inc->UpdateDelta(previous, bad, On(0))));
+    EXPECT_EQ(LiveGeneration(0), before_generation);
+    ProbeHooks(netns_[0], previous, previous, peers, "after a malformed delta", counts);
+  }
+  {  // Table 0 replaced and x/l1 selected into it: an endpoint's table changes.
+    ir::CompiledPolicyDelta moved;
+    ir::Table* t = moved.add_tables();
+    *t = original.tables(0);
+    t->mutable_ingress()->mutable_rules(0)->set_peer_set(1);
+    ir::EndpointSliceEdit* e = moved.add_endpoints();
+    e->set_begin(1);
+    e->set_end(2);
+    ir::Endpoint* l1 = e->add_endpoints();
+    *l1 = original.endpoints(1);
+    l1->set_selected(true);
+    l1->set_table(0);
+    send(moved, "table 0 replaced, x/l1 moved into it", false);
+  }
+  {  // In place again after the new generation.
+    ir::CompiledPolicyDelta there;
+    ir::PeerSet* p = there.add_peer_sets();
+    *p = original.peer_sets(0);
+    p->add_identities(3);
+    send(there, "peer set 0 gains identity 3", true);
+  }
+  std::printf("%d probes, %d allowed, %d changed\n", counts.probes, counts.allowed,
+              counts.changed);
+  EXPECT_EQ(EbpfPolicyDeltasInPlace(*inc), 7u);
+  EXPECT_GT(counts.changed, 20) << "the deltas should change verdicts the probes see";
+}
+
 // Policy events whose ids carry over (stable numbering: testing::PolicyEvent, and
 // hand-written ones: a table's rules and tier rules changed,
 // a peer set's identities changed, a peer set appended and named, a table appended, a
@@ -953,7 +1068,19 @@ TEST_F(UpdateTest, PodOfTheNodeAddedWithItsInterfaceIsAttachedInPlace) {
 // relabels (identity edits, which flip the bank too) in between decide right as well. A
 // pair that changes an endpoint's table is refused and loads a new generation, which is
 // right too; policy edits after it are in place again. Seeded (NP_TEST_SEED).
-TEST_F(UpdateTest, PolicyEventsAreEditedInPlaceAndDecideAsTheNextProgram) {
+// `through_deltas`: each event reaches the backend as DiffPrograms' delta through
+// UpdateDelta, the expected verdicts are the IR interpreter's of ApplyDelta(previous,
+// delta), EbpfLastUpdate says "in place: policy delta" and EbpfPolicyDeltasInPlace counts
+// them; every third seeded event is also undone (appended items left as tombstones) and
+// redone.
+class PolicyEventTest : public UpdateTest {
+ protected:
+  void Run(bool through_deltas);
+};
+TEST_F(PolicyEventTest, EditedInPlaceThroughUpdate) { Run(false); }
+TEST_F(PolicyEventTest, EditedInPlaceThroughDeltas) { Run(true); }
+
+void PolicyEventTest::Run(bool through_deltas) {
   const uint64_t seed = testing::FirstSeed();
   std::mt19937_64 rng(seed);
   const std::vector<ChurnPod> pods = FewChurnPods(rng);
@@ -967,13 +1094,34 @@ TEST_F(UpdateTest, PolicyEventsAreEditedInPlaceAndDecideAsTheNextProgram) {
     return id;
   };
   ProbeCounts counts;
-  int in_place = 0, full = 0;
+  int in_place = 0, full = 0, deltas_in_place = 0;
   // One Update: in place (same program, generation + 1) unless `expect_full`.
   auto update = [&](const ir::CompiledPolicy& next, const std::string& where, bool expect_full) {
     ASSERT_TRUE(CheckIr(next).ok()) << where << ": " << CheckIr(next);
     const uint32_t before_program = program(), before_generation = LiveGeneration(0);
-    ASSERT_TRUE(inc->Update(previous, next, On(0)).ok()) << where;
+    const uint64_t before_deltas = EbpfPolicyDeltasInPlace(*inc);
+    ir::CompiledPolicy expected = next;
+    bool policy_delta = false;
+    if (through_deltas) {
+      const std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(previous, next);
+      ASSERT_TRUE(delta.has_value()) << where;
+      policy_delta = delta->peer_sets_size() + delta->tables_size() > 0;
+      expected = previous;
+      ASSERT_TRUE(ApplyDelta(*delta, &expected).ok()) << where;
+      ASSERT_TRUE(inc->UpdateDelta(previous, *delta, On(0)).ok()) << where;
+    } else {
+      ASSERT_TRUE(inc->Update(previous, next, On(0)).ok()) << where;
+    }
     const std::string path = EbpfLastUpdate(*inc);
+    if (policy_delta && !expect_full) {
+      EXPECT_TRUE(absl::StartsWith(path, "in place: policy delta") ||
+                  path == "in place: nothing to change")
+          << where << ": " << path;
+      deltas_in_place += absl::StartsWith(path, "in place: policy delta");
+      EXPECT_EQ(EbpfPolicyDeltasInPlace(*inc) - before_deltas,
+                absl::StartsWith(path, "in place: policy delta") ? 1u : 0u)
+          << where << ": " << path;
+    }
     if (expect_full) {
       EXPECT_TRUE(absl::StartsWith(path, "full: ")) << where << ": " << path;
       EXPECT_NE(program(), before_program) << where << ": a new generation runs";
@@ -988,8 +1136,8 @@ TEST_F(UpdateTest, PolicyEventsAreEditedInPlaceAndDecideAsTheNextProgram) {
           << where;
       in_place += absl::StartsWith(path, "in place: policy");
     }
-    ProbeHooks(netns_[0], previous, next, peers, where, counts);
-    previous = next;
+    ProbeHooks(netns_[0], previous, expected, peers, where, counts);
+    previous = expected;
   };
   auto rule = [](ir::DirectionPolicy* d, ir::Protocol protocol, uint32_t port, uint32_t set) {
     AddPortRule(d, protocol, port, port, set);
@@ -1057,8 +1205,20 @@ TEST_F(UpdateTest, PolicyEventsAreEditedInPlaceAndDecideAsTheNextProgram) {
   int relabels = 0;
   for (int step = 0; step < 30; ++step) {
     std::string what;
+    const ir::CompiledPolicy before = previous;
     const ir::CompiledPolicy next = testing::PolicyEvent(previous, seed * 100 + step, &what);
     update(next, absl::StrCat("seed ", seed, " event ", step, ": ", what), false);
+    if (through_deltas && step % 3 == 1) {  // back (appended items as tombstones), forward
+      ir::CompiledPolicy undone = before;
+      for (int i = before.peer_sets_size(); i < next.peer_sets_size(); ++i) {
+        undone.add_peer_sets()->set_id(static_cast<uint32_t>(i));
+      }
+      for (int i = before.tables_size(); i < next.tables_size(); ++i) {
+        undone.add_tables()->set_id(static_cast<uint32_t>(i));
+      }
+      update(undone, absl::StrCat("seed ", seed, " event ", step, " undone"), false);
+      update(next, absl::StrCat("seed ", seed, " event ", step, " redone"), false);
+    }
     if (step % 3 != 2) continue;
     // A pod elsewhere relabelled (an identity edit, which bumps the generation too and so
     // flips the bank: the policy edit's cleanup must have made both banks equal first).
@@ -1086,9 +1246,14 @@ TEST_F(UpdateTest, PolicyEventsAreEditedInPlaceAndDecideAsTheNextProgram) {
     ++relabels;
   }
   EXPECT_EQ(relabels, 10);
-  std::printf("%d policy edits in place, %d full; %d probes, %d allowed, %d changed\n",
-              in_place, full, counts.probes, counts.allowed, counts.changed);
+  std::printf("%s: %d policy edits in place (%d policy deltas), %d full; %d probes, %d "
+              "allowed, %d changed\n", through_deltas ? "UpdateDelta" : "Update", in_place,
+              deltas_in_place, full, counts.probes, counts.allowed, counts.changed);
   EXPECT_GE(in_place, 15);
+  if (through_deltas) {
+    EXPECT_GE(deltas_in_place, 20) << "the native delta path should be taken";
+    EXPECT_EQ(EbpfPolicyDeltasInPlace(*inc), static_cast<uint64_t>(deltas_in_place));
+  }
   EXPECT_EQ(full, 1);
   EXPECT_GT(counts.changed, 20) << "the events should change verdicts the probes see";
   EXPECT_GT(counts.allowed, 50);

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -15,6 +16,9 @@
 
 namespace np::backends::ebpf {
 namespace {
+
+// Whether an IR peer set is every address (ir::PeerSet::all), by number.
+using PeerSetAll = absl::FunctionRef<bool(uint32_t)>;
 
 std::string Bytes(const void* p, size_t n) {
   return std::string(static_cast<const char*>(p), n);
@@ -126,7 +130,7 @@ bool SameRules(const std::vector<np_tier_rule>& a, const std::vector<np_tier_rul
 // ports) at destination `port`, as the program's ordered list. A rule whose peer set an
 // earlier entry already has can never decide (the earlier one matches the same packets
 // first), nor can anything after a rule for every peer: both are left out.
-std::vector<np_tier_rule> TierList(const ir::CompiledPolicy& ir,
+std::vector<np_tier_rule> TierList(PeerSetAll all_peers,
                                    const google::protobuf::RepeatedPtrField<ir::TierRule>& rules,
                                    uint8_t protocol, uint32_t port) {
   std::vector<np_tier_rule> out;
@@ -137,7 +141,7 @@ std::vector<np_tier_rule> TierList(const ir::CompiledPolicy& ir,
       if (port < rule.first_port() || port > rule.last_port()) continue;
     }
     if (!seen.insert(rule.peer_set()).second) continue;
-    const bool all = ir.peer_sets(static_cast<int>(rule.peer_set())).all();
+    const bool all = all_peers(rule.peer_set());
     np_tier_rule entry{};
     entry.peer_set = rule.peer_set();
     entry.action = static_cast<uint8_t>(rule.action());
@@ -150,7 +154,7 @@ std::vector<np_tier_rule> TierList(const ir::CompiledPolicy& ir,
 
 // np_tiers entries of one (table, direction, tier): every protocol and port covered (see
 // np_abi.h), adjacent port pieces with the same list merged before they become prefixes.
-void AddTierEntries(const ir::CompiledPolicy& ir, uint32_t table, uint8_t direction,
+void AddTierEntries(PeerSetAll all_peers, uint32_t table, uint8_t direction,
                     uint8_t tier, const google::protobuf::RepeatedPtrField<ir::TierRule>& rules,
                     MapContents& m, std::set<uint32_t>& member_sets,
                     std::map<std::string, uint32_t>& list_ids) {
@@ -171,7 +175,7 @@ void AddTierEntries(const ir::CompiledPolicy& ir, uint32_t table, uint8_t direct
     m.tiers.emplace_back(k, np_tier_ref{it->second});
   };
   add(TierKey(table, direction, tier, NP_TIER_PROTO_OTHER, 0, 0),
-      TierList(ir, rules, NP_TIER_PROTO_OTHER, 0));
+      TierList(all_peers, rules, NP_TIER_PROTO_OTHER, 0));
   for (uint8_t protocol : {uint8_t{6}, uint8_t{17}, uint8_t{132}}) {
     std::set<uint32_t> cuts = {0, 65536};
     for (const ir::TierRule& rule : rules) {
@@ -182,16 +186,57 @@ void AddTierEntries(const ir::CompiledPolicy& ir, uint32_t table, uint8_t direct
     std::vector<uint32_t> starts(cuts.begin(), cuts.end());  // ends with 65536
     size_t piece = 0;
     while (piece + 1 < starts.size()) {
-      std::vector<np_tier_rule> list = TierList(ir, rules, protocol, starts[piece]);
+      std::vector<np_tier_rule> list = TierList(all_peers, rules, protocol, starts[piece]);
       size_t end = piece + 1;
       while (end + 1 < starts.size() &&
-             SameRules(TierList(ir, rules, protocol, starts[end]), list)) {
+             SameRules(TierList(all_peers, rules, protocol, starts[end]), list)) {
         ++end;
       }
       for (auto [port, bits] : PortPrefixes(starts[piece], starts[end] - 1)) {
         add(TierKey(table, direction, tier, protocol, port, bits), list);
       }
       piece = end;
+    }
+  }
+}
+
+// Table `index`'s entries (np_tables value, np_tiers, np_ports, new tier lists) appended to
+// `m`: the peer sets named without NP_PEERS_ALL go to `member_sets`, `list_ids` shares
+// equal tier lists between tables. `table` must be well formed (CheckTable).
+void AppendTable(const ir::Table& table, uint32_t index, PeerSetAll all_peers, MapContents& m,
+                 std::set<uint32_t>& member_sets, std::map<std::string, uint32_t>& list_ids) {
+  np_table value{};
+  value.isolated[NP_DIR_INGRESS] = table.ingress().isolated() ? 1 : 0;
+  value.isolated[NP_DIR_EGRESS] = table.egress().isolated() ? 1 : 0;
+  for (uint8_t dir : {uint8_t{NP_DIR_INGRESS}, uint8_t{NP_DIR_EGRESS}}) {
+    const ir::DirectionPolicy& d = dir == NP_DIR_INGRESS ? table.ingress() : table.egress();
+    if (d.admin_size() > 0) {
+      value.tiers[dir] |= NP_TABLE_HAS_ADMIN;
+      AddTierEntries(all_peers, index, dir, NP_TIER_ADMIN, d.admin(), m, member_sets, list_ids);
+    }
+    if (d.baseline_size() > 0) {
+      value.tiers[dir] |= NP_TABLE_HAS_BASELINE;
+      AddTierEntries(all_peers, index, dir, NP_TIER_BASELINE, d.baseline(), m, member_sets,
+                     list_ids);
+    }
+  }
+  if (m.tables.size() <= index) m.tables.resize(index + 1);
+  m.tables[index] = value;
+  for (uint8_t dir : {uint8_t{NP_DIR_INGRESS}, uint8_t{NP_DIR_EGRESS}}) {
+    const ir::DirectionPolicy& d = dir == NP_DIR_INGRESS ? table.ingress() : table.egress();
+    for (const ir::PortRule& rule : d.rules()) {
+      const bool all = all_peers(rule.peer_set());
+      np_port_value v{rule.peer_set(), all ? uint32_t{NP_PEERS_ALL} : 0u};
+      if (!all) member_sets.insert(rule.peer_set());
+      for (auto [port, len] : PortPrefixes(rule.first_port(), rule.last_port())) {
+        np_port_key k{};
+        k.prefixlen = static_cast<uint32_t>(NP_PORT_KEY_FIXED_PREFIX + len);
+        k.table = index;
+        k.direction = dir;
+        k.protocol = static_cast<uint8_t>(rule.protocol());
+        k.port = NetworkPort(port);
+        m.ports.emplace_back(k, v);
+      }
     }
   }
 }
@@ -304,53 +349,11 @@ absl::StatusOr<MapContents> BuildMaps(const ir::CompiledPolicy& ir, uint32_t gen
     }
   }
 
-  for (int i = 0; i < ir.tables_size(); ++i) {
-    const ir::Table& t = ir.tables(i);
-    np_table v{};
-    v.isolated[NP_DIR_INGRESS] = t.ingress().isolated() ? 1 : 0;
-    v.isolated[NP_DIR_EGRESS] = t.egress().isolated() ? 1 : 0;
-    m.tables.push_back(v);
-  }
-
   std::set<uint32_t> member_sets;
   std::map<std::string, uint32_t> list_ids;  // a list's bytes -> its id in tier_lists
-  for (int i = 0; i < ir.tables_size(); ++i) {
-    for (uint8_t dir : {uint8_t{NP_DIR_INGRESS}, uint8_t{NP_DIR_EGRESS}}) {
-      const ir::DirectionPolicy& d =
-          dir == NP_DIR_INGRESS ? ir.tables(i).ingress() : ir.tables(i).egress();
-      if (d.admin_size() > 0) {
-        m.tables[i].tiers[dir] |= NP_TABLE_HAS_ADMIN;
-        AddTierEntries(ir, static_cast<uint32_t>(i), dir, NP_TIER_ADMIN, d.admin(), m,
-                       member_sets, list_ids);
-      }
-      if (d.baseline_size() > 0) {
-        m.tables[i].tiers[dir] |= NP_TABLE_HAS_BASELINE;
-        AddTierEntries(ir, static_cast<uint32_t>(i), dir, NP_TIER_BASELINE, d.baseline(), m,
-                       member_sets, list_ids);
-      }
-    }
-  }
-  for (int i = 0; i < ir.tables_size(); ++i) {
-    for (uint8_t dir : {uint8_t{NP_DIR_INGRESS}, uint8_t{NP_DIR_EGRESS}}) {
-      const ir::DirectionPolicy& d =
-          dir == NP_DIR_INGRESS ? ir.tables(i).ingress() : ir.tables(i).egress();
-      for (int j = 0; j < d.rules_size(); ++j) {  // CheckIr: well formed, disjoint
-        const ir::PortRule& rule = d.rules(j);
-        const int protocol = static_cast<int>(rule.protocol());
-        const ir::PeerSet& set = ir.peer_sets(static_cast<int>(rule.peer_set()));
-        np_port_value v{rule.peer_set(), set.all() ? uint32_t{NP_PEERS_ALL} : 0u};
-        if (!set.all()) member_sets.insert(rule.peer_set());
-        for (auto [port, len] : PortPrefixes(rule.first_port(), rule.last_port())) {
-          np_port_key k{};
-          k.prefixlen = static_cast<uint32_t>(NP_PORT_KEY_FIXED_PREFIX + len);
-          k.table = static_cast<uint32_t>(i);
-          k.direction = dir;
-          k.protocol = static_cast<uint8_t>(protocol);
-          k.port = NetworkPort(port);
-          m.ports.emplace_back(k, v);
-        }
-      }
-    }
+  auto all_peers = [&](uint32_t p) { return ir.peer_sets(static_cast<int>(p)).all(); };
+  for (int i = 0; i < ir.tables_size(); ++i) {  // CheckIr: well formed, disjoint
+    AppendTable(ir.tables(i), static_cast<uint32_t>(i), all_peers, m, member_sets, list_ids);
   }
   for (uint32_t s : member_sets) {
     const ir::PeerSet& set = ir.peer_sets(static_cast<int>(s));
@@ -1400,14 +1403,15 @@ struct Grouped {
   std::vector<std::vector<uint32_t>> table_lists;
   std::vector<std::vector<uint32_t>> peer_sets;
 };
-Grouped Group(const MapContents& maps) {
-  Grouped g;
+// The tables' part of Group; returns one past the highest peer set named.
+uint32_t GroupTables(const MapContents& maps, Grouped& g) {
   g.tables.resize(maps.tables.size());
   g.table_lists.resize(maps.tables.size());
   for (size_t t = 0; t < maps.tables.size(); ++t) g.tables[t].value = maps.tables[t];
   uint32_t peer_sets = 0;
   auto name = [&](TableEntries& e, uint32_t peer_set, bool all) {
     if (!all) e.peer_sets.push_back(peer_set);
+    e.named.push_back(peer_set);
     peer_sets = std::max(peer_sets, peer_set + 1);
   };
   for (const auto& [k, v] : maps.ports) {
@@ -1439,9 +1443,16 @@ Grouped Group(const MapContents& maps) {
   for (TableEntries& e : g.tables) {
     SortByKeyBytes(e.ports);
     SortByKeyBytes(e.tiers);
-    std::sort(e.peer_sets.begin(), e.peer_sets.end());
-    e.peer_sets.erase(std::unique(e.peer_sets.begin(), e.peer_sets.end()), e.peer_sets.end());
+    for (std::vector<uint32_t>* v : {&e.peer_sets, &e.named}) {
+      std::sort(v->begin(), v->end());
+      v->erase(std::unique(v->begin(), v->end()), v->end());
+    }
   }
+  return peer_sets;
+}
+Grouped Group(const MapContents& maps) {
+  Grouped g;
+  uint32_t peer_sets = GroupTables(maps, g);
   for (const np_member_key& k : maps.members) peer_sets = std::max(peer_sets, k.peer_set + 1);
   g.peer_sets.resize(peer_sets);
   for (const np_member_key& k : maps.members) g.peer_sets[k.peer_set].push_back(k.identity);
@@ -1449,12 +1460,140 @@ Grouped Group(const MapContents& maps) {
   return g;
 }
 
-// The physical form of `list` (peer sets through `slot`; past it: unchanged, as ALL ones).
-np_tier_value PhysicalList(np_tier_value list, const std::vector<uint32_t>& slot) {
-  for (uint32_t i = 0; i < std::min<uint32_t>(list.count, NP_TIER_MAX_RULES); ++i) {
-    if (list.rules[i].peer_set < slot.size()) list.rules[i].peer_set = slot[list.rules[i].peer_set];
+// One IR table's entries as Group would find them in BuildMaps' output, encoded alone;
+// `longest` receives its longest tier list.
+TableEntries EncodeTable(const ir::Table& table, PeerSetAll all_peers, size_t* longest) {
+  MapContents m;
+  std::set<uint32_t> member_sets;
+  std::map<std::string, uint32_t> list_ids;
+  AppendTable(table, 0, all_peers, m, member_sets, list_ids);
+  *longest = m.longest_tier_list;
+  Grouped g;
+  GroupTables(m, g);
+  return std::move(g.tables[0]);
+}
+
+bool Installed(const PolicyLayout& l, uint32_t peer_set) {
+  return peer_set < l.peer_set_slot.size() && l.peer_set_slot[peer_set] != NP_IDENTITY_NONE;
+}
+
+// The writes that turn `live` into a layout where `sets` have the given members (each under
+// a peer set number never used before) and `tables` the given entries (each under a
+// physical table no bank names, its lists in list slots no live table names), the bank of
+// `next_generation` pointing at them; the cleanup deletes what they replace. `tables` must
+// hold every installed table that names a peer set of `sets` (its entries name the set's
+// new number). The one planner of both PlanPolicyEdit and PlanPolicyEditFromDelta.
+absl::StatusOr<PolicyEdit> PlanChanges(const PolicyLayout& live,
+                                       std::vector<PolicyEdit::PeerSetChange> sets,
+                                       std::vector<PolicyEdit::TableChange> tables,
+                                       uint32_t next_generation) {
+  PolicyEdit edit;
+  if (sets.size() > NP_IDENTITY_NONE - live.next_peer_set_slot) {
+    return absl::FailedPreconditionError("peer set numbers are used up");
   }
-  return list;
+  edit.next_peer_set_slot = live.next_peer_set_slot;
+  absl::flat_hash_map<uint32_t, uint32_t> new_slot;  // IR peer set -> its new number
+  for (PolicyEdit::PeerSetChange& c : sets) {
+    c.slot = edit.next_peer_set_slot++;
+    new_slot[c.peer_set] = c.slot;
+    edit.changed_peer_sets.push_back(c.peer_set);
+    if (c.peer_set < live.peer_sets.size()) {
+      for (uint32_t id : live.peer_sets[c.peer_set]) {
+        edit.cleanup.member_deletes.push_back({live.peer_set_slot[c.peer_set], id});
+      }
+    }
+    for (uint32_t id : c.members) edit.member_adds.push_back({c.slot, id});
+  }
+  // A peer set's physical number once the edit is written (past the layout: unchanged, as
+  // ALL ones).
+  auto physical_set = [&](uint32_t p) {
+    auto it = new_slot.find(p);
+    if (it != new_slot.end()) return it->second;
+    return p < live.peer_set_slot.size() ? live.peer_set_slot[p] : p;
+  };
+  // Free numbers are taken in increasing order and each is marked taken as it is, so a
+  // number taken here is never one that `live` names: old slots of changed tables stay
+  // named by the live bank until the cleanup, and are reused only by a later edit.
+  uint32_t free_table = 0, free_list = 0;
+  std::map<uint32_t, uint32_t> list_unrefs;  // physical list -> references dropped
+  for (PolicyEdit::TableChange& c : tables) {
+    const uint32_t t = c.table;
+    const TableEntries& e = c.entries;
+    edit.changed_tables.push_back(t);
+    while (free_table < live.capacity.tables && live.table_used[free_table]) ++free_table;
+    if (free_table >= live.capacity.tables) {
+      return absl::FailedPreconditionError("np_tables has no room for the edit");
+    }
+    const uint32_t old_slot = live.table_slot[t];
+    c.slot = free_table++;
+    edit.table_writes.emplace_back(c.slot, e.value);
+    // Its lists, each in a list slot that no live table names (and none earlier in this edit).
+    for (np_tier_value physical : e.lists) {
+      for (uint32_t i = 0; i < std::min<uint32_t>(physical.count, NP_TIER_MAX_RULES); ++i) {
+        physical.rules[i].peer_set = physical_set(physical.rules[i].peer_set);
+      }
+      uint32_t at = NP_IDENTITY_NONE;
+      for (const auto& [written, value] : edit.list_writes) {
+        if (SameBytes(value, physical)) at = written;
+      }
+      if (at == NP_IDENTITY_NONE) {
+        while (free_list < live.capacity.tier_lists && live.list_refs[free_list] != 0) {
+          ++free_list;
+        }
+        if (free_list >= live.capacity.tier_lists) {
+          return absl::FailedPreconditionError("np_tier_lists has no room for the edit");
+        }
+        at = free_list++;
+        edit.list_writes.emplace_back(at, physical);
+      }
+      c.lists.push_back(at);
+    }
+    for (uint32_t list : live.table_lists[t]) ++list_unrefs[list];
+    for (auto [k, v] : e.ports) {
+      k.table = c.slot;
+      v.peer_set = physical_set(v.peer_set);
+      edit.port_adds.emplace_back(k, v);
+    }
+    for (const auto& [k, index] : e.tiers) {
+      np_tier_key key = k;
+      key.table = c.slot;
+      edit.tier_adds.emplace_back(key, np_tier_ref{c.lists[index]});
+    }
+    for (const auto& [k, v] : live.tables[t].ports) {
+      np_port_key key = k;
+      key.table = old_slot;
+      edit.cleanup.port_deletes.push_back(key);
+    }
+    for (const auto& [k, index] : live.tables[t].tiers) {
+      np_tier_key key = k;
+      key.table = old_slot;
+      edit.cleanup.tier_deletes.push_back(key);
+    }
+    edit.slot_writes.emplace_back(NP_TABLE_SLOT(t, next_generation), c.slot);
+    edit.cleanup.slot_writes.emplace_back(NP_TABLE_SLOT(t, next_generation + 1), c.slot);
+  }
+  for (const auto& [list, dropped] : list_unrefs) {
+    if (live.list_refs[list] == dropped) edit.cleanup.lists_freed.push_back(list);
+  }
+  // Room: the new entries are written while the old ones are still there.
+  const size_t ports = live.ports_entries + edit.port_adds.size();
+  const size_t tiers = live.tiers_entries + edit.tier_adds.size();
+  const size_t members = live.members_entries + edit.member_adds.size();
+  if (ports > live.capacity.ports || tiers > live.capacity.tiers ||
+      members > live.capacity.members) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the policy maps have no room for the edit (np_ports ", ports, "/",
+                     live.capacity.ports, ", np_tiers ", tiers, "/", live.capacity.tiers,
+                     ", np_members ", members, "/", live.capacity.members, ")"));
+  }
+  edit.ports_entries = ports - edit.cleanup.port_deletes.size();
+  edit.tiers_entries = tiers - edit.cleanup.tier_deletes.size();
+  edit.members_entries = members - edit.cleanup.member_deletes.size();
+  edit.lists_delta = static_cast<long>(edit.list_writes.size()) -
+                     static_cast<long>(edit.cleanup.lists_freed.size());
+  edit.new_tables = std::move(tables);
+  edit.new_peer_sets = std::move(sets);
+  return edit;
 }
 
 }  // namespace
@@ -1489,6 +1628,10 @@ PolicyLayout InitialLayout(const MapContents& maps) {
   }
   l.table_used.assign(l.capacity.tables, false);
   for (uint32_t t = 0; t < l.tables.size(); ++t) l.table_used[t] = true;
+  l.peer_set_tables.resize(l.peer_sets.size());  // Group: past every peer set named
+  for (uint32_t t = 0; t < l.tables.size(); ++t) {
+    for (uint32_t p : l.tables[t].named) l.peer_set_tables[p].push_back(t);
+  }
   l.ports_entries = maps.ports.size();
   l.tiers_entries = maps.tiers.size();
   l.members_entries = maps.members.size();
@@ -1498,124 +1641,185 @@ PolicyLayout InitialLayout(const MapContents& maps) {
 absl::StatusOr<PolicyEdit> PlanPolicyEdit(const PolicyLayout& live, const MapContents& next,
                                           uint32_t next_generation) {
   Grouped g = Group(next);
-  PolicyEdit edit;
-  PolicyLayout& after = edit.after;
-  after = live;
   // Peer sets: every one whose members differ gets a number never used, its members.
+  std::vector<PolicyEdit::PeerSetChange> sets;
   std::vector<bool> set_changed(std::max(g.peer_sets.size(), live.peer_sets.size()), false);
   for (uint32_t p = 0; p < g.peer_sets.size(); ++p) {
-    if (p < live.peer_sets.size() && live.peer_sets[p] == g.peer_sets[p]) continue;
+    if (p < live.peer_sets.size() && Installed(live, p) && live.peer_sets[p] == g.peer_sets[p]) {
+      continue;
+    }
     set_changed[p] = true;
-    edit.changed_peer_sets.push_back(p);
-    if (after.next_peer_set_slot == NP_IDENTITY_NONE) {
-      return absl::FailedPreconditionError("peer set numbers are used up");
-    }
-    const uint32_t slot = after.next_peer_set_slot++;
-    if (p < live.peer_sets.size()) {
-      for (uint32_t id : live.peer_sets[p]) edit.cleanup.member_deletes.push_back({live.peer_set_slot[p], id});
-    }
-    for (uint32_t id : g.peer_sets[p]) edit.member_adds.push_back({slot, id});
-    if (p >= after.peer_sets.size()) {
-      after.peer_sets.resize(p + 1);
-      after.peer_set_slot.resize(p + 1, NP_IDENTITY_NONE);
-    }
-    after.peer_sets[p] = g.peer_sets[p];
-    after.peer_set_slot[p] = slot;
+    sets.push_back({p, g.peer_sets[p]});
   }
   // A peer set that `next` no longer has members for (a tombstone past its peer sets).
   for (uint32_t p = static_cast<uint32_t>(g.peer_sets.size()); p < live.peer_sets.size(); ++p) {
     if (live.peer_sets[p].empty()) continue;
     set_changed[p] = true;
-    edit.changed_peer_sets.push_back(p);
-    for (uint32_t id : live.peer_sets[p]) edit.cleanup.member_deletes.push_back({live.peer_set_slot[p], id});
-    after.peer_sets[p].clear();
-    after.peer_set_slot[p] = after.next_peer_set_slot++;
+    sets.push_back({p, {}});
   }
   // Tables: the installed ones whose entries, or a peer set they name, changed.
-  const size_t tables = std::min(live.tables.size(), g.tables.size());
-  uint32_t free_table = 0, free_list = 0;
-  std::vector<uint32_t> lists_freed;
-  for (uint32_t t = 0; t < tables; ++t) {
+  std::vector<PolicyEdit::TableChange> tables;
+  for (uint32_t t = 0; t < std::min(live.tables.size(), g.tables.size()); ++t) {
     const TableEntries& e = g.tables[t];
     bool changed = !SameTableEntries(live.tables[t], e);
     for (uint32_t p : e.peer_sets) changed = changed || (p < set_changed.size() && set_changed[p]);
-    if (!changed) continue;
-    edit.changed_tables.push_back(t);
-    while (free_table < live.capacity.tables && after.table_used[free_table]) ++free_table;
-    if (free_table >= live.capacity.tables) {
-      return absl::FailedPreconditionError("np_tables has no room for the edit");
-    }
-    const uint32_t old_slot = live.table_slot[t], slot = free_table;
-    after.table_used[slot] = true;
-    edit.table_writes.emplace_back(slot, e.value);
-    // Its lists, each in a list slot that no live table names (and none earlier in this edit).
-    std::vector<uint32_t> physical_lists;
-    for (const np_tier_value& list : e.lists) {
-      const np_tier_value physical = PhysicalList(list, after.peer_set_slot);
-      uint32_t at = NP_IDENTITY_NONE;
-      for (const auto& [written, value] : edit.list_writes) {
-        if (SameBytes(value, physical)) at = written;
-      }
-      if (at == NP_IDENTITY_NONE) {
-        while (free_list < live.capacity.tier_lists &&
-               (live.list_refs[free_list] != 0 || after.list_refs[free_list] != 0)) {
-          ++free_list;
-        }
-        if (free_list >= live.capacity.tier_lists) {
-          return absl::FailedPreconditionError("np_tier_lists has no room for the edit");
-        }
-        at = free_list;
-        edit.list_writes.emplace_back(at, physical);
-      }
-      ++after.list_refs[at];
-      physical_lists.push_back(at);
-    }
-    for (uint32_t list : live.table_lists[t]) lists_freed.push_back(list);
-    for (auto [k, v] : e.ports) {
-      k.table = slot;
-      if (v.peer_set < after.peer_set_slot.size()) v.peer_set = after.peer_set_slot[v.peer_set];
-      edit.port_adds.emplace_back(k, v);
-    }
-    for (const auto& [k, index] : e.tiers) {
-      np_tier_key key = k;
-      key.table = slot;
-      edit.tier_adds.emplace_back(key, np_tier_ref{physical_lists[index]});
-    }
-    for (const auto& [k, v] : live.tables[t].ports) {
-      np_port_key key = k;
-      key.table = old_slot;
-      edit.cleanup.port_deletes.push_back(key);
-    }
-    for (const auto& [k, index] : live.tables[t].tiers) {
-      np_tier_key key = k;
-      key.table = old_slot;
-      edit.cleanup.tier_deletes.push_back(key);
-    }
-    edit.slot_writes.emplace_back(NP_TABLE_SLOT(t, next_generation), slot);
-    edit.cleanup.slot_writes.emplace_back(NP_TABLE_SLOT(t, next_generation + 1), slot);
-    after.tables[t] = e;
-    after.table_slot[t] = slot;
-    after.table_lists[t] = std::move(physical_lists);
-    after.table_used[old_slot] = false;  // free once the cleanup is written
+    if (changed) tables.push_back({t, std::move(g.tables[t])});
   }
-  for (uint32_t list : lists_freed) {
-    if (--after.list_refs[list] == 0) edit.cleanup.lists_freed.push_back(list);
+  return PlanChanges(live, std::move(sets), std::move(tables), next_generation);
+}
+
+absl::StatusOr<PolicyEdit> PlanPolicyEditFromDelta(const PolicyLayout& live,
+                                                   const ir::CompiledPolicy& from,
+                                                   const ir::CompiledPolicyDelta& delta,
+                                                   uint32_t next_generation) {
+  // Malformed, as ApplyDelta checks it (before anything is planned).
+  const uint32_t peer_sets = static_cast<uint32_t>(from.peer_sets_size());
+  uint32_t peer_sets_after = peer_sets;
+  for (int e = 0; e < delta.peer_sets_size(); ++e) {
+    const ir::PeerSet& set = delta.peer_sets(e);
+    if ((e > 0 && set.id() <= delta.peer_sets(e - 1).id()) || set.id() > peer_sets_after) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("peer_sets[", e, "]: id ", set.id(), " is not after the edit before it, ",
+                       "or leaves a gap past the program's ", peer_sets_after, " items"));
+    }
+    if (set.id() == peer_sets_after) ++peer_sets_after;
+    if (absl::Status s = CheckPeerSet(set, set.id(), static_cast<uint32_t>(from.identities_size()));
+        !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("peer_sets[", e, "]: ", s.message()));
+    }
   }
-  // Room: the new entries are written while the old ones are still there.
-  const size_t ports = live.ports_entries + edit.port_adds.size();
-  const size_t tiers = live.tiers_entries + edit.tier_adds.size();
-  const size_t members = live.members_entries + edit.member_adds.size();
-  if (ports > live.capacity.ports || tiers > live.capacity.tiers ||
-      members > live.capacity.members) {
+  uint32_t tables_after = static_cast<uint32_t>(from.tables_size());
+  for (int e = 0; e < delta.tables_size(); ++e) {
+    const ir::Table& table = delta.tables(e);
+    if ((e > 0 && table.id() <= delta.tables(e - 1).id()) || table.id() > tables_after) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tables[", e, "]: id ", table.id(), " is not after the edit before it, ",
+                       "or leaves a gap past the program's ", tables_after, " items"));
+    }
+    if (table.id() == tables_after) ++tables_after;
+    if (absl::Status s = CheckTable(table, table.id(), peer_sets_after); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("tables[", e, "]: ", s.message()));
+    }
+  }
+  if (!delta.ipv4().empty() || !delta.ipv6().empty() || !delta.endpoints().empty() ||
+      !delta.identity_pods().empty()) {
     return absl::FailedPreconditionError(
-        absl::StrCat("the policy maps have no room for the edit (np_ports ", ports, "/",
-                     live.capacity.ports, ", np_tiers ", tiers, "/", live.capacity.tiers,
-                     ", np_members ", members, "/", live.capacity.members, ")"));
+        "the delta changes address ranges, endpoints or identities' pods too");
   }
-  after.ports_entries = ports - edit.cleanup.port_deletes.size();
-  after.tiers_entries = tiers - edit.cleanup.tier_deletes.size();
-  after.members_entries = members - edit.cleanup.member_deletes.size();
-  return edit;
+  // The next program's peer sets and tables: the delta's, else `from`'s.
+  auto delta_set = [&](uint32_t p) -> const ir::PeerSet* {
+    auto it = std::lower_bound(delta.peer_sets().begin(), delta.peer_sets().end(), p,
+                               [](const ir::PeerSet& s, uint32_t id) { return s.id() < id; });
+    return it != delta.peer_sets().end() && it->id() == p ? &*it : nullptr;
+  };
+  auto set_of = [&](uint32_t p) -> const ir::PeerSet& {
+    const ir::PeerSet* s = delta_set(p);
+    return s != nullptr ? *s : from.peer_sets(static_cast<int>(p));
+  };
+  auto table_of = [&](uint32_t t) -> const ir::Table& {
+    auto it = std::lower_bound(delta.tables().begin(), delta.tables().end(), t,
+                               [](const ir::Table& s, uint32_t id) { return s.id() < id; });
+    return it != delta.tables().end() && it->id() == t ? *it : from.tables(static_cast<int>(t));
+  };
+  auto all_peers = [&](uint32_t p) { return set_of(p).all(); };
+  auto members_of = [&](const ir::PeerSet& s) {
+    return s.all() ? std::vector<uint32_t>()
+                   : std::vector<uint32_t>(s.identities().begin(), s.identities().end());
+  };
+  // Peer sets whose installed members change (new members by IR number), and the tables
+  // to encode: the delta's installed ones, and every installed one naming a peer set whose
+  // members or `all` change (its entries name the set's new number, or flags change).
+  std::map<uint32_t, std::vector<uint32_t>> set_changes;
+  std::set<uint32_t> to_encode;
+  auto names_changed = [&](uint32_t p) {
+    if (p >= live.peer_set_tables.size()) return;
+    for (uint32_t t : live.peer_set_tables[p]) to_encode.insert(t);
+  };
+  for (const ir::PeerSet& set : delta.peer_sets()) {
+    std::vector<uint32_t> members = members_of(set);
+    const bool installed = Installed(live, set.id());
+    const bool flag_changed = set.id() < peer_sets &&
+                              from.peer_sets(static_cast<int>(set.id())).all() != set.all();
+    if (installed ? live.peer_sets[set.id()] != members : !members.empty()) {
+      set_changes[set.id()] = std::move(members);
+      names_changed(set.id());
+    } else if (flag_changed) {
+      names_changed(set.id());
+    }
+  }
+  for (const ir::Table& table : delta.tables()) {
+    if (table.id() < live.tables.size()) to_encode.insert(table.id());
+  }
+  // Encode until no table names a peer set whose members are not installed: a set that a
+  // rewritten table now names, not installed before (no installed table named it), gets
+  // its members, and the tables naming it are rewritten too.
+  std::map<uint32_t, TableEntries> encoded;
+  while (!to_encode.empty()) {
+    const uint32_t t = *to_encode.begin();
+    to_encode.erase(to_encode.begin());
+    if (encoded.count(t) != 0) continue;
+    size_t longest = 0;
+    TableEntries e = EncodeTable(table_of(t), all_peers, &longest);
+    if (longest > NP_TIER_MAX_RULES) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("table ", t, ": a tier list of ", longest, " rules, past np_abi.h "
+                       "NP_TIER_MAX_RULES (", NP_TIER_MAX_RULES, ")"));
+    }
+    for (uint32_t q : e.peer_sets) {
+      if (set_changes.count(q) != 0) continue;
+      const ir::PeerSet& set = set_of(q);
+      if (Installed(live, q) &&
+          std::equal(live.peer_sets[q].begin(), live.peer_sets[q].end(),
+                     set.identities().begin(), set.identities().end())) {
+        continue;
+      }
+      set_changes[q] = members_of(set);
+      names_changed(q);
+    }
+    encoded.emplace(t, std::move(e));
+  }
+  std::vector<PolicyEdit::PeerSetChange> sets;
+  for (auto& [p, members] : set_changes) sets.push_back({p, std::move(members)});
+  std::vector<PolicyEdit::TableChange> tables;
+  for (auto& [t, e] : encoded) {
+    bool changed = !SameTableEntries(live.tables[t], e);
+    for (uint32_t p : e.peer_sets) changed = changed || set_changes.count(p) != 0;
+    if (changed) tables.push_back({t, std::move(e)});
+  }
+  return PlanChanges(live, std::move(sets), std::move(tables), next_generation);
+}
+
+void CommitPolicyEdit(PolicyLayout& l, PolicyEdit&& edit) {
+  for (PolicyEdit::PeerSetChange& c : edit.new_peer_sets) {
+    if (c.peer_set >= l.peer_sets.size()) {
+      l.peer_sets.resize(c.peer_set + 1);
+      l.peer_set_slot.resize(c.peer_set + 1, NP_IDENTITY_NONE);
+    }
+    l.peer_sets[c.peer_set] = std::move(c.members);
+    l.peer_set_slot[c.peer_set] = c.slot;
+  }
+  for (PolicyEdit::TableChange& c : edit.new_tables) {
+    const uint32_t t = c.table;
+    for (uint32_t p : l.tables[t].named) {
+      std::vector<uint32_t>& v = l.peer_set_tables[p];
+      if (auto it = std::find(v.begin(), v.end(), t); it != v.end()) v.erase(it);
+    }
+    for (uint32_t p : c.entries.named) {
+      if (p >= l.peer_set_tables.size()) l.peer_set_tables.resize(p + 1);
+      l.peer_set_tables[p].push_back(t);
+    }
+    for (uint32_t list : l.table_lists[t]) --l.list_refs[list];
+    for (uint32_t list : c.lists) ++l.list_refs[list];
+    l.table_used[l.table_slot[t]] = false;  // free once the cleanup is written
+    l.table_used[c.slot] = true;
+    l.tables[t] = std::move(c.entries);
+    l.table_slot[t] = c.slot;
+    l.table_lists[t] = std::move(c.lists);
+  }
+  l.next_peer_set_slot = edit.next_peer_set_slot;
+  l.ports_entries = edit.ports_entries;
+  l.tiers_entries = edit.tiers_entries;
+  l.members_entries = edit.members_entries;
 }
 
 }  // namespace np::backends::ebpf

@@ -258,6 +258,7 @@ struct TableEntries {
   std::vector<std::pair<np_tier_key, uint32_t>> tiers;       // -> index into lists; sorted
   std::vector<np_tier_value> lists;                          // distinct, first-use order
   std::vector<uint32_t> peer_sets;                           // named (not ALL), sorted
+  std::vector<uint32_t> named;  // every peer set an entry names, ALL ones too, sorted
 };
 
 // What a live generation's policy maps hold, by IR table and peer set, and where.
@@ -269,6 +270,9 @@ struct PolicyLayout {
   std::vector<uint32_t> peer_set_slot;             // IR peer set -> physical peer set
   std::vector<uint32_t> list_refs;   // physical list -> tables naming it (size: capacity)
   std::vector<bool> table_used;      // physical table -> named by a bank (size: capacity)
+  // IR peer set -> the IR tables above whose entries name it (TableEntries::named): the
+  // tables a delta must rewrite when a peer set's members or `all` change.
+  std::vector<std::vector<uint32_t>> peer_set_tables;
   uint32_t next_peer_set_slot = 0;   // past every physical peer set ever used
   size_t ports_entries = 0, tiers_entries = 0, members_entries = 0;
   PolicyCapacity capacity;
@@ -297,8 +301,26 @@ struct PolicyEdit {
   std::vector<std::pair<np_tier_key, np_tier_ref>> tier_adds;
   std::vector<std::pair<uint32_t, uint32_t>> slot_writes;  // np_table_slots, the next bank
   PolicyCleanup cleanup;
-  PolicyLayout after;  // the layout once the cleanup is written
   std::vector<uint32_t> changed_tables, changed_peer_sets;  // IR numbers
+  // What the layout becomes once the edit is written (CommitPolicyEdit): only the changed
+  // items, so that taking an edit costs its size, not a copy of the layout.
+  struct TableChange {
+    uint32_t table = 0;        // IR number
+    TableEntries entries;      // its new entries
+    uint32_t slot = 0;         // physical table
+    std::vector<uint32_t> lists;  // physical list of each of entries.lists
+  };
+  struct PeerSetChange {
+    uint32_t peer_set = 0;          // IR number
+    std::vector<uint32_t> members;  // identities, sorted
+    uint32_t slot = 0;              // physical peer set
+  };
+  std::vector<TableChange> new_tables;
+  std::vector<PeerSetChange> new_peer_sets;
+  uint32_t next_peer_set_slot = 0;
+  size_t ports_entries = 0, tiers_entries = 0, members_entries = 0;  // once cleaned up
+  // How many entries np_tier_lists holds more (negative: fewer) once cleaned up.
+  long lists_delta = 0;
   size_t Writes() const {
     return member_adds.size() + list_writes.size() + table_writes.size() + port_adds.size() +
            tier_adds.size() + slot_writes.size();
@@ -308,6 +330,24 @@ struct PolicyEdit {
 // FailedPrecondition (load a new generation) when the maps lack the room.
 absl::StatusOr<PolicyEdit> PlanPolicyEdit(const PolicyLayout& live, const MapContents& next,
                                           uint32_t next_generation);
+
+// The same edit for a policy delta of `from` (proto/compiled.proto CompiledPolicyDelta with
+// only `peer_sets` and `tables`: next = ApplyDelta(delta, from)), planned from the delta and
+// `live` alone: the delta's tables and the installed tables that name a peer set whose
+// members or `all` change (PolicyLayout::peer_set_tables) are encoded, nothing else, and
+// what is written is what PlanPolicyEdit would write for next's maps up to physical
+// numbers (peer sets no installed table names may keep members: no run reads them).
+// `from` must be the program installed, `live` its layout. InvalidArgument when the delta
+// is malformed (as ApplyDelta says), FailedPrecondition when it carries anything else, a
+// tier list is past NP_TIER_MAX_RULES or the maps lack the room (load a new generation).
+// Costs O(delta + tables rewritten + their peer sets' members): never a walk of `from`.
+absl::StatusOr<PolicyEdit> PlanPolicyEditFromDelta(const PolicyLayout& live,
+                                                   const ir::CompiledPolicy& from,
+                                                   const ir::CompiledPolicyDelta& delta,
+                                                   uint32_t next_generation);
+
+// `layout` once `edit` (planned from it) is written, cleanup included.
+void CommitPolicyEdit(PolicyLayout& layout, PolicyEdit&& edit);
 
 // The fewest port prefixes covering [first, last] (0 <= first <= last <= 65535), as
 // (first port of the block, prefix length 0..16).

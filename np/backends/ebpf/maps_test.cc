@@ -16,6 +16,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 #include "np/backends/ebpf/ebpf_backend.h"
 #include "np/backends/ebpf/testing/random_ir.h"
@@ -1189,8 +1190,10 @@ int WrongVerdicts(const PolicyMapsModel& model, const MapContents& node,
 // decides as the IR interpreter reads the old program until the bump and as the new one
 // from it on, cleanup included. The same writes in a wrong order (the bump first, the
 // cleanup before the bump, the live bank's slots written early) are caught: the model can
-// fail.
-TEST(PlanPolicyEditTest, EveryWriteOfTheOrderDecidesAsTheOldOrTheNewProgram) {
+// fail. `from_delta`: each edit planned by PlanPolicyEditFromDelta from DiffPrograms' delta
+// (and, every third event, the delta back to the program before and forward again), the
+// layout never rebuilt from a whole program.
+void CheckPolicyEditChains(bool from_delta) {
   int edits = 0, changed_tables = 0, changed_sets = 0, writes = 0;
   int caught[4] = {0, 0, 0, 0};
   for (uint64_t seed = testing::FirstSeed(); seed < testing::FirstSeed() + 20; ++seed) {
@@ -1208,15 +1211,40 @@ TEST(PlanPolicyEditTest, EveryWriteOfTheOrderDecidesAsTheOldOrTheNewProgram) {
         if (node.EndpointIndex(a) >= 0 || others++ < 6) addresses.push_back(a);
       }
     }
+    std::vector<std::pair<ir::CompiledPolicy, std::string>> events;
     for (int step = 0; step < 3; ++step) {
       std::string what;
-      const ir::CompiledPolicy next = testing::PolicyEvent(previous, seed * 10 + step, &what);
-      const std::string where = absl::StrCat("seed ", seed, " event ", step, ": ", what);
+      const ir::CompiledPolicy base = events.empty() ? previous : events.back().first;
+      ir::CompiledPolicy next = testing::PolicyEvent(base, seed * 10 + step, &what);
+      events.emplace_back(next, absl::StrCat("seed ", seed, " event ", step, ": ", what));
+      if (from_delta && step == 1) {  // back (appended items left as tombstones), forward again
+        ir::CompiledPolicy undone = base;
+        for (int i = base.peer_sets_size(); i < next.peer_sets_size(); ++i) {
+          undone.add_peer_sets()->set_id(static_cast<uint32_t>(i));
+        }
+        for (int i = base.tables_size(); i < next.tables_size(); ++i) {
+          undone.add_tables()->set_id(static_cast<uint32_t>(i));
+        }
+        events.emplace_back(undone, absl::StrCat("seed ", seed, " event ", step, " undone"));
+        events.emplace_back(next, absl::StrCat("seed ", seed, " event ", step, " redone"));
+      }
+    }
+    for (const auto& [next, where] : events) {
       ASSERT_TRUE(CheckIr(next).ok()) << where << CheckIr(next);
       absl::StatusOr<MapContents> next_maps = BuildMaps(next);
       ASSERT_TRUE(next_maps.ok()) << where << next_maps.status();
       const uint32_t next_generation = model.generation + 1;
-      absl::StatusOr<PolicyEdit> edit = PlanPolicyEdit(layout, *next_maps, next_generation);
+      absl::StatusOr<PolicyEdit> edit;
+      if (from_delta) {
+        const std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(previous, next);
+        ASSERT_TRUE(delta.has_value()) << where;
+        ir::CompiledPolicy applied = previous;
+        ASSERT_TRUE(ApplyDelta(*delta, &applied).ok()) << where;
+        ASSERT_TRUE(google::protobuf::util::MessageDifferencer::Equals(applied, next)) << where;
+        edit = PlanPolicyEditFromDelta(layout, previous, *delta, next_generation);
+      } else {
+        edit = PlanPolicyEdit(layout, *next_maps, next_generation);
+      }
       ASSERT_TRUE(edit.ok()) << where << edit.status();
       std::vector<uint16_t> ports = testing::ProbePorts(previous);
       for (uint16_t p : testing::ProbePorts(next)) ports.push_back(p);
@@ -1265,27 +1293,91 @@ TEST(PlanPolicyEditTest, EveryWriteOfTheOrderDecidesAsTheOldOrTheNewProgram) {
       for (uint32_t t = 0; t < next_maps->tables.size() && t < layout.tables.size(); ++t) {
         EXPECT_EQ(model.slots[NP_TABLE_SLOT(t, 0u)], model.slots[NP_TABLE_SLOT(t, 1u)]) << where;
       }
-      EXPECT_EQ(model.ports.size(), edit->after.ports_entries) << where;
-      EXPECT_EQ(model.tiers.size(), edit->after.tiers_entries) << where;
-      EXPECT_EQ(model.members.size(), edit->after.members_entries) << where;
+      EXPECT_EQ(model.ports.size(), edit->ports_entries) << where;
+      EXPECT_EQ(model.tiers.size(), edit->tiers_entries) << where;
+      EXPECT_EQ(model.members.size(), edit->members_entries) << where;
       ++edits;
       changed_tables += static_cast<int>(edit->changed_tables.size());
       changed_sets += static_cast<int>(edit->changed_peer_sets.size());
       writes += static_cast<int>(edit->Writes());
-      layout = std::move(edit->after);
+      CommitPolicyEdit(layout, std::move(*edit));
       previous = next;
     }
   }
-  EXPECT_EQ(edits, 60);
+  EXPECT_EQ(edits, from_delta ? 100 : 60);
   EXPECT_GT(changed_tables, 30) << "the events should change tables";
   EXPECT_GT(changed_sets, 10) << "the events should change peer sets";
   EXPECT_GT(writes, 100);
   EXPECT_GT(caught[1], 5) << "the bump before the writes should be caught";
   EXPECT_GT(caught[2], 5) << "the cleanup before the bump should be caught";
   EXPECT_GT(caught[3], 5) << "writing the live bank early should be caught";
-  std::printf("%d edits: %d tables and %d peer sets changed, %d writes; wrong orders caught "
-              "%d, %d, %d times\n", edits, changed_tables, changed_sets, writes, caught[1],
+  std::printf("%s: %d edits: %d tables and %d peer sets changed, %d writes; wrong orders caught "
+              "%d, %d, %d times\n", from_delta ? "from deltas" : "from programs", edits, changed_tables, changed_sets, writes, caught[1],
               caught[2], caught[3]);
+}
+
+TEST(PlanPolicyEditTest, EveryWriteOfTheOrderDecidesAsTheOldOrTheNewProgram) {
+  CheckPolicyEditChains(/*from_delta=*/false);
+}
+TEST(PlanPolicyEditFromDeltaTest, EveryWriteOfTheOrderDecidesAsTheOldOrTheNewProgram) {
+  CheckPolicyEditChains(/*from_delta=*/true);
+}
+
+// A delta that only turns a peer set into every address (`all`) or back, its tables left
+// as they are: the tables naming it must be rewritten all the same (their entries carry
+// NP_PEERS_ALL, tier lists stop at such a rule), which only the layout's
+// peer_set_tables tells a plan made from the delta. After the writes a run decides as the
+// IR interpreter reads the next program.
+TEST(PlanPolicyEditFromDeltaTest, APeerSetTurnedAllOrBackRewritesTheTablesNamingIt) {
+  int flips = 0, rewritten = 0, changed_verdicts = 0;
+  for (uint64_t seed = testing::FirstSeed(); seed < testing::FirstSeed() + 10; ++seed) {
+    const ir::CompiledPolicy previous = testing::RandomIr(seed);
+    absl::StatusOr<MapContents> maps = BuildMaps(previous);
+    ASSERT_TRUE(maps.ok()) << maps.status();
+    const PolicyLayout layout = InitialLayout(*maps);
+    const testing::IrInterpreter node(previous);
+    std::vector<IpAddress> addresses;
+    int others = 0;
+    for (const IpAddress& a : testing::ProbeAddresses(previous, seed)) {
+      if (node.EndpointIndex(a) >= 0 || others++ < 6) addresses.push_back(a);
+    }
+    std::vector<uint16_t> ports = testing::ProbePorts(previous);
+    if (ports.size() > 12) ports.resize(12);
+    for (int p = 0; p < previous.peer_sets_size(); ++p) {
+      if (static_cast<size_t>(p) >= layout.peer_set_tables.size() ||
+          layout.peer_set_tables[static_cast<size_t>(p)].empty()) {
+        continue;  // no table names it
+      }
+      const std::string where = absl::StrCat("seed ", seed, " peer set ", p);
+      ir::CompiledPolicy next = previous;
+      ir::PeerSet* set = next.mutable_peer_sets(p);
+      set->set_all(!set->all());
+      set->clear_identities();
+      if (!set->all()) set->add_identities(0);
+      const std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(previous, next);
+      ASSERT_TRUE(delta.has_value()) << where;
+      ASSERT_EQ(delta->peer_sets_size(), 1) << where;
+      ASSERT_EQ(delta->tables_size(), 0) << where;
+      absl::StatusOr<MapContents> next_maps = BuildMaps(next);
+      ASSERT_TRUE(next_maps.ok()) << where << next_maps.status();
+      absl::StatusOr<PolicyEdit> edit = PlanPolicyEditFromDelta(layout, previous, *delta, 2);
+      ASSERT_TRUE(edit.ok()) << where << edit.status();
+      PolicyMapsModel model(*maps, 1);
+      const testing::IrInterpreter new_ir(next);
+      changed_verdicts += WrongVerdicts(model, *next_maps, new_ir, addresses, ports, nullptr);
+      for (const auto& write : PolicyWrites(*edit, 2)) write(model);
+      std::string diff;
+      EXPECT_EQ(WrongVerdicts(model, *next_maps, new_ir, addresses, ports, &diff), 0)
+          << where << ": " << diff;
+      ++flips;
+      rewritten += static_cast<int>(edit->changed_tables.size());
+    }
+  }
+  std::printf("%d peer sets flipped, %d tables rewritten, %d verdicts changed\n", flips,
+              rewritten, changed_verdicts);
+  EXPECT_GT(flips, 20);
+  EXPECT_GE(rewritten, flips);
+  EXPECT_GT(changed_verdicts, 20) << "the flips should change what the probes see";
 }
 
 // Room: an edit whose new entries do not fit beside the old ones is refused (a new

@@ -8,8 +8,11 @@
 // Every fourth event or so is a pod of the node relabelled into another identity, by
 // UpdateDelta, timed apart ("UpdateDelta local relabel"). A fourth argument "back-to-back"
 // leaves out the untimed work between events.
-// A fourth argument "policy" times policy events instead (PolicyMain).
-// Root only.  bazel run //np/backends/ebpf:update_bench -- 110 10000 300 [back-to-back|policy]
+// A fourth argument "policy" times policy events instead (PolicyMain); "policy-delta" times
+// them as deltas through UpdateDelta, natively against the default path (PolicyDeltaMain;
+// a fifth argument: the gap between events in ms, default 20).
+// Root only.
+//   bazel run //np/backends/ebpf:update_bench -- 110 10000 300 [back-to-back|policy|policy-delta [gap_ms]]
 #include <linux/membarrier.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -126,6 +129,108 @@ double Percentile(std::vector<double> v, double p) {
 // splits a new generation's cost: Generation::Load of empty maps (object open, the
 // verifier, tiny maps), Load of the node's maps, the fill alone (every entry written again
 // into the loaded maps), BuildMaps, and what Apply adds (attach / replace on every veth).
+// Policy event `e` of the benchmarks on `previous` (NodeIr's): even ones add a rule (TCP 443
+// of table e / 2 % 8 from peer set 9, a tombstone or new, now three classes or so), odd ones
+// delete it again (peer set 9 a tombstone).
+ir::CompiledPolicy PolicyEvent(const ir::CompiledPolicy& previous, int e, std::mt19937_64& rng) {
+  ir::CompiledPolicy next = previous;
+  const uint32_t table = static_cast<uint32_t>(e / 2 % 8);
+  if (e % 2 == 0) {
+    if (next.peer_sets_size() < 10) next.add_peer_sets()->set_id(9);
+    ir::PeerSet* set = next.mutable_peer_sets(9);
+    set->clear_identities();
+    for (uint32_t c = 1; c <= 8; ++c) {
+      if (rng() % 3 == 0) set->add_identities(c);
+    }
+    ir::PortRule* r = next.mutable_tables(static_cast<int>(table))->mutable_ingress()->add_rules();
+    r->set_protocol(ir::TCP);
+    r->set_first_port(443);
+    r->set_last_port(443);
+    r->set_peer_set(9);
+  } else {
+    auto* rules = next.mutable_tables(static_cast<int>(table))->mutable_ingress()->mutable_rules();
+    rules->RemoveLast();
+    next.mutable_peer_sets(9)->clear_identities();
+  }
+  return next;
+}
+
+// Policy events as deltas (DiffPrograms, untimed) through UpdateDelta: natively (planned
+// from the delta, maps.h PlanPolicyEditFromDelta) and through Backend::UpdateDelta's default
+// (copy + ApplyDelta + Update, which plans from the whole next program), alternating by
+// pairs of events (add and delete) on one backend, `gap_ms` apart (the agent's
+// --min-interval). Prints p50/p99 of each and their ratio, and how many events waited for
+// the previous edit's grace period.
+int PolicyDeltaMain(int local, int cluster, int events, int gap_ms, const std::string& netns,
+                    const Attachment& attachment, const std::vector<Pod>& pods,
+                    const std::vector<uint32_t>& local_identity) {
+  std::unique_ptr<Backend> backend = MakeEbpfBackend();
+  ir::CompiledPolicy previous = NodeIr(local, pods, local_identity);
+  absl::Status s = backend->Apply(previous, attachment);
+  std::vector<double> arm_ms[2];  // 0: native, 1: the default path
+  int waited[2] = {0, 0}, wrong_path[2] = {0, 0};
+  std::vector<double> wait_ms[2];  // how long the events that waited did
+  std::string last_wrong;
+  std::mt19937_64 rng(2);
+  // The events and their deltas made first, so that with `gap_ms` 0 one edit follows the
+  // other at once (and waits for what is left of the previous one's grace period).
+  std::vector<std::pair<ir::CompiledPolicy, ir::CompiledPolicyDelta>> steps;
+  for (int e = 0; e < events; ++e) {
+    const ir::CompiledPolicy& base = steps.empty() ? previous : steps.back().first;
+    ir::CompiledPolicy next = PolicyEvent(base, e, rng);
+    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(base, next);
+    if (!delta.has_value()) return 1;
+    steps.emplace_back(std::move(next), std::move(*delta));
+  }
+  for (int e = 0; s.ok() && e < events; ++e) {
+    const int arm = (e / 2) % 2;
+    const ir::CompiledPolicy& next = steps[static_cast<size_t>(e)].first;
+    const std::optional<ir::CompiledPolicyDelta> delta = steps[static_cast<size_t>(e)].second;
+    const uint64_t before = EbpfPolicyDeltasInPlace(*backend);
+    absl::Time t = absl::Now();
+    s = arm == 0 ? backend->UpdateDelta(previous, *delta, attachment)
+                 : backend->Backend::UpdateDelta(previous, *delta, attachment);
+    arm_ms[arm].push_back(absl::ToDoubleMilliseconds(absl::Now() - t));
+    const std::string path = EbpfLastUpdate(*backend);
+    const bool native = EbpfPolicyDeltasInPlace(*backend) == before + 1;
+    if (arm == 0 ? !native : (native || !absl::StartsWith(path, "in place: policy"))) {
+      ++wrong_path[arm];
+      last_wrong = path;
+    }
+    if (const size_t at = path.find("; waited "); at != std::string::npos) {
+      ++waited[arm];
+      wait_ms[arm].push_back(std::atof(path.c_str() + at + 9));
+    }
+    previous = next;
+    if (gap_ms > 0) absl::SleepFor(absl::Milliseconds(gap_ms));
+  }
+  if (!s.ok()) std::fprintf(stderr, "error: %s\n", s.ToString().c_str());
+  (void)backend->Remove(attachment);
+  (void)RunCommand({"ip", "netns", "del", netns});
+  if (!s.ok() || arm_ms[0].empty() || arm_ms[1].empty()) return 1;
+  std::printf("ebpf policy deltas: %d pods on the node, %d in the cluster, %d events %d ms "
+              "apart (policy add / delete), native and default path alternating by pairs; "
+              "wrong path taken %d / %d times%s%s\n",
+              local, cluster, events, gap_ms, wrong_path[0], wrong_path[1],
+              last_wrong.empty() ? "" : ", last: ", last_wrong.c_str());
+  for (int arm = 0; arm < 2; ++arm) {
+    std::printf("%-34s p50 %8.3f ms  p99 %8.3f ms  max %8.3f ms  waited %d of %zu",
+                arm == 0 ? "UpdateDelta native" : "UpdateDelta default (copy+Update)",
+                Percentile(arm_ms[arm], 0.5), Percentile(arm_ms[arm], 0.99),
+                *std::max_element(arm_ms[arm].begin(), arm_ms[arm].end()), waited[arm],
+                arm_ms[arm].size());
+    if (!wait_ms[arm].empty()) {
+      std::printf(" (p50 %.3f ms, max %.3f ms)", Percentile(wait_ms[arm], 0.5),
+                  *std::max_element(wait_ms[arm].begin(), wait_ms[arm].end()));
+    }
+    std::printf("\n");
+  }
+  std::printf("ratio native / default: p50 %.3f  p99 %.3f\n",
+              Percentile(arm_ms[0], 0.5) / Percentile(arm_ms[1], 0.5),
+              Percentile(arm_ms[0], 0.99) / Percentile(arm_ms[1], 0.99));
+  return 0;
+}
+
 int PolicyMain(int local, int cluster, int events, const std::string& netns,
                const Attachment& attachment, const std::vector<Pod>& pods,
                const std::vector<uint32_t>& local_identity) {
@@ -139,25 +244,7 @@ int PolicyMain(int local, int cluster, int events, const std::string& netns,
   ir::CompiledPolicy previous = base;
   std::mt19937_64 rng(2);
   for (int e = 0; s.ok() && e < events; ++e) {
-    ir::CompiledPolicy next = previous;
-    const uint32_t table = static_cast<uint32_t>(e / 2 % 8);
-    if (e % 2 == 0) {  // add: peer set 9 (a tombstone or new) = three classes, named
-      if (next.peer_sets_size() < 10) next.add_peer_sets()->set_id(9);
-      ir::PeerSet* set = next.mutable_peer_sets(9);
-      set->clear_identities();
-      for (uint32_t c = 1; c <= 8; ++c) {
-        if (rng() % 3 == 0) set->add_identities(c);
-      }
-      ir::PortRule* r = next.mutable_tables(static_cast<int>(table))->mutable_ingress()->add_rules();
-      r->set_protocol(ir::TCP);
-      r->set_first_port(443);
-      r->set_last_port(443);
-      r->set_peer_set(9);
-    } else {  // delete: the rule gone, peer set 9 a tombstone
-      auto* rules = next.mutable_tables(static_cast<int>(table))->mutable_ingress()->mutable_rules();
-      rules->RemoveLast();
-      next.mutable_peer_sets(9)->clear_identities();
-    }
+    ir::CompiledPolicy next = PolicyEvent(previous, e, rng);
     absl::Time t = absl::Now();
     s = backend->Update(previous, next, attachment);
     in_place_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - t));
@@ -273,6 +360,11 @@ int Main(int argc, char** argv) {
   if (argc > 4 && std::string(argv[4]) == "policy") {
     std::remove(("/tmp/" + netns + ".batch").c_str());
     return PolicyMain(local, cluster, events, netns, attachment, pods, local_identity);
+  }
+  if (argc > 4 && std::string(argv[4]) == "policy-delta") {
+    std::remove(("/tmp/" + netns + ".batch").c_str());
+    return PolicyDeltaMain(local, cluster, events, argc > 5 ? std::atoi(argv[5]) : 20, netns,
+                           attachment, pods, local_identity);
   }
   std::unique_ptr<Backend> backend = MakeEbpfBackend();
   ir::CompiledPolicy previous = NodeIr(local, pods, local_identity);
