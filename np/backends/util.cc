@@ -1,8 +1,9 @@
 #include "np/backends/util.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <poll.h>
-#include <spawn.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 #include <limits>
+#include <memory>
 
 #include <map>
 #include <optional>
@@ -20,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "np/types.h"
 
@@ -27,107 +30,232 @@ extern char** environ;
 
 namespace np::backends {
 
+namespace {
+
+// argv[0] as a path: as given when it has a slash, else the first executable of that name
+// in PATH (as execvp would find it; looked up here because the child must not allocate).
+absl::StatusOr<std::string> ExecutablePath(const std::string& name) {
+  if (name.find('/') != std::string::npos) return name;
+  const char* path = getenv("PATH");
+  for (absl::string_view dir : absl::StrSplit(
+           path != nullptr ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+           ':')) {
+    std::string candidate = absl::StrCat(dir.empty() ? "." : dir, "/", name);
+    if (access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return absl::NotFoundError(absl::StrCat("cannot run ", name, ": not found in PATH"));
+}
+
+// What the child of StartChild needs, all prepared by the parent: the child shares the
+// parent's memory until it execs (CLONE_VM | CLONE_VFORK) and may only make system calls.
+struct ChildSetup {
+  const char* path;
+  char* const* argv;
+  int stdio[3];
+  int netns;                     // -1: stay in the parent's network namespace
+  const sigset_t* parent_mask;   // restored just before exec
+};
+
+int ChildMain(void* arg) {
+  const ChildSetup& c = *static_cast<const ChildSetup*>(arg);
+  // Every caught signal back to its default (the handlers are the parent's code, on the
+  // parent's memory), and SIGPIPE too (the parent ignores it); all signals are blocked
+  // until the mask is restored below, so no handler runs here in between.
+  struct sigaction action = {};
+  for (int s = 1; s < NSIG; ++s) {
+    if (sigaction(s, nullptr, &action) != 0) continue;
+    if (s == SIGPIPE || (action.sa_handler != SIG_DFL && action.sa_handler != SIG_IGN)) {
+      action = {};
+      action.sa_handler = SIG_DFL;
+      (void)sigaction(s, &action, nullptr);
+    }
+  }
+  // dup2 leaves the copies without O_CLOEXEC; every pipe end itself closes at exec.
+  for (int fd = 0; fd < 3; ++fd) {
+    if (dup2(c.stdio[fd], fd) < 0) _exit(127);
+  }
+  auto fail = [](const char* what) {
+    const char* text = strerror(errno);
+    (void)!write(2, what, strlen(what));
+    (void)!write(2, text, strlen(text));
+    (void)!write(2, "\n", 1);
+    _exit(127);
+  };
+  if (c.netns >= 0 && setns(c.netns, CLONE_NEWNET) != 0) fail("setns: ");
+  sigprocmask(SIG_SETMASK, c.parent_mask, nullptr);
+  execve(c.path, c.argv, environ);
+  fail("exec: ");
+  return 127;
+}
+
+// One started command and its ends of the pipes (-1 once closed).
+struct Child {
+  pid_t pid = -1;
+  std::string what;  // argv joined, for errors
+  absl::string_view input;
+  size_t written = 0;
+  int in = -1, out = -1, err = -1;
+  std::string stdout_text, stderr_text;
+};
+
+// Starts argv with pipes on its stdin, stdout and stderr, inside the network namespace open
+// as `netns` (-1: this process's). Like posix_spawn, the child shares the parent's memory
+// until it execs (no copy of a large agent's page tables, no copy-on-write faults after: bench/
+// RESULTS.md, issue 13); unlike it, the child can enter a network namespace first (setns),
+// so no `ip netns exec` process is needed. The pipes are O_CLOEXEC: a child started beside
+// this one (RunCommands) inherits none of them, so never holds this one's stdin open.
+absl::Status StartChild(const std::vector<std::string>& argv, int netns, Child& child) {
+  child.what = absl::StrJoin(argv, " ");
+  absl::StatusOr<std::string> path = ExecutablePath(argv[0]);
+  if (!path.ok()) return path.status();
+  int in_pipe[2], out_pipe[2], err_pipe[2];
+  if (pipe2(in_pipe, O_CLOEXEC) != 0) {
+    return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
+  }
+  if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0) {
+    const int error = errno;
+    for (int fd : {in_pipe[0], in_pipe[1], out_pipe[0], out_pipe[1]}) close(fd);
+    return absl::InternalError(absl::StrCat("pipe: ", std::strerror(error)));
+  }
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  sigset_t all, parent_mask;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &parent_mask);
+  ChildSetup setup{path->c_str(), args.data(), {in_pipe[0], out_pipe[1], err_pipe[1]}, netns,
+                   &parent_mask};
+  // The child runs on this stack until it execs (CLONE_VFORK: this thread waits until then).
+  constexpr size_t kStack = 64 * 1024;
+  std::unique_ptr<char[]> stack(new char[kStack]);
+  const pid_t pid = clone(ChildMain, stack.get() + kStack, CLONE_VM | CLONE_VFORK | SIGCHLD,
+                          &setup);
+  const int error = errno;
+  pthread_sigmask(SIG_SETMASK, &parent_mask, nullptr);
+  close(in_pipe[0]);
+  close(out_pipe[1]);
+  close(err_pipe[1]);
+  if (pid < 0) {
+    for (int fd : {in_pipe[1], out_pipe[0], err_pipe[0]}) close(fd);
+    return absl::InternalError(absl::StrCat("cannot run ", argv[0], ": ", std::strerror(error)));
+  }
+  child.pid = pid;
+  child.in = in_pipe[1];
+  child.out = out_pipe[0];
+  child.err = err_pipe[0];
+  fcntl(child.in, F_SETFL, O_NONBLOCK);
+  if (child.input.empty()) {
+    close(child.in);
+    child.in = -1;
+  }
+  return absl::OkStatus();
+}
+
+// Feeds every child's stdin and drains its stdout and stderr, all at once (so that large
+// inputs and outputs never block, and children run side by side), then reaps each: its
+// stdout, or an error with its stderr and exit status.
+std::vector<absl::StatusOr<std::string>> FinishChildren(std::vector<Child>& children) {
+  signal(SIGPIPE, SIG_IGN);  // a child that exits early must not kill this process
+  char buffer[65536];
+  while (true) {
+    std::vector<pollfd> fds;
+    std::vector<std::pair<Child*, int*>> owners;  // per pollfd: its child and which end
+    for (Child& c : children) {
+      if (c.in >= 0) fds.push_back({c.in, POLLOUT, 0}), owners.emplace_back(&c, &c.in);
+      if (c.out >= 0) fds.push_back({c.out, POLLIN, 0}), owners.emplace_back(&c, &c.out);
+      if (c.err >= 0) fds.push_back({c.err, POLLIN, 0}), owners.emplace_back(&c, &c.err);
+    }
+    if (fds.empty()) break;
+    if (poll(fds.data(), fds.size(), -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    for (size_t i = 0; i < fds.size(); ++i) {
+      if (fds[i].revents == 0) continue;
+      Child& c = *owners[i].first;
+      int& fd = *owners[i].second;
+      if (&fd == &c.in) {
+        const ssize_t w = write(fd, c.input.data() + c.written, c.input.size() - c.written);
+        if (w > 0) c.written += static_cast<size_t>(w);
+        if (w < 0 && errno != EAGAIN) c.written = c.input.size();  // the child stopped reading
+        if (c.written < c.input.size()) continue;
+      } else {
+        const ssize_t r = read(fd, buffer, sizeof(buffer));
+        if (r > 0) {
+          (&fd == &c.out ? c.stdout_text : c.stderr_text).append(buffer, static_cast<size_t>(r));
+          continue;
+        }
+        if (r < 0 && errno == EINTR) continue;
+      }
+      close(fd);
+      fd = -1;
+    }
+  }
+  std::vector<absl::StatusOr<std::string>> results;
+  for (Child& c : children) {
+    for (int* fd : {&c.in, &c.out, &c.err}) {
+      if (*fd >= 0) close(*fd);
+      *fd = -1;
+    }
+    int status = 0;
+    while (waitpid(c.pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      results.push_back(absl::InternalError(absl::StrCat(
+          c.what, " failed (",
+          WIFEXITED(status) ? absl::StrCat("exit ", WEXITSTATUS(status)) : "killed", "): ",
+          absl::StripAsciiWhitespace(c.stderr_text))));
+    } else {
+      results.push_back(std::move(c.stdout_text));
+    }
+  }
+  return results;
+}
+
+}  // namespace
+
 absl::StatusOr<std::string> RunCommand(const std::vector<std::string>& argv_in,
                                        absl::string_view input, absl::string_view netns) {
   std::vector<std::string> argv;
   if (!netns.empty()) argv = {"ip", "netns", "exec", std::string(netns)};
   argv.insert(argv.end(), argv_in.begin(), argv_in.end());
-  int in_pipe[2], out_pipe[2], err_pipe[2];
-  if (pipe(in_pipe) != 0 || pipe(out_pipe) != 0 || pipe(err_pipe) != 0) {
-    return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
-  }
-  // posix_spawn, not fork: glibc starts the child with vfork semantics (no copy of the
-  // parent's page tables), so a long-running agent with a large heap does not pay a fork's
-  // copy plus the copy-on-write faults that follow it on every kernel update
-  // (bench/RESULTS.md, issue 13: engine updates cost 16-98 ms after an nft sync with fork).
-  std::vector<char*> args;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, in_pipe[0], 0);
-  posix_spawn_file_actions_adddup2(&actions, out_pipe[1], 1);
-  posix_spawn_file_actions_adddup2(&actions, err_pipe[1], 2);
-  for (int fd : {in_pipe[0], in_pipe[1], out_pipe[0], out_pipe[1], err_pipe[0], err_pipe[1]}) {
-    posix_spawn_file_actions_addclose(&actions, fd);
-  }
-  // The child gets SIGPIPE's default back (this process ignores it, below).
-  posix_spawnattr_t attributes;
-  posix_spawnattr_init(&attributes);
-  sigset_t default_signals;
-  sigemptyset(&default_signals);
-  sigaddset(&default_signals, SIGPIPE);
-  posix_spawnattr_setsigdefault(&attributes, &default_signals);
-  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGDEF);
-  pid_t pid = 0;
-  const int spawned = posix_spawnp(&pid, args[0], &actions, &attributes, args.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attributes);
-  if (spawned != 0) {
-    for (int fd : {in_pipe[0], in_pipe[1], out_pipe[0], out_pipe[1], err_pipe[0], err_pipe[1]}) {
-      close(fd);
+  std::vector<Child> children(1);
+  children[0].input = input;
+  if (absl::Status s = StartChild(argv, -1, children[0]); !s.ok()) return s;
+  return std::move(FinishChildren(children)[0]);
+}
+
+std::vector<absl::StatusOr<std::string>> RunCommands(const std::vector<Command>& commands,
+                                                     absl::string_view netns) {
+  std::vector<absl::StatusOr<std::string>> results(commands.size(),
+                                                   absl::StatusOr<std::string>(""));
+  int fd = -1;
+  if (!netns.empty()) {
+    const std::string path = absl::StrCat("/run/netns/", netns);
+    fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      const absl::Status error = absl::NotFoundError(
+          absl::StrCat("network namespace ", netns, ": ", path, ": ", std::strerror(errno)));
+      for (auto& r : results) r = error;
+      return results;
     }
-    return absl::InternalError(
-        absl::StrCat("cannot run ", argv[0], ": ", std::strerror(spawned)));
   }
-  close(in_pipe[0]);
-  close(out_pipe[1]);
-  close(err_pipe[1]);
-  // Feed stdin and drain stdout/stderr together, so large inputs and outputs never block.
-  signal(SIGPIPE, SIG_IGN);
-  fcntl(in_pipe[1], F_SETFL, O_NONBLOCK);
-  std::string out, err;
-  size_t written = 0;
-  bool in_open = true;
-  if (input.empty()) {
-    close(in_pipe[1]);
-    in_open = false;
-  }
-  bool out_open = true, err_open = true;
-  char buffer[65536];
-  while (out_open || err_open) {
-    pollfd fds[3];
-    int n = 0;
-    int in_idx = -1, out_idx = -1, err_idx = -1;
-    if (in_open) { fds[n] = {in_pipe[1], POLLOUT, 0}; in_idx = n++; }
-    if (out_open) { fds[n] = {out_pipe[0], POLLIN, 0}; out_idx = n++; }
-    if (err_open) { fds[n] = {err_pipe[0], POLLIN, 0}; err_idx = n++; }
-    if (poll(fds, n, -1) < 0) {
-      if (errno == EINTR) continue;
-      break;
+  std::vector<Child> children;
+  std::vector<size_t> started;  // command index of each child
+  for (size_t i = 0; i < commands.size(); ++i) {
+    Child child;
+    child.input = commands[i].input;
+    if (absl::Status s = StartChild(commands[i].argv, fd, child); !s.ok()) {
+      results[i] = s;
+      continue;
     }
-    if (in_idx >= 0 && fds[in_idx].revents) {
-      ssize_t w = write(in_pipe[1], input.data() + written, input.size() - written);
-      if (w > 0) written += static_cast<size_t>(w);
-      if (w < 0 && errno != EAGAIN) written = input.size();
-      if (written >= input.size()) {
-        close(in_pipe[1]);
-        in_open = false;
-      }
-    }
-    auto drain = [&](int idx, int fd, std::string& sink, bool& open) {
-      if (idx < 0 || fds[idx].revents == 0) return;
-      ssize_t r = read(fd, buffer, sizeof(buffer));
-      if (r > 0) {
-        sink.append(buffer, static_cast<size_t>(r));
-      } else {
-        close(fd);
-        open = false;
-      }
-    };
-    drain(out_idx, out_pipe[0], out, out_open);
-    drain(err_idx, err_pipe[0], err, err_open);
+    children.push_back(std::move(child));
+    started.push_back(i);
   }
-  if (in_open) close(in_pipe[1]);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    return absl::InternalError(absl::StrCat(
-        absl::StrJoin(argv, " "), " failed (",
-        WIFEXITED(status) ? absl::StrCat("exit ", WEXITSTATUS(status)) : "killed", "): ",
-        absl::StripAsciiWhitespace(err)));
-  }
-  return out;
+  if (fd >= 0) close(fd);
+  std::vector<absl::StatusOr<std::string>> finished = FinishChildren(children);
+  for (size_t k = 0; k < started.size(); ++k) results[started[k]] = std::move(finished[k]);
+  return results;
 }
 
 std::string AddressText(absl::string_view bytes) {

@@ -21,6 +21,20 @@ absl::StatusOr<std::string> RunCommand(const std::vector<std::string>& argv,
                                        absl::string_view input = "",
                                        absl::string_view netns = "");
 
+// One command for RunCommands: argv (no shell) and what it reads on stdin.
+struct Command {
+  std::vector<std::string> argv;
+  std::string input;
+};
+// Runs `commands` side by side (one process each, started at once) and waits for all; each
+// result is that command's stdout, or its error as RunCommand gives it. With `netns` (an
+// `ip netns` name) each child enters /run/netns/<netns> itself with setns(2) before it execs:
+// no `ip netns exec` process (nor its private mount namespace: /sys and /etc/netns are the
+// caller's, which netlink tools such as iptables-restore and ipset do not read). Each
+// child's pipes are close-on-exec, so no child holds another's stdin open.
+std::vector<absl::StatusOr<std::string>> RunCommands(const std::vector<Command>& commands,
+                                                     absl::string_view netns = "");
+
 // 4 or 16 network-order bytes -> "10.0.0.1" / "fd00::1".
 std::string AddressText(absl::string_view bytes);
 // "10.0.0.1" / "fd00::1" -> 4 or 16 bytes; error if not an address.

@@ -22,6 +22,7 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <utility>
 
@@ -45,18 +46,44 @@ constexpr int kFamilies = 2;  // 0 = IPv4 (iptables, family inet), 1 = IPv6 (ip6
 constexpr int kIngress = 0;
 constexpr int kEgress = 1;
 
-// Every process this backend starts goes through Spawn, which counts it (for
-// IptablesProcessesSpawned: tests check that the in-place paths start none).
+// Every process this backend starts goes through SpawnAll, which counts it (for
+// IptablesProcessesSpawned: tests check that the in-place paths start none). Each child
+// enters the node's network namespace itself (RunCommands: setns, no `ip netns exec`
+// process), and the commands of one call run side by side.
 std::atomic<int64_t> spawned{0};
+
+std::vector<absl::StatusOr<std::string>> SpawnAll(const std::vector<Command>& commands,
+                                                  const std::string& netns) {
+  spawned.fetch_add(static_cast<int64_t>(commands.size()), std::memory_order_relaxed);
+  return RunCommands(commands, netns);
+}
 
 absl::StatusOr<std::string> Spawn(const std::vector<std::string>& argv, absl::string_view input,
                                   const std::string& netns) {
-  spawned.fetch_add(1, std::memory_order_relaxed);
-  return RunCommand(argv, input, netns);
+  return std::move(SpawnAll({Command{argv, std::string(input)}}, netns)[0]);
 }
 
 const char* SaveTool(int f) { return f == 0 ? "iptables-save" : "ip6tables-save"; }
 const char* RestoreTool(int f) { return f == 0 ? "iptables-restore" : "ip6tables-restore"; }
+
+// `iptables-restore --noflush` and `ip6tables-restore --noflush` of texts[f], side by side
+// (the two families' tables are independent: a packet meets one of them); a family with no
+// text is not run (OK). Each family's restore is its own transaction, whatever the other's
+// outcome.
+std::array<absl::Status, kFamilies> RestoreFamilies(const std::string (&texts)[kFamilies],
+                                                    const std::string& netns) {
+  std::vector<Command> commands;
+  std::vector<int> families;
+  for (int f = 0; f < kFamilies; ++f) {
+    if (texts[f].empty()) continue;
+    commands.push_back(Command{{RestoreTool(f), "--noflush", "--wait=10"}, texts[f]});
+    families.push_back(f);
+  }
+  std::vector<absl::StatusOr<std::string>> results = SpawnAll(commands, netns);
+  std::array<absl::Status, kFamilies> out;
+  for (size_t i = 0; i < families.size(); ++i) out[families[i]] = results[i].status();
+  return out;
+}
 
 std::string TableChainName(uint32_t table, int direction) {
   return absl::StrCat(kChainPrefix, "T", table, direction == kIngress ? "-IN" : "-EG");
@@ -2002,7 +2029,8 @@ class IptablesBackend : public Backend {
           absl::StrCat("ipset restore failed; the old ruleset stays in force: ",
                        r.status().message()));
     }
-    // 3. and 4.
+    // 3. and 4. (one after the other, not side by side: an IPv4 failure then leaves IPv6
+    // untouched too, so the whole old ruleset stays in force)
     for (int f = 0; f < kFamilies; ++f) {
       absl::StatusOr<std::string> r =
           Spawn({RestoreTool(f), "--noflush", "--wait=10"}, text[f], netns);
@@ -2075,18 +2103,7 @@ class IptablesBackend : public Backend {
   absl::Status Update(const ir::CompiledPolicy& previous, const ir::CompiledPolicy& next,
                       const Attachment& attachment) override {
     (void)previous;  // installed_ is what the kernel holds, the same when the caller is right
-    if (installed_ == nullptr || installed_->netns != attachment.netns) {
-      last_update_ = "full: nothing installed by this instance in this namespace";
-      return Apply(next, attachment);
-    }
-    if (!installed_->leftover.empty()) {  // sets an earlier update could not destroy yet
-      installed_->leftover =
-          DestroySetsInPlace(std::move(installed_->leftover), attachment.netns, /*attempts=*/1);
-    }
-    if (installed_->generation == std::numeric_limits<uint32_t>::max()) {
-      last_update_ = "full: set generations used up";
-      return Apply(next, attachment);
-    }
+    if (std::optional<absl::Status> full = FullInstead(next, attachment)) return *full;
     absl::StatusOr<Model> model =
         BuildModel(next, installed_->generation + 1, Naming{installed_.get(), true});
     if (!model.ok()) return model.status();
@@ -2122,6 +2139,26 @@ class IptablesBackend : public Backend {
     index_ = std::make_unique<DeltaIndex>(std::move(index));
     last_update_ = absl::StrCat("in place: ", plan.adds, " adds, ", plan.dels, " deletes");
     return absl::OkStatus();
+  }
+
+  // What every in-place update checks first: with nothing installed by this instance in the
+  // namespace, or no set generation left, it is Apply(next) (its status returned); else
+  // the sets an earlier update could not destroy yet get one more try, and nullopt.
+  std::optional<absl::Status> FullInstead(const ir::CompiledPolicy& next,
+                                          const Attachment& attachment) {
+    if (installed_ == nullptr || installed_->netns != attachment.netns) {
+      last_update_ = "full: nothing installed by this instance in this namespace";
+      return Apply(next, attachment);
+    }
+    if (!installed_->leftover.empty()) {
+      installed_->leftover =
+          DestroySetsInPlace(std::move(installed_->leftover), attachment.netns, /*attempts=*/1);
+    }
+    if (installed_->generation == std::numeric_limits<uint32_t>::max()) {
+      last_update_ = "full: set generations used up";
+      return Apply(next, attachment);
+    }
+    return std::nullopt;
   }
 
   // The in-place rules path of Update (when the element-only edit is refused: `why`): the
@@ -2193,14 +2230,16 @@ class IptablesBackend : public Backend {
       (void)DestroySetsInPlace(plan.created, netns);
       return full(absl::StrCat("making the new sets failed: ", s.message()));
     }
-    // 2.
+    // 2. (both families side by side: each is its own transaction either way)
+    const std::array<absl::Status, kFamilies> restored = RestoreFamilies(plan.restore, netns);
     for (int f = 0; f < kFamilies; ++f) {
-      if (plan.restore[f].empty()) continue;
-      absl::StatusOr<std::string> r =
-          Spawn({RestoreTool(f), "--noflush", "--wait=10"}, plan.restore[f], netns);
-      if (r.ok()) continue;
-      if (f == 0 || plan.restore[0].empty()) (void)DestroySetsInPlace(plan.created, netns);
-      return full(absl::StrCat(RestoreTool(f), " failed: ", r.status().message()));
+      if (restored[f].ok()) continue;
+      const int other = 1 - f;
+      // The new sets are named by no live rule unless the other family's restore went in.
+      if (plan.restore[other].empty() || !restored[other].ok()) {
+        (void)DestroySetsInPlace(plan.created, netns);
+      }
+      return full(absl::StrCat(RestoreTool(f), " failed: ", restored[f].message()));
     }
     // 3.
     std::vector<std::string> destroy = plan.destroyed;
@@ -2244,6 +2283,18 @@ class IptablesBackend : public Backend {
     if (!why.empty()) {
       ir::CompiledPolicy next = previous;
       if (absl::Status s = ApplyDelta(delta, &next); !s.ok()) return s;
+      // A delta that replaces or adds tables (a policy, namespace or tier event) changes
+      // rules, or no element-only edit could follow it anyway: straight to the in-place
+      // rules path, without first building the next model for Update's element-only
+      // comparison (one model of the next program instead of two). Peer sets alone (a
+      // selector's members) may still be element-only: Update tries that first.
+      if (!delta.tables().empty() && installed_ != nullptr) {
+        if (std::optional<absl::Status> full = FullInstead(next, attachment)) {
+          last_update_ = absl::StrCat("by Update (", why, "): ", last_update_);
+          return *full;
+        }
+        return UpdateRules(next, attachment, absl::StrCat("by delta: ", why));
+      }
       absl::Status s = Update(previous, next, attachment);
       last_update_ = absl::StrCat("by Update (", why, "): ", last_update_);
       return s;
