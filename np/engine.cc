@@ -188,6 +188,15 @@ inline int FlowFamilyIndex(const HotRecord& src, const HotRecord& dst) {
                                                           : 2;
 }
 
+// The verdict of a pod-to-pod flow from the two pods' records (both sides' lines asked for
+// by the caller): the by-pod lookup and each flow of a batch.
+NP_ALWAYS_INLINE inline bool RecordsAllow(const HotRecord& src, const HotRecord& dst,
+                                          Protocol protocol, uint16_t port) {
+  const int f = FlowFamilyIndex(src, dst);
+  return EngineState::SideAllows(src.side[kEgress], protocol, port, dst.peer[f]) &&
+         EngineState::SideAllows(dst.side[kIngress], protocol, port, src.peer[f]);
+}
+
 }  // namespace
 
 bool Engine::Allowed(PodId source, PodId destination, Protocol protocol, uint16_t port) const {
@@ -199,9 +208,7 @@ bool Engine::Allowed(PodId source, PodId destination, Protocol protocol, uint16_
   // side is read at all (on the allowed mix it always is).
   EngineState::PrefetchSide(src.side[kEgress]);
   EngineState::PrefetchSide(dst.side[kIngress]);
-  int f = FlowFamilyIndex(src, dst);
-  return EngineState::SideAllows(src.side[kEgress], protocol, port, dst.peer[f]) &&
-         EngineState::SideAllows(dst.side[kIngress], protocol, port, src.peer[f]);
+  return RecordsAllow(src, dst, protocol, port);
 }
 
 bool Engine::Allowed(const Endpoint& source, const Endpoint& destination, Protocol protocol,
@@ -256,50 +263,30 @@ void Engine::AllowedBatch(absl::Span<const PodQuery> queries, absl::Span<uint8_t
   const size_t n = std::min(queries.size(), out.size());
   const auto& records = s.hot_records;
   const bool allow_self = s.options.evaluation.always_allow_self;
-  // Group prefetching: a verdict is a chain of dependent reads (record, side line with the
-  // header and first intervals, peer word), so the batch walks a group of flows one link at a
-  // time — every flow's records, then every flow's sides, then every flow's peer words — and
-  // each pass has a group's worth of independent misses in flight instead of one chain's.
-  // Each pass asks for exactly the line the next one reads (the side's first line, the
-  // peer's own bitset word), not for whole tables: asking for lines a flow never reads costs
-  // more than it hides (bench/RESULTS.md, issue 10). The next group's records are asked for
-  // while this one is answered.
-  constexpr size_t kGroup = 16;
-  const HotRecord* src[kGroup];
-  const HotRecord* dst[kGroup];
-  const internal::HotInterval* egress[kGroup];
-  const internal::HotInterval* ingress[kGroup];
-  int family[kGroup];
-  for (size_t base = 0; base < n; base += kGroup) {
-    const size_t g = std::min(kGroup, n - base);
-    for (size_t k = base + kGroup; k < std::min(n, base + 2 * kGroup); ++k) {
-      __builtin_prefetch(&records[queries[k].source]);
-      __builtin_prefetch(&records[queries[k].destination]);
+  // A software pipeline over the flows: a verdict is a chain of dependent reads (record, then
+  // the side's lines), so while flow i is answered, flow i + kSideAhead's records (asked for
+  // kRecordAhead - kSideAhead flows ago) give its sides' addresses to ask for, and flow
+  // i + kRecordAhead's records are asked for. Each flow is then answered by the by-pod code
+  // with its lines in cache. Why one rolling loop and not passes over groups of flows (the
+  // previous form: records, then intervals and peer words, then the answers, each in its own
+  // pass over 16 flows): on a machine whose L2 holds the tables (bench/RESULTS.md, issue 10,
+  // 2026-12-01 15:00) the passes' bookkeeping and their branches cost more than the misses
+  // they hid, and the batch ran slower than one Allowed per flow.
+  constexpr size_t kSideAhead = 8, kRecordAhead = 16;
+  for (size_t i = 0; i < n; ++i) {
+    if (i + kRecordAhead < n) {
+      __builtin_prefetch(&records[queries[i + kRecordAhead].source]);
+      __builtin_prefetch(&records[queries[i + kRecordAhead].destination]);
     }
-    for (size_t k = 0; k < g; ++k) {
-      src[k] = &records[queries[base + k].source];
-      dst[k] = &records[queries[base + k].destination];
-      EngineState::PrefetchSide(src[k]->side[kEgress]);
-      EngineState::PrefetchSide(dst[k]->side[kIngress]);
+    if (i + kSideAhead < n) {
+      EngineState::PrefetchSide(records[queries[i + kSideAhead].source].side[kEgress]);
+      EngineState::PrefetchSide(records[queries[i + kSideAhead].destination].side[kIngress]);
     }
-    for (size_t k = 0; k < g; ++k) {
-      const PodQuery& q = queries[base + k];
-      family[k] = FlowFamilyIndex(*src[k], *dst[k]);
-      egress[k] = EngineState::FindInterval(src[k]->side[kEgress], q.protocol, q.port);
-      ingress[k] = EngineState::FindInterval(dst[k]->side[kIngress], q.protocol, q.port);
-      EngineState::PrefetchPeers(src[k]->side[kEgress], egress[k], dst[k]->peer[family[k]]);
-      EngineState::PrefetchPeers(dst[k]->side[kIngress], ingress[k], src[k]->peer[family[k]]);
-    }
-    for (size_t k = 0; k < g; ++k) {
-      const PodQuery& q = queries[base + k];
-      bool allowed =
-          (allow_self && q.source == q.destination) ||
-          ((egress[k] == nullptr ||
-            EngineState::IntervalAllows(src[k]->side[kEgress], *egress[k], dst[k]->peer[family[k]])) &&
-           (ingress[k] == nullptr ||
-            EngineState::IntervalAllows(dst[k]->side[kIngress], *ingress[k], src[k]->peer[family[k]])));
-      out[base + k] = allowed ? 1 : 0;
-    }
+    const PodQuery& q = queries[i];
+    out[i] = ((allow_self && q.source == q.destination) ||
+              RecordsAllow(records[q.source], records[q.destination], q.protocol, q.port))
+                 ? 1
+                 : 0;
   }
 }
 

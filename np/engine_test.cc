@@ -538,8 +538,8 @@ TEST(Engine, BatchCallsEqualSingleCalls) {
   }
 }
 
-// AllowedBatch walks groups of flows link by link, reading ahead of the flow it answers: on
-// shuffled queries of every protocol, in batches of every length around the group size, and
+// AllowedBatch reads ahead of the flow it answers (records 16 flows ahead, sides 8): on
+// shuffled queries of every protocol, in batches of every length around those distances, and
 // again after incremental updates (which move tables), each answer is the reference's. A failure prints the seed; NP_BATCH_SEED=<seed> replays that one alone.
 // With `tiered`, on clusters with the policy tiers (negated intervals, tier-only targets).
 void CheckBatchSeed(uint64_t seed, bool tiered = false) {
@@ -570,7 +570,7 @@ void CheckBatchSeed(uint64_t seed, bool tiered = false) {
       Flow flow{Endpoint::Pod(s), Endpoint::Pod(d), protocol, port};
       expected.push_back(reference::Evaluate(*cluster, flow, options.evaluation).allowed);
     }
-    // Lengths below, at and above the group size (16) and its double, then the rest.
+    // Lengths below, at and above the read-ahead distances (8, 16) and more, then the rest.
     size_t at = 0;
     for (size_t length : {size_t{0}, size_t{1}, size_t{7}, size_t{8}, size_t{9}, size_t{16},
                           size_t{17}, size_t{33}, queries.size()}) {

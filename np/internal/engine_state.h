@@ -712,17 +712,12 @@ struct EngineState {
   // verdict's inner loop, and the caller's two calls then schedule together.
   static inline bool SideAllows(const uint64_t* side, Protocol protocol, uint16_t port,
                                 uint32_t peer);
-  // SideAllows in two steps, for AllowedBatch to interleave over many flows: the interval of
-  // the side that decides the flow (null: the side allows everything), then its peers.
+  // SideAllows in two steps: the interval of the side that decides the flow (null: the side
+  // allows everything), then its peers.
   static inline const HotInterval* FindInterval(const uint64_t* side, Protocol protocol,
                                                 uint16_t port);
   static inline bool IntervalAllows(const uint64_t* side, const HotInterval& interval,
                                     uint32_t peer);
-  // Asks for the line of the interval's peer words that the test of `peer` reads first: the
-  // peer's own word of a bitset, the middle id of a sparse list (null interval, all_peers or
-  // no class: nothing).
-  static inline void PrefetchPeers(const uint64_t* side, const HotInterval* interval,
-                                   uint32_t peer);
   // Asks for a side's first two lines (null: nothing): its header and first intervals, and
   // the lists that follow them (TargetTable), so that the list's miss does not wait for the
   // interval's. A side of one line makes the second request read the table's next line, which
@@ -809,21 +804,6 @@ NP_ALWAYS_INLINE inline bool EngineState::IntervalAllows(const uint64_t* side, c
     count = static_cast<uint32_t>(side[interval.bits] >> 32);
   }
   return ListHolds(side + offset, flags & HotInterval::kSparse, count, peer) != negated;
-}
-
-NP_ALWAYS_INLINE inline void EngineState::PrefetchPeers(const uint64_t* side, const HotInterval* interval,
-                                       uint32_t peer) {
-  if (interval == nullptr || peer >= kSharedPeer) return;
-  const uint8_t flags = interval->flags;
-  if (flags & (HotInterval::kAllPeers | HotInterval::kSingle)) return;
-  const uint64_t* words = side + interval->bits;
-  if (flags & HotInterval::kIndirect) {
-    __builtin_prefetch(words);  // the next pass reads the list's place from this word
-  } else if (flags & HotInterval::kSparse) {
-    __builtin_prefetch(reinterpret_cast<const uint32_t*>(words) + interval->count / 2);
-  } else if ((peer >> 6) < interval->count) {
-    __builtin_prefetch(words + (peer >> 6));
-  }
 }
 
 NP_ALWAYS_INLINE inline bool EngineState::SideAllows(const uint64_t* side, Protocol protocol, uint16_t port,
