@@ -9,6 +9,8 @@
 //            np::backends::ApplyDelta(d->delta, &installed); index.Commit(*d); }
 //   else   { installed = *np::AlignNumbering(installed, *np::LowerToIr(*next));
 //            index = PodDeltaLowering::Index(next, installed); }
+//   // Policy, tier, namespace or node events only (no pod changed): the same, with
+//   d = index.LowerPolicyChange(next, installed);
 //
 // The contract: ApplyDelta(installed, Lower(...)->delta) means what LowerToIr(*next) means,
 // numbered as `installed` is: np::backends::EquivalentPrograms with it, installed's ids kept
@@ -26,9 +28,10 @@
 // rebuilt, different atoms or tier policies, or any shared address among the changed pods'.
 //
 // Policy events (LowerPolicyChange): policies, tier policies, namespaces or nodes changed and no
-// pod did. When every address keeps its identity (the same atoms, pods, addresses and peer
-// classes: O(pods) array reads, no protobuf built), the delta re-lowers only the tables whose
-// engine table changed (np/internal/lower_tables.h, the code LowerToIr uses) with the
+// pod did. When every address keeps its identity (the same atoms, pods and addresses, peer
+// classes at most renamed one to one: O(pods) array reads, no protobuf built), the delta
+// re-lowers only the tables whose engine table changed (np/internal/lower_tables.h, the code
+// LowerToIr uses; every table when a namespace or tier change renamed classes) with the
 // installed program's identity ids, and numbers as np/lower_align.h does: a table keeps the
 // id of the installed table most of its endpoints had, a table new to the node takes the
 // lowest unused id (else is appended), a table no endpoint names any more becomes a

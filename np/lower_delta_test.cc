@@ -574,10 +574,13 @@ void RunPolicySeed(uint64_t seed, int steps, PolicyCounts* counts, bool cross_ch
   if (seed % 5 == 2) options.evaluation.always_allow_self = true;
   absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(*cluster, options);
   ASSERT_TRUE(engine.ok()) << engine.status();
-  absl::StatusOr<ir::CompiledPolicy> first = LowerToIr(**engine);
+  // Flattened tiers on some tiered seeds: the delta lowers tables as the index's options say.
+  LowerOptions lower_options;
+  lower_options.flatten_tiers = seed % 6 == 3;
+  absl::StatusOr<ir::CompiledPolicy> first = LowerToIr(**engine, lower_options);
   if (!first.ok()) return;  // a domainNames Deny: refused whole, nothing to update
   ir::CompiledPolicy installed = *std::move(first);
-  PodDeltaLowering index = PodDeltaLowering::Index(*engine, installed);
+  PodDeltaLowering index = PodDeltaLowering::Index(*engine, installed, lower_options);
   std::shared_ptr<const Engine> current = *engine;
   bool last_was_delta = false;
   int chain = 0;
@@ -591,7 +594,7 @@ void RunPolicySeed(uint64_t seed, int steps, PolicyCounts* counts, bool cross_ch
     SCOPED_TRACE(kind);
     absl::StatusOr<std::shared_ptr<const Engine>> next = current->Apply({change});
     ASSERT_TRUE(next.ok()) << next.status();
-    absl::StatusOr<ir::CompiledPolicy> expected = LowerToIr(**next);
+    absl::StatusOr<ir::CompiledPolicy> expected = LowerToIr(**next, lower_options);
     std::optional<PodDelta> delta;
     if (kind != "pod") {
       counts->events[kind]++;
@@ -599,7 +602,7 @@ void RunPolicySeed(uint64_t seed, int steps, PolicyCounts* counts, bool cross_ch
       delta = index.LowerPolicyChange(*next, installed, &why);
       if (cross_check) {
         std::string fresh_why;
-        std::optional<PodDelta> fresh = PodDeltaLowering::Index(index.snapshot(), installed)
+        std::optional<PodDelta> fresh = PodDeltaLowering::Index(index.snapshot(), installed, lower_options)
                                             .LowerPolicyChange(*next, installed, &fresh_why);
         ASSERT_EQ(fresh.has_value(), delta.has_value()) << why << " / " << fresh_why;
         if (fresh) {
@@ -648,7 +651,7 @@ void RunPolicySeed(uint64_t seed, int steps, PolicyCounts* counts, bool cross_ch
       absl::StatusOr<ir::CompiledPolicy> aligned = AlignNumbering(installed, *std::move(expected));
       ASSERT_TRUE(aligned.ok()) << aligned.status();
       installed = *std::move(aligned);
-      index = PodDeltaLowering::Index(*next, installed);
+      index = PodDeltaLowering::Index(*next, installed, lower_options);
       last_was_delta = false;
       chain = 0;
     }
