@@ -1538,6 +1538,20 @@ DeltaIndex IndexOf(const ir::CompiledPolicy& ir, const Layout& layout, const Pro
   return x;
 }
 
+// Whether the delta's endpoint slices lie within `previous`'s endpoints, in order, apart.
+bool EndpointSlicesFit(const ir::CompiledPolicyDelta& delta, const ir::CompiledPolicy& previous) {
+  uint32_t previous_end = 0;
+  for (int e = 0; e < delta.endpoints_size(); ++e) {
+    const ir::EndpointSliceEdit& x = delta.endpoints(e);
+    if (x.begin() > x.end() || x.end() > static_cast<uint32_t>(previous.endpoints_size()) ||
+        (e > 0 && x.begin() < previous_end)) {
+      return false;
+    }
+    previous_end = x.end();
+  }
+  return true;
+}
+
 std::string IdentityElement(const std::string& first, const DeltaIndex::Piece& piece,
                             const std::string& suffix) {
   return absl::StrCat(RangeText(first, piece.last), " : jump ", piece.target, suffix);
@@ -1736,14 +1750,8 @@ ElementPlan PlanDeltaUpdate(const DeltaIndex& index, const ir::CompiledPolicy& p
     }
     return true;
   };
-  uint32_t previous_end = 0;
-  for (int e = 0; e < delta.endpoints_size(); ++e) {
-    const ir::EndpointSliceEdit& x = delta.endpoints(e);
-    if (x.begin() > x.end() || x.end() > static_cast<uint32_t>(previous.endpoints_size()) ||
-        (e > 0 && x.begin() < previous_end)) {
-      return fallback("an invalid delta: an endpoint slice");
-    }
-    previous_end = x.end();
+  if (!EndpointSlicesFit(delta, previous)) return fallback("an invalid delta: an endpoint slice");
+  for (const ir::EndpointSliceEdit& x : delta.endpoints()) {
     for (uint32_t i = x.begin(); i < x.end(); ++i) {
       if (!collect(previous.endpoints(static_cast<int>(i)), false)) {
         return fallback("an endpoint the delta replaces is not what the index holds");
@@ -1941,14 +1949,8 @@ InPlacePlan PlanPolicyDelta(const DeltaIndex& index, const ir::CompiledPolicy& p
   };
   std::vector<Moved> moved;
   std::map<uint32_t, int64_t> selected_change, moved_out;
-  uint32_t previous_end = 0;
-  for (int e = 0; e < delta.endpoints_size(); ++e) {
-    const ir::EndpointSliceEdit& x = delta.endpoints(e);
-    if (x.begin() > x.end() || x.end() > static_cast<uint32_t>(previous.endpoints_size()) ||
-        (e > 0 && x.begin() < previous_end)) {
-      return refuse("an invalid delta: an endpoint slice");
-    }
-    previous_end = x.end();
+  if (!EndpointSlicesFit(delta, previous)) return refuse("an invalid delta: an endpoint slice");
+  for (const ir::EndpointSliceEdit& x : delta.endpoints()) {
     if (x.end() - x.begin() != static_cast<uint32_t>(x.endpoints_size())) {
       return refuse("endpoints added or deleted (a pod event)");
     }
