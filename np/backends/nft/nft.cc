@@ -285,7 +285,7 @@ std::vector<std::string> PeerMatches(const ir::PeerSet& set, const Layout& layou
 // sets, see BuildProgram) matches no peer set, so it would slip past a Deny and reach an
 // Allow of every peer or the default allow further down. Without tier rules the final
 // `drop` catches it already.
-// Finds a peer set by id: the IR's, or (UpdateDelta) a delta's over the IR's.
+// `t` and its peer sets (`peer_set_of`) are the IR's, or a policy delta's over the IR's.
 std::vector<PlannedChain> PlanDirection(const ir::Table& t, const PeerSetOf& peer_set_of,
                                         const Layout& layout, int d) {
   const uint32_t table = t.id();
@@ -1849,7 +1849,7 @@ void RetargetPieces(const std::map<std::string, DeltaIndex::Piece>& pieces,
   std::set<std::string> keys;
   for (const PieceAt& c : changes) {
     auto it = pieces.upper_bound(c.first);
-    if (it == pieces.begin()) continue;  // not covered: the caller's check finds it
+    if (it == pieces.begin()) continue;  // never: the pieces cover every address
     --it;
     keys.insert(it->first);
     if (it != pieces.begin()) keys.insert(std::prev(it)->first);
@@ -1904,7 +1904,7 @@ InPlacePlan PlanPolicyDelta(const DeltaIndex& index, const ir::CompiledPolicy& p
   const uint32_t old_peer_sets = static_cast<uint32_t>(previous.peer_sets_size());
   const uint32_t old_tables = static_cast<uint32_t>(previous.tables_size());
   if (index.selected.size() != old_tables) return refuse("the remembered program has other tables");
-  // The delta's items by id; appended ones continue the lists one by one (stable.md).
+  // The delta's items by id; appended ones continue the lists one by one (compiled.proto).
   std::map<uint32_t, const ir::PeerSet*> new_sets;
   std::map<uint32_t, const ir::Table*> new_tables;
   uint32_t peer_sets = old_peer_sets, tables = old_tables;
