@@ -2004,6 +2004,9 @@ InPlacePlan PlanPolicyDelta(const DeltaIndex& index, const ir::CompiledPolicy& p
     return it->second;
   };
   std::set<std::pair<uint32_t, int>> new_chains;
+  // Chains that come for a table whose endpoints stay (a policy gains a direction): those
+  // endpoints get dispatch entries to the new chain, as moved-in ones do.
+  std::set<std::pair<uint32_t, int>> gains;
   // Renders (table, d) from `table` into `into`, noting the peer sets it renders.
   auto render = [&](const ir::Table& table, int d, const PeerSetOf& set_of, Layout& layout,
                     Program& into, bool now) {
@@ -2028,9 +2031,7 @@ InPlacePlan PlanPolicyDelta(const DeltaIndex& index, const ir::CompiledPolicy& p
       return refuse(absl::StrCat("chain ", ChainOf(t, d), " goes: its endpoints' dispatch "
                                  "entries would go with it"));
     }
-    if (!had && has && old_selected(t) > moved_out[t]) {
-      return refuse(absl::StrCat("chain ", ChainOf(t, d), " comes for endpoints that stay"));
-    }
+    if (!had && has && old_selected(t) > moved_out[t]) gains.insert({t, d});
     if (has) new_chains.insert({t, d});
     edit->chains.push_back({{t, d}, has});
     if (had) render(previous.tables(static_cast<int>(t)), d, old_set, old_layout, before, false);
@@ -2145,31 +2146,56 @@ InPlacePlan PlanPolicyDelta(const DeltaIndex& index, const ir::CompiledPolicy& p
       }
     }
   }
-  // Dispatch entries of the moved endpoints (sets 2..5: egress4/6, ingress4/6).
+  // Dispatch entries of the moved endpoints (sets 2..5: egress4/6, ingress4/6), and of the
+  // endpoints that stay in a table gaining a chain (one pass over the endpoints, then only).
+  // `had`: `e`'s entries to t<table>_<d> go (they must be what the index holds); else they come.
+  std::string dispatch_error;
+  auto dispatch = [&](const ir::Endpoint& e, uint32_t table, int d, bool had) {
+    for (const std::string& ip : e.ips()) {
+      absl::StatusOr<std::string> bytes = AddressBytes(ip);
+      if (!bytes.ok()) {
+        dispatch_error = std::string(bytes.status().message());
+        return false;
+      }
+      const int f = bytes->size() == 4 ? 0 : 1;
+      const size_t set = 2 + (d == kEgress ? 0 : 2) + static_cast<size_t>(f);
+      (had ? maps_before : maps_after)[set].elements.push_back(
+          DispatchElement(*bytes, table, d, suffix));
+      if (had) {
+        auto found = index.dispatch[d][f].find(*bytes);
+        if (found == index.dispatch[d][f].end() || found->second != table) {
+          dispatch_error = "the remembered dispatch map differs from the delta's endpoints";
+          return false;
+        }
+        edit->dispatch_erase[d][f].push_back(*bytes);
+      } else {
+        edit->dispatch_insert[d][f].push_back({*bytes, table});
+      }
+      edit->elements += had ? -1 : 1;
+    }
+    return true;
+  };
+  if (!gains.empty()) {
+    std::set<const ir::Endpoint*> moved_from;
+    for (const Moved& m : moved) moved_from.insert(m.before);
+    for (const ir::Endpoint& e : previous.endpoints()) {
+      if (!e.selected() || moved_from.count(&e) > 0) continue;
+      for (int d : {kIngress, kEgress}) {
+        if (gains.count({e.table(), d}) > 0 && !dispatch(e, e.table(), d, false)) {
+          return refuse(dispatch_error);
+        }
+      }
+    }
+  }
   for (const Moved& m : moved) {
     for (int d : {kIngress, kEgress}) {
-      const bool had = m.before->selected() && index.chains.count({m.before->table(), d}) > 0;
-      const bool has = m.after->selected() && new_chains.count({m.after->table(), d}) > 0;
-      if (!had && !has) continue;
-      for (const std::string& ip : m.before->ips()) {
-        absl::StatusOr<std::string> bytes = AddressBytes(ip);
-        if (!bytes.ok()) return refuse(std::string(bytes.status().message()));
-        const int f = bytes->size() == 4 ? 0 : 1;
-        const size_t set = 2 + (d == kEgress ? 0 : 2) + static_cast<size_t>(f);
-        if (had) {
-          auto found = index.dispatch[d][f].find(*bytes);
-          if (found == index.dispatch[d][f].end() || found->second != m.before->table()) {
-            return refuse("the remembered dispatch map differs from the delta's endpoints");
-          }
-          maps_before[set].elements.push_back(DispatchElement(*bytes, m.before->table(), d, suffix));
-          edit->dispatch_erase[d][f].push_back(*bytes);
-          --edit->elements;
-        }
-        if (has) {
-          maps_after[set].elements.push_back(DispatchElement(*bytes, m.after->table(), d, suffix));
-          edit->dispatch_insert[d][f].push_back({*bytes, m.after->table()});
-          ++edit->elements;
-        }
+      if (m.before->selected() && index.chains.count({m.before->table(), d}) > 0 &&
+          !dispatch(*m.before, m.before->table(), d, true)) {
+        return refuse(dispatch_error);
+      }
+      if (m.after->selected() && new_chains.count({m.after->table(), d}) > 0 &&
+          !dispatch(*m.after, m.after->table(), d, false)) {
+        return refuse(dispatch_error);
       }
     }
   }
