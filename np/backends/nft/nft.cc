@@ -285,7 +285,7 @@ std::vector<std::string> PeerMatches(const ir::PeerSet& set, const Layout& layou
 // sets, see BuildProgram) matches no peer set, so it would slip past a Deny and reach an
 // Allow of every peer or the default allow further down. Without tier rules the final
 // `drop` catches it already.
-// Finds a peer set by id: the IR's, or (UpdateDelta) a delta's over the IR's.
+// `t` and its peer sets (`peer_set_of`) are the IR's, or a policy delta's over the IR's.
 std::vector<PlannedChain> PlanDirection(const ir::Table& t, const PeerSetOf& peer_set_of,
                                         const Layout& layout, int d) {
   const uint32_t table = t.id();
@@ -1538,6 +1538,20 @@ DeltaIndex IndexOf(const ir::CompiledPolicy& ir, const Layout& layout, const Pro
   return x;
 }
 
+// Whether the delta's endpoint slices lie within `previous`'s endpoints, in order, apart.
+bool EndpointSlicesFit(const ir::CompiledPolicyDelta& delta, const ir::CompiledPolicy& previous) {
+  uint32_t previous_end = 0;
+  for (int e = 0; e < delta.endpoints_size(); ++e) {
+    const ir::EndpointSliceEdit& x = delta.endpoints(e);
+    if (x.begin() > x.end() || x.end() > static_cast<uint32_t>(previous.endpoints_size()) ||
+        (e > 0 && x.begin() < previous_end)) {
+      return false;
+    }
+    previous_end = x.end();
+  }
+  return true;
+}
+
 std::string IdentityElement(const std::string& first, const DeltaIndex::Piece& piece,
                             const std::string& suffix) {
   return absl::StrCat(RangeText(first, piece.last), " : jump ", piece.target, suffix);
@@ -1736,14 +1750,8 @@ ElementPlan PlanDeltaUpdate(const DeltaIndex& index, const ir::CompiledPolicy& p
     }
     return true;
   };
-  uint32_t previous_end = 0;
-  for (int e = 0; e < delta.endpoints_size(); ++e) {
-    const ir::EndpointSliceEdit& x = delta.endpoints(e);
-    if (x.begin() > x.end() || x.end() > static_cast<uint32_t>(previous.endpoints_size()) ||
-        (e > 0 && x.begin() < previous_end)) {
-      return fallback("an invalid delta: an endpoint slice");
-    }
-    previous_end = x.end();
+  if (!EndpointSlicesFit(delta, previous)) return fallback("an invalid delta: an endpoint slice");
+  for (const ir::EndpointSliceEdit& x : delta.endpoints()) {
     for (uint32_t i = x.begin(); i < x.end(); ++i) {
       if (!collect(previous.endpoints(static_cast<int>(i)), false)) {
         return fallback("an endpoint the delta replaces is not what the index holds");
@@ -1841,7 +1849,7 @@ void RetargetPieces(const std::map<std::string, DeltaIndex::Piece>& pieces,
   std::set<std::string> keys;
   for (const PieceAt& c : changes) {
     auto it = pieces.upper_bound(c.first);
-    if (it == pieces.begin()) continue;  // not covered: the caller's check finds it
+    if (it == pieces.begin()) continue;  // never: the pieces cover every address
     --it;
     keys.insert(it->first);
     if (it != pieces.begin()) keys.insert(std::prev(it)->first);
@@ -1896,7 +1904,7 @@ InPlacePlan PlanPolicyDelta(const DeltaIndex& index, const ir::CompiledPolicy& p
   const uint32_t old_peer_sets = static_cast<uint32_t>(previous.peer_sets_size());
   const uint32_t old_tables = static_cast<uint32_t>(previous.tables_size());
   if (index.selected.size() != old_tables) return refuse("the remembered program has other tables");
-  // The delta's items by id; appended ones continue the lists one by one (stable.md).
+  // The delta's items by id; appended ones continue the lists one by one (compiled.proto).
   std::map<uint32_t, const ir::PeerSet*> new_sets;
   std::map<uint32_t, const ir::Table*> new_tables;
   uint32_t peer_sets = old_peer_sets, tables = old_tables;
@@ -1941,14 +1949,8 @@ InPlacePlan PlanPolicyDelta(const DeltaIndex& index, const ir::CompiledPolicy& p
   };
   std::vector<Moved> moved;
   std::map<uint32_t, int64_t> selected_change, moved_out;
-  uint32_t previous_end = 0;
-  for (int e = 0; e < delta.endpoints_size(); ++e) {
-    const ir::EndpointSliceEdit& x = delta.endpoints(e);
-    if (x.begin() > x.end() || x.end() > static_cast<uint32_t>(previous.endpoints_size()) ||
-        (e > 0 && x.begin() < previous_end)) {
-      return refuse("an invalid delta: an endpoint slice");
-    }
-    previous_end = x.end();
+  if (!EndpointSlicesFit(delta, previous)) return refuse("an invalid delta: an endpoint slice");
+  for (const ir::EndpointSliceEdit& x : delta.endpoints()) {
     if (x.end() - x.begin() != static_cast<uint32_t>(x.endpoints_size())) {
       return refuse("endpoints added or deleted (a pod event)");
     }
@@ -2002,6 +2004,9 @@ InPlacePlan PlanPolicyDelta(const DeltaIndex& index, const ir::CompiledPolicy& p
     return it->second;
   };
   std::set<std::pair<uint32_t, int>> new_chains;
+  // Chains that come for a table whose endpoints stay (a policy gains a direction): those
+  // endpoints get dispatch entries to the new chain, as moved-in ones do.
+  std::set<std::pair<uint32_t, int>> gains;
   // Renders (table, d) from `table` into `into`, noting the peer sets it renders.
   auto render = [&](const ir::Table& table, int d, const PeerSetOf& set_of, Layout& layout,
                     Program& into, bool now) {
@@ -2026,9 +2031,7 @@ InPlacePlan PlanPolicyDelta(const DeltaIndex& index, const ir::CompiledPolicy& p
       return refuse(absl::StrCat("chain ", ChainOf(t, d), " goes: its endpoints' dispatch "
                                  "entries would go with it"));
     }
-    if (!had && has && old_selected(t) > moved_out[t]) {
-      return refuse(absl::StrCat("chain ", ChainOf(t, d), " comes for endpoints that stay"));
-    }
+    if (!had && has && old_selected(t) > moved_out[t]) gains.insert({t, d});
     if (has) new_chains.insert({t, d});
     edit->chains.push_back({{t, d}, has});
     if (had) render(previous.tables(static_cast<int>(t)), d, old_set, old_layout, before, false);
@@ -2143,31 +2146,56 @@ InPlacePlan PlanPolicyDelta(const DeltaIndex& index, const ir::CompiledPolicy& p
       }
     }
   }
-  // Dispatch entries of the moved endpoints (sets 2..5: egress4/6, ingress4/6).
+  // Dispatch entries of the moved endpoints (sets 2..5: egress4/6, ingress4/6), and of the
+  // endpoints that stay in a table gaining a chain (one pass over the endpoints, then only).
+  // `had`: `e`'s entries to t<table>_<d> go (they must be what the index holds); else they come.
+  std::string dispatch_error;
+  auto dispatch = [&](const ir::Endpoint& e, uint32_t table, int d, bool had) {
+    for (const std::string& ip : e.ips()) {
+      absl::StatusOr<std::string> bytes = AddressBytes(ip);
+      if (!bytes.ok()) {
+        dispatch_error = std::string(bytes.status().message());
+        return false;
+      }
+      const int f = bytes->size() == 4 ? 0 : 1;
+      const size_t set = 2 + (d == kEgress ? 0 : 2) + static_cast<size_t>(f);
+      (had ? maps_before : maps_after)[set].elements.push_back(
+          DispatchElement(*bytes, table, d, suffix));
+      if (had) {
+        auto found = index.dispatch[d][f].find(*bytes);
+        if (found == index.dispatch[d][f].end() || found->second != table) {
+          dispatch_error = "the remembered dispatch map differs from the delta's endpoints";
+          return false;
+        }
+        edit->dispatch_erase[d][f].push_back(*bytes);
+      } else {
+        edit->dispatch_insert[d][f].push_back({*bytes, table});
+      }
+      edit->elements += had ? -1 : 1;
+    }
+    return true;
+  };
+  if (!gains.empty()) {
+    std::set<const ir::Endpoint*> moved_from;
+    for (const Moved& m : moved) moved_from.insert(m.before);
+    for (const ir::Endpoint& e : previous.endpoints()) {
+      if (!e.selected() || moved_from.count(&e) > 0) continue;
+      for (int d : {kIngress, kEgress}) {
+        if (gains.count({e.table(), d}) > 0 && !dispatch(e, e.table(), d, false)) {
+          return refuse(dispatch_error);
+        }
+      }
+    }
+  }
   for (const Moved& m : moved) {
     for (int d : {kIngress, kEgress}) {
-      const bool had = m.before->selected() && index.chains.count({m.before->table(), d}) > 0;
-      const bool has = m.after->selected() && new_chains.count({m.after->table(), d}) > 0;
-      if (!had && !has) continue;
-      for (const std::string& ip : m.before->ips()) {
-        absl::StatusOr<std::string> bytes = AddressBytes(ip);
-        if (!bytes.ok()) return refuse(std::string(bytes.status().message()));
-        const int f = bytes->size() == 4 ? 0 : 1;
-        const size_t set = 2 + (d == kEgress ? 0 : 2) + static_cast<size_t>(f);
-        if (had) {
-          auto found = index.dispatch[d][f].find(*bytes);
-          if (found == index.dispatch[d][f].end() || found->second != m.before->table()) {
-            return refuse("the remembered dispatch map differs from the delta's endpoints");
-          }
-          maps_before[set].elements.push_back(DispatchElement(*bytes, m.before->table(), d, suffix));
-          edit->dispatch_erase[d][f].push_back(*bytes);
-          --edit->elements;
-        }
-        if (has) {
-          maps_after[set].elements.push_back(DispatchElement(*bytes, m.after->table(), d, suffix));
-          edit->dispatch_insert[d][f].push_back({*bytes, m.after->table()});
-          ++edit->elements;
-        }
+      if (m.before->selected() && index.chains.count({m.before->table(), d}) > 0 &&
+          !dispatch(*m.before, m.before->table(), d, true)) {
+        return refuse(dispatch_error);
+      }
+      if (m.after->selected() && new_chains.count({m.after->table(), d}) > 0 &&
+          !dispatch(*m.after, m.after->table(), d, false)) {
+        return refuse(dispatch_error);
       }
     }
   }

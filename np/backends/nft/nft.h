@@ -381,11 +381,12 @@ ElementPlan PlanDeltaUpdate(const DeltaIndex& index, const ir::CompiledPolicy& p
 // and after, and handed to PlanInPlaceUpdate as two partial programs, so that the same
 // rules decide what is safe (nft.h above). What the partial programs cannot show is checked
 // here from the index: a table chain that goes (its endpoints' dispatch entries would go with
-// it), a chain that comes for a table whose unmoved endpoints need entries, an identity
-// named anew while some chain drops a lookup miss. A fallback also for a delta with pod
+// it), an identity named anew while some chain drops a lookup miss. A chain that comes for a
+// table whose endpoints stay (a policy gains a direction) gets their dispatch entries, found
+// by one pass over the endpoints. A fallback also for a delta with pod
 // parts (ranges, identities' pods, endpoints added, removed or readdressed). Cost: the
 // touched objects, plus one pass over the address ranges when an identity is named anew or
-// no longer (to find its ranges). `edit` gets the index's change when the plan applies.
+// no longer (to find its ranges), and one over the endpoints when a table gains a direction. `edit` gets the index's change when the plan applies.
 InPlacePlan PlanPolicyDelta(const DeltaIndex& index, const ir::CompiledPolicy& previous,
                             const ir::CompiledPolicyDelta& delta, DeltaIndexEdit* edit);
 void ApplyIndexEdit(const DeltaIndexEdit& edit, DeltaIndex* index);

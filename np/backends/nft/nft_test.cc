@@ -1507,6 +1507,11 @@ std::vector<PolicyPair> PolicyPairs() {
       ir.mutable_identities(1)->add_pods(pod);
     }
   });
+  pair("a table gains egress: its endpoint gets an egress dispatch entry", true,
+       [](ir::CompiledPolicy& ir) {
+         AddRule(ir.mutable_tables(1)->mutable_egress(), ir::TCP, 5432, 5432, 1);
+         ir.mutable_tables(1)->mutable_egress()->set_isolated(true);
+       });
   {
     // A tombstone table's id reused by a new table.
     ir::CompiledPolicy previous = base;
