@@ -327,6 +327,9 @@ TEST_F(AgentTest, PodEventsGoThroughTheDeltaAndTheRestWhole) {
   EXPECT_EQ(calls_.back(), "Apply");
   ASSERT_NO_FATAL_FAILURE(ExpectKernelHoldsCurrent());
   EXPECT_EQ(agent_->delta_syncs(), 3);
+  // Only the syncs that took effect count: the failed delta is no delta sync.
+  EXPECT_THAT(metrics_.Render(), HasSubstr("np_agent_delta_syncs_total{kind=\"pod\"} 3\n"));
+  EXPECT_THAT(metrics_.Render(), HasSubstr("np_agent_delta_syncs_total{kind=\"policy\"} 0\n"));
 }
 
 std::string PolicyEvent(const std::string& type, const std::string& name,
@@ -455,6 +458,9 @@ TEST_F(AgentTest, PolicyEventsGoThroughTheDelta) {
   EXPECT_EQ(TableOf(applied_.back(), "c"), c_table);
   EXPECT_EQ(agent_->policy_delta_syncs(), 4);
   EXPECT_EQ(agent_->delta_syncs(), 6);
+  // The two pod events' deltas and the four policy events', apart.
+  EXPECT_THAT(metrics_.Render(), HasSubstr("np_agent_delta_syncs_total{kind=\"pod\"} 2\n"));
+  EXPECT_THAT(metrics_.Render(), HasSubstr("np_agent_delta_syncs_total{kind=\"policy\"} 4\n"));
   EXPECT_EQ(agent_->aligned_syncs(), 0);
   EXPECT_THAT(log_text_.str(), HasSubstr(R"("update":"delta")"));
   EXPECT_THAT(log_text_.str(), HasSubstr(R"("delta_of":"policies")"));
@@ -469,6 +475,8 @@ TEST_F(AgentTest, PolicyEventsGoThroughTheDelta) {
   EXPECT_THAT(agent_->last_whole_reason(), HasSubstr("policy event: "));
   ASSERT_NO_FATAL_FAILURE(expect_kernel_canonical());
   EXPECT_EQ(agent_->policy_delta_syncs(), 4);
+  // A whole sync counts as no delta of either kind.
+  EXPECT_THAT(metrics_.Render(), HasSubstr("np_agent_delta_syncs_total{kind=\"policy\"} 4\n"));
 }
 
 // The interfaces handed to the backend follow the endpoints: a pod event that adds or removes
