@@ -461,18 +461,23 @@ TEST_P(AgentKernelTest, KernelFollowsTheEventStream) {
   const std::string y_only_trusted = PolicyJson(
       "y", "trusted",
       R"({"podSelector":{},"ingress":[{"from":[{"namespaceSelector":{"matchLabels":{"team":"trusted"}}}]}]})");
-  // Policy events that keep every identity: their peers use selectors the cluster already
-  // uses (any namespace's app=web; team=trusted namespaces), so the agent sends them as
-  // policy deltas. Each changes some verdict (but the last), so packets tell a stale kernel.
+  // Policy events that keep every identity, so the agent sends them as policy deltas: their
+  // peers use selectors the cluster already uses (any namespace's app=web; team=trusted
+  // namespaces), together (a new peer set), or one no pod matches yet (env=prod); then x
+  // gains env=prod, which renames its pods' peer class one to one (the tables re-lowered).
+  // Each changes some verdict, so packets tell a kernel the delta did not reach.
   const std::string db_from_any_web_80 = PolicyJson(
       "x", "db",
       R"({"podSelector":{"matchLabels":{"app":"db"}},"ingress":[{"from":[{"namespaceSelector":{},"podSelector":{"matchLabels":{"app":"web"}}}],"ports":[{"port":80}]}]})");
   const std::string other_to_trusted = PolicyJson(
       "x", "other-out",
-      R"({"podSelector":{"matchLabels":{"app":"other"}},"policyTypes":["Egress"],"egress":[{"to":[{"namespaceSelector":{"matchLabels":{"team":"trusted"}}}]}]})");
+      R"({"podSelector":{"matchLabels":{"app":"other"}},"policyTypes":["Egress"],"egress":[{"to":[{"namespaceSelector":{"matchLabels":{"team":"trusted"}}},{"namespaceSelector":{},"podSelector":{"matchLabels":{"app":"web"}}}]}]})");
   const std::string other_to_trusted_isolated = PolicyJson(
       "x", "other-out",
-      R"({"podSelector":{"matchLabels":{"app":"other"}},"policyTypes":["Ingress","Egress"],"egress":[{"to":[{"namespaceSelector":{"matchLabels":{"team":"trusted"}}}]}]})");
+      R"({"podSelector":{"matchLabels":{"app":"other"}},"policyTypes":["Ingress","Egress"],"egress":[{"to":[{"namespaceSelector":{"matchLabels":{"team":"trusted"}}},{"namespaceSelector":{},"podSelector":{"matchLabels":{"app":"web"}}}]}]})");
+  const std::string client_to_prod = PolicyJson(
+      "y", "client-out",
+      R"({"podSelector":{"matchLabels":{"app":"client"}},"policyTypes":["Egress"],"egress":[{"to":[{"namespaceSelector":{"matchLabels":{"env":"prod"}}}]}]})");
   const std::string bad_policy =
       PolicyJson("x", "bad", R"({"podSelector":{},"ingress":[{"ports":[{"port":70000}]}]})");
   const std::vector<Step> steps = {
@@ -505,7 +510,8 @@ TEST_P(AgentKernelTest, KernelFollowsTheEventStream) {
        /*rejected=*/0,
        /*deleted_pod=*/-1,
        /*delta_of=*/"policies"},
-      {"policy delta, a policy added: x/a (app=other) may only reach team=trusted namespaces",
+      {"policy delta, a policy added: x/a (app=other) may only reach team=trusted namespaces "
+       "and app=web pods",
        {Event("ADDED", other_to_trusted)},
        {{"NetworkPolicy x/other-out", other_to_trusted}},
        /*rejected=*/0,
@@ -517,13 +523,21 @@ TEST_P(AgentKernelTest, KernelFollowsTheEventStream) {
        /*rejected=*/0,
        /*deleted_pod=*/-1,
        /*delta_of=*/"policies"},
-      {"policy delta, a policy deleted whose peer y/trusted still uses: x/other-out",
+      {"policy delta, a policy deleted whose peers others still use: x/other-out",
        {Event("DELETED", other_to_trusted_isolated)},
        {{"NetworkPolicy x/other-out", ""}},
        /*rejected=*/0,
        /*deleted_pod=*/-1,
        /*delta_of=*/"policies"},
-      {"policy delta, a namespace relabelled with a label no selector reads: x env=prod",
+      {"policy delta, a policy added whose peer no pod matches yet: y/c (app=client) may only "
+       "reach env=prod namespaces (none)",
+       {Event("ADDED", client_to_prod)},
+       {{"NetworkPolicy y/client-out", client_to_prod}},
+       /*rejected=*/0,
+       /*deleted_pod=*/-1,
+       /*delta_of=*/"policies"},
+      {"policy delta, a namespace relabel that renames x's pods' peer class: x env=prod, so "
+       "y/c may reach them",
        {Event("MODIFIED", NamespaceJson("x", {{"team", "trusted"}, {"env", "prod"}}))},
        {{"Namespace x", NamespaceJson("x", {{"team", "trusted"}, {"env", "prod"}})}},
        /*rejected=*/0,
@@ -582,6 +596,9 @@ TEST_P(AgentKernelTest, KernelFollowsTheEventStream) {
       EXPECT_THAT(line, ::testing::HasSubstr(absl::StrCat("\"delta_of\":\"", step.delta_of, "\"")))
           << line;
       ++expected_deltas[step.delta_of];
+      // What the delta carried, for the reader of the test log.
+      std::cout << GetParam() << ": " << step.what << ": "
+                << line.substr(std::min(line.size(), line.find("\"delta_tables\"")), 70) << "\n";
     }
   }
 
@@ -598,7 +615,7 @@ TEST_P(AgentKernelTest, KernelFollowsTheEventStream) {
   // Not vacuous: at least the steps above went as deltas of their kind, and the counter
   // agrees with the log's count of such syncs (other steps may go as deltas too).
   const std::string log = AgentLog();
-  ASSERT_GE(expected_deltas["policies"], 5);
+  ASSERT_GE(expected_deltas["policies"], 6);
   for (const auto& [delta_of, kind] :
        std::vector<std::pair<std::string, std::string>>{{"pods", "pod"}, {"policies", "policy"}}) {
     const double counted =
