@@ -664,6 +664,9 @@ TEST(MetricsServerTest, ServesTheExpositionOverHttp) {
   metrics.CountEvent(false);
   metrics.RecordSync(absl::FromUnixSeconds(1700000000),
                      {absl::Microseconds(300), absl::Milliseconds(3)}, {{"rules", 7}});
+  metrics.CountDeltaSync(/*policy=*/true);
+  metrics.CountDeltaSync(/*policy=*/true);
+  metrics.CountDeltaSync(/*policy=*/false);
   absl::StatusOr<std::unique_ptr<MetricsServer>> server =
       MetricsServer::Start("127.0.0.1:0", &metrics);
   ASSERT_TRUE(server.ok()) << server.status();
@@ -681,6 +684,10 @@ TEST(MetricsServerTest, ServesTheExpositionOverHttp) {
   EXPECT_THAT(response, HasSubstr("\nnp_agent_rules 7\n"));
   EXPECT_THAT(response, ::testing::Not(HasSubstr("np_agent_map_entries")));  // not reported
   EXPECT_THAT(response, HasSubstr("np_agent_last_sync_timestamp_seconds 1700000000.000\n"));
+  // One counter family, a sample per kind, declared once (the exposition format's rule).
+  EXPECT_THAT(response, HasSubstr("\n# TYPE np_agent_delta_syncs_total counter\n"
+                                  "np_agent_delta_syncs_total{kind=\"pod\"} 1\n"
+                                  "np_agent_delta_syncs_total{kind=\"policy\"} 2\n"));
   EXPECT_THAT(HttpGet((*server)->port(), "POST / HTTP/1.0\r\n\r\n"), HasSubstr("405"));
   EXPECT_FALSE(MetricsServer::Start("localhost", &metrics).ok());
 }
