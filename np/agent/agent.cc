@@ -267,6 +267,7 @@ absl::Status Agent::Sync() {
   if (delta.has_value()) {
     ++delta_syncs_;
     if (policy_delta) ++policy_delta_syncs_;
+    metrics_->CountDeltaSync(policy_delta);
   } else {
     // Off the latency path (the events are in the kernel already): the index the next pod
     // events' deltas need, O(program size) once per whole lowering.

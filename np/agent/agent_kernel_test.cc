@@ -90,6 +90,10 @@ struct Step {
   // A pod deleted (index into kPods): as a CNI does, the test removes its host-side link
   // before the event, and probes it no more.
   int deleted_pod = -1;
+  // How the agent must send it to the kernel ("delta_of" of its "kernel updated" log line,
+  // np/agent/agent.cc): "pods" or "policies" (a policy event that kept every identity:
+  // np/lower_delta.h LowerPolicyChange); empty: either, or a whole lowering.
+  std::string delta_of;
 };
 
 std::string Event(const std::string& type, const std::string& object) {
@@ -221,6 +225,14 @@ class AgentKernelTest : public ::testing::TestWithParam<std::string> {
     std::stringstream s;
     s << in.rdbuf();
     return s.str();
+  }
+
+  // The agent's last "kernel updated" log line ("" when none).
+  std::string LastUpdateLine() const {
+    const std::string log = AgentLog();
+    const size_t last = log.rfind("\"msg\":\"kernel updated\"");
+    if (last == std::string::npos) return "";
+    return log.substr(last, log.find('\n', last) - last);
   }
 
   std::string Scrape() const {
@@ -449,6 +461,23 @@ TEST_P(AgentKernelTest, KernelFollowsTheEventStream) {
   const std::string y_only_trusted = PolicyJson(
       "y", "trusted",
       R"({"podSelector":{},"ingress":[{"from":[{"namespaceSelector":{"matchLabels":{"team":"trusted"}}}]}]})");
+  // Policy events that keep every identity, so the agent sends them as policy deltas: their
+  // peers use selectors the cluster already uses (any namespace's app=web; team=trusted
+  // namespaces), together (a new peer set), or one no pod matches yet (env=prod); then x
+  // gains env=prod, which renames its pods' peer class one to one (the tables re-lowered).
+  // Each changes some verdict, so packets tell a kernel the delta did not reach.
+  const std::string db_from_any_web_80 = PolicyJson(
+      "x", "db",
+      R"({"podSelector":{"matchLabels":{"app":"db"}},"ingress":[{"from":[{"namespaceSelector":{},"podSelector":{"matchLabels":{"app":"web"}}}],"ports":[{"port":80}]}]})");
+  const std::string other_to_trusted = PolicyJson(
+      "x", "other-out",
+      R"({"podSelector":{"matchLabels":{"app":"other"}},"policyTypes":["Egress"],"egress":[{"to":[{"namespaceSelector":{"matchLabels":{"team":"trusted"}}},{"namespaceSelector":{},"podSelector":{"matchLabels":{"app":"web"}}}]}]})");
+  const std::string other_to_trusted_isolated = PolicyJson(
+      "x", "other-out",
+      R"({"podSelector":{"matchLabels":{"app":"other"}},"policyTypes":["Ingress","Egress"],"egress":[{"to":[{"namespaceSelector":{"matchLabels":{"team":"trusted"}}},{"namespaceSelector":{},"podSelector":{"matchLabels":{"app":"web"}}}]}]})");
+  const std::string client_to_prod = PolicyJson(
+      "y", "client-out",
+      R"({"podSelector":{"matchLabels":{"app":"client"}},"policyTypes":["Egress"],"egress":[{"to":[{"namespaceSelector":{"matchLabels":{"env":"prod"}}}]}]})");
   const std::string bad_policy =
       PolicyJson("x", "bad", R"({"podSelector":{},"ingress":[{"ports":[{"port":70000}]}]})");
   const std::vector<Step> steps = {
@@ -458,7 +487,12 @@ TEST_P(AgentKernelTest, KernelFollowsTheEventStream) {
        {{"NetworkPolicy x/db", db_from_web}}},
       {"pod appears: y/d app=web",
        {Event("ADDED", PodJson("y", "d", "web", "10.216.0.4"))},
-       {{"Pod y/d", PodJson("y", "d", "web", "10.216.0.4")}}},
+       {{"Pod y/d", PodJson("y", "d", "web", "10.216.0.4")}},
+       /*rejected=*/0,
+       /*deleted_pod=*/-1,
+       // The pod comes with its interface: still a delta (the backend attaches it in place
+       // or loads anew as it must), not a whole lowering for the interfaces' sake.
+       /*delta_of=*/"pods"},
       {"policy edited: app=web of any namespace, ports 80 and 81",
        {Event("MODIFIED", db_from_any_web)},
        {{"NetworkPolicy x/db", db_from_any_web}}},
@@ -470,6 +504,45 @@ TEST_P(AgentKernelTest, KernelFollowsTheEventStream) {
         Event("MODIFIED", NamespaceJson("x", {{"team", "trusted"}}))},
        {{"NetworkPolicy y/trusted", y_only_trusted},
         {"Namespace x", NamespaceJson("x", {{"team", "trusted"}})}}},
+      {"policy delta, a port changed: x/db takes app=web of any namespace on port 80 only",
+       {Event("MODIFIED", db_from_any_web_80)},
+       {{"NetworkPolicy x/db", db_from_any_web_80}},
+       /*rejected=*/0,
+       /*deleted_pod=*/-1,
+       /*delta_of=*/"policies"},
+      {"policy delta, a policy added: x/a (app=other) may only reach team=trusted namespaces "
+       "and app=web pods",
+       {Event("ADDED", other_to_trusted)},
+       {{"NetworkPolicy x/other-out", other_to_trusted}},
+       /*rejected=*/0,
+       /*deleted_pod=*/-1,
+       /*delta_of=*/"policies"},
+      {"policy delta, policyTypes changed: x/other-out isolates x/a's ingress too",
+       {Event("MODIFIED", other_to_trusted_isolated)},
+       {{"NetworkPolicy x/other-out", other_to_trusted_isolated}},
+       /*rejected=*/0,
+       /*deleted_pod=*/-1,
+       /*delta_of=*/"policies"},
+      {"policy delta, a policy deleted whose peers others still use: x/other-out",
+       {Event("DELETED", other_to_trusted_isolated)},
+       {{"NetworkPolicy x/other-out", ""}},
+       /*rejected=*/0,
+       /*deleted_pod=*/-1,
+       /*delta_of=*/"policies"},
+      {"policy delta, a policy added whose peer no pod matches yet: y/c (app=client) may only "
+       "reach env=prod namespaces (none)",
+       {Event("ADDED", client_to_prod)},
+       {{"NetworkPolicy y/client-out", client_to_prod}},
+       /*rejected=*/0,
+       /*deleted_pod=*/-1,
+       /*delta_of=*/"policies"},
+      {"policy delta, a namespace relabel that renames x's pods' peer class: x env=prod, so "
+       "y/c may reach them",
+       {Event("MODIFIED", NamespaceJson("x", {{"team", "trusted"}, {"env", "prod"}}))},
+       {{"Namespace x", NamespaceJson("x", {{"team", "trusted"}, {"env", "prod"}})}},
+       /*rejected=*/0,
+       /*deleted_pod=*/-1,
+       /*delta_of=*/"policies"},
       {"malformed events: a line that is no JSON, a policy the API server would refuse",
        {"this is not an event\n", Event("ADDED", bad_policy)},
        {},
@@ -484,6 +557,7 @@ TEST_P(AgentKernelTest, KernelFollowsTheEventStream) {
        {{"NetworkPolicy y/trusted", ""}}},
   };
   int sent = 0, rejected = 0, applied = 0, probe_rounds = 0, slow_probes = 0;
+  std::map<std::string, int> expected_deltas;  // delta_of -> steps that must go so
   for (const Step& step : steps) {
     SCOPED_TRACE(step.what);
     if (step.deleted_pod >= 0) {
@@ -516,14 +590,15 @@ TEST_P(AgentKernelTest, KernelFollowsTheEventStream) {
     ASSERT_FALSE(HasFatalFailure());
     probe_rounds += rounds;
     EXPECT_THAT(Compare(objects), ::testing::IsEmpty());
-    if (absl::StartsWith(step.what, "pod appears")) {
-      // The pod comes with its interface: still a delta (the backend attaches it in place or
-      // loads anew as it must), not a whole lowering for the interfaces' sake.
-      const std::string log = AgentLog();
-      const size_t last = log.rfind("\"msg\":\"kernel updated\"");
-      ASSERT_NE(last, std::string::npos) << log;
-      const std::string line = log.substr(last, log.find('\n', last) - last);
+    if (!step.delta_of.empty()) {
+      const std::string line = LastUpdateLine();
       EXPECT_THAT(line, ::testing::HasSubstr("\"update\":\"delta\"")) << line;
+      EXPECT_THAT(line, ::testing::HasSubstr(absl::StrCat("\"delta_of\":\"", step.delta_of, "\"")))
+          << line;
+      ++expected_deltas[step.delta_of];
+      // What the delta carried, for the reader of the test log.
+      std::cout << GetParam() << ": " << step.what << ": "
+                << line.substr(std::min(line.size(), line.find("\"delta_tables\"")), 70) << "\n";
     }
   }
 
@@ -537,7 +612,22 @@ TEST_P(AgentKernelTest, KernelFollowsTheEventStream) {
   EXPECT_THAT(metrics, ::testing::HasSubstr("np_agent_program_items{item="));
   EXPECT_GT(std::max(Sample(metrics, "np_agent_rules"), Sample(metrics, "np_agent_map_entries")),
             0);
+  // Not vacuous: at least the steps above went as deltas of their kind, and the counter
+  // agrees with the log's count of such syncs (other steps may go as deltas too).
   const std::string log = AgentLog();
+  ASSERT_GE(expected_deltas["policies"], 6);
+  for (const auto& [delta_of, kind] :
+       std::vector<std::pair<std::string, std::string>>{{"pods", "pod"}, {"policies", "policy"}}) {
+    const double counted =
+        Sample(metrics, absl::StrCat("np_agent_delta_syncs_total{kind=\"", kind, "\"}"));
+    EXPECT_GE(counted, expected_deltas[delta_of]) << kind;
+    int logged = 0;
+    const std::string needle = absl::StrCat("\"delta_of\":\"", delta_of, "\"");
+    for (size_t at = log.find(needle); at != std::string::npos; at = log.find(needle, at + 1)) {
+      ++logged;
+    }
+    EXPECT_EQ(counted, logged) << kind;
+  }
   EXPECT_THAT(log, ::testing::HasSubstr("spec.ingress[0].ports[0].port"));
   std::cout << GetParam() << ": " << probe_rounds << " probe rounds during updates, " << slow_probes
             << " allowed probes answered only on the patient retry\n"

@@ -327,6 +327,9 @@ TEST_F(AgentTest, PodEventsGoThroughTheDeltaAndTheRestWhole) {
   EXPECT_EQ(calls_.back(), "Apply");
   ASSERT_NO_FATAL_FAILURE(ExpectKernelHoldsCurrent());
   EXPECT_EQ(agent_->delta_syncs(), 3);
+  // Only the syncs that took effect count: the failed delta is no delta sync.
+  EXPECT_THAT(metrics_.Render(), HasSubstr("np_agent_delta_syncs_total{kind=\"pod\"} 3\n"));
+  EXPECT_THAT(metrics_.Render(), HasSubstr("np_agent_delta_syncs_total{kind=\"policy\"} 0\n"));
 }
 
 std::string PolicyEvent(const std::string& type, const std::string& name,
@@ -455,6 +458,9 @@ TEST_F(AgentTest, PolicyEventsGoThroughTheDelta) {
   EXPECT_EQ(TableOf(applied_.back(), "c"), c_table);
   EXPECT_EQ(agent_->policy_delta_syncs(), 4);
   EXPECT_EQ(agent_->delta_syncs(), 6);
+  // The two pod events' deltas and the four policy events', apart.
+  EXPECT_THAT(metrics_.Render(), HasSubstr("np_agent_delta_syncs_total{kind=\"pod\"} 2\n"));
+  EXPECT_THAT(metrics_.Render(), HasSubstr("np_agent_delta_syncs_total{kind=\"policy\"} 4\n"));
   EXPECT_EQ(agent_->aligned_syncs(), 0);
   EXPECT_THAT(log_text_.str(), HasSubstr(R"("update":"delta")"));
   EXPECT_THAT(log_text_.str(), HasSubstr(R"("delta_of":"policies")"));
@@ -469,6 +475,8 @@ TEST_F(AgentTest, PolicyEventsGoThroughTheDelta) {
   EXPECT_THAT(agent_->last_whole_reason(), HasSubstr("policy event: "));
   ASSERT_NO_FATAL_FAILURE(expect_kernel_canonical());
   EXPECT_EQ(agent_->policy_delta_syncs(), 4);
+  // A whole sync counts as no delta of either kind.
+  EXPECT_THAT(metrics_.Render(), HasSubstr("np_agent_delta_syncs_total{kind=\"policy\"} 4\n"));
 }
 
 // The interfaces handed to the backend follow the endpoints: a pod event that adds or removes
@@ -656,6 +664,9 @@ TEST(MetricsServerTest, ServesTheExpositionOverHttp) {
   metrics.CountEvent(false);
   metrics.RecordSync(absl::FromUnixSeconds(1700000000),
                      {absl::Microseconds(300), absl::Milliseconds(3)}, {{"rules", 7}});
+  metrics.CountDeltaSync(/*policy=*/true);
+  metrics.CountDeltaSync(/*policy=*/true);
+  metrics.CountDeltaSync(/*policy=*/false);
   absl::StatusOr<std::unique_ptr<MetricsServer>> server =
       MetricsServer::Start("127.0.0.1:0", &metrics);
   ASSERT_TRUE(server.ok()) << server.status();
@@ -673,6 +684,10 @@ TEST(MetricsServerTest, ServesTheExpositionOverHttp) {
   EXPECT_THAT(response, HasSubstr("\nnp_agent_rules 7\n"));
   EXPECT_THAT(response, ::testing::Not(HasSubstr("np_agent_map_entries")));  // not reported
   EXPECT_THAT(response, HasSubstr("np_agent_last_sync_timestamp_seconds 1700000000.000\n"));
+  // One counter family, a sample per kind, declared once (the exposition format's rule).
+  EXPECT_THAT(response, HasSubstr("\n# TYPE np_agent_delta_syncs_total counter\n"
+                                  "np_agent_delta_syncs_total{kind=\"pod\"} 1\n"
+                                  "np_agent_delta_syncs_total{kind=\"policy\"} 2\n"));
   EXPECT_THAT(HttpGet((*server)->port(), "POST / HTTP/1.0\r\n\r\n"), HasSubstr("405"));
   EXPECT_FALSE(MetricsServer::Start("localhost", &metrics).ok());
 }

@@ -50,6 +50,11 @@ void AgentMetrics::RecordAlignment(const AlignStats& stats) {
   }
 }
 
+void AgentMetrics::CountDeltaSync(bool policy) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++(policy ? policy_delta_syncs_ : pod_delta_syncs_);
+}
+
 void AgentMetrics::CountSyncFailure() {
   std::lock_guard<std::mutex> lock(mutex_);
   ++sync_failures_;
@@ -72,6 +77,12 @@ std::string AgentMetrics::Render() const {
                   "# HELP np_agent_syncs_total Kernel updates that took effect.\n"
                   "# TYPE np_agent_syncs_total counter\nnp_agent_syncs_total ",
                   syncs_, "\n",
+                  "# HELP np_agent_delta_syncs_total Kernel updates sent as a delta of the "
+                  "installed program, by the events they carried (pod; policy: policies, "
+                  "namespaces, tiers or nodes that kept every identity).\n"
+                  "# TYPE np_agent_delta_syncs_total counter\n"
+                  "np_agent_delta_syncs_total{kind=\"pod\"} ", pod_delta_syncs_, "\n",
+                  "np_agent_delta_syncs_total{kind=\"policy\"} ", policy_delta_syncs_, "\n",
                   "# HELP np_agent_sync_failures_total Kernel updates the backend refused.\n"
                   "# TYPE np_agent_sync_failures_total counter\nnp_agent_sync_failures_total ",
                   sync_failures_, "\n",

@@ -53,6 +53,11 @@ class AgentMetrics {
   // added per kind (np_agent_aligned_items_total{kind,change}), and the unused ids the
   // program now holds (np_agent_unused_items{kind}).
   void RecordAlignment(const AlignStats& stats);
+  // A sync that sent the kernel a delta (Backend::UpdateDelta) instead of a whole program:
+  // np_agent_delta_syncs_total{kind="pod"|"policy"}. `policy`: policy, tier policy,
+  // namespace or node events that kept every identity (np/lower_delta.h LowerPolicyChange),
+  // else pod events. Syncs minus these are the whole lowerings.
+  void CountDeltaSync(bool policy);
   void CountSyncFailure();                 // np_agent_sync_failures_total
   void SetPendingEvents(int64_t pending);  // applied to the engine, not yet in the kernel
 
@@ -68,6 +73,7 @@ class AgentMetrics {
   double latency_sum_ = 0;
   std::map<std::string, uint64_t> items_;
   double last_sync_ = 0;  // Unix seconds; 0 before the first
+  uint64_t pod_delta_syncs_ = 0, policy_delta_syncs_ = 0;
   uint64_t aligned_syncs_ = 0, compacted_syncs_ = 0;
   std::array<uint64_t, 3> aligned_changed_{}, aligned_added_{};  // identities, peer sets, tables
   std::array<int64_t, 3> unused_items_{};
