@@ -448,12 +448,16 @@ class LiveChecker {
     std::mt19937_64 rng(7);
     uint16_t sport = 1024;
     while (!stop_ && wrong_.empty()) {
-      int slot;
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (stable_.empty()) continue;
-        slot = stable_[rng() % stable_.size()];
+      // The whole pair under the lock: SetStable, called before each update, then waits for
+      // a pair whose slot came from the previous list — a slot the coming update may give
+      // to a pod (the race made this test fail now and then on a loaded machine).
+      std::unique_lock<std::mutex> lock(mu_);
+      if (stable_.empty()) {
+        lock.unlock();
+        std::this_thread::yield();
+        continue;
       }
+      const int slot = stable_[rng() % stable_.size()];
       bpf_tc_hook h{};
       h.sz = sizeof(h);
       h.ifindex = static_cast<int>(ifindex);
