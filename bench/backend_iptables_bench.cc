@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -204,7 +205,8 @@ int PolicyEvents() {
     return 1;
   }
   printf("| node program | events | in place p50 / p99 ms | procs/event | full (Apply) p50 / p99 ms "
-         "| procs/event | how Update went |\n|---|---|---|---|---|---|---|\n");
+         "| procs/event | how Update went | UpdateDelta p50 / p99 ms (its restores p50) |\n"
+         "|---|---|---|---|---|---|---|---|\n");
   struct Shape {
     const char* name;
     SyntheticOptions options;
@@ -227,17 +229,25 @@ int PolicyEvents() {
     deleted.add_peer_sets()->set_id(static_cast<uint32_t>(base->peer_sets_size()));
     const std::string a = absl::StrCat("npiptpol-", getpid(), "-a");
     const std::string b = absl::StrCat("npiptpol-", getpid(), "-b");
-    for (const std::string& n : {a, b}) (void)backends::RunCommand({"ip", "netns", "add", n});
-    backends::Attachment in_a, in_b;
+    const std::string c = absl::StrCat("npiptpol-", getpid(), "-c");
+    for (const std::string& n : {a, b, c}) (void)backends::RunCommand({"ip", "netns", "add", n});
+    backends::Attachment in_a, in_b, in_c;
     in_a.netns = a;
     in_b.netns = b;
+    in_c.netns = c;
     std::unique_ptr<backends::Backend> inc = backends::MakeIptablesBackend();
     std::unique_ptr<backends::Backend> full = backends::MakeIptablesBackend();
-    std::vector<double> inc_ms, full_ms;
+    // The same events as deltas (DiffPrograms, as np/lower_delta.h sends a policy event)
+    // through UpdateDelta, in a third namespace.
+    std::unique_ptr<backends::Backend> by_delta = backends::MakeIptablesBackend();
+    const std::optional<ir::CompiledPolicyDelta> deltas[2] = {
+        backends::DiffPrograms(deleted, added), backends::DiffPrograms(added, deleted)};
+    std::vector<double> inc_ms, full_ms, delta_ms, restore_ms;
     int64_t inc_procs = 0, full_procs = 0;
     std::map<std::string, int> how;
     absl::Status s = inc->Apply(deleted, in_a);
     if (s.ok()) s = full->Apply(deleted, in_b);
+    if (s.ok()) s = by_delta->Apply(deleted, in_c);
     constexpr int kEvents = 40;
     for (int i = 0; i < kEvents && s.ok(); ++i) {
       const ir::CompiledPolicy& previous = i % 2 == 0 ? deleted : added;
@@ -255,6 +265,18 @@ int PolicyEvents() {
       s = full->Apply(next, in_b);
       full_ms.push_back(Seconds(t0) * 1000);
       full_procs += backends::IptablesProcessesSpawned() - procs;
+      if (!s.ok() || !deltas[i % 2].has_value()) continue;
+      t0 = std::chrono::steady_clock::now();
+      s = by_delta->UpdateDelta(previous, *deltas[i % 2], in_c);
+      delta_ms.push_back(Seconds(t0) * 1000);
+      // The restores' share, as the rules path reports it ("...; ms: ..., restore R, ...").
+      const std::string how = backends::IptablesLastUpdate(*by_delta);
+      const size_t at = how.find(", restore ");
+      double restore = 0;
+      if (at != std::string::npos &&
+          absl::SimpleAtod(how.substr(at + 10, how.find(',', at + 10) - at - 10), &restore)) {
+        restore_ms.push_back(restore);
+      }
     }
     std::string paths;
     for (const auto& [path, n] : how) {
@@ -263,14 +285,16 @@ int PolicyEvents() {
     if (!s.ok()) absl::StrAppend(&paths, "; error: ", s.message());
     const double n = std::max<size_t>(inc_ms.size(), 1);
     printf("| %s (%d endpoints, %d tables, %d peer sets) | %zu | %.1f / %.1f | %.1f | %.1f / %.1f | "
-           "%.1f | %s |\n",
+           "%.1f | %s | %.1f / %.1f (%.1f) |\n",
            shape.name, base->endpoints_size(), base->tables_size(), base->peer_sets_size(),
            inc_ms.size(), Percentile(inc_ms, 0.5), Percentile(inc_ms, 0.99),
            static_cast<double>(inc_procs) / n, Percentile(full_ms, 0.5), Percentile(full_ms, 0.99),
-           static_cast<double>(full_procs) / std::max<size_t>(full_ms.size(), 1), paths.c_str());
+           static_cast<double>(full_procs) / std::max<size_t>(full_ms.size(), 1), paths.c_str(),
+           Percentile(delta_ms, 0.5), Percentile(delta_ms, 0.99), Percentile(restore_ms, 0.5));
     (void)inc->Remove(in_a);
     (void)full->Remove(in_b);
-    for (const std::string& ns : {a, b}) (void)backends::RunCommand({"ip", "netns", "del", ns});
+    (void)by_delta->Remove(in_c);
+    for (const std::string& ns : {a, b, c}) (void)backends::RunCommand({"ip", "netns", "del", ns});
   }
   return 0;
 }

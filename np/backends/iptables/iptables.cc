@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -2197,6 +2198,14 @@ class IptablesBackend : public Backend {
   absl::Status UpdateRules(const ir::CompiledPolicy& next, const Attachment& attachment,
                            const std::string& why) {
     const std::string& netns = attachment.netns;
+    // Where the time goes (for last_update_: the restores are most of it, bench/RESULTS.md).
+    std::chrono::steady_clock::time_point phase = std::chrono::steady_clock::now();
+    auto lap = [&phase] {
+      const std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now();
+      const double ms = std::chrono::duration<double, std::milli>(now - phase).count();
+      phase = now;
+      return static_cast<double>(static_cast<int64_t>(ms * 10 + 0.5)) / 10;
+    };
     absl::StatusOr<Model> model =
         BuildModel(next, installed_->generation + 1, Naming{installed_.get(), false});
     if (!model.ok()) return model.status();
@@ -2215,6 +2224,7 @@ class IptablesBackend : public Backend {
       if (!capacity.ok()) return capacity.status();
       if (absl::Status s = CheckCapacity(*capacity); !s.ok()) return s;
     }
+    const double plan_ms = lap();
     // 1.
     std::vector<NewSet> made;
     std::vector<SetEdit> fill;
@@ -2230,6 +2240,7 @@ class IptablesBackend : public Backend {
       (void)DestroySetsInPlace(plan.created, netns);
       return full(absl::StrCat("making the new sets failed: ", s.message()));
     }
+    const double sets_ms = lap();
     // 2. (both families side by side: each is its own transaction either way)
     const std::array<absl::Status, kFamilies> restored = RestoreFamilies(plan.restore, netns);
     for (int f = 0; f < kFamilies; ++f) {
@@ -2241,6 +2252,7 @@ class IptablesBackend : public Backend {
       }
       return full(absl::StrCat(RestoreTool(f), " failed: ", restored[f].message()));
     }
+    const double restore_ms = lap();
     // 3.
     std::vector<std::string> destroy = plan.destroyed;
     destroy.insert(destroy.end(), installed_->leftover.begin(), installed_->leftover.end());
@@ -2255,7 +2267,8 @@ class IptablesBackend : public Backend {
         installed_->leftover.empty()
             ? ""
             : absl::StrCat(", ", installed_->leftover.size(), " left busy"),
-        " (element-only refused: ", why, ")");
+        " (element-only refused: ", why, "); ms: plan ", plan_ms, ", sets ", sets_ms,
+        ", restore ", restore_ms, ", destroy ", lap());
     return absl::OkStatus();
   }
 

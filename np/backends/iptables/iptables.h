@@ -85,7 +85,10 @@
 // install.
 // UpdateDelta plans the same edit from a CompiledPolicyDelta alone (no model of the next
 // program, no comparison of rules), in time proportional to the delta and the entries of
-// the sets it changes; what it cannot plan it hands to Update. It also takes one node pod
+// the sets it changes; what it cannot plan it hands to Update — except a delta that
+// replaces or adds tables (a policy event), which goes straight to the in-place rules path
+// (its rules differ: Update's element-only attempt would build a second model of the next
+// program only to refuse). It also takes one node pod
 // added or removed whose table's chains stay: its addresses added to (deleted from) its
 // table's dispatch sets before its addresses join the peer sets (after they leave), an RCU
 // grace period between (iptables.cc, UpdateDelta, has the argument): set edits only, no
@@ -99,6 +102,11 @@
 // 4,096 ipsets, 1,000,000 set entries (bench/RESULTS.md). Render and Apply refuse a
 // program past a limit or budget (ResourceExhausted, with the numbers);
 // BackendOptions::budgets raises a budget. RenderRuleset below renders without checking.
+//
+// Processes: every tool (ipset, iptables-restore, ...) enters the node's network namespace
+// itself (np::backends::RunCommands: setns in the child, no `ip netns exec` process); the
+// in-place rules path runs the two families' restores side by side (Apply one after the
+// other: an IPv4 failure there leaves IPv6 untouched too).
 //
 // Thread safety: Render and Explain are pure functions; Apply, Update and Remove change the
 // kernel state of one network namespace and must not run concurrently on the same one (nor
@@ -122,7 +130,8 @@ std::unique_ptr<Backend> MakeIptablesBackend(const BackendOptions& options = {})
 
 // How the last Update or UpdateDelta of `backend` (made by MakeIptablesBackend) went, for
 // tests and benchmarks: "in place: ..." (Update, set members edited), "in place, rules:
-// ..." (Update, changed chains and new sets: the in-place rules path), "in place by delta:
+// ..." (Update, changed chains and new sets: the in-place rules path; UpdateDelta's with
+// tables says "(element-only refused: by delta: ...)"), "in place by delta:
 // ..." (UpdateDelta planned from the delta alone), "full: <why>" (a new generation), or
 // "by Update (<why the delta was not planned>): <how Update went>"; empty before any.
 std::string IptablesLastUpdate(const Backend& backend);
