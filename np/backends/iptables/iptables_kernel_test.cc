@@ -20,6 +20,7 @@
 #include <cstring>
 #include <iostream>
 #include <map>
+#include <functional>
 #include <optional>
 #include <random>
 #include <regex>
@@ -888,42 +889,43 @@ TEST(IptablesKernel, UpdateLatencyOfOnePodEvents) {
 
 // Seeded random stably numbered events (testutil::StableEvent: policy, tier, peer set,
 // relabel, table, tombstone and endpoint-move events, tombstone ids reused) on random
-// programs, each through Update in one namespace: each goes in place — set members only, or
-// the rules path with at most one restore per family and nothing else spawned — and the
-// namespace then holds exactly what a fresh Apply of the new program gives in another
-// (rules and set members, generations aside; no set left over). Replay with the seed.
-TEST(IptablesKernel, StableEventsInPlaceEqualAFreshApply) {
-  if (Skip()) GTEST_SKIP() << "needs root, ip netns and ipset";
-  Namespaces ns("npipts");
+// programs, each through Update — or, `through_delta`, as the delta DiffPrograms makes of the
+// two programs (as np/lower_delta.h would send it) through UpdateDelta — in one namespace; the
+// namespace then holds exactly what a fresh Apply of the new program gives in another (rules
+// and set members, generations aside; no set left over). `check` judges each step by the
+// backend's last-update line, its delta (null through Update) and the processes it spawned.
+void RunStableEvents(
+    const std::string& prefix, bool through_delta, uint64_t first_seed, uint64_t seeds,
+    uint64_t rng_offset, uint64_t program_offset,
+    const std::function<void(const std::string& path, const ir::CompiledPolicyDelta* delta,
+                             int64_t processes)>& check) {
+  Namespaces ns(prefix);
   const std::string inc = ns.Add("inc");
   const std::string fresh = ns.Add("fresh");
   Attachment at_inc, at_fresh;
   at_inc.netns = inc;
   at_fresh.netns = fresh;
-  int element = 0, rules = 0, untouched = 0;
-  for (uint64_t seed = 0; seed < 4; ++seed) {
-    SCOPED_TRACE(absl::StrCat("seed ", seed));
-    std::mt19937_64 rng(seed + 4242);
+  for (uint64_t seed = first_seed; seed < first_seed + seeds; ++seed) {
+    SCOPED_TRACE(absl::StrCat("seed ", seed, " (replay: NP_TEST_SEED=", seed, ")"));
+    std::mt19937_64 rng(seed + rng_offset);
     std::unique_ptr<Backend> backend = MakeIptablesBackend();
-    ir::CompiledPolicy current = testutil::WithPods(testutil::RandomIr(seed + 100));
+    ir::CompiledPolicy current = testutil::WithPods(testutil::RandomIr(seed + program_offset));
     ASSERT_TRUE(backend->Apply(current, at_inc).ok());
     for (int step = 0; step < 12; ++step) {
       const int kind = static_cast<int>(rng() % testutil::kStableEventKinds);
       SCOPED_TRACE(absl::StrCat("step ", step, " (", testutil::StableEventName(kind), ")"));
       const ir::CompiledPolicy next = testutil::StableEvent(current, kind, rng);
-      const int64_t spawned = IptablesProcessesSpawned();
-      absl::Status s = backend->Update(current, next, at_inc);
-      ASSERT_TRUE(s.ok()) << s;
-      const int64_t processes = IptablesProcessesSpawned() - spawned;
-      const std::string path = IptablesLastUpdate(*backend);
-      if (absl::StartsWith(path, "in place, rules: ")) {
-        ++rules;
-        EXPECT_LE(processes, 2) << path;
-      } else {
-        EXPECT_TRUE(absl::StartsWith(path, "in place: ")) << path;
-        EXPECT_EQ(processes, 0) << path;
-        (path == "in place: nothing to change" ? untouched : element)++;
+      std::optional<ir::CompiledPolicyDelta> delta;
+      if (through_delta) {
+        delta = DiffPrograms(current, next);
+        if (!delta.has_value()) continue;  // not a delta (the stable events keep ids: rare)
       }
+      const int64_t spawned = IptablesProcessesSpawned();
+      absl::Status s = through_delta ? backend->UpdateDelta(current, *delta, at_inc)
+                                     : backend->Update(current, next, at_inc);
+      ASSERT_TRUE(s.ok()) << s;
+      const std::string path = IptablesLastUpdate(*backend);
+      check(path, delta.has_value() ? &*delta : nullptr, IptablesProcessesSpawned() - spawned);
       std::unique_ptr<Backend> once = MakeIptablesBackend();
       ASSERT_TRUE(once->Apply(next, at_fresh).ok());
       ASSERT_EQ(Comparable(inc), Comparable(fresh)) << path;
@@ -932,64 +934,53 @@ TEST(IptablesKernel, StableEventsInPlaceEqualAFreshApply) {
     ASSERT_TRUE(backend->Remove(at_inc).ok());
     EXPECT_EQ(NpState(inc), "");
   }
+}
+
+// Through Update each event goes in place: set members only, or the rules path with at most
+// one restore per family and nothing else spawned.
+TEST(IptablesKernel, StableEventsInPlaceEqualAFreshApply) {
+  if (Skip()) GTEST_SKIP() << "needs root, ip netns and ipset";
+  int element = 0, rules = 0, untouched = 0;
+  RunStableEvents("npipts", /*through_delta=*/false, 0, 4, 4242, 100,
+                  [&](const std::string& path, const ir::CompiledPolicyDelta*, int64_t processes) {
+                    if (absl::StartsWith(path, "in place, rules: ")) {
+                      ++rules;
+                      EXPECT_LE(processes, 2) << path;
+                    } else {
+                      EXPECT_TRUE(absl::StartsWith(path, "in place: ")) << path;
+                      EXPECT_EQ(processes, 0) << path;
+                      (path == "in place: nothing to change" ? untouched : element)++;
+                    }
+                  });
   std::cerr << "stable events: " << rules << " by the in-place rules path, " << element
             << " element-only, " << untouched << " without change\n";
   EXPECT_GE(rules, 24);
 }
 
-// The same stable events as deltas (DiffPrograms of the two programs, as np/lower_delta.h
-// would send them) through UpdateDelta: a delta that replaces or adds tables goes straight
-// to the in-place rules path ("by delta"), at most one restore per family, and the namespace
-// then holds exactly what a fresh Apply of the new program gives. NP_TEST_SEED replays one
-// seed (else seeds 0-3).
+// Through UpdateDelta a delta that replaces or adds tables goes straight to the in-place rules
+// path ("by delta"), at most one restore per family. NP_TEST_SEED replays one seed (else
+// seeds 0-3).
 TEST(IptablesKernel, StableEventDeltasInPlaceEqualAFreshApply) {
   if (Skip()) GTEST_SKIP() << "needs root, ip netns and ipset";
-  Namespaces ns("h52-");
-  const std::string inc = ns.Add("dinc");
-  const std::string fresh = ns.Add("dfresh");
-  Attachment at_inc, at_fresh;
-  at_inc.netns = inc;
-  at_fresh.netns = fresh;
   uint64_t first_seed = 0, seeds = 4;
   if (const char* env = getenv("NP_TEST_SEED"); env != nullptr) {
     ASSERT_TRUE(absl::SimpleAtoi(env, &first_seed)) << env;
     seeds = 1;
   }
   int by_delta = 0, other = 0;
-  for (uint64_t seed = first_seed; seed < first_seed + seeds; ++seed) {
-    SCOPED_TRACE(absl::StrCat("seed ", seed, " (replay: NP_TEST_SEED=", seed, ")"));
-    std::mt19937_64 rng(seed + 5252);
-    std::unique_ptr<Backend> backend = MakeIptablesBackend();
-    ir::CompiledPolicy current = testutil::WithPods(testutil::RandomIr(seed + 300));
-    ASSERT_TRUE(backend->Apply(current, at_inc).ok());
-    for (int step = 0; step < 12; ++step) {
-      const int kind = static_cast<int>(rng() % testutil::kStableEventKinds);
-      SCOPED_TRACE(absl::StrCat("step ", step, " (", testutil::StableEventName(kind), ")"));
-      const ir::CompiledPolicy next = testutil::StableEvent(current, kind, rng);
-      const std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(current, next);
-      if (!delta.has_value()) continue;  // not a delta (the stable events keep ids: rare)
-      const int64_t spawned = IptablesProcessesSpawned();
-      absl::Status s = backend->UpdateDelta(current, *delta, at_inc);
-      ASSERT_TRUE(s.ok()) << s;
-      const int64_t processes = IptablesProcessesSpawned() - spawned;
-      const std::string path = IptablesLastUpdate(*backend);
-      if (!delta->tables().empty()) {
-        EXPECT_TRUE(absl::StartsWith(path, "in place, rules: ")) << path;
-        EXPECT_TRUE(absl::StrContains(path, "by delta")) << path;
-        EXPECT_LE(processes, 2) << path;
-        ++by_delta;
-      } else {
-        EXPECT_FALSE(absl::StartsWith(path, "full")) << path;
-        ++other;
-      }
-      std::unique_ptr<Backend> once = MakeIptablesBackend();
-      ASSERT_TRUE(once->Apply(next, at_fresh).ok());
-      ASSERT_EQ(Comparable(inc), Comparable(fresh)) << path;
-      current = next;
-    }
-    ASSERT_TRUE(backend->Remove(at_inc).ok());
-    EXPECT_EQ(NpState(inc), "");
-  }
+  RunStableEvents("npiptd", /*through_delta=*/true, first_seed, seeds, 5252, 300,
+                  [&](const std::string& path, const ir::CompiledPolicyDelta* delta,
+                      int64_t processes) {
+                    if (!delta->tables().empty()) {
+                      EXPECT_TRUE(absl::StartsWith(path, "in place, rules: ")) << path;
+                      EXPECT_TRUE(absl::StrContains(path, "by delta")) << path;
+                      EXPECT_LE(processes, 2) << path;
+                      ++by_delta;
+                    } else {
+                      EXPECT_FALSE(absl::StartsWith(path, "full")) << path;
+                      ++other;
+                    }
+                  });
   std::cerr << "stable event deltas: " << by_delta << " by the rules path from the delta, "
             << other << " otherwise\n";
   EXPECT_GE(by_delta, 4 * static_cast<int>(seeds));
