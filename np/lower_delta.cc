@@ -106,6 +106,121 @@ bool SamePolicies(const EngineState& s, const internal::TargetClassSlot& slot,
   return std::equal(names.begin(), names.end(), table.policies().begin(), table.policies().end());
 }
 
+// Tables a delta replaces, appends or retires, and the peer sets their rules name: shared by
+// the pod and policy deltas. Sets are interned by content: an installed set some rule names
+// keeps its id, a new content takes a provisional id, numbered by Finish once the replaced
+// tables' sets are known to be free.
+class TableEdits {
+ public:
+  static constexpr uint32_t kProvisional = 0x80000000u;
+
+  TableEdits(const ir::CompiledPolicy& installed,
+             const absl::flat_hash_map<PeerSetContent, uint32_t>& known)
+      : installed_(installed), known_(known) {}
+
+  uint32_t Intern(bool all, std::vector<uint32_t> ids) {
+    PeerSetContent content(all, std::move(ids));
+    auto found = known_.find(content);
+    if (found != known_.end()) return found->second;
+    auto [it, fresh] =
+        fresh_ids_.try_emplace(content, kProvisional + static_cast<uint32_t>(fresh_sets_.size()));
+    if (fresh) fresh_sets_.push_back(std::move(content));
+    return it->second;
+  }
+
+  // `table` (its id set) replaces the installed table of its id, or is appended.
+  void Replace(ir::Table table) {
+    if (table.id() < static_cast<uint32_t>(installed_.tables_size())) {
+      ForEachPeerSetOf(installed_.tables(table.id()), [&](uint32_t set) { ref_change_[set]--; });
+    }
+    ForEachPeerSetOf(table, [&](uint32_t set) {
+      if (set < kProvisional) ref_change_[set]++;
+    });
+    emitted_.push_back(std::move(table));
+  }
+
+  bool empty() const { return emitted_.empty(); }
+
+  // Provisional peer sets take the ids of sets only the replaced tables named (lowest first),
+  // then the installed program's unused ids, then are appended; freed sets left over become
+  // tombstones. Adds the sets and tables to `delta`; for the index: `refs` (rules naming each
+  // set whose count changed, by `peer_set_refs` before), the contents dropped and added, and
+  // the program's count of peer sets afterwards. nullptr, else why not.
+  const char* Finish(const std::vector<int64_t>& peer_set_refs, ir::CompiledPolicyDelta* delta,
+                     size_t* peer_sets, std::vector<std::pair<uint32_t, int64_t>>* refs,
+                     std::vector<std::pair<uint32_t, PeerSetContent>>* dropped,
+                     std::vector<std::pair<uint32_t, PeerSetContent>>* added) {
+    const uint32_t old_sets = static_cast<uint32_t>(installed_.peer_sets_size());
+    std::vector<uint32_t> freed;
+    for (const auto& [set, change] : ref_change_) {
+      if (change != 0) refs->emplace_back(set, peer_set_refs[set] + change);
+      if (change < 0 && peer_set_refs[set] + change == 0) freed.push_back(set);
+    }
+    std::sort(freed.begin(), freed.end());
+    int64_t live_sets = 0;
+    std::vector<uint32_t> unused;
+    for (uint32_t set = 0; set < old_sets; ++set) {
+      if (peer_set_refs[set] > 0) {
+        ++live_sets;
+      } else {
+        unused.push_back(set);
+      }
+    }
+    live_sets += static_cast<int64_t>(fresh_sets_.size()) - static_cast<int64_t>(freed.size());
+    std::vector<uint32_t> fresh_id(fresh_sets_.size());
+    size_t next_freed = 0, next_unused = 0;
+    uint32_t appended = old_sets;
+    for (uint32_t& id : fresh_id) {
+      if (next_freed < freed.size()) {
+        id = freed[next_freed++];
+      } else if (next_unused < unused.size()) {
+        id = unused[next_unused++];
+      } else {
+        id = appended++;
+      }
+    }
+    *peer_sets = appended;
+    if (static_cast<int64_t>(appended) - live_sets > std::max<int64_t>(16, live_sets / 4)) {
+      return "unused peer sets past the compaction threshold";
+    }
+    for (size_t k = next_freed; k < freed.size(); ++k) delta->add_peer_sets()->set_id(freed[k]);
+    for (uint32_t set : freed) dropped->emplace_back(set, ContentOf(installed_.peer_sets(set)));
+    for (size_t k = 0; k < fresh_sets_.size(); ++k) {
+      ir::PeerSet* set = delta->add_peer_sets();
+      set->set_id(fresh_id[k]);
+      set->set_all(fresh_sets_[k].first);
+      set->mutable_identities()->Add(fresh_sets_[k].second.begin(), fresh_sets_[k].second.end());
+      added->emplace_back(fresh_id[k], std::move(fresh_sets_[k]));
+    }
+    // Rules naming a provisional set: each table names it at least once.
+    absl::flat_hash_map<uint32_t, int64_t> fresh_refs;
+    for (ir::Table& table : emitted_) {
+      RenumberPeerSets(&table, [&](uint32_t set) {
+        if (set < kProvisional) return set;
+        const uint32_t id = fresh_id[set - kProvisional];
+        fresh_refs[id]++;
+        return id;
+      });
+    }
+    for (const auto& [set, n] : fresh_refs) refs->emplace_back(set, n);
+    std::sort(refs->begin(), refs->end());
+    std::sort(delta->mutable_peer_sets()->begin(), delta->mutable_peer_sets()->end(),
+              [](const ir::PeerSet& a, const ir::PeerSet& b) { return a.id() < b.id(); });
+    std::sort(emitted_.begin(), emitted_.end(),
+              [](const ir::Table& a, const ir::Table& b) { return a.id() < b.id(); });
+    for (ir::Table& table : emitted_) *delta->add_tables() = std::move(table);
+    return nullptr;
+  }
+
+ private:
+  const ir::CompiledPolicy& installed_;
+  const absl::flat_hash_map<PeerSetContent, uint32_t>& known_;
+  std::vector<PeerSetContent> fresh_sets_;
+  absl::flat_hash_map<PeerSetContent, uint32_t> fresh_ids_;
+  absl::flat_hash_map<uint32_t, int64_t> ref_change_;  // installed peer set id -> change
+  std::vector<ir::Table> emitted_;
+};
+
 }  // namespace
 
 // What a policy delta changes of the index (PodDeltaLowering::Commit).
@@ -268,6 +383,24 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
 
   PodDelta out;
   out.next = next_engine;
+  // Target classes new to the node's tables, each with its table's id: the lowest unused
+  // (tombstone) id of `installed`, else appended (np/lower_align.h).
+  std::vector<std::pair<uint32_t, uint32_t>> new_tables;  // target class, table id
+  uint32_t unused_table = 0, appended_table = static_cast<uint32_t>(installed.tables_size());
+  auto table_for_new_target = [&](uint32_t target) {
+    for (const auto& [t, id] : new_tables) {
+      if (t == target) return id;
+    }
+    while (unused_table < table_target_.size() &&
+           (table_endpoints_[unused_table] != 0 || table_target_[unused_table] != kNone ||
+            !IsTombstone(installed.tables(unused_table)))) {
+      ++unused_table;
+    }
+    const uint32_t id =
+        unused_table < table_target_.size() ? unused_table++ : appended_table++;
+    new_tables.emplace_back(target, id);
+    return id;
+  };
   // Endpoints, in key order.
   struct EndpointChange {
     int begin, end;
@@ -292,9 +425,8 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
       uint32_t target = next.records[*new_id].target;
       if (target != kNone) {
         auto t = table_of_target_.find(target);
-        if (t == table_of_target_.end()) return refuse("a target class without a table");
         e.set_selected(true);
-        e.set_table(t->second);
+        e.set_table(t != table_of_target_.end() ? t->second : table_for_new_target(target));
       }
       endpoint = std::move(e);
     }
@@ -310,9 +442,23 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
     endpoint_changes.push_back(
         {sort_key, EndpointChange{pos, pos + (present ? 1 : 0), std::move(endpoint)}});
   }
-  // Tables: the same engine tables (a pod event that makes a new peer class rebuilds the
-  // tables of the policies its selectors are in). O(tables), no pass over pods.
-  for (size_t t = 0; t < table_target_.size(); ++t) {
+  // Tables whose last endpoint leaves become tombstones (np/lower_align.h).
+  std::vector<uint32_t> retired;
+  {
+    std::map<uint32_t, int64_t> change;
+    for (const auto& [t, k] : out.endpoints_out) change[t]--;
+    for (const auto& [t, k] : out.endpoints_in) change[t]++;
+    for (const auto& [t, c] : change) {
+      if (t < table_endpoints_.size() && table_endpoints_[t] + c <= 0) retired.push_back(t);
+    }
+  }
+  // The other tables: the same engine tables (a pod event that makes a new peer class
+  // rebuilds the tables of the policies its selectors are in). O(tables), no pass over pods.
+  for (size_t t = 0, r = 0; t < table_target_.size(); ++t) {
+    if (r < retired.size() && retired[r] == t) {
+      ++r;
+      continue;
+    }
     uint32_t target = table_target_[t];
     // A table no endpoint names (an aligned program's tombstone, np/lower_align.h) stays
     // unnamed: no endpoint of the delta can take it (table_of_target_ does not know it).
@@ -322,17 +468,9 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
       return refuse("an engine table rebuilt");
     }
   }
-
-  // A table touched keeps an endpoint: one that lost its last would have to become a
-  // tombstone (np/lower_align.h), which only a whole lowering makes. Ids are the installed
-  // program's (stable, np/lower_align.h), so the order of tables' first endpoints does not
-  // matter.
-  {
-    std::map<uint32_t, int64_t> change;
-    for (const auto& [t, k] : out.endpoints_out) change[t]--;
-    for (const auto& [t, k] : out.endpoints_in) change[t]++;
-    for (const auto& [t, c] : change) {
-      if (table_endpoints_[t] + c <= 0) return refuse("a table loses its last endpoint");
+  if (!new_tables.empty() || !retired.empty()) {
+    if (std::optional<std::string> r = EditTables(next, installed, new_tables, retired, &out)) {
+      return refuse(*r);
     }
   }
   for (auto& [sort_key, change] : endpoint_changes) {
@@ -471,6 +609,73 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
     for (std::string& p : pods) edit->add_pods(std::move(p));
   }
   return out;
+}
+
+std::optional<std::string> PodDeltaLowering::EditTables(
+    const internal::EngineState& next, const ir::CompiledPolicy& installed,
+    const std::vector<std::pair<uint32_t, uint32_t>>& added, const std::vector<uint32_t>& retired,
+    PodDelta* out) const {
+  const EngineState& prev = EngineAccess::State(*snapshot_);
+  if (!added.empty()) {
+    // The new tables' rules are numbered by class with the installed identities: each class
+    // an identity stands for must be the same class now.
+    const std::vector<uint32_t>& by_class = numbering_->by_class;
+    for (size_t c = 0; c < by_class.size(); ++c) {
+      if (by_class[c] == internal::IdentityNumbering::kNoIdentity) continue;
+      if (c >= prev.peer_classes.size() || c >= next.peer_classes.size() ||
+          !(prev.peer_classes[c] == next.peer_classes[c])) {
+        return "a peer class id that means another class now";
+      }
+    }
+  }
+  auto tables = std::make_shared<PodDelta::Tables>();
+  tables->target = table_target_;
+  tables->source = table_source_;
+  tables->endpoints = table_endpoints_;  // Commit applies the endpoints' moves to these
+  tables->of_target = table_of_target_;
+  size_t count = table_target_.size();
+  for (const auto& [t, id] : added) count = std::max<size_t>(count, id + 1);
+  tables->target.resize(count, kNone);
+  tables->source.resize(count);
+  tables->endpoints.resize(count, 0);
+
+  TableEdits edits(installed, peer_set_by_content_);
+  for (uint32_t id : retired) {
+    ir::Table tombstone;
+    tombstone.set_id(id);
+    edits.Replace(std::move(tombstone));
+    auto it = tables->of_target.find(tables->target[id]);
+    if (it != tables->of_target.end() && it->second == id) tables->of_target.erase(it);
+    tables->target[id] = kNone;
+    tables->source[id] = nullptr;
+  }
+  internal::TableLowering lowering(
+      next, options_.flatten_tiers, *numbering_,
+      [&](bool all, std::vector<uint32_t> ids) { return edits.Intern(all, std::move(ids)); });
+  for (const auto& [t, id] : added) {
+    if (t >= next.target_classes.size() || next.target_classes[t].table == nullptr) {
+      return "a target class without its engine table";
+    }
+    ir::Table table;
+    table.set_id(id);
+    lowering.Lower(t, &table);
+    edits.Replace(std::move(table));
+    tables->target[id] = t;
+    tables->source[id] = next.target_classes[t].table;
+    tables->of_target.insert_or_assign(t, id);
+  }
+  // AlignNumbering's compaction threshold: past it the caller lowers whole, which compacts.
+  int64_t live = static_cast<int64_t>(added.size()) - static_cast<int64_t>(retired.size());
+  for (int64_t n : table_endpoints_) live += n > 0 ? 1 : 0;
+  if (static_cast<int64_t>(count) - live > std::max<int64_t>(16, live / 4)) {
+    return "unused tables past the compaction threshold";
+  }
+  if (const char* r = edits.Finish(peer_set_refs_, &out->delta, &tables->peer_sets, &tables->refs,
+                                   &tables->dropped, &tables->added)) {
+    return std::string(r);
+  }
+  out->tables = std::move(tables);
+  return std::nullopt;
 }
 
 std::optional<PodDelta> PodDeltaLowering::LowerPolicyChange(
@@ -665,21 +870,10 @@ std::optional<PodDelta> PodDeltaLowering::LowerPolicyChange(
     return refuse("unused tables past the compaction threshold");
   }
 
-  // Peer sets by content: an installed set some rule names, else a provisional id (numbered
-  // below, once the replaced tables' sets are known to be free).
-  constexpr uint32_t kProvisional = 0x80000000u;
-  std::vector<PeerSetContent> fresh_sets;
-  absl::flat_hash_map<PeerSetContent, uint32_t> fresh_ids;
+  TableEdits edits(installed, peer_set_by_content_);
   internal::TableLowering lowering(
-      next, options_.flatten_tiers, *numbering, [&](bool all, std::vector<uint32_t> ids) {
-        PeerSetContent content(all, std::move(ids));
-        auto known = peer_set_by_content_.find(content);
-        if (known != peer_set_by_content_.end()) return known->second;
-        auto [it, fresh] =
-            fresh_ids.try_emplace(content, kProvisional + static_cast<uint32_t>(fresh_sets.size()));
-        if (fresh) fresh_sets.push_back(std::move(content));
-        return it->second;
-      });
+      next, options_.flatten_tiers, *numbering,
+      [&](bool all, std::vector<uint32_t> ids) { return edits.Intern(all, std::move(ids)); });
 
   PodDelta out;
   out.next = next_engine;
@@ -687,17 +881,6 @@ std::optional<PodDelta> PodDeltaLowering::LowerPolicyChange(
   tables->target.assign(new_tables, kNone);
   tables->source.resize(new_tables);
   tables->endpoints.assign(new_tables, 0);
-  absl::flat_hash_map<uint32_t, int64_t> ref_change;  // installed peer set id -> change
-  std::vector<ir::Table> emitted;
-  auto replace = [&](uint32_t id, ir::Table table) {
-    if (id < old_tables) {
-      ForEachPeerSetOf(installed.tables(id), [&](uint32_t set) { ref_change[set]--; });
-    }
-    ForEachPeerSetOf(table, [&](uint32_t set) {
-      if (set < kProvisional) ref_change[set]++;
-    });
-    emitted.push_back(std::move(table));
-  };
   std::vector<bool> used(old_tables, false);
   for (size_t k = 0; k < targets.size(); ++k) {
     const uint32_t id = table_of[k], t = targets[k];
@@ -724,85 +907,18 @@ std::optional<PodDelta> PodDeltaLowering::LowerPolicyChange(
         google::protobuf::util::MessageDifferencer::Equals(table, installed.tables(id))) {
       continue;
     }
-    replace(id, std::move(table));
+    edits.Replace(std::move(table));
   }
   for (uint32_t id = 0; id < old_tables; ++id) {
     if (used[id] || IsTombstone(installed.tables(id))) continue;
     ir::Table tombstone;
     tombstone.set_id(id);
-    replace(id, std::move(tombstone));
+    edits.Replace(std::move(tombstone));
   }
-
-  // Provisional peer sets take the ids of sets only the replaced tables named (lowest first),
-  // then the installed program's unused ids, then are appended; freed sets left over become
-  // tombstones.
-  const uint32_t old_sets = static_cast<uint32_t>(installed.peer_sets_size());
-  std::vector<uint32_t> freed;
-  for (const auto& [set, change] : ref_change) {
-    if (change != 0) tables->refs.emplace_back(set, peer_set_refs_[set] + change);
-    if (change < 0 && peer_set_refs_[set] + change == 0) freed.push_back(set);
+  if (const char* r = edits.Finish(peer_set_refs_, &out.delta, &tables->peer_sets, &tables->refs,
+                                   &tables->dropped, &tables->added)) {
+    return refuse(r);
   }
-  std::sort(freed.begin(), freed.end());
-  std::sort(tables->refs.begin(), tables->refs.end());
-  int64_t live_sets = 0;
-  std::vector<uint32_t> unused;
-  for (uint32_t set = 0; set < old_sets; ++set) {
-    if (peer_set_refs_[set] > 0) {
-      ++live_sets;
-    } else {
-      unused.push_back(set);
-    }
-  }
-  live_sets += static_cast<int64_t>(fresh_sets.size()) - static_cast<int64_t>(freed.size());
-  std::vector<uint32_t> fresh_id(fresh_sets.size());
-  {
-    size_t next_freed = 0, next_unused = 0;
-    uint32_t appended = old_sets;
-    for (uint32_t& id : fresh_id) {
-      if (next_freed < freed.size()) {
-        id = freed[next_freed++];
-      } else if (next_unused < unused.size()) {
-        id = unused[next_unused++];
-      } else {
-        id = appended++;
-      }
-    }
-    tables->peer_sets = appended;
-    for (size_t k = next_freed; k < freed.size(); ++k) {
-      ir::PeerSet* tombstone = out.delta.add_peer_sets();
-      tombstone->set_id(freed[k]);
-    }
-  }
-  if (static_cast<int64_t>(tables->peer_sets) - live_sets >
-      std::max<int64_t>(16, live_sets / 4)) {
-    return refuse("unused peer sets past the compaction threshold");
-  }
-  for (uint32_t set : freed) {
-    tables->dropped.emplace_back(set, ContentOf(installed.peer_sets(set)));
-  }
-  for (size_t k = 0; k < fresh_sets.size(); ++k) {
-    ir::PeerSet* set = out.delta.add_peer_sets();
-    set->set_id(fresh_id[k]);
-    set->set_all(fresh_sets[k].first);
-    set->mutable_identities()->Add(fresh_sets[k].second.begin(), fresh_sets[k].second.end());
-    tables->added.emplace_back(fresh_id[k], std::move(fresh_sets[k]));
-  }
-  // Rules naming a provisional set: each table names it at least once.
-  absl::flat_hash_map<uint32_t, int64_t> fresh_refs;
-  for (ir::Table& table : emitted) {
-    RenumberPeerSets(&table, [&](uint32_t set) {
-      if (set < kProvisional) return set;
-      const uint32_t id = fresh_id[set - kProvisional];
-      fresh_refs[id]++;
-      return id;
-    });
-  }
-  for (const auto& [set, n] : fresh_refs) tables->refs.emplace_back(set, n);
-  std::sort(out.delta.mutable_peer_sets()->begin(), out.delta.mutable_peer_sets()->end(),
-            [](const ir::PeerSet& a, const ir::PeerSet& b) { return a.id() < b.id(); });
-  std::sort(emitted.begin(), emitted.end(),
-            [](const ir::Table& a, const ir::Table& b) { return a.id() < b.id(); });
-  for (ir::Table& table : emitted) *out.delta.add_tables() = std::move(table);
 
   // Endpoints whose table or selection changed, adjacent ones in one slice edit.
   for (int i = 0; i < endpoint_count; ++i) {

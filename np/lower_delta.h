@@ -13,19 +13,24 @@
 //   d = index.LowerPolicyChange(next, installed);
 //
 // The contract: ApplyDelta(installed, Lower(...)->delta) means what LowerToIr(*next) means,
-// numbered as `installed` is: np::backends::EquivalentPrograms with it, installed's ids kept
-// (same LowerOptions as `installed`: the delta never touches tables or peer sets), provided
-// `installed` is LowerToIr of the indexed snapshot or that aligned to an earlier program
-// (np/lower_align.h: equivalent, with stable ids and maybe unused "tombstone" items), kept in
-// step by the deltas committed since, and `changed_pods` names every pod whose object changed
-// between the two snapshots, and nothing but pods changed (no namespace, policy, tier or node
-// event: the caller lowers whole then). When `installed` is LowerToIr's own dense numbering
-// and no table's first endpoint changes order, the result is LowerToIr(*next) exactly.
+// numbered as `installed` is: np::backends::EquivalentPrograms with it, installed's ids kept,
+// provided `installed` is LowerToIr of the indexed snapshot or that aligned to an earlier
+// program (np/lower_align.h: equivalent, with stable ids and maybe unused "tombstone" items),
+// kept in step by the deltas committed since, and `changed_pods` names every pod whose object
+// changed between the two snapshots, and nothing but pods changed (no namespace, policy, tier
+// or node event: the caller lowers whole then). Tables as np/lower_align.h numbers them: a
+// pod of a target class with no table on the node brings that class's table (lowered as
+// LowerPolicyChange lowers one, same LowerOptions as `installed`) at the lowest unused table
+// id, else appended; a table whose last endpoint leaves becomes a tombstone; peer sets by
+// content, new ones as LowerPolicyChange numbers them, sets no rule names any more become
+// tombstones. Every other table and peer set is untouched. When `installed` is LowerToIr's
+// own dense numbering, no table is retired and no table's first endpoint changes order, the
+// result is LowerToIr(*next) exactly.
 // nullopt ("not expressible", lower whole) when the change would add or drop identities or
-// tables or touch anything else of the program: a peer class without an identity yet or
-// losing its last address, an identity gaining or losing its external addresses, a target
-// class without a table in the program or a table losing its last endpoint, an engine table
-// rebuilt, different atoms or tier policies, or any shared address among the changed pods'.
+// touch anything else of the program: a peer class without an identity yet or losing its
+// last address, an identity gaining or losing its external addresses, an engine table
+// rebuilt, different atoms or tier policies, any shared address among the changed pods', or
+// unused tables or peer sets past AlignNumbering's compaction threshold.
 //
 // Policy events (LowerPolicyChange): policies, tier policies, namespaces or nodes changed and no
 // pod did. When every address keeps its identity (the same atoms, pods and addresses, peer
@@ -64,6 +69,7 @@ namespace np {
 
 namespace internal {
 class TargetTable;
+struct EngineState;
 struct IdentityNumbering;
 }  // namespace internal
 
@@ -115,6 +121,15 @@ class PodDeltaLowering {
   const std::shared_ptr<const Engine>& snapshot() const { return snapshot_; }
 
  private:
+  // Lower's table changes: the `added` (target class, table id) tables lowered, the `retired`
+  // ones made tombstones, with the peer sets their rules name (numbered as LowerPolicyChange
+  // numbers them), into out->delta and out->tables. Why not, when not expressible.
+  std::optional<std::string> EditTables(const internal::EngineState& next,
+                                        const ir::CompiledPolicy& installed,
+                                        const std::vector<std::pair<uint32_t, uint32_t>>& added,
+                                        const std::vector<uint32_t>& retired,
+                                        PodDelta* out) const;
+
   std::shared_ptr<const Engine> snapshot_;
   absl::flat_hash_map<uint32_t, uint32_t> identity_of_class_;
   std::vector<int64_t> range_count_;     // per identity: ranges carrying it
@@ -123,7 +138,7 @@ class PodDeltaLowering {
   // The engine tables lowered (held, so that "same pointer" cannot be a reused address).
   std::vector<std::shared_ptr<const internal::TargetTable>> table_source_;
   absl::flat_hash_map<uint32_t, uint32_t> table_of_target_;
-  // Per table, how many endpoints name it: a pod delta never empties one.
+  // Per table, how many endpoints name it: a pod delta that empties one retires it.
   std::vector<int64_t> table_endpoints_;
   // For policy deltas: how the program was lowered, its identities as a table's lowering
   // sees them (pod deltas change neither the class -> identity map nor the live set), and
