@@ -62,6 +62,19 @@ bool TablesInFirstEndpointOrder(const ir::CompiledPolicy& p) {
   return next == static_cast<uint32_t>(p.tables_size());
 }
 
+// The peer sets some rule names.
+std::set<uint32_t> PeerSetsNamed(const ir::CompiledPolicy& p) {
+  std::set<uint32_t> named;
+  for (const ir::Table& t : p.tables()) {
+    for (const ir::DirectionPolicy* d : {&t.ingress(), &t.egress()}) {
+      for (const ir::PortRule& r : d->rules()) named.insert(r.peer_set());
+      for (const ir::TierRule& r : d->admin()) named.insert(r.peer_set());
+      for (const ir::TierRule& r : d->baseline()) named.insert(r.peer_set());
+    }
+  }
+  return named;
+}
+
 // The numbering rules of np/lower_align.h across a pod delta, from `before` to `after`:
 // installed ids kept (nothing removed), a table an endpoint names in both programs unchanged
 // (a pod event never changes a live table's rules), every table no endpoint names and every
@@ -84,13 +97,8 @@ void ExpectTablesKept(const ir::CompiledPolicy& before, const ir::CompiledPolicy
           << "table " << t << " changed";
     }
   }
-  std::set<uint32_t> sets_named;
+  const std::set<uint32_t> sets_named = PeerSetsNamed(after);
   for (const ir::Table& t : after.tables()) {
-    for (const ir::DirectionPolicy* d : {&t.ingress(), &t.egress()}) {
-      for (const ir::PortRule& r : d->rules()) sets_named.insert(r.peer_set());
-      for (const ir::TierRule& r : d->admin()) sets_named.insert(r.peer_set());
-      for (const ir::TierRule& r : d->baseline()) sets_named.insert(r.peer_set());
-    }
     if (is.count(t.id()) != 0) continue;
     ir::DirectionPolicy empty;
     ASSERT_TRUE(t.policies_size() == 0 &&
@@ -138,6 +146,7 @@ void RunSeed(uint64_t seed, int steps, Counts* counts, bool relabel_heavy = fals
   PodDeltaLowering index = PodDeltaLowering::Index(*engine, *installed);
   std::shared_ptr<const Engine> current = *engine;
   int next_name = 0;
+  bool dense = !aligned;  // `installed` numbered as LowerToIr numbers it
 
   for (int step = 0; step < steps; ++step) {
     SCOPED_TRACE(absl::StrCat("step ", step));
@@ -255,9 +264,12 @@ void RunSeed(uint64_t seed, int steps, Counts* counts, bool relabel_heavy = fals
       ASSERT_EQ(installed->identities_size(), before.identities_size());
       ASSERT_NO_FATAL_FAILURE(ExpectTablesKept(before, *installed));
       if (delta->delta.tables_size() > 0) counts->table_deltas++;
-      // Numbered densely before and the tables still in first-endpoint order: exactly the
-      // whole lowering, field for field.
-      if (!aligned && TablesInFirstEndpointOrder(*installed)) {
+      // Numbered densely before (a whole lowering, or exact deltas since), and still dense
+      // (no tombstone) with the tables in first-endpoint order: exactly the whole lowering,
+      // field for field.
+      dense = dense && TablesInFirstEndpointOrder(*installed) &&
+              PeerSetsNamed(*installed).size() == static_cast<size_t>(installed->peer_sets_size());
+      if (dense) {
         std::string report;
         {
           google::protobuf::util::MessageDifferencer differencer;
@@ -276,6 +288,7 @@ void RunSeed(uint64_t seed, int steps, Counts* counts, bool relabel_heavy = fals
       } else {
         installed = *std::move(expected);
       }
+      dense = !aligned;
       index = PodDeltaLowering::Index(*next, *installed);
     }
     current = *next;
