@@ -396,8 +396,7 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
             !IsTombstone(installed.tables(unused_table)))) {
       ++unused_table;
     }
-    const uint32_t id =
-        unused_table < table_target_.size() ? unused_table++ : appended_table++;
+    const uint32_t id = unused_table < table_target_.size() ? unused_table++ : appended_table++;
     new_tables.emplace_back(target, id);
     return id;
   };

@@ -127,8 +127,7 @@ class PodDeltaLowering {
   std::optional<std::string> EditTables(const internal::EngineState& next,
                                         const ir::CompiledPolicy& installed,
                                         const std::vector<std::pair<uint32_t, uint32_t>>& added,
-                                        const std::vector<uint32_t>& retired,
-                                        PodDelta* out) const;
+                                        const std::vector<uint32_t>& retired, PodDelta* out) const;
 
   std::shared_ptr<const Engine> snapshot_;
   absl::flat_hash_map<uint32_t, uint32_t> identity_of_class_;

@@ -92,8 +92,8 @@ void ExpectTablesKept(const ir::CompiledPolicy& before, const ir::CompiledPolicy
   const std::set<uint32_t> was = named(before), is = named(after);
   for (uint32_t t : is) {
     if (t < static_cast<uint32_t>(before.tables_size()) && was.count(t) != 0) {
-      ASSERT_TRUE(google::protobuf::util::MessageDifferencer::Equals(before.tables(t),
-                                                                     after.tables(t)))
+      ASSERT_TRUE(
+          google::protobuf::util::MessageDifferencer::Equals(before.tables(t), after.tables(t)))
           << "table " << t << " changed";
     }
   }
@@ -351,8 +351,8 @@ TEST(PodDeltaLowering, DeltaOnAlignedProgramsMeansTheWholeLowering) {
         RunSeed(2000000 + seed, 40, &counts, /*relabel_heavy=*/seed % 2 == 1, /*aligned=*/true));
   }
   std::cout << counts.expressed << " of " << counts.pod_events
-            << " pod-event batches on aligned programs expressed as deltas, "
-            << counts.table_deltas << " adding or retiring a table\n";
+            << " pod-event batches on aligned programs expressed as deltas, " << counts.table_deltas
+            << " adding or retiring a table\n";
   for (const auto& [why, n] : counts.refusals) std::cout << "  " << n << " whole: " << why << "\n";
   EXPECT_GT(counts.expressed * 2, counts.pod_events);
   EXPECT_GT(counts.table_deltas, 170);
@@ -523,7 +523,10 @@ TEST(PodDeltaLowering, FirstPodOfAClassBringsItsTableAndTheLastRetiresIt) {
   policy.mutable_metadata()->set_name("db");
   (*policy.mutable_spec()->mutable_podselector()->mutable_matchlabels())["app"] = "db";
   policy.mutable_spec()->add_policytypes("Ingress");
-  (*policy.mutable_spec()->add_ingress()->add_from()->mutable_podselector()
+  (*policy.mutable_spec()
+        ->add_ingress()
+        ->add_from()
+        ->mutable_podselector()
         ->mutable_matchlabels())["app"] = "web";
   objects.policies.push_back({policy, {}});
   absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
@@ -558,7 +561,8 @@ TEST(PodDeltaLowering, FirstPodOfAClassBringsItsTableAndTheLastRetiresIt) {
     EXPECT_EQ(installed.peer_sets_size(), 1);
     const ir::CompiledPolicy expected = *LowerToIr(*next);
     ASSERT_TRUE(backends::EquivalentPrograms(expected, installed, &why))
-        << why << "\ndelta:\n" << delta->delta.DebugString();
+        << why << "\ndelta:\n"
+        << delta->delta.DebugString();
     if (change.op == Change::Op::kDelete) {
       EXPECT_EQ(delta->delta.tables(0).policies_size(), 0);  // the tombstone
       EXPECT_EQ(delta->delta.peer_sets(0).identities_size(), 0);
@@ -574,7 +578,6 @@ TEST(PodDeltaLowering, FirstPodOfAClassBringsItsTableAndTheLastRetiresIt) {
     current = next;
   }
 }
-
 
 // ---- Policy events (LowerPolicyChange) ---------------------------------------------------
 
