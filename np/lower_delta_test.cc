@@ -1,7 +1,9 @@
 // PodDeltaLowering against the whole lowering: on random clusters with random pod churn on
 // and off the node (with and without policy tiers), whenever a delta comes out,
-// ApplyDelta(installed, delta) must equal LowerToIr(next) field for field; and most pod events
-// must come out as deltas, so that the check is not vacuous.
+// ApplyDelta(installed, delta) must mean LowerToIr(next) (EquivalentPrograms), keep installed
+// ids, leave tombstones of np/lower_align.h's shape, and equal it field for field while the
+// program is densely numbered; and most pod events (a floor of them adding or retiring a
+// table) must come out as deltas, so that the check is not vacuous.
 // Replay: NP_LOWER_DELTA_SEED=<seed> runs that seed alone (printed on failure);
 // NP_LOWER_DELTA_SEEDS=<n> runs seeds 0..n-1 (default 300).
 // Policy events (LowerPolicyChange) likewise, against LowerToIr(next) up to numbering
