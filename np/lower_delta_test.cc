@@ -591,18 +591,6 @@ std::map<uint32_t, std::set<std::string>> EndpointsByTable(const ir::CompiledPol
   return out;
 }
 
-std::set<uint32_t> NamedPeerSets(const ir::CompiledPolicy& p) {
-  std::set<uint32_t> named;
-  for (const ir::Table& t : p.tables()) {
-    for (const ir::DirectionPolicy* d : {&t.ingress(), &t.egress()}) {
-      for (const ir::PortRule& r : d->rules()) named.insert(r.peer_set());
-      for (const ir::TierRule& r : d->admin()) named.insert(r.peer_set());
-      for (const ir::TierRule& r : d->baseline()) named.insert(r.peer_set());
-    }
-  }
-  return named;
-}
-
 // The contract of a policy delta, read from the programs alone: `after` (installed with the
 // delta applied) passes CheckIr and means `expected` (LowerToIr of the next snapshot); the
 // identities and endpoints' addresses are untouched; a table serving the same endpoints as
@@ -653,7 +641,7 @@ void CheckPolicyDelta(const ir::CompiledPolicy& before, const ir::CompiledPolicy
   }
   check_kind("tables", after.tables_size(), before.tables_size(),
              static_cast<int>(tables_after.size()));
-  const std::set<uint32_t> named = NamedPeerSets(after), named_before = NamedPeerSets(before);
+  const std::set<uint32_t> named = PeerSetsNamed(after), named_before = PeerSetsNamed(before);
   std::map<std::pair<bool, std::vector<uint32_t>>, uint32_t> content_before;
   for (const ir::PeerSet& set : before.peer_sets()) {
     if (named_before.count(set.id()) == 0) continue;
