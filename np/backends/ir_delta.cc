@@ -121,6 +121,11 @@ bool DiffSlice(const RepeatedPtrField<T>& previous, const RepeatedPtrField<T>& n
 }  // namespace
 
 absl::Status ApplyDelta(const ir::CompiledPolicyDelta& delta, ir::CompiledPolicy* ir) {
+  // Appended identities (CompiledPolicyDelta.identities) are part of the format; nothing
+  // makes them yet, and they are applied once the lowering that makes them is tested.
+  if (!delta.identities().empty()) {
+    return Invalid("identities: appending identities is not supported yet");
+  }
   const uint32_t identities = static_cast<uint32_t>(ir->identities_size());
   if (absl::Status s = CheckRangeEdits(delta.ipv4(), ir->ipv4(), "ipv4", 4, identities); !s.ok()) {
     return s;

@@ -135,6 +135,12 @@ class EbpfBackend : public Backend {
   absl::Status UpdateDelta(const ir::CompiledPolicy& previous,
                            const ir::CompiledPolicyDelta& delta,
                            const Attachment& attachment) override {
+    // Neither planner knows appended identities: the default path (Update) decides.
+    if (!delta.identities().empty()) {
+      absl::Status s = Backend::UpdateDelta(previous, delta, attachment);
+      last_update_ = absl::StrCat(last_update_, " (delta not in place: it appends identities)");
+      return s;
+    }
     if (!delta.peer_sets().empty() || !delta.tables().empty()) {
       return PolicyDelta(previous, delta, attachment);
     }

@@ -2285,6 +2285,8 @@ class IptablesBackend : public Backend {
       why = "nothing installed by this instance in this namespace";
     } else if (ShapeOf(previous) != index_->shape) {
       why = "`previous` is not what this instance installed";
+    } else if (!delta.identities().empty()) {
+      why = "the delta appends identities";  // PlanFromDelta does not know them
     }
     DeltaPlan plan;
     if (why.empty()) {

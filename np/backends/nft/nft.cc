@@ -2700,6 +2700,12 @@ class NftBackend : public Backend {
                            const Attachment& attachment) override {
     Namespace& ns = NamespaceFor(attachment);
     FinishCleanup(ns);
+    // Neither planner knows appended identities: the default path (Update) decides.
+    if (!delta.identities().empty()) {
+      stats_.last_fallback = "the delta appends identities";
+      ++stats_.full_path;
+      return Backend::UpdateDelta(previous, delta, attachment);
+    }
     const bool policy = !delta.peer_sets().empty() || !delta.tables().empty();
     // NP_NFT_NO_POLICY_DELTA: policy deltas take the default path (comparisons).
     const bool policy_off =
