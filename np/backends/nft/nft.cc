@@ -1236,6 +1236,7 @@ InPlacePlan PlanInPlaceUpdate(const Program& installed, const Program& next, siz
     std::string text_deletes, text_adds;
   } main, cleanup;
   size_t writes = 0;
+  std::string dispatch_deleted;  // a dispatch map with an entry deleted
   std::set<std::string> names;
   for (const auto& [name, s] : old_sets) names.insert(name);
   for (const auto& [name, s] : new_sets) names.insert(name);
@@ -1298,8 +1299,9 @@ InPlacePlan PlanInPlaceUpdate(const Program& installed, const Program& next, siz
       return true;
     };
     if (dispatch) {
-      // Only additions, to chains this transaction creates (empty to an old packet).
-      if (!removed->empty()) return refuse(absl::StrCat(name, ": a dispatch entry is deleted or moved"));
+      // Additions, to chains this transaction creates (empty to an old packet); deletions
+      // only in a transaction that deletes and writes nothing (checked below).
+      if (!removed->empty()) dispatch_deleted = name;
       for (const Element& e : *added) {
         if (is_chain_of(old_chains, e.target.substr(5)) || !absl::StartsWith(e.target, "jump ")) {
           return refuse(absl::StrCat(name, ": an endpoint added to existing chain ", e.target));
@@ -1408,6 +1410,15 @@ InPlacePlan PlanInPlaceUpdate(const Program& installed, const Program& next, siz
         }
       }
     }
+  }
+  // A dispatch entry deleted: an old packet may read "no entry" (its endpoint's side allows,
+  // as the new program's does for an address it does not restrict) beside old answers
+  // elsewhere; that is the new program's verdict only when nothing else it reads changes —
+  // no rule written, no set declared, no element added (identity edits add too): the
+  // transaction only deletes (entries, chains no kept element or rule jumps to, their sets).
+  if (!dispatch_deleted.empty() && (!write.empty() || !declare.empty() || !main.adds.empty())) {
+    return refuse(absl::StrCat(dispatch_deleted, ": a dispatch entry is deleted while the "
+                               "transaction writes rules or elements"));
   }
   // A set goes (or is declared again) only after every rule naming it is flushed or gone:
   // the chains of such rules were put in `flushed` above, or are deleted.
@@ -1574,8 +1585,13 @@ absl::StatusOr<DeltaIndex> MakeDeltaIndex(const ir::CompiledPolicy& ir, uint64_t
   return IndexOf(ir, *layout, program, kElementBudget, generation);
 }
 
-ElementPlan PlanDeltaUpdate(const DeltaIndex& index, const ir::CompiledPolicy& previous,
-                            const ir::CompiledPolicyDelta& delta, DeltaIndexEdit* edit) {
+namespace {
+
+// PlanDeltaUpdate's plan, with the index holding `tables` tables: `previous`'s own count, or
+// more when a pod delta's table part appended tables to the index before (PlanPodTableDelta).
+ElementPlan PlanPodEdits(const DeltaIndex& index, const ir::CompiledPolicy& previous,
+                         const ir::CompiledPolicyDelta& delta, size_t tables,
+                         DeltaIndexEdit* edit) {
   ElementPlan plan;
   *edit = DeltaIndexEdit();
   auto fallback = [&](std::string why) {
@@ -1587,9 +1603,7 @@ ElementPlan PlanDeltaUpdate(const DeltaIndex& index, const ir::CompiledPolicy& p
   };
   const std::string suffix = absl::StrCat("_g", index.generation);
   const uint32_t identities = static_cast<uint32_t>(previous.identities_size());
-  if (index.selected.size() != static_cast<size_t>(previous.tables_size())) {
-    return fallback("the remembered program has other tables");
-  }
+  if (index.selected.size() != tables) return fallback("the remembered program has other tables");
   if (!delta.peer_sets().empty() || !delta.tables().empty()) {
     return fallback("the delta edits peer sets or tables (Update's in-place path does)");
   }
@@ -1831,6 +1845,13 @@ ElementPlan PlanDeltaUpdate(const DeltaIndex& index, const ir::CompiledPolicy& p
   return plan;
 }
 
+}  // namespace
+
+ElementPlan PlanDeltaUpdate(const DeltaIndex& index, const ir::CompiledPolicy& previous,
+                            const ir::CompiledPolicyDelta& delta, DeltaIndexEdit* edit) {
+  return PlanPodEdits(index, previous, delta, static_cast<size_t>(previous.tables_size()), edit);
+}
+
 namespace {
 
 // An identity map piece, in address order.
@@ -1886,10 +1907,30 @@ void RetargetPieces(const std::map<std::string, DeltaIndex::Piece>& pieces,
 
 bool NonTrivial(const ir::PeerSet& s) { return !s.all() && s.identities_size() > 0; }
 
-}  // namespace
+// Calls fn on each range of `ranges` with `edits`' slices in their place (what ApplyDelta
+// makes of them), copying nothing. The slices must have been checked (PlanPodEdits).
+template <typename Fn>
+void ForEachRangeAfter(const google::protobuf::RepeatedPtrField<ir::AddressRange>& ranges,
+                       const google::protobuf::RepeatedPtrField<ir::RangeSliceEdit>& edits,
+                       Fn fn) {
+  int i = 0;
+  for (const ir::RangeSliceEdit& x : edits) {
+    for (; i < static_cast<int>(x.begin()); ++i) fn(ranges[i]);
+    for (const ir::AddressRange& r : x.ranges()) fn(r);
+    i = static_cast<int>(x.end());
+  }
+  for (; i < ranges.size(); ++i) fn(ranges[i]);
+}
 
-InPlacePlan PlanPolicyDelta(const DeltaIndex& index, const ir::CompiledPolicy& previous,
-                            const ir::CompiledPolicyDelta& delta, DeltaIndexEdit* edit) {
+// PlanPolicyDelta's plan for `delta`'s tables, peer sets and endpoints. With `pods` (a pod
+// delta's table part, PlanPodTableDelta): endpoints may also come or go — a new one's
+// dispatch entries go to chains this transaction creates, a leaving one's go with its
+// table's chains when no endpoint is left there (PlanInPlaceUpdate decides what is safe).
+// `applied`: a delta whose range slices are in the kernel already (this plan runs after
+// them), so that the identity ranges are read with them in place; null: `previous`'s.
+InPlacePlan PlanTables(const DeltaIndex& index, const ir::CompiledPolicy& previous,
+                       const ir::CompiledPolicyDelta& delta, bool pods,
+                       const ir::CompiledPolicyDelta* applied, DeltaIndexEdit* edit) {
   *edit = DeltaIndexEdit();
   auto refuse = [&](std::string why) {
     InPlacePlan plan;
@@ -1897,9 +1938,6 @@ InPlacePlan PlanPolicyDelta(const DeltaIndex& index, const ir::CompiledPolicy& p
     *edit = DeltaIndexEdit();
     return plan;
   };
-  if (!delta.ipv4().empty() || !delta.ipv6().empty() || !delta.identity_pods().empty()) {
-    return refuse("a policy delta with pod parts (address ranges, identities' pods)");
-  }
   const uint32_t identities = static_cast<uint32_t>(previous.identities_size());
   const uint32_t old_peer_sets = static_cast<uint32_t>(previous.peer_sets_size());
   const uint32_t old_tables = static_cast<uint32_t>(previous.tables_size());
@@ -1947,30 +1985,63 @@ InPlacePlan PlanPolicyDelta(const DeltaIndex& index, const ir::CompiledPolicy& p
     const ir::Endpoint* before;
     const ir::Endpoint* after;
   };
+  // before (after) null: an endpoint that comes (goes) with a pod delta's table part.
   std::vector<Moved> moved;
   std::map<uint32_t, int64_t> selected_change, moved_out;
   if (!EndpointSlicesFit(delta, previous)) return refuse("an invalid delta: an endpoint slice");
   for (const ir::EndpointSliceEdit& x : delta.endpoints()) {
-    if (x.end() - x.begin() != static_cast<uint32_t>(x.endpoints_size())) {
-      return refuse("endpoints added or deleted (a pod event)");
+    // The slice's endpoints before and after, paired by pod (a slice holds a few).
+    std::map<std::pair<std::string, std::string>, const ir::Endpoint*> gone;
+    for (uint32_t i = x.begin(); i < x.end(); ++i) {
+      const ir::Endpoint& a = previous.endpoints(static_cast<int>(i));
+      gone[{a.namespace_(), a.name()}] = &a;
     }
-    for (int k = 0; k < x.endpoints_size(); ++k) {
-      const ir::Endpoint& a = previous.endpoints(static_cast<int>(x.begin()) + k);
-      const ir::Endpoint& b = x.endpoints(k);
-      if (a.namespace_() != b.namespace_() || a.name() != b.name() ||
-          !std::equal(a.ips().begin(), a.ips().end(), b.ips().begin(), b.ips().end()) ||
-          !std::equal(a.shared_ips().begin(), a.shared_ips().end(), b.shared_ips().begin(),
-                      b.shared_ips().end())) {
+    std::vector<Moved> pairs;
+    for (const ir::Endpoint& b : x.endpoints()) {
+      auto it = gone.find({b.namespace_(), b.name()});
+      if (it == gone.end()) {
+        pairs.push_back({nullptr, &b});
+        continue;
+      }
+      pairs.push_back({it->second, &b});
+      gone.erase(it);
+    }
+    for (const auto& [key, a] : gone) pairs.push_back({a, nullptr});
+    for (const Moved& m : pairs) {
+      if (m.before != nullptr) continue;
+      for (const std::string& ip : m.after->ips()) {  // a new endpoint's address is no other's
+        absl::StatusOr<std::string> bytes = AddressBytes(ip);
+        if (!bytes.ok()) return refuse(absl::StrCat("an invalid delta: ", bytes.status().message()));
+        for (int d : {kIngress, kEgress}) {
+          if (index.dispatch[d][bytes->size() == 4 ? 0 : 1].count(*bytes) > 0) {
+            return refuse("an endpoint added at an address that another endpoint has");
+          }
+        }
+      }
+    }
+    for (const Moved& m : pairs) {
+      const ir::Endpoint* a = m.before;
+      const ir::Endpoint* b = m.after;
+      if ((a == nullptr || b == nullptr) && !pods) {
+        return refuse("endpoints added or deleted (a pod event)");
+      }
+      if (a != nullptr && b != nullptr &&
+          (!std::equal(a->ips().begin(), a->ips().end(), b->ips().begin(), b->ips().end()) ||
+           !std::equal(a->shared_ips().begin(), a->shared_ips().end(),
+                       b->shared_ips().begin(), b->shared_ips().end()))) {
         return refuse("an endpoint's addresses change (a pod event)");
       }
-      if (b.selected() && b.table() >= tables) return refuse("an invalid delta: an endpoint's table");
-      if (a.selected() == b.selected() && (!a.selected() || a.table() == b.table())) continue;
-      if (a.selected()) {
-        --selected_change[a.table()];
-        ++moved_out[a.table()];
+      if (b != nullptr && b->selected() && b->table() >= tables) {
+        return refuse("an invalid delta: an endpoint's table");
       }
-      if (b.selected()) ++selected_change[b.table()];
-      moved.push_back({&a, &b});
+      const bool was = a != nullptr && a->selected(), is = b != nullptr && b->selected();
+      if (was == is && (!was || a->table() == b->table())) continue;
+      if (was) {
+        --selected_change[a->table()];
+        ++moved_out[a->table()];
+      }
+      if (is) ++selected_change[b->table()];
+      moved.push_back(m);
     }
   }
   auto old_selected = [&](uint32_t t) { return t < old_tables ? index.selected[t] : 0; };
@@ -2027,7 +2098,8 @@ InPlacePlan PlanPolicyDelta(const DeltaIndex& index, const ir::CompiledPolicy& p
   for (const auto& [t, d] : touched) {
     const bool had = index.chains.count({t, d}) > 0;
     const bool has = new_selected(t) > 0 && Restricted(DirectionOf(new_table(t), d));
-    if (had && !has) {
+    // Every endpoint leaving the chain (moved or gone) has its entries deleted below.
+    if (had && !has && new_selected(t) > 0) {
       return refuse(absl::StrCat("chain ", ChainOf(t, d), " goes: its endpoints' dispatch "
                                  "entries would go with it"));
     }
@@ -2118,11 +2190,15 @@ InPlacePlan PlanPolicyDelta(const DeltaIndex& index, const ir::CompiledPolicy& p
   if (!retarget.empty()) {
     for (int f = 0; f < 2; ++f) {
       std::vector<PieceAt> changes;
-      for (const ir::AddressRange& r : f == 0 ? previous.ipv4() : previous.ipv6()) {
+      static const ir::CompiledPolicyDelta kNone;
+      const ir::CompiledPolicyDelta& in_kernel = applied != nullptr ? *applied : kNone;
+      ForEachRangeAfter(f == 0 ? previous.ipv4() : previous.ipv6(),
+                        f == 0 ? in_kernel.ipv4() : in_kernel.ipv6(),
+                        [&](const ir::AddressRange& r) {
         auto it = retarget.find(r.identity());
         // One change per range: a range lies within one piece (pieces merge whole ranges).
         if (it != retarget.end()) changes.push_back({r.first(), {r.last(), it->second}});
-      }
+      });
       std::vector<PieceAt> old_pieces, new_pieces;
       RetargetPieces(index.identity[f], changes, &old_pieces, &new_pieces);
       auto key = [](const PieceAt& x) { return std::tie(x.first, x.piece.last, x.piece.target); };
@@ -2177,7 +2253,9 @@ InPlacePlan PlanPolicyDelta(const DeltaIndex& index, const ir::CompiledPolicy& p
   };
   if (!gains.empty()) {
     std::set<const ir::Endpoint*> moved_from;
-    for (const Moved& m : moved) moved_from.insert(m.before);
+    for (const Moved& m : moved) {
+      if (m.before != nullptr) moved_from.insert(m.before);
+    }
     for (const ir::Endpoint& e : previous.endpoints()) {
       if (!e.selected() || moved_from.count(&e) > 0) continue;
       for (int d : {kIngress, kEgress}) {
@@ -2189,11 +2267,13 @@ InPlacePlan PlanPolicyDelta(const DeltaIndex& index, const ir::CompiledPolicy& p
   }
   for (const Moved& m : moved) {
     for (int d : {kIngress, kEgress}) {
-      if (m.before->selected() && index.chains.count({m.before->table(), d}) > 0 &&
+      if (m.before != nullptr && m.before->selected() &&
+          index.chains.count({m.before->table(), d}) > 0 &&
           !dispatch(*m.before, m.before->table(), d, true)) {
         return refuse(dispatch_error);
       }
-      if (m.after->selected() && new_chains.count({m.after->table(), d}) > 0 &&
+      if (m.after != nullptr && m.after->selected() &&
+          new_chains.count({m.after->table(), d}) > 0 &&
           !dispatch(*m.after, m.after->table(), d, false)) {
         return refuse(dispatch_error);
       }
@@ -2211,7 +2291,113 @@ InPlacePlan PlanPolicyDelta(const DeltaIndex& index, const ir::CompiledPolicy& p
   return plan;
 }
 
-void ApplyIndexEdit(const DeltaIndexEdit& edit, DeltaIndex* index) {
+}  // namespace
+
+InPlacePlan PlanPolicyDelta(const DeltaIndex& index, const ir::CompiledPolicy& previous,
+                            const ir::CompiledPolicyDelta& delta, DeltaIndexEdit* edit) {
+  if (!delta.ipv4().empty() || !delta.ipv6().empty() || !delta.identity_pods().empty()) {
+    *edit = DeltaIndexEdit();
+    InPlacePlan plan;
+    plan.fallback = "a policy delta with pod parts (address ranges, identities' pods)";
+    return plan;
+  }
+  return PlanTables(index, previous, delta, /*pods=*/false, /*applied=*/nullptr, edit);
+}
+
+PodTablePlan PlanPodTableDelta(DeltaIndex* index, const ir::CompiledPolicy& previous,
+                               const ir::CompiledPolicyDelta& delta) {
+  PodTablePlan plan;
+  auto refuse = [&](std::string why) {
+    plan = PodTablePlan();
+    plan.fallback = std::move(why);
+    return plan;
+  };
+  if (!delta.identities().empty()) return refuse("the delta appends identities");
+  ir::CompiledPolicyDelta tables, pods;
+  *tables.mutable_peer_sets() = delta.peer_sets();
+  *tables.mutable_tables() = delta.tables();
+  *tables.mutable_endpoints() = delta.endpoints();
+  *pods.mutable_ipv4() = delta.ipv4();
+  *pods.mutable_ipv6() = delta.ipv6();
+  *pods.mutable_identity_pods() = delta.identity_pods();
+  // An endpoint leaves (its table is retired): its addresses first, its dispatch entries and
+  // chains after. Else the chains and the new endpoint's entries first, its addresses after.
+  plan.tables_first = true;
+  for (const ir::EndpointSliceEdit& x : delta.endpoints()) {
+    if (x.end() < x.begin() || x.end() - x.begin() > static_cast<uint32_t>(x.endpoints_size())) {
+      plan.tables_first = false;
+    }
+  }
+  // The second step is planned on the index as the first leaves it, then the index is put
+  // back: nothing changes until the caller has committed both.
+  DeltaIndexEdit undo;
+  if (plan.tables_first) {
+    plan.tables = PlanTables(*index, previous, tables, true, nullptr, &plan.tables_edit);
+    if (!plan.tables.fallback.empty()) return refuse(plan.tables.fallback);
+    ApplyIndexEdit(plan.tables_edit, index, &undo);
+    plan.pods = PlanPodEdits(*index, previous, pods, index->selected.size(), &plan.pods_edit);
+  } else {
+    plan.pods = PlanDeltaUpdate(*index, previous, pods, &plan.pods_edit);
+    if (!plan.pods.fallback.empty()) return refuse(plan.pods.fallback);
+    ApplyIndexEdit(plan.pods_edit, index, &undo);
+    plan.tables = PlanTables(*index, previous, tables, true, &pods, &plan.tables_edit);
+  }
+  ApplyIndexEdit(undo, index);
+  if (!plan.tables.fallback.empty()) return refuse(plan.tables.fallback);
+  if (!plan.pods.fallback.empty()) return refuse(plan.pods.fallback);
+  return plan;
+}
+
+namespace {
+
+// The edit that puts `index` back as it is now once `edit` is applied to it: every key the
+// edit touches erased, then given its value now (if it has one), counters negated.
+DeltaIndexEdit UndoOf(const DeltaIndexEdit& edit, const DeltaIndex& index) {
+  DeltaIndexEdit undo;
+  auto restore = [](const auto& map, const auto& erased, const auto& inserted, auto* erase,
+                    auto* insert) {
+    std::set<std::string> keys(erased.begin(), erased.end());
+    for (const auto& [key, value] : inserted) keys.insert(key);
+    for (const std::string& key : keys) {
+      erase->push_back(key);
+      auto it = map.find(key);
+      if (it != map.end()) insert->push_back(*it);
+    }
+  };
+  for (int f = 0; f < 2; ++f) {
+    restore(index.identity[f], edit.identity_erase[f], edit.identity_insert[f],
+            &undo.identity_erase[f], &undo.identity_insert[f]);
+    for (int d = 0; d < 2; ++d) {
+      restore(index.dispatch[d][f], edit.dispatch_erase[d][f], edit.dispatch_insert[d][f],
+              &undo.dispatch_erase[d][f], &undo.dispatch_insert[d][f]);
+    }
+  }
+  const size_t tables = index.selected.size();
+  if (edit.tables != 0 && edit.tables != tables) undo.tables = static_cast<uint32_t>(tables);
+  for (const auto& [table, change] : edit.selected) {
+    if (table < tables) undo.selected.push_back({table, -change});  // else resized away
+  }
+  for (const auto& [peer_set, users] : edit.users) {
+    auto it = index.users.find(peer_set);
+    undo.users.push_back({peer_set, it == index.users.end() ? decltype(users){} : it->second});
+  }
+  for (const auto& [identity, refs] : edit.identity_refs) {
+    auto it = index.identity_refs.find(identity);
+    undo.identity_refs.push_back({identity, it == index.identity_refs.end() ? 0 : it->second});
+  }
+  for (const auto& [chain, exists] : edit.chains) {
+    undo.chains.push_back({chain, index.chains.count(chain) > 0});
+  }
+  undo.miss_drops = -edit.miss_drops;
+  undo.rules = -edit.rules;
+  undo.elements = -edit.elements;
+  return undo;
+}
+
+}  // namespace
+
+void ApplyIndexEdit(const DeltaIndexEdit& edit, DeltaIndex* index, DeltaIndexEdit* undo) {
+  if (undo != nullptr) *undo = UndoOf(edit, *index);
   for (int f = 0; f < 2; ++f) {
     for (const std::string& first : edit.identity_erase[f]) index->identity[f].erase(first);
     for (const auto& [first, piece] : edit.identity_insert[f]) index->identity[f][first] = piece;
@@ -2220,7 +2406,7 @@ void ApplyIndexEdit(const DeltaIndexEdit& edit, DeltaIndex* index) {
       for (const auto& [a, table] : edit.dispatch_insert[d][f]) index->dispatch[d][f][a] = table;
     }
   }
-  if (edit.tables > index->selected.size()) index->selected.resize(edit.tables, 0);
+  if (edit.tables != 0) index->selected.resize(edit.tables, 0);  // an undo may shrink it
   for (const auto& [table, change] : edit.selected) index->selected[table] += change;
   for (const auto& [peer_set, users] : edit.users) {
     if (users.empty()) {
@@ -2588,6 +2774,15 @@ uint64_t ThreadCpuNs() {
   return static_cast<uint64_t>(t.tv_sec) * 1000000000u + static_cast<uint64_t>(t.tv_nsec);
 }
 
+// Whether a delta carries pod edits: address ranges, identities' pods, endpoints that come or go.
+bool HasPodParts(const ir::CompiledPolicyDelta& delta) {
+  if (!delta.ipv4().empty() || !delta.ipv6().empty() || !delta.identity_pods().empty()) return true;
+  for (const ir::EndpointSliceEdit& x : delta.endpoints()) {
+    if (x.end() - x.begin() != static_cast<uint32_t>(x.endpoints_size())) return true;
+  }
+  return false;
+}
+
 class NftBackend : public Backend {
  public:
   explicit NftBackend(BackendOptions options) : options_(std::move(options)) {}
@@ -2710,7 +2905,39 @@ class NftBackend : public Backend {
     // NP_NFT_NO_POLICY_DELTA: policy deltas take the default path (comparisons).
     const bool policy_off =
         getenv("NP_NFT_NO_IN_PLACE") != nullptr || getenv("NP_NFT_NO_POLICY_DELTA") != nullptr;
-    if (policy && ns.installed.has_value() && ns.index.has_value() && !policy_off) {
+    if (policy && HasPodParts(delta) && ns.installed.has_value() && ns.index.has_value() &&
+        !policy_off) {
+      nft::PodTablePlan plan = nft::PlanPodTableDelta(&*ns.index, previous, delta);
+      stats_.last_fallback = plan.fallback;
+      if (plan.fallback.empty()) {
+        // The two parts in their order (nft.h), a grace period between two commits.
+        absl::Status s = absl::OkStatus();
+        bool committed = false;
+        for (int step = 0; step < 2 && s.ok(); ++step) {
+          const bool tables = (step == 0) == plan.tables_first;
+          const bool empty = tables ? plan.tables.text.empty() : plan.pods.transactions.empty();
+          if (empty) continue;
+          if (committed) s = WaitForGracePeriod();
+          if (s.ok()) s = tables ? CommitInPlace(ns, plan.tables.batch, plan.tables.text)
+                                 : CommitElementPlan(ns, plan.pods);
+          committed = true;
+        }
+        if (s.ok()) {
+          DeferCleanup(ns, plan.tables);
+          for (int step = 0; step < 2; ++step) {
+            const bool tables = (step == 0) == plan.tables_first;
+            nft::ApplyIndexEdit(tables ? plan.tables_edit : plan.pods_edit, &*ns.index);
+          }
+          ns.installed_stale = true;
+          ns.elements_stale = true;
+          ++stats_.in_place;
+          ++stats_.pod_table_in_place;
+          return absl::OkStatus();
+        }
+        stats_.last_fallback = absl::StrCat("nft refused the edit: ", s.message());
+        ForgetInstalled(ns);
+      }
+    } else if (policy && ns.installed.has_value() && ns.index.has_value() && !policy_off) {
       nft::DeltaIndexEdit edit;
       nft::InPlacePlan plan = nft::PlanPolicyDelta(*ns.index, previous, delta, &edit);
       stats_.last_fallback = plan.fallback;
@@ -2736,11 +2963,7 @@ class NftBackend : public Backend {
       nft::ElementPlan plan = nft::PlanDeltaUpdate(*ns.index, previous, delta, &edit);
       stats_.last_fallback = plan.fallback;
       if (plan.fallback.empty()) {
-        absl::Status s = absl::OkStatus();
-        for (size_t i = 0; i < plan.transactions.size() && s.ok(); ++i) {
-          if (i > 0 && plan.grace_period) s = WaitForGracePeriod();
-          if (s.ok()) s = CommitElements(ns, plan.transactions[i]);
-        }
+        absl::Status s = CommitElementPlan(ns, plan);
         if (s.ok()) {
           nft::ApplyIndexEdit(edit, &*ns.index);
           if (!plan.transactions.empty()) ns.elements_stale = true;
@@ -2916,6 +3139,16 @@ class NftBackend : public Backend {
   // PlanInPlaceUpdate's transaction: its batch over netlink at the generation np expects
   // (sent again at the kernel's when another writer committed), else its text through
   // libnftables — as CommitElements, for the same reasons.
+  // An element plan's transactions in order (a grace period between two when it says so).
+  absl::Status CommitElementPlan(Namespace& ns, const nft::ElementPlan& plan) {
+    absl::Status s = absl::OkStatus();
+    for (size_t i = 0; i < plan.transactions.size() && s.ok(); ++i) {
+      if (i > 0 && plan.grace_period) s = WaitForGracePeriod();
+      if (s.ok()) s = CommitElements(ns, plan.transactions[i]);
+    }
+    return s;
+  }
+
   absl::Status CommitInPlace(Namespace& ns, const nft::WholeBatch& batch, const std::string& text) {
     if (NetlinkOf(ns) != nullptr) {
       absl::Status s = absl::OkStatus();

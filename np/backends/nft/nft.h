@@ -104,7 +104,8 @@
 //   nft->Update(ir, next_ir, where);         // element edits when safe (PlanElementUpdate),
 //                                            // else a policy event in place (PlanInPlaceUpdate)
 //   nft->UpdateDelta(ir, delta, where);      // the same edits from the delta (PlanDeltaUpdate;
-//                                            // a policy event's: PlanPolicyDelta)
+//                                            // a policy event's: PlanPolicyDelta; a pod
+//                                            // event's with tables: PlanPodTableDelta)
 //
 // Thread safety: Render and Explain are pure; Apply, Update and Remove may be called from one
 // thread at a time per backend instance (libnftables calls are serialised process-wide).
@@ -389,7 +390,43 @@ ElementPlan PlanDeltaUpdate(const DeltaIndex& index, const ir::CompiledPolicy& p
 // no longer (to find its ranges), and one over the endpoints when a table gains a direction. `edit` gets the index's change when the plan applies.
 InPlacePlan PlanPolicyDelta(const DeltaIndex& index, const ir::CompiledPolicy& previous,
                             const ir::CompiledPolicyDelta& delta, DeltaIndexEdit* edit);
-void ApplyIndexEdit(const DeltaIndexEdit& edit, DeltaIndex* index);
+// A pod delta that brings or retires a table (np/lower_delta.h: the first pod of a target
+// class on the node, or a table's last endpoint leaving): address ranges and identities' pods
+// (the pod part, PlanDeltaUpdate's element edits) with tables, peer sets and endpoints coming
+// or going (the table part, PlanPolicyDelta's transaction, where an endpoint may also come
+// with the chains it jumps to or go with them). Two commits with an RCU grace period between,
+// in the order PlanDeltaUpdate's two-commit plans follow:
+//  - an endpoint comes: the table part first — its table's chains, peer sets and the identity
+//    chains they name anew, created unreachable, and the endpoint's dispatch entries to them
+//    (new chains: an old packet meets them empty and allows, as the old program did: nft.h
+//    above) — then the pod part, its addresses' identity edits;
+//  - an endpoint goes: the pod part first, then the table part, which only deletes (the
+//    endpoint's dispatch entries, the chains no entry or rule names any more, their peer
+//    sets: PlanInPlaceUpdate takes dispatch deletions only in a transaction that writes
+//    nothing, so an old packet's answers are old ones or the leaving endpoint's "no entry",
+//    which is the new program's for its side); identities no longer named retire in the
+//    cleanup as for policy deltas.
+// Between the commits the kernel holds the state a two-commit pod edit holds there (the
+// endpoint dispatched, its addresses not yet or no longer its identity's), and nothing else
+// any packet reaches has changed. Anything else refused (`fallback`): a delta appending
+// identities, endpoints coming and going together, more than one address of a family
+// changing (the pod part's rules), an endpoint coming to a table whose chains exist (a dispatch
+// entry to an existing chain). `index` is left as it was: the caller applies both parts'
+// edits in commit order once the kernel took both. Cost: both planners' (the delta
+// and the touched objects), plus copies of the delta's parts.
+struct PodTablePlan {
+  bool tables_first = true;   // an endpoint comes (else goes: the pod part first)
+  InPlacePlan tables;         // the table part (and its cleanup, deferred as a policy delta's)
+  DeltaIndexEdit tables_edit;
+  ElementPlan pods;           // the pod part (identity edits only: no endpoint is in it)
+  DeltaIndexEdit pods_edit;
+  std::string fallback;
+};
+PodTablePlan PlanPodTableDelta(DeltaIndex* index, const ir::CompiledPolicy& previous,
+                               const ir::CompiledPolicyDelta& delta);
+// `undo` (optional): set to the edit that puts `index` back as it was (for plans made on an
+// index as an earlier edit leaves it, before the kernel took that edit).
+void ApplyIndexEdit(const DeltaIndexEdit& edit, DeltaIndex* index, DeltaIndexEdit* undo = nullptr);
 // `installed`'s identity and dispatch maps' elements rewritten from `index` (O(program)): the
 // full path's PlanElementUpdate reads them after in-place delta edits. Dispatch elements come
 // in address order (Build's are in endpoint order).
@@ -406,6 +443,7 @@ void MaterializeElements(const DeltaIndex& index, Program* installed);
 struct DeltaStats {
   uint64_t in_place = 0;
   uint64_t policy_in_place = 0;  // of in_place: policy deltas (PlanPolicyDelta)
+  uint64_t pod_table_in_place = 0;  // of in_place: pod deltas with tables (PlanPodTableDelta)
   // Identity retirements (an in-place plan's cleanup) deferred past the call that planned
   // them, and committed at the start of the next call; cleanup_wait_ns: the time those calls
   // still waited for the grace period.
