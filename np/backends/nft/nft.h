@@ -260,7 +260,9 @@ ElementPlan PlanElementUpdate(const Program& installed, const Program& next);
 //    program's verdicts; in the second, every packet runs the new rules (the grace period saw
 //    the old walkers out) and gets one of two answers they tell not apart;
 //  - dispatch elements added (an endpoint newly restricted) that jump to a chain this
-//    transaction creates.
+//    transaction creates;
+//  - dispatch elements deleted (an endpoint no longer restricted, or gone), when the
+//    transaction only deletes: no rule written, no set declared, no element added.
 // Why one transaction is safe: nf_tables commits a batch all or nothing, flipping one
 // generation bit (net->nft.gencursor). A packet's rules all come from the bit it read when
 // its hook walk began (nft_do_chain picks chain->blob_gen_<bit> at every chain it enters);
@@ -277,15 +279,22 @@ ElementPlan PlanElementUpdate(const Program& installed, const Program& next);
 //    — except the tier chains' miss drop, so an update with identity edits refuses when the
 //    installed program has one (`meta mark 0xffff0000-0xffffffff drop`);
 //  - a dispatch element to a new chain (empty to it): the chain returns at once, i.e. this
-//    side allows, as the old program (no entry) did.
+//    side allows, as the old program (no entry) did;
+//  - no dispatch element where one was deleted: this side allows, as the new program does;
+//    every other answer the packet reads is unchanged (the transaction changed nothing else
+//    it can reach: deleted chains and sets are reached only through deleted elements), so a
+//    flow both programs deny is denied by a side that did not change, and a flow both allow
+//    has every side allowing.
 // A packet that began after the flip reads the new bit and the new elements only: the new
 // program. So each packet gets the old verdict or the new one. (As for every path here, a
 // packet whose walk spans two commits is assumed away; PlanElementUpdate's two-commit plans
 // wait a grace period for that.)
 // Refused (the generation switch instead): a base chain or a map's declaration changes;
 // any other identity element change (an address moved between two named identities: the old
-// rules, or the new, tell those apart); a dispatch element deleted or pointing at a
-// chain that exists (an old packet would run that chain's old rules for the endpoint);
+// rules, or the new, tell those apart); a dispatch element pointing at a chain that exists
+// (an old packet would run that chain's old rules for the endpoint), or deleted in a
+// transaction that also writes (an old packet would meet "no entry" beside an old answer
+// elsewhere that the new program changed);
 // a chain dropped while an element or a kept rule still jumps to it; and an edit that writes
 // at least as many rules and elements as the whole program has (the switch then costs no
 // more). Chain comments are not rewritten (the kernel ignores a comment on a chain that
