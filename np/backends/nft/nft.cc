@@ -2124,13 +2124,19 @@ InPlacePlan PlanTables(const DeltaIndex& index, const ir::CompiledPolicy& previo
     if (was) {
       const ir::PeerSet& set = previous.peer_sets(static_cast<int>(p));
       std::vector<MarkInterval> marks = MarksOf(set);
-      if (marks.size() > kMaxInlineMarkRuns) before.sets.push_back(PeerSetDecl(p, marks));
+      if (marks.size() > kMaxInlineMarkRuns) {
+        before.sets.push_back(PeerSetDecl(p, marks));
+        edit->elements -= static_cast<int64_t>(marks.size());  // the budget counts them
+      }
       for (uint32_t i : set.identities()) --refs_change[i];
     }
     if (is) {
       const ir::PeerSet& set = new_set(p);
       std::vector<MarkInterval> marks = MarksOf(set);
-      if (marks.size() > kMaxInlineMarkRuns) after.sets.push_back(PeerSetDecl(p, marks));
+      if (marks.size() > kMaxInlineMarkRuns) {
+        after.sets.push_back(PeerSetDecl(p, marks));
+        edit->elements += static_cast<int64_t>(marks.size());
+      }
       for (uint32_t i : set.identities()) ++refs_change[i];
     }
     edit->users.push_back({p, users_of(p)});
