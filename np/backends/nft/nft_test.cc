@@ -2118,6 +2118,98 @@ TEST_F(NftKernelTest, RandomPodDeltasWithTablesEqualAFreshApply) {
   ASSERT_TRUE(fresh->Remove({}).ok());
 }
 
+// The index fields UpdateDelta plans from, side by side (for EXPECT_EQ).
+std::string IndexText(const DeltaIndex& x) {
+  std::string out = absl::StrCat("elements ", x.elements, " rules ", x.rules, " miss_drops ",
+                                 x.miss_drops, "\nreferenced");
+  for (uint32_t i : x.referenced) absl::StrAppend(&out, " ", i);
+  absl::StrAppend(&out, "\nchains");
+  for (const auto& [t, d] : x.chains) absl::StrAppend(&out, " ", t, "/", d);
+  absl::StrAppend(&out, "\nselected ", absl::StrJoin(x.selected, " "), "\nidentity refs");
+  for (const auto& [i, n] : x.identity_refs) absl::StrAppend(&out, " ", i, ":", n);
+  absl::StrAppend(&out, "\nusers");
+  for (const auto& [p, users] : x.users) {
+    absl::StrAppend(&out, " ", p, ":");
+    for (const auto& [t, d] : users) absl::StrAppend(&out, t, "/", d, ",");
+  }
+  for (int f = 0; f < 2; ++f) {
+    absl::StrAppend(&out, "\nidentity", f);
+    for (const auto& [first, piece] : x.identity[f]) {
+      absl::StrAppend(&out, " ", AddressText(first), "-", AddressText(piece.last), ":", piece.target);
+    }
+    for (int d = 0; d < 2; ++d) {
+      absl::StrAppend(&out, "\ndispatch", d, f);
+      for (const auto& [a, t] : x.dispatch[d][f]) absl::StrAppend(&out, " ", AddressText(a), ":", t);
+    }
+  }
+  return out + "\n";
+}
+
+// PlanPodTableDelta on seeded random pod events (NP_NFT_POD_TABLE_SEED, as the kernel test
+// above): planning leaves the index as it was (its undo), and the plan's two edits applied
+// make it the index a full install of ApplyDelta(previous, delta) would build (MakeDeltaIndex:
+// the oracle), so the next delta plans from the truth.
+TEST(NftDeltaPlan, PodTableEditsReachTheIndexOfTheNextProgram) {
+  uint64_t seed = 20261201;
+  if (const char* s = getenv("NP_NFT_POD_TABLE_SEED"); s != nullptr) {
+    seed = std::strtoull(s, nullptr, 10);
+  }
+  SCOPED_TRACE(absl::StrCat("NP_NFT_POD_TABLE_SEED=", seed));
+  std::mt19937_64 rng(seed);
+  int planned = 0, name = 0;
+  for (int run = 0; run < 20; ++run) {
+    std::vector<ChurnPod> pods = ChurnBase();
+    uint32_t slots = 0;
+    ir::CompiledPolicy current = PodTableIr(pods, slots);
+    absl::StatusOr<DeltaIndex> index = MakeDeltaIndex(current, 1);
+    ASSERT_TRUE(index.ok()) << index.status();
+    for (int step = 0; step < 16; ++step) {
+      std::set<uint32_t> used;
+      for (const ChurnPod& p : pods) used.insert(p.address);
+      std::string what;
+      if (rng() % 5 < 3 || pods.empty()) {
+        uint32_t address = 1 + rng() % 60;
+        while (used.count(address) > 0) address = 1 + address % 60;
+        ChurnPod p{absl::StrCat("e/p", name++), static_cast<uint32_t>(1 + rng() % 10), address,
+                   true, true, static_cast<uint32_t>(rng() % 5)};
+        what = absl::StrCat("add ", p.name, " in table ", p.table);
+        pods.push_back(p);
+      } else {
+        const size_t i = rng() % pods.size();
+        what = absl::StrCat("delete ", pods[i].name);
+        pods.erase(pods.begin() + static_cast<long>(i));
+      }
+      SCOPED_TRACE(absl::StrCat("run ", run, " step ", step, ": ", what));
+      slots = SlotsFor(pods, slots);
+      ir::CompiledPolicy next = PodTableIr(pods, slots);
+      std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(current, next);
+      ASSERT_TRUE(delta.has_value());
+      ir::CompiledPolicy applied = current;
+      ASSERT_TRUE(ApplyDelta(*delta, &applied).ok());
+      absl::StatusOr<DeltaIndex> truth = MakeDeltaIndex(applied, 1);
+      ASSERT_TRUE(truth.ok()) << truth.status();
+      const std::string before = IndexText(*index);
+      if (!delta->tables().empty()) {
+        const PodTablePlan plan = PlanPodTableDelta(&*index, current, *delta);
+        ASSERT_EQ(IndexText(*index), before) << "planning changed the index";
+        if (plan.fallback.empty()) {
+          ++planned;
+          ApplyIndexEdit(plan.tables_first ? plan.tables_edit : plan.pods_edit, &*index);
+          ApplyIndexEdit(plan.tables_first ? plan.pods_edit : plan.tables_edit, &*index);
+          ASSERT_EQ(IndexText(*index), IndexText(*truth));
+        } else {
+          *index = *std::move(truth);  // the full path installs `applied`
+        }
+      } else {
+        *index = *std::move(truth);
+      }
+      current = std::move(applied);
+    }
+  }
+  std::cerr << "pod-table plans checked against MakeDeltaIndex: " << planned << "\n";
+  EXPECT_GE(planned, 40);
+}
+
 // A named namespace deleted and created again under the same name is a new one: the backend
 // must install there (not through a session or a memory of the old one), with a full install.
 TEST_F(NftKernelTest, ANamespaceCreatedAgainUnderTheSameNameGetsTheProgram) {
