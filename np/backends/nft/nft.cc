@@ -2011,7 +2011,9 @@ InPlacePlan PlanTables(const DeltaIndex& index, const ir::CompiledPolicy& previo
       if (m.before != nullptr) continue;
       for (const std::string& ip : m.after->ips()) {  // a new endpoint's address is no other's
         absl::StatusOr<std::string> bytes = AddressBytes(ip);
-        if (!bytes.ok()) return refuse(absl::StrCat("an invalid delta: ", bytes.status().message()));
+        if (!bytes.ok()) {
+          return refuse(absl::StrCat("an invalid delta: ", bytes.status().message()));
+        }
         for (int d : {kIngress, kEgress}) {
           if (index.dispatch[d][bytes->size() == 4 ? 0 : 1].count(*bytes) > 0) {
             return refuse("an endpoint added at an address that another endpoint has");

@@ -1959,6 +1959,29 @@ uint32_t SlotsFor(const std::vector<ChurnPod>& pods, uint32_t slots) {
   return slots;
 }
 
+// One random pod event on PodTableIr's pods: a pod starts (at a free address, of identity
+// 1-10; local, in one of five tables, with probability `local` in 4) or a pod stops.
+// Returns what happened.
+std::string RandomPodTableEvent(std::mt19937_64& rng, int local, std::vector<ChurnPod>* pods,
+                                int* name) {
+  if (rng() % 5 < 3 || pods->empty()) {
+    std::set<uint32_t> used;
+    for (const ChurnPod& p : *pods) used.insert(p.address);
+    uint32_t address = 1 + rng() % 60;
+    while (used.count(address) > 0) address = 1 + address % 60;
+    ChurnPod p{absl::StrCat("e/p", (*name)++), static_cast<uint32_t>(1 + rng() % 10), address};
+    p.local = static_cast<int>(rng() % 4) < local;
+    p.selected = p.local;
+    p.table = static_cast<uint32_t>(rng() % 5);
+    pods->push_back(p);
+    return absl::StrCat("add ", p.name, p.local ? absl::StrCat(" in table ", p.table) : "", "; ");
+  }
+  const size_t i = rng() % pods->size();
+  const std::string what = absl::StrCat("delete ", (*pods)[i].name, "; ");
+  pods->erase(pods->begin() + static_cast<long>(i));
+  return what;
+}
+
 // One pod event (or a batch) from `from` to `to` as DiffPrograms' delta through UpdateDelta
 // on `incremental` (installed: `from`): the namespace then lists as a fresh Apply of
 // ApplyDelta(from, delta). Returns whether it went in place as a pod delta with tables.
@@ -2071,24 +2094,7 @@ TEST_F(NftKernelTest, RandomPodDeltasWithTablesEqualAFreshApply) {
     for (int step = 0; step < 16; ++step) {
       std::string what;
       const int events = rng() % 4 == 0 ? 2 : 1;
-      for (int e = 0; e < events; ++e) {
-        if (rng() % 5 < 3 || pods.empty()) {
-          std::set<uint32_t> used;
-          for (const ChurnPod& p : pods) used.insert(p.address);
-          uint32_t address = 1 + rng() % 60;
-          while (used.count(address) > 0) address = 1 + address % 60;
-          ChurnPod p{absl::StrCat("e/p", name++), static_cast<uint32_t>(1 + rng() % 10), address};
-          p.local = rng() % 4 != 0;
-          p.selected = p.local;
-          p.table = static_cast<uint32_t>(rng() % 5);
-          absl::StrAppend(&what, "add ", p.name, p.local ? absl::StrCat(" in table ", p.table) : "", "; ");
-          pods.push_back(p);
-        } else {
-          const size_t i = rng() % pods.size();
-          absl::StrAppend(&what, "delete ", pods[i].name, "; ");
-          pods.erase(pods.begin() + static_cast<long>(i));
-        }
-      }
+      for (int e = 0; e < events; ++e) what += RandomPodTableEvent(rng, 3, &pods, &name);
       SCOPED_TRACE(absl::StrCat("run ", run, " step ", step, ": ", what));
       slots = SlotsFor(pods, slots);
       ir::CompiledPolicy next = PodTableIr(pods, slots);
@@ -2135,11 +2141,14 @@ std::string IndexText(const DeltaIndex& x) {
   for (int f = 0; f < 2; ++f) {
     absl::StrAppend(&out, "\nidentity", f);
     for (const auto& [first, piece] : x.identity[f]) {
-      absl::StrAppend(&out, " ", AddressText(first), "-", AddressText(piece.last), ":", piece.target);
+      absl::StrAppend(&out, " ", AddressText(first), "-", AddressText(piece.last), ":",
+                      piece.target);
     }
     for (int d = 0; d < 2; ++d) {
       absl::StrAppend(&out, "\ndispatch", d, f);
-      for (const auto& [a, t] : x.dispatch[d][f]) absl::StrAppend(&out, " ", AddressText(a), ":", t);
+      for (const auto& [a, t] : x.dispatch[d][f]) {
+        absl::StrAppend(&out, " ", AddressText(a), ":", t);
+      }
     }
   }
   return out + "\n";
@@ -2164,21 +2173,7 @@ TEST(NftDeltaPlan, PodTableEditsReachTheIndexOfTheNextProgram) {
     absl::StatusOr<DeltaIndex> index = MakeDeltaIndex(current, 1);
     ASSERT_TRUE(index.ok()) << index.status();
     for (int step = 0; step < 16; ++step) {
-      std::set<uint32_t> used;
-      for (const ChurnPod& p : pods) used.insert(p.address);
-      std::string what;
-      if (rng() % 5 < 3 || pods.empty()) {
-        uint32_t address = 1 + rng() % 60;
-        while (used.count(address) > 0) address = 1 + address % 60;
-        ChurnPod p{absl::StrCat("e/p", name++), static_cast<uint32_t>(1 + rng() % 10), address,
-                   true, true, static_cast<uint32_t>(rng() % 5)};
-        what = absl::StrCat("add ", p.name, " in table ", p.table);
-        pods.push_back(p);
-      } else {
-        const size_t i = rng() % pods.size();
-        what = absl::StrCat("delete ", pods[i].name);
-        pods.erase(pods.begin() + static_cast<long>(i));
-      }
+      const std::string what = RandomPodTableEvent(rng, 4, &pods, &name);
       SCOPED_TRACE(absl::StrCat("run ", run, " step ", step, ": ", what));
       slots = SlotsFor(pods, slots);
       ir::CompiledPolicy next = PodTableIr(pods, slots);
