@@ -242,8 +242,9 @@ class EbpfBackend : public Backend {
     }
     shape[4] += ApplyDeltaCount(delta.tables(), previous.tables_size());
     shape[5] += ApplyDeltaCount(delta.peer_sets(), previous.peer_sets_size());
+    // A retired table's entries stay (maps.h PodPolicyEdit): only a brought one's count.
     const long policy_change =
-        policy.has_value() ? PolicyEntriesChange(*policy, delta, previous) : 0;
+        policy.has_value() && policy_first ? PolicyEntriesChange(*policy, delta, previous) : 0;
     if (!EditInPlace(*edit, shape, policy.has_value() ? &*policy : nullptr, policy_first,
                      policy_change)) {
       ir::CompiledPolicy next = previous;
@@ -307,7 +308,8 @@ class EbpfBackend : public Backend {
   // instead — then nothing, or a state whose verdicts are the old or the new program's,
   // was written.
   // `policy` (maps.h PodPolicyEdit): a pod delta's policy edit, `policy_change` entries
-  // more (fewer) once written, written before the identity edit (`policy_first`) or after.
+  // more (fewer) once written, written before the identity edit (`policy_first`), else
+  // left unwritten.
   bool EditInPlace(const ebpf::IdentityEdit& edit, const std::array<int, 6>& next_shape,
                    ebpf::PolicyEdit* policy = nullptr, bool policy_first = true,
                    long policy_change = 0) {
@@ -340,15 +342,13 @@ class EbpfBackend : public Backend {
     if (policy != nullptr) {
       policy_text = absl::StrCat("; tables ", absl::StrJoin(policy->changed_tables, " "),
                                  " and peer sets ", absl::StrJoin(policy->changed_peer_sets, " "),
-                                 policy_first ? " written first" : " written after");
+                                 policy_first ? " written first"
+                                              : " left as they were (no endpoint names them)");
       if (policy_first) {
         ebpf::CommitPolicyEdit(policy_, std::move(*policy));
-      } else if (!WritePolicy(*policy, static_cast<size_t>(total), next_shape,
-                              "pod delta's policy")) {
-        return false;  // the identities are next's: a new generation is loaded
+        installed_policy_entries_ =
+            static_cast<size_t>(static_cast<long>(installed_policy_entries_) + policy_change);
       }
-      installed_policy_entries_ =
-          static_cast<size_t>(static_cast<long>(installed_policy_entries_) + policy_change);
     }
     installed_entries_ = static_cast<size_t>(total);
     installed_shape_ = next_shape;

@@ -1907,10 +1907,7 @@ absl::StatusOr<PodPolicyEdit> PlanPodPolicyEditFromDelta(
                      "and table ", *after, " while one names it after"));
   }
   // Endpoints of `from` name a changed table but none of `next` does (a table retired with
-  // its last endpoint): the identity edit first, then the policy edit, planned for the
-  // generation after the identity edit's bump.
-  policy = PlanPolicyPart(live, from, delta, next_generation + 1, &pod_tables);
-  if (!policy.ok()) return policy.status();
+  // its last endpoint): the policy edit is left unwritten (maps.h PodPolicyEdit).
   out.policy = std::move(*policy);
   out.policy_first = false;
   return out;

@@ -363,10 +363,14 @@ void CommitPolicyEdit(PolicyLayout& layout, PolicyEdit&& edit);
 //     endpoints and addresses with policy data they never read, then the identity edit's
 //     old-or-new states over policy data equal to next's where it reads it.
 //   - otherwise no endpoint of `next` names a changed table (a retired table, peer sets
-//     only it named): the identity edit first (its endpoint deletes included), then, once
-//     its grace period is over, the policy edit (loader.h EditPolicy; `policy` is planned
-//     for the generation after the identity edit's). Between the two, the tables that
-//     next's endpoints name and the peer sets they name are already next's.
+//     only it named): `policy` is NOT written (policy_first false), only the identity
+//     edit. No run of `next` reads those entries, and writing them would cost a grace
+//     period (no run may still hold the deleted endpoint naming the table). The maps keep
+//     the retired table's and sets' old entries, and the layout, which describes the maps,
+//     keeps them too: a later edit that reuses their ids compares the new contents with
+//     them and writes what differs (nothing, when the same class comes back), a peer set's
+//     members as usual. They take room only while their ids are tombstones, which
+//     np/lower_align.h bounds. `policy` is what a write would be (for tests and reports).
 // FailedPrecondition when changed tables are named both before and after the delta (an
 // endpoint moving between tables), or as PlanIdentityEditFromDelta and
 // PlanPolicyEditFromDelta refuse; InvalidArgument when the delta is malformed. Costs what

@@ -1600,10 +1600,11 @@ struct NodeWrite {
   bool grace_before = false;  // the loader waits for a grace period first: no run spans it
 };
 
-// The writes of a pod delta as ebpf_backend.cc writes it: `plan` (policy_first or not), or
-// an identity edit alone (`plan` null). `mutant`: 1 = the identity writes before the policy
-// entries, 2 = the live bank's slots of brought tables not written (policy first), 3 = the
-// policy edit before the identity edit (identities first).
+// The writes of a pod delta as ebpf_backend.cc writes it: `policy` step 1 then the identity
+// edit (policy_first), the identity edit alone (policy_first false: the policy edit is left
+// unwritten; or `policy` null). `mutant`: 1 = the identity writes before the policy
+// entries, 2 = the live bank's slots of brought tables not written (policy first), 3 = a
+// retired table's policy edit written, before the identity edit.
 std::vector<NodeWrite> PodDeltaWrites(const IdentityEdit& identities, const PolicyEdit* policy,
                                       bool policy_first, uint32_t generation, int mutant = 0) {
   std::vector<NodeWrite> out;
@@ -1645,13 +1646,11 @@ std::vector<NodeWrite> PodDeltaWrites(const IdentityEdit& identities, const Poli
     if (mutant != 1) identity_writes(generation + 1);
     cleanup(edit, generation + 1);
   } else if (mutant == 3) {
-    policy_writes(*policy, generation + 2, true);
+    policy_writes(*policy, generation + 1, true);
     out.push_back({[](NodeMaps&) {}, true});
-    identity_writes(generation + 3);
+    identity_writes(generation + 2);
   } else {
-    identity_writes(generation + 1);
-    out.push_back({[](NodeMaps&) {}, true});  // EditPolicy waits for the grace period
-    policy_writes(*policy, generation + 2, true);
+    identity_writes(generation + 1);  // the retired table's entries left as they are
   }
   return out;
 }
@@ -1728,8 +1727,9 @@ int BadVerdicts(const NodeMaps& start, const std::vector<NodeWrite>& writes,
 
 // Seeded chains (NP_TEST_SEED replays) of pods of the node added and deleted: each delta
 // with a table or peer sets planned by PlanPodPolicyEditFromDelta from the layout the
-// chain's edits left (never rebuilt), the others by PlanIdentityEditFromDelta; every state
-// of the writes decides old or new, the last new (IrInterpreter of DiffPrograms' two
+// chain's edits left (never rebuilt; retired tables' entries left in the maps and the
+// layout, as the backend leaves them), the others by PlanIdentityEditFromDelta; every
+// state of the writes decides old or new, the last new (IrInterpreter of DiffPrograms' two
 // programs); the wrong orders are caught.
 TEST(PlanPodPolicyEditFromDeltaTest, PodsBringingOrRetiringTablesGetOldOrNewVerdicts) {
   int brought = 0, retired = 0, plain = 0, appended = 0, reused = 0;
@@ -1827,7 +1827,7 @@ TEST(PlanPodPolicyEditFromDeltaTest, PodsBringingOrRetiringTablesGetOldOrNewVerd
       for (const NodeWrite& w : PodDeltaWrites(identities, p, policy_first, generation)) {
         w.write(maps);
       }
-      if (p != nullptr) CommitPolicyEdit(layout, std::move(*policy));
+      if (p != nullptr && policy_first) CommitPolicyEdit(layout, std::move(*policy));
       for (const np_endpoint_addr_key& k : identities.endpoint_deletes) {
         local.erase(std::remove_if(local.begin(), local.end(),
                                    [&](const auto& e) {
