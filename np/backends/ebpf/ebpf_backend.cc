@@ -131,8 +131,10 @@ class EbpfBackend : public Backend {
 
   // Update from a delta: the same in-place edit, planned from the delta alone
   // (maps.h PlanIdentityEditFromDelta) so that a pod event costs time proportional to
-  // the ranges it replaces, not to the node's program. Whatever is not in place: the
-  // next program built (copy + ApplyDelta) and loaded as a new generation.
+  // the ranges it replaces, not to the node's program; a pod delta that also brings or
+  // retires a table with its identity edit (maps.h PlanPodPolicyEditFromDelta); a delta of
+  // tables and peer sets alone as a policy edit (PolicyDelta). Whatever is not in place:
+  // the next program built (copy + ApplyDelta) and loaded as a new generation.
   absl::Status UpdateDelta(const ir::CompiledPolicy& previous,
                            const ir::CompiledPolicyDelta& delta,
                            const Attachment& attachment) override {
@@ -411,9 +413,10 @@ class EbpfBackend : public Backend {
   // A policy delta (tables and peer sets only) written in place, planned from the delta
   // and the layout the backend keeps (maps.h PlanPolicyEditFromDelta): the changed tables'
   // and peer sets' entries under fresh numbers, one np_config write. Whatever it cannot do
-  // (nothing installed here, endpoints or ranges in the delta too, no room, a failed
-  // write) goes to Backend::UpdateDelta (copy, ApplyDelta, Update), which decides as
-  // Update does: an endpoint moving between tables loads a new generation there.
+  // (nothing installed here, no room, a failed write) goes to Backend::UpdateDelta (copy,
+  // ApplyDelta, Update). A delta with endpoint or range edits too is a pod delta's form
+  // (UpdateDelta's identity path); an endpoint moving between tables loads a new
+  // generation there.
   absl::Status PolicyDelta(const ir::CompiledPolicy& previous,
                            const ir::CompiledPolicyDelta& delta, const Attachment& attachment) {
     std::string why;

@@ -1861,5 +1861,54 @@ TEST(PlanPodPolicyEditFromDeltaTest, PodsBringingOrRetiringTablesGetOldOrNewVerd
   EXPECT_GT(caught[3], tried[3] / 4) << "a retired table rewritten while its endpoint is there";
 }
 
+
+// What the combined plan refuses: a table that endpoints name before and after the delta
+// changing with it (its runs would meet old and new entries without a bank switch), an
+// endpoint moving between tables (the identity part), appended identities (FailedPrecondition:
+// the default path), and a malformed delta (InvalidArgument, nothing planned).
+TEST(PlanPodPolicyEditFromDeltaTest, TablesInUseMovesAndMalformedDeltasAreRefused) {
+  const ir::CompiledPolicy base = ChainProgram(ChainBase(), {"c"});
+  absl::StatusOr<MapContents> maps = BuildMaps(base, 1);
+  ASSERT_TRUE(maps.ok()) << maps.status();
+  const PolicyLayout layout = InitialLayout(*maps);
+  const uint32_t next_id = static_cast<uint32_t>(maps->endpoints.size());
+  auto plan = [&](const ir::CompiledPolicyDelta& delta) {
+    return PlanPodPolicyEditFromDelta(layout, base, delta, maps->endpoints_addr, next_id, 2);
+  };
+  {  // x/d brings its table, and x/a's table 0 changes with it.
+    ir::CompiledPolicy next = ChainProgram(base, {"c", "d"});
+    next.mutable_tables(0)->mutable_ingress()->mutable_rules(0)->set_last_port(81);
+    const std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(base, next);
+    ASSERT_TRUE(delta.has_value());
+    absl::StatusOr<PodPolicyEdit> refused = plan(*delta);
+    EXPECT_TRUE(absl::IsFailedPrecondition(refused.status())) << refused.status();
+    EXPECT_TRUE(absl::StrContains(refused.status().message(), "table 0 changes"))
+        << refused.status();
+    // Without the change of table 0 it is planned, table first.
+    absl::StatusOr<PodPolicyEdit> planned = plan(*DiffPrograms(base, ChainProgram(base, {"c", "d"})));
+    ASSERT_TRUE(planned.ok()) << planned.status();
+    EXPECT_TRUE(planned->policy_first);
+  }
+  {  // x/c moves into table 0.
+    ir::CompiledPolicy next = base;
+    for (ir::Endpoint& e : *next.mutable_endpoints()) {
+      if (e.name() == "c") e.set_table(0);
+    }
+    const std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(base, next);
+    ASSERT_TRUE(delta.has_value());
+    absl::StatusOr<PodPolicyEdit> refused = plan(*delta);
+    EXPECT_TRUE(absl::IsFailedPrecondition(refused.status())) << refused.status();
+  }
+  {  // Appended identities; then a table past the program's count with a gap.
+    ir::CompiledPolicyDelta delta = *DiffPrograms(base, ChainProgram(base, {"c", "d"}));
+    ir::CompiledPolicyDelta with_identity = delta;
+    with_identity.add_identities()->set_id(static_cast<uint32_t>(base.identities_size()));
+    EXPECT_TRUE(absl::IsFailedPrecondition(plan(with_identity).status()));
+    ir::CompiledPolicyDelta gap = delta;
+    gap.add_tables()->set_id(static_cast<uint32_t>(base.tables_size()) + 5);
+    EXPECT_TRUE(absl::IsInvalidArgument(plan(gap).status())) << plan(gap).status();
+  }
+}
+
 }  // namespace
 }  // namespace np::backends::ebpf
