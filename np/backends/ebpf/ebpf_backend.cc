@@ -4,6 +4,7 @@
 #include <array>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <tuple>
 
 #include "absl/status/status.h"
@@ -130,8 +131,10 @@ class EbpfBackend : public Backend {
 
   // Update from a delta: the same in-place edit, planned from the delta alone
   // (maps.h PlanIdentityEditFromDelta) so that a pod event costs time proportional to
-  // the ranges it replaces, not to the node's program. Whatever is not in place: the
-  // next program built (copy + ApplyDelta) and loaded as a new generation.
+  // the ranges it replaces, not to the node's program; a pod delta that also brings or
+  // retires a table with its identity edit (maps.h PlanPodPolicyEditFromDelta); a delta of
+  // tables and peer sets alone as a policy edit (PolicyDelta). Whatever is not in place:
+  // the next program built (copy + ApplyDelta) and loaded as a new generation.
   absl::Status UpdateDelta(const ir::CompiledPolicy& previous,
                            const ir::CompiledPolicyDelta& delta,
                            const Attachment& attachment) override {
@@ -141,7 +144,9 @@ class EbpfBackend : public Backend {
       last_update_ = absl::StrCat(last_update_, " (delta not in place: it appends identities)");
       return s;
     }
-    if (!delta.peer_sets().empty() || !delta.tables().empty()) {
+    const bool policy_part = !delta.peer_sets().empty() || !delta.tables().empty();
+    if (policy_part && delta.ipv4().empty() && delta.ipv6().empty() && delta.endpoints().empty() &&
+        delta.identity_pods().empty()) {
       return PolicyDelta(previous, delta, attachment);
     }
     if (live_ == nullptr || attachment.netns != attachment_.netns) {
@@ -154,8 +159,24 @@ class EbpfBackend : public Backend {
     // Interfaces attached or detached in place: only those of pods the delta adds or deletes.
     const std::vector<EndpointInterface> attach = Missing(attachment, attachment_);
     const std::vector<EndpointInterface> detach = Missing(attachment_, attachment);
-    absl::StatusOr<ebpf::IdentityEdit> edit = ebpf::PlanIdentityEditFromDelta(
-        previous, delta, local_addresses_, next_endpoint_id_);
+    // A pod delta that brings or retires a table (maps.h PodPolicyEdit): its policy edit
+    // is written with the identity edit, before or after it.
+    absl::StatusOr<ebpf::IdentityEdit> edit = absl::UnknownError("not planned");
+    std::optional<ebpf::PolicyEdit> policy;
+    bool policy_first = true;
+    if (policy_part) {
+      absl::StatusOr<ebpf::PodPolicyEdit> both = ebpf::PlanPodPolicyEditFromDelta(
+          policy_, previous, delta, local_addresses_, next_endpoint_id_, live_->generation + 1);
+      if (both.ok()) {
+        edit = std::move(both->identities);
+        policy = std::move(both->policy);
+        policy_first = both->policy_first;
+      } else {
+        edit = both.status();
+      }
+    } else {
+      edit = ebpf::PlanIdentityEditFromDelta(previous, delta, local_addresses_, next_endpoint_id_);
+    }
     if (!edit.ok()) {
       // A malformed delta touches nothing (Backend::UpdateDelta's contract).
       if (absl::IsInvalidArgument(edit.status())) return edit.status();
@@ -221,7 +242,13 @@ class EbpfBackend : public Backend {
     for (const ir::EndpointSliceEdit& e : delta.endpoints()) {
       shape[3] += e.endpoints_size() - static_cast<int>(e.end() - e.begin());
     }
-    if (!EditInPlace(*edit, shape)) {
+    shape[4] += ApplyDeltaCount(delta.tables(), previous.tables_size());
+    shape[5] += ApplyDeltaCount(delta.peer_sets(), previous.peer_sets_size());
+    // A retired table's entries stay (maps.h PodPolicyEdit): only a brought one's count.
+    const long policy_change =
+        policy.has_value() && policy_first ? PolicyEntriesChange(*policy, delta, previous) : 0;
+    if (!EditInPlace(*edit, shape, policy.has_value() ? &*policy : nullptr, policy_first,
+                     policy_change)) {
       ir::CompiledPolicy next = previous;
       if (absl::Status s = ApplyDelta(delta, &next); !s.ok()) return s;
       return Apply(next, attachment);
@@ -282,8 +309,14 @@ class EbpfBackend : public Backend {
   // `next_shape`; false (last_update_ says why) when a new generation must be loaded
   // instead — then nothing, or a state whose verdicts are the old or the new program's,
   // was written.
-  bool EditInPlace(const ebpf::IdentityEdit& edit, const std::array<int, 6>& next_shape) {
-    if (edit.Writes() == 0) {
+  // `policy` (maps.h PodPolicyEdit): a pod delta's policy edit, `policy_change` entries
+  // more (fewer) once written, written before the identity edit (`policy_first`), else
+  // left unwritten.
+  bool EditInPlace(const ebpf::IdentityEdit& edit, const std::array<int, 6>& next_shape,
+                   ebpf::PolicyEdit* policy = nullptr, bool policy_first = true,
+                   long policy_change = 0) {
+    if (policy != nullptr && policy->Writes() == 0) policy = nullptr;
+    if (edit.Writes() == 0 && policy == nullptr) {
       last_update_ = "in place: nothing to change";
       installed_shape_ = next_shape;
       return true;
@@ -295,17 +328,29 @@ class EbpfBackend : public Backend {
     const long total = static_cast<long>(installed_entries_) + edit.HostsDelta() +
                        edit.Lpm4Delta() + edit.Lpm6Delta() +
                        static_cast<long>(edit.endpoint_adds.size()) -
-                       static_cast<long>(edit.endpoint_deletes.size());
+                       static_cast<long>(edit.endpoint_deletes.size()) + policy_change;
     if (total > limit) {
       last_update_ = "full: past the map entry budget";
       return false;
     }
-    absl::Status s = ebpf::EditIdentities(*live_, edit);
+    absl::Status s = ebpf::EditIdentities(*live_, edit, policy_first ? policy : nullptr);
     if (!s.ok()) {
       // Half an edit is a state whose verdicts are the old or the new program's; a new
       // generation replaces it whole.
       last_update_ = absl::StrCat("full: in-place edit failed: ", s.message());
       return false;
+    }
+    std::string policy_text;
+    if (policy != nullptr) {
+      policy_text = absl::StrCat("; tables ", absl::StrJoin(policy->changed_tables, " "),
+                                 " and peer sets ", absl::StrJoin(policy->changed_peer_sets, " "),
+                                 policy_first ? " written first"
+                                              : " left as they were (no endpoint names them)");
+      if (policy_first) {
+        ebpf::CommitPolicyEdit(policy_, std::move(*policy));
+        installed_policy_entries_ =
+            static_cast<size_t>(static_cast<long>(installed_policy_entries_) + policy_change);
+      }
     }
     installed_entries_ = static_cast<size_t>(total);
     installed_shape_ = next_shape;
@@ -313,7 +358,7 @@ class EbpfBackend : public Backend {
                                 edit.changed_addresses.empty()
                                     ? std::string("no address")
                                     : absl::StrJoin(edit.changed_addresses, " and "),
-                                " changed");
+                                " changed", policy_text);
     if (!edit.added_endpoints.empty()) {
       absl::StrAppend(&last_update_, "; endpoints added: ",
                       EscapeText(absl::StrJoin(edit.added_endpoints, " ")));
@@ -368,9 +413,10 @@ class EbpfBackend : public Backend {
   // A policy delta (tables and peer sets only) written in place, planned from the delta
   // and the layout the backend keeps (maps.h PlanPolicyEditFromDelta): the changed tables'
   // and peer sets' entries under fresh numbers, one np_config write. Whatever it cannot do
-  // (nothing installed here, endpoints or ranges in the delta too, no room, a failed
-  // write) goes to Backend::UpdateDelta (copy, ApplyDelta, Update), which decides as
-  // Update does: an endpoint moving between tables loads a new generation there.
+  // (nothing installed here, no room, a failed write) goes to Backend::UpdateDelta (copy,
+  // ApplyDelta, Update). A delta with endpoint or range edits too is a pod delta's form
+  // (UpdateDelta's identity path); an endpoint moving between tables loads a new
+  // generation there.
   absl::Status PolicyDelta(const ir::CompiledPolicy& previous,
                            const ir::CompiledPolicyDelta& delta, const Attachment& attachment) {
     std::string why;
@@ -386,18 +432,12 @@ class EbpfBackend : public Backend {
       if (edit.ok()) {
         // np's entry budget on the total, as Apply checks it; the kernel's limits hold by
         // the room PlanPolicyEditFromDelta checked.
-        const size_t added_tables =
-            static_cast<size_t>(ApplyDeltaCount(delta.tables(), previous.tables_size()));
-        const long change =
-            static_cast<long>(edit->ports_entries + edit->tiers_entries + edit->members_entries) -
-            static_cast<long>(policy_.ports_entries + policy_.tiers_entries +
-                              policy_.members_entries) +
-            edit->lists_delta + static_cast<long>(added_tables);
+        const long change = PolicyEntriesChange(*edit, delta, previous);
         const size_t entries = static_cast<size_t>(static_cast<long>(installed_entries_) + change);
         const size_t policy_entries =
             static_cast<size_t>(static_cast<long>(installed_policy_entries_) + change);
         std::array<int, 6> shape = installed_shape_;
-        shape[4] += static_cast<int>(added_tables);
+        shape[4] += ApplyDeltaCount(delta.tables(), previous.tables_size());
         shape[5] += ApplyDeltaCount(delta.peer_sets(), previous.peer_sets_size());
         if (entries > EntryBudget()) {
           why = "past the map entry budget";
@@ -419,6 +459,16 @@ class EbpfBackend : public Backend {
     absl::Status s = Backend::UpdateDelta(previous, delta, attachment);
     last_update_ = absl::StrCat(last_update_, " (policy delta not in place: ", why, ")");
     return s;
+  }
+
+  // How many policy map entries (of MapContents::TotalEntries) `edit`, planned from
+  // `delta` of `previous` against policy_, adds (negative: removes) once cleaned up.
+  long PolicyEntriesChange(const ebpf::PolicyEdit& edit, const ir::CompiledPolicyDelta& delta,
+                           const ir::CompiledPolicy& previous) const {
+    return static_cast<long>(edit.ports_entries + edit.tiers_entries + edit.members_entries) -
+           static_cast<long>(policy_.ports_entries + policy_.tiers_entries +
+                             policy_.members_entries) +
+           edit.lists_delta + ApplyDeltaCount(delta.tables(), previous.tables_size());
   }
 
   // How many of `items` (a delta's peer sets or tables, sorted by id) append to a list of

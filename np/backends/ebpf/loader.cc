@@ -750,12 +750,10 @@ absl::Status StartEdit(LiveMaps& live) {
 }
 }  // namespace
 
-absl::Status EditPolicy(LiveMaps& live, const PolicyEdit& edit, uint32_t next_generation) {
-  if (next_generation != live.generation + 1) {
-    return absl::FailedPreconditionError("the plan is for another generation number");
-  }
-  if (absl::Status s = StartEdit(live); !s.ok()) return s;
-  // Step 1: entries no run reads yet (maps.h PolicyEdit), in an order that needs none.
+namespace {
+// A policy edit's step 1: entries no run reads yet (maps.h PolicyEdit), in an order that
+// needs none.
+absl::Status WritePolicyEntries(LiveMaps& live, const PolicyEdit& edit) {
   std::vector<std::pair<np_member_key, uint8_t>> members;
   members.reserve(edit.member_adds.size());
   for (const np_member_key& k : edit.member_adds) members.emplace_back(k, 1);
@@ -765,6 +763,16 @@ absl::Status EditPolicy(LiveMaps& live, const PolicyEdit& edit, uint32_t next_ge
   if (s.ok()) s = UpdateInOrder(live.ports, "np_ports", edit.port_adds);
   if (s.ok()) s = UpdateInOrder(live.tiers, "np_tiers", edit.tier_adds);
   if (s.ok()) s = UpdateInOrder(live.table_slots, "np_table_slots", edit.slot_writes);
+  return s;
+}
+}  // namespace
+
+absl::Status EditPolicy(LiveMaps& live, const PolicyEdit& edit, uint32_t next_generation) {
+  if (next_generation != live.generation + 1) {
+    return absl::FailedPreconditionError("the plan is for another generation number");
+  }
+  if (absl::Status s = StartEdit(live); !s.ok()) return s;
+  absl::Status s = WritePolicyEntries(live, edit);
   // Step 2: the bump. A run that reads the new number must see every write above: on x86
   // it does (kWritesSeenInOrder), elsewhere a grace period orders them.
   if (s.ok() && !kWritesSeenInOrder) s = Barrier();
@@ -782,7 +790,8 @@ absl::Status EditPolicy(LiveMaps& live, const PolicyEdit& edit, uint32_t next_ge
   return s;
 }
 
-absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit) {
+absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit,
+                            const PolicyEdit* policy_first) {
   size_t adds[2] = {0, 0}, changes[2] = {0, 0}, deletes[2] = {0, 0};
   for (const auto& [k, v] : edit.host_adds) ++adds[k.family == NP_FAMILY_V4 ? 0 : 1];
   for (const auto& [k, v] : edit.host_changes) ++changes[k.family == NP_FAMILY_V4 ? 0 : 1];
@@ -802,7 +811,10 @@ absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit) {
     return k.family == NP_FAMILY_V4 ? std::pair<int, const char*>{live.hosts, "np_ident_hosts"}
                                     : std::pair<int, const char*>{live.hosts6, "np_ident_hosts6"};
   };
-  absl::Status s = absl::OkStatus();
+  // A pod's table and peer sets first (maps.h PodPolicyEdit): complete before an
+  // endpoint entry names them.
+  absl::Status s = policy_first == nullptr ? absl::OkStatus() : WritePolicyEntries(live, *policy_first);
+  if (s.ok() && policy_first != nullptr && !kWritesSeenInOrder) s = Barrier();
   // Pods of this node added: their endpoint entries before their addresses' identities,
   // deleted: after (np_policy.c policy_allows says why; on x86 the order of the writes is
   // what runs see, elsewhere a grace period separates them).
@@ -848,6 +860,7 @@ absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit) {
       live.ident6_entries = static_cast<size_t>(static_cast<long>(live.ident6_entries) + edit.Lpm6Delta());
       live.endpoints_entries =
           live.endpoints_entries + edit.endpoint_adds.size() - edit.endpoint_deletes.size();
+      if (policy_first != nullptr) live.pending_cleanup = policy_first->cleanup;
     }
   }
   // The grace period the next edit waits for, started now, run meanwhile. Also after a

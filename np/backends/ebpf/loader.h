@@ -154,7 +154,10 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
 // maps lack the room (max_entries), `live` is no longer what runs on its interface, or the
 // kernel has no membarrier; any other error may leave the edit half done (every step is a
 // state whose verdicts are the old program's or the new one's): load a new generation.
-absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit);
+// `policy_first` (maps.h PodPolicyEdit): a policy edit's step 1 written before the identity
+// writes, its cleanup left pending after the bump, as EditPolicy leaves it.
+absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit,
+                            const PolicyEdit* policy_first = nullptr);
 
 // Writes `edit` (maps.h PlanPolicyEdit, which says why it is safe) into the generation
 // `live`: after the previous edit's grace period and its pending cleanup, step 1, then

@@ -797,17 +797,18 @@ absl::StatusOr<IdentityEdit> PlanIdentityEditFromIr(const ir::CompiledPolicy& fr
   return DiffIdentityEntries(old_window, new_window, local);
 }
 
-absl::StatusOr<IdentityEdit> PlanIdentityEditFromDelta(
+namespace {
+
+// PlanIdentityEditFromDelta's plan, the delta's peer sets and tables aside (the caller
+// plans them, or refuses them): an added endpoint may name any table below `tables_after`,
+// the program's count once the delta is applied.
+absl::StatusOr<IdentityEdit> PlanIdentityPart(
     const ir::CompiledPolicy& from, const ir::CompiledPolicyDelta& delta,
     const std::vector<std::pair<np_endpoint_addr_key, np_endpoint>>& local,
-    uint32_t next_endpoint_id) {
+    uint32_t next_endpoint_id, uint32_t tables_after) {
   auto invalid = [](absl::string_view what) {
     return absl::InvalidArgumentError(absl::StrCat("IR delta: ", what));
   };
-  if (!delta.peer_sets().empty() || !delta.tables().empty()) {
-    return absl::FailedPreconditionError(
-        "the delta edits peer sets or tables: not an identity edit");
-  }
   const uint32_t identities = static_cast<uint32_t>(from.identities_size());
   // The ranges first: each edit checked as ApplyDelta checks it (in bounds, in order, the
   // new ranges covering the replaced ones' addresses one after the other, identities that
@@ -969,7 +970,7 @@ absl::StatusOr<IdentityEdit> PlanIdentityEditFromDelta(
     if (e.shared_ips_size() > 0) {
       return Refuse(absl::StrCat("endpoint ", EscapeText(name), " has shared addresses"));
     }
-    if (e.selected() && e.table() >= static_cast<uint32_t>(from.tables_size())) {
+    if (e.selected() && e.table() >= tables_after) {
       return invalid(absl::StrCat("endpoint ", EscapeText(name), ": table ", e.table(),
                                   " does not exist"));
     }
@@ -1005,6 +1006,20 @@ absl::StatusOr<IdentityEdit> PlanIdentityEditFromDelta(
   edit->added_values = std::move(added_values);
   edit->deleted_endpoints = std::move(deleted_names);
   return edit;
+}
+
+}  // namespace
+
+absl::StatusOr<IdentityEdit> PlanIdentityEditFromDelta(
+    const ir::CompiledPolicy& from, const ir::CompiledPolicyDelta& delta,
+    const std::vector<std::pair<np_endpoint_addr_key, np_endpoint>>& local,
+    uint32_t next_endpoint_id) {
+  if (!delta.peer_sets().empty() || !delta.tables().empty()) {
+    return absl::FailedPreconditionError(
+        "the delta edits peer sets or tables: not an identity edit");
+  }
+  return PlanIdentityPart(from, delta, local, next_endpoint_id,
+                          static_cast<uint32_t>(from.tables_size()));
 }
 
 std::string RenderMaps(const ir::CompiledPolicy& ir, const MapContents& m) {
@@ -1476,6 +1491,11 @@ TableEntries EncodeTable(const ir::Table& table, PeerSetAll all_peers, size_t* l
 bool Installed(const PolicyLayout& l, uint32_t peer_set) {
   return peer_set < l.peer_set_slot.size() && l.peer_set_slot[peer_set] != NP_IDENTITY_NONE;
 }
+// Whether IR table `t` has entries in the maps (a table appended by a delta has none until
+// an edit writes it: CommitPolicyEdit).
+bool TableInstalled(const PolicyLayout& l, uint32_t t) {
+  return t < l.table_slot.size() && l.table_slot[t] != NP_IDENTITY_NONE;
+}
 
 // The writes that turn `live` into a layout where `sets` have the given members (each under
 // a peer set number never used before) and `tables` the given entries (each under a
@@ -1524,7 +1544,15 @@ absl::StatusOr<PolicyEdit> PlanChanges(const PolicyLayout& live,
     if (free_table >= live.capacity.tables) {
       return absl::FailedPreconditionError("np_tables has no room for the edit");
     }
-    const uint32_t old_slot = live.table_slot[t];
+    // A table new to the maps (appended by a delta) has no old entries to delete, and its
+    // slots must fit the array (PolicyRoom leaves room for a few).
+    const bool installed = TableInstalled(live, t);
+    if (std::max(NP_TABLE_SLOT(t, next_generation), NP_TABLE_SLOT(t, next_generation + 1)) >=
+        live.capacity.table_slots) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("np_table_slots has no room for table ", t));
+    }
+    const uint32_t old_slot = installed ? live.table_slot[t] : NP_IDENTITY_NONE;
     c.slot = free_table++;
     edit.table_writes.emplace_back(c.slot, e.value);
     // Its lists, each in a list slot that no live table names (and none earlier in this edit).
@@ -1548,7 +1576,9 @@ absl::StatusOr<PolicyEdit> PlanChanges(const PolicyLayout& live,
       }
       c.lists.push_back(at);
     }
-    for (uint32_t list : live.table_lists[t]) ++list_unrefs[list];
+    if (installed) {
+      for (uint32_t list : live.table_lists[t]) ++list_unrefs[list];
+    }
     for (auto [k, v] : e.ports) {
       k.table = c.slot;
       v.peer_set = physical_set(v.peer_set);
@@ -1559,15 +1589,17 @@ absl::StatusOr<PolicyEdit> PlanChanges(const PolicyLayout& live,
       key.table = c.slot;
       edit.tier_adds.emplace_back(key, np_tier_ref{c.lists[index]});
     }
-    for (const auto& [k, v] : live.tables[t].ports) {
-      np_port_key key = k;
-      key.table = old_slot;
-      edit.cleanup.port_deletes.push_back(key);
-    }
-    for (const auto& [k, index] : live.tables[t].tiers) {
-      np_tier_key key = k;
-      key.table = old_slot;
-      edit.cleanup.tier_deletes.push_back(key);
+    if (installed) {
+      for (const auto& [k, v] : live.tables[t].ports) {
+        np_port_key key = k;
+        key.table = old_slot;
+        edit.cleanup.port_deletes.push_back(key);
+      }
+      for (const auto& [k, index] : live.tables[t].tiers) {
+        np_tier_key key = k;
+        key.table = old_slot;
+        edit.cleanup.tier_deletes.push_back(key);
+      }
     }
     edit.slot_writes.emplace_back(NP_TABLE_SLOT(t, next_generation), c.slot);
     edit.cleanup.slot_writes.emplace_back(NP_TABLE_SLOT(t, next_generation + 1), c.slot);
@@ -1603,7 +1635,8 @@ PolicyCapacity PolicyRoom(const MapContents& maps) {
     return static_cast<uint32_t>(std::min<size_t>(n + extra, (size_t{1} << 27)));
   };
   PolicyCapacity c;
-  c.table_slots = room(2 * maps.tables.size(), 0);
+  // Two slots a table, and room for 16 tables that deltas append (a pod bringing its table).
+  c.table_slots = room(2 * (maps.tables.size() + 16), 0);
   c.tables = room(2 * maps.tables.size(), 16);
   c.ports = room(2 * maps.ports.size(), 256);
   c.tiers = room(2 * maps.tiers.size(), 256);
@@ -1668,10 +1701,17 @@ absl::StatusOr<PolicyEdit> PlanPolicyEdit(const PolicyLayout& live, const MapCon
   return PlanChanges(live, std::move(sets), std::move(tables), next_generation);
 }
 
-absl::StatusOr<PolicyEdit> PlanPolicyEditFromDelta(const PolicyLayout& live,
-                                                   const ir::CompiledPolicy& from,
-                                                   const ir::CompiledPolicyDelta& delta,
-                                                   uint32_t next_generation) {
+namespace {
+
+// PlanPolicyEditFromDelta's plan. `pod_tables` null: a policy delta (anything but peer sets
+// and tables refused; tables the maps do not hold yet are named by no endpoint and are not
+// written). Otherwise a pod delta's policy part: its endpoint and range edits are the
+// caller's (PlanIdentityPart), and the delta's tables the maps do not hold yet are written
+// too, as are the tables of `pod_tables` they lack (tables added endpoints name).
+absl::StatusOr<PolicyEdit> PlanPolicyPart(const PolicyLayout& live, const ir::CompiledPolicy& from,
+                                          const ir::CompiledPolicyDelta& delta,
+                                          uint32_t next_generation,
+                                          const std::set<uint32_t>* pod_tables) {
   // Malformed, as ApplyDelta checks it (before anything is planned).
   const uint32_t peer_sets = static_cast<uint32_t>(from.peer_sets_size());
   uint32_t peer_sets_after = peer_sets;
@@ -1701,8 +1741,8 @@ absl::StatusOr<PolicyEdit> PlanPolicyEditFromDelta(const PolicyLayout& live,
       return absl::InvalidArgumentError(absl::StrCat("tables[", e, "]: ", s.message()));
     }
   }
-  if (!delta.ipv4().empty() || !delta.ipv6().empty() || !delta.endpoints().empty() ||
-      !delta.identity_pods().empty()) {
+  if (pod_tables == nullptr && (!delta.ipv4().empty() || !delta.ipv6().empty() ||
+                                !delta.endpoints().empty() || !delta.identity_pods().empty())) {
     return absl::FailedPreconditionError(
         "the delta changes address ranges, endpoints or identities' pods too");
   }
@@ -1748,7 +1788,12 @@ absl::StatusOr<PolicyEdit> PlanPolicyEditFromDelta(const PolicyLayout& live,
     }
   }
   for (const ir::Table& table : delta.tables()) {
-    if (table.id() < live.tables.size()) to_encode.insert(table.id());
+    if (TableInstalled(live, table.id()) || pod_tables != nullptr) to_encode.insert(table.id());
+  }
+  if (pod_tables != nullptr) {
+    for (uint32_t t : *pod_tables) {
+      if (!TableInstalled(live, t)) to_encode.insert(t);
+    }
   }
   // Encode until no table names a peer set whose members are not installed: a set that a
   // rewritten table now names, not installed before (no installed table named it), gets
@@ -1782,11 +1827,90 @@ absl::StatusOr<PolicyEdit> PlanPolicyEditFromDelta(const PolicyLayout& live,
   for (auto& [p, members] : set_changes) sets.push_back({p, std::move(members)});
   std::vector<PolicyEdit::TableChange> tables;
   for (auto& [t, e] : encoded) {
-    bool changed = !SameTableEntries(live.tables[t], e);
+    bool changed = !TableInstalled(live, t) || !SameTableEntries(live.tables[t], e);
     for (uint32_t p : e.peer_sets) changed = changed || set_changes.count(p) != 0;
     if (changed) tables.push_back({t, std::move(e)});
   }
   return PlanChanges(live, std::move(sets), std::move(tables), next_generation);
+}
+
+}  // namespace
+
+absl::StatusOr<PolicyEdit> PlanPolicyEditFromDelta(const PolicyLayout& live,
+                                                   const ir::CompiledPolicy& from,
+                                                   const ir::CompiledPolicyDelta& delta,
+                                                   uint32_t next_generation) {
+  return PlanPolicyPart(live, from, delta, next_generation, /*pod_tables=*/nullptr);
+}
+
+absl::StatusOr<PodPolicyEdit> PlanPodPolicyEditFromDelta(
+    const PolicyLayout& live, const ir::CompiledPolicy& from,
+    const ir::CompiledPolicyDelta& delta,
+    const std::vector<std::pair<np_endpoint_addr_key, np_endpoint>>& local,
+    uint32_t next_endpoint_id, uint32_t next_generation) {
+  if (!delta.identities().empty()) {
+    return absl::FailedPreconditionError("the delta appends identities");
+  }
+  // Table ids are checked by PlanPolicyPart; the count here only bounds added endpoints'.
+  uint32_t tables_after = static_cast<uint32_t>(from.tables_size());
+  for (const ir::Table& t : delta.tables()) tables_after = std::max(tables_after, t.id() + 1);
+  PodPolicyEdit out;
+  absl::StatusOr<IdentityEdit> identities =
+      PlanIdentityPart(from, delta, local, next_endpoint_id, tables_after);
+  if (!identities.ok()) return identities.status();
+  out.identities = std::move(*identities);
+  // How many of the node's endpoints name each table before and after the delta (the
+  // node's endpoints: a walk of them, not of the cluster).
+  std::map<uint32_t, int> named_before, named_after;
+  for (const ir::Endpoint& e : from.endpoints()) {
+    if (e.selected()) ++named_before[e.table()];
+  }
+  named_after = named_before;
+  for (const ir::EndpointSliceEdit& edit : delta.endpoints()) {
+    for (uint32_t i = edit.begin(); i < edit.end(); ++i) {
+      const ir::Endpoint& e = from.endpoints(static_cast<int>(i));
+      if (e.selected()) --named_after[e.table()];
+    }
+    for (const ir::Endpoint& e : edit.endpoints()) {
+      if (e.selected()) ++named_after[e.table()];
+    }
+  }
+  std::set<uint32_t> pod_tables;
+  for (const np_endpoint& v : out.identities.added_values) {
+    if (v.flags & NP_ENDPOINT_SELECTED) pod_tables.insert(v.table);
+  }
+  auto named = [](const std::map<uint32_t, int>& counts, const PolicyEdit& edit) {
+    for (uint32_t t : edit.changed_tables) {
+      auto it = counts.find(t);
+      if (it != counts.end() && it->second > 0) return std::optional<uint32_t>(t);
+    }
+    return std::optional<uint32_t>();
+  };
+  absl::StatusOr<PolicyEdit> policy =
+      PlanPolicyPart(live, from, delta, next_generation, &pod_tables);
+  if (!policy.ok()) return policy.status();
+  const std::optional<uint32_t> before = named(named_before, *policy);
+  if (!before.has_value()) {
+    // No endpoint of `from` names a changed table (a table brought for an added pod, peer
+    // sets only such tables name): no run reads them before the endpoint writes, so both
+    // banks may point at them at once and one bump ends the edit.
+    for (const PolicyEdit::TableChange& c : policy->new_tables) {
+      policy->slot_writes.emplace_back(NP_TABLE_SLOT(c.table, next_generation + 1), c.slot);
+    }
+    out.policy = std::move(*policy);
+    out.policy_first = true;
+    return out;
+  }
+  if (const std::optional<uint32_t> after = named(named_after, *policy); after.has_value()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("table ", *before, " changes while an endpoint names it before the delta, "
+                     "and table ", *after, " while one names it after"));
+  }
+  // Endpoints of `from` name a changed table but none of `next` does (a table retired with
+  // its last endpoint): the policy edit is left unwritten (maps.h PodPolicyEdit).
+  out.policy = std::move(*policy);
+  out.policy_first = false;
+  return out;
 }
 
 void CommitPolicyEdit(PolicyLayout& l, PolicyEdit&& edit) {
@@ -1800,6 +1924,11 @@ void CommitPolicyEdit(PolicyLayout& l, PolicyEdit&& edit) {
   }
   for (PolicyEdit::TableChange& c : edit.new_tables) {
     const uint32_t t = c.table;
+    if (t >= l.tables.size()) {  // appended (tables between: not installed)
+      l.tables.resize(t + 1);
+      l.table_slot.resize(t + 1, NP_IDENTITY_NONE);
+      l.table_lists.resize(t + 1);
+    }
     for (uint32_t p : l.tables[t].named) {
       std::vector<uint32_t>& v = l.peer_set_tables[p];
       if (auto it = std::find(v.begin(), v.end(), t); it != v.end()) v.erase(it);
@@ -1810,7 +1939,9 @@ void CommitPolicyEdit(PolicyLayout& l, PolicyEdit&& edit) {
     }
     for (uint32_t list : l.table_lists[t]) --l.list_refs[list];
     for (uint32_t list : c.lists) ++l.list_refs[list];
-    l.table_used[l.table_slot[t]] = false;  // free once the cleanup is written
+    if (l.table_slot[t] != NP_IDENTITY_NONE) {
+      l.table_used[l.table_slot[t]] = false;  // free once the cleanup is written
+    }
     l.table_used[c.slot] = true;
     l.tables[t] = std::move(c.entries);
     l.table_slot[t] = c.slot;

@@ -244,7 +244,7 @@ absl::StatusOr<MapContents> BuildPolicyMaps(const ir::CompiledPolicy& ir);
 // new entries fit beside the old ones (LPM tries and hashes are allocated as filled, or
 // cheap; np_tier_lists and np_members are preallocated, so their room is a half more).
 struct PolicyCapacity {
-  uint32_t table_slots = 0;             // np_table_slots: two per IR table
+  uint32_t table_slots = 0;             // np_table_slots: two per IR table, 16 more tables
   uint32_t tables = 0, tier_lists = 0;  // arrays: physical numbers are below these
   uint32_t ports = 0, tiers = 0, members = 0;
 };
@@ -299,7 +299,9 @@ struct PolicyEdit {
   std::vector<std::pair<uint32_t, np_table>> table_writes;      // physical table -> value
   std::vector<std::pair<np_port_key, np_port_value>> port_adds;
   std::vector<std::pair<np_tier_key, np_tier_ref>> tier_adds;
-  std::vector<std::pair<uint32_t, uint32_t>> slot_writes;  // np_table_slots, the next bank
+  // np_table_slots, the next bank (a PodPolicyEdit written policy first: the live bank
+  // too, for tables no endpoint names yet).
+  std::vector<std::pair<uint32_t, uint32_t>> slot_writes;
   PolicyCleanup cleanup;
   std::vector<uint32_t> changed_tables, changed_peer_sets;  // IR numbers
   // What the layout becomes once the edit is written (CommitPolicyEdit): only the changed
@@ -348,6 +350,41 @@ absl::StatusOr<PolicyEdit> PlanPolicyEditFromDelta(const PolicyLayout& live,
 
 // `layout` once `edit` (planned from it) is written, cleanup included.
 void CommitPolicyEdit(PolicyLayout& layout, PolicyEdit&& edit);
+
+// A pod delta that brings or retires a table (np/lower_delta.h: the first pod of a target
+// class on the node, the last pod of a table leaving): endpoint, range and identity-pod
+// edits with tables and peer sets, written in place as one identity edit and one policy
+// edit in an order that keeps every packet's verdict the old program's or the new one's.
+//   - policy_first: no endpoint of `from` names a table the policy edit changes (the
+//     brought table, peer sets only it names). Its step 1 goes first, both banks of
+//     np_table_slots pointing at those tables (no run reads them: no endpoint names them
+//     yet), then the identity edit, whose endpoint writes then name complete tables, and
+//     its one bump (loader.h EditIdentities with `policy_first`). A run meets the old
+//     endpoints and addresses with policy data they never read, then the identity edit's
+//     old-or-new states over policy data equal to next's where it reads it.
+//   - otherwise no endpoint of `next` names a changed table (a retired table, peer sets
+//     only it named): `policy` is NOT written (policy_first false), only the identity
+//     edit. No run of `next` reads those entries, and writing them would cost a grace
+//     period (no run may still hold the deleted endpoint naming the table). The maps keep
+//     the retired table's and sets' old entries, and the layout, which describes the maps,
+//     keeps them too: a later edit that reuses their ids compares the new contents with
+//     them and writes what differs (nothing, when the same class comes back), a peer set's
+//     members as usual. They take room only while their ids are tombstones, which
+//     np/lower_align.h bounds. `policy` is what a write would be (for tests and reports).
+// FailedPrecondition when changed tables are named both before and after the delta (an
+// endpoint moving between tables), or as PlanIdentityEditFromDelta and
+// PlanPolicyEditFromDelta refuse; InvalidArgument when the delta is malformed. Costs what
+// the two planners cost and a walk of the node's endpoints (`from.endpoints`).
+struct PodPolicyEdit {
+  IdentityEdit identities;
+  PolicyEdit policy;
+  bool policy_first = true;
+};
+absl::StatusOr<PodPolicyEdit> PlanPodPolicyEditFromDelta(
+    const PolicyLayout& live, const ir::CompiledPolicy& from,
+    const ir::CompiledPolicyDelta& delta,
+    const std::vector<std::pair<np_endpoint_addr_key, np_endpoint>>& local,
+    uint32_t next_endpoint_id, uint32_t next_generation);
 
 // The fewest port prefixes covering [first, last] (0 <= first <= last <= 65535), as
 // (first port of the block, prefix length 0..16).
