@@ -97,6 +97,16 @@ TEST(EventSplitterTest, FinishHandsOutAnEventCutShort) {
 
 // ---- ParseWatchEvent -------------------------------------------------------------------
 
+// A value ends at its closing bracket or quote, never at one inside a string or escaped.
+TEST(JsonValueAtTest, BracketsAndQuotesInsideStringsDoNotCount) {
+  const std::string text = R"(x {"a": "}\"]", "b": ["\\", "{"]} tail)";
+  EXPECT_EQ(JsonValueAt(text, 2), R"({"a": "}\"]", "b": ["\\", "{"]})");
+  EXPECT_EQ(JsonValueAt(R"("a\"b" c)", 0), R"("a\"b")");
+  EXPECT_EQ(JsonValueAt(R"("a\")", 0), "");  // the string never ends
+  EXPECT_EQ(JsonValueAt(R"({"a": "b)", 0), "");
+  EXPECT_EQ(JsonValueAt("12, 3", 0), "12");
+}
+
 TEST(ParseWatchEventTest, ObjectsWithAndWithoutKind) {
   absl::StatusOr<WatchEvent> e = ParseWatchEvent(
       R"({"type":"ADDED","object":{"metadata":{"name":"a","namespace":"x"}}})", "Pod");

@@ -16,9 +16,12 @@ absl::string_view JsonValueAt(absl::string_view text, size_t i) {
   for (; i < text.size(); ++i) {
     const char ch = text[i];
     if (in_string) {
-      if (ch == '\\') {
+      // Most of an object's text is inside strings: run to the next quote or backslash.
+      while (i < text.size() && text[i] != '"' && text[i] != '\\') ++i;
+      if (i >= text.size()) break;
+      if (text[i] == '\\') {
         ++i;
-      } else if (ch == '"') {
+      } else {
         in_string = false;
         if (depth == 0) return text.substr(start, i + 1 - start);
       }

@@ -52,6 +52,18 @@ bool CheckEncoding(absl::string_view text, YamlError* error) {
     return false;
   }
   for (size_t i = 0; i < n;) {
+    // Eight bytes of printable ASCII (0x20..0x7E) at a time, most of any text: no byte with
+    // the high bit, none below 0x20, none equal to 0x7F (each test exact when it says
+    // "none", which is all that is used). Anything else goes byte by byte below.
+    constexpr uint64_t kOnes = 0x0101010101010101, kHigh = 0x8080808080808080;
+    while (i + 8 <= n) {
+      uint64_t x;
+      std::memcpy(&x, p + i, 8);
+      const uint64_t del = x ^ (0x7F * kOnes);
+      if (((x | ((x - 0x20 * kOnes) & ~x) | ((del - kOnes) & ~del)) & kHigh) != 0) break;
+      i += 8;
+    }
+    if (i >= n) break;
     unsigned char c = p[i];
     if (c < 0x80) {
       if (c == '\t' || c == '\n' || c == '\r' || (c >= 0x20 && c < 0x7F)) {

@@ -5,7 +5,9 @@
 // API server write it, and on mutations of it. NP_SEED=<n> replays one random case set.
 #include "np/internal/yaml_tree.h"
 
+#include <algorithm>
 #include <cstdlib>
+#include <iterator>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -14,6 +16,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "np/loader.h"
@@ -291,6 +294,83 @@ TEST(JsonReaderTest, SameAsYamlCppOnRandomJson) {
   // Most generated JSON is plain enough for the direct reader (the rest has tabs, escaped
   // surrogates, keys past 1024 bytes, ...): the comparison is not vacuous.
   EXPECT_GT(taken, cases / 4) << taken << " of " << cases;
+}
+
+// Duplicate keys are errors in short mappings (scanned) and long ones (hashed) alike, and a
+// long mapping keeps every distinct key.
+TEST(YamlTreeTest, DuplicateKeysInShortAndLongMappings) {
+  for (int keys : {3, 16, 17, 40}) {
+    for (int duplicate : {0, keys / 2, keys - 1}) {
+      std::string labels;
+      for (int k = 0; k < keys; ++k) absl::StrAppend(&labels, "\"k", k, "\": \"v\", ");
+      const std::string text = absl::StrCat(
+          R"({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n", "labels": {)",
+          labels, "\"k", duplicate, "\": \"w\"}}}");
+      absl::StatusOr<Change> change = ParseChangeOfKind(text, "ns.json", "");
+      ASSERT_FALSE(change.ok()) << keys << " " << duplicate;
+      EXPECT_THAT(change.status().message(),
+                  HasSubstr(absl::StrCat("duplicate field \"metadata.labels.k", duplicate, "\"")));
+      const std::string unique = absl::StrCat(
+          R"({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n", "labels": {)",
+          labels.substr(0, labels.size() - 2), "}}}");
+      change = ParseChangeOfKind(unique, "ns.json", "");
+      ASSERT_TRUE(change.ok()) << change.status();
+      EXPECT_EQ(std::get<k8s::Namespace>(change->object).metadata().labels().size(), keys);
+    }
+  }
+}
+
+// The encoding check finds the first bad byte wherever it is (it skips printable ASCII eight
+// bytes at a time): a byte YAML forbids, put at a random character boundary of a good text,
+// is reported at its offset and line.
+TEST(YamlTreeTest, EncodingErrorsAtTheirOffset) {
+  const char* env = std::getenv("NP_SEED");
+  const uint32_t seed = env != nullptr ? static_cast<uint32_t>(std::atoi(env)) : 7;
+  std::mt19937 rng(seed);
+  auto pick = [&](size_t n) { return std::uniform_int_distribution<size_t>(0, n - 1)(rng); };
+  static const char* const kPieces[] = {"a", "b: c", " ", "  ", "\n", "\t", "\r\n", "é", "€",
+                                        "😀", "0123456789", "{\"k\": \"v\"}", "~"};
+  for (int round = 0; round < 2000; ++round) {
+    std::vector<std::string> pieces;
+    const size_t count = 1 + pick(40);
+    for (size_t i = 0; i < count; ++i) pieces.push_back(kPieces[pick(std::size(kPieces))]);
+    const size_t at = pick(count + 1);  // the bad character goes before pieces[at]
+    std::string text;
+    for (size_t i = 0; i < at; ++i) text += pieces[i];
+    const size_t offset = text.size();
+    const int line = 1 + static_cast<int>(std::count(text.begin(), text.end(), '\n'));
+    std::string bad, expected;
+    switch (pick(3)) {
+      case 0: {
+        static const unsigned char kControls[] = {0x00, 0x01, 0x08, 0x0B, 0x0C, 0x0E, 0x1B, 0x1F, 0x7F};
+        const unsigned char c = kControls[pick(std::size(kControls))];
+        bad = std::string(1, static_cast<char>(c));
+        expected = absl::StrFormat("control character 0x%02X is not allowed (byte %d;", c, offset);
+        break;
+      }
+      case 1: {
+        const unsigned char c = static_cast<unsigned char>(0x80 + pick(0x80));
+        bad = std::string(1, static_cast<char>(c));
+        expected = absl::StrFormat("invalid UTF-8 (byte 0x%02X at offset %d)", c, offset);
+        break;
+      }
+      default:
+        bad = "\xEF\xBF\xBE";  // U+FFFE
+        expected = "character U+FFFE is not allowed";
+        break;
+    }
+    text += bad;
+    for (size_t i = at; i < count; ++i) text += pieces[i];
+    if (offset < 2 && (static_cast<unsigned char>(text[0]) == 0xFF ||
+                       static_cast<unsigned char>(text[0]) == 0xFE)) {
+      continue;  // might read as a UTF-16 byte-order mark
+    }
+    std::vector<YamlDocument> docs = Parse(text);
+    ASSERT_FALSE(docs.empty());
+    ASSERT_THAT(docs.back().error, HasSubstr(expected))
+        << "replay: NP_SEED=" << seed << " round " << round;
+    ASSERT_EQ(docs.back().error_line, line) << "replay: NP_SEED=" << seed << " round " << round;
+  }
 }
 
 }  // namespace
