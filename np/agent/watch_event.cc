@@ -9,6 +9,14 @@
 
 namespace np::agent {
 
+namespace {
+
+bool IsBracketOrQuote(char c) {
+  return c == '"' || c == '{' || c == '[' || c == '}' || c == ']';
+}
+
+}  // namespace
+
 absl::string_view JsonValueAt(absl::string_view text, size_t i) {
   const size_t start = i;
   int depth = 0;
@@ -25,6 +33,10 @@ absl::string_view JsonValueAt(absl::string_view text, size_t i) {
         in_string = false;
         if (depth == 0) return text.substr(start, i + 1 - start);
       }
+    } else if (depth > 0 && !IsBracketOrQuote(ch)) {
+      // Inside a collection only brackets and quotes matter: run to the next one (an indented
+      // object is mostly blanks and punctuation between its strings).
+      while (i + 1 < text.size() && !IsBracketOrQuote(text[i + 1])) ++i;
     } else if (ch == '"') {
       in_string = true;
     } else if (ch == '{' || ch == '[') {
