@@ -8,6 +8,8 @@
 // with resources and mounts, tolerations, conditions and container statuses), of
 // which the engine reads namespace, name, labels, nodeName, container ports and podIPs.
 //
+//   BM_EventSplit/<pods>       the event's lines through an EventSplitter (how `netpol agent`
+//                              reads kubectl's output, before ParseWatchEvent)
 //   BM_EventParse/<pods>       ParseWatchEvent of an ADDED event (parse + decode + validate
 //                              the envelope; no engine)
 //   BM_EventApply/<pods>       LiveEngine::Apply of the parsed change: a new replica of an
@@ -315,6 +317,19 @@ void BM_EventModifiedApply(benchmark::State& state) {
                                                     benchmark::Counter::kInvert);
 }
 
+// What `netpol agent` does before ParseWatchEvent when it reads kubectl's output: the event's
+// lines through an EventSplitter.
+void BM_EventSplit(benchmark::State& state) {
+  Fixture& f = Get(static_cast<int>(state.range(0)));
+  agent::EventSplitter splitter;
+  for (auto _ : state) {
+    std::vector<std::string> events = splitter.Feed(f.added);
+    if (events.size() != 1) Fail("the splitter did not hand out one event");
+    benchmark::DoNotOptimize(events);
+  }
+}
+
+BENCHMARK(BM_EventSplit)->Arg(1000)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_EventParse)->Arg(1000)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_EventApply)->Arg(1000)->Arg(10000)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_EventParseApply)->Arg(1000)->Arg(10000)->Unit(benchmark::kMicrosecond);
