@@ -270,6 +270,21 @@ std::string Mutate(std::string text, std::mt19937& rng) {
   return text;
 }
 
+// yaml-cpp ends a simple key at 1024 characters: around that length, with one- and
+// multi-byte characters and escapes, both paths agree (the direct reader declines past it).
+TEST(JsonReaderTest, SameAsYamlCppAroundTheSimpleKeyLimit) {
+  for (const char* piece : {"k", "é", "\\n", "😀"}) {
+    for (int n = 1000; n <= 1030; ++n) {
+      std::string key;
+      while (static_cast<int>(key.size()) < n) key += piece;
+      for (const std::string& text :
+           {absl::StrCat("{\"", key, "\": 1}"), absl::StrCat("{\"a\": {\"", key, "\": [1]}}")}) {
+        EXPECT_EQ(Differential(text), "") << piece << " " << n;
+      }
+    }
+  }
+}
+
 TEST(JsonReaderTest, SameAsYamlCppOnRandomJson) {
   const char* env = std::getenv("NP_SEED");
   const uint32_t first = env != nullptr ? static_cast<uint32_t>(std::atoi(env)) : 1;
