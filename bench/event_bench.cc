@@ -170,11 +170,14 @@ std::string ContainerJson(const k8s::Container& c, const std::string& app) {
                                  ", \"protocol\": ", Quote(p.protocol()), "}"));
   }
   return absl::StrCat(R"(                {
-                    "image": "registry.example.com/shop/)", app, R"(:1.24.3",
+                    "image": "registry.example.com/shop/)",
+                      app, R"(:1.24.3",
                     "imagePullPolicy": "IfNotPresent",
-                    "name": )", Quote(c.name()), R"(,
+                    "name": )",
+                      Quote(c.name()), R"(,
                     "ports": [
-)", absl::StrJoin(ports, ",\n"), R"(
+)",
+                      absl::StrJoin(ports, ",\n"), R"(
                     ],
                     "resources": {"limits": {"memory": "256Mi"}, "requests": {"cpu": "100m", "memory": "128Mi"}},
                     "terminationMessagePath": "/dev/termination-log",
@@ -195,23 +198,23 @@ std::string PodEventText(const std::string& type, const k8s::Pod& pod, int resou
     app = it->second;
   }
   std::vector<std::string> containers;
-  for (const k8s::Container& c : pod.spec().containers()) containers.push_back(ContainerJson(c, app));
+  for (const k8s::Container& c : pod.spec().containers())
+    containers.push_back(ContainerJson(c, app));
   std::vector<std::string> ips;
   for (const auto& ip : pod.status().podips()) {
     ips.push_back(absl::StrCat("                {\"ip\": ", Quote(ip.ip()), "}"));
   }
-  return absl::StrReplaceAll(
-      kPodTemplate, {{"$TYPE", type},
-                     {"$LABELS", absl::StrJoin(labels, ",\n")},
-                     {"$APP", app},
-                     {"$NAME", pod.metadata().name()},
-                     {"$NAMESPACE", pod.metadata().namespace_()},
-                     {"$RV", absl::StrCat(resource_version)},
-                     {"$CONTAINERS", absl::StrJoin(containers, ",\n")},
-                     {"$NODE", pod.spec().nodename()},
-                     {"$READY_TIME", ready_time},
-                     {"$IP", pod.status().podip()},
-                     {"$IPS", absl::StrJoin(ips, ",\n")}});
+  return absl::StrReplaceAll(kPodTemplate, {{"$TYPE", type},
+                                            {"$LABELS", absl::StrJoin(labels, ",\n")},
+                                            {"$APP", app},
+                                            {"$NAME", pod.metadata().name()},
+                                            {"$NAMESPACE", pod.metadata().namespace_()},
+                                            {"$RV", absl::StrCat(resource_version)},
+                                            {"$CONTAINERS", absl::StrJoin(containers, ",\n")},
+                                            {"$NODE", pod.spec().nodename()},
+                                            {"$READY_TIME", ready_time},
+                                            {"$IP", pod.status().podip()},
+                                            {"$IPS", absl::StrJoin(ips, ",\n")}});
 }
 
 // Node-0's engine of the generated cluster of `pods` pods, and the events of one pod: a new
@@ -290,9 +293,9 @@ void BM_EventApply(benchmark::State& state) {
     ApplyOrFail(*f.live, added);
     ApplyOrFail(*f.live, deleted);
   }
-  state.counters["events"] = benchmark::Counter(2.0 * static_cast<double>(state.iterations()),
-                                                benchmark::Counter::kIsRate |
-                                                    benchmark::Counter::kInvert);
+  state.counters["events"] =
+      benchmark::Counter(2.0 * static_cast<double>(state.iterations()),
+                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 
 void BM_EventParseApply(benchmark::State& state) {
@@ -301,9 +304,9 @@ void BM_EventParseApply(benchmark::State& state) {
     ApplyOrFail(*f.live, Parse(f.added));
     ApplyOrFail(*f.live, Parse(f.deleted));
   }
-  state.counters["events"] = benchmark::Counter(2.0 * static_cast<double>(state.iterations()),
-                                                benchmark::Counter::kIsRate |
-                                                    benchmark::Counter::kInvert);
+  state.counters["events"] =
+      benchmark::Counter(2.0 * static_cast<double>(state.iterations()),
+                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 
 void BM_EventModifiedApply(benchmark::State& state) {
@@ -312,9 +315,9 @@ void BM_EventModifiedApply(benchmark::State& state) {
     ApplyOrFail(*f.live, Parse(f.modified_a));
     ApplyOrFail(*f.live, Parse(f.modified_b));
   }
-  state.counters["events"] = benchmark::Counter(2.0 * static_cast<double>(state.iterations()),
-                                                benchmark::Counter::kIsRate |
-                                                    benchmark::Counter::kInvert);
+  state.counters["events"] =
+      benchmark::Counter(2.0 * static_cast<double>(state.iterations()),
+                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 
 // What `netpol agent` does before ParseWatchEvent when it reads kubectl's output: the event's

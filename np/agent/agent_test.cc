@@ -25,9 +25,9 @@
 #include "np/agent/watch_event.h"
 #include "np/backends/backend.h"
 #include "np/backends/util.h"
-#include "np/lower.h"
 #include "np/engine.h"
 #include "np/loader.h"
+#include "np/lower.h"
 
 namespace np::agent {
 namespace {

@@ -11,9 +11,7 @@ namespace np::agent {
 
 namespace {
 
-bool IsBracketOrQuote(char c) {
-  return c == '"' || c == '{' || c == '[' || c == '}' || c == ']';
-}
+bool IsBracketOrQuote(char c) { return c == '"' || c == '{' || c == '[' || c == '}' || c == ']'; }
 
 }  // namespace
 

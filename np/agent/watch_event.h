@@ -96,7 +96,7 @@ class EventSplitter {
   std::string pending_;       // lines of the event being read
   JsonValueScan scan_;        // of pending_'s object, from scan_start_
   size_t scan_start_ = std::string::npos;
-  bool closed_ = false;  // the object in pending_ has ended
+  bool closed_ = false;       // the object in pending_ has ended
   bool skipping_ = false;     // inside an oversized event: drop lines until the next '{'
 };
 

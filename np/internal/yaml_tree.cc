@@ -668,14 +668,30 @@ class JsonReader {
       const char e = text_[pos_ + 1];
       pos_ += 2;
       switch (e) {
-        case '"': value.push_back('"'); break;
-        case '\\': value.push_back('\\'); break;
-        case '/': value.push_back('/'); break;
-        case 'b': value.push_back('\b'); break;
-        case 'f': value.push_back('\f'); break;
-        case 'n': value.push_back('\n'); break;
-        case 'r': value.push_back('\r'); break;
-        case 't': value.push_back('\t'); break;
+        case '"':
+          value.push_back('"');
+          break;
+        case '\\':
+          value.push_back('\\');
+          break;
+        case '/':
+          value.push_back('/');
+          break;
+        case 'b':
+          value.push_back('\b');
+          break;
+        case 'f':
+          value.push_back('\f');
+          break;
+        case 'n':
+          value.push_back('\n');
+          break;
+        case 'r':
+          value.push_back('\r');
+          break;
+        case 't':
+          value.push_back('\t');
+          break;
         case 'u': {
           uint32_t cp = 0;
           for (int k = 0; k < 4; ++k) {
@@ -1073,8 +1089,8 @@ bool ReadJsonDirectly(absl::string_view text, YamlDocument* doc) {
 }
 
 bool ParseYamlDocuments(absl::string_view text,
-                        const std::function<void(YamlDocument&&)>& on_document,
-                        AliasBudget* budget, YamlError* error, JsonPath json_path) {
+                        const std::function<void(YamlDocument&&)>& on_document, AliasBudget* budget,
+                        YamlError* error, JsonPath json_path) {
   *error = YamlError();
   if (text.size() > kMaxYamlTextSize) {
     error->message = absl::StrCat("the input is larger than ", kMaxYamlTextSize, " bytes");

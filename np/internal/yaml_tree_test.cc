@@ -7,9 +7,9 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <iterator>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <random>
 #include <sstream>
 #include <string>
@@ -95,8 +95,7 @@ std::string Diff(const YamlNode& a, const YamlNode& b, const std::string& path) 
     return "";
   }
   if (a.children().size() != b.children().size()) {
-    return absl::StrCat(path, ": ", a.children().size(), " vs ", b.children().size(),
-                        " children");
+    return absl::StrCat(path, ": ", a.children().size(), " vs ", b.children().size(), " children");
   }
   for (size_t i = 0; i < a.children().size(); ++i) {
     std::string d = Diff(a.children()[i], b.children()[i], absl::StrCat(path, "/", i));
@@ -179,18 +178,54 @@ class JsonGenerator {
   int Pick(int n) { return std::uniform_int_distribution<int>(0, n - 1)(rng_); }
 
   void Blank(std::string* out) {
-    static const char* const kBlanks[] = {"", "", "", " ", "\n", "\n    ", "  ", "\r\n", "\t",
-                                          "\n\n"};
+    static const char* const kBlanks[] = {"",       "",   "",     " ",  "\n",
+                                          "\n    ", "  ", "\r\n", "\t", "\n\n"};
     out->append(kBlanks[Pick(10)]);
   }
 
   void String(std::string* out, bool key) {
     static const char* const kPieces[] = {
-        "app",   "kubernetes.io/name", "a b",   "10.0.0.1", "\\\"", "\\n",     "\\/",
-        "\\u00e9", "\\u20AC", "\\u0000", "\\ud83d\\ude00", "é", "€", "😀", "#", ": ",
-        "- ",    "'",      "\\t",  "\\b\\f\\r", "null", "true", "123",  "&a", "*a", "!t",
-        "%",     "@",      "`",     "{}",    "[,]",  "---",  "...",  "\\x41", "\\N", " ",
-        "\t",  "\u0085", "\u2028", "~",};
+        "app",
+        "kubernetes.io/name",
+        "a b",
+        "10.0.0.1",
+        "\\\"",
+        "\\n",
+        "\\/",
+        "\\u00e9",
+        "\\u20AC",
+        "\\u0000",
+        "\\ud83d\\ude00",
+        "é",
+        "€",
+        "😀",
+        "#",
+        ": ",
+        "- ",
+        "'",
+        "\\t",
+        "\\b\\f\\r",
+        "null",
+        "true",
+        "123",
+        "&a",
+        "*a",
+        "!t",
+        "%",
+        "@",
+        "`",
+        "{}",
+        "[,]",
+        "---",
+        "...",
+        "\\x41",
+        "\\N",
+        " ",
+        "\t",
+        "\u0085",
+        "\u2028",
+        "~",
+    };
     out->push_back('"');
     const int pieces = key ? 1 + Pick(2) : Pick(4);
     for (int i = 0; i < pieces; ++i) out->append(kPieces[Pick(sizeof(kPieces) / sizeof(*kPieces))]);
@@ -199,10 +234,26 @@ class JsonGenerator {
   }
 
   void Scalar(std::string* out) {
-    static const char* const kLiterals[] = {
-        "0",    "1",     "-1",   "80",    "65535", "2147483648", "9223372036854775807",
-        "9223372036854775808", "-0",  "1.5",  "1e3",   "1E+3", "2.5e-3", "80.0", "1e400",
-        "true", "false", "null", "-0.0", "123456789012345678901234567890"};
+    static const char* const kLiterals[] = {"0",
+                                            "1",
+                                            "-1",
+                                            "80",
+                                            "65535",
+                                            "2147483648",
+                                            "9223372036854775807",
+                                            "9223372036854775808",
+                                            "-0",
+                                            "1.5",
+                                            "1e3",
+                                            "1E+3",
+                                            "2.5e-3",
+                                            "80.0",
+                                            "1e400",
+                                            "true",
+                                            "false",
+                                            "null",
+                                            "-0.0",
+                                            "123456789012345678901234567890"};
     if (Pick(3) == 0) {
       String(out, false);
     } else {
@@ -296,13 +347,14 @@ TEST(JsonReaderTest, SameAsYamlCppOnRandomJson) {
       const std::string text = gen.Document();
       ++cases;
       if (TakenDirectly(text)) ++taken;
-      ASSERT_EQ(Differential(text), "") << "replay: NP_SEED=" << seed << " case " << i
-                                        << "\n" << text;
+      ASSERT_EQ(Differential(text), "") << "replay: NP_SEED=" << seed << " case " << i << "\n"
+                                        << text;
       std::string mutated = text;
       for (int m = 0; m < 3; ++m) {
         mutated = Mutate(mutated, gen.rng());
-        ASSERT_EQ(Differential(mutated), "") << "replay: NP_SEED=" << seed << " case " << i
-                                             << " mutation " << m << "\n" << mutated;
+        ASSERT_EQ(Differential(mutated), "")
+            << "replay: NP_SEED=" << seed << " case " << i << " mutation " << m << "\n"
+            << mutated;
       }
     }
   }
@@ -343,8 +395,9 @@ TEST(YamlTreeTest, EncodingErrorsAtTheirOffset) {
   const uint32_t seed = env != nullptr ? static_cast<uint32_t>(std::atoi(env)) : 7;
   std::mt19937 rng(seed);
   auto pick = [&](size_t n) { return std::uniform_int_distribution<size_t>(0, n - 1)(rng); };
-  static const char* const kPieces[] = {"a", "b: c", " ", "  ", "\n", "\t", "\r\n", "é", "€",
-                                        "😀", "0123456789", "{\"k\": \"v\"}", "~"};
+  static const char* const kPieces[] = {"a",          "b: c",           " ", "  ", "\n",
+                                        "\t",         "\r\n",           "é", "€",  "😀",
+                                        "0123456789", "{\"k\": \"v\"}", "~"};
   for (int round = 0; round < 2000; ++round) {
     std::vector<std::string> pieces;
     const size_t count = 1 + pick(40);
@@ -357,7 +410,8 @@ TEST(YamlTreeTest, EncodingErrorsAtTheirOffset) {
     std::string bad, expected;
     switch (pick(3)) {
       case 0: {
-        static const unsigned char kControls[] = {0x00, 0x01, 0x08, 0x0B, 0x0C, 0x0E, 0x1B, 0x1F, 0x7F};
+        static const unsigned char kControls[] = {0x00, 0x01, 0x08, 0x0B, 0x0C,
+                                                  0x0E, 0x1B, 0x1F, 0x7F};
         const unsigned char c = kControls[pick(std::size(kControls))];
         bad = std::string(1, static_cast<char>(c));
         expected = absl::StrFormat("control character 0x%02X is not allowed (byte %d;", c, offset);
