@@ -114,14 +114,14 @@ std::string ErrorSummary(const std::vector<Diagnostic>& list, size_t max_lines) 
 }
 
 int ObjectSource::LineOf(absl::string_view field) const {
-  std::string path(field);
+  absl::string_view path = field;  // looked up without a copy (the map's hash is transparent)
   while (!path.empty()) {
     auto it = field_lines.find(path);
     if (it != field_lines.end()) return it->second;
     // Strip the last component: "a.b[2]" -> "a.b", "a.b" -> "a".
     size_t cut = path.find_last_of(".[");
-    if (cut == std::string::npos) break;
-    path.resize(cut);
+    if (cut == absl::string_view::npos) break;
+    path = path.substr(0, cut);
   }
   return location.line;
 }

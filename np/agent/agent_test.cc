@@ -8,6 +8,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -22,9 +25,9 @@
 #include "np/agent/watch_event.h"
 #include "np/backends/backend.h"
 #include "np/backends/util.h"
-#include "np/lower.h"
 #include "np/engine.h"
 #include "np/loader.h"
+#include "np/lower.h"
 
 namespace np::agent {
 namespace {
@@ -96,6 +99,44 @@ TEST(EventSplitterTest, FinishHandsOutAnEventCutShort) {
 }
 
 // ---- ParseWatchEvent -------------------------------------------------------------------
+
+// A value ends at its closing bracket or quote, never at one inside a string or escaped.
+TEST(JsonValueAtTest, BracketsAndQuotesInsideStringsDoNotCount) {
+  const std::string text = R"(x {"a": "}\"]", "b": ["\\", "{"]} tail)";
+  EXPECT_EQ(JsonValueAt(text, 2), R"({"a": "}\"]", "b": ["\\", "{"]})");
+  EXPECT_EQ(JsonValueAt(R"("a\"b" c)", 0), R"("a\"b")");
+  EXPECT_EQ(JsonValueAt(R"("a\")", 0), "");  // the string never ends
+  EXPECT_EQ(JsonValueAt(R"({"a": "b)", 0), "");
+  EXPECT_EQ(JsonValueAt("12, 3", 0), "12");
+}
+
+// The splitter scans an event as its lines come (ScanJsonValue resumed): at every cut, the
+// resumed scan says what one scan of the text so far says. Random text of the characters
+// that matter; NP_SEED=<n> replays one.
+TEST(JsonValueAtTest, ScanResumedAcrossPiecesAsInOneGo) {
+  const char* env = std::getenv("NP_SEED");
+  const uint32_t first = env != nullptr ? static_cast<uint32_t>(std::atoi(env)) : 1;
+  const uint32_t seeds = env != nullptr ? 1 : 2000;
+  static const char kChars[] = "{}[]\"\\ ,\na";
+  for (uint32_t seed = first; seed < first + seeds; ++seed) {
+    std::mt19937 rng(seed);
+    auto pick = [&](size_t n) { return std::uniform_int_distribution<size_t>(0, n - 1)(rng); };
+    std::string text = "{";
+    const size_t size = 1 + pick(60);
+    for (size_t i = 0; i < size; ++i) text.push_back(kChars[pick(sizeof(kChars) - 1)]);
+    JsonValueScan resumed;
+    size_t cut = 0;
+    while (cut < text.size()) {
+      cut = std::min(text.size(), cut + 1 + pick(8));
+      const absl::string_view prefix = absl::string_view(text).substr(0, cut);
+      JsonValueScan fresh;
+      const size_t expected = ScanJsonValue(prefix, 0, &fresh);
+      const size_t got = ScanJsonValue(prefix, 0, &resumed);
+      ASSERT_EQ(got, expected) << "replay: NP_SEED=" << seed << " cut " << cut << ": " << text;
+      if (got != absl::string_view::npos) break;
+    }
+  }
+}
 
 TEST(ParseWatchEventTest, ObjectsWithAndWithoutKind) {
   absl::StatusOr<WatchEvent> e = ParseWatchEvent(

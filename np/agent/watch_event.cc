@@ -9,31 +9,59 @@
 
 namespace np::agent {
 
-absl::string_view JsonValueAt(absl::string_view text, size_t i) {
-  const size_t start = i;
-  int depth = 0;
-  bool in_string = false;
+namespace {
+
+bool IsBracketOrQuote(char c) { return c == '"' || c == '{' || c == '[' || c == '}' || c == ']'; }
+
+}  // namespace
+
+size_t ScanJsonValue(absl::string_view text, size_t start, JsonValueScan* scan) {
+  size_t i = scan->next;
+  int depth = scan->depth;
+  bool in_string = scan->in_string;
+  if (scan->escaped && i < text.size()) {
+    ++i;  // the byte after a backslash that ended the text scanned before
+    scan->escaped = false;
+  }
   for (; i < text.size(); ++i) {
     const char ch = text[i];
     if (in_string) {
-      if (ch == '\\') {
-        ++i;
-      } else if (ch == '"') {
+      // Most of an object's text is inside strings: run to the next quote or backslash.
+      while (i < text.size() && text[i] != '"' && text[i] != '\\') ++i;
+      if (i >= text.size()) break;
+      if (text[i] == '\\') {
+        if (++i >= text.size()) scan->escaped = true;
+      } else {
         in_string = false;
-        if (depth == 0) return text.substr(start, i + 1 - start);
+        if (depth == 0) return i + 1 - start;
       }
+    } else if (depth > 0 && !IsBracketOrQuote(ch)) {
+      // Inside a collection only brackets and quotes matter: run to the next one (an indented
+      // object is mostly blanks and punctuation between its strings).
+      while (i + 1 < text.size() && !IsBracketOrQuote(text[i + 1])) ++i;
     } else if (ch == '"') {
       in_string = true;
     } else if (ch == '{' || ch == '[') {
       ++depth;
     } else if (ch == '}' || ch == ']') {
-      if (--depth == 0) return text.substr(start, i + 1 - start);
-      if (depth < 0) return text.substr(start, i - start);
+      if (--depth == 0) return i + 1 - start;
+      if (depth < 0) return i - start;
     } else if (depth == 0 && (ch == ',' || ch == ' ' || ch == '\n' || ch == '\t' || ch == '\r')) {
-      return text.substr(start, i - start);
+      return i - start;
     }
   }
-  return depth == 0 && !in_string ? text.substr(start) : absl::string_view();
+  scan->next = text.size();
+  scan->depth = depth;
+  scan->in_string = in_string;
+  return absl::string_view::npos;
+}
+
+absl::string_view JsonValueAt(absl::string_view text, size_t i) {
+  JsonValueScan scan;
+  scan.next = i;
+  const size_t size = ScanJsonValue(text, i, &scan);
+  if (size != absl::string_view::npos) return text.substr(i, size);
+  return scan.depth == 0 && !scan.in_string ? text.substr(i) : absl::string_view();
 }
 
 absl::Status SplitWatchEvent(absl::string_view text, absl::string_view* type,
@@ -157,6 +185,9 @@ void EventSplitter::Flush(std::vector<std::string>* out) {
     out->push_back(std::move(pending_));
   }
   pending_.clear();
+  scan_ = JsonValueScan();
+  scan_start_ = std::string::npos;
+  closed_ = false;
 }
 
 void EventSplitter::TakeCut(absl::string_view line, std::vector<std::string>* out) {
@@ -186,14 +217,22 @@ void EventSplitter::TakeLine(absl::string_view line, std::vector<std::string>* o
     return;
   }
   absl::StrAppend(&pending_, line, "\n");
-  // Complete? Only worth asking on the first line (one event per line) and on a line that
-  // closes an object (an indented event ends with "}").
-  const size_t first = pending_.find_first_not_of(" \t\r\n");
+  // The object is scanned as its lines come, each byte once (rescanning the whole event at
+  // each line that ends with "}" made an indented event quadratic).
+  if (!closed_) {
+    if (scan_start_ == std::string::npos) {
+      scan_start_ = pending_.find_first_not_of(" \t\r\n");
+      scan_.next = scan_start_;
+    }
+    closed_ = ScanJsonValue(pending_, scan_start_, &scan_) != absl::string_view::npos;
+  }
+  // Complete? Only on the first line (one event per line) and on a line that closes an
+  // object (an indented event ends with "}").
   const bool first_line = pending_.size() == line.size() + 1;
   const size_t last = line.find_last_not_of(" \t\r");
   if (!first_line && (last == absl::string_view::npos || line[last] != '}')) return;
   // Text after the closing brace is handed out too: SplitWatchEvent reads the first object.
-  if (!JsonValueAt(pending_, first).empty()) Flush(out);
+  if (closed_) Flush(out);
 }
 
 }  // namespace np::agent

@@ -34,6 +34,18 @@ namespace np::agent {
 // found by matching brackets outside strings; empty when the text ends first.
 absl::string_view JsonValueAt(absl::string_view text, size_t i);
 
+// Where JsonValueAt's scan of a value stands, so that a value arriving in pieces (an event's
+// lines) is scanned once: ScanJsonValue goes on from `next` when the text has grown.
+struct JsonValueScan {
+  size_t next = 0;  // the first byte not scanned yet
+  int depth = 0;
+  bool in_string = false;
+  bool escaped = false;  // the text scanned so far ended with a backslash in a string
+};
+// Scans `text` (the value starting at text[start]) from scan->next on: the value's size once
+// it ends, else npos with `scan` ready for more text after the same bytes.
+size_t ScanJsonValue(absl::string_view text, size_t start, JsonValueScan* scan);
+
 // Splits a watch event into the raw JSON texts of its "type" (quotes included) and "object".
 absl::Status SplitWatchEvent(absl::string_view text, absl::string_view* type,
                              absl::string_view* object);
@@ -82,6 +94,9 @@ class EventSplitter {
   size_t max_event_bytes_;
   std::string partial_line_;  // bytes after the last newline
   std::string pending_;       // lines of the event being read
+  JsonValueScan scan_;        // of pending_'s object, from scan_start_
+  size_t scan_start_ = std::string::npos;
+  bool closed_ = false;       // the object in pending_ has ended
   bool skipping_ = false;     // inside an oversized event: drop lines until the next '{'
 };
 

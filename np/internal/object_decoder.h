@@ -335,8 +335,23 @@ class ObjectDecoder {
   // The entries of `mapping` in order, first occurrence of each name; merge keys expanded
   // (explicit keys win over merged ones; earlier merged mappings win over later ones).
   void Entries(const YamlNode& mapping, const std::string& path, std::vector<Entry>* out) {
-    absl::flat_hash_set<std::string> seen;
+    absl::flat_hash_set<std::string> seen;  // filled only for long mappings (see Seen)
     Entries(mapping, path, /*report=*/true, 0, &seen, out);
+  }
+
+  // Whether `name` is among the entries taken already (their names are unique): a scan while
+  // there are few (most objects' mappings: no hashing, no copy), `index` past that.
+  static bool Seen(const std::vector<Entry>& out, const std::string& name,
+                   absl::flat_hash_set<std::string>* index) {
+    constexpr size_t kScanned = 16;
+    if (out.size() <= kScanned) {
+      for (const Entry& e : out) {
+        if (e.name == name) return true;
+      }
+      return false;
+    }
+    for (size_t i = index->size(); i < out.size(); ++i) index->insert(out[i].name);
+    return index->contains(name);
   }
   void Entries(const YamlNode& mapping, const std::string& path, bool report, int depth,
                absl::flat_hash_set<std::string>* seen, std::vector<Entry>* out) {
@@ -352,14 +367,13 @@ class ObjectDecoder {
         if (report) Error(key.line, path, error);
         continue;
       }
-      if (seen->contains(name)) {
+      if (Seen(*out, name, seen)) {
         if (report) {
           const std::string field = Child(path, name);
           Error(key.line, field, absl::StrCat("duplicate field ", internal::GoQuote(field)));
         }
         continue;
       }
-      seen->insert(name);
       out->push_back(Entry{std::move(name), &mapping.map_value(i), key.line});
     }
     // Merged entries come after the explicit ones; names already present are skipped.

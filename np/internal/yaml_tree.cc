@@ -52,6 +52,18 @@ bool CheckEncoding(absl::string_view text, YamlError* error) {
     return false;
   }
   for (size_t i = 0; i < n;) {
+    // Eight bytes of printable ASCII (0x20..0x7E) at a time, most of any text: no byte with
+    // the high bit, none below 0x20, none equal to 0x7F (each test exact when it says
+    // "none", which is all that is used). Anything else goes byte by byte below.
+    constexpr uint64_t kOnes = 0x0101010101010101, kHigh = 0x8080808080808080;
+    while (i + 8 <= n) {
+      uint64_t x;
+      std::memcpy(&x, p + i, 8);
+      const uint64_t del = x ^ (0x7F * kOnes);
+      if (((x | ((x - 0x20 * kOnes) & ~x) | ((del - kOnes) & ~del)) & kHigh) != 0) break;
+      i += 8;
+    }
+    if (i >= n) break;
     unsigned char c = p[i];
     if (c < 0x80) {
       if (c == '\t' || c == '\n' || c == '\r' || (c >= 0x20 && c < 0x7F)) {
@@ -263,8 +275,13 @@ class TreeBuilder : public YAML::EventHandler {
     if (failed()) return;
     YamlNode node;
     node.line = Line(mark);
-    // yaml-cpp also reports empty documents around stray characters: leave those to it.
-    if (json_ && !stack_.empty()) return FailJson(node.line, "a value is missing");
+    // yaml-cpp reports the plain scalar `null` here too (not through OnScalar), the same event
+    // as a value left out (`{"a": }`); only the text tells them apart. JSON's null is the
+    // null node YAML's `null` is. yaml-cpp also reports empty documents around stray
+    // characters: leave those to it.
+    if (json_ && !stack_.empty() && !IsJsonNullAt(mark)) {
+      return FailJson(node.line, "a value is missing");
+    }
     Add(node, anchor, 0);
   }
 
@@ -361,6 +378,12 @@ class TreeBuilder : public YAML::EventHandler {
   };
 
   bool failed() const { return !doc_.error.empty(); }
+
+  // The literal `null` at `mark` (yaml-cpp's null event for a plain scalar: `null`, `Null`,
+  // `NULL`, `~` or nothing; only the first is JSON).
+  bool IsJsonNullAt(const YAML::Mark& mark) const {
+    return mark.pos >= 0 && text_.substr(static_cast<size_t>(mark.pos), 4) == "null";
+  }
 
   void Reset() {
     stack_.clear();
@@ -479,6 +502,243 @@ class TreeBuilder : public YAML::EventHandler {
   int64_t documents_ = 0;
   int start_ = -1, previous_start_ = -1;
   int last_line_ = 1;
+};
+
+// Reads a JSON text straight into the tree, the tree the yaml-cpp path builds for it (see
+// JsonPath in the header): strings are kQuoted scalars, numbers, true and false kJson
+// scalars with their text, null a kNull node, each node on the line of its first character.
+// It takes only what it is sure yaml-cpp reads that way and declines everything else (Read
+// returns false, having handed nothing over), so the yaml-cpp path sees every text that is
+// not plain JSON and reports its errors as it always did. Declined although JSON: tabs and
+// carriage returns outside strings (but CR LF), a line break between a key and its colon,
+// keys longer than yaml-cpp's 1024-character simple keys, \u escapes of surrogates (yaml-cpp
+// refuses them) and nesting at kMaxYamlDepth.
+class JsonReader {
+ public:
+  explicit JsonReader(absl::string_view text) : text_(text) {}
+
+  bool Read(YamlDocument* doc) {
+    arena_ = std::make_shared<YamlArena>();
+    SkipBlank();
+    YamlNode root;
+    if (!Value(0, &root)) return false;
+    SkipBlank();
+    if (pos_ != text_.size()) return false;  // more after the object: yaml-cpp's business
+    doc->root = root;
+    doc->line = root.line;
+    doc->arena = std::move(arena_);
+    return true;
+  }
+
+ private:
+  static constexpr size_t kMaxKeySize = 1024;  // yaml-cpp's simple keys end there
+
+  bool AtEnd() const { return pos_ >= text_.size(); }
+  char Peek() const { return text_[pos_]; }
+
+  // Spaces and line breaks between tokens; a tab or a lone CR stops it (and the reader).
+  void SkipBlank() {
+    while (pos_ < text_.size()) {
+      const char c = text_[pos_];
+      if (c == ' ') {
+        ++pos_;
+      } else if (c == '\n') {
+        ++pos_;
+        ++line_;
+      } else if (c == '\r' && pos_ + 1 < text_.size() && text_[pos_ + 1] == '\n') {
+        pos_ += 2;
+        ++line_;
+      } else {
+        return;
+      }
+    }
+  }
+
+  // Spaces only (a key and its colon stay on one line, as YAML's simple keys must).
+  void SkipSpaces() {
+    while (pos_ < text_.size() && text_[pos_] == ' ') ++pos_;
+  }
+
+  // One value at `depth` collections deep, into `node`.
+  bool Value(int depth, YamlNode* node) {
+    if (AtEnd()) return false;
+    *node = YamlNode();
+    node->line = line_;
+    const char c = Peek();
+    if (c == '{' || c == '[') return Collection(depth, node);
+    if (c == '"') {
+      node->type = YamlNode::Type::kScalar;
+      node->style = YamlNode::Style::kQuoted;
+      return String(node);
+    }
+    const size_t start = pos_;
+    while (pos_ < text_.size() && (absl::ascii_isalnum(text_[pos_]) || text_[pos_] == '-' ||
+                                   text_[pos_] == '+' || text_[pos_] == '.')) {
+      ++pos_;
+    }
+    const absl::string_view literal = text_.substr(start, pos_ - start);
+    if (literal == "null") return true;  // the kNull node yaml-cpp's null event makes
+    if (!IsJsonLiteral(literal)) return false;
+    node->type = YamlNode::Type::kScalar;
+    node->style = YamlNode::Style::kJson;
+    node->value_ = arena_->CopyText(literal);
+    node->value_size_ = static_cast<uint32_t>(literal.size());
+    return true;
+  }
+
+  bool Collection(int depth, YamlNode* node) {
+    // The yaml-cpp path refuses a collection with kMaxYamlDepth - 1 open around it.
+    if (depth + 1 >= kMaxYamlDepth) return false;
+    const bool mapping = Peek() == '{';
+    const char close = mapping ? '}' : ']';
+    node->type = mapping ? YamlNode::Type::kMapping : YamlNode::Type::kSequence;
+    ++pos_;
+    const size_t first = pending_.size();
+    SkipBlank();
+    if (!AtEnd() && Peek() == close) {
+      ++pos_;
+    } else {
+      while (true) {
+        YamlNode item;
+        if (mapping) {
+          if (AtEnd() || Peek() != '"') return false;
+          const size_t key_start = pos_;
+          item.type = YamlNode::Type::kScalar;
+          item.style = YamlNode::Style::kQuoted;
+          item.line = line_;
+          if (!String(&item) || pos_ - key_start > kMaxKeySize) return false;
+          pending_.push_back(item);
+          SkipSpaces();
+          if (AtEnd() || Peek() != ':') return false;
+          ++pos_;
+          SkipBlank();
+        }
+        if (!Value(depth + 1, &item)) return false;
+        pending_.push_back(item);
+        SkipBlank();
+        if (AtEnd()) return false;
+        if (Peek() == close) {
+          ++pos_;
+          break;
+        }
+        if (Peek() != ',') return false;
+        ++pos_;
+        SkipBlank();
+      }
+    }
+    const size_t count = pending_.size() - first;
+    YamlNode* children = arena_->AllocateNodes(count);
+    std::copy(pending_.begin() + first, pending_.end(), children);
+    pending_.resize(first);
+    node->children_ = children;
+    node->child_count_ = static_cast<uint32_t>(count);
+    return true;
+  }
+
+  // A string at pos_ (its opening quote), unescaped into the arena.
+  bool String(YamlNode* node) {
+    ++pos_;
+    const size_t start = pos_;
+    // Most strings have no escape: copied as they are.
+    while (pos_ < text_.size()) {
+      const char c = text_[pos_];
+      if (c == '"' || c == '\\' || c == '\t' || c == '\n' || c == '\r') break;
+      ++pos_;
+    }
+    if (AtEnd()) return false;
+    if (Peek() == '"') {
+      const absl::string_view value = text_.substr(start, pos_ - start);
+      ++pos_;
+      node->value_ = arena_->CopyText(value);
+      node->value_size_ = static_cast<uint32_t>(value.size());
+      return true;
+    }
+    std::string value(text_.substr(start, pos_ - start));
+    while (true) {
+      if (AtEnd()) return false;
+      const char c = text_[pos_];
+      if (c == '"') break;
+      if (c == '\t' || c == '\n' || c == '\r') return false;  // yaml-cpp folds these
+      if (c != '\\') {
+        value.push_back(c);
+        ++pos_;
+        continue;
+      }
+      if (pos_ + 1 >= text_.size()) return false;
+      const char e = text_[pos_ + 1];
+      pos_ += 2;
+      switch (e) {
+        case '"':
+          value.push_back('"');
+          break;
+        case '\\':
+          value.push_back('\\');
+          break;
+        case '/':
+          value.push_back('/');
+          break;
+        case 'b':
+          value.push_back('\b');
+          break;
+        case 'f':
+          value.push_back('\f');
+          break;
+        case 'n':
+          value.push_back('\n');
+          break;
+        case 'r':
+          value.push_back('\r');
+          break;
+        case 't':
+          value.push_back('\t');
+          break;
+        case 'u': {
+          uint32_t cp = 0;
+          for (int k = 0; k < 4; ++k) {
+            if (AtEnd()) return false;
+            const char h = absl::ascii_tolower(Peek());
+            if (h >= '0' && h <= '9') {
+              cp = cp * 16 + static_cast<uint32_t>(h - '0');
+            } else if (h >= 'a' && h <= 'f') {
+              cp = cp * 16 + static_cast<uint32_t>(h - 'a' + 10);
+            } else {
+              return false;
+            }
+            ++pos_;
+          }
+          if (cp >= 0xD800 && cp <= 0xDFFF) return false;
+          AppendUtf8(cp, &value);
+          break;
+        }
+        default:
+          return false;  // YAML's own escapes (\x41, \N, ...) are not JSON
+      }
+    }
+    ++pos_;
+    node->value_ = arena_->CopyText(value);
+    node->value_size_ = static_cast<uint32_t>(value.size());
+    return true;
+  }
+
+  static void AppendUtf8(uint32_t cp, std::string* out) {
+    if (cp < 0x80) {
+      out->push_back(static_cast<char>(cp));
+    } else if (cp < 0x800) {
+      out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
+      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    } else {
+      out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
+      out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    }
+  }
+
+  absl::string_view text_;
+  size_t pos_ = 0;
+  int line_ = 1;
+  std::shared_ptr<YamlArena> arena_;
+  // Children of the collections still open, one after the other (as TreeBuilder keeps them).
+  std::vector<YamlNode> pending_;
 };
 
 namespace {
@@ -824,9 +1084,13 @@ ResolvedScalar ResolveScalar(const YamlNode& node) {
   return plain.type == ResolvedScalar::Type::kNull ? plain : mismatch();
 }
 
+bool ReadJsonDirectly(absl::string_view text, YamlDocument* doc) {
+  return JsonReader(text).Read(doc);
+}
+
 bool ParseYamlDocuments(absl::string_view text,
-                        const std::function<void(YamlDocument&&)>& on_document,
-                        AliasBudget* budget, YamlError* error) {
+                        const std::function<void(YamlDocument&&)>& on_document, AliasBudget* budget,
+                        YamlError* error, JsonPath json_path) {
   *error = YamlError();
   if (text.size() > kMaxYamlTextSize) {
     error->message = absl::StrCat("the input is larger than ", kMaxYamlTextSize, " bytes");
@@ -839,6 +1103,13 @@ bool ParseYamlDocuments(absl::string_view text,
   // kubectl's YAMLOrJSONDecoder reads the stream as JSON when it starts with `{`.
   const absl::string_view start = absl::StripLeadingAsciiWhitespace(text);
   const bool json = !start.empty() && start[0] == '{';
+  if (json && json_path == JsonPath::kDirect) {
+    YamlDocument doc;
+    if (ReadJsonDirectly(text, &doc)) {
+      on_document(std::move(doc));
+      return true;
+    }
+  }
   TreeBuilder builder(text, json, on_document, budget);
   try {
     TextBuffer buffer(text);

@@ -16,8 +16,10 @@
 //   sequence of maps as the value");
 // - a text whose first non-blank character is `{` is JSON, as kubectl decides (its
 //   YAMLOrJSONDecoder): plain scalars are then JSON literals (numbers, true, false, null),
-//   other plain or single-quoted text, tags, anchors and aliases are errors, and numbers
-//   follow Go's JSON decoding (1e400 does not fit a float64: an error, not a string);
+//   other plain or single-quoted text, tags, anchors and aliases are errors, `null` is the
+//   null node, and numbers follow Go's JSON decoding (1e400 does not fit a float64: an
+//   error, not a string). Plain JSON (a watch event, kubectl's -o json) is read by a direct
+//   reader into the same tree, yaml-cpp only seeing what that reader declines (JsonPath);
 // - an alias is the node it names, shared rather than copied, so the tree costs no memory
 //   per alias; what aliases add (nodes and scalar bytes, as the loader will walk them) is
 //   charged to an AliasBudget that callers share across documents and files, so that no
@@ -102,6 +104,7 @@ struct YamlNode {
 
  private:
   friend class TreeBuilder;
+  friend class JsonReader;
   // Owned by the document's arena. 32 bytes in all: a scalar has no children and a
   // collection no tag, so they share a slot.
   const char* value_ = "";
@@ -160,6 +163,20 @@ struct YamlError {
   int line = 0;  // 1-based; 0 when unknown
 };
 
+// How a text that starts with `{` is read. kDirect: by a JSON reader of its own (about 20
+// times faster than yaml-cpp's event parser: a watch event is read on the agent's latency
+// path), which takes only JSON it reads exactly as the yaml-cpp path does — one object and
+// whitespace (spaces and line feeds), strings without tabs, raw line breaks or escaped
+// surrogates — and hands anything else, every malformed text included, to the yaml-cpp path,
+// so that errors and their lines are that path's. kYamlCpp: always yaml-cpp (the reference
+// the direct reader is tested against, np/internal/yaml_tree_test.cc).
+enum class JsonPath { kDirect, kYamlCpp };
+
+// The direct JSON reader alone, on a text that starts with `{` (after blanks) and passed
+// ParseYamlDocuments' encoding check (UTF-8, no byte-order mark): true with the document when
+// it takes the text, false when it leaves it to yaml-cpp. For tests.
+bool ReadJsonDirectly(absl::string_view text, YamlDocument* doc);
+
 // Parses every document of `text` in order and hands each to `on_document` (empty and null
 // documents included, as a kNull root). Returns false with `error` set when the stream
 // itself is malformed (bad encoding, syntax error); documents before the error were handed
@@ -167,7 +184,8 @@ struct YamlError {
 // Aliases are charged to `budget`.
 bool ParseYamlDocuments(absl::string_view text,
                         const std::function<void(YamlDocument&&)>& on_document,
-                        AliasBudget* budget, YamlError* error);
+                        AliasBudget* budget, YamlError* error,
+                        JsonPath json_path = JsonPath::kDirect);
 
 }  // namespace np::internal
 
