@@ -60,12 +60,15 @@ std::string NamespaceJson(const std::string& name,
 }
 
 // Without kind and apiVersion, as an informer hands pods out (the agent runs with --kind Pod).
+// With a condition's `lastProbeTime: null`, as kubectl prints every pod (JSON null once
+// made the event parser refuse the whole event).
 std::string PodJson(const std::string& ns, const std::string& name, const std::string& app,
                     const std::string& ip) {
   return absl::StrCat(R"({"metadata":{"name":")", name, R"(","namespace":")", ns,
                       R"(","labels":{"app":")", app, R"("}},"spec":{"nodeName":")", kNode,
                       R"(","containers":[{"name":"c","image":"i"}]},"status":{"podIP":")", ip,
-                      R"(","podIPs":[{"ip":")", ip, R"("}]}})");
+                      R"(","podIPs":[{"ip":")", ip,
+                      R"("}],"conditions":[{"type":"Ready","status":"True","lastProbeTime":null}]}})");
 }
 
 // As a manifest holds it: pods name their kind there.
@@ -106,7 +109,8 @@ struct PodAddress {
 const std::vector<PodAddress> kPods = {{"x", "a", "10.216.0.1"},
                                        {"x", "b", "10.216.0.2"},
                                        {"y", "c", "10.216.0.3"},
-                                       {"y", "d", "10.216.0.4"}};
+                                       {"y", "d", "10.216.0.4"},
+                                       {"x", "e", "10.216.0.5"}};
 
 class AgentKernelTest : public ::testing::TestWithParam<std::string> {
  protected:
@@ -478,6 +482,11 @@ TEST_P(AgentKernelTest, KernelFollowsTheEventStream) {
   const std::string client_to_prod = PolicyJson(
       "y", "client-out",
       R"({"podSelector":{"matchLabels":{"app":"client"}},"policyTypes":["Egress"],"egress":[{"to":[{"namespaceSelector":{"matchLabels":{"env":"prod"}}}]}]})");
+  // A target class no pod has yet: its table comes with the first pod (a pod delta that
+  // brings a table) and goes with the last (one that retires it).
+  const std::string admin_from_web = PolicyJson(
+      "x", "admin-in",
+      R"({"podSelector":{"matchLabels":{"app":"admin"}},"ingress":[{"from":[{"namespaceSelector":{},"podSelector":{"matchLabels":{"app":"web"}}}],"ports":[{"port":81}]}]})");
   const std::string bad_policy =
       PolicyJson("x", "bad", R"({"podSelector":{},"ingress":[{"ports":[{"port":70000}]}]})");
   const std::vector<Step> steps = {
@@ -555,6 +564,23 @@ TEST_P(AgentKernelTest, KernelFollowsTheEventStream) {
       {"policy deleted: y/trusted",
        {Event("DELETED", y_only_trusted)},
        {{"NetworkPolicy y/trusted", ""}}},
+      {"policy added whose target no pod matches yet: x/admin-in (app=admin) takes port 81 "
+       "from app=web of any namespace",
+       {Event("ADDED", admin_from_web)},
+       {{"NetworkPolicy x/admin-in", admin_from_web}}},
+      {"pod appears in a target class of its own: x/e app=admin (x/admin-in's table comes "
+       "with it)",
+       {Event("ADDED", PodJson("x", "e", "admin", "10.216.0.5"))},
+       {{"Pod x/e", PodJson("x", "e", "admin", "10.216.0.5")}},
+       /*rejected=*/0,
+       /*deleted_pod=*/-1,
+       /*delta_of=*/"pods"},
+      {"pod leaves, the last of its target class: x/e (its table retired)",
+       {Event("DELETED", PodJson("x", "e", "admin", "10.216.0.5"))},
+       {{"Pod x/e", ""}},
+       /*rejected=*/0,
+       /*deleted_pod=*/4,
+       /*delta_of=*/"pods"},
   };
   int sent = 0, rejected = 0, applied = 0, probe_rounds = 0, slow_probes = 0;
   std::map<std::string, int> expected_deltas;  // delta_of -> steps that must go so
