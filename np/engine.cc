@@ -443,8 +443,8 @@ void Engine::AllowedBatch(absl::Span<const PodQuery> queries, absl::Span<uint8_t
         return;
       }
       const uint32_t offset = bits->PortClassOffset(q.protocol, q.port);
-      __builtin_prefetch(bits->Line(src.bits_row, kEgress, offset, dst_peer));
-      __builtin_prefetch(bits->Line(dst.bits_row, kIngress, offset, src_peer));
+      __builtin_prefetch(bits->Word(src.bits_row, kEgress, offset, dst_peer));
+      __builtin_prefetch(bits->Word(dst.bits_row, kIngress, offset, src_peer));
     };
     for (size_t i = 0; i < n; ++i) {
       if (i + kRecordAhead < n) {

@@ -680,11 +680,11 @@ struct VerdictBits {
   // Whether direction d of the block at `row` admits `peer` (< peer_classes) on the port
   // class at `port_offset` (PortClassOffset).
   NP_ALWAYS_INLINE bool Test(uint32_t row, int d, uint32_t port_offset, uint32_t peer) const {
-    const uint64_t w =
-        words[size_t{row} + d * port_classes * row_words + port_offset + (peer >> 6)];
-    return (w >> (peer & 63)) & 1;
+    return (*Word(row, d, port_offset, peer) >> (peer & 63)) & 1;
   }
-  const uint64_t* Line(uint32_t row, int d, uint32_t port_offset, uint32_t peer) const {
+  // The word holding that bit (AllowedBatch asks for its line ahead).
+  NP_ALWAYS_INLINE const uint64_t* Word(uint32_t row, int d, uint32_t port_offset,
+                                        uint32_t peer) const {
     return &words[size_t{row} + d * port_classes * row_words + port_offset + (peer >> 6)];
   }
   size_t Bytes() const {
