@@ -343,6 +343,10 @@ void RunCompile(benchmark::State& state, Workload workload) {
   state.counters["policies"] = static_cast<double>(stats.policies);
   state.counters["target_classes"] = static_cast<double>(stats.target_classes);
   state.counters["peer_classes"] = static_cast<double>(stats.peer_classes);
+  // The verdict bits (issue 10): how many target classes they answer for, and their share
+  // of index_bytes.
+  state.counters["bits_classes"] = static_cast<double>(stats.verdict_bits_classes);
+  state.counters["bits_bytes"] = static_cast<double>(stats.verdict_bits_bytes);
 }
 void BM_Compile(benchmark::State& state) { RunCompile(state, kStandard); }
 void BM_CompileTiered(benchmark::State& state) { RunCompile(state, kTiered); }

@@ -58,7 +58,131 @@ size_t EngineState::IndexBytes() const {
     bytes += selector_bits[s]->capacity() * sizeof(uint64_t);
   }
   bytes += peer_classes.chunk_count() * peer_classes.chunk_bytes();
+  if (bits != nullptr) bytes += bits->Bytes();
   return bytes;
+}
+
+namespace {
+
+// The port classes of `tables` (VerdictBits::port_class): per protocol, a class starts at
+// every interval's first port of every isolated side. Returns the class count.
+uint32_t PortClasses(const std::vector<const TargetTable*>& tables, std::vector<uint8_t>* out) {
+  std::vector<uint8_t> starts(3 * 65536, 0);
+  for (int pi = 0; pi < 3; ++pi) starts[pi * 65536] = 1;
+  for (const TargetTable* table : tables) {
+    const TableView view = table->view();
+    for (int d = 0; d < 2; ++d) {
+      const DirectionTable dt = view.direction(d);
+      if (!dt.isolated) continue;
+      const Interval* intervals = view.intervals(d);
+      for (int pi = 0; pi < 3; ++pi) {
+        for (uint32_t i = dt.begin[pi]; i < dt.end[pi]; ++i) {
+          starts[pi * 65536 + intervals[i].first] = 1;
+        }
+      }
+    }
+  }
+  out->resize(3 * 65536);
+  uint32_t classes = 0;
+  for (size_t k = 0; k < starts.size(); ++k) {
+    classes += starts[k];
+    // (More than kMaxPortClasses: the caller gives up; the wrapped ids are never read.)
+    (*out)[k] = static_cast<uint8_t>(classes - 1);
+  }
+  return classes;
+}
+
+// Paints one direction of a table into its K rows (`rows`, K * row_words words): each
+// interval's folded peer set into the rows of the port classes it covers. Rows of ports no
+// interval covers stay zero (denied), as a side with no interval for them denies.
+void PaintDirection(const TableView& view, int d, const VerdictBits& bits, uint64_t* rows) {
+  const uint32_t w = bits.row_words;
+  const DirectionTable dt = view.direction(d);
+  if (!dt.isolated) {
+    std::fill(rows, rows + size_t{bits.port_classes} * w, ~uint64_t{0});
+    return;
+  }
+  const Interval* intervals = view.intervals(d);
+  for (int pi = 0; pi < 3; ++pi) {
+    for (uint32_t i = dt.begin[pi]; i < dt.end[pi]; ++i) {
+      const Interval& iv = intervals[i];
+      const uint32_t last = i + 1 < dt.end[pi] ? intervals[i + 1].first - 1u : 65535u;
+      const uint32_t first_class = bits.port_class[pi * 65536 + iv.first];
+      const uint32_t last_class = bits.port_class[pi * 65536 + last];
+      uint64_t* row = rows + size_t{first_class} * w;
+      if (iv.all_peers) {
+        std::fill(row, row + w, ~uint64_t{0});
+      } else {
+        if (!iv.sparse) {
+          std::copy_n(view.words() + iv.bits, std::min(iv.count, w), row);
+        } else {
+          view.ForEachPeer(iv, [&](uint32_t peer) {
+            if (peer < bits.peer_classes) row[peer >> 6] |= uint64_t{1} << (peer & 63);
+          });
+        }
+        if (iv.negated) {
+          for (uint32_t k = 0; k < w; ++k) row[k] = ~row[k];
+        }
+      }
+      for (uint32_t c = first_class + 1; c <= last_class; ++c) {
+        std::copy_n(row, w, rows + size_t{c} * w);
+      }
+    }
+  }
+}
+}  // namespace
+
+void EngineState::PaintVerdictBits() {
+  bits = nullptr;
+  const size_t budget = options.verdict_bits_bytes;
+  // The classes that have pods, most pods first: with a budget too small for all, the
+  // blocks go where the most flows are.
+  std::vector<uint32_t> order;
+  std::vector<const TargetTable*> tables;
+  for (uint32_t t = 0; t < target_classes.size(); ++t) {
+    const TargetClassSlot& slot = target_classes[t];
+    if (slot.pods == 0 || slot.table == nullptr) continue;
+    order.push_back(t);
+    tables.push_back(slot.table.get());
+  }
+  std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+    return target_classes[a].pods > target_classes[b].pods;
+  });
+  auto out = std::make_shared<VerdictBits>();
+  VerdictBits& b = *out;
+  b.port_classes = PortClasses(tables, &b.port_class);
+  b.peer_classes = static_cast<uint32_t>(peer_classes.size());
+  b.row_words = std::max<uint32_t>(1, (b.peer_classes + 63) / 64);
+  const size_t block_words = size_t{2} * b.port_classes * b.row_words;
+  // One block for the pods no policy selects, then as many classes as the budget holds.
+  const size_t blocks = budget / (block_words * sizeof(uint64_t));
+  if (b.port_classes <= VerdictBits::kMaxPortClasses && blocks >= 1 &&
+      std::min(blocks, order.size() + 1) * block_words < kNone) {
+    order.resize(std::min(order.size(), blocks - 1));
+    b.word_count = (order.size() + 1) * block_words;
+    b.words.reset(static_cast<uint64_t*>(
+        std::aligned_alloc(64, (b.word_count * sizeof(uint64_t) + 63) / 64 * 64)));
+    std::fill(b.words.get(), b.words.get() + b.word_count, 0);
+    b.row_of.assign(target_classes.size(), kNone);
+    b.tables.resize(target_classes.size());
+    for (size_t k = 0; k < order.size(); ++k) {
+      const uint32_t t = order[k];
+      const size_t row = k * block_words;
+      b.row_of[t] = static_cast<uint32_t>(row);
+      b.tables[t] = target_classes[t].table;
+      const TableView view = b.tables[t]->view();
+      for (int d = 0; d < 2; ++d) {
+        PaintDirection(view, d, b, b.words.get() + row + size_t{d} * b.port_classes * b.row_words);
+      }
+    }
+    b.all_row = static_cast<uint32_t>(order.size() * block_words);
+    std::fill(b.words.get() + b.all_row, b.words.get() + b.word_count, ~uint64_t{0});
+    bits = std::move(out);
+  }
+  for (uint32_t p = 0; p < hot_records.size(); ++p) {
+    if (pods[p].state == nullptr) continue;
+    hot_records.Mutable(p, generation).bits_row = BitsRow(records[p].target);
+  }
 }
 
 }  // namespace internal
@@ -85,6 +209,7 @@ absl::StatusOr<std::shared_ptr<const Engine>> Engine::Build(const Cluster& clust
   absl::Status status =
       state->ApplyBatch(changes, nullptr, /*validated=*/true, /*tiers_from=*/&cluster);
   if (!status.ok()) return status;
+  state->PaintVerdictBits();
   return std::shared_ptr<const Engine>(new Engine(std::move(state)));
 }
 
@@ -197,6 +322,34 @@ NP_ALWAYS_INLINE inline bool RecordsAllow(const HotRecord& src, const HotRecord&
          EngineState::SideAllows(dst.side[kIngress], protocol, port, src.peer[f]);
 }
 
+// Whether the verdict bits decide a pod-to-pod flow: both records point into them and both
+// peer classes are columns of them (a pod of a class rebuilt since Engine::Build, or a peer
+// class new since, takes the exact path). Then `*allowed` is the verdict.
+NP_ALWAYS_INLINE inline bool BitsDecide(const internal::VerdictBits* bits, const HotRecord& src,
+                                        const HotRecord& dst, uint32_t port_offset,
+                                        bool* allowed) {
+  const int f = FlowFamilyIndex(src, dst);
+  const uint32_t src_peer = src.peer[f], dst_peer = dst.peer[f];
+  if (src.bits_row == kNone || dst.bits_row == kNone || src_peer >= bits->peer_classes ||
+      dst_peer >= bits->peer_classes) {
+    return false;
+  }
+  // `&`, not `&&`: both bits are read, independently, whatever the first says.
+  *allowed = bits->Test(src.bits_row, kEgress, port_offset, dst_peer) &
+             bits->Test(dst.bits_row, kIngress, port_offset, src_peer);
+  return true;
+}
+
+// The exact path: the records' sides, their intervals and lists.
+NP_ALWAYS_INLINE inline bool ExactAllow(const HotRecord& src, const HotRecord& dst,
+                                        Protocol protocol, uint16_t port) {
+  // Both sides' lines at once, before the egress side's test decides whether the ingress
+  // side is read at all (on the allowed mix it always is).
+  EngineState::PrefetchSide(src.side[kEgress]);
+  EngineState::PrefetchSide(dst.side[kIngress]);
+  return RecordsAllow(src, dst, protocol, port);
+}
+
 }  // namespace
 
 bool Engine::Allowed(PodId source, PodId destination, Protocol protocol, uint16_t port) const {
@@ -204,11 +357,13 @@ bool Engine::Allowed(PodId source, PodId destination, Protocol protocol, uint16_
   if (s.options.evaluation.always_allow_self && source == destination) return true;
   const HotRecord& src = s.hot_records[source];
   const HotRecord& dst = s.hot_records[destination];
-  // Both sides' lines at once, before the egress side's test decides whether the ingress
-  // side is read at all (on the allowed mix it always is).
-  EngineState::PrefetchSide(src.side[kEgress]);
-  EngineState::PrefetchSide(dst.side[kIngress]);
-  return RecordsAllow(src, dst, protocol, port);
+  const internal::VerdictBits* bits = s.bits.get();
+  bool allowed;
+  if (bits != nullptr &&
+      BitsDecide(bits, src, dst, bits->PortClassOffset(protocol, port), &allowed)) {
+    return allowed;
+  }
+  return ExactAllow(src, dst, protocol, port);
 }
 
 bool Engine::Allowed(const Endpoint& source, const Endpoint& destination, Protocol protocol,
@@ -273,6 +428,44 @@ void Engine::AllowedBatch(absl::Span<const PodQuery> queries, absl::Span<uint8_t
   // 2026-12-01 15:00) the passes' bookkeeping and their branches cost more than the misses
   // they hid, and the batch ran slower than one Allowed per flow.
   constexpr size_t kSideAhead = 8, kRecordAhead = 16;
+  if (const internal::VerdictBits* bits = s.bits.get(); bits != nullptr) {
+    // With the bits, the pipeline asks for flow i + kSideAhead's two bit words instead of
+    // its sides' lines (a pod outside the bits: its sides', for the exact path).
+    auto ask = [&](const PodQuery& q) {
+      const HotRecord& src = records[q.source];
+      const HotRecord& dst = records[q.destination];
+      const int f = FlowFamilyIndex(src, dst);
+      const uint32_t src_peer = src.peer[f], dst_peer = dst.peer[f];
+      if (src.bits_row == kNone || dst.bits_row == kNone || src_peer >= bits->peer_classes ||
+          dst_peer >= bits->peer_classes) {
+        EngineState::PrefetchSide(src.side[kEgress]);
+        EngineState::PrefetchSide(dst.side[kIngress]);
+        return;
+      }
+      const uint32_t offset = bits->PortClassOffset(q.protocol, q.port);
+      __builtin_prefetch(bits->Word(src.bits_row, kEgress, offset, dst_peer));
+      __builtin_prefetch(bits->Word(dst.bits_row, kIngress, offset, src_peer));
+    };
+    for (size_t i = 0; i < n; ++i) {
+      if (i + kRecordAhead < n) {
+        __builtin_prefetch(&records[queries[i + kRecordAhead].source]);
+        __builtin_prefetch(&records[queries[i + kRecordAhead].destination]);
+      }
+      if (i + kSideAhead < n) ask(queries[i + kSideAhead]);
+      const PodQuery& q = queries[i];
+      const HotRecord& src = records[q.source];
+      const HotRecord& dst = records[q.destination];
+      bool allowed;
+      if (allow_self && q.source == q.destination) {
+        allowed = true;
+      } else if (!BitsDecide(bits, src, dst, bits->PortClassOffset(q.protocol, q.port),
+                             &allowed)) {
+        allowed = RecordsAllow(src, dst, q.protocol, q.port);
+      }
+      out[i] = allowed ? 1 : 0;
+    }
+    return;
+  }
   for (size_t i = 0; i < n; ++i) {
     if (i + kRecordAhead < n) {
       __builtin_prefetch(&records[queries[i + kRecordAhead].source]);
@@ -337,6 +530,12 @@ Engine::Stats Engine::stats() const {
   stats.peer_classes = s.peer_classes.size();
   stats.peer_selectors = s.selector_by_key.size();
   stats.index_bytes = s.IndexBytes();
+  if (s.bits != nullptr) {
+    stats.verdict_bits_bytes = s.bits->word_count * sizeof(uint64_t);
+    for (uint32_t t = 0; t < s.target_classes.size(); ++t) {
+      if (s.target_classes[t].pods > 0 && s.BitsRow(t) != kNone) stats.verdict_bits_classes++;
+    }
+  }
   return stats;
 }
 

@@ -67,6 +67,10 @@ struct EngineOptions {
   // ingress and egress are enforced); all pods of the cluster still count as peers. Verdict
   // sides whose pod is on another node are "not applicable" (allowed, explained as such).
   std::string node_name;
+  // Memory for the precomputed verdict bits (every side's answer per port class and peer
+  // class, painted by Build): target classes with the most pods get them first, the others
+  // (and every class a later Apply rebuilds) answer by the exact path. 0: no bits.
+  size_t verdict_bits_bytes = size_t{32} << 20;
 };
 
 // A pod of an engine snapshot. Stable across incremental updates for as long as the pod
@@ -147,6 +151,10 @@ class Engine {
     size_t peer_classes = 0;    // distinct peers as rules see them (pods and CIDR ranges)
     size_t peer_selectors = 0;  // distinct rule peers across all policies
     size_t index_bytes = 0;     // memory of the lookup structures
+    // Target classes whose pods' verdicts the verdict bits answer (the others: the exact
+    // path), and the bits' size (within EngineOptions::verdict_bits_bytes).
+    size_t verdict_bits_classes = 0;
+    size_t verdict_bits_bytes = 0;
   };
   Stats stats() const;
   const EngineOptions& options() const;

@@ -1318,7 +1318,7 @@ class Batch {
     auto refresh = [&](size_t p) {
       const PodRecord& r = s_.records[p];
       HotRecord& h = s_.hot_records.Mutable(p, gen_);
-      h.target = r.target;
+      h.bits_row = s_.BitsRow(r.target);
       std::copy(std::begin(r.peer), std::end(r.peer), std::begin(h.peer));
       const HotSides sides = r.target == kNone ? HotSides{} : s_.hot_tables[r.target];
       std::copy(std::begin(sides.side), std::end(sides.side), std::begin(h.side));
@@ -1350,6 +1350,7 @@ class Batch {
       for (uint32_t p = s_.target_classes[t].first_pod; p != kNone; p = s_.class_links[p].next) {
         HotRecord& h = s_.hot_records.Mutable(p, gen_);
         std::copy(std::begin(sides.side), std::end(sides.side), std::begin(h.side));
+        h.bits_row = s_.BitsRow(t);  // the painted table is gone: exact path
         refresh_index(p);
       }
     }

@@ -72,6 +72,10 @@ std::vector<std::string> Compare(const Cluster& cluster, const Engine& engine,
   auto to_engine = [&](const Endpoint& e) {
     return e.is_pod ? Endpoint::Pod(static_cast<int>(ids[e.pod_index])) : e;
   };
+  // Every pod-to-pod flow again as one AllowedBatch (its own pipeline over the records).
+  std::vector<PodQuery> batch;
+  std::vector<bool> batch_expected;
+  std::vector<Flow> batch_flows;
   std::vector<Endpoint> ends;
   for (int i = 0; i < cluster.pod_count(); ++i) ends.push_back(Endpoint::Pod(i));
   for (const IpAddress& a : RandomCluster::ProbeAddresses()) ends.push_back(Endpoint::External(a));
@@ -91,6 +95,9 @@ std::vector<std::string> Compare(const Cluster& cluster, const Engine& engine,
           if (src.is_pod && dst.is_pod) {
             bool by_id = engine.Allowed(ids[src.pod_index], ids[dst.pod_index], protocol, port);
             if (by_id != got) note("Allowed by PodId differs from Allowed by Endpoint");
+            batch.push_back(PodQuery{ids[src.pod_index], ids[dst.pod_index], protocol, port});
+            batch_expected.push_back(expected.allowed);
+            batch_flows.push_back(flow);
           }
           if (full_explain) {
             Verdict explained = engine.Explain(to_engine(src), to_engine(dst), protocol, port);
@@ -103,6 +110,16 @@ std::vector<std::string> Compare(const Cluster& cluster, const Engine& engine,
           }
         }
       }
+    }
+  }
+  std::vector<uint8_t> batch_out(batch.size());
+  engine.AllowedBatch(absl::MakeConstSpan(batch), absl::MakeSpan(batch_out));
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if ((batch_out[i] != 0) != batch_expected[i]) {
+      const Flow& f = batch_flows[i];
+      note(absl::StrCat("AllowedBatch[", i, "] (", EndpointName(cluster, f.source), " -> ",
+                        EndpointName(cluster, f.destination), " ", ProtocolName(f.protocol), "/",
+                        f.port, ") = ", batch_out[i], "; reference: ", batch_expected[i]));
     }
   }
   // By packet: every address of every pod and the probe addresses, same family.
@@ -190,26 +207,40 @@ EvaluationOptions OptionsForSeed(uint64_t seed) {
   return options;
 }
 
-// Builds random cluster `seed` (with the policy tiers when `tiered`) and checks the engine
-// against the reference.
-void CheckSeed(uint64_t seed, bool full_explain, bool tiered = false) {
+// Random cluster `seed` of CheckSeed, with the policy tiers when `tiered`.
+absl::StatusOr<Cluster> SeedCluster(uint64_t seed, bool tiered) {
   // One cluster in 200 is larger: more than 64 peer classes, so tables hold multi-word
   // bitsets and sparse id lists, not just one word.
   RandomClusterOptions size;
   if (seed % 1000 == 5) size = RandomClusterOptions{6, 200, 14};
   if (tiered) size.tier_chance = 1;
   RandomCluster generator(seed, size);
-  absl::StatusOr<Cluster> cluster = Cluster::Create(generator.Objects());
-  ASSERT_TRUE(cluster.ok()) << "seed " << seed << ": generator made an invalid cluster: "
-                            << cluster.status();
+  return Cluster::Create(generator.Objects());
+}
+
+EngineOptions SeedOptions(uint64_t seed) {
   EngineOptions options;
   options.evaluation = OptionsForSeed(seed);
   if (seed % 11 == 4) options.node_name = "node-1";
+  return options;
+}
+
+// Builds random cluster `seed` (with the policy tiers when `tiered`) and checks the engine
+// against the reference.
+// `bits_bytes`: EngineOptions::verdict_bits_bytes (the default: every class in the bits).
+void CheckSeed(uint64_t seed, bool full_explain, bool tiered = false,
+               size_t bits_bytes = EngineOptions().verdict_bits_bytes) {
+  absl::StatusOr<Cluster> cluster = SeedCluster(seed, tiered);
+  ASSERT_TRUE(cluster.ok()) << "seed " << seed << ": generator made an invalid cluster: "
+                            << cluster.status();
+  EngineOptions options = SeedOptions(seed);
+  options.verdict_bits_bytes = bits_bytes;
   absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(*cluster, options);
   ASSERT_TRUE(engine.ok()) << "seed " << seed << ": " << engine.status();
   std::vector<std::string> problems =
       Compare(*cluster, **engine, options.evaluation, full_explain, options.node_name);
-  ASSERT_TRUE(problems.empty()) << "seed " << seed << " (replay: " << (tiered ? "NP_TIER_SEED=" : "NP_SEED=")
+  ASSERT_TRUE(problems.empty()) << "seed " << seed << " verdict_bits_bytes " << bits_bytes
+                                << " (replay: " << (tiered ? "NP_TIER_SEED=" : "NP_SEED=")
                                 << seed << ")\n"
                                 << absl::StrJoin(problems, "\n") << "\n"
                                 << ObjectsText(*cluster);
@@ -406,6 +437,106 @@ TEST(TierUpdates, Replay) {
   int seed = EnvInt("NP_TIER_UPDATE_SEED", -1);
   if (seed < 0) GTEST_SKIP() << "set NP_TIER_UPDATE_SEED to replay one seed";
   CheckTierUpdateSequence(static_cast<uint64_t>(seed));
+}
+
+// The verdict bits (issue 10) and the exact path they fall back to, against the reference on
+// random clusters (tiered when the seed is odd) under three budgets: none (every verdict by
+// the exact path), half of what the full bits take (the classes with the most pods in the
+// bits, the others exact: both paths in one snapshot, in one AllowedBatch), and all.
+// Returns whether the half budget left some classes out and kept some in. A failure prints
+// the seed; NP_BITS_SEED=<seed> replays it alone.
+bool CheckBitsBudgets(uint64_t seed) {
+  const bool tiered = seed % 2 == 1;
+  absl::StatusOr<Cluster> cluster = SeedCluster(seed, tiered);
+  EXPECT_TRUE(cluster.ok()) << cluster.status();
+  if (!cluster.ok()) return false;
+  absl::StatusOr<std::shared_ptr<const Engine>> full = Engine::Build(*cluster, SeedOptions(seed));
+  EXPECT_TRUE(full.ok()) << full.status();
+  if (!full.ok()) return false;
+  const Engine::Stats stats = (*full)->stats();
+  // (Replays print the seed; CheckSeed's own message names the budget.)
+  const size_t half = stats.verdict_bits_bytes / 2;
+  for (size_t budget : {size_t{0}, half, EngineOptions().verdict_bits_bytes}) {
+    CheckSeed(seed, /*full_explain=*/false, tiered, budget);
+    if (::testing::Test::HasFatalFailure()) return false;
+  }
+  auto halved_options = SeedOptions(seed);
+  halved_options.verdict_bits_bytes = half;
+  const Engine::Stats halved = (*Engine::Build(*cluster, halved_options))->stats();
+  return halved.verdict_bits_classes > 0 && halved.verdict_bits_classes < stats.verdict_bits_classes;
+}
+
+TEST(VerdictBits, BudgetsEqualReference) {
+  // NP_BITS_CLUSTERS clusters (default 600: the seeds of the larger clusters among them).
+  const int clusters = EnvInt("NP_BITS_CLUSTERS", 600);
+  int partial = 0;
+  for (int i = 0; i < clusters; ++i) {
+    partial += CheckBitsBudgets(static_cast<uint64_t>(i)) ? 1 : 0;
+    ASSERT_FALSE(HasFatalFailure()) << "NP_BITS_SEED=" << i;
+  }
+  // The half budget must really mix the two paths on most clusters, or this test checks
+  // one path twice.
+  EXPECT_GT(partial, clusters / 4);
+}
+
+TEST(VerdictBits, Replay) {
+  int seed = EnvInt("NP_BITS_SEED", -1);
+  if (seed < 0) GTEST_SKIP() << "set NP_BITS_SEED to replay one seed";
+  CheckBitsBudgets(static_cast<uint64_t>(seed));
+}
+
+// A LiveEngine under random churn (pods, namespaces, NetworkPolicies; tiered when the seed is
+// odd): the bits of its first build go stale class by class and new peer classes appear,
+// each such flow must move to the exact path. After each change the current snapshot answers
+// as the reference does, and as a fresh Engine::Build of the same objects (with its own
+// fresh bits). Half budget on even sequences: classes outside the bits from the start.
+// NP_BITS_CHURN_SEED=<seed> replays one sequence.
+void CheckLiveChurn(uint64_t seed) {
+  RandomClusterOptions generator_options;
+  if (seed % 2 == 1) generator_options.tier_chance = 1;
+  RandomCluster generator(seed, generator_options);
+  std::optional<Cluster> cluster;
+  std::shared_ptr<const Engine> engine;
+  EngineOptions options;
+  ASSERT_NO_FATAL_FAILURE(BuildSeeded(generator, seed, cluster, engine, options));
+  if (seed % 4 == 0) {
+    options.verdict_bits_bytes = engine->stats().verdict_bits_bytes / 2;
+    engine = *Engine::Build(*cluster, options);
+  }
+  LiveEngine live(engine);
+  for (int step = 0; step < 30; ++step) {
+    Change change = generator.RandomChange(*cluster);
+    absl::StatusOr<Cluster> next_cluster = cluster->Apply({change});
+    absl::Status status = live.Apply({change});
+    ASSERT_EQ(next_cluster.ok(), status.ok()) << "seed " << seed << " step " << step << ": "
+                                              << status;
+    if (!status.ok()) continue;
+    cluster = *std::move(next_cluster);
+    std::shared_ptr<const Engine> current = live.Current();
+    std::vector<std::string> problems = Compare(*cluster, *current, options.evaluation, false);
+    ASSERT_TRUE(problems.empty()) << "NP_BITS_CHURN_SEED=" << seed << " after step " << step
+                                  << "\n" << absl::StrJoin(problems, "\n") << "\n"
+                                  << ObjectsText(*cluster);
+    if (step % 5 != 4) continue;
+    absl::StatusOr<std::shared_ptr<const Engine>> fresh = Engine::Build(*cluster, options);
+    ASSERT_TRUE(fresh.ok()) << fresh.status();
+    problems = Compare(*cluster, **fresh, options.evaluation, false);
+    ASSERT_TRUE(problems.empty()) << "NP_BITS_CHURN_SEED=" << seed << " fresh build, step "
+                                  << step << "\n" << absl::StrJoin(problems, "\n");
+  }
+}
+
+TEST(VerdictBits, LiveChurnEqualsReferenceAndFreshBuild) {
+  const int sequences = EnvInt("NP_BITS_CHURN_SEQUENCES", 80);
+  for (int i = 0; i < sequences; ++i) {
+    ASSERT_NO_FATAL_FAILURE(CheckLiveChurn(5000000 + static_cast<uint64_t>(i)));
+  }
+}
+
+TEST(VerdictBits, ReplayChurn) {
+  int seed = EnvInt("NP_BITS_CHURN_SEED", -1);
+  if (seed < 0) GTEST_SKIP() << "set NP_BITS_CHURN_SEED to replay one sequence";
+  CheckLiveChurn(static_cast<uint64_t>(seed));
 }
 
 class RandomUpdates : public ::testing::TestWithParam<int> {};
@@ -844,6 +975,32 @@ TEST_F(TierChanges, RejectedAdminPolicyKeepsTheSnapshot) {
   next = engine_->Apply({Delete(AdminPolicy("absent", 10, "Deny"))});
   ASSERT_FALSE(next.ok());
   EXPECT_NE(next.status().message().find("absent"), std::string::npos) << next.status();
+}
+
+// The verdict bits are painted by Build; a tier edit that keeps every key (same policy,
+// same priority, same subjects: only the action flips) rebuilds the target class's table in
+// place. Its pods must leave the bits for the exact path, or they answer the old action.
+TEST_F(TierChanges, InPlaceTableRebuildLeavesTheBits) {
+  ASSERT_NO_FATAL_FAILURE(Apply({Upsert(AdminPolicy("flip", 10, "Deny"))}));
+  absl::StatusOr<std::shared_ptr<const Engine>> built = engine_->Compact();  // paints the bits
+  ASSERT_TRUE(built.ok()) << built.status();
+  engine_ = *built;
+  const size_t painted = engine_->stats().verdict_bits_classes;
+  ASSERT_GT(painted, 0u);
+  EXPECT_FALSE(AToB());
+  ASSERT_NO_FATAL_FAILURE(Apply({Upsert(AdminPolicy("flip", 10, "Allow"))}));
+  EXPECT_TRUE(AToB());
+  std::vector<PodQuery> queries = {{a_, b_, Protocol::kTCP, 80}};
+  std::vector<uint8_t> out(1);
+  engine_->AllowedBatch(absl::MakeConstSpan(queries), absl::MakeSpan(out));
+  EXPECT_EQ(out[0], 1);
+  EXPECT_LT(engine_->stats().verdict_bits_classes, painted);
+  // And back, then rebuilt: the bits answer again.
+  ASSERT_NO_FATAL_FAILURE(Apply({Upsert(AdminPolicy("flip", 10, "Deny"))}));
+  EXPECT_FALSE(AToB());
+  engine_ = *engine_->Compact();
+  EXPECT_EQ(engine_->stats().verdict_bits_classes, painted);
+  EXPECT_FALSE(AToB());
 }
 
 // Node n1 with label role=`role` and one InternalIP.

@@ -257,7 +257,9 @@ struct HotSides {
 struct alignas(32) HotRecord {
   const uint64_t* side[2] = {nullptr, nullptr};  // as HotSides
   uint32_t peer[3] = {kNone, kNone, kNone};     // as PodRecord::peer
-  uint32_t target = kNone;                      // as PodRecord::target
+  // The first word of the pod's block in EngineState::bits (VerdictBits); kNone: its
+  // verdicts take the exact path (no bits, its class is not in them, or its table changed).
+  uint32_t bits_row = kNone;
 };
 static_assert(sizeof(HotRecord) == 32, "two records per line, none straddling");
 
@@ -625,6 +627,72 @@ struct AtomTable {
 
 using Bitset = std::vector<uint64_t>;
 
+// ------------------------------------------------------------------- the verdict bits
+//
+// Every side's whole answer, precomputed as bits (issue 10): for each target class of the
+// bits and direction, for each port class, one row of bits over peer classes. A pod-to-pod
+// verdict is then two records (read independently) and one bit read per side: a chain of
+// two loads, like the floor's one, instead of record -> side line -> interval -> list.
+//
+// Port classes: per protocol, 0..65535 cut at every interval boundary of every table the
+// bits hold, so that each port class lies inside one interval of every side (a few dozen).
+// Peer classes: the engine's (PodRecord::peer), the columns 0..peer_classes-1.
+// Layout: block b (one target class) = [ingress rows, egress rows], each K rows of
+// `row_words` words: word (b * 2 + d) * K + pc) * row_words + peer / 64. The record carries
+// its block's first word (HotRecord::bits_row), so a side's address is record + port class
+// + peer: no dependent load but the record itself.
+//
+// The rows are painted from the tables' folded intervals (BuildTable already resolved tier
+// order, Pass and NetworkPolicy union into one peer set per interval, Interval::negated
+// included): row = the interval's list (a bitset copy, or its sparse ids), inverted when
+// negated, all ones for all_peers or a direction that is not isolated. So a bit is exactly
+// what SideAllows gives on the same table and peer, at a cost of words, not side tests.
+//
+// Exactness across updates (LiveEngine): the bits are built by Engine::Build and shared,
+// unchanged, by every snapshot Apply derives from it. A bit depends only on the table it
+// was painted from and the peer id, so a record takes the bits while its target class's
+// table is still the one painted (`tables`, held so that a freed table's address cannot be
+// reused under it) and the flow's peer classes are < peer_classes; else bits_row is kNone
+// (or the peer is new) and the verdict takes the exact path. An update pays one compare per
+// record it refreshes; flows of rebuilt classes go exact until the next Engine::Build.
+//
+// Budget: blocks are given to target classes by descending pod count while the words fit
+// EngineOptions::verdict_bits_bytes; the rest take the exact path. More than 256 port classes:
+// no bits at all.
+struct VerdictBits {
+  static constexpr uint32_t kMaxPortClasses = 256;
+  uint32_t peer_classes = 0;  // columns; a larger peer id takes the exact path
+  uint32_t row_words = 0;     // words per row: peer_classes rounded up to 64
+  uint32_t port_classes = 0;  // K, over the three protocols
+  uint32_t all_row = 0;       // the block of pods no policy selects: every bit set
+  // [ProtocolIndex * 65536 + port]: the port class.
+  std::vector<uint8_t> port_class;
+  // Per target class: its block's first word (kNone: not in the bits), and the table its
+  // rows were painted from.
+  std::vector<uint32_t> row_of;
+  std::vector<std::shared_ptr<const TargetTable>> tables;
+  std::unique_ptr<uint64_t[], void (*)(void*)> words{nullptr, std::free};
+  size_t word_count = 0;
+
+  uint32_t PortClassOffset(Protocol protocol, uint16_t port) const {
+    return port_class[ProtocolIndex(protocol) * 65536 + port] * row_words;
+  }
+  // Whether direction d of the block at `row` admits `peer` (< peer_classes) on the port
+  // class at `port_offset` (PortClassOffset).
+  NP_ALWAYS_INLINE bool Test(uint32_t row, int d, uint32_t port_offset, uint32_t peer) const {
+    return (*Word(row, d, port_offset, peer) >> (peer & 63)) & 1;
+  }
+  // The word holding that bit (AllowedBatch asks for its line ahead).
+  NP_ALWAYS_INLINE const uint64_t* Word(uint32_t row, int d, uint32_t port_offset,
+                                        uint32_t peer) const {
+    return &words[size_t{row} + d * port_classes * row_words + port_offset + (peer >> 6)];
+  }
+  size_t Bytes() const {
+    return sizeof(*this) + word_count * sizeof(uint64_t) + port_class.capacity() +
+           row_of.capacity() * sizeof(uint32_t) + tables.capacity() * sizeof(tables[0]);
+  }
+};
+
 // ------------------------------------------------------------------------- the state
 
 struct EngineState {
@@ -700,6 +768,19 @@ struct EngineState {
   static constexpr int kHotChunkBits = 9;
   CowVector<HotRecord, kHotChunkBits> hot_records;              // parallel to pods
   CowVector<HotSides, kHotChunkBits + 1> hot_tables;            // TargetTable::sides()
+  // Painted by Engine::Build (PaintVerdictBits), shared unchanged by the snapshots derived
+  // from it; null: none (budget 0, or too many port classes).
+  std::shared_ptr<const VerdictBits> bits;
+  // HotRecord::bits_row of a pod whose target class is `target` (kNone: none).
+  uint32_t BitsRow(uint32_t target) const {
+    if (bits == nullptr) return kNone;
+    if (target == kNone) return bits->all_row;
+    if (target >= bits->row_of.size() || bits->row_of[target] == kNone) return kNone;
+    return bits->tables[target] == target_classes[target].table ? bits->row_of[target] : kNone;
+  }
+  // Paints `bits` from the current tables within options.verdict_bits_bytes, points every
+  // record at its block. Called once per Engine::Build.
+  void PaintVerdictBits();
 
   // --- lookups (hot path) ---
   // One side of a target class (TargetTable::side): null for kNone (no policy selects the
