@@ -142,6 +142,9 @@ int RunAgent(const Args& args) {
   EngineOptions engine_options;
   engine_options.evaluation = *evaluation;
   engine_options.node_name = absl::GetFlag(FLAGS_node);
+  // The kernel answers this node's verdicts from the lowering; no lookup reads the verdict
+  // bits here, so they would only cost build time and memory.
+  engine_options.verdict_bits_bytes = 0;
   absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(*cluster, engine_options);
   if (!engine.ok()) return Fail(log, engine.status());
 

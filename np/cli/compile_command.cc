@@ -175,6 +175,9 @@ int RunCompile(const Args& args) {
   EngineOptions engine_options;
   engine_options.evaluation = *evaluation;
   engine_options.node_name = *node;
+  // The kernel answers this node's verdicts from the lowering; no lookup reads the verdict
+  // bits here, so they would only cost build time and memory.
+  engine_options.verdict_bits_bytes = 0;
   absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(*cluster, engine_options);
   if (!engine.ok()) return Fail(engine.status());
   LowerOptions lower_options;
@@ -246,6 +249,7 @@ int RunCompile(const Args& args) {
       absl::StatusOr<IpAddress> d = IpAddress::Parse(*dst);
       EngineOptions whole;
       whole.evaluation = *evaluation;
+      whole.verdict_bits_bytes = 0;  // one verdict: the exact path is cheaper than the bits
       absl::StatusOr<std::shared_ptr<const Engine>> all = Engine::Build(*cluster, whole);
       if (s.ok() && d.ok() && all.ok()) {
         bool allowed = (*all)->AllowedPacket(*s, *d, protocols->front(), ports->front());
