@@ -240,6 +240,28 @@ absl::StatusOr<UpdatePlan> PlanUpdateDelta(const ir::CompiledPolicy& previous,
                                            const ir::CompiledPolicyDelta& delta,
                                            uint32_t generation = 0);
 
+// UpdateDelta's rules path for a delta that edits tables (a policy event; a pod of this node
+// that brings its table or takes the last one away) or whose endpoint's table chains come or
+// go, planned from the delta and what `previous` installs with `generation` alone: the
+// chains it can change rendered, the rest compared by nothing. `rules` is what
+// PlanRulesUpdate(previous, next) plans (the same chains, the same new sets under the same
+// names, the same sets destroyed); a pod delta (`pod`: range, identity pod or endpoint count
+// edits) adds `members`, the element edits of the sets that keep their names (as
+// PlanUpdateDelta shows them), made after the restores on the way in (its dispatch_first:
+// its endpoint's dispatch goes in with the restore, then an RCU grace period) and before them
+// on the way out; its `dispatch` edits go with the restores. `fallback`: why UpdateDelta
+// hands the delta to the whole-model path instead. InvalidArgument for a malformed delta.
+// For tests: it builds the model of `previous`.
+struct DeltaRulesPlan {
+  std::string fallback;
+  RulesPlan rules;
+  bool pod = false;
+  UpdatePlan members;
+};
+absl::StatusOr<DeltaRulesPlan> PlanRulesUpdateDelta(const ir::CompiledPolicy& previous,
+                                                    const ir::CompiledPolicyDelta& delta,
+                                                    uint32_t generation = 0);
+
 // The set name of a peer set in a family (0 = IPv4, 1 = IPv6) and generation.
 std::string SetName(uint32_t generation, int family, uint32_t peer_set);
 // The dispatch set of table `table` (its local addresses in the family): "np-g<G>-v4-t<T>"
