@@ -1050,9 +1050,13 @@ UpdatePlan PlanFrom(const Installed& from, const Model& next, const Installed& t
 // chains whose rules differ or that are new, declared (so flushed) and refilled, and the gone
 // ones, flushed and deleted once nothing jumps to them (their jumps are rewritten in the same
 // transaction); one `iptables-restore --noflush` input, by chain name.
+// NP-FORWARD is not declared (flushed) and refilled but edited by position (TopChainEdits):
+// it holds one rule per table chain, and re-adding them all is most of a restore's time at
+// many tables (bench/RESULTS.md).
 struct ChainRewrite {
   std::map<std::string, const std::vector<std::string>*> written;  // chain -> its new rules
   std::vector<std::string> deleted;                                 // in name order
+  std::vector<std::string> top;  // NP-FORWARD's edits ("-D|-I|-R NP-FORWARD N ..."), if any
 
   void Into(RulesPlan& plan, int f) const {
     std::string declare, rules, remove;
@@ -1060,16 +1064,59 @@ struct ChainRewrite {
       absl::StrAppend(&declare, ":", chain, " - [0:0]\n");
       for (const std::string& r : *list) absl::StrAppend(&rules, "-A ", chain, " ", r, "\n");
     }
+    // After the new chains are filled (the edits jump to them), before the gone ones are
+    // deleted (the edits remove the last jumps to them).
+    for (const std::string& line : top) absl::StrAppend(&rules, line, "\n");
     for (const std::string& chain : deleted) {
       absl::StrAppend(&declare, ":", chain, " - [0:0]\n");
       absl::StrAppend(&remove, "-X ", chain, "\n");
     }
-    plan.chains_written[f] = static_cast<int>(written.size());
+    plan.chains_written[f] = static_cast<int>(written.size() + (top.empty() ? 0 : 1));
     plan.chains_deleted[f] = static_cast<int>(deleted.size());
-    plan.restore[f] =
-        declare.empty() ? "" : absl::StrCat("*filter\n", declare, rules, remove, "COMMIT\n");
+    plan.restore[f] = declare.empty() && top.empty()
+                          ? ""
+                          : absl::StrCat("*filter\n", declare, rules, remove, "COMMIT\n");
   }
 };
+
+// Where a rule of NP-FORWARD sorts (BuildModel's order): the established rule, then the egress
+// dispatch rules by table, then the ingress ones.
+std::pair<int, uint32_t> TopRuleKey(absl::string_view rule) {
+  const std::string jump = absl::StrCat(" -j ", kChainPrefix, "T");
+  const size_t at = rule.rfind(jump);
+  uint32_t t = 0;
+  if (at == absl::string_view::npos) return {0, 0};
+  absl::string_view rest = rule.substr(at + jump.size());
+  const size_t dash = rest.find('-');
+  if (dash == absl::string_view::npos || !absl::SimpleAtoi(rest.substr(0, dash), &t)) return {0, 0};
+  return {rest.substr(dash) == "-EG" ? 1 : 2, t};
+}
+
+// NP-FORWARD from `before` to `after` (both in TopRuleKey order) as positional edits, applied
+// one after the other in one restore: a rule only in `before` deleted, one only in `after`
+// inserted where it sorts, one whose set was renamed replaced; the rules that stay are not
+// touched.
+std::vector<std::string> TopChainEdits(const std::vector<std::string>& before,
+                                       const std::vector<std::string>& after) {
+  std::vector<std::string> out;
+  const std::string top(kTopChain);
+  size_t i = 0, j = 0, position = 1;
+  while (i < before.size() || j < after.size()) {
+    if (j == after.size() ||
+        (i < before.size() && TopRuleKey(before[i]) < TopRuleKey(after[j]))) {
+      out.push_back(absl::StrCat("-D ", top, " ", position));
+      ++i;
+    } else if (i == before.size() || TopRuleKey(after[j]) < TopRuleKey(before[i])) {
+      out.push_back(absl::StrCat("-I ", top, " ", position++, " ", after[j++]));
+    } else {
+      if (before[i] != after[j]) {
+        out.push_back(absl::StrCat("-R ", top, " ", position, " ", after[j]));
+      }
+      ++i, ++j, ++position;
+    }
+  }
+  return out;
+}
 
 // The in-place rules way from `from` to `to` (IptablesBackend::Update has the order and
 // why it is safe): `to` was made with Naming{&from, keep_changed = false}, so a set name in
@@ -1094,7 +1141,11 @@ RulesPlan PlanRulesFrom(const Installed& from, const Installed& to) {
     for (const auto& [chain, list] : to.chains[f]) {
       auto old = from.chains[f].find(chain);
       if (old != from.chains[f].end() && old->second == list) continue;
-      rewrite.written[chain] = &list;
+      if (chain == kTopChain && old != from.chains[f].end()) {
+        rewrite.top = TopChainEdits(old->second, list);
+      } else {
+        rewrite.written[chain] = &list;
+      }
     }
     for (const auto& [chain, list] : from.chains[f]) {
       if (to.chains[f].count(chain) == 0) rewrite.deleted.push_back(chain);
@@ -2329,7 +2380,9 @@ absl::StatusOr<RulesDelta> PlanRulesFromDelta(const Installed& installed, const 
       for (uint32_t i : set.identities()) {
         for (const auto& [first, last] : index.ranges_of[f][i]) {
           bool replaced = false;
-          for (const auto& [low, high] : windows[f]) replaced = replaced || (low <= first && first <= high);
+          for (const auto& [low, high] : windows[f]) {
+            replaced = replaced || (low <= first && first <= high);
+          }
           if (!replaced) pieces.emplace_back(first, last);
         }
       }
@@ -2385,7 +2438,9 @@ absl::StatusOr<RulesDelta> PlanRulesFromDelta(const Installed& installed, const 
       out.set_name[f][s] = form.name;
       forms[f]->Put(s, std::move(form));
     }
-    if (s < index.tables_of.size()) out.tables.insert(index.tables_of[s].begin(), index.tables_of[s].end());
+    if (s < index.tables_of.size()) {
+      out.tables.insert(index.tables_of[s].begin(), index.tables_of[s].end());
+    }
   }
   for (int f = 0; f < kFamilies; ++f) {
     if (out.sets_after[f] > kMaxPodSets) {
@@ -2488,8 +2543,12 @@ absl::StatusOr<RulesDelta> PlanRulesFromDelta(const Installed& installed, const 
   for (int f = 0; f < kFamilies; ++f) {
     ChainRewrite rewrite;
     for (const auto& [name, rules] : out.chains[f]) {
-      rewrite.written[name] = &rules;
       auto old = installed.chains[f].find(name);
+      if (name == kTopChain) {
+        rewrite.top = TopChainEdits(old->second, rules);
+      } else {
+        rewrite.written[name] = &rules;
+      }
       out.sizes.rules[f] += static_cast<int>(rules.size());
       if (old != installed.chains[f].end()) {
         out.sizes.rules[f] -= static_cast<int>(old->second.size());
@@ -2512,7 +2571,8 @@ absl::StatusOr<RulesDelta> PlanRulesFromDelta(const Installed& installed, const 
   for (const std::string& name : out.destroyed) {
     out.plan.destroyed.push_back(name);
     --out.sizes.sets[FamilyOfSet(name)];
-    out.sizes.set_entries[FamilyOfSet(name)] -= static_cast<int64_t>(installed.sets.at(name).size());
+    out.sizes.set_entries[FamilyOfSet(name)] -=
+        static_cast<int64_t>(installed.sets.at(name).size());
   }
   return out;
 }
@@ -3123,7 +3183,8 @@ class IptablesBackend : public Backend {
     auto switch_rules = [&]() -> absl::Status {
       if (absl::Status e = EditSets(dispatch, netns); !e.ok()) return e;
       const double before = ms();
-      const std::array<absl::Status, kFamilies> restored = RestoreFamilies(plan.plan.restore, netns);
+      const std::array<absl::Status, kFamilies> restored =
+          RestoreFamilies(plan.plan.restore, netns);
       restore_ms = ms() - before;
       for (int f = 0; f < kFamilies; ++f) {
         if (!restored[f].ok()) {
@@ -3256,7 +3317,9 @@ class IptablesBackend : public Backend {
       x.sets[f] = plan.sets_after[f];
     }
     std::map<uint32_t, bool> used_before;
-    for (uint32_t s : plan.remade) used_before[s] = s < x.tables_of.size() && !x.tables_of[s].empty();
+    for (uint32_t s : plan.remade) {
+      used_before[s] = s < x.tables_of.size() && !x.tables_of[s].empty();
+    }
     for (const ir::Table& table : delta.tables()) {
       const uint32_t t = table.id();
       if (t < static_cast<uint32_t>(previous.tables_size())) {
@@ -3560,8 +3623,12 @@ UpdatePlan MembersPlan(const DeltaPlan& plan) {
   UpdatePlan out;
   out.fallback = plan.fallback;
   if (!out.fallback.empty()) return out;
-  for (const SetEdit& e : plan.adds) absl::StrAppend(&out.ipset, "add ", e.set, " ", e.prefix, "\n");
-  for (const SetEdit& e : plan.dels) absl::StrAppend(&out.ipset, "del ", e.set, " ", e.prefix, "\n");
+  for (const SetEdit& e : plan.adds) {
+    absl::StrAppend(&out.ipset, "add ", e.set, " ", e.prefix, "\n");
+  }
+  for (const SetEdit& e : plan.dels) {
+    absl::StrAppend(&out.ipset, "del ", e.set, " ", e.prefix, "\n");
+  }
   out.adds = static_cast<int>(plan.adds.size());
   out.dels = static_cast<int>(plan.dels.size());
   for (const DeltaPlan::DispatchEdit& r : plan.dispatch) {

@@ -1259,8 +1259,10 @@ TEST(PlanUpdateDelta, IsPlanUpdatesEditOnRandomChurn) {
 // ---- Update: the in-place rules path (stable numbering) ---------------------------------
 
 // Applies an `iptables-restore --noflush` input to the parsed chains of family f in one step,
-// as the kernel commits it: a declared chain is created or flushed, -A appends, -X deletes
-// (a chain something still jumps to cannot be deleted: a failure).
+// as the kernel commits it: a declared chain is created or flushed, -A appends, -I N inserts
+// at rule N, -R N replaces rule N, -D N deletes it (rules numbered from 1, each line on the
+// chain as the lines before left it), -X deletes a chain (a chain something still jumps to
+// cannot be deleted: a failure).
 void ApplyRestore(Parsed& p, int f, const std::string& text) {
   for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
     std::vector<std::string> t = Words(line);
@@ -1269,6 +1271,21 @@ void ApplyRestore(Parsed& p, int f, const std::string& text) {
     } else if (t[0] == "-A") {
       ASSERT_TRUE(p.chains[f].count(t[1])) << "rule in undeclared chain: " << line;
       p.chains[f][t[1]].push_back(std::vector<std::string>(t.begin() + 2, t.end()));
+    } else if (t[0] == "-I" || t[0] == "-R" || t[0] == "-D") {
+      ASSERT_TRUE(p.chains[f].count(t[1])) << "no such chain: " << line;
+      auto& rules = p.chains[f][t[1]];
+      size_t n = 0;
+      ASSERT_TRUE(t.size() >= 3 && absl::SimpleAtoi(t[2], &n) && n >= 1) << line;
+      ASSERT_LE(n, rules.size() + (t[0] == "-I" ? 1 : 0)) << "no rule " << n << ": " << line;
+      const std::vector<std::string> rule(t.begin() + 3, t.end());
+      if (t[0] == "-I") {
+        rules.insert(rules.begin() + static_cast<long>(n - 1), rule);
+      } else if (t[0] == "-R") {
+        rules[n - 1] = rule;
+      } else {
+        ASSERT_EQ(t.size(), 3u) << line;
+        rules.erase(rules.begin() + static_cast<long>(n - 1));
+      }
     } else if (t[0] == "-X") {
       ASSERT_TRUE(p.chains[f].count(t[1])) << line;
       for (const auto& [chain, rules] : p.chains[f]) {
@@ -1553,8 +1570,15 @@ TEST(PlanRulesUpdate, HandWrittenPolicyAddDeleteAndEndpointMove) {
   EXPECT_EQ(plan.created, (std::vector<std::string>{"np-g1-v4-t1", "np-g1-v6-t1"}));
   for (int f = 0; f < 2; ++f) {
     EXPECT_EQ(plan.chains_written[f], 2);  // NP-FORWARD and NP-T1-IN
-    EXPECT_TRUE(absl::StrContains(plan.restore[f], ":NP-FORWARD - [0:0]\n:NP-T1-IN - [0:0]\n"))
+    // NP-T1-IN declared and filled; NP-FORWARD not flushed: its jump to it inserted after
+    // table 0's (rule 1 accepts established flows, rules 2 and 3 dispatch table 0).
+    EXPECT_TRUE(absl::StartsWith(plan.restore[f], "*filter\n:NP-T1-IN - [0:0]\n-A NP-T1-IN "))
         << plan.restore[f];
+    EXPECT_TRUE(absl::StrContains(
+        plan.restore[f], absl::StrCat("\n-I NP-FORWARD 4 -m set --match-set np-g1-v", 4 + 2 * f,
+                                      "-t1 dst -j NP-T1-IN\nCOMMIT\n")))
+        << plan.restore[f];
+    EXPECT_FALSE(absl::StrContains(plan.restore[f], ":NP-FORWARD")) << plan.restore[f];
     EXPECT_FALSE(absl::StrContains(plan.restore[f], ":NP-T0-IN")) << plan.restore[f];
   }
   // And back: table 1 a tombstone; its chains and dispatch sets go.
@@ -1564,7 +1588,8 @@ TEST(PlanRulesUpdate, HandWrittenPolicyAddDeleteAndEndpointMove) {
   EXPECT_EQ(plan.destroyed, (std::vector<std::string>{"np-g0-v4-t1", "np-g0-v6-t1"}));
   for (int f = 0; f < 2; ++f) {
     EXPECT_EQ(plan.chains_deleted[f], 1);
-    EXPECT_TRUE(absl::StrContains(plan.restore[f], "-X NP-T1-IN\nCOMMIT\n")) << plan.restore[f];
+    EXPECT_TRUE(absl::StrContains(plan.restore[f], "\n-D NP-FORWARD 4\n-X NP-T1-IN\nCOMMIT\n"))
+        << plan.restore[f];
   }
 }
 
