@@ -2935,9 +2935,11 @@ class IptablesBackend : public Backend {
 
   // Update from a delta: the element-only edit planned from the delta alone (PlanFromDelta),
   // with the same safety argument as Update's, in time proportional to the delta and the
-  // entries of the sets it changes; the remembered sets are spliced, not rebuilt. Whatever
-  // it cannot plan goes to Update with the next program built (copy + ApplyDelta), which
-  // may still edit in place (it checks the rules word for word) or runs Apply.
+  // entries of the sets it changes; the remembered sets are spliced, not rebuilt. A delta
+  // with tables, or whose node pod's table chains come or go, takes the rules path planned
+  // from the delta (PlanRulesFromDelta, UpdateRulesDelta). Whatever neither can plan goes
+  // to Update with the next program built (copy + ApplyDelta), which may still edit in
+  // place (it checks the rules word for word) or runs Apply.
   absl::Status UpdateDelta(const ir::CompiledPolicy& previous,
                            const ir::CompiledPolicyDelta& delta,
                            const Attachment& attachment) override {
