@@ -2248,6 +2248,10 @@ absl::StatusOr<RulesDelta> PlanRulesFromDelta(const Installed& installed, const 
     out.fallback = "past kMaxPodSets sets: a set's size decides whether it is one";
     return out;
   }
+  if (installed.generation == std::numeric_limits<uint32_t>::max()) {
+    out.fallback = "set generations used up";  // (the whole-model path then runs Apply)
+    return out;
+  }
   out.generation = installed.generation + 1;
   std::map<uint32_t, const ir::PeerSet*> delta_sets;
   std::map<uint32_t, const ir::Table*> delta_tables;

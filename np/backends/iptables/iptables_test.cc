@@ -1804,7 +1804,7 @@ std::optional<PodTablePair> PodWithOwnTable(const ir::CompiledPolicy& base, std:
 // program (generations aside). The member edits before the restores on the way in show
 // third verdicts (so the check can fail). Replay a failure with its seed (NP_TEST_SEED).
 TEST(PlanRulesUpdateDelta, PodBringingOrRetiringItsTableGivesOldOrNewVerdicts) {
-  uint64_t first_seed = 0, seeds = 150;
+  uint64_t first_seed = 0, seeds = 80;
   if (const char* env = getenv("NP_TEST_SEED"); env != nullptr) {
     ASSERT_TRUE(absl::SimpleAtoi(env, &first_seed)) << env;
     seeds = 1;
