@@ -2122,9 +2122,8 @@ struct RulesDelta {
   std::string fallback;
   uint32_t generation = 0;  // of the sets it makes: the installed generation + 1
   // A pod delta (ranges, identity pods, an endpoint added or removed): PlanFromDelta's
-  // element edits beside the rules; `removal`: its endpoint leaves (the edits come first).
+  // element edits beside the rules (EditMembers orders them by `members.dispatch_add`).
   bool pod = false;
-  bool removal = false;
   DeltaPlan members;
   // The chains written (name -> rules) and deleted, per family; the restores are in `plan`.
   std::map<std::string, std::vector<std::string>> chains[kFamilies];
@@ -2280,7 +2279,6 @@ absl::StatusOr<RulesDelta> PlanRulesFromDelta(const Installed& installed, const 
   }
   out.pod = !delta.ipv4().empty() || !delta.ipv6().empty() || !delta.identity_pods().empty() ||
             endpoints_delta != 0;
-  out.removal = endpoints_delta < 0;
   out.endpoints_delta = endpoints_delta;
 
   // 1. The tables whose endpoints change, with their entries afterwards.
