@@ -86,6 +86,9 @@ std::array<absl::Status, kFamilies> RestoreFamilies(const std::string (&texts)[k
   return out;
 }
 
+// NP-FORWARD's first rule: replies and established flows pass.
+constexpr absl::string_view kEstablished = "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT";
+
 std::string TableChainName(uint32_t table, int direction) {
   return absl::StrCat(kChainPrefix, "T", table, direction == kIngress ? "-IN" : "-EG");
 }
@@ -222,23 +225,32 @@ std::string CommentMatch(absl::string_view text) {
 // Peers are matched by address (inline prefixes or an ipset of this generation), so there
 // is no identity lookup that could miss; a rule whose peers have no address of the family
 // is left out (it matches nothing there).
-void AddTableChains(const ir::CompiledPolicy& ir, int t, int d, int f, TableChain& tc,
-                    Family& fam) {
-  const ir::Table& table = ir.tables(t);
+// What a table's chains need of each peer set in one family: BuildModel reads it from the
+// whole model; UpdateDelta from what it installed and the delta (PlanRulesFromDelta).
+class PeerForms {
+ public:
+  virtual ~PeerForms() = default;
+  virtual bool All(uint32_t s) const = 0;
+  virtual bool HasSet(uint32_t s) const = 0;
+  // The peer set's prefixes in the family (its set's entries, or what the rules write inline).
+  virtual const std::vector<std::string>& Entries(uint32_t s) const = 0;
+  virtual const std::string& SetName(uint32_t s) const = 0;  // with HasSet
+};
+
+void AddTableChains(const ir::Table& table, uint32_t t, int d, const PeerForms& forms,
+                    TableChain& tc, std::vector<Chain>& chains) {
   const ir::DirectionPolicy& dp = d == kIngress ? table.ingress() : table.egress();
   const std::string stage = absl::StrCat(TableChainName(t, d), "-NP");
   // Per peer match: "" (any peer), a set match, or one match per inline prefix.
   auto peer_matches = [&](uint32_t peer_set) {
-    const ir::PeerSet& peers = ir.peer_sets(peer_set);
-    const std::vector<std::string>& prefixes = fam.entries[peer_set];
     std::vector<std::string> out;
-    if (peers.all()) {
+    if (forms.All(peer_set)) {
       out.push_back("");
-    } else if (fam.has_set[peer_set]) {
-      out.push_back(absl::StrCat("-m set --match-set ", fam.set_names[peer_set], " ",
+    } else if (forms.HasSet(peer_set)) {
+      out.push_back(absl::StrCat("-m set --match-set ", forms.SetName(peer_set), " ",
                                  d == kIngress ? "src" : "dst"));
     } else {
-      for (const std::string& prefix : prefixes) {
+      for (const std::string& prefix : forms.Entries(peer_set)) {
         out.push_back(absl::StrCat(d == kIngress ? "-s " : "-d ", prefix));
       }
     }
@@ -253,9 +265,9 @@ void AddTableChains(const ir::CompiledPolicy& ir, int t, int d, int f, TableChai
   };
   bool admin_pass = false;
   for (const ir::TierRule& rule : dp.admin()) {
-    const ir::PeerSet& peers = ir.peer_sets(rule.peer_set());
+    const uint32_t s = rule.peer_set();
     if (rule.action() == ir::TIER_PASS &&
-        (peers.all() || fam.has_set[rule.peer_set()] || !fam.entries[rule.peer_set()].empty())) {
+        (forms.All(s) || forms.HasSet(s) || !forms.Entries(s).empty())) {
       admin_pass = true;
     }
   }
@@ -272,21 +284,21 @@ void AddTableChains(const ir::CompiledPolicy& ir, int t, int d, int f, TableChai
       const std::vector<std::string> peers = peer_matches(rule.peer_set());
       for (size_t p = 0; p < peers.size(); ++p) {
         RuleSource source{RuleSource::kTier, tier, &rule, nullptr, i,
-                          fam.has_set[rule.peer_set()] || peers[p].empty() ? -1
+                          forms.HasSet(rule.peer_set()) || peers[p].empty() ? -1
                                                                            : static_cast<int>(p)};
         into.Add(joined({ports, peers[p], comment, target}), source);
       }
     }
   };
-  tc.chain = static_cast<int>(fam.chains.size());
-  fam.chains.push_back(Chain{TableChainName(t, d), {}, {}});
-  add_tier_rules(fam.chains.back(), "admin", dp.admin());
+  tc.chain = static_cast<int>(chains.size());
+  chains.push_back(Chain{TableChainName(t, d), {}, {}});
+  add_tier_rules(chains.back(), "admin", dp.admin());
   if (admin_pass) {
-    fam.chains.back().Add(absl::StrCat("-g ", stage), RuleSource{RuleSource::kGotoStage});
-    tc.stage = static_cast<int>(fam.chains.size());
-    fam.chains.push_back(Chain{stage, {}, {}});
+    chains.back().Add(absl::StrCat("-g ", stage), RuleSource{RuleSource::kGotoStage});
+    tc.stage = static_cast<int>(chains.size());
+    chains.push_back(Chain{stage, {}, {}});
   }
-  Chain& np_stage = fam.chains.back();
+  Chain& np_stage = chains.back();
   if (!dp.isolated()) {
     add_tier_rules(np_stage, "baseline", dp.baseline());
     return;
@@ -296,7 +308,7 @@ void AddTableChains(const ir::CompiledPolicy& ir, int t, int d, int f, TableChai
     const std::vector<std::string> peers = peer_matches(rule.peer_set());
     for (size_t p = 0; p < peers.size(); ++p) {
       RuleSource source{RuleSource::kPolicy, "", nullptr, &rule, i,
-                        fam.has_set[rule.peer_set()] || peers[p].empty() ? -1
+                        forms.HasSet(rule.peer_set()) || peers[p].empty() ? -1
                                                                          : static_cast<int>(p)};
       np_stage.Add(
           joined({PortMatch(rule.protocol(), rule.first_port(), rule.last_port()), peers[p],
@@ -321,9 +333,6 @@ struct Installed {
   // Newer than (or as new as) the generation of every set name below: a set made in place
   // takes generation + 1.
   uint32_t generation = 0;
-  // Per family: every NP chain and its rules (RestoreText without the hook); an element-only
-  // update needs these equal.
-  std::string rules[kFamilies];
   // Set name -> its entries (in address order, as BuildModel makes them), and the maxelem
   // it was created with.
   std::map<std::string, std::vector<std::string>> sets;
@@ -334,7 +343,8 @@ struct Installed {
   std::vector<std::string> set_name[kFamilies];
   std::map<uint32_t, std::string> dispatch_name[kFamilies];
   // Per family, every NP chain's rules (the text after "-A <chain> "), by chain name: the
-  // in-place rules path rewrites only the chains that differ.
+  // in-place rules path rewrites only the chains that differ; an element-only update needs
+  // them all equal.
   std::map<std::string, std::vector<std::string>> chains[kFamilies];
   // Sets of earlier programs the kernel would not destroy yet (busy): tried again by the
   // next in-place rules update (Apply destroys every set of another generation anyway).
@@ -374,22 +384,49 @@ struct Naming {
   }
 };
 
-// The peer sets some rule renders (BuildModel: baseline rules only where NetworkPolicy does
-// not isolate).
+// Calls fn(peer set) for each rule of `table` that BuildModel renders (baseline rules only
+// where NetworkPolicy does not isolate), so once per rule naming it.
+template <typename Fn>
+void ForEachRenderedPeerSet(const ir::Table& table, Fn fn) {
+  for (const ir::DirectionPolicy* dp : {&table.ingress(), &table.egress()}) {
+    if (dp->isolated()) {
+      for (const ir::PortRule& r : dp->rules()) fn(r.peer_set());
+    }
+    for (const ir::TierRule& r : dp->admin()) fn(r.peer_set());
+    if (!dp->isolated()) {
+      for (const ir::TierRule& r : dp->baseline()) fn(r.peer_set());
+    }
+  }
+}
+
+// The peer sets some rule renders.
 std::vector<bool> UsedPeerSets(const ir::CompiledPolicy& ir) {
   std::vector<bool> used(ir.peer_sets_size(), false);
   for (const ir::Table& t : ir.tables()) {
-    for (const ir::DirectionPolicy* dp : {&t.ingress(), &t.egress()}) {
-      if (dp->isolated()) {
-        for (const ir::PortRule& r : dp->rules()) used[r.peer_set()] = true;
-      }
-      for (const ir::TierRule& r : dp->admin()) used[r.peer_set()] = true;
-      if (!dp->isolated()) {
-        for (const ir::TierRule& r : dp->baseline()) used[r.peer_set()] = true;
-      }
-    }
+    ForEachRenderedPeerSet(t, [&](uint32_t s) { used[s] = true; });
   }
   return used;
+}
+
+// The peer forms of a whole model's family.
+class ModelForms : public PeerForms {
+ public:
+  ModelForms(const ir::CompiledPolicy& ir, const Family& fam) : ir_(ir), fam_(fam) {}
+  bool All(uint32_t s) const override { return ir_.peer_sets(static_cast<int>(s)).all(); }
+  bool HasSet(uint32_t s) const override { return fam_.has_set[s]; }
+  const std::vector<std::string>& Entries(uint32_t s) const override { return fam_.entries[s]; }
+  const std::string& SetName(uint32_t s) const override { return fam_.set_names[s]; }
+
+ private:
+  const ir::CompiledPolicy& ir_;
+  const Family& fam_;
+};
+
+// NP-FORWARD's rule that sends a (table, direction) through its chain: the address (source
+// for egress, destination for ingress) looked up in the table's dispatch set.
+std::string DispatchRule(const std::string& dispatch_set, int d, uint32_t t) {
+  return absl::StrCat("-m set --match-set ", dispatch_set, d == kEgress ? " src" : " dst",
+                      " -j ", TableChainName(t, d));
 }
 
 absl::StatusOr<Model> BuildModel(const ir::CompiledPolicy& ir, uint32_t generation,
@@ -488,14 +525,15 @@ absl::StatusOr<Model> BuildModel(const ir::CompiledPolicy& ir, uint32_t generati
   for (int f = 0; f < kFamilies; ++f) {
     Family& fam = m.family[f];
     fam.chains.push_back(Chain{std::string(kTopChain), {}, {}});
-    fam.chains[0].rules.push_back("-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT");
+    fam.chains[0].rules.push_back(std::string(kEstablished));
     // Table chains (see TablePlan).
     for (int t = 0; t < ir.tables_size(); ++t) {
       if (!needed[f][t]) continue;
       for (int d = 0; d < 2; ++d) {
         const ir::Table& table = ir.tables(t);
         if (!Restricted(d == kIngress ? table.ingress() : table.egress())) continue;
-        AddTableChains(ir, t, d, f, m.tables[t][d][f], fam);
+        AddTableChains(table, static_cast<uint32_t>(t), d, ModelForms(ir, fam),
+                       m.tables[t][d][f], fam.chains);
       }
     }
     // Dispatch: egress first (at the source), then ingress (at the destination); one rule
@@ -529,9 +567,8 @@ absl::StatusOr<Model> BuildModel(const ir::CompiledPolicy& ir, uint32_t generati
         for (const Address* a : of_table[t]) {
           fam.dispatch.push_back(Dispatch{a->text, a->endpoint, d, rule});
         }
-        fam.chains[0].rules.push_back(absl::StrCat(
-            "-m set --match-set ", fam.dispatch_sets[set_of[t]].name,
-            d == kEgress ? " src" : " dst", " -j ", fam.chains[tc.chain].name));
+        fam.chains[0].rules.push_back(
+            DispatchRule(fam.dispatch_sets[set_of[t]].name, d, static_cast<uint32_t>(t)));
       }
     }
   }
@@ -729,7 +766,7 @@ Installed InstalledOf(Model& m, const std::string& netns, const Installed* carry
   options.generation = m.generation;
   options.hook = false;
   for (int f = 0; f < kFamilies; ++f) {
-    out.rules[f] = RestoreText(m, f, options, out.sizes);
+    (void)RestoreText(m, f, options, out.sizes);  // (for the sizes)
     for (const Chain& c : m.family[f].chains) out.chains[f][c.name] = c.rules;
     out.set_name[f] = m.family[f].set_names;
     for (const DispatchSet& d : m.family[f].dispatch_sets) out.dispatch_name[f][d.table] = d.name;
@@ -874,7 +911,7 @@ bool RunsOf(const std::vector<std::string>& entries, Runs& runs) {
 UpdatePlan PlanFrom(const Installed& from, const Model& next, const Installed& to) {
   UpdatePlan plan;
   for (int f = 0; f < kFamilies; ++f) {
-    if (from.rules[f] != to.rules[f]) {
+    if (from.chains[f] != to.chains[f]) {
       plan.fallback = absl::StrCat(f == 0 ? "IPv4" : "IPv6", " rules differ");
       return plan;
     }
@@ -1009,6 +1046,78 @@ UpdatePlan PlanFrom(const Installed& from, const Model& next, const Installed& t
   return plan;
 }
 
+// One family's chains that an in-place rules update changes, and its restore text: the
+// chains whose rules differ or that are new, declared (so flushed) and refilled, and the gone
+// ones, flushed and deleted once nothing jumps to them (their jumps are rewritten in the same
+// transaction); one `iptables-restore --noflush` input, by chain name.
+// NP-FORWARD is not declared (flushed) and refilled but edited by position (TopChainEdits):
+// it holds one rule per table chain, and re-adding them all is most of a restore's time at
+// many tables (bench/RESULTS.md).
+struct ChainRewrite {
+  std::map<std::string, const std::vector<std::string>*> written;  // chain -> its new rules
+  std::vector<std::string> deleted;                                 // in name order
+  std::vector<std::string> top;  // NP-FORWARD's edits ("-D|-I|-R NP-FORWARD N ..."), if any
+
+  void Into(RulesPlan& plan, int f) const {
+    std::string declare, rules, remove;
+    for (const auto& [chain, list] : written) {
+      absl::StrAppend(&declare, ":", chain, " - [0:0]\n");
+      for (const std::string& r : *list) absl::StrAppend(&rules, "-A ", chain, " ", r, "\n");
+    }
+    // After the new chains are filled (the edits jump to them), before the gone ones are
+    // deleted (the edits remove the last jumps to them).
+    for (const std::string& line : top) absl::StrAppend(&rules, line, "\n");
+    for (const std::string& chain : deleted) {
+      absl::StrAppend(&declare, ":", chain, " - [0:0]\n");
+      absl::StrAppend(&remove, "-X ", chain, "\n");
+    }
+    plan.chains_written[f] = static_cast<int>(written.size() + (top.empty() ? 0 : 1));
+    plan.chains_deleted[f] = static_cast<int>(deleted.size());
+    plan.restore[f] = declare.empty() && top.empty()
+                          ? ""
+                          : absl::StrCat("*filter\n", declare, rules, remove, "COMMIT\n");
+  }
+};
+
+// Where a rule of NP-FORWARD sorts (BuildModel's order): the established rule, then the egress
+// dispatch rules by table, then the ingress ones.
+std::pair<int, uint32_t> TopRuleKey(absl::string_view rule) {
+  const std::string jump = absl::StrCat(" -j ", kChainPrefix, "T");
+  const size_t at = rule.rfind(jump);
+  uint32_t t = 0;
+  if (at == absl::string_view::npos) return {0, 0};
+  absl::string_view rest = rule.substr(at + jump.size());
+  const size_t dash = rest.find('-');
+  if (dash == absl::string_view::npos || !absl::SimpleAtoi(rest.substr(0, dash), &t)) return {0, 0};
+  return {rest.substr(dash) == "-EG" ? 1 : 2, t};
+}
+
+// NP-FORWARD from `before` to `after` (both in TopRuleKey order) as positional edits, applied
+// one after the other in one restore: a rule only in `before` deleted, one only in `after`
+// inserted where it sorts, one whose set was renamed replaced; the rules that stay are not
+// touched.
+std::vector<std::string> TopChainEdits(const std::vector<std::string>& before,
+                                       const std::vector<std::string>& after) {
+  std::vector<std::string> out;
+  const std::string top(kTopChain);
+  size_t i = 0, j = 0, position = 1;
+  while (i < before.size() || j < after.size()) {
+    if (j == after.size() ||
+        (i < before.size() && TopRuleKey(before[i]) < TopRuleKey(after[j]))) {
+      out.push_back(absl::StrCat("-D ", top, " ", position));
+      ++i;
+    } else if (i == before.size() || TopRuleKey(after[j]) < TopRuleKey(before[i])) {
+      out.push_back(absl::StrCat("-I ", top, " ", position++, " ", after[j++]));
+    } else {
+      if (before[i] != after[j]) {
+        out.push_back(absl::StrCat("-R ", top, " ", position, " ", after[j]));
+      }
+      ++i, ++j, ++position;
+    }
+  }
+  return out;
+}
+
 // The in-place rules way from `from` to `to` (IptablesBackend::Update has the order and
 // why it is safe): `to` was made with Naming{&from, keep_changed = false}, so a set name in
 // both holds the same entries in both, and every set whose contents change has a new name.
@@ -1028,24 +1137,20 @@ RulesPlan PlanRulesFrom(const Installed& from, const Installed& to) {
     if (to.sets.count(name) == 0) plan.destroyed.push_back(name);
   }
   for (int f = 0; f < kFamilies; ++f) {
-    std::string declare, rules, remove;
+    ChainRewrite rewrite;
     for (const auto& [chain, list] : to.chains[f]) {
       auto old = from.chains[f].find(chain);
       if (old != from.chains[f].end() && old->second == list) continue;
-      absl::StrAppend(&declare, ":", chain, " - [0:0]\n");
-      for (const std::string& r : list) absl::StrAppend(&rules, "-A ", chain, " ", r, "\n");
-      ++plan.chains_written[f];
+      if (chain == kTopChain && old != from.chains[f].end()) {
+        rewrite.top = TopChainEdits(old->second, list);
+      } else {
+        rewrite.written[chain] = &list;
+      }
     }
     for (const auto& [chain, list] : from.chains[f]) {
-      if (to.chains[f].count(chain) > 0) continue;
-      // Flushed first, deleted once nothing jumps to it (its jumps are rewritten above).
-      absl::StrAppend(&declare, ":", chain, " - [0:0]\n");
-      absl::StrAppend(&remove, "-X ", chain, "\n");
-      ++plan.chains_deleted[f];
+      if (to.chains[f].count(chain) == 0) rewrite.deleted.push_back(chain);
     }
-    if (!declare.empty()) {
-      plan.restore[f] = absl::StrCat("*filter\n", declare, rules, remove, "COMMIT\n");
-    }
+    rewrite.Into(plan, f);
   }
   return plan;
 }
@@ -1422,6 +1527,38 @@ int EntryIndex(const std::vector<std::string>& entries, absl::string_view bytes)
 // ranges it replaces; a set's members change only there, and its entries (the merged
 // runs of member addresses as prefixes) only in the runs that touch that window.
 
+// An address as a dispatch set holds it ("a.b.c.d/32", "x::y/128"), and the address.
+std::string HostEntry(const std::string& bytes) {
+  return absl::StrCat(AddressText(bytes), bytes.size() == 4 ? "/32" : "/128");
+}
+
+// Where `address` goes among host entries in address order (a binary search).
+std::vector<std::string>::iterator EntryAt(std::vector<std::string>& entries, U128 address) {
+  return std::lower_bound(entries.begin(), entries.end(), address,
+                          [](const std::string& e, U128 a) {
+                            int family;
+                            U128 first, last;
+                            return PrefixRange(e, family, first, last) && first < a;
+                          });
+}
+
+// Endpoint e's addresses of family f into (out of) `entries`, host entries in address order.
+void AddTableEntries(const ir::Endpoint& e, int f, std::vector<std::string>& entries) {
+  for (const std::string& ip : e.ips()) {
+    absl::StatusOr<std::string> bytes = AddressBytes(ip);
+    if (!bytes.ok() || (bytes->size() == 4) != (f == 0)) continue;
+    entries.insert(EntryAt(entries, ToU128(*bytes)), HostEntry(*bytes));
+  }
+}
+void RemoveTableEntries(const ir::Endpoint& e, int f, std::vector<std::string>& entries) {
+  for (const std::string& ip : e.ips()) {
+    absl::StatusOr<std::string> bytes = AddressBytes(ip);
+    if (!bytes.ok() || (bytes->size() == 4) != (f == 0)) continue;
+    auto at = EntryAt(entries, ToU128(*bytes));
+    if (at != entries.end() && *at == HostEntry(*bytes)) entries.erase(at);
+  }
+}
+
 // What UpdateDelta needs beside Installed, made from the IR and model installed (O(program),
 // with each Apply and full-IR Update) and kept in step by UpdateDelta.
 struct DeltaIndex {
@@ -1439,10 +1576,18 @@ struct DeltaIndex {
   std::map<std::string, std::vector<std::pair<int, bool>>> lookups;
   std::vector<U128> dispatched[kFamilies];  // the dispatched endpoint addresses, sorted
   // Per table and direction, per family: whether it has a chain (restricted, and some
-  // endpoint of the table has an address of the family); per table and family: how many
-  // dispatched addresses its endpoints have (the chains exist while one does).
+  // endpoint of the table has an address of the family); per table and family: its selected
+  // endpoints' addresses as host prefixes in address order (its dispatch set's entries while
+  // it has a chain there; the chains exist while there is one).
   std::vector<std::array<std::array<bool, kFamilies>, 2>> chain;
-  std::vector<std::array<int, kFamilies>> table_addresses;
+  std::vector<std::array<std::vector<std::string>, kFamilies>> table_entries;
+  // For the rules path from a delta (PlanRulesFromDelta), which renders only the tables a
+  // delta changes: by peer set, the table of each rule that renders it (ForEachRenderedPeerSet;
+  // "used" is this being non-empty); per family, by identity, its ranges (first -> last);
+  // per family, how many peer sets have a set (kMaxPodSets).
+  std::vector<std::vector<uint32_t>> tables_of;
+  std::vector<std::map<U128, U128>> ranges_of[kFamilies];
+  int sets[kFamilies] = {0, 0};
   // Sizes of the IR installed: ipv4, ipv6, identities, endpoints, peer sets, tables.
   std::array<int, 6> shape{};
 };
@@ -1496,20 +1641,27 @@ DeltaIndex IndexOf(const ir::CompiledPolicy& ir, const Model& m) {
     }
   }
   x.chain.resize(ir.tables_size());
-  x.table_addresses.assign(ir.tables_size(), {0, 0});
+  x.table_entries.resize(ir.tables_size());
   for (size_t t = 0; t < m.tables.size() && t < x.chain.size(); ++t) {
     for (int d = 0; d < 2; ++d) {
       for (int f = 0; f < kFamilies; ++f) x.chain[t][d][f] = m.tables[t][d][f].chain >= 0;
     }
   }
   for (const ir::Endpoint& e : ir.endpoints()) {
-    if (!e.selected()) continue;
-    for (int i = 0; i < e.ips_size(); ++i) {
-      absl::StatusOr<std::string> bytes = AddressBytes(e.ips(i));
-      if (!bytes.ok() || e.table() >= x.chain.size()) continue;
-      const int f = bytes->size() == 4 ? 0 : 1;
-      ++x.table_addresses[e.table()][f];
+    if (!e.selected() || e.table() >= x.chain.size()) continue;
+    for (int f = 0; f < kFamilies; ++f) AddTableEntries(e, f, x.table_entries[e.table()][f]);
+  }
+  x.tables_of.resize(ir.peer_sets_size());
+  for (int t = 0; t < ir.tables_size(); ++t) {
+    ForEachRenderedPeerSet(ir.tables(t),
+                           [&](uint32_t s) { x.tables_of[s].push_back(static_cast<uint32_t>(t)); });
+  }
+  for (int f = 0; f < kFamilies; ++f) {
+    x.ranges_of[f].resize(ir.identities_size());
+    for (const ir::AddressRange& r : f == 0 ? ir.ipv4() : ir.ipv6()) {
+      x.ranges_of[f][r.identity()].emplace(ToU128(r.first()), ToU128(r.last()));
     }
+    x.sets[f] = static_cast<int>(std::count(x.has_set[f].begin(), x.has_set[f].end(), true));
   }
   x.shape = ShapeOf(ir);
   return x;
@@ -1532,6 +1684,7 @@ struct DeltaPlan {
   // (deleted from) its table's dispatch sets, before its addresses join any other set
   // (after they leave: UpdateDelta).
   int endpoints_delta = 0;
+  const ir::Endpoint* moved = nullptr;  // (in `previous` or the delta)
   bool dispatch_add = false;
   struct DispatchEdit {
     int family;
@@ -1541,26 +1694,30 @@ struct DeltaPlan {
   };
   std::vector<DispatchEdit> dispatch;
   int dispatch_addresses[kFamilies] = {0, 0};  // its addresses that dispatch, per family
+  // Its dispatch (somewhere) is the rules path's (MemberScope): a restore, not a set edit.
+  bool rules_dispatch = false;
+  bool chains_come_or_go = false;  // the fallback: its table's chains come or go
+};
+
+// What PlanFromDelta leaves to the rules path when a delta also edits tables or peer sets
+// (PlanRulesFromDelta): the peer sets made anew there (new sets filled with the next
+// program's members: not spliced, and their forms not checked here), and per family the
+// tables whose dispatch sets it writes (chains that come or go, a table replaced): the
+// moved endpoint's dispatch there goes in (out) with the restore, not as a set element.
+struct MemberScope {
+  std::set<uint32_t> remade;
+  std::set<uint32_t> dispatch[kFamilies];
 };
 
 absl::Status InvalidDelta(absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("IR delta: ", what));
 }
 
-// The plan for `delta` of `previous` (the IR installed as `installed` and `index`).
-// InvalidArgument when the delta is malformed (as ApplyDelta checks it); the costs are the
-// delta's windows and the entries of the sets that change there (a binary search each).
-absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaIndex& index,
-                                        const ir::CompiledPolicy& previous,
-                                        const ir::CompiledPolicyDelta& delta) {
-  DeltaPlan plan;
+// The checks ApplyDelta makes of a delta's range, identity pod and endpoint edits (not of
+// its peer sets and tables: CheckDeltaItems), in time proportional to the edits.
+absl::Status CheckDeltaEdits(const ir::CompiledPolicy& previous,
+                             const ir::CompiledPolicyDelta& delta) {
   const uint32_t identities = static_cast<uint32_t>(previous.identities_size());
-  if (!delta.peer_sets().empty() || !delta.tables().empty()) {
-    // Update's in-place path rewrites changed chains; this plan edits set elements only.
-    plan.fallback = "the delta edits peer sets or tables";
-    return plan;
-  }
-  // The checks ApplyDelta makes, on the edits only.
   for (int f = 0; f < kFamilies; ++f) {
     const auto& edits = f == 0 ? delta.ipv4() : delta.ipv6();
     const auto& ranges = f == 0 ? previous.ipv4() : previous.ipv6();
@@ -1602,10 +1759,7 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
                                        " does not exist or is not after the edit before it"));
     }
   }
-  bool endpoints_change = false;
   uint32_t endpoints_end = 0;
-  const ir::Endpoint* moved = nullptr;  // the one endpoint added or removed
-  int moves = 0;
   for (int e = 0; e < delta.endpoints_size(); ++e) {
     const ir::EndpointSliceEdit& edit = delta.endpoints(e);
     if (edit.begin() > edit.end() || edit.end() > static_cast<uint32_t>(previous.endpoints_size()) ||
@@ -1613,6 +1767,32 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
       return InvalidDelta(absl::StrCat("endpoints[", e, "]: slice out of bounds or out of order"));
     }
     endpoints_end = edit.end();
+  }
+  return absl::OkStatus();
+}
+
+// The plan for `delta` of `previous` (the IR installed as `installed` and `index`).
+// InvalidArgument when the delta is malformed (as ApplyDelta checks it); the costs are the
+// delta's windows and the entries of the sets that change there (a binary search each).
+// `scope` (a delta with tables or peer sets): what the rules path does instead; without
+// one such a delta is refused.
+absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaIndex& index,
+                                        const ir::CompiledPolicy& previous,
+                                        const ir::CompiledPolicyDelta& delta,
+                                        const MemberScope* scope = nullptr) {
+  DeltaPlan plan;
+  if (absl::Status s = CheckDeltaEdits(previous, delta); !s.ok()) return s;
+  if (scope == nullptr && (!delta.peer_sets().empty() || !delta.tables().empty())) {
+    // Update's in-place path rewrites changed chains; this plan edits set elements only.
+    plan.fallback = "the delta edits peer sets or tables";
+    return plan;
+  }
+  auto remade = [&](uint32_t s) { return scope != nullptr && scope->remade.count(s) > 0; };
+  bool endpoints_change = false;
+  const ir::Endpoint* moved = nullptr;  // the one endpoint added or removed
+  int moves = 0;
+  for (int e = 0; e < delta.endpoints_size(); ++e) {
+    const ir::EndpointSliceEdit& edit = delta.endpoints(e);
     const uint32_t replaced = edit.end() - edit.begin();
     if (replaced == 0 && edit.endpoints_size() == 1) {
       moved = &edit.endpoints(0);
@@ -1645,6 +1825,7 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
   // of) chains of its table that exist before and after.
   std::vector<U128> own[kFamilies];
   if (moved != nullptr) {
+    plan.moved = moved;
     plan.endpoints_delta = plan.dispatch_add ? 1 : -1;
     for (int i = 0; i < moved->ips_size(); ++i) {
       absl::StatusOr<std::string> bytes = AddressBytes(moved->ips(i));
@@ -1656,8 +1837,12 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
       own[f].push_back(ToU128(*bytes));
       if (!moved->selected()) continue;
       const uint32_t t = moved->table();
-      if (t >= index.chain.size()) return InvalidDelta("endpoints: a table that does not exist");
       ++plan.dispatch_addresses[f];
+      if (scope != nullptr && scope->dispatch[f].count(t) > 0) {
+        plan.rules_dispatch = true;
+        continue;
+      }
+      if (t >= index.chain.size()) return InvalidDelta("endpoints: a table that does not exist");
       if (index.chain[t][kEgress][f] || index.chain[t][kIngress][f]) {
         auto named = installed.dispatch_name[f].find(t);
         const std::string name = named == installed.dispatch_name[f].end() ? "" : named->second;
@@ -1679,8 +1864,10 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
     if (moved->selected()) {
       for (int f = 0; f < kFamilies; ++f) {
         if (plan.dispatch_addresses[f] == 0) continue;
-        const int before = index.table_addresses[moved->table()][f];
+        if (scope != nullptr && scope->dispatch[f].count(moved->table()) > 0) continue;
+        const int before = static_cast<int>(index.table_entries[moved->table()][f].size());
         if (plan.dispatch_add ? before == 0 : before - plan.dispatch_addresses[f] <= 0) {
+          plan.chains_come_or_go = true;
           plan.fallback = absl::StrCat("table ", moved->table(), "'s chains come or go");
           return plan;
         }
@@ -1707,6 +1894,7 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
     const bool now = edit.pods_size() > 0;
     if (was == now) continue;
     for (uint32_t s : index.peer_sets_of[edit.identity()]) {
+      if (remade(s)) continue;
       auto [it, fresh] = plan.pod_identities.try_emplace(s, index.pod_identities[s]);
       it->second += now ? 1 : -1;
     }
@@ -1739,7 +1927,9 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
       // The peer sets whose members may change here: those of an identity on either side.
       std::vector<uint32_t> candidates;
       auto note = [&](uint32_t identity) {
-        for (uint32_t s : index.peer_sets_of[identity]) candidates.push_back(s);
+        for (uint32_t s : index.peer_sets_of[identity]) {
+          if (!remade(s)) candidates.push_back(s);
+        }
       };
       for (uint32_t i = edit.begin(); i < edit.end(); ++i) note(ranges[static_cast<int>(i)].identity());
       for (const ir::AddressRange& r : edit.ranges()) note(r.identity());
@@ -1866,7 +2056,7 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
   // (LookupsConflict).
   // With a dispatched endpoint added or removed, its own addresses may change (its dispatch
   // goes in first, or out last: UpdateDelta has the argument), and nothing else may.
-  const bool own_dispatch = !plan.dispatch.empty();
+  const bool own_dispatch = !plan.dispatch.empty() || plan.rules_dispatch;
   auto is_own = [&](int f, U128 address) {
     return own_dispatch && std::find(own[f].begin(), own[f].end(), address) != own[f].end();
   };
@@ -1914,6 +2104,479 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
     }
   }
   return plan;
+}
+
+// ---- The rules path from a delta ----------------------------------------------------------
+//
+// A delta that edits tables or peer sets (a policy event; a pod of this node bringing its
+// table or taking the last one away) changes rules. UpdateRules would build the whole next
+// model to find what differs; PlanRulesFromDelta renders only what the delta can change — the
+// tables it replaces or adds, the tables whose endpoints change or that name a peer set it
+// remakes, NP-FORWARD when a dispatch rule changes — from the delta, the installed chains and
+// sets, and the index, and plans the same edit UpdateRules would (the same chains, the same
+// new sets under the same names: a set whose contents change is a new set), plus, for a pod
+// delta, PlanFromDelta's element edits of the sets that keep their names.
+
+// A delta's rules edit, or why there is none.
+struct RulesDelta {
+  std::string fallback;
+  uint32_t generation = 0;  // of the sets it makes: the installed generation + 1
+  // A pod delta (ranges, identity pods, an endpoint added or removed): PlanFromDelta's
+  // element edits beside the rules (EditMembers orders them by `members.dispatch_add`).
+  bool pod = false;
+  DeltaPlan members;
+  // The chains written (name -> rules) and deleted, per family; the restores are in `plan`.
+  std::map<std::string, std::vector<std::string>> chains[kFamilies];
+  std::set<std::string> deleted[kFamilies];
+  std::map<std::string, std::vector<std::string>> created;  // new set -> its entries
+  std::set<std::string> destroyed;
+  RulesPlan plan;  // created, destroyed, restores (no `ipset` text)
+  // What the installed program and the index become, where they change.
+  std::map<uint32_t, std::string> set_name[kFamilies];       // peer set -> its set ("": none)
+  std::map<uint32_t, std::string> dispatch_name[kFamilies];  // table -> its set ("": none)
+  std::map<uint32_t, std::array<std::vector<std::string>, kFamilies>> table_entries;
+  std::set<uint32_t> tables;     // rendered: their `chain` flags may change
+  std::set<uint32_t> remade;     // peer sets whose forms were made anew
+  std::map<uint32_t, int> refs;  // peer set -> change of its rendering rules' count
+  std::map<uint32_t, std::array<std::array<bool, kFamilies>, 2>> chain;  // of `tables`
+  std::map<uint32_t, int> pod_identities;  // remade peer set -> its identities with pods
+  uint32_t peer_sets_after = 0, tables_after = 0;
+  int endpoints_delta = 0;
+  int sets_after[kFamilies] = {0, 0};
+  Ruleset sizes;  // the installed sizes afterwards (the element edits' entries not counted)
+};
+
+// The peer forms of one family after a delta: those of the peer sets it remakes, computed;
+// the others', what is installed (an inline one's prefixes computed when first asked).
+class DeltaForms : public PeerForms {
+ public:
+  struct Form {
+    bool all = false, has_set = false;
+    std::vector<std::string> entries;
+    std::string name;
+  };
+  DeltaForms(const Installed& installed, const DeltaIndex& index, int f,
+             std::function<const ir::PeerSet&(uint32_t)> set_at,
+             std::function<std::vector<std::string>(const ir::PeerSet&)> entries_of)
+      : installed_(installed), index_(index), f_(f), set_at_(std::move(set_at)),
+        entries_of_(std::move(entries_of)) {}
+  void Put(uint32_t s, Form form) { forms_[s] = std::move(form); }
+  bool All(uint32_t s) const override { return Get(s).all; }
+  bool HasSet(uint32_t s) const override { return Get(s).has_set; }
+  const std::vector<std::string>& Entries(uint32_t s) const override { return Get(s).entries; }
+  const std::string& SetName(uint32_t s) const override { return Get(s).name; }
+
+ private:
+  const Form& Get(uint32_t s) const {
+    auto it = forms_.find(s);
+    if (it != forms_.end()) return it->second;
+    Form form;  // installed: a used peer set not remade keeps its form
+    form.all = set_at_(s).all();
+    form.has_set = s < index_.has_set[f_].size() && index_.has_set[f_][s];
+    if (form.has_set) {
+      form.name = installed_.set_name[f_][s];  // (Entries is asked only without a set)
+    } else if (!form.all) {
+      form.entries = entries_of_(set_at_(s));
+    }
+    return forms_.emplace(s, std::move(form)).first->second;
+  }
+  const Installed& installed_;
+  const DeltaIndex& index_;
+  const int f_;
+  std::function<const ir::PeerSet&(uint32_t)> set_at_;
+  std::function<std::vector<std::string>(const ir::PeerSet&)> entries_of_;
+  mutable std::map<uint32_t, Form> forms_;
+};
+
+// Items of a delta checked as ApplyDelta checks them: ids in order, each replacing an item or
+// appending the next; peer sets of existing identities; rules of existing peer sets;
+// endpoints of existing tables.
+absl::Status CheckDeltaItems(const ir::CompiledPolicy& previous,
+                             const ir::CompiledPolicyDelta& delta, uint32_t& peer_sets_after,
+                             uint32_t& tables_after) {
+  peer_sets_after = static_cast<uint32_t>(previous.peer_sets_size());
+  tables_after = static_cast<uint32_t>(previous.tables_size());
+  for (int e = 0; e < delta.peer_sets_size(); ++e) {
+    const uint32_t id = delta.peer_sets(e).id();
+    if ((e > 0 && id <= delta.peer_sets(e - 1).id()) || id > peer_sets_after) {
+      return InvalidDelta(absl::StrCat("peer_sets[", e, "]: id ", id, " out of order or past ",
+                                       peer_sets_after));
+    }
+    if (id == peer_sets_after) ++peer_sets_after;
+    if (absl::Status s = CheckPeerSet(delta.peer_sets(e), id,
+                                      static_cast<uint32_t>(previous.identities_size()));
+        !s.ok()) {
+      return InvalidDelta(absl::StrCat("peer_sets[", e, "]: ", s.message()));
+    }
+  }
+  for (int e = 0; e < delta.tables_size(); ++e) {
+    const uint32_t id = delta.tables(e).id();
+    if ((e > 0 && id <= delta.tables(e - 1).id()) || id > tables_after) {
+      return InvalidDelta(absl::StrCat("tables[", e, "]: id ", id, " out of order or past ",
+                                       tables_after));
+    }
+    if (id == tables_after) ++tables_after;
+    if (absl::Status s = CheckTable(delta.tables(e), id, peer_sets_after); !s.ok()) {
+      return InvalidDelta(absl::StrCat("tables[", e, "]: ", s.message()));
+    }
+  }
+  for (const ir::EndpointSliceEdit& edit : delta.endpoints()) {
+    for (const ir::Endpoint& e : edit.endpoints()) {
+      if (e.selected() && e.table() >= tables_after) {
+        return InvalidDelta(absl::StrCat("endpoints: table ", e.table(), " does not exist"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The rules edit of `delta` of `previous` (installed as `installed` and `index`), or why
+// UpdateDelta hands it to the whole-model path. InvalidArgument for a malformed delta. The
+// cost: the delta, the tables it renders, their peer sets (a remade one's member ranges), and
+// NP-FORWARD's one rule per table chain when a dispatch rule changes.
+absl::StatusOr<RulesDelta> PlanRulesFromDelta(const Installed& installed, const DeltaIndex& index,
+                                              const ir::CompiledPolicy& previous,
+                                              const ir::CompiledPolicyDelta& delta) {
+  RulesDelta out;
+  if (absl::Status s = CheckDeltaEdits(previous, delta); !s.ok()) return s;
+  if (absl::Status s = CheckDeltaItems(previous, delta, out.peer_sets_after, out.tables_after);
+      !s.ok()) {
+    return s;
+  }
+  if (index.sets_capped) {
+    out.fallback = "past kMaxPodSets sets: a set's size decides whether it is one";
+    return out;
+  }
+  if (installed.generation == std::numeric_limits<uint32_t>::max()) {
+    out.fallback = "set generations used up";  // (the whole-model path then runs Apply)
+    return out;
+  }
+  out.generation = installed.generation + 1;
+  std::map<uint32_t, const ir::PeerSet*> delta_sets;
+  std::map<uint32_t, const ir::Table*> delta_tables;
+  for (const ir::PeerSet& set : delta.peer_sets()) delta_sets[set.id()] = &set;
+  for (const ir::Table& table : delta.tables()) delta_tables[table.id()] = &table;
+  auto set_at = [&](uint32_t s) -> const ir::PeerSet& {
+    auto it = delta_sets.find(s);
+    return it != delta_sets.end() ? *it->second : previous.peer_sets(static_cast<int>(s));
+  };
+  auto table_at = [&](uint32_t t) -> const ir::Table& {
+    auto it = delta_tables.find(t);
+    return it != delta_tables.end() ? *it->second : previous.tables(static_cast<int>(t));
+  };
+  std::map<uint32_t, bool> pods_after;  // identity -> has pods, where the delta says
+  for (const ir::IdentityPodsEdit& edit : delta.identity_pods()) {
+    pods_after[edit.identity()] = edit.pods_size() > 0;
+  }
+  auto has_pods = [&](uint32_t i) {
+    auto it = pods_after.find(i);
+    return it != pods_after.end() ? it->second
+                                  : previous.identities(static_cast<int>(i)).pods_size() > 0;
+  };
+  int endpoints_delta = 0;
+  for (const ir::EndpointSliceEdit& edit : delta.endpoints()) {
+    endpoints_delta += edit.endpoints_size() - static_cast<int>(edit.end() - edit.begin());
+  }
+  out.pod = !delta.ipv4().empty() || !delta.ipv6().empty() || !delta.identity_pods().empty() ||
+            endpoints_delta != 0;
+  out.endpoints_delta = endpoints_delta;
+
+  // 1. The tables whose endpoints change, with their entries afterwards.
+  const std::array<std::vector<std::string>, kFamilies> none;
+  auto entries_of = [&](uint32_t t) -> std::array<std::vector<std::string>, kFamilies>& {
+    auto [it, fresh] = out.table_entries.try_emplace(t);
+    if (fresh && t < index.table_entries.size()) it->second = index.table_entries[t];
+    return it->second;
+  };
+  for (const ir::EndpointSliceEdit& edit : delta.endpoints()) {
+    for (uint32_t i = edit.begin(); i < edit.end(); ++i) {
+      const ir::Endpoint& e = previous.endpoints(static_cast<int>(i));
+      if (!e.selected() || e.table() >= index.table_entries.size()) continue;
+      for (int f = 0; f < kFamilies; ++f) RemoveTableEntries(e, f, entries_of(e.table())[f]);
+    }
+    for (const ir::Endpoint& e : edit.endpoints()) {
+      if (!e.selected()) continue;
+      for (int f = 0; f < kFamilies; ++f) AddTableEntries(e, f, entries_of(e.table())[f]);
+    }
+  }
+  for (auto it = out.table_entries.begin(); it != out.table_entries.end();) {
+    if (it->first < index.table_entries.size() && it->second == index.table_entries[it->first]) {
+      it = out.table_entries.erase(it);  // its endpoints moved within it, or not at all
+    } else {
+      out.tables.insert(it->first);
+      ++it;
+    }
+  }
+  for (const auto& [t, table] : delta_tables) out.tables.insert(t);
+  auto entries_after = [&](uint32_t t, int f) -> const std::vector<std::string>& {
+    auto it = out.table_entries.find(t);
+    if (it != out.table_entries.end()) return it->second[f];
+    return t < index.table_entries.size() ? index.table_entries[t][f] : none[f];
+  };
+  auto chain_before = [&](uint32_t t, int d, int f) {
+    return t < index.chain.size() && index.chain[t][d][f];
+  };
+  auto chain_after = [&](uint32_t t, int d, int f) {
+    if (out.tables.count(t) == 0) return chain_before(t, d, f);
+    const ir::Table& table = table_at(t);
+    return Restricted(d == kIngress ? table.ingress() : table.egress()) &&
+           !entries_after(t, f).empty();
+  };
+
+  // 2. Peer sets: the ones the delta replaces or adds, and those some rule starts or stops
+  // rendering, are remade.
+  for (const auto& [t, table] : delta_tables) {
+    if (t < static_cast<uint32_t>(previous.tables_size())) {
+      ForEachRenderedPeerSet(previous.tables(static_cast<int>(t)),
+                             [&](uint32_t s) { --out.refs[s]; });
+    }
+    ForEachRenderedPeerSet(*table, [&](uint32_t s) { ++out.refs[s]; });
+  }
+  auto refs_before = [&](uint32_t s) {
+    return s < index.tables_of.size() ? static_cast<int>(index.tables_of[s].size()) : 0;
+  };
+  for (const auto& [s, change] : out.refs) {
+    if ((refs_before(s) > 0) != (refs_before(s) + change > 0)) out.remade.insert(s);
+  }
+  for (const auto& [s, set] : delta_sets) out.remade.insert(s);
+
+  // 3. A pod delta's element edits, for the sets that keep their names (and the dispatch
+  // sets of tables whose chains stay).
+  if (out.pod) {
+    MemberScope scope;
+    scope.remade = out.remade;
+    for (uint32_t t : out.tables) {
+      for (int f = 0; f < kFamilies; ++f) {
+        bool flips = delta_tables.count(t) > 0;
+        for (int d = 0; d < 2; ++d) flips = flips || chain_before(t, d, f) != chain_after(t, d, f);
+        if (flips) scope.dispatch[f].insert(t);
+      }
+    }
+    absl::StatusOr<DeltaPlan> members = PlanFromDelta(installed, index, previous, delta, &scope);
+    if (!members.ok()) return members.status();
+    out.members = *std::move(members);
+    if (!out.members.fallback.empty()) {
+      out.fallback = out.members.fallback;
+      return out;
+    }
+    if (out.members.endpoints_delta == 0 && !out.tables.empty()) {
+      // Rules and member edits with no endpoint whose dispatch orders them.
+      out.fallback = "the delta changes rules and pods, but no endpoint of this node";
+      return out;
+    }
+  }
+
+  // The members of a peer set afterwards in family f: its identities' ranges (the delta's
+  // range edits applied), neighbours merged, as the fewest prefixes (as BuildModel makes them).
+  std::vector<std::pair<U128, U128>> windows[kFamilies];  // the addresses the range edits replace
+  for (int f = 0; f < kFamilies; ++f) {
+    const auto& ranges = f == 0 ? previous.ipv4() : previous.ipv6();
+    for (const ir::RangeSliceEdit& edit : f == 0 ? delta.ipv4() : delta.ipv6()) {
+      windows[f].emplace_back(ToU128(ranges[static_cast<int>(edit.begin())].first()),
+                              ToU128(ranges[static_cast<int>(edit.end()) - 1].last()));
+    }
+  }
+  auto members_of = [&](int f) {
+    return [&, f](const ir::PeerSet& set) {
+      std::vector<std::pair<U128, U128>> pieces;
+      for (uint32_t i : set.identities()) {
+        for (const auto& [first, last] : index.ranges_of[f][i]) {
+          bool replaced = false;
+          for (const auto& [low, high] : windows[f]) {
+            replaced = replaced || (low <= first && first <= high);
+          }
+          if (!replaced) pieces.emplace_back(first, last);
+        }
+      }
+      const auto& edits = f == 0 ? delta.ipv4() : delta.ipv6();
+      for (const ir::RangeSliceEdit& edit : edits) {
+        for (const ir::AddressRange& r : edit.ranges()) {
+          if (std::binary_search(set.identities().begin(), set.identities().end(), r.identity())) {
+            pieces.emplace_back(ToU128(r.first()), ToU128(r.last()));
+          }
+        }
+      }
+      std::sort(pieces.begin(), pieces.end());
+      Runs runs;
+      for (const auto& [first, last] : pieces) AddRun(runs, first, last);
+      std::vector<std::string> entries;
+      for (const auto& [first, last] : runs) AppendPrefixes(first, last, f, entries);
+      return entries;
+    };
+  };
+  std::vector<std::unique_ptr<DeltaForms>> forms;
+  for (int f = 0; f < kFamilies; ++f) {
+    forms.push_back(std::make_unique<DeltaForms>(installed, index, f, set_at, members_of(f)));
+    out.sets_after[f] = index.sets[f];
+  }
+
+  // 4. The remade peer sets' forms: a set whose entries differ from its installed set's is a
+  // new set (BuildModel's rule with Naming{&installed, keep_changed = false}); the tables
+  // that name one are rendered again.
+  for (uint32_t s : out.remade) {
+    const ir::PeerSet& set = set_at(s);
+    const bool used = refs_before(s) + (out.refs.count(s) ? out.refs.at(s) : 0) > 0;
+    int& pod_identities = out.pod_identities[s];
+    for (uint32_t i : set.identities()) pod_identities += has_pods(i) ? 1 : 0;
+    const bool names_pods = pod_identities > 0;
+    for (int f = 0; f < kFamilies; ++f) {
+      DeltaForms::Form form;
+      form.all = set.all();
+      if (used && !set.all()) {
+        form.entries = members_of(f)(set);
+        form.has_set =
+            names_pods || form.entries.size() > static_cast<size_t>(kMaxInlinePrefixes);
+      }
+      const std::string old =
+          s < installed.set_name[f].size() ? installed.set_name[f][s] : std::string();
+      if (form.has_set) {
+        form.name = !old.empty() && installed.sets.at(old) == form.entries
+                        ? old
+                        : SetName(out.generation, f, s);
+        if (form.name != old) out.created[form.name] = form.entries;
+      }
+      if (!old.empty() && form.name != old) out.destroyed.insert(old);
+      out.sets_after[f] += (form.has_set ? 1 : 0) - (old.empty() ? 0 : 1);
+      out.set_name[f][s] = form.name;
+      forms[f]->Put(s, std::move(form));
+    }
+    if (s < index.tables_of.size()) {
+      out.tables.insert(index.tables_of[s].begin(), index.tables_of[s].end());
+    }
+  }
+  for (int f = 0; f < kFamilies; ++f) {
+    if (out.sets_after[f] > kMaxPodSets) {
+      out.fallback = "past kMaxPodSets sets: a set's size decides whether it is one";
+      return out;
+    }
+  }
+
+  // 5. The rendered tables' chains, against the installed ones; their dispatch sets.
+  bool forward[kFamilies] = {false, false};
+  for (uint32_t t : out.tables) {
+    for (int f = 0; f < kFamilies; ++f) {
+      std::vector<Chain> chains;
+      for (int d = 0; d < 2; ++d) {
+        forward[f] = forward[f] || chain_before(t, d, f) != chain_after(t, d, f);
+        if (chain_after(t, d, f)) {
+          TableChain tc;
+          AddTableChains(table_at(t), t, d, *forms[f], tc, chains);
+        }
+      }
+      std::set<std::string> now;
+      for (Chain& c : chains) {
+        now.insert(c.name);
+        auto old = installed.chains[f].find(c.name);
+        if (old == installed.chains[f].end() || old->second != c.rules) {
+          out.chains[f][c.name] = std::move(c.rules);
+        }
+      }
+      for (int d = 0; d < 2; ++d) {
+        for (const std::string name : {TableChainName(t, d), TableChainName(t, d) + "-NP"}) {
+          if (now.count(name) == 0 && installed.chains[f].count(name) > 0) {
+            out.deleted[f].insert(name);
+          }
+        }
+      }
+      const bool before = chain_before(t, kIngress, f) || chain_before(t, kEgress, f);
+      const bool after = chain_after(t, kIngress, f) || chain_after(t, kEgress, f);
+      auto installed_name = installed.dispatch_name[f].find(t);
+      const std::string old =
+          installed_name == installed.dispatch_name[f].end() ? "" : installed_name->second;
+      std::string name;
+      if (after) {
+        const std::vector<std::string>& entries = entries_after(t, f);
+        bool in_place = false;  // the element edits change it under its name
+        for (const DeltaPlan::DispatchEdit& e : out.members.dispatch) {
+          in_place = in_place || e.edit.set == old;
+        }
+        name = before && (in_place || installed.sets.at(old) == entries)
+                   ? old
+                   : DispatchSetName(out.generation, f, t);
+        if (name != old) out.created[name] = entries;
+      }
+      if (before && name != old) out.destroyed.insert(old);
+      forward[f] = forward[f] || (after && name != old);
+      if (name != old) out.dispatch_name[f][t] = name;
+    }
+  }
+
+  for (uint32_t t : out.tables) {
+    auto& flags = out.chain[t];
+    for (int d = 0; d < 2; ++d) {
+      for (int f = 0; f < kFamilies; ++f) flags[d][f] = chain_after(t, d, f);
+    }
+  }
+
+  // 6. NP-FORWARD, when a dispatch rule changes: one rule per table chain.
+  for (int f = 0; f < kFamilies; ++f) {
+    if (!forward[f]) continue;
+    std::vector<std::string> rules = {std::string(kEstablished)};
+    for (int d : {kEgress, kIngress}) {
+      for (uint32_t t = 0; t < out.tables_after; ++t) {
+        if (!chain_after(t, d, f)) continue;
+        auto renamed = out.dispatch_name[f].find(t);
+        rules.push_back(DispatchRule(renamed != out.dispatch_name[f].end()
+                                         ? renamed->second
+                                         : installed.dispatch_name[f].at(t),
+                                     d, t));
+      }
+    }
+    const std::string top(kTopChain);
+    if (installed.chains[f].at(top) != rules) out.chains[f][top] = std::move(rules);
+  }
+
+  // A pod delta's restore switches only its endpoint's dispatch (a table's chains coming or
+  // going with it): its element edits then keep UpdateDelta's order (dispatch first on the
+  // way in, last on the way out), which no rewritten live chain would.
+  if (out.pod) {
+    for (int f = 0; f < kFamilies; ++f) {
+      for (const auto& [name, rules] : out.chains[f]) {
+        if (name != kTopChain && installed.chains[f].count(name) > 0) {
+          out.fallback = absl::StrCat("chain ", name, " changes beside pod edits");
+          return out;
+        }
+      }
+    }
+  }
+
+  // The plan as PlanRulesFrom makes it, and the sizes afterwards.
+  out.sizes = installed.sizes;
+  for (int f = 0; f < kFamilies; ++f) {
+    ChainRewrite rewrite;
+    for (const auto& [name, rules] : out.chains[f]) {
+      auto old = installed.chains[f].find(name);
+      if (name == kTopChain) {
+        rewrite.top = TopChainEdits(old->second, rules);
+      } else {
+        rewrite.written[name] = &rules;
+      }
+      out.sizes.rules[f] += static_cast<int>(rules.size());
+      if (old != installed.chains[f].end()) {
+        out.sizes.rules[f] -= static_cast<int>(old->second.size());
+      } else {
+        ++out.sizes.chains[f];
+      }
+    }
+    for (const std::string& name : out.deleted[f]) {
+      rewrite.deleted.push_back(name);
+      out.sizes.rules[f] -= static_cast<int>(installed.chains[f].at(name).size());
+      --out.sizes.chains[f];
+    }
+    rewrite.Into(out.plan, f);
+  }
+  for (const auto& [name, entries] : out.created) {
+    out.plan.created.push_back(name);
+    ++out.sizes.sets[FamilyOfSet(name)];
+    out.sizes.set_entries[FamilyOfSet(name)] += static_cast<int64_t>(entries.size());
+  }
+  for (const std::string& name : out.destroyed) {
+    out.plan.destroyed.push_back(name);
+    --out.sizes.sets[FamilyOfSet(name)];
+    out.sizes.set_entries[FamilyOfSet(name)] -=
+        static_cast<int64_t>(installed.sets.at(name).size());
+  }
+  return out;
 }
 
 class IptablesBackend : public Backend {
@@ -2274,9 +2937,11 @@ class IptablesBackend : public Backend {
 
   // Update from a delta: the element-only edit planned from the delta alone (PlanFromDelta),
   // with the same safety argument as Update's, in time proportional to the delta and the
-  // entries of the sets it changes; the remembered sets are spliced, not rebuilt. Whatever
-  // it cannot plan goes to Update with the next program built (copy + ApplyDelta), which
-  // may still edit in place (it checks the rules word for word) or runs Apply.
+  // entries of the sets it changes; the remembered sets are spliced, not rebuilt. A delta
+  // with tables, or whose node pod's table chains come or go, takes the rules path planned
+  // from the delta (PlanRulesFromDelta, UpdateRulesDelta). Whatever neither can plan goes
+  // to Update with the next program built (copy + ApplyDelta), which may still edit in
+  // place (it checks the rules word for word) or runs Apply.
   absl::Status UpdateDelta(const ir::CompiledPolicy& previous,
                            const ir::CompiledPolicyDelta& delta,
                            const Attachment& attachment) override {
@@ -2289,20 +2954,28 @@ class IptablesBackend : public Backend {
       why = "the delta appends identities";  // PlanFromDelta does not know them
     }
     DeltaPlan plan;
-    if (why.empty()) {
+    if (why.empty() && delta.tables().empty()) {
       absl::StatusOr<DeltaPlan> planned = PlanFromDelta(*installed_, *index_, previous, delta);
       if (!planned.ok()) return planned.status();  // malformed: nothing touched
       plan = std::move(*planned);
       why = plan.fallback;
     }
+    // A delta that replaces or adds tables (a policy, namespace or tier event; a pod of this
+    // node bringing its table or taking the last one away) or whose endpoint's table chains
+    // come or go changes rules: the rules path from the delta. (Peer sets alone, a selector's
+    // members, may still be element-only: Update tries that first.)
+    if ((why.empty() && !delta.tables().empty()) || plan.chains_come_or_go) {
+      absl::StatusOr<RulesDelta> rules = PlanRulesFromDelta(*installed_, *index_, previous, delta);
+      if (!rules.ok()) return rules.status();  // malformed: nothing touched
+      if (rules->fallback.empty()) return UpdateRulesDelta(*rules, previous, delta, attachment);
+      why = absl::StrCat("rules by delta: ", rules->fallback);
+    }
     if (!why.empty()) {
       ir::CompiledPolicy next = previous;
       if (absl::Status s = ApplyDelta(delta, &next); !s.ok()) return s;
-      // A delta that replaces or adds tables (a policy, namespace or tier event) changes
-      // rules, or no element-only edit could follow it anyway: straight to the in-place
-      // rules path, without first building the next model for Update's element-only
-      // comparison (one model of the next program instead of two). Peer sets alone (a
-      // selector's members) may still be element-only: Update tries that first.
+      // A delta with tables changes rules, or no element-only edit could follow it anyway:
+      // straight to the in-place rules path, without first building the next model for
+      // Update's element-only comparison (one model of the next program instead of two).
       if (!delta.tables().empty() && installed_ != nullptr) {
         if (std::optional<absl::Status> full = FullInstead(next, attachment)) {
           last_update_ = absl::StrCat("by Update (", why, "): ", last_update_);
@@ -2316,62 +2989,96 @@ class IptablesBackend : public Backend {
     }
     const size_t adds = plan.adds.size(), dels = plan.dels.size();
     Ruleset sizes = installed_->sizes;
-    for (int f = 0; f < kFamilies; ++f) sizes.set_entries[f] += plan.entries_delta[f];
-    std::vector<SetEdit> dispatch;
-    for (const DeltaPlan::DispatchEdit& r : plan.dispatch) {
-      sizes.set_entries[r.family] += plan.dispatch_add ? 1 : -1;
-      dispatch.push_back(r.edit);
-    }
+    AddMemberSizes(plan, sizes);
     if (!plan.adds.empty() || !plan.dels.empty() || !plan.dispatch.empty()) {
       // The budgets Apply checks (a peer set of many pods can grow past ipset_entries).
       absl::StatusOr<ir::BackendCapacity> capacity = Measure(sizes);
       if (!capacity.ok()) return capacity.status();
       if (absl::Status s = CheckCapacity(*capacity); !s.ok()) return s;
-      // Every add before any delete (Update's argument).
-      std::vector<SetEdit> edits = std::move(plan.adds);
-      edits.insert(edits.end(), plan.dels.begin(), plan.dels.end());
-      // A local endpoint added: its addresses into its table's dispatch sets first (then
-      // NP-FORWARD sends its packets through its table's chains), an RCU grace period, then
-      // its addresses into the peer sets; removed: the reverse. Why this order is safe:
-      //  - While its dispatch goes in (one set element per family: both directions at once),
-      //    a packet of it meets its dispatch or none, with its old membership.
-      //    A flow both programs allow passes: the other end's chain looks up the old
-      //    membership, as the old program did, and its own chains look up the other end
-      //    (unchanged: PlanFromDelta lets no other address change) as the new program does.
-      //    A flow both deny is dropped: the old program had no dispatch for it, so decided
-      //    the flow in the other end's chain alone, which still runs, with the old membership.
-      //  - The grace period: no packet that passed NP-FORWARD before its dispatch was in is
-      //    still walking the rules (one that then met the new membership in the other end's
-      //    chain, without its own chain, could get neither program's verdict).
-      //  - With the full dispatch, the membership edit is Update's element-only edit: its own
-      //    chains look up the other end, not a changed address; the other end's chain does
-      //    one changed lookup, or all one way (PlanFromDelta checks LookupsConflict).
-      // On the way out the same with the old and new programs exchanged. Without a membership
-      // edit there is one step and no grace period. All over netlink: no process spawned.
-      absl::Status s;
-      if (plan.dispatch.empty()) {
-        s = EditSets(edits, attachment.netns);
-      } else if (plan.dispatch_add) {
-        s = EditSets(dispatch, attachment.netns);
-        if (s.ok() && !edits.empty()) s = RcuGracePeriod();
-        if (s.ok()) s = EditSets(edits, attachment.netns);
-      } else {
-        s = EditSets(edits, attachment.netns);
-        if (s.ok() && !edits.empty()) s = RcuGracePeriod();
-        if (s.ok()) s = EditSets(dispatch, attachment.netns);
-      }
-      if (!s.ok()) {
-        // Part of the edit may be in: each step was safe, and Apply replaces it all.
-        installed_.reset();
-        index_.reset();
-        ir::CompiledPolicy next = previous;
-        if (absl::Status a = ApplyDelta(delta, &next); !a.ok()) return a;
-        last_update_ = absl::StrCat("full: in-place edit failed: ", s.message());
-        return Apply(next, attachment);
-      }
+      std::vector<SetEdit> dispatch;
+      for (const DeltaPlan::DispatchEdit& r : plan.dispatch) dispatch.push_back(r.edit);
+      absl::Status s = EditMembers(
+          plan, !plan.dispatch.empty(), [&] { return EditSets(dispatch, attachment.netns); },
+          attachment.netns);
+      if (!s.ok()) return FullAfterDelta(previous, delta, attachment, s);
     }
-    // Keep what is remembered in step: the sets' entries spliced, the sizes, which peer
-    // sets name pods, the IR's shape.
+    CommitMembers(plan, previous, delta, /*endpoints=*/true);
+    installed_->sizes = sizes;
+    last_update_ = absl::StrCat("in place by delta: ", adds, " adds, ", dels, " deletes",
+                                plan.dispatch.empty() ? ""
+                                : absl::StrCat(", ", plan.dispatch.size(),
+                                               plan.dispatch_add ? " dispatch set adds"
+                                                                 : " dispatch set deletes"));
+    return absl::OkStatus();
+  }
+
+  // A pod delta's element edits (adds before deletes) in UpdateDelta's order: with its
+  // endpoint's dispatch (`has_dispatch`; `dispatch` makes it: dispatch set edits, and on the
+  // rules path the restores that bring or take its table's chains) — on the way in, the
+  // dispatch first, an RCU grace period, then the edits; on the way out the reverse. Why this
+  // order is safe:
+  //  - While its dispatch goes in (one set element per family: both directions at once; or
+  //    one restore per family, which switches the family's table in one step), a packet of
+  //    it meets its dispatch or none, with its old membership. A flow both programs allow
+  //    passes: the other end's chain looks up the old membership, as the old program did, and
+  //    its own chains look up the other end (unchanged: PlanFromDelta lets no other address
+  //    change) as the new program does. A flow both deny is dropped: the old program had no
+  //    dispatch for it, so decided the flow in the other end's chain alone, which still
+  //    runs, with the old membership.
+  //  - The grace period: no packet that passed NP-FORWARD before its dispatch was in is
+  //    still walking the rules (one that then met the new membership in the other end's
+  //    chain, without its own chain, could get neither program's verdict).
+  //  - With the full dispatch, the membership edit is Update's element-only edit: its own
+  //    chains look up the other end, not a changed address; the other end's chain does
+  //    one changed lookup, or all one way (PlanFromDelta checks LookupsConflict).
+  // On the way out the same with the old and new programs exchanged. Without a membership
+  // edit there is one step and no grace period.
+  absl::Status EditMembers(DeltaPlan& plan, bool has_dispatch,
+                           const std::function<absl::Status()>& dispatch,
+                           const std::string& netns) {
+    std::vector<SetEdit> edits = std::move(plan.adds);
+    edits.insert(edits.end(), plan.dels.begin(), plan.dels.end());
+    absl::Status s;
+    if (!has_dispatch) return EditSets(edits, netns);
+    if (plan.dispatch_add) {
+      s = dispatch();
+      if (s.ok() && !edits.empty()) s = RcuGracePeriod();
+      if (s.ok()) s = EditSets(edits, netns);
+    } else {
+      s = EditSets(edits, netns);
+      if (s.ok() && !edits.empty()) s = RcuGracePeriod();
+      if (s.ok()) s = dispatch();
+    }
+    return s;
+  }
+
+  // After a failed in-place edit from a delta (part of it may be in: each step was safe):
+  // Apply replaces it all.
+  absl::Status FullAfterDelta(const ir::CompiledPolicy& previous,
+                              const ir::CompiledPolicyDelta& delta, const Attachment& attachment,
+                              const absl::Status& why) {
+    installed_.reset();
+    index_.reset();
+    ir::CompiledPolicy next = previous;
+    if (absl::Status a = ApplyDelta(delta, &next); !a.ok()) return a;
+    last_update_ = absl::StrCat("full: in-place edit failed: ", why.message());
+    return Apply(next, attachment);
+  }
+
+  // The set entries a pod delta's element edits add and remove, into `sizes`.
+  static void AddMemberSizes(const DeltaPlan& plan, Ruleset& sizes) {
+    for (int f = 0; f < kFamilies; ++f) sizes.set_entries[f] += plan.entries_delta[f];
+    for (const DeltaPlan::DispatchEdit& r : plan.dispatch) {
+      sizes.set_entries[r.family] += plan.dispatch_add ? 1 : -1;
+    }
+  }
+
+  // Keeps what is remembered in step with a pod delta's element edits, made: the sets'
+  // entries spliced, which peer sets name pods, the dispatch sets' entries, each identity's
+  // ranges and their count; with `endpoints`, also the moved endpoint's table entries, the
+  // dispatched addresses and the endpoint count (else the rules path keeps those).
+  void CommitMembers(DeltaPlan& plan, const ir::CompiledPolicy& previous,
+                     const ir::CompiledPolicyDelta& delta, bool endpoints) {
     for (DeltaPlan::Splice& splice : plan.splices) {
       std::vector<std::string>& entries = installed_->sets[splice.set];
       const size_t old_length = splice.end - splice.begin;
@@ -2386,23 +3093,18 @@ class IptablesBackend : public Backend {
                        std::make_move_iterator(splice.with.end()));
       }
     }
-    installed_->sizes = sizes;
     for (const auto& [s, count] : plan.pod_identities) index_->pod_identities[s] = count;
     // The dispatch sets' entries (in address order, as BuildModel makes them) and the
     // dispatched addresses.
     for (const DeltaPlan::DispatchEdit& r : plan.dispatch) {
       std::vector<std::string>& entries = installed_->sets[r.edit.set];
-      auto at = std::lower_bound(entries.begin(), entries.end(), r.address,
-                                 [](const std::string& e, U128 address) {
-                                   int family;
-                                   U128 first, last;
-                                   return PrefixRange(e, family, first, last) && first < address;
-                                 });
+      auto at = EntryAt(entries, r.address);
       if (plan.dispatch_add) {
         entries.insert(at, r.edit.prefix);
       } else if (at != entries.end() && *at == r.edit.prefix) {
         entries.erase(at);
       }
+      if (!endpoints) continue;
       std::vector<U128>& dispatched = index_->dispatched[r.family];
       auto address = std::lower_bound(dispatched.begin(), dispatched.end(), r.address);
       if (plan.dispatch_add) {
@@ -2411,24 +3113,248 @@ class IptablesBackend : public Backend {
         dispatched.erase(address);
       }
     }
-    if (!plan.dispatch.empty()) {
-      const uint32_t t = plan.dispatch.front().table;
+    if (endpoints && plan.moved != nullptr && plan.moved->selected()) {
       for (int f = 0; f < kFamilies; ++f) {
-        index_->table_addresses[t][f] += (plan.dispatch_add ? 1 : -1) * plan.dispatch_addresses[f];
+        std::vector<std::string>& entries = index_->table_entries[plan.moved->table()][f];
+        if (plan.dispatch_add) {
+          AddTableEntries(*plan.moved, f, entries);
+        } else {
+          RemoveTableEntries(*plan.moved, f, entries);
+        }
       }
     }
-    index_->shape[3] += plan.endpoints_delta;
+    if (endpoints) index_->shape[3] += plan.endpoints_delta;
     for (int f = 0; f < kFamilies; ++f) {
+      const auto& ranges = f == 0 ? previous.ipv4() : previous.ipv6();
       for (const ir::RangeSliceEdit& e : f == 0 ? delta.ipv4() : delta.ipv6()) {
+        for (uint32_t i = e.begin(); i < e.end(); ++i) {
+          const ir::AddressRange& r = ranges[static_cast<int>(i)];
+          index_->ranges_of[f][r.identity()].erase(ToU128(r.first()));
+        }
+        for (const ir::AddressRange& r : e.ranges()) {
+          index_->ranges_of[f][r.identity()][ToU128(r.first())] = ToU128(r.last());
+        }
         index_->shape[f] += e.ranges_size() - static_cast<int>(e.end() - e.begin());
       }
     }
-    last_update_ = absl::StrCat("in place by delta: ", adds, " adds, ", dels, " deletes",
-                                plan.dispatch.empty() ? ""
-                                : absl::StrCat(", ", plan.dispatch.size(),
-                                               plan.dispatch_add ? " dispatch set adds"
-                                                                 : " dispatch set deletes"));
+  }
+
+  // The rules path from a delta (PlanRulesFromDelta), in UpdateRules' order and with its
+  // argument: 1. the new sets made and filled (no rule names them yet); 2. one
+  // `iptables-restore --noflush` per family whose chains change (each switches its family
+  // in one step: every packet meets the old rules with the old sets or the new rules with the
+  // new sets); 3. the sets no rule names any more destroyed. A pod delta's element edits go
+  // around step 2 in EditMembers' order (the restore brings or takes its endpoint's table's
+  // chains: its dispatch). Any failure: Apply (fail closed).
+  absl::Status UpdateRulesDelta(RulesDelta& plan, const ir::CompiledPolicy& previous,
+                                const ir::CompiledPolicyDelta& delta,
+                                const Attachment& attachment) {
+    const std::string& netns = attachment.netns;
+    std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+    auto ms = [&start] {
+      const double d = std::chrono::duration<double, std::milli>(
+                           std::chrono::steady_clock::now() - start)
+                           .count();
+      return static_cast<double>(static_cast<int64_t>(d * 10 + 0.5)) / 10;
+    };
+    Ruleset sizes = plan.sizes;
+    AddMemberSizes(plan.members, sizes);
+    {
+      absl::StatusOr<ir::BackendCapacity> capacity = Measure(sizes);
+      if (!capacity.ok()) return capacity.status();
+      if (absl::Status s = CheckCapacity(*capacity); !s.ok()) return s;
+    }
+    const double plan_ms = ms();
+    // 1.
+    std::vector<NewSet> made;
+    std::vector<SetEdit> fill;
+    for (const auto& [name, entries] : plan.created) {
+      made.push_back(NewSet{name, FamilyOfSet(name), IsDispatchSet(name),
+                            HashSize(entries.size()), MaxElem(entries.size())});
+      for (const std::string& e : entries) fill.push_back(SetEdit{true, name, e});
+    }
+    absl::Status s = CreateSets(made, netns);
+    if (s.ok()) s = EditSets(fill, netns);
+    if (!s.ok()) {
+      (void)DestroySetsInPlace(plan.plan.created, netns);
+      return FullAfterDelta(previous, delta, attachment, s);
+    }
+    // 2. (Apply destroys, on failure, every set of another generation than its own.)
+    std::vector<SetEdit> dispatch;
+    for (const DeltaPlan::DispatchEdit& r : plan.members.dispatch) dispatch.push_back(r.edit);
+    const size_t adds = plan.members.adds.size(), dels = plan.members.dels.size();
+    double restore_ms = 0;
+    auto switch_rules = [&]() -> absl::Status {
+      if (absl::Status e = EditSets(dispatch, netns); !e.ok()) return e;
+      const double before = ms();
+      const std::array<absl::Status, kFamilies> restored =
+          RestoreFamilies(plan.plan.restore, netns);
+      restore_ms = ms() - before;
+      for (int f = 0; f < kFamilies; ++f) {
+        if (!restored[f].ok()) {
+          return absl::InternalError(absl::StrCat(RestoreTool(f), ": ", restored[f].message()));
+        }
+      }
+      return absl::OkStatus();
+    };
+    s = plan.pod ? EditMembers(plan.members, true, switch_rules, netns) : switch_rules();
+    if (!s.ok()) return FullAfterDelta(previous, delta, attachment, s);
+    // 3.
+    std::vector<std::string> destroy = plan.plan.destroyed;
+    destroy.insert(destroy.end(), installed_->leftover.begin(), installed_->leftover.end());
+    installed_->leftover = DestroySetsInPlace(std::move(destroy), netns);
+    if (plan.pod) CommitMembers(plan.members, previous, delta, /*endpoints=*/false);
+    CommitRules(plan, previous, delta);
+    installed_->sizes = sizes;
+    last_update_ = absl::StrCat(
+        "in place by delta, rules: ", plan.plan.chains_written[0], "+",
+        plan.plan.chains_written[1], " chains written, ", plan.plan.chains_deleted[0], "+",
+        plan.plan.chains_deleted[1], " deleted (IPv4+IPv6), ", plan.plan.created.size(),
+        " sets made, ", plan.plan.destroyed.size(), " destroyed",
+        installed_->leftover.empty()
+            ? ""
+            : absl::StrCat(", ", installed_->leftover.size(), " left busy"),
+        plan.pod ? absl::StrCat(", ", adds, " adds, ", dels, " deletes, ", dispatch.size(),
+                                " dispatch set edits")
+                 : "",
+        "; ms: plan ", plan_ms, ", restore ", restore_ms, ", all ", ms());
     return absl::OkStatus();
+  }
+
+  // Keeps the installed program and the index in step with a rules delta, made.
+  void CommitRules(const RulesDelta& plan, const ir::CompiledPolicy& previous,
+                   const ir::CompiledPolicyDelta& delta) {
+    Installed& in = *installed_;
+    DeltaIndex& x = *index_;
+    // The chains, and which sets their rules look up (by chain group: table * 2 + direction).
+    auto lookups = [&](const std::vector<std::string>& rules, int group, int change) {
+      for (const std::string& rule : rules) {
+        const std::string name(RuleSet(rule));
+        if (name.empty()) continue;
+        std::vector<std::pair<int, bool>>& list = x.lookups[name];
+        if (change > 0) {
+          list.emplace_back(group, Returns(rule));
+          continue;
+        }
+        auto it = std::find(list.begin(), list.end(), std::make_pair(group, Returns(rule)));
+        if (it != list.end()) list.erase(it);
+        if (list.empty()) x.lookups.erase(name);
+      }
+    };
+    for (int f = 0; f < kFamilies; ++f) {
+      for (uint32_t t : plan.tables) {
+        for (int d = 0; d < 2; ++d) {
+          for (const std::string name : {TableChainName(t, d), TableChainName(t, d) + "-NP"}) {
+            auto written = plan.chains[f].find(name);
+            if (written == plan.chains[f].end() && plan.deleted[f].count(name) == 0) continue;
+            auto old = in.chains[f].find(name);
+            const int group = static_cast<int>(t) * 2 + d;
+            if (old != in.chains[f].end()) {
+              lookups(old->second, group, -1);
+              in.chains[f].erase(old);
+            }
+            if (written != plan.chains[f].end()) {
+              lookups(written->second, group, +1);
+              in.chains[f][name] = written->second;
+            }
+          }
+        }
+      }
+      auto top = plan.chains[f].find(std::string(kTopChain));
+      if (top != plan.chains[f].end()) in.chains[f][top->first] = top->second;
+    }
+    // The sets and their names.
+    for (const std::string& name : plan.destroyed) {
+      in.sets.erase(name);
+      in.maxelem.erase(name);
+    }
+    for (const auto& [name, entries] : plan.created) {
+      in.sets[name] = entries;
+      in.maxelem[name] = MaxElem(entries.size());
+    }
+    in.generation = std::max(in.generation, plan.generation);
+    for (int f = 0; f < kFamilies; ++f) {
+      if (in.set_name[f].size() < plan.peer_sets_after) in.set_name[f].resize(plan.peer_sets_after);
+      for (const auto& [s, name] : plan.set_name[f]) in.set_name[f][s] = name;
+      for (const auto& [t, name] : plan.dispatch_name[f]) {
+        if (name.empty()) {
+          in.dispatch_name[f].erase(t);
+        } else {
+          in.dispatch_name[f][t] = name;
+        }
+      }
+    }
+    // The index: tables' chains, endpoints and dispatched addresses.
+    x.chain.resize(plan.tables_after);
+    x.table_entries.resize(plan.tables_after);
+    auto any = [](const std::array<std::array<bool, kFamilies>, 2>& flags, int f) {
+      return flags[0][f] || flags[1][f];
+    };
+    for (const auto& [t, after] : plan.chain) {
+      auto entries = plan.table_entries.find(t);
+      for (int f = 0; f < kFamilies; ++f) {
+        std::vector<U128>& dispatched = x.dispatched[f];
+        auto addresses = [&](const std::vector<std::string>& list, bool add) {
+          for (const std::string& e : list) {
+            int family;
+            U128 first, last;
+            if (!PrefixRange(e, family, first, last)) continue;
+            auto at = std::lower_bound(dispatched.begin(), dispatched.end(), first);
+            if (add && (at == dispatched.end() || *at != first)) dispatched.insert(at, first);
+            if (!add && at != dispatched.end() && *at == first) dispatched.erase(at);
+          }
+        };
+        if (any(x.chain[t], f)) addresses(x.table_entries[t][f], false);
+        if (entries != plan.table_entries.end()) x.table_entries[t][f] = entries->second[f];
+        if (any(after, f)) addresses(x.table_entries[t][f], true);
+      }
+      x.chain[t] = after;
+    }
+    x.shape[3] += plan.endpoints_delta;
+    x.shape[4] = static_cast<int>(plan.peer_sets_after);
+    x.shape[5] = static_cast<int>(plan.tables_after);
+    // Peer sets: which tables' rules render them, what they hold, their forms.
+    x.tables_of.resize(plan.peer_sets_after);
+    x.pod_identities.resize(plan.peer_sets_after, 0);
+    for (int f = 0; f < kFamilies; ++f) {
+      x.has_set[f].resize(plan.peer_sets_after, false);
+      x.sets[f] = plan.sets_after[f];
+    }
+    std::map<uint32_t, bool> used_before;
+    for (uint32_t s : plan.remade) {
+      used_before[s] = s < x.tables_of.size() && !x.tables_of[s].empty();
+    }
+    for (const ir::Table& table : delta.tables()) {
+      const uint32_t t = table.id();
+      if (t < static_cast<uint32_t>(previous.tables_size())) {
+        ForEachRenderedPeerSet(previous.tables(static_cast<int>(t)), [&](uint32_t s) {
+          auto it = std::find(x.tables_of[s].begin(), x.tables_of[s].end(), t);
+          if (it != x.tables_of[s].end()) x.tables_of[s].erase(it);
+        });
+      }
+      ForEachRenderedPeerSet(table, [&](uint32_t s) { x.tables_of[s].push_back(t); });
+    }
+    std::map<uint32_t, const ir::PeerSet*> delta_sets;
+    for (const ir::PeerSet& set : delta.peer_sets()) delta_sets[set.id()] = &set;
+    for (uint32_t s : plan.remade) {
+      if (used_before[s] && s < static_cast<uint32_t>(previous.peer_sets_size()) &&
+          !previous.peer_sets(static_cast<int>(s)).all()) {
+        for (uint32_t i : previous.peer_sets(static_cast<int>(s)).identities()) {
+          std::vector<uint32_t>& list = x.peer_sets_of[i];
+          auto it = std::find(list.begin(), list.end(), s);
+          if (it != list.end()) list.erase(it);
+        }
+      }
+      auto in_delta = delta_sets.find(s);
+      const ir::PeerSet& set = in_delta != delta_sets.end()
+                                   ? *in_delta->second
+                                   : previous.peer_sets(static_cast<int>(s));
+      if (!x.tables_of[s].empty() && !set.all()) {
+        for (uint32_t i : set.identities()) x.peer_sets_of[i].push_back(s);
+      }
+      x.pod_identities[s] = plan.pod_identities.at(s);
+      for (int f = 0; f < kFamilies; ++f) x.has_set[f][s] = !plan.set_name[f].at(s).empty();
+    }
   }
 
   const std::string& last_update() const { return last_update_; }
@@ -2675,6 +3601,15 @@ absl::StatusOr<UpdatePlan> PlanUpdate(const ir::CompiledPolicy& previous,
   return PlanFrom((*step)->from, (*step)->next, (*step)->to);
 }
 
+// A new set as `ipset restore` reads it: "create ..." and its "add ..." lines.
+void AppendCreated(const std::string& name, const std::vector<std::string>& entries,
+                   size_t maxelem, std::string& out) {
+  absl::StrAppend(&out, "create ", name, IsDispatchSet(name) ? " hash:ip" : " hash:net",
+                  " family ", FamilyOfSet(name) == 0 ? "inet" : "inet6", " hashsize ",
+                  HashSize(entries.size()), " maxelem ", maxelem, "\n");
+  for (const std::string& e : entries) absl::StrAppend(&out, "add ", name, " ", e, "\n");
+}
+
 absl::StatusOr<RulesPlan> PlanRulesUpdate(const ir::CompiledPolicy& previous,
                                           const ir::CompiledPolicy& next, uint32_t generation) {
   absl::StatusOr<std::unique_ptr<Step>> step = StepOf(previous, next, generation, false);
@@ -2682,36 +3617,75 @@ absl::StatusOr<RulesPlan> PlanRulesUpdate(const ir::CompiledPolicy& previous,
   const Installed& to_installed = (*step)->to;
   RulesPlan plan = PlanRulesFrom((*step)->from, to_installed);
   for (const std::string& name : plan.created) {
-    const std::vector<std::string>& entries = to_installed.sets.at(name);
-    absl::StrAppend(&plan.ipset, "create ", name, IsDispatchSet(name) ? " hash:ip" : " hash:net",
-                    " family ", FamilyOfSet(name) == 0 ? "inet" : "inet6", " hashsize ",
-                    HashSize(entries.size()), " maxelem ", to_installed.maxelem.at(name), "\n");
-    for (const std::string& e : entries) absl::StrAppend(&plan.ipset, "add ", name, " ", e, "\n");
+    AppendCreated(name, to_installed.sets.at(name), to_installed.maxelem.at(name), plan.ipset);
   }
   return plan;
+}
+
+// A pod delta's element edits as UpdatePlan shows them.
+UpdatePlan MembersPlan(const DeltaPlan& plan) {
+  UpdatePlan out;
+  out.fallback = plan.fallback;
+  if (!out.fallback.empty()) return out;
+  for (const SetEdit& e : plan.adds) {
+    absl::StrAppend(&out.ipset, "add ", e.set, " ", e.prefix, "\n");
+  }
+  for (const SetEdit& e : plan.dels) {
+    absl::StrAppend(&out.ipset, "del ", e.set, " ", e.prefix, "\n");
+  }
+  out.adds = static_cast<int>(plan.adds.size());
+  out.dels = static_cast<int>(plan.dels.size());
+  for (const DeltaPlan::DispatchEdit& r : plan.dispatch) {
+    absl::StrAppend(&out.dispatch, r.edit.add ? "add " : "del ", r.edit.set, " ", r.edit.prefix,
+                    "\n");
+  }
+  out.dispatch_first = plan.dispatch_add;
+  return out;
+}
+
+// `previous` as Apply installs it with `generation`: the installed program and the index.
+struct InstalledStep {
+  Installed installed;
+  DeltaIndex index;
+};
+absl::StatusOr<std::unique_ptr<InstalledStep>> InstalledStepOf(const ir::CompiledPolicy& previous,
+                                                               uint32_t generation) {
+  absl::StatusOr<Model> from = BuildModel(previous, generation);
+  if (!from.ok()) return from.status();
+  auto step = std::make_unique<InstalledStep>();
+  step->index = IndexOf(previous, *from);
+  step->installed = InstalledOf(*from, "");
+  return step;
 }
 
 absl::StatusOr<UpdatePlan> PlanUpdateDelta(const ir::CompiledPolicy& previous,
                                            const ir::CompiledPolicyDelta& delta,
                                            uint32_t generation) {
-  absl::StatusOr<Model> from = BuildModel(previous, generation);
+  absl::StatusOr<std::unique_ptr<InstalledStep>> from = InstalledStepOf(previous, generation);
   if (!from.ok()) return from.status();
-  const DeltaIndex index = IndexOf(previous, *from);
-  const Installed installed = InstalledOf(*from, "");
-  absl::StatusOr<DeltaPlan> plan = PlanFromDelta(installed, index, previous, delta);
+  absl::StatusOr<DeltaPlan> plan =
+      PlanFromDelta((*from)->installed, (*from)->index, previous, delta);
   if (!plan.ok()) return plan.status();
-  UpdatePlan out;
+  return MembersPlan(*plan);
+}
+
+absl::StatusOr<DeltaRulesPlan> PlanRulesUpdateDelta(const ir::CompiledPolicy& previous,
+                                                    const ir::CompiledPolicyDelta& delta,
+                                                    uint32_t generation) {
+  absl::StatusOr<std::unique_ptr<InstalledStep>> from = InstalledStepOf(previous, generation);
+  if (!from.ok()) return from.status();
+  absl::StatusOr<RulesDelta> plan =
+      PlanRulesFromDelta((*from)->installed, (*from)->index, previous, delta);
+  if (!plan.ok()) return plan.status();
+  DeltaRulesPlan out;
   out.fallback = plan->fallback;
   if (!out.fallback.empty()) return out;
-  for (const SetEdit& e : plan->adds) absl::StrAppend(&out.ipset, "add ", e.set, " ", e.prefix, "\n");
-  for (const SetEdit& e : plan->dels) absl::StrAppend(&out.ipset, "del ", e.set, " ", e.prefix, "\n");
-  out.adds = static_cast<int>(plan->adds.size());
-  out.dels = static_cast<int>(plan->dels.size());
-  for (const DeltaPlan::DispatchEdit& r : plan->dispatch) {
-    absl::StrAppend(&out.dispatch, r.edit.add ? "add " : "del ", r.edit.set, " ", r.edit.prefix,
-                    "\n");
+  out.rules = plan->plan;
+  for (const auto& [name, entries] : plan->created) {
+    AppendCreated(name, entries, MaxElem(entries.size()), out.rules.ipset);
   }
-  out.dispatch_first = plan->dispatch_add;
+  out.pod = plan->pod;
+  if (out.pod) out.members = MembersPlan(plan->members);
   return out;
 }
 

@@ -83,16 +83,25 @@
 // of this node — meets the whole old program or the whole new one (IptablesBackend::
 // UpdateRules has the argument). Apply only when that fails (fail closed) or on a first
 // install.
-// UpdateDelta plans the same edit from a CompiledPolicyDelta alone (no model of the next
-// program, no comparison of rules), in time proportional to the delta and the entries of
-// the sets it changes; what it cannot plan it hands to Update — except a delta that
-// replaces or adds tables (a policy event), which goes straight to the in-place rules path
-// (its rules differ: Update's element-only attempt would build a second model of the next
-// program only to refuse). It also takes one node pod
-// added or removed whose table's chains stay: its addresses added to (deleted from) its
-// table's dispatch sets before its addresses join the peer sets (after they leave), an RCU
-// grace period between (iptables.cc, UpdateDelta, has the argument): set edits only, no
-// process spawned. A table's first or last local endpoint (chains come or go) is Apply.
+// UpdateDelta plans the same edits from a CompiledPolicyDelta alone (no model of the next
+// program, no comparison of whole rulesets), in time proportional to the delta and what it
+// touches; what it cannot plan it hands to Update (copy + ApplyDelta; a delta with tables
+// straight to the in-place rules path). Three kinds:
+//  - a delta without tables (pod events; a node pod added or removed whose table's chains
+//    stay): set edits only over netlink, no process — the node pod's addresses added to
+//    (deleted from) its table's dispatch sets before its addresses join the peer sets (after
+//    they leave), an RCU grace period between (iptables.cc, EditMembers, has the argument);
+//  - a delta with tables (a policy, namespace or tier event; a pod of this node that brings
+//    its table or takes the last one away): the in-place rules path planned from the delta,
+//    the installed chains and sets and an index of them (iptables.cc, PlanRulesFromDelta):
+//    only the tables the delta replaces or adds, whose endpoints change or that name a peer
+//    set it remakes are rendered, NP-FORWARD is edited by position (-I/-D/-R: one rule per
+//    table chain, never flushed and refilled), new sets for what changed, one restore per
+//    family — the same edit the whole-model path makes. A pod delta adds the element edits
+//    of the sets that keep their names, around the restore in the order above (the restore
+//    is its dispatch going in or out);
+//  - a delta that appends identities: Update (the planners do not know them).
+// Peer sets alone (a selector's members) go to Update, which may still edit them in place.
 //
 // Capacity (Capacity(), `netpol compile --stats`): the kernel allows 65,472 ipsets per network
 // namespace (ip_set_core.c: 16-bit set ids, the list grows from 256 in steps of 64), shared
@@ -131,9 +140,12 @@ std::unique_ptr<Backend> MakeIptablesBackend(const BackendOptions& options = {})
 // How the last Update or UpdateDelta of `backend` (made by MakeIptablesBackend) went, for
 // tests and benchmarks: "in place: ..." (Update, set members edited), "in place, rules:
 // ..." (Update, changed chains and new sets: the in-place rules path; UpdateDelta's with
-// tables says "(element-only refused: by delta: ...)"), "in place by delta:
-// ..." (UpdateDelta planned from the delta alone), "full: <why>" (a new generation), or
-// "by Update (<why the delta was not planned>): <how Update went>"; empty before any.
+// tables says "(element-only refused: by delta: ...)"), "in place by delta: ..."
+// (UpdateDelta, set edits planned from the delta alone), "in place by delta, rules: ..."
+// (UpdateDelta, the rules path planned from the delta: chains written and deleted, sets
+// made and destroyed, a pod delta's set edits, and where the time went), "full: <why>" (a
+// new generation), or "by Update (<why the delta was not planned>): <how Update went>";
+// empty before any.
 std::string IptablesLastUpdate(const Backend& backend);
 
 // How many processes (iptables-restore, ipset, ...) iptables backends of this process have
@@ -221,7 +233,8 @@ struct RulesPlan {
   std::vector<std::string> created;
   // 2. Per family (0 = IPv4, 1 = IPv6): the `iptables-restore --noflush` input that
   //    declares (so flushes) and refills only the chains whose rules differ, adds new
-  //    chains and deletes gone ones, in one transaction; "" when the family's rules stay.
+  //    chains and deletes gone ones, and edits NP-FORWARD's changed dispatch rules by
+  //    position (-I/-D/-R N), in one transaction; "" when the family's rules stay.
   std::string restore[2];
   int chains_written[2] = {0, 0};
   int chains_deleted[2] = {0, 0};
@@ -239,6 +252,28 @@ absl::StatusOr<RulesPlan> PlanRulesUpdate(const ir::CompiledPolicy& previous,
 absl::StatusOr<UpdatePlan> PlanUpdateDelta(const ir::CompiledPolicy& previous,
                                            const ir::CompiledPolicyDelta& delta,
                                            uint32_t generation = 0);
+
+// UpdateDelta's rules path for a delta that edits tables (a policy event; a pod of this node
+// that brings its table or takes the last one away) or whose endpoint's table chains come or
+// go, planned from the delta and what `previous` installs with `generation` alone: the
+// chains it can change rendered, the rest compared by nothing. `rules` is what
+// PlanRulesUpdate(previous, next) plans (the same chains, the same new sets under the same
+// names, the same sets destroyed); a pod delta (`pod`: range, identity pod or endpoint count
+// edits) adds `members`, the element edits of the sets that keep their names (as
+// PlanUpdateDelta shows them), made after the restores on the way in (its dispatch_first:
+// its endpoint's dispatch goes in with the restore, then an RCU grace period) and before them
+// on the way out; its `dispatch` edits go with the restores. `fallback`: why UpdateDelta
+// hands the delta to the whole-model path instead. InvalidArgument for a malformed delta.
+// For tests: it builds the model of `previous`.
+struct DeltaRulesPlan {
+  std::string fallback;
+  RulesPlan rules;
+  bool pod = false;
+  UpdatePlan members;
+};
+absl::StatusOr<DeltaRulesPlan> PlanRulesUpdateDelta(const ir::CompiledPolicy& previous,
+                                                    const ir::CompiledPolicyDelta& delta,
+                                                    uint32_t generation = 0);
 
 // The set name of a peer set in a family (0 = IPv4, 1 = IPv6) and generation.
 std::string SetName(uint32_t generation, int family, uint32_t peer_set);

@@ -7,6 +7,7 @@
 #include "np/backends/iptables/test_util.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -1258,8 +1259,10 @@ TEST(PlanUpdateDelta, IsPlanUpdatesEditOnRandomChurn) {
 // ---- Update: the in-place rules path (stable numbering) ---------------------------------
 
 // Applies an `iptables-restore --noflush` input to the parsed chains of family f in one step,
-// as the kernel commits it: a declared chain is created or flushed, -A appends, -X deletes
-// (a chain something still jumps to cannot be deleted: a failure).
+// as the kernel commits it: a declared chain is created or flushed, -A appends, -I N inserts
+// at rule N, -R N replaces rule N, -D N deletes it (rules numbered from 1, each line on the
+// chain as the lines before left it), -X deletes a chain (a chain something still jumps to
+// cannot be deleted: a failure).
 void ApplyRestore(Parsed& p, int f, const std::string& text) {
   for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
     std::vector<std::string> t = Words(line);
@@ -1268,6 +1271,21 @@ void ApplyRestore(Parsed& p, int f, const std::string& text) {
     } else if (t[0] == "-A") {
       ASSERT_TRUE(p.chains[f].count(t[1])) << "rule in undeclared chain: " << line;
       p.chains[f][t[1]].push_back(std::vector<std::string>(t.begin() + 2, t.end()));
+    } else if (t[0] == "-I" || t[0] == "-R" || t[0] == "-D") {
+      ASSERT_TRUE(p.chains[f].count(t[1])) << "no such chain: " << line;
+      auto& rules = p.chains[f][t[1]];
+      size_t n = 0;
+      ASSERT_TRUE(t.size() >= 3 && absl::SimpleAtoi(t[2], &n) && n >= 1) << line;
+      ASSERT_LE(n, rules.size() + (t[0] == "-I" ? 1 : 0)) << "no rule " << n << ": " << line;
+      const std::vector<std::string> rule(t.begin() + 3, t.end());
+      if (t[0] == "-I") {
+        rules.insert(rules.begin() + static_cast<long>(n - 1), rule);
+      } else if (t[0] == "-R") {
+        rules[n - 1] = rule;
+      } else {
+        ASSERT_EQ(t.size(), 3u) << line;
+        rules.erase(rules.begin() + static_cast<long>(n - 1));
+      }
     } else if (t[0] == "-X") {
       ASSERT_TRUE(p.chains[f].count(t[1])) << line;
       for (const auto& [chain, rules] : p.chains[f]) {
@@ -1302,9 +1320,12 @@ bool SetNamed(const Parsed& p, const std::string& name) {
 // see it: the states before and after answer every flow alike), which is the invariant
 // the order keeps and is counted in `unnamed`. `restore_early`: the restores run right
 // after the sets are created, before they are filled (a wrong order, to show that the
-// check can fail).
+// check can fail). `before_restores` and `after_restores` (optional) run around the restores
+// (a pod delta's element edits, UpdateDelta's rules path).
 void ReplayRules(const RulesPlan& plan, Parsed& p, const std::function<void()>& check,
-                 bool restore_early = false, int* unnamed = nullptr) {
+                 bool restore_early = false, int* unnamed = nullptr,
+                 const std::function<void()>& before_restores = nullptr,
+                 const std::function<void()>& after_restores = nullptr) {
   auto set_step = [&](const std::string& set) {
     if (SetNamed(p, set)) {
       check();
@@ -1327,11 +1348,13 @@ void ReplayRules(const RulesPlan& plan, Parsed& p, const std::function<void()>& 
     }
   }
   auto restores = [&] {
+    if (before_restores) before_restores();
     for (int f = 0; f < 2; ++f) {
       if (plan.restore[f].empty()) continue;
       ApplyRestore(p, f, plan.restore[f]);
       check();
     }
+    if (after_restores) after_restores();
   };
   if (restore_early) restores();
   for (const auto& [set, entry] : adds) {
@@ -1547,8 +1570,15 @@ TEST(PlanRulesUpdate, HandWrittenPolicyAddDeleteAndEndpointMove) {
   EXPECT_EQ(plan.created, (std::vector<std::string>{"np-g1-v4-t1", "np-g1-v6-t1"}));
   for (int f = 0; f < 2; ++f) {
     EXPECT_EQ(plan.chains_written[f], 2);  // NP-FORWARD and NP-T1-IN
-    EXPECT_TRUE(absl::StrContains(plan.restore[f], ":NP-FORWARD - [0:0]\n:NP-T1-IN - [0:0]\n"))
+    // NP-T1-IN declared and filled; NP-FORWARD not flushed: its jump to it inserted after
+    // table 0's (rule 1 accepts established flows, rules 2 and 3 dispatch table 0).
+    EXPECT_TRUE(absl::StartsWith(plan.restore[f], "*filter\n:NP-T1-IN - [0:0]\n-A NP-T1-IN "))
         << plan.restore[f];
+    EXPECT_TRUE(absl::StrContains(
+        plan.restore[f], absl::StrCat("\n-I NP-FORWARD 4 -m set --match-set np-g1-v", 4 + 2 * f,
+                                      "-t1 dst -j NP-T1-IN\nCOMMIT\n")))
+        << plan.restore[f];
+    EXPECT_FALSE(absl::StrContains(plan.restore[f], ":NP-FORWARD")) << plan.restore[f];
     EXPECT_FALSE(absl::StrContains(plan.restore[f], ":NP-T0-IN")) << plan.restore[f];
   }
   // And back: table 1 a tombstone; its chains and dispatch sets go.
@@ -1558,7 +1588,8 @@ TEST(PlanRulesUpdate, HandWrittenPolicyAddDeleteAndEndpointMove) {
   EXPECT_EQ(plan.destroyed, (std::vector<std::string>{"np-g0-v4-t1", "np-g0-v6-t1"}));
   for (int f = 0; f < 2; ++f) {
     EXPECT_EQ(plan.chains_deleted[f], 1);
-    EXPECT_TRUE(absl::StrContains(plan.restore[f], "-X NP-T1-IN\nCOMMIT\n")) << plan.restore[f];
+    EXPECT_TRUE(absl::StrContains(plan.restore[f], "\n-D NP-FORWARD 4\n-X NP-T1-IN\nCOMMIT\n"))
+        << plan.restore[f];
   }
 }
 
@@ -1631,6 +1662,232 @@ TEST(PlanRulesUpdate, EveryStepGivesOldOrNewVerdictsOnRandomStableEvents) {
             << " more edit sets no rule names), " << chains
             << " chains written or deleted, " << sets << " sets made or destroyed; rules before "
             << "filled sets gave third verdicts in " << early_thirds << " plans\n";
+}
+
+// ---- UpdateDelta: the rules path planned from the delta -----------------------------------
+
+// Seeded random stably numbered events (testutil::StableEvent) as DiffPrograms deltas: a delta
+// that edits no pods (policy, tier, peer set, table, tombstone, endpoint-move events) planned
+// from the delta alone (PlanRulesUpdateDelta) is exactly the plan of the whole-model path
+// (PlanRulesUpdate of the two programs: the same chains written and deleted, the same restore
+// texts, the same new sets with the same entries, the same sets destroyed) — which the
+// replay test above checks step by step — and only pod deltas may fall back. Replay a failure
+// with its seed (NP_TEST_SEED).
+TEST(PlanRulesUpdateDelta, IsPlanRulesUpdateOnRandomStableEventDeltas) {
+  uint64_t first_seed = 0, seeds = 40;
+  if (const char* env = getenv("NP_TEST_SEED"); env != nullptr) {
+    ASSERT_TRUE(absl::SimpleAtoi(env, &first_seed)) << env;
+    seeds = 1;
+  }
+  int planned = 0, with_tables = 0, pod = 0, chains = 0;
+  int per_kind[testutil::kStableEventKinds] = {};
+  for (uint64_t seed = first_seed; seed < first_seed + seeds; ++seed) {
+    SCOPED_TRACE(absl::StrCat("seed ", seed, " (replay: NP_TEST_SEED=", seed, ")"));
+    std::mt19937_64 rng(seed * 7919 + 3);
+    ir::CompiledPolicy current = WithPods(RandomIr(seed + 500));
+    uint32_t generation = static_cast<uint32_t>(seed % 4);
+    for (int step = 0; step < 12; ++step) {
+      const int kind = static_cast<int>(rng() % testutil::kStableEventKinds);
+      SCOPED_TRACE(absl::StrCat("step ", step, " (", testutil::StableEventName(kind), ")"));
+      ir::CompiledPolicy next = testutil::StableEvent(current, kind, rng);
+      std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(current, next);
+      if (!delta.has_value()) continue;
+      absl::StatusOr<DeltaRulesPlan> plan = PlanRulesUpdateDelta(current, *delta, generation);
+      ASSERT_TRUE(plan.ok()) << plan.status();
+      if (plan->pod || !plan->fallback.empty()) {
+        EXPECT_TRUE(!delta->ipv4().empty() || !delta->ipv6().empty() ||
+                    !delta->identity_pods().empty())
+            << "a delta without pod edits fell back: " << plan->fallback;
+        ++pod;
+      } else {
+        const RulesPlan want = MustPlanRules(current, next, generation);
+        ASSERT_EQ(want.fallback, "");
+        EXPECT_EQ(plan->rules.ipset, want.ipset);
+        EXPECT_EQ(plan->rules.created, want.created);
+        EXPECT_EQ(plan->rules.destroyed, want.destroyed);
+        for (int f = 0; f < 2; ++f) {
+          EXPECT_EQ(plan->rules.restore[f], want.restore[f]) << "family " << f;
+          EXPECT_EQ(plan->rules.chains_written[f], want.chains_written[f]);
+          EXPECT_EQ(plan->rules.chains_deleted[f], want.chains_deleted[f]);
+          chains += want.chains_written[f] + want.chains_deleted[f];
+        }
+        ++planned;
+        ++per_kind[kind];
+        with_tables += !delta->tables().empty();
+      }
+      if (HasFailure()) return;
+      current = std::move(next);
+      ++generation;
+    }
+  }
+  for (int k = 0; k < testutil::kStableEventKinds; ++k) {
+    if (k != testutil::kRelabel && seeds > 1) {
+      EXPECT_GT(per_kind[k], 10) << testutil::StableEventName(k);
+    }
+  }
+  std::cout << planned << " deltas planned from the delta as the whole-model path plans them ("
+            << with_tables << " with tables, " << chains << " chains written or deleted); "
+            << pod << " pod deltas left out\n";
+}
+
+// The programs of a pod of this node that brings its own table: `with` is `base` with
+// endpoint e (of base) selected into a table of its own, appended with random rules
+// (isolated ingress) on base's peer sets and one peer set appended; `without` has no
+// endpoint e, its table and the peer sets only that table named are tombstones, and its
+// address ranges carry another identity and no pod (as np/lower_delta.h lowers it).
+struct PodTablePair {
+  ir::CompiledPolicy with, without;
+};
+std::optional<PodTablePair> PodWithOwnTable(const ir::CompiledPolicy& base, std::mt19937_64& rng) {
+  if (base.endpoints_size() == 0 || base.identities_size() < 2) return std::nullopt;
+  PodTablePair out{base, {}};
+  ir::CompiledPolicy& with = out.with;
+  const int e = static_cast<int>(rng() % static_cast<uint64_t>(with.endpoints_size()));
+  testutil::AddRandomPeerSets(rng, 1, 0, static_cast<uint32_t>(with.identities_size() - 1), with);
+  testutil::AddRandomTables(rng, 1, with.peer_sets_size(), /*first_ingress=*/true, with);
+  const uint32_t table = static_cast<uint32_t>(with.tables_size() - 1);
+  with.mutable_endpoints(e)->set_selected(true);
+  with.mutable_endpoints(e)->set_table(table);
+  with = WithPods(with);
+  auto used = [](const ir::CompiledPolicy& ir) {
+    std::vector<bool> out(ir.peer_sets_size(), false);
+    for (const ir::Table& t : ir.tables()) {
+      for (const ir::DirectionPolicy* d : {&t.ingress(), &t.egress()}) {
+        if (d->isolated()) {
+          for (const ir::PortRule& r : d->rules()) out[r.peer_set()] = true;
+        }
+        for (const ir::TierRule& r : d->admin()) out[r.peer_set()] = true;
+        if (!d->isolated()) {
+          for (const ir::TierRule& r : d->baseline()) out[r.peer_set()] = true;
+        }
+      }
+    }
+    return out;
+  };
+  ir::CompiledPolicy without = with;
+  const ir::Endpoint gone = without.endpoints(e);
+  without.mutable_endpoints()->DeleteSubrange(e, 1);
+  without.mutable_tables(static_cast<int>(table))->Clear();
+  without.mutable_tables(static_cast<int>(table))->set_id(table);
+  const std::vector<bool> was = used(with), is = used(without);
+  for (int s = 0; s < without.peer_sets_size(); ++s) {
+    if (was[s] && !is[s]) {
+      without.mutable_peer_sets(s)->Clear();
+      without.mutable_peer_sets(s)->set_id(static_cast<uint32_t>(s));
+    }
+  }
+  const uint32_t other = static_cast<uint32_t>(1 + rng() % (without.identities_size() - 1));
+  for (auto* ranges : {without.mutable_ipv4(), without.mutable_ipv6()}) {
+    for (ir::AddressRange& r : *ranges) {
+      for (const std::string& ip : gone.ips()) {
+        absl::StatusOr<std::string> bytes = AddressBytes(ip);
+        if (bytes.ok() && r.first() == *bytes && r.last() == *bytes) {
+          r.set_identity((r.identity() + other) % without.identities_size());
+          r.clear_pod();
+        }
+      }
+    }
+  }
+  out.without = WithPods(without);
+  if (!CheckIr(out.with).ok() || !CheckIr(out.without).ok()) return std::nullopt;
+  return out;
+}
+
+// A pod of this node that brings its table (added) or takes it away (removed), on seeded
+// random programs, as the DiffPrograms delta: PlanRulesUpdateDelta plans the table's chains
+// and NP-FORWARD as one restore per family (no other live chain written), new sets for its
+// dispatch and new peer sets, and the element edits of the sets that keep their names. Every
+// intermediate state in UpdateDelta's order — new sets made and filled (no rule names them),
+// then on the way in the dispatch set edits and restores before the member edits, on the way
+// out after them, then the sets destroyed — gives every probed flow the old program's or the
+// new one's verdict (IrAllows), never a third; the end state is a fresh render of the new
+// program (generations aside). The member edits before the restores on the way in show
+// third verdicts (so the check can fail). Replay a failure with its seed (NP_TEST_SEED).
+TEST(PlanRulesUpdateDelta, PodBringingOrRetiringItsTableGivesOldOrNewVerdicts) {
+  uint64_t first_seed = 0, seeds = 80;
+  if (const char* env = getenv("NP_TEST_SEED"); env != nullptr) {
+    ASSERT_TRUE(absl::SimpleAtoi(env, &first_seed)) << env;
+    seeds = 1;
+  }
+  int plans = 0, states = 0, fallbacks = 0, member_edits = 0, wrong_thirds = 0, created = 0;
+  std::map<std::string, int> why;
+  for (uint64_t seed = first_seed; seed < first_seed + seeds; ++seed) {
+    SCOPED_TRACE(absl::StrCat("seed ", seed, " (replay: NP_TEST_SEED=", seed, ")"));
+    std::mt19937_64 rng(seed * 31337 + 11);
+    std::optional<PodTablePair> pair = PodWithOwnTable(WithPods(RandomIr(seed + 900)), rng);
+    if (!pair.has_value()) continue;
+    for (const bool adding : {true, false}) {
+      SCOPED_TRACE(adding ? "added" : "removed");
+      const ir::CompiledPolicy& from = adding ? pair->without : pair->with;
+      const ir::CompiledPolicy& to = adding ? pair->with : pair->without;
+      std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(from, to);
+      ASSERT_TRUE(delta.has_value());
+      const uint32_t generation = static_cast<uint32_t>(seed % 5);
+      absl::StatusOr<DeltaRulesPlan> plan = PlanRulesUpdateDelta(from, *delta, generation);
+      ASSERT_TRUE(plan.ok()) << plan.status();
+      if (!plan->fallback.empty()) {
+        ++fallbacks;
+        ++why[plan->fallback.substr(0, plan->fallback.find_first_of("0123456789"))];
+        continue;
+      }
+      ++plans;
+      EXPECT_TRUE(plan->pod);
+      EXPECT_EQ(plan->members.dispatch_first, adding);
+      member_edits += plan->members.adds + plan->members.dels;
+      created += static_cast<int>(plan->rules.created.size());
+      absl::StatusOr<Ruleset> old_rs = RenderRuleset(from, {generation});
+      absl::StatusOr<Ruleset> new_rs = RenderRuleset(to, {generation + 1});
+      ASSERT_TRUE(old_rs.ok() && new_rs.ok());
+      const FlowCheck flows(from, to, rng);
+      UpdatePlan dispatch;
+      dispatch.ipset = plan->members.dispatch;
+      for (const bool wrong : {false, true}) {
+        if (wrong && !adding) continue;
+        Parsed p = Parse(*old_rs);
+        int third = 0;
+        std::string example;
+        auto check = [&] {
+          if (!wrong) ++states;
+          const std::pair<int, int> got = flows.Run(p, third == 0 ? &example : nullptr);
+          third += got.first;
+        };
+        auto members = [&] { Replay(plan->members, p, check); };
+        auto dispatches = [&] { Replay(dispatch, p, check); };
+        std::function<void()> before, after;
+        if (adding != wrong) {  // the way in: dispatch with the restores, then the members
+          before = dispatches;
+          after = members;
+        } else {
+          before = [&] {
+            members();
+            dispatches();
+          };
+        }
+        ReplayRules(plan->rules, p, check, /*restore_early=*/false, nullptr, before, after);
+        if (wrong) {
+          wrong_thirds += third > 0;
+          continue;
+        }
+        ASSERT_EQ(third, 0) << example << " mid-update\n"
+                            << plan->rules.restore[0] << plan->rules.restore[1]
+                            << plan->members.ipset << plan->members.dispatch;
+        EXPECT_EQ(flows.Run(p).second, 0) << "the end state is not the new program";
+        EXPECT_EQ(Canonical(p), Canonical(Parse(*new_rs)));
+      }
+      if (HasFailure()) return;
+    }
+  }
+  std::string reasons;
+  for (const auto& [text, n] : why) absl::StrAppend(&reasons, "\n  ", n, " x ", text);
+  std::cout << plans << " pod deltas with a table planned, " << states
+            << " intermediate states checked, " << member_edits << " member edits, " << created
+            << " sets made; " << fallbacks << " fell back:" << reasons << "\n"
+            << "member edits before the restores on the way in gave third verdicts in "
+            << wrong_thirds << " plans\n";
+  if (seeds > 1) {
+    EXPECT_GT(plans, static_cast<int>(seeds));  // most of the 2 x seeds
+    EXPECT_GT(wrong_thirds, 0);
+  }
 }
 
 // Malformed deltas are refused (InvalidArgument) like ApplyDelta refuses them.
