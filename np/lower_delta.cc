@@ -119,9 +119,13 @@ class TableEdits {
       : installed_(installed), known_(known) {}
 
   uint32_t Intern(bool all, std::vector<uint32_t> ids) {
-    PeerSetContent content(all, std::move(ids));
+    return Intern(PeerSetContent(all, std::move(ids)));
+  }
+  uint32_t Intern(PeerSetContent content) {
+    auto rewritten = rewritten_.find(content);
+    if (rewritten != rewritten_.end()) return rewritten->second;
     auto found = known_.find(content);
-    if (found != known_.end()) return found->second;
+    if (found != known_.end() && rewritten_ids_.count(found->second) == 0) return found->second;
     auto [it, fresh] =
         fresh_ids_.try_emplace(content, kProvisional + static_cast<uint32_t>(fresh_sets_.size()));
     if (fresh) fresh_sets_.push_back(std::move(content));
@@ -140,6 +144,18 @@ class TableEdits {
   }
 
   bool empty() const { return emitted_.empty(); }
+
+  // Installed peer set `id` (some rule names it) gets `content` in place: every rule naming it
+  // means the new content now, so the tables naming it need not change. `content` must be no
+  // other set's. Before any Intern of either content.
+  void Rewrite(uint32_t id, PeerSetContent content) {
+    rewritten_ids_.insert(id);
+    rewrites_.emplace_back(id, content);
+    rewritten_.emplace(std::move(content), id);
+  }
+  bool Known(const PeerSetContent& content) const {
+    return known_.count(content) != 0 || rewritten_.count(content) != 0;
+  }
 
   // Provisional peer sets take the ids of sets only the replaced tables named (lowest first),
   // then the installed program's unused ids, then are appended; freed sets left over become
@@ -185,6 +201,14 @@ class TableEdits {
     }
     for (size_t k = next_freed; k < freed.size(); ++k) delta->add_peer_sets()->set_id(freed[k]);
     for (uint32_t set : freed) dropped->emplace_back(set, ContentOf(installed_.peer_sets(set)));
+    for (auto& [id, content] : rewrites_) {
+      ir::PeerSet* set = delta->add_peer_sets();
+      set->set_id(id);
+      set->set_all(content.first);
+      set->mutable_identities()->Add(content.second.begin(), content.second.end());
+      dropped->emplace_back(id, ContentOf(installed_.peer_sets(id)));
+      added->emplace_back(id, std::move(content));
+    }
     for (size_t k = 0; k < fresh_sets_.size(); ++k) {
       ir::PeerSet* set = delta->add_peer_sets();
       set->set_id(fresh_id[k]);
@@ -219,7 +243,18 @@ class TableEdits {
   absl::flat_hash_map<PeerSetContent, uint32_t> fresh_ids_;
   absl::flat_hash_map<uint32_t, int64_t> ref_change_;  // installed peer set id -> change
   std::vector<ir::Table> emitted_;
+  // Installed sets given new content in place (Rewrite), by content and by id.
+  absl::flat_hash_map<PeerSetContent, uint32_t> rewritten_;
+  absl::flat_hash_set<uint32_t> rewritten_ids_;
+  std::vector<std::pair<uint32_t, PeerSetContent>> rewrites_;
 };
+
+// Whether two tables are the same but for the peer sets their rules name.
+bool SameButPeerSets(ir::Table a, ir::Table b) {
+  RenumberPeerSets(&a, [](uint32_t) { return 0u; });
+  RenumberPeerSets(&b, [](uint32_t) { return 0u; });
+  return google::protobuf::util::MessageDifferencer::Equals(a, b);
+}
 
 }  // namespace
 
@@ -789,20 +824,67 @@ std::optional<std::string> PodDeltaLowering::EditTables(
     tables->target[id] = kNone;
     tables->source[id] = nullptr;
   }
+  // Tables whose engine table was rebuilt, or whose rules may name a class that gained or
+  // lost its identity: lowered with their sets by content first. An installed set whose rules
+  // all sit in these tables, at the same places, and all get one new content no other set
+  // has, takes that content in place (the set of a relabel's class gains or drops its
+  // identity, as np/lower_align.h keeps a changed set's id): those tables then stay as they
+  // are, and a backend edits set members, not rules. The others are sent when they differ.
+  std::vector<PeerSetContent> contents;
+  absl::flat_hash_map<PeerSetContent, uint32_t> content_index;
+  internal::TableLowering by_content(next, options_.flatten_tiers, numbering,
+                                     [&](bool all, std::vector<uint32_t> ids) {
+                                       auto [it, fresh] = content_index.try_emplace(
+                                           PeerSetContent(all, std::move(ids)),
+                                           static_cast<uint32_t>(contents.size()));
+                                       if (fresh) contents.push_back(it->first);
+                                       return it->second;
+                                     });
+  std::vector<ir::Table> lowered(relowered.size());
+  // Per installed set: the content its rules get (kNone: more than one, or a table whose
+  // rules moved), and how many rules.
+  absl::flat_hash_map<uint32_t, std::pair<uint32_t, int64_t>> becomes;
+  for (size_t k = 0; k < relowered.size(); ++k) {
+    const uint32_t id = relowered[k], t = tables->target[id];
+    lowered[k].set_id(id);
+    by_content.Lower(t, &lowered[k]);
+    tables->source[id] = next.target_classes[t].table;
+    const bool same_places = SameButPeerSets(lowered[k], installed.tables(id));
+    std::vector<uint32_t> now;
+    ForEachPeerSetOf(lowered[k], [&](uint32_t c) { now.push_back(c); });
+    size_t i = 0;
+    ForEachPeerSetOf(installed.tables(id), [&](uint32_t set) {
+      auto [it, fresh] = becomes.try_emplace(set, same_places ? now[i] : kNone, 0);
+      if (!same_places || it->second.first != now[i]) it->second.first = kNone;
+      it->second.second++;
+      ++i;
+    });
+  }
+  {
+    absl::flat_hash_map<uint32_t, uint32_t> candidates;  // content -> set, kNone: several
+    for (const auto& [set, change] : becomes) {
+      const auto& [c, rules] = change;
+      if (c == kNone || rules != peer_set_refs_[set] || edits.Known(contents[c])) continue;
+      auto [it, fresh] = candidates.try_emplace(c, set);
+      if (!fresh) it->second = kNone;
+    }
+    std::vector<std::pair<uint32_t, uint32_t>> rewrites;  // set, content
+    for (const auto& [c, set] : candidates) {
+      if (set != kNone) rewrites.emplace_back(set, c);
+    }
+    std::sort(rewrites.begin(), rewrites.end());  // hash order must not number the delta
+    for (const auto& [set, c] : rewrites) edits.Rewrite(set, contents[c]);
+  }
+  for (ir::Table& table : lowered) {
+    RenumberPeerSets(&table, [&](uint32_t c) { return edits.Intern(contents[c]); });
+    if (google::protobuf::util::MessageDifferencer::Equals(table, installed.tables(table.id()))) {
+      continue;
+    }
+    edits.Replace(std::move(table));
+  }
   internal::TableLowering lowering(
       next, options_.flatten_tiers, numbering,
       [&](bool all, std::vector<uint32_t> ids) { return edits.Intern(all, std::move(ids)); });
-  // Tables whose engine table was rebuilt, or whose rules may name a class that gained or
-  // lost its identity: sent when their lowering differs.
-  for (uint32_t id : relowered) {
-    const uint32_t t = tables->target[id];
-    ir::Table table;
-    table.set_id(id);
-    lowering.Lower(t, &table);
-    tables->source[id] = next.target_classes[t].table;
-    if (google::protobuf::util::MessageDifferencer::Equals(table, installed.tables(id))) continue;
-    edits.Replace(std::move(table));
-  }
   for (const auto& [t, id] : added) {
     if (t >= next.target_classes.size() || next.target_classes[t].table == nullptr) {
       return "a target class without its engine table";

@@ -157,6 +157,8 @@ struct Counts {
   int dense_same_identities = 0;
   // Of the deltas: identities that came (appended, or an unused id taken again) and went.
   int identities_appended = 0, identities_reused = 0, identities_retired = 0;
+  // Deltas that gave an installed peer set some rule names new content without a table.
+  int sets_rewritten = 0;
   std::map<std::string, int> refusals;  // why not, for the log
 };
 
@@ -164,7 +166,8 @@ struct Counts {
 std::string IdentityCounts(const Counts& counts) {
   return absl::StrCat("  identities: ", counts.identities_appended, " appended, ",
                       counts.identities_reused, " unused ids taken again, ",
-                      counts.identities_retired, " retired\n");
+                      counts.identities_retired, " retired; ", counts.sets_rewritten,
+                      " deltas gave a named peer set new content in place\n");
 }
 
 // One seed: a cluster, then `steps` batches of changes; returns through `counts`.
@@ -320,6 +323,15 @@ void RunSeed(uint64_t seed, int steps, Counts* counts, bool relabel_heavy = fals
       }
       for (uint32_t id : live_before) counts->identities_retired += live.count(id) == 0 ? 1 : 0;
       ASSERT_NO_FATAL_FAILURE(ExpectTablesKept(before, *installed, identities_changed));
+      if (delta->delta.tables_size() == 0) {
+        const std::set<uint32_t> named = PeerSetsNamed(before);
+        for (const ir::PeerSet& set : delta->delta.peer_sets()) {
+          if (named.count(set.id()) != 0) {
+            counts->sets_rewritten++;
+            break;
+          }
+        }
+      }
       if (delta->delta.tables_size() > 0) counts->table_deltas++;
       // Numbered densely before (a whole lowering, or exact deltas since), and still dense
       // (no tombstone, no identity that came or went: the whole lowering numbers classes
@@ -385,6 +397,8 @@ TEST(PodDeltaLowering, DeltaEqualsWholeLoweringOnRandomPodChurn) {
   EXPECT_GT(counts.identities_appended, 1000);
   EXPECT_GT(counts.identities_reused, 700);
   EXPECT_GT(counts.identities_retired, 1500);
+  // Many of those change peer sets in place, not the rules naming them.
+  EXPECT_GT(counts.sets_rewritten, 700);
 }
 
 // The same with most events relabels and moves into another pod's class (issue 13: the
@@ -553,6 +567,8 @@ TEST(PodDeltaLowering, BenchRelabelShapes) {
   EXPECT_EQ(std::vector<std::string>(d.identities(0).pods().begin(), d.identities(0).pods().end()),
             std::vector<std::string>{"ns/web-1"});
   EXPECT_EQ(db_peers().count(fresh), 1u) << "db admits app=api: its peer set gains the identity";
+  EXPECT_EQ(d.tables_size(), 0) << "in place: the rules naming the set stay";
+  EXPECT_EQ(d.peer_sets_size(), 1);
 
   // Back: the new identity loses its last address, a tombstone (ExpectIdentitiesKept).
   ASSERT_NO_FATAL_FAILURE(step(web, &d));
@@ -561,6 +577,8 @@ TEST(PodDeltaLowering, BenchRelabelShapes) {
   EXPECT_TRUE(installed.identities(fresh).pods().empty());
   EXPECT_EQ(db_peers().count(fresh), 0u);
   EXPECT_EQ(identity_at(5), web_identity);
+  EXPECT_EQ(d.tables_size(), 0);
+  EXPECT_EQ(d.peer_sets_size(), 1);
 
   // Into the class again: the tombstone's id is taken again, nothing appended.
   ASSERT_NO_FATAL_FAILURE(step(relabelled, &d));
@@ -580,6 +598,78 @@ TEST(PodDeltaLowering, BenchRelabelShapes) {
   // web's identity lost its last address (web-1 and web-2 both left it): a tombstone.
   EXPECT_TRUE(installed.identities(web_identity).pods().empty());
   EXPECT_EQ(db_peers().count(web_identity), 0u);
+}
+
+// A peer set two tables share, only one of whose rules takes a relabelled pod's new class:
+// db admits app=web, cache admits app=web,tier=x; both sets hold the one identity of w1 and
+// w2 (app=web,tier=x), so they are one set. w2 relabelled to app=web alone: db's rule gains
+// the new identity, cache's must not, so the shared set cannot change in place — db's rule
+// names another set and the shared one keeps its content. Then w1 too: the old identity is
+// retired (cache's rule then admits no address and goes). Each step means the whole
+// lowering, with every unused identity in no peer set.
+TEST(PodDeltaLowering, SharedPeerSetSplitsWhenOnlySomeRulesTakeTheClass) {
+  auto pod = [](const std::string& name, const std::string& node, int address,
+                std::map<std::string, std::string> labels) {
+    k8s::Pod p;
+    p.mutable_metadata()->set_namespace_("ns");
+    p.mutable_metadata()->set_name(name);
+    for (const auto& [k, v] : labels) (*p.mutable_metadata()->mutable_labels())[k] = v;
+    p.mutable_spec()->set_nodename(node);
+    SetAddresses(&p, address, true, false);
+    return p;
+  };
+  auto admits = [](const std::string& name, const std::string& target,
+                   std::map<std::string, std::string> from) {
+    k8s::NetworkPolicy policy;
+    policy.mutable_metadata()->set_namespace_("ns");
+    policy.mutable_metadata()->set_name(name);
+    (*policy.mutable_spec()->mutable_podselector()->mutable_matchlabels())["app"] = target;
+    policy.mutable_spec()->add_policytypes("Ingress");
+    auto* labels = policy.mutable_spec()->add_ingress()->add_from()->mutable_podselector()
+                       ->mutable_matchlabels();
+    for (const auto& [k, v] : from) (*labels)[k] = v;
+    return policy;
+  };
+  ClusterObjects objects;
+  const k8s::Pod w1 = pod("w1", "node-2", 5, {{"app", "web"}, {"tier", "x"}});
+  const k8s::Pod w2 = pod("w2", "node-2", 6, {{"app", "web"}, {"tier", "x"}});
+  for (const k8s::Pod& p : {w1, w2, pod("db", "node-1", 7, {{"app", "db"}}),
+                            pod("cache", "node-1", 8, {{"app", "cache"}})}) {
+    objects.pods.push_back({p, {}});
+  }
+  objects.policies.push_back({admits("db", "db", {{"app", "web"}}), {}});
+  objects.policies.push_back({admits("cache", "cache", {{"app", "web"}, {"tier", "x"}}), {}});
+  absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  EngineOptions options;
+  options.node_name = "node-1";
+  std::shared_ptr<const Engine> current = *Engine::Build(*cluster, options);
+  ir::CompiledPolicy installed = *LowerToIr(*current);
+  ASSERT_EQ(installed.peer_sets_size(), 1) << "db and cache name one set";
+  PodDeltaLowering index = PodDeltaLowering::Index(current, installed);
+  for (const std::string name : {"w2", "w1"}) {
+    k8s::Pod p = name == "w2" ? w2 : w1;
+    p.mutable_metadata()->mutable_labels()->erase("tier");
+    std::shared_ptr<const Engine> after = *current->Apply({Change{Change::Op::kUpsert, p}});
+    std::string why;
+    std::optional<PodDelta> delta = index.Lower(after, installed, {Key(p)}, &why);
+    ASSERT_TRUE(delta.has_value()) << why;
+    const ir::CompiledPolicy before = installed;
+    ASSERT_TRUE(backends::ApplyDelta(delta->delta, &installed).ok());
+    ASSERT_TRUE(backends::CheckIr(installed).ok()) << backends::CheckIr(installed);
+    ASSERT_TRUE(backends::EquivalentPrograms(*LowerToIr(*after), installed, &why))
+        << name << ": " << why << "\ndelta:\n" << delta->delta.DebugString();
+    ASSERT_NO_FATAL_FAILURE(ExpectIdentitiesKept(before, installed));
+    if (name == "w2") {
+      EXPECT_EQ(delta->delta.identities_size(), 1);
+      EXPECT_EQ(delta->delta.tables_size(), 1) << "db's rule names another set";
+      EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(installed.peer_sets(0),
+                                                                     before.peer_sets(0)))
+          << "cache's set keeps its content";
+    }
+    index.Commit(*delta);
+    current = after;
+  }
 }
 
 // The delta a pod event on the node makes, checked by hand: one endpoint inserted, the pod's
