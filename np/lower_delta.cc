@@ -256,6 +256,53 @@ bool SameButPeerSets(ir::Table a, ir::Table b) {
   return google::protobuf::util::MessageDifferencer::Equals(a, b);
 }
 
+// A new table (of `new_tables`: target class, provisional id) whose endpoints come from a
+// table the delta would retire takes that table's id, as np/lower_align.h numbers tables (the
+// id most of its endpoints had; greedy by votes, ties by lowest ids): a relabelled pod's
+// table is then replaced in place, not the pod moved between two tables (which nft and
+// eBPF do by a full replace). The other new tables take the first of the ids allocated, in
+// order, so that appended ids leave no gap. Returns provisional id -> final id (empty: none
+// taken).
+std::map<uint32_t, uint32_t> TakeRetiredIds(
+    const std::vector<uint32_t>& retired,
+    const std::vector<std::pair<uint32_t, std::string>>& endpoints_out,
+    const std::vector<std::pair<uint32_t, std::string>>& endpoints_in,
+    std::vector<std::pair<uint32_t, uint32_t>>* new_tables) {
+  absl::flat_hash_map<absl::string_view, uint32_t> left;  // endpoint key -> table it left
+  for (const auto& [t, key] : endpoints_out) left.emplace(key, t);
+  absl::flat_hash_set<uint32_t> fresh;
+  for (const auto& [target, id] : *new_tables) fresh.insert(id);
+  std::map<std::pair<uint32_t, uint32_t>, int64_t> votes;  // (provisional id, retired id)
+  for (const auto& [t, key] : endpoints_in) {
+    auto from = left.find(key);
+    if (from == left.end() || fresh.count(t) == 0 ||
+        !std::binary_search(retired.begin(), retired.end(), from->second)) {
+      continue;
+    }
+    votes[{t, from->second}]++;
+  }
+  std::vector<std::tuple<int64_t, uint32_t, uint32_t>> ranked;  // -votes, retired, provisional
+  for (const auto& [key, n] : votes) ranked.emplace_back(-n, key.second, key.first);
+  std::sort(ranked.begin(), ranked.end());
+  std::map<uint32_t, uint32_t> renumber;
+  absl::flat_hash_set<uint32_t> taken;
+  for (const auto& [n, old_id, provisional] : ranked) {
+    if (taken.count(old_id) != 0 || renumber.count(provisional) != 0) continue;
+    taken.insert(old_id);
+    renumber.emplace(provisional, old_id);
+  }
+  if (renumber.empty()) return renumber;
+  std::vector<uint32_t> allocated;  // in allocation order: unused ids ascending, then appended
+  for (const auto& [target, id] : *new_tables) allocated.push_back(id);
+  size_t next = 0;
+  for (auto& [target, id] : *new_tables) {
+    auto it = renumber.find(id);
+    if (it == renumber.end()) it = renumber.emplace(id, allocated[next++]).first;
+    id = it->second;
+  }
+  return renumber;
+}
+
 }  // namespace
 
 // What a policy delta changes of the index (PodDeltaLowering::Commit).
@@ -504,20 +551,46 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
   }
   // Tables whose last endpoint leaves become tombstones (np/lower_align.h).
   std::vector<uint32_t> retired;
-  {
+  auto find_retired = [&]() {
+    retired.clear();
     std::map<uint32_t, int64_t> change;
     for (const auto& [t, k] : out.endpoints_out) change[t]--;
     for (const auto& [t, k] : out.endpoints_in) change[t]++;
     for (const auto& [t, c] : change) {
       if (t < table_endpoints_.size() && table_endpoints_[t] + c <= 0) retired.push_back(t);
     }
+  };
+  find_retired();
+  if (!new_tables.empty() && !retired.empty()) {
+    const std::map<uint32_t, uint32_t> renumber =
+        TakeRetiredIds(retired, out.endpoints_out, out.endpoints_in, &new_tables);
+    if (!renumber.empty()) {
+      // Only new tables' provisional ids are renumbered: no live table has one.
+      auto renumbered = [&](uint32_t table) {
+        auto it = renumber.find(table);
+        return it != renumber.end() ? it->second : table;
+      };
+      for (auto& [table, key] : out.endpoints_in) table = renumbered(table);
+      for (auto& [sort_key, change] : endpoint_changes) {
+        if (change.endpoint && change.endpoint->selected()) {
+          change.endpoint->set_table(renumbered(change.endpoint->table()));
+        }
+      }
+      find_retired();
+    }
   }
   // The other tables: the same engine tables, else lowered again (a pod event that makes a
   // new peer class rebuilds the tables of the policies its selectors are in). O(tables), no
   // pass over pods.
   std::vector<uint32_t> relowered;
+  // Retired, or taken by a new table (TakeRetiredIds): lowered as neither.
+  std::vector<uint32_t> replaced = retired;
+  for (const auto& [target, id] : new_tables) {
+    if (id < table_target_.size()) replaced.push_back(id);
+  }
+  std::sort(replaced.begin(), replaced.end());
   for (size_t t = 0, r = 0; t < table_target_.size(); ++t) {
-    if (r < retired.size() && retired[r] == t) {
+    if (r < replaced.size() && replaced[r] == t) {
       ++r;
       continue;
     }
@@ -696,7 +769,7 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
     numbering->live.clear();
     std::merge(live_ids.begin(), live_ids.end(), came.begin(), came.end(),
                std::back_inserter(numbering->live));
-    AddTablesNaming(next, classes, retired, &relowered);
+    AddTablesNaming(next, classes, replaced, &relowered);
     out.numbering = std::move(numbering);
     out.identities_added = std::move(new_identities);
     out.identities_retired = std::move(retired_identities);
@@ -861,10 +934,17 @@ std::optional<std::string> PodDeltaLowering::EditTables(
     });
   }
   {
+    // Rules of retired tables go with them: they need not agree.
+    absl::flat_hash_map<uint32_t, int64_t> leaving;
+    for (uint32_t id : retired) ForEachPeerSetOf(installed.tables(id), [&](uint32_t set) {
+      leaving[set]++;
+    });
     absl::flat_hash_map<uint32_t, uint32_t> candidates;  // content -> set, kNone: several
     for (const auto& [set, change] : becomes) {
       const auto& [c, rules] = change;
-      if (c == kNone || rules != peer_set_refs_[set] || edits.Known(contents[c])) continue;
+      auto gone = leaving.find(set);
+      const int64_t others = peer_set_refs_[set] - (gone != leaving.end() ? gone->second : 0);
+      if (c == kNone || rules != others || edits.Known(contents[c])) continue;
       auto [it, fresh] = candidates.try_emplace(c, set);
       if (!fresh) it->second = kNone;
     }
@@ -893,6 +973,9 @@ std::optional<std::string> PodDeltaLowering::EditTables(
     table.set_id(id);
     lowering.Lower(t, &table);
     edits.Replace(std::move(table));
+    // A retired table's id taken by the new table (TakeRetiredIds): its class is gone.
+    auto was = tables->of_target.find(tables->target[id]);
+    if (was != tables->of_target.end() && was->second == id) tables->of_target.erase(was);
     tables->target[id] = t;
     tables->source[id] = next.target_classes[t].table;
     tables->of_target.insert_or_assign(t, id);
