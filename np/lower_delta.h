@@ -20,10 +20,12 @@
 // changed between the two snapshots, and nothing but pods changed (no namespace, policy, tier
 // or node event: the caller lowers whole then). Tables as np/lower_align.h numbers them: a
 // pod of a target class with no table on the node brings that class's table (lowered as
-// LowerPolicyChange lowers one, same LowerOptions as `installed`) at the lowest unused table
-// id, else appended; a table whose last endpoint leaves becomes a tombstone; peer sets by
-// content, new ones as LowerPolicyChange numbers them, sets no rule names any more become
-// tombstones. Identities (a relabel into or out of a label set): a pod whose peer class has
+// LowerPolicyChange lowers one, same LowerOptions as `installed`) at the id of the table its
+// endpoints leave if that one retires (as np/lower_align.h numbers tables: a relabelled
+// pod's table is replaced in place, not the pod moved between tables), else at the lowest
+// unused table id, else appended; a table whose last endpoint leaves becomes a tombstone;
+// peer sets by content, new ones as LowerPolicyChange numbers them, sets no rule names any
+// more become tombstones. Identities (a relabel into or out of a label set): a pod whose peer class has
 // no identity in the program gets one — the lowest unused identity id (np/lower_align.h's
 // tombstone), else appended (CompiledPolicyDelta.identities) — and an identity losing its
 // last address becomes a tombstone (pods emptied). The tables whose rules may name such a
