@@ -707,6 +707,75 @@ TEST(PodDeltaLowering, SharedPeerSetSplitsWhenOnlySomeRulesTakeTheClass) {
   }
 }
 
+// A pod of the node relabelled from app=a to app=b, the last endpoint of a's table, b having
+// no table on the node: b's table takes a's id (the id its endpoint had, as
+// np/lower_align.h numbers tables), so the endpoint keeps its table id and no table is
+// retired: backends replace one table's rules instead of moving the endpoint. And back.
+TEST(PodDeltaLowering, RelabelledLastEndpointsNewTableTakesItsTableId) {
+  auto selects = [](const std::string& name, const std::string& app, int port) {
+    k8s::NetworkPolicy policy;
+    policy.mutable_metadata()->set_namespace_("ns");
+    policy.mutable_metadata()->set_name(name);
+    (*policy.mutable_spec()->mutable_podselector()->mutable_matchlabels())["app"] = app;
+    policy.mutable_spec()->add_policytypes("Ingress");
+    policy.mutable_spec()->add_ingress()->add_ports()->mutable_port()->set_intval(port);
+    return policy;
+  };
+  auto pod = [](const std::string& name, const std::string& app, const std::string& node,
+                int address) {
+    k8s::Pod p;
+    p.mutable_metadata()->set_namespace_("ns");
+    p.mutable_metadata()->set_name(name);
+    (*p.mutable_metadata()->mutable_labels())["app"] = app;
+    p.mutable_spec()->set_nodename(node);
+    SetAddresses(&p, address, true, false);
+    return p;
+  };
+  ClusterObjects objects;
+  const k8s::Pod l1 = pod("l1", "a", "node-1", 5);
+  for (const k8s::Pod& p : {l1, pod("l2", "c", "node-1", 6), pod("r1", "b", "node-2", 7)}) {
+    objects.pods.push_back({p, {}});
+  }
+  for (const auto& policy : {selects("a", "a", 80), selects("b", "b", 81), selects("c", "c", 82)}) {
+    objects.policies.push_back({policy, {}});
+  }
+  absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  EngineOptions options;
+  options.node_name = "node-1";
+  std::shared_ptr<const Engine> current = *Engine::Build(*cluster, options);
+  ir::CompiledPolicy installed = *LowerToIr(*current);
+  PodDeltaLowering index = PodDeltaLowering::Index(current, installed);
+  auto table_of_l1 = [&]() {
+    for (const ir::Endpoint& e : installed.endpoints()) {
+      if (e.name() == "l1") return e.table();
+    }
+    return ~0u;
+  };
+  const uint32_t id = table_of_l1();
+  const int tables = installed.tables_size();
+  for (const std::string app : {"b", "a"}) {
+    k8s::Pod p = l1;
+    (*p.mutable_metadata()->mutable_labels())["app"] = app;
+    std::shared_ptr<const Engine> after = *current->Apply({Change{Change::Op::kUpsert, p}});
+    std::string why;
+    std::optional<PodDelta> delta = index.Lower(after, installed, {Key(p)}, &why);
+    ASSERT_TRUE(delta.has_value()) << why;
+    ASSERT_EQ(delta->delta.tables_size(), 1) << delta->delta.DebugString();
+    EXPECT_EQ(delta->delta.tables(0).id(), id) << "the new table takes the retiring one's id";
+    EXPECT_EQ(delta->delta.tables(0).policies(0), "ns/" + app);
+    const ir::CompiledPolicy before = installed;
+    ASSERT_TRUE(backends::ApplyDelta(delta->delta, &installed).ok());
+    ASSERT_TRUE(backends::CheckIr(installed).ok()) << backends::CheckIr(installed);
+    ASSERT_TRUE(backends::EquivalentPrograms(*LowerToIr(*after), installed, &why)) << why;
+    EXPECT_EQ(table_of_l1(), id);
+    EXPECT_EQ(installed.tables_size(), tables) << "nothing appended, nothing retired";
+    ASSERT_NO_FATAL_FAILURE(ExpectTablesKept(before, installed, false, &delta->delta));
+    index.Commit(*delta);
+    current = after;
+  }
+}
+
 // The delta a pod event on the node makes, checked by hand: one endpoint inserted, the pod's
 // address carved out of its atom.
 TEST(PodDeltaLowering, NewPodOfAnExistingClass) {
