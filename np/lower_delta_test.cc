@@ -145,10 +145,15 @@ void ExpectTablesKept(const ir::CompiledPolicy& before, const ir::CompiledPolicy
     }
     return tables;
   };
-  std::set<std::pair<std::string, std::string>> edited;  // endpoints the delta edits
+  // Endpoints the delta edits, deletes included (the slices it replaces).
+  std::set<std::pair<std::string, std::string>> edited;
   if (delta != nullptr) {
     for (const ir::EndpointSliceEdit& edit : delta->endpoints()) {
       for (const ir::Endpoint& e : edit.endpoints()) edited.emplace(e.namespace_(), e.name());
+      for (uint32_t i = edit.begin(); i < edit.end(); ++i) {
+        const ir::Endpoint& e = before.endpoints(static_cast<int>(i));
+        edited.emplace(e.namespace_(), e.name());
+      }
     }
   }
   std::set<uint32_t> kept_endpoints;  // tables some endpoint the delta leaves names before
