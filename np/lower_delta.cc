@@ -119,9 +119,13 @@ class TableEdits {
       : installed_(installed), known_(known) {}
 
   uint32_t Intern(bool all, std::vector<uint32_t> ids) {
-    PeerSetContent content(all, std::move(ids));
+    return Intern(PeerSetContent(all, std::move(ids)));
+  }
+  uint32_t Intern(PeerSetContent content) {
+    auto rewritten = rewritten_.find(content);
+    if (rewritten != rewritten_.end()) return rewritten->second;
     auto found = known_.find(content);
-    if (found != known_.end()) return found->second;
+    if (found != known_.end() && rewritten_ids_.count(found->second) == 0) return found->second;
     auto [it, fresh] =
         fresh_ids_.try_emplace(content, kProvisional + static_cast<uint32_t>(fresh_sets_.size()));
     if (fresh) fresh_sets_.push_back(std::move(content));
@@ -140,6 +144,18 @@ class TableEdits {
   }
 
   bool empty() const { return emitted_.empty(); }
+
+  // Installed peer set `id` (some rule names it) gets `content` in place: every rule naming it
+  // means the new content now, so the tables naming it need not change. `content` must be no
+  // other set's. Before any Intern of either content.
+  void Rewrite(uint32_t id, PeerSetContent content) {
+    rewritten_ids_.insert(id);
+    rewrites_.emplace_back(id, content);
+    rewritten_.emplace(std::move(content), id);
+  }
+  bool Known(const PeerSetContent& content) const {
+    return known_.count(content) != 0 || rewritten_.count(content) != 0;
+  }
 
   // Provisional peer sets take the ids of sets only the replaced tables named (lowest first),
   // then the installed program's unused ids, then are appended; freed sets left over become
@@ -185,6 +201,14 @@ class TableEdits {
     }
     for (size_t k = next_freed; k < freed.size(); ++k) delta->add_peer_sets()->set_id(freed[k]);
     for (uint32_t set : freed) dropped->emplace_back(set, ContentOf(installed_.peer_sets(set)));
+    for (auto& [id, content] : rewrites_) {
+      ir::PeerSet* set = delta->add_peer_sets();
+      set->set_id(id);
+      set->set_all(content.first);
+      set->mutable_identities()->Add(content.second.begin(), content.second.end());
+      dropped->emplace_back(id, ContentOf(installed_.peer_sets(id)));
+      added->emplace_back(id, std::move(content));
+    }
     for (size_t k = 0; k < fresh_sets_.size(); ++k) {
       ir::PeerSet* set = delta->add_peer_sets();
       set->set_id(fresh_id[k]);
@@ -219,7 +243,65 @@ class TableEdits {
   absl::flat_hash_map<PeerSetContent, uint32_t> fresh_ids_;
   absl::flat_hash_map<uint32_t, int64_t> ref_change_;  // installed peer set id -> change
   std::vector<ir::Table> emitted_;
+  // Installed sets given new content in place (Rewrite), by content and by id.
+  absl::flat_hash_map<PeerSetContent, uint32_t> rewritten_;
+  absl::flat_hash_set<uint32_t> rewritten_ids_;
+  std::vector<std::pair<uint32_t, PeerSetContent>> rewrites_;
 };
+
+// Whether two tables are the same but for the peer sets their rules name.
+bool SameButPeerSets(ir::Table a, ir::Table b) {
+  RenumberPeerSets(&a, [](uint32_t) { return 0u; });
+  RenumberPeerSets(&b, [](uint32_t) { return 0u; });
+  return google::protobuf::util::MessageDifferencer::Equals(a, b);
+}
+
+// A new table (of `new_tables`: target class, provisional id) whose endpoints come from a
+// table the delta would retire takes that table's id, as np/lower_align.h numbers tables (the
+// id most of its endpoints had; greedy by votes, ties by lowest ids): a relabelled pod's
+// table is then replaced in place, not the pod moved between two tables (which nft and
+// eBPF do by a full replace). The other new tables take the first of the ids allocated, in
+// order, so that appended ids leave no gap. Returns provisional id -> final id (empty: none
+// taken).
+std::map<uint32_t, uint32_t> TakeRetiredIds(
+    const std::vector<uint32_t>& retired,
+    const std::vector<std::pair<uint32_t, std::string>>& endpoints_out,
+    const std::vector<std::pair<uint32_t, std::string>>& endpoints_in,
+    std::vector<std::pair<uint32_t, uint32_t>>* new_tables) {
+  absl::flat_hash_map<absl::string_view, uint32_t> left;  // endpoint key -> table it left
+  for (const auto& [t, key] : endpoints_out) left.emplace(key, t);
+  absl::flat_hash_set<uint32_t> fresh;
+  for (const auto& [target, id] : *new_tables) fresh.insert(id);
+  std::map<std::pair<uint32_t, uint32_t>, int64_t> votes;  // (provisional id, retired id)
+  for (const auto& [t, key] : endpoints_in) {
+    auto from = left.find(key);
+    if (from == left.end() || fresh.count(t) == 0 ||
+        !std::binary_search(retired.begin(), retired.end(), from->second)) {
+      continue;
+    }
+    votes[{t, from->second}]++;
+  }
+  std::vector<std::tuple<int64_t, uint32_t, uint32_t>> ranked;  // -votes, retired, provisional
+  for (const auto& [key, n] : votes) ranked.emplace_back(-n, key.second, key.first);
+  std::sort(ranked.begin(), ranked.end());
+  std::map<uint32_t, uint32_t> renumber;
+  absl::flat_hash_set<uint32_t> taken;
+  for (const auto& [n, old_id, provisional] : ranked) {
+    if (taken.count(old_id) != 0 || renumber.count(provisional) != 0) continue;
+    taken.insert(old_id);
+    renumber.emplace(provisional, old_id);
+  }
+  if (renumber.empty()) return renumber;
+  std::vector<uint32_t> allocated;  // in allocation order: unused ids ascending, then appended
+  for (const auto& [target, id] : *new_tables) allocated.push_back(id);
+  size_t next = 0;
+  for (auto& [target, id] : *new_tables) {
+    auto it = renumber.find(id);
+    if (it == renumber.end()) it = renumber.emplace(id, allocated[next++]).first;
+    id = it->second;
+  }
+  return renumber;
+}
 
 }  // namespace
 
@@ -257,6 +339,11 @@ PodDeltaLowering PodDeltaLowering::Index(std::shared_ptr<const Engine> snapshot,
       }
       x.range_count_[r.identity()]++;
       x.identity_of_class_.emplace(c, r.identity());
+    }
+  }
+  for (const ir::Identity& identity : installed.identities()) {
+    if (x.range_count_[identity.id()] == 0 && !identity.external() && identity.pods().empty()) {
+      x.unused_identities_.insert(identity.id());
     }
   }
   x.table_target_.assign(installed.tables_size(), kNone);
@@ -335,6 +422,21 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
   std::vector<Address> removed[2], added[2];
   std::map<uint32_t, std::vector<std::string>> identity_gains;  // identity -> new pods
   std::set<uint32_t> touched_identities;
+  std::map<uint32_t, uint32_t> class_of_identity;  // of the changed pods' old addresses
+  // A peer class no address of `installed` carries (a relabel into a new label set): its
+  // identity is the lowest unused one of the program (np/lower_align.h's tombstone: no pods,
+  // not external, in no range or peer set), else appended; one per class across the delta.
+  std::vector<std::pair<uint32_t, uint32_t>> new_identities;  // class, identity
+  auto next_unused = unused_identities_.begin();
+  uint32_t appended_identity = static_cast<uint32_t>(installed.identities_size());
+  auto identity_for_new_class = [&](uint32_t c) {
+    for (const auto& [known, id] : new_identities) {
+      if (known == c) return id;
+    }
+    const uint32_t id = next_unused != unused_identities_.end() ? *next_unused++ : appended_identity++;
+    new_identities.emplace_back(c, id);
+    return id;
+  };
   // A pod's addresses in one snapshot, each with its identity; false when not expressible.
   auto addresses = [&](const EngineState& s, uint32_t id, bool is_next, std::vector<Address>* out) {
     const internal::PodState& pod = *s.pods[id].state;
@@ -362,21 +464,27 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
         return false;
       }
       auto found = identity_of_class_.find(c);
-      if (found == identity_of_class_.end()) {
-        reason = "a peer class without an identity in the program";
-        return false;
-      }
       if (is_next) {
-        // The same class id must mean the same class in both snapshots.
-        if (c >= prev.peer_classes.size() || c >= next.peer_classes.size() ||
-            !(prev.peer_classes[c] == next.peer_classes[c])) {
+        // The same class id must mean the same class in both snapshots (a class the engine
+        // interned with these events, past prev's, has no identity yet).
+        if (c >= next.peer_classes.size() ||
+            (c < prev.peer_classes.size() ? !(prev.peer_classes[c] == next.peer_classes[c])
+                                          : found != identity_of_class_.end())) {
           reason = "a peer class id that means another class now";
           return false;
         }
+      } else {
+        if (found == identity_of_class_.end()) {
+          reason = "an installed address's peer class without an identity";
+          return false;
+        }
+        class_of_identity.emplace(found->second, c);
       }
-      out[f].push_back(Address{internal::ToU128(ip), found->second, &pod.key});
-      touched_identities.insert(found->second);
-      if (is_next) identity_gains[found->second].push_back(pod.key);
+      const uint32_t identity =
+          found != identity_of_class_.end() ? found->second : identity_for_new_class(c);
+      out[f].push_back(Address{internal::ToU128(ip), identity, &pod.key});
+      touched_identities.insert(identity);
+      if (is_next) identity_gains[identity].push_back(pod.key);
     }
     return true;
   };
@@ -443,18 +551,46 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
   }
   // Tables whose last endpoint leaves become tombstones (np/lower_align.h).
   std::vector<uint32_t> retired;
-  {
+  auto find_retired = [&]() {
+    retired.clear();
     std::map<uint32_t, int64_t> change;
     for (const auto& [t, k] : out.endpoints_out) change[t]--;
     for (const auto& [t, k] : out.endpoints_in) change[t]++;
     for (const auto& [t, c] : change) {
       if (t < table_endpoints_.size() && table_endpoints_[t] + c <= 0) retired.push_back(t);
     }
+  };
+  find_retired();
+  if (!new_tables.empty() && !retired.empty()) {
+    const std::map<uint32_t, uint32_t> renumber =
+        TakeRetiredIds(retired, out.endpoints_out, out.endpoints_in, &new_tables);
+    if (!renumber.empty()) {
+      // Only new tables' provisional ids are renumbered: no live table has one.
+      auto renumbered = [&](uint32_t table) {
+        auto it = renumber.find(table);
+        return it != renumber.end() ? it->second : table;
+      };
+      for (auto& [table, key] : out.endpoints_in) table = renumbered(table);
+      for (auto& [sort_key, change] : endpoint_changes) {
+        if (change.endpoint && change.endpoint->selected()) {
+          change.endpoint->set_table(renumbered(change.endpoint->table()));
+        }
+      }
+      find_retired();
+    }
   }
-  // The other tables: the same engine tables (a pod event that makes a new peer class
-  // rebuilds the tables of the policies its selectors are in). O(tables), no pass over pods.
+  // The other tables: the same engine tables, else lowered again (a pod event that makes a
+  // new peer class rebuilds the tables of the policies its selectors are in). O(tables), no
+  // pass over pods.
+  std::vector<uint32_t> relowered;
+  // Retired, or taken by a new table (TakeRetiredIds): lowered as neither.
+  std::vector<uint32_t> replaced = retired;
+  for (const auto& [target, id] : new_tables) {
+    if (id < table_target_.size()) replaced.push_back(id);
+  }
+  std::sort(replaced.begin(), replaced.end());
   for (size_t t = 0, r = 0; t < table_target_.size(); ++t) {
-    if (r < retired.size() && retired[r] == t) {
+    if (r < replaced.size() && replaced[r] == t) {
       ++r;
       continue;
     }
@@ -463,13 +599,11 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
     // unnamed: no endpoint of the delta can take it (table_of_target_ does not know it).
     if (target == kNone && table_endpoints_[t] == 0) continue;
     if (target == kNone || target >= next.target_classes.size() || table_source_[t] == nullptr ||
-        next.target_classes[target].table != table_source_[t]) {
-      return refuse("an engine table rebuilt");
+        next.target_classes[target].table == nullptr) {
+      return refuse("a table without its engine table");
     }
-  }
-  if (!new_tables.empty() || !retired.empty()) {
-    if (std::optional<std::string> r = EditTables(next, installed, new_tables, retired, &out)) {
-      return refuse(*r);
+    if (next.target_classes[target].table != table_source_[t]) {
+      relowered.push_back(static_cast<uint32_t>(t));
     }
   }
   for (auto& [sort_key, change] : endpoint_changes) {
@@ -578,22 +712,84 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
       if (next_pod != pods.size()) return refuse("a pod outside its span");  // cannot happen
     }
   }
-  // Identities: none may appear or vanish, nor change `external`.
+  // Identities: one whose last address leaves becomes unused (np/lower_align.h's tombstone:
+  // its pods emptied below, and out of every peer set once the tables naming its class are
+  // lowered again); none may gain or lose external addresses.
+  const int installed_identities = installed.identities_size();
+  std::vector<std::pair<uint32_t, uint32_t>> retired_identities;  // class, identity
   for (const auto& [id, change] : range_counts) {
     if (change == 0) continue;
-    if (range_count_[id] + change <= 0) return refuse("an identity loses its last address");
+    const int64_t before = id < range_count_.size() ? range_count_[id] : 0;
+    if (before + change <= 0) {
+      // Only a pod class's identity can go: an atom's keeps its external addresses.
+      auto c = class_of_identity.find(id);
+      if (c == class_of_identity.end() || external_count_[id] != 0) {
+        return refuse("an identity loses its last address");
+      }
+      retired_identities.emplace_back(c->second, id);
+    }
     out.range_counts.emplace_back(id, change);
   }
   for (const auto& [id, change] : external_counts) {
     if (change == 0) continue;
-    if ((external_count_[id] + change > 0) != installed.identities(id).external())
+    if (static_cast<int>(id) >= installed_identities ||
+        (external_count_[id] + change > 0) != installed.identities(id).external()) {
       return refuse("an identity gains or loses its external addresses");
+    }
     out.external_counts.emplace_back(id, change);
   }
+  if (!new_identities.empty() || !retired_identities.empty()) {
+    // AlignNumbering's compaction threshold: past it the caller lowers whole, which compacts.
+    const int64_t live = static_cast<int64_t>(numbering_->live.size() + new_identities.size() -
+                                              retired_identities.size());
+    const int64_t count = std::max<int64_t>(installed_identities, appended_identity);
+    if (count - live > std::max<int64_t>(16, live / 4)) {
+      return refuse("unused identities past the compaction threshold");
+    }
+    auto numbering = std::make_shared<internal::IdentityNumbering>(*numbering_);
+    std::vector<uint32_t> came, went, classes;
+    for (const auto& [c, id] : retired_identities) {
+      numbering->by_class[c] = internal::IdentityNumbering::kNoIdentity;
+      went.push_back(id);
+      classes.push_back(c);
+    }
+    for (const auto& [c, id] : new_identities) {
+      if (numbering->by_class.size() <= c) {
+        numbering->by_class.resize(c + 1, internal::IdentityNumbering::kNoIdentity);
+      }
+      numbering->by_class[c] = id;
+      came.push_back(id);
+      classes.push_back(c);
+    }
+    std::sort(came.begin(), came.end());
+    std::sort(went.begin(), went.end());
+    std::vector<uint32_t> live_ids;
+    std::set_difference(numbering_->live.begin(), numbering_->live.end(), went.begin(), went.end(),
+                        std::back_inserter(live_ids));
+    numbering->live.clear();
+    std::merge(live_ids.begin(), live_ids.end(), came.begin(), came.end(),
+               std::back_inserter(numbering->live));
+    AddTablesNaming(next, classes, replaced, &relowered);
+    out.numbering = std::move(numbering);
+    out.identities_added = std::move(new_identities);
+    out.identities_retired = std::move(retired_identities);
+  }
+  if (!new_tables.empty() || !retired.empty() || !relowered.empty()) {
+    const internal::IdentityNumbering& numbering =
+        out.numbering != nullptr ? *out.numbering : *numbering_;
+    if (std::optional<std::string> r =
+            EditTables(next, installed, numbering, new_tables, relowered, retired, &out)) {
+      return refuse(*r);
+    }
+  }
+  // Each touched identity's pods; an appended identity whole, in id order (the set's).
   for (uint32_t id : touched_identities) {
+    const bool appended = static_cast<int>(id) >= installed_identities;
     std::vector<std::string> pods;
-    for (const std::string& p : installed.identities(id).pods()) {
-      if (changed.count(p) == 0) pods.push_back(p);
+    if (!appended) {
+      for (const std::string& p : installed.identities(id).pods()) {
+        if (changed.count(p) == 0) pods.push_back(p);
+      }
     }
     auto gains = identity_gains.find(id);
     if (gains != identity_gains.end()) {
@@ -601,6 +797,12 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
     }
     std::sort(pods.begin(), pods.end());
     pods.erase(std::unique(pods.begin(), pods.end()), pods.end());
+    if (appended) {
+      ir::Identity* identity = out.delta.add_identities();
+      identity->set_id(id);
+      for (std::string& p : pods) identity->add_pods(std::move(p));
+      continue;
+    }
     const auto& old = installed.identities(id).pods();
     if (std::equal(pods.begin(), pods.end(), old.begin(), old.end())) continue;
     ir::IdentityPodsEdit* edit = out.delta.add_identity_pods();
@@ -610,14 +812,61 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
   return out;
 }
 
+void PodDeltaLowering::AddTablesNaming(const EngineState& next,
+                                       const std::vector<uint32_t>& classes,
+                                       const std::vector<uint32_t>& retired,
+                                       std::vector<uint32_t>* tables) const {
+  // The selectors whose bitsets hold the classes (the class's signature lists them), and
+  // whether egress named ports split towards them (a rule without peers lists the classes of
+  // each named map).
+  absl::flat_hash_set<uint32_t> selectors;
+  bool named = false;
+  for (uint32_t c : classes) {
+    const internal::PeerClassKey& key = next.peer_classes[c];
+    for (uint32_t part : {key.label_part, key.ipblock_part}) {
+      for (uint32_t selector : next.IdList(part)) selectors.insert(selector);
+    }
+    named = named || key.named_map != 0;
+  }
+  absl::flat_hash_map<uint32_t, bool> policy_names;  // memo: policy id -> may name them
+  auto names = [&](uint32_t p) {
+    auto [it, fresh] = policy_names.try_emplace(p, false);
+    if (!fresh) return it->second;
+    const internal::CompiledPolicy* policy = next.policies[p].get();
+    if (policy == nullptr) return false;
+    bool found = named && policy->has_egress_named_ports;
+    for (int d = 0; d < 2 && !found; ++d) {
+      for (const internal::CompiledRule& rule : policy->rules[d]) {
+        for (uint32_t selector : rule.selectors) found = found || selectors.count(selector) > 0;
+      }
+    }
+    return it->second = found;
+  };
+  std::vector<bool> listed(table_target_.size(), false);
+  for (uint32_t t : *tables) listed[t] = true;
+  for (uint32_t t : retired) listed[t] = true;
+  for (uint32_t t = 0; t < table_target_.size(); ++t) {
+    const uint32_t target = table_target_[t];
+    if (listed[t] || target == kNone) continue;
+    const internal::TargetClassKey& key = next.target_classes[target].key;
+    // Tier rules' sets are `all` when they hold every live identity, and a flattened tier
+    // interval's complement is over them: every tier table may change.
+    bool found = key.tier_policies != kNone && !next.IdList(key.tier_policies).empty();
+    for (uint32_t p : next.IdList(key.policies)) found = found || names(p);
+    if (found) tables->push_back(t);
+  }
+  std::sort(tables->begin(), tables->end());
+}
+
 std::optional<std::string> PodDeltaLowering::EditTables(
     const internal::EngineState& next, const ir::CompiledPolicy& installed,
-    const std::vector<std::pair<uint32_t, uint32_t>>& added, const std::vector<uint32_t>& retired,
-    PodDelta* out) const {
+    const internal::IdentityNumbering& numbering,
+    const std::vector<std::pair<uint32_t, uint32_t>>& added, const std::vector<uint32_t>& relowered,
+    const std::vector<uint32_t>& retired, PodDelta* out) const {
   const EngineState& prev = EngineAccess::State(*snapshot_);
-  if (!added.empty()) {
-    // The new tables' rules are numbered by class with the installed identities: each class
-    // an identity stands for must be the same class now.
+  if (!added.empty() || !relowered.empty()) {
+    // The tables' rules are numbered by class with the installed identities: each class
+    // an identity stands for must be the same class now (Lower checked the new ones').
     const std::vector<uint32_t>& by_class = numbering_->by_class;
     for (size_t c = 0; c < by_class.size(); ++c) {
       if (by_class[c] == internal::IdentityNumbering::kNoIdentity) continue;
@@ -648,8 +897,73 @@ std::optional<std::string> PodDeltaLowering::EditTables(
     tables->target[id] = kNone;
     tables->source[id] = nullptr;
   }
+  // Tables whose engine table was rebuilt, or whose rules may name a class that gained or
+  // lost its identity: lowered with their sets by content first. An installed set whose rules
+  // all sit in these tables, at the same places, and all get one new content no other set
+  // has, takes that content in place (the set of a relabel's class gains or drops its
+  // identity, as np/lower_align.h keeps a changed set's id): those tables then stay as they
+  // are, and a backend edits set members, not rules. The others are sent when they differ.
+  std::vector<PeerSetContent> contents;
+  absl::flat_hash_map<PeerSetContent, uint32_t> content_index;
+  internal::TableLowering by_content(next, options_.flatten_tiers, numbering,
+                                     [&](bool all, std::vector<uint32_t> ids) {
+                                       auto [it, fresh] = content_index.try_emplace(
+                                           PeerSetContent(all, std::move(ids)),
+                                           static_cast<uint32_t>(contents.size()));
+                                       if (fresh) contents.push_back(it->first);
+                                       return it->second;
+                                     });
+  std::vector<ir::Table> lowered(relowered.size());
+  // Per installed set: the content its rules get (kNone: more than one, or a table whose
+  // rules moved), and how many rules.
+  absl::flat_hash_map<uint32_t, std::pair<uint32_t, int64_t>> becomes;
+  for (size_t k = 0; k < relowered.size(); ++k) {
+    const uint32_t id = relowered[k], t = tables->target[id];
+    lowered[k].set_id(id);
+    by_content.Lower(t, &lowered[k]);
+    tables->source[id] = next.target_classes[t].table;
+    const bool same_places = SameButPeerSets(lowered[k], installed.tables(id));
+    std::vector<uint32_t> now;
+    ForEachPeerSetOf(lowered[k], [&](uint32_t c) { now.push_back(c); });
+    size_t i = 0;
+    ForEachPeerSetOf(installed.tables(id), [&](uint32_t set) {
+      auto [it, fresh] = becomes.try_emplace(set, same_places ? now[i] : kNone, 0);
+      if (!same_places || it->second.first != now[i]) it->second.first = kNone;
+      it->second.second++;
+      ++i;
+    });
+  }
+  {
+    // Rules of retired tables go with them: they need not agree.
+    absl::flat_hash_map<uint32_t, int64_t> leaving;
+    for (uint32_t id : retired) ForEachPeerSetOf(installed.tables(id), [&](uint32_t set) {
+      leaving[set]++;
+    });
+    absl::flat_hash_map<uint32_t, uint32_t> candidates;  // content -> set, kNone: several
+    for (const auto& [set, change] : becomes) {
+      const auto& [c, rules] = change;
+      auto gone = leaving.find(set);
+      const int64_t others = peer_set_refs_[set] - (gone != leaving.end() ? gone->second : 0);
+      if (c == kNone || rules != others || edits.Known(contents[c])) continue;
+      auto [it, fresh] = candidates.try_emplace(c, set);
+      if (!fresh) it->second = kNone;
+    }
+    std::vector<std::pair<uint32_t, uint32_t>> rewrites;  // set, content
+    for (const auto& [c, set] : candidates) {
+      if (set != kNone) rewrites.emplace_back(set, c);
+    }
+    std::sort(rewrites.begin(), rewrites.end());  // hash order must not number the delta
+    for (const auto& [set, c] : rewrites) edits.Rewrite(set, contents[c]);
+  }
+  for (ir::Table& table : lowered) {
+    RenumberPeerSets(&table, [&](uint32_t c) { return edits.Intern(contents[c]); });
+    if (google::protobuf::util::MessageDifferencer::Equals(table, installed.tables(table.id()))) {
+      continue;
+    }
+    edits.Replace(std::move(table));
+  }
   internal::TableLowering lowering(
-      next, options_.flatten_tiers, *numbering_,
+      next, options_.flatten_tiers, numbering,
       [&](bool all, std::vector<uint32_t> ids) { return edits.Intern(all, std::move(ids)); });
   for (const auto& [t, id] : added) {
     if (t >= next.target_classes.size() || next.target_classes[t].table == nullptr) {
@@ -659,6 +973,9 @@ std::optional<std::string> PodDeltaLowering::EditTables(
     table.set_id(id);
     lowering.Lower(t, &table);
     edits.Replace(std::move(table));
+    // A retired table's id taken by the new table (TakeRetiredIds): its class is gone.
+    auto was = tables->of_target.find(tables->target[id]);
+    if (was != tables->of_target.end() && was->second == id) tables->of_target.erase(was);
     tables->target[id] = t;
     tables->source[id] = next.target_classes[t].table;
     tables->of_target.insert_or_assign(t, id);
@@ -946,6 +1263,21 @@ std::optional<PodDelta> PodDeltaLowering::LowerPolicyChange(
 }
 
 void PodDeltaLowering::Commit(const PodDelta& applied) {
+  if (applied.numbering != nullptr) {  // identities added or retired
+    numbering_ = applied.numbering;
+    for (const auto& [c, id] : applied.identities_retired) {
+      identity_of_class_.erase(c);
+      unused_identities_.insert(id);
+    }
+    for (const auto& [c, id] : applied.identities_added) {
+      identity_of_class_.insert_or_assign(c, id);
+      unused_identities_.erase(id);
+      if (range_count_.size() <= id) {
+        range_count_.resize(id + 1, 0);
+        external_count_.resize(id + 1, 0);
+      }
+    }
+  }
   if (applied.tables != nullptr) {
     const PodDelta::Tables& t = *applied.tables;
     table_target_ = t.target;

@@ -20,17 +20,28 @@
 // changed between the two snapshots, and nothing but pods changed (no namespace, policy, tier
 // or node event: the caller lowers whole then). Tables as np/lower_align.h numbers them: a
 // pod of a target class with no table on the node brings that class's table (lowered as
-// LowerPolicyChange lowers one, same LowerOptions as `installed`) at the lowest unused table
-// id, else appended; a table whose last endpoint leaves becomes a tombstone; peer sets by
-// content, new ones as LowerPolicyChange numbers them, sets no rule names any more become
-// tombstones. Every other table and peer set is untouched. When `installed` is LowerToIr's
-// own dense numbering, no table is retired and no table's first endpoint changes order, the
-// result is LowerToIr(*next) exactly.
-// nullopt ("not expressible", lower whole) when the change would add or drop identities or
-// touch anything else of the program: a peer class without an identity yet or losing its
-// last address, an identity gaining or losing its external addresses, an engine table
-// rebuilt, different atoms or tier policies, any shared address among the changed pods', or
-// unused tables or peer sets past AlignNumbering's compaction threshold.
+// LowerPolicyChange lowers one, same LowerOptions as `installed`) at the id of the table its
+// endpoints leave if that one retires (as np/lower_align.h numbers tables: a relabelled
+// pod's table is replaced in place, not the pod moved between tables), else at the lowest
+// unused table id, else appended; a table whose last endpoint leaves becomes a tombstone;
+// peer sets by content, new ones as LowerPolicyChange numbers them, sets no rule names any
+// more become tombstones. Identities (a relabel into or out of a label set): a pod whose peer class has
+// no identity in the program gets one — the lowest unused identity id (np/lower_align.h's
+// tombstone), else appended (CompiledPolicyDelta.identities) — and an identity losing its
+// last address becomes a tombstone (pods emptied). The tables whose rules may name such a
+// class — found from the class's selectors through each table's policies (and egress named
+// ports; every tier table, since tier sets are over the live identities), not by reading the
+// rules — and the tables whose engine table was rebuilt are lowered again with the new
+// numbering and replaced when they differ, their peer sets interned as above: so a set
+// gains the new identity, or drops the retired one, in a new or reused set id. Every other
+// table and peer set is untouched. When `installed` is LowerToIr's own dense numbering, no
+// table is retired, no identity comes or goes and no table's first endpoint changes order,
+// the result is LowerToIr(*next) exactly.
+// nullopt ("not expressible", lower whole) when the change would touch anything else of the
+// program: an identity gaining or losing its external addresses (or an ipBlock atom's
+// identity its last address), different atoms or tier policies, any shared address among
+// the changed pods', or unused identities, tables or peer sets past AlignNumbering's
+// compaction threshold.
 //
 // Policy events (LowerPolicyChange): policies, tier policies, namespaces or nodes changed and no
 // pod did. When every address keeps its identity (the same atoms, pods and addresses, peer
@@ -88,6 +99,10 @@ struct PodDelta {
   std::vector<std::pair<uint32_t, int64_t>> range_counts;                     // identity, change
   std::vector<std::pair<uint32_t, int64_t>> external_counts;                  // identity, change
   std::vector<std::pair<uint32_t, std::string>> endpoints_out, endpoints_in;  // table, key
+  // A pod delta that adds or retires identities: the identities as tables are lowered
+  // afterwards, and the (peer class, identity) pairs that came and went.
+  std::shared_ptr<const internal::IdentityNumbering> numbering;
+  std::vector<std::pair<uint32_t, uint32_t>> identities_added, identities_retired;
 };
 
 class PodDeltaLowering {
@@ -124,15 +139,26 @@ class PodDeltaLowering {
   // Lower's table changes: the `added` (target class, table id) tables lowered, the `retired`
   // ones made tombstones, with the peer sets their rules name (numbered as LowerPolicyChange
   // numbers them), into out->delta and out->tables. Why not, when not expressible.
+  // `relowered` tables lowered again and replaced when they differ; every table lowered
+  // with `numbering`.
   std::optional<std::string> EditTables(const internal::EngineState& next,
                                         const ir::CompiledPolicy& installed,
+                                        const internal::IdentityNumbering& numbering,
                                         const std::vector<std::pair<uint32_t, uint32_t>>& added,
+                                        const std::vector<uint32_t>& relowered,
                                         const std::vector<uint32_t>& retired, PodDelta* out) const;
+  // Appends to `tables` (sorted on return) the installed tables, other than those listed
+  // there or `retired`, whose rules may name one of `classes` (peer classes gaining or
+  // losing their identity): found from the classes' selectors through the policies of each
+  // table's target class, not from the tables' rules; every table with tier policies.
+  void AddTablesNaming(const internal::EngineState& next, const std::vector<uint32_t>& classes,
+                       const std::vector<uint32_t>& retired, std::vector<uint32_t>* tables) const;
 
   std::shared_ptr<const Engine> snapshot_;
   absl::flat_hash_map<uint32_t, uint32_t> identity_of_class_;
   std::vector<int64_t> range_count_;     // per identity: ranges carrying it
   std::vector<int64_t> external_count_;  // per identity: those that are no pod's
+  std::set<uint32_t> unused_identities_;  // tombstones (np/lower_align.h), reused lowest first
   std::vector<uint32_t> table_target_;   // per table: the engine's target class
   // The engine tables lowered (held, so that "same pointer" cannot be a reused address).
   std::vector<std::shared_ptr<const internal::TargetTable>> table_source_;

@@ -62,7 +62,7 @@ absl::Status CheckRangeEdits(const RepeatedPtrField<ir::RangeSliceEdit>& edits,
       }
       if (range.first() != expected || range.last() < range.first()) {
         return Invalid(absl::StrCat(where, ".ranges[", r,
-                                    ": does not continue the ranges before it"));
+                                    "]: does not continue the ranges before it"));
       }
       if (range.identity() >= identities) {
         return Invalid(absl::StrCat(where, ".ranges[", r, "]: identity ", range.identity(),
@@ -121,12 +121,26 @@ bool DiffSlice(const RepeatedPtrField<T>& previous, const RepeatedPtrField<T>& n
 }  // namespace
 
 absl::Status ApplyDelta(const ir::CompiledPolicyDelta& delta, ir::CompiledPolicy* ir) {
-  // Appended identities (CompiledPolicyDelta.identities) are part of the format; nothing
-  // makes them yet, and they are applied once the lowering that makes them is tested.
-  if (!delta.identities().empty()) {
-    return Invalid("identities: appending identities is not supported yet");
+  // Appended identities: ids from the program's count on, in order, not external, pods
+  // sorted. The ranges, identity pod edits and peer sets below may name them, so their
+  // checks count the identities after the delta.
+  for (int e = 0; e < delta.identities_size(); ++e) {
+    const ir::Identity& identity = delta.identities(e);
+    const uint32_t expected = static_cast<uint32_t>(ir->identities_size() + e);
+    if (identity.id() != expected) {
+      return Invalid(absl::StrCat("identities[", e, "]: id ", identity.id(),
+                                  " is not the next id ", expected,
+                                  " (appended identities follow the program's, in order)"));
+    }
+    if (identity.external()) {
+      return Invalid(absl::StrCat("identities[", e, "]: an appended identity is not external"));
+    }
+    if (!std::is_sorted(identity.pods().begin(), identity.pods().end())) {
+      return Invalid(absl::StrCat("identities[", e, "].pods: not sorted"));
+    }
   }
-  const uint32_t identities = static_cast<uint32_t>(ir->identities_size());
+  const uint32_t identities =
+      static_cast<uint32_t>(ir->identities_size() + delta.identities_size());
   if (absl::Status s = CheckRangeEdits(delta.ipv4(), ir->ipv4(), "ipv4", 4, identities); !s.ok()) {
     return s;
   }
@@ -196,6 +210,7 @@ absl::Status ApplyDelta(const ir::CompiledPolicyDelta& delta, ir::CompiledPolicy
                                   " does not exist or is not after the edit before it"));
     }
   }
+  for (const ir::Identity& identity : delta.identities()) *ir->add_identities() = identity;
   // Back to front, so that each edit's indexes still name the slice it was made for.
   for (int e = delta.ipv4_size(); e-- > 0;) {
     const ir::RangeSliceEdit& edit = delta.ipv4(e);
@@ -227,7 +242,7 @@ std::optional<ir::CompiledPolicyDelta> DiffPrograms(const ir::CompiledPolicy& pr
                                                     const ir::CompiledPolicy& next) {
   if (previous.node() != next.node() ||
       previous.always_allow_self() != next.always_allow_self() ||
-      previous.identities_size() != next.identities_size() ||
+      next.identities_size() < previous.identities_size() ||
       next.peer_sets_size() < previous.peer_sets_size() ||
       next.tables_size() < previous.tables_size()) {
     return std::nullopt;
@@ -245,6 +260,16 @@ std::optional<ir::CompiledPolicyDelta> DiffPrograms(const ir::CompiledPolicy& pr
         !MessageDifferencer::Equals(previous.tables(i), next.tables(i))) {
       *delta.add_tables() = next.tables(i);
     }
+  }
+  // Identities past previous's count are appended whole (the format's rules: in order, not
+  // external, pods sorted); the common prefix keeps ids and `external`.
+  for (int i = previous.identities_size(); i < next.identities_size(); ++i) {
+    const ir::Identity& b = next.identities(i);
+    if (b.id() != static_cast<uint32_t>(i) || b.external() ||
+        !std::is_sorted(b.pods().begin(), b.pods().end())) {
+      return std::nullopt;
+    }
+    *delta.add_identities() = b;
   }
   for (int i = 0; i < previous.identities_size(); ++i) {
     const ir::Identity& a = previous.identities(i);

@@ -1,6 +1,7 @@
 // ApplyDelta and DiffPrograms (np/backends/util.h): hand-made deltas with the result written
 // out from the delta's definition, refusals that leave the program untouched, and round trips
 // on random pairs of programs (NP_DELTA_SEED replays one).
+#include <algorithm>
 #include <cstdlib>
 #include <optional>
 #include <random>
@@ -293,6 +294,119 @@ TEST(ApplyDelta, ReplacesAndAppendsTablesAndPeerSetsById) {
   EXPECT_TRUE(MessageDifferencer::Equals(*found, d)) << found->DebugString();
 }
 
+// A relabel's shape: identities 3 and 4 appended (pod b in a class new to the program, and
+// one for pod c's class, whose old identity 2 becomes unused); a range, a peer set and an
+// identity pod edit of the same delta name them. The program written out from the fields'
+// definition.
+TEST(ApplyDelta, AppendsIdentitiesThatTheSameDeltaNames) {
+  ir::CompiledPolicy p = Program();
+  ir::CompiledPolicyDelta d;
+  ir::Identity* b = d.add_identities();
+  b->set_id(3);
+  b->add_pods("ns/b");
+  ir::Identity* c = d.add_identities();
+  c->set_id(4);
+  ir::RangeSliceEdit* split = AddRangeEdit(d, 2, 4);
+  AddEdited(split, 0x0a000006, 0x0a000006, 0);
+  AddEdited(split, 0x0a000007, 0x0a000007, 3, "ns/b");
+  AddEdited(split, 0x0a000008, 0x0a000009, 0);
+  AddEdited(split, 0x0a00000a, 0x0a00000a, 4, "ns/c");
+  d.add_identity_pods()->set_identity(2);
+  ir::IdentityPodsEdit* pods4 = d.add_identity_pods();
+  pods4->set_identity(4);
+  pods4->add_pods("ns/c");
+  ir::PeerSet* set = d.add_peer_sets();
+  set->set_id(0);
+  set->add_identities(1);
+  set->add_identities(4);
+  ir::CompiledPolicy expected = Program();
+  expected.clear_ipv4();
+  AddRange(expected, 0x00000000, 0x0a000004, 0);
+  AddRange(expected, 0x0a000005, 0x0a000005, 1, "ns/a");
+  AddRange(expected, 0x0a000006, 0x0a000006, 0);
+  AddRange(expected, 0x0a000007, 0x0a000007, 3, "ns/b");
+  AddRange(expected, 0x0a000008, 0x0a000009, 0);
+  AddRange(expected, 0x0a00000a, 0x0a00000a, 4, "ns/c");
+  AddRange(expected, 0x0a00000b, 0xffffffff, 0);
+  expected.mutable_identities(2)->clear_pods();
+  ir::Identity* e3 = expected.add_identities();
+  e3->set_id(3);
+  e3->add_pods("ns/b");
+  ir::Identity* e4 = expected.add_identities();
+  e4->set_id(4);
+  e4->add_pods("ns/c");
+  expected.mutable_peer_sets(0)->add_identities(4);
+
+  ASSERT_TRUE(ApplyDelta(d, &p).ok()) << ApplyDelta(d, &p);
+  EXPECT_TRUE(MessageDifferencer::Equals(p, expected)) << p.DebugString();
+  ASSERT_TRUE(CheckIr(p).ok()) << CheckIr(p);
+  // DiffPrograms gives a delta that makes the same program (its identity 4 carries its pods
+  // itself rather than through an identity pod edit).
+  std::optional<ir::CompiledPolicyDelta> found = DiffPrograms(Program(), expected);
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->identities_size(), 2);
+  ir::CompiledPolicy patched = Program();
+  ASSERT_TRUE(ApplyDelta(*found, &patched).ok());
+  EXPECT_TRUE(MessageDifferencer::Equals(patched, expected)) << found->DebugString();
+}
+
+TEST(ApplyDelta, RefusesBadAppendedIdentitiesNamingTheField) {
+  struct Case {
+    const char* what;
+    const char* field;  // the path the error must name
+    ir::CompiledPolicyDelta delta;
+  };
+  std::vector<Case> cases;
+  auto add = [&](const char* what, const char* field) -> ir::CompiledPolicyDelta& {
+    cases.push_back({what, field, {}});
+    return cases.back().delta;
+  };
+  add("gap after the program's identities", "identities[0]").add_identities()->set_id(4);
+  {
+    ir::CompiledPolicyDelta& d = add("gap between appended identities", "identities[1]");
+    d.add_identities()->set_id(3);
+    d.add_identities()->set_id(5);
+  }
+  add("an existing id", "identities[0]").add_identities()->set_id(2);
+  {
+    ir::Identity* i = add("external", "identities[0]").add_identities();
+    i->set_id(3);
+    i->set_external(true);
+  }
+  {
+    ir::Identity* i = add("unsorted pods", "identities[0].pods").add_identities();
+    i->set_id(3);
+    i->add_pods("ns/z");
+    i->add_pods("ns/b");
+  }
+  {
+    ir::CompiledPolicyDelta& d = add("a range naming an id past the appended ones", "ipv4[0].ranges[0]");
+    d.add_identities()->set_id(3);
+    AddEdited(AddRangeEdit(d, 2, 3), 0x0a000006, 0x0a000009, 4);
+  }
+  {
+    ir::CompiledPolicyDelta& d = add("a peer set naming an id past the appended ones",
+                                     "peer_sets[0]");
+    d.add_identities()->set_id(3);
+    ir::PeerSet* set = d.add_peer_sets();
+    set->set_id(0);
+    set->add_identities(4);
+  }
+  {
+    ir::CompiledPolicyDelta& d = add("pods of an id past the appended ones", "identity_pods[0]");
+    d.add_identities()->set_id(3);
+    d.add_identity_pods()->set_identity(4);
+  }
+  for (const Case& c : cases) {
+    ir::CompiledPolicy p = Program();
+    absl::Status s = ApplyDelta(c.delta, &p);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.what << ": " << s;
+    EXPECT_NE(s.message().find(std::string(c.field) + ":"), absl::string_view::npos)
+        << c.what << ": " << s;
+    EXPECT_TRUE(MessageDifferencer::Equals(p, Program())) << c.what;
+  }
+}
+
 TEST(DiffPrograms, RefusesWhatADeltaCannotSay) {
   const ir::CompiledPolicy base = Program();
   EXPECT_TRUE(DiffPrograms(base, base).has_value());
@@ -313,7 +427,13 @@ TEST(DiffPrograms, RefusesWhatADeltaCannotSay) {
   EXPECT_FALSE(DiffPrograms(base, p).has_value()) << "tables and peer sets removed";
   p = base;
   p.add_identities()->set_id(3);
-  EXPECT_FALSE(DiffPrograms(base, p).has_value()) << "identity added";
+  p.mutable_identities(3)->add_pods("ns/z");
+  ASSERT_TRUE(DiffPrograms(base, p).has_value()) << "identity appended";
+  ASSERT_EQ(DiffPrograms(base, p)->identities_size(), 1);
+  EXPECT_TRUE(MessageDifferencer::Equals(DiffPrograms(base, p)->identities(0), p.identities(3)));
+  p.mutable_identities(3)->set_external(true);
+  EXPECT_FALSE(DiffPrograms(base, p).has_value()) << "external identity appended";
+  EXPECT_FALSE(DiffPrograms(p, base).has_value()) << "identity removed";
   p = base;
   p.mutable_identities(1)->set_external(true);
   EXPECT_FALSE(DiffPrograms(base, p).has_value()) << "identity's external changed";
@@ -322,20 +442,20 @@ TEST(DiffPrograms, RefusesWhatADeltaCannotSay) {
   EXPECT_FALSE(DiffPrograms(base, p).has_value()) << "always_allow_self changed";
 }
 
-// A random program over identities 0..3 (0 external): pods at random addresses of 10.0.0.0/26,
-// each either an endpoint of the node or not.
+// A random program over identities 0..identities-1 (0 external): pods at random addresses of
+// 10.0.0.0/26, each either an endpoint of the node or not.
 // `items` peer sets and tables of random content (the pairs differ in them by id too).
-ir::CompiledPolicy RandomProgram(std::mt19937& rng, int items = 2) {
+ir::CompiledPolicy RandomProgram(std::mt19937& rng, int items = 2, uint32_t identities = 4) {
   ir::CompiledPolicy p = Program();
   p.clear_ipv4();
   p.clear_endpoints();
   p.clear_peer_sets();
   p.clear_tables();
-  p.add_identities()->set_id(3);
+  for (uint32_t id = 3; id < identities; ++id) p.add_identities()->set_id(id);
   for (int i = 0; i < items; ++i) {
     ir::PeerSet* set = p.add_peer_sets();
     set->set_id(static_cast<uint32_t>(i));
-    for (uint32_t id = 0; id < 4; ++id) {
+    for (uint32_t id = 0; id < identities; ++id) {
       if (rng() % 2 == 0) set->add_identities(id);
     }
     ir::Table* t = p.add_tables();
@@ -346,11 +466,11 @@ ir::CompiledPolicy RandomProgram(std::mt19937& rng, int items = 2) {
     }
   }
   for (ir::Identity& id : *p.mutable_identities()) id.clear_pods();
-  std::vector<std::vector<std::string>> pods(4);
+  std::vector<std::vector<std::string>> pods(identities);
   uint32_t cursor = 0;
   for (uint32_t a = 0x0a000000; a < 0x0a000040; ++a) {
     if (rng() % 4 != 0) continue;
-    const uint32_t identity = 1 + rng() % 3;
+    const uint32_t identity = 1 + rng() % (identities - 1);
     const std::string name = "p" + std::to_string(a & 0xff);
     if (a > cursor) AddRange(p, cursor, a - 1, 0);
     AddRange(p, a, a, identity, "ns/" + name);
@@ -366,7 +486,8 @@ ir::CompiledPolicy RandomProgram(std::mt19937& rng, int items = 2) {
     cursor = a + 1;
   }
   AddRange(p, cursor, 0xffffffff, 0);
-  for (uint32_t i = 1; i < 4; ++i) {
+  for (uint32_t i = 1; i < identities; ++i) {
+    std::sort(pods[i].begin(), pods[i].end());  // Identity.pods is sorted
     for (const std::string& pod : pods[i]) p.mutable_identities(static_cast<int>(i))->add_pods(pod);
   }
   return p;
@@ -377,21 +498,26 @@ TEST(DiffPrograms, RoundTripsThroughApplyDeltaOnRandomPairs) {
   const uint32_t seed = env != nullptr ? static_cast<uint32_t>(std::strtoul(env, nullptr, 10))
                                        : 20261201u;
   std::mt19937 rng(seed);
-  int changed = 0;
+  int changed = 0, appended = 0;
   for (int step = 0; step < 500; ++step) {
     const int items = 1 + static_cast<int>(rng() % 3);
-    const ir::CompiledPolicy a = RandomProgram(rng, items);
-    const ir::CompiledPolicy b = RandomProgram(rng, items + static_cast<int>(rng() % 2));
+    // b has as many identities as a or up to two more (appended, never removed).
+    const uint32_t identities = 4 + rng() % 2;
+    const ir::CompiledPolicy a = RandomProgram(rng, items, identities);
+    const ir::CompiledPolicy b = RandomProgram(rng, items + static_cast<int>(rng() % 2),
+                                               identities + rng() % 3);
     ASSERT_TRUE(CheckIr(a).ok() && CheckIr(b).ok());
     std::optional<ir::CompiledPolicyDelta> d = DiffPrograms(a, b);
     ASSERT_TRUE(d.has_value()) << "seed " << seed << " step " << step;
     if (d->ByteSizeLong() > 0) ++changed;
+    if (d->identities_size() > 0) ++appended;
     ir::CompiledPolicy patched = a;
     ASSERT_TRUE(ApplyDelta(*d, &patched).ok()) << "seed " << seed << " step " << step;
     ASSERT_TRUE(MessageDifferencer::Equals(patched, b))
         << "seed " << seed << " step " << step << "\n" << d->DebugString();
   }
   EXPECT_GT(changed, 450) << "the random pairs must differ";
+  EXPECT_GT(appended, 250) << "and often in their number of identities";
 }
 
 }  // namespace

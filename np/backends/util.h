@@ -75,20 +75,23 @@ absl::Status CheckTable(const ir::Table& table, uint32_t position, uint32_t peer
 
 // The program `delta` (proto/compiled.proto CompiledPolicyDelta) makes of `*ir`, in place, in
 // time proportional to the delta (plus moving the lists' element pointers). Checks the delta
-// against the program first — slices in bounds, sorted and disjoint, replaced ranges covering
-// exactly the same addresses in order, identities and tables that exist, identity edits
-// sorted, peer sets and tables by id in order and each valid as CheckIr requires against the
-// program after the delta — and on error (InvalidArgument naming the edit) leaves `*ir`
-// untouched. It does not
+// against the program first — appended identities numbered from the program's count on in
+// order, not external, pods sorted; slices in bounds, sorted and disjoint, replaced ranges
+// covering exactly the same addresses in order, identities (counted after the appended ones)
+// and tables that exist, identity edits sorted, peer sets and tables by id in order and each
+// valid as CheckIr requires against the program after the delta — and on error
+// (InvalidArgument naming the field path, e.g. "identities[1]: id 5 is not the next id 4")
+// leaves `*ir` untouched. It does not
 // re-check what only the whole program can show (an address listed by two endpoints): a
 // delta from DiffPrograms or np/lower_delta.h never makes one.
 absl::Status ApplyDelta(const ir::CompiledPolicyDelta& delta, ir::CompiledPolicy* ir);
 
 // The delta from `previous` to `next` when they differ only in address ranges, endpoints,
-// identities' pod lists, peer sets and tables (ids kept, none removed): one slice per list,
-// from the first difference to the last, and every peer set and table that differs or is new,
-// whole. nullopt when anything else differs (node, identities' number or `external`, fewer
-// peer sets or tables). O(size of both): for tests, and for callers that hold two
+// identities' pod lists, identities appended (not external), peer sets and tables (ids kept,
+// none removed): one slice per list, from the first difference to the last, every identity
+// past previous's count whole, and every peer set and table that differs or is new, whole.
+// nullopt when anything else differs (node, fewer identities, an existing identity's
+// `external`, an appended one external or with unsorted pods, fewer peer sets or tables). O(size of both): for tests, and for callers that hold two
 // programs (Backend::UpdateDelta's default goes the other way).
 std::optional<ir::CompiledPolicyDelta> DiffPrograms(const ir::CompiledPolicy& previous,
                                                     const ir::CompiledPolicy& next);
