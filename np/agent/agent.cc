@@ -251,6 +251,9 @@ absl::Status Agent::Sync() {
                                 delta.has_value() ? delta->delta.peer_sets_size() : 0),
                LogField::Number("delta_endpoint_edits",
                                 delta.has_value() ? delta->delta.endpoints_size() : 0),
+               // Identities appended (a pod relabelled into a label set no address had).
+               LogField::Number("delta_identities",
+                                delta.has_value() ? delta->delta.identities_size() : 0),
                LogField::Text("numbering", !alignment.has_value() ? "fresh"
                                            : alignment->compacted ? "compacted"
                                                                   : "aligned"),

@@ -505,9 +505,13 @@ TEST_P(AgentKernelTest, KernelFollowsTheEventStream) {
       {"policy edited: app=web of any namespace, ports 80 and 81",
        {Event("MODIFIED", db_from_any_web)},
        {{"NetworkPolicy x/db", db_from_any_web}}},
-      {"pod relabelled: x/a app=web -> app=other",
+      {"pod relabelled: x/a app=web -> app=other (x/b's peer class: that identity's pods "
+       "change)",
        {Event("MODIFIED", PodJson("x", "a", "other", "10.216.0.1"))},
-       {{"Pod x/a", PodJson("x", "a", "other", "10.216.0.1")}}},
+       {{"Pod x/a", PodJson("x", "a", "other", "10.216.0.1")}},
+       /*rejected=*/0,
+       /*deleted_pod=*/-1,
+       /*delta_of=*/"pods"},
       {"burst: y admits only team=trusted namespaces; x relabelled team=trusted",
        {Event("ADDED", y_only_trusted),
         Event("MODIFIED", NamespaceJson("x", {{"team", "trusted"}}))},
@@ -556,11 +560,12 @@ TEST_P(AgentKernelTest, KernelFollowsTheEventStream) {
        {"this is not an event\n", Event("ADDED", bad_policy)},
        {},
        /*rejected=*/2},
-      {"pod leaves: x/b",
+      {"pod leaves, the last address of its identity and the last endpoint of its table: x/b",
        {Event("DELETED", PodJson("x", "b", "db", "10.216.0.2"))},
        {{"Pod x/b", ""}},
        /*rejected=*/0,
-       /*deleted_pod=*/1},
+       /*deleted_pod=*/1,
+       /*delta_of=*/"pods"},
       {"policy deleted: y/trusted",
        {Event("DELETED", y_only_trusted)},
        {{"NetworkPolicy y/trusted", ""}}},
@@ -580,6 +585,20 @@ TEST_P(AgentKernelTest, KernelFollowsTheEventStream) {
        {{"Pod x/e", ""}},
        /*rejected=*/0,
        /*deleted_pod=*/4,
+       /*delta_of=*/"pods"},
+      {"pod relabelled out of the last address of its identity and out of its table: y/c "
+       "app=client -> app=web (y/d's class; y/client-out no longer isolates it)",
+       {Event("MODIFIED", PodJson("y", "c", "web", "10.216.0.3"))},
+       {{"Pod y/c", PodJson("y", "c", "web", "10.216.0.3")}},
+       /*rejected=*/0,
+       /*deleted_pod=*/-1,
+       /*delta_of=*/"pods"},
+      {"pod relabelled into a peer class no address has: y/c back to app=client (its identity "
+       "and y/client-out's table come back with the delta)",
+       {Event("MODIFIED", PodJson("y", "c", "client", "10.216.0.3"))},
+       {{"Pod y/c", PodJson("y", "c", "client", "10.216.0.3")}},
+       /*rejected=*/0,
+       /*deleted_pod=*/-1,
        /*delta_of=*/"pods"},
   };
   int sent = 0, rejected = 0, applied = 0, probe_rounds = 0, slow_probes = 0;
@@ -624,7 +643,7 @@ TEST_P(AgentKernelTest, KernelFollowsTheEventStream) {
       ++expected_deltas[step.delta_of];
       // What the delta carried, for the reader of the test log.
       std::cout << GetParam() << ": " << step.what << ": "
-                << line.substr(std::min(line.size(), line.find("\"delta_tables\"")), 70) << "\n";
+                << line.substr(std::min(line.size(), line.find("\"delta_tables\"")), 100) << "\n";
     }
   }
 
