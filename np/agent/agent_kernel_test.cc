@@ -661,6 +661,7 @@ TEST_P(AgentKernelTest, KernelFollowsTheEventStream) {
   // agrees with the log's count of such syncs (other steps may go as deltas too).
   const std::string log = AgentLog();
   ASSERT_GE(expected_deltas["policies"], 6);
+  ASSERT_GE(expected_deltas["pods"], 7);
   for (const auto& [delta_of, kind] :
        std::vector<std::pair<std::string, std::string>>{{"pods", "pod"}, {"policies", "policy"}}) {
     const double counted =
