@@ -20,8 +20,9 @@ libdir=/usr/lib/x86_64-linux-gnu
 mkdir -p "$work/gen" "$work/corpus"
 cd "$root"
 
-# The object model, generated like the Bazel genrule does.
-protoc --cpp_out="$work/gen" proto/k8s.proto
+# The object models, generated like the Bazel genrules do.
+mkdir -p "$work/gen/proto"
+protoc --proto_path=proto --cpp_out="$work/gen/proto" proto/k8s.proto proto/tiers.proto
 
 # Every Abseil library Debian ships (which ones np needs changes as it grows).
 absl_libs="$(for f in "$libdir"/libabsl_*.so; do
@@ -31,8 +32,10 @@ absl_libs="$(for f in "$libdir"/libabsl_*.so; do
 clang++ -std=c++17 -g -O1 -fno-omit-frame-pointer \
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
   -I"$root" -I"$work/gen" \
-  np/loader_fuzzer.cc np/loader.cc np/internal/yaml_tree.cc np/cluster.cc \
-  np/validation.cc np/verdict.cc np/types.cc np/internal/text.cc "$work/gen/proto/k8s.pb.cc" \
+  np/loader_fuzzer.cc np/loader.cc np/protobuf_loader.cc np/internal/yaml_tree.cc \
+  np/cluster.cc np/validation.cc np/verdict.cc np/types.cc np/workloads.cc np/internal/text.cc \
+  np/tiers/decode.cc np/tiers/validation.cc \
+  "$work/gen/proto/k8s.pb.cc" "$work/gen/proto/tiers.pb.cc" \
   -lyaml-cpp -lre2 -lprotobuf -lpthread $absl_libs \
   -o "$work/loader_fuzzer"
 
