@@ -2238,6 +2238,12 @@ absl::StatusOr<RulesDelta> PlanRulesFromDelta(const Installed& installed, const 
                                               const ir::CompiledPolicy& previous,
                                               const ir::CompiledPolicyDelta& delta) {
   RulesDelta out;
+  if (!delta.identities().empty()) {
+    // Appended identities are the default path's (ApplyDelta validates them there); the
+    // checks below count only the installed identities.
+    out.fallback = "the delta appends identities";
+    return out;
+  }
   if (absl::Status s = CheckDeltaEdits(previous, delta); !s.ok()) return s;
   if (absl::Status s = CheckDeltaItems(previous, delta, out.peer_sets_after, out.tables_after);
       !s.ok()) {
