@@ -25,7 +25,8 @@ double SecondsSince(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// JSON string literal of a label, name or value (the generator's are plain; escape anyway).
+}  // namespace
+
 std::string Quote(const std::string& s) {
   std::string out = "\"";
   for (char c : s) {
@@ -34,8 +35,6 @@ std::string Quote(const std::string& s) {
   }
   return out + "\"";
 }
-
-}  // namespace
 
 const char* ShapeName(NodeShape shape) {
   return shape == NodeShape::kSmall ? "110/1k" : "1000/10k";

@@ -129,6 +129,8 @@ class AgentNode {
   double build_s_ = 0, reconcile_s_ = 0;
 };
 
+// JSON string literal of a label, name or value (the generator's are plain; escape anyway).
+std::string Quote(const std::string& s);
 // Watch-event texts (one line each), objects naming their kind.
 std::string PodJson(const k8s::Pod& pod);
 std::string PodEvent(const std::string& type, const k8s::Pod& pod);  // ADDED, MODIFIED

@@ -30,6 +30,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "bench/agent_workload.h"
 #include "bench/cluster_generator.h"
 #include "benchmark/benchmark.h"
 #include "np/agent/watch_event.h"
@@ -42,15 +43,6 @@ namespace {
 [[noreturn]] void Fail(const std::string& what) {
   fprintf(stderr, "event_bench: %s\n", what.c_str());
   std::exit(1);
-}
-
-std::string Quote(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out + "\"";
 }
 
 // A running pod as the API server returns it (kubectl 1.28, containerd), indented as kubectl

@@ -52,6 +52,18 @@ void SetAddresses(k8s::Pod* pod, int index, bool v4, bool v6) {
   if (v6) pod->mutable_status()->add_podips()->set_ip(absl::StrCat("fd00::", index));
 }
 
+// A pod of `ns` labelled app=`app`, on `node`, with the IPv4 address of `address`.
+k8s::Pod AppPod(const std::string& ns, const std::string& name, const std::string& app,
+                int address, const std::string& node = "node-1") {
+  k8s::Pod p;
+  p.mutable_metadata()->set_namespace_(ns);
+  p.mutable_metadata()->set_name(name);
+  (*p.mutable_metadata()->mutable_labels())["app"] = app;
+  p.mutable_spec()->set_nodename(node);
+  SetAddresses(&p, address, true, false);
+  return p;
+}
+
 // Whether every table is named by an endpoint and the tables' first endpoints come in id order
 // (LowerToIr's numbering).
 bool TablesInFirstEndpointOrder(const ir::CompiledPolicy& p) {
@@ -727,15 +739,7 @@ TEST(PodDeltaLowering, RelabelledLastEndpointsNewTableTakesItsTableId) {
     return policy;
   };
   auto pod = [](const std::string& name, const std::string& app, const std::string& node,
-                int address) {
-    k8s::Pod p;
-    p.mutable_metadata()->set_namespace_("ns");
-    p.mutable_metadata()->set_name(name);
-    (*p.mutable_metadata()->mutable_labels())["app"] = app;
-    p.mutable_spec()->set_nodename(node);
-    SetAddresses(&p, address, true, false);
-    return p;
-  };
+                int address) { return AppPod("ns", name, app, address, node); };
   ClusterObjects objects;
   const k8s::Pod l1 = pod("l1", "a", "node-1", 5);
   for (const k8s::Pod& p : {l1, pod("l2", "c", "node-1", 6), pod("r1", "b", "node-2", 7)}) {
@@ -850,15 +854,7 @@ TEST(PodDeltaLowering, NewPodOfAnExistingClass) {
 // takes the tombstones' ids again. Each step a delta that means the whole lowering.
 TEST(PodDeltaLowering, FirstPodOfAClassBringsItsTableAndTheLastRetiresIt) {
   auto pod = [](const std::string& name, const std::string& app, const std::string& node,
-                int address) {
-    k8s::Pod p;
-    p.mutable_metadata()->set_namespace_("ns");
-    p.mutable_metadata()->set_name(name);
-    (*p.mutable_metadata()->mutable_labels())["app"] = app;
-    p.mutable_spec()->set_nodename(node);
-    SetAddresses(&p, address, true, false);
-    return p;
-  };
+                int address) { return AppPod("ns", name, app, address, node); };
   ClusterObjects objects;
   const k8s::Pod db1 = pod("db-1", "db", "node-1", 7);
   for (const k8s::Pod& p : {pod("web-1", "web", "node-1", 5), pod("db-2", "db", "node-2", 6)}) {
@@ -1181,17 +1177,6 @@ TEST(PolicyDelta, LongChainsKeepTheIndexInStep) {
 }
 
 // ---- Hand-written policy events -----------------------------------------------------------
-
-k8s::Pod AppPod(const std::string& ns, const std::string& name, const std::string& app,
-                int address, const std::string& node = "node-1") {
-  k8s::Pod p;
-  p.mutable_metadata()->set_namespace_(ns);
-  p.mutable_metadata()->set_name(name);
-  (*p.mutable_metadata()->mutable_labels())["app"] = app;
-  p.mutable_spec()->set_nodename(node);
-  SetAddresses(&p, address, true, false);
-  return p;
-}
 
 // In `ns`, selects app=`target` ("": every pod), admitting app=`from` on TCP `port` (0: every
 // port; from "": denies all ingress).

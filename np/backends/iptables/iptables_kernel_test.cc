@@ -737,6 +737,27 @@ ir::CompiledPolicy NodePodIr(uint64_t seed, bool b_exists) {
   return ir;
 }
 
+// After an update from `from` to `to` (`how` says which path it took): the lab's node
+// namespace holds what a fresh Apply of `to` gives (made in `fresh`), and real packets
+// between the lab's pods get `to`'s verdicts. Counts the probes compared in *probed and, when
+// `changed` is given, those `from` and `to` answer differently.
+void ExpectKernelIsAFreshApply(const Topology& t, const std::vector<Probe>& probes,
+                               const Attachment& fresh, const Backend& backend,
+                               const ir::CompiledPolicy& from, const ir::CompiledPolicy& to,
+                               const std::string& how, int* probed, int* changed) {
+  std::unique_ptr<Backend> once = MakeIptablesBackend();
+  ASSERT_TRUE(once->Apply(to, fresh).ok());
+  EXPECT_EQ(Comparable(t.node), Comparable(fresh.netns)) << how;
+  const std::vector<bool> got = RunProbes(t, probes, 700);
+  for (size_t i = 0; i < probes.size(); ++i) {
+    if (changed != nullptr) *changed += Expected(from, t, probes[i]) != Expected(to, t, probes[i]);
+    EXPECT_EQ(got[i], Expected(to, t, probes[i]))
+        << ProbeText(t, probes[i]) << " after " << how << "\n"
+        << testutil::ExplainProbe(backend, to, t, probes[i]);
+    ++*probed;
+  }
+}
+
 // Issue 13: a pod of this node added to or deleted from a table whose chains stay (x/b
 // beside x/a in table 0), through UpdateDelta, on seeded random clusters: each event is
 // only set edits (IptablesLastUpdate "in place by delta" with dispatch set edits; not one
@@ -780,16 +801,7 @@ TEST(IptablesKernel, NodePodDeltasAreSetEditsAndGetTheIrsVerdicts) {
       } else {
         std::cerr << "seed " << seed << (adding ? " add" : " delete") << ": " << how << "\n";
       }
-      std::unique_ptr<Backend> once = MakeIptablesBackend();
-      ASSERT_TRUE(once->Apply(to, at_fresh).ok());
-      EXPECT_EQ(Comparable(t.node), Comparable(at_fresh.netns)) << how;
-      const std::vector<bool> got = RunProbes(t, probes, 700);
-      for (size_t i = 0; i < probes.size(); ++i) {
-        EXPECT_EQ(got[i], Expected(to, t, probes[i]))
-            << ProbeText(t, probes[i]) << " after " << how << "\n"
-            << testutil::ExplainProbe(*backend, to, t, probes[i]);
-        ++probed;
-      }
+      ExpectKernelIsAFreshApply(t, probes, at_fresh, *backend, from, to, how, &probed, nullptr);
       if (HasFailure()) return;
     }
   }
@@ -868,17 +880,7 @@ TEST(IptablesKernel, NodePodTableDeltasGoByTheDeltaAndGetTheIrsVerdicts) {
       } else {
         std::cerr << "seed " << seed << (adding ? " add" : " delete") << ": " << how << "\n";
       }
-      std::unique_ptr<Backend> once = MakeIptablesBackend();
-      ASSERT_TRUE(once->Apply(to, at_fresh).ok());
-      EXPECT_EQ(Comparable(t.node), Comparable(at_fresh.netns)) << how;
-      const std::vector<bool> got = RunProbes(t, probes, 700);
-      for (size_t i = 0; i < probes.size(); ++i) {
-        changed += Expected(from, t, probes[i]) != Expected(to, t, probes[i]);
-        EXPECT_EQ(got[i], Expected(to, t, probes[i]))
-            << ProbeText(t, probes[i]) << " after " << how << "\n"
-            << testutil::ExplainProbe(*backend, to, t, probes[i]);
-        ++probed;
-      }
+      ExpectKernelIsAFreshApply(t, probes, at_fresh, *backend, from, to, how, &probed, &changed);
       if (HasFailure()) return;
     }
   }

@@ -33,6 +33,13 @@
 namespace np::backends::nft {
 namespace {
 
+// A randomized test's seed: the environment's `variable` when set (to replay a failure it
+// printed), else `fallback`.
+uint64_t SeedFromEnv(const char* variable, uint64_t fallback) {
+  const char* text = getenv(variable);
+  return text != nullptr ? std::strtoull(text, nullptr, 10) : fallback;
+}
+
 std::string V4(uint32_t a) {
   std::string b(4, '\0');
   for (int i = 0; i < 4; ++i) b[i] = static_cast<char>((a >> (24 - 8 * i)) & 0xff);
@@ -1193,8 +1200,7 @@ void ExpectChurnEqualsFreshApply(bool through_delta) {
     std::string netns;
     ~Cleanup() { (void)RunCommand({"ip", "netns", "del", netns}); }
   } cleanup{netns};
-  uint64_t seed = 20261130;
-  if (const char* s = getenv("NP_NFT_CHURN_SEED"); s != nullptr) seed = std::strtoull(s, nullptr, 10);
+  const uint64_t seed = SeedFromEnv("NP_NFT_CHURN_SEED", 20261130);
   SCOPED_TRACE(absl::StrCat("NP_NFT_CHURN_SEED=", seed));
   std::mt19937_64 rng(seed);
   auto generation = [&](const std::string& ns) -> uint64_t {
@@ -1715,8 +1721,7 @@ TEST_F(NftKernelTest, RandomPolicyEventsEqualAFreshApply) {
   ScratchNetns scratch(absl::StrCat("np-nft-rpol-", getpid()));
   ASSERT_TRUE(scratch.ok);
   const std::string& netns = scratch.name;
-  uint64_t seed = 20261201;
-  if (const char* s = getenv("NP_NFT_POLICY_SEED"); s != nullptr) seed = std::strtoull(s, nullptr, 10);
+  const uint64_t seed = SeedFromEnv("NP_NFT_POLICY_SEED", 20261201);
   SCOPED_TRACE(absl::StrCat("NP_NFT_POLICY_SEED=", seed));
   std::mt19937_64 rng(seed);
   std::mt19937 ir_rng(static_cast<uint32_t>(seed));
@@ -1873,10 +1878,7 @@ TEST_F(NftKernelTest, RandomPolicyDeltasEqualAFreshApply) {
   ScratchNetns scratch(absl::StrCat("h50-rdelta-", getpid()));
   ASSERT_TRUE(scratch.ok);
   const std::string& netns = scratch.name;
-  uint64_t seed = 20261202;
-  if (const char* s = getenv("NP_NFT_POLICY_DELTA_SEED"); s != nullptr) {
-    seed = std::strtoull(s, nullptr, 10);
-  }
+  const uint64_t seed = SeedFromEnv("NP_NFT_POLICY_DELTA_SEED", 20261202);
   SCOPED_TRACE(absl::StrCat("NP_NFT_POLICY_DELTA_SEED=", seed));
   std::mt19937_64 rng(seed);
   std::mt19937 ir_rng(static_cast<uint32_t>(seed));
@@ -2077,10 +2079,7 @@ TEST_F(NftKernelTest, RandomPodDeltasWithTablesEqualAFreshApply) {
   ScratchNetns scratch(absl::StrCat("h56-rptab-", getpid()));
   ASSERT_TRUE(scratch.ok);
   const std::string& netns = scratch.name;
-  uint64_t seed = 20261201;
-  if (const char* s = getenv("NP_NFT_POD_TABLE_SEED"); s != nullptr) {
-    seed = std::strtoull(s, nullptr, 10);
-  }
+  const uint64_t seed = SeedFromEnv("NP_NFT_POD_TABLE_SEED", 20261201);
   SCOPED_TRACE(absl::StrCat("NP_NFT_POD_TABLE_SEED=", seed));
   std::mt19937_64 rng(seed);
   std::unique_ptr<Backend> incremental = MakeNftBackend();
@@ -2169,10 +2168,7 @@ std::string IndexText(const DeltaIndex& x) {
 // make it the index a full install of ApplyDelta(previous, delta) would build (MakeDeltaIndex:
 // the oracle), so the next delta plans from the truth.
 TEST(NftDeltaPlan, PodTableEditsReachTheIndexOfTheNextProgram) {
-  uint64_t seed = 20261201;
-  if (const char* s = getenv("NP_NFT_POD_TABLE_SEED"); s != nullptr) {
-    seed = std::strtoull(s, nullptr, 10);
-  }
+  const uint64_t seed = SeedFromEnv("NP_NFT_POD_TABLE_SEED", 20261201);
   SCOPED_TRACE(absl::StrCat("NP_NFT_POD_TABLE_SEED=", seed));
   std::mt19937_64 rng(seed);
   int planned = 0, name = 0;
@@ -2333,8 +2329,7 @@ std::map<std::string, std::multiset<std::string>> MapsOf(const Program& p) {
 // decision, the same grace period and, after each transaction, the same map contents; the
 // index kept in step with ApplyIndexEdit materializes to the next program's maps.
 TEST(NftDeltaPlan, MatchesTheWholeProgramPlanOnRandomChurn) {
-  uint64_t seed = 20261201;
-  if (const char* s = getenv("NP_NFT_DELTA_SEED"); s != nullptr) seed = std::strtoull(s, nullptr, 10);
+  const uint64_t seed = SeedFromEnv("NP_NFT_DELTA_SEED", 20261201);
   SCOPED_TRACE(absl::StrCat("NP_NFT_DELTA_SEED=", seed));
   std::mt19937_64 rng(seed);
   std::vector<ChurnPod> pods = ChurnBase();
