@@ -64,6 +64,17 @@ k8s::Pod AppPod(const std::string& ns, const std::string& name, const std::strin
   return p;
 }
 
+// node-1's engine of `objects`; a cluster the objects do not make fails the test.
+std::shared_ptr<const Engine> NodeOneEngine(ClusterObjects objects) {
+  absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
+  EXPECT_TRUE(cluster.ok()) << cluster.status();
+  EngineOptions options;
+  options.node_name = "node-1";
+  absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(*cluster, options);
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  return *std::move(engine);
+}
+
 // Whether every table is named by an endpoint and the tables' first endpoints come in id order
 // (LowerToIr's numbering).
 bool TablesInFirstEndpointOrder(const ir::CompiledPolicy& p) {
@@ -548,11 +559,7 @@ TEST(PodDeltaLowering, BenchRelabelShapes) {
   named->mutable_port()->set_strval("grpc");
   objects.policies.push_back({policy, {}});
   objects.policies.push_back({egress, {}});
-  absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
-  ASSERT_TRUE(cluster.ok()) << cluster.status();
-  EngineOptions options;
-  options.node_name = "node-1";
-  std::shared_ptr<const Engine> current = *Engine::Build(*cluster, options);
+  std::shared_ptr<const Engine> current = NodeOneEngine(std::move(objects));
   ir::CompiledPolicy installed = *LowerToIr(*current);
   PodDeltaLowering index = PodDeltaLowering::Index(current, installed);
 
@@ -691,11 +698,7 @@ TEST(PodDeltaLowering, SharedPeerSetSplitsWhenOnlySomeRulesTakeTheClass) {
   }
   objects.policies.push_back({admits("db", "db", {{"app", "web"}}), {}});
   objects.policies.push_back({admits("cache", "cache", {{"app", "web"}, {"tier", "x"}}), {}});
-  absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
-  ASSERT_TRUE(cluster.ok()) << cluster.status();
-  EngineOptions options;
-  options.node_name = "node-1";
-  std::shared_ptr<const Engine> current = *Engine::Build(*cluster, options);
+  std::shared_ptr<const Engine> current = NodeOneEngine(std::move(objects));
   ir::CompiledPolicy installed = *LowerToIr(*current);
   ASSERT_EQ(installed.peer_sets_size(), 1) << "db and cache name one set";
   PodDeltaLowering index = PodDeltaLowering::Index(current, installed);
@@ -748,11 +751,7 @@ TEST(PodDeltaLowering, RelabelledLastEndpointsNewTableTakesItsTableId) {
   for (const auto& policy : {selects("a", "a", 80), selects("b", "b", 81), selects("c", "c", 82)}) {
     objects.policies.push_back({policy, {}});
   }
-  absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
-  ASSERT_TRUE(cluster.ok()) << cluster.status();
-  EngineOptions options;
-  options.node_name = "node-1";
-  std::shared_ptr<const Engine> current = *Engine::Build(*cluster, options);
+  std::shared_ptr<const Engine> current = NodeOneEngine(std::move(objects));
   ir::CompiledPolicy installed = *LowerToIr(*current);
   PodDeltaLowering index = PodDeltaLowering::Index(current, installed);
   auto table_of_l1 = [&]() {
@@ -796,11 +795,7 @@ TEST(PodDeltaLowering, NewPodOfAnExistingClass) {
   a.mutable_spec()->set_nodename("node-1");
   SetAddresses(&a, 5, true, false);
   objects.pods.push_back({a, {}});
-  absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
-  ASSERT_TRUE(cluster.ok());
-  EngineOptions options;
-  options.node_name = "node-1";
-  std::shared_ptr<const Engine> engine = *Engine::Build(*cluster, options);
+  std::shared_ptr<const Engine> engine = NodeOneEngine(std::move(objects));
   ir::CompiledPolicy installed = *LowerToIr(*engine);
   PodDeltaLowering index = PodDeltaLowering::Index(engine, installed);
   k8s::Pod b = a;
@@ -871,11 +866,7 @@ TEST(PodDeltaLowering, FirstPodOfAClassBringsItsTableAndTheLastRetiresIt) {
         ->mutable_podselector()
         ->mutable_matchlabels())["app"] = "web";
   objects.policies.push_back({policy, {}});
-  absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
-  ASSERT_TRUE(cluster.ok()) << cluster.status();
-  EngineOptions options;
-  options.node_name = "node-1";
-  std::shared_ptr<const Engine> current = *Engine::Build(*cluster, options);
+  std::shared_ptr<const Engine> current = NodeOneEngine(std::move(objects));
   ir::CompiledPolicy installed = *LowerToIr(*current);
   ASSERT_EQ(installed.tables_size(), 0);  // web-1 is selected by no policy
   PodDeltaLowering index = PodDeltaLowering::Index(current, installed);
@@ -1202,9 +1193,7 @@ k8s::NetworkPolicy AppPolicy(const std::string& ns, const std::string& name,
 class PolicyChain {
  public:
   explicit PolicyChain(ClusterObjects objects) {
-    EngineOptions options;
-    options.node_name = "node-1";
-    current_ = *Engine::Build(*Cluster::Create(std::move(objects)), options);
+    current_ = NodeOneEngine(std::move(objects));
     installed_ = *LowerToIr(*current_);
     index_ = PodDeltaLowering::Index(current_, installed_);
   }
