@@ -66,12 +66,25 @@
 // neither program — the update test caught UDP probes of flows both programs deny getting
 // through (2026-11-30).
 // Apply therefore switches generations instead (SwitchText, RetireText): the new program's
-// sets and regular chains are added under fresh names (suffix `_g<N>`), and the base chain,
-// which is never deleted, has its rules replaced to point at them, in one commit; a packet
-// sees the old rules with the old, untouched sets or the new rules with the new ones. A
-// second commit then deletes the old generation, which no rule reaches any more. A base
-// chain whose hook differs from what np writes (another np version) gets the whole replace.
-// Conntrack entries survive both ways, so established connections keep flowing.
+// sets and regular chains are added under fresh names (suffix `_g<N>`) in one commit, and
+// the base chain, which is never deleted, has its rules replaced to point at them in the
+// next; a packet sees the old rules with the old, untouched sets or the new rules with the
+// new ones. A third commit then deletes the old generation, which no rule reaches any more.
+// A base chain whose hook differs from what np writes (another np version) gets the whole
+// replace. Conntrack entries survive both ways, so established connections keep flowing.
+// Why the sets go one commit ahead of the rules that look them up: nf_tables makes a
+// commit's rules live when it flips the generation, but installs a NEW interval set's lookup
+// structure only after that flip, at the end of the same commit; a packet in between finds
+// nothing in the new set (the identity lookup misses: fail closed, an allowed flow dropped).
+// The update test saw it as one UDP probe of a both-allowed flow unanswered (CI, 2026-12-01);
+// blasting UDP through a base chain switched to a map created in the same commit dropped a
+// packet in 19–23 of 300 switches on this VM's kernel (6.18), and none when the map came one
+// commit earlier; a regular chain rewritten to look up an interval set declared in its commit
+// dropped 6 in 300; editing the elements of a live interval map (retargets, splits, merges)
+// dropped none in 1,000 commits (np/backends/nft/set_commit_window.sh repeats the check on
+// any kernel). So every commit np makes follows one rule: a set it declares
+// is looked up only by rules of a later commit (the switch here; PlanInPlaceUpdate's
+// `sets_first`), and a live set whose elements change is edited, not declared again.
 //
 // Capacity (Capacity(), `netpol compile --stats`): at most 65,534 identities (the mark
 // layout: 0xfffe and 0xffff are "other" and "miss"); tier rules count as rules. nf_tables has no hard limit on rules, sets or elements (memory aside), but load
@@ -181,9 +194,11 @@ Program WithGeneration(const Program& program, uint64_t generation);
 // Whether the installed base chains can take `next`'s rules in place: each base chain of
 // `next` is absent or a base chain with the same hook line.
 bool CanSwitch(const Installed& installed, const Program& next);
-// The first commit: `next`'s sets and regular chains beside what is installed, and each base
-// chain declared, flushed and filled with `next`'s rules.
-std::string SwitchText(const Program& next);
+// The switch's two commits: kObjects, `next`'s sets and regular chains beside what is
+// installed (no rule that runs names them yet); kBaseChains, each base chain declared,
+// flushed and filled with `next`'s rules (which now reach the sets of the commit before).
+enum class SwitchPart { kObjects, kBaseChains };
+std::string SwitchText(const Program& next, SwitchPart part);
 // The second commit: every set and chain installed that `next` does not have — chains
 // flushed first (their jumps hold references), then sets and maps, then the chains. Empty
 // when there is nothing to retire.
@@ -301,6 +316,11 @@ ElementPlan PlanElementUpdate(const Program& installed, const Program& next);
 // exists, checked on 6.18): a table chain changed in place keeps the comment ("policies:
 // ...") of the generation that created it, like identity chains after element edits.
 struct InPlacePlan {
+  // Peer sets the transaction's rules look up that are new: declared, with their elements,
+  // in a commit of their own before it (nft.h: a set is looked up only by rules of a later
+  // commit). Empty: none.
+  WholeBatch sets_first;
+  std::string sets_first_text;
   WholeBatch batch;  // the transaction (netlink.h; add_table false)
   std::string text;  // the same for libnftables (`nft -f`), when netlink cannot
   // A second transaction, after an RCU grace period, when an identity chain goes: its
@@ -316,10 +336,11 @@ struct InPlacePlan {
 // part of it the update touches (UpdateDelta's PlanPolicyDelta); 0: next's own.
 InPlacePlan PlanInPlaceUpdate(const Program& installed, const Program& next, size_t whole = 0);
 
-// The same two commits as raw netlink batches (netlink.h WholeBatch), for Apply: SwitchText's
-// objects, guard and base-chain flush, and RetireText's deletions. Unimplemented when the
-// program has something the encoder does not know (then Apply runs the text).
-absl::StatusOr<WholeBatch> SwitchBatch(const Program& next);
+// The same commits as raw netlink batches (netlink.h WholeBatch), for Apply: SwitchText's
+// objects and guard, its base chains and their flush, and RetireText's deletions.
+// Unimplemented when the program has something the encoder does not know (then Apply runs
+// the text).
+absl::StatusOr<WholeBatch> SwitchBatch(const Program& next, SwitchPart part);
 WholeBatch RetireBatch(const Installed& installed, const Program& next);
 // What a listing of the table would report for `program` installed (sets, maps, chains and
 // base chains' hook lines, no elements): lets Apply retire a generation it installed itself

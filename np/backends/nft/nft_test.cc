@@ -667,11 +667,33 @@ TEST(NftGeneration, SwitchesInPlaceOnlyOverTheSameHooks) {
   Installed regular;
   regular.objects = {{"chain", "forward", ""}};
   EXPECT_FALSE(CanSwitch(regular, next));
-  // The switch never deletes the table; it flushes and refills the base chain.
-  std::string text = SwitchText(next);
-  EXPECT_FALSE(absl::StrContains(text, "delete")) << text;
-  EXPECT_LT(text.find("chain t0_ingress_g2 {"), text.find("flush chain inet np forward"));
-  EXPECT_LT(text.find("flush chain inet np forward"), text.find("ip daddr vmap @ingress4_g2"));
+  // The switch never deletes the table; it flushes and refills the base chain — in a commit
+  // after the one that declares the sets and chains its rules reach (nft.h: a set declared
+  // in the commit that makes its lookups live misses until that commit ends).
+  const std::string objects = SwitchText(next, SwitchPart::kObjects);
+  const std::string base = SwitchText(next, SwitchPart::kBaseChains);
+  for (const std::string* text : {&objects, &base}) {
+    EXPECT_FALSE(absl::StrContains(*text, "delete")) << *text;
+  }
+  EXPECT_TRUE(absl::StrContains(objects, "chain t0_ingress_g2 {")) << objects;
+  EXPECT_TRUE(absl::StrContains(objects, "map ingress4_g2 {")) << objects;
+  EXPECT_FALSE(absl::StrContains(objects, "hook forward")) << objects;
+  EXPECT_FALSE(absl::StrContains(objects, "flush")) << objects;
+  EXPECT_FALSE(absl::StrContains(base, "map ingress4_g2 {")) << base;
+  EXPECT_FALSE(absl::StrContains(base, "t0_ingress_g2 {")) << base;
+  EXPECT_LT(base.find("hook forward"), base.find("flush chain inet np forward"));
+  EXPECT_LT(base.find("flush chain inet np forward"), base.find("ip daddr vmap @ingress4_g2"));
+  // The netlink batches carry the same split.
+  absl::StatusOr<WholeBatch> first = SwitchBatch(next, SwitchPart::kObjects);
+  absl::StatusOr<WholeBatch> second = SwitchBatch(next, SwitchPart::kBaseChains);
+  ASSERT_TRUE(first.ok() && second.ok());
+  EXPECT_FALSE(first->sets.empty());
+  EXPECT_TRUE(first->flush.empty());
+  for (const WholeChain& c : first->chains) EXPECT_FALSE(c.forward_hook) << c.name;
+  EXPECT_TRUE(second->sets.empty());
+  ASSERT_EQ(second->chains.size(), 1u);
+  EXPECT_TRUE(second->chains[0].forward_hook);
+  EXPECT_EQ(second->flush, std::vector<std::string>{"forward"});
 }
 
 TEST(NftGeneration, RetiresWhatTheNextGenerationLacksChainsFlushedFirst) {
@@ -893,6 +915,23 @@ Program Generation(const ir::CompiledPolicy& ir, uint64_t generation) {
   absl::StatusOr<Program> p = Build(ir);
   EXPECT_TRUE(p.ok()) << p.status();
   return WithGeneration(*p, generation);
+}
+
+// nft.h's rule for every commit: a set np declares is looked up only by rules of a later
+// commit (a new interval set misses until the commit that declares it ends) — an in-place
+// plan declares its new peer sets alone, ahead of its transaction, and edits a live set's
+// elements rather than declaring it again.
+void ExpectSetsAheadOfTheirLookups(const InPlacePlan& plan) {
+  EXPECT_TRUE(plan.batch.sets.empty()) << "a set declared in the commit of its rules";
+  EXPECT_TRUE(plan.sets_first.chains.empty() && plan.sets_first.flush.empty() &&
+              plan.sets_first.last_element_adds.empty())
+      << "the sets' own commit does more";
+  for (const WholeSet& s : plan.sets_first.sets) {
+    const auto& gone = plan.batch.first_delete_sets;
+    EXPECT_EQ(std::find(gone.begin(), gone.end(), s.name), gone.end())
+        << s.name << " declared again under its name";
+  }
+  EXPECT_EQ(plan.sets_first.sets.empty(), plan.sets_first_text.empty());
 }
 
 // `installed` after the plan's `add element` / `delete element` lines, read literally: what
@@ -1254,6 +1293,7 @@ void ExpectChurnEqualsFreshApply(bool through_delta) {
     // What else goes in place: one transaction of PlanInPlaceUpdate (a policy event on
     // stably numbered programs — here every rule change, which keeps all ids).
     const InPlacePlan in_place_plan = PlanInPlaceUpdate(a, b);
+    ExpectSetsAheadOfTheirLookups(in_place_plan);
     if (!pod_event) {
       EXPECT_TRUE(stayed) << "a rule change goes in place: " << in_place_plan.fallback;
     }
@@ -1563,11 +1603,19 @@ void ExpectPairsInPlace(bool text) {
   std::unique_ptr<Backend> incremental = MakeNftBackend();
   std::unique_ptr<Backend> fresh = MakeNftBackend();
   const Attachment there{{}, netns};
-  int in_place = 0;
+  int in_place = 0, sets_ahead = 0, live_set_edits = 0;
   for (const PolicyPair& p : PolicyPairs()) {
     SCOPED_TRACE(p.name);
     ASSERT_TRUE(CheckIr(p.previous).ok()) << CheckIr(p.previous);
     ASSERT_TRUE(CheckIr(p.next).ok()) << CheckIr(p.next);
+    for (const InPlacePlan& plan : {PlanInPlaceUpdate(Generation(p.previous, 1), Generation(p.next, 1)),
+                                    PlanInPlaceUpdate(Generation(p.next, 1), Generation(p.previous, 1))}) {
+      ExpectSetsAheadOfTheirLookups(plan);
+      sets_ahead += plan.sets_first.sets.empty() ? 0 : 1;
+      for (const SetElementEdit& e : plan.batch.first_element_deletes) {
+        live_set_edits += absl::StartsWith(e.set, "peers_") ? 1 : 0;
+      }
+    }
     ASSERT_TRUE(incremental->Apply(p.previous, there).ok());
     const DeltaStats before = DeltaStatsOf(*incremental);
     ASSERT_TRUE(incremental->Update(p.previous, p.next, there).ok());
@@ -1593,6 +1641,9 @@ void ExpectPairsInPlace(bool text) {
         netns, "back from next: " + DeltaStatsOf(*incremental).last_update));
   }
   EXPECT_GE(in_place, 10);
+  // The pairs exercise both halves of the rule: new named peer sets, live ones edited.
+  EXPECT_GE(sets_ahead, 2);
+  EXPECT_GE(live_set_edits, 1);
   ASSERT_TRUE(incremental->Remove(there).ok());
   ASSERT_TRUE(fresh->Remove({}).ok());
 }
@@ -2854,7 +2905,7 @@ TEST_F(NftKernelTest, WholePathNetlinkListsAsNftsOwnText) {
     ASSERT_TRUE(by_text->Apply(ir, {{}, text_ns}).ok()) << name;
     unsetenv("NP_NFT_TEXT_WHOLE");
     ASSERT_TRUE(by_netlink->Apply(ir, {{}, nl_ns}).ok()) << name;
-    commits += i == 0 ? 1 : 2;  // the first install has nothing to retire
+    commits += i == 0 ? 2 : 3;  // objects, base chains, retirement (none at the first install)
     ExpectSameListing(text_ns, nl_ns, name);
     const DeltaStats stats = DeltaStatsOf(*by_netlink);
     ASSERT_EQ(stats.whole_netlink, commits) << name << ": " << stats.last_netlink_error;
@@ -2879,7 +2930,7 @@ TEST_F(NftKernelTest, ARefusedWholeBatchFallsBackAndRecovers) {
   EXPECT_TRUE(absl::StrContains(after.last_netlink_error, "create chain inet np id_other_g2"))
       << after.last_netlink_error;
   EXPECT_EQ(after.whole_text, before.whole_text + 1);  // the refused text of the same switch
-  EXPECT_EQ(after.whole_netlink, before.whole_netlink + 2);  // then the switch to g3, retire
+  EXPECT_EQ(after.whole_netlink, before.whole_netlink + 3);  // then g3's two commits, retire
   absl::StatusOr<std::string> listing = RunCommand({"nft", "-t", "list", "table", "inet", kTableName});
   ASSERT_TRUE(listing.ok());
   EXPECT_TRUE(absl::StrContains(*listing, "chain id_other_g3")) << *listing;
