@@ -154,6 +154,20 @@ class PodDeltaLowering {
   void AddTablesNaming(const internal::EngineState& next, const std::vector<uint32_t>& classes,
                        const std::vector<uint32_t>& retired, std::vector<uint32_t>* tables) const;
 
+  // LowerPolicyChange's identities when a class splits or merges (the same atoms and pods):
+  // the classes now numbered as np/lower_align.h numbers identities (atoms keep theirs; by
+  // address votes, greedy one to one, ties by lowest id; the rest as Lower numbers new
+  // classes; identities left without a class retired), the ranges of addresses whose
+  // identity changes re-pointed, identities' pods edited, into `out` (delta, numbering,
+  // identities added and retired, range counts). `pairs`: every (class before, class now)
+  // of an address with an identity; `touched_classes`: the classes now whose identity gains
+  // or loses addresses. Why not, when not expressible.
+  std::optional<std::string> SplitIdentities(const internal::EngineState& next,
+                                             const ir::CompiledPolicy& installed,
+                                             std::vector<std::pair<uint32_t, uint32_t>>* pairs,
+                                             std::vector<uint32_t>* touched_classes,
+                                             PodDelta* out) const;
+
   std::shared_ptr<const Engine> snapshot_;
   absl::flat_hash_map<uint32_t, uint32_t> identity_of_class_;
   std::vector<int64_t> range_count_;     // per identity: ranges carrying it
