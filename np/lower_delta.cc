@@ -1077,43 +1077,38 @@ std::optional<std::string> PodDeltaLowering::SplitIdentities(
       taken[id] = true;
     }
   }
-  // Pods' addresses, and per (class now, identity before) how many: the votes np/lower_align.h
-  // numbers identities by.
-  struct Address {
-    uint32_t pod;
-    int family;
-    U128 address;
-    uint32_t was;  // identity
-    uint32_t now;  // class
-  };
-  std::vector<Address> addresses;
-  std::map<std::pair<uint32_t, uint32_t>, int64_t> votes;
+  // Per pod and family with addresses, (class now, class before): the votes np/lower_align.h
+  // numbers identities by (a pod's addresses of one family count once). The records only,
+  // a flat array: a pod's state is read below only when its identity changes.
+  std::vector<std::pair<uint32_t, uint32_t>> seen;
+  seen.reserve(prev.pods.size());
   for (uint32_t p = 0; p < prev.pods.size(); ++p) {
-    const internal::PodState* pod = prev.pods[p].state.get();
-    if (pod == nullptr) continue;
-    for (const IpAddress& ip : pod->ips) {
-      const int f = ip.is_v4() ? 0 : 1;
+    if (prev.pods[p].state == nullptr) continue;
+    for (int f = 0; f < 2; ++f) {
       const uint32_t was = prev.records[p].peer[f], now = next.records[p].peer[f];
-      if (was >= kSharedPeer || now >= kSharedPeer) {  // a shared address keeps its identity
+      if (was >= kSharedPeer || now >= kSharedPeer) {  // no address, or a shared one: it stays
         if (was != now) return "a shared address's class changes";
         continue;
       }
-      const uint32_t id = old_identity(was);
-      if (id == kNoIdentity || now >= by_class.size()) {
+      if (old_identity(was) == kNoIdentity || now >= by_class.size()) {
         return "an installed address's peer class without an identity";
       }
-      pairs->emplace_back(was, now);
-      addresses.push_back(Address{p, f, internal::ToU128(ip), id, now});
+      seen.emplace_back(now, was);
       carried[now] = true;
-      votes[{now, id}]++;
     }
+  }
+  std::sort(seen.begin(), seen.end());
+  std::vector<std::tuple<int64_t, uint32_t, uint32_t>> ranked;  // -votes, identity, class
+  for (size_t i = 0, j = 0; i < seen.size(); i = j) {
+    while (j < seen.size() && seen[j] == seen[i]) ++j;
+    const auto [now, was] = seen[i];
+    pairs->emplace_back(was, now);
+    ranked.emplace_back(-static_cast<int64_t>(j - i), old_identity(was), now);
   }
   std::sort(pairs->begin(), pairs->end());
   pairs->erase(std::unique(pairs->begin(), pairs->end()), pairs->end());
   // Greedy one to one by votes, ties by lowest id (a split keeps the old id on its bigger
   // part); the shared-address identity stays.
-  std::vector<std::tuple<int64_t, uint32_t, uint32_t>> ranked;  // -votes, identity, class
-  for (const auto& [key, n] : votes) ranked.emplace_back(-n, key.second, key.first);
   std::sort(ranked.begin(), ranked.end());
   for (const auto& [n, id, c] : ranked) {
     if (taken[id] || by_class[c] != kNoIdentity) continue;
@@ -1147,22 +1142,41 @@ std::optional<std::string> PodDeltaLowering::SplitIdentities(
   absl::flat_hash_set<std::string> moved;
   std::set<uint32_t> touched;
   std::map<uint32_t, int64_t> range_counts;
-  for (const Address& a : addresses) {
-    const uint32_t now = identity_of[a.now];
-    if (now == a.was) continue;
-    const Ranges& ranges = a.family == 0 ? installed.ipv4() : installed.ipv6();
-    const int i = RangeHolding(ranges, a.address);
-    const ir::AddressRange& r = ranges[i];
-    const std::string& key = prev.pods[a.pod].state->key;
-    if (r.pod() != key || internal::BytesValue(r.first()) != a.address || r.identity() != a.was) {
-      return "an address the ranges do not carry as its pod's";
+  std::map<uint32_t, std::vector<std::string>> gains;  // a moved pod: its identities now
+  for (uint32_t p = 0; p < prev.pods.size(); ++p) {
+    if (prev.pods[p].state == nullptr) continue;
+    const internal::PodRecord& was_record = prev.records[p];
+    const internal::PodRecord& now_record = next.records[p];
+    auto changes = [&](int f) {
+      return was_record.peer[f] < kSharedPeer &&
+             identity_of[now_record.peer[f]] != old_identity(was_record.peer[f]);
+    };
+    if (!changes(0) && !changes(1)) continue;
+    const internal::PodState& pod = *prev.pods[p].state;
+    moved.insert(pod.key);
+    for (size_t k = 0; k < pod.ips.size(); ++k) {
+      const IpAddress& ip = pod.ips[k];
+      const int f = ip.is_v4() ? 0 : 1;
+      if (was_record.peer[f] >= kSharedPeer ||
+          std::find(pod.ips.begin(), pod.ips.begin() + k, ip) != pod.ips.begin() + k) {
+        continue;  // a shared address stays; an address listed twice has one range
+      }
+      const uint32_t was = old_identity(was_record.peer[f]), now = identity_of[now_record.peer[f]];
+      gains[now].push_back(pod.key);
+      if (now == was) continue;
+      const Ranges& ranges = f == 0 ? installed.ipv4() : installed.ipv6();
+      const U128 address = internal::ToU128(ip);
+      const int i = RangeHolding(ranges, address);
+      const ir::AddressRange& r = ranges[i];
+      if (r.pod() != pod.key || internal::BytesValue(r.first()) != address || r.identity() != was) {
+        return "an address the ranges do not carry as its pod's";
+      }
+      repointed[f].emplace_back(i, now);
+      range_counts[was]--;
+      range_counts[now]++;
+      touched.insert(was);
+      touched.insert(now);
     }
-    repointed[a.family].emplace_back(i, now);
-    range_counts[a.was]--;
-    range_counts[now]++;
-    touched.insert(a.was);
-    touched.insert(now);
-    moved.insert(key);
   }
   for (int f = 0; f < 2; ++f) {
     std::sort(repointed[f].begin(), repointed[f].end());
@@ -1182,12 +1196,6 @@ std::optional<std::string> PodDeltaLowering::SplitIdentities(
   }
   for (const auto& [id, change] : range_counts) {
     if (change != 0) out->range_counts.emplace_back(id, change);
-  }
-  // A moved pod belongs to the identities of all its addresses now.
-  std::map<uint32_t, std::vector<std::string>> gains;
-  for (const Address& a : addresses) {
-    const std::string& key = prev.pods[a.pod].state->key;
-    if (moved.count(key) != 0) gains[identity_of[a.now]].push_back(key);
   }
   EmitIdentityPods(installed, touched, moved, gains, &out->delta);
   for (uint32_t c = 0; c < identity_of.size(); ++c) {
