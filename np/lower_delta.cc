@@ -480,10 +480,11 @@ PodDeltaLowering PodDeltaLowering::Index(std::shared_ptr<const Engine> snapshot,
   x.table_target_.assign(installed.tables_size(), kNone);
   x.table_source_.resize(installed.tables_size());
   x.table_endpoints_.assign(installed.tables_size(), 0);
+  x.endpoint_pod_.reserve(installed.endpoints_size());
   for (const ir::Endpoint& e : installed.endpoints()) {
-    if (!e.selected()) continue;
     std::optional<uint32_t> p = LivePodId(s, e.namespace_() + "/" + e.name());
-    if (!p) continue;
+    x.endpoint_pod_.push_back(p ? *p : kNone);
+    if (!e.selected() || !p) continue;
     uint32_t target = s.records[*p].target;
     x.table_endpoints_[e.table()]++;
     if (target == kNone || x.table_target_[e.table()] != kNone) continue;
@@ -642,6 +643,7 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
   struct EndpointChange {
     int begin, end;
     std::optional<ir::Endpoint> endpoint;
+    uint32_t pod;  // the endpoint's pod id in `next`
   };
   std::vector<std::pair<std::string, EndpointChange>> endpoint_changes;
   for (const std::string& key : keys) {
@@ -670,14 +672,21 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
     std::string sort_key = SortKey(pod->namespace_name, pod->name);
     if (present) {
       const ir::Endpoint& old = installed.endpoints(pos);
-      if (endpoint && google::protobuf::util::MessageDifferencer::Equals(old, *endpoint)) continue;
+      if (endpoint && google::protobuf::util::MessageDifferencer::Equals(old, *endpoint)) {
+        // The same endpoint, maybe under a new pod id (an update can move the pod's slot).
+        if (pos < static_cast<int>(endpoint_pod_.size()) && endpoint_pod_[pos] != *new_id) {
+          out.endpoint_pod_moves.emplace_back(pos, *new_id);
+        }
+        continue;
+      }
       if (old.selected()) out.endpoints_out.emplace_back(old.table(), sort_key);
     }
     if (!present && !endpoint) continue;
     if (endpoint && endpoint->selected())
       out.endpoints_in.emplace_back(endpoint->table(), sort_key);
-    endpoint_changes.push_back(
-        {sort_key, EndpointChange{pos, pos + (present ? 1 : 0), std::move(endpoint)}});
+    endpoint_changes.push_back({sort_key, EndpointChange{pos, pos + (present ? 1 : 0),
+                                                         std::move(endpoint),
+                                                         new_id ? *new_id : kNone}});
   }
   // Tables whose last endpoint leaves become tombstones (np/lower_align.h).
   std::vector<uint32_t> retired;
@@ -741,13 +750,19 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
     if (!edits->empty() && edits->rbegin()->end() == static_cast<uint32_t>(change.begin)) {
       ir::EndpointSliceEdit& last = *edits->rbegin();
       last.set_end(change.end);
-      if (change.endpoint) *last.add_endpoints() = std::move(*change.endpoint);
+      if (change.endpoint) {
+        *last.add_endpoints() = std::move(*change.endpoint);
+        out.endpoint_pods.push_back(change.pod);
+      }
       continue;
     }
     ir::EndpointSliceEdit* edit = edits->Add();
     edit->set_begin(change.begin);
     edit->set_end(change.end);
-    if (change.endpoint) *edit->add_endpoints() = std::move(*change.endpoint);
+    if (change.endpoint) {
+      *edit->add_endpoints() = std::move(*change.endpoint);
+      out.endpoint_pods.push_back(change.pod);
+    }
   }
 
   // Ranges: around each changed address, the slice from the range before the one holding it
@@ -1372,11 +1387,18 @@ std::optional<PodDelta> PodDeltaLowering::LowerPolicyChange(
   std::vector<int64_t> target_endpoints;
   absl::flat_hash_map<uint32_t, uint32_t> target_index;
   std::map<std::pair<uint32_t, uint32_t>, int64_t> votes;  // (target index, table) -> endpoints
+  if (endpoint_pod_.size() != static_cast<size_t>(endpoint_count)) {
+    return refuse("options or the program's shape differ");
+  }
   for (int i = 0; i < endpoint_count; ++i) {
     const ir::Endpoint& e = installed.endpoints(i);
-    std::optional<uint32_t> p = LivePodId(next, e.namespace_() + "/" + e.name());
-    if (!p) return refuse("an endpoint without its pod");
-    const uint32_t t = next.records[*p].target;
+    // The same pods (checked above): the endpoint's pod id in the indexed snapshot is its id
+    // in `next` (no "namespace/name" built and hashed per endpoint).
+    const uint32_t p = endpoint_pod_[i];
+    if (p >= next.pods.size() || next.pods[p].state == nullptr) {
+      return refuse("an endpoint without its pod");
+    }
+    const uint32_t t = next.records[p].target;
     endpoint_target[i] = t;
     if (t == kNone) continue;
     if (t >= next.target_classes.size() || next.target_classes[t].table == nullptr) {
@@ -1491,6 +1513,7 @@ std::optional<PodDelta> PodDeltaLowering::LowerPolicyChange(
     *changed = e;
     changed->set_selected(selected);
     changed->set_table(table);
+    out.endpoint_pods.push_back(endpoint_pod_[i]);
   }
   if (!same_classes) tables->numbering = std::move(numbering);
   out.tables = std::move(tables);
@@ -1539,6 +1562,19 @@ void PodDeltaLowering::Commit(const PodDelta& applied) {
       identity_of_class_ = std::move(renamed);
       numbering_ = t.numbering;
     }
+  }
+  for (const auto& [i, pod] : applied.endpoint_pod_moves) endpoint_pod_[i] = pod;
+  if (applied.delta.endpoints_size() > 0) {  // the edits' original positions, in order
+    std::vector<uint32_t> pods;
+    pods.reserve(endpoint_pod_.size() + applied.endpoint_pods.size());
+    size_t at = 0, k = 0;
+    for (const ir::EndpointSliceEdit& edit : applied.delta.endpoints()) {
+      pods.insert(pods.end(), endpoint_pod_.begin() + at, endpoint_pod_.begin() + edit.begin());
+      for (int j = 0; j < edit.endpoints_size(); ++j) pods.push_back(applied.endpoint_pods[k++]);
+      at = edit.end();
+    }
+    pods.insert(pods.end(), endpoint_pod_.begin() + at, endpoint_pod_.end());
+    endpoint_pod_ = std::move(pods);
   }
   for (const auto& [id, change] : applied.range_counts) range_count_[id] += change;
   for (const auto& [id, change] : applied.external_counts) external_count_[id] += change;

@@ -99,6 +99,10 @@ struct PodDelta {
   std::vector<std::pair<uint32_t, int64_t>> range_counts;                     // identity, change
   std::vector<std::pair<uint32_t, int64_t>> external_counts;                  // identity, change
   std::vector<std::pair<uint32_t, std::string>> endpoints_out, endpoints_in;  // table, key
+  // Per endpoint of the delta's endpoint edits, in order: its pod's id in `next`; and the
+  // installed endpoints the delta keeps whose pod's id changed (position, id).
+  std::vector<uint32_t> endpoint_pods;
+  std::vector<std::pair<int, uint32_t>> endpoint_pod_moves;
   // A pod delta that adds or retires identities: the identities as tables are lowered
   // afterwards, and the (peer class, identity) pairs that came and went.
   std::shared_ptr<const internal::IdentityNumbering> numbering;
@@ -177,6 +181,9 @@ class PodDeltaLowering {
   // The engine tables lowered (held, so that "same pointer" cannot be a reused address).
   std::vector<std::shared_ptr<const internal::TargetTable>> table_source_;
   absl::flat_hash_map<uint32_t, uint32_t> table_of_target_;
+  // Per installed endpoint, its pod's id in the snapshot (kNone: not live): a policy delta
+  // reads targets by it.
+  std::vector<uint32_t> endpoint_pod_;
   // Per table, how many endpoints name it: a pod delta that empties one retires it.
   std::vector<int64_t> table_endpoints_;
   // For policy deltas: how the program was lowered, its identities as a table's lowering
