@@ -44,19 +44,27 @@
 // compaction threshold.
 //
 // Policy events (LowerPolicyChange): policies, tier policies, namespaces or nodes changed and no
-// pod did. When every address keeps its identity (the same atoms, pods and addresses, peer
-// classes at most renamed one to one: O(pods) array reads, no protobuf built), the delta
-// re-lowers only the tables whose engine table changed (np/internal/lower_tables.h, the code
-// LowerToIr uses; every table when a namespace or tier change renamed classes) with the
-// installed program's identity ids, and numbers as np/lower_align.h does: a table keeps the
+// pod did. The same atoms, pods and addresses are required. When every address keeps its
+// identity (peer classes at most renamed one to one: O(pods) array reads, no protobuf built),
+// the delta re-lowers only the tables whose engine table changed (np/internal/lower_tables.h,
+// the code LowerToIr uses; every table when a namespace or tier change renamed classes) with
+// the installed program's identity ids. When a selector splits a pods' class (or, gone,
+// merges two), identities are numbered as np/lower_align.h numbers them (atoms keep theirs;
+// per class now, the installed identity most of its pods had, greedy one to one, ties by
+// lowest id) and as Lower numbers a new class (the lowest unused id, else appended:
+// CompiledPolicyDelta.identities); an identity left without addresses becomes a tombstone
+// (pods emptied); the moved pods' ranges are re-pointed, identities' pods edited, and the
+// tables that may name a class whose identity gains or loses addresses lowered again too.
+// Tables and peer sets are numbered as np/lower_align.h does: a table keeps the
 // id of the installed table most of its endpoints had, a table new to the node takes the
 // lowest unused id (else is appended), a table no endpoint names any more becomes a
 // tombstone; a peer set is the installed set of the same identities, else takes the id of a
 // set only the replaced tables used, else the lowest unused id, else is appended; sets no
 // rule names any more become tombstones; endpoints whose `table` or `selected` changed are
 // edited. ApplyDelta(installed, delta) is then EquivalentPrograms with LowerToIr(*next)
-// (same LowerOptions as the index's). nullopt, with why, when an identity would change, the
-// domainNames refusal (np/lower.h) applies, or unused tables or peer sets would exceed
+// (same LowerOptions as the index's). nullopt, with why, when the atoms change or an atom's
+// class splits or merges (an identity's `external` would change), the domainNames refusal
+// (np/lower.h) applies, or unused identities, tables or peer sets would exceed
 // AlignNumbering's compaction threshold (the caller lowers whole, which compacts).
 //
 // Thread safety: an index is driven by one thread (Lower is const; Commit mutates).
