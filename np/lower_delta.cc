@@ -1092,11 +1092,13 @@ std::optional<std::string> PodDeltaLowering::SplitIdentities(
       taken[id] = true;
     }
   }
-  // Per pod and family with addresses, (class now, class before): the votes np/lower_align.h
-  // numbers identities by (a pod's addresses of one family count once). The records only,
-  // a flat array: a pod's state is read below only when its identity changes.
-  std::vector<std::pair<uint32_t, uint32_t>> seen;
-  seen.reserve(prev.pods.size());
+  // Per pod and family with addresses, a vote for (class before, class now): how
+  // np/lower_align.h numbers identities (a pod's addresses of one family count once). The
+  // records only, a flat array: a pod's state is read below only when its identity changes.
+  // Most classes go to one class now: their votes are counted in arrays, the rest hashed.
+  std::vector<uint32_t> first_now(prev.peer_classes.size(), kNone);
+  std::vector<int64_t> first_votes(prev.peer_classes.size(), 0);
+  absl::flat_hash_map<std::pair<uint32_t, uint32_t>, int64_t> other_votes;  // (before, now)
   for (uint32_t p = 0; p < prev.pods.size(); ++p) {
     if (prev.pods[p].state == nullptr) continue;
     for (int f = 0; f < 2; ++f) {
@@ -1105,25 +1107,31 @@ std::optional<std::string> PodDeltaLowering::SplitIdentities(
         if (was != now) return "a shared address's class changes";
         continue;
       }
-      if (old_identity(was) == kNoIdentity || now >= by_class.size()) {
+      if (old_identity(was) == kNoIdentity || now >= by_class.size() ||
+          was >= first_now.size()) {
         return "an installed address's peer class without an identity";
       }
-      seen.emplace_back(now, was);
       carried[now] = true;
+      if (first_now[was] == kNone) first_now[was] = now;
+      if (first_now[was] == now) {
+        first_votes[was]++;
+      } else {
+        other_votes[{was, now}]++;
+      }
     }
   }
-  std::sort(seen.begin(), seen.end());
   std::vector<std::tuple<int64_t, uint32_t, uint32_t>> ranked;  // -votes, identity, class
-  for (size_t i = 0, j = 0; i < seen.size(); i = j) {
-    while (j < seen.size() && seen[j] == seen[i]) ++j;
-    const auto [now, was] = seen[i];
-    pairs->emplace_back(was, now);
-    ranked.emplace_back(-static_cast<int64_t>(j - i), old_identity(was), now);
+  for (uint32_t was = 0; was < first_now.size(); ++was) {
+    if (first_now[was] == kNone) continue;
+    pairs->emplace_back(was, first_now[was]);
+    ranked.emplace_back(-first_votes[was], old_identity(was), first_now[was]);
+  }
+  for (const auto& [key, n] : other_votes) {
+    pairs->emplace_back(key.first, key.second);
+    ranked.emplace_back(-n, old_identity(key.first), key.second);
   }
   std::sort(pairs->begin(), pairs->end());
   pairs->erase(std::unique(pairs->begin(), pairs->end()), pairs->end());
-  // Greedy one to one by votes, ties by lowest id (a split keeps the old id on its bigger
-  // part); the shared-address identity stays.
   std::sort(ranked.begin(), ranked.end());
   for (const auto& [n, id, c] : ranked) {
     if (taken[id] || by_class[c] != kNoIdentity) continue;
