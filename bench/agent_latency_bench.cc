@@ -33,7 +33,8 @@
 // the agent sent as a pod delta (np/lower_delta.h, Backend::UpdateDelta) instead of lowering,
 // or as a policy delta (LowerPolicyChange; "policy delta" in the second table).
 // BM_PolicyDelta: the policy pair's LowerPolicyChange against LowerToIr + AlignNumbering of
-// the same snapshot (no root).
+// the same snapshot (no root); BM_PolicyDelta/<shape>/Split the same for a policy whose peer
+// splits an identity (SplitPolicy).
 //
 //   bazel build -c opt //bench:agent_latency_bench
 //   sudo bazel-bin/bench/agent_latency_bench [--iterations_small=N] [--iterations_large=N] [--gap_ms=N]
@@ -539,20 +540,48 @@ k8s::NetworkPolicy BenchPolicy(const Templates& t) {
   return p;
 }
 
+// The split pair: local_a labelled canary=true beforehand (one replica of its deployment),
+// a policy of its namespace selecting its app, admitting canary=true pods: the peer splits
+// local_a's class from its replicas' (a new identity), deleting it merges them back.
+k8s::NetworkPolicy SplitPolicy(const Templates& t) {
+  k8s::NetworkPolicy p = BenchPolicy(t);
+  p.mutable_metadata()->set_name("bench-split-policy");
+  k8s::NetworkPolicyPeer* peer = p.mutable_spec()->mutable_ingress(0)->mutable_from(0);
+  peer->Clear();
+  (*peer->mutable_podselector()->mutable_matchlabels())["canary"] = "true";
+  return p;
+}
+
 // The lowering a policy event costs on the agent's delta path: PodDeltaLowering::
 // LowerPolicyChange (np/lower_delta.h) against the whole path it replaces, LowerToIr then
 // AlignNumbering onto the installed program, for the bench's policy pair (added to node-0's
-// pods, deleted). Each delta applied and committed, as the agent does. No root.
+// pods, deleted), or with `split` the split pair (SplitPolicy: an identity appended, then
+// retired). Each delta applied and committed, as the agent does. No root.
 // `expressed`: the fraction of events that came out as deltas; `tables`/`peer_sets`: items
 // per delta.
-void BM_PolicyDelta(benchmark::State& state, NodeShape shape) {
+void BM_PolicyDelta(benchmark::State& state, NodeShape shape, bool split) {
   std::optional<Node0> start = Node0For(state, shape);
   if (!start) return;
   ir::CompiledPolicy& installed = start->installed;
-  const k8s::NetworkPolicy policy = BenchPolicy(start->templates);
-  PodDeltaLowering index = PodDeltaLowering::Index(start->engine, installed);
+  const k8s::NetworkPolicy policy =
+      split ? SplitPolicy(start->templates) : BenchPolicy(start->templates);
   std::shared_ptr<const Engine> current = start->engine;
-  std::vector<double> delta_s, whole_s, tables, peer_sets;
+  if (split) {
+    k8s::Pod canary = start->templates.local_a;
+    (*canary.mutable_metadata()->mutable_labels())["canary"] = "true";
+    absl::StatusOr<std::shared_ptr<const Engine>> labelled =
+        current->Apply({Change{Change::Op::kUpsert, canary}});
+    absl::StatusOr<ir::CompiledPolicy> lowered =
+        labelled.ok() ? LowerToIr(**labelled) : absl::StatusOr<ir::CompiledPolicy>(labelled.status());
+    if (!lowered.ok()) {
+      state.SkipWithError(std::string(lowered.status().message()).c_str());
+      return;
+    }
+    current = *labelled;
+    installed = *std::move(lowered);
+  }
+  PodDeltaLowering index = PodDeltaLowering::Index(current, installed);
+  std::vector<double> delta_s, whole_s, tables, peer_sets, identities;
   int events = 0, expressed = 0;
   std::string why;
   for (auto _ : state) {
@@ -583,6 +612,7 @@ void BM_PolicyDelta(benchmark::State& state, NodeShape shape) {
         delta_s.push_back(std::chrono::duration<double>(t1 - t0).count());
         tables.push_back(delta->delta.tables_size());
         peer_sets.push_back(delta->delta.peer_sets_size());
+        identities.push_back(delta->delta.identities_size() + delta->delta.identity_pods_size());
         if (!backends::ApplyDelta(delta->delta, &installed).ok()) {
           state.SkipWithError("ApplyDelta refused the delta");
           return;
@@ -603,6 +633,7 @@ void BM_PolicyDelta(benchmark::State& state, NodeShape shape) {
   state.counters["expressed"] = static_cast<double>(expressed) / std::max(1, events);
   state.counters["tables"] = Quantile(tables, 1);
   state.counters["peer_sets"] = Quantile(peer_sets, 1);
+  state.counters["identities"] = Quantile(identities, 1);
 }
 
 // Identities, peer sets and tables of `next` whose serialized content differs from
@@ -774,11 +805,14 @@ int main(int argc, char** argv) {
         ->Unit(benchmark::kMillisecond)
         ->Iterations(shape == NodeShape::kSmall ? 50 : 20);
   }
-  for (NodeShape shape : kShapes) {
-    benchmark::RegisterBenchmark(absl::StrCat("BM_PolicyDelta/", ShapeName(shape)).c_str(),
-                                 BM_PolicyDelta, shape)
-        ->Unit(benchmark::kMillisecond)
-        ->Iterations(shape == NodeShape::kSmall ? 30 : 10);
+  for (bool split : {false, true}) {
+    for (NodeShape shape : kShapes) {
+      benchmark::RegisterBenchmark(
+          absl::StrCat("BM_PolicyDelta/", ShapeName(shape), split ? "/Split" : "").c_str(),
+          BM_PolicyDelta, shape, split)
+          ->Unit(benchmark::kMillisecond)
+          ->Iterations(shape == NodeShape::kSmall ? 30 : 10);
+    }
   }
   for (NodeShape shape : kShapes) {
     benchmark::RegisterBenchmark(absl::StrCat("BM_AlignNumbering/", ShapeName(shape)).c_str(),

@@ -94,6 +94,137 @@ bool IsTombstone(const ir::Table& t) {
          t.ingress().baseline_size() == 0 && t.egress().baseline_size() == 0;
 }
 
+// AlignNumbering's compaction threshold (np/lower_align.h): past it the caller lowers whole,
+// which compacts, so that ids stay bounded under any sequence of events.
+bool PastCompaction(int64_t count, int64_t live) {
+  return count - live > std::max<int64_t>(16, live / 4);
+}
+
+// Ids for identities new to the program, as np/lower_align.h numbers them: the lowest unused
+// (tombstone) id first, then appended.
+class IdentityIds {
+ public:
+  IdentityIds(const std::set<uint32_t>& unused, uint32_t count)
+      : next_(unused.begin()), end_(unused.end()), appended_(count) {}
+  uint32_t Take() { return next_ != end_ ? *next_++ : appended_++; }
+  // The program's count of identities afterwards.
+  uint32_t count() const { return appended_; }
+
+ private:
+  std::set<uint32_t>::const_iterator next_, end_;
+  uint32_t appended_;
+};
+
+using ClassIdentities = std::vector<std::pair<uint32_t, uint32_t>>;  // class, identity
+
+// The identities as tables are lowered after `came` and `went` (class, identity; `by_class`
+// has neither went's classes nor came's yet): nullptr past the compaction threshold.
+std::shared_ptr<internal::IdentityNumbering> NumberingAfter(
+    const std::vector<uint32_t>& live_before, std::vector<uint32_t> by_class,
+    const ClassIdentities& came, const ClassIdentities& went, uint32_t count) {
+  const int64_t live =
+      static_cast<int64_t>(live_before.size() + came.size()) - static_cast<int64_t>(went.size());
+  if (PastCompaction(count, live)) return nullptr;
+  auto numbering = std::make_shared<internal::IdentityNumbering>();
+  numbering->by_class = std::move(by_class);
+  std::vector<uint32_t> came_ids, went_ids;
+  for (const auto& [c, id] : went) went_ids.push_back(id);
+  for (const auto& [c, id] : came) {
+    if (numbering->by_class.size() <= c) {
+      numbering->by_class.resize(c + 1, internal::IdentityNumbering::kNoIdentity);
+    }
+    numbering->by_class[c] = id;
+    came_ids.push_back(id);
+  }
+  std::sort(came_ids.begin(), came_ids.end());
+  std::sort(went_ids.begin(), went_ids.end());
+  std::vector<uint32_t> kept;
+  std::set_difference(live_before.begin(), live_before.end(), went_ids.begin(), went_ids.end(),
+                      std::back_inserter(kept));
+  std::merge(kept.begin(), kept.end(), came_ids.begin(), came_ids.end(),
+             std::back_inserter(numbering->live));
+  return numbering;
+}
+
+// The pods of each `touched` identity: its installed pods but the `moved` ones, with the pods
+// `gains` gives it; an edit where they differ, an appended identity whole (pods sorted).
+void EmitIdentityPods(const ir::CompiledPolicy& installed, const std::set<uint32_t>& touched,
+                      const absl::flat_hash_set<std::string>& moved,
+                      const std::map<uint32_t, std::vector<std::string>>& gains,
+                      ir::CompiledPolicyDelta* delta) {
+  for (uint32_t id : touched) {
+    const bool appended = static_cast<int>(id) >= installed.identities_size();
+    std::vector<std::string> pods;
+    if (!appended) {
+      for (const std::string& p : installed.identities(id).pods()) {
+        if (moved.count(p) == 0) pods.push_back(p);
+      }
+    }
+    auto gained = gains.find(id);
+    if (gained != gains.end()) pods.insert(pods.end(), gained->second.begin(), gained->second.end());
+    std::sort(pods.begin(), pods.end());
+    pods.erase(std::unique(pods.begin(), pods.end()), pods.end());
+    if (appended) {
+      ir::Identity* identity = delta->add_identities();
+      identity->set_id(id);
+      for (std::string& p : pods) identity->add_pods(std::move(p));
+      continue;
+    }
+    const auto& old = installed.identities(id).pods();
+    if (std::equal(pods.begin(), pods.end(), old.begin(), old.end())) continue;
+    ir::IdentityPodsEdit* edit = delta->add_identity_pods();
+    edit->set_identity(id);
+    for (std::string& p : pods) edit->add_pods(std::move(p));
+  }
+}
+
+// Whether a target class's table may name one of `classes` (peer classes gaining or losing
+// their identity): found from the classes' selectors through the class's policies (and egress
+// named ports: a rule without peers lists the classes of each named map), not from the
+// tables' rules; every class with tier policies, since tier sets are over the live
+// identities and a flattened tier interval's complement is over them.
+class TablesNaming {
+ public:
+  TablesNaming(const EngineState& s, const std::vector<uint32_t>& classes) : s_(s) {
+    for (uint32_t c : classes) {
+      const internal::PeerClassKey& key = s.peer_classes[c];
+      for (uint32_t part : {key.label_part, key.ipblock_part}) {
+        for (uint32_t selector : s.IdList(part)) selectors_.insert(selector);
+      }
+      named_ = named_ || key.named_map != 0;
+    }
+  }
+
+  bool Names(uint32_t target) {
+    const internal::TargetClassKey& key = s_.target_classes[target].key;
+    if (key.tier_policies != kNone && !s_.IdList(key.tier_policies).empty()) return true;
+    for (uint32_t p : s_.IdList(key.policies)) {
+      if (PolicyNames(p)) return true;
+    }
+    return false;
+  }
+
+ private:
+  bool PolicyNames(uint32_t p) {
+    auto [it, fresh] = memo_.try_emplace(p, false);
+    if (!fresh) return it->second;
+    const internal::CompiledPolicy* policy = s_.policies[p].get();
+    if (policy == nullptr) return false;
+    bool found = named_ && policy->has_egress_named_ports;
+    for (int d = 0; d < 2 && !found; ++d) {
+      for (const internal::CompiledRule& rule : policy->rules[d]) {
+        for (uint32_t selector : rule.selectors) found = found || selectors_.count(selector) > 0;
+      }
+    }
+    return it->second = found;
+  }
+
+  const EngineState& s_;
+  absl::flat_hash_set<uint32_t> selectors_;
+  bool named_ = false;
+  absl::flat_hash_map<uint32_t, bool> memo_;  // policy id -> may name them
+};
+
 // Whether the policies LowerToIr would name in the table of `slot` are `table`'s.
 bool SamePolicies(const EngineState& s, const internal::TargetClassSlot& slot,
                   const ir::Table& table) {
@@ -196,7 +327,7 @@ class TableEdits {
       }
     }
     *peer_sets = appended;
-    if (static_cast<int64_t>(appended) - live_sets > std::max<int64_t>(16, live_sets / 4)) {
+    if (PastCompaction(appended, live_sets)) {
       return "unused peer sets past the compaction threshold";
     }
     for (size_t k = next_freed; k < freed.size(); ++k) delta->add_peer_sets()->set_id(freed[k]);
@@ -349,10 +480,11 @@ PodDeltaLowering PodDeltaLowering::Index(std::shared_ptr<const Engine> snapshot,
   x.table_target_.assign(installed.tables_size(), kNone);
   x.table_source_.resize(installed.tables_size());
   x.table_endpoints_.assign(installed.tables_size(), 0);
+  x.endpoint_pod_.reserve(installed.endpoints_size());
   for (const ir::Endpoint& e : installed.endpoints()) {
-    if (!e.selected()) continue;
     std::optional<uint32_t> p = LivePodId(s, e.namespace_() + "/" + e.name());
-    if (!p) continue;
+    x.endpoint_pod_.push_back(p ? *p : kNone);
+    if (!e.selected() || !p) continue;
     uint32_t target = s.records[*p].target;
     x.table_endpoints_[e.table()]++;
     if (target == kNone || x.table_target_[e.table()] != kNone) continue;
@@ -426,14 +558,13 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
   // A peer class no address of `installed` carries (a relabel into a new label set): its
   // identity is the lowest unused one of the program (np/lower_align.h's tombstone: no pods,
   // not external, in no range or peer set), else appended; one per class across the delta.
-  std::vector<std::pair<uint32_t, uint32_t>> new_identities;  // class, identity
-  auto next_unused = unused_identities_.begin();
-  uint32_t appended_identity = static_cast<uint32_t>(installed.identities_size());
+  ClassIdentities new_identities;
+  IdentityIds identity_ids(unused_identities_, static_cast<uint32_t>(installed.identities_size()));
   auto identity_for_new_class = [&](uint32_t c) {
     for (const auto& [known, id] : new_identities) {
       if (known == c) return id;
     }
-    const uint32_t id = next_unused != unused_identities_.end() ? *next_unused++ : appended_identity++;
+    const uint32_t id = identity_ids.Take();
     new_identities.emplace_back(c, id);
     return id;
   };
@@ -512,6 +643,7 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
   struct EndpointChange {
     int begin, end;
     std::optional<ir::Endpoint> endpoint;
+    uint32_t pod;  // the endpoint's pod id in `next`
   };
   std::vector<std::pair<std::string, EndpointChange>> endpoint_changes;
   for (const std::string& key : keys) {
@@ -540,14 +672,21 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
     std::string sort_key = SortKey(pod->namespace_name, pod->name);
     if (present) {
       const ir::Endpoint& old = installed.endpoints(pos);
-      if (endpoint && google::protobuf::util::MessageDifferencer::Equals(old, *endpoint)) continue;
+      if (endpoint && google::protobuf::util::MessageDifferencer::Equals(old, *endpoint)) {
+        // The same endpoint, maybe under a new pod id (an update can move the pod's slot).
+        if (pos < static_cast<int>(endpoint_pod_.size()) && endpoint_pod_[pos] != *new_id) {
+          out.endpoint_pod_moves.emplace_back(pos, *new_id);
+        }
+        continue;
+      }
       if (old.selected()) out.endpoints_out.emplace_back(old.table(), sort_key);
     }
     if (!present && !endpoint) continue;
     if (endpoint && endpoint->selected())
       out.endpoints_in.emplace_back(endpoint->table(), sort_key);
-    endpoint_changes.push_back(
-        {sort_key, EndpointChange{pos, pos + (present ? 1 : 0), std::move(endpoint)}});
+    endpoint_changes.push_back({sort_key, EndpointChange{pos, pos + (present ? 1 : 0),
+                                                         std::move(endpoint),
+                                                         new_id ? *new_id : kNone}});
   }
   // Tables whose last endpoint leaves become tombstones (np/lower_align.h).
   std::vector<uint32_t> retired;
@@ -611,13 +750,19 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
     if (!edits->empty() && edits->rbegin()->end() == static_cast<uint32_t>(change.begin)) {
       ir::EndpointSliceEdit& last = *edits->rbegin();
       last.set_end(change.end);
-      if (change.endpoint) *last.add_endpoints() = std::move(*change.endpoint);
+      if (change.endpoint) {
+        *last.add_endpoints() = std::move(*change.endpoint);
+        out.endpoint_pods.push_back(change.pod);
+      }
       continue;
     }
     ir::EndpointSliceEdit* edit = edits->Add();
     edit->set_begin(change.begin);
     edit->set_end(change.end);
-    if (change.endpoint) *edit->add_endpoints() = std::move(*change.endpoint);
+    if (change.endpoint) {
+      *edit->add_endpoints() = std::move(*change.endpoint);
+      out.endpoint_pods.push_back(change.pod);
+    }
   }
 
   // Ranges: around each changed address, the slice from the range before the one holding it
@@ -716,7 +861,7 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
   // its pods emptied below, and out of every peer set once the tables naming its class are
   // lowered again); none may gain or lose external addresses.
   const int installed_identities = installed.identities_size();
-  std::vector<std::pair<uint32_t, uint32_t>> retired_identities;  // class, identity
+  ClassIdentities retired_identities;
   for (const auto& [id, change] : range_counts) {
     if (change == 0) continue;
     const int64_t before = id < range_count_.size() ? range_count_[id] : 0;
@@ -739,36 +884,16 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
     out.external_counts.emplace_back(id, change);
   }
   if (!new_identities.empty() || !retired_identities.empty()) {
-    // AlignNumbering's compaction threshold: past it the caller lowers whole, which compacts.
-    const int64_t live = static_cast<int64_t>(numbering_->live.size() + new_identities.size() -
-                                              retired_identities.size());
-    const int64_t count = std::max<int64_t>(installed_identities, appended_identity);
-    if (count - live > std::max<int64_t>(16, live / 4)) {
-      return refuse("unused identities past the compaction threshold");
-    }
-    auto numbering = std::make_shared<internal::IdentityNumbering>(*numbering_);
-    std::vector<uint32_t> came, went, classes;
+    std::vector<uint32_t> by_class = numbering_->by_class, classes;
     for (const auto& [c, id] : retired_identities) {
-      numbering->by_class[c] = internal::IdentityNumbering::kNoIdentity;
-      went.push_back(id);
+      by_class[c] = internal::IdentityNumbering::kNoIdentity;
       classes.push_back(c);
     }
-    for (const auto& [c, id] : new_identities) {
-      if (numbering->by_class.size() <= c) {
-        numbering->by_class.resize(c + 1, internal::IdentityNumbering::kNoIdentity);
-      }
-      numbering->by_class[c] = id;
-      came.push_back(id);
-      classes.push_back(c);
-    }
-    std::sort(came.begin(), came.end());
-    std::sort(went.begin(), went.end());
-    std::vector<uint32_t> live_ids;
-    std::set_difference(numbering_->live.begin(), numbering_->live.end(), went.begin(), went.end(),
-                        std::back_inserter(live_ids));
-    numbering->live.clear();
-    std::merge(live_ids.begin(), live_ids.end(), came.begin(), came.end(),
-               std::back_inserter(numbering->live));
+    for (const auto& [c, id] : new_identities) classes.push_back(c);
+    std::shared_ptr<internal::IdentityNumbering> numbering =
+        NumberingAfter(numbering_->live, std::move(by_class), new_identities, retired_identities,
+                       identity_ids.count());
+    if (numbering == nullptr) return refuse("unused identities past the compaction threshold");
     AddTablesNaming(next, classes, replaced, &relowered);
     out.numbering = std::move(numbering);
     out.identities_added = std::move(new_identities);
@@ -783,32 +908,7 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
     }
   }
   // Each touched identity's pods; an appended identity whole, in id order (the set's).
-  for (uint32_t id : touched_identities) {
-    const bool appended = static_cast<int>(id) >= installed_identities;
-    std::vector<std::string> pods;
-    if (!appended) {
-      for (const std::string& p : installed.identities(id).pods()) {
-        if (changed.count(p) == 0) pods.push_back(p);
-      }
-    }
-    auto gains = identity_gains.find(id);
-    if (gains != identity_gains.end()) {
-      pods.insert(pods.end(), gains->second.begin(), gains->second.end());
-    }
-    std::sort(pods.begin(), pods.end());
-    pods.erase(std::unique(pods.begin(), pods.end()), pods.end());
-    if (appended) {
-      ir::Identity* identity = out.delta.add_identities();
-      identity->set_id(id);
-      for (std::string& p : pods) identity->add_pods(std::move(p));
-      continue;
-    }
-    const auto& old = installed.identities(id).pods();
-    if (std::equal(pods.begin(), pods.end(), old.begin(), old.end())) continue;
-    ir::IdentityPodsEdit* edit = out.delta.add_identity_pods();
-    edit->set_identity(id);
-    for (std::string& p : pods) edit->add_pods(std::move(p));
-  }
+  EmitIdentityPods(installed, touched_identities, changed, identity_gains, &out.delta);
   return out;
 }
 
@@ -816,44 +916,14 @@ void PodDeltaLowering::AddTablesNaming(const EngineState& next,
                                        const std::vector<uint32_t>& classes,
                                        const std::vector<uint32_t>& retired,
                                        std::vector<uint32_t>* tables) const {
-  // The selectors whose bitsets hold the classes (the class's signature lists them), and
-  // whether egress named ports split towards them (a rule without peers lists the classes of
-  // each named map).
-  absl::flat_hash_set<uint32_t> selectors;
-  bool named = false;
-  for (uint32_t c : classes) {
-    const internal::PeerClassKey& key = next.peer_classes[c];
-    for (uint32_t part : {key.label_part, key.ipblock_part}) {
-      for (uint32_t selector : next.IdList(part)) selectors.insert(selector);
-    }
-    named = named || key.named_map != 0;
-  }
-  absl::flat_hash_map<uint32_t, bool> policy_names;  // memo: policy id -> may name them
-  auto names = [&](uint32_t p) {
-    auto [it, fresh] = policy_names.try_emplace(p, false);
-    if (!fresh) return it->second;
-    const internal::CompiledPolicy* policy = next.policies[p].get();
-    if (policy == nullptr) return false;
-    bool found = named && policy->has_egress_named_ports;
-    for (int d = 0; d < 2 && !found; ++d) {
-      for (const internal::CompiledRule& rule : policy->rules[d]) {
-        for (uint32_t selector : rule.selectors) found = found || selectors.count(selector) > 0;
-      }
-    }
-    return it->second = found;
-  };
+  TablesNaming naming(next, classes);
   std::vector<bool> listed(table_target_.size(), false);
   for (uint32_t t : *tables) listed[t] = true;
   for (uint32_t t : retired) listed[t] = true;
   for (uint32_t t = 0; t < table_target_.size(); ++t) {
-    const uint32_t target = table_target_[t];
-    if (listed[t] || target == kNone) continue;
-    const internal::TargetClassKey& key = next.target_classes[target].key;
-    // Tier rules' sets are `all` when they hold every live identity, and a flattened tier
-    // interval's complement is over them: every tier table may change.
-    bool found = key.tier_policies != kNone && !next.IdList(key.tier_policies).empty();
-    for (uint32_t p : next.IdList(key.policies)) found = found || names(p);
-    if (found) tables->push_back(t);
+    if (!listed[t] && table_target_[t] != kNone && naming.Names(table_target_[t])) {
+      tables->push_back(t);
+    }
   }
   std::sort(tables->begin(), tables->end());
 }
@@ -983,7 +1053,7 @@ std::optional<std::string> PodDeltaLowering::EditTables(
   // AlignNumbering's compaction threshold: past it the caller lowers whole, which compacts.
   int64_t live = static_cast<int64_t>(added.size()) - static_cast<int64_t>(retired.size());
   for (int64_t n : table_endpoints_) live += n > 0 ? 1 : 0;
-  if (static_cast<int64_t>(count) - live > std::max<int64_t>(16, live / 4)) {
+  if (PastCompaction(static_cast<int64_t>(count), live)) {
     return "unused tables past the compaction threshold";
   }
   if (const char* r = edits.Finish(peer_set_refs_, &out->delta, &tables->peer_sets, &tables->refs,
@@ -991,6 +1061,174 @@ std::optional<std::string> PodDeltaLowering::EditTables(
     return std::string(r);
   }
   out->tables = std::move(tables);
+  return std::nullopt;
+}
+
+std::optional<std::string> PodDeltaLowering::SplitIdentities(
+    const EngineState& next, const ir::CompiledPolicy& installed,
+    std::vector<std::pair<uint32_t, uint32_t>>* pairs, std::vector<uint32_t>* touched_classes,
+    PodDelta* out) const {
+  constexpr uint32_t kNoIdentity = internal::IdentityNumbering::kNoIdentity;
+  const EngineState& prev = EngineAccess::State(*snapshot_);
+  const std::vector<uint32_t>& old_by_class = numbering_->by_class;
+  auto old_identity = [&](uint32_t c) {
+    return c < old_by_class.size() ? old_by_class[c] : kNoIdentity;
+  };
+  std::vector<uint32_t> by_class(next.peer_classes.size(), kNoIdentity);
+  std::vector<bool> carried(next.peer_classes.size(), false);
+  std::vector<bool> taken(installed.identities_size(), false);
+  // Atoms keep their identities (a delta cannot change an identity's `external`); their
+  // classes map one to one (LowerPolicyChange checked). An atom pods cover whole carries no
+  // external address: its class may be a pod's, numbered by the pods' votes below.
+  for (int f = 0; f < 2; ++f) {
+    const std::vector<uint32_t>& was = prev.atoms[f]->peer_class;
+    const std::vector<uint32_t>& now = next.atoms[f]->peer_class;
+    for (size_t i = 0; i < was.size(); ++i) {
+      const uint32_t id = old_identity(was[i]);
+      if (was[i] >= kSharedPeer || id == kNoIdentity || external_count_[id] == 0) continue;
+      pairs->emplace_back(was[i], now[i]);
+      by_class[now[i]] = id;
+      carried[now[i]] = true;
+      taken[id] = true;
+    }
+  }
+  // Per pod and family with addresses, a vote for (class before, class now): how
+  // np/lower_align.h numbers identities (a pod's addresses of one family count once). The
+  // records only, a flat array: a pod's state is read below only when its identity changes.
+  // Most classes go to one class now: their votes are counted in arrays, the rest hashed.
+  std::vector<uint32_t> first_now(prev.peer_classes.size(), kNone);
+  std::vector<int64_t> first_votes(prev.peer_classes.size(), 0);
+  absl::flat_hash_map<std::pair<uint32_t, uint32_t>, int64_t> other_votes;  // (before, now)
+  for (uint32_t p = 0; p < prev.pods.size(); ++p) {
+    if (prev.pods[p].state == nullptr) continue;
+    for (int f = 0; f < 2; ++f) {
+      const uint32_t was = prev.records[p].peer[f], now = next.records[p].peer[f];
+      if (was >= kSharedPeer || now >= kSharedPeer) {  // no address, or a shared one: it stays
+        if (was != now) return "a shared address's class changes";
+        continue;
+      }
+      if (old_identity(was) == kNoIdentity || now >= by_class.size() ||
+          was >= first_now.size()) {
+        return "an installed address's peer class without an identity";
+      }
+      carried[now] = true;
+      if (first_now[was] == kNone) first_now[was] = now;
+      if (first_now[was] == now) {
+        first_votes[was]++;
+      } else {
+        other_votes[{was, now}]++;
+      }
+    }
+  }
+  std::vector<std::tuple<int64_t, uint32_t, uint32_t>> ranked;  // -votes, identity, class
+  for (uint32_t was = 0; was < first_now.size(); ++was) {
+    if (first_now[was] == kNone) continue;
+    pairs->emplace_back(was, first_now[was]);
+    ranked.emplace_back(-first_votes[was], old_identity(was), first_now[was]);
+  }
+  for (const auto& [key, n] : other_votes) {
+    pairs->emplace_back(key.first, key.second);
+    ranked.emplace_back(-n, old_identity(key.first), key.second);
+  }
+  std::sort(pairs->begin(), pairs->end());
+  pairs->erase(std::unique(pairs->begin(), pairs->end()), pairs->end());
+  std::sort(ranked.begin(), ranked.end());
+  for (const auto& [n, id, c] : ranked) {
+    if (taken[id] || by_class[c] != kNoIdentity) continue;
+    by_class[c] = id;
+    taken[id] = true;
+  }
+  for (const auto& [c, id] : identity_of_class_) {
+    if (c >= kSharedPeer && id < taken.size()) taken[id] = true;
+  }
+  // The other classes get identities as Lower's new classes do; identities left without a
+  // class are retired (tombstones).
+  ClassIdentities came, went;
+  IdentityIds ids(unused_identities_, static_cast<uint32_t>(installed.identities_size()));
+  for (uint32_t c = 0; c < by_class.size(); ++c) {
+    if (carried[c] && by_class[c] == kNoIdentity) came.emplace_back(c, ids.Take());
+  }
+  for (uint32_t c = 0; c < old_by_class.size(); ++c) {
+    const uint32_t id = old_by_class[c];
+    if (id == kNoIdentity || id >= taken.size() || taken[id]) continue;
+    if (external_count_[id] != 0) return "an identity loses its external addresses";
+    went.emplace_back(c, id);
+    taken[id] = true;
+  }
+  std::shared_ptr<internal::IdentityNumbering> numbering =
+      NumberingAfter(numbering_->live, std::move(by_class), came, went, ids.count());
+  if (numbering == nullptr) return "unused identities past the compaction threshold";
+  const std::vector<uint32_t>& identity_of = numbering->by_class;
+
+  // Addresses whose identity changes: their ranges re-pointed (pod ranges are one address).
+  std::vector<std::pair<int, uint32_t>> repointed[2];  // range index, identity
+  absl::flat_hash_set<std::string> moved;
+  std::set<uint32_t> touched;
+  std::map<uint32_t, int64_t> range_counts;
+  std::map<uint32_t, std::vector<std::string>> gains;  // a moved pod: its identities now
+  for (uint32_t p = 0; p < prev.pods.size(); ++p) {
+    if (prev.pods[p].state == nullptr) continue;
+    const internal::PodRecord& was_record = prev.records[p];
+    const internal::PodRecord& now_record = next.records[p];
+    auto changes = [&](int f) {
+      return was_record.peer[f] < kSharedPeer &&
+             identity_of[now_record.peer[f]] != old_identity(was_record.peer[f]);
+    };
+    if (!changes(0) && !changes(1)) continue;
+    const internal::PodState& pod = *prev.pods[p].state;
+    moved.insert(pod.key);
+    for (size_t k = 0; k < pod.ips.size(); ++k) {
+      const IpAddress& ip = pod.ips[k];
+      const int f = ip.is_v4() ? 0 : 1;
+      if (was_record.peer[f] >= kSharedPeer ||
+          std::find(pod.ips.begin(), pod.ips.begin() + k, ip) != pod.ips.begin() + k) {
+        continue;  // a shared address stays; an address listed twice has one range
+      }
+      const uint32_t was = old_identity(was_record.peer[f]), now = identity_of[now_record.peer[f]];
+      gains[now].push_back(pod.key);
+      if (now == was) continue;
+      const Ranges& ranges = f == 0 ? installed.ipv4() : installed.ipv6();
+      const U128 address = internal::ToU128(ip);
+      const int i = RangeHolding(ranges, address);
+      const ir::AddressRange& r = ranges[i];
+      if (r.pod() != pod.key || internal::BytesValue(r.first()) != address || r.identity() != was) {
+        return "an address the ranges do not carry as its pod's";
+      }
+      repointed[f].emplace_back(i, now);
+      range_counts[was]--;
+      range_counts[now]++;
+      touched.insert(was);
+      touched.insert(now);
+    }
+  }
+  for (int f = 0; f < 2; ++f) {
+    std::sort(repointed[f].begin(), repointed[f].end());
+    repointed[f].erase(std::unique(repointed[f].begin(), repointed[f].end()), repointed[f].end());
+    const Ranges& ranges = f == 0 ? installed.ipv4() : installed.ipv6();
+    ir::RangeSliceEdit* edit = nullptr;
+    for (const auto& [i, id] : repointed[f]) {
+      if (edit == nullptr || edit->end() != static_cast<uint32_t>(i)) {
+        edit = f == 0 ? out->delta.add_ipv4() : out->delta.add_ipv6();
+        edit->set_begin(i);
+      }
+      edit->set_end(i + 1);
+      ir::AddressRange* r = edit->add_ranges();
+      *r = ranges[i];
+      r->set_identity(id);
+    }
+  }
+  for (const auto& [id, change] : range_counts) {
+    if (change != 0) out->range_counts.emplace_back(id, change);
+  }
+  EmitIdentityPods(installed, touched, moved, gains, &out->delta);
+  for (uint32_t c = 0; c < identity_of.size(); ++c) {
+    if (identity_of[c] != kNoIdentity && touched.count(identity_of[c]) != 0) {
+      touched_classes->push_back(c);
+    }
+  }
+  out->numbering = std::move(numbering);
+  out->identities_added = std::move(came);
+  out->identities_retired = std::move(went);
   return std::nullopt;
 }
 
@@ -1021,10 +1259,11 @@ std::optional<PodDelta> PodDeltaLowering::LowerPolicyChange(
     return refuse("a domainNames peer in a Deny or Pass tier rule");
   }
 
-  // Every address keeps its identity: the same atoms (ipBlock and node-address cuts), the
-  // same pods with the same addresses, and a one-to-one map from the classes addresses
-  // carried to those they carry now (a new selector that matches whole classes renames them,
-  // but splits or merges none). Array reads, O(pods + atoms + classes), no hashing.
+  // The same atoms (ipBlock and node-address cuts) and the same pods with the same addresses.
+  // Every address keeps its identity when the classes addresses carried map one to one to
+  // those they carry now (a new selector that matches whole classes renames them): array
+  // reads, O(pods + atoms + classes), no hashing. A selector that tells apart pods of one
+  // class splits it (one gone merges two): `split`, then SplitIdentities numbers them.
   std::vector<uint32_t> forward(prev.peer_classes.size(), kNone);
   std::vector<uint32_t> backward(next.peer_classes.size(), kNone);
   auto same_identity = [&](uint32_t a, uint32_t b) {
@@ -1049,6 +1288,7 @@ std::optional<PodDelta> PodDeltaLowering::LowerPolicyChange(
       }
     }
   }
+  bool split = false;
   if (prev.pods.size() != next.pods.size()) return refuse("the pods differ");
   for (size_t p = 0; p < prev.pods.size(); ++p) {
     const std::shared_ptr<const internal::PodState>& a = prev.pods[p].state;
@@ -1059,9 +1299,7 @@ std::optional<PodDelta> PodDeltaLowering::LowerPolicyChange(
     }
     if (a == nullptr) continue;
     for (int f = 0; f < 2; ++f) {  // the families addresses carry ([2] is no address's)
-      if (!same_identity(prev.records[p].peer[f], next.records[p].peer[f])) {
-        return refuse("a pod's peer class splits or merges (identities would change)");
-      }
+      split = split || !same_identity(prev.records[p].peer[f], next.records[p].peer[f]);
     }
   }
   // The identities by the classes of `next`; whether the classes are the very same (then an
@@ -1099,33 +1337,55 @@ std::optional<PodDelta> PodDeltaLowering::LowerPolicyChange(
     }
     return true;
   };
-  {
-    const std::vector<uint32_t>& by_class = numbering_->by_class;
-    for (size_t c = 0; c < by_class.size() && same_classes; ++c) {
-      if (by_class[c] == internal::IdentityNumbering::kNoIdentity) continue;
-      same_classes = forward[c] == c && prev.peer_classes[c] == next.peer_classes[c];
+  PodDelta out;
+  out.next = next_engine;
+  // (class before, class now) of the addresses carrying an identity.
+  std::vector<std::pair<uint32_t, uint32_t>> pairs;
+  // Split: the classes whose identity gains or loses addresses; the tables that may name them
+  // are lowered again.
+  std::vector<uint32_t> touched_classes;
+  const std::vector<uint32_t>& by_class = numbering_->by_class;
+  if (split) {
+    if (std::optional<std::string> r = SplitIdentities(next, installed, &pairs, &touched_classes,
+                                                       &out)) {
+      return refuse(*r);
     }
-    if (!same_classes) {
-      auto renamed = std::make_shared<internal::IdentityNumbering>();
-      renamed->live = numbering_->live;
-      for (size_t c = 0; c < by_class.size(); ++c) {
-        if (by_class[c] == internal::IdentityNumbering::kNoIdentity) continue;
-        const uint32_t now = forward[c];
-        if (now == kNone) return refuse("an identity's class carries no address");
-        if (fresh_renames &&
-            ((now != c && now < by_class.size() &&
-              by_class[now] != internal::IdentityNumbering::kNoIdentity) ||
-             !only_selectors_came_or_went(prev.peer_classes[c], next.peer_classes[now]))) {
-          fresh_renames = false;
-        }
-        if (renamed->by_class.size() <= now) {
-          renamed->by_class.resize(now + 1, internal::IdentityNumbering::kNoIdentity);
-        }
-        renamed->by_class[now] = by_class[c];
-      }
-      numbering = std::move(renamed);
+    numbering = out.numbering;
+  } else {
+    for (size_t c = 0; c < by_class.size(); ++c) {
+      if (by_class[c] == internal::IdentityNumbering::kNoIdentity) continue;
+      if (forward[c] == kNone) return refuse("an identity's class carries no address");
+      pairs.emplace_back(static_cast<uint32_t>(c), forward[c]);
     }
   }
+  same_classes = !split;
+  for (const auto& [was, now] : pairs) {
+    if (!same_classes) break;
+    same_classes = was == now && prev.peer_classes[was] == next.peer_classes[now];
+  }
+  if (!same_classes) {
+    for (const auto& [was, now] : pairs) {
+      if ((now != was && now < by_class.size() &&
+           by_class[now] != internal::IdentityNumbering::kNoIdentity) ||
+          !only_selectors_came_or_went(prev.peer_classes[was], next.peer_classes[now])) {
+        fresh_renames = false;
+        break;
+      }
+    }
+  }
+  if (!same_classes && !split) {
+    auto renamed = std::make_shared<internal::IdentityNumbering>();
+    renamed->live = numbering_->live;
+    for (const auto& [was, now] : pairs) {
+      if (renamed->by_class.size() <= now) {
+        renamed->by_class.resize(now + 1, internal::IdentityNumbering::kNoIdentity);
+      }
+      renamed->by_class[now] = by_class[was];
+    }
+    numbering = std::move(renamed);
+  }
+  std::optional<TablesNaming> naming;
+  if (split) naming.emplace(next, touched_classes);
 
   // The node's endpoints (the same pods, so the same endpoints) and their target classes
   // now; per target class, in first-endpoint order, the installed tables' votes.
@@ -1135,11 +1395,18 @@ std::optional<PodDelta> PodDeltaLowering::LowerPolicyChange(
   std::vector<int64_t> target_endpoints;
   absl::flat_hash_map<uint32_t, uint32_t> target_index;
   std::map<std::pair<uint32_t, uint32_t>, int64_t> votes;  // (target index, table) -> endpoints
+  if (endpoint_pod_.size() != static_cast<size_t>(endpoint_count)) {
+    return refuse("options or the program's shape differ");
+  }
   for (int i = 0; i < endpoint_count; ++i) {
     const ir::Endpoint& e = installed.endpoints(i);
-    std::optional<uint32_t> p = LivePodId(next, e.namespace_() + "/" + e.name());
-    if (!p) return refuse("an endpoint without its pod");
-    const uint32_t t = next.records[*p].target;
+    // The same pods (checked above): the endpoint's pod id in the indexed snapshot is its id
+    // in `next` (no "namespace/name" built and hashed per endpoint).
+    const uint32_t p = endpoint_pod_[i];
+    if (p >= next.pods.size() || next.pods[p].state == nullptr) {
+      return refuse("an endpoint without its pod");
+    }
+    const uint32_t t = next.records[p].target;
     endpoint_target[i] = t;
     if (t == kNone) continue;
     if (t >= next.target_classes.size() || next.target_classes[t].table == nullptr) {
@@ -1182,7 +1449,7 @@ std::optional<PodDelta> PodDeltaLowering::LowerPolicyChange(
     }
     new_tables = appended;
   }
-  if (new_tables - targets.size() > std::max<size_t>(16, targets.size() / 4)) {
+  if (PastCompaction(new_tables, static_cast<int64_t>(targets.size()))) {
     return refuse("unused tables past the compaction threshold");
   }
 
@@ -1191,8 +1458,6 @@ std::optional<PodDelta> PodDeltaLowering::LowerPolicyChange(
       next, options_.flatten_tiers, *numbering,
       [&](bool all, std::vector<uint32_t> ids) { return edits.Intern(all, std::move(ids)); });
 
-  PodDelta out;
-  out.next = next_engine;
   auto tables = std::make_shared<PodDelta::Tables>();
   tables->target.assign(new_tables, kNone);
   tables->source.resize(new_tables);
@@ -1210,8 +1475,8 @@ std::optional<PodDelta> PodDeltaLowering::LowerPolicyChange(
     // lowering would be the installed table's.
     const bool tier_table =
         slot.key.tier_policies != kNone && !next.IdList(slot.key.tier_policies).empty();
-    if ((same_classes || (fresh_renames && !tier_table)) && id < old_tables &&
-        table_target_[id] == t &&
+    if ((same_classes || (fresh_renames && !tier_table)) && !(naming && naming->Names(t)) &&
+        id < old_tables && table_target_[id] == t &&
         table_source_[id] == slot.table && prev.tier_policies == next.tier_policies && t < prev.target_classes.size() &&
         prev.target_classes[t].key == slot.key && SamePolicies(next, slot, installed.tables(id))) {
       continue;
@@ -1256,6 +1521,7 @@ std::optional<PodDelta> PodDeltaLowering::LowerPolicyChange(
     *changed = e;
     changed->set_selected(selected);
     changed->set_table(table);
+    out.endpoint_pods.push_back(endpoint_pod_[i]);
   }
   if (!same_classes) tables->numbering = std::move(numbering);
   out.tables = std::move(tables);
@@ -1304,6 +1570,19 @@ void PodDeltaLowering::Commit(const PodDelta& applied) {
       identity_of_class_ = std::move(renamed);
       numbering_ = t.numbering;
     }
+  }
+  for (const auto& [i, pod] : applied.endpoint_pod_moves) endpoint_pod_[i] = pod;
+  if (applied.delta.endpoints_size() > 0) {  // the edits' original positions, in order
+    std::vector<uint32_t> pods;
+    pods.reserve(endpoint_pod_.size() + applied.endpoint_pods.size());
+    size_t at = 0, k = 0;
+    for (const ir::EndpointSliceEdit& edit : applied.delta.endpoints()) {
+      pods.insert(pods.end(), endpoint_pod_.begin() + at, endpoint_pod_.begin() + edit.begin());
+      for (int j = 0; j < edit.endpoints_size(); ++j) pods.push_back(applied.endpoint_pods[k++]);
+      at = edit.end();
+    }
+    pods.insert(pods.end(), endpoint_pod_.begin() + at, endpoint_pod_.end());
+    endpoint_pod_ = std::move(pods);
   }
   for (const auto& [id, change] : applied.range_counts) range_count_[id] += change;
   for (const auto& [id, change] : applied.external_counts) external_count_[id] += change;

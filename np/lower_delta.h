@@ -44,19 +44,27 @@
 // compaction threshold.
 //
 // Policy events (LowerPolicyChange): policies, tier policies, namespaces or nodes changed and no
-// pod did. When every address keeps its identity (the same atoms, pods and addresses, peer
-// classes at most renamed one to one: O(pods) array reads, no protobuf built), the delta
-// re-lowers only the tables whose engine table changed (np/internal/lower_tables.h, the code
-// LowerToIr uses; every table when a namespace or tier change renamed classes) with the
-// installed program's identity ids, and numbers as np/lower_align.h does: a table keeps the
+// pod did. The same atoms, pods and addresses are required. When every address keeps its
+// identity (peer classes at most renamed one to one: O(pods) array reads, no protobuf built),
+// the delta re-lowers only the tables whose engine table changed (np/internal/lower_tables.h,
+// the code LowerToIr uses; every table when a namespace or tier change renamed classes) with
+// the installed program's identity ids. When a selector splits a pods' class (or, gone,
+// merges two), identities are numbered as np/lower_align.h numbers them (atoms keep theirs;
+// per class now, the installed identity most of its pods had, greedy one to one, ties by
+// lowest id) and as Lower numbers a new class (the lowest unused id, else appended:
+// CompiledPolicyDelta.identities); an identity left without addresses becomes a tombstone
+// (pods emptied); the moved pods' ranges are re-pointed, identities' pods edited, and the
+// tables that may name a class whose identity gains or loses addresses lowered again too.
+// Tables and peer sets are numbered as np/lower_align.h does: a table keeps the
 // id of the installed table most of its endpoints had, a table new to the node takes the
 // lowest unused id (else is appended), a table no endpoint names any more becomes a
 // tombstone; a peer set is the installed set of the same identities, else takes the id of a
 // set only the replaced tables used, else the lowest unused id, else is appended; sets no
 // rule names any more become tombstones; endpoints whose `table` or `selected` changed are
 // edited. ApplyDelta(installed, delta) is then EquivalentPrograms with LowerToIr(*next)
-// (same LowerOptions as the index's). nullopt, with why, when an identity would change, the
-// domainNames refusal (np/lower.h) applies, or unused tables or peer sets would exceed
+// (same LowerOptions as the index's). nullopt, with why, when the atoms change or an atom's
+// class splits or merges (an identity's `external` would change), the domainNames refusal
+// (np/lower.h) applies, or unused identities, tables or peer sets would exceed
 // AlignNumbering's compaction threshold (the caller lowers whole, which compacts).
 //
 // Thread safety: an index is driven by one thread (Lower is const; Commit mutates).
@@ -99,6 +107,10 @@ struct PodDelta {
   std::vector<std::pair<uint32_t, int64_t>> range_counts;                     // identity, change
   std::vector<std::pair<uint32_t, int64_t>> external_counts;                  // identity, change
   std::vector<std::pair<uint32_t, std::string>> endpoints_out, endpoints_in;  // table, key
+  // Per endpoint of the delta's endpoint edits, in order: its pod's id in `next`; and the
+  // installed endpoints the delta keeps whose pod's id changed (position, id).
+  std::vector<uint32_t> endpoint_pods;
+  std::vector<std::pair<int, uint32_t>> endpoint_pod_moves;
   // A pod delta that adds or retires identities: the identities as tables are lowered
   // afterwards, and the (peer class, identity) pairs that came and went.
   std::shared_ptr<const internal::IdentityNumbering> numbering;
@@ -154,6 +166,20 @@ class PodDeltaLowering {
   void AddTablesNaming(const internal::EngineState& next, const std::vector<uint32_t>& classes,
                        const std::vector<uint32_t>& retired, std::vector<uint32_t>* tables) const;
 
+  // LowerPolicyChange's identities when a class splits or merges (the same atoms and pods):
+  // the classes now numbered as np/lower_align.h numbers identities (atoms keep theirs; by
+  // address votes, greedy one to one, ties by lowest id; the rest as Lower numbers new
+  // classes; identities left without a class retired), the ranges of addresses whose
+  // identity changes re-pointed, identities' pods edited, into `out` (delta, numbering,
+  // identities added and retired, range counts). `pairs`: every (class before, class now)
+  // of an address with an identity; `touched_classes`: the classes now whose identity gains
+  // or loses addresses. Why not, when not expressible.
+  std::optional<std::string> SplitIdentities(const internal::EngineState& next,
+                                             const ir::CompiledPolicy& installed,
+                                             std::vector<std::pair<uint32_t, uint32_t>>* pairs,
+                                             std::vector<uint32_t>* touched_classes,
+                                             PodDelta* out) const;
+
   std::shared_ptr<const Engine> snapshot_;
   absl::flat_hash_map<uint32_t, uint32_t> identity_of_class_;
   std::vector<int64_t> range_count_;     // per identity: ranges carrying it
@@ -163,6 +189,9 @@ class PodDeltaLowering {
   // The engine tables lowered (held, so that "same pointer" cannot be a reused address).
   std::vector<std::shared_ptr<const internal::TargetTable>> table_source_;
   absl::flat_hash_map<uint32_t, uint32_t> table_of_target_;
+  // Per installed endpoint, its pod's id in the snapshot (kNone: not live): a policy delta
+  // reads targets by it.
+  std::vector<uint32_t> endpoint_pod_;
   // Per table, how many endpoints name it: a pod delta that empties one retires it.
   std::vector<int64_t> table_endpoints_;
   // For policy deltas: how the program was lowered, its identities as a table's lowering

@@ -143,8 +143,8 @@ absl::Status Agent::Sync() {
   } else if (other_changes_ && !changed_pods_.empty()) {
     whole_why = "pods and other objects changed";
   } else if (other_changes_) {
-    // Policies, tier policies, namespaces or nodes only: a delta when every address keeps
-    // its identity (np/lower_delta.h, LowerPolicyChange).
+    // Policies, tier policies, namespaces or nodes only: a delta when the address atoms stay
+    // (pods' identities may split or merge; np/lower_delta.h, LowerPolicyChange).
     delta = delta_index_->LowerPolicyChange(snapshot, *installed_, &whole_why);
     if (!delta.has_value()) whole_why = absl::StrCat("policy event: ", whole_why);
   } else {

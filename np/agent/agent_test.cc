@@ -450,11 +450,12 @@ TEST_F(AgentTest, WholeSyncsKeepInstalledIds) {
   EXPECT_EQ(TableOf(applied_.back(), "b"), 1u);
 }
 
-// Policy events alone reach the backend as deltas (LowerPolicyChange) when every address
-// keeps its identity, numbered as the whole path would (a table keeps its id, a deleted
+// Policy events alone reach the backend as deltas (LowerPolicyChange) when the address atoms
+// stay, numbered as the whole path would (a table keeps its id, a deleted
 // policy's table becomes a tombstone, a new one takes the lowest unused id); the kernel ends
-// with what LowerToIr gives (canonically), pod deltas work on the program they leave, and a
-// policy whose peer splits an identity goes whole, saying why.
+// with what LowerToIr gives (canonically), pod deltas work on the program they leave, a
+// policy whose peer splits an identity is a delta too, and one whose ipBlock cuts new
+// address atoms goes whole, saying why.
 TEST_F(AgentTest, PolicyEventsGoThroughTheDelta) {
   ASSERT_TRUE(agent_->Reconcile().ok());
   agent_->HandleEvent(PodEvent("ADDED", "b", "10.0.0.2"), absl::Now());
@@ -505,19 +506,29 @@ TEST_F(AgentTest, PolicyEventsGoThroughTheDelta) {
   EXPECT_EQ(agent_->aligned_syncs(), 0);
   EXPECT_THAT(log_text_.str(), HasSubstr(R"("update":"delta")"));
   EXPECT_THAT(log_text_.str(), HasSubstr(R"("delta_of":"policies")"));
-  // A peer selecting app=b alone splits b from the others' identity: whole, and why.
+  // A peer selecting app=b alone splits b from the others' identity: a delta too.
   agent_->HandleEvent(
       R"({"type":"ADDED","object":{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy",)"
       R"("metadata":{"name":"from-b","namespace":"x"},)"
       R"("spec":{"podSelector":{},"ingress":[{"from":[{"podSelector":{"matchLabels":{"app":"b"}}}]}]}}})",
       absl::Now());
   ASSERT_TRUE(agent_->Sync().ok());
+  EXPECT_EQ(calls_.back(), "UpdateDelta") << agent_->last_whole_reason();
+  ASSERT_NO_FATAL_FAILURE(expect_kernel_canonical());
+  EXPECT_EQ(agent_->policy_delta_syncs(), 5);
+  // An ipBlock cuts new address atoms (new external identities): whole, and why.
+  agent_->HandleEvent(
+      R"({"type":"ADDED","object":{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy",)"
+      R"("metadata":{"name":"from-net","namespace":"x"},)"
+      R"("spec":{"podSelector":{},"ingress":[{"from":[{"ipBlock":{"cidr":"192.0.2.0/24"}}]}]}}})",
+      absl::Now());
+  ASSERT_TRUE(agent_->Sync().ok());
   EXPECT_EQ(calls_.back(), "Update");
   EXPECT_THAT(agent_->last_whole_reason(), HasSubstr("policy event: "));
   ASSERT_NO_FATAL_FAILURE(expect_kernel_canonical());
-  EXPECT_EQ(agent_->policy_delta_syncs(), 4);
+  EXPECT_EQ(agent_->policy_delta_syncs(), 5);
   // A whole sync counts as no delta of either kind.
-  EXPECT_THAT(metrics_.Render(), HasSubstr("np_agent_delta_syncs_total{kind=\"policy\"} 4\n"));
+  EXPECT_THAT(metrics_.Render(), HasSubstr("np_agent_delta_syncs_total{kind=\"policy\"} 5\n"));
 }
 
 // The interfaces handed to the backend follow the endpoints: a pod event that adds or removes
