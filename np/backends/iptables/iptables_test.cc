@@ -30,6 +30,8 @@ namespace np::backends::iptables {
 namespace {
 
 using testutil::RandomIr;
+using testutil::RandomChurnStep;
+using testutil::RandomRelabelStep;
 using testutil::WithPods;
 
 // The rendered texts, parsed back.
@@ -920,10 +922,14 @@ TEST(PlanUpdate, PodOfAnotherNodeJoiningAClassIsOneAddPerFamily) {
   plan = MustPlan(after, before, 1);
   EXPECT_EQ(plan.fallback, "");
   EXPECT_EQ(plan.ipset, "del np-g1-v4-p0 10.1.0.5/32\ndel np-g1-v6-p0 fd00:a::5/128\n");
-  // Relabelled from p0's class into p1's, where only p1 is looked up: one del, one add
-  // per family in two sets.
-  plan = MustPlan(ChurnIr({{5, 2}}, {}, false, 1), ChurnIr({{5, 3}}, {}, false, 1), 1);
-  EXPECT_EQ(plan.fallback, "two rules of NP-T0-IN look up a changed address");
+  // Relabelled from p0's class into p1's: one add, one del per family in two sets, both
+  // looked up by RETURN rules of one chain (the adds first: midway the address is in both,
+  // which gives each flow its old or its new verdict: IptablesBackend::Update).
+  plan = MustPlan(ChurnIr({{5, 2}}), ChurnIr({{5, 3}}), 1);
+  EXPECT_EQ(plan.fallback, "");
+  EXPECT_EQ(plan.ipset,
+            "add np-g1-v4-p1 10.1.0.5/32\nadd np-g1-v6-p1 fd00:a::5/128\n"
+            "del np-g1-v4-p0 10.1.0.5/32\ndel np-g1-v6-p0 fd00:a::5/128\n");
   // The same program: nothing to do.
   plan = MustPlan(after, after);
   EXPECT_EQ(plan.fallback, "");
@@ -952,10 +958,12 @@ TEST(PlanUpdate, FallsBackWhenUnsafeOrRulesChange) {
   // x/a (dispatched) joins p0's class: both its own chains and its peers' would see changes.
   EXPECT_EQ(MustPlan(before, ChurnIr({{7, 3}}, {}, false, 2)).fallback,
             "set np-g0-v4-p0 changes at the endpoint address 10.0.1.2 of this node");
-  // A pod appearing leaves "outside the cluster" (p2) where it joins p0: two lookups.
+  // A pod appearing leaves "outside the cluster" (p2) where it joins p0: two changed
+  // lookups, both of RETURN rules — element-only; one of a DROP rule is not
+  // (TwoChangedLookupsInOneChainCouldAllowWhatBothDeny).
   EXPECT_EQ(MustPlan(ChurnIr({{7, 3}}, {{9000, 2}}), ChurnIr({{7, 3}, {5, 2}}, {{9000, 2}}))
                 .fallback,
-            "two rules of NP-T0-IN look up a changed address");
+            "");
 }
 
 // Applies an element-only plan to parsed sets one line at a time, as `ipset -exist restore`
@@ -967,8 +975,8 @@ void Replay(const UpdatePlan& plan, Parsed& p, const std::function<void()>& chec
 // on two ports — is element-only: each lookup can only turn the chain's answer from DROP to
 // RETURN, so midway it is the old or the new one. Checked by replaying the edit one element
 // at a time against the IR's verdicts (IrAllows), both ways, and by the delta plan agreeing.
-// A rule that DROPs on a changed lookup, or an address leaving one set while it joins
-// another, still takes the full path (next test, and FallsBackWhenUnsafeOrRulesChange).
+// So is an address leaving one such set while it joins another (a relabel); a rule that
+// DROPs on a changed lookup still takes the full path (next test).
 TEST(PlanUpdate, ChangedLookupsOfReturnRulesAllOneWayAreElementOnly) {
   // p0 on TCP 80 and TCP 81; p1 = {2, 3} on UDP 80 (so 10.1.0.5 joins p0 and p1: three
   // changed lookups, all RETURN, all gains).
@@ -1172,26 +1180,6 @@ TEST(PlanUpdate, TwoChangedLookupsInOneChainCouldAllowWhatBothDeny) {
   EXPECT_EQ(allowed, (std::vector<bool>{false, true, false}));
 }
 
-// One step of the random churn below: one address range (two, one time in four) gets a
-// random identity — mostly single addresses (pods), sometimes any range — and the pods'
-// lists follow (WithPods).
-ir::CompiledPolicy RandomChurnStep(const ir::CompiledPolicy& current, std::mt19937_64& rng) {
-  ir::CompiledPolicy next = current;
-  const int changes = rng() % 4 == 0 ? 2 : 1;
-  for (int c = 0; c < changes; ++c) {
-    auto* ranges = rng() % 2 == 0 ? next.mutable_ipv4() : next.mutable_ipv6();
-    std::vector<int> singles;
-    for (int r = 0; r < ranges->size(); ++r) {
-      if ((*ranges)[r].first() == (*ranges)[r].last()) singles.push_back(r);
-    }
-    const int r = !singles.empty() && rng() % 4 != 0
-                      ? singles[rng() % singles.size()]
-                      : static_cast<int>(rng() % ranges->size());
-    (*ranges)[r].set_identity(static_cast<uint32_t>(rng() % next.identities_size()));
-  }
-  return WithPods(next);
-}
-
 // Seeded random churn on random IRs: identities of a few ranges change (pods come, go, are
 // relabelled; also bigger runs of addresses). Whenever PlanUpdate finds an element-only
 // way, replaying it one set element at a time must give, at every step, each probed flow
@@ -1199,14 +1187,17 @@ ir::CompiledPolicy RandomChurnStep(const ir::CompiledPolicy& current, std::mt199
 // and end with exactly the sets a fresh render of the new IR has. Replay a failure with
 // its seed.
 TEST(PlanUpdate, ElementStepsGiveOldOrNewVerdictsOnRandomChurn) {
-  int element_only = 0, fallbacks = 0, steps_checked = 0;
+  int element_only = 0, fallbacks = 0, steps_checked = 0, relabels = 0;
   for (uint64_t seed = 0; seed < 20; ++seed) {
     SCOPED_TRACE(absl::StrCat("seed ", seed));
     std::mt19937_64 rng(seed * 7919 + 1);
     ir::CompiledPolicy current = WithPods(RandomIr(seed));
     for (int step = 0; step < 10; ++step) {
       SCOPED_TRACE(absl::StrCat("step ", step));
-      ir::CompiledPolicy next = RandomChurnStep(current, rng);
+      // Every third step a relabel into a new class.
+      const bool relabel = step % 3 == 2;
+      ir::CompiledPolicy next =
+          relabel ? RandomRelabelStep(current, rng) : RandomChurnStep(current, rng);
       absl::StatusOr<UpdatePlan> plan = PlanUpdate(current, next, 0);
       ASSERT_TRUE(plan.ok()) << plan.status();
       if (!plan->fallback.empty()) {
@@ -1215,6 +1206,7 @@ TEST(PlanUpdate, ElementStepsGiveOldOrNewVerdictsOnRandomChurn) {
         continue;
       }
       ++element_only;
+      relabels += relabel;
       absl::StatusOr<Ruleset> old_rs = RenderRuleset(current);
       absl::StatusOr<Ruleset> new_rs = RenderRuleset(next);
       ASSERT_TRUE(old_rs.ok() && new_rs.ok());
@@ -1270,8 +1262,9 @@ TEST(PlanUpdate, ElementStepsGiveOldOrNewVerdictsOnRandomChurn) {
   // The test must exercise both ways.
   EXPECT_GT(element_only, 20);
   EXPECT_GT(fallbacks, 20);
-  std::cout << "element-only " << element_only << ", fallbacks " << fallbacks
-            << ", intermediate states checked " << steps_checked << "\n";
+  EXPECT_GT(relabels, 10);
+  std::cout << "element-only " << element_only << " (relabels " << relabels << "), fallbacks "
+            << fallbacks << ", intermediate states checked " << steps_checked << "\n";
 }
 
 // The delta path against the slow one, on the same seeded random churn: the delta from
@@ -1280,7 +1273,7 @@ TEST(PlanUpdate, ElementStepsGiveOldOrNewVerdictsOnRandomChurn) {
 // stricter (fall back where PlanUpdate would not), and must not be so for most steps that
 // PlanUpdate does in place. Replay a failure with its seed.
 TEST(PlanUpdateDelta, IsPlanUpdatesEditOnRandomChurn) {
-  int both = 0, only_slow = 0, neither = 0;
+  int both = 0, only_slow = 0, neither = 0, relabels_both = 0, relabels_only_slow = 0;
   auto lines = [](const std::string& text, absl::string_view op) {
     std::vector<std::string> out;
     for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
@@ -1295,7 +1288,11 @@ TEST(PlanUpdateDelta, IsPlanUpdatesEditOnRandomChurn) {
     ir::CompiledPolicy current = WithPods(RandomIr(seed));
     for (int step = 0; step < 10; ++step) {
       SCOPED_TRACE(absl::StrCat("step ", step));
-      ir::CompiledPolicy next = RandomChurnStep(current, rng);
+      // Every third step a relabel into a new class (an identity appended, peer sets
+      // rewritten).
+      const bool relabel = step % 3 == 2;
+      ir::CompiledPolicy next =
+          relabel ? RandomRelabelStep(current, rng) : RandomChurnStep(current, rng);
       std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(current, next);
       ASSERT_TRUE(delta.has_value());
       absl::StatusOr<UpdatePlan> slow = PlanUpdate(current, next, 3);
@@ -1308,8 +1305,10 @@ TEST(PlanUpdateDelta, IsPlanUpdatesEditOnRandomChurn) {
         EXPECT_EQ(lines(fast->ipset, "add "), lines(slow->ipset, "add "));
         EXPECT_EQ(lines(fast->ipset, "del "), lines(slow->ipset, "del "));
         ++both;
+        relabels_both += relabel;
       } else if (slow->fallback.empty()) {
         ++only_slow;
+        relabels_only_slow += relabel;
       } else {
         ++neither;
       }
@@ -1317,8 +1316,11 @@ TEST(PlanUpdateDelta, IsPlanUpdatesEditOnRandomChurn) {
       current = next;
     }
   }
-  std::cout << "in place by delta and by Update " << both << ", by Update only " << only_slow
-            << ", by neither " << neither << "\n";
+  std::cout << "in place by delta and by Update " << both << " (relabels " << relabels_both
+            << "), by Update only " << only_slow << " (relabels " << relabels_only_slow
+            << "), by neither " << neither << "\n";
+  EXPECT_GT(relabels_both, 20);
+  EXPECT_LT(relabels_only_slow, relabels_both / 4);
   EXPECT_GT(both, 40);
   EXPECT_GT(neither, 20);
   EXPECT_LT(only_slow, both / 4);
