@@ -1787,6 +1787,7 @@ absl::Status CheckDeltaEdits(const ir::CompiledPolicy& previous,
 // The addresses of family f that the identities of peer set `set` carry, as runs: before
 // the delta (the index's ranges) or after it (`after`: with the delta's range edits, whose
 // ranges may carry identities it appends). O(the identities' ranges + the edits' ranges).
+// Both delta planners read it: PlanFromDelta for a rewritten set, the rules path for a remade one.
 Runs MemberRuns(const DeltaIndex& index, const ir::CompiledPolicy& previous,
                 const ir::CompiledPolicyDelta& delta, const ir::PeerSet& set, int f, bool after) {
   const auto& edits = f == 0 ? delta.ipv4() : delta.ipv6();
@@ -2516,39 +2517,12 @@ absl::StatusOr<RulesDelta> PlanRulesFromDelta(const Installed& installed, const 
 
   // The members of a peer set afterwards in family f: its identities' ranges (the delta's
   // range edits applied), neighbours merged, as the fewest prefixes (as BuildModel makes them).
-  std::vector<std::pair<U128, U128>> windows[kFamilies];  // the addresses the range edits replace
-  for (int f = 0; f < kFamilies; ++f) {
-    const auto& ranges = f == 0 ? previous.ipv4() : previous.ipv6();
-    for (const ir::RangeSliceEdit& edit : f == 0 ? delta.ipv4() : delta.ipv6()) {
-      windows[f].emplace_back(ToU128(ranges[static_cast<int>(edit.begin())].first()),
-                              ToU128(ranges[static_cast<int>(edit.end()) - 1].last()));
-    }
-  }
   auto members_of = [&](int f) {
     return [&, f](const ir::PeerSet& set) {
-      std::vector<std::pair<U128, U128>> pieces;
-      for (uint32_t i : set.identities()) {
-        for (const auto& [first, last] : index.ranges_of[f][i]) {
-          bool replaced = false;
-          for (const auto& [low, high] : windows[f]) {
-            replaced = replaced || (low <= first && first <= high);
-          }
-          if (!replaced) pieces.emplace_back(first, last);
-        }
-      }
-      const auto& edits = f == 0 ? delta.ipv4() : delta.ipv6();
-      for (const ir::RangeSliceEdit& edit : edits) {
-        for (const ir::AddressRange& r : edit.ranges()) {
-          if (std::binary_search(set.identities().begin(), set.identities().end(), r.identity())) {
-            pieces.emplace_back(ToU128(r.first()), ToU128(r.last()));
-          }
-        }
-      }
-      std::sort(pieces.begin(), pieces.end());
-      Runs runs;
-      for (const auto& [first, last] : pieces) AddRun(runs, first, last);
       std::vector<std::string> entries;
-      for (const auto& [first, last] : runs) AppendPrefixes(first, last, f, entries);
+      for (const auto& [first, last] : MemberRuns(index, previous, delta, set, f, true)) {
+        AppendPrefixes(first, last, f, entries);
+      }
       return entries;
     };
   };
