@@ -208,9 +208,8 @@ TEST(AgentIptables, PodEventsAreInPlaceAndEqualAFreshApply) {
     }
     // A pod of another node with a named port of its own: a new peer class, whose identity
     // comes with the pod delta (appended in round 0; in round 1 the id round 0's pod left
-    // unused, with the peer sets that admit it). The backend's delta planner leaves such a
-    // delta to Backend::Update, which still edits the sets in place after the dispatch rules
-    // were edited by delta (it compares the rules it keeps in step).
+    // unused, with the peer sets that admit it). The backend's delta planner edits the
+    // rewritten peer sets' members in place, as for any pod of another node.
     SCOPED_TRACE(absl::StrCat("round ", round, ": a new class"));
     const std::string name = absl::StrCat("api-named-", round);
     std::string event = PodEvent("ADDED", name, "api", "node-1", 40 + round);
@@ -222,8 +221,7 @@ TEST(AgentIptables, PodEventsAreInPlaceAndEqualAFreshApply) {
     ASSERT_TRUE(agent.Sync().ok());
     EXPECT_EQ(agent.delta_syncs(), deltas + 1) << "lowered whole: " << agent.last_whole_reason();
     const std::string how = backends::IptablesLastUpdate(*backend);
-    EXPECT_TRUE(absl::StartsWith(how, "by Update (") && absl::StrContains(how, "): in place: "))
-        << how;
+    EXPECT_TRUE(absl::StartsWith(how, "in place by delta: ")) << how;
     expect_kernel_equals_fresh_apply(how);
     if (HasFatalFailure()) return;
     // Back to the start for the next round.

@@ -871,13 +871,13 @@ Membership MembershipChange(const Runs& before, const Runs& after) {
 
 // Whether two lookups of one chain group (one side of a packet: all look up the same
 // address), of rules ending in `a_returns` / `b_returns`, may both see their answer change
-// during one element-only edit (IptablesBackend::Update has the argument): when no address
-// changes in both, or when both rules RETURN and every address changes in both the same way.
+// during one element-only edit in a way that could give a packet neither program's verdict
+// (IptablesBackend::Update has the argument): not when no address changes in both, nor when
+// both rules RETURN (whichever way each changes: every add goes in before any delete).
 bool LookupsConflict(const Membership& a, bool a_returns, const Membership& b, bool b_returns) {
-  const bool gain_loss = Overlaps(a.gained, b.lost) || Overlaps(a.lost, b.gained);
-  if (gain_loss) return true;
-  const bool same_way = Overlaps(a.gained, b.gained) || Overlaps(a.lost, b.lost);
-  return same_way && !(a_returns && b_returns);
+  if (a_returns && b_returns) return false;
+  return Overlaps(a.gained, b.gained) || Overlaps(a.lost, b.lost) ||
+         Overlaps(a.gained, b.lost) || Overlaps(a.lost, b.gained);
 }
 
 // Whether a rule's verdict, when it matches, is RETURN (this side allows).
@@ -1697,6 +1697,9 @@ struct DeltaPlan {
   // Its dispatch (somewhere) is the rules path's (MemberScope): a restore, not a set edit.
   bool rules_dispatch = false;
   bool chains_come_or_go = false;  // the fallback: its table's chains come or go
+  // The peer sets the delta rewrites by id (a relabel: the sets that admit a new or reused
+  // identity gain it, a retired one's drop it), in the delta.
+  std::vector<const ir::PeerSet*> rewritten;
 };
 
 // What PlanFromDelta leaves to the rules path when a delta also edits tables or peer sets
@@ -1717,7 +1720,17 @@ absl::Status InvalidDelta(absl::string_view what) {
 // its peer sets and tables: CheckDeltaItems), in time proportional to the edits.
 absl::Status CheckDeltaEdits(const ir::CompiledPolicy& previous,
                              const ir::CompiledPolicyDelta& delta) {
-  const uint32_t identities = static_cast<uint32_t>(previous.identities_size());
+  // Ranges and pod edits may name the identities the delta appends.
+  const uint32_t identities =
+      static_cast<uint32_t>(previous.identities_size() + delta.identities_size());
+  for (int i = 0; i < delta.identities_size(); ++i) {
+    const ir::Identity& identity = delta.identities(i);
+    if (identity.id() != static_cast<uint32_t>(previous.identities_size() + i) ||
+        identity.external()) {
+      return InvalidDelta(absl::StrCat("identities[", i, "]: id ", identity.id(),
+                                       " is not the next id, or is external"));
+    }
+  }
   for (int f = 0; f < kFamilies; ++f) {
     const auto& edits = f == 0 ? delta.ipv4() : delta.ipv6();
     const auto& ranges = f == 0 ? previous.ipv4() : previous.ipv6();
@@ -1771,6 +1784,47 @@ absl::Status CheckDeltaEdits(const ir::CompiledPolicy& previous,
   return absl::OkStatus();
 }
 
+// The addresses of family f that the identities of peer set `set` carry, as runs: before
+// the delta (the index's ranges) or after it (`after`: with the delta's range edits, whose
+// ranges may carry identities it appends). O(the identities' ranges + the edits' ranges).
+// Both delta planners read it: PlanFromDelta for a rewritten set, the rules path for a remade one.
+Runs MemberRuns(const DeltaIndex& index, const ir::CompiledPolicy& previous,
+                const ir::CompiledPolicyDelta& delta, const ir::PeerSet& set, int f, bool after) {
+  const auto& edits = f == 0 ? delta.ipv4() : delta.ipv6();
+  const auto& ranges = f == 0 ? previous.ipv4() : previous.ipv6();
+  // The addresses the edits replace, [low, high] each, in order (the edits are sorted).
+  std::vector<std::pair<U128, U128>> windows;
+  if (after) {
+    for (const ir::RangeSliceEdit& edit : edits) {
+      windows.emplace_back(ToU128(ranges[static_cast<int>(edit.begin())].first()),
+                           ToU128(ranges[static_cast<int>(edit.end()) - 1].last()));
+    }
+  }
+  auto replaced = [&](U128 address) {
+    auto it = std::upper_bound(windows.begin(), windows.end(), std::make_pair(address, ~U128{0}));
+    return it != windows.begin() && std::prev(it)->second >= address;
+  };
+  auto member = [&](uint32_t identity) {
+    return std::binary_search(set.identities().begin(), set.identities().end(), identity);
+  };
+  std::vector<std::pair<U128, U128>> pieces;
+  for (uint32_t identity : set.identities()) {
+    if (identity >= index.ranges_of[f].size()) continue;  // appended: in the edits only
+    for (const auto& [first, last] : index.ranges_of[f][identity]) {
+      if (!replaced(first)) pieces.emplace_back(first, last);
+    }
+  }
+  for (int e = 0; after && e < edits.size(); ++e) {
+    for (const ir::AddressRange& r : edits[e].ranges()) {
+      if (member(r.identity())) pieces.emplace_back(ToU128(r.first()), ToU128(r.last()));
+    }
+  }
+  std::sort(pieces.begin(), pieces.end());
+  Runs runs;
+  for (const auto& [first, last] : pieces) AddRun(runs, first, last);
+  return runs;
+}
+
 // The plan for `delta` of `previous` (the IR installed as `installed` and `index`).
 // InvalidArgument when the delta is malformed (as ApplyDelta checks it); the costs are the
 // delta's windows and the entries of the sets that change there (a binary search each).
@@ -1782,12 +1836,23 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
                                         const MemberScope* scope = nullptr) {
   DeltaPlan plan;
   if (absl::Status s = CheckDeltaEdits(previous, delta); !s.ok()) return s;
-  if (scope == nullptr && (!delta.peer_sets().empty() || !delta.tables().empty())) {
+  if (scope == nullptr && !delta.tables().empty()) {
     // Update's in-place path rewrites changed chains; this plan edits set elements only.
-    plan.fallback = "the delta edits peer sets or tables";
+    plan.fallback = "the delta edits tables";
     return plan;
   }
-  auto remade = [&](uint32_t s) { return scope != nullptr && scope->remade.count(s) > 0; };
+  // The peer sets the delta rewrites: remade as new sets by the rules path (`scope`), else
+  // their members edited here (below, after the range edits), whole.
+  std::set<uint32_t> rewritten;
+  if (scope == nullptr) {
+    for (const ir::PeerSet& set : delta.peer_sets()) {
+      rewritten.insert(set.id());
+      plan.rewritten.push_back(&set);
+    }
+  }
+  auto remade = [&](uint32_t s) {
+    return scope != nullptr ? scope->remade.count(s) > 0 : rewritten.count(s) > 0;
+  };
   bool endpoints_change = false;
   const ir::Endpoint* moved = nullptr;  // the one endpoint added or removed
   int moves = 0;
@@ -1889,17 +1954,44 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
   }
   // Which peer sets name pods afterwards: a used one that gains its first or loses its last
   // may change between a set and inline prefixes (a rule change).
+  const uint32_t identities_before = static_cast<uint32_t>(previous.identities_size());
+  std::map<uint32_t, int> pods_edited;  // identity -> its pods after the delta, where edited
   for (const ir::IdentityPodsEdit& edit : delta.identity_pods()) {
-    const bool was = previous.identities(static_cast<int>(edit.identity())).pods_size() > 0;
+    pods_edited[edit.identity()] = edit.pods_size();
+  }
+  auto pods_before = [&](uint32_t identity) {
+    return identity < identities_before
+               ? previous.identities(static_cast<int>(identity)).pods_size()
+               : delta.identities(static_cast<int>(identity - identities_before)).pods_size();
+  };
+  for (const ir::IdentityPodsEdit& edit : delta.identity_pods()) {
+    const bool was = pods_before(edit.identity()) > 0;
     const bool now = edit.pods_size() > 0;
-    if (was == now) continue;
+    // (An appended identity is in no installed peer set: only in those the delta rewrites.)
+    if (was == now || edit.identity() >= index.peer_sets_of.size()) continue;
     for (uint32_t s : index.peer_sets_of[edit.identity()]) {
       if (remade(s)) continue;
       auto [it, fresh] = plan.pod_identities.try_emplace(s, index.pod_identities[s]);
       it->second += now ? 1 : -1;
     }
   }
+  auto used = [&](uint32_t s) { return s < index.tables_of.size() && !index.tables_of[s].empty(); };
+  for (const ir::PeerSet* set : plan.rewritten) {
+    int count = 0;
+    for (uint32_t identity : set->identities()) {
+      auto edited = pods_edited.find(identity);
+      count += (edited != pods_edited.end() ? edited->second : pods_before(identity)) > 0;
+    }
+    plan.pod_identities[set->id()] = count;
+  }
   for (const auto& [s, count] : plan.pod_identities) {
+    // (A rewritten set no rule renders, or `every peer`: no set, whatever its pods.)
+    if (!used(s) || previous.peer_sets(static_cast<int>(s)).all()) continue;
+    // Gaining its first pod changes no rule when it is a set in both families already (for
+    // its many prefixes): naming pods keeps it one, and the number of sets stays.
+    if (count > 0 && index.pod_identities[s] == 0 && index.has_set[0][s] && index.has_set[1][s]) {
+      continue;
+    }
     if ((count > 0) != (index.pod_identities[s] > 0)) {
       plan.fallback = absl::StrCat("peer set ", s, (count > 0) ? " gains its first pod"
                                                               : " loses its last pod");
@@ -1917,6 +2009,51 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
     Membership membership;
   };
   std::map<std::string, Change> changes;
+  // The edit of set `name` (peer set s, family f) whose entries [begin, end) become the
+  // prefixes of `runs`, its membership changing by `membership` (only there): its adds and
+  // deletes, the splice of what is remembered, and the Change the checks below read. False
+  // (plan.fallback says why) when the set would pass its maxelem or become inline prefixes.
+  auto edit_set = [&](const std::string& name, uint32_t s, int f, size_t begin, size_t end,
+                      const Runs& runs, Membership membership) {
+    const std::vector<std::string>& entries = installed.sets.at(name);
+    DeltaPlan::Splice splice{name, begin, end, {}};
+    for (const auto& [first, last] : runs) AppendPrefixes(first, last, f, splice.with);
+    const size_t size = entries.size() - (end - begin) + splice.with.size();
+    if (size > installed.maxelem.at(name)) {
+      plan.fallback = absl::StrCat("set ", name, " would pass its maxelem");
+      return false;
+    }
+    if (pod_identities(s) == 0 && size <= static_cast<size_t>(kMaxInlinePrefixes)) {
+      plan.fallback = absl::StrCat("set ", name, " would become inline prefixes");
+      return false;
+    }
+    const std::set<std::string> was(entries.begin() + static_cast<long>(begin),
+                                    entries.begin() + static_cast<long>(end));
+    const std::set<std::string> now(splice.with.begin(), splice.with.end());
+    Change& change = changes[name];
+    change.family = f;
+    change.membership = std::move(membership);
+    for (const std::string& e : now) {
+      if (was.count(e) > 0) continue;
+      plan.adds.push_back(SetEdit{true, name, e});
+    }
+    for (const std::string& e : was) {
+      if (now.count(e) > 0) continue;
+      plan.dels.push_back(SetEdit{false, name, e});
+    }
+    for (const std::vector<SetEdit>* list : {&plan.adds, &plan.dels}) {
+      for (const SetEdit& e : *list) {
+        if (e.set != name) continue;
+        int family;
+        U128 first, last;
+        if (PrefixRange(e.prefix, family, first, last)) change.ranges.emplace_back(first, last);
+      }
+    }
+    plan.entries_delta[f] +=
+        static_cast<int64_t>(splice.with.size()) - static_cast<int64_t>(end - begin);
+    plan.splices.push_back(std::move(splice));
+    return true;
+  };
   for (int f = 0; f < kFamilies; ++f) {
     const auto& edits = f == 0 ? delta.ipv4() : delta.ipv6();
     const auto& ranges = f == 0 ? previous.ipv4() : previous.ipv6();
@@ -1927,6 +2064,7 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
       // The peer sets whose members may change here: those of an identity on either side.
       std::vector<uint32_t> candidates;
       auto note = [&](uint32_t identity) {
+        if (identity >= index.peer_sets_of.size()) return;  // appended: see `rewritten`
         for (uint32_t s : index.peer_sets_of[identity]) {
           if (!remade(s)) candidates.push_back(s);
         }
@@ -2012,42 +2150,47 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
         std::sort(pieces.begin(), pieces.end());
         Runs new_runs;
         for (const auto& [first, last] : pieces) AddRun(new_runs, first, last);
-        DeltaPlan::Splice splice{name, begin, end, {}};
-        for (const auto& [first, last] : new_runs) AppendPrefixes(first, last, f, splice.with);
-        const size_t size = entries.size() - (end - begin) + splice.with.size();
-        if (size > installed.maxelem.at(name)) {
-          plan.fallback = absl::StrCat("set ", name, " would pass its maxelem");
+        if (!edit_set(name, s, f, begin, end, new_runs, MembershipChange(before, after))) {
           return plan;
         }
-        if (pod_identities(s) == 0 && size <= static_cast<size_t>(kMaxInlinePrefixes)) {
-          plan.fallback = absl::StrCat("set ", name, " would become inline prefixes");
+      }
+    }
+  }
+  // The peer sets the delta rewrites, where a rule renders them with a set: its entries
+  // become the prefixes of its new members' addresses after the range edits (O(set)). Their
+  // form must stay: `all` or not, inline prefixes unchanged (else a rule change), naming
+  // pods or not (checked above), not inline for few prefixes (edit_set).
+  for (const ir::PeerSet* set : plan.rewritten) {
+    const uint32_t s = set->id();
+    // (Appended ones: no rule renders them, the delta has no tables.)
+    if (!used(s)) continue;
+    const ir::PeerSet& old = previous.peer_sets(static_cast<int>(s));
+    if (old.all() != set->all()) {
+      plan.fallback = absl::StrCat("peer set ", s, " becomes or stops being every peer");
+      return plan;
+    }
+    if (set->all()) continue;
+    for (int f = 0; f < kFamilies; ++f) {
+      const Runs after = MemberRuns(index, previous, delta, *set, f, true);
+      if (!index.has_set[f][s]) {
+        if (after != MemberRuns(index, previous, delta, old, f, false)) {
+          plan.fallback = absl::StrCat("peer set ", s, " is matched inline in the rules");
           return plan;
         }
-        const std::set<std::string> was(entries.begin() + static_cast<long>(begin),
-                                        entries.begin() + static_cast<long>(end));
-        const std::set<std::string> now(splice.with.begin(), splice.with.end());
-        Change& change = changes[name];
-        change.family = f;
-        change.membership = MembershipChange(before, after);  // the set changes only here
-        for (const std::string& e : now) {
-          if (was.count(e) > 0) continue;
-          plan.adds.push_back(SetEdit{true, name, e});
-        }
-        for (const std::string& e : was) {
-          if (now.count(e) > 0) continue;
-          plan.dels.push_back(SetEdit{false, name, e});
-        }
-        for (const std::vector<SetEdit>* list : {&plan.adds, &plan.dels}) {
-          for (const SetEdit& e : *list) {
-            if (e.set != name) continue;
-            int family;
-            U128 first, last;
-            if (PrefixRange(e.prefix, family, first, last)) change.ranges.emplace_back(first, last);
-          }
-        }
-        plan.entries_delta[f] += static_cast<int64_t>(splice.with.size()) -
-                                 static_cast<int64_t>(end - begin);
-        plan.splices.push_back(std::move(splice));
+        continue;
+      }
+      const std::string name =
+          s < installed.set_name[f].size() ? installed.set_name[f][s] : std::string();
+      auto installed_set = installed.sets.find(name);
+      Runs before;
+      if (installed_set == installed.sets.end() || !RunsOf(installed_set->second, before)) {
+        plan.fallback = absl::StrCat("set ", name, " is not installed or unreadable");
+        return plan;
+      }
+      if (before == after) continue;
+      if (!edit_set(name, s, f, 0, installed_set->second.size(), after,
+                    MembershipChange(before, after))) {
+        return plan;
       }
     }
   }
@@ -2374,39 +2517,12 @@ absl::StatusOr<RulesDelta> PlanRulesFromDelta(const Installed& installed, const 
 
   // The members of a peer set afterwards in family f: its identities' ranges (the delta's
   // range edits applied), neighbours merged, as the fewest prefixes (as BuildModel makes them).
-  std::vector<std::pair<U128, U128>> windows[kFamilies];  // the addresses the range edits replace
-  for (int f = 0; f < kFamilies; ++f) {
-    const auto& ranges = f == 0 ? previous.ipv4() : previous.ipv6();
-    for (const ir::RangeSliceEdit& edit : f == 0 ? delta.ipv4() : delta.ipv6()) {
-      windows[f].emplace_back(ToU128(ranges[static_cast<int>(edit.begin())].first()),
-                              ToU128(ranges[static_cast<int>(edit.end()) - 1].last()));
-    }
-  }
   auto members_of = [&](int f) {
     return [&, f](const ir::PeerSet& set) {
-      std::vector<std::pair<U128, U128>> pieces;
-      for (uint32_t i : set.identities()) {
-        for (const auto& [first, last] : index.ranges_of[f][i]) {
-          bool replaced = false;
-          for (const auto& [low, high] : windows[f]) {
-            replaced = replaced || (low <= first && first <= high);
-          }
-          if (!replaced) pieces.emplace_back(first, last);
-        }
-      }
-      const auto& edits = f == 0 ? delta.ipv4() : delta.ipv6();
-      for (const ir::RangeSliceEdit& edit : edits) {
-        for (const ir::AddressRange& r : edit.ranges()) {
-          if (std::binary_search(set.identities().begin(), set.identities().end(), r.identity())) {
-            pieces.emplace_back(ToU128(r.first()), ToU128(r.last()));
-          }
-        }
-      }
-      std::sort(pieces.begin(), pieces.end());
-      Runs runs;
-      for (const auto& [first, last] : pieces) AddRun(runs, first, last);
       std::vector<std::string> entries;
-      for (const auto& [first, last] : runs) AppendPrefixes(first, last, f, entries);
+      for (const auto& [first, last] : MemberRuns(index, previous, delta, set, f, true)) {
+        AppendPrefixes(first, last, f, entries);
+      }
       return entries;
     };
   };
@@ -2757,13 +2873,21 @@ class IptablesBackend : public Backend {
   //  - in each table chain together with its NetworkPolicy stage chain, no two rules look
   //    up sets whose membership changes at the same address (a set with changes named by
   //    two rules counts): then that one chain does at most one changed lookup per packet —
-  //    unless every rule that does RETURNs and all of them see the address change the same
-  //    way (all gain it, or all lose it). That is safe too: the chain's answer is the first
-  //    matching rule's, so turning one RETURN rule's lookup from miss to hit can only turn
-  //    the answer into RETURN (or leave it): with all changes the same way, the answer
-  //    midway lies between the old and the new one, and is one of them. This is the
-  //    common case of a pod of another node coming or going: its address joins (leaves)
-  //    every set of the peers it matches, and a chain allows it by several rules (ports).
+  //    unless every rule that does RETURNs (whichever way each lookup changes). That is safe
+  //    too: the chain's answer is the first matching rule's, and only RETURN rules' lookups
+  //    change. While the adds go in, each lookup answers "hit" where the old program's
+  //    does (a hit only ever comes, a miss only goes): if the first matching rule midway is
+  //    a RETURN rule that hits in the old program, every rule before it missed midway, so
+  //    missed in the old program too (its changed ones hit only more midway; the others
+  //    are fixed): the old answer is that RETURN; if it hits only in the new program, the
+  //    new program meets it or an earlier RETURN rule (the rules before it that are not
+  //    RETURN rules are fixed and missed): RETURN, the new answer; if the first match is a
+  //    fixed rule, every changed RETURN rule before it missed midway, so in the old program
+  //    too, whose answer is the same rule's. While the deletes go out, the same with the
+  //    old and new programs exchanged. This is the common case of a pod of another node
+  //    coming, going or being relabelled: its address joins (leaves) every set of the
+  //    peers it matches (a relabel: leaves some, joins others), and a chain allows it by
+  //    several rules (ports, or both of its classes).
   // Otherwise (rules differ: a policy changed, a local endpoint came or went, a peer set's
   // numbering or its need of a set changed; a set would pass its maxelem; a check above
   // fails) UpdateRules changes in place what differs, with new sets and one restore per
@@ -2956,8 +3080,8 @@ class IptablesBackend : public Backend {
       why = "nothing installed by this instance in this namespace";
     } else if (ShapeOf(previous) != index_->shape) {
       why = "`previous` is not what this instance installed";
-    } else if (!delta.identities().empty()) {
-      why = "the delta appends identities";  // PlanFromDelta does not know them
+    } else if (!delta.identities().empty() && !delta.tables().empty()) {
+      why = "the delta appends identities and edits tables";  // the rules path does not know them
     }
     DeltaPlan plan;
     if (why.empty() && delta.tables().empty()) {
@@ -2970,7 +3094,8 @@ class IptablesBackend : public Backend {
     // node bringing its table or taking the last one away) or whose endpoint's table chains
     // come or go changes rules: the rules path from the delta. (Peer sets alone, a selector's
     // members, may still be element-only: Update tries that first.)
-    if ((why.empty() && !delta.tables().empty()) || plan.chains_come_or_go) {
+    if ((why.empty() && !delta.tables().empty()) ||
+        (plan.chains_come_or_go && delta.identities().empty())) {
       absl::StatusOr<RulesDelta> rules = PlanRulesFromDelta(*installed_, *index_, previous, delta);
       if (!rules.ok()) return rules.status();  // malformed: nothing touched
       if (rules->fallback.empty()) return UpdateRulesDelta(*rules, previous, delta, attachment);
@@ -3085,6 +3210,32 @@ class IptablesBackend : public Backend {
   // dispatched addresses and the endpoint count (else the rules path keeps those).
   void CommitMembers(DeltaPlan& plan, const ir::CompiledPolicy& previous,
                      const ir::CompiledPolicyDelta& delta, bool endpoints) {
+    // The identities the delta appends, and the peer sets it rewrites: which identities a
+    // rendered one holds (an appended one no rule renders yet).
+    DeltaIndex& x = *index_;
+    if (!delta.identities().empty()) {
+      const size_t identities = x.peer_sets_of.size() + delta.identities_size();
+      x.peer_sets_of.resize(identities);
+      for (int f = 0; f < kFamilies; ++f) x.ranges_of[f].resize(identities);
+      x.shape[2] = static_cast<int>(identities);
+    }
+    for (const ir::PeerSet* set : plan.rewritten) {
+      const uint32_t s = set->id();
+      if (s >= x.tables_of.size()) {
+        x.tables_of.resize(s + 1);
+        x.pod_identities.resize(s + 1, 0);
+        for (int f = 0; f < kFamilies; ++f) x.has_set[f].resize(s + 1, false);
+        x.shape[4] = static_cast<int>(s + 1);
+        continue;
+      }
+      if (x.tables_of[s].empty() || set->all()) continue;  // (`all` before too: PlanFromDelta)
+      for (uint32_t i : previous.peer_sets(static_cast<int>(s)).identities()) {
+        std::vector<uint32_t>& list = x.peer_sets_of[i];
+        auto it = std::find(list.begin(), list.end(), s);
+        if (it != list.end()) list.erase(it);
+      }
+      for (uint32_t i : set->identities()) x.peer_sets_of[i].push_back(s);
+    }
     for (DeltaPlan::Splice& splice : plan.splices) {
       std::vector<std::string>& entries = installed_->sets[splice.set];
       const size_t old_length = splice.end - splice.begin;

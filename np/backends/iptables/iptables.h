@@ -68,9 +68,10 @@
 // as long as that makes at most kMaxPodSets sets in the family (the cost of many sets,
 // above); past that, a family's sets are only the peer sets with many prefixes. Update(previous, next) then edits set members in place (adds first, then deletes,
 // over ipset's netlink interface, no process spawned) when the rules of both families are
-// identical and each packet can meet at most one changed lookup (iptables.cc,
-// IptablesBackend::Update, has the argument); a pod of another node joining or leaving a
-// label class is the common element-only case. Otherwise — rules differ: a policy,
+// identical and each packet can meet at most one changed lookup, or only changed lookups of
+// rules that RETURN (iptables.cc, IptablesBackend::Update, has the argument); a pod of another
+// node joining, leaving or being relabelled between label classes is the common element-only
+// case. Otherwise — rules differ: a policy,
 // namespace, tier or node event, a node pod selected into or out of a table, a peer set
 // gaining its first or losing its last pod — it changes in place what differs, comparing
 // tables and peer sets BY ID with what it installed (np::AlignNumbering keeps the ids of
@@ -88,9 +89,21 @@
 // touches; what it cannot plan it hands to Update (copy + ApplyDelta; a delta with tables
 // straight to the in-place rules path). Three kinds:
 //  - a delta without tables (pod events; a node pod added or removed whose table's chains
-//    stay): set edits only over netlink, no process — the node pod's addresses added to
-//    (deleted from) its table's dispatch sets before its addresses join the peer sets (after
-//    they leave), an RCU grace period between (iptables.cc, EditMembers, has the argument);
+//    stay; a relabel, whose new or reused identity comes appended or re-filled with the peer
+//    sets that admit it rewritten by id): set edits only over netlink, no process — the node
+//    pod's addresses added to (deleted from) its table's dispatch sets before its addresses
+//    join the peer sets (after they leave), an RCU grace period between (iptables.cc,
+//    EditMembers, has the argument). Rules name peer sets by id and match addresses, never
+//    identities, so a relabel of a pod of another node — its address leaving the sets of
+//    the peer sets that held its old identity and joining those that hold its new one — keeps
+//    every rule when each rewritten peer set keeps its form (a set, `all` or not, naming pods
+//    or not; refused otherwise). Why each packet then meets the old or the new verdict: the
+//    address is not a dispatched one (so only the chain of the packet's other end looks it
+//    up), every add goes in before any delete, and in that one chain either a single rule
+//    looks up a changed membership or every rule that does RETURNs: midway the lookups hit
+//    where the old program's do plus some of the new program's (then the new program's plus
+//    some of the old's), and a chain whose only changing rules RETURN answers as the program
+//    whose hit its first matching rule has (IptablesBackend::Update spells it out);
 //  - a delta with tables (a policy, namespace or tier event; a pod of this node that brings
 //    its table or takes the last one away): the in-place rules path planned from the delta,
 //    the installed chains and sets and an index of them (iptables.cc, PlanRulesFromDelta):
@@ -100,8 +113,8 @@
 //    family — the same edit the whole-model path makes. A pod delta adds the element edits
 //    of the sets that keep their names, around the restore in the order above (the restore
 //    is its dispatch going in or out);
-//  - a delta that appends identities: Update (the planners do not know them).
-// Peer sets alone (a selector's members) go to Update, which may still edit them in place.
+//  - a delta that appends identities and edits tables, or whose node pod's table chains come
+//    or go: Update (the rules planner does not know appended identities).
 //
 // Capacity (Capacity(), `netpol compile --stats`): the kernel allows 65,472 ipsets per network
 // namespace (ip_set_core.c: 16-bit set ids, the list grows from 256 in steps of 64), shared

@@ -606,6 +606,58 @@ TEST(IptablesKernel, UpdateEqualsAFreshApplyOnRandomPodChurn) {
 }
 
 
+// Relabels through UpdateDelta on seeded random programs (testutil::RandomIr with pods):
+// steps alternate pod churn (RandomChurnStep) and a relabel into a class of its own (an
+// identity appended, the peer sets that admit it rewritten by id: RandomRelabelStep), each
+// step's delta from DiffPrograms(current, next). After every step the namespace holds exactly
+// what a fresh Apply of the new program gives (rules and set members), and a step planned
+// from the delta edited set members only (the same sets, no process). Replay a failure with
+// its seed.
+TEST(IptablesKernel, UpdateDeltaEqualsAFreshApplyOnRandomRelabels) {
+  if (Skip()) GTEST_SKIP() << "needs root, ip netns and ipset";
+  Namespaces ns("npiptr");
+  const std::string inc = ns.Add("inc");
+  const std::string fresh = ns.Add("fresh");
+  Attachment at_inc, at_fresh;
+  at_inc.netns = inc;
+  at_fresh.netns = fresh;
+  std::unique_ptr<Backend> backend = MakeIptablesBackend();
+  int relabels = 0, relabels_by_delta = 0;
+  for (uint64_t seed = 0; seed < 4; ++seed) {
+    SCOPED_TRACE(absl::StrCat("seed ", seed));
+    std::mt19937_64 rng(seed * 31 + 7);
+    ir::CompiledPolicy current = testutil::WithPods(testutil::RandomIr(seed));
+    ASSERT_TRUE(backend->Apply(current, at_inc).ok());
+    for (int step = 0; step < 12; ++step) {
+      SCOPED_TRACE(absl::StrCat("step ", step));
+      const bool relabel = step % 2 == 1;
+      const ir::CompiledPolicy next = relabel ? testutil::RandomRelabelStep(current, rng)
+                                              : testutil::RandomChurnStep(current, rng);
+      std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(current, next);
+      ASSERT_TRUE(delta.has_value());
+      const std::set<std::string> sets_before = Sets(inc);
+      const int64_t spawned = IptablesProcessesSpawned();
+      absl::Status s = backend->UpdateDelta(current, *delta, at_inc);
+      ASSERT_TRUE(s.ok()) << s;
+      const std::string path = IptablesLastUpdate(*backend);
+      relabels += relabel;
+      if (absl::StartsWith(path, "in place by delta: ")) {
+        relabels_by_delta += relabel;
+        EXPECT_EQ(Sets(inc), sets_before) << path;
+        EXPECT_EQ(IptablesProcessesSpawned(), spawned) << path;
+      }
+      std::unique_ptr<Backend> once = MakeIptablesBackend();
+      ASSERT_TRUE(once->Apply(next, at_fresh).ok());
+      ASSERT_EQ(Comparable(inc), Comparable(fresh)) << path;
+      current = next;
+    }
+  }
+  ASSERT_TRUE(backend->Remove(at_inc).ok());
+  std::cerr << "relabels: " << relabels << ", " << relabels_by_delta
+            << " in place by delta (set members only)\n";
+  EXPECT_GE(relabels_by_delta, relabels / 2);
+}
+
 // The same churn through UpdateDelta, each step's delta from DiffPrograms(current, next):
 // after every step the namespace holds exactly what a fresh Apply of next gives (rules and
 // set members). Steps the delta path plans edit set members in place (same generation);

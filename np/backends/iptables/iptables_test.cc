@@ -15,6 +15,7 @@
 #include <random>
 #include <set>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -29,6 +30,8 @@ namespace np::backends::iptables {
 namespace {
 
 using testutil::RandomIr;
+using testutil::RandomChurnStep;
+using testutil::RandomRelabelStep;
 using testutil::WithPods;
 
 // The rendered texts, parsed back.
@@ -113,12 +116,77 @@ Parsed Parse(const Ruleset& r) {
   return p;
 }
 
-bool InPrefix(const std::string& bytes, const std::string& cidr) {
+// A prefix's first and last address as address bytes (network order, so that comparing
+// the strings compares the addresses), parsed once per text: the interpreter below tests
+// each rule's prefixes and each set entry for every probed flow, and parsing them there
+// again was most of the random tests' time.
+struct BytesRange {
+  std::string first, last;  // empty: unreadable
+};
+const BytesRange& RangeOfPrefix(const std::string& cidr) {
+  static auto* parsed = new absl::flat_hash_map<std::string, BytesRange>();
+  auto [it, fresh] = parsed->try_emplace(cidr);
+  if (!fresh) return it->second;
   absl::StatusOr<IpPrefix> prefix = IpPrefix::Parse(cidr);
   EXPECT_TRUE(prefix.ok()) << cidr;
-  absl::StatusOr<IpAddress> a = IpAddress::Parse(AddressText(bytes));
-  return prefix.ok() && a.ok() && prefix->family() == a->family() && prefix->Contains(*a);
+  if (!prefix.ok()) return it->second;
+  uint8_t bytes[16];
+  prefix->network().ToBytes(bytes);
+  const int width = prefix->family() == AddressFamily::kIPv4 ? 4 : 16;
+  it->second.first.assign(reinterpret_cast<const char*>(bytes), width);
+  it->second.last = it->second.first;
+  for (int bit = prefix->length(); bit < width * 8; ++bit) {
+    it->second.last[bit / 8] = static_cast<char>(it->second.last[bit / 8] | (0x80 >> (bit % 8)));
+  }
+  return it->second;
 }
+
+bool InPrefix(const std::string& bytes, const std::string& cidr) {
+  const BytesRange& r = RangeOfPrefix(cidr);
+  // (std::string compares through char_traits<char>, as unsigned bytes: address order.)
+  return !r.first.empty() && bytes.size() == r.first.size() && r.first <= bytes &&
+         bytes <= r.last;
+}
+
+// IrAllows (the oracle) for many flows of one program. IrAllows finds the endpoints of the
+// two addresses by scanning every endpoint, parsing its addresses, at each call; it reads no
+// other endpoint. This asks it with the program's endpoints narrowed to those that own one
+// of the two addresses (found once per pair), so it answers as IrAllows(ir, ...) does at a
+// fraction of the cost: the random tests below ask it millions of times.
+class Oracle {
+ public:
+  explicit Oracle(const ir::CompiledPolicy& ir) : narrow_(ir), ir_(&ir) {
+    narrow_.clear_endpoints();
+    for (int e = 0; e < ir.endpoints_size(); ++e) {
+      for (const std::string& ip : ir.endpoints(e).ips()) {
+        absl::StatusOr<std::string> bytes = AddressBytes(ip);
+        if (bytes.ok()) owners_[*bytes].push_back(e);
+      }
+    }
+  }
+  bool Allows(const std::string& src, const std::string& dst, ir::Protocol protocol,
+              uint32_t port) {
+    if (src != src_ || dst != dst_) {
+      src_ = src;
+      dst_ = dst;
+      std::set<int> owners;
+      for (const std::string* a : {&src, &dst}) {
+        auto it = owners_.find(*a);
+        if (it != owners_.end()) owners.insert(it->second.begin(), it->second.end());
+      }
+      narrow_.clear_endpoints();
+      // In program order: IrAllows takes the first endpoint owning an address.
+      for (int e : owners) *narrow_.add_endpoints() = ir_->endpoints(e);
+    }
+    return IrAllows(narrow_, src, dst, protocol, port);
+  }
+
+ private:
+  ir::CompiledPolicy narrow_;
+  const ir::CompiledPolicy* ir_;
+  std::map<std::string, std::vector<int>> owners_;  // address bytes -> endpoints owning it
+  std::string src_, dst_;
+};
 
 // Runs FORWARD -> NP-FORWARD for a new flow (conntrack state NEW) as the kernel would.
 // Returns "DROP" or "RETURN" (off the end of NP-FORWARD).
@@ -381,6 +449,7 @@ TEST(RenderRuleset, PropertiesOnRandomIrs) {
     }
 
     // The chains answer every probed flow as the IR does.
+    Oracle oracle(ir);
     for (int f = 0; f < 2; ++f) {
       std::vector<std::string> probes;
       for (const ir::AddressRange& range : f == 0 ? ir.ipv4() : ir.ipv6()) {
@@ -409,7 +478,7 @@ TEST(RenderRuleset, PropertiesOnRandomIrs) {
           for (ir::Protocol protocol : {ir::TCP, ir::UDP, ir::SCTP, icmp}) {
             for (uint32_t port : ports) {
               if (protocol == icmp && port != 0) continue;
-              bool want = IrAllows(ir, s, d, protocol, port);
+              bool want = oracle.Allows(s, d, protocol, port);
               bool got = RunChain(p, f, "NP-FORWARD", s, d, protocol, port) != "DROP";
               ASSERT_EQ(got, want) << AddressText(s) << " -> " << AddressText(d) << " "
                                    << ProtocolLower(protocol) << "/" << port << "\n"
@@ -853,10 +922,14 @@ TEST(PlanUpdate, PodOfAnotherNodeJoiningAClassIsOneAddPerFamily) {
   plan = MustPlan(after, before, 1);
   EXPECT_EQ(plan.fallback, "");
   EXPECT_EQ(plan.ipset, "del np-g1-v4-p0 10.1.0.5/32\ndel np-g1-v6-p0 fd00:a::5/128\n");
-  // Relabelled from p0's class into p1's, where only p1 is looked up: one del, one add
-  // per family in two sets.
-  plan = MustPlan(ChurnIr({{5, 2}}, {}, false, 1), ChurnIr({{5, 3}}, {}, false, 1), 1);
-  EXPECT_EQ(plan.fallback, "two rules of NP-T0-IN look up a changed address");
+  // Relabelled from p0's class into p1's: one add, one del per family in two sets, both
+  // looked up by RETURN rules of one chain (the adds first: midway the address is in both,
+  // which gives each flow its old or its new verdict: IptablesBackend::Update).
+  plan = MustPlan(ChurnIr({{5, 2}}), ChurnIr({{5, 3}}), 1);
+  EXPECT_EQ(plan.fallback, "");
+  EXPECT_EQ(plan.ipset,
+            "add np-g1-v4-p1 10.1.0.5/32\nadd np-g1-v6-p1 fd00:a::5/128\n"
+            "del np-g1-v4-p0 10.1.0.5/32\ndel np-g1-v6-p0 fd00:a::5/128\n");
   // The same program: nothing to do.
   plan = MustPlan(after, after);
   EXPECT_EQ(plan.fallback, "");
@@ -885,10 +958,12 @@ TEST(PlanUpdate, FallsBackWhenUnsafeOrRulesChange) {
   // x/a (dispatched) joins p0's class: both its own chains and its peers' would see changes.
   EXPECT_EQ(MustPlan(before, ChurnIr({{7, 3}}, {}, false, 2)).fallback,
             "set np-g0-v4-p0 changes at the endpoint address 10.0.1.2 of this node");
-  // A pod appearing leaves "outside the cluster" (p2) where it joins p0: two lookups.
+  // A pod appearing leaves "outside the cluster" (p2) where it joins p0: two changed
+  // lookups, both of RETURN rules — element-only; one of a DROP rule is not
+  // (TwoChangedLookupsInOneChainCouldAllowWhatBothDeny).
   EXPECT_EQ(MustPlan(ChurnIr({{7, 3}}, {{9000, 2}}), ChurnIr({{7, 3}, {5, 2}}, {{9000, 2}}))
                 .fallback,
-            "two rules of NP-T0-IN look up a changed address");
+            "");
 }
 
 // Applies an element-only plan to parsed sets one line at a time, as `ipset -exist restore`
@@ -900,8 +975,8 @@ void Replay(const UpdatePlan& plan, Parsed& p, const std::function<void()>& chec
 // on two ports — is element-only: each lookup can only turn the chain's answer from DROP to
 // RETURN, so midway it is the old or the new one. Checked by replaying the edit one element
 // at a time against the IR's verdicts (IrAllows), both ways, and by the delta plan agreeing.
-// A rule that DROPs on a changed lookup, or an address leaving one set while it joins
-// another, still takes the full path (next test, and FallsBackWhenUnsafeOrRulesChange).
+// So is an address leaving one such set while it joins another (a relabel); a rule that
+// DROPs on a changed lookup still takes the full path (next test).
 TEST(PlanUpdate, ChangedLookupsOfReturnRulesAllOneWayAreElementOnly) {
   // p0 on TCP 80 and TCP 81; p1 = {2, 3} on UDP 80 (so 10.1.0.5 joins p0 and p1: three
   // changed lookups, all RETURN, all gains).
@@ -1105,26 +1180,6 @@ TEST(PlanUpdate, TwoChangedLookupsInOneChainCouldAllowWhatBothDeny) {
   EXPECT_EQ(allowed, (std::vector<bool>{false, true, false}));
 }
 
-// One step of the random churn below: one address range (two, one time in four) gets a
-// random identity — mostly single addresses (pods), sometimes any range — and the pods'
-// lists follow (WithPods).
-ir::CompiledPolicy RandomChurnStep(const ir::CompiledPolicy& current, std::mt19937_64& rng) {
-  ir::CompiledPolicy next = current;
-  const int changes = rng() % 4 == 0 ? 2 : 1;
-  for (int c = 0; c < changes; ++c) {
-    auto* ranges = rng() % 2 == 0 ? next.mutable_ipv4() : next.mutable_ipv6();
-    std::vector<int> singles;
-    for (int r = 0; r < ranges->size(); ++r) {
-      if ((*ranges)[r].first() == (*ranges)[r].last()) singles.push_back(r);
-    }
-    const int r = !singles.empty() && rng() % 4 != 0
-                      ? singles[rng() % singles.size()]
-                      : static_cast<int>(rng() % ranges->size());
-    (*ranges)[r].set_identity(static_cast<uint32_t>(rng() % next.identities_size()));
-  }
-  return WithPods(next);
-}
-
 // Seeded random churn on random IRs: identities of a few ranges change (pods come, go, are
 // relabelled; also bigger runs of addresses). Whenever PlanUpdate finds an element-only
 // way, replaying it one set element at a time must give, at every step, each probed flow
@@ -1132,14 +1187,17 @@ ir::CompiledPolicy RandomChurnStep(const ir::CompiledPolicy& current, std::mt199
 // and end with exactly the sets a fresh render of the new IR has. Replay a failure with
 // its seed.
 TEST(PlanUpdate, ElementStepsGiveOldOrNewVerdictsOnRandomChurn) {
-  int element_only = 0, fallbacks = 0, steps_checked = 0;
+  int element_only = 0, fallbacks = 0, steps_checked = 0, relabels = 0;
   for (uint64_t seed = 0; seed < 20; ++seed) {
     SCOPED_TRACE(absl::StrCat("seed ", seed));
     std::mt19937_64 rng(seed * 7919 + 1);
     ir::CompiledPolicy current = WithPods(RandomIr(seed));
     for (int step = 0; step < 10; ++step) {
       SCOPED_TRACE(absl::StrCat("step ", step));
-      ir::CompiledPolicy next = RandomChurnStep(current, rng);
+      // Every third step a relabel into a new class.
+      const bool relabel = step % 3 == 2;
+      ir::CompiledPolicy next =
+          relabel ? RandomRelabelStep(current, rng) : RandomChurnStep(current, rng);
       absl::StatusOr<UpdatePlan> plan = PlanUpdate(current, next, 0);
       ASSERT_TRUE(plan.ok()) << plan.status();
       if (!plan->fallback.empty()) {
@@ -1148,6 +1206,7 @@ TEST(PlanUpdate, ElementStepsGiveOldOrNewVerdictsOnRandomChurn) {
         continue;
       }
       ++element_only;
+      relabels += relabel;
       absl::StatusOr<Ruleset> old_rs = RenderRuleset(current);
       absl::StatusOr<Ruleset> new_rs = RenderRuleset(next);
       ASSERT_TRUE(old_rs.ok() && new_rs.ok());
@@ -1163,6 +1222,7 @@ TEST(PlanUpdate, ElementStepsGiveOldOrNewVerdictsOnRandomChurn) {
           }
         }
       }
+      Oracle current_oracle(current), next_oracle(next);
       Replay(*plan, p, [&] {
         ++steps_checked;
         for (int f = 0; f < 2; ++f) {
@@ -1176,8 +1236,8 @@ TEST(PlanUpdate, ElementStepsGiveOldOrNewVerdictsOnRandomChurn) {
               if (src == dst) continue;
               for (ir::Protocol protocol : {ir::TCP, ir::UDP, ir::SCTP}) {
                 for (uint32_t port : ports) {
-                  const bool before = IrAllows(current, src, dst, protocol, port);
-                  const bool after = IrAllows(next, src, dst, protocol, port);
+                  const bool before = current_oracle.Allows(src, dst, protocol, port);
+                  const bool after = next_oracle.Allows(src, dst, protocol, port);
                   const bool got = RunChain(p, f, "NP-FORWARD", src, dst, protocol, port) != "DROP";
                   if (before == after) {
                     ASSERT_EQ(got, before)
@@ -1202,8 +1262,9 @@ TEST(PlanUpdate, ElementStepsGiveOldOrNewVerdictsOnRandomChurn) {
   // The test must exercise both ways.
   EXPECT_GT(element_only, 20);
   EXPECT_GT(fallbacks, 20);
-  std::cout << "element-only " << element_only << ", fallbacks " << fallbacks
-            << ", intermediate states checked " << steps_checked << "\n";
+  EXPECT_GT(relabels, 10);
+  std::cout << "element-only " << element_only << " (relabels " << relabels << "), fallbacks "
+            << fallbacks << ", intermediate states checked " << steps_checked << "\n";
 }
 
 // The delta path against the slow one, on the same seeded random churn: the delta from
@@ -1212,7 +1273,7 @@ TEST(PlanUpdate, ElementStepsGiveOldOrNewVerdictsOnRandomChurn) {
 // stricter (fall back where PlanUpdate would not), and must not be so for most steps that
 // PlanUpdate does in place. Replay a failure with its seed.
 TEST(PlanUpdateDelta, IsPlanUpdatesEditOnRandomChurn) {
-  int both = 0, only_slow = 0, neither = 0;
+  int both = 0, only_slow = 0, neither = 0, relabels_both = 0, relabels_only_slow = 0;
   auto lines = [](const std::string& text, absl::string_view op) {
     std::vector<std::string> out;
     for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
@@ -1227,7 +1288,11 @@ TEST(PlanUpdateDelta, IsPlanUpdatesEditOnRandomChurn) {
     ir::CompiledPolicy current = WithPods(RandomIr(seed));
     for (int step = 0; step < 10; ++step) {
       SCOPED_TRACE(absl::StrCat("step ", step));
-      ir::CompiledPolicy next = RandomChurnStep(current, rng);
+      // Every third step a relabel into a new class (an identity appended, peer sets
+      // rewritten).
+      const bool relabel = step % 3 == 2;
+      ir::CompiledPolicy next =
+          relabel ? RandomRelabelStep(current, rng) : RandomChurnStep(current, rng);
       std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(current, next);
       ASSERT_TRUE(delta.has_value());
       absl::StatusOr<UpdatePlan> slow = PlanUpdate(current, next, 3);
@@ -1240,8 +1305,10 @@ TEST(PlanUpdateDelta, IsPlanUpdatesEditOnRandomChurn) {
         EXPECT_EQ(lines(fast->ipset, "add "), lines(slow->ipset, "add "));
         EXPECT_EQ(lines(fast->ipset, "del "), lines(slow->ipset, "del "));
         ++both;
+        relabels_both += relabel;
       } else if (slow->fallback.empty()) {
         ++only_slow;
+        relabels_only_slow += relabel;
       } else {
         ++neither;
       }
@@ -1249,8 +1316,11 @@ TEST(PlanUpdateDelta, IsPlanUpdatesEditOnRandomChurn) {
       current = next;
     }
   }
-  std::cout << "in place by delta and by Update " << both << ", by Update only " << only_slow
-            << ", by neither " << neither << "\n";
+  std::cout << "in place by delta and by Update " << both << " (relabels " << relabels_both
+            << "), by Update only " << only_slow << " (relabels " << relabels_only_slow
+            << "), by neither " << neither << "\n";
+  EXPECT_GT(relabels_both, 20);
+  EXPECT_LT(relabels_only_slow, relabels_both / 4);
   EXPECT_GT(both, 40);
   EXPECT_GT(neither, 20);
   EXPECT_LT(only_slow, both / 4);
@@ -1463,6 +1533,7 @@ struct FlowCheck {
   };
   std::vector<Flow> flows;
   void Expect() {
+    Oracle old_oracle(*before), new_oracle(*after);
     for (int f = 0; f < 2; ++f) {
       for (const std::string& src : probes[f]) {
         for (const std::string& dst : probes[f]) {
@@ -1470,8 +1541,8 @@ struct FlowCheck {
           for (ir::Protocol protocol : {ir::TCP, ir::UDP, ir::SCTP}) {
             for (uint32_t port : ports) {
               flows.push_back(Flow{f, &src, &dst, protocol, port,
-                                   IrAllows(*before, src, dst, protocol, port),
-                                   IrAllows(*after, src, dst, protocol, port)});
+                                   old_oracle.Allows(src, dst, protocol, port),
+                                   new_oracle.Allows(src, dst, protocol, port)});
             }
           }
         }

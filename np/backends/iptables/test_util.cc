@@ -206,6 +206,53 @@ ir::CompiledPolicy WithPods(ir::CompiledPolicy ir) {
   return ir;
 }
 
+// One step of random pod churn: one address range (two, one time in four) gets a
+// random identity — mostly single addresses (pods), sometimes any range — and the pods'
+// lists follow (WithPods).
+ir::CompiledPolicy RandomChurnStep(const ir::CompiledPolicy& current, std::mt19937_64& rng) {
+  ir::CompiledPolicy next = current;
+  const int changes = rng() % 4 == 0 ? 2 : 1;
+  for (int c = 0; c < changes; ++c) {
+    auto* ranges = rng() % 2 == 0 ? next.mutable_ipv4() : next.mutable_ipv6();
+    std::vector<int> singles;
+    for (int r = 0; r < ranges->size(); ++r) {
+      if ((*ranges)[r].first() == (*ranges)[r].last()) singles.push_back(r);
+    }
+    const int r = !singles.empty() && rng() % 4 != 0
+                      ? singles[rng() % singles.size()]
+                      : static_cast<int>(rng() % ranges->size());
+    (*ranges)[r].set_identity(static_cast<uint32_t>(rng() % next.identities_size()));
+  }
+  return WithPods(next);
+}
+
+// A relabel into a class of its own (np/lower_delta.h): one pod's address (a single-address
+// range with a pod) gets a new identity, appended, which about half of the peer sets holding
+// its old identity (and one in four of the others) now hold too; the pods' lists follow.
+// Without such a pod in the family drawn, a RandomChurnStep.
+ir::CompiledPolicy RandomRelabelStep(const ir::CompiledPolicy& current, std::mt19937_64& rng) {
+  ir::CompiledPolicy next = current;
+  auto* ranges = rng() % 2 == 0 ? next.mutable_ipv4() : next.mutable_ipv6();
+  std::vector<int> pods;
+  for (int r = 0; r < ranges->size(); ++r) {
+    if ((*ranges)[r].first() == (*ranges)[r].last() && !(*ranges)[r].pod().empty()) {
+      pods.push_back(r);
+    }
+  }
+  if (pods.empty()) return RandomChurnStep(current, rng);
+  ir::AddressRange& range = (*ranges)[pods[rng() % pods.size()]];
+  const uint32_t old_identity = range.identity();
+  const uint32_t id = static_cast<uint32_t>(next.identities_size());
+  next.add_identities()->set_id(id);
+  range.set_identity(id);
+  for (ir::PeerSet& set : *next.mutable_peer_sets()) {
+    const bool held = std::binary_search(set.identities().begin(), set.identities().end(),
+                                         old_identity);
+    if (rng() % (held ? 2 : 4) == 0) set.add_identities(id);  // the largest id: still sorted
+  }
+  return WithPods(next);
+}
+
 std::vector<std::string> CidrsOf(const std::string& first, const std::string& last) {
   auto value = [](const std::string& b) {
     U128 v = 0;

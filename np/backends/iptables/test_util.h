@@ -81,6 +81,13 @@ ir::CompiledPolicy IrFromPoints(const std::vector<Point>& points);
 // np::LowerToIr fills Identity.pods; RandomIr and IrFromPoints leave them empty).
 ir::CompiledPolicy WithPods(ir::CompiledPolicy ir);
 
+// Seeded random pod events on a program with pods (WithPods), for update tests: one address
+// range (two, one time in four) gets a random identity — mostly single addresses (pods); and
+// a relabel into a class of its own: one pod's address gets a new identity, appended, which
+// about half of the peer sets holding its old identity (one in four of the others) hold too.
+ir::CompiledPolicy RandomChurnStep(const ir::CompiledPolicy& current, std::mt19937_64& rng);
+ir::CompiledPolicy RandomRelabelStep(const ir::CompiledPolicy& current, std::mt19937_64& rng);
+
 // [first, last] (network-order bytes of one family) as the fewest prefixes, e.g.
 // {"10.0.0.0/9", ...}; the whole space is "0.0.0.0/0" / "::/0".
 std::vector<std::string> CidrsOf(const std::string& first, const std::string& last);
