@@ -18,7 +18,9 @@
 // identity and back (on another node, and on node-0: labels only, so the pod keeps its own
 // named ports and lands in a peer class of its own, a new identity: lowered whole), a pod
 // moved into another pod's class exactly (labels and containers) and back (other node;
-// node-0 with both pods there), and an allow policy added to node-0's pods then deleted.
+// node-0 with both pods there), an allow policy added to node-0's pods then deleted, and
+// (SplitPolicy) one whose peer splits a node-0 pod off its replicas' identity, then deleted
+// (the pod labelled canary=true before the pair's iterations, untimed, and back after).
 // A second table says, per row, why the agent lowered whole (Agent::last_whole_reason) and,
 // for iptables, how the backend updated (IptablesLastUpdate: in place, or full and why). Every event is checked to be applied (not rejected) and every sync to
 // succeed; a failure stops the benchmark with an error.
@@ -234,7 +236,8 @@ enum class Pair {
   kRelabelLocal,
   kMoveRemote,
   kMoveLocal,
-  kPolicy
+  kPolicy,
+  kSplitPolicy
 };
 const char* PairName(Pair p) {
   switch (p) {
@@ -246,6 +249,7 @@ const char* PairName(Pair p) {
     case Pair::kMoveRemote: return "MoveRemote";
     case Pair::kMoveLocal: return "MoveLocal";
     case Pair::kPolicy: return "Policy";
+    case Pair::kSplitPolicy: return "SplitPolicy";
   }
   return "";
 }
@@ -257,10 +261,12 @@ k8s::Pod Relabelled(const k8s::Pod& a, const k8s::Pod& b) {
   return moved;
 }
 
-// The two events of a pair and the row each is reported under.
+// The two events of a pair and the row each is reported under; `setup` (untimed, before the
+// pair's iterations) and `teardown` (after them), when the pair needs the cluster changed.
 struct EventPair {
   std::string first, second;
   std::string first_name, second_name;
+  std::string setup, teardown;
 };
 EventPair EventsOf(Pair p, const Templates& t) {
   auto relabel = [](const k8s::Pod& a, const k8s::Pod& b) {
@@ -313,6 +319,24 @@ EventPair EventsOf(Pair p, const Templates& t) {
       return {PolicyEvent("ADDED", ns, "bench-policy", app, 7777),
               PolicyDeleteEvent(ns, "bench-policy"), "policy add (node-0 pods)",
               "policy delete (node-0 pods)"};
+    }
+    case Pair::kSplitPolicy: {
+      // local_a labelled canary=true first (no selector tells it from its replicas yet); a
+      // policy admitting canary=true pods splits it off their identity (a delta that appends
+      // an identity), its delete merges them back (the identity a tombstone).
+      const std::string& ns = t.local_a.metadata().namespace_();
+      const std::string& app = t.local_a.metadata().labels().at("app");
+      k8s::Pod canary = t.local_a;
+      (*canary.mutable_metadata()->mutable_labels())["canary"] = "true";
+      const std::string policy = absl::StrCat(
+          R"({"type":"ADDED","object":{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy",)",
+          R"("metadata":{"name":"bench-split-policy","namespace":")", ns,
+          R"("},"spec":{"podSelector":{"matchLabels":{"app":")", app,
+          R"("}},"policyTypes":["Ingress"],"ingress":[{"from":[{"podSelector":{"matchLabels":)",
+          R"({"canary":"true"}}}],"ports":[{"protocol":"TCP","port":7777}]}]}}})");
+      return {policy, PolicyDeleteEvent(ns, "bench-split-policy"),
+              "policy splitting an identity (node-0 pods)", "its delete, merging it back",
+              PodEvent("MODIFIED", canary), PodEvent("MODIFIED", t.local_a)};
     }
   }
   return {};
@@ -369,6 +393,15 @@ void BM_Event(benchmark::State& state, std::string backend, NodeShape shape, Pai
   auto pause = [] {
     if (gap_ms > 0) absl::SleepFor(absl::Milliseconds(gap_ms));
   };
+  if (!events.setup.empty()) {
+    absl::StatusOr<Sample> s = Measure(node, events.setup);
+    if (!s.ok()) {
+      state.SkipWithError(std::string(s.status().message()).substr(0, 300).c_str());
+      current().node.reset();
+      current().key.clear();
+      return;
+    }
+  }
   for (auto _ : state) {
     pause();
     absl::StatusOr<Sample> a = Measure(node, events.first);
@@ -387,6 +420,10 @@ void BM_Event(benchmark::State& state, std::string backend, NodeShape shape, Pai
     second.push_back(*b);
     Record(backend, shape, events.first_name, *a);
     Record(backend, shape, events.second_name, *b);
+  }
+  if (!events.teardown.empty() && !Measure(node, events.teardown).ok()) {
+    current().node.reset();  // the next benchmark builds the node again
+    current().key.clear();
   }
   SetCounters(state, "first", first);
   SetCounters(state, "second", second);
@@ -825,7 +862,7 @@ int main(int argc, char** argv) {
     for (NodeShape shape : kShapes) {
       for (Pair pair : {Pair::kPodRemote, Pair::kPodLocal, Pair::kPodLocalTable,
                         Pair::kRelabelRemote, Pair::kRelabelLocal, Pair::kMoveRemote,
-                        Pair::kMoveLocal, Pair::kPolicy}) {
+                        Pair::kMoveLocal, Pair::kPolicy, Pair::kSplitPolicy}) {
         benchmark::RegisterBenchmark(
             absl::StrCat("BM_Agent/", backend, "/", ShapeName(shape), "/", PairName(pair)).c_str(),
             BM_Event, std::string(backend), shape, pair)

@@ -1364,9 +1364,15 @@ std::optional<PodDelta> PodDeltaLowering::LowerPolicyChange(
     same_classes = was == now && prev.peer_classes[was] == next.peer_classes[now];
   }
   if (!same_classes) {
+    // A class id that meant another class before may mean other addresses in a kept engine
+    // table; not so when its own addresses keep it (a merge into it: `pairs` holds (now,
+    // now), and the tables naming the merged identities are lowered again, TablesNaming).
+    auto keeps_its_id = [&](uint32_t c) {
+      return split && std::binary_search(pairs.begin(), pairs.end(), std::make_pair(c, c));
+    };
     for (const auto& [was, now] : pairs) {
       if ((now != was && now < by_class.size() &&
-           by_class[now] != internal::IdentityNumbering::kNoIdentity) ||
+           by_class[now] != internal::IdentityNumbering::kNoIdentity && !keeps_its_id(now)) ||
           !only_selectors_came_or_went(prev.peer_classes[was], next.peer_classes[now])) {
         fresh_renames = false;
         break;
