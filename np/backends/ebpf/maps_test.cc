@@ -2043,8 +2043,10 @@ TEST(PlanPodPolicyEditFromDeltaTest, RelabelsIntoNewIdentitiesGetOldOrNewVerdict
   EXPECT_GT(appended, 0);
   EXPECT_GT(reused, 3);
   EXPECT_GT(retired, 3);
-  EXPECT_GT(caught[1], tried[1] / 3) << "an identity read before its peer sets admit it";
-  EXPECT_GT(caught[4], tried[4] / 3) << "a retired identity out of its peer sets while read";
+  // Only some events show a wrong order (a class whose sets decide no probed flow
+  // differently): about a quarter to a half of them over seeds 0-77777.
+  EXPECT_GT(caught[1], tried[1] / 6) << "an identity read before its peer sets admit it";
+  EXPECT_GT(caught[4], tried[4] / 6) << "a retired identity out of its peer sets while read";
 }
 
 // The membership edit's conditions: an identity that an address carries before and after
