@@ -646,70 +646,7 @@ class EbpfBackend : public Backend {
                                       const FlowQuery& flow) const override {
     absl::StatusOr<MapContents> maps = BuildMaps(ir);
     if (!maps.ok()) return maps.status();
-    absl::StatusOr<FlowAddresses> ends = ParseFlowAddresses(flow);
-    if (!ends.ok()) return ends.status();
-    const std::string* src = &ends->source;
-    const std::string* dst = &ends->destination;
-    ebpf::PacketView p;
-    p.family = src->size() == 4 ? NP_FAMILY_V4 : NP_FAMILY_V6;
-    std::memcpy(p.saddr, src->data(), src->size());
-    std::memcpy(p.daddr, dst->data(), dst->size());
-    p.protocol = flow.protocol;
-    p.dport = flow.port;
-    p.has_ports = flow.protocol == 6 || flow.protocol == 17 || flow.protocol == 132;
-    MapModel model(*maps);
-
-    std::string out = absl::StrCat("ebpf: ", flow.source, " -> ", flow.destination, " ",
-                                   ebpf::ProtocolName(flow.protocol));
-    if (p.has_ports) absl::StrAppend(&out, "/", flow.port);
-    absl::StrAppend(&out, "\n");
-    for (auto [label, addr, text] : {std::tuple<const char*, const uint8_t*, std::string>{
-                                         "source", p.saddr, flow.source},
-                                     {"destination", p.daddr, flow.destination}}) {
-      std::string prefix;
-      uint32_t identity = model.Identity(p.family, addr, &prefix);
-      const np_endpoint* e = model.EndpointByAddress(p.family, addr);
-      absl::StrAppend(&out, "  ", label, " ", text, ": ", prefix, " = identity ", identity);
-      if (e != nullptr) {
-        absl::StrAppend(&out, "; np_endpoints_addr -> endpoint ", e->id, " ",
-                        EscapeText(maps->endpoint_names[e->id]),
-                        (e->flags & NP_ENDPOINT_SELECTED) ? absl::StrCat(", table ", e->table)
-                                                          : std::string(", not selected"),
-                        label == std::string("source")
-                            ? " (decided at tc ingress of its host veth: np_from_ep)"
-                            : " (decided at tc egress of its host veth: np_to_ep)");
-      } else {
-        absl::StrAppend(&out, "; not a pod of this node");
-      }
-      absl::StrAppend(&out, "\n");
-    }
-    const np_endpoint* s = model.EndpointByAddress(p.family, p.saddr);
-    const np_endpoint* d = model.EndpointByAddress(p.family, p.daddr);
-    if (s == nullptr && d == nullptr) {
-      absl::StrAppend(&out, "  no endpoint of this node sends or receives it: no hook sees "
-                            "the flow\n  verdict: ALLOW\n");
-      return out;
-    }
-    ebpf::Decision decision = s != nullptr ? model.Decide(NP_HOOK_FROM_ENDPOINT, s->id, p)
-                                           : model.Decide(NP_HOOK_TO_ENDPOINT, d->id, p);
-    absl::StrAppend(&out, "  each hook decides every local side of the flow (np_policy.c "
-                          "policy_allows):\n");
-    if (decision.self_traffic) {
-      absl::StrAppend(&out, "    the other end is the endpoint itself and np_config has "
-                            "ALLOW_SELF -> allowed\n");
-    }
-    for (const ebpf::SideTrace& side : decision.sides) {
-      for (const std::string& step : side.steps) absl::StrAppend(&out, "    ", step, "\n");
-    }
-    if (!p.has_ports) {
-      absl::StrAppend(&out, "  (", ebpf::ProtocolName(flow.protocol),
-                      ": NetworkPolicy names only TCP, UDP and SCTP; other protocols pass "
-                      "only sides that are not isolated)\n");
-    }
-    absl::StrAppend(&out, "  verdict: ", decision.allowed ? "ALLOW" : "DROP",
-                    decision.allowed ? " (np_ct then records the flow so replies pass)\n"
-                                     : " (TC_ACT_SHOT; unless the flow is already in np_ct)\n");
-    return out;
+    return ebpf::ExplainFlow(MapModel(*maps), flow);
   }
 
  private:
@@ -759,6 +696,77 @@ class EbpfBackend : public Backend {
 };
 
 }  // namespace
+
+namespace ebpf {
+
+absl::StatusOr<std::string> ExplainFlow(const MapModel& model, const FlowQuery& flow) {
+  absl::StatusOr<FlowAddresses> ends = ParseFlowAddresses(flow);
+  if (!ends.ok()) return ends.status();
+  const std::string* src = &ends->source;
+  const std::string* dst = &ends->destination;
+  PacketView p;
+  p.family = src->size() == 4 ? NP_FAMILY_V4 : NP_FAMILY_V6;
+  std::memcpy(p.saddr, src->data(), src->size());
+  std::memcpy(p.daddr, dst->data(), dst->size());
+  p.protocol = flow.protocol;
+  p.dport = flow.port;
+  p.has_ports = flow.protocol == 6 || flow.protocol == 17 || flow.protocol == 132;
+  const MapContents* maps = &model.maps();
+
+  std::string out = absl::StrCat("ebpf: ", flow.source, " -> ", flow.destination, " ",
+                                 ProtocolName(flow.protocol));
+  if (p.has_ports) absl::StrAppend(&out, "/", flow.port);
+  absl::StrAppend(&out, "\n");
+  for (auto [label, addr, text] : {std::tuple<const char*, const uint8_t*, std::string>{
+                                       "source", p.saddr, flow.source},
+                                   {"destination", p.daddr, flow.destination}}) {
+    std::string prefix;
+    uint32_t identity = model.Identity(p.family, addr, &prefix);
+    const np_endpoint* e = model.EndpointByAddress(p.family, addr);
+    absl::StrAppend(&out, "  ", label, " ", text, ": ", prefix, " = identity ", identity);
+    if (e != nullptr) {
+      absl::StrAppend(&out, "; np_endpoints_addr -> endpoint ", e->id, " ",
+                      EscapeText(maps->endpoint_names[e->id]),
+                      (e->flags & NP_ENDPOINT_SELECTED) ? absl::StrCat(", table ", e->table)
+                                                        : std::string(", not selected"),
+                      label == std::string("source")
+                          ? " (decided at tc ingress of its host veth: np_from_ep)"
+                          : " (decided at tc egress of its host veth: np_to_ep)");
+    } else {
+      absl::StrAppend(&out, "; not a pod of this node");
+    }
+    absl::StrAppend(&out, "\n");
+  }
+  const np_endpoint* s = model.EndpointByAddress(p.family, p.saddr);
+  const np_endpoint* d = model.EndpointByAddress(p.family, p.daddr);
+  if (s == nullptr && d == nullptr) {
+    absl::StrAppend(&out, "  no endpoint of this node sends or receives it: no hook sees "
+                          "the flow\n  verdict: ALLOW\n");
+    return out;
+  }
+  Decision decision = s != nullptr ? model.Decide(NP_HOOK_FROM_ENDPOINT, s->id, p)
+                                         : model.Decide(NP_HOOK_TO_ENDPOINT, d->id, p);
+  absl::StrAppend(&out, "  each hook decides every local side of the flow (np_policy.c "
+                        "policy_allows):\n");
+  if (decision.self_traffic) {
+    absl::StrAppend(&out, "    the other end is the endpoint itself and np_config has "
+                          "ALLOW_SELF -> allowed\n");
+  }
+  for (const SideTrace& side : decision.sides) {
+    for (const std::string& step : side.steps) absl::StrAppend(&out, "    ", step, "\n");
+  }
+  if (!p.has_ports) {
+    absl::StrAppend(&out, "  (", ProtocolName(flow.protocol),
+                    ": NetworkPolicy names only TCP, UDP and SCTP; other protocols pass "
+                    "only sides that are not isolated)\n");
+  }
+  absl::StrAppend(&out, "  verdict: ", decision.allowed ? "ALLOW" : "DROP",
+                  decision.allowed ? " (np_ct then records the flow so replies pass)\n"
+                                   : " (TC_ACT_SHOT; unless the flow is already in np_ct)\n");
+  return out;
+}
+
+}  // namespace ebpf
 
 std::unique_ptr<Backend> MakeEbpfBackend(const BackendOptions& options) {
   return std::make_unique<EbpfBackend>(options);

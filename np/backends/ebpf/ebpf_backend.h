@@ -82,6 +82,10 @@ struct DeltaStats {
   uint64_t full = 0;                 // loaded as a new generation instead
   uint64_t full_no_room = 0;         // of which because a map or the entry budget lacked room
 };
+// Explain's narration of `flow` on maps already built (maps.h MapModel of BuildMaps(ir)):
+// what Backend::Explain returns for that IR, without building the maps again per flow.
+class MapModel;
+absl::StatusOr<std::string> ExplainFlow(const MapModel& model, const FlowQuery& flow);
 }  // namespace ebpf
 ebpf::DeltaStats EbpfDeltaStats(const Backend& backend);
 
