@@ -8,6 +8,7 @@
 #include <tuple>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "np/backends/ebpf/loader.h"
@@ -138,15 +139,9 @@ class EbpfBackend : public Backend {
   absl::Status UpdateDelta(const ir::CompiledPolicy& previous,
                            const ir::CompiledPolicyDelta& delta,
                            const Attachment& attachment) override {
-    // Neither planner knows appended identities: the default path (Update) decides.
-    if (!delta.identities().empty()) {
-      absl::Status s = Backend::UpdateDelta(previous, delta, attachment);
-      last_update_ = absl::StrCat(last_update_, " (delta not in place: it appends identities)");
-      return s;
-    }
     const bool policy_part = !delta.peer_sets().empty() || !delta.tables().empty();
     if (policy_part && delta.ipv4().empty() && delta.ipv6().empty() && delta.endpoints().empty() &&
-        delta.identity_pods().empty()) {
+        delta.identity_pods().empty() && delta.identities().empty()) {
       return PolicyDelta(previous, delta, attachment);
     }
     if (live_ == nullptr || attachment.netns != attachment_.netns) {
@@ -159,10 +154,13 @@ class EbpfBackend : public Backend {
     // Interfaces attached or detached in place: only those of pods the delta adds or deletes.
     const std::vector<EndpointInterface> attach = Missing(attachment, attachment_);
     const std::vector<EndpointInterface> detach = Missing(attachment_, attachment);
-    // A pod delta that brings or retires a table (maps.h PodPolicyEdit): its policy edit
-    // is written with the identity edit, before or after it.
+    // A pod delta that brings or retires a table, or relabels a pod into an identity new
+    // to the addresses (maps.h PodPolicyEdit): its policy edit is written with the identity
+    // edit, before or after it, its membership edit before it.
     absl::StatusOr<ebpf::IdentityEdit> edit = absl::UnknownError("not planned");
     std::optional<ebpf::PolicyEdit> policy;
+    ebpf::PolicyEdit members;
+    std::vector<uint32_t> changed_members;  // peer sets whose members change in place
     bool policy_first = true;
     if (policy_part) {
       absl::StatusOr<ebpf::PodPolicyEdit> both = ebpf::PlanPodPolicyEditFromDelta(
@@ -171,6 +169,8 @@ class EbpfBackend : public Backend {
         edit = std::move(both->identities);
         policy = std::move(both->policy);
         policy_first = both->policy_first;
+        members = std::move(both->members);
+        changed_members = InPlaceMembers(*policy, members);
       } else {
         edit = both.status();
       }
@@ -242,25 +242,25 @@ class EbpfBackend : public Backend {
     for (const ir::EndpointSliceEdit& e : delta.endpoints()) {
       shape[3] += e.endpoints_size() - static_cast<int>(e.end() - e.begin());
     }
+    shape[2] += delta.identities_size();
     shape[4] += ApplyDeltaCount(delta.tables(), previous.tables_size());
     shape[5] += ApplyDeltaCount(delta.peer_sets(), previous.peer_sets_size());
-    // A retired table's entries stay (maps.h PodPolicyEdit): only a brought one's count.
+    // A retired table's entries stay (maps.h PodPolicyEdit): only a brought one's count,
+    // else the membership edit's.
     const long policy_change =
-        policy.has_value() && policy_first ? PolicyEntriesChange(*policy, delta, previous) : 0;
+        !policy.has_value() ? 0
+        : policy_first      ? PolicyEntriesChange(*policy, delta, previous)
+                            : MembersChange(members);
     if (!EditInPlace(*edit, shape, policy.has_value() ? &*policy : nullptr, policy_first,
-                     policy_change)) {
-      ir::CompiledPolicy next = previous;
-      if (absl::Status s = ApplyDelta(delta, &next); !s.ok()) return s;
-      return Apply(next, attachment);
+                     policy_change, &members)) {
+      return Reload(previous, delta, attachment);
     }
     // Added pods' interfaces after their addresses: the entry, then the filters.
     for (const auto& [interface, value] : attach_values) {
       if (absl::Status s = ebpf::AttachInPlace(*live_, interface, value); !s.ok()) {
         last_update_ = absl::StrCat("full: attaching ", interface, " in place failed: ",
                                     s.message());
-        ir::CompiledPolicy next = previous;
-        if (absl::Status a = ApplyDelta(delta, &next); !a.ok()) return a;
-        return Apply(next, attachment);
+        return Reload(previous, delta, attachment);
       }
     }
     if (!attach.empty() || !detach.empty()) {
@@ -283,8 +283,16 @@ class EbpfBackend : public Backend {
       local_addresses_.insert(local_addresses_.end(), edit->endpoint_adds.begin(),
                               edit->endpoint_adds.end());
     }
+    ++stats_.pod_in_place;
+    if (!delta.identities().empty() || !changed_members.empty()) ++stats_.identities_in_place;
+    if (!changed_members.empty()) {
+      absl::StrAppend(&last_update_, "; identities ",
+                      delta.identities().empty() ? "reused or retired" : "appended",
+                      ", peer sets ", absl::StrJoin(changed_members, " "), " edited in place");
+    }
     return absl::OkStatus();
   }
+  const ebpf::DeltaStats& stats() const { return stats_; }
 
   const std::string& last_update() const { return last_update_; }
   uint64_t policy_deltas_in_place() const { return policy_deltas_in_place_; }
@@ -299,10 +307,37 @@ class EbpfBackend : public Backend {
   // The full path of UpdateDelta: the next program loaded as a new generation.
   absl::Status FullDelta(const ir::CompiledPolicy& previous, const ir::CompiledPolicyDelta& delta,
                          const Attachment& attachment, absl::string_view why) {
+    last_update_ = absl::StrCat("full: ", why);
+    return Reload(previous, delta, attachment);
+  }
+  // The same once last_update_ says why: counted in stats_ (no room: by what it says).
+  absl::Status Reload(const ir::CompiledPolicy& previous, const ir::CompiledPolicyDelta& delta,
+                      const Attachment& attachment) {
     ir::CompiledPolicy next = previous;
     if (absl::Status s = ApplyDelta(delta, &next); !s.ok()) return s;
-    last_update_ = absl::StrCat("full: ", why);
+    ++stats_.full;
+    if (absl::StrContains(last_update_, "no room") || absl::StrContains(last_update_, "budget")) {
+      ++stats_.full_no_room;
+    }
     return Apply(next, attachment);
+  }
+
+  // The peer sets whose members a pod delta's plan changes in their live numbers (maps.h
+  // PodPolicyEdit: merged into `policy`, or `members`), for last_update_ and the stats.
+  // Those keep their live number (the others get a new one). Before the plan is committed.
+  std::vector<uint32_t> InPlaceMembers(const ebpf::PolicyEdit& policy,
+                                       const ebpf::PolicyEdit& members) const {
+    std::vector<uint32_t> out;
+    for (const ebpf::PolicyEdit* edit : {&policy, &members}) {
+      for (const ebpf::PolicyEdit::PeerSetChange& c : edit->new_peer_sets) {
+        if (c.peer_set < policy_.peer_set_slot.size() &&
+            policy_.peer_set_slot[c.peer_set] == c.slot) {
+          out.push_back(c.peer_set);
+        }
+      }
+    }
+    std::sort(out.begin(), out.end());
+    return out;
   }
 
   // Writes `edit` into the live generation, which then holds a program of shape
@@ -311,12 +346,19 @@ class EbpfBackend : public Backend {
   // was written.
   // `policy` (maps.h PodPolicyEdit): a pod delta's policy edit, `policy_change` entries
   // more (fewer) once written, written before the identity edit (`policy_first`), else
-  // left unwritten.
+  // left unwritten and `members` (its membership edit) written first instead.
   bool EditInPlace(const ebpf::IdentityEdit& edit, const std::array<int, 6>& next_shape,
                    ebpf::PolicyEdit* policy = nullptr, bool policy_first = true,
-                   long policy_change = 0) {
-    if (policy != nullptr && policy->Writes() == 0) policy = nullptr;
-    if (edit.Writes() == 0 && policy == nullptr) {
+                   long policy_change = 0, ebpf::PolicyEdit* members = nullptr) {
+    // What is written before the identity edit (and committed to policy_): the policy edit
+    // (policy first), else the membership edit alone.
+    auto writes = [](const ebpf::PolicyEdit* p) {
+      return p != nullptr && p->Writes() + p->cleanup.Writes() > 0;
+    };
+    ebpf::PolicyEdit* first = policy_first ? policy : members;
+    if (!writes(first)) first = nullptr;
+    if (!writes(policy)) policy = nullptr;
+    if (edit.Writes() == 0 && policy == nullptr && first == nullptr) {
       last_update_ = "in place: nothing to change";
       installed_shape_ = next_shape;
       return true;
@@ -333,7 +375,7 @@ class EbpfBackend : public Backend {
       last_update_ = "full: past the map entry budget";
       return false;
     }
-    absl::Status s = ebpf::EditIdentities(*live_, edit, policy_first ? policy : nullptr);
+    absl::Status s = ebpf::EditIdentities(*live_, edit, first);
     if (!s.ok()) {
       // Half an edit is a state whose verdicts are the old or the new program's; a new
       // generation replaces it whole.
@@ -346,11 +388,15 @@ class EbpfBackend : public Backend {
                                  " and peer sets ", absl::StrJoin(policy->changed_peer_sets, " "),
                                  policy_first ? " written first"
                                               : " left as they were (no endpoint names them)");
-      if (policy_first) {
-        ebpf::CommitPolicyEdit(policy_, std::move(*policy));
-        installed_policy_entries_ =
-            static_cast<size_t>(static_cast<long>(installed_policy_entries_) + policy_change);
-      }
+    }
+    if (first != nullptr && !policy_first) {
+      absl::StrAppend(&policy_text, "; members of peer sets ",
+                      absl::StrJoin(first->changed_peer_sets, " "), " written first");
+    }
+    if (first != nullptr) {
+      ebpf::CommitPolicyEdit(policy_, std::move(*first));
+      installed_policy_entries_ =
+          static_cast<size_t>(static_cast<long>(installed_policy_entries_) + policy_change);
     }
     installed_entries_ = static_cast<size_t>(total);
     installed_shape_ = next_shape;
@@ -459,6 +505,13 @@ class EbpfBackend : public Backend {
     absl::Status s = Backend::UpdateDelta(previous, delta, attachment);
     last_update_ = absl::StrCat(last_update_, " (policy delta not in place: ", why, ")");
     return s;
+  }
+
+  // How many np_members entries a membership edit (maps.h PodPolicyEdit::members) adds
+  // (negative: removes) once cleaned up.
+  long MembersChange(const ebpf::PolicyEdit& members) const {
+    return static_cast<long>(members.members_entries) -
+           static_cast<long>(policy_.members_entries);
   }
 
   // How many policy map entries (of MapContents::TotalEntries) `edit`, planned from
@@ -593,70 +646,7 @@ class EbpfBackend : public Backend {
                                       const FlowQuery& flow) const override {
     absl::StatusOr<MapContents> maps = BuildMaps(ir);
     if (!maps.ok()) return maps.status();
-    absl::StatusOr<FlowAddresses> ends = ParseFlowAddresses(flow);
-    if (!ends.ok()) return ends.status();
-    const std::string* src = &ends->source;
-    const std::string* dst = &ends->destination;
-    ebpf::PacketView p;
-    p.family = src->size() == 4 ? NP_FAMILY_V4 : NP_FAMILY_V6;
-    std::memcpy(p.saddr, src->data(), src->size());
-    std::memcpy(p.daddr, dst->data(), dst->size());
-    p.protocol = flow.protocol;
-    p.dport = flow.port;
-    p.has_ports = flow.protocol == 6 || flow.protocol == 17 || flow.protocol == 132;
-    MapModel model(*maps);
-
-    std::string out = absl::StrCat("ebpf: ", flow.source, " -> ", flow.destination, " ",
-                                   ebpf::ProtocolName(flow.protocol));
-    if (p.has_ports) absl::StrAppend(&out, "/", flow.port);
-    absl::StrAppend(&out, "\n");
-    for (auto [label, addr, text] : {std::tuple<const char*, const uint8_t*, std::string>{
-                                         "source", p.saddr, flow.source},
-                                     {"destination", p.daddr, flow.destination}}) {
-      std::string prefix;
-      uint32_t identity = model.Identity(p.family, addr, &prefix);
-      const np_endpoint* e = model.EndpointByAddress(p.family, addr);
-      absl::StrAppend(&out, "  ", label, " ", text, ": ", prefix, " = identity ", identity);
-      if (e != nullptr) {
-        absl::StrAppend(&out, "; np_endpoints_addr -> endpoint ", e->id, " ",
-                        EscapeText(maps->endpoint_names[e->id]),
-                        (e->flags & NP_ENDPOINT_SELECTED) ? absl::StrCat(", table ", e->table)
-                                                          : std::string(", not selected"),
-                        label == std::string("source")
-                            ? " (decided at tc ingress of its host veth: np_from_ep)"
-                            : " (decided at tc egress of its host veth: np_to_ep)");
-      } else {
-        absl::StrAppend(&out, "; not a pod of this node");
-      }
-      absl::StrAppend(&out, "\n");
-    }
-    const np_endpoint* s = model.EndpointByAddress(p.family, p.saddr);
-    const np_endpoint* d = model.EndpointByAddress(p.family, p.daddr);
-    if (s == nullptr && d == nullptr) {
-      absl::StrAppend(&out, "  no endpoint of this node sends or receives it: no hook sees "
-                            "the flow\n  verdict: ALLOW\n");
-      return out;
-    }
-    ebpf::Decision decision = s != nullptr ? model.Decide(NP_HOOK_FROM_ENDPOINT, s->id, p)
-                                           : model.Decide(NP_HOOK_TO_ENDPOINT, d->id, p);
-    absl::StrAppend(&out, "  each hook decides every local side of the flow (np_policy.c "
-                          "policy_allows):\n");
-    if (decision.self_traffic) {
-      absl::StrAppend(&out, "    the other end is the endpoint itself and np_config has "
-                            "ALLOW_SELF -> allowed\n");
-    }
-    for (const ebpf::SideTrace& side : decision.sides) {
-      for (const std::string& step : side.steps) absl::StrAppend(&out, "    ", step, "\n");
-    }
-    if (!p.has_ports) {
-      absl::StrAppend(&out, "  (", ebpf::ProtocolName(flow.protocol),
-                      ": NetworkPolicy names only TCP, UDP and SCTP; other protocols pass "
-                      "only sides that are not isolated)\n");
-    }
-    absl::StrAppend(&out, "  verdict: ", decision.allowed ? "ALLOW" : "DROP",
-                    decision.allowed ? " (np_ct then records the flow so replies pass)\n"
-                                     : " (TC_ACT_SHOT; unless the flow is already in np_ct)\n");
-    return out;
+    return ebpf::ExplainFlow(MapModel(*maps), flow);
   }
 
  private:
@@ -702,9 +692,81 @@ class EbpfBackend : public Backend {
   Attachment attachment_;
   std::string last_update_;
   uint64_t policy_deltas_in_place_ = 0;  // UpdateDelta's policy deltas written in place
+  ebpf::DeltaStats stats_;
 };
 
 }  // namespace
+
+namespace ebpf {
+
+absl::StatusOr<std::string> ExplainFlow(const MapModel& model, const FlowQuery& flow) {
+  absl::StatusOr<FlowAddresses> ends = ParseFlowAddresses(flow);
+  if (!ends.ok()) return ends.status();
+  const std::string* src = &ends->source;
+  const std::string* dst = &ends->destination;
+  PacketView p;
+  p.family = src->size() == 4 ? NP_FAMILY_V4 : NP_FAMILY_V6;
+  std::memcpy(p.saddr, src->data(), src->size());
+  std::memcpy(p.daddr, dst->data(), dst->size());
+  p.protocol = flow.protocol;
+  p.dport = flow.port;
+  p.has_ports = flow.protocol == 6 || flow.protocol == 17 || flow.protocol == 132;
+  const MapContents* maps = &model.maps();
+
+  std::string out = absl::StrCat("ebpf: ", flow.source, " -> ", flow.destination, " ",
+                                 ProtocolName(flow.protocol));
+  if (p.has_ports) absl::StrAppend(&out, "/", flow.port);
+  absl::StrAppend(&out, "\n");
+  for (auto [label, addr, text] : {std::tuple<const char*, const uint8_t*, std::string>{
+                                       "source", p.saddr, flow.source},
+                                   {"destination", p.daddr, flow.destination}}) {
+    std::string prefix;
+    uint32_t identity = model.Identity(p.family, addr, &prefix);
+    const np_endpoint* e = model.EndpointByAddress(p.family, addr);
+    absl::StrAppend(&out, "  ", label, " ", text, ": ", prefix, " = identity ", identity);
+    if (e != nullptr) {
+      absl::StrAppend(&out, "; np_endpoints_addr -> endpoint ", e->id, " ",
+                      EscapeText(maps->endpoint_names[e->id]),
+                      (e->flags & NP_ENDPOINT_SELECTED) ? absl::StrCat(", table ", e->table)
+                                                        : std::string(", not selected"),
+                      label == std::string("source")
+                          ? " (decided at tc ingress of its host veth: np_from_ep)"
+                          : " (decided at tc egress of its host veth: np_to_ep)");
+    } else {
+      absl::StrAppend(&out, "; not a pod of this node");
+    }
+    absl::StrAppend(&out, "\n");
+  }
+  const np_endpoint* s = model.EndpointByAddress(p.family, p.saddr);
+  const np_endpoint* d = model.EndpointByAddress(p.family, p.daddr);
+  if (s == nullptr && d == nullptr) {
+    absl::StrAppend(&out, "  no endpoint of this node sends or receives it: no hook sees "
+                          "the flow\n  verdict: ALLOW\n");
+    return out;
+  }
+  Decision decision = s != nullptr ? model.Decide(NP_HOOK_FROM_ENDPOINT, s->id, p)
+                                         : model.Decide(NP_HOOK_TO_ENDPOINT, d->id, p);
+  absl::StrAppend(&out, "  each hook decides every local side of the flow (np_policy.c "
+                        "policy_allows):\n");
+  if (decision.self_traffic) {
+    absl::StrAppend(&out, "    the other end is the endpoint itself and np_config has "
+                          "ALLOW_SELF -> allowed\n");
+  }
+  for (const SideTrace& side : decision.sides) {
+    for (const std::string& step : side.steps) absl::StrAppend(&out, "    ", step, "\n");
+  }
+  if (!p.has_ports) {
+    absl::StrAppend(&out, "  (", ProtocolName(flow.protocol),
+                    ": NetworkPolicy names only TCP, UDP and SCTP; other protocols pass "
+                    "only sides that are not isolated)\n");
+  }
+  absl::StrAppend(&out, "  verdict: ", decision.allowed ? "ALLOW" : "DROP",
+                  decision.allowed ? " (np_ct then records the flow so replies pass)\n"
+                                   : " (TC_ACT_SHOT; unless the flow is already in np_ct)\n");
+  return out;
+}
+
+}  // namespace ebpf
 
 std::unique_ptr<Backend> MakeEbpfBackend(const BackendOptions& options) {
   return std::make_unique<EbpfBackend>(options);
@@ -713,6 +775,11 @@ std::unique_ptr<Backend> MakeEbpfBackend(const BackendOptions& options) {
 std::string EbpfLastUpdate(const Backend& backend) {
   const auto* ebpf = dynamic_cast<const EbpfBackend*>(&backend);
   return ebpf == nullptr ? std::string() : ebpf->last_update();
+}
+
+ebpf::DeltaStats EbpfDeltaStats(const Backend& backend) {
+  const auto* ebpf = dynamic_cast<const EbpfBackend*>(&backend);
+  return ebpf == nullptr ? ebpf::DeltaStats() : ebpf->stats();
 }
 
 uint64_t EbpfPolicyDeltasInPlace(const Backend& backend) {

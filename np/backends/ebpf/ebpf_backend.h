@@ -50,6 +50,10 @@
 // deleted with it is detached (filters first, entry after). A pod whose interface stays
 // attached, an interface that comes or goes without its pod, a deleted pod's interface
 // already gone, a changed endpoint, shared addresses or full maps load a new generation.
+// A pod delta that appends identities, reuses unused ones or retires them (a relabel into a
+// label set no address carries yet) is in place too: the peer sets that admit a new
+// identity gain it in their live numbers before any address carries it, those of a retired
+// one lose it after the grace period that follows (maps.h PodPolicyEdit says why).
 //
 // Thread safety: as np/backends/backend.h.
 #ifndef NP_BACKENDS_EBPF_EBPF_BACKEND_H_
@@ -68,6 +72,23 @@ std::unique_ptr<Backend> MakeEbpfBackend(const BackendOptions& options = {});
 // policy, ..." for a policy edit) or
 // "full: <why not in place>"; empty before any Update or for another backend.
 std::string EbpfLastUpdate(const Backend& backend);
+// How the pod deltas (UpdateDelta with endpoint, range or identity edits) of `backend` went,
+// for tests, benchmarks and the agent's metrics; zeros for another backend.
+namespace ebpf {
+struct DeltaStats {
+  uint64_t pod_in_place = 0;         // written into the live generation
+  // of which appending, reusing or retiring identities (peer sets' members edited in place)
+  uint64_t identities_in_place = 0;
+  uint64_t full = 0;                 // loaded as a new generation instead
+  uint64_t full_no_room = 0;         // of which because a map or the entry budget lacked room
+};
+// Explain's narration of `flow` on maps already built (maps.h MapModel of BuildMaps(ir)):
+// what Backend::Explain returns for that IR, without building the maps again per flow.
+class MapModel;
+absl::StatusOr<std::string> ExplainFlow(const MapModel& model, const FlowQuery& flow);
+}  // namespace ebpf
+ebpf::DeltaStats EbpfDeltaStats(const Backend& backend);
+
 // How many policy deltas (CompiledPolicyDelta with tables or peer sets) `backend`'s
 // UpdateDelta wrote in place, planned from the delta alone ("in place: policy delta"; one
 // that changes nothing the program reads is not counted), 0 for another backend.

@@ -1227,6 +1227,131 @@ TEST_F(UpdateTest, PodsBringingOrRetiringTheirTablesGoInPlace) {
   ProbeHooks(netns_[0], previous, next, ChurnPeers(pods), "after the chain", counts);
 }
 
+// ChurnIr of `pods` where a pod of class 4 or 5 (ChurnPod::identity) is of a class of its
+// own, whose identity comes with the class's first pod and goes with its last, numbered as
+// np/lower_delta.h and np/lower_align.h number them: the lowest id past 3 unused in
+// `installed` (no pods: a retired class's), else appended; a retired id keeps its place
+// without pods or peer sets. Class 4 is admitted by peer sets 0 (x/l0's ingress TCP 80)
+// and 2 (its egress TCP 443), class 5 by peer set 1 (UDP 53). `identity_of` (class -> id)
+// is the installed numbering, updated.
+ir::CompiledPolicy WithNewClasses(std::vector<ChurnPod> pods, const ir::CompiledPolicy& installed,
+                                  std::map<int, uint32_t>& identity_of) {
+  std::map<int, std::vector<std::string>> members;  // class -> "y/p<slot>", sorted
+  for (const ChurnPod& p : pods) {
+    if (p.identity >= 4) members[p.identity].push_back(absl::StrCat("y/p", p.slot));
+  }
+  for (auto& [c, names] : members) std::sort(names.begin(), names.end());
+  uint32_t count = static_cast<uint32_t>(std::max(installed.identities_size(), 4));
+  std::set<uint32_t> taken;
+  for (const auto& [c, names] : members) {
+    if (identity_of.count(c) != 0) continue;
+    uint32_t id = 4;
+    while (id < static_cast<uint32_t>(installed.identities_size()) &&
+           (installed.identities(static_cast<int>(id)).pods_size() > 0 || taken.count(id))) {
+      ++id;
+    }
+    if (id >= static_cast<uint32_t>(installed.identities_size())) id = std::max(id, count);
+    count = std::max(count, id + 1);
+    taken.insert(id);
+    identity_of[c] = id;
+  }
+  for (auto it = identity_of.begin(); it != identity_of.end();) {
+    it = members.count(it->first) == 0 ? identity_of.erase(it) : std::next(it);
+  }
+  for (ChurnPod& p : pods) {
+    if (p.identity >= 4) p.identity = static_cast<int>(identity_of[p.identity]);
+  }
+  ir::CompiledPolicy ir = ChurnIr(pods, true);
+  for (uint32_t id = static_cast<uint32_t>(ir.identities_size()); id < count; ++id) {
+    ir.add_identities()->set_id(id);
+  }
+  for (const auto& [c, id] : identity_of) {
+    for (const std::string& name : members[c]) ir.mutable_identities(static_cast<int>(id))->add_pods(name);
+    for (int set : c == 4 ? std::vector<int>{0, 2} : std::vector<int>{1}) {
+      ir::PeerSet* ps = ir.mutable_peer_sets(set);
+      ps->add_identities(id);
+      std::sort(ps->mutable_identities()->begin(), ps->mutable_identities()->end());
+    }
+  }
+  return ir;
+}
+
+// Pods of other nodes relabelled through UpdateDelta between the three classes of ChurnIr
+// and two classes of their own (WithNewClasses): identities appended, reused and retired,
+// with the peer sets that admit them. Each delta goes in place — the same program keeps
+// running, np_config's generation goes up by one, EbpfDeltaStats counts it, nothing goes
+// full — and every hook of the node then decides as the IR interpreter reads the next
+// program (BPF_PROG_TEST_RUN). Seeded (NP_TEST_SEED).
+TEST_F(UpdateTest, RelabelsIntoNewIdentitiesGoInPlace) {
+  const uint64_t seed = testing::FirstSeed();
+  std::mt19937_64 rng(seed);
+  std::vector<ChurnPod> pods = FewChurnPods(rng);
+  ASSERT_GE(pods.size(), 3u);
+  std::unique_ptr<Backend> inc = MakeEbpfBackend();
+  std::map<int, uint32_t> identity_of;
+  ir::CompiledPolicy previous = WithNewClasses(pods, ChurnIr(pods, true), identity_of);
+  ASSERT_TRUE(CheckIr(previous).ok()) << CheckIr(previous);
+  ASSERT_TRUE(inc->Apply(previous, On(0)).ok());
+  uint32_t program = 0;
+  InNetns(netns_[0], [&] { program = RunningProgram("h0", BPF_TC_INGRESS); });
+  ASSERT_NE(program, 0u);
+  int appended = 0, reused = 0, retired = 0, steps = 0;
+  ProbeCounts counts;
+  for (int step = 0; step < 30; ++step) {
+    ChurnPod& pod = pods[rng() % pods.size()];
+    const int was = pod.identity;  // a class of its own and back, mostly
+    pod.identity = was >= 4 ? 1 + static_cast<int>(rng() % 3) : 4 + static_cast<int>(rng() % 2);
+    const std::string where = absl::StrCat("seed ", seed, " step ", step, " (10.1.0.", pod.slot,
+                                           " from class ", was, " to ", pod.identity, ")");
+    const ir::CompiledPolicy next = WithNewClasses(pods, previous, identity_of);
+    ASSERT_TRUE(CheckIr(next).ok()) << where << ": " << CheckIr(next);
+    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(previous, next);
+    ASSERT_TRUE(delta.has_value()) << where;
+    appended += delta->identities_size();
+    for (const ir::IdentityPodsEdit& e : delta->identity_pods()) {
+      const bool had = previous.identities(static_cast<int>(e.identity())).pods_size() > 0;
+      retired += had && e.pods().empty();
+      reused += !had && !e.pods().empty();
+    }
+    const uint32_t before = LiveGeneration(0);
+    ASSERT_TRUE(inc->UpdateDelta(previous, *delta, On(0)).ok()) << where;
+    const std::string path = EbpfLastUpdate(*inc);
+    EXPECT_TRUE(absl::StartsWith(path, "in place")) << where << ": " << path;
+    uint32_t running = 0;
+    InNetns(netns_[0], [&] { running = RunningProgram("h0", BPF_TC_INGRESS); });
+    EXPECT_EQ(running, program) << where << ": no new generation";
+    EXPECT_EQ(LiveGeneration(0), before + 1) << where;
+    ProbeHooks(netns_[0], previous, next, ChurnPeers(pods), where, counts);
+    if (HasFailure()) return;
+    previous = next;
+    ++steps;
+  }
+  const ebpf::DeltaStats stats = EbpfDeltaStats(*inc);
+  std::printf("seed %llu: %d relabels in place (%d identities appended, %d reused, %d retired; "
+              "%llu with peer sets' members edited); %d probes, %d whose verdict the step "
+              "changed\n",
+              static_cast<unsigned long long>(seed), steps, appended, reused, retired,
+              static_cast<unsigned long long>(stats.identities_in_place), counts.probes,
+              counts.changed);
+  EXPECT_EQ(stats.full, 0u);
+  EXPECT_EQ(stats.pod_in_place, static_cast<uint64_t>(steps));
+  EXPECT_GT(stats.identities_in_place, 2u);
+  EXPECT_GT(appended, 0);
+  EXPECT_GT(reused, 0);
+  EXPECT_GT(retired, 0);
+  EXPECT_GT(counts.changed, 0);
+  // What is installed is a whole program: a fresh Apply of it holds the same maps but for
+  // physical numbers; its verdicts are checked above, and a policy delta still goes in place.
+  ir::CompiledPolicy policy = previous;
+  policy.mutable_peer_sets(3)->add_identities(2);
+  std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(previous, policy);
+  ASSERT_TRUE(delta.has_value());
+  ASSERT_TRUE(inc->UpdateDelta(previous, *delta, On(0)).ok());
+  EXPECT_TRUE(absl::StartsWith(EbpfLastUpdate(*inc), "in place: policy delta"))
+      << EbpfLastUpdate(*inc);
+  ProbeHooks(netns_[0], previous, policy, ChurnPeers(pods), "after the chain", counts);
+}
+
 // Policy events whose ids carry over (stable numbering: testing::PolicyEvent, and
 // hand-written ones: a table's rules and tier rules changed,
 // a peer set's identities changed, a peer set appended and named, a table appended, a

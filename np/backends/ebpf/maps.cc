@@ -279,20 +279,23 @@ namespace {
 // The identity-map entries of ranges[i] of a family (0: IPv4, 1: IPv6), appended to `m`.
 absl::Status AppendRangeEntries(const ir::AddressRange& r, int family, int i, MapContents& m) {
   const size_t n = family == 0 ? 4 : 16;
-  const std::string where = absl::StrCat("malformed IR: ", family == 0 ? "ipv4" : "ipv6",
-                                         "[", i, "] ", AddressText(r.first()), "-",
-                                         AddressText(r.last()));
+  // Only an error names the range: a pod event encodes a few ranges per family, and
+  // formatting two addresses each time was a third of the encoding's time.
+  auto where = [&] {
+    return absl::StrCat("malformed IR: ", family == 0 ? "ipv4" : "ipv6", "[", i, "] ",
+                        AddressText(r.first()), "-", AddressText(r.last()));
+  };
   // The maps hold the range as its CIDRs, which must tile it exactly, in order: a gap
   // would leave addresses without an identity, an overlap would be a duplicate key.
   if (r.cidrs().empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": no CIDR decomposition"));
+    return absl::InvalidArgumentError(absl::StrCat(where(), ": no CIDR decomposition"));
   }
   std::string next = r.first();  // where the next CIDR must start
   for (int c = 0; c < r.cidrs_size(); ++c) {
     const std::string& text = r.cidrs(c);
     absl::StatusOr<IpPrefix> prefix = IpPrefix::Parse(text);
     if (!prefix.ok() || (prefix->family() == AddressFamily::kIPv4) != (family == 0)) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": bad CIDR \"", EscapeText(text), "\""));
+      return absl::InvalidArgumentError(absl::StrCat(where(), ": bad CIDR \"", EscapeText(text), "\""));
     }
     uint8_t net[16];
     prefix->network().ToBytes(net);
@@ -307,7 +310,7 @@ absl::Status AppendRangeEntries(const ir::AddressRange& r, int family, int i, Ma
     const bool last_piece = c + 1 == r.cidrs_size();
     if (low != next || high > r.last() || (last_piece && high != r.last())) {
       return absl::InvalidArgumentError(absl::StrCat(
-          where, ": its CIDRs do not tile it in order (at ", text, ")"));
+          where(), ": its CIDRs do not tile it in order (at ", text, ")"));
     }
     next = high;
     for (int b = static_cast<int>(n) - 1; b >= 0; --b) {  // the address after `high`
@@ -799,6 +802,22 @@ absl::StatusOr<IdentityEdit> PlanIdentityEditFromIr(const ir::CompiledPolicy& fr
 
 namespace {
 
+// The identity count once `delta` is applied, its appended identities checked as ApplyDelta
+// checks them (ids from `from`'s count on, in order, not external, pods sorted).
+absl::StatusOr<uint32_t> IdentitiesAfter(const ir::CompiledPolicy& from,
+                                         const ir::CompiledPolicyDelta& delta) {
+  for (int e = 0; e < delta.identities_size(); ++e) {
+    const ir::Identity& identity = delta.identities(e);
+    if (identity.id() != static_cast<uint32_t>(from.identities_size() + e) ||
+        identity.external() || !std::is_sorted(identity.pods().begin(), identity.pods().end())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "IR delta: identities[", e, "]: id ", identity.id(), " is not the next one (",
+          from.identities_size() + e, "), is external or its pods are not sorted"));
+    }
+  }
+  return static_cast<uint32_t>(from.identities_size() + delta.identities_size());
+}
+
 // PlanIdentityEditFromDelta's plan, the delta's peer sets and tables aside (the caller
 // plans them, or refuses them): an added endpoint may name any table below `tables_after`,
 // the program's count once the delta is applied.
@@ -809,7 +828,11 @@ absl::StatusOr<IdentityEdit> PlanIdentityPart(
   auto invalid = [](absl::string_view what) {
     return absl::InvalidArgumentError(absl::StrCat("IR delta: ", what));
   };
-  const uint32_t identities = static_cast<uint32_t>(from.identities_size());
+  // Ranges and identity_pods may name the delta's appended identities: they are in no map
+  // but through the ranges and peer sets that name them.
+  const absl::StatusOr<uint32_t> identities_after = IdentitiesAfter(from, delta);
+  if (!identities_after.ok()) return identities_after.status();
+  const uint32_t identities = *identities_after;
   // The ranges first: each edit checked as ApplyDelta checks it (in bounds, in order, the
   // new ranges covering the replaced ones' addresses one after the other, identities that
   // exist) and as BuildMaps would check the new ranges (CIDRs tiling each), then the
@@ -1708,11 +1731,25 @@ namespace {
 // written). Otherwise a pod delta's policy part: its endpoint and range edits are the
 // caller's (PlanIdentityPart), and the delta's tables the maps do not hold yet are written
 // too, as are the tables of `pod_tables` they lack (tables added endpoints name).
-absl::StatusOr<PolicyEdit> PlanPolicyPart(const PolicyLayout& live, const ir::CompiledPolicy& from,
-                                          const ir::CompiledPolicyDelta& delta,
-                                          uint32_t next_generation,
-                                          const std::set<uint32_t>* pod_tables) {
+// `members_now` (may be null): installed peer sets whose members a membership edit written
+// before this one makes these (MembersInPlace), taken for their live members.
+absl::StatusOr<PolicyEdit> PlanPolicyPart(
+    const PolicyLayout& live, const ir::CompiledPolicy& from, const ir::CompiledPolicyDelta& delta,
+    uint32_t next_generation, const std::set<uint32_t>* pod_tables,
+    const std::map<uint32_t, std::vector<uint32_t>>* members_now = nullptr) {
   // Malformed, as ApplyDelta checks it (before anything is planned).
+  const absl::StatusOr<uint32_t> identities = IdentitiesAfter(from, delta);
+  if (!identities.ok()) return identities.status();
+  if (pod_tables == nullptr && !delta.identities().empty()) {
+    return absl::FailedPreconditionError("the delta appends identities: a pod delta's form");
+  }
+  auto live_members = [&](uint32_t p) -> const std::vector<uint32_t>& {
+    if (members_now != nullptr) {
+      auto it = members_now->find(p);
+      if (it != members_now->end()) return it->second;
+    }
+    return live.peer_sets[p];
+  };
   const uint32_t peer_sets = static_cast<uint32_t>(from.peer_sets_size());
   uint32_t peer_sets_after = peer_sets;
   for (int e = 0; e < delta.peer_sets_size(); ++e) {
@@ -1723,7 +1760,7 @@ absl::StatusOr<PolicyEdit> PlanPolicyPart(const PolicyLayout& live, const ir::Co
                        "or leaves a gap past the program's ", peer_sets_after, " items"));
     }
     if (set.id() == peer_sets_after) ++peer_sets_after;
-    if (absl::Status s = CheckPeerSet(set, set.id(), static_cast<uint32_t>(from.identities_size()));
+    if (absl::Status s = CheckPeerSet(set, set.id(), *identities);
         !s.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("peer_sets[", e, "]: ", s.message()));
     }
@@ -1780,7 +1817,7 @@ absl::StatusOr<PolicyEdit> PlanPolicyPart(const PolicyLayout& live, const ir::Co
     const bool installed = Installed(live, set.id());
     const bool flag_changed = set.id() < peer_sets &&
                               from.peer_sets(static_cast<int>(set.id())).all() != set.all();
-    if (installed ? live.peer_sets[set.id()] != members : !members.empty()) {
+    if (installed ? live_members(set.id()) != members : !members.empty()) {
       set_changes[set.id()] = std::move(members);
       names_changed(set.id());
     } else if (flag_changed) {
@@ -1814,8 +1851,8 @@ absl::StatusOr<PolicyEdit> PlanPolicyPart(const PolicyLayout& live, const ir::Co
       if (set_changes.count(q) != 0) continue;
       const ir::PeerSet& set = set_of(q);
       if (Installed(live, q) &&
-          std::equal(live.peer_sets[q].begin(), live.peer_sets[q].end(),
-                     set.identities().begin(), set.identities().end())) {
+          std::equal(live_members(q).begin(), live_members(q).end(), set.identities().begin(),
+                     set.identities().end())) {
         continue;
       }
       set_changes[q] = members_of(set);
@@ -1834,6 +1871,106 @@ absl::StatusOr<PolicyEdit> PlanPolicyPart(const PolicyLayout& live, const ir::Co
   return PlanChanges(live, std::move(sets), std::move(tables), next_generation);
 }
 
+// The delta's identity_pods edit of identity `id`, or null.
+const ir::IdentityPodsEdit* PodsEdit(const ir::CompiledPolicyDelta& delta, uint32_t id) {
+  auto it = std::lower_bound(
+      delta.identity_pods().begin(), delta.identity_pods().end(), id,
+      [](const ir::IdentityPodsEdit& edit, uint32_t v) { return edit.identity() < v; });
+  return it != delta.identity_pods().end() && it->identity() == id ? &*it : nullptr;
+}
+// Whether `delta` makes identity `id` one that addresses carry from one that none does:
+// appended, or an unused one of `from` (np/lower_align.h: no pods, not external, in no
+// range) given pods. Read from the identities' pods and `external`, what the IR says of
+// the addresses that carry them (proto/compiled.proto Identity), so only identities whose
+// pods the delta edits qualify.
+bool ComesIntoUse(const ir::CompiledPolicy& from, const ir::CompiledPolicyDelta& delta,
+                  uint32_t id) {
+  if (id >= static_cast<uint32_t>(from.identities_size())) return true;  // appended
+  const ir::Identity& i = from.identities(static_cast<int>(id));
+  const ir::IdentityPodsEdit* edit = PodsEdit(delta, id);
+  return edit != nullptr && i.pods_size() == 0 && !i.external();
+}
+// The reverse: an identity of `from` whose pods the delta empties, not external (retired).
+bool GoesOutOfUse(const ir::CompiledPolicy& from, const ir::CompiledPolicyDelta& delta,
+                  uint32_t id) {
+  if (id >= static_cast<uint32_t>(from.identities_size())) return false;
+  const ir::IdentityPodsEdit* edit = PodsEdit(delta, id);
+  return edit != nullptr && edit->pods_size() == 0 &&
+         !from.identities(static_cast<int>(id)).external();
+}
+
+// PodPolicyEdit::members: the delta's installed peer sets whose members change only by
+// identities coming into use (added) or going out of use (removed), keeping `all`.
+// `members_now` receives their members once it is written.
+absl::StatusOr<PolicyEdit> PlanMembersInPlace(
+    const PolicyLayout& live, const ir::CompiledPolicy& from, const ir::CompiledPolicyDelta& delta,
+    std::map<uint32_t, std::vector<uint32_t>>& members_now) {
+  PolicyEdit edit;
+  size_t adds = 0, deletes = 0;
+  for (const ir::PeerSet& set : delta.peer_sets()) {
+    const uint32_t q = set.id();
+    if (q >= static_cast<uint32_t>(from.peer_sets_size()) || !Installed(live, q) || set.all() ||
+        from.peer_sets(static_cast<int>(q)).all() ||
+        !std::is_sorted(set.identities().begin(), set.identities().end())) {
+      continue;  // PlanPolicyPart's (a new number, tables naming it rewritten) or malformed
+    }
+    const std::vector<uint32_t>& now = live.peer_sets[q];
+    std::vector<uint32_t> added, removed;
+    std::set_difference(set.identities().begin(), set.identities().end(), now.begin(), now.end(),
+                        std::back_inserter(added));
+    std::set_difference(now.begin(), now.end(), set.identities().begin(), set.identities().end(),
+                        std::back_inserter(removed));
+    if (!std::all_of(added.begin(), added.end(),
+                     [&](uint32_t id) { return ComesIntoUse(from, delta, id); }) ||
+        !std::all_of(removed.begin(), removed.end(),
+                     [&](uint32_t id) { return GoesOutOfUse(from, delta, id); })) {
+      continue;
+    }
+    const uint32_t slot = live.peer_set_slot[q];
+    for (uint32_t id : added) edit.member_adds.push_back({slot, id});
+    for (uint32_t id : removed) edit.cleanup.member_deletes.push_back({slot, id});
+    adds += added.size();
+    deletes += removed.size();
+    std::vector<uint32_t> members(set.identities().begin(), set.identities().end());
+    members_now[q] = members;
+    if (added.empty() && removed.empty()) continue;
+    edit.changed_peer_sets.push_back(q);
+    edit.new_peer_sets.push_back({q, std::move(members), slot});
+  }
+  if (live.members_entries + adds > live.capacity.members) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("np_members has no room for the edit (", live.members_entries + adds, "/",
+                     live.capacity.members, ")"));
+  }
+  edit.next_peer_set_slot = live.next_peer_set_slot;
+  edit.ports_entries = live.ports_entries;
+  edit.tiers_entries = live.tiers_entries;
+  edit.members_entries = live.members_entries + adds - deletes;
+  return edit;
+}
+
+// `members` (PlanMembersInPlace's, planned from the same layout) written with `policy`'s step
+// 1, its deletes with the cleanup. FailedPrecondition when np_members lacks the room for both.
+absl::Status MergeMembers(const PolicyLayout& live, PolicyEdit&& members, PolicyEdit& policy) {
+  if (live.members_entries + policy.member_adds.size() + members.member_adds.size() >
+      live.capacity.members) {
+    return absl::FailedPreconditionError("np_members has no room for the edit");
+  }
+  policy.members_entries += members.member_adds.size();
+  policy.members_entries -= members.cleanup.member_deletes.size();
+  policy.member_adds.insert(policy.member_adds.end(), members.member_adds.begin(),
+                            members.member_adds.end());
+  policy.cleanup.member_deletes.insert(policy.cleanup.member_deletes.end(),
+                                       members.cleanup.member_deletes.begin(),
+                                       members.cleanup.member_deletes.end());
+  policy.changed_peer_sets.insert(policy.changed_peer_sets.end(),
+                                  members.changed_peer_sets.begin(), members.changed_peer_sets.end());
+  for (PolicyEdit::PeerSetChange& c : members.new_peer_sets) {
+    policy.new_peer_sets.push_back(std::move(c));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<PolicyEdit> PlanPolicyEditFromDelta(const PolicyLayout& live,
@@ -1848,9 +1985,6 @@ absl::StatusOr<PodPolicyEdit> PlanPodPolicyEditFromDelta(
     const ir::CompiledPolicyDelta& delta,
     const std::vector<std::pair<np_endpoint_addr_key, np_endpoint>>& local,
     uint32_t next_endpoint_id, uint32_t next_generation) {
-  if (!delta.identities().empty()) {
-    return absl::FailedPreconditionError("the delta appends identities");
-  }
   // Table ids are checked by PlanPolicyPart; the count here only bounds added endpoints'.
   uint32_t tables_after = static_cast<uint32_t>(from.tables_size());
   for (const ir::Table& t : delta.tables()) tables_after = std::max(tables_after, t.id() + 1);
@@ -1886,11 +2020,15 @@ absl::StatusOr<PodPolicyEdit> PlanPodPolicyEditFromDelta(
     }
     return std::optional<uint32_t>();
   };
+  std::map<uint32_t, std::vector<uint32_t>> members_now;
+  absl::StatusOr<PolicyEdit> members = PlanMembersInPlace(live, from, delta, members_now);
+  if (!members.ok()) return members.status();
   absl::StatusOr<PolicyEdit> policy =
-      PlanPolicyPart(live, from, delta, next_generation, &pod_tables);
+      PlanPolicyPart(live, from, delta, next_generation, &pod_tables, &members_now);
   if (!policy.ok()) return policy.status();
   const std::optional<uint32_t> before = named(named_before, *policy);
   if (!before.has_value()) {
+    if (absl::Status s = MergeMembers(live, std::move(*members), *policy); !s.ok()) return s;
     // No endpoint of `from` names a changed table (a table brought for an added pod, peer
     // sets only such tables name): no run reads them before the endpoint writes, so both
     // banks may point at them at once and one bump ends the edit.
@@ -1907,9 +2045,11 @@ absl::StatusOr<PodPolicyEdit> PlanPodPolicyEditFromDelta(
                      "and table ", *after, " while one names it after"));
   }
   // Endpoints of `from` name a changed table but none of `next` does (a table retired with
-  // its last endpoint): the policy edit is left unwritten (maps.h PodPolicyEdit).
+  // its last endpoint): the policy edit is left unwritten (maps.h PodPolicyEdit), the
+  // membership edit is written first.
   out.policy = std::move(*policy);
   out.policy_first = false;
+  out.members = std::move(*members);
   return out;
 }
 

@@ -175,8 +175,8 @@ absl::StatusOr<IdentityEdit> PlanIdentityEditFromIr(const ir::CompiledPolicy& fr
 // The same edit for a delta of `from` (proto/compiled.proto CompiledPolicyDelta: next =
 // ApplyDelta(delta, from)), from the delta alone: its range edits are checked (as ApplyDelta
 // and BuildMaps check them) and only the ranges they replace and their new ranges are
-// encoded. (a) holds by the delta's form (no table, peer set, identity or flag changes)
-// except for the endpoints. Endpoints added to or deleted from the node (an endpoint edit's
+// encoded. (a) holds by the delta's form (no table, peer set or flag changes; identities
+// it appends are in no map but through its ranges, as in `to`) except for the endpoints. Endpoints added to or deleted from the node (an endpoint edit's
 // endpoints matched by name) become IdentityEdit::endpoint_adds / endpoint_deletes when
 // `next_endpoint_id` is given (kNoEndpointEdits: refused, as any endpoint change is).
 // Refused (FailedPrecondition): an endpoint that stays but changes (addresses, selected,
@@ -371,14 +371,39 @@ void CommitPolicyEdit(PolicyLayout& layout, PolicyEdit&& edit);
 //     them and writes what differs (nothing, when the same class comes back), a peer set's
 //     members as usual. They take room only while their ids are tombstones, which
 //     np/lower_align.h bounds. `policy` is what a write would be (for tests and reports).
+// A pod relabelled into a label set no address carries yet (np/lower_delta.h: an identity
+// appended, `delta.identities`, or an unused id reused through identity_pods), and one
+// whose old identity loses its last address (retired), change peer sets whose tables
+// endpoints name before and after the delta: refused above, they are written in place
+// instead when each such installed peer set keeps `all` and only gains identities no
+// address carries in `from` and loses identities no address carries in `next` (read from
+// the identities' `pods` and `external`, proto/compiled.proto: an identity the delta
+// appends or whose pods it edits from none, one whose pods it edits to none):
+//   - `members`: np_members entries added into the peer sets' LIVE numbers (no table or
+//     bank changes), before everything else of the delta. No run can tell: the program
+//     asks np_members only about an identity it read for an address (np_policy.c), and no
+//     address has the added ones yet;
+//   - then the identity edit (and its bump) as above: each packet meets each end's old or
+//     new identity (IdentityEdit (b), (c)). An identity carried before and after has the
+//     same members in `from`, `next` and every state between (nothing else of it
+//     changes), an added one has `next`'s, so a run that meets the new identity decides as
+//     `next`, one that meets the old as `from`;
+//   - the removed identities' entries are deleted in the cleanup, after the grace period
+//     that follows the bump (loader.h EditIdentities: pending_cleanup), when no run that
+//     read the old identity is left; until then they are read by no run either. They must
+//     go before the next edit: lower_align.h reuses a retired identity id for another class.
+// With `policy_first` the membership edit is merged into `policy` (`members` is empty);
+// without, `members` is written first alone and `policy` left unwritten as above.
 // FailedPrecondition when changed tables are named both before and after the delta (an
-// endpoint moving between tables), or as PlanIdentityEditFromDelta and
-// PlanPolicyEditFromDelta refuse; InvalidArgument when the delta is malformed. Costs what
-// the two planners cost and a walk of the node's endpoints (`from.endpoints`).
+// endpoint moving between tables, a peer set changing in another way), np_members lacks
+// the room, or as PlanIdentityEditFromDelta and PlanPolicyEditFromDelta refuse;
+// InvalidArgument when the delta is malformed. Costs what the two planners cost and a walk
+// of the node's endpoints (`from.endpoints`).
 struct PodPolicyEdit {
   IdentityEdit identities;
   PolicyEdit policy;
   bool policy_first = true;
+  PolicyEdit members;  // written first when !policy_first (else merged into `policy`)
 };
 absl::StatusOr<PodPolicyEdit> PlanPodPolicyEditFromDelta(
     const PolicyLayout& live, const ir::CompiledPolicy& from,
