@@ -454,6 +454,48 @@ struct PodTablePlan {
 };
 PodTablePlan PlanPodTableDelta(DeltaIndex* index, const ir::CompiledPolicy& previous,
                                const ir::CompiledPolicyDelta& delta);
+// A pod delta that appends identities, or names identities anew or no longer, without tables
+// or endpoints (np/lower_delta.h: a pod of another node relabelled into a label set no
+// address carried, or back; a class's first pod coming, its last going): address ranges
+// and identities' pods (PlanDeltaUpdate's element edits) with peer sets that gain identities
+// which have no address yet (the new class) or lose ones that have none any more (the class
+// the pod left). One address A moves from identity X to N. Why not one commit: the
+// identity element A -> id_N, N's chain and N's peer-set membership must all be new to a
+// packet, but a packet whose walk began before a commit runs the old rules while its map
+// lookups may already read new elements (nft.h above); it would meet A as N (chain id_N,
+// empty to it: "miss") under rules without N — a flow both programs allow dropped. So:
+//  1. the gains: each peer set that gains becomes old ∪ new (PlanPolicyDelta's transaction:
+//     its named set declared again, or the rules naming it written again), and the chains of
+//     identities named anew are created. No address is any gained identity's yet, so every
+//     packet's verdict is the old one;
+//  2. an RCU grace period (membarrier), so that no packet still runs the rules before (1);
+//  3. A's identity element X -> N, and in the same commit the losses: peer sets that drop
+//     members become new (declared or written again), chains of identities no rule names
+//     any more are deleted. A packet that began before (3) runs (1)'s rules, in which N's
+//     memberships are the new program's and X's the old's, and reads A as X (before) or N
+//     (after): the old verdict or the new one; every other address's answers are the same
+//     in both. A packet that began after runs the new program. A lost member has no address
+//     after (3), so its leaving changes no verdict at all.
+// Without gains (no peer set gains, e.g. the relabel back into a class that has its identity
+// still) (1) and (2) are skipped: one commit. Refused (`fallback`): tables or endpoints in
+// the delta, a peer set gaining an identity that has addresses before or losing one that
+// keeps addresses after (a policy change), anything PlanPodEdits or PlanPolicyDelta's
+// transaction refuses (two addresses of a family changing, a tier chain's miss drop while an
+// identity is named anew, ...). Cost: the delta, plus what PlanPolicyDelta's transaction
+// costs for the touched chains and sets, twice; no pass over the program.
+// `index` is left as it was: the caller applies the three edits in order once the kernel
+// took the commits.
+struct IdentityPlan {
+  InPlacePlan gains;  // commit 1 (empty text: none, and no grace period)
+  DeltaIndexEdit gains_edit;
+  ElementPlan pods;   // the pod part, committed alone when `losses` has no text
+  DeltaIndexEdit pods_edit;
+  InPlacePlan losses;  // the last commit when it has text: the pod part's edits merged in
+  DeltaIndexEdit losses_edit;
+  std::string fallback;
+};
+IdentityPlan PlanIdentityDelta(DeltaIndex* index, const ir::CompiledPolicy& previous,
+                               const ir::CompiledPolicyDelta& delta);
 // `undo` (optional): set to the edit that puts `index` back as it was (for plans made on an
 // index as an earlier edit leaves it, before the kernel took that edit).
 void ApplyIndexEdit(const DeltaIndexEdit& edit, DeltaIndex* index, DeltaIndexEdit* undo = nullptr);
@@ -474,6 +516,8 @@ struct DeltaStats {
   uint64_t in_place = 0;
   uint64_t policy_in_place = 0;  // of in_place: policy deltas (PlanPolicyDelta)
   uint64_t pod_table_in_place = 0;  // of in_place: pod deltas with tables (PlanPodTableDelta)
+  uint64_t identity_in_place = 0;  // of in_place: pod deltas with peer sets or appended
+                                   // identities (PlanIdentityDelta)
   // Identity retirements (an in-place plan's cleanup) deferred past the call that planned
   // them, and committed at the start of the next call; cleanup_wait_ns: the time those calls
   // still waited for the grace period.
