@@ -2561,25 +2561,6 @@ IdentityPlan PlanIdentityDelta(DeltaIndex* index, const ir::CompiledPolicy& prev
   if (!plan.pods.fallback.empty()) return refuse(plan.pods.fallback);
   if (!plan.losses.fallback.empty()) return refuse(plan.losses.fallback);
   if (!plan.losses.cleanup_text.empty()) return refuse("the losses retire an identity with addresses");
-  if (plan.losses.text.empty()) return plan;
-  // The pod part's element edits join the losses' commit: element deletions first (before
-  // the chains they jumped to go), additions last.
-  if (plan.pods.transactions.size() > 1) return refuse("the pod part takes two commits");
-  if (!plan.pods.transactions.empty()) {
-    const std::string& text = plan.pods.transactions[0];
-    absl::StatusOr<std::vector<SetElementEdit>> edits = ParseElementTransaction(text);
-    if (!edits.ok()) return refuse(std::string(edits.status().message()));
-    std::vector<SetElementEdit> adds;
-    std::vector<SetElementEdit>& deletes = plan.losses.batch.first_element_deletes;
-    for (SetElementEdit& e : *edits) (e.add ? adds : deletes).push_back(std::move(e));
-    for (SetElementEdit& e : adds) plan.losses.batch.last_element_adds.push_back(std::move(e));
-    std::string deleted, added;
-    for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
-      absl::StrAppend(absl::StartsWith(line, "delete ") ? &deleted : &added, line, "\n");
-    }
-    plan.losses.text = absl::StrCat(deleted, plan.losses.text, added);
-    plan.pods.transactions.clear();
-  }
   return plan;
 }
 
@@ -3137,19 +3118,21 @@ class NftBackend : public Backend {
       stats_.last_fallback = plan.fallback;
       absl::StrAppend(&refused, ": ", plan.fallback);
       if (plan.fallback.empty()) {
-        const bool gains = !plan.gains.text.empty(), losses = !plan.losses.text.empty();
+        const bool gains = !plan.gains.text.empty() || !plan.gains.sets_first_text.empty();
         const bool pods = !plan.pods.transactions.empty();
         absl::Status s = absl::OkStatus();
-        if (gains) s = CommitInPlace(ns, plan.gains.batch, plan.gains.text);
-        if (s.ok() && gains && (losses || pods)) s = WaitForGracePeriod();
-        if (s.ok() && losses) s = CommitInPlace(ns, plan.losses.batch, plan.losses.text);
+        if (gains) s = CommitPlanned(ns, plan.gains);
+        if (s.ok() && gains && pods) s = WaitForGracePeriod();
         if (s.ok() && pods) s = CommitElementPlan(ns, plan.pods);
         if (s.ok()) {
+          // The losses wait for a grace period after the addresses moved (nft.h).
+          DeferCommits(ns, plan.losses);
           for (const nft::DeltaIndexEdit* edit : {&plan.gains_edit, &plan.pods_edit, &plan.losses_edit}) {
             nft::ApplyIndexEdit(*edit, &*ns.index);
           }
-          if (gains || losses) ns.installed_stale = true;
-          if (pods || losses) ns.elements_stale = true;
+          const bool losses = !plan.losses.text.empty() || !plan.losses.sets_first_text.empty();
+          if (gains || losses) ns.installed_stale = true;  // chains and sets: Update rebuilds
+          if (pods) ns.elements_stale = true;
           ++stats_.in_place;
           ++stats_.identity_in_place;
           return absl::OkStatus();
@@ -3333,6 +3316,8 @@ class NftBackend : public Backend {
   // plan naming it again creates it, after the retirement deleted it). Remove drops it
   // (the table goes), Apply and Update finish it first.
   struct PendingCleanup {
+    nft::WholeBatch sets_first;  // committed first when it has text (new peer sets: nft.h)
+    std::string sets_first_text;
     nft::WholeBatch batch;
     std::string text;
     absl::Time since;
@@ -3544,6 +3529,20 @@ class NftBackend : public Backend {
     auto pending = std::make_unique<PendingCleanup>();
     pending->batch = plan.cleanup;
     pending->text = plan.cleanup_text;
+    Defer(ns, std::move(pending));
+  }
+  // Leaves `plan`'s commits (its new sets, then its transaction; no cleanup of its own) to the
+  // next call, after a grace period: PlanIdentityDelta's losses.
+  void DeferCommits(Namespace& ns, const nft::InPlacePlan& plan) {
+    if (plan.text.empty() && plan.sets_first_text.empty()) return;
+    auto pending = std::make_unique<PendingCleanup>();
+    pending->sets_first = plan.sets_first;
+    pending->sets_first_text = plan.sets_first_text;
+    pending->batch = plan.batch;
+    pending->text = plan.text;
+    Defer(ns, std::move(pending));
+  }
+  void Defer(Namespace& ns, std::unique_ptr<PendingCleanup> pending) {
     pending->since = absl::Now();
     PendingCleanup* p = pending.get();
     p->waiter = std::thread([p] { p->grace = WaitForGracePeriod(); });
@@ -3560,7 +3559,10 @@ class NftBackend : public Backend {
     pending->waiter.join();
     stats_.cleanup_wait_ns += static_cast<uint64_t>(absl::ToInt64Nanoseconds(absl::Now() - start));
     absl::Status s = pending->grace;
-    if (s.ok()) s = CommitInPlace(ns, pending->batch, pending->text);
+    if (s.ok() && !pending->sets_first_text.empty()) {
+      s = CommitInPlace(ns, pending->sets_first, pending->sets_first_text);
+    }
+    if (s.ok() && !pending->text.empty()) s = CommitInPlace(ns, pending->batch, pending->text);
     if (s.ok()) {
       ++stats_.cleanups_committed;
       return;

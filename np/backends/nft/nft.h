@@ -455,42 +455,42 @@ struct PodTablePlan {
 PodTablePlan PlanPodTableDelta(DeltaIndex* index, const ir::CompiledPolicy& previous,
                                const ir::CompiledPolicyDelta& delta);
 // A pod delta that appends identities, or names identities anew or no longer, without tables
-// or endpoints (np/lower_delta.h: a pod of another node relabelled into a label set no
-// address carried, or back; a class's first pod coming, its last going): address ranges
-// and identities' pods (PlanDeltaUpdate's element edits) with peer sets that gain identities
-// which have no address yet (the new class) or lose ones that have none any more (the class
-// the pod left). One address A moves from identity X to N. Why not one commit: the
-// identity element A -> id_N, N's chain and N's peer-set membership must all be new to a
-// packet, but a packet whose walk began before a commit runs the old rules while its map
-// lookups may already read new elements (nft.h above); it would meet A as N (chain id_N,
-// empty to it: "miss") under rules without N — a flow both programs allow dropped. So:
-//  1. the gains: each peer set that gains becomes old ∪ new (PlanPolicyDelta's transaction:
-//     its named set declared again, or the rules naming it written again), and the chains of
-//     identities named anew are created. No address is any gained identity's yet, so every
-//     packet's verdict is the old one;
+// or endpoints (np/lower_delta.h: a pod relabelled into a label set no address carried, or
+// back; a class's first pod coming, its last going; the pod of another node, or of this one
+// when its table stays): address ranges and identities' pods (PlanDeltaUpdate's element
+// edits) with peer sets that gain identities which have no address yet (the new class) or
+// lose ones that have none any more (the class the pod left). One address A moves from
+// identity X to N. Why not one commit: the element A -> id_N, N's chain and N's peer-set
+// memberships must all be new to a packet, but a packet whose walk began before a commit runs
+// the old rules while its lookups (the identity map, a live peer set edited in place: nft.h
+// above) may already read new elements; it could meet A as N (chain id_N empty to it: "miss")
+// under rules without N, or A as X after X left a peer set — a flow both programs allow,
+// dropped. So:
+//  1. the gains: each peer set that gains becomes old ∪ new (PlanPolicyDelta's transaction,
+//     its new named sets a commit ahead), and the chains of identities named anew are
+//     created. No address is a gained identity's yet: every packet's verdict is the old one;
 //  2. an RCU grace period (membarrier), so that no packet still runs the rules before (1);
-//  3. A's identity element X -> N, and in the same commit the losses: peer sets that drop
-//     members become new (declared or written again), chains of identities no rule names
-//     any more are deleted. A packet that began before (3) runs (1)'s rules, in which N's
-//     memberships are the new program's and X's the old's, and reads A as X (before) or N
-//     (after): the old verdict or the new one; every other address's answers are the same
-//     in both. A packet that began after runs the new program. A lost member has no address
-//     after (3), so its leaving changes no verdict at all.
-// Without gains (no peer set gains, e.g. the relabel back into a class that has its identity
-// still) (1) and (2) are skipped: one commit. Refused (`fallback`): tables or endpoints in
-// the delta, a peer set gaining an identity that has addresses before or losing one that
-// keeps addresses after (a policy change), anything PlanPodEdits or PlanPolicyDelta's
+//  3. A's identity element X -> N (PlanDeltaUpdate's element edit, one commit). A packet
+//     runs (1)'s rules, in which N's memberships are the new program's and X's the old's, and
+//     reads A as X (old answer) or N (new answer): the old verdict or the new one; no other
+//     answer differs between the programs;
+//  4. the losses, left to the next call after a grace period (as PlanInPlaceUpdate's
+//     cleanup): peer sets drop the members no address has any more and their chains go. No
+//     packet then reads A as X, so dropping X changes no verdict.
+// Without gains (no peer set gains: the relabel back into a class whose identity has other
+// pods) (1) and (2) are skipped: the call makes one commit. Refused (`fallback`): tables or
+// endpoints in the delta, a peer set gaining an identity that has addresses before or losing
+// one that keeps addresses after (a policy change), anything PlanPodEdits or PlanPolicyDelta's
 // transaction refuses (two addresses of a family changing, a tier chain's miss drop while an
-// identity is named anew, ...). Cost: the delta, plus what PlanPolicyDelta's transaction
-// costs for the touched chains and sets, twice; no pass over the program.
-// `index` is left as it was: the caller applies the three edits in order once the kernel
-// took the commits.
+// identity is named anew, ...). Cost: the delta, plus PlanPolicyDelta's for the touched
+// chains and sets, twice; no pass over the program. `index` is left as it was: the caller
+// applies the three edits in order once the kernel took (1) and (3) and (4) is deferred.
 struct IdentityPlan {
-  InPlacePlan gains;  // commit 1 (empty text: none, and no grace period)
+  InPlacePlan gains;  // commit 1 (no text: none, and no grace period)
   DeltaIndexEdit gains_edit;
-  ElementPlan pods;   // the pod part, committed alone when `losses` has no text
+  ElementPlan pods;   // the addresses (3)
   DeltaIndexEdit pods_edit;
-  InPlacePlan losses;  // the last commit when it has text: the pod part's edits merged in
+  InPlacePlan losses;  // (4), deferred (no text: none)
   DeltaIndexEdit losses_edit;
   std::string fallback;
 };
