@@ -3121,8 +3121,8 @@ class NftBackend : public Backend {
         const bool gains = !plan.gains.text.empty() || !plan.gains.sets_first_text.empty();
         const bool pods = !plan.pods.transactions.empty();
         absl::Status s = absl::OkStatus();
+        // No grace period between the gains and the addresses (nft.h says why).
         if (gains) s = CommitPlanned(ns, plan.gains);
-        if (s.ok() && gains && pods) s = WaitForGracePeriod();
         if (s.ok() && pods) s = CommitElementPlan(ns, plan.pods);
         if (s.ok()) {
           // The losses wait for a grace period after the addresses moved (nft.h).

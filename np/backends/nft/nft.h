@@ -469,28 +469,34 @@ PodTablePlan PlanPodTableDelta(DeltaIndex* index, const ir::CompiledPolicy& prev
 //  1. the gains: each peer set that gains becomes old ∪ new (PlanPolicyDelta's transaction,
 //     its new named sets a commit ahead), and the chains of identities named anew are
 //     created. No address is a gained identity's yet: every packet's verdict is the old one;
-//  2. an RCU grace period (membarrier), so that no packet still runs the rules before (1);
-//  3. A's identity element X -> N (PlanDeltaUpdate's element edit, one commit). A packet
-//     runs (1)'s rules, in which N's memberships are the new program's and X's the old's, and
-//     reads A as X (old answer) or N (new answer): the old verdict or the new one; no other
-//     answer differs between the programs;
-//  4. the losses, left to the next call after a grace period (as PlanInPlaceUpdate's
+//  2. A's identity element X -> N (PlanDeltaUpdate's element edit, one commit). A packet
+//     runs old rules or (1)'s in each chain, and reads A as X or as N: (1)'s rules give every
+//     mark but N's the old rules' memberships, and N's the new program's; no other answer
+//     differs between the programs. So a packet that reads A as X gets the old verdict. One
+//     that reads A as N read it after (2)'s flip, and enters every chain that judges that
+//     mark (identity chain id_N, then its table chains: the lookup comes first) after it:
+//     the kernel writes the rules of the generation it leaves into the next one's slot for
+//     each chain a commit leaves alone, before the flip (nf_tables_commit_chain), so from
+//     then on a packet of either generation bit meets (1)'s rules there, and id_N's rule —
+//     the new verdict. Hence no grace period between (1) and (2), as PlanElementUpdate's
+//     two-commit plans need: a packet that spans them meets no mix that matters;
+//  3. the losses, left to the next call after a grace period (as PlanInPlaceUpdate's
 //     cleanup): peer sets drop the members no address has any more and their chains go. No
 //     packet then reads A as X, so dropping X changes no verdict.
 // Without gains (no peer set gains: the relabel back into a class whose identity has other
-// pods) (1) and (2) are skipped: the call makes one commit. Refused (`fallback`): tables or
+// pods) (1) is skipped: the call makes one commit. Refused (`fallback`): tables or
 // endpoints in the delta, a peer set gaining an identity that has addresses before or losing
 // one that keeps addresses after (a policy change), anything PlanPodEdits or PlanPolicyDelta's
 // transaction refuses (two addresses of a family changing, a tier chain's miss drop while an
 // identity is named anew, ...). Cost: the delta, plus PlanPolicyDelta's for the touched
 // chains and sets, twice; no pass over the program. `index` is left as it was: the caller
-// applies the three edits in order once the kernel took (1) and (3) and (4) is deferred.
+// applies the three edits in order once the kernel took (1) and (2), and (3) is deferred.
 struct IdentityPlan {
-  InPlacePlan gains;  // commit 1 (no text: none, and no grace period)
+  InPlacePlan gains;  // (1) (no text: none)
   DeltaIndexEdit gains_edit;
-  ElementPlan pods;   // the addresses (3)
+  ElementPlan pods;   // the addresses (2)
   DeltaIndexEdit pods_edit;
-  InPlacePlan losses;  // (4), deferred (no text: none)
+  InPlacePlan losses;  // (3), deferred (no text: none)
   DeltaIndexEdit losses_edit;
   std::string fallback;
 };

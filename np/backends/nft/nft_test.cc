@@ -2912,9 +2912,10 @@ ir::CompiledPolicy ThreePodsCOrNot(bool c_there) {
 // identity (peer set 3), x/b (table 1) TCP 80 from identity 1 only (peer set 4): x/a -> x/c
 // port 80 is allowed by both programs, x/a -> x/b TCP 80 only before the relabel, x/b ->
 // x/c denied by both. Each swap is a pod delta that moves x/a's addresses between identities
-// named by peer sets, gaining one and losing the other (PlanIdentityDelta: gains, a grace
-// period, then the addresses with the losses); a state that had x/a's addresses on the new
-// identity before peer set 3 gained it would drop x/a -> x/c.
+// named by peer sets, gaining one and losing the other (PlanIdentityDelta: the gains, the
+// addresses, and the losses after a grace period); a state that had x/a's addresses on the
+// new identity before peer set 3 gained it, or on the old one after it lost it, would drop
+// x/a -> x/c.
 ir::CompiledPolicy ThreePodsRelabelled(bool relabelled) {
   using namespace iptables::testutil;  // NOLINT: the topology helpers
   std::vector<Point> points = ThreePods();
@@ -3095,8 +3096,8 @@ TEST(NftPackets, PodDeltasWithTablesNeverPassADeniedFlowNorDropAnAllowedOne) {
 }
 
 // A pod relabelled between two identities that peer sets name, over and over, as pod deltas
-// in place (nft.h PlanIdentityDelta: the gains, a grace period, the addresses with the
-// losses) while every flow both programs agree on is probed.
+// in place (nft.h PlanIdentityDelta: the gains, the addresses, the losses deferred past a
+// grace period) while every flow both programs agree on is probed.
 TEST(NftPackets, RelabelsInPlaceNeverPassADeniedFlowNorDropAnAllowedOne) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root";
   if (!RunCommand({"nft", "--version"}).ok()) GTEST_SKIP() << "no nft binary";
