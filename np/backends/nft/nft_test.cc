@@ -2383,10 +2383,50 @@ TEST(NftDeltaPlan, IdentityEditsReachTheIndexOfTheNextProgram) {
         }
         ++planned;
         appended += delta->identities_size() > 0 ? 1 : 0;
-        for (const DeltaIndexEdit* edit : {&plan.gains_edit, &plan.pods_edit, &plan.losses_edit}) {
-          ApplyIndexEdit(*edit, &*index);
+        // The states between the commits, built from the delta here (nft.h): after the gains,
+        // `current` with the appended identities and each peer set old ∪ new; after the
+        // addresses, `applied` with those sets. Each is what its edit leaves the index at,
+        // and gives every flow both programs agree on that verdict.
+        ir::CompiledPolicy gained = current, moved = applied;
+        for (const ir::Identity& i : delta->identities()) gained.add_identities()->set_id(i.id());
+        for (const ir::PeerSet& next_set : delta->peer_sets()) {
+          std::vector<uint32_t> both(next_set.identities().begin(), next_set.identities().end());
+          if (next_set.id() < static_cast<uint32_t>(current.peer_sets_size())) {
+            const ir::PeerSet& old = current.peer_sets(static_cast<int>(next_set.id()));
+            both.insert(both.end(), old.identities().begin(), old.identities().end());
+          } else {
+            *gained.add_peer_sets() = next_set;
+          }
+          both.erase(std::unique((std::sort(both.begin(), both.end()), both.begin()), both.end()),
+                     both.end());
+          SetIdentities(gained.mutable_peer_sets(static_cast<int>(next_set.id())), both);
+          SetIdentities(moved.mutable_peer_sets(static_cast<int>(next_set.id())), both);
         }
-        ASSERT_EQ(IndexText(*index), IndexText(*truth));
+        const std::vector<const DeltaIndexEdit*> edits = {&plan.gains_edit, &plan.pods_edit,
+                                                          &plan.losses_edit};
+        const std::vector<const ir::CompiledPolicy*> states = {&gained, &moved, &applied};
+        for (size_t k = 0; k < edits.size(); ++k) {
+          SCOPED_TRACE(absl::StrCat("after edit ", k));
+          ApplyIndexEdit(*edits[k], &*index);
+          absl::StatusOr<DeltaIndex> want = MakeDeltaIndex(*states[k], 1);
+          ASSERT_TRUE(want.ok()) << want.status();
+          ASSERT_EQ(IndexText(*index), IndexText(*want));
+        }
+        std::vector<std::string> ends;
+        for (const ChurnPod& p : pods) ends.push_back(ChurnAddress(0, p.address));
+        ends.push_back(ChurnAddress(0, 59));  // an external address (identity 0)
+        for (const std::string& from : ends) {
+          for (const std::string& to : ends) {
+            for (const auto& [protocol, port] : {std::pair{6, 80u}, {17, 53u}, {6, 443u}}) {
+              const bool old_verdict = IrAllows(current, from, to, protocol, port);
+              if (old_verdict != IrAllows(applied, from, to, protocol, port)) continue;
+              ASSERT_EQ(IrAllows(gained, from, to, protocol, port), old_verdict)
+                  << "after the gains: " << AddressText(from) << " -> " << AddressText(to) << " " << port;
+              ASSERT_EQ(IrAllows(moved, from, to, protocol, port), old_verdict)
+                  << "after the addresses: " << AddressText(from) << " -> " << AddressText(to) << " " << port;
+            }
+          }
+        }
       } else {
         *index = *std::move(truth);
       }
