@@ -2021,6 +2021,14 @@ struct Overlay {
   const ir::CompiledPolicyDelta* pods = nullptr;  // its `identities` and `identity_pods`
   const std::map<uint32_t, ir::PeerSet>* installed_sets = nullptr;
 };
+// The delta's new pod list of identity `id`, or null when it keeps its pods (the edits are
+// sorted by identity: compiled.proto).
+const ir::IdentityPodsEdit* PodsEditOf(const ir::CompiledPolicyDelta& delta, uint32_t id) {
+  const auto& edits = delta.identity_pods();
+  auto it = std::lower_bound(edits.begin(), edits.end(), id,
+                             [](const ir::IdentityPodsEdit& e, uint32_t i) { return e.identity() < i; });
+  return it != edits.end() && it->identity() == id ? &*it : nullptr;
+}
 // Identity `id` after `pods` (null: `previous`'s): an appended one, or one with its new pod
 // list (only chain comments read the pods).
 ir::Identity IdentityAfter(const ir::CompiledPolicy& previous, const ir::CompiledPolicyDelta* pods,
@@ -2028,11 +2036,8 @@ ir::Identity IdentityAfter(const ir::CompiledPolicy& previous, const ir::Compile
   const uint32_t count = static_cast<uint32_t>(previous.identities_size());
   if (pods != nullptr && id >= count) return pods->identities(static_cast<int>(id - count));
   ir::Identity identity = previous.identities(static_cast<int>(id));
-  if (pods == nullptr) return identity;
-  const auto& edits = pods->identity_pods();
-  auto it = std::lower_bound(edits.begin(), edits.end(), id,
-                             [](const ir::IdentityPodsEdit& e, uint32_t i) { return e.identity() < i; });
-  if (it != edits.end() && it->identity() == id) *identity.mutable_pods() = it->pods();
+  const ir::IdentityPodsEdit* edit = pods != nullptr ? PodsEditOf(*pods, id) : nullptr;
+  if (edit != nullptr) *identity.mutable_pods() = edit->pods();
   return identity;
 }
 InPlacePlan PlanTables(const DeltaIndex& index, const ir::CompiledPolicy& previous,
@@ -2489,17 +2494,12 @@ IdentityPlan PlanIdentityDelta(DeltaIndex* index, const ir::CompiledPolicy& prev
   auto pods_of = [&](uint32_t id, bool after) -> int {
     if (id >= count) return after ? delta.identities(static_cast<int>(id - count)).pods_size() : 0;
     if (previous.identities(static_cast<int>(id)).external()) return 1;
-    if (after) {
-      const auto& edits = delta.identity_pods();
-      auto it = std::lower_bound(edits.begin(), edits.end(), id,
-                                 [](const ir::IdentityPodsEdit& e, uint32_t i) { return e.identity() < i; });
-      if (it != edits.end() && it->identity() == id) return it->pods_size();
-    }
-    return previous.identities(static_cast<int>(id)).pods_size();
+    const ir::IdentityPodsEdit* edit = after ? PodsEditOf(delta, id) : nullptr;
+    return edit != nullptr ? edit->pods_size() : previous.identities(static_cast<int>(id)).pods_size();
   };
   const uint32_t identities = count + static_cast<uint32_t>(delta.identities_size());
   // Per peer set: the gains commit's version (old and new members), and the new one where
-  // it drops members (the loss, committed with the pod part).
+  // it drops members (the losses, deferred past a grace period after the addresses move).
   ir::CompiledPolicyDelta gains, losses;
   std::map<uint32_t, ir::PeerSet> union_sets;
   const uint32_t old_sets = static_cast<uint32_t>(previous.peer_sets_size());
@@ -3106,8 +3106,9 @@ class NftBackend : public Backend {
     const bool policy_off =
         getenv("NP_NFT_NO_IN_PLACE") != nullptr || getenv("NP_NFT_NO_POLICY_DELTA") != nullptr;
     // Identities appended, or peer sets with pod parts and no table or endpoint: a relabel,
-    // or a class's first or last pod, on another node (PlanIdentityDelta; NP_NFT_NO_IDENTITY_
-    // DELTA turns it off for comparisons). What it refuses goes on below.
+    // or a class's first or last pod, with no table coming, going or changing
+    // (PlanIdentityDelta; NP_NFT_NO_IDENTITY_DELTA turns it off for comparisons). What it
+    // refuses goes on below.
     const bool identities = !delta.identities().empty() ||
                             (!delta.peer_sets().empty() && delta.tables().empty() &&
                              delta.endpoints().empty() && HasPodParts(delta));

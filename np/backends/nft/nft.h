@@ -491,6 +491,7 @@ PodTablePlan PlanPodTableDelta(DeltaIndex* index, const ir::CompiledPolicy& prev
 // identity is named anew, ...). Cost: the delta, plus PlanPolicyDelta's for the touched
 // chains and sets, twice; no pass over the program. `index` is left as it was: the caller
 // applies the three edits in order once the kernel took (1) and (2), and (3) is deferred.
+// NP_NFT_NO_IDENTITY_DELTA=1 makes UpdateDelta skip it (comparisons with the default path).
 struct IdentityPlan {
   InPlacePlan gains;  // (1) (no text: none)
   DeltaIndexEdit gains_edit;
