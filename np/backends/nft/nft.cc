@@ -420,12 +420,15 @@ Set PeerSetDecl(uint32_t id, const std::vector<MarkInterval>& marks) {
   for (const MarkInterval& m : marks) s.elements.push_back(m.text);
   return s;
 }
-Chain IdentityChainDecl(const ir::CompiledPolicy& ir, uint32_t id) {
+Chain IdentityChainDecl(const ir::Identity& identity, uint32_t id) {
   Chain c;
   c.name = absl::StrCat("id_", id);
-  c.comment = IdentityComment(ir.identities(id));
+  c.comment = IdentityComment(identity);
   c.rules.push_back(absl::StrFormat("meta mark set meta mark and 0x0000ffff or 0x%08x", id << 16));
   return c;
+}
+Chain IdentityChainDecl(const ir::CompiledPolicy& ir, uint32_t id) {
+  return IdentityChainDecl(ir.identities(static_cast<int>(id)), id);
 }
 
 Program BuildProgram(const ir::CompiledPolicy& ir, const Layout* layout) {
@@ -1677,7 +1680,16 @@ ElementPlan PlanPodEdits(const DeltaIndex& index, const ir::CompiledPolicy& prev
     return plan;
   };
   const std::string suffix = absl::StrCat("_g", index.generation);
-  const uint32_t identities = static_cast<uint32_t>(previous.identities_size());
+  // Appended identities (compiled.proto) continue the ids; ranges may name them. An identity
+  // no rule names yet maps to id_other, as Build maps it.
+  const uint32_t identities =
+      static_cast<uint32_t>(previous.identities_size() + delta.identities_size());
+  for (int i = 0; i < delta.identities_size(); ++i) {
+    if (delta.identities(i).id() != static_cast<uint32_t>(previous.identities_size() + i) ||
+        delta.identities(i).external()) {
+      return fallback("an invalid delta: an appended identity");
+    }
+  }
   if (index.selected.size() != tables) return fallback("the remembered program has other tables");
   if (!delta.peer_sets().empty() || !delta.tables().empty()) {
     return fallback("the delta edits peer sets or tables (Update's in-place path does)");
@@ -2003,9 +2015,35 @@ void ForEachRangeAfter(const google::protobuf::RepeatedPtrField<ir::AddressRange
 // table's chains when no endpoint is left there (PlanInPlaceUpdate decides what is safe).
 // `applied`: a delta whose range slices are in the kernel already (this plan runs after
 // them), so that the identity ranges are read with them in place; null: `previous`'s.
+// `overlay` (PlanIdentityDelta's): identities the pod delta appends or gives pods, and peer
+// sets as the kernel holds them where that is not `previous`'s.
+struct Overlay {
+  const ir::CompiledPolicyDelta* pods = nullptr;  // its `identities` and `identity_pods`
+  const std::map<uint32_t, ir::PeerSet>* installed_sets = nullptr;
+};
+// The delta's new pod list of identity `id`, or null when it keeps its pods (the edits are
+// sorted by identity: compiled.proto).
+const ir::IdentityPodsEdit* PodsEditOf(const ir::CompiledPolicyDelta& delta, uint32_t id) {
+  const auto& edits = delta.identity_pods();
+  auto it = std::lower_bound(edits.begin(), edits.end(), id,
+                             [](const ir::IdentityPodsEdit& e, uint32_t i) { return e.identity() < i; });
+  return it != edits.end() && it->identity() == id ? &*it : nullptr;
+}
+// Identity `id` after `pods` (null: `previous`'s): an appended one, or one with its new pod
+// list (only chain comments read the pods).
+ir::Identity IdentityAfter(const ir::CompiledPolicy& previous, const ir::CompiledPolicyDelta* pods,
+                           uint32_t id) {
+  const uint32_t count = static_cast<uint32_t>(previous.identities_size());
+  if (pods != nullptr && id >= count) return pods->identities(static_cast<int>(id - count));
+  ir::Identity identity = previous.identities(static_cast<int>(id));
+  const ir::IdentityPodsEdit* edit = pods != nullptr ? PodsEditOf(*pods, id) : nullptr;
+  if (edit != nullptr) *identity.mutable_pods() = edit->pods();
+  return identity;
+}
 InPlacePlan PlanTables(const DeltaIndex& index, const ir::CompiledPolicy& previous,
                        const ir::CompiledPolicyDelta& delta, bool pods,
-                       const ir::CompiledPolicyDelta* applied, DeltaIndexEdit* edit) {
+                       const ir::CompiledPolicyDelta* applied, DeltaIndexEdit* edit,
+                       const Overlay& overlay = {}) {
   *edit = DeltaIndexEdit();
   auto refuse = [&](std::string why) {
     InPlacePlan plan;
@@ -2013,7 +2051,8 @@ InPlacePlan PlanTables(const DeltaIndex& index, const ir::CompiledPolicy& previo
     *edit = DeltaIndexEdit();
     return plan;
   };
-  const uint32_t identities = static_cast<uint32_t>(previous.identities_size());
+  const uint32_t identities = static_cast<uint32_t>(
+      previous.identities_size() + (overlay.pods != nullptr ? overlay.pods->identities_size() : 0));
   const uint32_t old_peer_sets = static_cast<uint32_t>(previous.peer_sets_size());
   const uint32_t old_tables = static_cast<uint32_t>(previous.tables_size());
   if (index.selected.size() != old_tables) return refuse("the remembered program has other tables");
@@ -2045,10 +2084,16 @@ InPlacePlan PlanTables(const DeltaIndex& index, const ir::CompiledPolicy& previo
       return refuse(absl::StrCat("an invalid delta: ", st.message()));
     }
   }
-  const PeerSetOf old_set = IrPeerSets(previous);
+  const PeerSetOf old_set = [&](uint32_t id) -> const ir::PeerSet& {
+    if (overlay.installed_sets != nullptr) {
+      auto it = overlay.installed_sets->find(id);
+      if (it != overlay.installed_sets->end()) return it->second;
+    }
+    return previous.peer_sets(static_cast<int>(id));
+  };
   const PeerSetOf new_set = [&](uint32_t id) -> const ir::PeerSet& {
     auto it = new_sets.find(id);
-    return it != new_sets.end() ? *it->second : previous.peer_sets(static_cast<int>(id));
+    return it != new_sets.end() ? *it->second : old_set(id);  // what the delta leaves is installed
   };
   auto new_table = [&](uint32_t id) -> const ir::Table& {
     auto it = new_tables.find(id);
@@ -2196,10 +2241,10 @@ InPlacePlan PlanTables(const DeltaIndex& index, const ir::CompiledPolicy& previo
   for (uint32_t p : touched_sets) {
     auto old_users = index.users.find(p);
     const bool was = p < old_peer_sets && old_users != index.users.end() &&
-                     !old_users->second.empty() && NonTrivial(previous.peer_sets(static_cast<int>(p)));
+                     !old_users->second.empty() && NonTrivial(old_set(p));
     const bool is = !users_of(p).empty() && NonTrivial(new_set(p));
     if (was) {
-      const ir::PeerSet& set = previous.peer_sets(static_cast<int>(p));
+      const ir::PeerSet& set = old_set(p);
       std::vector<MarkInterval> marks = MarksOf(set);
       if (marks.size() > kMaxInlineMarkRuns) {
         before.sets.push_back(PeerSetDecl(p, marks));
@@ -2227,11 +2272,8 @@ InPlacePlan PlanTables(const DeltaIndex& index, const ir::CompiledPolicy& previo
     if (is < 0) return refuse("the remembered peer sets differ from the program's");
     edit->identity_refs.push_back({i, static_cast<uint32_t>(is)});
     if ((was > 0) == (is > 0)) continue;
-    if (was > 0) {
-      before.chains.push_back(IdentityChainDecl(previous, i));
-    } else {
-      after.chains.push_back(IdentityChainDecl(previous, i));
-    }
+    (was > 0 ? before : after).chains.push_back(
+        IdentityChainDecl(IdentityAfter(previous, overlay.pods, i), i));
     retarget[i] = IdentityChain(i, is > 0);
   }
   // The old rules cannot tell a new identity chain's "miss" from "other" unless a chain
@@ -2428,6 +2470,97 @@ PodTablePlan PlanPodTableDelta(DeltaIndex* index, const ir::CompiledPolicy& prev
   ApplyIndexEdit(undo, index);
   if (!plan.tables.fallback.empty()) return refuse(plan.tables.fallback);
   if (!plan.pods.fallback.empty()) return refuse(plan.pods.fallback);
+  return plan;
+}
+
+IdentityPlan PlanIdentityDelta(DeltaIndex* index, const ir::CompiledPolicy& previous,
+                               const ir::CompiledPolicyDelta& delta) {
+  IdentityPlan plan;
+  auto refuse = [&](std::string why) {
+    plan = IdentityPlan();
+    plan.fallback = std::move(why);
+    return plan;
+  };
+  if (!delta.tables().empty() || !delta.endpoints().empty()) {
+    return refuse("identities with tables or endpoints (a pod of this node)");
+  }
+  const uint32_t count = static_cast<uint32_t>(previous.identities_size());
+  if (count + static_cast<uint64_t>(delta.identities_size()) > kMaxIdentities) {
+    return refuse("past the identity limit");
+  }
+  // Whether identity `id` has addresses before (after) the delta: an identity's addresses
+  // are its pods' (or external ones), so one without pods and not external has none
+  // (np/lower_align.h: an unused identity is in no range).
+  auto pods_of = [&](uint32_t id, bool after) -> int {
+    if (id >= count) return after ? delta.identities(static_cast<int>(id - count)).pods_size() : 0;
+    if (previous.identities(static_cast<int>(id)).external()) return 1;
+    const ir::IdentityPodsEdit* edit = after ? PodsEditOf(delta, id) : nullptr;
+    return edit != nullptr ? edit->pods_size() : previous.identities(static_cast<int>(id)).pods_size();
+  };
+  const uint32_t identities = count + static_cast<uint32_t>(delta.identities_size());
+  // Per peer set: the gains commit's version (old and new members), and the new one where
+  // it drops members (the losses, deferred past a grace period after the addresses move).
+  ir::CompiledPolicyDelta gains, losses;
+  std::map<uint32_t, ir::PeerSet> union_sets;
+  const uint32_t old_sets = static_cast<uint32_t>(previous.peer_sets_size());
+  for (const ir::PeerSet& next : delta.peer_sets()) {
+    if (absl::Status st = CheckPeerSet(next, next.id(), identities); !st.ok()) {
+      return refuse(absl::StrCat("an invalid delta: ", st.message()));
+    }
+    if (next.id() >= old_sets) {
+      *gains.add_peer_sets() = next;  // no rule names it: PlanTables refuses otherwise
+      continue;
+    }
+    const ir::PeerSet& old = previous.peer_sets(static_cast<int>(next.id()));
+    if (old.all() != next.all()) return refuse(absl::StrCat("peer set ", next.id(), " turns `all`"));
+    std::vector<uint32_t> both;
+    std::set_union(old.identities().begin(), old.identities().end(), next.identities().begin(),
+                   next.identities().end(), std::back_inserter(both));
+    for (uint32_t id : both) {
+      const bool was = std::binary_search(old.identities().begin(), old.identities().end(), id);
+      const bool is = std::binary_search(next.identities().begin(), next.identities().end(), id);
+      // A member that comes or goes while it has addresses changes a verdict by itself: a
+      // policy event's, not a relabel's (the other planners decide).
+      if (!was && pods_of(id, false) > 0) {
+        return refuse(absl::StrCat("peer set ", next.id(), " gains identity ", id, ", which has addresses"));
+      }
+      if (!is && pods_of(id, true) > 0) {
+        return refuse(absl::StrCat("peer set ", next.id(), " loses identity ", id, ", which keeps addresses"));
+      }
+    }
+    ir::PeerSet u = next;
+    u.clear_identities();
+    for (uint32_t id : both) u.add_identities(id);
+    if (both.size() != static_cast<size_t>(old.identities_size())) *gains.add_peer_sets() = u;
+    if (both.size() != static_cast<size_t>(next.identities_size())) *losses.add_peer_sets() = next;
+    union_sets[next.id()] = std::move(u);
+  }
+  ir::CompiledPolicyDelta pods;
+  *pods.mutable_ipv4() = delta.ipv4();
+  *pods.mutable_ipv6() = delta.ipv6();
+  *pods.mutable_identity_pods() = delta.identity_pods();
+  *pods.mutable_identities() = delta.identities();
+  // The gains are planned from `previous`'s peer sets, the losses from the union installed.
+  const Overlay as_previous{&delta, nullptr}, as_gained{&delta, &union_sets};
+  // Each step is planned on the index as the steps before leave it, then the index is put
+  // back: nothing changes until the caller has committed them.
+  DeltaIndexEdit undo_gains, undo_pods;
+  if (!gains.peer_sets().empty()) {
+    plan.gains = PlanTables(*index, previous, gains, false, nullptr, &plan.gains_edit, as_previous);
+    if (!plan.gains.fallback.empty()) return refuse(plan.gains.fallback);
+    if (!plan.gains.cleanup_text.empty()) return refuse("the gains retire an identity");
+  }
+  ApplyIndexEdit(plan.gains_edit, index, &undo_gains);
+  plan.pods = PlanPodEdits(*index, previous, pods, index->selected.size(), &plan.pods_edit);
+  if (plan.pods.fallback.empty() && !losses.peer_sets().empty()) {
+    ApplyIndexEdit(plan.pods_edit, index, &undo_pods);
+    plan.losses = PlanTables(*index, previous, losses, false, &pods, &plan.losses_edit, as_gained);
+    ApplyIndexEdit(undo_pods, index);
+  }
+  ApplyIndexEdit(undo_gains, index);
+  if (!plan.pods.fallback.empty()) return refuse(plan.pods.fallback);
+  if (!plan.losses.fallback.empty()) return refuse(plan.losses.fallback);
+  if (!plan.losses.cleanup_text.empty()) return refuse("the losses retire an identity with addresses");
   return plan;
 }
 
@@ -2968,16 +3101,53 @@ class NftBackend : public Backend {
                            const Attachment& attachment) override {
     Namespace& ns = NamespaceFor(attachment);
     FinishCleanup(ns);
-    // Neither planner knows appended identities: the default path (Update) decides.
-    if (!delta.identities().empty()) {
-      stats_.last_fallback = "the delta appends identities";
-      ++stats_.full_path;
-      return Backend::UpdateDelta(previous, delta, attachment);
-    }
     const bool policy = !delta.peer_sets().empty() || !delta.tables().empty();
     // NP_NFT_NO_POLICY_DELTA: policy deltas take the default path (comparisons).
     const bool policy_off =
         getenv("NP_NFT_NO_IN_PLACE") != nullptr || getenv("NP_NFT_NO_POLICY_DELTA") != nullptr;
+    // Identities appended, or peer sets with pod parts and no table or endpoint: a relabel,
+    // or a class's first or last pod, with no table coming, going or changing
+    // (PlanIdentityDelta; NP_NFT_NO_IDENTITY_DELTA turns it off for comparisons). What it
+    // refuses goes on below.
+    const bool identities = !delta.identities().empty() ||
+                            (!delta.peer_sets().empty() && delta.tables().empty() &&
+                             delta.endpoints().empty() && HasPodParts(delta));
+    std::string refused = "the delta appends identities";
+    if (identities && ns.installed.has_value() && ns.index.has_value() && !policy_off &&
+        getenv("NP_NFT_NO_IDENTITY_DELTA") == nullptr) {
+      nft::IdentityPlan plan = nft::PlanIdentityDelta(&*ns.index, previous, delta);
+      stats_.last_fallback = plan.fallback;
+      absl::StrAppend(&refused, ": ", plan.fallback);
+      if (plan.fallback.empty()) {
+        const bool gains = !plan.gains.text.empty() || !plan.gains.sets_first_text.empty();
+        const bool pods = !plan.pods.transactions.empty();
+        absl::Status s = absl::OkStatus();
+        // No grace period between the gains and the addresses (nft.h says why).
+        if (gains) s = CommitPlanned(ns, plan.gains);
+        if (s.ok() && pods) s = CommitElementPlan(ns, plan.pods);
+        if (s.ok()) {
+          // The losses wait for a grace period after the addresses moved (nft.h).
+          DeferCommits(ns, plan.losses);
+          for (const nft::DeltaIndexEdit* edit : {&plan.gains_edit, &plan.pods_edit, &plan.losses_edit}) {
+            nft::ApplyIndexEdit(*edit, &*ns.index);
+          }
+          const bool losses = !plan.losses.text.empty() || !plan.losses.sets_first_text.empty();
+          if (gains || losses) ns.installed_stale = true;  // chains and sets: Update rebuilds
+          if (pods) ns.elements_stale = true;
+          ++stats_.in_place;
+          ++stats_.identity_in_place;
+          return absl::OkStatus();
+        }
+        refused = absl::StrCat("nft refused the edit: ", s.message());
+        ForgetInstalled(ns);
+      }
+    }
+    // The planners below do not know appended identities: the default path (Update) decides.
+    if (!delta.identities().empty()) {
+      stats_.last_fallback = refused;
+      ++stats_.full_path;
+      return Backend::UpdateDelta(previous, delta, attachment);
+    }
     if (policy && HasPodParts(delta) && ns.installed.has_value() && ns.index.has_value() &&
         !policy_off) {
       nft::PodTablePlan plan = nft::PlanPodTableDelta(&*ns.index, previous, delta);
@@ -3147,6 +3317,8 @@ class NftBackend : public Backend {
   // plan naming it again creates it, after the retirement deleted it). Remove drops it
   // (the table goes), Apply and Update finish it first.
   struct PendingCleanup {
+    nft::WholeBatch sets_first;  // committed first when it has text (new peer sets: nft.h)
+    std::string sets_first_text;
     nft::WholeBatch batch;
     std::string text;
     absl::Time since;
@@ -3358,6 +3530,20 @@ class NftBackend : public Backend {
     auto pending = std::make_unique<PendingCleanup>();
     pending->batch = plan.cleanup;
     pending->text = plan.cleanup_text;
+    Defer(ns, std::move(pending));
+  }
+  // Leaves `plan`'s commits (its new sets, then its transaction; no cleanup of its own) to the
+  // next call, after a grace period: PlanIdentityDelta's losses.
+  void DeferCommits(Namespace& ns, const nft::InPlacePlan& plan) {
+    if (plan.text.empty() && plan.sets_first_text.empty()) return;
+    auto pending = std::make_unique<PendingCleanup>();
+    pending->sets_first = plan.sets_first;
+    pending->sets_first_text = plan.sets_first_text;
+    pending->batch = plan.batch;
+    pending->text = plan.text;
+    Defer(ns, std::move(pending));
+  }
+  void Defer(Namespace& ns, std::unique_ptr<PendingCleanup> pending) {
     pending->since = absl::Now();
     PendingCleanup* p = pending.get();
     p->waiter = std::thread([p] { p->grace = WaitForGracePeriod(); });
@@ -3374,7 +3560,10 @@ class NftBackend : public Backend {
     pending->waiter.join();
     stats_.cleanup_wait_ns += static_cast<uint64_t>(absl::ToInt64Nanoseconds(absl::Now() - start));
     absl::Status s = pending->grace;
-    if (s.ok()) s = CommitInPlace(ns, pending->batch, pending->text);
+    if (s.ok() && !pending->sets_first_text.empty()) {
+      s = CommitInPlace(ns, pending->sets_first, pending->sets_first_text);
+    }
+    if (s.ok() && !pending->text.empty()) s = CommitInPlace(ns, pending->batch, pending->text);
     if (s.ok()) {
       ++stats_.cleanups_committed;
       return;

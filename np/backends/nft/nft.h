@@ -454,6 +454,55 @@ struct PodTablePlan {
 };
 PodTablePlan PlanPodTableDelta(DeltaIndex* index, const ir::CompiledPolicy& previous,
                                const ir::CompiledPolicyDelta& delta);
+// A pod delta that appends identities, or names identities anew or no longer, without tables
+// or endpoints (np/lower_delta.h: a pod relabelled into a label set no address carried, or
+// back; a class's first pod coming, its last going; the pod of another node, or of this one
+// when its table stays): address ranges and identities' pods (PlanDeltaUpdate's element
+// edits) with peer sets that gain identities which have no address yet (the new class) or
+// lose ones that have none any more (the class the pod left). One address A moves from
+// identity X to N. Why not one commit: the element A -> id_N, N's chain and N's peer-set
+// memberships must all be new to a packet, but a packet whose walk began before a commit runs
+// the old rules while its lookups (the identity map, a live peer set edited in place: nft.h
+// above) may already read new elements; it could meet A as N (chain id_N empty to it: "miss")
+// under rules without N, or A as X after X left a peer set — a flow both programs allow,
+// dropped. So:
+//  1. the gains: each peer set that gains becomes old ∪ new (PlanPolicyDelta's transaction,
+//     its new named sets a commit ahead), and the chains of identities named anew are
+//     created. No address is a gained identity's yet: every packet's verdict is the old one;
+//  2. A's identity element X -> N (PlanDeltaUpdate's element edit, one commit). A packet
+//     runs old rules or (1)'s in each chain, and reads A as X or as N: (1)'s rules give every
+//     mark but N's the old rules' memberships, and N's the new program's; no other answer
+//     differs between the programs. So a packet that reads A as X gets the old verdict. One
+//     that reads A as N read it after (2)'s flip, and enters every chain that judges that
+//     mark (identity chain id_N, then its table chains: the lookup comes first) after it:
+//     the kernel writes the rules of the generation it leaves into the next one's slot for
+//     each chain a commit leaves alone, before the flip (nf_tables_commit_chain), so from
+//     then on a packet of either generation bit meets (1)'s rules there, and id_N's rule —
+//     the new verdict. Hence no grace period between (1) and (2), as PlanElementUpdate's
+//     two-commit plans need: a packet that spans them meets no mix that matters;
+//  3. the losses, left to the next call after a grace period (as PlanInPlaceUpdate's
+//     cleanup): peer sets drop the members no address has any more and their chains go. No
+//     packet then reads A as X, so dropping X changes no verdict.
+// Without gains (no peer set gains: the relabel back into a class whose identity has other
+// pods) (1) is skipped: the call makes one commit. Refused (`fallback`): tables or
+// endpoints in the delta, a peer set gaining an identity that has addresses before or losing
+// one that keeps addresses after (a policy change), anything PlanPodEdits or PlanPolicyDelta's
+// transaction refuses (two addresses of a family changing, a tier chain's miss drop while an
+// identity is named anew, ...). Cost: the delta, plus PlanPolicyDelta's for the touched
+// chains and sets, twice; no pass over the program. `index` is left as it was: the caller
+// applies the three edits in order once the kernel took (1) and (2), and (3) is deferred.
+// NP_NFT_NO_IDENTITY_DELTA=1 makes UpdateDelta skip it (comparisons with the default path).
+struct IdentityPlan {
+  InPlacePlan gains;  // (1) (no text: none)
+  DeltaIndexEdit gains_edit;
+  ElementPlan pods;   // the addresses (2)
+  DeltaIndexEdit pods_edit;
+  InPlacePlan losses;  // (3), deferred (no text: none)
+  DeltaIndexEdit losses_edit;
+  std::string fallback;
+};
+IdentityPlan PlanIdentityDelta(DeltaIndex* index, const ir::CompiledPolicy& previous,
+                               const ir::CompiledPolicyDelta& delta);
 // `undo` (optional): set to the edit that puts `index` back as it was (for plans made on an
 // index as an earlier edit leaves it, before the kernel took that edit).
 void ApplyIndexEdit(const DeltaIndexEdit& edit, DeltaIndex* index, DeltaIndexEdit* undo = nullptr);
@@ -474,6 +523,8 @@ struct DeltaStats {
   uint64_t in_place = 0;
   uint64_t policy_in_place = 0;  // of in_place: policy deltas (PlanPolicyDelta)
   uint64_t pod_table_in_place = 0;  // of in_place: pod deltas with tables (PlanPodTableDelta)
+  uint64_t identity_in_place = 0;  // of in_place: pod deltas with peer sets or appended
+                                   // identities (PlanIdentityDelta)
   // Identity retirements (an in-place plan's cleanup) deferred past the call that planned
   // them, and committed at the start of the next call; cleanup_wait_ns: the time those calls
   // still waited for the grace period.

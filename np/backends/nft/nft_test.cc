@@ -1854,10 +1854,10 @@ TEST_F(NftKernelTest, PolicyDeltasInPlaceEqualAFreshApply) {
       } else {
         back_in_place += went ? 1 : 0;
       }
-      // In place means no whole-program Update underneath.
+      // In place (here, or as a pod delta's identities) means no whole-program Update underneath.
       EXPECT_EQ(after.update_in_place + after.update_switch + after.update_elements,
                 before.update_in_place + before.update_switch + before.update_elements +
-                    (went ? 0 : 1));
+                    (after.in_place > before.in_place ? 0 : 1));
       ASSERT_TRUE(fresh->Apply(applied, {}).ok());
       ASSERT_TRUE(SettleCleanups(*incremental).ok());
       ASSERT_NO_FATAL_FAILURE(ExpectListsAsFresh(
@@ -2037,27 +2037,35 @@ std::string RandomPodTableEvent(std::mt19937_64& rng, int local, std::vector<Chu
 
 // One pod event (or a batch) from `from` to `to` as DiffPrograms' delta through UpdateDelta
 // on `incremental` (installed: `from`): the namespace then lists as a fresh Apply of
-// ApplyDelta(from, delta). Returns whether it went in place as a pod delta with tables.
-bool ExpectPodTableDelta(Backend& incremental, Backend& fresh, const std::string& netns,
-                         const ir::CompiledPolicy& from, const ir::CompiledPolicy& to) {
+// ApplyDelta(from, delta). Returns the backend's stats before and after the call.
+std::pair<DeltaStats, DeltaStats> ExpectDeltaListsAsFresh(Backend& incremental, Backend& fresh,
+                                                          const std::string& netns,
+                                                          const ir::CompiledPolicy& from,
+                                                          const ir::CompiledPolicy& to) {
   EXPECT_TRUE(CheckIr(to).ok()) << CheckIr(to);
   std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(from, to);
   EXPECT_TRUE(delta.has_value());
-  if (!delta.has_value()) return false;
+  const DeltaStats before = DeltaStatsOf(incremental);
+  if (!delta.has_value()) return {before, before};
   ir::CompiledPolicy applied = from;
   EXPECT_TRUE(ApplyDelta(*delta, &applied).ok());
-  const DeltaStats before = DeltaStatsOf(incremental);
   EXPECT_TRUE(incremental.UpdateDelta(from, *delta, {{}, netns}).ok());
   const DeltaStats after = DeltaStatsOf(incremental);
-  const bool went = after.pod_table_in_place > before.pod_table_in_place;
   // In place means no whole-program Update underneath.
   EXPECT_EQ(after.update_in_place + after.update_switch + after.update_elements,
             before.update_in_place + before.update_switch + before.update_elements +
                 (after.in_place > before.in_place ? 0 : 1));
   EXPECT_TRUE(fresh.Apply(applied, {}).ok());
   EXPECT_TRUE(SettleCleanups(incremental).ok());
-  ExpectListsAsFresh(netns, went ? "in place" : after.last_fallback);
-  return went;
+  ExpectListsAsFresh(netns, after.in_place > before.in_place ? "in place" : after.last_fallback);
+  return {before, after};
+}
+
+// The same; returns whether it went in place as a pod delta with tables.
+bool ExpectPodTableDelta(Backend& incremental, Backend& fresh, const std::string& netns,
+                         const ir::CompiledPolicy& from, const ir::CompiledPolicy& to) {
+  const auto [before, after] = ExpectDeltaListsAsFresh(incremental, fresh, netns, from, to);
+  return after.pod_table_in_place > before.pod_table_in_place;
 }
 
 // The events by hand: the first pod of a class new to the node (its table appended,
@@ -2260,6 +2268,282 @@ TEST(NftDeltaPlan, PodTableEditsReachTheIndexOfTheNextProgram) {
   }
   std::cerr << "pod-table plans checked against MakeDeltaIndex: " << planned << "\n";
   EXPECT_GE(planned, 40);
+}
+
+// ---- Relabels: identities appended, reused, retired (PlanIdentityDelta) ------------------
+// ChurnIr's program where a pod may be of an identity past ChurnIr's eleven: a class of its
+// own, as a relabel into a label set no address had makes one (np/lower_delta.h). Those
+// identities are appended in id order, `extra` of them; one whose pods are all gone stays as
+// an unused identity (no pods, in no range or peer set: np/lower_align.h). While it has
+// pods, identity i is in ChurnIr's named peer set 1 when i % 3 == 0, in the inline set 0
+// when i % 3 == 1, in none when i % 3 == 2.
+ir::CompiledPolicy RelabelIr(std::vector<ChurnPod> pods, uint32_t extra) {
+  std::map<std::string, uint32_t> own;  // pod -> its identity past ChurnIr's
+  for (ChurnPod& p : pods) {
+    if (p.identity < kChurnIdentities) continue;
+    own[p.name] = p.identity;
+    p.identity = 0;
+  }
+  ir::CompiledPolicy ir = ChurnIr(pods);
+  auto* zero = ir.mutable_identities(0)->mutable_pods();
+  zero->erase(std::remove_if(zero->begin(), zero->end(),
+                             [&](const std::string& pod) { return own.count(pod) > 0; }),
+              zero->end());
+  for (uint32_t i = 0; i < extra; ++i) {
+    ir::Identity* id = ir.add_identities();
+    id->set_id(kChurnIdentities + i);
+  }
+  for (const auto& [pod, id] : own) ir.mutable_identities(static_cast<int>(id))->add_pods(pod);
+  for (auto* ranges : {ir.mutable_ipv4(), ir.mutable_ipv6()}) {
+    for (ir::AddressRange& r : *ranges) {
+      auto it = own.find(r.pod());
+      if (it != own.end()) r.set_identity(it->second);
+    }
+  }
+  for (uint32_t i = kChurnIdentities; i < kChurnIdentities + extra; ++i) {
+    if (ir.identities(static_cast<int>(i)).pods_size() == 0 || i % 3 == 2) continue;
+    ir::PeerSet* set = ir.mutable_peer_sets(i % 3 == 0 ? 1 : 0);
+    std::vector<uint32_t> ids(set->identities().begin(), set->identities().end());
+    ids.push_back(i);
+    SetIdentities(set, ids);
+  }
+  return ir;
+}
+
+// One random event on RelabelIr's pods: a pod relabelled into a class of its own (the lowest
+// unused identity past ChurnIr's, else a new one appended: `*extra` grows), into one of
+// ChurnIr's classes, or a remote pod added or deleted. Returns what happened.
+std::string RandomRelabelEvent(std::mt19937_64& rng, std::vector<ChurnPod>* pods,
+                               uint32_t* extra, int* name) {
+  const int kind = static_cast<int>(rng() % 6);
+  if (kind == 5 || pods->empty()) {
+    std::set<uint32_t> used;
+    for (const ChurnPod& p : *pods) used.insert(p.address);
+    uint32_t address = 1 + rng() % 60;
+    while (used.count(address) > 0) address = 1 + address % 60;
+    ChurnPod p{absl::StrCat("e/r", (*name)++), static_cast<uint32_t>(1 + rng() % 10), address};
+    pods->push_back(p);
+    return absl::StrCat("add ", p.name, "; ");
+  }
+  ChurnPod& p = (*pods)[rng() % pods->size()];
+  if (kind == 4) {
+    const std::string what = absl::StrCat("delete ", p.name, "; ");
+    pods->erase(pods->begin() + (&p - pods->data()));
+    return what;
+  }
+  if (kind == 3) {
+    p.identity = static_cast<uint32_t>(1 + rng() % 10);
+    return absl::StrCat("relabel ", p.name, " into class ", p.identity, "; ");
+  }
+  std::set<uint32_t> taken;
+  for (const ChurnPod& q : *pods) taken.insert(q.identity);
+  uint32_t id = kChurnIdentities;
+  while (id < kChurnIdentities + *extra && (taken.count(id) > 0 || id == p.identity)) ++id;
+  if (id == kChurnIdentities + *extra) ++*extra;
+  p.identity = id;
+  return absl::StrCat("relabel ", p.name, " into a class of its own, identity ", id, "; ");
+}
+
+// PlanIdentityDelta on seeded random relabels (NP_NFT_RELABEL_SEED replays one): planning
+// leaves the index as it was, and the plan's three edits applied make it the index a full
+// install of ApplyDelta(previous, delta) builds (MakeDeltaIndex: the oracle). Every delta of
+// one relabel into a class of its own (an identity appended or reused) is planned.
+TEST(NftDeltaPlan, IdentityEditsReachTheIndexOfTheNextProgram) {
+  const uint64_t seed = SeedFromEnv("NP_NFT_RELABEL_SEED", 20261201);
+  SCOPED_TRACE(absl::StrCat("NP_NFT_RELABEL_SEED=", seed));
+  std::mt19937_64 rng(seed);
+  int planned = 0, appended = 0, name = 0;
+  for (int run = 0; run < 20; ++run) {
+    std::vector<ChurnPod> pods = ChurnBase();
+    uint32_t extra = 0;
+    ir::CompiledPolicy current = RelabelIr(pods, extra);
+    absl::StatusOr<DeltaIndex> index = MakeDeltaIndex(current, 1);
+    ASSERT_TRUE(index.ok()) << index.status();
+    for (int step = 0; step < 16; ++step) {
+      const std::string what = RandomRelabelEvent(rng, &pods, &extra, &name);
+      SCOPED_TRACE(absl::StrCat("run ", run, " step ", step, ": ", what));
+      ir::CompiledPolicy next = RelabelIr(pods, extra);
+      ASSERT_TRUE(CheckIr(next).ok()) << CheckIr(next);
+      std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(current, next);
+      ASSERT_TRUE(delta.has_value());
+      ir::CompiledPolicy applied = current;
+      ASSERT_TRUE(ApplyDelta(*delta, &applied).ok());
+      absl::StatusOr<DeltaIndex> truth = MakeDeltaIndex(applied, 1);
+      ASSERT_TRUE(truth.ok()) << truth.status();
+      const std::string before = IndexText(*index);
+      if (!delta->identities().empty() || !delta->peer_sets().empty()) {
+        const IdentityPlan plan = PlanIdentityDelta(&*index, current, *delta);
+        ASSERT_EQ(IndexText(*index), before) << "planning changed the index";
+        // A local pod coming or going (an endpoint in the delta) is not this planner's.
+        ASSERT_EQ(plan.fallback.empty(), delta->endpoints().empty()) << plan.fallback;
+        if (!plan.fallback.empty()) {
+          *index = *std::move(truth);
+          current = std::move(applied);
+          continue;
+        }
+        ++planned;
+        appended += delta->identities_size() > 0 ? 1 : 0;
+        // The states between the commits, built from the delta here (nft.h): after the gains,
+        // `current` with the appended identities and each peer set old ∪ new; after the
+        // addresses, `applied` with those sets. Each is what its edit leaves the index at,
+        // and gives every flow both programs agree on that verdict.
+        ir::CompiledPolicy gained = current, moved = applied;
+        for (const ir::Identity& i : delta->identities()) gained.add_identities()->set_id(i.id());
+        for (const ir::PeerSet& next_set : delta->peer_sets()) {
+          std::vector<uint32_t> both(next_set.identities().begin(), next_set.identities().end());
+          if (next_set.id() < static_cast<uint32_t>(current.peer_sets_size())) {
+            const ir::PeerSet& old = current.peer_sets(static_cast<int>(next_set.id()));
+            both.insert(both.end(), old.identities().begin(), old.identities().end());
+          } else {
+            *gained.add_peer_sets() = next_set;
+          }
+          both.erase(std::unique((std::sort(both.begin(), both.end()), both.begin()), both.end()),
+                     both.end());
+          SetIdentities(gained.mutable_peer_sets(static_cast<int>(next_set.id())), both);
+          SetIdentities(moved.mutable_peer_sets(static_cast<int>(next_set.id())), both);
+        }
+        const std::vector<const DeltaIndexEdit*> edits = {&plan.gains_edit, &plan.pods_edit,
+                                                          &plan.losses_edit};
+        const std::vector<const ir::CompiledPolicy*> states = {&gained, &moved, &applied};
+        for (size_t k = 0; k < edits.size(); ++k) {
+          SCOPED_TRACE(absl::StrCat("after edit ", k));
+          ApplyIndexEdit(*edits[k], &*index);
+          absl::StatusOr<DeltaIndex> want = MakeDeltaIndex(*states[k], 1);
+          ASSERT_TRUE(want.ok()) << want.status();
+          ASSERT_EQ(IndexText(*index), IndexText(*want));
+        }
+        std::vector<std::string> ends;
+        for (const ChurnPod& p : pods) ends.push_back(ChurnAddress(0, p.address));
+        ends.push_back(ChurnAddress(0, 59));  // an external address (identity 0)
+        for (const std::string& from : ends) {
+          for (const std::string& to : ends) {
+            for (const auto& [protocol, port] : {std::pair{6, 80u}, {17, 53u}, {6, 443u}}) {
+              const bool old_verdict = IrAllows(current, from, to, protocol, port);
+              if (old_verdict != IrAllows(applied, from, to, protocol, port)) continue;
+              ASSERT_EQ(IrAllows(gained, from, to, protocol, port), old_verdict)
+                  << "after the gains: " << AddressText(from) << " -> " << AddressText(to) << " " << port;
+              ASSERT_EQ(IrAllows(moved, from, to, protocol, port), old_verdict)
+                  << "after the addresses: " << AddressText(from) << " -> " << AddressText(to) << " " << port;
+            }
+          }
+        }
+      } else {
+        *index = *std::move(truth);
+      }
+      current = std::move(applied);
+    }
+  }
+  std::cerr << "identity plans checked against MakeDeltaIndex: " << planned << " ("
+            << appended << " appending)\n";
+  EXPECT_GE(planned, 60);
+  EXPECT_GE(appended, 10);
+}
+
+// The relabels by hand, through UpdateDelta in a namespace of the test's own: each
+// lists as a fresh Apply of the next program, and goes in place by PlanIdentityDelta
+// (`identity`) or by PlanDeltaUpdate's element edits (a pod into a class whose identity has
+// addresses: no peer set changes).
+TEST_F(NftKernelTest, RelabelsInPlaceEqualAFreshApply) {
+  ScratchNetns scratch(absl::StrCat("h64-relab-", getpid()));
+  ASSERT_TRUE(scratch.ok);
+  const std::string& netns = scratch.name;
+  std::unique_ptr<Backend> incremental = MakeNftBackend();
+  std::unique_ptr<Backend> fresh = MakeNftBackend();
+  struct Step {
+    std::string what;
+    std::string pod;
+    uint32_t identity;  // its identity after
+    uint32_t extra;     // identities past ChurnIr's after
+    bool identity_plan;
+  };
+  // RelabelIr: identity 11 and 14 are in no peer set, 12 and 15 in the named set 1, 13 in
+  // the inline set 0 (while they have pods).
+  const std::vector<Step> steps = {
+      {"a remote pod into a class of its own: 11 appended, named by no peer set", "b/api", 11, 1, true},
+      {"into another: 12 appended, the named set gains it; 11 unused", "b/api", 12, 2, true},
+      {"and back: 12 retired, out of the named set (no gains: one commit)", "b/api", 2, 2, true},
+      {"again: 12 reused", "b/api", 12, 2, true},
+      {"into 13, appended: the inline set gains it, the named set loses 12", "b/api", 13, 3, true},
+      {"a local pod into a class of its own: 14 and 15 appended, 15 named", "a/web-2", 15, 5, true},
+      {"a remote pod into 15 too (15 has addresses: element edits only)", "c/y", 15, 5, false},
+      {"the local pod back: 15 keeps c/y", "a/web-2", 1, 5, false},
+      {"c/y back: 15 retires", "c/y", 4, 5, true},
+      {"b/api from 13 into 11: 13 retires from the inline set", "b/api", 11, 5, true},
+  };
+  std::vector<ChurnPod> pods = ChurnBase();
+  uint32_t extra = 0;
+  ir::CompiledPolicy current = RelabelIr(pods, extra);
+  ASSERT_TRUE(incremental->Apply(current, {{}, netns}).ok());
+  for (const Step& step : steps) {
+    SCOPED_TRACE(step.what);
+    for (ChurnPod& p : pods) {
+      if (p.name == step.pod) p.identity = step.identity;
+    }
+    extra = step.extra;
+    ir::CompiledPolicy next = RelabelIr(pods, extra);
+    const auto [before, after] = ExpectDeltaListsAsFresh(*incremental, *fresh, netns, current, next);
+    if (HasFatalFailure()) return;
+    EXPECT_EQ(after.identity_in_place - before.identity_in_place, step.identity_plan ? 1u : 0u)
+        << after.last_fallback;
+    EXPECT_EQ(after.in_place - before.in_place, 1u) << after.last_fallback;
+    current = std::move(next);
+  }
+  ASSERT_TRUE(incremental->Remove({{}, netns}).ok());
+  ASSERT_TRUE(fresh->Remove({}).ok());
+}
+
+// Seeded random relabels (NP_NFT_RELABEL_SEED replays one) into classes of their own
+// (identities appended or reused), into ChurnIr's classes, and remote pods coming and going,
+// through UpdateDelta: after each the namespace lists as a fresh Apply of the next program;
+// each delta with peer sets or appended identities and no endpoint goes in place by
+// PlanIdentityDelta; every fifth step is an Update of whole programs, which must start from
+// what the deltas left.
+TEST_F(NftKernelTest, RandomRelabelsEqualAFreshApply) {
+  ScratchNetns scratch(absl::StrCat("h64-rrelab-", getpid()));
+  ASSERT_TRUE(scratch.ok);
+  const std::string& netns = scratch.name;
+  const uint64_t seed = SeedFromEnv("NP_NFT_RELABEL_SEED", 20261201);
+  SCOPED_TRACE(absl::StrCat("NP_NFT_RELABEL_SEED=", seed));
+  std::mt19937_64 rng(seed);
+  std::unique_ptr<Backend> incremental = MakeNftBackend();
+  std::unique_ptr<Backend> fresh = MakeNftBackend();
+  int planned = 0, appended = 0, name = 0;
+  for (int run = 0; run < 4; ++run) {
+    std::vector<ChurnPod> pods = ChurnBase();
+    uint32_t extra = 0;
+    ir::CompiledPolicy current = RelabelIr(pods, extra);
+    ASSERT_TRUE(incremental->Apply(current, {{}, netns}).ok());
+    for (int step = 0; step < 20; ++step) {
+      const std::string what = RandomRelabelEvent(rng, &pods, &extra, &name);
+      SCOPED_TRACE(absl::StrCat("run ", run, " step ", step, ": ", what));
+      ir::CompiledPolicy next = RelabelIr(pods, extra);
+      if (step % 5 == 4) {
+        ASSERT_TRUE(incremental->Update(current, next, {{}, netns}).ok());
+        ASSERT_TRUE(fresh->Apply(next, {}).ok());
+        ASSERT_TRUE(SettleCleanups(*incremental).ok());
+        ASSERT_NO_FATAL_FAILURE(ExpectListsAsFresh(netns, DeltaStatsOf(*incremental).last_update));
+        current = std::move(next);
+        continue;
+      }
+      std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(current, next);
+      ASSERT_TRUE(delta.has_value());
+      const bool ours = (!delta->identities().empty() || !delta->peer_sets().empty()) &&
+                        delta->endpoints().empty();
+      const auto [before, after] = ExpectDeltaListsAsFresh(*incremental, *fresh, netns, current, next);
+      if (HasFatalFailure()) return;
+      EXPECT_EQ(after.identity_in_place - before.identity_in_place, ours ? 1u : 0u)
+          << after.last_fallback;
+      planned += ours ? 1 : 0;
+      appended += ours && delta->identities_size() > 0 ? 1 : 0;
+      current = std::move(next);
+    }
+  }
+  std::cerr << "random relabels: " << planned << " through PlanIdentityDelta (" << appended
+            << " appending)\n";
+  EXPECT_GE(planned, 20);
+  EXPECT_GE(appended, 5);
+  ASSERT_TRUE(incremental->Remove({{}, netns}).ok());
+  ASSERT_TRUE(fresh->Remove({}).ok());
 }
 
 // A named namespace deleted and created again under the same name is a new one: the backend
@@ -2616,7 +2900,7 @@ TEST(NftPackets, TiersGetTheSpecsVerdicts) {
 // How ExpectSwapsUnderProbes goes between its two programs: whole programs (Update), a
 // policy delta (UpdateDelta: PlanPolicyDelta), or a pod delta that brings pod x/c with its
 // table and takes it away again (PlanPodTableDelta).
-enum class Swap { kUpdate, kPolicyDelta, kPodTableDelta };
+enum class Swap { kUpdate, kPolicyDelta, kPodTableDelta, kRelabel };
 
 // The pod-table swap's programs: x/a (table 0: egress TCP/UDP 80-81 to all), x/b (table 1:
 // ingress TCP 80 from x/a's identity, UDP 80 from identity 3's), and x/c when `c_there`: a
@@ -2663,10 +2947,53 @@ ir::CompiledPolicy ThreePodsCOrNot(bool c_there) {
   return ir;
 }
 
+// The relabel swap's programs: x/a of identity 1, or (`relabelled`) of identity 4, the
+// other one unused (no pods, in no peer set); x/c (table 2) takes TCP/UDP 80 from x/a's
+// identity (peer set 3), x/b (table 1) TCP 80 from identity 1 only (peer set 4): x/a -> x/c
+// port 80 is allowed by both programs, x/a -> x/b TCP 80 only before the relabel, x/b ->
+// x/c denied by both. Each swap is a pod delta that moves x/a's addresses between identities
+// named by peer sets, gaining one and losing the other (PlanIdentityDelta: the gains, the
+// addresses, and the losses after a grace period); a state that had x/a's addresses on the
+// new identity before peer set 3 gained it, or on the old one after it lost it, would drop
+// x/a -> x/c.
+ir::CompiledPolicy ThreePodsRelabelled(bool relabelled) {
+  using namespace iptables::testutil;  // NOLINT: the topology helpers
+  std::vector<Point> points = ThreePods();
+  for (Point& p : points) {
+    if (p.identity == 1 && relabelled) p.identity = 4;
+  }
+  ir::CompiledPolicy ir = WithPods(IrFromPoints(points));
+  if (!relabelled) ir.add_identities()->set_id(4);
+  const uint32_t a = relabelled ? 4 : 1;
+  AddPeerSet(ir, {1});
+  AddPeerSet(ir, {2});
+  AddPeerSet(ir, {}, /*all=*/true);
+  AddPeerSet(ir, {a});
+  AddPeerSet(ir, relabelled ? std::vector<uint32_t>{} : std::vector<uint32_t>{1});
+  for (int i = 0; i < 3; ++i) {
+    ir::Table* table = AppendTable(ir);
+    table->add_policies(absl::StrCat("x/policy-", i));
+    ir::Endpoint* e = ir.add_endpoints();
+    e->set_namespace_("x");
+    e->set_name(std::string(1, static_cast<char>('a' + i)));
+    e->add_ips(absl::StrCat("10.0.", i + 1, ".2"));
+    e->add_ips(absl::StrCat("fd00:", i + 1, "::2"));
+    e->set_selected(true);
+    e->set_table(static_cast<uint32_t>(i));
+  }
+  AddRule(ir.mutable_tables(0)->mutable_egress(), ir::TCP, 80, 81, 2);
+  AddRule(ir.mutable_tables(0)->mutable_egress(), ir::UDP, 80, 81, 2);
+  AddRule(ir.mutable_tables(1)->mutable_ingress(), ir::TCP, 80, 80, 4);
+  AddRule(ir.mutable_tables(2)->mutable_ingress(), ir::TCP, 80, 80, 3);
+  AddRule(ir.mutable_tables(2)->mutable_ingress(), ir::UDP, 80, 80, 3);
+  return ir;
+}
+
 void ExpectSwapsUnderProbes(Swap how) {
   using namespace iptables::testutil;  // NOLINT: the topology helpers
   const bool through_delta = how != Swap::kUpdate;
-  ThreePodLab lab(how == Swap::kPodTableDelta ? "h56pk" : through_delta ? "h50pk" : "npnfti", 120);
+  ThreePodLab lab(how == Swap::kRelabel ? "h64pk" : how == Swap::kPodTableDelta ? "h56pk"
+                  : through_delta ? "h50pk" : "npnfti", 120);
   const Topology& t = lab.t;
   const Attachment& where = lab.where;
   auto program = [](uint32_t peer) {
@@ -2691,12 +3018,12 @@ void ExpectSwapsUnderProbes(Swap how) {
     AddRule(ir.mutable_tables(0)->mutable_egress(), ir::UDP, 80, 81, 2);
     return ir;
   };
-  const bool pods = how == Swap::kPodTableDelta;
-  const ir::CompiledPolicy a = pods ? ThreePodsCOrNot(false) : program(0);
-  const ir::CompiledPolicy b = pods ? ThreePodsCOrNot(true) : program(1);
+  const bool pods = how == Swap::kPodTableDelta, relabel = how == Swap::kRelabel;
+  const ir::CompiledPolicy a = relabel ? ThreePodsRelabelled(false) : pods ? ThreePodsCOrNot(false) : program(0);
+  const ir::CompiledPolicy b = relabel ? ThreePodsRelabelled(true) : pods ? ThreePodsCOrNot(true) : program(1);
   ASSERT_TRUE(CheckIr(a).ok()) << CheckIr(a);
   ASSERT_TRUE(CheckIr(b).ok()) << CheckIr(b);
-  if (!pods) {
+  if (!pods && !relabel) {
     const InPlacePlan there = PlanInPlaceUpdate(Generation(a, 1), Generation(b, 1));
     const InPlacePlan back = PlanInPlaceUpdate(Generation(b, 1), Generation(a, 1));
     ASSERT_TRUE(there.fallback.empty() && back.fallback.empty())
@@ -2762,16 +3089,17 @@ void ExpectSwapsUnderProbes(Swap how) {
   EXPECT_GT(swaps.load(), 20);
   EXPECT_EQ(stats.update_switch, 0u) << stats.last_update;
   if (through_delta) {
-    std::cerr << "  through UpdateDelta: " << stats.policy_in_place << " policy deltas and "
-              << stats.pod_table_in_place << " pod deltas with tables in place, "
+    std::cerr << "  through UpdateDelta: " << stats.policy_in_place << " policy deltas, "
+              << stats.pod_table_in_place << " pod deltas with tables and "
+              << stats.identity_in_place << " with identities in place, "
               << stats.full_path << " on the default path, " << stats.cleanups_committed
               << " deferred retirements committed\n";
     EXPECT_EQ(stats.full_path, 0u) << stats.last_fallback;
-    EXPECT_GE(pods ? stats.pod_table_in_place : stats.policy_in_place,
+    EXPECT_GE(relabel ? stats.identity_in_place : pods ? stats.pod_table_in_place : stats.policy_in_place,
               static_cast<uint64_t>(swaps.load()));
     // A policy swap retires an identity chain after a grace period; x/c leaving takes its
     // address out of identity 3 first, so that chain goes at once (nothing jumps to it).
-    if (!pods) EXPECT_GE(stats.cleanups_committed + 1, static_cast<uint64_t>(swaps.load()));
+    if (!pods && !relabel) EXPECT_GE(stats.cleanups_committed + 1, static_cast<uint64_t>(swaps.load()));
   } else {
     EXPECT_GE(stats.update_in_place, static_cast<uint64_t>(swaps.load()));
   }
@@ -2805,6 +3133,15 @@ TEST(NftPackets, PodDeltasWithTablesNeverPassADeniedFlowNorDropAnAllowedOne) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root";
   if (!RunCommand({"nft", "--version"}).ok()) GTEST_SKIP() << "no nft binary";
   ExpectSwapsUnderProbes(Swap::kPodTableDelta);
+}
+
+// A pod relabelled between two identities that peer sets name, over and over, as pod deltas
+// in place (nft.h PlanIdentityDelta: the gains, the addresses, the losses deferred past a
+// grace period) while every flow both programs agree on is probed.
+TEST(NftPackets, RelabelsInPlaceNeverPassADeniedFlowNorDropAnAllowedOne) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  if (!RunCommand({"nft", "--version"}).ok()) GTEST_SKIP() << "no nft binary";
+  ExpectSwapsUnderProbes(Swap::kRelabel);
 }
 
 // ---- The whole path as netlink batches (netlink.h WholeBatch) against nft's own parser ----
