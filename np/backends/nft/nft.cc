@@ -3142,8 +3142,10 @@ class NftBackend : public Backend {
         ForgetInstalled(ns);
       }
     }
-    // The planners below do not know appended identities: the default path (Update) decides.
-    if (!delta.identities().empty()) {
+    // The planners below do not know appended identities, nor peer sets changing with pod
+    // parts and no table (PlanPodTableDelta orders a table's coming or going, not that):
+    // the default path (Update) decides.
+    if (identities) {
       stats_.last_fallback = refused;
       ++stats_.full_path;
       return Backend::UpdateDelta(previous, delta, attachment);
