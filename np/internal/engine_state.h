@@ -830,6 +830,12 @@ struct EngineState {
   // this state compiles (they never change afterwards).
   absl::Status ApplyBatch(absl::Span<const Change> changes, std::vector<Diagnostic>* diagnostics,
                           bool validated = false, const Cluster* tiers_from = nullptr);
+  // Whether applying `changes` would change nothing this snapshot answers: each is an upsert
+  // of a pod it holds, valid, whose labels, addresses, node and named ports are the held
+  // ones (a status heartbeat: conditions, resource version, annotations). Then the valid
+  // objects' warnings go to `diagnostics` and the caller keeps this snapshot (Engine::Apply).
+  // Costs a key lookup and a reading of each object, no copy of the state.
+  bool Unchanged(absl::Span<const Change> changes, std::vector<Diagnostic>* diagnostics) const;
 
   // --- helpers shared by updates and explain ---
   const std::vector<uint32_t>& IdList(uint32_t id) const { return *id_lists[id]; }
