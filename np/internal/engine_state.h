@@ -701,7 +701,13 @@ struct EngineState {
 
   // Objects.
   CowMap<std::string, std::shared_ptr<const NamespaceState>, StringHash> namespaces;
-  CowVector<PodSlot> pods;
+  // The vectors whose items hold shared_ptrs (pods, identities, target_classes) have small
+  // chunks: a pod event writes one item of each (a slot, an identity's and a class's pod
+  // counts), and cloning a chunk takes a reference per item on cold lines — 256 of them cost
+  // more than the rest of a pod add at 1,000 pods (bench/RESULTS.md, issue 13). The spines
+  // they lengthen are copied only by batches that write them (np/internal/cow.h).
+  static constexpr int kSharedChunkBits = 5;
+  CowVector<PodSlot, kSharedChunkBits + 1> pods;
   CowVector<PodRecord> records;  // parallel to pods
   CowVector<ClassLink> class_links;  // parallel to pods: the pod's neighbours in its target class
   // One entry per pod: small shards, so that a pod update clones a few dozen keys, not
@@ -745,13 +751,13 @@ struct EngineState {
   CowMap<std::string, uint32_t, StringHash> named_map_by_key;
   CowVector<std::shared_ptr<const Bitset>> named_map_classes;  // peer classes per named map
 
-  CowVector<IdentitySlot> identities;
+  CowVector<IdentitySlot, kSharedChunkBits> identities;
   CowMap<std::string, uint32_t, StringHash, std::equal_to<>, kPodMapShardBits - 2>
       identity_by_key;  // up to one identity per pod
 
   CowVector<PeerClassKey> peer_classes;
   CowMap<PeerClassKey, uint32_t> peer_class_by_key;
-  CowVector<TargetClassSlot> target_classes;
+  CowVector<TargetClassSlot, kSharedChunkBits> target_classes;
   CowMap<TargetClassKey, uint32_t> target_class_by_key;
 
   std::shared_ptr<const AtomTable> atoms[2];  // [0] IPv4, [1] IPv6
