@@ -18,7 +18,7 @@
 //   BM_EventParseApply/<pods>  both, from the texts (ADDED then DELETED, as the agent gets them)
 //   BM_EventModifiedApply/<pods>  a MODIFIED event that changes nothing the engine reads (a
 //                              status heartbeat: resourceVersion and a condition's time), parse
-//                              and Apply
+//                              and Apply (which keeps the snapshot: Engine::Apply recognises it)
 //
 //   bazel build //bench:event_bench
 //   bazel-bin/bench/event_bench [--benchmark_filter=...]
