@@ -701,13 +701,14 @@ struct EngineState {
 
   // Objects.
   CowMap<std::string, std::shared_ptr<const NamespaceState>, StringHash> namespaces;
-  // The vectors whose items hold shared_ptrs (pods, identities, target_classes) have small
-  // chunks: a pod event writes one item of each (a slot, an identity's and a class's pod
-  // counts), and cloning a chunk takes a reference per item on cold lines — 256 of them cost
-  // more than the rest of a pod add at 1,000 pods (bench/RESULTS.md, issue 13). The spines
-  // they lengthen are copied only by batches that write them (np/internal/cow.h).
+  // identities and target_classes, whose items hold shared_ptrs, have small chunks: a pod
+  // event writes one item of each (an identity's and a class's pod counts), and cloning a
+  // chunk takes a reference per item on cold lines — 256 of them cost more than the rest of
+  // a pod add at 1,000 pods (bench/RESULTS.md, issue 13). The spines they lengthen are copied
+  // only by batches that write them (np/internal/cow.h). Not `pods`: one slot per pod, its
+  // spine at 100k pods would cost more to clone than the chunk saves (measured: +8 %).
   static constexpr int kSharedChunkBits = 5;
-  CowVector<PodSlot, kSharedChunkBits + 1> pods;
+  CowVector<PodSlot> pods;
   CowVector<PodRecord> records;  // parallel to pods
   CowVector<ClassLink> class_links;  // parallel to pods: the pod's neighbours in its target class
   // One entry per pod: small shards, so that a pod update clones a few dozen keys, not
