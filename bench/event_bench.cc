@@ -18,7 +18,7 @@
 //   BM_EventParseApply/<pods>  both, from the texts (ADDED then DELETED, as the agent gets them)
 //   BM_EventModifiedApply/<pods>  a MODIFIED event that changes nothing the engine reads (a
 //                              status heartbeat: resourceVersion and a condition's time), parse
-//                              and Apply
+//                              and Apply (which keeps the snapshot: Engine::Apply recognises it)
 //
 //   bazel build //bench:event_bench
 //   bazel-bin/bench/event_bench [--benchmark_filter=...]
@@ -303,10 +303,13 @@ void BM_EventParseApply(benchmark::State& state) {
 
 void BM_EventModifiedApply(benchmark::State& state) {
   Fixture& f = Get(static_cast<int>(state.range(0)));
+  const std::shared_ptr<const Engine> before = f.live->Current();
   for (auto _ : state) {
     ApplyOrFail(*f.live, Parse(f.modified_a));
     ApplyOrFail(*f.live, Parse(f.modified_b));
   }
+  // The row times the heartbeat's path: it must have kept the snapshot.
+  if (f.live->Current() != before) Fail("a heartbeat made a new snapshot");
   state.counters["events"] =
       benchmark::Counter(2.0 * static_cast<double>(state.iterations()),
                          benchmark::Counter::kIsRate | benchmark::Counter::kInvert);

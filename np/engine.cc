@@ -215,6 +215,9 @@ absl::StatusOr<std::shared_ptr<const Engine>> Engine::Build(const Cluster& clust
 
 absl::StatusOr<std::shared_ptr<const Engine>> Engine::Apply(
     absl::Span<const Change> changes, std::vector<Diagnostic>* diagnostics) const {
+  // A status heartbeat changes no answer: no copy, no batch, this very snapshot (so that a
+  // LiveEngine publishes nothing and an agent has nothing to send to the kernel).
+  if (state_->Unchanged(changes, diagnostics)) return shared_from_this();
   // Copying the state copies chunk and shard pointers only; the batch clones what it edits.
   auto state = std::make_unique<EngineState>(*state_);
   absl::Status status = state->ApplyBatch(changes, diagnostics);
@@ -596,6 +599,8 @@ absl::Status LiveEngine::Apply(absl::Span<const Change> changes,
     next = current_owner_->Apply(changes, diagnostics);
     if (!next.ok()) return next.status();
   }
+  // Nothing changed (Engine::Apply gave its own snapshot back): nothing to publish.
+  if (*next == current_owner_) return absl::OkStatus();
   current_.store(next->get(), std::memory_order_seq_cst);
   retired_.push_back(std::move(current_owner_));
   current_owner_ = *std::move(next);

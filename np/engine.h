@@ -32,7 +32,8 @@
 // Namespaces, Pods, NetworkPolicies, the three tier kinds and Nodes.
 //
 // Thread safety: an Engine is immutable; every const method may be called concurrently
-// from any number of threads. Apply() returns a new snapshot and leaves this one intact.
+// from any number of threads. Apply() returns a new snapshot and leaves this one intact
+// (or returns this one when the changes change nothing it answers, see Apply).
 // LiveEngine: any number of Readers, one writer at a time (Apply serializes writers);
 // readers never wait for the writer.
 #ifndef NP_ENGINE_H_
@@ -91,7 +92,9 @@ struct PodQuery {
   uint16_t port = 0;
 };
 
-class Engine {
+// (enable_shared_from_this: Apply returns the snapshot itself when nothing changes; every
+// Engine is created owned by a shared_ptr, by Build or Apply.)
+class Engine : public std::enable_shared_from_this<Engine> {
  public:
   // Compiles a validated cluster.
   static absl::StatusOr<std::shared_ptr<const Engine>> Build(
@@ -105,6 +108,11 @@ class Engine {
   // and every table holding a tier policy redone, about 10 ms at 10k pods
   // (bench/engine_bench.cc BM_UpdateTierPolicyAdd; a fresh Build is 50 times that). Pod ids
   // stay; verdicts equal a fresh Build of the resulting objects.
+  // A batch of pod upserts that change nothing an answer reads — each pod held, with the
+  // same labels, addresses, node and named ports, still networked (a kubelet status
+  // heartbeat: conditions, resource version, annotations) — returns this snapshot itself,
+  // at the cost of reading and validating the objects: no state is copied. Its objects
+  // (ToCluster) then keep the status they had.
   absl::StatusOr<std::shared_ptr<const Engine>> Apply(
       absl::Span<const Change> changes, std::vector<Diagnostic>* diagnostics = nullptr) const;
 
@@ -181,7 +189,9 @@ class LiveEngine {
   LiveEngine& operator=(const LiveEngine&) = delete;
 
   // Builds the next snapshot from the current one and publishes it with an atomic swap.
-  // On error the current snapshot stays. Writers are serialized; readers are never blocked.
+  // On error the current snapshot stays, and when the changes change nothing (Engine::Apply
+  // returns the same snapshot) nothing is published: Current() is the same pointer.
+  // Writers are serialized; readers are never blocked.
   absl::Status Apply(absl::Span<const Change> changes,
                      std::vector<Diagnostic>* diagnostics = nullptr);
   // Publishes a snapshot built elsewhere.

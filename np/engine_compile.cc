@@ -127,6 +127,47 @@ void SetBit(Bitset& bits, uint32_t i) {
   bits[w] |= uint64_t{1} << (i & 63);
 }
 
+// A pod that takes no part in networking (finished, or on the host's network): the snapshot
+// keeps its object aside (left_out_pods), in no class.
+bool LeftOutOfNetworking(const k8s::Pod& pod) {
+  const std::string& phase = pod.status().phase();
+  return phase == "Succeeded" || phase == "Failed" || pod.spec().hostnetwork();
+}
+
+bool SameNamedPort(const NamedPort& a, const NamedPort& b) {
+  return std::tie(a.name, a.protocol, a.port) == std::tie(b.name, b.protocol, b.port);
+}
+
+// Everything a snapshot reads of a networked pod but its key: labels, addresses (in the
+// object's order: the first of each family is the one verdicts use), node and named container
+// ports (sorted, as a named-port map is interned). Nothing else of the object — status
+// conditions, resource version, annotations — changes an answer, which is what lets
+// EngineState::Unchanged call a pod whose reading is equal a no-op.
+void ReadPod(const k8s::Pod& pod, PodState* state, std::vector<NamedPort>* named) {
+  for (const auto& [k, v] : pod.metadata().labels()) state->labels[k] = v;
+  std::vector<std::string> ip_texts;
+  for (const auto& ip : pod.status().podips()) ip_texts.push_back(ip.ip());
+  if (ip_texts.empty() && !pod.status().podip().empty()) ip_texts.push_back(pod.status().podip());
+  for (const std::string& text : ip_texts) {
+    absl::StatusOr<IpAddress> a = IpAddress::Parse(text, /*allow_leading_zeros=*/true);
+    if (!a.ok()) continue;
+    state->ips.push_back(*a);
+    if (a->is_v4() && !state->ipv4) state->ipv4 = *a;
+    if (a->is_v6() && !state->ipv6) state->ipv6 = *a;
+  }
+  state->node_name = pod.spec().nodename();
+  for (const auto& container : pod.spec().containers()) {
+    for (const auto& port : container.ports()) {
+      if (port.name().empty()) continue;
+      named->push_back(NamedPort{port.name(), ProtocolOrTcp(port.protocol()),
+                                 static_cast<uint16_t>(port.containerport())});
+    }
+  }
+  std::sort(named->begin(), named->end(), [](const NamedPort& a, const NamedPort& b) {
+    return std::tie(a.name, a.protocol, a.port) < std::tie(b.name, b.protocol, b.port);
+  });
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------------- the batch
@@ -270,10 +311,8 @@ class Batch {
   }
   void EraseIpOwner(const IpAddress& a) { MutableIpIndex().Erase(a); }
 
+  // `ports` sorted (ReadPod).
   uint32_t InternNamedMap(std::vector<NamedPort> ports) {
-    std::sort(ports.begin(), ports.end(), [](const NamedPort& a, const NamedPort& b) {
-      return std::tie(a.name, a.protocol, a.port) < std::tie(b.name, b.protocol, b.port);
-    });
     std::string key;
     for (const NamedPort& p : ports) {
       absl::StrAppend(&key, p.name, "/", static_cast<int>(p.protocol), "/", p.port, ";");
@@ -374,8 +413,7 @@ class Batch {
     if (Invalid(pod, ValidatePod)) return;
     std::string key = KeyOf(pod);
     auto object = std::make_shared<Sourced<k8s::Pod>>(Sourced<k8s::Pod>{pod, {}});
-    const std::string& phase = pod.status().phase();
-    if (phase == "Succeeded" || phase == "Failed" || pod.spec().hostnetwork()) {
+    if (LeftOutOfNetworking(pod)) {
       if (const uint32_t* id = s_.pod_by_key.Find(key)) RemovePod(*id);
       s_.left_out_pods.Set(key, std::move(object), gen_);
       return;
@@ -385,27 +423,9 @@ class Batch {
     state->key = key;
     state->namespace_name = pod.metadata().namespace_();
     state->name = pod.metadata().name();
-    for (const auto& [k, v] : pod.metadata().labels()) state->labels[k] = v;
-    std::vector<std::string> ip_texts;
-    for (const auto& ip : pod.status().podips()) ip_texts.push_back(ip.ip());
-    if (ip_texts.empty() && !pod.status().podip().empty()) ip_texts.push_back(pod.status().podip());
-    for (const std::string& text : ip_texts) {
-      absl::StatusOr<IpAddress> a = IpAddress::Parse(text, /*allow_leading_zeros=*/true);
-      if (!a.ok()) continue;
-      state->ips.push_back(*a);
-      if (a->is_v4() && !state->ipv4) state->ipv4 = *a;
-      if (a->is_v6() && !state->ipv6) state->ipv6 = *a;
-    }
     std::vector<NamedPort> named;
-    for (const auto& container : pod.spec().containers()) {
-      for (const auto& port : container.ports()) {
-        if (port.name().empty()) continue;
-        named.push_back(NamedPort{port.name(), ProtocolOrTcp(port.protocol()),
-                                  static_cast<uint16_t>(port.containerport())});
-      }
-    }
+    ReadPod(pod, state.get(), &named);
     state->named_map = InternNamedMap(std::move(named));
-    state->node_name = pod.spec().nodename();
     state->object = std::move(object);
     if (const uint32_t* old = s_.pod_by_key.Find(key)) RemovePod(*old);
     EnsureNamespace(state->namespace_name);
@@ -1738,6 +1758,44 @@ absl::Status EngineState::ApplyBatch(absl::Span<const Change> changes,
   }
   Batch batch(*this, diagnostics, validated);
   return batch.Run(changes, tiers_from);
+}
+
+bool EngineState::Unchanged(absl::Span<const Change> changes,
+                            std::vector<Diagnostic>* diagnostics) const {
+  if (changes.empty()) return false;  // (an empty batch still makes a snapshot, as it did)
+  std::vector<Diagnostic> found;
+  for (const Change& change : changes) {
+    // Only a pod upsert is looked at: it is what arrives at a steady rate (each status
+    // change of each pod); the other kinds take the batch path, which is exact for them.
+    const auto* pod = std::get_if<k8s::Pod>(&change.object);
+    if (pod == nullptr || change.op != Change::Op::kUpsert) return false;
+    // (An empty namespace means "default": left to the batch, which fills it in.)
+    const std::string& ns = pod->metadata().namespace_();
+    if (ns.empty() || LeftOutOfNetworking(*pod)) return false;
+    const uint32_t* id = pod_by_key.Find(absl::StrCat(ns, "/", pod->metadata().name()));
+    if (id == nullptr) return false;
+    const PodState& held = *pods[*id].state;
+    PodState read;
+    std::vector<NamedPort> named;
+    ReadPod(*pod, &read, &named);
+    const std::vector<NamedPort>& held_named = *named_maps[held.named_map];
+    if (read.labels != held.labels || read.ips != held.ips || read.node_name != held.node_name ||
+        !std::equal(named.begin(), named.end(), held_named.begin(), held_named.end(),
+                    SameNamedPort)) {
+      return false;
+    }
+    // Validated as the batch would: an invalid object is the batch's to reject, with its
+    // errors; a valid one's warnings are reported as the batch reports them.
+    std::vector<Diagnostic> findings = ValidatePod(*pod);
+    for (Diagnostic& d : findings) {
+      if (d.is_error()) return false;
+      found.push_back(std::move(d));
+    }
+  }
+  if (diagnostics != nullptr) {
+    for (Diagnostic& d : found) diagnostics->push_back(std::move(d));
+  }
+  return true;
 }
 
 std::shared_ptr<const TargetTable> EngineState::NetworkPolicyTable(

@@ -6,6 +6,7 @@
 // NP_TIER_UPDATE_SEED=<seed>) bazel test //np:engine_test --test_filter=*Replay*.
 #include "np/engine.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <optional>
 #include <random>
@@ -485,11 +486,31 @@ TEST(VerdictBits, Replay) {
   CheckBitsBudgets(static_cast<uint64_t>(seed));
 }
 
+// `pod` as the kubelet reports it again with nothing the engine reads changed: a new
+// resource version, annotation and host IP, and its containers' ports in reverse order (a
+// named-port map is a set).
+k8s::Pod Heartbeat(k8s::Pod pod, int beat) {
+  pod.mutable_metadata()->set_resourceversion(absl::StrCat(70000 + beat));
+  (*pod.mutable_metadata()->mutable_annotations())["np.test/beat"] = absl::StrCat(beat);
+  pod.mutable_status()->set_hostip(absl::StrCat("192.168.0.", beat % 250));
+  for (k8s::Container& c : *pod.mutable_spec()->mutable_containers()) {
+    std::reverse(c.mutable_ports()->begin(), c.mutable_ports()->end());
+  }
+  return pod;
+}
+
+bool Networked(const k8s::Pod& pod) {
+  const std::string& phase = pod.status().phase();
+  return phase != "Succeeded" && phase != "Failed" && !pod.spec().hostnetwork();
+}
+
 // A LiveEngine under random churn (pods, namespaces, NetworkPolicies; tiered when the seed is
 // odd): the bits of its first build go stale class by class and new peer classes appear,
 // each such flow must move to the exact path. After each change the current snapshot answers
 // as the reference does, and as a fresh Engine::Build of the same objects (with its own
 // fresh bits). Half budget on even sequences: classes outside the bits from the start.
+// Between changes, a status heartbeat of a random networked pod (Heartbeat): the LiveEngine
+// must keep its snapshot (the same Current() pointer) and the answers stay the reference's.
 // NP_BITS_CHURN_SEED=<seed> replays one sequence.
 void CheckLiveChurn(uint64_t seed) {
   RandomClusterOptions generator_options;
@@ -517,6 +538,29 @@ void CheckLiveChurn(uint64_t seed) {
     ASSERT_TRUE(problems.empty()) << "NP_BITS_CHURN_SEED=" << seed << " after step " << step
                                   << "\n" << absl::StrJoin(problems, "\n") << "\n"
                                   << ObjectsText(*cluster);
+    if (cluster->pod_count() > 0) {
+      const k8s::Pod beat =
+          Heartbeat(cluster->pod_object(static_cast<int>((seed + step) % cluster->pod_count())),
+                    step);
+      absl::StatusOr<Cluster> beaten = cluster->Apply({Change{Change::Op::kUpsert, beat}});
+      ASSERT_TRUE(beaten.ok()) << beaten.status();
+      ASSERT_TRUE(live.Apply({Change{Change::Op::kUpsert, beat}}).ok());
+      cluster = *std::move(beaten);
+      if (Networked(beat)) {
+        ASSERT_EQ(live.Current(), current)
+            << "NP_BITS_CHURN_SEED=" << seed << " step " << step << ": a heartbeat of "
+            << beat.metadata().namespace_() << "/" << beat.metadata().name()
+            << " made a new snapshot";
+      }
+      // Same verdicts as the reference on the heartbeat's cluster (every third step: the
+      // snapshot compared just above is the same one).
+      if (live.Current() != current || step % 3 == 0) {
+        current = live.Current();
+        problems = Compare(*cluster, *current, options.evaluation, false);
+        ASSERT_TRUE(problems.empty()) << "NP_BITS_CHURN_SEED=" << seed << " heartbeat, step "
+                                      << step << "\n" << absl::StrJoin(problems, "\n");
+      }
+    }
     if (step % 5 != 4) continue;
     absl::StatusOr<std::shared_ptr<const Engine>> fresh = Engine::Build(*cluster, options);
     ASSERT_TRUE(fresh.ok()) << fresh.status();
@@ -795,6 +839,73 @@ TEST(Engine, LiveEngineSwapsSnapshots) {
   EXPECT_FALSE(reader.Pin().Allowed(a, b, Protocol::kTCP, 80));
   ASSERT_TRUE(live.Apply({Change{Change::Op::kDelete, deny}}).ok());
   EXPECT_TRUE(reader.Pin().Allowed(a, b, Protocol::kTCP, 80));
+}
+
+// What a heartbeat may and may not change. A pod's named port is read (a policy names it):
+// changing it is a change, and the verdict follows; the same object again, or with a new
+// resource version, annotations and reordered container ports, keeps the snapshot itself.
+TEST(Engine, StatusOnlyUpsertKeepsTheSnapshot) {
+  ClusterObjects objects;
+  k8s::Pod server = SimplePod("x", "server", "10.0.0.1", "web");
+  k8s::Container* c = server.mutable_spec()->add_containers();
+  c->set_name("c");
+  k8s::ContainerPort* http = c->add_ports();
+  http->set_name("http");
+  http->set_containerport(80);
+  k8s::ContainerPort* admin = c->add_ports();
+  admin->set_name("admin");
+  admin->set_containerport(9000);
+  objects.pods.push_back({server, {}});
+  objects.pods.push_back({SimplePod("x", "client", "10.0.0.2", "db"), {}});
+  k8s::NetworkPolicy named;
+  named.mutable_metadata()->set_namespace_("x");
+  named.mutable_metadata()->set_name("named");
+  (*named.mutable_spec()->mutable_podselector()->mutable_matchlabels())["app"] = "web";
+  named.mutable_spec()->add_ingress()->add_ports()->mutable_port()->set_strval("http");
+  named.mutable_spec()->mutable_ingress(0)->mutable_ports(0)->mutable_port()->set_type(1);
+  objects.policies.push_back({named, {}});
+  absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  LiveEngine live(*Engine::Build(*cluster));
+  const std::shared_ptr<const Engine> start = live.Current();
+  const PodId s = *start->FindPod("x/server"), cl = *start->FindPod("x/client");
+  ASSERT_TRUE(start->Allowed(cl, s, Protocol::kTCP, 80));
+  ASSERT_FALSE(start->Allowed(cl, s, Protocol::kTCP, 8080));
+  for (const k8s::Pod& same : {server, Heartbeat(server, 1), Heartbeat(server, 2)}) {
+    std::vector<Diagnostic> diagnostics;
+    ASSERT_TRUE(live.Apply({Change{Change::Op::kUpsert, same}}, &diagnostics).ok());
+    EXPECT_EQ(live.Current(), start);
+    EXPECT_TRUE(diagnostics.empty());
+  }
+  // "http" moves to 8080: the policy now admits 8080, not 80.
+  k8s::Pod moved = server;
+  moved.mutable_spec()->mutable_containers(0)->mutable_ports(0)->set_containerport(8080);
+  ASSERT_TRUE(live.Apply({Change{Change::Op::kUpsert, moved}}).ok());
+  const std::shared_ptr<const Engine> after = live.Current();
+  ASSERT_NE(after, start);
+  const PodId s2 = *after->FindPod("x/server");
+  EXPECT_FALSE(after->Allowed(cl, s2, Protocol::kTCP, 80));
+  EXPECT_TRUE(after->Allowed(cl, s2, Protocol::kTCP, 8080));
+  // The same for each other field the engine reads: labels, addresses, node, networking.
+  k8s::Pod relabelled = moved;
+  (*relabelled.mutable_metadata()->mutable_labels())["tier"] = "front";
+  k8s::Pod readdressed = moved;
+  readdressed.mutable_status()->mutable_podips(0)->set_ip("10.0.0.9");
+  k8s::Pod renoded = moved;
+  renoded.mutable_spec()->set_nodename("n2");
+  k8s::Pod finished = moved;
+  finished.mutable_status()->set_phase("Succeeded");
+  for (const k8s::Pod& changed : {relabelled, readdressed, renoded, finished}) {
+    absl::StatusOr<std::shared_ptr<const Engine>> next =
+        after->Apply({Change{Change::Op::kUpsert, changed}});
+    ASSERT_TRUE(next.ok()) << next.status();
+    EXPECT_NE(*next, after);
+  }
+  // An invalid heartbeat is rejected as any invalid object is, and the snapshot stays.
+  k8s::Pod invalid = Heartbeat(moved, 3);
+  (*invalid.mutable_metadata()->mutable_annotations())["bad key!"] = "x";
+  EXPECT_FALSE(live.Apply({Change{Change::Op::kUpsert, invalid}}).ok());
+  EXPECT_EQ(live.Current(), after);
 }
 
 // IP reuse as an agent sees it: a new pod appears with an address whose old pod is still

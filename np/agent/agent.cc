@@ -35,6 +35,13 @@ bool SameInterfaces(const backends::Attachment& a, const backends::Attachment& b
   return true;
 }
 
+// A delta that edits nothing: the kernel already has what it means.
+bool EditsNothing(const ir::CompiledPolicyDelta& d) {
+  return d.ipv4_size() == 0 && d.ipv6_size() == 0 && d.endpoints_size() == 0 &&
+         d.identity_pods_size() == 0 && d.peer_sets_size() == 0 && d.tables_size() == 0 &&
+         d.identities_size() == 0;
+}
+
 }  // namespace
 
 Agent::Agent(std::shared_ptr<const Engine> initial, std::unique_ptr<backends::Backend> backend,
@@ -95,6 +102,14 @@ void Agent::HandleEvent(absl::string_view text, absl::Time received) {
                 {LogField::Number("event", number), LogField::Text("object", event->what),
                  LogField::Text("error", errors.empty() ? std::string(applied.message())
                                                         : absl::StrJoin(errors, "; "))});
+    return;
+  }
+  if (live_.Current() == current) {
+    // The engine kept its snapshot: the event changes nothing it reads (a pod's status
+    // heartbeat). Nothing waits for the kernel, and the next sync is no busier for it.
+    metrics_->CountEvent(/*applied=*/true);
+    log_->Write("info", "event changes nothing the engine reads: kernel left as it is",
+                {LogField::Number("event", number), LogField::Text("object", event->what)});
     return;
   }
   if (const auto* pod = std::get_if<k8s::Pod>(&event->change->object)) {
@@ -160,9 +175,13 @@ absl::Status Agent::Sync() {
     // backend attaches them in place or loads anew as it must (nft and iptables work by
     // address and ignore interfaces; eBPF attaches a new pod's veth in place).
     attachment = AttachmentAfter(delta->delta);
-    applied = backend_->UpdateDelta(*installed_, delta->delta, attachment);
-    // In place: the program the kernel now has, without a copy of the whole.
-    if (applied.ok()) applied = backends::ApplyDelta(delta->delta, &*installed_);
+    // An event the engine took whose delta edits nothing (e.g. a pod on another node whose
+    // new labels give the same identity) leaves the kernel alone.
+    if (!EditsNothing(delta->delta)) {
+      applied = backend_->UpdateDelta(*installed_, delta->delta, attachment);
+      // In place: the program the kernel now has, without a copy of the whole.
+      if (applied.ok()) applied = backends::ApplyDelta(delta->delta, &*installed_);
+    }
     if (applied.ok()) delta_index_->Commit(*delta);
   } else {
     absl::StatusOr<ir::CompiledPolicy> ir = LowerToIr(*snapshot);
@@ -239,7 +258,9 @@ absl::Status Agent::Sync() {
                LogField::Number("seconds", absl::ToDoubleSeconds(done - start)),
                LogField::Number("endpoints", program.endpoints_size()),
                LogField::Number("identities", program.identities_size()),
-               LogField::Text("update", delta.has_value() ? "delta" : "whole"),
+               LogField::Text("update", !delta.has_value()             ? "whole"
+                                        : EditsNothing(delta->delta) ? "none"
+                                                                     : "delta"),
                LogField::Text("whole_because", delta.has_value() ? "" : whole_why),
                LogField::Text("delta_of", !delta.has_value() ? ""
                                           : policy_delta     ? "policies"

@@ -76,7 +76,9 @@ class Agent {
   absl::Status Reconcile();
 
   // Applies one event's text to the engine (read at `received`). Malformed or invalid
-  // events are logged with the object and field path and counted; the state stays.
+  // events are logged with the object and field path and counted; the state stays. An event
+  // that changes nothing the engine reads (a pod's status heartbeat: Engine::Apply keeps the
+  // snapshot) is counted and logged as such, and nothing waits for the kernel.
   void HandleEvent(absl::string_view text, absl::Time received);
 
   // Whether events wait for the kernel and the interval since the last update has passed.

@@ -393,21 +393,31 @@ uint32_t TableOf(const ir::CompiledPolicy& ir, const std::string& name) {
 // Whole syncs are numbered onto what is installed: a policy for b added after one for c
 // leaves c's table its id (LowerToIr alone would number b's first), a deleted policy's table
 // stays as an unused id, and the metrics count it all. Pod deltas then work on that program.
-// Each policy event comes with an (unchanged) pod event in the same sync, which makes the
-// sync lower whole: policy events alone are deltas (PolicyEventsGoThroughTheDelta).
+// Pod `name` of PodEvent with one more label, `rev`, that no selector reads: a pod event the
+// engine takes (labels are read; an unchanged pod would be a heartbeat, which it keeps out).
+std::string Relabelled(const std::string& name, int rev) {
+  std::string event = PodEvent("MODIFIED", name, "10.0.0.2");
+  const std::string labels = absl::StrCat(R"("labels":{"app":")", name, R"(")");
+  event.replace(event.find(labels), labels.size(),
+                absl::StrCat(labels, R"(,"rev":")", rev, R"(")"));
+  return event;
+}
+
+// Each policy event comes with a pod event in the same sync, which makes the sync lower
+// whole: policy events alone are deltas (PolicyEventsGoThroughTheDelta).
 TEST_F(AgentTest, WholeSyncsKeepInstalledIds) {
   ASSERT_TRUE(agent_->Reconcile().ok());
   agent_->HandleEvent(PodEvent("ADDED", "b", "10.0.0.2"), absl::Now());
   agent_->HandleEvent(PodEvent("ADDED", "c", "10.0.0.3"), absl::Now());
   ASSERT_TRUE(agent_->Sync().ok());
   EXPECT_EQ(agent_->aligned_syncs(), 0);  // Reconcile's Apply and a delta: nothing to align
-  agent_->HandleEvent(PodEvent("MODIFIED", "b", "10.0.0.2"), absl::Now());  // whole (above)
+  agent_->HandleEvent(Relabelled("b", 1), absl::Now());  // whole (above)
   agent_->HandleEvent(PolicyEvent("ADDED", "pc", "c"), absl::Now());
   ASSERT_TRUE(agent_->Sync().ok());
   EXPECT_EQ(calls_.back(), "Update");
   const uint32_t c_table = TableOf(applied_.back(), "c");
   ASSERT_EQ(c_table, 0u);
-  agent_->HandleEvent(PodEvent("MODIFIED", "b", "10.0.0.2"), absl::Now());  // whole (above)
+  agent_->HandleEvent(Relabelled("b", 2), absl::Now());  // whole (above)
   agent_->HandleEvent(PolicyEvent("ADDED", "pb", "b"), absl::Now());
   ASSERT_TRUE(agent_->Sync().ok());
   EXPECT_EQ(calls_.back(), "Update");
@@ -618,6 +628,68 @@ TEST_F(AgentTest, DeleteOfWhatIsGoneIsIdempotent) {
   agent_->HandleEvent(PodEvent("DELETED", "zz", "10.0.0.9"), absl::Now());
   EXPECT_EQ(agent_->pending_events(), 0);
   EXPECT_THAT(metrics_.Render(), HasSubstr("np_agent_events_total{result=\"applied\"} 1\n"));
+}
+
+// Pod x/a as the kubelet reports it over and over: the same labels, node, addresses and
+// container ports (`ports`: the containers' "ports" JSON), with a new resourceVersion,
+// annotation and Ready condition each time (`beat`).
+std::string PodAHeartbeat(int beat, const std::string& ports = "[]") {
+  return absl::StrCat(
+      R"({"type":"MODIFIED","object":{"metadata":{"name":"a","namespace":"x",)",
+      R"("resourceVersion":")", 1000 + beat, R"(","annotations":{"beat":")", beat, R"("},)",
+      R"("labels":{"app":"a"}},"spec":{"nodeName":"n1","containers":[{"name":"c","image":"i",)",
+      R"("ports":)", ports, R"(}]},"status":{"phase":"Running","podIP":"10.0.0.1",)",
+      R"("podIPs":[{"ip":"10.0.0.1"}],"conditions":[{"type":"Ready","status":"True",)",
+      R"("lastTransitionTime":"2026-12-01T09:4)", beat % 10, R"(:00Z"}]}}})");
+}
+
+// A status heartbeat changes nothing the engine reads: the engine keeps its snapshot (the
+// same pointer), nothing waits for the kernel and the backend is not called; a change of
+// what the engine does read (a named container port) is an event as any other.
+TEST_F(AgentTest, HeartbeatReachesNeitherTheEngineNorTheKernel) {
+  ASSERT_TRUE(agent_->Reconcile().ok());
+  const size_t calls = calls_.size();
+  const std::shared_ptr<const Engine> before = agent_->current();
+  for (int beat = 0; beat < 3; ++beat) {
+    agent_->HandleEvent(PodAHeartbeat(beat), absl::Now());
+    EXPECT_EQ(agent_->current(), before) << "beat " << beat << " made a new snapshot";
+    EXPECT_EQ(agent_->pending_events(), 0);
+    EXPECT_FALSE(agent_->SyncDue(absl::Now() + absl::Hours(1)));
+  }
+  ASSERT_TRUE(agent_->Sync().ok());  // (as RunLoop never would: nothing is due)
+  EXPECT_EQ(calls_.size(), calls) << "the backend was called for heartbeats";
+  EXPECT_THAT(metrics_.Render(), HasSubstr("np_agent_events_total{result=\"applied\"} 3\n"));
+  EXPECT_THAT(log_text_.str(), HasSubstr("changes nothing the engine reads"));
+  // A named port is read (a policy may name it): a new snapshot, and to the kernel.
+  agent_->HandleEvent(PodAHeartbeat(4, R"([{"name":"http","containerPort":80}])"), absl::Now());
+  EXPECT_NE(agent_->current(), before);
+  EXPECT_EQ(agent_->pending_events(), 1);
+  ASSERT_TRUE(agent_->Sync().ok());
+  ASSERT_NO_FATAL_FAILURE(ExpectKernelHoldsCurrent());
+  // ...and its heartbeat, with the port, is a heartbeat again.
+  const std::shared_ptr<const Engine> with_port = agent_->current();
+  agent_->HandleEvent(PodAHeartbeat(5, R"([{"name":"http","containerPort":80}])"), absl::Now());
+  EXPECT_EQ(agent_->current(), with_port);
+  EXPECT_EQ(agent_->pending_events(), 0);
+}
+
+// An event the engine takes whose delta edits nothing — a NetworkPolicy of a namespace with
+// no pod on this node — is synced without calling the backend.
+TEST_F(AgentTest, DeltaThatEditsNothingLeavesTheKernelAlone) {
+  ASSERT_TRUE(agent_->Reconcile().ok());
+  const size_t calls = calls_.size();
+  agent_->HandleEvent(
+      R"({"type":"ADDED","object":{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy",)"
+      R"("metadata":{"name":"elsewhere","namespace":"y"},)"
+      R"("spec":{"podSelector":{},"policyTypes":["Ingress"]}}})",
+      absl::Now());
+  EXPECT_EQ(agent_->pending_events(), 1);  // the engine has a new policy
+  ASSERT_TRUE(agent_->Sync().ok());
+  EXPECT_EQ(agent_->pending_events(), 0);
+  EXPECT_EQ(agent_->policy_delta_syncs(), 1);
+  EXPECT_EQ(calls_.size(), calls) << "called: " << calls_.back();
+  EXPECT_THAT(log_text_.str(), HasSubstr("\"update\":\"none\""));
+  ASSERT_NO_FATAL_FAILURE(ExpectKernelHoldsCurrent());
 }
 
 // An AdminNetworkPolicy's watch events as kubectl prints them (kind present).

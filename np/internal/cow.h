@@ -1,8 +1,16 @@
-// Copy-on-write containers for engine snapshots. A snapshot copies them in time
-// proportional to the number of chunks/shards (not elements); the writer building the next
-// snapshot clones only the chunk or shard it modifies. Each chunk remembers the generation
-// (update batch) that created it: a chunk of an older generation may be shared with a
-// published snapshot and is never written, only cloned.
+// Copy-on-write containers for engine snapshots. Copying one (a snapshot copies them all) is
+// one reference count: the container's spine — its array of chunk or shard-group pointers —
+// is shared, like the chunks, until a writer changes it. The writer building the next
+// snapshot clones the spine of each container it writes (once per batch), then only the
+// chunk or shard it modifies. Each spine, chunk, group and shard remembers the generation
+// (update batch) that created it: one of an older generation may be shared with a published
+// snapshot and is never written, only cloned.
+//
+// Why spines (issue 13): a pod event writes a handful of the state's ~40 containers, but a
+// state copy that copied every container's chunk pointers took a reference on each of some
+// hundreds of chunks (and the old snapshot's release gave them back): cold cache lines, about
+// half of a pod event's LiveEngine::Apply at 1,000 pods (bench/RESULTS.md). Now a state copy
+// is ~40 reference counts and a batch pays for the spines of what it writes.
 //
 // Thread safety: const access is safe from any thread; mutation only by the single writer
 // that owns the snapshot under construction (before it is published).
@@ -31,28 +39,31 @@ class CowVector {
 
   // Writable access for the writer of `generation`.
   T& Mutable(size_t i, uint64_t generation) {
-    std::shared_ptr<Chunk>& chunk = chunks_[i >> kChunkBits];
+    Spine& spine = MutableSpine(generation);
+    std::shared_ptr<Chunk>& chunk = spine.chunks[i >> kChunkBits];
     if (chunk->generation != generation) {
       auto copy = std::make_shared<Chunk>(*chunk);
       copy->generation = generation;
       chunk = std::move(copy);
-      items_[i >> kChunkBits] = chunk->items.data();
+      spine.items[i >> kChunkBits] = chunk->items.data();
     }
     return chunk->items[i & (kChunkSize - 1)];
   }
 
   void PushBack(T value, uint64_t generation) {
     if ((size_ & (kChunkSize - 1)) == 0) {
+      Spine& spine = MutableSpine(generation);
       auto chunk = std::make_shared<Chunk>();
       chunk->generation = generation;
-      items_.push_back(chunk->items.data());
-      chunks_.push_back(std::move(chunk));
+      spine.items.push_back(chunk->items.data());
+      spine.chunks.push_back(std::move(chunk));
+      items_ = spine.items.data();  // (push_back may have moved the array)
     }
     size_t i = size_++;
     Mutable(i, generation) = std::move(value);
   }
 
-  size_t chunk_count() const { return chunks_.size(); }
+  size_t chunk_count() const { return spine_ == nullptr ? 0 : spine_->chunks.size(); }
   static constexpr size_t chunk_bytes() { return sizeof(T) * kChunkSize; }
 
  private:
@@ -60,18 +71,36 @@ class CowVector {
     uint64_t generation = 0;
     std::array<T, kChunkSize> items{};
   };
-  std::vector<std::shared_ptr<Chunk>> chunks_;
-  // chunks_[c]->items.data(), so that a read is two loads (this array, the item), with the
-  // pointer array half the size of chunks_ (it stays in L1 on verdict paths).
-  std::vector<T*> items_;
+  struct Spine {
+    uint64_t generation = 0;
+    std::vector<std::shared_ptr<Chunk>> chunks;
+    // chunks[c]->items.data(), so that a read is two loads (this array, the item), with the
+    // pointer array half the size of chunks (it stays in L1 on verdict paths).
+    std::vector<T*> items;
+  };
+  // This writer's spine: the shared one cloned at the batch's first write.
+  Spine& MutableSpine(uint64_t generation) {
+    if (spine_ == nullptr) {
+      spine_ = std::make_shared<Spine>();
+      spine_->generation = generation;
+    } else if (spine_->generation != generation) {
+      auto copy = std::make_shared<Spine>(*spine_);
+      copy->generation = generation;
+      spine_ = std::move(copy);
+      items_ = spine_->items.data();
+    }
+    return *spine_;
+  }
+  std::shared_ptr<Spine> spine_;
+  T* const* items_ = nullptr;  // spine_->items.data(): a read does not go through spine_
   size_t size_ = 0;
 };
 
 // A hash map split into shards, each copied on write. The shards sit in groups, each group
-// shared between snapshots like a shard: a snapshot copies the group pointers (a few), a
-// write clones one group's shard pointers and the one shard. Many small shards keep that
-// clone small in big maps (a flat_hash_map copy rehashes every key) while the snapshot copy
-// stays a handful of pointers; size the shards to the map (kShardBits).
+// shared between snapshots like a shard: a write clones the spine (the group pointers) once
+// per batch, one group's shard pointers and the one shard. Many small shards keep that clone
+// small in big maps (a flat_hash_map copy rehashes every key); size the shards to the map
+// (kShardBits).
 template <typename K, typename V, typename Hash = absl::Hash<K>, typename Eq = std::equal_to<>,
           int kShardBits = 6>
 class CowMap {
@@ -86,7 +115,8 @@ class CowMap {
     auto empty = std::make_shared<Shard>();
     auto group = std::make_shared<Group>();
     for (auto& s : group->shards) s = empty;
-    for (auto& g : groups_) g = group;
+    spine_ = std::make_shared<Spine>();
+    for (auto& g : spine_->groups) g = group;
   }
 
   template <typename Key>
@@ -130,8 +160,8 @@ class CowMap {
   }
 
  private:
-  // The generation of the shared empty shards and groups a map starts with: no writer's,
-  // so the first write to each clones it.
+  // The generation of the shared empty shards, groups and spine a map starts with: no
+  // writer's, so the first write to each clones it.
   static constexpr uint64_t kNoWriter = ~uint64_t{0};
   struct Shard {
     uint64_t generation = kNoWriter;
@@ -141,22 +171,33 @@ class CowMap {
     uint64_t generation = kNoWriter;
     std::array<std::shared_ptr<Shard>, kShardsPerGroup> shards;
   };
+  struct Spine {
+    uint64_t generation = kNoWriter;
+    std::array<std::shared_ptr<Group>, kGroups> groups;
+  };
   template <typename Key>
   static size_t ShardOf(const Key& key) {
     // The high bits: flat_hash_map uses the low ones inside each shard.
     return static_cast<size_t>(Hash{}(key) >> (64 - kShardBits));
   }
   const Shard& ShardAt(size_t s) const {
-    return *groups_[s / kShardsPerGroup]->shards[s % kShardsPerGroup];
+    return *spine_->groups[s / kShardsPerGroup]->shards[s % kShardsPerGroup];
   }
   template <typename F>
   void ForEachShard(F&& f) const {
-    for (const auto& g : groups_) {
+    for (const auto& g : spine_->groups) {
       for (const auto& s : g->shards) f(s->map);
     }
   }
+  // Clones, where this writer does not own them yet, the spine, the shard's group and the
+  // shard.
   Map& MutableShard(size_t s, uint64_t generation) {
-    std::shared_ptr<Group>& group = groups_[s / kShardsPerGroup];
+    if (spine_->generation != generation) {
+      auto copy = std::make_shared<Spine>(*spine_);
+      copy->generation = generation;
+      spine_ = std::move(copy);
+    }
+    std::shared_ptr<Group>& group = spine_->groups[s / kShardsPerGroup];
     if (group->generation != generation) {
       auto copy = std::make_shared<Group>(*group);
       copy->generation = generation;
@@ -170,7 +211,7 @@ class CowMap {
     }
     return shard->map;
   }
-  std::array<std::shared_ptr<Group>, kGroups> groups_;
+  std::shared_ptr<Spine> spine_;
 };
 
 // Transparent hashing for std::string keys looked up by absl::string_view.

@@ -701,6 +701,13 @@ struct EngineState {
 
   // Objects.
   CowMap<std::string, std::shared_ptr<const NamespaceState>, StringHash> namespaces;
+  // identities and target_classes, whose items hold shared_ptrs, have small chunks: a pod
+  // event writes one item of each (an identity's and a class's pod counts), and cloning a
+  // chunk takes a reference per item on cold lines — 256 of them cost more than the rest of
+  // a pod add at 1,000 pods (bench/RESULTS.md, issue 13). The spines they lengthen are copied
+  // only by batches that write them (np/internal/cow.h). Not `pods`: one slot per pod, its
+  // spine at 100k pods would cost more to clone than the chunk saves (measured: +8 %).
+  static constexpr int kSharedChunkBits = 5;
   CowVector<PodSlot> pods;
   CowVector<PodRecord> records;  // parallel to pods
   CowVector<ClassLink> class_links;  // parallel to pods: the pod's neighbours in its target class
@@ -745,13 +752,13 @@ struct EngineState {
   CowMap<std::string, uint32_t, StringHash> named_map_by_key;
   CowVector<std::shared_ptr<const Bitset>> named_map_classes;  // peer classes per named map
 
-  CowVector<IdentitySlot> identities;
+  CowVector<IdentitySlot, kSharedChunkBits> identities;
   CowMap<std::string, uint32_t, StringHash, std::equal_to<>, kPodMapShardBits - 2>
       identity_by_key;  // up to one identity per pod
 
   CowVector<PeerClassKey> peer_classes;
   CowMap<PeerClassKey, uint32_t> peer_class_by_key;
-  CowVector<TargetClassSlot> target_classes;
+  CowVector<TargetClassSlot, kSharedChunkBits> target_classes;
   CowMap<TargetClassKey, uint32_t> target_class_by_key;
 
   std::shared_ptr<const AtomTable> atoms[2];  // [0] IPv4, [1] IPv6
@@ -830,6 +837,12 @@ struct EngineState {
   // this state compiles (they never change afterwards).
   absl::Status ApplyBatch(absl::Span<const Change> changes, std::vector<Diagnostic>* diagnostics,
                           bool validated = false, const Cluster* tiers_from = nullptr);
+  // Whether applying `changes` would change nothing this snapshot answers: each is an upsert
+  // of a pod it holds, valid, whose labels, addresses, node and named ports are the held
+  // ones (a status heartbeat: conditions, resource version, annotations). Then the valid
+  // objects' warnings go to `diagnostics` and the caller keeps this snapshot (Engine::Apply).
+  // Costs a key lookup and a reading of each object, no copy of the state.
+  bool Unchanged(absl::Span<const Change> changes, std::vector<Diagnostic>* diagnostics) const;
 
   // --- helpers shared by updates and explain ---
   const std::vector<uint32_t>& IdList(uint32_t id) const { return *id_lists[id]; }
