@@ -44,35 +44,61 @@ std::string Describe(const Verdict& v) {
 
 // The reference's verdicts on every flow Compare checks, worked out once per cluster state and
 // checked against every engine a test builds from the same objects (an incremental snapshot
-// and a fresh build of it): the reference is most of engine_test's time.
+// and a fresh build of it): the reference is most of engine_test's time. Only the booleans
+// are kept unless `explained` (a Verdict is ~700 bytes with its lists: keeping every flow's
+// made the random clusters' checks half as slow again); a mismatch's message asks the
+// reference again.
 struct Expected {
-  struct PodFlow {
-    Flow flow;  // cluster pod indexes
-    Verdict verdict;
-  };
-  struct PacketFlow {
-    PacketQuery packet;
-    Verdict verdict;
-  };
-  std::vector<PodFlow> flows;      // pod to pod and pod to/from the probe addresses
-  std::vector<PacketFlow> packets;
+  const Cluster* cluster = nullptr;
+  EvaluationOptions options;
+  std::string node;  // a node-scoped engine's node: other nodes' pods' sides do not apply
+  bool explained = false;  // `verdicts` are kept, for Check's full_explain
+  std::vector<Flow> flows;  // cluster pod indexes: pod to pod and pod to/from the probes
+  std::vector<bool> allowed;
+  std::vector<PacketQuery> packets;
+  std::vector<bool> packets_allowed;
+  std::vector<Verdict> verdicts, packet_verdicts;  // when `explained`
   std::vector<std::string> problems;  // the reference's packet reading against its own
-};
 
-// The flows Compare checks, with the reference's verdicts. `node`: the verdicts a
-// node-scoped engine gives (the sides of other nodes' pods do not apply).
-Expected Expect(const Cluster& cluster, const EvaluationOptions& options,
-                const std::string& node = "") {
-  Expected expected;
-  auto masked = [&](Verdict v, const Endpoint& src, const Endpoint& dst) {
+  Verdict Masked(Verdict v, const Endpoint& src, const Endpoint& dst) const {
     // A node-scoped engine enforces only its node's pods: the other sides do not apply.
     if (node.empty()) return v;
-    auto off = [&](const Endpoint& e) { return e.is_pod && cluster.pod(e.pod_index).node_name != node; };
+    auto off = [&](const Endpoint& e) { return e.is_pod && cluster->pod(e.pod_index).node_name != node; };
     if (!src.is_pod || off(src)) v.egress = DirectionVerdict();
     if (!dst.is_pod || off(dst)) v.ingress = DirectionVerdict();
     if (!v.allowed_as_self) v.allowed = v.egress.allowed() && v.ingress.allowed();
     return v;
-  };
+  }
+  Verdict Of(const Flow& flow) const {
+    return Masked(reference::Evaluate(*cluster, flow, options), flow.source, flow.destination);
+  }
+  // A packet's address is its pod's; a shared address is its first holder's — on a
+  // node-scoped engine, its first holder on the node (README, "Shared addresses").
+  Endpoint EndpointOf(const IpAddress& a) const {
+    std::vector<int> holders = cluster->PodsByIp(a);
+    if (holders.empty()) return Endpoint::External(a);
+    for (int h : holders) {
+      if (!node.empty() && cluster->pod(h).node_name == node) return Endpoint::Pod(h);
+    }
+    return Endpoint::Pod(holders.front());
+  }
+  Verdict OfPacket(const PacketQuery& q) const {
+    const Endpoint src = EndpointOf(q.source), dst = EndpointOf(q.destination);
+    return Masked(reference::EvaluateInFamily(*cluster, Flow{src, dst, q.protocol, q.port},
+                                              q.source.family(), options),
+                  src, dst);
+  }
+};
+
+// The flows Compare checks, with the reference's verdicts (`explained`: whole, for Explain).
+// `node`: the verdicts a node-scoped engine gives.
+Expected Expect(const Cluster& cluster, const EvaluationOptions& options,
+                const std::string& node = "", bool explained = true) {
+  Expected expected;
+  expected.cluster = &cluster;
+  expected.options = options;
+  expected.node = node;
+  expected.explained = explained;
   std::vector<Endpoint> ends;
   for (int i = 0; i < cluster.pod_count(); ++i) ends.push_back(Endpoint::Pod(i));
   for (const IpAddress& a : RandomCluster::ProbeAddresses()) ends.push_back(Endpoint::External(a));
@@ -82,8 +108,10 @@ Expected Expect(const Cluster& cluster, const EvaluationOptions& options,
       for (Protocol protocol : kAllProtocols) {
         for (uint16_t port : RandomCluster::ProbePorts()) {
           Flow flow{src, dst, protocol, port};
-          expected.flows.push_back(
-              {flow, masked(reference::Evaluate(cluster, flow, options), src, dst)});
+          Verdict verdict = expected.Of(flow);
+          expected.flows.push_back(flow);
+          expected.allowed.push_back(verdict.allowed);
+          if (explained) expected.verdicts.push_back(std::move(verdict));
         }
       }
     }
@@ -100,20 +128,10 @@ Expected Expect(const Cluster& cluster, const EvaluationOptions& options,
     for (const IpAddress& d : addresses) {
       if (s.family() != d.family()) continue;
       if (!cluster.PodByIp(s) && !cluster.PodByIp(d)) continue;
-      // A packet's address is its pod's; a shared address is its first holder's — on a
-      // node-scoped engine, its first holder on the node (README, "Shared addresses").
-      auto ep = [&](const IpAddress& a) {
-        std::vector<int> holders = cluster.PodsByIp(a);
-        if (holders.empty()) return Endpoint::External(a);
-        for (int h : holders) {
-          if (!node.empty() && cluster.pod(h).node_name == node) return Endpoint::Pod(h);
-        }
-        return Endpoint::Pod(holders.front());
-      };
       const Protocol protocol = kAllProtocols[pair++ % 3];
       for (uint16_t port : {uint16_t{53}, uint16_t{80}, uint16_t{8080}}) {
-        Verdict verdict = reference::EvaluateInFamily(
-            cluster, Flow{ep(s), ep(d), protocol, port}, s.family(), options);
+        const PacketQuery q{s, d, protocol, port};
+        Verdict verdict = expected.OfPacket(q);
         if (node.empty()) {
           // Unscoped, that is exactly the reference's own packet reading.
           Verdict packet = reference::EvaluatePacket(cluster, s, d, protocol, port, options);
@@ -121,8 +139,9 @@ Expected Expect(const Cluster& cluster, const EvaluationOptions& options,
             expected.problems.push_back("reference: EvaluatePacket differs from its resolution");
           }
         }
-        expected.packets.push_back(
-            {PacketQuery{s, d, protocol, port}, masked(verdict, ep(s), ep(d))});
+        expected.packets.push_back(q);
+        expected.packets_allowed.push_back(verdict.allowed);
+        if (explained) expected.packet_verdicts.push_back(std::move(verdict));
       }
     }
   }
@@ -131,14 +150,18 @@ Expected Expect(const Cluster& cluster, const EvaluationOptions& options,
 
 // Checks `engine` (compiled from `cluster`) against the reference's verdicts: every flow by
 // endpoint and by pod id, every pod-to-pod flow again as one AllowedBatch, every packet by
-// AllowedPacket and as one AllowedBatch, and with `full_explain` the explanations. Returns the
-// first few mismatches as text.
+// AllowedPacket and as one AllowedBatch, and with `full_explain` (which needs `explained`
+// verdicts) the explanations. Returns the first few mismatches as text.
 std::vector<std::string> Check(const Cluster& cluster, const Engine& engine,
                                const Expected& expected, bool full_explain) {
   std::vector<std::string> problems = expected.problems;
   auto note = [&](std::string s) {
     if (problems.size() < 5) problems.push_back(std::move(s));
   };
+  if (full_explain && !expected.explained) {
+    note("test bug: full_explain on verdicts kept without their explanations");
+    return problems;
+  }
   // Engine pod ids by key.
   std::vector<PodId> ids(cluster.pod_count());
   for (int i = 0; i < cluster.pod_count(); ++i) {
@@ -152,74 +175,72 @@ std::vector<std::string> Check(const Cluster& cluster, const Engine& engine,
   auto to_engine = [&](const Endpoint& e) {
     return e.is_pod ? Endpoint::Pod(static_cast<int>(ids[e.pod_index])) : e;
   };
+  auto flow_text = [&](const Flow& flow) {
+    return absl::StrCat(EndpointName(cluster, flow.source), " -> ",
+                        EndpointName(cluster, flow.destination), " ",
+                        ProtocolName(flow.protocol), "/", flow.port);
+  };
+  auto packet_text = [&](const PacketQuery& q) {
+    return absl::StrCat(q.source.ToString(), " -> ", q.destination.ToString(), " ",
+                        ProtocolName(q.protocol), "/", q.port);
+  };
   std::vector<PodQuery> batch;
-  std::vector<const Expected::PodFlow*> batch_expected;
-  for (const Expected::PodFlow& e : expected.flows) {
-    const Flow& flow = e.flow;
+  std::vector<size_t> batch_flow;  // index in expected.flows
+  for (size_t i = 0; i < expected.flows.size(); ++i) {
+    const Flow& flow = expected.flows[i];
     const Endpoint &src = flow.source, &dst = flow.destination;
     bool got = engine.Allowed(to_engine(src), to_engine(dst), flow.protocol, flow.port);
-    if (got != e.verdict.allowed) {
-      note(absl::StrCat("Allowed(", EndpointName(cluster, src), " -> ",
-                        EndpointName(cluster, dst), " ", ProtocolName(flow.protocol), "/",
-                        flow.port, ") = ", got, "; reference: ", Describe(e.verdict)));
+    if (got != expected.allowed[i]) {
+      note(absl::StrCat("Allowed(", flow_text(flow), ") = ", got,
+                        "; reference: ", Describe(expected.Of(flow))));
     }
     if (src.is_pod && dst.is_pod) {
       bool by_id = engine.Allowed(ids[src.pod_index], ids[dst.pod_index], flow.protocol, flow.port);
       if (by_id != got) note("Allowed by PodId differs from Allowed by Endpoint");
       batch.push_back(PodQuery{ids[src.pod_index], ids[dst.pod_index], flow.protocol, flow.port});
-      batch_expected.push_back(&e);
+      batch_flow.push_back(i);
     }
     if (full_explain) {
       Verdict explained = engine.Explain(to_engine(src), to_engine(dst), flow.protocol, flow.port);
-      if (explained != e.verdict) {
-        note(absl::StrCat("Explain(", EndpointName(cluster, src), " -> ",
-                          EndpointName(cluster, dst), " ", ProtocolName(flow.protocol), "/",
-                          flow.port, ")\n  engine:    ", Describe(explained),
-                          "\n  reference: ", Describe(e.verdict)));
+      if (explained != expected.verdicts[i]) {
+        note(absl::StrCat("Explain(", flow_text(flow), ")\n  engine:    ", Describe(explained),
+                          "\n  reference: ", Describe(expected.verdicts[i])));
       }
     }
   }
   // Every pod-to-pod flow again as one AllowedBatch (its own pipeline over the records).
   std::vector<uint8_t> batch_out(batch.size());
   engine.AllowedBatch(absl::MakeConstSpan(batch), absl::MakeSpan(batch_out));
-  for (size_t i = 0; i < batch.size(); ++i) {
-    const Expected::PodFlow& e = *batch_expected[i];
-    if ((batch_out[i] != 0) != e.verdict.allowed) {
-      note(absl::StrCat("AllowedBatch[", i, "] (", EndpointName(cluster, e.flow.source), " -> ",
-                        EndpointName(cluster, e.flow.destination), " ",
-                        ProtocolName(e.flow.protocol), "/", e.flow.port, ") = ", batch_out[i],
-                        "; reference: ", e.verdict.allowed));
+  for (size_t k = 0; k < batch.size(); ++k) {
+    const size_t i = batch_flow[k];
+    if ((batch_out[k] != 0) != expected.allowed[i]) {
+      note(absl::StrCat("AllowedBatch[", k, "] (", flow_text(expected.flows[i]), ") = ",
+                        batch_out[k], "; reference: ", expected.allowed[i]));
     }
   }
-  std::vector<PacketQuery> packets;
-  for (const Expected::PacketFlow& e : expected.packets) {
-    const PacketQuery& q = e.packet;
-    packets.push_back(q);
+  for (size_t i = 0; i < expected.packets.size(); ++i) {
+    const PacketQuery& q = expected.packets[i];
     bool got = engine.AllowedPacket(q.source, q.destination, q.protocol, q.port);
-    if (got != e.verdict.allowed) {
-      note(absl::StrCat("AllowedPacket(", q.source.ToString(), " -> ", q.destination.ToString(),
-                        " ", ProtocolName(q.protocol), "/", q.port, ") = ", got,
-                        "; reference: ", Describe(e.verdict)));
+    if (got != expected.packets_allowed[i]) {
+      note(absl::StrCat("AllowedPacket(", packet_text(q), ") = ", got,
+                        "; reference: ", Describe(expected.OfPacket(q))));
     }
     if (full_explain) {
       Verdict explained = engine.ExplainPacket(q.source, q.destination, q.protocol, q.port);
-      if (explained != e.verdict) {
-        note(absl::StrCat("ExplainPacket(", q.source.ToString(), " -> ", q.destination.ToString(),
-                          ")\n  engine:    ", Describe(explained),
-                          "\n  reference: ", Describe(e.verdict)));
+      if (explained != expected.packet_verdicts[i]) {
+        note(absl::StrCat("ExplainPacket(", packet_text(q), ")\n  engine:    ",
+                          Describe(explained), "\n  reference: ",
+                          Describe(expected.packet_verdicts[i])));
       }
     }
   }
   // Every packet again as one AllowedBatch (the packet overload's pipeline).
-  std::vector<uint8_t> packets_out(packets.size());
-  engine.AllowedBatch(absl::MakeConstSpan(packets), absl::MakeSpan(packets_out));
-  for (size_t i = 0; i < packets.size(); ++i) {
-    const Expected::PacketFlow& e = expected.packets[i];
-    if ((packets_out[i] != 0) != e.verdict.allowed) {
-      note(absl::StrCat("AllowedBatch(packets)[", i, "] (", e.packet.source.ToString(), " -> ",
-                        e.packet.destination.ToString(), " ", ProtocolName(e.packet.protocol),
-                        "/", e.packet.port, ") = ", packets_out[i],
-                        "; reference: ", e.verdict.allowed));
+  std::vector<uint8_t> packets_out(expected.packets.size());
+  engine.AllowedBatch(absl::MakeConstSpan(expected.packets), absl::MakeSpan(packets_out));
+  for (size_t i = 0; i < expected.packets.size(); ++i) {
+    if ((packets_out[i] != 0) != expected.packets_allowed[i]) {
+      note(absl::StrCat("AllowedBatch(packets)[", i, "] (", packet_text(expected.packets[i]),
+                        ") = ", packets_out[i], "; reference: ", expected.packets_allowed[i]));
     }
   }
   return problems;
@@ -229,7 +250,7 @@ std::vector<std::string> Check(const Cluster& cluster, const Engine& engine,
 std::vector<std::string> Compare(const Cluster& cluster, const Engine& engine,
                                  const EvaluationOptions& options, bool full_explain,
                                  const std::string& node = "") {
-  return Check(cluster, engine, Expect(cluster, options, node), full_explain);
+  return Check(cluster, engine, Expect(cluster, options, node, full_explain), full_explain);
 }
 
 std::string ObjectsText(const Cluster& cluster) {
@@ -407,7 +428,7 @@ void CheckUpdateSequences(int block, int sequences, bool tiered) {
       bool applied = false;
       ASSERT_NO_FATAL_FAILURE(ApplyRandomChange(generator, seed, cluster, engine, applied));
       if (!applied) continue;  // both rejected: nothing changed
-      expected = Expect(*cluster, options.evaluation);
+      expected = Expect(*cluster, options.evaluation, "", /*explained=*/step % 5 == 4);
       std::vector<std::string> problems =
           Check(*cluster, *engine, *expected, /*full_explain=*/step % 5 == 4);
       ASSERT_TRUE(problems.empty()) << "seed " << seed << " after step " << step << "\n"
@@ -417,7 +438,7 @@ void CheckUpdateSequences(int block, int sequences, bool tiered) {
     // The same objects compiled from scratch answer the same.
     absl::StatusOr<std::shared_ptr<const Engine>> fresh = engine->Compact();
     ASSERT_TRUE(fresh.ok());
-    if (!expected) expected = Expect(*cluster, options.evaluation);
+    if (!expected || !expected->explained) expected = Expect(*cluster, options.evaluation);
     std::vector<std::string> problems = Check(*cluster, **fresh, *expected, true);
     ASSERT_TRUE(problems.empty()) << "seed " << seed << " compacted\n" << absl::StrJoin(problems, "\n");
   }
@@ -473,7 +494,8 @@ void CheckTierUpdateSequence(uint64_t seed) {
     }
     cluster = *std::move(next_cluster);
     engine = *std::move(next);
-    const Expected expected = Expect(*cluster, options.evaluation, options.node_name);
+    const Expected expected =
+        Expect(*cluster, options.evaluation, options.node_name, /*explained=*/step % 3 == 2);
     std::vector<std::string> problems =
         Check(*cluster, *engine, expected, /*full_explain=*/step % 3 == 2);
     ASSERT_TRUE(problems.empty()) << "seed " << seed << " after step " << step << "\n"
@@ -524,7 +546,8 @@ bool CheckBitsBudgets(uint64_t seed) {
   EXPECT_TRUE(full.ok()) << full.status();
   if (!full.ok()) return false;
   const Engine::Stats stats = (*full)->stats();
-  const Expected expected = Expect(*cluster, options.evaluation, options.node_name);
+  const Expected expected =
+      Expect(*cluster, options.evaluation, options.node_name, /*explained=*/false);
   size_t halved_classes = 0;
   for (size_t budget : {size_t{0}, stats.verdict_bits_bytes / 2}) {
     options.verdict_bits_bytes = budget;
@@ -588,7 +611,7 @@ void CheckLiveChurn(uint64_t seed) {
     if (!status.ok()) continue;
     cluster = *std::move(next_cluster);
     std::shared_ptr<const Engine> current = live.Current();
-    const Expected expected = Expect(*cluster, options.evaluation);
+    const Expected expected = Expect(*cluster, options.evaluation, "", /*explained=*/false);
     std::vector<std::string> problems = Check(*cluster, *current, expected, false);
     ASSERT_TRUE(problems.empty()) << "NP_BITS_CHURN_SEED=" << seed << " after step " << step
                                   << "\n" << absl::StrJoin(problems, "\n") << "\n"
