@@ -1,9 +1,10 @@
 // Engine benchmarks on synthetic clusters (bench/cluster_generator.h): verdict lookups by
-// pod, by packet and batched, on flows drawn from the cluster's allowed connections (traffic
-// that happens) and, separately, from denied ones; the floor of a verdict on this machine (one
-// bit read from a dense pods x pods x ports verdict matrix, for the same flows) measured pass
-// by pass beside each lookup; the reference evaluator on the same flows (for the speedup); full
-// compile time and index size; incremental update latency. Sizes: 1k, 10k (standard) and 100k
+// pod, by packet and batched (by pod and by packet), on flows drawn from the cluster's allowed
+// connections (traffic that happens) and, separately, from denied ones; the floor of a
+// verdict on this machine (one bit read from a dense pods x pods x ports verdict matrix, for
+// the same flows) measured pass by pass beside each lookup; the reference evaluator on the
+// same flows (for the speedup); full compile time and index size; incremental update
+// latency. Sizes: 1k, 10k (standard) and 100k
 // pods (compile and updates only at 100k: its matrix would take 8.75 GB). The tiered workload
 // (issue 10: BM_Tiered*) is the same cluster plus the 50 Admin-tier policies and the baseline
 // of bench/cluster_generator.h's AddAdminTiers, compiled and looked up the same ways. `bench/run`
@@ -292,20 +293,34 @@ void BM_TieredLookupByPacketDenied(benchmark::State& state) {
   RunLookup(state, kTiered, false, ByPacket);
 }
 
-// The whole mix as one Engine::AllowedBatch call (by pod); counting the answers is part of
-// the pass, as a caller would read them.
-void RunBatch(benchmark::State& state, Workload workload) {
+// The whole mix as one Engine::AllowedBatch call, by pod (`queries` = the sample's
+// pod_queries) or by packet (its packet_queries); counting the answers is part of the pass,
+// as a caller would read them.
+template <typename Query>
+void RunBatch(benchmark::State& state, Workload workload,
+              std::vector<Query> FlowSample::*queries) {
   Fixture& f = Get(static_cast<int>(state.range(0)), workload);
-  std::vector<uint8_t> out(f.allowed.pod_queries.size());
+  const std::vector<Query>& mix = f.allowed.*queries;
+  std::vector<uint8_t> out(mix.size());
   RunAgainstFloor(state, f, f.allowed, [&] {
-    f.engine->AllowedBatch(absl::MakeConstSpan(f.allowed.pod_queries), absl::MakeSpan(out));
+    f.engine->AllowedBatch(absl::MakeConstSpan(mix), absl::MakeSpan(out));
     size_t allowed = 0;
     for (uint8_t v : out) allowed += v;
     return allowed;
   });
 }
-void BM_LookupBatch(benchmark::State& state) { RunBatch(state, kStandard); }
-void BM_TieredLookupBatch(benchmark::State& state) { RunBatch(state, kTiered); }
+void BM_LookupBatch(benchmark::State& state) {
+  RunBatch(state, kStandard, &FlowSample::pod_queries);
+}
+void BM_TieredLookupBatch(benchmark::State& state) {
+  RunBatch(state, kTiered, &FlowSample::pod_queries);
+}
+void BM_LookupBatchByPacket(benchmark::State& state) {
+  RunBatch(state, kStandard, &FlowSample::packet_queries);
+}
+void BM_TieredLookupBatchByPacket(benchmark::State& state) {
+  RunBatch(state, kTiered, &FlowSample::packet_queries);
+}
 
 // On the allowed mix, the one the speedup is quoted on.
 void RunReference(benchmark::State& state, Workload workload) {
@@ -423,6 +438,7 @@ BENCHMARK(BM_LookupByPodDenied)->Arg(1000)->Arg(10000)->UseManualTime();
 BENCHMARK(BM_LookupByPacket)->Arg(1000)->Arg(10000)->UseManualTime();
 BENCHMARK(BM_LookupByPacketDenied)->Arg(1000)->Arg(10000)->UseManualTime();
 BENCHMARK(BM_LookupBatch)->Arg(1000)->Arg(10000)->UseManualTime();
+BENCHMARK(BM_LookupBatchByPacket)->Arg(1000)->Arg(10000)->UseManualTime();
 BENCHMARK(BM_ReferenceLookup)->Arg(1000)->Arg(10000);
 BENCHMARK(BM_Compile)->Arg(1000)->Arg(10000)->Arg(100000)->Unit(benchmark::kMillisecond);
 // The tiered workload at the standard size (issue 10's targets are quoted there) and 1k.
@@ -431,6 +447,7 @@ BENCHMARK(BM_TieredLookupByPodDenied)->Arg(1000)->Arg(10000)->UseManualTime();
 BENCHMARK(BM_TieredLookupByPacket)->Arg(1000)->Arg(10000)->UseManualTime();
 BENCHMARK(BM_TieredLookupByPacketDenied)->Arg(1000)->Arg(10000)->UseManualTime();
 BENCHMARK(BM_TieredLookupBatch)->Arg(1000)->Arg(10000)->UseManualTime();
+BENCHMARK(BM_TieredLookupBatchByPacket)->Arg(1000)->Arg(10000)->UseManualTime();
 BENCHMARK(BM_TieredReferenceLookup)->Arg(1000)->Arg(10000);
 BENCHMARK(BM_CompileTiered)->Arg(1000)->Arg(10000)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_UpdatePodAdd)->Arg(1000)->Arg(10000)->Arg(100000)->Unit(benchmark::kMicrosecond);

@@ -172,16 +172,31 @@ void EngineState::PaintVerdictBits() {
       b.tables[t] = target_classes[t].table;
       const TableView view = b.tables[t]->view();
       for (int d = 0; d < 2; ++d) {
-        PaintDirection(view, d, b, b.words.get() + row + size_t{d} * b.port_classes * b.row_words);
+        PaintDirection(view, d, b, b.words.get() + row + static_cast<size_t>(d) * b.port_classes * b.row_words);
       }
     }
     b.all_row = static_cast<uint32_t>(order.size() * block_words);
     std::fill(b.words.get() + b.all_row, b.words.get() + b.word_count, ~uint64_t{0});
     bits = std::move(out);
   }
+  // The records and the address index's copies of them (the packet path's bits rows). A
+  // Build's index is its own, but write a copy if it were shared.
+  IpIndex* index = nullptr;
+  auto writable_index = [&]() -> IpIndex& {
+    if (index == nullptr) {
+      if (pod_by_ip.use_count() != 1) {
+        auto copy = std::make_shared<IpIndex>(*pod_by_ip);
+        copy->ReleaseOwnership();
+        pod_by_ip = std::move(copy);
+      }
+      index = const_cast<IpIndex*>(pod_by_ip.get());
+    }
+    return *index;
+  };
   for (uint32_t p = 0; p < hot_records.size(); ++p) {
     if (pods[p].state == nullptr) continue;
     hot_records.Mutable(p, generation).bits_row = BitsRow(records[p].target);
+    MirrorHotRecord(p, writable_index);
   }
 }
 
@@ -325,21 +340,43 @@ NP_ALWAYS_INLINE inline bool RecordsAllow(const HotRecord& src, const HotRecord&
          EngineState::SideAllows(dst.side[kIngress], protocol, port, src.peer[f]);
 }
 
-// Whether the verdict bits decide a pod-to-pod flow: both records point into them and both
-// peer classes are columns of them (a pod of a class rebuilt since Engine::Build, or a peer
-// class new since, takes the exact path). Then `*allowed` is the verdict.
+// The two bit words that decide a flow whose source's block is `src_row` with peer class
+// `src_peer` and whose destination's is `dst_row` / `dst_peer` ([0] the source's egress row,
+// [1] the destination's ingress row), on the port class at `port_offset`; false when the bits
+// do not decide it: an end outside the bits (kNone: a class not painted, or rebuilt since
+// Engine::Build) or a peer class that is not a column of them (newer than the bits, kNone, a
+// shared address). The by-pod, the by-packet and both batches' test: one definition of when
+// the bits may answer.
+NP_ALWAYS_INLINE inline bool BitWords(const internal::VerdictBits& bits, uint32_t src_row,
+                                      uint32_t src_peer, uint32_t dst_row, uint32_t dst_peer,
+                                      uint32_t port_offset, const uint64_t* words[2]) {
+  if (src_row == kNone || dst_row == kNone || src_peer >= bits.peer_classes ||
+      dst_peer >= bits.peer_classes) {
+    return false;
+  }
+  words[0] = bits.Word(src_row, kEgress, port_offset, dst_peer);
+  words[1] = bits.Word(dst_row, kIngress, port_offset, src_peer);
+  return true;
+}
+// The verdict from BitWords' words. `&`, not `&&`: both bits are read, independently,
+// whatever the first says.
+NP_ALWAYS_INLINE inline bool WordsAllow(const uint64_t* const words[2], uint32_t src_peer,
+                                        uint32_t dst_peer) {
+  return ((*words[0] >> (dst_peer & 63)) & (*words[1] >> (src_peer & 63)) & 1) != 0;
+}
+
+// Whether the verdict bits decide a pod-to-pod flow (BitWords on the two records, in the
+// flow's family); then `*allowed` is the verdict.
 NP_ALWAYS_INLINE inline bool BitsDecide(const internal::VerdictBits* bits, const HotRecord& src,
                                         const HotRecord& dst, uint32_t port_offset,
                                         bool* allowed) {
   const int f = FlowFamilyIndex(src, dst);
-  const uint32_t src_peer = src.peer[f], dst_peer = dst.peer[f];
-  if (src.bits_row == kNone || dst.bits_row == kNone || src_peer >= bits->peer_classes ||
-      dst_peer >= bits->peer_classes) {
+  const uint64_t* words[2];
+  if (!BitWords(*bits, src.bits_row, src.peer[f], dst.bits_row, dst.peer[f], port_offset,
+                words)) {
     return false;
   }
-  // `&`, not `&&`: both bits are read, independently, whatever the first says.
-  *allowed = bits->Test(src.bits_row, kEgress, port_offset, dst_peer) &
-             bits->Test(dst.bits_row, kIngress, port_offset, src_peer);
+  *allowed = WordsAllow(words, src.peer[f], dst.peer[f]);
   return true;
 }
 
@@ -351,6 +388,76 @@ NP_ALWAYS_INLINE inline bool ExactAllow(const HotRecord& src, const HotRecord& d
   EngineState::PrefetchSide(src.side[kEgress]);
   EngineState::PrefetchSide(dst.side[kIngress]);
   return RecordsAllow(src, dst, protocol, port);
+}
+
+// A packet's verdict from its two address index entries (null: not a pod's address). Pod to
+// pod within the bits: the two entries' bit words (BitWords), the chain slot -> bit word;
+// else the exact path on the entries' sides, an address outside the cluster by its CIDR
+// class (asked for only when the other end is isolated).
+NP_ALWAYS_INLINE inline bool PacketAllowed(const EngineState& s, const internal::PacketEntry* src,
+                                           const internal::PacketEntry* dst,
+                                           const IpAddress& source, const IpAddress& destination,
+                                           Protocol protocol, uint16_t port) {
+  if (src != nullptr && dst != nullptr) {
+    if (src->pod == dst->pod && s.options.evaluation.always_allow_self) return true;
+    const uint64_t* words[2];
+    if (const internal::VerdictBits* bits = s.bits.get();
+        bits != nullptr && BitWords(*bits, src->bits_row, src->peer, dst->bits_row, dst->peer,
+                                    bits->PortClassOffset(protocol, port), words)) {
+      return WordsAllow(words, src->peer, dst->peer);
+    }
+  }
+  const uint64_t* egress = src != nullptr ? src->side[kEgress] : nullptr;
+  const uint64_t* ingress = dst != nullptr ? dst->side[kIngress] : nullptr;
+  EngineState::PrefetchSide(egress);
+  EngineState::PrefetchSide(ingress);
+  const uint32_t src_peer = src != nullptr       ? src->peer
+                            : ingress != nullptr ? s.ExternalPeerClass(source)
+                                                 : kNone;
+  const uint32_t dst_peer = dst != nullptr      ? dst->peer
+                            : egress != nullptr ? s.ExternalPeerClass(destination)
+                                                : kNone;
+  return EngineState::SideAllows(egress, protocol, port, dst_peer) &&
+         EngineState::SideAllows(ingress, protocol, port, src_peer);
+}
+
+// A batch of flows answered through the bits in blocks: the first pass works out each flow
+// of the block (`plan`: its two bit words and the bits' positions in them) and asks for the
+// words; the second reads them and answers. Why blocks and not the rolling pipeline the
+// exact path uses: with the bits a verdict is one miss (the bit words: the records and the
+// index slots stay in L2 at 10k pods), so there is one stage to hide, and a flow's words are
+// worked out once, where the rolling form worked them out twice (once to ask, once to
+// answer) and was slower than one call per flow (bench/RESULTS.md, 2026-12-01 19:42). A flow
+// the bits do not decide is answered by `plan` at once, by the exact path, and stands in
+// the second pass as a word of ones or zeros. 16 flows: 32 lines asked for at once, about
+// what the cores' fill buffers take in, and the block's plan stays in L1.
+struct PlannedFlow {
+  const uint64_t* words[2];
+  uint32_t shift[2];
+  // A verdict known without the bits: the second pass reads it from a constant word.
+  void Known(bool allowed) {
+    static constexpr uint64_t kConstant[2] = {0, ~uint64_t{0}};
+    words[0] = words[1] = &kConstant[allowed ? 1 : 0];
+    shift[0] = shift[1] = 0;
+  }
+};
+template <typename Plan>
+NP_ALWAYS_INLINE inline void AnswerInBlocks(size_t n, uint8_t* out, Plan&& plan) {
+  constexpr size_t kBlock = 16;
+  PlannedFlow planned[kBlock];
+  for (size_t start = 0; start < n; start += kBlock) {
+    const size_t m = std::min(kBlock, n - start);
+    for (size_t k = 0; k < m; ++k) {
+      plan(start + k, planned[k]);
+      __builtin_prefetch(planned[k].words[0]);
+      __builtin_prefetch(planned[k].words[1]);
+    }
+    for (size_t k = 0; k < m; ++k) {
+      const PlannedFlow& f = planned[k];
+      out[start + k] = static_cast<uint8_t>((*f.words[0] >> f.shift[0]) &
+                                            (*f.words[1] >> f.shift[1]) & 1);
+    }
+  }
 }
 
 }  // namespace
@@ -393,27 +500,10 @@ bool Engine::Allowed(const Endpoint& source, const Endpoint& destination, Protoc
 bool Engine::AllowedPacket(const IpAddress& source, const IpAddress& destination,
                            Protocol protocol, uint16_t port) const {
   const EngineState& s = *state_;
-  // The address index carries each pod address's sides and peer class (for the address's
-  // family, which is the packet's): no record or target class lookup on this path.
-  const internal::PacketEntry* src = s.pod_by_ip->Find(source);
-  const internal::PacketEntry* dst = s.pod_by_ip->Find(destination);
-  if (src != nullptr && dst != nullptr && src->pod == dst->pod &&
-      s.options.evaluation.always_allow_self) {
-    return true;
-  }
-  const uint64_t* egress = src != nullptr ? src->side[kEgress] : nullptr;
-  const uint64_t* ingress = dst != nullptr ? dst->side[kIngress] : nullptr;
-  EngineState::PrefetchSide(egress);
-  EngineState::PrefetchSide(ingress);
-  // An external end's class is needed only when the other end is isolated.
-  uint32_t src_peer = src != nullptr ? src->peer
-                      : ingress != nullptr ? s.ExternalPeerClass(source)
-                                           : kNone;
-  uint32_t dst_peer = dst != nullptr ? dst->peer
-                      : egress != nullptr ? s.ExternalPeerClass(destination)
-                                          : kNone;
-  return EngineState::SideAllows(egress, protocol, port, dst_peer) &&
-         EngineState::SideAllows(ingress, protocol, port, src_peer);
+  // The address index carries each pod address's bits row, sides and peer class (for the
+  // address's family, which is the packet's): no record or target class lookup on this path.
+  return PacketAllowed(s, s.pod_by_ip->Find(source), s.pod_by_ip->Find(destination), source,
+                       destination, protocol, port);
 }
 
 void Engine::AllowedBatch(absl::Span<const PodQuery> queries, absl::Span<uint8_t> out) const {
@@ -421,54 +511,35 @@ void Engine::AllowedBatch(absl::Span<const PodQuery> queries, absl::Span<uint8_t
   const size_t n = std::min(queries.size(), out.size());
   const auto& records = s.hot_records;
   const bool allow_self = s.options.evaluation.always_allow_self;
-  // A software pipeline over the flows: a verdict is a chain of dependent reads (record, then
-  // the side's lines), so while flow i is answered, flow i + kSideAhead's records (asked for
-  // kRecordAhead - kSideAhead flows ago) give its sides' addresses to ask for, and flow
-  // i + kRecordAhead's records are asked for. Each flow is then answered by the by-pod code
-  // with its lines in cache. Why one rolling loop and not passes over groups of flows (the
-  // previous form: records, then intervals and peer words, then the answers, each in its own
-  // pass over 16 flows): on a machine whose L2 holds the tables (bench/RESULTS.md, issue 10,
-  // 2026-12-01 15:00) the passes' bookkeeping and their branches cost more than the misses
-  // they hid, and the batch ran slower than one Allowed per flow.
-  constexpr size_t kSideAhead = 8, kRecordAhead = 16;
   if (const internal::VerdictBits* bits = s.bits.get(); bits != nullptr) {
-    // With the bits, the pipeline asks for flow i + kSideAhead's two bit words instead of
-    // its sides' lines (a pod outside the bits: its sides', for the exact path).
-    auto ask = [&](const PodQuery& q) {
-      const HotRecord& src = records[q.source];
-      const HotRecord& dst = records[q.destination];
-      const int f = FlowFamilyIndex(src, dst);
-      const uint32_t src_peer = src.peer[f], dst_peer = dst.peer[f];
-      if (src.bits_row == kNone || dst.bits_row == kNone || src_peer >= bits->peer_classes ||
-          dst_peer >= bits->peer_classes) {
-        EngineState::PrefetchSide(src.side[kEgress]);
-        EngineState::PrefetchSide(dst.side[kIngress]);
-        return;
-      }
-      const uint32_t offset = bits->PortClassOffset(q.protocol, q.port);
-      __builtin_prefetch(bits->Word(src.bits_row, kEgress, offset, dst_peer));
-      __builtin_prefetch(bits->Word(dst.bits_row, kIngress, offset, src_peer));
-    };
-    for (size_t i = 0; i < n; ++i) {
-      if (i + kRecordAhead < n) {
-        __builtin_prefetch(&records[queries[i + kRecordAhead].source]);
-        __builtin_prefetch(&records[queries[i + kRecordAhead].destination]);
-      }
-      if (i + kSideAhead < n) ask(queries[i + kSideAhead]);
+    AnswerInBlocks(n, out.data(), [&](size_t i, PlannedFlow& planned) {
       const PodQuery& q = queries[i];
       const HotRecord& src = records[q.source];
       const HotRecord& dst = records[q.destination];
-      bool allowed;
+      const int f = FlowFamilyIndex(src, dst);
       if (allow_self && q.source == q.destination) {
-        allowed = true;
-      } else if (!BitsDecide(bits, src, dst, bits->PortClassOffset(q.protocol, q.port),
-                             &allowed)) {
-        allowed = RecordsAllow(src, dst, q.protocol, q.port);
+        planned.Known(true);
+      } else if (BitWords(*bits, src.bits_row, src.peer[f], dst.bits_row, dst.peer[f],
+                          bits->PortClassOffset(q.protocol, q.port), planned.words)) {
+        planned.shift[0] = dst.peer[f] & 63;
+        planned.shift[1] = src.peer[f] & 63;
+      } else {
+        planned.Known(ExactAllow(src, dst, q.protocol, q.port));
       }
-      out[i] = allowed ? 1 : 0;
-    }
+    });
     return;
   }
+  // Without the bits (budget 0): a software pipeline over the flows, for the exact path's
+  // chain of dependent reads (record, then the side's lines): while flow i is answered, flow
+  // i + kSideAhead's records (asked for kRecordAhead - kSideAhead flows ago) give its sides'
+  // addresses to ask for, and flow i + kRecordAhead's records are asked for. Each flow is
+  // then answered by the by-pod code with its lines in cache. Why one rolling loop and not
+  // passes over groups of flows (the form before it: records, then intervals and peer words,
+  // then the answers, each in its own pass over 16 flows): on a machine whose L2 holds the
+  // tables (bench/RESULTS.md, issue 10, 2026-12-01 15:00) the passes' bookkeeping and their
+  // branches cost more than the misses they hid — a chain of three or four reads per flow,
+  // where the bits' is one.
+  constexpr size_t kSideAhead = 8, kRecordAhead = 16;
   for (size_t i = 0; i < n; ++i) {
     if (i + kRecordAhead < n) {
       __builtin_prefetch(&records[queries[i + kRecordAhead].source]);
@@ -487,11 +558,32 @@ void Engine::AllowedBatch(absl::Span<const PodQuery> queries, absl::Span<uint8_t
 }
 
 void Engine::AllowedBatch(absl::Span<const PacketQuery> queries, absl::Span<uint8_t> out) const {
-  size_t n = std::min(queries.size(), out.size());
-  for (size_t i = 0; i < n; ++i) {
-    const PacketQuery& q = queries[i];
-    out[i] = AllowedPacket(q.source, q.destination, q.protocol, q.port) ? 1 : 0;
+  const EngineState& s = *state_;
+  const internal::IpIndex& index = *s.pod_by_ip;
+  const size_t n = std::min(queries.size(), out.size());
+  const internal::VerdictBits* bits = s.bits.get();
+  if (bits == nullptr) {
+    for (size_t i = 0; i < n; ++i) {
+      const PacketQuery& q = queries[i];
+      out[i] = PacketAllowed(s, index.Find(q.source), index.Find(q.destination), q.source,
+                             q.destination, q.protocol, q.port);
+    }
+    return;
   }
+  // As the by-pod batch, with the two index entries for the records.
+  AnswerInBlocks(n, out.data(), [&](size_t i, PlannedFlow& planned) {
+    const PacketQuery& q = queries[i];
+    const internal::PacketEntry* src = index.Find(q.source);
+    const internal::PacketEntry* dst = index.Find(q.destination);
+    if (src != nullptr && dst != nullptr && src->pod != dst->pod &&
+        BitWords(*bits, src->bits_row, src->peer, dst->bits_row, dst->peer,
+                 bits->PortClassOffset(q.protocol, q.port), planned.words)) {
+      planned.shift[0] = dst->peer & 63;
+      planned.shift[1] = src->peer & 63;
+      return;
+    }
+    planned.Known(PacketAllowed(s, src, dst, q.source, q.destination, q.protocol, q.port));
+  });
 }
 
 Verdict Engine::Explain(const Endpoint& source, const Endpoint& destination, Protocol protocol,

@@ -135,9 +135,11 @@ class Engine : public std::enable_shared_from_this<Engine> {
                uint16_t port) const;
   bool AllowedPacket(const IpAddress& source, const IpAddress& destination, Protocol protocol,
                      uint16_t port) const;
-  // out[i] = verdict on queries[i] (1 allowed, 0 denied), for i < min(sizes). By pod, the
-  // batch prefetches for groups of flows (bench/RESULTS.md: about half the cost per flow of
-  // single calls on the allowed mix).
+  // out[i] = verdict on queries[i] (1 allowed, 0 denied), for i < min(sizes). With the
+  // verdict bits (EngineOptions::verdict_bits_bytes) both overloads answer in blocks of 16
+  // flows: each flow's two bit words are worked out and asked for, then the block is answered
+  // from cache (bench/RESULTS.md: less per flow than single calls on the allowed mix); without
+  // them, by pod, a rolling prefetch pipeline over the exact path's chain.
   void AllowedBatch(absl::Span<const PodQuery> queries, absl::Span<uint8_t> out) const;
   void AllowedBatch(absl::Span<const PacketQuery> queries, absl::Span<uint8_t> out) const;
 

@@ -1244,18 +1244,7 @@ class Batch {
     std::vector<uint32_t> dirty_pods(dirty_pods_.begin(), dirty_pods_.end());
     std::sort(dirty_pods.begin(), dirty_pods.end());
     for (uint32_t p : dirty_pods) RecomputePod(p);
-    // The packet path reads the classes from the address index: refresh the owners' copies.
-    for (uint32_t p : dirty_pods) {
-      const auto& pod = s_.pods[p].state;
-      if (pod == nullptr) continue;
-      const PodRecord& record = s_.records[p];
-      for (const IpAddress& a : pod->ips) {
-        const PacketEntry* entry = s_.pod_by_ip->Find(a);
-        if (entry == nullptr || entry->pod != p) continue;
-        if (entry->target == record.target && entry->peer == record.peer[a.is_v4() ? 0 : 1]) continue;
-        MutableIpIndex().Refresh(a, record.target, record.peer[a.is_v4() ? 0 : 1]);
-      }
-    }
+    // (The address index's copies of the records are refreshed by PublishHotArrays.)
 
     absl::flat_hash_set<uint32_t> dirty_selectors;
     bool named_dirty = false;
@@ -1348,18 +1337,10 @@ class Batch {
       refresh(s_.hot_records.size() - 1);
     }
     for (uint32_t p : touched_records_) refresh(p);
-    // The sides the address index carries for the packet path (PacketEntry): those of the
-    // addresses the pod owns (a shared address's entry is its owner's).
+    // The address index carries each address's copy of its owner's hot record for the packet
+    // path (PacketEntry: sides, peer class, bits row).
     auto refresh_index = [&](uint32_t p) {
-      const auto& pod = s_.pods[p].state;
-      if (pod == nullptr) return;
-      const HotRecord& h = s_.hot_records[p];
-      for (const IpAddress& a : pod->ips) {
-        const PacketEntry* entry = s_.pod_by_ip->Find(a);
-        if (entry == nullptr || entry->pod != p) continue;
-        if (entry->side[0] == h.side[0] && entry->side[1] == h.side[1]) continue;
-        MutableIpIndex().RefreshSides(a, h.side[0], h.side[1]);
-      }
+      s_.MirrorHotRecord(p, [&]() -> IpIndex& { return MutableIpIndex(); });
     };
     // (Every pod whose record or address ownership this batch changed is in
     // touched_records_: RecomputePod writes the record of each dirty pod.)

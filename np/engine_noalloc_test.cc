@@ -27,6 +27,13 @@ TEST(Engine, VerdictsAllocateNothing) {
       for (PodId d : pods) queries.push_back(PodQuery{s, d, Protocol::kTCP, 80});
     }
     std::vector<uint8_t> out(queries.size());
+    std::vector<PacketQuery> packets;
+    for (const IpAddress& s : addresses) {
+      for (const IpAddress& d : addresses) {
+        if (s.family() == d.family()) packets.push_back(PacketQuery{s, d, Protocol::kTCP, 80});
+      }
+    }
+    std::vector<uint8_t> packets_out(packets.size());
     const std::vector<uint16_t> ports = testgen::RandomCluster::ProbePorts();
     const Engine& e = **engine;
     long before = np::testing::AllocationCount();
@@ -48,6 +55,7 @@ TEST(Engine, VerdictsAllocateNothing) {
       }
     }
     e.AllowedBatch(absl::MakeConstSpan(queries), absl::MakeSpan(out));
+    e.AllowedBatch(absl::MakeConstSpan(packets), absl::MakeSpan(packets_out));
     long after = np::testing::AllocationCount();
     EXPECT_EQ(after, before) << "seed " << seed << ": verdicts allocated " << (after - before)
                              << " times";

@@ -632,7 +632,8 @@ using Bitset = std::vector<uint64_t>;
 // Every side's whole answer, precomputed as bits (issue 10): for each target class of the
 // bits and direction, for each port class, one row of bits over peer classes. A pod-to-pod
 // verdict is then two records (read independently) and one bit read per side: a chain of
-// two loads, like the floor's one, instead of record -> side line -> interval -> list.
+// two loads, like the floor's one, instead of record -> side line -> interval -> list. By
+// packet the same, with the address index's entries for the records (PacketEntry::bits_row).
 //
 // Port classes: per protocol, 0..65535 cut at every interval boundary of every table the
 // bits hold, so that each port class lies inside one interval of every side (a few dozen).
@@ -786,8 +787,32 @@ struct EngineState {
     return bits->tables[target] == target_classes[target].table ? bits->row_of[target] : kNone;
   }
   // Paints `bits` from the current tables within options.verdict_bits_bytes, points every
-  // record at its block. Called once per Engine::Build.
+  // record and address index entry at its block. Called once per Engine::Build.
   void PaintVerdictBits();
+  // Makes the address index's entries of pod p's addresses (those it owns: a shared
+  // address's entry is its owner's) mirror its HotRecord as PacketEntry says. `index()`
+  // gives the index to write to and is called only for an entry that differs, so that a
+  // batch that changes no entry copies no shard of the index.
+  template <typename WritableIndex>
+  void MirrorHotRecord(uint32_t p, WritableIndex&& index) const {
+    const auto& pod = pods[p].state;
+    if (pod == nullptr) return;
+    const HotRecord& h = hot_records[p];
+    for (const IpAddress& a : pod->ips) {
+      const PacketEntry* entry = pod_by_ip->Find(a);
+      if (entry == nullptr || entry->pod != p) continue;
+      PacketEntry mirror;
+      std::copy(std::begin(h.side), std::end(h.side), std::begin(mirror.side));
+      mirror.pod = p;
+      mirror.bits_row = h.bits_row;
+      mirror.peer = h.peer[a.is_v4() ? 0 : 1];
+      if (entry->side[0] == mirror.side[0] && entry->side[1] == mirror.side[1] &&
+          entry->bits_row == mirror.bits_row && entry->peer == mirror.peer) {
+        continue;
+      }
+      index().Set(a, mirror);
+    }
+  }
 
   // --- lookups (hot path) ---
   // One side of a target class (TargetTable::side): null for kNone (no policy selects the

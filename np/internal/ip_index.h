@@ -14,17 +14,21 @@
 namespace np::internal {
 
 // What the packet path needs about the pod owning an address, stored in the index itself so
-// that a packet verdict does not chase the pod's record: the pod, its target class, the
-// class's two sides as verdicts read them (HotSides: null = that side allows everything)
-// and its peer class for this address's family. With the sides here a packet verdict is
-// index slot -> side line, the same chain as by pod (record -> side line); through `target`
-// it was slot -> hot_tables' chunk -> entry -> side line (issue 10). The batch that builds a
-// snapshot keeps `side` equal to hot_tables[target] (Batch::PublishHotArrays).
+// that a packet verdict does not chase the pod's record: the pod, its block in the verdict
+// bits (as HotRecord::bits_row), the class's two sides as the exact path reads them
+// (HotSides: null = that side allows everything) and its peer class for this address's
+// family. With the bits row here a packet verdict between two pods is two slots -> two bit
+// words, the same chain as by pod (record -> bit word); through the sides it was slot ->
+// side line -> interval -> list (issue 10). Every field mirrors the owner's HotRecord: the
+// batch that builds a snapshot rewrites the entries of the pods whose record it wrote
+// (Batch::PublishHotArrays), Engine::Build after painting the bits
+// (EngineState::MirrorHotRecord). (The target class that stood where bits_row is was read
+// by nothing but the refresh that wrote it.)
 // 32 bytes: an IPv4 slot is one entry (its key in `key4`), two per line.
 struct PacketEntry {
   const uint64_t* side[2] = {nullptr, nullptr};  // by Direction
   uint32_t pod = 0xffffffffu;
-  uint32_t target = 0xffffffffu;
+  uint32_t bits_row = 0xffffffffu;  // 0xffffffff: the exact path (the sides)
   uint32_t peer = 0xffffffffu;
   uint32_t key4 = 0;  // IpTable's: an IPv4 slot's address (unused in IPv6 slots)
 };
@@ -67,21 +71,12 @@ class IpTable {
     }
   }
   const PacketEntry* Find(const IpAddress& a) const { return FindIn(view(), a); }
-
-  // Updates the classes stored with an address (no-op if absent).
-  void Refresh(const IpAddress& a, uint32_t target, uint32_t peer) {
-    auto* entry = const_cast<PacketEntry*>(Find(a));
-    if (entry != nullptr) {
-      entry->target = target;
-      entry->peer = peer;
-    }
-  }
-  // Updates the sides stored with an address (no-op if absent).
-  void RefreshSides(const IpAddress& a, const uint64_t* ingress, const uint64_t* egress) {
-    auto* entry = const_cast<PacketEntry*>(Find(a));
-    if (entry != nullptr) {
-      entry->side[0] = ingress;
-      entry->side[1] = egress;
+  // Asks for the line of the slot a probe for `a` reads first (AllowedBatch, ahead of Find).
+  static void PrefetchIn(const View& view, const IpAddress& a) {
+    if (a.is_v4()) {
+      __builtin_prefetch(&view.v4[Hash4(a.v4()) & view.mask4]);
+    } else {
+      __builtin_prefetch(&view.v6[Hash6(a.hi(), a.lo()) & view.mask6]);
     }
   }
 
@@ -220,18 +215,15 @@ class IpIndex {
   }
   // Asks for the directory entry a Find of `a` reads first.
   void Prefetch(const IpAddress& a) const { __builtin_prefetch(&views_[ShardOf(a)]); }
+  // Asks for the slot line a Find of `a` reads first (reads the directory entry: ask for
+  // that one earlier, or rely on the directory's 4 KB staying in L1).
+  void PrefetchSlot(const IpAddress& a) const { IpTable::PrefetchIn(views_[ShardOf(a)].view, a); }
   // Writers: the shard is copied first unless this index already owns a private copy.
   void Set(const IpAddress& a, PacketEntry value) {
     Write(a, [&](IpTable& t) { t.Set(a, value); });
   }
   void Erase(const IpAddress& a) {
     Write(a, [&](IpTable& t) { t.Erase(a); });
-  }
-  void Refresh(const IpAddress& a, uint32_t target, uint32_t peer) {
-    Write(a, [&](IpTable& t) { t.Refresh(a, target, peer); });
-  }
-  void RefreshSides(const IpAddress& a, const uint64_t* ingress, const uint64_t* egress) {
-    Write(a, [&](IpTable& t) { t.RefreshSides(a, ingress, egress); });
   }
   // Forgets which shards this index owns: call on a copy before writing to it.
   void ReleaseOwnership() { owned_[0] = owned_[1] = 0; }
