@@ -7,10 +7,12 @@
 #include <optional>
 #include <tuple>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
 #include "np/backends/ebpf/loader.h"
 #include "np/backends/ebpf/maps.h"
 #include "np/backends/util.h"
@@ -152,8 +154,12 @@ class EbpfBackend : public Backend {
       return FullDelta(previous, delta, attachment, "`previous` is not what this instance installed");
     }
     // Interfaces attached or detached in place: only those of pods the delta adds or deletes.
-    const std::vector<EndpointInterface> attach = Missing(attachment, attachment_);
-    const std::vector<EndpointInterface> detach = Missing(attachment_, attachment);
+    // Most events (another node's pod, a relabel) keep every interface: one ordered compare.
+    const bool same_interfaces = SameAttachment(attachment);
+    const std::vector<EndpointInterface> attach =
+        same_interfaces ? std::vector<EndpointInterface>() : Missing(attachment, attachment_);
+    const std::vector<EndpointInterface> detach =
+        same_interfaces ? std::vector<EndpointInterface>() : Missing(attachment_, attachment);
     // A pod delta that brings or retires a table, or relabels a pod into an identity new
     // to the addresses (maps.h PodPolicyEdit): its policy edit is written with the identity
     // edit, before or after it, its membership edit before it.
@@ -599,13 +605,17 @@ class EbpfBackend : public Backend {
     return absl::OkStatus();
   }
 
-  // The interfaces of `a` that `b` lacks (pod and interface both compared).
+  // The interfaces of `a` that `b` lacks (pod and interface both compared), in `a`'s order.
+  // Every pod event asks twice, with a node's every interface on both sides: a set of `b`'s
+  // pairs, not a pass over `b` per interface (that was 1,000 x 1,000 string compares, ~1 ms
+  // of each event at 1,000 pods).
   static std::vector<EndpointInterface> Missing(const Attachment& a, const Attachment& b) {
+    absl::flat_hash_set<std::pair<absl::string_view, absl::string_view>> present;
+    present.reserve(b.interfaces.size());
+    for (const EndpointInterface& j : b.interfaces) present.emplace(j.pod, j.interface);
     std::vector<EndpointInterface> out;
     for (const EndpointInterface& i : a.interfaces) {
-      if (std::none_of(b.interfaces.begin(), b.interfaces.end(), [&](const EndpointInterface& j) {
-            return i.pod == j.pod && i.interface == j.interface;
-          })) {
+      if (!present.contains(std::make_pair(absl::string_view(i.pod), absl::string_view(i.interface)))) {
         out.push_back(i);
       }
     }
