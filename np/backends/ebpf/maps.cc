@@ -1,6 +1,7 @@
 #include "np/backends/ebpf/maps.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -409,6 +410,16 @@ absl::StatusOr<MapContents> BuildPolicyMaps(const ir::CompiledPolicy& ir) {
 
 namespace {
 
+// A map key's bytes as a hash key of fixed size: a pod event diffs up to a few hundred LPM
+// keys, and a std::string of an IPv6 key (20 bytes, past the short-string buffer) was an
+// allocation each, four times.
+template <typename K>
+std::array<char, sizeof(K)> KeyBytes(const K& k) {
+  std::array<char, sizeof(K)> a;
+  std::memcpy(a.data(), &k, sizeof(K));
+  return a;
+}
+
 template <typename T>
 bool SameBytes(const T& a, const T& b) {
   return std::memcmp(&a, &b, sizeof(T)) == 0;
@@ -484,26 +495,42 @@ absl::StatusOr<std::vector<Address>> ChangedAddresses(const std::vector<Cover>& 
   }
   std::sort(starts.begin(), starts.end());
   starts.erase(std::unique(starts.begin(), starts.end()), starts.end());
-  auto identity = [](const std::vector<Cover>& side, Address a,
-                     bool* covered) -> absl::StatusOr<uint32_t> {
-    const Cover* found = nullptr;
-    for (const Cover& c : side) {
-      if (c.lo <= a && a <= c.hi) {
-        if (found != nullptr) return absl::FailedPreconditionError("overlapping identity keys");
-        found = &c;
-      }
+  // Each side's covers in order of their first address, swept along the starts (which
+  // ascend): the covers that hold a start are those begun and not yet ended, one at most
+  // unless keys overlap. A pass over every cover per start was quadratic: an IPv6 pod's
+  // event has some hundred covers.
+  struct Sweep {
+    std::vector<const Cover*> by_lo;
+    size_t next = 0;                 // by_lo[next] begins after the last start seen
+    std::vector<const Cover*> open;  // begun, and not ended before the last start seen
+  };
+  auto sweep_of = [](const std::vector<Cover>& side) {
+    Sweep s;
+    for (const Cover& c : side) s.by_lo.push_back(&c);
+    std::stable_sort(s.by_lo.begin(), s.by_lo.end(),
+                     [](const Cover* a, const Cover* b) { return a->lo < b->lo; });
+    return s;
+  };
+  Sweep gone_sweep = sweep_of(gone), come_sweep = sweep_of(come);
+  auto identity = [](Sweep& side, Address a, bool* covered) -> absl::StatusOr<uint32_t> {
+    while (side.next < side.by_lo.size() && side.by_lo[side.next]->lo <= a) {
+      side.open.push_back(side.by_lo[side.next++]);
     }
-    *covered = *covered || found != nullptr;
-    return found == nullptr ? NP_IDENTITY_NONE : found->identity;
+    side.open.erase(std::remove_if(side.open.begin(), side.open.end(),
+                                   [a](const Cover* c) { return c->hi < a; }),
+                    side.open.end());
+    if (side.open.size() > 1) return absl::FailedPreconditionError("overlapping identity keys");
+    *covered = *covered || !side.open.empty();
+    return side.open.empty() ? NP_IDENTITY_NONE : side.open.front()->identity;
   };
   std::vector<Address> changed;
   for (size_t i = 0; i < starts.size(); ++i) {
     const Address lo = starts[i];
     const Address hi = i + 1 < starts.size() ? starts[i + 1] - 1 : max;
     bool covered = false;
-    absl::StatusOr<uint32_t> before = identity(gone, lo, &covered);
+    absl::StatusOr<uint32_t> before = identity(gone_sweep, lo, &covered);
     if (!before.ok()) return before.status();
-    absl::StatusOr<uint32_t> after = identity(come, lo, &covered);
+    absl::StatusOr<uint32_t> after = identity(come_sweep, lo, &covered);
     if (!after.ok()) return after.status();
     if (!covered || *before == *after) continue;
     for (Address a = lo; changed.size() <= limit; ++a) {
@@ -521,13 +548,13 @@ void DiffLpm(const std::vector<std::pair<Key, np_identity_value>>& from,
              const std::vector<std::pair<Key, np_identity_value>>& to, int width_bits,
              std::vector<std::pair<Key, np_identity_value>>& puts, std::vector<Key>& deletes,
              size_t& new_keys, std::vector<Cover>& gone, std::vector<Cover>& come) {
-  absl::flat_hash_map<std::string, uint32_t> old_entries, new_entries;
+  absl::flat_hash_map<std::array<char, sizeof(Key)>, uint32_t> old_entries, new_entries;
   old_entries.reserve(from.size());
   new_entries.reserve(to.size());
-  for (const auto& [k, v] : from) old_entries[Bytes(&k, sizeof(k))] = v.identity;
-  for (const auto& [k, v] : to) new_entries[Bytes(&k, sizeof(k))] = v.identity;
+  for (const auto& [k, v] : from) old_entries[KeyBytes(k)] = v.identity;
+  for (const auto& [k, v] : to) new_entries[KeyBytes(k)] = v.identity;
   for (const auto& [k, v] : to) {
-    auto it = old_entries.find(Bytes(&k, sizeof(k)));
+    auto it = old_entries.find(KeyBytes(k));
     if (it != old_entries.end() && it->second == v.identity) continue;
     if (it == old_entries.end()) {
       ++new_keys;
@@ -538,7 +565,7 @@ void DiffLpm(const std::vector<std::pair<Key, np_identity_value>>& from,
     come.push_back(CoverOf(k.addr, width_bits, static_cast<int>(k.prefixlen), v.identity));
   }
   for (const auto& [k, v] : from) {
-    if (new_entries.contains(Bytes(&k, sizeof(k)))) continue;
+    if (new_entries.contains(KeyBytes(k))) continue;
     deletes.push_back(k);
     gone.push_back(CoverOf(k.addr, width_bits, static_cast<int>(k.prefixlen), v.identity));
   }
@@ -560,18 +587,19 @@ absl::StatusOr<IdentityEdit> DiffIdentityEntries(
   // Covers of the changed keys, per family: v4 [0], v6 [1].
   std::vector<Cover> gone[2], come[2];
   {
-    absl::flat_hash_map<std::string, uint32_t> old_hosts, new_hosts;
+    absl::flat_hash_map<std::array<char, sizeof(np_endpoint_addr_key)>, uint32_t> old_hosts,
+        new_hosts;
     old_hosts.reserve(from.ident_hosts.size());
     new_hosts.reserve(to.ident_hosts.size());
-    for (const auto& [k, v] : from.ident_hosts) old_hosts[Bytes(&k, sizeof(k))] = v.identity;
-    for (const auto& [k, v] : to.ident_hosts) new_hosts[Bytes(&k, sizeof(k))] = v.identity;
+    for (const auto& [k, v] : from.ident_hosts) old_hosts[KeyBytes(k)] = v.identity;
+    for (const auto& [k, v] : to.ident_hosts) new_hosts[KeyBytes(k)] = v.identity;
     auto family_of = [](const np_endpoint_addr_key& k) { return k.family == NP_FAMILY_V4 ? 0 : 1; };
     auto cover = [&](const np_endpoint_addr_key& k, uint32_t identity) {
       const int width = k.family == NP_FAMILY_V4 ? 32 : 128;
       return CoverOf(k.addr, width, width, identity);
     };
     for (const auto& [k, v] : to.ident_hosts) {
-      auto it = old_hosts.find(Bytes(&k, sizeof(k)));
+      auto it = old_hosts.find(KeyBytes(k));
       if (it != old_hosts.end() && it->second == v.identity) continue;
       if (it == old_hosts.end()) {
         edit.host_adds.emplace_back(k, v);
@@ -582,7 +610,7 @@ absl::StatusOr<IdentityEdit> DiffIdentityEntries(
       come[family_of(k)].push_back(cover(k, v.identity));
     }
     for (const auto& [k, v] : from.ident_hosts) {
-      if (new_hosts.contains(Bytes(&k, sizeof(k)))) continue;
+      if (new_hosts.contains(KeyBytes(k))) continue;
       edit.host_deletes.push_back(k);
       gone[family_of(k)].push_back(cover(k, v.identity));
     }
