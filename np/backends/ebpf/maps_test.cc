@@ -2157,5 +2157,45 @@ TEST(PlanPodPolicyEditFromDeltaTest, TablesInUseMovesAndMalformedDeltasAreRefuse
   }
 }
 
+// BuildMaps checks that a range's CIDRs tile it to the last byte: CIDRs that skip an
+// address inside the last byte (0.0.0.2 here), overlap there, or end short of the range in
+// it are refused; exact tilings are accepted. (RejectsMalformedIrs' gaps are whole CIDRs: a
+// check that compared all but the last byte passed it.)
+TEST(BuildMaps, RefusesCidrsThatMissTheRangeInTheLastByte) {
+  const ir::CompiledPolicy good = testing::RandomIr(7);
+  ASSERT_TRUE(BuildMaps(good).ok());
+  const uint32_t identity = good.ipv4(0).identity();
+  // IPv4 as two ranges: [0.0.0.0, 0.0.0.3] with the CIDRs given, then the rest exactly.
+  auto with_first_cidrs = [&](std::vector<std::string> cidrs) {
+    ir::CompiledPolicy ir = good;
+    ir.clear_ipv4();
+    ir::AddressRange* head = ir.add_ipv4();
+    head->set_first(std::string("\0\0\0\0", 4));
+    head->set_last(std::string("\0\0\0\3", 4));
+    head->set_identity(identity);
+    for (const std::string& c : cidrs) head->add_cidrs(c);
+    ir::AddressRange* rest = ir.add_ipv4();
+    rest->set_first(std::string("\0\0\0\4", 4));
+    rest->set_last(std::string(4, '\xff'));
+    rest->set_identity(identity);
+    for (int k = 2; k < 32; ++k) {  // 0.0.0.4/30, 0.0.0.8/29, ..., 128.0.0.0/1
+      const uint32_t a = uint32_t{1} << k;
+      rest->add_cidrs(absl::StrCat(a >> 24, ".", (a >> 16) & 0xff, ".", (a >> 8) & 0xff, ".",
+                                   a & 0xff, "/", 32 - k));
+    }
+    return ir;
+  };
+  EXPECT_TRUE(BuildMaps(with_first_cidrs({"0.0.0.0/30"})).ok());
+  EXPECT_TRUE(BuildMaps(with_first_cidrs({"0.0.0.0/31", "0.0.0.2/31"})).ok());
+  for (const std::vector<std::string>& bad :
+       {std::vector<std::string>{"0.0.0.0/31", "0.0.0.3/32"},     // skips .2
+        std::vector<std::string>{"0.0.0.0/31", "0.0.0.1/32", "0.0.0.2/31"},  // .1 twice
+        std::vector<std::string>{"0.0.0.0/31", "0.0.0.2/32"}}) {  // ends at .2, not .3
+    absl::StatusOr<MapContents> maps = BuildMaps(with_first_cidrs(bad));
+    ASSERT_FALSE(maps.ok()) << absl::StrJoin(bad, ", ");
+    EXPECT_TRUE(absl::StrContains(maps.status().message(), "do not tile it")) << maps.status();
+  }
+}
+
 }  // namespace
 }  // namespace np::backends::ebpf
