@@ -119,6 +119,10 @@ class EbpfBackend : public Backend {
       return Apply(next, attachment);
     }
     absl::StatusOr<ebpf::IdentityEdit> edit = ebpf::PlanIdentityEditFromIr(previous, next);
+    if (edit.ok() && !edit->state_changes.empty() && !ids_are_indexes_) {
+      edit = absl::FailedPreconditionError(
+          "a pod of this node changes identity and endpoint ids are no longer the IR's indexes");
+    }
     if (!edit.ok()) {
       // Not a pod event: perhaps a policy event whose ids carry over (stable numbering).
       if (absl::Status s = ebpf::PolicyOnlyChange(previous, next); !s.ok()) {
@@ -129,6 +133,7 @@ class EbpfBackend : public Backend {
       return absl::OkStatus();
     }
     if (!EditInPlace(*edit, Shape(next))) return Apply(next, attachment);
+    MoveLocal(edit->state_changes);
     return absl::OkStatus();
   }
 
@@ -167,21 +172,32 @@ class EbpfBackend : public Backend {
     std::optional<ebpf::PolicyEdit> policy;
     ebpf::PolicyEdit members;
     std::vector<uint32_t> changed_members;  // peer sets whose members change in place
-    bool policy_first = true;
-    if (policy_part) {
+    bool policy_first = true, banked = false;
+    if (!policy_part) {
+      edit = ebpf::PlanIdentityEditFromDelta(previous, delta, local_addresses_, next_endpoint_id_);
+    }
+    // A pod of this node moved into a table the maps do not hold (one no endpoint named:
+    // a policy edit leaves those unwritten) brings it as a pod added would.
+    const bool brings_table =
+        !policy_part && edit.ok() &&
+        std::any_of(edit->state_changes.begin(), edit->state_changes.end(), [&](const auto& c) {
+          return (c.after.flags & NP_ENDPOINT_SELECTED) &&
+                 (c.after.table >= policy_.table_slot.size() ||
+                  policy_.table_slot[c.after.table] == NP_IDENTITY_NONE);
+        });
+    if (policy_part || brings_table) {
       absl::StatusOr<ebpf::PodPolicyEdit> both = ebpf::PlanPodPolicyEditFromDelta(
           policy_, previous, delta, local_addresses_, next_endpoint_id_, live_->generation + 1);
       if (both.ok()) {
         edit = std::move(both->identities);
         policy = std::move(both->policy);
         policy_first = both->policy_first;
+        banked = both->banked;
         members = std::move(both->members);
         changed_members = InPlaceMembers(*policy, members);
       } else {
         edit = both.status();
       }
-    } else {
-      edit = ebpf::PlanIdentityEditFromDelta(previous, delta, local_addresses_, next_endpoint_id_);
     }
     if (!edit.ok()) {
       // A malformed delta touches nothing (Backend::UpdateDelta's contract).
@@ -288,8 +304,16 @@ class EbpfBackend : public Backend {
                              local_addresses_.end());
       local_addresses_.insert(local_addresses_.end(), edit->endpoint_adds.begin(),
                               edit->endpoint_adds.end());
+      ids_are_indexes_ = false;
     }
+    MoveLocal(edit->state_changes);
     ++stats_.pod_in_place;
+    if (!edit->state_changes.empty()) ++stats_.states_in_place;
+    if (banked) ++stats_.banked_in_place;
+    if (!edit->state_changes.empty()) {
+      absl::StrAppend(&last_update_, "; endpoint states switched with the bump: ",
+                      edit->state_changes.size(), banked ? " (banked with the policy edit)" : "");
+    }
     if (!delta.identities().empty() || !changed_members.empty()) ++stats_.identities_in_place;
     if (!changed_members.empty()) {
       absl::StrAppend(&last_update_, "; identities ",
@@ -308,6 +332,19 @@ class EbpfBackend : public Backend {
   static std::array<int, 6> Shape(const ir::CompiledPolicy& ir) {
     return {ir.ipv4_size(), ir.ipv6_size(), ir.identities_size(), ir.endpoints_size(),
             ir.tables_size(), ir.peer_sets_size()};
+  }
+
+  // local_addresses_ once `changes` are written: the endpoints' C++ values carry their
+  // table and selection (what PlanPodPolicyEditFromDelta reads as the tables they name).
+  void MoveLocal(const std::vector<ebpf::IdentityEdit::StateChange>& changes) {
+    for (const ebpf::IdentityEdit::StateChange& c : changes) {
+      for (auto& [k, v] : local_addresses_) {
+        if (v.id != c.id) continue;
+        v.table = c.after.table;
+        v.flags = static_cast<uint8_t>((v.flags & ~NP_ENDPOINT_SELECTED) |
+                                       (c.after.flags & NP_ENDPOINT_SELECTED));
+      }
+    }
   }
 
   // The full path of UpdateDelta: the next program loaded as a new generation.
@@ -601,6 +638,7 @@ class EbpfBackend : public Backend {
     installed_shape_ = Shape(ir);
     local_addresses_ = maps.endpoints_addr;
     next_endpoint_id_ = static_cast<uint32_t>(maps.endpoints.size());
+    ids_are_indexes_ = true;
     attachment_ = attachment;
     return absl::OkStatus();
   }
@@ -699,6 +737,9 @@ class EbpfBackend : public Backend {
   // in-place edits never renumber (np_abi.h np_endpoint.id) nor give an id twice, so that
   // no run can take another endpoint for itself (ALLOW_SELF) while an edit goes on.
   uint32_t next_endpoint_id_ = 0;
+  // No endpoint was added or deleted in place since the last full install: endpoint ids
+  // are the IR's indexes (what PlanIdentityEditFromIr numbers state changes by).
+  bool ids_are_indexes_ = true;
   Attachment attachment_;
   std::string last_update_;
   uint64_t policy_deltas_in_place_ = 0;  // UpdateDelta's policy deltas written in place

@@ -79,6 +79,10 @@ struct DeltaStats {
   uint64_t pod_in_place = 0;         // written into the live generation
   // of which appending, reusing or retiring identities (peer sets' members edited in place)
   uint64_t identities_in_place = 0;
+  // of which switching endpoint states (a pod of this node relabelled or moved between
+  // tables: maps.h IdentityEdit::state_changes), and of those banked with a policy edit
+  // that changes tables in use (maps.h PodPolicyEdit::banked: a split or merge too)
+  uint64_t states_in_place = 0, banked_in_place = 0;
   uint64_t full = 0;                 // loaded as a new generation instead
   uint64_t full_no_room = 0;         // of which because a map or the entry budget lacked room
 };

@@ -256,6 +256,15 @@ size_t HostKeys(const MapContents& maps, uint8_t family) {
                                            [&](const auto& e) { return e.first.family == family; }));
 }
 
+// What the kernel's np_endpoints_if and np_endpoints_addr hold of an endpoint: its id and
+// NP_ENDPOINT_OUTSIDE. Its table and selection are read from np_endpoint_states (np_abi.h),
+// so that an entry never changes while its endpoint lives (a relabel writes the state).
+np_endpoint KernelEndpoint(np_endpoint v) {
+  v.table = 0;
+  v.flags &= NP_ENDPOINT_OUTSIDE;
+  return v;
+}
+
 uint32_t MaxEntries(int fd) {
   bpf_map_info info{};
   uint32_t len = sizeof(info);
@@ -298,6 +307,8 @@ absl::StatusOr<std::unique_ptr<Generation>> Generation::Load(
            {"np_ident6", LpmRoom(maps.ident6.size())},
            {"np_endpoints_if", IdentityRoom(interfaces.size())},
            {"np_endpoints_addr", IdentityRoom(maps.endpoints_addr.size())},
+           // Indexed by endpoint id: endpoints added in place take ids past every one.
+           {"np_endpoint_states", IdentityRoom(maps.endpoint_states.size())},
            {"np_table_slots", room.table_slots},
            {"np_tables", room.tables},
            {"np_ports", room.ports},
@@ -329,8 +340,15 @@ absl::StatusOr<std::unique_ptr<Generation>> Generation::Load(
   for (const auto& [k, v] : maps.ident6) {
     if (s.ok()) s = Update(g->map_fd("np_ident6"), "np_ident6", &k, &v);
   }
+  for (uint32_t i = 0; i < maps.endpoint_states.size(); ++i) {
+    if (s.ok()) {
+      s = Update(g->map_fd("np_endpoint_states"), "np_endpoint_states", &i,
+                 &maps.endpoint_states[i]);
+    }
+  }
   for (const auto& [k, v] : maps.endpoints_addr) {
-    if (s.ok()) s = Update(g->map_fd("np_endpoints_addr"), "np_endpoints_addr", &k, &v);
+    const np_endpoint kernel = KernelEndpoint(v);
+    if (s.ok()) s = Update(g->map_fd("np_endpoints_addr"), "np_endpoints_addr", &k, &kernel);
   }
   for (uint32_t i = 0; i < maps.tables.size(); ++i) {
     if (s.ok()) s = Update(g->map_fd("np_tables"), "np_tables", &i, &maps.tables[i]);
@@ -366,8 +384,9 @@ absl::StatusOr<std::unique_ptr<Generation>> Generation::Load(
       return absl::InvalidArgumentError(absl::StrCat("no endpoint ", endpoint));
     }
     if (s.ok()) {
-      s = Update(g->map_fd("np_endpoints_if"), "np_endpoints_if", &ifindex,
-                 endpoint == InterfaceEndpoint::kOutside ? &outside : &maps.endpoints[endpoint]);
+      const np_endpoint kernel =
+          endpoint == InterfaceEndpoint::kOutside ? outside : KernelEndpoint(maps.endpoints[endpoint]);
+      s = Update(g->map_fd("np_endpoints_if"), "np_endpoints_if", &ifindex, &kernel);
     }
   }
   if (!s.ok()) return s;
@@ -388,7 +407,8 @@ int Generation::map_fd(absl::string_view name) const {
 }
 
 absl::Status Generation::SetInterface(uint32_t ifindex, const np_endpoint& endpoint) {
-  return Update(map_fd("np_endpoints_if"), "np_endpoints_if", &ifindex, &endpoint);
+  const np_endpoint kernel = KernelEndpoint(endpoint);
+  return Update(map_fd("np_endpoints_if"), "np_endpoints_if", &ifindex, &kernel);
 }
 
 // The live generation on one of the interfaces: its shared maps and generation number.
@@ -495,6 +515,7 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
   installed->ident6 = fcntl((*generation)->map_fd("np_ident6"), F_DUPFD_CLOEXEC, 0);
   installed->endpoints = fcntl((*generation)->map_fd("np_endpoints_addr"), F_DUPFD_CLOEXEC, 0);
   installed->interfaces = fcntl((*generation)->map_fd("np_endpoints_if"), F_DUPFD_CLOEXEC, 0);
+  installed->states = fcntl((*generation)->map_fd("np_endpoint_states"), F_DUPFD_CLOEXEC, 0);
   installed->from_program =
       fcntl((*generation)->program_fd(NP_HOOK_FROM_ENDPOINT), F_DUPFD_CLOEXEC, 0);
   installed->to_program = fcntl((*generation)->program_fd(NP_HOOK_TO_ENDPOINT), F_DUPFD_CLOEXEC, 0);
@@ -508,12 +529,14 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
   }
   if (installed->config >= 0 && installed->hosts >= 0 && installed->hosts6 >= 0 &&
       installed->ident4 >= 0 && installed->ident6 >= 0 && installed->endpoints >= 0 &&
-      installed->interfaces >= 0 && installed->from_program >= 0 && installed->to_program >= 0 &&
+      installed->interfaces >= 0 && installed->states >= 0 && installed->from_program >= 0 &&
+      installed->to_program >= 0 &&
       installed->table_slots >= 0 && installed->tables >= 0 && installed->ports >= 0 &&
       installed->tiers >= 0 && installed->tier_lists >= 0 && installed->members >= 0) {
     installed->interfaces_capacity = MaxEntries(installed->interfaces);
     installed->attached = ifindexes;
     installed->endpoints_capacity = MaxEntries(installed->endpoints);
+    installed->states_capacity = MaxEntries(installed->states);
     installed->endpoints_entries = maps.endpoints_addr.size();
     installed->hosts_capacity = MaxEntries(installed->hosts);
     installed->hosts6_capacity = MaxEntries(installed->hosts6);
@@ -534,7 +557,7 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
 }
 
 LiveMaps::~LiveMaps() {
-  for (int fd : {config, hosts, hosts6, ident4, ident6, endpoints, interfaces, from_program,
+  for (int fd : {config, hosts, hosts6, ident4, ident6, endpoints, interfaces, states, from_program,
                  to_program, table_slots, tables, ports, tiers, tier_lists, members}) {
     if (fd >= 0) close(fd);
   }
@@ -731,6 +754,7 @@ absl::Status FinishPrevious(LiveMaps& live) {
   for (uint32_t list : cleanup.lists_freed) {
     if (s.ok()) s = Update(live.tier_lists, "np_tier_lists", &list, &kUnusedTierList);
   }
+  if (s.ok()) s = UpdateInOrder(live.states, "np_endpoint_states", cleanup.state_writes);
   return s;
 }
 
@@ -806,6 +830,11 @@ absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit,
   if (live.endpoints_entries + edit.endpoint_adds.size() > live.endpoints_capacity) {
     return absl::FailedPreconditionError("np_endpoints_addr has no room for the edit");
   }
+  for (const auto& [id, v] : edit.state_adds) {
+    if (id >= live.states_capacity) {
+      return absl::FailedPreconditionError("np_endpoint_states has no room for the edit");
+    }
+  }
   if (absl::Status s = StartEdit(live); !s.ok()) return s;
   auto hosts = [&](const np_endpoint_addr_key& k) {
     return k.family == NP_FAMILY_V4 ? std::pair<int, const char*>{live.hosts, "np_ident_hosts"}
@@ -815,11 +844,26 @@ absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit,
   // endpoint entry names them.
   absl::Status s = policy_first == nullptr ? absl::OkStatus() : WritePolicyEntries(live, *policy_first);
   if (s.ok() && policy_first != nullptr && !kWritesSeenInOrder) s = Barrier();
+  // Endpoint states (maps.h IdentityEdit::state_adds, state_changes): an added one's before
+  // any entry names its id; a changed one's in the bank of the generation the bump below
+  // makes live, which no run reads before it (the previous edit's cleanup left both banks
+  // equal: StartEdit), each value written whole in place (an array), so the bank runs read
+  // keeps its bytes.
+  if (s.ok()) s = UpdateInOrder(live.states, "np_endpoint_states", edit.state_adds);
+  PolicyCleanup state_cleanup;
+  for (const IdentityEdit::StateChange& c : edit.state_changes) {
+    np_endpoint_states v{};
+    v.bank[live.generation & 1u] = c.before;
+    v.bank[(live.generation + 1) & 1u] = c.after;
+    if (s.ok()) s = Update(live.states, "np_endpoint_states", &c.id, &v);
+    state_cleanup.state_writes.emplace_back(c.id, BothBanks(c.after));
+  }
   // Pods of this node added: their endpoint entries before their addresses' identities,
   // deleted: after (np_policy.c policy_allows says why; on x86 the order of the writes is
   // what runs see, elsewhere a grace period separates them).
   for (const auto& [k, v] : edit.endpoint_adds) {
-    if (s.ok()) s = Update(live.endpoints, "np_endpoints_addr", &k, &v);
+    const np_endpoint kernel = KernelEndpoint(v);
+    if (s.ok()) s = Update(live.endpoints, "np_endpoints_addr", &k, &kernel);
   }
   if (s.ok() && !edit.endpoint_adds.empty() && !kWritesSeenInOrder) s = Barrier();
   for (const auto& [k, v] : edit.host_adds) {
@@ -861,6 +905,10 @@ absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit,
       live.endpoints_entries =
           live.endpoints_entries + edit.endpoint_adds.size() - edit.endpoint_deletes.size();
       if (policy_first != nullptr) live.pending_cleanup = policy_first->cleanup;
+      if (!state_cleanup.state_writes.empty()) {
+        if (!live.pending_cleanup.has_value()) live.pending_cleanup.emplace();
+        live.pending_cleanup->state_writes = std::move(state_cleanup.state_writes);
+      }
     }
   }
   // The grace period the next edit waits for, started now, run meanwhile. Also after a
@@ -938,7 +986,8 @@ absl::Status AttachInPlace(LiveMaps& live, const std::string& interface,
   // The entry first: a program that runs on an interface without one drops every packet
   // (np_abi.h), so the other order would cut the pod off for a moment.
   const uint32_t key = index;
-  if (absl::Status s = Update(live.interfaces, "np_endpoints_if", &key, &endpoint); !s.ok()) {
+  const np_endpoint kernel = KernelEndpoint(endpoint);
+  if (absl::Status s = Update(live.interfaces, "np_endpoints_if", &key, &kernel); !s.ok()) {
     return s;
   }
   if (absl::Status s = AttachFilters(static_cast<int>(index), interface, live.from_program,

@@ -105,6 +105,9 @@ class LiveMaps {
   int config = -1, hosts = -1, hosts6 = -1, ident4 = -1, ident6 = -1, endpoints = -1;
   // np_endpoints_if and the generation's two programs: interfaces attached in place.
   int interfaces = -1, from_program = -1, to_program = -1;
+  // np_endpoint_states: endpoints' tables, selection and identities (maps.h IdentityEdit).
+  int states = -1;
+  uint32_t states_capacity = 0;  // its max_entries: endpoint ids below it
   // The policy maps: in-place policy edits (EditPolicy).
   int table_slots = -1, tables = -1, ports = -1, tiers = -1, tier_lists = -1, members = -1;
   // The last EditPolicy's step 3 (maps.h PolicyEdit), written by the next in-place edit of

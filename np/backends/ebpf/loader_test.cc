@@ -293,13 +293,36 @@ class UpdateTest : public ::testing::Test {
     for (const std::string& ns : netns_) {
       auto d = DumpMaps("h0", ns);
       ASSERT_TRUE(d.ok()) << d.status();
-      for (auto& [k, v] : (*d)["np_config"]) v.replace(0, 4, 4, '\0');
+      uint32_t generation = 0;
+      for (auto& [k, v] : (*d)["np_config"]) {
+        std::memcpy(&generation, v.data(), 4);
+        v.replace(0, 4, 4, '\0');
+      }
+      // np_endpoint_states (an array: every index below its room, which follows the
+      // endpoint count) compared at the ids the endpoint entries name, in the bank runs
+      // read (the other one is an in-place edit's pending cleanup until the next edit).
+      std::set<std::string> named;
+      for (const char* map : {"np_endpoints_ad", "np_endpoints_if"}) {
+        for (const auto& [k, v] : (*d)[map]) named.insert(v.substr(0, 4));
+      }
+      auto& states = (*d)["np_endpoint_sta"];
+      states.erase(std::remove_if(states.begin(), states.end(),
+                                  [&](const auto& e) { return named.count(e.first) == 0; }),
+                   states.end());
+      for (auto& [k, v] : states) {
+        v = v.substr((generation & 1u) * sizeof(np_endpoint_state), sizeof(np_endpoint_state));
+      }
       if (ids_may_differ) {
         std::map<std::string, uint32_t> canonical;  // id bytes -> order of appearance
         // (the kernel keeps 15 characters of a map's name)
         for (auto& [k, v] : (*d)["np_endpoints_ad"]) {
           canonical.emplace(v.substr(0, 4), static_cast<uint32_t>(canonical.size()));
         }
+        for (auto& [k, v] : states) {
+          auto it = canonical.find(k);
+          if (it != canonical.end()) k.assign(reinterpret_cast<const char*>(&it->second), 4);
+        }
+        std::sort(states.begin(), states.end());
         for (const char* map : {"np_endpoints_ad", "np_endpoints_if"}) {
           for (auto& [k, v] : (*d)[map]) {
             auto it = canonical.find(v.substr(0, 4));
@@ -833,7 +856,8 @@ TEST_F(UpdateTest, PodsOfTheNodeAddedAndDeletedInPlaceDecideAsTheNextProgram) {
   EXPECT_GT(counts.allowed, 0);
   EXPECT_LT(counts.allowed, counts.probes);
 
-  // A pod of the node that changes (here: becomes selected) is not an add or a delete.
+  // A pod of the node that changes (here: becomes selected or not) is not an add or a
+  // delete: its endpoint state changes.
   {
     ASSERT_FALSE(extra.empty());
     std::vector<ExtraLocalPod> changed = extra;
@@ -841,11 +865,24 @@ TEST_F(UpdateTest, PodsOfTheNodeAddedAndDeletedInPlaceDecideAsTheNextProgram) {
     ir::CompiledPolicy next = ChurnIr(pods, true, {1, 2, 3}, changed);
     std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(previous, next);
     ASSERT_TRUE(delta.has_value());
+    uint32_t before = 0;
+    InNetns(netns_[0], [&] { before = RunningProgram("h0", BPF_TC_INGRESS); });
     ASSERT_TRUE(inc->UpdateDelta(previous, *delta, On(0)).ok());
-    EXPECT_TRUE(absl::StartsWith(EbpfLastUpdate(*inc), "full: ") &&
-                absl::StrContains(EbpfLastUpdate(*inc), "changes (addresses, selected or table)"))
+    // In place: its state (selected, table 0) switched by the bump, no new generation.
+    EXPECT_TRUE(absl::StartsWith(EbpfLastUpdate(*inc), "in place: ") &&
+                absl::StrContains(EbpfLastUpdate(*inc), "endpoint states switched with the bump: 1"))
         << EbpfLastUpdate(*inc);
-    ExpectMapsOfAFreshApply(next, "after a pod of the node changed");
+    uint32_t after = 0;
+    InNetns(netns_[0], [&] { after = RunningProgram("h0", BPF_TC_INGRESS); });
+    EXPECT_EQ(after, before);
+    std::vector<IpAddress> peers = ChurnPeers(pods);
+    for (int family = 0; family < 2; ++family) {
+      for (const ExtraLocalPod& p : changed) {
+        peers.push_back(ChurnAddress(family, 0x0a000000u + static_cast<uint32_t>(p.slot)));
+      }
+    }
+    ProbeHooks(netns_[0], previous, next, peers, "after a pod of the node changed", counts);
+    ExpectMapsOfAFreshApply(next, "after a pod of the node changed", /*ids_may_differ=*/true);
   }
 }
 
@@ -971,15 +1008,22 @@ TEST_F(UpdateTest, HandMadePolicyDeltasGoInPlaceBothWays) {
     InNetns(netns_[0], [&] { id = RunningProgram("h0", BPF_TC_INGRESS); });
     return id;
   };
+  // `in_place`: as a policy delta; `banked`: as a pod delta whose policy edit and endpoint
+  // states switch with one bump (maps.h PodPolicyEdit::banked).
   auto send = [&](const ir::CompiledPolicyDelta& delta, const std::string& where,
-                  bool in_place) {
+                  bool in_place, bool banked = false) {
     ir::CompiledPolicy next = previous;
     ASSERT_TRUE(ApplyDelta(delta, &next).ok()) << where;
     const uint32_t before_program = program();
     const uint64_t before_deltas = EbpfPolicyDeltasInPlace(*inc);
     ASSERT_TRUE(inc->UpdateDelta(previous, delta, On(0)).ok()) << where;
     const std::string path = EbpfLastUpdate(*inc);
-    if (in_place) {
+    if (banked) {
+      EXPECT_TRUE(absl::StartsWith(path, "in place: ") &&
+                  absl::StrContains(path, "banked with the policy edit"))
+          << where << ": " << path;
+      EXPECT_EQ(program(), before_program) << where << ": no new generation";
+    } else if (in_place) {
       EXPECT_TRUE(absl::StartsWith(path, "in place: policy delta")) << where << ": " << path;
       EXPECT_EQ(program(), before_program) << where << ": no new generation";
       EXPECT_EQ(EbpfPolicyDeltasInPlace(*inc), before_deltas + 1) << where;
@@ -1039,7 +1083,8 @@ TEST_F(UpdateTest, HandMadePolicyDeltasGoInPlaceBothWays) {
     EXPECT_EQ(LiveGeneration(0), before_generation);
     ProbeHooks(netns_[0], previous, previous, peers, "after a malformed delta", counts);
   }
-  {  // Table 0 replaced and x/l1 selected into it: an endpoint's table changes.
+  {  // Table 0 replaced and x/l1 selected into it: an endpoint's table changes while x/l0
+     // names table 0 before and after: a banked edit, in place.
     ir::CompiledPolicyDelta moved;
     ir::Table* t = moved.add_tables();
     *t = original.tables(0);
@@ -1051,9 +1096,9 @@ TEST_F(UpdateTest, HandMadePolicyDeltasGoInPlaceBothWays) {
     *l1 = original.endpoints(1);
     l1->set_selected(true);
     l1->set_table(0);
-    send(moved, "table 0 replaced, x/l1 moved into it", false);
+    send(moved, "table 0 replaced, x/l1 moved into it", false, /*banked=*/true);
   }
-  {  // In place again after the new generation.
+  {  // In place again after it (its cleanup written first).
     ir::CompiledPolicyDelta there;
     ir::PeerSet* p = there.add_peer_sets();
     *p = original.peer_sets(0);
@@ -1227,6 +1272,85 @@ TEST_F(UpdateTest, PodsBringingOrRetiringTheirTablesGoInPlace) {
   ProbeHooks(netns_[0], previous, next, ChurnPeers(pods), "after the chain", counts);
 }
 
+// Pods of the node (x/m10..x/m13, no interface) relabelled through UpdateDelta: into
+// another identity, selected or not (a table of its own brought or retired with it), or
+// both at once (np_endpoint_states: the pod's identity and table switch together, with the
+// bump). Each goes in place — the same program keeps running, np_config's generation goes
+// up by one, no grace period on the path — and every hook of the node then decides as the
+// IR interpreter reads the next program (BPF_PROG_TEST_RUN on the running programs).
+// Seeded (NP_TEST_SEED).
+TEST_F(UpdateTest, PodsOfTheNodeRelabelledAcrossTablesGoInPlace) {
+  const uint64_t seed = testing::FirstSeed();
+  std::mt19937_64 rng(seed);
+  const std::vector<ChurnPod> pods = FewChurnPods(rng);
+  std::vector<ExtraLocalPod> extra;
+  for (int slot = 10; slot < 14; ++slot) {
+    extra.push_back({slot, 1 + static_cast<int>(rng() % 3), rng() % 2 == 0});
+  }
+  std::unique_ptr<Backend> inc = MakeEbpfBackend();
+  ir::CompiledPolicy previous = WithPodTables(ChurnIr(pods, true, {1, 2, 3}, extra), ChurnIr(pods, true));
+  ASSERT_TRUE(CheckIr(previous).ok()) << CheckIr(previous);
+  ASSERT_TRUE(inc->Apply(previous, On(0)).ok());
+  uint32_t program = 0;
+  InNetns(netns_[0], [&] { program = RunningProgram("h0", BPF_TC_INGRESS); });
+  ASSERT_NE(program, 0u);
+  std::vector<IpAddress> peers = ChurnPeers(pods);
+  for (int family = 0; family < 2; ++family) {
+    for (const ExtraLocalPod& p : extra) {
+      peers.push_back(ChurnAddress(family, 0x0a000000u + static_cast<uint32_t>(p.slot)));
+    }
+  }
+  int relabels = 0, moves = 0;
+  ProbeCounts counts;
+  for (int step = 0; step < 24; ++step) {
+    std::vector<ExtraLocalPod> next_extra = extra;
+    ExtraLocalPod& pod = next_extra[rng() % next_extra.size()];
+    const int kind = static_cast<int>(rng() % 3);  // 0: identity, 1: selection, 2: both
+    if (kind != 1) pod.identity = 1 + (pod.identity + static_cast<int>(rng() % 2)) % 3;
+    if (kind != 0) pod.selected = !pod.selected;
+    const std::string where = absl::StrCat("seed ", seed, " step ", step, " (x/m", pod.slot,
+                                           kind != 1 ? " into identity " : "",
+                                           kind != 1 ? absl::StrCat(pod.identity) : "",
+                                           kind != 0 ? (pod.selected ? " selected" : " unselected")
+                                                     : "",
+                                           ")");
+    const ir::CompiledPolicy next =
+        WithPodTables(ChurnIr(pods, true, {1, 2, 3}, next_extra), previous);
+    ASSERT_TRUE(CheckIr(next).ok()) << where << ": " << CheckIr(next);
+    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(previous, next);
+    ASSERT_TRUE(delta.has_value()) << where;
+    const uint32_t before = LiveGeneration(0);
+    ASSERT_TRUE(inc->UpdateDelta(previous, *delta, On(0)).ok()) << where;
+    const std::string path = EbpfLastUpdate(*inc);
+    EXPECT_TRUE(absl::StartsWith(path, "in place") &&
+                absl::StrContains(path, "endpoint states switched with the bump: 1"))
+        << where << ": " << path;
+    uint32_t running = 0;
+    InNetns(netns_[0], [&] { running = RunningProgram("h0", BPF_TC_INGRESS); });
+    EXPECT_EQ(running, program) << where << ": no new generation";
+    EXPECT_EQ(LiveGeneration(0), before + 1) << where;
+    ProbeHooks(netns_[0], previous, next, peers, where, counts);
+    if (HasFailure()) return;
+    relabels += kind != 1;
+    moves += kind != 0;
+    previous = next;
+    extra = std::move(next_extra);
+  }
+  const ebpf::DeltaStats stats = EbpfDeltaStats(*inc);
+  std::printf("seed %llu: %d relabels and %d selection changes of the node's pods in place "
+              "(%llu state switches, %llu full); %d probes, %d allowed, %d whose verdict the "
+              "step changed\n",
+              static_cast<unsigned long long>(seed), relabels, moves,
+              static_cast<unsigned long long>(stats.states_in_place),
+              static_cast<unsigned long long>(stats.full), counts.probes, counts.allowed,
+              counts.changed);
+  EXPECT_EQ(stats.full, 0u);
+  EXPECT_EQ(stats.states_in_place, 24u);
+  EXPECT_GT(counts.changed, 0);
+  EXPECT_GT(relabels, 4);
+  EXPECT_GT(moves, 4);
+}
+
 // ChurnIr of `pods` where a pod of class 4 or 5 (ChurnPod::identity) is of a class of its
 // own, whose identity comes with the class's first pod and goes with its last, numbered as
 // np/lower_delta.h and np/lower_align.h number them: the lowest id past 3 unused in
@@ -1388,8 +1512,11 @@ void PolicyEventTest::Run(bool through_deltas) {
   };
   ProbeCounts counts;
   int in_place = 0, full = 0, deltas_in_place = 0, sent = 0;
-  // One Update: in place (same program, generation + 1) unless `expect_full`.
-  auto update = [&](const ir::CompiledPolicy& next, const std::string& where, bool expect_full) {
+  // One Update: in place (same program, generation + 1) unless `expect_full`. `moves`: an
+  // endpoint moves between tables, in place through a delta (a pod delta's form: its state
+  // switched, maps.h IdentityEdit::state_changes), a new generation through Update.
+  auto update = [&](const ir::CompiledPolicy& next, const std::string& where, bool expect_full,
+                    bool moves = false) {
     ASSERT_TRUE(CheckIr(next).ok()) << where << ": " << CheckIr(next);
     const uint32_t before_program = program(), before_generation = LiveGeneration(0);
     const uint64_t before_deltas = EbpfPolicyDeltasInPlace(*inc);
@@ -1408,6 +1535,22 @@ void PolicyEventTest::Run(bool through_deltas) {
       ASSERT_TRUE(inc->Update(previous, next, On(0)).ok()) << where;
     }
     const std::string path = EbpfLastUpdate(*inc);
+    if (moves) {
+      if (through_deltas && sent % 5 != 0) {
+        EXPECT_TRUE(absl::StartsWith(path, "in place: ") &&
+                    absl::StrContains(path, "endpoint states switched"))
+            << where << ": " << path;
+        EXPECT_EQ(program(), before_program) << where << ": no new generation";
+        EXPECT_EQ(LiveGeneration(0), before_generation + 1) << where;
+        ++in_place;
+      } else {
+        EXPECT_TRUE(absl::StartsWith(path, "full: ")) << where << ": " << path;
+        ++full;
+      }
+      ProbeHooks(netns_[0], previous, expected, peers, where, counts);
+      previous = expected;
+      return;
+    }
     if (policy_delta && !expect_full) {
       EXPECT_TRUE(absl::StartsWith(path, "in place: policy delta") ||
                   path == "in place: nothing to change")
@@ -1480,11 +1623,12 @@ void PolicyEventTest::Run(bool through_deltas) {
     rule(t->mutable_ingress(), ir::UDP, 53, 3);
     update(next, "table 1 appended", false);
   }
-  {  // x/l1 moved to table 1: an endpoint changes, refused, a new generation.
+  {  // x/l1 moved to table 1, which no endpoint named (its entries were never written):
+     // through a delta the table is brought and x/l1's state switched, in place.
     ir::CompiledPolicy next = previous;
     next.mutable_endpoints(1)->set_selected(true);
     next.mutable_endpoints(1)->set_table(1);
-    update(next, "x/l1 moved to table 1", true);
+    update(next, "x/l1 moved to table 1", false, /*moves=*/true);
   }
   {  // Peer set 3 made a tombstone (TCP 8080 used it before: now peer set 4 does).
     ir::CompiledPolicy next = previous;
@@ -1549,7 +1693,9 @@ void PolicyEventTest::Run(bool through_deltas) {
     EXPECT_GE(deltas_in_place, 20) << "the native delta path should be taken";
     EXPECT_EQ(EbpfPolicyDeltasInPlace(*inc), static_cast<uint64_t>(deltas_in_place));
   }
-  EXPECT_EQ(full, 1);
+  // The move of x/l1: a new generation through Update (which plans no endpoint states),
+  // in place through a delta.
+  EXPECT_EQ(full, through_deltas ? 0 : 1);
   EXPECT_GT(counts.changed, 20) << "the events should change verdicts the probes see";
   EXPECT_GT(counts.allowed, 50);
   EXPECT_LT(counts.allowed, counts.probes);

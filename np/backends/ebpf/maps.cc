@@ -10,6 +10,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "np/backends/util.h"
@@ -341,6 +342,69 @@ absl::Status AppendRangeEntries(const ir::AddressRange& r, int family, int i, Ma
 
 }  // namespace
 
+uint32_t RangeIdentity(const google::protobuf::RepeatedPtrField<ir::AddressRange>& ranges,
+                       const IpAddress& address) {
+  uint8_t bytes[16] = {};
+  address.ToBytes(bytes);
+  const std::string key(reinterpret_cast<const char*>(bytes), address.is_v4() ? 4 : 16);
+  // The last range that starts at or before the address.
+  auto it = std::upper_bound(ranges.begin(), ranges.end(), key,
+                             [](const std::string& k, const ir::AddressRange& r) {
+                               return k < r.first();
+                             });
+  if (it == ranges.begin()) return NP_IDENTITY_NONE;
+  --it;
+  return key <= it->last() ? it->identity() : NP_IDENTITY_NONE;
+}
+
+namespace {
+// An endpoint's state from its selection and table (`value`: NP_ENDPOINT_SELECTED, table) and
+// its addresses.
+np_endpoint_state StateOf(const np_endpoint& value, const std::vector<IpAddress>& addresses,
+                          const std::function<uint32_t(const IpAddress&)>& identity_of) {
+  np_endpoint_state st{};
+  if (value.flags & NP_ENDPOINT_SELECTED) {
+    st.table = value.table;
+    st.flags = NP_ENDPOINT_SELECTED;
+  }
+  st.identity[0] = st.identity[1] = NP_IDENTITY_NONE;
+  bool seen[2] = {false, false};
+  for (const IpAddress& a : addresses) {
+    const int f = a.is_v4() ? 0 : 1;
+    const uint32_t identity = identity_of(a);
+    st.identity[f] = seen[f] && st.identity[f] != identity ? NP_IDENTITY_BY_ADDRESS : identity;
+    seen[f] = true;
+  }
+  return st;
+}
+
+IpAddress AddressOfKey(const np_endpoint_addr_key& k) {
+  if (k.family == NP_FAMILY_V6) return IpAddress::V6Bytes(k.addr);
+  return IpAddress::V4((uint32_t{k.addr[0]} << 24) | (uint32_t{k.addr[1]} << 16) |
+                       (uint32_t{k.addr[2]} << 8) | k.addr[3]);
+}
+}  // namespace
+
+np_endpoint_state EndpointState(const ir::Endpoint& e,
+                                const std::function<uint32_t(const IpAddress&)>& identity_of) {
+  np_endpoint value{};
+  if (e.selected()) {
+    value.table = e.table();
+    value.flags = NP_ENDPOINT_SELECTED;
+  }
+  std::vector<IpAddress> addresses;
+  for (const std::string& ip : e.ips()) {
+    if (absl::StatusOr<IpAddress> a = IpAddress::Parse(ip); a.ok()) addresses.push_back(*a);
+  }
+  return StateOf(value, addresses, identity_of);
+}
+
+np_endpoint_states BothBanks(const np_endpoint_state& state) {
+  np_endpoint_states v{};
+  v.bank[0] = v.bank[1] = state;
+  return v;
+}
+
 absl::StatusOr<MapContents> BuildMaps(const ir::CompiledPolicy& ir, uint32_t generation) {
   if (absl::Status s = CheckIr(ir); !s.ok()) return s;
   MapContents m;
@@ -366,6 +430,9 @@ absl::StatusOr<MapContents> BuildMaps(const ir::CompiledPolicy& ir, uint32_t gen
 
   for (int i = 0; i < ir.endpoints_size(); ++i) {  // CheckIr: tables exist, addresses unique
     const ir::Endpoint& e = ir.endpoints(i);
+    m.endpoint_states.push_back(BothBanks(EndpointState(e, [&](const IpAddress& a) {
+      return RangeIdentity(a.is_v4() ? ir.ipv4() : ir.ipv6(), a);
+    })));
     np_endpoint v{};
     v.id = static_cast<uint32_t>(i);
     if (e.selected()) {
@@ -658,6 +725,7 @@ absl::StatusOr<IdentityEdit> DiffIdentityEntries(
           absl::StrAppend(&text, " (a pod of this node)");
         }
       }
+      if (!absl::EndsWith(text, " (a pod of this node)")) ++edit.remote_changes;
       edit.changed_addresses.push_back(text);
     }
   }
@@ -684,7 +752,18 @@ absl::StatusOr<IdentityEdit> PlanIdentityEdit(const MapContents& from, const Map
   if (!SameList(from.tier_lists, to.tier_lists)) return refuse("np_tier_lists differs");
   if (!SameList(from.members, to.members)) return refuse("np_members differs");
 
-  return DiffIdentityEntries(from, to, to.endpoints_addr);
+  absl::StatusOr<IdentityEdit> edit = DiffIdentityEntries(from, to, to.endpoints_addr);
+  if (!edit.ok()) return edit;
+  // A pod of this node changing identity: its state (the endpoints are the same, so only
+  // the identities in it differ).
+  for (size_t id = 0; id < from.endpoint_states.size() && id < to.endpoint_states.size(); ++id) {
+    const np_endpoint_state& before = from.endpoint_states[id].bank[0];
+    const np_endpoint_state& after = to.endpoint_states[id].bank[0];
+    if (!SameBytes(before, after)) {
+      edit->state_changes.push_back({static_cast<uint32_t>(id), before, after});
+    }
+  }
+  return edit;
 }
 
 namespace {
@@ -825,7 +904,19 @@ absl::StatusOr<IdentityEdit> PlanIdentityEditFromIr(const ir::CompiledPolicy& fr
       local.emplace_back(k, np_endpoint{});
     }
   }
-  return DiffIdentityEntries(old_window, new_window, local);
+  absl::StatusOr<IdentityEdit> edit = DiffIdentityEntries(old_window, new_window, local);
+  if (!edit.ok()) return edit;
+  // Pods of this node changing identity: their states, by endpoint id (the IR index: the
+  // caller plans this only while ids are indexes, ebpf_backend.cc).
+  for (int i = 0; i < to.endpoints_size(); ++i) {
+    auto in = [](const ir::CompiledPolicy& p) {
+      return [&p](const IpAddress& a) { return RangeIdentity(a.is_v4() ? p.ipv4() : p.ipv6(), a); };
+    };
+    IdentityEdit::StateChange c{static_cast<uint32_t>(i), EndpointState(to.endpoints(i), in(from)),
+                                EndpointState(to.endpoints(i), in(to))};
+    if (!SameBytes(c.before, c.after)) edit->state_changes.push_back(c);
+  }
+  return edit;
 }
 
 namespace {
@@ -844,6 +935,72 @@ absl::StatusOr<uint32_t> IdentitiesAfter(const ir::CompiledPolicy& from,
     }
   }
   return static_cast<uint32_t>(from.identities_size() + delta.identities_size());
+}
+
+// The identity of `address` once `delta` is applied to `from` (its range edits checked):
+// the new ranges of the edit whose slice holds it, else `from`'s; `touched` says whether an
+// edit's slice holds it.
+uint32_t IdentityAfter(const ir::CompiledPolicy& from, const ir::CompiledPolicyDelta& delta,
+                       const IpAddress& address, bool* touched = nullptr) {
+  const auto& ranges = address.is_v4() ? from.ipv4() : from.ipv6();
+  uint8_t bytes[16] = {};
+  address.ToBytes(bytes);
+  const std::string key(reinterpret_cast<const char*>(bytes), address.is_v4() ? 4 : 16);
+  for (const ir::RangeSliceEdit& e : address.is_v4() ? delta.ipv4() : delta.ipv6()) {
+    if (key >= ranges[static_cast<int>(e.begin())].first() &&
+        key <= ranges[static_cast<int>(e.end()) - 1].last()) {
+      if (touched != nullptr) *touched = true;
+      return RangeIdentity(e.ranges(), address);
+    }
+  }
+  if (touched != nullptr) *touched = false;
+  return RangeIdentity(ranges, address);
+}
+
+// IdentityEdit's state writes for a delta: the added endpoints' states (`added`: value and
+// addresses of each, in the order of edit.added_values), and a state change for each
+// endpoint of `local` (np_endpoints_addr's entries: C++ values, table and selection
+// included) whose addresses' identity changes or that moves (`moved`: id -> its new value).
+void PlanStateWrites(const ir::CompiledPolicy& from, const ir::CompiledPolicyDelta& delta,
+                     const std::vector<std::pair<np_endpoint_addr_key, np_endpoint>>& local,
+                     const std::vector<std::pair<np_endpoint, std::vector<IpAddress>>>& added,
+                     const std::map<uint32_t, np_endpoint>& moved, IdentityEdit& edit) {
+  auto before = [&](const IpAddress& a) {
+    return RangeIdentity(a.is_v4() ? from.ipv4() : from.ipv6(), a);
+  };
+  auto after = [&](const IpAddress& a) { return IdentityAfter(from, delta, a); };
+  for (const auto& [value, addresses] : added) {
+    edit.state_adds.emplace_back(value.id, BothBanks(StateOf(value, addresses, after)));
+  }
+  // The endpoints of the node that may change: an address in an edited slice, or moved.
+  std::set<uint32_t> ids;
+  for (const auto& [id, v] : moved) ids.insert(id);
+  if (!delta.ipv4().empty() || !delta.ipv6().empty()) {
+    for (const auto& [k, v] : local) {
+      bool touched = false;
+      IdentityAfter(from, delta, AddressOfKey(k), &touched);
+      if (touched) ids.insert(v.id);
+    }
+  }
+  for (const np_endpoint_addr_key& k : edit.endpoint_deletes) {  // deleted: no state read
+    for (const auto& [l, v] : local) {
+      if (SameBytes(l, k)) ids.erase(v.id);
+    }
+  }
+  for (uint32_t id : ids) {
+    np_endpoint value{};
+    std::vector<IpAddress> addresses;
+    for (const auto& [k, v] : local) {
+      if (v.id != id) continue;
+      value = v;
+      addresses.push_back(AddressOfKey(k));
+    }
+    auto it = moved.find(id);
+    const np_endpoint next_value = it == moved.end() ? value : it->second;
+    IdentityEdit::StateChange c{id, StateOf(value, addresses, before),
+                                StateOf(next_value, addresses, after)};
+    if (!SameBytes(c.before, c.after)) edit.state_changes.push_back(c);
+  }
 }
 
 // PlanIdentityEditFromDelta's plan, the delta's peer sets and tables aside (the caller
@@ -952,10 +1109,29 @@ absl::StatusOr<IdentityEdit> PlanIdentityPart(
     for (const ir::Endpoint& n : edit.endpoints()) incoming.push_back(&n);
   }
   // Identity pod lists are in no map (Render's labels only).
-  if (!endpoints_change) return DiffIdentityEntries(old_window, new_window, local);
+  if (!endpoints_change) {
+    absl::StatusOr<IdentityEdit> edit = DiffIdentityEntries(old_window, new_window, local);
+    if (edit.ok()) PlanStateWrites(from, delta, local, {}, {}, *edit);
+    return edit;
+  }
   if (next_endpoint_id == kNoEndpointEdits) return Refuse("the node's endpoints differ");
+  auto local_id = [&](const ir::Endpoint& e) -> std::optional<uint32_t> {
+    for (const std::string& ip : e.ips()) {
+      absl::StatusOr<IpAddress> a = IpAddress::Parse(ip);
+      if (!a.ok()) continue;
+      np_endpoint_addr_key k{};
+      k.family = a->is_v4() ? NP_FAMILY_V4 : NP_FAMILY_V6;
+      a->ToBytes(k.addr);
+      for (const auto& [l, v] : local) {
+        if (SameBytes(l, k)) return v.id;
+      }
+    }
+    return std::nullopt;
+  };
 
-  // Endpoints added and deleted; one that stays must stay as it is.
+  // Endpoints added and deleted; one that stays keeps its addresses, and may move between
+  // tables or be selected or not (its state changes: IdentityEdit::state_changes).
+  std::map<uint32_t, np_endpoint> moved;
   std::vector<const ir::Endpoint*> added;
   std::set<std::string> incoming_names;
   for (const ir::Endpoint* e : incoming) {
@@ -967,8 +1143,29 @@ absl::StatusOr<IdentityEdit> PlanIdentityPart(
     if (it == replaced.end()) {
       added.push_back(e);
     } else if (it->second->SerializeAsString() != e->SerializeAsString()) {
-      return Refuse(absl::StrCat("endpoint ", EscapeText(name),
-                                 " changes (addresses, selected or table)"));
+      const ir::Endpoint& old = *it->second;
+      const bool same_addresses =
+          old.ips_size() == e->ips_size() &&
+          std::equal(old.ips().begin(), old.ips().end(), e->ips().begin()) &&
+          old.shared_ips_size() == e->shared_ips_size() &&
+          std::equal(old.shared_ips().begin(), old.shared_ips().end(), e->shared_ips().begin());
+      const std::optional<uint32_t> id = same_addresses ? local_id(old) : std::nullopt;
+      if (!id.has_value()) {
+        return Refuse(absl::StrCat("endpoint ", EscapeText(name),
+                                   " changes its addresses (or has none in np_endpoints_addr)"));
+      }
+      if (e->selected() && e->table() >= tables_after) {
+        return invalid(absl::StrCat("endpoint ", EscapeText(name), ": table ", e->table(),
+                                    " does not exist"));
+      }
+      np_endpoint v{};
+      v.id = *id;
+      if (e->selected()) {
+        v.table = e->table();
+        v.flags = NP_ENDPOINT_SELECTED;
+      }
+      moved[*id] = v;
+      replaced.erase(it);
     } else {
       replaced.erase(it);
     }
@@ -1015,6 +1212,7 @@ absl::StatusOr<IdentityEdit> PlanIdentityPart(
   std::vector<std::pair<np_endpoint_addr_key, np_endpoint>> adds;
   std::vector<std::string> added_names;
   std::vector<np_endpoint> added_values;
+  std::vector<std::pair<np_endpoint, std::vector<IpAddress>>> added_states;
   for (size_t i = 0; i < added.size(); ++i) {
     const ir::Endpoint& e = *added[i];
     const std::string name = name_of(e);
@@ -1048,6 +1246,9 @@ absl::StatusOr<IdentityEdit> PlanIdentityPart(
     }
     added_names.push_back(name);
     added_values.push_back(v);
+    std::vector<IpAddress> addresses;
+    for (const np_endpoint_addr_key& k : keys) addresses.push_back(AddressOfKey(k));
+    added_states.emplace_back(v, std::move(addresses));
   }
   absl::StatusOr<IdentityEdit> edit = DiffIdentityEntries(old_window, new_window, local);
   if (!edit.ok()) return edit;
@@ -1056,6 +1257,7 @@ absl::StatusOr<IdentityEdit> PlanIdentityPart(
   edit->added_endpoints = std::move(added_names);
   edit->added_values = std::move(added_values);
   edit->deleted_endpoints = std::move(deleted_names);
+  PlanStateWrites(from, delta, local, added_states, moved, *edit);
   return edit;
 }
 
@@ -1322,7 +1524,7 @@ SideTrace MapModel::Side(uint32_t endpoint, uint8_t direction, const PacketView&
   SideTrace s;
   s.endpoint = endpoint;
   s.direction = direction;
-  const np_endpoint& e = maps_.endpoints[endpoint];
+  const np_endpoint_state e = State(endpoint);
   std::string who =
       absl::StrCat(EscapeText(maps_.endpoint_names[endpoint]), " ", DirectionName(direction));
   if (!(e.flags & NP_ENDPOINT_SELECTED)) {
@@ -1358,7 +1560,7 @@ SideTrace MapModel::Side(uint32_t endpoint, uint8_t direction, const PacketView&
   auto identity = [&]() -> uint32_t {
     if (!known_identity) {
       std::string id_prefix;
-      known_identity = Identity(p.family, peer, &id_prefix);
+      known_identity = AddressIdentity(p.family, peer, &id_prefix);
       s.steps.push_back(
           *known_identity == NP_IDENTITY_NONE
               ? absl::StrCat(who, ": peer ", AddrText(p.family, peer), " has no identity")
@@ -1414,6 +1616,30 @@ SideTrace MapModel::Side(uint32_t endpoint, uint8_t direction, const PacketView&
                                       "-> allowed"));
   s.allowed = true;
   return s;
+}
+
+np_endpoint_state MapModel::State(uint32_t endpoint) const {
+  if (endpoint < maps_.endpoint_states.size()) {
+    return maps_.endpoint_states[endpoint].bank[maps_.config.generation & 1u];
+  }
+  np_endpoint_state st{};
+  if (endpoint < maps_.endpoints.size()) {
+    st.table = maps_.endpoints[endpoint].table;
+    st.flags = maps_.endpoints[endpoint].flags & NP_ENDPOINT_SELECTED;
+  }
+  st.identity[0] = st.identity[1] = NP_IDENTITY_BY_ADDRESS;
+  return st;
+}
+
+uint32_t MapModel::AddressIdentity(uint8_t family, const uint8_t* addr, std::string* prefix) const {
+  if (const np_endpoint* ep = EndpointByAddress(family, addr); ep != nullptr) {
+    const uint32_t identity = State(ep->id).identity[family == NP_FAMILY_V4 ? 0 : 1];
+    if (identity != NP_IDENTITY_BY_ADDRESS) {
+      if (prefix != nullptr) *prefix = absl::StrCat("np_endpoint_states[", ep->id, "]");
+      return identity;
+    }
+  }
+  return Identity(family, addr, prefix);
 }
 
 Decision MapModel::Decide(uint32_t hook, uint32_t self, const PacketView& p) const {
@@ -2041,6 +2267,9 @@ absl::StatusOr<PodPolicyEdit> PlanPodPolicyEditFromDelta(
   for (const np_endpoint& v : out.identities.added_values) {
     if (v.flags & NP_ENDPOINT_SELECTED) pod_tables.insert(v.table);
   }
+  for (const IdentityEdit::StateChange& c : out.identities.state_changes) {  // moved pods
+    if (c.after.flags & NP_ENDPOINT_SELECTED) pod_tables.insert(c.after.table);
+  }
   auto named = [](const std::map<uint32_t, int>& counts, const PolicyEdit& edit) {
     for (uint32_t t : edit.changed_tables) {
       auto it = counts.find(t);
@@ -2068,9 +2297,25 @@ absl::StatusOr<PodPolicyEdit> PlanPodPolicyEditFromDelta(
     return out;
   }
   if (const std::optional<uint32_t> after = named(named_after, *policy); after.has_value()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("table ", *before, " changes while an endpoint names it before the delta, "
-                     "and table ", *after, " while one names it after"));
+    // Tables in use change: in place only as a banked edit (maps.h PodPolicyEdit::banked).
+    const IdentityEdit& ids = out.identities;
+    if (!ids.EndpointsChange() && ids.remote_changes == 0) {
+      absl::StatusOr<PolicyEdit> banked =
+          PlanPolicyPart(live, from, delta, next_generation, &pod_tables, nullptr);
+      if (!banked.ok()) return banked.status();
+      if (live.members_entries + banked->member_adds.size() > live.capacity.members) {
+        return absl::FailedPreconditionError("np_members has no room for the edit");
+      }
+      out.policy = std::move(*banked);
+      out.policy_first = true;
+      out.banked = true;
+      return out;
+    }
+    return absl::FailedPreconditionError(absl::StrCat(
+        "table ", *before, " changes while an endpoint names it before the delta, and table ",
+        *after, " while one names it after, with ",
+        ids.EndpointsChange() ? "endpoints added or deleted"
+                              : "addresses of other nodes changing identity"));
   }
   // Endpoints of `from` name a changed table but none of `next` does (a table retired with
   // its last endpoint): the policy edit is left unwritten (maps.h PodPolicyEdit), the

@@ -23,6 +23,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "np/backends/ebpf/bpf/np_abi.h"
+#include "np/types.h"
 #include "proto/compiled.pb.h"
 
 namespace np::backends::ebpf {
@@ -36,6 +37,9 @@ struct MapContents {
   std::vector<std::pair<np_lpm6_key, np_identity_value>> ident6;
   std::vector<std::pair<np_endpoint_addr_key, np_endpoint>> endpoints_addr;
   std::vector<np_endpoint> endpoints;  // by endpoint id (== index in ir.endpoints)
+  // np_endpoint_states, by endpoint id: both banks the same (np_abi.h). MapModel reads the
+  // bank of config.generation; an id past its end reads `endpoints` (hand-built contents).
+  std::vector<np_endpoint_states> endpoint_states;
   std::vector<std::string> endpoint_names;  // "namespace/name", by endpoint id
   std::vector<np_table> tables;        // by table id
   std::vector<std::pair<np_port_key, np_port_value>> ports;
@@ -49,6 +53,7 @@ struct MapContents {
 
   size_t TotalEntries() const {
     return 1 + ident_hosts.size() + ident4.size() + ident6.size() + endpoints_addr.size() +
+           endpoint_states.size() +
            tables.size() + ports.size() + tiers.size() + tier_lists.size() + members.size();
   }
 };
@@ -56,6 +61,18 @@ struct MapContents {
 // Checks the IR's references (identities, peer sets, tables, ports, CIDRs) and lowers it to
 // map entries. Errors name the offending IR element.
 absl::StatusOr<MapContents> BuildMaps(const ir::CompiledPolicy& ir, uint32_t generation = 0);
+
+// An endpoint's np_endpoint_state (one bank): its table and selection, and per family the
+// identity `identity_of(address)` gives all its addresses of the family (NP_IDENTITY_NONE:
+// it has none, NP_IDENTITY_BY_ADDRESS: they differ). Addresses must parse (CheckIr).
+np_endpoint_state EndpointState(const ir::Endpoint& e,
+                                const std::function<uint32_t(const IpAddress&)>& identity_of);
+// Both banks `state` (what a generation is loaded with, and an edit's cleanup writes).
+np_endpoint_states BothBanks(const np_endpoint_state& state);
+// The identity of `address` in `ranges` (sorted, disjoint: CheckIr), NP_IDENTITY_NONE when
+// no range holds it. O(log ranges).
+uint32_t RangeIdentity(const google::protobuf::RepeatedPtrField<ir::AddressRange>& ranges,
+                       const IpAddress& address);
 
 // An in-place edit of a live generation's identity maps (np_ident_hosts, np_ident_hosts6,
 // np_ident4, np_ident6) that turns `from`'s entries into `to`'s, for a pod event that changes nothing
@@ -81,8 +98,9 @@ absl::StatusOr<MapContents> BuildMaps(const ir::CompiledPolicy& ir, uint32_t gen
 //       different address of the same family, and when both ends are local pods (both
 //       sides decided in one run) with the same address (a spoofed src == dst packet),
 //       np_policy.c policy_allows reads that one address's identity once for both sides.
-//       So a pod of this node may change identity in place too (relabelled, its endpoint
-//       entries — table, selected — unchanged: those are (a)).
+//       So a pod of this node may change identity in place too: the program reads its
+//       identity from its endpoint state (np_abi.h np_endpoint_states), which the edit
+//       switches with the bump (IdentityEdit::state_changes).
 // Each address's identity, read by identity_of as a hosts lookup then an LPM lookup,
 // must also never be anything but its old or its new one (in particular never "none",
 // which tier rules deny). Within `from` and within `to` the keys tile the address space
@@ -124,6 +142,7 @@ struct IdentityEdit {
   // The addresses whose identity changes (at most one per family), as text; a pod of this
   // node is marked "(a pod of this node)".
   std::vector<std::string> changed_addresses;
+  int remote_changes = 0;  // of them, addresses that are no pod's of this node
 
   // Pods of this node added or deleted (PlanIdentityEditFromDelta only): their
   // np_endpoints_addr entries, both families' keys of each. Added ones are written before
@@ -138,10 +157,28 @@ struct IdentityEdit {
   // interface's np_endpoints_if entry holds when it is attached in place.
   std::vector<np_endpoint> added_values;
 
+  // np_endpoint_states (np_abi.h): what the program reads of a pod of this node — its
+  // table, its selection and its addresses' identity. Added endpoints' states, both banks,
+  // written before their np_endpoints_addr entries (no run reads an id before an entry
+  // names it). The states of endpoints that stay and change (a pod of this node
+  // relabelled: its identity, and its table when it moves between tables): the bank the
+  // bump's generation names gets `after` before the bump (no run reads it), the bump
+  // switches every run to it at once, and both banks get `after` once no run of the old
+  // number is left (the pending cleanup, PolicyCleanup::state_writes). The identity maps'
+  // entries of a pod of this node are never read (np_policy.c address_identity), so their
+  // writes in the same edit cannot be met half done.
+  std::vector<std::pair<uint32_t, np_endpoint_states>> state_adds;
+  struct StateChange {
+    uint32_t id = 0;
+    np_endpoint_state before{}, after{};
+  };
+  std::vector<StateChange> state_changes;
+
   size_t Writes() const {
     return host_adds.size() + lpm4_puts.size() + lpm6_puts.size() + host_changes.size() +
            lpm4_deletes.size() + lpm6_deletes.size() + host_deletes.size() +
-           endpoint_adds.size() + endpoint_deletes.size();
+           endpoint_adds.size() + endpoint_deletes.size() + state_adds.size() +
+           state_changes.size();
   }
   bool EndpointsChange() const { return !added_endpoints.empty() || !deleted_endpoints.empty(); }
   // Keys of lpm4_puts / lpm6_puts that `from` lacks: with host_adds, how many entries
@@ -287,9 +324,11 @@ struct PolicyCleanup {
   std::vector<np_tier_key> tier_deletes;
   std::vector<np_member_key> member_deletes;
   std::vector<uint32_t> lists_freed;  // np_tier_lists slots no table names: kUnusedTierList
+  // np_endpoint_states: both banks the state after the edit (IdentityEdit::state_changes).
+  std::vector<std::pair<uint32_t, np_endpoint_states>> state_writes;
   size_t Writes() const {
     return slot_writes.size() + port_deletes.size() + tier_deletes.size() +
-           member_deletes.size() + lists_freed.size();
+           member_deletes.size() + lists_freed.size() + state_writes.size();
   }
 };
 struct PolicyEdit {
@@ -362,7 +401,7 @@ void CommitPolicyEdit(PolicyLayout& layout, PolicyEdit&& edit);
 //     its one bump (loader.h EditIdentities with `policy_first`). A run meets the old
 //     endpoints and addresses with policy data they never read, then the identity edit's
 //     old-or-new states over policy data equal to next's where it reads it.
-//   - otherwise no endpoint of `next` names a changed table (a retired table, peer sets
+//   - else when no endpoint of `next` names a changed table (a retired table, peer sets
 //     only it named): `policy` is NOT written (policy_first false), only the identity
 //     edit. No run of `next` reads those entries, and writing them would cost a grace
 //     period (no run may still hold the deleted endpoint naming the table). The maps keep
@@ -394,16 +433,30 @@ void CommitPolicyEdit(PolicyLayout& layout, PolicyEdit&& edit);
 //     go before the next edit: lower_align.h reuses a retired identity id for another class.
 // With `policy_first` the membership edit is merged into `policy` (`members` is empty);
 // without, `members` is written first alone and `policy` left unwritten as above.
-// FailedPrecondition when changed tables are named both before and after the delta (an
-// endpoint moving between tables, a peer set changing in another way), np_members lacks
-// the room, or as PlanIdentityEditFromDelta and PlanPolicyEditFromDelta refuse;
+// Changed tables named both before and after the delta: a banked edit (below) when it may
+// be one. FailedPrecondition when it may not (endpoints added or deleted, addresses of other
+// nodes changing identity with it), np_members lacks the room, or as
+// PlanIdentityEditFromDelta and PlanPolicyEditFromDelta refuse;
 // InvalidArgument when the delta is malformed. Costs what the two planners cost and a walk
 // of the node's endpoints (`from.endpoints`).
+// A banked edit (`banked`): tables that endpoints name before AND after the delta change
+// (a pod of this node relabelled into a new target class while its old table is retired or
+// rewritten; a policy splitting or merging the identity of pods of this node). It is
+// planned when every address whose identity changes is a pod's of this node and no
+// endpoint is added or deleted: `policy` is a plain policy edit (PlanPolicyEdit's three
+// steps: changed tables and peer sets under numbers no run reads, the bank of the next
+// generation pointed at them), `identities` carries the moved pods' states
+// (IdentityEdit::state_changes, written to the same next bank) and identity-map writes
+// that no run of this node reads (a pod of this node's identity is read from its state,
+// np_policy.c address_identity). Step 1 of both, then ONE bump switches every run from
+// the old tables, peer sets, endpoint tables and identities to the new ones; the cleanup
+// after the grace period points the other bank at them too. No program is loaded.
 struct PodPolicyEdit {
   IdentityEdit identities;
   PolicyEdit policy;
   bool policy_first = true;
   PolicyEdit members;  // written first when !policy_first (else merged into `policy`)
+  bool banked = false;
 };
 absl::StatusOr<PodPolicyEdit> PlanPodPolicyEditFromDelta(
     const PolicyLayout& live, const ir::CompiledPolicy& from,
@@ -451,6 +504,12 @@ class MapModel {
   uint32_t Identity(uint8_t family, const uint8_t* addr, std::string* prefix = nullptr) const;
   // The endpoint of a pod address of this node, or null.
   const np_endpoint* EndpointByAddress(uint8_t family, const uint8_t* addr) const;
+  // An endpoint's state in the bank of maps().config.generation (np_abi.h
+  // np_endpoint_states), or, past endpoint_states, what `endpoints` says.
+  np_endpoint_state State(uint32_t endpoint) const;
+  // The identity of an address as the program reads it: a pod of this node's from its
+  // state, any other from the identity maps (Identity).
+  uint32_t AddressIdentity(uint8_t family, const uint8_t* addr, std::string* prefix = nullptr) const;
   // The np_ports entry matching a full key, or null; `prefix` receives the matching key.
   const np_port_value* Port(uint32_t table, uint8_t direction, uint8_t protocol, uint16_t port,
                             std::string* prefix = nullptr) const;

@@ -864,7 +864,15 @@ TEST(PlanIdentityEditFromDeltaTest, PodsOfTheNodeAddedOrDeletedAreEndpointWrites
   EXPECT_EQ(edit->endpoint_adds[0].second.id, 7u);  // the id given, not the IR index (2)
   EXPECT_EQ(edit->endpoint_adds[0].second.table, 0u);
   EXPECT_EQ(edit->endpoint_adds[0].second.flags, NP_ENDPOINT_SELECTED);
-  EXPECT_EQ(edit->Writes(), identity->Writes() + 1);
+  // Its np_endpoints_addr entry and its state (both banks: the table, the identity it
+  // gets), written first.
+  EXPECT_EQ(edit->Writes(), identity->Writes() + 2);
+  ASSERT_EQ(edit->state_adds.size(), 1u);
+  EXPECT_EQ(edit->state_adds[0].first, 7u);
+  EXPECT_EQ(edit->state_adds[0].second.bank[0].flags, NP_ENDPOINT_SELECTED);
+  EXPECT_EQ(edit->state_adds[0].second.bank[0].identity[0],
+            RangeIdentity(next.ipv4(), IpAddress::V4(0x0a000003)));
+  EXPECT_TRUE(edit->state_changes.empty());
 
   edit = PlanIdentityEditFromDelta(next, *del, to->endpoints_addr, 3);
   ASSERT_TRUE(edit.ok()) << edit.status();
@@ -885,8 +893,22 @@ TEST(PlanIdentityEditFromDeltaTest, PodsOfTheNodeAddedOrDeletedAreEndpointWrites
   refused(base, with_c([](ir::CompiledPolicy& ir) { ir.mutable_endpoints(2)->add_shared_ips("10.0.0.9"); }),
           from->endpoints_addr, 7, "shared addresses");
   refused(base, next, to->endpoints_addr, 7, "another endpoint's too");
-  refused(base, with_c([](ir::CompiledPolicy& ir) { ir.mutable_endpoints(1)->set_selected(true); }),
-          from->endpoints_addr, 7, "x/b changes");
+  refused(base, with_c([](ir::CompiledPolicy& ir) { ir.mutable_endpoints(1)->set_ips(0, "10.0.0.9"); }),
+          from->endpoints_addr, 7, "x/b changes its addresses");
+  {  // x/b selected now: its state changes (both banks' switch is the bump), nothing else.
+    const ir::CompiledPolicy selected =
+        with_c([](ir::CompiledPolicy& ir) { ir.mutable_endpoints(1)->set_selected(true); });
+    std::optional<ir::CompiledPolicyDelta> d = DiffPrograms(base, selected);
+    ASSERT_TRUE(d.has_value());
+    absl::StatusOr<IdentityEdit> moved = PlanIdentityEditFromDelta(base, *d, from->endpoints_addr, 7);
+    ASSERT_TRUE(moved.ok()) << moved.status();
+    ASSERT_EQ(moved->state_changes.size(), 1u);
+    EXPECT_EQ(moved->state_changes[0].id, 1u);
+    EXPECT_EQ(moved->state_changes[0].before.flags, 0);
+    EXPECT_EQ(moved->state_changes[0].after.flags, NP_ENDPOINT_SELECTED);
+    EXPECT_EQ(moved->state_changes[0].after.table, selected.endpoints(1).table());
+    EXPECT_EQ(moved->added_endpoints, std::vector<std::string>{"x/c"});
+  }
   refused(base, next, from->endpoints_addr, NP_IDENTITY_NONE - 1, "ids are used up");
   {  // x/b leaves 10.0.0.2 and x/c takes it in one delta.
     ir::CompiledPolicy swapped = base;
@@ -912,9 +934,45 @@ TEST(PlanIdentityEditFromDeltaTest, PodsOfTheNodeAddedOrDeletedAreEndpointWrites
 // before), the order np_policy.c's lookups do not make safe.
 // The writes of an identity edit as the loader makes them (loader.cc EditIdentities), one
 // map write each; `endpoints_inside` (a broken order): endpoint deletes first, adds last.
-std::vector<std::function<void(MapContents&)>> IdentityWrites(const IdentityEdit& edit,
-                                                              bool endpoints_inside = false) {
+// The writes of `edit` as EditIdentities makes them, up to the bump: endpoint states
+// (added ones both banks; changed ones the bank of `generation` + 1, the generation the bump
+// makes live), then the entries. StateCleanup: what the cleanup writes after the grace period.
+// `state_mutant` writes the changed states as a broken loader could: 5 = both banks `after`
+// at once (the bank live runs read too), 6 = none (the caller writes them after the bump:
+// StateChangeWrites), 7 = the new identity in the live bank with the old table (the layout
+// before np_endpoint_states: a relabelled pod's identity in np_ident_hosts, seen by runs at
+// once, its table in its endpoint entry, switched apart from it).
+std::vector<std::function<void(MapContents&)>> StateChangeWrites(const IdentityEdit& edit,
+                                                                 uint32_t generation,
+                                                                 int state_mutant = 0) {
   std::vector<std::function<void(MapContents&)>> out;
+  for (const IdentityEdit::StateChange& c : edit.state_changes) {
+    out.push_back([c, generation, state_mutant](MapContents& m) {
+      np_endpoint_states& v = m.endpoint_states.at(c.id);
+      v.bank[generation & 1u] = state_mutant == 5 ? c.after : c.before;
+      if (state_mutant == 7) {
+        std::copy(std::begin(c.after.identity), std::end(c.after.identity),
+                  std::begin(v.bank[generation & 1u].identity));
+      }
+      v.bank[(generation + 1) & 1u] = c.after;
+    });
+  }
+  return out;
+}
+std::vector<std::function<void(MapContents&)>> IdentityWrites(const IdentityEdit& edit,
+                                                              bool endpoints_inside = false,
+                                                              uint32_t generation = 1,
+                                                              int state_mutant = 0) {
+  std::vector<std::function<void(MapContents&)>> out;
+  for (const auto& [id, v] : edit.state_adds) {
+    out.push_back([id = id, v = v](MapContents& m) {
+      if (id >= m.endpoint_states.size()) m.endpoint_states.resize(id + 1);
+      m.endpoint_states[id] = v;
+    });
+  }
+  if (state_mutant != 6) {
+    for (auto& w : StateChangeWrites(edit, generation, state_mutant)) out.push_back(std::move(w));
+  }
   auto adds = [&] {
     for (const auto& [k, v] : edit.endpoint_adds) {
       out.push_back([k = k, v = v](MapContents& m) { PutEntry(m.endpoints_addr, k, v); });
@@ -936,6 +994,13 @@ std::vector<std::function<void(MapContents&)>> IdentityWrites(const IdentityEdit
   for (const auto& k : edit.host_deletes) out.push_back([k](MapContents& m) { EraseEntry(m.ident_hosts, k); });
   if (endpoints_inside) adds();
   if (!endpoints_inside) deletes();
+  return out;
+}
+std::vector<std::function<void(MapContents&)>> StateCleanup(const IdentityEdit& edit) {
+  std::vector<std::function<void(MapContents&)>> out;
+  for (const IdentityEdit::StateChange& c : edit.state_changes) {
+    out.push_back([c](MapContents& m) { m.endpoint_states.at(c.id) = BothBanks(c.after); });
+  }
   return out;
 }
 std::vector<MapContents> EditStates(const MapContents& from, const IdentityEdit& edit,
@@ -1104,6 +1169,12 @@ struct PolicyMapsModel {
     };
     for (np_endpoint& e : v.endpoints) e = physical(e);
     for (auto& [k, e] : v.endpoints_addr) e = physical(e);
+    v.config.generation = generation;
+    for (np_endpoint_states& st : v.endpoint_states) {
+      np_endpoint_state& b = st.bank[generation & 1u];
+      auto it = slots.find(NP_TABLE_SLOT(b.table, generation));
+      b.table = it == slots.end() ? 0xfffffff0u : it->second;
+    }
     v.tables = tables;
     v.ports.clear();
     for (const auto& [b, e] : ports) v.ports.push_back(e);
@@ -1477,9 +1548,10 @@ bool UnusedTable(const ir::Table& t) {
          t.egress().rules().empty();
 }
 
-// The program with the pods of `present` on the node, numbered as `installed` is.
-ir::CompiledPolicy ChainProgram(const ir::CompiledPolicy& installed,
-                                const std::set<std::string>& present) {
+// The program with the pods of `present` on the node, each in its class (a relabel moves a
+// pod to the other class: its identity and its table), numbered as `installed` is.
+ir::CompiledPolicy ChainClassesProgram(const ir::CompiledPolicy& installed,
+                                       const std::map<std::string, char>& present) {
   ir::CompiledPolicy next = installed;
   std::map<uint32_t, uint32_t> hosts = {
       {0x0a000001, 1}, {0x0a000002, 2}, {0x0a000103, 3}, {0x0a000104, 4}};
@@ -1488,19 +1560,23 @@ ir::CompiledPolicy ChainProgram(const ir::CompiledPolicy& installed,
   for (const ir::Endpoint& e : installed.endpoints()) {
     if (e.name() == "a" || e.name() == "b") *next.add_endpoints() = e;
   }
-  // Each class's table in `installed` (the one its pods there name).
+  // Each class's table in `installed` (the one its pods there name; a pod's class there is
+  // its address's identity).
   std::map<char, uint32_t> table_of;
   for (const ChainPod& p : kChainPods) {
     for (const ir::Endpoint& e : installed.endpoints()) {
-      if (e.name() == p.name) table_of[p.cls] = e.table();
+      if (e.name() != p.name) continue;
+      const uint32_t id = RangeIdentity(installed.ipv4(), IpAddress::V4(p.address));
+      table_of[id == ClassIdentity('C') ? 'C' : 'D'] = e.table();
     }
   }
   std::set<char> classes;
   for (const ChainPod& p : kChainPods) {
-    if (present.count(p.name) == 0) continue;
-    classes.insert(p.cls);
-    hosts[p.address] = ClassIdentity(p.cls);
-    pods[p.cls == 'C' ? 0 : 1].push_back(absl::StrCat("x/", p.name));
+    auto it = present.find(p.name);
+    if (it == present.end()) continue;
+    classes.insert(it->second);
+    hosts[p.address] = ClassIdentity(it->second);
+    pods[it->second == 'C' ? 0 : 1].push_back(absl::StrCat("x/", p.name));
   }
   SetIpv4(next, hosts);
   for (int c = 0; c < 2; ++c) {
@@ -1561,6 +1637,8 @@ ir::CompiledPolicy ChainProgram(const ir::CompiledPolicy& installed,
         set = 0;
         while (set < static_cast<uint32_t>(next.peer_sets_size()) && named(set)) ++set;
         if (set == static_cast<uint32_t>(next.peer_sets_size())) next.add_peer_sets()->set_id(set);
+        // (a set only a table retired in this step named still holds its identities)
+        next.mutable_peer_sets(static_cast<int>(set))->clear_identities();
         for (uint32_t i : identities) next.mutable_peer_sets(static_cast<int>(set))->add_identities(i);
       }
       ir::PortRule* r = d->add_rules();
@@ -1581,17 +1659,28 @@ ir::CompiledPolicy ChainProgram(const ir::CompiledPolicy& installed,
     if (named.count(ps.id()) == 0) ps.clear_identities();
   }
   for (const ChainPod& p : kChainPods) {
-    if (present.count(p.name) == 0) continue;
+    auto it = present.find(p.name);
+    if (it == present.end()) continue;
     ir::Endpoint* e = next.add_endpoints();
     e->set_namespace_("x");
     e->set_name(p.name);
     e->add_ips(IpAddress::V4(p.address).ToString());
     e->set_selected(true);
-    e->set_table(table_of[p.cls]);
+    e->set_table(table_of[it->second]);
   }
   std::sort(next.mutable_endpoints()->begin(), next.mutable_endpoints()->end(),
             [](const ir::Endpoint& x, const ir::Endpoint& y) { return x.name() < y.name(); });
   return next;
+}
+
+// Each pod of `present` in its own class (kChainPods).
+ir::CompiledPolicy ChainProgram(const ir::CompiledPolicy& installed,
+                                const std::set<std::string>& present) {
+  std::map<std::string, char> classes;
+  for (const ChainPod& p : kChainPods) {
+    if (present.count(p.name) != 0) classes[p.name] = p.cls;
+  }
+  return ChainClassesProgram(installed, classes);
 }
 
 ir::CompiledPolicy ChainBase() {
@@ -1618,16 +1707,27 @@ struct NodeWrite {
 // a policy edit without its bump. `mutant`: 1 = the identity writes before the policy
 // entries, 2 = the live bank's slots of brought tables not written (policy first), 3 = a
 // retired table's policy edit written, before the identity edit, 4 = the cleanup (retired
-// identities' members deleted) written before the identity edit, no grace period between.
+// identities' members deleted) written before the identity edit, no grace period between;
+// a moved pod's state (IdentityEdit::state_changes): 5 = written to both banks before the
+// bump, 6 = written after the bump, 7 = its identity switched apart from its table.
 std::vector<NodeWrite> PodDeltaWrites(const IdentityEdit& identities, const PolicyEdit* policy,
                                       bool policy_first, uint32_t generation, int mutant = 0,
                                       const PolicyEdit* members = nullptr) {
   std::vector<NodeWrite> out;
   auto identity_writes = [&](uint32_t bump_to) {
-    for (auto& w : IdentityWrites(identities)) {
+    for (auto& w : IdentityWrites(identities, false, bump_to - 1, mutant)) {
       out.push_back({[w](NodeMaps& m) { w(m.node); }});
     }
     out.push_back({[bump_to](NodeMaps& m) { m.policy.generation = bump_to; }});
+    if (mutant == 6) {
+      for (auto& w : StateChangeWrites(identities, bump_to - 1)) {
+        out.push_back({[w](NodeMaps& m) { w(m.node); }});
+      }
+    }
+    const auto cleanup = StateCleanup(identities);
+    for (size_t i = 0; i < cleanup.size(); ++i) {
+      out.push_back({[w = cleanup[i]](NodeMaps& m) { w(m.node); }, i == 0});
+    }
   };
   // A policy edit planned for `next_generation`: step 1, and the bump and cleanup unless
   // the identity edit bumps (`with_bump` false: the cleanup after the next grace period).
@@ -1752,70 +1852,118 @@ int BadVerdicts(const NodeMaps& start, const std::vector<NodeWrite>& writes,
   return bad;
 }
 
-// Seeded chains (NP_TEST_SEED replays) of pods of the node added and deleted: each delta
-// with a table or peer sets planned by PlanPodPolicyEditFromDelta from the layout the
+// A chain's start: `base` installed as generation 1 (what Apply loads), its maps as the
+// model holds them and the layout Generation::Load leaves.
+struct ChainStart {
+  ir::CompiledPolicy installed;
+  MapContents first;
+  std::optional<NodeMaps> maps;
+  PolicyLayout layout;
+};
+void StartChain(const ir::CompiledPolicy& base, ChainStart& c) {
+  c.installed = base;
+  ASSERT_TRUE(CheckIr(base).ok()) << CheckIr(base);
+  absl::StatusOr<MapContents> first = BuildMaps(base, 1);
+  ASSERT_TRUE(first.ok()) << first.status();
+  c.first = *std::move(first);
+  c.maps.emplace(NodeMaps{PolicyMapsModel(c.first, 1), c.first});
+  c.layout = InitialLayout(c.first);
+}
+
+// DiffPrograms' delta from `installed` to `next`, checked to apply to `next`.
+void DeltaOf(const ir::CompiledPolicy& installed, const ir::CompiledPolicy& next,
+             const std::string& where, ir::CompiledPolicyDelta& out) {
+  ASSERT_TRUE(CheckIr(next).ok()) << where << ": " << CheckIr(next);
+  const std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(installed, next);
+  ASSERT_TRUE(delta.has_value()) << where;
+  ir::CompiledPolicy applied = installed;
+  ASSERT_TRUE(ApplyDelta(*delta, &applied).ok()) << where;
+  ASSERT_TRUE(google::protobuf::util::MessageDifferencer::Equals(applied, next)) << where;
+  out = *delta;
+}
+
+// What the pod chains of the node counted: deltas by kind and wrong orders tried/caught
+// (PodDeltaWrites' mutants).
+struct ChainCounts {
+  int brought = 0, retired = 0, plain = 0, appended = 0, reused = 0;
+  int relabels = 0, moved = 0, banked = 0;
+  int caught[8] = {}, tried[8] = {};
+};
+
+// Seeded chains (NP_TEST_SEED replays) of pods of the node added and deleted (and with
+// `relabels`, relabelled into the other class: identity and table change together): each
+// delta with a table or peer sets planned by PlanPodPolicyEditFromDelta from the layout the
 // chain's edits left (never rebuilt; retired tables' entries left in the maps and the
 // layout, as the backend leaves them), the others by PlanIdentityEditFromDelta; every
 // state of the writes decides old or new, the last new (IrInterpreter of DiffPrograms' two
 // programs); the wrong orders are caught.
-TEST(PlanPodPolicyEditFromDeltaTest, PodsBringingOrRetiringTablesGetOldOrNewVerdicts) {
-  int brought = 0, retired = 0, plain = 0, appended = 0, reused = 0;
-  int caught[4] = {0, 0, 0, 0}, tried[4] = {0, 0, 0, 0};
+void RunPodChains(bool relabels, ChainCounts& n) {
   for (uint64_t seed = testing::FirstSeed(); seed < testing::FirstSeed() + 6; ++seed) {
     std::mt19937_64 rng(seed);
-    ir::CompiledPolicy installed = ChainBase();
-    ASSERT_TRUE(CheckIr(installed).ok()) << CheckIr(installed);
-    absl::StatusOr<MapContents> first = BuildMaps(installed, 1);
-    ASSERT_TRUE(first.ok()) << first.status();
-    NodeMaps maps{PolicyMapsModel(*first, 1), *first};
-    PolicyLayout layout = InitialLayout(*first);
-    std::vector<std::pair<np_endpoint_addr_key, np_endpoint>> local = first->endpoints_addr;
-    uint32_t next_id = static_cast<uint32_t>(first->endpoints.size());
+    ChainStart start;
+    ASSERT_NO_FATAL_FAILURE(StartChain(ChainBase(), start));
+    ir::CompiledPolicy& installed = start.installed;
+    NodeMaps& maps = *start.maps;
+    PolicyLayout& layout = start.layout;
+    std::vector<std::pair<np_endpoint_addr_key, np_endpoint>> local = start.first.endpoints_addr;
+    uint32_t next_id = static_cast<uint32_t>(start.first.endpoints.size());
     std::map<std::string, Hook> hooks = {{"a", {0, IpAddress::V4(0x0a000001)}},
                                          {"b", {1, IpAddress::V4(0x0a000002)}}};
-    std::set<std::string> present;
+    std::map<std::string, char> present;
     for (int step = 0; step < 14; ++step) {
       const ChainPod& pod = kChainPods[rng() % 3];
-      const bool adding = present.count(pod.name) == 0;
-      if (adding) {
-        present.insert(pod.name);
+      const bool was = present.count(pod.name) != 0;
+      const bool relabel = relabels && was && rng() % 2 == 0;
+      const bool adding = !was;
+      std::string what = adding ? " added" : " deleted";
+      if (relabel) {
+        present[pod.name] = present[pod.name] == 'C' ? 'D' : 'C';
+        what = absl::StrCat(" relabelled into class ", std::string(1, present[pod.name]));
+      } else if (adding) {
+        present[pod.name] = relabels && rng() % 2 == 0 ? (pod.cls == 'C' ? 'D' : 'C') : pod.cls;
       } else {
         present.erase(pod.name);
       }
-      const std::string where = absl::StrCat("seed ", seed, " step ", step, ": x/", pod.name,
-                                             adding ? " added" : " deleted");
-      const ir::CompiledPolicy next = ChainProgram(installed, present);
-      ASSERT_TRUE(CheckIr(next).ok()) << where << ": " << CheckIr(next);
-      const std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(installed, next);
-      ASSERT_TRUE(delta.has_value()) << where;
-      {
-        ir::CompiledPolicy applied = installed;
-        ASSERT_TRUE(ApplyDelta(*delta, &applied).ok()) << where;
-        ASSERT_TRUE(google::protobuf::util::MessageDifferencer::Equals(applied, next)) << where;
-      }
-      const bool with_policy = delta->tables_size() > 0 || delta->peer_sets_size() > 0;
+      const std::string where = absl::StrCat("seed ", seed, " step ", step, ": x/", pod.name, what);
+      const ir::CompiledPolicy next = ChainClassesProgram(installed, present);
+      ir::CompiledPolicyDelta delta;
+      ASSERT_NO_FATAL_FAILURE(DeltaOf(installed, next, where, delta));
+      const bool with_policy = delta.tables_size() > 0 || delta.peer_sets_size() > 0;
       const uint32_t generation = maps.policy.generation;
       IdentityEdit identities;
       std::optional<PolicyEdit> policy;
-      bool policy_first = true;
+      bool policy_first = true, banked = false;
       if (with_policy) {
         absl::StatusOr<PodPolicyEdit> plan = PlanPodPolicyEditFromDelta(
-            layout, installed, *delta, local, next_id, generation + 1);
+            layout, installed, delta, local, next_id, generation + 1);
         ASSERT_TRUE(plan.ok()) << where << ": " << plan.status();
         identities = std::move(plan->identities);
         policy = std::move(plan->policy);
         policy_first = plan->policy_first;
-        ASSERT_EQ(policy_first, adding) << where;
-        (adding ? brought : retired) += 1;
+        banked = plan->banked;
+        if (!relabel) {
+          ASSERT_EQ(policy_first, adding) << where;
+          (adding ? n.brought : n.retired) += 1;
+        }
         for (uint32_t t : policy->changed_tables) {
-          (t < layout.tables.size() ? reused : appended) += 1;
+          (t < layout.tables.size() ? n.reused : n.appended) += 1;
         }
       } else {
         absl::StatusOr<IdentityEdit> plan =
-            PlanIdentityEditFromDelta(installed, *delta, local, next_id);
+            PlanIdentityEditFromDelta(installed, delta, local, next_id);
         ASSERT_TRUE(plan.ok()) << where << ": " << plan.status();
         identities = std::move(*plan);
-        ++plain;
+        ++n.plain;
+      }
+      if (relabel) {
+        ++n.relabels;
+        n.banked += banked ? 1 : 0;
+        // The pod keeps its entries and id; its state moves (table and identity).
+        ASSERT_FALSE(identities.EndpointsChange()) << where;
+        ASSERT_EQ(identities.state_changes.size(), 1u) << where;
+        EXPECT_EQ(identities.state_changes[0].id, hooks.at(pod.name).id) << where;
+        n.moved += identities.state_changes[0].before.table !=
+                   identities.state_changes[0].after.table;
       }
       // Endpoints added get their ids (np_endpoints_if's value once attached).
       for (size_t i = 0; i < identities.added_endpoints.size(); ++i) {
@@ -1829,7 +1977,7 @@ TEST(PlanPodPolicyEditFromDeltaTest, PodsBringingOrRetiringTablesGetOldOrNewVerd
       }
       std::vector<Hook> stay, after;
       for (const auto& [name, hook] : hooks) {
-        if (name == pod.name) continue;  // detached before the edit, attached after it
+        if (name == pod.name && !relabel) continue;  // detached before the edit, attached after it
         stay.push_back(hook);
       }
       after = stay;
@@ -1842,13 +1990,19 @@ TEST(PlanPodPolicyEditFromDeltaTest, PodsBringingOrRetiringTablesGetOldOrNewVerd
                             installed, next, stay, after, &diff),
                 0)
           << where << (p == nullptr ? "" : policy_first ? " (policy first)" : " (identities first)")
-          << ": " << diff;
-      for (int mutant = 1; mutant <= 3; ++mutant) {
-        if (p == nullptr || (mutant == 3) == policy_first) continue;
-        ++tried[mutant];
-        caught[mutant] += BadVerdicts(maps, PodDeltaWrites(identities, p, policy_first,
-                                                            generation, mutant),
-                                      installed, next, stay, after, nullptr) > 0;
+          << (banked ? " (banked)" : "") << ": " << diff;
+      for (int mutant = 1; mutant <= 7; ++mutant) {
+        if (mutant == 4) continue;  // the relabel chains' (members of retired identities)
+        // 5 and 6 move a state by itself, as atomic as one write, unless tables that runs
+        // of the live generation read change with it (a banked edit): only those can tell.
+        if (mutant >= 5 ? identities.state_changes.empty() || (mutant < 7 && !banked)
+                        : p == nullptr || (mutant == 3) == policy_first || relabel) {
+          continue;
+        }
+        ++n.tried[mutant];
+        n.caught[mutant] += BadVerdicts(maps, PodDeltaWrites(identities, p, policy_first,
+                                                              generation, mutant),
+                                        installed, next, stay, after, nullptr) > 0;
       }
       // The chain goes on from what the writes left.
       for (const NodeWrite& w : PodDeltaWrites(identities, p, policy_first, generation)) {
@@ -1863,29 +2017,59 @@ TEST(PlanPodPolicyEditFromDeltaTest, PodsBringingOrRetiringTablesGetOldOrNewVerd
                     local.end());
       }
       local.insert(local.end(), identities.endpoint_adds.begin(), identities.endpoint_adds.end());
+      for (const IdentityEdit::StateChange& c : identities.state_changes) {  // as the backend
+        for (auto& [k, v] : local) {
+          if (v.id != c.id) continue;
+          v.table = c.after.table;
+          v.flags = c.after.flags;
+        }
+      }
       next_id += static_cast<uint32_t>(identities.added_endpoints.size());
       if (adding) {
         hooks[pod.name] = after.back();
-      } else {
+      } else if (!relabel) {
         hooks.erase(pod.name);
       }
       installed = next;
     }
   }
+}
+
+TEST(PlanPodPolicyEditFromDeltaTest, PodsBringingOrRetiringTablesGetOldOrNewVerdicts) {
+  ChainCounts n;
+  ASSERT_NO_FATAL_FAILURE(RunPodChains(/*relabels=*/false, n));
   std::printf("%d tables brought (%d appended, %d ids reused), %d retired, %d plain pod "
               "deltas; wrong orders caught %d/%d, %d/%d, %d/%d\n",
-              brought, appended, reused, retired, plain, caught[1], tried[1], caught[2], tried[2],
-              caught[3], tried[3]);
-  EXPECT_GT(brought, 8);
-  EXPECT_GT(retired, 8);
-  EXPECT_GT(appended, 0);
-  EXPECT_GT(reused, 0);
-  EXPECT_GT(plain, 0);
+              n.brought, n.appended, n.reused, n.retired, n.plain, n.caught[1], n.tried[1],
+              n.caught[2], n.tried[2], n.caught[3], n.tried[3]);
+  EXPECT_GT(n.brought, 8);
+  EXPECT_GT(n.retired, 8);
+  EXPECT_GT(n.appended, 0);
+  EXPECT_GT(n.reused, 0);
+  EXPECT_GT(n.plain, 0);
   // Not every event shows a wrong order: a tombstone (not isolated) allows what an absent
   // pod's address is allowed, so only some flows tell the two apart.
-  EXPECT_GT(caught[1], tried[1] / 3) << "endpoints naming a table not written yet";
-  EXPECT_GT(caught[2], tried[2] / 3) << "runs of the old generation reading a brought table's slot";
-  EXPECT_GT(caught[3], tried[3] / 4) << "a retired table rewritten while its endpoint is there";
+  EXPECT_GT(n.caught[1], n.tried[1] / 3) << "endpoints naming a table not written yet";
+  EXPECT_GT(n.caught[2], n.tried[2] / 3) << "runs of the old generation reading a brought table's slot";
+  EXPECT_GT(n.caught[3], n.tried[3] / 4) << "a retired table rewritten while its endpoint is there";
+}
+
+// The same chains with pods of the node relabelled into the other class (np_endpoint_states:
+// the pod's table and identity change together, by one bump): in place, every state old
+// or new; a state written to the live bank too (5), or after the bump (6), is caught.
+TEST(PlanPodPolicyEditFromDeltaTest, PodsOfTheNodeRelabelledAcrossTablesGetOldOrNewVerdicts) {
+  ChainCounts n;
+  ASSERT_NO_FATAL_FAILURE(RunPodChains(/*relabels=*/true, n));
+  std::printf("%d relabels (%d moved to another table id, %d banked edits), %d plain pod "
+              "deltas; wrong orders caught %d/%d, %d/%d, %d/%d\n",
+              n.relabels, n.moved, n.banked, n.plain, n.caught[5], n.tried[5], n.caught[6],
+              n.tried[6], n.caught[7], n.tried[7]);
+  EXPECT_GT(n.relabels, 8);
+  EXPECT_GT(n.moved, 2);
+  EXPECT_GT(n.banked, 1);
+  EXPECT_GT(n.caught[5], 0) << "a moved pod's state in the bank live runs read";
+  EXPECT_GT(n.caught[6], 0) << "a moved pod's state written after the bump";
+  EXPECT_GT(n.caught[7], n.tried[7] / 4) << "a relabelled pod's identity apart from its table";
 }
 
 
@@ -1978,12 +2162,11 @@ TEST(PlanPodPolicyEditFromDeltaTest, RelabelsIntoNewIdentitiesGetOldOrNewVerdict
   int appended = 0, reused = 0, retired = 0, caught[5] = {}, tried[5] = {};
   for (uint64_t seed = testing::FirstSeed(); seed < testing::FirstSeed() + 6; ++seed) {
     std::mt19937_64 rng(seed);
-    ir::CompiledPolicy installed = RelabelBase();
-    ASSERT_TRUE(CheckIr(installed).ok()) << CheckIr(installed);
-    absl::StatusOr<MapContents> first = BuildMaps(installed, 1);
-    ASSERT_TRUE(first.ok()) << first.status();
-    NodeMaps maps{PolicyMapsModel(*first, 1), *first};
-    PolicyLayout layout = InitialLayout(*first);
+    ChainStart start;
+    ASSERT_NO_FATAL_FAILURE(StartChain(RelabelBase(), start));
+    ir::CompiledPolicy& installed = start.installed;
+    NodeMaps& maps = *start.maps;
+    PolicyLayout& layout = start.layout;
     const std::vector<Hook> hooks = {{0, IpAddress::V4(0x0a000001)}, {1, IpAddress::V4(0x0a000002)}};
     std::map<int, int> classes;
     std::map<int, uint32_t> identity_of;
@@ -1998,14 +2181,9 @@ TEST(PlanPodPolicyEditFromDeltaTest, RelabelsIntoNewIdentitiesGetOldOrNewVerdict
       const std::string where =
           absl::StrCat("seed ", seed, " step ", step, ": x/r", pod + 1, " -> class ", c);
       const ir::CompiledPolicy next = RelabelProgram(installed, classes, identity_of);
-      ASSERT_TRUE(CheckIr(next).ok()) << where << ": " << CheckIr(next);
-      const std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(installed, next);
-      ASSERT_TRUE(delta.has_value()) << where;
-      {
-        ir::CompiledPolicy applied = installed;
-        ASSERT_TRUE(ApplyDelta(*delta, &applied).ok()) << where;
-        ASSERT_TRUE(google::protobuf::util::MessageDifferencer::Equals(applied, next)) << where;
-      }
+      ir::CompiledPolicyDelta delta_value;
+      ASSERT_NO_FATAL_FAILURE(DeltaOf(installed, next, where, delta_value));
+      const ir::CompiledPolicyDelta* delta = &delta_value;
       appended += delta->identities_size();
       for (const ir::IdentityPodsEdit& e : delta->identity_pods()) {
         const bool was = installed.identities(static_cast<int>(e.identity())).pods_size() > 0;
@@ -2084,8 +2262,17 @@ TEST(PlanPodPolicyEditFromDeltaTest, CarriedIdentitiesChangingPeerSetsAreRefused
     } else {
       set->clear_identities();
     }
-    absl::StatusOr<PodPolicyEdit> refused = plan(next);
-    EXPECT_TRUE(absl::IsFailedPrecondition(refused.status())) << join << ": " << refused.status();
+    // Not as a membership edit: as a banked one (x/a's table and the set renumbered, the
+    // next bank pointed at them, one bump).
+    absl::StatusOr<PodPolicyEdit> banked = plan(next);
+    ASSERT_TRUE(banked.ok()) << join << ": " << banked.status();
+    EXPECT_TRUE(banked->banked && banked->policy_first) << join;
+    EXPECT_TRUE(banked->policy.member_adds.empty() == !join) << join;
+    for (const PolicyEdit::PeerSetChange& c : banked->policy.new_peer_sets) {
+      EXPECT_NE(c.slot, layout.peer_set_slot.at(c.peer_set)) << join << ": set " << c.peer_set
+                                                             << " edited under its live number";
+    }
+    EXPECT_EQ(banked->policy.changed_tables, std::vector<uint32_t>{0}) << join;
   }
   // x/r1 relabelled from class 1 (retired) into class 2 (appended): in place.
   std::map<int, uint32_t> after = identity_of;
@@ -2107,9 +2294,9 @@ TEST(PlanPodPolicyEditFromDeltaTest, CarriedIdentitiesChangingPeerSetsAreRefused
 }
 
 // What the combined plan refuses: a table that endpoints name before and after the delta
-// changing with it (its runs would meet old and new entries without a bank switch), an
-// endpoint moving between tables (the identity part), appended identities (FailedPrecondition:
-// the default path), and a malformed delta (InvalidArgument, nothing planned).
+// changing with it while a pod is added (its runs would meet old and new entries without a
+// bank switch), and a malformed delta (InvalidArgument, nothing planned); an endpoint moving
+// between tables is a state change.
 TEST(PlanPodPolicyEditFromDeltaTest, TablesInUseMovesAndMalformedDeltasAreRefused) {
   const ir::CompiledPolicy base = ChainProgram(ChainBase(), {"c"});
   absl::StatusOr<MapContents> maps = BuildMaps(base, 1);
@@ -2140,8 +2327,11 @@ TEST(PlanPodPolicyEditFromDeltaTest, TablesInUseMovesAndMalformedDeltasAreRefuse
     }
     const std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(base, next);
     ASSERT_TRUE(delta.has_value());
-    absl::StatusOr<PodPolicyEdit> refused = plan(*delta);
-    EXPECT_TRUE(absl::IsFailedPrecondition(refused.status())) << refused.status();
+    // Its state changes (the table it names), in place: table 0 and x/c's table stay.
+    absl::StatusOr<PodPolicyEdit> moved = plan(*delta);
+    ASSERT_TRUE(moved.ok()) << moved.status();
+    ASSERT_EQ(moved->identities.state_changes.size(), 1u);
+    EXPECT_EQ(moved->identities.state_changes[0].after.table, 0u);
   }
   {  // An appended identity out of order; then a table past the program's count with a gap.
     ir::CompiledPolicyDelta delta = *DiffPrograms(base, ChainProgram(base, {"c", "d"}));

@@ -8,7 +8,11 @@
  * How a packet is decided (one generation of maps, read once per packet):
  *   np_endpoints_if[ifindex]            the endpoint whose host-side veth the program runs on
  *   np_endpoints_addr[family, address]  the other end, when it is also a pod of this node
- *   np_ident_hosts, np_ident_hosts6     single address (/32, /128: pod IPs) -> identity, else
+ *   np_endpoint_states[endpoint id]     each of those endpoints' table, selection and its
+ *                                       addresses' identity, in the bank
+ *                                       np_config.generation & 1 names
+ *   np_ident_hosts, np_ident_hosts6     single address (/32, /128: pod IPs) -> identity (an
+ *                                       address that is no endpoint's of this node), else
  *     (hash; IPv4, IPv6)
  *   np_ident4 / np_ident6 (LPM)         address -> identity (every address has exactly one)
  *   np_table_slots[NP_TABLE_SLOT]       the endpoint's table -> where its entries are now
@@ -81,14 +85,47 @@ struct np_identity_value {
  * later generation makes it an endpoint. */
 #define NP_ENDPOINT_OUTSIDE 0x2
 struct np_endpoint {
-	__u32 id;    /* the endpoint's id in this generation, read only to tell self traffic
-		      * (NP_CONFIG_ALLOW_SELF): the index into CompiledPolicy.endpoints when the
-		      * generation is loaded; an endpoint added in place gets an id no endpoint
-		      * of the generation ever had, and ids are never reused within a generation
-		      * (ebpf_backend.cc), so the entries of the endpoints left keep theirs */
-	__u32 table; /* index into CompiledPolicy.tables; meaningful when SELECTED */
-	__u8 flags;  /* NP_ENDPOINT_* */
+	__u32 id;    /* the endpoint's id in this generation: its np_endpoint_states index, and
+		      * what tells self traffic (NP_CONFIG_ALLOW_SELF). The index into
+		      * CompiledPolicy.endpoints when the generation is loaded; an endpoint added
+		      * in place gets an id no endpoint of the generation ever had, and ids are
+		      * never reused within a generation (ebpf_backend.cc), so the entries of the
+		      * endpoints left keep theirs */
+	__u32 table; /* the C++ side's copy of np_endpoint_states' table (maps.h); zero in the
+		      * kernel, where the program never reads it */
+	__u8 flags;  /* NP_ENDPOINT_*; in the kernel only NP_ENDPOINT_OUTSIDE (SELECTED lives
+		      * in np_endpoint_states, as table does) */
 	__u8 pad[3];
+};
+
+/* np_endpoint_states: BPF_MAP_TYPE_ARRAY indexed by np_endpoint.id: what an endpoint's
+ * policy is, twice, one bank per parity of np_config.generation (a run reads the bank of
+ * the generation it read once). Why banks: a pod of this node relabelled changes its table
+ * and its addresses' identity together, and a run reads both (its side, and the identity
+ * the other end's side judges it by). Two entries that no single write changes together
+ * could be met one old and one new, a mix that can admit a flow both programs deny; and a
+ * hash entry replaced in place is a new element, the old one reused at once for the next
+ * write. So the loader writes the bank the NEXT generation number names (no run reads it),
+ * bumps np_config.generation (the one write that moves every run from the old states to
+ * the new ones, as np_table_slots' banks do for the policy maps), and once no run of the
+ * old number is left (a grace period) writes the other bank too, so that both banks are
+ * equal before the next bump. An array write copies the value in place: the bank runs read
+ * gets its own bytes again, which no reader can tell from the old ones.
+ * The identity of an address of a pod of this node is read here, never in np_ident*: the
+ * program looks the address up in np_endpoints_addr and takes identity[family] of that
+ * endpoint's bank. NP_IDENTITY_BY_ADDRESS (an endpoint whose addresses of a family have
+ * different identities: shared addresses) sends the lookup on to np_ident*. */
+#define NP_IDENTITY_BY_ADDRESS 0xfffffffdu
+struct np_endpoint_state {
+	__u32 table;       /* index into CompiledPolicy.tables (np_table_slots); meaningful
+			    * when SELECTED */
+	__u32 identity[2]; /* [0]: its IPv4 addresses' identity, [1]: IPv6 (NP_IDENTITY_NONE
+			    * when it has none of the family) */
+	__u8 flags;        /* NP_ENDPOINT_SELECTED */
+	__u8 pad[3];
+};
+struct np_endpoint_states {
+	struct np_endpoint_state bank[2]; /* [generation & 1] */
 };
 /* Also the key of np_ident_hosts. */
 struct np_endpoint_addr_key {
@@ -248,6 +285,8 @@ static_assert(sizeof(struct np_config) == 8, "np_config");
 static_assert(sizeof(struct np_lpm4_key) == 8, "np_lpm4_key");
 static_assert(sizeof(struct np_lpm6_key) == 20, "np_lpm6_key");
 static_assert(sizeof(struct np_endpoint) == 12, "np_endpoint");
+static_assert(sizeof(struct np_endpoint_state) == 16, "np_endpoint_state");
+static_assert(sizeof(struct np_endpoint_states) == 32, "np_endpoint_states");
 static_assert(sizeof(struct np_endpoint_addr_key) == 20, "np_endpoint_addr_key");
 static_assert(sizeof(struct np_table) == 4, "np_table");
 static_assert(sizeof(struct np_port_key) == 12, "np_port_key");
@@ -265,6 +304,8 @@ _Static_assert(sizeof(struct np_config) == 8, "np_config");
 _Static_assert(sizeof(struct np_lpm4_key) == 8, "np_lpm4_key");
 _Static_assert(sizeof(struct np_lpm6_key) == 20, "np_lpm6_key");
 _Static_assert(sizeof(struct np_endpoint) == 12, "np_endpoint");
+_Static_assert(sizeof(struct np_endpoint_state) == 16, "np_endpoint_state");
+_Static_assert(sizeof(struct np_endpoint_states) == 32, "np_endpoint_states");
 _Static_assert(sizeof(struct np_endpoint_addr_key) == 20, "np_endpoint_addr_key");
 _Static_assert(sizeof(struct np_table) == 4, "np_table");
 _Static_assert(sizeof(struct np_port_key) == 12, "np_port_key");

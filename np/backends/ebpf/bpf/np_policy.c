@@ -111,6 +111,13 @@ struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
+	__type(value, struct np_endpoint_states);
+} np_endpoint_states SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
 	__type(value, __u32);
 } np_table_slots SEC(".maps");
 
@@ -452,6 +459,42 @@ static __always_inline __u32 identity_of(__u8 family, const __u8 *addr)
 /* An identity not looked up yet (side_allows looks up lazily). */
 #define NP_IDENTITY_UNREAD 0xfffffffeu
 
+/* `ep`'s state in the bank of `generation` (np_abi.h np_endpoint_states), or NULL: the
+ * caller denies (an endpoint without a state is a broken map). */
+static __always_inline const struct np_endpoint_state *state_of(const struct np_endpoint *ep,
+								  __u32 generation)
+{
+	__u32 id = ep->id;
+	struct np_endpoint_states *v = bpf_map_lookup_elem(&np_endpoint_states, &id);
+	if (!v)
+		return 0;
+	return &v->bank[generation & 1];
+}
+
+/* The identity of `addr` as a run of `generation` reads it: a pod of this node's from its
+ * endpoint's state (np_abi.h np_endpoint_states: the same bank as its table, so that a
+ * relabel, which changes both, is met whole or not at all), any other address's from the
+ * identity maps. `ep`: the address's np_endpoints_addr entry when the caller found it, else
+ * NULL and it is looked up here. */
+static __always_inline __u32 address_identity(__u8 family, const __u8 *addr,
+					      const struct np_endpoint *ep, __u32 generation)
+{
+	if (!ep) {
+		struct np_endpoint_addr_key ak = {.family = family};
+		__builtin_memcpy(ak.addr, addr, 16);
+		ep = bpf_map_lookup_elem(&np_endpoints_addr, &ak);
+	}
+	if (ep) {
+		const struct np_endpoint_state *st = state_of(ep, generation);
+		if (!st)
+			return NP_IDENTITY_NONE;
+		__u32 identity = st->identity[family == NP_FAMILY_V4 ? 0 : 1];
+		if (identity != NP_IDENTITY_BY_ADDRESS)
+			return identity;
+	}
+	return identity_of(family, addr);
+}
+
 /* The verdict of one tier's ordered list for (table, dir, tier) on a packet of `protocol`
  * (NP_TIER_PROTO_OTHER for every protocol but TCP/UDP/SCTP) to destination `port` (host
  * order) from/to a peer of `identity`: NP_TIER_ALLOW, NP_TIER_DENY, or 0 when no rule
@@ -515,14 +558,20 @@ static __always_inline struct np_table *table_of(__u32 table, __u32 generation, 
 /* `identity`: the peer's identity, NP_IDENTITY_UNREAD until side_allows needs it; shared by
  * both sides of a run when they have the same peer address, so that a run reads each
  * address's identity at most once (an in-place edit relies on it: maps.h IdentityEdit). */
+/* `peer_ep`: the peer address's np_endpoints_addr entry when the caller found one (NULL:
+ * address_identity looks it up). */
 static __always_inline int side_allows(const struct np_endpoint *ep, __u8 dir,
-				       const struct np_pkt *p, const __u8 *peer, __u32 *identity_cache,
+				       const struct np_pkt *p, const __u8 *peer,
+				       const struct np_endpoint *peer_ep, __u32 *identity_cache,
 				       __u32 generation)
 {
-	if (!(ep->flags & NP_ENDPOINT_SELECTED))
+	const struct np_endpoint_state *st = state_of(ep, generation);
+	if (!st)
+		return 0;
+	if (!(st->flags & NP_ENDPOINT_SELECTED))
 		return 1;
 	__u32 table;
-	struct np_table *t = table_of(ep->table, generation, &table);
+	struct np_table *t = table_of(st->table, generation, &table);
 	if (!t)
 		return 0;
 	__u8 isolated = t->isolated[dir & 1];
@@ -533,7 +582,7 @@ static __always_inline int side_allows(const struct np_endpoint *ep, __u8 dir,
 	if (port_protocol && p->l4 != NP_L4_PORTS)
 		return 0; /* ports unknown: no rule can be known to match or not */
 	if (*identity_cache == NP_IDENTITY_UNREAD)
-		*identity_cache = identity_of(p->family, peer);
+		*identity_cache = address_identity(p->family, peer, peer_ep, generation);
 	__u32 identity = *identity_cache;
 	/* Other protocols are looked up as NP_TIER_PROTO_OTHER, port 0. */
 	__u32 protocol_port = port_protocol ? ((__u32)p->t.protocol << 16) | bpf_ntohs(p->t.dport)
@@ -592,7 +641,7 @@ static __always_inline int policy_allows(__u32 hook, const struct np_pkt *p,
 	/* src == dst (a spoofed packet, or self traffic without ALLOW_SELF): one address, one
 	 * identity lookup for both sides. */
 	__u32 self_peer_identity = NP_IDENTITY_UNREAD, other_peer_identity = NP_IDENTITY_UNREAD;
-	if (!side_allows(self, self_dir, p, self_peer, &self_peer_identity, generation))
+	if (!side_allows(self, self_dir, p, self_peer, other, &self_peer_identity, generation))
 		return 0;
 	/* Looked up again when the first lookup missed, after self's side has read the other
 	 * address's identity. An in-place edit adds a pod of this node as: its np_endpoints_addr
@@ -602,7 +651,10 @@ static __always_inline int policy_allows(__u32 hook, const struct np_pkt *p,
 	 * (self's side judged by the pod's identity without the pod's own side): on a pod
 	 * added, the second lookup, made after the identity was read, finds the entry written
 	 * before it; on a pod deleted, a first lookup that misses was made after the delete,
-	 * hence after the identity write, which the identity read after it sees. */
+	 * hence after the identity write, which the identity read after it sees. A pod's state
+	 * (np_endpoint_states: its identity as this node reads it) is written before its
+	 * entries and never deleted within a generation, so an entry found names a state that
+	 * says the new identity. */
 	if (!other)
 		other = bpf_map_lookup_elem(&np_endpoints_addr, &ak);
 	if (!other)
@@ -612,7 +664,7 @@ static __always_inline int policy_allows(__u32 hook, const struct np_pkt *p,
 	__builtin_memcpy(b, other_peer, 16);
 	if (((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3])) == 0)
 		other_peer_identity = self_peer_identity; /* read, or still to be read, once */
-	return side_allows(other, other_dir, p, other_peer, &other_peer_identity, generation);
+	return side_allows(other, other_dir, p, other_peer, 0, &other_peer_identity, generation);
 }
 
 static __always_inline void ct_key_of(struct np_ct_key *k, const struct np_tuple *t,
@@ -702,10 +754,15 @@ static __noinline int np_decide(struct __sk_buff *skb, __u32 hook)
 	if (kind == NP_PARSE_ARP)
 		return NP_PASS;
 	if (kind == NP_PARSE_NON_IP) {
-		if (outside || !(self->flags & NP_ENDPOINT_SELECTED))
+		if (outside)
+			return NP_PASS;
+		const struct np_endpoint_state *st = state_of(self, generation);
+		if (!st)
+			return NP_DROP;
+		if (!(st->flags & NP_ENDPOINT_SELECTED))
 			return NP_PASS;
 		__u32 table;
-		struct np_table *t = table_of(self->table, generation, &table);
+		struct np_table *t = table_of(st->table, generation, &table);
 		__u8 dir = hook == NP_HOOK_FROM_ENDPOINT ? NP_DIR_EGRESS : NP_DIR_INGRESS;
 		return t && !t->isolated[dir] && !t->tiers[dir] ? NP_PASS : NP_DROP;
 	}
