@@ -424,8 +424,49 @@ InPlacePlan PlanPolicyDelta(const DeltaIndex& index, const ir::CompiledPolicy& p
 // class on the node, or a table's last endpoint leaving): address ranges and identities' pods
 // (the pod part, PlanDeltaUpdate's element edits) with tables, peer sets and endpoints coming
 // or going (the table part, PlanPolicyDelta's transaction, where an endpoint may also come
-// with the chains it jumps to or go with them). Two commits with an RCU grace period between,
-// in the order PlanDeltaUpdate's two-commit plans follow:
+// with the chains it jumps to or go with them). One address A (per family) changes: its
+// dispatch entries (A's own side: its egress by source, its ingress by destination) and its
+// identity element (the other side's view of A). The two must not be seen in the mix the
+// forward chain's order makes dangerous: it reads A's egress dispatch BEFORE A's identity
+// (a packet from A), and A's identity (as destination) BEFORE A's ingress dispatch (a packet
+// to A). For an endpoint coming, the bad mix is A's old side (no entry: allow) with A's new
+// identity N under rules that know N: a flow that A's new egress denies and B's ingress
+// allows for N but not for A's old identity is denied by both programs and passed by the mix.
+// For an endpoint going, it is A's old identity with A's new side (no entry).
+// The one-commit form (the default; NP_NFT_POD_TABLE_TWO_COMMITS=1 turns it off):
+//  - an endpoint comes: one transaction holds the table part (its chains, created in it, and
+//    A's dispatch entries to them; its new peer sets a commit ahead, as always) and the pod
+//    part, with A's identity element pointed not at id_N but at an alias chain idp_N created
+//    in the same transaction (same rule: mark N). A packet that began before the commit
+//    ("old") runs old rules, and the kernel gives a chain created in a commit one empty rule
+//    blob for both generation bits, filling only the new one (nf_tables_addchain,
+//    nf_tables_commit_chain): so an old packet that reads the new elements meets A's table
+//    chains empty (this side allows, as A's old "no entry" did) and idp_N empty (the mark
+//    stays "miss"). Old rules treat "miss" as they treat id_other — neither is in any peer
+//    set or inline run — so the form is taken only when A's old identity element is id_other
+//    and no tier chain drops a miss (`meta mark 0xffff0000-0xffffffff drop`); then an old
+//    packet gets exactly the old verdict whatever it reads, and a packet that began after
+//    the commit reads only new elements and new rules: the new verdict. The aliases are
+//    retired past a grace period, with the cleanups (the next call: A's element retargeted
+//    idp_N -> id_N, both marking N, and idp_N deleted);
+//  - an endpoint goes: one transaction holds the pod part (A's identity elements) and a
+//    flush of every chain the table part deletes (A's table chains, their stage chains, an
+//    identity chain only A's old element reached). A's dispatch entries stay. An old packet
+//    runs those chains' old rules (a flushed chain keeps its old blob for the old bit) with
+//    every other chain unchanged (the table part of a leaving endpoint only deletes:
+//    PlanInPlaceUpdate), so A's side is the old one whatever A's identity reads: a packet
+//    to A gets C's egress for A's old or new identity with A's old ingress, one from A A's
+//    old egress with B's ingress for either identity — both programs' common verdicts (a
+//    flow both deny is denied by A's old side or by the other side for the new identity,
+//    which the new program's "no entry" for A leaves alone). A packet that began after the
+//    commit meets A's chains empty: "no entry", the new program's answer. The table part
+//    (dispatch entries, the emptied chains, their peer sets) and its cleanup are deferred
+//    past a grace period, as cleanups are: they change no verdict.
+// Refused into the two-commit form: a table part that also edits identity elements (an
+// identity named anew) or retires one on the way in, an old identity element other than
+// id_other, a miss drop, new peer sets on the way out.
+// The two-commit form (the order PlanDeltaUpdate's two-commit plans follow), an RCU grace
+// period between:
 //  - an endpoint comes: the table part first — its table's chains, peer sets and the identity
 //    chains they name anew, created unreachable, and the endpoint's dispatch entries to them
 //    (new chains: an old packet meets them empty and allows, as the old program did: nft.h
@@ -442,8 +483,8 @@ InPlacePlan PlanPolicyDelta(const DeltaIndex& index, const ir::CompiledPolicy& p
 // identities, endpoints coming and going together, more than one address of a family
 // changing (the pod part's rules), an endpoint coming to a table whose chains exist (a dispatch
 // entry to an existing chain). `index` is left as it was: the caller applies both parts'
-// edits in commit order once the kernel took both. Cost: both planners' (the delta
-// and the touched objects), plus copies of the delta's parts.
+// edits in commit order once the kernel took the event's commits. Cost: both planners' (the
+// delta and the touched objects), plus copies of the delta's parts.
 struct PodTablePlan {
   bool tables_first = true;   // an endpoint comes (else goes: the pod part first)
   InPlacePlan tables;         // the table part (and its cleanup, deferred as a policy delta's)
@@ -451,6 +492,13 @@ struct PodTablePlan {
   ElementPlan pods;           // the pod part (identity edits only: no endpoint is in it)
   DeltaIndexEdit pods_edit;
   std::string fallback;
+  // The one-commit form, when `one_commit`: `commit` (its sets_first, then its transaction)
+  // is the event's; `later` the commits (batch and text each) deferred past a grace period,
+  // in order. `two_commits`: why not, when not.
+  bool one_commit = false;
+  InPlacePlan commit;
+  std::vector<InPlacePlan> later;
+  std::string two_commits;
 };
 PodTablePlan PlanPodTableDelta(DeltaIndex* index, const ir::CompiledPolicy& previous,
                                const ir::CompiledPolicyDelta& delta);
@@ -523,6 +571,8 @@ struct DeltaStats {
   uint64_t in_place = 0;
   uint64_t policy_in_place = 0;  // of in_place: policy deltas (PlanPolicyDelta)
   uint64_t pod_table_in_place = 0;  // of in_place: pod deltas with tables (PlanPodTableDelta)
+  uint64_t pod_table_one_commit = 0;  // of pod_table_in_place: in one commit (no wait)
+  std::string last_two_commits;       // why the last one in place was not (PodTablePlan)
   uint64_t identity_in_place = 0;  // of in_place: pod deltas with peer sets or appended
                                    // identities (PlanIdentityDelta)
   // Identity retirements (an in-place plan's cleanup) deferred past the call that planned
