@@ -2948,12 +2948,15 @@ TEST(NftPackets, TiersGetTheSpecsVerdicts) {
 enum class Swap { kUpdate, kPolicyDelta, kPodTableDelta, kRelabel };
 
 // The pod-table swap's programs: x/a (table 0: egress TCP/UDP 80-81 to all), x/b (table 1:
-// ingress TCP 80 from x/a's identity, UDP 80 from identity 3's), and x/c when `c_there`: a
-// pod of identity 3 with table 2 (ingress TCP/UDP 80 from peer set 3, {1, 3}; egress TCP 80
-// only). Without x/c its address is identity 0's and table 2 and peer set 3 are tombstones.
+// ingress TCP 80 from x/a's identity, UDP 80 and TCP 81 from identity 3's), and x/c when
+// `c_there`: a pod of identity 3 with table 2 (ingress TCP/UDP 80 from peer set 3, {1, 3};
+// egress TCP 80-81 only). Without x/c its address is identity 0's and table 2 and peer set 3 are
+// tombstones.
 // x/c -> x/b UDP 80 is denied by both: by x/b's ingress (not identity 3) without x/c, by x/c's
 // egress with it; a state with x/c's address already identity 3 but no egress dispatch yet
-// would let it through (the order PlanPodTableDelta keeps: dispatch first, grace, identity).
+// would let it through (what PlanPodTableDelta's forms keep out). x/c -> x/b TCP 81 is
+// allowed only with x/c there, as identity 3 (x/b's ingress), so a probe right after x/c
+// comes sees whether its address reads as identity 3.
 ir::CompiledPolicy ThreePodsCOrNot(bool c_there) {
   using namespace iptables::testutil;  // NOLINT: the topology helpers
   std::vector<Point> points;
@@ -2984,10 +2987,11 @@ ir::CompiledPolicy ThreePodsCOrNot(bool c_there) {
   AddRule(ir.mutable_tables(0)->mutable_egress(), ir::UDP, 80, 81, 2);
   AddRule(ir.mutable_tables(1)->mutable_ingress(), ir::TCP, 80, 80, 0);
   AddRule(ir.mutable_tables(1)->mutable_ingress(), ir::UDP, 80, 80, 4);
+  AddRule(ir.mutable_tables(1)->mutable_ingress(), ir::TCP, 81, 81, 4);
   if (c_there) {
     AddRule(ir.mutable_tables(2)->mutable_ingress(), ir::TCP, 80, 80, 3);
     AddRule(ir.mutable_tables(2)->mutable_ingress(), ir::UDP, 80, 80, 3);
-    AddRule(ir.mutable_tables(2)->mutable_egress(), ir::TCP, 80, 80, 2);
+    AddRule(ir.mutable_tables(2)->mutable_egress(), ir::TCP, 80, 81, 2);
   }
   return ir;
 }
