@@ -2660,6 +2660,48 @@ PodTablePlan PlanPodTableDelta(DeltaIndex* index, const ir::CompiledPolicy& prev
   return plan;
 }
 
+PodTablePlan PlanSplitDelta(DeltaIndex* index, const ir::CompiledPolicy& previous,
+                            const ir::CompiledPolicyDelta& delta) {
+  PodTablePlan plan;
+  auto refuse = [&](std::string why) {
+    plan = PodTablePlan();
+    plan.fallback = std::move(why);
+    return plan;
+  };
+  if (delta.tables().empty() && delta.peer_sets().empty()) return refuse("no policy part");
+  for (const ir::EndpointSliceEdit& x : delta.endpoints()) {
+    if (x.end() - x.begin() != static_cast<uint32_t>(x.endpoints_size())) {
+      return refuse("endpoints come or go");
+    }
+  }
+  if (previous.identities_size() + static_cast<uint64_t>(delta.identities_size()) > kMaxIdentities) {
+    return refuse("past the identity limit");
+  }
+  ir::CompiledPolicyDelta tables, pods;
+  *tables.mutable_peer_sets() = delta.peer_sets();
+  *tables.mutable_tables() = delta.tables();
+  *tables.mutable_endpoints() = delta.endpoints();
+  *pods.mutable_ipv4() = delta.ipv4();
+  *pods.mutable_ipv6() = delta.ipv6();
+  *pods.mutable_identity_pods() = delta.identity_pods();
+  *pods.mutable_identities() = delta.identities();
+  // The table part read with the addresses already moved: an identity named anew gets its
+  // addresses' elements (id_other -> its new chain) in the same transaction.
+  plan.tables = PlanTables(*index, previous, tables, false, &pods, &plan.tables_edit,
+                           Overlay{&delta, nullptr});
+  if (!plan.tables.fallback.empty()) return refuse(plan.tables.fallback);
+  // What the pod part still changes once the table part is in: nothing, or it is not a split.
+  DeltaIndexEdit undo;
+  ApplyIndexEdit(plan.tables_edit, index, &undo);
+  plan.pods = PlanPodEdits(*index, previous, pods, index->selected.size(), &plan.pods_edit);
+  ApplyIndexEdit(undo, index);
+  if (!plan.pods.fallback.empty()) return refuse(plan.pods.fallback);
+  if (!plan.pods.transactions.empty()) {
+    return refuse("addresses change identity beyond those of identities named anew");
+  }
+  return plan;
+}
+
 IdentityPlan PlanIdentityDelta(DeltaIndex* index, const ir::CompiledPolicy& previous,
                                const ir::CompiledPolicyDelta& delta) {
   IdentityPlan plan;
@@ -3323,6 +3365,28 @@ class NftBackend : public Backend {
           if (pods) ns.elements_stale = true;
           ++stats_.in_place;
           ++stats_.identity_in_place;
+          return absl::OkStatus();
+        }
+        refused = absl::StrCat("nft refused the edit: ", s.message());
+        ForgetInstalled(ns);
+      }
+    }
+    // A policy event that splits an identity (PlanSplitDelta): one transaction.
+    if (identities && !delta.tables().empty() && ns.installed.has_value() && ns.index.has_value() &&
+        !policy_off) {
+      nft::PodTablePlan plan = nft::PlanSplitDelta(&*ns.index, previous, delta);
+      absl::StrAppend(&refused, "; as a split: ", plan.fallback);
+      if (plan.fallback.empty()) {
+        absl::Status s = CommitPlanned(ns, plan.tables);
+        if (s.ok()) {
+          DeferCleanup(ns, plan.tables);
+          nft::ApplyIndexEdit(plan.tables_edit, &*ns.index);
+          nft::ApplyIndexEdit(plan.pods_edit, &*ns.index);
+          ns.installed_stale = true;
+          ns.elements_stale = true;
+          ++stats_.in_place;
+          ++stats_.policy_in_place;
+          ++stats_.split_in_place;
           return absl::OkStatus();
         }
         refused = absl::StrCat("nft refused the edit: ", s.message());

@@ -2326,6 +2326,68 @@ TEST(NftDeltaPlan, PodTableEditsReachTheIndexOfTheNextProgram) {
   EXPECT_GE(planned, 40);
 }
 
+// Policies that split an identity (a delta appending an identity for some pods and naming it
+// in a new rule), through UpdateDelta: PlanSplitDelta's one transaction when the split pod's
+// old identity is id_other (d/z, identity 6, which no peer set names), else the default path
+// (a/web-1 leaves identity 1, which peer sets name: both rule sets tell the two apart). Each
+// plan's index edits make the index of a fresh install (MakeDeltaIndex: the oracle), and the
+// namespace lists as a fresh Apply.
+TEST_F(NftKernelTest, SplittingPoliciesInPlaceEqualAFreshApply) {
+  ScratchNetns scratch(absl::StrCat("h69-split-", getpid()));
+  ASSERT_TRUE(scratch.ok);
+  const std::string& netns = scratch.name;
+  std::unique_ptr<Backend> incremental = MakeNftBackend();
+  std::unique_ptr<Backend> fresh = MakeNftBackend();
+  const Attachment there{{}, netns};
+  struct Case {
+    std::string pod;
+    bool in_place;
+  };
+  for (const Case& c : {Case{"d/z", true}, Case{"a/web-1", false}}) {
+    SCOPED_TRACE(c.pod);
+    const ir::CompiledPolicy from = PolicyBase();
+    ir::CompiledPolicy to = from;
+    const uint32_t id = MovePodToNewIdentity(to, c.pod);
+    const ir::PeerSet* set = AddPeerSet(to, {id});
+    AddRule(to.mutable_tables(1)->mutable_ingress(), ir::TCP, 7777, 7777, set->id());
+    ASSERT_TRUE(CheckIr(to).ok()) << CheckIr(to);
+    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(from, to);
+    ASSERT_TRUE(delta.has_value());
+    ASSERT_EQ(delta->identities_size(), 1);
+    ASSERT_FALSE(delta->tables().empty());
+    ir::CompiledPolicy applied = from;
+    ASSERT_TRUE(ApplyDelta(*delta, &applied).ok());
+    // The planner alone: the index as a fresh install of `applied` has it.
+    absl::StatusOr<DeltaIndex> index = MakeDeltaIndex(from, 1), truth = MakeDeltaIndex(applied, 1);
+    ASSERT_TRUE(index.ok() && truth.ok());
+    const std::string before = IndexText(*index);
+    const PodTablePlan plan = PlanSplitDelta(&*index, from, *delta);
+    ASSERT_EQ(IndexText(*index), before) << "planning changed the index";
+    EXPECT_EQ(plan.fallback.empty(), c.in_place) << plan.fallback;
+    if (plan.fallback.empty()) {
+      ApplyIndexEdit(plan.tables_edit, &*index);
+      ApplyIndexEdit(plan.pods_edit, &*index);
+      EXPECT_EQ(IndexText(*index), IndexText(*truth));
+    }
+    // The kernel.
+    ASSERT_TRUE(incremental->Apply(from, there).ok());
+    const DeltaStats stats_before = DeltaStatsOf(*incremental);
+    ASSERT_TRUE(incremental->UpdateDelta(from, *delta, there).ok());
+    const DeltaStats after = DeltaStatsOf(*incremental);
+    EXPECT_EQ(after.split_in_place - stats_before.split_in_place, c.in_place ? 1u : 0u)
+        << after.last_fallback;
+    EXPECT_EQ(after.update_in_place + after.update_switch + after.update_elements ==
+                  stats_before.update_in_place + stats_before.update_switch +
+                      stats_before.update_elements,
+              c.in_place);
+    ASSERT_TRUE(fresh->Apply(applied, {}).ok());
+    ASSERT_TRUE(SettleCleanups(*incremental).ok());
+    ASSERT_NO_FATAL_FAILURE(ExpectListsAsFresh(netns, c.in_place ? "split in place" : after.last_fallback));
+  }
+  ASSERT_TRUE(incremental->Remove(there).ok());
+  ASSERT_TRUE(fresh->Remove({}).ok());
+}
+
 // ---- Relabels: identities appended, reused, retired (PlanIdentityDelta) ------------------
 // ChurnIr's program where a pod may be of an identity past ChurnIr's eleven: a class of its
 // own, as a relabel into a label set no address had makes one (np/lower_delta.h). Those
