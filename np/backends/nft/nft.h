@@ -117,7 +117,8 @@
 //   nft->Update(ir, next_ir, where);         // element edits when safe (PlanElementUpdate),
 //                                            // else a policy event in place (PlanInPlaceUpdate)
 //   nft->UpdateDelta(ir, delta, where);      // the same edits from the delta (PlanDeltaUpdate;
-//                                            // a policy event's: PlanPolicyDelta; a pod
+//                                            // a policy event's: PlanPolicyDelta, one
+//                                            // splitting an identity: PlanSplitDelta; a pod
 //                                            // event's with tables: PlanPodTableDelta)
 //
 // Thread safety: Render and Explain are pure; Apply, Update and Remove may be called from one
@@ -551,6 +552,23 @@ struct IdentityPlan {
 };
 IdentityPlan PlanIdentityDelta(DeltaIndex* index, const ir::CompiledPolicy& previous,
                                const ir::CompiledPolicyDelta& delta);
+// Not in place (the generation switch): a pod of this node moving into another existing class
+// (bench MoveLocal), i.e. its address A moving between two named identities X -> Y while its
+// endpoint moves between two tables whose chains exist, Tx -> Ty. Each of the two mixes,
+// (Tx side, Y identity) and (Ty side, X identity), can give a verdict neither program gives
+// (A -> B where B admits Y but not X, Tx allows it and Ty denies: old denies at B, new at A's
+// egress, the mix Tx + Y allows). The forward chain reads A's egress dispatch before A's
+// identity and A's identity (as destination) before A's ingress dispatch, so one commit lets
+// a packet from A read (old dispatch, new identity) and one to A (old identity, new dispatch);
+// two commits leave one mix as the state between. PlanPodTableDelta's devices do not help: a
+// chain created in the commit is empty to an old packet, which reads as "allow" for a side
+// (A's old side is Tx) and "miss" for an identity (A's old one is X). A safe form exists:
+// indirection chains E (`jump` Tx's) and P (mark X) created in one commit and A's elements
+// pointed at them in the next (same answers), an RCU grace period, then one commit that
+// rewrites E to Ty and P to Y (an old packet runs both chains' old blobs, a new one both new
+// ones: a rewritten chain keeps its old rules for the old generation bit), the indirection
+// retired later; but its grace period is on the event's path (~7 ms), unless every local
+// endpoint kept such chains in the program (a Build change for every install). Left for now.
 // A policy event that splits an identity (np/lower_delta.h LowerPolicyChange: a policy whose
 // peer tells some pods of an identity from the others appends an identity N for them, their
 // addresses move to it, and tables and peer sets change to name it). Why not Update: that
