@@ -2578,7 +2578,11 @@ std::string OneCommitComing(const DeltaIndex& index, PodTablePlan* plan) {
 // holds that form, else why not.
 std::string OneCommitLeaving(PodTablePlan* plan) {
   const InPlacePlan& tables = plan->tables;
-  if (!tables.sets_first_text.empty()) return "the table part declares peer sets";
+  // Deferred, it must change no verdict once the chains are empty: it may only delete.
+  if (!tables.sets_first_text.empty() || !tables.batch.chains.empty() ||
+      !tables.batch.sets.empty() || !tables.batch.last_element_adds.empty()) {
+    return "the table part writes rules, sets or elements";
+  }
   std::string why;
   std::optional<std::vector<SetElementEdit>> edits = PodPartEdits(plan->pods, &why);
   if (!edits.has_value()) return why;

@@ -465,7 +465,8 @@ InPlacePlan PlanPolicyDelta(const DeltaIndex& index, const ir::CompiledPolicy& p
 //    past a grace period, as cleanups are: they change no verdict.
 // Refused into the two-commit form: a table part that also edits identity elements (an
 // identity named anew) or retires one on the way in, an old identity element other than
-// id_other, a miss drop, new peer sets on the way out.
+// id_other, a miss drop; on the way out, a table part that writes anything (rules, sets,
+// elements: deferred, it may only delete).
 // The two-commit form (the order PlanDeltaUpdate's two-commit plans follow), an RCU grace
 // period between:
 //  - an endpoint comes: the table part first — its table's chains, peer sets and the identity
