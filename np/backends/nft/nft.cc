@@ -2442,7 +2442,7 @@ std::string ElementEditText(const SetElementEdit& edit) {
                       " { ", absl::StrJoin(parts, ", "), " }\n");
 }
 
-// `batch`'s chains (and their rules) as `nft -f` text without the table's preamble.
+// `chains` (and their rules) as `nft -f` text without the table's preamble.
 std::string ChainsText(const std::vector<Chain>& chains) {
   if (chains.empty()) return "";
   Program beside;
@@ -2524,10 +2524,9 @@ std::string OneCommitComing(const DeltaIndex& index, PodTablePlan* plan) {
       }
       const std::string alias = absl::StrCat("idp_", id, suffix);
       if (std::none_of(aliases.begin(), aliases.end(), [&](const Chain& c) { return c.name == alias; })) {
-        Chain c;
+        Chain c = IdentityChainDecl(ir::Identity(), id);  // id_<id>'s rule under another name
         c.name = alias;
         c.comment = absl::StrCat("identity ", id, " until the next grace period (nft.h)");
-        c.rules.push_back(absl::StrFormat("meta mark set meta mark and 0x0000ffff or 0x%08x", id << 16));
         aliases.push_back(std::move(c));
       }
       // x split around the changed address, which takes the alias; x itself comes later.
