@@ -2429,6 +2429,191 @@ InPlacePlan PlanPolicyDelta(const DeltaIndex& index, const ir::CompiledPolicy& p
   return PlanTables(index, previous, delta, /*pods=*/false, /*applied=*/nullptr, edit);
 }
 
+namespace {
+
+// `edit` as an `nft -f` line (the form PlanPodEdits writes).
+std::string ElementEditText(const SetElementEdit& edit) {
+  std::vector<std::string> parts;
+  for (const SetElementEdit::Element& x : edit.elements) {
+    parts.push_back(x.jump.empty() ? RangeText(x.first, x.last)
+                                   : absl::StrCat(RangeText(x.first, x.last), " : jump ", x.jump));
+  }
+  return absl::StrCat(edit.add ? "add" : "delete", " element inet ", kTableName, " ", edit.set,
+                      " { ", absl::StrJoin(parts, ", "), " }\n");
+}
+
+// `chains` (and their rules) as `nft -f` text without the table's preamble.
+std::string ChainsText(const std::vector<Chain>& chains) {
+  if (chains.empty()) return "";
+  Program beside;
+  beside.chains = chains;
+  std::string text = Text(beside);
+  text.erase(0, text.find(absl::StrCat("table inet ", kTableName, " {\n")));
+  return text;
+}
+
+// The pod part's one transaction, parsed; `why` when it is not one transaction of element edits.
+std::optional<std::vector<SetElementEdit>> PodPartEdits(const ElementPlan& pods, std::string* why) {
+  if (pods.transactions.size() > 1 || pods.grace_period) {
+    *why = "the pod part is two commits";
+    return std::nullopt;
+  }
+  if (pods.transactions.empty()) return std::vector<SetElementEdit>();
+  absl::StatusOr<std::vector<SetElementEdit>> edits = ParseElementTransaction(pods.transactions[0]);
+  if (!edits.ok()) {
+    *why = std::string(edits.status().message());
+    return std::nullopt;
+  }
+  return *std::move(edits);
+}
+
+// An endpoint comes in one commit (nft.h PlanPodTableDelta): the table part's transaction with
+// the pod part's identity edits, each changed address pointed at an alias chain created in
+// the same commit; the aliases retired later. Empty when `plan` now holds that form, else why
+// not. `index`: what is installed (the table part must leave its identity maps alone).
+std::string OneCommitComing(const DeltaIndex& index, PodTablePlan* plan) {
+  for (int f = 0; f < 2; ++f) {
+    if (!plan->tables_edit.identity_erase[f].empty() || !plan->tables_edit.identity_insert[f].empty()) {
+      return "the table part edits identity elements too (an identity named anew)";
+    }
+  }
+  if (!plan->tables.cleanup_text.empty()) return "the table part retires an identity";
+  std::string why;
+  std::optional<std::vector<SetElementEdit>> edits = PodPartEdits(plan->pods, &why);
+  if (!edits.has_value()) return why;
+  const std::string suffix = absl::StrCat("_g", index.generation);
+  InPlacePlan commit = plan->tables;
+  std::vector<Chain> aliases;
+  std::vector<SetElementEdit> later_deletes, later_adds;
+  std::string pods_text;
+  for (SetElementEdit& e : *edits) {
+    if (!e.interval) return absl::StrCat("the pod part edits ", e.set);
+    if (!e.add) {
+      commit.batch.first_element_deletes.push_back(e);
+      absl::StrAppend(&pods_text, ElementEditText(e));
+      continue;
+    }
+    SetElementEdit aliased{e.set, true, true, {}};
+    SetElementEdit undo{e.set, false, true, {}};
+    for (const SetElementEdit::Element& x : e.elements) {
+      const int f = x.first.size() == 4 ? 0 : 1;
+      const std::map<std::string, DeltaIndex::Piece>& pieces = index.identity[f];
+      auto it = pieces.upper_bound(x.first);
+      if (it == pieces.begin()) return "the remembered identity map does not cover the edit";
+      --it;
+      // The addresses of x whose answer changes: one at most (PlanPodEdits), from id_other.
+      std::optional<std::string> changed;
+      for (; it != pieces.end() && it->first <= x.last; ++it) {
+        if (absl::StrCat(it->second.target, suffix) == x.jump) continue;
+        const std::string lo = std::max(it->first, x.first), hi = std::min(it->second.last, x.last);
+        if (lo != hi || changed.has_value()) return "more than one address changes identity";
+        if (it->second.target != "id_other") {
+          return absl::StrCat(AddressText(lo), " was ", it->second.target, ", not id_other");
+        }
+        if (index.miss_drops > 0) return "a tier chain drops a lookup miss";
+        changed = lo;
+      }
+      if (!changed.has_value()) {
+        aliased.elements.push_back(x);
+        continue;
+      }
+      absl::string_view base = BaseName(x.jump);
+      uint32_t id = 0;
+      if (!absl::ConsumePrefix(&base, "id_") || !absl::SimpleAtoi(base, &id) || id >= kMaxIdentities) {
+        return absl::StrCat("the pod part's target ", x.jump, " is no identity chain");
+      }
+      const std::string alias = absl::StrCat("idp_", id, suffix);
+      if (std::none_of(aliases.begin(), aliases.end(), [&](const Chain& c) { return c.name == alias; })) {
+        Chain c = IdentityChainDecl(ir::Identity(), id);  // id_<id>'s rule under another name
+        c.name = alias;
+        c.comment = absl::StrCat("identity ", id, " until the next grace period (nft.h)");
+        aliases.push_back(std::move(c));
+      }
+      // x split around the changed address, which takes the alias; x itself comes later.
+      std::vector<SetElementEdit::Element> split;
+      if (x.first < *changed) split.push_back({x.first, Predecessor(*changed), x.jump});
+      split.push_back({*changed, *changed, alias});
+      if (*changed < x.last) split.push_back({Successor(*changed), x.last, x.jump});
+      for (const SetElementEdit::Element& y : split) {
+        aliased.elements.push_back(y);
+        undo.elements.push_back({y.first, y.last, ""});
+      }
+      later_adds.push_back({e.set, true, true, {x}});
+    }
+    if (!undo.elements.empty()) later_deletes.push_back(std::move(undo));
+    absl::StrAppend(&pods_text, ElementEditText(aliased));
+    commit.batch.last_element_adds.push_back(std::move(aliased));
+  }
+  for (const Chain& c : aliases) {
+    WholeChain w;
+    w.name = c.name;
+    w.comment = c.comment;
+    w.rules = c.rules;
+    commit.batch.chains.push_back(std::move(w));
+  }
+  absl::StrAppend(&commit.text, ChainsText(aliases), pods_text);
+  InPlacePlan retire;
+  for (const Chain& c : aliases) {
+    retire.batch.first_flush.push_back(c.name);
+    retire.batch.first_delete_chains.push_back(c.name);
+    absl::StrAppend(&retire.text, "flush chain inet ", kTableName, " ", c.name, "\n");
+  }
+  retire.batch.first_element_deletes = later_deletes;
+  retire.batch.last_element_adds = later_adds;
+  for (const SetElementEdit& e : later_deletes) absl::StrAppend(&retire.text, ElementEditText(e));
+  for (const Chain& c : aliases) {
+    absl::StrAppend(&retire.text, "delete chain inet ", kTableName, " ", c.name, "\n");
+  }
+  for (const SetElementEdit& e : later_adds) absl::StrAppend(&retire.text, ElementEditText(e));
+  plan->commit = std::move(commit);
+  plan->later.clear();
+  if (!aliases.empty()) plan->later.push_back(std::move(retire));
+  plan->one_commit = true;
+  return "";
+}
+
+// An endpoint goes in one commit (nft.h PlanPodTableDelta): the pod part with a flush of the
+// chains the table part deletes; the table part and its cleanup later. Empty when `plan` now
+// holds that form, else why not.
+std::string OneCommitLeaving(PodTablePlan* plan) {
+  const InPlacePlan& tables = plan->tables;
+  // Deferred, it must change no verdict once the chains are empty: it may only delete.
+  if (!tables.sets_first_text.empty() || !tables.batch.chains.empty() ||
+      !tables.batch.sets.empty() || !tables.batch.last_element_adds.empty()) {
+    return "the table part writes rules, sets or elements";
+  }
+  std::string why;
+  std::optional<std::vector<SetElementEdit>> edits = PodPartEdits(plan->pods, &why);
+  if (!edits.has_value()) return why;
+  InPlacePlan commit;
+  commit.batch.first_flush = tables.batch.first_delete_chains;
+  for (const std::string& name : commit.batch.first_flush) {
+    absl::StrAppend(&commit.text, "flush chain inet ", kTableName, " ", name, "\n");
+  }
+  for (SetElementEdit& e : *edits) {
+    absl::StrAppend(&commit.text, ElementEditText(e));
+    (e.add ? commit.batch.last_element_adds : commit.batch.first_element_deletes).push_back(std::move(e));
+  }
+  plan->later.clear();
+  if (!tables.text.empty()) {
+    InPlacePlan t;
+    t.batch = tables.batch;
+    t.text = tables.text;
+    plan->later.push_back(std::move(t));
+  }
+  if (!tables.cleanup_text.empty()) {
+    InPlacePlan c;
+    c.batch = tables.cleanup;
+    c.text = tables.cleanup_text;
+    plan->later.push_back(std::move(c));
+  }
+  plan->commit = std::move(commit);
+  plan->one_commit = true;
+  return "";
+}
+
+}  // namespace
+
 PodTablePlan PlanPodTableDelta(DeltaIndex* index, const ir::CompiledPolicy& previous,
                                const ir::CompiledPolicyDelta& delta) {
   PodTablePlan plan;
@@ -2470,6 +2655,53 @@ PodTablePlan PlanPodTableDelta(DeltaIndex* index, const ir::CompiledPolicy& prev
   ApplyIndexEdit(undo, index);
   if (!plan.tables.fallback.empty()) return refuse(plan.tables.fallback);
   if (!plan.pods.fallback.empty()) return refuse(plan.pods.fallback);
+  if (getenv("NP_NFT_POD_TABLE_TWO_COMMITS") != nullptr) {
+    plan.two_commits = "NP_NFT_POD_TABLE_TWO_COMMITS";
+  } else {
+    plan.two_commits = plan.tables_first ? OneCommitComing(*index, &plan) : OneCommitLeaving(&plan);
+  }
+  return plan;
+}
+
+PodTablePlan PlanSplitDelta(DeltaIndex* index, const ir::CompiledPolicy& previous,
+                            const ir::CompiledPolicyDelta& delta) {
+  PodTablePlan plan;
+  auto refuse = [&](std::string why) {
+    plan = PodTablePlan();
+    plan.fallback = std::move(why);
+    return plan;
+  };
+  if (delta.tables().empty() && delta.peer_sets().empty()) return refuse("no policy part");
+  for (const ir::EndpointSliceEdit& x : delta.endpoints()) {
+    if (x.end() - x.begin() != static_cast<uint32_t>(x.endpoints_size())) {
+      return refuse("endpoints come or go");
+    }
+  }
+  if (previous.identities_size() + static_cast<uint64_t>(delta.identities_size()) > kMaxIdentities) {
+    return refuse("past the identity limit");
+  }
+  ir::CompiledPolicyDelta tables, pods;
+  *tables.mutable_peer_sets() = delta.peer_sets();
+  *tables.mutable_tables() = delta.tables();
+  *tables.mutable_endpoints() = delta.endpoints();
+  *pods.mutable_ipv4() = delta.ipv4();
+  *pods.mutable_ipv6() = delta.ipv6();
+  *pods.mutable_identity_pods() = delta.identity_pods();
+  *pods.mutable_identities() = delta.identities();
+  // The table part read with the addresses already moved: an identity named anew gets its
+  // addresses' elements (id_other -> its new chain) in the same transaction.
+  plan.tables = PlanTables(*index, previous, tables, false, &pods, &plan.tables_edit,
+                           Overlay{&delta, nullptr});
+  if (!plan.tables.fallback.empty()) return refuse(plan.tables.fallback);
+  // What the pod part still changes once the table part is in: nothing, or it is not a split.
+  DeltaIndexEdit undo;
+  ApplyIndexEdit(plan.tables_edit, index, &undo);
+  plan.pods = PlanPodEdits(*index, previous, pods, index->selected.size(), &plan.pods_edit);
+  ApplyIndexEdit(undo, index);
+  if (!plan.pods.fallback.empty()) return refuse(plan.pods.fallback);
+  if (!plan.pods.transactions.empty()) {
+    return refuse("addresses change identity beyond those of identities named anew");
+  }
   return plan;
 }
 
@@ -3127,7 +3359,7 @@ class NftBackend : public Backend {
         if (s.ok() && pods) s = CommitElementPlan(ns, plan.pods);
         if (s.ok()) {
           // The losses wait for a grace period after the addresses moved (nft.h).
-          DeferCommits(ns, plan.losses);
+          DeferCommits(ns, {plan.losses});
           for (const nft::DeltaIndexEdit* edit : {&plan.gains_edit, &plan.pods_edit, &plan.losses_edit}) {
             nft::ApplyIndexEdit(*edit, &*ns.index);
           }
@@ -3136,6 +3368,28 @@ class NftBackend : public Backend {
           if (pods) ns.elements_stale = true;
           ++stats_.in_place;
           ++stats_.identity_in_place;
+          return absl::OkStatus();
+        }
+        refused = absl::StrCat("nft refused the edit: ", s.message());
+        ForgetInstalled(ns);
+      }
+    }
+    // A policy event that splits an identity (PlanSplitDelta): one transaction.
+    if (identities && !delta.tables().empty() && ns.installed.has_value() && ns.index.has_value() &&
+        !policy_off) {
+      nft::PodTablePlan plan = nft::PlanSplitDelta(&*ns.index, previous, delta);
+      absl::StrAppend(&refused, "; as a split: ", plan.fallback);
+      if (plan.fallback.empty()) {
+        absl::Status s = CommitPlanned(ns, plan.tables);
+        if (s.ok()) {
+          DeferCleanup(ns, plan.tables);
+          nft::ApplyIndexEdit(plan.tables_edit, &*ns.index);
+          nft::ApplyIndexEdit(plan.pods_edit, &*ns.index);
+          ns.installed_stale = true;
+          ns.elements_stale = true;
+          ++stats_.in_place;
+          ++stats_.policy_in_place;
+          ++stats_.split_in_place;
           return absl::OkStatus();
         }
         refused = absl::StrCat("nft refused the edit: ", s.message());
@@ -3155,10 +3409,12 @@ class NftBackend : public Backend {
       nft::PodTablePlan plan = nft::PlanPodTableDelta(&*ns.index, previous, delta);
       stats_.last_fallback = plan.fallback;
       if (plan.fallback.empty()) {
-        // The two parts in their order (nft.h), a grace period between two commits.
+        // One commit, the rest deferred past a grace period; else the two parts in their
+        // order, a grace period between (nft.h).
         absl::Status s = absl::OkStatus();
         bool committed = false;
-        for (int step = 0; step < 2 && s.ok(); ++step) {
+        if (plan.one_commit) s = CommitPlanned(ns, plan.commit);
+        for (int step = 0; step < 2 && s.ok() && !plan.one_commit; ++step) {
           const bool tables = (step == 0) == plan.tables_first;
           const bool empty = tables ? plan.tables.text.empty() && plan.tables.sets_first_text.empty()
                                     : plan.pods.transactions.empty();
@@ -3169,7 +3425,13 @@ class NftBackend : public Backend {
           committed = true;
         }
         if (s.ok()) {
-          DeferCleanup(ns, plan.tables);
+          stats_.last_two_commits = plan.two_commits;
+          if (plan.one_commit) {
+            DeferCommits(ns, plan.later);
+            ++stats_.pod_table_one_commit;
+          } else {
+            DeferCleanup(ns, plan.tables);
+          }
           for (int step = 0; step < 2; ++step) {
             const bool tables = (step == 0) == plan.tables_first;
             nft::ApplyIndexEdit(tables ? plan.tables_edit : plan.pods_edit, &*ns.index);
@@ -3319,10 +3581,8 @@ class NftBackend : public Backend {
   // plan naming it again creates it, after the retirement deleted it). Remove drops it
   // (the table goes), Apply and Update finish it first.
   struct PendingCleanup {
-    nft::WholeBatch sets_first;  // committed first when it has text (new peer sets: nft.h)
-    std::string sets_first_text;
-    nft::WholeBatch batch;
-    std::string text;
+    // In order, each one transaction (a batch, and its text for libnftables).
+    std::vector<std::pair<nft::WholeBatch, std::string>> commits;
     absl::Time since;
     absl::Status grace;     // written by `waiter` before it ends
     std::thread waiter;
@@ -3530,20 +3790,19 @@ class NftBackend : public Backend {
   void DeferCleanup(Namespace& ns, const nft::InPlacePlan& plan) {
     if (plan.cleanup_text.empty()) return;
     auto pending = std::make_unique<PendingCleanup>();
-    pending->batch = plan.cleanup;
-    pending->text = plan.cleanup_text;
+    pending->commits.push_back({plan.cleanup, plan.cleanup_text});
     Defer(ns, std::move(pending));
   }
   // Leaves `plan`'s commits (its new sets, then its transaction; no cleanup of its own) to the
   // next call, after a grace period: PlanIdentityDelta's losses.
-  void DeferCommits(Namespace& ns, const nft::InPlacePlan& plan) {
-    if (plan.text.empty() && plan.sets_first_text.empty()) return;
+  // PlanPodTableDelta's one-commit form defers its `later` (each plan's batch) the same way.
+  void DeferCommits(Namespace& ns, const std::vector<nft::InPlacePlan>& plans) {
     auto pending = std::make_unique<PendingCleanup>();
-    pending->sets_first = plan.sets_first;
-    pending->sets_first_text = plan.sets_first_text;
-    pending->batch = plan.batch;
-    pending->text = plan.text;
-    Defer(ns, std::move(pending));
+    for (const nft::InPlacePlan& plan : plans) {
+      if (!plan.sets_first_text.empty()) pending->commits.push_back({plan.sets_first, plan.sets_first_text});
+      if (!plan.text.empty()) pending->commits.push_back({plan.batch, plan.text});
+    }
+    if (!pending->commits.empty()) Defer(ns, std::move(pending));
   }
   void Defer(Namespace& ns, std::unique_ptr<PendingCleanup> pending) {
     pending->since = absl::Now();
@@ -3562,10 +3821,9 @@ class NftBackend : public Backend {
     pending->waiter.join();
     stats_.cleanup_wait_ns += static_cast<uint64_t>(absl::ToInt64Nanoseconds(absl::Now() - start));
     absl::Status s = pending->grace;
-    if (s.ok() && !pending->sets_first_text.empty()) {
-      s = CommitInPlace(ns, pending->sets_first, pending->sets_first_text);
+    for (size_t i = 0; i < pending->commits.size() && s.ok(); ++i) {
+      s = CommitInPlace(ns, pending->commits[i].first, pending->commits[i].second);
     }
-    if (s.ok() && !pending->text.empty()) s = CommitInPlace(ns, pending->batch, pending->text);
     if (s.ok()) {
       ++stats_.cleanups_committed;
       return;

@@ -117,7 +117,8 @@
 //   nft->Update(ir, next_ir, where);         // element edits when safe (PlanElementUpdate),
 //                                            // else a policy event in place (PlanInPlaceUpdate)
 //   nft->UpdateDelta(ir, delta, where);      // the same edits from the delta (PlanDeltaUpdate;
-//                                            // a policy event's: PlanPolicyDelta; a pod
+//                                            // a policy event's: PlanPolicyDelta, one
+//                                            // splitting an identity: PlanSplitDelta; a pod
 //                                            // event's with tables: PlanPodTableDelta)
 //
 // Thread safety: Render and Explain are pure; Apply, Update and Remove may be called from one
@@ -424,8 +425,50 @@ InPlacePlan PlanPolicyDelta(const DeltaIndex& index, const ir::CompiledPolicy& p
 // class on the node, or a table's last endpoint leaving): address ranges and identities' pods
 // (the pod part, PlanDeltaUpdate's element edits) with tables, peer sets and endpoints coming
 // or going (the table part, PlanPolicyDelta's transaction, where an endpoint may also come
-// with the chains it jumps to or go with them). Two commits with an RCU grace period between,
-// in the order PlanDeltaUpdate's two-commit plans follow:
+// with the chains it jumps to or go with them). One address A (per family) changes: its
+// dispatch entries (A's own side: its egress by source, its ingress by destination) and its
+// identity element (the other side's view of A). The two must not be seen in the mix the
+// forward chain's order makes dangerous: it reads A's egress dispatch BEFORE A's identity
+// (a packet from A), and A's identity (as destination) BEFORE A's ingress dispatch (a packet
+// to A). For an endpoint coming, the bad mix is A's old side (no entry: allow) with A's new
+// identity N under rules that know N: a flow that A's new egress denies and B's ingress
+// allows for N but not for A's old identity is denied by both programs and passed by the mix.
+// For an endpoint going, it is A's old identity with A's new side (no entry).
+// The one-commit form (the default; NP_NFT_POD_TABLE_TWO_COMMITS=1 turns it off):
+//  - an endpoint comes: one transaction holds the table part (its chains, created in it, and
+//    A's dispatch entries to them; its new peer sets a commit ahead, as always) and the pod
+//    part, with A's identity element pointed not at id_N but at an alias chain idp_N created
+//    in the same transaction (same rule: mark N). A packet that began before the commit
+//    ("old") runs old rules, and the kernel gives a chain created in a commit one empty rule
+//    blob for both generation bits, filling only the new one (nf_tables_addchain,
+//    nf_tables_commit_chain): so an old packet that reads the new elements meets A's table
+//    chains empty (this side allows, as A's old "no entry" did) and idp_N empty (the mark
+//    stays "miss"). Old rules treat "miss" as they treat id_other — neither is in any peer
+//    set or inline run — so the form is taken only when A's old identity element is id_other
+//    and no tier chain drops a miss (`meta mark 0xffff0000-0xffffffff drop`); then an old
+//    packet gets exactly the old verdict whatever it reads, and a packet that began after
+//    the commit reads only new elements and new rules: the new verdict. The aliases are
+//    retired past a grace period, with the cleanups (the next call: A's element retargeted
+//    idp_N -> id_N, both marking N, and idp_N deleted);
+//  - an endpoint goes: one transaction holds the pod part (A's identity elements) and a
+//    flush of every chain the table part deletes (A's table chains, their stage chains, an
+//    identity chain only A's old element reached). A's dispatch entries stay. An old packet
+//    runs those chains' old rules (a flushed chain keeps its old blob for the old bit) with
+//    every other chain unchanged (the table part of a leaving endpoint only deletes:
+//    PlanInPlaceUpdate), so A's side is the old one whatever A's identity reads: a packet
+//    to A gets C's egress for A's old or new identity with A's old ingress, one from A A's
+//    old egress with B's ingress for either identity — both programs' common verdicts (a
+//    flow both deny is denied by A's old side or by the other side for the new identity,
+//    which the new program's "no entry" for A leaves alone). A packet that began after the
+//    commit meets A's chains empty: "no entry", the new program's answer. The table part
+//    (dispatch entries, the emptied chains, their peer sets) and its cleanup are deferred
+//    past a grace period, as cleanups are: they change no verdict.
+// Refused into the two-commit form: a table part that also edits identity elements (an
+// identity named anew) or retires one on the way in, an old identity element other than
+// id_other, a miss drop; on the way out, a table part that writes anything (rules, sets,
+// elements: deferred, it may only delete).
+// The two-commit form (the order PlanDeltaUpdate's two-commit plans follow), an RCU grace
+// period between:
 //  - an endpoint comes: the table part first — its table's chains, peer sets and the identity
 //    chains they name anew, created unreachable, and the endpoint's dispatch entries to them
 //    (new chains: an old packet meets them empty and allows, as the old program did: nft.h
@@ -442,8 +485,8 @@ InPlacePlan PlanPolicyDelta(const DeltaIndex& index, const ir::CompiledPolicy& p
 // identities, endpoints coming and going together, more than one address of a family
 // changing (the pod part's rules), an endpoint coming to a table whose chains exist (a dispatch
 // entry to an existing chain). `index` is left as it was: the caller applies both parts'
-// edits in commit order once the kernel took both. Cost: both planners' (the delta
-// and the touched objects), plus copies of the delta's parts.
+// edits in commit order once the kernel took the event's commits. Cost: both planners' (the
+// delta and the touched objects), plus copies of the delta's parts.
 struct PodTablePlan {
   bool tables_first = true;   // an endpoint comes (else goes: the pod part first)
   InPlacePlan tables;         // the table part (and its cleanup, deferred as a policy delta's)
@@ -451,6 +494,13 @@ struct PodTablePlan {
   ElementPlan pods;           // the pod part (identity edits only: no endpoint is in it)
   DeltaIndexEdit pods_edit;
   std::string fallback;
+  // The one-commit form, when `one_commit`: `commit` (its sets_first, then its transaction)
+  // is the event's; `later` the commits (batch and text each) deferred past a grace period,
+  // in order. `two_commits`: why not, when not.
+  bool one_commit = false;
+  InPlacePlan commit;
+  std::vector<InPlacePlan> later;
+  std::string two_commits;
 };
 PodTablePlan PlanPodTableDelta(DeltaIndex* index, const ir::CompiledPolicy& previous,
                                const ir::CompiledPolicyDelta& delta);
@@ -503,6 +553,39 @@ struct IdentityPlan {
 };
 IdentityPlan PlanIdentityDelta(DeltaIndex* index, const ir::CompiledPolicy& previous,
                                const ir::CompiledPolicyDelta& delta);
+// Not in place (the generation switch): a pod of this node moving into another existing class
+// (bench MoveLocal), i.e. its address A moving between two named identities X -> Y while its
+// endpoint moves between two tables whose chains exist, Tx -> Ty. Each of the two mixes,
+// (Tx side, Y identity) and (Ty side, X identity), can give a verdict neither program gives
+// (A -> B where B admits Y but not X, Tx allows it and Ty denies: old denies at B, new at A's
+// egress, the mix Tx + Y allows). The forward chain reads A's egress dispatch before A's
+// identity and A's identity (as destination) before A's ingress dispatch, so one commit lets
+// a packet from A read (old dispatch, new identity) and one to A (old identity, new dispatch);
+// two commits leave one mix as the state between. PlanPodTableDelta's devices do not help: a
+// chain created in the commit is empty to an old packet, which reads as "allow" for a side
+// (A's old side is Tx) and "miss" for an identity (A's old one is X). A safe form exists:
+// indirection chains E (`jump` Tx's) and P (mark X) created in one commit and A's elements
+// pointed at them in the next (same answers), an RCU grace period, then one commit that
+// rewrites E to Ty and P to Y (an old packet runs both chains' old blobs, a new one both new
+// ones: a rewritten chain keeps its old rules for the old generation bit), the indirection
+// retired later; but its grace period is on the event's path (~7 ms), unless every local
+// endpoint kept such chains in the program (a Build change for every install). Left for now.
+// A policy event that splits an identity (np/lower_delta.h LowerPolicyChange: a policy whose
+// peer tells some pods of an identity from the others appends an identity N for them, their
+// addresses move to it, and tables and peer sets change to name it). Why not Update: that
+// builds and diffs whole programs (13 ms at 110 pods, 35 ms at 1,000) to find the same
+// transaction. Here the table part is planned from the delta as PlanPolicyDelta plans it,
+// with the addresses read as the delta leaves them: N, named anew, gets its addresses'
+// elements (id_other -> id_N, a chain this transaction creates) in that transaction, which
+// PlanInPlaceUpdate's rules find safe (nft.h above: an old packet meets id_N empty, "miss",
+// which old rules read as id_other; no tier chain may drop a miss). Refused (`fallback`):
+// any address whose identity element changes otherwise (the pod part, planned after the table
+// part, must have nothing left to do: an address moving between two named identities is a
+// change both rule sets tell apart), endpoints coming or going, and whatever the table part
+// refuses. One commit (`tables`: its new peer sets a commit ahead, its cleanup deferred);
+// `index` is left as it was: the caller applies tables_edit then pods_edit.
+PodTablePlan PlanSplitDelta(DeltaIndex* index, const ir::CompiledPolicy& previous,
+                            const ir::CompiledPolicyDelta& delta);
 // `undo` (optional): set to the edit that puts `index` back as it was (for plans made on an
 // index as an earlier edit leaves it, before the kernel took that edit).
 void ApplyIndexEdit(const DeltaIndexEdit& edit, DeltaIndex* index, DeltaIndexEdit* undo = nullptr);
@@ -523,6 +606,9 @@ struct DeltaStats {
   uint64_t in_place = 0;
   uint64_t policy_in_place = 0;  // of in_place: policy deltas (PlanPolicyDelta)
   uint64_t pod_table_in_place = 0;  // of in_place: pod deltas with tables (PlanPodTableDelta)
+  uint64_t pod_table_one_commit = 0;  // of pod_table_in_place: in one commit (no wait)
+  std::string last_two_commits;       // why the last one in place was not (PodTablePlan)
+  uint64_t split_in_place = 0;  // of policy_in_place: policies splitting an identity (PlanSplitDelta)
   uint64_t identity_in_place = 0;  // of in_place: pod deltas with peer sets or appended
                                    // identities (PlanIdentityDelta)
   // Identity retirements (an in-place plan's cleanup) deferred past the call that planned

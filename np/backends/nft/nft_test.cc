@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cctype>
 #include <cstdlib>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <optional>
@@ -2128,68 +2129,123 @@ TEST_F(NftKernelTest, PodDeltasWithTablesInPlaceEqualAFreshApply) {
   ASSERT_TRUE(fresh->Remove({}).ok());
 }
 
-// Seeded random sequences of pod events on PodTableIr programs (NP_NFT_POD_TABLE_SEED replays
-// one): local pods of five classes (tables 0 and 1 are always there; 2-4 come with their
-// first pod and go with their last), remote pods, deletes, and batches of two. After each
-// delta the namespace lists as a fresh Apply of ApplyDelta(previous, delta), and each one
-// that brings or retires a table with one pod went in place; every fifth step is an Update of
-// whole programs, which must start from what the deltas left.
-TEST_F(NftKernelTest, RandomPodDeltasWithTablesEqualAFreshApply) {
-  ScratchNetns scratch(absl::StrCat("h56-rptab-", getpid()));
+// The frame of the seeded random kernel sequences below: `runs` runs of `steps` steps on a
+// scratch namespace, each run from a fresh Apply of start(); a step takes `event` (which
+// changes the caller's state and says what it did) and the state's program(); every fifth
+// step is an Update of whole programs, which must start from what the deltas left (the
+// namespace then lists as a fresh Apply), the others go to `delta` (an UpdateDelta, checked
+// by the caller). `seed_env` replays a sequence (the seed is printed on failure).
+struct RandomKernelSequence {
+  std::string netns;
+  const char* seed_env;
+  int runs = 0, steps = 0;
+  std::function<ir::CompiledPolicy()> start;  // a run's first program (the state reset)
+  std::function<std::string(std::mt19937_64&)> event;
+  std::function<ir::CompiledPolicy()> program;
+  std::function<void(Backend& incremental, Backend& fresh, const std::string& netns,
+                     const ir::CompiledPolicy& from, const ir::CompiledPolicy& to)>
+      delta;
+};
+void RunRandomKernelSequence(const RandomKernelSequence& r) {
+  ScratchNetns scratch(absl::StrCat(r.netns, getpid()));
   ASSERT_TRUE(scratch.ok);
   const std::string& netns = scratch.name;
-  const uint64_t seed = SeedFromEnv("NP_NFT_POD_TABLE_SEED", 20261201);
-  SCOPED_TRACE(absl::StrCat("NP_NFT_POD_TABLE_SEED=", seed));
+  const uint64_t seed = SeedFromEnv(r.seed_env, 20261201);
+  SCOPED_TRACE(absl::StrCat(r.seed_env, "=", seed));
   std::mt19937_64 rng(seed);
   std::unique_ptr<Backend> incremental = MakeNftBackend();
   std::unique_ptr<Backend> fresh = MakeNftBackend();
-  int with_tables = 0, in_place = 0, single = 0, name = 0;
-  std::map<std::string, int> fallbacks;
-  for (int run = 0; run < 6; ++run) {
-    std::vector<ChurnPod> pods = ChurnBase();
-    uint32_t slots = 0;
-    ir::CompiledPolicy current = PodTableIr(pods, slots);
+  for (int run = 0; run < r.runs; ++run) {
+    ir::CompiledPolicy current = r.start();
     ASSERT_TRUE(incremental->Apply(current, {{}, netns}).ok());
-    for (int step = 0; step < 20; ++step) {
-      std::string what;
-      const int events = rng() % 4 == 0 ? 2 : 1;
-      for (int e = 0; e < events; ++e) what += RandomPodTableEvent(rng, 3, &pods, &name);
+    for (int step = 0; step < r.steps; ++step) {
+      const std::string what = r.event(rng);
       SCOPED_TRACE(absl::StrCat("run ", run, " step ", step, ": ", what));
-      slots = SlotsFor(pods, slots);
-      ir::CompiledPolicy next = PodTableIr(pods, slots);
+      ir::CompiledPolicy next = r.program();
       if (step % 5 == 4) {
-        // An Update of whole programs after in-place deltas starts from `current`'s program.
         ASSERT_TRUE(incremental->Update(current, next, {{}, netns}).ok());
         ASSERT_TRUE(fresh->Apply(next, {}).ok());
         ASSERT_TRUE(SettleCleanups(*incremental).ok());
         ASSERT_NO_FATAL_FAILURE(ExpectListsAsFresh(netns, DeltaStatsOf(*incremental).last_update));
-        current = std::move(next);
-        continue;
-      }
-      std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(current, next);
-      ASSERT_TRUE(delta.has_value());
-      const bool tables = !delta->tables().empty();
-      const bool went = ExpectPodTableDelta(*incremental, *fresh, netns, current, next);
-      if (HasFatalFailure()) return;
-      with_tables += tables ? 1 : 0;
-      in_place += went ? 1 : 0;
-      if (tables && !went) ++fallbacks[DeltaStatsOf(*incremental).last_fallback.substr(0, 60)];
-      EXPECT_TRUE(!went || tables);
-      // One pod that brings or retires a table: in place (a batch of two changes two
-      // addresses of a family, which the pod part refuses as PlanDeltaUpdate does).
-      if (tables && events == 1) {
-        ++single;
-        EXPECT_TRUE(went) << DeltaStatsOf(*incremental).last_fallback;
+      } else {
+        r.delta(*incremental, *fresh, netns, current, next);
+        if (::testing::Test::HasFatalFailure()) return;
       }
       current = std::move(next);
     }
   }
-  std::cerr << "random pod deltas: " << with_tables << " with tables (" << single
-            << " of one pod), " << in_place << " in place\n";
-  for (const auto& [why, n] : fallbacks) std::cerr << "  " << n << "x " << why << "\n";
-  EXPECT_GE(single, 5);
   ASSERT_TRUE(incremental->Remove({{}, netns}).ok());
   ASSERT_TRUE(fresh->Remove({}).ok());
+}
+
+// Seeded random sequences of pod events on PodTableIr programs (NP_NFT_POD_TABLE_SEED replays
+// one): local pods of five classes (tables 0 and 1 are always there; 2-4 come with their
+// first pod and go with their last), remote pods, deletes, and batches of two. After each
+// delta the namespace lists as a fresh Apply of ApplyDelta(previous, delta), and each one
+// that brings or retires a table with one pod went in place (in one commit unless the plan
+// says why not: nft.h PlanPodTableDelta); every fifth step is an Update of whole programs.
+TEST_F(NftKernelTest, RandomPodDeltasWithTablesEqualAFreshApply) {
+  int with_tables = 0, in_place = 0, single = 0, one_commit = 0, name = 0, events = 1;
+  std::map<std::string, int> fallbacks, two_commits;
+  std::vector<ChurnPod> pods;
+  uint32_t slots = 0;
+  // Every other run, no rule names identity 0 (the world, which free addresses are): an
+  // endpoint coming then takes one commit (its address was id_other's), else two.
+  bool world_named = false;
+  auto program = [&] {
+    ir::CompiledPolicy ir = PodTableIr(pods, slots);
+    if (!world_named) SetIdentities(ir.mutable_peer_sets(2), {4});
+    return ir;
+  };
+  RandomKernelSequence r;
+  r.netns = "h56-rptab-";
+  r.seed_env = "NP_NFT_POD_TABLE_SEED";
+  r.runs = 10;
+  r.steps = 20;
+  r.start = [&] {
+    pods = ChurnBase();
+    slots = 0;
+    world_named = !world_named;
+    return program();
+  };
+  r.event = [&](std::mt19937_64& rng) {
+    std::string what;
+    events = rng() % 4 == 0 ? 2 : 1;
+    for (int e = 0; e < events; ++e) what += RandomPodTableEvent(rng, 3, &pods, &name);
+    slots = SlotsFor(pods, slots);
+    return what;
+  };
+  r.program = program;
+  r.delta = [&](Backend& incremental, Backend& fresh, const std::string& netns,
+                const ir::CompiledPolicy& current, const ir::CompiledPolicy& next) {
+    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(current, next);
+    ASSERT_TRUE(delta.has_value());
+    const bool tables = !delta->tables().empty();
+    const uint64_t one_before = DeltaStatsOf(incremental).pod_table_one_commit;
+    const bool went = ExpectPodTableDelta(incremental, fresh, netns, current, next);
+    if (::testing::Test::HasFatalFailure()) return;
+    const DeltaStats stats = DeltaStatsOf(incremental);
+    with_tables += tables ? 1 : 0;
+    in_place += went ? 1 : 0;
+    if (tables && !went) ++fallbacks[stats.last_fallback.substr(0, 60)];
+    if (went && stats.pod_table_one_commit > one_before) ++one_commit;
+    if (went && stats.pod_table_one_commit == one_before) ++two_commits[stats.last_two_commits.substr(0, 60)];
+    EXPECT_TRUE(!went || tables);
+    // One pod that brings or retires a table: in place (a batch of two changes two
+    // addresses of a family, which the pod part refuses as PlanDeltaUpdate does).
+    if (tables && events == 1) {
+      ++single;
+      EXPECT_TRUE(went) << stats.last_fallback;
+    }
+  };
+  RunRandomKernelSequence(r);
+  if (HasFatalFailure()) return;
+  std::cerr << "random pod deltas: " << with_tables << " with tables (" << single
+            << " of one pod), " << in_place << " in place, " << one_commit << " in one commit\n";
+  for (const auto& [why, n] : fallbacks) std::cerr << "  " << n << "x " << why << "\n";
+  for (const auto& [why, n] : two_commits) std::cerr << "  two commits " << n << "x: " << why << "\n";
+  EXPECT_GE(single, 5);
+  EXPECT_GE(one_commit, 3);
 }
 
 // The index fields UpdateDelta plans from, side by side (for EXPECT_EQ).
@@ -2268,6 +2324,68 @@ TEST(NftDeltaPlan, PodTableEditsReachTheIndexOfTheNextProgram) {
   }
   std::cerr << "pod-table plans checked against MakeDeltaIndex: " << planned << "\n";
   EXPECT_GE(planned, 40);
+}
+
+// Policies that split an identity (a delta appending an identity for some pods and naming it
+// in a new rule), through UpdateDelta: PlanSplitDelta's one transaction when the split pod's
+// old identity is id_other (d/z, identity 6, which no peer set names), else the default path
+// (a/web-1 leaves identity 1, which peer sets name: both rule sets tell the two apart). Each
+// plan's index edits make the index of a fresh install (MakeDeltaIndex: the oracle), and the
+// namespace lists as a fresh Apply.
+TEST_F(NftKernelTest, SplittingPoliciesInPlaceEqualAFreshApply) {
+  ScratchNetns scratch(absl::StrCat("h69-split-", getpid()));
+  ASSERT_TRUE(scratch.ok);
+  const std::string& netns = scratch.name;
+  std::unique_ptr<Backend> incremental = MakeNftBackend();
+  std::unique_ptr<Backend> fresh = MakeNftBackend();
+  const Attachment there{{}, netns};
+  struct Case {
+    std::string pod;
+    bool in_place;
+  };
+  for (const Case& c : {Case{"d/z", true}, Case{"a/web-1", false}}) {
+    SCOPED_TRACE(c.pod);
+    const ir::CompiledPolicy from = PolicyBase();
+    ir::CompiledPolicy to = from;
+    const uint32_t id = MovePodToNewIdentity(to, c.pod);
+    const ir::PeerSet* set = AddPeerSet(to, {id});
+    AddRule(to.mutable_tables(1)->mutable_ingress(), ir::TCP, 7777, 7777, set->id());
+    ASSERT_TRUE(CheckIr(to).ok()) << CheckIr(to);
+    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(from, to);
+    ASSERT_TRUE(delta.has_value());
+    ASSERT_EQ(delta->identities_size(), 1);
+    ASSERT_FALSE(delta->tables().empty());
+    ir::CompiledPolicy applied = from;
+    ASSERT_TRUE(ApplyDelta(*delta, &applied).ok());
+    // The planner alone: the index as a fresh install of `applied` has it.
+    absl::StatusOr<DeltaIndex> index = MakeDeltaIndex(from, 1), truth = MakeDeltaIndex(applied, 1);
+    ASSERT_TRUE(index.ok() && truth.ok());
+    const std::string before = IndexText(*index);
+    const PodTablePlan plan = PlanSplitDelta(&*index, from, *delta);
+    ASSERT_EQ(IndexText(*index), before) << "planning changed the index";
+    EXPECT_EQ(plan.fallback.empty(), c.in_place) << plan.fallback;
+    if (plan.fallback.empty()) {
+      ApplyIndexEdit(plan.tables_edit, &*index);
+      ApplyIndexEdit(plan.pods_edit, &*index);
+      EXPECT_EQ(IndexText(*index), IndexText(*truth));
+    }
+    // The kernel.
+    ASSERT_TRUE(incremental->Apply(from, there).ok());
+    const DeltaStats stats_before = DeltaStatsOf(*incremental);
+    ASSERT_TRUE(incremental->UpdateDelta(from, *delta, there).ok());
+    const DeltaStats after = DeltaStatsOf(*incremental);
+    EXPECT_EQ(after.split_in_place - stats_before.split_in_place, c.in_place ? 1u : 0u)
+        << after.last_fallback;
+    EXPECT_EQ(after.update_in_place + after.update_switch + after.update_elements ==
+                  stats_before.update_in_place + stats_before.update_switch +
+                      stats_before.update_elements,
+              c.in_place);
+    ASSERT_TRUE(fresh->Apply(applied, {}).ok());
+    ASSERT_TRUE(SettleCleanups(*incremental).ok());
+    ASSERT_NO_FATAL_FAILURE(ExpectListsAsFresh(netns, c.in_place ? "split in place" : after.last_fallback));
+  }
+  ASSERT_TRUE(incremental->Remove(there).ok());
+  ASSERT_TRUE(fresh->Remove({}).ok());
 }
 
 // ---- Relabels: identities appended, reused, retired (PlanIdentityDelta) ------------------
@@ -2499,51 +2617,40 @@ TEST_F(NftKernelTest, RelabelsInPlaceEqualAFreshApply) {
 // PlanIdentityDelta; every fifth step is an Update of whole programs, which must start from
 // what the deltas left.
 TEST_F(NftKernelTest, RandomRelabelsEqualAFreshApply) {
-  ScratchNetns scratch(absl::StrCat("h64-rrelab-", getpid()));
-  ASSERT_TRUE(scratch.ok);
-  const std::string& netns = scratch.name;
-  const uint64_t seed = SeedFromEnv("NP_NFT_RELABEL_SEED", 20261201);
-  SCOPED_TRACE(absl::StrCat("NP_NFT_RELABEL_SEED=", seed));
-  std::mt19937_64 rng(seed);
-  std::unique_ptr<Backend> incremental = MakeNftBackend();
-  std::unique_ptr<Backend> fresh = MakeNftBackend();
   int planned = 0, appended = 0, name = 0;
-  for (int run = 0; run < 4; ++run) {
-    std::vector<ChurnPod> pods = ChurnBase();
-    uint32_t extra = 0;
-    ir::CompiledPolicy current = RelabelIr(pods, extra);
-    ASSERT_TRUE(incremental->Apply(current, {{}, netns}).ok());
-    for (int step = 0; step < 20; ++step) {
-      const std::string what = RandomRelabelEvent(rng, &pods, &extra, &name);
-      SCOPED_TRACE(absl::StrCat("run ", run, " step ", step, ": ", what));
-      ir::CompiledPolicy next = RelabelIr(pods, extra);
-      if (step % 5 == 4) {
-        ASSERT_TRUE(incremental->Update(current, next, {{}, netns}).ok());
-        ASSERT_TRUE(fresh->Apply(next, {}).ok());
-        ASSERT_TRUE(SettleCleanups(*incremental).ok());
-        ASSERT_NO_FATAL_FAILURE(ExpectListsAsFresh(netns, DeltaStatsOf(*incremental).last_update));
-        current = std::move(next);
-        continue;
-      }
-      std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(current, next);
-      ASSERT_TRUE(delta.has_value());
-      const bool ours = (!delta->identities().empty() || !delta->peer_sets().empty()) &&
-                        delta->endpoints().empty();
-      const auto [before, after] = ExpectDeltaListsAsFresh(*incremental, *fresh, netns, current, next);
-      if (HasFatalFailure()) return;
-      EXPECT_EQ(after.identity_in_place - before.identity_in_place, ours ? 1u : 0u)
-          << after.last_fallback;
-      planned += ours ? 1 : 0;
-      appended += ours && delta->identities_size() > 0 ? 1 : 0;
-      current = std::move(next);
-    }
-  }
+  std::vector<ChurnPod> pods;
+  uint32_t extra = 0;
+  RandomKernelSequence r;
+  r.netns = "h64-rrelab-";
+  r.seed_env = "NP_NFT_RELABEL_SEED";
+  r.runs = 4;
+  r.steps = 20;
+  r.start = [&] {
+    pods = ChurnBase();
+    extra = 0;
+    return RelabelIr(pods, extra);
+  };
+  r.event = [&](std::mt19937_64& rng) { return RandomRelabelEvent(rng, &pods, &extra, &name); };
+  r.program = [&] { return RelabelIr(pods, extra); };
+  r.delta = [&](Backend& incremental, Backend& fresh, const std::string& netns,
+                const ir::CompiledPolicy& current, const ir::CompiledPolicy& next) {
+    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(current, next);
+    ASSERT_TRUE(delta.has_value());
+    const bool ours = (!delta->identities().empty() || !delta->peer_sets().empty()) &&
+                      delta->endpoints().empty();
+    const auto [before, after] = ExpectDeltaListsAsFresh(incremental, fresh, netns, current, next);
+    if (::testing::Test::HasFatalFailure()) return;
+    EXPECT_EQ(after.identity_in_place - before.identity_in_place, ours ? 1u : 0u)
+        << after.last_fallback;
+    planned += ours ? 1 : 0;
+    appended += ours && delta->identities_size() > 0 ? 1 : 0;
+  };
+  RunRandomKernelSequence(r);
+  if (HasFatalFailure()) return;
   std::cerr << "random relabels: " << planned << " through PlanIdentityDelta (" << appended
             << " appending)\n";
   EXPECT_GE(planned, 20);
   EXPECT_GE(appended, 5);
-  ASSERT_TRUE(incremental->Remove({{}, netns}).ok());
-  ASSERT_TRUE(fresh->Remove({}).ok());
 }
 
 // A named namespace deleted and created again under the same name is a new one: the backend
@@ -2903,12 +3010,15 @@ TEST(NftPackets, TiersGetTheSpecsVerdicts) {
 enum class Swap { kUpdate, kPolicyDelta, kPodTableDelta, kRelabel };
 
 // The pod-table swap's programs: x/a (table 0: egress TCP/UDP 80-81 to all), x/b (table 1:
-// ingress TCP 80 from x/a's identity, UDP 80 from identity 3's), and x/c when `c_there`: a
-// pod of identity 3 with table 2 (ingress TCP/UDP 80 from peer set 3, {1, 3}; egress TCP 80
-// only). Without x/c its address is identity 0's and table 2 and peer set 3 are tombstones.
+// ingress TCP 80 from x/a's identity, UDP 80 and TCP 81 from identity 3's), and x/c when
+// `c_there`: a pod of identity 3 with table 2 (ingress TCP/UDP 80 from peer set 3, {1, 3};
+// egress TCP 80-81 only). Without x/c its address is identity 0's and table 2 and peer set 3 are
+// tombstones.
 // x/c -> x/b UDP 80 is denied by both: by x/b's ingress (not identity 3) without x/c, by x/c's
 // egress with it; a state with x/c's address already identity 3 but no egress dispatch yet
-// would let it through (the order PlanPodTableDelta keeps: dispatch first, grace, identity).
+// would let it through (what PlanPodTableDelta's forms keep out). x/c -> x/b TCP 81 is
+// allowed only with x/c there, as identity 3 (x/b's ingress), so a probe right after x/c
+// comes sees whether its address reads as identity 3.
 ir::CompiledPolicy ThreePodsCOrNot(bool c_there) {
   using namespace iptables::testutil;  // NOLINT: the topology helpers
   std::vector<Point> points;
@@ -2939,10 +3049,11 @@ ir::CompiledPolicy ThreePodsCOrNot(bool c_there) {
   AddRule(ir.mutable_tables(0)->mutable_egress(), ir::UDP, 80, 81, 2);
   AddRule(ir.mutable_tables(1)->mutable_ingress(), ir::TCP, 80, 80, 0);
   AddRule(ir.mutable_tables(1)->mutable_ingress(), ir::UDP, 80, 80, 4);
+  AddRule(ir.mutable_tables(1)->mutable_ingress(), ir::TCP, 81, 81, 4);
   if (c_there) {
     AddRule(ir.mutable_tables(2)->mutable_ingress(), ir::TCP, 80, 80, 3);
     AddRule(ir.mutable_tables(2)->mutable_ingress(), ir::UDP, 80, 80, 3);
-    AddRule(ir.mutable_tables(2)->mutable_egress(), ir::TCP, 80, 80, 2);
+    AddRule(ir.mutable_tables(2)->mutable_egress(), ir::TCP, 80, 81, 2);
   }
   return ir;
 }
@@ -3105,11 +3216,26 @@ void ExpectSwapsUnderProbes(Swap how) {
   }
   EXPECT_EQ(passed_denied, 0);
   EXPECT_EQ(dropped_allowed, 0);
-  // And after the swaps the program is `a`'s, verdict for verdict.
+  if (pods) {
+    // One commit per event, what is left deferred (nft.h PlanPodTableDelta).
+    EXPECT_GE(stats.pod_table_one_commit, static_cast<uint64_t>(swaps.load())) << stats.last_two_commits;
+  }
+  // And after the swaps the program is `a`'s, verdict for verdict (a swap's deferred commits
+  // still wait for the next call: the event is done when UpdateDelta returns).
   std::vector<Probe> all = AllProbes(t);
-  std::vector<bool> got = RunProbes(t, all, 700);
-  for (size_t i = 0; i < all.size(); ++i) {
-    EXPECT_EQ(got[i], Expected(a, t, all[i])) << ProbeText(t, all[i]);
+  auto expect_all = [&](const ir::CompiledPolicy& program, const char* what) {
+    std::vector<bool> got = RunProbes(t, all, 700);
+    for (size_t i = 0; i < all.size(); ++i) {
+      EXPECT_EQ(got[i], Expected(program, t, all[i])) << what << ": " << ProbeText(t, all[i]);
+    }
+  };
+  expect_all(a, "after the swaps");
+  if (pods) {
+    // x/c comes back, then goes, each probed before any other call.
+    ASSERT_TRUE(swap(a, b).ok());
+    expect_all(b, "x/c came");
+    ASSERT_TRUE(swap(b, a).ok());
+    expect_all(a, "x/c went");
   }
   ASSERT_TRUE(nft->Remove(where).ok());
 }
