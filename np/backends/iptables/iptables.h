@@ -79,7 +79,12 @@
 // set or dispatch set whose contents change gets a NEW set (fresh name, filled over
 // netlink) before ONE `iptables-restore --noflush` per family whose rules differ rewrites
 // only the chains that differ (NP-FORWARD only when dispatch changes), then the sets no
-// rule names are destroyed. Each family's table switches in one transaction, and no set a
+// rule names are destroyed. That restore deletes nothing on the event's path (a deleting
+// nf_tables commit waits out an RCU grace period, ~14 ms): changed chains are made anew as
+// `<chain>-NEW` and the ones they replace made inert (a first rule `-j RETURN`), NP-FORWARD's
+// new rules inserted beside the old; the old rules and chains are deleted, the pending chains
+// renamed and the unused sets destroyed by a cleanup on a thread of the backend's, which the
+// next call waits for (RulesPlan::switch_restore / cleanup; IptablesSettle). Each family's table switches in one transaction, and no set a
 // live rule names is ever edited there, so every packet — also one between two endpoints
 // of this node — meets the whole old program or the whole new one (IptablesBackend::
 // UpdateRules has the argument). Apply only when that fails (fail closed) or on a first
@@ -160,6 +165,12 @@ std::unique_ptr<Backend> MakeIptablesBackend(const BackendOptions& options = {})
 // new generation), or "by Update (<why the delta was not planned>): <how Update went>";
 // empty before any.
 std::string IptablesLastUpdate(const Backend& backend);
+
+// Waits until `backend` (made by MakeIptablesBackend) has finished the cleanup its last in-place
+// rules update deferred (RulesPlan::cleanup: old rules and chains deleted, pending chains
+// renamed, unused sets destroyed), for tests that read the kernel's listing; every call of the
+// backend does so first anyway. The verdicts are the new program's before it too.
+void IptablesSettle(Backend& backend);
 
 // How many processes (iptables-restore, ipset, ...) iptables backends of this process have
 // started so far, for tests: the in-place paths start none. Thread-safe.
@@ -249,6 +260,16 @@ struct RulesPlan {
   //    chains and deletes gone ones, and edits NP-FORWARD's changed dispatch rules by
   //    position (-I/-D/-R N), in one transaction; "" when the family's rules stay.
   std::string restore[2];
+  // 2'. What the backend runs instead of `restore`, per family: `switch_restore` makes the
+  //    same change in one transaction that deletes nothing (changed chains made anew under
+  //    `<chain>-NEW`, NP-FORWARD's new rules inserted beside the old ones, every replaced or
+  //    gone chain made inert by a first rule `-j RETURN`: the new program's verdicts at once,
+  //    iptables.cc ChainRewrite has the argument); `cleanup`, deferred off the event's path
+  //    (the next call waits for it), deletes the old rules and inert chains and renames the
+  //    pending chains, leaving exactly what `restore` leaves. A deleting nf_tables commit
+  //    waits out an RCU grace period (~14 ms); one that only adds does not.
+  std::string switch_restore[2];
+  std::string cleanup[2];
   int chains_written[2] = {0, 0};
   int chains_deleted[2] = {0, 0};
   // 3. The sets no rule names any more, destroyed last.
