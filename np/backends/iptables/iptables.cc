@@ -1122,19 +1122,24 @@ absl::string_view RuleTarget(absl::string_view rule) {
 //  - `switch_restore` then `cleanup` (what the backend runs): the same edit as two
 //    transactions, the first of which deletes nothing — an nf_tables commit that frees a rule
 //    or chain waits out an RCU grace period (~14 ms, bench/RESULTS.md), one that only adds
-//    does not. The switch makes every changed chain anew under a pending name (`<chain>-NEW`,
-//    its jumps to changed chains renamed too), inserts NP-FORWARD's new rules beside the old
-//    ones (in `after`'s order) and makes every chain it replaces or deletes inert with a first
-//    rule `-j RETURN`. Why that is the new program at once: np's chains only RETURN or DROP
-//    (no ACCEPT, no marks), so a packet's verdict is the AND of the chains NP-FORWARD sends it
+//    does not. The switch makes every changed chain's new rules as `<chain>-NEW` and puts a
+//    first rule in the chain: `-g <chain>-NEW` (a trampoline: the new rules' verdict, or their
+//    end, is the chain's), or, for a chain that an old NP-FORWARD rule going away jumps to (a
+//    renamed dispatch set, a gone table), `-j RETURN` (inert; the new NP-FORWARD rule jumps
+//    to `<chain>-NEW`, and a kept chain that jumps to it is rewritten too), and inserts
+//    NP-FORWARD's new rules beside the old ones (in `after`'s order); a gone chain is made
+//    inert. Why that is the new program at once: np's chains only RETURN or DROP (no
+//    ACCEPT, no marks), so a packet's verdict is the AND of the chains NP-FORWARD sends it
 //    through, in any order; each old rule of NP-FORWARD the new program lacks jumps to an
-//    inert chain (a chain whose old rule is dropped is rewritten, its contents copied, even
-//    when they stay: an address leaving a renamed dispatch set must stop reaching it), an
-//    inert chain allows everything (the identity of AND), and every chain the new rules reach
-//    has the new program's rules (new, pending, or kept: a kept chain that jumps to a changed
-//    one is rewritten too). The cleanup, deferred off the event's path, deletes the old
-//    NP-FORWARD rules by spec, flushes and deletes the inert chains and renames each pending
-//    chain to its name (`-E`: jumps follow a rename), in one transaction between two equal
+//    inert chain (which allows everything: the identity of AND; a chain whose old rule is
+//    dropped is made inert even when its rules stay: an address leaving a renamed dispatch
+//    set must stop reaching it), and every chain the new rules reach answers with the new
+//    program's rules (new, trampolined, -NEW or kept). NP-FORWARD itself is only touched
+//    where its rules change: an insert there makes iptables-restore read the whole chain
+//    (one rule per table chain: thousands at 1,000 tables). The cleanup, deferred off the
+//    event's path, deletes the old NP-FORWARD rules by spec, the inert chains, renames their
+//    -NEW chains to their names (`-E`: jumps follow a rename), refills each trampolined
+//    chain with its rules and deletes its -NEW chain, in one transaction between two equal
 //    programs; afterwards the kernel holds exactly what `restore` leaves.
 struct ChainRewrite {
   static constexpr absl::string_view kPending = "-NEW";
@@ -1175,61 +1180,74 @@ struct ChainRewrite {
                             ? ""
                             : absl::StrCat("*filter\n", declare, rules, remove, "COMMIT\n");
     }
-    // The two-transaction form. `pending`: the installed chains made anew, with their rules
-    // in the new program (a written chain's, else the installed ones).
-    std::map<std::string, const std::vector<std::string>*> pending;
-    for (const auto& [chain, list] : written) {
-      if (installed->count(chain) > 0) pending[chain] = list;
-    }
+    // The two-transaction form. `renamed`: the installed chains an old NP-FORWARD rule that
+    // goes away jumps to; `rewritten`: those, the installed chains whose rules change and
+    // the kept ones that jump to a renamed one, each with its rules in the new program.
     const std::set<std::string> gone(deleted.begin(), deleted.end());
-    auto target_pending = [&](absl::string_view rule) {
-      return pending.count(std::string(RuleTarget(rule))) > 0;
+    auto existing = [&](const std::string& chain) {
+      return !chain.empty() && chain != top_name && gone.count(chain) == 0 &&
+             installed->count(chain) > 0;
     };
-    // To a fixed point: a kept chain that jumps to a pending one, and the chain an old
-    // NP-FORWARD rule that goes away jumps to, become pending too (with their rules).
-    for (bool grew = true; grew;) {
-      grew = false;
-      auto add = [&](const std::string& chain) {
-        if (chain.empty() || chain == top_name || gone.count(chain) > 0 ||
-            pending.count(chain) > 0 || installed->count(chain) == 0) {
-          return;
-        }
-        pending[chain] = &installed->at(chain);
-        grew = true;
-      };
-      for (const auto& [chain, list] : *installed) {
-        if (chain == top_name || pending.count(chain) > 0 || gone.count(chain) > 0) continue;
-        for (const std::string& r : list) {
-          if (target_pending(r)) {
-            add(chain);
-            break;
-          }
-        }
-      }
-      WalkTopChain(before, after, [&](int i, int j) {
-        if (i >= 0 && (j < 0 || before[i] != after[j])) add(std::string(RuleTarget(before[i])));
-      });
+    std::set<std::string> renamed;
+    WalkTopChain(before, after, [&](int i, int j) {
+      if (i < 0 || (j >= 0 && before[i] == after[j])) return;
+      if (std::string target(RuleTarget(before[i])); existing(target)) renamed.insert(target);
+    });
+    auto target_renamed = [&](absl::string_view rule) {
+      return renamed.count(std::string(RuleTarget(rule))) > 0;
+    };
+    std::map<std::string, const std::vector<std::string>*> rewritten;
+    for (const auto& [chain, list] : written) {
+      if (existing(chain)) rewritten[chain] = list;
+    }
+    for (const auto& [chain, list] : *installed) {
+      if (!existing(chain) || rewritten.count(chain) > 0) continue;
+      const bool jumps = std::any_of(list.begin(), list.end(), target_renamed);
+      if (renamed.count(chain) > 0 || jumps) rewritten[chain] = &list;
     }
     auto map_rule = [&](const std::string& rule) {
-      return target_pending(rule) ? absl::StrCat(rule, kPending) : rule;
+      return target_renamed(rule) ? absl::StrCat(rule, kPending) : rule;
     };
-    std::string declare, rules, inert, drop, flush, remove, rename;
+    // The switch: new chains under their names, rewritten ones as <chain>-NEW; NP-FORWARD's
+    // new rules inserted; a renamed or gone chain made inert, any other rewritten chain a
+    // trampoline to its new rules (`-g`: their verdict, or their end, is the chain's).
+    std::string declare, rules, inert;
+    // The cleanup: NP-FORWARD's old rules deleted, the old chains flushed and deleted, the
+    // renamed ones' new chains renamed, the trampolines refilled with their rules (which name
+    // chains by their final names: after the renames) and their -NEW chains deleted.
+    std::string drop, flush, remove, rename, refill, unpend;
     for (const auto& [chain, list] : written) {
-      if (pending.count(chain) > 0) continue;
+      if (rewritten.count(chain) > 0) continue;
       absl::StrAppend(&declare, ":", chain, " - [0:0]\n");
       for (const std::string& r : *list) {
         absl::StrAppend(&rules, "-A ", chain, " ", map_rule(r), "\n");
       }
     }
-    for (const auto& [chain, list] : pending) {
+    for (const auto& [chain, list] : rewritten) {
       absl::StrAppend(&declare, ":", chain, kPending, " - [0:0]\n");
       for (const std::string& r : *list) {
         absl::StrAppend(&rules, "-A ", chain, kPending, " ", map_rule(r), "\n");
       }
+      absl::StrAppend(&flush, ":", chain, " - [0:0]\n");
+      if (renamed.count(chain) > 0) {
+        absl::StrAppend(&inert, "-I ", chain, " 1 -j RETURN\n");
+        absl::StrAppend(&remove, "-X ", chain, "\n");
+        absl::StrAppend(&rename, "-E ", chain, kPending, " ", chain, "\n");
+      } else {
+        absl::StrAppend(&inert, "-I ", chain, " 1 -g ", chain, kPending, "\n");
+        absl::StrAppend(&flush, ":", chain, kPending, " - [0:0]\n");
+        for (const std::string& r : *list) absl::StrAppend(&refill, "-A ", chain, " ", r, "\n");
+        absl::StrAppend(&unpend, "-X ", chain, kPending, "\n");
+      }
+    }
+    for (const std::string& chain : deleted) {
+      absl::StrAppend(&inert, "-I ", chain, " 1 -j RETURN\n");
+      absl::StrAppend(&flush, ":", chain, " - [0:0]\n");
+      absl::StrAppend(&remove, "-X ", chain, "\n");
     }
     size_t position = 1;
     WalkTopChain(before, after, [&](int i, int j) {
-      const bool stays = i >= 0 && j >= 0 && before[i] == after[j] && !target_pending(after[j]);
+      const bool stays = i >= 0 && j >= 0 && before[i] == after[j] && !target_renamed(after[j]);
       if (stays) {
         ++position;
         return;
@@ -1242,25 +1260,16 @@ struct ChainRewrite {
         absl::StrAppend(&drop, "-D ", top_name, " ", before[i], "\n");
       }
     });
-    std::vector<std::string> old_chains = deleted;
-    for (const auto& [chain, list] : pending) old_chains.push_back(chain);
-    for (const std::string& chain : old_chains) {
-      absl::StrAppend(&inert, "-I ", chain, " 1 -j RETURN\n");
-      absl::StrAppend(&flush, ":", chain, " - [0:0]\n");
-      absl::StrAppend(&remove, "-X ", chain, "\n");
-    }
-    for (const auto& [chain, list] : pending) {
-      absl::StrAppend(&rename, "-E ", chain, kPending, " ", chain, "\n");
-    }
     plan.switch_restore[f] = declare.empty() && rules.empty() && inert.empty()
                                  ? ""
                                  : absl::StrCat("*filter\n", declare, rules, inert, "COMMIT\n");
-    // Old rules first (a rule to a pending chain is matched by its old target's name, which
+    // Old rules first (a rule to a renamed chain is matched by its old target's name, which
     // the renames give to the new rule), then the chains (flushed, so nothing of theirs
-    // jumps), then the renames.
+    // jumps), the renames, the refills, and the trampolines' targets (nothing jumps there).
     plan.cleanup[f] = drop.empty() && flush.empty()
                           ? ""
-                          : absl::StrCat("*filter\n", drop, flush, remove, rename, "COMMIT\n");
+                          : absl::StrCat("*filter\n", drop, flush, remove, rename, refill,
+                                         unpend, "COMMIT\n");
   }
 };
 
@@ -3669,7 +3678,7 @@ class IptablesBackend : public Backend {
     }
   }
 
-  const std::string& last_update() const { return last_update_; }
+  std::string last_update() const { return last_update_ + settled_; }
 
   absl::Status Remove(const Attachment& attachment) override {
     Settle();
@@ -3879,6 +3888,7 @@ class IptablesBackend : public Backend {
     std::string netns;
     absl::Status status;               // set by the thread
     std::vector<std::string> leftover;  // sets still busy, set by the thread
+    double restore_ms = 0, destroy_ms = 0;  // set by the thread (IptablesLastUpdate shows them)
     std::thread thread;
   };
 
@@ -3891,7 +3901,13 @@ class IptablesBackend : public Backend {
     c->destroy = std::move(destroy);
     c->netns = netns;
     c->thread = std::thread([c] {
+      const auto start = std::chrono::steady_clock::now();
+      auto ms_since = [](std::chrono::steady_clock::time_point t) {
+        return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t)
+            .count();
+      };
       const std::array<absl::Status, kFamilies> done = RestoreFamilies(c->texts, c->netns);
+      c->restore_ms = ms_since(start);
       for (int f = 0; f < kFamilies; ++f) {
         if (!done[f].ok() && c->status.ok()) {
           c->status = absl::InternalError(absl::StrCat(
@@ -3901,6 +3917,7 @@ class IptablesBackend : public Backend {
       }
       // The old rules still name the old sets when the cleanup failed: Apply destroys them.
       if (c->status.ok()) c->leftover = DestroySetsInPlace(std::move(c->destroy), c->netns);
+      c->destroy_ms = ms_since(start) - c->restore_ms;
     });
   }
 
@@ -3911,8 +3928,17 @@ class IptablesBackend : public Backend {
   // the next update is Apply, which reads the kernel and replaces every NP chain (the inert
   // and pending ones too). The kernel enforced the new program either way.
   void Settle() {
+    settled_.clear();
     if (cleanup_ == nullptr) return;
+    const auto start = std::chrono::steady_clock::now();
     cleanup_->thread.join();
+    auto round = [](double ms) { return static_cast<double>(static_cast<int64_t>(ms * 10 + 0.5)) / 10; };
+    settled_ = absl::StrCat(
+        "; waited ", round(std::chrono::duration<double, std::milli>(
+                                 std::chrono::steady_clock::now() - start)
+                                 .count()),
+        " ms for the last cleanup (restore ", round(cleanup_->restore_ms), ", destroy ",
+        round(cleanup_->destroy_ms), ")");
     if (!cleanup_->status.ok()) {
       installed_.reset();
       index_.reset();
@@ -3926,6 +3952,7 @@ class IptablesBackend : public Backend {
 
  private:
   std::unique_ptr<Cleanup> cleanup_;
+  std::string settled_;  // how the last Settle went, for last_update()
   BackendOptions options_;
   std::unique_ptr<Installed> installed_;  // null: unknown, Apply reads the kernel
   std::unique_ptr<DeltaIndex> index_;     // with installed_: what UpdateDelta plans from
