@@ -154,7 +154,7 @@ TEST(AgentIptables, PodEventsAreInPlaceAndEqualAFreshApply) {
   ASSERT_TRUE(engine.ok()) << engine.status();
 
   std::unique_ptr<backends::Backend> owned = backends::MakeIptablesBackend();
-  const backends::Backend* backend = owned.get();
+  backends::Backend* backend = owned.get();  // (IptablesSettle waits on it)
   AgentOptions options;
   options.attachment.netns = agent_ns.name();
   options.min_interval = absl::ZeroDuration();
@@ -185,6 +185,7 @@ TEST(AgentIptables, PodEventsAreInPlaceAndEqualAFreshApply) {
   // The agent's kernel state equals what a fresh full Apply of the agent's current snapshot
   // writes into a namespace of its own.
   auto expect_kernel_equals_fresh_apply = [&](const std::string& how) {
+    backends::IptablesSettle(*backend);  // the backend's deferred cleanup, then the listing
     absl::StatusOr<ir::CompiledPolicy> want = LowerToIr(*agent.current());
     ASSERT_TRUE(want.ok()) << want.status();
     std::unique_ptr<backends::Backend> once = backends::MakeIptablesBackend();

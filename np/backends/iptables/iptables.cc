@@ -25,6 +25,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <thread>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -1046,39 +1047,6 @@ UpdatePlan PlanFrom(const Installed& from, const Model& next, const Installed& t
   return plan;
 }
 
-// One family's chains that an in-place rules update changes, and its restore text: the
-// chains whose rules differ or that are new, declared (so flushed) and refilled, and the gone
-// ones, flushed and deleted once nothing jumps to them (their jumps are rewritten in the same
-// transaction); one `iptables-restore --noflush` input, by chain name.
-// NP-FORWARD is not declared (flushed) and refilled but edited by position (TopChainEdits):
-// it holds one rule per table chain, and re-adding them all is most of a restore's time at
-// many tables (bench/RESULTS.md).
-struct ChainRewrite {
-  std::map<std::string, const std::vector<std::string>*> written;  // chain -> its new rules
-  std::vector<std::string> deleted;                                 // in name order
-  std::vector<std::string> top;  // NP-FORWARD's edits ("-D|-I|-R NP-FORWARD N ..."), if any
-
-  void Into(RulesPlan& plan, int f) const {
-    std::string declare, rules, remove;
-    for (const auto& [chain, list] : written) {
-      absl::StrAppend(&declare, ":", chain, " - [0:0]\n");
-      for (const std::string& r : *list) absl::StrAppend(&rules, "-A ", chain, " ", r, "\n");
-    }
-    // After the new chains are filled (the edits jump to them), before the gone ones are
-    // deleted (the edits remove the last jumps to them).
-    for (const std::string& line : top) absl::StrAppend(&rules, line, "\n");
-    for (const std::string& chain : deleted) {
-      absl::StrAppend(&declare, ":", chain, " - [0:0]\n");
-      absl::StrAppend(&remove, "-X ", chain, "\n");
-    }
-    plan.chains_written[f] = static_cast<int>(written.size() + (top.empty() ? 0 : 1));
-    plan.chains_deleted[f] = static_cast<int>(deleted.size());
-    plan.restore[f] = declare.empty() && top.empty()
-                          ? ""
-                          : absl::StrCat("*filter\n", declare, rules, remove, "COMMIT\n");
-  }
-};
-
 // Where a rule of NP-FORWARD sorts (BuildModel's order): the established rule, then the egress
 // dispatch rules by table, then the ingress ones.
 std::pair<int, uint32_t> TopRuleKey(absl::string_view rule) {
@@ -1092,31 +1060,218 @@ std::pair<int, uint32_t> TopRuleKey(absl::string_view rule) {
   return {rest.substr(dash) == "-EG" ? 1 : 2, t};
 }
 
-// NP-FORWARD from `before` to `after` (both in TopRuleKey order) as positional edits, applied
-// one after the other in one restore: a rule only in `before` deleted, one only in `after`
-// inserted where it sorts, one whose set was renamed replaced; the rules that stay are not
-// touched.
+// Walks NP-FORWARD from `before` to `after` (both in TopRuleKey order, one rule per key):
+// fn(i, j) for each rule, in order, with i = its index in `before` (or -1: only in `after`)
+// and j = its index in `after` (or -1: only in `before`); a key in both comes once.
+template <typename Fn>
+void WalkTopChain(const std::vector<std::string>& before, const std::vector<std::string>& after,
+                  Fn fn) {
+  size_t i = 0, j = 0;
+  while (i < before.size() || j < after.size()) {
+    if (j == after.size() ||
+        (i < before.size() && TopRuleKey(before[i]) < TopRuleKey(after[j]))) {
+      fn(static_cast<int>(i++), -1);
+    } else if (i == before.size() || TopRuleKey(after[j]) < TopRuleKey(before[i])) {
+      fn(-1, static_cast<int>(j++));
+    } else {
+      fn(static_cast<int>(i++), static_cast<int>(j++));
+    }
+  }
+}
+
+// NP-FORWARD from `before` to `after` as positional edits, applied one after the other in one
+// restore: a rule only in `before` deleted, one only in `after` inserted where it sorts, one
+// whose set was renamed replaced; the rules that stay are not touched.
 std::vector<std::string> TopChainEdits(const std::vector<std::string>& before,
                                        const std::vector<std::string>& after) {
   std::vector<std::string> out;
   const std::string top(kTopChain);
-  size_t i = 0, j = 0, position = 1;
-  while (i < before.size() || j < after.size()) {
-    if (j == after.size() ||
-        (i < before.size() && TopRuleKey(before[i]) < TopRuleKey(after[j]))) {
+  size_t position = 1;
+  WalkTopChain(before, after, [&](int i, int j) {
+    if (j < 0) {
       out.push_back(absl::StrCat("-D ", top, " ", position));
-      ++i;
-    } else if (i == before.size() || TopRuleKey(after[j]) < TopRuleKey(before[i])) {
-      out.push_back(absl::StrCat("-I ", top, " ", position++, " ", after[j++]));
+    } else if (i < 0) {
+      out.push_back(absl::StrCat("-I ", top, " ", position++, " ", after[j]));
     } else {
       if (before[i] != after[j]) {
         out.push_back(absl::StrCat("-R ", top, " ", position, " ", after[j]));
       }
-      ++i, ++j, ++position;
+      ++position;
     }
-  }
+  });
   return out;
 }
+
+// The chain a rule jumps or goes to ("... -j|-g NAME" at its end), or "".
+absl::string_view RuleTarget(absl::string_view rule) {
+  const size_t jump = rule.rfind(" -j "), go = rule.rfind(" -g ");
+  const size_t at = jump == absl::string_view::npos ? go
+                    : go == absl::string_view::npos ? jump
+                                                    : std::max(jump, go);
+  if (at != absl::string_view::npos) return rule.substr(at + 4);
+  // A rule of nothing but its target ("-g NP-T3-IN-NP").
+  if (absl::StartsWith(rule, "-j ") || absl::StartsWith(rule, "-g ")) return rule.substr(3);
+  return absl::string_view();
+}
+
+// One family's chains that an in-place rules update changes, and its restore texts.
+//  - `restore` (RulesPlan::restore): one transaction — the chains whose rules differ or that
+//    are new, declared (so flushed) and refilled, NP-FORWARD edited by position
+//    (TopChainEdits: it holds one rule per table chain, and re-adding them all is most of a
+//    restore's time at many tables, bench/RESULTS.md), the gone chains flushed and deleted.
+//  - `switch_restore` then `cleanup` (what the backend runs): the same edit as two
+//    transactions, the first of which deletes nothing — an nf_tables commit that frees a rule
+//    or chain waits out an RCU grace period (~14 ms, bench/RESULTS.md), one that only adds
+//    does not. The switch makes every changed chain's new rules as `<chain>-NEW` and puts a
+//    first rule in the chain: `-g <chain>-NEW` (a trampoline: the new rules' verdict, or their
+//    end, is the chain's), or, for a chain that an old NP-FORWARD rule going away jumps to (a
+//    renamed dispatch set, a gone table), `-j RETURN` (inert; the new NP-FORWARD rule jumps
+//    to `<chain>-NEW`, and a kept chain that jumps to it is rewritten too), and inserts
+//    NP-FORWARD's new rules beside the old ones (in `after`'s order); a gone chain is made
+//    inert. Why that is the new program at once: np's chains only RETURN or DROP (no
+//    ACCEPT, no marks), so a packet's verdict is the AND of the chains NP-FORWARD sends it
+//    through, in any order; each old rule of NP-FORWARD the new program lacks jumps to an
+//    inert chain (which allows everything: the identity of AND; a chain whose old rule is
+//    dropped is made inert even when its rules stay: an address leaving a renamed dispatch
+//    set must stop reaching it), and every chain the new rules reach answers with the new
+//    program's rules (new, trampolined, -NEW or kept). NP-FORWARD itself is only touched
+//    where its rules change: an insert there makes iptables-restore read the whole chain
+//    (one rule per table chain: thousands at 1,000 tables). The cleanup, deferred off the
+//    event's path, deletes the old NP-FORWARD rules by spec, the inert chains, renames their
+//    -NEW chains to their names (`-E`: jumps follow a rename), refills each trampolined
+//    chain with its rules and deletes its -NEW chain, in one transaction between two equal
+//    programs; afterwards the kernel holds exactly what `restore` leaves.
+struct ChainRewrite {
+  static constexpr absl::string_view kPending = "-NEW";
+
+  const std::map<std::string, std::vector<std::string>>* installed = nullptr;  // the family's
+  std::map<std::string, const std::vector<std::string>*> written;  // chain -> its new rules
+  std::vector<std::string> deleted;                                 // in name order
+  const std::vector<std::string>* top = nullptr;  // NP-FORWARD's new rules, if they change
+
+  void Into(RulesPlan& plan, int f) const {
+    const std::string top_name(kTopChain);
+    static const std::vector<std::string>* const kNone = new std::vector<std::string>();
+    auto installed_top = installed->find(top_name);
+    const std::vector<std::string>& before =
+        installed_top != installed->end() ? installed_top->second : *kNone;
+    const std::vector<std::string>& after = top != nullptr ? *top : before;
+    // The one-transaction form.
+    {
+      std::string declare, rules, remove;
+      for (const auto& [chain, list] : written) {
+        absl::StrAppend(&declare, ":", chain, " - [0:0]\n");
+        for (const std::string& r : *list) absl::StrAppend(&rules, "-A ", chain, " ", r, "\n");
+      }
+      // After the new chains are filled (the edits jump to them), before the gone ones are
+      // deleted (the edits remove the last jumps to them).
+      if (top != nullptr) {
+        for (const std::string& line : TopChainEdits(before, after)) {
+          absl::StrAppend(&rules, line, "\n");
+        }
+      }
+      for (const std::string& chain : deleted) {
+        absl::StrAppend(&declare, ":", chain, " - [0:0]\n");
+        absl::StrAppend(&remove, "-X ", chain, "\n");
+      }
+      plan.chains_written[f] = static_cast<int>(written.size() + (top == nullptr ? 0 : 1));
+      plan.chains_deleted[f] = static_cast<int>(deleted.size());
+      plan.restore[f] = declare.empty() && top == nullptr
+                            ? ""
+                            : absl::StrCat("*filter\n", declare, rules, remove, "COMMIT\n");
+    }
+    // The two-transaction form. `renamed`: the installed chains an old NP-FORWARD rule that
+    // goes away jumps to; `rewritten`: those, the installed chains whose rules change and
+    // the kept ones that jump to a renamed one, each with its rules in the new program.
+    const std::set<std::string> gone(deleted.begin(), deleted.end());
+    auto existing = [&](const std::string& chain) {
+      return !chain.empty() && chain != top_name && gone.count(chain) == 0 &&
+             installed->count(chain) > 0;
+    };
+    std::set<std::string> renamed;
+    WalkTopChain(before, after, [&](int i, int j) {
+      if (i < 0 || (j >= 0 && before[i] == after[j])) return;
+      if (std::string target(RuleTarget(before[i])); existing(target)) renamed.insert(target);
+    });
+    auto target_renamed = [&](absl::string_view rule) {
+      return renamed.count(std::string(RuleTarget(rule))) > 0;
+    };
+    std::map<std::string, const std::vector<std::string>*> rewritten;
+    for (const auto& [chain, list] : written) {
+      if (existing(chain)) rewritten[chain] = list;
+    }
+    for (const auto& [chain, list] : *installed) {
+      if (!existing(chain) || rewritten.count(chain) > 0) continue;
+      const bool jumps = std::any_of(list.begin(), list.end(), target_renamed);
+      if (renamed.count(chain) > 0 || jumps) rewritten[chain] = &list;
+    }
+    auto map_rule = [&](const std::string& rule) {
+      return target_renamed(rule) ? absl::StrCat(rule, kPending) : rule;
+    };
+    // The switch: new chains under their names, rewritten ones as <chain>-NEW; NP-FORWARD's
+    // new rules inserted; a renamed or gone chain made inert, any other rewritten chain a
+    // trampoline to its new rules (`-g`: their verdict, or their end, is the chain's).
+    std::string declare, rules, inert;
+    // The cleanup: NP-FORWARD's old rules deleted, the old chains flushed and deleted, the
+    // renamed ones' new chains renamed, the trampolines refilled with their rules (which name
+    // chains by their final names: after the renames) and their -NEW chains deleted.
+    std::string drop, flush, remove, rename, refill, unpend;
+    for (const auto& [chain, list] : written) {
+      if (rewritten.count(chain) > 0) continue;
+      absl::StrAppend(&declare, ":", chain, " - [0:0]\n");
+      for (const std::string& r : *list) {
+        absl::StrAppend(&rules, "-A ", chain, " ", map_rule(r), "\n");
+      }
+    }
+    for (const auto& [chain, list] : rewritten) {
+      absl::StrAppend(&declare, ":", chain, kPending, " - [0:0]\n");
+      for (const std::string& r : *list) {
+        absl::StrAppend(&rules, "-A ", chain, kPending, " ", map_rule(r), "\n");
+      }
+      absl::StrAppend(&flush, ":", chain, " - [0:0]\n");
+      if (renamed.count(chain) > 0) {
+        absl::StrAppend(&inert, "-I ", chain, " 1 -j RETURN\n");
+        absl::StrAppend(&remove, "-X ", chain, "\n");
+        absl::StrAppend(&rename, "-E ", chain, kPending, " ", chain, "\n");
+      } else {
+        absl::StrAppend(&inert, "-I ", chain, " 1 -g ", chain, kPending, "\n");
+        absl::StrAppend(&flush, ":", chain, kPending, " - [0:0]\n");
+        for (const std::string& r : *list) absl::StrAppend(&refill, "-A ", chain, " ", r, "\n");
+        absl::StrAppend(&unpend, "-X ", chain, kPending, "\n");
+      }
+    }
+    for (const std::string& chain : deleted) {
+      absl::StrAppend(&inert, "-I ", chain, " 1 -j RETURN\n");
+      absl::StrAppend(&flush, ":", chain, " - [0:0]\n");
+      absl::StrAppend(&remove, "-X ", chain, "\n");
+    }
+    size_t position = 1;
+    WalkTopChain(before, after, [&](int i, int j) {
+      const bool stays = i >= 0 && j >= 0 && before[i] == after[j] && !target_renamed(after[j]);
+      if (stays) {
+        ++position;
+        return;
+      }
+      if (j >= 0) {
+        absl::StrAppend(&rules, "-I ", top_name, " ", position++, " ", map_rule(after[j]), "\n");
+      }
+      if (i >= 0) {
+        ++position;
+        absl::StrAppend(&drop, "-D ", top_name, " ", before[i], "\n");
+      }
+    });
+    plan.switch_restore[f] = declare.empty() && rules.empty() && inert.empty()
+                                 ? ""
+                                 : absl::StrCat("*filter\n", declare, rules, inert, "COMMIT\n");
+    // Old rules first (a rule to a renamed chain is matched by its old target's name, which
+    // the renames give to the new rule), then the chains (flushed, so nothing of theirs
+    // jumps), the renames, the refills, and the trampolines' targets (nothing jumps there).
+    plan.cleanup[f] = drop.empty() && flush.empty()
+                          ? ""
+                          : absl::StrCat("*filter\n", drop, flush, remove, rename, refill,
+                                         unpend, "COMMIT\n");
+  }
+};
 
 // The in-place rules way from `from` to `to` (IptablesBackend::Update has the order and
 // why it is safe): `to` was made with Naming{&from, keep_changed = false}, so a set name in
@@ -1138,11 +1293,12 @@ RulesPlan PlanRulesFrom(const Installed& from, const Installed& to) {
   }
   for (int f = 0; f < kFamilies; ++f) {
     ChainRewrite rewrite;
+    rewrite.installed = &from.chains[f];
     for (const auto& [chain, list] : to.chains[f]) {
       auto old = from.chains[f].find(chain);
       if (old != from.chains[f].end() && old->second == list) continue;
       if (chain == kTopChain && old != from.chains[f].end()) {
-        rewrite.top = TopChainEdits(old->second, list);
+        rewrite.top = &list;
       } else {
         rewrite.written[chain] = &list;
       }
@@ -2666,10 +2822,11 @@ absl::StatusOr<RulesDelta> PlanRulesFromDelta(const Installed& installed, const 
   out.sizes = installed.sizes;
   for (int f = 0; f < kFamilies; ++f) {
     ChainRewrite rewrite;
+    rewrite.installed = &installed.chains[f];
     for (const auto& [name, rules] : out.chains[f]) {
       auto old = installed.chains[f].find(name);
       if (name == kTopChain) {
-        rewrite.top = TopChainEdits(old->second, rules);
+        rewrite.top = &rules;
       } else {
         rewrite.written[name] = &rules;
       }
@@ -2745,6 +2902,7 @@ class IptablesBackend : public Backend {
   //  5. Destroy every np set of another generation: no rule references them any more (the
   //     kernel refuses to destroy a referenced set, so this step cannot open anything).
   absl::Status Apply(const ir::CompiledPolicy& ir, const Attachment& attachment) override {
+    Settle();
     const std::string& netns = attachment.netns;
     installed_.reset();  // set again below once the new ruleset is in force
     index_.reset();
@@ -2897,6 +3055,7 @@ class IptablesBackend : public Backend {
   absl::Status Update(const ir::CompiledPolicy& previous, const ir::CompiledPolicy& next,
                       const Attachment& attachment) override {
     (void)previous;  // installed_ is what the kernel holds, the same when the caller is right
+    Settle();
     if (std::optional<absl::Status> full = FullInstead(next, attachment)) return *full;
     absl::StatusOr<Model> model =
         BuildModel(next, installed_->generation + 1, Naming{installed_.get(), true});
@@ -3035,21 +3194,23 @@ class IptablesBackend : public Backend {
     }
     const double sets_ms = lap();
     // 2. (both families side by side: each is its own transaction either way)
-    const std::array<absl::Status, kFamilies> restored = RestoreFamilies(plan.restore, netns);
+    const std::array<absl::Status, kFamilies> restored =
+        RestoreFamilies(plan.switch_restore, netns);
     for (int f = 0; f < kFamilies; ++f) {
       if (restored[f].ok()) continue;
       const int other = 1 - f;
       // The new sets are named by no live rule unless the other family's restore went in.
-      if (plan.restore[other].empty() || !restored[other].ok()) {
+      if (plan.switch_restore[other].empty() || !restored[other].ok()) {
         (void)DestroySetsInPlace(plan.created, netns);
       }
       return full(absl::StrCat(RestoreTool(f), " failed: ", restored[f].message()));
     }
     const double restore_ms = lap();
-    // 3.
+    // 3. (and the cleanup of 2., deferred)
     std::vector<std::string> destroy = plan.destroyed;
     destroy.insert(destroy.end(), installed_->leftover.begin(), installed_->leftover.end());
-    to.leftover = DestroySetsInPlace(std::move(destroy), netns);
+    Defer(plan, std::move(destroy), netns);
+    to.leftover.clear();  // in `destroy`: the cleanup's busy ones come back through Settle
     installed_ = std::make_unique<Installed>(std::move(to));
     index_ = std::make_unique<DeltaIndex>(std::move(index));
     last_update_ = absl::StrCat(
@@ -3061,7 +3222,7 @@ class IptablesBackend : public Backend {
             ? ""
             : absl::StrCat(", ", installed_->leftover.size(), " left busy"),
         " (element-only refused: ", why, "); ms: plan ", plan_ms, ", sets ", sets_ms,
-        ", restore ", restore_ms, ", destroy ", lap());
+        ", restore ", restore_ms, ", the rest ", lap(), cleanup_ != nullptr ? ", cleanup deferred" : "");
     return absl::OkStatus();
   }
 
@@ -3075,6 +3236,7 @@ class IptablesBackend : public Backend {
   absl::Status UpdateDelta(const ir::CompiledPolicy& previous,
                            const ir::CompiledPolicyDelta& delta,
                            const Attachment& attachment) override {
+    Settle();
     std::string why;
     if (installed_ == nullptr || index_ == nullptr || installed_->netns != attachment.netns) {
       why = "nothing installed by this instance in this namespace";
@@ -3345,7 +3507,7 @@ class IptablesBackend : public Backend {
       if (absl::Status e = EditSets(dispatch, netns); !e.ok()) return e;
       const double before = ms();
       const std::array<absl::Status, kFamilies> restored =
-          RestoreFamilies(plan.plan.restore, netns);
+          RestoreFamilies(plan.plan.switch_restore, netns);
       restore_ms = ms() - before;
       for (int f = 0; f < kFamilies; ++f) {
         if (!restored[f].ok()) {
@@ -3356,10 +3518,11 @@ class IptablesBackend : public Backend {
     };
     s = plan.pod ? EditMembers(plan.members, true, switch_rules, netns) : switch_rules();
     if (!s.ok()) return FullAfterDelta(previous, delta, attachment, s);
-    // 3.
+    // 3. (and the cleanup of 2., deferred)
     std::vector<std::string> destroy = plan.plan.destroyed;
     destroy.insert(destroy.end(), installed_->leftover.begin(), installed_->leftover.end());
-    installed_->leftover = DestroySetsInPlace(std::move(destroy), netns);
+    installed_->leftover.clear();
+    Defer(plan.plan, std::move(destroy), netns);
     if (plan.pod) CommitMembers(plan.members, previous, delta, /*endpoints=*/false);
     CommitRules(plan, previous, delta);
     installed_->sizes = sizes;
@@ -3374,7 +3537,8 @@ class IptablesBackend : public Backend {
         plan.pod ? absl::StrCat(", ", adds, " adds, ", dels, " deletes, ", dispatch.size(),
                                 " dispatch set edits")
                  : "",
-        "; ms: plan ", plan_ms, ", restore ", restore_ms, ", all ", ms());
+        "; ms: plan ", plan_ms, ", restore ", restore_ms, ", all ", ms(),
+        cleanup_ != nullptr ? ", cleanup deferred" : "");
     return absl::OkStatus();
   }
 
@@ -3514,9 +3678,10 @@ class IptablesBackend : public Backend {
     }
   }
 
-  const std::string& last_update() const { return last_update_; }
+  std::string last_update() const { return last_update_ + settled_; }
 
   absl::Status Remove(const Attachment& attachment) override {
+    Settle();
     installed_.reset();
     index_.reset();
     const std::string& netns = attachment.netns;
@@ -3712,6 +3877,82 @@ class IptablesBackend : public Backend {
     return report;
   }
 
+  // The cleanup an in-place rules update leaves behind (RulesPlan::cleanup, then the sets
+  // no rule names any more), run on a thread of its own so that the event's path ends with
+  // the switch: its deletes wait out an RCU grace period (~14 ms per family). The kernel
+  // holds the new program's verdicts throughout (ChainRewrite); every call that touches the
+  // kernel waits for it first (Settle), so no two of this instance's restores overlap.
+  struct Cleanup {
+    std::string texts[kFamilies];
+    std::vector<std::string> destroy;
+    std::string netns;
+    absl::Status status;               // set by the thread
+    std::vector<std::string> leftover;  // sets still busy, set by the thread
+    double restore_ms = 0, destroy_ms = 0;  // set by the thread (IptablesLastUpdate shows them)
+    std::thread thread;
+  };
+
+  // Starts the cleanup of a rules update whose switch went in (nothing to do: no thread).
+  void Defer(const RulesPlan& plan, std::vector<std::string> destroy, const std::string& netns) {
+    if (plan.cleanup[0].empty() && plan.cleanup[1].empty() && destroy.empty()) return;
+    cleanup_ = std::make_unique<Cleanup>();
+    Cleanup* c = cleanup_.get();
+    for (int f = 0; f < kFamilies; ++f) c->texts[f] = plan.cleanup[f];
+    c->destroy = std::move(destroy);
+    c->netns = netns;
+    c->thread = std::thread([c] {
+      const auto start = std::chrono::steady_clock::now();
+      auto ms_since = [](std::chrono::steady_clock::time_point t) {
+        return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t)
+            .count();
+      };
+      const std::array<absl::Status, kFamilies> done = RestoreFamilies(c->texts, c->netns);
+      c->restore_ms = ms_since(start);
+      for (int f = 0; f < kFamilies; ++f) {
+        if (!done[f].ok() && c->status.ok()) {
+          c->status = absl::InternalError(absl::StrCat(
+              "iptables: the deferred cleanup (", RestoreTool(f), ") failed: ",
+              done[f].message()));
+        }
+      }
+      // The old rules still name the old sets when the cleanup failed: Apply destroys them.
+      if (c->status.ok()) c->leftover = DestroySetsInPlace(std::move(c->destroy), c->netns);
+      c->destroy_ms = ms_since(start) - c->restore_ms;
+    });
+  }
+
+ public:
+  ~IptablesBackend() override { Settle(); }
+
+  // Waits for the deferred cleanup, if any. When it failed, what is installed is forgotten:
+  // the next update is Apply, which reads the kernel and replaces every NP chain (the inert
+  // and pending ones too). The kernel enforced the new program either way.
+  void Settle() {
+    settled_.clear();
+    if (cleanup_ == nullptr) return;
+    const auto start = std::chrono::steady_clock::now();
+    cleanup_->thread.join();
+    auto round = [](double ms) { return static_cast<double>(static_cast<int64_t>(ms * 10 + 0.5)) / 10; };
+    settled_ = absl::StrCat(
+        "; waited ", round(std::chrono::duration<double, std::milli>(
+                                 std::chrono::steady_clock::now() - start)
+                                 .count()),
+        " ms for the last cleanup (restore ", round(cleanup_->restore_ms), ", destroy ",
+        round(cleanup_->destroy_ms), ")");
+    if (!cleanup_->status.ok()) {
+      installed_.reset();
+      index_.reset();
+      last_update_ = absl::StrCat(last_update_, "; ", cleanup_->status.message());
+    } else if (installed_ != nullptr) {
+      installed_->leftover.insert(installed_->leftover.end(), cleanup_->leftover.begin(),
+                                  cleanup_->leftover.end());
+    }
+    cleanup_.reset();
+  }
+
+ private:
+  std::unique_ptr<Cleanup> cleanup_;
+  std::string settled_;  // how the last Settle went, for last_update()
   BackendOptions options_;
   std::unique_ptr<Installed> installed_;  // null: unknown, Apply reads the kernel
   std::unique_ptr<DeltaIndex> index_;     // with installed_: what UpdateDelta plans from
@@ -3861,6 +4102,10 @@ std::unique_ptr<Backend> MakeIptablesBackend(const BackendOptions& options) {
 
 int64_t IptablesProcessesSpawned() {
   return iptables::spawned.load(std::memory_order_relaxed);
+}
+
+void IptablesSettle(Backend& backend) {
+  if (auto* b = dynamic_cast<iptables::IptablesBackend*>(&backend)) b->Settle();
 }
 
 std::string IptablesLastUpdate(const Backend& backend) {

@@ -79,7 +79,13 @@
 // set or dispatch set whose contents change gets a NEW set (fresh name, filled over
 // netlink) before ONE `iptables-restore --noflush` per family whose rules differ rewrites
 // only the chains that differ (NP-FORWARD only when dispatch changes), then the sets no
-// rule names are destroyed. Each family's table switches in one transaction, and no set a
+// rule names are destroyed. That restore deletes nothing on the event's path (a restore that
+// deletes costs ~14 ms more): a changed chain's new rules are made as `<chain>-NEW` and the
+// chain gets a first rule `-g <chain>-NEW` (a chain an old NP-FORWARD rule going away jumps to
+// is made inert, `-j RETURN`, instead), NP-FORWARD's new rules are inserted beside the old;
+// the old rules and chains are deleted, the chains refilled or renamed and the unused sets
+// destroyed by a cleanup on a thread of the backend's, which the next call waits for
+// (RulesPlan::switch_restore / cleanup; IptablesSettle). Each family's table switches in one transaction, and no set a
 // live rule names is ever edited there, so every packet — also one between two endpoints
 // of this node — meets the whole old program or the whole new one (IptablesBackend::
 // UpdateRules has the argument). Apply only when that fails (fail closed) or on a first
@@ -160,6 +166,12 @@ std::unique_ptr<Backend> MakeIptablesBackend(const BackendOptions& options = {})
 // new generation), or "by Update (<why the delta was not planned>): <how Update went>";
 // empty before any.
 std::string IptablesLastUpdate(const Backend& backend);
+
+// Waits until `backend` (made by MakeIptablesBackend) has finished the cleanup its last in-place
+// rules update deferred (RulesPlan::cleanup: old rules and chains deleted, pending chains
+// renamed, unused sets destroyed), for tests that read the kernel's listing; every call of the
+// backend does so first anyway. The verdicts are the new program's before it too.
+void IptablesSettle(Backend& backend);
 
 // How many processes (iptables-restore, ipset, ...) iptables backends of this process have
 // started so far, for tests: the in-place paths start none. Thread-safe.
@@ -249,6 +261,17 @@ struct RulesPlan {
   //    chains and deletes gone ones, and edits NP-FORWARD's changed dispatch rules by
   //    position (-I/-D/-R N), in one transaction; "" when the family's rules stay.
   std::string restore[2];
+  // 2'. What the backend runs instead of `restore`, per family: `switch_restore` makes the
+  //    same change in one transaction that deletes nothing (a changed chain's new rules
+  //    made as `<chain>-NEW` and the chain given a first rule `-g <chain>-NEW`, or `-j
+  //    RETURN` when an old NP-FORWARD rule to it goes away; NP-FORWARD's new rules inserted
+  //    beside the old ones; gone chains made inert: the new program's verdicts at once,
+  //    iptables.cc ChainRewrite has the argument); `cleanup`, deferred off the event's path
+  //    (the next call waits for it), deletes the old rules and chains, renames or refills,
+  //    leaving exactly what `restore` leaves. A deleting restore costs ~14 ms more than one
+  //    that only adds (bench/RESULTS.md).
+  std::string switch_restore[2];
+  std::string cleanup[2];
   int chains_written[2] = {0, 0};
   int chains_deleted[2] = {0, 0};
   // 3. The sets no rule names any more, destroyed last.

@@ -192,7 +192,9 @@ class Oracle {
 // Returns "DROP" or "RETURN" (off the end of NP-FORWARD).
 std::string RunChain(const Parsed& p, int f, const std::string& chain, const std::string& src,
                 const std::string& dst, ir::Protocol protocol, uint32_t port, int depth = 0) {
-  EXPECT_LT(depth, 3) << "jumps too deep";
+  // NP-FORWARD, a table chain, its stage chain; during an in-place switch each may go on
+  // to its -NEW rules (a trampoline).
+  EXPECT_LT(depth, 5) << "jumps too deep";
   const auto& rules = p.chains[f].at(chain);
   for (const std::vector<std::string>& t : rules) {
     bool match = true;
@@ -1341,6 +1343,24 @@ void ApplyRestore(Parsed& p, int f, const std::string& text) {
     } else if (t[0] == "-A") {
       ASSERT_TRUE(p.chains[f].count(t[1])) << "rule in undeclared chain: " << line;
       p.chains[f][t[1]].push_back(std::vector<std::string>(t.begin() + 2, t.end()));
+    } else if (t[0] == "-D" && t.size() > 2 && ![&] { int n = 0; return absl::SimpleAtoi(t[2], &n); }()) {
+      // By spec: the first rule with these words.
+      ASSERT_TRUE(p.chains[f].count(t[1])) << "no such chain: " << line;
+      auto& rules = p.chains[f][t[1]];
+      auto it = std::find(rules.begin(), rules.end(),
+                          std::vector<std::string>(t.begin() + 2, t.end()));
+      ASSERT_TRUE(it != rules.end()) << "no such rule: " << line;
+      rules.erase(it);
+    } else if (t[0] == "-E") {
+      // A rename: the jumps to the chain follow it (nf_tables jumps name the chain object).
+      ASSERT_EQ(t.size(), 3u) << line;
+      ASSERT_TRUE(p.chains[f].count(t[1])) << "no such chain: " << line;
+      ASSERT_EQ(p.chains[f].count(t[2]), 0u) << "chain exists: " << line;
+      p.chains[f][t[2]] = std::move(p.chains[f][t[1]]);
+      p.chains[f].erase(t[1]);
+      for (auto& [chain, rules] : p.chains[f]) {
+        for (std::vector<std::string>& r : rules) std::replace(r.begin(), r.end(), t[1], t[2]);
+      }
     } else if (t[0] == "-I" || t[0] == "-R" || t[0] == "-D") {
       ASSERT_TRUE(p.chains[f].count(t[1])) << "no such chain: " << line;
       auto& rules = p.chains[f][t[1]];
@@ -1384,18 +1404,22 @@ bool SetNamed(const Parsed& p, const std::string& name) {
 }
 
 // Replays a rules plan on `p` as Update runs it: every set created (empty), then every
-// element added one at a time, then each family's restore (one step each), then each set
-// destroyed (none may still be named by a rule); `check` runs before the first step and
+// element added one at a time, then each family's switch (one step each), then each
+// family's deferred cleanup, then each set destroyed (none may still be named by a rule);
+// the chains must then be what the one-transaction `restore` leaves; `check` runs before
+// the first step and
 // after each — except after creating or filling a set that no rule names (no lookup can
 // see it: the states before and after answer every flow alike), which is the invariant
 // the order keeps and is counted in `unnamed`. `restore_early`: the restores run right
 // after the sets are created, before they are filled (a wrong order, to show that the
 // check can fail). `before_restores` and `after_restores` (optional) run around the restores
-// (a pod delta's element edits, UpdateDelta's rules path).
+// (a pod delta's element edits, UpdateDelta's rules path); `switched` (optional) right after
+// them, before the deferred cleanup (where UpdateDelta returns).
 void ReplayRules(const RulesPlan& plan, Parsed& p, const std::function<void()>& check,
                  bool restore_early = false, int* unnamed = nullptr,
                  const std::function<void()>& before_restores = nullptr,
-                 const std::function<void()>& after_restores = nullptr) {
+                 const std::function<void()>& after_restores = nullptr,
+                 const std::function<void()>& switched = nullptr) {
   auto set_step = [&](const std::string& set) {
     if (SetNamed(p, set)) {
       check();
@@ -1417,14 +1441,25 @@ void ReplayRules(const RulesPlan& plan, Parsed& p, const std::function<void()>& 
       adds.emplace_back(t[1], t[2]);
     }
   }
+  // What the one-transaction form leaves, to compare with the switch and cleanup's end.
+  Parsed one = p;
+  for (int f = 0; f < 2; ++f) {
+    if (!plan.restore[f].empty()) ApplyRestore(one, f, plan.restore[f]);
+  }
   auto restores = [&] {
     if (before_restores) before_restores();
     for (int f = 0; f < 2; ++f) {
-      if (plan.restore[f].empty()) continue;
-      ApplyRestore(p, f, plan.restore[f]);
+      if (plan.switch_restore[f].empty()) continue;
+      ASSERT_FALSE(absl::StrContains(plan.switch_restore[f], "\n-D ") ||
+                   absl::StrContains(plan.switch_restore[f], "\n-R ") ||
+                   absl::StrContains(plan.switch_restore[f], "\n-X ") ||
+                   absl::StrContains(plan.switch_restore[f], "\n-F "))
+          << "the switch deletes: " << plan.switch_restore[f];
+      ApplyRestore(p, f, plan.switch_restore[f]);
       check();
     }
     if (after_restores) after_restores();
+    if (switched) switched();  // the event's path is over: the new program must be in force
   };
   if (restore_early) restores();
   for (const auto& [set, entry] : adds) {
@@ -1434,6 +1469,16 @@ void ReplayRules(const RulesPlan& plan, Parsed& p, const std::function<void()>& 
   if (!restore_early) {
     check();  // the sets complete
     restores();
+  }
+  for (int f = 0; f < 2; ++f) {  // the deferred cleanup
+    if (plan.cleanup[f].empty()) continue;
+    ApplyRestore(p, f, plan.cleanup[f]);
+    check();
+  }
+  for (int f = 0; f < 2; ++f) {
+    ASSERT_EQ(p.chains[f], one.chains[f]) << "family " << f << ": the switch and cleanup end "
+                                          << "elsewhere than the restore:\n"
+                                          << plan.switch_restore[f] << plan.cleanup[f];
   }
   for (const std::string& name : plan.destroyed) {
     for (int f = 0; f < 2; ++f) {
@@ -1707,7 +1752,10 @@ TEST(PlanRulesUpdate, EveryStepGivesOldOrNewVerdictsOnRandomStableEvents) {
             ASSERT_EQ(got.first, 0) << example << " mid-update\n"
                                     << plan.restore[0] << plan.restore[1];
           },
-          /*restore_early=*/false, &unnamed);
+          /*restore_early=*/false, &unnamed, nullptr, nullptr, [&] {
+            EXPECT_EQ(flows.Run(p).second, 0) << "the switch is not the new program:\n"
+                                              << plan.switch_restore[0] << plan.switch_restore[1];
+          });
       if (HasFailure()) return;
       EXPECT_EQ(flows.Run(p).second, 0) << "the end state is not the new program";
       EXPECT_EQ(Canonical(p), Canonical(Parse(*new_rs)));
@@ -1778,6 +1826,8 @@ TEST(PlanRulesUpdateDelta, IsPlanRulesUpdateOnRandomStableEventDeltas) {
         EXPECT_EQ(plan->rules.destroyed, want.destroyed);
         for (int f = 0; f < 2; ++f) {
           EXPECT_EQ(plan->rules.restore[f], want.restore[f]) << "family " << f;
+          EXPECT_EQ(plan->rules.switch_restore[f], want.switch_restore[f]) << "family " << f;
+          EXPECT_EQ(plan->rules.cleanup[f], want.cleanup[f]) << "family " << f;
           EXPECT_EQ(plan->rules.chains_written[f], want.chains_written[f]);
           EXPECT_EQ(plan->rules.chains_deleted[f], want.chains_deleted[f]);
           chains += want.chains_written[f] + want.chains_deleted[f];
@@ -1934,7 +1984,9 @@ TEST(PlanRulesUpdateDelta, PodBringingOrRetiringItsTableGivesOldOrNewVerdicts) {
             dispatches();
           };
         }
-        ReplayRules(plan->rules, p, check, /*restore_early=*/false, nullptr, before, after);
+        ReplayRules(plan->rules, p, check, /*restore_early=*/false, nullptr, before, after, [&] {
+          if (!wrong) EXPECT_EQ(flows.Run(p).second, 0) << "the switch is not the new program";
+        });
         if (wrong) {
           wrong_thirds += third > 0;
           continue;
