@@ -221,6 +221,16 @@ absl::StatusOr<std::shared_ptr<const Engine>> Engine::Build(const Cluster& clust
   for (auto& pod : objects.pods) {
     changes.push_back(Change{Change::Op::kUpsert, std::move(pod.object)});
   }
+  // What `objects` still holds, the tier policies and Nodes, is kept as objects (ToCluster,
+  // Holds, a later tier change) while the batch compiles them from the cluster (tiers_from).
+  // (The batch copying the cluster again for them copied every pod too.)
+  if (cluster.tier_policy_count() > 0 || cluster.node_count() > 0) {
+    objects.namespaces.clear();  // (moved from)
+    objects.pods.clear();
+    objects.policies.clear();
+    objects.services.clear();
+    state->tier_objects = std::make_shared<const ClusterObjects>(std::move(objects));
+  }
   absl::Status status =
       state->ApplyBatch(changes, nullptr, /*validated=*/true, /*tiers_from=*/&cluster);
   if (!status.ok()) return status;
