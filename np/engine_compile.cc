@@ -408,11 +408,16 @@ class Batch {
     s_.live_pods--;
   }
 
-  void UpsertPod(k8s::Pod pod) {
-    if (pod.metadata().namespace_().empty()) pod.mutable_metadata()->set_namespace_("default");
-    if (Invalid(pod, ValidatePod)) return;
+  void UpsertPod(k8s::Pod given) {
+    if (given.metadata().namespace_().empty()) {
+      given.mutable_metadata()->set_namespace_("default");
+    }
+    if (Invalid(given, ValidatePod)) return;
+    // The snapshot keeps the object: moved in and read there (a copy here was a third of
+    // the pod copies of a Build: perf, bench/RESULTS.md h73).
+    auto object = std::make_shared<Sourced<k8s::Pod>>(Sourced<k8s::Pod>{std::move(given), {}});
+    const k8s::Pod& pod = object->object;
     std::string key = KeyOf(pod);
-    auto object = std::make_shared<Sourced<k8s::Pod>>(Sourced<k8s::Pod>{pod, {}});
     if (LeftOutOfNetworking(pod)) {
       if (const uint32_t* id = s_.pod_by_key.Find(key)) RemovePod(*id);
       s_.left_out_pods.Set(key, std::move(object), gen_);
@@ -782,13 +787,10 @@ class Batch {
       }
     }
     s_.tier_policies = std::move(compiled);
-    ClusterObjects all = cluster.ToObjects();
-    auto objects = std::make_shared<ClusterObjects>();
-    objects->admin_network_policies = std::move(all.admin_network_policies);
-    objects->baseline_admin_network_policies = std::move(all.baseline_admin_network_policies);
-    objects->cluster_network_policies = std::move(all.cluster_network_policies);
-    objects->nodes = std::move(all.nodes);
-    s_.tier_objects = std::move(objects);
+    // (The objects themselves, EngineState::tier_objects, Engine::Build keeps from its own
+    // copy of the cluster and RecompileTiers from the tiers' cluster: a copy of `cluster`
+    // here copied every pod and policy of a Build too, a seventh of a tiered Build at 10k
+    // pods for a handful of objects kept: bench/RESULTS.md, h73.)
   }
 
   // ---- tier policies and Nodes as changes
@@ -847,6 +849,7 @@ class Batch {
     // Intern the new selectors before releasing the old ones, so that peers both share keep
     // their ids (and their peer classes).
     CompileTiers(*tiers);
+    s_.tier_objects = std::make_shared<const ClusterObjects>(tiers->ToObjects());
     size_t old_count = 0;
     if (old != nullptr) {
       old_count = old->size();
@@ -1543,37 +1546,45 @@ class Batch {
   // A set of peer classes that may be infinite: `bits`, or with `negated` every class
   // (and every peer of no class) except `bits`. Closed under union, intersection and
   // difference, which is what folding an ordered rule list needs (top of engine_state.h).
+  // The operations work in place: the sweep does several per port piece and class, and a
+  // new vector for each (the form before) made malloc/free a third of a tiered compile
+  // (perf, BM_CompileTiered/10000: bench/RESULTS.md, h73).
   struct PeerSet {
     bool negated = false;
     Bitset bits;
     static PeerSet All() { return PeerSet{true, {}}; }
-  };
-  // a OP b word by word, the shorter padded with zeros.
-  template <typename Op>
-  static Bitset Combine(const Bitset& a, const Bitset& b, Op op) {
-    Bitset out(std::max(a.size(), b.size()), 0);
-    for (size_t w = 0; w < out.size(); ++w) {
-      out[w] = op(w < a.size() ? a[w] : 0, w < b.size() ? b[w] : 0);
+    void Clear() {
+      negated = false;
+      bits.clear();  // (keeps the capacity for the next piece)
     }
-    return out;
-  }
-  static PeerSet Intersect(const PeerSet& a, const PeerSet& b) {
-    auto op = [&](uint64_t x, uint64_t y) {
-      if (a.negated && b.negated) return x | y;  // ~x & ~y = ~(x | y)
-      if (a.negated) return y & ~x;
-      if (b.negated) return x & ~y;
-      return x & y;
-    };
-    return PeerSet{a.negated && b.negated, Combine(a.bits, b.bits, op)};
-  }
-  static PeerSet Complement(PeerSet a) {
-    a.negated = !a.negated;
-    return a;
-  }
-  static PeerSet Unite(const PeerSet& a, const PeerSet& b) {
-    return Complement(Intersect(Complement(a), Complement(b)));
-  }
-  static PeerSet Minus(const PeerSet& a, const PeerSet& b) { return Intersect(a, Complement(b)); }
+    // this = this ∩ (other, complemented when `other_negated`), word by word, the shorter
+    // padded with zeros: the one operation the others reduce to.
+    void IntersectWith(const Bitset& other, bool other_negated) {
+      if (bits.size() < other.size()) bits.resize(other.size(), 0);
+      const size_t n = other.size();
+      uint64_t* x = bits.data();
+      const uint64_t* y = other.data();
+      if (negated && other_negated) {  // ~x & ~y = ~(x | y); past y: x
+        for (size_t w = 0; w < n; ++w) x[w] |= y[w];
+      } else if (negated) {  // ~x & y; past y: 0
+        for (size_t w = 0; w < n; ++w) x[w] = y[w] & ~x[w];
+        bits.resize(n);
+      } else if (other_negated) {  // x & ~y; past y: x
+        for (size_t w = 0; w < n; ++w) x[w] &= ~y[w];
+      } else {  // x & y; past y: 0
+        for (size_t w = 0; w < n; ++w) x[w] &= y[w];
+        bits.resize(n);
+      }
+      negated = negated && other_negated;
+    }
+    void IntersectWith(const PeerSet& other) { IntersectWith(other.bits, other.negated); }
+    void Subtract(const PeerSet& other) { IntersectWith(other.bits, !other.negated); }
+    void UniteWith(const PeerSet& other) {  // a ∪ b = ~(~a ∩ ~b)
+      negated = !negated;
+      IntersectWith(other.bits, !other.negated);
+      negated = !negated;
+    }
+  };
 
   struct OrderedEntry {
     uint16_t first, last;
@@ -1601,7 +1612,7 @@ class Batch {
         ForEachPortRange(all_ports, ports, d, own_ports,
                          [&](Protocol proto, uint16_t first, uint16_t last, uint32_t m) {
                            PeerSet at = peers;
-                           if (m != 0) at = Intersect(peers, PeerSet{false, *s_.named_map_classes[m]});
+                           if (m != 0) at.IntersectWith(*s_.named_map_classes[m], false);
                            out[ProtocolIndex(proto)].push_back(OrderedEntry{first, last, action, std::move(at)});
                          });
       };
@@ -1621,7 +1632,7 @@ class Batch {
           has_tier_rules = true;
           PeerSet peers;
           for (const CompiledTierPeer& peer : rule.peers) {
-            peers = Unite(peers, PeerSet{false, SelectorUnion(peer.selectors)});
+            peers.UniteWith(PeerSet{false, SelectorUnion(peer.selectors)});
           }
           add_rule(tiered[static_cast<int>(policy.tier)], rule.action, peers, rule.all_ports,
                    rule.ports);
@@ -1662,30 +1673,39 @@ class Batch {
     auto covers = [](const OrderedEntry& e, uint32_t port) {
       return e.first <= port && port <= e.last;
     };
+    // The sets of one piece, kept across pieces so that their words are reused.
+    PeerSet undecided, allowed, passed, matched, admitted;
     for (uint32_t start : points) {
-      PeerSet undecided = PeerSet::All(), allowed, passed;
+      undecided.Clear();
+      undecided.negated = true;  // every peer
+      allowed.Clear();
+      passed.Clear();
       for (const OrderedEntry& e : admin) {
         if (!covers(e, start)) continue;
-        PeerSet matched = Intersect(e.peers, undecided);
-        undecided = Minus(undecided, matched);
-        if (e.action == tiers::Action::kAllow) allowed = Unite(allowed, matched);
-        if (e.action == tiers::Action::kPass) passed = Unite(passed, matched);
+        matched = e.peers;
+        matched.IntersectWith(undecided);
+        undecided.Subtract(matched);
+        if (e.action == tiers::Action::kAllow) allowed.UniteWith(matched);
+        if (e.action == tiers::Action::kPass) passed.UniteWith(matched);
       }
-      PeerSet rest = Unite(undecided, passed);
+      PeerSet& rest = undecided;  // the peers no Admin rule decided, and those it passed
+      rest.UniteWith(passed);
       if (isolated) {
-        PeerSet admitted;
+        admitted.Clear();
         for (const OrderedEntry& e : network_policy) {
-          if (covers(e, start)) admitted = Unite(admitted, e.peers);
+          if (covers(e, start)) admitted.UniteWith(e.peers);
         }
-        allowed = Unite(allowed, Intersect(rest, admitted));
+        admitted.IntersectWith(rest);
+        allowed.UniteWith(admitted);
       } else {
         for (const OrderedEntry& e : baseline) {
           if (!covers(e, start)) continue;
-          PeerSet matched = Intersect(e.peers, rest);
-          rest = Minus(rest, matched);
-          if (e.action != tiers::Action::kDeny) allowed = Unite(allowed, matched);
+          matched = e.peers;
+          matched.IntersectWith(rest);
+          rest.Subtract(matched);
+          if (e.action != tiers::Action::kDeny) allowed.UniteWith(matched);
         }
-        allowed = Unite(allowed, rest);
+        allowed.UniteWith(rest);
       }
       bool all = allowed.negated && std::all_of(allowed.bits.begin(), allowed.bits.end(),
                                                 [](uint64_t w) { return w == 0; });
