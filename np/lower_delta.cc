@@ -148,33 +148,62 @@ std::shared_ptr<internal::IdentityNumbering> NumberingAfter(
 
 // The pods of each `touched` identity: its installed pods but the `moved` ones, with the pods
 // `gains` gives it; an edit where they differ, an appended identity whole (pods sorted).
+// An identity's installed pods are sorted and distinct (compiled.proto), so the moved ones are
+// found by binary search and the result merged, not sorted: an identity may have thousands
+// of pods and a pod event moves one (hashing and sorting them all was most of a 1,000-pod
+// node's delta lowering).
 void EmitIdentityPods(const ir::CompiledPolicy& installed, const std::set<uint32_t>& touched,
-                      const absl::flat_hash_set<std::string>& moved,
+                      const std::vector<std::string>& moved,
                       const std::map<uint32_t, std::vector<std::string>>& gains,
                       ir::CompiledPolicyDelta* delta) {
+  static const google::protobuf::RepeatedPtrField<std::string> kNoPods;
   for (uint32_t id : touched) {
     const bool appended = static_cast<int>(id) >= installed.identities_size();
-    std::vector<std::string> pods;
-    if (!appended) {
-      for (const std::string& p : installed.identities(id).pods()) {
-        if (moved.count(p) == 0) pods.push_back(p);
-      }
+    const auto& old = appended ? kNoPods : installed.identities(id).pods();
+    // The installed pods that leave (positions in `old`, ascending: `moved` is sorted).
+    std::vector<int> leaving;
+    for (const std::string& m : moved) {
+      auto it = std::lower_bound(old.begin(), old.end(), m);
+      if (it != old.end() && *it == m) leaving.push_back(static_cast<int>(it - old.begin()));
     }
-    auto gained = gains.find(id);
-    if (gained != gains.end()) pods.insert(pods.end(), gained->second.begin(), gained->second.end());
-    std::sort(pods.begin(), pods.end());
-    pods.erase(std::unique(pods.begin(), pods.end()), pods.end());
+    std::vector<absl::string_view> joining;
+    if (auto gained = gains.find(id); gained != gains.end()) {
+      joining.assign(gained->second.begin(), gained->second.end());
+      std::sort(joining.begin(), joining.end());
+      joining.erase(std::unique(joining.begin(), joining.end()), joining.end());
+    }
+    // The same pods when exactly the leaving ones join again (a pod whose addresses or
+    // labels changed within its identity).
+    if (!appended && leaving.size() == joining.size() &&
+        std::equal(leaving.begin(), leaving.end(), joining.begin(),
+                   [&](int i, absl::string_view j) { return old[i] == j; })) {
+      continue;
+    }
+    google::protobuf::RepeatedPtrField<std::string>* pods;
     if (appended) {
       ir::Identity* identity = delta->add_identities();
       identity->set_id(id);
-      for (std::string& p : pods) identity->add_pods(std::move(p));
-      continue;
+      pods = identity->mutable_pods();
+    } else {
+      ir::IdentityPodsEdit* edit = delta->add_identity_pods();
+      edit->set_identity(id);
+      pods = edit->mutable_pods();
     }
-    const auto& old = installed.identities(id).pods();
-    if (std::equal(pods.begin(), pods.end(), old.begin(), old.end())) continue;
-    ir::IdentityPodsEdit* edit = delta->add_identity_pods();
-    edit->set_identity(id);
-    for (std::string& p : pods) edit->add_pods(std::move(p));
+    pods->Reserve(old.size() - static_cast<int>(leaving.size()) +
+                  static_cast<int>(joining.size()));
+    // Merge old (minus the leaving) with joining, dropping a joining pod already there.
+    size_t l = 0, j = 0;
+    for (int i = 0; i < old.size(); ++i) {
+      if (l < leaving.size() && leaving[l] == i) {
+        ++l;
+        continue;
+      }
+      for (; j < joining.size() && joining[j] <= old[i]; ++j) {
+        if (joining[j] != old[i]) pods->Add(std::string(joining[j]));
+      }
+      pods->Add(std::string(old[i]));
+    }
+    for (; j < joining.size(); ++j) pods->Add(std::string(joining[j]));
   }
 }
 
@@ -506,6 +535,7 @@ PodDeltaLowering PodDeltaLowering::Index(std::shared_ptr<const Engine> snapshot,
     if (x.range_count_[id] > 0) numbering->live.push_back(id);
   }
   x.numbering_ = std::move(numbering);
+  x.IndexTableNames(s);
   x.peer_set_refs_.assign(installed.peer_sets_size(), 0);
   for (const ir::Table& t : installed.tables()) {
     ForEachPeerSetOf(t, [&](uint32_t set) { x.peer_set_refs_[set]++; });
@@ -544,7 +574,6 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
   std::vector<std::string> keys = changed_pods;
   std::sort(keys.begin(), keys.end());
   keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
-  const absl::flat_hash_set<std::string> changed(keys.begin(), keys.end());
 
   struct Address {
     U128 address;
@@ -799,7 +828,7 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
         range_counts[r.identity()]--;
         if (r.pod().empty()) {
           external_counts[r.identity()]--;
-        } else if (changed.count(r.pod()) == 0) {
+        } else if (!std::binary_search(keys.begin(), keys.end(), r.pod())) {
           pods.push_back(Address{internal::BytesValue(r.first()), r.identity(), &r.pod()});
         }
       }
@@ -814,13 +843,22 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
       ir::RangeSliceEdit* edit = f == 0 ? out.delta.add_ipv4() : out.delta.add_ipv6();
       edit->set_begin(begin);
       edit->set_end(end);
+      // The installed range at or after the last one emitted: a range the slice keeps as it
+      // was (its neighbours of a changed address, mostly) keeps its prefixes, copied rather
+      // than computed again (an IPv6 gap between pods is dozens of prefixes).
+      int same = begin;
       auto emit = [&](U128 first, U128 last, uint32_t identity, const std::string& pod) {
         ir::AddressRange* r = edit->add_ranges();
         r->set_first(internal::AddressBytes(first, f));
         r->set_last(internal::AddressBytes(last, f));
         r->set_identity(identity);
         r->set_pod(pod);
-        for (std::string& cidr : internal::ToCidrs(first, last, f)) r->add_cidrs(std::move(cidr));
+        while (same < end && internal::BytesValue(ranges[same].first()) < first) ++same;
+        if (same < end && ranges[same].first() == r->first() && ranges[same].last() == r->last()) {
+          *r->mutable_cidrs() = ranges[same].cidrs();
+        } else {
+          for (std::string& cidr : internal::ToCidrs(first, last, f)) r->add_cidrs(std::move(cidr));
+        }
         range_counts[identity]++;
         if (pod.empty()) external_counts[identity]++;
       };
@@ -908,7 +946,7 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
     }
   }
   // Each touched identity's pods; an appended identity whole, in id order (the set's).
-  EmitIdentityPods(installed, touched_identities, changed, identity_gains, &out.delta);
+  EmitIdentityPods(installed, touched_identities, keys, identity_gains, &out.delta);
   return out;
 }
 
@@ -916,16 +954,62 @@ void PodDeltaLowering::AddTablesNaming(const EngineState& next,
                                        const std::vector<uint32_t>& classes,
                                        const std::vector<uint32_t>& retired,
                                        std::vector<uint32_t>* tables) const {
-  TablesNaming naming(next, classes);
-  std::vector<bool> listed(table_target_.size(), false);
-  for (uint32_t t : *tables) listed[t] = true;
-  for (uint32_t t : retired) listed[t] = true;
-  for (uint32_t t = 0; t < table_target_.size(); ++t) {
-    if (!listed[t] && table_target_[t] != kNone && naming.Names(table_target_[t])) {
+  // As TablesNaming::Names decides, from the index: only pods changed since the indexed
+  // snapshot, so every table that is not lowered again has the same policies.
+  std::vector<uint32_t> found = tier_tables_;
+  bool named = false;
+  for (uint32_t c : classes) {
+    const internal::PeerClassKey& key = next.peer_classes[c];
+    for (uint32_t part : {key.label_part, key.ipblock_part}) {
+      for (uint32_t selector : next.IdList(part)) {
+        auto it = tables_by_selector_.find(selector);
+        if (it != tables_by_selector_.end()) {
+          found.insert(found.end(), it->second.begin(), it->second.end());
+        }
+      }
+    }
+    named = named || key.named_map != 0;
+  }
+  if (named) found.insert(found.end(), named_port_tables_.begin(), named_port_tables_.end());
+  std::sort(found.begin(), found.end());
+  found.erase(std::unique(found.begin(), found.end()), found.end());
+  std::vector<uint32_t> skip = *tables;
+  skip.insert(skip.end(), retired.begin(), retired.end());
+  std::sort(skip.begin(), skip.end());
+  for (uint32_t t : found) {
+    if (table_target_[t] != kNone && !std::binary_search(skip.begin(), skip.end(), t)) {
       tables->push_back(t);
     }
   }
   std::sort(tables->begin(), tables->end());
+}
+
+void PodDeltaLowering::IndexTableNames(const EngineState& s) {
+  tables_by_selector_.clear();
+  tier_tables_.clear();
+  named_port_tables_.clear();
+  for (uint32_t t = 0; t < table_target_.size(); ++t) {
+    if (table_target_[t] == kNone) continue;
+    const internal::TargetClassKey& key = s.target_classes[table_target_[t]].key;
+    if (key.tier_policies != kNone && !s.IdList(key.tier_policies).empty()) {
+      tier_tables_.push_back(t);
+    }
+    bool named = false;
+    for (uint32_t p : s.IdList(key.policies)) {
+      const internal::CompiledPolicy* policy = s.policies[p].get();
+      if (policy == nullptr) continue;
+      named = named || policy->has_egress_named_ports;
+      for (int d = 0; d < 2; ++d) {
+        for (const internal::CompiledRule& rule : policy->rules[d]) {
+          for (uint32_t selector : rule.selectors) {
+            std::vector<uint32_t>& list = tables_by_selector_[selector];
+            if (list.empty() || list.back() != t) list.push_back(t);
+          }
+        }
+      }
+    }
+    if (named) named_port_tables_.push_back(t);
+  }
 }
 
 std::optional<std::string> PodDeltaLowering::EditTables(
@@ -1162,7 +1246,7 @@ std::optional<std::string> PodDeltaLowering::SplitIdentities(
 
   // Addresses whose identity changes: their ranges re-pointed (pod ranges are one address).
   std::vector<std::pair<int, uint32_t>> repointed[2];  // range index, identity
-  absl::flat_hash_set<std::string> moved;
+  std::vector<std::string> moved;  // sorted before EmitIdentityPods
   std::set<uint32_t> touched;
   std::map<uint32_t, int64_t> range_counts;
   std::map<uint32_t, std::vector<std::string>> gains;  // a moved pod: its identities now
@@ -1176,7 +1260,7 @@ std::optional<std::string> PodDeltaLowering::SplitIdentities(
     };
     if (!changes(0) && !changes(1)) continue;
     const internal::PodState& pod = *prev.pods[p].state;
-    moved.insert(pod.key);
+    moved.push_back(pod.key);
     for (size_t k = 0; k < pod.ips.size(); ++k) {
       const IpAddress& ip = pod.ips[k];
       const int f = ip.is_v4() ? 0 : 1;
@@ -1220,6 +1304,8 @@ std::optional<std::string> PodDeltaLowering::SplitIdentities(
   for (const auto& [id, change] : range_counts) {
     if (change != 0) out->range_counts.emplace_back(id, change);
   }
+  std::sort(moved.begin(), moved.end());
+  moved.erase(std::unique(moved.begin(), moved.end()), moved.end());
   EmitIdentityPods(installed, touched, moved, gains, &out->delta);
   for (uint32_t c = 0; c < identity_of.size(); ++c) {
     if (identity_of[c] != kNoIdentity && touched.count(identity_of[c]) != 0) {
@@ -1595,6 +1681,8 @@ void PodDeltaLowering::Commit(const PodDelta& applied) {
   for (const auto& [t, key] : applied.endpoints_out) table_endpoints_[t]--;
   for (const auto& [t, key] : applied.endpoints_in) table_endpoints_[t]++;
   snapshot_ = applied.next;
+  // Tables came, went or were lowered again (their policies may have changed).
+  if (applied.tables != nullptr) IndexTableNames(EngineAccess::State(*snapshot_));
 }
 
 }  // namespace np

@@ -162,9 +162,14 @@ class PodDeltaLowering {
   // Appends to `tables` (sorted on return) the installed tables, other than those listed
   // there or `retired`, whose rules may name one of `classes` (peer classes gaining or
   // losing their identity): found from the classes' selectors through the policies of each
-  // table's target class, not from the tables' rules; every table with tier policies.
+  // table's target class (tables_by_selector_), not from the tables' rules; every table
+  // with tier policies. Pod events only: the policies are the indexed snapshot's.
   void AddTablesNaming(const internal::EngineState& next, const std::vector<uint32_t>& classes,
                        const std::vector<uint32_t>& retired, std::vector<uint32_t>* tables) const;
+  // Fills tables_by_selector_, tier_tables_ and named_port_tables_ from table_target_ and
+  // the policies of `s` (the indexed snapshot). O(tables x their policies' rules): after a
+  // whole lowering or a delta that changed tables, off the event's path.
+  void IndexTableNames(const internal::EngineState& s);
 
   // LowerPolicyChange's identities when a class splits or merges (the same atoms and pods):
   // the classes now numbered as np/lower_align.h numbers identities (atoms keep theirs; by
@@ -194,6 +199,13 @@ class PodDeltaLowering {
   std::vector<uint32_t> endpoint_pod_;
   // Per table, how many endpoints name it: a pod delta that empties one retires it.
   std::vector<int64_t> table_endpoints_;
+  // Per peer selector, the tables (ascending) whose target class has a policy with a rule
+  // naming it; the tables whose target class has tier policies; those with a policy with
+  // egress named ports (a rule without peers there lists the classes of each named map).
+  // Reading each table's policies' rules at every relabel was most of a 1,000-pod node's
+  // delta lowering (policies scattered in memory, hundreds of them).
+  absl::flat_hash_map<uint32_t, std::vector<uint32_t>> tables_by_selector_;
+  std::vector<uint32_t> tier_tables_, named_port_tables_;
   // For policy deltas: how the program was lowered, its identities as a table's lowering
   // sees them (pod deltas change neither the class -> identity map nor the live set), and
   // per peer set how many rules name it, with the content of those that some rule names.

@@ -50,7 +50,13 @@ Agent::Agent(std::shared_ptr<const Engine> initial, std::unique_ptr<backends::Ba
       backend_(std::move(backend)),
       options_(std::move(options)),
       metrics_(metrics),
-      log_(log) {}
+      log_(log) {
+  const auto& interfaces = options_.attachment.interfaces;
+  attached_.assign(interfaces.size(), false);
+  for (size_t i = 0; i < interfaces.size(); ++i) {
+    interfaces_of_pod_[interfaces[i].pod].push_back(static_cast<uint32_t>(i));
+  }
+}
 
 absl::Status Agent::Reconcile() {
   log_->Write("info", "reconciling: replacing the kernel's np program with the current state",
@@ -168,17 +174,16 @@ absl::Status Agent::Sync() {
   const bool policy_delta = delta.has_value() && other_changes_;
   std::optional<ir::CompiledPolicy> whole;
   std::optional<AlignStats> alignment;
-  backends::Attachment attachment = installed_attachment_;
   absl::Status applied;
   if (delta.has_value()) {
     // The interfaces of the pods the delta adds or deletes come and go with it: the
     // backend attaches them in place or loads anew as it must (nft and iptables work by
     // address and ignore interfaces; eBPF attaches a new pod's veth in place).
-    attachment = AttachmentAfter(delta->delta);
+    EditAttachment(delta->delta);
     // An event the engine took whose delta edits nothing (e.g. a pod on another node whose
     // new labels give the same identity) leaves the kernel alone.
     if (!EditsNothing(delta->delta)) {
-      applied = backend_->UpdateDelta(*installed_, delta->delta, attachment);
+      applied = backend_->UpdateDelta(*installed_, delta->delta, installed_attachment_);
       // In place: the program the kernel now has, without a copy of the whole.
       if (applied.ok()) applied = backends::ApplyDelta(delta->delta, &*installed_);
     }
@@ -204,20 +209,15 @@ absl::Status Agent::Sync() {
     }
     // The interfaces of pods that are endpoints now: a pod given an interface may not exist
     // yet, or any more (backends that attach per interface refuse strangers).
-    attachment = options_.attachment;
-    attachment.interfaces.clear();
-    std::set<std::string> endpoints;
-    for (const ir::Endpoint& e : ir->endpoints()) endpoints.insert(e.namespace_() + "/" + e.name());
-    for (const backends::EndpointInterface& i : options_.attachment.interfaces) {
-      if (endpoints.count(i.pod) > 0) attachment.interfaces.push_back(i);
-    }
+    backends::Attachment before = installed_attachment_;
+    SetAttachment(*ir);
     // An update from what this agent installed when it knows it (the same interfaces): the
     // backend may then change only what differs. After a failure the kernel's state is not
     // known for certain, so the next sync replaces it whole.
     const bool incremental =
-        installed_.has_value() && SameInterfaces(installed_attachment_, attachment);
-    applied = incremental ? backend_->Update(*installed_, *ir, attachment)
-                          : backend_->Apply(*ir, attachment);
+        installed_.has_value() && SameInterfaces(before, installed_attachment_);
+    applied = incremental ? backend_->Update(*installed_, *ir, installed_attachment_)
+                          : backend_->Apply(*ir, installed_attachment_);
     whole = *std::move(ir);
   }
   if (!applied.ok()) {
@@ -246,7 +246,6 @@ absl::Status Agent::Sync() {
     ++aligned_syncs_;
   }
   last_alignment_ = alignment;
-  installed_attachment_ = attachment;
   // What a whole sync changed under installed ids ("changed/added/unused" per kind).
   auto changes = [&](const AlignItemStats AlignStats::*kind) {
     if (!alignment.has_value()) return std::string();
@@ -300,44 +299,62 @@ absl::Status Agent::Sync() {
   return absl::OkStatus();
 }
 
-backends::Attachment Agent::AttachmentAfter(const ir::CompiledPolicyDelta& delta) const {
-  // An interface is attached when its pod is an endpoint: a pod no event changed is one as
-  // before; a changed one is if the delta lists it, or it was and no edit replaced it.
-  const std::set<std::string> changed(changed_pods_.begin(), changed_pods_.end());
-  std::set<std::string> before;
-  for (const backends::EndpointInterface& i : installed_attachment_.interfaces) {
-    before.insert(i.pod);
+bool Agent::EndpointAfter(const std::string& key, const ir::CompiledPolicyDelta& delta) const {
+  // An endpoint the delta lists, or an installed one no edit replaces.
+  for (const ir::EndpointSliceEdit& edit : delta.endpoints()) {
+    for (const ir::Endpoint& e : edit.endpoints()) {
+      if (e.namespace_() + "/" + e.name() == key) return true;
+    }
   }
-  auto endpoint_after = [&](const std::string& key) {
-    for (const ir::EndpointSliceEdit& edit : delta.endpoints()) {
-      for (const ir::Endpoint& e : edit.endpoints()) {
-        if (e.namespace_() + "/" + e.name() == key) return true;
+  // Endpoints are sorted by (namespace, name): a binary search, not a pass.
+  const size_t slash = key.find('/');
+  const std::string ns = key.substr(0, slash);
+  const std::string name = slash == std::string::npos ? "" : key.substr(slash + 1);
+  const auto& endpoints = installed_->endpoints();
+  auto it = std::lower_bound(endpoints.begin(), endpoints.end(), 0,
+                             [&](const ir::Endpoint& e, int) {
+                               return std::tie(e.namespace_(), e.name()) < std::tie(ns, name);
+                             });
+  if (it == endpoints.end() || it->namespace_() != ns || it->name() != name) return false;
+  const uint32_t index = static_cast<uint32_t>(it - endpoints.begin());
+  for (const ir::EndpointSliceEdit& edit : delta.endpoints()) {
+    if (index >= edit.begin() && index < edit.end()) return false;
+  }
+  return true;
+}
+
+void Agent::EditAttachment(const ir::CompiledPolicyDelta& delta) {
+  // A pod no event changed is attached as before; a changed one is if it is an endpoint
+  // after the delta. installed_attachment_ lists options_.attachment's interfaces in order,
+  // so an interface's place there is the count of attached ones before it.
+  for (const std::string& key : changed_pods_) {
+    auto found = interfaces_of_pod_.find(key);
+    if (found == interfaces_of_pod_.end()) continue;
+    const bool after = EndpointAfter(key, delta);
+    for (uint32_t i : found->second) {
+      if (attached_[i] == after) continue;
+      auto at = installed_attachment_.interfaces.begin() +
+                std::count(attached_.begin(), attached_.begin() + i, true);
+      if (after) {
+        installed_attachment_.interfaces.insert(at, options_.attachment.interfaces[i]);
+      } else {
+        installed_attachment_.interfaces.erase(at);
       }
-    }
-    // Endpoints are sorted by (namespace, name): a binary search, not a pass.
-    const size_t slash = key.find('/');
-    const std::string ns = key.substr(0, slash);
-    const std::string name = slash == std::string::npos ? "" : key.substr(slash + 1);
-    const auto& endpoints = installed_->endpoints();
-    auto it = std::lower_bound(endpoints.begin(), endpoints.end(), 0,
-                               [&](const ir::Endpoint& e, int) {
-                                 return std::tie(e.namespace_(), e.name()) < std::tie(ns, name);
-                               });
-    if (it == endpoints.end() || it->namespace_() != ns || it->name() != name) return false;
-    const uint32_t index = static_cast<uint32_t>(it - endpoints.begin());
-    for (const ir::EndpointSliceEdit& edit : delta.endpoints()) {
-      if (index >= edit.begin() && index < edit.end()) return false;
-    }
-    return true;
-  };
-  backends::Attachment attachment = options_.attachment;
-  attachment.interfaces.clear();
-  for (const backends::EndpointInterface& i : options_.attachment.interfaces) {
-    if (changed.count(i.pod) > 0 ? endpoint_after(i.pod) : before.count(i.pod) > 0) {
-      attachment.interfaces.push_back(i);
+      attached_[i] = after;
     }
   }
-  return attachment;
+}
+
+void Agent::SetAttachment(const ir::CompiledPolicy& program) {
+  std::set<std::string> endpoints;
+  for (const ir::Endpoint& e : program.endpoints()) endpoints.insert(e.namespace_() + "/" + e.name());
+  installed_attachment_ = options_.attachment;
+  installed_attachment_.interfaces.clear();
+  const auto& interfaces = options_.attachment.interfaces;
+  for (size_t i = 0; i < interfaces.size(); ++i) {
+    attached_[i] = endpoints.count(interfaces[i].pod) > 0;
+    if (attached_[i]) installed_attachment_.interfaces.push_back(interfaces[i]);
+  }
 }
 
 absl::Status Agent::Remove() { return backend_->Remove(options_.attachment); }

@@ -170,6 +170,39 @@ TEST(ParseWatchEventTest, EnvelopeErrors) {
   EXPECT_FALSE(ParseWatchEvent("[1,2]", "Pod").ok());
 }
 
+// Malformed objects inside a well-formed envelope: each refused with the field's path (the
+// direct JSON reader's fast paths must not lose them), whether the mistake is in a field the
+// engine reads or in one it skips.
+TEST(ParseWatchEventTest, MalformedObjectsNameTheField) {
+  const std::string head = R"({"type":"ADDED","object":{"apiVersion":"v1","kind":"Pod",)";
+  struct Case {
+    std::string object;  // after head
+    std::string field;   // expected in the message
+  };
+  const Case cases[] = {
+      {R"("metadata":{"name":"a","namespace":"x","labels":{"app":7}}}})", "metadata.labels"},
+      {R"("metadata":{"name":"a","namespace":"x","labels":["app"]}}})", "metadata.labels"},
+      {R"("metadata":{"name":"a","namespace":"x","name":"b"}}})", "metadata.name"},
+      {R"("metadata":{"name":"a","namespace":"x","generation":"one"}}})", "metadata.generation"},
+      {R"("metadata":{"name":"a","namespace":"x"},"spec":{"containers":{"name":"c"}}}})",
+       "spec.containers"},
+      {R"("metadata":{"name":"a","namespace":"x"},"spec":{"containers":[{"name":"c","ports":[{"containerPort":"80"}]}]}}})",
+       "spec.containers[0].ports[0].containerPort"},
+      {R"("metadata":{"name":"a","namespace":"x"},"status":{"podIPs":[{"ip":1}]}}})",
+       "status.podIPs[0].ip"},
+  };
+  for (const Case& c : cases) {
+    absl::StatusOr<WatchEvent> e = ParseWatchEvent(head + c.object, "");
+    ASSERT_FALSE(e.ok()) << c.object;
+    EXPECT_THAT(std::string(e.status().message()), HasSubstr(c.field)) << c.object;
+  }
+  // Cut short, or a bad escape: refused, never a half-read object.
+  for (const std::string& text : {head + R"("metadata":{"name":"a","namespace":"x")",
+                                  head + R"("metadata":{"name":"a\q","namespace":"x"}}})"}) {
+    EXPECT_FALSE(ParseWatchEvent(text, "").ok()) << text;
+  }
+}
+
 // ---- Agent -----------------------------------------------------------------------------
 
 // Records every program it is asked to install; fails when told to.
@@ -582,6 +615,57 @@ TEST_F(AgentTest, PodEventsChangingTheInterfacesGoThroughTheDelta) {
   agent.HandleEvent(PodEvent("ADDED", "b", "10.0.0.2"), absl::Now());
   ASSERT_TRUE(agent.Sync().ok());
   EXPECT_EQ(recording->delta_interfaces.back(), Interfaces{"x/b=veth-b"});
+}
+
+// Several interfaces, listed in an order of their own: whatever pods come and go (each event a
+// delta), the backend is given exactly the interfaces whose pods are endpoints of the program
+// LowerToIr makes of the agent's engine (the oracle), in the options' order. The agent keeps
+// the attachment by editing it at the changed pods' places. NP_SEED replays a sequence.
+TEST_F(AgentTest, InterfacesFollowTheEndpointsInTheOptionsOrder) {
+  const char* env = std::getenv("NP_SEED");
+  const uint32_t seed = env != nullptr ? static_cast<uint32_t>(std::atoi(env)) : std::random_device{}();
+  SCOPED_TRACE(absl::StrCat("NP_SEED=", seed));
+  std::mt19937 rng(seed);
+  AgentOptions options;
+  options.default_kind = "Pod";
+  options.min_interval = absl::ZeroDuration();
+  std::vector<int> order = {0, 1, 2, 3, 4, 5, 6, 7};
+  std::shuffle(order.begin(), order.end(), rng);
+  for (int k : order) {
+    options.attachment.interfaces.push_back(
+        backends::EndpointInterface{absl::StrCat("x/p", k), absl::StrCat("veth-p", k)});
+  }
+  auto backend = std::make_unique<RecordingBackend>(&applied_, &fail_, &calls_);
+  const RecordingBackend* recording = backend.get();
+  Agent agent(agent_->current(), std::move(backend), options, &metrics_, &log_);
+  ASSERT_TRUE(agent.Reconcile().ok());
+  std::vector<bool> live(10, false);  // p8 and p9 have no interface
+  int deltas = 0;
+  for (int step = 0; step < 60; ++step) {
+    // Several events per sync at times: their interfaces change together.
+    const int events = 1 + static_cast<int>(rng() % 3);
+    for (int e = 0; e < events; ++e) {
+      const int k = static_cast<int>(rng() % live.size());
+      const std::string ip = absl::StrCat("10.0.1.", 10 + k);
+      agent.HandleEvent(PodEvent(live[k] ? "DELETED" : "ADDED", absl::StrCat("p", k), ip),
+                        absl::Now());
+      live[k] = !live[k];
+    }
+    ASSERT_TRUE(agent.Sync().ok()) << "step " << step;
+    if (calls_.back() != "UpdateDelta") continue;
+    ++deltas;
+    absl::StatusOr<ir::CompiledPolicy> expected = LowerToIr(*agent.current());
+    ASSERT_TRUE(expected.ok());
+    const std::vector<std::string> endpoints = EndpointNames(*expected);
+    std::vector<std::string> want;
+    for (const backends::EndpointInterface& i : options.attachment.interfaces) {
+      if (std::count(endpoints.begin(), endpoints.end(), i.pod) > 0) {
+        want.push_back(i.pod + "=" + i.interface);
+      }
+    }
+    ASSERT_EQ(recording->delta_interfaces.back(), want) << "step " << step;
+  }
+  EXPECT_GT(deltas, 30);  // the pod events went through the delta
 }
 
 TEST_F(AgentTest, ProgramSizeIsRecountedAtMostEveryCapacityInterval) {

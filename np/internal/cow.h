@@ -29,10 +29,16 @@
 
 namespace np::internal {
 
+// Chunks are owned in groups of kGroupSize, so that cloning a spine takes a reference per
+// group, not per chunk (a 100k-pod state's pod vectors have ~400 chunks each: their
+// reference counts were a tenth of a pod update, BM_UpdatePodNewLabel); the first write to a
+// group clones it. Reads never see the groups: `items` is still one flat array.
 template <typename T, int kChunkBits = 8>
 class CowVector {
  public:
   static constexpr size_t kChunkSize = size_t{1} << kChunkBits;
+  static constexpr int kGroupBits = 5;
+  static constexpr size_t kGroupSize = size_t{1} << kGroupBits;
 
   size_t size() const { return size_; }
   const T& operator[](size_t i) const { return items_[i >> kChunkBits][i & (kChunkSize - 1)]; }
@@ -40,12 +46,14 @@ class CowVector {
   // Writable access for the writer of `generation`.
   T& Mutable(size_t i, uint64_t generation) {
     Spine& spine = MutableSpine(generation);
-    std::shared_ptr<Chunk>& chunk = spine.chunks[i >> kChunkBits];
+    const size_t c = i >> kChunkBits;
+    std::shared_ptr<Chunk>& chunk = MutableGroup(spine, c >> kGroupBits, generation)
+                                        .chunks[c & (kGroupSize - 1)];
     if (chunk->generation != generation) {
       auto copy = std::make_shared<Chunk>(*chunk);
       copy->generation = generation;
       chunk = std::move(copy);
-      spine.items[i >> kChunkBits] = chunk->items.data();
+      spine.items[c] = chunk->items.data();
     }
     return chunk->items[i & (kChunkSize - 1)];
   }
@@ -53,17 +61,24 @@ class CowVector {
   void PushBack(T value, uint64_t generation) {
     if ((size_ & (kChunkSize - 1)) == 0) {
       Spine& spine = MutableSpine(generation);
+      const size_t c = size_ >> kChunkBits;
+      if ((c & (kGroupSize - 1)) == 0) {
+        auto group = std::make_shared<Group>();
+        group->generation = generation;
+        spine.groups.push_back(std::move(group));
+      }
       auto chunk = std::make_shared<Chunk>();
       chunk->generation = generation;
       spine.items.push_back(chunk->items.data());
-      spine.chunks.push_back(std::move(chunk));
+      MutableGroup(spine, c >> kGroupBits, generation).chunks[c & (kGroupSize - 1)] =
+          std::move(chunk);
       items_ = spine.items.data();  // (push_back may have moved the array)
     }
     size_t i = size_++;
     Mutable(i, generation) = std::move(value);
   }
 
-  size_t chunk_count() const { return spine_ == nullptr ? 0 : spine_->chunks.size(); }
+  size_t chunk_count() const { return spine_ == nullptr ? 0 : spine_->items.size(); }
   static constexpr size_t chunk_bytes() { return sizeof(T) * kChunkSize; }
 
  private:
@@ -71,11 +86,15 @@ class CowVector {
     uint64_t generation = 0;
     std::array<T, kChunkSize> items{};
   };
+  struct Group {
+    uint64_t generation = 0;
+    std::array<std::shared_ptr<Chunk>, kGroupSize> chunks;  // null past the last chunk
+  };
   struct Spine {
     uint64_t generation = 0;
-    std::vector<std::shared_ptr<Chunk>> chunks;
-    // chunks[c]->items.data(), so that a read is two loads (this array, the item), with the
-    // pointer array half the size of chunks (it stays in L1 on verdict paths).
+    std::vector<std::shared_ptr<Group>> groups;
+    // The chunks' items.data(), so that a read is two loads (this array, the item), with the
+    // pointer array half the size of shared_ptrs (it stays in L1 on verdict paths).
     std::vector<T*> items;
   };
   // This writer's spine: the shared one cloned at the batch's first write.
@@ -91,16 +110,21 @@ class CowVector {
     }
     return *spine_;
   }
+  // Group `g` of this writer's spine, cloned at its first write in the batch.
+  static Group& MutableGroup(Spine& spine, size_t g, uint64_t generation) {
+    std::shared_ptr<Group>& group = spine.groups[g];
+    if (group->generation != generation) {
+      auto copy = std::make_shared<Group>(*group);
+      copy->generation = generation;
+      group = std::move(copy);
+    }
+    return *group;
+  }
   std::shared_ptr<Spine> spine_;
   T* const* items_ = nullptr;  // spine_->items.data(): a read does not go through spine_
   size_t size_ = 0;
 };
 
-// A hash map split into shards, each copied on write. The shards sit in groups, each group
-// shared between snapshots like a shard: a write clones the spine (the group pointers) once
-// per batch, one group's shard pointers and the one shard. Many small shards keep that clone
-// small in big maps (a flat_hash_map copy rehashes every key); size the shards to the map
-// (kShardBits).
 template <typename K, typename V, typename Hash = absl::Hash<K>, typename Eq = std::equal_to<>,
           int kShardBits = 6>
 class CowMap {

@@ -327,6 +327,9 @@ class ObjectDecoder {
   // enclosing fields (items of a one-line list, say), which keeps the map small for long
   // lists written on one line. Returns whether it recorded one.
   bool RecordLine(const std::string& field, int line) {
+    // Nothing recorded yet and the object's own line: LineOf finds it without a lookup per
+    // enclosing field (a watch event is one line: every field of it takes this path).
+    if (line == source.location.line && source.field_lines.empty()) return false;
     if (source.LineOf(field) == line) return false;
     source.field_lines[field] = line;
     return true;
