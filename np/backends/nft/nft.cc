@@ -1241,13 +1241,20 @@ absl::StatusOr<SetElementEdit> MarkSetEdit(const std::string& set, bool add,
 
 }  // namespace
 
+namespace {
+// The planners' refusal: the plan emptied (no half-planned part must reach the caller) with
+// the reason as its fallback.
+template <typename Plan>
+Plan Refused(Plan* plan, std::string why) {
+  *plan = Plan();
+  plan->fallback = std::move(why);
+  return *plan;
+}
+}  // namespace
+
 InPlacePlan PlanInPlaceUpdate(const Program& installed, const Program& next, size_t whole) {
   InPlacePlan plan;
-  auto refuse = [&](std::string why) {
-    plan = InPlacePlan();
-    plan.fallback = std::move(why);
-    return plan;
-  };
+  auto refuse = [&](std::string why) { return Refused(&plan, std::move(why)); };
   std::map<std::string, const Chain*> old_chains, new_chains;
   std::map<std::string, const Set*> old_sets, new_sets;
   for (const Chain& c : installed.chains) old_chains[c.name] = &c;
@@ -2612,24 +2619,39 @@ std::string OneCommitLeaving(PodTablePlan* plan) {
   return "";
 }
 
+// Whether the identities the delta appends take the program past the mark's layout (nft.h
+// Capacity): the planners refuse, and the full path reports the limit.
+bool PastIdentityLimit(const ir::CompiledPolicy& previous, const ir::CompiledPolicyDelta& delta) {
+  return previous.identities_size() + static_cast<uint64_t>(delta.identities_size()) > kMaxIdentities;
+}
+
+// A delta's two parts as the planners take them apart: the table part (peer sets, tables,
+// endpoints: PlanTables) and the pod part (address ranges and identities' pods, plus the
+// appended identities when `identities`: PlanPodEdits / PlanDeltaUpdate).
+ir::CompiledPolicyDelta TablePart(const ir::CompiledPolicyDelta& delta) {
+  ir::CompiledPolicyDelta tables;
+  *tables.mutable_peer_sets() = delta.peer_sets();
+  *tables.mutable_tables() = delta.tables();
+  *tables.mutable_endpoints() = delta.endpoints();
+  return tables;
+}
+ir::CompiledPolicyDelta PodPart(const ir::CompiledPolicyDelta& delta, bool identities) {
+  ir::CompiledPolicyDelta pods;
+  *pods.mutable_ipv4() = delta.ipv4();
+  *pods.mutable_ipv6() = delta.ipv6();
+  *pods.mutable_identity_pods() = delta.identity_pods();
+  if (identities) *pods.mutable_identities() = delta.identities();
+  return pods;
+}
+
 }  // namespace
 
 PodTablePlan PlanPodTableDelta(DeltaIndex* index, const ir::CompiledPolicy& previous,
                                const ir::CompiledPolicyDelta& delta) {
   PodTablePlan plan;
-  auto refuse = [&](std::string why) {
-    plan = PodTablePlan();
-    plan.fallback = std::move(why);
-    return plan;
-  };
+  auto refuse = [&](std::string why) { return Refused(&plan, std::move(why)); };
   if (!delta.identities().empty()) return refuse("the delta appends identities");
-  ir::CompiledPolicyDelta tables, pods;
-  *tables.mutable_peer_sets() = delta.peer_sets();
-  *tables.mutable_tables() = delta.tables();
-  *tables.mutable_endpoints() = delta.endpoints();
-  *pods.mutable_ipv4() = delta.ipv4();
-  *pods.mutable_ipv6() = delta.ipv6();
-  *pods.mutable_identity_pods() = delta.identity_pods();
+  const ir::CompiledPolicyDelta tables = TablePart(delta), pods = PodPart(delta, false);
   // An endpoint leaves (its table is retired): its addresses first, its dispatch entries and
   // chains after. Else the chains and the new endpoint's entries first, its addresses after.
   plan.tables_first = true;
@@ -2666,28 +2688,15 @@ PodTablePlan PlanPodTableDelta(DeltaIndex* index, const ir::CompiledPolicy& prev
 PodTablePlan PlanSplitDelta(DeltaIndex* index, const ir::CompiledPolicy& previous,
                             const ir::CompiledPolicyDelta& delta) {
   PodTablePlan plan;
-  auto refuse = [&](std::string why) {
-    plan = PodTablePlan();
-    plan.fallback = std::move(why);
-    return plan;
-  };
+  auto refuse = [&](std::string why) { return Refused(&plan, std::move(why)); };
   if (delta.tables().empty() && delta.peer_sets().empty()) return refuse("no policy part");
   for (const ir::EndpointSliceEdit& x : delta.endpoints()) {
     if (x.end() - x.begin() != static_cast<uint32_t>(x.endpoints_size())) {
       return refuse("endpoints come or go");
     }
   }
-  if (previous.identities_size() + static_cast<uint64_t>(delta.identities_size()) > kMaxIdentities) {
-    return refuse("past the identity limit");
-  }
-  ir::CompiledPolicyDelta tables, pods;
-  *tables.mutable_peer_sets() = delta.peer_sets();
-  *tables.mutable_tables() = delta.tables();
-  *tables.mutable_endpoints() = delta.endpoints();
-  *pods.mutable_ipv4() = delta.ipv4();
-  *pods.mutable_ipv6() = delta.ipv6();
-  *pods.mutable_identity_pods() = delta.identity_pods();
-  *pods.mutable_identities() = delta.identities();
+  if (PastIdentityLimit(previous, delta)) return refuse("past the identity limit");
+  const ir::CompiledPolicyDelta tables = TablePart(delta), pods = PodPart(delta, true);
   // The table part read with the addresses already moved: an identity named anew gets its
   // addresses' elements (id_other -> its new chain) in the same transaction.
   plan.tables = PlanTables(*index, previous, tables, false, &pods, &plan.tables_edit,
@@ -2708,18 +2717,12 @@ PodTablePlan PlanSplitDelta(DeltaIndex* index, const ir::CompiledPolicy& previou
 IdentityPlan PlanIdentityDelta(DeltaIndex* index, const ir::CompiledPolicy& previous,
                                const ir::CompiledPolicyDelta& delta) {
   IdentityPlan plan;
-  auto refuse = [&](std::string why) {
-    plan = IdentityPlan();
-    plan.fallback = std::move(why);
-    return plan;
-  };
+  auto refuse = [&](std::string why) { return Refused(&plan, std::move(why)); };
   if (!delta.tables().empty() || !delta.endpoints().empty()) {
     return refuse("identities with tables or endpoints (a pod of this node)");
   }
+  if (PastIdentityLimit(previous, delta)) return refuse("past the identity limit");
   const uint32_t count = static_cast<uint32_t>(previous.identities_size());
-  if (count + static_cast<uint64_t>(delta.identities_size()) > kMaxIdentities) {
-    return refuse("past the identity limit");
-  }
   // Whether identity `id` has addresses before (after) the delta: an identity's addresses
   // are its pods' (or external ones), so one without pods and not external has none
   // (np/lower_align.h: an unused identity is in no range).
@@ -2767,11 +2770,7 @@ IdentityPlan PlanIdentityDelta(DeltaIndex* index, const ir::CompiledPolicy& prev
     if (both.size() != static_cast<size_t>(next.identities_size())) *losses.add_peer_sets() = next;
     union_sets[next.id()] = std::move(u);
   }
-  ir::CompiledPolicyDelta pods;
-  *pods.mutable_ipv4() = delta.ipv4();
-  *pods.mutable_ipv6() = delta.ipv6();
-  *pods.mutable_identity_pods() = delta.identity_pods();
-  *pods.mutable_identities() = delta.identities();
+  const ir::CompiledPolicyDelta pods = PodPart(delta, true);
   // The gains are planned from `previous`'s peer sets, the losses from the union installed.
   const Overlay as_previous{&delta, nullptr}, as_gained{&delta, &union_sets};
   // Each step is planned on the index as the steps before leave it, then the index is put
