@@ -3009,6 +3009,24 @@ TEST(NftPackets, TiersGetTheSpecsVerdicts) {
 // table and takes it away again (PlanPodTableDelta).
 enum class Swap { kUpdate, kPolicyDelta, kPodTableDelta, kRelabel };
 
+// The probe lab's three tables, one per pod x/a, x/b, x/c (10.0.<i+1>.2, fd00:<i+1>::2, all
+// selected), table i the endpoint's; tables from `endpoints` on are appended without
+// policies or endpoint (tombstones: their pod is not there).
+void AddThreeTables(ir::CompiledPolicy& ir, int endpoints = 3) {
+  for (int i = 0; i < 3; ++i) {
+    ir::Table* table = AppendTable(ir);
+    if (i >= endpoints) continue;
+    table->add_policies(absl::StrCat("x/policy-", i));
+    ir::Endpoint* e = ir.add_endpoints();
+    e->set_namespace_("x");
+    e->set_name(std::string(1, static_cast<char>('a' + i)));
+    e->add_ips(absl::StrCat("10.0.", i + 1, ".2"));
+    e->add_ips(absl::StrCat("fd00:", i + 1, "::2"));
+    e->set_selected(true);
+    e->set_table(static_cast<uint32_t>(i));
+  }
+}
+
 // The pod-table swap's programs: x/a (table 0: egress TCP/UDP 80-81 to all), x/b (table 1:
 // ingress TCP 80 from x/a's identity, UDP 80 and TCP 81 from identity 3's), and x/c when
 // `c_there`: a pod of identity 3 with table 2 (ingress TCP/UDP 80 from peer set 3, {1, 3};
@@ -3033,18 +3051,7 @@ ir::CompiledPolicy ThreePodsCOrNot(bool c_there) {
   AddPeerSet(ir, {}, /*all=*/true);
   AddPeerSet(ir, c_there ? std::vector<uint32_t>{1, 3} : std::vector<uint32_t>{});
   AddPeerSet(ir, {3});
-  for (int i = 0; i < 3; ++i) {
-    ir::Table* table = AppendTable(ir);
-    if (i == 2 && !c_there) break;
-    table->add_policies(absl::StrCat("x/policy-", i));
-    ir::Endpoint* e = ir.add_endpoints();
-    e->set_namespace_("x");
-    e->set_name(std::string(1, static_cast<char>('a' + i)));
-    e->add_ips(absl::StrCat("10.0.", i + 1, ".2"));
-    e->add_ips(absl::StrCat("fd00:", i + 1, "::2"));
-    e->set_selected(true);
-    e->set_table(static_cast<uint32_t>(i));
-  }
+  AddThreeTables(ir, c_there ? 3 : 2);
   AddRule(ir.mutable_tables(0)->mutable_egress(), ir::TCP, 80, 81, 2);
   AddRule(ir.mutable_tables(0)->mutable_egress(), ir::UDP, 80, 81, 2);
   AddRule(ir.mutable_tables(1)->mutable_ingress(), ir::TCP, 80, 80, 0);
@@ -3081,17 +3088,7 @@ ir::CompiledPolicy ThreePodsRelabelled(bool relabelled) {
   AddPeerSet(ir, {}, /*all=*/true);
   AddPeerSet(ir, {a});
   AddPeerSet(ir, relabelled ? std::vector<uint32_t>{} : std::vector<uint32_t>{1});
-  for (int i = 0; i < 3; ++i) {
-    ir::Table* table = AppendTable(ir);
-    table->add_policies(absl::StrCat("x/policy-", i));
-    ir::Endpoint* e = ir.add_endpoints();
-    e->set_namespace_("x");
-    e->set_name(std::string(1, static_cast<char>('a' + i)));
-    e->add_ips(absl::StrCat("10.0.", i + 1, ".2"));
-    e->add_ips(absl::StrCat("fd00:", i + 1, "::2"));
-    e->set_selected(true);
-    e->set_table(static_cast<uint32_t>(i));
-  }
+  AddThreeTables(ir);
   AddRule(ir.mutable_tables(0)->mutable_egress(), ir::TCP, 80, 81, 2);
   AddRule(ir.mutable_tables(0)->mutable_egress(), ir::UDP, 80, 81, 2);
   AddRule(ir.mutable_tables(1)->mutable_ingress(), ir::TCP, 80, 80, 4);
@@ -3112,17 +3109,7 @@ void ExpectSwapsUnderProbes(Swap how) {
     AddPeerSet(ir, {1});
     AddPeerSet(ir, {2});
     AddPeerSet(ir, {}, /*all=*/true);
-    for (int i = 0; i < 3; ++i) {
-      ir::Table* table = AppendTable(ir);
-      table->add_policies(absl::StrCat("x/policy-", i));
-      ir::Endpoint* e = ir.add_endpoints();
-      e->set_namespace_("x");
-      e->set_name(std::string(1, static_cast<char>('a' + i)));
-      e->add_ips(absl::StrCat("10.0.", i + 1, ".2"));
-      e->add_ips(absl::StrCat("fd00:", i + 1, "::2"));
-      e->set_selected(true);
-      e->set_table(static_cast<uint32_t>(i));
-    }
+    AddThreeTables(ir);
     AddRule(ir.mutable_tables(2)->mutable_ingress(), ir::TCP, 80, 80, peer);
     AddRule(ir.mutable_tables(2)->mutable_ingress(), ir::UDP, 80, 80, peer);
     AddRule(ir.mutable_tables(0)->mutable_egress(), ir::TCP, 80, 81, 2);
