@@ -490,6 +490,28 @@ constexpr uint32_t kHostEndian = 1, kBigEndian = 2;
 
 }  // namespace
 
+bool MarksTableForValidation(const std::vector<SetElementEdit>& edits) {
+  for (const SetElementEdit& edit : edits) {
+    if (!edit.add) continue;
+    for (const SetElementEdit::Element& e : edit.elements) {
+      if (!e.jump.empty()) return true;
+    }
+  }
+  return false;
+}
+
+bool MarksTableForValidation(const WholeBatch& batch) {
+  for (const WholeChain& c : batch.chains) {
+    if (!c.rules.empty()) return true;
+  }
+  for (const WholeSet& s : batch.sets) {
+    for (const SetElementEdit::Element& e : s.elements) {
+      if (!e.jump.empty()) return true;
+    }
+  }
+  return MarksTableForValidation(batch.last_element_adds);
+}
+
 absl::StatusOr<std::string> EncodeWholeBatch(const std::string& table, const WholeBatch& batch,
                                              uint32_t seq, uint32_t genid,
                                              std::vector<std::string>* what_of_message) {

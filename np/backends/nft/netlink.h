@@ -120,6 +120,23 @@ absl::StatusOr<std::string> EncodeWholeBatch(const std::string& table, const Who
                                              uint32_t seq, uint32_t genid,
                                              std::vector<std::string>* what_of_message);
 
+// ---- Which commits make the kernel validate the whole table -------------------------------
+// nf_tables checks a table for loops and hook restrictions at commit (nf_tables_validate ->
+// nft_table_validate: from every base chain, every rule's expressions, every element of every
+// verdict map a rule applies, recursively into each chain a jump or goto reaches), but only
+// when the transaction marked the table (NFT_VALIDATE_NEED): nf_tables_newrule marks it for
+// a rule with an expression that has a validate callback (immediate verdicts, lookups, meta
+// set: every rule np writes has one), nft_add_set_elem for an element whose data is a jump
+// or goto verdict. Deleting elements, rules, sets or chains, flushing a chain, declaring
+// sets, and adding elements without data or with another verdict do not mark it (checked
+// on 6.18 with perf: np/backends/nft/validation_cost.sh). The walk is O(ruleset) — at 1,000
+// endpoints of a 10k-pod cluster it is most of a pod event's commit (bench/RESULTS.md).
+// Whether committing `edits` (one transaction) marks the table: an added element jumps.
+bool MarksTableForValidation(const std::vector<SetElementEdit>& edits);
+// The same for a whole-path or in-place batch: a rule added (chains[i].rules), or an element
+// that jumps added (declared sets' elements, last_element_adds).
+bool MarksTableForValidation(const WholeBatch& batch);
+
 // A NETLINK_NETFILTER socket in the network namespace of the thread that opened it.
 class NftNetlink {
  public:

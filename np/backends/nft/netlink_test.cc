@@ -328,6 +328,39 @@ TEST(NetlinkEncoding, WholeBatchEncodesBuildsFormsAndRefusesOthers) {
   }
 }
 
+// What marks a table for the commit's whole-table validation (netlink.h): an added element
+// that jumps, or an added rule; never a deletion, a flush or a set declared without jumps.
+TEST(NetlinkEncoding, OnlyJumpElementsAndRulesMarkTheTableForValidation) {
+  const SetElementEdit add_jump{"identity4", true, true, {E("10.0.0.1", "10.0.0.1", "id_2")}};
+  const SetElementEdit delete_one{"identity4", false, true, {E("10.0.0.1", "10.0.0.1", "")}};
+  const SetElementEdit add_plain{"s", true, false, {E("10.0.0.1", "10.0.0.1", "")}};
+  EXPECT_TRUE(MarksTableForValidation({add_jump}));
+  EXPECT_TRUE(MarksTableForValidation({delete_one, add_jump}));
+  EXPECT_FALSE(MarksTableForValidation({delete_one}));
+  EXPECT_FALSE(MarksTableForValidation({add_plain, delete_one}));
+  EXPECT_FALSE(MarksTableForValidation(std::vector<SetElementEdit>{}));
+  // A delete that still names the chain it jumped to (the encoder sends no data) marks nothing.
+  EXPECT_FALSE(MarksTableForValidation({SetElementEdit{"egress4", false, false, {E("10.0.0.1", "10.0.0.1", "t0")}}}));
+
+  WholeBatch deletes;
+  deletes.first_flush = {"t0_egress"};
+  deletes.first_element_deletes = {delete_one};
+  deletes.first_delete_sets = {"peers_3"};
+  deletes.first_delete_chains = {"t0_egress"};
+  deletes.chains.push_back({"t1_egress", false, false, "", {}});  // declared, no rules
+  deletes.sets.push_back({"peers_4", WholeSet::kMark, false, true, "", {E("0.1.0.0", "0.1.255.255", "")}});
+  EXPECT_FALSE(MarksTableForValidation(deletes));
+  WholeBatch rule = deletes;
+  rule.chains.back().rules = {"drop"};
+  EXPECT_TRUE(MarksTableForValidation(rule));
+  WholeBatch element = deletes;
+  element.last_element_adds = {add_jump};
+  EXPECT_TRUE(MarksTableForValidation(element));
+  WholeBatch declared = deletes;
+  declared.sets.push_back({"egress4", WholeSet::kIpv4, true, false, "", {E("10.0.0.1", "10.0.0.1", "t1_egress")}});
+  EXPECT_TRUE(MarksTableForValidation(declared));
+}
+
 TEST(NetlinkEncoding, ParsesThePlansTransactions) {
   absl::StatusOr<std::vector<SetElementEdit>> edits = ParseElementTransaction(
       "delete element inet np identity4_g3 { 10.0.0.0-10.0.0.4, 10.0.0.5 }\n"

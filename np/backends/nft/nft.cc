@@ -3622,14 +3622,17 @@ class NftBackend : public Backend {
   // which goes to libnftables and then to the full path. The check a generation gives is the
   // one the text path gave before, no weaker.
   absl::Status CommitElements(Namespace& ns, const std::string& text) {
+    const absl::StatusOr<std::vector<nft::SetElementEdit>> edits = nft::ParseElementTransaction(text);
+    // A transaction np cannot read goes to libnftables as text: counted as validating.
+    CountInPlaceCommit(!edits.ok() || nft::MarksTableForValidation(*edits));
     if (NetlinkOf(ns) != nullptr) {
       const absl::Time start = absl::Now();
       const uint64_t cpu_start = ThreadCpuNs();
-      absl::Status s = CommitByNetlink(ns, text);
+      absl::Status s = CommitByNetlink(ns, edits);
       if (absl::IsAborted(s)) {
         ++stats_.netlink_aborts;
         stats_.last_netlink_error = std::string(s.message());
-        s = CommitByNetlink(ns, text);  // at the kernel's generation (CommitByNetlink asks it)
+        s = CommitByNetlink(ns, edits);  // at the kernel's generation (CommitByNetlink asks it)
       }
       stats_.netlink_ns += static_cast<uint64_t>(absl::ToInt64Nanoseconds(absl::Now() - start));
       stats_.netlink_cpu_ns += ThreadCpuNs() - cpu_start;
@@ -3667,6 +3670,7 @@ class NftBackend : public Backend {
   }
 
   absl::Status CommitInPlace(Namespace& ns, const nft::WholeBatch& batch, const std::string& text) {
+    CountInPlaceCommit(nft::MarksTableForValidation(batch));
     if (NetlinkOf(ns) != nullptr) {
       absl::Status s = absl::OkStatus();
       for (int attempt = 0; attempt < 2; ++attempt) {
@@ -3740,8 +3744,15 @@ class NftBackend : public Backend {
     return RunNft(ns, text()).status();
   }
 
-  absl::Status CommitByNetlink(Namespace& ns, const std::string& text) {
-    absl::StatusOr<std::vector<nft::SetElementEdit>> edits = nft::ParseElementTransaction(text);
+  // Counted before the commit is tried (a commit sent again, or through libnftables after
+  // netlink refused it, is one commit): `validates` says whether it marks the table.
+  void CountInPlaceCommit(bool validates) {
+    ++stats_.in_place_commits;
+    if (validates) ++stats_.validating_commits;
+  }
+
+  absl::Status CommitByNetlink(Namespace& ns,
+                               const absl::StatusOr<std::vector<nft::SetElementEdit>>& edits) {
     if (!edits.ok()) return edits.status();
     if (!ns.genid.has_value()) {
       absl::StatusOr<uint32_t> genid = ns.netlink->GenerationId();

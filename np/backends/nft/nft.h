@@ -86,6 +86,27 @@
 // is looked up only by rules of a later commit (the switch here; PlanInPlaceUpdate's
 // `sets_first`), and a live set whose elements change is edited, not declared again.
 //
+// Why pod events still validate the whole table (issue 13, checked on 6.18 and nft 1.0.6):
+// a commit that adds an element whose data is a jump or goto, or adds a rule, makes the
+// kernel walk the whole table at commit (netlink.h MarksTableForValidation); deleting
+// elements, flushing or deleting chains and sets, declaring sets, and adding data or
+// accept/drop elements do not. Every pod event adds a jump element: its address's identity
+// element (`jump id_<n>`, or `jump id_other` for an address that goes — the merged piece
+// around it is added back), plus a dispatch element for an endpoint of this node; only
+// dispatch deletions and deferred deletions commit without (DeltaStats validating_commits;
+// nft_test PodEventCommitsThatMarkTheTableForValidation). A shape without verdict elements
+// per pod needs the address's identity written into a register or the mark by a data map:
+// nft's text cannot say either (1.0.6 refuses `ip daddr map @m vmap @v` and `meta mark set
+// meta mark & M | ip daddr map @m`: a binop's right side must be constant), and the netlink
+// forms the kernel accepts for
+// them (a lookup into a 32-bit register feeding a vmap lookup; a bitwise OR of two
+// registers, 6.13+) make `nft list` of the table abort on an assertion in 1.0.6 — which would
+// abort np itself (the full path lists through libnftables) and every operator's listing.
+// Writing the data map's value into the mark (`meta mark set ip daddr map @m`) would clobber
+// the low 16 bits that other software owns. So the dispatch stays a verdict map per address
+// until the nft np runs with can list register forms. What the identity map costs besides
+// the validation: an interval map's commit is O(elements) by itself (10k addresses: ~0.5-1 ms
+// for a data element, against ~0.05 ms for a hash map: validation_cost.py, bench/RESULTS.md).
 // Capacity (Capacity(), `netpol compile --stats`): at most 65,534 identities (the mark
 // layout: 0xfffe and 0xffff are "other" and "miss"); tier rules count as rules. nf_tables has no hard limit on rules, sets or elements (memory aside), but load
 // time grows — with the square of the number of sets — so np keeps budgets: rules 150,000,
@@ -643,6 +664,13 @@ struct DeltaStats {
   uint64_t in_place_netlink_ns = 0;  // wall time in their netlink batches (encode to acks)
   uint64_t update_switch = 0;
   std::string last_update;
+  // In-place commits (UpdateDelta's and Update's: element transactions, in-place batches,
+  // their new sets and deferred cleanups; not the generation switch, which always validates),
+  // and those of them that mark the table for the kernel's whole-table validation at commit
+  // (netlink.h MarksTableForValidation: a jump element or a rule added) — the O(ruleset)
+  // part of a pod event's commit at 1,000 endpoints.
+  uint64_t in_place_commits = 0;
+  uint64_t validating_commits = 0;
 };
 DeltaStats DeltaStatsOf(const Backend& backend);
 // Update and UpdateDelta leave an in-place plan's cleanup (identity chains no rule names any

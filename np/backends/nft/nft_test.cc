@@ -2129,6 +2129,60 @@ TEST_F(NftKernelTest, PodDeltasWithTablesInPlaceEqualAFreshApply) {
   ASSERT_TRUE(fresh->Remove({}).ok());
 }
 
+// Which pod events' commits make the kernel validate the whole table (netlink.h
+// MarksTableForValidation: an added jump element or rule), counted on the batches UpdateDelta
+// sends: the census behind issue 13's nft pod-event cost at 1,000 endpoints. With today's
+// program every pod event adds a jump element to identity4/6 (an address's new identity, or
+// id_other for one that goes: the neighbouring pieces merge back under a jump) and a local
+// endpoint's also to a dispatch map; only dispatch deletions and deferred chain deletions
+// commit without one. A ruleset shape that takes pod events off the validation (nft.h: why
+// nft 1.0.6 leaves none) must turn the `validating` column below to 0.
+TEST_F(NftKernelTest, PodEventCommitsThatMarkTheTableForValidation) {
+  ScratchNetns scratch(absl::StrCat("h75-val-", getpid()));
+  ASSERT_TRUE(scratch.ok);
+  const std::string& netns = scratch.name;
+  std::unique_ptr<Backend> incremental = MakeNftBackend();
+  std::unique_ptr<Backend> fresh = MakeNftBackend();
+  struct Step {
+    std::string what;
+    std::vector<ChurnPod> add;
+    std::vector<std::string> remove;
+    uint64_t commits, validating;  // the event's in-place commits, deferred ones included
+  };
+  const std::vector<Step> steps = {
+      {"another node's pod comes", {{"c/z", 7, 22, false}}, {}, 1, 1},
+      {"it goes", {}, {"c/z"}, 1, 1},
+      {"a pod of this node comes (its table is there)", {{"a/web-3", 1, 8, true, true, 0}}, {}, 2, 2},
+      {"it goes", {}, {"a/web-3"}, 2, 1},
+  };
+  std::vector<ChurnPod> pods = ChurnBase();
+  ir::CompiledPolicy current = ChurnIr(pods);
+  ASSERT_TRUE(incremental->Apply(current, {{}, netns}).ok());
+  for (const Step& step : steps) {
+    SCOPED_TRACE(step.what);
+    for (const ChurnPod& p : step.add) pods.push_back(p);
+    for (const std::string& name : step.remove) {
+      pods.erase(std::remove_if(pods.begin(), pods.end(),
+                                [&](const ChurnPod& p) { return p.name == name; }),
+                 pods.end());
+    }
+    ir::CompiledPolicy next = ChurnIr(pods);
+    const auto [before, after] = ExpectDeltaListsAsFresh(*incremental, *fresh, netns, current, next);
+    if (HasFatalFailure()) return;
+    EXPECT_GT(after.in_place, before.in_place) << after.last_fallback;
+    const DeltaStats settled = DeltaStatsOf(*incremental);
+    const uint64_t commits = settled.in_place_commits - before.in_place_commits;
+    const uint64_t validating = settled.validating_commits - before.validating_commits;
+    std::cerr << step.what << ": " << commits << " in-place commits, " << validating
+              << " marking the table for validation\n";
+    EXPECT_EQ(commits, step.commits);
+    EXPECT_EQ(validating, step.validating);
+    current = std::move(next);
+  }
+  ASSERT_TRUE(incremental->Remove({{}, netns}).ok());
+  ASSERT_TRUE(fresh->Remove({}).ok());
+}
+
 // The frame of the seeded random kernel sequences below: `runs` runs of `steps` steps on a
 // scratch namespace, each run from a fresh Apply of start(); a step takes `event` (which
 // changes the caller's state and says what it did) and the state's program(); every fifth
