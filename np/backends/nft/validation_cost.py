@@ -1,0 +1,224 @@
+#!/usr/bin/env python3
+"""What an nf_tables element commit costs, by map kind, and which commits the kernel
+validates (nft.h "Why pod events still validate"; netlink.h MarksTableForValidation).
+
+Run as root: `python3 np/backends/nft/validation_cost.py [--tables 200] [--identities 400]
+[--addresses 10000] [--rounds 100]`. It makes a scratch network namespace (np-valcost-<pid>),
+and in it one table per map kind, each with the same np-shaped chains (T table chains of 12
+rules reached through a dispatch vmap of min(P, 1000) jump elements, I identity chains) and
+one map of P addresses looked up by the forward chain:
+  ivj  interval map, address -> jump id_<n>   (np's identity4 today)
+  sid  ivj's map and identity chains alone in a table of their own (no dispatch, no table
+       chains), looked up by two base chains as np's forward chain looks identity4 up twice
+  hvj  hash map,     address -> jump id_<n>
+  ivd  interval map, address -> mark value    (a data map: no verdict)
+  hvd  hash map,     address -> mark value
+Then, per round and kind, one commit adding an address and one deleting it, sent as raw
+nf_tables netlink batches (no libnftables: its cache fetch would dwarf the commit), timed
+from send to the last ack. A commit that adds a jump element makes the kernel walk the whole
+table (nft_table_validate); the others do not (`perf record -g` on this script shows
+nft_table_validate under the jump adds only).
+Last it checks the two-stage forms nft's text cannot write (a map lookup into a register
+feeding a vmap lookup; a register OR into the mark): whether the kernel takes them, and
+whether `nft list` can print the table afterwards. The namespace is deleted at the end.
+"""
+import argparse, os, socket, struct, subprocess, sys, time
+
+NETLINK_NETFILTER, SUBSYS = 12, 10
+NEWRULE, NEWSETELEM, DELSETELEM = 6, 12, 14
+BATCH_BEGIN, BATCH_END = 0x10, 0x11
+F_REQUEST, F_ACK, F_CREATE, F_APPEND = 1, 4, 0x400, 0x800
+NFPROTO_INET, NFT_JUMP = 1, 0xFFFFFFFD
+
+
+def attr(kind, payload):
+    n = 4 + len(payload)
+    return struct.pack("HH", n, kind) + payload + b"\0" * ((4 - n % 4) % 4)
+
+
+def nest(kind, *parts):
+    return attr(kind | 0x8000, b"".join(parts))
+
+
+def string(kind, value):
+    return attr(kind, value.encode() + b"\0")
+
+
+def be32(kind, value):
+    return attr(kind, struct.pack(">I", value))
+
+
+def expr(name, *attrs):
+    return nest(1, string(1, name), nest(2, *attrs))  # NFTA_LIST_ELEM { NAME, DATA }
+
+
+class Netlink:
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        self.sock.bind((0, 0))
+        self.seq = int(time.time())
+
+    def _message(self, kind, flags, body, family=NFPROTO_INET, res_id=0):
+        self.seq += 1
+        body = struct.pack("BBH", family, 0, socket.htons(res_id)) + body
+        return struct.pack("IHHII", 16 + len(body), kind, flags, self.seq, 0) + body
+
+    def commit(self, messages):
+        """One transaction of (type, flags, body); seconds from send to the last ack."""
+        out = self._message(BATCH_BEGIN, F_REQUEST, b"", 0, SUBSYS)
+        pending = set()
+        for kind, flags, body in messages:
+            out += self._message((SUBSYS << 8) | kind, F_REQUEST | F_ACK | flags, body)
+            pending.add(self.seq)
+        out += self._message(BATCH_END, F_REQUEST, b"", 0, SUBSYS)
+        start = time.perf_counter()
+        self.sock.send(out)
+        while pending:
+            data, off = self.sock.recv(1 << 16), 0
+            while off < len(data):
+                n, kind, _, seq, _ = struct.unpack_from("IHHII", data, off)
+                if kind == 2:  # NLMSG_ERROR: an ack (0) or a refusal
+                    err = struct.unpack_from("i", data, off + 16)[0]
+                    if err:
+                        raise OSError(-err, os.strerror(-err))
+                    pending.discard(seq)
+                off += (n + 3) & ~3
+        return time.perf_counter() - start
+
+
+def element(table, name, key, end=None, jump=None, data=None, add=True):
+    """An add (or delete) of one address; `end`: the interval's end element (first + 1)."""
+    parts = [nest(1, attr(1, key))]  # NFTA_SET_ELEM_KEY { NFTA_DATA_VALUE }
+    if add and jump is not None:
+        parts.append(nest(2, nest(2, be32(1, NFT_JUMP), string(2, jump))))
+    elif add and data is not None:
+        parts.append(nest(2, attr(1, data)))
+    elements = [nest(1, *parts)]
+    if end is not None:
+        elements.append(nest(1, nest(1, attr(1, end)), be32(3, 1)))  # NFT_SET_ELEM_INTERVAL_END
+    body = string(1, table) + string(2, name) + nest(3, *elements)
+    return (NEWSETELEM, F_CREATE, body) if add else (DELSETELEM, 0, body)
+
+
+def rule(table, chain, *exprs):
+    return (NEWRULE, F_CREATE | F_APPEND, string(1, table) + string(2, chain) + nest(4, *exprs))
+
+
+def ipv4_daddr_to(reg):
+    return [expr("meta", be32(1, 1), be32(2, 15)),  # meta nfproto -> reg 1
+            expr("cmp", be32(1, 1), be32(2, 0), nest(3, attr(1, bytes([2])))),
+            expr("payload", be32(1, reg), be32(2, 1), be32(3, 16), be32(4, 4))]
+
+
+def address(n):
+    return f"10.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
+
+
+def ruleset(tables, identities, addresses):
+    out = []
+    kinds = [("ivj", "verdict", True, lambda p: f"jump id_{p % identities}", "ip daddr vmap @m"),
+             ("hvj", "verdict", False, lambda p: f"jump id_{p % identities}", "ip daddr vmap @m"),
+             ("ivd", "mark", True, lambda p: str(p % identities), "meta mark set ip daddr map @m"),
+             ("hvd", "mark", False, lambda p: str(p % identities), "meta mark set ip daddr map @m")]
+    # sid: ivj's identity map and identity chains alone in a table (the dispatch maps and
+    # table chains in another): what a jump add validates when the table holds nothing else.
+    out.append("table inet sid {")
+    for i in range(identities):
+        out.append(f"  chain id_{i} {{ meta mark set meta mark & 0x0000ffff | {i << 16:#x}; }}")
+    elements = ", ".join(f"{address(0x10000 + p)} : jump id_{p % identities}" for p in range(addresses))
+    out.append(f"  map m {{ type ipv4_addr : verdict; flags interval; elements = {{ {elements} }} }}")
+    out.append("  chain forward { type filter hook forward priority filter - 2; policy accept; ip daddr vmap @m; }")
+    out.append("  chain forward_src { type filter hook forward priority filter; policy accept; ip saddr vmap @m; }")
+    out.append("}")
+    for name, data, interval, value, lookup in kinds:
+        out.append(f"table inet {name} {{")
+        for i in range(identities):
+            out.append(f"  chain id_{i} {{ meta mark set meta mark & 0x0000ffff | {i << 16:#x}; }}")
+        for t in range(tables):
+            rules = "; ".join(f"meta l4proto tcp th dport {80 + r} meta mark {r << 16:#x}-{(r << 16) | 0xffff:#x} return"
+                              for r in range(12))
+            out.append(f"  chain t{t}_egress {{ {rules}; drop; }}")
+        flags = "flags interval; " if interval else ""
+        elements = ", ".join(f"{address(0x10000 + p)} : {value(p)}" for p in range(addresses))
+        out.append(f"  map m {{ type ipv4_addr : {data}; {flags}elements = {{ {elements} }} }}")
+        elements = ", ".join(f"{address(0x10000 + p)} : jump t{p % tables}_egress"
+                             for p in range(min(addresses, 1000)))
+        out.append(f"  map e {{ type ipv4_addr : verdict; elements = {{ {elements} }} }}")
+        out.append("  map chains { type mark : verdict; elements = { 5 : jump id_5 } }")
+        out.append("  chain forward { type filter hook forward priority filter; policy accept; "
+                   f"{lookup}; ip saddr vmap @e; }}")
+        out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def quantile(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * q))]
+
+
+def inside(args):
+    subprocess.run(["nft", "-f", "-"], input=ruleset(args.tables, args.identities, args.addresses),
+                   text=True, check=True)
+    nl = Netlink()
+    key, end = socket.inet_aton("10.250.0.1"), socket.inet_aton("10.250.0.2")
+    value = {"ivj": dict(jump="id_5"), "sid": dict(jump="id_5"), "hvj": dict(jump="id_5"),
+             "ivd": dict(data=struct.pack("=I", 5)), "hvd": dict(data=struct.pack("=I", 5))}
+    times = {k: ([], []) for k in value}
+    for _ in range(args.rounds):
+        for kind, v in value.items():
+            e = end if kind[0] in "is" else None
+            times[kind][0].append(nl.commit([element(kind, "m", key, e, **v)]) * 1e3)
+            times[kind][1].append(nl.commit([element(kind, "m", key, e, add=False)]) * 1e3)
+    print(f"commit ms, {args.addresses} addresses, {args.tables} table chains, "
+          f"{args.identities} identity chains, {args.rounds} rounds; load {os.getloadavg()[0]:.2f}")
+    print("kind  add p50  add p90  delete p50  delete p90")
+    for kind, (adds, deletes) in times.items():
+        print(f"{kind}   {quantile(adds, .5):7.3f}  {quantile(adds, .9):7.3f}  "
+              f"{quantile(deletes, .5):10.3f}  {quantile(deletes, .9):10.3f}")
+    # The two-stage forms, in tables of their own (nft aborts listing them).
+    two_stage = [  # ip daddr map @m (into reg 2) vmap @chains (keyed by reg 2)
+        *ipv4_daddr_to(1),
+        expr("lookup", string(1, "m"), be32(2, 1), be32(3, 2)),
+        expr("lookup", string(1, "chains"), be32(2, 2), be32(3, 0))]
+    register_or = [  # meta mark set meta mark & 0xffff | (ip daddr map @m)
+        expr("meta", be32(1, 3), be32(2, 3)),  # meta mark -> reg 3
+        expr("bitwise", be32(1, 3), be32(2, 3), be32(3, 4), be32(6, 0),
+             nest(4, attr(1, struct.pack("=I", 0xFFFF))), nest(5, attr(1, struct.pack("=I", 0)))),
+        *ipv4_daddr_to(1),
+        expr("lookup", string(1, "m"), be32(2, 1), be32(3, 2)),
+        expr("bitwise", be32(1, 3), be32(8, 2), be32(2, 3), be32(3, 4), be32(6, 4)),  # NFT_BITWISE_OR
+        expr("meta", be32(2, 3), be32(3, 3))]  # meta mark set reg 3
+    for what, table, exprs in (("map lookup feeding a vmap", "hvd", two_stage),
+                               ("register OR into the mark", "ivd", register_or)):
+        try:
+            nl.commit([rule(table, "forward", *exprs)])
+            taken = "the kernel takes it"
+        except OSError as e:
+            taken = f"the kernel refuses it ({e.strerror})"
+        listing = subprocess.run(["nft", "list", "table", "inet", table], capture_output=True, text=True)
+        status = "nft lists the table" if listing.returncode == 0 else \
+            f"nft list fails (exit {listing.returncode}: {listing.stderr.strip().splitlines()[-1:]})"
+        print(f"{what}: {taken}; {status}")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tables", type=int, default=200)
+    parser.add_argument("--identities", type=int, default=400)
+    parser.add_argument("--addresses", type=int, default=10000)
+    parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.inside:
+        return inside(args)
+    netns = f"np-valcost-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    try:
+        subprocess.run(["ip", "netns", "exec", netns, sys.executable, os.path.abspath(__file__),
+                        "--inside"] + sys.argv[1:], check=True)
+    finally:
+        subprocess.run(["ip", "netns", "del", netns], check=True)
+
+
+if __name__ == "__main__":
+    main()
