@@ -21,6 +21,14 @@ nft_table_validate under the jump adds only).
 Last it checks the two-stage forms nft's text cannot write (a map lookup into a register
 feeding a vmap lookup; a register OR into the mark): whether the kernel takes them, and
 whether `nft list` can print the table afterwards. The namespace is deleted at the end.
+
+With `--listing FILE` (what `nft list table inet np` prints on a node, or in a benchmark's
+namespace) it measures np's own program instead: the table loaded as listed ("one"), and
+split in two ("split": the identity maps and identity chains in a table of their own with
+two base chains doing the identity lookups, the dispatch maps, table chains and peer sets in
+another with two base chains doing the dispatch), and per round one commit retargeting a
+single-address identity element to another identity chain and one back — an other-node
+pod event's commit — in each.
 """
 import argparse, os, socket, struct, subprocess, sys, time
 
@@ -201,21 +209,82 @@ def inside(args):
         print(f"{what}: {taken}; {status}")
 
 
+def blocks_of(table_text):
+    """The top-level `chain`/`map`/`set` blocks of one listed table, as text."""
+    body = table_text[table_text.index("{") + 1: table_text.rindex("}")]
+    blocks, depth, start = [], 0, 0
+    for i, c in enumerate(body):
+        if c == "{":
+            if depth == 0:
+                start = body.rfind("\n", 0, i) + 1
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                blocks.append(body[start:i + 1])
+    return blocks
+
+
+def listing_cost(args):
+    import re
+    listed = open(args.listing).read()
+    blocks = blocks_of(listed)
+    name = lambda b: b.split()[1]
+    identity = [b for b in blocks if re.match(r"(identity[46]|id_)", name(b))]
+    forward = [b for b in blocks if name(b) == "forward"]
+    rest = [b for b in blocks if b not in identity and b not in forward]
+    map4 = next(name(b) for b in identity if name(b).startswith("identity4"))
+    map6 = map4.replace("identity4", "identity6")
+    disp = {d: name(next(b for b in rest if name(b).startswith(d))) for d in ("egress4", "egress6", "ingress4", "ingress6")}
+    ct = "ct state established,related accept; "
+    miss = "meta mark set meta mark | 0xffff0000; "
+    base = "type filter hook forward priority filter {}; policy accept; "
+    text = "table inet one {\n" + "\n".join(blocks) + "\n}\n"
+    text += "table inet split_id {\n" + "\n".join(identity) + "\n"
+    text += f"chain fwd_dst {{ {base.format('- 2')}{ct}{miss}ip daddr vmap @{map4}; ip6 daddr vmap @{map6}; }}\n"
+    text += f"chain fwd_src {{ {base.format('+ 0')}{ct}{miss}ip saddr vmap @{map4}; ip6 saddr vmap @{map6}; }}\n}}\n"
+    text += "table inet split_policy {\n" + "\n".join(rest) + "\n"
+    text += f"chain fwd_egress {{ {base.format('- 1')}{ct}ip saddr vmap @{disp['egress4']}; ip6 saddr vmap @{disp['egress6']}; }}\n"
+    text += f"chain fwd_ingress {{ {base.format('+ 1')}{ct}ip daddr vmap @{disp['ingress4']}; ip6 daddr vmap @{disp['ingress6']}; }}\n}}\n"
+    subprocess.run(["nft", "-f", "-"], input=text, text=True, check=True)
+    elements = re.search(map4 + r" \{.*?elements = \{(.*?)\}", listed, re.S).group(1)
+    single = next(e for e in (x.strip() for x in elements.split(",")) if re.match(r"^[0-9.]+ : jump ", e))
+    addr, old_chain = single.split(" : jump ")
+    new_chain = next(name(b) for b in identity if name(b).startswith("id_") and name(b) != old_chain)
+    key = socket.inet_aton(addr)
+    end = struct.pack(">I", struct.unpack(">I", key)[0] + 1)
+    nl = Netlink()
+    times = {"one": [], "split_id": []}
+    for _ in range(args.rounds):
+        for table in times:
+            for to in (new_chain, old_chain):
+                times[table].append(nl.commit([element(table, map4, key, end, add=False),
+                                               element(table, map4, key, end, jump=to)]) * 1e3)
+    print(f"{args.listing}: {len(blocks)} objects; {addr} retargeted {old_chain} <-> {new_chain}, "
+          f"{args.rounds} rounds; load {os.getloadavg()[0]:.2f}")
+    for table, t in times.items():
+        print(f"{table:9s} commit ms p50 {quantile(t, .5):.3f} p90 {quantile(t, .9):.3f}")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--tables", type=int, default=200)
     parser.add_argument("--identities", type=int, default=400)
     parser.add_argument("--addresses", type=int, default=10000)
     parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--listing", help="an `nft list table inet np` output to measure")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inside:
-        return inside(args)
+        return listing_cost(args) if args.listing else inside(args)
     netns = f"np-valcost-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", netns], check=True)
     try:
+        argv = sys.argv[1:]
+        if args.listing:
+            argv = [a if a != args.listing else os.path.abspath(a) for a in argv]
         subprocess.run(["ip", "netns", "exec", netns, sys.executable, os.path.abspath(__file__),
-                        "--inside"] + sys.argv[1:], check=True)
+                        "--inside"] + argv, check=True)
     finally:
         subprocess.run(["ip", "netns", "del", netns], check=True)
 
