@@ -107,6 +107,16 @@
 // until the nft np runs with can list register forms. What the identity map costs besides
 // the validation: an interval map's commit is O(elements) by itself (10k addresses: ~0.5-1 ms
 // for a data element, against ~0.05 ms for a hash map: validation_cost.py, bench/RESULTS.md).
+// What nft 1.0.6 can do (not done yet): nf_tables validates per table, and 70-75 % of the
+// walk is the dispatch maps' elements into their table chains (perf on the 1000/10k bench).
+// With the identity maps and identity chains in a table of their own — its base chains doing
+// the two identity lookups, interleaved by priority with the policy table's two dispatch base
+// chains, the mark carrying the identity across as it does now — an other-node pod's commit
+// walks only that table: 12-15x cheaper on the bench's 1000/10k program (validation_cost.py
+// --listing). Before that can ship: each base chain reads the generation on its own, so a
+// packet whose walk spans a commit may run one table's old rules and the other's new ones,
+// which the in-place plans' safety arguments above (one rule generation per packet) do not
+// cover; and Apply, Remove, Explain and the listing-based recovery know one table.
 // Capacity (Capacity(), `netpol compile --stats`): at most 65,534 identities (the mark
 // layout: 0xfffe and 0xffff are "other" and "miss"); tier rules count as rules. nf_tables has no hard limit on rules, sets or elements (memory aside), but load
 // time grows — with the square of the number of sets — so np keeps budgets: rules 150,000,
