@@ -122,6 +122,11 @@ def address(n):
     return f"10.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
 
 
+def identity_chains(out, identities):
+    for i in range(identities):
+        out.append(f"  chain id_{i} {{ meta mark set meta mark & 0x0000ffff | {i << 16:#x}; }}")
+
+
 def ruleset(tables, identities, addresses):
     out = []
     kinds = [("ivj", "verdict", True, lambda p: f"jump id_{p % identities}", "ip daddr vmap @m"),
@@ -131,8 +136,7 @@ def ruleset(tables, identities, addresses):
     # sid: ivj's identity map and identity chains alone in a table (the dispatch maps and
     # table chains in another): what a jump add validates when the table holds nothing else.
     out.append("table inet sid {")
-    for i in range(identities):
-        out.append(f"  chain id_{i} {{ meta mark set meta mark & 0x0000ffff | {i << 16:#x}; }}")
+    identity_chains(out, identities)
     elements = ", ".join(f"{address(0x10000 + p)} : jump id_{p % identities}" for p in range(addresses))
     out.append(f"  map m {{ type ipv4_addr : verdict; flags interval; elements = {{ {elements} }} }}")
     out.append("  chain forward { type filter hook forward priority filter - 2; policy accept; ip daddr vmap @m; }")
@@ -140,8 +144,7 @@ def ruleset(tables, identities, addresses):
     out.append("}")
     for name, data, interval, value, lookup in kinds:
         out.append(f"table inet {name} {{")
-        for i in range(identities):
-            out.append(f"  chain id_{i} {{ meta mark set meta mark & 0x0000ffff | {i << 16:#x}; }}")
+        identity_chains(out, identities)
         for t in range(tables):
             rules = "; ".join(f"meta l4proto tcp th dport {80 + r} meta mark {r << 16:#x}-{(r << 16) | 0xffff:#x} return"
                               for r in range(12))
