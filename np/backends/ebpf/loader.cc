@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <thread>
@@ -516,6 +517,7 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
   installed->endpoints = fcntl((*generation)->map_fd("np_endpoints_addr"), F_DUPFD_CLOEXEC, 0);
   installed->interfaces = fcntl((*generation)->map_fd("np_endpoints_if"), F_DUPFD_CLOEXEC, 0);
   installed->states = fcntl((*generation)->map_fd("np_endpoint_states"), F_DUPFD_CLOEXEC, 0);
+  installed->runs = fcntl((*generation)->map_fd("np_runs"), F_DUPFD_CLOEXEC, 0);
   installed->from_program =
       fcntl((*generation)->program_fd(NP_HOOK_FROM_ENDPOINT), F_DUPFD_CLOEXEC, 0);
   installed->to_program = fcntl((*generation)->program_fd(NP_HOOK_TO_ENDPOINT), F_DUPFD_CLOEXEC, 0);
@@ -529,7 +531,8 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
   }
   if (installed->config >= 0 && installed->hosts >= 0 && installed->hosts6 >= 0 &&
       installed->ident4 >= 0 && installed->ident6 >= 0 && installed->endpoints >= 0 &&
-      installed->interfaces >= 0 && installed->states >= 0 && installed->from_program >= 0 &&
+      installed->interfaces >= 0 && installed->states >= 0 && installed->runs >= 0 &&
+      installed->from_program >= 0 &&
       installed->to_program >= 0 &&
       installed->table_slots >= 0 && installed->tables >= 0 && installed->ports >= 0 &&
       installed->tiers >= 0 && installed->tier_lists >= 0 && installed->members >= 0) {
@@ -557,8 +560,9 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
 }
 
 LiveMaps::~LiveMaps() {
-  for (int fd : {config, hosts, hosts6, ident4, ident6, endpoints, interfaces, states, from_program,
-                 to_program, table_slots, tables, ports, tiers, tier_lists, members}) {
+  for (int fd : {config, hosts, hosts6, ident4, ident6, endpoints, interfaces, states, runs,
+                 from_program, to_program, table_slots, tables, ports, tiers, tier_lists,
+                 members}) {
     if (fd >= 0) close(fd);
   }
 }
@@ -698,12 +702,16 @@ constexpr bool kWritesSeenInOrder = false;
 // Why no grace period is waited for on the common path (maps.h IdentityEdit says why each
 // state an edit passes through has old-or-new verdicts; this is what keeps a program run
 // from mixing more than that):
-//   - between the writes of two edits, one grace period, so that no run sees parts of
-//     more than one edit (it would mix two edits' changed addresses) and no run still
-//     holds an element that the earlier edit replaced or deleted when the later one
-//     allocates it again (a preallocated hash reuses a freed element at once). It is
-//     started when an edit is done and waited for when the next one starts: pod events
-//     further apart than a grace period never wait for it;
+//   - between the writes of two edits, the end of every run that read a generation before
+//     the earlier edit's bump, so that no run sees parts of more than one edit (it would
+//     mix two edits' changed addresses) and no run still holds an element that the earlier
+//     edit replaced or deleted when the later one allocates it again (a preallocated hash
+//     reuses a freed element at once). On x86 the program counts its runs by the generation
+//     they read (np_abi.h np_runs), and the next edit reads that count (WaitForRuns): one
+//     map read, no wait unless a run of the old generation is still deciding a packet.
+//     Elsewhere (or when an edit stopped before its bump) a grace period (membarrier) is
+//     started when an edit is done and waited for when the next one starts: 10-20 ms, so
+//     back-to-back edits waited that long each;
 //   - within an edit, none on x86 (kWritesSeenInOrder): each hash map replaces at most
 //     one element (np_ident_hosts holds IPv4 keys, np_ident_hosts6 IPv6 ones, and at most
 //     one address per family changes identity), and the adds come before it and the
@@ -730,20 +738,73 @@ absl::Status StillRuns(const LiveMaps& live) {
 }  // namespace
 
 namespace {
-// The previous edit's grace period (see above), then its pending policy cleanup (maps.h
-// PolicyEdit step 3: no run of the generation before it is left). FailedPrecondition when
-// the grace period failed (nothing written); another error: the cleanup is half done,
-// which only leaves entries no bank names (load a new generation).
+// How long WaitForRuns waits for runs of an old generation before it gives up (the caller
+// then loads a new generation): a run decides one packet in microseconds, so only a
+// program that lost a count (a bug) or a CPU stopped for that long gets there.
+constexpr auto kRunsTimeout = std::chrono::seconds(1);
+
+// Waits until no run of live's generation that has `parity` is left (np_abi.h np_runs),
+// which must no longer be the live generation's parity: the sum of np_runs.active[parity]
+// over the CPUs is 0. FailedPrecondition when np_runs cannot be read or after
+// kRunsTimeout.
+absl::Status WaitForRuns(const LiveMaps& live, int parity) {
+  static const int cpus = libbpf_num_possible_cpus();
+  if (cpus <= 0) return absl::FailedPreconditionError("no count of possible CPUs");
+  std::vector<np_runs> per_cpu(static_cast<size_t>(cpus));
+  const auto start = std::chrono::steady_clock::now();
+  for (int attempt = 0;; ++attempt) {
+    // The other half of np_policy.c np_run's argument: this read comes after the bump.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    const uint32_t zero = 0;
+    if (bpf_map_lookup_elem(live.runs, &zero, per_cpu.data()) != 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("read np_runs: ", std::strerror(errno)));
+    }
+    uint64_t active = 0;  // each CPU's count is its own adds and subtractions: the sum is exact
+    for (const np_runs& r : per_cpu) active += r.active[parity];
+    if (active == 0) return absl::OkStatus();
+    if (std::chrono::steady_clock::now() - start > kRunsTimeout) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(active, " runs of generation ", live.generation - 1,
+                       " still counted after 1 s (np_runs)"));
+    }
+    if (attempt < 64) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+}
+
+// What an edit leaves for the next one to wait for (see above): the end of the runs of
+// the generation before its bump, when it bumped on x86; else a grace period, started now.
+void AfterEdit(LiveMaps& live, bool bumped) {
+  if (kWritesSeenInOrder && bumped && live.runs >= 0) {
+    live.pending_runs = static_cast<int>((live.generation - 1) & 1u);
+  } else {
+    live.pending_runs = -1;
+    live.pending_grace_period = GracePeriods::Get().Start();
+  }
+}
+
+// The previous edit's runs or grace period (see above), then its pending policy cleanup
+// (maps.h PolicyEdit step 3: no run of the generation before it is left).
+// FailedPrecondition when the wait failed (nothing written); another error: the cleanup is
+// half done, which only leaves entries no bank names (load a new generation).
 absl::Status FinishPrevious(LiveMaps& live) {
   live.last_wait_ms = 0;
+  const auto start = std::chrono::steady_clock::now();
+  if (live.pending_runs >= 0) {
+    if (absl::Status w = WaitForRuns(live, live.pending_runs); !w.ok()) return w;
+    live.pending_runs = -1;
+  }
   if (live.pending_grace_period != 0) {
-    const auto start = std::chrono::steady_clock::now();
     absl::Status b = GracePeriods::Get().Wait(live.pending_grace_period);
-    live.last_wait_ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     if (!b.ok()) return absl::FailedPreconditionError(b.message());
     live.pending_grace_period = 0;
   }
+  live.last_wait_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   if (!live.pending_cleanup.has_value()) return absl::OkStatus();
   const PolicyCleanup cleanup = std::move(*live.pending_cleanup);
   live.pending_cleanup.reset();
@@ -810,7 +871,7 @@ absl::Status EditPolicy(LiveMaps& live, const PolicyEdit& edit, uint32_t next_ge
       live.pending_cleanup = edit.cleanup;
     }
   }
-  live.pending_grace_period = GracePeriods::Get().Start();
+  AfterEdit(live, s.ok());
   return s;
 }
 
@@ -911,9 +972,9 @@ absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit,
       }
     }
   }
-  // The grace period the next edit waits for, started now, run meanwhile. Also after a
-  // failed write: the caller then loads a new generation, which needs none.
-  live.pending_grace_period = GracePeriods::Get().Start();
+  // What the next edit waits for (AfterEdit). Also after a failed write: the caller then
+  // loads a new generation, which needs none.
+  AfterEdit(live, s.ok());
   return s;
 }
 
@@ -937,7 +998,11 @@ DumpMaps(absl::string_view interface, absl::string_view netns) {
     uint32_t len = sizeof(mi);
     if (bpf_obj_get_info_by_fd(fd.get(), &mi, &len) != 0) return Errno("map info", errno);
     std::string name(mi.name, strnlen(mi.name, sizeof(mi.name)));
-    if (name == "np_ct" || name == "np_frag" || name.find('.') != std::string::npos) continue;
+    // np_runs: counts of runs in progress, per CPU (np_abi.h), no state of the program.
+    if (name == "np_ct" || name == "np_frag" || name == "np_runs" ||
+        name.find('.') != std::string::npos) {
+      continue;
+    }
     std::vector<std::pair<std::string, std::string>>& entries = out[name];
     std::string key(mi.key_size, '\0'), next(mi.key_size, '\0'), value(mi.value_size, '\0');
     const void* previous = nullptr;
