@@ -127,6 +127,10 @@ class LiveMaps {
   uint32_t program_id = 0;  // the generation's np_from_ep
   int ifindex = 0;          // an interface whose tc ingress runs it (0: none attached)
   std::string netns;
+  // A NETLINK_ROUTE socket of `netns` (-1: none yet), through which each edit checks that
+  // the generation still runs, and the sequence number of its last question.
+  int netlink = -1;
+  uint32_t netlink_seq = 0;
   // What the next edit waits for before writing (loader.cc EditIdentities says why), and
   // records how long it waited: the end of the runs of the generation before the last
   // edit's bump, by its parity (np_runs; -1: none), or the grace period the last edit

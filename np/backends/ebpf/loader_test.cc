@@ -11,6 +11,7 @@
 #include <linux/pkt_cls.h>
 #include <net/if.h>
 #include <sched.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -224,6 +225,38 @@ TEST_F(LoaderTest, EditsWaitForTheRunsOfTheGenerationBeforeTheLastBump) {
   SetRunsInProgress(live, static_cast<int>((first + 1) & 1u), 0);
   EXPECT_TRUE(EditIdentities(live, IdentityEdit{}).ok());
   EXPECT_EQ(LiveGenerationNumber(live), first + 3);
+  std::unique_ptr<Backend> backend = MakeEbpfBackend();
+  EXPECT_TRUE(backend->Remove(Both()).ok());
+}
+
+// An edit asks whether its generation still runs through the generation's own netlink
+// socket (no namespace switch), opens another one when that socket fails, and refuses,
+// writing nothing, once another generation runs.
+TEST_F(LoaderTest, EditsCheckTheLiveGenerationThroughTheirSocket) {
+  absl::StatusOr<MapContents> maps = BuildMaps(testing::TwoPods());
+  ASSERT_TRUE(maps.ok());
+  absl::StatusOr<ApplyReport> applied = ApplyGeneration(*maps, {{"h0", 0}, {"h1", 1}}, netns_);
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  LiveMaps& live = *applied->live;
+  ASSERT_GE(live.netlink, 0);
+  const uint32_t first = live.generation;
+  EXPECT_TRUE(EditIdentities(live, IdentityEdit{}).ok());
+  // A socket that fails (not a socket at all): another one is opened, the edit goes on.
+  close(live.netlink);
+  live.netlink = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  EXPECT_TRUE(EditIdentities(live, IdentityEdit{}).ok());
+  EXPECT_EQ(LiveGenerationNumber(live), first + 2);
+  int type = 0;
+  socklen_t len = sizeof(type);
+  EXPECT_EQ(getsockopt(live.netlink, SOL_SOCKET, SO_TYPE, &type, &len), 0);
+  // Another generation replaces this one: the edit refuses, nothing written.
+  absl::StatusOr<ApplyReport> next = ApplyGeneration(*maps, {{"h0", 0}, {"h1", 1}}, netns_);
+  ASSERT_TRUE(next.ok()) << next.status();
+  absl::Status refused = EditIdentities(live, IdentityEdit{});
+  EXPECT_TRUE(absl::IsFailedPrecondition(refused)) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.message(), "another generation runs")) << refused;
+  EXPECT_EQ(LiveGenerationNumber(live), first + 2);
+  EXPECT_TRUE(EditIdentities(*next->live, IdentityEdit{}).ok());
   std::unique_ptr<Backend> backend = MakeEbpfBackend();
   EXPECT_TRUE(backend->Remove(Both()).ok());
 }
