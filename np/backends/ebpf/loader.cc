@@ -7,11 +7,18 @@
 #include <linux/pkt_cls.h>
 #include <net/if.h>
 #include <linux/membarrier.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/if_ether.h>
+#include <arpa/inet.h>
 #include <sched.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <thread>
@@ -190,6 +197,81 @@ uint32_t QueryFilter(int ifindex, bpf_tc_attach_point point) {
   bpf_tc_opts o = TcOpts();
   if (bpf_tc_query(&h, &o) != 0) return 0;
   return o.prog_id;
+}
+
+// A NETLINK_ROUTE socket of the calling thread's network namespace (it stays in that one
+// whatever namespace the thread enters later), or -1.
+int OpenRouteSocket() {
+  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+  if (fd < 0) return -1;
+  sockaddr_nl local{};
+  local.nl_family = AF_NETLINK;
+  timeval timeout{1, 0};  // the kernel answers before send returns: never waited for
+  if (bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof(local)) != 0 ||
+      setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// QueryFilter(ifindex, BPF_TC_INGRESS) asked on `sock` (OpenRouteSocket), as libbpf's
+// bpf_tc_query asks it (RTM_GETTFILTER for np's handle and priority), without entering a
+// network namespace or opening a socket: 0 when the kernel refuses (no such filter); an
+// error when the socket fails (the caller opens another).
+absl::StatusOr<uint32_t> QueryIngressFilter(int sock, int ifindex, uint32_t seq) {
+  struct {
+    nlmsghdr header;
+    tcmsg tc;
+    alignas(4) char kind[RTA_SPACE(4)];
+  } request{};
+  request.header.nlmsg_len = sizeof(request);
+  request.header.nlmsg_type = RTM_GETTFILTER;
+  request.header.nlmsg_flags = NLM_F_REQUEST;
+  request.header.nlmsg_seq = seq;
+  request.tc.tcm_family = AF_UNSPEC;
+  request.tc.tcm_ifindex = ifindex;
+  request.tc.tcm_handle = kTcHandle;
+  request.tc.tcm_parent = TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS);
+  request.tc.tcm_info = TC_H_MAKE(kTcPriority << 16, htons(ETH_P_ALL));
+  static_assert(offsetof(decltype(request), kind) == NLMSG_LENGTH(sizeof(tcmsg)));
+  rtattr kind{};
+  kind.rta_len = RTA_LENGTH(4);
+  kind.rta_type = TCA_KIND;
+  std::memcpy(request.kind, &kind, sizeof(kind));
+  std::memcpy(request.kind + RTA_LENGTH(0), "bpf", 4);
+  if (send(sock, &request, sizeof(request), 0) != static_cast<ssize_t>(sizeof(request))) {
+    return Errno("send RTM_GETTFILTER", errno);
+  }
+  alignas(nlmsghdr) char buffer[8192];
+  while (true) {
+    const ssize_t got = recv(sock, buffer, sizeof(buffer), 0);
+    if (got < 0) return Errno("recv RTM_GETTFILTER", errno);
+    int left = static_cast<int>(got);
+    for (const nlmsghdr* h = reinterpret_cast<const nlmsghdr*>(buffer); NLMSG_OK(h, left);
+         h = NLMSG_NEXT(h, left)) {
+      if (h->nlmsg_seq != seq) continue;  // an answer to an earlier question
+      if (h->nlmsg_type == NLMSG_ERROR) return 0u;
+      if (h->nlmsg_type != RTM_NEWTFILTER) continue;
+      const auto* tc = static_cast<const tcmsg*>(NLMSG_DATA(h));
+      int attrs_left = static_cast<int>(h->nlmsg_len) - NLMSG_LENGTH(sizeof(tcmsg));
+      for (const rtattr* a = reinterpret_cast<const rtattr*>(
+               reinterpret_cast<const char*>(tc) + NLMSG_ALIGN(sizeof(tcmsg)));
+           RTA_OK(a, attrs_left); a = RTA_NEXT(a, attrs_left)) {
+        if (a->rta_type != TCA_OPTIONS) continue;
+        int options_left = static_cast<int>(RTA_PAYLOAD(a));
+        for (const rtattr* o = static_cast<const rtattr*>(RTA_DATA(a)); RTA_OK(o, options_left);
+             o = RTA_NEXT(o, options_left)) {
+          if (o->rta_type == TCA_BPF_ID && RTA_PAYLOAD(o) >= sizeof(uint32_t)) {
+            uint32_t id;
+            std::memcpy(&id, RTA_DATA(o), sizeof(id));
+            return id;
+          }
+        }
+      }
+      return 0u;
+    }
+  }
 }
 
 // Puts `from_fd` on clsact ingress of `ifindex` (`name`) and `to_fd` on its egress,
@@ -516,6 +598,7 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
   installed->endpoints = fcntl((*generation)->map_fd("np_endpoints_addr"), F_DUPFD_CLOEXEC, 0);
   installed->interfaces = fcntl((*generation)->map_fd("np_endpoints_if"), F_DUPFD_CLOEXEC, 0);
   installed->states = fcntl((*generation)->map_fd("np_endpoint_states"), F_DUPFD_CLOEXEC, 0);
+  installed->runs = fcntl((*generation)->map_fd("np_runs"), F_DUPFD_CLOEXEC, 0);
   installed->from_program =
       fcntl((*generation)->program_fd(NP_HOOK_FROM_ENDPOINT), F_DUPFD_CLOEXEC, 0);
   installed->to_program = fcntl((*generation)->program_fd(NP_HOOK_TO_ENDPOINT), F_DUPFD_CLOEXEC, 0);
@@ -529,7 +612,8 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
   }
   if (installed->config >= 0 && installed->hosts >= 0 && installed->hosts6 >= 0 &&
       installed->ident4 >= 0 && installed->ident6 >= 0 && installed->endpoints >= 0 &&
-      installed->interfaces >= 0 && installed->states >= 0 && installed->from_program >= 0 &&
+      installed->interfaces >= 0 && installed->states >= 0 && installed->runs >= 0 &&
+      installed->from_program >= 0 &&
       installed->to_program >= 0 &&
       installed->table_slots >= 0 && installed->tables >= 0 && installed->ports >= 0 &&
       installed->tiers >= 0 && installed->tier_lists >= 0 && installed->members >= 0) {
@@ -551,14 +635,16 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
     installed->program_id = ProgramId((*generation)->program_fd(NP_HOOK_FROM_ENDPOINT));
     installed->ifindex = ifindexes.empty() ? 0 : ifindexes.front();
     installed->netns = std::string(netns);
+    installed->netlink = OpenRouteSocket();  // in `netns` (the scope above)
     report.live = std::move(installed);
   }
   return report;
 }
 
 LiveMaps::~LiveMaps() {
-  for (int fd : {config, hosts, hosts6, ident4, ident6, endpoints, interfaces, states, from_program,
-                 to_program, table_slots, tables, ports, tiers, tier_lists, members}) {
+  for (int fd : {config, hosts, hosts6, ident4, ident6, endpoints, interfaces, states, runs,
+                 from_program, to_program, table_slots, tables, ports, tiers, tier_lists,
+                 members, netlink}) {
     if (fd >= 0) close(fd);
   }
 }
@@ -698,12 +784,16 @@ constexpr bool kWritesSeenInOrder = false;
 // Why no grace period is waited for on the common path (maps.h IdentityEdit says why each
 // state an edit passes through has old-or-new verdicts; this is what keeps a program run
 // from mixing more than that):
-//   - between the writes of two edits, one grace period, so that no run sees parts of
-//     more than one edit (it would mix two edits' changed addresses) and no run still
-//     holds an element that the earlier edit replaced or deleted when the later one
-//     allocates it again (a preallocated hash reuses a freed element at once). It is
-//     started when an edit is done and waited for when the next one starts: pod events
-//     further apart than a grace period never wait for it;
+//   - between the writes of two edits, the end of every run that read a generation before
+//     the earlier edit's bump, so that no run sees parts of more than one edit (it would
+//     mix two edits' changed addresses) and no run still holds an element that the earlier
+//     edit replaced or deleted when the later one allocates it again (a preallocated hash
+//     reuses a freed element at once). On x86 the program counts its runs by the generation
+//     they read (np_abi.h np_runs), and the next edit reads that count (WaitForRuns): one
+//     map read, no wait unless a run of the old generation is still deciding a packet.
+//     Elsewhere (or when an edit stopped before its bump) a grace period (membarrier) is
+//     started when an edit is done and waited for when the next one starts: 10-20 ms, so
+//     back-to-back edits waited that long each;
 //   - within an edit, none on x86 (kWritesSeenInOrder): each hash map replaces at most
 //     one element (np_ident_hosts holds IPv4 keys, np_ident_hosts6 IPv6 ones, and at most
 //     one address per family changes identity), and the adds come before it and the
@@ -717,33 +807,92 @@ constexpr bool kWritesSeenInOrder = false;
 //   - before the generation bump, none on x86: np_policy.c reads np_config.generation
 //     once, before its lookups, and stamps np_ct with what it read (see there).
 namespace {
-// FailedPrecondition unless `live` is what runs on its interface (in the current netns).
-absl::Status StillRuns(const LiveMaps& live) {
+// FailedPrecondition unless `live` is what runs on its interface: `ingress` is the program
+// id its tc ingress runs, asked by `query` (a QueryFilter of its netns) when not given.
+template <typename Query>
+absl::Status StillRuns(const LiveMaps& live, Query query) {
   if (live.ifindex == 0 || live.program_id == 0) {
     return absl::FailedPreconditionError("the generation runs on no interface");
   }
-  if (QueryFilter(live.ifindex, BPF_TC_INGRESS) != live.program_id) {
+  if (query() != live.program_id) {
     return absl::FailedPreconditionError("another generation runs now");
   }
   return absl::OkStatus();
 }
+// The same in the current netns (libbpf's query).
+absl::Status StillRuns(const LiveMaps& live) {
+  return StillRuns(live, [&] { return QueryFilter(live.ifindex, BPF_TC_INGRESS); });
+}
 }  // namespace
 
 namespace {
-// The previous edit's grace period (see above), then its pending policy cleanup (maps.h
-// PolicyEdit step 3: no run of the generation before it is left). FailedPrecondition when
-// the grace period failed (nothing written); another error: the cleanup is half done,
-// which only leaves entries no bank names (load a new generation).
+// How long WaitForRuns waits for runs of an old generation before it gives up (the caller
+// then loads a new generation): a run decides one packet in microseconds, so only a
+// program that lost a count (a bug) or a CPU stopped for that long gets there.
+constexpr auto kRunsTimeout = std::chrono::seconds(1);
+
+// Waits until no run of live's generation that has `parity` is left (np_abi.h np_runs),
+// which must no longer be the live generation's parity: the sum of np_runs.active[parity]
+// over the CPUs is 0. FailedPrecondition when np_runs cannot be read or after
+// kRunsTimeout.
+absl::Status WaitForRuns(const LiveMaps& live, int parity) {
+  static const int cpus = libbpf_num_possible_cpus();
+  if (cpus <= 0) return absl::FailedPreconditionError("no count of possible CPUs");
+  std::vector<np_runs> per_cpu(static_cast<size_t>(cpus));
+  const auto start = std::chrono::steady_clock::now();
+  for (int attempt = 0;; ++attempt) {
+    // The other half of np_policy.c np_run's argument: this read comes after the bump.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    const uint32_t zero = 0;
+    if (bpf_map_lookup_elem(live.runs, &zero, per_cpu.data()) != 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("read np_runs: ", std::strerror(errno)));
+    }
+    uint64_t active = 0;  // each CPU's count is its own adds and subtractions: the sum is exact
+    for (const np_runs& r : per_cpu) active += r.active[parity];
+    if (active == 0) return absl::OkStatus();
+    if (std::chrono::steady_clock::now() - start > kRunsTimeout) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(active, " runs of generation ", live.generation - 1,
+                       " still counted after 1 s (np_runs)"));
+    }
+    if (attempt < 64) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+}
+
+// What an edit leaves for the next one to wait for (see above): the end of the runs of
+// the generation before its bump, when it bumped on x86; else a grace period, started now.
+void AfterEdit(LiveMaps& live, bool bumped) {
+  if (kWritesSeenInOrder && bumped && live.runs >= 0) {
+    live.pending_runs = static_cast<int>((live.generation - 1) & 1u);
+  } else {
+    live.pending_runs = -1;
+    live.pending_grace_period = GracePeriods::Get().Start();
+  }
+}
+
+// The previous edit's runs or grace period (see above), then its pending policy cleanup
+// (maps.h PolicyEdit step 3: no run of the generation before it is left).
+// FailedPrecondition when the wait failed (nothing written); another error: the cleanup is
+// half done, which only leaves entries no bank names (load a new generation).
 absl::Status FinishPrevious(LiveMaps& live) {
   live.last_wait_ms = 0;
+  const auto start = std::chrono::steady_clock::now();
+  if (live.pending_runs >= 0) {
+    if (absl::Status w = WaitForRuns(live, live.pending_runs); !w.ok()) return w;
+    live.pending_runs = -1;
+  }
   if (live.pending_grace_period != 0) {
-    const auto start = std::chrono::steady_clock::now();
     absl::Status b = GracePeriods::Get().Wait(live.pending_grace_period);
-    live.last_wait_ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     if (!b.ok()) return absl::FailedPreconditionError(b.message());
     live.pending_grace_period = 0;
   }
+  live.last_wait_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   if (!live.pending_cleanup.has_value()) return absl::OkStatus();
   const PolicyCleanup cleanup = std::move(*live.pending_cleanup);
   live.pending_cleanup.reset();
@@ -761,15 +910,28 @@ absl::Status FinishPrevious(LiveMaps& live) {
 // What every in-place edit checks and waits for before its first write: FailedPrecondition,
 // nothing written, when the kernel has no membarrier or `live` no longer runs; then the
 // previous edit's grace period and pending cleanup (FinishPrevious).
+// The check asks through live's own netlink socket (LiveMaps::netlink): each pod event
+// entered the namespace and opened a socket for it, ~0.1 ms of a 0.25 ms edit. A socket
+// that fails is closed and another one opened in the namespace, which asks instead.
 absl::Status StartEdit(LiveMaps& live) {
   if (!HaveBarrier()) {
     return absl::FailedPreconditionError("no membarrier(MEMBARRIER_CMD_GLOBAL)");
   }
-  {
+  absl::StatusOr<uint32_t> ingress = absl::UnavailableError("no socket");
+  if (live.netlink >= 0) {
+    ingress = QueryIngressFilter(live.netlink, live.ifindex, ++live.netlink_seq);
+    if (!ingress.ok()) {
+      close(live.netlink);
+      live.netlink = -1;
+    }
+  }
+  if (!ingress.ok()) {
     absl::StatusOr<std::unique_ptr<NetnsScope>> scope = NetnsScope::Enter(live.netns);
     if (!scope.ok()) return absl::FailedPreconditionError(scope.status().message());
-    if (absl::Status s = StillRuns(live); !s.ok()) return s;
+    live.netlink = OpenRouteSocket();
+    ingress = QueryFilter(live.ifindex, BPF_TC_INGRESS);
   }
+  if (absl::Status s = StillRuns(live, [&] { return *ingress; }); !s.ok()) return s;
   return FinishPrevious(live);
 }
 }  // namespace
@@ -810,7 +972,7 @@ absl::Status EditPolicy(LiveMaps& live, const PolicyEdit& edit, uint32_t next_ge
       live.pending_cleanup = edit.cleanup;
     }
   }
-  live.pending_grace_period = GracePeriods::Get().Start();
+  AfterEdit(live, s.ok());
   return s;
 }
 
@@ -911,9 +1073,9 @@ absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit,
       }
     }
   }
-  // The grace period the next edit waits for, started now, run meanwhile. Also after a
-  // failed write: the caller then loads a new generation, which needs none.
-  live.pending_grace_period = GracePeriods::Get().Start();
+  // What the next edit waits for (AfterEdit). Also after a failed write: the caller then
+  // loads a new generation, which needs none.
+  AfterEdit(live, s.ok());
   return s;
 }
 
@@ -937,7 +1099,11 @@ DumpMaps(absl::string_view interface, absl::string_view netns) {
     uint32_t len = sizeof(mi);
     if (bpf_obj_get_info_by_fd(fd.get(), &mi, &len) != 0) return Errno("map info", errno);
     std::string name(mi.name, strnlen(mi.name, sizeof(mi.name)));
-    if (name == "np_ct" || name == "np_frag" || name.find('.') != std::string::npos) continue;
+    // np_runs: counts of runs in progress, per CPU (np_abi.h), no state of the program.
+    if (name == "np_ct" || name == "np_frag" || name == "np_runs" ||
+        name.find('.') != std::string::npos) {
+      continue;
+    }
     std::vector<std::pair<std::string, std::string>>& entries = out[name];
     std::string key(mi.key_size, '\0'), next(mi.key_size, '\0'), value(mi.value_size, '\0');
     const void* previous = nullptr;

@@ -107,6 +107,8 @@ class LiveMaps {
   int interfaces = -1, from_program = -1, to_program = -1;
   // np_endpoint_states: endpoints' tables, selection and identities (maps.h IdentityEdit).
   int states = -1;
+  // np_runs (np_abi.h): the runs in progress by generation, what the next edit waits for.
+  int runs = -1;
   uint32_t states_capacity = 0;  // its max_entries: endpoint ids below it
   // The policy maps: in-place policy edits (EditPolicy).
   int table_slots = -1, tables = -1, ports = -1, tiers = -1, tier_lists = -1, members = -1;
@@ -125,9 +127,15 @@ class LiveMaps {
   uint32_t program_id = 0;  // the generation's np_from_ep
   int ifindex = 0;          // an interface whose tc ingress runs it (0: none attached)
   std::string netns;
-  // The grace period the last EditIdentities started after its writes (0: none); the next
-  // one waits for it before writing (loader.cc EditIdentities says why), and records how
-  // long it waited.
+  // A NETLINK_ROUTE socket of `netns` (-1: none yet), through which each edit checks that
+  // the generation still runs, and the sequence number of its last question.
+  int netlink = -1;
+  uint32_t netlink_seq = 0;
+  // What the next edit waits for before writing (loader.cc EditIdentities says why), and
+  // records how long it waited: the end of the runs of the generation before the last
+  // edit's bump, by its parity (np_runs; -1: none), or the grace period the last edit
+  // started after its writes (0: none) where that count cannot be used.
+  int pending_runs = -1;
   uint64_t pending_grace_period = 0;
   double last_wait_ms = 0;
 };
@@ -149,10 +157,12 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
 // Edits the identity maps (and np_endpoints_addr) of the generation `live` in place, as
 // `edit` plans it (maps.h PlanIdentityEdit, which says why this is safe): endpoints added,
 // the identity writes in the plan's order, endpoints deleted, then
-// np_config.generation + 1. Grace periods (membarrier(MEMBARRIER_CMD_GLOBAL): after one, no
-// tc program run that started before is still running) are off the common path: one runs
-// in the background after each edit and the next edit waits for what is left of it, so
-// only events closer together than a grace period wait (loader.cc says why that is enough).
+// np_config.generation + 1. The next edit first waits until no program run that started
+// before this bump is left: on x86 by reading the program's count of runs by generation
+// (np_abi.h np_runs; one map read, no wait unless such a run is still deciding a packet),
+// elsewhere by a grace period (membarrier(MEMBARRIER_CMD_GLOBAL)) run in the background
+// after each edit, which only events closer together than 10-20 ms wait for (loader.cc
+// says why that is enough).
 // FailedPrecondition, with nothing written, when the
 // maps lack the room (max_entries), `live` is no longer what runs on its interface, or the
 // kernel has no membarrier; any other error may leave the edit half done (every step is a

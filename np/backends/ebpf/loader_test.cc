@@ -11,6 +11,7 @@
 #include <linux/pkt_cls.h>
 #include <net/if.h>
 #include <sched.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -106,6 +107,157 @@ TEST_F(LoaderTest, ApplyReplacesGenerationsAndRemoveCleansUp) {
   absl::StatusOr<ApplyReport> fresh = ApplyGeneration(*maps, interfaces, netns_);
   ASSERT_TRUE(fresh.ok());
   EXPECT_EQ(fresh->generation, 1u);
+  EXPECT_TRUE(backend->Remove(Both()).ok());
+}
+
+// np_runs (np_abi.h) of `live`, summed over the CPUs, by parity.
+std::array<uint64_t, 2> RunsInProgress(const LiveMaps& live) {
+  std::vector<np_runs> per_cpu(static_cast<size_t>(libbpf_num_possible_cpus()));
+  const uint32_t zero = 0;
+  std::array<uint64_t, 2> sum = {0, 0};
+  if (bpf_map_lookup_elem(live.runs, &zero, per_cpu.data()) != 0) return {~0ull, ~0ull};
+  for (const np_runs& r : per_cpu) {
+    sum[0] += r.active[0];
+    sum[1] += r.active[1];
+  }
+  return sum;
+}
+
+// Pretends that `count` runs which read a generation of `parity` are in progress on CPU 0.
+void SetRunsInProgress(const LiveMaps& live, int parity, uint64_t count) {
+  std::vector<np_runs> per_cpu(static_cast<size_t>(libbpf_num_possible_cpus()));
+  const uint32_t zero = 0;
+  ASSERT_EQ(bpf_map_lookup_elem(live.runs, &zero, per_cpu.data()), 0);
+  per_cpu[0].active[parity] = count;
+  ASSERT_EQ(bpf_map_update_elem(live.runs, &zero, per_cpu.data(), BPF_ANY), 0);
+}
+
+uint32_t LiveGenerationNumber(const LiveMaps& live) {
+  np_config c{};
+  const uint32_t zero = 0;
+  return bpf_map_lookup_elem(live.config, &zero, &c) == 0 ? c.generation : 0;
+}
+
+// The program counts each run under the generation it read while it decides, and takes
+// the count back when done (a run seen in progress from another thread, none left after).
+TEST_F(LoaderTest, ProgramRunsAreCountedWhileTheyDecide) {
+  if (std::thread::hardware_concurrency() < 2) GTEST_SKIP() << "needs two CPUs";
+  absl::StatusOr<MapContents> maps = BuildMaps(testing::TwoPods());
+  ASSERT_TRUE(maps.ok());
+  absl::StatusOr<ApplyReport> applied = ApplyGeneration(*maps, {{"h0", 0}, {"h1", 1}}, netns_);
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  const LiveMaps& live = *applied->live;
+  testing::FrameSpec spec;
+  spec.src = *IpAddress::Parse("10.0.0.1");
+  spec.dst = *IpAddress::Parse("10.0.0.2");
+  const std::string frame = testing::Frame(spec);
+  std::atomic<bool> done{false};
+  absl::Status ran = absl::OkStatus();
+  // The runner and the reader on two CPUs: a run is never preempted, so a reader on its
+  // CPU could never meet one in progress.
+  auto pin = [](int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    sched_setaffinity(0, sizeof(set), &set);
+  };
+  std::thread runner([&] {
+    pin(0);
+    for (int i = 0; i < 20 && !done; ++i) {
+      absl::StatusOr<TestRunResult> r = TestRun(live.from_program, frame, 1, 200000);
+      if (!r.ok()) ran = r.status();
+    }
+    done = true;
+  });
+  cpu_set_t before;
+  sched_getaffinity(0, sizeof(before), &before);
+  pin(1);
+  const int parity = static_cast<int>(live.generation & 1u);
+  bool seen = false;
+  uint64_t reads = 0;
+  while (!done && !seen) {
+    ++reads;
+    const std::array<uint64_t, 2> now = RunsInProgress(live);
+    EXPECT_EQ(now[1 - parity], 0u);
+    seen = now[parity] == 1;
+  }
+  done = true;
+  runner.join();
+  sched_setaffinity(0, sizeof(before), &before);
+  EXPECT_TRUE(ran.ok()) << ran;
+  EXPECT_TRUE(seen) << "no run of generation " << live.generation << " seen counted in "
+                    << reads << " reads";
+  EXPECT_EQ(RunsInProgress(live), (std::array<uint64_t, 2>{0, 0}));
+}
+
+// An in-place edit waits for the runs that read a generation before the previous edit's
+// bump (np_runs), not for runs of the live generation, and gives up (nothing written) when
+// they never end.
+TEST_F(LoaderTest, EditsWaitForTheRunsOfTheGenerationBeforeTheLastBump) {
+  absl::StatusOr<MapContents> maps = BuildMaps(testing::TwoPods());
+  ASSERT_TRUE(maps.ok());
+  absl::StatusOr<ApplyReport> applied = ApplyGeneration(*maps, {{"h0", 0}, {"h1", 1}}, netns_);
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  LiveMaps& live = *applied->live;
+  const uint32_t first = live.generation;
+  ASSERT_TRUE(EditIdentities(live, IdentityEdit{}).ok());  // a bump, nothing else
+  ASSERT_EQ(LiveGenerationNumber(live), first + 1);
+  // A run that read `first` is still deciding, and one that read first + 1 (live).
+  SetRunsInProgress(live, static_cast<int>(first & 1u), 1);
+  SetRunsInProgress(live, static_cast<int>((first + 1) & 1u), 3);
+  std::atomic<bool> edited{false};
+  absl::Status second = absl::UnknownError("not run");
+  std::thread editor([&] {
+    second = EditIdentities(live, IdentityEdit{});
+    edited = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_FALSE(edited) << "the edit did not wait for the run of generation " << first;
+  EXPECT_EQ(LiveGenerationNumber(live), first + 1);
+  SetRunsInProgress(live, static_cast<int>(first & 1u), 0);  // that run ends
+  editor.join();
+  EXPECT_TRUE(second.ok()) << second;
+  EXPECT_EQ(LiveGenerationNumber(live), first + 2);
+  // The run of first + 1 never ends: the next edit gives up, writing nothing.
+  absl::Status third = EditIdentities(live, IdentityEdit{});
+  EXPECT_TRUE(absl::IsFailedPrecondition(third)) << third;
+  EXPECT_EQ(LiveGenerationNumber(live), first + 2);
+  SetRunsInProgress(live, static_cast<int>((first + 1) & 1u), 0);
+  EXPECT_TRUE(EditIdentities(live, IdentityEdit{}).ok());
+  EXPECT_EQ(LiveGenerationNumber(live), first + 3);
+  std::unique_ptr<Backend> backend = MakeEbpfBackend();
+  EXPECT_TRUE(backend->Remove(Both()).ok());
+}
+
+// An edit asks whether its generation still runs through the generation's own netlink
+// socket (no namespace switch), opens another one when that socket fails, and refuses,
+// writing nothing, once another generation runs.
+TEST_F(LoaderTest, EditsCheckTheLiveGenerationThroughTheirSocket) {
+  absl::StatusOr<MapContents> maps = BuildMaps(testing::TwoPods());
+  ASSERT_TRUE(maps.ok());
+  absl::StatusOr<ApplyReport> applied = ApplyGeneration(*maps, {{"h0", 0}, {"h1", 1}}, netns_);
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  LiveMaps& live = *applied->live;
+  ASSERT_GE(live.netlink, 0);
+  const uint32_t first = live.generation;
+  EXPECT_TRUE(EditIdentities(live, IdentityEdit{}).ok());
+  // A socket that fails (not a socket at all): another one is opened, the edit goes on.
+  close(live.netlink);
+  live.netlink = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  EXPECT_TRUE(EditIdentities(live, IdentityEdit{}).ok());
+  EXPECT_EQ(LiveGenerationNumber(live), first + 2);
+  int type = 0;
+  socklen_t len = sizeof(type);
+  EXPECT_EQ(getsockopt(live.netlink, SOL_SOCKET, SO_TYPE, &type, &len), 0);
+  // Another generation replaces this one: the edit refuses, nothing written.
+  absl::StatusOr<ApplyReport> next = ApplyGeneration(*maps, {{"h0", 0}, {"h1", 1}}, netns_);
+  ASSERT_TRUE(next.ok()) << next.status();
+  absl::Status refused = EditIdentities(live, IdentityEdit{});
+  EXPECT_TRUE(absl::IsFailedPrecondition(refused)) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.message(), "another generation runs")) << refused;
+  EXPECT_EQ(LiveGenerationNumber(live), first + 2);
+  EXPECT_TRUE(EditIdentities(*next->live, IdentityEdit{}).ok());
+  std::unique_ptr<Backend> backend = MakeEbpfBackend();
   EXPECT_TRUE(backend->Remove(Both()).ok());
 }
 

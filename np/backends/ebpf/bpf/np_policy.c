@@ -158,6 +158,15 @@ struct {
 	__type(value, __u8);
 } np_members SEC(".maps");
 
+/* Runs in progress by the generation they read (np_abi.h np_runs): the loader's wait
+ * between two in-place edits. One per generation of maps, like np_config. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct np_runs);
+} np_runs SEC(".maps");
+
 /* Shared by all generations: the loader hands the live maps to each new generation. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -726,7 +735,8 @@ static __always_inline void frag_key_of(struct np_frag_key *k, const struct np_p
 	k->hook = hook;
 }
 
-static __noinline int np_decide(struct __sk_buff *skb, __u32 hook)
+/* `generation`: np_config's, as np_run read it and counted the run under it. */
+static __noinline int np_decide(struct __sk_buff *skb, __u32 hook, __u32 generation)
 {
 	if (hook != NP_HOOK_FROM_ENDPOINT && hook != NP_HOOK_TO_ENDPOINT)
 		return NP_DROP;
@@ -738,14 +748,6 @@ static __noinline int np_decide(struct __sk_buff *skb, __u32 hook)
 	struct np_config *cfg = bpf_map_lookup_elem(&np_config, &zero);
 	if (!cfg)
 		return NP_DROP;
-	/* np_config is read once, before any identity lookup, and the generation read is the
-	 * one np_ct entries are checked against and stamped with. An in-place edit writes the
-	 * identity maps, then generation + 1 (loader.cc EditIdentities): a run that read the
-	 * old generation stamps what it allows with it, and the bump has made that entry stale
-	 * for connectionless flows; a run that read the new one began after every write of the
-	 * edit, so what it allows was decided on the new identities. No grace period is needed
-	 * before the bump. (volatile: one load, here, not a reload after the lookups.) */
-	const __u32 generation = *(volatile __u32 *)&cfg->generation;
 	const __u32 flags = *(volatile __u32 *)&cfg->flags;
 
 	int outside = (self->flags & NP_ENDPOINT_OUTSIDE) != 0;
@@ -830,18 +832,58 @@ static __noinline int np_decide(struct __sk_buff *skb, __u32 hook)
 	return NP_PASS;
 }
 
+/* One run: np_config.generation read once, the run counted under it in np_runs while it
+ * decides (np_abi.h np_runs), the verdict.
+ *
+ * The generation read is the one np_ct entries are checked against and stamped with and
+ * whose bank the run reads. An in-place edit writes the identity maps, then generation + 1
+ * (loader.cc EditIdentities): a run that read the old generation stamps what it allows
+ * with it, and the bump has made that entry stale for connectionless flows; a run that
+ * read the new one began after every write of the edit, so what it allows was decided on
+ * the new identities. No grace period is needed before the bump. (volatile: one load each,
+ * where written, not a reload after the lookups.)
+ *
+ * The count: the add is a full barrier (x86 lock add), and the loader reads np_runs after
+ * its bump, so either the loader sees this run counted under the old generation (and
+ * waits for it) or this run's second read sees the new generation (and counts itself
+ * there). Twice moved between two reads a few instructions apart (two whole edits, each
+ * waiting for this very count): the run fails closed. */
+static __always_inline int np_run(struct __sk_buff *skb, __u32 hook)
+{
+	__u32 zero = 0;
+	struct np_config *cfg = bpf_map_lookup_elem(&np_config, &zero);
+	struct np_runs *runs = bpf_map_lookup_elem(&np_runs, &zero);
+	if (!cfg || !runs)
+		return NP_DROP;
+	__u32 generation = *(volatile __u32 *)&cfg->generation;
+	__sync_fetch_and_add(&runs->active[generation & 1], 1);
+	const __u32 again = *(volatile __u32 *)&cfg->generation;
+	if (again != generation) {
+		__sync_fetch_and_add(&runs->active[generation & 1], -1);
+		generation = again;
+		__sync_fetch_and_add(&runs->active[generation & 1], 1);
+		if (*(volatile __u32 *)&cfg->generation != generation) {
+			__sync_fetch_and_add(&runs->active[generation & 1], -1);
+			return NP_DROP;
+		}
+	}
+	const int verdict = np_decide(skb, hook, generation);
+	__sync_fetch_and_add(&runs->active[generation & 1], -1);
+	return verdict;
+}
+
 /* tc ingress of the host veth: what the pod sends (its egress policy). */
 SEC("tc")
 int np_from_ep(struct __sk_buff *skb)
 {
-	return np_decide(skb, NP_HOOK_FROM_ENDPOINT);
+	return np_run(skb, NP_HOOK_FROM_ENDPOINT);
 }
 
 /* tc egress of the host veth: what is delivered to the pod (its ingress policy). */
 SEC("tc")
 int np_to_ep(struct __sk_buff *skb)
 {
-	return np_decide(skb, NP_HOOK_TO_ENDPOINT);
+	return np_run(skb, NP_HOOK_TO_ENDPOINT);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
