@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "absl/types/span.h"
 #include "np/agent/watch_event.h"
 #include "np/backends/util.h"
 #include "np/lower.h"
@@ -97,7 +98,9 @@ void Agent::HandleEvent(absl::string_view text, absl::Time received) {
     return;
   }
   std::vector<Diagnostic> diagnostics;
-  absl::Status applied = live_.Apply({*event->change}, &diagnostics);
+  // The event's change itself (a span of one), not a copy in an initializer list: the copy
+  // was a whole pod object allocated and freed again per event.
+  absl::Status applied = live_.Apply(absl::MakeConstSpan(&*event->change, 1), &diagnostics);
   if (!applied.ok()) {
     metrics_->CountEvent(/*applied=*/false);
     std::vector<std::string> errors;

@@ -1,6 +1,7 @@
 #include "np/agent/watch_event.h"
 
 #include <algorithm>
+#include <type_traits>
 #include <utility>
 #include <variant>
 
@@ -102,8 +103,11 @@ std::string DescribeChange(const Change& change) {
   return std::visit(
       [](const auto& object) {
         const std::string& ns = object.metadata().namespace_();
-        return absl::StrCat(object.GetTypeName().substr(object.GetTypeName().rfind('.') + 1), " ",
-                            ns.empty() ? "" : absl::StrCat(ns, "/"), object.metadata().name());
+        // The descriptor's short name ("Pod"): GetTypeName built the full name as a new
+        // string, twice, on every event.
+        using Message = std::decay_t<decltype(object)>;
+        return absl::StrCat(Message::descriptor()->name(), " ", ns, ns.empty() ? "" : "/",
+                            object.metadata().name());
       },
       change.object);
 }
