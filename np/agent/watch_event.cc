@@ -1,7 +1,7 @@
 #include "np/agent/watch_event.h"
 
 #include <algorithm>
-#include <type_traits>
+#include <iterator>
 #include <utility>
 #include <variant>
 
@@ -100,13 +100,20 @@ absl::Status SplitWatchEvent(absl::string_view text, absl::string_view* type,
 }
 
 std::string DescribeChange(const Change& change) {
+  // The kinds in Change::object's order, as literals: GetTypeName built the full name as a
+  // new string, twice, and descriptor() passes the descriptor table's once-check, per event.
+  static constexpr const char* kKinds[] = {"Namespace",
+                                           "Pod",
+                                           "NetworkPolicy",
+                                           "AdminNetworkPolicy",
+                                           "BaselineAdminNetworkPolicy",
+                                           "ClusterNetworkPolicy",
+                                           "Node"};
+  static_assert(std::size(kKinds) == std::variant_size_v<decltype(Change::object)>);
   return std::visit(
-      [](const auto& object) {
+      [&](const auto& object) {
         const std::string& ns = object.metadata().namespace_();
-        // The descriptor's short name ("Pod"): GetTypeName built the full name as a new
-        // string, twice, on every event.
-        using Message = std::decay_t<decltype(object)>;
-        return absl::StrCat(Message::descriptor()->name(), " ", ns, ns.empty() ? "" : "/",
+        return absl::StrCat(kKinds[change.object.index()], " ", ns, ns.empty() ? "" : "/",
                             object.metadata().name());
       },
       change.object);
