@@ -619,8 +619,15 @@ class Reader {
 
     ObjectDecoder d(file_, kind, object, out_);
     d.source.location.line = node.line;
-    if (kind_node != nullptr) d.source.field_lines["kind"] = kind_node->line;
-    if (api_node != nullptr) d.source.field_lines["apiVersion"] = api_node->line;
+    // Only lines LineOf would not give (it falls back to the object's line): a one-line
+    // watch event then records none, and its decoder skips a map lookup per field
+    // (ObjectDecoder::RecordLine).
+    if (kind_node != nullptr && kind_node->line != node.line) {
+      d.source.field_lines["kind"] = kind_node->line;
+    }
+    if (api_node != nullptr && api_node->line != node.line) {
+      d.source.field_lines["apiVersion"] = api_node->line;
+    }
     if (IsWorkloadKind(kind)) {
       Workload workload;
       workload.kind = kind;

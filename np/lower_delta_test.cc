@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <map>
+#include <random>
 #include <set>
 #include <type_traits>
 #include <variant>
@@ -23,6 +24,7 @@
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 #include "np/backends/util.h"
+#include "np/internal/ir_ranges.h"
 #include "np/lower.h"
 #include "np/lower_align.h"
 #include "np/testgen/random_cluster.h"
@@ -427,6 +429,60 @@ void RunSeed(uint64_t seed, int steps, Counts* counts, bool relabel_heavy = fals
       index = PodDeltaLowering::Index(*next, *installed);
     }
     current = *next;
+  }
+}
+
+// ToCidrs' IPv6 text is written by hand (AppendV6Prefix, for speed): it must equal
+// IpPrefix::ToString (np/types.cc, RFC 5952), the text LowerToIr wrote before, on addresses
+// with every pattern of zero groups (the "::" rules) and every length. NP_CIDR_SEED=<n>
+// replays one seed.
+TEST(ToCidrs, Ipv6TextEqualsIpPrefixToString) {
+  uint64_t first_seed = 0, seeds = 20;
+  if (const char* seed = std::getenv("NP_CIDR_SEED")) {
+    first_seed = std::strtoull(seed, nullptr, 10);
+    seeds = 1;
+  }
+  for (uint64_t seed = first_seed; seed < first_seed + seeds; ++seed) {
+    std::mt19937_64 rng(seed);
+    auto random_value = [&] {
+      // Each group zero, small, or any: runs of zeros of every length and place.
+      internal::U128 v = 0;
+      for (int i = 0; i < 8; ++i) {
+        const uint64_t kind = rng() % 3;
+        const uint16_t g = kind == 0 ? 0 : kind == 1 ? rng() % 16 : static_cast<uint16_t>(rng());
+        v = (v << 16) | g;
+      }
+      return v;
+    };
+    for (int i = 0; i < 2000; ++i) {
+      const internal::U128 v = random_value();
+      const int length = static_cast<int>(rng() % 129);
+      const internal::U128 mask = length == 0 ? 0 : ~internal::U128{0} << (128 - length);
+      const internal::U128 network = v & mask;
+      std::string text;
+      internal::AppendV6Prefix(network, length, &text);
+      ASSERT_EQ(text, IpPrefix(internal::ToAddress(network, 1), length).ToString())
+          << "NP_CIDR_SEED=" << seed;
+    }
+    // Whole ranges: every prefix ToCidrs gives is IpPrefix's text of a block that starts
+    // where the previous one ended, and the last ends at `last`.
+    for (int i = 0; i < 200; ++i) {
+      internal::U128 a = random_value(), b = a + (rng() % 4 == 0 ? random_value() : rng() % 5000);
+      if (b < a) std::swap(a, b);
+      internal::U128 next = a;
+      for (const std::string& cidr : internal::ToCidrs(a, b, 1)) {
+        absl::StatusOr<IpPrefix> parsed = IpPrefix::Parse(cidr);
+        ASSERT_TRUE(parsed.ok()) << cidr << " NP_CIDR_SEED=" << seed;
+        ASSERT_EQ(cidr, parsed->ToString()) << "NP_CIDR_SEED=" << seed;
+        const IpAddress start = parsed->network();
+        const internal::U128 start_value =
+            (internal::U128{start.hi()} << 64) | internal::U128{start.lo()};
+        ASSERT_EQ(start_value, next) << cidr << " NP_CIDR_SEED=" << seed;
+        const int host_bits = 128 - parsed->length();
+        next = start_value + (host_bits == 128 ? 0 : internal::U128{1} << host_bits);
+      }
+      ASSERT_EQ(next, b + 1) << "NP_CIDR_SEED=" << seed;
+    }
   }
 }
 

@@ -156,6 +156,45 @@ TEST(ParseWatchEventTest, ObjectsWithAndWithoutKind) {
   EXPECT_FALSE(ParseWatchEvent(R"({"type":"ADDED","object":{"metadata":{"name":"a"}}})", "").ok());
 }
 
+// DescribeChange names the kind from a table in Change::object's order: each entry must be
+// the message's own name (its descriptor), for every kind a Change holds.
+template <size_t I = 0>
+void ExpectEveryKindNamedAsItsMessage() {
+  if constexpr (I < std::variant_size_v<decltype(Change::object)>) {
+    Change change;
+    change.object.emplace<I>();
+    auto& object = std::get<I>(change.object);
+    object.mutable_metadata()->set_name("a");
+    EXPECT_EQ(DescribeChange(change), absl::StrCat(object.GetDescriptor()->name(), " a"));
+    object.mutable_metadata()->set_namespace_("x");
+    EXPECT_EQ(DescribeChange(change), absl::StrCat(object.GetDescriptor()->name(), " x/a"));
+    ExpectEveryKindNamedAsItsMessage<I + 1>();
+  }
+}
+TEST(DescribeChangeTest, EveryKindNamedAsItsMessage) { ExpectEveryKindNamedAsItsMessage(); }
+
+// JsonLog writes its time without absl::FormatTime (for speed): the text must be what
+// FormatTime("%Y-%m-%dT%H:%M:%E3SZ", now, UTC) gives. Fixed width, so it sorts as the time
+// does: it lies between the texts of the moments before and after the write.
+TEST(JsonLogTest, TimeIsRfc3339UtcMillisecondsAsFormatTimeWrites) {
+  for (int i = 0; i < 50; ++i) {
+    std::ostringstream out;
+    JsonLog log(&out);
+    const std::string before =
+        absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone());
+    log.Write("info", "m");
+    const std::string after =
+        absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone());
+    const std::string line = out.str();
+    ASSERT_TRUE(absl::StartsWith(line, "{\"time\":\"")) << line;
+    const std::string time = line.substr(9, before.size());
+    EXPECT_EQ(line.substr(9 + before.size(), 2), "\",") << line;
+    EXPECT_LE(before, time) << line;
+    EXPECT_LE(time, after) << line;
+    if (i % 10 == 9) absl::SleepFor(absl::Milliseconds(3));  // other milliseconds too
+  }
+}
+
 TEST(ParseWatchEventTest, EnvelopeErrors) {
   EXPECT_EQ(ParseWatchEvent(R"({"type":"BOOKMARK","object":{}})", "")->type,
             WatchEvent::Type::kBookmark);

@@ -1,6 +1,7 @@
 #include "np/agent/watch_event.h"
 
 #include <algorithm>
+#include <iterator>
 #include <utility>
 #include <variant>
 
@@ -99,11 +100,21 @@ absl::Status SplitWatchEvent(absl::string_view text, absl::string_view* type,
 }
 
 std::string DescribeChange(const Change& change) {
+  // The kinds in Change::object's order, as literals: GetTypeName built the full name as a
+  // new string, twice, and descriptor() passes the descriptor table's once-check, per event.
+  static constexpr const char* kKinds[] = {"Namespace",
+                                           "Pod",
+                                           "NetworkPolicy",
+                                           "AdminNetworkPolicy",
+                                           "BaselineAdminNetworkPolicy",
+                                           "ClusterNetworkPolicy",
+                                           "Node"};
+  static_assert(std::size(kKinds) == std::variant_size_v<decltype(Change::object)>);
   return std::visit(
-      [](const auto& object) {
+      [&](const auto& object) {
         const std::string& ns = object.metadata().namespace_();
-        return absl::StrCat(object.GetTypeName().substr(object.GetTypeName().rfind('.') + 1), " ",
-                            ns.empty() ? "" : absl::StrCat(ns, "/"), object.metadata().name());
+        return absl::StrCat(kKinds[change.object.index()], " ", ns, ns.empty() ? "" : "/",
+                            object.metadata().name());
       },
       change.object);
 }
