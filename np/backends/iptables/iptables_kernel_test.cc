@@ -1363,6 +1363,14 @@ TEST(IptablesKernel, RunningRestoreToolFailuresAreSeenAndItComesBack) {
   EXPECT_TRUE(absl::StartsWith(IptablesLastUpdate(*backend), "in place, rules: "))
       << IptablesLastUpdate(*backend);
   EXPECT_EQ(Comparable(two.inc), two.FreshListing(first));
+  // The kernel changed by a spawned restore (Apply: a new generation) behind the running
+  // tool: its next block must see that table, not one it read before.
+  ASSERT_TRUE(backend->Apply(second, two.at_inc).ok());
+  ASSERT_TRUE(backend->Update(second, first, two.at_inc).ok());
+  IptablesSettle(*backend);
+  EXPECT_TRUE(absl::StartsWith(IptablesLastUpdate(*backend), "in place, rules: "))
+      << IptablesLastUpdate(*backend);
+  EXPECT_EQ(Comparable(two.inc), two.FreshListing(first));
   ASSERT_TRUE(backend->Remove(two.at_inc).ok());
   EXPECT_EQ(NpState(two.inc), "");
 }
