@@ -3,13 +3,19 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/membarrier.h>
 #include <linux/netfilter/ipset/ip_set.h>
+#include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netlink.h>
+#include <poll.h>
 #include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -67,25 +73,6 @@ absl::StatusOr<std::string> Spawn(const std::vector<std::string>& argv, absl::st
 
 const char* SaveTool(int f) { return f == 0 ? "iptables-save" : "ip6tables-save"; }
 const char* RestoreTool(int f) { return f == 0 ? "iptables-restore" : "ip6tables-restore"; }
-
-// `iptables-restore --noflush` and `ip6tables-restore --noflush` of texts[f], side by side
-// (the two families' tables are independent: a packet meets one of them); a family with no
-// text is not run (OK). Each family's restore is its own transaction, whatever the other's
-// outcome.
-std::array<absl::Status, kFamilies> RestoreFamilies(const std::string (&texts)[kFamilies],
-                                                    const std::string& netns) {
-  std::vector<Command> commands;
-  std::vector<int> families;
-  for (int f = 0; f < kFamilies; ++f) {
-    if (texts[f].empty()) continue;
-    commands.push_back(Command{{RestoreTool(f), "--noflush", "--wait=10"}, texts[f]});
-    families.push_back(f);
-  }
-  std::vector<absl::StatusOr<std::string>> results = SpawnAll(commands, netns);
-  std::array<absl::Status, kFamilies> out;
-  for (size_t i = 0; i < families.size(); ++i) out[families[i]] = results[i].status();
-  return out;
-}
 
 // NP-FORWARD's first rule: replies and established flows pass.
 constexpr absl::string_view kEstablished = "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT";
@@ -1373,6 +1360,312 @@ absl::StatusOr<int> NetfilterSocket(const std::string& netns) {
   }
   if (fd < 0) return absl::InternalError(absl::StrCat("netlink socket: ", strerror(socket_errno)));
   return fd;
+}
+
+// `iptables-restore --noflush` and `ip6tables-restore --noflush` of texts[f], side by side
+// (the two families' tables are independent: a packet meets one of them); a family with no
+// text is not run (OK). Each family's restore is its own transaction, whatever the other's
+// outcome.
+std::array<absl::Status, kFamilies> SpawnRestores(const std::string (&texts)[kFamilies],
+                                                  const std::string& netns) {
+  std::vector<Command> commands;
+  std::vector<int> families;
+  for (int f = 0; f < kFamilies; ++f) {
+    if (texts[f].empty()) continue;
+    commands.push_back(Command{{RestoreTool(f), "--noflush", "--wait=10"}, texts[f]});
+    families.push_back(f);
+  }
+  std::vector<absl::StatusOr<std::string>> results = SpawnAll(commands, netns);
+  std::array<absl::Status, kFamilies> out;
+  for (size_t i = 0; i < families.size(); ++i) out[families[i]] = results[i].status();
+  return out;
+}
+
+// A long-lived `iptables-restore --noflush` (or ip6tables-) in one network namespace, fed one
+// text per restore instead of a process per restore. Why: at the agent bench's 1,000 tables a
+// spawned restore of one small chain costs 15–22 ms, the same text written to a running
+// process 1–5 ms (bench/RESULTS.md, h78): the spawn, the extensions' dlopen and the first
+// cache fetch are paid once. iptables-nft-restore commits each `COMMIT` block when it reads
+// it but says nothing on success, so success is read from the kernel: every nf_tables
+// transaction announces its new generation (NFT_MSG_NEWGEN, with the committing process's
+// pid) to the NFNLGRP_NFTABLES group, which a netlink socket in the namespace joins before the
+// text is written. A failing line or commit makes the process print "line N failed" and exit
+// (nothing of that block is committed: the batch is one transaction), which its stderr's end
+// shows; a process that neither acks nor exits in kRestoreTimeout is killed and the restore
+// reported failed (the caller then goes to Apply, which reads the kernel: fail closed).
+// Only iptables-nft has generations: with the legacy tool, or a block that might change
+// nothing (no generation then, so no ack to wait for), the restore is spawned as before.
+constexpr int kRestoreTimeoutMs = 10000;
+
+class PersistentRestore {
+ public:
+  PersistentRestore() = default;
+  PersistentRestore(const PersistentRestore&) = delete;
+  PersistentRestore& operator=(const PersistentRestore&) = delete;
+  ~PersistentRestore() { Stop(); }
+
+  // Whether every block of `text` surely makes a transaction (so announces a generation): it
+  // names an action that changes the table when it succeeds. A `:CHAIN` line alone may not
+  // (flushing an empty chain commits nothing). Sets `blocks` to the number of COMMITs.
+  static bool Acked(absl::string_view text, int& blocks) {
+    blocks = 0;
+    bool acted = false;
+    for (absl::string_view line : absl::StrSplit(text, '\n')) {
+      if (line == "COMMIT") {
+        if (!acted) return false;
+        ++blocks;
+        acted = false;
+      } else if (line.size() > 3 && line[0] == '-' && line[2] == ' ' &&
+                 absl::string_view("AIRDEXN").find(line[1]) != absl::string_view::npos) {
+        acted = true;
+      }
+    }
+    return blocks > 0;
+  }
+
+  // Whether the family's restore tool is the nf_tables variant (checked once).
+  static bool Nft(int f) {
+    static const std::array<bool, kFamilies> nft = [] {
+      std::array<bool, kFamilies> out{};
+      for (int g = 0; g < kFamilies; ++g) {
+        absl::StatusOr<std::string> path = ToolPath(RestoreTool(g));
+        char real[PATH_MAX];
+        out[g] = path.ok() && realpath(path->c_str(), real) != nullptr &&
+                 absl::StrContains(real, "nft");
+      }
+      return out;
+    }();
+    return nft[f];
+  }
+
+  // Starts the tool in `netns` unless it runs there already.
+  absl::Status Ensure(int f, const std::string& netns) {
+    if (pid_ > 0 && netns_ == netns && waitpid(pid_, nullptr, WNOHANG) == 0) return absl::OkStatus();
+    Stop();
+    absl::StatusOr<std::string> path = ToolPath(RestoreTool(f));
+    if (!path.ok()) return path.status();
+    int ns = -1;
+    if (!netns.empty()) {
+      ns = open(absl::StrCat("/run/netns/", netns).c_str(), O_RDONLY | O_CLOEXEC);
+      if (ns < 0) {
+        return absl::NotFoundError(
+            absl::StrCat("network namespace ", netns, ": ", std::strerror(errno)));
+      }
+    }
+    int in[2], err[2];
+    if (pipe2(in, O_CLOEXEC) != 0) {
+      const int e = errno;
+      if (ns >= 0) close(ns);
+      return absl::InternalError(absl::StrCat("pipe: ", std::strerror(e)));
+    }
+    if (pipe2(err, O_CLOEXEC) != 0) {
+      const int e = errno;
+      for (int fd : {in[0], in[1], ns}) if (fd >= 0) close(fd);
+      return absl::InternalError(absl::StrCat("pipe: ", std::strerror(e)));
+    }
+    const char* argv[] = {RestoreTool(f), "--noflush", nullptr};
+    const int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    spawned.fetch_add(1, std::memory_order_relaxed);
+    const pid_t pid = fork();
+    if (pid == 0) {
+      // Only async-signal-safe calls here (the parent may have threads).
+      if ((ns >= 0 && setns(ns, CLONE_NEWNET) != 0) || dup2(in[0], 0) < 0 ||
+          dup2(devnull, 1) < 0 || dup2(err[1], 2) < 0) {
+        _exit(127);
+      }
+      execv(path->c_str(), const_cast<char* const*>(argv));
+      _exit(127);
+    }
+    const int fork_errno = errno;
+    for (int fd : {in[0], err[1], ns, devnull}) if (fd >= 0) close(fd);
+    if (pid < 0) {
+      close(in[1]);
+      close(err[0]);
+      return absl::InternalError(absl::StrCat("fork: ", std::strerror(fork_errno)));
+    }
+    pid_ = pid;
+    in_ = in[1];
+    err_ = err[0];
+    netns_ = netns;
+    fcntl(err_, F_SETFL, O_NONBLOCK);
+    return absl::OkStatus();
+  }
+
+  // Closes its stdin (it exits at the end of its input) and reaps it; a stuck one is killed.
+  void Stop() {
+    if (pid_ <= 0) return;
+    close(in_);
+    close(err_);
+    int status = 0;
+    for (int i = 0; i < 100 && waitpid(pid_, &status, WNOHANG) == 0; ++i) usleep(1000);
+    if (waitpid(pid_, &status, WNOHANG) == 0) {
+      kill(pid_, SIGKILL);
+      while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+      }
+    }
+    pid_ = -1;
+    in_ = err_ = -1;
+  }
+
+  pid_t pid() const { return pid_; }
+  int err() const { return err_; }
+
+  absl::Status Write(absl::string_view text) {
+    signal(SIGPIPE, SIG_IGN);  // a tool that exits early must not kill this process
+    while (!text.empty()) {
+      const ssize_t w = write(in_, text.data(), text.size());
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) return absl::InternalError(absl::StrCat("writing: ", std::strerror(errno)));
+      text.remove_prefix(static_cast<size_t>(w));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  static absl::StatusOr<std::string> ToolPath(absl::string_view tool) {
+    for (const char* dir : {"/usr/sbin/", "/sbin/", "/usr/bin/", "/bin/"}) {
+      const std::string path = absl::StrCat(dir, tool);
+      if (access(path.c_str(), X_OK) == 0) return path;
+    }
+    return absl::NotFoundError(absl::StrCat(tool, " not found"));
+  }
+
+  pid_t pid_ = -1;
+  int in_ = -1, err_ = -1;
+  std::string netns_;
+};
+
+using Restorers = std::array<PersistentRestore, kFamilies>;
+
+// The pid in an NFT_MSG_NEWGEN announcement (0: not one).
+uint32_t NewGenerationPid(const nlmsghdr& m) {
+  if (m.nlmsg_type != ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN)) return 0;
+  const size_t skip = NLMSG_LENGTH(NLMSG_ALIGN(sizeof(nfgenmsg)));
+  if (m.nlmsg_len < skip) return 0;
+  const char* p = reinterpret_cast<const char*>(&m) + skip;
+  size_t left = m.nlmsg_len - skip;
+  while (left >= sizeof(nlattr)) {
+    const nlattr* a = reinterpret_cast<const nlattr*>(p);
+    if (a->nla_len < sizeof(nlattr) || a->nla_len > left) return 0;
+    if ((a->nla_type & NLA_TYPE_MASK) == NFTA_GEN_PROC_PID && a->nla_len >= NLA_HDRLEN + 4) {
+      uint32_t pid;
+      std::memcpy(&pid, p + NLA_HDRLEN, sizeof(pid));
+      return ntohl(pid);
+    }
+    const size_t step = NLA_ALIGN(a->nla_len);
+    if (step >= left) break;
+    p += step;
+    left -= step;
+  }
+  return 0;
+}
+
+// A socket in `netns` that hears every nf_tables generation announced there.
+absl::StatusOr<int> GenerationSocket(const std::string& netns) {
+  absl::StatusOr<int> fd = NetfilterSocket(netns);
+  if (!fd.ok()) return fd;
+  sockaddr_nl local{};
+  local.nl_family = AF_NETLINK;
+  local.nl_groups = 1u << (NFNLGRP_NFTABLES - 1);
+  // A transaction announces each of its objects too: room for a large one's.
+  const int buffer = 32 << 20;
+  (void)setsockopt(*fd, SOL_SOCKET, SO_RCVBUFFORCE, &buffer, sizeof(buffer));
+  if (bind(*fd, reinterpret_cast<sockaddr*>(&local), sizeof(local)) != 0) {
+    const int e = errno;
+    close(*fd);
+    return absl::InternalError(absl::StrCat("netlink bind (nf_tables events): ", strerror(e)));
+  }
+  return fd;
+}
+
+// RestoreFamilies through the running tools: both texts written, then both commits awaited.
+std::array<absl::Status, kFamilies> RestoreFamilies(const std::string (&texts)[kFamilies],
+                                                    const std::string& netns,
+                                                    Restorers* tools) {
+  std::string spawn[kFamilies];
+  int blocks[kFamilies] = {0, 0};
+  bool fed = false;
+  for (int f = 0; f < kFamilies; ++f) {
+    const bool fit = tools != nullptr && !texts[f].empty() &&
+                     PersistentRestore::Acked(texts[f], blocks[f]) && PersistentRestore::Nft(f);
+    if (!fit) {
+      spawn[f] = texts[f];
+      blocks[f] = 0;
+    }
+    fed = fed || fit;
+  }
+  std::array<absl::Status, kFamilies> out;
+  if (fed) {
+    absl::StatusOr<int> sock = GenerationSocket(netns);
+    for (int f = 0; f < kFamilies && sock.ok(); ++f) {
+      if (blocks[f] == 0) continue;
+      PersistentRestore& tool = (*tools)[f];
+      out[f] = tool.Ensure(f, netns);
+      if (out[f].ok()) out[f] = tool.Write(texts[f]);
+      if (!out[f].ok()) {
+        tool.Stop();
+        blocks[f] = 0;
+      }
+    }
+    if (!sock.ok()) {
+      for (int f = 0; f < kFamilies; ++f) if (blocks[f] > 0) out[f] = sock.status();
+    } else {
+      std::string errors[kFamilies];
+      std::vector<char> buffer(1 << 16);
+      const auto deadline =
+          std::chrono::steady_clock::now() + std::chrono::milliseconds(kRestoreTimeoutMs);
+      auto fail = [&](int f, absl::string_view why) {
+        out[f] = absl::InternalError(absl::StrCat(
+            RestoreTool(f), " --noflush (running) failed: ", why,
+            errors[f].empty() ? "" : ": ",
+            absl::StripAsciiWhitespace(errors[f])));
+        (*tools)[f].Stop();
+        blocks[f] = 0;
+      };
+      while (blocks[0] > 0 || blocks[1] > 0) {
+        std::vector<pollfd> fds = {{*sock, POLLIN, 0}};
+        for (int f = 0; f < kFamilies; ++f) {
+          if (blocks[f] > 0) fds.push_back({(*tools)[f].err(), POLLIN, 0});
+        }
+        const int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                              deadline - std::chrono::steady_clock::now())
+                                              .count());
+        const int ready = left > 0 ? poll(fds.data(), fds.size(), left) : 0;
+        if (ready < 0 && errno == EINTR) continue;
+        if (ready <= 0) {
+          for (int f = 0; f < kFamilies; ++f) if (blocks[f] > 0) fail(f, "no commit in time");
+          break;
+        }
+        for (int f = 0; f < kFamilies; ++f) {
+          if (blocks[f] == 0) continue;
+          const ssize_t r = read((*tools)[f].err(), buffer.data(), buffer.size());
+          if (r > 0) errors[f].append(buffer.data(), static_cast<size_t>(r));
+          if (r == 0) fail(f, "it exited");  // its stderr ended: it is gone
+        }
+        if ((fds[0].revents & POLLIN) == 0) continue;
+        const ssize_t n = recv(*sock, buffer.data(), buffer.size(), MSG_DONTWAIT);
+        if (n < 0) {
+          if (errno == EAGAIN || errno == EINTR) continue;
+          // ENOBUFS: announcements were lost, ours maybe: whether it committed is unknown.
+          const std::string why = absl::StrCat("nf_tables events: ", strerror(errno));
+          for (int f = 0; f < kFamilies; ++f) if (blocks[f] > 0) fail(f, why);
+          break;
+        }
+        int len = static_cast<int>(n);
+        for (const nlmsghdr* m = reinterpret_cast<const nlmsghdr*>(buffer.data());
+             NLMSG_OK(m, len); m = NLMSG_NEXT(m, len)) {
+          const uint32_t pid = NewGenerationPid(*m);
+          for (int f = 0; f < kFamilies && pid != 0; ++f) {
+            if (blocks[f] > 0 && static_cast<uint32_t>((*tools)[f].pid()) == pid) --blocks[f];
+          }
+        }
+      }
+      close(*sock);
+    }
+  }
+  const std::array<absl::Status, kFamilies> spawned_out = SpawnRestores(spawn, netns);
+  for (int f = 0; f < kFamilies; ++f) if (!spawn[f].empty()) out[f] = spawned_out[f];
+  return out;
 }
 
 // Waits until every packet that was walking the rules when it was called is done: an RCU
@@ -3195,7 +3488,7 @@ class IptablesBackend : public Backend {
     const double sets_ms = lap();
     // 2. (both families side by side: each is its own transaction either way)
     const std::array<absl::Status, kFamilies> restored =
-        RestoreFamilies(plan.switch_restore, netns);
+        RestoreFamilies(plan.switch_restore, netns, &restorers_);
     for (int f = 0; f < kFamilies; ++f) {
       if (restored[f].ok()) continue;
       const int other = 1 - f;
@@ -3507,7 +3800,7 @@ class IptablesBackend : public Backend {
       if (absl::Status e = EditSets(dispatch, netns); !e.ok()) return e;
       const double before = ms();
       const std::array<absl::Status, kFamilies> restored =
-          RestoreFamilies(plan.plan.switch_restore, netns);
+          RestoreFamilies(plan.plan.switch_restore, netns, &restorers_);
       restore_ms = ms() - before;
       for (int f = 0; f < kFamilies; ++f) {
         if (!restored[f].ok()) {
@@ -3900,13 +4193,13 @@ class IptablesBackend : public Backend {
     for (int f = 0; f < kFamilies; ++f) c->texts[f] = plan.cleanup[f];
     c->destroy = std::move(destroy);
     c->netns = netns;
-    c->thread = std::thread([c] {
+    c->thread = std::thread([c, tools = &restorers_] {
       const auto start = std::chrono::steady_clock::now();
       auto ms_since = [](std::chrono::steady_clock::time_point t) {
         return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t)
             .count();
       };
-      const std::array<absl::Status, kFamilies> done = RestoreFamilies(c->texts, c->netns);
+      const std::array<absl::Status, kFamilies> done = RestoreFamilies(c->texts, c->netns, tools);
       c->restore_ms = ms_since(start);
       for (int f = 0; f < kFamilies; ++f) {
         if (!done[f].ok() && c->status.ok()) {
@@ -3952,6 +4245,9 @@ class IptablesBackend : public Backend {
 
  private:
   std::unique_ptr<Cleanup> cleanup_;
+  // The running restore tools of the rules path (its switches and cleanups; Apply spawns).
+  // Used by one thread at a time: the cleanup's, which every call joins first (Settle).
+  Restorers restorers_;
   std::string settled_;  // how the last Settle went, for last_update()
   BackendOptions options_;
   std::unique_ptr<Installed> installed_;  // null: unknown, Apply reads the kernel
