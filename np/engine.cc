@@ -61,6 +61,7 @@ size_t EngineState::IndexBytes() const {
   }
   bytes += peer_classes.chunk_count() * peer_classes.chunk_bytes();
   if (bits != nullptr) bytes += bits->Bytes();
+  bytes += pair_of.chunk_count() * pair_of.chunk_bytes();
   return bytes;
 }
 
@@ -150,7 +151,183 @@ void PaintDirection(const TableView& view, int d, const VerdictBits& bits, uint6
     }
   }
 }
+// Paints `bits.pairs` (engine_state.h, PairMatrix) within `budget` bytes from the per-side
+// rows of `bits` for the pairs (target, IPv4 peer) of `records`' live pods, when each pair's
+// target has rows; returns false (and leaves no matrix) when it does not fit. Word-parallel
+// by port class: with Q the distinct peers of the pairs,
+//   E[s] (over destination pairs d) = egress row of s's target, read at d's peer,
+//   X[q] (over destination pairs d) = ingress row of d's target, read at peer q,
+//   row (port class, s) = E[s] & X[peer of s],
+// and each E[s], X[q] is built as a constant (all zeros or all ones, whichever the row is
+// mostly, over the peers in Q) plus a flip per exception: the bits of the pairs whose peer
+// the row lists against its majority. On the benchmark's clusters the rows are nearly all
+// constant (10k pods, tiered: 14k exceptions over 52k rows), so painting costs about the
+// matrix's words; a cluster of mixed rows could cost classes x |Q| flips per port class,
+// hence the cap: past kMaxFlips the matrix is left out and the per-side bits answer.
+bool PaintPairMatrix(const CowVector<PodSlot>& pods, const CowVector<PodRecord>& records,
+                     size_t budget, VerdictBits& bits) {
+  constexpr size_t kMaxFlips = size_t{8} << 20;
+  constexpr int kIngressIndex = static_cast<int>(Direction::kIngress);
+  constexpr int kEgressIndex = static_cast<int>(Direction::kEgress);
+  PairMatrix& m = bits.pairs;
+  std::vector<uint32_t> pair_target, pair_peer;
+  for (uint32_t p = 0; p < records.size(); ++p) {
+    const PodRecord& r = records[p];
+    if (pods[p].state == nullptr || r.peer[0] >= kSharedPeer || r.peer[0] >= bits.peer_classes ||
+        (r.target != kNone && (r.target >= bits.row_of.size() || bits.row_of[r.target] == kNone))) {
+      continue;
+    }
+    auto [it, added] = m.class_of.try_emplace(PairMatrix::Key(r.target, r.peer[0]),
+                                              static_cast<uint16_t>(pair_target.size()));
+    if (!added) continue;
+    if (pair_target.size() >= PairMatrix::kNoPair) return false;  // ids are uint16
+    pair_target.push_back(r.target);
+    pair_peer.push_back(r.peer[0]);
+  }
+  const uint32_t n = static_cast<uint32_t>(pair_target.size());
+  const uint32_t w = (n + 63) / 64;
+  const size_t word_count = size_t{bits.port_classes} * n * w;
+  if (n == 0 || word_count * sizeof(uint64_t) > budget) return false;
+  // The distinct peers (q = their rank) and, per peer, its pairs; `mask`: those peers among
+  // the per-side rows' columns.
+  std::vector<uint32_t> q_of(bits.peer_classes, kNone);
+  std::vector<uint32_t> peers;
+  for (uint32_t peer : pair_peer) {
+    if (q_of[peer] == kNone) {
+      q_of[peer] = static_cast<uint32_t>(peers.size());
+      peers.push_back(peer);
+    }
+  }
+  const uint32_t nq = static_cast<uint32_t>(peers.size());
+  std::vector<uint32_t> pairs_start(nq + 1, 0), pairs_of_peer(n);
+  for (uint32_t a = 0; a < n; ++a) ++pairs_start[q_of[pair_peer[a]] + 1];
+  for (uint32_t q = 0; q < nq; ++q) pairs_start[q + 1] += pairs_start[q];
+  {
+    std::vector<uint32_t> next(pairs_start.begin(), pairs_start.end() - 1);
+    for (uint32_t a = 0; a < n; ++a) pairs_of_peer[next[q_of[pair_peer[a]]]++] = a;
+  }
+  std::vector<uint64_t> mask(bits.row_words, 0);
+  for (uint32_t peer : peers) mask[peer >> 6] |= uint64_t{1} << (peer & 63);
+  // One pair's row of direction d at port class pc, over the peers; pods no policy selects
+  // read the all-ones block.
+  auto side_row = [&](uint32_t a, int d, uint32_t pc) {
+    const uint32_t t = pair_target[a];
+    return bits.Word(t == kNone ? bits.all_row : bits.row_of[t], d, pc * bits.row_words, 0);
+  };
+  // Sets `out` (w words; null: nothing) to the row's majority value over the masked peers,
+  // calls flip(q) for each masked peer q the row holds against that majority, and returns
+  // the majority.
+  size_t flips = 0;
+  auto paint = [&](const uint64_t* row, uint64_t* out, auto&& flip) {
+    uint32_t ones = 0;
+    for (uint32_t k = 0; k < bits.row_words; ++k) ones += __builtin_popcountll(row[k] & mask[k]);
+    const bool majority = ones * 2 > nq;
+    if (out != nullptr) std::fill(out, out + w, majority ? ~uint64_t{0} : 0);
+    for (uint32_t k = 0; k < bits.row_words; ++k) {
+      for (uint64_t x = (majority ? ~row[k] : row[k]) & mask[k]; x != 0; x &= x - 1) {
+        const uint32_t q = q_of[k * 64 + static_cast<uint32_t>(__builtin_ctzll(x))];
+        flip(q);
+      }
+    }
+    return majority;
+  };
+  m.words.reset(AllocateBitWords(word_count));
+  if (m.words == nullptr) return false;
+  m.word_count = word_count;
+  m.classes = n;
+  m.row_words = w;
+  m.plane_words = size_t{n} * w;
+  // Pair by pair, all port classes at once: a pair's rows of one direction are consecutive
+  // in its bits block, so the per-side bits are read in their own order, once per direction
+  // (port class by port class, every row was a fresh miss in tens of MB, three times over:
+  // 100+ ms at 10k tiered). Egress: E straight into the matrix's planes. Ingress: each
+  // destination's majority into `majority` (per port class, over destination pairs) and its
+  // exceptions into `x` (per port class and peer q) as flips of that majority, so one pass.
+  const uint32_t k_classes = bits.port_classes;
+  for (uint32_t a = 0; a < n && flips <= kMaxFlips; ++a) {
+    for (uint32_t pc = 0; pc < k_classes; ++pc) {
+      uint64_t* row = m.words.get() + pc * m.plane_words + size_t{a} * w;
+      paint(side_row(a, kEgressIndex, pc), row, [&](uint32_t q) {
+        for (uint32_t i = pairs_start[q]; i < pairs_start[q + 1]; ++i) {
+          const uint32_t b = pairs_of_peer[i];
+          row[b >> 6] ^= uint64_t{1} << (b & 63);
+        }
+        flips += pairs_start[q + 1] - pairs_start[q];
+      });
+    }
+  }
+  std::vector<uint64_t> majority(size_t{k_classes} * w, 0), x(size_t{k_classes} * nq * w, 0);
+  for (uint32_t b = 0; b < n && flips <= kMaxFlips; ++b) {
+    const uint64_t bit = uint64_t{1} << (b & 63);
+    for (uint32_t pc = 0; pc < k_classes; ++pc) {
+      uint64_t* x_pc = &x[size_t{pc} * nq * w];
+      if (paint(side_row(b, kIngressIndex, pc), nullptr, [&](uint32_t q) {
+            x_pc[size_t{q} * w + (b >> 6)] ^= bit;
+            ++flips;
+          })) {
+        majority[size_t{pc} * w + (b >> 6)] |= bit;
+      }
+    }
+  }
+  if (flips <= kMaxFlips) {
+    for (uint32_t pc = 0; pc < k_classes; ++pc) {
+      const uint64_t* all = &majority[size_t{pc} * w];
+      uint64_t* plane = m.words.get() + pc * m.plane_words;
+      for (uint32_t a = 0; a < n; ++a) {
+        const uint64_t* xa = &x[(size_t{pc} * nq + q_of[pair_peer[a]]) * w];
+        uint64_t* out = plane + size_t{a} * w;
+        for (uint32_t k = 0; k < w; ++k) out[k] &= all[k] ^ xa[k];
+      }
+    }
+  }
+  if (flips > kMaxFlips) {
+    m = PairMatrix();
+    return false;
+  }
+  return true;
+}
 }  // namespace
+
+uint16_t EngineState::PairClass(const PodRecord& r) const {
+  if (bits == nullptr || bits->pairs.classes == 0 || r.peer[0] >= kSharedPeer) {
+    return PairMatrix::kNoPair;
+  }
+  // The painted table still stands (as the per-side bits' row requires).
+  if (r.target != kNone && BitsRow(r.target) == kNone) return PairMatrix::kNoPair;
+  auto it = bits->pairs.class_of.find(PairMatrix::Key(r.target, r.peer[0]));
+  return it == bits->pairs.class_of.end() ? PairMatrix::kNoPair : it->second;
+}
+
+void EngineState::RefreshPairClass(uint32_t p, uint64_t generation) {
+  if (bits == nullptr || bits->pairs.classes == 0) return;
+  while (pair_of.size() <= p) pair_of.PushBack(PairSlot(), generation);
+  const PodState* pod = pods[p].state.get();
+  PairSlot slot;
+  if (pod != nullptr) slot.pair = PairClass(records[p]);
+  if (slot.pair != PairMatrix::kNoPair && pod->ipv4) slot.ipv4 = pod->ipv4->v4();
+  const PairSlot& old = pair_of[p];
+  if (old.pair != slot.pair || old.ipv4 != slot.ipv4) pair_of.Mutable(p, generation) = slot;
+}
+
+// The direct table of the pods' IPv4 addresses (PairMatrix::pod_at) for the pods with a
+// pair id, when their addresses are dense enough.
+template <typename PairSlots>
+static void PaintPairAddresses(const CowVector<PodSlot>& pods, const PairSlots& pair_of,
+                        size_t live_pods, PairMatrix& m) {
+  uint32_t low = ~uint32_t{0}, high = 0;
+  for (uint32_t p = 0; p < pair_of.size(); ++p) {
+    if (pair_of[p].pair == PairMatrix::kNoPair || !pods[p].state->ipv4) continue;
+    low = std::min(low, pair_of[p].ipv4);
+    high = std::max(high, pair_of[p].ipv4);
+  }
+  if (low > high || size_t{high - low} + 1 > PairMatrix::kMaxDirect(live_pods)) return;
+  m.v4_base = low;
+  m.pod_at.assign(size_t{high - low} + 1, kNone);
+  for (uint32_t p = 0; p < pair_of.size(); ++p) {
+    if (pair_of[p].pair == PairMatrix::kNoPair || !pods[p].state->ipv4) continue;
+    m.pod_at[pair_of[p].ipv4 - low] = p;
+  }
+}
 
 void EngineState::PaintVerdictBits() {
   bits = nullptr;
@@ -169,6 +346,7 @@ void EngineState::PaintVerdictBits() {
     return target_classes[a].pods > target_classes[b].pods;
   });
   auto out = std::make_shared<VerdictBits>();
+  VerdictBits* painted = nullptr;
   VerdictBits& b = *out;
   b.port_classes = PortClasses(tables, &b.port_class);
   b.peer_classes = static_cast<uint32_t>(peer_classes.size());
@@ -196,6 +374,8 @@ void EngineState::PaintVerdictBits() {
     }
     b.all_row = static_cast<uint32_t>(order.size() * block_words);
     std::fill(b.words.get() + b.all_row, b.words.get() + b.word_count, ~uint64_t{0});
+    PaintPairMatrix(pods, records, budget - b.word_count * sizeof(uint64_t), b);
+    painted = &b;  // (still ours to write: its direct table needs the pods' pair ids below)
     bits = std::move(out);
   }
   // The records and the address index's copies of them (the packet path's bits rows). A
@@ -215,7 +395,13 @@ void EngineState::PaintVerdictBits() {
   for (uint32_t p = 0; p < hot_records.size(); ++p) {
     if (pods[p].state == nullptr) continue;
     hot_records.Mutable(p, generation).bits_row = BitsRow(records[p].target);
+    RefreshPairClass(p, generation);
     MirrorHotRecord(p, writable_index);
+  }
+  // (Deleted pods at the end: pair_of stays parallel to pods.)
+  if (painted != nullptr && painted->pairs.classes > 0) {
+    while (pair_of.size() < hot_records.size()) pair_of.PushBack(PairSlot(), generation);
+    PaintPairAddresses(pods, pair_of, live_pods, painted->pairs);
   }
 }
 
@@ -409,6 +595,22 @@ NP_ALWAYS_INLINE inline bool BitsDecide(const internal::VerdictBits* bits, const
   return true;
 }
 
+// The pair matrix's word and bit for a pod-to-pod flow (engine_state.h, PairMatrix): when
+// both pods have a pair id. Their ids come from pair_of (L2-resident: 8 bytes a pod), so
+// the flow's one likely miss is the word. The by-pod, the by-packet (from the index entries'
+// pods, IPv4) and both batches' test.
+NP_ALWAYS_INLINE inline bool PairWord(const EngineState& s, const internal::VerdictBits& bits,
+                                      uint32_t source, uint32_t destination, Protocol protocol,
+                                      uint16_t port, const uint64_t** word, uint32_t* shift) {
+  const internal::PairMatrix& m = bits.pairs;
+  if (m.classes == 0) return false;
+  const uint32_t a = s.pair_of[source].pair, b = s.pair_of[destination].pair;
+  if (a == internal::PairMatrix::kNoPair || b == internal::PairMatrix::kNoPair) return false;
+  *word = m.Word(bits.PortClass(protocol, port), a, b);
+  *shift = b & 63;
+  return true;
+}
+
 // The exact path: the records' sides, their intervals and lists.
 NP_ALWAYS_INLINE inline bool ExactAllow(const HotRecord& src, const HotRecord& dst,
                                         Protocol protocol, uint16_t port) {
@@ -423,6 +625,25 @@ NP_ALWAYS_INLINE inline bool ExactAllow(const HotRecord& src, const HotRecord& d
 // pod within the bits: the two entries' bit words (BitWords), the chain slot -> bit word;
 // else the exact path on the entries' sides, an address outside the cluster by its CIDR
 // class (asked for only when the other end is isolated).
+// A packet between two pods' IPv4 addresses that the pair matrix answers by its direct
+// table (EngineState::PairOfAddress): the word and bit, or *known when the verdict needs no
+// read (one pod to itself with always_allow_self). False: ask the address index.
+NP_ALWAYS_INLINE inline bool DirectPairWord(const EngineState& s, const internal::VerdictBits& bits,
+                                            const IpAddress& source, const IpAddress& destination,
+                                            Protocol protocol, uint16_t port,
+                                            const uint64_t** word, uint32_t* shift) {
+  const internal::PairMatrix& m = bits.pairs;
+  uint32_t src_pod, dst_pod, a, b;
+  if (!s.PairOfAddress(m, source, &src_pod, &a) ||
+      !s.PairOfAddress(m, destination, &dst_pod, &b) ||
+      (src_pod == dst_pod && s.options.evaluation.always_allow_self)) {
+    return false;
+  }
+  *word = m.Word(bits.PortClass(protocol, port), a, b);
+  *shift = b & 63;
+  return true;
+}
+
 NP_ALWAYS_INLINE inline bool PacketAllowed(const EngineState& s, const internal::PacketEntry* src,
                                            const internal::PacketEntry* dst,
                                            const IpAddress& source, const IpAddress& destination,
@@ -430,6 +651,13 @@ NP_ALWAYS_INLINE inline bool PacketAllowed(const EngineState& s, const internal:
   if (src != nullptr && dst != nullptr) {
     if (src->pod == dst->pod && s.options.evaluation.always_allow_self) return true;
     const uint64_t* words[2];
+    uint32_t shift;
+    // (The pair ids are of the pods' IPv4 peers: an IPv4 packet's.)
+    if (const internal::VerdictBits* bits = s.bits.get();
+        bits != nullptr && source.is_v4() && destination.is_v4() &&
+        PairWord(s, *bits, src->pod, dst->pod, protocol, port, &words[0], &shift)) {
+      return (*words[0] >> shift) & 1;
+    }
     if (const internal::VerdictBits* bits = s.bits.get();
         bits != nullptr && BitWords(*bits, src->bits_row, src->peer, dst->bits_row, dst->peer,
                                     bits->PortClassOffset(protocol, port), words)) {
@@ -469,6 +697,12 @@ struct PlannedFlow {
     words[0] = words[1] = &kConstant[allowed ? 1 : 0];
     shift[0] = shift[1] = 0;
   }
+  // A verdict in one bit (the pair matrix's, in words[0] and shift[0]): the second pass
+  // reads it twice, from the line asked for once.
+  void Once() {
+    words[1] = words[0];
+    shift[1] = shift[0];
+  }
 };
 template <typename Plan>
 NP_ALWAYS_INLINE inline void AnswerInBlocks(size_t n, uint8_t* out, Plan&& plan) {
@@ -479,7 +713,7 @@ NP_ALWAYS_INLINE inline void AnswerInBlocks(size_t n, uint8_t* out, Plan&& plan)
     for (size_t k = 0; k < m; ++k) {
       plan(start + k, planned[k]);
       __builtin_prefetch(planned[k].words[0]);
-      __builtin_prefetch(planned[k].words[1]);
+      if (planned[k].words[1] != planned[k].words[0]) __builtin_prefetch(planned[k].words[1]);
     }
     for (size_t k = 0; k < m; ++k) {
       const PlannedFlow& f = planned[k];
@@ -494,9 +728,14 @@ NP_ALWAYS_INLINE inline void AnswerInBlocks(size_t n, uint8_t* out, Plan&& plan)
 bool Engine::Allowed(PodId source, PodId destination, Protocol protocol, uint16_t port) const {
   const EngineState& s = *state_;
   if (s.options.evaluation.always_allow_self && source == destination) return true;
+  const internal::VerdictBits* bits = s.bits.get();
+  const uint64_t* word;
+  uint32_t shift;
+  if (bits != nullptr && PairWord(s, *bits, source, destination, protocol, port, &word, &shift)) {
+    return (*word >> shift) & 1;
+  }
   const HotRecord& src = s.hot_records[source];
   const HotRecord& dst = s.hot_records[destination];
-  const internal::VerdictBits* bits = s.bits.get();
   bool allowed;
   if (bits != nullptr &&
       BitsDecide(bits, src, dst, bits->PortClassOffset(protocol, port), &allowed)) {
@@ -529,6 +768,13 @@ bool Engine::Allowed(const Endpoint& source, const Endpoint& destination, Protoc
 bool Engine::AllowedPacket(const IpAddress& source, const IpAddress& destination,
                            Protocol protocol, uint16_t port) const {
   const EngineState& s = *state_;
+  const uint64_t* word;
+  uint32_t shift;
+  if (const internal::VerdictBits* bits = s.bits.get();
+      bits != nullptr &&
+      DirectPairWord(s, *bits, source, destination, protocol, port, &word, &shift)) {
+    return (*word >> shift) & 1;
+  }
   // The address index carries each pod address's bits row, sides and peer class (for the
   // address's family, which is the packet's): no record or target class lookup on this path.
   return PacketAllowed(s, s.pod_by_ip->Find(source), s.pod_by_ip->Find(destination), source,
@@ -543,12 +789,19 @@ void Engine::AllowedBatch(absl::Span<const PodQuery> queries, absl::Span<uint8_t
   if (const internal::VerdictBits* bits = s.bits.get(); bits != nullptr) {
     AnswerInBlocks(n, out.data(), [&](size_t i, PlannedFlow& planned) {
       const PodQuery& q = queries[i];
+      if (allow_self && q.source == q.destination) {
+        planned.Known(true);
+        return;
+      }
+      if (PairWord(s, *bits, q.source, q.destination, q.protocol, q.port, &planned.words[0],
+                   &planned.shift[0])) {
+        planned.Once();
+        return;
+      }
       const HotRecord& src = records[q.source];
       const HotRecord& dst = records[q.destination];
       const int f = FlowFamilyIndex(src, dst);
-      if (allow_self && q.source == q.destination) {
-        planned.Known(true);
-      } else if (BitWords(*bits, src.bits_row, src.peer[f], dst.bits_row, dst.peer[f],
+      if (BitWords(*bits, src.bits_row, src.peer[f], dst.bits_row, dst.peer[f],
                           bits->PortClassOffset(q.protocol, q.port), planned.words)) {
         planned.shift[0] = dst.peer[f] & 63;
         planned.shift[1] = src.peer[f] & 63;
@@ -602,8 +855,20 @@ void Engine::AllowedBatch(absl::Span<const PacketQuery> queries, absl::Span<uint
   // As the by-pod batch, with the two index entries for the records.
   AnswerInBlocks(n, out.data(), [&](size_t i, PlannedFlow& planned) {
     const PacketQuery& q = queries[i];
+    if (DirectPairWord(s, *bits, q.source, q.destination, q.protocol, q.port, &planned.words[0],
+                       &planned.shift[0])) {
+      planned.Once();
+      return;
+    }
     const internal::PacketEntry* src = index.Find(q.source);
     const internal::PacketEntry* dst = index.Find(q.destination);
+    if (src != nullptr && dst != nullptr && src->pod != dst->pod && q.source.is_v4() &&
+        q.destination.is_v4() &&
+        PairWord(s, *bits, src->pod, dst->pod, q.protocol, q.port, &planned.words[0],
+                 &planned.shift[0])) {
+      planned.Once();
+      return;
+    }
     if (src != nullptr && dst != nullptr && src->pod != dst->pod &&
         BitWords(*bits, src->bits_row, src->peer, dst->bits_row, dst->peer,
                  bits->PortClassOffset(q.protocol, q.port), planned.words)) {
@@ -655,7 +920,7 @@ Engine::Stats Engine::stats() const {
   stats.peer_selectors = s.selector_by_key.size();
   stats.index_bytes = s.IndexBytes();
   if (s.bits != nullptr) {
-    stats.verdict_bits_bytes = s.bits->word_count * sizeof(uint64_t);
+    stats.verdict_bits_bytes = (s.bits->word_count + s.bits->pairs.word_count) * sizeof(uint64_t);
     for (uint32_t t = 0; t < s.target_classes.size(); ++t) {
       if (s.target_classes[t].pods > 0 && s.BitsRow(t) != kNone) stats.verdict_bits_classes++;
     }

@@ -1331,6 +1331,7 @@ class Batch {
       const PodRecord& r = s_.records[p];
       HotRecord& h = s_.hot_records.Mutable(p, gen_);
       h.bits_row = s_.BitsRow(r.target);
+      s_.RefreshPairClass(static_cast<uint32_t>(p), gen_);
       std::copy(std::begin(r.peer), std::end(r.peer), std::begin(h.peer));
       const HotSides sides = r.target == kNone ? HotSides{} : s_.hot_tables[r.target];
       std::copy(std::begin(sides.side), std::end(sides.side), std::begin(h.side));
@@ -1355,6 +1356,7 @@ class Batch {
         HotRecord& h = s_.hot_records.Mutable(p, gen_);
         std::copy(std::begin(sides.side), std::end(sides.side), std::begin(h.side));
         h.bits_row = s_.BitsRow(t);  // the painted table is gone: exact path
+        s_.RefreshPairClass(p, gen_);  // so is its pair matrix's
         refresh_index(p);
       }
     }

@@ -14,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "np/cluster.h"
 #include "np/engine.h"
+#include "np/internal/engine_state.h"
 #include "np/reference.h"
 
 namespace np {
@@ -173,6 +174,169 @@ TEST(EngineLayout, ListsOf255AndMoreOnTheHotSideByPodAndByPacket) {
     ASSERT_TRUE(e5.ok());
     ASSERT_NO_FATAL_FAILURE(CheckAgainstReference(*cluster4, **e5, seed + 4));
   }
+}
+
+// ------------------------------------------------------------------ the pair matrix
+// (engine_state.h, PairMatrix.) A verdict read from one bit per (source pair class,
+// destination pair class, port class), and by packet from a direct table of the pods' IPv4
+// addresses: both are painted at Build and shared by every snapshot Apply derives, so each
+// pod event must move exactly the pods it touches off or onto them. Each step below changes
+// what a stale pair id or a stale address entry would answer, and every pod pair is checked
+// against np::reference by pod, by packet and in both batches.
+
+k8s::Pod AppPod(const std::string& ns, const std::string& name, const std::string& ip,
+                const std::string& app) {
+  k8s::Pod pod = Pod(name, ip, app);
+  pod.mutable_metadata()->set_namespace_(ns);
+  return pod;
+}
+
+// Ingress to app=`target` in x from app=`from` (any namespace: namespaceSelector {}) on
+// TCP `port`.
+k8s::NetworkPolicy AllowFrom(const std::string& name, const std::string& target,
+                             const std::string& from, int port) {
+  k8s::NetworkPolicy p;
+  p.mutable_metadata()->set_namespace_("x");
+  p.mutable_metadata()->set_name(name);
+  (*p.mutable_spec()->mutable_podselector()->mutable_matchlabels())["app"] = target;
+  auto* peer = p.mutable_spec()->add_ingress()->add_from();
+  peer->mutable_namespaceselector();
+  (*peer->mutable_podselector()->mutable_matchlabels())["app"] = from;
+  p.mutable_spec()->mutable_ingress(0)->add_ports()->mutable_port()->set_intval(port);
+  return p;
+}
+
+// Egress from app=`source` in x to app=`to` only, on TCP `port`.
+k8s::NetworkPolicy EgressTo(const std::string& name, const std::string& source,
+                            const std::string& to, int port) {
+  k8s::NetworkPolicy p;
+  p.mutable_metadata()->set_namespace_("x");
+  p.mutable_metadata()->set_name(name);
+  (*p.mutable_spec()->mutable_podselector()->mutable_matchlabels())["app"] = source;
+  p.mutable_spec()->add_policytypes("Egress");
+  auto* peer = p.mutable_spec()->add_egress()->add_to();
+  peer->mutable_namespaceselector();
+  (*peer->mutable_podselector()->mutable_matchlabels())["app"] = to;
+  p.mutable_spec()->mutable_egress(0)->add_ports()->mutable_port()->set_intval(port);
+  return p;
+}
+
+// Every ordered pod pair on ports 80 and 81, by pod, by packet and in both batches.
+void CheckPairs(const Cluster& cluster, const Engine& engine, const std::string& step) {
+  std::vector<PodQuery> pod_queries;
+  std::vector<PacketQuery> packet_queries;
+  std::vector<bool> expected;
+  std::vector<std::string> what;
+  for (int p = 0; p < cluster.pod_count(); ++p) {
+    for (int q = 0; q < cluster.pod_count(); ++q) {
+      for (uint16_t port : {uint16_t{80}, uint16_t{81}}) {
+        const bool allowed = reference::Evaluate(cluster, Flow{Endpoint::Pod(p), Endpoint::Pod(q),
+                                                               Protocol::kTCP, port})
+                                 .allowed;
+        const PodId a = *engine.FindPod(cluster.pod(p).Key());
+        const PodId b = *engine.FindPod(cluster.pod(q).Key());
+        const IpAddress &s = *cluster.pod(p).ipv4, &d = *cluster.pod(q).ipv4;
+        const std::string flow = absl::StrCat(step, ": ", cluster.pod(p).Key(), " -> ",
+                                              cluster.pod(q).Key(), " port ", port);
+        EXPECT_EQ(engine.Allowed(a, b, Protocol::kTCP, port), allowed) << flow;
+        EXPECT_EQ(engine.AllowedPacket(s, d, Protocol::kTCP, port), allowed) << "packet " << flow;
+        pod_queries.push_back(PodQuery{a, b, Protocol::kTCP, port});
+        packet_queries.push_back(PacketQuery{s, d, Protocol::kTCP, port});
+        expected.push_back(allowed);
+        what.push_back(flow);
+      }
+    }
+  }
+  std::vector<uint8_t> by_pod(expected.size()), by_packet(expected.size());
+  engine.AllowedBatch(absl::MakeConstSpan(pod_queries), absl::MakeSpan(by_pod));
+  engine.AllowedBatch(absl::MakeConstSpan(packet_queries), absl::MakeSpan(by_packet));
+  for (size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_EQ(by_pod[i] != 0, expected[i]) << "batch " << what[i];
+    EXPECT_EQ(by_packet[i] != 0, expected[i]) << "packet batch " << what[i];
+  }
+}
+
+// Whether the pair matrix answers for the pod by pod.
+bool OnMatrix(const Engine& engine, const std::string& key) {
+  const internal::EngineState& s = internal::EngineAccess::State(engine);
+  if (s.bits == nullptr || s.bits->pairs.classes == 0) return false;
+  return s.pair_of[*engine.FindPod(key)].pair != internal::PairMatrix::kNoPair;
+}
+// Whether the matrix's direct table answers for `ip`, as the address of pod `key`.
+bool OnDirectTable(const Engine& engine, const std::string& key, const std::string& ip) {
+  const internal::EngineState& s = internal::EngineAccess::State(engine);
+  uint32_t pod, pair;
+  return s.bits != nullptr && s.bits->pairs.classes > 0 &&
+         s.PairOfAddress(s.bits->pairs, *IpAddress::Parse(ip), &pod, &pair) &&
+         pod == *engine.FindPod(key);
+}
+
+TEST(PairMatrix, FollowsPodAndPolicyEvents) {
+  ClusterObjects objects;
+  const std::vector<std::pair<std::string, std::string>> pods = {
+      {"a0", "a"}, {"a1", "a"}, {"b0", "b"}, {"b1", "b"}, {"c0", "c"}, {"d0", "d"}};
+  for (size_t k = 0; k < pods.size(); ++k) {
+    objects.pods.push_back(
+        {AppPod("x", pods[k].first, absl::StrCat("10.9.0.", k + 1), pods[k].second), {}});
+  }
+  objects.pods.push_back({AppPod("y", "b9", "10.9.0.20", "b"), {}});
+  objects.policies.push_back({AllowFrom("a-from-b", "a", "b", 80), {}});
+  objects.policies.push_back({AllowFrom("c-from-a", "c", "a", 81), {}});
+  objects.policies.push_back({EgressTo("b-to-a", "b", "a", 80), {}});
+  absl::StatusOr<Cluster> cluster = Cluster::Create(objects);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  absl::StatusOr<std::shared_ptr<const Engine>> built = Engine::Build(*cluster);
+  ASSERT_TRUE(built.ok()) << built.status();
+  std::shared_ptr<const Engine> engine = *built;
+  ASSERT_TRUE(OnMatrix(*engine, "x/c0")) << "the matrix must answer at Build";
+  ASSERT_TRUE(OnDirectTable(*engine, "x/c0", "10.9.0.5"));
+  ASSERT_TRUE(OnDirectTable(*engine, "x/d0", "10.9.0.6"));
+  ASSERT_NO_FATAL_FAILURE(CheckPairs(*cluster, *engine, "build"));
+
+  // Apply `change` to both the cluster and the engine, then check every pair.
+  auto step = [&](const Change& change, const std::string& name) {
+    absl::StatusOr<Cluster> next = cluster->Apply({change});
+    ASSERT_TRUE(next.ok()) << next.status();
+    absl::StatusOr<std::shared_ptr<const Engine>> applied = engine->Apply({change});
+    ASSERT_TRUE(applied.ok()) << applied.status();
+    cluster = *std::move(next);
+    engine = *applied;
+    CheckPairs(*cluster, *engine, name);
+  };
+  // d0 deleted and its address given to a new pod of c: the direct table still names d0
+  // (a stale entry would answer as d: a0 -> 10.9.0.6 on 80 allowed, where c admits only 81).
+  ASSERT_NO_FATAL_FAILURE(step(Change{Change::Op::kDelete, AppPod("x", "d0", "10.9.0.6", "d")},
+                               "d0 deleted"));
+  ASSERT_NO_FATAL_FAILURE(step(Change{Change::Op::kUpsert, AppPod("x", "c1", "10.9.0.6", "c")},
+                               "c1 takes d0's address"));
+  EXPECT_TRUE(OnMatrix(*engine, "x/c1"));
+  // c0 takes b's labels: another existing pair class, so the matrix keeps answering for it,
+  // by pod, with b's row and column (a stale id would answer as c: a0 -> c0 on 81 allowed).
+  // (An upsert gives the pod a new id: by packet the address index finds it, not the direct
+  // table, which names the old id.)
+  ASSERT_NO_FATAL_FAILURE(step(Change{Change::Op::kUpsert, AppPod("x", "c0", "10.9.0.5", "b")},
+                               "c0 relabelled b"));
+  EXPECT_TRUE(OnMatrix(*engine, "x/c0"));
+  EXPECT_FALSE(OnDirectTable(*engine, "x/c0", "10.9.0.5"));
+  // a's table is rebuilt (its rule now admits d too): a's pods leave the matrix (a stale id
+  // would deny d -> a on 80).
+  ASSERT_NO_FATAL_FAILURE(step(Change{Change::Op::kUpsert, AppPod("x", "d1", "10.9.0.7", "d")},
+                               "d1 added"));
+  k8s::NetworkPolicy a_more = AllowFrom("a-from-b", "a", "b", 80);
+  (*a_more.mutable_spec()->mutable_ingress(0)->add_from()->mutable_podselector()
+        ->mutable_matchlabels())["app"] = "d";
+  ASSERT_NO_FATAL_FAILURE(step(Change{Change::Op::kUpsert, a_more}, "a's policy edited"));
+  EXPECT_FALSE(OnMatrix(*engine, "x/a0"));
+  EXPECT_FALSE(OnDirectTable(*engine, "x/a0", "10.9.0.1"));
+  // b1 moves to another address, and b0 to b1's old one.
+  ASSERT_NO_FATAL_FAILURE(step(Change{Change::Op::kUpsert, AppPod("x", "b1", "10.9.0.30", "b")},
+                               "b1 moves"));
+  ASSERT_NO_FATAL_FAILURE(step(Change{Change::Op::kUpsert, AppPod("x", "b0", "10.9.0.4", "b")},
+                               "b0 takes b1's old address"));
+  // A second holder of c0's address: both quarantined, off the matrix.
+  ASSERT_NO_FATAL_FAILURE(step(Change{Change::Op::kUpsert, AppPod("y", "twin", "10.9.0.5", "a")},
+                               "c0's address shared"));
+  EXPECT_FALSE(OnMatrix(*engine, "x/c0"));
 }
 
 }  // namespace

@@ -660,6 +660,65 @@ using Bitset = std::vector<uint64_t>;
 // Budget: blocks are given to target classes by descending pod count while the words fit
 // EngineOptions::verdict_bits_bytes; the rest take the exact path. More than 256 port classes:
 // no bits at all.
+//
+// The pair matrix (issue 10, h79): the whole verdict of a pod-to-pod IPv4 flow in one bit.
+// The per-side bits above still cost a flow two random reads in tens of MB (the source's
+// egress row and the destination's ingress row) where the floor reads one. A pod's *pair
+// class* is its (target class, IPv4 peer class): two pods of one pair class are the same
+// source and the same destination to every verdict. The matrix holds, per port class, one
+// bit per (source pair class, destination pair class) = egress(source's table, port class,
+// destination's peer) AND ingress(destination's table, port class, source's peer) — the two
+// per-side bits, already ANDed. A verdict is then the two pods' pair ids (a uint16 per pod,
+// EngineState::pair_of: 20 KB at 10k pods, in L1/L2) and one bit read. Size: port classes x
+// pair classes^2 bits (10k pods, tiered benchmark: 13 x 2003^2 = 6.5 MB, less than the
+// per-side bits' 25 MB); it takes what the per-side bits leave of verdict_bits_bytes and is
+// left out (classes = 0) when it does not fit (100k pods: 20k pair classes, 550 MB), when a
+// pair class's target is not in the per-side bits it is painted from, or when painting would
+// flip more than kMaxFlips bits (see PaintPairMatrix). Exactness across updates: as the
+// per-side bits', a bit depends only on the two tables it was painted from and the two peer
+// ids, so a pod keeps its pair id while its (target, peer) pair is one of the matrix's and
+// its table is the painted one (EngineState::PairClass); else kNoPair and the per-side bits or
+// the exact path answer.
+struct PairMatrix {
+  static constexpr uint16_t kNoPair = 0xffff;
+  uint32_t classes = 0;    // pair classes (0: no matrix)
+  uint32_t row_words = 0;  // words per row: classes rounded up to 64
+  size_t plane_words = 0;  // one port class: classes * row_words
+  // (target class, peer class) -> pair id; target kNone: pods no policy selects.
+  absl::flat_hash_map<uint64_t, uint16_t> class_of;
+  std::unique_ptr<uint64_t[], void (*)(void*)> words{nullptr, std::free};
+  size_t word_count = 0;
+  // By packet: the pods' IPv4 addresses, direct-mapped (the pod CIDR is dense), so that a
+  // packet's pair ids are two array reads instead of two hash probes of the address index
+  // and a pair_of read after each (the probes were most of a by-packet verdict).
+  // pod_at[address - v4_base] = the pod that held the address at Build (kNone: none). The
+  // pod's PairSlot says whether it still does (EngineState::PairOfAddress): a table built
+  // once and shared, exact for every snapshot. Left empty when the addresses span more than
+  // kMaxDirect(pods) entries.
+  uint32_t v4_base = 0;
+  std::vector<uint32_t> pod_at;
+  static size_t kMaxDirect(size_t pods) { return 65536 + 16 * pods; }
+
+  static uint64_t Key(uint32_t target, uint32_t peer) { return uint64_t{target} << 32 | peer; }
+  // The word holding the bit of (source pair `a`, destination pair `b`) on `port_class`.
+  NP_ALWAYS_INLINE const uint64_t* Word(uint32_t port_class, uint32_t a, uint32_t b) const {
+    return &words[port_class * plane_words + size_t{a} * row_words + (b >> 6)];
+  }
+  size_t Bytes() const {
+    return word_count * sizeof(uint64_t) + class_of.capacity() * (sizeof(uint64_t) + 8) +
+           pod_at.capacity() * sizeof(uint32_t);
+  }
+};
+
+// A pod's entry of EngineState::pair_of: its pair id and the IPv4 address it answers for by
+// packet (PairMatrix::pod_at): its own, unshared (a shared address's peer is kSharedPeer,
+// hence no pair). 8 bytes: 80 KB at 10k pods, within L2.
+struct PairSlot {
+  uint32_t ipv4 = 0;
+  uint16_t pair = 0xffff;  // PairMatrix::kNoPair
+  uint16_t unused = 0;
+};
+
 struct VerdictBits {
   static constexpr uint32_t kMaxPortClasses = 256;
   uint32_t peer_classes = 0;  // columns; a larger peer id takes the exact path
@@ -688,9 +747,16 @@ struct VerdictBits {
                                         uint32_t peer) const {
     return &words[size_t{row} + d * port_classes * row_words + port_offset + (peer >> 6)];
   }
+  // The pair matrix (above), painted from these rows.
+  PairMatrix pairs;
+
+  uint32_t PortClass(Protocol protocol, uint16_t port) const {
+    return port_class[ProtocolIndex(protocol) * 65536 + port];
+  }
   size_t Bytes() const {
     return sizeof(*this) + word_count * sizeof(uint64_t) + port_class.capacity() +
-           row_of.capacity() * sizeof(uint32_t) + tables.capacity() * sizeof(tables[0]);
+           row_of.capacity() * sizeof(uint32_t) + tables.capacity() * sizeof(tables[0]) +
+           pairs.Bytes();
   }
 };
 
@@ -786,6 +852,32 @@ struct EngineState {
     if (target >= bits->row_of.size() || bits->row_of[target] == kNone) return kNone;
     return bits->tables[target] == target_classes[target].table ? bits->row_of[target] : kNone;
   }
+  // Per pod (parallel to pods when bits->pairs has classes, else empty): its pair id in the
+  // pair matrix, PairMatrix::kNoPair when the matrix does not answer for it (PairClass).
+  // (PairSlot: 8 bytes a pod keep the array in L2, where a verdict reads it twice.)
+  CowVector<PairSlot, kHotChunkBits + 1> pair_of;
+  // The pod and pair id of a packet's IPv4 address when the pair matrix answers for it by
+  // the direct table: true and *pod, *pair set; else false (the address index answers).
+  NP_ALWAYS_INLINE bool PairOfAddress(const PairMatrix& m, const IpAddress& a, uint32_t* pod,
+                                      uint32_t* pair) const {
+    if (!a.is_v4()) return false;
+    const uint32_t offset = a.v4() - m.v4_base;
+    if (offset >= m.pod_at.size()) return false;
+    const uint32_t p = m.pod_at[offset];
+    if (p == kNone) return false;
+    const PairSlot& slot = pair_of[p];
+    if (slot.pair == PairMatrix::kNoPair || slot.ipv4 != a.v4()) return false;
+    *pod = p;
+    *pair = slot.pair;
+    return true;
+  }
+  // The pair id a pod with record `r` has: its (target, IPv4 peer) pair's, while that pair
+  // is in the matrix and its target's table is the painted one (BitsRow); else kNoPair.
+  uint16_t PairClass(const PodRecord& r) const;
+  // Brings pair_of[p] up to date with pod p's record (pair_of grows to hold p). Called with
+  // each refresh of a hot record (Batch::PublishHotArrays) and by PaintVerdictBits; writes
+  // the chunk only when the id changes.
+  void RefreshPairClass(uint32_t p, uint64_t generation);
   // Paints `bits` from the current tables within options.verdict_bits_bytes, points every
   // record and address index entry at its block. Called once per Engine::Build.
   void PaintVerdictBits();
