@@ -174,6 +174,11 @@ std::string NotJson(absl::string_view what) {
                       " (the text starts with `{`, so it is read as JSON, as kubectl reads it)");
 }
 
+// One YamlArena::kBlockSize block kept per thread between documents (see ~YamlArena). A
+// variable of this file, not a static member: as a thread_local static member it was
+// exported from libnp.so despite the version script (bindings/c/check_install.sh saw it).
+thread_local std::unique_ptr<char[]> spare_block;
+
 }  // namespace
 
 // Nodes and scalar text of one document, in blocks that never move.
@@ -230,16 +235,11 @@ class YamlArena {
     return p;
   }
 
-  // One kBlockSize block kept per thread between documents (see ~YamlArena).
-  static thread_local std::unique_ptr<char[]> spare_block;
-
   std::vector<std::unique_ptr<char[]>> blocks_;      // kBlockSize each
   std::vector<std::unique_ptr<char[]>> big_blocks_;  // one allocation each, of its own size
   char* next_ = nullptr;
   size_t left_ = 0;
 };
-
-thread_local std::unique_ptr<char[]> YamlArena::spare_block;
 
 bool IsMergeKey(const YamlNode& key) {
   return key.is_scalar() && key.value() == "<<" &&
