@@ -213,14 +213,25 @@ void IpAddress::ToBytes(uint8_t out[16]) const {
 }
 
 std::string IpAddress::ToString() const {
+  std::string out;
+  AppendTo(&out);
+  return out;
+}
+
+void IpAddress::AppendTo(std::string* out) const {
   if (!v6_) {
     uint32_t v = v4();
-    return absl::StrFormat("%d.%d.%d.%d", v >> 24, (v >> 16) & 0xff, (v >> 8) & 0xff, v & 0xff);
+    absl::StrAppendFormat(out, "%d.%d.%d.%d", v >> 24, (v >> 16) & 0xff, (v >> 8) & 0xff,
+                          v & 0xff);
+    return;
   }
   uint16_t g[8];
   for (int i = 0; i < 4; ++i) g[i] = static_cast<uint16_t>(hi_ >> (48 - 16 * i));
   for (int i = 0; i < 4; ++i) g[4 + i] = static_cast<uint16_t>(lo_ >> (48 - 16 * i));
-  // RFC 5952: compress the longest run (length >= 2) of zero groups, the first if tied.
+  // RFC 5952: lowercase hex groups without leading zeros; the longest run (length >= 2) of
+  // zero groups, the first if tied, as "::". Written into a stack buffer, not a StrAppend
+  // per group: the delta lowering formats dozens of prefixes per pod event, and the
+  // per-group appends were two thirds of it (perf, bench/RESULTS.md h76).
   int best = -1, best_len = 0;
   for (int i = 0; i < 8;) {
     if (g[i] != 0) {
@@ -235,17 +246,22 @@ std::string IpAddress::ToString() const {
     }
     i = j;
   }
-  std::string out;
+  static constexpr char kHex[] = "0123456789abcdef";
+  char buffer[40];  // 8 groups of 4 and 7 colons: 39
+  char* p = buffer;
   for (int i = 0; i < 8; ++i) {
     if (i == best) {
-      out += "::";
+      *p++ = ':';
+      *p++ = ':';
       i += best_len - 1;
       continue;
     }
-    if (!out.empty() && out.back() != ':') out += ':';
-    absl::StrAppend(&out, absl::Hex(g[i]));
+    if (p != buffer && p[-1] != ':') *p++ = ':';
+    const uint16_t v = g[i];
+    int shift = v >= 0x1000 ? 12 : v >= 0x100 ? 8 : v >= 0x10 ? 4 : 0;
+    for (; shift >= 0; shift -= 4) *p++ = kHex[(v >> shift) & 0xf];
   }
-  return out;
+  out->append(buffer, p);
 }
 
 IpPrefix::IpPrefix(IpAddress address, int length) : address_(address), length_(length) {}

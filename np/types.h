@@ -72,6 +72,9 @@ class IpAddress {
   bool bit(int i) const;
   void ToBytes(uint8_t out[16]) const;  // IPv4: first 4 bytes
   std::string ToString() const;         // canonical text (RFC 5952 for IPv6)
+  // Appends ToString()'s text to *out without a temporary string (the delta lowering
+  // formats dozens of IPv6 prefixes per pod event).
+  void AppendTo(std::string* out) const;
 
   friend bool operator==(const IpAddress& a, const IpAddress& b) {
     return a.v6_ == b.v6_ && a.hi_ == b.hi_ && a.lo_ == b.lo_;

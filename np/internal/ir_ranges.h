@@ -37,48 +37,15 @@ inline IpAddress ToAddress(U128 value, int family) {
 
 inline U128 FamilyMax(int family) { return family == 0 ? U128{0xffffffffu} : ~U128{0}; }
 
-// Appends IpPrefix(address, length).ToString() of an IPv6 `value` (RFC 5952: lowercase hex
-// groups without leading zeros, the longest run of two or more zero groups, the first if
-// tied, as "::"), written into a stack buffer: a pod event's delta lowering formats the
-// prefixes of the IPv6 gaps around the pod (dozens each), and IpAddress::ToString's
-// StrAppend per group was two thirds of the lowering (perf, bench/RESULTS.md h76).
+// Appends IpPrefix(address, length).ToString() of an IPv6 `value` without temporaries
+// (IpAddress::AppendTo): a pod event's delta lowering formats the prefixes of the IPv6 gaps
+// around the pod, dozens each.
 inline void AppendV6Prefix(U128 value, int length, std::string* out) {
-  uint16_t g[8];
-  for (int i = 0; i < 8; ++i) g[i] = static_cast<uint16_t>(value >> (112 - 16 * i));
-  int best = -1, best_len = 0;
-  for (int i = 0; i < 8;) {
-    if (g[i] != 0) {
-      ++i;
-      continue;
-    }
-    int j = i;
-    while (j < 8 && g[j] == 0) ++j;
-    if (j - i > best_len && j - i >= 2) {
-      best = i;
-      best_len = j - i;
-    }
-    i = j;
-  }
-  static constexpr char kHex[] = "0123456789abcdef";
-  char buffer[48];  // 8 groups of 4 and 7 colons, "/128": 43
-  char* p = buffer;
-  for (int i = 0; i < 8; ++i) {
-    if (i == best) {
-      *p++ = ':';
-      *p++ = ':';
-      i += best_len - 1;
-      continue;
-    }
-    if (p != buffer && p[-1] != ':') *p++ = ':';
-    const uint16_t v = g[i];
-    int shift = v >= 0x1000 ? 12 : v >= 0x100 ? 8 : v >= 0x10 ? 4 : 0;
-    for (; shift >= 0; shift -= 4) *p++ = kHex[(v >> shift) & 0xf];
-  }
-  *p++ = '/';
-  if (length >= 100) *p++ = '1';
-  if (length >= 10) *p++ = static_cast<char>('0' + (length / 10) % 10);
-  *p++ = static_cast<char>('0' + length % 10);
-  out->append(buffer, p);
+  ToAddress(value, 1).AppendTo(out);
+  out->push_back('/');
+  if (length >= 100) out->push_back('1');
+  if (length >= 10) out->push_back(static_cast<char>('0' + (length / 10) % 10));
+  out->push_back(static_cast<char>('0' + length % 10));
 }
 
 // [first, last] as the fewest prefixes.
