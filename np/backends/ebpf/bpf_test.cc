@@ -3,6 +3,7 @@
 // generation switch behave as np_policy.c documents. Runs as root (CAP_BPF); no namespaces.
 #include <bpf/bpf.h>
 #include <linux/pkt_cls.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -452,6 +453,51 @@ TEST_F(BpfTest, NextGenerationSharesConntrack) {
   EXPECT_EQ(Run(*closed, udp_reply, kFrom), kPass);
   // The old generation still answers as before (both are complete).
   EXPECT_EQ(Run(*open, syn, kTo), kPass);
+}
+
+// np_ct is an LRU hash (65,536 entries): on a busy node it is full, and each new entry
+// evicts one. The entry of a request whose answer has not come yet must outlive entries of
+// flows answered long ago, or the answer is dropped at an ingress-isolated pod (the update
+// test under load: UDP echoes back into such a pod, late because the answering agent was
+// not scheduled, dropped). The kernel gives a new LRU entry no reference bit: it went to the
+// inactive list and was evicted before older entries that had been looked up once.
+// Traffic as the update test makes it, from one CPU (the LRU's lists are per CPU in part;
+// one keeps the order of events fixed): requests whose answers come kLag requests later,
+// one in eight never answered (a flow the other side denies). kLag is far under the
+// table's size: an LRU keeps every entry younger than 65,536 insertions; this one, before
+// np_decide referenced its new entries, lost ~6,000 of them at kLag 10,000 (~900 at 5,000).
+TEST_F(BpfTest, AFullConntrackTableKeepsTheEntriesOfUnansweredRequests) {
+  auto g = LoadTwoPods(TwoPods(/*egress_open=*/true));
+  ASSERT_NE(g, nullptr);
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(0, &one);
+  cpu_set_t before;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(before), &before), 0);
+  ASSERT_EQ(sched_setaffinity(0, sizeof(one), &one), 0);
+  // a's UDP requests to b (a's egress is open), the answers at a's ingress (b may send a
+  // only TCP/80: an answer passes through np_ct alone).
+  auto request = [](int flow) {
+    FrameSpec u = Tcp("10.0.0.1", "10.0.0.2", 1024 + flow % 60000,
+                      static_cast<uint16_t>(1000 + flow / 60000), 0);
+    u.protocol = 17;
+    return u;
+  };
+  auto answer = [](FrameSpec u) {
+    std::swap(u.src, u.dst);
+    std::swap(u.sport, u.dport);
+    return u;
+  };
+  constexpr int kFlows = 150000, kLag = 10000;
+  int failed = 0, dropped = 0;
+  for (int f = 0; f < kFlows + kLag; ++f) {
+    if (f < kFlows) failed += Run(*g, request(f), kFrom) != kPass;
+    if (int a = f - kLag; a >= 0 && a % 8 != 0) dropped += Run(*g, answer(request(a)), kTo) != kPass;
+  }
+  sched_setaffinity(0, sizeof(before), &before);
+  EXPECT_EQ(failed, 0);
+  EXPECT_EQ(dropped, 0) << "answers dropped: their requests' entries were evicted from a full "
+                        << "np_ct before older ones";
 }
 
 }  // namespace

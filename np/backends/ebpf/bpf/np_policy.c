@@ -822,6 +822,11 @@ static __noinline int np_decide(struct __sk_buff *skb, __u32 hook, __u32 generat
 				struct np_ct_value v = {.last_seen_ns = now,
 							.generation = generation};
 				bpf_map_update_elem(&np_ct, &ck, &v, BPF_ANY);
+				/* Referenced from birth: the kernel gives a new LRU entry no
+				 * reference bit, and a full np_ct evicts such entries before
+				 * those looked up once — the entry of a request whose answer
+				 * has not come yet before entries of long-answered flows. */
+				bpf_map_lookup_elem(&np_ct, &ck);
 			}
 		}
 	}
