@@ -3,6 +3,8 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
@@ -126,9 +128,13 @@ struct Probe {
   socklen_t source_len = 0;
   int timeout_ms = 1000;
   int max_sends = kUdpSends;  // UDP datagrams within the timeout; 1 with `once`
+  bool once = false;
+  // `once:WATCH_MS`: how long past timeout_ms an unanswered probe keeps its socket, so that
+  // an answer to its one packet that comes late is told apart from no answer at all.
+  int watch_ms = 0;
   int fd = -1;
   int64_t start = 0;
-  int64_t deadline = 0;
+  int64_t deadline = 0;  // start + timeout_ms + watch_ms: the probe ends, answered or not
   int64_t next_send = 0;
   int sends = 0;
   std::string payload;
@@ -313,8 +319,20 @@ class Agent {
   void Command(const std::string& line) {
     std::vector<std::string> w = SplitWords(line);
     if (w.empty()) return;
-    bool once = w.size() >= 7 && w.back() == "once";
-    if (once) w.pop_back();
+    // The optional last word: `once` or `once:WATCH_MS`.
+    bool once = false;
+    int watch = 0;
+    if (w.size() >= 7 && (w.back() == "once" || w.back().rfind("once:", 0) == 0)) {
+      once = true;
+      if (w.back().size() > 4) {
+        watch = std::atoi(w.back().c_str() + 5);
+        if (watch <= 0 || watch > 600000) {
+          Emit("result " + w[1] + " error 0 bad-once-watch");
+          return;
+        }
+      }
+      w.pop_back();
+    }
     if (w[0] == "probe" && (w.size() == 6 || w.size() == 7)) {
       auto probe = std::make_unique<Probe>();
       probe->id = w[1];
@@ -333,7 +351,11 @@ class Agent {
         return;
       }
       probe->timeout_ms = timeout;
-      if (once) probe->max_sends = 1;
+      if (once) {
+        probe->once = true;
+        probe->max_sends = 1;
+        probe->watch_ms = watch;
+      }
       AddProbe(std::move(probe));
     } else if (w[0] == "listen" && w.size() == 3) {
       Proto proto;
@@ -453,7 +475,7 @@ class Agent {
   void Start(std::unique_ptr<Probe> probe) {
     Probe* p = probe.get();
     p->start = NowMs();
-    p->deadline = p->start + p->timeout_ms;
+    p->deadline = p->start + p->timeout_ms + p->watch_ms;
     int family = p->address.ss_family;
     int fd = socket(family, SocketType(p->proto) | SOCK_NONBLOCK | SOCK_CLOEXEC,
                     SocketProtocol(p->proto));
@@ -489,8 +511,7 @@ class Agent {
       return;
     }
     if (r == 0) {
-      Result(*p, "ok", "connected");
-      CloseProbe(p);
+      Answered(p, "connected");
       return;
     }
     ev.events = EPOLLOUT;
@@ -514,7 +535,7 @@ class Agent {
       socklen_t len = sizeof(error);
       getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &error, &len);
       if (error == 0) {
-        Finish(p, "ok", "connected");
+        Answered(p, "connected");
       } else {
         Finish(p, Classify(error), std::strerror(error));
       }
@@ -532,7 +553,7 @@ class Agent {
       }
       if (static_cast<size_t>(r) == p->payload.size() &&
           std::memcmp(buf, p->payload.data(), p->payload.size()) == 0) {
-        Finish(p, "ok", "echoed");
+        Answered(p, "echoed");
         return;
       }
       // Anything else is not our answer; keep waiting.
@@ -552,10 +573,51 @@ class Agent {
       }
     }
     for (Probe* p : resend) SendUdp(p);
-    for (Probe* p : expired) {
-      if (in_flight_.count(p->fd) > 0) Finish(p, "timeout", "no-answer");
+    std::vector<int> expired_fds;
+    for (Probe* p : expired) expired_fds.push_back(p->fd);
+    for (int fd : expired_fds) {
+      auto it = in_flight_.find(fd);
+      if (it == in_flight_.end()) continue;
+      // The last look before "timeout": an answer may sit in the socket while epoll_wait
+      // returned other descriptors first (at most `events.size()` a call), or while this
+      // process was not scheduled.
+      pollfd pfd{fd, static_cast<int16_t>(it->second->proto == Proto::kUdp ? POLLIN : POLLOUT),
+                 0};
+      if (poll(&pfd, 1, 0) == 1) OnProbeEvent(it->second.get());
+      it = in_flight_.find(fd);
+      if (it != in_flight_.end()) Finish(it->second.get(), "timeout", "no-answer");
     }
     StartQueued();
+  }
+
+  // A probe got its answer (a TCP handshake, a UDP echo). Its status (agent.h): `ok` within
+  // the timeout; for `once`, `late` when the answer came after the timeout but was the
+  // answer to the probe's one packet, and `resent` when a TCP handshake needed a re-sent
+  // packet (the kernel's own count: tcpi_total_retrans) or a full initial RTO (1 s: the
+  // peer re-sent its SYN-ACK) — a packet was lost, however fast this process was.
+  void Answered(Probe* p, const std::string& how) {
+    const int64_t elapsed = NowMs() - p->start;
+    if (p->once && p->proto != Proto::kUdp) {
+      tcp_info info{};
+      socklen_t len = sizeof(info);
+      if (p->proto == Proto::kTcp && getsockopt(p->fd, IPPROTO_TCP, TCP_INFO, &info, &len) == 0) {
+        std::string rtt = "_rtt_" + std::to_string(info.tcpi_rtt) + "us";
+        if (info.tcpi_total_retrans > 0) {
+          Finish(p, "resent", how + "_after_" + std::to_string(info.tcpi_total_retrans) +
+                                  "_resends" + rtt);
+          return;
+        }
+        if (info.tcpi_rtt >= 1000000) {
+          Finish(p, "resent", how + "_after_a_peer_resend" + rtt);
+          return;
+        }
+        if (elapsed > p->timeout_ms) {
+          Finish(p, "late", how + rtt);
+          return;
+        }
+      }
+    }
+    Finish(p, p->once && elapsed > p->timeout_ms ? "late" : "ok", how);
   }
 
   void Result(const Probe& p, const char* status, const std::string& detail) {

@@ -125,6 +125,12 @@ struct UpdateReport {
   // The first ten, with the agent's status, when, and how the same flow fared when probed
   // again after the swaps.
   std::vector<std::string> allowed_failure_examples;
+  // Probes of both-allowed flows whose one packet was answered after the 900 ms, within the
+  // watch that follows (HarnessOptions::retry_timeout_ms; agent.h `late`): nothing was
+  // dropped, an agent or the machine was slow. Not failures; reported beside them.
+  int64_t allowed_late = 0;
+  int max_late_ms = 0;
+  std::vector<std::string> allowed_late_examples;  // the first five
   std::vector<std::string> violations;  // a both-denied flow that connected, with when
   std::vector<std::string> notes;
   absl::Duration elapsed;
@@ -153,7 +159,8 @@ class Harness {
   // times (within `max_time`) while probing, round after round, every flow that both deny
   // (none may ever connect) and every flow that both allow (none may ever be dropped: each
   // probe is one packet with 900 ms to answer, so a slow machine is not a drop and a
-  // re-send cannot hide one). All pods on a single node. Pods may differ between `a` and
+  // re-send cannot hide one; an answer to that packet after the 900 ms, within
+  // `retry_timeout_ms` more, is counted as late, not dropped). All pods on a single node. Pods may differ between `a` and
   // `b` (pod churn): added or deleted (in the set that lacks it, its address is outside the
   // cluster), relabelled, or an address reused by another pod (ChurnNetworkSpec).
   absl::StatusOr<UpdateReport> UpdateTest(const Cluster& a, const Cluster& b, int swaps,

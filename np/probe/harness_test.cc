@@ -10,8 +10,12 @@
 
 #include <dirent.h>
 
+#include <thread>
+
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 #include "np/backends/backend.h"
 #include "np/backends/util.h"
@@ -364,6 +368,73 @@ TEST_F(HarnessTest, NothingOutsideItsNamespaces) {
   ASSERT_TRUE((*net)->Destroy().ok());
   EXPECT_TRUE(OurNamespaces(getpid()).empty());
   EXPECT_EQ(*backends::RunCommand({"ip", "-o", "link"}), *links);
+}
+
+// The update test's probe of a both-allowed flow (one packet, `once:WATCH_MS`) tells a slow
+// answer from a dropped packet: a destination agent stopped for 1.5 s answers late ("late",
+// where a probe without the watch reads "timeout": the old design's false drop); a dropped
+// datagram stays "timeout"; a TCP handshake that needed a re-sent SYN is "resent", however
+// fast it then completed.
+TEST_F(HarnessTest, OncePacketsTellALateAnswerFromADrop) {
+  Cluster cluster = Load("allow-all.yaml");
+  absl::StatusOr<NetworkSpec> spec = NetworkSpecOf(cluster);
+  ASSERT_TRUE(spec.ok());
+  absl::StatusOr<std::unique_ptr<TestNetwork>> net = TestNetwork::Create(*spec, {kAgent});
+  ASSERT_TRUE(net.ok()) << net.status();
+  ASSERT_TRUE((*net)->EnsureListening({{Protocol::kTCP, 80}, {Protocol::kUDP, 80},
+                                       {Protocol::kUDP, 81}}).ok());
+  // Pod 0 probes pods 1 and 2 on their first addresses.
+  const IpAddress to1 = spec->pods[1].ips.front(), to2 = spec->pods[2].ips.front();
+  const std::string node = (*net)->NodeNetns((*net)->nodes().front());
+
+  // Late: pod 1's agent (its UDP echo) stopped for 1.5 s.
+  absl::StatusOr<std::string> pids =
+      backends::RunCommand({"ip", "netns", "pids", (*net)->PodNetns(1)});
+  ASSERT_TRUE(pids.ok() && !pids->empty()) << pids.status();
+  std::vector<pid_t> stopped;
+  for (absl::string_view p : absl::StrSplit(*pids, '\n', absl::SkipWhitespace())) {
+    int pid;
+    if (absl::SimpleAtoi(p, &pid) && pid > 1) stopped.push_back(pid);
+  }
+  for (pid_t pid : stopped) kill(pid, SIGSTOP);
+  std::thread resume([&stopped] {
+    usleep(1500000);
+    for (pid_t pid : stopped) kill(pid, SIGCONT);
+  });
+  std::vector<ProbeRequest> slow = {
+      {0, std::nullopt, to1, Protocol::kUDP, 80, 300, /*once=*/true, /*watch_ms=*/3000},
+      {0, std::nullopt, to1, Protocol::kUDP, 81, 300, /*once=*/true, /*watch_ms=*/0},
+  };
+  absl::StatusOr<std::vector<ProbeOutcome>> out = (*net)->Run(slow);
+  resume.join();
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ((*out)[0].status, "late") << (*out)[0].millis;
+  EXPECT_GE((*out)[0].millis, 1000);
+  EXPECT_EQ((*out)[1].status, "timeout");  // without the watch: a slow agent reads as a drop
+
+  // Dropped: the node drops UDP to pod 2, and only the first SYN to it (quota: one SYN's
+  // bytes).
+  const std::string drop =
+      absl::StrCat("table inet h85drop {\n chain f {\n type filter hook forward priority -10;\n",
+                   " udp dport 80 drop\n",
+                   " tcp dport 80 tcp flags & (syn|ack) == syn quota until 100 bytes drop\n",
+                   " }\n}\n");
+  ASSERT_TRUE(backends::RunCommand({"nft", "-f", "-"}, drop, node).ok());
+  std::vector<ProbeRequest> dropped = {
+      {0, std::nullopt, to2, Protocol::kUDP, 80, 300, /*once=*/true, /*watch_ms=*/2000},
+      {0, std::nullopt, to2, Protocol::kTCP, 80, 900, /*once=*/true, /*watch_ms=*/3000},
+  };
+  out = (*net)->Run(dropped);
+  EXPECT_TRUE(backends::RunCommand({"nft", "delete", "table", "inet", "h85drop"}, "", node).ok());
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ((*out)[0].status, "timeout") << (*out)[0].detail;
+  EXPECT_EQ((*out)[1].status, "resent") << (*out)[1].detail;
+  EXPECT_GE((*out)[1].millis, 900);
+  // Undisturbed, the same probes are plain "ok".
+  out = (*net)->Run({slow[0], dropped[0], dropped[1]});
+  ASSERT_TRUE(out.ok()) << out.status();
+  for (const ProbeOutcome& o : *out) EXPECT_EQ(o.status, "ok") << o.detail;
+  ASSERT_TRUE((*net)->Destroy().ok());
 }
 
 TEST_F(HarnessTest, SignalCleansUp) {

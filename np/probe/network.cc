@@ -701,9 +701,12 @@ absl::StatusOr<std::vector<ProbeOutcome>> TestNetwork::Run(
                     backends::ProtocolLower(static_cast<ir::Protocol>(q.protocol)), " ",
                     q.destination.ToString(), " ", q.port, " ", q.timeout_ms,
                     q.source ? absl::StrCat(" ", q.source->ToString()) : "",
-                    q.once ? " once" : "", "\n");
+                    !q.once             ? ""
+                    : q.watch_ms > 0 ? absl::StrCat(" once:", q.watch_ms)
+                                     : " once",
+                    "\n");
     ++remaining[q.source_pod];
-    longest = std::max(longest, q.timeout_ms);
+    longest = std::max(longest, q.timeout_ms + (q.once ? q.watch_ms : 0));
   }
   absl::Status s = Exchange(
       outgoing,

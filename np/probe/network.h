@@ -84,10 +84,14 @@ struct ProbeRequest {
   // One packet only (np/probe/agent.h, `once`): a failure then means that packet was
   // dropped or answered after timeout_ms, never that a re-send hid a drop.
   bool once = false;
+  // With `once`: how long past timeout_ms to keep watching for the one packet's answer
+  // (agent.h `once:WATCH_MS`): an answer then reads "late" (not dropped, only slow).
+  int watch_ms = 0;
 };
 
 struct ProbeOutcome {
-  // What the agent saw (np/probe/agent.h): ok, timeout, refused, unreachable, error.
+  // What the agent saw (np/probe/agent.h): ok, timeout, refused, unreachable, error; and
+  // for `once` probes with a watch, late (answered after timeout_ms) or resent (TCP).
   std::string status;
   int millis = 0;
   std::string detail;
