@@ -68,6 +68,20 @@ auto IsError(absl::string_view file, int line, absl::string_view field, absl::st
                Field(&Diagnostic::message, HasSubstr(std::string(text))));
 }
 
+// A NetworkPolicy named `name` in namespace ns: `spec` is the text after "spec:" (its
+// lines indented by two spaces), starting at line 5 as in the files it stands for.
+std::string PolicyText(absl::string_view name, absl::string_view spec) {
+  return absl::StrCat("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: ",
+                      name, ", namespace: ns}\nspec:\n", spec);
+}
+
+// Reads `text` as `file` into `loader`; a failure shows the diagnostics.
+::testing::AssertionResult Added(ClusterLoader& loader, absl::string_view text,
+                                 absl::string_view file) {
+  if (loader.AddText(text, file).ok()) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << Dump(loader.diagnostics());
+}
+
 // Loads `text` and expects exactly one error.
 Diagnostic OnlyError(absl::string_view text) {
   ClusterLoader loader;
@@ -420,7 +434,7 @@ extra: 1
 
 TEST(LoaderTest, IgnoredMetadataFieldsOfNetworkPolicy) {
   ClusterLoader loader;
-  EXPECT_TRUE(loader.AddText(R"(apiVersion: networking.k8s.io/v1
+  EXPECT_TRUE(Added(loader, R"(apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata:
   name: p
@@ -437,10 +451,7 @@ metadata:
 spec:
   podSelector: {}
 status: {whatever: true}
-)",
-                             "p.yaml")
-                  .ok())
-      << Dump(loader.diagnostics());
+)", "p.yaml"));
   ASSERT_THAT(loader.objects().policies, SizeIs(1));
   EXPECT_EQ(loader.objects().policies[0].object.metadata().resourceversion(), "7");
 }
@@ -487,11 +498,7 @@ spec:
 
 TEST(LoaderTest, IntOrStringPort) {
   ClusterLoader loader;
-  ASSERT_TRUE(loader.AddText(R"(apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: ports, namespace: ns}
-spec:
-  podSelector: {}
+  ASSERT_TRUE(Added(loader, PolicyText("ports", R"(  podSelector: {}
   ingress:
   - ports:
     - port: 80
@@ -503,10 +510,7 @@ spec:
     - port: null
     - port: +81
     - port: 1_000
-)",
-                             "ports.yaml")
-                  .ok())
-      << Dump(loader.diagnostics());
+)"), "ports.yaml"));
   ASSERT_THAT(loader.objects().policies, SizeIs(1));
   const auto& ports = loader.objects().policies[0].object.spec().ingress(0).ports();
   ASSERT_EQ(ports.size(), 9);
@@ -543,15 +547,11 @@ TEST(LoaderTest, PortTypeErrors) {
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.value);
-    Diagnostic d = OnlyError(absl::StrCat(R"(apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: p, namespace: ns}
-spec:
-  podSelector: {}
+    Diagnostic d = OnlyError(absl::StrCat(PolicyText("p", R"(  podSelector: {}
   ingress:
   - ports:
     - protocol: TCP
-    - port: )",
+    - port: )"),
                                           c.value, "\n"));
     EXPECT_THAT(d, IsError("in.yaml", 9, "spec.ingress[0].ports[1].port", c.message));
     EXPECT_EQ(d.kind, "NetworkPolicy");
@@ -559,37 +559,22 @@ spec:
   }
   // The largest int32 is fine; endPort must be an integer, not a string.
   ClusterLoader loader;
-  EXPECT_TRUE(loader.AddText(R"(apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: p, namespace: ns}
-spec:
-  podSelector: {}
+  EXPECT_TRUE(Added(loader, PolicyText("p", R"(  podSelector: {}
   egress:
   - ports: [{port: 2147483647}, {port: -2147483648}]
-)",
-                             "edge.yaml")
-                  .ok())
-      << Dump(loader.diagnostics());
-  EXPECT_THAT(OnlyError(R"(apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: p, namespace: ns}
-spec:
-  egress:
+)"), "edge.yaml"));
+  EXPECT_THAT(OnlyError(PolicyText("p", R"(  egress:
   - ports:
     - port: 80
       endPort: "90"
-)"),
+)")),
               IsError("in.yaml", 8, "spec.egress[0].ports[0].endPort",
                       "must be an integer, got a string"));
 }
 
 TEST(LoaderTest, NullMeansAbsentAndEmptyObjectMeansPresent) {
   ClusterLoader loader;
-  ASSERT_TRUE(loader.AddText(R"(apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: absent, namespace: ns}
-spec:
-  podSelector: null
+  ASSERT_TRUE(Added(loader, PolicyText("absent", R"(  podSelector: null
   ingress: null
   egress: ~
   policyTypes:
@@ -611,10 +596,7 @@ apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {name: no-spec, namespace: ns}
 spec: null
-)",
-                             "null.yaml")
-                  .ok())
-      << Dump(loader.diagnostics());
+)"), "null.yaml"));
   ASSERT_THAT(loader.objects().policies, SizeIs(3));
   const k8s::NetworkPolicy& absent = loader.objects().policies[0].object;
   EXPECT_TRUE(absent.has_spec());
@@ -663,14 +645,10 @@ metadata:
               AllOf(IsError("in.yaml", 5, "metadata.labels",
                             "the value of \"enabled\" must be a string, got a boolean"),
                     Field(&Diagnostic::object, "ns")));
-  EXPECT_THAT(OnlyError(R"(apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: p, namespace: ns}
-spec:
-  podSelector:
+  EXPECT_THAT(OnlyError(PolicyText("p", R"(  podSelector:
     matchLabels:
       tier: 1.5
-)"),
+)")),
               IsError("in.yaml", 7, "spec.podSelector.matchLabels",
                       "the value of \"tier\" must be a string, got a number"));
 
@@ -680,7 +658,7 @@ spec:
                       "must be a string, got a boolean (quote it: \"n\")"));
 
   ClusterLoader loader;
-  ASSERT_TRUE(loader.AddText(R"(apiVersion: v1
+  ASSERT_TRUE(Added(loader, R"(apiVersion: v1
 kind: Namespace
 metadata:
   name: ns
@@ -689,10 +667,7 @@ metadata:
     enabled: 'yes'
     empty:
     text: plain words
-)",
-                             "ok.yaml")
-                  .ok())
-      << Dump(loader.diagnostics());
+)", "ok.yaml"));
   EXPECT_THAT(loader.objects().namespaces[0].object.metadata().labels(),
               UnorderedElementsAre(Pair("version", "2"), Pair("enabled", "yes"),
                                    Pair("empty", ""), Pair("text", "plain words")));
@@ -717,41 +692,29 @@ spec:
 )"),
               IsError("in.yaml", 8, "spec.containers[0].ports[0].containerPort",
                       "must be an integer, got a string"));
-  EXPECT_THAT(OnlyError(R"(apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: p, namespace: ns}
-spec:
-  podSelector: {}
+  EXPECT_THAT(OnlyError(PolicyText("p", R"(  podSelector: {}
   ingress:
   - from:
     - {}
     - ipBlock:
         cidr: [10.0.0.0/8]
-)"),
+)")),
               IsError("in.yaml", 10, "spec.ingress[0].from[1].ipBlock.cidr",
                       "must be a string, got a list"));
-  EXPECT_THAT(OnlyError(R"(apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: p, namespace: ns}
-spec:
-  policyTypes: Ingress
-)"),
+  EXPECT_THAT(OnlyError(PolicyText("p", R"(  policyTypes: Ingress
+)")),
               IsError("in.yaml", 5, "spec.policyTypes", "must be a list, got a string"));
   EXPECT_THAT(OnlyError(R"(apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {name: 7, namespace: ns}
 )"),
               IsError("in.yaml", 3, "metadata.name", "must be a string, got an integer"));
-  EXPECT_THAT(OnlyError(R"(apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: p, namespace: ns}
-spec:
-  podSelector:
+  EXPECT_THAT(OnlyError(PolicyText("p", R"(  podSelector:
     matchExpressions:
     - key: tier
       operator: In
       values: [web, 3]
-)"),
+)")),
               IsError("in.yaml", 9,
                       "spec.podSelector.matchExpressions[0].values[1]",
                       "must be a string, got an integer"));
@@ -759,7 +722,7 @@ spec:
 
 TEST(LoaderTest, PodsIgnoreFieldsNpDoesNotRead) {
   ClusterLoader loader;
-  ASSERT_TRUE(loader.AddText(R"(apiVersion: v1
+  ASSERT_TRUE(Added(loader, R"(apiVersion: v1
 kind: Pod
 metadata:
   name: p
@@ -778,10 +741,7 @@ status:
   phase: Running
   conditions: 12
 futureField: {a: b}
-)",
-                             "pod.yaml")
-                  .ok())
-      << Dump(loader.diagnostics());
+)", "pod.yaml"));
   ASSERT_THAT(loader.objects().pods, SizeIs(1));
   const k8s::Pod& pod = loader.objects().pods[0].object;
   EXPECT_TRUE(pod.spec().hostnetwork());  // YAML 1.1 "yes"
@@ -864,11 +824,7 @@ items:
 
 TEST(LoaderTest, AnchorsAliasesAndMergeKeys) {
   ClusterLoader loader;
-  ASSERT_TRUE(loader.AddText(R"(apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: anchors, namespace: ns}
-spec:
-  podSelector: &web
+  ASSERT_TRUE(Added(loader, PolicyText("anchors", R"(  podSelector: &web
     matchLabels: {app: web}
   ingress:
   - from:
@@ -879,10 +835,7 @@ spec:
       port: 80
     - <<: *tcp80
       port: 81
-)",
-                             "anchors.yaml")
-                  .ok())
-      << Dump(loader.diagnostics());
+)"), "anchors.yaml"));
   const k8s::NetworkPolicy& p = loader.objects().policies[0].object;
   EXPECT_THAT(p.spec().ingress(0).from(0).podselector().matchlabels(),
               UnorderedElementsAre(Pair("app", "web")));
@@ -920,18 +873,11 @@ metadata: {name: "second
 // Validation runs after reading; its findings point at the lines the loader recorded.
 TEST(LoaderTest, ValidationErrorsGetFieldLines) {
   ClusterLoader loader;
-  ASSERT_TRUE(loader.AddText(R"(apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: backwards, namespace: ns}
-spec:
-  podSelector: {}
+  ASSERT_TRUE(Added(loader, PolicyText("backwards", R"(  podSelector: {}
   ingress:
   - ports:
     - {protocol: TCP, port: 90, endPort: 80}
-)",
-                             "v.yaml")
-                  .ok())
-      << Dump(loader.diagnostics());
+)"), "v.yaml"));
   std::vector<Diagnostic> diagnostics;
   absl::StatusOr<Cluster> cluster = loader.Build(&diagnostics);
   EXPECT_FALSE(cluster.ok());
@@ -945,12 +891,8 @@ spec:
 }
 
 TEST(LoaderTest, ParseChange) {
-  absl::StatusOr<Change> change = ParseChange(R"(apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: p, namespace: ns}
-spec:
-  podSelector: {}
-)",
+  absl::StatusOr<Change> change = ParseChange(PolicyText("p", R"(  podSelector: {}
+)"),
                                               "change.yaml");
   ASSERT_TRUE(change.ok()) << change.status();
   EXPECT_EQ(change->op, Change::Op::kUpsert);
