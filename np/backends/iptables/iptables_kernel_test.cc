@@ -1237,6 +1237,16 @@ TEST(IptablesKernel, StableEventsInPlaceGetTheIrsVerdictsOnPackets) {
             << " probe verdicts changed by them\n";
 }
 
+// `first` with a policy added: a new peer set {1, 3} on a's ingress, TCP 9100 (a rules
+// update: the in-place rules path's case).
+ir::CompiledPolicy WithPolicyAdded(const ir::CompiledPolicy& first) {
+  ir::CompiledPolicy second = first;
+  const uint32_t added = AddPeerSet(second, false, {1, 3});
+  AddRule(second.mutable_tables(0)->mutable_ingress(), ir::TCP, 9100, 9100, added);
+  EXPECT_TRUE(CheckIr(second).ok()) << CheckIr(second);
+  return second;
+}
+
 // What the in-place rules path refuses goes full and is right: an instance that installed
 // nothing in the namespace; and a new set's name taken already in the kernel (the create
 // refuses it: NLM_F_EXCL), after which Apply replaces everything. Both end equal to a fresh
@@ -1246,10 +1256,7 @@ TEST(IptablesKernel, RefusedInPlaceRulesGoFullAndAreRight) {
   IncAndFresh two("npiptr");
   // (With pods: a peer set of pods gets a set, however few its addresses.)
   const ir::CompiledPolicy first = testutil::WithPods(FirstIr());
-  ir::CompiledPolicy second = first;  // a policy added: a new peer set {1, 3} on a's ingress
-  const uint32_t added = AddPeerSet(second, false, {1, 3});
-  AddRule(second.mutable_tables(0)->mutable_ingress(), ir::TCP, 9100, 9100, added);
-  ASSERT_TRUE(CheckIr(second).ok()) << CheckIr(second);
+  const ir::CompiledPolicy second = WithPolicyAdded(first);
   {
     std::unique_ptr<Backend> other = MakeIptablesBackend();
     ASSERT_TRUE(other->Apply(first, two.at_inc).ok());
@@ -1309,10 +1316,7 @@ TEST(IptablesKernel, RunningRestoreToolFailuresAreSeenAndItComesBack) {
   if (Skip()) GTEST_SKIP() << "needs root, ip netns and ipset";
   IncAndFresh two("npiptk");
   const ir::CompiledPolicy first = testutil::WithPods(FirstIr());
-  ir::CompiledPolicy second = first;  // a policy added: a new peer set {1, 3} on a's ingress
-  const uint32_t added = AddPeerSet(second, false, {1, 3});
-  AddRule(second.mutable_tables(0)->mutable_ingress(), ir::TCP, 9100, 9100, added);
-  ASSERT_TRUE(CheckIr(second).ok()) << CheckIr(second);
+  const ir::CompiledPolicy second = WithPolicyAdded(first);
   std::unique_ptr<Backend> backend = MakeIptablesBackend();
   ASSERT_TRUE(backend->Apply(first, two.at_inc).ok());
   // In place there and back: the tools start once and stay.
