@@ -1056,7 +1056,9 @@ void RunStableEvents(
     SCOPED_TRACE(absl::StrCat("seed ", seed, " (replay: NP_TEST_SEED=", seed, ")"));
     std::mt19937_64 rng(seed + rng_offset);
     std::unique_ptr<Backend> backend = MakeIptablesBackend();
-    ir::CompiledPolicy current = testutil::WithPods(testutil::RandomIr(seed + program_offset));
+    // Odd seeds: tables from id 30 on (dispatch chains NP-D0 and NP-D1, and more to come).
+    ir::CompiledPolicy current = testutil::WithPods(
+        testutil::WithTablesFrom(testutil::RandomIr(seed + program_offset), seed % 2 * 30));
     ASSERT_TRUE(backend->Apply(current, two.at_inc).ok());
     for (int step = 0; step < 12; ++step) {
       const int kind = static_cast<int>(rng() % testutil::kStableEventKinds);
@@ -1208,7 +1210,9 @@ TEST(IptablesKernel, StableEventsInPlaceGetTheIrsVerdictsOnPackets) {
   for (uint64_t seed = 0; seed < 3; ++seed) {
     SCOPED_TRACE(absl::StrCat("seed ", seed));
     std::mt19937_64 rng(seed + 77);
-    ir::CompiledPolicy current = testutil::WithPods(testutil::RandomThreePodIr(seed + 20));
+    // Seed 1: tables from id 30 on (dispatch chains NP-D0 and NP-D1, and more to come).
+    ir::CompiledPolicy current = testutil::WithPods(
+        testutil::WithTablesFrom(testutil::RandomThreePodIr(seed + 20), seed % 2 * 30));
     ASSERT_TRUE(backend->Apply(current, lab.where).ok());
     for (int step = 0; step < 6; ++step) {
       const int kind = static_cast<int>(rng() % testutil::kStableEventKinds);
@@ -1343,13 +1347,14 @@ TEST(IptablesKernel, RunningRestoreToolFailuresAreSeenAndItComesBack) {
   for (absl::string_view line : absl::StrSplit(plan->switch_restore[0], '\n')) {
     std::vector<std::string> w = absl::StrSplit(line, ' ');
     if (w.size() > 2 && (w[0] == "-I" || w[0] == "-A") && w[1] != std::string(kTopChain) &&
-        !absl::EndsWith(w[1], "-NEW")) {
+        !absl::StartsWith(w[1], "NP-D") && !absl::EndsWith(w[1], "-NEW")) {
       edited = w[1];
       break;
     }
   }
   ASSERT_FALSE(edited.empty()) << plan->switch_restore[0];
   Must({"iptables", "-F", std::string(kTopChain)}, two.inc);
+  Must({"iptables", "-F", "NP-D0"}, two.inc);  // the dispatch chain of tables 0 and 1
   Must({"iptables", "-F", edited}, two.inc);
   Must({"iptables", "-X", edited}, two.inc);
   ASSERT_TRUE(backend->Update(first, second, two.at_inc).ok());
