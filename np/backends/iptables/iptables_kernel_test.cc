@@ -912,8 +912,12 @@ TEST(IptablesKernel, NodePodTableDeltasGoByTheDeltaAndGetTheIrsVerdicts) {
   int by_delta = 0, events = 0, probed = 0, changed = 0;
   for (uint64_t seed = first_seed; seed < first_seed + seeds; ++seed) {
     SCOPED_TRACE(absl::StrCat("seed ", seed, " (replay: NP_TEST_SEED=", seed, ")"));
-    const ir::CompiledPolicy with = NodePodTableIr(seed, true);
-    const ir::CompiledPolicy without = NodePodTableIr(seed, false);
+    // Odd seeds: tables 30-32, so that x/b's table 32 comes and goes with a dispatch chain
+    // of its own (NP-D1).
+    const ir::CompiledPolicy with =
+        testutil::WithTablesFrom(NodePodTableIr(seed, true), seed % 2 * 30);
+    const ir::CompiledPolicy without =
+        testutil::WithTablesFrom(NodePodTableIr(seed, false), seed % 2 * 30);
     ASSERT_TRUE(backend->Apply(with, lab.where).ok());
     for (const bool adding : {false, true}) {
       SCOPED_TRACE(adding ? "x/b added with its table" : "x/b deleted with its table");
