@@ -81,6 +81,18 @@ std::string TableChainName(uint32_t table, int direction) {
   return absl::StrCat(kChainPrefix, "T", table, direction == kIngress ? "-IN" : "-EG");
 }
 
+// The dispatch chain of the tables t with t / kDispatchChainTables == `bucket` (iptables.h).
+std::string DispatchChainName(uint32_t bucket) {
+  return absl::StrCat(kChainPrefix, "D", bucket);
+}
+uint32_t DispatchBucket(uint32_t table) { return table / kDispatchChainTables; }
+
+// NP-FORWARD and the dispatch chains: the chains whose rules an in-place update edits by
+// position (a kept rule is never rewritten there), never declared again.
+bool IsDispatchChain(absl::string_view chain) {
+  return chain == kTopChain || absl::StartsWith(chain, absl::StrCat(kChainPrefix, "D"));
+}
+
 // Where a rule of a table chain comes from: Explain walks the rules the kernel walks.
 struct RuleSource {
   enum Kind { kDispatch, kTier, kPolicy, kGotoStage, kDrop };
@@ -114,7 +126,8 @@ struct Dispatch {
   std::string address;  // canonical text
   int endpoint;
   int direction;
-  int rule;             // index in NP-FORWARD of the rule whose set holds the address
+  int chain;            // the dispatch chain (index in Family::chains) and its rule
+  int rule;             // whose set holds the address
 };
 
 // The set of a table's local addresses in a family, which NP-FORWARD dispatches through
@@ -126,7 +139,7 @@ struct DispatchSet {
 };
 
 struct Family {
-  std::vector<Chain> chains;  // [0] is NP-FORWARD
+  std::vector<Chain> chains;  // [0] is NP-FORWARD; the dispatch chains come last
   std::vector<Dispatch> dispatch;
   std::vector<DispatchSet> dispatch_sets;  // in table order
   // Per peer set: its addresses in this family as prefixes (none for `all`). A peer set with
@@ -410,8 +423,8 @@ class ModelForms : public PeerForms {
   const Family& fam_;
 };
 
-// NP-FORWARD's rule that sends a (table, direction) through its chain: the address (source
-// for egress, destination for ingress) looked up in the table's dispatch set.
+// The dispatch chain's rule that sends a (table, direction) through its chain: the address
+// (source for egress, destination for ingress) looked up in the table's dispatch set.
 std::string DispatchRule(const std::string& dispatch_set, int d, uint32_t t) {
   return absl::StrCat("-m set --match-set ", dispatch_set, d == kEgress ? " src" : " dst",
                       " -j ", TableChainName(t, d));
@@ -529,7 +542,7 @@ absl::StatusOr<Model> BuildModel(const ir::CompiledPolicy& ir, uint32_t generati
     // addresses (one set per table and family serves both directions). A table has chains
     // only while it has such an address (needed, above), so no set is empty. CheckIr gives
     // each address one endpoint, so the sets are disjoint and the order among tables does
-    // not matter; NP-FORWARD's walk is one rule per table chain, not per pod address, and a
+    // not matter; the dispatch walk is one rule per table chain, not per pod address, and a
     // node pod coming or going is a set member edit.
     const char* host = f == 0 ? "/32" : "/128";
     std::vector<const Address*> by_address;
@@ -547,17 +560,26 @@ absl::StatusOr<Model> BuildModel(const ir::CompiledPolicy& ir, uint32_t generati
       for (const Address* a : of_table[t]) set.entries.push_back(absl::StrCat(a->text, host));
       set.name = naming.Dispatch(generation, f, set.table, set.entries);
     }
-    for (int d : {kEgress, kIngress}) {
-      for (int t = 0; t < ir.tables_size(); ++t) {
-        const TableChain& tc = m.tables[t][d][f];
-        if (tc.chain < 0) continue;  // not restricted, or no local address of the family
-        const int rule = static_cast<int>(fam.chains[0].rules.size());
-        for (const Address* a : of_table[t]) {
-          fam.dispatch.push_back(Dispatch{a->text, a->endpoint, d, rule});
+    // The rules go to the dispatch chains NP-D<k>, kDispatchChainTables tables each (egress
+    // rules first in each), which NP-FORWARD jumps to in order (iptables.h says why).
+    const uint32_t tables = static_cast<uint32_t>(ir.tables_size());
+    for (uint32_t first = 0; first < tables; first += kDispatchChainTables) {
+      Chain chain{DispatchChainName(DispatchBucket(first)), {}, {}};
+      const int index = static_cast<int>(fam.chains.size());
+      for (int d : {kEgress, kIngress}) {
+        for (uint32_t t = first; t < std::min(tables, first + kDispatchChainTables); ++t) {
+          const TableChain& tc = m.tables[t][d][f];
+          if (tc.chain < 0) continue;  // not restricted, or no local address of the family
+          const int rule = static_cast<int>(chain.rules.size());
+          for (const Address* a : of_table[t]) {
+            fam.dispatch.push_back(Dispatch{a->text, a->endpoint, d, index, rule});
+          }
+          chain.rules.push_back(DispatchRule(fam.dispatch_sets[set_of[t]].name, d, t));
         }
-        fam.chains[0].rules.push_back(
-            DispatchRule(fam.dispatch_sets[set_of[t]].name, d, static_cast<uint32_t>(t)));
       }
+      if (chain.rules.empty()) continue;
+      fam.chains[0].rules.push_back(absl::StrCat("-j ", chain.name));
+      fam.chains.push_back(std::move(chain));
     }
   }
   return m;
@@ -1034,12 +1056,16 @@ UpdatePlan PlanFrom(const Installed& from, const Model& next, const Installed& t
   return plan;
 }
 
-// Where a rule of NP-FORWARD sorts (BuildModel's order): the established rule, then the egress
-// dispatch rules by table, then the ingress ones.
+// Where a rule of a dispatch chain sorts (BuildModel's order): in NP-FORWARD the established
+// rule, then the jumps to the dispatch chains in order; in a dispatch chain the egress rules by
+// table, then the ingress ones.
 std::pair<int, uint32_t> TopRuleKey(absl::string_view rule) {
+  uint32_t t = 0;
+  if (absl::ConsumePrefix(&rule, absl::StrCat("-j ", kChainPrefix, "D"))) {
+    return {1, absl::SimpleAtoi(rule, &t) ? t : 0};
+  }
   const std::string jump = absl::StrCat(" -j ", kChainPrefix, "T");
   const size_t at = rule.rfind(jump);
-  uint32_t t = 0;
   if (at == absl::string_view::npos) return {0, 0};
   absl::string_view rest = rule.substr(at + jump.size());
   const size_t dash = rest.find('-');
@@ -1047,7 +1073,7 @@ std::pair<int, uint32_t> TopRuleKey(absl::string_view rule) {
   return {rest.substr(dash) == "-EG" ? 1 : 2, t};
 }
 
-// Walks NP-FORWARD from `before` to `after` (both in TopRuleKey order, one rule per key):
+// Walks a dispatch chain from `before` to `after` (both in TopRuleKey order, one rule per key):
 // fn(i, j) for each rule, in order, with i = its index in `before` (or -1: only in `after`)
 // and j = its index in `after` (or -1: only in `before`); a key in both comes once.
 template <typename Fn>
@@ -1066,13 +1092,13 @@ void WalkTopChain(const std::vector<std::string>& before, const std::vector<std:
   }
 }
 
-// NP-FORWARD from `before` to `after` as positional edits, applied one after the other in one
-// restore: a rule only in `before` deleted, one only in `after` inserted where it sorts, one
-// whose set was renamed replaced; the rules that stay are not touched.
-std::vector<std::string> TopChainEdits(const std::vector<std::string>& before,
+// Dispatch chain `top` from `before` to `after` as positional edits, applied one after the
+// other in one restore: a rule only in `before` deleted, one only in `after` inserted where it
+// sorts, one whose set was renamed replaced; the rules that stay are not touched.
+std::vector<std::string> TopChainEdits(const std::string& top,
+                                       const std::vector<std::string>& before,
                                        const std::vector<std::string>& after) {
   std::vector<std::string> out;
-  const std::string top(kTopChain);
   size_t position = 1;
   WalkTopChain(before, after, [&](int i, int j) {
     if (j < 0) {
@@ -1103,28 +1129,29 @@ absl::string_view RuleTarget(absl::string_view rule) {
 
 // One family's chains that an in-place rules update changes, and its restore texts.
 //  - `restore` (RulesPlan::restore): one transaction — the chains whose rules differ or that
-//    are new, declared (so flushed) and refilled, NP-FORWARD edited by position
-//    (TopChainEdits: it holds one rule per table chain, and re-adding them all is most of a
-//    restore's time at many tables, bench/RESULTS.md), the gone chains flushed and deleted.
+//    are new, declared (so flushed) and refilled, the dispatch chains (NP-FORWARD, NP-D<k>)
+//    edited by position (TopChainEdits: re-adding their rules is most of a restore's time at
+//    many tables, bench/RESULTS.md), the gone chains flushed and deleted.
 //  - `switch_restore` then `cleanup` (what the backend runs): the same edit as two
 //    transactions, the first of which deletes nothing — an nf_tables commit that frees a rule
 //    or chain waits out an RCU grace period (~14 ms, bench/RESULTS.md), one that only adds
 //    does not. The switch makes every changed chain's new rules as `<chain>-NEW` and puts a
 //    first rule in the chain: `-g <chain>-NEW` (a trampoline: the new rules' verdict, or their
-//    end, is the chain's), or, for a chain that an old NP-FORWARD rule going away jumps to (a
-//    renamed dispatch set, a gone table), `-j RETURN` (inert; the new NP-FORWARD rule jumps
+//    end, is the chain's), or, for a chain that an old dispatch rule going away jumps to (a
+//    renamed dispatch set, a gone table), `-j RETURN` (inert; the new dispatch rule jumps
 //    to `<chain>-NEW`, and a kept chain that jumps to it is rewritten too), and inserts
-//    NP-FORWARD's new rules beside the old ones (in `after`'s order); a gone chain is made
-//    inert. Why that is the new program at once: np's chains only RETURN or DROP (no
-//    ACCEPT, no marks), so a packet's verdict is the AND of the chains NP-FORWARD sends it
-//    through, in any order; each old rule of NP-FORWARD the new program lacks jumps to an
-//    inert chain (which allows everything: the identity of AND; a chain whose old rule is
-//    dropped is made inert even when its rules stay: an address leaving a renamed dispatch
-//    set must stop reaching it), and every chain the new rules reach answers with the new
-//    program's rules (new, trampolined, -NEW or kept). NP-FORWARD itself is only touched
-//    where its rules change: an insert there makes iptables-restore read the whole chain
-//    (one rule per table chain: thousands at 1,000 tables). The cleanup, deferred off the
-//    event's path, deletes the old NP-FORWARD rules by spec, the inert chains, renames their
+//    the dispatch chains' new rules beside the old ones (in `after`'s order); a gone chain
+//    (a table's, or a dispatch chain with no table left) is made inert. Why that is the new
+//    program at once: np's chains only RETURN or DROP (no ACCEPT, no marks), so a packet's
+//    verdict is the AND of the chains the dispatch chains send it through, in any order;
+//    each old dispatch rule the new program lacks jumps to an inert chain (which allows
+//    everything: the identity of AND; a chain whose old rule is dropped is made inert even
+//    when its rules stay: an address leaving a renamed dispatch set must stop reaching it),
+//    and every chain the new rules reach answers with the new program's rules (new,
+//    trampolined, -NEW or kept). A dispatch chain is only touched where its rules change: an
+//    insert there makes iptables-restore read the whole chain (kDispatchChainTables keeps
+//    that to 64 rules; NP-FORWARD, one per dispatch chain). The cleanup, deferred off the
+//    event's path, deletes the old dispatch rules by spec, the inert chains, renames their
 //    -NEW chains to their names (`-E`: jumps follow a rename), refills each trampolined
 //    chain with its rules and deletes its -NEW chain, in one transaction between two equal
 //    programs; afterwards the kernel holds exactly what `restore` leaves.
@@ -1134,15 +1161,11 @@ struct ChainRewrite {
   const std::map<std::string, std::vector<std::string>>* installed = nullptr;  // the family's
   std::map<std::string, const std::vector<std::string>*> written;  // chain -> its new rules
   std::vector<std::string> deleted;                                 // in name order
-  const std::vector<std::string>* top = nullptr;  // NP-FORWARD's new rules, if they change
+  // The installed dispatch chains (NP-FORWARD, NP-D<k>) whose rules change -> their new
+  // rules: edited by position, never declared again (a new dispatch chain is `written`).
+  std::map<std::string, const std::vector<std::string>*> tops;
 
   void Into(RulesPlan& plan, int f) const {
-    const std::string top_name(kTopChain);
-    static const std::vector<std::string>* const kNone = new std::vector<std::string>();
-    auto installed_top = installed->find(top_name);
-    const std::vector<std::string>& before =
-        installed_top != installed->end() ? installed_top->second : *kNone;
-    const std::vector<std::string>& after = top != nullptr ? *top : before;
     // The one-transaction form.
     {
       std::string declare, rules, remove;
@@ -1152,8 +1175,8 @@ struct ChainRewrite {
       }
       // After the new chains are filled (the edits jump to them), before the gone ones are
       // deleted (the edits remove the last jumps to them).
-      if (top != nullptr) {
-        for (const std::string& line : TopChainEdits(before, after)) {
+      for (const auto& [chain, after] : tops) {
+        for (const std::string& line : TopChainEdits(chain, installed->at(chain), *after)) {
           absl::StrAppend(&rules, line, "\n");
         }
       }
@@ -1161,25 +1184,28 @@ struct ChainRewrite {
         absl::StrAppend(&declare, ":", chain, " - [0:0]\n");
         absl::StrAppend(&remove, "-X ", chain, "\n");
       }
-      plan.chains_written[f] = static_cast<int>(written.size() + (top == nullptr ? 0 : 1));
+      plan.chains_written[f] = static_cast<int>(written.size() + tops.size());
       plan.chains_deleted[f] = static_cast<int>(deleted.size());
-      plan.restore[f] = declare.empty() && top == nullptr
+      plan.restore[f] = declare.empty() && tops.empty()
                             ? ""
                             : absl::StrCat("*filter\n", declare, rules, remove, "COMMIT\n");
     }
-    // The two-transaction form. `renamed`: the installed chains an old NP-FORWARD rule that
+    // The two-transaction form. `renamed`: the installed chains an old dispatch rule that
     // goes away jumps to; `rewritten`: those, the installed chains whose rules change and
     // the kept ones that jump to a renamed one, each with its rules in the new program.
     const std::set<std::string> gone(deleted.begin(), deleted.end());
     auto existing = [&](const std::string& chain) {
-      return !chain.empty() && chain != top_name && gone.count(chain) == 0 &&
+      return !chain.empty() && !IsDispatchChain(chain) && gone.count(chain) == 0 &&
              installed->count(chain) > 0;
     };
     std::set<std::string> renamed;
-    WalkTopChain(before, after, [&](int i, int j) {
-      if (i < 0 || (j >= 0 && before[i] == after[j])) return;
-      if (std::string target(RuleTarget(before[i])); existing(target)) renamed.insert(target);
-    });
+    for (const auto& [chain, after] : tops) {
+      const std::vector<std::string>& before = installed->at(chain);
+      WalkTopChain(before, *after, [&](int i, int j) {
+        if (i < 0 || (j >= 0 && before[i] == (*after)[j])) return;
+        if (std::string target(RuleTarget(before[i])); existing(target)) renamed.insert(target);
+      });
+    }
     auto target_renamed = [&](absl::string_view rule) {
       return renamed.count(std::string(RuleTarget(rule))) > 0;
     };
@@ -1195,13 +1221,13 @@ struct ChainRewrite {
     auto map_rule = [&](const std::string& rule) {
       return target_renamed(rule) ? absl::StrCat(rule, kPending) : rule;
     };
-    // The switch: new chains under their names, rewritten ones as <chain>-NEW; NP-FORWARD's
-    // new rules inserted; a renamed or gone chain made inert, any other rewritten chain a
-    // trampoline to its new rules (`-g`: their verdict, or their end, is the chain's).
+    // The switch: new chains under their names, rewritten ones as <chain>-NEW; the dispatch
+    // chains' new rules inserted; a renamed or gone chain made inert, any other rewritten
+    // chain a trampoline to its new rules (`-g`: their verdict, or their end, is the chain's).
     std::string declare, rules, inert;
-    // The cleanup: NP-FORWARD's old rules deleted, the old chains flushed and deleted, the
-    // renamed ones' new chains renamed, the trampolines refilled with their rules (which name
-    // chains by their final names: after the renames) and their -NEW chains deleted.
+    // The cleanup: the dispatch chains' old rules deleted, the old chains flushed and deleted,
+    // the renamed ones' new chains renamed, the trampolines refilled with their rules (which
+    // name chains by their final names: after the renames) and their -NEW chains deleted.
     std::string drop, flush, remove, rename, refill, unpend;
     for (const auto& [chain, list] : written) {
       if (rewritten.count(chain) > 0) continue;
@@ -1232,21 +1258,29 @@ struct ChainRewrite {
       absl::StrAppend(&flush, ":", chain, " - [0:0]\n");
       absl::StrAppend(&remove, "-X ", chain, "\n");
     }
-    size_t position = 1;
-    WalkTopChain(before, after, [&](int i, int j) {
-      const bool stays = i >= 0 && j >= 0 && before[i] == after[j] && !target_renamed(after[j]);
-      if (stays) {
-        ++position;
-        return;
-      }
-      if (j >= 0) {
-        absl::StrAppend(&rules, "-I ", top_name, " ", position++, " ", map_rule(after[j]), "\n");
-      }
-      if (i >= 0) {
-        ++position;
-        absl::StrAppend(&drop, "-D ", top_name, " ", before[i], "\n");
-      }
-    });
+    // A new rule goes in where it sorts: a dispatch chain holds at most two rules per table of
+    // its kDispatchChainTables (NP-FORWARD one per dispatch chain), so the tool's fetch of the
+    // chain a positional insert needs is short.
+    for (const auto& [chain, after] : tops) {
+      const std::vector<std::string>& before = installed->at(chain);
+      size_t position = 1;
+      WalkTopChain(before, *after, [&](int i, int j) {
+        const bool stays =
+            i >= 0 && j >= 0 && before[i] == (*after)[j] && !target_renamed((*after)[j]);
+        if (stays) {
+          ++position;
+          return;
+        }
+        if (j >= 0) {
+          absl::StrAppend(&rules, "-I ", chain, " ", position++, " ", map_rule((*after)[j]),
+                          "\n");
+        }
+        if (i >= 0) {
+          ++position;
+          absl::StrAppend(&drop, "-D ", chain, " ", before[i], "\n");
+        }
+      });
+    }
     plan.switch_restore[f] = declare.empty() && rules.empty() && inert.empty()
                                  ? ""
                                  : absl::StrCat("*filter\n", declare, rules, inert, "COMMIT\n");
@@ -1284,8 +1318,8 @@ RulesPlan PlanRulesFrom(const Installed& from, const Installed& to) {
     for (const auto& [chain, list] : to.chains[f]) {
       auto old = from.chains[f].find(chain);
       if (old != from.chains[f].end() && old->second == list) continue;
-      if (chain == kTopChain && old != from.chains[f].end()) {
-        rewrite.top = &list;
+      if (IsDispatchChain(chain) && old != from.chains[f].end()) {
+        rewrite.tops[chain] = &list;
       } else {
         rewrite.written[chain] = &list;
       }
@@ -2704,7 +2738,7 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
 // table or taking the last one away) changes rules. UpdateRules would build the whole next
 // model to find what differs; PlanRulesFromDelta renders only what the delta can change — the
 // tables it replaces or adds, the tables whose endpoints change or that name a peer set it
-// remakes, NP-FORWARD when a dispatch rule changes — from the delta, the installed chains and
+// remakes, their dispatch chains when a dispatch rule changes — from the delta, the installed chains and
 // sets, and the index, and plans the same edit UpdateRules would (the same chains, the same
 // new sets under the same names: a set whose contents change is a new set), plus, for a pod
 // delta, PlanFromDelta's element edits of the sets that keep their names.
@@ -2825,7 +2859,7 @@ absl::Status CheckDeltaItems(const ir::CompiledPolicy& previous,
 // The rules edit of `delta` of `previous` (installed as `installed` and `index`), or why
 // UpdateDelta hands it to the whole-model path. InvalidArgument for a malformed delta. The
 // cost: the delta, the tables it renders, their peer sets (a remade one's member ranges), and
-// NP-FORWARD's one rule per table chain when a dispatch rule changes.
+// the dispatch chains (at most 64 rules each) whose rules change.
 absl::StatusOr<RulesDelta> PlanRulesFromDelta(const Installed& installed, const DeltaIndex& index,
                                               const ir::CompiledPolicy& previous,
                                               const ir::CompiledPolicyDelta& delta) {
@@ -3023,12 +3057,12 @@ absl::StatusOr<RulesDelta> PlanRulesFromDelta(const Installed& installed, const 
   }
 
   // 5. The rendered tables' chains, against the installed ones; their dispatch sets.
-  bool forward[kFamilies] = {false, false};
+  std::set<uint32_t> buckets[kFamilies];  // the dispatch chains whose rules may change
   for (uint32_t t : out.tables) {
     for (int f = 0; f < kFamilies; ++f) {
       std::vector<Chain> chains;
       for (int d = 0; d < 2; ++d) {
-        forward[f] = forward[f] || chain_before(t, d, f) != chain_after(t, d, f);
+        if (chain_before(t, d, f) != chain_after(t, d, f)) buckets[f].insert(DispatchBucket(t));
         if (chain_after(t, d, f)) {
           TableChain tc;
           AddTableChains(table_at(t), t, d, *forms[f], tc, chains);
@@ -3067,7 +3101,7 @@ absl::StatusOr<RulesDelta> PlanRulesFromDelta(const Installed& installed, const 
         if (name != old) out.created[name] = entries;
       }
       if (before && name != old) out.destroyed.insert(old);
-      forward[f] = forward[f] || (after && name != old);
+      if (after && name != old) buckets[f].insert(DispatchBucket(t));
       if (name != old) out.dispatch_name[f][t] = name;
     }
   }
@@ -3079,22 +3113,46 @@ absl::StatusOr<RulesDelta> PlanRulesFromDelta(const Installed& installed, const 
     }
   }
 
-  // 6. NP-FORWARD, when a dispatch rule changes: one rule per table chain.
+  // 6. The dispatch chains of the tables whose dispatch rules change (at most two rules for
+  // each of their kDispatchChainTables tables), and NP-FORWARD when one comes or goes.
   for (int f = 0; f < kFamilies; ++f) {
-    if (!forward[f]) continue;
-    std::vector<std::string> rules = {std::string(kEstablished)};
-    for (int d : {kEgress, kIngress}) {
-      for (uint32_t t = 0; t < out.tables_after; ++t) {
-        if (!chain_after(t, d, f)) continue;
-        auto renamed = out.dispatch_name[f].find(t);
-        rules.push_back(DispatchRule(renamed != out.dispatch_name[f].end()
-                                         ? renamed->second
-                                         : installed.dispatch_name[f].at(t),
-                                     d, t));
+    bool jumps_change = false;
+    for (uint32_t k : buckets[f]) {
+      std::vector<std::string> rules;
+      const uint32_t first = k * kDispatchChainTables;
+      const uint32_t end = std::min(out.tables_after, first + kDispatchChainTables);
+      for (int d : {kEgress, kIngress}) {
+        for (uint32_t t = first; t < end; ++t) {
+          if (!chain_after(t, d, f)) continue;
+          auto renamed = out.dispatch_name[f].find(t);
+          rules.push_back(DispatchRule(renamed != out.dispatch_name[f].end()
+                                           ? renamed->second
+                                           : installed.dispatch_name[f].at(t),
+                                       d, t));
+        }
+      }
+      const std::string name = DispatchChainName(k);
+      auto old = installed.chains[f].find(name);
+      const bool before = old != installed.chains[f].end();
+      if (rules.empty()) {
+        if (before) out.deleted[f].insert(name);
+        jumps_change = jumps_change || before;
+      } else {
+        jumps_change = jumps_change || !before;
+        if (!before || old->second != rules) out.chains[f][name] = std::move(rules);
       }
     }
-    const std::string top(kTopChain);
-    if (installed.chains[f].at(top) != rules) out.chains[f][top] = std::move(rules);
+    if (!jumps_change) continue;
+    std::vector<std::string> top = {std::string(kEstablished)};
+    for (uint32_t k = 0; k * kDispatchChainTables < out.tables_after; ++k) {
+      const std::string name = DispatchChainName(k);
+      if (out.deleted[f].count(name) == 0 &&
+          (out.chains[f].count(name) > 0 || installed.chains[f].count(name) > 0)) {
+        top.push_back(absl::StrCat("-j ", name));
+      }
+    }
+    const std::string top_name(kTopChain);
+    if (installed.chains[f].at(top_name) != top) out.chains[f][top_name] = std::move(top);
   }
 
   // A pod delta's restore switches only its endpoint's dispatch (a table's chains coming or
@@ -3103,7 +3161,7 @@ absl::StatusOr<RulesDelta> PlanRulesFromDelta(const Installed& installed, const 
   if (out.pod) {
     for (int f = 0; f < kFamilies; ++f) {
       for (const auto& [name, rules] : out.chains[f]) {
-        if (name != kTopChain && installed.chains[f].count(name) > 0) {
+        if (!IsDispatchChain(name) && installed.chains[f].count(name) > 0) {
           out.fallback = absl::StrCat("chain ", name, " changes beside pod edits");
           return out;
         }
@@ -3118,8 +3176,8 @@ absl::StatusOr<RulesDelta> PlanRulesFromDelta(const Installed& installed, const 
     rewrite.installed = &installed.chains[f];
     for (const auto& [name, rules] : out.chains[f]) {
       auto old = installed.chains[f].find(name);
-      if (name == kTopChain) {
-        rewrite.top = &rules;
+      if (IsDispatchChain(name) && old != installed.chains[f].end()) {
+        rewrite.tops[name] = &rules;
       } else {
         rewrite.written[name] = &rules;
       }
@@ -3416,7 +3474,7 @@ class IptablesBackend : public Backend {
   //     and filled, over netlink. No rule names them yet: no verdict changes. An installed
   //     set is never edited here (a set that keeps its name keeps its entries).
   //  2. Per family, ONE `iptables-restore --noflush` transaction declares (flushes) and
-  //     refills exactly the chains whose rules differ — NP-FORWARD too when its dispatch
+  //     refills exactly the chains whose rules differ — a dispatch chain too when its
   //     rules differ (a table's chains come or go, or a dispatch set was renamed because an
   //     endpoint joined, left or moved between tables) — creates new chains and deletes gone
   //     ones. The rules of unchanged chains, and the sets they name, are not touched.
@@ -3874,8 +3932,13 @@ class IptablesBackend : public Backend {
           }
         }
       }
-      auto top = plan.chains[f].find(std::string(kTopChain));
-      if (top != plan.chains[f].end()) in.chains[f][top->first] = top->second;
+      // The dispatch chains (written or gone).
+      for (const auto& [name, rules] : plan.chains[f]) {
+        if (IsDispatchChain(name)) in.chains[f][name] = rules;
+      }
+      for (const std::string& name : plan.deleted[f]) {
+        if (IsDispatchChain(name)) in.chains[f].erase(name);
+      }
     }
     // The sets and their names.
     for (const std::string& name : plan.destroyed) {
@@ -4041,7 +4104,6 @@ class IptablesBackend : public Backend {
                     " rule 1: -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT (replies and "
                     "established flows stop here; a new flow continues)\n");
 
-    const Chain& top = fam.chains[0];
     bool dropped = false;
     bool dispatched = false;
     for (int d : {kEgress, kIngress}) {
@@ -4058,12 +4120,14 @@ class IptablesBackend : public Backend {
       }
       if (hit == nullptr) continue;
       dispatched = true;
+      const Chain& dispatch = fam.chains[hit->chain];
       const ir::Endpoint& ep = ir.endpoints(hit->endpoint);
       const TableChain& tc = model->tables[ep.table()][d][f];
       absl::StrAppend(&out, "  ", d == kEgress ? "egress of " : "ingress of ",
                       EndpointName(ir, hit->endpoint), " (table ", ep.table(), "; policies ",
                       EscapeText(absl::StrJoin(ir.tables(ep.table()).policies(), ", ")), "):\n    ",
-                      kTopChain, " rule ", hit->rule + 1, ": ", top.rules[hit->rule], "\n",
+                      kTopChain, ": -j ", dispatch.name, "; ", dispatch.name, " rule ",
+                      hit->rule + 1, ": ", dispatch.rules[hit->rule], "\n",
                       "      matches: set ",
                       DispatchSetName(0, f, ep.table()), " holds ", me_text,
                       f == 0 ? "/32" : "/128", "\n");

@@ -14,14 +14,23 @@
 //   FORWARD ── rule 1: -j NP-FORWARD
 //   NP-FORWARD
 //     -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT     replies, established flows
+//     -j NP-D<k>                 per dispatch chain: tables k*32 .. k*32+31 (with a rule)
+//     (falls off the end: RETURN to FORWARD)
+//   NP-D<k>
 //     -m set --match-set np-g<G>-v4-t<t> src -j NP-T<t>-EG    per table restricting egress
 //     -m set --match-set np-g<G>-v4-t<t> dst -j NP-T<t>-IN    per table restricting ingress
-//     (falls off the end: RETURN to FORWARD)
 //   np-g<G>-v4-t<t> (hash:ip; -v6- in ip6tables): the dispatch set, the addresses of table
 //   t's endpoints on this node, for both directions (a table without one in a family has no
-//   chain, set or rule there). Every egress rule comes before every ingress rule; among
-//   tables the order does not matter (CheckIr: an address belongs to one endpoint). A new
-//   flow walks one rule per table chain here, not one per pod address.
+//   chain, set or rule there). In each dispatch chain every egress rule comes before every
+//   ingress rule; among tables the order does not matter (CheckIr: an address belongs to one
+//   endpoint, and np's chains only RETURN or DROP: a packet's verdict is the AND of the
+//   chains it is sent through). A new flow walks one rule per table chain, not one per pod
+//   address. Why the dispatch chains (kDispatchChainTables): an in-place update inserts or
+//   deletes a table's dispatch rules by position, and iptables-restore (nf_tables variant)
+//   fetches every rule of a chain it edits by position — with the rules in NP-FORWARD, 2,000
+//   rules at 1,000 tables (~0.5 MB of netlink dump per restore) for one rule's edit; now at
+//   most 64. The per-packet walk is still one rule per table chain (the jumps to the dispatch
+//   chains are unconditional).
 //   NP-T<t>-IN / NP-T<t>-EG               one chain per (table, restricted direction: isolated
 //                                         by NetworkPolicy or with tier rules, util.h Restricted)
 //     [<match> -m comment --comment "admin[i] <origin>" -j RETURN|-j DROP|-g NP-T<t>-IN-NP]
@@ -38,8 +47,8 @@
 //   A tier rule without protocol (PROTOCOL_UNSPECIFIED) has no -p: it matches ICMP too.
 //
 // A new flow from a node endpoint passes its egress chain first (RETURN = allowed), then the
-// destination's ingress chain; any DROP ends it. A `-g` chain's end returns to NP-FORWARD,
-// as the main chain's would. Peers are matched by address, so there is no identity lookup
+// destination's ingress chain; any DROP ends it. A `-g` chain's end returns to the dispatch
+// chain, as the main chain's would. Peers are matched by address, so there is no identity lookup
 // that could miss (a generation's sets are complete before any rule names them). np only ever drops: what the policy allows
 // returns to FORWARD, whose other rules and policy (the CNI's, the node's) still apply.
 // Dispatch is by endpoint address, not interface: it works on routed veths and on a bridge
@@ -78,11 +87,12 @@
 // what carries over; any pair is right, the ids only decide how much changes): every peer
 // set or dispatch set whose contents change gets a NEW set (fresh name, filled over
 // netlink) before ONE `iptables-restore --noflush` per family whose rules differ rewrites
-// only the chains that differ (NP-FORWARD only when dispatch changes), then the sets no
+// only the chains that differ (a dispatch chain only when dispatch changes), then the sets no
 // rule names are destroyed. That restore deletes nothing on the event's path (a restore that
 // deletes costs ~14 ms more): a changed chain's new rules are made as `<chain>-NEW` and the
-// chain gets a first rule `-g <chain>-NEW` (a chain an old NP-FORWARD rule going away jumps to
-// is made inert, `-j RETURN`, instead), NP-FORWARD's new rules are inserted beside the old;
+// chain gets a first rule `-g <chain>-NEW` (a chain an old dispatch rule going away jumps to
+// is made inert, `-j RETURN`, instead), the dispatch chains' new rules are inserted beside
+// the old;
 // the old rules and chains are deleted, the chains refilled or renamed and the unused sets
 // destroyed by a cleanup on a thread of the backend's, which the next call waits for
 // (RulesPlan::switch_restore / cleanup; IptablesSettle). Each family's table switches in one transaction, and no set a
@@ -114,8 +124,9 @@
 //    its table or takes the last one away): the in-place rules path planned from the delta,
 //    the installed chains and sets and an index of them (iptables.cc, PlanRulesFromDelta):
 //    only the tables the delta replaces or adds, whose endpoints change or that name a peer
-//    set it remakes are rendered, NP-FORWARD is edited by position (-I/-D/-R: one rule per
-//    table chain, never flushed and refilled), new sets for what changed, one restore per
+//    set it remakes are rendered, the dispatch chains of those whose dispatch rules change are
+//    edited by position (-I/-D: never flushed and refilled; NP-FORWARD when a dispatch chain
+//    comes or goes), new sets for what changed, one restore per
 //    family — the same edit the whole-model path makes. A pod delta adds the element edits
 //    of the sets that keep their names, around the restore in the order above (the restore
 //    is its dispatch going in or out);
@@ -189,6 +200,11 @@ inline constexpr absl::string_view kSetPrefix = "np-g";
 inline constexpr int kMaxInlinePrefixes = 4;
 inline constexpr int kMaxPodSets = 1024;
 
+// NP-FORWARD jumps to one dispatch chain NP-D<k> per this many table ids (t / 32 = k), which
+// holds their dispatch rules: a table coming or going is a positional edit of a chain of at
+// most 64 rules, which is all iptables-restore fetches for it (not one rule per table chain).
+inline constexpr uint32_t kDispatchChainTables = 32;
+
 // The three restore inputs for one IR, plus their sizes (for tests and benchmarks).
 struct Ruleset {
   // `ipset restore` input: creates and fills the sets of generation `generation`.
@@ -258,14 +274,15 @@ struct RulesPlan {
   std::vector<std::string> created;
   // 2. Per family (0 = IPv4, 1 = IPv6): the `iptables-restore --noflush` input that
   //    declares (so flushes) and refills only the chains whose rules differ, adds new
-  //    chains and deletes gone ones, and edits NP-FORWARD's changed dispatch rules by
-  //    position (-I/-D/-R N), in one transaction; "" when the family's rules stay.
+  //    chains and deletes gone ones, and edits the dispatch chains' (NP-FORWARD, NP-D<k>)
+  //    changed rules by position (-I/-D/-R N), in one transaction; "" when the family's
+  //    rules stay.
   std::string restore[2];
   // 2'. What the backend runs instead of `restore`, per family: `switch_restore` makes the
   //    same change in one transaction that deletes nothing (a changed chain's new rules
   //    made as `<chain>-NEW` and the chain given a first rule `-g <chain>-NEW`, or `-j
-  //    RETURN` when an old NP-FORWARD rule to it goes away; NP-FORWARD's new rules inserted
-  //    beside the old ones; gone chains made inert: the new program's verdicts at once,
+  //    RETURN` when an old dispatch rule to it goes away; the dispatch chains' new rules
+  //    inserted beside the old ones; gone chains made inert: the new program's verdicts at once,
   //    iptables.cc ChainRewrite has the argument); `cleanup`, deferred off the event's path
   //    (the next call waits for it), deletes the old rules and chains, renames or refills,
   //    leaving exactly what `restore` leaves. A deleting restore costs ~14 ms more than one

@@ -912,8 +912,12 @@ TEST(IptablesKernel, NodePodTableDeltasGoByTheDeltaAndGetTheIrsVerdicts) {
   int by_delta = 0, events = 0, probed = 0, changed = 0;
   for (uint64_t seed = first_seed; seed < first_seed + seeds; ++seed) {
     SCOPED_TRACE(absl::StrCat("seed ", seed, " (replay: NP_TEST_SEED=", seed, ")"));
-    const ir::CompiledPolicy with = NodePodTableIr(seed, true);
-    const ir::CompiledPolicy without = NodePodTableIr(seed, false);
+    // Odd seeds: tables 30-32, so that x/b's table 32 comes and goes with a dispatch chain
+    // of its own (NP-D1).
+    const ir::CompiledPolicy with =
+        testutil::WithTablesFrom(NodePodTableIr(seed, true), seed % 2 * 30);
+    const ir::CompiledPolicy without =
+        testutil::WithTablesFrom(NodePodTableIr(seed, false), seed % 2 * 30);
     ASSERT_TRUE(backend->Apply(with, lab.where).ok());
     for (const bool adding : {false, true}) {
       SCOPED_TRACE(adding ? "x/b added with its table" : "x/b deleted with its table");
@@ -1056,7 +1060,9 @@ void RunStableEvents(
     SCOPED_TRACE(absl::StrCat("seed ", seed, " (replay: NP_TEST_SEED=", seed, ")"));
     std::mt19937_64 rng(seed + rng_offset);
     std::unique_ptr<Backend> backend = MakeIptablesBackend();
-    ir::CompiledPolicy current = testutil::WithPods(testutil::RandomIr(seed + program_offset));
+    // Odd seeds: tables from id 30 on (dispatch chains NP-D0 and NP-D1, and more to come).
+    ir::CompiledPolicy current = testutil::WithPods(
+        testutil::WithTablesFrom(testutil::RandomIr(seed + program_offset), seed % 2 * 30));
     ASSERT_TRUE(backend->Apply(current, two.at_inc).ok());
     for (int step = 0; step < 12; ++step) {
       const int kind = static_cast<int>(rng() % testutil::kStableEventKinds);
@@ -1208,7 +1214,9 @@ TEST(IptablesKernel, StableEventsInPlaceGetTheIrsVerdictsOnPackets) {
   for (uint64_t seed = 0; seed < 3; ++seed) {
     SCOPED_TRACE(absl::StrCat("seed ", seed));
     std::mt19937_64 rng(seed + 77);
-    ir::CompiledPolicy current = testutil::WithPods(testutil::RandomThreePodIr(seed + 20));
+    // Seed 1: tables from id 30 on (dispatch chains NP-D0 and NP-D1, and more to come).
+    ir::CompiledPolicy current = testutil::WithPods(
+        testutil::WithTablesFrom(testutil::RandomThreePodIr(seed + 20), seed % 2 * 30));
     ASSERT_TRUE(backend->Apply(current, lab.where).ok());
     for (int step = 0; step < 6; ++step) {
       const int kind = static_cast<int>(rng() % testutil::kStableEventKinds);
@@ -1237,6 +1245,16 @@ TEST(IptablesKernel, StableEventsInPlaceGetTheIrsVerdictsOnPackets) {
             << " probe verdicts changed by them\n";
 }
 
+// `first` with a policy added: a new peer set {1, 3} on a's ingress, TCP 9100 (a rules
+// update: the in-place rules path's case).
+ir::CompiledPolicy WithPolicyAdded(const ir::CompiledPolicy& first) {
+  ir::CompiledPolicy second = first;
+  const uint32_t added = AddPeerSet(second, false, {1, 3});
+  AddRule(second.mutable_tables(0)->mutable_ingress(), ir::TCP, 9100, 9100, added);
+  EXPECT_TRUE(CheckIr(second).ok()) << CheckIr(second);
+  return second;
+}
+
 // What the in-place rules path refuses goes full and is right: an instance that installed
 // nothing in the namespace; and a new set's name taken already in the kernel (the create
 // refuses it: NLM_F_EXCL), after which Apply replaces everything. Both end equal to a fresh
@@ -1246,10 +1264,7 @@ TEST(IptablesKernel, RefusedInPlaceRulesGoFullAndAreRight) {
   IncAndFresh two("npiptr");
   // (With pods: a peer set of pods gets a set, however few its addresses.)
   const ir::CompiledPolicy first = testutil::WithPods(FirstIr());
-  ir::CompiledPolicy second = first;  // a policy added: a new peer set {1, 3} on a's ingress
-  const uint32_t added = AddPeerSet(second, false, {1, 3});
-  AddRule(second.mutable_tables(0)->mutable_ingress(), ir::TCP, 9100, 9100, added);
-  ASSERT_TRUE(CheckIr(second).ok()) << CheckIr(second);
+  const ir::CompiledPolicy second = WithPolicyAdded(first);
   {
     std::unique_ptr<Backend> other = MakeIptablesBackend();
     ASSERT_TRUE(other->Apply(first, two.at_inc).ok());
@@ -1309,10 +1324,7 @@ TEST(IptablesKernel, RunningRestoreToolFailuresAreSeenAndItComesBack) {
   if (Skip()) GTEST_SKIP() << "needs root, ip netns and ipset";
   IncAndFresh two("npiptk");
   const ir::CompiledPolicy first = testutil::WithPods(FirstIr());
-  ir::CompiledPolicy second = first;  // a policy added: a new peer set {1, 3} on a's ingress
-  const uint32_t added = AddPeerSet(second, false, {1, 3});
-  AddRule(second.mutable_tables(0)->mutable_ingress(), ir::TCP, 9100, 9100, added);
-  ASSERT_TRUE(CheckIr(second).ok()) << CheckIr(second);
+  const ir::CompiledPolicy second = WithPolicyAdded(first);
   std::unique_ptr<Backend> backend = MakeIptablesBackend();
   ASSERT_TRUE(backend->Apply(first, two.at_inc).ok());
   // In place there and back: the tools start once and stay.
@@ -1339,13 +1351,14 @@ TEST(IptablesKernel, RunningRestoreToolFailuresAreSeenAndItComesBack) {
   for (absl::string_view line : absl::StrSplit(plan->switch_restore[0], '\n')) {
     std::vector<std::string> w = absl::StrSplit(line, ' ');
     if (w.size() > 2 && (w[0] == "-I" || w[0] == "-A") && w[1] != std::string(kTopChain) &&
-        !absl::EndsWith(w[1], "-NEW")) {
+        !absl::StartsWith(w[1], "NP-D") && !absl::EndsWith(w[1], "-NEW")) {
       edited = w[1];
       break;
     }
   }
   ASSERT_FALSE(edited.empty()) << plan->switch_restore[0];
   Must({"iptables", "-F", std::string(kTopChain)}, two.inc);
+  Must({"iptables", "-F", "NP-D0"}, two.inc);  // the dispatch chain of tables 0 and 1
   Must({"iptables", "-F", edited}, two.inc);
   Must({"iptables", "-X", edited}, two.inc);
   ASSERT_TRUE(backend->Update(first, second, two.at_inc).ok());

@@ -33,6 +33,7 @@ using testutil::RandomIr;
 using testutil::RandomChurnStep;
 using testutil::RandomRelabelStep;
 using testutil::WithPods;
+using testutil::WithTablesFrom;
 
 // The rendered texts, parsed back.
 struct Parsed {
@@ -192,9 +193,9 @@ class Oracle {
 // Returns "DROP" or "RETURN" (off the end of NP-FORWARD).
 std::string RunChain(const Parsed& p, int f, const std::string& chain, const std::string& src,
                 const std::string& dst, ir::Protocol protocol, uint32_t port, int depth = 0) {
-  // NP-FORWARD, a table chain, its stage chain; during an in-place switch each may go on
-  // to its -NEW rules (a trampoline).
-  EXPECT_LT(depth, 5) << "jumps too deep";
+  // NP-FORWARD, a dispatch chain, a table chain, its stage chain; during an in-place switch
+  // the last two may go on to their -NEW rules (a trampoline).
+  EXPECT_LT(depth, 6) << "jumps too deep";
   const auto& rules = p.chains[f].at(chain);
   for (const std::vector<std::string>& t : rules) {
     bool match = true;
@@ -430,21 +431,27 @@ TEST(RenderRuleset, PropertiesOnRandomIrs) {
       }
       EXPECT_EQ(r->port_rules[f], port_rules);
       EXPECT_EQ(r->tier_rules[f], tier_rules);
-      // NP-FORWARD: the conntrack rule, then one jump per table with a local address of the
-      // family and restricted direction, through its dispatch set: every egress one
+      // NP-FORWARD: the conntrack rule, then a jump to each dispatch chain NP-D<k> in order;
+      // NP-D<k>: one jump per table t with t / kDispatchChainTables = k, a local address of
+      // the family and a restricted direction, through its dispatch set: every egress one
       // (source address) before every ingress one (destination address).
-      std::vector<std::vector<std::string>> dispatch;
+      std::map<uint32_t, std::vector<std::vector<std::string>>> dispatch;
       for (int d : {1, 0}) {
         for (uint32_t t : tables_used[f]) {
           if (!Restricted(d == 0 ? ir.tables(t).ingress() : ir.tables(t).egress())) continue;
-          dispatch.push_back({"-m", "set", "--match-set", DispatchSetName(0, f, t),
-                              d == 0 ? "dst" : "src", "-j",
-                              absl::StrCat("NP-T", t, d == 0 ? "-IN" : "-EG")});
+          dispatch[t / kDispatchChainTables].push_back(
+              {"-m", "set", "--match-set", DispatchSetName(0, f, t), d == 0 ? "dst" : "src",
+               "-j", absl::StrCat("NP-T", t, d == 0 ? "-IN" : "-EG")});
         }
       }
       const auto& top = p.chains[f]["NP-FORWARD"];
       ASSERT_EQ(top.size(), 1 + dispatch.size());
-      EXPECT_EQ(std::vector<std::vector<std::string>>(top.begin() + 1, top.end()), dispatch);
+      size_t jump = 1;
+      for (const auto& [k, rules] : dispatch) {
+        const std::string chain = absl::StrCat("NP-D", k);
+        EXPECT_EQ(top[jump++], (std::vector<std::string>{"-j", chain}));
+        EXPECT_EQ(p.chains[f][chain], rules) << chain;
+      }
       int total = 0;
       for (const auto& [name, rules] : p.chains[f]) total += static_cast<int>(rules.size());
       EXPECT_EQ(r->rules[f], total);
@@ -564,7 +571,8 @@ TEST(IptablesBackend, RenderHasThreeSectionsInOrder) {
   // x/a (10.0.0.1) is table 0's one address, ingress only: one dispatch set and rule.
   EXPECT_TRUE(absl::StrContains(*text, "create np-g0-v4-t0 hash:ip family inet ")) << *text;
   EXPECT_TRUE(absl::StrContains(*text, "add np-g0-v4-t0 10.0.0.1/32\n")) << *text;
-  EXPECT_TRUE(absl::StrContains(*text, "-A NP-FORWARD -m set --match-set np-g0-v4-t0 dst -j "
+  EXPECT_TRUE(absl::StrContains(*text, "-A NP-FORWARD -j NP-D0\n")) << *text;
+  EXPECT_TRUE(absl::StrContains(*text, "-A NP-D0 -m set --match-set np-g0-v4-t0 dst -j "
                                        "NP-T0-IN\n")) << *text;
   EXPECT_FALSE(absl::StrContains(*text, " src -j NP-T0")) << *text;
   EXPECT_FALSE(absl::StrContains(*text, "np-g0-v6")) << *text;
@@ -1685,16 +1693,17 @@ TEST(PlanRulesUpdate, HandWrittenPolicyAddDeleteAndEndpointMove) {
   plan = MustPlanRules(base, moved, 0);
   EXPECT_EQ(plan.created, (std::vector<std::string>{"np-g1-v4-t1", "np-g1-v6-t1"}));
   for (int f = 0; f < 2; ++f) {
-    EXPECT_EQ(plan.chains_written[f], 2);  // NP-FORWARD and NP-T1-IN
-    // NP-T1-IN declared and filled; NP-FORWARD not flushed: its jump to it inserted after
-    // table 0's (rule 1 accepts established flows, rules 2 and 3 dispatch table 0).
+    EXPECT_EQ(plan.chains_written[f], 2);  // NP-D0 and NP-T1-IN
+    // NP-T1-IN declared and filled; NP-D0 (tables 0-31) not flushed: its jump to it inserted
+    // after table 0's (rules 1 and 2 dispatch table 0); NP-FORWARD unchanged.
     EXPECT_TRUE(absl::StartsWith(plan.restore[f], "*filter\n:NP-T1-IN - [0:0]\n-A NP-T1-IN "))
         << plan.restore[f];
     EXPECT_TRUE(absl::StrContains(
-        plan.restore[f], absl::StrCat("\n-I NP-FORWARD 4 -m set --match-set np-g1-v", 4 + 2 * f,
+        plan.restore[f], absl::StrCat("\n-I NP-D0 3 -m set --match-set np-g1-v", 4 + 2 * f,
                                       "-t1 dst -j NP-T1-IN\nCOMMIT\n")))
         << plan.restore[f];
-    EXPECT_FALSE(absl::StrContains(plan.restore[f], ":NP-FORWARD")) << plan.restore[f];
+    EXPECT_FALSE(absl::StrContains(plan.restore[f], "NP-FORWARD")) << plan.restore[f];
+    EXPECT_FALSE(absl::StrContains(plan.restore[f], ":NP-D0")) << plan.restore[f];
     EXPECT_FALSE(absl::StrContains(plan.restore[f], ":NP-T0-IN")) << plan.restore[f];
   }
   // And back: table 1 a tombstone; its chains and dispatch sets go.
@@ -1704,7 +1713,7 @@ TEST(PlanRulesUpdate, HandWrittenPolicyAddDeleteAndEndpointMove) {
   EXPECT_EQ(plan.destroyed, (std::vector<std::string>{"np-g0-v4-t1", "np-g0-v6-t1"}));
   for (int f = 0; f < 2; ++f) {
     EXPECT_EQ(plan.chains_deleted[f], 1);
-    EXPECT_TRUE(absl::StrContains(plan.restore[f], "\n-D NP-FORWARD 4\n-X NP-T1-IN\nCOMMIT\n"))
+    EXPECT_TRUE(absl::StrContains(plan.restore[f], "\n-D NP-D0 3\n-X NP-T1-IN\nCOMMIT\n"))
         << plan.restore[f];
   }
 }
@@ -1724,7 +1733,8 @@ TEST(PlanRulesUpdate, EveryStepGivesOldOrNewVerdictsOnRandomStableEvents) {
   for (uint64_t seed = 0; seed < 20; ++seed) {
     SCOPED_TRACE(absl::StrCat("seed ", seed));
     std::mt19937_64 rng(seed * 104729 + 7);
-    ir::CompiledPolicy current = WithPods(RandomIr(seed));
+    // Odd seeds: tables from id 30 on (dispatch chains NP-D0 and NP-D1, and more to come).
+    ir::CompiledPolicy current = WithPods(WithTablesFrom(RandomIr(seed), seed % 2 * 30));
     uint32_t generation = static_cast<uint32_t>(seed % 3);
     for (int step = 0; step < 10; ++step) {
       const int kind = static_cast<int>(rng() % testutil::kStableEventKinds);
@@ -1803,7 +1813,8 @@ TEST(PlanRulesUpdateDelta, IsPlanRulesUpdateOnRandomStableEventDeltas) {
   for (uint64_t seed = first_seed; seed < first_seed + seeds; ++seed) {
     SCOPED_TRACE(absl::StrCat("seed ", seed, " (replay: NP_TEST_SEED=", seed, ")"));
     std::mt19937_64 rng(seed * 7919 + 3);
-    ir::CompiledPolicy current = WithPods(RandomIr(seed + 500));
+    // Odd seeds: tables from id 30 on (dispatch chains NP-D0 and NP-D1, and more to come).
+    ir::CompiledPolicy current = WithPods(WithTablesFrom(RandomIr(seed + 500), seed % 2 * 30));
     uint32_t generation = static_cast<uint32_t>(seed % 4);
     for (int step = 0; step < 12; ++step) {
       const int kind = static_cast<int>(rng() % testutil::kStableEventKinds);
@@ -1935,7 +1946,9 @@ TEST(PlanRulesUpdateDelta, PodBringingOrRetiringItsTableGivesOldOrNewVerdicts) {
   for (uint64_t seed = first_seed; seed < first_seed + seeds; ++seed) {
     SCOPED_TRACE(absl::StrCat("seed ", seed, " (replay: NP_TEST_SEED=", seed, ")"));
     std::mt19937_64 rng(seed * 31337 + 11);
-    std::optional<PodTablePair> pair = PodWithOwnTable(WithPods(RandomIr(seed + 900)), rng);
+    // Odd seeds: tables from id 30 on (dispatch chains NP-D0 and NP-D1).
+    std::optional<PodTablePair> pair =
+        PodWithOwnTable(WithPods(WithTablesFrom(RandomIr(seed + 900), seed % 2 * 30)), rng);
     if (!pair.has_value()) continue;
     for (const bool adding : {true, false}) {
       SCOPED_TRACE(adding ? "added" : "removed");

@@ -192,6 +192,21 @@ ir::CompiledPolicy RandomIr(uint64_t seed) {
   return ir;
 }
 
+ir::CompiledPolicy WithTablesFrom(const ir::CompiledPolicy& ir, uint32_t unused) {
+  ir::CompiledPolicy out = ir;
+  out.clear_tables();
+  for (uint32_t t = 0; t < unused; ++t) out.add_tables()->set_id(t);
+  for (const ir::Table& table : ir.tables()) {
+    ir::Table* moved = out.add_tables();
+    *moved = table;
+    moved->set_id(table.id() + unused);
+  }
+  for (ir::Endpoint& e : *out.mutable_endpoints()) {
+    if (e.selected()) e.set_table(e.table() + unused);
+  }
+  return out;
+}
+
 ir::CompiledPolicy WithPods(ir::CompiledPolicy ir) {
   std::vector<std::set<std::string>> pods(ir.identities_size());
   for (const auto* ranges : {&ir.ipv4(), &ir.ipv6()}) {

@@ -81,6 +81,12 @@ ir::CompiledPolicy IrFromPoints(const std::vector<Point>& points);
 // np::LowerToIr fills Identity.pods; RandomIr and IrFromPoints leave them empty).
 ir::CompiledPolicy WithPods(ir::CompiledPolicy ir);
 
+// `ir` with `unused` unused tables (tombstones) ahead of its own, which are renumbered from
+// id `unused` (endpoints follow): a program whose tables spread over several dispatch chains
+// (iptables.h kDispatchChainTables), and whose next new table (StableEvent: the lowest
+// tombstone) lands in another one.
+ir::CompiledPolicy WithTablesFrom(const ir::CompiledPolicy& ir, uint32_t unused);
+
 // Seeded random pod events on a program with pods (WithPods), for update tests: one address
 // range (two, one time in four) gets a random identity — mostly single addresses (pods); and
 // a relabel into a class of its own: one pod's address gets a new identity, appended, which
