@@ -28,7 +28,10 @@ split in two ("split": the identity maps and identity chains in a table of their
 two base chains doing the identity lookups, the dispatch maps, table chains and peer sets in
 another with two base chains doing the dispatch), and per round one commit retargeting a
 single-address identity element to another identity chain and one back — an other-node
-pod event's commit — in each.
+pod event's commit — in each; and per round one commit adding that address to egress4 as a
+jump to a table chain and one deleting it — a node-0 pod's dispatch entry, its table there —
+in the one table and in the split's policy table (which the dispatch maps and table chains
+must share: a jump names a chain of its own table).
 """
 import argparse, os, socket, struct, subprocess, sys, time
 
@@ -256,17 +259,28 @@ def listing_cost(args):
     new_chain = next(name(b) for b in identity if name(b).startswith("id_") and name(b) != old_chain)
     key = socket.inet_aton(addr)
     end = struct.pack(">I", struct.unpack(">I", key)[0] + 1)
+    # A node-0 pod's dispatch entry (its table there): `addr` (a remote pod's, so free in the
+    # dispatch maps) added to egress4 as a jump to an existing egress table chain, then deleted.
+    table_chain = next(name(b) for b in rest if re.match(r"t\d+_egress", name(b)))
     nl = Netlink()
     times = {"one": [], "split_id": []}
+    dispatch = {"one": ([], []), "split_policy": ([], [])}
     for _ in range(args.rounds):
         for table in times:
             for to in (new_chain, old_chain):
                 times[table].append(nl.commit([element(table, map4, key, end, add=False),
                                                element(table, map4, key, end, jump=to)]) * 1e3)
+        for table, (adds, deletes) in dispatch.items():
+            adds.append(nl.commit([element(table, disp["egress4"], key, jump=table_chain)]) * 1e3)
+            deletes.append(nl.commit([element(table, disp["egress4"], key, add=False)]) * 1e3)
     print(f"{args.listing}: {len(blocks)} objects; {addr} retargeted {old_chain} <-> {new_chain}, "
           f"{args.rounds} rounds; load {os.getloadavg()[0]:.2f}")
     for table, t in times.items():
-        print(f"{table:9s} commit ms p50 {quantile(t, .5):.3f} p90 {quantile(t, .9):.3f}")
+        print(f"{table:12s} identity retarget commit ms p50 {quantile(t, .5):.3f} p90 {quantile(t, .9):.3f}")
+    for table, (adds, deletes) in dispatch.items():
+        print(f"{table:12s} dispatch add -> {table_chain} ms p50 {quantile(adds, .5):.3f} "
+              f"p90 {quantile(adds, .9):.3f}; delete p50 {quantile(deletes, .5):.3f} "
+              f"p90 {quantile(deletes, .9):.3f}")
 
 
 def main():
