@@ -134,7 +134,8 @@
 //  base chains switched 200 times between two programs that both deny a UDP flow, in one
 //  commit, let 5 of 765,000 packets through (old first chain, new second); two one-sided
 //  commits, 48,594 of 376,000 (the state between admits); the conjunction with a grace
-//  period, and one base chain holding both sides, none (2026-12-02, 6.18, load 9).
+//  period, one base chain holding both sides, and case (5)'s pairs of tables (the new pair
+//  beside the old, a grace period, the old deleted), none (2026-12-02, 6.18, load 9-22).
 // A packet's verdict is (egress side) AND (ingress side); each side reads one P chain and
 // the mark its I chain wrote. With one table F1 gave one rule bit per packet; with two, each
 // commit must give every monotone split (and every per-lookup mix of elements, as above) the

@@ -14,7 +14,11 @@
 #           a grace period (membarrier), then one commit writing the target program.
 #   nowait: `and` without the grace period (a packet may span both commits). May fail.
 #   single: one base chain holding both sides (np's one table today). Never fails.
-# Usage: split_commit_window.sh [one|sides|and|nowait|single] [switches, default 300]
+#   pairs:  the generation switch of nft.h case (5) in miniature: each program is a pair of
+#           tables (e_<g>, i_<g>) in one of two priority bands; the new pair is added beside
+#           the old one (a packet runs both: old AND new), a grace period, then the old pair
+#           is deleted. Never fails.
+# Usage: split_commit_window.sh [one|sides|and|nowait|single|pairs] [switches, default 300]
 #   [filler rules, default 300]. Prints sent, admitted, dropped; exits 1 when any was
 #   admitted.
 set -eu
@@ -30,10 +34,25 @@ drop='udp dport 9 drop'
 # side <table> <chain> <rule or empty>: the chain's rules replaced (filler first in e).
 side() {
   printf 'flush chain inet %s %s\n' "$1" "$2"
-  if [ "$1" = e ] || [ "$mode" = single ]; then fill | sed "s/^/add rule inet $1 $2 /"; fi
+  if [ "${1%%_*}" = e ] || [ "$mode" = single ]; then fill | sed "s/^/add rule inet $1 $2 /"; fi
   [ -z "$3" ] || printf 'add rule inet %s %s %s\n' "$1" "$2" "$3"
 }
-if [ "$mode" = single ]; then
+# pair <g> <old|new> <band>: tables e_<g> and i_<g> holding that program, in priority band 0
+# (0, 1) or 1 (10, 11): a pair's two chains are consecutive, two pairs do not interleave.
+pair() {
+  local t
+  for t in e i; do
+    printf 'add table inet %s_%s\nadd chain inet %s_%s out { type filter hook output priority %d; policy accept; }\n' \
+      "$t" "$1" "$t" "$1" $((10 * $3 + $([ $t = e ] && echo 0 || echo 1)))
+  done
+  if [ "$2" = old ]; then side "e_$1" out ''; side "i_$1" out "$drop"
+  else side "e_$1" out "$drop"; side "i_$1" out ''; fi
+}
+unpair() { printf 'delete table inet e_%s\ndelete table inet i_%s\n' "$1" "$1"; }
+if [ "$mode" = pairs ]; then
+  program() { :; }
+  pair 0 old 0 | in_ns nft -f -
+elif [ "$mode" = single ]; then
   in_ns nft -f - <<'NFT'
 table inet s {
   chain e_side { }
@@ -77,8 +96,13 @@ sender=$!
 sleep 0.5
 grace() { python3 -c 'import ctypes; ctypes.CDLL(None).syscall(324, 1, 0, 0)'; }  # MEMBARRIER_CMD_GLOBAL
 to=new
+g=0
 for _ in $(seq 1 "$n"); do
   case "$mode" in
+    pairs)
+      pair $((g + 1)) "$to" $(((g + 1) % 2)) | in_ns nft -f -
+      grace
+      unpair "$g" | in_ns nft -f - ;;
     one|single) program "$to" | in_ns nft -f - ;;
     sides)
       program "$to" | awk '/ e / {print}' | in_ns nft -f -
@@ -90,6 +114,7 @@ for _ in $(seq 1 "$n"); do
     *) echo "unknown mode $mode" >&2; exit 2 ;;
   esac
   if [ "$to" = new ]; then to=old; else to=new; fi
+  g=$((g + 1))
 done
 status=0
 wait $sender || status=$?
