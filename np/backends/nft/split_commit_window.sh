@@ -19,8 +19,8 @@
 #           the old one (a packet runs both: old AND new), a grace period, then the old pair
 #           is deleted. Never fails.
 # Usage: split_commit_window.sh [one|sides|and|nowait|single|pairs] [switches, default 300]
-#   [filler rules, default 300]. Prints sent, admitted, dropped; exits 1 when any was
-#   admitted.
+#   [filler rules, default 300]. Prints sent, accepted (admitted), dropped (udp_blast.py);
+#   exits 1 when any was admitted.
 set -eu
 mode=${1:-one}; n=${2:-300}; filler=${3:-300}
 ns=np-splitwindow-$$
@@ -80,18 +80,7 @@ NFT
   }
 fi
 program old | in_ns nft -f -
-in_ns python3 -c '
-import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-sent = dropped = 0
-end = time.time() + float(sys.argv[1])
-while time.time() < end:
-    try:
-        s.sendto(b"x", ("127.0.0.1", 9)); sent += 1
-    except PermissionError:
-        dropped += 1
-print("mode", sys.argv[2], "sent", sent + dropped, "admitted", sent, "dropped", dropped)
-sys.exit(1 if sent else 0)' $((n / 20 + 5)) "$mode" &
+in_ns python3 "$(dirname "$0")/udp_blast.py" $((n / 20 + 5)) "$mode" --accepted-fails &
 sender=$!
 sleep 0.5
 grace() { python3 -c 'import ctypes; ctypes.CDLL(None).syscall(324, 1, 0, 0)'; }  # MEMBARRIER_CMD_GLOBAL
