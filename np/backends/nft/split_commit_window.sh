@@ -34,7 +34,7 @@ drop='udp dport 9 drop'
 # side <table> <chain> <rule or empty>: the chain's rules replaced (filler first in e).
 side() {
   printf 'flush chain inet %s %s\n' "$1" "$2"
-  if [ "${1%%_*}" = e ] || [ "$mode" = single ]; then fill | sed "s/^/add rule inet $1 $2 /"; fi
+  if [ "${1%%_*}" = e ] || [ "$2" = e_side ]; then fill | sed "s/^/add rule inet $1 $2 /"; fi
   [ -z "$3" ] || printf 'add rule inet %s %s %s\n' "$1" "$2" "$3"
 }
 # pair <g> <old|new> <band>: tables e_<g> and i_<g> holding that program, in priority band 0
