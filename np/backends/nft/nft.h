@@ -107,16 +107,97 @@
 // until the nft np runs with can list register forms. What the identity map costs besides
 // the validation: an interval map's commit is O(elements) by itself (10k addresses: ~0.5-1 ms
 // for a data element, against ~0.05 ms for a hash map: validation_cost.py, bench/RESULTS.md).
-// What nft 1.0.6 can do (not done yet): nf_tables validates per table, and 70-75 % of the
-// walk is the dispatch maps' elements into their table chains (perf on the 1000/10k bench).
-// With the identity maps and identity chains in a table of their own — its base chains doing
-// the two identity lookups, interleaved by priority with the policy table's two dispatch base
-// chains, the mark carrying the identity across as it does now — an other-node pod's commit
-// walks only that table: 12-15x cheaper on the bench's 1000/10k program (validation_cost.py
-// --listing). Before that can ship: each base chain reads the generation on its own, so a
-// packet whose walk spans a commit may run one table's old rules and the other's new ones,
-// which the in-place plans' safety arguments above (one rule generation per packet) do not
-// cover; and Apply, Remove, Explain and the listing-based recovery know one table.
+// Two tables: the safety argument, written before the code (issue 13; not shipped yet — what
+// np installs is still the one table above). nf_tables validates per table (nf_tables_validate
+// walks the tables a transaction marked), so with the identity maps and identity chains in a
+// table of their own ("I") and the dispatch maps, table chains and peer sets in another ("P"),
+// an identity element's commit — every other-node pod event's — walks I alone: 0.4-0.6 ms
+// against 1.5-10 ms for the bench's 1000/10k program (validation_cost.py --listing,
+// bench/RESULTS.md, h75 and h80). Base chains by priority: I.dst (the mark's identity set to
+// "miss", the destination looked up), P.egress (`ct state established,related accept`, the
+// egress dispatch by source), I.src ("miss", the source looked up), P.ingress (established
+// accept, the ingress dispatch by destination). An accept ends one base chain only (the next
+// priority still runs), so each P chain accepts established flows itself; a drop anywhere is
+// final. The mark carries an identity from an I chain to the P chain after it, as it does
+// within `forward` now. A node-0 pod's dispatch entry is not helped: its jump names a table
+// chain, which must be in the dispatch map's own table, so that commit still walks P (2.2 ms
+// p50 split against 1.3 one-table at load 10: the dispatch walk is most of the validation).
+// The facts the argument rests on (nf_tables on 6.18):
+//  F1 a packet reads the generation bit when it enters a base chain (nft_do_chain), and every
+//     rule it reaches from there (jumps, gotos, vmap targets) comes from that bit's blobs;
+//  F2 each set or map lookup reads the generation when it runs (as argued above);
+//  F3 a hook's base chains run in priority order in one RCU read section (nf_hook_slow):
+//     across a commit C a packet reads the state before C in a prefix of its four base chains
+//     and the state after C in the rest ("monotone"), and an RCU grace period between two
+//     commits leaves no packet spanning both (membarrier, as PlanElementUpdate's plans wait).
+//  F1 and case (4) below are checked by np/backends/nft/split_commit_window.sh: two OUTPUT
+//  base chains switched 200 times between two programs that both deny a UDP flow, in one
+//  commit, let 5 of 765,000 packets through (old first chain, new second); two one-sided
+//  commits, 48,594 of 376,000 (the state between admits); the conjunction with a grace
+//  period, one base chain holding both sides, and case (5)'s pairs of tables (the new pair
+//  beside the old, a grace period, the old deleted), none (2026-12-02, 6.18, load 9-22).
+// A packet's verdict is (egress side) AND (ingress side); each side reads one P chain and
+// the mark its I chain wrote. With one table F1 gave one rule bit per packet; with two, each
+// commit must give every monotone split (and every per-lookup mix of elements, as above) the
+// old or the new verdict of each flow. By kind of commit:
+//  (1) elements only, of one table (every pod-event commit: identity elements in I, dispatch
+//      elements in P — PlanElementUpdate's and PlanDeltaUpdate's one- and two-commit plans,
+//      PodTable's and Identity's pod parts): no rule differs between the bits, so the split
+//      is invisible and the one-table argument (per-lookup answers) holds word for word. This
+//      is what the split is for, and it needs nothing new.
+//  (2) rules of I only: identity chains created (empty to an old reader: "miss", read as
+//      id_other by the rules of the same P, as above) or retired (reached by no element of
+//      the bit that lacks them): each identity answer is an old or a new one — covered.
+//  (3) rules of P reachable from one side only (table chains of one direction, a peer set
+//      only that direction's rules read): the other side is the same from either bit, the
+//      changed side comes from one bit (F1) — old or new.
+//  (4) rules of both sides (a policy with ingress and egress rules, a peer set both read, an
+//      identity split): a packet can meet P.egress before the commit and P.ingress after it,
+//      egress_old AND ingress_new, which admits a flow both programs deny (old denies on
+//      ingress only, new on egress only); two one-sided commits in either order leave that mix
+//      as the state between. Safe form: two commits with a grace period between, through the
+//      conjunction — first each changed side chain runs its old rules, then its new ones (the
+//      old rules kept in a chain of another name, jumped to first: the side allows what both
+//      allow), then the new ones alone. Every monotone mix of the first commit lies between
+//      old AND new and old, of the second between old AND new and new; old AND new is, per
+//      flow, the old or the new verdict (they differ only where one denies), so every packet
+//      gets one of the two. A commit that also touches I (PlanSplitDelta: id_N and its
+//      elements with P's rules) goes in two: I's part first — P's rules name no N yet and read
+//      it as id_other, the old verdict, as (2) — then P's after a grace period (one commit,
+//      I.dst old with P.egress new, would read "miss" where the new rules expect N: a flow both
+//      allow, dropped). Cost: a second commit and a grace period (membarrier: 16 ms p50 on
+//      this VM at load 6.6) on such events.
+//      So the in-place policy plans (PlanInPlaceUpdate, PlanPolicyDelta, PlanSplitDelta,
+//      PodTable's table parts, PlanIdentityDelta's gains) must classify each commit by side
+//      and take that form for both-sided ones; until they do, the split must send those to the
+//      switch.
+//  (5) the generation switch (Apply) renumbers identities, so one generation's marks mean
+//      nothing to another's P: I.dst old with P.egress new reads an old identity as a new one
+//      (any verdict). So a generation is a pair of tables named with it (np_g<N>, np_id_g<N>)
+//      in one of two priority bands by N's parity, each pair's four chains consecutive, every
+//      P reading only marks its own I wrote just before. The switch: C1 the new pair's I (maps,
+//      identity chains, base chains; its lookups may miss in C1, as sets declared with their
+//      lookups do, which nothing reads yet); a grace period (a P that ran after a new I chain
+//      that was still empty would read the old pair's mark); C2 the new P's sets and maps
+//      (one commit ahead, as above); C3 the new P's chains and base chains (empty to a packet
+//      that entered them before C3: they allow, leaving the old verdict). From C3 every packet
+//      runs both pairs, each on its own marks: old AND new, per flow the old or the new
+//      verdict. After a grace period C4 deletes the old pair, its P before its I (its chains
+//      still running for walkers inside, their maps' elements gone: they allow, leaving the
+//      new pair's verdict).
+//  Install: C1-C3 with no old pair (nothing of np judges before C3, as before a first
+//  install today). Remove: a pair's P before its I, so no P outlives the I that writes its
+//  marks. Fail closed: a commit is all or nothing; an I without its P judges nothing; a P
+//  without its I (a hand deletion) would read marks no one wrote — so identities would go in
+//  the mark as n + 1 (0 never written by I) and P.egress would start with `meta mark &
+//  0xffff0000 == 0 drop` (capacity 65,533). Listing-based recovery and adoption list every
+//  `inet np*` table: one whole pair is adopted; anything else (half a pair, an old single
+//  table, more pairs) is replaced whole, as a foreign base chain is today. Explain reads the
+//  program (pure): it names the pair and the four chains in order. Per packet: three more
+//  base chains entered and two more established checks (validation_cost.py --packets on the
+//  1000/10k program: within the noise of a load of 19, -1.7 to +2.5 us paired; to measure on
+//  a quiet machine before shipping). What it would leave: a node-0 pod's
+//  dispatch add still validates P (above); MoveLocal stays a switch (below).
 // Capacity (Capacity(), `netpol compile --stats`): at most 65,534 identities (the mark
 // layout: 0xfffe and 0xffff are "other" and "miss"); tier rules count as rules. nf_tables has no hard limit on rules, sets or elements (memory aside), but load
 // time grows — with the square of the number of sets — so np keeps budgets: rules 150,000,

@@ -2069,15 +2069,50 @@ bool ExpectPodTableDelta(Backend& incremental, Backend& fresh, const std::string
   return after.pod_table_in_place > before.pod_table_in_place;
 }
 
-// The events by hand: the first pod of a class new to the node (its table appended,
-// then a tombstone reused), the last one leaving, and back; a second class; a pod of a class
-// whose table is there (a plain pod delta); a new class's pod with a pod delete in one batch.
-TEST_F(NftKernelTest, PodDeltasWithTablesInPlaceEqualAFreshApply) {
-  ScratchNetns scratch(absl::StrCat("h56-ptab-", getpid()));
+// The frame of the hand-written kernel sequences below: a scratch namespace (`netns_prefix`
+// and the pid) with `start` applied, then step i's program (`program(i)`, i < `steps`,
+// traced as `what(i)`) through UpdateDelta from the one before (ExpectDeltaListsAsFresh: it
+// lists as a fresh Apply); `check(i, stats before, stats after, incremental)` asserts what
+// the step's path was. One frame so that each test states only its steps and expectations.
+void RunDeltaSteps(
+    const std::string& netns_prefix, ir::CompiledPolicy start, size_t steps,
+    const std::function<std::string(size_t)>& what,
+    const std::function<ir::CompiledPolicy(size_t)>& program,
+    const std::function<void(size_t, const DeltaStats&, const DeltaStats&, Backend&)>& check) {
+  ScratchNetns scratch(absl::StrCat(netns_prefix, getpid()));
   ASSERT_TRUE(scratch.ok);
   const std::string& netns = scratch.name;
   std::unique_ptr<Backend> incremental = MakeNftBackend();
   std::unique_ptr<Backend> fresh = MakeNftBackend();
+  ir::CompiledPolicy current = std::move(start);
+  ASSERT_TRUE(incremental->Apply(current, {{}, netns}).ok());
+  for (size_t i = 0; i < steps; ++i) {
+    SCOPED_TRACE(what(i));
+    ir::CompiledPolicy next = program(i);
+    const auto [before, after] = ExpectDeltaListsAsFresh(*incremental, *fresh, netns, current, next);
+    if (::testing::Test::HasFatalFailure()) return;
+    check(i, before, after, *incremental);
+    current = std::move(next);
+  }
+  ASSERT_TRUE(incremental->Remove({{}, netns}).ok());
+  ASSERT_TRUE(fresh->Remove({}).ok());
+}
+
+// `pods` with `add` appended and the pods named in `remove` taken out (a step's pod edits).
+void EditPods(std::vector<ChurnPod>* pods, const std::vector<ChurnPod>& add,
+              const std::vector<std::string>& remove) {
+  for (const ChurnPod& p : add) pods->push_back(p);
+  for (const std::string& name : remove) {
+    pods->erase(std::remove_if(pods->begin(), pods->end(),
+                               [&](const ChurnPod& p) { return p.name == name; }),
+                pods->end());
+  }
+}
+
+// The events by hand: the first pod of a class new to the node (its table appended,
+// then a tombstone reused), the last one leaving, and back; a second class; a pod of a class
+// whose table is there (a plain pod delta); a new class's pod with a pod delete in one batch.
+TEST_F(NftKernelTest, PodDeltasWithTablesInPlaceEqualAFreshApply) {
   const ChurnPod first{"d/new", 6, 30, true, true, 2};
   const ChurnPod second{"d/new-2", 9, 31, true, true, 3};
   const ChurnPod same_class{"d/new-3", 8, 32, true, true, 2};
@@ -2103,30 +2138,22 @@ TEST_F(NftKernelTest, PodDeltasWithTablesInPlaceEqualAFreshApply) {
   };
   std::vector<ChurnPod> pods = ChurnBase();
   uint32_t slots = 0;
-  ir::CompiledPolicy current = PodTableIr(pods, slots);
-  ASSERT_TRUE(incremental->Apply(current, {{}, netns}).ok());
-  for (const Step& step : steps) {
-    SCOPED_TRACE(step.what);
-    for (const ChurnPod& p : step.add) pods.push_back(p);
-    for (const std::string& name : step.remove) {
-      pods.erase(std::remove_if(pods.begin(), pods.end(),
-                                [&](const ChurnPod& p) { return p.name == name; }),
-                 pods.end());
-    }
-    slots = SlotsFor(pods, slots);
-    ir::CompiledPolicy next = PodTableIr(pods, slots);
-    const uint64_t plain = DeltaStatsOf(*incremental).in_place;
-    const bool went = ExpectPodTableDelta(*incremental, *fresh, netns, current, next);
-    if (HasFatalFailure()) return;
-    EXPECT_EQ(went, step.pod_table_in_place) << DeltaStatsOf(*incremental).last_fallback;
-    if (!step.pod_table_in_place && step.add.size() + step.remove.size() == 1) {
-      // One pod of a table that stays: PlanDeltaUpdate's element edits.
-      EXPECT_EQ(DeltaStatsOf(*incremental).in_place, plain + 1);
-    }
-    current = std::move(next);
-  }
-  ASSERT_TRUE(incremental->Remove({{}, netns}).ok());
-  ASSERT_TRUE(fresh->Remove({}).ok());
+  RunDeltaSteps(
+      "h56-ptab-", PodTableIr(pods, slots), steps.size(), [&](size_t i) { return steps[i].what; },
+      [&](size_t i) {
+        EditPods(&pods, steps[i].add, steps[i].remove);
+        slots = SlotsFor(pods, slots);
+        return PodTableIr(pods, slots);
+      },
+      [&](size_t i, const DeltaStats& before, const DeltaStats& after, Backend&) {
+        const Step& step = steps[i];
+        EXPECT_EQ(after.pod_table_in_place > before.pod_table_in_place, step.pod_table_in_place)
+            << after.last_fallback;
+        if (!step.pod_table_in_place && step.add.size() + step.remove.size() == 1) {
+          // One pod of a table that stays: PlanDeltaUpdate's element edits.
+          EXPECT_EQ(after.in_place, before.in_place + 1);
+        }
+      });
 }
 
 // Which pod events' commits make the kernel validate the whole table (netlink.h
@@ -2138,11 +2165,6 @@ TEST_F(NftKernelTest, PodDeltasWithTablesInPlaceEqualAFreshApply) {
 // commit without one. A ruleset shape that takes pod events off the validation (nft.h: why
 // nft 1.0.6 leaves none) must turn the `validating` column below to 0.
 TEST_F(NftKernelTest, PodEventCommitsThatMarkTheTableForValidation) {
-  ScratchNetns scratch(absl::StrCat("h75-val-", getpid()));
-  ASSERT_TRUE(scratch.ok);
-  const std::string& netns = scratch.name;
-  std::unique_ptr<Backend> incremental = MakeNftBackend();
-  std::unique_ptr<Backend> fresh = MakeNftBackend();
   struct Step {
     std::string what;
     std::vector<ChurnPod> add;
@@ -2156,31 +2178,23 @@ TEST_F(NftKernelTest, PodEventCommitsThatMarkTheTableForValidation) {
       {"it goes", {}, {"a/web-3"}, 2, 1},
   };
   std::vector<ChurnPod> pods = ChurnBase();
-  ir::CompiledPolicy current = ChurnIr(pods);
-  ASSERT_TRUE(incremental->Apply(current, {{}, netns}).ok());
-  for (const Step& step : steps) {
-    SCOPED_TRACE(step.what);
-    for (const ChurnPod& p : step.add) pods.push_back(p);
-    for (const std::string& name : step.remove) {
-      pods.erase(std::remove_if(pods.begin(), pods.end(),
-                                [&](const ChurnPod& p) { return p.name == name; }),
-                 pods.end());
-    }
-    ir::CompiledPolicy next = ChurnIr(pods);
-    const auto [before, after] = ExpectDeltaListsAsFresh(*incremental, *fresh, netns, current, next);
-    if (HasFatalFailure()) return;
-    EXPECT_GT(after.in_place, before.in_place) << after.last_fallback;
-    const DeltaStats settled = DeltaStatsOf(*incremental);
-    const uint64_t commits = settled.in_place_commits - before.in_place_commits;
-    const uint64_t validating = settled.validating_commits - before.validating_commits;
-    std::cerr << step.what << ": " << commits << " in-place commits, " << validating
-              << " marking the table for validation\n";
-    EXPECT_EQ(commits, step.commits);
-    EXPECT_EQ(validating, step.validating);
-    current = std::move(next);
-  }
-  ASSERT_TRUE(incremental->Remove({{}, netns}).ok());
-  ASSERT_TRUE(fresh->Remove({}).ok());
+  RunDeltaSteps(
+      "h75-val-", ChurnIr(pods), steps.size(), [&](size_t i) { return steps[i].what; },
+      [&](size_t i) {
+        EditPods(&pods, steps[i].add, steps[i].remove);
+        return ChurnIr(pods);
+      },
+      [&](size_t i, const DeltaStats& before, const DeltaStats& after, Backend& incremental) {
+        EXPECT_GT(after.in_place, before.in_place) << after.last_fallback;
+        // After the listing's SettleCleanups: the deferred commits count too.
+        const DeltaStats settled = DeltaStatsOf(incremental);
+        const uint64_t commits = settled.in_place_commits - before.in_place_commits;
+        const uint64_t validating = settled.validating_commits - before.validating_commits;
+        std::cerr << steps[i].what << ": " << commits << " in-place commits, " << validating
+                  << " marking the table for validation\n";
+        EXPECT_EQ(commits, steps[i].commits);
+        EXPECT_EQ(validating, steps[i].validating);
+      });
 }
 
 // The frame of the seeded random kernel sequences below: `runs` runs of `steps` steps on a
@@ -2616,11 +2630,6 @@ TEST(NftDeltaPlan, IdentityEditsReachTheIndexOfTheNextProgram) {
 // (`identity`) or by PlanDeltaUpdate's element edits (a pod into a class whose identity has
 // addresses: no peer set changes).
 TEST_F(NftKernelTest, RelabelsInPlaceEqualAFreshApply) {
-  ScratchNetns scratch(absl::StrCat("h64-relab-", getpid()));
-  ASSERT_TRUE(scratch.ok);
-  const std::string& netns = scratch.name;
-  std::unique_ptr<Backend> incremental = MakeNftBackend();
-  std::unique_ptr<Backend> fresh = MakeNftBackend();
   struct Step {
     std::string what;
     std::string pod;
@@ -2643,25 +2652,20 @@ TEST_F(NftKernelTest, RelabelsInPlaceEqualAFreshApply) {
       {"b/api from 13 into 11: 13 retires from the inline set", "b/api", 11, 5, true},
   };
   std::vector<ChurnPod> pods = ChurnBase();
-  uint32_t extra = 0;
-  ir::CompiledPolicy current = RelabelIr(pods, extra);
-  ASSERT_TRUE(incremental->Apply(current, {{}, netns}).ok());
-  for (const Step& step : steps) {
-    SCOPED_TRACE(step.what);
-    for (ChurnPod& p : pods) {
-      if (p.name == step.pod) p.identity = step.identity;
-    }
-    extra = step.extra;
-    ir::CompiledPolicy next = RelabelIr(pods, extra);
-    const auto [before, after] = ExpectDeltaListsAsFresh(*incremental, *fresh, netns, current, next);
-    if (HasFatalFailure()) return;
-    EXPECT_EQ(after.identity_in_place - before.identity_in_place, step.identity_plan ? 1u : 0u)
-        << after.last_fallback;
-    EXPECT_EQ(after.in_place - before.in_place, 1u) << after.last_fallback;
-    current = std::move(next);
-  }
-  ASSERT_TRUE(incremental->Remove({{}, netns}).ok());
-  ASSERT_TRUE(fresh->Remove({}).ok());
+  RunDeltaSteps(
+      "h64-relab-", RelabelIr(pods, 0), steps.size(), [&](size_t i) { return steps[i].what; },
+      [&](size_t i) {
+        for (ChurnPod& p : pods) {
+          if (p.name == steps[i].pod) p.identity = steps[i].identity;
+        }
+        return RelabelIr(pods, steps[i].extra);
+      },
+      [&](size_t i, const DeltaStats& before, const DeltaStats& after, Backend&) {
+        EXPECT_EQ(after.identity_in_place - before.identity_in_place,
+                  steps[i].identity_plan ? 1u : 0u)
+            << after.last_fallback;
+        EXPECT_EQ(after.in_place - before.in_place, 1u) << after.last_fallback;
+      });
 }
 
 // Seeded random relabels (NP_NFT_RELABEL_SEED replays one) into classes of their own

@@ -7,7 +7,8 @@
 #   one: map and base-chain rules in one commit (what np did before 2026-12-01);
 #   two: the map one commit ahead of the rules (what np does now);
 #   edit: the live map's elements around 127.0.0.1 split and merged in one commit each.
-# Usage: set_commit_window.sh [one|two|edit] [switches, default 300]. Prints sent / dropped.
+# Usage: set_commit_window.sh [one|two|edit] [switches, default 300]. Prints sent / accepted /
+# dropped (udp_blast.py).
 set -eu
 mode=${1:-one}; n=${2:-300}
 ns=np-setwindow-$$
@@ -32,17 +33,7 @@ table inet t {
   }
 }
 NFT
-in_ns python3 -c '
-import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-sent = dropped = 0
-end = time.time() + float(sys.argv[1])
-while time.time() < end:
-    try:
-        s.sendto(b"x", ("127.0.0.1", 9)); sent += 1
-    except PermissionError:
-        dropped += 1
-print("mode", sys.argv[2], "sent", sent, "dropped", dropped)' $((n / 10 + 5)) "$mode" &
+in_ns python3 "$(dirname "$0")/udp_blast.py" $((n / 10 + 5)) "$mode" &
 sender=$!
 sleep 0.5
 map_of() {  # the declaration of generation $1's chain and map

@@ -28,7 +28,10 @@ split in two ("split": the identity maps and identity chains in a table of their
 two base chains doing the identity lookups, the dispatch maps, table chains and peer sets in
 another with two base chains doing the dispatch), and per round one commit retargeting a
 single-address identity element to another identity chain and one back — an other-node
-pod event's commit — in each.
+pod event's commit — in each; and per round one commit adding that address to egress4 as a
+jump to a table chain and one deleting it — a node-0 pod's dispatch entry, its table there —
+in the one table and in the split's policy table (which the dispatch maps and table chains
+must share: a jump names a chain of its own table).
 """
 import argparse, os, socket, struct, subprocess, sys, time
 
@@ -228,9 +231,10 @@ def blocks_of(table_text):
     return blocks
 
 
-def listing_cost(args):
+def shapes(listed, hook="forward"):
+    """The listed program as `nft -f` texts on `hook`: "one" (as listed, in table `one`) and
+    "split" (tables split_id and split_policy, four base chains), with what the commits need."""
     import re
-    listed = open(args.listing).read()
     blocks = blocks_of(listed)
     name = lambda b: b.split()[1]
     identity = [b for b in blocks if re.match(r"(identity[46]|id_)", name(b))]
@@ -241,14 +245,24 @@ def listing_cost(args):
     disp = {d: name(next(b for b in rest if name(b).startswith(d))) for d in ("egress4", "egress6", "ingress4", "ingress6")}
     ct = "ct state established,related accept; "
     miss = "meta mark set meta mark | 0xffff0000; "
-    base = "type filter hook forward priority filter {}; policy accept; "
-    text = "table inet one {\n" + "\n".join(blocks) + "\n}\n"
-    text += "table inet split_id {\n" + "\n".join(identity) + "\n"
-    text += f"chain fwd_dst {{ {base.format('- 2')}{ct}{miss}ip daddr vmap @{map4}; ip6 daddr vmap @{map6}; }}\n"
-    text += f"chain fwd_src {{ {base.format('+ 0')}{ct}{miss}ip saddr vmap @{map4}; ip6 saddr vmap @{map6}; }}\n}}\n"
-    text += "table inet split_policy {\n" + "\n".join(rest) + "\n"
-    text += f"chain fwd_egress {{ {base.format('- 1')}{ct}ip saddr vmap @{disp['egress4']}; ip6 saddr vmap @{disp['egress6']}; }}\n"
-    text += f"chain fwd_ingress {{ {base.format('+ 1')}{ct}ip daddr vmap @{disp['ingress4']}; ip6 daddr vmap @{disp['ingress6']}; }}\n}}\n"
+    base = "type filter hook " + hook + " priority filter {}; policy accept; "
+    one = "table inet one {\n" + "\n".join(blocks).replace("hook forward", "hook " + hook) + "\n}\n"
+    split = "table inet split_id {\n" + "\n".join(identity) + "\n"
+    split += f"chain fwd_dst {{ {base.format('- 2')}{ct}{miss}ip daddr vmap @{map4}; ip6 daddr vmap @{map6}; }}\n"
+    split += f"chain fwd_src {{ {base.format('+ 0')}{ct}{miss}ip saddr vmap @{map4}; ip6 saddr vmap @{map6}; }}\n}}\n"
+    split += "table inet split_policy {\n" + "\n".join(rest) + "\n"
+    split += f"chain fwd_egress {{ {base.format('- 1')}{ct}ip saddr vmap @{disp['egress4']}; ip6 saddr vmap @{disp['egress6']}; }}\n"
+    split += f"chain fwd_ingress {{ {base.format('+ 1')}{ct}ip daddr vmap @{disp['ingress4']}; ip6 daddr vmap @{disp['ingress6']}; }}\n}}\n"
+    return dict(one=one, split=split, blocks=blocks, identity=identity, rest=rest, map4=map4,
+                disp=disp, name=name)
+
+
+def listing_cost(args):
+    import re
+    listed = open(args.listing).read()
+    x = shapes(listed)
+    blocks, identity, rest, map4, disp, name = (x[k] for k in ("blocks", "identity", "rest", "map4", "disp", "name"))
+    text = x["one"] + x["split"]
     subprocess.run(["nft", "-f", "-"], input=text, text=True, check=True)
     elements = re.search(map4 + r" \{.*?elements = \{(.*?)\}", listed, re.S).group(1)
     single = next(e for e in (x.strip() for x in elements.split(",")) if re.match(r"^[0-9.]+ : jump ", e))
@@ -256,17 +270,77 @@ def listing_cost(args):
     new_chain = next(name(b) for b in identity if name(b).startswith("id_") and name(b) != old_chain)
     key = socket.inet_aton(addr)
     end = struct.pack(">I", struct.unpack(">I", key)[0] + 1)
+    # A node-0 pod's dispatch entry (its table there): `addr` (a remote pod's, so free in the
+    # dispatch maps) added to egress4 as a jump to an existing egress table chain, then deleted.
+    table_chain = next(name(b) for b in rest if re.match(r"t\d+_egress", name(b)))
     nl = Netlink()
     times = {"one": [], "split_id": []}
+    dispatch = {"one": ([], []), "split_policy": ([], [])}
     for _ in range(args.rounds):
         for table in times:
             for to in (new_chain, old_chain):
                 times[table].append(nl.commit([element(table, map4, key, end, add=False),
                                                element(table, map4, key, end, jump=to)]) * 1e3)
+        for table, (adds, deletes) in dispatch.items():
+            adds.append(nl.commit([element(table, disp["egress4"], key, jump=table_chain)]) * 1e3)
+            deletes.append(nl.commit([element(table, disp["egress4"], key, add=False)]) * 1e3)
     print(f"{args.listing}: {len(blocks)} objects; {addr} retargeted {old_chain} <-> {new_chain}, "
           f"{args.rounds} rounds; load {os.getloadavg()[0]:.2f}")
     for table, t in times.items():
-        print(f"{table:9s} commit ms p50 {quantile(t, .5):.3f} p90 {quantile(t, .9):.3f}")
+        print(f"{table:12s} identity retarget commit ms p50 {quantile(t, .5):.3f} p90 {quantile(t, .9):.3f}")
+    for table, (adds, deletes) in dispatch.items():
+        print(f"{table:12s} dispatch add -> {table_chain} ms p50 {quantile(adds, .5):.3f} "
+              f"p90 {quantile(adds, .9):.3f}; delete p50 {quantile(deletes, .5):.3f} "
+              f"p90 {quantile(deletes, .9):.3f}")
+
+
+def packet_cost(args):
+    """Per-packet cost of the two shapes on the output hook: UDP from a local endpoint of the
+    listing (its first egress4 element) to another (the second) out of a veth pair (the peer,
+    in the same namespace, drops what it receives: no forwarding), `--packets` sends per run,
+    runs alternated: no table (floor), one, split. Non-blocking: a send refused is counted
+    and the run's figure says how many were."""
+    import re
+    listed = open(args.listing).read()
+    x = shapes(listed, hook="output")
+    first = re.search(x["disp"]["egress4"] + r" \{.*?elements = \{ ([0-9.]+) : jump [^,]+, ([0-9.]+) :", listed, re.S)
+    src, dst = first.group(1), first.group(2)
+    for cmd in (["ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1"],
+                ["ip", "addr", "add", src + "/32", "dev", "v0"], ["ip", "link", "set", "v0", "up"],
+                ["ip", "link", "set", "v1", "up"],
+                ["ip", "route", "add", dst + "/32", "dev", "v0"],
+                # no ARP: the peer drops frames to a foreign MAC once they are through the hook
+                ["ip", "neigh", "add", dst, "lladdr", "02:00:00:00:00:01", "dev", "v0", "nud", "permanent"]):
+        subprocess.run(cmd, check=True)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((src, 0))
+
+    refused = [0]
+
+    def run():
+        start = time.perf_counter()
+        for _ in range(args.packets):
+            try:
+                sock.sendto(b"x", socket.MSG_DONTWAIT, (dst, 53))
+            except OSError:
+                refused[0] += 1
+        return (time.perf_counter() - start) / args.packets * 1e9
+
+    times = {"floor": [], "one": [], "split": []}
+    for _ in range(args.rounds):
+        for shape in times:
+            if shape != "floor":
+                subprocess.run(["nft", "-f", "-"], input=x[shape], text=True, check=True)
+            times[shape].append(run())
+            subprocess.run(["nft", "flush", "ruleset"], check=True)
+    print(f"{args.listing}: UDP {src} -> {dst}:53 on the output hook, {args.packets} sends x "
+          f"{args.rounds} rounds alternated; load {os.getloadavg()[0]:.2f}")
+    for shape, t in times.items():
+        print(f"{shape:6s} ns per send p50 {quantile(t, .5):.0f} (runs {', '.join(f'{v:.0f}' for v in t)})")
+    paired = [b - a for a, b in zip(times["one"], times["split"])]  # same round: same load
+    print(f"split - one, paired by round: p50 {quantile(paired, .5):+.0f} ns per packet "
+          f"(min {min(paired):+.0f}, max {max(paired):+.0f}); "
+          f"sends refused (the verdict's EPERM, or a full queue): {refused[0]}")
 
 
 def main():
@@ -276,9 +350,13 @@ def main():
     parser.add_argument("--addresses", type=int, default=10000)
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--listing", help="an `nft list table inet np` output to measure")
+    parser.add_argument("--packets", type=int, default=0,
+                        help="with --listing: time this many sends per run through each shape")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inside:
+        if args.listing and args.packets:
+            return packet_cost(args)
         return listing_cost(args) if args.listing else inside(args)
     netns = f"np-valcost-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", netns], check=True)
