@@ -61,8 +61,8 @@ struct np_config {
 /* np_runs: one entry (key 0), per CPU. active[g & 1] counts the runs on that CPU that read
  * generation g (with g's parity) and have not finished: a run adds 1 (an atomic add, a full
  * barrier on x86) after reading np_config.generation, reads the generation again and, when
- * it moved, takes its 1 back and counts itself under the new one; it takes the 1 back as
- * its last act. Once the loader has bumped np_config.generation past g, a sum of
+ * it moved, takes its 1 back and starts over (a bounded number of tries, then it drops the
+ * packet: np_policy.c np_run); it takes the 1 back as its last act. Once the loader has bumped np_config.generation past g, a sum of
  * active[g & 1] of 0 over every CPU means no run that read g or earlier is left (loader.cc
  * WaitForRuns): what a grace period guarantees, in one map read instead of a synchronize_rcu
  * (10-20 ms on the reference VM). */
