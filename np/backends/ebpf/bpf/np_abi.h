@@ -70,10 +70,14 @@ struct np_runs {
 	__u64 active[2];
 };
 
-/* The IR's AddressRange.cidrs of one family are disjoint and cover the space. Those of full
- * length (pod IPs, mostly) go to np_ident_hosts (IPv4) and np_ident_hosts6 (IPv6),
- * BPF_MAP_TYPE_HASH keyed by np_endpoint_addr_key, looked up first; the others to np_ident4 / np_ident6,
- * BPF_MAP_TYPE_LPM_TRIE (prefixlen counts bits of addr), looked up when the hash misses. */
+/* The IR's AddressRanges of one family are disjoint and cover the space. Those of one
+ * address (pod IPs, mostly) go to np_ident_hosts (IPv4) and np_ident_hosts6 (IPv6),
+ * BPF_MAP_TYPE_HASH keyed by np_endpoint_addr_key, looked up first; np_ident4 / np_ident6,
+ * BPF_MAP_TYPE_LPM_TRIE (prefixlen counts bits of addr), looked up when the hash misses,
+ * tile the space with the CIDRs of segments: runs of ranges whose multi-address ranges
+ * have one identity, the single-address ones between them included (maps.cc
+ * AppendSegments), so that a pod that comes or goes writes its host key, not the prefixes
+ * of the range around it. */
 struct np_lpm4_key {
 	__u32 prefixlen;
 	__u8 addr[4]; /* network order */
