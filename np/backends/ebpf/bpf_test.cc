@@ -2,11 +2,17 @@
 // literally on random IRs, and conntrack, ICMP, fragments, IPv6 extension headers and the
 // generation switch behave as np_policy.c documents. Runs as root (CAP_BPF); no namespaces.
 #include <bpf/bpf.h>
+#include <bpf/libbpf.h>
 #include <linux/pkt_cls.h>
 #include <sched.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstring>
+#include <iostream>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
@@ -420,6 +426,55 @@ TEST_F(BpfTest, OutsideInterfacePassesAndRecordsItsFlows) {
   ASSERT_NE(next, nullptr);
   EXPECT_EQ(Run(*next, Tcp("10.0.0.2", "10.0.0.1", 80, 40000, 0x12), kFrom), kPass);
   EXPECT_EQ(Run(*next, Tcp("10.0.0.2", "10.0.0.1", 80, 40001, 0x12), kFrom), kDrop);
+}
+
+// np_policy.c np_run reads np_config.generation, counts itself in np_runs under it and
+// reads it again; when an edit's bump came between the two reads it tries again (up to
+// NP_RUN_TRIES) instead of dropping the packet. Here a thread bumps the generation as fast
+// as it can (both banks equal: every generation decides alike) while packets run on the
+// other CPU: every allowed SYN passes, every denied one drops, and no run is left counted.
+// With one try (the bound mutated to 1) runs whose reads straddle a bump drop allowed SYNs
+// (~20 of 200,000 on the 2-CPU VM); with 0 every packet drops.
+TEST_F(BpfTest, RunsTryAgainWhileTheGenerationMoves) {
+  auto g = LoadTwoPods(TwoPods(), 0, -1, -1, /*generation=*/2);
+  ASSERT_NE(g, nullptr);
+  const int config = g->map_fd("np_config"), runs_fd = g->map_fd("np_runs");
+  ASSERT_GE(config, 0);
+  ASSERT_GE(runs_fd, 0);
+  const std::string allowed = Frame(Tcp("10.0.0.2", "10.0.0.1", 37000, 80, 0x02));
+  const std::string denied = Frame(Tcp("10.0.0.2", "10.0.0.1", 37001, 81, 0x02));
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> bumps{0};
+  std::thread bumper([&] {
+    const uint32_t zero = 0;
+    np_config c{};
+    if (bpf_map_lookup_elem(config, &zero, &c) != 0) return;
+    while (!stop.load(std::memory_order_relaxed)) {
+      ++c.generation;
+      if (bpf_map_update_elem(config, &zero, &c, BPF_ANY) != 0) return;
+      bumps.fetch_add(1, std::memory_order_relaxed);
+    }
+  });
+  int wrong = 0, runs = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  for (; runs < 200000 && std::chrono::steady_clock::now() < deadline; ++runs) {
+    const bool allow = runs % 2 == 0;
+    if (Run(g->program_fd(kTo), allow ? allowed : denied) != (allow ? kPass : kDrop)) ++wrong;
+  }
+  stop = true;
+  bumper.join();
+  std::cout << runs << " runs beside " << bumps.load() << " bumps\n";
+  EXPECT_GT(bumps.load(), 1000u) << "the bumps did not overlap the runs";
+  EXPECT_EQ(wrong, 0) << "of " << runs << " runs beside " << bumps.load() << " bumps";
+  const int cpus = libbpf_num_possible_cpus();
+  ASSERT_GT(cpus, 0);
+  std::vector<np_runs> per_cpu(static_cast<size_t>(cpus));
+  const uint32_t zero = 0;
+  ASSERT_EQ(bpf_map_lookup_elem(runs_fd, &zero, per_cpu.data()), 0);
+  for (const np_runs& r : per_cpu) {
+    EXPECT_EQ(r.active[0], 0u);
+    EXPECT_EQ(r.active[1], 0u);
+  }
 }
 
 TEST_F(BpfTest, NextGenerationSharesConntrack) {

@@ -1031,6 +1031,7 @@ absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit,
   for (const auto& [k, v] : edit.host_adds) {
     if (s.ok()) s = Update(hosts(k).first, hosts(k).second, &k, &v);
   }
+  if (s.ok() && edit.barrier_after_host_adds) s = Barrier();
   if (s.ok()) s = UpdateInOrder(live.ident4, "np_ident4", edit.lpm4_puts);
   if (s.ok()) s = UpdateInOrder(live.ident6, "np_ident6", edit.lpm6_puts);
   int replaced[2] = {0, 0};

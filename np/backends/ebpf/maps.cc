@@ -278,7 +278,23 @@ std::vector<std::pair<uint16_t, int>> PortPrefixes(uint32_t first, uint32_t last
 
 namespace {
 
-// The identity-map entries of ranges[i] of a family (0: IPv4, 1: IPv6), appended to `m`.
+using Address = unsigned __int128;
+
+Address AddressOf(const uint8_t* bytes, int n) {
+  Address a = 0;
+  for (int i = 0; i < n; ++i) a = (a << 8) | bytes[i];
+  return a;
+}
+Address AddressOf(const std::string& bytes) {
+  return AddressOf(reinterpret_cast<const uint8_t*>(bytes.data()), static_cast<int>(bytes.size()));
+}
+
+// Whether a range of the IR holds one address: its identity is a host key's
+// (np_ident_hosts, np_ident_hosts6), which the program looks up before the LPM trie.
+bool IsHost(const ir::AddressRange& r) { return r.first() == r.last(); }
+
+// ranges[i] of a family (0: IPv4, 1: IPv6) checked (its CIDRs tile it), and its host key
+// appended to `m` when it holds one address. The LPM keys are the segments' (AppendSegments).
 absl::Status AppendRangeEntries(const ir::AddressRange& r, int family, int i, MapContents& m) {
   const size_t n = family == 0 ? 4 : 16;
   // Only an error names the range: a pod event encodes a few ranges per family, and
@@ -319,25 +335,258 @@ absl::Status AppendRangeEntries(const ir::AddressRange& r, int family, int i, Ma
       next[b] = static_cast<char>(static_cast<uint8_t>(next[b]) + 1);
       if (next[b] != '\0') break;
     }
-    np_identity_value v{r.identity()};
-    if (prefix->length() == static_cast<int>(n) * 8) {
-      np_endpoint_addr_key k{};
-      k.family = family == 0 ? NP_FAMILY_V4 : NP_FAMILY_V6;
-      std::memcpy(k.addr, net, n);
-      m.ident_hosts.emplace_back(k, v);
-    } else if (family == 0) {
-      np_lpm4_key k{};
-      k.prefixlen = static_cast<uint32_t>(prefix->length());
-      std::memcpy(k.addr, net, 4);
-      m.ident4.emplace_back(k, v);
-    } else {
-      np_lpm6_key k{};
-      k.prefixlen = static_cast<uint32_t>(prefix->length());
-      std::memcpy(k.addr, net, 16);
-      m.ident6.emplace_back(k, v);
-    }
+  }
+  if (IsHost(r)) {
+    np_endpoint_addr_key k{};
+    k.family = family == 0 ? NP_FAMILY_V4 : NP_FAMILY_V6;
+    std::memcpy(k.addr, r.first().data(), n);
+    m.ident_hosts.emplace_back(k, np_identity_value{r.identity()});
   }
   return absl::OkStatus();
+}
+
+// One family's ranges as the segment functions below read them: `base` with the slice
+// [begin, end) replaced by `with` (nothing replaced: begin == end, `with` empty).
+struct RangeView {
+  const google::protobuf::RepeatedPtrField<ir::AddressRange>* base = nullptr;
+  int begin = 0, end = 0;
+  std::vector<const ir::AddressRange*> with;
+
+  int size() const { return base->size() - (end - begin) + static_cast<int>(with.size()); }
+  const ir::AddressRange& operator[](int i) const {
+    if (i < begin) return (*base)[i];
+    const int w = static_cast<int>(with.size());
+    if (i < begin + w) return *with[static_cast<size_t>(i - begin)];
+    return (*base)[i - w + (end - begin)];
+  }
+};
+
+// The fewest CIDRs of [lo, hi] (addresses of `width_bits`), as LPM keys of `identity`.
+void AppendCover(Address lo, Address hi, int width_bits, uint32_t identity, MapContents& m) {
+  auto mask = [](int bits) { return bits >= 128 ? ~Address{0} : (Address{1} << bits) - 1; };
+  for (;;) {
+    int bits = 0;  // the largest block aligned at lo that ends by hi
+    while (bits < width_bits && ((lo >> bits) & 1) == 0 && mask(bits + 1) <= hi - lo) ++bits;
+    uint8_t bytes[16] = {};
+    Address rest = lo;
+    for (int i = width_bits / 8 - 1; i >= 0; --i) {
+      bytes[i] = static_cast<uint8_t>(rest & 0xff);
+      rest >>= 8;
+    }
+    const uint32_t prefixlen = static_cast<uint32_t>(width_bits - bits);
+    if (width_bits == 32) {
+      np_lpm4_key k{};
+      k.prefixlen = prefixlen;
+      std::memcpy(k.addr, bytes, 4);
+      m.ident4.emplace_back(k, np_identity_value{identity});
+    } else {
+      np_lpm6_key k{};
+      k.prefixlen = prefixlen;
+      std::memcpy(k.addr, bytes, 16);
+      m.ident6.emplace_back(k, np_identity_value{identity});
+    }
+    if (hi - lo == mask(bits)) return;
+    lo += mask(bits) + 1;
+  }
+}
+
+// The LPM tries hold SEGMENTS, not ranges: a pod added into a range (or deleted from it)
+// splits it in three (merges three) in the IR, and re-covering the two pieces with CIDRs
+// rewrote ~2 x width keys per family (~130 per pod event at 1,000 pods), where the pod's
+// own host key, looked up first, is all that changes for a packet. A segment is a maximal
+// run of ranges whose multi-address ranges all have one identity (single-address ranges,
+// the host keys, are transparent: each one's identity is its host key's); it spans from
+// the address after the previous segment's last multi-address range to its own last one's
+// end (the single-address ranges between two segments belong to the later one; the last
+// segment runs to the end of the family). So the segments tile the address space, as the
+// ranges do, each address's LPM answer is the identity of the nearest multi-address ranges
+// around it, and a pod that comes or goes inside a segment writes its host key alone.
+// Appends the LPM keys of the segments of v[lo, hi), which must begin and end at segment
+// boundaries (SegmentWindow).
+void AppendSegments(const RangeView& v, int lo, int hi, int family, MapContents& m) {
+  const int width_bits = family == 0 ? 32 : 128;
+  bool open = false;
+  uint32_t identity = 0;
+  Address start = 0, last_end = 0;
+  for (int i = lo; i < hi; ++i) {
+    const ir::AddressRange& r = v[i];
+    if (IsHost(r)) continue;
+    if (!open) {
+      start = AddressOf(v[lo].first());
+    } else if (r.identity() != identity) {
+      AppendCover(start, last_end, width_bits, identity, m);
+      start = last_end + 1;
+    }
+    open = true;
+    identity = r.identity();
+    last_end = AddressOf(r.last());
+  }
+  if (open) AppendCover(start, AddressOf(v[hi - 1].last()), width_bits, identity, m);
+}
+
+// The run of segments around `base`[begin, end) (replaced in another view by other ranges
+// over the same addresses): [*lo, *hi) of `base`, widened to the nearest segment boundaries
+// that stay boundaries whatever the slice holds. Left: past the single-address ranges and
+// the multi-address ranges of the nearest one's identity to one of another identity (the
+// boundary after it does not depend on the slice), else the start. Right: past the
+// single-address ranges to the next multi-address range N, then on while ranges are
+// single-address or of N's identity: the boundary after the last of those is the slice's
+// no more (the range after it has another identity), else the end. Walks the ranges next to
+// the slice: O(the segments' ranges around it).
+void SegmentWindow(const google::protobuf::RepeatedPtrField<ir::AddressRange>& base, int begin,
+                   int end, int* lo, int* hi) {
+  const int n = base.size();
+  int i = begin - 1;
+  while (i >= 0 && IsHost(base[i])) --i;
+  if (i >= 0) {
+    const uint32_t identity = base[i].identity();
+    while (i >= 0 && (IsHost(base[i]) || base[i].identity() == identity)) --i;
+  }
+  *lo = i + 1;
+  int j = end;
+  while (j < n && IsHost(base[j])) ++j;
+  if (j < n) {
+    const uint32_t identity = base[j].identity();
+    int last = j;
+    while (j < n && (IsHost(base[j]) || base[j].identity() == identity)) {
+      if (!IsHost(base[j])) last = j;
+      ++j;
+    }
+    *hi = j < n ? last + 1 : n;
+  } else {
+    *hi = n;
+  }
+}
+
+// The LPM keys of the segments that replacing `base`[begin, end) by `with` (ranges over the
+// same addresses) can change: before, appended to `old_window`, and after, to `new_window`.
+void AppendChangedSegments(const google::protobuf::RepeatedPtrField<ir::AddressRange>& base,
+                           int begin, int end, std::vector<const ir::AddressRange*> with,
+                           int family, MapContents& old_window, MapContents& new_window) {
+  // Most events leave every segment as it was (a pod inside one). Runs of one identity
+  // among the multi-address ranges (single-address ones skipped) say so: segment
+  // boundaries are where one run ends and the next begins, and the segment of a
+  // single-address range is the run it is in or before.
+  struct Run {
+    uint32_t identity;
+    const std::string* last;
+  };
+  auto add = [](std::vector<Run>& runs, const ir::AddressRange& r) {
+    if (IsHost(r)) return;
+    if (!runs.empty() && runs.back().identity == r.identity()) {
+      runs.back().last = &r.last();
+    } else {
+      runs.push_back(Run{r.identity(), &r.last()});
+    }
+  };
+  // The same identities, and the same ends but for the last run when `open_end` (it goes
+  // on past the ranges compared, the same on both sides).
+  auto same_runs = [](const std::vector<Run>& a, const std::vector<Run>& b, bool open_end) {
+    if (a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); ++i) {
+      if (a[i].identity != b[i].identity) return false;
+      if ((i + 1 < a.size() || !open_end) && *a[i].last != *b[i].last) return false;
+    }
+    return true;
+  };
+  const int n = base.size();
+  // The nearest multi-address ranges before and after the slice (past single-address
+  // ranges only: the pods around it), found when needed: a walk of those pods.
+  auto before_slice = [&] {
+    int p = begin - 1;
+    while (p >= 0 && IsHost(base[p])) --p;
+    return p;
+  };
+  auto after_slice = [&] {
+    int q = end;
+    while (q < n && IsHost(base[q])) ++q;
+    return q;
+  };
+  // What the trie answers at the slices' single addresses, which gain or lose a host key
+  // (DiffIdentityEntries compares identities) when the segments stay (`runs`: from the
+  // first that can hold one to the last): full-length keys, the same on both sides, so the
+  // plan writes none of them.
+  auto answers = [&](const std::vector<Run>& runs) {
+    if (runs.empty()) return;  // no multi-address range: nothing gains or loses a host key
+    auto answer = [&](const ir::AddressRange& r) {
+      if (!IsHost(r)) return;
+      size_t i = 0;
+      while (i + 1 < runs.size() && *runs[i].last < r.first()) ++i;
+      const Address a = AddressOf(r.first());
+      for (MapContents* w : {&old_window, &new_window}) {
+        AppendCover(a, a, family == 0 ? 32 : 128, runs[i].identity, *w);
+      }
+    };
+    for (int i = begin; i < end; ++i) answer(base[i]);
+    for (const ir::AddressRange* r : with) answer(*r);
+  };
+  std::vector<Run> old_runs, new_runs;
+  for (int i = begin; i < end; ++i) add(old_runs, base[i]);
+  for (const ir::AddressRange* r : with) add(new_runs, *r);
+  // The slices' own runs alike: whatever P and N are, they merge alike on both sides. An
+  // address that gains or loses a host key is in a multi-address range on the other side,
+  // so within the span of the slice's runs: no walk.
+  if (same_runs(old_runs, new_runs, /*open_end=*/false)) {
+    answers(old_runs);
+    return;
+  }
+  // Else with P and N: the same runs from P to N (N's run goes on past N on both sides),
+  // the same boundaries there, and outside they are the ranges' outside the slice.
+  {
+    const int p = before_slice(), q = after_slice();
+    std::vector<Run> old_pn, new_pn;
+    for (std::vector<Run>* runs : {&old_pn, &new_pn}) {
+      if (p >= 0) add(*runs, base[p]);
+      for (const Run& r : runs == &old_pn ? old_runs : new_runs) {
+        if (!runs->empty() && runs->back().identity == r.identity) {
+          runs->back().last = r.last;
+        } else {
+          runs->push_back(r);
+        }
+      }
+      if (q < n) add(*runs, base[q]);
+    }
+    if (same_runs(old_pn, new_pn, /*open_end=*/true)) {
+      answers(old_pn);
+      return;
+    }
+  }
+  int lo = 0, hi = 0;
+  SegmentWindow(base, begin, end, &lo, &hi);
+  RangeView before, after;
+  before.base = after.base = &base;
+  after.begin = begin;
+  after.end = end;
+  after.with = std::move(with);
+  const int shift = static_cast<int>(after.with.size()) - (end - begin);
+  MapContents old_keys, new_keys;
+  AppendSegments(before, lo, hi, family, old_keys);
+  AppendSegments(after, lo, hi + shift, family, new_keys);
+  auto same_keys = [](const auto& a, const auto& b) {
+    return a.size() == b.size() &&
+           (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(a[0])) == 0);
+  };
+  const bool same = family == 0 ? same_keys(old_keys.ident4, new_keys.ident4)
+                                : same_keys(old_keys.ident6, new_keys.ident6);
+  for (MapContents* w : {&old_window, &new_window}) {
+    const MapContents& keys = w == &old_window ? old_keys : new_keys;
+    w->ident4.insert(w->ident4.end(), keys.ident4.begin(), keys.ident4.end());
+    w->ident6.insert(w->ident6.end(), keys.ident6.begin(), keys.ident6.end());
+    if (same) continue;
+    // The trie changes: the host keys of the window outside the slice (the same on both
+    // sides) go along, so that the plan sees which addresses they keep answering for
+    // (DiffIdentityEntries).
+    for (int i = lo; i < hi; ++i) {
+      if (i == begin) i = end;
+      if (i >= hi) break;
+      if (IsHost(base[i])) {
+        np_endpoint_addr_key k{};
+        k.family = family == 0 ? NP_FAMILY_V4 : NP_FAMILY_V6;
+        std::memcpy(k.addr, base[i].first().data(), base[i].first().size());
+        w->ident_hosts.emplace_back(k, np_identity_value{base[i].identity()});
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -415,6 +664,9 @@ absl::StatusOr<MapContents> BuildMaps(const ir::CompiledPolicy& ir, uint32_t gen
     for (int i = 0; i < ranges.size(); ++i) {
       if (absl::Status s = AppendRangeEntries(ranges[i], family, i, m); !s.ok()) return s;
     }
+    RangeView all;
+    all.base = &ranges;
+    AppendSegments(all, 0, ranges.size(), family, m);
   }
 
   std::set<uint32_t> member_sets;
@@ -508,19 +760,12 @@ bool SamePairs(const std::vector<std::pair<K, V>>& a, const std::vector<std::pai
   return true;
 }
 
-using Address = unsigned __int128;
-
 // An address range [lo, hi] of one family that a key of the identity maps covers.
 struct Cover {
   Address lo = 0, hi = 0;
   uint32_t identity = 0;
+  bool host = false;  // a host key's (answers before the trie), else an LPM key's
 };
-
-Address AddressOf(const uint8_t* bytes, int n) {
-  Address a = 0;
-  for (int i = 0; i < n; ++i) a = (a << 8) | bytes[i];
-  return a;
-}
 
 Cover CoverOf(const uint8_t* bytes, int width_bits, int prefixlen, uint32_t identity) {
   Cover c;
@@ -586,9 +831,19 @@ absl::StatusOr<std::vector<Address>> ChangedAddresses(const std::vector<Cover>& 
     side.open.erase(std::remove_if(side.open.begin(), side.open.end(),
                                    [a](const Cover* c) { return c->hi < a; }),
                     side.open.end());
-    if (side.open.size() > 1) return absl::FailedPreconditionError("overlapping identity keys");
-    *covered = *covered || !side.open.empty();
-    return side.open.empty() ? NP_IDENTITY_NONE : side.open.front()->identity;
+    // A host key over an LPM key answers first (np_policy.c identity_of); LPM keys of one
+    // side tile, and host keys are one per address.
+    const Cover* answer = nullptr;
+    int hosts = 0;
+    for (const Cover* c : side.open) {
+      if (c->host) ++hosts;
+      if (answer == nullptr || (c->host && !answer->host)) answer = c;
+    }
+    if (hosts > 1 || side.open.size() - static_cast<size_t>(hosts) > 1) {
+      return absl::FailedPreconditionError("overlapping identity keys");
+    }
+    *covered = *covered || answer != nullptr;
+    return answer == nullptr ? NP_IDENTITY_NONE : answer->identity;
   };
   std::vector<Address> changed;
   for (size_t i = 0; i < starts.size(); ++i) {
@@ -608,6 +863,36 @@ absl::StatusOr<std::vector<Address>> ChangedAddresses(const std::vector<Cover>& 
   }
   return changed;
 }
+
+// The identity an LPM trie of `entries` answers for `addr` (NP_IDENTITY_NONE: no key covers
+// it): what an address without a host key reads. Up to width + 1 hash lookups.
+template <typename Key>
+class LpmIndex {
+ public:
+  explicit LpmIndex(const std::vector<std::pair<Key, np_identity_value>>& entries) {
+    entries_.reserve(entries.size());
+    for (const auto& [k, v] : entries) entries_[KeyBytes(k)] = v.identity;
+  }
+  uint32_t Identity(const uint8_t* addr) const {
+    constexpr int kBytes = static_cast<int>(sizeof(Key{}.addr));
+    for (int len = kBytes * 8; len >= 0; --len) {
+      Key k{};
+      k.prefixlen = static_cast<uint32_t>(len);
+      for (int b = 0; b < kBytes; ++b) {
+        const int keep = len - 8 * b;
+        k.addr[b] = keep >= 8  ? addr[b]
+                    : keep <= 0 ? 0
+                                : static_cast<uint8_t>(addr[b] & (0xff << (8 - keep)));
+      }
+      auto it = entries_.find(KeyBytes(k));
+      if (it != entries_.end()) return it->second;
+    }
+    return NP_IDENTITY_NONE;
+  }
+
+ private:
+  absl::flat_hash_map<std::array<char, sizeof(Key)>, uint32_t> entries_;
+};
 
 // The LPM part of the plan for one family (np_lpm4_key or np_lpm6_key).
 template <typename Key>
@@ -653,6 +938,13 @@ absl::StatusOr<IdentityEdit> DiffIdentityEntries(
   IdentityEdit edit;
   // Covers of the changed keys, per family: v4 [0], v6 [1].
   std::vector<Cover> gone[2], come[2];
+  DiffLpm(from.ident4, to.ident4, 32, edit.lpm4_puts, edit.lpm4_deletes, edit.new_lpm4_keys,
+          gone[0], come[0]);
+  DiffLpm(from.ident6, to.ident6, 128, edit.lpm6_puts, edit.lpm6_deletes, edit.new_lpm6_keys,
+          gone[1], come[1]);
+  const bool trie_changes[2] = {!gone[0].empty() || !come[0].empty(),
+                                !gone[1].empty() || !come[1].empty()};
+  size_t shadows[2] = {0, 0};  // covers of host keys that stay (not keys that change)
   {
     absl::flat_hash_map<std::array<char, sizeof(np_endpoint_addr_key)>, uint32_t> old_hosts,
         new_hosts;
@@ -663,11 +955,22 @@ absl::StatusOr<IdentityEdit> DiffIdentityEntries(
     auto family_of = [](const np_endpoint_addr_key& k) { return k.family == NP_FAMILY_V4 ? 0 : 1; };
     auto cover = [&](const np_endpoint_addr_key& k, uint32_t identity) {
       const int width = k.family == NP_FAMILY_V4 ? 32 : 128;
-      return CoverOf(k.addr, width, width, identity);
+      Cover c = CoverOf(k.addr, width, width, identity);
+      c.host = true;
+      return c;
     };
     for (const auto& [k, v] : to.ident_hosts) {
       auto it = old_hosts.find(KeyBytes(k));
-      if (it != old_hosts.end() && it->second == v.identity) continue;
+      if (it != old_hosts.end() && it->second == v.identity) {
+        // A host key that stays answers for its address over any trie key that changes
+        // around it: on both sides, so that the address reads no change.
+        if (trie_changes[family_of(k)]) {
+          gone[family_of(k)].push_back(cover(k, v.identity));
+          come[family_of(k)].push_back(cover(k, v.identity));
+          shadows[family_of(k)] += 2;
+        }
+        continue;
+      }
       if (it == old_hosts.end()) {
         edit.host_adds.emplace_back(k, v);
       } else {
@@ -681,11 +984,39 @@ absl::StatusOr<IdentityEdit> DiffIdentityEntries(
       edit.host_deletes.push_back(k);
       gone[family_of(k)].push_back(cover(k, v.identity));
     }
+    // An address that gains (loses) its host key had (gets) the LPM trie's answer: the
+    // other side's cover of it, so that ChangedAddresses compares identities, not keys (a
+    // host key added with the identity the trie gave is no change). Each is width + 1
+    // lookups: a plan with more than a pod's few is refused below anyway.
+    const size_t host_keys = edit.host_adds.size() + edit.host_deletes.size();
+    if (host_keys > 64) {
+      return refuse(absl::StrCat(host_keys, " host keys come or go (at most 64)"));
+    }
+    if (host_keys > 0) {
+      const LpmIndex<np_lpm4_key> from4(from.ident4), to4(to.ident4);
+      const LpmIndex<np_lpm6_key> from6(from.ident6), to6(to.ident6);
+      auto lpm = [&](const np_endpoint_addr_key& k, bool after) {
+        return k.family == NP_FAMILY_V4 ? (after ? to4 : from4).Identity(k.addr)
+                                        : (after ? to6 : from6).Identity(k.addr);
+      };
+      for (const auto& [k, v] : edit.host_adds) {
+        const uint32_t before = lpm(k, false);
+        if (before != NP_IDENTITY_NONE) gone[family_of(k)].push_back(cover(k, before));
+        // A run that misses the host key (read before its add) and reads the trie after
+        // the puts meets the new segment's answer: safe only when it is the address's old
+        // or new identity (IdentityEdit::barrier_after_host_adds).
+        const uint32_t trie_after = lpm(k, true);
+        if (trie_after != NP_IDENTITY_NONE && trie_after != before && trie_after != v.identity) {
+          edit.barrier_after_host_adds = true;
+        }
+      }
+      for (const np_endpoint_addr_key& k : edit.host_deletes) {
+        if (uint32_t after = lpm(k, true); after != NP_IDENTITY_NONE) {
+          come[family_of(k)].push_back(cover(k, after));
+        }
+      }
+    }
   }
-  DiffLpm(from.ident4, to.ident4, 32, edit.lpm4_puts, edit.lpm4_deletes, edit.new_lpm4_keys,
-          gone[0], come[0]);
-  DiffLpm(from.ident6, to.ident6, 128, edit.lpm6_puts, edit.lpm6_deletes, edit.new_lpm6_keys,
-          gone[1], come[1]);
   // One pod's event changes the keys of a few ranges: each range is at most 2 CIDRs per
   // prefix length, and an address put into a range (or taken out) splits it in three (or
   // merges three), so about 6 x width keys go or come; more is many pods (or a
@@ -693,8 +1024,8 @@ absl::StatusOr<IdentityEdit> DiffIdentityEntries(
   // in bench/agent_latency_bench's cluster.
   for (int f = 0; f < 2; ++f) {
     const size_t max_keys = f == 0 ? 8 * 32 : 8 * 128;
-    if (gone[f].size() + come[f].size() > max_keys) {
-      return refuse(absl::StrCat(gone[f].size() + come[f].size(), " identity keys of ",
+    if (gone[f].size() + come[f].size() - shadows[f] > max_keys) {
+      return refuse(absl::StrCat(gone[f].size() + come[f].size() - shadows[f], " identity keys of ",
                                  f == 0 ? "IPv4" : "IPv6", " change (at most ", max_keys, ")"));
     }
   }
@@ -892,6 +1223,11 @@ absl::StatusOr<IdentityEdit> PlanIdentityEditFromIr(const ir::CompiledPolicy& fr
     for (int i = head; i < na - tail; ++i) {
       if (absl::Status s = AppendRangeEntries(a[i], family, i, old_window); !s.ok()) return s;
     }
+    if (head < na - tail || head < nb - tail) {
+      std::vector<const ir::AddressRange*> with;
+      for (int i = head; i < nb - tail; ++i) with.push_back(&b[i]);
+      AppendChangedSegments(a, head, na - tail, std::move(with), family, old_window, new_window);
+    }
   }
   std::vector<std::pair<np_endpoint_addr_key, np_endpoint>> local;
   for (const ir::Endpoint& e : to.endpoints()) {
@@ -1077,6 +1413,21 @@ absl::StatusOr<IdentityEdit> PlanIdentityPart(
           return s;
         }
       }
+    }
+    if (!edits.empty()) {
+      // The edits as one slice, with the (unchanged) ranges between them.
+      std::vector<const ir::AddressRange*> with;
+      for (int e = 0; e < edits.size(); ++e) {
+        for (const ir::AddressRange& r : edits[e].ranges()) with.push_back(&r);
+        if (e + 1 < edits.size()) {
+          for (uint32_t i = edits[e].end(); i < edits[e + 1].begin(); ++i) {
+            with.push_back(&ranges[static_cast<int>(i)]);
+          }
+        }
+      }
+      AppendChangedSegments(ranges, static_cast<int>(edits[0].begin()),
+                            static_cast<int>(edits[edits.size() - 1].end()), std::move(with),
+                            family, old_window, new_window);
     }
   }
   for (int e = 0; e < delta.identity_pods_size(); ++e) {

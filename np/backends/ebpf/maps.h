@@ -103,11 +103,13 @@ uint32_t RangeIdentity(const google::protobuf::RepeatedPtrField<ir::AddressRange
 //       switches with the bump (IdentityEdit::state_changes).
 // Each address's identity, read by identity_of as a hosts lookup then an LPM lookup,
 // must also never be anything but its old or its new one (in particular never "none",
-// which tier rules deny). Within `from` and within `to` the keys tile the address space
-// without overlap (BuildMaps checks each range's CIDRs; ranges are disjoint), so an
-// address has at most one covering key on each side. The edit goes:
-//   1. host keys added; LPM keys added or changed, longest prefix first (host keys count
-//      as the longest); host keys whose value changes, the last
+// which tier rules deny). Within `from` and within `to` the LPM keys tile the address
+// space without overlap (the segments of the ranges, maps.cc AppendSegments), and a host
+// key (a single-address range) answers for its address before them, so an address has at
+// most one host key and one LPM key on each side. A pod added or deleted inside a segment
+// writes its host key alone. The edit goes:
+//   1. host keys added (then a grace period when `barrier_after_host_adds`); LPM keys
+//      added or changed, longest prefix first; host keys whose value changes, the last
 //   2. `barrier_before_deletes` when a host key was added and an LPM key is deleted: an
 //      address moving from an LPM key to a host key (a pod added into a range) could
 //      otherwise be read as "no host key yet" before the add and "no LPM key any more"
@@ -118,7 +120,9 @@ uint32_t RangeIdentity(const google::protobuf::RepeatedPtrField<ir::AddressRange
 //   3. LPM keys deleted, then host keys deleted.
 // While keys are only added, the old covering key of every address is still there: the
 // LPM trie answers the longest of the old and the new covering key, i.e. one of the two,
-// and a host key answers for its address first. While keys are only deleted, the new
+// and a host key answers for its address first. An address whose host key is added reads
+// the trie until then: its new LPM key may answer neither its old nor its new identity
+// (see barrier_after_host_adds), else it reads old or new. While keys are only deleted, the new
 // covering key is already there. So each identity lookup sees old or new, and by (b) and
 // (c) at most one lookup of a packet can see a changed answer: the verdict of every packet
 // is the old program's or the new one's.
@@ -134,6 +138,14 @@ struct IdentityEdit {
   std::vector<std::pair<np_lpm4_key, np_identity_value>> lpm4_puts;  // longest first
   std::vector<std::pair<np_lpm6_key, np_identity_value>> lpm6_puts;  // longest first
   std::vector<std::pair<np_endpoint_addr_key, np_identity_value>> host_changes;
+  // A grace period between host_adds and the LPM puts (every architecture): an address
+  // that gains a host key reads the trie until then, and a run that read np_ident_hosts
+  // before the add could read the trie after the puts. The trie holds segments (maps.cc
+  // AppendSegments), so its new key over such an address may answer a third identity
+  // (the segment of its neighbours, when the address was the last but one of a class: the
+  // class's last address becomes a host key and the class leaves the trie). Rare: a pod
+  // inside a segment leaves the trie as it was.
+  bool barrier_after_host_adds = false;
   bool barrier_before_deletes = false;
   // Step 3.
   std::vector<np_lpm4_key> lpm4_deletes;

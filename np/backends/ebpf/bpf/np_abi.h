@@ -61,8 +61,8 @@ struct np_config {
 /* np_runs: one entry (key 0), per CPU. active[g & 1] counts the runs on that CPU that read
  * generation g (with g's parity) and have not finished: a run adds 1 (an atomic add, a full
  * barrier on x86) after reading np_config.generation, reads the generation again and, when
- * it moved, takes its 1 back and counts itself under the new one; it takes the 1 back as
- * its last act. Once the loader has bumped np_config.generation past g, a sum of
+ * it moved, takes its 1 back and starts over (a bounded number of tries, then it drops the
+ * packet: np_policy.c np_run); it takes the 1 back as its last act. Once the loader has bumped np_config.generation past g, a sum of
  * active[g & 1] of 0 over every CPU means no run that read g or earlier is left (loader.cc
  * WaitForRuns): what a grace period guarantees, in one map read instead of a synchronize_rcu
  * (10-20 ms on the reference VM). */
@@ -70,10 +70,14 @@ struct np_runs {
 	__u64 active[2];
 };
 
-/* The IR's AddressRange.cidrs of one family are disjoint and cover the space. Those of full
- * length (pod IPs, mostly) go to np_ident_hosts (IPv4) and np_ident_hosts6 (IPv6),
- * BPF_MAP_TYPE_HASH keyed by np_endpoint_addr_key, looked up first; the others to np_ident4 / np_ident6,
- * BPF_MAP_TYPE_LPM_TRIE (prefixlen counts bits of addr), looked up when the hash misses. */
+/* The IR's AddressRanges of one family are disjoint and cover the space. Those of one
+ * address (pod IPs, mostly) go to np_ident_hosts (IPv4) and np_ident_hosts6 (IPv6),
+ * BPF_MAP_TYPE_HASH keyed by np_endpoint_addr_key, looked up first; np_ident4 / np_ident6,
+ * BPF_MAP_TYPE_LPM_TRIE (prefixlen counts bits of addr), looked up when the hash misses,
+ * tile the space with the CIDRs of segments: runs of ranges whose multi-address ranges
+ * have one identity, the single-address ones between them included (maps.cc
+ * AppendSegments), so that a pod that comes or goes writes its host key, not the prefixes
+ * of the range around it. */
 struct np_lpm4_key {
 	__u32 prefixlen;
 	__u8 addr[4]; /* network order */

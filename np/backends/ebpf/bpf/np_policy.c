@@ -851,8 +851,12 @@ static __noinline int np_decide(struct __sk_buff *skb, __u32 hook, __u32 generat
  * The count: the add is a full barrier (x86 lock add), and the loader reads np_runs after
  * its bump, so either the loader sees this run counted under the old generation (and
  * waits for it) or this run's second read sees the new generation (and counts itself
- * there). Twice moved between two reads a few instructions apart (two whole edits, each
- * waiting for this very count): the run fails closed. */
+ * there). When the generation moved between the two reads (an edit's bump), the run takes
+ * its 1 back and tries again from the first read: the try that counts itself under the
+ * generation its second read still sees decides. Moving again on every one of
+ * NP_RUN_TRIES tries (each a few instructions apart, each move a whole edit that waits for
+ * this very count) is not a state a verdict can be read from: the run fails closed. */
+#define NP_RUN_TRIES 4
 static __always_inline int np_run(struct __sk_buff *skb, __u32 hook)
 {
 	__u32 zero = 0;
@@ -860,21 +864,17 @@ static __always_inline int np_run(struct __sk_buff *skb, __u32 hook)
 	struct np_runs *runs = bpf_map_lookup_elem(&np_runs, &zero);
 	if (!cfg || !runs)
 		return NP_DROP;
-	__u32 generation = *(volatile __u32 *)&cfg->generation;
-	__sync_fetch_and_add(&runs->active[generation & 1], 1);
-	const __u32 again = *(volatile __u32 *)&cfg->generation;
-	if (again != generation) {
-		__sync_fetch_and_add(&runs->active[generation & 1], -1);
-		generation = again;
+	for (int try = 0; try < NP_RUN_TRIES; try++) {
+		const __u32 generation = *(volatile __u32 *)&cfg->generation;
 		__sync_fetch_and_add(&runs->active[generation & 1], 1);
-		if (*(volatile __u32 *)&cfg->generation != generation) {
+		if (*(volatile __u32 *)&cfg->generation == generation) {
+			const int verdict = np_decide(skb, hook, generation);
 			__sync_fetch_and_add(&runs->active[generation & 1], -1);
-			return NP_DROP;
+			return verdict;
 		}
+		__sync_fetch_and_add(&runs->active[generation & 1], -1);
 	}
-	const int verdict = np_decide(skb, hook, generation);
-	__sync_fetch_and_add(&runs->active[generation & 1], -1);
-	return verdict;
+	return NP_DROP;
 }
 
 /* tc ingress of the host veth: what the pod sends (its egress policy). */
