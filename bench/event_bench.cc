@@ -20,8 +20,20 @@
 //                              status heartbeat: resourceVersion and a condition's time), parse
 //                              and Apply (which keeps the snapshot: Engine::Apply recognises it)
 //
+//   BM_LowerPodEvent/<shape>/<kind>  the lowering part of the agent's pod rows
+//                              (bench/agent_latency_bench.cc): PodDeltaLowering::Lower of the
+//                              event and of its reverse on node-0's program of the agent
+//                              shapes (bench/agent_workload.h), each delta applied and
+//                              committed untimed; `kind` RelabelRemote / RelabelLocal (labels
+//                              of another app of the namespace: a class and identity of its
+//                              own), MoveRemote (labels and containers: an existing class),
+//                              LocalTable (a replica added on node-0, its table there).
+//                              p50/p99 of Lower alone as counters, `expressed` the fraction
+//                              of events that came out as deltas (1: none lowered whole).
+//
 //   bazel build //bench:event_bench
 //   bazel-bin/bench/event_bench [--benchmark_filter=...]
+#include <chrono>
 #include <map>
 #include <memory>
 #include <string>
@@ -36,6 +48,9 @@
 #include "np/agent/watch_event.h"
 #include "np/cluster.h"
 #include "np/engine.h"
+#include "np/backends/util.h"
+#include "np/lower.h"
+#include "np/lower_delta.h"
 
 namespace np::bench {
 namespace {
@@ -326,6 +341,147 @@ void BM_EventSplit(benchmark::State& state) {
     benchmark::DoNotOptimize(events);
   }
 }
+
+
+// ---- the lowering of the agent's pod rows
+
+enum class PodEventKind { kRelabelRemote, kRelabelLocal, kMoveRemote, kLocalTable };
+
+// Node-0's engine and installed program of an agent shape, and the pods the rows change.
+struct LowerFixture {
+  std::shared_ptr<const Engine> engine;
+  ir::CompiledPolicy installed;
+  // a on `node` with an "app" label, b another app of a's namespace (any node).
+  k8s::Pod remote_a, remote_b, local_a, local_b;
+};
+
+bool PickAppPair(const ClusterObjects& objects, const std::string& node, k8s::Pod* a,
+                 k8s::Pod* b) {
+  std::map<std::string, const k8s::Pod*> first_app_of_namespace;
+  for (const Sourced<k8s::Pod>& p : objects.pods) {
+    const auto& labels = p.object.metadata().labels();
+    if (labels.count("app") == 0) continue;
+    first_app_of_namespace.emplace(p.object.metadata().namespace_(), &p.object);
+  }
+  for (const Sourced<k8s::Pod>& p : objects.pods) {
+    const auto& labels = p.object.metadata().labels();
+    if (p.object.spec().nodename() != node || labels.count("app") == 0) continue;
+    for (const Sourced<k8s::Pod>& q : objects.pods) {
+      const auto& other = q.object.metadata().labels();
+      if (q.object.metadata().namespace_() == p.object.metadata().namespace_() &&
+          other.count("app") > 0 && other.at("app") != labels.at("app")) {
+        *a = p.object;
+        *b = q.object;
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+LowerFixture& GetLower(NodeShape shape) {
+  static auto* fixtures = new std::map<NodeShape, LowerFixture>();
+  auto it = fixtures->find(shape);
+  if (it != fixtures->end()) return it->second;
+  ClusterObjects objects = GenerateCluster(OptionsFor(shape));
+  LowerFixture f;
+  if (!PickAppPair(objects, "node-1", &f.remote_a, &f.remote_b) ||
+      !PickAppPair(objects, kNode, &f.local_a, &f.local_b)) {
+    Fail("no pods to relabel");
+  }
+  absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
+  if (!cluster.ok()) Fail(std::string(cluster.status().message()));
+  EngineOptions options;
+  options.node_name = kNode;
+  absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(*cluster, options);
+  if (!engine.ok()) Fail(std::string(engine.status().message()));
+  absl::StatusOr<ir::CompiledPolicy> installed = LowerToIr(**engine);
+  if (!installed.ok()) Fail(std::string(installed.status().message()));
+  f.engine = *engine;
+  f.installed = *std::move(installed);
+  return (*fixtures)[shape] = std::move(f);
+}
+
+// The row's event and its reverse, as the pods the engine gets.
+std::pair<Change, Change> EventsOf(PodEventKind kind, const LowerFixture& f) {
+  auto relabelled = [](const k8s::Pod& a, const k8s::Pod& b, bool containers) {
+    k8s::Pod moved = a;
+    *moved.mutable_metadata()->mutable_labels() = b.metadata().labels();
+    if (containers) *moved.mutable_spec()->mutable_containers() = b.spec().containers();
+    return Change{Change::Op::kUpsert, moved};
+  };
+  switch (kind) {
+    case PodEventKind::kRelabelRemote:
+      return {relabelled(f.remote_a, f.remote_b, false), {Change::Op::kUpsert, f.remote_a}};
+    case PodEventKind::kRelabelLocal:
+      return {relabelled(f.local_a, f.local_b, false), {Change::Op::kUpsert, f.local_a}};
+    case PodEventKind::kMoveRemote:
+      return {relabelled(f.remote_a, f.remote_b, true), {Change::Op::kUpsert, f.remote_a}};
+    case PodEventKind::kLocalTable: {
+      const k8s::Pod pod = ClonePod(f.local_a, "bench-local-add2", kNode, 5);
+      return {{Change::Op::kUpsert, pod}, {Change::Op::kDelete, pod}};
+    }
+  }
+  Fail("unknown event kind");
+}
+
+void BM_LowerPodEvent(benchmark::State& state, NodeShape shape, PodEventKind kind) {
+  LowerFixture& f = GetLower(shape);
+  ir::CompiledPolicy installed = f.installed;
+  PodDeltaLowering index = PodDeltaLowering::Index(f.engine, installed);
+  std::shared_ptr<const Engine> current = f.engine;
+  const auto [there, back] = EventsOf(kind, f);
+  std::vector<double> lower_s;
+  int events = 0, expressed = 0;
+  int64_t identity_pods = 0;  // pods listed in the deltas' identity edits
+  for (auto _ : state) {
+    for (const Change* change : {&there, &back}) {
+      absl::StatusOr<std::shared_ptr<const Engine>> next = current->Apply({*change});
+      if (!next.ok()) Fail(std::string(next.status().message()));
+      const auto t0 = std::chrono::steady_clock::now();
+      std::optional<PodDelta> delta = index.Lower(*next, installed, {PodKey(std::get<k8s::Pod>(change->object))});
+      lower_s.push_back(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      ++events;
+      if (delta.has_value()) {
+        ++expressed;
+        for (const ir::IdentityPodsEdit& e : delta->delta.identity_pods()) {
+          identity_pods += e.pods_size();
+        }
+        if (!backends::ApplyDelta(delta->delta, &installed).ok()) Fail("ApplyDelta refused");
+        index.Commit(*delta);
+      } else {
+        absl::StatusOr<ir::CompiledPolicy> whole = LowerToIr(**next);
+        if (!whole.ok()) Fail(std::string(whole.status().message()));
+        installed = *std::move(whole);
+        index = PodDeltaLowering::Index(*next, installed);
+      }
+      current = *next;
+    }
+  }
+  state.counters["lower_p50_ms"] = Quantile(lower_s, 0.5) * 1e3;
+  state.counters["lower_p99_ms"] = Quantile(lower_s, 0.99) * 1e3;
+  state.counters["expressed"] = static_cast<double>(expressed) / std::max(1, events);
+  state.counters["identity_pods"] = static_cast<double>(identity_pods) / std::max(1, events);
+}
+
+void RegisterLowerPodEvents() {
+  const std::pair<PodEventKind, const char*> kinds[] = {
+      {PodEventKind::kRelabelRemote, "RelabelRemote"},
+      {PodEventKind::kRelabelLocal, "RelabelLocal"},
+      {PodEventKind::kMoveRemote, "MoveRemote"},
+      {PodEventKind::kLocalTable, "LocalTable"}};
+  for (NodeShape shape : {NodeShape::kSmall, NodeShape::kLarge}) {
+    for (const auto& [kind, name] : kinds) {
+      benchmark::RegisterBenchmark(
+          absl::StrCat("BM_LowerPodEvent/", ShapeName(shape), "/", name).c_str(),
+          BM_LowerPodEvent, shape, kind)
+          ->Unit(benchmark::kMillisecond)
+          ->Iterations(shape == NodeShape::kSmall ? 500 : 200);
+    }
+  }
+}
+const bool lower_pod_events_registered = (RegisterLowerPodEvents(), true);
 
 BENCHMARK(BM_EventSplit)->Arg(1000)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_EventParse)->Arg(1000)->Unit(benchmark::kMicrosecond);
