@@ -31,6 +31,10 @@
 //                              p50/p99 of Lower alone as counters, `expressed` the fraction
 //                              of events that came out as deltas (1: none lowered whole).
 //
+//   BM_PolicyEvent/<shape>[/Split]  the agent's policy rows: Engine::Apply of a policy
+//                              selecting a node-0 app (added, deleted) and LowerPolicyChange,
+//                              p50/p99 of each; /Split: its peer splits a pod's identity.
+//
 //   bazel build //bench:event_bench
 //   bazel-bin/bench/event_bench [--benchmark_filter=...]
 #include <chrono>
@@ -465,6 +469,76 @@ void BM_LowerPodEvent(benchmark::State& state, NodeShape shape, PodEventKind kin
   state.counters["identity_pods"] = static_cast<double>(identity_pods) / std::max(1, events);
 }
 
+
+// The agent's policy rows (bench/agent_latency_bench.cc): a policy selecting local_a's app
+// admitting a namespace on TCP 7777 added then deleted, or (`split`) admitting canary=true
+// pods with local_a labelled canary=true beforehand (its class splits from its replicas',
+// and merges back at the delete). Engine::Apply and PodDeltaLowering::LowerPolicyChange
+// apart, p50/p99 each; the delta applied and committed untimed.
+void BM_PolicyEvent(benchmark::State& state, NodeShape shape, bool split) {
+  LowerFixture& f = GetLower(shape);
+  k8s::NetworkPolicy policy;
+  policy.mutable_metadata()->set_namespace_(f.local_a.metadata().namespace_());
+  policy.mutable_metadata()->set_name("bench-policy");
+  auto* spec = policy.mutable_spec();
+  (*spec->mutable_podselector()->mutable_matchlabels())["app"] =
+      f.local_a.metadata().labels().at("app");
+  spec->add_policytypes("Ingress");
+  auto* rule = spec->add_ingress();
+  auto* peer = rule->add_from();
+  if (split) {
+    (*peer->mutable_podselector()->mutable_matchlabels())["canary"] = "true";
+  } else {
+    (*peer->mutable_namespaceselector()->mutable_matchlabels())["team"] = "monitoring";
+  }
+  auto* port = rule->add_ports();
+  port->set_protocol("TCP");
+  port->mutable_port()->set_intval(7777);
+  std::shared_ptr<const Engine> current = f.engine;
+  if (split) {
+    k8s::Pod canary = f.local_a;
+    (*canary.mutable_metadata()->mutable_labels())["canary"] = "true";
+    absl::StatusOr<std::shared_ptr<const Engine>> next =
+        current->Apply({Change{Change::Op::kUpsert, canary}});
+    if (!next.ok()) Fail(std::string(next.status().message()));
+    current = *next;
+  }
+  absl::StatusOr<ir::CompiledPolicy> installed = LowerToIr(*current);
+  if (!installed.ok()) Fail(std::string(installed.status().message()));
+  PodDeltaLowering index = PodDeltaLowering::Index(current, *installed);
+  const Change changes[2] = {{Change::Op::kUpsert, policy}, {Change::Op::kDelete, policy}};
+  std::vector<double> engine_s, lower_s;
+  int events = 0, expressed = 0;
+  for (auto _ : state) {
+    for (const Change& change : changes) {
+      const auto t0 = std::chrono::steady_clock::now();
+      absl::StatusOr<std::shared_ptr<const Engine>> next = current->Apply({change});
+      const auto t1 = std::chrono::steady_clock::now();
+      if (!next.ok()) Fail(std::string(next.status().message()));
+      std::optional<PodDelta> delta = index.LowerPolicyChange(*next, *installed);
+      const auto t2 = std::chrono::steady_clock::now();
+      engine_s.push_back(std::chrono::duration<double>(t1 - t0).count());
+      lower_s.push_back(std::chrono::duration<double>(t2 - t1).count());
+      ++events;
+      if (delta.has_value()) {
+        ++expressed;
+        if (!backends::ApplyDelta(delta->delta, &*installed).ok()) Fail("ApplyDelta refused");
+        index.Commit(*delta);
+      } else {
+        installed = LowerToIr(**next);
+        if (!installed.ok()) Fail(std::string(installed.status().message()));
+        index = PodDeltaLowering::Index(*next, *installed);
+      }
+      current = *next;
+    }
+  }
+  state.counters["engine_p50_ms"] = Quantile(engine_s, 0.5) * 1e3;
+  state.counters["engine_p99_ms"] = Quantile(engine_s, 0.99) * 1e3;
+  state.counters["lower_p50_ms"] = Quantile(lower_s, 0.5) * 1e3;
+  state.counters["lower_p99_ms"] = Quantile(lower_s, 0.99) * 1e3;
+  state.counters["expressed"] = static_cast<double>(expressed) / std::max(1, events);
+}
+
 void RegisterLowerPodEvents() {
   const std::pair<PodEventKind, const char*> kinds[] = {
       {PodEventKind::kRelabelRemote, "RelabelRemote"},
@@ -478,6 +552,13 @@ void RegisterLowerPodEvents() {
           BM_LowerPodEvent, shape, kind)
           ->Unit(benchmark::kMillisecond)
           ->Iterations(shape == NodeShape::kSmall ? 500 : 200);
+    }
+    for (bool split : {false, true}) {
+      benchmark::RegisterBenchmark(
+          absl::StrCat("BM_PolicyEvent/", ShapeName(shape), split ? "/Split" : "").c_str(),
+          BM_PolicyEvent, shape, split)
+          ->Unit(benchmark::kMillisecond)
+          ->Iterations(shape == NodeShape::kSmall ? 200 : 100);
     }
   }
 }
