@@ -1190,7 +1190,9 @@ class Batch {
       }
     }
     auto namespace_dirty = [&](const std::string& ns) {
-      if (!few) return target_dirty_namespaces_.count(ns) > 0 || label_dirty_namespaces_.count(ns) > 0;
+      if (!few) {
+        return target_dirty_namespaces_.count(ns) > 0 || label_dirty_namespaces_.count(ns) > 0;
+      }
       for (absl::string_view d : few_dirty) {
         if (d == ns) return true;
       }
