@@ -152,19 +152,33 @@ std::shared_ptr<internal::IdentityNumbering> NumberingAfter(
 // found by binary search and the result merged, not sorted: an identity may have thousands
 // of pods and a pod event moves one (hashing and sorting them all was most of a 1,000-pod
 // node's delta lowering).
-void EmitIdentityPods(const ir::CompiledPolicy& installed, const std::set<uint32_t>& touched,
+template <typename PodNames>
+void EmitIdentityPods(const std::vector<PodNames>& installed, const std::set<uint32_t>& touched,
                       const std::vector<std::string>& moved,
                       const std::map<uint32_t, std::vector<std::string>>& gains,
                       ir::CompiledPolicyDelta* delta) {
-  static const google::protobuf::RepeatedPtrField<std::string> kNoPods;
+  static const PodNames kNoPods{};
   for (uint32_t id : touched) {
-    const bool appended = static_cast<int>(id) >= installed.identities_size();
-    const auto& old = appended ? kNoPods : installed.identities(id).pods();
-    // The installed pods that leave (positions in `old`, ascending: `moved` is sorted).
+    const bool appended = id >= installed.size();
+    const PodNames& names = appended ? kNoPods : installed[id];
+    const int count = static_cast<int>(names.ends.size());
+    auto old = [&](int i) {
+      const uint32_t begin = i == 0 ? 0 : names.ends[i - 1];
+      return absl::string_view(names.bytes).substr(begin, names.ends[i] - begin);
+    };
+    // The installed pods that leave (positions, ascending: `moved` is sorted).
     std::vector<int> leaving;
     for (const std::string& m : moved) {
-      auto it = std::lower_bound(old.begin(), old.end(), m);
-      if (it != old.end() && *it == m) leaving.push_back(static_cast<int>(it - old.begin()));
+      int lo = 0, hi = count;  // first position whose name is not below m
+      while (lo < hi) {
+        const int mid = lo + (hi - lo) / 2;
+        if (old(mid) < m) {
+          lo = mid + 1;
+        } else {
+          hi = mid;
+        }
+      }
+      if (lo < count && old(lo) == m) leaving.push_back(lo);
     }
     std::vector<absl::string_view> joining;
     if (auto gained = gains.find(id); gained != gains.end()) {
@@ -176,7 +190,7 @@ void EmitIdentityPods(const ir::CompiledPolicy& installed, const std::set<uint32
     // labels changed within its identity).
     if (!appended && leaving.size() == joining.size() &&
         std::equal(leaving.begin(), leaving.end(), joining.begin(),
-                   [&](int i, absl::string_view j) { return old[i] == j; })) {
+                   [&](int i, absl::string_view j) { return old(i) == j; })) {
       continue;
     }
     google::protobuf::RepeatedPtrField<std::string>* pods;
@@ -189,19 +203,19 @@ void EmitIdentityPods(const ir::CompiledPolicy& installed, const std::set<uint32
       edit->set_identity(id);
       pods = edit->mutable_pods();
     }
-    pods->Reserve(old.size() - static_cast<int>(leaving.size()) +
-                  static_cast<int>(joining.size()));
+    pods->Reserve(count - static_cast<int>(leaving.size()) + static_cast<int>(joining.size()));
     // Merge old (minus the leaving) with joining, dropping a joining pod already there.
     size_t l = 0, j = 0;
-    for (int i = 0; i < old.size(); ++i) {
+    for (int i = 0; i < count; ++i) {
       if (l < leaving.size() && leaving[l] == i) {
         ++l;
         continue;
       }
-      for (; j < joining.size() && joining[j] <= old[i]; ++j) {
-        if (joining[j] != old[i]) pods->Add(std::string(joining[j]));
+      const absl::string_view name = old(i);
+      for (; j < joining.size() && joining[j] <= name; ++j) {
+        if (joining[j] != name) pods->Add(std::string(joining[j]));
       }
-      pods->Add(std::string(old[i]));
+      pods->Add(std::string(name));
     }
     for (; j < joining.size(); ++j) pods->Add(std::string(joining[j]));
   }
@@ -514,7 +528,9 @@ PodDeltaLowering PodDeltaLowering::Index(std::shared_ptr<const Engine> snapshot,
       x.identity_of_class_.emplace(c, r.identity());
     }
   }
+  x.identity_pods_.resize(installed.identities_size());
   for (const ir::Identity& identity : installed.identities()) {
+    x.identity_pods_[identity.id()].Assign(identity.pods());
     if (x.range_count_[identity.id()] == 0 && !identity.external() && identity.pods().empty()) {
       x.unused_identities_.insert(identity.id());
     }
@@ -581,6 +597,7 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
       prev.options.node_name != next.options.node_name ||
       prev.options.evaluation.always_allow_self != next.options.evaluation.always_allow_self ||
       installed.identities_size() != static_cast<int>(range_count_.size()) ||
+      installed.identities_size() != static_cast<int>(identity_pods_.size()) ||
       installed.tables_size() != static_cast<int>(table_target_.size())) {
     return refuse("atoms, tier policies, options or the program's shape differ");
   }
@@ -959,7 +976,7 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
     }
   }
   // Each touched identity's pods; an appended identity whole, in id order (the set's).
-  EmitIdentityPods(installed, touched_identities, keys, identity_gains, &out.delta);
+  EmitIdentityPods(identity_pods_, touched_identities, keys, identity_gains, &out.delta);
   return out;
 }
 
@@ -1334,7 +1351,7 @@ std::optional<std::string> PodDeltaLowering::SplitIdentities(
   }
   std::sort(moved.begin(), moved.end());
   moved.erase(std::unique(moved.begin(), moved.end()), moved.end());
-  EmitIdentityPods(installed, touched, moved, gains, &out->delta);
+  EmitIdentityPods(identity_pods_, touched, moved, gains, &out->delta);
   for (uint32_t c = 0; c < identity_of.size(); ++c) {
     if (identity_of[c] != kNoIdentity && touched.count(identity_of[c]) != 0) {
       touched_classes->push_back(c);
@@ -1364,6 +1381,7 @@ std::optional<PodDelta> PodDeltaLowering::LowerPolicyChange(
   if (prev.options.node_name != next.options.node_name ||
       prev.options.evaluation.always_allow_self != next.options.evaluation.always_allow_self ||
       installed.identities_size() != static_cast<int>(range_count_.size()) ||
+      installed.identities_size() != static_cast<int>(identity_pods_.size()) ||
       installed.tables_size() != static_cast<int>(table_target_.size()) ||
       installed.peer_sets_size() != static_cast<int>(peer_set_refs_.size())) {
     return refuse("options or the program's shape differ");
@@ -1648,7 +1666,25 @@ std::optional<PodDelta> PodDeltaLowering::LowerPolicyChange(
   return out;
 }
 
+void PodDeltaLowering::PodNames::Assign(
+    const google::protobuf::RepeatedPtrField<std::string>& pods) {
+  bytes.clear();
+  ends.clear();
+  ends.reserve(pods.size());
+  for (const std::string& pod : pods) {
+    bytes += pod;
+    ends.push_back(static_cast<uint32_t>(bytes.size()));
+  }
+}
+
 void PodDeltaLowering::Commit(const PodDelta& applied) {
+  for (const ir::Identity& identity : applied.delta.identities()) {  // appended, in id order
+    if (identity_pods_.size() <= identity.id()) identity_pods_.resize(identity.id() + 1);
+    identity_pods_[identity.id()].Assign(identity.pods());
+  }
+  for (const ir::IdentityPodsEdit& edit : applied.delta.identity_pods()) {
+    identity_pods_[edit.identity()].Assign(edit.pods());
+  }
   if (applied.numbering != nullptr) {  // identities added or retired
     numbering_ = applied.numbering;
     for (const auto& [c, id] : applied.identities_retired) {
