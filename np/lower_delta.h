@@ -170,10 +170,6 @@ class PodDeltaLowering {
   // the policies of `s` (the indexed snapshot). O(tables x their policies' rules): after a
   // whole lowering or a delta that changed tables, off the event's path.
   void IndexTableNames(const internal::EngineState& s);
-  // Table `t`'s names (its target class's policies' selectors in `s`, tier and named-port
-  // membership) into the lists above, or out of them: a pod delta's few changed tables at
-  // Commit, not every table again.
-  void NameTable(const internal::EngineState& s, uint32_t t, bool add);
 
   // LowerPolicyChange's identities when a class splits or merges (the same atoms and pods):
   // the classes now numbered as np/lower_align.h numbers identities (atoms keep theirs; by
