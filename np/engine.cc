@@ -3,6 +3,8 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <cstring>
+#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 #include "np/internal/engine_state.h"
@@ -62,6 +64,9 @@ size_t EngineState::IndexBytes() const {
   bytes += peer_classes.chunk_count() * peer_classes.chunk_bytes();
   if (bits != nullptr) bytes += bits->Bytes();
   bytes += pair_of.chunk_count() * pair_of.chunk_bytes();
+  bytes += pair_ipv4.chunk_count() * pair_ipv4.chunk_bytes();
+  bytes += pair_at.chunk_count() * pair_at.chunk_bytes();
+  bytes += pair_owner.chunk_count() * pair_owner.chunk_bytes();
   return bytes;
 }
 
@@ -300,32 +305,55 @@ uint16_t EngineState::PairClass(const PodRecord& r) const {
 
 void EngineState::RefreshPairClass(uint32_t p, uint64_t generation) {
   if (bits == nullptr || bits->pairs.classes == 0) return;
-  while (pair_of.size() <= p) pair_of.PushBack(PairSlot(), generation);
+  while (pair_of.size() <= p) {
+    pair_of.PushBack(PairMatrix::kNoPair, generation);
+    pair_ipv4.PushBack(0, generation);
+  }
   const PodState* pod = pods[p].state.get();
-  PairSlot slot;
-  if (pod != nullptr) slot.pair = PairClass(records[p]);
-  if (slot.pair != PairMatrix::kNoPair && pod->ipv4) slot.ipv4 = pod->ipv4->v4();
-  const PairSlot& old = pair_of[p];
-  if (old.pair != slot.pair || old.ipv4 != slot.ipv4) pair_of.Mutable(p, generation) = slot;
+  const uint16_t pair = pod != nullptr ? PairClass(records[p]) : PairMatrix::kNoPair;
+  const uint32_t ipv4 = pair != PairMatrix::kNoPair && pod->ipv4 ? pod->ipv4->v4() : 0;
+  const uint16_t old_pair = pair_of[p];
+  const uint32_t old_ipv4 = pair_ipv4[p];
+  if (old_pair == pair && old_ipv4 == ipv4) return;
+  if (old_pair != pair) pair_of.Mutable(p, generation) = pair;
+  if (old_ipv4 != ipv4) pair_ipv4.Mutable(p, generation) = ipv4;
+  // The direct table follows the slot. Clear before write: the pod may keep its address.
+  // An entry naming another pod is left alone: that pod took the address in this batch
+  // (refreshed before this one), and a shared address names no pod with a pair.
+  const uint32_t base = bits->pairs.v4_base;
+  if (old_pair != PairMatrix::kNoPair && old_ipv4 - base < pair_at.size() &&
+      pair_owner[old_ipv4 - base] == p) {
+    pair_at.Mutable(old_ipv4 - base, generation) = PairMatrix::kNoPair;
+    pair_owner.Mutable(old_ipv4 - base, generation) = kNone;
+  }
+  if (pair != PairMatrix::kNoPair && ipv4 - base < pair_at.size()) {
+    pair_at.Mutable(ipv4 - base, generation) = pair;
+    if (pair_owner[ipv4 - base] != p) pair_owner.Mutable(ipv4 - base, generation) = p;
+  }
 }
 
-// The direct table of the pods' IPv4 addresses (PairMatrix::pod_at) for the pods with a
-// pair id, when their addresses are dense enough.
-template <typename PairSlots>
-static void PaintPairAddresses(const CowVector<PodSlot>& pods, const PairSlots& pair_of,
-                        size_t live_pods, PairMatrix& m) {
+// The direct table of the pods' IPv4 addresses (EngineState::pair_at) for the pods with a
+// pair id, when their addresses are dense enough: its range into the matrix, its entries
+// into the state's (empty) direct table.
+static void PaintPairAddresses(size_t live_pods, uint64_t generation, PairMatrix& m,
+                               EngineState& s) {
   uint32_t low = ~uint32_t{0}, high = 0;
-  for (uint32_t p = 0; p < pair_of.size(); ++p) {
-    if (pair_of[p].pair == PairMatrix::kNoPair || !pods[p].state->ipv4) continue;
-    low = std::min(low, pair_of[p].ipv4);
-    high = std::max(high, pair_of[p].ipv4);
+  for (uint32_t p = 0; p < s.pair_of.size(); ++p) {
+    if (s.pair_of[p] == PairMatrix::kNoPair) continue;
+    low = std::min(low, s.pair_ipv4[p]);
+    high = std::max(high, s.pair_ipv4[p]);
   }
   if (low > high || size_t{high - low} + 1 > PairMatrix::kMaxDirect(live_pods)) return;
   m.v4_base = low;
-  m.pod_at.assign(size_t{high - low} + 1, kNone);
-  for (uint32_t p = 0; p < pair_of.size(); ++p) {
-    if (pair_of[p].pair == PairMatrix::kNoPair || !pods[p].state->ipv4) continue;
-    m.pod_at[pair_of[p].ipv4 - low] = p;
+  m.direct_size = high - low + 1;
+  for (uint32_t k = 0; k < m.direct_size; ++k) {
+    s.pair_at.PushBack(PairMatrix::kNoPair, generation);
+    s.pair_owner.PushBack(kNone, generation);
+  }
+  for (uint32_t p = 0; p < s.pair_of.size(); ++p) {
+    if (s.pair_of[p] == PairMatrix::kNoPair) continue;
+    s.pair_at.Mutable(s.pair_ipv4[p] - low, generation) = s.pair_of[p];
+    s.pair_owner.Mutable(s.pair_ipv4[p] - low, generation) = p;
   }
 }
 
@@ -400,8 +428,11 @@ void EngineState::PaintVerdictBits() {
   }
   // (Deleted pods at the end: pair_of stays parallel to pods.)
   if (painted != nullptr && painted->pairs.classes > 0) {
-    while (pair_of.size() < hot_records.size()) pair_of.PushBack(PairSlot(), generation);
-    PaintPairAddresses(pods, pair_of, live_pods, painted->pairs);
+    while (pair_of.size() < hot_records.size()) {
+      pair_of.PushBack(PairMatrix::kNoPair, generation);
+      pair_ipv4.PushBack(0, generation);
+    }
+    PaintPairAddresses(live_pods, generation, painted->pairs, *this);
   }
 }
 
@@ -604,7 +635,7 @@ NP_ALWAYS_INLINE inline bool PairWord(const EngineState& s, const internal::Verd
                                       uint16_t port, const uint64_t** word, uint32_t* shift) {
   const internal::PairMatrix& m = bits.pairs;
   if (m.classes == 0) return false;
-  const uint32_t a = s.pair_of[source].pair, b = s.pair_of[destination].pair;
+  const uint32_t a = s.pair_of[source], b = s.pair_of[destination];
   if (a == internal::PairMatrix::kNoPair || b == internal::PairMatrix::kNoPair) return false;
   *word = m.Word(bits.PortClass(protocol, port), a, b);
   *shift = b & 63;
@@ -633,10 +664,11 @@ NP_ALWAYS_INLINE inline bool DirectPairWord(const EngineState& s, const internal
                                             Protocol protocol, uint16_t port,
                                             const uint64_t** word, uint32_t* shift) {
   const internal::PairMatrix& m = bits.pairs;
-  uint32_t src_pod, dst_pod, a, b;
-  if (!s.PairOfAddress(m, source, &src_pod, &a) ||
-      !s.PairOfAddress(m, destination, &dst_pod, &b) ||
-      (src_pod == dst_pod && s.options.evaluation.always_allow_self)) {
+  uint32_t src_offset, dst_offset, a, b;
+  // (One offset is one pod: EngineState::pair_at.)
+  if (!s.PairOfAddress(m, source, &src_offset, &a) ||
+      !s.PairOfAddress(m, destination, &dst_offset, &b) ||
+      (src_offset == dst_offset && s.options.evaluation.always_allow_self)) {
     return false;
   }
   *word = m.Word(bits.PortClass(protocol, port), a, b);
@@ -723,6 +755,72 @@ NP_ALWAYS_INLINE inline void AnswerInBlocks(size_t n, uint8_t* out, Plan&& plan)
   }
 }
 
+// A batch answered from the pair matrix in one pass with a software pipeline (issue 10,
+// h83). Why not AnswerInBlocks' two passes over 16 flows: with one miss per flow (the matrix
+// word; the pair ids sit in L1) a single call already overlaps its miss with the next flows',
+// and the blocks' per-flow plan (calls, branches on every rare path, a 32-byte plan written
+// then read) cost more than the overlap they bought (2.5x the floor, whose loop is a dozen
+// instructions and one load per flow). Here `locate` works out flow j's bit in the matrix
+// (its position in bits, PairMatrix::Bit) kWordAhead flows before its answer and asks for
+// its word; the answer reads the word. A flow the matrix does not answer (no pair id, an
+// address off the direct table, one pod to itself with always_allow_self) is not branched
+// on: `locate` returns kRare (bit 0, read for nothing) and the flow's output byte gets bit 1;
+// after the loop, only when some were, `slow` answers each such flow in full. The answers
+// are gathered eight to a word and stored once: a byte store may alias anything, and after
+// each the compiler reloaded the state's pointers (the direct table's, the matrix's).
+// (Asking for the pair slots ahead too, a third stage, was slower: they are in L1, and the
+// extra requests took fill buffers from the matrix words.)
+constexpr uint64_t kRare = uint64_t{1} << 63;
+template <typename Locate, typename Slow>
+NP_ALWAYS_INLINE inline void PipelineThroughMatrix(const internal::PairMatrix& m, size_t n,
+                                                   uint8_t* out, Locate&& locate,
+                                                   Slow&& slow) {
+  constexpr size_t kWordAhead = 16;
+  const uint64_t* const words = m.words.get();
+  uint64_t ring[kWordAhead];
+  uint64_t rare = 0;
+  auto ask = [&](size_t j) NP_ALWAYS_INLINE {
+    const uint64_t bit = locate(j);
+    ring[j % kWordAhead] = bit;
+    rare |= bit;
+    __builtin_prefetch(words + ((bit & ~kRare) >> 6));
+  };
+  // The answer byte: the bit, plus 2 for a flow `slow` answers.
+  auto answer = [&](size_t i) NP_ALWAYS_INLINE {
+    const uint64_t bit = ring[i % kWordAhead];
+    return ((words[(bit & ~kRare) >> 6] >> (bit & 63)) & 1) | (bit >> 62);
+  };
+  for (size_t j = 0; j < std::min(n, kWordAhead); ++j) ask(j);
+  size_t i = 0;
+  // The steady state, eight flows at a time without bounds tests; then the tail.
+  for (; i + 8 + kWordAhead <= n; i += 8) {
+    uint64_t eight = 0;
+#pragma GCC unroll 8
+    for (size_t k = 0; k < 8; ++k) {
+      eight |= answer(i + k) << (8 * k);
+      ask(i + k + kWordAhead);
+    }
+    std::memcpy(out + i, &eight, sizeof(eight));
+  }
+  for (; i < n; ++i) {
+    out[i] = static_cast<uint8_t>(answer(i));
+    if (i + kWordAhead < n) ask(i + kWordAhead);
+  }
+  if ((rare & kRare) == 0) return;
+  for (size_t k = 0; k < n; ++k) {
+    if (out[k] & 2) out[k] = slow(k) ? 1 : 0;
+  }
+}
+// The protocol's first entry in VerdictBits::port_class (ProtocolIndex * 65536) without a
+// branch.
+NP_ALWAYS_INLINE inline uint32_t PortClassBase(Protocol protocol) {
+  const uint8_t p = static_cast<uint8_t>(protocol);
+  return (p == static_cast<uint8_t>(Protocol::kUDP) ? 65536u : 0u) |
+         (p != static_cast<uint8_t>(Protocol::kUDP) && p != static_cast<uint8_t>(Protocol::kTCP)
+              ? 131072u
+              : 0u);
+}
+
 }  // namespace
 
 bool Engine::Allowed(PodId source, PodId destination, Protocol protocol, uint16_t port) const {
@@ -786,6 +884,36 @@ void Engine::AllowedBatch(absl::Span<const PodQuery> queries, absl::Span<uint8_t
   const size_t n = std::min(queries.size(), out.size());
   const auto& records = s.hot_records;
   const bool allow_self = s.options.evaluation.always_allow_self;
+  if (const internal::VerdictBits* bits = s.bits.get();
+      bits != nullptr && bits->pairs.classes > 0) {
+    const internal::PairMatrix& m = bits->pairs;
+    const auto& pair_of = s.pair_of;
+    // (Locals, not members: the output bytes may alias anything, and each write would make
+    // the compiler load the members again.)
+    const uint64_t plane_bits = uint64_t{m.plane_words} * 64, row_bits = uint64_t{m.row_words} * 64;
+    const uint8_t* const port_class = bits->port_class.data();
+    // One instance per always_allow_self value: the self test only where it can answer.
+    auto run = [&](auto self_allowed) NP_ALWAYS_INLINE {
+    PipelineThroughMatrix(
+        m, n, out.data(),
+        [&](size_t j) NP_ALWAYS_INLINE {
+          const PodQuery& q = queries[j];
+          const uint32_t a = pair_of[q.source], b = pair_of[q.destination];
+          const bool answers = (a != internal::PairMatrix::kNoPair) &
+                               (b != internal::PairMatrix::kNoPair) &
+                               !(decltype(self_allowed)::value & (q.source == q.destination));
+          const uint64_t bit = port_class[PortClassBase(q.protocol) + q.port] * plane_bits +
+                               uint64_t{a} * row_bits + b;
+          return answers ? bit : kRare;
+        },
+        [&](size_t k) {
+          const PodQuery& q = queries[k];
+          return Allowed(q.source, q.destination, q.protocol, q.port);
+        });
+    };
+    allow_self ? run(std::true_type()) : run(std::false_type());
+    return;
+  }
   if (const internal::VerdictBits* bits = s.bits.get(); bits != nullptr) {
     AnswerInBlocks(n, out.data(), [&](size_t i, PlannedFlow& planned) {
       const PodQuery& q = queries[i];
@@ -844,12 +972,47 @@ void Engine::AllowedBatch(absl::Span<const PacketQuery> queries, absl::Span<uint
   const internal::IpIndex& index = *s.pod_by_ip;
   const size_t n = std::min(queries.size(), out.size());
   const internal::VerdictBits* bits = s.bits.get();
+  const bool allow_self = s.options.evaluation.always_allow_self;
   if (bits == nullptr) {
     for (size_t i = 0; i < n; ++i) {
       const PacketQuery& q = queries[i];
       out[i] = PacketAllowed(s, index.Find(q.source), index.Find(q.destination), q.source,
                              q.destination, q.protocol, q.port);
     }
+    return;
+  }
+  if (const internal::PairMatrix& m = bits->pairs; m.classes > 0 && s.pair_at.size() > 0) {
+    // As the by-pod pipeline, with the direct table's entries for the pair slots. An
+    // address off the table (IPv6, outside its range) reads entry 0 and is marked rare.
+    const auto& pair_at = s.pair_at;
+    const uint64_t plane_bits = uint64_t{m.plane_words} * 64, row_bits = uint64_t{m.row_words} * 64;
+    const uint8_t* const port_class = bits->port_class.data();
+    const uint32_t base = m.v4_base, size = static_cast<uint32_t>(pair_at.size());
+    auto offset = [&](const IpAddress& address) NP_ALWAYS_INLINE {
+      const uint32_t k = address.v4() - base;
+      return address.is_v4() & (k < size) ? k : size;  // size: off the table
+    };
+    auto run = [&](auto self_allowed) NP_ALWAYS_INLINE {
+    PipelineThroughMatrix(
+        m, n, out.data(),
+        [&](size_t j) NP_ALWAYS_INLINE {
+          const PacketQuery& q = queries[j];
+          const uint32_t oa = offset(q.source), ob = offset(q.destination);
+          const bool on_table = (oa < size) & (ob < size);
+          const uint32_t a = pair_at[on_table ? oa : 0], b = pair_at[on_table ? ob : 0];
+          const bool answers = on_table & (a != internal::PairMatrix::kNoPair) &
+                               (b != internal::PairMatrix::kNoPair) &
+                               !(decltype(self_allowed)::value & (oa == ob));
+          const uint64_t bit = port_class[PortClassBase(q.protocol) + q.port] * plane_bits +
+                               uint64_t{a} * row_bits + b;
+          return answers ? bit : kRare;
+        },
+        [&](size_t k) {
+          const PacketQuery& q = queries[k];
+          return AllowedPacket(q.source, q.destination, q.protocol, q.port);
+        });
+    };
+    allow_self ? run(std::true_type()) : run(std::false_type());
     return;
   }
   // As the by-pod batch, with the two index entries for the records.

@@ -55,6 +55,30 @@ uint64_t Seed() {
   return v == nullptr ? 20261201 : std::strtoull(v, nullptr, 10);
 }
 
+// A cluster and the engine built from it, moved together by each change (the expected
+// verdicts come from `cluster` through np::reference). Copying a Twin keeps a snapshot.
+struct Twin {
+  std::shared_ptr<const Cluster> cluster;
+  std::shared_ptr<const Engine> engine;
+};
+void BuildTwin(ClusterObjects objects, Twin* twin) {
+  absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  twin->cluster = std::make_shared<const Cluster>(*std::move(cluster));
+  absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(*twin->cluster);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  twin->engine = *engine;
+}
+// Applies one batch of changes to both the cluster and the engine.
+void ApplyToBoth(const std::vector<Change>& changes, Twin* twin) {
+  absl::StatusOr<Cluster> cluster = twin->cluster->Apply(changes);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  absl::StatusOr<std::shared_ptr<const Engine>> engine = twin->engine->Apply(changes);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  twin->cluster = std::make_shared<const Cluster>(*std::move(cluster));
+  twin->engine = *engine;
+}
+
 // Every server pod against blocks drawn with `rng` (every 64th block, since those are the
 // sparse list's members, plus random ones and one outside every block), both directions of
 // the flow, by pod and by packet, on the policies' port and another.
@@ -123,57 +147,33 @@ TEST(EngineLayout, ListsOf255AndMoreOnTheHotSideByPodAndByPacket) {
   // many words, a sorted list. Both past the 255 an interval's count holds.
   objects.policies.push_back({FromBlocks("dense", "dense", 1, 0, 80), {}});
   objects.policies.push_back({FromBlocks("sparse", "sparse", 64, 0, 80), {}});
-  ClusterObjects after = objects;
-  absl::StatusOr<Cluster> cluster = Cluster::Create(std::move(objects));
-  ASSERT_TRUE(cluster.ok()) << cluster.status();
-  absl::StatusOr<std::shared_ptr<const Engine>> engine = Engine::Build(*cluster);
-  ASSERT_TRUE(engine.ok()) << engine.status();
-  ASSERT_NO_FATAL_FAILURE(CheckAgainstReference(*cluster, **engine, seed));
+  Twin built;
+  ASSERT_NO_FATAL_FAILURE(BuildTwin(std::move(objects), &built));
+  ASSERT_NO_FATAL_FAILURE(CheckAgainstReference(*built.cluster, *built.engine, seed));
 
   // The sparse pods' policy changes in place (blocks 1 mod 64 instead): their target class
   // stays, its table is rebuilt and moves, and no pod record changes; the packet path reads
   // the sides from the address index, which must follow.
-  k8s::NetworkPolicy more = FromBlocks("sparse", "sparse", 64, 1, 80);
-  after.policies.back() = {more, {}};
-  absl::StatusOr<Cluster> cluster2 = Cluster::Create(std::move(after));
-  ASSERT_TRUE(cluster2.ok());
-  absl::StatusOr<std::shared_ptr<const Engine>> engine2 =
-      (*engine)->Apply({Change{Change::Op::kUpsert, more}});
-  ASSERT_TRUE(engine2.ok()) << engine2.status();
-  ASSERT_NO_FATAL_FAILURE(CheckAgainstReference(*cluster2, **engine2, seed + 1));
+  Twin twin = built;
+  ASSERT_NO_FATAL_FAILURE(
+      ApplyToBoth({Change{Change::Op::kUpsert, FromBlocks("sparse", "sparse", 64, 1, 80)}}, &twin));
+  ASSERT_NO_FATAL_FAILURE(CheckAgainstReference(*twin.cluster, *twin.engine, seed + 1));
   // The previous snapshot still answers as before.
-  ASSERT_NO_FATAL_FAILURE(CheckAgainstReference(*cluster, **engine, seed + 2));
+  ASSERT_NO_FATAL_FAILURE(CheckAgainstReference(*built.cluster, *built.engine, seed + 2));
   // A pod that joins the rebuilt class gets its sides in the index too.
-  absl::StatusOr<std::shared_ptr<const Engine>> engine3 =
-      (*engine2)->Apply({Change{Change::Op::kUpsert, Pod("sparse9", "10.1.1.9", "sparse")}});
-  ASSERT_TRUE(engine3.ok());
-  ClusterObjects third = (*cluster2).ToObjects();
-  third.pods.push_back({Pod("sparse9", "10.1.1.9", "sparse"), {}});
-  absl::StatusOr<Cluster> cluster3 = Cluster::Create(std::move(third));
-  ASSERT_TRUE(cluster3.ok());
-  ASSERT_NO_FATAL_FAILURE(CheckAgainstReference(*cluster3, **engine3, seed + 3));
+  ASSERT_NO_FATAL_FAILURE(
+      ApplyToBoth({Change{Change::Op::kUpsert, Pod("sparse9", "10.1.1.9", "sparse")}}, &twin));
+  ASSERT_NO_FATAL_FAILURE(CheckAgainstReference(*twin.cluster, *twin.engine, seed + 3));
   // A pod of a new peer class that the sparse pods' policy admits (app=client): the class
   // joins the policy's selector, the sparse table is rebuilt under the same target class (no
   // sparse pod's record changes), and the index's sides must follow it.
-  {
-    ClusterObjects objects4 = (*cluster3).ToObjects();
-    k8s::NetworkPolicy with_client = FromBlocks("sparse", "sparse", 64, 1, 80);
-    (*with_client.mutable_spec()->mutable_ingress(0)->add_from()->mutable_podselector()
-          ->mutable_matchlabels())["app"] = "client";
-    for (auto& policy : objects4.policies) {
-      if (policy.object.metadata().name() == "sparse") policy.object = with_client;
-    }
-    absl::StatusOr<std::shared_ptr<const Engine>> e4 =
-        (*engine3)->Apply({Change{Change::Op::kUpsert, with_client}});
-    ASSERT_TRUE(e4.ok());
-    objects4.pods.push_back({Pod("client0", "10.1.2.1", "client"), {}});
-    absl::StatusOr<Cluster> cluster4 = Cluster::Create(std::move(objects4));
-    ASSERT_TRUE(cluster4.ok());
-    absl::StatusOr<std::shared_ptr<const Engine>> e5 =
-        (*e4)->Apply({Change{Change::Op::kUpsert, Pod("client0", "10.1.2.1", "client")}});
-    ASSERT_TRUE(e5.ok());
-    ASSERT_NO_FATAL_FAILURE(CheckAgainstReference(*cluster4, **e5, seed + 4));
-  }
+  k8s::NetworkPolicy with_client = FromBlocks("sparse", "sparse", 64, 1, 80);
+  (*with_client.mutable_spec()->mutable_ingress(0)->add_from()->mutable_podselector()
+        ->mutable_matchlabels())["app"] = "client";
+  ASSERT_NO_FATAL_FAILURE(ApplyToBoth({Change{Change::Op::kUpsert, with_client}}, &twin));
+  ASSERT_NO_FATAL_FAILURE(
+      ApplyToBoth({Change{Change::Op::kUpsert, Pod("client0", "10.1.2.1", "client")}}, &twin));
+  ASSERT_NO_FATAL_FAILURE(CheckAgainstReference(*twin.cluster, *twin.engine, seed + 4));
 }
 
 // ------------------------------------------------------------------ the pair matrix
@@ -260,15 +260,15 @@ void CheckPairs(const Cluster& cluster, const Engine& engine, const std::string&
 bool OnMatrix(const Engine& engine, const std::string& key) {
   const internal::EngineState& s = internal::EngineAccess::State(engine);
   if (s.bits == nullptr || s.bits->pairs.classes == 0) return false;
-  return s.pair_of[*engine.FindPod(key)].pair != internal::PairMatrix::kNoPair;
+  return s.pair_of[*engine.FindPod(key)] != internal::PairMatrix::kNoPair;
 }
 // Whether the matrix's direct table answers for `ip`, as the address of pod `key`.
 bool OnDirectTable(const Engine& engine, const std::string& key, const std::string& ip) {
   const internal::EngineState& s = internal::EngineAccess::State(engine);
-  uint32_t pod, pair;
+  uint32_t offset, pair;
   return s.bits != nullptr && s.bits->pairs.classes > 0 &&
-         s.PairOfAddress(s.bits->pairs, *IpAddress::Parse(ip), &pod, &pair) &&
-         pod == *engine.FindPod(key);
+         s.PairOfAddress(s.bits->pairs, *IpAddress::Parse(ip), &offset, &pair) &&
+         s.pair_owner[offset] == *engine.FindPod(key);
 }
 
 TEST(PairMatrix, FollowsPodAndPolicyEvents) {
@@ -283,25 +283,18 @@ TEST(PairMatrix, FollowsPodAndPolicyEvents) {
   objects.policies.push_back({AllowFrom("a-from-b", "a", "b", 80), {}});
   objects.policies.push_back({AllowFrom("c-from-a", "c", "a", 81), {}});
   objects.policies.push_back({EgressTo("b-to-a", "b", "a", 80), {}});
-  absl::StatusOr<Cluster> cluster = Cluster::Create(objects);
-  ASSERT_TRUE(cluster.ok()) << cluster.status();
-  absl::StatusOr<std::shared_ptr<const Engine>> built = Engine::Build(*cluster);
-  ASSERT_TRUE(built.ok()) << built.status();
-  std::shared_ptr<const Engine> engine = *built;
+  Twin twin;
+  ASSERT_NO_FATAL_FAILURE(BuildTwin(std::move(objects), &twin));
+  const std::shared_ptr<const Engine>& engine = twin.engine;
   ASSERT_TRUE(OnMatrix(*engine, "x/c0")) << "the matrix must answer at Build";
   ASSERT_TRUE(OnDirectTable(*engine, "x/c0", "10.9.0.5"));
   ASSERT_TRUE(OnDirectTable(*engine, "x/d0", "10.9.0.6"));
-  ASSERT_NO_FATAL_FAILURE(CheckPairs(*cluster, *engine, "build"));
+  ASSERT_NO_FATAL_FAILURE(CheckPairs(*twin.cluster, *engine, "build"));
 
   // Apply `change` to both the cluster and the engine, then check every pair.
   auto step = [&](const Change& change, const std::string& name) {
-    absl::StatusOr<Cluster> next = cluster->Apply({change});
-    ASSERT_TRUE(next.ok()) << next.status();
-    absl::StatusOr<std::shared_ptr<const Engine>> applied = engine->Apply({change});
-    ASSERT_TRUE(applied.ok()) << applied.status();
-    cluster = *std::move(next);
-    engine = *applied;
-    CheckPairs(*cluster, *engine, name);
+    ASSERT_NO_FATAL_FAILURE(ApplyToBoth({change}, &twin));
+    CheckPairs(*twin.cluster, *twin.engine, name);
   };
   // d0 deleted and its address given to a new pod of c: the direct table still names d0
   // (a stale entry would answer as d: a0 -> 10.9.0.6 on 80 allowed, where c admits only 81).
@@ -310,14 +303,15 @@ TEST(PairMatrix, FollowsPodAndPolicyEvents) {
   ASSERT_NO_FATAL_FAILURE(step(Change{Change::Op::kUpsert, AppPod("x", "c1", "10.9.0.6", "c")},
                                "c1 takes d0's address"));
   EXPECT_TRUE(OnMatrix(*engine, "x/c1"));
+  EXPECT_TRUE(OnDirectTable(*engine, "x/c1", "10.9.0.6"));
   // c0 takes b's labels: another existing pair class, so the matrix keeps answering for it,
-  // by pod, with b's row and column (a stale id would answer as c: a0 -> c0 on 81 allowed).
-  // (An upsert gives the pod a new id: by packet the address index finds it, not the direct
-  // table, which names the old id.)
+  // by pod and by packet, with b's row and column (a stale id would answer as c: a0 -> c0 on
+  // 81 allowed). The direct table follows the pod's new pair id (and its new pod id: an
+  // upsert gives the pod a new one).
   ASSERT_NO_FATAL_FAILURE(step(Change{Change::Op::kUpsert, AppPod("x", "c0", "10.9.0.5", "b")},
                                "c0 relabelled b"));
   EXPECT_TRUE(OnMatrix(*engine, "x/c0"));
-  EXPECT_FALSE(OnDirectTable(*engine, "x/c0", "10.9.0.5"));
+  EXPECT_TRUE(OnDirectTable(*engine, "x/c0", "10.9.0.5"));
   // a's table is rebuilt (its rule now admits d too): a's pods leave the matrix (a stale id
   // would deny d -> a on 80).
   ASSERT_NO_FATAL_FAILURE(step(Change{Change::Op::kUpsert, AppPod("x", "d1", "10.9.0.7", "d")},
@@ -333,10 +327,121 @@ TEST(PairMatrix, FollowsPodAndPolicyEvents) {
                                "b1 moves"));
   ASSERT_NO_FATAL_FAILURE(step(Change{Change::Op::kUpsert, AppPod("x", "b0", "10.9.0.4", "b")},
                                "b0 takes b1's old address"));
+  EXPECT_TRUE(OnDirectTable(*engine, "x/b0", "10.9.0.4"));
+  EXPECT_FALSE(OnDirectTable(*engine, "x/b0", "10.9.0.3"));
   // A second holder of c0's address: both quarantined, off the matrix.
   ASSERT_NO_FATAL_FAILURE(step(Change{Change::Op::kUpsert, AppPod("y", "twin", "10.9.0.5", "a")},
                                "c0's address shared"));
   EXPECT_FALSE(OnMatrix(*engine, "x/c0"));
+}
+
+// Random pod events that keep every pod within an existing pair class — replicas added with
+// existing labels, pods deleted, relabelled to another existing app of their namespace,
+// moved to a free address (often one just released), and two pods swapping addresses in one
+// batch — checked after each batch against np::reference by pod, by packet and in both
+// batches (CheckPairs). Each (namespace, app) keeps an anchor pod no event touches, so its
+// pair class and table stand: every live pod must stay on the matrix and on the direct table
+// (the O(1) edits of EngineState::RefreshPairClass), none falls back. Replay one sequence
+// with NP_PAIR_SEED.
+void CheckPairEvents(uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const std::vector<std::string> namespaces = {"x", "y"}, apps = {"a", "b", "c", "d"};
+  ClusterObjects objects;
+  // Addresses 10.9.0.1 .. 10.9.0.60: anchors at both ends fix the direct table's range.
+  constexpr int kAddresses = 60;
+  auto address = [](int k) { return absl::StrCat("10.9.0.", k); };
+  std::vector<bool> used(kAddresses + 1, false);
+  struct Mobile {
+    std::string ns, name, app;
+    int address = 0;
+  };
+  std::vector<Mobile> mobile;
+  int next_address = 1;
+  for (const std::string& ns : namespaces) {
+    for (const std::string& app : apps) {
+      objects.pods.push_back({AppPod(ns, "anchor-" + app, address(next_address), app), {}});
+      used[next_address++] = true;
+    }
+  }
+  objects.pods.push_back({AppPod("x", "anchor-end", address(kAddresses), "a"), {}});
+  used[kAddresses] = true;
+  int names = 0;
+  for (int k = 0; k < 8; ++k) {
+    Mobile m{namespaces[rng() % 2], absl::StrCat("m", names++), apps[rng() % apps.size()],
+             next_address};
+    used[next_address++] = true;
+    objects.pods.push_back({AppPod(m.ns, m.name, address(m.address), m.app), {}});
+    mobile.push_back(m);
+  }
+  objects.policies.push_back({AllowFrom("a-from-b", "a", "b", 80), {}});
+  objects.policies.push_back({AllowFrom("c-from-a", "c", "a", 81), {}});
+  objects.policies.push_back({AllowFrom("d-from-c", "d", "c", 80), {}});
+  objects.policies.push_back({EgressTo("b-to-a", "b", "a", 80), {}});
+  Twin twin;
+  ASSERT_NO_FATAL_FAILURE(BuildTwin(std::move(objects), &twin));
+  auto free_address = [&]() {
+    int k;
+    do k = 1 + static_cast<int>(rng() % kAddresses); while (used[k]);
+    return k;
+  };
+  auto upsert = [&](const Mobile& m) {
+    return Change{Change::Op::kUpsert, AppPod(m.ns, m.name, address(m.address), m.app)};
+  };
+  for (int step = 0; step < 40; ++step) {
+    std::vector<Change> batch;
+    std::string what;
+    const int kind = mobile.size() < 2 ? 0 : static_cast<int>(rng() % 5);
+    const size_t i = mobile.empty() ? 0 : rng() % mobile.size();
+    if (kind == 0) {  // a replica with existing labels
+      Mobile m{namespaces[rng() % 2], absl::StrCat("m", names++), apps[rng() % apps.size()],
+               free_address()};
+      used[m.address] = true;
+      mobile.push_back(m);
+      batch.push_back(upsert(m));
+      what = "add " + m.name;
+    } else if (kind == 1) {  // delete
+      batch.push_back(Change{Change::Op::kDelete, upsert(mobile[i]).object});
+      used[mobile[i].address] = false;
+      what = "delete " + mobile[i].name;
+      mobile.erase(mobile.begin() + static_cast<long>(i));
+    } else if (kind == 2) {  // relabel to another existing app
+      mobile[i].app = apps[rng() % apps.size()];
+      batch.push_back(upsert(mobile[i]));
+      what = "relabel " + mobile[i].name + " " + mobile[i].app;
+    } else if (kind == 3) {  // move to a free address
+      used[mobile[i].address] = false;
+      mobile[i].address = free_address();
+      used[mobile[i].address] = true;
+      batch.push_back(upsert(mobile[i]));
+      what = "move " + mobile[i].name;
+    } else {  // two pods swap addresses in one batch
+      size_t j = rng() % mobile.size();
+      if (j == i) j = (i + 1) % mobile.size();
+      std::swap(mobile[i].address, mobile[j].address);
+      batch.push_back(upsert(mobile[i]));
+      batch.push_back(upsert(mobile[j]));
+      what = "swap " + mobile[i].name + " " + mobile[j].name;
+    }
+    const std::string name = absl::StrCat("NP_PAIR_SEED=", seed, " step ", step, " (", what, ")");
+    ASSERT_NO_FATAL_FAILURE(ApplyToBoth(batch, &twin)) << name;
+    ASSERT_NO_FATAL_FAILURE(CheckPairs(*twin.cluster, *twin.engine, name));
+    ASSERT_FALSE(::testing::Test::HasFailure()) << name;
+    for (int p = 0; p < twin.cluster->pod_count(); ++p) {
+      const std::string key = twin.cluster->pod(p).Key();
+      ASSERT_TRUE(OnMatrix(*twin.engine, key)) << name << ": " << key << " left the matrix";
+      ASSERT_TRUE(OnDirectTable(*twin.engine, key, twin.cluster->pod(p).ipv4->ToString()))
+          << name << ": " << key << " left the direct table";
+    }
+  }
+}
+
+TEST(PairMatrix, PodEventsIntoExistingPairClassesStayOnTheMatrix) {
+  const char* v = std::getenv("NP_PAIR_SEED");
+  if (v != nullptr) {
+    CheckPairEvents(std::strtoull(v, nullptr, 10));
+    return;
+  }
+  for (uint64_t seed = 1; seed <= 30; ++seed) ASSERT_NO_FATAL_FAILURE(CheckPairEvents(seed));
 }
 
 }  // namespace

@@ -669,7 +669,7 @@ using Bitset = std::vector<uint64_t>;
 // bit per (source pair class, destination pair class) = egress(source's table, port class,
 // destination's peer) AND ingress(destination's table, port class, source's peer) — the two
 // per-side bits, already ANDed. A verdict is then the two pods' pair ids (a uint16 per pod,
-// EngineState::pair_of: 20 KB at 10k pods, in L1/L2) and one bit read. Size: port classes x
+// EngineState::pair_of: 20 KB at 10k pods, in L1) and one bit read. Size: port classes x
 // pair classes^2 bits (10k pods, tiered benchmark: 13 x 2003^2 = 6.5 MB, less than the
 // per-side bits' 25 MB); it takes what the per-side bits leave of verdict_bits_bytes and is
 // left out (classes = 0) when it does not fit (100k pods: 20k pair classes, 550 MB), when a
@@ -679,6 +679,18 @@ using Bitset = std::vector<uint64_t>;
 // ids, so a pod keeps its pair id while its (target, peer) pair is one of the matrix's and
 // its table is the painted one (EngineState::PairClass); else kNoPair and the per-side bits or
 // the exact path answer.
+// Through pod events (h83): a pod added, deleted, relabelled or moved to another address
+// within the pair classes the matrix has keeps answering from it by pod and by packet: its
+// pair_of entry and its direct table entries (EngineState::pair_at) are edited in place, O(1)
+// per pod (EngineState::RefreshPairClass). What still falls back (per-side bits, else the
+// exact path), until the next Engine::Build: a pod whose (target class, IPv4 peer class)
+// pair the matrix does not have (a new label set that makes a new peer or target class, or
+// an existing target with a peer class it never had at Build: the matrix is shared by every
+// snapshot, and a new row and column would have to be painted for one of them only); the
+// pods of a target class whose table was rebuilt (a policy change, a new peer class joining
+// a selector, the class emptied then refilled); a pod with a shared address; IPv6; and by
+// packet, an address outside the direct table's range fixed at Build (the pod answers from
+// the matrix through the address index).
 struct PairMatrix {
   static constexpr uint16_t kNoPair = 0xffff;
   uint32_t classes = 0;    // pair classes (0: no matrix)
@@ -690,13 +702,12 @@ struct PairMatrix {
   size_t word_count = 0;
   // By packet: the pods' IPv4 addresses, direct-mapped (the pod CIDR is dense), so that a
   // packet's pair ids are two array reads instead of two hash probes of the address index
-  // and a pair_of read after each (the probes were most of a by-packet verdict).
-  // pod_at[address - v4_base] = the pod that held the address at Build (kNone: none). The
-  // pod's PairSlot says whether it still does (EngineState::PairOfAddress): a table built
-  // once and shared, exact for every snapshot. Left empty when the addresses span more than
-  // kMaxDirect(pods) entries.
+  // and a pair_of read after each (the probes were most of a by-packet verdict). The table
+  // itself is per snapshot (EngineState::pair_at, kept current by every pod event); its
+  // range is fixed here at Build: [v4_base, v4_base + direct_size), left empty (0) when the
+  // addresses span more than kMaxDirect(pods) entries.
   uint32_t v4_base = 0;
-  std::vector<uint32_t> pod_at;
+  uint32_t direct_size = 0;
   static size_t kMaxDirect(size_t pods) { return 65536 + 16 * pods; }
 
   static uint64_t Key(uint32_t target, uint32_t peer) { return uint64_t{target} << 32 | peer; }
@@ -705,18 +716,8 @@ struct PairMatrix {
     return &words[port_class * plane_words + size_t{a} * row_words + (b >> 6)];
   }
   size_t Bytes() const {
-    return word_count * sizeof(uint64_t) + class_of.capacity() * (sizeof(uint64_t) + 8) +
-           pod_at.capacity() * sizeof(uint32_t);
+    return word_count * sizeof(uint64_t) + class_of.capacity() * (sizeof(uint64_t) + 8);
   }
-};
-
-// A pod's entry of EngineState::pair_of: its pair id and the IPv4 address it answers for by
-// packet (PairMatrix::pod_at): its own, unshared (a shared address's peer is kSharedPeer,
-// hence no pair). 8 bytes: 80 KB at 10k pods, within L2.
-struct PairSlot {
-  uint32_t ipv4 = 0;
-  uint16_t pair = 0xffff;  // PairMatrix::kNoPair
-  uint16_t unused = 0;
 };
 
 struct VerdictBits {
@@ -854,29 +855,47 @@ struct EngineState {
   }
   // Per pod (parallel to pods when bits->pairs has classes, else empty): its pair id in the
   // pair matrix, PairMatrix::kNoPair when the matrix does not answer for it (PairClass).
-  // (PairSlot: 8 bytes a pod keep the array in L2, where a verdict reads it twice.)
-  CowVector<PairSlot, kHotChunkBits + 1> pair_of;
-  // The pod and pair id of a packet's IPv4 address when the pair matrix answers for it by
-  // the direct table: true and *pod, *pair set; else false (the address index answers).
-  NP_ALWAYS_INLINE bool PairOfAddress(const PairMatrix& m, const IpAddress& a, uint32_t* pod,
+  // 2 bytes a pod, so that at 10k pods the array (20 KB) stays in L1 beside a batch's other
+  // reads, where a verdict reads it twice (8-byte slots, 80 KB, were L2 reads that took a
+  // fill buffer each: the batch's limit, h83).
+  static constexpr int kPairChunkBits = 11;
+  CowVector<uint16_t, kPairChunkBits> pair_of;
+  // Per pod, the IPv4 address its pair id answers for by packet (its own, unshared: a shared
+  // address's peer is kSharedPeer, hence no pair; 0 without a pair). Only updates read it: the
+  // direct table entry to clear when the pod leaves the matrix or its address.
+  CowVector<uint32_t, kHotChunkBits + 1> pair_ipv4;
+  // By packet, the direct table of the matrix's IPv4 range (PairMatrix::v4_base,
+  // direct_size; empty without a matrix or when the range is too wide): per address, the pair
+  // id of the pod that alone holds it, kNoPair when none does or the matrix does not answer for
+  // it (the address index does). `pair_owner`, the pod (kNone: none), for updates only. Kept
+  // exact through every pod event by RefreshPairClass, which moves the pod's entry with its
+  // pair_of slot: an address released is cleared (if it still names the pod), an address
+  // taken is written. So an entry that is not kNoPair is the answer, with no check against
+  // pair_of; and since a pod's entry is its one `ipv4`, two entries are two pods (a packet
+  // from a pod to itself is one entry: the same offset).
+  CowVector<uint16_t, kPairChunkBits> pair_at;
+  CowVector<uint32_t, kHotChunkBits + 1> pair_owner;
+  // The direct table's offset and pair id of a packet's IPv4 address when the pair matrix
+  // answers for it by the direct table: true and *offset, *pair set; else false (the address
+  // index answers).
+  NP_ALWAYS_INLINE bool PairOfAddress(const PairMatrix& m, const IpAddress& a, uint32_t* offset,
                                       uint32_t* pair) const {
     if (!a.is_v4()) return false;
-    const uint32_t offset = a.v4() - m.v4_base;
-    if (offset >= m.pod_at.size()) return false;
-    const uint32_t p = m.pod_at[offset];
-    if (p == kNone) return false;
-    const PairSlot& slot = pair_of[p];
-    if (slot.pair == PairMatrix::kNoPair || slot.ipv4 != a.v4()) return false;
-    *pod = p;
-    *pair = slot.pair;
+    const uint32_t k = a.v4() - m.v4_base;
+    if (k >= pair_at.size()) return false;
+    const uint16_t entry = pair_at[k];
+    if (entry == PairMatrix::kNoPair) return false;
+    *offset = k;
+    *pair = entry;
     return true;
   }
   // The pair id a pod with record `r` has: its (target, IPv4 peer) pair's, while that pair
   // is in the matrix and its target's table is the painted one (BitsRow); else kNoPair.
   uint16_t PairClass(const PodRecord& r) const;
-  // Brings pair_of[p] up to date with pod p's record (pair_of grows to hold p). Called with
-  // each refresh of a hot record (Batch::PublishHotArrays) and by PaintVerdictBits; writes
-  // the chunk only when the id changes.
+  // Brings pair_of[p] up to date with pod p's record (pair_of grows to hold p), and the
+  // direct table's entries of its old and new address with it. Called with each refresh of a
+  // hot record (Batch::PublishHotArrays) and by PaintVerdictBits; writes a chunk only when an
+  // entry changes: a pod event into an existing pair class costs O(1) edits.
   void RefreshPairClass(uint32_t p, uint64_t generation);
   // Paints `bits` from the current tables within options.verdict_bits_bytes, points every
   // record and address index entry at its block. Called once per Engine::Build.
