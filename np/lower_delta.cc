@@ -575,6 +575,15 @@ PodDeltaLowering PodDeltaLowering::Index(std::shared_ptr<const Engine> snapshot,
   return x;
 }
 
+void PodDeltaLowering::Recycle(PodDelta&& used) {
+  spare_delta_.Swap(&used.delta);
+  spare_delta_.Clear();  // keeps the repeated fields' elements (and strings' capacity)
+}
+
+void PodDeltaLowering::TakeSpareDelta(ir::CompiledPolicyDelta* delta) const {
+  delta->Swap(&spare_delta_);
+}
+
 std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> next_engine,
                                                 const ir::CompiledPolicy& installed,
                                                 const std::vector<std::string>& changed_pods,
@@ -680,6 +689,7 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
 
   PodDelta out;
   out.next = next_engine;
+  TakeSpareDelta(&out.delta);
   // Target classes new to the node's tables, each with its table's id: the lowest unused
   // (tombstone) id of `installed`, else appended (np/lower_align.h).
   std::vector<std::pair<uint32_t, uint32_t>> new_tables;  // target class, table id
@@ -1451,6 +1461,7 @@ std::optional<PodDelta> PodDeltaLowering::LowerPolicyChange(
   };
   PodDelta out;
   out.next = next_engine;
+  TakeSpareDelta(&out.delta);
   // (class before, class now) of the addresses carrying an identity.
   std::vector<std::pair<uint32_t, uint32_t>> pairs;
   // Split: the classes whose identity gains or loses addresses; the tables that may name them

@@ -67,7 +67,8 @@
 // (np/lower.h) applies, or unused identities, tables or peer sets would exceed
 // AlignNumbering's compaction threshold (the caller lowers whole, which compacts).
 //
-// Thread safety: an index is driven by one thread (Lower is const; Commit mutates).
+// Thread safety: an index is driven by one thread (Lower is const but reuses the storage
+// Recycle gave it; Commit and Recycle mutate).
 #ifndef NP_LOWER_DELTA_H_
 #define NP_LOWER_DELTA_H_
 
@@ -145,6 +146,13 @@ class PodDeltaLowering {
   // describes it and `next`.
   void Commit(const PodDelta& applied);
 
+  // Gives a delta the caller is done with back to the index: the next Lower or
+  // LowerPolicyChange builds its delta in that message's storage. Why: a relabel's delta
+  // lists an identity's pods whole (~2,000 names at 1,000 pods on the node), and allocating
+  // each name afresh from a heap the agent has aged was most of a pod event's lowering
+  // (bench/RESULTS.md, h89); a cleared protobuf keeps its strings for reuse.
+  void Recycle(PodDelta&& used);
+
   const std::shared_ptr<const Engine>& snapshot() const { return snapshot_; }
 
  private:
@@ -170,6 +178,8 @@ class PodDeltaLowering {
   // the policies of `s` (the indexed snapshot). O(tables x their policies' rules): after a
   // whole lowering or a delta that changed tables, off the event's path.
   void IndexTableNames(const internal::EngineState& s);
+  // Moves the recycled delta's (cleared) storage into `delta` (empty).
+  void TakeSpareDelta(ir::CompiledPolicyDelta* delta) const;
 
   // LowerPolicyChange's identities when a class splits or merges (the same atoms and pods):
   // the classes now numbered as np/lower_align.h numbers identities (atoms keep theirs; by
@@ -186,6 +196,10 @@ class PodDeltaLowering {
                                              PodDelta* out) const;
 
   std::shared_ptr<const Engine> snapshot_;
+
+  // A delta given back (Recycle), cleared: the next delta is built in its storage.
+
+  mutable ir::CompiledPolicyDelta spare_delta_;
   // Per identity, its installed pods' names back to back (the i-th ends at ends[i]): what an
   // identity edit copies whole (compiled.proto's IdentityPodsEdit), read in one sequential
   // pass. Read from the program, a relabel at 1,000 pods walked ~2,000 heap strings of one

@@ -417,6 +417,7 @@ void RunSeed(uint64_t seed, int steps, Counts* counts, bool relabel_heavy = fals
         counts->exact++;
       }
       index.Commit(*delta);
+      index.Recycle(*std::move(delta));  // as the agent does: the next delta reuses it
     } else {
       if (aligned) {
         absl::StatusOr<ir::CompiledPolicy> a = AlignNumbering(*installed, *std::move(expected));
@@ -1180,6 +1181,7 @@ void RunPolicySeed(uint64_t seed, int steps, PolicyCounts* counts, bool cross_ch
         std::string why;
         ASSERT_TRUE(backends::EquivalentPrograms(*expected, installed, &why)) << why;
         index.Commit(*pod_delta);
+        index.Recycle(*std::move(pod_delta));  // as the agent does: the next delta reuses it
         counts->pod_deltas++;
         current = *next;
         continue;
@@ -1194,6 +1196,7 @@ void RunPolicySeed(uint64_t seed, int steps, PolicyCounts* counts, bool cross_ch
       ASSERT_NO_FATAL_FAILURE(CheckPolicyDelta(before, installed, *expected, delta->delta));
       CountSplit(before, installed, delta->delta, counts);
       index.Commit(*delta);
+      index.Recycle(*std::move(delta));  // as the agent does: the next delta reuses it
       last_was_delta = true;
       counts->longest_chain = std::max(counts->longest_chain, ++chain);
     } else {

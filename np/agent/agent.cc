@@ -310,6 +310,8 @@ absl::Status Agent::Sync() {
     ++delta_syncs_;
     if (policy_delta) ++policy_delta_syncs_;
     metrics_->CountDeltaSync(policy_delta);
+    // Its storage serves the next event's delta (np/lower_delta.h, Recycle).
+    delta_index_->Recycle(*std::move(delta));
   } else {
     // Off the latency path (the events are in the kernel already): the index the next pod
     // events' deltas need, O(program size) once per whole lowering.
