@@ -205,13 +205,32 @@ std::string PortMatch(ir::Protocol protocol, uint32_t first_port, uint32_t last_
   return out;
 }
 
-// `-m comment --comment "..."`: escaped, cut to the comment match's limit, with backslashes
-// doubled (iptables-restore reads a backslash inside quotes as an escape).
+// A byte CommentText writes as itself and that needs no doubling: printable ASCII but `"`
+// and `\` (the only printable ASCII it escapes).
+bool PlainCommentByte(char c) { return c >= 0x20 && c < 0x7f && c != '"' && c != '\\'; }
+
+}  // namespace
+
 std::string CommentMatch(absl::string_view text) {
-  return absl::StrCat(
-      "-m comment --comment \"",
-      absl::StrReplaceAll(CommentText(text, kIptablesCommentMax), {{"\\", "\\\\"}}), "\"");
+  static constexpr absl::string_view kHead = "-m comment --comment \"";
+  std::string out;
+  // Fast path (every comment np writes from plain names): each byte is one piece of
+  // CommentText, so the text stands as it is, or is cut to max - 3 bytes and "...". The
+  // general path splits into pieces and joins them: ~22 % of BuildModel's CPU at 1,000
+  // tables when every comment took it (h82).
+  if (std::all_of(text.begin(), text.end(), PlainCommentByte)) {
+    const bool cut = text.size() > kIptablesCommentMax;
+    const absl::string_view kept = cut ? text.substr(0, kIptablesCommentMax - 3) : text;
+    absl::StrAppend(&out, kHead, kept, cut ? "...\"" : "\"");  // one allocation
+    return out;
+  }
+  absl::StrAppend(&out, kHead,
+                  absl::StrReplaceAll(CommentText(text, kIptablesCommentMax), {{"\\", "\\\\"}}),
+                  "\"");
+  return out;
 }
+
+namespace {
 
 // The chains of a restricted (table, direction) in family f, in the order of
 // proto/compiled.proto's "Policy tiers":
