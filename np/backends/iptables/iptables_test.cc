@@ -2127,6 +2127,12 @@ TEST(CommentMatch, PlainTextAtAndAroundTheLimit) {
             "-m comment --comment \"" + std::string(252, 'x') + "...\"");
   // A quote and a backslash: escaped, then the backslashes doubled.
   EXPECT_EQ(CommentMatch("a\"b\\c"), "-m comment --comment \"a\\\\x22b\\\\\\\\c\"");
+  // Past the limit the tail does not matter, plain or not.
+  EXPECT_EQ(CommentMatch(std::string(252, 'x') + "\"\\\xff\n" + std::string(10, 'y')),
+            "-m comment --comment \"" + std::string(252, 'x') + "...\"");
+  // The same text with the quote one byte earlier: cut before it.
+  EXPECT_EQ(CommentMatch(std::string(251, 'x') + "\"\\\xff\n" + std::string(10, 'y')),
+            "-m comment --comment \"" + std::string(251, 'x') + "...\"");
   // An escape is never split by the cut: 251 plain bytes then a quote (4 bytes escaped).
   EXPECT_EQ(CommentMatch(std::string(251, 'x') + "\"" + "yyyy"),
             "-m comment --comment \"" + std::string(251, 'x') + "...\"");
