@@ -3580,7 +3580,7 @@ class IptablesBackend : public Backend {
     // 3. (and the cleanup of 2., deferred)
     std::vector<std::string> destroy = plan.destroyed;
     destroy.insert(destroy.end(), installed_->leftover.begin(), installed_->leftover.end());
-    Defer(plan, std::move(destroy), netns);
+    Defer(plan, std::move(destroy), netns, std::move(installed_), std::move(index_));
     to.leftover.clear();  // in `destroy`: the cleanup's busy ones come back through Settle
     installed_ = std::make_unique<Installed>(std::move(to));
     index_ = std::make_unique<DeltaIndex>(std::move(index));
@@ -4266,14 +4266,24 @@ class IptablesBackend : public Backend {
     absl::Status status;               // set by the thread
     std::vector<std::string> leftover;  // sets still busy, set by the thread
     double restore_ms = 0, destroy_ms = 0;  // set by the thread (IptablesLastUpdate shows them)
+    // What a whole-model update replaced, freed by the thread: at 1,000 tables its maps of
+    // chains and sets took ~7 % of UpdateRules' samples to free on the event's path (h86).
+    std::unique_ptr<Installed> old_installed;
+    std::unique_ptr<DeltaIndex> old_index;
     std::thread thread;
   };
 
   // Starts the cleanup of a rules update whose switch went in (nothing to do: no thread).
-  void Defer(const RulesPlan& plan, std::vector<std::string> destroy, const std::string& netns) {
+  // `old_installed` and `old_index` (may be null) are freed on the thread, or here when there
+  // is none.
+  void Defer(const RulesPlan& plan, std::vector<std::string> destroy, const std::string& netns,
+             std::unique_ptr<Installed> old_installed = nullptr,
+             std::unique_ptr<DeltaIndex> old_index = nullptr) {
     if (plan.cleanup[0].empty() && plan.cleanup[1].empty() && destroy.empty()) return;
     cleanup_ = std::make_unique<Cleanup>();
     Cleanup* c = cleanup_.get();
+    c->old_installed = std::move(old_installed);
+    c->old_index = std::move(old_index);
     for (int f = 0; f < kFamilies; ++f) c->texts[f] = plan.cleanup[f];
     c->destroy = std::move(destroy);
     c->netns = netns;
@@ -4295,6 +4305,8 @@ class IptablesBackend : public Backend {
       // The old rules still name the old sets when the cleanup failed: Apply destroys them.
       if (c->status.ok()) c->leftover = DestroySetsInPlace(std::move(c->destroy), c->netns);
       c->destroy_ms = ms_since(start) - c->restore_ms;
+      c->old_installed.reset();
+      c->old_index.reset();
     });
   }
 
