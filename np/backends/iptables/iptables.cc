@@ -205,13 +205,33 @@ std::string PortMatch(ir::Protocol protocol, uint32_t first_port, uint32_t last_
   return out;
 }
 
-// `-m comment --comment "..."`: escaped, cut to the comment match's limit, with backslashes
-// doubled (iptables-restore reads a backslash inside quotes as an escape).
+// A byte CommentText writes as itself and that needs no doubling: printable ASCII but `"`
+// and `\` (the only printable ASCII it escapes).
+bool PlainCommentByte(char c) { return c >= 0x20 && c < 0x7f && c != '"' && c != '\\'; }
+
+}  // namespace
+
 std::string CommentMatch(absl::string_view text) {
-  return absl::StrCat(
-      "-m comment --comment \"",
-      absl::StrReplaceAll(CommentText(text, kIptablesCommentMax), {{"\\", "\\\\"}}), "\"");
+  static constexpr absl::string_view kHead = "-m comment --comment \"";
+  std::string out;
+  // Fast path (every comment np writes from plain names): each byte is one piece of
+  // CommentText, so the text stands as it is, or is cut to max - 3 bytes and "...". The
+  // general path splits into pieces and joins them: ~22 % of BuildModel's CPU at 1,000
+  // tables when every comment took it (h82). A text longer than the limit is cut whatever
+  // its tail holds (escaping never shortens), so only the bytes kept need to be plain.
+  const bool cut = text.size() > kIptablesCommentMax;
+  const absl::string_view kept = cut ? text.substr(0, kIptablesCommentMax - 3) : text;
+  if (std::all_of(kept.begin(), kept.end(), PlainCommentByte)) {
+    absl::StrAppend(&out, kHead, kept, cut ? "...\"" : "\"");  // one allocation
+    return out;
+  }
+  absl::StrAppend(&out, kHead,
+                  absl::StrReplaceAll(CommentText(text, kIptablesCommentMax), {{"\\", "\\\\"}}),
+                  "\"");
+  return out;
 }
+
+namespace {
 
 // The chains of a restricted (table, direction) in family f, in the order of
 // proto/compiled.proto's "Policy tiers":
@@ -3560,7 +3580,7 @@ class IptablesBackend : public Backend {
     // 3. (and the cleanup of 2., deferred)
     std::vector<std::string> destroy = plan.destroyed;
     destroy.insert(destroy.end(), installed_->leftover.begin(), installed_->leftover.end());
-    Defer(plan, std::move(destroy), netns);
+    Defer(plan, std::move(destroy), netns, std::move(installed_), std::move(index_));
     to.leftover.clear();  // in `destroy`: the cleanup's busy ones come back through Settle
     installed_ = std::make_unique<Installed>(std::move(to));
     index_ = std::make_unique<DeltaIndex>(std::move(index));
@@ -4246,14 +4266,24 @@ class IptablesBackend : public Backend {
     absl::Status status;               // set by the thread
     std::vector<std::string> leftover;  // sets still busy, set by the thread
     double restore_ms = 0, destroy_ms = 0;  // set by the thread (IptablesLastUpdate shows them)
+    // What a whole-model update replaced, freed by the thread: at 1,000 tables its maps of
+    // chains and sets took ~7 % of UpdateRules' samples to free on the event's path (h86).
+    std::unique_ptr<Installed> old_installed;
+    std::unique_ptr<DeltaIndex> old_index;
     std::thread thread;
   };
 
   // Starts the cleanup of a rules update whose switch went in (nothing to do: no thread).
-  void Defer(const RulesPlan& plan, std::vector<std::string> destroy, const std::string& netns) {
+  // `old_installed` and `old_index` (may be null) are freed on the thread, or here when there
+  // is none.
+  void Defer(const RulesPlan& plan, std::vector<std::string> destroy, const std::string& netns,
+             std::unique_ptr<Installed> old_installed = nullptr,
+             std::unique_ptr<DeltaIndex> old_index = nullptr) {
     if (plan.cleanup[0].empty() && plan.cleanup[1].empty() && destroy.empty()) return;
     cleanup_ = std::make_unique<Cleanup>();
     Cleanup* c = cleanup_.get();
+    c->old_installed = std::move(old_installed);
+    c->old_index = std::move(old_index);
     for (int f = 0; f < kFamilies; ++f) c->texts[f] = plan.cleanup[f];
     c->destroy = std::move(destroy);
     c->netns = netns;
@@ -4275,6 +4305,8 @@ class IptablesBackend : public Backend {
       // The old rules still name the old sets when the cleanup failed: Apply destroys them.
       if (c->status.ok()) c->leftover = DestroySetsInPlace(std::move(c->destroy), c->netns);
       c->destroy_ms = ms_since(start) - c->restore_ms;
+      c->old_installed.reset();
+      c->old_index.reset();
     });
   }
 

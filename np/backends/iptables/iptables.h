@@ -333,6 +333,10 @@ std::string SetName(uint32_t generation, int family, uint32_t peer_set);
 // The dispatch set of table `table` (its local addresses in the family): "np-g<G>-v4-t<T>"
 // (at most 29 characters: ipset allows 31).
 std::string DispatchSetName(uint32_t generation, int family, uint32_t table);
+// `-m comment --comment "..."` for user text: CommentText (escaped, cut to the comment
+// match's 255 bytes), then backslashes doubled (iptables-restore reads a backslash inside
+// quotes as an escape).
+std::string CommentMatch(absl::string_view text);
 
 }  // namespace iptables
 }  // namespace np::backends

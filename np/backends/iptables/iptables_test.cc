@@ -16,6 +16,7 @@
 #include <set>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -2059,6 +2060,110 @@ TEST(PlanUpdateDelta, MalformedDeltasAreInvalid) {
     EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument) << what;
     ir::CompiledPolicy copy = current;
     EXPECT_EQ(ApplyDelta(delta, &copy).code(), absl::StatusCode::kInvalidArgument) << what;
+  }
+}
+
+// ---- CommentMatch --------------------------------------------------------------------
+
+// One piece of a comment's text: its bytes and how the escaping must write them (util.h's
+// EscapeText rules, written out by hand here so that the test does not ask util.cc).
+struct CommentPiece {
+  std::string raw;
+  std::string escaped;
+};
+
+// Pieces chosen so that any concatenation decodes piece by piece (no lone UTF-8 lead byte,
+// which would swallow the next piece's continuation bytes).
+const std::vector<CommentPiece>& CommentAlphabet() {
+  static const auto* alphabet = new std::vector<CommentPiece>{
+      {"a", "a"}, {"Z", "Z"}, {"0", "0"}, {" ", " "}, {"/", "/"}, {"-", "-"}, {"[", "["},
+      {"~", "~"}, {"'", "'"}, {"\"", "\\x22"}, {"\\", "\\\\"}, {"\n", "\\n"}, {"\t", "\\t"},
+      {"\r", "\\r"}, {"\a", "\\a"}, {"\x01", "\\x01"}, {"\x1f", "\\x1f"}, {"\x7f", "\\x7f"},
+      {"\xc3\xa9", "\xc3\xa9"},                   // é: visible, kept as its two bytes
+      {"\xe2\x82\xac", "\xe2\x82\xac"},           // €
+      {"\xf0\x9f\x98\x80", "\xf0\x9f\x98\x80"},   // U+1F600: four bytes, kept
+      {"\xe2\x80\xae", "\\u202e"},                // RIGHT-TO-LEFT OVERRIDE: invisible
+      {"\xc2\xa0", "\\u00a0"},                    // NO-BREAK SPACE
+      {"\xc2\x85", "\\u0085"},                    // a C1 control
+      {"\xff", "\\xff"}, {"\x80", "\\x80"},       // not UTF-8: one escape per byte
+  };
+  return *alphabet;
+}
+
+// The old CommentMatch, from pieces: the whole text if its escaped form fits in 255 bytes,
+// else the longest run of whole pieces that leaves room for "..."; backslashes then doubled.
+std::string ExpectedCommentMatch(const std::vector<CommentPiece>& pieces) {
+  std::string all;
+  for (const CommentPiece& p : pieces) all += p.escaped;
+  std::string text;
+  if (all.size() <= 255) {
+    text = all;
+  } else {
+    for (const CommentPiece& p : pieces) {
+      if (text.size() + p.escaped.size() + 3 > 255) break;
+      text += p.escaped;
+    }
+    text += "...";
+  }
+  std::string doubled;
+  for (char c : text) doubled += c == '\\' ? std::string("\\\\") : std::string(1, c);
+  return "-m comment --comment \"" + doubled + "\"";
+}
+
+std::string Raw(const std::vector<CommentPiece>& pieces) {
+  std::string out;
+  for (const CommentPiece& p : pieces) out += p.raw;
+  return out;
+}
+
+TEST(CommentMatch, PlainTextAtAndAroundTheLimit) {
+  EXPECT_EQ(CommentMatch("admin[0] ns/policy"), "-m comment --comment \"admin[0] ns/policy\"");
+  EXPECT_EQ(CommentMatch(""), "-m comment --comment \"\"");
+  const std::string at(255, 'x');
+  EXPECT_EQ(CommentMatch(at), "-m comment --comment \"" + at + "\"");
+  EXPECT_EQ(CommentMatch(at + "y"),
+            "-m comment --comment \"" + std::string(252, 'x') + "...\"");
+  EXPECT_EQ(CommentMatch(std::string(1000, 'x')),
+            "-m comment --comment \"" + std::string(252, 'x') + "...\"");
+  // A quote and a backslash: escaped, then the backslashes doubled.
+  EXPECT_EQ(CommentMatch("a\"b\\c"), "-m comment --comment \"a\\\\x22b\\\\\\\\c\"");
+  // Past the limit the tail does not matter, plain or not.
+  EXPECT_EQ(CommentMatch(std::string(252, 'x') + "\"\\\xff\n" + std::string(10, 'y')),
+            "-m comment --comment \"" + std::string(252, 'x') + "...\"");
+  // The same text with the quote one byte earlier: cut before it.
+  EXPECT_EQ(CommentMatch(std::string(251, 'x') + "\"\\\xff\n" + std::string(10, 'y')),
+            "-m comment --comment \"" + std::string(251, 'x') + "...\"");
+  // An escape is never split by the cut: 251 plain bytes then a quote (4 bytes escaped).
+  EXPECT_EQ(CommentMatch(std::string(251, 'x') + "\"" + "yyyy"),
+            "-m comment --comment \"" + std::string(251, 'x') + "...\"");
+}
+
+// Random texts from CommentAlphabet (mostly plain, some adversarial, lengths on both sides
+// of the limit) against ExpectedCommentMatch. Replay with NP_COMMENT_SEED=<seed>.
+TEST(CommentMatch, RandomTextsEqualTheSpecification) {
+  const char* env = std::getenv("NP_COMMENT_SEED");
+  const uint64_t seed = env != nullptr ? std::strtoull(env, nullptr, 10) : std::random_device{}();
+  SCOPED_TRACE(absl::StrCat("NP_COMMENT_SEED=", seed));
+  std::mt19937_64 rng(seed);
+  const std::vector<CommentPiece>& alphabet = CommentAlphabet();
+  const size_t plain = 9;  // alphabet[0..8]: printable ASCII written as itself
+  for (int round = 0; round < 20000; ++round) {
+    const int length_class = static_cast<int>(rng() % 4);
+    const size_t n = length_class == 0   ? rng() % 20
+                     : length_class == 1 ? 240 + rng() % 30  // around 255 plain bytes
+                     : length_class == 2 ? 60 + rng() % 80   // around the limit when escaped
+                                         : rng() % 400;
+    // Per text: how often a piece is adversarial (0 in a third of them: plain texts).
+    const uint64_t odd_in_64 = rng() % 3 == 0 ? 0 : rng() % 64;
+    std::vector<CommentPiece> pieces;
+    for (size_t i = 0; i < n; ++i) {
+      const bool odd = rng() % 64 < odd_in_64;
+      pieces.push_back(odd ? alphabet[plain + rng() % (alphabet.size() - plain)]
+                           : alphabet[rng() % plain]);
+    }
+    const std::string raw = Raw(pieces);
+    ASSERT_EQ(CommentMatch(raw), ExpectedCommentMatch(pieces))
+        << "round " << round << ", text " << absl::CEscape(raw);
   }
 }
 
