@@ -596,6 +596,22 @@ void ExpectDeltaPlansTheSame(const ir::CompiledPolicy& base, const ir::CompiledP
   EXPECT_EQ(EditText(*by_delta), EditText(edit)) << where;
 }
 
+// One random event of the pod at `a` among `pods` (address -> identity 1 or 2): added when
+// absent, else deleted or relabelled to the other identity (rng decides). Says which.
+std::string RandomPodEventAt(uint32_t a, std::mt19937_64& rng,
+                             std::map<uint32_t, uint32_t>* pods) {
+  if (!pods->count(a)) {
+    (*pods)[a] = 1 + rng() % 2;
+    return "added";
+  }
+  if (rng() % 2) {
+    pods->erase(a);
+    return "deleted";
+  }
+  (*pods)[a] = 3 - (*pods)[a];
+  return "relabelled";
+}
+
 TEST(PlanIdentityEditTest, OnePodOffTheNodeIsEditedInPlaceInASafeOrder) {
   std::mt19937_64 rng(testing::FirstSeed());
   std::map<uint32_t, uint32_t> pods;
@@ -605,17 +621,7 @@ TEST(PlanIdentityEditTest, OnePodOffTheNodeIsEditedInPlaceInASafeOrder) {
   for (int step = 0; step < 60; ++step) {
     std::map<uint32_t, uint32_t> next = pods;
     const uint32_t a = 0x0a000010u + static_cast<uint32_t>(rng() % 64);
-    std::string what;
-    if (!next.count(a)) {
-      next[a] = 1 + rng() % 2;
-      what = "added";
-    } else if (rng() % 2) {
-      next.erase(a);
-      what = "deleted";
-    } else {
-      next[a] = 3 - next[a];
-      what = "relabelled";
-    }
+    const std::string what = RandomPodEventAt(a, rng, &next);
     const std::string where = absl::StrCat("seed ", testing::FirstSeed(), " step ", step, ": ",
                                            IpAddress::V4(a).ToString(), " ", what);
     absl::StatusOr<MapContents> from = BuildMaps(WithPods(pods));
@@ -672,16 +678,7 @@ TEST(PlanIdentityEditTest, PodsAmongNarrowClassesEditSegmentsToAFreshBuild) {
     for (int step = 0; step < 40; ++step) {
       std::map<uint32_t, uint32_t> next = pods;
       const uint32_t a = 0x0a000003u + static_cast<uint32_t>(rng() % 0x7d);
-      std::string what = "added";
-      if (!next.count(a)) {
-        next[a] = 1 + rng() % 2;
-      } else if (rng() % 2) {
-        next.erase(a);
-        what = "deleted";
-      } else {
-        next[a] = 3 - next[a];
-        what = "relabelled";
-      }
+      const std::string what = RandomPodEventAt(a, rng, &next);
       const std::string where = absl::StrCat("seed ", seed, " step ", step, ": ",
                                              IpAddress::V4(a).ToString(), " ", what);
       const ir::CompiledPolicy before = program(pods), after = program(next);
