@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <type_traits>
 
@@ -185,7 +186,7 @@ bool PaintPairMatrix(const CowVector<PodSlot>& pods, const CowVector<PodRecord>&
     auto [it, added] = m.class_of.try_emplace(PairMatrix::Key(r.target, r.peer[0]),
                                               static_cast<uint16_t>(pair_target.size()));
     if (!added) continue;
-    if (pair_target.size() >= PairMatrix::kNoPair) return false;  // ids are uint16
+    if (pair_target.size() >= PairMatrix::kMaxClasses) return false;  // ids < 2^15
     pair_target.push_back(r.target);
     pair_peer.push_back(r.peer[0]);
   }
@@ -761,16 +762,25 @@ NP_ALWAYS_INLINE inline void AnswerInBlocks(size_t n, uint8_t* out, Plan&& plan)
 // and the blocks' per-flow plan (calls, branches on every rare path, a 32-byte plan written
 // then read) cost more than the overlap they bought (2.5x the floor, whose loop is a dozen
 // instructions and one load per flow). Here `locate` works out flow j's bit in the matrix
-// (its position in bits, PairMatrix::Bit) kWordAhead flows before its answer and asks for
-// its word; the answer reads the word. A flow the matrix does not answer (no pair id, an
+// (its position in bits: port class plane, source row, destination column) kWordAhead
+// flows before its answer and asks for its word; the answer reads the word. A flow the matrix does not answer (no pair id, an
 // address off the direct table, one pod to itself with always_allow_self) is not branched
-// on: `locate` returns kRare (bit 0, read for nothing) and the flow's output byte gets bit 1;
-// after the loop, only when some were, `slow` answers each such flow in full. The answers
-// are gathered eight to a word and stored once: a byte store may alias anything, and after
-// each the compiler reloaded the state's pointers (the direct table's, the matrix's).
+// on: `locate` gives it bit 0 (read for nothing) and rare = 1; the loop only ORs the rare
+// flags together, and after it, only when some flow was rare, a second pass asks `locate`
+// again which flows were and `slow` answers each of them in full. (h88: marking each rare
+// flow in its answer byte, as h83 did, cost every flow's answer two more instructions, for
+// flows that on the benchmark's mixes never occur; the second pass costs a batch that has
+// one about a locate per flow, a fraction of the batch.) The answers are gathered eight to a
+// word and stored once: a byte store may alias anything, and after each the compiler
+// reloaded the state's pointers (the direct table's, the matrix's). The steady state takes
+// kWordAhead flows a round, so that each flow's ring slot is a constant offset (with eight,
+// every flow paid for its slot's index).
 // (Asking for the pair slots ahead too, a third stage, was slower: they are in L1, and the
 // extra requests took fill buffers from the matrix words.)
-constexpr uint64_t kRare = uint64_t{1} << 63;
+struct Located {
+  uint64_t bit;   // the flow's bit in the matrix; 0 when rare
+  uint64_t rare;  // 1: the matrix does not answer this flow
+};
 template <typename Locate, typename Slow>
 NP_ALWAYS_INLINE inline void PipelineThroughMatrix(const internal::PairMatrix& m, size_t n,
                                                    uint8_t* out, Locate&& locate,
@@ -779,46 +789,51 @@ NP_ALWAYS_INLINE inline void PipelineThroughMatrix(const internal::PairMatrix& m
   const uint64_t* const words = m.words.get();
   uint64_t ring[kWordAhead];
   uint64_t rare = 0;
-  auto ask = [&](size_t j) NP_ALWAYS_INLINE {
-    const uint64_t bit = locate(j);
-    ring[j % kWordAhead] = bit;
-    rare |= bit;
-    __builtin_prefetch(words + ((bit & ~kRare) >> 6));
+  auto ask = [&](size_t j, uint64_t& slot) NP_ALWAYS_INLINE {
+    const Located l = locate(j);
+    slot = l.bit;
+    rare |= l.rare;
+    __builtin_prefetch(words + (l.bit >> 6));
   };
-  // The answer byte: the bit, plus 2 for a flow `slow` answers.
-  auto answer = [&](size_t i) NP_ALWAYS_INLINE {
-    const uint64_t bit = ring[i % kWordAhead];
-    return ((words[(bit & ~kRare) >> 6] >> (bit & 63)) & 1) | (bit >> 62);
-  };
-  for (size_t j = 0; j < std::min(n, kWordAhead); ++j) ask(j);
+  auto answer = [&](uint64_t bit) NP_ALWAYS_INLINE { return (words[bit >> 6] >> (bit & 63)) & 1; };
+  for (size_t j = 0; j < std::min(n, kWordAhead); ++j) ask(j, ring[j]);
   size_t i = 0;
-  // The steady state, eight flows at a time without bounds tests; then the tail.
-  for (; i + 8 + kWordAhead <= n; i += 8) {
-    uint64_t eight = 0;
-#pragma GCC unroll 8
-    for (size_t k = 0; k < 8; ++k) {
-      eight |= answer(i + k) << (8 * k);
-      ask(i + k + kWordAhead);
+  // The steady state, kWordAhead flows a round without bounds tests: flow i + k's slot is
+  // ring[k] (i is a multiple of kWordAhead); then the tail.
+  static_assert(kWordAhead == 16, "two words of eight answers a round");
+  for (; i + 2 * kWordAhead <= n; i += kWordAhead) {
+    uint64_t eight[2] = {0, 0};
+#pragma GCC unroll 16
+    for (size_t k = 0; k < kWordAhead; ++k) {
+      eight[k / 8] |= answer(ring[k]) << (8 * (k % 8));
+      ask(i + k + kWordAhead, ring[k]);
     }
-    std::memcpy(out + i, &eight, sizeof(eight));
+    std::memcpy(out + i, eight, sizeof(eight));
   }
   for (; i < n; ++i) {
-    out[i] = static_cast<uint8_t>(answer(i));
-    if (i + kWordAhead < n) ask(i + kWordAhead);
+    out[i] = static_cast<uint8_t>(answer(ring[i % kWordAhead]));
+    if (i + kWordAhead < n) ask(i + kWordAhead, ring[i % kWordAhead]);
   }
-  if ((rare & kRare) == 0) return;
+  if (rare == 0) return;
   for (size_t k = 0; k < n; ++k) {
-    if (out[k] & 2) out[k] = slow(k) ? 1 : 0;
+    if (locate(k).rare) out[k] = slow(k) ? 1 : 0;
   }
 }
-// The protocol's first entry in VerdictBits::port_class (ProtocolIndex * 65536) without a
-// branch.
+// The protocol's first entry in VerdictBits::port_class (ProtocolIndex * 65536), by the
+// protocol's byte: one load from a 1 KB table in L1, where comparing against TCP and UDP
+// took the batch loop a branch and five instructions a flow. Any other byte reads SCTP's
+// entry, as ProtocolIndex does.
+constexpr std::array<uint32_t, 256> kPortClassBase = [] {
+  std::array<uint32_t, 256> base{};
+  for (uint32_t p = 0; p < 256; ++p) {
+    base[p] = p == static_cast<uint8_t>(Protocol::kTCP)   ? 0u
+              : p == static_cast<uint8_t>(Protocol::kUDP) ? 65536u
+                                                          : 131072u;
+  }
+  return base;
+}();
 NP_ALWAYS_INLINE inline uint32_t PortClassBase(Protocol protocol) {
-  const uint8_t p = static_cast<uint8_t>(protocol);
-  return (p == static_cast<uint8_t>(Protocol::kUDP) ? 65536u : 0u) |
-         (p != static_cast<uint8_t>(Protocol::kUDP) && p != static_cast<uint8_t>(Protocol::kTCP)
-              ? 131072u
-              : 0u);
+  return kPortClassBase[static_cast<uint8_t>(protocol)];
 }
 
 }  // namespace
@@ -889,25 +904,27 @@ void Engine::AllowedBatch(absl::Span<const PodQuery> queries, absl::Span<uint8_t
     const internal::PairMatrix& m = bits->pairs;
     const auto& pair_of = s.pair_of;
     // (Locals, not members: the output bytes may alias anything, and each write would make
-    // the compiler load the members again.)
+    // the compiler load the members again. The queries' raw pointer: Span's operator[] is
+    // bounds-checked in this build, a compare and a branch a flow.)
     const uint64_t plane_bits = uint64_t{m.plane_words} * 64, row_bits = uint64_t{m.row_words} * 64;
     const uint8_t* const port_class = bits->port_class.data();
+    const PodQuery* const qs = queries.data();
     // One instance per always_allow_self value: the self test only where it can answer.
     auto run = [&](auto self_allowed) NP_ALWAYS_INLINE {
     PipelineThroughMatrix(
         m, n, out.data(),
         [&](size_t j) NP_ALWAYS_INLINE {
-          const PodQuery& q = queries[j];
+          const PodQuery& q = qs[j];
           const uint32_t a = pair_of[q.source], b = pair_of[q.destination];
-          const bool answers = (a != internal::PairMatrix::kNoPair) &
-                               (b != internal::PairMatrix::kNoPair) &
-                               !(decltype(self_allowed)::value & (q.source == q.destination));
+          // Bit 15: kNoPair's, no pair id's (PairMatrix::kMaxClasses).
+          uint64_t rare = (a | b) >> 15;
+          if constexpr (decltype(self_allowed)::value) rare |= q.source == q.destination;
           const uint64_t bit = port_class[PortClassBase(q.protocol) + q.port] * plane_bits +
                                uint64_t{a} * row_bits + b;
-          return answers ? bit : kRare;
+          return Located{bit & (rare - 1), rare};
         },
         [&](size_t k) {
-          const PodQuery& q = queries[k];
+          const PodQuery& q = qs[k];
           return Allowed(q.source, q.destination, q.protocol, q.port);
         });
     };
@@ -983,32 +1000,31 @@ void Engine::AllowedBatch(absl::Span<const PacketQuery> queries, absl::Span<uint
   }
   if (const internal::PairMatrix& m = bits->pairs; m.classes > 0 && s.pair_at.size() > 0) {
     // As the by-pod pipeline, with the direct table's entries for the pair slots. An
-    // address off the table (IPv6, outside its range) reads entry 0 and is marked rare.
+    // address off the table (IPv6, outside its range) reads entry 0 and is rare.
     const auto& pair_at = s.pair_at;
     const uint64_t plane_bits = uint64_t{m.plane_words} * 64, row_bits = uint64_t{m.row_words} * 64;
     const uint8_t* const port_class = bits->port_class.data();
     const uint32_t base = m.v4_base, size = static_cast<uint32_t>(pair_at.size());
-    auto offset = [&](const IpAddress& address) NP_ALWAYS_INLINE {
-      const uint32_t k = address.v4() - base;
-      return address.is_v4() & (k < size) ? k : size;  // size: off the table
-    };
+    const PacketQuery* const qs = queries.data();
     auto run = [&](auto self_allowed) NP_ALWAYS_INLINE {
     PipelineThroughMatrix(
         m, n, out.data(),
         [&](size_t j) NP_ALWAYS_INLINE {
-          const PacketQuery& q = queries[j];
-          const uint32_t oa = offset(q.source), ob = offset(q.destination);
-          const bool on_table = (oa < size) & (ob < size);
-          const uint32_t a = pair_at[on_table ? oa : 0], b = pair_at[on_table ? ob : 0];
-          const bool answers = on_table & (a != internal::PairMatrix::kNoPair) &
-                               (b != internal::PairMatrix::kNoPair) &
-                               !(decltype(self_allowed)::value & (oa == ob));
+          const PacketQuery& q = qs[j];
+          const uint32_t oa = q.source.v4() - base, ob = q.destination.v4() - base;
+          const uint32_t on_table =
+              q.source.is_v4() & q.destination.is_v4() & (oa < size) & (ob < size);
+          // Entry 0 for a flow off the table: a mask, not a select (GCC made it a branch).
+          const uint32_t keep = 0u - on_table;
+          const uint32_t a = pair_at[oa & keep], b = pair_at[ob & keep];
+          uint64_t rare = ((a | b) >> 15) | (on_table ^ 1);
+          if constexpr (decltype(self_allowed)::value) rare |= oa == ob;
           const uint64_t bit = port_class[PortClassBase(q.protocol) + q.port] * plane_bits +
                                uint64_t{a} * row_bits + b;
-          return answers ? bit : kRare;
+          return Located{bit & (rare - 1), rare};
         },
         [&](size_t k) {
-          const PacketQuery& q = queries[k];
+          const PacketQuery& q = qs[k];
           return AllowedPacket(q.source, q.destination, q.protocol, q.port);
         });
     };

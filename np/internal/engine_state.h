@@ -693,6 +693,11 @@ using Bitset = std::vector<uint64_t>;
 // the matrix through the address index).
 struct PairMatrix {
   static constexpr uint16_t kNoPair = 0xffff;
+  // Pair ids stay below 2^15, so that a batch tells a flow with kNoPair at either end by
+  // bit 15 of the two ids ORed (AllowedBatch), not by two compares. (A matrix of 2^15 pair
+  // classes would be 128 MB a port class: far past any verdict_bits_bytes.)
+  static constexpr uint32_t kMaxClasses = 0x8000;
+  static_assert((kNoPair & kMaxClasses) != 0, "kNoPair must carry the bit no pair id has");
   uint32_t classes = 0;    // pair classes (0: no matrix)
   uint32_t row_words = 0;  // words per row: classes rounded up to 64
   size_t plane_words = 0;  // one port class: classes * row_words
