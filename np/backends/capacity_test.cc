@@ -211,8 +211,9 @@ TEST_F(CapacityTest, SeventyThousandSinglePrefixPeersLoadWithIptables) {
   EXPECT_TRUE(c->fits()) << CapacityText(*c);
   EXPECT_EQ(Item(*c, "ipsets")->used(), 1u);
   // Rules: 65,535 port rules, 4,465 of them with a second peer (ports are shared past
-  // 65,535 peers), plus the conntrack rule, one dispatch jump and the DROP.
-  EXPECT_EQ(Item(*c, "ipv4_rules")->used(), 70000u + 3u);
+  // 65,535 peers), plus the conntrack rule, NP-FORWARD's jump to the dispatch chain NP-D0,
+  // NP-D0's dispatch rule for x/server's table, and the DROP.
+  EXPECT_EQ(Item(*c, "ipv4_rules")->used(), 70000u + 4u);
   if (!Root()) return;
   auto t0 = std::chrono::steady_clock::now();
   absl::Status applied = iptables->Apply(ir, {});
