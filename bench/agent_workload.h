@@ -19,6 +19,7 @@
 #ifndef BENCH_AGENT_WORKLOAD_H_
 #define BENCH_AGENT_WORKLOAD_H_
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -73,12 +74,18 @@ class TimedBackend : public backends::Backend {
   bool last_was_update() const { return last_was_update_; }  // Update/UpdateDelta (else Apply)
   int64_t delta_updates() const { return delta_updates_; }
   double last_capacity_s() const { return last_capacity_s_; }
+  // The calling thread's CPU seconds (CLOCK_THREAD_CPUTIME_ID) when the last Apply/Update
+  // began: splits a sync's CPU into before and after the backend (agent_latency_bench --probe).
+  double call_start_cpu_s() const { return call_start_cpu_s_; }
   int64_t updates() const { return updates_; }
   int64_t applies() const { return applies_; }
 
  private:
+  std::chrono::steady_clock::time_point CallStart();  // also records call_start_cpu_s_
+
   std::unique_ptr<backends::Backend> inner_;
   double last_call_s_ = 0;
+  double call_start_cpu_s_ = 0;
   absl::Time last_done_;
   bool last_was_update_ = false;
   mutable double last_capacity_s_ = 0;
