@@ -6,7 +6,8 @@
 //   ...pod events applied to the engine: `next`, keys {"ns/a", "ns/b"}...
 //   std::optional<np::PodDelta> d = index.Lower(next, installed, keys);
 //   if (d) { backend->UpdateDelta(installed, d->delta, attachment);
-//            np::backends::ApplyDelta(d->delta, &installed); index.Commit(*d); }
+//            np::backends::ApplyDelta(d->delta, &installed); index.Commit(*d);
+//            index.Recycle(*std::move(d)); }   // optional: the next delta reuses its storage
 //   else   { installed = *np::AlignNumbering(installed, *np::LowerToIr(*next));
 //            index = PodDeltaLowering::Index(next, installed); }
 //   // Policy, tier, namespace or node events only (no pod changed): the same, with
