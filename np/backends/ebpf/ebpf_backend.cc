@@ -174,7 +174,8 @@ class EbpfBackend : public Backend {
     std::vector<uint32_t> changed_members;  // peer sets whose members change in place
     bool policy_first = true, banked = false;
     if (!policy_part) {
-      edit = ebpf::PlanIdentityEditFromDelta(previous, delta, local_addresses_, next_endpoint_id_);
+      edit = ebpf::PlanIdentityEditFromDelta(previous, delta, local_addresses_, next_endpoint_id_,
+                                             free_endpoint_ids_);
     }
     // A pod of this node moved into a table the maps do not hold (one no endpoint named:
     // a policy edit leaves those unwritten) brings it as a pod added would.
@@ -187,7 +188,8 @@ class EbpfBackend : public Backend {
         });
     if (policy_part || brings_table) {
       absl::StatusOr<ebpf::PodPolicyEdit> both = ebpf::PlanPodPolicyEditFromDelta(
-          policy_, previous, delta, local_addresses_, next_endpoint_id_, live_->generation + 1);
+          policy_, previous, delta, local_addresses_, next_endpoint_id_, live_->generation + 1,
+          free_endpoint_ids_);
       if (both.ok()) {
         edit = std::move(both->identities);
         policy = std::move(both->policy);
@@ -291,14 +293,24 @@ class EbpfBackend : public Backend {
     }
     attachment_ = attachment;
     if (edit->EndpointsChange()) {
-      // Ids are never given twice in a generation (np_abi.h np_endpoint.id).
-      next_endpoint_id_ += static_cast<uint32_t>(edit->added_endpoints.size());
+      // The ids the edit took: reused ones from the back of free_endpoint_ids_, then new.
+      free_endpoint_ids_.resize(free_endpoint_ids_.size() - edit->reused_endpoint_ids);
+      next_endpoint_id_ += static_cast<uint32_t>(edit->added_endpoints.size() -
+                                                 edit->reused_endpoint_ids);
       auto gone = [&](const np_endpoint_addr_key& k) {
         for (const np_endpoint_addr_key& d : edit->endpoint_deletes) {
           if (std::memcmp(&d, &k, sizeof(k)) == 0) return true;
         }
         return false;
       };
+      // The deleted endpoints' ids, free for the NEXT edit on (see free_endpoint_ids_).
+      const size_t free_before = free_endpoint_ids_.size();
+      for (const auto& [k, v] : local_addresses_) {
+        if (gone(k) && std::find(free_endpoint_ids_.begin() + static_cast<long>(free_before),
+                                 free_endpoint_ids_.end(), v.id) == free_endpoint_ids_.end()) {
+          free_endpoint_ids_.push_back(v.id);
+        }
+      }
       local_addresses_.erase(std::remove_if(local_addresses_.begin(), local_addresses_.end(),
                                             [&](const auto& e) { return gone(e.first); }),
                              local_addresses_.end());
@@ -638,6 +650,7 @@ class EbpfBackend : public Backend {
     installed_shape_ = Shape(ir);
     local_addresses_ = maps.endpoints_addr;
     next_endpoint_id_ = static_cast<uint32_t>(maps.endpoints.size());
+    free_endpoint_ids_.clear();
     ids_are_indexes_ = true;
     attachment_ = attachment;
     return absl::OkStatus();
@@ -754,10 +767,21 @@ class EbpfBackend : public Backend {
   // names as such when an in-place edit changes their identity (maps.h, condition (c)).
   // Kept up to date by in-place edits that add or delete endpoints.
   std::vector<std::pair<np_endpoint_addr_key, np_endpoint>> local_addresses_;
-  // The id the next endpoint added in place gets: ids are the IR's indexes at Apply, and
-  // in-place edits never renumber (np_abi.h np_endpoint.id) nor give an id twice, so that
-  // no run can take another endpoint for itself (ALLOW_SELF) while an edit goes on.
+  // The id the next endpoint added in place gets when free_endpoint_ids_ is empty: ids are
+  // the IR's indexes at Apply, and in-place edits never renumber (np_abi.h np_endpoint.id).
   uint32_t next_endpoint_id_ = 0;
+  // Ids of endpoints deleted in place, given again to endpoints added by a LATER edit (so
+  // that they stay below the node's peak endpoint count and np_endpoint_states' room is
+  // left only when the node grows: maps.h PolicyLayout, the numbers of a long life). Why
+  // no run can take the new endpoint for the old one (ALLOW_SELF compares ids, and
+  // np_endpoint_states[id] is read through an entry naming the id): the edit that deleted
+  // the old endpoint removed every entry naming its id (np_endpoints_addr in the edit,
+  // before its bump; np_endpoints_if before the edit, DetachInPlace; an interface that
+  // stays loads a new generation), so only runs that started before that bump can hold
+  // the id, and the next edit's first act (loader.cc StartEdit) waits for every run of
+  // the generation before that bump (or a grace period) to end. Only then are the reused
+  // id's state (both banks) and entries written. Never taken by the edit that frees it.
+  std::vector<uint32_t> free_endpoint_ids_;
   // No endpoint was added or deleted in place since the last full install: endpoint ids
   // are the IR's indexes (what PlanIdentityEditFromIr numbers state changes by).
   bool ids_are_indexes_ = true;

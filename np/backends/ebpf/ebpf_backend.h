@@ -44,7 +44,9 @@
 // endpoint, range or identity-pod edits, or does not fit, takes Backend::UpdateDelta's
 // default (copy + ApplyDelta + Update), which decides as Update does.
 // UpdateDelta also adds and deletes pods of this node in place (np_endpoints_addr entries,
-// with ids the backend keeps stable: np_abi.h np_endpoint.id) when their table exists. A
+// with ids the backend keeps stable: np_abi.h np_endpoint.id; a deleted pod's id is given
+// again from the next edit on, so that months of pod churn stay within the generation's
+// room: maps.h PolicyLayout lists every number and its bound) when their table exists. A
 // pod added with its interface (in `attachment`, not in the one installed) gets the live
 // generation's programs attached to it in place (its np_endpoints_if entry first), one
 // deleted with it is detached (filters first, entry after). A pod whose interface stays

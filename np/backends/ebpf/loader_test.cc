@@ -1038,6 +1038,158 @@ TEST_F(UpdateTest, PodsOfTheNodeAddedAndDeletedInPlaceDecideAsTheNextProgram) {
   }
 }
 
+// An agent's long life on one generation: thousands of pod events of the node (pods added
+// and deleted) and policy events (peer sets' members changed) through UpdateDelta, seeded (NP_TEST_SEED replays it). Every event goes in place
+// (no new generation, DeltaStats::full stays 0), and the numbers the backend hands out stay
+// bounded (maps.h PolicyLayout, "numbers that a long-lived agent keeps handing out"):
+// endpoint ids below the peak endpoint count plus one delta's adds, physical peer sets
+// below the peer sets plus one edit's changes — before, np_endpoint_states' room (64
+// more) ran out after ~64 adds and a new generation was loaded. An id is never given in
+// the edit that frees it (the runs of that edit may still hold it; a pod deleted and
+// another added in one delta is not in place anyway: two addresses change identity), nor
+// is a peer set number (its old members are deleted after the bump). Phase 1 (pods only):
+// the maps equal a fresh Apply's but for endpoint ids, every 200 events; phase 2 (mixed):
+// every policy event and every 50th pod event, every hook decides as the IR interpreter
+// reads the next program.
+TEST_F(UpdateTest, LongChurnKeepsItsNumbersBoundedWithoutReloading) {
+  const uint64_t seed = testing::FirstSeed();
+  std::mt19937_64 rng(seed);
+  const std::vector<ChurnPod> pods = FewChurnPods(rng);
+  constexpr size_t kMostExtra = 12;  // pods of the node beside x/l0..x/l2
+  // Policy variants: bit 0 gives peer set 0 identity 3 too, bit 1 peer set 2 identity 2.
+  auto build = [&](const std::vector<ExtraLocalPod>& extra, int variant) {
+    ir::CompiledPolicy ir = ChurnIr(pods, true, {1, 2, 3}, extra);
+    if (variant & 1) ir.mutable_peer_sets(0)->add_identities(3);
+    if (variant & 2) {
+      ir.mutable_peer_sets(2)->clear_identities();
+      ir.mutable_peer_sets(2)->add_identities(2);
+      ir.mutable_peer_sets(2)->add_identities(3);
+    }
+    return ir;
+  };
+  std::vector<ExtraLocalPod> extra;
+  int variant = 0;
+  std::unique_ptr<Backend> inc = MakeEbpfBackend();
+  ir::CompiledPolicy previous = build(extra, variant);
+  ASSERT_TRUE(inc->Apply(previous, On(0)).ok());
+  const int peer_sets = previous.peer_sets_size();
+  uint32_t program = 0;
+  InNetns(netns_[0], [&] { program = RunningProgram("h0", BPF_TC_INGRESS); });
+  // The endpoint ids np_endpoints_addr names, and the largest physical peer set of np_members.
+  auto numbers = [&](std::set<uint32_t>& ids, uint32_t& top_peer_set) {
+    ids.clear();
+    top_peer_set = 0;
+    auto d = DumpMaps("h0", netns_[0]);
+    ASSERT_TRUE(d.ok()) << d.status();
+    for (const auto& [k, v] : (*d)["np_endpoints_ad"]) {
+      uint32_t id;
+      std::memcpy(&id, v.data(), 4);
+      ids.insert(id);
+    }
+    for (const auto& [k, v] : (*d)["np_members"]) {
+      uint32_t p;
+      std::memcpy(&p, k.data(), 4);
+      top_peer_set = std::max(top_peer_set, p);
+    }
+  };
+  std::set<uint32_t> ids_before;
+  uint32_t top_peer_set = 0;
+  numbers(ids_before, top_peer_set);
+  ProbeCounts counts;
+  int adds = 0, deletes = 0, policy_events = 0;
+  uint32_t top_id = 0, top_set = 0;
+  constexpr int kPodSteps = 1200, kSteps = 2000;
+  for (int step = 0; step < kSteps; ++step) {
+    std::vector<ExtraLocalPod> next_extra = extra;
+    int next_variant = variant;
+    std::string what;
+    auto free_slot = [&] {
+      for (;;) {
+        const int slot = 10 + static_cast<int>(rng() % 80);
+        if (std::none_of(next_extra.begin(), next_extra.end(),
+                         [&](const auto& p) { return p.slot == slot; }) &&
+            std::none_of(extra.begin(), extra.end(), [&](const auto& p) { return p.slot == slot; })) {
+          return slot;
+        }
+      }
+    };
+    const int r = static_cast<int>(rng() % 10);
+    if (step >= kPodSteps && r < 3) {
+      next_variant ^= 1 << (rng() % 2);
+      what = absl::StrCat("policy variant ", variant, " -> ", next_variant);
+      ++policy_events;
+    } else if (extra.empty() || (extra.size() < kMostExtra && rng() % 2 == 0)) {
+      const int slot = free_slot();
+      next_extra.push_back({slot, 1 + static_cast<int>(rng() % 3), rng() % 2 == 0});
+      what = absl::StrCat("x/m", slot, " added");
+      ++adds;
+    } else {
+      const size_t i = rng() % extra.size();
+      what = absl::StrCat("x/m", extra[i].slot, " deleted");
+      next_extra.erase(next_extra.begin() + static_cast<long>(i));
+      ++deletes;
+    }
+    std::sort(next_extra.begin(), next_extra.end(),
+              [](const auto& a, const auto& b) { return a.slot < b.slot; });
+    const std::string where = absl::StrCat("seed ", seed, " step ", step, " (", what, ")");
+    ir::CompiledPolicy next = build(next_extra, next_variant);
+    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(previous, next);
+    ASSERT_TRUE(delta.has_value()) << where;
+    ASSERT_TRUE(inc->UpdateDelta(previous, *delta, On(0)).ok()) << where;
+    const std::string path = EbpfLastUpdate(*inc);
+    ASSERT_TRUE(absl::StartsWith(path, "in place")) << where << ": " << path;
+    std::set<uint32_t> ids;
+    numbers(ids, top_peer_set);
+    // Ids the step gave were no endpoint's before it: none is taken in the edit that
+    // frees it.
+    std::vector<uint32_t> kept;
+    std::set_intersection(ids.begin(), ids.end(), ids_before.begin(), ids_before.end(),
+                          std::back_inserter(kept));
+    const size_t stayed = 3 + std::count_if(next_extra.begin(), next_extra.end(), [&](const auto& p) {
+      return std::any_of(extra.begin(), extra.end(), [&](const auto& q) { return q.slot == p.slot; });
+    });
+    ASSERT_EQ(kept.size(), stayed)
+        << where << ": an id freed by this edit was given by it to another endpoint";
+    ASSERT_EQ(ids.size(), 3 + next_extra.size()) << where << ": one id an endpoint";
+    top_id = std::max(top_id, *ids.rbegin());
+    top_set = std::max(top_set, top_peer_set);
+    // Ids below the peak endpoint count plus one delta's adds; physical peer sets below the
+    // IR's plus one edit's changes (a policy event changes one set).
+    ASSERT_LT(*ids.rbegin(), 3 + kMostExtra + 1) << where;
+    ASSERT_LE(top_peer_set, static_cast<uint32_t>(peer_sets) + 1) << where;
+    if (step < kPodSteps && (step + 1) % 200 == 0) {
+      ExpectMapsOfAFreshApply(next, where, /*ids_may_differ=*/true);
+    }
+    if (step >= kPodSteps && (next_variant != variant || step % 50 == 0)) {
+      std::vector<IpAddress> peers = ChurnPeers(pods);
+      for (int family = 0; family < 2; ++family) {
+        for (const auto* list : {&extra, &next_extra}) {
+          for (const ExtraLocalPod& p : *list) {
+            peers.push_back(ChurnAddress(family, 0x0a000000u + static_cast<uint32_t>(p.slot)));
+          }
+        }
+      }
+      ProbeHooks(netns_[0], previous, next, peers, where, counts);
+    }
+    if (HasFailure()) return;
+    previous = std::move(next);
+    extra = std::move(next_extra);
+    variant = next_variant;
+    ids_before = std::move(ids);
+  }
+  uint32_t running = 0;
+  InNetns(netns_[0], [&] { running = RunningProgram("h0", BPF_TC_INGRESS); });
+  EXPECT_EQ(running, program) << "no new generation was loaded";
+  EXPECT_EQ(EbpfDeltaStats(*inc).full, 0u);
+  std::printf("seed %llu: %d adds, %d deletes, %d policy events in place; largest "
+              "endpoint id %u, largest physical peer set %u; %d probes, %d changed\n",
+              static_cast<unsigned long long>(seed), adds, deletes, policy_events,
+              top_id, top_set, counts.probes, counts.changed);
+  EXPECT_GT(adds, 300);  // far past np_endpoint_states' 64 spare ids
+  EXPECT_GT(policy_events, 150);
+  EXPECT_GT(counts.changed, 0);
+}
+
 // A pod of the node added with its interface (the agent's common case: every new pod comes
 // with its veth) and then deleted with it: both in place — the live generation's programs
 // attached to (then detached from) the interface, np_endpoints_if written before (deleted

@@ -1370,7 +1370,8 @@ void PlanStateWrites(const ir::CompiledPolicy& from, const ir::CompiledPolicyDel
 absl::StatusOr<IdentityEdit> PlanIdentityPart(
     const ir::CompiledPolicy& from, const ir::CompiledPolicyDelta& delta,
     const std::vector<std::pair<np_endpoint_addr_key, np_endpoint>>& local,
-    uint32_t next_endpoint_id, uint32_t tables_after) {
+    uint32_t next_endpoint_id, uint32_t tables_after,
+    const std::vector<uint32_t>& reusable_ids) {
   auto invalid = [](absl::string_view what) {
     return absl::InvalidArgumentError(absl::StrCat("IR delta: ", what));
   };
@@ -1578,7 +1579,9 @@ absl::StatusOr<IdentityEdit> PlanIdentityPart(
                                  " is not in np_endpoints_addr"));
     }
   }
-  if (added.size() > NP_IDENTITY_NONE - 1 - next_endpoint_id) {
+  // Deleted endpoints' ids first (maps.h IdentityEdit::endpoint_adds), then new ones.
+  const size_t reused = std::min(added.size(), reusable_ids.size());
+  if (added.size() - reused > NP_IDENTITY_NONE - 1 - next_endpoint_id) {
     return Refuse("the generation's endpoint ids are used up");
   }
   std::vector<std::pair<np_endpoint_addr_key, np_endpoint>> adds;
@@ -1596,7 +1599,8 @@ absl::StatusOr<IdentityEdit> PlanIdentityPart(
                                   " does not exist"));
     }
     np_endpoint v{};
-    v.id = next_endpoint_id + static_cast<uint32_t>(i);
+    v.id = i < reused ? reusable_ids[reusable_ids.size() - 1 - i]
+                      : next_endpoint_id + static_cast<uint32_t>(i - reused);
     if (e.selected()) {
       v.table = e.table();
       v.flags = NP_ENDPOINT_SELECTED;
@@ -1628,6 +1632,7 @@ absl::StatusOr<IdentityEdit> PlanIdentityPart(
   edit->endpoint_deletes = std::move(deletes);
   edit->added_endpoints = std::move(added_names);
   edit->added_values = std::move(added_values);
+  edit->reused_endpoint_ids = reused;
   edit->deleted_endpoints = std::move(deleted_names);
   PlanStateWrites(from, delta, local, added_states, moved, *edit);
   return edit;
@@ -1638,13 +1643,13 @@ absl::StatusOr<IdentityEdit> PlanIdentityPart(
 absl::StatusOr<IdentityEdit> PlanIdentityEditFromDelta(
     const ir::CompiledPolicy& from, const ir::CompiledPolicyDelta& delta,
     const std::vector<std::pair<np_endpoint_addr_key, np_endpoint>>& local,
-    uint32_t next_endpoint_id) {
+    uint32_t next_endpoint_id, const std::vector<uint32_t>& reusable_endpoint_ids) {
   if (!delta.peer_sets().empty() || !delta.tables().empty()) {
     return absl::FailedPreconditionError(
         "the delta edits peer sets or tables: not an identity edit");
   }
   return PlanIdentityPart(from, delta, local, next_endpoint_id,
-                          static_cast<uint32_t>(from.tables_size()));
+                          static_cast<uint32_t>(from.tables_size()), reusable_endpoint_ids);
 }
 
 std::string RenderMaps(const ir::CompiledPolicy& ir, const MapContents& m) {
@@ -2157,13 +2162,19 @@ absl::StatusOr<PolicyEdit> PlanChanges(const PolicyLayout& live,
                                        std::vector<PolicyEdit::TableChange> tables,
                                        uint32_t next_generation) {
   PolicyEdit edit;
-  if (sets.size() > NP_IDENTITY_NONE - live.next_peer_set_slot) {
+  // Numbers freed by earlier edits first (maps.h PolicyLayout: reused after the grace
+  // period), from the back of the list; then numbers never used.
+  const size_t reused = std::min(sets.size(), live.free_peer_set_slots.size());
+  if (sets.size() - reused > NP_IDENTITY_NONE - live.next_peer_set_slot) {
     return absl::FailedPreconditionError("peer set numbers are used up");
   }
   edit.next_peer_set_slot = live.next_peer_set_slot;
+  edit.free_peer_set_slots_taken = reused;
   absl::flat_hash_map<uint32_t, uint32_t> new_slot;  // IR peer set -> its new number
-  for (PolicyEdit::PeerSetChange& c : sets) {
-    c.slot = edit.next_peer_set_slot++;
+  for (size_t i = 0; i < sets.size(); ++i) {
+    PolicyEdit::PeerSetChange& c = sets[i];
+    c.slot = i < reused ? live.free_peer_set_slots[live.free_peer_set_slots.size() - 1 - i]
+                        : edit.next_peer_set_slot++;
     new_slot[c.peer_set] = c.slot;
     edit.changed_peer_sets.push_back(c.peer_set);
     if (c.peer_set < live.peer_sets.size()) {
@@ -2610,13 +2621,14 @@ absl::StatusOr<PodPolicyEdit> PlanPodPolicyEditFromDelta(
     const PolicyLayout& live, const ir::CompiledPolicy& from,
     const ir::CompiledPolicyDelta& delta,
     const std::vector<std::pair<np_endpoint_addr_key, np_endpoint>>& local,
-    uint32_t next_endpoint_id, uint32_t next_generation) {
+    uint32_t next_endpoint_id, uint32_t next_generation,
+    const std::vector<uint32_t>& reusable_endpoint_ids) {
   // Table ids are checked by PlanPolicyPart; the count here only bounds added endpoints'.
   uint32_t tables_after = static_cast<uint32_t>(from.tables_size());
   for (const ir::Table& t : delta.tables()) tables_after = std::max(tables_after, t.id() + 1);
   PodPolicyEdit out;
   absl::StatusOr<IdentityEdit> identities =
-      PlanIdentityPart(from, delta, local, next_endpoint_id, tables_after);
+      PlanIdentityPart(from, delta, local, next_endpoint_id, tables_after, reusable_endpoint_ids);
   if (!identities.ok()) return identities.status();
   out.identities = std::move(*identities);
   // How many of the node's endpoints name each table before and after the delta (the
@@ -2701,10 +2713,17 @@ absl::StatusOr<PodPolicyEdit> PlanPodPolicyEditFromDelta(
 }
 
 void CommitPolicyEdit(PolicyLayout& l, PolicyEdit&& edit) {
+  l.free_peer_set_slots.resize(l.free_peer_set_slots.size() - edit.free_peer_set_slots_taken);
   for (PolicyEdit::PeerSetChange& c : edit.new_peer_sets) {
     if (c.peer_set >= l.peer_sets.size()) {
       l.peer_sets.resize(c.peer_set + 1);
       l.peer_set_slot.resize(c.peer_set + 1, NP_IDENTITY_NONE);
+    }
+    // The old number, renumbered away (not a membership edit in place, which keeps it), is
+    // read by no run once this edit's cleanup is written: a later edit may take it.
+    const uint32_t old_slot = l.peer_set_slot[c.peer_set];
+    if (old_slot != NP_IDENTITY_NONE && old_slot != c.slot) {
+      l.free_peer_set_slots.push_back(old_slot);
     }
     l.peer_sets[c.peer_set] = std::move(c.members);
     l.peer_set_slot[c.peer_set] = c.slot;

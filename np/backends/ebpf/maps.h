@@ -160,14 +160,19 @@ struct IdentityEdit {
   // np_endpoints_addr entries, both families' keys of each. Added ones are written before
   // step 1, deleted ones after step 3; np_policy.c policy_allows looks the other address's
   // endpoint up again after reading its identity, which makes that order safe (see there).
-  // Each added endpoint's entries carry an id no endpoint of the generation had
-  // (`next_endpoint_id` onwards); the entries of the endpoints that stay are not written.
+  // Each added endpoint's entries carry an id no endpoint of the generation has now: first
+  // `reusable_endpoint_ids` (taken from its back), then `next_endpoint_id` onwards; the
+  // entries of the endpoints that stay are not written. Reusable ids are those of
+  // endpoints deleted by an EARLIER edit (ebpf_backend.cc: why no run reads them).
   std::vector<std::pair<np_endpoint_addr_key, np_endpoint>> endpoint_adds;
   std::vector<np_endpoint_addr_key> endpoint_deletes;
   std::vector<std::string> added_endpoints, deleted_endpoints;  // "namespace/name"
   // added_values[i]: added_endpoints[i]'s np_endpoint (its id, table and flags), what its
   // interface's np_endpoints_if entry holds when it is attached in place.
   std::vector<np_endpoint> added_values;
+  // How many of the added endpoints' ids were taken from `reusable_endpoint_ids` (its
+  // last ones); the others are next_endpoint_id onwards.
+  size_t reused_endpoint_ids = 0;
 
   // np_endpoint_states (np_abi.h): what the program reads of a pod of this node — its
   // table, its selection and its addresses' identity. Added endpoints' states, both banks,
@@ -242,7 +247,8 @@ inline constexpr uint32_t kNoEndpointEdits = 0xffffffffu;
 absl::StatusOr<IdentityEdit> PlanIdentityEditFromDelta(
     const ir::CompiledPolicy& from, const ir::CompiledPolicyDelta& delta,
     const std::vector<std::pair<np_endpoint_addr_key, np_endpoint>>& local,
-    uint32_t next_endpoint_id = kNoEndpointEdits);
+    uint32_t next_endpoint_id = kNoEndpointEdits,
+    const std::vector<uint32_t>& reusable_endpoint_ids = {});
 
 // What np_tier_lists holds where no table's entry points (its room, lists freed by an
 // edit): a count past NP_TIER_MAX_RULES, which the program denies on (np_abi.h: fail
@@ -323,9 +329,45 @@ struct PolicyLayout {
   // tables a delta must rewrite when a peer set's members or `all` change.
   std::vector<std::vector<uint32_t>> peer_set_tables;
   uint32_t next_peer_set_slot = 0;   // past every physical peer set ever used
+  // Physical peer sets that no IR peer set has any more: freed by CommitPolicyEdit (a
+  // changed set's old number), taken again by a later edit before next_peer_set_slot.
+  std::vector<uint32_t> free_peer_set_slots;
   size_t ports_entries = 0, tiers_entries = 0, members_entries = 0;
   PolicyCapacity capacity;
 };
+// Numbers that a long-lived agent keeps handing out, and what bounds each (an agent runs
+// for months: nothing may only grow). "Reused after the grace period" means: freed by one
+// edit's commit, taken only by a later edit, whose writes start after loader.cc
+// StartEdit has waited for the runs (or the grace period) of the edit that freed it and
+// written that edit's cleanup — so no run still reads the old meaning, and the old
+// entries are gone before the new ones are written.
+//   - Physical tables (np_tables, np_ports and np_tiers keys): table_used, reused after
+//     the grace period; at most capacity.tables (2 per IR table + 16), else "no room" and
+//     a new generation.
+//   - Tier list slots (np_tier_lists): list_refs, reused after the grace period; bounded by
+//     capacity.tier_lists likewise.
+//   - Physical peer sets (np_members keys, tier rules, np_ports values): an edit gives
+//     every changed peer set a number no live entry uses; the old numbers go to
+//     free_peer_set_slots and are reused after the grace period. So the numbers in use
+//     never exceed the installed peer sets plus the sets one edit changes, and
+//     next_peer_set_slot stops growing once that is reached. (Before: every edit took new
+//     numbers, and after 2^32 - 1 changed sets "peer set numbers are used up" reloaded.)
+//   - Endpoint ids (np_endpoint_states index, np_endpoints_* values): an endpoint added in
+//     place takes a deleted endpoint's id first (ebpf_backend.cc: freed after the edit
+//     that deletes it, reused from the next edit on), so ids stay below the node's peak
+//     endpoint count plus one delta's adds; the array's room (loader.cc IdentityRoom:
+//     an eighth more + 64) is left only when the node really grows past it (before: after
+//     room - endpoints pod ADDS, however many were deleted, "np_endpoint_states has no
+//     room" loaded a new generation).
+//   - Identity ids and IR table and peer set ids: the IR's (np/lower_align.h reuses
+//     retired ones and bounds tombstones).
+//   - np_config.generation: +1 an edit or Apply, a __u32, never reused by design (np_ct
+//     records it). Its parity (banks) survives the wrap; but 0xffffffff is np_policy.c's
+//     NP_ANY_GENERATION, so while the live generation is that number a connectionless flow
+//     that np_ct recorded under ANY earlier generation passes without being decided again
+//     — after 2^32 - 1 edits (loader.cc: not fixed here, np_policy.c and loader.cc are
+//     another area's).
+
 // The layout Generation::Load fills for `maps`: physical numbers are the IR's.
 PolicyLayout InitialLayout(const MapContents& maps);
 
@@ -371,6 +413,8 @@ struct PolicyEdit {
   std::vector<TableChange> new_tables;
   std::vector<PeerSetChange> new_peer_sets;
   uint32_t next_peer_set_slot = 0;
+  // How many numbers the edit took from the back of live's free_peer_set_slots.
+  size_t free_peer_set_slots_taken = 0;
   size_t ports_entries = 0, tiers_entries = 0, members_entries = 0;  // once cleaned up
   // How many entries np_tier_lists holds more (negative: fewer) once cleaned up.
   long lists_delta = 0;
@@ -474,7 +518,8 @@ absl::StatusOr<PodPolicyEdit> PlanPodPolicyEditFromDelta(
     const PolicyLayout& live, const ir::CompiledPolicy& from,
     const ir::CompiledPolicyDelta& delta,
     const std::vector<std::pair<np_endpoint_addr_key, np_endpoint>>& local,
-    uint32_t next_endpoint_id, uint32_t next_generation);
+    uint32_t next_endpoint_id, uint32_t next_generation,
+    const std::vector<uint32_t>& reusable_endpoint_ids = {});
 
 // The fewest port prefixes covering [first, last] (0 <= first <= last <= 65535), as
 // (first port of the block, prefix length 0..16).

@@ -1479,7 +1479,8 @@ void CheckPolicyEditChains(bool from_delta) {
       ASSERT_TRUE(edit.ok()) << where << edit.status();
       // Step 1 writes only under numbers no live run can read (maps.h PolicyEdit): no
       // physical table a bank names (nor one a table of this edit leaves: the live bank
-      // still names it), no list slot a live table names, no peer set number used before.
+      // still names it), no list slot a live table names, no peer set number a live peer
+      // set has: a new one, or one an earlier edit freed (maps.h PolicyLayout).
       for (const auto& [slot, value] : edit->table_writes) {
         ASSERT_FALSE(layout.table_used[slot]) << where << ": np_tables[" << slot << "] is live";
       }
@@ -1487,7 +1488,13 @@ void CheckPolicyEditChains(bool from_delta) {
         ASSERT_EQ(layout.list_refs[at], 0u) << where << ": np_tier_lists[" << at << "] is live";
       }
       for (const np_member_key& k : edit->member_adds) {
-        ASSERT_GE(k.peer_set, layout.next_peer_set_slot) << where << ": peer set number reused";
+        const std::vector<uint32_t>& free = layout.free_peer_set_slots;
+        ASSERT_TRUE(k.peer_set >= layout.next_peer_set_slot ||
+                    std::find(free.begin(), free.end(), k.peer_set) != free.end())
+            << where << ": peer set number " << k.peer_set << " is neither new nor freed";
+        ASSERT_TRUE(std::find(layout.peer_set_slot.begin(), layout.peer_set_slot.end(),
+                              k.peer_set) == layout.peer_set_slot.end())
+            << where << ": peer set number " << k.peer_set << " is a live peer set's";
       }
       std::vector<uint16_t> ports = testing::ProbePorts(previous);
       for (uint16_t p : testing::ProbePorts(next)) ports.push_back(p);
@@ -1564,6 +1571,105 @@ TEST(PlanPolicyEditTest, EveryWriteOfTheOrderDecidesAsTheOldOrTheNewProgram) {
 }
 TEST(PlanPolicyEditFromDeltaTest, EveryWriteOfTheOrderDecidesAsTheOldOrTheNewProgram) {
   CheckPolicyEditChains(/*from_delta=*/true);
+}
+
+// A long life of policy deltas on one layout (NP_TEST_SEED replays it): 3,000 seeded policy
+// events (testing::PolicyEvent; the program grows by at most 8 peer sets and tables, as
+// the agent's numbering keeps it), each planned by PlanPolicyEditFromDelta from the layout
+// the previous one left and written in the loader's order on the model, cleanup included.
+// None is refused (a refusal would load a new generation), and the physical peer set
+// numbers stay bounded (maps.h PolicyLayout): every number is a live peer set's or free,
+// the free ones never more than one edit changes, so next_peer_set_slot stays below the
+// most peer sets installed at once plus one edit's changes (before: +1 every changed set,
+// for ever). At the end a run decides as the IR interpreter reads the last program, and
+// np_members holds exactly the live peer sets' members under their live numbers.
+TEST(PlanPolicyEditFromDeltaTest, LongChurnReusesPeerSetNumbersAndKeepsTheVerdicts) {
+  const uint64_t seed = testing::FirstSeed();
+  ir::CompiledPolicy previous = testing::RandomIr(seed);
+  absl::StatusOr<MapContents> first = BuildMaps(previous);
+  ASSERT_TRUE(first.ok()) << first.status();
+  PolicyMapsModel model(*first, 1);
+  PolicyLayout layout = InitialLayout(*first);
+  const int first_sets = previous.peer_sets_size(), first_tables = previous.tables_size();
+  size_t most_live = 0, most_changed = 0, reused = 0, sets_changed = 0;
+  for (int step = 0; step < 3000; ++step) {
+    // Events that would grow the program past 8 more peer sets or tables are drawn again:
+    // the agent's numbering reuses tombstones (np/lower_align.h), and a program that only
+    // grows runs out of map room, which is not what this test is about.
+    std::string what;
+    ir::CompiledPolicy next;
+    for (uint64_t draw = 0;; ++draw) {
+      what.clear();
+      next = testing::PolicyEvent(
+          previous, (seed * 100000 + static_cast<uint64_t>(step)) * 16 + draw, &what);
+      if (next.peer_sets_size() <= first_sets + 8 && next.tables_size() <= first_tables + 8) break;
+    }
+    const std::string where = absl::StrCat("seed ", seed, " event ", step, ": ", what);
+    const std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(previous, next);
+    ASSERT_TRUE(delta.has_value()) << where;
+    const uint32_t next_generation = model.generation + 1;
+    absl::StatusOr<PolicyEdit> edit =
+        PlanPolicyEditFromDelta(layout, previous, *delta, next_generation);
+    ASSERT_TRUE(edit.ok()) << where << ": " << edit.status();
+    for (const auto& write : PolicyWrites(*edit, next_generation)) write(model);
+    most_changed = std::max(most_changed, edit->new_peer_sets.size());
+    sets_changed += edit->new_peer_sets.size();
+    reused += edit->free_peer_set_slots_taken;
+    CommitPolicyEdit(layout, std::move(*edit));
+    std::set<uint32_t> live;
+    for (uint32_t slot : layout.peer_set_slot) {
+      if (slot != NP_IDENTITY_NONE) live.insert(slot);
+    }
+    ASSERT_EQ(live.size(), static_cast<size_t>(std::count_if(
+                               layout.peer_set_slot.begin(), layout.peer_set_slot.end(),
+                               [](uint32_t s) { return s != NP_IDENTITY_NONE; })))
+        << where << ": two peer sets under one number";
+    most_live = std::max(most_live, live.size());
+    for (uint32_t slot : layout.free_peer_set_slots) {
+      ASSERT_EQ(live.count(slot), 0u) << where << ": peer set number " << slot << " live and free";
+    }
+    ASSERT_EQ(layout.next_peer_set_slot, live.size() + layout.free_peer_set_slots.size())
+        << where << ": a number neither live nor free";
+    ASSERT_LE(layout.free_peer_set_slots.size(), most_changed) << where;
+    previous = next;
+  }
+  EXPECT_LE(layout.next_peer_set_slot, most_live + most_changed);
+  EXPECT_GT(sets_changed, 1000u) << "the events should change peer sets";
+  EXPECT_GT(reused, 900u) << "freed numbers should be taken again";
+  absl::StatusOr<MapContents> last = BuildMaps(previous);
+  ASSERT_TRUE(last.ok()) << last.status();
+  std::vector<IpAddress> addresses;
+  {
+    const testing::IrInterpreter node(previous);
+    int others = 0;
+    for (const IpAddress& a : testing::ProbeAddresses(previous, seed)) {
+      if (node.EndpointIndex(a) >= 0 || others++ < 6) addresses.push_back(a);
+    }
+  }
+  std::vector<uint16_t> ports = testing::ProbePorts(previous);
+  std::string diff;
+  EXPECT_EQ(WrongVerdicts(model, *last, testing::IrInterpreter(previous), addresses, ports, &diff),
+            0)
+      << diff;
+  std::set<std::pair<uint32_t, uint32_t>> expected;
+  for (uint32_t p = 0; p < layout.peer_sets.size(); ++p) {
+    if (layout.peer_set_slot[p] == NP_IDENTITY_NONE) continue;
+    for (uint32_t id : layout.peer_sets[p]) expected.insert({layout.peer_set_slot[p], id});
+    if (p < static_cast<uint32_t>(previous.peer_sets_size()) && !previous.peer_sets(p).all()) {
+      const auto& ids = previous.peer_sets(static_cast<int>(p)).identities();
+      EXPECT_TRUE(std::equal(ids.begin(), ids.end(), layout.peer_sets[p].begin(),
+                             layout.peer_sets[p].end()) ||
+                  layout.peer_set_tables.size() <= p || layout.peer_set_tables[p].empty())
+          << "peer set " << p << " as installed differs from the program's (named by a table)";
+    }
+  }
+  EXPECT_TRUE(model.members == expected)
+      << "np_members: " << model.members.size() << " entries, the live peer sets "
+      << expected.size();
+  std::printf("seed %llu: 3000 policy deltas, %zu peer sets changed, %zu numbers reused; "
+              "next_peer_set_slot %u (most live %zu, most changed by one edit %zu)\n",
+              static_cast<unsigned long long>(seed), sets_changed, reused,
+              layout.next_peer_set_slot, most_live, most_changed);
 }
 
 // A delta that only turns a peer set into every address (`all`) or back, its tables left

@@ -104,8 +104,9 @@ struct np_endpoint {
 	__u32 id;    /* the endpoint's id in this generation: its np_endpoint_states index, and
 		      * what tells self traffic (NP_CONFIG_ALLOW_SELF). The index into
 		      * CompiledPolicy.endpoints when the generation is loaded; an endpoint added
-		      * in place gets an id no endpoint of the generation ever had, and ids are
-		      * never reused within a generation (ebpf_backend.cc), so the entries of the
+		      * in place gets an id no live endpoint has and no run still holds (a deleted
+		      * endpoint's, from the edit after the one that deleted it: ebpf_backend.cc
+		      * free_endpoint_ids_), and ids are never renumbered, so the entries of the
 		      * endpoints left keep theirs */
 	__u32 table; /* the C++ side's copy of np_endpoint_states' table (maps.h); zero in the
 		      * kernel, where the program never reads it */
