@@ -360,13 +360,27 @@ TEST(ApplyDelta, AppendsIdentitiesThatTheSameDeltaNames) {
   EXPECT_TRUE(MessageDifferencer::Equals(patched, expected)) << found->DebugString();
 }
 
+// A delta ApplyDelta must refuse, and the field path its error must name.
+struct FieldCase {
+  const char* what;
+  const char* field;
+  ir::CompiledPolicyDelta delta;
+};
+
+// Each case refused (InvalidArgument naming "<field>:"), Program() left as it was.
+void ExpectRefusedNamingTheField(const std::vector<FieldCase>& cases) {
+  for (const FieldCase& c : cases) {
+    ir::CompiledPolicy p = Program();
+    absl::Status s = ApplyDelta(c.delta, &p);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.what << ": " << s;
+    EXPECT_NE(s.message().find(std::string(c.field) + ":"), absl::string_view::npos)
+        << c.what << ": " << s;
+    EXPECT_TRUE(MessageDifferencer::Equals(p, Program())) << c.what;
+  }
+}
+
 TEST(ApplyDelta, RefusesBadAppendedIdentitiesNamingTheField) {
-  struct Case {
-    const char* what;
-    const char* field;  // the path the error must name
-    ir::CompiledPolicyDelta delta;
-  };
-  std::vector<Case> cases;
+  std::vector<FieldCase> cases;
   auto add = [&](const char* what, const char* field) -> ir::CompiledPolicyDelta& {
     cases.push_back({what, field, {}});
     return cases.back().delta;
@@ -407,26 +421,14 @@ TEST(ApplyDelta, RefusesBadAppendedIdentitiesNamingTheField) {
     d.add_identities()->set_id(3);
     d.add_identity_pods()->set_identity(4);
   }
-  for (const Case& c : cases) {
-    ir::CompiledPolicy p = Program();
-    absl::Status s = ApplyDelta(c.delta, &p);
-    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.what << ": " << s;
-    EXPECT_NE(s.message().find(std::string(c.field) + ":"), absl::string_view::npos)
-        << c.what << ": " << s;
-    EXPECT_TRUE(MessageDifferencer::Equals(p, Program())) << c.what;
-  }
+  ExpectRefusedNamingTheField(cases);
 }
 
 // Malformed identity pod edits (compiled.proto IdentityPodsEdit): each refused with the path
 // of the offending field, the program left as it was. Program(): identity 1 has ns/a,
 // identity 2 ns/c.
 TEST(ApplyDelta, RefusesBadIdentityPodEditsNamingTheField) {
-  struct Case {
-    const char* what;
-    const char* field;  // the path the error must name
-    ir::CompiledPolicyDelta delta;
-  };
-  std::vector<Case> cases;
+  std::vector<FieldCase> cases;
   auto edit = [&](const char* what, const char* field, uint32_t identity,
                   std::vector<std::string> added,
                   std::vector<std::string> removed) -> ir::CompiledPolicyDelta& {
@@ -466,13 +468,8 @@ TEST(ApplyDelta, RefusesBadIdentityPodEditsNamingTheField) {
     appended->set_id(3);
     appended->add_pods("ns/b");
   }
-  for (const Case& c : cases) {
-    ir::CompiledPolicy p = Program();
-    absl::Status s = ApplyDelta(c.delta, &p);
-    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.what << ": " << s;
-    EXPECT_NE(s.message().find(std::string(c.field) + ":"), absl::string_view::npos)
-        << c.what << ": " << s;
-    EXPECT_TRUE(MessageDifferencer::Equals(p, Program())) << c.what;
+  ExpectRefusedNamingTheField(cases);
+  for (const FieldCase& c : cases) {  // the backends' check is the same
     EXPECT_EQ(CheckIdentityPodsEdits(Program(), c.delta).code(),
               absl::StatusCode::kInvalidArgument)
         << c.what;
