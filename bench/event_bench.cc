@@ -450,7 +450,7 @@ void BM_LowerPodEvent(benchmark::State& state, NodeShape shape, PodEventKind kin
   const auto [there, back] = EventsOf(kind, f);
   std::vector<double> lower_s;
   int events = 0, expressed = 0;
-  int64_t identity_pods = 0;  // pods listed in the deltas' identity edits
+  int64_t identity_pods = 0;  // names added and removed by the deltas' identity edits
   for (auto _ : state) {
     for (const Change* change : {&there, &back}) {
       absl::StatusOr<std::shared_ptr<const Engine>> next = current->Apply({*change});
@@ -464,7 +464,7 @@ void BM_LowerPodEvent(benchmark::State& state, NodeShape shape, PodEventKind kin
       if (delta.has_value()) {
         ++expressed;
         for (const ir::IdentityPodsEdit& e : delta->delta.identity_pods()) {
-          identity_pods += e.pods_size();
+          identity_pods += e.added_size() + e.removed_size();
         }
         if (!backends::ApplyDelta(delta->delta, &installed).ok()) Fail("ApplyDelta refused");
         index.Commit(*delta);

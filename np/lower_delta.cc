@@ -146,78 +146,59 @@ std::shared_ptr<internal::IdentityNumbering> NumberingAfter(
   return numbering;
 }
 
-// The pods of each `touched` identity: its installed pods but the `moved` ones, with the pods
-// `gains` gives it; an edit where they differ, an appended identity whole (pods sorted).
-// An identity's installed pods are sorted and distinct (compiled.proto), so the moved ones are
-// found by binary search and the result merged, not sorted: an identity may have thousands
-// of pods and a pod event moves one (hashing and sorting them all was most of a 1,000-pod
-// node's delta lowering).
-template <typename PodNames>
-void EmitIdentityPods(const std::vector<PodNames>& installed, const std::set<uint32_t>& touched,
+// The pod edits of each `touched` identity: the `moved` pods it holds in `installed` leave
+// it, the pods `gains` gives it join it; an edit (compiled.proto IdentityPodsEdit: the names
+// added and removed, not the list) where they differ, an appended identity whole (pods
+// sorted). Binary searches in the installed identity's sorted, distinct pods: an identity may
+// have thousands of pods and a pod event moves one (copying the whole list into the delta,
+// ~2,000 strings a relabel at 1,000 pods a node, was most of a pod event's lowering: h89).
+void EmitIdentityPods(const ir::CompiledPolicy& installed, const std::set<uint32_t>& touched,
                       const std::vector<std::string>& moved,
                       const std::map<uint32_t, std::vector<std::string>>& gains,
                       ir::CompiledPolicyDelta* delta) {
-  static const PodNames kNoPods{};
+  static const google::protobuf::RepeatedPtrField<std::string> kNoPods;
   for (uint32_t id : touched) {
-    const bool appended = id >= installed.size();
-    const PodNames& names = appended ? kNoPods : installed[id];
-    const int count = static_cast<int>(names.ends.size());
-    auto old = [&](int i) {
-      const uint32_t begin = i == 0 ? 0 : names.ends[i - 1];
-      return absl::string_view(names.bytes).substr(begin, names.ends[i] - begin);
+    const bool appended = id >= static_cast<uint32_t>(installed.identities_size());
+    const google::protobuf::RepeatedPtrField<std::string>& pods =
+        appended ? kNoPods : installed.identities(static_cast<int>(id)).pods();
+    auto holds = [&](const std::string& name) {
+      return std::binary_search(pods.begin(), pods.end(), name);
     };
-    // The installed pods that leave (positions, ascending: `moved` is sorted).
-    std::vector<int> leaving;
-    for (const std::string& m : moved) {
-      int lo = 0, hi = count;  // first position whose name is not below m
-      while (lo < hi) {
-        const int mid = lo + (hi - lo) / 2;
-        if (old(mid) < m) {
-          lo = mid + 1;
-        } else {
-          hi = mid;
-        }
-      }
-      if (lo < count && old(lo) == m) leaving.push_back(lo);
-    }
-    std::vector<absl::string_view> joining;
+    std::vector<const std::string*> joining;
     if (auto gained = gains.find(id); gained != gains.end()) {
-      joining.assign(gained->second.begin(), gained->second.end());
-      std::sort(joining.begin(), joining.end());
-      joining.erase(std::unique(joining.begin(), joining.end()), joining.end());
+      for (const std::string& name : gained->second) joining.push_back(&name);
+      auto less = [](const std::string* a, const std::string* b) { return *a < *b; };
+      std::sort(joining.begin(), joining.end(), less);
+      joining.erase(std::unique(joining.begin(), joining.end(),
+                                [](const std::string* a, const std::string* b) { return *a == *b; }),
+                    joining.end());
     }
-    // The same pods when exactly the leaving ones join again (a pod whose addresses or
-    // labels changed within its identity).
-    if (!appended && leaving.size() == joining.size() &&
-        std::equal(leaving.begin(), leaving.end(), joining.begin(),
-                   [&](int i, absl::string_view j) { return old(i) == j; })) {
-      continue;
-    }
-    google::protobuf::RepeatedPtrField<std::string>* pods;
+    auto joins = [&](const std::string& name) {
+      return std::binary_search(joining.begin(), joining.end(), &name,
+                                [](const std::string* a, const std::string* b) { return *a < *b; });
+    };
     if (appended) {
       ir::Identity* identity = delta->add_identities();
       identity->set_id(id);
-      pods = identity->mutable_pods();
-    } else {
-      ir::IdentityPodsEdit* edit = delta->add_identity_pods();
-      edit->set_identity(id);
-      pods = edit->mutable_pods();
+      for (const std::string* name : joining) identity->add_pods(*name);
+      continue;
     }
-    pods->Reserve(count - static_cast<int>(leaving.size()) + static_cast<int>(joining.size()));
-    // Merge old (minus the leaving) with joining, dropping a joining pod already there.
-    size_t l = 0, j = 0;
-    for (int i = 0; i < count; ++i) {
-      if (l < leaving.size() && leaving[l] == i) {
-        ++l;
-        continue;
+    // Removed: the moved pods it holds that do not join it again (a pod whose addresses or
+    // labels changed within its identity stays); added: the joining pods it does not hold.
+    ir::IdentityPodsEdit* edit = nullptr;
+    auto edit_of = [&]() {
+      if (edit == nullptr) {
+        edit = delta->add_identity_pods();
+        edit->set_identity(id);
       }
-      const absl::string_view name = old(i);
-      for (; j < joining.size() && joining[j] <= name; ++j) {
-        if (joining[j] != name) pods->Add(std::string(joining[j]));
-      }
-      pods->Add(std::string(name));
+      return edit;
+    };
+    for (const std::string* name : joining) {
+      if (!holds(*name)) edit_of()->add_added(*name);
     }
-    for (; j < joining.size(); ++j) pods->Add(std::string(joining[j]));
+    for (const std::string& name : moved) {  // sorted and distinct
+      if (holds(name) && !joins(name)) edit_of()->add_removed(name);
+    }
   }
 }
 
@@ -527,9 +508,7 @@ PodDeltaLowering PodDeltaLowering::Index(std::shared_ptr<const Engine> snapshot,
       x.identity_of_class_.emplace(c, r.identity());
     }
   }
-  x.identity_pods_.resize(installed.identities_size());
   for (const ir::Identity& identity : installed.identities()) {
-    x.identity_pods_[identity.id()].Assign(identity.pods());
     if (x.range_count_[identity.id()] == 0 && !identity.external() && identity.pods().empty()) {
       x.unused_identities_.insert(identity.id());
     }
@@ -605,7 +584,6 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
       prev.options.node_name != next.options.node_name ||
       prev.options.evaluation.always_allow_self != next.options.evaluation.always_allow_self ||
       installed.identities_size() != static_cast<int>(range_count_.size()) ||
-      installed.identities_size() != static_cast<int>(identity_pods_.size()) ||
       installed.tables_size() != static_cast<int>(table_target_.size())) {
     return refuse("atoms, tier policies, options or the program's shape differ");
   }
@@ -985,7 +963,7 @@ std::optional<PodDelta> PodDeltaLowering::Lower(std::shared_ptr<const Engine> ne
     }
   }
   // Each touched identity's pods; an appended identity whole, in id order (the set's).
-  EmitIdentityPods(identity_pods_, touched_identities, keys, identity_gains, &out.delta);
+  EmitIdentityPods(installed, touched_identities, keys, identity_gains, &out.delta);
   return out;
 }
 
@@ -1341,7 +1319,7 @@ std::optional<std::string> PodDeltaLowering::SplitIdentities(
   }
   std::sort(moved.begin(), moved.end());
   moved.erase(std::unique(moved.begin(), moved.end()), moved.end());
-  EmitIdentityPods(identity_pods_, touched, moved, gains, &out->delta);
+  EmitIdentityPods(installed, touched, moved, gains, &out->delta);
   for (uint32_t c = 0; c < identity_of.size(); ++c) {
     if (identity_of[c] != kNoIdentity && touched.count(identity_of[c]) != 0) {
       touched_classes->push_back(c);
@@ -1371,7 +1349,6 @@ std::optional<PodDelta> PodDeltaLowering::LowerPolicyChange(
   if (prev.options.node_name != next.options.node_name ||
       prev.options.evaluation.always_allow_self != next.options.evaluation.always_allow_self ||
       installed.identities_size() != static_cast<int>(range_count_.size()) ||
-      installed.identities_size() != static_cast<int>(identity_pods_.size()) ||
       installed.tables_size() != static_cast<int>(table_target_.size()) ||
       installed.peer_sets_size() != static_cast<int>(peer_set_refs_.size())) {
     return refuse("options or the program's shape differ");
@@ -1657,25 +1634,7 @@ std::optional<PodDelta> PodDeltaLowering::LowerPolicyChange(
   return out;
 }
 
-void PodDeltaLowering::PodNames::Assign(
-    const google::protobuf::RepeatedPtrField<std::string>& pods) {
-  bytes.clear();
-  ends.clear();
-  ends.reserve(pods.size());
-  for (const std::string& pod : pods) {
-    bytes += pod;
-    ends.push_back(static_cast<uint32_t>(bytes.size()));
-  }
-}
-
 void PodDeltaLowering::Commit(const PodDelta& applied) {
-  for (const ir::Identity& identity : applied.delta.identities()) {  // appended, in id order
-    if (identity_pods_.size() <= identity.id()) identity_pods_.resize(identity.id() + 1);
-    identity_pods_[identity.id()].Assign(identity.pods());
-  }
-  for (const ir::IdentityPodsEdit& edit : applied.delta.identity_pods()) {
-    identity_pods_[edit.identity()].Assign(edit.pods());
-  }
   if (applied.numbering != nullptr) {  // identities added or retired
     numbering_ = applied.numbering;
     for (const auto& [c, id] : applied.identities_retired) {

@@ -148,10 +148,10 @@ class PodDeltaLowering {
   void Commit(const PodDelta& applied);
 
   // Gives a delta the caller is done with back to the index: the next Lower or
-  // LowerPolicyChange builds its delta in that message's storage. Why: a relabel's delta
-  // lists an identity's pods whole (~2,000 names at 1,000 pods on the node), and allocating
-  // each name afresh from a heap the agent has aged was most of a pod event's lowering
-  // (bench/RESULTS.md, h89); a cleared protobuf keeps its strings for reuse.
+  // LowerPolicyChange builds its delta in that message's storage. Why: allocating each of a
+  // delta's messages and strings (ranges, endpoints, names) afresh from a heap the agent has
+  // aged costs more than building them (bench/RESULTS.md, h89); a cleared protobuf keeps its
+  // elements and strings for reuse.
   void Recycle(PodDelta&& used);
 
   const std::shared_ptr<const Engine>& snapshot() const { return snapshot_; }
@@ -201,16 +201,6 @@ class PodDeltaLowering {
   // A delta given back (Recycle), cleared: the next delta is built in its storage.
 
   mutable ir::CompiledPolicyDelta spare_delta_;
-  // Per identity, its installed pods' names back to back (the i-th ends at ends[i]): what an
-  // identity edit copies whole (compiled.proto's IdentityPodsEdit), read in one sequential
-  // pass. Read from the program, a relabel at 1,000 pods walked ~2,000 heap strings of one
-  // identity, each a cache miss or two after the agent's idle gap.
-  struct PodNames {
-    std::string bytes;
-    std::vector<uint32_t> ends;
-    void Assign(const google::protobuf::RepeatedPtrField<std::string>& pods);
-  };
-  std::vector<PodNames> identity_pods_;
   absl::flat_hash_map<uint32_t, uint32_t> identity_of_class_;
   std::vector<int64_t> range_count_;     // per identity: ranges carrying it
   std::vector<int64_t> external_count_;  // per identity: those that are no pod's

@@ -868,8 +868,11 @@ TEST(PodDeltaLowering, NewPodOfAnExistingClass) {
   EXPECT_EQ(delta->delta.endpoints(0).endpoints(0).name(), "b");
   ASSERT_EQ(delta->delta.ipv4_size(), 1);
   EXPECT_EQ(delta->delta.ipv6_size(), 0);
+  // Only the pod that joins its identity is named (compiled.proto IdentityPodsEdit).
   ASSERT_EQ(delta->delta.identity_pods_size(), 1);
-  EXPECT_EQ(delta->delta.identity_pods(0).pods_size(), 2);
+  ASSERT_EQ(delta->delta.identity_pods(0).added_size(), 1);
+  EXPECT_EQ(delta->delta.identity_pods(0).added(0), "ns/b");
+  EXPECT_EQ(delta->delta.identity_pods(0).removed_size(), 0);
   ASSERT_TRUE(backends::ApplyDelta(delta->delta, &installed).ok());
   EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(installed, *LowerToIr(*next)));
   index.Commit(*delta);
@@ -880,6 +883,10 @@ TEST(PodDeltaLowering, NewPodOfAnExistingClass) {
   std::shared_ptr<const Engine> back = *next->Apply({Change{Change::Op::kDelete, gone}});
   std::optional<PodDelta> undo = index.Lower(back, installed, {"ns/b"});
   ASSERT_TRUE(undo.has_value());
+  ASSERT_EQ(undo->delta.identity_pods_size(), 1);
+  EXPECT_EQ(undo->delta.identity_pods(0).added_size(), 0);
+  ASSERT_EQ(undo->delta.identity_pods(0).removed_size(), 1);
+  EXPECT_EQ(undo->delta.identity_pods(0).removed(0), "ns/b");
   ASSERT_TRUE(backends::ApplyDelta(undo->delta, &installed).ok());
   EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(installed, *LowerToIr(*engine)));
   // A pod with a named port is of a peer class no address carries yet: a new identity,

@@ -3,11 +3,14 @@
 // on random pairs of programs (NP_DELTA_SEED replays one).
 #include <algorithm>
 #include <cstdlib>
+#include <iterator>
 #include <optional>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 #include "np/backends/util.h"
@@ -105,11 +108,13 @@ TEST(ApplyDelta, SplitsAndMergesRangesAndEditsEndpointsAndPods) {
   ir::EndpointSliceEdit* remove = d.add_endpoints();
   remove->set_begin(1);
   remove->set_end(2);
+  // Identity 1 gains b (a stays, unnamed); identity 2 loses c, its only pod.
   ir::IdentityPodsEdit* pods1 = d.add_identity_pods();
   pods1->set_identity(1);
-  pods1->add_pods("ns/a");
-  pods1->add_pods("ns/b");
-  d.add_identity_pods()->set_identity(2);
+  pods1->add_added("ns/b");
+  ir::IdentityPodsEdit* pods2 = d.add_identity_pods();
+  pods2->set_identity(2);
+  pods2->add_removed("ns/c");
 
   ir::CompiledPolicy expected = Program();
   expected.clear_ipv4();
@@ -179,7 +184,9 @@ TEST(ApplyDelta, RefusesBadDeltasAndLeavesTheProgramAsItWas) {
   {
     ir::CompiledPolicyDelta& d = add("identity edits out of order");
     d.add_identity_pods()->set_identity(2);
+    d.mutable_identity_pods(0)->add_removed("ns/c");
     d.add_identity_pods()->set_identity(1);
+    d.mutable_identity_pods(1)->add_added("ns/x");
   }
   {
     // Peer set 1 would be appended, but the table names peer set 2, which would not exist.
@@ -311,10 +318,13 @@ TEST(ApplyDelta, AppendsIdentitiesThatTheSameDeltaNames) {
   AddEdited(split, 0x0a000007, 0x0a000007, 3, "ns/b");
   AddEdited(split, 0x0a000008, 0x0a000009, 0);
   AddEdited(split, 0x0a00000a, 0x0a00000a, 4, "ns/c");
-  d.add_identity_pods()->set_identity(2);
+  ir::IdentityPodsEdit* pods2 = d.add_identity_pods();
+  pods2->set_identity(2);
+  pods2->add_removed("ns/c");
+  // An identity the delta appends without pods, given its pod by an edit.
   ir::IdentityPodsEdit* pods4 = d.add_identity_pods();
   pods4->set_identity(4);
-  pods4->add_pods("ns/c");
+  pods4->add_added("ns/c");
   ir::PeerSet* set = d.add_peer_sets();
   set->set_id(0);
   set->add_identities(1);
@@ -350,13 +360,27 @@ TEST(ApplyDelta, AppendsIdentitiesThatTheSameDeltaNames) {
   EXPECT_TRUE(MessageDifferencer::Equals(patched, expected)) << found->DebugString();
 }
 
+// A delta ApplyDelta must refuse, and the field path its error must name.
+struct FieldCase {
+  const char* what;
+  const char* field;
+  ir::CompiledPolicyDelta delta;
+};
+
+// Each case refused (InvalidArgument naming "<field>:"), Program() left as it was.
+void ExpectRefusedNamingTheField(const std::vector<FieldCase>& cases) {
+  for (const FieldCase& c : cases) {
+    ir::CompiledPolicy p = Program();
+    absl::Status s = ApplyDelta(c.delta, &p);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.what << ": " << s;
+    EXPECT_NE(s.message().find(std::string(c.field) + ":"), absl::string_view::npos)
+        << c.what << ": " << s;
+    EXPECT_TRUE(MessageDifferencer::Equals(p, Program())) << c.what;
+  }
+}
+
 TEST(ApplyDelta, RefusesBadAppendedIdentitiesNamingTheField) {
-  struct Case {
-    const char* what;
-    const char* field;  // the path the error must name
-    ir::CompiledPolicyDelta delta;
-  };
-  std::vector<Case> cases;
+  std::vector<FieldCase> cases;
   auto add = [&](const char* what, const char* field) -> ir::CompiledPolicyDelta& {
     cases.push_back({what, field, {}});
     return cases.back().delta;
@@ -397,14 +421,120 @@ TEST(ApplyDelta, RefusesBadAppendedIdentitiesNamingTheField) {
     d.add_identities()->set_id(3);
     d.add_identity_pods()->set_identity(4);
   }
-  for (const Case& c : cases) {
-    ir::CompiledPolicy p = Program();
-    absl::Status s = ApplyDelta(c.delta, &p);
-    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.what << ": " << s;
-    EXPECT_NE(s.message().find(std::string(c.field) + ":"), absl::string_view::npos)
-        << c.what << ": " << s;
-    EXPECT_TRUE(MessageDifferencer::Equals(p, Program())) << c.what;
+  ExpectRefusedNamingTheField(cases);
+}
+
+// Malformed identity pod edits (compiled.proto IdentityPodsEdit): each refused with the path
+// of the offending field, the program left as it was. Program(): identity 1 has ns/a,
+// identity 2 ns/c.
+TEST(ApplyDelta, RefusesBadIdentityPodEditsNamingTheField) {
+  std::vector<FieldCase> cases;
+  auto edit = [&](const char* what, const char* field, uint32_t identity,
+                  std::vector<std::string> added,
+                  std::vector<std::string> removed) -> ir::CompiledPolicyDelta& {
+    cases.push_back({what, field, {}});
+    ir::IdentityPodsEdit* e = cases.back().delta.add_identity_pods();
+    e->set_identity(identity);
+    for (const std::string& name : added) e->add_added(name);
+    for (const std::string& name : removed) e->add_removed(name);
+    return cases.back().delta;
+  };
+  edit("removing a name not there", "identity_pods[0].removed[0]", 1, {}, {"ns/b"});
+  edit("removing another identity's pod", "identity_pods[0].removed[0]", 1, {}, {"ns/c"});
+  edit("adding a name there already", "identity_pods[0].added[0]", 1, {"ns/a"}, {});
+  edit("adding a name twice", "identity_pods[0].added[1]", 1, {"ns/b", "ns/b"}, {});
+  edit("removing a name twice", "identity_pods[0].removed[1]", 1, {}, {"ns/a", "ns/a"});
+  edit("added unsorted", "identity_pods[0].added[1]", 1, {"ns/z", "ns/b"}, {});
+  edit("a name both added and removed", "identity_pods[0].added[0]", 1, {"ns/a"}, {"ns/a"});
+  edit("unknown identity", "identity_pods[0]", 3, {"ns/b"}, {});
+  edit("no name", "identity_pods[0]", 1, {}, {});
+  {
+    ir::CompiledPolicyDelta& d =
+        edit("second edit of an identity", "identity_pods[1]", 1, {"ns/b"}, {});
+    d.add_identity_pods()->set_identity(1);
+    d.mutable_identity_pods(1)->add_added("ns/d");
   }
+  {
+    ir::CompiledPolicyDelta& d =
+        edit("good edit, then a bad one", "identity_pods[1].removed[0]", 1, {"ns/b"}, {});
+    d.add_identity_pods()->set_identity(2);
+    d.mutable_identity_pods(1)->add_removed("ns/a");
+  }
+  {
+    // The appended identity 3 has ns/b only: removing ns/c is removing a name not there.
+    ir::CompiledPolicyDelta& d =
+        edit("removing from an appended identity", "identity_pods[0].removed[0]", 3, {}, {"ns/c"});
+    ir::Identity* appended = d.add_identities();
+    appended->set_id(3);
+    appended->add_pods("ns/b");
+  }
+  ExpectRefusedNamingTheField(cases);
+  for (const FieldCase& c : cases) {  // the backends' check is the same
+    EXPECT_EQ(CheckIdentityPodsEdits(Program(), c.delta).code(),
+              absl::StatusCode::kInvalidArgument)
+        << c.what;
+  }
+}
+
+// Pod edits on long lists: DiffPrograms names the names that come and go, ApplyDelta gives
+// exactly the next list (built from a set, not from the code under test), PodsAfterEdit its
+// size. NP_DELTA_SEED replays one run.
+TEST(ApplyDelta, EditsLongPodListsByName) {
+  const char* env = std::getenv("NP_DELTA_SEED");
+  const uint32_t seed = env != nullptr ? static_cast<uint32_t>(std::strtoul(env, nullptr, 10))
+                                       : 20261202u;
+  std::mt19937 rng(seed);
+  auto random_pods = [&](int universe, int percent) {
+    std::set<std::string> names;
+    for (int i = 0; i < universe; ++i) {
+      if (static_cast<int>(rng() % 100) < percent) names.insert(absl::StrCat("ns/p", i));
+    }
+    return names;
+  };
+  int edited = 0;
+  for (int step = 0; step < 300; ++step) {
+    const std::string where = absl::StrCat("seed ", seed, " step ", step);
+    const int universe = 1 + static_cast<int>(rng() % 300);
+    const std::set<std::string> before = random_pods(universe, static_cast<int>(rng() % 101));
+    // Mostly a few names changed (a pod event), sometimes a whole new list (a split).
+    std::set<std::string> after = before;
+    if (rng() % 4 == 0) {
+      after = random_pods(universe, static_cast<int>(rng() % 101));
+    } else {
+      for (int k = static_cast<int>(rng() % 4); k > 0; --k) {
+        const std::string name = absl::StrCat("ns/p", rng() % (universe + 2));
+        if (!after.erase(name)) after.insert(name);
+      }
+    }
+    ir::CompiledPolicy a = Program(), b = Program();
+    a.mutable_identities(1)->clear_pods();
+    b.mutable_identities(1)->clear_pods();
+    for (const std::string& name : before) a.mutable_identities(1)->add_pods(name);
+    for (const std::string& name : after) b.mutable_identities(1)->add_pods(name);
+    std::optional<ir::CompiledPolicyDelta> d = DiffPrograms(a, b);
+    ASSERT_TRUE(d.has_value()) << where;
+    if (before == after) {
+      EXPECT_EQ(d->identity_pods_size(), 0) << where;
+      continue;
+    }
+    ++edited;
+    ASSERT_EQ(d->identity_pods_size(), 1) << where;
+    const ir::IdentityPodsEdit& e = d->identity_pods(0);
+    std::vector<std::string> added, removed;
+    std::set_difference(after.begin(), after.end(), before.begin(), before.end(),
+                        std::back_inserter(added));
+    std::set_difference(before.begin(), before.end(), after.begin(), after.end(),
+                        std::back_inserter(removed));
+    EXPECT_TRUE(std::equal(e.added().begin(), e.added().end(), added.begin(), added.end()))
+        << where;
+    EXPECT_TRUE(std::equal(e.removed().begin(), e.removed().end(), removed.begin(), removed.end()))
+        << where;
+    EXPECT_EQ(PodsAfterEdit(a, *d, e), static_cast<int>(after.size())) << where;
+    ir::CompiledPolicy patched = a;
+    ASSERT_TRUE(ApplyDelta(*d, &patched).ok()) << where << ": " << ApplyDelta(*d, &patched);
+    ASSERT_TRUE(MessageDifferencer::Equals(patched, b)) << where << "\n" << d->DebugString();
+  }
+  EXPECT_GT(edited, 200) << "the random lists must differ";
 }
 
 TEST(DiffPrograms, RefusesWhatADeltaCannotSay) {

@@ -78,7 +78,8 @@ absl::Status CheckTable(const ir::Table& table, uint32_t position, uint32_t peer
 // against the program first — appended identities numbered from the program's count on in
 // order, not external, pods sorted; slices in bounds, sorted and disjoint, replaced ranges
 // covering exactly the same addresses in order, identities (counted after the appended ones)
-// and tables that exist, identity edits sorted, peer sets and tables by id in order and each
+// and tables that exist, identity pod edits as CheckIdentityPodsEdits says, peer sets and
+// tables by id in order and each
 // valid as CheckIr requires against the program after the delta — and on error
 // (InvalidArgument naming the field path, e.g. "identities[1]: id 5 is not the next id 4")
 // leaves `*ir` untouched. It does not
@@ -86,8 +87,25 @@ absl::Status CheckTable(const ir::Table& table, uint32_t position, uint32_t peer
 // delta from DiffPrograms or np/lower_delta.h never makes one.
 absl::Status ApplyDelta(const ir::CompiledPolicyDelta& delta, ir::CompiledPolicy* ir);
 
+// The checks of a delta's identity pod edits (proto/compiled.proto IdentityPodsEdit) against
+// `program`, the program the delta applies to: edits sorted by identity, each at most once, of
+// an identity of the program or one the delta appends; `added` and `removed` each sorted
+// without repeats, every removed name one of the identity's pods, no added name one, at least
+// one name. InvalidArgument naming the field path ("identity_pods[1].removed[0]: \"x/a\" is
+// not a pod of identity 4"). O(names in the edits x log pods). ApplyDelta runs it; a backend
+// that reads an edit's counts (PodsAfterEdit) runs it first.
+absl::Status CheckIdentityPodsEdits(const ir::CompiledPolicy& program,
+                                    const ir::CompiledPolicyDelta& delta);
+// How many pods identity `edit.identity()` has once `delta` (checked) is applied to `program`.
+int PodsAfterEdit(const ir::CompiledPolicy& program, const ir::CompiledPolicyDelta& delta,
+                  const ir::IdentityPodsEdit& edit);
+// Applies a checked `edit` to the identity's sorted `pods`, in place: O(names of the edit x
+// log pods) comparisons and one pass of pointer moves; no kept name is copied.
+void ApplyPodsEdit(const ir::IdentityPodsEdit& edit,
+                   google::protobuf::RepeatedPtrField<std::string>* pods);
+
 // The delta from `previous` to `next` when they differ only in address ranges, endpoints,
-// identities' pod lists, identities appended (not external), peer sets and tables (ids kept,
+// identities' pod lists (as the names added and removed), identities appended (not external), peer sets and tables (ids kept,
 // none removed): one slice per list, from the first difference to the last, every identity
 // past previous's count whole, and every peer set and table that differs or is new, whole.
 // nullopt when anything else differs (node, fewer identities, an existing identity's

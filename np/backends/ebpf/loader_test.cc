@@ -1738,8 +1738,9 @@ TEST_F(UpdateTest, RelabelsIntoNewIdentitiesGoInPlace) {
     appended += delta->identities_size();
     for (const ir::IdentityPodsEdit& e : delta->identity_pods()) {
       const bool had = previous.identities(static_cast<int>(e.identity())).pods_size() > 0;
-      retired += had && e.pods().empty();
-      reused += !had && !e.pods().empty();
+      const bool has = PodsAfterEdit(previous, *delta, e) > 0;
+      retired += had && !has;
+      reused += !had && has;
     }
     const uint32_t before = LiveGeneration(0);
     ASSERT_TRUE(inc->UpdateDelta(previous, *delta, On(0)).ok()) << where;

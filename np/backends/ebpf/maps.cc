@@ -1444,13 +1444,8 @@ absl::StatusOr<IdentityEdit> PlanIdentityPart(
                             family, old_window, new_window);
     }
   }
-  for (int e = 0; e < delta.identity_pods_size(); ++e) {
-    const uint32_t id = delta.identity_pods(e).identity();
-    if (id >= identities || (e > 0 && id <= delta.identity_pods(e - 1).identity())) {
-      return invalid(absl::StrCat("identity_pods[", e, "]: identity ", id,
-                                  " does not exist or is not after the edit before it"));
-    }
-  }
+  // Checked whole (names too): ComesIntoUse and GoesOutOfUse count an edit's pods.
+  if (absl::Status s = CheckIdentityPodsEdits(from, delta); !s.ok()) return invalid(s.message());
   // (a): a delta changes no table, peer set, identity number or flag; of the maps only the
   // endpoints' could still differ. An endpoint edit that rewrites endpoints as they are is
   // nothing; the others add or delete endpoints (matched by name), or change one.
@@ -2532,7 +2527,7 @@ bool GoesOutOfUse(const ir::CompiledPolicy& from, const ir::CompiledPolicyDelta&
                   uint32_t id) {
   if (id >= static_cast<uint32_t>(from.identities_size())) return false;
   const ir::IdentityPodsEdit* edit = PodsEdit(delta, id);
-  return edit != nullptr && edit->pods_size() == 0 &&
+  return edit != nullptr && PodsAfterEdit(from, delta, *edit) == 0 &&
          !from.identities(static_cast<int>(id)).external();
 }
 

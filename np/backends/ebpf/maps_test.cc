@@ -939,7 +939,7 @@ TEST(PlanIdentityEditFromDeltaTest, MalformedDeltasAreInvalidAndNoChangesAreNoth
     *e->add_endpoints() = base.endpoints(0);
     ir::IdentityPodsEdit* p = d.add_identity_pods();
     p->set_identity(1);
-    p->add_pods("y/new");
+    p->add_added("y/new");
     absl::StatusOr<IdentityEdit> edit = PlanIdentityEditFromDelta(base, d, from->endpoints_addr);
     ASSERT_TRUE(edit.ok()) << edit.status();
     EXPECT_EQ(EditText(*edit), EditText(*plain));
@@ -2430,7 +2430,8 @@ TEST(PlanPodPolicyEditFromDeltaTest, RelabelsIntoNewIdentitiesGetOldOrNewVerdict
       appended += delta->identities_size();
       for (const ir::IdentityPodsEdit& e : delta->identity_pods()) {
         const bool was = installed.identities(static_cast<int>(e.identity())).pods_size() > 0;
-        (was ? retired : reused) += (was == e.pods().empty()) ? 1 : 0;
+        const bool is = PodsAfterEdit(installed, *delta, e) > 0;
+        (was ? retired : reused) += (was != is) ? 1 : 0;
       }
       const uint32_t generation = maps.policy.generation;
       IdentityEdit identities;

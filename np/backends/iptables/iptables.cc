@@ -2268,12 +2268,9 @@ absl::Status CheckDeltaEdits(const ir::CompiledPolicy& previous,
       }
     }
   }
-  for (int e = 0; e < delta.identity_pods_size(); ++e) {
-    const uint32_t id = delta.identity_pods(e).identity();
-    if (id >= identities || (e > 0 && id <= delta.identity_pods(e - 1).identity())) {
-      return InvalidDelta(absl::StrCat("identity_pods[", e, "]: identity ", id,
-                                       " does not exist or is not after the edit before it"));
-    }
+  // Names too: the plans count an edit's pods (PodsAfterEdit).
+  if (absl::Status s = CheckIdentityPodsEdits(previous, delta); !s.ok()) {
+    return InvalidDelta(s.message());
   }
   uint32_t endpoints_end = 0;
   for (int e = 0; e < delta.endpoints_size(); ++e) {
@@ -2460,7 +2457,7 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
   const uint32_t identities_before = static_cast<uint32_t>(previous.identities_size());
   std::map<uint32_t, int> pods_edited;  // identity -> its pods after the delta, where edited
   for (const ir::IdentityPodsEdit& edit : delta.identity_pods()) {
-    pods_edited[edit.identity()] = edit.pods_size();
+    pods_edited[edit.identity()] = PodsAfterEdit(previous, delta, edit);
   }
   auto pods_before = [&](uint32_t identity) {
     return identity < identities_before
@@ -2469,7 +2466,7 @@ absl::StatusOr<DeltaPlan> PlanFromDelta(const Installed& installed, const DeltaI
   };
   for (const ir::IdentityPodsEdit& edit : delta.identity_pods()) {
     const bool was = pods_before(edit.identity()) > 0;
-    const bool now = edit.pods_size() > 0;
+    const bool now = pods_edited[edit.identity()] > 0;
     // (An appended identity is in no installed peer set: only in those the delta rewrites.)
     if (was == now || edit.identity() >= index.peer_sets_of.size()) continue;
     for (uint32_t s : index.peer_sets_of[edit.identity()]) {
@@ -2918,7 +2915,7 @@ absl::StatusOr<RulesDelta> PlanRulesFromDelta(const Installed& installed, const 
   };
   std::map<uint32_t, bool> pods_after;  // identity -> has pods, where the delta says
   for (const ir::IdentityPodsEdit& edit : delta.identity_pods()) {
-    pods_after[edit.identity()] = edit.pods_size() > 0;
+    pods_after[edit.identity()] = PodsAfterEdit(previous, delta, edit) > 0;
   }
   auto has_pods = [&](uint32_t i) {
     auto it = pods_after.find(i);

@@ -1702,11 +1702,8 @@ ElementPlan PlanPodEdits(const DeltaIndex& index, const ir::CompiledPolicy& prev
     return fallback("the delta edits peer sets or tables (Update's in-place path does)");
   }
   // Pod lists only name pods in identity chains' comments, which element edits leave (nft.h).
-  for (int e = 0; e < delta.identity_pods_size(); ++e) {
-    const uint32_t id = delta.identity_pods(e).identity();
-    if (id >= identities || (e > 0 && id <= delta.identity_pods(e - 1).identity())) {
-      return fallback("an invalid delta: identity_pods");
-    }
+  if (!CheckIdentityPodsEdits(previous, delta).ok()) {
+    return fallback("an invalid delta: identity_pods");
   }
   std::map<size_t, std::string> changed_address;
   auto note_change = [&](const std::string& address) {
@@ -2028,7 +2025,7 @@ struct Overlay {
   const ir::CompiledPolicyDelta* pods = nullptr;  // its `identities` and `identity_pods`
   const std::map<uint32_t, ir::PeerSet>* installed_sets = nullptr;
 };
-// The delta's new pod list of identity `id`, or null when it keeps its pods (the edits are
+// The delta's pod edit of identity `id`, or null when it keeps its pods (the edits are
 // sorted by identity: compiled.proto).
 const ir::IdentityPodsEdit* PodsEditOf(const ir::CompiledPolicyDelta& delta, uint32_t id) {
   const auto& edits = delta.identity_pods();
@@ -2044,7 +2041,7 @@ ir::Identity IdentityAfter(const ir::CompiledPolicy& previous, const ir::Compile
   if (pods != nullptr && id >= count) return pods->identities(static_cast<int>(id - count));
   ir::Identity identity = previous.identities(static_cast<int>(id));
   const ir::IdentityPodsEdit* edit = pods != nullptr ? PodsEditOf(*pods, id) : nullptr;
-  if (edit != nullptr) *identity.mutable_pods() = edit->pods();
+  if (edit != nullptr) ApplyPodsEdit(*edit, identity.mutable_pods());
   return identity;
 }
 InPlacePlan PlanTables(const DeltaIndex& index, const ir::CompiledPolicy& previous,
@@ -2722,6 +2719,10 @@ IdentityPlan PlanIdentityDelta(DeltaIndex* index, const ir::CompiledPolicy& prev
     return refuse("identities with tables or endpoints (a pod of this node)");
   }
   if (PastIdentityLimit(previous, delta)) return refuse("past the identity limit");
+  // pods_of counts an edit's pods: its names are checked first.
+  if (!CheckIdentityPodsEdits(previous, delta).ok()) {
+    return refuse("an invalid delta: identity_pods");
+  }
   const uint32_t count = static_cast<uint32_t>(previous.identities_size());
   // Whether identity `id` has addresses before (after) the delta: an identity's addresses
   // are its pods' (or external ones), so one without pods and not external has none
@@ -2730,7 +2731,8 @@ IdentityPlan PlanIdentityDelta(DeltaIndex* index, const ir::CompiledPolicy& prev
     if (id >= count) return after ? delta.identities(static_cast<int>(id - count)).pods_size() : 0;
     if (previous.identities(static_cast<int>(id)).external()) return 1;
     const ir::IdentityPodsEdit* edit = after ? PodsEditOf(delta, id) : nullptr;
-    return edit != nullptr ? edit->pods_size() : previous.identities(static_cast<int>(id)).pods_size();
+    return edit != nullptr ? PodsAfterEdit(previous, delta, *edit)
+                           : previous.identities(static_cast<int>(id)).pods_size();
   };
   const uint32_t identities = count + static_cast<uint32_t>(delta.identities_size());
   // Per peer set: the gains commit's version (old and new members), and the new one where
