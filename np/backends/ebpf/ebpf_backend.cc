@@ -67,7 +67,7 @@ ir::BackendCapacity MapsCapacity(const ir::CompiledPolicy& ir, const MapContents
       "np_tier_lists and np_members a half more), and np_table_slots holds two entries a "
       "table");
   report.add_notes(
-      "np_ct (LRU, 65,536 flows) and np_frag (LRU, 8,192 datagrams) are fixed and shared by "
+      "np_ct (LRU, 131,072 flows) and np_frag (LRU, 8,192 datagrams) are fixed and shared by "
       "all generations: past them the least recently used entries go");
   report.add_notes(
       "the programs are fixed (np_policy.c): what the verifier checks does not grow with the IR");

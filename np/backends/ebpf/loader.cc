@@ -191,6 +191,8 @@ bpf_tc_opts TcOpts() {
   return o;
 }
 
+uint32_t ProgramId(int fd);
+
 // The id of our filter's program at `point` of `ifindex`, or 0.
 uint32_t QueryFilter(int ifindex, bpf_tc_attach_point point) {
   bpf_tc_hook h = Hook(ifindex, point);
@@ -274,39 +276,189 @@ absl::StatusOr<uint32_t> QueryIngressFilter(int sock, int ifindex, uint32_t seq)
   }
 }
 
-// Puts `from_fd` on clsact ingress of `ifindex` (`name`) and `to_fd` on its egress,
-// replacing np's filters there: each replacement is atomic (the hook runs the old program or
-// the new one, never none).
-absl::Status AttachFilters(int ifindex, const std::string& name, int from_fd, int to_fd) {
-  for (auto [point, fd] : {std::pair<bpf_tc_attach_point, int>{BPF_TC_INGRESS, from_fd},
-                           {BPF_TC_EGRESS, to_fd}}) {
-    bpf_tc_hook h = Hook(ifindex, point);
-    int err = bpf_tc_hook_create(&h);
-    if (err != 0 && err != -EEXIST) return Errno(absl::StrCat("create clsact on ", name), err);
-    bpf_tc_opts o = TcOpts();
-    o.prog_fd = fd;
-    o.flags = BPF_TC_F_REPLACE;
-    err = bpf_tc_attach(&h, &o);
-    if (err != 0) {
-      return Errno(absl::StrCat("attach to ", name, " (",
-                                point == BPF_TC_INGRESS ? "ingress" : "egress", ")"),
-                   err);
-    }
+// ---------------------------------------------------------------------------------------
+// tcx (linux 6.6: "bpf: Add fd-based tcx multi-prog infra with link support"): BPF programs
+// on a device's ingress and egress without a qdisc, attached with BPF_PROG_ATTACH and kept
+// by the device until detached (no link, no pin, no process). Debian 12's kernel headers
+// (6.1) and libbpf (1.1) lack it: the constants are named here, with the values of
+// linux 6.6's include/uapi/linux/bpf.h, and the calls made with the raw bpf(2) syscall
+// (their attribute layout is 6.1's union bpf_attr, zero past the fields used).
+constexpr uint32_t kBpfTcxIngress = 46;    // enum bpf_attach_type BPF_TCX_INGRESS (6.6)
+constexpr uint32_t kBpfTcxEgress = 47;     // BPF_TCX_EGRESS (6.6)
+constexpr uint32_t kBpfFBefore = 1u << 3;  // BPF_F_BEFORE (6.6): no relative program: first
+constexpr int kEnotsupp = 524;             // the kernel's ENOTSUPP (no userspace header)
+
+std::atomic<AttachMode> attach_mode{AttachMode::kTcxWhenAvailable};
+
+uint32_t TcxType(uint32_t hook) {
+  return hook == NP_HOOK_FROM_ENDPOINT ? kBpfTcxIngress : kBpfTcxEgress;
+}
+const char* HookProgram(uint32_t hook) {
+  return hook == NP_HOOK_FROM_ENDPOINT ? "np_from_ep" : "np_to_ep";
+}
+bpf_tc_attach_point TcPoint(uint32_t hook) {
+  return hook == NP_HOOK_FROM_ENDPOINT ? BPF_TC_INGRESS : BPF_TC_EGRESS;
+}
+// What a kernel without tcx (before 6.6, or CONFIG_NET_XGRESS off) answers.
+bool NoTcx(int err) { return err == EINVAL || err == EOPNOTSUPP || err == kEnotsupp; }
+
+long SysBpf(int cmd, bpf_attr& attr) { return syscall(SYS_bpf, cmd, &attr, sizeof(attr)); }
+
+// The ids of the programs on tcx hook `type` of `ifindex` (calling thread's namespace), in
+// the order they run; none when the hook has none, or the kernel has no tcx.
+std::vector<uint32_t> TcxPrograms(int ifindex, uint32_t type) {
+  uint32_t ids[64];
+  bpf_attr attr{};
+  attr.query.target_fd = static_cast<uint32_t>(ifindex);  // target_ifindex in 6.6
+  attr.query.attach_type = type;
+  attr.query.prog_ids = reinterpret_cast<uint64_t>(ids);
+  attr.query.prog_cnt = 64;
+  if (SysBpf(BPF_PROG_QUERY, attr) != 0) return {};
+  return std::vector<uint32_t>(ids, ids + std::min<uint32_t>(attr.query.prog_cnt, 64));
+}
+
+// The name of program `id`, "" when it is gone.
+std::string ProgramName(uint32_t id) {
+  Fd fd(bpf_prog_get_fd_by_id(id));
+  if (fd.get() < 0) return "";
+  bpf_prog_info info{};
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(fd.get(), &info, &len) != 0) return "";
+  return std::string(info.name, strnlen(info.name, sizeof(info.name)));
+}
+
+// np's program (by its name) on tcx hook `hook` of `ifindex`, or 0.
+uint32_t TcxProgram(int ifindex, uint32_t hook) {
+  for (uint32_t id : TcxPrograms(ifindex, TcxType(hook))) {
+    if (ProgramName(id) == HookProgram(hook)) return id;
+  }
+  return 0;
+}
+
+// Puts `fd` (np's program for `hook`) on tcx `hook` of `ifindex`: in place of np's program
+// there (BPF_F_REPLACE: the kernel swaps the one pointer, each packet runs the old program
+// or the new one), else first of the hook's programs. False when the kernel has no tcx.
+absl::StatusOr<bool> AttachTcx(int ifindex, const std::string& name, uint32_t hook, int fd) {
+  const uint32_t old = TcxProgram(ifindex, hook);
+  if (old != 0 && old == ProgramId(fd)) return true;  // attached already
+  Fd old_fd(old == 0 ? -1 : bpf_prog_get_fd_by_id(old));
+  bpf_attr attr{};
+  attr.target_fd = static_cast<uint32_t>(ifindex);  // target_ifindex in 6.6
+  attr.attach_bpf_fd = static_cast<uint32_t>(fd);
+  attr.attach_type = TcxType(hook);
+  if (old_fd.get() >= 0) {
+    attr.attach_flags = BPF_F_REPLACE;
+    attr.replace_bpf_fd = static_cast<uint32_t>(old_fd.get());
+  } else {
+    attr.attach_flags = kBpfFBefore;
+  }
+  if (SysBpf(BPF_PROG_ATTACH, attr) == 0) return true;
+  const int err = errno;
+  if (old == 0 && NoTcx(err)) return false;
+  return Errno(absl::StrCat("tcx attach to ", name, " (",
+                            hook == NP_HOOK_FROM_ENDPOINT ? "ingress" : "egress", ")"),
+               err);
+}
+
+// Takes np's program off tcx `hook` of `ifindex`; not there is no error. Whether it was
+// there.
+absl::StatusOr<bool> DetachTcx(int ifindex, const std::string& name, uint32_t hook) {
+  const uint32_t id = TcxProgram(ifindex, hook);
+  if (id == 0) return false;
+  Fd fd(bpf_prog_get_fd_by_id(id));
+  if (fd.get() < 0) return false;  // gone meanwhile
+  bpf_attr attr{};
+  attr.target_fd = static_cast<uint32_t>(ifindex);
+  attr.attach_bpf_fd = static_cast<uint32_t>(fd.get());
+  attr.attach_type = TcxType(hook);
+  if (SysBpf(BPF_PROG_DETACH, attr) != 0 && errno != ENOENT && errno != ENODEV) {
+    return Errno(absl::StrCat("tcx detach from ", name), errno);
+  }
+  return true;
+}
+
+// Takes np's legacy tc filter off `hook` of `ifindex` (its clsact qdisc stays: it may hold
+// other filters); not there is no error.
+absl::Status DetachTcFilter(int ifindex, const std::string& name, uint32_t hook) {
+  bpf_tc_hook h = Hook(ifindex, TcPoint(hook));
+  bpf_tc_opts o = TcOpts();
+  const int err = bpf_tc_detach(&h, &o);
+  if (err != 0 && err != -ENOENT && err != -EINVAL) {
+    return Errno(absl::StrCat("detach tc filter from ", name), err);
   }
   return absl::OkStatus();
 }
 
-// Takes np's filters off `ifindex` (`name`) and removes its clsact qdisc; what is not there
-// is no error.
-absl::Status DetachFilters(int ifindex, const std::string& name) {
-  absl::Status result = absl::OkStatus();
-  for (bpf_tc_attach_point point : {BPF_TC_INGRESS, BPF_TC_EGRESS}) {
-    bpf_tc_hook h = Hook(ifindex, point);
-    bpf_tc_opts o = TcOpts();
-    int err = bpf_tc_detach(&h, &o);
-    if (err != 0 && err != -ENOENT && err != -EINVAL && result.ok()) {
-      result = Errno(absl::StrCat("detach from ", name), err);
+// Puts `fd` on `hook` of `ifindex` as a legacy tc filter (clsact, np's handle and priority),
+// replacing np's filter there atomically.
+absl::Status AttachTcFilter(int ifindex, const std::string& name, uint32_t hook, int fd) {
+  bpf_tc_hook h = Hook(ifindex, TcPoint(hook));
+  int err = bpf_tc_hook_create(&h);
+  if (err != 0 && err != -EEXIST) return Errno(absl::StrCat("create clsact on ", name), err);
+  bpf_tc_opts o = TcOpts();
+  o.prog_fd = fd;
+  o.flags = BPF_TC_F_REPLACE;
+  err = bpf_tc_attach(&h, &o);
+  if (err != 0) {
+    return Errno(absl::StrCat("attach to ", name, " (",
+                              hook == NP_HOOK_FROM_ENDPOINT ? "ingress" : "egress", ")"),
+                 err);
+  }
+  return absl::OkStatus();
+}
+
+// Puts `from_fd` on ingress of `ifindex` (`name`) and `to_fd` on its egress, replacing np's
+// programs there, as loader.h "Attachment" describes: through tcx unless the kernel has
+// none (or SetAttachMode said kTcOnly), then np's legacy filters off (an upgrade), else as
+// legacy tc filters. Each replacement is atomic (the hook runs the old program or the new
+// one, never none). Whether tcx holds them.
+absl::StatusOr<bool> AttachFilters(int ifindex, const std::string& name, int from_fd, int to_fd) {
+  bool tcx = attach_mode.load(std::memory_order_relaxed) == AttachMode::kTcxWhenAvailable;
+  if (tcx) {
+    for (auto [hook, fd] : {std::pair<uint32_t, int>{NP_HOOK_FROM_ENDPOINT, from_fd},
+                            {NP_HOOK_TO_ENDPOINT, to_fd}}) {
+      absl::StatusOr<bool> attached = AttachTcx(ifindex, name, hook, fd);
+      if (!attached.ok()) return attached.status();
+      if (!*attached) {
+        // No tcx in this kernel: its first attach was refused, nothing is on tcx.
+        tcx = false;
+        break;
+      }
     }
+  }
+  for (uint32_t hook : {NP_HOOK_FROM_ENDPOINT, NP_HOOK_TO_ENDPOINT}) {
+    // tcx runs before the legacy filters, and np's tcx program ends in TCX_NEXT when it
+    // allows: until np's legacy filter is gone a packet passes only when both generations
+    // allow it (loader.h: fail closed, and no flow both allow is cut).
+    absl::Status s = tcx ? DetachTcFilter(ifindex, name, hook)
+                         : AttachTcFilter(ifindex, name, hook,
+                                          hook == NP_HOOK_FROM_ENDPOINT ? from_fd : to_fd);
+    if (!s.ok()) return s;
+  }
+  return tcx;
+}
+
+// Takes np's programs off `ifindex` (`name`): from tcx, and np's legacy filters with their
+// clsact qdisc (np made it); what is not there is no error. `after_tcx_look_for_tc`: false
+// when np's programs were on both tcx hooks (a pod of this node deleted in place: an
+// interface AttachFilters put on tcx has no legacy filter of np left, it took them off
+// before it returned), saving two netlink questions.
+absl::Status DetachFilters(int ifindex, const std::string& name,
+                           bool after_tcx_look_for_tc = true) {
+  absl::Status result = absl::OkStatus();
+  int on_tcx = 0;
+  for (uint32_t hook : {NP_HOOK_FROM_ENDPOINT, NP_HOOK_TO_ENDPOINT}) {
+    absl::StatusOr<bool> s = DetachTcx(ifindex, name, hook);
+    if (!s.ok() && result.ok()) result = s.status();
+    on_tcx += s.ok() && *s;
+  }
+  if (on_tcx == 2 && !after_tcx_look_for_tc && result.ok()) return result;
+  const bool legacy = QueryFilter(ifindex, BPF_TC_INGRESS) != 0 ||
+                      QueryFilter(ifindex, BPF_TC_EGRESS) != 0;
+  if (!legacy) return result;
+  for (uint32_t hook : {NP_HOOK_FROM_ENDPOINT, NP_HOOK_TO_ENDPOINT}) {
+    absl::Status s = DetachTcFilter(ifindex, name, hook);
+    if (!s.ok() && result.ok()) result = s;
   }
   bpf_tc_hook h = Hook(ifindex, static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS));
   int err = bpf_tc_hook_destroy(&h);
@@ -362,6 +514,13 @@ uint32_t ProgramId(int fd) {
 }
 
 }  // namespace
+
+void SetAttachMode(AttachMode mode) { attach_mode.store(mode, std::memory_order_relaxed); }
+
+AttachedProgram FindAttached(int ifindex, uint32_t hook) {
+  if (const uint32_t id = TcxProgram(ifindex, hook); id != 0) return {id, true};
+  return {QueryFilter(ifindex, TcPoint(hook)), false};
+}
 
 // ---------------------------------------------------------------------------------------
 // Generation
@@ -501,7 +660,7 @@ struct LiveGeneration {
 
 std::optional<LiveGeneration> FindLiveGeneration(const std::vector<int>& ifindexes) {
   for (int ifindex : ifindexes) {
-    uint32_t id = QueryFilter(ifindex, BPF_TC_INGRESS);
+    uint32_t id = FindAttached(ifindex, NP_HOOK_FROM_ENDPOINT).id;
     if (id == 0) continue;
     Fd prog(bpf_prog_get_fd_by_id(id));
     if (prog.get() < 0) continue;
@@ -582,13 +741,16 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
   if (!generation.ok()) return generation.status();
 
   // Replace (or create) the filters, interface by interface. Each replacement is atomic.
+  bool tcx = false;
   for (size_t i = 0; i < ifindexes.size(); ++i) {
-    absl::Status s = AttachFilters(ifindexes[i], attached[i]->interface,
-                                   (*generation)->program_fd(NP_HOOK_FROM_ENDPOINT),
-                                   (*generation)->program_fd(NP_HOOK_TO_ENDPOINT));
-    if (!s.ok()) return s;
+    absl::StatusOr<bool> s = AttachFilters(ifindexes[i], attached[i]->interface,
+                                           (*generation)->program_fd(NP_HOOK_FROM_ENDPOINT),
+                                           (*generation)->program_fd(NP_HOOK_TO_ENDPOINT));
+    if (!s.ok()) return s.status();
+    if (i == 0) tcx = *s;
     ++report.interfaces;
   }
+  report.tcx = tcx;
   auto installed = std::make_shared<LiveMaps>();
   installed->config = fcntl((*generation)->map_fd("np_config"), F_DUPFD_CLOEXEC, 0);
   installed->hosts = fcntl((*generation)->map_fd("np_ident_hosts"), F_DUPFD_CLOEXEC, 0);
@@ -635,6 +797,8 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
     installed->program_id = ProgramId((*generation)->program_fd(NP_HOOK_FROM_ENDPOINT));
     installed->ifindex = ifindexes.empty() ? 0 : ifindexes.front();
     installed->netns = std::string(netns);
+    installed->tcx = tcx;
+    if (!netns.empty()) installed->netns_fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
     installed->netlink = OpenRouteSocket();  // in `netns` (the scope above)
     report.live = std::move(installed);
   }
@@ -644,7 +808,7 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
 LiveMaps::~LiveMaps() {
   for (int fd : {config, hosts, hosts6, ident4, ident6, endpoints, interfaces, states, runs,
                  from_program, to_program, table_slots, tables, ports, tiers, tier_lists,
-                 members, netlink}) {
+                 members, netlink, netns_fd}) {
     if (fd >= 0) close(fd);
   }
 }
@@ -807,6 +971,22 @@ constexpr bool kWritesSeenInOrder = false;
 //   - before the generation bump, none on x86: np_policy.c reads np_config.generation
 //     once, before its lookups, and stamps np_ct with what it read (see there).
 namespace {
+// np's tcx ingress program on live's interface, asked in live's namespace (the calling
+// thread's when it has no name).
+absl::StatusOr<uint32_t> TcxInNetns(LiveMaps& live) {
+  if (live.netns.empty()) return TcxProgram(live.ifindex, NP_HOOK_FROM_ENDPOINT);
+  if (live.netns_fd < 0) return absl::UnavailableError("no descriptor of the namespace");
+  Fd original(open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+  if (original.get() < 0) return Errno("open /proc/thread-self/ns/net", errno);
+  if (setns(live.netns_fd, CLONE_NEWNET) != 0) return Errno("setns", errno);
+  const uint32_t id = TcxProgram(live.ifindex, NP_HOOK_FROM_ENDPOINT);
+  if (setns(original.get(), CLONE_NEWNET) != 0) {
+    // The thread cannot get back: nothing this process may do on it is safe any more.
+    return Errno("setns back", errno);
+  }
+  return id;
+}
+
 // FailedPrecondition unless `live` is what runs on its interface: `ingress` is the program
 // id its tc ingress runs, asked by `query` (a QueryFilter of its netns) when not given.
 template <typename Query>
@@ -821,7 +1001,7 @@ absl::Status StillRuns(const LiveMaps& live, Query query) {
 }
 // The same in the current netns (libbpf's query).
 absl::Status StillRuns(const LiveMaps& live) {
-  return StillRuns(live, [&] { return QueryFilter(live.ifindex, BPF_TC_INGRESS); });
+  return StillRuns(live, [&] { return FindAttached(live.ifindex, NP_HOOK_FROM_ENDPOINT).id; });
 }
 }  // namespace
 
@@ -918,7 +1098,12 @@ absl::Status StartEdit(LiveMaps& live) {
     return absl::FailedPreconditionError("no membarrier(MEMBARRIER_CMD_GLOBAL)");
   }
   absl::StatusOr<uint32_t> ingress = absl::UnavailableError("no socket");
-  if (live.netlink >= 0) {
+  if (live.tcx) {
+    // BPF_PROG_QUERY finds the interface in the calling thread's namespace: entered
+    // through the descriptor the generation's Apply kept (no path to open).
+    ingress = TcxInNetns(live);
+    if (!ingress.ok()) return absl::FailedPreconditionError(ingress.status().message());
+  } else if (live.netlink >= 0) {
     ingress = QueryIngressFilter(live.netlink, live.ifindex, ++live.netlink_seq);
     if (!ingress.ok()) {
       close(live.netlink);
@@ -1086,7 +1271,7 @@ DumpMaps(absl::string_view interface, absl::string_view netns) {
   if (!scope.ok()) return scope.status();
   unsigned index = if_nametoindex(std::string(interface).c_str());
   if (index == 0) return absl::NotFoundError(absl::StrCat("interface ", interface, " not found"));
-  uint32_t id = QueryFilter(static_cast<int>(index), BPF_TC_INGRESS);
+  uint32_t id = FindAttached(static_cast<int>(index), NP_HOOK_FROM_ENDPOINT).id;
   if (id == 0) return absl::NotFoundError(absl::StrCat("no np filter on ", interface));
   Fd prog(bpf_prog_get_fd_by_id(id));
   if (prog.get() < 0) return Errno("prog fd", errno);
@@ -1157,10 +1342,10 @@ absl::Status AttachInPlace(LiveMaps& live, const std::string& interface,
   if (absl::Status s = Update(live.interfaces, "np_endpoints_if", &key, &kernel); !s.ok()) {
     return s;
   }
-  if (absl::Status s = AttachFilters(static_cast<int>(index), interface, live.from_program,
-                                     live.to_program);
+  if (absl::StatusOr<bool> s = AttachFilters(static_cast<int>(index), interface,
+                                              live.from_program, live.to_program);
       !s.ok()) {
-    return s;
+    return s.status();
   }
   live.attached.push_back(static_cast<int>(index));
   return absl::OkStatus();
@@ -1177,11 +1362,16 @@ absl::Status DetachInPlace(LiveMaps& live, const std::string& interface) {
     return absl::FailedPreconditionError(absl::StrCat(interface, " is not attached"));
   }
   // Filters first, the entry after: no run on the interface is left to miss it.
-  if (absl::Status s = DetachFilters(static_cast<int>(index), interface); !s.ok()) return s;
+  if (absl::Status s = DetachFilters(static_cast<int>(index), interface,
+                                     /*after_tcx_look_for_tc=*/false);
+      !s.ok()) {
+    return s;
+  }
   live.attached.erase(it);
   // The interface EditIdentities checks the generation on: one that still runs it.
   if (live.ifindex == static_cast<int>(index)) {
     live.ifindex = live.attached.empty() ? 0 : live.attached.front();
+    if (live.ifindex != 0) live.tcx = FindAttached(live.ifindex, NP_HOOK_FROM_ENDPOINT).tcx;
   }
   const uint32_t key = index;
   return Delete(live.interfaces, "np_endpoints_if", &key);

@@ -1,13 +1,34 @@
 // np/backends/ebpf/loader.h — puts the eBPF datapath into the kernel with libbpf: loads a
 // generation (np_policy.o with its maps filled from MapContents), attaches its two programs
-// to each endpoint's host-side veth with tc (clsact), replaces them with the next
-// generation, and removes everything again. Also runs a loaded program on crafted packets
-// (BPF_PROG_TEST_RUN) for tests and benchmarks.
+// to each endpoint's host-side veth (tcx, or tc clsact on kernels without it), replaces them
+// with the next generation, and removes everything again. Also runs a loaded program on
+// crafted packets (BPF_PROG_TEST_RUN) for tests and benchmarks.
+//
+// Attachment. np_from_ep goes on the veth's ingress (what the pod sends), np_to_ep on its
+// egress. On Linux 6.6+ through tcx (BPF_PROG_ATTACH with BPF_TCX_INGRESS/EGRESS: no qdisc,
+// no link; the device keeps the program until it is detached or the device goes, so the
+// agent may exit and the pod stays filtered — fail closed), as the first program of the
+// hook (BPF_F_BEFORE), so that a program of the CNI that ends the chain (TCX_PASS) or
+// redirects the packet comes after np's verdict. np's program returns TCX_NEXT (-1, which
+// is TC_ACT_UNSPEC) when it allows and TCX_DROP (TC_ACT_SHOT) when it drops: an allowed
+// packet goes on to the CNI's own tcx programs and legacy tc filters, a dropped one ends
+// there. A CNI program that later puts itself first runs before np; np cannot prevent that.
+// When the kernel refuses tcx (EINVAL, EOPNOTSUPP, ENOTSUPP: before 6.6), or after
+// SetAttachMode(kTcOnly), the programs are tc filters (np's handle and priority) on a
+// clsact qdisc, with the same return codes (TC_ACT_UNSPEC: the next filter decides).
+// Upgrade of an interface that carries np's legacy filter (an older np, or kTcOnly): the
+// new program is attached through tcx first, then the legacy filter is deleted (its clsact
+// qdisc stays: it may hold the CNI's filters). In between both run, tcx first: a packet
+// passes only if the new generation allows it (TCX_NEXT) and then the old one does (the
+// filter), so a flow both deny never passes, a flow both allow is never cut, and the
+// interface is never without an np program. "Is np attached here?" (the next Apply finding
+// the live generation, in-place edits checking that theirs still runs, DumpMaps, Remove)
+// asks tcx first (BPF_PROG_QUERY, np's program by name), then np's tc filter (FindAttached).
 //
 // Generation scheme (fail closed). Apply builds a complete new generation next to the live
 // one: a new load of np_policy.o with new maps sized for the IR, filled. Then, interface by
-// interface, it replaces the tc filter (fixed handle and priority) on clsact ingress and
-// egress with the new programs: the kernel swaps a filter's program atomically, so each
+// interface, it replaces np's program on each hook with the new one: the kernel swaps it
+// atomically (tcx BPF_F_REPLACE writes one pointer; a tc filter replace likewise), so each
 // hook runs either the old or the new generation, both complete, and never nothing. Each
 // hook decides every local side of a flow (np_policy.c), so while some interfaces run the
 // old generation and others the new one, a packet passes only if both generations allow
@@ -18,9 +39,9 @@
 // changes only identity entries, or a policy event that changes only tables and peer sets,
 // the process that installed a generation edits its maps instead of loading the next one
 // (maps.h IdentityEdit and PolicyEdit say why that is safe).
-// Nothing is pinned and no process has to stay alive: filters hold their programs, which
+// Nothing is pinned and no process has to stay alive: the hooks hold their programs, which
 // hold their maps. The next Apply (from any process) finds the live generation's shared
-// maps through the filter on one of the interfaces (bpf_tc_query).
+// maps through the program on one of the interfaces (FindAttached).
 //
 // Thread safety: the functions are thread-compatible; Apply and Remove on one network
 // namespace must not run concurrently. They switch the calling thread's network namespace
@@ -44,9 +65,24 @@ struct bpf_object;
 
 namespace np::backends::ebpf {
 
-// tc filter identity of np's programs on every interface (clsact ingress and egress).
+// tc filter identity of np's programs on every interface (clsact ingress and egress), where
+// tcx is not used.
 inline constexpr uint32_t kTcHandle = 0x6e70;  // "np"
 inline constexpr uint32_t kTcPriority = 1;
+
+// How the next attachments of this process are made (see the top of this file). Process-wide
+// (an atomic): tests set kTcOnly to make the legacy filters an upgrade starts from.
+enum class AttachMode { kTcxWhenAvailable, kTcOnly };
+void SetAttachMode(AttachMode mode);
+
+// np's program on one hook (NP_HOOK_FROM_ENDPOINT: ingress, NP_HOOK_TO_ENDPOINT: egress) of
+// interface `ifindex` of the calling thread's network namespace: on tcx (by its name), else
+// np's tc filter; id 0 when there is none.
+struct AttachedProgram {
+  uint32_t id = 0;
+  bool tcx = false;
+};
+AttachedProgram FindAttached(int ifindex, uint32_t hook);
 
 // One loaded np_policy program with its maps, filled; not attached.
 class Generation {
@@ -125,8 +161,11 @@ class LiveMaps {
   np_config config_value{};  // np_config now (its generation included)
   uint32_t generation = 0;  // np_config.generation now
   uint32_t program_id = 0;  // the generation's np_from_ep
-  int ifindex = 0;          // an interface whose tc ingress runs it (0: none attached)
+  int ifindex = 0;          // an interface whose ingress runs it (0: none attached)
+  bool tcx = false;         // through tcx there (else a tc filter)
   std::string netns;
+  int netns_fd = -1;        // of `netns` (-1 when ""): tcx checks enter it
+
   // A NETLINK_ROUTE socket of `netns` (-1: none yet), through which each edit checks that
   // the generation still runs, and the sequence number of its last question.
   int netlink = -1;
@@ -145,6 +184,7 @@ struct ApplyReport {
   uint32_t generation = 0;       // 1 + the live generation's, 1 on a fresh node
   bool conntrack_reused = false; // np_ct/np_frag came from the live generation
   int interfaces = 0;            // interfaces switched to the new generation
+  bool tcx = false;              // attached through tcx (else tc filters)
   std::shared_ptr<LiveMaps> live;  // for EditIdentities
 };
 
@@ -183,25 +223,25 @@ absl::Status EditPolicy(LiveMaps& live, const PolicyEdit& edit, uint32_t next_ge
 
 // Attaches the live generation to `interface` (a pod of this node added in place, with
 // its veth): np_endpoints_if[its ifindex] = `endpoint` first, then the generation's
-// programs on its clsact ingress and egress, as ApplyGeneration attaches them — no program
+// programs on its ingress and egress, as ApplyGeneration attaches them — no program
 // is loaded. FailedPrecondition, with nothing written, when `live` no longer runs, the
 // interface is missing or attached already, or np_endpoints_if has no room; after any
 // other error load a new generation.
 absl::Status AttachInPlace(LiveMaps& live, const std::string& interface,
                            const np_endpoint& endpoint);
-// The reverse, in the reverse order (fail closed): the filters off `interface`, then its
+// The reverse, in the reverse order (fail closed): np's programs off `interface`, then its
 // np_endpoints_if entry deleted.
 absl::Status DetachInPlace(LiveMaps& live, const std::string& interface);
 
-// Every entry of each map of the generation running on `interface` (tc ingress), as raw
+// Every entry of each map of the generation running on `interface` (ingress), as raw
 // key and value bytes sorted by key, by map name; np_ct and np_frag are left out. For
 // tests: what the kernel holds, to compare with what another Apply writes.
 absl::StatusOr<std::map<std::string, std::vector<std::pair<std::string, std::string>>>>
 DumpMaps(absl::string_view interface, absl::string_view netns);
 
-// Detaches np's filters from `interfaces` and removes their clsact qdiscs; interfaces that
-// no longer exist are skipped. When the last filter goes, the kernel frees the programs and
-// every map, conntrack included.
+// Detaches np's programs from `interfaces`: from tcx, and np's legacy tc filters with their
+// clsact qdiscs; interfaces that no longer exist are skipped. When the last hook lets go,
+// the kernel frees the programs and every map, conntrack included.
 absl::Status RemoveFromInterfaces(const std::vector<std::string>& interfaces,
                                   absl::string_view netns);
 

@@ -6,12 +6,15 @@
 #include "np/backends/ebpf/loader.h"
 
 #include <bpf/bpf.h>
+#include <arpa/inet.h>
 #include <bpf/libbpf.h>
 #include <fcntl.h>
 #include <linux/pkt_cls.h>
 #include <net/if.h>
 #include <sched.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -61,10 +64,71 @@ class LoaderTest : public ::testing::Test {
     return out.ok() ? *out : out.status().ToString();
   }
   Attachment Both() const { return Attachment{{{"x/a", "h0"}, {"x/b", "h1"}}, netns_}; }
+  // What holds np's program on `hook` of `dev` (FindAttached, in netns_): "tcx <name>",
+  // "tc <name>" or "none".
+  std::string Attached(const std::string& dev, uint32_t hook);
+  uint32_t AttachedId(const std::string& dev, uint32_t hook);
+  // How many programs tcx `hook` of `dev` runs (any program, np's or not).
+  int TcxCount(const std::string& dev, uint32_t hook);
 
   std::string netns_;
   bool created_ = false;
 };
+
+// Runs `f` on a thread of its own inside network namespace `netns`.
+template <typename F>
+void InNamespace(const std::string& netns, F&& f) {
+  std::thread t([&] {
+    int ns = open(("/var/run/netns/" + netns).c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_TRUE(ns >= 0 && setns(ns, CLONE_NEWNET) == 0) << netns;
+    close(ns);
+    f();
+  });
+  t.join();
+}
+
+std::string ProgramNameOf(uint32_t id) {
+  int fd = bpf_prog_get_fd_by_id(id);
+  if (fd < 0) return "gone";
+  bpf_prog_info info{};
+  uint32_t len = sizeof(info);
+  std::string name = bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? info.name : "?";
+  close(fd);
+  return name;
+}
+
+std::string LoaderTest::Attached(const std::string& dev, uint32_t hook) {
+  AttachedProgram a;
+  InNamespace(netns_, [&] { a = FindAttached(static_cast<int>(if_nametoindex(dev.c_str())), hook); });
+  if (a.id == 0) return "none";
+  return absl::StrCat(a.tcx ? "tcx " : "tc ", ProgramNameOf(a.id));
+}
+
+uint32_t LoaderTest::AttachedId(const std::string& dev, uint32_t hook) {
+  AttachedProgram a;
+  InNamespace(netns_, [&] { a = FindAttached(static_cast<int>(if_nametoindex(dev.c_str())), hook); });
+  return a.id;
+}
+
+int LoaderTest::TcxCount(const std::string& dev, uint32_t hook) {
+  int count = -1;
+  InNamespace(netns_, [&] {
+    // BPF_PROG_QUERY of tcx (linux 6.6: BPF_TCX_INGRESS = 46, BPF_TCX_EGRESS = 47), asked
+    // here without the loader's code.
+    uint32_t ids[16];
+    bpf_attr attr{};
+    attr.query.target_fd = if_nametoindex(dev.c_str());
+    attr.query.attach_type = hook == NP_HOOK_FROM_ENDPOINT ? 46 : 47;
+    attr.query.prog_ids = reinterpret_cast<uint64_t>(ids);
+    attr.query.prog_cnt = 16;
+    if (syscall(SYS_bpf, BPF_PROG_QUERY, &attr, sizeof(attr)) == 0) {
+      count = static_cast<int>(attr.query.prog_cnt);
+    } else if (errno == ENOENT) {
+      count = 0;
+    }
+  });
+  return count;
+}
 
 TEST_F(LoaderTest, ApplyReplacesGenerationsAndRemoveCleansUp) {
   absl::StatusOr<MapContents> maps = BuildMaps(testing::TwoPods());
@@ -75,21 +139,23 @@ TEST_F(LoaderTest, ApplyReplacesGenerationsAndRemoveCleansUp) {
   EXPECT_EQ(first->generation, 1u);
   EXPECT_FALSE(first->conntrack_reused);
   EXPECT_EQ(first->interfaces, 2);
+  EXPECT_TRUE(first->tcx);  // kernel 6.6+
   for (const char* dev : {"h0", "h1"}) {
-    EXPECT_TRUE(absl::StrContains(Tc({"filter", "show", "dev", dev, "ingress"}), "np_from_ep"));
-    EXPECT_TRUE(absl::StrContains(Tc({"filter", "show", "dev", dev, "egress"}), "np_to_ep"));
+    EXPECT_EQ(Attached(dev, NP_HOOK_FROM_ENDPOINT), "tcx np_from_ep");
+    EXPECT_EQ(Attached(dev, NP_HOOK_TO_ENDPOINT), "tcx np_to_ep");
+    // No qdisc: tcx needs none.
+    EXPECT_FALSE(absl::StrContains(Tc({"qdisc", "show", "dev", dev}), "clsact"));
   }
-  std::string before = Tc({"filter", "show", "dev", "h0", "ingress"});
+  const uint32_t before = AttachedId("h0", NP_HOOK_FROM_ENDPOINT);
 
   absl::StatusOr<ApplyReport> second = ApplyGeneration(*maps, interfaces, netns_);
   ASSERT_TRUE(second.ok()) << second.status();
   EXPECT_EQ(second->generation, 2u);
   EXPECT_TRUE(second->conntrack_reused);
-  // Replaced in place: one filter per hook, a new program id.
-  std::string after = Tc({"filter", "show", "dev", "h0", "ingress"});
-  EXPECT_NE(before, after);
-  EXPECT_EQ(std::count(after.begin(), after.end(), '\n'),
-            std::count(before.begin(), before.end(), '\n'));
+  // Replaced in place: one np program per hook, a new program id.
+  EXPECT_NE(AttachedId("h0", NP_HOOK_FROM_ENDPOINT), before);
+  EXPECT_EQ(TcxCount("h0", NP_HOOK_FROM_ENDPOINT), 1);
+  EXPECT_EQ(TcxCount("h0", NP_HOOK_TO_ENDPOINT), 1);
 
   // Another Backend instance (as another process would) continues the sequence.
   std::unique_ptr<Backend> backend = MakeEbpfBackend();
@@ -101,6 +167,8 @@ TEST_F(LoaderTest, ApplyReplacesGenerationsAndRemoveCleansUp) {
   ASSERT_TRUE(backend->Remove(Both()).ok());
   for (const char* dev : {"h0", "h1"}) {
     EXPECT_FALSE(absl::StrContains(Tc({"qdisc", "show", "dev", dev}), "clsact"));
+    EXPECT_EQ(Attached(dev, NP_HOOK_FROM_ENDPOINT), "none");
+    EXPECT_EQ(Attached(dev, NP_HOOK_TO_ENDPOINT), "none");
   }
   EXPECT_TRUE(backend->Remove(Both()).ok());  // idempotent
   // After Remove the next Apply starts over.
@@ -230,13 +298,16 @@ TEST_F(LoaderTest, EditsWaitForTheRunsOfTheGenerationBeforeTheLastBump) {
 }
 
 // An edit asks whether its generation still runs through the generation's own netlink
-// socket (no namespace switch), opens another one when that socket fails, and refuses,
-// writing nothing, once another generation runs.
+// socket (no namespace switch) where its programs are tc filters (kTcOnly), opens another
+// one when that socket fails, and refuses, writing nothing, once another generation runs.
 TEST_F(LoaderTest, EditsCheckTheLiveGenerationThroughTheirSocket) {
   absl::StatusOr<MapContents> maps = BuildMaps(testing::TwoPods());
   ASSERT_TRUE(maps.ok());
+  SetAttachMode(AttachMode::kTcOnly);
   absl::StatusOr<ApplyReport> applied = ApplyGeneration(*maps, {{"h0", 0}, {"h1", 1}}, netns_);
+  SetAttachMode(AttachMode::kTcxWhenAvailable);
   ASSERT_TRUE(applied.ok()) << applied.status();
+  ASSERT_FALSE(applied->tcx);
   LiveMaps& live = *applied->live;
   ASSERT_GE(live.netlink, 0);
   const uint32_t first = live.generation;
@@ -249,14 +320,26 @@ TEST_F(LoaderTest, EditsCheckTheLiveGenerationThroughTheirSocket) {
   int type = 0;
   socklen_t len = sizeof(type);
   EXPECT_EQ(getsockopt(live.netlink, SOL_SOCKET, SO_TYPE, &type, &len), 0);
-  // Another generation replaces this one: the edit refuses, nothing written.
+  // Another generation replaces this one (through tcx: an upgrade): the edit refuses,
+  // nothing written.
   absl::StatusOr<ApplyReport> next = ApplyGeneration(*maps, {{"h0", 0}, {"h1", 1}}, netns_);
   ASSERT_TRUE(next.ok()) << next.status();
+  ASSERT_TRUE(next->tcx);
   absl::Status refused = EditIdentities(live, IdentityEdit{});
   EXPECT_TRUE(absl::IsFailedPrecondition(refused)) << refused;
   EXPECT_TRUE(absl::StrContains(refused.message(), "another generation runs")) << refused;
   EXPECT_EQ(LiveGenerationNumber(live), first + 2);
-  EXPECT_TRUE(EditIdentities(*next->live, IdentityEdit{}).ok());
+  // The same through tcx (BPF_PROG_QUERY in the generation's namespace): edits go on while
+  // it runs, and stop once another generation replaced it.
+  LiveMaps& tcx_live = *next->live;
+  EXPECT_TRUE(EditIdentities(tcx_live, IdentityEdit{}).ok());
+  EXPECT_EQ(LiveGenerationNumber(tcx_live), next->generation + 1);
+  absl::StatusOr<ApplyReport> third = ApplyGeneration(*maps, {{"h0", 0}, {"h1", 1}}, netns_);
+  ASSERT_TRUE(third.ok()) << third.status();
+  refused = EditIdentities(tcx_live, IdentityEdit{});
+  EXPECT_TRUE(absl::IsFailedPrecondition(refused)) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.message(), "another generation runs")) << refused;
+  EXPECT_TRUE(EditIdentities(*third->live, IdentityEdit{}).ok());
   std::unique_ptr<Backend> backend = MakeEbpfBackend();
   EXPECT_TRUE(backend->Remove(Both()).ok());
 }
@@ -267,18 +350,18 @@ TEST_F(LoaderTest, BadAttachmentsAreErrors) {
   EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
   s = backend->Apply(testing::TwoPods(), Attachment{{{"x/a", "h0"}}, "npebpf-no-such-netns"});
   EXPECT_FALSE(s.ok());
-  EXPECT_FALSE(absl::StrContains(Tc({"qdisc", "show", "dev", "h0"}), "clsact"));
+  EXPECT_EQ(Attached("h0", NP_HOOK_FROM_ENDPOINT), "none");
   // A malformed IR never reaches the kernel.
   ir::CompiledPolicy bad = testing::TwoPods();
   bad.mutable_ipv4(0)->set_identity(99);
   EXPECT_FALSE(backend->Apply(bad, Both()).ok());
-  EXPECT_FALSE(absl::StrContains(Tc({"qdisc", "show", "dev", "h0"}), "clsact"));
+  EXPECT_EQ(Attached("h0", NP_HOOK_FROM_ENDPOINT), "none");
   // Not an error: the interface of a pod that is not an endpoint of the IR gets the
   // pass-through entry (NP_ENDPOINT_OUTSIDE), and such an interface that is gone is skipped.
   s = backend->Apply(testing::TwoPods(),
                      Attachment{{{"x/zz", "h0"}, {"x/gone", "nosuch0"}}, netns_});
   EXPECT_TRUE(s.ok()) << s;
-  EXPECT_TRUE(absl::StrContains(Tc({"qdisc", "show", "dev", "h0"}), "clsact"));
+  EXPECT_EQ(Attached("h0", NP_HOOK_FROM_ENDPOINT), "tcx np_from_ep");
   EXPECT_TRUE(backend->Remove(Attachment{{{"x/zz", "h0"}}, netns_}).ok());
   // The caller's own namespace is where it was.
   char self[64] = {}, before[64] = {};
@@ -633,16 +716,9 @@ class LiveChecker {
         continue;
       }
       const int slot = stable_[rng() % stable_.size()];
-      bpf_tc_hook h{};
-      h.sz = sizeof(h);
-      h.ifindex = static_cast<int>(ifindex);
-      h.attach_point = BPF_TC_EGRESS;
-      bpf_tc_opts o{};
-      o.sz = sizeof(o);
-      o.handle = kTcHandle;
-      o.priority = kTcPriority;
-      if (bpf_tc_query(&h, &o) != 0) continue;
-      int fd = bpf_prog_get_fd_by_id(o.prog_id);
+      const uint32_t id = FindAttached(static_cast<int>(ifindex), NP_HOOK_TO_ENDPOINT).id;
+      if (id == 0) continue;
+      int fd = bpf_prog_get_fd_by_id(id);
       if (fd < 0) continue;
       for (auto [port, pass] : {std::pair<uint16_t, bool>{8080, true}, {80, false}}) {
         testing::FrameSpec f;
@@ -844,31 +920,19 @@ std::vector<IpAddress> ChurnPeers(const std::vector<ChurnPod>& pods) {
   return peers;
 }
 
-// Runs `f` on a thread of its own inside network namespace `netns` (BPF_PROG_TEST_RUN
-// finds the context's ifindex in the caller's namespace).
+// InNamespace (above), by its older name (BPF_PROG_TEST_RUN finds the context's ifindex
+// in the caller's namespace).
 template <typename F>
 void InNetns(const std::string& netns, F&& f) {
-  std::thread t([&] {
-    int ns = open(("/var/run/netns/" + netns).c_str(), O_RDONLY | O_CLOEXEC);
-    ASSERT_TRUE(ns >= 0 && setns(ns, CLONE_NEWNET) == 0) << netns;
-    close(ns);
-    f();
-  });
-  t.join();
+  InNamespace(netns, std::forward<F>(f));
 }
 
 // The id of the program that tc `point` of `interface` runs, in the calling thread's
 // namespace; 0 when none.
 uint32_t RunningProgram(const std::string& interface, bpf_tc_attach_point point) {
-  bpf_tc_hook h{};
-  h.sz = sizeof(h);
-  h.ifindex = static_cast<int>(if_nametoindex(interface.c_str()));
-  h.attach_point = point;
-  bpf_tc_opts o{};
-  o.sz = sizeof(o);
-  o.handle = kTcHandle;
-  o.priority = kTcPriority;
-  return bpf_tc_query(&h, &o) == 0 ? o.prog_id : 0;
+  return FindAttached(static_cast<int>(if_nametoindex(interface.c_str())),
+                      point == BPF_TC_INGRESS ? NP_HOOK_FROM_ENDPOINT : NP_HOOK_TO_ENDPOINT)
+      .id;
 }
 
 struct ProbeCounts {
@@ -2004,6 +2068,317 @@ void PolicyEventTest::Run(bool through_deltas) {
   EXPECT_GT(counts.changed, 20) << "the events should change verdicts the probes see";
   EXPECT_GT(counts.allowed, 50);
   EXPECT_LT(counts.allowed, counts.probes);
+}
+
+// Real packets through the attached programs: a pod namespace behind h0 (c0, 10.0.0.1 = x/a
+// of TwoPods) and the node side of h0 at 10.0.0.2 (x/b's address, so the node's packets
+// are b's). TwoPods(): a's ingress allows b on UDP 53 only, a's egress is closed. So
+// node -> a:53 must arrive (np_to_ep on h0's egress allows it), node -> a:54 must not (it
+// drops it), a -> node:53 must not (np_from_ep on h0's ingress). Without np's programs all
+// three arrive; with the two programs on the wrong hooks the first is dropped.
+class RealPackets {
+ public:
+  explicit RealPackets(const std::string& node) : node_(node), pod_(node + "-pod") {
+    ok_ = RunCommand({"ip", "netns", "add", pod_}).ok();
+    // No packet but the probes' (a CNI's program below counts what passes): no IPv6 (no
+    // router or multicast listener messages), fixed neighbours (no ARP).
+    for (const std::vector<std::string>& argv : std::vector<std::vector<std::string>>{
+             {"ip", "-n", node_, "link", "set", "c0", "netns", pod_},
+             {"ip", "netns", "exec", pod_, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"},
+             {"ip", "netns", "exec", node_, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"},
+             {"ip", "netns", "exec", node_, "sysctl", "-qw", "net.ipv6.conf.h0.disable_ipv6=1"},
+             {"ip", "netns", "exec", pod_, "sysctl", "-qw", "net.ipv6.conf.c0.disable_ipv6=1"},
+             {"ip", "-n", pod_, "link", "set", "c0", "address", "02:00:00:00:00:01"},
+             {"ip", "-n", node_, "link", "set", "h0", "address", "02:00:00:00:00:02"},
+             {"ip", "-n", pod_, "addr", "add", "10.0.0.1/24", "dev", "c0"},
+             {"ip", "-n", pod_, "link", "set", "c0", "up"},
+             {"ip", "-n", pod_, "link", "set", "lo", "up"},
+             {"ip", "-n", node_, "addr", "add", "10.0.0.2/24", "dev", "h0"},
+             {"ip", "-n", node_, "link", "set", "h0", "up"},
+             {"ip", "-n", pod_, "neigh", "replace", "10.0.0.2", "lladdr", "02:00:00:00:00:02",
+              "dev", "c0", "nud", "permanent"},
+             {"ip", "-n", node_, "neigh", "replace", "10.0.0.1", "lladdr", "02:00:00:00:00:01",
+              "dev", "h0", "nud", "permanent"}}) {
+      if (ok_) ok_ = RunCommand(argv).ok();
+    }
+    if (!ok_) return;
+    InNamespace(pod_, [&] { pod_sock_ = Socket("10.0.0.1"); });
+    InNamespace(node_, [&] { node_sock_ = Socket("10.0.0.2"); });
+    ok_ = pod_sock_ >= 0 && node_sock_ >= 0;
+  }
+  ~RealPackets() {
+    if (pod_sock_ >= 0) close(pod_sock_);
+    if (node_sock_ >= 0) close(node_sock_);
+    RunCommand({"ip", "netns", "del", pod_}).IgnoreError();
+  }
+  bool ok() const { return ok_; }
+  // Whether a datagram from the node to a's `port` (to_pod) or from a to the node's port
+  // arrives: up to `tries` datagrams, each waited for `wait_ms`.
+  bool Arrives(bool to_pod, uint16_t port, int tries = 3, int wait_ms = 500) {
+    const int from = to_pod ? node_sock_ : pod_sock_, to = to_pod ? pod_sock_ : node_sock_;
+    sockaddr_in dst{};
+    dst.sin_family = AF_INET;
+    dst.sin_port = htons(port);
+    dst.sin_addr.s_addr = htonl(to_pod ? 0x0a000001u : 0x0a000002u);
+    Drain(to);
+    for (int i = 0; i < tries; ++i) {
+      const std::string payload = absl::StrCat("np", ++sequence_);
+      // The receiving socket is bound to `port` (made once per port).
+      if (!Rebind(to, to_pod ? "10.0.0.1" : "10.0.0.2", port)) return false;
+      if (sendto(from, payload.data(), payload.size(), 0, reinterpret_cast<sockaddr*>(&dst),
+                 sizeof(dst)) < 0) {
+        return false;
+      }
+      timeval timeout{0, wait_ms * 1000};
+      setsockopt(Receiver(to), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+      char buffer[64];
+      while (true) {
+        const ssize_t n = recv(Receiver(to), buffer, sizeof(buffer), 0);
+        if (n < 0) break;
+        if (std::string(buffer, static_cast<size_t>(n)) == payload) return true;
+      }
+    }
+    return false;
+  }
+  // Sends datagrams from the node to a's `port` until `stop`, and counts those that arrive.
+  void Flood(uint16_t port, const std::atomic<bool>& stop, int& sent, int& arrived) {
+    if (!Rebind(pod_sock_, "10.0.0.1", port)) return;
+    const int receiver = Receiver(pod_sock_);
+    timeval none{0, 1};
+    setsockopt(receiver, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
+    sockaddr_in dst{};
+    dst.sin_family = AF_INET;
+    dst.sin_port = htons(port);
+    dst.sin_addr.s_addr = htonl(0x0a000001u);
+    char buffer[64];
+    while (!stop.load()) {
+      if (sendto(node_sock_, "f", 1, 0, reinterpret_cast<sockaddr*>(&dst), sizeof(dst)) == 1) ++sent;
+      while (recv(receiver, buffer, sizeof(buffer), MSG_DONTWAIT) > 0) ++arrived;
+    }
+    usleep(100000);
+    while (recv(receiver, buffer, sizeof(buffer), MSG_DONTWAIT) > 0) ++arrived;
+  }
+
+ private:
+  static int Socket(const char* address) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = inet_addr(address);
+    if (fd >= 0 && bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+      close(fd);
+      return -1;
+    }
+    return fd;
+  }
+  // The receiving socket of a side for one port, made in that side's namespace.
+  bool Rebind(int side, const char* address, uint16_t port) {
+    auto& r = side == pod_sock_ ? pod_receiver_ : node_receiver_;
+    if (r.first >= 0 && r.second == port) return true;
+    if (r.first >= 0) close(r.first);
+    r = {-1, port};
+    InNamespace(side == pod_sock_ ? pod_ : node_, [&] {
+      int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_port = htons(port);
+      a.sin_addr.s_addr = inet_addr(address);
+      if (fd >= 0 && bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) {
+        r.first = fd;
+      } else if (fd >= 0) {
+        close(fd);
+      }
+    });
+    return r.first >= 0;
+  }
+  int Receiver(int side) const { return side == pod_sock_ ? pod_receiver_.first : node_receiver_.first; }
+  void Drain(int side) {
+    char buffer[64];
+    const int fd = Receiver(side);
+    if (fd < 0) return;
+    while (recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT) > 0) {
+    }
+  }
+
+  std::string node_, pod_;
+  bool ok_ = false;
+  int pod_sock_ = -1, node_sock_ = -1;
+  std::pair<int, uint16_t> pod_receiver_{-1, 0}, node_receiver_{-1, 0};
+  int sequence_ = 0;
+};
+
+// The agent's case: a process attaches np's programs (tcx, no qdisc) and exits; the pod
+// stays filtered, by the programs the hooks hold, as the IR says, until Remove.
+TEST_F(LoaderTest, TcxProgramsOutliveTheProcessAndDecideRealPackets) {
+  RealPackets packets(netns_);
+  ASSERT_TRUE(packets.ok());
+  // Unfiltered: everything arrives (the probe itself works).
+  EXPECT_TRUE(packets.Arrives(true, 54));
+  EXPECT_TRUE(packets.Arrives(false, 53));
+  absl::StatusOr<MapContents> maps = BuildMaps(testing::TwoPods());
+  ASSERT_TRUE(maps.ok());
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    absl::StatusOr<ApplyReport> r = ApplyGeneration(*maps, {{"h0", 0}}, netns_);
+    _exit(r.ok() && r->tcx ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_EQ(Attached("h0", NP_HOOK_FROM_ENDPOINT), "tcx np_from_ep");
+  EXPECT_EQ(Attached("h0", NP_HOOK_TO_ENDPOINT), "tcx np_to_ep");
+  EXPECT_FALSE(absl::StrContains(Tc({"qdisc", "show", "dev", "h0"}), "clsact"));
+  EXPECT_TRUE(packets.Arrives(true, 53));
+  EXPECT_FALSE(packets.Arrives(true, 54, 2, 300));
+  EXPECT_FALSE(packets.Arrives(false, 53, 2, 300));
+  // Re-attached by the next generation (this process): replaced in place, same verdicts.
+  absl::StatusOr<ApplyReport> next = ApplyGeneration(*maps, {{"h0", 0}}, netns_);
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(next->generation, 2u);
+  EXPECT_TRUE(next->conntrack_reused);
+  EXPECT_EQ(TcxCount("h0", NP_HOOK_FROM_ENDPOINT), 1);
+  EXPECT_EQ(TcxCount("h0", NP_HOOK_TO_ENDPOINT), 1);
+  EXPECT_TRUE(packets.Arrives(true, 53));
+  EXPECT_FALSE(packets.Arrives(true, 54, 2, 300));
+  // Detached: unfiltered again, nothing of np left on the hooks.
+  ASSERT_TRUE(RemoveFromInterfaces({"h0"}, netns_).ok());
+  EXPECT_EQ(Attached("h0", NP_HOOK_FROM_ENDPOINT), "none");
+  EXPECT_EQ(Attached("h0", NP_HOOK_TO_ENDPOINT), "none");
+  EXPECT_TRUE(packets.Arrives(true, 54));
+  EXPECT_TRUE(packets.Arrives(false, 53));
+}
+
+// An interface with np's legacy tc filters (an older np; here SetAttachMode(kTcOnly)) is
+// upgraded to tcx by the next Apply: tcx program first, then the filters off (loader.h),
+// while the node floods a's closed port: no datagram may arrive at any moment (a window
+// without a program would let them through), and a's open port keeps working.
+TEST_F(LoaderTest, UpgradeFromLegacyFiltersNeverLeavesTheInterfaceUnfiltered) {
+  RealPackets packets(netns_);
+  ASSERT_TRUE(packets.ok());
+  absl::StatusOr<MapContents> maps = BuildMaps(testing::TwoPods());
+  ASSERT_TRUE(maps.ok());
+  SetAttachMode(AttachMode::kTcOnly);
+  absl::StatusOr<ApplyReport> legacy = ApplyGeneration(*maps, {{"h0", 0}, {"h1", 1}}, netns_);
+  SetAttachMode(AttachMode::kTcxWhenAvailable);
+  ASSERT_TRUE(legacy.ok()) << legacy.status();
+  EXPECT_FALSE(legacy->tcx);
+  EXPECT_EQ(Attached("h0", NP_HOOK_FROM_ENDPOINT), "tc np_from_ep");
+  EXPECT_EQ(Attached("h0", NP_HOOK_TO_ENDPOINT), "tc np_to_ep");
+  EXPECT_TRUE(absl::StrContains(Tc({"qdisc", "show", "dev", "h0"}), "clsact"));
+  EXPECT_TRUE(packets.Arrives(true, 53));
+  EXPECT_FALSE(packets.Arrives(true, 54, 2, 300));
+
+  std::atomic<bool> stop{false};
+  int sent = 0, arrived = 0;
+  std::thread flood([&] { packets.Flood(54, stop, sent, arrived); });
+  // Several upgrades, each a chance for a window.
+  absl::StatusOr<ApplyReport> upgraded;
+  for (int round = 0; round < 5; ++round) {
+    if (round > 0) {
+      // Back to legacy filters only, never unfiltered: a generation's tc filters next to
+      // the tcx programs, then the tcx programs off.
+      SetAttachMode(AttachMode::kTcOnly);
+      absl::StatusOr<ApplyReport> back = ApplyGeneration(*maps, {{"h0", 0}, {"h1", 1}}, netns_);
+      SetAttachMode(AttachMode::kTcxWhenAvailable);
+      ASSERT_TRUE(back.ok()) << back.status();
+      InNamespace(netns_, [&] {
+        for (const char* dev : {"h0", "h1"}) {
+          const int index = static_cast<int>(if_nametoindex(dev));
+          for (uint32_t hook : {NP_HOOK_FROM_ENDPOINT, NP_HOOK_TO_ENDPOINT}) {
+            AttachedProgram a = FindAttached(index, hook);
+            ASSERT_TRUE(a.tcx);
+            int fd = bpf_prog_get_fd_by_id(a.id);
+            bpf_attr attr{};
+            attr.target_fd = static_cast<uint32_t>(index);
+            attr.attach_bpf_fd = static_cast<uint32_t>(fd);
+            attr.attach_type = hook == NP_HOOK_FROM_ENDPOINT ? 46 : 47;
+            EXPECT_EQ(syscall(SYS_bpf, BPF_PROG_DETACH, &attr, sizeof(attr)), 0);
+            close(fd);
+            EXPECT_FALSE(FindAttached(index, hook).tcx);
+          }
+        }
+      });
+    }
+    upgraded = ApplyGeneration(*maps, {{"h0", 0}, {"h1", 1}}, netns_);
+    ASSERT_TRUE(upgraded.ok()) << upgraded.status();
+  }
+  stop = true;
+  flood.join();
+  EXPECT_GT(sent, 0);
+  EXPECT_EQ(arrived, 0) << sent << " datagrams to a closed port were sent during upgrades";
+  EXPECT_TRUE(upgraded->tcx);
+  for (const char* dev : {"h0", "h1"}) {
+    EXPECT_EQ(Attached(dev, NP_HOOK_FROM_ENDPOINT), "tcx np_from_ep") << dev;
+    EXPECT_EQ(Attached(dev, NP_HOOK_TO_ENDPOINT), "tcx np_to_ep") << dev;
+    EXPECT_EQ(TcxCount(dev, NP_HOOK_FROM_ENDPOINT), 1) << dev;
+    // np's legacy filters are gone (the qdisc may stay: another filter could be on it).
+    EXPECT_FALSE(absl::StrContains(Tc({"filter", "show", "dev", dev, "ingress"}), "np_from_ep"));
+    EXPECT_FALSE(absl::StrContains(Tc({"filter", "show", "dev", dev, "egress"}), "np_to_ep"));
+  }
+  EXPECT_TRUE(packets.Arrives(true, 53));
+  EXPECT_FALSE(packets.Arrives(true, 54, 2, 300));
+  // The in-place edits of the upgraded generation check it through tcx.
+  EXPECT_TRUE(EditIdentities(*upgraded->live, IdentityEdit{}).ok());
+  ASSERT_TRUE(RemoveFromInterfaces({"h0", "h1"}, netns_).ok());
+  EXPECT_EQ(Attached("h0", NP_HOOK_FROM_ENDPOINT), "none");
+}
+
+// A program of the CNI on the same tcx hook still runs after np allows a packet (np
+// returns TCX_NEXT, not TCX_PASS, which would end the chain), and np runs first: the
+// CNI's program here counts the packets it sees in a map.
+TEST_F(LoaderTest, TcxLeavesAllowedPacketsToTheCnisPrograms) {
+  RealPackets packets(netns_);
+  ASSERT_TRUE(packets.ok());
+  // The "CNI": r0 = TCX_NEXT after counting in an array map (r1 = map, r2 = &key, lookup,
+  // add 1). Written as instructions: no second object file.
+  int counter = bpf_map_create(BPF_MAP_TYPE_ARRAY, "cni_count", 4, 8, 1, nullptr);
+  ASSERT_GE(counter, 0);
+  struct bpf_insn insns[] = {
+      {BPF_ST | BPF_MEM | BPF_W, BPF_REG_10, 0, -4, 0},          // *(u32 *)(fp - 4) = 0
+      {BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_2, BPF_REG_10, 0, 0},  // r2 = fp
+      {BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_2, 0, 0, -4},          // r2 -= 4
+      {BPF_LD | BPF_DW | BPF_IMM, BPF_REG_1, BPF_PSEUDO_MAP_FD, 0, counter},
+      {0, 0, 0, 0, 0},
+      {BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem},
+      {BPF_JMP | BPF_JEQ | BPF_K, BPF_REG_0, 0, 2, 0},             // if r0 == 0 skip 2
+      {BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_1, 0, 0, 1},           // r1 = 1
+      {BPF_STX | BPF_ATOMIC | BPF_DW, BPF_REG_0, BPF_REG_1, 0, BPF_ADD},  // *r0 += r1
+      {BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, -1},          // TCX_NEXT
+      {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},
+  };
+  int cni = bpf_prog_load(BPF_PROG_TYPE_SCHED_CLS, "cni_next", "GPL", insns,
+                          sizeof(insns) / sizeof(insns[0]), nullptr);
+  ASSERT_GE(cni, 0) << std::strerror(errno);
+  InNamespace(netns_, [&] {
+    bpf_attr attr{};
+    attr.target_fd = if_nametoindex("h0");
+    attr.attach_bpf_fd = static_cast<uint32_t>(cni);
+    attr.attach_type = 47;  // BPF_TCX_EGRESS: what the pod receives
+    ASSERT_EQ(syscall(SYS_bpf, BPF_PROG_ATTACH, &attr, sizeof(attr)), 0) << std::strerror(errno);
+  });
+  absl::StatusOr<MapContents> maps = BuildMaps(testing::TwoPods());
+  ASSERT_TRUE(maps.ok());
+  absl::StatusOr<ApplyReport> applied = ApplyGeneration(*maps, {{"h0", 0}}, netns_);
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_EQ(TcxCount("h0", NP_HOOK_TO_ENDPOINT), 2);
+  auto count = [&] {
+    const uint32_t zero = 0;
+    uint64_t v = 0;
+    bpf_map_lookup_elem(counter, &zero, &v);
+    return v;
+  };
+  const uint64_t before = count();
+  EXPECT_TRUE(packets.Arrives(true, 53));
+  const uint64_t after_allowed = count();
+  EXPECT_GT(after_allowed, before) << "np ended the tcx chain on an allowed packet";
+  EXPECT_FALSE(packets.Arrives(true, 54, 2, 300));
+  EXPECT_EQ(count(), after_allowed) << "a packet np drops reached the CNI's program (np "
+                                       "is not first)";
+  ASSERT_TRUE(RemoveFromInterfaces({"h0"}, netns_).ok());
+  EXPECT_EQ(TcxCount("h0", NP_HOOK_TO_ENDPOINT), 1);  // the CNI's stays
+  close(cni);
+  close(counter);
 }
 
 }  // namespace

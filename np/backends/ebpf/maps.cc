@@ -1740,7 +1740,7 @@ std::string RenderMaps(const ir::CompiledPolicy& ir, const MapContents& m) {
                     "\n");
     i = j;
   }
-  absl::StrAppend(&out, "np_ct (lru_hash, 65536), np_frag (lru_hash, 8192): written by the "
+  absl::StrAppend(&out, "np_ct (lru_hash, 131072), np_frag (lru_hash, 8192): written by the "
                         "datapath, shared by all generations\n");
   return out;
 }

@@ -167,10 +167,21 @@ struct {
 	__type(value, struct np_runs);
 } np_runs SEC(".maps");
 
-/* Shared by all generations: the loader hands the live maps to each new generation. */
+/* Shared by all generations: the loader hands the live maps to each new generation.
+ * Sizing rule: the kernel's LRU is approximate (per-CPU free and pending lists, a second
+ * chance for referenced entries), and a full np_ct keeps the entry of a request whose answer
+ * has not come yet only while fewer than about max_entries / 3 newer requests are
+ * unanswered, all CPUs together (measured with a thread per CPU, bpf_test
+ * ConntrackEvictionMeasurement, bench/RESULTS.md: 65,536 entries kept 20,000 and lost ~half
+ * of 40,000; 131,072 keep 40,000). 131,072 entries (~14 MiB, preallocated) put that margin
+ * at ~40,000 requests in flight. BPF_F_NO_COMMON_LRU (an LRU list of max_entries / CPUs
+ * per CPU) kept a little more with the load spread evenly over the CPUs (28,000 a CPU of
+ * 65,536-entry lists; the same losses as this one at 65,536 entries), but a CPU's flows
+ * could only use its share: a node whose traffic lands on few of many CPUs would keep far
+ * fewer. Not used. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 131072);
 	__type(key, struct np_ct_key);
 	__type(value, struct np_ct_value);
 } np_ct SEC(".maps");
@@ -182,7 +193,13 @@ struct {
 	__type(value, __u64);
 } np_frag SEC(".maps");
 
-#define NP_PASS TC_ACT_UNSPEC /* no objection: the next filter or the stack decides */
+/* The verdicts, the same on both attachments (np/backends/ebpf/loader.h). "Allowed" is no
+ * objection: the next program decides. Under tcx (Linux 6.6+) -1 is TCX_NEXT: the hook's
+ * later tcx programs (a CNI's) and then its legacy tc filters still run; TCX_PASS (0,
+ * TC_ACT_OK) would end the chain and skip them. As a tc filter (direct action) -1 is
+ * TC_ACT_UNSPEC: the next filter, or the stack. A drop (2: TCX_DROP, TC_ACT_SHOT) is final
+ * on both. */
+#define NP_PASS TC_ACT_UNSPEC
 #define NP_DROP TC_ACT_SHOT
 
 #define NP_MAX_EXT_HEADERS 8
@@ -833,6 +850,10 @@ static __noinline int np_decide(struct __sk_buff *skb, __u32 hook, __u32 generat
 	if (p.frag == NP_FRAG_FIRST) {
 		frag_key_of(&fk, &p, ifindex, hook);
 		bpf_map_update_elem(&np_frag, &fk, &now, BPF_ANY);
+		/* Referenced from birth, as np_ct's new entries (above): a full np_frag must not
+		 * evict a datagram whose later fragments are still on their way before entries
+		 * that were looked up once. */
+		bpf_map_lookup_elem(&np_frag, &fk);
 	}
 	return NP_PASS;
 }
