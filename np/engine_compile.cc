@@ -501,6 +501,7 @@ class Batch {
     s_.selectors.PushBack(std::make_shared<const PeerSelector>(std::move(selector)), gen_);
     s_.selector_refs.PushBack(1, gen_);
     s_.selector_bits.PushBack(std::make_shared<const Bitset>(), gen_);
+    s_.selector_policies.PushBack(std::make_shared<const std::vector<uint32_t>>(), gen_);
     return id;
   }
 
@@ -631,8 +632,41 @@ class Batch {
     return out;
   }
 
+  // The selectors policy's rules name, each once, ascending.
+  static std::vector<uint32_t> NamedSelectors(const CompiledPolicy& policy) {
+    std::vector<uint32_t> out;
+    for (const auto& rules : policy.rules) {
+      for (const CompiledRule& rule : rules) {
+        out.insert(out.end(), rule.selectors.begin(), rule.selectors.end());
+      }
+    }
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+    return out;
+  }
+
+  // Policy `id` joins (`add`) or leaves the per-selector policy lists and the list of
+  // policies with egress named ports (EngineState::selector_policies). A copy of each list
+  // it is on: O(the lists' lengths), a policy event's few selectors.
+  void IndexPolicySelectors(uint32_t id, const CompiledPolicy& policy, bool add) {
+    auto edit = [&](const std::vector<uint32_t>* old) {
+      std::vector<uint32_t> list = old != nullptr ? *old : std::vector<uint32_t>();
+      auto at = std::lower_bound(list.begin(), list.end(), id);
+      if (add && (at == list.end() || *at != id)) list.insert(at, id);
+      if (!add && at != list.end() && *at == id) list.erase(at);
+      return std::make_shared<const std::vector<uint32_t>>(std::move(list));
+    };
+    for (uint32_t s : NamedSelectors(policy)) {
+      s_.selector_policies.Mutable(s, gen_) = edit(s_.selector_policies[s].get());
+    }
+    if (policy.has_egress_named_ports) {
+      s_.egress_named_policies = edit(s_.egress_named_policies.get());
+    }
+  }
+
   void RemovePolicy(uint32_t id) {
     std::shared_ptr<const CompiledPolicy> policy = s_.policies[id];
+    IndexPolicySelectors(id, *policy, /*add=*/false);
     for (const auto& rules : policy->rules) {
       for (const CompiledRule& rule : rules) {
         for (uint32_t s : rule.selectors) ReleaseSelector(s);
@@ -665,6 +699,7 @@ class Batch {
     list.push_back(id);
     s_.policies_by_namespace.Set(compiled->namespace_name, std::move(list), gen_);
     target_dirty_namespaces_.insert(compiled->namespace_name);
+    IndexPolicySelectors(id, *compiled, /*add=*/true);
     s_.policies.PushBack(std::move(compiled), gen_);
     dirty_policies_.insert(id);
     s_.live_policies++;
@@ -1270,21 +1305,14 @@ class Batch {
     bool named_dirty = false;
     RegisterNewPeerClasses(dirty_selectors, named_dirty);
 
-    // Policies whose rules now cover more peer classes.
-    if (!dirty_selectors.empty() || named_dirty) {
-      for (uint32_t p = 0; p < s_.policies.size(); ++p) {
-        const auto& policy = s_.policies[p];
-        if (policy == nullptr || dirty_policies_.count(p)) continue;
-        bool dirty = named_dirty && policy->has_egress_named_ports;
-        for (int d = 0; d < 2 && !dirty; ++d) {
-          for (const CompiledRule& rule : policy->rules[d]) {
-            for (uint32_t s : rule.selectors) {
-              if (dirty_selectors.count(s)) dirty = true;
-            }
-          }
-        }
-        if (dirty) dirty_policies_.insert(p);
-      }
+    // Policies whose rules now cover more peer classes: those naming a widened selector,
+    // and with a widened named-port map those with egress named ports (the state's lists of
+    // them, not a pass over every policy's rules).
+    for (uint32_t s : dirty_selectors) {
+      dirty_policies_.insert(s_.selector_policies[s]->begin(), s_.selector_policies[s]->end());
+    }
+    if (named_dirty && s_.egress_named_policies != nullptr) {
+      dirty_policies_.insert(s_.egress_named_policies->begin(), s_.egress_named_policies->end());
     }
 
     // Tier policies whose rules now cover more peer classes (the same test).
@@ -1303,7 +1331,14 @@ class Batch {
       }
     }
 
-    // Tables: every target class holding a dirty policy, and new ones.
+    // Tables: every target class holding a dirty policy, and new ones. The dirty policies
+    // as a bitmap: every target class's policies are tested, and hashing each id was a
+    // quarter of the rest of a policy event's Recompute at 10k pods (perf, h94).
+    std::vector<bool> dirty_policy;
+    if (!dirty_policies_.empty()) {
+      dirty_policy.assign(s_.policies.size(), false);
+      for (uint32_t p : dirty_policies_) dirty_policy[p] = true;
+    }
     for (uint32_t t = 0; (!dirty_policies_.empty() || !dirty_targets_.empty() ||
                           !dirty_tier_policies_.empty()) &&
                          t < s_.target_classes.size();
@@ -1312,7 +1347,7 @@ class Batch {
       bool dirty = dirty_targets_.count(t) > 0;
       if (!dirty && !dirty_policies_.empty()) {
         for (uint32_t p : IdList(slot.key.policies)) {
-          if (dirty_policies_.count(p)) {
+          if (p < dirty_policy.size() && dirty_policy[p]) {
             dirty = true;
             break;
           }

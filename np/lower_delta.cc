@@ -209,11 +209,14 @@ void EmitIdentityPods(const ir::CompiledPolicy& installed, const std::set<uint32
 // identities and a flattened tier interval's complement is over them.
 class TablesNaming {
  public:
-  TablesNaming(const EngineState& s, const std::vector<uint32_t>& classes) : s_(s) {
+  TablesNaming(const EngineState& s, const std::vector<uint32_t>& classes)
+      : s_(s), selectors_(s.selectors.size(), false), memo_(s.policies.size(), kUnknown) {
     for (uint32_t c : classes) {
       const internal::PeerClassKey& key = s.peer_classes[c];
       for (uint32_t part : {key.label_part, key.ipblock_part}) {
-        for (uint32_t selector : s.IdList(part)) selectors_.insert(selector);
+        for (uint32_t selector : s.IdList(part)) {
+          if (selector < selectors_.size()) selectors_[selector] = true;
+        }
       }
       named_ = named_ || key.named_map != 0;
     }
@@ -229,24 +232,32 @@ class TablesNaming {
   }
 
  private:
+  static constexpr int8_t kUnknown = -1;
+
   bool PolicyNames(uint32_t p) {
-    auto [it, fresh] = memo_.try_emplace(p, false);
-    if (!fresh) return it->second;
+    if (p >= memo_.size()) return true;  // (no policy id is past the snapshot's: lower it)
+    if (memo_[p] != kUnknown) return memo_[p] != 0;
     const internal::CompiledPolicy* policy = s_.policies[p].get();
-    if (policy == nullptr) return false;
-    bool found = named_ && policy->has_egress_named_ports;
-    for (int d = 0; d < 2 && !found; ++d) {
+    bool found = policy != nullptr && named_ && policy->has_egress_named_ports;
+    for (int d = 0; policy != nullptr && d < 2 && !found; ++d) {
       for (const internal::CompiledRule& rule : policy->rules[d]) {
-        for (uint32_t selector : rule.selectors) found = found || selectors_.count(selector) > 0;
+        for (uint32_t selector : rule.selectors) {
+          found = found || (selector < selectors_.size() && selectors_[selector]);
+        }
       }
     }
-    return it->second = found;
+    memo_[p] = found ? 1 : 0;
+    return found;
   }
 
   const EngineState& s_;
-  absl::flat_hash_set<uint32_t> selectors_;
+  // Per selector id: whether it matches one of the classes. Per policy id: whether it may
+  // name them (kUnknown until asked). Arrays, not hash sets: a split asks every table on
+  // the node, each table each of its policies (hashing those was a quarter of a 1,000-pod
+  // node's split lowering, perf, bench/RESULTS.md h94).
+  std::vector<bool> selectors_;
   bool named_ = false;
-  absl::flat_hash_map<uint32_t, bool> memo_;  // policy id -> may name them
+  std::vector<int8_t> memo_;
 };
 
 // Whether the policies LowerToIr would name in the table of `slot` are `table`'s.
@@ -1499,8 +1510,13 @@ std::optional<PodDelta> PodDeltaLowering::LowerPolicyChange(
   std::vector<uint32_t> endpoint_target(endpoint_count, kNone);
   std::vector<uint32_t> targets;  // distinct target classes, by first endpoint
   std::vector<int64_t> target_endpoints;
-  absl::flat_hash_map<uint32_t, uint32_t> target_index;
-  std::map<std::pair<uint32_t, uint32_t>, int64_t> votes;  // (target index, table) -> endpoints
+  // Per target class id: its index in `targets`. Per selected endpoint: (target index,
+  // installed table), sorted and counted below. Arrays, not a hash map and a tree: with
+  // ~1,000 endpoints their inserts were a quarter of a policy event's lowering at 1,000 pods
+  // (perf, bench/RESULTS.md h94).
+  std::vector<uint32_t> target_index(next.target_classes.size(), kNone);
+  std::vector<std::pair<uint32_t, uint32_t>> votes;
+  votes.reserve(endpoint_count);
   if (endpoint_pod_.size() != static_cast<size_t>(endpoint_count)) {
     return refuse("options or the program's shape differ");
   }
@@ -1518,13 +1534,14 @@ std::optional<PodDelta> PodDeltaLowering::LowerPolicyChange(
     if (t >= next.target_classes.size() || next.target_classes[t].table == nullptr) {
       return refuse("a target class without its engine table");
     }
-    auto [it, fresh] = target_index.try_emplace(t, static_cast<uint32_t>(targets.size()));
-    if (fresh) {
+    uint32_t& index = target_index[t];
+    if (index == kNone) {
+      index = static_cast<uint32_t>(targets.size());
       targets.push_back(t);
       target_endpoints.push_back(0);
     }
-    target_endpoints[it->second]++;
-    if (e.selected()) votes[{it->second, e.table()}]++;
+    target_endpoints[index]++;
+    if (e.selected()) votes.emplace_back(index, e.table());
   }
 
   // Table ids (np/lower_align.h): greedy one-to-one by votes, ties by lowest table id; the
@@ -1534,7 +1551,13 @@ std::optional<PodDelta> PodDeltaLowering::LowerPolicyChange(
   uint32_t new_tables = old_tables;
   {
     std::vector<std::tuple<int64_t, uint32_t, uint32_t>> ranked;  // -votes, table, target
-    for (const auto& [key, n] : votes) ranked.emplace_back(-n, key.second, key.first);
+    std::sort(votes.begin(), votes.end());
+    for (size_t i = 0; i < votes.size();) {
+      size_t j = i;
+      while (j < votes.size() && votes[j] == votes[i]) ++j;
+      ranked.emplace_back(-static_cast<int64_t>(j - i), votes[i].second, votes[i].first);
+      i = j;
+    }
     std::sort(ranked.begin(), ranked.end());
     std::vector<bool> taken(old_tables, false);
     for (const auto& [n, table, target] : ranked) {
@@ -1578,13 +1601,21 @@ std::optional<PodDelta> PodDeltaLowering::LowerPolicyChange(
     tables->of_target.emplace(t, id);
     if (id < old_tables) used[id] = true;
     // The engine's table, its key, the tier policies and (above) every class the same: the
-    // lowering would be the installed table's.
+    // lowering would be the installed table's. The policy names it lists need no reading: a
+    // target class's key is interned (immutable), a policy id is never reused (an edit is a
+    // new id, a delete leaves null), so the same key names the same policies as when the
+    // installed table was lowered from this very engine table. Reading and sorting every
+    // table's policy names (policies scattered in memory) was a third of a policy event's
+    // lowering at 1,000 pods (perf, bench/RESULTS.md h94). Tier tables are still compared:
+    // their ids are positions in the tier list (a recompile rebuilds each such table, but
+    // the comparison is cheap next to a tier table's lowering and keeps that a check).
     const bool tier_table =
         slot.key.tier_policies != kNone && !next.IdList(slot.key.tier_policies).empty();
-    if ((same_classes || (fresh_renames && !tier_table)) && !(naming && naming->Names(t)) &&
-        id < old_tables && table_target_[id] == t &&
-        table_source_[id] == slot.table && prev.tier_policies == next.tier_policies && t < prev.target_classes.size() &&
-        prev.target_classes[t].key == slot.key && SamePolicies(next, slot, installed.tables(id))) {
+    if ((same_classes || (fresh_renames && !tier_table)) && id < old_tables &&
+        table_target_[id] == t && table_source_[id] == slot.table &&
+        prev.tier_policies == next.tier_policies && t < prev.target_classes.size() &&
+        prev.target_classes[t].key == slot.key && !(naming && naming->Names(t)) &&
+        (!tier_table || SamePolicies(next, slot, installed.tables(id)))) {
       continue;
     }
     ir::Table table;
@@ -1612,7 +1643,7 @@ std::optional<PodDelta> PodDeltaLowering::LowerPolicyChange(
     const ir::Endpoint& e = installed.endpoints(i);
     const uint32_t t = endpoint_target[i];
     const bool selected = t != kNone;
-    const uint32_t table = selected ? table_of[target_index.at(t)] : 0;
+    const uint32_t table = selected ? table_of[target_index[t]] : 0;
     if (selected == e.selected() && table == e.table()) continue;
     auto* edits = out.delta.mutable_endpoints();
     ir::EndpointSliceEdit* edit;
