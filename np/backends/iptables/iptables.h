@@ -323,6 +323,9 @@ struct DeltaRulesPlan {
   RulesPlan rules;
   bool pod = false;
   UpdatePlan members;
+  // A pod delta planned as one switch (`members` empty): every set whose members change is
+  // a new set, so `rules` is PlanRulesUpdate(previous, next)'s plan.
+  bool whole = false;
 };
 absl::StatusOr<DeltaRulesPlan> PlanRulesUpdateDelta(const ir::CompiledPolicy& previous,
                                                     const ir::CompiledPolicyDelta& delta,
