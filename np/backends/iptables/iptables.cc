@@ -3276,15 +3276,21 @@ absl::StatusOr<RulesDelta> PlanRulesFromDeltaAs(const Installed& installed,
 absl::StatusOr<RulesDelta> PlanRulesFromDelta(const Installed& installed, const DeltaIndex& index,
                                               const ir::CompiledPolicy& previous,
                                               const ir::CompiledPolicyDelta& delta) {
-  absl::StatusOr<RulesDelta> ordered =
-      PlanRulesFromDeltaAs(installed, index, previous, delta, /*whole=*/false);
-  if (!ordered.ok() || ordered->fallback.empty() || !ordered->pod) return ordered;
+  // Appended identities: one switch only (the ordered way's element edits are tested on
+  // deltas of the installed identities; the switch is the whole-model path's plan).
+  std::string not_ordered = "the delta appends identities";
+  if (delta.identities().empty()) {
+    absl::StatusOr<RulesDelta> ordered =
+        PlanRulesFromDeltaAs(installed, index, previous, delta, /*whole=*/false);
+    if (!ordered.ok() || ordered->fallback.empty() || !ordered->pod) return ordered;
+    not_ordered = ordered->fallback;
+  }
   absl::StatusOr<RulesDelta> whole =
       PlanRulesFromDeltaAs(installed, index, previous, delta, /*whole=*/true);
   if (whole.ok() && !whole->fallback.empty()) {
-    whole->fallback = absl::StrCat(ordered->fallback, "; as one switch: ", whole->fallback);
+    whole->fallback = absl::StrCat(not_ordered, "; as one switch: ", whole->fallback);
   }
-  if (whole.ok()) whole->not_ordered = ordered->fallback;
+  if (whole.ok()) whole->not_ordered = not_ordered;
   return whole;
 }
 

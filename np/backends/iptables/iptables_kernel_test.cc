@@ -322,6 +322,66 @@ TEST(IptablesKernel, PacketsGetTheIrsVerdicts) {
 
 std::string Comparable(const std::string& netns);
 
+// A child process that probes `denied` (none may connect) and `allowed` (none may fail) in
+// rounds without pause until Stop (at most `seconds`), reporting each probe that gets the
+// other answer ("OPENED <probe>" / "blocked <probe>"), then "rounds N".
+struct StrictProber {
+  int report = -1, stop = -1;
+
+  void Start(const Topology& t, testutil::Children& children, const std::vector<Probe>& denied,
+             const std::vector<Probe>& allowed, int seconds) {
+    int report_pipe[2], stop_pipe[2];
+    ASSERT_EQ(pipe(report_pipe), 0);
+    ASSERT_EQ(pipe(stop_pipe), 0);
+    pid_t prober = fork();
+    ASSERT_GE(prober, 0);
+    if (prober == 0) {
+      close(report_pipe[0]);
+      close(stop_pipe[1]);
+      std::vector<Probe> all = denied;
+      all.insert(all.end(), allowed.begin(), allowed.end());
+      auto end = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+      int rounds = 0;
+      while (std::chrono::steady_clock::now() < end) {
+        pollfd f{stop_pipe[0], POLLIN, 0};
+        if (poll(&f, 1, 0) > 0) break;
+        std::vector<bool> got = RunProbes(t, all, 400);
+        for (size_t i = 0; i < all.size(); ++i) {
+          const bool want = i >= denied.size();
+          if (got[i] != want) {
+            std::string line =
+                absl::StrCat(want ? "blocked " : "OPENED ", ProbeText(t, all[i]), "\n");
+            (void)!write(report_pipe[1], line.data(), line.size());
+          }
+        }
+        ++rounds;
+      }
+      std::string line = absl::StrCat("rounds ", rounds, "\n");
+      (void)!write(report_pipe[1], line.data(), line.size());
+      _exit(0);
+    }
+    children.Add(prober);
+    close(report_pipe[1]);
+    close(stop_pipe[0]);
+    report = report_pipe[0];
+    stop = stop_pipe[1];
+  }
+
+  // Stops it and returns what it reported.
+  std::string Stop() {
+    std::string out;
+    if (stop < 0) return out;
+    (void)!write(stop, "x", 1);
+    close(stop);
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(report, buf, sizeof(buf))) > 0) out.append(buf, n);
+    close(report);
+    stop = report = -1;
+    return out;
+  }
+};
+
 // Issue 5 item 5 for this backend: while probes run, swap between two rulesets many times;
 // no probe that both deny ever gets through (and what both allow keeps getting through).
 // `by_update`: the swaps go through Update, whose in-place rules path (new sets filled
@@ -343,41 +403,10 @@ void SwapsNeverOpenWhatBothDeny(bool by_update) {
   ASSERT_FALSE(allowed.empty());
   ASSERT_TRUE(backend->Apply(irs[0], where).ok());
 
-  // The prober: rounds of all those probes until told to stop (bounded to 90 s); it
-  // reports over a pipe each denied-by-both probe that got through, and each
-  // allowed-by-both probe that did not, then "rounds N".
-  int report[2], stop[2];
-  ASSERT_EQ(pipe(report), 0);
-  ASSERT_EQ(pipe(stop), 0);
-  pid_t prober = fork();
-  ASSERT_GE(prober, 0);
-  if (prober == 0) {
-    close(report[0]);
-    close(stop[1]);
-    std::vector<Probe> all = denied;
-    all.insert(all.end(), allowed.begin(), allowed.end());
-    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(90);
-    int rounds = 0;
-    while (std::chrono::steady_clock::now() < end) {
-      pollfd f{stop[0], POLLIN, 0};
-      if (poll(&f, 1, 0) > 0) break;
-      std::vector<bool> got = RunProbes(t, all, 400);
-      for (size_t i = 0; i < all.size(); ++i) {
-        bool want = i >= denied.size();
-        if (got[i] != want) {
-          std::string line = absl::StrCat(want ? "blocked " : "OPENED ", ProbeText(t, all[i]), "\n");
-          (void)!write(report[1], line.data(), line.size());
-        }
-      }
-      ++rounds;
-    }
-    std::string line = absl::StrCat("rounds ", rounds, "\n");
-    (void)!write(report[1], line.data(), line.size());
-    _exit(0);
-  }
-  lab.children.Add(prober);
-  close(report[1]);
-  close(stop[0]);
+  // The prober: rounds of all those probes until told to stop (bounded to 90 s).
+  StrictProber prober;
+  prober.Start(t, lab.children, denied, allowed, 90);
+  if (::testing::Test::HasFatalFailure()) return;
   const int kSwaps = 40;
   int in_place = 0;
   for (int i = 1; i <= kSwaps; ++i) {
@@ -388,13 +417,7 @@ void SwapsNeverOpenWhatBothDeny(bool by_update) {
     usleep(50 * 1000);
   }
   if (by_update) EXPECT_EQ(in_place, kSwaps) << IptablesLastUpdate(*backend);
-  (void)!write(stop[1], "x", 1);
-  close(stop[1]);
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(report[0], buf, sizeof(buf))) > 0) out.append(buf, n);
-  close(report[0]);
+  const std::string out = prober.Stop();
   EXPECT_FALSE(absl::StrContains(out, "OPENED")) << out;
   EXPECT_FALSE(absl::StrContains(out, "blocked")) << out;
   EXPECT_TRUE(absl::StrContains(out, "rounds ")) << out;
@@ -1030,39 +1053,9 @@ TEST(IptablesKernel, NodePodRelabelsAndMovesAreOneSwitchAndStrictUnderProbes) {
   std::unique_ptr<Backend> backend = MakeIptablesBackend();
   ASSERT_TRUE(backend->Apply(NodePodRelabelIr(0, /*appended=*/true), lab.where).ok());
 
-  int report[2], stop[2];
-  ASSERT_EQ(pipe(report), 0);
-  ASSERT_EQ(pipe(stop), 0);
-  pid_t prober = fork();
-  ASSERT_GE(prober, 0);
-  if (prober == 0) {
-    close(report[0]);
-    close(stop[1]);
-    std::vector<Probe> all = denied;
-    all.insert(all.end(), allowed.begin(), allowed.end());
-    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-    int rounds = 0;
-    while (std::chrono::steady_clock::now() < end) {
-      pollfd f{stop[0], POLLIN, 0};
-      if (poll(&f, 1, 0) > 0) break;
-      std::vector<bool> got = RunProbes(t, all, 400);
-      for (size_t i = 0; i < all.size(); ++i) {
-        const bool want = i >= denied.size();
-        if (got[i] != want) {
-          std::string line =
-              absl::StrCat(want ? "blocked " : "OPENED ", ProbeText(t, all[i]), "\n");
-          (void)!write(report[1], line.data(), line.size());
-        }
-      }
-      ++rounds;
-    }
-    std::string line = absl::StrCat("rounds ", rounds, "\n");
-    (void)!write(report[1], line.data(), line.size());
-    _exit(0);
-  }
-  lab.children.Add(prober);
-  close(report[1]);
-  close(stop[0]);
+  StrictProber prober;
+  prober.Start(t, lab.children, denied, allowed, 120);
+  if (::testing::Test::HasFatalFailure()) return;
   const std::vector<Probe> probes = AllProbes(t);
   // 0 -> 1 (identity 4 appended), 1 -> 0, 0 -> 2, 2 -> 0, then again (4 reused).
   const int path[] = {1, 0, 2, 0, 1, 0, 2, 0};
@@ -1090,13 +1083,7 @@ TEST(IptablesKernel, NodePodRelabelsAndMovesAreOneSwitchAndStrictUnderProbes) {
     if (HasFailure()) break;
     current = next;
   }
-  (void)!write(stop[1], "x", 1);
-  close(stop[1]);
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(report[0], buf, sizeof(buf))) > 0) out.append(buf, n);
-  close(report[0]);
+  const std::string out = prober.Stop();
   std::cerr << one_switch << " node pod relabels and moves as one switch, " << denied.size()
             << " flows all deny and " << allowed.size() << " all allow probed throughout ("
             << b_denied << " and " << b_allowed << " of x/b); " << changed

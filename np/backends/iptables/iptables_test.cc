@@ -1630,6 +1630,21 @@ RulesPlan MustPlanRules(const ir::CompiledPolicy& previous, const ir::CompiledPo
   return plan.ok() ? *plan : RulesPlan{"error"};
 }
 
+// A plan from the delta is the whole-model path's plan: the same new sets (names, entries),
+// the same sets destroyed, the same restores, switches and cleanups, the same chain counts.
+void ExpectSamePlan(const RulesPlan& got, const RulesPlan& want) {
+  EXPECT_EQ(got.ipset, want.ipset);
+  EXPECT_EQ(got.created, want.created);
+  EXPECT_EQ(got.destroyed, want.destroyed);
+  for (int f = 0; f < 2; ++f) {
+    EXPECT_EQ(got.restore[f], want.restore[f]) << "family " << f;
+    EXPECT_EQ(got.switch_restore[f], want.switch_restore[f]) << "family " << f;
+    EXPECT_EQ(got.cleanup[f], want.cleanup[f]) << "family " << f;
+    EXPECT_EQ(got.chains_written[f], want.chains_written[f]);
+    EXPECT_EQ(got.chains_deleted[f], want.chains_deleted[f]);
+  }
+}
+
 // Hand-written pairs on ChurnIr's node (x/a selected by table 0): a policy added as a new
 // peer set and a rule of table 0, then deleted (the peer set left a tombstone); an endpoint
 // moved into a new table. Only the chains that differ are written, only the sets that
@@ -1833,17 +1848,8 @@ TEST(PlanRulesUpdateDelta, IsPlanRulesUpdateOnRandomStableEventDeltas) {
       } else {
         const RulesPlan want = MustPlanRules(current, next, generation);
         ASSERT_EQ(want.fallback, "");
-        EXPECT_EQ(plan->rules.ipset, want.ipset);
-        EXPECT_EQ(plan->rules.created, want.created);
-        EXPECT_EQ(plan->rules.destroyed, want.destroyed);
-        for (int f = 0; f < 2; ++f) {
-          EXPECT_EQ(plan->rules.restore[f], want.restore[f]) << "family " << f;
-          EXPECT_EQ(plan->rules.switch_restore[f], want.switch_restore[f]) << "family " << f;
-          EXPECT_EQ(plan->rules.cleanup[f], want.cleanup[f]) << "family " << f;
-          EXPECT_EQ(plan->rules.chains_written[f], want.chains_written[f]);
-          EXPECT_EQ(plan->rules.chains_deleted[f], want.chains_deleted[f]);
-          chains += want.chains_written[f] + want.chains_deleted[f];
-        }
+        ExpectSamePlan(plan->rules, want);
+        for (int f = 0; f < 2; ++f) chains += want.chains_written[f] + want.chains_deleted[f];
         ++planned;
         ++per_kind[kind];
         with_tables += !delta->tables().empty();
@@ -2079,14 +2085,7 @@ TEST(PlanRulesUpdateDelta, PodDeltasItCannotOrderAreOneSwitchEqualToTheWholeMode
         moved += !delta->endpoints().empty();
         const RulesPlan want = MustPlanRules(current, next, generation);
         ASSERT_EQ(want.fallback, "");
-        EXPECT_EQ(plan->rules.ipset, want.ipset);
-        EXPECT_EQ(plan->rules.created, want.created);
-        EXPECT_EQ(plan->rules.destroyed, want.destroyed);
-        for (int f = 0; f < 2; ++f) {
-          EXPECT_EQ(plan->rules.restore[f], want.restore[f]) << "family " << f;
-          EXPECT_EQ(plan->rules.switch_restore[f], want.switch_restore[f]) << "family " << f;
-          EXPECT_EQ(plan->rules.cleanup[f], want.cleanup[f]) << "family " << f;
-        }
+        ExpectSamePlan(plan->rules, want);
         absl::StatusOr<Ruleset> old_rs = RenderRuleset(current, {generation});
         absl::StatusOr<Ruleset> new_rs = RenderRuleset(next, {generation + 1});
         ASSERT_TRUE(old_rs.ok() && new_rs.ok());
