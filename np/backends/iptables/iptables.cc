@@ -2768,6 +2768,11 @@ struct RulesDelta {
   // element edits beside the rules (EditMembers orders them by `members.dispatch_add`).
   bool pod = false;
   DeltaPlan members;
+  // A pod delta planned as one switch (PlanRulesFromDelta's `whole`): every set whose members
+  // change is a new set the restores switch to, `members` has no edits (nothing is edited
+  // in place, no RCU grace period): UpdateRules' order and argument.
+  bool whole = false;
+  std::string not_ordered;  // `whole`: why the ordered way was refused
   // The chains written (name -> rules) and deleted, per family; the restores are in `plan`.
   std::map<std::string, std::vector<std::string>> chains[kFamilies];
   std::set<std::string> deleted[kFamilies];
@@ -2846,8 +2851,10 @@ absl::Status CheckDeltaItems(const ir::CompiledPolicy& previous,
                                        peer_sets_after));
     }
     if (id == peer_sets_after) ++peer_sets_after;
-    if (absl::Status s = CheckPeerSet(delta.peer_sets(e), id,
-                                      static_cast<uint32_t>(previous.identities_size()));
+    // (It may name the identities the delta appends.)
+    if (absl::Status s = CheckPeerSet(
+            delta.peer_sets(e), id,
+            static_cast<uint32_t>(previous.identities_size() + delta.identities_size()));
         !s.ok()) {
       return InvalidDelta(absl::StrCat("peer_sets[", e, "]: ", s.message()));
     }
@@ -2877,16 +2884,29 @@ absl::Status CheckDeltaItems(const ir::CompiledPolicy& previous,
 // UpdateDelta hands it to the whole-model path. InvalidArgument for a malformed delta. The
 // cost: the delta, the tables it renders, their peer sets (a remade one's member ranges), and
 // the dispatch chains (at most 64 rules each) whose rules change.
-absl::StatusOr<RulesDelta> PlanRulesFromDelta(const Installed& installed, const DeltaIndex& index,
-                                              const ir::CompiledPolicy& previous,
-                                              const ir::CompiledPolicyDelta& delta) {
+// A pod delta (ranges, identity pods or endpoints edited) goes one of two ways:
+//  - ordered (`whole` false): the sets that keep their names get PlanFromDelta's element
+//    edits around the restores, in EditMembers' order — only when its endpoint's dispatch
+//    is what the restores switch (a pod of this node bringing its table or taking it away)
+//    and no other live chain is rewritten;
+//  - `whole`: every used peer set whose members or form may change (those of an identity
+//    whose ranges the delta edits or whose pods come or go, and those the delta rewrites) is
+//    remade, so a set whose entries change is a new set, as is every dispatch set whose
+//    entries change; the restores switch all of it at once and nothing live is edited —
+//    exactly the plan of the whole-model path (PlanRulesUpdate), with its argument
+//    (IptablesBackend::UpdateRules): each family's table switches in one transaction from
+//    the old rules with the old sets to the new rules with the new sets, so every packet,
+//    also one between two endpoints of this node, meets one program whole. For what the
+//    ordered way cannot order: a node pod relabelled (its table replaced in place, its
+//    identity new or reused), moved between tables, a policy that splits an identity.
+// Appended identities (CompiledPolicyDelta.identities) are named only by the peer sets the
+// delta rewrites (remade) and by its ranges (MemberRuns reads them from the edits).
+absl::StatusOr<RulesDelta> PlanRulesFromDeltaAs(const Installed& installed,
+                                                const DeltaIndex& index,
+                                                const ir::CompiledPolicy& previous,
+                                                const ir::CompiledPolicyDelta& delta, bool whole) {
   RulesDelta out;
-  if (!delta.identities().empty()) {
-    // Appended identities are the default path's (ApplyDelta validates them there); the
-    // checks below count only the installed identities.
-    out.fallback = "the delta appends identities";
-    return out;
-  }
+  out.whole = whole;
   if (absl::Status s = CheckDeltaEdits(previous, delta); !s.ok()) return s;
   if (absl::Status s = CheckDeltaItems(previous, delta, out.peer_sets_after, out.tables_after);
       !s.ok()) {
@@ -2917,10 +2937,15 @@ absl::StatusOr<RulesDelta> PlanRulesFromDelta(const Installed& installed, const 
   for (const ir::IdentityPodsEdit& edit : delta.identity_pods()) {
     pods_after[edit.identity()] = PodsAfterEdit(previous, delta, edit) > 0;
   }
+  const uint32_t identities_before = static_cast<uint32_t>(previous.identities_size());
+  auto had_pods = [&](uint32_t i) {  // (an appended identity: as the delta appends it)
+    return i < identities_before
+               ? previous.identities(static_cast<int>(i)).pods_size() > 0
+               : delta.identities(static_cast<int>(i - identities_before)).pods_size() > 0;
+  };
   auto has_pods = [&](uint32_t i) {
     auto it = pods_after.find(i);
-    return it != pods_after.end() ? it->second
-                                  : previous.identities(static_cast<int>(i)).pods_size() > 0;
+    return it != pods_after.end() ? it->second : had_pods(i);
   };
   int endpoints_delta = 0;
   for (const ir::EndpointSliceEdit& edit : delta.endpoints()) {
@@ -2990,8 +3015,26 @@ absl::StatusOr<RulesDelta> PlanRulesFromDelta(const Installed& installed, const 
   for (const auto& [s, set] : delta_sets) out.remade.insert(s);
 
   // 3. A pod delta's element edits, for the sets that keep their names (and the dispatch
-  // sets of tables whose chains stay).
-  if (out.pod) {
+  // sets of tables whose chains stay); or (`whole`) no element edit: the peer sets whose
+  // members may change remade (a set whose entries stay keeps its name below).
+  if (out.pod && whole) {
+    auto remake_sets_of = [&](uint32_t identity) {
+      if (identity >= index.peer_sets_of.size()) return;  // appended: in rewritten sets only
+      out.remade.insert(index.peer_sets_of[identity].begin(), index.peer_sets_of[identity].end());
+    };
+    for (int f = 0; f < kFamilies; ++f) {
+      const auto& ranges = f == 0 ? previous.ipv4() : previous.ipv6();
+      for (const ir::RangeSliceEdit& edit : f == 0 ? delta.ipv4() : delta.ipv6()) {
+        for (uint32_t i = edit.begin(); i < edit.end(); ++i) {
+          remake_sets_of(ranges[static_cast<int>(i)].identity());
+        }
+        for (const ir::AddressRange& r : edit.ranges()) remake_sets_of(r.identity());
+      }
+    }
+    for (const ir::IdentityPodsEdit& edit : delta.identity_pods()) {
+      if (had_pods(edit.identity()) != has_pods(edit.identity())) remake_sets_of(edit.identity());
+    }
+  } else if (out.pod) {
     MemberScope scope;
     scope.remade = out.remade;
     for (uint32_t t : out.tables) {
@@ -3175,7 +3218,7 @@ absl::StatusOr<RulesDelta> PlanRulesFromDelta(const Installed& installed, const 
   // A pod delta's restore switches only its endpoint's dispatch (a table's chains coming or
   // going with it): its element edits then keep UpdateDelta's order (dispatch first on the
   // way in, last on the way out), which no rewritten live chain would.
-  if (out.pod) {
+  if (out.pod && !whole) {
     for (int f = 0; f < kFamilies; ++f) {
       for (const auto& [name, rules] : out.chains[f]) {
         if (!IsDispatchChain(name) && installed.chains[f].count(name) > 0) {
@@ -3224,6 +3267,28 @@ absl::StatusOr<RulesDelta> PlanRulesFromDelta(const Installed& installed, const 
         static_cast<int64_t>(installed.sets.at(name).size());
   }
   return out;
+}
+
+// A pod delta the ordered way cannot order goes as one switch (PlanRulesFromDeltaAs).
+absl::StatusOr<RulesDelta> PlanRulesFromDelta(const Installed& installed, const DeltaIndex& index,
+                                              const ir::CompiledPolicy& previous,
+                                              const ir::CompiledPolicyDelta& delta) {
+  // Appended identities: one switch only (the ordered way's element edits are tested on
+  // deltas of the installed identities; the switch is the whole-model path's plan).
+  std::string not_ordered = "the delta appends identities";
+  if (delta.identities().empty()) {
+    absl::StatusOr<RulesDelta> ordered =
+        PlanRulesFromDeltaAs(installed, index, previous, delta, /*whole=*/false);
+    if (!ordered.ok() || ordered->fallback.empty() || !ordered->pod) return ordered;
+    not_ordered = ordered->fallback;
+  }
+  absl::StatusOr<RulesDelta> whole =
+      PlanRulesFromDeltaAs(installed, index, previous, delta, /*whole=*/true);
+  if (whole.ok() && !whole->fallback.empty()) {
+    whole->fallback = absl::StrCat(not_ordered, "; as one switch: ", whole->fallback);
+  }
+  if (whole.ok()) whole->not_ordered = not_ordered;
+  return whole;
 }
 
 class IptablesBackend : public Backend {
@@ -3610,9 +3675,8 @@ class IptablesBackend : public Backend {
       why = "nothing installed by this instance in this namespace";
     } else if (ShapeOf(previous) != index_->shape) {
       why = "`previous` is not what this instance installed";
-    } else if (!delta.identities().empty() && !delta.tables().empty()) {
-      why = "the delta appends identities and edits tables";  // the rules path does not know them
     }
+    const bool indexed = why.empty();
     DeltaPlan plan;
     if (why.empty() && delta.tables().empty()) {
       absl::StatusOr<DeltaPlan> planned = PlanFromDelta(*installed_, *index_, previous, delta);
@@ -3622,10 +3686,14 @@ class IptablesBackend : public Backend {
     }
     // A delta that replaces or adds tables (a policy, namespace or tier event; a pod of this
     // node bringing its table or taking the last one away) or whose endpoint's table chains
-    // come or go changes rules: the rules path from the delta. (Peer sets alone, a selector's
-    // members, may still be element-only: Update tries that first.)
-    if ((why.empty() && !delta.tables().empty()) ||
-        (plan.chains_come_or_go && delta.identities().empty())) {
+    // come or go changes rules: the rules path from the delta. So does a pod delta whose
+    // element-only edit is refused (a node pod moved between tables or relabelled, a peer
+    // set gaining its first pod, ...): the rules path plans it as one switch when it cannot
+    // order it (PlanRulesFromDeltaAs). (Peer sets alone, a selector's members, may still be
+    // element-only: Update tries that first.)
+    const bool pod_delta = !delta.ipv4().empty() || !delta.ipv6().empty() ||
+                           !delta.identity_pods().empty() || !delta.endpoints().empty();
+    if (indexed && (!delta.tables().empty() || (!why.empty() && pod_delta))) {
       absl::StatusOr<RulesDelta> rules = PlanRulesFromDelta(*installed_, *index_, previous, delta);
       if (!rules.ok()) return rules.status();  // malformed: nothing touched
       if (rules->fallback.empty()) return UpdateRulesDelta(*rules, previous, delta, attachment);
@@ -3884,7 +3952,8 @@ class IptablesBackend : public Backend {
       }
       return absl::OkStatus();
     };
-    s = plan.pod ? EditMembers(plan.members, true, switch_rules, netns) : switch_rules();
+    s = plan.pod && !plan.whole ? EditMembers(plan.members, true, switch_rules, netns)
+                                : switch_rules();
     if (!s.ok()) return FullAfterDelta(previous, delta, attachment, s);
     // 3. (and the cleanup of 2., deferred)
     std::vector<std::string> destroy = plan.plan.destroyed;
@@ -3902,9 +3971,11 @@ class IptablesBackend : public Backend {
         installed_->leftover.empty()
             ? ""
             : absl::StrCat(", ", installed_->leftover.size(), " left busy"),
-        plan.pod ? absl::StrCat(", ", adds, " adds, ", dels, " deletes, ", dispatch.size(),
-                                " dispatch set edits")
-                 : "",
+        !plan.pod    ? ""
+        : plan.whole ? absl::StrCat(", the pod edits as new sets (one switch; not ordered: ",
+                                    plan.not_ordered, ")")
+                     : absl::StrCat(", ", adds, " adds, ", dels, " deletes, ", dispatch.size(),
+                                    " dispatch set edits"),
         "; ms: plan ", plan_ms, ", restore ", restore_ms, ", all ", ms(),
         cleanup_ != nullptr ? ", cleanup deferred" : "");
     return absl::OkStatus();
@@ -4472,6 +4543,7 @@ absl::StatusOr<DeltaRulesPlan> PlanRulesUpdateDelta(const ir::CompiledPolicy& pr
     AppendCreated(name, entries, MaxElem(entries.size()), out.rules.ipset);
   }
   out.pod = plan->pod;
+  out.whole = plan->whole;
   if (out.pod) out.members = MembersPlan(plan->members);
   return out;
 }

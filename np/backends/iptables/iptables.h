@@ -130,8 +130,17 @@
 //    family — the same edit the whole-model path makes. A pod delta adds the element edits
 //    of the sets that keep their names, around the restore in the order above (the restore
 //    is its dispatch going in or out);
-//  - a delta that appends identities and edits tables, or whose node pod's table chains come
-//    or go: Update (the rules planner does not know appended identities).
+//  - a pod delta neither way above can order (a node pod relabelled — its table replaced
+//    in place, its identity appended or a retired id reused —, moved into another pod's
+//    class or between tables, a policy that splits an identity, a lookup conflict at a node
+//    address): the same rules path as one switch — every peer set whose members change is
+//    a new set too (as is each dispatch set whose entries change), so the restores switch
+//    rules, members and dispatch at once and no live set is edited: the whole-model path's
+//    plan and argument, every packet (also one between two endpoints of this node) meets
+//    the old program or the new one whole, with no RCU grace period (iptables.cc,
+//    PlanRulesFromDeltaAs). Appended identities are named only by the peer sets the delta
+//    rewrites and by its ranges;
+//  - what none of these plans (past kMaxPodSets sets, set generations used up): Update.
 //
 // Capacity (Capacity(), `netpol compile --stats`): the kernel allows 65,472 ipsets per network
 // namespace (ip_set_core.c: 16-bit set ids, the list grows from 256 in steps of 64), shared
@@ -173,7 +182,8 @@ std::unique_ptr<Backend> MakeIptablesBackend(const BackendOptions& options = {})
 // tables says "(element-only refused: by delta: ...)"), "in place by delta: ..."
 // (UpdateDelta, set edits planned from the delta alone), "in place by delta, rules: ..."
 // (UpdateDelta, the rules path planned from the delta: chains written and deleted, sets
-// made and destroyed, a pod delta's set edits, and where the time went), "full: <why>" (a
+// made and destroyed, a pod delta's set edits — or "the pod edits as new sets (one switch;
+// not ordered: <why>)" —, and where the time went), "full: <why>" (a
 // new generation), or "by Update (<why the delta was not planned>): <how Update went>";
 // empty before any.
 std::string IptablesLastUpdate(const Backend& backend);
@@ -307,8 +317,9 @@ absl::StatusOr<UpdatePlan> PlanUpdateDelta(const ir::CompiledPolicy& previous,
                                            uint32_t generation = 0);
 
 // UpdateDelta's rules path for a delta that edits tables (a policy event; a pod of this node
-// that brings its table or takes the last one away) or whose endpoint's table chains come or
-// go, planned from the delta and what `previous` installs with `generation` alone: the
+// that brings its table or takes the last one away), whose endpoint's table chains come or
+// go, or a pod delta whose element-only edit is refused (then `whole`: one switch, no
+// `members`), planned from the delta and what `previous` installs with `generation` alone: the
 // chains it can change rendered, the rest compared by nothing. `rules` is what
 // PlanRulesUpdate(previous, next) plans (the same chains, the same new sets under the same
 // names, the same sets destroyed); a pod delta (`pod`: range, identity pod or endpoint count
@@ -323,6 +334,9 @@ struct DeltaRulesPlan {
   RulesPlan rules;
   bool pod = false;
   UpdatePlan members;
+  // A pod delta planned as one switch (`members` empty): every set whose members change is
+  // a new set, so `rules` is PlanRulesUpdate(previous, next)'s plan.
+  bool whole = false;
 };
 absl::StatusOr<DeltaRulesPlan> PlanRulesUpdateDelta(const ir::CompiledPolicy& previous,
                                                     const ir::CompiledPolicyDelta& delta,

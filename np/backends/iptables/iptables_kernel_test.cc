@@ -322,6 +322,66 @@ TEST(IptablesKernel, PacketsGetTheIrsVerdicts) {
 
 std::string Comparable(const std::string& netns);
 
+// A child process that probes `denied` (none may connect) and `allowed` (none may fail) in
+// rounds without pause until Stop (at most `seconds`), reporting each probe that gets the
+// other answer ("OPENED <probe>" / "blocked <probe>"), then "rounds N".
+struct StrictProber {
+  int report = -1, stop = -1;
+
+  void Start(const Topology& t, testutil::Children& children, const std::vector<Probe>& denied,
+             const std::vector<Probe>& allowed, int seconds) {
+    int report_pipe[2], stop_pipe[2];
+    ASSERT_EQ(pipe(report_pipe), 0);
+    ASSERT_EQ(pipe(stop_pipe), 0);
+    pid_t prober = fork();
+    ASSERT_GE(prober, 0);
+    if (prober == 0) {
+      close(report_pipe[0]);
+      close(stop_pipe[1]);
+      std::vector<Probe> all = denied;
+      all.insert(all.end(), allowed.begin(), allowed.end());
+      auto end = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+      int rounds = 0;
+      while (std::chrono::steady_clock::now() < end) {
+        pollfd f{stop_pipe[0], POLLIN, 0};
+        if (poll(&f, 1, 0) > 0) break;
+        std::vector<bool> got = RunProbes(t, all, 400);
+        for (size_t i = 0; i < all.size(); ++i) {
+          const bool want = i >= denied.size();
+          if (got[i] != want) {
+            std::string line =
+                absl::StrCat(want ? "blocked " : "OPENED ", ProbeText(t, all[i]), "\n");
+            (void)!write(report_pipe[1], line.data(), line.size());
+          }
+        }
+        ++rounds;
+      }
+      std::string line = absl::StrCat("rounds ", rounds, "\n");
+      (void)!write(report_pipe[1], line.data(), line.size());
+      _exit(0);
+    }
+    children.Add(prober);
+    close(report_pipe[1]);
+    close(stop_pipe[0]);
+    report = report_pipe[0];
+    stop = stop_pipe[1];
+  }
+
+  // Stops it and returns what it reported.
+  std::string Stop() {
+    std::string out;
+    if (stop < 0) return out;
+    (void)!write(stop, "x", 1);
+    close(stop);
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(report, buf, sizeof(buf))) > 0) out.append(buf, n);
+    close(report);
+    stop = report = -1;
+    return out;
+  }
+};
+
 // Issue 5 item 5 for this backend: while probes run, swap between two rulesets many times;
 // no probe that both deny ever gets through (and what both allow keeps getting through).
 // `by_update`: the swaps go through Update, whose in-place rules path (new sets filled
@@ -343,41 +403,10 @@ void SwapsNeverOpenWhatBothDeny(bool by_update) {
   ASSERT_FALSE(allowed.empty());
   ASSERT_TRUE(backend->Apply(irs[0], where).ok());
 
-  // The prober: rounds of all those probes until told to stop (bounded to 90 s); it
-  // reports over a pipe each denied-by-both probe that got through, and each
-  // allowed-by-both probe that did not, then "rounds N".
-  int report[2], stop[2];
-  ASSERT_EQ(pipe(report), 0);
-  ASSERT_EQ(pipe(stop), 0);
-  pid_t prober = fork();
-  ASSERT_GE(prober, 0);
-  if (prober == 0) {
-    close(report[0]);
-    close(stop[1]);
-    std::vector<Probe> all = denied;
-    all.insert(all.end(), allowed.begin(), allowed.end());
-    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(90);
-    int rounds = 0;
-    while (std::chrono::steady_clock::now() < end) {
-      pollfd f{stop[0], POLLIN, 0};
-      if (poll(&f, 1, 0) > 0) break;
-      std::vector<bool> got = RunProbes(t, all, 400);
-      for (size_t i = 0; i < all.size(); ++i) {
-        bool want = i >= denied.size();
-        if (got[i] != want) {
-          std::string line = absl::StrCat(want ? "blocked " : "OPENED ", ProbeText(t, all[i]), "\n");
-          (void)!write(report[1], line.data(), line.size());
-        }
-      }
-      ++rounds;
-    }
-    std::string line = absl::StrCat("rounds ", rounds, "\n");
-    (void)!write(report[1], line.data(), line.size());
-    _exit(0);
-  }
-  lab.children.Add(prober);
-  close(report[1]);
-  close(stop[0]);
+  // The prober: rounds of all those probes until told to stop (bounded to 90 s).
+  StrictProber prober;
+  prober.Start(t, lab.children, denied, allowed, 90);
+  if (::testing::Test::HasFatalFailure()) return;
   const int kSwaps = 40;
   int in_place = 0;
   for (int i = 1; i <= kSwaps; ++i) {
@@ -388,13 +417,7 @@ void SwapsNeverOpenWhatBothDeny(bool by_update) {
     usleep(50 * 1000);
   }
   if (by_update) EXPECT_EQ(in_place, kSwaps) << IptablesLastUpdate(*backend);
-  (void)!write(stop[1], "x", 1);
-  close(stop[1]);
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(report[0], buf, sizeof(buf))) > 0) out.append(buf, n);
-  close(report[0]);
+  const std::string out = prober.Stop();
   EXPECT_FALSE(absl::StrContains(out, "OPENED")) << out;
   EXPECT_FALSE(absl::StrContains(out, "blocked")) << out;
   EXPECT_TRUE(absl::StrContains(out, "rounds ")) << out;
@@ -708,7 +731,7 @@ TEST(IptablesKernel, UpdateDeltaEqualsAFreshApplyOnRandomPodChurn) {
       IptablesSettle(*backend);  // the deferred cleanup: listings compared below
       ASSERT_TRUE(s.ok()) << s;
       const std::string path = IptablesLastUpdate(*backend);
-      if (absl::StartsWith(path, "in place by delta")) {
+      if (absl::StartsWith(path, "in place by delta:")) {  // set edits only
         ++by_delta;
         EXPECT_EQ(Sets(two.inc), sets_before) << path;
         EXPECT_FALSE(flip) << path;
@@ -716,13 +739,18 @@ TEST(IptablesKernel, UpdateDeltaEqualsAFreshApplyOnRandomPodChurn) {
         ++by_update;
         EXPECT_EQ(Sets(two.inc), sets_before) << path;
       } else {
-        // Rules differ (x/b's dispatch): Update's in-place rules path.
-        EXPECT_TRUE(absl::StrContains(path, "): in place, rules: ")) << path;
+        // Rules differ (x/b's dispatch, a lookup conflict at a node address): the in-place
+        // rules path, planned from the delta (as one switch for a pod delta) or by Update.
+        EXPECT_TRUE(absl::StartsWith(path, "in place by delta, rules: ") ||
+                    absl::StrContains(path, "): in place, rules: "))
+            << path;
         ++rules;
       }
       if (flip) {
         ++local;
-        EXPECT_TRUE(absl::StrContains(path, "endpoints differ")) << path;
+        EXPECT_TRUE(absl::StrContains(path, "endpoints differ") ||
+                    absl::StartsWith(path, "in place by delta, rules: "))
+            << path;
       }
       ASSERT_EQ(Comparable(two.inc), two.FreshListing(next)) << path;
       current = next;
@@ -847,7 +875,7 @@ TEST(IptablesKernel, NodePodDeltasAreSetEditsAndGetTheIrsVerdicts) {
       ASSERT_TRUE(s.ok()) << s;
       const std::string how = IptablesLastUpdate(*backend);
       ++events;
-      if (absl::StartsWith(how, "in place by delta")) {
+      if (absl::StartsWith(how, "in place by delta:")) {  // (not the rules path's one switch)
         ++in_place;
         EXPECT_TRUE(absl::StrContains(how, adding ? "dispatch set adds" : "dispatch set deletes"))
             << how;
@@ -947,6 +975,127 @@ TEST(IptablesKernel, NodePodTableDeltasGoByTheDeltaAndGetTheIrsVerdicts) {
             << " by the rules path from the delta, " << probed << " probes compared, " << changed
             << " of them changed by the event\n";
   EXPECT_GE(by_delta, events / 2);
+  EXPECT_GT(changed, 0);
+  ASSERT_TRUE(backend->Remove(lab.where).ok());
+  EXPECT_EQ(NpState(t.node), "");
+}
+
+// The lab's pods in one of three states of x/b (a: identity 1, table 0; c: identity 3,
+// table 2; 5 identities, one of them an unused tombstone):
+//   0: x/b identity 2 (4 unused), table 1 (ingress TCP 80 from b's class peers {1});
+//   1: x/b relabelled into a class of its own, identity 4 (2 unused: the retired id reused
+//      on the next relabel), table 1 replaced in place (also UDP 80 from {1});
+//   2: x/b moved into a's class exactly: identity 1, table 0 (table 1 a tombstone).
+// Peer set 1 is "x/b's class": {2}, {4}, {1}. `appended`: state 0 with identities 0-3 only
+// (the first relabel appends identity 4).
+ir::CompiledPolicy NodePodRelabelIr(int state, bool appended = false) {
+  const uint32_t b_identity = state == 0 ? 2 : state == 1 ? 4 : 1;
+  std::vector<Point> points = Points();
+  for (Point& p : points) {
+    if (p.pod == "x/b") p.identity = b_identity;
+  }
+  ir::CompiledPolicy ir = IrFromPoints(points);
+  while (ir.identities_size() < (appended ? 4 : 5)) {
+    const uint32_t id = static_cast<uint32_t>(ir.identities_size());
+    ir.add_identities()->set_id(id);
+  }
+  ir = testutil::WithPods(ir);
+  const uint32_t only_a = AddPeerSet(ir, false, {1});
+  const uint32_t b_class = AddPeerSet(ir, false, {b_identity});
+  std::vector<uint32_t> b_and_c = {b_identity, 3};
+  std::sort(b_and_c.begin(), b_and_c.end());
+  const uint32_t b_or_c = AddPeerSet(ir, false, b_and_c);
+  const uint32_t only_c = AddPeerSet(ir, false, {3});
+  ir::Table* a = ir.add_tables();
+  a->set_id(0);
+  AddRule(a->mutable_ingress(), ir::TCP, 80, 80, b_class);
+  AddRule(a->mutable_ingress(), ir::TCP, 81, 81, only_c);
+  AddRule(a->mutable_egress(), ir::TCP, 80, 81, b_or_c);
+  ir::Table* b = ir.add_tables();
+  b->set_id(1);
+  if (state != 2) {
+    AddRule(b->mutable_ingress(), ir::TCP, 80, 80, only_a);
+    if (state == 1) AddRule(b->mutable_ingress(), ir::UDP, 80, 80, only_a);
+  }
+  ir::Table* c = ir.add_tables();
+  c->set_id(2);
+  AddRule(c->mutable_ingress(), ir::TCP, 80, 80, only_a);
+  AddRule(c->mutable_ingress(), ir::TCP, 81, 81, b_class);
+  AddEndpoint(ir, "a", 1, 0);
+  AddEndpoint(ir, "b", 2, state == 2 ? 0 : 1);
+  AddEndpoint(ir, "c", 3, 2);
+  EXPECT_TRUE(CheckIr(ir).ok()) << CheckIr(ir);
+  return ir;
+}
+
+// Issue 13, strict: a pod of this node relabelled (an identity appended, then the retired id
+// reused; its table replaced in place) and moved into another pod's class (its table
+// retired, another's dispatch gaining it), and back, through UpdateDelta, while a prober
+// probes without pause every flow all three states allow (none may fail: x/a <-> x/b among
+// them, both ends on this node) and every flow all deny (none may connect). Each event goes
+// by the rules path from the delta as one switch ("the pod edits as new sets"), and
+// afterwards the namespace holds what a fresh Apply gives and packets get the IR's verdicts.
+TEST(IptablesKernel, NodePodRelabelsAndMovesAreOneSwitchAndStrictUnderProbes) {
+  if (Skip()) GTEST_SKIP() << "needs root, ip netns and ipset";
+  testutil::ThreePodLab lab("h92-", 150);
+  const Topology& t = lab.t;
+  Namespaces ns("h92-");
+  Attachment at_fresh;
+  at_fresh.netns = ns.Add("relabelfresh");
+  const ir::CompiledPolicy states[3] = {NodePodRelabelIr(0), NodePodRelabelIr(1),
+                                        NodePodRelabelIr(2)};
+  std::vector<Probe> denied, allowed;
+  int b_denied = 0, b_allowed = 0;
+  for (const Probe& p : AllProbes(t)) {
+    const bool v = Expected(states[0], t, p);
+    if (Expected(states[1], t, p) != v || Expected(states[2], t, p) != v) continue;
+    const bool b = p.from == 1 || p.to == 1;
+    (v ? allowed : denied).push_back(p);
+    (v ? b_allowed : b_denied) += b;
+  }
+  ASSERT_GT(b_allowed, 0);
+  ASSERT_GT(b_denied, 0);
+  std::unique_ptr<Backend> backend = MakeIptablesBackend();
+  ASSERT_TRUE(backend->Apply(NodePodRelabelIr(0, /*appended=*/true), lab.where).ok());
+
+  StrictProber prober;
+  prober.Start(t, lab.children, denied, allowed, 120);
+  if (::testing::Test::HasFatalFailure()) return;
+  const std::vector<Probe> probes = AllProbes(t);
+  // 0 -> 1 (identity 4 appended), 1 -> 0, 0 -> 2, 2 -> 0, then again (4 reused).
+  const int path[] = {1, 0, 2, 0, 1, 0, 2, 0};
+  ir::CompiledPolicy current = NodePodRelabelIr(0, /*appended=*/true);
+  int one_switch = 0, probed = 0, changed = 0;
+  for (int i = 0; i < static_cast<int>(std::size(path)); ++i) {
+    SCOPED_TRACE(absl::StrCat("event ", i, " to state ", path[i]));
+    const ir::CompiledPolicy& next = states[path[i]];
+    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(current, next);
+    ASSERT_TRUE(delta.has_value());
+    EXPECT_EQ(delta->identities_size(), i == 0 ? 1 : 0);
+    absl::Status s = backend->UpdateDelta(current, *delta, lab.where);
+    ASSERT_TRUE(s.ok()) << s;
+    const std::string how = IptablesLastUpdate(*backend);
+    if (absl::StartsWith(how, "in place by delta, rules: ") &&
+        absl::StrContains(how, "the pod edits as new sets (one switch")) {
+      ++one_switch;
+    } else {
+      ADD_FAILURE() << "not one switch by the delta: " << how;
+    }
+    usleep(150 * 1000);  // the prober's rounds meet the switch and its deferred cleanup
+    IptablesSettle(*backend);
+    ExpectKernelIsAFreshApply(t, probes, at_fresh, *backend, current, next, how, &probed,
+                              &changed);
+    if (HasFailure()) break;
+    current = next;
+  }
+  const std::string out = prober.Stop();
+  std::cerr << one_switch << " node pod relabels and moves as one switch, " << denied.size()
+            << " flows all deny and " << allowed.size() << " all allow probed throughout ("
+            << b_denied << " and " << b_allowed << " of x/b); " << changed
+            << " probes changed by the events; prober: " << out;
+  EXPECT_FALSE(absl::StrContains(out, "OPENED")) << out;
+  EXPECT_FALSE(absl::StrContains(out, "blocked")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "rounds ")) << out;
   EXPECT_GT(changed, 0);
   ASSERT_TRUE(backend->Remove(lab.where).ok());
   EXPECT_EQ(NpState(t.node), "");
