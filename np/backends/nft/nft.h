@@ -720,7 +720,13 @@ IdentityPlan PlanIdentityDelta(DeltaIndex* index, const ir::CompiledPolicy& prev
 // selected endpoint this is (its chains come or go), a delta with peer sets, tables or
 // appended identities, anything PlanDeltaUpdate's edits refuse but their order, a move where
 // the identity or the side stays (PlanDeltaUpdate's own plans do it in one or two commits), and
-// families that disagree. Cost: the delta (PlanDeltaUpdate's planning), three commits that
+// families that disagree. Not covered yet: a move whose old table loses its last endpoint
+// on the node, or whose new table gains its first (the delta retires or brings Tx's chains
+// and peer sets: PlanPodTableDelta's table part with a move's pod part) — the bench's
+// MoveLocal pair is that (its pod is the last of its class's table on node-0), so it still
+// takes the switch. The form would extend: a coming table's chains created in (1) (filled
+// for both bits by the copy (2) makes of chains it leaves alone), a going table's deleted
+// after (3) (only E_d's old blob reached them). Cost: the delta (PlanDeltaUpdate's planning), three commits that
 // validate the table (rules or jump elements added: netlink.h), one grace period. `edit` is
 // the index after (3) (PlanDeltaUpdate's): the caller applies it once (2) is in, as
 // PlanPodTableDelta's one-commit form does. NP_NFT_NO_MOVE_DELTA=1 makes UpdateDelta skip it.
