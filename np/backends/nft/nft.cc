@@ -420,11 +420,15 @@ Set PeerSetDecl(uint32_t id, const std::vector<MarkInterval>& marks) {
   for (const MarkInterval& m : marks) s.elements.push_back(m.text);
   return s;
 }
+// An identity chain's one rule: identity `id` (or kOtherIdentity) into the mark's high half.
+std::string MarkRule(uint32_t id) {
+  return absl::StrFormat("meta mark set meta mark and 0x0000ffff or 0x%08x", id << 16);
+}
 Chain IdentityChainDecl(const ir::Identity& identity, uint32_t id) {
   Chain c;
   c.name = absl::StrCat("id_", id);
   c.comment = IdentityComment(identity);
-  c.rules.push_back(absl::StrFormat("meta mark set meta mark and 0x0000ffff or 0x%08x", id << 16));
+  c.rules.push_back(MarkRule(id));
   return c;
 }
 Chain IdentityChainDecl(const ir::CompiledPolicy& ir, uint32_t id) {
@@ -460,8 +464,7 @@ Program BuildProgram(const ir::CompiledPolicy& ir, const Layout* layout) {
     Chain c;
     c.name = "id_other";
     c.comment = "identities no rule names";
-    c.rules.push_back(absl::StrFormat("meta mark set meta mark and 0x0000ffff or 0x%08x",
-                                      kOtherIdentity << 16));
+    c.rules.push_back(MarkRule(kOtherIdentity));
     program.chains.push_back(std::move(c));
   }
   for (uint32_t id : layout->identities) program.chains.push_back(IdentityChainDecl(ir, id));
@@ -1674,9 +1677,11 @@ namespace {
 
 // PlanDeltaUpdate's plan, with the index holding `tables` tables: `previous`'s own count, or
 // more when a pod delta's table part appended tables to the index before (PlanPodTableDelta).
+// `unordered` (PlanMoveDelta, which orders them itself): identity and dispatch edits in one
+// transaction whatever they are, never refused for their order.
 ElementPlan PlanPodEdits(const DeltaIndex& index, const ir::CompiledPolicy& previous,
                          const ir::CompiledPolicyDelta& delta, size_t tables,
-                         DeltaIndexEdit* edit) {
+                         DeltaIndexEdit* edit, bool unordered = false) {
   ElementPlan plan;
   *edit = DeltaIndexEdit();
   auto fallback = [&](std::string why) {
@@ -1927,6 +1932,12 @@ ElementPlan PlanPodEdits(const DeltaIndex& index, const ir::CompiledPolicy& prev
   if (edit->elements > 0 && index.element_budget > 0 &&
       index.elements + static_cast<uint64_t>(edit->elements) > index.element_budget) {
     return fallback("past the set element budget");
+  }
+  if (unordered) {
+    if (!identity_text.empty() || !dispatch_text.empty()) {
+      plan.transactions.push_back(identity_text + dispatch_text);
+    }
+    return plan;
   }
   if (std::optional<std::string> why =
           OrderTransactions(std::move(identity_text), std::move(dispatch_text), dispatch_added,
@@ -2799,6 +2810,239 @@ IdentityPlan PlanIdentityDelta(DeltaIndex* index, const ir::CompiledPolicy& prev
 
 namespace {
 
+// The indirection chains of PlanMoveDelta (nft.h), without the generation suffix.
+std::string MoveChainOf(int d) { return absl::StrCat("mv_", DirName(d)); }
+constexpr char kMoveIdentityChain[] = "mv_identity";
+
+// The rule of an identity chain, `id_<n>` or `id_other` (BuildProgram's), by target name;
+// nullopt for anything else.
+std::optional<std::string> MarkRuleOfTarget(absl::string_view target) {
+  if (target == "id_other") return MarkRule(kOtherIdentity);
+  uint32_t id = 0;
+  if (!absl::ConsumePrefix(&target, "id_") || !absl::SimpleAtoi(target, &id) || id >= kMaxIdentities) {
+    return std::nullopt;
+  }
+  return MarkRule(id);
+}
+
+// `chains` declared (netlink) and as `nft -f` text.
+void AddChains(const std::vector<Chain>& chains, InPlacePlan* plan) {
+  for (const Chain& c : chains) {
+    WholeChain w;
+    w.name = c.name;
+    w.comment = c.comment;
+    w.rules = c.rules;
+    plan->batch.chains.push_back(std::move(w));
+  }
+  absl::StrAppend(&plan->text, ChainsText(chains));
+}
+
+}  // namespace
+
+MovePlan PlanMoveDelta(const DeltaIndex& index, const ir::CompiledPolicy& previous,
+                       const ir::CompiledPolicyDelta& delta) {
+  MovePlan plan;
+  auto refuse = [&](std::string why) { return Refused(&plan, std::move(why)); };
+  if (!delta.identities().empty() || !delta.peer_sets().empty() || !delta.tables().empty()) {
+    return refuse("the delta appends identities or edits peer sets or tables");
+  }
+  // The element edits PlanDeltaUpdate would make, whatever their order (no order is safe for
+  // a move: that is what the indirection is for).
+  ElementPlan pods = PlanPodEdits(index, previous, delta, index.selected.size(), &plan.edit,
+                                  /*unordered=*/true);
+  if (!pods.fallback.empty()) return refuse(pods.fallback);
+  const DeltaIndexEdit& edit = plan.edit;
+  const std::string suffix = absl::StrCat("_g", index.generation);
+  // Per family, the one address that changes (PlanPodEdits allows one a family), and per
+  // direction the table whose chain its dispatch entry jumps to, before and after (-1: none).
+  std::optional<std::string> address[2];
+  int64_t old_table[2][2], new_table[2][2];
+  for (int f = 0; f < 2; ++f) {
+    auto note = [&](const std::string& a) {
+      if (address[f].has_value() && *address[f] != a) return false;
+      address[f] = a;
+      return true;
+    };
+    for (int d : {kIngress, kEgress}) {
+      for (const std::string& a : edit.dispatch_erase[d][f]) {
+        if (!note(a)) return refuse("more than one address of a family changes");
+      }
+      for (const auto& [a, table] : edit.dispatch_insert[d][f]) {
+        if (!note(a)) return refuse("more than one address of a family changes");
+      }
+    }
+    if (!address[f].has_value()) {
+      if (!edit.identity_erase[f].empty() || !edit.identity_insert[f].empty()) return refuse("not a move: an identity edit without the endpoint's");
+      continue;
+    }
+    for (int d : {kIngress, kEgress}) {
+      auto found = index.dispatch[d][f].find(*address[f]);
+      old_table[d][f] = found == index.dispatch[d][f].end() ? -1 : found->second;
+      new_table[d][f] = old_table[d][f];
+      if (!edit.dispatch_erase[d][f].empty()) new_table[d][f] = -1;
+      for (const auto& [a, table] : edit.dispatch_insert[d][f]) new_table[d][f] = table;
+    }
+  }
+  if (!address[0].has_value() && !address[1].has_value()) return refuse("no endpoint changes");
+  // One endpoint: both families agree on its tables (an endpoint has one table).
+  int64_t old_of[2] = {-2, -2}, new_of[2] = {-2, -2};
+  for (int d : {kIngress, kEgress}) {
+    for (int f = 0; f < 2; ++f) {
+      if (!address[f].has_value()) continue;
+      if ((old_of[d] != -2 && old_of[d] != old_table[d][f]) ||
+          (new_of[d] != -2 && new_of[d] != new_table[d][f])) {
+        return refuse("the families' dispatch entries disagree");
+      }
+      old_of[d] = old_table[d][f];
+      new_of[d] = new_table[d][f];
+    }
+  }
+  // Per family, the identity map's answer for the address before and after.
+  std::string old_target[2], new_target[2];
+  for (int f = 0; f < 2; ++f) {
+    if (!address[f].has_value()) continue;
+    const std::string& a = *address[f];
+    auto it = index.identity[f].upper_bound(a);
+    if (it == index.identity[f].begin()) return refuse("the remembered identity map does not cover the address");
+    --it;
+    if (it->second.last < a) return refuse("the remembered identity map does not cover the address");
+    old_target[f] = new_target[f] = it->second.target;
+    for (const auto& [first, piece] : edit.identity_insert[f]) {
+      if (first <= a && a <= piece.last) new_target[f] = piece.target;
+    }
+  }
+  std::optional<std::string> old_mark, new_mark;
+  bool identity_changes = false;
+  for (int f = 0; f < 2; ++f) {
+    if (!address[f].has_value() || old_target[f] == new_target[f]) continue;
+    identity_changes = true;
+    std::optional<std::string> o = MarkRuleOfTarget(old_target[f]), n = MarkRuleOfTarget(new_target[f]);
+    if (!o.has_value() || !n.has_value()) return refuse("an identity element that is no identity chain");
+    if ((old_mark.has_value() && *old_mark != *o) || (new_mark.has_value() && *new_mark != *n)) {
+      return refuse("the families' identities disagree");
+    }
+    old_mark = o;
+    new_mark = n;
+  }
+  bool side_changes = false;
+  for (int d : {kIngress, kEgress}) side_changes = side_changes || old_of[d] != new_of[d];
+  // Only one of the two: PlanDeltaUpdate's one transaction (or its two) is safe, and cheaper.
+  if (!identity_changes || !side_changes) return refuse("not a move: the identity or the side stays");
+
+  // The indirection: per direction whose entry changes, E_d (`jump` the old table's chain,
+  // then the new one's; none: no rule, the side allows), and P (the old mark, then the new).
+  std::vector<Chain> old_chains, new_chains;
+  for (int d : {kIngress, kEgress}) {
+    if (old_of[d] == new_of[d]) continue;
+    Chain c;
+    c.name = MoveChainOf(d) + suffix;
+    c.comment = "a pod's dispatch while it moves (nft.h PlanMoveDelta)";
+    Chain n = c;
+    if (old_of[d] >= 0) c.rules.push_back(absl::StrCat("jump ", ChainOf(static_cast<uint32_t>(old_of[d]), d), suffix));
+    if (new_of[d] >= 0) n.rules.push_back(absl::StrCat("jump ", ChainOf(static_cast<uint32_t>(new_of[d]), d), suffix));
+    old_chains.push_back(std::move(c));
+    new_chains.push_back(std::move(n));
+  }
+  {
+    Chain c;
+    c.name = absl::StrCat(kMoveIdentityChain, suffix);
+    c.comment = "a pod's identity while it moves (nft.h PlanMoveDelta)";
+    Chain n = c;
+    c.rules.push_back(*old_mark);
+    n.rules.push_back(*new_mark);
+    old_chains.push_back(std::move(c));
+    new_chains.push_back(std::move(n));
+  }
+  auto move_chain_for = [&](int d) { return MoveChainOf(d) + suffix; };
+
+  // (1) The chains, reached by nothing yet. Exclusive: a chain of that name left over (np
+  // retires them before it plans) would get these rules appended to its own.
+  for (const Chain& c : old_chains) absl::StrAppend(&plan.create.text, "create chain inet ", kTableName, " ", c.name, "\n");
+  AddChains(old_chains, &plan.create);
+  for (WholeChain& w : plan.create.batch.chains) w.exclusive = true;
+
+  // (2) The address's elements pointed at the chains, which get their new rules.
+  for (const Chain& c : new_chains) {
+    plan.commit.batch.first_flush.push_back(c.name);
+    absl::StrAppend(&plan.commit.text, "flush chain inet ", kTableName, " ", c.name, "\n");
+  }
+  // (3) Deferred: the address's elements pointed at their new targets, the chains deleted.
+  for (const Chain& c : new_chains) {
+    plan.retire.batch.first_flush.push_back(c.name);
+    plan.retire.batch.first_delete_chains.push_back(c.name);
+    absl::StrAppend(&plan.retire.text, "flush chain inet ", kTableName, " ", c.name, "\n");
+  }
+  std::vector<SetElementEdit> commit_deletes, commit_adds, retire_deletes, retire_adds;
+  for (int f = 0; f < 2; ++f) {
+    if (!address[f].has_value()) continue;
+    const std::string& a = *address[f];
+    // The identity map: PlanPodEdits' pieces, the one holding the address split around it.
+    const std::string map = MapName("identity", f, suffix);
+    SetElementEdit erase{map, false, true, {}}, insert{map, true, true, {}};
+    SetElementEdit aliased_erase{map, false, true, {}}, direct{map, true, true, {}};
+    for (const std::string& first : edit.identity_erase[f]) {
+      auto it = index.identity[f].find(first);
+      if (it == index.identity[f].end()) return refuse("the remembered identity map lacks a piece");
+      erase.elements.push_back({first, it->second.last, ""});
+    }
+    for (const auto& [first, piece] : edit.identity_insert[f]) {
+      const std::string jump = piece.target + suffix;
+      if (!(first <= a && a <= piece.last) || old_target[f] == new_target[f]) {
+        insert.elements.push_back({first, piece.last, jump});
+        continue;
+      }
+      std::vector<SetElementEdit::Element> split;
+      if (first < a) split.push_back({first, Predecessor(a), jump});
+      split.push_back({a, a, absl::StrCat(kMoveIdentityChain, suffix)});
+      if (a < piece.last) split.push_back({Successor(a), piece.last, jump});
+      for (const SetElementEdit::Element& y : split) {
+        insert.elements.push_back(y);
+        aliased_erase.elements.push_back({y.first, y.last, ""});
+      }
+      direct.elements.push_back({first, piece.last, jump});
+    }
+    if (!erase.elements.empty()) commit_deletes.push_back(std::move(erase));
+    if (!insert.elements.empty()) commit_adds.push_back(std::move(insert));
+    if (!aliased_erase.elements.empty()) retire_deletes.push_back(std::move(aliased_erase));
+    if (!direct.elements.empty()) retire_adds.push_back(std::move(direct));
+    // The dispatch maps: the address's entry to E_d wherever the side changes.
+    for (int d : {kEgress, kIngress}) {
+      if (old_of[d] == new_of[d]) continue;
+      const std::string dmap = MapName(DirName(d), f, suffix);
+      if (old_table[d][f] >= 0) commit_deletes.push_back({dmap, false, false, {{a, a, ""}}});
+      commit_adds.push_back({dmap, true, false, {{a, a, move_chain_for(d)}}});
+      retire_deletes.push_back({dmap, false, false, {{a, a, ""}}});
+      if (new_table[d][f] >= 0) {
+        retire_adds.push_back(
+            {dmap, true, false, {{a, a, ChainOf(static_cast<uint32_t>(new_table[d][f]), d) + suffix}}});
+      }
+    }
+  }
+  for (SetElementEdit& e : commit_deletes) {
+    absl::StrAppend(&plan.commit.text, ElementEditText(e));
+    plan.commit.batch.first_element_deletes.push_back(std::move(e));
+  }
+  AddChains(new_chains, &plan.commit);
+  for (SetElementEdit& e : commit_adds) {
+    absl::StrAppend(&plan.commit.text, ElementEditText(e));
+    plan.commit.batch.last_element_adds.push_back(std::move(e));
+  }
+  for (SetElementEdit& e : retire_deletes) {
+    absl::StrAppend(&plan.retire.text, ElementEditText(e));
+    plan.retire.batch.first_element_deletes.push_back(std::move(e));
+  }
+  for (const Chain& c : new_chains) {
+    absl::StrAppend(&plan.retire.text, "delete chain inet ", kTableName, " ", c.name, "\n");
+  }
+  for (SetElementEdit& e : retire_adds) {
+    absl::StrAppend(&plan.retire.text, ElementEditText(e));
+    plan.retire.batch.last_element_adds.push_back(std::move(e));
+  }
+  return plan;
+}
+
+namespace {
+
 // The edit that puts `index` back as it is now once `edit` is applied to it: every key the
 // edit touches erased, then given its value now (if it has one), counters negated.
 DeltaIndexEdit UndoOf(const DeltaIndexEdit& edit, const DeltaIndex& index) {
@@ -3482,6 +3726,29 @@ class NftBackend : public Backend {
         // A half-done edit or another writer: the full path lists the kernel and switches.
         stats_.last_fallback = absl::StrCat("nft refused the edit: ", s.message());
         ForgetInstalled(ns);
+      } else if (getenv("NP_NFT_NO_MOVE_DELTA") == nullptr &&
+                 getenv("NP_NFT_NO_IN_PLACE") == nullptr) {
+        // A node-0 pod into another existing class (nft.h PlanMoveDelta): the indirection
+        // created, a grace period, A's elements pointed at it with its new rules; its
+        // retirement deferred past a grace period.
+        nft::MovePlan move = nft::PlanMoveDelta(*ns.index, previous, delta);
+        absl::StrAppend(&stats_.last_fallback, "; as a move: ", move.fallback);
+        if (move.fallback.empty()) {
+          absl::Status s = CommitPlanned(ns, move.create);
+          if (s.ok()) s = WaitForGracePeriod();
+          if (s.ok()) s = CommitPlanned(ns, move.commit);
+          if (s.ok()) {
+            DeferCommits(ns, {move.retire});
+            nft::ApplyIndexEdit(move.edit, &*ns.index);
+            ns.elements_stale = true;
+            ++stats_.in_place;
+            ++stats_.move_in_place;
+            stats_.last_fallback.clear();
+            return absl::OkStatus();
+          }
+          stats_.last_fallback = absl::StrCat("nft refused the move: ", s.message());
+          ForgetInstalled(ns);
+        }
       }
     } else {
       stats_.last_fallback = "nothing remembered for this namespace";

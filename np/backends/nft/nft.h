@@ -231,7 +231,8 @@
 //   nft->UpdateDelta(ir, delta, where);      // the same edits from the delta (PlanDeltaUpdate;
 //                                            // a policy event's: PlanPolicyDelta, one
 //                                            // splitting an identity: PlanSplitDelta; a pod
-//                                            // event's with tables: PlanPodTableDelta)
+//                                            // event's with tables: PlanPodTableDelta; a
+//                                            // node-0 pod into another class: PlanMoveDelta)
 //
 // Thread safety: Render and Explain are pure; Apply, Update and Remove may be called from one
 // thread at a time per backend instance (libnftables calls are serialised process-wide).
@@ -665,23 +666,79 @@ struct IdentityPlan {
 };
 IdentityPlan PlanIdentityDelta(DeltaIndex* index, const ir::CompiledPolicy& previous,
                                const ir::CompiledPolicyDelta& delta);
-// Not in place (the generation switch): a pod of this node moving into another existing class
-// (bench MoveLocal), i.e. its address A moving between two named identities X -> Y while its
-// endpoint moves between two tables whose chains exist, Tx -> Ty. Each of the two mixes,
-// (Tx side, Y identity) and (Ty side, X identity), can give a verdict neither program gives
-// (A -> B where B admits Y but not X, Tx allows it and Ty denies: old denies at B, new at A's
-// egress, the mix Tx + Y allows). The forward chain reads A's egress dispatch before A's
-// identity and A's identity (as destination) before A's ingress dispatch, so one commit lets
-// a packet from A read (old dispatch, new identity) and one to A (old identity, new dispatch);
-// two commits leave one mix as the state between. PlanPodTableDelta's devices do not help: a
-// chain created in the commit is empty to an old packet, which reads as "allow" for a side
-// (A's old side is Tx) and "miss" for an identity (A's old one is X). A safe form exists:
-// indirection chains E (`jump` Tx's) and P (mark X) created in one commit and A's elements
-// pointed at them in the next (same answers), an RCU grace period, then one commit that
-// rewrites E to Ty and P to Y (an old packet runs both chains' old blobs, a new one both new
-// ones: a rewritten chain keeps its old rules for the old generation bit), the indirection
-// retired later; but its grace period is on the event's path (~7 ms), unless every local
-// endpoint kept such chains in the program (a Build change for every install). Left for now.
+// A pod of this node moving into another existing class (bench MoveLocal), in place: its
+// address A (one a family) moves between two identities X -> Y whose chains exist before and
+// after (id_other included), while its endpoint moves between two tables whose chains exist
+// before and after, Tx -> Ty. Each of the two mixes, (Tx side, Y identity) and (Ty side, X
+// identity), can give a verdict neither program gives (A -> B where B admits Y but not X, Tx
+// allows it and Ty denies: old denies at B, new at A's egress, the mix Tx + Y allows). The
+// forward chain reads A's egress dispatch before A's identity and A's identity (as
+// destination) before A's ingress dispatch, so one commit of the elements lets a packet from A
+// read (old dispatch, new identity) and one to A (old identity, new dispatch); two commits
+// leave one mix as the state between. PlanPodTableDelta's alias (a chain created in the
+// commit) does not help: it is empty to an old packet, which reads as "allow" for a side (A's
+// old side is Tx) and "miss" for an identity (A's old one is X).
+// The form (three commits, one grace period on the event's path):
+//  (1) indirection chains, reached by nothing: E_d for each direction d whose entry changes
+//      (`jump` Tx's chain of d; no rule when Tx has none: the side allows, as "no entry"
+//      does) and P (Tx's identity's rule: mark X). A chain created in a commit has one empty
+//      rule blob for both generation bits; the commit fills the new bit's slot only
+//      (nf_tables_addchain, nf_tables_commit_chain). Call the bit after (1) b1, before it b0;
+//  then an RCU grace period (membarrier): no packet that read b0 before (1) is still walking;
+//  (2) one commit flips to b0: A's identity elements point at P (the merged piece around A
+//      split, as PlanPodTableDelta's alias does) and A's dispatch entries of each changed
+//      direction at E_d (deleted and added; an entry to E_d where A had none), and E_d and P
+//      are flushed and get the NEW rules (`jump` Ty's chain of d or nothing; mark Y). A
+//      rewritten chain's new rules go to the bit the commit flips to (b0, whose slot held
+//      only the empty blob of (1)); its b1 slot keeps the old rules (nf_tables_commit_chain
+//      writes only the next bit's slot, and frees the replaced blob after a grace period).
+//      A packet walking across (2) read b1 (the grace period saw every b0 reader of before
+//      (1) out): all its rules are b1's, and each lookup of A gives it the old element (Tx's
+//      chain, id_X) or the new one (E_d, P), whose b1 rules are Tx's and X's: the old answer
+//      either way, with every other element and chain unchanged — the old verdict. A packet
+//      that began after (2) reads b0 and the new elements only: E_d and P's b0 rules, Ty and
+//      Y — the new verdict. Neither ever meets E_d or P empty, so a tier chain's miss drop
+//      never sees a miss from this form (no refusal on it, unlike PlanPodTableDelta's);
+//  (3) deferred past a grace period (the next call, as cleanups are): A's elements pointed at
+//      their new targets directly (Ty's chains, id_Y; an entry deleted where Ty has none), the
+//      split pieces merged back, E_d and P flushed and deleted. Every packet then walking
+//      began after (2) (the grace period): it reads the new elements (the new targets) or the
+//      old (E_d and P, whose b0 rules a flush leaves for the readers of b0): Ty and Y either
+//      way. The rest of the kernel is (2)'s.
+// Why the grace period cannot leave the event's path: the kernel has two generation bits and
+// the move needs three states of E_d and P (unreachable, the old answer behind new elements,
+// the new answer); the readers of (1)'s old bit must be gone before (2) gives that bit the new
+// rules. The sketch of this comment's earlier version (E and P pointed at in one commit, a
+// grace period, then rewritten in a third) has the same grace period and one commit more.
+// Keeping such chains for every endpoint in the program would take the wait off the path (a
+// Build change for every install; not done). Both directions: A's ingress and egress entries
+// are edited in (2) and (3) alike (each direction with its own E_d, a direction whose table
+// stays untouched); both families: A's IPv4 and IPv6 elements point at the same E_d and P (one
+// endpoint, one identity). An identity whose chain would be created or retired by the event
+// (Y named by no rule before, X by none after) changes peer sets: such a delta is
+// PlanIdentityDelta's or the switch's, refused here; so is a table whose first or last
+// selected endpoint this is (its chains come or go), a delta with peer sets, tables or
+// appended identities, anything PlanDeltaUpdate's edits refuse but their order, a move where
+// the identity or the side stays (PlanDeltaUpdate's own plans do it in one or two commits), and
+// families that disagree. Not covered yet: a move whose old table loses its last endpoint
+// on the node, or whose new table gains its first (the delta retires or brings Tx's chains
+// and peer sets: PlanPodTableDelta's table part with a move's pod part) — the bench's
+// MoveLocal pair is that (its pod is the last of its class's table on node-0), so it still
+// takes the switch. The form would extend: a coming table's chains created in (1) (filled
+// for both bits by the copy (2) makes of chains it leaves alone), a going table's deleted
+// after (3) (only E_d's old blob reached them). Cost: the delta (PlanDeltaUpdate's planning), three commits that
+// validate the table (rules or jump elements added: netlink.h), one grace period. `edit` is
+// the index after (3) (PlanDeltaUpdate's): the caller applies it once (2) is in, as
+// PlanPodTableDelta's one-commit form does. NP_NFT_NO_MOVE_DELTA=1 makes UpdateDelta skip it.
+struct MovePlan {
+  InPlacePlan create;  // (1)
+  InPlacePlan commit;  // (2), after a grace period
+  InPlacePlan retire;  // (3), deferred past a grace period
+  DeltaIndexEdit edit;
+  std::string fallback;
+};
+MovePlan PlanMoveDelta(const DeltaIndex& index, const ir::CompiledPolicy& previous,
+                       const ir::CompiledPolicyDelta& delta);
 // A policy event that splits an identity (np/lower_delta.h LowerPolicyChange: a policy whose
 // peer tells some pods of an identity from the others appends an identity N for them, their
 // addresses move to it, and tables and peer sets change to name it). Why not Update: that
@@ -723,6 +780,8 @@ struct DeltaStats {
   uint64_t split_in_place = 0;  // of policy_in_place: policies splitting an identity (PlanSplitDelta)
   uint64_t identity_in_place = 0;  // of in_place: pod deltas with peer sets or appended
                                    // identities (PlanIdentityDelta)
+  uint64_t move_in_place = 0;  // of in_place: a node-0 pod into another existing class
+                               // (PlanMoveDelta: three commits, one grace period)
   // Identity retirements (an in-place plan's cleanup) deferred past the call that planned
   // them, and committed at the start of the next call; cleanup_wait_ns: the time those calls
   // still waited for the grace period.

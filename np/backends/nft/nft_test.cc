@@ -3065,7 +3065,7 @@ TEST(NftPackets, TiersGetTheSpecsVerdicts) {
 // How ExpectSwapsUnderProbes goes between its two programs: whole programs (Update), a
 // policy delta (UpdateDelta: PlanPolicyDelta), or a pod delta that brings pod x/c with its
 // table and takes it away again (PlanPodTableDelta).
-enum class Swap { kUpdate, kPolicyDelta, kPodTableDelta, kRelabel };
+enum class Swap { kUpdate, kPolicyDelta, kPodTableDelta, kRelabel, kMove };
 
 // The probe lab's three tables, one per pod x/a, x/b, x/c (10.0.<i+1>.2, fd00:<i+1>::2, all
 // selected), table i the endpoint's; tables from `endpoints` on are appended without
@@ -3155,11 +3155,191 @@ ir::CompiledPolicy ThreePodsRelabelled(bool relabelled) {
   return ir;
 }
 
+// The move swap's programs: x/a of identity 1 with table 0 (x/c's table too, so that its
+// chains stay), or (`moved`) of identity 2 with table 1, x/b's class — both existing, so the
+// delta moves x/a's addresses and endpoint and nothing else (nft.h PlanMoveDelta). Peer sets:
+// 0 {1}, 1 {2}, 2 all, 3 {3}, 4 {1, 2}. Table 0: egress TCP 80 and UDP 80-81 to all, TCP 81
+// to {2}; ingress TCP 80-81 from all, UDP 80 from {1, 2}. Table 1: egress TCP 80-81 to all,
+// UDP 80 to {3}, UDP 81 to {1}; ingress TCP 80 from all, TCP 81 and UDP 80-81 from {2}.
+// Flows both programs deny that a mix of the two would pass (reckoned by hand from the
+// rules, checked by Expected below):
+//  x/a -> x/b UDP 80: old denies at x/b's ingress (source 1), new at x/a's egress (table 1:
+//    UDP 80 to {3} only); x/a's old side (table 0) with its new identity (2) allows it;
+//  x/c -> x/a TCP 81: old denies at x/c's egress (TCP 81 to {2}, x/a is 1), new at x/a's
+//    ingress (table 1: TCP 81 from {2}); x/a's new identity at x/c's egress with x/a's old
+//    ingress (table 0) allows it;
+//  x/b -> x/a UDP 81: old denies at x/a's ingress (table 0 has no UDP 81), new at x/b's
+//    egress (UDP 81 to {1}, x/a is 2); x/a's old identity with its new ingress allows it.
+// And x/a -> x/c UDP 80, allowed by both, is dropped if x/a's identity reads "miss".
+ir::CompiledPolicy ThreePodsMoved(bool moved) {
+  using namespace iptables::testutil;  // NOLINT: the topology helpers
+  std::vector<Point> points = ThreePods();
+  for (Point& p : points) {
+    if (p.identity == 1 && moved) p.identity = 2;
+  }
+  ir::CompiledPolicy ir = WithPods(IrFromPoints(points));
+  AddPeerSet(ir, {1});
+  AddPeerSet(ir, {2});
+  AddPeerSet(ir, {}, /*all=*/true);
+  AddPeerSet(ir, {3});
+  AddPeerSet(ir, {1, 2});
+  AddThreeTables(ir);
+  EndpointOf(ir, "x/c")->set_table(0);
+  EndpointOf(ir, "x/a")->set_table(moved ? 1 : 0);
+  ir::DirectionPolicy* t0_egress = ir.mutable_tables(0)->mutable_egress();
+  AddRule(t0_egress, ir::TCP, 80, 80, 2);
+  AddRule(t0_egress, ir::TCP, 81, 81, 1);
+  AddRule(t0_egress, ir::UDP, 80, 81, 2);
+  ir::DirectionPolicy* t0_ingress = ir.mutable_tables(0)->mutable_ingress();
+  AddRule(t0_ingress, ir::TCP, 80, 81, 2);
+  AddRule(t0_ingress, ir::UDP, 80, 80, 4);
+  ir::DirectionPolicy* t1_egress = ir.mutable_tables(1)->mutable_egress();
+  AddRule(t1_egress, ir::TCP, 80, 81, 2);
+  AddRule(t1_egress, ir::UDP, 80, 80, 3);
+  AddRule(t1_egress, ir::UDP, 81, 81, 0);
+  ir::DirectionPolicy* t1_ingress = ir.mutable_tables(1)->mutable_ingress();
+  AddRule(t1_ingress, ir::TCP, 80, 80, 2);
+  AddRule(t1_ingress, ir::TCP, 81, 81, 1);
+  AddRule(t1_ingress, ir::UDP, 80, 81, 1);
+  return ir;
+}
+
+// Each edit's elements as "set first-last:jump", sorted.
+std::vector<std::string> ElementsText(const std::vector<SetElementEdit>& edits) {
+  std::vector<std::string> out;
+  for (const SetElementEdit& e : edits) {
+    for (const SetElementEdit::Element& x : e.elements) {
+      out.push_back(absl::StrCat(e.set, " ", AddressText(x.first), "-", AddressText(x.last),
+                                 x.jump.empty() ? "" : ":", x.jump));
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+std::map<std::string, std::string> ChainRules(const WholeBatch& batch) {
+  std::map<std::string, std::string> out;
+  for (const WholeChain& c : batch.chains) out[c.name] = absl::StrJoin(c.rules, "; ");
+  return out;
+}
+
+// PlanMoveDelta on the move swap's delta, both ways (the expected commits written by hand
+// from nft.h's form): (1) creates the indirection with the old answers and adds no element;
+// (2) points x/a's identity and dispatch elements, both families, at it and gives it the new
+// answers; (3) points them at the new targets and deletes it; the index edit reaches the
+// index of a fresh install of the next program (MakeDeltaIndex: the oracle).
+TEST(NftDeltaPlan, AMoveGoesThroughIndirectionChains) {
+  const ir::CompiledPolicy a = ThreePodsMoved(false), b = ThreePodsMoved(true);
+  ASSERT_TRUE(CheckIr(a).ok()) << CheckIr(a);
+  ASSERT_TRUE(CheckIr(b).ok()) << CheckIr(b);
+  for (bool there : {true, false}) {
+    SCOPED_TRACE(there ? "there" : "back");
+    const ir::CompiledPolicy& from = there ? a : b;
+    const ir::CompiledPolicy& to = there ? b : a;
+    const std::string old_table = there ? "0" : "1", new_table = there ? "1" : "0";
+    const std::string old_id = there ? "1" : "2", new_id = there ? "2" : "1";
+    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(from, to);
+    ASSERT_TRUE(delta.has_value());
+    absl::StatusOr<DeltaIndex> index = MakeDeltaIndex(from, 3);
+    absl::StatusOr<DeltaIndex> truth = MakeDeltaIndex(to, 3);
+    ASSERT_TRUE(index.ok() && truth.ok());
+    DeltaIndexEdit unused;
+    EXPECT_FALSE(PlanDeltaUpdate(*index, from, *delta, &unused).fallback.empty())
+        << "element edits alone have a safe order for a move";
+    const MovePlan plan = PlanMoveDelta(*index, from, *delta);
+    ASSERT_TRUE(plan.fallback.empty()) << plan.fallback;
+    auto mark = [](const std::string& id) {
+      return absl::StrCat("meta mark set meta mark and 0x0000ffff or 0x000", id, "0000");
+    };
+    const std::vector<std::string> names = {"mv_ingress_g3", "mv_egress_g3", "mv_identity_g3"};
+    // (1)
+    EXPECT_EQ(ChainRules(plan.create.batch),
+              (std::map<std::string, std::string>{
+                  {"mv_egress_g3", absl::StrCat("jump t", old_table, "_egress_g3")},
+                  {"mv_ingress_g3", absl::StrCat("jump t", old_table, "_ingress_g3")},
+                  {"mv_identity_g3", mark(old_id)}}));
+    for (const WholeChain& c : plan.create.batch.chains) EXPECT_TRUE(c.exclusive) << c.name;
+    EXPECT_TRUE(plan.create.batch.last_element_adds.empty());
+    EXPECT_TRUE(plan.create.batch.first_element_deletes.empty());
+    EXPECT_TRUE(plan.create.batch.first_flush.empty());
+    // (2)
+    EXPECT_EQ(plan.commit.batch.first_flush, names);
+    EXPECT_EQ(ChainRules(plan.commit.batch),
+              (std::map<std::string, std::string>{
+                  {"mv_egress_g3", absl::StrCat("jump t", new_table, "_egress_g3")},
+                  {"mv_ingress_g3", absl::StrCat("jump t", new_table, "_ingress_g3")},
+                  {"mv_identity_g3", mark(new_id)}}));
+    EXPECT_EQ(ElementsText(plan.commit.batch.first_element_deletes),
+              (std::vector<std::string>{"egress4_g3 10.0.1.2-10.0.1.2", "egress6_g3 fd00:1::2-fd00:1::2",
+                                        "identity4_g3 10.0.1.2-10.0.1.2",
+                                        "identity6_g3 fd00:1::2-fd00:1::2",
+                                        "ingress4_g3 10.0.1.2-10.0.1.2",
+                                        "ingress6_g3 fd00:1::2-fd00:1::2"}));
+    EXPECT_EQ(ElementsText(plan.commit.batch.last_element_adds),
+              (std::vector<std::string>{"egress4_g3 10.0.1.2-10.0.1.2:mv_egress_g3",
+                                        "egress6_g3 fd00:1::2-fd00:1::2:mv_egress_g3",
+                                        "identity4_g3 10.0.1.2-10.0.1.2:mv_identity_g3",
+                                        "identity6_g3 fd00:1::2-fd00:1::2:mv_identity_g3",
+                                        "ingress4_g3 10.0.1.2-10.0.1.2:mv_ingress_g3",
+                                        "ingress6_g3 fd00:1::2-fd00:1::2:mv_ingress_g3"}));
+    // (3)
+    EXPECT_EQ(plan.retire.batch.first_flush, names);
+    EXPECT_EQ(plan.retire.batch.first_delete_chains, names);
+    EXPECT_TRUE(plan.retire.batch.chains.empty());
+    EXPECT_EQ(ElementsText(plan.retire.batch.first_element_deletes),
+              ElementsText(plan.commit.batch.first_element_deletes));
+    const std::string t = absl::StrCat("t", new_table), id = absl::StrCat("id_", new_id);
+    EXPECT_EQ(ElementsText(plan.retire.batch.last_element_adds),
+              (std::vector<std::string>{
+                  absl::StrCat("egress4_g3 10.0.1.2-10.0.1.2:", t, "_egress_g3"),
+                  absl::StrCat("egress6_g3 fd00:1::2-fd00:1::2:", t, "_egress_g3"),
+                  absl::StrCat("identity4_g3 10.0.1.2-10.0.1.2:", id, "_g3"),
+                  absl::StrCat("identity6_g3 fd00:1::2-fd00:1::2:", id, "_g3"),
+                  absl::StrCat("ingress4_g3 10.0.1.2-10.0.1.2:", t, "_ingress_g3"),
+                  absl::StrCat("ingress6_g3 fd00:1::2-fd00:1::2:", t, "_ingress_g3")}));
+    // The text says what the batches say, in the same order (libnftables' fallback).
+    EXPECT_NE(plan.create.text.find("create chain inet np mv_identity_g3\n"), std::string::npos);
+    EXPECT_NE(plan.commit.text.find("add element inet np identity4_g3 { 10.0.1.2 : jump mv_identity_g3 }"),
+              std::string::npos) << plan.commit.text;
+    EXPECT_LT(plan.retire.text.find("delete element inet np egress4_g3 { 10.0.1.2 }"),
+              plan.retire.text.find("delete chain inet np mv_egress_g3"))
+        << plan.retire.text;
+    ApplyIndexEdit(plan.edit, &*index);
+    EXPECT_EQ(IndexText(*index), IndexText(*truth));
+  }
+  // Refused: a move whose side stays (x/a into x/b's identity, its table kept: PlanDeltaUpdate
+  // does that in one transaction), one whose identity stays (its table changes only), and a
+  // pod of another node (no endpoint: its identity edits are PlanDeltaUpdate's).
+  absl::StatusOr<DeltaIndex> index = MakeDeltaIndex(a, 3);
+  ASSERT_TRUE(index.ok());
+  ir::CompiledPolicy side_stays = b;
+  EndpointOf(side_stays, "x/a")->set_table(0);
+  ir::CompiledPolicy identity_stays = a;
+  EndpointOf(identity_stays, "x/a")->set_table(1);
+  ir::CompiledPolicy remote = a;
+  for (ir::Endpoint& e : *remote.mutable_endpoints()) e.set_selected(e.name() != "a");
+  ir::CompiledPolicy remote_moved = b;
+  for (ir::Endpoint& e : *remote_moved.mutable_endpoints()) e.set_selected(e.name() != "a");
+  for (const auto& [from, to, why] :
+       std::vector<std::tuple<const ir::CompiledPolicy*, const ir::CompiledPolicy*, std::string>>{
+           {&a, &side_stays, "not a move"},
+           {&a, &identity_stays, "not a move"},
+           {&remote, &remote_moved, "not a move"}}) {
+    SCOPED_TRACE(why);
+    absl::StatusOr<DeltaIndex> x = MakeDeltaIndex(*from, 3);
+    ASSERT_TRUE(x.ok());
+    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(*from, *to);
+    ASSERT_TRUE(delta.has_value());
+    const MovePlan plan = PlanMoveDelta(*x, *from, *delta);
+    EXPECT_NE(plan.fallback.find(why), std::string::npos) << plan.fallback;
+    EXPECT_TRUE(plan.create.text.empty() && plan.commit.text.empty() && plan.retire.text.empty());
+  }
+}
+
 void ExpectSwapsUnderProbes(Swap how) {
   using namespace iptables::testutil;  // NOLINT: the topology helpers
   const bool through_delta = how != Swap::kUpdate;
-  ThreePodLab lab(how == Swap::kRelabel ? "h64pk" : how == Swap::kPodTableDelta ? "h56pk"
-                  : through_delta ? "h50pk" : "npnfti", 120);
+  ThreePodLab lab(how == Swap::kMove ? "h90pk" : how == Swap::kRelabel ? "h64pk"
+                  : how == Swap::kPodTableDelta ? "h56pk" : through_delta ? "h50pk" : "npnfti", 120);
   const Topology& t = lab.t;
   const Attachment& where = lab.where;
   auto program = [](uint32_t peer) {
@@ -3175,11 +3355,14 @@ void ExpectSwapsUnderProbes(Swap how) {
     return ir;
   };
   const bool pods = how == Swap::kPodTableDelta, relabel = how == Swap::kRelabel;
-  const ir::CompiledPolicy a = relabel ? ThreePodsRelabelled(false) : pods ? ThreePodsCOrNot(false) : program(0);
-  const ir::CompiledPolicy b = relabel ? ThreePodsRelabelled(true) : pods ? ThreePodsCOrNot(true) : program(1);
+  const bool move = how == Swap::kMove;
+  const ir::CompiledPolicy a = move ? ThreePodsMoved(false) : relabel ? ThreePodsRelabelled(false)
+                               : pods ? ThreePodsCOrNot(false) : program(0);
+  const ir::CompiledPolicy b = move ? ThreePodsMoved(true) : relabel ? ThreePodsRelabelled(true)
+                               : pods ? ThreePodsCOrNot(true) : program(1);
   ASSERT_TRUE(CheckIr(a).ok()) << CheckIr(a);
   ASSERT_TRUE(CheckIr(b).ok()) << CheckIr(b);
-  if (!pods && !relabel) {
+  if (!pods && !relabel && !move) {
     const InPlacePlan there = PlanInPlaceUpdate(Generation(a, 1), Generation(b, 1));
     const InPlacePlan back = PlanInPlaceUpdate(Generation(b, 1), Generation(a, 1));
     ASSERT_TRUE(there.fallback.empty() && back.fallback.empty())
@@ -3206,6 +3389,15 @@ void ExpectSwapsUnderProbes(Swap how) {
   ASSERT_TRUE(a_to_b.has_value() && b_to_a.has_value());
   std::unique_ptr<Backend> nft = MakeNftBackend();
   ASSERT_TRUE(nft->Apply(a, where).ok());
+  // One round before the swaps, not counted: the lab's first packets between two pods can
+  // miss the 700 ms (the move swap's x/a -> x/c IPv6 flows did in round 0 with the
+  // generation switch as with PlanMoveDelta, and never after); what it saw is printed.
+  {
+    std::vector<bool> got = RunProbes(t, watched, 700);
+    for (size_t i = 0; i < watched.size(); ++i) {
+      if (got[i] != allowed[i]) std::cerr << "warm-up: " << ProbeText(t, watched[i]) << " " << got[i] << "\n";
+    }
+  }
   auto swap = [&](const ir::CompiledPolicy& from, const ir::CompiledPolicy& to) {
     if (!through_delta) return nft->Update(from, to, where);
     return nft->UpdateDelta(from, &from == &a ? *a_to_b : *b_to_a, where);
@@ -3247,15 +3439,17 @@ void ExpectSwapsUnderProbes(Swap how) {
   if (through_delta) {
     std::cerr << "  through UpdateDelta: " << stats.policy_in_place << " policy deltas, "
               << stats.pod_table_in_place << " pod deltas with tables and "
-              << stats.identity_in_place << " with identities in place, "
+              << stats.identity_in_place << " with identities and " << stats.move_in_place
+              << " moves in place, "
               << stats.full_path << " on the default path, " << stats.cleanups_committed
               << " deferred retirements committed\n";
     EXPECT_EQ(stats.full_path, 0u) << stats.last_fallback;
-    EXPECT_GE(relabel ? stats.identity_in_place : pods ? stats.pod_table_in_place : stats.policy_in_place,
+    EXPECT_GE(move ? stats.move_in_place : relabel ? stats.identity_in_place
+              : pods ? stats.pod_table_in_place : stats.policy_in_place,
               static_cast<uint64_t>(swaps.load()));
     // A policy swap retires an identity chain after a grace period; x/c leaving takes its
     // address out of identity 3 first, so that chain goes at once (nothing jumps to it).
-    if (!pods && !relabel) EXPECT_GE(stats.cleanups_committed + 1, static_cast<uint64_t>(swaps.load()));
+    if (!pods && !relabel && !move) EXPECT_GE(stats.cleanups_committed + 1, static_cast<uint64_t>(swaps.load()));
   } else {
     EXPECT_GE(stats.update_in_place, static_cast<uint64_t>(swaps.load()));
   }
@@ -3275,6 +3469,13 @@ void ExpectSwapsUnderProbes(Swap how) {
     }
   };
   expect_all(a, "after the swaps");
+  if (move) {
+    // x/a moves there and back, each probed before any other call (the retirement waits).
+    ASSERT_TRUE(swap(a, b).ok());
+    expect_all(b, "x/a moved");
+    ASSERT_TRUE(swap(b, a).ok());
+    expect_all(a, "x/a moved back");
+  }
   if (pods) {
     // x/c comes back, then goes, each probed before any other call.
     ASSERT_TRUE(swap(a, b).ok());
@@ -3313,6 +3514,17 @@ TEST(NftPackets, RelabelsInPlaceNeverPassADeniedFlowNorDropAnAllowedOne) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root";
   if (!RunCommand({"nft", "--version"}).ok()) GTEST_SKIP() << "no nft binary";
   ExpectSwapsUnderProbes(Swap::kRelabel);
+}
+
+// A pod of this node moved into another existing class and back, over and over, as pod
+// deltas in place (nft.h PlanMoveDelta: the indirection created, a grace period, the
+// elements pointed at it with its new rules, its retirement deferred) while every flow both
+// programs agree on is probed: ThreePodsMoved's flows that either mix of the two programs
+// passes must stay denied.
+TEST(NftPackets, MovesInPlaceNeverPassADeniedFlowNorDropAnAllowedOne) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  if (!RunCommand({"nft", "--version"}).ok()) GTEST_SKIP() << "no nft binary";
+  ExpectSwapsUnderProbes(Swap::kMove);
 }
 
 // ---- The whole path as netlink batches (netlink.h WholeBatch) against nft's own parser ----
