@@ -829,7 +829,24 @@ void ExpectKernelIsAFreshApply(const Topology& t, const std::vector<Probe>& prob
   std::unique_ptr<Backend> once = MakeIptablesBackend();
   ASSERT_TRUE(once->Apply(to, fresh).ok());
   EXPECT_EQ(Comparable(t.node), Comparable(fresh.netns)) << how;
-  const std::vector<bool> got = RunProbes(t, probes, 700);
+  std::vector<bool> got = RunProbes(t, probes, 700);
+  // The program is settled here (the switch and its cleanup are done), so a flow `to` allows
+  // that did not answer in 700 ms is asked once more with 3 s before it counts as blocked: on
+  // a loaded machine (CI's kernel tests side by side, a prober in the same lab) a handshake
+  // can take longer than the first timeout. A flow that answered where `to` denies is never
+  // asked again. Drops during the switch are the StrictProber's to catch, not this check's.
+  std::vector<Probe> slow;
+  std::vector<size_t> slow_at;
+  for (size_t i = 0; i < probes.size(); ++i) {
+    if (!got[i] && Expected(to, t, probes[i])) {
+      slow.push_back(probes[i]);
+      slow_at.push_back(i);
+    }
+  }
+  if (!slow.empty()) {
+    const std::vector<bool> again = RunProbes(t, slow, 3000);
+    for (size_t k = 0; k < slow.size(); ++k) got[slow_at[k]] = again[k];
+  }
   for (size_t i = 0; i < probes.size(); ++i) {
     if (changed != nullptr) *changed += Expected(from, t, probes[i]) != Expected(to, t, probes[i]);
     EXPECT_EQ(got[i], Expected(to, t, probes[i]))
