@@ -188,8 +188,8 @@ class EbpfBackend : public Backend {
         });
     if (policy_part || brings_table) {
       absl::StatusOr<ebpf::PodPolicyEdit> both = ebpf::PlanPodPolicyEditFromDelta(
-          policy_, previous, delta, local_addresses_, next_endpoint_id_, live_->generation + 1,
-          free_endpoint_ids_);
+          policy_, previous, delta, local_addresses_, next_endpoint_id_,
+          ebpf::NextGeneration(live_->generation), free_endpoint_ids_);
       if (both.ok()) {
         edit = std::move(both->identities);
         policy = std::move(both->policy);
@@ -501,7 +501,7 @@ class EbpfBackend : public Backend {
       return false;
     }
     absl::StatusOr<ebpf::PolicyEdit> edit =
-        ebpf::PlanPolicyEdit(policy_, *maps, live_->generation + 1);
+        ebpf::PlanPolicyEdit(policy_, *maps, ebpf::NextGeneration(live_->generation));
     if (!edit.ok()) {
       last_update_ = absl::StrCat("full: ", edit.status().message());
       return false;
@@ -527,7 +527,8 @@ class EbpfBackend : public Backend {
       why = "`previous` is not what this instance installed";
     } else {
       absl::StatusOr<ebpf::PolicyEdit> edit =
-          ebpf::PlanPolicyEditFromDelta(policy_, previous, delta, live_->generation + 1);
+          ebpf::PlanPolicyEditFromDelta(policy_, previous, delta,
+                                        ebpf::NextGeneration(live_->generation));
       // A malformed delta touches nothing (Backend::UpdateDelta's contract).
       if (absl::IsInvalidArgument(edit.status())) return edit.status();
       if (edit.ok()) {
@@ -599,7 +600,7 @@ class EbpfBackend : public Backend {
   // failed half way (a new generation must be loaded), kept when nothing was written.
   bool WritePolicy(ebpf::PolicyEdit& edit, size_t entries, const std::array<int, 6>& shape,
                    absl::string_view kind) {
-    const uint32_t next_generation = live_->generation + 1;
+    const uint32_t next_generation = ebpf::NextGeneration(live_->generation);
     if (edit.Writes() == 0) {
       last_update_ = "in place: nothing to change";
       installed_shape_ = shape;

@@ -23,8 +23,8 @@
 // ids (np::AlignNumbering's output) and leaves the node's endpoints and every address's
 // identity alone is edited in place too, without loading programs (maps.h PlanPolicyEdit):
 // changed tables and peer sets are written under fresh numbers beside the live ones, and
-// ONE np_config write (generation + 1, whose low bit picks the bank of np_table_slots a
-// run reads) moves every run from the old data to the new. Why that design and not
+// ONE np_config write (maps.h NextGeneration: its low bit flips and picks the bank of
+// np_table_slots a run reads) moves every run from the old data to the new. Why that design and not
 // per-endpoint flips through an intermediate table: an endpoint's table is named by its
 // np_endpoints_if entry and by one np_endpoints_addr entry per address, and a run reads
 // both sides of a flow, so flips need several writes per endpoint, an intersection table

@@ -731,7 +731,7 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
 
   ApplyReport report;
   std::optional<LiveGeneration> live = FindLiveGeneration(ifindexes);
-  report.generation = live.has_value() ? live->generation + 1 : 1;
+  report.generation = live.has_value() ? NextGeneration(live->generation) : 1;
   report.conntrack_reused = live.has_value();
   MapContents next = maps;
   next.config.generation = report.generation;
@@ -1033,7 +1033,7 @@ absl::Status WaitForRuns(const LiveMaps& live, int parity) {
     if (active == 0) return absl::OkStatus();
     if (std::chrono::steady_clock::now() - start > kRunsTimeout) {
       return absl::FailedPreconditionError(
-          absl::StrCat(active, " runs of generation ", live.generation - 1,
+          absl::StrCat(active, " runs of the generation before ", live.generation,
                        " still counted after 1 s (np_runs)"));
     }
     if (attempt < 64) {
@@ -1048,7 +1048,8 @@ absl::Status WaitForRuns(const LiveMaps& live, int parity) {
 // the generation before its bump, when it bumped on x86; else a grace period, started now.
 void AfterEdit(LiveMaps& live, bool bumped) {
   if (kWritesSeenInOrder && bumped && live.runs >= 0) {
-    live.pending_runs = static_cast<int>((live.generation - 1) & 1u);
+    // The other parity than the live number's: NextGeneration always changes it.
+    live.pending_runs = static_cast<int>((live.generation & 1u) ^ 1u);
   } else {
     live.pending_runs = -1;
     live.pending_grace_period = GracePeriods::Get().Start();
@@ -1139,7 +1140,7 @@ absl::Status WritePolicyEntries(LiveMaps& live, const PolicyEdit& edit) {
 }  // namespace
 
 absl::Status EditPolicy(LiveMaps& live, const PolicyEdit& edit, uint32_t next_generation) {
-  if (next_generation != live.generation + 1) {
+  if (next_generation != NextGeneration(live.generation)) {
     return absl::FailedPreconditionError("the plan is for another generation number");
   }
   if (absl::Status s = StartEdit(live); !s.ok()) return s;
@@ -1201,7 +1202,7 @@ absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit,
   for (const IdentityEdit::StateChange& c : edit.state_changes) {
     np_endpoint_states v{};
     v.bank[live.generation & 1u] = c.before;
-    v.bank[(live.generation + 1) & 1u] = c.after;
+    v.bank[NextGeneration(live.generation) & 1u] = c.after;
     if (s.ok()) s = Update(live.states, "np_endpoint_states", &c.id, &v);
     state_cleanup.state_writes.emplace_back(c.id, BothBanks(c.after));
   }
@@ -1241,7 +1242,7 @@ absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit,
   if (s.ok() && !kWritesSeenInOrder) s = Barrier();
   if (s.ok()) {
     np_config c = live.config_value;
-    c.generation = live.generation + 1;
+    c.generation = NextGeneration(live.generation);
     s = Update(live.config, "np_config", &kZero, &c);
     if (s.ok()) {
       live.generation = c.generation;

@@ -181,7 +181,7 @@ class LiveMaps {
 
 // What one Apply did, for people and tests.
 struct ApplyReport {
-  uint32_t generation = 0;       // 1 + the live generation's, 1 on a fresh node
+  uint32_t generation = 0;       // NextGeneration(the live one's) (maps.h), 1 on a fresh node
   bool conntrack_reused = false; // np_ct/np_frag came from the live generation
   int interfaces = 0;            // interfaces switched to the new generation
   bool tcx = false;              // attached through tcx (else tc filters)
@@ -196,9 +196,9 @@ absl::StatusOr<ApplyReport> ApplyGeneration(const MapContents& maps,
 
 // Edits the identity maps (and np_endpoints_addr) of the generation `live` in place, as
 // `edit` plans it (maps.h PlanIdentityEdit, which says why this is safe): endpoints added,
-// the identity writes in the plan's order, endpoints deleted, then
-// np_config.generation + 1. The next edit first waits until no program run that started
-// before this bump is left: on x86 by reading the program's count of runs by generation
+// the identity writes in the plan's order, endpoints deleted, then np_config.generation =
+// NextGeneration of it (maps.h). The next edit first waits until no program run that
+// started before this bump is left: on x86 by reading the program's count of runs by generation
 // (np_abi.h np_runs; one map read, no wait unless such a run is still deciding a packet),
 // elsewhere by a grace period (membarrier(MEMBARRIER_CMD_GLOBAL)) run in the background
 // after each edit, which only events closer together than 10-20 ms wait for (loader.cc
@@ -214,10 +214,10 @@ absl::Status EditIdentities(LiveMaps& live, const IdentityEdit& edit,
 
 // Writes `edit` (maps.h PlanPolicyEdit, which says why it is safe) into the generation
 // `live`: after the previous edit's grace period and its pending cleanup, step 1, then
-// np_config.generation + 1 (which must be the plan's next_generation); step 3 is left
-// pending for the next in-place edit (a grace period must pass first: started now, run
-// meanwhile, as EditIdentities does). FailedPrecondition, with nothing written, when `live`
-// no longer runs or the kernel has no membarrier; after any other error load a new
+// np_config.generation = NextGeneration of it (which must be the plan's next_generation);
+// step 3 is left pending for the next in-place edit (a grace period must pass first:
+// started now, run meanwhile, as EditIdentities does). FailedPrecondition, with nothing
+// written, when `live` no longer runs or the kernel has no membarrier; after any other error load a new
 // generation (every state on the way has the old program's verdicts until the bump).
 absl::Status EditPolicy(LiveMaps& live, const PolicyEdit& edit, uint32_t next_generation);
 

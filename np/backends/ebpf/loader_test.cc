@@ -297,6 +297,36 @@ TEST_F(LoaderTest, EditsWaitForTheRunsOfTheGenerationBeforeTheLastBump) {
   EXPECT_TRUE(backend->Remove(Both()).ok());
 }
 
+// The same wait across the u32 wrap of np_config.generation (maps.h NextGeneration): the
+// edit that bumps 0xfffffffe goes to 1, the other parity, so a run that read 0xfffffffe
+// is still told from runs of the live generation, and the next edit waits for it (here:
+// gives up after np_runs' timeout, writing nothing, while it never ends).
+TEST_F(LoaderTest, EditsWaitForTheRunsOfTheGenerationBeforeTheWrap) {
+  absl::StatusOr<MapContents> maps = BuildMaps(testing::TwoPods());
+  ASSERT_TRUE(maps.ok());
+  absl::StatusOr<ApplyReport> applied = ApplyGeneration(*maps, {{"h0", 0}, {"h1", 1}}, netns_);
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  LiveMaps& live = *applied->live;
+  // As if 2^32 - 2 edits had gone by (both banks are equal after a load: any number is).
+  np_config c = live.config_value;
+  c.generation = 0xfffffffeu;
+  const uint32_t zero = 0;
+  ASSERT_EQ(bpf_map_update_elem(live.config, &zero, &c, BPF_ANY), 0);
+  live.config_value = c;
+  live.generation = c.generation;
+  ASSERT_TRUE(EditIdentities(live, IdentityEdit{}).ok());
+  ASSERT_EQ(LiveGenerationNumber(live), 1u);
+  SetRunsInProgress(live, static_cast<int>(0xfffffffeu & 1u), 1);  // a run of 0xfffffffe
+  absl::Status waited = EditIdentities(live, IdentityEdit{});
+  EXPECT_TRUE(absl::IsFailedPrecondition(waited)) << waited;
+  EXPECT_EQ(LiveGenerationNumber(live), 1u);
+  SetRunsInProgress(live, static_cast<int>(0xfffffffeu & 1u), 0);  // that run ends
+  EXPECT_TRUE(EditIdentities(live, IdentityEdit{}).ok());
+  EXPECT_EQ(LiveGenerationNumber(live), 2u);
+  std::unique_ptr<Backend> backend = MakeEbpfBackend();
+  EXPECT_TRUE(backend->Remove(Both()).ok());
+}
+
 // An edit asks whether its generation still runs through the generation's own netlink
 // socket (no namespace switch) where its programs are tc filters (kTcOnly), opens another
 // one when that socket fails, and refuses, writing nothing, once another generation runs.
@@ -2076,6 +2106,138 @@ void PolicyEventTest::Run(bool through_deltas) {
 // node -> a:53 must arrive (np_to_ep on h0's egress allows it), node -> a:54 must not (it
 // drops it), a -> node:53 must not (np_from_ep on h0's ingress). Without np's programs all
 // three arrive; with the two programs on the wrong hooks the first is dropped.
+// Sets np_config.generation of the generation that `interface` in `netns` runs to
+// `generation` (as if that many edits had gone by), through the program's own map.
+void SetKernelGeneration(const std::string& netns, const std::string& interface,
+                         uint32_t generation) {
+  InNetns(netns, [&] {
+    int prog = bpf_prog_get_fd_by_id(RunningProgram(interface, BPF_TC_INGRESS));
+    ASSERT_GE(prog, 0);
+    std::array<uint32_t, 64> ids{};
+    bpf_prog_info info{};
+    info.nr_map_ids = ids.size();
+    info.map_ids = reinterpret_cast<uint64_t>(ids.data());
+    uint32_t len = sizeof(info);
+    ASSERT_EQ(bpf_obj_get_info_by_fd(prog, &info, &len), 0);
+    close(prog);
+    bool written = false;
+    for (uint32_t i = 0; i < info.nr_map_ids && i < ids.size(); ++i) {
+      int map = bpf_map_get_fd_by_id(ids[i]);
+      if (map < 0) continue;
+      bpf_map_info m{};
+      uint32_t mlen = sizeof(m);
+      if (bpf_obj_get_info_by_fd(map, &m, &mlen) == 0 && std::string(m.name) == "np_config") {
+        np_config c{};
+        const uint32_t zero = 0;
+        if (bpf_map_lookup_elem(map, &zero, &c) == 0) {
+          c.generation = generation;
+          written = bpf_map_update_elem(map, &zero, &c, BPF_ANY) == 0;
+        }
+      }
+      close(map);
+    }
+    ASSERT_TRUE(written) << "np_config of " << interface << " in " << netns;
+  });
+}
+
+// np_config.generation across the u32 wrap (maps.h NextGeneration): the live generation
+// starts a few edits before 0xffffffff (np_policy.c's NP_ANY_GENERATION) and in-place
+// policy edits flip x/a's ingress between allowing UDP 53 from x/b and allowing nothing.
+// One UDP flow b -> a:53 (one source port throughout) sends a datagram after every edit:
+// np_ct recorded it under the generation before whenever that allowed it, and a
+// connectionless flow is authorised again under each new generation (np_abi.h np_ct), so
+// each datagram's verdict must be the IR interpreter's reading of the program now — also
+// at the edit that `+ 1` would have numbered 0xffffffff, where ct_fresh would have let
+// the recorded flow pass whatever the policy. An established TCP connection (np_abi.h:
+// keeps flowing when the policy changes) passes throughout; every edit goes in place to
+// NextGeneration of the number before, and leaves the maps a fresh Apply's (the banks
+// the edits write follow the parity across the wrap).
+TEST_F(UpdateTest, GenerationNumbersWrapWithoutPassingConnectionlessFlowsUndecided) {
+  const Attachment mine{{{"x/a", "h0"}, {"x/b", "h1"}}, netns_[0]};
+  const ir::CompiledPolicy allow = testing::TwoPods(/*egress_open=*/true);
+  ir::CompiledPolicy deny = allow;
+  deny.mutable_peer_sets(0)->clear_identities();  // a's ingress: isolated, nobody allowed
+  ASSERT_TRUE(CheckIr(deny).ok()) << CheckIr(deny);
+  const IpAddress a = *IpAddress::Parse("10.0.0.1"), b = *IpAddress::Parse("10.0.0.2");
+  std::vector<IpAddress> peers;
+  for (const char* p : {"10.0.0.1", "10.0.0.2", "10.0.0.99", "fd00::1", "fd00::2", "fd00::99"}) {
+    peers.push_back(*IpAddress::Parse(p));
+  }
+  ProbeCounts counts;
+  std::unique_ptr<Backend> inc = MakeEbpfBackend();
+  ASSERT_TRUE(inc->Apply(allow, mine).ok());
+  // As if 2^32 - 7 edits had gone by: the next Apply takes the kernel's number + 1, and
+  // edits after the fifth reach the wrap. (An even start puts the wrap on a deny.)
+  SetKernelGeneration(netns_[0], "h0", 0xfffffff9u);
+  ASSERT_TRUE(inc->Apply(allow, mine).ok());
+  ASSERT_EQ(LiveGeneration(0), 0xfffffffau);
+  // `tcp_flags` 0x10: an ACK, `sport` the flow's. Returns whether a's np_to_ep passed it.
+  auto send = [&](uint8_t protocol, uint16_t sport, uint16_t dport, uint8_t tcp_flags) {
+    bool passed = false;
+    InNetns(netns_[0], [&] {
+      const unsigned ifindex = if_nametoindex("h0");
+      int fd = bpf_prog_get_fd_by_id(RunningProgram("h0", BPF_TC_EGRESS));
+      ASSERT_GE(fd, 0);
+      testing::FrameSpec f;
+      f.src = b;
+      f.dst = a;
+      f.protocol = protocol;
+      f.sport = sport;
+      f.dport = dport;
+      f.tcp_flags = tcp_flags;
+      absl::StatusOr<TestRunResult> r = TestRun(fd, testing::Frame(f), ifindex);
+      close(fd);
+      ASSERT_TRUE(r.ok()) << r.status();
+      passed = r->verdict == TC_ACT_UNSPEC;
+    });
+    return passed;
+  };
+  ASSERT_TRUE(testing::IrInterpreter(allow).Allowed(b, a, 6, 80));
+  ASSERT_TRUE(send(6, 31000, 80, 0x02)) << "the SYN that opens the TCP connection";
+  ASSERT_TRUE(send(17, 31001, 53, 0)) << "the UDP flow's first datagram";
+  ir::CompiledPolicy previous = allow;
+  bool wrapped = false;
+  for (int step = 1; step <= 10; ++step) {
+    const ir::CompiledPolicy& next = step % 2 == 1 ? deny : allow;
+    const uint32_t before = LiveGeneration(0);
+    const std::string where = absl::StrCat("step ", step, " from generation ", before,
+                                           step % 2 == 1 ? " (deny)" : " (allow)");
+    ASSERT_TRUE(inc->Update(previous, next, mine).ok()) << where;
+    EXPECT_TRUE(absl::StartsWith(EbpfLastUpdate(*inc), "in place: policy"))
+        << where << ": " << EbpfLastUpdate(*inc);
+    const uint32_t now = LiveGeneration(0);
+    EXPECT_NE(now, NP_ANY_GENERATION) << where;
+    EXPECT_EQ(now, NextGeneration(before)) << where;
+    EXPECT_NE(now & 1u, before & 1u) << where;
+    wrapped = wrapped || now < before;
+    const bool expected = testing::IrInterpreter(next).Allowed(b, a, 17, 53);
+    EXPECT_EQ(send(17, 31001, 53, 0), expected)
+        << where << ": UDP " << b.ToString() << " -> " << a.ToString()
+        << ":53, recorded in np_ct under " << before << ", now generation " << now;
+    EXPECT_TRUE(send(6, 31000, 80, 0x10)) << where << ": the established TCP connection";
+    // Fresh flows (new source ports) as well: SYN and datagram.
+    EXPECT_EQ(send(6, static_cast<uint16_t>(32000 + step), 80, 0x02),
+              testing::IrInterpreter(next).Allowed(b, a, 6, 80))
+        << where << ": a new TCP connection";
+    // Every hook of both pods on fresh flows (ProbeHooks' source ports, 40000 and up).
+    ProbeHooks(netns_[0], previous, next, peers, where, counts,
+               {{"h0", 0x0a000001u}, {"h1", 0x0a000002u}});
+    if (HasFailure()) return;
+    previous = next;
+  }
+  EXPECT_TRUE(wrapped) << "the edits never crossed the wrap";
+  EXPECT_GT(counts.changed, 0) << "the probes never saw the policy change";
+  // A new generation loaded over 0xfffffffe (ApplyGeneration numbers it from the kernel's)
+  // wraps the same way, and decides the recorded UDP flow by policy (the deny here).
+  ASSERT_TRUE(send(17, 31001, 53, 0)) << "the UDP flow under the allow";
+  SetKernelGeneration(netns_[0], "h0", 0xfffffffeu);
+  ASSERT_TRUE(inc->Apply(deny, mine).ok());
+  EXPECT_EQ(LiveGeneration(0), 1u);
+  EXPECT_FALSE(send(17, 31001, 53, 0)) << "the UDP flow recorded under 0xfffffffe, denied now";
+  EXPECT_FALSE(testing::IrInterpreter(deny).Allowed(b, a, 17, 53));
+  EXPECT_TRUE(inc->Remove(mine).ok());
+}
+
 class RealPackets {
  public:
   explicit RealPackets(const std::string& node) : node_(node), pod_(node + "-pod") {

@@ -28,6 +28,24 @@
 
 namespace np::backends::ebpf {
 
+// The generation number that follows `generation` (np_config.generation, moved on by every
+// Apply and every in-place edit — each site calls this): generation + 1, except that
+// NP_ANY_GENERATION (np_abi.h) is never returned — np_policy.c's ct_fresh reads it as "an
+// np_ct entry of any generation counts", so as the live number it would let a
+// connectionless flow recorded under any earlier generation pass undecided. The result has
+// the other parity than `generation` always: the bank a run reads (np_endpoint_states,
+// NP_TABLE_SLOT) and np_runs' count are by parity, and an edit writes the bank the next
+// number names while runs read the live one's. So the reserved odd 0xffffffff is skipped
+// together with 0 (even) after it: 0xfffffffe -> 1. 0 is otherwise a valid number (what
+// NextGeneration(0xffffffff) gives, should a kernel hold it from a binary before this).
+constexpr uint32_t NextGeneration(uint32_t generation) {
+  const uint32_t next = generation + 1u;  // unsigned: wraps, defined
+  return next == NP_ANY_GENERATION ? next + 2u : next;
+}
+static_assert(NextGeneration(1) == 2 && NextGeneration(0xfffffffdu) == 0xfffffffeu &&
+                  NextGeneration(0xfffffffeu) == 1u && NextGeneration(0xffffffffu) == 0u,
+              "NextGeneration: +1, past NP_ANY_GENERATION, the other parity");
+
 // Map entries of one generation. np_endpoints_if is not here: it depends on the node's
 // interfaces and is filled at Apply from the Attachment (ifindex -> endpoints[id]).
 struct MapContents {
@@ -129,9 +147,9 @@ uint32_t RangeIdentity(const google::protobuf::RepeatedPtrField<ir::AddressRange
 // What the loader adds around the plan (loader.cc EditIdentities has the proof): a grace
 // period between the writes of two edits (started after one, waited for by the next), so
 // that no run mixes two edits and no element an edit freed is reused under a reader, and
-// at the end np_config.generation + 1, as a new generation would have: connectionless
-// flows that np_ct remembers are decided again (np_policy.c), and only by runs that saw the
-// new identities.
+// at the end np_config.generation = NextGeneration of it, as a new generation would have:
+// connectionless flows that np_ct remembers are decided again (np_policy.c), and only by
+// runs that saw the new identities.
 struct IdentityEdit {
   // Step 1, in this order.
   std::vector<std::pair<np_endpoint_addr_key, np_identity_value>> host_adds;
@@ -260,7 +278,7 @@ inline constexpr np_tier_value kUnusedTierList = {NP_TIER_MAX_RULES + 1, 0, {}};
 // sets without loading programs (loader.h EditPolicy writes the plan).
 //
 //   PolicyLayout live = InitialLayout(installed_maps);       // what Apply loaded
-//   absl::StatusOr<PolicyEdit> edit = PlanPolicyEdit(live, next_maps, generation + 1);
+//   absl::StatusOr<PolicyEdit> edit = PlanPolicyEdit(live, next_maps, NextGeneration(generation));
 //
 // Why a packet is judged wholly by the old or wholly by the new policy data. The endpoint
 // maps name IR tables; the program turns one into the "physical" table that np_tables,
@@ -361,12 +379,15 @@ struct PolicyLayout {
 //     room" loaded a new generation).
 //   - Identity ids and IR table and peer set ids: the IR's (np/lower_align.h reuses
 //     retired ones and bounds tombstones).
-//   - np_config.generation: +1 an edit or Apply, a __u32, never reused by design (np_ct
-//     records it). Its parity (banks) survives the wrap; but 0xffffffff is np_policy.c's
-//     NP_ANY_GENERATION, so while the live generation is that number a connectionless flow
-//     that np_ct recorded under ANY earlier generation passes without being decided again
-//     — after 2^32 - 1 edits (loader.cc: not fixed here, np_policy.c and loader.cc are
-//     another area's).
+//   - np_config.generation: NextGeneration (above) at an edit or Apply, a __u32. np_ct
+//     records it and np_policy.c only compares it for equality, so a number from before
+//     the wrap is just another generation's; after the wrap a number comes back only
+//     2^32 - 2 edits later, long after np_ct's connectionless entries (120 s) expired.
+//     NP_ANY_GENERATION (0xffffffff) is never live: NextGeneration skips it and 0 with it,
+//     keeping the parity alternation the banks and np_runs need (0xfffffffe -> 1).
+//     (Before: `+ 1` everywhere, and after 2^32 - 1 edits the live number was
+//     NP_ANY_GENERATION, passing a connectionless flow that np_ct recorded under any
+//     earlier generation undecided.)
 
 // The layout Generation::Load fills for `maps`: physical numbers are the IR's.
 PolicyLayout InitialLayout(const MapContents& maps);

@@ -42,6 +42,29 @@ PacketView View(const IpAddress& s, const IpAddress& d, uint8_t protocol, uint16
   return p;
 }
 
+// np_config.generation's successor (maps.h NextGeneration), checked against its definition
+// rather than its code: every number it gives has the other parity than the one before
+// (np_abi.h banks, np_runs), is never NP_ANY_GENERATION (np_policy.c ct_fresh's "any"),
+// and is the next number where that number is neither; around the u32 wrap and elsewhere.
+TEST(NextGeneration, SkipsTheReservedNumberAndAlternatesParity) {
+  std::vector<uint32_t> starts = {0u, 1u, 2u, 0x7fffffffu, 0x80000000u};
+  for (uint32_t g = 0xfffffff0u; g != 0u; ++g) starts.push_back(g);  // up to 0xffffffff
+  for (uint32_t g : starts) {
+    const uint32_t next = NextGeneration(g);
+    EXPECT_NE(next, NP_ANY_GENERATION) << g;
+    EXPECT_NE(next & 1u, g & 1u) << g;
+    const uint64_t plain = (uint64_t{g} + 1) % (uint64_t{1} << 32);
+    if (plain != NP_ANY_GENERATION) EXPECT_EQ(next, plain) << g;
+  }
+  // The wrap itself, as np_abi.h / maps.h write it: 0xfffffffe -> 1, skipping
+  // 0xffffffff and then 0 (the same parity as 0xfffffffe).
+  EXPECT_EQ(NextGeneration(0xfffffffeu), 1u);
+  // 64 edits across the wrap end 66 numbers further (mod 2^32): the two skipped ones.
+  uint32_t g = 0xfffffff0u;
+  for (int i = 0; i < 64; ++i) g = NextGeneration(g);
+  EXPECT_EQ(g, 0xfffffff0u + 64u + 2u);
+}
+
 TEST(PortPrefixes, TileTheRangeExactly) {
   std::mt19937_64 rng(1);
   for (int i = 0; i < 3000; ++i) {

@@ -52,11 +52,18 @@
 /* np_config: one entry (key 0) per generation. */
 #define NP_CONFIG_ALLOW_SELF 0x1 /* traffic from an endpoint to itself always passes */
 struct np_config {
-	__u32 generation; /* increases by one with every Apply and every in-place edit; read
-			   * once per run, it stamps np_ct entries (np_policy.c np_decide), and
-			   * its low bit picks the bank of np_table_slots the run reads */
+	__u32 generation; /* moves on with every Apply and every in-place edit (maps.h
+			   * NextGeneration: +1, past NP_ANY_GENERATION, always to the other
+			   * parity); read once per run, it stamps np_ct entries
+			   * (np_policy.c np_decide), and its low bit picks the bank of
+			   * np_table_slots and np_endpoint_states the run reads */
 	__u32 flags;      /* NP_CONFIG_* */
 };
+/* Not a generation: what np_policy.c ct_fresh is asked for when an np_ct entry of ANY
+ * generation counts (TCP, replies). A live generation never takes this number (maps.h
+ * NextGeneration skips it), else a connectionless flow recorded under any earlier
+ * generation would pass without being decided again while it is live. */
+#define NP_ANY_GENERATION 0xffffffffu
 
 /* np_runs: one entry (key 0), per CPU. active[g & 1] counts the runs on that CPU that read
  * generation g (with g's parity) and have not finished: a run adds 1 (an atomic add, a full

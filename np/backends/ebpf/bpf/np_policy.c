@@ -715,9 +715,11 @@ static __always_inline void ct_key_of(struct np_ct_key *k, const struct np_tuple
 	k->hook = hook;
 }
 
-/* Whether k is in np_ct and not expired. With `generation` other than NP_ANY_GENERATION,
- * an entry written by another generation does not count. */
-#define NP_ANY_GENERATION 0xffffffffu
+/* Whether k is in np_ct and not expired. With `generation` other than NP_ANY_GENERATION
+ * (np_abi.h: no live generation is that number), an entry written by another generation
+ * does not count. Only equality is asked, so a generation number from before the u32 wrap
+ * is just another generation's; one reused after the wrap is 2^32 - 2 edits old, its
+ * entries expired long before (NP_CT_TIMEOUT_OTHER_NS). */
 static __always_inline int ct_fresh(const struct np_ct_key *k, __u64 now, __u32 generation)
 {
 	struct np_ct_value *v = bpf_map_lookup_elem(&np_ct, k);
