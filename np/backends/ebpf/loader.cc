@@ -327,9 +327,16 @@ std::string ProgramName(uint32_t id) {
   return std::string(info.name, strnlen(info.name, sizeof(info.name)));
 }
 
-// np's program (by its name) on tcx hook `hook` of `ifindex`, or 0.
-uint32_t TcxProgram(int ifindex, uint32_t hook) {
-  for (uint32_t id : TcxPrograms(ifindex, TcxType(hook))) {
+// np's program (by its name) on tcx hook `hook` of `ifindex`, or 0: the first one that
+// runs. `known`: the id of a program of np's for `hook` (a live generation's), or 0. When
+// the hook runs it first (AttachTcx puts np's program first), it is the answer without
+// asking any program its name: three syscalls fewer (BPF_PROG_GET_FD_BY_ID,
+// BPF_OBJ_GET_INFO_BY_FD, close) on every in-place edit's check that its generation still
+// runs. Anything else is answered by names, as without `known`.
+uint32_t TcxProgram(int ifindex, uint32_t hook, uint32_t known = 0) {
+  const std::vector<uint32_t> ids = TcxPrograms(ifindex, TcxType(hook));
+  if (known != 0 && !ids.empty() && ids.front() == known) return known;
+  for (uint32_t id : ids) {
     if (ProgramName(id) == HookProgram(hook)) return id;
   }
   return 0;
@@ -517,9 +524,16 @@ uint32_t ProgramId(int fd) {
 
 void SetAttachMode(AttachMode mode) { attach_mode.store(mode, std::memory_order_relaxed); }
 
-AttachedProgram FindAttached(int ifindex, uint32_t hook) {
-  if (const uint32_t id = TcxProgram(ifindex, hook); id != 0) return {id, true};
+namespace {
+// FindAttached, told that `known` is np's program for `hook` when not 0 (TcxProgram).
+AttachedProgram FindAttachedKnown(int ifindex, uint32_t hook, uint32_t known) {
+  if (const uint32_t id = TcxProgram(ifindex, hook, known); id != 0) return {id, true};
   return {QueryFilter(ifindex, TcPoint(hook)), false};
+}
+}  // namespace
+
+AttachedProgram FindAttached(int ifindex, uint32_t hook) {
+  return FindAttachedKnown(ifindex, hook, /*known=*/0);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -974,12 +988,12 @@ namespace {
 // np's tcx ingress program on live's interface, asked in live's namespace (the calling
 // thread's when it has no name).
 absl::StatusOr<uint32_t> TcxInNetns(LiveMaps& live) {
-  if (live.netns.empty()) return TcxProgram(live.ifindex, NP_HOOK_FROM_ENDPOINT);
+  if (live.netns.empty()) return TcxProgram(live.ifindex, NP_HOOK_FROM_ENDPOINT, live.program_id);
   if (live.netns_fd < 0) return absl::UnavailableError("no descriptor of the namespace");
   Fd original(open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
   if (original.get() < 0) return Errno("open /proc/thread-self/ns/net", errno);
   if (setns(live.netns_fd, CLONE_NEWNET) != 0) return Errno("setns", errno);
-  const uint32_t id = TcxProgram(live.ifindex, NP_HOOK_FROM_ENDPOINT);
+  const uint32_t id = TcxProgram(live.ifindex, NP_HOOK_FROM_ENDPOINT, live.program_id);
   if (setns(original.get(), CLONE_NEWNET) != 0) {
     // The thread cannot get back: nothing this process may do on it is safe any more.
     return Errno("setns back", errno);
@@ -1001,7 +1015,9 @@ absl::Status StillRuns(const LiveMaps& live, Query query) {
 }
 // The same in the current netns (libbpf's query).
 absl::Status StillRuns(const LiveMaps& live) {
-  return StillRuns(live, [&] { return FindAttached(live.ifindex, NP_HOOK_FROM_ENDPOINT).id; });
+  return StillRuns(live, [&] {
+    return FindAttachedKnown(live.ifindex, NP_HOOK_FROM_ENDPOINT, live.program_id).id;
+  });
 }
 }  // namespace
 
