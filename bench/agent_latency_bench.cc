@@ -40,7 +40,7 @@
 //
 //   bazel build -c opt //bench:agent_latency_bench
 //   sudo bazel-bin/bench/agent_latency_bench [--iterations_small=N] [--iterations_large=N] [--gap_ms=N]
-//        [--gap_spin] [--probe] [--benchmark_filter=nft]
+//        [--gap_spin] [--probe] [--samples] [--benchmark_filter=nft]
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -94,6 +94,10 @@ bool gap_spin = false;
 // thread's CPU (h89: it is; the time perf "missed" was malloc's, unwound without frame
 // pointers — profile with `perf record --call-graph dwarf`).
 bool probe = false;
+// --samples: every event's figures on stderr, one line each ("sample <backend> <node> <event>
+// kernel_ms= ..."), with --probe's too: which phase an outlier (p99 against p50) spent its
+// time in, and whether that was this thread's CPU.
+bool samples = false;
 
 // One event's figures, seconds.
 struct Sample {
@@ -539,6 +543,20 @@ void BM_Event(benchmark::State& state, std::string backend, NodeShape shape, Pai
     second.push_back(*b);
     Record(backend, shape, events.first_name, *a);
     Record(backend, shape, events.second_name, *b);
+    if (samples) {
+      for (const auto& [name, x] : {std::pair<const std::string&, const Sample&>{
+                                        events.first_name, *a},
+                                    {events.second_name, *b}}) {
+        std::fprintf(stderr,
+                     "sample %s %s %s kernel_ms=%.3f engine_ms=%.3f lower_ms=%.3f "
+                     "backend_ms=%.3f engine_cpu_ms=%.3f lower_cpu_ms=%.3f sync_cpu_ms=%.3f "
+                     "capacity_ms=%.3f csw=%lld minflt=%lld steal_ms=%.3f\n",
+                     backend.c_str(), ShapeName(shape), name.c_str(), x.kernel * 1e3, x.engine * 1e3,
+                     x.lower * 1e3, x.backend * 1e3, x.engine_cpu * 1e3, x.lower_cpu * 1e3,
+                     x.sync_cpu * 1e3, x.capacity * 1e3, static_cast<long long>(x.csw),
+                     static_cast<long long>(x.engine_minflt + x.sync_minflt), x.steal * 1e3);
+      }
+    }
   }
   if (!events.teardown.empty() && !Measure(node, events.teardown).ok()) {
     current().node.reset();  // the next benchmark builds the node again
@@ -938,6 +956,8 @@ void ParseOwnFlags(int* argc, char** argv) {
       gap_ms = n;
     } else if (strcmp(argv[i], "--gap_spin") == 0) {
       gap_spin = true;
+    } else if (strcmp(argv[i], "--samples") == 0) {
+      samples = true;
     } else if (strcmp(argv[i], "--probe") == 0) {
       probe = true;
     } else {
