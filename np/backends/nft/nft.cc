@@ -3121,7 +3121,16 @@ MovePlan PlanMoveDelta(DeltaIndex* index_in, const ir::CompiledPolicy& previous,
       !b.last_element_adds.empty() || !b.first_element_deletes.empty()) {
     return refuse("the going table part writes rules, sets or elements");
   }
-  if (!table_plan.text.empty()) {
+  // Into (3)'s own transaction when it only flushes and deletes chains and sets (one commit
+  // less on the next call's path: every walker then began after (2), nft.h), else after it.
+  if (b.flush.empty() && b.delete_sets.empty() && b.delete_chains.empty() && !b.add_table) {
+    WholeBatch& r = plan.retire.batch;
+    r.first_flush.insert(r.first_flush.end(), b.first_flush.begin(), b.first_flush.end());
+    r.first_delete_sets.insert(r.first_delete_sets.end(), b.first_delete_sets.begin(), b.first_delete_sets.end());
+    r.first_delete_chains.insert(r.first_delete_chains.end(), b.first_delete_chains.begin(),
+                                 b.first_delete_chains.end());
+    absl::StrAppend(&plan.retire.text, table_plan.text);
+  } else if (!table_plan.text.empty()) {
     InPlacePlan t;
     t.batch = table_plan.batch;
     t.text = table_plan.text;
@@ -4026,7 +4035,7 @@ class NftBackend : public Backend {
       ForgetInstalled(ns);
       return false;
     }
-    const bool tables = move.tables_first || !move.later.empty();
+    const bool tables = move.tables_edit.tables != 0;  // a table part was planned
     std::vector<nft::InPlacePlan> deferred = {move.retire};
     for (nft::InPlacePlan& p : move.later) deferred.push_back(std::move(p));
     DeferCommits(ns, deferred);

@@ -740,14 +740,15 @@ IdentityPlan PlanIdentityDelta(DeltaIndex* index, const ir::CompiledPolicy& prev
 //    the rules that read them by a commit, which (1) gives for free.)
 //  - Tx goes: its part only deletes (Tx's chains flushed and deleted, its peer sets deleted;
 //    anything else is refused: a table coming and another going in one move, element writes),
-//    and it is committed after (3) in the same deferred call, followed by its cleanup (an
-//    identity no rule names any more: its addresses to id_other, its chain deleted). After the
-//    grace period every walking packet began after (2): its E_d rule (b0) jumps Ty, A's
-//    elements point at E_d or at Ty — nothing it reads reaches Tx or the identities only Tx's
-//    rules named. (Deleting Tx in (2) would also be safe for a b1 packet — a flushed chain
-//    keeps its old blob for the old bit, a deleted plain set its elements — but the kernel
-//    would need E_d's jump to Tx gone first in the batch; deferring keeps (2) small and off the
-//    table's validation of more chains.)
+//    and it goes into (3)'s own transaction (a commit after it when it is more than flushes
+//    and deletions), its cleanup after (an identity no rule names any more: its addresses to
+//    id_other, its chain deleted). After the grace period every walking packet began after
+//    (2): its E_d rule (b0) jumps Ty, A's elements point at E_d or at Ty — nothing it reads
+//    reaches Tx or the identities only Tx's rules named. (Deleting Tx in (2), after E_d's
+//    flush in the batch, would also be safe: a b1 packet that follows E_d's old blob into Tx
+//    meets Tx's old blob — a flushed or deleted chain keeps it for the old bit until the
+//    readers are done — and its peer sets are plain sets, which keep their elements for such
+//    readers; the kernel test saw no verdict change with it. Deferred, it costs (2) nothing.)
 // Not covered (the switch): a table coming and another going with one move (Tx the last
 // endpoint's and Ty the first's), tables appended by the delta (a new table id) and identities
 // appended. `tables_edit` is the table part's index edit: before `edit` when Ty comes
