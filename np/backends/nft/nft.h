@@ -750,8 +750,8 @@ IdentityPlan PlanIdentityDelta(DeltaIndex* index, const ir::CompiledPolicy& prev
 //    readers are done — and its peer sets are plain sets, which keep their elements for such
 //    readers; the kernel test saw no verdict change with it. Deferred, it costs (2) nothing.)
 // Not covered (the switch): a table coming and another going with one move (Tx the last
-// endpoint's and Ty the first's), tables appended by the delta (a new table id) and identities
-// appended. `tables_edit` is the table part's index edit: before `edit` when Ty comes
+// endpoint's and Ty the first's), and identities appended. (A coming table under an appended
+// id is planned like one whose id the lowering reuses; the tests use a reused id.) `tables_edit` is the table part's index edit: before `edit` when Ty comes
 // (tables_first), after it when Tx goes. Cost: PlanTables' planning of the touched tables and
 // peer sets (twice when Tx goes: to classify, then on the index after the move), and (1) one
 // commit more when Ty brings peer sets of its own; NP_NFT_NO_MOVE_TABLES=1 refuses such
