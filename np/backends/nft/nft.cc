@@ -2859,8 +2859,6 @@ MovePlan PlanMoveDelta(DeltaIndex* index_in, const ir::CompiledPolicy& previous,
   auto refuse = [&](std::string why) {
     if (undo) ApplyIndexEdit(undo_tables, index_in);
     undo = false;
-    plan.later.clear();
-    plan.tables_edit = DeltaIndexEdit();
     return Refused(&plan, std::move(why));
   };
   if (!delta.identities().empty()) return refuse("the delta appends identities");
@@ -2872,7 +2870,7 @@ MovePlan PlanMoveDelta(DeltaIndex* index_in, const ir::CompiledPolicy& previous,
   // plans it (PlanTables), the moved endpoint's own entries left to the indirection below.
   // Coming: the table part only writes (chains, peer sets, identities named anew with their
   // addresses' elements), planned on the index as it is and committed in (1). Going: it only
-  // deletes, planned on the index as the move leaves it, deferred after (3).
+  // deletes, planned on the index as the move leaves it, deferred with (3).
   const ir::CompiledPolicyDelta tables = TablePart(delta);
   ir::CompiledPolicyDelta pods_and_endpoints = PodPart(delta, false);
   *pods_and_endpoints.mutable_endpoints() = delta.endpoints();
@@ -2886,7 +2884,8 @@ MovePlan PlanMoveDelta(DeltaIndex* index_in, const ir::CompiledPolicy& previous,
     const bool deletes = !b.first_flush.empty() || !b.flush.empty() || !b.first_delete_sets.empty() ||
                          !b.first_delete_chains.empty() || !b.delete_sets.empty() ||
                          !b.delete_chains.empty() || !table_plan.cleanup_text.empty();
-    // Identity elements deleted with writes: pieces retargeted to an identity named anew.
+    // Beside writes, only identity pieces may be deleted (retargeted to an identity named
+    // anew); a dispatch deletion would be another endpoint leaving.
     bool other_deletes = false;
     for (const SetElementEdit& e : b.first_element_deletes) other_deletes = other_deletes || !e.interval;
     if (writes && (deletes || other_deletes)) {
