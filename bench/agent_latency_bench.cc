@@ -22,7 +22,8 @@
 // (SplitPolicy) one whose peer splits a node-0 pod off its replicas' identity, then deleted
 // (the pod labelled canary=true before the pair's iterations, untimed, and back after).
 // A second table says, per row, why the agent lowered whole (Agent::last_whole_reason) and,
-// for iptables, how the backend updated (IptablesLastUpdate: in place, or full and why). Every event is checked to be applied (not rejected) and every sync to
+// for iptables, how the backend updated (IptablesLastUpdate: in place, or full and why), for
+// nft whether UpdateDelta edited in place (DeltaStats) or took the full path and why. Every event is checked to be applied (not rejected) and every sync to
 // succeed; a failure stops the benchmark with an error.
 //
 // Needs root: each (backend, shape) works in a network namespace of its own
@@ -66,6 +67,7 @@
 #include "np/cluster.h"
 #include "np/engine.h"
 #include "np/backends/iptables/iptables.h"
+#include "np/backends/nft/nft.h"
 #include "np/backends/util.h"
 #include "np/lower.h"
 #include "np/lower_align.h"
@@ -106,7 +108,8 @@ struct Sample {
   double engine = 0, lower = 0, backend = 0, capacity = 0;
   bool update = false;  // the agent called Update (else Apply)
   bool delta = false;   // the sync went through the pod delta (UpdateDelta, no LowerToIr)
-  // Why the agent lowered whole, and (iptables) how the backend updated (IptablesLastUpdate).
+  // Why the agent lowered whole, and how the backend updated (IptablesLastUpdate, nft's
+  // DeltaStats).
   std::string how;
   // --probe only: CPU seconds of this thread in HandleEvent (engine_cpu), in Sync before the
   // backend's call (lower_cpu: meaningful when the sync called the backend) and in the whole
@@ -264,6 +267,7 @@ int64_t ReportedKib() {
 absl::StatusOr<Sample> Measure(AgentNode& node, const std::string& event,
                                int64_t gap_start_reported_kib = -1) {
   agent::Agent& agent = node.agent();
+  const backends::nft::DeltaStats nft_before = backends::nft::DeltaStatsOf(node.backend().inner());
   const double steal0 = probe ? StealSeconds() : 0;
   const int64_t reported0 = probe ? ReportedKib() : 0;
   const ProbePoint p0 = probe ? ReadProbePoint() : ProbePoint{};
@@ -308,6 +312,18 @@ absl::StatusOr<Sample> Measure(AgentNode& node, const std::string& event,
   if (std::string ipt = backends::IptablesLastUpdate(node.backend().inner()); !ipt.empty()) {
     absl::StrAppend(&sample.how, sample.how.empty() ? "" : "; ", ipt);
   }
+  // nft: whether UpdateDelta edited in place (and which planner) or took the full path, why.
+  const backends::nft::DeltaStats nft_after = backends::nft::DeltaStatsOf(node.backend().inner());
+  if (nft_after.in_place + nft_after.full_path > nft_before.in_place + nft_before.full_path) {
+    std::string nft = nft_after.full_path > nft_before.full_path
+                          ? "nft full path: " + nft_after.last_fallback
+                      : nft_after.move_in_place > nft_before.move_in_place
+                          ? (nft_after.move_tables_in_place > nft_before.move_tables_in_place
+                                 ? "nft in place: move with a table coming or going"
+                                 : "nft in place: move")
+                          : "nft in place";
+    absl::StrAppend(&sample.how, sample.how.empty() ? "" : "; ", nft);
+  }
   return sample;
 }
 
@@ -319,6 +335,7 @@ enum class Pair {
   kRelabelLocal,
   kMoveRemote,
   kMoveLocal,
+  kMoveLocalKept,
   kPolicy,
   kSplitPolicy
 };
@@ -331,6 +348,7 @@ const char* PairName(Pair p) {
     case Pair::kRelabelLocal: return "RelabelLocal";
     case Pair::kMoveRemote: return "MoveRemote";
     case Pair::kMoveLocal: return "MoveLocal";
+    case Pair::kMoveLocalKept: return "MoveLocalKept";
     case Pair::kPolicy: return "Policy";
     case Pair::kSplitPolicy: return "SplitPolicy";
   }
@@ -396,6 +414,18 @@ EventPair EventsOf(Pair p, const Templates& t) {
       return {move(t.move_a, t.move_b), PodEvent("MODIFIED", t.move_a),
               "pod into an existing class and back (node-0)",
               "pod into an existing class and back (node-0)"};
+    case Pair::kMoveLocalKept: {
+      // MoveLocal's move with a copy of move_a on node-0 first (setup; deleted after), so that
+      // move_a's table keeps an endpoint: both tables stay (the generator spreads a
+      // deployment's replicas over consecutive nodes, so no app has two pods on node-0 and
+      // PickMove finds none; MoveLocal's pod is its table's last endpoint there).
+      k8s::Pod keep = ClonePod(t.move_a, "bench-move-keep", kNode, 7);
+      return {move(t.move_a, t.move_b), PodEvent("MODIFIED", t.move_a),
+              "pod into an existing class and back (node-0, both tables stay)",
+              "pod into an existing class and back (node-0, both tables stay)",
+              PodEvent("ADDED", keep),
+              PodDeleteEvent(keep.metadata().namespace_(), "bench-move-keep")};
+    }
     case Pair::kPolicy: {
       const std::string& ns = t.local_a.metadata().namespace_();
       const std::string& app = t.local_a.metadata().labels().at("app");
@@ -1005,7 +1035,8 @@ int main(int argc, char** argv) {
     for (NodeShape shape : kShapes) {
       for (Pair pair : {Pair::kPodRemote, Pair::kPodLocal, Pair::kPodLocalTable,
                         Pair::kRelabelRemote, Pair::kRelabelLocal, Pair::kMoveRemote,
-                        Pair::kMoveLocal, Pair::kPolicy, Pair::kSplitPolicy}) {
+                        Pair::kMoveLocal, Pair::kMoveLocalKept, Pair::kPolicy,
+                        Pair::kSplitPolicy}) {
         benchmark::RegisterBenchmark(
             absl::StrCat("BM_Agent/", backend, "/", ShapeName(shape), "/", PairName(pair)).c_str(),
             BM_Event, std::string(backend), shape, pair)

@@ -1679,9 +1679,13 @@ namespace {
 // more when a pod delta's table part appended tables to the index before (PlanPodTableDelta).
 // `unordered` (PlanMoveDelta, which orders them itself): identity and dispatch edits in one
 // transaction whatever they are, never refused for their order.
+// `selected_planned` (PlanMoveDelta with a table part): the endpoints' table counts and the
+// chains that come or go with them are the table part's (PlanTables) — this plan only points
+// the endpoints' entries at the chains `index` holds, for tables up to `tables`.
 ElementPlan PlanPodEdits(const DeltaIndex& index, const ir::CompiledPolicy& previous,
                          const ir::CompiledPolicyDelta& delta, size_t tables,
-                         DeltaIndexEdit* edit, bool unordered = false) {
+                         DeltaIndexEdit* edit, bool unordered = false,
+                         bool selected_planned = false) {
   ElementPlan plan;
   *edit = DeltaIndexEdit();
   auto fallback = [&](std::string why) {
@@ -1845,7 +1849,9 @@ ElementPlan PlanPodEdits(const DeltaIndex& index, const ir::CompiledPolicy& prev
   std::map<uint32_t, int64_t> selected_change;
   auto collect = [&](const ir::Endpoint& e, bool is_new) {
     if (!e.selected()) return true;
-    if (e.table() >= static_cast<uint32_t>(previous.tables_size())) return false;
+    if (e.table() >= (selected_planned ? tables : static_cast<size_t>(previous.tables_size()))) {
+      return false;
+    }
     selected_change[e.table()] += is_new ? 1 : -1;
     for (int d : {kIngress, kEgress}) {
       if (index.chains.count({e.table(), d}) == 0) continue;
@@ -1872,7 +1878,7 @@ ElementPlan PlanPodEdits(const DeltaIndex& index, const ir::CompiledPolicy& prev
     }
   }
   for (const auto& [table, change] : selected_change) {
-    if (change == 0) continue;
+    if (change == 0 || selected_planned) continue;
     const int64_t before = index.selected[table], now = before + change;
     if (now < 0) return fallback("the remembered endpoints differ from the delta's");
     const ir::Table& t = previous.tables(static_cast<int>(table));
@@ -2058,7 +2064,7 @@ ir::Identity IdentityAfter(const ir::CompiledPolicy& previous, const ir::Compile
 InPlacePlan PlanTables(const DeltaIndex& index, const ir::CompiledPolicy& previous,
                        const ir::CompiledPolicyDelta& delta, bool pods,
                        const ir::CompiledPolicyDelta* applied, DeltaIndexEdit* edit,
-                       const Overlay& overlay = {}) {
+                       const Overlay& overlay = {}, bool moves_left_out = false) {
   *edit = DeltaIndexEdit();
   auto refuse = [&](std::string why) {
     InPlacePlan plan;
@@ -2406,6 +2412,9 @@ InPlacePlan PlanTables(const DeltaIndex& index, const ir::CompiledPolicy& previo
     }
   }
   for (const Moved& m : moved) {
+    // `moves_left_out` (PlanMoveDelta): an endpoint that stays but changes table has its
+    // entries edited by the caller, through indirection chains (nft.h).
+    if (moves_left_out && m.before != nullptr && m.after != nullptr) continue;
     for (int d : {kIngress, kEgress}) {
       if (m.before != nullptr && m.before->selected() &&
           index.chains.count({m.before->table(), d}) > 0 &&
@@ -2839,17 +2848,63 @@ void AddChains(const std::vector<Chain>& chains, InPlacePlan* plan) {
 
 }  // namespace
 
-MovePlan PlanMoveDelta(const DeltaIndex& index, const ir::CompiledPolicy& previous,
+MovePlan PlanMoveDelta(DeltaIndex* index_in, const ir::CompiledPolicy& previous,
                        const ir::CompiledPolicyDelta& delta) {
   MovePlan plan;
-  auto refuse = [&](std::string why) { return Refused(&plan, std::move(why)); };
-  if (!delta.identities().empty() || !delta.peer_sets().empty() || !delta.tables().empty()) {
-    return refuse("the delta appends identities or edits peer sets or tables");
+  InPlacePlan table_plan;
+  // The move's part is planned on the index as a coming table part leaves it; `index_in` is
+  // put back before this returns (nothing changes until the caller has committed).
+  DeltaIndexEdit undo_tables;
+  bool undo = false;
+  auto refuse = [&](std::string why) {
+    if (undo) ApplyIndexEdit(undo_tables, index_in);
+    undo = false;
+    return Refused(&plan, std::move(why));
+  };
+  if (!delta.identities().empty()) return refuse("the delta appends identities");
+  const bool table_part = !delta.peer_sets().empty() || !delta.tables().empty();
+  if (table_part && getenv("NP_NFT_NO_MOVE_TABLES") != nullptr) {
+    return refuse("the delta edits peer sets or tables (NP_NFT_NO_MOVE_TABLES)");
   }
+  // A table that comes or goes with the move (nft.h): its part planned as PlanPodTableDelta
+  // plans it (PlanTables), the moved endpoint's own entries left to the indirection below.
+  // Coming: the table part only writes (chains, peer sets, identities named anew with their
+  // addresses' elements), planned on the index as it is and committed in (1). Going: it only
+  // deletes, planned on the index as the move leaves it, deferred with (3).
+  const ir::CompiledPolicyDelta tables = TablePart(delta);
+  ir::CompiledPolicyDelta pods_and_endpoints = PodPart(delta, false);
+  *pods_and_endpoints.mutable_endpoints() = delta.endpoints();
+  if (table_part) {
+    table_plan = PlanTables(*index_in, previous, tables, /*pods=*/true, /*applied=*/nullptr,
+                             &plan.tables_edit, Overlay{}, /*moves_left_out=*/true);
+    if (!table_plan.fallback.empty()) return refuse(absl::StrCat("the table part: ", table_plan.fallback));
+    const WholeBatch& b = table_plan.batch;
+    const bool writes = !table_plan.sets_first_text.empty() || !b.chains.empty() || !b.sets.empty() ||
+                        !b.last_element_adds.empty();
+    const bool deletes = !b.first_flush.empty() || !b.flush.empty() || !b.first_delete_sets.empty() ||
+                         !b.first_delete_chains.empty() || !b.delete_sets.empty() ||
+                         !b.delete_chains.empty() || !table_plan.cleanup_text.empty();
+    // Beside writes, only identity pieces may be deleted (retargeted to an identity named
+    // anew); a dispatch deletion would be another endpoint leaving.
+    bool other_deletes = false;
+    for (const SetElementEdit& e : b.first_element_deletes) other_deletes = other_deletes || !e.interval;
+    if (writes && (deletes || other_deletes)) {
+      return refuse("the table part both writes and deletes (a table comes and another goes)");
+    }
+    plan.tables_first = writes;
+    if (writes) {
+      ApplyIndexEdit(plan.tables_edit, index_in, &undo_tables);
+      undo = true;
+    } else if (!b.first_element_deletes.empty()) {
+      return refuse("the table part deletes elements of its own");
+    }
+  }
+  const DeltaIndex& index = *index_in;
   // The element edits PlanDeltaUpdate would make, whatever their order (no order is safe for
   // a move: that is what the indirection is for).
-  ElementPlan pods = PlanPodEdits(index, previous, delta, index.selected.size(), &plan.edit,
-                                  /*unordered=*/true);
+  ElementPlan pods = PlanPodEdits(index, previous, table_part ? pods_and_endpoints : delta,
+                                  index.selected.size(), &plan.edit, /*unordered=*/true,
+                                  /*selected_planned=*/table_part);
   if (!pods.fallback.empty()) return refuse(pods.fallback);
   const DeltaIndexEdit& edit = plan.edit;
   const std::string suffix = absl::StrCat("_g", index.generation);
@@ -3037,6 +3092,54 @@ MovePlan PlanMoveDelta(const DeltaIndex& index, const ir::CompiledPolicy& previo
   for (SetElementEdit& e : retire_adds) {
     absl::StrAppend(&plan.retire.text, ElementEditText(e));
     plan.retire.batch.last_element_adds.push_back(std::move(e));
+  }
+  if (!table_part) return plan;
+  if (plan.tables_first) {
+    // A coming table: its part and the indirection in one commit (1), its new peer sets a
+    // commit ahead (sets_first). Reached by nothing until (2) points A's entries at E_d.
+    InPlacePlan create = table_plan;
+    for (WholeChain& w : plan.create.batch.chains) create.batch.chains.push_back(std::move(w));
+    absl::StrAppend(&create.text, plan.create.text);
+    plan.create = std::move(create);
+    ApplyIndexEdit(undo_tables, index_in);
+    undo = false;
+    return plan;
+  }
+  // A going table: planned on the index as the move leaves it (A's entries at Ty), with the
+  // addresses as the pod part leaves them (an identity that no rule names any more retires in
+  // its cleanup, its addresses, A's among them, to id_other). Deferred after (3).
+  DeltaIndexEdit undo_move;
+  ApplyIndexEdit(plan.edit, index_in, &undo_move);
+  const ir::CompiledPolicyDelta pods_part = PodPart(delta, false);
+  table_plan = PlanTables(*index_in, previous, tables, /*pods=*/true, &pods_part,
+                           &plan.tables_edit, Overlay{}, /*moves_left_out=*/true);
+  ApplyIndexEdit(undo_move, index_in);
+  if (!table_plan.fallback.empty()) return refuse(absl::StrCat("the table part: ", table_plan.fallback));
+  const WholeBatch& b = table_plan.batch;
+  if (!table_plan.sets_first_text.empty() || !b.chains.empty() || !b.sets.empty() ||
+      !b.last_element_adds.empty() || !b.first_element_deletes.empty()) {
+    return refuse("the going table part writes rules, sets or elements");
+  }
+  // Into (3)'s own transaction when it only flushes and deletes chains and sets (one commit
+  // less on the next call's path: every walker then began after (2), nft.h), else after it.
+  if (b.flush.empty() && b.delete_sets.empty() && b.delete_chains.empty() && !b.add_table) {
+    WholeBatch& r = plan.retire.batch;
+    r.first_flush.insert(r.first_flush.end(), b.first_flush.begin(), b.first_flush.end());
+    r.first_delete_sets.insert(r.first_delete_sets.end(), b.first_delete_sets.begin(), b.first_delete_sets.end());
+    r.first_delete_chains.insert(r.first_delete_chains.end(), b.first_delete_chains.begin(),
+                                 b.first_delete_chains.end());
+    absl::StrAppend(&plan.retire.text, table_plan.text);
+  } else if (!table_plan.text.empty()) {
+    InPlacePlan t;
+    t.batch = table_plan.batch;
+    t.text = table_plan.text;
+    plan.later.push_back(std::move(t));
+  }
+  if (!table_plan.cleanup_text.empty()) {
+    InPlacePlan c;
+    c.batch = table_plan.cleanup;
+    c.text = table_plan.cleanup_text;
+    plan.later.push_back(std::move(c));
   }
   return plan;
 }
@@ -3689,6 +3792,10 @@ class NftBackend : public Backend {
         }
         stats_.last_fallback = absl::StrCat("nft refused the edit: ", s.message());
         ForgetInstalled(ns);
+      } else if (getenv("NP_NFT_NO_MOVE_DELTA") == nullptr) {
+        // A node-0 pod into another existing class whose old table goes or new table comes
+        // with it (nft.h PlanMoveDelta): the table part beside the indirection.
+        if (TryMove(ns, previous, delta)) return absl::OkStatus();
       }
     } else if (policy && ns.installed.has_value() && ns.index.has_value() && !policy_off) {
       nft::DeltaIndexEdit edit;
@@ -3731,24 +3838,7 @@ class NftBackend : public Backend {
         // A node-0 pod into another existing class (nft.h PlanMoveDelta): the indirection
         // created, a grace period, A's elements pointed at it with its new rules; its
         // retirement deferred past a grace period.
-        nft::MovePlan move = nft::PlanMoveDelta(*ns.index, previous, delta);
-        absl::StrAppend(&stats_.last_fallback, "; as a move: ", move.fallback);
-        if (move.fallback.empty()) {
-          absl::Status s = CommitPlanned(ns, move.create);
-          if (s.ok()) s = WaitForGracePeriod();
-          if (s.ok()) s = CommitPlanned(ns, move.commit);
-          if (s.ok()) {
-            DeferCommits(ns, {move.retire});
-            nft::ApplyIndexEdit(move.edit, &*ns.index);
-            ns.elements_stale = true;
-            ++stats_.in_place;
-            ++stats_.move_in_place;
-            stats_.last_fallback.clear();
-            return absl::OkStatus();
-          }
-          stats_.last_fallback = absl::StrCat("nft refused the move: ", s.message());
-          ForgetInstalled(ns);
-        }
+        if (TryMove(ns, previous, delta)) return absl::OkStatus();
       }
     } else {
       stats_.last_fallback = "nothing remembered for this namespace";
@@ -3929,6 +4019,37 @@ class NftBackend : public Backend {
   }
 
   // An in-place plan's commits: its new sets first (nft.h), then its transaction.
+  // PlanMoveDelta's commits (nft.h): (1), a grace period, (2); (3) and a going table's part
+  // deferred past a grace period. True when the move is in; else the full path decides
+  // (stats_.last_fallback says why not).
+  bool TryMove(Namespace& ns, const ir::CompiledPolicy& previous, const ir::CompiledPolicyDelta& delta) {
+    nft::MovePlan move = nft::PlanMoveDelta(&*ns.index, previous, delta);
+    absl::StrAppend(&stats_.last_fallback, "; as a move: ", move.fallback);
+    if (!move.fallback.empty()) return false;
+    absl::Status s = CommitPlanned(ns, move.create);
+    if (s.ok()) s = WaitForGracePeriod();
+    if (s.ok()) s = CommitPlanned(ns, move.commit);
+    if (!s.ok()) {
+      stats_.last_fallback = absl::StrCat("nft refused the move: ", s.message());
+      ForgetInstalled(ns);
+      return false;
+    }
+    const bool tables = move.tables_edit.tables != 0;  // a table part was planned
+    std::vector<nft::InPlacePlan> deferred = {move.retire};
+    for (nft::InPlacePlan& p : move.later) deferred.push_back(std::move(p));
+    DeferCommits(ns, deferred);
+    if (move.tables_first) nft::ApplyIndexEdit(move.tables_edit, &*ns.index);
+    nft::ApplyIndexEdit(move.edit, &*ns.index);
+    if (!move.tables_first) nft::ApplyIndexEdit(move.tables_edit, &*ns.index);
+    ns.elements_stale = true;
+    if (tables) ns.installed_stale = true;  // chains and sets: Update rebuilds
+    ++stats_.in_place;
+    ++stats_.move_in_place;
+    if (tables) ++stats_.move_tables_in_place;
+    stats_.last_fallback.clear();
+    return true;
+  }
+
   absl::Status CommitPlanned(Namespace& ns, const nft::InPlacePlan& plan) {
     if (!plan.sets_first_text.empty()) {
       absl::Status s = CommitInPlace(ns, plan.sets_first, plan.sets_first_text);

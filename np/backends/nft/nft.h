@@ -197,7 +197,8 @@
 //  base chains entered and two more established checks (validation_cost.py --packets on the
 //  1000/10k program: within the noise of a load of 19, -1.7 to +2.5 us paired; to measure on
 //  a quiet machine before shipping). What it would leave: a node-0 pod's
-//  dispatch add still validates P (above); MoveLocal stays a switch (below).
+//  dispatch add still validates P (above); PlanMoveDelta (below) would put its E_d in P and
+//  its identity chain in I — not argued for two tables.
 // Capacity (Capacity(), `netpol compile --stats`): at most 65,534 identities (the mark
 // layout: 0xfffe and 0xffff are "other" and "miss"); tier rules count as rules. nf_tables has no hard limit on rules, sets or elements (memory aside), but load
 // time grows — with the square of the number of sets — so np keeps budgets: rules 150,000,
@@ -716,28 +717,59 @@ IdentityPlan PlanIdentityDelta(DeltaIndex* index, const ir::CompiledPolicy& prev
 // stays untouched); both families: A's IPv4 and IPv6 elements point at the same E_d and P (one
 // endpoint, one identity). An identity whose chain would be created or retired by the event
 // (Y named by no rule before, X by none after) changes peer sets: such a delta is
-// PlanIdentityDelta's or the switch's, refused here; so is a table whose first or last
-// selected endpoint this is (its chains come or go), a delta with peer sets, tables or
-// appended identities, anything PlanDeltaUpdate's edits refuse but their order, a move where
+// PlanIdentityDelta's or the switch's, refused here; so is a delta with appended
+// identities, anything PlanDeltaUpdate's edits refuse but their order, a move where
 // the identity or the side stays (PlanDeltaUpdate's own plans do it in one or two commits), and
-// families that disagree. Not covered yet: a move whose old table loses its last endpoint
-// on the node, or whose new table gains its first (the delta retires or brings Tx's chains
-// and peer sets: PlanPodTableDelta's table part with a move's pod part) — the bench's
-// MoveLocal pair is that (its pod is the last of its class's table on node-0), so it still
-// takes the switch. The form would extend: a coming table's chains created in (1) (filled
-// for both bits by the copy (2) makes of chains it leaves alone), a going table's deleted
-// after (3) (only E_d's old blob reached them). Cost: the delta (PlanDeltaUpdate's planning), three commits that
-// validate the table (rules or jump elements added: netlink.h), one grace period. `edit` is
-// the index after (3) (PlanDeltaUpdate's): the caller applies it once (2) is in, as
+// families that disagree.
+// A table that comes or goes with the move (the old table Tx loses its last selected endpoint
+// on the node, or the new one Ty gains its first: the bench's MoveLocal, both ways): the delta
+// also retires Tx's chains and the peer sets only they read, or brings Ty's. That table part
+// is PlanTables' (PlanPodTableDelta's) with A's own dispatch entries left out — the form above
+// edits them — and it goes where no packet can meet it half done:
+//  - Ty comes: its part goes in (1), beside E_d and P: Ty's chains (and stage chains), its new
+//    peer sets a commit ahead (sets_first: the rule above for sets), and identities its sets
+//    name anew — their chains created and their addresses' elements id_other -> id_N in the
+//    same commit, PlanInPlaceUpdate's policy-event argument (an old packet meets id_N empty:
+//    "miss", which old rules read as id_other; refused when a tier chain drops a miss). Only
+//    E_d reaches Ty's chains, and E_d's rules jump Tx until (2): a packet between (1) and (2)
+//    meets the old program. (2) leaves Ty's chains alone, so its commit copies their b1 blob
+//    (filled by (1)) into the b0 slot before the flip (nf_tables_commit_chain): a packet that
+//    began after (2) and follows E_d's b0 rule into Ty meets Ty's rules, never an empty chain.
+//    (Ty's chains created in (2) instead would be as safe — created there they are filled for
+//    b0, the only bit whose E_d blob jumps to them — but its new peer sets must still precede
+//    the rules that read them by a commit, which (1) gives for free.)
+//  - Tx goes: its part only deletes (Tx's chains flushed and deleted, its peer sets deleted;
+//    anything else is refused: a table coming and another going in one move, element writes),
+//    and it goes into (3)'s own transaction (a commit after it when it is more than flushes
+//    and deletions), its cleanup after (an identity no rule names any more: its addresses to
+//    id_other, its chain deleted). After the grace period every walking packet began after
+//    (2): its E_d rule (b0) jumps Ty, A's elements point at E_d or at Ty — nothing it reads
+//    reaches Tx or the identities only Tx's rules named. (Deleting Tx in (2), after E_d's
+//    flush in the batch, would also be safe: a b1 packet that follows E_d's old blob into Tx
+//    meets Tx's old blob — a flushed or deleted chain keeps it for the old bit until the
+//    readers are done — and its peer sets are plain sets, which keep their elements for such
+//    readers; the kernel test saw no verdict change with it. Deferred, it costs (2) nothing.)
+// Not covered (the switch): a table coming and another going with one move (Tx the last
+// endpoint's and Ty the first's), and identities appended. (A coming table under an appended
+// id is planned like one whose id the lowering reuses; the tests use a reused id.) `tables_edit` is the table part's index edit: before `edit` when Ty comes
+// (tables_first), after it when Tx goes. Cost: PlanTables' planning of the touched tables and
+// peer sets (twice when Tx goes: to classify, then on the index after the move), and (1) one
+// commit more when Ty brings peer sets of its own; NP_NFT_NO_MOVE_TABLES=1 refuses such
+// moves (comparisons). Cost of the move itself: the delta (PlanDeltaUpdate's planning), three
+// commits that validate the table (rules or jump elements added: netlink.h), one grace period.
+// `edit` is the index after (3) (PlanDeltaUpdate's): the caller applies it once (2) is in, as
 // PlanPodTableDelta's one-commit form does. NP_NFT_NO_MOVE_DELTA=1 makes UpdateDelta skip it.
 struct MovePlan {
-  InPlacePlan create;  // (1)
+  InPlacePlan create;  // (1) (with a coming table: its part, its new sets a commit ahead)
   InPlacePlan commit;  // (2), after a grace period
   InPlacePlan retire;  // (3), deferred past a grace period
+  std::vector<InPlacePlan> later;  // a going table's part, then its cleanup: after (3)
+  bool tables_first = false;       // a coming table: tables_edit before edit (else after)
+  DeltaIndexEdit tables_edit;      // the table part's index edit (none without one)
   DeltaIndexEdit edit;
   std::string fallback;
 };
-MovePlan PlanMoveDelta(const DeltaIndex& index, const ir::CompiledPolicy& previous,
+MovePlan PlanMoveDelta(DeltaIndex* index, const ir::CompiledPolicy& previous,
                        const ir::CompiledPolicyDelta& delta);
 // A policy event that splits an identity (np/lower_delta.h LowerPolicyChange: a policy whose
 // peer tells some pods of an identity from the others appends an identity N for them, their
@@ -782,6 +814,7 @@ struct DeltaStats {
                                    // identities (PlanIdentityDelta)
   uint64_t move_in_place = 0;  // of in_place: a node-0 pod into another existing class
                                // (PlanMoveDelta: three commits, one grace period)
+  uint64_t move_tables_in_place = 0;  // of move_in_place: with a table coming or going
   // Identity retirements (an in-place plan's cleanup) deferred past the call that planned
   // them, and committed at the start of the next call; cleanup_wait_ns: the time those calls
   // still waited for the grace period.

@@ -3065,7 +3065,7 @@ TEST(NftPackets, TiersGetTheSpecsVerdicts) {
 // How ExpectSwapsUnderProbes goes between its two programs: whole programs (Update), a
 // policy delta (UpdateDelta: PlanPolicyDelta), or a pod delta that brings pod x/c with its
 // table and takes it away again (PlanPodTableDelta).
-enum class Swap { kUpdate, kPolicyDelta, kPodTableDelta, kRelabel, kMove };
+enum class Swap { kUpdate, kPolicyDelta, kPodTableDelta, kRelabel, kMove, kMoveTable };
 
 // The probe lab's three tables, one per pod x/a, x/b, x/c (10.0.<i+1>.2, fd00:<i+1>::2, all
 // selected), table i the endpoint's; tables from `endpoints` on are appended without
@@ -3204,6 +3204,25 @@ ir::CompiledPolicy ThreePodsMoved(bool moved) {
   return ir;
 }
 
+// ThreePodsMoved with x/c in table 2 (AddThreeTables' own): x/a is table 0's only endpoint,
+// so the move retires table 0 — `moved` leaves it emptied, as the lowering leaves a table no
+// endpoint selects any more (np/lower_delta.h) — and the move back brings it (nft.h
+// PlanMoveDelta, "A table that comes or goes"). Flows both programs deny that a mix passes:
+// x/a -> x/b UDP 80 (x/a's table 0 side with identity 2, or, coming back, table 0's chains
+// met empty: both allow it at x/a's egress and x/b's ingress admits 2) and x/b -> x/a UDP 81
+// (x/a's identity 1 at x/b's egress with table 1's ingress), as ThreePodsMoved says.
+ir::CompiledPolicy ThreePodsMovedAlone(bool moved) {
+  ir::CompiledPolicy ir = ThreePodsMoved(moved);
+  EndpointOf(ir, "x/c")->set_table(2);
+  if (moved) {
+    ir::Table* t0 = ir.mutable_tables(0);
+    t0->clear_ingress();
+    t0->clear_egress();
+    t0->clear_policies();
+  }
+  return ir;
+}
+
 // Each edit's elements as "set first-last:jump", sorted.
 std::vector<std::string> ElementsText(const std::vector<SetElementEdit>& edits) {
   std::vector<std::string> out;
@@ -3245,7 +3264,7 @@ TEST(NftDeltaPlan, AMoveGoesThroughIndirectionChains) {
     DeltaIndexEdit unused;
     EXPECT_FALSE(PlanDeltaUpdate(*index, from, *delta, &unused).fallback.empty())
         << "element edits alone have a safe order for a move";
-    const MovePlan plan = PlanMoveDelta(*index, from, *delta);
+    const MovePlan plan = PlanMoveDelta(&*index, from, *delta);
     ASSERT_TRUE(plan.fallback.empty()) << plan.fallback;
     auto mark = [](const std::string& id) {
       return absl::StrCat("meta mark set meta mark and 0x0000ffff or 0x000", id, "0000");
@@ -3329,16 +3348,91 @@ TEST(NftDeltaPlan, AMoveGoesThroughIndirectionChains) {
     ASSERT_TRUE(x.ok());
     std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(*from, *to);
     ASSERT_TRUE(delta.has_value());
-    const MovePlan plan = PlanMoveDelta(*x, *from, *delta);
+    const MovePlan plan = PlanMoveDelta(&*x, *from, *delta);
     EXPECT_NE(plan.fallback.find(why), std::string::npos) << plan.fallback;
     EXPECT_TRUE(plan.create.text.empty() && plan.commit.text.empty() && plan.retire.text.empty());
+  }
+}
+
+// PlanMoveDelta on a move whose old table goes (there) or whose new table comes (back): the
+// expected commits written by hand from nft.h's form — the coming table's chains in (1)
+// beside the indirection (reached by nothing: the indirection's first rules jump the old
+// table), the going table's chains flushed and deleted in a commit after (3), (2) and (3) as
+// for any move; planning leaves the index alone; the index edits, in their order, reach the
+// index of a fresh install of the next program (the oracle).
+TEST(NftDeltaPlan, AMoveBringsOrRetiresItsTableAroundTheIndirection) {
+  const ir::CompiledPolicy a = ThreePodsMovedAlone(false), b = ThreePodsMovedAlone(true);
+  ASSERT_TRUE(CheckIr(a).ok()) << CheckIr(a);
+  ASSERT_TRUE(CheckIr(b).ok()) << CheckIr(b);
+  for (bool there : {true, false}) {
+    SCOPED_TRACE(there ? "there (table 0 goes)" : "back (table 0 comes)");
+    const ir::CompiledPolicy& from = there ? a : b;
+    const ir::CompiledPolicy& to = there ? b : a;
+    const std::string old_table = there ? "0" : "1", new_table = there ? "1" : "0";
+    std::optional<ir::CompiledPolicyDelta> delta = DiffPrograms(from, to);
+    ASSERT_TRUE(delta.has_value());
+    ASSERT_FALSE(delta->tables().empty()) << "the delta must retire or bring table 0";
+    absl::StatusOr<DeltaIndex> index = MakeDeltaIndex(from, 3);
+    absl::StatusOr<DeltaIndex> truth = MakeDeltaIndex(to, 3);
+    ASSERT_TRUE(index.ok() && truth.ok());
+    // What refused it before (the bench's MoveLocal): the table part with x/a's entries.
+    EXPECT_FALSE(PlanPodTableDelta(&*index, from, *delta).fallback.empty());
+    const std::string before = IndexText(*index);
+    const MovePlan plan = PlanMoveDelta(&*index, from, *delta);
+    ASSERT_TRUE(plan.fallback.empty()) << plan.fallback;
+    EXPECT_EQ(IndexText(*index), before) << "planning changed the index";
+    EXPECT_EQ(plan.tables_first, !there);
+    // (1): the indirection with the old answers; coming, table 0's chains with their rules.
+    std::map<std::string, std::string> created = ChainRules(plan.create.batch);
+    EXPECT_EQ(created["mv_egress_g3"], absl::StrCat("jump t", old_table, "_egress_g3"));
+    EXPECT_EQ(created["mv_ingress_g3"], absl::StrCat("jump t", old_table, "_ingress_g3"));
+    EXPECT_EQ(created.count("t0_egress_g3"), there ? 0u : 1u);
+    EXPECT_EQ(created.count("t0_ingress_g3"), there ? 0u : 1u);
+    if (!there) {
+      EXPECT_NE(created["t0_egress_g3"].find("meta l4proto udp th dport 80-81 return"), std::string::npos)
+          << created["t0_egress_g3"];
+    }
+    EXPECT_EQ(created.size(), there ? 3u : 5u);
+    EXPECT_TRUE(plan.create.batch.last_element_adds.empty());
+    EXPECT_TRUE(plan.create.batch.first_element_deletes.empty());
+    EXPECT_TRUE(plan.create.batch.first_flush.empty());
+    EXPECT_TRUE(plan.create.batch.first_delete_chains.empty());
+    EXPECT_NE(plan.create.text.find("create chain inet np mv_identity_g3\n"), std::string::npos);
+    // (2): x/a's elements at the indirection, which gets the new answers; no table chain
+    // created, flushed or deleted there.
+    const std::map<std::string, std::string> rewritten = ChainRules(plan.commit.batch);
+    EXPECT_EQ(rewritten.size(), 3u);
+    EXPECT_EQ(rewritten.at("mv_egress_g3"), absl::StrCat("jump t", new_table, "_egress_g3"));
+    EXPECT_EQ(plan.commit.batch.first_flush,
+              (std::vector<std::string>{"mv_ingress_g3", "mv_egress_g3", "mv_identity_g3"}));
+    EXPECT_TRUE(plan.commit.batch.first_delete_chains.empty());
+    // (3) as for any move; going, table 0's chains flushed and deleted in the same commit.
+    std::vector<std::string> deleted = plan.retire.batch.first_delete_chains;
+    std::sort(deleted.begin(), deleted.end());
+    std::vector<std::string> want = {"mv_egress_g3", "mv_identity_g3", "mv_ingress_g3"};
+    if (there) want = {"mv_egress_g3", "mv_identity_g3", "mv_ingress_g3", "t0_egress_g3", "t0_ingress_g3"};
+    EXPECT_EQ(deleted, want);
+    std::vector<std::string> flushed = plan.retire.batch.first_flush;
+    std::sort(flushed.begin(), flushed.end());
+    EXPECT_EQ(flushed, want);
+    EXPECT_TRUE(plan.retire.batch.chains.empty());
+    EXPECT_TRUE(plan.later.empty());
+    if (there) {
+      EXPECT_LT(plan.retire.text.find("add element inet np egress4_g3 { 10.0.1.2 : jump t1_egress_g3 }"),
+                plan.retire.text.find("delete chain inet np t0_egress_g3"))
+          << plan.retire.text;
+    }
+    if (plan.tables_first) ApplyIndexEdit(plan.tables_edit, &*index);
+    ApplyIndexEdit(plan.edit, &*index);
+    if (!plan.tables_first) ApplyIndexEdit(plan.tables_edit, &*index);
+    EXPECT_EQ(IndexText(*index), IndexText(*truth));
   }
 }
 
 void ExpectSwapsUnderProbes(Swap how) {
   using namespace iptables::testutil;  // NOLINT: the topology helpers
   const bool through_delta = how != Swap::kUpdate;
-  ThreePodLab lab(how == Swap::kMove ? "h90pk" : how == Swap::kRelabel ? "h64pk"
+  ThreePodLab lab(how == Swap::kMoveTable ? "h98pk" : how == Swap::kMove ? "h90pk" : how == Swap::kRelabel ? "h64pk"
                   : how == Swap::kPodTableDelta ? "h56pk" : through_delta ? "h50pk" : "npnfti", 120);
   const Topology& t = lab.t;
   const Attachment& where = lab.where;
@@ -3355,10 +3449,11 @@ void ExpectSwapsUnderProbes(Swap how) {
     return ir;
   };
   const bool pods = how == Swap::kPodTableDelta, relabel = how == Swap::kRelabel;
-  const bool move = how == Swap::kMove;
-  const ir::CompiledPolicy a = move ? ThreePodsMoved(false) : relabel ? ThreePodsRelabelled(false)
+  const bool move_table = how == Swap::kMoveTable;
+  const bool move = how == Swap::kMove || move_table;
+  const ir::CompiledPolicy a = move_table ? ThreePodsMovedAlone(false) : move ? ThreePodsMoved(false) : relabel ? ThreePodsRelabelled(false)
                                : pods ? ThreePodsCOrNot(false) : program(0);
-  const ir::CompiledPolicy b = move ? ThreePodsMoved(true) : relabel ? ThreePodsRelabelled(true)
+  const ir::CompiledPolicy b = move_table ? ThreePodsMovedAlone(true) : move ? ThreePodsMoved(true) : relabel ? ThreePodsRelabelled(true)
                                : pods ? ThreePodsCOrNot(true) : program(1);
   ASSERT_TRUE(CheckIr(a).ok()) << CheckIr(a);
   ASSERT_TRUE(CheckIr(b).ok()) << CheckIr(b);
@@ -3444,6 +3539,7 @@ void ExpectSwapsUnderProbes(Swap how) {
               << stats.full_path << " on the default path, " << stats.cleanups_committed
               << " deferred retirements committed\n";
     EXPECT_EQ(stats.full_path, 0u) << stats.last_fallback;
+    if (move_table) EXPECT_GE(stats.move_tables_in_place, static_cast<uint64_t>(swaps.load()));
     EXPECT_GE(move ? stats.move_in_place : relabel ? stats.identity_in_place
               : pods ? stats.pod_table_in_place : stats.policy_in_place,
               static_cast<uint64_t>(swaps.load()));
@@ -3525,6 +3621,16 @@ TEST(NftPackets, MovesInPlaceNeverPassADeniedFlowNorDropAnAllowedOne) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root";
   if (!RunCommand({"nft", "--version"}).ok()) GTEST_SKIP() << "no nft binary";
   ExpectSwapsUnderProbes(Swap::kMove);
+}
+
+// The same with x/a its table's only endpoint (ThreePodsMovedAlone): each move there retires
+// table 0's chains after the indirection's retirement, each move back brings them with the
+// indirection (nft.h PlanMoveDelta, "A table that comes or goes"); a mix of the two sides
+// passes x/a -> x/b UDP 80 or x/b -> x/a UDP 81, and table 0 met empty passes the first.
+TEST(NftPackets, MovesWithTablesInPlaceNeverPassADeniedFlowNorDropAnAllowedOne) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  if (!RunCommand({"nft", "--version"}).ok()) GTEST_SKIP() << "no nft binary";
+  ExpectSwapsUnderProbes(Swap::kMoveTable);
 }
 
 // ---- The whole path as netlink batches (netlink.h WholeBatch) against nft's own parser ----
