@@ -1601,6 +1601,22 @@ class PersistentRestore {
 
 using Restorers = std::array<PersistentRestore, kFamilies>;
 
+// A block for a running restore tool that changes nothing and uses every extension np's
+// rules do (conntrack, tcp, udp, sctp, comment, and set when `set` names one of the family:
+// libxt_set looks the name up), so that its first real block is not the one that loads them.
+std::string WarmUpText(const std::string& set) {
+  const std::string chain = absl::StrCat(kChainPrefix, "WARM");
+  return absl::StrCat(
+      "*filter\n:", chain, " - [0:0]\n",  //
+      "-A ", chain, " -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN\n",  //
+      "-A ", chain, " -p tcp -m tcp --dport 1",
+      set.empty() ? "" : absl::StrCat(" -m set --match-set ", set, " src"), " -j RETURN\n",
+      "-A ", chain, " -p udp -m udp --dport 1:2 -j RETURN\n",  //
+      "-A ", chain, " -p sctp -m sctp --dport 1 -j RETURN\n",  //
+      "-A ", chain, " ", CommentMatch("np: warm-up"), " -j DROP\n",  //
+      "-F ", chain, "\n-X ", chain, "\nCOMMIT\n");
+}
+
 // The pid in an NFT_MSG_NEWGEN announcement (0: not one).
 uint32_t NewGenerationPid(const nlmsghdr& m) {
   if (m.nlmsg_type != ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN)) return 0;
@@ -1643,9 +1659,14 @@ absl::StatusOr<int> GenerationSocket(const std::string& netns) {
 }
 
 // RestoreFamilies through the running tools: both texts written, then both commits awaited.
+// `acked_ms` (optional): per family, when its last commit was announced, in ms after the
+// texts were written (0: not fed to a running tool).
 std::array<absl::Status, kFamilies> RestoreFamilies(const std::string (&texts)[kFamilies],
                                                     const std::string& netns,
-                                                    Restorers* tools) {
+                                                    Restorers* tools,
+                                                    double* acked_ms = nullptr) {
+  const auto written = std::chrono::steady_clock::now();
+  if (acked_ms != nullptr) acked_ms[0] = acked_ms[1] = 0;
   std::string spawn[kFamilies];
   int blocks[kFamilies] = {0, 0};
   bool fed = false;
@@ -1720,7 +1741,12 @@ std::array<absl::Status, kFamilies> RestoreFamilies(const std::string (&texts)[k
              NLMSG_OK(m, len); m = NLMSG_NEXT(m, len)) {
           const uint32_t pid = NewGenerationPid(*m);
           for (int f = 0; f < kFamilies && pid != 0; ++f) {
-            if (blocks[f] > 0 && static_cast<uint32_t>((*tools)[f].pid()) == pid) --blocks[f];
+            if (blocks[f] > 0 && static_cast<uint32_t>((*tools)[f].pid()) == pid &&
+                --blocks[f] == 0 && acked_ms != nullptr) {
+              acked_ms[f] = std::chrono::duration<double, std::milli>(
+                                std::chrono::steady_clock::now() - written)
+                                .count();
+            }
           }
         }
       }
@@ -3436,12 +3462,23 @@ class IptablesBackend : public Backend {
           absl::StrCat("ip6tables-restore failed: IPv4 runs the new ruleset, IPv6 the old one: ",
                        r.status().message()));
     }
-    // The running restore tools of the in-place rules path, started here rather than by
-    // the first event that needs them: a start (fork of this process, exec, the extensions'
-    // dlopen) cost that event ~30 ms at 1,000 tables (bench/RESULTS.md, h96). Nothing is
-    // written to them yet; a tool that failed to start is started again by that event.
-    for (int f = 0; f < kFamilies; ++f) {
-      if (PersistentRestore::Nft(f)) (void)restorers_[f].Ensure(f, netns);
+    // The running restore tools of the in-place rules path, started and warmed here rather
+    // than by the first event that needs them: a start (fork of this process, exec, the
+    // extensions' dlopen on the first block) cost that event ~30 ms at 1,000 tables, and a
+    // start left running beside the next event slowed that one (bench/RESULTS.md, h96).
+    // Each gets a block that loads the extensions np's rules use and leaves the table as it
+    // was (a chain made, filled, flushed and deleted in one transaction: its commit is the
+    // ack awaited). A failure here changes nothing (that block commits nothing, or nothing
+    // that stays; a leftover NP- chain would be stale to the next Apply): the tool is stopped
+    // and the first event starts it again.
+    {
+      std::string warm[kFamilies];
+      for (int f = 0; f < kFamilies; ++f) {
+        if (!PersistentRestore::Nft(f)) continue;
+        const std::vector<std::string> names = new_sets(f);
+        warm[f] = WarmUpText(names.empty() ? "" : names.front());
+      }
+      (void)RestoreFamilies(warm, netns, &restorers_);
     }
     // 5.
     index_ = std::make_unique<DeltaIndex>(IndexOf(ir, *model));
@@ -3687,6 +3724,7 @@ class IptablesBackend : public Backend {
                            const ir::CompiledPolicyDelta& delta,
                            const Attachment& attachment) override {
     Settle();
+    delta_call_start_ = std::chrono::steady_clock::now();
     std::string why;
     if (installed_ == nullptr || index_ == nullptr || installed_->netns != attachment.netns) {
       why = "nothing installed by this instance in this namespace";
@@ -3922,7 +3960,8 @@ class IptablesBackend : public Backend {
                                 const ir::CompiledPolicyDelta& delta,
                                 const Attachment& attachment) {
     const std::string& netns = attachment.netns;
-    std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+    // From the call's start (UpdateDelta): "plan" is the delta's planning and the capacity check.
+    const std::chrono::steady_clock::time_point start = delta_call_start_;
     auto ms = [&start] {
       const double d = std::chrono::duration<double, std::milli>(
                            std::chrono::steady_clock::now() - start)
@@ -3951,16 +3990,18 @@ class IptablesBackend : public Backend {
       (void)DestroySetsInPlace(plan.plan.created, netns);
       return FullAfterDelta(previous, delta, attachment, s);
     }
+    const double sets_ms = ms() - plan_ms;
     // 2. (Apply destroys, on failure, every set of another generation than its own.)
     std::vector<SetEdit> dispatch;
     for (const DeltaPlan::DispatchEdit& r : plan.members.dispatch) dispatch.push_back(r.edit);
     const size_t adds = plan.members.adds.size(), dels = plan.members.dels.size();
     double restore_ms = 0;
+    double acked_ms[kFamilies] = {0, 0};
     auto switch_rules = [&]() -> absl::Status {
       if (absl::Status e = EditSets(dispatch, netns); !e.ok()) return e;
       const double before = ms();
       const std::array<absl::Status, kFamilies> restored =
-          RestoreFamilies(plan.plan.switch_restore, netns, &restorers_);
+          RestoreFamilies(plan.plan.switch_restore, netns, &restorers_, acked_ms);
       restore_ms = ms() - before;
       for (int f = 0; f < kFamilies; ++f) {
         if (!restored[f].ok()) {
@@ -3993,7 +4034,10 @@ class IptablesBackend : public Backend {
                                     plan.not_ordered, ")")
                      : absl::StrCat(", ", adds, " adds, ", dels, " deletes, ", dispatch.size(),
                                     " dispatch set edits"),
-        "; ms: plan ", plan_ms, ", restore ", restore_ms, ", all ", ms(),
+        "; ms: plan ", plan_ms, ", sets ", static_cast<int64_t>(sets_ms * 10 + 0.5) / 10.0,
+        ", restore ", restore_ms, " (committed: IPv4 ",
+        static_cast<int64_t>(acked_ms[0] * 10 + 0.5) / 10.0, ", IPv6 ",
+        static_cast<int64_t>(acked_ms[1] * 10 + 0.5) / 10.0, "), all ", ms(),
         cleanup_ != nullptr ? ", cleanup deferred" : "");
     return absl::OkStatus();
   }
@@ -4432,6 +4476,8 @@ class IptablesBackend : public Backend {
   // Used by one thread at a time: the cleanup's, which every call joins first (Settle).
   Restorers restorers_;
   std::string settled_;  // how the last Settle went, for last_update()
+  // When the running UpdateDelta started (after Settle): its timings in last_update().
+  std::chrono::steady_clock::time_point delta_call_start_;
   BackendOptions options_;
   std::unique_ptr<Installed> installed_;  // null: unknown, Apply reads the kernel
   std::unique_ptr<DeltaIndex> index_;     // with installed_: what UpdateDelta plans from
