@@ -1502,56 +1502,20 @@ class PersistentRestore {
     return nft[f];
   }
 
-  // Starts the tool in `netns` unless it runs there already.
+  // Starts the tool in `netns` unless it runs there already (StartProcess: no fork of this
+  // process, whose pages would all turn copy-on-write: a fault on each one the agent writes next).
   absl::Status Ensure(int f, const std::string& netns) {
     if (pid_ > 0 && netns_ == netns && waitpid(pid_, nullptr, WNOHANG) == 0) return absl::OkStatus();
     Stop();
     absl::StatusOr<std::string> path = ToolPath(RestoreTool(f));
     if (!path.ok()) return path.status();
-    int ns = -1;
-    if (!netns.empty()) {
-      ns = open(absl::StrCat("/run/netns/", netns).c_str(), O_RDONLY | O_CLOEXEC);
-      if (ns < 0) {
-        return absl::NotFoundError(
-            absl::StrCat("network namespace ", netns, ": ", std::strerror(errno)));
-      }
-    }
-    int in[2], err[2];
-    if (pipe2(in, O_CLOEXEC) != 0) {
-      const int e = errno;
-      if (ns >= 0) close(ns);
-      return absl::InternalError(absl::StrCat("pipe: ", std::strerror(e)));
-    }
-    if (pipe2(err, O_CLOEXEC) != 0) {
-      const int e = errno;
-      for (int fd : {in[0], in[1], ns}) if (fd >= 0) close(fd);
-      return absl::InternalError(absl::StrCat("pipe: ", std::strerror(e)));
-    }
-    const char* argv[] = {RestoreTool(f), "--noflush", nullptr};
-    const int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
     spawned.fetch_add(1, std::memory_order_relaxed);
-    const pid_t pid = fork();
-    if (pid == 0) {
-      // Only async-signal-safe calls here (the parent may have threads).
-      if ((ns >= 0 && setns(ns, CLONE_NEWNET) != 0) || dup2(in[0], 0) < 0 ||
-          dup2(devnull, 1) < 0 || dup2(err[1], 2) < 0) {
-        _exit(127);
-      }
-      execv(path->c_str(), const_cast<char* const*>(argv));
-      _exit(127);
-    }
-    const int fork_errno = errno;
-    for (int fd : {in[0], err[1], ns, devnull}) if (fd >= 0) close(fd);
-    if (pid < 0) {
-      close(in[1]);
-      close(err[0]);
-      return absl::InternalError(absl::StrCat("fork: ", std::strerror(fork_errno)));
-    }
-    pid_ = pid;
-    in_ = in[1];
-    err_ = err[0];
+    absl::StatusOr<RunningProcess> p = StartProcess({*path, "--noflush"}, netns);
+    if (!p.ok()) return p.status();
+    pid_ = p->pid;
+    in_ = p->in;
+    err_ = p->err;
     netns_ = netns;
-    fcntl(err_, F_SETFL, O_NONBLOCK);
     return absl::OkStatus();
   }
 
