@@ -1449,7 +1449,8 @@ std::array<absl::Status, kFamilies> SpawnRestores(const std::string (&texts)[kFa
 // text per restore instead of a process per restore. Why: at the agent bench's 1,000 tables a
 // spawned restore of one small chain costs 15–22 ms, the same text written to a running
 // process 1–5 ms (bench/RESULTS.md, h78): the spawn, the extensions' dlopen and the first
-// cache fetch are paid once. iptables-nft-restore commits each `COMMIT` block when it reads
+// cache fetch are paid once (in Apply, which starts the tools and sends each a warm-up block:
+// WarmUpText). iptables-nft-restore commits each `COMMIT` block when it reads
 // it but says nothing on success, so success is read from the kernel: every nf_tables
 // transaction announces its new generation (NFT_MSG_NEWGEN, with the committing process's
 // pid) to the NFNLGRP_NFTABLES group, which a netlink socket in the namespace joins before the
