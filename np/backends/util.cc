@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <limits>
@@ -88,6 +89,32 @@ int ChildMain(void* arg) {
   return 127;
 }
 
+// Starts `path` with `argv` on the descriptors `stdio` (its 0, 1 and 2) inside the network
+// namespace open as `netns` (-1: this process's), sharing this process's memory until it
+// execs (clone(CLONE_VM | CLONE_VFORK): this thread waits until then, on whose stack the child
+// runs). The child's pid.
+absl::StatusOr<pid_t> CloneExec(const std::string& path, const std::vector<std::string>& argv,
+                                const std::array<int, 3>& stdio, int netns) {
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  sigset_t all, parent_mask;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &parent_mask);
+  ChildSetup setup{path.c_str(), args.data(), {stdio[0], stdio[1], stdio[2]}, netns,
+                   &parent_mask};
+  constexpr size_t kStack = 64 * 1024;
+  std::unique_ptr<char[]> stack(new char[kStack]);
+  const pid_t pid = clone(ChildMain, stack.get() + kStack, CLONE_VM | CLONE_VFORK | SIGCHLD,
+                          &setup);
+  const int error = errno;
+  pthread_sigmask(SIG_SETMASK, &parent_mask, nullptr);
+  if (pid < 0) {
+    return absl::InternalError(absl::StrCat("cannot run ", argv[0], ": ", std::strerror(error)));
+  }
+  return pid;
+}
+
 // One started command and its ends of the pipes (-1 once closed).
 struct Child {
   pid_t pid = -1;
@@ -117,29 +144,16 @@ absl::Status StartChild(const std::vector<std::string>& argv, int netns, Child& 
     for (int fd : {in_pipe[0], in_pipe[1], out_pipe[0], out_pipe[1]}) close(fd);
     return absl::InternalError(absl::StrCat("pipe: ", std::strerror(error)));
   }
-  std::vector<char*> args;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  sigset_t all, parent_mask;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &parent_mask);
-  ChildSetup setup{path->c_str(), args.data(), {in_pipe[0], out_pipe[1], err_pipe[1]}, netns,
-                   &parent_mask};
-  // The child runs on this stack until it execs (CLONE_VFORK: this thread waits until then).
-  constexpr size_t kStack = 64 * 1024;
-  std::unique_ptr<char[]> stack(new char[kStack]);
-  const pid_t pid = clone(ChildMain, stack.get() + kStack, CLONE_VM | CLONE_VFORK | SIGCHLD,
-                          &setup);
-  const int error = errno;
-  pthread_sigmask(SIG_SETMASK, &parent_mask, nullptr);
+  absl::StatusOr<pid_t> pid =
+      CloneExec(*path, argv, {in_pipe[0], out_pipe[1], err_pipe[1]}, netns);
   close(in_pipe[0]);
   close(out_pipe[1]);
   close(err_pipe[1]);
-  if (pid < 0) {
+  if (!pid.ok()) {
     for (int fd : {in_pipe[1], out_pipe[0], err_pipe[0]}) close(fd);
-    return absl::InternalError(absl::StrCat("cannot run ", argv[0], ": ", std::strerror(error)));
+    return pid.status();
   }
-  child.pid = pid;
+  child.pid = *pid;
   child.in = in_pipe[1];
   child.out = out_pipe[0];
   child.err = err_pipe[0];
@@ -223,6 +237,41 @@ absl::StatusOr<std::string> RunCommand(const std::vector<std::string>& argv_in,
   children[0].input = input;
   if (absl::Status s = StartChild(argv, -1, children[0]); !s.ok()) return s;
   return std::move(FinishChildren(children)[0]);
+}
+
+absl::StatusOr<RunningProcess> StartProcess(const std::vector<std::string>& argv,
+                                            absl::string_view netns) {
+  absl::StatusOr<std::string> path = ExecutablePath(argv[0]);
+  if (!path.ok()) return path.status();
+  int ns = -1;
+  if (!netns.empty()) {
+    const std::string at = absl::StrCat("/run/netns/", netns);
+    ns = open(at.c_str(), O_RDONLY | O_CLOEXEC);
+    if (ns < 0) {
+      return absl::NotFoundError(
+          absl::StrCat("network namespace ", netns, ": ", at, ": ", std::strerror(errno)));
+    }
+  }
+  int in[2] = {-1, -1}, err[2] = {-1, -1};
+  const int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+  absl::Status status = absl::OkStatus();
+  if (devnull < 0 || pipe2(in, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
+    status = absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
+  }
+  const absl::StatusOr<pid_t> pid =
+      status.ok() ? CloneExec(*path, argv, {in[0], devnull, err[1]}, ns)
+                  : absl::StatusOr<pid_t>(status);
+  for (int fd : {in[0], err[1], devnull, ns}) {
+    if (fd >= 0) close(fd);
+  }
+  if (!pid.ok()) {
+    for (int fd : {in[1], err[0]}) {
+      if (fd >= 0) close(fd);
+    }
+    return pid.status();
+  }
+  fcntl(err[0], F_SETFL, O_NONBLOCK);
+  return RunningProcess{*pid, in[1], err[0]};
 }
 
 std::vector<absl::StatusOr<std::string>> RunCommands(const std::vector<Command>& commands,

@@ -35,6 +35,20 @@ struct Command {
 std::vector<absl::StatusOr<std::string>> RunCommands(const std::vector<Command>& commands,
                                                      absl::string_view netns = "");
 
+// Starts argv (no shell) and leaves it running, for a long-lived tool fed through its stdin:
+// `in` is a pipe to its stdin, `err` (non-blocking) one from its stderr, its stdout goes to
+// /dev/null; with `netns` it enters that namespace as RunCommands' children do. Like them it
+// shares this process's memory until it execs (no fork: a fork of a large agent copies its
+// page tables and leaves its pages copy-on-write, a fault on each one it writes next). The
+// caller closes `in` and `err` and reaps `pid`.
+struct RunningProcess {
+  int pid = -1;
+  int in = -1;
+  int err = -1;
+};
+absl::StatusOr<RunningProcess> StartProcess(const std::vector<std::string>& argv,
+                                            absl::string_view netns = "");
+
 // 4 or 16 network-order bytes -> "10.0.0.1" / "fd00::1".
 std::string AddressText(absl::string_view bytes);
 // "10.0.0.1" / "fd00::1" -> 4 or 16 bytes; error if not an address.

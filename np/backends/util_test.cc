@@ -1,7 +1,11 @@
 // The helpers every backend shares: CheckIr (the IR invariants the backends rely on, each
 // violation an error naming the IR element) and EscapeText / CommentText (user bytes made
-// safe for rule comments: hostile names, cuts at the comment limits).
+// safe for rule comments: hostile names, cuts at the comment limits), and StartProcess.
 #include "np/backends/util.h"
+
+#include <poll.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <random>
 
@@ -12,6 +16,39 @@
 
 namespace np::backends {
 namespace {
+
+// ---- StartProcess -------------------------------------------------------------------
+
+// A started process reads what is written to `in` and its stderr comes back on `err`; it runs
+// until its stdin closes, and the caller reaps it with its exit status.
+TEST(StartProcess, FeedsStdinAndReturnsStderr) {
+  absl::StatusOr<RunningProcess> p = StartProcess({"sh", "-c", "cat >&2; echo out; exit 3"});
+  ASSERT_TRUE(p.ok()) << p.status();
+  const std::string text = "line one\nline two\n";
+  ASSERT_EQ(write(p->in, text.data(), text.size()), static_cast<ssize_t>(text.size()));
+  close(p->in);
+  std::string err;
+  char buffer[256];
+  while (true) {
+    pollfd fd{p->err, POLLIN, 0};
+    ASSERT_GE(poll(&fd, 1, 5000), 1) << "no end of stderr";
+    const ssize_t n = read(p->err, buffer, sizeof(buffer));
+    if (n == 0) break;
+    if (n > 0) err.append(buffer, static_cast<size_t>(n));
+  }
+  close(p->err);
+  int status = 0;
+  ASSERT_EQ(waitpid(p->pid, &status, 0), p->pid);
+  EXPECT_EQ(err, text);  // stdout ("out") went to /dev/null
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 3);
+}
+
+TEST(StartProcess, ErrorsAreValues) {
+  EXPECT_EQ(StartProcess({"np-no-such-tool-h96"}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(StartProcess({"sh"}, "np-no-such-netns-h96").status().code(),
+            absl::StatusCode::kNotFound);
+}
 
 // ---- EscapeText / CommentText --------------------------------------------------------
 
