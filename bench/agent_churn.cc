@@ -216,7 +216,10 @@ int Run(const Flags& flags) {
   const size_t max_seconds = static_cast<size_t>(flags.seconds) + 120;
   std::vector<int> max_pending(max_seconds, 0);   // the agent's pending_events, sampled
   std::vector<int64_t> rss(max_seconds, -1);      // sampled once per second
-  int next = 0, rejected = 0, failures = 0, syncs = 0;
+  // `unchanged`: events the agent applied that change nothing the engine reads (a relabel
+  // by a label no selector reads, a policy upsert equal to the last): nothing waits for the
+  // kernel (Agent::HandleEvent), so they are not pending — and not rejected either.
+  int next = 0, rejected = 0, unchanged = 0, failures = 0, syncs = 0;
   std::vector<double> sync_s, backend_s;  // each sync's wall time, and its backend call's
   double handle_s = 0;                    // all HandleEvent calls (parse + engine apply)
   int64_t rss_max = rss_start;
@@ -231,13 +234,14 @@ int Run(const Flags& flags) {
     if (now > give_up) break;
     for (; next < count && due(next) <= now; ++next) {
       const int before = agent.pending_events();
+      const uint64_t rejected_before = node.metrics().rejected_events();
       const absl::Time h0 = absl::Now();
       agent.HandleEvent(script.events[next], due(next));
       handle_s += absl::ToDoubleSeconds(absl::Now() - h0);
       if (agent.pending_events() == before + 1) {
         pending.push_back(next);
       } else {
-        ++rejected;
+        ++(node.metrics().rejected_events() > rejected_before ? rejected : unchanged);
         done_at.push_back(due(next));  // nothing to wait for
       }
     }
@@ -353,9 +357,9 @@ int Run(const Flags& flags) {
   const bool backlog_ok = last_third <= 1.5 * first_third + flags.rate / 4;
   const bool memory_ok = rss_end <= rss_third + (int64_t{64} << 20);
   const bool ok = drained && backlog_ok && memory_ok && rejected == 0 && failures == 0;
-  printf("events %d in %.1f s (%d rejected), %d syncs (%.1f events each, %lld via Update, %lld "
+  printf("events %d in %.1f s (%d rejected, %d changing nothing the engine reads), %d syncs (%.1f events each, %lld via Update, %lld "
          "via Apply), %d failed\n",
-         next, absl::ToDoubleSeconds(end - start), rejected, syncs,
+         next, absl::ToDoubleSeconds(end - start), rejected, unchanged, syncs,
          syncs > 0 ? static_cast<double>(latencies.size()) / syncs : 0.0,
          static_cast<long long>(node.backend().updates()),
          static_cast<long long>(node.backend().applies()), failures);

@@ -736,6 +736,7 @@ TEST_F(AgentTest, InvalidEventIsRejectedWithFieldPathAndStateKept) {
   EXPECT_EQ(agent_->pending_events(), 0);
   EXPECT_EQ(agent_->current()->stats().policies, 0u);
   EXPECT_THAT(metrics_.Render(), HasSubstr("np_agent_events_total{result=\"rejected\"} 2\n"));
+  EXPECT_EQ(metrics_.rejected_events(), 2u);  // what bench/agent_churn reads
   const std::string log = log_text_.str();
   EXPECT_THAT(log, HasSubstr("\"object\":\"NetworkPolicy x/bad\""));
   EXPECT_THAT(log, HasSubstr("spec.ingress[0].ports[0].port"));

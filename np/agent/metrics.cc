@@ -24,6 +24,11 @@ void AgentMetrics::CountEvent(bool applied) {
   ++(applied ? applied_ : rejected_);
 }
 
+uint64_t AgentMetrics::rejected_events() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return rejected_;
+}
+
 void AgentMetrics::RecordSync(absl::Time done, const std::vector<absl::Duration>& latencies,
                               const std::map<std::string, uint64_t>& items) {
   std::lock_guard<std::mutex> lock(mutex_);

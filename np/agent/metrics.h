@@ -43,6 +43,8 @@ class AgentMetrics {
   // np_agent_events_total{result="applied"|"rejected"}. A bookmark, and a delete of what is
   // already gone (a relist's), count as applied: they were read and need nothing.
   void CountEvent(bool applied);
+  // How many events were rejected so far (the counter above), for tools that drive an Agent.
+  uint64_t rejected_events() const;
   // One kernel update that took effect: every event it carried waited `latency` (from being
   // read to the backend's Apply returning); `items` is the program's size as the backend's
   // Capacity reports it (item name -> used).
