@@ -958,7 +958,13 @@ void PrintTable() {
   for (const auto& key : ResultOrder()) {
     std::map<std::string, int> hows;
     for (const Sample& s : Results()[key]) {
-      if (!s.how.empty()) hows[s.how.substr(0, 200)]++;
+      // Grouped by path, without the per-event step times ("; ms: ...", "; waited ... for
+      // the last cleanup"), which made every event a row of its own; --samples prints them.
+      std::string how = s.how;
+      for (const char* timing : {"; ms: ", "; waited "}) {
+        if (size_t at = how.find(timing); at != std::string::npos) how.resize(at);
+      }
+      if (!how.empty()) hows[how.substr(0, 200)]++;
     }
     for (const auto& [how, n] : hows) {
       if (!header) printf("\n| backend | node | event | n | how the backend updated |\n|---|---|---|---|---|\n");
